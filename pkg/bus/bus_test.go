@@ -1,0 +1,161 @@
+package bus_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+func newBus(t *testing.T) *bus.Bus {
+	t.Helper()
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := bus.Connect(ctx, url, "test", testenv.Logger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+// dlq reads every dead-lettered message so far.
+func dlq(t *testing.T, b *bus.Bus, want int) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := b.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	var out []jetstream.Msg
+	for len(out) < want {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		require.NoError(t, err, "waiting for dead letter %d of %d", len(out)+1, want)
+		out = append(out, m)
+	}
+	return out
+}
+
+func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	var handled []string
+	go func() {
+		_ = b.Consume(ctx, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			handled = append(handled, d.Msg.(*events.RunTeardown).RunID)
+			return nil
+		})
+	}()
+
+	// A malformed message straight on the command subject, as a broken
+	// client would send it: right headers, body missing required fields.
+	bad := nats.NewMsg(bus.Subject(events.TypeRunTeardown))
+	bad.Header.Set(bus.HeaderType, string(events.TypeRunTeardown))
+	bad.Header.Set(bus.HeaderVersion, "1")
+	bad.Data = []byte(`{"experiment_id":"e1","backend":"local"}`)
+	_, err := b.JetStream().PublishMsg(ctx, bad)
+	require.NoError(t, err)
+	// And one with no type header at all.
+	_, err = b.JetStream().Publish(ctx, bus.Subject(events.TypeRunProvision), []byte(`garbage`))
+	require.NoError(t, err)
+	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "e1", RunID: "r-good", Backend: "local"}, ""))
+
+	testenv.Eventually(t, 10*time.Second, "valid message handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == 1
+	})
+	require.Equal(t, []string{"r-good"}, handled)
+
+	dead := dlq(t, b, 2)
+	require.Equal(t, "gf.dlq.gf.cmd.run.teardown", dead[0].Subject())
+	require.Contains(t, dead[0].Headers().Get(bus.HeaderDLQReason), "run_id")
+	require.Equal(t, `{"experiment_id":"e1","backend":"local"}`, string(dead[0].Data()), "original body kept")
+	require.Equal(t, "provisioner", dead[0].Headers().Get(bus.HeaderDLQConsume))
+	require.Contains(t, dead[1].Headers().Get(bus.HeaderDLQReason), "missing Gf-Type header")
+}
+
+func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	attempts := map[string]int{}
+	spec := bus.ConsumerSpec{Durable: "flaky", Types: []events.Type{events.TypeLoadStop}, MaxDeliver: 3,
+		Backoff: []time.Duration{10 * time.Millisecond}}
+	go func() {
+		_ = b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
+			run := d.Msg.(*events.LoadStop).RunID
+			mu.Lock()
+			attempts[run]++
+			n := attempts[run]
+			mu.Unlock()
+			switch {
+			case run == "recovers" && n < 2:
+				return context.DeadlineExceeded
+			case run == "never":
+				return context.DeadlineExceeded
+			case run == "permanent":
+				return bus.Permanent(errTest)
+			}
+			return nil
+		})
+	}()
+	for _, r := range []string{"never", "permanent", "recovers"} {
+		require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: r}, ""))
+	}
+	dead := dlq(t, b, 2)
+	reasons := map[string]string{}
+	for _, m := range dead {
+		reasons[m.Headers().Get(bus.HeaderRun)] = m.Headers().Get(bus.HeaderDLQReason)
+	}
+	require.Contains(t, reasons["never"], "failed 3 deliveries")
+	require.Contains(t, reasons["permanent"], "rejected: test failure")
+	testenv.Eventually(t, 5*time.Second, "recovering message retried", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return attempts["recovers"] == 2
+	})
+	mu.Lock()
+	require.Equal(t, 3, attempts["never"])
+	require.Equal(t, 1, attempts["permanent"])
+	mu.Unlock()
+}
+
+type testErr struct{}
+
+func (testErr) Error() string { return "test failure" }
+
+var errTest = testErr{}
+
+func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
+	b := newBus(t)
+	ctx := context.Background()
+	m := events.RunTornDown{ExperimentID: "e9", RunID: "e9-r1", TsMs: 1}
+	require.NoError(t, b.Publish(ctx, m, "torn-down:e9-r1"))
+	require.NoError(t, b.Publish(ctx, m, "torn-down:e9-r1"))
+	s, err := b.JetStream().Stream(ctx, bus.StreamLifecycle)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.State.Msgs, "same Nats-Msg-Id stored once")
+	raw, err := s.GetLastMsgForSubject(ctx, bus.Subject(events.TypeRunTornDown))
+	require.NoError(t, err)
+	require.Equal(t, "run.torn_down", raw.Header.Get(bus.HeaderType))
+	require.Equal(t, "1", raw.Header.Get(bus.HeaderVersion))
+	require.Equal(t, "e9", raw.Header.Get(bus.HeaderExperiment))
+	require.Equal(t, "e9-r1", raw.Header.Get(bus.HeaderRun))
+	require.Equal(t, "test", raw.Header.Get(bus.HeaderProducer))
+	require.Equal(t, "torn-down:e9-r1", raw.Header.Get(nats.MsgIdHdr))
+}

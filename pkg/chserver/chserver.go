@@ -1,0 +1,190 @@
+// Package chserver runs a ClickHouse server as a child process bound to
+// 127.0.0.1 with its own data directory. `greenflow dev` and the test harness
+// use it when no external ClickHouse is given. It works with Debian's
+// clickhouse-server 18.16 and with current `clickhouse server` binaries.
+package chserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoBinary means no ClickHouse server binary was found.
+var ErrNoBinary = errors.New("no clickhouse server binary found (looked for clickhouse-server and clickhouse on PATH and in /usr/sbin, /usr/bin); install it with `apt-get install -y clickhouse-server` as root, or pass --clickhouse-dsn to use a running server")
+
+// Server is a running child ClickHouse.
+type Server struct {
+	Dir      string
+	TCPPort  int
+	HTTPPort int
+	cmd      *exec.Cmd
+	done     chan error
+}
+
+// DSN is the native-protocol address for clickhouse-go.
+func (s *Server) DSN(database string) string {
+	return fmt.Sprintf("clickhouse://127.0.0.1:%d/%s", s.TCPPort, database)
+}
+
+// FindBinary returns the server command line prefix.
+func FindBinary() ([]string, error) {
+	for _, name := range []string{"clickhouse-server", "/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return []string{p}, nil
+		}
+	}
+	for _, name := range []string{"clickhouse", "/usr/bin/clickhouse"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return []string{p, "server"}, nil
+		}
+	}
+	return nil, ErrNoBinary
+}
+
+// Start launches a server whose state lives in dir (created if needed) and
+// waits until it answers, at most 60 s. Ports are chosen free on 127.0.0.1.
+func Start(ctx context.Context, dir string) (*Server, error) {
+	bin, err := FindBinary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse dir: %w", err)
+	}
+	for _, sub := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("create clickhouse dir: %w", err)
+		}
+	}
+	tcp, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(configXML(dir, tcp, httpPort)), 0o644); err != nil {
+		return nil, fmt.Errorf("write clickhouse config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+		return nil, fmt.Errorf("write clickhouse users: %w", err)
+	}
+	args := append(bin[1:], "--config-file="+filepath.Join(dir, "config.xml"))
+	cmd := exec.Command(bin[0], args...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	logf, err := os.Create(filepath.Join(dir, "log", "stdout.log"))
+	if err != nil {
+		return nil, fmt.Errorf("create clickhouse log: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("start %s: %w", bin[0], err)
+	}
+	s := &Server{Dir: dir, TCPPort: tcp, HTTPPort: httpPort, cmd: cmd, done: make(chan error, 1)}
+	go func() { s.done <- cmd.Wait(); _ = logf.Close() }()
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	url := fmt.Sprintf("http://127.0.0.1:%d/?query=SELECT%%201", s.HTTPPort)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-s.done:
+			return fmt.Errorf("clickhouse exited during start-up (%v); see %s", err, s.logTail())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("clickhouse not ready after %s; see %s", within, s.logTail())
+		}
+	}
+}
+
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "log", "err.log"))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	return filepath.Join(s.Dir, "log") + ": " + strings.Join(lines, " | ")
+}
+
+// Stop terminates the server (SIGTERM, then SIGKILL after 15 s) and waits.
+func (s *Server) Stop() error {
+	if s.cmd.Process == nil {
+		return nil
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func configXML(dir string, tcp, httpPort int) string {
+	return fmt.Sprintf(`<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>%[1]s/log/server.log</log><errorlog>%[1]s/log/err.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <tcp_port>%[2]d</tcp_port>
+  <http_port>%[3]d</http_port>
+  <path>%[1]s/data/</path>
+  <tmp_path>%[1]s/tmp/</tmp_path>
+  <user_files_path>%[1]s/user_files/</user_files_path>
+  <format_schema_path>%[1]s/format_schemas/</format_schema_path>
+  <mark_cache_size>268435456</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+  <users_config>users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+</yandex>
+`, dir, tcp, httpPort)
+}
+
+const usersXML = `<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+`

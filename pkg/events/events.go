@@ -1,0 +1,402 @@
+// Package events defines every lifecycle command and event GreenFlow services
+// exchange over NATS JetStream. The JSON Schemas under schemas/events are the
+// source of truth; a test checks that each Go type here marshals to JSON that
+// validates against its schema. A breaking change gets a new version (a new
+// schema file and type), never an in-place edit.
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Type names a message; with Version it selects the schema.
+type Type string
+
+// Every message type. Commands ask a service to do something; events report
+// what happened.
+const (
+	TypeExperimentSubmit   Type = "experiment.submit"
+	TypeExperimentCancel   Type = "experiment.cancel"
+	TypeExperimentState    Type = "experiment.state"
+	TypeRunProvision       Type = "run.provision"
+	TypeRunProvisioned     Type = "run.provisioned"
+	TypeRunProvisionFailed Type = "run.provision_failed"
+	TypeRunTeardown        Type = "run.teardown"
+	TypeRunTornDown        Type = "run.torn_down"
+	TypeRunState           Type = "run.state"
+	TypeRunMeasured        Type = "run.measured"
+	TypeRunAnalyzed        Type = "run.analyzed"
+	TypeLoadStart          Type = "load.start"
+	TypeLoadStop           Type = "load.stop"
+	TypeLoadProgress       Type = "load.progress"
+	TypeLoadFinished       Type = "load.finished"
+	TypeCollectAssign      Type = "collect.assign"
+	TypeCollectRelease     Type = "collect.release"
+)
+
+// Message is implemented by every command and event.
+type Message interface {
+	MessageType() Type
+	MessageVersion() int
+	// IDs returns the experiment and run the message is about (run may be "").
+	IDs() (experimentID, runID string)
+}
+
+// Target is something energy is attributed to: a node, a process (tree) or a pod.
+type Target struct {
+	ID          string `json:"id"`
+	Kind        string `json:"kind"` // node | process | pod
+	Node        string `json:"node"`
+	Role        string `json:"role,omitempty"` // sut | broker | loadgen | platform
+	PID         int    `json:"pid,omitempty"`
+	Namespace   string `json:"namespace,omitempty"`
+	Pod         string `json:"pod,omitempty"`
+	ContainerID string `json:"container_id,omitempty"`
+}
+
+// SUT describes the system under test to deploy for one run.
+type SUT struct {
+	Template string            `json:"template"` // e.g. uc3-go
+	Backend  string            `json:"backend"`  // local | kubernetes
+	Params   map[string]string `json:"params,omitempty"`
+	Command  []string          `json:"command,omitempty"` // local backend: override of the command line
+}
+
+// Kafka names the data plane of a run.
+type Kafka struct {
+	Brokers     []string `json:"brokers"`
+	InputTopic  string   `json:"input_topic"`
+	OutputTopic string   `json:"output_topic"`
+	Partitions  int      `json:"partitions"`
+}
+
+// Workload is the UC-3 load of a run.
+type Workload struct {
+	Sensors    int     `json:"sensors"`
+	PeriodMs   int     `json:"period_ms"`
+	RatePerSec float64 `json:"rate_per_sec"` // total msg/s; derived from sensors and period when both are given
+	ValueW     float64 `json:"value_w"`
+	Format     string  `json:"format"` // avro | json
+	SchemaID   uint32  `json:"schema_id"`
+}
+
+// Phase is one recorded phase of a run with its measured start and end.
+type Phase struct {
+	Name    string `json:"name"`
+	StartMs int64  `json:"start_ms"`
+	EndMs   int64  `json:"end_ms"`
+}
+
+// ExperimentSubmit asks the scheduler to run an experiment. Spec is the YAML
+// (or JSON) text as the user wrote it; the scheduler validates it.
+type ExperimentSubmit struct {
+	ExperimentID string `json:"experiment_id"`
+	Spec         string `json:"spec"`
+	SubmittedBy  string `json:"submitted_by,omitempty"`
+}
+
+// ExperimentCancel asks the scheduler to cancel every unfinished run.
+type ExperimentCancel struct {
+	ExperimentID string `json:"experiment_id"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+// ExperimentState reports an experiment's progress.
+type ExperimentState struct {
+	ExperimentID string `json:"experiment_id"`
+	Name         string `json:"name"`
+	State        string `json:"state"` // queued | running | done | failed | cancelled
+	RunsTotal    int    `json:"runs_total"`
+	RunsDone     int    `json:"runs_done"`
+	RunsFailed   int    `json:"runs_failed"`
+	Reason       string `json:"reason,omitempty"`
+	TsMs         int64  `json:"ts_ms"`
+}
+
+// RunProvision asks the provisioner to deploy a run's system under test.
+type RunProvision struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+	SUT          SUT    `json:"sut"`
+	Kafka        Kafka  `json:"kafka"`
+}
+
+// RunProvisioned reports a deployed run and the targets to measure.
+type RunProvisioned struct {
+	ExperimentID string   `json:"experiment_id"`
+	RunID        string   `json:"run_id"`
+	Backend      string   `json:"backend"`
+	Targets      []Target `json:"targets"`
+	TsMs         int64    `json:"ts_ms"`
+}
+
+// RunProvisionFailed reports a run that could not be deployed.
+type RunProvisionFailed struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+	Reason       string `json:"reason"`
+	TsMs         int64  `json:"ts_ms"`
+}
+
+// RunTeardown asks the provisioner to remove a run's deployment.
+type RunTeardown struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+	Backend      string `json:"backend"`
+}
+
+// RunTornDown reports a removed deployment. Crashed is set when the system
+// under test had already exited before teardown (the run is then invalid).
+type RunTornDown struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+	Crashed      bool   `json:"crashed"`
+	Reason       string `json:"reason,omitempty"`
+	TsMs         int64  `json:"ts_ms"`
+}
+
+// RunState reports a run's state transition.
+type RunState struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+	Index        int    `json:"index"`
+	State        string `json:"state"`
+	Reason       string `json:"reason,omitempty"`
+	PhaseEndMs   int64  `json:"phase_end_ms,omitempty"` // when the current timed phase ends
+	TsMs         int64  `json:"ts_ms"`
+}
+
+// RunMeasured tells the analyzer that a run's measurement is complete.
+type RunMeasured struct {
+	ExperimentID   string            `json:"experiment_id"`
+	RunID          string            `json:"run_id"`
+	ConfigHash     string            `json:"config_hash"`
+	Factors        map[string]string `json:"factors"`
+	Repetition     int               `json:"repetition"`
+	Phases         []Phase           `json:"phases"`
+	MeasureStartMs int64             `json:"measure_start_ms"`
+	MeasureEndMs   int64             `json:"measure_end_ms"`
+	BaselineStart  int64             `json:"baseline_start_ms"`
+	BaselineEnd    int64             `json:"baseline_end_ms"`
+	Targets        []Target          `json:"targets"`
+	RecordsSent    int64             `json:"records_sent"`
+	OfferedRate    float64           `json:"offered_rate"`
+}
+
+// RunAnalyzed reports a run's headline results.
+type RunAnalyzed struct {
+	ExperimentID   string  `json:"experiment_id"`
+	RunID          string  `json:"run_id"`
+	DurationS      float64 `json:"duration_s"`
+	EnergyJ        float64 `json:"energy_j"`      // SUT energy over the measured window
+	NodeEnergyJ    float64 `json:"node_energy_j"` // whole-node energy over the window
+	MeanPowerW     float64 `json:"mean_power_w"`
+	Events         int64   `json:"events"`
+	MicroJPerEvent float64 `json:"uj_per_event"`
+	Estimated      bool    `json:"estimated"`
+	TsMs           int64   `json:"ts_ms"`
+}
+
+// LoadStart asks load generators to produce a run's UC-3 load.
+type LoadStart struct {
+	ExperimentID string   `json:"experiment_id"`
+	RunID        string   `json:"run_id"`
+	Workload     Workload `json:"workload"`
+	Kafka        Kafka    `json:"kafka"`
+	DurationMs   int64    `json:"duration_ms"`
+}
+
+// LoadStop asks load generators to stop a run's load early.
+type LoadStop struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+}
+
+// LoadProgress is reported every second while load runs.
+type LoadProgress struct {
+	ExperimentID string  `json:"experiment_id"`
+	RunID        string  `json:"run_id"`
+	Instance     string  `json:"instance"`
+	TsMs         int64   `json:"ts_ms"`
+	RecordsSent  int64   `json:"records_sent"` // cumulative, acknowledged by Kafka
+	Errors       int64   `json:"errors"`
+	RatePerSec   float64 `json:"rate_per_sec"` // over the last second
+}
+
+// LoadFinished reports the end of a run's load.
+type LoadFinished struct {
+	ExperimentID string  `json:"experiment_id"`
+	RunID        string  `json:"run_id"`
+	Instance     string  `json:"instance"`
+	StartMs      int64   `json:"start_ms"`
+	EndMs        int64   `json:"end_ms"`
+	RecordsSent  int64   `json:"records_sent"`
+	Errors       int64   `json:"errors"`
+	AchievedRate float64 `json:"achieved_rate"`
+	Failed       bool    `json:"failed"`
+	Reason       string  `json:"reason,omitempty"`
+}
+
+// CollectAssign tells energy collectors which targets belong to a run.
+type CollectAssign struct {
+	ExperimentID string   `json:"experiment_id"`
+	RunID        string   `json:"run_id"`
+	Targets      []Target `json:"targets"`
+}
+
+// CollectRelease tells energy collectors a run's targets are gone.
+type CollectRelease struct {
+	ExperimentID string `json:"experiment_id"`
+	RunID        string `json:"run_id"`
+}
+
+func (ExperimentSubmit) MessageType() Type   { return TypeExperimentSubmit }
+func (ExperimentCancel) MessageType() Type   { return TypeExperimentCancel }
+func (ExperimentState) MessageType() Type    { return TypeExperimentState }
+func (RunProvision) MessageType() Type       { return TypeRunProvision }
+func (RunProvisioned) MessageType() Type     { return TypeRunProvisioned }
+func (RunProvisionFailed) MessageType() Type { return TypeRunProvisionFailed }
+func (RunTeardown) MessageType() Type        { return TypeRunTeardown }
+func (RunTornDown) MessageType() Type        { return TypeRunTornDown }
+func (RunState) MessageType() Type           { return TypeRunState }
+func (RunMeasured) MessageType() Type        { return TypeRunMeasured }
+func (RunAnalyzed) MessageType() Type        { return TypeRunAnalyzed }
+func (LoadStart) MessageType() Type          { return TypeLoadStart }
+func (LoadStop) MessageType() Type           { return TypeLoadStop }
+func (LoadProgress) MessageType() Type       { return TypeLoadProgress }
+func (LoadFinished) MessageType() Type       { return TypeLoadFinished }
+func (CollectAssign) MessageType() Type      { return TypeCollectAssign }
+func (CollectRelease) MessageType() Type     { return TypeCollectRelease }
+
+func (ExperimentSubmit) MessageVersion() int   { return 1 }
+func (ExperimentCancel) MessageVersion() int   { return 1 }
+func (ExperimentState) MessageVersion() int    { return 1 }
+func (RunProvision) MessageVersion() int       { return 1 }
+func (RunProvisioned) MessageVersion() int     { return 1 }
+func (RunProvisionFailed) MessageVersion() int { return 1 }
+func (RunTeardown) MessageVersion() int        { return 1 }
+func (RunTornDown) MessageVersion() int        { return 1 }
+func (RunState) MessageVersion() int           { return 1 }
+func (RunMeasured) MessageVersion() int        { return 1 }
+func (RunAnalyzed) MessageVersion() int        { return 1 }
+func (LoadStart) MessageVersion() int          { return 1 }
+func (LoadStop) MessageVersion() int           { return 1 }
+func (LoadProgress) MessageVersion() int       { return 1 }
+func (LoadFinished) MessageVersion() int       { return 1 }
+func (CollectAssign) MessageVersion() int      { return 1 }
+func (CollectRelease) MessageVersion() int     { return 1 }
+
+func (m ExperimentSubmit) IDs() (string, string)   { return m.ExperimentID, "" }
+func (m ExperimentCancel) IDs() (string, string)   { return m.ExperimentID, "" }
+func (m ExperimentState) IDs() (string, string)    { return m.ExperimentID, "" }
+func (m RunProvision) IDs() (string, string)       { return m.ExperimentID, m.RunID }
+func (m RunProvisioned) IDs() (string, string)     { return m.ExperimentID, m.RunID }
+func (m RunProvisionFailed) IDs() (string, string) { return m.ExperimentID, m.RunID }
+func (m RunTeardown) IDs() (string, string)        { return m.ExperimentID, m.RunID }
+func (m RunTornDown) IDs() (string, string)        { return m.ExperimentID, m.RunID }
+func (m RunState) IDs() (string, string)           { return m.ExperimentID, m.RunID }
+func (m RunMeasured) IDs() (string, string)        { return m.ExperimentID, m.RunID }
+func (m RunAnalyzed) IDs() (string, string)        { return m.ExperimentID, m.RunID }
+func (m LoadStart) IDs() (string, string)          { return m.ExperimentID, m.RunID }
+func (m LoadStop) IDs() (string, string)           { return m.ExperimentID, m.RunID }
+func (m LoadProgress) IDs() (string, string)       { return m.ExperimentID, m.RunID }
+func (m LoadFinished) IDs() (string, string)       { return m.ExperimentID, m.RunID }
+func (m CollectAssign) IDs() (string, string)      { return m.ExperimentID, m.RunID }
+func (m CollectRelease) IDs() (string, string)     { return m.ExperimentID, m.RunID }
+
+// registry maps (type, version) to a constructor of a zero value.
+var registry = map[key]func() Message{
+	{TypeExperimentSubmit, 1}:   func() Message { return &ExperimentSubmit{} },
+	{TypeExperimentCancel, 1}:   func() Message { return &ExperimentCancel{} },
+	{TypeExperimentState, 1}:    func() Message { return &ExperimentState{} },
+	{TypeRunProvision, 1}:       func() Message { return &RunProvision{} },
+	{TypeRunProvisioned, 1}:     func() Message { return &RunProvisioned{} },
+	{TypeRunProvisionFailed, 1}: func() Message { return &RunProvisionFailed{} },
+	{TypeRunTeardown, 1}:        func() Message { return &RunTeardown{} },
+	{TypeRunTornDown, 1}:        func() Message { return &RunTornDown{} },
+	{TypeRunState, 1}:           func() Message { return &RunState{} },
+	{TypeRunMeasured, 1}:        func() Message { return &RunMeasured{} },
+	{TypeRunAnalyzed, 1}:        func() Message { return &RunAnalyzed{} },
+	{TypeLoadStart, 1}:          func() Message { return &LoadStart{} },
+	{TypeLoadStop, 1}:           func() Message { return &LoadStop{} },
+	{TypeLoadProgress, 1}:       func() Message { return &LoadProgress{} },
+	{TypeLoadFinished, 1}:       func() Message { return &LoadFinished{} },
+	{TypeCollectAssign, 1}:      func() Message { return &CollectAssign{} },
+	{TypeCollectRelease, 1}:     func() Message { return &CollectRelease{} },
+}
+
+type key struct {
+	t Type
+	v int
+}
+
+// Known lists every registered (type, version) as "type/vN", sorted.
+func Known() []string {
+	out := make([]string, 0, len(registry))
+	for k := range registry {
+		out = append(out, fmt.Sprintf("%s/v%d", k.t, k.v))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Samples returns one zero value of every registered message, for tests and
+// tooling that must cover every type.
+func Samples() []Message {
+	out := make([]Message, 0, len(registry))
+	for _, k := range sortedKeys() {
+		out = append(out, registry[k]())
+	}
+	return out
+}
+
+func sortedKeys() []key {
+	keys := make([]key, 0, len(registry))
+	for k := range registry {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].t != keys[j].t {
+			return keys[i].t < keys[j].t
+		}
+		return keys[i].v < keys[j].v
+	})
+	return keys
+}
+
+// ErrUnknownType is returned for a type or version this build does not know.
+var ErrUnknownType = errors.New("unknown message type or version")
+
+// SchemaName is the file name (under schemas/events) of a type's schema.
+func SchemaName(t Type, version int) string {
+	return fmt.Sprintf("%s.v%d.json", strings.ReplaceAll(string(t), "_", "-"), version)
+}
+
+// New returns a pointer to a zero value of the given type and version.
+func New(t Type, version int) (Message, error) {
+	f, ok := registry[key{t, version}]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q version %d (known: %s)", ErrUnknownType, t, version, strings.Join(Known(), ", "))
+	}
+	return f(), nil
+}
+
+// Decode validates data against the schema of (t, version) and unmarshals it.
+// The error names the offending field when validation fails.
+func Decode(t Type, version int, data []byte) (Message, error) {
+	m, err := New(t, version)
+	if err != nil {
+		return nil, err
+	}
+	if err := Validate(t, version, data); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("decode %s/v%d: %w", t, version, err)
+	}
+	return m, nil
+}

@@ -1,0 +1,104 @@
+package events_test
+
+import (
+	"encoding/json"
+	"io/fs"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/schemas"
+)
+
+// filled returns a realistic instance of every message type: zero values do
+// not exercise required fields, patterns and enums.
+func filled() []events.Message {
+	tgt := []events.Target{{ID: "process/uc3-1", Kind: "process", Node: "host-a", Role: "sut", PID: 4242}}
+	kafka := events.Kafka{Brokers: []string{"127.0.0.1:9092"}, InputTopic: "input", OutputTopic: "output", Partitions: 4}
+	return []events.Message{
+		events.ExperimentSubmit{ExperimentID: "exp-1", Spec: "apiVersion: greenflow.dev/v1\nkind: Experiment\n", SubmittedBy: "cli"},
+		events.ExperimentCancel{ExperimentID: "exp-1", Reason: "user"},
+		events.ExperimentState{ExperimentID: "exp-1", Name: "demo", State: "running", RunsTotal: 2, RunsDone: 1, TsMs: 1},
+		events.RunProvision{ExperimentID: "exp-1", RunID: "exp-1-r000", SUT: events.SUT{Template: "uc3-go", Backend: "local", Params: map[string]string{"instances": "1"}}, Kafka: kafka},
+		events.RunProvisioned{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local", Targets: tgt, TsMs: 2},
+		events.RunProvisionFailed{ExperimentID: "exp-1", RunID: "exp-1-r000", Reason: "exec: not found", TsMs: 2},
+		events.RunTeardown{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local"},
+		events.RunTornDown{ExperimentID: "exp-1", RunID: "exp-1-r000", TsMs: 3},
+		events.RunState{ExperimentID: "exp-1", RunID: "exp-1-r000", State: "measuring", PhaseEndMs: 9, TsMs: 3},
+		events.RunMeasured{ExperimentID: "exp-1", RunID: "exp-1-r000", ConfigHash: "abc", Factors: map[string]string{"rate": "1000"},
+			Phases: []events.Phase{{Name: "measuring", StartMs: 1, EndMs: 2}}, MeasureStartMs: 1, MeasureEndMs: 2, Targets: tgt, RecordsSent: 10, OfferedRate: 5},
+		events.RunAnalyzed{ExperimentID: "exp-1", RunID: "exp-1-r000", DurationS: 10, EnergyJ: 5, NodeEnergyJ: 50, MeanPowerW: 0.5, Events: 100, MicroJPerEvent: 50000, Estimated: true, TsMs: 4},
+		events.LoadStart{ExperimentID: "exp-1", RunID: "exp-1-r000", Workload: events.Workload{Sensors: 100, PeriodMs: 1000, RatePerSec: 100, ValueW: 10, Format: "avro", SchemaID: 1}, Kafka: kafka, DurationMs: 1000},
+		events.LoadStop{ExperimentID: "exp-1", RunID: "exp-1-r000"},
+		events.LoadProgress{ExperimentID: "exp-1", RunID: "exp-1-r000", Instance: "lg-1", TsMs: 5, RecordsSent: 100, RatePerSec: 100},
+		events.LoadFinished{ExperimentID: "exp-1", RunID: "exp-1-r000", Instance: "lg-1", StartMs: 1, EndMs: 2, RecordsSent: 100, AchievedRate: 100},
+		events.CollectAssign{ExperimentID: "exp-1", RunID: "exp-1-r000", Targets: tgt},
+		events.CollectRelease{ExperimentID: "exp-1", RunID: "exp-1-r000"},
+	}
+}
+
+func TestEveryTypeValidatesAgainstItsSchema(t *testing.T) {
+	msgs := filled()
+	require.Len(t, msgs, len(events.Known()), "filled() must cover every registered type")
+	seen := map[events.Type]bool{}
+	for _, m := range msgs {
+		seen[m.MessageType()] = true
+		b, err := json.Marshal(m)
+		require.NoError(t, err)
+		require.NoError(t, events.Validate(m.MessageType(), m.MessageVersion(), b), "%s: %s", m.MessageType(), b)
+		back, err := events.Decode(m.MessageType(), m.MessageVersion(), b)
+		require.NoError(t, err)
+		rb, err := json.Marshal(back)
+		require.NoError(t, err)
+		require.JSONEq(t, string(b), string(rb), "round trip of %s", m.MessageType())
+	}
+	for _, m := range events.Samples() {
+		require.True(t, seen[m.MessageType()], "filled() lacks %s", m.MessageType())
+	}
+}
+
+func TestEverySchemaFileBelongsToAType(t *testing.T) {
+	names := map[string]bool{"common.v1.json": true}
+	for _, m := range events.Samples() {
+		names[events.SchemaName(m.MessageType(), m.MessageVersion())] = true
+	}
+	entries, err := fs.ReadDir(schemas.Events, "events")
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.True(t, names[e.Name()], "schema %s has no Go type", e.Name())
+	}
+}
+
+func TestUnknownTypeOrVersionIsRejected(t *testing.T) {
+	_, err := events.Decode("run.exploded", 1, []byte(`{}`))
+	require.ErrorIs(t, err, events.ErrUnknownType)
+	require.Contains(t, err.Error(), `"run.exploded"`)
+	_, err = events.Decode(events.TypeRunProvision, 2, []byte(`{}`))
+	require.ErrorIs(t, err, events.ErrUnknownType)
+	require.Contains(t, err.Error(), "version 2")
+}
+
+func TestInvalidBodiesNameTheField(t *testing.T) {
+	cases := []struct {
+		name string
+		typ  events.Type
+		body string
+		want string
+	}{
+		{"not json", events.TypeRunProvision, `{"experiment_id":`, "not JSON"},
+		{"missing field", events.TypeRunProvision, `{"experiment_id":"e","run_id":"r","kafka":{"brokers":[],"input_topic":"i","output_topic":"o","partitions":1}}`, "sut"},
+		{"unknown field", events.TypeLoadStop, `{"experiment_id":"e","run_id":"r","colour":"red"}`, "colour"},
+		{"wrong type", events.TypeLoadStart, `{"experiment_id":"e","run_id":"r","duration_ms":"ten","workload":{"sensors":1,"period_ms":1,"rate_per_sec":1,"value_w":1,"format":"avro","schema_id":1},"kafka":{"brokers":[],"input_topic":"i","output_topic":"o","partitions":1}}`, "duration_ms"},
+		{"bad enum", events.TypeRunTeardown, `{"experiment_id":"e","run_id":"r","backend":"mainframe"}`, "backend"},
+		{"bad id", events.TypeLoadStop, `{"experiment_id":"e/../x","run_id":"r"}`, "experiment_id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := events.Decode(tc.typ, 1, []byte(tc.body))
+			require.Error(t, err)
+			require.True(t, strings.Contains(err.Error(), tc.want), "error %q should mention %q", err, tc.want)
+		})
+	}
+}

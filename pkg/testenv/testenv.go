@@ -1,0 +1,130 @@
+// Package testenv gives tests the real infrastructure they need: an embedded
+// NATS JetStream server and a real ClickHouse. ClickHouse comes from
+// GREENFLOW_TEST_CLICKHOUSE_DSN (set by `make test`, which starts one server
+// for the whole run) or, when unset, from a clickhouse-server child process
+// started once per test binary; packages that use it call Main from TestMain
+// so the child is stopped. Each test gets a database of its own.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/natsembed"
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// EnvClickHouseDSN names the variable holding an external ClickHouse server
+// address (clickhouse://127.0.0.1:9000) for tests.
+const EnvClickHouseDSN = "GREENFLOW_TEST_CLICKHOUSE_DSN"
+
+var (
+	chOnce   sync.Once
+	chServer *chserver.Server
+	chBase   string
+	chErr    error
+	chDir    string
+)
+
+// Main runs the tests and stops a ClickHouse child started for them.
+func Main(m *testing.M) {
+	code := m.Run()
+	if chServer != nil {
+		_ = chServer.Stop()
+		_ = os.RemoveAll(chDir)
+	}
+	os.Exit(code)
+}
+
+// ClickHouseBase returns the address of the test ClickHouse (no database).
+func ClickHouseBase(tb testing.TB) string {
+	tb.Helper()
+	chOnce.Do(func() {
+		if dsn := os.Getenv(EnvClickHouseDSN); dsn != "" {
+			chBase = strings.TrimRight(dsn, "/")
+			return
+		}
+		chDir, chErr = os.MkdirTemp("", "greenflow-test-clickhouse-")
+		if chErr != nil {
+			return
+		}
+		chServer, chErr = chserver.Start(context.Background(), chDir)
+		if chErr == nil {
+			chBase = fmt.Sprintf("clickhouse://127.0.0.1:%d", chServer.TCPPort)
+		}
+	})
+	require.NoError(tb, chErr, "tests need a real ClickHouse: set %s or install clickhouse-server (make test does both)", EnvClickHouseDSN)
+	return chBase
+}
+
+// ClickHouseDSN returns a DSN for a fresh database of this test's own.
+func ClickHouseDSN(tb testing.TB) string {
+	tb.Helper()
+	return ClickHouseBase(tb) + "/" + UniqueName("t")
+}
+
+// Store opens a migrated store on a fresh database, closed at cleanup.
+func Store(tb testing.TB) *store.Store {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := store.Open(ctx, ClickHouseDSN(tb), Logger(tb))
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// UniqueName returns prefix_ plus random hex, valid as a database name.
+func UniqueName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+// NATS starts an embedded JetStream server for this test and returns its URL.
+func NATS(tb testing.TB) string {
+	tb.Helper()
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: tb.TempDir()})
+	require.NoError(tb, err)
+	tb.Cleanup(ns.Shutdown)
+	return ns.ClientURL()
+}
+
+// NATSConn connects to url, closed at cleanup.
+func NATSConn(tb testing.TB, url string) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	require.NoError(tb, err)
+	tb.Cleanup(nc.Close)
+	return nc
+}
+
+// Logger is a test logger that prints only on failure (zaptest).
+func Logger(tb testing.TB) *zap.Logger {
+	return zaptest.NewLogger(tb, zaptest.Level(zap.WarnLevel))
+}
+
+// Eventually waits for cond with a deadline, polling; no fixed sleeps.
+func Eventually(tb testing.TB, within time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
