@@ -155,6 +155,18 @@ func (s *Store) UpsertExperiment(ctx context.Context, e Experiment) error {
 	return nil
 }
 
+// SetExperimentState records a new state for an existing experiment row.
+func (s *Store) SetExperimentState(ctx context.Context, experimentID, state string) error {
+	err := s.conn.Exec(ctx, `INSERT INTO experiments
+		SELECT experiment_id, name, spec, spec_hash, runs_total, ? AS state, labels, greenflow_version, git_commit,
+		       environment, seed, created_ms, ? AS updated_ms
+		FROM experiments FINAL WHERE experiment_id = ?`, state, nowVersion(), experimentID)
+	if err != nil {
+		return fmt.Errorf("set state of experiment %s: %w", experimentID, err)
+	}
+	return nil
+}
+
 // UpsertRun writes (or replaces) a run row.
 func (s *Store) UpsertRun(ctx context.Context, r Run) error {
 	err := s.insertRow(ctx, `INSERT INTO runs (experiment_id, run_id, idx, repetition, config, config_hash, factors, state,

@@ -1,0 +1,273 @@
+package energy_test
+
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/energy"
+)
+
+const (
+	pkgRange  = 262143328850 // max_energy_range_uj of the fixture's packages and cores
+	dramRange = 65712999613
+)
+
+// raplFixture copies a powercap fixture and the fake /proc into temporary
+// directories the test may rewrite.
+func raplFixture(tb testing.TB, name string) (powercap, proc string) {
+	tb.Helper()
+	return copyTree(tb, "powercap/"+name), copyTree(tb, "proc")
+}
+
+func zoneByName(tb testing.TB, r energy.NodeReading, zone string) energy.ZoneEnergy {
+	tb.Helper()
+	for _, z := range r.Zones {
+		if z.Zone == zone {
+			return z
+		}
+	}
+	require.FailNow(tb, "reading has no zone "+zone)
+	return energy.ZoneEnergy{}
+}
+
+func TestRAPLMeterTwoPackages(t *testing.T) {
+	pc, proc := raplFixture(t, "two-packages")
+	m, err := energy.NewRAPLMeter(pc, proc)
+	require.NoError(t, err)
+
+	wantZones := []string{"package-0", "package-0/core", "package-0/dram", "package-1", "package-1/core", "package-1/dram"}
+	require.Equal(t, wantZones, m.Zones())
+	require.Equal(t, []string{"package-0", "package-0/dram", "package-1", "package-1/dram"}, m.TotalZones())
+
+	base, err := m.Read(t0)
+	require.NoError(t, err)
+	wantBase := energy.NodeReading{Time: t0, Source: energy.SourceRAPL}
+	for _, z := range wantZones {
+		wantBase.Zones = append(wantBase.Zones, energy.ZoneEnergy{Zone: z})
+	}
+	require.Equal(t, wantBase, base, "baseline reading")
+
+	// Five seconds later: package-0 +10 J (of which core 6 J), dram-0 +2 J,
+	// package-1 +20 J (core 12 J), dram-1 +3 J; 2 s busy of 8 s CPU time.
+	setUJ(t, pc, "intel-rapl:0", 100_000_000+10_000_000)
+	setUJ(t, pc, "intel-rapl:0/intel-rapl:0:0", 20_000_000+6_000_000)
+	setUJ(t, pc, "intel-rapl:0/intel-rapl:0:1", 5_000_000+2_000_000)
+	setUJ(t, pc, "intel-rapl:1", 200_000_000+20_000_000)
+	setUJ(t, pc, "intel-rapl:1/intel-rapl:1:0", 30_000_000+12_000_000)
+	setUJ(t, pc, "intel-rapl:1/intel-rapl:1:1", 7_000_000+3_000_000)
+	writeFile(t, proc, "stat", "cpu  10200 500 3000 80600 1500 200 300 0 0 0\ncpu0 1 1 1 1\n")
+
+	r, err := m.Read(t0.Add(5 * time.Second))
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Second, r.Interval)
+	require.False(t, r.Estimated)
+	require.InDelta(t, 35, r.TotalDeltaJ, 1e-9, "TotalDeltaJ") // 10 + 2 + 20 + 3; cores are inside their packages
+	require.InDelta(t, 7, r.TotalPowerW, 1e-9, "TotalPowerW")
+	require.InDelta(t, 35, r.TotalCumulativeJ, 1e-9, "TotalCumulativeJ")
+	require.InDelta(t, 2, r.CPU.BusySeconds, 1e-9, "CPU.BusySeconds")
+	require.InDelta(t, 8, r.CPU.TotalSeconds, 1e-9, "CPU.TotalSeconds")
+	for zone, wantJ := range map[string]float64{
+		"package-0": 10, "package-0/core": 6, "package-0/dram": 2,
+		"package-1": 20, "package-1/core": 12, "package-1/dram": 3,
+	} {
+		z := zoneByName(t, r, zone)
+		require.InDelta(t, wantJ, z.DeltaJ, 1e-9, zone+" DeltaJ")
+		require.InDelta(t, wantJ/5, z.PowerW, 1e-9, zone+" PowerW")
+		require.InDelta(t, wantJ, z.CumulativeJ, 1e-9, zone+" CumulativeJ")
+	}
+}
+
+func TestRAPLMeterPsys(t *testing.T) {
+	pc, proc := raplFixture(t, "psys")
+	m, err := energy.NewRAPLMeter(pc, proc)
+	require.NoError(t, err)
+
+	// intel-rapl-mmio:0 duplicates package-0 and must not appear.
+	wantZones := []string{"package-0", "package-0/core", "package-0/uncore", "psys"}
+	require.Equal(t, wantZones, m.Zones())
+	require.Equal(t, []string{"psys"}, m.TotalZones())
+
+	_, err = m.Read(t0)
+	require.NoError(t, err)
+	setUJ(t, pc, "intel-rapl:0", 50_000_000+30_000_000)
+	setUJ(t, pc, "intel-rapl:0:0", 10_000_000+20_000_000)
+	setUJ(t, pc, "intel-rapl:0:1", 1_000_000+1_000_000)
+	setUJ(t, pc, "intel-rapl:1", 90_000_000+45_000_000)
+	setUJ(t, pc, "intel-rapl-mmio:0", 50_000_000+999_000_000)
+	r, err := m.Read(t0.Add(3 * time.Second))
+	require.NoError(t, err)
+	require.InDelta(t, 45, r.TotalDeltaJ, 1e-9, "TotalDeltaJ (psys)")
+	require.InDelta(t, 15, r.TotalPowerW, 1e-9, "TotalPowerW")
+	require.InDelta(t, 30, zoneByName(t, r, "package-0").DeltaJ, 1e-9, "package-0 DeltaJ")
+	require.InDelta(t, 1, zoneByName(t, r, "package-0/uncore").DeltaJ, 1e-9, "uncore DeltaJ")
+}
+
+// TestRAPLMeterSysClassLayout mirrors /sys/class/powercap, where every zone
+// is a symlink in the root and sub-zones are also reachable inside their
+// package: each zone must be found once.
+func TestRAPLMeterSysClassLayout(t *testing.T) {
+	nested, proc := raplFixture(t, "two-packages")
+	root := t.TempDir()
+	for _, rel := range []string{
+		"intel-rapl:0", "intel-rapl:0/intel-rapl:0:0", "intel-rapl:0/intel-rapl:0:1",
+		"intel-rapl:1", "intel-rapl:1/intel-rapl:1:0", "intel-rapl:1/intel-rapl:1:1",
+	} {
+		require.NoError(t, os.Symlink(filepath.Join(nested, rel), filepath.Join(root, filepath.Base(rel))))
+	}
+	require.NoError(t, os.Symlink(nested, filepath.Join(root, "intel-rapl")))
+
+	m, err := energy.NewRAPLMeter(root, proc)
+	require.NoError(t, err)
+	require.Equal(t, []string{"package-0", "package-0/core", "package-0/dram", "package-1", "package-1/core", "package-1/dram"}, m.Zones())
+	require.Equal(t, []string{"package-0", "package-0/dram", "package-1", "package-1/dram"}, m.TotalZones())
+}
+
+func TestRAPLMeterDuplicateNames(t *testing.T) {
+	pc, proc := raplFixture(t, "two-packages")
+	writeFile(t, pc, "intel-rapl:1/name", "package-0\n") // firmware naming both sockets alike
+	m, err := energy.NewRAPLMeter(pc, proc)
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"package-0", "package-0/core", "package-0/dram",
+		"package-0@intel-rapl:1", "package-0/core@intel-rapl:1:0", "package-0/dram@intel-rapl:1:1",
+	}, m.Zones())
+	require.Len(t, m.TotalZones(), 4)
+}
+
+func TestRAPLMeterWrapAndReset(t *testing.T) {
+	pc, proc := raplFixture(t, "two-packages")
+	pkg0 := "intel-rapl:0"
+	setUJ(t, pc, pkg0, pkgRange-4_000_000) // 4 J before the wrap
+	m, err := energy.NewRAPLMeter(pc, proc)
+	require.NoError(t, err)
+
+	steps := []struct {
+		name      string
+		pkg0UJ    uint64
+		wantJ     float64
+		wantCumJ  float64
+		wantTotal float64
+	}{
+		{name: "baseline", pkg0UJ: pkgRange - 4_000_000},
+		{name: "wrap", pkg0UJ: 6_000_000, wantJ: 10, wantCumJ: 10, wantTotal: 10},
+		{name: "after wrap", pkg0UJ: 16_000_000, wantJ: 10, wantCumJ: 20, wantTotal: 20},
+		// A drop implying most of the range went unseen is a reset (the
+		// driver was reloaded), not a wrap: no delta, no spike.
+		{name: "reset", pkg0UJ: 1_000_000, wantJ: 0, wantCumJ: 20, wantTotal: 20},
+		{name: "after reset", pkg0UJ: 3_000_000, wantJ: 2, wantCumJ: 22, wantTotal: 22},
+	}
+	for i, s := range steps {
+		setUJ(t, pc, pkg0, s.pkg0UJ)
+		r, err := m.Read(t0.Add(time.Duration(i) * 10 * time.Second))
+		require.NoError(t, err)
+		z := zoneByName(t, r, "package-0")
+		require.InDelta(t, s.wantJ, z.DeltaJ, 1e-9, s.name+": package-0 DeltaJ")
+		require.InDelta(t, s.wantCumJ, z.CumulativeJ, 1e-9, s.name+": package-0 CumulativeJ")
+		require.InDelta(t, s.wantJ, r.TotalDeltaJ, 1e-9, s.name+": TotalDeltaJ") // other zones are unchanged
+		require.InDelta(t, s.wantTotal, r.TotalCumulativeJ, 1e-9, s.name+": TotalCumulativeJ")
+		require.GreaterOrEqual(t, z.PowerW, 0.0, s.name)
+	}
+}
+
+func TestRAPLMeterReadFailureKeepsState(t *testing.T) {
+	pc, proc := raplFixture(t, "two-packages")
+	m, err := energy.NewRAPLMeter(pc, proc)
+	require.NoError(t, err)
+	_, err = m.Read(t0)
+	require.NoError(t, err)
+
+	// The dram counter becomes unreadable: energy_uj turns into a directory
+	// (a stand-in for permission denied, which root bypasses).
+	dram := filepath.Join(pc, "intel-rapl:1", "intel-rapl:1:1", "energy_uj")
+	require.NoError(t, os.Remove(dram))
+	require.NoError(t, os.Mkdir(dram, 0o755))
+	setUJ(t, pc, "intel-rapl:0", 100_000_000+4_000_000)
+	_, err = m.Read(t0.Add(time.Second))
+	requireErrorMentions(t, err, "package-1/dram", dram)
+
+	// Once readable again, the next reading spans the whole gap.
+	require.NoError(t, os.Remove(dram))
+	setUJ(t, pc, "intel-rapl:1/intel-rapl:1:1", 7_000_000+1_000_000)
+	r, err := m.Read(t0.Add(2 * time.Second))
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, r.Interval, "since the last good reading")
+	require.InDelta(t, 5, r.TotalDeltaJ, 1e-9, "TotalDeltaJ")
+
+	_, err = m.Read(t0)
+	requireErrorMentions(t, err, "before the previous")
+}
+
+func TestNewRAPLMeterErrors(t *testing.T) {
+	t.Run("root absent", func(t *testing.T) {
+		root := filepath.Join(t.TempDir(), "powercap")
+		_, err := energy.NewRAPLMeter(root, "testdata/proc")
+		require.ErrorIs(t, err, fs.ErrNotExist)
+		requireErrorMentions(t, err, root)
+	})
+	t.Run("no zones", func(t *testing.T) {
+		root := t.TempDir()
+		writeFile(t, root, "intel-rapl/enabled", "1\n")
+		_, err := energy.NewRAPLMeter(root, "testdata/proc")
+		require.ErrorIs(t, err, energy.ErrNoRAPLZones)
+	})
+	t.Run("only core zones", func(t *testing.T) {
+		root := t.TempDir()
+		for _, f := range [][2]string{{"name", "core"}, {"energy_uj", "1"}, {"max_energy_range_uj", "10"}} {
+			writeFile(t, root, "intel-rapl:0:0/"+f[0], f[1])
+		}
+		_, err := energy.NewRAPLMeter(root, "testdata/proc")
+		require.ErrorIs(t, err, energy.ErrNoRAPLZones)
+	})
+	t.Run("energy_uj unreadable", func(t *testing.T) {
+		pc, proc := raplFixture(t, "two-packages")
+		// Tests run as root here, which reads a mode-000 file anyway, so an
+		// unreadable counter is simulated by a directory in its place.
+		path := filepath.Join(pc, "intel-rapl:0", "energy_uj")
+		require.NoError(t, os.Remove(path))
+		require.NoError(t, os.Mkdir(path, 0o755))
+		_, err := energy.NewRAPLMeter(pc, proc)
+		requireErrorMentions(t, err, "package-0", path)
+	})
+	t.Run("energy_uj permission denied", func(t *testing.T) {
+		if os.Geteuid() == 0 {
+			t.Skip("root reads mode-000 files; the directory case above covers the error path")
+		}
+		pc, proc := raplFixture(t, "two-packages")
+		path := filepath.Join(pc, "intel-rapl:0", "energy_uj")
+		require.NoError(t, os.Chmod(path, 0))
+		_, err := energy.NewRAPLMeter(pc, proc)
+		require.ErrorIs(t, err, fs.ErrPermission)
+		requireErrorMentions(t, err, path, "root-only")
+	})
+	t.Run("garbage counter", func(t *testing.T) {
+		pc, proc := raplFixture(t, "psys")
+		writeFile(t, pc, "intel-rapl:1/energy_uj", "lots\n")
+		_, err := energy.NewRAPLMeter(pc, proc)
+		requireErrorMentions(t, err, "psys", filepath.Join(pc, "intel-rapl:1", "energy_uj"))
+	})
+	t.Run("no /proc", func(t *testing.T) {
+		pc, _ := raplFixture(t, "psys")
+		_, err := energy.NewRAPLMeter(pc, t.TempDir())
+		require.ErrorIs(t, err, fs.ErrNotExist)
+	})
+}
+
+func BenchmarkRAPLMeterRead(b *testing.B) {
+	pc, proc := raplFixture(b, "two-packages")
+	m, err := energy.NewRAPLMeter(pc, proc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := t0
+	for b.Loop() {
+		now = now.Add(time.Second)
+		if _, err := m.Read(now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,585 @@
+// Package spec parses, validates and expands GreenFlow experiment specs: a
+// Kubernetes-style YAML document (apiVersion, kind: Experiment, metadata,
+// spec) naming the system under test, the UC-3 workload, the factors to
+// sweep, repetitions, phases and meters. Unknown fields are errors; every
+// problem is reported at once with its field path.
+package spec
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// APIVersion is the spec version this build reads.
+const APIVersion = "greenflow.dev/v1alpha1"
+
+// MaxRunsWithoutConfirm is the sweep size above which submission needs --yes.
+const MaxRunsWithoutConfirm = 10000
+
+// Experiment is the whole document.
+type Experiment struct {
+	APIVersion string   `yaml:"apiVersion" json:"apiVersion"`
+	Kind       string   `yaml:"kind" json:"kind"`
+	Metadata   Metadata `yaml:"metadata" json:"metadata"`
+	Spec       Spec     `yaml:"spec" json:"spec"`
+}
+
+// Metadata names the experiment.
+type Metadata struct {
+	Name   string            `yaml:"name" json:"name"`
+	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+}
+
+// Spec is what to run.
+type Spec struct {
+	RunConfig   `yaml:",inline" json:",inline"`
+	Factors     []Factor `yaml:"factors,omitempty" json:"factors,omitempty"`
+	Repetitions int      `yaml:"repetitions" json:"repetitions"`
+	Order       string   `yaml:"order,omitempty" json:"order,omitempty"` // random (default) | sequential
+	Seed        int64    `yaml:"seed,omitempty" json:"seed,omitempty"`   // 0: chosen at expansion and recorded
+}
+
+// RunConfig is the concrete configuration of one run; factors override its
+// fields by path (e.g. workload.sensors, sut.params.instances).
+type RunConfig struct {
+	SUT      SUT      `yaml:"sut" json:"sut"`
+	Workload Workload `yaml:"workload" json:"workload"`
+	Kafka    Kafka    `yaml:"kafka" json:"kafka"`
+	Phases   Phases   `yaml:"phases" json:"phases"`
+	Meters   Meters   `yaml:"meters" json:"meters"`
+}
+
+// SUT is the system under test.
+type SUT struct {
+	Template string            `yaml:"template" json:"template"`
+	Backend  string            `yaml:"backend" json:"backend"`
+	Params   map[string]string `yaml:"params,omitempty" json:"params,omitempty"`
+	Command  []string          `yaml:"command,omitempty" json:"command,omitempty"`
+}
+
+// Workload is the UC-3 load.
+type Workload struct {
+	Sensors    int     `yaml:"sensors" json:"sensors"`
+	PeriodMs   int     `yaml:"periodMs" json:"periodMs"`
+	RatePerSec float64 `yaml:"ratePerSec,omitempty" json:"ratePerSec,omitempty"`
+	Value      float64 `yaml:"value" json:"value"`
+	Format     string  `yaml:"format" json:"format"`
+	SchemaID   uint32  `yaml:"schemaId,omitempty" json:"schemaId,omitempty"`
+}
+
+// Kafka is the run's data plane.
+type Kafka struct {
+	Partitions  int    `yaml:"partitions" json:"partitions"`
+	InputTopic  string `yaml:"inputTopic,omitempty" json:"inputTopic,omitempty"`
+	OutputTopic string `yaml:"outputTopic,omitempty" json:"outputTopic,omitempty"`
+}
+
+// Phases are the timed parts of a run.
+type Phases struct {
+	Baseline Duration `yaml:"baseline" json:"baseline"`
+	Warmup   Duration `yaml:"warmup" json:"warmup"`
+	Measure  Duration `yaml:"measure" json:"measure"`
+	Cooldown Duration `yaml:"cooldown" json:"cooldown"`
+}
+
+// Meters chooses energy sources.
+type Meters struct {
+	Source string       `yaml:"source" json:"source"` // auto | rapl | model
+	Model  ModelMeter   `yaml:"model" json:"model"`
+	Sample Duration     `yaml:"interval,omitempty" json:"interval,omitempty"`
+	Extra  []ExtraMeter `yaml:"extra,omitempty" json:"extra,omitempty"`
+}
+
+// ModelMeter is the linear CPU-utilisation power model.
+type ModelMeter struct {
+	IdleWatts float64 `yaml:"idleWatts" json:"idleWatts"`
+	MaxWatts  float64 `yaml:"maxWatts" json:"maxWatts"`
+}
+
+// ExtraMeter names an additional exporter (deepened by the collector work).
+type ExtraMeter struct {
+	Kind string `yaml:"kind" json:"kind"`
+	URL  string `yaml:"url" json:"url"`
+}
+
+// Factor is one swept dimension: a path and its values.
+type Factor struct {
+	Name   string   `yaml:"name" json:"name"`
+	Values []string `yaml:"values,omitempty" json:"values,omitempty"`
+	Range  *Range   `yaml:"range,omitempty" json:"range,omitempty"`
+}
+
+// Range generates numeric values from..to (inclusive) by step.
+type Range struct {
+	From float64 `yaml:"from" json:"from"`
+	To   float64 `yaml:"to" json:"to"`
+	Step float64 `yaml:"step" json:"step"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML and JSON.
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: expected a duration such as 30s", n.Line)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q: expected a duration such as 30s", n.Line, s)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalYAML writes the duration string.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// MarshalJSON writes the duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Problems is every validation problem found, each with its field path.
+type Problems []string
+
+func (p Problems) Error() string {
+	return fmt.Sprintf("%d problem(s) in experiment spec:\n  - %s", len(p), strings.Join(p, "\n  - "))
+}
+
+// Parse reads a spec (YAML or JSON), applies defaults and the --set
+// overrides (path=value), and validates it. On failure the error is Problems.
+func Parse(data []byte, sets []string) (*Experiment, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Problems{fmt.Sprintf("not valid YAML: %v", err)}
+	}
+	if len(root.Content) == 0 {
+		return nil, Problems{"spec is empty"}
+	}
+	var probs Problems
+	for _, s := range sets {
+		path, val, ok := strings.Cut(s, "=")
+		if !ok || path == "" {
+			probs = append(probs, fmt.Sprintf("--set %q: expected path=value", s))
+			continue
+		}
+		if err := setPath(root.Content[0], strings.Split(path, "."), val); err != nil {
+			probs = append(probs, fmt.Sprintf("--set %s: %v", path, err))
+		}
+	}
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	e := Default()
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(&root); err != nil {
+		return nil, Problems{fmt.Sprintf("re-encode spec: %v", err)}
+	}
+	dec := yaml.NewDecoder(&buf)
+	dec.KnownFields(true)
+	if err := dec.Decode(e); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, Problems(te.Errors)
+		}
+		return nil, Problems{err.Error()}
+	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// setPath sets (creating mappings as needed) a scalar at path in a mapping node.
+func setPath(n *yaml.Node, path []string, val string) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s is not a mapping", path[0])
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == path[0] {
+			if len(path) == 1 {
+				n.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: val}
+				return nil
+			}
+			return setPath(n.Content[i+1], path[1:], val)
+		}
+	}
+	child := &yaml.Node{Kind: yaml.ScalarNode, Value: val}
+	if len(path) > 1 {
+		child = &yaml.Node{Kind: yaml.MappingNode}
+		if err := setPath(child, path[1:], val); err != nil {
+			return err
+		}
+	}
+	n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: path[0]}, child)
+	return nil
+}
+
+// Default returns an experiment with every default filled in.
+func Default() *Experiment {
+	return &Experiment{
+		APIVersion: APIVersion,
+		Kind:       "Experiment",
+		Spec: Spec{
+			RunConfig: RunConfig{
+				SUT:      SUT{Template: "uc3-go", Backend: "local"},
+				Workload: Workload{Sensors: 100, PeriodMs: 1000, Value: 10, Format: "avro", SchemaID: 1},
+				Kafka:    Kafka{Partitions: 4, InputTopic: "input", OutputTopic: "output"},
+				Phases: Phases{Baseline: Duration{10 * time.Second}, Warmup: Duration{10 * time.Second},
+					Measure: Duration{60 * time.Second}, Cooldown: Duration{5 * time.Second}},
+				Meters: Meters{Source: "auto", Model: ModelMeter{IdleWatts: 0.74, MaxWatts: 3.5}, Sample: Duration{time.Second}},
+			},
+			Repetitions: 1,
+			Order:       "random",
+		},
+	}
+}
+
+// Templates known to the provisioner.
+var Templates = map[string]bool{"uc3-go": true, "command": true, "uc3-kstreams": true, "uc3-flink": true}
+
+// Validate reports every problem with its field path.
+func (e *Experiment) Validate() error {
+	var p Problems
+	add := func(path, format string, args ...any) { p = append(p, path+": "+fmt.Sprintf(format, args...)) }
+	if e.APIVersion != APIVersion {
+		add("apiVersion", "got %q, expected %q", e.APIVersion, APIVersion)
+	}
+	if e.Kind != "Experiment" {
+		add("kind", "got %q, expected Experiment", e.Kind)
+	}
+	if e.Metadata.Name == "" {
+		add("metadata.name", "required")
+	} else if !validName(e.Metadata.Name) {
+		add("metadata.name", "%q: expected lower-case letters, digits and '-' (at most 63)", e.Metadata.Name)
+	}
+	s := e.Spec
+	p = append(p, s.RunConfig.problems("spec.")...)
+	if s.Repetitions < 1 || s.Repetitions > 1000 {
+		add("spec.repetitions", "got %d, expected 1 to 1000", s.Repetitions)
+	}
+	if s.Order != "random" && s.Order != "sequential" {
+		add("spec.order", "got %q, expected random or sequential", s.Order)
+	}
+	seen := map[string]bool{}
+	for i, f := range s.Factors {
+		path := fmt.Sprintf("spec.factors[%d]", i)
+		if f.Name == "" {
+			add(path+".name", "required")
+			continue
+		}
+		if seen[f.Name] {
+			add(path+".name", "%q swept twice", f.Name)
+		}
+		seen[f.Name] = true
+		vals, err := f.Expand()
+		if err != nil {
+			add(path, "%v", err)
+			continue
+		}
+		// Each value must produce a valid run config.
+		for _, v := range vals {
+			rc, err := s.RunConfig.With(map[string]string{f.Name: v})
+			if err != nil {
+				add(path, "value %q: %v", v, err)
+				break
+			}
+			if probs := rc.problems(""); len(probs) > 0 {
+				add(path, "value %q makes the run invalid: %s", v, strings.Join(probs, "; "))
+				break
+			}
+		}
+	}
+	if len(p) > 0 {
+		return p
+	}
+	return nil
+}
+
+func (rc RunConfig) problems(prefix string) Problems {
+	var p Problems
+	add := func(path, format string, args ...any) { p = append(p, prefix+path+": "+fmt.Sprintf(format, args...)) }
+	if !Templates[rc.SUT.Template] {
+		add("sut.template", "unknown template %q, expected one of %s", rc.SUT.Template, keys(Templates))
+	}
+	if rc.SUT.Template == "command" && len(rc.SUT.Command) == 0 {
+		add("sut.command", "required for template command")
+	}
+	if rc.SUT.Backend != "local" && rc.SUT.Backend != "kubernetes" {
+		add("sut.backend", "got %q, expected local or kubernetes", rc.SUT.Backend)
+	}
+	w := rc.Workload
+	if w.Sensors <= 0 {
+		add("workload.sensors", "got %d, expected a positive number of sensors", w.Sensors)
+	}
+	if w.RatePerSec < 0 {
+		add("workload.ratePerSec", "got %g, expected a positive rate", w.RatePerSec)
+	}
+	if w.RatePerSec == 0 && w.PeriodMs <= 0 {
+		add("workload.periodMs", "got %d, expected a positive period (or set ratePerSec)", w.PeriodMs)
+	}
+	if w.Format != "avro" && w.Format != "json" {
+		add("workload.format", "got %q, expected avro or json", w.Format)
+	}
+	if rc.Kafka.Partitions < 1 || rc.Kafka.Partitions > 10000 {
+		add("kafka.partitions", "got %d, expected 1 to 10000", rc.Kafka.Partitions)
+	}
+	ph := rc.Phases
+	for name, d := range map[string]time.Duration{"baseline": ph.Baseline.Duration, "warmup": ph.Warmup.Duration, "cooldown": ph.Cooldown.Duration} {
+		if d < 0 {
+			add("phases."+name, "got %s, expected zero or more", d)
+		}
+	}
+	if ph.Measure.Duration <= 0 {
+		add("phases.measure", "got %s, expected a positive duration", ph.Measure.Duration)
+	}
+	m := rc.Meters
+	if m.Source != "auto" && m.Source != "rapl" && m.Source != "model" {
+		add("meters.source", "got %q, expected auto, rapl or model", m.Source)
+	}
+	if m.Model.IdleWatts < 0 || m.Model.MaxWatts < m.Model.IdleWatts {
+		add("meters.model", "idleWatts %g and maxWatts %g: expected 0 <= idleWatts <= maxWatts", m.Model.IdleWatts, m.Model.MaxWatts)
+	}
+	if m.Sample.Duration < 100*time.Millisecond {
+		add("meters.interval", "got %s, expected at least 100ms", m.Sample.Duration)
+	}
+	return p
+}
+
+// Rate is the total offered msg/s of the workload.
+func (w Workload) Rate() float64 {
+	if w.RatePerSec > 0 {
+		return w.RatePerSec
+	}
+	return float64(w.Sensors) * 1000 / float64(w.PeriodMs)
+}
+
+func validName(s string) bool {
+	if len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func keys(m map[string]bool) string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// Expand returns the factor's values as strings.
+func (f Factor) Expand() ([]string, error) {
+	switch {
+	case len(f.Values) > 0 && f.Range != nil:
+		return nil, fmt.Errorf("give values or range, not both")
+	case len(f.Values) > 0:
+		return f.Values, nil
+	case f.Range != nil:
+		r := f.Range
+		if r.Step <= 0 || r.To < r.From {
+			return nil, fmt.Errorf("range from %g to %g step %g: expected step > 0 and to >= from", r.From, r.To, r.Step)
+		}
+		n := int((r.To-r.From)/r.Step+1e-9) + 1
+		if n > MaxRunsWithoutConfirm*10 {
+			return nil, fmt.Errorf("range yields %d values", n)
+		}
+		out := make([]string, 0, n)
+		for i := 0; i < n; i++ {
+			out = append(out, strconv.FormatFloat(r.From+float64(i)*r.Step, 'f', -1, 64))
+		}
+		return out, nil
+	default:
+		return nil, fmt.Errorf("no values: give values or range")
+	}
+}
+
+// With returns a copy of rc with factor values applied by path.
+func (rc RunConfig) With(values map[string]string) (RunConfig, error) {
+	if len(values) == 0 {
+		return rc, nil
+	}
+	b, err := yaml.Marshal(rc)
+	if err != nil {
+		return rc, fmt.Errorf("encode run config: %w", err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return rc, fmt.Errorf("decode run config: %w", err)
+	}
+	names := make([]string, 0, len(values))
+	for k := range values {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if err := setPath(root.Content[0], strings.Split(k, "."), values[k]); err != nil {
+			return rc, fmt.Errorf("factor %s: %w", k, err)
+		}
+	}
+	b, err = yaml.Marshal(&root)
+	if err != nil {
+		return rc, fmt.Errorf("encode run config: %w", err)
+	}
+	var out RunConfig
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&out); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return rc, fmt.Errorf("%s", strings.Join(te.Errors, "; "))
+		}
+		return rc, err
+	}
+	return out, nil
+}
+
+// Run is one expanded run.
+type Run struct {
+	ID         string            `json:"id"`
+	Index      int               `json:"index"`
+	Repetition int               `json:"repetition"`
+	Factors    map[string]string `json:"factors"`
+	Config     RunConfig         `json:"config"`
+	ConfigHash string            `json:"config_hash"`
+}
+
+// Plan is the expansion of an experiment.
+type Plan struct {
+	Runs []Run
+	Seed int64
+}
+
+// Count is the number of runs the spec expands to, without expanding.
+func (e *Experiment) Count() (int, error) {
+	n := 1
+	for _, f := range e.Spec.Factors {
+		v, err := f.Expand()
+		if err != nil {
+			return 0, fmt.Errorf("factor %s: %w", f.Name, err)
+		}
+		n *= len(v)
+		if n > 100*MaxRunsWithoutConfirm {
+			return n, nil
+		}
+	}
+	return n * e.Spec.Repetitions, nil
+}
+
+// Expand produces the runs: the full factor grid times repetitions, each with
+// a deterministic id (experimentID-rNNNN, numbered in execution order), its
+// concrete config and a config hash. The order is randomised with the spec's
+// seed (or seed, when the spec has none) — repetitions interleaved so drift
+// does not bias one configuration — or kept sequential on request.
+func (e *Experiment) Expand(experimentID string, seed int64) (Plan, error) {
+	if e.Spec.Seed != 0 {
+		seed = e.Spec.Seed
+	}
+	grid := []map[string]string{{}}
+	for _, f := range e.Spec.Factors {
+		vals, err := f.Expand()
+		if err != nil {
+			return Plan{}, fmt.Errorf("factor %s: %w", f.Name, err)
+		}
+		next := make([]map[string]string, 0, len(grid)*len(vals))
+		for _, g := range grid {
+			for _, v := range vals {
+				m := make(map[string]string, len(g)+1)
+				for k, x := range g {
+					m[k] = x
+				}
+				m[f.Name] = v
+				next = append(next, m)
+			}
+		}
+		grid = next
+	}
+	type item struct {
+		combo map[string]string
+		rep   int
+	}
+	var items []item
+	for rep := 0; rep < e.Spec.Repetitions; rep++ {
+		for _, g := range grid {
+			items = append(items, item{g, rep})
+		}
+	}
+	if e.Spec.Order == "random" {
+		rng := rand.New(rand.NewPCG(uint64(seed), 0x9e3779b97f4a7c15))
+		// Shuffle within each repetition block: every configuration runs once
+		// before any runs twice, and drift spreads over all of them.
+		block := len(grid)
+		for start := 0; start < len(items); start += block {
+			b := items[start : start+block]
+			rng.Shuffle(len(b), func(i, j int) { b[i], b[j] = b[j], b[i] })
+		}
+	}
+	cache := map[string]RunConfig{}
+	plan := Plan{Seed: seed, Runs: make([]Run, 0, len(items))}
+	for i, it := range items {
+		k := comboKey(it.combo)
+		rc, ok := cache[k]
+		if !ok {
+			var err error
+			rc, err = e.Spec.RunConfig.With(it.combo)
+			if err != nil {
+				return Plan{}, err
+			}
+			cache[k] = rc
+		}
+		plan.Runs = append(plan.Runs, Run{
+			ID: fmt.Sprintf("%s-r%04d", experimentID, i), Index: i, Repetition: it.rep,
+			Factors: it.combo, Config: rc, ConfigHash: Hash(rc),
+		})
+	}
+	return plan, nil
+}
+
+func comboKey(m map[string]string) string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k+"="+m[k])
+	}
+	sort.Strings(ks)
+	return strings.Join(ks, "\x00")
+}
+
+// Hash is a stable short hash of a run config (its canonical JSON).
+func Hash(v any) string {
+	b, _ := json.Marshal(v)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}

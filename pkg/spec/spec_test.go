@@ -1,0 +1,101 @@
+package spec_test
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/spec"
+)
+
+func TestExampleSpecsValidate(t *testing.T) {
+	for _, f := range []string{"../../examples/uc3-local.yaml"} {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		e, err := spec.Parse(b, nil)
+		require.NoError(t, err, f)
+		n, err := e.Count()
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, n, 2)
+	}
+}
+
+func TestEveryProblemIsReportedWithItsPath(t *testing.T) {
+	doc := `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: Bad_Name}
+spec:
+  sut: {template: nope, backend: local}
+  workload: {sensors: -1, periodMs: 1000, format: xml}
+  factors:
+    - name: workload.sensors
+  repetitions: 0
+`
+	_, err := spec.Parse([]byte(doc), nil)
+	require.Error(t, err)
+	msg := err.Error()
+	for _, want := range []string{"metadata.name", "spec.sut.template", "unknown template \"nope\"", "spec.workload.sensors",
+		"spec.workload.format", "spec.factors[0]: no values", "spec.repetitions"} {
+		require.Contains(t, msg, want)
+	}
+}
+
+func TestUnknownFieldsAreErrorsWithLine(t *testing.T) {
+	doc := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitons: 3\n"
+	_, err := spec.Parse([]byte(doc), nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "line 5")
+	require.Contains(t, err.Error(), "repetitons")
+}
+
+func TestSetOverridesAndFactorExpansion(t *testing.T) {
+	b, err := os.ReadFile("../../examples/uc3-local.yaml")
+	require.NoError(t, err)
+	e, err := spec.Parse(b, []string{"spec.repetitions=3", "spec.order=random", "spec.kafka.partitions=8"})
+	require.NoError(t, err)
+	require.Equal(t, 3, e.Spec.Repetitions)
+	plan, err := e.Expand("exp-1", 42)
+	require.NoError(t, err)
+	require.Len(t, plan.Runs, 6)
+	again, err := e.Expand("exp-1", 42)
+	require.NoError(t, err)
+	require.Equal(t, plan, again, "same seed, same plan")
+
+	hashes := map[string]string{}
+	for i, r := range plan.Runs {
+		require.Equal(t, i, r.Index)
+		require.True(t, strings.HasPrefix(r.ID, "exp-1-r"))
+		require.Equal(t, 8, r.Config.Kafka.Partitions)
+		require.Equal(t, r.Factors["workload.sensors"], itoa(r.Config.Workload.Sensors))
+		if h, ok := hashes[r.Factors["workload.sensors"]]; ok {
+			require.Equal(t, h, r.ConfigHash, "same config, same hash")
+		}
+		hashes[r.Factors["workload.sensors"]] = r.ConfigHash
+		// Interleaved: each block of 2 runs holds one repetition of each config.
+		require.Equal(t, i/2, r.Repetition)
+	}
+	require.NotEqual(t, hashes["500"], hashes["2000"])
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+
+func TestBadFactorValueIsRejected(t *testing.T) {
+	doc := `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: x}
+spec:
+  factors:
+    - name: workload.sensors
+      values: ["100", "many"]
+    - name: kafka.partitions
+      range: {from: 1, to: 4, step: 0}
+`
+	_, err := spec.Parse([]byte(doc), nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), `spec.factors[0]: value "many"`)
+	require.Contains(t, err.Error(), "spec.factors[1]: range")
+}
