@@ -1,0 +1,663 @@
+// Package scheduler owns experiments and runs: it validates and expands
+// submitted specs, drives each run through its state machine by publishing
+// commands and reacting to events, and keeps all state in JetStream KV with
+// revision-checked writes so a restarted scheduler resumes where it stopped.
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// Bucket is the KV bucket holding experiment and run state.
+const Bucket = "greenflow_scheduler"
+
+// Clock is the time source; tests inject their own.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Store is what the scheduler writes to ClickHouse.
+type Store interface {
+	UpsertExperiment(ctx context.Context, e store.Experiment) error
+	UpsertRun(ctx context.Context, r store.Run) error
+	SetExperimentState(ctx context.Context, experimentID, state string) error
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Config configures the scheduler.
+type Config struct {
+	// Brokers are the Kafka bootstrap addresses runs use.
+	Brokers []string `yaml:"brokers"`
+	// Concurrency is how many runs may be active at once (runs sharing
+	// nodes must not overlap, so the default is 1).
+	Concurrency int `yaml:"concurrency"`
+	// Tick is how often timed phases are checked.
+	Tick time.Duration `yaml:"tick"`
+	// Timeouts bound the phases that wait for another service.
+	ProvisionTimeout time.Duration `yaml:"provisionTimeout"`
+	LoadGrace        time.Duration `yaml:"loadGrace"` // after measure+cooldown, waiting for load.finished
+	TeardownTimeout  time.Duration `yaml:"teardownTimeout"`
+	AnalyzeTimeout   time.Duration `yaml:"analyzeTimeout"`
+	// Resend re-publishes the current state's command (same message id, so
+	// the stream drops it unless the first was lost) when no answer came.
+	Resend time.Duration `yaml:"resend"`
+	// Version and Commit are stored with each experiment.
+	Version string `yaml:"-"`
+	Commit  string `yaml:"-"`
+}
+
+// Default returns the default configuration.
+func Default() Config {
+	return Config{Concurrency: 1, Tick: 100 * time.Millisecond, ProvisionTimeout: 2 * time.Minute, LoadGrace: 30 * time.Second,
+		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second}
+}
+
+// Validate reports every problem.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("scheduler.brokers: at least one Kafka broker address is required"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("scheduler.concurrency: got %d, expected 1 or more", c.Concurrency))
+	}
+	if c.Tick <= 0 {
+		errs = append(errs, fmt.Errorf("scheduler.tick: got %s, expected a positive duration", c.Tick))
+	}
+	return errors.Join(errs...)
+}
+
+// Scheduler is the scheduler service.
+type Scheduler struct {
+	cfg    Config
+	bus    *bus.Bus
+	store  Store
+	logger *zap.Logger
+	clock  Clock
+
+	kv kvStore
+
+	mu     sync.Mutex
+	active map[string]bool // experiment ids not yet finished
+
+	transitions *prometheus.CounterVec
+	runsActive  prometheus.Gauge
+}
+
+// New builds a scheduler; it does no I/O.
+func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Registerer, clock Clock) (*Scheduler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if clock == nil {
+		clock = realClock{}
+	}
+	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
+		active: map[string]bool{},
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
+			Help: "Run state transitions, by target state."}, []string{"state"}),
+		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
+			Help: "Runs between provisioning and analysis."}),
+	}
+	if reg != nil {
+		if err := reg.Register(s.transitions); err != nil {
+			return nil, fmt.Errorf("register scheduler metrics: %w", err)
+		}
+		if err := reg.Register(s.runsActive); err != nil {
+			return nil, fmt.Errorf("register scheduler metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// Run consumes events and drives runs until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	kv, err := s.bus.KV(ctx, Bucket)
+	if err != nil {
+		return err
+	}
+	s.kv = kvStore{kv}
+	if err := s.loadActive(ctx); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-errc
+			return nil
+		case err := <-errc:
+			return err
+		case <-t.C:
+			if err := s.tick(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Warn("scheduler tick failed", zap.Error(err))
+			}
+		}
+	}
+}
+
+// loadActive rebuilds the set of unfinished experiments from KV.
+func (s *Scheduler) loadActive(ctx context.Context) error {
+	lister, err := s.kv.kv.ListKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("list scheduler state: %w", err)
+	}
+	n := 0
+	for k := range lister.Keys() {
+		if len(k) < 4 || k[:4] != "exp." {
+			continue
+		}
+		var e ExperimentRecord
+		if _, err := s.kv.get(ctx, k, &e); err != nil {
+			return fmt.Errorf("read %s: %w", k, err)
+		}
+		if e.State == "queued" || e.State == "running" {
+			s.mu.Lock()
+			s.active[e.ID] = true
+			s.mu.Unlock()
+			n++
+		}
+	}
+	if n > 0 {
+		s.logger.Info("resuming unfinished experiments", zap.Int("experiments", n))
+	}
+	return nil
+}
+
+func (s *Scheduler) nowMs() int64 { return s.clock.Now().UnixMilli() }
+
+func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
+	switch m := d.Msg.(type) {
+	case *events.ExperimentSubmit:
+		return s.submit(ctx, m)
+	case *events.ExperimentCancel:
+		return s.cancel(ctx, m)
+	case *events.RunProvisioned:
+		return s.onProvisioned(ctx, m)
+	case *events.RunProvisionFailed:
+		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
+			if r.State != StateProvisioning {
+				return false, nil
+			}
+			r.Reason = "provisioning failed: " + m.Reason
+			return true, s.fail(ctx, r)
+		})
+	case *events.LoadFinished:
+		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
+			if r.LoadDone || Terminal(r.State) {
+				return false, nil
+			}
+			r.LoadDone, r.RecordsSent = true, m.RecordsSent
+			if m.Failed {
+				r.LoadFailed = m.Reason
+			}
+			return true, nil
+		})
+	case *events.RunTornDown:
+		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
+			if r.TornDown {
+				return false, nil
+			}
+			r.TornDown = true
+			if m.Crashed && !Terminal(r.State) {
+				r.Reason = "system under test crashed: " + m.Reason
+				return true, s.fail(ctx, r)
+			}
+			return true, nil
+		})
+	case *events.RunAnalyzed:
+		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
+			if r.State != StateAnalyzing {
+				return false, nil
+			}
+			return true, s.transition(ctx, r, StateDone)
+		})
+	default:
+		return bus.Permanent(fmt.Errorf("scheduler does not handle %T", d.Msg))
+	}
+}
+
+// onRun applies fn to a run; unknown runs are rejected permanently.
+func (s *Scheduler) onRun(ctx context.Context, runID string, fn func(*RunRecord) (bool, error)) error {
+	r, changed, err := update(ctx, s.kv, runKey(runID), fn)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown run %s", runID))
+	}
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.persistRun(ctx, &r)
+		return s.refreshExperiment(ctx, r.ExperimentID)
+	}
+	return nil
+}
+
+func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) error {
+	var existing ExperimentRecord
+	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &existing); err == nil {
+		return nil // redelivery: already accepted
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	e, err := spec.Parse([]byte(m.Spec), nil)
+	if err != nil {
+		s.publishExperiment(ctx, ExperimentRecord{ID: m.ExperimentID, State: "failed"}, 0, 0, "invalid spec: "+err.Error())
+		return bus.Permanent(fmt.Errorf("experiment %s: %w", m.ExperimentID, err))
+	}
+	now := s.nowMs()
+	plan, err := e.Expand(m.ExperimentID, now)
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("expand experiment %s: %w", m.ExperimentID, err))
+	}
+	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: "queued", Seed: plan.Seed, CreatedMs: now}
+	for _, r := range plan.Runs {
+		rec.RunIDs = append(rec.RunIDs, r.ID)
+		rr := RunRecord{ExperimentID: m.ExperimentID, RunID: r.ID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors,
+			Config: r.Config, ConfigHash: r.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now}
+		if err := s.kv.create(ctx, runKey(r.ID), rr); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("store run %s: %w", r.ID, err)
+		}
+		s.persistRun(ctx, &rr)
+	}
+	labels, _ := json.Marshal(e.Metadata.Labels)
+	resolved, _ := json.Marshal(e)
+	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: m.ExperimentID, Name: e.Metadata.Name, Spec: string(resolved),
+		SpecHash: spec.Hash(e), RunsTotal: uint32(len(plan.Runs)), State: "queued", Labels: string(labels),
+		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), Seed: plan.Seed, CreatedMs: now}); err != nil {
+		return err // retried: nothing is queued until the record is stored
+	}
+	// The experiment key is written last: its presence means "accepted".
+	if err := s.kv.create(ctx, expKey(m.ExperimentID), rec); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("store experiment %s: %w", m.ExperimentID, err)
+	}
+	s.mu.Lock()
+	s.active[m.ExperimentID] = true
+	s.mu.Unlock()
+	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
+	s.publishExperiment(ctx, rec, 0, 0, "")
+	return nil
+}
+
+func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) error {
+	var e ExperimentRecord
+	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &e); err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return bus.Permanent(fmt.Errorf("unknown experiment %s", m.ExperimentID))
+		}
+		return err
+	}
+	for _, id := range e.RunIDs {
+		if _, _, err := update(ctx, s.kv, runKey(id), func(r *RunRecord) (bool, error) {
+			if Terminal(r.State) {
+				return false, nil
+			}
+			r.Reason = "cancelled: " + m.Reason
+			if r.State != StatePending {
+				s.stopRun(ctx, r)
+			}
+			return true, s.transition(ctx, r, StateCancelled)
+		}); err != nil {
+			return err
+		}
+	}
+	_, _, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
+		if x.State == "cancelled" {
+			return false, nil
+		}
+		x.State, x.Reason = "cancelled", m.Reason
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.refreshExperiment(ctx, m.ExperimentID)
+}
+
+// stopRun stops the load and tears down a started run (best effort; the
+// provisioner and load generator are idempotent).
+func (s *Scheduler) stopRun(ctx context.Context, r *RunRecord) {
+	_ = s.bus.Publish(ctx, events.LoadStop{ExperimentID: r.ExperimentID, RunID: r.RunID}, "load.stop:"+r.RunID)
+	_ = s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, "collect.release:"+r.RunID)
+	_ = s.bus.Publish(ctx, events.RunTeardown{ExperimentID: r.ExperimentID, RunID: r.RunID, Backend: r.Config.SUT.Backend}, "teardown:"+r.RunID)
+}
+
+func (s *Scheduler) fail(ctx context.Context, r *RunRecord) error {
+	if r.State != StatePending && !r.TornDown {
+		s.stopRun(ctx, r)
+	}
+	return s.transition(ctx, r, StateFailed)
+}
+
+func (s *Scheduler) onProvisioned(ctx context.Context, m *events.RunProvisioned) error {
+	return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
+		if r.State != StateProvisioning {
+			return false, nil
+		}
+		r.Targets = m.Targets
+		if err := s.bus.Publish(ctx, events.CollectAssign{ExperimentID: r.ExperimentID, RunID: r.RunID, Targets: m.Targets}, "collect.assign:"+r.RunID); err != nil {
+			return false, err
+		}
+		return true, s.transition(ctx, r, StateBaseline)
+	})
+}
+
+// transition enters state and performs its entry action. The caller writes
+// the record; entry actions publish with message ids derived from the run
+// and state, so re-running them after a crash is harmless.
+func (s *Scheduler) transition(ctx context.Context, r *RunRecord, state string) error {
+	now := s.nowMs()
+	r.enter(state, now)
+	ph := r.Config.Phases
+	switch state {
+	case StateProvisioning:
+		if err := s.publishEntry(ctx, r); err != nil {
+			return err
+		}
+	case StateBaseline:
+		r.PhaseEndMs = now + ph.Baseline.Milliseconds()
+	case StateWarmup:
+		r.PhaseEndMs = now + ph.Warmup.Milliseconds()
+		if err := s.publishEntry(ctx, r); err != nil {
+			return err
+		}
+	case StateMeasuring:
+		r.PhaseEndMs = now + ph.Measure.Milliseconds()
+	case StateCooldown:
+		r.PhaseEndMs = now + ph.Cooldown.Milliseconds()
+	case StateTeardown, StateAnalyzing:
+		if err := s.publishEntry(ctx, r); err != nil {
+			return err
+		}
+	}
+	s.transitions.WithLabelValues(state).Inc()
+	s.logger.Info("run state", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID), zap.String("state", state),
+		zap.String("reason", r.Reason))
+	_ = s.bus.Publish(ctx, events.RunState{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: r.Index, State: state, Reason: r.Reason,
+		PhaseEndMs: r.PhaseEndMs, TsMs: now}, "run.state:"+r.RunID+":"+state)
+	return nil
+}
+
+// publishEntry publishes the command a state waits on.
+func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
+	kafka := events.Kafka{Brokers: s.cfg.Brokers, InputTopic: topic(r, r.Config.Kafka.InputTopic), OutputTopic: topic(r, r.Config.Kafka.OutputTopic),
+		Partitions: r.Config.Kafka.Partitions}
+	switch r.State {
+	case StateProvisioning:
+		sut := r.Config.SUT
+		return s.bus.Publish(ctx, events.RunProvision{ExperimentID: r.ExperimentID, RunID: r.RunID,
+			SUT: events.SUT{Template: sut.Template, Backend: sut.Backend, Params: sut.Params, Command: sut.Command}, Kafka: kafka}, "provision:"+r.RunID)
+	case StateWarmup:
+		w := r.Config.Workload
+		dur := r.Config.Phases.Warmup.Duration + r.Config.Phases.Measure.Duration
+		return s.bus.Publish(ctx, events.LoadStart{ExperimentID: r.ExperimentID, RunID: r.RunID, Kafka: kafka, DurationMs: dur.Milliseconds(),
+			Workload: events.Workload{Sensors: w.Sensors, PeriodMs: w.PeriodMs, RatePerSec: w.Rate(), ValueW: w.Value, Format: w.Format, SchemaID: w.SchemaID}},
+			"load.start:"+r.RunID)
+	case StateTeardown:
+		if err := s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, "collect.release:"+r.RunID); err != nil {
+			return err
+		}
+		return s.bus.Publish(ctx, events.RunTeardown{ExperimentID: r.ExperimentID, RunID: r.RunID, Backend: r.Config.SUT.Backend}, "teardown:"+r.RunID)
+	case StateAnalyzing:
+		mp, _ := r.Phase(StateMeasuring)
+		bp, _ := r.Phase(StateBaseline)
+		return s.bus.Publish(ctx, events.RunMeasured{ExperimentID: r.ExperimentID, RunID: r.RunID, ConfigHash: r.ConfigHash, Factors: r.Factors,
+			Repetition: r.Repetition, Phases: r.Phases, MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, BaselineStart: bp.StartMs,
+			BaselineEnd: bp.EndMs, Targets: r.Targets, RecordsSent: r.RecordsSent, OfferedRate: r.Config.Workload.Rate()}, "measured:"+r.RunID)
+	}
+	return nil
+}
+
+// topic gives each run its own topics so runs never read each other's data.
+func topic(r *RunRecord, base string) string { return base + "-" + r.RunID }
+
+// tick advances timed phases and starts pending runs within the limit.
+func (s *Scheduler) tick(ctx context.Context) error {
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.active))
+	for id := range s.active {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	sort.Strings(ids) // oldest ids first (they sort by submission time)
+	now := s.nowMs()
+	running := 0
+	var pending []string
+	for _, id := range ids {
+		var e ExperimentRecord
+		if _, err := s.kv.get(ctx, expKey(id), &e); err != nil {
+			return fmt.Errorf("read experiment %s: %w", id, err)
+		}
+		finished := true
+		for _, rid := range e.RunIDs {
+			var r RunRecord
+			if _, err := s.kv.get(ctx, runKey(rid), &r); err != nil {
+				return fmt.Errorf("read run %s: %w", rid, err)
+			}
+			switch {
+			case Terminal(r.State):
+				continue
+			case r.State == StatePending:
+				pending = append(pending, rid)
+			default:
+				running++
+				if err := s.advance(ctx, rid, now); err != nil {
+					s.logger.Warn("advance run failed", zap.String("run_id", rid), zap.Error(err))
+				}
+			}
+			finished = false
+		}
+		if finished {
+			if err := s.refreshExperiment(ctx, id); err != nil {
+				return err
+			}
+		}
+	}
+	s.runsActive.Set(float64(running))
+	for _, rid := range pending {
+		if running >= s.cfg.Concurrency {
+			break
+		}
+		_, changed, err := update(ctx, s.kv, runKey(rid), func(r *RunRecord) (bool, error) {
+			if r.State != StatePending {
+				return false, nil
+			}
+			return true, s.transition(ctx, r, StateProvisioning)
+		})
+		if err != nil {
+			return err
+		}
+		if changed {
+			running++
+			var r RunRecord
+			if _, err := s.kv.get(ctx, runKey(rid), &r); err == nil {
+				s.persistRun(ctx, &r)
+				_ = s.refreshExperiment(ctx, r.ExperimentID)
+			}
+		}
+	}
+	return nil
+}
+
+// advance performs a run's due timed transition or timeout, if any.
+func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error {
+	r, changed, err := update(ctx, s.kv, runKey(runID), func(r *RunRecord) (bool, error) {
+		timedOut := func(d time.Duration) bool { return now-r.EnteredMs > d.Milliseconds() }
+		switch r.State {
+		case StateProvisioning:
+			if timedOut(s.cfg.ProvisionTimeout) {
+				r.Reason = fmt.Sprintf("provisioning timed out after %s", s.cfg.ProvisionTimeout)
+				return true, s.fail(ctx, r)
+			}
+		case StateBaseline:
+			if now >= r.PhaseEndMs {
+				return true, s.transition(ctx, r, StateWarmup)
+			}
+		case StateWarmup:
+			if r.LoadFailed != "" {
+				r.Reason = "load generator failed: " + r.LoadFailed
+				return true, s.fail(ctx, r)
+			}
+			if now >= r.PhaseEndMs {
+				return true, s.transition(ctx, r, StateMeasuring)
+			}
+		case StateMeasuring:
+			if r.LoadFailed != "" {
+				r.Reason = "load generator failed: " + r.LoadFailed
+				return true, s.fail(ctx, r)
+			}
+			if now >= r.PhaseEndMs {
+				return true, s.transition(ctx, r, StateCooldown)
+			}
+		case StateCooldown:
+			if now < r.PhaseEndMs {
+				return false, nil
+			}
+			if r.LoadFailed != "" {
+				r.Reason = "load generator failed: " + r.LoadFailed
+				return true, s.fail(ctx, r)
+			}
+			if r.LoadDone {
+				return true, s.transition(ctx, r, StateTeardown)
+			}
+			if now-r.PhaseEndMs > s.cfg.LoadGrace.Milliseconds() {
+				r.Reason = fmt.Sprintf("load generator did not report finishing within %s of the measured phase", s.cfg.LoadGrace)
+				return true, s.fail(ctx, r)
+			}
+		case StateTeardown:
+			if r.TornDown {
+				return true, s.transition(ctx, r, StateAnalyzing)
+			}
+			if timedOut(s.cfg.TeardownTimeout) {
+				r.Reason = fmt.Sprintf("teardown not confirmed within %s", s.cfg.TeardownTimeout)
+				return true, s.transition(ctx, r, StateFailed)
+			}
+		case StateAnalyzing:
+			if timedOut(s.cfg.AnalyzeTimeout) {
+				r.Reason = fmt.Sprintf("analysis not reported within %s", s.cfg.AnalyzeTimeout)
+				return true, s.transition(ctx, r, StateFailed)
+			}
+		}
+		// Still waiting for another service: re-send its command after a
+		// pause. The message id is the same, so the stream drops it unless
+		// the first publish was lost (e.g. a crash right after the write).
+		if s.cfg.Resend > 0 && now-r.EnteredMs > s.cfg.Resend.Milliseconds() && (now-r.EnteredMs)%s.cfg.Resend.Milliseconds() < s.cfg.Tick.Milliseconds() {
+			if err := s.publishEntry(ctx, r); err != nil {
+				s.logger.Warn("re-send failed", zap.String("run_id", r.RunID), zap.Error(err))
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return err
+	}
+	if changed {
+		s.persistRun(ctx, &r)
+		return s.refreshExperiment(ctx, r.ExperimentID)
+	}
+	return nil
+}
+
+// persistRun writes the run row to ClickHouse; a failure is logged and the
+// next transition writes the row again (the table keeps the newest).
+func (s *Scheduler) persistRun(ctx context.Context, r *RunRecord) {
+	cfg, _ := json.Marshal(r.Config)
+	factors, _ := json.Marshal(r.Factors)
+	phases, _ := json.Marshal(r.Phases)
+	mp, _ := r.Phase(StateMeasuring)
+	if err := s.store.UpsertRun(ctx, store.Run{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: uint32(r.Index), Repetition: uint32(r.Repetition),
+		Config: string(cfg), ConfigHash: r.ConfigHash, Factors: string(factors), State: r.State, Reason: r.Reason, Phases: string(phases),
+		MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, CreatedMs: r.CreatedMs}); err != nil {
+		s.logger.Warn("store run failed", zap.String("run_id", r.RunID), zap.Error(err))
+	}
+}
+
+// refreshExperiment recomputes an experiment's state from its runs and
+// publishes it when it changed.
+func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
+	var done, failed, total int
+	e, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
+		done, failed, total = 0, 0, len(e.RunIDs)
+		started := false
+		for _, rid := range e.RunIDs {
+			var r RunRecord
+			if _, err := s.kv.get(ctx, runKey(rid), &r); err != nil {
+				return false, fmt.Errorf("read run %s: %w", rid, err)
+			}
+			switch r.State {
+			case StateDone:
+				done++
+			case StateFailed, StateCancelled:
+				failed++
+			}
+			if r.State != StatePending {
+				started = true
+			}
+		}
+		state := e.State
+		switch {
+		case e.State == "cancelled":
+		case done+failed == total && failed > 0 && done == 0:
+			state = "failed"
+		case done+failed == total:
+			state = "done"
+		case started:
+			state = "running"
+		}
+		if state == e.State {
+			return false, nil
+		}
+		e.State = state
+		return true, nil
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if e.State != "queued" && e.State != "running" {
+		s.mu.Lock()
+		delete(s.active, id)
+		s.mu.Unlock()
+	}
+	if changed {
+		s.publishExperiment(ctx, e, done, failed, e.Reason)
+		if err := s.store.SetExperimentState(ctx, id, e.State); err != nil {
+			s.logger.Warn("store experiment state failed", zap.String("experiment_id", id), zap.Error(err))
+		}
+	} else if done+failed > 0 {
+		// Progress counts changed without a state change.
+		s.publishExperiment(ctx, e, done, failed, e.Reason)
+	}
+	return nil
+}
+
+func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, done, failed int, reason string) {
+	msgID := fmt.Sprintf("experiment.state:%s:%s:%d:%d", e.ID, e.State, done, failed)
+	if err := s.bus.Publish(ctx, events.ExperimentState{ExperimentID: e.ID, Name: e.Name, State: e.State, RunsTotal: len(e.RunIDs),
+		RunsDone: done, RunsFailed: failed, Reason: reason, TsMs: s.nowMs()}, msgID); err != nil {
+		s.logger.Warn("publish experiment state failed", zap.String("experiment_id", e.ID), zap.Error(err))
+	}
+}
