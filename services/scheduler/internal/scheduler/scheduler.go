@@ -440,15 +440,26 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
-	sort.Strings(ids) // oldest ids first (they sort by submission time)
-	now := s.nowMs()
-	running := 0
-	var pending []string
+	exps := make([]ExperimentRecord, 0, len(ids))
 	for _, id := range ids {
 		var e ExperimentRecord
 		if _, err := s.kv.get(ctx, expKey(id), &e); err != nil {
 			return fmt.Errorf("read experiment %s: %w", id, err)
 		}
+		exps = append(exps, e)
+	}
+	// Oldest experiment first: its pending runs start before later ones'.
+	sort.Slice(exps, func(i, j int) bool {
+		if exps[i].CreatedMs != exps[j].CreatedMs {
+			return exps[i].CreatedMs < exps[j].CreatedMs
+		}
+		return exps[i].ID < exps[j].ID
+	})
+	now := s.nowMs()
+	running := 0
+	var pending []string
+	for _, e := range exps {
+		id := e.ID
 		finished := true
 		for _, rid := range e.RunIDs {
 			var r RunRecord

@@ -1,0 +1,352 @@
+// Package cli implements the greenflow command: dev (every service in one
+// process), demo, validate, submit (with --watch), results and cancel.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/version"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+)
+
+const usage = `greenflow — reproducible energy experiments on stream processing systems
+
+Usage:
+  greenflow dev      [--state-dir DIR] [--ephemeral] [--clickhouse-dsn DSN]   every service in one process
+  greenflow demo     [-f SPEC] [--state-dir DIR]                               dev stack + one experiment, end to end
+  greenflow validate -f SPEC [--set path=value]...
+  greenflow submit   -f SPEC [--set path=value]... [--watch] [--yes]
+  greenflow results  EXPERIMENT [--format table|csv|json]
+  greenflow cancel   EXPERIMENT [--reason TEXT]
+  greenflow version
+
+submit, results and cancel find a running 'greenflow dev' through its state
+dir, or take --nats-url and --clickhouse-dsn.
+`
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := service.SignalContext()
+	defer stop()
+	var err error
+	switch args[0] {
+	case "dev":
+		err = runDev(ctx, args[1:], stdout, stderr)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "validate":
+		err = runValidate(args[1:], stdout)
+	case "submit":
+		err = runSubmit(ctx, args[1:], stdout, stderr)
+	case "results":
+		err = runResults(ctx, args[1:], stdout)
+	case "cancel":
+		err = runCancel(ctx, args[1:], stdout)
+	case "version":
+		fmt.Fprintf(stdout, "greenflow %s (commit %s)\n", version.Version, version.Commit())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "greenflow: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "greenflow %s: %v\n", args[0], err)
+		var p spec.Problems
+		if errors.As(err, &p) || errors.Is(err, ErrTooManyRuns) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "greenflow")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "greenflow")
+	}
+	return ".greenflow"
+}
+
+type connFlags struct {
+	stateDir, natsURL, clickhouseDSN string
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
+	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
+	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir)")
+}
+
+// resolve fills missing addresses from a running dev stack.
+func (c *connFlags) resolve(needNATS bool) error {
+	if c.natsURL != "" && c.clickhouseDSN != "" {
+		return nil
+	}
+	ep, err := devstack.ReadEndpoints(c.stateDir)
+	if err != nil {
+		if c.natsURL == "" && needNATS {
+			return fmt.Errorf("no running 'greenflow dev' found in %s and no --nats-url given", c.stateDir)
+		}
+		return nil
+	}
+	if c.natsURL == "" {
+		c.natsURL = ep.NATSURL
+	}
+	if c.clickhouseDSN == "" {
+		c.clickhouseDSN = ep.ClickHouseDSN
+	}
+	return nil
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func cliLogger(level string) *zap.Logger {
+	l, err := service.NewLogger(level, true)
+	if err != nil {
+		return zap.NewNop()
+	}
+	return l
+}
+
+func selfUC3Command() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	return []string{exe, "uc3-processor"}
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", defaultStateDir(), "JetStream store and ClickHouse data (kept across restarts)")
+	ephemeral := fs.Bool("ephemeral", false, "delete the state dir on exit")
+	chDSN := fs.String("clickhouse-dsn", "", "use this ClickHouse instead of starting clickhouse-server")
+	natsPort := fs.Int("nats-port", 4222, "NATS port on 127.0.0.1 (-1: any free port)")
+	kafkaPort := fs.Int("kafka-port", 9092, "in-process Kafka port on 127.0.0.1 (0: any free port)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:9464", "/metrics and /healthz address (empty disables)")
+	logLevel := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := cliLogger(*logLevel)
+	st, err := devstack.Start(ctx, devstack.Options{StateDir: *stateDir, Ephemeral: *ephemeral, ClickHouseDSN: *chDSN, NATSPort: *natsPort,
+		KafkaPort: *kafkaPort, HTTPAddr: *httpAddr, UC3Command: selfUC3Command(), Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  metrics:    http://%s/metrics\n  state:      %s\n",
+		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), st.Endpoints.ClickHouseDSN, *httpAddr, *stateDir)
+	return st.Run(ctx)
+}
+
+func runValidate(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	file := fs.String("f", "", "experiment spec file (YAML or JSON)")
+	var sets stringList
+	fs.Var(&sets, "set", "override a spec field: path=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := readSpec(*file)
+	if err != nil {
+		return err
+	}
+	e, _, n, err := Prepare(data, sets, true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %d runs\n", *file, e.Metadata.Name, n)
+	return nil
+}
+
+func readSpec(file string) ([]byte, error) {
+	if file == "" {
+		return nil, errors.New("-f: a spec file is required")
+	}
+	if file == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	return b, nil
+}
+
+func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c connFlags
+	c.register(fs)
+	file := fs.String("f", "", "experiment spec file (YAML or JSON)")
+	watch := fs.Bool("watch", false, "follow progress and print the results table at the end")
+	yes := fs.Bool("yes", false, "submit even when the sweep exceeds 10,000 runs")
+	var sets stringList
+	fs.Var(&sets, "set", "override a spec field: path=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := readSpec(*file)
+	if err != nil {
+		return err
+	}
+	e, resolved, n, err := Prepare(data, sets, *yes)
+	if err != nil {
+		return err
+	}
+	if err := c.resolve(true); err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	since := time.Now().Add(-time.Second)
+	id, err := Submit(ctx, b, e, resolved)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "submitted experiment %s (%d runs)\n", id, n)
+	if !*watch {
+		return nil
+	}
+	return watchAndReport(ctx, b, c.clickhouseDSN, id, since, stdout)
+}
+
+func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.Time, stdout io.Writer) error {
+	final, err := Watch(ctx, b, id, since, stdout)
+	if err != nil {
+		return err
+	}
+	if dsn == "" {
+		fmt.Fprintln(stdout, "no ClickHouse DSN known: run 'greenflow results' with --clickhouse-dsn")
+		return nil
+	}
+	st, err := store.Open(ctx, dsn, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rows, err := LoadResults(ctx, st, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nResults of %s (measured window only):\n", id)
+	if err := WriteResults(stdout, "table", rows); err != nil {
+		return err
+	}
+	if final != "done" {
+		return fmt.Errorf("experiment %s ended %s", id, final)
+	}
+	return nil
+}
+
+func runResults(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("results", flag.ContinueOnError)
+	var c connFlags
+	c.register(fs)
+	format := fs.String("format", "table", "table, csv or json")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("expected one EXPERIMENT id")
+	}
+	_ = c.resolve(false)
+	dsn := c.clickhouseDSN
+	if dsn == "" {
+		// No running stack: open the dev state's ClickHouse data read-side
+		// by starting a server on it for the duration of the query.
+		dir := filepath.Join(c.stateDir, "clickhouse")
+		if _, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("no running 'greenflow dev', no --clickhouse-dsn, and no ClickHouse data in %s", dir)
+		}
+		srv, err := chserver.Start(ctx, dir)
+		if err != nil {
+			return err
+		}
+		defer srv.Stop()
+		dsn = srv.DSN("greenflow")
+	}
+	st, err := store.Open(ctx, dsn, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rows, err := LoadResults(ctx, st, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("experiment %s: no runs stored", fs.Arg(0))
+	}
+	return WriteResults(stdout, *format, rows)
+}
+
+func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
+	var c connFlags
+	c.register(fs)
+	reason := fs.String("reason", "cancelled by user", "reason recorded with the runs")
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("expected one EXPERIMENT id")
+	}
+	if err := c.resolve(true); err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: fs.Arg(0), Reason: *reason}, ""); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "cancel requested for %s\n", fs.Arg(0))
+	return nil
+}
+
+// reorder moves a leading positional argument after the flags, so both
+// "results ID --format csv" and "results --format csv ID" work.
+func reorder(args []string) []string {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return append(args[1:], args[0])
+	}
+	return args
+}

@@ -1,0 +1,162 @@
+package cli
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// ResultRow is one run's headline results, as printed and exported.
+type ResultRow struct {
+	RunID      string             `json:"run_id"`
+	Index      uint32             `json:"index"`
+	Repetition uint32             `json:"repetition"`
+	Factors    map[string]string  `json:"factors"`
+	State      string             `json:"state"`
+	Reason     string             `json:"reason,omitempty"`
+	Metrics    map[string]float64 `json:"metrics"`
+	Estimated  bool               `json:"estimated"`
+}
+
+// LoadResults joins runs and their run-scope results.
+func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]ResultRow, error) {
+	runs, err := st.Runs(ctx, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := st.Results(ctx, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	byRun := map[string]*ResultRow{}
+	var out []ResultRow
+	for _, r := range runs {
+		row := ResultRow{RunID: r.RunID, Index: r.Index, Repetition: r.Repetition, State: r.State, Reason: r.Reason, Metrics: map[string]float64{}}
+		_ = json.Unmarshal([]byte(r.Factors), &row.Factors)
+		out = append(out, row)
+	}
+	for i := range out {
+		byRun[out[i].RunID] = &out[i]
+	}
+	for _, r := range res {
+		row, ok := byRun[r.RunID]
+		if !ok || r.Scope != "run" {
+			continue
+		}
+		row.Metrics[r.Metric] = r.Value
+		row.Estimated = row.Estimated || r.Estimated
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
+	return out, nil
+}
+
+var tableColumns = []struct{ metric, title, format string }{
+	{"duration_s", "WINDOW s", "%.1f"},
+	{"offered_rate_eps", "OFFERED/s", "%.0f"},
+	{"events", "EVENTS", "%.0f"},
+	{"throughput_eps", "EVENTS/s", "%.0f"},
+	{"sut_energy_j", "SUT J", "%.2f"},
+	{"sut_mean_power_w", "SUT W", "%.3f"},
+	{"node_energy_j", "NODE J", "%.1f"},
+	{"node_mean_power_w", "NODE W", "%.2f"},
+	{"sut_uj_per_event", "SUT µJ/EVENT", "%.1f"},
+}
+
+// WriteResults prints rows as a table, CSV (tidy: one row per run and
+// metric) or JSON.
+func WriteResults(w io.Writer, format string, rows []ResultRow) error {
+	switch format {
+	case "table":
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		head := []string{"RUN", "REP", "FACTORS", "STATE"}
+		for _, c := range tableColumns {
+			head = append(head, c.title)
+		}
+		fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+		anyEst := false
+		for _, r := range rows {
+			cells := []string{shortRun(r.RunID), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State}
+			for _, c := range tableColumns {
+				v, ok := r.Metrics[c.metric]
+				cell := "-"
+				if ok {
+					cell = fmt.Sprintf(c.format, v)
+					if r.Estimated && strings.Contains(c.title, "J") || r.Estimated && strings.HasSuffix(c.title, " W") {
+						cell += "*"
+						anyEst = true
+					}
+				}
+				cells = append(cells, cell)
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if r.Reason != "" {
+				fmt.Fprintf(w, "%s: %s\n", shortRun(r.RunID), r.Reason)
+			}
+		}
+		if anyEst {
+			fmt.Fprintln(w, "* estimated: no hardware energy counter was readable; figures come from the CPU-utilisation power model")
+		}
+		return nil
+	case "csv":
+		cw := csv.NewWriter(w)
+		_ = cw.Write([]string{"run_id", "index", "repetition", "factors", "state", "metric", "value", "estimated"})
+		for _, r := range rows {
+			names := make([]string, 0, len(r.Metrics))
+			for k := range r.Metrics {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				_ = cw.Write([]string{r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State, k,
+					strconv.FormatFloat(r.Metrics[k], 'g', -1, 64), strconv.FormatBool(r.Estimated)})
+			}
+		}
+		cw.Flush()
+		return cw.Error()
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	}
+	return fmt.Errorf("--format %q: expected table, csv or json", format)
+}
+
+func shortRun(id string) string {
+	if i := strings.LastIndex(id, "-r"); i >= 0 {
+		return id[i+1:]
+	}
+	return id
+}
+
+func factors(f map[string]string) string {
+	if len(f) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		short := k
+		if j := strings.LastIndex(k, "."); j >= 0 {
+			short = k[j+1:]
+		}
+		parts[i] = short + "=" + f[k]
+	}
+	return strings.Join(parts, ",")
+}

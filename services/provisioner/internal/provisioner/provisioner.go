@@ -1,0 +1,200 @@
+// Package provisioner deploys and removes each run's system under test and
+// its Kafka topics, and reports the measurement targets.
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// Backend deploys a run's system under test.
+type Backend interface {
+	// Provision deploys the run and returns its targets; repeating it for a
+	// deployed run returns the same targets.
+	Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error)
+	// Teardown removes the run; crashed reports that it had already died.
+	Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error)
+}
+
+// Provisioner is the provisioner service.
+type Provisioner struct {
+	bus      *bus.Bus
+	backends map[string]Backend
+	logger   *zap.Logger
+
+	mu      sync.Mutex
+	admins  map[string]*kadm.Client
+	topics  map[string][]string // run → topics created
+	brokers map[string][]string
+
+	provisioned *prometheus.CounterVec
+}
+
+// New builds the provisioner; no I/O.
+func New(b *bus.Bus, backends map[string]Backend, logger *zap.Logger, reg prometheus.Registerer) (*Provisioner, error) {
+	p := &Provisioner{bus: b, backends: backends, logger: logger.With(zap.String("component", "provisioner")),
+		admins: map[string]*kadm.Client{}, topics: map[string][]string{}, brokers: map[string][]string{},
+		provisioned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_operations_total",
+			Help: "Provision and teardown operations, by backend, operation and outcome."}, []string{"backend", "operation", "outcome"}),
+	}
+	if reg != nil {
+		if err := reg.Register(p.provisioned); err != nil {
+			return nil, fmt.Errorf("register provisioner metrics: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// Run consumes provision and teardown commands until ctx ends.
+func (p *Provisioner) Run(ctx context.Context) error {
+	defer p.closeAdmins()
+	return p.bus.Consume(ctx, bus.ConsumerProvisioner, p.handle)
+}
+
+// Crashed is called by a backend when a run's process died on its own: the
+// run is cleaned up and reported torn down with the reason.
+func (p *Provisioner) Crashed(ctx context.Context, experimentID, runID, reason string) {
+	p.logger.Error("system under test exited during the run", zap.String("run_id", runID), zap.String("reason", reason))
+	p.deleteTopics(ctx, runID)
+	if err := p.bus.Publish(ctx, events.RunTornDown{ExperimentID: experimentID, RunID: runID, Crashed: true, Reason: reason,
+		TsMs: time.Now().UnixMilli()}, "torn-down:"+runID); err != nil {
+		p.logger.Error("publish crash failed", zap.String("run_id", runID), zap.Error(err))
+	}
+}
+
+func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
+	switch m := d.Msg.(type) {
+	case *events.RunProvision:
+		return p.provision(ctx, m)
+	case *events.RunTeardown:
+		return p.teardown(ctx, m)
+	}
+	return bus.Permanent(fmt.Errorf("provisioner does not handle %T", d.Msg))
+}
+
+func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) error {
+	be, ok := p.backends[m.SUT.Backend]
+	if !ok {
+		return p.failProvision(ctx, m, fmt.Errorf("backend %q is not enabled in this provisioner", m.SUT.Backend))
+	}
+	if err := p.createTopics(ctx, m); err != nil {
+		return p.failProvision(ctx, m, err)
+	}
+	targets, err := be.Provision(ctx, *m)
+	if err != nil {
+		p.deleteTopics(ctx, m.RunID)
+		return p.failProvision(ctx, m, err)
+	}
+	p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "ok").Inc()
+	return p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend, Targets: targets,
+		TsMs: time.Now().UnixMilli()}, "provisioned:"+m.RunID)
+}
+
+// failProvision reports a failed provision; nothing is left behind.
+func (p *Provisioner) failProvision(ctx context.Context, m *events.RunProvision, cause error) error {
+	p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "failed").Inc()
+	p.logger.Warn("provision failed", zap.String("run_id", m.RunID), zap.Error(cause))
+	return p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID, Reason: cause.Error(),
+		TsMs: time.Now().UnixMilli()}, "provision-failed:"+m.RunID)
+}
+
+func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error {
+	be, ok := p.backends[m.Backend]
+	if !ok {
+		return bus.Permanent(fmt.Errorf("backend %q is not enabled in this provisioner", m.Backend))
+	}
+	crashed, reason, err := be.Teardown(ctx, m.RunID)
+	if err != nil {
+		p.provisioned.WithLabelValues(m.Backend, "teardown", "failed").Inc()
+		return fmt.Errorf("tear down run %s: %w", m.RunID, err)
+	}
+	p.deleteTopics(ctx, m.RunID)
+	p.provisioned.WithLabelValues(m.Backend, "teardown", "ok").Inc()
+	return p.bus.Publish(ctx, events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Crashed: crashed, Reason: reason,
+		TsMs: time.Now().UnixMilli()}, "torn-down:"+m.RunID)
+}
+
+func (p *Provisioner) admin(brokers []string) (*kadm.Client, error) {
+	key := strings.Join(brokers, ",")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if a, ok := p.admins[key]; ok {
+		return a, nil
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequestTimeoutOverhead(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client for %s: %w", key, err)
+	}
+	a := kadm.NewClient(cl)
+	p.admins[key] = a
+	return a, nil
+}
+
+func (p *Provisioner) createTopics(ctx context.Context, m *events.RunProvision) error {
+	if len(m.Kafka.Brokers) == 0 {
+		return errors.New("no Kafka brokers given")
+	}
+	a, err := p.admin(m.Kafka.Brokers)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	topics := []string{m.Kafka.InputTopic, m.Kafka.OutputTopic}
+	resp, err := a.CreateTopics(cctx, int32(m.Kafka.Partitions), 1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("create topics %v on %v: %w", topics, m.Kafka.Brokers, err)
+	}
+	for _, r := range resp.Sorted() {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	p.mu.Lock()
+	p.topics[m.RunID] = topics
+	p.brokers[m.RunID] = m.Kafka.Brokers
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *Provisioner) deleteTopics(ctx context.Context, runID string) {
+	p.mu.Lock()
+	topics, brokers := p.topics[runID], p.brokers[runID]
+	delete(p.topics, runID)
+	delete(p.brokers, runID)
+	p.mu.Unlock()
+	if len(topics) == 0 {
+		return
+	}
+	a, err := p.admin(brokers)
+	if err != nil {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := a.DeleteTopics(dctx, topics...); err != nil {
+		p.logger.Warn("delete topics failed", zap.String("run_id", runID), zap.Strings("topics", topics), zap.Error(err))
+	}
+}
+
+func (p *Provisioner) closeAdmins() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, a := range p.admins {
+		a.Close()
+		delete(p.admins, k)
+	}
+}

@@ -1,0 +1,37 @@
+// Package app wires the scheduler for its own binary and for `greenflow dev`.
+package app
+
+import (
+	"errors"
+	"flag"
+
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/svcmain"
+	"github.com/greenflow/greenflow/pkg/version"
+	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
+)
+
+// Config is the scheduler's configuration.
+type Config = scheduler.Config
+
+// Default returns the defaults.
+func Default() Config { return scheduler.Default() }
+
+// RegisterFlags adds the scheduler's flags.
+func RegisterFlags(fs *flag.FlagSet, c *Config) {
+	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "runs active at once on the target cluster")
+	fs.DurationVar(&c.ProvisionTimeout, "provision-timeout", c.ProvisionTimeout, "time a run may wait for provisioning")
+	fs.DurationVar(&c.AnalyzeTimeout, "analyze-timeout", c.AnalyzeTimeout, "time a run may wait for analysis")
+}
+
+// New builds the scheduler component.
+func New(c Config, d svcmain.Deps) (service.Component, error) {
+	if d.Store == nil {
+		return nil, errors.New("scheduler needs ClickHouse")
+	}
+	if len(c.Brokers) == 0 {
+		c.Brokers = d.Brokers
+	}
+	c.Version, c.Commit = version.Version, version.Commit()
+	return scheduler.New(c, d.Bus, d.Store, d.Logger, d.Registry, nil)
+}

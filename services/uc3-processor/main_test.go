@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/greenflow/greenflow/pkg/uc3"
+)
+
+// runMainEnv makes the test binary act as the command, so the tests can send
+// it real signals.
+const runMainEnv = "GREENFLOW_UC3_PROCESSOR_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestRunReportsEveryConfigProblem(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
+	require.ErrorContains(t, err, "brokers: must list at least one broker")
+	require.ErrorContains(t, err, `format: "xml" is not "avro" or "json"`)
+	require.ErrorContains(t, err, "window_advance: 0s is not a positive")
+
+	require.Error(t, run(context.Background(), []string{"--no-such-flag"}, &stderr))
+	require.ErrorContains(t, run(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
+	require.ErrorContains(t, run(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
+	require.NoError(t, run(context.Background(), []string{"-h"}, &stderr))
+	require.Contains(t, stderr.String(), "-emit-interval")
+}
+
+// TestBinaryServesMetricsAndStopsOnSIGTERM runs the command against an
+// in-process Kafka, feeds it a record, reads its metrics, and stops it.
+func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+
+	cmd := exec.Command(os.Args[0], "--brokers", brokers, "--emit-interval", "50ms", "--metrics-addr", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+
+	addr := make(chan string, 1)
+	var logs bytes.Buffer
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs.Write(append(sc.Bytes(), '\n'))
+			var line struct {
+				Msg  string `json:"msg"`
+				Addr string `json:"addr"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "http server listening" {
+				addr <- line.Addr
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+
+	var metricsURL string
+	select {
+	case a := <-addr:
+		metricsURL = "http://" + a
+	case <-time.After(20 * time.Second):
+		t.Fatal("the command did not start its HTTP server")
+	}
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get(metricsURL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(body)
+	}
+	code, body := get("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+
+	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+	require.NoError(t, err)
+	defer producer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	value := uc3.AppendConfluentAvro(nil, 1, uc3.ActivePowerRecord{Identifier: "s_0", Timestamp: time.Now().UnixMilli(), ValueInW: 10})
+	require.NoError(t, producer.ProduceSync(ctx, &kgo.Record{Topic: "input", Key: []byte("s_0"), Value: value}).FirstErr())
+
+	require.Eventually(t, func() bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, "greenflow_uc3_processor_records_consumed_total 1\n") &&
+			strings.Contains(body, "greenflow_uc3_processor_records_emitted_total 30\n")
+	}, 20*time.Second, 20*time.Millisecond, "metrics never showed the record")
+
+	began := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		exited <- err // for the cleanup
+		require.NoError(t, err, "exit status; logs:\n%s", logs.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+	require.Less(t, time.Since(began), 5*time.Second)
+}
+
+func TestBinaryExitsNonZeroOnBadConfig(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "--format", "xml")
+	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr)
+	require.Equal(t, 1, exitErr.ExitCode())
+	require.Contains(t, string(out), `uc3-processor: configure uc3 processor: format: "xml" is not "avro" or "json"`)
+}
