@@ -116,7 +116,7 @@ func (a *Analyzer) energyIn(ctx context.Context, nodes []string, startMs, endMs 
 		       sum(delta_j * (least(ts_ms, ?) - greatest(ts_ms - interval_ms, ?)) / interval_ms) AS joules,
 		       max(power_w) AS peak_w, count() AS n, max(estimated) AS est
 		FROM samples
-		WHERE node IN (?) AND ts_ms > ? AND ts_ms - interval_ms < ? AND interval_ms > 0
+		WHERE has(?, node) AND ts_ms > ? AND ts_ms - interval_ms < ? AND interval_ms > 0
 		  AND scope IN ('node', 'process', 'pod', 'unattributed')
 		GROUP BY scope, target_id, node
 		ORDER BY scope, target_id, node`, endMs, startMs, nodes, startMs, endMs)

@@ -1,0 +1,50 @@
+# GreenFlow — the Makefile is the contract; CI calls make targets only.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## fetch Go modules and install clickhouse-server when missing
+	@$(GO) mod download
+	@./scripts/ensure-clickhouse.sh
+
+.PHONY: build
+build: ## build every service binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./services/...
+
+.PHONY: demo
+demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end, print results, stop
+	./$(BIN)/greenflow demo -f examples/uc3-local.yaml --state-dir .state/demo
+
+.PHONY: test
+test: deps ## run every test against real NATS JetStream, kfake Kafka and ClickHouse
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+.PHONY: test-race
+test-race: deps ## the test suite under the race detector
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l pkg services schemas loadtest)" || { gofmt -l pkg services schemas loadtest; echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+.PHONY: bench
+bench: deps ## run the Go benchmarks (codec, aggregation, meters)
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... ./services/...
+
+.PHONY: loadtest
+loadtest: deps build ## load tests of the platform itself (loopback only, stop by themselves)
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 3s ./loadtest/...
+
+.PHONY: clean
+clean: ## remove build output and demo state
+	rm -rf $(BIN) .state

@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
+)
+
+// TestExperimentEndToEndInOneProcess runs the example experiment through the
+// dev stack, as `greenflow demo` does, and checks what a user would: every
+// run done, non-zero energy, the event counts the load generator reported,
+// energy conserved by attribution, and a malformed command dead-lettered
+// without blocking the experiment.
+func TestExperimentEndToEndInOneProcess(t *testing.T) {
+	bin := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Options{
+		StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1,
+		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(t),
+		Collector: func(c *collectorapp.Config) { c.Interval = 200 * time.Millisecond; c.FlushInterval = 200 * time.Millisecond },
+		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
+	})
+	require.NoError(t, err)
+	defer st.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx) }()
+	defer func() { stop(); require.NoError(t, <-done) }()
+
+	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+
+	// A malformed command first: it must go to the dead-letter stream with
+	// a reason and must not block what follows.
+	bad := nats.NewMsg(bus.Subject(events.TypeRunProvision))
+	bad.Header.Set(bus.HeaderType, string(events.TypeRunProvision))
+	bad.Header.Set(bus.HeaderVersion, "1")
+	bad.Data = []byte(`{"experiment_id":"x","run_id":"x-r0000","sut":{"template":"uc3-go"}}`)
+	_, err = b.JetStream().PublishMsg(ctx, bad)
+	require.NoError(t, err)
+
+	e, resolved, n, err := cli.Prepare(exampleSpec(t), shortPhases, false)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	id, err := cli.Submit(ctx, b, e, resolved)
+	require.NoError(t, err)
+	obs := observe(ctx, t, b, id)
+	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool { return obs.state() != "" })
+	require.Equal(t, "done", obs.state())
+
+	rows, err := cli.LoadResults(ctx, st.Store, id)
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	for _, r := range rows {
+		require.Equal(t, "done", r.State, r.Reason)
+		fin, ok := obs.finished[r.RunID]
+		require.True(t, ok, "load generator reported run %s", r.RunID)
+		require.False(t, fin.Failed, fin.Reason)
+		require.Greater(t, fin.RecordsSent, int64(0))
+		require.Equal(t, float64(fin.RecordsSent), r.Metrics["records_sent_total"], "stored count = the generator's report")
+		offered := r.Metrics["offered_rate_eps"]
+		window := r.Metrics["duration_s"]
+		require.InDelta(t, 4.0, window, 0.3, "measured window")
+		// Events in the measured window, from the generator's progress
+		// series: the offered rate over the window within 5%.
+		require.InEpsilon(t, offered*window, r.Metrics["events"], 0.05)
+		require.LessOrEqual(t, r.Metrics["events"], float64(fin.RecordsSent))
+		require.Greater(t, r.Metrics["node_energy_j"], 0.0)
+		require.Greater(t, r.Metrics["sut_energy_j"], 0.0)
+		require.Less(t, r.Metrics["sut_energy_j"], r.Metrics["node_energy_j"])
+		require.Greater(t, r.Metrics["sut_uj_per_event"], 0.0)
+		require.True(t, r.Estimated, "model figures are labelled estimated")
+		require.InDelta(t, r.Metrics["sut_energy_j"], obs.analyzed[r.RunID].EnergyJ, 1e-9)
+	}
+
+	// Conservation in the stored samples: for every interval, the
+	// attributed parts plus the unattributed rest equal the node total.
+	q, err := st.Store.Conn().Query(ctx, `SELECT ts_ms,
+		sumIf(delta_j, scope = 'node') AS total, sumIf(delta_j, scope IN ('process', 'unattributed')) AS parts
+		FROM samples GROUP BY ts_ms HAVING countIf(scope = 'node') = 1`)
+	require.NoError(t, err)
+	intervals := 0
+	for q.Next() {
+		var ts int64
+		var total, parts float64
+		require.NoError(t, q.Scan(&ts, &total, &parts))
+		require.InDelta(t, total, parts, 1e-9*math.Max(1, total), "interval %d", ts)
+		intervals++
+	}
+	require.NoError(t, q.Err())
+	require.Greater(t, intervals, 20)
+
+	// The malformed command is in the dead-letter stream with the reason.
+	dl, err := b.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	msg, err := dl.Next(jetstream.FetchMaxWait(5 * time.Second))
+	require.NoError(t, err)
+	require.Equal(t, "x-r0000", gjsonRun(msg.Data()))
+	require.Contains(t, msg.Headers().Get(bus.HeaderDLQReason), "kafka")
+}
+
+func gjsonRun(b []byte) string {
+	var v struct {
+		RunID string `json:"run_id"`
+	}
+	_ = jsonUnmarshal(b, &v)
+	return v.RunID
+}

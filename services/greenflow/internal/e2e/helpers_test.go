@@ -1,0 +1,106 @@
+// Package e2e holds the end-to-end tests: whole experiments through every
+// service on real infrastructure (embedded NATS JetStream, franz-go's kfake
+// Kafka, a real ClickHouse). The energy meter is the real /proc CPU model:
+// this machine has no RAPL, which the results label as estimated.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds every service binary once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "greenflow-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/...")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = err
+			t.Logf("go build: %s", out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binDir
+}
+
+func exampleSpec(t *testing.T) []byte {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "examples", "uc3-local.yaml"))
+	require.NoError(t, err)
+	return b
+}
+
+// shortPhases keeps the runs short but long enough for several samples.
+var shortPhases = []string{"spec.phases.baseline=1s", "spec.phases.warmup=1s", "spec.phases.measure=4s", "spec.phases.cooldown=0s",
+	"spec.meters.interval=200ms"}
+
+// observer records what the services announced.
+type observer struct {
+	mu       sync.Mutex
+	finished map[string]events.LoadFinished
+	analyzed map[string]events.RunAnalyzed
+	final    string
+}
+
+func observe(ctx context.Context, t *testing.T, b *bus.Bus, experimentID string) *observer {
+	o := &observer{finished: map[string]events.LoadFinished{}, analyzed: map[string]events.RunAnalyzed{}}
+	go func() {
+		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeLoadFinished, events.TypeRunAnalyzed, events.TypeExperimentState},
+			func(d bus.Delivery) {
+				if d.Headers.Get(bus.HeaderExperiment) != experimentID {
+					return
+				}
+				o.mu.Lock()
+				defer o.mu.Unlock()
+				switch m := d.Msg.(type) {
+				case *events.LoadFinished:
+					o.finished[m.RunID] = *m
+				case *events.RunAnalyzed:
+					o.analyzed[m.RunID] = *m
+				case *events.ExperimentState:
+					if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
+						o.final = m.State
+					}
+				}
+			})
+	}()
+	return o
+}
+
+func (o *observer) state() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.final
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
