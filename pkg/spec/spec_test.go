@@ -82,7 +82,6 @@ func TestSetOverridesAndFactorExpansion(t *testing.T) {
 
 func itoa(i int) string { return strconv.Itoa(i) }
 
-
 func TestBadFactorValueIsRejected(t *testing.T) {
 	doc := `apiVersion: greenflow.dev/v1alpha1
 kind: Experiment

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,9 @@ type Deps struct {
 	Brokers  []string
 	Logger   *zap.Logger
 	Registry prometheus.Registerer
+	// Mux is the service's HTTP server (beside /metrics and /healthz) where
+	// it may register API handlers; nil when HTTP is disabled.
+	Mux *http.ServeMux
 }
 
 // Needs says which infrastructure a service uses.
@@ -81,7 +85,8 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		return err
 	}
 	defer b.Close()
-	d := Deps{Name: name, Bus: b, Brokers: c.Brokers(), Logger: logger, Registry: reg}
+	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
+	d := Deps{Name: name, Bus: b, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
 	if needs.Store {
 		st, err := store.Open(ctx, c.ClickHouseDSN, logger)
 		if err != nil {
@@ -95,7 +100,7 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		return fmt.Errorf("configure %s: %w", name, err)
 	}
 	var g service.Group
-	g.Add("http", service.NewHTTPServer(c.MetricsAddr, reg, health, logger))
+	g.Add("http", srv)
 	g.Add(name, comp)
 	health.SetReady(true)
 	logger.Info("service started")

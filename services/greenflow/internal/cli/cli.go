@@ -67,8 +67,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
-		fmt.Fprintf(stderr, "greenflow: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		cmd := analysisCommand(args[0])
+		if cmd == nil {
+			fmt.Fprintf(stderr, "greenflow: unknown command %q\n\n%s", args[0], usage)
+			return 2
+		}
+		err = cmd(ctx, args[1:], stdout, stderr)
 	}
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

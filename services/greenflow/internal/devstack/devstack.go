@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 
@@ -69,6 +70,7 @@ type Stack struct {
 	kafka  *kfake.Cluster
 	ch     *chserver.Server
 	group  service.Group
+	http   *service.HTTPServer
 	buses  []*bus.Bus
 	logger *zap.Logger
 }
@@ -85,6 +87,12 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, fmt.Errorf("create state dir %s: %w", o.StateDir, err)
 	}
 	s := &Stack{opts: o, logger: o.Logger, Registry: service.NewRegistry()}
+	health := &service.Health{}
+	health.SetReady(true)
+	// One HTTP server for the whole stack: /metrics, /healthz and every
+	// service's API. With no address it serves nothing but still collects
+	// the handlers, so tests can drive them with httptest.
+	s.http = service.NewHTTPServer(o.HTTPAddr, s.Registry, health, o.Logger)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -136,7 +144,7 @@ func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 		return svcmain.Deps{}, err
 	}
 	s.buses = append(s.buses, b)
-	return svcmain.Deps{Name: name, Bus: b, Store: s.Store, Brokers: s.Endpoints.KafkaBrokers, Logger: logger, Registry: reg}, nil
+	return svcmain.Deps{Name: name, Bus: b, Store: s.Store, Brokers: s.Endpoints.KafkaBrokers, Logger: logger, Registry: reg, Mux: s.http.Mux}, nil
 }
 
 func (s *Stack) build(ctx context.Context) error {
@@ -176,14 +184,14 @@ func (s *Stack) build(ctx context.Context) error {
 		s.group.Add(b.name, c)
 	}
 	if s.opts.HTTPAddr != "" {
-		h := &service.Health{}
-		h.SetReady(true)
-		srv := service.NewHTTPServer(s.opts.HTTPAddr, s.Registry, h, s.logger)
-		s.group.Add("http", srv)
+		s.group.Add("http", s.http)
 		s.Endpoints.HTTPAddr = s.opts.HTTPAddr
 	}
 	return nil
 }
+
+// Handler is the stack's HTTP handler (/metrics, /healthz, service APIs).
+func (s *Stack) Handler() http.Handler { return s.http.Mux }
 
 // Run runs every service until ctx ends or one fails.
 func (s *Stack) Run(ctx context.Context) error {

@@ -33,7 +33,10 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	st, err := devstack.Start(ctx, devstack.Options{
 		StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1,
 		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(t),
-		Collector: func(c *collectorapp.Config) { c.Interval = 200 * time.Millisecond; c.FlushInterval = 200 * time.Millisecond },
+		Collector: func(c *collectorapp.Config) {
+			c.Interval = 200 * time.Millisecond
+			c.FlushInterval = 200 * time.Millisecond
+		},
 		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
 	})
 	require.NoError(t, err)
