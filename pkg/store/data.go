@@ -64,6 +64,10 @@ type Run struct {
 	MeasureStartMs int64
 	MeasureEndMs   int64
 	CreatedMs      int64
+	// Version orders writes of the same run (the newest wins); the scheduler
+	// passes its state revision so concurrent writers cannot reorder states.
+	// 0 uses the insert time.
+	Version uint64
 }
 
 // Result is one metric of one run's results.
@@ -169,10 +173,14 @@ func (s *Store) SetExperimentState(ctx context.Context, experimentID, state stri
 
 // UpsertRun writes (or replaces) a run row.
 func (s *Store) UpsertRun(ctx context.Context, r Run) error {
+	v := r.Version
+	if v == 0 {
+		v = nowVersion()
+	}
 	err := s.insertRow(ctx, `INSERT INTO runs (experiment_id, run_id, idx, repetition, config, config_hash, factors, state,
 		reason, phases, measure_start_ms, measure_end_ms, created_ms, updated_ms)`,
 		r.ExperimentID, r.RunID, r.Index, r.Repetition, r.Config, r.ConfigHash, r.Factors, r.State, r.Reason, r.Phases,
-		r.MeasureStartMs, r.MeasureEndMs, r.CreatedMs, nowVersion())
+		r.MeasureStartMs, r.MeasureEndMs, r.CreatedMs, v)
 	if err != nil {
 		return fmt.Errorf("upsert run %s: %w", r.RunID, err)
 	}

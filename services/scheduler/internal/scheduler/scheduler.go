@@ -248,8 +248,8 @@ func (s *Scheduler) onRun(ctx context.Context, runID string, fn func(*RunRecord)
 		return err
 	}
 	if changed {
-		s.persistRun(ctx, &r)
-		return s.refreshExperiment(ctx, r.ExperimentID)
+		s.persistRun(ctx, r)
+		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
 	return nil
 }
@@ -276,10 +276,13 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		rec.RunIDs = append(rec.RunIDs, r.ID)
 		rr := RunRecord{ExperimentID: m.ExperimentID, RunID: r.ID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors,
 			Config: r.Config, ConfigHash: r.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now}
-		if err := s.kv.create(ctx, runKey(r.ID), rr); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		rev, err := s.kv.create(ctx, runKey(r.ID), rr)
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("store run %s: %w", r.ID, err)
 		}
-		s.persistRun(ctx, &rr)
+		if err == nil {
+			s.persistRun(ctx, versioned[RunRecord]{rr, rev})
+		}
 	}
 	labels, _ := json.Marshal(e.Metadata.Labels)
 	resolved, _ := json.Marshal(e)
@@ -289,7 +292,7 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		return err // retried: nothing is queued until the record is stored
 	}
 	// The experiment key is written last: its presence means "accepted".
-	if err := s.kv.create(ctx, expKey(m.ExperimentID), rec); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := s.kv.create(ctx, expKey(m.ExperimentID), rec); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("store experiment %s: %w", m.ExperimentID, err)
 	}
 	s.mu.Lock()
@@ -490,7 +493,7 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		if running >= s.cfg.Concurrency {
 			break
 		}
-		_, changed, err := update(ctx, s.kv, runKey(rid), func(r *RunRecord) (bool, error) {
+		r, changed, err := update(ctx, s.kv, runKey(rid), func(r *RunRecord) (bool, error) {
 			if r.State != StatePending {
 				return false, nil
 			}
@@ -501,11 +504,8 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		}
 		if changed {
 			running++
-			var r RunRecord
-			if _, err := s.kv.get(ctx, runKey(rid), &r); err == nil {
-				s.persistRun(ctx, &r)
-				_ = s.refreshExperiment(ctx, r.ExperimentID)
-			}
+			s.persistRun(ctx, r)
+			_ = s.refreshExperiment(ctx, r.Value.ExperimentID)
 		}
 	}
 	return nil
@@ -584,22 +584,24 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		return err
 	}
 	if changed {
-		s.persistRun(ctx, &r)
-		return s.refreshExperiment(ctx, r.ExperimentID)
+		s.persistRun(ctx, r)
+		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
 	return nil
 }
 
-// persistRun writes the run row to ClickHouse; a failure is logged and the
-// next transition writes the row again (the table keeps the newest).
-func (s *Scheduler) persistRun(ctx context.Context, r *RunRecord) {
+// persistRun writes the run row to ClickHouse, versioned by its KV revision
+// so that the newest state wins whichever goroutine writes last. A failure
+// is logged; the next transition writes the row again.
+func (s *Scheduler) persistRun(ctx context.Context, vr versioned[RunRecord]) {
+	r := &vr.Value
 	cfg, _ := json.Marshal(r.Config)
 	factors, _ := json.Marshal(r.Factors)
 	phases, _ := json.Marshal(r.Phases)
 	mp, _ := r.Phase(StateMeasuring)
 	if err := s.store.UpsertRun(ctx, store.Run{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: uint32(r.Index), Repetition: uint32(r.Repetition),
 		Config: string(cfg), ConfigHash: r.ConfigHash, Factors: string(factors), State: r.State, Reason: r.Reason, Phases: string(phases),
-		MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, CreatedMs: r.CreatedMs}); err != nil {
+		MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, CreatedMs: r.CreatedMs, Version: vr.Revision}); err != nil {
 		s.logger.Warn("store run failed", zap.String("run_id", r.RunID), zap.Error(err))
 	}
 }
@@ -608,7 +610,7 @@ func (s *Scheduler) persistRun(ctx context.Context, r *RunRecord) {
 // publishes it when it changed.
 func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	var done, failed, total int
-	e, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
+	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
 		done, failed, total = 0, 0, len(e.RunIDs)
 		started := false
 		for _, rid := range e.RunIDs {
@@ -648,6 +650,7 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	e := ve.Value
 	if e.State != "queued" && e.State != "running" {
 		s.mu.Lock()
 		delete(s.active, id)

@@ -108,42 +108,50 @@ func (k kvStore) get(ctx context.Context, key string, v any) (uint64, error) {
 	return e.Revision(), nil
 }
 
-// create writes a new key; it fails if the key exists.
-func (k kvStore) create(ctx context.Context, key string, v any) error {
+// create writes a new key and returns its revision; it fails if the key
+// exists.
+func (k kvStore) create(ctx context.Context, key string, v any) (uint64, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
+		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
-	_, err = k.kv.Create(ctx, key, b)
-	return err
+	return k.kv.Create(ctx, key, b)
+}
+
+// versioned is a value with the KV revision it was read or written at.
+type versioned[T any] struct {
+	Value    T
+	Revision uint64
 }
 
 // update applies fn with optimistic concurrency: it re-reads and retries on
-// a revision conflict. fn returns false to skip writing.
-func update[T any](ctx context.Context, k kvStore, key string, fn func(*T) (bool, error)) (T, bool, error) {
+// a revision conflict. fn returns false to skip writing. The result carries
+// the revision written (or read, when nothing changed).
+func update[T any](ctx context.Context, k kvStore, key string, fn func(*T) (bool, error)) (versioned[T], bool, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		var v T
 		rev, err := k.get(ctx, key, &v)
 		if err != nil {
-			return v, false, fmt.Errorf("read %s: %w", key, err)
+			return versioned[T]{Value: v}, false, fmt.Errorf("read %s: %w", key, err)
 		}
 		changed, err := fn(&v)
 		if err != nil || !changed {
-			return v, false, err
+			return versioned[T]{v, rev}, false, err
 		}
 		b, err := json.Marshal(&v)
 		if err != nil {
-			return v, false, fmt.Errorf("encode %s: %w", key, err)
+			return versioned[T]{v, rev}, false, fmt.Errorf("encode %s: %w", key, err)
 		}
-		if _, err := k.kv.Update(ctx, key, b, rev); err != nil {
+		nrev, err := k.kv.Update(ctx, key, b, rev)
+		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
 				continue
 			}
-			return v, false, fmt.Errorf("write %s: %w", key, err)
+			return versioned[T]{v, rev}, false, fmt.Errorf("write %s: %w", key, err)
 		}
-		return v, true, nil
+		return versioned[T]{v, nrev}, true, nil
 	}
-	return *new(T), false, fmt.Errorf("write %s: %w after 20 attempts", key, errConflict)
+	return versioned[T]{}, false, fmt.Errorf("write %s: %w after 20 attempts", key, errConflict)
 }
 
 func isWrongSequence(err error) bool {
