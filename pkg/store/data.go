@@ -171,18 +171,29 @@ func (s *Store) SetExperimentState(ctx context.Context, experimentID, state stri
 	return nil
 }
 
-// UpsertRun writes (or replaces) a run row.
-func (s *Store) UpsertRun(ctx context.Context, r Run) error {
-	v := r.Version
-	if v == 0 {
-		v = nowVersion()
+// UpsertRuns writes (or replaces) run rows in one batch.
+func (s *Store) UpsertRuns(ctx context.Context, runs []Run) error {
+	if len(runs) == 0 {
+		return nil
 	}
-	err := s.insertRow(ctx, `INSERT INTO runs (experiment_id, run_id, idx, repetition, config, config_hash, factors, state,
-		reason, phases, measure_start_ms, measure_end_ms, created_ms, updated_ms)`,
-		r.ExperimentID, r.RunID, r.Index, r.Repetition, r.Config, r.ConfigHash, r.Factors, r.State, r.Reason, r.Phases,
-		r.MeasureStartMs, r.MeasureEndMs, r.CreatedMs, v)
+	batch, err := s.conn.PrepareBatch(ctx, `INSERT INTO runs (experiment_id, run_id, idx, repetition, config, config_hash, factors, state,
+		reason, phases, measure_start_ms, measure_end_ms, created_ms, updated_ms)`)
 	if err != nil {
-		return fmt.Errorf("upsert run %s: %w", r.RunID, err)
+		return fmt.Errorf("prepare runs batch: %w", err)
+	}
+	for _, r := range runs {
+		v := r.Version
+		if v == 0 {
+			v = nowVersion()
+		}
+		if err := batch.Append(r.ExperimentID, r.RunID, r.Index, r.Repetition, r.Config, r.ConfigHash, r.Factors, r.State, r.Reason, r.Phases,
+			r.MeasureStartMs, r.MeasureEndMs, r.CreatedMs, v); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("append run %s: %w", r.RunID, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("upsert %d runs: %w", len(runs), err)
 	}
 	return nil
 }

@@ -112,9 +112,10 @@ func TestRunsAndExperimentsUpsert(t *testing.T) {
 	_, err = s.GetExperiment(ctx, "nope")
 	require.ErrorIs(t, err, store.ErrNotFound)
 
-	require.NoError(t, s.UpsertRun(ctx, store.Run{ExperimentID: "e1", RunID: "r1", Index: 0, State: "measuring"}))
-	require.NoError(t, s.UpsertRun(ctx, store.Run{ExperimentID: "e1", RunID: "r1", Index: 0, State: "done", MeasureStartMs: 5, MeasureEndMs: 9}))
-	require.NoError(t, s.UpsertRun(ctx, store.Run{ExperimentID: "e1", RunID: "r2", Index: 1, State: "pending"}))
+	// Written out of order, as two goroutines may: the higher version wins.
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: "done", MeasureStartMs: 5, MeasureEndMs: 9, Version: 7}}))
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: "measuring", Version: 6},
+		{ExperimentID: "e1", RunID: "r2", Index: 1, State: "pending", Version: 8}}))
 	runs, err := s.Runs(ctx, "e1")
 	require.NoError(t, err)
 	require.Len(t, runs, 2)

@@ -9,8 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +34,7 @@ func (realClock) Now() time.Time { return time.Now() }
 // Store is what the scheduler writes to ClickHouse.
 type Store interface {
 	UpsertExperiment(ctx context.Context, e store.Experiment) error
-	UpsertRun(ctx context.Context, r store.Run) error
+	UpsertRuns(ctx context.Context, runs []store.Run) error
 	SetExperimentState(ctx context.Context, experimentID, state string) error
 }
 
@@ -93,10 +91,8 @@ type Scheduler struct {
 	logger *zap.Logger
 	clock  Clock
 
-	kv kvStore
-
-	mu     sync.Mutex
-	active map[string]bool // experiment ids not yet finished
+	kv   kvStore
+	view *view
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -111,7 +107,7 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 		clock = realClock{}
 	}
 	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
-		active: map[string]bool{},
+		view: newView(),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
@@ -135,10 +131,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return err
 	}
 	s.kv = kvStore{kv}
-	if err := s.loadActive(ctx); err != nil {
+	errc := make(chan error, 2)
+	go func() { errc <- s.view.watch(ctx, kv) }()
+	select {
+	case <-s.view.synced:
+	case err := <-errc:
 		return err
+	case <-ctx.Done():
+		return nil
 	}
-	errc := make(chan error, 1)
+	if n := len(s.view.active()); n > 0 {
+		s.logger.Info("resuming unfinished experiments", zap.Int("experiments", n))
+	}
 	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
@@ -146,43 +150,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-errc
+			<-errc
 			return nil
 		case err := <-errc:
-			return err
+			if err != nil {
+				return err
+			}
 		case <-t.C:
 			if err := s.tick(ctx); err != nil && ctx.Err() == nil {
 				s.logger.Warn("scheduler tick failed", zap.Error(err))
 			}
 		}
 	}
-}
-
-// loadActive rebuilds the set of unfinished experiments from KV.
-func (s *Scheduler) loadActive(ctx context.Context) error {
-	lister, err := s.kv.kv.ListKeys(ctx)
-	if err != nil {
-		return fmt.Errorf("list scheduler state: %w", err)
-	}
-	n := 0
-	for k := range lister.Keys() {
-		if len(k) < 4 || k[:4] != "exp." {
-			continue
-		}
-		var e ExperimentRecord
-		if _, err := s.kv.get(ctx, k, &e); err != nil {
-			return fmt.Errorf("read %s: %w", k, err)
-		}
-		if e.State == "queued" || e.State == "running" {
-			s.mu.Lock()
-			s.active[e.ID] = true
-			s.mu.Unlock()
-			n++
-		}
-	}
-	if n > 0 {
-		s.logger.Info("resuming unfinished experiments", zap.Int("experiments", n))
-	}
-	return nil
 }
 
 func (s *Scheduler) nowMs() int64 { return s.clock.Now().UnixMilli() }
@@ -248,6 +227,7 @@ func (s *Scheduler) onRun(ctx context.Context, runID string, fn func(*RunRecord)
 		return err
 	}
 	if changed {
+		s.view.putRun(r)
 		s.persistRun(ctx, r)
 		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
@@ -272,17 +252,25 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		return bus.Permanent(fmt.Errorf("expand experiment %s: %w", m.ExperimentID, err))
 	}
 	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: "queued", Seed: plan.Seed, CreatedMs: now}
+	rows := make([]store.Run, 0, len(plan.Runs))
 	for _, r := range plan.Runs {
 		rec.RunIDs = append(rec.RunIDs, r.ID)
 		rr := RunRecord{ExperimentID: m.ExperimentID, RunID: r.ID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors,
 			Config: r.Config, ConfigHash: r.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now}
 		rev, err := s.kv.create(ctx, runKey(r.ID), rr)
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			// A crash between here and the experiment key: keep the stored run.
+			if rev, err = s.kv.get(ctx, runKey(r.ID), &rr); err != nil {
+				return fmt.Errorf("read run %s: %w", r.ID, err)
+			}
+		} else if err != nil {
 			return fmt.Errorf("store run %s: %w", r.ID, err)
 		}
-		if err == nil {
-			s.persistRun(ctx, versioned[RunRecord]{rr, rev})
-		}
+		s.view.putRun(versioned[RunRecord]{rr, rev})
+		rows = append(rows, runRow(versioned[RunRecord]{rr, rev}))
+	}
+	if err := s.store.UpsertRuns(ctx, rows); err != nil {
+		return err // retried: nothing is queued until the runs are stored
 	}
 	labels, _ := json.Marshal(e.Metadata.Labels)
 	resolved, _ := json.Marshal(e)
@@ -292,12 +280,13 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		return err // retried: nothing is queued until the record is stored
 	}
 	// The experiment key is written last: its presence means "accepted".
-	if _, err := s.kv.create(ctx, expKey(m.ExperimentID), rec); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	rev, err := s.kv.create(ctx, expKey(m.ExperimentID), rec)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("store experiment %s: %w", m.ExperimentID, err)
 	}
-	s.mu.Lock()
-	s.active[m.ExperimentID] = true
-	s.mu.Unlock()
+	if err == nil {
+		s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	}
 	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
 	s.publishExperiment(ctx, rec, 0, 0, "")
 	return nil
@@ -312,7 +301,7 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		return err
 	}
 	for _, id := range e.RunIDs {
-		if _, _, err := update(ctx, s.kv, runKey(id), func(r *RunRecord) (bool, error) {
+		r, changed, err := update(ctx, s.kv, runKey(id), func(r *RunRecord) (bool, error) {
 			if Terminal(r.State) {
 				return false, nil
 			}
@@ -321,11 +310,16 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 				s.stopRun(ctx, r)
 			}
 			return true, s.transition(ctx, r, StateCancelled)
-		}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
+		if changed {
+			s.view.putRun(r)
+			s.persistRun(ctx, r)
+		}
 	}
-	_, _, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
+	ve, changed, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
 		if x.State == "cancelled" {
 			return false, nil
 		}
@@ -334,6 +328,12 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 	})
 	if err != nil {
 		return err
+	}
+	s.view.putExperiment(ve)
+	if changed {
+		if err := s.store.SetExperimentState(ctx, m.ExperimentID, "cancelled"); err != nil {
+			s.logger.Warn("store experiment state failed", zap.String("experiment_id", m.ExperimentID), zap.Error(err))
+		}
 	}
 	return s.refreshExperiment(ctx, m.ExperimentID)
 }
@@ -435,42 +435,18 @@ func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
 // topic gives each run its own topics so runs never read each other's data.
 func topic(r *RunRecord, base string) string { return base + "-" + r.RunID }
 
-// tick advances timed phases and starts pending runs within the limit.
+// tick advances timed phases and starts pending runs within the limit. It
+// reads the local view; every change goes through a revision-checked update.
 func (s *Scheduler) tick(ctx context.Context) error {
-	s.mu.Lock()
-	ids := make([]string, 0, len(s.active))
-	for id := range s.active {
-		ids = append(ids, id)
-	}
-	s.mu.Unlock()
-	exps := make([]ExperimentRecord, 0, len(ids))
-	for _, id := range ids {
-		var e ExperimentRecord
-		if _, err := s.kv.get(ctx, expKey(id), &e); err != nil {
-			return fmt.Errorf("read experiment %s: %w", id, err)
-		}
-		exps = append(exps, e)
-	}
-	// Oldest experiment first: its pending runs start before later ones'.
-	sort.Slice(exps, func(i, j int) bool {
-		if exps[i].CreatedMs != exps[j].CreatedMs {
-			return exps[i].CreatedMs < exps[j].CreatedMs
-		}
-		return exps[i].ID < exps[j].ID
-	})
 	now := s.nowMs()
 	running := 0
 	var pending []string
-	for _, e := range exps {
-		id := e.ID
+	for _, e := range s.view.active() {
 		finished := true
 		for _, rid := range e.RunIDs {
-			var r RunRecord
-			if _, err := s.kv.get(ctx, runKey(rid), &r); err != nil {
-				return fmt.Errorf("read run %s: %w", rid, err)
-			}
+			r, ok := s.view.run(rid)
 			switch {
-			case Terminal(r.State):
+			case !ok || Terminal(r.State):
 				continue
 			case r.State == StatePending:
 				pending = append(pending, rid)
@@ -483,7 +459,7 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			finished = false
 		}
 		if finished {
-			if err := s.refreshExperiment(ctx, id); err != nil {
+			if err := s.refreshExperiment(ctx, e.ID); err != nil {
 				return err
 			}
 		}
@@ -504,6 +480,7 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		}
 		if changed {
 			running++
+			s.view.putRun(r)
 			s.persistRun(ctx, r)
 			_ = s.refreshExperiment(ctx, r.Value.ExperimentID)
 		}
@@ -584,6 +561,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		return err
 	}
 	if changed {
+		s.view.putRun(r)
 		s.persistRun(ctx, r)
 		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
@@ -594,48 +572,40 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 // so that the newest state wins whichever goroutine writes last. A failure
 // is logged; the next transition writes the row again.
 func (s *Scheduler) persistRun(ctx context.Context, vr versioned[RunRecord]) {
+	if err := s.store.UpsertRuns(ctx, []store.Run{runRow(vr)}); err != nil {
+		s.logger.Warn("store run failed", zap.String("run_id", vr.Value.RunID), zap.Error(err))
+	}
+}
+
+func runRow(vr versioned[RunRecord]) store.Run {
 	r := &vr.Value
 	cfg, _ := json.Marshal(r.Config)
 	factors, _ := json.Marshal(r.Factors)
 	phases, _ := json.Marshal(r.Phases)
 	mp, _ := r.Phase(StateMeasuring)
-	if err := s.store.UpsertRun(ctx, store.Run{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: uint32(r.Index), Repetition: uint32(r.Repetition),
+	return store.Run{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: uint32(r.Index), Repetition: uint32(r.Repetition),
 		Config: string(cfg), ConfigHash: r.ConfigHash, Factors: string(factors), State: r.State, Reason: r.Reason, Phases: string(phases),
-		MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, CreatedMs: r.CreatedMs, Version: vr.Revision}); err != nil {
-		s.logger.Warn("store run failed", zap.String("run_id", r.RunID), zap.Error(err))
-	}
+		MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, CreatedMs: r.CreatedMs, Version: vr.Revision}
 }
 
-// refreshExperiment recomputes an experiment's state from its runs and
-// publishes it when it changed.
+// refreshExperiment recomputes an experiment's state from its runs (as the
+// local view has them) and publishes it when it changed.
 func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
-	var done, failed, total int
+	cur, ok := s.view.experiment(id)
+	if !ok {
+		return nil
+	}
+	done, failed, started := s.view.counts(cur)
+	total := len(cur.RunIDs)
 	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
-		done, failed, total = 0, 0, len(e.RunIDs)
-		started := false
-		for _, rid := range e.RunIDs {
-			var r RunRecord
-			if _, err := s.kv.get(ctx, runKey(rid), &r); err != nil {
-				return false, fmt.Errorf("read run %s: %w", rid, err)
-			}
-			switch r.State {
-			case StateDone:
-				done++
-			case StateFailed, StateCancelled:
-				failed++
-			}
-			if r.State != StatePending {
-				started = true
-			}
-		}
 		state := e.State
 		switch {
-		case e.State == "cancelled":
-		case done+failed == total && failed > 0 && done == 0:
+		case e.State == "cancelled" || e.State == "failed" && done+failed == total:
+		case done+failed == total && done == 0:
 			state = "failed"
 		case done+failed == total:
 			state = "done"
-		case started:
+		case started > 0:
 			state = "running"
 		}
 		if state == e.State {
@@ -651,18 +621,13 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 		return err
 	}
 	e := ve.Value
-	if e.State != "queued" && e.State != "running" {
-		s.mu.Lock()
-		delete(s.active, id)
-		s.mu.Unlock()
-	}
+	s.view.putExperiment(ve)
 	if changed {
-		s.publishExperiment(ctx, e, done, failed, e.Reason)
 		if err := s.store.SetExperimentState(ctx, id, e.State); err != nil {
 			s.logger.Warn("store experiment state failed", zap.String("experiment_id", id), zap.Error(err))
 		}
-	} else if done+failed > 0 {
-		// Progress counts changed without a state change.
+	}
+	if changed || done+failed > 0 {
 		s.publishExperiment(ctx, e, done, failed, e.Reason)
 	}
 	return nil

@@ -1,0 +1,152 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// view is a local, eventually consistent copy of the KV bucket, kept by a
+// watch. It answers the tick loop's questions without reading KV; every
+// decision it prompts is re-checked inside a revision-checked update.
+type view struct {
+	mu     sync.RWMutex
+	exps   map[string]versioned[ExperimentRecord]
+	runs   map[string]versioned[RunRecord]
+	synced chan struct{}
+}
+
+func newView() *view {
+	return &view{exps: map[string]versioned[ExperimentRecord]{}, runs: map[string]versioned[RunRecord]{}, synced: make(chan struct{})}
+}
+
+// watch follows the bucket until ctx ends; synced closes once the initial
+// values are loaded.
+func (v *view) watch(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch scheduler state: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	once := sync.Once{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil
+			}
+			if e == nil {
+				once.Do(func() { close(v.synced) })
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				v.remove(e.Key())
+				continue
+			}
+			if err := v.apply(e.Key(), e.Revision(), e.Value()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (v *view) apply(key string, rev uint64, data []byte) error {
+	switch {
+	case strings.HasPrefix(key, "exp."):
+		var e ExperimentRecord
+		if err := json.Unmarshal(data, &e); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		v.putExperiment(versioned[ExperimentRecord]{e, rev})
+	case strings.HasPrefix(key, "run."):
+		var r RunRecord
+		if err := json.Unmarshal(data, &r); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		v.putRun(versioned[RunRecord]{r, rev})
+	}
+	return nil
+}
+
+func (v *view) remove(key string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.exps, strings.TrimPrefix(key, "exp."))
+	delete(v.runs, strings.TrimPrefix(key, "run."))
+}
+
+// putExperiment keeps the newer of the cached and the given value.
+func (v *view) putExperiment(e versioned[ExperimentRecord]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur, ok := v.exps[e.Value.ID]; !ok || cur.Revision < e.Revision {
+		v.exps[e.Value.ID] = e
+	}
+}
+
+// putRun keeps the newer of the cached and the given value.
+func (v *view) putRun(r versioned[RunRecord]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur, ok := v.runs[r.Value.RunID]; !ok || cur.Revision < r.Revision {
+		v.runs[r.Value.RunID] = r
+	}
+}
+
+func (v *view) run(id string) (RunRecord, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	r, ok := v.runs[id]
+	return r.Value, ok
+}
+
+func (v *view) experiment(id string) (ExperimentRecord, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	e, ok := v.exps[id]
+	return e.Value, ok
+}
+
+// active returns unfinished experiments, oldest first.
+func (v *view) active() []ExperimentRecord {
+	v.mu.RLock()
+	out := make([]ExperimentRecord, 0, len(v.exps))
+	for _, e := range v.exps {
+		if e.Value.State == "queued" || e.Value.State == "running" {
+			out = append(out, e.Value)
+		}
+	}
+	v.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CreatedMs != out[j].CreatedMs {
+			return out[i].CreatedMs < out[j].CreatedMs
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// counts tallies an experiment's runs.
+func (v *view) counts(e ExperimentRecord) (done, failed, started int) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, id := range e.RunIDs {
+		switch v.runs[id].Value.State {
+		case StateDone:
+			done++
+		case StateFailed, StateCancelled:
+			failed++
+		case StatePending, "":
+			continue
+		}
+		started++
+	}
+	return done, failed, started
+}
