@@ -227,8 +227,7 @@ func (s *Scheduler) onRun(ctx context.Context, runID string, fn func(*RunRecord)
 		return err
 	}
 	if changed {
-		s.view.putRun(r)
-		s.persistRun(ctx, r)
+		s.commit(ctx, r)
 		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
 	return nil
@@ -293,15 +292,24 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 }
 
 func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) error {
-	var e ExperimentRecord
-	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &e); err != nil {
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return bus.Permanent(fmt.Errorf("unknown experiment %s", m.ExperimentID))
+	// The experiment is marked first, so the tick starts none of its pending
+	// runs while they are being cancelled.
+	ve, changed, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
+		if x.State == "cancelled" || x.State == "done" || x.State == "failed" {
+			return false, nil
 		}
+		x.State, x.Reason = "cancelled", m.Reason
+		return true, nil
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown experiment %s", m.ExperimentID))
+	}
+	if err != nil {
 		return err
 	}
-	for _, id := range e.RunIDs {
-		r, changed, err := update(ctx, s.kv, runKey(id), func(r *RunRecord) (bool, error) {
+	s.view.putExperiment(ve)
+	for _, id := range ve.Value.RunIDs {
+		r, rchanged, err := update(ctx, s.kv, runKey(id), func(r *RunRecord) (bool, error) {
 			if Terminal(r.State) {
 				return false, nil
 			}
@@ -314,28 +322,18 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		if err != nil {
 			return err
 		}
-		if changed {
-			s.view.putRun(r)
-			s.persistRun(ctx, r)
+		if rchanged {
+			s.commit(ctx, r)
 		}
 	}
-	ve, changed, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
-		if x.State == "cancelled" {
-			return false, nil
-		}
-		x.State, x.Reason = "cancelled", m.Reason
-		return true, nil
-	})
-	if err != nil {
-		return err
-	}
-	s.view.putExperiment(ve)
 	if changed {
 		if err := s.store.SetExperimentState(ctx, m.ExperimentID, "cancelled"); err != nil {
 			s.logger.Warn("store experiment state failed", zap.String("experiment_id", m.ExperimentID), zap.Error(err))
 		}
+		done, failed, _ := s.view.counts(ve.Value)
+		s.publishExperiment(ctx, ve.Value, done, failed, m.Reason)
 	}
-	return s.refreshExperiment(ctx, m.ExperimentID)
+	return nil
 }
 
 // stopRun stops the load and tears down a started run (best effort; the
@@ -366,40 +364,48 @@ func (s *Scheduler) onProvisioned(ctx context.Context, m *events.RunProvisioned)
 	})
 }
 
-// transition enters state and performs its entry action. The caller writes
-// the record; entry actions publish with message ids derived from the run
-// and state, so re-running them after a crash is harmless.
-func (s *Scheduler) transition(ctx context.Context, r *RunRecord, state string) error {
+// transition enters state and sets its deadline. Its entry command and the
+// state event are published by commit once the record is written, so no
+// answer can arrive before the state it answers is stored.
+func (s *Scheduler) transition(_ context.Context, r *RunRecord, state string) error {
 	now := s.nowMs()
 	r.enter(state, now)
 	ph := r.Config.Phases
 	switch state {
-	case StateProvisioning:
-		if err := s.publishEntry(ctx, r); err != nil {
-			return err
-		}
 	case StateBaseline:
 		r.PhaseEndMs = now + ph.Baseline.Milliseconds()
 	case StateWarmup:
 		r.PhaseEndMs = now + ph.Warmup.Milliseconds()
-		if err := s.publishEntry(ctx, r); err != nil {
-			return err
-		}
 	case StateMeasuring:
 		r.PhaseEndMs = now + ph.Measure.Milliseconds()
 	case StateCooldown:
 		r.PhaseEndMs = now + ph.Cooldown.Milliseconds()
-	case StateTeardown, StateAnalyzing:
-		if err := s.publishEntry(ctx, r); err != nil {
-			return err
-		}
 	}
-	s.transitions.WithLabelValues(state).Inc()
-	s.logger.Info("run state", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID), zap.String("state", state),
-		zap.String("reason", r.Reason))
-	_ = s.bus.Publish(ctx, events.RunState{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: r.Index, State: state, Reason: r.Reason,
-		PhaseEndMs: r.PhaseEndMs, TsMs: now}, "run.state:"+r.RunID+":"+state)
 	return nil
+}
+
+// commit runs after a run record was written: it updates the local view,
+// stores the row in ClickHouse and, when the update entered a state,
+// publishes the state's command and the state event (message ids derived
+// from run and state, so doing this twice is harmless).
+func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
+	s.view.putRun(vr)
+	s.persistRun(ctx, vr)
+	r := &vr.Value
+	if !r.entered {
+		return
+	}
+	if err := s.publishEntry(ctx, r); err != nil {
+		// The resend in advance() publishes it again.
+		s.logger.Warn("publish entry command failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Error(err))
+	}
+	s.transitions.WithLabelValues(r.State).Inc()
+	s.logger.Info("run state", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID), zap.String("state", r.State),
+		zap.String("reason", r.Reason))
+	if err := s.bus.Publish(ctx, events.RunState{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: r.Index, State: r.State, Reason: r.Reason,
+		PhaseEndMs: r.PhaseEndMs, TsMs: r.EnteredMs}, "run.state:"+r.RunID+":"+r.State); err != nil {
+		s.logger.Warn("publish run state failed", zap.String("run_id", r.RunID), zap.Error(err))
+	}
 }
 
 // publishEntry publishes the command a state waits on.
@@ -473,6 +479,9 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			if r.State != StatePending {
 				return false, nil
 			}
+			if e, ok := s.view.experiment(r.ExperimentID); !ok || (e.State != "queued" && e.State != "running") {
+				return false, nil // cancelled meanwhile
+			}
 			return true, s.transition(ctx, r, StateProvisioning)
 		})
 		if err != nil {
@@ -480,8 +489,7 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		}
 		if changed {
 			running++
-			s.view.putRun(r)
-			s.persistRun(ctx, r)
+			s.commit(ctx, r)
 			_ = s.refreshExperiment(ctx, r.Value.ExperimentID)
 		}
 	}
@@ -561,8 +569,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		return err
 	}
 	if changed {
-		s.view.putRun(r)
-		s.persistRun(ctx, r)
+		s.commit(ctx, r)
 		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
 	return nil

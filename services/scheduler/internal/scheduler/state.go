@@ -64,6 +64,10 @@ type RunRecord struct {
 	LoadFailed   string            `json:"load_failed,omitempty"`
 	TornDown     bool              `json:"torn_down"`
 	CreatedMs    int64             `json:"created_ms"`
+
+	// entered is set (in memory only) when a transition happened in this
+	// update, so its entry command is published once the write commits.
+	entered bool
 }
 
 // Phase returns the recorded phase by name.
@@ -84,6 +88,7 @@ func (r *RunRecord) enter(state string, nowMs int64) {
 	r.State = state
 	r.EnteredMs = nowMs
 	r.PhaseEndMs = 0
+	r.entered = true
 	if !Terminal(state) {
 		r.Phases = append(r.Phases, events.Phase{Name: state, StartMs: nowMs})
 	}

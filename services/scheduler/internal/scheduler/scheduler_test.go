@@ -1,0 +1,249 @@
+package scheduler_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+const specTmpl = `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: sched-test}
+spec:
+  workload: {sensors: 10, periodMs: 1000, format: avro}
+  factors:
+    - name: workload.sensors
+      values: ["10", "20"]
+  repetitions: %d
+  phases: {baseline: 50ms, warmup: 50ms, measure: 150ms, cooldown: 50ms}
+`
+
+// harness runs a scheduler on real JetStream and ClickHouse. The other
+// services are played by responders that answer each command at once (the
+// real ones are exercised by the end-to-end tests); fail makes chosen runs'
+// provisioning fail.
+type harness struct {
+	t      *testing.T
+	bus    *bus.Bus
+	store  *store.Store
+	mu     sync.Mutex
+	states map[string][]string // run → states in order
+	seen   map[events.Type][]string
+	final  map[string]string
+	fail   func(runID string) bool
+	url    string
+}
+
+func newHarness(t *testing.T, cfg func(*scheduler.Config)) (*harness, context.CancelFunc) {
+	t.Helper()
+	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
+		final: map[string]string{}, fail: func(string) bool { return false }}
+	ctx, cancel := context.WithCancel(context.Background())
+	var err error
+	h.bus, err = bus.Connect(ctx, h.url, "test", zap.NewNop(), nil)
+	require.NoError(t, err)
+	t.Cleanup(h.bus.Close)
+	h.startScheduler(ctx, cfg)
+	go h.respond(ctx)
+	go func() {
+		_ = h.bus.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunState, events.TypeExperimentState, events.TypeLoadStop,
+			events.TypeRunTeardown, events.TypeCollectRelease}, func(d bus.Delivery) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			switch m := d.Msg.(type) {
+			case *events.RunState:
+				h.states[m.RunID] = append(h.states[m.RunID], m.State)
+			case *events.ExperimentState:
+				if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
+					h.final[m.ExperimentID] = m.State
+				}
+			}
+			_, run := d.Msg.IDs()
+			h.seen[d.Msg.MessageType()] = append(h.seen[d.Msg.MessageType()], run)
+		})
+	}()
+	return h, cancel
+}
+
+func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config)) {
+	cfg := scheduler.Default()
+	cfg.Brokers = []string{"127.0.0.1:9"}
+	cfg.Tick = 5 * time.Millisecond
+	if mod != nil {
+		mod(&cfg)
+	}
+	b, err := bus.Connect(ctx, h.url, "scheduler", zap.NewNop(), nil)
+	require.NoError(h.t, err)
+	h.t.Cleanup(b.Close)
+	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(h.t), prometheus.NewRegistry(), nil)
+	require.NoError(h.t, err)
+	go func() { _ = s.Run(ctx) }()
+}
+
+// respond plays provisioner, load generator and analyzer.
+func (h *harness) respond(ctx context.Context) {
+	spec := bus.ConsumerSpec{Durable: "responder", Types: []events.Type{events.TypeRunProvision, events.TypeLoadStart, events.TypeRunTeardown,
+		events.TypeRunMeasured}}
+	_ = h.bus.Consume(ctx, spec, func(ctx context.Context, d bus.Delivery) error {
+		now := time.Now().UnixMilli()
+		switch m := d.Msg.(type) {
+		case *events.RunProvision:
+			if h.fail(m.RunID) {
+				return h.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID, Reason: "image pull failed", TsMs: now}, "")
+			}
+			return h.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: "local", TsMs: now,
+				Targets: []events.Target{{ID: "process/" + m.RunID, Kind: "process", Node: "n1", Role: "sut", PID: 1}}}, "")
+		case *events.LoadStart:
+			return h.bus.Publish(ctx, events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: "lg", StartMs: now, EndMs: now,
+				RecordsSent: 42}, "")
+		case *events.RunTeardown:
+			return h.bus.Publish(ctx, events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: now}, "")
+		case *events.RunMeasured:
+			if m.RecordsSent != 42 || m.MeasureEndMs <= m.MeasureStartMs {
+				return bus.Permanent(fmt.Errorf("bad measured event %+v", m))
+			}
+			return h.bus.Publish(ctx, events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: now}, "")
+		}
+		return nil
+	})
+}
+
+func (h *harness) submit(ctx context.Context, id string, reps int) {
+	require.NoError(h.t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: fmt.Sprintf(specTmpl, reps)}, "submit:"+id))
+}
+
+func (h *harness) waitFinal(id string) string {
+	h.t.Cleanup(func() {
+		if h.t.Failed() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.t.Logf("run states: %v; messages seen: %v", h.states, h.seen)
+		}
+	})
+	var st string
+	testenv.Eventually(h.t, 30*time.Second, "experiment "+id+" to end", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		st = h.final[id]
+		return st != ""
+	})
+	return st
+}
+
+func TestRunsFollowTheStateMachineOneAtATime(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	ctx := context.Background()
+	h.submit(ctx, "exp-a", 2)
+	require.Equal(t, "done", h.waitFinal("exp-a"))
+
+	runs, err := h.store.Runs(ctx, "exp-a")
+	require.NoError(t, err)
+	require.Len(t, runs, 4)
+	want := []string{"provisioning", "baseline", "warmup", "measuring", "cooldown", "teardown", "analyzing", "done"}
+	type span struct{ start, end int64 }
+	var spans []span
+	for _, r := range runs {
+		require.Equal(t, "done", r.State)
+		h.mu.Lock()
+		require.Equal(t, want, h.states[r.RunID], r.RunID)
+		h.mu.Unlock()
+		var phases []events.Phase
+		require.NoError(t, jsonUnmarshal(r.Phases, &phases))
+		require.Len(t, phases, 7)
+		for i, p := range phases {
+			require.Equal(t, want[i], p.Name)
+			require.LessOrEqual(t, p.StartMs, p.EndMs, p.Name)
+			if i > 0 {
+				require.Equal(t, phases[i-1].EndMs, p.StartMs, "phases are contiguous")
+			}
+		}
+		require.Equal(t, phases[3].StartMs, r.MeasureStartMs)
+		require.Equal(t, phases[3].EndMs, r.MeasureEndMs)
+		require.GreaterOrEqual(t, r.MeasureEndMs-r.MeasureStartMs, int64(150), "measured for at least the nominal phase")
+		spans = append(spans, span{phases[0].StartMs, phases[6].EndMs})
+	}
+	// Concurrency 1: runs never overlap.
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	for i := 1; i < len(spans); i++ {
+		require.GreaterOrEqual(t, spans[i].start, spans[i-1].end)
+	}
+	// Repetitions interleave: each configuration once before any twice.
+	first := map[string]bool{}
+	for _, r := range runs[:2] {
+		first[r.ConfigHash] = true
+	}
+	require.Len(t, first, 2)
+}
+
+func TestProvisioningFailureFailsOnlyThatRun(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	h.fail = func(run string) bool { return strings.HasSuffix(run, "-r0000") }
+	ctx := context.Background()
+	h.submit(ctx, "exp-f", 1)
+	require.Equal(t, "done", h.waitFinal("exp-f"), "one run succeeded")
+	runs, err := h.store.Runs(ctx, "exp-f")
+	require.NoError(t, err)
+	require.Equal(t, "failed", runs[0].State)
+	require.Contains(t, runs[0].Reason, "image pull failed")
+	require.Equal(t, "done", runs[1].State)
+}
+
+func TestCancelStopsLoadTearsDownAndCancelsPending(t *testing.T) {
+	h, cancel := newHarness(t, func(c *scheduler.Config) {})
+	defer cancel()
+	ctx := context.Background()
+	// A long measuring phase so the cancel lands mid-run.
+	spec := strings.Replace(fmt.Sprintf(specTmpl, 1), "measure: 150ms", "measure: 1h", 1)
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-c", Spec: spec}, ""))
+	testenv.Eventually(t, 20*time.Second, "first run measuring", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		st := h.states["exp-c-r0000"]
+		return len(st) > 0 && st[len(st)-1] == "measuring"
+	})
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: "exp-c", Reason: "operator"}, ""))
+	require.Equal(t, "cancelled", h.waitFinal("exp-c"))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Contains(t, h.seen[events.TypeLoadStop], "exp-c-r0000")
+	require.Contains(t, h.seen[events.TypeRunTeardown], "exp-c-r0000")
+	require.NotContains(t, h.seen[events.TypeRunTeardown], "exp-c-r0001", "a pending run has nothing to tear down")
+	require.Equal(t, "cancelled", last(h.states["exp-c-r0000"]))
+	require.Equal(t, "cancelled", last(h.states["exp-c-r0001"]))
+}
+
+func TestInvalidSpecIsRejectedAndNothingQueued(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	ctx := context.Background()
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-bad", Spec: "kind: Experiment\n"}, ""))
+	require.Equal(t, "failed", h.waitFinal("exp-bad"))
+	runs, err := h.store.Runs(ctx, "exp-bad")
+	require.NoError(t, err)
+	require.Empty(t, runs)
+}
+
+func last(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[len(s)-1]
+}
