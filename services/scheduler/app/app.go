@@ -33,5 +33,12 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 		c.Brokers = d.Brokers
 	}
 	c.Version, c.Commit = version.Version, version.Commit()
-	return scheduler.New(c, d.Bus, d.Store, d.Logger, d.Registry, nil)
+	s, err := scheduler.New(c, d.Bus, d.Store, d.Logger, d.Registry, nil)
+	if err != nil {
+		return nil, err
+	}
+	if d.Mux != nil {
+		s.RegisterHTTP(d.Mux)
+	}
+	return s, nil
 }

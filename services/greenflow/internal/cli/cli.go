@@ -80,7 +80,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "greenflow %s: %v\n", args[0], err)
 		var p spec.Problems
-		if errors.As(err, &p) || errors.Is(err, ErrTooManyRuns) {
+		if errors.As(err, &p) || errors.Is(err, spec.ErrTooManyRuns) {
 			return 2
 		}
 		return 1

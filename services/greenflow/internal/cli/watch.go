@@ -2,56 +2,26 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
-// ErrTooManyRuns guards against accidental huge sweeps.
-var ErrTooManyRuns = errors.New("sweep too large")
-
-// NewExperimentID names an experiment: its name, UTC time and a random suffix.
-func NewExperimentID(name string, now time.Time) string {
-	var b [2]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s-%s-%s", name, now.UTC().Format("20060102-150405"), hex.EncodeToString(b[:]))
-}
-
-// Prepare parses and validates a spec with overrides and returns the resolved
-// document to submit. Nothing is queued when it fails.
+// Prepare validates a spec for submission (see spec.Prepare).
 func Prepare(data []byte, sets []string, yes bool) (*spec.Experiment, string, int, error) {
-	e, err := spec.Parse(data, sets)
-	if err != nil {
-		return nil, "", 0, err
-	}
-	n, err := e.Count()
-	if err != nil {
-		return nil, "", 0, err
-	}
-	if n > spec.MaxRunsWithoutConfirm && !yes {
-		return nil, "", n, fmt.Errorf("%w: the spec expands to %d runs (more than %d); pass --yes to submit it anyway", ErrTooManyRuns, n, spec.MaxRunsWithoutConfirm)
-	}
-	resolved, err := yaml.Marshal(e)
-	if err != nil {
-		return nil, "", 0, fmt.Errorf("encode resolved spec: %w", err)
-	}
-	return e, string(resolved), n, nil
+	p, err := spec.Prepare(data, sets, yes)
+	return p.Experiment, p.Resolved, p.Runs, err
 }
 
 // Submit publishes an experiment and returns its id.
 func Submit(ctx context.Context, b *bus.Bus, e *spec.Experiment, resolved string) (string, error) {
-	id := NewExperimentID(e.Metadata.Name, time.Now())
+	id := spec.NewExperimentID(e.Metadata.Name, time.Now())
 	if err := b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: resolved, SubmittedBy: "cli"}, "submit:"+id); err != nil {
 		return "", err
 	}

@@ -131,7 +131,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return err
 	}
 	s.kv = kvStore{kv}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.view.watch(ctx, kv) }()
 	select {
 	case <-s.view.synced:
@@ -144,17 +144,24 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		s.logger.Info("resuming unfinished experiments", zap.Int("experiments", n))
 	}
 	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
+	go func() { errc <- s.serveNATS(ctx) }()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
+	running := 3 // watch, consumer, API
 	for {
 		select {
 		case <-ctx.Done():
-			<-errc
-			<-errc
+			for ; running > 0; running-- {
+				<-errc
+			}
 			return nil
 		case err := <-errc:
+			running--
 			if err != nil {
 				return err
+			}
+			if ctx.Err() == nil {
+				return errors.New("scheduler: a component stopped unexpectedly")
 			}
 		case <-t.C:
 			if err := s.tick(ctx); err != nil && ctx.Err() == nil {

@@ -48,6 +48,7 @@ type harness struct {
 	final  map[string]string
 	fail   func(runID string) bool
 	url    string
+	sched  *scheduler.Scheduler
 }
 
 func newHarness(t *testing.T, cfg func(*scheduler.Config)) (*harness, context.CancelFunc) {
@@ -93,6 +94,7 @@ func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config
 	h.t.Cleanup(b.Close)
 	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(h.t), prometheus.NewRegistry(), nil)
 	require.NoError(h.t, err)
+	h.sched = s
 	go func() { _ = s.Run(ctx) }()
 }
 

@@ -1,0 +1,246 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+)
+
+// Request-reply subjects of the scheduler's API (queue group "scheduler").
+const (
+	SubjectAPISubmit = "gf.api.experiments.submit"
+	SubjectAPIList   = "gf.api.experiments.list"
+	SubjectAPIGet    = "gf.api.experiments.get"
+	SubjectAPICancel = "gf.api.experiments.cancel"
+)
+
+// SubmitRequest is the body of a submission over NATS. Over HTTP the body is
+// the spec itself and sets/yes are query parameters.
+type SubmitRequest struct {
+	Spec string   `json:"spec"`
+	Set  []string `json:"set,omitempty"`
+	Yes  bool     `json:"yes,omitempty"`
+	By   string   `json:"submitted_by,omitempty"`
+}
+
+// SubmitReply answers a submission: the id, or every problem found.
+type SubmitReply struct {
+	ID       string   `json:"id,omitempty"`
+	Runs     int      `json:"runs,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Problems []string `json:"problems,omitempty"`
+}
+
+// RunStatus is one run as list and status show it.
+type RunStatus struct {
+	RunID      string            `json:"run_id"`
+	Index      int               `json:"index"`
+	Repetition int               `json:"repetition"`
+	Factors    map[string]string `json:"factors"`
+	State      string            `json:"state"`
+	Reason     string            `json:"reason,omitempty"`
+	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
+	Phases     []events.Phase    `json:"phases"`
+}
+
+// ExperimentStatus is an experiment with its runs.
+type ExperimentStatus struct {
+	ID        string      `json:"id"`
+	Name      string      `json:"name"`
+	State     string      `json:"state"`
+	Reason    string      `json:"reason,omitempty"`
+	CreatedMs int64       `json:"created_ms"`
+	Seed      int64       `json:"seed"`
+	RunsTotal int         `json:"runs_total"`
+	RunsDone  int         `json:"runs_done"`
+	RunsFail  int         `json:"runs_failed"`
+	Runs      []RunStatus `json:"runs,omitempty"`
+}
+
+// Submit validates a spec and queues it; the experiment is accepted by the
+// same path as a CLI submission (an experiment.submit command).
+func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
+	p, err := spec.Prepare([]byte(req.Spec), req.Set, req.Yes)
+	if err != nil {
+		var probs spec.Problems
+		if errors.As(err, &probs) {
+			return SubmitReply{Error: "invalid spec", Problems: probs}
+		}
+		return SubmitReply{Error: err.Error()}
+	}
+	id := spec.NewExperimentID(p.Experiment.Metadata.Name, s.clock.Now())
+	by := req.By
+	if by == "" {
+		by = "api"
+	}
+	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
+		return SubmitReply{Error: err.Error()}
+	}
+	return SubmitReply{ID: id, Runs: p.Runs}
+}
+
+// Status returns an experiment and its runs from the scheduler's state.
+func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
+	e, ok := s.view.experiment(id)
+	if !ok {
+		return ExperimentStatus{}, false
+	}
+	st := s.summary(e)
+	for _, rid := range e.RunIDs {
+		r, ok := s.view.run(rid)
+		if !ok {
+			continue
+		}
+		st.Runs = append(st.Runs, RunStatus{RunID: r.RunID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors, State: r.State,
+			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, Phases: r.Phases})
+	}
+	return st, true
+}
+
+func (s *Scheduler) summary(e ExperimentRecord) ExperimentStatus {
+	done, failed, _ := s.view.counts(e)
+	return ExperimentStatus{ID: e.ID, Name: e.Name, State: e.State, Reason: e.Reason, CreatedMs: e.CreatedMs, Seed: e.Seed,
+		RunsTotal: len(e.RunIDs), RunsDone: done, RunsFail: failed}
+}
+
+// List returns every experiment, newest first.
+func (s *Scheduler) List() []ExperimentStatus {
+	s.view.mu.RLock()
+	exps := make([]ExperimentRecord, 0, len(s.view.exps))
+	for _, e := range s.view.exps {
+		exps = append(exps, e.Value)
+	}
+	s.view.mu.RUnlock()
+	sort.Slice(exps, func(i, j int) bool { return exps[i].CreatedMs > exps[j].CreatedMs })
+	out := make([]ExperimentStatus, 0, len(exps))
+	for _, e := range exps {
+		out = append(out, s.summary(e))
+	}
+	return out
+}
+
+// Cancel requests cancellation of an experiment.
+func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
+	if _, ok := s.view.experiment(id); !ok {
+		return fmt.Errorf("unknown experiment %s", id)
+	}
+	return s.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, "")
+}
+
+// serveNATS answers the request-reply API until ctx ends.
+func (s *Scheduler) serveNATS(ctx context.Context) error {
+	nc := s.bus.Conn()
+	reply := func(m *nats.Msg, v any) {
+		b, _ := json.Marshal(v)
+		if err := m.Respond(b); err != nil {
+			s.logger.Warn("api reply failed", zap.String("subject", m.Subject), zap.Error(err))
+		}
+	}
+	handlers := map[string]nats.MsgHandler{
+		SubjectAPISubmit: func(m *nats.Msg) {
+			var req SubmitRequest
+			if err := json.Unmarshal(m.Data, &req); err != nil {
+				reply(m, SubmitReply{Error: "request body: expected JSON {\"spec\": \"...\"}: " + err.Error()})
+				return
+			}
+			reply(m, s.Submit(ctx, req))
+		},
+		SubjectAPIList: func(m *nats.Msg) { reply(m, s.List()) },
+		SubjectAPIGet: func(m *nats.Msg) {
+			st, ok := s.Status(strings.TrimSpace(string(m.Data)))
+			if !ok {
+				reply(m, map[string]string{"error": "unknown experiment " + string(m.Data)})
+				return
+			}
+			reply(m, st)
+		},
+		SubjectAPICancel: func(m *nats.Msg) {
+			if err := s.Cancel(ctx, strings.TrimSpace(string(m.Data)), "cancelled through the API"); err != nil {
+				reply(m, map[string]string{"error": err.Error()})
+				return
+			}
+			reply(m, map[string]string{"status": "cancel requested"})
+		},
+	}
+	var subs []*nats.Subscription
+	for subj, h := range handlers {
+		sub, err := nc.QueueSubscribe(subj, "scheduler", h)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		subs = append(subs, sub)
+	}
+	<-ctx.Done()
+	for _, sub := range subs {
+		_ = sub.Drain()
+	}
+	return nil
+}
+
+// RegisterHTTP adds the scheduler's HTTP API to mux:
+//
+//	POST /v1/experiments            body: the spec (YAML or JSON); ?set=path=value&yes=true
+//	GET  /v1/experiments            list
+//	GET  /v1/experiments/{id}       status with runs
+//	POST /v1/experiments/{id}/cancel
+func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
+	writeJSON := func(w http.ResponseWriter, code int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("POST /v1/experiments", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, SubmitReply{Error: "read body: " + err.Error()})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: "http"})
+		switch {
+		case len(rep.Problems) > 0 || errors.Is(errFromReply(rep), spec.ErrTooManyRuns):
+			writeJSON(w, http.StatusUnprocessableEntity, rep)
+		case rep.Error != "":
+			writeJSON(w, http.StatusServiceUnavailable, rep)
+		default:
+			w.Header().Set("Location", "/v1/experiments/"+rep.ID)
+			writeJSON(w, http.StatusAccepted, rep)
+		}
+	})
+	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.List()) })
+	mux.HandleFunc("GET /v1/experiments/{id}", func(w http.ResponseWriter, r *http.Request) {
+		st, ok := s.Status(r.PathValue("id"))
+		if !ok {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown experiment " + r.PathValue("id")})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+	mux.HandleFunc("POST /v1/experiments/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Cancel(r.Context(), r.PathValue("id"), "cancelled through the HTTP API"); err != nil {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})
+	})
+}
+
+func errFromReply(r SubmitReply) error {
+	if strings.Contains(r.Error, spec.ErrTooManyRuns.Error()) {
+		return spec.ErrTooManyRuns
+	}
+	return nil
+}
