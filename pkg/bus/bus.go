@@ -81,7 +81,7 @@ var (
 	ConsumerScheduler = ConsumerSpec{Durable: "scheduler", Types: []events.Type{
 		events.TypeExperimentSubmit, events.TypeExperimentCancel, events.TypeRunProvisioned, events.TypeRunProvisionFailed,
 		events.TypeRunTornDown, events.TypeLoadFinished, events.TypeRunAnalyzed,
-	}}
+	}, AckWait: 10 * time.Second} // handlers are short; a crashed scheduler's messages come back soon
 	ConsumerProvisioner   = ConsumerSpec{Durable: "provisioner", Types: []events.Type{events.TypeRunProvision, events.TypeRunTeardown}}
 	ConsumerLoadGenerator = ConsumerSpec{Durable: "load-generator", Types: []events.Type{events.TypeLoadStart, events.TypeLoadStop}}
 	ConsumerAnalyzer      = ConsumerSpec{Durable: "analyzer", Types: []events.Type{events.TypeRunMeasured}}

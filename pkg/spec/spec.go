@@ -43,11 +43,17 @@ type Metadata struct {
 
 // Spec is what to run.
 type Spec struct {
-	RunConfig   `yaml:",inline" json:",inline"`
-	Factors     []Factor `yaml:"factors,omitempty" json:"factors,omitempty"`
-	Repetitions int      `yaml:"repetitions" json:"repetitions"`
-	Order       string   `yaml:"order,omitempty" json:"order,omitempty"` // random (default) | sequential
-	Seed        int64    `yaml:"seed,omitempty" json:"seed,omitempty"`   // 0: chosen at expansion and recorded
+	RunConfig `yaml:",inline" json:",inline"`
+	Factors   []Factor `yaml:"factors,omitempty" json:"factors,omitempty"`
+	// Include adds combinations to the grid (factor name → value); Exclude
+	// removes every grid combination matching all of an entry's values.
+	Include     []map[string]string `yaml:"include,omitempty" json:"include,omitempty"`
+	Exclude     []map[string]string `yaml:"exclude,omitempty" json:"exclude,omitempty"`
+	SLOs        SLOs                `yaml:"slos" json:"slos"`
+	Trigger     *Trigger            `yaml:"trigger,omitempty" json:"trigger,omitempty"`
+	Repetitions int                 `yaml:"repetitions" json:"repetitions"`
+	Order       string              `yaml:"order,omitempty" json:"order,omitempty"` // random (default) | sequential
+	Seed        int64               `yaml:"seed,omitempty" json:"seed,omitempty"`   // 0: chosen at expansion and recorded
 }
 
 // RunConfig is the concrete configuration of one run; factors override its
@@ -111,6 +117,23 @@ type ModelMeter struct {
 type ExtraMeter struct {
 	Kind string `yaml:"kind" json:"kind"`
 	URL  string `yaml:"url" json:"url"`
+}
+
+// SLOs are the service-level objectives a run must meet to count as
+// sustained (Theodolite's lag trend; the original GreenFlow's throughput ratio).
+type SLOs struct {
+	LagTrendSlope      float64  `yaml:"lagTrendSlope" json:"lagTrendSlope"`           // msg/s of lag growth allowed
+	LagWarmup          Duration `yaml:"lagWarmup" json:"lagWarmup"`                   // dropped before the fit
+	MinThroughputRatio float64  `yaml:"minThroughputRatio" json:"minThroughputRatio"` // achieved / offered
+}
+
+// Trigger makes a spec a template: instead of running at once it runs when
+// an event arrives on Subject (with Bind copying event fields, by dotted JSON
+// path, into spec fields) or on a Cron schedule (5 fields, UTC).
+type Trigger struct {
+	Subject string            `yaml:"subject,omitempty" json:"subject,omitempty"`
+	Bind    map[string]string `yaml:"bind,omitempty" json:"bind,omitempty"` // spec path → event field
+	Cron    string            `yaml:"cron,omitempty" json:"cron,omitempty"`
 }
 
 // Factor is one swept dimension: a path and its values.
@@ -211,9 +234,67 @@ func Parse(data []byte, sets []string) (*Experiment, error) {
 		return nil, Problems{err.Error()}
 	}
 	if err := e.Validate(); err != nil {
+		var probs Problems
+		if errors.As(err, &probs) {
+			return nil, withLines(root.Content[0], probs)
+		}
 		return nil, err
 	}
 	return e, nil
+}
+
+// withLines appends the spec line of each problem's field path, when the
+// field is written in the document.
+func withLines(root *yaml.Node, probs Problems) Problems {
+	out := make(Problems, len(probs))
+	for i, p := range probs {
+		out[i] = p
+		path, _, ok := strings.Cut(p, ": ")
+		if !ok {
+			continue
+		}
+		if n := lookup(root, path); n != nil {
+			out[i] = fmt.Sprintf("line %d: %s", n.Line, p)
+		}
+	}
+	return out
+}
+
+// lookup finds the node at a dotted path with [i] indices, e.g.
+// spec.factors[0].name; the deepest existing node is returned so a missing
+// field points at its parent.
+func lookup(n *yaml.Node, path string) *yaml.Node {
+	var found *yaml.Node
+	for _, part := range strings.Split(path, ".") {
+		name, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
+			name = part[:i]
+			if v, err := strconv.Atoi(part[i+1 : len(part)-1]); err == nil {
+				idx = v
+			}
+		}
+		if n == nil || n.Kind != yaml.MappingNode {
+			return found
+		}
+		var next *yaml.Node
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			if n.Content[j].Value == name {
+				next = n.Content[j+1]
+				break
+			}
+		}
+		if next == nil {
+			return found
+		}
+		if idx >= 0 {
+			if next.Kind != yaml.SequenceNode || idx >= len(next.Content) {
+				return next
+			}
+			next = next.Content[idx]
+		}
+		n, found = next, next
+	}
+	return found
 }
 
 // setPath sets (creating mappings as needed) a scalar at path in a mapping node.
@@ -257,6 +338,7 @@ func Default() *Experiment {
 			},
 			Repetitions: 1,
 			Order:       "random",
+			SLOs:        SLOs{LagTrendSlope: 2000, LagWarmup: Duration{60 * time.Second}, MinThroughputRatio: 0.95},
 		},
 	}
 }
@@ -314,6 +396,50 @@ func (e *Experiment) Validate() error {
 				add(path, "value %q makes the run invalid: %s", v, strings.Join(probs, "; "))
 				break
 			}
+		}
+	}
+	for i, inc := range s.Include {
+		path := fmt.Sprintf("spec.include[%d]", i)
+		if len(inc) == 0 {
+			add(path, "empty combination")
+			continue
+		}
+		if _, err := s.RunConfig.With(inc); err != nil {
+			add(path, "%v", err)
+		}
+	}
+	for i, exc := range s.Exclude {
+		path := fmt.Sprintf("spec.exclude[%d]", i)
+		if len(exc) == 0 {
+			add(path, "empty combination")
+		}
+		for k := range exc {
+			if !seen[k] {
+				add(path, "%q is not a swept factor", k)
+			}
+		}
+	}
+	if s.SLOs.LagTrendSlope < 0 {
+		add("spec.slos.lagTrendSlope", "got %g, expected zero or more", s.SLOs.LagTrendSlope)
+	}
+	if s.SLOs.MinThroughputRatio < 0 || s.SLOs.MinThroughputRatio > 1 {
+		add("spec.slos.minThroughputRatio", "got %g, expected 0 to 1", s.SLOs.MinThroughputRatio)
+	}
+	if t := s.Trigger; t != nil {
+		switch {
+		case t.Subject == "" && t.Cron == "":
+			add("spec.trigger", "give subject or cron")
+		case t.Subject != "" && t.Cron != "":
+			add("spec.trigger", "give subject or cron, not both")
+		case t.Subject != "" && (strings.HasPrefix(t.Subject, "gf.") || strings.ContainsAny(t.Subject, " \t")):
+			add("spec.trigger.subject", "%q: expected a NATS subject outside gf.> (GreenFlow's own)", t.Subject)
+		case t.Cron != "":
+			if _, err := ParseCron(t.Cron); err != nil {
+				add("spec.trigger.cron", "%v", err)
+			}
+		}
+		if t.Cron != "" && len(t.Bind) > 0 {
+			add("spec.trigger.bind", "only subject triggers carry event values")
 		}
 	}
 	if len(p) > 0 {
@@ -483,7 +609,7 @@ type Plan struct {
 	Seed int64
 }
 
-// Count is the number of runs the spec expands to, without expanding.
+// Count is the number of runs the spec expands to.
 func (e *Experiment) Count() (int, error) {
 	n := 1
 	for _, f := range e.Spec.Factors {
@@ -493,26 +619,26 @@ func (e *Experiment) Count() (int, error) {
 		}
 		n *= len(v)
 		if n > 100*MaxRunsWithoutConfirm {
-			return n, nil
+			return n * e.Spec.Repetitions, nil // too large to enumerate; exclusions cannot matter
 		}
+	}
+	if len(e.Spec.Include)+len(e.Spec.Exclude) > 0 {
+		g, err := e.grid()
+		if err != nil {
+			return 0, err
+		}
+		n = len(g)
 	}
 	return n * e.Spec.Repetitions, nil
 }
 
-// Expand produces the runs: the full factor grid times repetitions, each with
-// a deterministic id (experimentID-rNNNN, numbered in execution order), its
-// concrete config and a config hash. The order is randomised with the spec's
-// seed (or seed, when the spec has none) — repetitions interleaved so drift
-// does not bias one configuration — or kept sequential on request.
-func (e *Experiment) Expand(experimentID string, seed int64) (Plan, error) {
-	if e.Spec.Seed != 0 {
-		seed = e.Spec.Seed
-	}
+// grid is the full factor grid, less exclusions, plus inclusions.
+func (e *Experiment) grid() ([]map[string]string, error) {
 	grid := []map[string]string{{}}
 	for _, f := range e.Spec.Factors {
 		vals, err := f.Expand()
 		if err != nil {
-			return Plan{}, fmt.Errorf("factor %s: %w", f.Name, err)
+			return nil, fmt.Errorf("factor %s: %w", f.Name, err)
 		}
 		next := make([]map[string]string, 0, len(grid)*len(vals))
 		for _, g := range grid {
@@ -526,6 +652,58 @@ func (e *Experiment) Expand(experimentID string, seed int64) (Plan, error) {
 			}
 		}
 		grid = next
+	}
+	if len(e.Spec.Exclude) > 0 {
+		kept := grid[:0]
+		for _, g := range grid {
+			if !matchesAny(g, e.Spec.Exclude) {
+				kept = append(kept, g)
+			}
+		}
+		grid = kept
+	}
+	seen := map[string]bool{}
+	for _, g := range grid {
+		seen[comboKey(g)] = true
+	}
+	for _, inc := range e.Spec.Include {
+		if !seen[comboKey(inc)] {
+			seen[comboKey(inc)] = true
+			grid = append(grid, inc)
+		}
+	}
+	return grid, nil
+}
+
+func matchesAny(combo map[string]string, filters []map[string]string) bool {
+	for _, f := range filters {
+		all := true
+		for k, v := range f {
+			if combo[k] != v {
+				all = false
+				break
+			}
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// Expand produces the runs: the factor grid (with inclusions and exclusions)
+// times repetitions, each with a deterministic id (experimentID-rNNNN,
+// numbered in execution order), its concrete config and a config hash. The
+// order is randomised with the spec's seed (or seed, when the spec has none)
+// — repetitions interleaved so drift does not bias one configuration — or
+// kept sequential on request.
+func (e *Experiment) Expand(experimentID string, seed int64) (Plan, error) {
+	if e.Spec.Seed != 0 {
+		seed = e.Spec.Seed
+	}
+	grid, err := e.grid()
+	if err != nil {
+		return Plan{}, err
 	}
 	type item struct {
 		combo map[string]string

@@ -98,3 +98,64 @@ spec:
 	require.Contains(t, err.Error(), `spec.factors[0]: value "many"`)
 	require.Contains(t, err.Error(), "spec.factors[1]: range")
 }
+
+func TestProblemsCarryTheirLine(t *testing.T) {
+	doc := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  workload:\n    sensors: 0\n    format: avro\n"
+	_, err := spec.Parse([]byte(doc), nil)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), "line 6: spec.workload.sensors")
+}
+
+func TestIncludeExcludeShapeTheGrid(t *testing.T) {
+	doc := `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: x}
+spec:
+  factors:
+    - {name: workload.sensors, values: ["100", "200"]}
+    - {name: kafka.partitions, values: ["1", "8"]}
+  exclude:
+    - {workload.sensors: "200", kafka.partitions: "1"}
+  include:
+    - {workload.sensors: "5000", kafka.partitions: "16"}
+  repetitions: 2
+`
+	e, err := spec.Parse([]byte(doc), nil)
+	require.NoError(t, err)
+	n, err := e.Count()
+	require.NoError(t, err)
+	require.Equal(t, 8, n, "(4 - 1 excluded + 1 included) x 2 repetitions")
+	plan, err := e.Expand("x", 1)
+	require.NoError(t, err)
+	got := map[string]int{}
+	for _, r := range plan.Runs {
+		got[r.Factors["workload.sensors"]+"/"+r.Factors["kafka.partitions"]]++
+		require.NotEqual(t, "200/1", r.Factors["workload.sensors"]+"/"+r.Factors["kafka.partitions"])
+	}
+	require.Equal(t, 2, got["5000/16"])
+	for _, r := range plan.Runs {
+		if r.Factors["workload.sensors"] == "5000" {
+			require.Equal(t, 16, r.Config.Kafka.Partitions)
+		}
+	}
+}
+
+func TestTriggerAndSLOValidation(t *testing.T) {
+	base := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n"
+	cases := []struct{ body, want string }{
+		{"  trigger: {}\n", "spec.trigger: give subject or cron"},
+		{"  trigger: {subject: gf.evt.x}\n", "outside gf.>"},
+		{"  trigger: {cron: '61 * * * *'}\n", "minute field"},
+		{"  trigger: {cron: '0 3 * * *', bind: {a: b}}\n", "only subject triggers"},
+		{"  slos: {minThroughputRatio: 1.5}\n", "spec.slos.minThroughputRatio"},
+		{"  exclude: [{kafka.partitions: '1'}]\n", "not a swept factor"},
+	}
+	for _, tc := range cases {
+		_, err := spec.Parse([]byte(base+tc.body), nil)
+		require.Error(t, err, tc.body)
+		require.Contains(t, err.Error(), tc.want)
+	}
+	e, err := spec.Parse([]byte(base+"  trigger: {subject: ci.images, bind: {spec.sut.params.image: image.tag}}\n"), nil)
+	require.NoError(t, err)
+	require.Equal(t, "ci.images", e.Spec.Trigger.Subject)
+}

@@ -33,10 +33,12 @@ Usage:
   greenflow validate -f SPEC [--set path=value]...
   greenflow submit   -f SPEC [--set path=value]... [--watch] [--yes]
   greenflow results  EXPERIMENT [--format table|csv|json]
+  greenflow list                                                               experiments and their state
+  greenflow status   EXPERIMENT                                                each run's phase and progress
   greenflow cancel   EXPERIMENT [--reason TEXT]
   greenflow version
 
-submit, results and cancel find a running 'greenflow dev' through its state
+submit, list, status, results and cancel find a running 'greenflow dev' through its state
 dir, or take --nats-url and --clickhouse-dsn.
 `
 
@@ -62,6 +64,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runResults(ctx, args[1:], stdout)
 	case "cancel":
 		err = runCancel(ctx, args[1:], stdout)
+	case "list":
+		err = runList(ctx, args[1:], stdout)
+	case "status":
+		err = runStatusCmd(ctx, args[1:], stdout)
 	case "version":
 		fmt.Fprintf(stdout, "greenflow %s (commit %s)\n", version.Version, version.Commit())
 	case "help", "-h", "--help":

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,9 @@ type Options struct {
 	Collector     func(*collectorapp.Config)
 	Scheduler     func(*schedulerapp.Config)
 	Logger        *zap.Logger
+	// Skip names services not to run here (they run elsewhere, e.g. as
+	// separate processes in tests).
+	Skip []string
 }
 
 // Endpoints is written to StateDir/endpoints.json so the CLI can find a
@@ -173,6 +177,9 @@ func (s *Stack) build(ctx context.Context) error {
 		{"analyzer", analyzerapp.New},
 	}
 	for _, b := range builders {
+		if slices.Contains(s.opts.Skip, b.name) {
+			continue
+		}
 		d, err := s.deps(ctx, b.name)
 		if err != nil {
 			return err

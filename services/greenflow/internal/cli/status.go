@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// The scheduler's request-reply API (see services/scheduler).
+const (
+	subjectList = "gf.api.experiments.list"
+	subjectGet  = "gf.api.experiments.get"
+)
+
+type runStatus struct {
+	RunID      string            `json:"run_id"`
+	Index      int               `json:"index"`
+	Repetition int               `json:"repetition"`
+	Factors    map[string]string `json:"factors"`
+	State      string            `json:"state"`
+	Reason     string            `json:"reason"`
+	PhaseEndMs int64             `json:"phase_end_ms"`
+}
+
+type experimentStatus struct {
+	ID        string      `json:"id"`
+	Name      string      `json:"name"`
+	State     string      `json:"state"`
+	Reason    string      `json:"reason"`
+	CreatedMs int64       `json:"created_ms"`
+	RunsTotal int         `json:"runs_total"`
+	RunsDone  int         `json:"runs_done"`
+	RunsFail  int         `json:"runs_failed"`
+	Runs      []runStatus `json:"runs"`
+	Error     string      `json:"error"`
+}
+
+func request(ctx context.Context, c connFlags, subject string, body []byte, v any) error {
+	if err := c.resolve(true); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(c.natsURL)
+	if err != nil {
+		return fmt.Errorf("connect to nats %s: %w", c.natsURL, err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	m, err := nc.RequestWithContext(ctx, subject, body)
+	if err != nil {
+		return fmt.Errorf("ask the scheduler (%s): %w", subject, err)
+	}
+	return json.Unmarshal(m.Data, v)
+}
+
+func runList(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	var c connFlags
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var list []experimentStatus
+	if err := request(ctx, c, subjectList, nil, &list); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tSUBMITTED")
+	for _, e := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", e.ID, e.State, e.RunsTotal, e.RunsDone, e.RunsFail,
+			time.UnixMilli(e.CreatedMs).UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	var c connFlags
+	c.register(fs)
+	if err := fs.Parse(reorder(args)); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("expected one EXPERIMENT id")
+	}
+	var st experimentStatus
+	if err := request(ctx, c, subjectGet, []byte(fs.Arg(0)), &st); err != nil {
+		return err
+	}
+	if st.Error != "" {
+		return errors.New(st.Error)
+	}
+	fmt.Fprintf(stdout, "experiment %s (%s): %s, %d/%d runs done, %d failed%s\n", st.ID, st.Name, st.State, st.RunsDone, st.RunsTotal, st.RunsFail,
+		reasonSuffix(st.Reason))
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tREP\tFACTORS\tSTATE\tPHASE ENDS IN\tREASON")
+	for _, r := range st.Runs {
+		left := "-"
+		if r.PhaseEndMs > 0 {
+			left = time.Until(time.UnixMilli(r.PhaseEndMs)).Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", shortRun(r.RunID), r.Repetition, factors(r.Factors), r.State, left,
+			strings.ReplaceAll(r.Reason, "\n", " "))
+	}
+	return tw.Flush()
+}
