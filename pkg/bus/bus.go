@@ -279,12 +279,50 @@ func IsPermanent(err error) bool {
 // Consume runs handler for every message matching spec until ctx ends.
 // Messages are handled one at a time, in stream order.
 func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler) error {
-	spec = spec.withDefaults()
 	subjects := make([]string, len(spec.Types))
 	for i, t := range spec.Types {
 		subjects[i] = Subject(t)
 	}
-	cons, err := b.js.CreateOrUpdateConsumer(ctx, StreamLifecycle, jetstream.ConsumerConfig{
+	return b.consume(ctx, StreamLifecycle, spec, subjects, func(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+		h := msg.Headers()
+		typ := events.Type(h.Get(HeaderType))
+		ver, verr := strconv.Atoi(h.Get(HeaderVersion))
+		var m events.Message
+		var err error
+		switch {
+		case typ == "":
+			err = fmt.Errorf("missing %s header", HeaderType)
+		case verr != nil:
+			err = fmt.Errorf("header %s=%q: expected an integer version", HeaderVersion, h.Get(HeaderVersion))
+		default:
+			m, err = events.Decode(typ, ver, msg.Data())
+		}
+		if err != nil {
+			return errUndecodable{err}
+		}
+		return handler(ctx, Delivery{Msg: m, Subject: msg.Subject(), Headers: h, NumDelivered: md.NumDelivered,
+			Timestamp: md.Timestamp, InProgress: msg.InProgress})
+	})
+}
+
+type errUndecodable struct{ err error }
+
+func (e errUndecodable) Error() string { return e.err.Error() }
+
+// RawHandler processes one message that is not a GreenFlow event (e.g. a
+// CI pipeline's event on a trigger subject); errors follow the same policy.
+type RawHandler func(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error
+
+// ConsumeRaw runs handler for the messages of stream on the given subjects
+// with the standard failure policy (Nak with backoff, MaxDeliver, dead
+// letter with the reason), until ctx ends.
+func (b *Bus) ConsumeRaw(ctx context.Context, stream string, spec ConsumerSpec, subjects []string, handler RawHandler) error {
+	return b.consume(ctx, stream, spec, subjects, handler)
+}
+
+func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, subjects []string, fn RawHandler) error {
+	spec = spec.withDefaults()
+	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:        spec.Durable,
 		FilterSubjects: subjects,
 		AckPolicy:      jetstream.AckExplicitPolicy,
@@ -298,7 +336,7 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler) e
 	}
 	logger := b.logger.With(zap.String("consumer", spec.Durable))
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		b.handle(ctx, logger, spec, msg, handler)
+		b.handle(ctx, logger, spec, msg, fn)
 	}, jetstream.PullMaxMessages(64))
 	if err != nil {
 		return fmt.Errorf("start consumer %s: %w", spec.Durable, err)
@@ -313,7 +351,8 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler) e
 	return nil
 }
 
-func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, msg jetstream.Msg, handler Handler) {
+// handle applies the failure policy to one message.
+func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, msg jetstream.Msg, fn RawHandler) {
 	if ctx.Err() != nil {
 		_ = msg.Nak() // redelivered after restart
 		return
@@ -324,31 +363,18 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		return
 	}
 	h := msg.Headers()
-	typ := events.Type(h.Get(HeaderType))
-	logger = logger.With(zap.String("type", string(typ)), zap.Uint64("stream_seq", md.Sequence.Stream),
-		zap.String("run_id", h.Get(HeaderRun)))
-	ver, verr := strconv.Atoi(h.Get(HeaderVersion))
-	var m events.Message
-	switch {
-	case typ == "":
-		err = fmt.Errorf("missing %s header", HeaderType)
-	case verr != nil:
-		err = fmt.Errorf("header %s=%q: expected an integer version", HeaderVersion, h.Get(HeaderVersion))
-	default:
-		m, err = events.Decode(typ, ver, msg.Data())
-	}
-	if err != nil {
-		b.deadLetter(ctx, logger, spec, msg, md, "undecodable: "+err.Error())
-		return
-	}
-	herr := handler(ctx, Delivery{Msg: m, Subject: msg.Subject(), Headers: h, NumDelivered: md.NumDelivered,
-		Timestamp: md.Timestamp, InProgress: msg.InProgress})
+	typ := h.Get(HeaderType)
+	logger = logger.With(zap.String("type", typ), zap.Uint64("stream_seq", md.Sequence.Stream), zap.String("run_id", h.Get(HeaderRun)))
+	herr := fn(ctx, msg, md)
+	var undecodable errUndecodable
 	switch {
 	case herr == nil:
 		if err := msg.Ack(); err != nil {
 			logger.Warn("ack failed", zap.Error(err))
 		}
-		b.m.consumed.WithLabelValues(spec.Durable, string(typ), "ack").Inc()
+		b.m.consumed.WithLabelValues(spec.Durable, typ, "ack").Inc()
+	case errors.As(herr, &undecodable):
+		b.deadLetter(ctx, logger, spec, msg, md, "undecodable: "+herr.Error())
 	case IsPermanent(herr):
 		b.deadLetter(ctx, logger, spec, msg, md, "rejected: "+herr.Error())
 	case int(md.NumDelivered) >= spec.MaxDeliver:
@@ -357,7 +383,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
 		logger.Warn("handler failed, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
 		_ = msg.NakWithDelay(delay)
-		b.m.consumed.WithLabelValues(spec.Durable, string(typ), "nak").Inc()
+		b.m.consumed.WithLabelValues(spec.Durable, typ, "nak").Inc()
 	}
 }
 

@@ -39,6 +39,7 @@ type SubmitRequest struct {
 type SubmitReply struct {
 	ID       string   `json:"id,omitempty"`
 	Runs     int      `json:"runs,omitempty"`
+	Armed    string   `json:"armed_trigger,omitempty"` // the spec is a template with a trigger
 	Error    string   `json:"error,omitempty"`
 	Problems []string `json:"problems,omitempty"`
 }
@@ -88,7 +89,11 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
 		return SubmitReply{Error: err.Error()}
 	}
-	return SubmitReply{ID: id, Runs: p.Runs}
+	rep := SubmitReply{ID: id, Runs: p.Runs}
+	if t := p.Experiment.Spec.Trigger; t != nil {
+		rep.Armed = p.Experiment.Metadata.Name
+	}
+	return rep
 }
 
 // Status returns an experiment and its runs from the scheduler's state.

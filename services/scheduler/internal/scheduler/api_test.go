@@ -1,7 +1,6 @@
 package scheduler_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -102,5 +101,4 @@ func TestNATSRequestReplySubmitAndCancel(t *testing.T) {
 	_, err := nc.Request(scheduler.SubjectAPICancel, []byte(rep.ID), time.Second)
 	require.NoError(t, err)
 	require.Equal(t, "cancelled", h.waitFinal(rep.ID))
-	_ = context.Background()
 }

@@ -18,11 +18,13 @@ type view struct {
 	mu     sync.RWMutex
 	exps   map[string]versioned[ExperimentRecord]
 	runs   map[string]versioned[RunRecord]
+	trigs  map[string]versioned[TriggerRecord]
 	synced chan struct{}
 }
 
 func newView() *view {
-	return &view{exps: map[string]versioned[ExperimentRecord]{}, runs: map[string]versioned[RunRecord]{}, synced: make(chan struct{})}
+	return &view{exps: map[string]versioned[ExperimentRecord]{}, runs: map[string]versioned[RunRecord]{},
+		trigs: map[string]versioned[TriggerRecord]{}, synced: make(chan struct{})}
 }
 
 // watch follows the bucket until ctx ends; synced closes once the initial
@@ -71,8 +73,47 @@ func (v *view) apply(key string, rev uint64, data []byte) error {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
 		v.putRun(versioned[RunRecord]{r, rev})
+	case strings.HasPrefix(key, "trigger."):
+		var t TriggerRecord
+		if err := json.Unmarshal(data, &t); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		v.putTrigger(versioned[TriggerRecord]{t, rev})
 	}
 	return nil
+}
+
+func (v *view) putTrigger(t versioned[TriggerRecord]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur, ok := v.trigs[t.Value.Name]; !ok || cur.Revision < t.Revision {
+		v.trigs[t.Value.Name] = t
+	}
+}
+
+// triggerList returns the armed triggers by name.
+func (v *view) triggerList() []TriggerRecord {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	out := make([]TriggerRecord, 0, len(v.trigs))
+	for _, t := range v.trigs {
+		out = append(out, t.Value)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// triggerSubjects returns the distinct subjects of armed subject triggers.
+func (v *view) triggerSubjects() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range v.triggerList() {
+		if t.Subject != "" && !seen[t.Subject] {
+			seen[t.Subject] = true
+			out = append(out, t.Subject)
+		}
+	}
+	return out
 }
 
 func (v *view) remove(key string) {
@@ -80,6 +121,7 @@ func (v *view) remove(key string) {
 	defer v.mu.Unlock()
 	delete(v.exps, strings.TrimPrefix(key, "exp."))
 	delete(v.runs, strings.TrimPrefix(key, "run."))
+	delete(v.trigs, strings.TrimPrefix(key, "trigger."))
 }
 
 // putExperiment keeps the newer of the cached and the given value.

@@ -93,6 +93,7 @@ type Scheduler struct {
 
 	kv   kvStore
 	view *view
+	trig triggers
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -142,6 +143,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	if n := len(s.view.active()); n > 0 {
 		s.logger.Info("resuming unfinished experiments", zap.Int("experiments", n))
+	}
+	if len(s.view.triggerSubjects()) > 0 {
+		if err := s.ensureTriggerStream(ctx); err != nil {
+			return err
+		}
+		s.startTriggerConsumer(ctx)
 	}
 	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
 	go func() { errc <- s.serveNATS(ctx) }()
@@ -251,6 +258,9 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	if err != nil {
 		s.publishExperiment(ctx, ExperimentRecord{ID: m.ExperimentID, State: "failed"}, 0, 0, "invalid spec: "+err.Error())
 		return bus.Permanent(fmt.Errorf("experiment %s: %w", m.ExperimentID, err))
+	}
+	if e.Spec.Trigger != nil {
+		return s.arm(ctx, e) // a template: it runs when its trigger fires
 	}
 	now := s.nowMs()
 	plan, err := e.Expand(m.ExperimentID, now)
@@ -451,6 +461,7 @@ func topic(r *RunRecord, base string) string { return base + "-" + r.RunID }
 // tick advances timed phases and starts pending runs within the limit. It
 // reads the local view; every change goes through a revision-checked update.
 func (s *Scheduler) tick(ctx context.Context) error {
+	s.fireCron(ctx, s.clock.Now())
 	now := s.nowMs()
 	running := 0
 	var pending []string

@@ -46,15 +46,21 @@ type harness struct {
 	states map[string][]string // run → states in order
 	seen   map[events.Type][]string
 	final  map[string]string
-	fail   func(runID string) bool
-	url    string
-	sched  *scheduler.Scheduler
+	// experiments seen in experiment.state events
+	experiments map[string]bool
+	fail        func(runID string) bool
+	url         string
+	sched       *scheduler.Scheduler
+	clock       scheduler.Clock
 }
 
-func newHarness(t *testing.T, cfg func(*scheduler.Config)) (*harness, context.CancelFunc) {
+func newHarness(t *testing.T, cfg func(*scheduler.Config), opts ...func(*harness)) (*harness, context.CancelFunc) {
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
-		final: map[string]string{}, fail: func(string) bool { return false }}
+		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{}}
+	for _, o := range opts {
+		o(h)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var err error
 	h.bus, err = bus.Connect(ctx, h.url, "test", zap.NewNop(), nil)
@@ -71,6 +77,7 @@ func newHarness(t *testing.T, cfg func(*scheduler.Config)) (*harness, context.Ca
 			case *events.RunState:
 				h.states[m.RunID] = append(h.states[m.RunID], m.State)
 			case *events.ExperimentState:
+				h.experiments[m.ExperimentID] = true
 				if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
 					h.final[m.ExperimentID] = m.State
 				}
@@ -92,7 +99,7 @@ func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config
 	b, err := bus.Connect(ctx, h.url, "scheduler", zap.NewNop(), nil)
 	require.NoError(h.t, err)
 	h.t.Cleanup(b.Close)
-	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(h.t), prometheus.NewRegistry(), nil)
+	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(h.t), prometheus.NewRegistry(), h.clock)
 	require.NoError(h.t, err)
 	h.sched = s
 	go func() { _ = s.Run(ctx) }()

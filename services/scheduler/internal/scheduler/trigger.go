@@ -1,0 +1,247 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+	"gopkg.in/yaml.v3"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+)
+
+// StreamTriggers captures the subjects of armed subject triggers.
+const StreamTriggers = "GF_TRIGGERS"
+
+// TriggerRecord is an armed experiment template.
+type TriggerRecord struct {
+	Name       string            `json:"name"`
+	Template   string            `json:"template"` // resolved spec without its trigger section
+	Subject    string            `json:"subject,omitempty"`
+	Bind       map[string]string `json:"bind,omitempty"`
+	Cron       string            `json:"cron,omitempty"`
+	NextFireMs int64             `json:"next_fire_ms,omitempty"`
+	Fired      int               `json:"fired"`
+	CreatedMs  int64             `json:"created_ms"`
+}
+
+func triggerKey(name string) string { return "trigger." + name }
+
+// triggers manages the subject-trigger consumer.
+type triggers struct {
+	mu      sync.Mutex
+	started bool
+}
+
+// arm stores (or replaces) a template; subject triggers get their subject
+// added to the trigger stream.
+func (s *Scheduler) arm(ctx context.Context, e *spec.Experiment) error {
+	t := e.Spec.Trigger
+	tmpl := *e
+	tmpl.Spec.Trigger = nil
+	text, err := yaml.Marshal(&tmpl)
+	if err != nil {
+		return fmt.Errorf("encode template %s: %w", e.Metadata.Name, err)
+	}
+	rec := TriggerRecord{Name: e.Metadata.Name, Template: string(text), Subject: t.Subject, Bind: t.Bind, Cron: t.Cron, CreatedMs: s.nowMs()}
+	if t.Cron != "" {
+		c, err := spec.ParseCron(t.Cron)
+		if err != nil {
+			return bus.Permanent(err)
+		}
+		rec.NextFireMs = c.Next(s.clock.Now()).UnixMilli()
+	}
+	b, _ := json.Marshal(rec)
+	rev, err := s.kv.kv.Put(ctx, triggerKey(rec.Name), b)
+	if err != nil {
+		return fmt.Errorf("store trigger %s: %w", rec.Name, err)
+	}
+	s.view.putTrigger(versioned[TriggerRecord]{rec, rev})
+	if rec.Subject != "" {
+		if err := s.ensureTriggerStream(ctx); err != nil {
+			return err
+		}
+		s.startTriggerConsumer(ctx)
+	}
+	s.logger.Info("trigger armed", zap.String("trigger", rec.Name), zap.String("subject", rec.Subject), zap.String("cron", rec.Cron))
+	return nil
+}
+
+// ensureTriggerStream makes the trigger stream capture every armed subject.
+func (s *Scheduler) ensureTriggerStream(ctx context.Context) error {
+	subjects := s.view.triggerSubjects()
+	if len(subjects) == 0 {
+		return nil
+	}
+	_, err := s.bus.JetStream().CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: StreamTriggers, Description: "Events that start experiments from templates", Subjects: subjects,
+		MaxAge: 7 * 24 * time.Hour, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("declare stream %s for %v: %w", StreamTriggers, subjects, err)
+	}
+	return nil
+}
+
+// startTriggerConsumer consumes the trigger stream once per process.
+func (s *Scheduler) startTriggerConsumer(ctx context.Context) {
+	s.trig.mu.Lock()
+	defer s.trig.mu.Unlock()
+	if s.trig.started {
+		return
+	}
+	s.trig.started = true
+	go func() {
+		err := s.bus.ConsumeRaw(ctx, StreamTriggers, bus.ConsumerSpec{Durable: "scheduler-triggers", AckWait: 10 * time.Second}, nil, s.onTriggerEvent)
+		if err != nil && ctx.Err() == nil {
+			s.logger.Error("trigger consumer stopped", zap.Error(err))
+		}
+	}()
+}
+
+// onTriggerEvent starts one experiment per matching template. The id comes
+// from the trigger and the event's stream sequence, so a redelivered event
+// maps to the experiment it already started.
+func (s *Scheduler) onTriggerEvent(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+	var matched []TriggerRecord
+	for _, t := range s.view.triggerList() {
+		if t.Subject != "" && subjectMatches(t.Subject, msg.Subject()) {
+			matched = append(matched, t)
+		}
+	}
+	if len(matched) == 0 {
+		return bus.Permanent(fmt.Errorf("no armed trigger matches subject %s", msg.Subject()))
+	}
+	var event map[string]any
+	if len(matched[0].Bind) > 0 || len(msg.Data()) > 0 {
+		if err := json.Unmarshal(msg.Data(), &event); err != nil && anyBind(matched) {
+			return bus.Permanent(fmt.Errorf("event on %s: expected a JSON object to bind values from: %v", msg.Subject(), err))
+		}
+	}
+	for _, t := range matched {
+		var sets []string
+		for _, path := range sortedKeys(t.Bind) {
+			v, ok := lookupJSON(event, t.Bind[path])
+			if !ok {
+				return bus.Permanent(fmt.Errorf("trigger %s: event on %s has no field %q (bound to %s)", t.Name, msg.Subject(), t.Bind[path], path))
+			}
+			sets = append(sets, path+"="+v)
+		}
+		id := fmt.Sprintf("%s-ev%d", t.Name, md.Sequence.Stream)
+		if err := s.fire(ctx, t, id, sets); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fire submits one experiment from a template; bad bindings are permanent.
+func (s *Scheduler) fire(ctx context.Context, t TriggerRecord, id string, sets []string) error {
+	p, err := spec.Prepare([]byte(t.Template), sets, true)
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("trigger %s: %w", t.Name, err))
+	}
+	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: "trigger/" + t.Name}, "submit:"+id); err != nil {
+		return err
+	}
+	s.logger.Info("trigger fired", zap.String("trigger", t.Name), zap.String("experiment_id", id))
+	return nil
+}
+
+// fireCron fires every cron trigger that is due; the revision-checked write
+// of the next fire time makes each slot fire once, even with two schedulers.
+func (s *Scheduler) fireCron(ctx context.Context, now time.Time) {
+	for _, t := range s.view.triggerList() {
+		if t.Cron == "" || now.UnixMilli() < t.NextFireMs {
+			continue
+		}
+		c, err := spec.ParseCron(t.Cron)
+		if err != nil {
+			continue
+		}
+		var slot int64
+		vt, changed, err := update(ctx, s.kv, triggerKey(t.Name), func(r *TriggerRecord) (bool, error) {
+			if now.UnixMilli() < r.NextFireMs {
+				return false, nil
+			}
+			slot = r.NextFireMs
+			r.NextFireMs = c.Next(now).UnixMilli()
+			r.Fired++
+			return true, nil
+		})
+		if err != nil {
+			s.logger.Warn("cron trigger update failed", zap.String("trigger", t.Name), zap.Error(err))
+			continue
+		}
+		s.view.putTrigger(vt)
+		if !changed {
+			continue
+		}
+		id := fmt.Sprintf("%s-%s", t.Name, time.UnixMilli(slot).UTC().Format("20060102-1504"))
+		if err := s.fire(ctx, t, id, nil); err != nil {
+			s.logger.Error("cron trigger failed", zap.String("trigger", t.Name), zap.Error(err))
+		}
+	}
+}
+
+func anyBind(ts []TriggerRecord) bool {
+	for _, t := range ts {
+		if len(t.Bind) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// lookupJSON finds a dotted path in a decoded JSON object and formats the
+// value for --set.
+func lookupJSON(v map[string]any, path string) (string, bool) {
+	var cur any = v
+	for _, part := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		if cur, ok = m[part]; !ok {
+			return "", false
+		}
+	}
+	switch x := cur.(type) {
+	case string:
+		return x, true
+	case float64, bool:
+		return fmt.Sprint(x), true
+	}
+	return "", false
+}
+
+// subjectMatches is NATS subject matching with * and > wildcards.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
