@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,6 +95,7 @@ type Scheduler struct {
 	kv   kvStore
 	view *view
 	trig triggers
+	rows *rowWriter
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -109,6 +111,7 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 	}
 	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
 		view: newView(),
+		rows: newRowWriter(st, logger),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
@@ -150,6 +153,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}
 		s.startTriggerConsumer(ctx)
 	}
+	rowsDone := make(chan struct{})
+	go func() { s.rows.run(ctx); close(rowsDone) }()
+	defer func() { <-rowsDone }()
 	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
 	go func() { errc <- s.serveNATS(ctx) }()
 	t := time.NewTicker(s.cfg.Tick)
@@ -268,22 +274,37 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		return bus.Permanent(fmt.Errorf("expand experiment %s: %w", m.ExperimentID, err))
 	}
 	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: "queued", Seed: plan.Seed, CreatedMs: now}
-	rows := make([]store.Run, 0, len(plan.Runs))
+	rows := make([]store.Run, len(plan.Runs))
 	for _, r := range plan.Runs {
 		rec.RunIDs = append(rec.RunIDs, r.ID)
-		rr := RunRecord{ExperimentID: m.ExperimentID, RunID: r.ID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors,
-			Config: r.Config, ConfigHash: r.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now}
-		rev, err := s.kv.create(ctx, runKey(r.ID), rr)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			// A crash between here and the experiment key: keep the stored run.
-			if rev, err = s.kv.get(ctx, runKey(r.ID), &rr); err != nil {
-				return fmt.Errorf("read run %s: %w", r.ID, err)
+	}
+	// Run keys are created by a bounded pool: one KV round trip each.
+	var wg sync.WaitGroup
+	errs := make([]error, len(plan.Runs))
+	sem := make(chan struct{}, 32)
+	for i, r := range plan.Runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int, r spec.Run) {
+			defer func() { <-sem; wg.Done() }()
+			rr := RunRecord{ExperimentID: m.ExperimentID, RunID: r.ID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors,
+				Config: r.Config, ConfigHash: r.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now}
+			rev, err := s.kv.create(ctx, runKey(r.ID), rr)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				// A crash between here and the experiment key: keep the stored run.
+				rev, err = s.kv.get(ctx, runKey(r.ID), &rr)
 			}
-		} else if err != nil {
-			return fmt.Errorf("store run %s: %w", r.ID, err)
-		}
-		s.view.putRun(versioned[RunRecord]{rr, rev})
-		rows = append(rows, runRow(versioned[RunRecord]{rr, rev}))
+			if err != nil {
+				errs[i] = fmt.Errorf("store run %s: %w", r.ID, err)
+				return
+			}
+			s.view.putRun(versioned[RunRecord]{rr, rev})
+			rows[i] = runRow(versioned[RunRecord]{rr, rev})
+		}(i, r)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if err := s.store.UpsertRuns(ctx, rows); err != nil {
 		return err // retried: nothing is queued until the runs are stored
@@ -344,6 +365,7 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		}
 	}
 	if changed {
+		s.storeFinalRows(ctx, ve.Value)
 		if err := s.store.SetExperimentState(ctx, m.ExperimentID, "cancelled"); err != nil {
 			s.logger.Warn("store experiment state failed", zap.String("experiment_id", m.ExperimentID), zap.Error(err))
 		}
@@ -593,12 +615,27 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 	return nil
 }
 
-// persistRun writes the run row to ClickHouse, versioned by its KV revision
-// so that the newest state wins whichever goroutine writes last. A failure
-// is logged; the next transition writes the row again.
-func (s *Scheduler) persistRun(ctx context.Context, vr versioned[RunRecord]) {
-	if err := s.store.UpsertRuns(ctx, []store.Run{runRow(vr)}); err != nil {
-		s.logger.Warn("store run failed", zap.String("run_id", vr.Value.RunID), zap.Error(err))
+// persistRun queues the run row for ClickHouse, versioned by its KV
+// revision so that the newest state wins whichever write lands last.
+func (s *Scheduler) persistRun(_ context.Context, vr versioned[RunRecord]) {
+	s.rows.add(runRow(vr))
+}
+
+// storeFinalRows writes every run row of a finished experiment from the
+// local view, which holds each run's newest state even when the goroutine
+// that made a transition has not queued its row yet: readers told that an
+// experiment finished find all its runs stored.
+func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
+	rows := make([]store.Run, 0, len(e.RunIDs))
+	s.view.mu.RLock()
+	for _, id := range e.RunIDs {
+		if vr, ok := s.view.runs[id]; ok {
+			rows = append(rows, runRow(vr))
+		}
+	}
+	s.view.mu.RUnlock()
+	if err := s.store.UpsertRuns(ctx, rows); err != nil {
+		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
 	}
 }
 
@@ -647,12 +684,17 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	}
 	e := ve.Value
 	s.view.putExperiment(ve)
+	if changed && e.State != "queued" && e.State != "running" {
+		s.storeFinalRows(ctx, e)
+	}
 	if changed {
 		if err := s.store.SetExperimentState(ctx, id, e.State); err != nil {
 			s.logger.Warn("store experiment state failed", zap.String("experiment_id", id), zap.Error(err))
 		}
 	}
-	if changed || done+failed > 0 {
+	// A final state is announced only by the update that set it (after its
+	// rows are stored); progress of an unfinished one by anyone.
+	if changed || (done+failed > 0 && (e.State == "queued" || e.State == "running")) {
 		s.publishExperiment(ctx, e, done, failed, e.Reason)
 	}
 	return nil
