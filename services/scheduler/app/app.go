@@ -22,6 +22,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "runs active at once on the target cluster")
 	fs.DurationVar(&c.ProvisionTimeout, "provision-timeout", c.ProvisionTimeout, "time a run may wait for provisioning")
 	fs.DurationVar(&c.AnalyzeTimeout, "analyze-timeout", c.AnalyzeTimeout, "time a run may wait for analysis")
+	fs.IntVar(&c.Retries, "retries", c.Retries, "times a run failing for a transient reason is run again")
 }
 
 // New builds the scheduler component.

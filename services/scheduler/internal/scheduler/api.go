@@ -115,7 +115,7 @@ func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 }
 
 func (s *Scheduler) summary(e ExperimentRecord) ExperimentStatus {
-	done, failed, _ := s.view.counts(e)
+	done, failed, _ := s.view.counts(e, s.cfg.Retries)
 	return ExperimentStatus{ID: e.ID, Name: e.Name, State: e.State, Reason: e.Reason, CreatedMs: e.CreatedMs, Seed: e.Seed,
 		RunsTotal: len(e.RunIDs), RunsDone: done, RunsFail: failed}
 }

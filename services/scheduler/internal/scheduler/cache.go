@@ -175,15 +175,22 @@ func (v *view) active() []ExperimentRecord {
 	return out
 }
 
-// counts tallies an experiment's runs.
-func (v *view) counts(e ExperimentRecord) (done, failed, started int) {
+// counts tallies an experiment's runs. A failed run whose retry is due but
+// not yet created counts as in flight, so the experiment does not finish
+// in between.
+func (v *view) counts(e ExperimentRecord, retries int) (done, failed, started int) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	for _, id := range e.RunIDs {
-		switch v.runs[id].Value.State {
+		r := v.runs[id].Value
+		switch r.State {
 		case StateDone:
 			done++
-		case StateFailed, StateCancelled:
+		case StateFailed:
+			if !r.retryDue(retries) {
+				failed++
+			}
+		case StateCancelled:
 			failed++
 		case StatePending, "":
 			continue

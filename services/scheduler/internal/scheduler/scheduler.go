@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,6 +56,10 @@ type Config struct {
 	LoadGrace        time.Duration `yaml:"loadGrace"` // after measure+cooldown, waiting for load.finished
 	TeardownTimeout  time.Duration `yaml:"teardownTimeout"`
 	AnalyzeTimeout   time.Duration `yaml:"analyzeTimeout"`
+	// Retries is how many times a run that failed for a transient reason
+	// (a timeout, a load generator failure, a crash of the system under
+	// test) is run again, as a new run "<run>-aN" with the same config.
+	Retries int `yaml:"retries"`
 	// Resend re-publishes the current state's command (same message id, so
 	// the stream drops it unless the first was lost) when no answer came.
 	Resend time.Duration `yaml:"resend"`
@@ -66,7 +71,7 @@ type Config struct {
 // Default returns the default configuration.
 func Default() Config {
 	return Config{Concurrency: 1, Tick: 100 * time.Millisecond, ProvisionTimeout: 2 * time.Minute, LoadGrace: 30 * time.Second,
-		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second}
+		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second, Retries: 1}
 }
 
 // Validate reports every problem.
@@ -221,6 +226,7 @@ func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
 			r.TornDown = true
 			if m.Crashed && !Terminal(r.State) {
 				r.Reason = "system under test crashed: " + m.Reason
+				r.Transient = true
 				return true, s.fail(ctx, r)
 			}
 			return true, nil
@@ -369,7 +375,7 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		if err := s.store.SetExperimentState(ctx, m.ExperimentID, "cancelled"); err != nil {
 			s.logger.Warn("store experiment state failed", zap.String("experiment_id", m.ExperimentID), zap.Error(err))
 		}
-		done, failed, _ := s.view.counts(ve.Value)
+		done, failed, _ := s.view.counts(ve.Value, s.cfg.Retries)
 		s.publishExperiment(ctx, ve.Value, done, failed, m.Reason)
 	}
 	return nil
@@ -445,6 +451,60 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 		PhaseEndMs: r.PhaseEndMs, TsMs: r.EnteredMs}, "run.state:"+r.RunID+":"+r.State); err != nil {
 		s.logger.Warn("publish run state failed", zap.String("run_id", r.RunID), zap.Error(err))
 	}
+	if r.State == StateFailed && r.Transient && r.Attempt < s.cfg.Retries {
+		if err := s.retry(ctx, *r); err != nil {
+			s.logger.Error("schedule retry failed", zap.String("run_id", r.RunID), zap.Error(err))
+		}
+	}
+}
+
+// retry queues a new attempt of a failed run: a run of its own (so every
+// message id differs from the failed attempt's) with the same config, added
+// to the experiment. Creating it twice is harmless.
+func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
+	first := failed.RetryOf
+	if first == "" {
+		first = failed.RunID
+	}
+	now := s.nowMs()
+	rr := RunRecord{ExperimentID: failed.ExperimentID, RunID: fmt.Sprintf("%s-a%d", first, failed.Attempt+1), Repetition: failed.Repetition,
+		Factors: failed.Factors, Config: failed.Config, ConfigHash: failed.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now,
+		Attempt: failed.Attempt + 1, RetryOf: first}
+	ve, _, err := update(ctx, s.kv, expKey(failed.ExperimentID), func(e *ExperimentRecord) (bool, error) {
+		if slices.Contains(e.RunIDs, rr.RunID) {
+			return false, nil
+		}
+		rr.Index = len(e.RunIDs)
+		rev, err := s.kv.create(ctx, runKey(rr.RunID), rr)
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return false, fmt.Errorf("store retry %s: %w", rr.RunID, err)
+		}
+		if err == nil {
+			s.view.putRun(versioned[RunRecord]{rr, rev})
+			s.persistRun(ctx, versioned[RunRecord]{rr, rev})
+		}
+		e.RunIDs = append(e.RunIDs, rr.RunID)
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.view.putExperiment(ve)
+	vf, _, err := update(ctx, s.kv, runKey(failed.RunID), func(r *RunRecord) (bool, error) {
+		if r.RetriedAs != "" {
+			return false, nil
+		}
+		r.RetriedAs = rr.RunID
+		r.Reason += " (retried as " + rr.RunID + ")"
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.view.putRun(vf)
+	s.persistRun(ctx, vf)
+	s.logger.Info("run will be retried", zap.String("run_id", failed.RunID), zap.String("retry_run_id", rr.RunID), zap.String("reason", failed.Reason))
+	return nil
 }
 
 // publishEntry publishes the command a state waits on.
@@ -492,6 +552,12 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		for _, rid := range e.RunIDs {
 			r, ok := s.view.run(rid)
 			switch {
+			case ok && r.retryDue(s.cfg.Retries):
+				// Normally created by the commit that failed the run; this
+				// covers a crash in between.
+				if err := s.retry(ctx, r); err != nil {
+					s.logger.Warn("schedule retry failed", zap.String("run_id", rid), zap.Error(err))
+				}
 			case !ok || Terminal(r.State):
 				continue
 			case r.State == StatePending:
@@ -544,6 +610,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		case StateProvisioning:
 			if timedOut(s.cfg.ProvisionTimeout) {
 				r.Reason = fmt.Sprintf("provisioning timed out after %s", s.cfg.ProvisionTimeout)
+				r.Transient = true
 				return true, s.fail(ctx, r)
 			}
 		case StateBaseline:
@@ -553,6 +620,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		case StateWarmup:
 			if r.LoadFailed != "" {
 				r.Reason = "load generator failed: " + r.LoadFailed
+				r.Transient = true
 				return true, s.fail(ctx, r)
 			}
 			if now >= r.PhaseEndMs {
@@ -561,6 +629,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		case StateMeasuring:
 			if r.LoadFailed != "" {
 				r.Reason = "load generator failed: " + r.LoadFailed
+				r.Transient = true
 				return true, s.fail(ctx, r)
 			}
 			if now >= r.PhaseEndMs {
@@ -572,6 +641,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 			}
 			if r.LoadFailed != "" {
 				r.Reason = "load generator failed: " + r.LoadFailed
+				r.Transient = true
 				return true, s.fail(ctx, r)
 			}
 			if r.LoadDone {
@@ -579,6 +649,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 			}
 			if now-r.PhaseEndMs > s.cfg.LoadGrace.Milliseconds() {
 				r.Reason = fmt.Sprintf("load generator did not report finishing within %s of the measured phase", s.cfg.LoadGrace)
+				r.Transient = true
 				return true, s.fail(ctx, r)
 			}
 		case StateTeardown:
@@ -587,11 +658,13 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 			}
 			if timedOut(s.cfg.TeardownTimeout) {
 				r.Reason = fmt.Sprintf("teardown not confirmed within %s", s.cfg.TeardownTimeout)
+				r.Transient = true
 				return true, s.transition(ctx, r, StateFailed)
 			}
 		case StateAnalyzing:
 			if timedOut(s.cfg.AnalyzeTimeout) {
 				r.Reason = fmt.Sprintf("analysis not reported within %s", s.cfg.AnalyzeTimeout)
+				r.Transient = true
 				return true, s.transition(ctx, r, StateFailed)
 			}
 		}
@@ -657,7 +730,7 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	done, failed, started := s.view.counts(cur)
+	done, failed, started := s.view.counts(cur, s.cfg.Retries)
 	total := len(cur.RunIDs)
 	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
 		state := e.State

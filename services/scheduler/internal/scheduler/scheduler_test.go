@@ -49,15 +49,18 @@ type harness struct {
 	// experiments seen in experiment.state events
 	experiments map[string]bool
 	fail        func(runID string) bool
-	url         string
-	sched       *scheduler.Scheduler
-	clock       scheduler.Clock
+	// failLoad makes the load generator report a failure for chosen runs.
+	failLoad func(runID string) bool
+	url      string
+	sched    *scheduler.Scheduler
+	clock    scheduler.Clock
 }
 
 func newHarness(t *testing.T, cfg func(*scheduler.Config), opts ...func(*harness)) (*harness, context.CancelFunc) {
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
-		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{}}
+		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
+		failLoad: func(string) bool { return false }}
 	for _, o := range opts {
 		o(h)
 	}
@@ -119,6 +122,10 @@ func (h *harness) respond(ctx context.Context) {
 			return h.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: "local", TsMs: now,
 				Targets: []events.Target{{ID: "process/" + m.RunID, Kind: "process", Node: "n1", Role: "sut", PID: 1}}}, "")
 		case *events.LoadStart:
+			if h.failLoad(m.RunID) {
+				return h.bus.Publish(ctx, events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: "lg", StartMs: now, EndMs: now,
+					Failed: true, Reason: "3 of 10 records not delivered: broker gone"}, "")
+			}
 			return h.bus.Publish(ctx, events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: "lg", StartMs: now, EndMs: now,
 				RecordsSent: 42}, "")
 		case *events.RunTeardown:
@@ -255,4 +262,27 @@ func last(s []string) string {
 		return ""
 	}
 	return s[len(s)-1]
+}
+
+func TestTransientFailureIsRetriedOnceAsANewRun(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	// The first run's load fails every time; the second's never.
+	h.failLoad = func(run string) bool { return strings.HasPrefix(run, "exp-r-r0000") }
+	ctx := context.Background()
+	h.submit(ctx, "exp-r", 1)
+	require.Equal(t, "done", h.waitFinal("exp-r"))
+	runs, err := h.store.Runs(ctx, "exp-r")
+	require.NoError(t, err)
+	byID := map[string]store.Run{}
+	for _, r := range runs {
+		byID[r.RunID] = r
+	}
+	require.Len(t, runs, 3, "two runs and one retry; a retry is not retried again (retries=1)")
+	require.Equal(t, "failed", byID["exp-r-r0000"].State)
+	require.Contains(t, byID["exp-r-r0000"].Reason, "load generator failed: 3 of 10 records not delivered")
+	require.Contains(t, byID["exp-r-r0000"].Reason, "retried as exp-r-r0000-a1")
+	require.Equal(t, "failed", byID["exp-r-r0000-a1"].State)
+	require.Equal(t, byID["exp-r-r0000"].ConfigHash, byID["exp-r-r0000-a1"].ConfigHash)
+	require.Equal(t, "done", byID["exp-r-r0001"].State)
 }

@@ -64,10 +64,20 @@ type RunRecord struct {
 	LoadFailed   string            `json:"load_failed,omitempty"`
 	TornDown     bool              `json:"torn_down"`
 	CreatedMs    int64             `json:"created_ms"`
+	// Attempt counts retries; RetryOf names the first attempt's run.
+	Attempt   int    `json:"attempt,omitempty"`
+	RetryOf   string `json:"retry_of,omitempty"`
+	Transient bool   `json:"transient,omitempty"` // the failure may pass on a retry
+	RetriedAs string `json:"retried_as,omitempty"`
 
 	// entered is set (in memory only) when a transition happened in this
 	// update, so its entry command is published once the write commits.
 	entered bool
+}
+
+// retryDue reports a failed run that will be retried but is not yet.
+func (r *RunRecord) retryDue(retries int) bool {
+	return r.State == StateFailed && r.Transient && r.Attempt < retries && r.RetriedAs == ""
 }
 
 // Phase returns the recorded phase by name.
