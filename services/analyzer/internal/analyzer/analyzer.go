@@ -1,15 +1,70 @@
-// Package analyzer turns a measured run into results: energy of the system
-// under test, of its nodes and the unattributed rest over the recorded
-// measurement window (not the nominal duration), mean and peak power, the
-// node's baseline power and the dynamic energy above it, events and energy
-// per event. Aggregation runs in ClickHouse. It also records the load
-// generator's progress series as run metrics.
+// Package analyzer turns a measured run into results and keeps the
+// per-configuration statistics across repetitions up to date.
+//
+// Per run, over the recorded measurement window (the scheduler's phase
+// timestamps, not the nominal duration): energy, mean and peak power per
+// node, per measurement zone, per target (process or pod) and per role (sut,
+// broker, loadgen, platform, other = processes measured on the run's nodes
+// that are not its targets, unattributed = the node's idle/system rest);
+// dynamic energy above the run's own baseline phase; events (from the load
+// generator's progress series), throughput, energy per event and per MB,
+// events per joule; Theodolite's lag-trend SLO; the collectors' CPU overhead;
+// and data-quality flags. Per-series sums, gap detection and the trapezoid
+// integration run in ClickHouse; Go only combines the per-series rows.
+//
+// # Integration and gap policy
+//
+// A series is one (node, scope, target, zone) stream of samples. Each sample
+// at ts carries the energy of the interval (ts - interval, ts].
+//
+//   - Counter-backed series (the collector writes per-interval delta_j, wraps
+//     already resolved): energy is the sum of the deltas, a sample straddling
+//     a window edge counting in proportion to its overlap with the window.
+//   - Power-only series (every delta_j is 0 and some power_w is not, e.g. a
+//     gauge exporter): power is integrated by the trapezoid rule between
+//     consecutive samples, interpolated linearly at the window edges.
+//   - A gap is a pair of consecutive samples further apart than twice the
+//     later sample's interval. Its uncovered stretch — (earlier ts, later ts
+//   - interval] for counters, the whole segment for gauges — is bridged
+//     with the mean of the two samples' powers (the trapezoid rule), so a
+//     lost batch of samples does not silently lower the energy. Every gap is
+//     counted (quality_sample_gaps), and its length and bridged energy are
+//     reported (quality_gap_s, quality_bridged_energy_j). Shorter stretches
+//     are timestamp rounding and are ignored.
+//   - Nothing is extrapolated beyond the first or last sample: window time
+//     without a sample interval or bridged gap is reported as
+//     quality_uncovered_s (it includes millisecond rounding).
+//   - A drop of a series' cumulative energy_j means the collector restarted
+//     (quality_counter_resets); deltas stay valid across it.
+//   - quality_estimated_source is 1 when a node's numbers come from the
+//     utilisation model instead of a hardware counter (the run row counts
+//     such nodes), quality_mixed_sources when a node's series changed meter
+//     within the window, integrated_from_power when it had only power, and
+//     quality_attribution_residual_j is node energy minus the sum of its
+//     parts (targets, other processes, unattributed), 0 when attribution
+//     conserves energy.
+//
+// Bytes per event: no byte counter is recorded, so data volume is events ×
+// the mean size of a UC-3 record as the load generator encodes it (key plus
+// value, Confluent Avro or JSON, averaged over the run's sensor ids), computed
+// from the run's workload config and labelled by data_mb_from_workload = 1.
+// MB is 10^6 bytes.
+//
+// Lag trend (Theodolite's SLO): the run metric kafka_consumer_lag, summed over
+// its label sets, is sampled every LagStep (latest value at or before each
+// instant) from the window start plus LagWarmup — the measurement window
+// already starts after the recorded warm-up phase — to its end; the
+// least-squares slope in messages/s is compared with LagThreshold. Without
+// the series, or with fewer than LagMinPoints samples, no slope and no
+// verdict are reported.
 package analyzer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,19 +75,84 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
+// Config configures the analysis.
+type Config struct {
+	// LagThreshold is the largest lag-trend slope (messages/s) a run may
+	// show and still meet the SLO (Theodolite's default: 2000).
+	LagThreshold float64 `yaml:"lagThreshold"`
+	// LagStep is the sampling step of the lag series (Theodolite: 5 s).
+	LagStep time.Duration `yaml:"lagStep"`
+	// LagWarmup is dropped from the start of the measurement window before
+	// fitting, on top of the run's own warm-up phase.
+	LagWarmup time.Duration `yaml:"lagWarmup"`
+	// LagMinPoints is the fewest lag samples that give a verdict.
+	LagMinPoints int `yaml:"lagMinPoints"`
+	// CVThreshold flags configurations whose repetitions vary more than
+	// this coefficient of variation (0.10 = 10 %).
+	CVThreshold float64 `yaml:"cvThreshold"`
+	// ConfidenceLevel of the per-configuration intervals (0.95).
+	ConfidenceLevel float64 `yaml:"confidenceLevel"`
+	// EdgeMargin is how far outside a window samples are read, to find the
+	// neighbours of the first and last sample (gaps, interpolation). It must
+	// exceed the longest sampling interval; a gap reaching further than this
+	// past a window edge goes unbridged and shows as quality_uncovered_s.
+	EdgeMargin time.Duration `yaml:"edgeMargin"`
+}
+
+// Default returns Theodolite's SLO defaults, a 10 % CV flag and 95 %
+// intervals.
+func Default() Config {
+	return Config{LagThreshold: 2000, LagStep: 5 * time.Second, LagMinPoints: 3, CVThreshold: 0.10, ConfidenceLevel: 0.95,
+		EdgeMargin: time.Minute}
+}
+
+// Validate reports every problem.
+func (c Config) Validate() error {
+	var errs []error
+	if c.LagThreshold <= 0 {
+		errs = append(errs, fmt.Errorf("analyzer.lagThreshold: got %g, expected > 0", c.LagThreshold))
+	}
+	if c.LagStep < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("analyzer.lagStep: got %s, expected at least 100ms", c.LagStep))
+	}
+	if c.LagWarmup < 0 {
+		errs = append(errs, fmt.Errorf("analyzer.lagWarmup: got %s, expected >= 0", c.LagWarmup))
+	}
+	if c.LagMinPoints < 2 {
+		errs = append(errs, fmt.Errorf("analyzer.lagMinPoints: got %d, expected at least 2", c.LagMinPoints))
+	}
+	if c.CVThreshold <= 0 {
+		errs = append(errs, fmt.Errorf("analyzer.cvThreshold: got %g, expected > 0", c.CVThreshold))
+	}
+	if c.ConfidenceLevel <= 0 || c.ConfidenceLevel >= 1 {
+		errs = append(errs, fmt.Errorf("analyzer.confidenceLevel: got %g, expected between 0 and 1", c.ConfidenceLevel))
+	}
+	if c.EdgeMargin < 0 {
+		errs = append(errs, fmt.Errorf("analyzer.edgeMargin: got %s, expected >= 0", c.EdgeMargin))
+	}
+	return errors.Join(errs...)
+}
+
 // Analyzer is the analyzer service.
 type Analyzer struct {
+	cfg    Config
 	bus    *bus.Bus
 	store  *store.Store
 	logger *zap.Logger
 
 	analyzed prometheus.Counter
 	duration prometheus.Histogram
+
+	verMu   sync.Mutex
+	lastVer uint64
 }
 
 // New builds the analyzer; no I/O.
-func New(b *bus.Bus, st *store.Store, logger *zap.Logger, reg prometheus.Registerer) (*Analyzer, error) {
-	a := &Analyzer{bus: b, store: st, logger: logger.With(zap.String("component", "analyzer")),
+func New(cfg Config, b *bus.Bus, st *store.Store, logger *zap.Logger, reg prometheus.Registerer) (*Analyzer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &Analyzer{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "analyzer")),
 		analyzed: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_analyzer_runs_analyzed_total", Help: "Runs analyzed."}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "greenflow_analyzer_analysis_seconds", Help: "Time to analyze a run.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
@@ -72,9 +192,16 @@ func (a *Analyzer) record(ctx context.Context, d bus.Delivery) error {
 	})
 }
 
-// MetricRecordsSent is the run metric holding the generator's cumulative
-// acknowledged records.
-const MetricRecordsSent = "load_records_sent"
+// Run metric names the analyzer reads.
+const (
+	// MetricRecordsSent holds the generator's cumulative acknowledged records.
+	MetricRecordsSent = "load_records_sent"
+	// MetricConsumerLag is the SUT consumer group's lag in messages (one
+	// series per label set, e.g. per partition; they are summed).
+	MetricConsumerLag = "kafka_consumer_lag"
+	// MetricCollectorCPU is a collector's cumulative CPU seconds.
+	MetricCollectorCPU = "collector_cpu_seconds"
+)
 
 func (a *Analyzer) handle(ctx context.Context, d bus.Delivery) error {
 	m, ok := d.Msg.(*events.RunMeasured)
@@ -85,214 +212,83 @@ func (a *Analyzer) handle(ctx context.Context, d bus.Delivery) error {
 		return bus.Permanent(fmt.Errorf("run %s: measurement window [%d, %d] is empty", m.RunID, m.MeasureStartMs, m.MeasureEndMs))
 	}
 	start := time.Now()
-	res, summary, err := a.Analyze(ctx, m)
+	summary, err := a.AnalyzeAndStore(ctx, m)
 	if err != nil {
-		return err
-	}
-	if err := a.store.ReplaceResults(ctx, m.ExperimentID, m.RunID, res); err != nil {
 		return err
 	}
 	a.analyzed.Inc()
 	a.duration.Observe(time.Since(start).Seconds())
-	a.logger.Info("run analyzed", zap.String("run_id", m.RunID), zap.Float64("energy_j", summary.EnergyJ), zap.Int64("events", summary.Events),
-		zap.Float64("uj_per_event", summary.MicroJPerEvent), zap.Bool("estimated", summary.Estimated))
+	a.logger.Info("run analyzed", zap.String("experiment_id", m.ExperimentID), zap.String("run_id", m.RunID), zap.Float64("energy_j", summary.EnergyJ),
+		zap.Int64("events", summary.Events), zap.Float64("uj_per_event", summary.MicroJPerEvent), zap.Bool("estimated", summary.Estimated))
 	return a.bus.Publish(ctx, summary, "analyzed:"+m.RunID)
 }
 
-// windowEnergy is one series' energy within a window.
-type windowEnergy struct {
-	Scope, Target, Node string
-	Joules, PeakW       float64
-	Samples             uint64
-	Estimated           bool
-}
-
-// energyIn sums each series' energy within [startMs, endMs] on the given
-// nodes; a sample covering (ts-interval, ts] counts in proportion to its
-// overlap with the window, so edges are exact to the sample's resolution.
-func (a *Analyzer) energyIn(ctx context.Context, nodes []string, startMs, endMs int64) ([]windowEnergy, error) {
-	rows, err := a.store.Conn().Query(ctx, `
-		SELECT scope, target_id, node,
-		       sum(delta_j * (least(ts_ms, ?) - greatest(ts_ms - interval_ms, ?)) / interval_ms) AS joules,
-		       max(power_w) AS peak_w, count() AS n, max(estimated) AS est
-		FROM samples
-		WHERE has(?, node) AND ts_ms > ? AND ts_ms - interval_ms < ? AND interval_ms > 0
-		  AND scope IN ('node', 'process', 'pod', 'unattributed')
-		GROUP BY scope, target_id, node
-		ORDER BY scope, target_id, node`, endMs, startMs, nodes, startMs, endMs)
+// AnalyzeAndStore analyses a run, replaces its stored results and targets,
+// and recomputes the statistics of its configuration. Calling it again for
+// the same run gives the same rows.
+func (a *Analyzer) AnalyzeAndStore(ctx context.Context, m *events.RunMeasured) (events.RunAnalyzed, error) {
+	res, summary, err := a.Analyze(ctx, m)
 	if err != nil {
-		return nil, fmt.Errorf("query window energy: %w", err)
+		return events.RunAnalyzed{}, err
 	}
-	defer rows.Close()
-	var out []windowEnergy
-	for rows.Next() {
-		var w windowEnergy
-		var est uint8
-		if err := rows.Scan(&w.Scope, &w.Target, &w.Node, &w.Joules, &w.PeakW, &w.Samples, &est); err != nil {
-			return nil, fmt.Errorf("scan window energy: %w", err)
-		}
-		w.Estimated = est == 1
-		out = append(out, w)
+	if err := a.store.ReplaceResults(ctx, m.ExperimentID, m.RunID, res); err != nil {
+		return events.RunAnalyzed{}, err
 	}
-	return out, rows.Err()
+	if err := a.writeTargets(ctx, m); err != nil {
+		return events.RunAnalyzed{}, err
+	}
+	if err := a.UpdateConfigSummary(ctx, m.ExperimentID, m.ConfigHash, m.Factors, m.RunID); err != nil {
+		return events.RunAnalyzed{}, err
+	}
+	return summary, nil
 }
 
-// eventsIn is the number of records the generators acknowledged within the
-// window, interpolating each instance's cumulative series at the edges.
-func (a *Analyzer) eventsIn(ctx context.Context, m *events.RunMeasured) (int64, bool, error) {
-	rows, err := a.store.Conn().Query(ctx, `SELECT labels, ts_ms, max(value) FROM run_metrics
-		WHERE experiment_id = ? AND run_id = ? AND name = ? GROUP BY labels, ts_ms ORDER BY labels, ts_ms`,
-		m.ExperimentID, m.RunID, MetricRecordsSent)
-	if err != nil {
-		return 0, false, fmt.Errorf("query load progress: %w", err)
+// version returns strictly increasing ReplacingMergeTree versions (µs).
+func (a *Analyzer) version() uint64 {
+	a.verMu.Lock()
+	defer a.verMu.Unlock()
+	v := uint64(time.Now().UnixMicro())
+	if v <= a.lastVer {
+		v = a.lastVer + 1
 	}
-	defer rows.Close()
-	series := map[string][][2]float64{}
-	for rows.Next() {
-		var l string
-		var ts int64
-		var v float64
-		if err := rows.Scan(&l, &ts, &v); err != nil {
-			return 0, false, fmt.Errorf("scan load progress: %w", err)
-		}
-		series[l] = append(series[l], [2]float64{float64(ts), v})
-	}
-	if err := rows.Err(); err != nil {
-		return 0, false, err
-	}
-	if len(series) == 0 {
-		return 0, false, nil
-	}
-	var total float64
-	for _, pts := range series {
-		total += interp(pts, float64(m.MeasureEndMs)) - interp(pts, float64(m.MeasureStartMs))
-	}
-	return int64(total + 0.5), true, nil
+	a.lastVer = v
+	return v
 }
 
-// interp evaluates a cumulative series at t (0 before the first point, the
-// last value after the last).
-func interp(pts [][2]float64, t float64) float64 {
-	i := sort.Search(len(pts), func(i int) bool { return pts[i][0] >= t })
-	switch {
-	case i == 0:
-		if pts[0][0] == t {
-			return pts[0][1]
-		}
-		// Before the first report the generator had sent proportionally
-		// less; assume it started from zero at the run's first report
-		// minus one second.
-		t0 := pts[0][0] - 1000
-		if t <= t0 {
-			return 0
-		}
-		return pts[0][1] * (t - t0) / 1000
-	case i == len(pts):
-		return pts[len(pts)-1][1]
-	}
-	a, b := pts[i-1], pts[i]
-	return a[1] + (b[1]-a[1])*(t-a[0])/(b[0]-a[0])
-}
-
-// Analyze computes a run's results without storing them.
-func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.Result, events.RunAnalyzed, error) {
-	nodeSet := map[string]bool{}
-	sut := map[string]bool{}
+// runNodes returns the sorted distinct nodes of the run's targets.
+func runNodes(m *events.RunMeasured) []string {
+	set := map[string]bool{}
 	for _, t := range m.Targets {
-		nodeSet[t.Node] = true
-		if t.Role == "sut" || t.Role == "" {
-			sut[t.ID] = true
-		}
+		set[t.Node] = true
 	}
-	nodes := make([]string, 0, len(nodeSet))
-	for n := range nodeSet {
+	nodes := make([]string, 0, len(set))
+	for n := range set {
 		nodes = append(nodes, n)
 	}
 	sort.Strings(nodes)
-	if len(nodes) == 0 {
-		return nil, events.RunAnalyzed{}, bus.Permanent(fmt.Errorf("run %s has no measurement targets", m.RunID))
-	}
-	win, err := a.energyIn(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs)
-	if err != nil {
-		return nil, events.RunAnalyzed{}, err
-	}
-	durS := float64(m.MeasureEndMs-m.MeasureStartMs) / 1000
-	var sutJ, nodeJ, unattrJ, peakNodeW float64
-	estimated := false
-	var res []store.Result
-	for _, w := range win {
-		estimated = estimated || w.Estimated
-		switch w.Scope {
-		case "node":
-			nodeJ += w.Joules
-			peakNodeW = max(peakNodeW, w.PeakW)
-			res = append(res, store.Result{Scope: "node", Subject: w.Node, Metric: "energy_j", Value: w.Joules, Unit: "J", Estimated: w.Estimated})
-		case "unattributed":
-			unattrJ += w.Joules
-		default:
-			if sut[w.Target] {
-				sutJ += w.Joules
-			}
-			res = append(res, store.Result{Scope: "target", Subject: w.Target, Metric: "energy_j", Value: w.Joules, Unit: "J", Estimated: w.Estimated})
-		}
-	}
-	if nodeJ == 0 {
-		return nil, events.RunAnalyzed{}, fmt.Errorf("run %s: no energy samples for nodes %v in window [%d, %d] (is an energy collector running?)",
-			m.RunID, nodes, m.MeasureStartMs, m.MeasureEndMs)
-	}
-	var baseW float64
-	if m.BaselineEnd > m.BaselineStart {
-		base, err := a.energyIn(ctx, nodes, m.BaselineStart, m.BaselineEnd)
-		if err != nil {
-			return nil, events.RunAnalyzed{}, err
-		}
-		var bj float64
-		for _, w := range base {
-			if w.Scope == "node" {
-				bj += w.Joules
-			}
-		}
-		baseW = bj / (float64(m.BaselineEnd-m.BaselineStart) / 1000)
-	}
-	evts, fromSeries, err := a.eventsIn(ctx, m)
-	if err != nil {
-		return nil, events.RunAnalyzed{}, err
-	}
-	if !fromSeries {
-		evts = m.RecordsSent // no progress series: whole-load count, flagged below
-	}
-	run := func(metric string, v float64, unit string, est bool) {
-		res = append(res, store.Result{Scope: "run", Metric: metric, Value: v, Unit: unit, Estimated: est})
-	}
-	run("duration_s", durS, "s", false)
-	run("sut_energy_j", sutJ, "J", estimated)
-	run("node_energy_j", nodeJ, "J", estimated)
-	run("unattributed_energy_j", unattrJ, "J", estimated)
-	run("sut_mean_power_w", sutJ/durS, "W", estimated)
-	run("node_mean_power_w", nodeJ/durS, "W", estimated)
-	run("node_peak_power_w", peakNodeW, "W", estimated)
-	if baseW > 0 {
-		run("baseline_node_power_w", baseW, "W", estimated)
-		run("dynamic_node_energy_j", nodeJ-baseW*durS, "J", estimated)
-	}
-	run("events", float64(evts), "1", false)
-	run("records_sent_total", float64(m.RecordsSent), "1", false)
-	run("offered_rate_eps", m.OfferedRate, "1/s", false)
-	run("throughput_eps", float64(evts)/durS, "1/s", false)
-	run("events_from_progress_series", b2f(fromSeries), "bool", false)
-	var ujPerEvent float64
-	if evts > 0 {
-		ujPerEvent = sutJ / float64(evts) * 1e6
-		run("sut_uj_per_event", ujPerEvent, "uJ", estimated)
-		run("node_uj_per_event", nodeJ/float64(evts)*1e6, "uJ", estimated)
-	}
-	if sutJ > 0 {
-		run("events_per_joule", float64(evts)/sutJ, "1/J", estimated)
-	}
-	summary := events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, DurationS: durS, EnergyJ: sutJ, NodeEnergyJ: nodeJ,
-		MeanPowerW: sutJ / durS, Events: evts, MicroJPerEvent: ujPerEvent, Estimated: estimated, TsMs: time.Now().UnixMilli()}
-	return res, summary, nil
+	return nodes
 }
+
+// roleOf maps the run's target ids to their roles; a target without a role
+// is the system under test, as the provisioners have always meant it.
+func roleOf(m *events.RunMeasured) map[string]string {
+	out := make(map[string]string, len(m.Targets))
+	for _, t := range m.Targets {
+		r := t.Role
+		if r == "" {
+			r = RoleSUT
+		}
+		out[t.ID] = r
+	}
+	return out
+}
+
+// Roles results are reported for, besides the targets' own.
+const (
+	RoleSUT          = "sut"
+	RoleOther        = "other"
+	RoleUnattributed = "unattributed"
+)
 
 func b2f(b bool) float64 {
 	if b {

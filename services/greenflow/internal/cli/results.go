@@ -17,6 +17,7 @@ import (
 // ResultRow is one run's headline results, as printed and exported.
 type ResultRow struct {
 	RunID      string             `json:"run_id"`
+	ConfigHash string             `json:"config_hash"`
 	Index      uint32             `json:"index"`
 	Repetition uint32             `json:"repetition"`
 	Factors    map[string]string  `json:"factors"`
@@ -39,7 +40,7 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 	byRun := map[string]*ResultRow{}
 	var out []ResultRow
 	for _, r := range runs {
-		row := ResultRow{RunID: r.RunID, Index: r.Index, Repetition: r.Repetition, State: r.State, Reason: r.Reason, Metrics: map[string]float64{}}
+		row := ResultRow{RunID: r.RunID, ConfigHash: r.ConfigHash, Index: r.Index, Repetition: r.Repetition, State: r.State, Reason: r.Reason, Metrics: map[string]float64{}}
 		_ = json.Unmarshal([]byte(r.Factors), &row.Factors)
 		out = append(out, row)
 	}
@@ -108,6 +109,14 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		}
 		if anyEst {
 			fmt.Fprintln(w, "* estimated: no hardware energy counter was readable; figures come from the CPU-utilisation power model")
+		}
+		// With repetitions, the per-configuration statistics follow.
+		sums := SummarizeRuns(rows, DefaultLevel)
+		for _, s := range sums {
+			if len(s.RunIDs) >= 2 {
+				fmt.Fprintln(w)
+				return WriteSummaryTable(w, sums, DefaultCVThreshold)
+			}
 		}
 		return nil
 	case "csv":

@@ -1,0 +1,146 @@
+package analyzer_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
+)
+
+// oneHour is the benchmark's run, inserted once per test binary: the
+// benchmark function is called several times with growing b.N.
+var oneHour struct {
+	once sync.Once
+	st   *store.Store
+	m    *events.RunMeasured
+	rows int
+	err  error
+}
+
+// Benchmark shape: 4 nodes, 25 process targets each (100 targets), sampled
+// at 1 Hz for a one-hour window plus a 60 s baseline: 360,000 target samples
+// in the window, plus each node's total and unattributed series (28,800 more)
+// and the baseline; 10 lag partitions and the progress series.
+const (
+	benchNodes          = 4
+	benchTargetsPerNode = 25
+	benchWindowS        = 3600
+	benchBaselineS      = 60
+)
+
+func setupOneHour(b *testing.B) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, testenv.ClickHouseDSN(b), zap.NewNop())
+	if err != nil {
+		oneHour.err = err
+		return
+	}
+	oneHour.st = st
+	m := &events.RunMeasured{ExperimentID: "bench", RunID: "bench-r0000", ConfigHash: "c", MeasureStartMs: t0, MeasureEndMs: t0 + benchWindowS*1000,
+		BaselineStart: t0 - benchBaselineS*1000, BaselineEnd: t0, RecordsSent: benchWindowS * 5000, OfferedRate: 5000}
+	for n := 0; n < benchNodes; n++ {
+		for i := 0; i < benchTargetsPerNode; i++ {
+			m.Targets = append(m.Targets, events.Target{ID: fmt.Sprintf("process/bench/n%d-%d", n, i), Kind: "process", Node: fmt.Sprintf("n%d", n),
+				Role: []string{"sut", "broker", "loadgen", "platform"}[i%4]})
+		}
+	}
+	cum := map[string]float64{}
+	var batch []store.Sample
+	flush := func() {
+		if err := st.InsertSamples(ctx, batch); err != nil && oneHour.err == nil {
+			oneHour.err = err
+		}
+		oneHour.rows += len(batch)
+		batch = batch[:0]
+	}
+	for k := int64(-benchBaselineS + 1); k <= benchWindowS; k++ {
+		ts := t0 + k*1000
+		for n := 0; n < benchNodes; n++ {
+			node := fmt.Sprintf("n%d", n)
+			var parts float64
+			for i := 0; i < benchTargetsPerNode; i++ {
+				id := fmt.Sprintf("process/bench/n%d-%d", n, i)
+				j := 0.1 + 0.01*float64(i) + 0.001*float64(k%7)
+				parts += j
+				cum[id] += j
+				batch = append(batch, counterSample(ts, node, "process", id, j, cum[id], 1000))
+			}
+			total := parts + 20
+			cum[node] += total
+			cum[node+"u"] += 20
+			batch = append(batch, counterSample(ts, node, "node", "node/"+node, total, cum[node], 1000),
+				counterSample(ts, node, "unattributed", "node/"+node, 20, cum[node+"u"], 1000))
+		}
+		if len(batch) >= 50_000 {
+			flush()
+		}
+	}
+	flush()
+	var pts []store.RunMetric
+	for k := int64(-5); k <= benchWindowS+2; k++ {
+		ts := t0 + k*1000
+		pts = append(pts, store.RunMetric{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: ts, Name: analyzer.MetricRecordsSent,
+			Labels: `{"instance":"a"}`, Value: float64(5000 * (k + 5))})
+		for p := 0; p < 10; p++ {
+			pts = append(pts, store.RunMetric{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: ts, Name: analyzer.MetricConsumerLag,
+				Labels: fmt.Sprintf(`{"partition":"%d"}`, p), Value: float64(100 + k%13)})
+		}
+	}
+	if err := st.InsertRunMetrics(ctx, pts); err != nil && oneHour.err == nil {
+		oneHour.err = err
+	}
+	cfg, _ := json.Marshal(spec.RunConfig{Workload: spec.Workload{Sensors: 5000, PeriodMs: 1000, Value: 10, Format: "avro"}})
+	if err := st.UpsertRuns(ctx, []store.Run{{ExperimentID: m.ExperimentID, RunID: m.RunID, Config: string(cfg), ConfigHash: "c",
+		State: "analyzing"}}); err != nil && oneHour.err == nil {
+		oneHour.err = err
+	}
+	oneHour.m = m
+}
+
+// BenchmarkAnalyzeOneHour times the analysis of a one-hour run with 100
+// targets sampled at 1 Hz (the requirement: under one second).
+func BenchmarkAnalyzeOneHour(b *testing.B) {
+	oneHour.once.Do(func() { setupOneHour(b) })
+	require.NoError(b, oneHour.err)
+	a, err := analyzer.New(analyzer.Default(), nil, oneHour.st, zap.NewNop(), nil)
+	require.NoError(b, err)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, _, err := a.Analyze(ctx, oneHour.m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(res) == 0 {
+			b.Fatal("no results")
+		}
+	}
+	b.ReportMetric(float64(oneHour.rows), "samples_stored")
+}
+
+// BenchmarkAnalyzeAndStoreOneHour adds what the service does after the
+// analysis: replacing the results, the targets and the configuration's
+// statistics.
+func BenchmarkAnalyzeAndStoreOneHour(b *testing.B) {
+	oneHour.once.Do(func() { setupOneHour(b) })
+	require.NoError(b, oneHour.err)
+	a, err := analyzer.New(analyzer.Default(), nil, oneHour.st, zap.NewNop(), nil)
+	require.NoError(b, err)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := a.AnalyzeAndStore(ctx, oneHour.m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package cli_test
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+)
+
+func row(id, hash, sensors, state string, tput, uj float64) cli.ResultRow {
+	return cli.ResultRow{RunID: id, ConfigHash: hash, Factors: map[string]string{"workload.sensors": sensors}, State: state,
+		Metrics: map[string]float64{"throughput_eps": tput, "sut_uj_per_event": uj, "offered_rate_eps": tput}}
+}
+
+func fixtureRows() []cli.ResultRow {
+	return []cli.ResultRow{
+		row("e-r0000", "aaaa", "100", "done", 100, 50),
+		row("e-r0001", "bbbb", "200", "done", 200, 60),
+		row("e-r0002", "aaaa", "100", "done", 110, 52),
+		row("e-r0003", "bbbb", "200", "done", 210, 62),
+		row("e-r0004", "aaaa", "100", "done", 120, 48),
+		row("e-r0005", "cccc", "90", "done", 100, 70), // dominated by aaaa
+		row("e-r0006", "aaaa", "100", "failed", 1, 1), // not counted
+	}
+}
+
+func TestSummarizeRuns(t *testing.T) {
+	sums := cli.SummarizeRuns(fixtureRows(), 0.95)
+	require.Len(t, sums, 3)
+	a := sums[0]
+	require.Equal(t, "aaaa", a.ConfigHash)
+	require.Equal(t, []string{"e-r0000", "e-r0002", "e-r0004"}, a.RunIDs)
+	tp := a.Metrics["throughput_eps"]
+	require.Equal(t, 3, tp.N)
+	require.InDelta(t, 110.0, tp.Mean, 1e-12)
+	require.InDelta(t, 10.0, tp.SD, 1e-12)
+	require.InDelta(t, 4.302652729749462*10/1.7320508075688772, tp.HalfWidth, 1e-9) // t(0.975, 2)·s/√n
+	require.True(t, sums[0].Pareto)
+	require.True(t, sums[1].Pareto)
+	require.False(t, sums[2].Pareto, "cccc: fewer events/s and more µJ/event than aaaa")
+
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteSummaryTable(&out, sums, 0.10))
+	require.Contains(t, out.String(), "110 ± 25")   // events/s of aaaa
+	require.Contains(t, out.String(), "50.0 ± 5.0") // µJ/event of aaaa: s = 2, t·2/√3 = 4.97
+}
+
+func TestResultsTableAddsSummaryOnlyWithRepetitions(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteResults(&out, "table", fixtureRows()))
+	require.Contains(t, out.String(), "Per configuration")
+	out.Reset()
+	require.NoError(t, cli.WriteResults(&out, "table", fixtureRows()[:2]))
+	require.NotContains(t, out.String(), "Per configuration")
+}
+
+func TestCompare(t *testing.T) {
+	rows := fixtureRows()
+	cmps, err := cli.MatchExperiments("x", rows[:1], "y", rows[2:3])
+	require.NoError(t, err)
+	require.Len(t, cmps, 1)
+
+	// Two multi-configuration experiments are matched by factors.
+	cmps, err = cli.MatchExperiments("x", rows[:5], "y", rows[:4])
+	require.NoError(t, err)
+	require.Len(t, cmps, 2)
+	_, err = cli.MatchExperiments("x", rows[:2], "y", rows[5:6])
+	require.ErrorContains(t, err, "share no factor combination")
+
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteComparison(&out, cli.Comparison{A: groupOf(rows, "aaaa"), B: groupOf(rows, "bbbb")}, 0.95))
+	s := out.String()
+	require.Contains(t, s, "throughput_eps")
+	require.Contains(t, s, "+86.4") // (205 - 110) / 110
+	require.Contains(t, s, "*", "a clear difference is marked")
+}
+
+// groupOf builds a comparison side from the done rows of one configuration.
+func groupOf(rows []cli.ResultRow, hash string) cli.Group {
+	var sel []cli.ResultRow
+	for _, r := range rows {
+		if r.ConfigHash == hash && r.State == "done" {
+			sel = append(sel, r)
+		}
+	}
+	return cli.NewGroup(hash, sel)
+}

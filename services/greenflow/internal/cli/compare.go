@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/greenflow/greenflow/pkg/stats"
+)
+
+// compareMetrics are the headline metrics compared, in print order.
+var compareMetrics = []struct{ metric, format string }{
+	{"throughput_eps", "%.1f"},
+	{"sut_energy_j", "%.3f"},
+	{"node_energy_j", "%.2f"},
+	{"sut_mean_power_w", "%.3f"},
+	{"node_mean_power_w", "%.3f"},
+	{"sut_uj_per_event", "%.2f"},
+	{"node_uj_per_event", "%.2f"},
+	{"sut_dynamic_uj_per_event", "%.2f"},
+	{"events_per_joule", "%.1f"},
+	{"sut_j_per_mb", "%.2f"},
+	{"lag_trend_slope", "%.1f"},
+}
+
+// Group is one side of a comparison: the values of each metric over its runs.
+type Group struct {
+	Label  string
+	RunIDs []string
+	Values map[string][]float64
+}
+
+// NewGroup collects the metrics of rows under label.
+func NewGroup(label string, rows []ResultRow) Group {
+	g := Group{Label: label, Values: map[string][]float64{}}
+	for _, r := range rows {
+		g.RunIDs = append(g.RunIDs, r.RunID)
+		for m, v := range r.Metrics {
+			g.Values[m] = append(g.Values[m], v)
+		}
+	}
+	return g
+}
+
+// Comparison is A against B: Welch's test of B - A per metric.
+type Comparison struct {
+	A, B Group
+}
+
+// parseInterspersed parses flags that may come before, between or after the
+// positional arguments and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := newAnalysisFlags("compare", stderr)
+	exp := fs.String("experiment", "", "compare two configurations (config hashes or unique prefixes) of this experiment")
+	level := fs.Float64("level", DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return errors.New("expected two arguments A B: experiment ids, or config hashes with --experiment")
+	}
+	st, closeStore, err := openStore(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	var cmps []Comparison
+	if *exp != "" {
+		rows, err := LoadResults(ctx, st, *exp)
+		if err != nil {
+			return err
+		}
+		a, err := selectConfig(rows, pos[0])
+		if err != nil {
+			return err
+		}
+		b, err := selectConfig(rows, pos[1])
+		if err != nil {
+			return err
+		}
+		cmps = []Comparison{{A: NewGroup(pos[0]+" "+factors(a[0].Factors), a), B: NewGroup(pos[1]+" "+factors(b[0].Factors), b)}}
+	} else {
+		ra, err := LoadResults(ctx, st, pos[0])
+		if err != nil {
+			return err
+		}
+		rb, err := LoadResults(ctx, st, pos[1])
+		if err != nil {
+			return err
+		}
+		if cmps, err = MatchExperiments(pos[0], ra, pos[1], rb); err != nil {
+			return err
+		}
+	}
+	for i, cmp := range cmps {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		if err := WriteComparison(stdout, cmp, *level); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// doneRows keeps the runs that finished with results.
+func doneRows(rows []ResultRow) []ResultRow {
+	var out []ResultRow
+	for _, r := range rows {
+		if r.State == "done" && len(r.Metrics) > 0 {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// selectConfig returns the done runs of the one configuration whose hash
+// starts with prefix.
+func selectConfig(rows []ResultRow, prefix string) ([]ResultRow, error) {
+	var out []ResultRow
+	hashes := map[string]bool{}
+	for _, r := range doneRows(rows) {
+		if strings.HasPrefix(r.ConfigHash, prefix) {
+			out = append(out, r)
+			hashes[r.ConfigHash] = true
+		}
+	}
+	switch {
+	case len(hashes) == 0:
+		return nil, fmt.Errorf("no done run has a config hash starting with %q", prefix)
+	case len(hashes) > 1:
+		return nil, fmt.Errorf("config hash prefix %q is ambiguous (%d configurations)", prefix, len(hashes))
+	}
+	return out, nil
+}
+
+// MatchExperiments pairs the configurations of two experiments: the single
+// configuration of each, or else every factor combination both ran.
+func MatchExperiments(idA string, rowsA []ResultRow, idB string, rowsB []ResultRow) ([]Comparison, error) {
+	byA, keysA := byFactors(doneRows(rowsA))
+	byB, keysB := byFactors(doneRows(rowsB))
+	if len(keysA) == 0 || len(keysB) == 0 {
+		return nil, fmt.Errorf("compare %s and %s: each needs done runs with results", idA, idB)
+	}
+	if len(keysA) == 1 && len(keysB) == 1 {
+		return []Comparison{{A: NewGroup(idA, byA[keysA[0]]), B: NewGroup(idB, byB[keysB[0]])}}, nil
+	}
+	var out []Comparison
+	for _, k := range keysA {
+		if rb, ok := byB[k]; ok {
+			out = append(out, Comparison{A: NewGroup(idA+" "+k, byA[k]), B: NewGroup(idB+" "+k, rb)})
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("experiments %s and %s share no factor combination; compare configurations with --experiment", idA, idB)
+	}
+	return out, nil
+}
+
+func byFactors(rows []ResultRow) (map[string][]ResultRow, []string) {
+	out := map[string][]ResultRow{}
+	var keys []string
+	for _, r := range rows {
+		k := factors(r.Factors)
+		if _, ok := out[k]; !ok {
+			keys = append(keys, k)
+		}
+		out[k] = append(out[k], r)
+	}
+	sort.Strings(keys)
+	return out, keys
+}
+
+// WriteComparison prints Welch's test of B - A for each headline metric both
+// sides have.
+func WriteComparison(w io.Writer, cmp Comparison, level float64) error {
+	fmt.Fprintf(w, "A: %s (%d runs)\nB: %s (%d runs)\n", cmp.A.Label, len(cmp.A.RunIDs), cmp.B.Label, len(cmp.B.RunIDs))
+	fmt.Fprintf(w, "Welch's t-test of B - A; mean ± %.0f%% CI half-width; g = Hedges' g; * = p < %.2g\n", level*100, 1-level)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "METRIC\tA\tB\tB-A %\tt\tdf\tp\tg\t\t")
+	for _, m := range compareMetrics {
+		a, b := cmp.A.Values[m.metric], cmp.B.Values[m.metric]
+		if len(a) == 0 || len(b) == 0 {
+			continue
+		}
+		sa, sb := stats.Describe(a, level), stats.Describe(b, level)
+		r := stats.Welch(b, a, level)
+		g := stats.HedgesG(b, a)
+		diff := "-"
+		if sa.Mean != 0 {
+			diff = fmt.Sprintf("%+.1f", (sb.Mean-sa.Mean)/math.Abs(sa.Mean)*100)
+		}
+		mark := ""
+		if r.P < 1-level {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, meanCI(sa, m.format, math.Inf(1)), meanCI(sb, m.format, math.Inf(1)), diff,
+			num(r.T, "%.2f"), num(r.DF, "%.1f"), num(r.P, "%.3g"), num(g, "%.2f"), mark)
+	}
+	return tw.Flush()
+}
+
+// num formats v, or "-" when it is undefined.
+func num(v float64, format string) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}

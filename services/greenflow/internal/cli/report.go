@@ -1,0 +1,413 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/greenflow/greenflow/pkg/stats"
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, c := newAnalysisFlags("report", stderr)
+	out := fs.String("o", "", "output file (default report-EXPERIMENT.html; - for stdout)")
+	maxRuns := fs.Int("max-runs", 8, "power-over-time plots for at most this many runs (first repetition of each configuration first)")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("expected one EXPERIMENT id")
+	}
+	st, closeStore, err := openStore(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	page, err := Report(ctx, st, pos[0], *maxRuns)
+	if err != nil {
+		return err
+	}
+	if *out == "-" {
+		_, err := stdout.Write(page)
+		return err
+	}
+	path := *out
+	if path == "" {
+		path = "report-" + pos[0] + ".html"
+	}
+	if err := os.WriteFile(path, page, 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	fmt.Fprintf(stdout, "wrote %s\n", path)
+	return nil
+}
+
+// reportData feeds the page template.
+type reportData struct {
+	ID, Name, State, Created, Version, Commit string
+	Runs                                      int
+	Estimated                                 bool
+	Level, CVThreshold                        float64
+	SummaryHead                               []string
+	Summary                                   [][]string
+	LoadPlots                                 []template.HTML
+	Pareto                                    template.HTML
+	ParetoNote                                string
+	PowerPlots                                []template.HTML
+	PowerNote                                 string
+	RunHead                                   []string
+	RunRows                                   [][]string
+	Generated                                 string
+}
+
+// Report renders an experiment as one self-contained HTML page.
+func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns int) ([]byte, error) {
+	rows, err := LoadResults(ctx, st, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("experiment %s: no runs stored", experimentID)
+	}
+	runs, err := st.Runs(ctx, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := loadTargets(ctx, st, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	d := reportData{ID: experimentID, Runs: len(rows), Level: DefaultLevel, CVThreshold: DefaultCVThreshold,
+		Generated: time.Now().UTC().Format(time.RFC3339)}
+	if e, err := st.GetExperiment(ctx, experimentID); err == nil {
+		d.Name, d.State, d.Version, d.Commit = e.Name, e.State, e.GreenflowVersion, e.GitCommit
+		if e.CreatedMs > 0 {
+			d.Created = time.UnixMilli(e.CreatedMs).UTC().Format(time.RFC3339)
+		}
+	}
+	sums := SummarizeRuns(rows, DefaultLevel)
+	for _, s := range sums {
+		d.Estimated = d.Estimated || s.Estimated
+	}
+
+	// Per-configuration table.
+	d.SummaryHead = []string{"config", "factors", "n"}
+	for _, c := range summaryColumns {
+		d.SummaryHead = append(d.SummaryHead, c.title)
+	}
+	d.SummaryHead = append(d.SummaryHead, "lag SLO", "Pareto")
+	for _, s := range sums {
+		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs))}
+		for _, c := range summaryColumns {
+			cells = append(cells, meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold))
+		}
+		cells = append(cells, lagVerdict(s), map[bool]string{true: "yes", false: ""}[s.Pareto])
+		d.Summary = append(d.Summary, cells)
+	}
+
+	for _, m := range []struct{ metric, title string }{
+		{"sut_uj_per_event", "SUT energy per event vs offered load"},
+		{"node_uj_per_event", "Node energy per event vs offered load"},
+	} {
+		d.LoadPlots = append(d.LoadPlots, template.HTML(loadPlot(sums, m.metric, m.title).SVG()))
+	}
+	pp, note := paretoPlot(sums)
+	d.Pareto, d.ParetoNote = template.HTML(pp.SVG()), note
+
+	// Power over time: the first repetition of each configuration first.
+	order := make([]store.Run, len(runs))
+	copy(order, runs)
+	sort.SliceStable(order, func(i, j int) bool { return order[i].Repetition < order[j].Repetition })
+	plotted := 0
+	for _, r := range order {
+		if plotted >= maxRuns {
+			break
+		}
+		if r.State != "done" {
+			continue
+		}
+		p, err := powerPlot(ctx, st, r, targets[r.RunID])
+		if err != nil {
+			return nil, err
+		}
+		d.PowerPlots = append(d.PowerPlots, template.HTML(p.SVG()))
+		plotted++
+	}
+	if n := countDone(rows); n > plotted {
+		d.PowerNote = fmt.Sprintf("Power plots for %d of %d done runs (--max-runs).", plotted, n)
+	}
+
+	d.RunHead = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
+		"gaps", "estimated"}
+	for _, r := range rows {
+		metric := func(name, format string) string {
+			v, ok := r.Metrics[name]
+			if !ok {
+				return "-"
+			}
+			return fmt.Sprintf(format, v)
+		}
+		state := r.State
+		if r.Reason != "" {
+			state += ": " + r.Reason
+		}
+		d.RunRows = append(d.RunRows, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
+			metric("duration_s", "%.1f"), metric("throughput_eps", "%.0f"), metric("sut_energy_j", "%.3f"), metric("node_energy_j", "%.2f"),
+			metric("sut_uj_per_event", "%.1f"), metric("lag_trend_slope", "%.1f"), metric("quality_sample_gaps", "%.0f"),
+			map[bool]string{true: "yes", false: ""}[r.Estimated]})
+	}
+	var buf bytes.Buffer
+	if err := reportPage.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("render report: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func countDone(rows []ResultRow) int {
+	n := 0
+	for _, r := range rows {
+		if r.State == "done" {
+			n++
+		}
+	}
+	return n
+}
+
+// loadFactor reports whether a factor sets the offered load (the x axis of
+// the load plots); the other factors split configurations into lines.
+func loadFactor(name string) bool {
+	n := strings.ToLower(name)
+	return strings.Contains(n, "sensors") || strings.Contains(n, "periodms") || strings.Contains(n, "rate")
+}
+
+// loadPlot draws a metric's mean ± CI against mean offered load, one line per
+// combination of the non-load factors.
+func loadPlot(sums []ConfigSummary, metric, title string) plot {
+	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
+	lines := map[string]*series{}
+	var keys []string
+	for _, s := range sums {
+		other := map[string]string{}
+		for k, v := range s.Factors {
+			if !loadFactor(k) {
+				other[k] = v
+			}
+		}
+		key := factors(other)
+		if key == "-" {
+			key = "all"
+		}
+		ln, ok := lines[key]
+		if !ok {
+			ln = &series{Name: key, Line: true, Marker: true}
+			lines[key] = ln
+			keys = append(keys, key)
+		}
+		m := s.Metrics[metric]
+		ln.X = append(ln.X, s.mean("offered_rate_eps"))
+		ln.Y = append(ln.Y, m.Mean)
+		ln.Lo = append(ln.Lo, m.CILow)
+		ln.Hi = append(ln.Hi, m.CIHigh)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		ln := lines[k]
+		sortSeriesByX(ln)
+		p.Series = append(p.Series, *ln)
+	}
+	return p
+}
+
+func sortSeriesByX(s *series) {
+	idx := make([]int, len(s.X))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return s.X[idx[a]] < s.X[idx[b]] })
+	pick := func(v []float64) []float64 {
+		out := make([]float64, len(idx))
+		for i, j := range idx {
+			out[i] = v[j]
+		}
+		return out
+	}
+	s.X, s.Y, s.Lo, s.Hi = pick(s.X), pick(s.Y), pick(s.Lo), pick(s.Hi)
+}
+
+// paretoPlot scatters each configuration's mean throughput against its mean
+// SUT energy per event and draws the front.
+func paretoPlot(sums []ConfigSummary) (plot, string) {
+	p := plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
+	all := series{Name: "configurations", Marker: true, Color: "#999999"}
+	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
+	var pts []stats.Point
+	for _, s := range sums {
+		m := s.Metrics["sut_uj_per_event"]
+		all.X = append(all.X, s.mean("throughput_eps"))
+		all.Y = append(all.Y, m.Mean)
+		all.Lo = append(all.Lo, m.CILow)
+		all.Hi = append(all.Hi, m.CIHigh)
+		all.Labels = append(all.Labels, factors(s.Factors))
+		pts = append(pts, stats.Point{X: s.mean("throughput_eps"), Y: m.Mean})
+	}
+	var names []string
+	for _, i := range stats.ParetoFront(pts) {
+		front.X = append(front.X, pts[i].X)
+		front.Y = append(front.Y, pts[i].Y)
+		names = append(names, factors(sums[i].Factors))
+	}
+	p.Series = []series{all, front}
+	note := "Front (more events/s and fewer µJ/event than any other configuration in one of the two): " + strings.Join(names, "; ")
+	return p, note
+}
+
+// powerPlot draws one run's power per component over its phases, averaged in
+// at most ~400 time buckets by ClickHouse.
+func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []runTarget) (plot, error) {
+	start, end, phases := runSpan(r)
+	p := plot{Title: "Power over time: " + shortRun(r.RunID), XLabel: "time since measurement start (s)", YLabel: "power (W)",
+		YFromZero: true, H: 300}
+	if end <= start {
+		return p, nil
+	}
+	var fs map[string]string
+	_ = json.Unmarshal([]byte(r.Factors), &fs)
+	p.Title = fmt.Sprintf("Power over time: %s, repetition %d (%s)", shortRun(r.RunID), r.Repetition, factors(fs))
+	origin := r.MeasureStartMs
+	if origin == 0 {
+		origin = start
+	}
+	for _, ph := range phases {
+		if ph.EndMs > ph.StartMs {
+			p.Bands = append(p.Bands, band{X0: float64(ph.StartMs-origin) / 1000, X1: float64(ph.EndMs-origin) / 1000, Label: ph.Name})
+		}
+	}
+	bucket := max(int64(1), (end-start)/400)
+	ids := make([]string, 0, len(targets))
+	roles := make([]string, 0, len(targets))
+	for _, t := range targets {
+		ids = append(ids, t.TargetID)
+		roles = append(roles, t.Role)
+	}
+	roleExpr := "'other'"
+	args := []any{}
+	if len(ids) > 0 {
+		roleExpr = "transform(target_id, ?, ?, 'other')"
+		args = append(args, ids, roles)
+	}
+	q := fmt.Sprintf(`SELECT b, comp, sum(w) FROM (
+		SELECT intDiv(ts_ms - ?, ?) AS b,
+		       multiIf(scope = 'node', concat('node ', node), scope = 'unattributed', 'unattributed', %s) AS comp,
+		       node, scope, target_id, avg(power_w) AS w
+		FROM samples
+		WHERE ts_ms > ? AND ts_ms <= ? AND scope IN ('node', 'process', 'pod', 'unattributed')`, roleExpr)
+	args = append([]any{start, bucket}, args...)
+	args = append(args, start, end)
+	if nodes := nodesOf(targets); len(nodes) > 0 {
+		q += " AND has(?, node)"
+		args = append(args, nodes)
+	}
+	q += ` GROUP BY b, comp, node, scope, target_id) GROUP BY b, comp ORDER BY comp, b`
+	rows, err := st.Conn().Query(ctx, q, args...)
+	if err != nil {
+		return p, fmt.Errorf("query power of run %s: %w", r.RunID, err)
+	}
+	defer rows.Close()
+	byComp := map[string]*series{}
+	var comps []string
+	for rows.Next() {
+		var b int64
+		var comp string
+		var w float64
+		if err := rows.Scan(&b, &comp, &w); err != nil {
+			return p, fmt.Errorf("scan power: %w", err)
+		}
+		s, ok := byComp[comp]
+		if !ok {
+			s = &series{Name: comp, Line: true}
+			byComp[comp] = s
+			comps = append(comps, comp)
+		}
+		s.X = append(s.X, float64(start+b*bucket+bucket/2-origin)/1000)
+		s.Y = append(s.Y, w)
+	}
+	if err := rows.Err(); err != nil {
+		return p, fmt.Errorf("read power of run %s: %w", r.RunID, err)
+	}
+	// Node totals first, drawn heavier; then roles in a fixed order.
+	rank := func(c string) int {
+		for i, r := range []string{"node", "sut", "broker", "loadgen", "platform", "other", "unattributed"} {
+			if strings.HasPrefix(c, r) {
+				return i
+			}
+		}
+		return 99
+	}
+	sort.SliceStable(comps, func(i, j int) bool {
+		if rank(comps[i]) != rank(comps[j]) {
+			return rank(comps[i]) < rank(comps[j])
+		}
+		return comps[i] < comps[j]
+	})
+	for _, c := range comps {
+		s := byComp[c]
+		if strings.HasPrefix(c, "node") {
+			s.Width = 2.4
+		}
+		if c == "unattributed" || c == "other" {
+			s.Dash = true
+		}
+		p.Series = append(p.Series, *s)
+	}
+	return p, nil
+}
+
+var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
+	"pct": func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) },
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>GreenFlow report {{.ID}}</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#222;line-height:1.4}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
+th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
+.meta{color:#555;font-size:13px} .note{color:#555;font-size:12px} svg{display:block;margin:10px 0}
+</style></head><body>
+<h1>GreenFlow experiment {{.ID}}</h1>
+<div class="meta">{{if .Name}}name {{.Name}} · {{end}}{{if .State}}state {{.State}} · {{end}}{{.Runs}} runs{{if .Created}} · created {{.Created}}{{end}}{{if .Version}} · greenflow {{.Version}}{{end}}{{if .Commit}} ({{.Commit}}){{end}} · report generated {{.Generated}}</div>
+{{if .Estimated}}<p class="note"><b>Estimated:</b> no hardware energy counter was readable for some runs; their energy comes from the CPU-utilisation power model.</p>{{end}}
+
+<h2>Per configuration</h2>
+<p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
+<table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .Summary}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+
+<h2>Energy per event vs load</h2>
+{{range .LoadPlots}}{{.}}{{end}}
+<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load.</p>
+
+<h2>Pareto front</h2>
+{{.Pareto}}
+<p class="note">{{.ParetoNote}}</p>
+
+<h2>Power over time</h2>
+<p class="note">Mean power per component in time buckets: node totals (heavy), the run's roles, other processes and the unattributed rest (dashed). Shaded: the run's recorded phases; 0 s is the start of the measurement window.</p>
+{{range .PowerPlots}}{{.}}{{end}}
+{{if .PowerNote}}<p class="note">{{.PowerNote}}</p>{{end}}
+
+<h2>Runs</h2>
+<table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .RunRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+</body></html>
+`))

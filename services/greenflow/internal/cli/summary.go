@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/greenflow/greenflow/pkg/stats"
+)
+
+// Defaults of the per-configuration statistics, the analyzer's defaults.
+const (
+	DefaultLevel       = 0.95
+	DefaultCVThreshold = 0.10
+)
+
+// ConfigSummary is one configuration's runs summarised per run metric.
+type ConfigSummary struct {
+	ConfigHash string                   `json:"config_hash"`
+	Factors    map[string]string        `json:"factors"`
+	RunIDs     []string                 `json:"run_ids"`
+	Metrics    map[string]stats.Summary `json:"-"`
+	Estimated  bool                     `json:"estimated"`
+	Pareto     bool                     `json:"pareto_optimal"`
+}
+
+// configKey groups runs: the config hash, or the factors for runs stored
+// before hashes were recorded.
+func configKey(r ResultRow) string {
+	if r.ConfigHash != "" {
+		return r.ConfigHash
+	}
+	return factors(r.Factors)
+}
+
+// SummarizeRuns groups the done runs by configuration (in order of their
+// first run) and describes every run metric with a Student-t interval at
+// level; it also marks the Pareto front of mean throughput against mean SUT
+// energy per event.
+func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
+	var out []ConfigSummary
+	idx := map[string]int{}
+	values := map[string]map[string][]float64{}
+	for _, r := range rows {
+		if r.State != "done" || len(r.Metrics) == 0 {
+			continue
+		}
+		k := configKey(r)
+		i, ok := idx[k]
+		if !ok {
+			i = len(out)
+			idx[k] = i
+			out = append(out, ConfigSummary{ConfigHash: r.ConfigHash, Factors: r.Factors, Metrics: map[string]stats.Summary{}})
+			values[k] = map[string][]float64{}
+		}
+		out[i].RunIDs = append(out[i].RunIDs, r.RunID)
+		out[i].Estimated = out[i].Estimated || r.Estimated
+		for m, v := range r.Metrics {
+			values[k][m] = append(values[k][m], v)
+		}
+	}
+	for k, i := range idx {
+		for m, xs := range values[k] {
+			out[i].Metrics[m] = stats.Describe(xs, level)
+		}
+	}
+	pts := make([]stats.Point, len(out))
+	for i, c := range out {
+		pts[i] = stats.Point{X: c.mean("throughput_eps"), Y: c.mean("sut_uj_per_event")}
+	}
+	for _, i := range stats.ParetoFront(pts) {
+		out[i].Pareto = true
+	}
+	return out
+}
+
+func (c ConfigSummary) mean(metric string) float64 {
+	s, ok := c.Metrics[metric]
+	if !ok {
+		return math.NaN()
+	}
+	return s.Mean
+}
+
+// summaryColumns are the headline metrics of the per-configuration table.
+var summaryColumns = []struct{ metric, title, format string }{
+	{"throughput_eps", "EVENTS/s", "%.0f"},
+	{"sut_energy_j", "SUT J", "%.2f"},
+	{"node_mean_power_w", "NODE W", "%.2f"},
+	{"sut_uj_per_event", "SUT µJ/EVENT", "%.1f"},
+	{"node_uj_per_event", "NODE µJ/EVENT", "%.1f"},
+}
+
+// meanCI formats a summary as "mean ± half-width" (just the mean for one
+// run), with "!" when its CV exceeds cvThreshold.
+func meanCI(s stats.Summary, format string, cvThreshold float64) string {
+	if s.N == 0 || math.IsNaN(s.Mean) {
+		return "-"
+	}
+	out := fmt.Sprintf(format, s.Mean)
+	if !math.IsNaN(s.HalfWidth) {
+		out += " ± " + fmt.Sprintf(format, s.HalfWidth)
+	}
+	if s.N >= 2 && s.CV > cvThreshold {
+		out += " !"
+	}
+	return out
+}
+
+// WriteSummaryTable prints one line per configuration: repetitions, the
+// headline metrics as mean ± CI half-width, the lag SLO verdict by median
+// slope and Pareto membership.
+func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) error {
+	level := DefaultLevel
+	for _, s := range sums {
+		for _, m := range s.Metrics {
+			level = m.Level
+			break
+		}
+	}
+	fmt.Fprintf(w, "Per configuration (mean ± %.0f%% CI half-width, Student t; ! = CV above %.0f%%; P = on the Pareto front of events/s vs µJ/event):\n",
+		level*100, cvThreshold*100)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := []string{"CONFIG", "FACTORS", "N"}
+	for _, c := range summaryColumns {
+		head = append(head, c.title)
+	}
+	head = append(head, "LAG SLO", "PARETO")
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	anyEst := false
+	for _, s := range sums {
+		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs))}
+		for _, c := range summaryColumns {
+			cell := meanCI(s.Metrics[c.metric], c.format, cvThreshold)
+			if s.Estimated && cell != "-" && (strings.Contains(c.title, "J") || strings.HasSuffix(c.title, " W")) {
+				cell += "*"
+				anyEst = true
+			}
+			cells = append(cells, cell)
+		}
+		cells = append(cells, lagVerdict(s), map[bool]string{true: "P", false: ""}[s.Pareto])
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if anyEst {
+		fmt.Fprintln(w, "* estimated (utilisation power model)")
+	}
+	return nil
+}
+
+// lagVerdict is Theodolite's verdict over repetitions: the median lag-trend
+// slope against the threshold the analyzer recorded; "-" without slopes.
+func lagVerdict(s ConfigSummary) string {
+	slope, ok := s.Metrics["lag_trend_slope"]
+	thr, ok2 := s.Metrics["lag_slo_threshold"]
+	if !ok || !ok2 || slope.N == 0 {
+		return "-"
+	}
+	if slope.Median < thr.Median {
+		return "ok"
+	}
+	return "FAIL"
+}
+
+func shortHash(h string) string {
+	if len(h) > 10 {
+		return h[:10]
+	}
+	if h == "" {
+		return "-"
+	}
+	return h
+}
+
+// sortedMetricNames lists the metrics of the summaries, sorted.
+func sortedMetricNames(sums []ConfigSummary) []string {
+	set := map[string]bool{}
+	for _, s := range sums {
+		for m := range s.Metrics {
+			set[m] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for m := range set {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,246 @@
+package cli
+
+import (
+	"fmt"
+	"html"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// A tiny hand-written SVG plotter for the HTML report: linear axes with
+// round ticks, lines, markers, error bars, shaded x-bands and a legend. No
+// scripts, no external files: the SVG is inlined into the page.
+
+// palette is colour-blind-friendly (Okabe–Ito) with a few extra shades.
+var palette = []string{"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000", "#999999", "#882255"}
+
+// series is one plotted data set.
+type series struct {
+	Name   string
+	X, Y   []float64
+	Lo, Hi []float64 // error bar ends (optional, same length as Y)
+	Labels []string  // text next to each point (optional)
+	Color  string    // default: from the palette
+	Line   bool      // connect points in order
+	Marker bool      // draw a marker per point
+	Dash   bool
+	Width  float64 // line width; default 1.6
+}
+
+// band shades [X0, X1] across the plot, e.g. a run phase.
+type band struct {
+	X0, X1 float64
+	Label  string
+	Fill   string
+}
+
+// plot is one chart.
+type plot struct {
+	Title, XLabel, YLabel string
+	W, H                  int
+	Series                []series
+	Bands                 []band
+	YFromZero             bool
+	XPad                  bool // leave room beside the extreme points (scatter plots)
+}
+
+const (
+	padLeft, padRight, padTop, padBottom = 72.0, 170.0, 34.0, 48.0
+)
+
+// niceTicks returns round tick values covering [lo, hi].
+func niceTicks(lo, hi float64, want int) []float64 {
+	if !(hi > lo) {
+		if lo == 0 {
+			return []float64{0, 1}
+		}
+		lo, hi = lo-math.Abs(lo)*0.1, hi+math.Abs(hi)*0.1
+	}
+	raw := (hi - lo) / float64(want)
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := mag
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if m*mag >= raw {
+			step = m * mag
+			break
+		}
+	}
+	var out []float64
+	first, last := math.Floor(lo/step+1e-9), math.Ceil(hi/step-1e-9)
+	for k := first; k <= last; k++ {
+		out = append(out, k*step)
+	}
+	if len(out) < 2 {
+		out = append(out, out[0]+step)
+	}
+	return out
+}
+
+// tickLabel prints a tick without float noise.
+func tickLabel(v float64) string {
+	if v == 0 {
+		return "0"
+	}
+	a := math.Abs(v)
+	switch {
+	case a >= 1e6 || a < 1e-3:
+		return strconv.FormatFloat(v, 'g', 3, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+}
+
+// SVG renders the plot.
+func (p plot) SVG() string {
+	if p.W == 0 {
+		p.W = 760
+	}
+	if p.H == 0 {
+		p.H = 320
+	}
+	xlo, xhi, ylo, yhi := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
+	see := func(x, y float64) {
+		if !math.IsNaN(x) && !math.IsInf(x, 0) {
+			xlo, xhi = math.Min(xlo, x), math.Max(xhi, x)
+		}
+		if !math.IsNaN(y) && !math.IsInf(y, 0) {
+			ylo, yhi = math.Min(ylo, y), math.Max(yhi, y)
+		}
+	}
+	for _, s := range p.Series {
+		for i := range s.X {
+			see(s.X[i], s.Y[i])
+			if i < len(s.Lo) {
+				see(s.X[i], s.Lo[i])
+				see(s.X[i], s.Hi[i])
+			}
+		}
+	}
+	for _, b := range p.Bands {
+		see(b.X0, math.NaN())
+		see(b.X1, math.NaN())
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`,
+		p.W, p.H, p.W, p.H)
+	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="#fff"/>`, p.W, p.H)
+	fmt.Fprintf(&sb, `<text x="%g" y="20" font-size="14" font-weight="bold">%s</text>`, padLeft, html.EscapeString(p.Title))
+	if math.IsInf(xlo, 1) || math.IsInf(ylo, 1) {
+		fmt.Fprintf(&sb, `<text x="%g" y="%g" fill="#666">no data</text></svg>`, padLeft, float64(p.H)/2)
+		return sb.String()
+	}
+	if p.YFromZero && ylo > 0 {
+		ylo = 0
+	}
+	if p.XPad {
+		pad := (xhi - xlo) * 0.08
+		if pad == 0 {
+			pad = math.Max(math.Abs(xlo)*0.1, 1)
+		}
+		if xlo >= 0 {
+			xlo = math.Max(0, xlo-pad) // keep non-negative quantities non-negative
+		} else {
+			xlo -= pad
+		}
+		xhi += pad
+	}
+	xt, yt := niceTicks(xlo, xhi, 6), niceTicks(ylo, yhi, 5)
+	xlo, xhi, ylo, yhi = xt[0], xt[len(xt)-1], yt[0], yt[len(yt)-1]
+	if xhi == xlo {
+		xhi = xlo + 1
+	}
+	if yhi == ylo {
+		yhi = ylo + 1
+	}
+	pw, ph := float64(p.W)-padLeft-padRight, float64(p.H)-padTop-padBottom
+	sx := func(x float64) float64 { return padLeft + (x-xlo)/(xhi-xlo)*pw }
+	sy := func(y float64) float64 { return padTop + ph - (y-ylo)/(yhi-ylo)*ph }
+
+	for i, b := range p.Bands {
+		fill := b.Fill
+		if fill == "" {
+			fill = []string{"#f2f2f2", "#e3eef8", "#fbeee0", "#e8f5e9", "#f3e5f5"}[i%5]
+		}
+		x0, x1 := sx(math.Max(b.X0, xlo)), sx(math.Min(b.X1, xhi))
+		fmt.Fprintf(&sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x0, padTop, math.Max(0, x1-x0), ph, fill)
+		if x1-x0 > 24 {
+			fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle">%s</text>`, (x0+x1)/2, padTop+11,
+				html.EscapeString(b.Label))
+		}
+	}
+	// Grid and ticks.
+	for _, v := range yt {
+		y := sy(v)
+		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, padLeft, padLeft+pw, y, y)
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#333">%s</text>`, padLeft-6, y+4, tickLabel(v))
+	}
+	for _, v := range xt {
+		if v < xlo || v > xhi {
+			continue
+		}
+		x := sx(v)
+		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#eee"/>`, x, x, padTop, padTop+ph)
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#333">%s</text>`, x, padTop+ph+16, tickLabel(v))
+	}
+	fmt.Fprintf(&sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#444"/>`, padLeft, padTop, pw, ph)
+	fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, padLeft+pw/2, float64(p.H)-8, html.EscapeString(p.XLabel))
+	fmt.Fprintf(&sb, `<text transform="translate(16 %.1f) rotate(-90)" text-anchor="middle">%s</text>`, padTop+ph/2, html.EscapeString(p.YLabel))
+
+	for i, s := range p.Series {
+		color := s.Color
+		if color == "" {
+			color = palette[i%len(palette)]
+		}
+		width := s.Width
+		if width == 0 {
+			width = 1.6
+		}
+		dash := ""
+		if s.Dash {
+			dash = ` stroke-dasharray="5 3"`
+		}
+		if s.Line && len(s.X) > 1 {
+			var pts []string
+			for j := range s.X {
+				if math.IsNaN(s.Y[j]) {
+					continue
+				}
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", sx(s.X[j]), sy(s.Y[j])))
+			}
+			fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="%g"%s points="%s"/>`, color, width, dash, strings.Join(pts, " "))
+		}
+		for j := range s.X {
+			if math.IsNaN(s.Y[j]) {
+				continue
+			}
+			x, y := sx(s.X[j]), sy(s.Y[j])
+			if j < len(s.Lo) && !math.IsNaN(s.Lo[j]) && !math.IsNaN(s.Hi[j]) {
+				y0, y1 := sy(s.Lo[j]), sy(s.Hi[j])
+				fmt.Fprintf(&sb, `<path d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f" stroke="%s" stroke-width="1.2" fill="none"/>`,
+					x, y0, y1, x-4, y0, x+4, x-4, y1, x+4, color)
+			}
+			if s.Marker {
+				fmt.Fprintf(&sb, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`, x, y, color)
+			}
+			if j < len(s.Labels) && s.Labels[j] != "" {
+				fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#333">%s</text>`, x+6, y-6, html.EscapeString(s.Labels[j]))
+			}
+		}
+		// Legend.
+		ly := padTop + 8 + float64(i)*18
+		lx := padLeft + pw + 14
+		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, ly, ly, color, dash)
+		fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(truncate(s.Name, 22)))
+	}
+	sb.WriteString(`</svg>`)
+	return sb.String()
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"encoding/xml"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestNiceTicksCoverTheData(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi float64
+		want   []float64
+	}{
+		{0, 6.8, []float64{0, 2, 4, 6, 8}},
+		{500, 2000, []float64{500, 1000, 1500, 2000}},
+		{-4.5, 6.3, []float64{-5, -2.5, 0, 2.5, 5, 7.5}},
+		{3, 3, []float64{2.6, 2.8, 3, 3.2, 3.4}},
+		{0, 0, []float64{0, 1}},
+	} {
+		got := niceTicks(tc.lo, tc.hi, 5)
+		if tc.want != nil {
+			require.InDeltaSlice(t, tc.want, got, 1e-9, "ticks of [%g, %g]", tc.lo, tc.hi)
+		}
+		require.LessOrEqual(t, got[0], tc.lo)
+		require.GreaterOrEqual(t, got[len(got)-1], tc.hi)
+	}
+}
+
+func wellFormed(t *testing.T, svg string) {
+	t.Helper()
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			return
+		}
+		require.NoError(t, err, svg)
+	}
+}
+
+func TestPlotSVG(t *testing.T) {
+	p := plot{Title: `power <node & "sut">`, XLabel: "s", YLabel: "W",
+		Series: []series{
+			{Name: "node", X: []float64{0, 1, 2}, Y: []float64{5, 6, math.NaN()}, Line: true},
+			{Name: "sut", X: []float64{0, 1}, Y: []float64{1, 2}, Lo: []float64{0.5, 1.5}, Hi: []float64{1.5, 2.5}, Marker: true, Labels: []string{"a<b", ""}},
+		},
+		Bands: []band{{X0: -1, X1: 0.5, Label: "baseline"}, {X0: 0.5, X1: 2, Label: "measuring"}},
+	}
+	svg := p.SVG()
+	wellFormed(t, svg)
+	require.Contains(t, svg, "power &lt;node &amp; &#34;sut&#34;&gt;")
+	require.Contains(t, svg, "measuring")
+	require.Equal(t, 1, strings.Count(svg, "<polyline"))
+	require.Equal(t, 2, strings.Count(svg, "<circle"))
+
+	empty := plot{Title: "nothing"}.SVG()
+	wellFormed(t, empty)
+	require.Contains(t, empty, "no data")
+}

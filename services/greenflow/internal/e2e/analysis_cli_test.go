@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"encoding/xml"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
+)
+
+// TestAnalysisOfRepeatedExperiment runs two load levels with two
+// repetitions each through the dev stack, then uses every analysis surface
+// as a user would: the results table with its per-configuration summary, the
+// HTTP results API, compare, export and report. The CLI's statistics must
+// match the analyzer's stored per-configuration rows, and every run's roles
+// must add up to its node energy.
+func TestAnalysisOfRepeatedExperiment(t *testing.T) {
+	bin := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dsn := testenv.ClickHouseDSN(t)
+	st, err := devstack.Start(ctx, devstack.Options{
+		StateDir: t.TempDir(), ClickHouseDSN: dsn, NATSPort: -1,
+		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(t),
+		Collector: func(c *collectorapp.Config) {
+			c.Interval = 200 * time.Millisecond
+			c.FlushInterval = 200 * time.Millisecond
+		},
+		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
+	})
+	require.NoError(t, err)
+	defer st.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx) }()
+	defer func() { stop(); require.NoError(t, <-done) }()
+
+	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-analysis", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=500ms", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
+		"spec.meters.interval=200ms", "spec.repetitions=2"}
+	e, resolved, n, err := cli.Prepare(exampleSpec(t), sets, false)
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
+	id, err := cli.Submit(ctx, b, e, resolved)
+	require.NoError(t, err)
+	obs := observe(ctx, t, b, id)
+	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool { return obs.state() != "" })
+	require.Equal(t, "done", obs.state())
+
+	// The CLI reaches ClickHouse through --clickhouse-dsn; the state dir is
+	// empty so no other dev stack is picked up.
+	conn := []string{"--clickhouse-dsn", st.Endpoints.ClickHouseDSN, "--state-dir", t.TempDir()}
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := cli.Main(append(args, conn...), &out, &errOut)
+		require.Equal(t, 0, code, "greenflow %v: %s", args, errOut.String())
+		return out.String()
+	}
+
+	table := run("results", id)
+	require.Contains(t, table, "Per configuration")
+	require.Contains(t, table, "±")
+
+	rows, err := cli.LoadResults(ctx, st.Store, id)
+	require.NoError(t, err)
+	sums := cli.SummarizeRuns(rows, cli.DefaultLevel)
+	require.Len(t, sums, 2)
+	for _, s := range sums {
+		require.Len(t, s.RunIDs, 2)
+	}
+
+	// HTTP results API on the stack's mux, served by the analyzer.
+	srv := httptest.NewServer(st.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/v1/experiments/" + id + "/results")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var doc struct {
+		Runs []struct {
+			RunID   string             `json:"run_id"`
+			Metrics map[string]float64 `json:"metrics"`
+			Details []struct {
+				Scope, Subject, Metric string
+				Value                  float64
+			} `json:"details"`
+		} `json:"runs"`
+		Configs []struct {
+			ConfigHash string `json:"config_hash"`
+			Runs       int    `json:"runs"`
+			Metrics    map[string]struct {
+				N     int      `json:"n"`
+				Mean  float64  `json:"mean"`
+				CILow *float64 `json:"ci_low"`
+			} `json:"metrics"`
+		} `json:"configs"`
+		ParetoFront []string `json:"pareto_front"`
+	}
+	require.NoError(t, json.Unmarshal(body, &doc))
+	require.Len(t, doc.Runs, 4)
+	require.Len(t, doc.Configs, 2)
+	require.NotEmpty(t, doc.ParetoFront)
+	byHash := map[string]cli.ConfigSummary{}
+	for _, s := range sums {
+		byHash[s.ConfigHash] = s
+	}
+	for _, c := range doc.Configs {
+		require.Equal(t, 2, c.Runs)
+		want := byHash[c.ConfigHash].Metrics["sut_uj_per_event"]
+		got := c.Metrics["sut_uj_per_event"]
+		require.Equal(t, 2, got.N)
+		require.InDelta(t, want.Mean, got.Mean, 1e-9*want.Mean, "CLI and analyzer agree on the mean")
+		require.NotNil(t, got.CILow)
+		require.InDelta(t, want.CILow, *got.CILow, 1e-9*math.Abs(want.CILow)+1e-12, "and on the interval")
+	}
+	// Attribution conserves energy: the roles add up to the node total.
+	for _, r := range doc.Runs {
+		var roles, node float64
+		for _, d := range r.Details {
+			switch {
+			case d.Scope == "role" && d.Metric == "energy_j":
+				roles += d.Value
+			case d.Scope == "node" && d.Metric == "energy_j":
+				node += d.Value
+			}
+		}
+		require.Greater(t, node, 0.0)
+		require.InDelta(t, node, roles, 1e-6*node, "run %s", r.RunID)
+		require.Equal(t, 0.0, r.Metrics["quality_sample_gaps"], "run %s", r.RunID)
+	}
+
+	cmp := run("compare", sums[0].ConfigHash[:8], sums[1].ConfigHash[:8], "--experiment", id)
+	require.Contains(t, cmp, "Welch")
+	require.Contains(t, cmp, "throughput_eps")
+	require.Contains(t, cmp, "sut_uj_per_event")
+
+	dir := t.TempDir()
+	run("export", id, "--dir", dir)
+	readCSV := func(name string) []map[string]string {
+		f, err := os.Open(filepath.Join(dir, name))
+		require.NoError(t, err)
+		defer f.Close()
+		recs, err := csv.NewReader(f).ReadAll()
+		require.NoError(t, err, name)
+		require.NotEmpty(t, recs, name)
+		var out []map[string]string
+		for _, rec := range recs[1:] {
+			m := map[string]string{}
+			for i, h := range recs[0] {
+				m[h] = rec[i]
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	runsCSV := readCSV("runs.csv")
+	require.Len(t, runsCSV, 4)
+	require.NotEmpty(t, runsCSV[0]["workload.sensors"], "one column per factor")
+	samples := readCSV("samples.csv")
+	require.NotEmpty(t, samples)
+	components := map[string]bool{}
+	for _, s := range samples {
+		components[s["component"]] = true
+	}
+	require.True(t, components["sut"], "samples are labelled with their role: %v", components)
+	results := readCSV("results.csv")
+	require.Greater(t, len(results), 4*20)
+	summary := readCSV("summary.csv")
+	found := false
+	for _, s := range summary {
+		if s["metric"] == "sut_uj_per_event" {
+			found = true
+			require.Equal(t, "2", s["n"])
+			_, err := strconv.ParseFloat(s["ci_low"], 64)
+			require.NoError(t, err)
+		}
+	}
+	require.True(t, found)
+	require.NotEmpty(t, readCSV("phases.csv"))
+	require.Len(t, readCSV("targets.csv"), 4)
+
+	out := filepath.Join(t.TempDir(), "report.html")
+	run("report", id, "-o", out)
+	page, err := os.ReadFile(out)
+	require.NoError(t, err)
+	html := string(page)
+	require.NotContains(t, html, "<script", "self-contained, no scripts")
+	svgs := strings.Count(html, "<svg ")
+	require.Equal(t, 3+4, svgs, "two load plots, the Pareto front and one power plot per run")
+	// Every inline SVG is well-formed XML.
+	for rest := html; ; {
+		i := strings.Index(rest, "<svg ")
+		if i < 0 {
+			break
+		}
+		j := strings.Index(rest[i:], "</svg>")
+		require.Positive(t, j)
+		d := xml.NewDecoder(strings.NewReader(rest[i : i+j+len("</svg>")]))
+		for {
+			_, err := d.Token()
+			if err == io.EOF {
+				break
+			}
+			require.NoError(t, err)
+		}
+		rest = rest[i+j:]
+	}
+}
