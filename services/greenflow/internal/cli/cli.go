@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
-	"github.com/greenflow/greenflow/pkg/chserver"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/spec"
@@ -32,7 +31,10 @@ Usage:
   greenflow demo     [-f SPEC] [--state-dir DIR]                               dev stack + one experiment, end to end
   greenflow validate -f SPEC [--set path=value]...
   greenflow submit   -f SPEC [--set path=value]... [--watch] [--yes]
-  greenflow results  EXPERIMENT [--format table|csv|json]
+  greenflow results  EXPERIMENT [--format table|csv|json]                     per-run results and per-configuration mean ± 95% CI
+  greenflow compare  A B                                                       Welch's t-test between two experiments or configurations
+  greenflow export   EXPERIMENT --dir DIR                                      tidy CSV files for a notebook
+  greenflow report   EXPERIMENT [-o FILE]                                      self-contained HTML report with SVG plots
   greenflow list                                                               experiments and their state
   greenflow status   EXPERIMENT                                                each run's phase and progress
   greenflow cancel   EXPERIMENT [--reason TEXT]
@@ -295,27 +297,11 @@ func runResults(ctx context.Context, args []string, stdout io.Writer) error {
 	if fs.NArg() != 1 {
 		return errors.New("expected one EXPERIMENT id")
 	}
-	_ = c.resolve(false)
-	dsn := c.clickhouseDSN
-	if dsn == "" {
-		// No running stack: open the dev state's ClickHouse data read-side
-		// by starting a server on it for the duration of the query.
-		dir := filepath.Join(c.stateDir, "clickhouse")
-		if _, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("no running 'greenflow dev', no --clickhouse-dsn, and no ClickHouse data in %s", dir)
-		}
-		srv, err := chserver.Start(ctx, dir)
-		if err != nil {
-			return err
-		}
-		defer srv.Stop()
-		dsn = srv.DSN("greenflow")
-	}
-	st, err := store.Open(ctx, dsn, zap.NewNop())
+	st, closeStore, err := openStore(ctx, &c)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer closeStore()
 	rows, err := LoadResults(ctx, st, fs.Arg(0))
 	if err != nil {
 		return err
