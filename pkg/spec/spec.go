@@ -51,6 +51,7 @@ type Spec struct {
 	Exclude     []map[string]string `yaml:"exclude,omitempty" json:"exclude,omitempty"`
 	SLOs        SLOs                `yaml:"slos" json:"slos"`
 	Trigger     *Trigger            `yaml:"trigger,omitempty" json:"trigger,omitempty"`
+	Search      *Search             `yaml:"search,omitempty" json:"search,omitempty"`
 	Repetitions int                 `yaml:"repetitions" json:"repetitions"`
 	Order       string              `yaml:"order,omitempty" json:"order,omitempty"` // random (default) | sequential
 	Seed        int64               `yaml:"seed,omitempty" json:"seed,omitempty"`   // 0: chosen at expansion and recorded
@@ -125,6 +126,19 @@ type SLOs struct {
 	LagTrendSlope      float64  `yaml:"lagTrendSlope" json:"lagTrendSlope"`           // msg/s of lag growth allowed
 	LagWarmup          Duration `yaml:"lagWarmup" json:"lagWarmup"`                   // dropped before the fit
 	MinThroughputRatio float64  `yaml:"minThroughputRatio" json:"minThroughputRatio"` // achieved / offered
+}
+
+// Search finds the maximum sustainable load instead of sweeping factors, as
+// the original GreenFlow and Theodolite do: the load (workload.ratePerSec)
+// doubles from Start while runs are sustained — achieved throughput at least
+// slos.minThroughputRatio of the offered load and the lag-trend SLO met —
+// then bisects between the last sustained and the first unsustained load
+// until they are within Tolerance (relative). Each probe runs once per
+// repetition; a level is sustained when the majority of its runs are.
+type Search struct {
+	Start     float64 `yaml:"start" json:"start"`
+	Max       float64 `yaml:"max" json:"max"`
+	Tolerance float64 `yaml:"tolerance" json:"tolerance"`
 }
 
 // Trigger makes a spec a template: instead of running at once it runs when
@@ -425,6 +439,20 @@ func (e *Experiment) Validate() error {
 	if s.SLOs.MinThroughputRatio < 0 || s.SLOs.MinThroughputRatio > 1 {
 		add("spec.slos.minThroughputRatio", "got %g, expected 0 to 1", s.SLOs.MinThroughputRatio)
 	}
+	if q := s.Search; q != nil {
+		if len(s.Factors) > 0 {
+			add("spec.search", "cannot be combined with factors: search one configuration per experiment")
+		}
+		if q.Start <= 0 {
+			add("spec.search.start", "got %g, expected a positive rate (msg/s)", q.Start)
+		}
+		if q.Max < q.Start {
+			add("spec.search.max", "got %g, expected at least start (%g)", q.Max, q.Start)
+		}
+		if q.Tolerance <= 0 || q.Tolerance >= 1 {
+			add("spec.search.tolerance", "got %g, expected between 0 and 1 (e.g. 0.05)", q.Tolerance)
+		}
+	}
 	if t := s.Trigger; t != nil {
 		switch {
 		case t.Subject == "" && t.Cron == "":
@@ -704,6 +732,9 @@ func (e *Experiment) Expand(experimentID string, seed int64) (Plan, error) {
 	grid, err := e.grid()
 	if err != nil {
 		return Plan{}, err
+	}
+	if q := e.Spec.Search; q != nil {
+		grid = []map[string]string{{"workload.ratePerSec": strconv.FormatFloat(q.Start, 'f', -1, 64)}}
 	}
 	type item struct {
 		combo map[string]string

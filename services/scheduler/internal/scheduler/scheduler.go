@@ -37,6 +37,7 @@ func (realClock) Now() time.Time { return time.Now() }
 type Store interface {
 	UpsertExperiment(ctx context.Context, e store.Experiment) error
 	UpsertRuns(ctx context.Context, runs []store.Run) error
+	ResultsReader
 	SetExperimentState(ctx context.Context, experimentID, state string) error
 }
 
@@ -97,10 +98,11 @@ type Scheduler struct {
 	logger *zap.Logger
 	clock  Clock
 
-	kv   kvStore
-	view *view
-	trig triggers
-	rows *rowWriter
+	kv      kvStore
+	view    *view
+	trig    triggers
+	rows    *rowWriter
+	results ResultsReader
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -116,7 +118,7 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 	}
 	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
 		view: newView(),
-		rows: newRowWriter(st, logger),
+		rows: newRowWriter(st, logger), results: st,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
@@ -280,6 +282,13 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		return bus.Permanent(fmt.Errorf("expand experiment %s: %w", m.ExperimentID, err))
 	}
 	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: "queued", Seed: plan.Seed, CreatedMs: now}
+	if q := e.Spec.Search; q != nil {
+		probe := Probe{Rate: q.Start}
+		for _, r := range plan.Runs {
+			probe.Runs = append(probe.Runs, r.ID)
+		}
+		rec.Search = &SearchState{Search: *q, Repetitions: e.Spec.Repetitions, MinRatio: e.Spec.SLOs.MinThroughputRatio, Probes: []Probe{probe}}
+	}
 	rows := make([]store.Run, len(plan.Runs))
 	for _, r := range plan.Runs {
 		rec.RunIDs = append(rec.RunIDs, r.ID)
@@ -570,6 +579,12 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			}
 			finished = false
 		}
+		if s.searchDue(e) {
+			if err := s.advanceSearch(ctx, e.ID); err != nil {
+				s.logger.Warn("capacity search step failed", zap.String("experiment_id", e.ID), zap.Error(err))
+			}
+			continue
+		}
 		if finished {
 			if err := s.refreshExperiment(ctx, e.ID); err != nil {
 				return err
@@ -734,8 +749,12 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	total := len(cur.RunIDs)
 	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
 		state := e.State
+		searching := e.Search != nil && !e.Search.Done
 		switch {
 		case e.State == "cancelled" || e.State == "failed" && done+failed == total:
+		case searching && started > 0:
+			state = "running"
+		case searching:
 		case done+failed == total && done == 0:
 			state = "failed"
 		case done+failed == total:

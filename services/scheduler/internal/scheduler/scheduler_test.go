@@ -51,6 +51,9 @@ type harness struct {
 	fail        func(runID string) bool
 	// failLoad makes the load generator report a failure for chosen runs.
 	failLoad func(runID string) bool
+	// capacity, when set, makes the responder store results of a system
+	// that sustains at most this many msg/s.
+	capacity float64
 	url      string
 	sched    *scheduler.Scheduler
 	clock    scheduler.Clock
@@ -133,6 +136,20 @@ func (h *harness) respond(ctx context.Context) {
 		case *events.RunMeasured:
 			if m.RecordsSent != 42 || m.MeasureEndMs <= m.MeasureStartMs {
 				return bus.Permanent(fmt.Errorf("bad measured event %+v", m))
+			}
+			if h.capacity > 0 {
+				ok := 1.0
+				if m.OfferedRate > h.capacity {
+					ok = 0
+				}
+				if err := h.store.ReplaceResults(ctx, m.ExperimentID, m.RunID, []store.Result{
+					{Scope: "run", Metric: "offered_rate_eps", Value: m.OfferedRate},
+					{Scope: "run", Metric: "throughput_eps", Value: min(m.OfferedRate, h.capacity) * 0.99},
+					{Scope: "run", Metric: "lag_slo_ok", Value: ok},
+					{Scope: "run", Metric: "sut_uj_per_event", Value: 50, Estimated: true},
+				}); err != nil {
+					return err
+				}
 			}
 			return h.bus.Publish(ctx, events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: now}, "")
 		}
@@ -285,4 +302,41 @@ func TestTransientFailureIsRetriedOnceAsANewRun(t *testing.T) {
 	require.Equal(t, "failed", byID["exp-r-r0000-a1"].State)
 	require.Equal(t, byID["exp-r-r0000"].ConfigHash, byID["exp-r-r0000-a1"].ConfigHash)
 	require.Equal(t, "done", byID["exp-r-r0001"].State)
+}
+
+func TestCapacitySearchDoublesThenBisects(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	h.capacity = 7300
+	ctx := context.Background()
+	spec := `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: capacity}
+spec:
+  workload: {sensors: 100, format: avro}
+  phases: {baseline: 10ms, warmup: 10ms, measure: 50ms, cooldown: 10ms}
+  search: {start: 1000, max: 1000000, tolerance: 0.05}
+`
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-s", Spec: spec}, ""))
+	require.Equal(t, "done", h.waitFinal("exp-s"))
+	runs, err := h.store.Runs(ctx, "exp-s")
+	require.NoError(t, err)
+	var rates []string
+	for _, r := range runs {
+		rates = append(rates, r.Factors)
+	}
+	require.Len(t, runs, 8, "probes: %v", rates)
+	res, err := h.store.Results(ctx, "exp-s")
+	require.NoError(t, err)
+	got := map[string]float64{}
+	for _, r := range res {
+		if r.Scope == "experiment" {
+			got[r.Metric] = r.Value
+		}
+	}
+	require.Equal(t, 7250.0, got["capacity_msg_per_s"], "probes: %v", rates)
+	require.Equal(t, 50.0, got["capacity_sut_uj_per_event"])
+	require.Equal(t, 8.0, got["search_probes"])
+	require.LessOrEqual(t, got["capacity_msg_per_s"], h.capacity)
+	require.GreaterOrEqual(t, got["capacity_msg_per_s"], h.capacity*0.95)
 }

@@ -41,6 +41,8 @@ type ExperimentRecord struct {
 	RunIDs    []string `json:"run_ids"`
 	Seed      int64    `json:"seed"`
 	CreatedMs int64    `json:"created_ms"`
+	// Search is set for capacity-search experiments.
+	Search *SearchState `json:"search,omitempty"`
 }
 
 // RunRecord is a run's state in the KV bucket: everything needed to resume
