@@ -12,14 +12,14 @@ import (
 )
 
 func TestExampleSpecsValidate(t *testing.T) {
-	for _, f := range []string{"../../examples/uc3-local.yaml"} {
+	for _, f := range []string{"../../examples/uc3-local.yaml", "../../examples/uc3-capacity.yaml", "../../examples/uc3-nightly.yaml"} {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
 		e, err := spec.Parse(b, nil)
 		require.NoError(t, err, f)
 		n, err := e.Count()
 		require.NoError(t, err)
-		require.GreaterOrEqual(t, n, 2)
+		require.GreaterOrEqual(t, n, 1)
 	}
 }
 

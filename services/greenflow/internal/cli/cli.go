@@ -280,6 +280,9 @@ func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.
 	if err := WriteResults(stdout, "table", rows); err != nil {
 		return err
 	}
+	if err := WriteCapacity(ctx, stdout, st, id); err != nil {
+		return err
+	}
 	if final != "done" {
 		return fmt.Errorf("experiment %s ended %s", id, final)
 	}
@@ -309,7 +312,13 @@ func runResults(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(rows) == 0 {
 		return fmt.Errorf("experiment %s: no runs stored", fs.Arg(0))
 	}
-	return WriteResults(stdout, *format, rows)
+	if err := WriteResults(stdout, *format, rows); err != nil {
+		return err
+	}
+	if *format == "table" {
+		return WriteCapacity(ctx, stdout, st, fs.Arg(0))
+	}
+	return nil
 }
 
 func runCancel(ctx context.Context, args []string, stdout io.Writer) error {

@@ -169,3 +169,31 @@ func factors(f map[string]string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// WriteCapacity prints a capacity search's answer, if the experiment ran one.
+func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experimentID string) error {
+	res, err := st.Results(ctx, experimentID)
+	if err != nil {
+		return err
+	}
+	m := map[string]store.Result{}
+	for _, r := range res {
+		if r.Scope == "experiment" {
+			m[r.Metric] = r
+		}
+	}
+	c, ok := m["capacity_msg_per_s"]
+	if !ok {
+		return nil
+	}
+	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %0.f probes): %.0f msg/s", m["search_probes"].Value, c.Value)
+	if e, ok := m["capacity_sut_uj_per_event"]; ok {
+		est := ""
+		if e.Estimated {
+			est = " (estimated)"
+		}
+		fmt.Fprintf(w, " at %.1f µJ/event%s", e.Value, est)
+	}
+	fmt.Fprintln(w)
+	return nil
+}
