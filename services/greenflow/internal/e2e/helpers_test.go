@@ -31,7 +31,7 @@ var (
 )
 
 // binaries builds every service binary once per test run.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "greenflow-e2e-bin-")
@@ -52,7 +52,7 @@ func binaries(t *testing.T) string {
 	return binDir
 }
 
-func exampleSpec(t *testing.T) []byte {
+func exampleSpec(t testing.TB) []byte {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "examples", "uc3-local.yaml"))

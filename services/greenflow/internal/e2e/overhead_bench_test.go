@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+)
+
+// BenchmarkOrchestrationOverheadPerRun runs experiments through the dev
+// stack (real services, in-process Kafka, ClickHouse) and reports, per run,
+// the time spent outside the timed phases (baseline, warm-up, measuring,
+// cool-down): provisioning the UC-3 processor, teardown and analysis.
+// Target: < 2 s per run.
+func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
+	bin := binaries(b)
+	ctx := context.Background()
+	st, err := devstack.Start(ctx, devstack.Options{
+		StateDir: b.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(b), NATSPort: -1,
+		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: zap.NewNop(),
+		Collector: func(c *collectorapp.Config) { c.Interval = 200 * time.Millisecond; c.FlushInterval = 200 * time.Millisecond },
+	})
+	require.NoError(b, err)
+	defer st.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	cb, err := bus.Connect(ctx, st.Endpoints.NATSURL, "bench", zap.NewNop(), nil)
+	require.NoError(b, err)
+	defer cb.Close()
+	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=0s", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
+		"spec.meters.interval=200ms", "spec.repetitions=1"}
+	var overhead time.Duration
+	var runs int
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e, resolved, _, err := cli.Prepare(exampleSpec(b), sets, false)
+		require.NoError(b, err)
+		id, err := cli.Submit(ctx, cb, e, resolved)
+		require.NoError(b, err)
+		final := make(chan string, 1)
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+		go func() {
+			_ = cb.Watch(wctx, time.Now().Add(-time.Second), []events.Type{events.TypeExperimentState}, func(d bus.Delivery) {
+				if m := d.Msg.(*events.ExperimentState); m.ExperimentID == id && (m.State == "done" || m.State == "failed") {
+					select {
+					case final <- m.State:
+					default:
+					}
+				}
+			})
+		}()
+		require.Equal(b, "done", <-final)
+		wcancel()
+		rows, err := st.Store.Runs(ctx, id)
+		require.NoError(b, err)
+		for _, r := range rows {
+			var ph []events.Phase
+			require.NoError(b, json.Unmarshal([]byte(r.Phases), &ph))
+			var timed, all time.Duration
+			for _, p := range ph {
+				d := time.Duration(p.EndMs-p.StartMs) * time.Millisecond
+				all += d
+				switch p.Name {
+				case "baseline", "warmup", "measuring", "cooldown":
+					timed += d
+				}
+			}
+			overhead += all - timed
+			runs++
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(overhead.Seconds()/float64(runs), "s-overhead/run")
+}
