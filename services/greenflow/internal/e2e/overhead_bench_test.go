@@ -29,7 +29,10 @@ func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
 	st, err := devstack.Start(ctx, devstack.Options{
 		StateDir: b.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(b), NATSPort: -1,
 		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: zap.NewNop(),
-		Collector: func(c *collectorapp.Config) { c.Interval = 200 * time.Millisecond; c.FlushInterval = 200 * time.Millisecond },
+		Collector: func(c *collectorapp.Config) {
+			c.Interval = 200 * time.Millisecond
+			c.FlushInterval = 200 * time.Millisecond
+		},
 	})
 	require.NoError(b, err)
 	defer st.Close()
