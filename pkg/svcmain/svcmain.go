@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,4 +111,31 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		return nil
 	}
 	return err
+}
+
+// Main is a service binary's whole main: it parses the common flags plus the
+// service's own (registered by flags, which returns the builder to use once
+// they are parsed), runs the service until SIGINT or SIGTERM and exits
+// non-zero on error.
+func Main(name string, needs Needs, flags func(fs *flag.FlagSet) Builder) {
+	service.Exit(name, runMain(name, os.Args[1:], needs, flags))
+}
+
+func runMain(name string, args []string, needs Needs, flags func(fs *flag.FlagSet) Builder) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var common Common
+	common.Register(fs)
+	build := flags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	ctx, stop := service.SignalContext()
+	defer stop()
+	return Run(ctx, name, common, needs, build)
 }

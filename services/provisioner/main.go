@@ -1,31 +1,20 @@
-// Command provisioner runs GreenFlow's provisioner service against external NATS, Kafka and
-// ClickHouse given by flags. `greenflow dev` runs the same component in one
+// Command provisioner runs GreenFlow's provisioner against external NATS and
+// Kafka given by flags. `greenflow dev` runs the same component in one
 // process with every other service.
 package main
 
 import (
 	"flag"
-	"os"
 
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/provisioner/app"
 )
 
-func main() { service.Exit("provisioner", run(os.Args[1:])) }
-
-func run(args []string) error {
-	fs := flag.NewFlagSet("provisioner", flag.ContinueOnError)
-	var common svcmain.Common
-	common.Register(fs)
-	cfg := app.Default()
-	app.RegisterFlags(fs, &cfg)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ctx, stop := service.SignalContext()
-	defer stop()
-	return svcmain.Run(ctx, "provisioner", common, svcmain.Needs{Store: false}, func(d svcmain.Deps) (service.Component, error) {
-		return app.New(cfg, d)
+func main() {
+	svcmain.Main("provisioner", svcmain.Needs{}, func(fs *flag.FlagSet) svcmain.Builder {
+		cfg := app.Default()
+		app.RegisterFlags(fs, &cfg)
+		return func(d svcmain.Deps) (service.Component, error) { return app.New(cfg, d) }
 	})
 }

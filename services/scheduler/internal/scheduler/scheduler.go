@@ -621,6 +621,11 @@ func (s *Scheduler) tick(ctx context.Context) error {
 func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error {
 	r, changed, err := update(ctx, s.kv, runKey(runID), func(r *RunRecord) (bool, error) {
 		timedOut := func(d time.Duration) bool { return now-r.EnteredMs > d.Milliseconds() }
+		if r.LoadFailed != "" && (r.State == StateWarmup || r.State == StateMeasuring || r.State == StateCooldown) {
+			r.Reason = "load generator failed: " + r.LoadFailed
+			r.Transient = true
+			return true, s.fail(ctx, r)
+		}
 		switch r.State {
 		case StateProvisioning:
 			if timedOut(s.cfg.ProvisionTimeout) {
@@ -633,31 +638,16 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 				return true, s.transition(ctx, r, StateWarmup)
 			}
 		case StateWarmup:
-			if r.LoadFailed != "" {
-				r.Reason = "load generator failed: " + r.LoadFailed
-				r.Transient = true
-				return true, s.fail(ctx, r)
-			}
 			if now >= r.PhaseEndMs {
 				return true, s.transition(ctx, r, StateMeasuring)
 			}
 		case StateMeasuring:
-			if r.LoadFailed != "" {
-				r.Reason = "load generator failed: " + r.LoadFailed
-				r.Transient = true
-				return true, s.fail(ctx, r)
-			}
 			if now >= r.PhaseEndMs {
 				return true, s.transition(ctx, r, StateCooldown)
 			}
 		case StateCooldown:
 			if now < r.PhaseEndMs {
 				return false, nil
-			}
-			if r.LoadFailed != "" {
-				r.Reason = "load generator failed: " + r.LoadFailed
-				r.Transient = true
-				return true, s.fail(ctx, r)
 			}
 			if r.LoadDone {
 				return true, s.transition(ctx, r, StateTeardown)
