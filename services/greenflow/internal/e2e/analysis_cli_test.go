@@ -18,14 +18,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
-	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
-	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
 
 // TestAnalysisOfRepeatedExperiment runs two load levels with two
@@ -35,29 +30,9 @@ import (
 // match the analyzer's stored per-configuration rows, and every run's roles
 // must add up to its node energy.
 func TestAnalysisOfRepeatedExperiment(t *testing.T) {
-	bin := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dsn := testenv.ClickHouseDSN(t)
-	st, err := devstack.Start(ctx, devstack.Options{
-		StateDir: t.TempDir(), ClickHouseDSN: dsn, NATSPort: -1,
-		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(t),
-		Collector: func(c *collectorapp.Config) {
-			c.Interval = 200 * time.Millisecond
-			c.FlushInterval = 200 * time.Millisecond
-		},
-		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
-	})
-	require.NoError(t, err)
-	defer st.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	defer func() { stop(); require.NoError(t, <-done) }()
-
-	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-analysis", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
+	st, b := startStack(t)
 	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=500ms", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
 		"spec.meters.interval=200ms", "spec.repetitions=2"}
 	e, resolved, n, err := cli.Prepare(exampleSpec(t), sets, false)

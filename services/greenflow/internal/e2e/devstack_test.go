@@ -3,22 +3,17 @@ package e2e
 import (
 	"context"
 	"math"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
-	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
-	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
 
 // TestExperimentEndToEndInOneProcess runs the example experiment through the
@@ -27,28 +22,9 @@ import (
 // energy conserved by attribution, and a malformed command dead-lettered
 // without blocking the experiment.
 func TestExperimentEndToEndInOneProcess(t *testing.T) {
-	bin := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	st, err := devstack.Start(ctx, devstack.Options{
-		StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1,
-		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(t),
-		Collector: func(c *collectorapp.Config) {
-			c.Interval = 200 * time.Millisecond
-			c.FlushInterval = 200 * time.Millisecond
-		},
-		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
-	})
-	require.NoError(t, err)
-	defer st.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	defer func() { stop(); require.NoError(t, <-done) }()
-
-	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
+	st, b := startStack(t)
 
 	// A malformed command first: it must go to the dead-letter stream with
 	// a reason and must not block what follows.
@@ -56,7 +32,7 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	bad.Header.Set(bus.HeaderType, string(events.TypeRunProvision))
 	bad.Header.Set(bus.HeaderVersion, "1")
 	bad.Data = []byte(`{"experiment_id":"x","run_id":"x-r0000","sut":{"template":"uc3-go"}}`)
-	_, err = b.JetStream().PublishMsg(ctx, bad)
+	_, err := b.JetStream().PublishMsg(ctx, bad)
 	require.NoError(t, err)
 
 	e, resolved, n, err := cli.Prepare(exampleSpec(t), shortPhases, false)

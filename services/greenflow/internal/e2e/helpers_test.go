@@ -16,10 +16,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -104,3 +108,39 @@ func (o *observer) state() string {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// startStack starts the dev stack (fast sampling and ticks) on the test
+// ClickHouse without the named services, runs it until the test ends, and
+// returns it with a bus client.
+func startStack(tb testing.TB, skip ...string) (*devstack.Stack, *bus.Bus) {
+	tb.Helper()
+	bin := binaries(tb)
+	ctx := context.Background()
+	st, err := devstack.Start(ctx, devstack.Options{
+		StateDir: tb.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(tb), NATSPort: -1, Skip: skip,
+		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(tb),
+		Collector: func(c *collectorapp.Config) {
+			c.Interval = 200 * time.Millisecond
+			c.FlushInterval = 200 * time.Millisecond
+		},
+		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
+	})
+	require.NoError(tb, err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx) }()
+	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
+	if err != nil {
+		stop()
+		<-done
+		st.Close()
+		require.NoError(tb, err)
+	}
+	tb.Cleanup(func() {
+		b.Close()
+		stop()
+		require.NoError(tb, <-done)
+		st.Close()
+	})
+	return st, b
+}

@@ -3,19 +3,14 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/testenv"
-	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
-	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
 // BenchmarkOrchestrationOverheadPerRun runs experiments through the dev
@@ -24,25 +19,8 @@ import (
 // cool-down): provisioning the UC-3 processor, teardown and analysis.
 // Target: < 2 s per run.
 func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
-	bin := binaries(b)
 	ctx := context.Background()
-	st, err := devstack.Start(ctx, devstack.Options{
-		StateDir: b.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(b), NATSPort: -1,
-		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: zap.NewNop(),
-		Collector: func(c *collectorapp.Config) {
-			c.Interval = 200 * time.Millisecond
-			c.FlushInterval = 200 * time.Millisecond
-		},
-	})
-	require.NoError(b, err)
-	defer st.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	defer func() { stop(); <-done }()
-	cb, err := bus.Connect(ctx, st.Endpoints.NATSURL, "bench", zap.NewNop(), nil)
-	require.NoError(b, err)
-	defer cb.Close()
+	st, cb := startStack(b)
 	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=0s", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
 		"spec.meters.interval=200ms", "spec.repetitions=1"}
 	var overhead time.Duration

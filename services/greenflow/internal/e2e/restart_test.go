@@ -9,14 +9,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
-	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
 // TestSchedulerKill9MidRunResumes kills the scheduler process with SIGKILL
@@ -27,20 +24,7 @@ func TestSchedulerKill9MidRunResumes(t *testing.T) {
 	bin := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	st, err := devstack.Start(ctx, devstack.Options{
-		StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1, Skip: []string{"scheduler"},
-		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(t),
-		Collector: func(c *collectorapp.Config) {
-			c.Interval = 200 * time.Millisecond
-			c.FlushInterval = 200 * time.Millisecond
-		},
-	})
-	require.NoError(t, err)
-	defer st.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	defer func() { stop(); <-done }()
+	st, b := startStack(t, "scheduler")
 
 	startScheduler := func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(bin, "scheduler"), "--nats-url", st.Endpoints.NATSURL, "--clickhouse-dsn", st.Endpoints.ClickHouseDSN,
@@ -58,9 +42,6 @@ func TestSchedulerKill9MidRunResumes(t *testing.T) {
 	}
 	first := startScheduler()
 
-	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
 	var mu sync.Mutex
 	counts := map[events.Type]map[string]int{}
 	states := map[string][]string{}
