@@ -65,8 +65,12 @@ type Deps struct {
 	Mux *http.ServeMux
 }
 
-// Needs says which infrastructure a service uses.
-type Needs struct{ Store bool }
+// Needs says which infrastructure a service uses. StoreWhen, when set,
+// decides Store after the flags are parsed (a flag may turn storage off).
+type Needs struct {
+	Store     bool
+	StoreWhen func() bool
+}
 
 // Builder constructs the component from its dependencies.
 type Builder func(d Deps) (service.Component, error)
@@ -134,6 +138,9 @@ func runMain(name string, args []string, needs Needs, flags func(fs *flag.FlagSe
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if needs.StoreWhen != nil {
+		needs.Store = needs.StoreWhen()
 	}
 	ctx, stop := service.SignalContext()
 	defer stop()

@@ -1,31 +1,21 @@
-// Command load-generator runs GreenFlow's load-generator service against external NATS, Kafka and
-// ClickHouse given by flags. `greenflow dev` runs the same component in one
-// process with every other service.
+// Command load-generator runs GreenFlow's load-generator service against
+// external NATS, Kafka and ClickHouse given by flags. `greenflow dev` runs the
+// same component in one process with every other service.
 package main
 
 import (
 	"flag"
-	"os"
 
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/load-generator/app"
 )
 
-func main() { service.Exit("load-generator", run(os.Args[1:])) }
-
-func run(args []string) error {
-	fs := flag.NewFlagSet("load-generator", flag.ContinueOnError)
-	var common svcmain.Common
-	common.Register(fs)
+func main() {
 	cfg := app.Default()
-	app.RegisterFlags(fs, &cfg)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	ctx, stop := service.SignalContext()
-	defer stop()
-	return svcmain.Run(ctx, "load-generator", common, svcmain.Needs{Store: false}, func(d svcmain.Deps) (service.Component, error) {
-		return app.New(cfg, d)
+	needs := svcmain.Needs{StoreWhen: func() bool { return cfg.RecordKafkaSignals }}
+	svcmain.Main("load-generator", needs, func(fs *flag.FlagSet) svcmain.Builder {
+		app.RegisterFlags(fs, &cfg)
+		return func(d svcmain.Deps) (service.Component, error) { return app.New(cfg, d) }
 	})
 }

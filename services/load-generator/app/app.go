@@ -4,6 +4,7 @@ package app
 import (
 	"flag"
 
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
@@ -17,10 +18,24 @@ func Default() Config { return loadgen.Default() }
 
 // RegisterFlags adds the load generator's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name in events (default: hostname)")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name in events and membership; unique per NATS server (default: hostname)")
+	fs.StringVar(&c.SchemaRegistryURL, "schema-registry-url", c.SchemaRegistryURL,
+		"Confluent-compatible schema registry to register the Avro schema in at each load start (default: use the load command's schema id)")
+	fs.StringVar(&c.SchemaSubject, "schema-subject", c.SchemaSubject, "schema registry subject")
+	fs.Float64Var(&c.MaxCatchUp, "max-catch-up", c.MaxCatchUp, "after a stall, send at most this multiple of the rate until back on schedule (> 1)")
+	fs.DurationVar(&c.MemberTTL, "member-ttl", c.MemberTTL, "an instance silent this long is dead and its key range is taken over")
+	fs.DurationVar(&c.DeliveryTimeout, "delivery-timeout", c.DeliveryTimeout, "fail a load when Kafka acknowledges nothing for this long")
+	fs.BoolVar(&c.RecordKafkaSignals, "record-kafka-signals", c.RecordKafkaSignals,
+		"sample topic high-water marks and consumer lag into ClickHouse run metrics (needs --clickhouse-dsn)")
+	fs.DurationVar(&c.SignalInterval, "signal-interval", c.SignalInterval, "Kafka signal sampling interval")
 }
 
-// New builds the load generator component.
+// New builds the load generator component. d.Store may be nil: the Kafka
+// signals are then not recorded.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
-	return loadgen.New(c, d.Bus, d.Logger, d.Registry)
+	var sink kafkasignals.Sink
+	if d.Store != nil {
+		sink = d.Store
+	}
+	return loadgen.New(c, loadgen.Deps{Bus: d.Bus, Store: sink, Logger: d.Logger, Registry: d.Registry})
 }

@@ -1,80 +1,116 @@
 // Package loadgen produces Theodolite UC-3 ActivePowerRecords into Kafka at a
-// precise rate for the duration of a run's load phase, and reports records
-// sent and the achieved rate every second.
+// precise rate for the duration of a run's load phase. Several instances
+// share a load: they split the key space into contiguous ranges through
+// JetStream KV, take over the range of an instance that dies, and publish
+// one load.finished per run summing them all (see plan.go). Each instance
+// reports records sent, errors and the achieved rate every second.
 package loadgen
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
-	"os"
+	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
-// Config configures the load generator.
-type Config struct {
-	// Instance names this generator in events.
-	Instance string `yaml:"instance"`
-	// Tick is the pacing granularity.
-	Tick time.Duration `yaml:"tick"`
-	// FlushTimeout bounds the wait for outstanding records at the end.
-	FlushTimeout time.Duration `yaml:"flushTimeout"`
-}
-
-// Default returns the defaults.
-func Default() Config {
-	host, _ := os.Hostname()
-	return Config{Instance: host, Tick: 2 * time.Millisecond, FlushTimeout: 15 * time.Second}
+// Deps are the generator's collaborators.
+type Deps struct {
+	Bus *bus.Bus
+	// Store receives Kafka signals (high-water marks, consumer lag) as run
+	// metrics; nil disables them.
+	Store    kafkasignals.Sink
+	Logger   *zap.Logger
+	Registry prometheus.Registerer // may be nil
+	Clock    Clock                 // nil: the real clock
+	HTTP     *http.Client          // schema registry client; nil: a default with a timeout
 }
 
 // Generator is the load-generator service.
 type Generator struct {
 	cfg    Config
 	bus    *bus.Bus
+	sink   kafkasignals.Sink
 	logger *zap.Logger
+	clock  Clock
+	hc     *http.Client
+	m      metrics
 
-	mu   sync.Mutex
-	runs map[string]*job // run id → running or finished job
+	members, runs jetstream.KeyValue // opened by Run
 
-	sent, failed prometheus.Counter
-	rate         prometheus.Gauge
+	closing atomic.Bool // Run is shutting down
+
+	mu       sync.Mutex
+	jobs     map[string]*job      // run id → this instance's job, running or done
+	plans    map[string]planEntry // unfinished plans seen
+	samplers map[string]*sampling
+	poke     chan struct{}
 }
 
-type job struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	result events.LoadFinished
+type planEntry struct {
+	p   *plan
+	rev uint64
+}
+
+type metrics struct {
+	sent, failed, takeovers prometheus.Counter
+	rate, members           prometheus.Gauge
+	assigned, backlog       prometheus.Gauge
 }
 
 // New builds the generator; no I/O.
-func New(cfg Config, b *bus.Bus, logger *zap.Logger, reg prometheus.Registerer) (*Generator, error) {
-	if cfg.Instance == "" {
-		return nil, errors.New("load-generator.instance: required")
+func New(cfg Config, d Deps) (*Generator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Tick <= 0 {
-		return nil, fmt.Errorf("load-generator.tick: got %s, expected a positive duration", cfg.Tick)
+	if d.Bus == nil {
+		return nil, errors.New("load-generator: a bus is required")
 	}
-	g := &Generator{cfg: cfg, bus: b, logger: logger.With(zap.String("component", "load-generator")), runs: map[string]*job{},
-		sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_sent_total", Help: "Records acknowledged by Kafka."}),
-		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_failed_total",
-			Help: "Records Kafka did not acknowledge."}),
-		rate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_loadgen_achieved_rate_per_second",
-			Help: "Acknowledged records in the last second."}),
+	if d.Clock == nil {
+		d.Clock = realClock{}
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{g.sent, g.failed, g.rate} {
-			if err := reg.Register(c); err != nil {
+	if d.HTTP == nil {
+		d.HTTP = &http.Client{Timeout: 10 * time.Second}
+	}
+	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: d.Logger.With(zap.String("component", "load-generator"), zap.String("instance", cfg.Instance)),
+		clock: d.Clock, hc: d.HTTP, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
+		poke: make(chan struct{}, 1),
+		m: metrics{
+			sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_sent_total", Help: "Records acknowledged by Kafka."}),
+			failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_failed_total",
+				Help: "Records Kafka did not acknowledge."}),
+			rate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_loadgen_achieved_rate_per_second",
+				Help: "Acknowledged records of the last reported second of schedule."}),
+			assigned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_loadgen_assigned_sensors",
+				Help: "Sensors this instance produces for running loads."}),
+			backlog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_loadgen_backlog_records",
+				Help: "Records due but not produced yet (behind schedule)."}),
+			members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_loadgen_members",
+				Help: "Live load-generator instances this instance sees."}),
+			takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_range_takeovers_total",
+				Help: "Re-assignments of dead instances' key ranges this instance made as leader."}),
+		},
+	}
+	if d.Registry != nil {
+		for _, c := range []prometheus.Collector{g.m.sent, g.m.failed, g.m.rate, g.m.assigned, g.m.backlog, g.m.members, g.m.takeovers} {
+			if err := d.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register load-generator metrics: %w", err)
 			}
 		}
@@ -82,12 +118,28 @@ func New(cfg Config, b *bus.Bus, logger *zap.Logger, reg prometheus.Registerer) 
 	return g, nil
 }
 
-// Run consumes load commands until ctx ends; running loads are stopped.
+// Run joins the load-generator membership and consumes load commands until
+// ctx ends; then it stops its running loads (their ranges are taken over by
+// the other instances), reports them, and leaves.
 func (g *Generator) Run(ctx context.Context) error {
+	if err := g.open(ctx); err != nil {
+		return err
+	}
+	if err := g.heartbeat(ctx); err != nil {
+		return fmt.Errorf("join load-generator membership: %w", err)
+	}
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { g.heartbeats(bg) })
+	wg.Go(func() { g.watchPlans(bg) })
+	wg.Go(func() { g.lead(bg) })
+
 	err := g.bus.Consume(ctx, bus.ConsumerLoadGenerator, g.handle)
+
 	g.mu.Lock()
-	jobs := make([]*job, 0, len(g.runs))
-	for _, j := range g.runs {
+	g.closing.Store(true) // under the lock: no job starts after the list below
+	jobs := make([]*job, 0, len(g.jobs))
+	for _, j := range g.jobs {
 		j.cancel()
 		jobs = append(jobs, j)
 	}
@@ -95,46 +147,192 @@ func (g *Generator) Run(ctx context.Context) error {
 	for _, j := range jobs {
 		<-j.done
 	}
+	lctx, cancel := context.WithTimeout(bg, 2*time.Second)
+	if err := g.members.Delete(lctx, g.cfg.Instance); err != nil {
+		g.logger.Warn("leave membership failed; the key expires instead", zap.Error(err))
+	}
+	cancel()
+	stopBG()
+	wg.Wait()
+	g.mu.Lock()
+	runs := make([]string, 0, len(g.samplers))
+	for run := range g.samplers {
+		runs = append(runs, run)
+	}
+	g.mu.Unlock()
+	for _, run := range runs {
+		g.stopSampler(run, true)
+	}
 	return err
+}
+
+func (g *Generator) open(ctx context.Context) error {
+	js := g.bus.JetStream()
+	var err error
+	g.members, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketMembers, TTL: g.cfg.MemberTTL,
+		History: 1, Storage: jetstream.MemoryStorage, Description: "Live load-generator instances (heartbeats)"})
+	if err != nil {
+		return fmt.Errorf("open kv bucket %s: %w", BucketMembers, err)
+	}
+	g.runs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketRuns, TTL: runsTTL,
+		History: 1, Storage: jetstream.FileStorage, Description: "Load plans (key ranges per instance) and per-instance counts"})
+	if err != nil {
+		return fmt.Errorf("open kv bucket %s: %w", BucketRuns, err)
+	}
+	return nil
+}
+
+func (g *Generator) heartbeat(ctx context.Context) error {
+	b, _ := json.Marshal(struct {
+		Instance string `json:"instance"`
+		TsMs     int64  `json:"ts_ms"`
+	}{g.cfg.Instance, g.clock.Now().UnixMilli()})
+	_, err := g.members.Put(ctx, g.cfg.Instance, b)
+	return err
+}
+
+func (g *Generator) heartbeats(ctx context.Context) {
+	t := g.clock.NewTicker(g.cfg.MemberTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			hctx, cancel := context.WithTimeout(ctx, g.cfg.MemberTTL)
+			if err := g.heartbeat(hctx); err != nil && ctx.Err() == nil {
+				g.logger.Warn("heartbeat failed", zap.Error(err))
+			}
+			cancel()
+		}
+	}
+}
+
+// alive lists the live instances.
+func (g *Generator) alive(ctx context.Context) (map[string]bool, error) {
+	l, err := g.members.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list kv bucket %s: %w", BucketMembers, err)
+	}
+	out := map[string]bool{}
+	for k := range l.Keys() {
+		out[k] = true
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (g *Generator) handle(ctx context.Context, d bus.Delivery) error {
 	switch m := d.Msg.(type) {
 	case *events.LoadStart:
-		if err := Validate(m); err != nil {
-			fin := events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: g.cfg.Instance, Failed: true, Reason: err.Error()}
-			_ = g.bus.Publish(ctx, fin, "load.finished:"+m.RunID+":"+g.cfg.Instance)
-			return bus.Permanent(err)
-		}
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if _, ok := g.runs[m.RunID]; ok {
-			return nil // redelivery: already running or done
-		}
-		jctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		j := &job{cancel: cancel, done: make(chan struct{})}
-		g.runs[m.RunID] = j
-		go func() {
-			defer close(j.done)
-			j.result = g.produce(jctx, *m)
-			cancel()
-			pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer pcancel()
-			if err := g.bus.Publish(pctx, j.result, "load.finished:"+m.RunID+":"+g.cfg.Instance); err != nil {
-				g.logger.Error("publish load finished failed", zap.String("run_id", m.RunID), zap.Error(err))
-			}
-		}()
-		return nil
+		return g.accept(ctx, m)
 	case *events.LoadStop:
-		g.mu.Lock()
-		j, ok := g.runs[m.RunID]
-		g.mu.Unlock()
-		if ok {
-			j.cancel()
-		}
-		return nil
+		return g.stop(ctx, m)
 	}
 	return bus.Permanent(fmt.Errorf("load generator does not handle %T", d.Msg))
+}
+
+// finishedID de-duplicates a run's load.finished across instances.
+func finishedID(run string) string { return "load.finished:" + run }
+
+func (g *Generator) publishFailed(ctx context.Context, m *events.LoadStart, reason string) error {
+	now := g.clock.Now().UnixMilli()
+	fin := events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: g.cfg.Instance, StartMs: now, EndMs: now, Failed: true, Reason: reason}
+	g.logger.Warn("load rejected", zap.String("run_id", m.RunID), zap.String("reason", reason))
+	return g.bus.Publish(ctx, fin, finishedID(m.RunID))
+}
+
+// accept checks a load command, registers the schema, and writes the run's
+// plan, splitting the key space over the live instances.
+func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
+	if err := Validate(m); err != nil {
+		if perr := g.publishFailed(ctx, m, err.Error()); perr != nil {
+			return perr
+		}
+		return bus.Permanent(err)
+	}
+	if _, err := g.runs.Get(ctx, planKey(m.RunID)); err == nil {
+		return nil // redelivery: already accepted
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("read plan of run %s: %w", m.RunID, err)
+	}
+	if err := pingBrokers(ctx, m.Kafka.Brokers); err != nil {
+		return g.publishFailed(ctx, m, err.Error())
+	}
+	schemaID := m.Workload.SchemaID
+	if f, _ := uc3.ParseFormat(m.Workload.Format); f == uc3.FormatAvro && g.cfg.SchemaRegistryURL != "" {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		id, err := uc3.RegisterSchema(rctx, g.hc, g.cfg.SchemaRegistryURL, g.cfg.SchemaSubject, uc3.ActivePowerRecordSchema)
+		cancel()
+		if err != nil {
+			return g.publishFailed(ctx, m, err.Error())
+		}
+		schemaID = id
+	}
+	alive, err := g.alive(ctx)
+	if err != nil {
+		return err
+	}
+	alive[g.cfg.Instance] = true
+	names := sortedKeys(alive)
+	p := plan{Cmd: *m, StartMs: g.clock.Now().Add(g.cfg.StartDelay).UnixMilli(), PeriodNs: int64(period(m.Workload)), Seed: rand.Uint64(),
+		SchemaID: schemaID, Ranges: split(0, m.Workload.Sensors, names), Participants: names, Coordinator: g.cfg.Instance}
+	if err := checkCover(p.Ranges, m.Workload.Sensors); err != nil {
+		return bus.Permanent(fmt.Errorf("plan run %s: %w", m.RunID, err))
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encode plan of run %s: %w", m.RunID, err)
+	}
+	if _, err := g.runs.Create(ctx, planKey(m.RunID), b); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return nil
+		}
+		return fmt.Errorf("write plan of run %s: %w", m.RunID, err)
+	}
+	g.logger.Info("load accepted", zap.String("run_id", m.RunID), zap.Float64("rate_per_sec", m.Workload.RatePerSec),
+		zap.Int("sensors", m.Workload.Sensors), zap.Strings("instances", names), zap.Uint32("schema_id", schemaID))
+	return nil
+}
+
+// stop marks the run's plan stopped; every instance then stops its share.
+func (g *Generator) stop(ctx context.Context, m *events.LoadStop) error {
+	return g.markStopped(ctx, m.RunID)
+}
+
+// markStopped sets the plan's Stopped flag (revision-checked).
+func (g *Generator) markStopped(ctx context.Context, run string) error {
+	for attempt := 0; ; attempt++ {
+		e, err := g.runs.Get(ctx, planKey(run))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil // never started (rejected) or long gone
+		}
+		if err != nil {
+			return fmt.Errorf("read plan of run %s: %w", run, err)
+		}
+		var p plan
+		if err := json.Unmarshal(e.Value(), &p); err != nil {
+			return bus.Permanent(fmt.Errorf("decode plan of run %s: %w", run, err))
+		}
+		if p.Stopped || p.Finished {
+			return nil
+		}
+		p.Stopped = true
+		b, _ := json.Marshal(p)
+		if _, err := g.runs.Update(ctx, planKey(run), b, e.Revision()); err == nil {
+			return nil
+		} else if attempt >= 5 {
+			return fmt.Errorf("mark run %s stopped: %w", run, err)
+		}
+	}
 }
 
 // Validate checks a load command before any load starts.
@@ -144,11 +342,17 @@ func Validate(m *events.LoadStart) error {
 	if w.Sensors <= 0 {
 		errs = append(errs, fmt.Errorf("workload.sensors: got %d, expected a positive number", w.Sensors))
 	}
-	if w.RatePerSec <= 0 || w.RatePerSec != w.RatePerSec {
+	switch {
+	case math.IsNaN(w.RatePerSec) || math.IsInf(w.RatePerSec, 0) || w.RatePerSec <= 0:
 		errs = append(errs, fmt.Errorf("workload.rate_per_sec: got %g, expected a positive rate", w.RatePerSec))
+	case w.Sensors > 0 && float64(w.Sensors)/w.RatePerSec < 1e-6:
+		errs = append(errs, fmt.Errorf("workload.rate_per_sec: got %g for %d sensors, expected at most 1,000,000 per sensor", w.RatePerSec, w.Sensors))
 	}
 	if _, err := uc3.ParseFormat(w.Format); err != nil {
 		errs = append(errs, fmt.Errorf("workload.format: %w", err))
+	}
+	if m.DurationMs <= 0 {
+		errs = append(errs, fmt.Errorf("duration_ms: got %d, expected a positive duration", m.DurationMs))
 	}
 	if len(m.Kafka.Brokers) == 0 {
 		errs = append(errs, errors.New("kafka.brokers: at least one broker is required"))
@@ -159,114 +363,426 @@ func Validate(m *events.LoadStart) error {
 	return errors.Join(errs...)
 }
 
-// produce runs one load to its end and returns the finished report.
-func (g *Generator) produce(ctx context.Context, m events.LoadStart) events.LoadFinished {
-	fin := events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: g.cfg.Instance}
-	logger := g.logger.With(zap.String("run_id", m.RunID))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(m.Kafka.Brokers...), kgo.DefaultProduceTopic(m.Kafka.InputTopic),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
-		kgo.RecordDeliveryTimeout(20*time.Second))
+// pingBrokers fails when no seed broker answers within 10 s.
+func pingBrokers(ctx context.Context, brokers []string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
-		fin.Failed, fin.Reason = true, fmt.Sprintf("kafka client: %v", err)
-		return fin
+		return fmt.Errorf("kafka client for %v: %w", brokers, err)
 	}
 	defer cl.Close()
-	// Fail before any load when the brokers cannot be reached.
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := cl.Ping(pctx); err != nil {
+		return fmt.Errorf("kafka brokers %v unreachable: %w", brokers, err)
+	}
+	return nil
+}
+
+// watchPlans follows the plans and starts, re-shares and stops this
+// instance's jobs accordingly.
+func (g *Generator) watchPlans(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := g.runs.Watch(ctx, "plan.>")
+		if err != nil {
+			g.logger.Warn("watch load plans failed; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e != nil {
+				g.onPlan(ctx, e)
+			}
+		}
+		_ = w.Stop()
+	}
+}
+
+func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
+	run := e.Key()[len("plan."):]
+	if e.Operation() != jetstream.KeyValuePut {
+		g.mu.Lock()
+		delete(g.plans, run)
+		g.mu.Unlock()
+		return
+	}
+	var p plan
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		g.logger.Error("undecodable load plan", zap.String("run_id", run), zap.Error(err))
+		return
+	}
+	g.mu.Lock()
+	if p.Finished {
+		delete(g.plans, run)
+	} else {
+		g.plans[run] = planEntry{&p, e.Revision()}
+	}
+	j := g.jobs[run]
+	g.mu.Unlock()
+	switch {
+	case j != nil && (p.Stopped || p.Finished):
+		j.cancel()
+	case j != nil:
+		j.setShare(&p, g.cfg.Instance)
+	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance) || !g.clock.Now().Before(p.end()):
+	default:
+		g.startJob(ctx, &p)
+	}
+}
+
+// job is this instance's part in one run.
+type job struct {
+	run    string
+	w      *worker
+	cancel context.CancelFunc
+	done   chan struct{}
+	epoch  int
+	mu     sync.Mutex
+}
+
+func (j *job) setShare(p *plan, instance string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.w.share.Load() != nil && p.Epoch <= j.epoch {
+		return
+	}
+	j.epoch = p.Epoch
+	j.w.share.Store(&share{epoch: p.Epoch, ranges: p.rangesOf(instance)})
+}
+
+func (g *Generator) startJob(ctx context.Context, p *plan) {
+	run := p.Cmd.RunID
+	g.mu.Lock()
+	_, exists := g.jobs[run]
+	g.mu.Unlock()
+	if exists || g.closing.Load() {
+		return
+	}
+	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table: outside the lock
+	jctx, cancel := context.WithCancel(ctx)
+	j := &job{run: run, w: w, cancel: cancel, done: make(chan struct{})}
+	j.setShare(p, g.cfg.Instance)
+	g.mu.Lock()
+	if _, ok := g.jobs[run]; ok || g.closing.Load() {
+		g.mu.Unlock()
+		cancel()
+		return
+	}
+	g.jobs[run] = j
+	g.mu.Unlock()
+	go func() {
+		defer close(j.done)
+		defer cancel()
+		g.runJob(jctx, p, j)
+		g.pokeLeader()
+	}()
+}
+
+func (g *Generator) pokeLeader() {
+	select {
+	case g.poke <- struct{}{}:
+	default:
+	}
+}
+
+// runJob produces this instance's share of a run and records its count.
+func (g *Generator) runJob(ctx context.Context, p *plan, j *job) {
+	run := p.Cmd.RunID
+	logger := g.logger.With(zap.String("run_id", run))
+	st := status{Instance: g.cfg.Instance, StartMs: p.StartMs}
+	if e, err := g.runs.Get(ctx, statusKey(run, g.cfg.Instance)); err == nil {
+		var prev status
+		if json.Unmarshal(e.Value(), &prev) == nil && prev.Done {
+			return // this instance finished its part before a restart
+		}
+	}
+	finish := func(failed bool, reason string) {
+		st.Done, st.Failed, st.Reason = true, failed, reason
+		st.EndMs = g.clock.Now().UnixMilli()
+		g.putStatus(st, run)
+		if failed {
+			// The run has failed: stop every instance's share now rather
+			// than at the end of the phase.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := g.markStopped(sctx, run); err != nil {
+				logger.Warn("stop failed run", zap.Error(err))
+			}
+			cancel()
+		}
+		logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
+			zap.Int64("behind", st.Behind), zap.Bool("failed", failed), zap.String("reason", reason))
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordDeliveryTimeout(g.cfg.DeliveryTimeout))
+	if err != nil {
+		finish(true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
+		return
+	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err = cl.Ping(pctx)
 	cancel()
 	if err != nil {
-		fin.Failed, fin.Reason = true, fmt.Sprintf("kafka brokers %v unreachable: %v", m.Kafka.Brokers, err)
-		return fin
+		cl.Close()
+		finish(true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
+		return
 	}
-	format, _ := uc3.ParseFormat(m.Workload.Format)
-	n := m.Workload.Sensors
-	period := time.Duration(float64(n) * float64(time.Second) / m.Workload.RatePerSec)
-	pacer := NewPacer(n, period, rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1)))
-	keys := make([][]byte, n)
-	for i := range keys {
-		keys[i] = uc3.AppendSensorKey(nil, i)
-	}
-	var acked, errs atomic.Int64
-	var firstErr atomic.Value
-	onDone := func(_ *kgo.Record, err error) {
-		if err != nil {
-			errs.Add(1)
-			g.failed.Inc()
-			firstErr.CompareAndSwap(nil, err.Error())
-			return
+	w := j.w
+	w.prod = cl
+	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.rangesOf(g.cfg.Instance)))
+	var lastSent, lastFailed, lastAssigned, lastBacklog int64
+	report := func(pr progress) {
+		g.m.sent.Add(float64(pr.sent - lastSent))
+		g.m.failed.Add(float64(pr.errors - lastFailed))
+		lastSent, lastFailed = pr.sent, pr.errors
+		g.m.rate.Set(pr.rate)
+		a, b := w.assigned.Load(), w.backlog.Load()
+		if pr.final {
+			a, b = 0, 0
 		}
-		acked.Add(1)
-		g.sent.Inc()
+		g.m.assigned.Add(float64(a - lastAssigned))
+		g.m.backlog.Add(float64(b - lastBacklog))
+		lastAssigned, lastBacklog = a, b
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := g.bus.Publish(pctx, events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
+			TsMs: pr.at.UnixMilli(), RecordsSent: pr.sent, Errors: pr.errors, RatePerSec: pr.rate}, ""); err != nil {
+			logger.Warn("publish load progress failed", zap.Error(err))
+		}
+		st.Sent, st.Errors, st.Produced = pr.sent, pr.errors, w.produced.Load()
+		if !pr.final {
+			g.putStatus(st, run)
+		}
 	}
-	duration := time.Duration(m.DurationMs) * time.Millisecond
-	start := time.Now()
-	fin.StartMs = start.UnixMilli()
-	ticker := time.NewTicker(g.cfg.Tick)
-	defer ticker.Stop()
-	progress := time.NewTicker(time.Second)
-	defer progress.Stop()
-	var produced, lastAcked int64
-	lastProgress := start
-	report := func(now time.Time) {
-		a := acked.Load()
-		rate := float64(a-lastAcked) / now.Sub(lastProgress).Seconds()
-		lastAcked, lastProgress = a, now
-		g.rate.Set(rate)
-		_ = g.bus.Publish(ctx, events.LoadProgress{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: g.cfg.Instance, TsMs: now.UnixMilli(),
-			RecordsSent: a, Errors: errs.Load(), RatePerSec: rate}, "")
+	// Anchor the cumulative series at zero where this instance's share
+	// starts, so it can be interpolated anywhere in the load.
+	report(progress{at: maxTime(p.start(), g.clock.Now())})
+	out, last := w.run(ctx, report)
+	cl.Close() // fails whatever is still buffered
+	w.settle(5 * time.Second)
+	produced, acked := w.produced.Load(), w.acked.Load()
+	undelivered := produced - acked
+	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true})
+	st.Behind = out.behind
+	switch {
+	case out.aborted != nil:
+		finish(true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
+	case undelivered > 0:
+		finish(true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
+	case out.stopped && g.closing.Load():
+		finish(false, "instance shut down; its ranges were handed over")
+	case out.stopped:
+		finish(false, "stopped")
+	case out.behind > 0:
+		finish(false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
+	default:
+		finish(false, "")
 	}
-	logger.Info("load started", zap.Float64("rate_per_sec", m.Workload.RatePerSec), zap.Int("sensors", n), zap.Duration("duration", duration))
-	stopped := false
-loop:
+}
+
+func (g *Generator) putStatus(st status, run string) {
+	st.UpdatedMs = g.clock.Now().UnixMilli()
+	b, _ := json.Marshal(st)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := g.runs.Put(ctx, statusKey(run, st.Instance), b); err != nil {
+		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
+	}
+}
+
+// lead runs the leader's duties whenever this instance is the live instance
+// with the smallest name.
+func (g *Generator) lead(ctx context.Context) {
+	t := g.clock.NewTicker(g.cfg.PollInterval)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			stopped = true
-			break loop
-		case now := <-progress.C:
-			report(now)
-		case now := <-ticker.C:
-			elapsed := now.Sub(start)
-			if elapsed > duration {
-				elapsed = duration
+			return
+		case <-t.C():
+		case <-g.poke:
+		}
+		alive, err := g.alive(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				g.logger.Warn("list load generators failed", zap.Error(err))
 			}
-			due := pacer.Due(elapsed)
-			for ; produced < due; produced++ {
-				s := pacer.Sensor(produced)
-				ts := start.Add(pacer.DueAt(produced)).UnixMilli()
-				rec := uc3.ActivePowerRecord{Identifier: string(keys[s]), Timestamp: ts, ValueInW: m.Workload.ValueW}
-				var val []byte
-				if format == uc3.FormatJSON {
-					val = uc3.AppendJSON(make([]byte, 0, 96), rec)
-				} else {
-					val = uc3.AppendConfluentAvro(make([]byte, 0, 48), m.Workload.SchemaID, rec)
-				}
-				cl.Produce(ctx, &kgo.Record{Key: keys[s], Value: val}, onDone)
+			continue
+		}
+		g.m.members.Set(float64(len(alive)))
+		names := sortedKeys(alive)
+		leader := len(names) > 0 && names[0] == g.cfg.Instance
+		g.mu.Lock()
+		plans := make([]planEntry, 0, len(g.plans))
+		for _, e := range g.plans {
+			plans = append(plans, e)
+		}
+		g.mu.Unlock()
+		for _, e := range plans {
+			if !leader {
+				g.stopSampler(e.p.Cmd.RunID, false)
+				continue
 			}
-			if now.Sub(start) >= duration {
-				break loop
-			}
+			g.leadRun(ctx, e, alive)
 		}
 	}
-	fctx, fcancel := context.WithTimeout(context.Background(), g.cfg.FlushTimeout)
-	ferr := cl.Flush(fctx)
-	fcancel()
-	end := time.Now()
-	report(end)
-	fin.EndMs = end.UnixMilli()
-	fin.RecordsSent, fin.Errors = acked.Load(), errs.Load()
-	if d := time.Duration(m.DurationMs) * time.Millisecond; d > 0 {
-		fin.AchievedRate = float64(fin.RecordsSent) / d.Seconds()
+}
+
+// leadRun hands the ranges of dead instances to live ones while the load
+// runs, and publishes the summary once every participant is done.
+func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]bool) {
+	p, run := e.p, e.p.Cmd.RunID
+	logger := g.logger.With(zap.String("run_id", run))
+	now := g.clock.Now()
+	if !p.Stopped && now.Before(p.end()) {
+		g.ensureSampler(ctx, p)
+		var heirs []string
+		for _, i := range p.Participants {
+			if alive[i] {
+				heirs = append(heirs, i)
+			}
+		}
+		if len(heirs) == 0 {
+			heirs = sortedKeys(alive)
+		}
+		nr := reassign(p.Ranges, func(i string) bool { return alive[i] }, heirs)
+		if nr == nil {
+			return
+		}
+		if err := checkCover(nr, p.Cmd.Workload.Sensors); err != nil {
+			logger.Error("range reassignment is inconsistent; keeping the plan", zap.Error(err))
+			return
+		}
+		np := *p
+		np.Ranges, np.Epoch = nr, p.Epoch+1
+		np.Participants = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.Participants), heirs...))))
+		b, _ := json.Marshal(np)
+		if _, err := g.runs.Update(ctx, planKey(run), b, e.rev); err != nil {
+			logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+			return
+		}
+		g.m.takeovers.Inc()
+		var dead []string
+		for _, o := range p.Ranges {
+			if !alive[o.Instance] {
+				dead = append(dead, o.Instance)
+			}
+		}
+		logger.Warn("key ranges taken over", zap.Strings("dead", slices.Compact(dead)), zap.Strings("heirs", heirs), zap.Int("epoch", np.Epoch))
+		return
 	}
-	switch {
-	case ferr != nil:
-		fin.Failed, fin.Reason = true, fmt.Sprintf("%d of %d records not delivered within %s: %v", produced-fin.RecordsSent, produced, g.cfg.FlushTimeout, ferr)
-	case fin.Errors > 0:
-		fin.Failed, fin.Reason = true, fmt.Sprintf("%d of %d records not delivered: %v", fin.Errors, produced, firstErr.Load())
-	case stopped:
-		fin.Reason = "stopped"
+	var sts []status
+	var missing, lost []string
+	complete := true
+	for _, i := range p.Participants {
+		var s status
+		found := false
+		if ent, err := g.runs.Get(ctx, statusKey(run, i)); err == nil && json.Unmarshal(ent.Value(), &s) == nil {
+			found = true
+		}
+		switch {
+		case found && s.Done:
+			sts = append(sts, s)
+		case alive[i]:
+			complete = false
+		case found:
+			sts, lost = append(sts, s), append(lost, i)
+		default:
+			missing = append(missing, i)
+		}
 	}
-	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("errors", fin.Errors), zap.Bool("failed", fin.Failed))
-	return fin
+	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout + 2*g.cfg.MemberTTL + 5*time.Second)
+	timedOut := now.After(deadline)
+	if !complete && !timedOut {
+		return
+	}
+	g.stopSampler(run, true) // the last sample sees every record delivered
+	fin := summarize(p, sts, missing, lost, !complete)
+	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
+		logger.Warn("publish load finished failed; retrying", zap.Error(err))
+		return
+	}
+	np := *p
+	np.Finished = true
+	b, _ := json.Marshal(np)
+	if _, err := g.runs.Update(ctx, planKey(run), b, e.rev); err != nil {
+		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+		return
+	}
+	g.mu.Lock()
+	delete(g.plans, run)
+	g.mu.Unlock()
+	for _, i := range p.Participants {
+		_ = g.runs.Purge(ctx, statusKey(run, i))
+	}
+	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("errors", fin.Errors),
+		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
+}
+
+// sampling is a running Kafka-signal sampler.
+type sampling struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ensureSampler samples the run's Kafka signals from now until the load's
+// records are all delivered (stopSampler), while this instance leads.
+func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
+	if g.sink == nil || !g.cfg.RecordKafkaSignals {
+		return
+	}
+	run := p.Cmd.RunID
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.samplers[run]; ok {
+		return
+	}
+	// Bounded even if no summary ever comes.
+	sctx, cancel := context.WithDeadline(ctx, p.end().Add(g.cfg.FlushTimeout+g.cfg.DeliveryTimeout))
+	s := &sampling{cancel: cancel, done: make(chan struct{})}
+	g.samplers[run] = s
+	go func() {
+		defer func() {
+			cancel()
+			g.mu.Lock()
+			if g.samplers[run] == s {
+				delete(g.samplers, run)
+			}
+			g.mu.Unlock()
+			close(s.done)
+		}()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
+		if err != nil {
+			g.logger.Warn("kafka client for signals failed", zap.String("run_id", run), zap.Error(err))
+			return
+		}
+		defer cl.Close()
+		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.logger, g.clock.Now)
+		smp.Run(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
+			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval)
+	}()
+}
+
+// stopSampler ends a run's sampler after one final sample; wait waits for
+// that sample to be stored.
+func (g *Generator) stopSampler(run string, wait bool) {
+	g.mu.Lock()
+	s, ok := g.samplers[run]
+	g.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.cancel()
+	if wait {
+		<-s.done
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

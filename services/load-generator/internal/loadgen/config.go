@@ -1,0 +1,155 @@
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/greenflow/greenflow/pkg/uc3"
+)
+
+// Config configures the load generator.
+type Config struct {
+	// Instance names this generator in events and in the membership bucket;
+	// instances sharing a NATS server must have different names.
+	Instance string `yaml:"instance"`
+	// Tick is the pacing granularity.
+	Tick time.Duration `yaml:"tick"`
+	// FlushTimeout bounds the wait for outstanding records at the end.
+	FlushTimeout time.Duration `yaml:"flushTimeout"`
+	// DeliveryTimeout fails a record Kafka has not acknowledged after this
+	// long, and fails the load when Kafka acknowledges nothing for this long
+	// while records are outstanding (a broker outage).
+	DeliveryTimeout time.Duration `yaml:"deliveryTimeout"`
+	// MaxCatchUp bounds catching up after a stall: the generator then sends
+	// at most MaxCatchUp × its rate until it is back on schedule. Must be > 1.
+	MaxCatchUp float64 `yaml:"maxCatchUp"`
+	// CatchUpBurst is how much schedule (at MaxCatchUp × rate) may go out at
+	// once; it absorbs tick jitter without counting as a stall.
+	CatchUpBurst time.Duration `yaml:"catchUpBurst"`
+	// ReportLag is how long after the end of each second of the schedule
+	// that second's records are counted for the progress report.
+	ReportLag time.Duration `yaml:"reportLag"`
+	// StartDelay is between accepting a load and its first record, so every
+	// instance is ready when the schedule starts.
+	StartDelay time.Duration `yaml:"startDelay"`
+	// MemberTTL is how long an instance that stopped heartbeating still
+	// counts as alive; its key range is taken over after that.
+	MemberTTL time.Duration `yaml:"memberTTL"`
+	// PollInterval is how often the run leader checks membership and
+	// completion.
+	PollInterval time.Duration `yaml:"pollInterval"`
+	// SchemaRegistryURL, when set, is a Confluent-compatible schema registry
+	// where the Avro schema is registered at the start of each load; the id
+	// it returns replaces the load command's schema id.
+	SchemaRegistryURL string `yaml:"schemaRegistryURL"`
+	// SchemaSubject is the registry subject.
+	SchemaSubject string `yaml:"schemaSubject"`
+	// SignalInterval is how often Kafka high-water marks and consumer lag
+	// are sampled into run metrics (when a store is configured).
+	SignalInterval time.Duration `yaml:"signalInterval"`
+	// RecordKafkaSignals enables that sampling; it needs ClickHouse.
+	RecordKafkaSignals bool `yaml:"recordKafkaSignals"`
+}
+
+// Default returns the defaults.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Instance:           SanitizeInstance(host),
+		Tick:               2 * time.Millisecond,
+		FlushTimeout:       15 * time.Second,
+		DeliveryTimeout:    20 * time.Second,
+		MaxCatchUp:         2,
+		CatchUpBurst:       20 * time.Millisecond,
+		ReportLag:          500 * time.Millisecond,
+		StartDelay:         100 * time.Millisecond,
+		MemberTTL:          3 * time.Second,
+		PollInterval:       250 * time.Millisecond,
+		SchemaSubject:      uc3.DefaultSubject,
+		SignalInterval:     5 * time.Second,
+		RecordKafkaSignals: true,
+	}
+}
+
+// ErrInvalidConfig is wrapped by every Validate error.
+var ErrInvalidConfig = errors.New("invalid load-generator config")
+
+// Validate reports every problem at once, with the field path.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: load-generator.%s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, args...)))
+	}
+	positive := func(field string, d time.Duration) {
+		if d <= 0 {
+			bad(field, "got %s, expected a positive duration", d)
+		}
+	}
+	if c.Instance == "" {
+		bad("instance", "required")
+	} else if SanitizeInstance(c.Instance) != c.Instance {
+		bad("instance", "got %q, expected only letters, digits, '-' and '_' (try %q)", c.Instance, SanitizeInstance(c.Instance))
+	}
+	positive("tick", c.Tick)
+	positive("flushTimeout", c.FlushTimeout)
+	positive("deliveryTimeout", c.DeliveryTimeout)
+	positive("catchUpBurst", c.CatchUpBurst)
+	positive("memberTTL", c.MemberTTL)
+	positive("pollInterval", c.PollInterval)
+	positive("signalInterval", c.SignalInterval)
+	if c.ReportLag < 0 || c.ReportLag >= time.Second {
+		bad("reportLag", "got %s, expected [0, 1s)", c.ReportLag)
+	}
+	if c.StartDelay < 0 {
+		bad("startDelay", "got %s, expected a non-negative duration", c.StartDelay)
+	}
+	if !(c.MaxCatchUp > 1) {
+		bad("maxCatchUp", "got %g, expected a factor above 1", c.MaxCatchUp)
+	}
+	if c.SchemaRegistryURL != "" {
+		if u, err := url.Parse(c.SchemaRegistryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("schemaRegistryURL", "got %q, expected an http(s) URL", c.SchemaRegistryURL)
+		}
+		if c.SchemaSubject == "" {
+			bad("schemaSubject", "required with a schema registry")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SanitizeInstance maps a name (a host name, say) to a valid instance name:
+// every character other than letters, digits, '-' and '_' becomes '_'.
+func SanitizeInstance(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// Clock is the time source; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+	NewTicker(d time.Duration) Ticker
+}
+
+// Ticker is a time.Ticker behind an interface.
+type Ticker interface {
+	C() <-chan time.Time
+	Stop()
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                   { return time.Now() }
+func (realClock) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
+
+type realTicker struct{ t *time.Ticker }
+
+func (r realTicker) C() <-chan time.Time { return r.t.C }
+func (r realTicker) Stop()               { r.t.Stop() }
