@@ -103,6 +103,7 @@ type Scheduler struct {
 	trig    triggers
 	rows    *rowWriter
 	results ResultsReader
+	runMu   sync.Mutex // see updateRun
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -247,7 +248,7 @@ func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
 
 // onRun applies fn to a run; unknown runs are rejected permanently.
 func (s *Scheduler) onRun(ctx context.Context, runID string, fn func(*RunRecord) (bool, error)) error {
-	r, changed, err := update(ctx, s.kv, runKey(runID), fn)
+	r, changed, err := s.updateRun(ctx, runID, fn)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return bus.Permanent(fmt.Errorf("unknown run %s", runID))
 	}
@@ -255,10 +256,23 @@ func (s *Scheduler) onRun(ctx context.Context, runID string, fn func(*RunRecord)
 		return err
 	}
 	if changed {
-		s.commit(ctx, r)
 		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
 	return nil
+}
+
+// updateRun is the one way run records change: a revision-checked write
+// and, when something changed, its commit (view, row, entry command, state
+// event) — under one lock, so that a run's events are published in the
+// order its states were written, whichever goroutine wrote them.
+func (s *Scheduler) updateRun(ctx context.Context, runID string, fn func(*RunRecord) (bool, error)) (versioned[RunRecord], bool, error) {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	r, changed, err := update(ctx, s.kv, runKey(runID), fn)
+	if err == nil && changed {
+		s.commit(ctx, r)
+	}
+	return r, changed, err
 }
 
 func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) error {
@@ -362,7 +376,7 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 	}
 	s.view.putExperiment(ve)
 	for _, id := range ve.Value.RunIDs {
-		r, rchanged, err := update(ctx, s.kv, runKey(id), func(r *RunRecord) (bool, error) {
+		_, _, err := s.updateRun(ctx, id, func(r *RunRecord) (bool, error) {
 			if Terminal(r.State) {
 				return false, nil
 			}
@@ -374,9 +388,6 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		})
 		if err != nil {
 			return err
-		}
-		if rchanged {
-			s.commit(ctx, r)
 		}
 	}
 	if changed {
@@ -467,7 +478,7 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 	}
 }
 
-// retry queues a new attempt of a failed run: a run of its own (so every
+// retry queues a new attempt of a failed run (runMu held): a run of its own (so every
 // message id differs from the failed attempt's) with the same config, added
 // to the experiment. Creating it twice is harmless.
 func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
@@ -564,7 +575,10 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			case ok && r.retryDue(s.cfg.Retries):
 				// Normally created by the commit that failed the run; this
 				// covers a crash in between.
-				if err := s.retry(ctx, r); err != nil {
+				s.runMu.Lock()
+				err := s.retry(ctx, r)
+				s.runMu.Unlock()
+				if err != nil {
 					s.logger.Warn("schedule retry failed", zap.String("run_id", rid), zap.Error(err))
 				}
 			case !ok || Terminal(r.State):
@@ -596,7 +610,7 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		if running >= s.cfg.Concurrency {
 			break
 		}
-		r, changed, err := update(ctx, s.kv, runKey(rid), func(r *RunRecord) (bool, error) {
+		r, changed, err := s.updateRun(ctx, rid, func(r *RunRecord) (bool, error) {
 			if r.State != StatePending {
 				return false, nil
 			}
@@ -610,7 +624,6 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		}
 		if changed {
 			running++
-			s.commit(ctx, r)
 			_ = s.refreshExperiment(ctx, r.Value.ExperimentID)
 		}
 	}
@@ -619,7 +632,7 @@ func (s *Scheduler) tick(ctx context.Context) error {
 
 // advance performs a run's due timed transition or timeout, if any.
 func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error {
-	r, changed, err := update(ctx, s.kv, runKey(runID), func(r *RunRecord) (bool, error) {
+	r, changed, err := s.updateRun(ctx, runID, func(r *RunRecord) (bool, error) {
 		timedOut := func(d time.Duration) bool { return now-r.EnteredMs > d.Milliseconds() }
 		if r.LoadFailed != "" && (r.State == StateWarmup || r.State == StateMeasuring || r.State == StateCooldown) {
 			r.Reason = "load generator failed: " + r.LoadFailed
@@ -687,7 +700,6 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		return err
 	}
 	if changed {
-		s.commit(ctx, r)
 		return s.refreshExperiment(ctx, r.Value.ExperimentID)
 	}
 	return nil

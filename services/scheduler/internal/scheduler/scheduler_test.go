@@ -195,8 +195,9 @@ func TestRunsFollowTheStateMachineOneAtATime(t *testing.T) {
 	for _, r := range runs {
 		require.Equal(t, "done", r.State)
 		h.mu.Lock()
-		require.Equal(t, want, h.states[r.RunID], r.RunID)
+		got := append([]string(nil), h.states[r.RunID]...)
 		h.mu.Unlock()
+		require.Equal(t, want, got, r.RunID)
 		var phases []events.Phase
 		require.NoError(t, jsonUnmarshal(r.Phases, &phases))
 		require.Len(t, phases, 7)
