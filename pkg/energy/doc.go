@@ -9,7 +9,20 @@
 // divide the energy among workloads by their CPU-time share (Kepler's method)
 // while conserving the total.
 //
+// A Source is the wider interface the collector samples: a Measurement is a
+// node reading plus what each workload used. LocalSource pairs a NodeMeter
+// with /proc (per-process CPU time, parent, and the container and pod from
+// the cgroup path, see ParseCgroup); KeplerSource and ScaphandreSource scrape
+// those exporters (parsed with prometheus/common's expfmt), and PromQLSource
+// queries a Prometheus server. Exporter counters go through a CounterSet, so
+// an exporter restart, a counter reset or an implausible jump never yields
+// negative energy or a spike. Assign maps workloads to targets (Selectors:
+// process trees, pods by container id or name), each workload to at most
+// one; Attribute (CPU seconds) or Split (joules an exporter attributed)
+// divides the node total so that parts + unattributed = total. Sources that
+// implement Checkpointer can hand their state to another collector.
+//
 // Meters take the sysfs and /proc roots as arguments and the reading time as
-// a parameter, so everything here runs against fake trees under testdata/
-// and is deterministic in tests.
+// a parameter, so everything here runs against fake trees and exporter pages
+// under testdata/ and is deterministic in tests.
 package energy

@@ -4,9 +4,15 @@ package energy
 // through files would cost a file write per input for no extra coverage.
 
 import (
+	"bytes"
+	"math"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 func FuzzParsePIDStat(f *testing.F) {
@@ -48,6 +54,97 @@ func FuzzParseCPULine(f *testing.F) {
 		}
 		if c.BusySeconds < 0 || c.BusySeconds > c.TotalSeconds {
 			t.Fatalf("parseCPULine(%q) = %+v, want 0 ≤ busy ≤ total", line, c)
+		}
+	})
+}
+
+// fuzzExposition parses data and feeds it to measure twice, one second
+// apart, checking what must hold for any input: no negative, non-finite or
+// implausible energy, and no negative workload.
+func fuzzExposition(t *testing.T, data []byte, measure func(fams map[string]*dto.MetricFamily, now time.Time, d time.Duration) (Measurement, error)) {
+	fams, err := ParseExposition(bytes.NewReader(data))
+	if err != nil {
+		return
+	}
+	now := time.Unix(1740830400, 0)
+	for i := range 2 {
+		d := time.Duration(i) * time.Second
+		m, err := measure(fams, now.Add(d), d)
+		if err != nil {
+			return
+		}
+		if !(m.TotalDeltaJ >= 0) || math.IsInf(m.TotalDeltaJ, 0) || m.TotalDeltaJ > DefaultMaxPowerW*d.Seconds()+1e-9 {
+			t.Fatalf("reading %d: total %v J over %s", i, m.TotalDeltaJ, d)
+		}
+		for _, w := range m.Workloads {
+			if !(w.Value >= 0) || math.IsInf(w.Value, 0) {
+				t.Fatalf("reading %d: workload %s %v", i, w.Key, w.Value)
+			}
+		}
+	}
+}
+
+func FuzzKeplerExposition(f *testing.F) {
+	for _, name := range []string{"01-baseline", "03-exporter-restart", "07-spike"} {
+		b, err := os.ReadFile("testdata/kepler/" + name + ".prom")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("kepler_node_cpu_joules_total{zone=\"package\"} NaN\nkepler_node_cpu_watts{zone=\"package\"} -Inf\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k := NewKeplerSource(KeplerOptions{URL: "fuzz"})
+		fuzzExposition(t, data, k.measure)
+	})
+}
+
+func FuzzScaphandreExposition(f *testing.F) {
+	for _, name := range []string{"01-baseline", "03-wraparound", "power-only"} {
+		b, err := os.ReadFile("testdata/scaphandre/" + name + ".prom")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("scaph_host_power_microwatts 5e7\nscaph_host_energy_microjoules -1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := NewScaphandreSource(ScaphandreOptions{URL: "fuzz"})
+		fuzzExposition(t, data, s.measure)
+	})
+}
+
+// FuzzRestoreCheckpoint: a checkpoint comes from another process through
+// NATS; whatever it holds, Restore either rejects it or leaves a state that
+// reads without negative energy.
+func FuzzRestoreCheckpoint(f *testing.F) {
+	f.Add([]byte(`{"v":1,"time_ns":1740830399000000000,"counters":{"node|package|":1000,"node|dram|":200}}`))
+	f.Add([]byte(`{"v":1,"time_ns":1,"counters":{"node|package|":-5}}`))
+	f.Add([]byte(`{}`))
+	page, err := os.ReadFile("testdata/kepler/02-steady.prom")
+	if err != nil {
+		f.Fatal(err)
+	}
+	fams, err := ParseExposition(bytes.NewReader(page))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k := NewKeplerSource(KeplerOptions{URL: "fuzz"})
+		if k.Restore(data) != nil {
+			return
+		}
+		now := time.Unix(1740830400, 0)
+		d, err := k.state.interval(now)
+		if err != nil {
+			return
+		}
+		m, err := k.measure(fams, now, d)
+		if err != nil {
+			return
+		}
+		if !(m.TotalDeltaJ >= 0) || m.TotalDeltaJ > DefaultMaxPowerW*d.Seconds()+1e-9 {
+			t.Fatalf("total %v J over %s", m.TotalDeltaJ, d)
 		}
 	})
 }

@@ -209,6 +209,9 @@ func (s procSnapshot) treeSeconds(pid int) float64 {
 type pidStat struct {
 	ppid         int
 	utime, stime uint64
+	// starttime (ticks after boot) tells a reused pid from its previous
+	// process; 0 when the line ends before it.
+	starttime uint64
 }
 
 // parsePIDStat parses "pid (comm) state ppid … utime stime …". comm may
@@ -225,12 +228,16 @@ func parsePIDStat(data []byte) (pidStat, error) {
 		ppidField  = 1
 		utimeField = 11
 		stimeField = 12
+		startField = 19
 	)
 	var st pidStat
 	rest := data[end+1:]
-	for field := 0; field <= stimeField; field++ {
+	for field := 0; field <= startField; field++ {
 		rest = bytes.TrimLeft(rest, " \n")
 		if len(rest) == 0 {
+			if field > stimeField {
+				break // an old or truncated line: no starttime
+			}
 			return pidStat{}, fmt.Errorf("want at least %d fields after comm, got %d", stimeField+1, field)
 		}
 		word := rest
@@ -239,11 +246,14 @@ func parsePIDStat(data []byte) (pidStat, error) {
 		} else {
 			rest = nil
 		}
-		if field != ppidField && field != utimeField && field != stimeField {
+		if field != ppidField && field != utimeField && field != stimeField && field != startField {
 			continue
 		}
 		v, err := parseDecimal(word)
 		if err != nil {
+			if field == startField {
+				break // starttime is only a tie-breaker
+			}
 			return pidStat{}, fmt.Errorf("field %d after comm: %w", field+1, err)
 		}
 		switch field {
@@ -256,6 +266,8 @@ func parsePIDStat(data []byte) (pidStat, error) {
 			st.utime = v
 		case stimeField:
 			st.stime = v
+		case startField:
+			st.starttime = v
 		}
 	}
 	return st, nil

@@ -4,6 +4,10 @@ package app
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"os"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
@@ -13,19 +17,38 @@ import (
 // Config is the collector's configuration.
 type Config = collector.Config
 
-// Default returns the defaults.
+// SourceConfig is one source in Config.Sources.
+type SourceConfig = collector.SourceConfig
+
+// Default returns the defaults: one collector measuring the local node.
 func Default() Config { return collector.Default() }
 
 // RegisterFlags adds the collector's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name (default: hostname)")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name, unique among the collectors (default: hostname)")
 	fs.StringVar(&c.Node, "node", c.Node, "node this collector measures (default: hostname)")
 	fs.DurationVar(&c.Interval, "interval", c.Interval, "sampling interval")
-	fs.StringVar(&c.Source, "source", c.Source, "meter: auto (RAPL when readable, else model), rapl or model")
+	fs.StringVar(&c.Source, "source", c.Source, "local meter when no --sources-file: auto (RAPL when readable, else model), rapl or model")
 	fs.StringVar(&c.PowercapRoot, "powercap-root", c.PowercapRoot, "powercap sysfs root")
 	fs.StringVar(&c.ProcRoot, "proc-root", c.ProcRoot, "procfs root")
 	fs.Float64Var(&c.IdleWatts, "idle-watts", c.IdleWatts, "model: node power at 0% CPU (estimated figures)")
 	fs.Float64Var(&c.MaxWatts, "max-watts", c.MaxWatts, "model: node power at 100% CPU (estimated figures)")
+	fs.Func("sources-file", "YAML list of sources (kind: auto|rapl|model|kepler|scaphandre|promql, node, url, …) replacing the local meter", func(path string) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("read sources file: %w", err)
+		}
+		var list []SourceConfig
+		if err := yaml.Unmarshal(b, &list); err != nil {
+			return fmt.Errorf("parse sources file %s: %w", path, err)
+		}
+		c.Sources = list
+		return nil
+	})
+	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "keep samples ClickHouse did not take in this directory (survives restarts); empty: in memory")
+	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", c.SpoolMaxBytes, "bound of the spool directory; newer samples beyond it are dropped and counted")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "membership heartbeat (0: interval/2)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "a silent instance's sources move after this long (0: 1.5 × interval)")
 }
 
 // New builds the collector component.

@@ -1,19 +1,28 @@
-// Package collector samples this node's energy meter at a fixed interval and
-// attributes each interval's energy to the run targets assigned to it (local
-// process trees) by CPU-time share, keeping the unattributed part explicit so
-// that parts + unattributed = node total. Samples are written to ClickHouse
-// in batches bounded by size and time.
+// Package collector samples energy sources — this machine's RAPL counters or
+// utilisation model, Kepler and Scaphandre exporters, Prometheus — at a
+// fixed interval and attributes each interval's node energy to the run
+// targets on that node (process trees, pods), keeping the unattributed part
+// explicit so that parts + unattributed = node total. Samples go to
+// ClickHouse in batches bounded by size and time, through a bounded backlog
+// while ClickHouse is unreachable (package sink).
+//
+// Several instances share the exporter sources through JetStream KV: see
+// coordinator for membership, ownership and the hand-over that keeps every
+// interval written exactly once.
 package collector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"sort"
+	"net/http"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
@@ -21,281 +30,280 @@ import (
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/sink"
 )
 
-// Config configures a collector instance.
-type Config struct {
-	Instance      string        `yaml:"instance"`
-	Node          string        `yaml:"node"`
-	Interval      time.Duration `yaml:"interval"`
-	Source        string        `yaml:"source"` // auto | rapl | model
-	PowercapRoot  string        `yaml:"powercapRoot"`
-	ProcRoot      string        `yaml:"procRoot"`
-	IdleWatts     float64       `yaml:"idleWatts"`
-	MaxWatts      float64       `yaml:"maxWatts"`
-	BatchSize     int           `yaml:"batchSize"`
-	FlushInterval time.Duration `yaml:"flushInterval"`
-	MaxBuffered   int           `yaml:"maxBuffered"`
-}
+// MetricCollectorCPU is the run metric holding a collector's cumulative CPU
+// seconds (the analyzer reports the growth over a run's window as the
+// measurement overhead).
+const MetricCollectorCPU = "collector_cpu_seconds"
 
-// Default returns the defaults: the model uses Cloud Carbon Footprint's
-// per-vCPU figures for this machine's vCPUs.
-func Default() Config {
-	host, _ := os.Hostname()
-	return Config{Instance: host, Node: host, Interval: time.Second, Source: "auto", PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
-		IdleWatts: 1.48, MaxWatts: 7.0, BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000}
-}
-
-// Validate reports every problem.
-func (c Config) Validate() error {
-	var errs []error
-	if c.Instance == "" {
-		errs = append(errs, errors.New("energy-collector.instance: required"))
-	}
-	if c.Node == "" {
-		errs = append(errs, errors.New("energy-collector.node: required"))
-	}
-	if c.Interval < 50*time.Millisecond {
-		errs = append(errs, fmt.Errorf("energy-collector.interval: got %s, expected at least 50ms", c.Interval))
-	}
-	if c.Source != "auto" && c.Source != "rapl" && c.Source != "model" {
-		errs = append(errs, fmt.Errorf("energy-collector.source: got %q, expected auto, rapl or model", c.Source))
-	}
-	if c.IdleWatts < 0 || c.MaxWatts < c.IdleWatts {
-		errs = append(errs, fmt.Errorf("energy-collector.idleWatts/maxWatts: got %g/%g, expected 0 <= idle <= max", c.IdleWatts, c.MaxWatts))
-	}
-	if c.BatchSize < 1 {
-		errs = append(errs, fmt.Errorf("energy-collector.batchSize: got %d, expected 1 or more", c.BatchSize))
-	}
-	return errors.Join(errs...)
-}
-
-// SampleWriter stores samples.
-type SampleWriter interface {
-	InsertSamples(ctx context.Context, samples []store.Sample) error
-}
-
-var _ SampleWriter = (*store.Store)(nil)
+// Store is where samples and run metrics go.
+type Store = sink.Store
 
 // Collector is one energy-collector instance.
 type Collector struct {
 	cfg    Config
 	bus    *bus.Bus
-	writer SampleWriter
+	kv     jetstream.KeyValue
 	logger *zap.Logger
-	meter  energy.NodeMeter
+	writer *sink.Writer
+	http   *http.Client
+	assign *assignments
+	health *healthTracker
+	m      metrics
 	why    string
-	procfs energy.ProcFS
 
-	mu      sync.Mutex
-	targets map[string][]events.Target // run → targets on this node
-	lastCPU map[string]float64         // target → process tree CPU seconds
-	cumJ    map[string]float64         // series → cumulative J
-
-	bufMu   sync.Mutex
-	buf     []store.Sample
-	dropped prometheus.Counter
-	written prometheus.Counter
-	failed  prometheus.Counter
-	power   prometheus.Gauge
+	pinned []SourceConfig
+	shared map[string]SourceConfig
+	opened map[string]energy.Source // sources opened by New
 }
 
-// New builds a collector and chooses its meter (reading sysfs once, no
-// network I/O).
-func New(cfg Config, b *bus.Bus, w SampleWriter, logger *zap.Logger, reg prometheus.Registerer) (*Collector, error) {
+type metrics struct {
+	resets *prometheus.CounterVec
+	power  *prometheus.GaugeVec
+	owned  prometheus.Gauge
+}
+
+// New builds a collector. For the single local source of the default
+// configuration it chooses and checks the meter now (reading sysfs and
+// /proc once), so a requested but unreadable RAPL fails at start-up; other
+// sources are opened by their runners, which report failures as unhealthy
+// sources and keep retrying. With a SpoolDir it opens (and locks) the spool.
+// No network I/O.
+func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Registerer) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Collector{cfg: cfg, bus: b, writer: w, logger: logger.With(zap.String("component", "energy-collector"), zap.String("node", cfg.Node)),
-		procfs: energy.ProcFS{Root: cfg.ProcRoot}, targets: map[string][]events.Target{}, lastCPU: map[string]float64{}, cumJ: map[string]float64{},
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_collector_samples_dropped_total", Help: "Samples lost because the buffer was full."}),
-		written: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_collector_samples_written_total", Help: "Samples written to ClickHouse."}),
-		failed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_collector_write_failures_total", Help: "Failed sample batch writes (retried)."}),
-		power:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_collector_node_power_watts", Help: "Last node power reading."}),
+	if b == nil || st == nil {
+		return nil, errors.New("energy collector needs NATS and a sample store")
 	}
+	cfg = cfg.withDefaults()
+	c := &Collector{cfg: cfg, bus: b, logger: logger.With(zap.String("component", "energy-collector"), zap.String("instance", cfg.Instance)),
+		// Many sources may share a host (promql sources all query one
+		// Prometheus): keep enough idle connections not to redial every interval.
+		http:   &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute}},
+		assign: newAssignments(), shared: map[string]SourceConfig{}, opened: map[string]energy.Source{},
+		m: metrics{
+			resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_collector_counter_resets_total",
+				Help: "Energy counters that went backwards or jumped implausibly (exporter restart, raw counter wrap) and were not used as deltas."}, []string{"source"}),
+			power: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "greenflow_collector_node_power_watts", Help: "Last node power reading."}, []string{"source"}),
+			owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_collector_shared_sources_owned", Help: "Shared sources this instance samples now."}),
+		},
+	}
+	c.health = newHealthTracker()
 	if reg != nil {
-		for _, m := range []prometheus.Collector{c.dropped, c.written, c.failed, c.power} {
+		for _, m := range []prometheus.Collector{c.m.resets, c.m.power, c.m.owned, c.health.gauge} {
 			if err := reg.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}
 		}
 	}
-	var err error
-	switch cfg.Source {
-	case "model":
-		mm := energy.NewModelMeter(cfg.ProcRoot, cfg.IdleWatts, cfg.MaxWatts)
-		if err := mm.Validate(); err != nil {
-			return nil, err
+
+	var why []string
+	for _, s := range cfg.sources() {
+		if s.Pinned {
+			c.pinned = append(c.pinned, s)
+		} else {
+			c.shared[s.ID] = s
 		}
-		c.meter, c.why = mm, "model requested"
-	case "rapl":
-		c.meter, err = energy.NewRAPLMeter(cfg.PowercapRoot, cfg.ProcRoot)
-		if err != nil {
-			return nil, fmt.Errorf("energy-collector.source rapl: %w", err)
-		}
-		c.why = "rapl requested"
-	default:
-		c.meter, c.why, err = energy.NewAutoMeter(cfg.PowercapRoot, cfg.ProcRoot, cfg.IdleWatts, cfg.MaxWatts)
-		if err != nil {
-			return nil, err
-		}
+		why = append(why, s.ID)
 	}
+	c.why = "sources: " + strings.Join(why, ", ")
+	if len(cfg.Sources) == 0 {
+		src, reason, err := openSource(c.pinned[0], c.http)
+		if err != nil {
+			return nil, fmt.Errorf("energy-collector.source %s: %w", cfg.Source, err)
+		}
+		c.opened[c.pinned[0].ID], c.why = src, reason
+	}
+
+	var q sink.Queue = sink.NewMemory(cfg.MaxBuffered)
+	if cfg.SpoolDir != "" {
+		d, err := sink.OpenDir(cfg.SpoolDir, cfg.SpoolMaxBytes)
+		if err != nil {
+			return nil, fmt.Errorf("energy-collector.spoolDir: %w", err)
+		}
+		if d.Len() > 0 {
+			c.logger.Info("spooled rows from a previous run will be written", zap.Int("rows", d.Rows()))
+		}
+		q = d
+	}
+	w, err := sink.NewWriter(sink.Config{BatchSize: cfg.BatchSize, FlushInterval: cfg.FlushInterval, WriteTimeout: cfg.WriteTimeout,
+		MaxPending: cfg.MaxBuffered}, st, q, c.logger, reg)
+	if err != nil {
+		_ = q.Close()
+		return nil, err
+	}
+	c.writer = w
 	return c, nil
 }
 
-// Source explains which meter is used and why.
+// Source explains which meter is used and why (the default local source),
+// or lists the configured sources.
 func (c *Collector) Source() string { return c.why }
 
-// Run samples and consumes assignments until ctx ends, then flushes.
+// SourceHealth reports each source's health as last sampled.
+func (c *Collector) SourceHealth() map[string]SourceHealth { return c.health.snapshot() }
+
+// BacklogRows is the number of rows waiting for ClickHouse.
+func (c *Collector) BacklogRows() int { return c.writer.BacklogRows() }
+
+// Run samples and consumes assignments until ctx ends; then it stops the
+// samplers, hands its shared sources over, and drains the writer.
 func (c *Collector) Run(ctx context.Context) error {
-	c.logger.Info("energy collector started", zap.String("meter", c.why), zap.Duration("interval", c.cfg.Interval))
-	errc := make(chan error, 1)
-	go func() { errc <- c.bus.Consume(ctx, bus.ConsumerCollector(c.cfg.Instance), c.handle) }()
-	sample := time.NewTicker(c.cfg.Interval)
-	defer sample.Stop()
-	flush := time.NewTicker(c.cfg.FlushInterval)
-	defer flush.Stop()
-	c.sample(time.Now()) // baseline reading
-	for {
-		select {
-		case <-ctx.Done():
-			<-errc
-			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			c.flush(fctx)
-			return nil
-		case err := <-errc:
-			return err
-		case now := <-sample.C:
-			c.sample(now)
-			if c.buffered() >= c.cfg.BatchSize {
-				c.flush(ctx)
-			}
-		case <-flush.C:
-			c.flush(ctx)
-		}
+	kv, err := c.bus.KV(ctx, c.cfg.Bucket)
+	if err != nil {
+		return fmt.Errorf("energy collector: %w", err)
 	}
+	c.kv = kv
+	c.logger.Info("energy collector started", zap.String("meter", c.why), zap.Duration("interval", c.cfg.Interval),
+		zap.Int("pinned_sources", len(c.pinned)), zap.Int("shared_sources", len(c.shared)))
+
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	wdone := make(chan error, 1)
+	go func() { wdone <- c.writer.Run(wctx) }()
+
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(c.pinned)+3) // one per goroutine: none blocks on a report
+	goRun := func(f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(sctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	goRun(newCoordinator(c, kv, c.shared).run)
+	goRun(func(ctx context.Context) error {
+		return c.bus.Consume(ctx, bus.ConsumerCollector(c.cfg.Instance), c.handle)
+	})
+	for _, sc := range c.pinned {
+		r := newRunner(c, sc, nil, nil)
+		r.src = c.opened[sc.ID]
+		goRun(r.run)
+	}
+	goRun(c.recordOverhead)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	scancel()
+	wg.Wait()
+	wcancel()
+	return errors.Join(runErr, <-wdone)
 }
 
-func (c *Collector) handle(_ context.Context, d bus.Delivery) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Collector) handle(ctx context.Context, d bus.Delivery) error {
 	switch m := d.Msg.(type) {
 	case *events.CollectAssign:
-		var mine []events.Target
-		for _, t := range m.Targets {
-			if t.Node == c.cfg.Node && t.Kind == "process" && t.PID > 0 {
-				mine = append(mine, t)
-			}
+		c.assign.put(*m)
+		b, err := json.Marshal(m)
+		if err != nil {
+			return bus.Permanent(fmt.Errorf("encode assignment of run %s: %w", m.RunID, err))
 		}
-		c.targets[m.RunID] = mine
-		c.logger.Info("targets assigned", zap.String("run_id", m.RunID), zap.Int("targets", len(mine)))
+		if _, err := c.kv.Put(ctx, runKey(m.RunID), b); err != nil {
+			return fmt.Errorf("record assignment of run %s: %w", m.RunID, err)
+		}
+		c.logger.Info("targets assigned", zap.String("run_id", m.RunID), zap.Int("targets", len(m.Targets)))
 	case *events.CollectRelease:
-		for _, t := range c.targets[m.RunID] {
-			delete(c.lastCPU, t.ID)
+		c.assign.delete(m.RunID)
+		if err := c.kv.Delete(ctx, runKey(m.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("remove assignment of run %s: %w", m.RunID, err)
 		}
-		delete(c.targets, m.RunID)
+		c.logger.Info("targets released", zap.String("run_id", m.RunID))
 	default:
 		return bus.Permanent(fmt.Errorf("collector does not handle %T", d.Msg))
 	}
 	return nil
 }
 
-// sample reads the meter and attributes the interval's energy.
-func (c *Collector) sample(now time.Time) {
-	r, err := c.meter.Read(now)
-	if err != nil {
-		c.logger.Warn("meter read failed", zap.Error(err))
-		return
-	}
-	c.mu.Lock()
-	var tgts []events.Target
-	for _, ts := range c.targets {
-		tgts = append(tgts, ts...)
-	}
-	pids := make([]int, 0, len(tgts))
-	for _, t := range tgts {
-		pids = append(pids, t.PID)
-	}
-	cpu, cerr := c.procfs.ProcessTreesCPUSeconds(pids)
-	if cerr != nil {
-		c.logger.Debug("process cpu read incomplete", zap.Error(cerr))
-	}
-	shares := map[string]float64{}
-	for _, t := range tgts {
-		cur, ok := cpu[t.PID]
-		if !ok {
-			continue // process gone
+// recordOverhead writes, every interval while runs are being measured, this
+// process's cumulative CPU time as the run metric collector_cpu_seconds of
+// every active run, labelled with the instance. The analyzer takes its
+// growth over a run's window as that run's measurement overhead; with
+// several instances it sums them. In `greenflow dev` the process hosts every
+// service, so the figure is an upper bound there.
+func (c *Collector) recordOverhead(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	labels, _ := json.Marshal(map[string]string{"instance": c.cfg.Instance})
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			runs := c.assign.active()
+			if len(runs) == 0 {
+				continue
+			}
+			cpu, err := processCPUSeconds()
+			if err != nil {
+				c.logger.Warn("read own cpu time failed", zap.Error(err))
+				continue
+			}
+			pts := make([]store.RunMetric, len(runs))
+			for i, r := range runs {
+				pts[i] = store.RunMetric{ExperimentID: r.ExperimentID, RunID: r.RunID, TsMs: now.UnixMilli(),
+					Name: MetricCollectorCPU, Labels: string(labels), Value: cpu}
+			}
+			c.writer.AddMetrics(pts)
 		}
-		if prev, seen := c.lastCPU[t.ID]; seen && cur >= prev {
-			shares[t.ID] = cur - prev
-		}
-		c.lastCPU[t.ID] = cur
 	}
-	if r.Interval == 0 {
-		c.mu.Unlock()
-		return // first reading: baseline only
-	}
-	ms := now.UnixMilli()
-	iv := uint32(r.Interval.Milliseconds())
-	secs := r.Interval.Seconds()
-	nodeID := "node/" + c.cfg.Node
-	base := store.Sample{TsMs: ms, Node: c.cfg.Node, Source: r.Source, IntervalMs: iv, Estimated: r.Estimated, Collector: c.cfg.Instance}
-	out := make([]store.Sample, 0, 2+len(r.Zones)+len(shares))
-	add := func(scope, target, zone string, deltaJ float64) {
-		key := scope + "|" + target + "|" + zone
-		c.cumJ[key] += deltaJ
-		s := base
-		s.Scope, s.TargetID, s.Zone, s.DeltaJ, s.EnergyJ, s.PowerW = scope, target, zone, deltaJ, c.cumJ[key], deltaJ/secs
-		out = append(out, s)
-	}
-	add("node", nodeID, "", r.TotalDeltaJ)
-	for _, z := range r.Zones {
-		add("zone", nodeID, z.Zone, z.DeltaJ)
-	}
-	att := energy.Attribute(r.TotalDeltaJ, r.CPU, shares)
-	ids := make([]string, 0, len(att.Parts))
-	for id := range att.Parts {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	for _, id := range ids {
-		add("process", id, "", att.Parts[id])
-	}
-	add("unattributed", nodeID, "", att.Unattributed)
-	c.mu.Unlock()
-	c.power.Set(r.TotalPowerW)
-	c.bufMu.Lock()
-	if room := c.cfg.MaxBuffered - len(c.buf); room < len(out) {
-		c.dropped.Add(float64(len(out) - max(room, 0)))
-		out = out[:max(room, 0)]
-	}
-	c.buf = append(c.buf, out...)
-	c.bufMu.Unlock()
 }
 
-func (c *Collector) buffered() int {
-	c.bufMu.Lock()
-	defer c.bufMu.Unlock()
-	return len(c.buf)
+// processCPUSeconds is this process's user plus system CPU time.
+func processCPUSeconds() (float64, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("getrusage: %w", err)
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime), nil
 }
 
-// flush writes the buffer; on failure the samples stay buffered.
-func (c *Collector) flush(ctx context.Context) {
-	c.bufMu.Lock()
-	batch := c.buf
-	c.buf = nil
-	c.bufMu.Unlock()
-	if len(batch) == 0 {
-		return
+// SourceHealth is one source's state as last sampled.
+type SourceHealth struct {
+	Healthy bool
+	Reason  string // why not, when not
+}
+
+type healthTracker struct {
+	mu    sync.Mutex
+	state map[string]SourceHealth
+	gauge *prometheus.GaugeVec
+}
+
+func newHealthTracker() *healthTracker {
+	return &healthTracker{state: map[string]SourceHealth{}, gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "greenflow_collector_source_healthy",
+		Help: "1 when the source's last reading succeeded, 0 when it failed (the reason is logged).",
+	}, []string{"source"})}
+}
+
+func (h *healthTracker) set(id string, ok bool, reason string) {
+	h.mu.Lock()
+	h.state[id] = SourceHealth{Healthy: ok, Reason: reason}
+	h.mu.Unlock()
+	v := 0.0
+	if ok {
+		v = 1
 	}
-	if err := c.writer.InsertSamples(ctx, batch); err != nil {
-		c.failed.Inc()
-		c.logger.Warn("sample write failed; keeping samples buffered", zap.Int("samples", len(batch)), zap.Error(err))
-		c.bufMu.Lock()
-		c.buf = append(batch, c.buf...)
-		c.bufMu.Unlock()
-		return
+	h.gauge.WithLabelValues(id).Set(v)
+}
+
+func (h *healthTracker) snapshot() map[string]SourceHealth {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]SourceHealth, len(h.state))
+	for k, v := range h.state {
+		out[k] = v
 	}
-	c.written.Add(float64(len(batch)))
+	return out
 }

@@ -1,0 +1,95 @@
+package energy
+
+import (
+	"math"
+)
+
+// CounterStatus says what became of one counter sample.
+type CounterStatus int
+
+const (
+	// CounterOK: the delta is valid.
+	CounterOK CounterStatus = iota
+	// CounterBaseline: first sample of the series; no delta yet.
+	CounterBaseline
+	// CounterReset: the counter went backwards (exporter restart, a raw
+	// hardware counter wrapping at an unknown range) or jumped further than
+	// the caller's plausibility bound. The sample becomes the new baseline.
+	CounterReset
+	// CounterInvalid: NaN, infinite or negative; the series is dropped and
+	// its next valid sample is a baseline.
+	CounterInvalid
+)
+
+// CounterSet turns samples of many cumulative counters — an exporter's
+// *_joules_total or µJ series, keyed by whatever identifies a series — into
+// per-interval deltas, with Counter's policy: a decrease is never a negative
+// delta, and a jump no plausible power could explain is never a spike; both
+// only re-baseline the series.
+//
+// Observations are staged and take effect on Commit, so a reading that fails
+// half-way (malformed exposition, timeout) leaves the set as it was. A
+// series not observed before Commit is forgotten. Not safe for concurrent
+// use; the zero value is ready.
+type CounterSet struct {
+	prev map[string]float64
+	next map[string]float64
+}
+
+// Observe stages the raw value v of series key and returns its delta since
+// the committed previous value. maxDelta > 0 bounds a plausible delta; a
+// larger one is reported as a reset.
+func (c *CounterSet) Observe(key string, v, maxDelta float64) (float64, CounterStatus) {
+	if c.next == nil {
+		c.next = make(map[string]float64, len(c.prev))
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0, CounterInvalid
+	}
+	c.next[key] = v
+	prev, ok := c.prev[key]
+	switch {
+	case !ok:
+		return 0, CounterBaseline
+	case v < prev:
+		return 0, CounterReset
+	case maxDelta > 0 && v-prev > maxDelta:
+		return 0, CounterReset
+	}
+	return v - prev, CounterOK
+}
+
+// Commit makes the staged observations the new previous values.
+func (c *CounterSet) Commit() {
+	if c.next == nil {
+		c.next = make(map[string]float64)
+	}
+	c.prev, c.next = c.next, nil
+}
+
+// Discard drops the staged observations.
+func (c *CounterSet) Discard() { c.next = nil }
+
+// Reset forgets every series, so each next sample is a baseline.
+func (c *CounterSet) Reset() { c.prev, c.next = nil, nil }
+
+// snapshot copies the committed values whose keys pass keep (nil keeps all).
+func (c *CounterSet) snapshot(keep func(string) bool) map[string]float64 {
+	out := make(map[string]float64, len(c.prev))
+	for k, v := range c.prev {
+		if keep == nil || keep(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// restore replaces the committed values, dropping invalid ones.
+func (c *CounterSet) restore(m map[string]float64) {
+	c.prev, c.next = make(map[string]float64, len(m)), nil
+	for k, v := range m {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 {
+			c.prev[k] = v
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package energy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+)
+
+// Kepler (0.10+) metric names.
+const (
+	keplerNodeJoules      = "kepler_node_cpu_joules_total"
+	keplerNodeWatts       = "kepler_node_cpu_watts"
+	keplerProcessJoules   = "kepler_process_cpu_joules_total"
+	keplerContainerJoules = "kepler_container_cpu_joules_total"
+	keplerPodJoules       = "kepler_pod_cpu_joules_total"
+)
+
+// KeplerOptions configures a KeplerSource.
+type KeplerOptions struct {
+	URL       string       // the exporter's metrics page, e.g. http://node:28282/metrics
+	Client    *http.Client // nil: a client bounded only by Read's context
+	NodeName  string       // when set, the exposition's node_name label must match
+	MaxPowerW float64      // plausibility bound of the node total; 0: DefaultMaxPowerW
+}
+
+// KeplerSource reads a Kepler exporter: the node's RAPL zones from
+// kepler_node_cpu_joules_total{zone,path} and what Kepler attributed to each
+// workload from its process, container or pod joules counters.
+//
+// The node total follows RAPLMeter's rule on Kepler's zones: psys when
+// reported, otherwise package plus dram (core and uncore are inside the
+// package). Workload energy is summed over the same zones, from the finest
+// level the exporter publishes (processes, else containers, else pods);
+// containers and pods of processes are joined through the container and pod
+// series' pod_id, pod_name and pod_namespace labels, so both process and pod
+// targets can be matched. A counter that goes backwards, or jumps further
+// than MaxPowerW over the interval could explain, is a reset: the zone falls
+// back to its kepler_node_cpu_watts gauge for that interval, or, without
+// one, the reading becomes a baseline. An exporter restart
+// (process_start_time_seconds changes) re-baselines every counter likewise.
+type KeplerSource struct {
+	opts  KeplerOptions
+	state counterState
+}
+
+var (
+	_ Source       = (*KeplerSource)(nil)
+	_ Checkpointer = (*KeplerSource)(nil)
+)
+
+// NewKeplerSource returns a source reading the exporter at opts.URL. It does
+// no I/O.
+func NewKeplerSource(opts KeplerOptions) *KeplerSource {
+	if opts.MaxPowerW <= 0 {
+		opts.MaxPowerW = DefaultMaxPowerW
+	}
+	opts.Client = httpClient(opts.Client)
+	return &KeplerSource{opts: opts}
+}
+
+// Read implements Source.
+func (k *KeplerSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
+	interval, err := k.state.interval(now)
+	if err != nil {
+		return Measurement{}, fmt.Errorf("kepler source: %w", err)
+	}
+	fams, err := scrape(ctx, k.opts.Client, k.opts.URL)
+	if err != nil {
+		return Measurement{}, fmt.Errorf("kepler source: %w", err)
+	}
+	return k.measure(fams, now, interval)
+}
+
+// Checkpoint implements Checkpointer.
+func (k *KeplerSource) Checkpoint(keep func(string) bool) ([]byte, error) {
+	return k.state.checkpoint(workloadKeep(keep))
+}
+
+// Restore implements Checkpointer.
+func (k *KeplerSource) Restore(data []byte) error { return k.state.restore(data) }
+
+type keplerZone struct {
+	key, name, path, label string
+	value                  float64
+}
+
+func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time, interval time.Duration) (Measurement, error) {
+	node := metrics(fams, keplerNodeJoules)
+	if len(node) == 0 {
+		return Measurement{}, fmt.Errorf("kepler source %s: no %s in the exposition (is it a Kepler 0.10+ exporter with node metrics?)", k.opts.URL, keplerNodeJoules)
+	}
+	if want, got := k.opts.NodeName, label(node[0], "node_name"); want != "" && got != want {
+		return Measurement{}, fmt.Errorf("kepler source %s: exporter reports node_name %q, expected %q", k.opts.URL, got, want)
+	}
+
+	cs := &k.state.counters
+	start, restarted := k.state.restarted(fams)
+	if restarted {
+		cs = &CounterSet{} // nothing continues the old counters
+	}
+	started := k.state.started
+	dt := interval.Seconds()
+	maxDelta := k.opts.MaxPowerW * dt
+
+	// Zones, labelled by name, or name@path where one name has several.
+	var zones []keplerZone
+	perName := map[string]int{}
+	for _, m := range node {
+		v, ok := metricValue(m)
+		if !ok {
+			continue
+		}
+		name := strings.ToLower(label(m, "zone"))
+		p := label(m, "path")
+		zones = append(zones, keplerZone{key: "node|" + name + "|" + p, name: name, path: p, label: name, value: v})
+		perName[name]++
+	}
+	for i := range zones {
+		if perName[zones[i].name] > 1 {
+			zones[i].label = zones[i].name + "@" + path.Base(zones[i].path)
+		}
+	}
+	slices.SortFunc(zones, func(a, b keplerZone) int { return strings.Compare(a.label, b.label) })
+	inTotal := totalZoneSet(perName)
+	watts := map[string]float64{}
+	for _, m := range metrics(fams, keplerNodeWatts) {
+		if v, ok := metricValue(m); ok {
+			watts["node|"+strings.ToLower(label(m, "zone"))+"|"+label(m, "path")] = v
+		}
+	}
+
+	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourceKepler}, Basis: BasisJoules}
+	complete := started
+	for _, z := range zones {
+		d, st := cs.Observe(z.key, z.value, maxDelta)
+		switch st {
+		case CounterOK:
+		case CounterReset, CounterInvalid, CounterBaseline:
+			if st == CounterReset {
+				meas.Resets++
+			}
+			if w, ok := watts[z.key]; ok && started && w >= 0 && w <= k.opts.MaxPowerW {
+				d = w * dt // the gauge covers the interval the counter cannot
+			} else if inTotal[z.name] {
+				complete = false
+			}
+		}
+		meas.Zones = append(meas.Zones, ZoneEnergy{Zone: z.label, DeltaJ: d, PowerW: power(d, interval)})
+		if inTotal[z.name] {
+			meas.TotalDeltaJ += d
+		}
+	}
+	meas.Workloads = k.workloads(fams, cs, inTotal, maxDelta, &meas.Resets)
+
+	k.state.started, k.state.last, k.state.start = true, now, start
+	if cs != &k.state.counters {
+		k.state.counters = *cs
+	}
+	cs = &k.state.counters
+	cs.Commit()
+	if !complete {
+		return baseline(meas), nil
+	}
+	meas.TotalPowerW = power(meas.TotalDeltaJ, interval)
+	return meas, nil
+}
+
+// totalZoneSet is RAPL's rule on zone names: psys alone when present,
+// otherwise package and dram.
+func totalZoneSet(names map[string]int) map[string]bool {
+	if names["psys"] > 0 {
+		return map[string]bool{"psys": true}
+	}
+	return map[string]bool{"package": true, "dram": true}
+}
+
+// workloads reads the finest workload level the exposition has.
+func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterSet, inTotal map[string]bool, maxDelta float64, resets *int) []WorkloadUse {
+	type podInfo struct{ name, ns string }
+	pods := map[string]podInfo{}
+	for _, m := range metrics(fams, keplerPodJoules) {
+		if id := label(m, "pod_id"); id != "" {
+			pods[id] = podInfo{label(m, "pod_name"), label(m, "pod_namespace")}
+		}
+	}
+	containerPod := map[string]string{}
+	for _, m := range metrics(fams, keplerContainerJoules) {
+		if id, pod := label(m, "container_id"), label(m, "pod_id"); id != "" && pod != "" {
+			containerPod[id] = pod
+		}
+	}
+
+	level := keplerProcessJoules
+	switch {
+	case len(metrics(fams, keplerProcessJoules)) > 0:
+	case len(metrics(fams, keplerContainerJoules)) > 0:
+		level = keplerContainerJoules
+	default:
+		level = keplerPodJoules
+	}
+
+	// The same workload can appear as running and terminated; the larger
+	// counter is the later one.
+	type series struct {
+		w     Workload
+		zone  string
+		value float64
+	}
+	byKey := map[string]*series{}
+	var order []string
+	for _, m := range metrics(fams, level) {
+		zone := strings.ToLower(label(m, "zone"))
+		if !inTotal[zone] {
+			continue
+		}
+		v, ok := metricValue(m)
+		if !ok {
+			continue
+		}
+		var w Workload
+		switch level {
+		case keplerProcessJoules:
+			pid, err := strconv.Atoi(label(m, "pid"))
+			if err != nil || pid <= 0 {
+				continue
+			}
+			w = Workload{Key: "pid/" + strconv.Itoa(pid), PID: pid, ContainerID: normalizeContainerID(label(m, "container_id"))}
+			w.PodUID = containerPod[label(m, "container_id")]
+		case keplerContainerJoules:
+			id := label(m, "container_id")
+			if id == "" {
+				continue
+			}
+			w = Workload{Key: "container/" + id, ContainerID: normalizeContainerID(id), PodUID: label(m, "pod_id")}
+		default:
+			id := label(m, "pod_id")
+			if id == "" {
+				continue
+			}
+			w = Workload{Key: "pod/" + id, PodUID: id}
+		}
+		if p, ok := pods[w.PodUID]; ok {
+			w.Pod, w.Namespace = p.name, p.ns
+		} else if level == keplerPodJoules {
+			w.Pod, w.Namespace = label(m, "pod_name"), label(m, "pod_namespace")
+		}
+		ck := "w|" + w.Key + "|" + zone
+		if s, ok := byKey[ck]; ok {
+			s.value = max(s.value, v)
+			continue
+		}
+		byKey[ck] = &series{w: w, zone: zone, value: v}
+		order = append(order, ck)
+	}
+
+	idx := map[string]int{}
+	var out []WorkloadUse
+	for _, ck := range order {
+		s := byKey[ck]
+		d, st := cs.Observe(ck, s.value, maxDelta)
+		if st == CounterReset {
+			*resets++
+		}
+		i, ok := idx[s.w.Key]
+		if !ok {
+			i = len(out)
+			idx[s.w.Key] = i
+			out = append(out, WorkloadUse{Workload: s.w})
+		}
+		out[i].Value += d
+	}
+	return out
+}
+
+// baseline turns a measurement whose total is not trustworthy into a
+// baseline reading: zero interval, no energy, no workloads.
+func baseline(m Measurement) Measurement {
+	return Measurement{NodeReading: NodeReading{Time: m.Time, Source: m.Source, Estimated: m.Estimated}, Basis: m.Basis, Resets: m.Resets}
+}

@@ -1,0 +1,71 @@
+package collector
+
+import (
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// assignments are the targets of the runs being measured, as collect.assign
+// announced them and collect.release withdrew them. Safe for concurrent use.
+type assignments struct {
+	mu   sync.RWMutex
+	runs map[string]events.CollectAssign // by run id
+}
+
+func newAssignments() *assignments { return &assignments{runs: map[string]events.CollectAssign{}} }
+
+func (a *assignments) put(m events.CollectAssign) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.runs[m.RunID] = m
+}
+
+func (a *assignments) delete(runID string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.runs, runID)
+}
+
+// deleteKey removes the run whose KV key is key.
+func (a *assignments) deleteKey(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id := range a.runs {
+		if runKey(id) == key {
+			delete(a.runs, id)
+		}
+	}
+}
+
+// forNode returns the targets on node, each target id once, sorted by id.
+func (a *assignments) forNode(node string) []events.Target {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	var out []events.Target
+	seen := map[string]bool{}
+	for _, m := range a.runs {
+		for _, t := range m.Targets {
+			if t.Node == node && !seen[t.ID] {
+				seen[t.ID] = true
+				out = append(out, t)
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y events.Target) int { return strings.Compare(x.ID, y.ID) })
+	return out
+}
+
+// active returns the runs being measured, sorted by run id.
+func (a *assignments) active() []events.CollectAssign {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	out := make([]events.CollectAssign, 0, len(a.runs))
+	for _, m := range a.runs {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(x, y events.CollectAssign) int { return strings.Compare(x.RunID, y.RunID) })
+	return out
+}

@@ -1,0 +1,237 @@
+package collector_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// keplerFarm serves one synthetic Kepler exporter per node at
+// /<node>/metrics. Each node draws a constant power — package 40 W + i,
+// dram 8 W, core inside the package — and its pod sut-<node> gets a quarter
+// of the package and dram energy; counters are the energy since the farm
+// started, computed when scraped, like a live exporter's.
+type keplerFarm struct {
+	*httptest.Server
+	start time.Time
+	pods  int // per node; 0 means 1
+	mu    sync.Mutex
+	bad   map[string]string // node → "malformed" | "hang"
+}
+
+func newKeplerFarm(tb testing.TB) *keplerFarm {
+	tb.Helper()
+	f := &keplerFarm{start: time.Now(), bad: map[string]string{}}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	tb.Cleanup(f.Close)
+	return f
+}
+
+func (f *keplerFarm) setBad(node, how string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bad[node] = how
+}
+
+func (f *keplerFarm) url(node string) string { return f.URL + "/" + node + "/metrics" }
+
+func (f *keplerFarm) serve(w http.ResponseWriter, r *http.Request) {
+	node, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	f.mu.Lock()
+	how := f.bad[node]
+	f.mu.Unlock()
+	switch how {
+	case "malformed":
+		_, _ = fmt.Fprintf(w, "kepler_node_cpu_joules_total{zone=\"package\" 12\n")
+		return
+	case "hang":
+		<-r.Context().Done()
+		return
+	}
+	var idx int
+	_, _ = fmt.Sscanf(node, "node-%d", &idx)
+	s := time.Since(f.start).Seconds()
+	pkg, dram := (40+float64(idx))*s, 8*s
+	fmt.Fprintf(w, "# HELP kepler_node_cpu_joules_total Energy consumption of cpu at node level in joules\n# TYPE kepler_node_cpu_joules_total counter\n")
+	fmt.Fprintf(w, "kepler_node_cpu_joules_total{node_name=%q,path=\"/sys/class/powercap/intel-rapl:0\",zone=\"package\"} %.6f\n", node, pkg)
+	fmt.Fprintf(w, "kepler_node_cpu_joules_total{node_name=%q,path=\"/sys/class/powercap/intel-rapl:0:0\",zone=\"core\"} %.6f\n", node, pkg*0.6)
+	fmt.Fprintf(w, "kepler_node_cpu_joules_total{node_name=%q,path=\"/sys/class/powercap/intel-rapl:0:1\",zone=\"dram\"} %.6f\n", node, dram)
+	fmt.Fprintf(w, "# HELP kepler_pod_cpu_joules_total Energy consumption of cpu at pod level in joules\n# TYPE kepler_pod_cpu_joules_total counter\n")
+	pods := max(f.pods, 1)
+	for p := range pods {
+		name := "sut-" + node
+		if p > 0 {
+			name = fmt.Sprintf("sut-%s-%d", node, p)
+		}
+		for _, z := range []struct {
+			zone string
+			j    float64
+		}{{"package", pkg / 4}, {"dram", dram / 4}} {
+			fmt.Fprintf(w, "kepler_pod_cpu_joules_total{node_name=%q,pod_id=\"%08d-0000-4000-8000-%012d\",pod_name=%q,pod_namespace=\"gf\",state=\"running\",zone=%q} %.6f\n",
+				node, idx, p, name, z.zone, z.j/float64(pods))
+		}
+	}
+	fmt.Fprintf(w, "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %d\n", f.start.Unix())
+}
+
+func nodeName(i int) string { return fmt.Sprintf("node-%02d", i) }
+
+// keplerSources is one shared Kepler source per node.
+func (f *keplerFarm) sources(n int) []collector.SourceConfig {
+	out := make([]collector.SourceConfig, n)
+	for i := range out {
+		out[i] = collector.SourceConfig{ID: "kepler/" + nodeName(i), Kind: collector.KindKepler, Node: nodeName(i), URL: f.url(nodeName(i)), NodeLabel: nodeName(i)}
+	}
+	return out
+}
+
+// podTargets is one pod target per node.
+func podTargets(n int) []events.Target { return podTargetsPer(n, 1) }
+
+// podTargetsPer is pods pod targets on each of n nodes, as the farm with
+// that many pods per node publishes them.
+func podTargetsPer(n, pods int) []events.Target {
+	var out []events.Target
+	for i := range n {
+		for p := range pods {
+			name := "sut-" + nodeName(i)
+			if p > 0 {
+				name = fmt.Sprintf("sut-%s-%d", nodeName(i), p)
+			}
+			out = append(out, events.Target{ID: "pod/" + nodeName(i) + "/" + name, Kind: "pod", Node: nodeName(i), Role: "sut", Pod: name, Namespace: "gf"})
+		}
+	}
+	return out
+}
+
+func testConfig(instance string, interval time.Duration) collector.Config {
+	c := collector.Default()
+	c.Instance, c.Node = instance, "host-"+instance
+	c.Interval, c.FlushInterval = interval, 100*time.Millisecond
+	c.BatchSize, c.MaxBuffered = 2000, 200_000
+	c.Source = collector.KindModel
+	return c
+}
+
+// instance is a running collector with its own NATS connection.
+type instance struct {
+	c      *collector.Collector
+	b      *bus.Bus
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st collector.Store) *instance {
+	tb.Helper()
+	ctx := context.Background()
+	b, err := bus.Connect(ctx, natsURL, "energy-collector", zap.NewNop(), nil)
+	require.NoError(tb, err)
+	tb.Cleanup(b.Close)
+	reg := prometheus.NewRegistry()
+	c, err := collector.New(cfg, b, st, testenv.Logger(tb), reg)
+	require.NoError(tb, err)
+	rctx, cancel := context.WithCancel(ctx)
+	in := &instance{c: c, b: b, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { in.done <- c.Run(rctx) }()
+	tb.Cleanup(func() { in.stop(tb) })
+	return in
+}
+
+// stop cancels the collector and waits for it to drain.
+func (in *instance) stop(tb testing.TB) {
+	tb.Helper()
+	if in.done == nil {
+		return
+	}
+	in.cancel()
+	select {
+	case err := <-in.done:
+		require.NoError(tb, err)
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("collector did not stop")
+	}
+	in.done = nil
+}
+
+// gauge returns the value of metric name with label source=src.
+func (in *instance) gauge(tb testing.TB, name, src string) (float64, bool) {
+	tb.Helper()
+	mfs, err := in.reg.Gather()
+	require.NoError(tb, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == src {
+					return m.GetGauge().GetValue() + m.GetCounter().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+func publishAssign(tb testing.TB, b *bus.Bus, runID string, targets []events.Target) {
+	tb.Helper()
+	require.NoError(tb, b.Publish(context.Background(), events.CollectAssign{ExperimentID: "e1", RunID: runID, Targets: targets}, ""))
+}
+
+// row is one stored sample, as the tests look at it.
+type row struct {
+	TsMs       int64
+	Node       string
+	Scope      string
+	Target     string
+	Zone       string
+	DeltaJ     float64
+	EnergyJ    float64
+	IntervalMs uint32
+	Collector  string
+}
+
+// readRows reads every stored sample, ordered by series and time.
+func readRows(tb testing.TB, st *store.Store) []row {
+	tb.Helper()
+	q, err := st.Conn().Query(context.Background(), `SELECT ts_ms, node, scope, target_id, zone, delta_j, energy_j, interval_ms, collector
+		FROM samples ORDER BY node, scope, target_id, zone, ts_ms`)
+	require.NoError(tb, err)
+	defer q.Close()
+	var out []row
+	for q.Next() {
+		var r row
+		require.NoError(tb, q.Scan(&r.TsMs, &r.Node, &r.Scope, &r.Target, &r.Zone, &r.DeltaJ, &r.EnergyJ, &r.IntervalMs, &r.Collector))
+		out = append(out, r)
+	}
+	require.NoError(tb, q.Err())
+	return out
+}
+
+// countRows counts stored samples matching a WHERE clause.
+func countRows(tb testing.TB, st *store.Store, where string, args ...any) uint64 {
+	tb.Helper()
+	var n uint64
+	require.NoError(tb, st.Conn().QueryRow(context.Background(), "SELECT count() FROM samples WHERE "+where, args...).Scan(&n))
+	return n
+}
+
+func t0ctx() context.Context { return context.Background() }

@@ -1,0 +1,449 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// KV key prefixes in the collectors' bucket.
+const (
+	keyMember = "member."
+	keyClaim  = "claim."
+	keyRun    = "run."
+)
+
+// coordinator spreads the shared sources over the live collector instances.
+//
+// Membership: every instance puts member.<instance> every Heartbeat, listing
+// the shared sources it can sample; an instance counts as alive while its
+// entry is younger than LeaseTTL, measured in the KV server's timestamps
+// (entry creation times, the newest seen standing for "now"), so clock skew
+// between instances does not matter. A clean shutdown deletes the entry.
+//
+// Ownership: each source goes to the live instance that ranks highest for it
+// by rendezvous hashing, so instances agree without talking and a change of
+// membership moves only the sources it must. The owner records itself in
+// claim.<source> with a compare-and-set; it takes a claim only when it is
+// free, its owner is dead, or it is its own. Before handing rows to the
+// writer (every CommitInterval), the owner's runner commits its state (the
+// source's counters and the series' running totals) to the claim, again with
+// compare-and-set; if the claim moved on, the commit fails and the rows are
+// dropped. Claims are read only when about to take one, not watched. The claim's
+// revision therefore fences every row: an interval is written by exactly one
+// instance — no duplicates — and the next owner restores the committed
+// state, so its first interval starts exactly where the last written one
+// ended — no gap, however long the hand-over took. An instance that loses a
+// source in a rebalance stops its runner and releases the claim with its
+// state; one that dies simply stops committing, and its sources move once
+// its member entry is LeaseTTL old.
+type coordinator struct {
+	c      *Collector
+	kv     jetstream.KeyValue
+	self   string
+	token  string // this process's incarnation of the instance
+	shared map[string]SourceConfig
+	logger *zap.Logger
+
+	mu        sync.Mutex
+	members   map[string]member // by KV key
+	serverNow time.Time
+	lastBeat  time.Time // local send time of the last acknowledged heartbeat
+	synced    bool
+
+	wake    chan struct{}
+	exited  chan runExit
+	runners map[string]*runHandle // coordinator goroutine only
+}
+
+type member struct {
+	instance, token string
+	sources         map[string]bool
+	created         time.Time
+}
+
+type memberValue struct {
+	Instance string   `json:"instance"`
+	Token    string   `json:"token"`
+	Sources  []string `json:"sources"`
+}
+
+type claimValue struct {
+	Source string          `json:"source"`
+	Owner  string          `json:"owner,omitempty"`
+	Token  string          `json:"token,omitempty"`
+	State  json.RawMessage `json:"state,omitempty"`
+}
+
+type runHandle struct {
+	r      *runner
+	ref    *claimRef
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type runExit struct {
+	id  string
+	h   *runHandle
+	err error
+}
+
+func newCoordinator(c *Collector, kv jetstream.KeyValue, shared map[string]SourceConfig) *coordinator {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &coordinator{c: c, kv: kv, self: c.cfg.Instance, token: hex.EncodeToString(b[:]), shared: shared,
+		logger:  c.logger.With(zap.String("instance", c.cfg.Instance)),
+		members: map[string]member{},
+		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{}}
+}
+
+// kvKey makes a string safe as a KV key token: other characters become '_'
+// and a hash keeps distinct names distinct.
+func kvKey(s string) string {
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+	if safe == s && s != "" {
+		return s
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s))
+	return safe + "-" + hex.EncodeToString(h.Sum(nil))
+}
+
+func (co *coordinator) memberKey() string { return keyMember + kvKey(co.self) }
+func claimKey(id string) string           { return keyClaim + kvKey(id) }
+func runKey(runID string) string          { return keyRun + kvKey(runID) }
+func (co *coordinator) signal()           { trySend(co.wake) }
+func trySend(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+func (co *coordinator) mine(cv claimValue) bool { return cv.Owner == co.self && cv.Token == co.token }
+
+// run keeps membership and ownership until ctx ends, then stops the
+// runners, releases their claims and leaves.
+func (co *coordinator) run(ctx context.Context) error {
+	// Claims are not watched: their owners commit every interval, and
+	// every instance decoding every commit would cost more than reading a
+	// claim when about to take it.
+	w, err := co.kv.WatchFiltered(ctx, []string{keyMember + ">", keyRun + ">"})
+	if err != nil {
+		return fmt.Errorf("watch collector membership: %w", err)
+	}
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for e := range w.Updates() {
+			co.apply(e)
+		}
+	}()
+	defer func() { _ = w.Stop(); <-watchDone }()
+
+	hb := time.NewTicker(co.c.cfg.Heartbeat)
+	defer hb.Stop()
+	co.heartbeat(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			co.shutdown()
+			return nil
+		case <-hb.C:
+			co.heartbeat(ctx)
+		case <-co.wake:
+		case e := <-co.exited:
+			if co.runners[e.id] == e.h {
+				delete(co.runners, e.id)
+				co.logger.Info("source taken over by another instance", zap.String("source", e.id), zap.Error(e.err))
+			}
+		}
+		co.reconcile(ctx)
+	}
+}
+
+// apply records one KV update seen by the watcher.
+func (co *coordinator) apply(e jetstream.KeyValueEntry) {
+	if e == nil { // initial values delivered
+		co.mu.Lock()
+		co.synced = true
+		co.mu.Unlock()
+		co.signal()
+		return
+	}
+	del := e.Operation() != jetstream.KeyValuePut
+	key := e.Key()
+	co.mu.Lock()
+	if e.Created().After(co.serverNow) {
+		co.serverNow = e.Created()
+	}
+	switch {
+	case strings.HasPrefix(key, keyMember):
+		var v memberValue
+		if del || json.Unmarshal(e.Value(), &v) != nil {
+			delete(co.members, key)
+			break
+		}
+		srcs := make(map[string]bool, len(v.Sources))
+		for _, s := range v.Sources {
+			srcs[s] = true
+		}
+		co.members[key] = member{instance: v.Instance, token: v.Token, sources: srcs, created: e.Created()}
+	case strings.HasPrefix(key, keyRun):
+		co.mu.Unlock()
+		if del {
+			co.c.assign.deleteKey(key)
+		} else {
+			var m events.CollectAssign
+			if err := json.Unmarshal(e.Value(), &m); err == nil && m.RunID != "" {
+				co.c.assign.put(m)
+			}
+		}
+		return
+	}
+	co.mu.Unlock()
+	co.signal()
+}
+
+func (co *coordinator) heartbeat(ctx context.Context) {
+	ids := make([]string, 0, len(co.shared))
+	for id := range co.shared {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	b, _ := json.Marshal(memberValue{Instance: co.self, Token: co.token, Sources: ids})
+	sent := time.Now()
+	hctx, cancel := context.WithTimeout(ctx, co.c.cfg.LeaseTTL)
+	defer cancel()
+	if _, err := co.kv.Put(hctx, co.memberKey(), b); err != nil {
+		if ctx.Err() == nil {
+			co.logger.Warn("membership heartbeat failed", zap.Error(err))
+		}
+		return
+	}
+	co.mu.Lock()
+	co.lastBeat = sent
+	co.mu.Unlock()
+}
+
+// aliveLocked reports whether instance (in its incarnation token) is alive.
+func (co *coordinator) aliveLocked(instance, token string) bool {
+	if instance == co.self && token == co.token {
+		return time.Since(co.lastBeat) < co.c.cfg.LeaseTTL
+	}
+	for _, m := range co.members {
+		if m.instance == instance && m.token == token {
+			return co.serverNow.Sub(m.created) <= co.c.cfg.LeaseTTL
+		}
+	}
+	return false
+}
+
+// owner is the live instance that ranks highest for source id.
+func (co *coordinator) ownerLocked(id string) string {
+	best, bestScore := "", uint64(0)
+	consider := func(instance string) {
+		// A cryptographic hash: FNV's weak avalanche ranks instance names
+		// that differ in one character the same way for every source.
+		sum := sha256.Sum256([]byte(instance + "\x00" + id))
+		if s := binary.BigEndian.Uint64(sum[:8]); best == "" || s > bestScore || (s == bestScore && instance < best) {
+			best, bestScore = instance, s
+		}
+	}
+	if co.aliveLocked(co.self, co.token) {
+		consider(co.self)
+	}
+	for _, m := range co.members {
+		if m.instance != co.self && m.sources[id] && co.serverNow.Sub(m.created) <= co.c.cfg.LeaseTTL {
+			consider(m.instance)
+		}
+	}
+	return best
+}
+
+// reconcile starts the runners of sources this instance should own and can
+// claim, and stops and releases those it should no longer own.
+func (co *coordinator) reconcile(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	var start, stop []string
+	co.mu.Lock()
+	if !co.synced {
+		co.mu.Unlock()
+		return
+	}
+	for id := range co.shared {
+		want := co.ownerLocked(id) == co.self
+		_, running := co.runners[id]
+		switch {
+		case want && !running:
+			start = append(start, id)
+		case !want && running:
+			stop = append(stop, id)
+		}
+	}
+	co.mu.Unlock()
+	slices.Sort(start)
+	slices.Sort(stop)
+	for _, id := range stop {
+		co.release(co.runners[id], id)
+		delete(co.runners, id)
+	}
+	for _, id := range start {
+		co.take(ctx, id)
+	}
+	co.c.m.owned.Set(float64(len(co.runners)))
+}
+
+// take claims source id — when it is unclaimed, released, ours (this or a
+// previous incarnation) or its owner is dead — with a compare-and-set, and
+// starts its runner from the claim's hand-over state.
+func (co *coordinator) take(ctx context.Context, id string) {
+	kctx, cancel := context.WithTimeout(ctx, co.c.cfg.LeaseTTL)
+	defer cancel()
+	var cl claimValue
+	var rev uint64
+	e, err := co.kv.Get(kctx, claimKey(id))
+	switch {
+	case err == nil:
+		if json.Unmarshal(e.Value(), &cl) != nil {
+			cl = claimValue{}
+		}
+		rev = e.Revision()
+	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
+	default:
+		co.logger.Debug("read claim failed", zap.String("source", id), zap.Error(err))
+		return
+	}
+	co.mu.Lock()
+	free := cl.Owner == "" || cl.Owner == co.self || !co.aliveLocked(cl.Owner, cl.Token)
+	co.mu.Unlock()
+	if !free {
+		return // its owner hands it over once it sees us
+	}
+	val, _ := json.Marshal(claimValue{Source: id, Owner: co.self, Token: co.token, State: cl.State})
+	if rev > 0 {
+		rev, err = co.kv.Update(kctx, claimKey(id), val, rev)
+	} else {
+		rev, err = co.kv.Create(kctx, claimKey(id), val)
+	}
+	if err != nil {
+		co.logger.Debug("claim not taken", zap.String("source", id), zap.Error(err))
+		return
+	}
+	prev := cl.Owner
+	if prev == "" {
+		prev = "none"
+	}
+	co.logger.Info("source claimed", zap.String("source", id), zap.String("previous_owner", prev), zap.Bool("handover_state", len(cl.State) > 0))
+	ref := &claimRef{co: co, id: id, rev: rev}
+	r := newRunner(co.c, co.shared[id], ref, cl.State)
+	rctx, rcancel := context.WithCancel(ctx)
+	h := &runHandle{r: r, ref: ref, cancel: rcancel, done: make(chan struct{})}
+	co.runners[id] = h
+	go func() {
+		defer close(h.done)
+		if err := r.run(rctx); err != nil {
+			co.exited <- runExit{id: id, h: h, err: err}
+		}
+	}()
+}
+
+// release stops a runner and frees its claim, leaving its last committed
+// state for the next owner.
+func (co *coordinator) release(h *runHandle, id string) {
+	if h == nil {
+		return
+	}
+	h.cancel()
+	<-h.done
+	val, _ := json.Marshal(claimValue{Source: id, State: h.r.state()})
+	ctx, cancel := context.WithTimeout(context.Background(), co.c.cfg.LeaseTTL+time.Second)
+	defer cancel()
+	if _, err := co.kv.Update(ctx, claimKey(id), val, h.ref.rev); err != nil {
+		co.logger.Debug("claim release failed (taken over already?)", zap.String("source", id), zap.Error(err))
+		return
+	}
+	co.logger.Info("source released", zap.String("source", id))
+}
+
+func (co *coordinator) shutdown() {
+	var wg sync.WaitGroup
+	for id, h := range co.runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			co.release(h, id)
+		}()
+	}
+	wg.Wait()
+	co.runners = map[string]*runHandle{}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = co.kv.Delete(ctx, co.memberKey())
+}
+
+// claimRef commits a runner's state to its claim.
+type claimRef struct {
+	co  *coordinator
+	id  string
+	rev uint64
+}
+
+var _ committer = (*claimRef)(nil)
+
+func (c *claimRef) commit(ctx context.Context, state []byte) (bool, error) {
+	co := c.co
+	val, err := json.Marshal(claimValue{Source: c.id, Owner: co.self, Token: co.token, State: state})
+	if err != nil {
+		return false, err
+	}
+	// Not the runner's context: a commit cut short by shutdown could still
+	// land, and then its rows must not be dropped.
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), co.c.cfg.LeaseTTL+time.Second)
+	defer cancel()
+	rev, err := co.kv.Update(kctx, claimKey(c.id), val, c.rev)
+	if err == nil {
+		c.rev = rev
+		return true, nil
+	}
+	// Find out what happened: the claim may have moved, or the update may
+	// have landed with only its acknowledgement lost.
+	e, gerr := co.kv.Get(kctx, claimKey(c.id))
+	if gerr != nil {
+		if errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted) {
+			return false, errLost
+		}
+		return false, nil
+	}
+	var cur claimValue
+	if json.Unmarshal(e.Value(), &cur) != nil || !co.mine(cur) {
+		return false, errLost
+	}
+	c.rev = e.Revision()
+	if bytes.Equal(e.Value(), val) {
+		return true, nil
+	}
+	return false, nil
+}

@@ -1,0 +1,333 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// Store is where batches go: ClickHouse (*store.Store) in production.
+type Store interface {
+	InsertSamples(ctx context.Context, samples []store.Sample) error
+	InsertRunMetrics(ctx context.Context, points []store.RunMetric) error
+}
+
+var _ Store = (*store.Store)(nil)
+
+// Config bounds the writer.
+type Config struct {
+	BatchSize     int           // rows per insert
+	FlushInterval time.Duration // longest a row waits for its batch
+	WriteTimeout  time.Duration // one insert
+	MaxPending    int           // rows waiting for their batch; more are dropped
+	DrainTimeout  time.Duration // how long Run keeps writing after its context ends
+	// RetryMin and RetryMax bound the backoff between attempts to write
+	// the queue's oldest batch while the store fails. Defaults 100ms, 5s.
+	RetryMin, RetryMax time.Duration
+}
+
+// Writer batches rows and writes them to a Store; batches the store does
+// not take go to a Queue and are retried, oldest first, before anything
+// newer is written, so rows reach the store in order. Add* are safe for
+// concurrent use; Run is called once.
+type Writer struct {
+	cfg    Config
+	store  Store
+	queue  Queue
+	logger *zap.Logger
+
+	mu       sync.Mutex
+	samples  []store.Sample
+	metrics  []store.RunMetric
+	full     chan struct{}
+	dropped  int // since the last drop report
+	lastDrop time.Time
+
+	qrows int // the queue's rows, for the gauge (the queue is Run's alone)
+
+	written, dropTotal, failures prometheus.Counter
+	backlog                      prometheus.GaugeFunc
+	retryAt                      time.Time
+	backoff                      time.Duration
+	lastFailLog                  time.Time
+}
+
+// Metric names.
+const (
+	MetricWritten  = "greenflow_collector_samples_written_total"
+	MetricDropped  = "greenflow_collector_samples_dropped_total"
+	MetricFailures = "greenflow_collector_write_failures_total"
+	MetricBacklog  = "greenflow_collector_backlog_rows"
+)
+
+// NewWriter returns a writer; reg may be nil. The writer owns q and closes
+// it when Run returns.
+func NewWriter(cfg Config, st Store, q Queue, logger *zap.Logger, reg prometheus.Registerer) (*Writer, error) {
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 100 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(5*time.Second, cfg.RetryMin)
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	w := &Writer{cfg: cfg, store: st, queue: q, logger: logger, full: make(chan struct{}, 1),
+		written:   prometheus.NewCounter(prometheus.CounterOpts{Name: MetricWritten, Help: "Rows (samples and run metrics) written to ClickHouse."}),
+		dropTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDropped, Help: "Rows lost: the pending buffer or the backlog (memory or spool) was full, or a spooled batch was unreadable."}),
+		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: MetricFailures, Help: "Failed batch writes (the batch is kept and retried)."}),
+	}
+	w.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBacklog, Help: "Rows waiting in the backlog (memory or spool) for ClickHouse."},
+		func() float64 { return float64(w.queueRows()) })
+	if reg != nil {
+		for _, c := range []prometheus.Collector{w.written, w.dropTotal, w.failures, w.backlog} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register writer metrics: %w", err)
+			}
+		}
+	}
+	return w, nil
+}
+
+// queueRows reads the backlog size for the gauge; the queue itself is only
+// touched by Run's goroutine, so the count is copied under mu.
+func (w *Writer) queueRows() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.qrows
+}
+
+func (w *Writer) setQueueRows() {
+	n := w.queue.Rows()
+	w.mu.Lock()
+	w.qrows = n
+	w.mu.Unlock()
+}
+
+// BacklogRows is the number of rows waiting in the backlog.
+func (w *Writer) BacklogRows() int { return w.queueRows() }
+
+// AddSamples queues samples for the next batch.
+func (w *Writer) AddSamples(s []store.Sample) {
+	if len(s) == 0 {
+		return
+	}
+	w.mu.Lock()
+	room := w.cfg.MaxPending - len(w.samples) - len(w.metrics)
+	if room < len(s) {
+		w.dropLocked(len(s) - max(room, 0))
+		s = s[:max(room, 0)]
+	}
+	w.samples = append(w.samples, s...)
+	n := len(w.samples)
+	w.mu.Unlock()
+	if n >= w.cfg.BatchSize {
+		select {
+		case w.full <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// AddMetrics queues run metric points for the next batch.
+func (w *Writer) AddMetrics(m []store.RunMetric) {
+	if len(m) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	room := w.cfg.MaxPending - len(w.samples) - len(w.metrics)
+	if room < len(m) {
+		w.dropLocked(len(m) - max(room, 0))
+		m = m[:max(room, 0)]
+	}
+	w.metrics = append(w.metrics, m...)
+}
+
+// dropLocked counts lost rows and reports them, at most every 10 s.
+func (w *Writer) dropLocked(n int) {
+	if n <= 0 {
+		return
+	}
+	w.dropTotal.Add(float64(n))
+	w.dropped += n
+	if now := time.Now(); now.Sub(w.lastDrop) >= 10*time.Second {
+		w.logger.Error("rows dropped: buffer or backlog full", zap.Int("rows", w.dropped), zap.Int("max_pending", w.cfg.MaxPending))
+		w.dropped, w.lastDrop = 0, now
+	}
+}
+
+// Run writes batches until ctx ends, then keeps writing for up to
+// DrainTimeout and closes the queue: a spool keeps what is left for the
+// next start; what a memory queue still holds is counted as dropped.
+func (w *Writer) Run(ctx context.Context) error {
+	tick := time.NewTicker(w.cfg.FlushInterval)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return w.drain()
+		case <-tick.C:
+		case <-w.full:
+		case <-retry.C:
+		}
+		w.flush(ctx, false)
+		if w.queue.Len() > 0 {
+			retry.Reset(time.Until(w.retryAt))
+		}
+	}
+}
+
+func (w *Writer) drain() error {
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.DrainTimeout)
+	defer cancel()
+	w.backoff = 0
+	for {
+		w.flush(ctx, true)
+		w.mu.Lock()
+		pending := len(w.samples) + len(w.metrics)
+		w.mu.Unlock()
+		if (w.queue.Len() == 0 && pending == 0) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(w.retryAt)):
+		}
+	}
+	left := w.queue.Rows()
+	_, spooled := w.queue.(*Dir)
+	switch {
+	case left == 0:
+	case spooled:
+		w.logger.Warn("clickhouse unreachable at shutdown; rows kept in the spool for the next start", zap.Int("rows", left))
+	default:
+		w.mu.Lock()
+		w.dropTotal.Add(float64(left))
+		w.mu.Unlock()
+		w.logger.Error("clickhouse unreachable at shutdown; rows lost", zap.Int("rows", left))
+	}
+	if err := w.queue.Close(); err != nil {
+		return fmt.Errorf("close backlog: %w", err)
+	}
+	return nil
+}
+
+// flush cuts the pending rows into batches and writes them, through the
+// queue whenever it is not empty so order is kept; then it retries the
+// queue when due (always when force).
+func (w *Writer) flush(ctx context.Context, force bool) {
+	w.mu.Lock()
+	samples, metrics := w.samples, w.metrics
+	w.samples, w.metrics = nil, nil
+	w.mu.Unlock()
+
+	var batches []Batch
+	for len(samples) > 0 {
+		n := min(len(samples), w.cfg.BatchSize)
+		batches = append(batches, Batch{Samples: samples[:n:n]})
+		samples = samples[n:]
+	}
+	if len(metrics) > 0 {
+		batches = append(batches, Batch{Metrics: metrics})
+	}
+	for _, b := range batches {
+		if w.queue.Len() == 0 && (force || !time.Now().Before(w.retryAt)) {
+			if err := w.write(ctx, b); err == nil {
+				continue
+			}
+		}
+		w.enqueue(b)
+	}
+	if w.queue.Len() > 0 && (force || !time.Now().Before(w.retryAt)) {
+		w.retryQueue(ctx)
+	}
+	w.setQueueRows()
+}
+
+func (w *Writer) enqueue(b Batch) {
+	if err := w.queue.Push(b); err != nil {
+		w.mu.Lock()
+		w.dropLocked(b.Rows())
+		w.mu.Unlock()
+		if !errors.Is(err, ErrFull) {
+			w.logger.Error("backlog write failed", zap.Error(err))
+		}
+	}
+}
+
+// retryQueue writes the queue's batches, oldest first, until one fails.
+func (w *Writer) retryQueue(ctx context.Context) {
+	for w.queue.Len() > 0 && ctx.Err() == nil {
+		b, err := w.queue.Peek()
+		if err != nil {
+			if errors.Is(err, ErrEmpty) {
+				return
+			}
+			w.logger.Error("spooled batch unreadable; dropped", zap.Error(err))
+			w.mu.Lock()
+			w.dropLocked(max(w.queue.Rows()-w.rowsAfterHead(), 0))
+			w.mu.Unlock()
+			_ = w.queue.Pop()
+			continue
+		}
+		if err := w.write(ctx, b); err != nil {
+			return
+		}
+		if err := w.queue.Pop(); err != nil {
+			w.logger.Error("backlog pop failed", zap.Error(err))
+			return
+		}
+	}
+}
+
+// rowsAfterHead is the queue's rows without its oldest batch, whose row
+// count the unreadable file's name still gives.
+func (w *Writer) rowsAfterHead() int {
+	if d, ok := w.queue.(*Dir); ok && len(d.files) > 0 {
+		return d.rows - d.files[0].rows
+	}
+	return w.queue.Rows()
+}
+
+// write inserts one batch and manages the backoff. The insert is not
+// cancelled with ctx: an insert cut short at shutdown may still land in
+// ClickHouse, and retrying it would write the batch twice. Only
+// WriteTimeout bounds it.
+func (w *Writer) write(ctx context.Context, b Batch) error {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.WriteTimeout)
+	defer cancel()
+	var err error
+	if len(b.Samples) > 0 {
+		err = w.store.InsertSamples(wctx, b.Samples)
+	} else if len(b.Metrics) > 0 {
+		err = w.store.InsertRunMetrics(wctx, b.Metrics)
+	}
+	if err != nil {
+		w.failures.Inc()
+		first := w.backoff == 0
+		w.backoff = min(max(2*w.backoff, w.cfg.RetryMin), w.cfg.RetryMax)
+		w.retryAt = time.Now().Add(w.backoff)
+		if now := time.Now(); first || now.Sub(w.lastFailLog) >= 30*time.Second {
+			w.lastFailLog = now
+			w.logger.Warn("batch write failed; rows kept for retry", zap.Int("rows", b.Rows()), zap.Int("backlog_rows", w.queue.Rows()),
+				zap.Duration("retry_in", w.backoff), zap.Error(err))
+		}
+		return err
+	}
+	if w.backoff > 0 {
+		w.logger.Info("batch writes recovered", zap.Int("backlog_rows", w.queue.Rows()))
+	}
+	w.backoff, w.retryAt = 0, time.Time{}
+	w.written.Add(float64(b.Rows()))
+	return nil
+}
