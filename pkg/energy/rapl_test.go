@@ -1,9 +1,12 @@
 package energy_test
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,15 +237,18 @@ func TestNewRAPLMeterErrors(t *testing.T) {
 		requireErrorMentions(t, err, "package-0", path)
 	})
 	t.Run("energy_uj permission denied", func(t *testing.T) {
-		if os.Geteuid() == 0 {
-			t.Skip("root reads mode-000 files; the directory case above covers the error path")
-		}
 		pc, proc := raplFixture(t, "two-packages")
 		path := filepath.Join(pc, "intel-rapl:0", "energy_uj")
 		require.NoError(t, os.Chmod(path, 0))
-		_, err := energy.NewRAPLMeter(pc, proc)
-		require.ErrorIs(t, err, fs.ErrPermission)
-		requireErrorMentions(t, err, path, "root-only")
+		if os.Geteuid() != 0 {
+			_, err := energy.NewRAPLMeter(pc, proc)
+			require.ErrorIs(t, err, fs.ErrPermission)
+			requireErrorMentions(t, err, path, "root-only")
+			return
+		}
+		// Root reads mode-000 files: check from the test binary re-run as
+		// nobody (TestMain's child mode), with the fixture readable to it.
+		runAsNobody(t, pc+"|"+proc+"|"+path, pc, proc)
 	})
 	t.Run("garbage counter", func(t *testing.T) {
 		pc, proc := raplFixture(t, "psys")
@@ -270,4 +276,42 @@ func BenchmarkRAPLMeterRead(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// runAsNobody re-runs the test binary as uid/gid 65534 in permission-child
+// mode (see main_test.go); the binary and the fixture dirs are made
+// reachable to that user.
+func runAsNobody(t *testing.T, spec string, dirs ...string) {
+	t.Helper()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	bin := filepath.Join(os.TempDir(), fmt.Sprintf("greenflow-energy-test-%d", os.Getpid()))
+	data, err := os.ReadFile(self)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(bin, data, 0o755))
+	t.Cleanup(func() { _ = os.Remove(bin) })
+	for _, d := range dirs {
+		for p := d; p != "/" && p != "."; p = filepath.Dir(p) {
+			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+				_ = os.Chmod(p, fi.Mode().Perm()|0o055)
+			}
+		}
+		require.NoError(t, filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if e.IsDir() {
+				return os.Chmod(p, 0o755)
+			}
+			if fi, err := e.Info(); err == nil && fi.Mode().Perm() != 0 {
+				return os.Chmod(p, 0o644)
+			}
+			return nil
+		}))
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), envPermissionChild+"="+spec)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "permission check as nobody: %s", out)
 }
