@@ -289,48 +289,60 @@ func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.
 	return nil
 }
 
-func runResults(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("results", flag.ContinueOnError)
+// parseExperimentArgs parses a command taking one EXPERIMENT id (before or
+// after the flags) and the connection flags; extra registers its own flags.
+func parseExperimentArgs(name string, args []string, extra func(*flag.FlagSet)) (connFlags, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var c connFlags
 	c.register(fs)
-	format := fs.String("format", "table", "table, csv or json")
+	if extra != nil {
+		extra(fs)
+	}
 	if err := fs.Parse(reorder(args)); err != nil {
-		return err
+		return c, "", err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("expected one EXPERIMENT id")
+		return c, "", errors.New("expected one EXPERIMENT id")
+	}
+	return c, fs.Arg(0), nil
+}
+
+func runResults(ctx context.Context, args []string, stdout io.Writer) error {
+	var format string
+	c, id, err := parseExperimentArgs("results", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&format, "format", "table", "table, csv or json")
+	})
+	if err != nil {
+		return err
 	}
 	st, closeStore, err := openStore(ctx, &c)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	rows, err := LoadResults(ctx, st, fs.Arg(0))
+	rows, err := LoadResults(ctx, st, id)
 	if err != nil {
 		return err
 	}
 	if len(rows) == 0 {
-		return fmt.Errorf("experiment %s: no runs stored", fs.Arg(0))
+		return fmt.Errorf("experiment %s: no runs stored", id)
 	}
-	if err := WriteResults(stdout, *format, rows); err != nil {
+	if err := WriteResults(stdout, format, rows); err != nil {
 		return err
 	}
-	if *format == "table" {
-		return WriteCapacity(ctx, stdout, st, fs.Arg(0))
+	if format == "table" {
+		return WriteCapacity(ctx, stdout, st, id)
 	}
 	return nil
 }
 
 func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("cancel", flag.ContinueOnError)
-	var c connFlags
-	c.register(fs)
-	reason := fs.String("reason", "cancelled by user", "reason recorded with the runs")
-	if err := fs.Parse(reorder(args)); err != nil {
+	var reason string
+	c, id, err := parseExperimentArgs("cancel", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&reason, "reason", "cancelled by user", "reason recorded with the runs")
+	})
+	if err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("expected one EXPERIMENT id")
 	}
 	if err := c.resolve(true); err != nil {
 		return err
@@ -340,10 +352,10 @@ func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer b.Close()
-	if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: fs.Arg(0), Reason: *reason}, ""); err != nil {
+	if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "cancel requested for %s\n", fs.Arg(0))
+	fmt.Fprintf(stdout, "cancel requested for %s\n", id)
 	return nil
 }
 

@@ -82,17 +82,12 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	var c connFlags
-	c.register(fs)
-	if err := fs.Parse(reorder(args)); err != nil {
+	c, id, err := parseExperimentArgs("status", args, nil)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return errors.New("expected one EXPERIMENT id")
-	}
 	var st experimentStatus
-	if err := request(ctx, c, subjectGet, []byte(fs.Arg(0)), &st); err != nil {
+	if err := request(ctx, c, subjectGet, []byte(id), &st); err != nil {
 		return err
 	}
 	if st.Error != "" {
