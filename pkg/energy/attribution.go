@@ -1,6 +1,7 @@
 package energy
 
 import (
+	"maps"
 	"math"
 	"slices"
 )
@@ -25,41 +26,27 @@ type Attribution struct {
 // count as 0. Every part and Unattributed is ≥ 0, and
 // Σ Parts + Unattributed = totalJ within floating-point rounding.
 func Attribute(totalJ float64, cpu CPUTimes, workloadCPUSeconds map[string]float64) Attribution {
-	totalJ = nonNegative(totalJ)
 	total := nonNegative(cpu.TotalSeconds)
 	busy := min(nonNegative(cpu.BusySeconds), total)
-
 	// Sum in a fixed order so identical inputs give identical outputs.
-	names := make([]string, 0, len(workloadCPUSeconds))
-	for name := range workloadCPUSeconds {
-		names = append(names, name)
-	}
-	slices.Sort(names)
 	var used float64
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(workloadCPUSeconds)) {
 		used += nonNegative(workloadCPUSeconds[name])
 	}
-
-	a := Attribution{Parts: make(map[string]float64, len(names))}
-	var attributed float64
-	for _, name := range names {
-		// Fractions of totalJ, each ≤ 1, so no product can overflow.
-		var frac float64
-		switch w := nonNegative(workloadCPUSeconds[name]); {
-		case total == 0 || used == 0:
-		case used <= busy:
-			frac = w / total
-		default:
-			frac = (w / used) * (busy / total)
+	// Joules per CPU second of a workload: totalJ / total, scaled down
+	// when the workloads appear to exceed the busy time.
+	var perSecond float64
+	if total > 0 && used > 0 {
+		perSecond = nonNegative(totalJ) / total
+		if used > busy {
+			perSecond *= busy / used
 		}
-		part := totalJ * frac
-		a.Parts[name] = part
-		attributed += part
 	}
-	// Rounding can push the parts' sum a hair past totalJ; clamp the
-	// remainder at zero rather than report negative idle energy.
-	a.Unattributed = max(totalJ-attributed, 0)
-	return a
+	joules := make(map[string]float64, len(workloadCPUSeconds))
+	for name, s := range workloadCPUSeconds {
+		joules[name] = nonNegative(s) * perSecond
+	}
+	return Split(totalJ, joules)
 }
 
 // nonNegative maps NaN, ±Inf and negative values to 0.
