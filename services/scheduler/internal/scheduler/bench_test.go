@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
@@ -109,14 +111,14 @@ type benchHarness struct {
 }
 
 func newBenchHarness(b *testing.B) (*benchHarness, context.CancelFunc) {
-	h := &harness{url: natsFor(b), store: storeFor(b), states: map[string][]string{}, seen: map[events.Type][]string{},
+	h := &harness{t: b, url: testenv.NATS(b), store: testenv.Store(b), states: map[string][]string{}, seen: map[events.Type][]string{},
 		final: map[string]string{}, experiments: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var err error
-	h.bus, err = bus.Connect(ctx, h.url, "bench", nopLogger(), nil)
+	h.bus, err = bus.Connect(ctx, h.url, "bench", zap.NewNop(), nil)
 	require.NoError(b, err)
 	b.Cleanup(h.bus.Close)
-	startSchedulerTB(b, ctx, h)
+	h.startScheduler(ctx, nil)
 	return &benchHarness{harness: h}, cancel
 }
 

@@ -39,7 +39,7 @@ spec:
 // real ones are exercised by the end-to-end tests); fail makes chosen runs'
 // provisioning fail.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	bus    *bus.Bus
 	store  *store.Store
 	mu     sync.Mutex
