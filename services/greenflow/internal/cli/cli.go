@@ -185,36 +185,46 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 func runValidate(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
-	file := fs.String("f", "", "experiment spec file (YAML or JSON)")
-	var sets stringList
-	fs.Var(&sets, "set", "override a spec field: path=value (repeatable)")
+	var sf specFlags
+	sf.register(fs, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	data, err := readSpec(*file)
+	p, err := sf.prepare(true)
 	if err != nil {
 		return err
 	}
-	e, _, n, err := Prepare(data, sets, true)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %d runs\n", *file, e.Metadata.Name, n)
+	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %d runs\n", sf.file, p.Experiment.Metadata.Name, p.Runs)
 	return nil
 }
 
-func readSpec(file string) ([]byte, error) {
-	if file == "" {
-		return nil, errors.New("-f: a spec file is required")
+// specFlags are the -f and --set flags of the commands that read a spec.
+type specFlags struct {
+	file string
+	sets stringList
+}
+
+func (f *specFlags) register(fs *flag.FlagSet, defaultFile string) {
+	fs.StringVar(&f.file, "f", defaultFile, "experiment spec file (YAML or JSON; - for standard input)")
+	fs.Var(&f.sets, "set", "override a spec field: path=value (repeatable)")
+}
+
+// prepare reads and validates the spec (see spec.Prepare).
+func (f *specFlags) prepare(yes bool) (spec.Prepared, error) {
+	if f.file == "" {
+		return spec.Prepared{}, errors.New("-f: a spec file is required")
 	}
-	if file == "-" {
-		return io.ReadAll(os.Stdin)
+	var data []byte
+	var err error
+	if f.file == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(f.file)
 	}
-	b, err := os.ReadFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
+		return spec.Prepared{}, fmt.Errorf("read spec: %w", err)
 	}
-	return b, nil
+	return spec.Prepare(data, f.sets, yes)
 }
 
 func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -222,19 +232,14 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	var c connFlags
 	c.register(fs)
-	file := fs.String("f", "", "experiment spec file (YAML or JSON)")
+	var sf specFlags
+	sf.register(fs, "")
 	watch := fs.Bool("watch", false, "follow progress and print the results table at the end")
 	yes := fs.Bool("yes", false, "submit even when the sweep exceeds 10,000 runs")
-	var sets stringList
-	fs.Var(&sets, "set", "override a spec field: path=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	data, err := readSpec(*file)
-	if err != nil {
-		return err
-	}
-	e, resolved, n, err := Prepare(data, sets, *yes)
+	p, err := sf.prepare(*yes)
 	if err != nil {
 		return err
 	}
@@ -247,11 +252,11 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer b.Close()
 	since := time.Now().Add(-time.Second)
-	id, err := Submit(ctx, b, e, resolved)
+	id, err := Submit(ctx, b, p.Experiment, p.Resolved)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "submitted experiment %s (%d runs)\n", id, n)
+	fmt.Fprintf(stdout, "submitted experiment %s (%d runs)\n", id, p.Runs)
 	if !*watch {
 		return nil
 	}

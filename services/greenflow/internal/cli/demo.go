@@ -22,20 +22,15 @@ import (
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	file := fs.String("f", "examples/uc3-local.yaml", "experiment spec")
+	var sf specFlags
+	sf.register(fs, "examples/uc3-local.yaml")
 	stateDir := fs.String("state-dir", ".state/demo", "state dir (kept: 'greenflow results --state-dir' reads it later)")
 	chDSN := fs.String("clickhouse-dsn", "", "use this ClickHouse instead of starting clickhouse-server")
 	logLevel := fs.String("log-level", "warn", "service log level")
-	var sets stringList
-	fs.Var(&sets, "set", "override a spec field: path=value (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	data, err := readSpec(*file)
-	if err != nil {
-		return err
-	}
-	e, resolved, n, err := Prepare(data, sets, false)
+	p, err := sf.prepare(false)
 	if err != nil {
 		return err
 	}
@@ -60,11 +55,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer b.Close()
 	since := time.Now().Add(-time.Second)
-	id, err := Submit(ctx, b, e, resolved)
+	id, err := Submit(ctx, b, p.Experiment, p.Resolved)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "submitted experiment %s: %d runs of %s\n", id, n, *file)
+	fmt.Fprintf(stdout, "submitted experiment %s: %d runs of %s\n", id, p.Runs, sf.file)
 	werr := watchAndReport(ctx, b, st.Endpoints.ClickHouseDSN, id, since, stdout)
 	if werr != nil && !errors.Is(werr, context.Canceled) {
 		return werr

@@ -13,12 +13,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
-// Prepare validates a spec for submission (see spec.Prepare).
-func Prepare(data []byte, sets []string, yes bool) (*spec.Experiment, string, int, error) {
-	p, err := spec.Prepare(data, sets, yes)
-	return p.Experiment, p.Resolved, p.Runs, err
-}
-
 // Submit publishes an experiment and returns its id.
 func Submit(ctx context.Context, b *bus.Bus, e *spec.Experiment, resolved string) (string, error) {
 	id := spec.NewExperimentID(e.Metadata.Name, time.Now())

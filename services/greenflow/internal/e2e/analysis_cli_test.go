@@ -35,11 +35,8 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	st, b := startStack(t)
 	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=500ms", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
 		"spec.meters.interval=200ms", "spec.repetitions=2"}
-	e, resolved, n, err := cli.Prepare(exampleSpec(t), sets, false)
-	require.NoError(t, err)
+	id, n := submitExample(ctx, t, b, sets)
 	require.Equal(t, 4, n)
-	id, err := cli.Submit(ctx, b, e, resolved)
-	require.NoError(t, err)
 	obs := observe(ctx, t, b, id)
 	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool { return obs.state() != "" })
 	require.Equal(t, "done", obs.state())

@@ -35,11 +35,8 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	_, err := b.JetStream().PublishMsg(ctx, bad)
 	require.NoError(t, err)
 
-	e, resolved, n, err := cli.Prepare(exampleSpec(t), shortPhases, false)
-	require.NoError(t, err)
+	id, n := submitExample(ctx, t, b, shortPhases)
 	require.Equal(t, 2, n)
-	id, err := cli.Submit(ctx, b, e, resolved)
-	require.NoError(t, err)
 	obs := observe(ctx, t, b, id)
 	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool { return obs.state() != "" })
 	require.Equal(t, "done", obs.state())

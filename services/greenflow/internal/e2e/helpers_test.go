@@ -20,8 +20,10 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
@@ -54,6 +56,17 @@ func binaries(t testing.TB) string {
 	})
 	require.NoError(t, buildErr)
 	return binDir
+}
+
+// submitExample submits examples/uc3-local.yaml with overrides, as the CLI
+// does, and returns the experiment id and its number of runs.
+func submitExample(ctx context.Context, tb testing.TB, b *bus.Bus, sets []string) (string, int) {
+	tb.Helper()
+	p, err := spec.Prepare(exampleSpec(tb), sets, false)
+	require.NoError(tb, err)
+	id, err := cli.Submit(ctx, b, p.Experiment, p.Resolved)
+	require.NoError(tb, err)
+	return id, p.Runs
 }
 
 func exampleSpec(t testing.TB) []byte {

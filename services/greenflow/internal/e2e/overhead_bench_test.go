@@ -10,7 +10,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
 // BenchmarkOrchestrationOverheadPerRun runs experiments through the dev
@@ -27,10 +26,7 @@ func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
 	var runs int
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		e, resolved, _, err := cli.Prepare(exampleSpec(b), sets, false)
-		require.NoError(b, err)
-		id, err := cli.Submit(ctx, cb, e, resolved)
-		require.NoError(b, err)
+		id, _ := submitExample(ctx, b, cb, sets)
 		final := make(chan string, 1)
 		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
 		go func() {

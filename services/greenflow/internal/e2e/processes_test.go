@@ -85,10 +85,7 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	b, err := bus.Connect(ctx, natsURL, "e2e-test", zap.NewNop(), nil)
 	require.NoError(t, err)
 	defer b.Close()
-	e, resolved, _, err := cli.Prepare(exampleSpec(t), shortPhases, false)
-	require.NoError(t, err)
-	id, err := cli.Submit(ctx, b, e, resolved)
-	require.NoError(t, err)
+	id, _ := submitExample(ctx, t, b, shortPhases)
 	obs := observe(ctx, t, b, id)
 	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool {
 		for name, p := range procs {

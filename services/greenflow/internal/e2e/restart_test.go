@@ -61,11 +61,8 @@ func TestSchedulerKill9MidRunResumes(t *testing.T) {
 		})
 	}()
 
-	e, resolved, n, err := cli.Prepare(exampleSpec(t), []string{"spec.phases.baseline=1s", "spec.phases.warmup=1s", "spec.phases.measure=5s",
-		"spec.phases.cooldown=0s", "spec.meters.interval=200ms"}, false)
-	require.NoError(t, err)
-	id, err := cli.Submit(ctx, b, e, resolved)
-	require.NoError(t, err)
+	id, n := submitExample(ctx, t, b, []string{"spec.phases.baseline=1s", "spec.phases.warmup=1s", "spec.phases.measure=5s",
+		"spec.phases.cooldown=0s", "spec.meters.interval=200ms"})
 	obs := observe(ctx, t, b, id)
 	firstRun := id + "-r0000"
 	testenv.Eventually(t, time.Minute, "first run measuring", func() bool {
