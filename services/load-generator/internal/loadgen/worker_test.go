@@ -15,10 +15,9 @@ import (
 // ackingProducer acknowledges every record at once, remembering its key and
 // value timestamp when keep is set.
 type ackingProducer struct {
-	keep  bool
-	n     int64
-	sent  []sent
-	value []byte
+	keep bool
+	n    int64
+	sent []sent
 }
 
 type sent struct {

@@ -107,7 +107,6 @@ func BenchmarkTransitionRoundTrip(b *testing.B) {
 // benchHarness is the test harness without responders.
 type benchHarness struct {
 	*harness
-	watchers chan func(bus.Delivery) bool
 }
 
 func newBenchHarness(b *testing.B) (*benchHarness, context.CancelFunc) {
