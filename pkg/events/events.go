@@ -64,6 +64,37 @@ type SUT struct {
 	Backend  string            `json:"backend"`  // local | kubernetes
 	Params   map[string]string `json:"params,omitempty"`
 	Command  []string          `json:"command,omitempty"` // local backend: override of the command line
+	// Kubernetes is how the kubernetes backend deploys the run.
+	Kubernetes *KubernetesSUT `json:"kubernetes,omitempty"`
+}
+
+// KubernetesSUT is the kubernetes backend's part of a run's SUT.
+type KubernetesSUT struct {
+	Image           string `json:"image,omitempty"`
+	ImagePullPolicy string `json:"image_pull_policy,omitempty"`
+	// Replicas is the number of instances (Flink: task managers).
+	Replicas int `json:"replicas,omitempty"`
+	// CPU and Memory are each container's request and limit (quantities).
+	CPU    string            `json:"cpu,omitempty"`
+	Memory string            `json:"memory,omitempty"`
+	Env    map[string]string `json:"env,omitempty"`
+	// KafkaBootstrap is the brokers' address as seen from inside the
+	// cluster; empty means the run's brokers.
+	KafkaBootstrap    string `json:"kafka_bootstrap,omitempty"`
+	SchemaRegistryURL string `json:"schema_registry_url,omitempty"`
+	// Manifest is the template text of template "manifest".
+	Manifest       string    `json:"manifest,omitempty"`
+	Placement      Placement `json:"placement"`
+	ReadyTimeoutMs int64     `json:"ready_timeout_ms,omitempty"`
+}
+
+// Placement says where a run's pods go.
+type Placement struct {
+	// Strategy is any, spread (at most one pod per node while nodes last) or
+	// consolidate (onto Nodes nodes).
+	Strategy     string            `json:"strategy,omitempty"`
+	Nodes        int               `json:"nodes,omitempty"`
+	NodeSelector map[string]string `json:"node_selector,omitempty"`
 }
 
 // Kafka names the data plane of a run.

@@ -22,6 +22,10 @@ func filled() []events.Message {
 		events.ExperimentCancel{ExperimentID: "exp-1", Reason: "user"},
 		events.ExperimentState{ExperimentID: "exp-1", Name: "demo", State: "running", RunsTotal: 2, RunsDone: 1, TsMs: 1},
 		events.RunProvision{ExperimentID: "exp-1", RunID: "exp-1-r000", SUT: events.SUT{Template: "uc3-go", Backend: "local", Params: map[string]string{"instances": "1"}}, Kafka: kafka},
+		events.RunProvision{ExperimentID: "exp-1", RunID: "exp-1-r001", SUT: events.SUT{Template: "uc3-kstreams", Backend: "kubernetes",
+			Kubernetes: &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-kstreams-app:latest", Replicas: 2, CPU: "1", Memory: "4Gi",
+				Env: map[string]string{"COMMIT_INTERVAL_MS": "100"}, Placement: events.Placement{Strategy: "consolidate", Nodes: 1,
+					NodeSelector: map[string]string{"pool": "sut"}}, ReadyTimeoutMs: 60000}}, Kafka: kafka},
 		events.RunProvisioned{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local", Targets: tgt, TsMs: 2},
 		events.RunProvisionFailed{ExperimentID: "exp-1", RunID: "exp-1-r000", Reason: "exec: not found", TsMs: 2},
 		events.RunTeardown{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local"},
@@ -41,7 +45,6 @@ func filled() []events.Message {
 
 func TestEveryTypeValidatesAgainstItsSchema(t *testing.T) {
 	msgs := filled()
-	require.Len(t, msgs, len(events.Known()), "filled() must cover every registered type")
 	seen := map[events.Type]bool{}
 	for _, m := range msgs {
 		seen[m.MessageType()] = true
@@ -57,6 +60,7 @@ func TestEveryTypeValidatesAgainstItsSchema(t *testing.T) {
 	for _, m := range events.Samples() {
 		require.True(t, seen[m.MessageType()], "filled() lacks %s", m.MessageType())
 	}
+	require.Len(t, seen, len(events.Known()), "filled() must cover every registered type")
 }
 
 func TestEverySchemaFileBelongsToAType(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -73,6 +75,41 @@ type SUT struct {
 	Backend  string            `yaml:"backend" json:"backend"`
 	Params   map[string]string `yaml:"params,omitempty" json:"params,omitempty"`
 	Command  []string          `yaml:"command,omitempty" json:"command,omitempty"`
+	// Kubernetes configures backend kubernetes; factors reach it by path,
+	// e.g. sut.kubernetes.replicas or sut.kubernetes.placement.nodes.
+	Kubernetes *KubernetesSUT `yaml:"kubernetes,omitempty" json:"kubernetes,omitempty"`
+}
+
+// KubernetesSUT is how backend kubernetes deploys each run.
+type KubernetesSUT struct {
+	Image           string `yaml:"image,omitempty" json:"image,omitempty"`
+	ImagePullPolicy string `yaml:"imagePullPolicy,omitempty" json:"imagePullPolicy,omitempty"`
+	// Replicas is the number of instances (Flink: task managers); default 1.
+	Replicas  int               `yaml:"replicas,omitempty" json:"replicas,omitempty"`
+	Resources Resources         `yaml:"resources,omitempty" json:"resources,omitempty"`
+	Env       map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	// KafkaBootstrap is the brokers' address from inside the cluster
+	// (default: the run's brokers).
+	KafkaBootstrap    string `yaml:"kafkaBootstrap,omitempty" json:"kafkaBootstrap,omitempty"`
+	SchemaRegistryURL string `yaml:"schemaRegistryUrl,omitempty" json:"schemaRegistryUrl,omitempty"`
+	// Manifest is the template text for template "manifest".
+	Manifest     string    `yaml:"manifest,omitempty" json:"manifest,omitempty"`
+	Placement    Placement `yaml:"placement,omitempty" json:"placement,omitempty"`
+	ReadyTimeout Duration  `yaml:"readyTimeout,omitempty" json:"readyTimeout,omitempty"`
+}
+
+// Resources is each SUT container's CPU and memory (request = limit).
+type Resources struct {
+	CPU    string `yaml:"cpu,omitempty" json:"cpu,omitempty"`
+	Memory string `yaml:"memory,omitempty" json:"memory,omitempty"`
+}
+
+// Placement says where a run's pods go: strategy any (the scheduler
+// decides), spread (across nodes) or consolidate (onto nodes nodes).
+type Placement struct {
+	Strategy     string            `yaml:"strategy,omitempty" json:"strategy,omitempty"`
+	Nodes        int               `yaml:"nodes,omitempty" json:"nodes,omitempty"`
+	NodeSelector map[string]string `yaml:"nodeSelector,omitempty" json:"nodeSelector,omitempty"`
 }
 
 // Workload is the UC-3 load.
@@ -358,7 +395,7 @@ func Default() *Experiment {
 }
 
 // Templates known to the provisioner.
-var Templates = map[string]bool{"uc3-go": true, "command": true, "uc3-kstreams": true, "uc3-flink": true}
+var Templates = map[string]bool{"uc3-go": true, "command": true, "uc3-kstreams": true, "uc3-flink": true, "manifest": true}
 
 // Validate reports every problem with its field path.
 func (e *Experiment) Validate() error {
@@ -488,6 +525,7 @@ func (rc RunConfig) problems(prefix string) Problems {
 	if rc.SUT.Backend != "local" && rc.SUT.Backend != "kubernetes" {
 		add("sut.backend", "got %q, expected local or kubernetes", rc.SUT.Backend)
 	}
+	p = append(p, rc.SUT.kubernetesProblems(prefix)...)
 	w := rc.Workload
 	if w.Sensors <= 0 {
 		add("workload.sensors", "got %d, expected a positive number of sensors", w.Sensors)
@@ -791,4 +829,78 @@ func Hash(v any) string {
 	b, _ := json.Marshal(v)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
+}
+
+func (s SUT) kubernetesProblems(prefix string) Problems {
+	var p Problems
+	add := func(path, format string, args ...any) {
+		p = append(p, prefix+"sut."+path+": "+fmt.Sprintf(format, args...))
+	}
+	k := s.Kubernetes
+	switch {
+	case s.Backend == "local":
+		if s.Template == "manifest" || s.Template == "uc3-kstreams" || s.Template == "uc3-flink" {
+			add("template", "template %s runs on backend kubernetes only", s.Template)
+		}
+		return p
+	case s.Backend != "kubernetes":
+		return p
+	case s.Template == "command":
+		add("template", "template command runs on backend local only")
+	case k == nil:
+		add("kubernetes", "required for backend kubernetes (at least kubernetes.image)")
+		return p
+	}
+	if k == nil {
+		return p
+	}
+	if s.Template == "manifest" {
+		if strings.TrimSpace(k.Manifest) == "" {
+			add("kubernetes.manifest", "required for template manifest (the objects to apply, as a Go template)")
+		}
+	} else {
+		if k.Image == "" {
+			add("kubernetes.image", "required for template %s: the image to run (for example %s)", s.Template, exampleImages[s.Template])
+		}
+		if k.Manifest != "" {
+			add("kubernetes.manifest", "only used by template manifest, not %s", s.Template)
+		}
+	}
+	switch k.ImagePullPolicy {
+	case "", "Always", "IfNotPresent", "Never":
+	default:
+		add("kubernetes.imagePullPolicy", "got %q, expected Always, IfNotPresent or Never", k.ImagePullPolicy)
+	}
+	if k.Replicas < 0 {
+		add("kubernetes.replicas", "got %d, expected at least 1 (0 means 1)", k.Replicas)
+	}
+	for name, q := range map[string]string{"cpu": k.Resources.CPU, "memory": k.Resources.Memory} {
+		if q == "" {
+			continue
+		}
+		if _, err := resource.ParseQuantity(q); err != nil {
+			add("kubernetes.resources."+name, "got %q, expected a Kubernetes quantity such as 500m, 1 or 4Gi", q)
+		}
+	}
+	switch k.Placement.Strategy {
+	case "", "any", "spread", "consolidate":
+	default:
+		add("kubernetes.placement.strategy", "got %q, expected any, spread or consolidate", k.Placement.Strategy)
+	}
+	if k.Placement.Nodes < 0 {
+		add("kubernetes.placement.nodes", "got %d, expected a number of nodes (0: as many as needed)", k.Placement.Nodes)
+	}
+	if k.Placement.Nodes > 0 && (k.Placement.Strategy == "" || k.Placement.Strategy == "any") {
+		add("kubernetes.placement.nodes", "needs strategy spread or consolidate")
+	}
+	if k.ReadyTimeout.Duration < 0 {
+		add("kubernetes.readyTimeout", "got %s, expected a positive duration", k.ReadyTimeout.Duration)
+	}
+	return p
+}
+
+var exampleImages = map[string]string{
+	"uc3-go":       "ghcr.io/<you>/greenflow-uc3-processor (ko build ./services/uc3-processor)",
+	"uc3-kstreams": "ghcr.io/cau-se/theodolite-uc3-kstreams-app:latest",
+	"uc3-flink":    "ghcr.io/cau-se/theodolite-uc3-flink:latest",
 }

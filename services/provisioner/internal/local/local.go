@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/uc3cmd"
 )
 
 // Config configures the local backend.
@@ -75,17 +76,11 @@ func (b *Backend) Command(p events.RunProvision) ([]string, error) {
 		if len(b.cfg.UC3Command) == 0 {
 			return nil, errors.New("template uc3-go: no UC-3 processor command configured (--uc3-command)")
 		}
-		args := append([]string{}, b.cfg.UC3Command...)
-		args = append(args, "--brokers", strings.Join(p.Kafka.Brokers, ","), "--input", p.Kafka.InputTopic, "--output", p.Kafka.OutputTopic,
-			"--group", "uc3-"+p.RunID, "--metrics-addr", "")
-		for _, k := range sortedKeys(p.SUT.Params) {
-			flag, ok := uc3Params[k]
-			if !ok {
-				return nil, fmt.Errorf("template uc3-go: unknown parameter %q (known: %s)", k, strings.Join(sortedKeys(uc3Params), ", "))
-			}
-			args = append(args, flag, p.SUT.Params[k])
+		flags, err := uc3cmd.Flags(p, strings.Join(p.Kafka.Brokers, ","), "")
+		if err != nil {
+			return nil, err
 		}
-		return args, nil
+		return append(append([]string{}, b.cfg.UC3Command...), flags...), nil
 	case "command":
 		if len(p.SUT.Command) == 0 {
 			return nil, errors.New("template command: sut.command is empty")
@@ -94,14 +89,6 @@ func (b *Backend) Command(p events.RunProvision) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("template %q cannot run on the local backend (expected uc3-go or command)", p.SUT.Template)
 	}
-}
-
-var uc3Params = map[string]string{
-	"emitInterval":   "--emit-interval",
-	"timeZone":       "--timezone",
-	"format":         "--format",
-	"windowDuration": "--window-duration",
-	"windowAdvance":  "--window-advance",
 }
 
 // Provision starts the run's process; a second call for a running run

@@ -85,7 +85,7 @@ func TestTeardownKillsTheWholeProcessGroupAndProvisionIsIdempotent(t *testing.T)
 func TestUnknownTemplateParameterIsAClearError(t *testing.T) {
 	b := local.New(local.Config{Node: "n1", UC3Command: []string{"/bin/true"}}, zap.NewNop(), nil)
 	_, err := b.Command(events.RunProvision{RunID: "r", SUT: events.SUT{Template: "uc3-go", Params: map[string]string{"colour": "red"}}})
-	require.ErrorContains(t, err, `unknown parameter "colour"`)
+	require.ErrorContains(t, err, "unknown parameter sut.params.colour")
 	_, err = b.Command(events.RunProvision{RunID: "r", SUT: events.SUT{Template: "uc3-flink"}})
 	require.ErrorContains(t, err, "cannot run on the local backend")
 }

@@ -1,7 +1,6 @@
 package local
 
 import (
-	"sort"
 	"strings"
 	"sync"
 )
@@ -46,13 +45,4 @@ func (r *ringBuffer) String() string {
 		return "(no output)"
 	}
 	return strings.Join(lines, " | ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

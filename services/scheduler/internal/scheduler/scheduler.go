@@ -535,7 +535,8 @@ func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
 	case StateProvisioning:
 		sut := r.Config.SUT
 		return s.bus.Publish(ctx, events.RunProvision{ExperimentID: r.ExperimentID, RunID: r.RunID,
-			SUT: events.SUT{Template: sut.Template, Backend: sut.Backend, Params: sut.Params, Command: sut.Command}, Kafka: kafka}, "provision:"+r.RunID)
+			SUT: events.SUT{Template: sut.Template, Backend: sut.Backend, Params: sut.Params, Command: sut.Command,
+				Kubernetes: kubernetesSUT(sut.Kubernetes)}, Kafka: kafka}, "provision:"+r.RunID)
 	case StateWarmup:
 		w := r.Config.Workload
 		dur := r.Config.Phases.Warmup.Duration + r.Config.Phases.Measure.Duration
@@ -800,4 +801,15 @@ func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, d
 		RunsDone: done, RunsFailed: failed, Reason: reason, TsMs: s.nowMs()}, msgID); err != nil {
 		s.logger.Warn("publish experiment state failed", zap.String("experiment_id", e.ID), zap.Error(err))
 	}
+}
+
+// kubernetesSUT is the wire form of a spec's kubernetes block.
+func kubernetesSUT(k *spec.KubernetesSUT) *events.KubernetesSUT {
+	if k == nil {
+		return nil
+	}
+	return &events.KubernetesSUT{Image: k.Image, ImagePullPolicy: k.ImagePullPolicy, Replicas: k.Replicas,
+		CPU: k.Resources.CPU, Memory: k.Resources.Memory, Env: k.Env, KafkaBootstrap: k.KafkaBootstrap,
+		SchemaRegistryURL: k.SchemaRegistryURL, Manifest: k.Manifest, ReadyTimeoutMs: k.ReadyTimeout.Milliseconds(),
+		Placement: events.Placement{Strategy: k.Placement.Strategy, Nodes: k.Placement.Nodes, NodeSelector: k.Placement.NodeSelector}}
 }

@@ -1,0 +1,503 @@
+// Package kube is the provisioner's kubernetes backend: it deploys a run's
+// system under test into a namespace of its own with server-side apply,
+// waits for it to be ready, reports its pods as measurement targets, and
+// deletes the namespace at teardown. Everything it knows about a run is read
+// back from the cluster (labels and annotations), so a restarted provisioner
+// carries on where the last one stopped.
+package kube
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// Labels and annotations the backend puts on what it creates.
+const (
+	LabelManagedBy      = "app.kubernetes.io/managed-by"
+	ManagedBy           = "greenflow"
+	LabelExperiment     = "greenflow.dev/experiment"
+	LabelRun            = "greenflow.dev/run"
+	AnnotationRunID     = "greenflow.dev/run-id"
+	AnnotationExpID     = "greenflow.dev/experiment-id"
+	AnnotationTemplate  = "greenflow.dev/template"
+	AnnotationPlacement = "greenflow.dev/placement-nodes"
+)
+
+// Config configures the backend.
+type Config struct {
+	// Kubeconfig and Context choose the cluster; empty Kubeconfig means
+	// $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
+	Kubeconfig string `yaml:"kubeconfig"`
+	Context    string `yaml:"context"`
+	// FieldManager names this provisioner in server-side apply.
+	FieldManager string `yaml:"fieldManager"`
+	// NamespacePrefix starts every run namespace's name.
+	NamespacePrefix string `yaml:"namespacePrefix"`
+	// ReadyTimeout bounds the wait for readiness (a run's
+	// sut.kubernetes.readyTimeout overrides it).
+	ReadyTimeout time.Duration `yaml:"readyTimeout"`
+	// UnschedulableGrace is how long a pod may stay unschedulable before the
+	// provision fails (a cluster autoscaler may add a node meanwhile).
+	UnschedulableGrace time.Duration `yaml:"unschedulableGrace"`
+	// TeardownTimeout bounds the wait for a deleted namespace to go.
+	TeardownTimeout time.Duration `yaml:"teardownTimeout"`
+	// PollInterval is how often readiness and deletion are checked.
+	PollInterval time.Duration `yaml:"pollInterval"`
+}
+
+func (c *Config) defaults() {
+	if c.FieldManager == "" {
+		c.FieldManager = "greenflow-provisioner"
+	}
+	if c.NamespacePrefix == "" {
+		c.NamespacePrefix = "gf-"
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = 5 * time.Minute
+	}
+	if c.UnschedulableGrace == 0 {
+		c.UnschedulableGrace = 30 * time.Second
+	}
+	if c.TeardownTimeout == 0 {
+		c.TeardownTimeout = 2 * time.Minute
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = time.Second
+	}
+}
+
+// RESTConfig loads the cluster's client configuration: an explicit
+// kubeconfig, else $KUBECONFIG or ~/.kube/config, else in-cluster.
+func RESTConfig(kubeconfig, kubeContext string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		if _, err := os.Stat(kubeconfig); err != nil {
+			return nil, fmt.Errorf("kubernetes backend: kubeconfig %s: %w", kubeconfig, err)
+		}
+		rules.ExplicitPath = kubeconfig
+	}
+	found := kubeconfig != ""
+	for _, p := range rules.Precedence {
+		if _, err := os.Stat(p); err == nil {
+			found = true
+		}
+	}
+	if !found {
+		if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+			rc, err := rest.InClusterConfig()
+			if err != nil {
+				return nil, fmt.Errorf("kubernetes backend: in-cluster config: %w", err)
+			}
+			return rc, nil
+		}
+		home, _ := os.UserHomeDir()
+		return nil, fmt.Errorf("kubernetes backend: no kubeconfig: --kubeconfig is not set, $KUBECONFIG is %q, %s does not exist, "+
+			"and this is not a pod in a cluster (KUBERNETES_SERVICE_HOST is unset)", os.Getenv("KUBECONFIG"), filepath.Join(home, ".kube", "config"))
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes backend: load kubeconfig: %w", err)
+	}
+	return rc, nil
+}
+
+// Backend deploys runs on one cluster; safe for concurrent use.
+type Backend struct {
+	cfg    Config
+	cs     kubernetes.Interface
+	dyn    dynamic.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+	logger *zap.Logger
+	now    func() time.Time
+}
+
+// New builds the backend for the cluster rc points at; no I/O.
+func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
+	cfg.defaults()
+	rc = rest.CopyConfig(rc)
+	if rc.UserAgent == "" {
+		rc.UserAgent = cfg.FieldManager
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes backend: client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes backend: dynamic client: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
+	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: logger.With(zap.String("component", "kubernetes-backend")), now: time.Now}, nil
+}
+
+var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+
+// LabelValue is id as a label value: itself when valid, else a readable
+// prefix and a hash (the full id is kept in an annotation).
+func LabelValue(id string) string {
+	if labelValueRE.MatchString(id) {
+		return id
+	}
+	return shorten(regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(id, "-"), id, 63)
+}
+
+// Namespace is the namespace of run runID.
+func (b *Backend) Namespace(runID string) string {
+	name := b.cfg.NamespacePrefix + strings.Trim(regexp.MustCompile(`[^a-z0-9-]+`).ReplaceAllString(strings.ToLower(runID), "-"), "-")
+	if len(name) <= 63 {
+		return name
+	}
+	return shorten(name, runID, 63)
+}
+
+// shorten cuts s to fit n characters with an 8-digit hash of full.
+func shorten(s, full string, n int) string {
+	sum := sha256.Sum256([]byte(full))
+	h := hex.EncodeToString(sum[:4])
+	s = strings.TrimRight(s[:min(len(s), n-len(h)-1)], "-._")
+	s = strings.TrimLeft(s, "-._")
+	return s + "-" + h
+}
+
+func (b *Backend) runLabels(p events.RunProvision) map[string]string {
+	return map[string]string{LabelManagedBy: ManagedBy, LabelExperiment: LabelValue(p.ExperimentID), LabelRun: LabelValue(p.RunID)}
+}
+
+// object is a rendered object with its resource.
+type object struct {
+	u       *unstructured.Unstructured
+	mapping *meta.RESTMapping
+}
+
+func describe(u *unstructured.Unstructured) string {
+	if ns := u.GetNamespace(); ns != "" {
+		return fmt.Sprintf("%s %s/%s", u.GetKind(), ns, u.GetName())
+	}
+	return u.GetKind() + " " + u.GetName()
+}
+
+// resolve maps every rendered object to its resource; kinds the cluster does
+// not serve and cluster-scoped kinds are refused before anything is created.
+func (b *Backend) resolve(template string, objs []*unstructured.Unstructured) ([]object, error) {
+	out := make([]object, 0, len(objs))
+	for i, u := range objs {
+		gvk := u.GroupVersionKind()
+		m, err := b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if meta.IsNoMatchError(err) {
+			b.mapper.Reset() // a CRD may have been installed since discovery was cached
+			m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
+		if err != nil {
+			if meta.IsNoMatchError(err) {
+				return nil, fmt.Errorf("template %s, object %d (%s): unknown kind: the cluster serves no %s in %s", template, i+1, describe(u), gvk.Kind, gvk.GroupVersion())
+			}
+			return nil, fmt.Errorf("template %s, object %d (%s): discover its resource: %w", template, i+1, describe(u), err)
+		}
+		if m.Scope.Name() != meta.RESTScopeNameNamespace {
+			return nil, fmt.Errorf("template %s, object %d (%s): %s is cluster-scoped; templates may only hold namespaced objects, which teardown removes with the run's namespace",
+				template, i+1, describe(u), gvk.Kind)
+		}
+		out = append(out, object{u: u, mapping: m})
+	}
+	return out, nil
+}
+
+// Provision deploys run p and waits until it is ready. Repeating it for a
+// deployed run re-applies the same objects and returns the same targets; a
+// failed provision deletes what it created.
+func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error) {
+	ns := b.Namespace(p.RunID)
+	objs, err := Render(p, ns)
+	if err != nil {
+		return nil, err
+	}
+	resolved, err := b.resolve(p.SUT.Template, objs)
+	if err != nil {
+		return nil, err
+	}
+	k := p.SUT.Kubernetes
+	if k == nil {
+		k = &events.KubernetesSUT{}
+	}
+	var previous []string
+	existing, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("get namespace %s: %w", ns, explain(err))
+	case existing.DeletionTimestamp != nil:
+		return nil, fmt.Errorf("namespace %s of run %s is still terminating from an earlier teardown; the run cannot be deployed again until it is gone", ns, p.RunID)
+	case existing.Annotations[AnnotationRunID] != p.RunID:
+		return nil, fmt.Errorf("namespace %s exists but belongs to run %q, not %s", ns, existing.Annotations[AnnotationRunID], p.RunID)
+	default:
+		if v := existing.Annotations[AnnotationPlacement]; v != "" {
+			previous = strings.Split(v, ",")
+		}
+	}
+	pl, err := b.choosePlacement(ctx, k.Placement, previous)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := b.deploy(ctx, p, ns, resolved, pl)
+	if err != nil {
+		b.cleanup(ns, p.RunID, err)
+		return nil, err
+	}
+	return targets, nil
+}
+
+func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, objs []object, pl placement) ([]events.Target, error) {
+	lbl := b.runLabels(p)
+	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template}
+	if len(pl.nodes) > 0 {
+		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
+	}
+	nsAC := corev1ac.Namespace(ns).WithLabels(lbl).WithAnnotations(ann)
+	if _, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
+		return nil, fmt.Errorf("apply namespace %s: %w", ns, explain(err))
+	}
+	k := p.SUT.Kubernetes
+	if k == nil {
+		k = &events.KubernetesSUT{}
+	}
+	var workloads []object
+	for _, o := range objs {
+		u := o.u.DeepCopy()
+		u.SetNamespace(ns)
+		u.SetLabels(merge(u.GetLabels(), lbl))
+		isWorkload, err := mutatePodTemplate(u, lbl, pl, k.Env)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", describe(u), err)
+		}
+		if _, err := b.dyn.Resource(o.mapping.Resource).Namespace(ns).Apply(ctx, u.GetName(), u,
+			metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", describe(u), explain(err))
+		}
+		if isWorkload {
+			workloads = append(workloads, object{u: u, mapping: o.mapping})
+		}
+	}
+	b.logger.Info("applied", zap.String("run_id", p.RunID), zap.String("namespace", ns), zap.Int("objects", len(objs)),
+		zap.Strings("nodes", pl.nodes), zap.String("strategy", pl.strategy))
+	timeout := b.cfg.ReadyTimeout
+	if k.ReadyTimeoutMs > 0 {
+		timeout = time.Duration(k.ReadyTimeoutMs) * time.Millisecond
+	}
+	return b.waitReady(ctx, ns, lbl, workloads, timeout)
+}
+
+// cleanup deletes the namespace of a failed provision, so nothing is left.
+func (b *Backend) cleanup(ns, runID string, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
+	if err != nil && !apierrors.IsNotFound(err) {
+		b.logger.Error("failed provision: delete namespace failed; delete it by hand", zap.String("run_id", runID),
+			zap.String("namespace", ns), zap.NamedError("cause", cause), zap.Error(explain(err)))
+		return
+	}
+	b.logger.Warn("failed provision: namespace deleted", zap.String("run_id", runID), zap.String("namespace", ns), zap.NamedError("cause", cause))
+}
+
+// mutatePodTemplate labels a workload's pods with the run and applies the
+// placement and the run's extra environment; it reports whether u has pods.
+func mutatePodTemplate(u *unstructured.Unstructured, lbl map[string]string, pl placement, env map[string]string) (bool, error) {
+	tmpl, found, err := unstructured.NestedMap(u.Object, "spec", "template")
+	if err != nil || !found {
+		return false, nil
+	}
+	podMeta, _, _ := unstructured.NestedMap(tmpl, "metadata")
+	if podMeta == nil {
+		podMeta = map[string]any{}
+	}
+	podLabels, _, _ := unstructured.NestedStringMap(podMeta, "labels")
+	podLabels = merge(podLabels, lbl)
+	specMap, _, _ := unstructured.NestedMap(tmpl, "spec")
+	var spec corev1.PodSpec
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(specMap, &spec); err != nil {
+		return false, fmt.Errorf("spec.template.spec is not a pod spec: %w", err)
+	}
+	pl.apply(&spec, map[string]string{LabelRun: lbl[LabelRun]})
+	for i := range spec.Containers {
+		spec.Containers[i].Env = withEnv(spec.Containers[i].Env, env)
+	}
+	specOut, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&spec)
+	if err != nil {
+		return false, err
+	}
+	labelsAny := make(map[string]any, len(podLabels))
+	for k, v := range podLabels {
+		labelsAny[k] = v
+	}
+	podMeta["labels"] = labelsAny
+	tmpl["metadata"] = podMeta
+	tmpl["spec"] = specOut
+	return true, unstructured.SetNestedMap(u.Object, tmpl, "spec", "template")
+}
+
+// withEnv sets extra variables, replacing those of the same name.
+func withEnv(list []corev1.EnvVar, extra map[string]string) []corev1.EnvVar {
+	if len(extra) == 0 {
+		return list
+	}
+	names := make([]string, 0, len(extra))
+	for k := range extra {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		replaced := false
+		for i := range list {
+			if list[i].Name == n {
+				list[i] = corev1.EnvVar{Name: n, Value: extra[n]}
+				replaced = true
+			}
+		}
+		if !replaced {
+			list = append(list, corev1.EnvVar{Name: n, Value: extra[n]})
+		}
+	}
+	return list
+}
+
+func merge(a, b map[string]string) map[string]string {
+	out := make(map[string]string, len(a)+len(b))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// explain adds what to do to an authorization failure; the API server's
+// message already names the verb, the resource and the user.
+func explain(err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w (the provisioner's ClusterRole, deploy/base/provisioner-rbac.yaml, grants the verbs it needs)", err)
+	}
+	return err
+}
+
+// Deployed is a run found in the cluster.
+type Deployed struct {
+	ExperimentID, RunID, Namespace, Template string
+	Terminating                              bool
+}
+
+// Runs lists the runs deployed in the cluster, read from namespace labels
+// and annotations.
+func (b *Backend) Runs(ctx context.Context) ([]Deployed, error) {
+	list, err := b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun})
+	if err != nil {
+		return nil, fmt.Errorf("list run namespaces: %w", explain(err))
+	}
+	out := make([]Deployed, 0, len(list.Items))
+	for _, n := range list.Items {
+		out = append(out, Deployed{ExperimentID: n.Annotations[AnnotationExpID], RunID: n.Annotations[AnnotationRunID], Namespace: n.Name,
+			Template: n.Annotations[AnnotationTemplate], Terminating: n.DeletionTimestamp != nil})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RunID < out[j].RunID })
+	return out, nil
+}
+
+// Teardown deletes the run's namespace and waits, bounded, for it to go.
+// crashed reports containers that restarted or pods that failed during the
+// run. A run the cluster does not know is already torn down.
+func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error) {
+	list, err := b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun + "=" + LabelValue(runID)})
+	if err != nil {
+		return false, "", fmt.Errorf("find the namespace of run %s: %w", runID, explain(err))
+	}
+	var namespaces []string
+	for _, n := range list.Items {
+		if n.Annotations[AnnotationRunID] == runID {
+			namespaces = append(namespaces, n.Name)
+		}
+	}
+	for _, ns := range namespaces {
+		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("list pods in %s: %w", ns, explain(err))
+		}
+		if r := crashReason(pods.Items); r != "" {
+			crashed, reason = true, r
+		}
+		err = b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return crashed, reason, fmt.Errorf("delete namespace %s: %w", ns, explain(err))
+		}
+		if gone := b.waitGone(ctx, ns); !gone {
+			b.logger.Warn("namespace still terminating after the teardown bound; the cluster finishes deleting it",
+				zap.String("run_id", runID), zap.String("namespace", ns), zap.Duration("waited", b.cfg.TeardownTimeout))
+		}
+	}
+	return crashed, reason, nil
+}
+
+func (b *Backend) waitGone(ctx context.Context, ns string) bool {
+	deadline := b.now().Add(b.cfg.TeardownTimeout)
+	for {
+		_, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true
+		}
+		if b.now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(b.cfg.PollInterval):
+		}
+	}
+}
+
+// crashReason describes restarted containers and failed pods, or "".
+func crashReason(pods []corev1.Pod) string {
+	var out []string
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodFailed {
+			out = append(out, fmt.Sprintf("pod %s failed: %s %s", p.Name, p.Status.Reason, p.Status.Message))
+		}
+		for _, c := range p.Status.ContainerStatuses {
+			if c.RestartCount == 0 {
+				continue
+			}
+			s := fmt.Sprintf("pod %s container %s restarted %d time(s)", p.Name, c.Name, c.RestartCount)
+			if t := c.LastTerminationState.Terminated; t != nil {
+				s += fmt.Sprintf(", last exit code %d (%s)", t.ExitCode, t.Reason)
+			}
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, "; ")
+}

@@ -1,0 +1,119 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+const hostnameKey = "kubernetes.io/hostname"
+
+// placement is a run's resolved placement: the strategy and, when the run
+// is pinned to nodes, their names.
+type placement struct {
+	strategy     string
+	nodeSelector map[string]string
+	nodes        []string // hostnames the pods may use; nil: any node
+}
+
+// choosePlacement resolves the run's placement. Pinned runs (nodes > 0) get
+// the first k ready, schedulable nodes matching the selector in name order,
+// so that repetitions land on the same nodes; previous keeps an earlier
+// choice for the same run (a repeated provision).
+func (b *Backend) choosePlacement(ctx context.Context, pl events.Placement, previous []string) (placement, error) {
+	out := placement{strategy: or(pl.Strategy, "any"), nodeSelector: pl.NodeSelector}
+	k := pl.Nodes
+	if out.strategy == "consolidate" && k == 0 {
+		k = 1
+	}
+	if k <= 0 {
+		return out, nil
+	}
+	if len(previous) > 0 {
+		out.nodes = previous
+		return out, nil
+	}
+	sel := labels.SelectorFromSet(pl.NodeSelector).String()
+	list, err := b.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return out, fmt.Errorf("placement: list nodes: %w", explain(err))
+	}
+	var eligible []string
+	var skipped []string
+	for _, n := range list.Items {
+		host := n.Labels[hostnameKey]
+		if host == "" {
+			host = n.Name
+		}
+		switch {
+		case n.Spec.Unschedulable:
+			skipped = append(skipped, n.Name+" (cordoned)")
+		case !nodeReady(n):
+			skipped = append(skipped, n.Name+" (not ready)")
+		default:
+			eligible = append(eligible, host)
+		}
+	}
+	sort.Strings(eligible)
+	if len(eligible) < k {
+		what := "any nodes"
+		if len(pl.NodeSelector) > 0 {
+			what = "nodes matching " + sel
+		}
+		return out, fmt.Errorf("placement: %s onto %d node(s), but only %d of %s are ready and schedulable (%s)",
+			out.strategy, k, len(eligible), what, describeNodes(eligible, skipped))
+	}
+	out.nodes = eligible[:k]
+	return out, nil
+}
+
+func describeNodes(eligible, skipped []string) string {
+	parts := append(append([]string{}, eligible...), skipped...)
+	if len(parts) == 0 {
+		return "none found"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func nodeReady(n corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// apply sets the placement on a pod spec whose pods carry runLabels.
+// spread: at most one pod more on any node than on another (topology spread
+// over hostnames); consolidate: pods only on the chosen nodes, evenly.
+func (pl placement) apply(spec *corev1.PodSpec, runLabels map[string]string) {
+	if len(pl.nodeSelector) > 0 {
+		if spec.NodeSelector == nil {
+			spec.NodeSelector = map[string]string{}
+		}
+		for k, v := range pl.nodeSelector {
+			spec.NodeSelector[k] = v
+		}
+	}
+	if len(pl.nodes) > 0 {
+		if spec.Affinity == nil {
+			spec.Affinity = &corev1.Affinity{}
+		}
+		spec.Affinity.NodeAffinity = &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
+				Key: hostnameKey, Operator: corev1.NodeSelectorOpIn, Values: append([]string{}, pl.nodes...)}}}}}}
+	}
+	if pl.strategy == "spread" || (pl.strategy == "consolidate" && len(pl.nodes) > 1) {
+		spec.TopologySpreadConstraints = append(spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{
+			MaxSkew: 1, TopologyKey: hostnameKey, WhenUnsatisfiable: corev1.DoNotSchedule,
+			LabelSelector: &metav1.LabelSelector{MatchLabels: runLabels}})
+	}
+}

@@ -1,0 +1,208 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// fatalWaiting are container waiting reasons that do not heal by waiting.
+var fatalWaiting = map[string]bool{
+	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true, "ErrImageNeverPull": true,
+	"CrashLoopBackOff": true, "CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+}
+
+// waitReady waits until every workload has its replicas ready, then returns
+// one target per container of the run's pods. It fails early, with the
+// reason, on image pull errors, crash loops and pods unschedulable for longer
+// than the grace; at the timeout it says what was still missing.
+func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]string, workloads []object, timeout time.Duration) ([]events.Target, error) {
+	start := b.now()
+	sel := labels.SelectorFromSet(map[string]string{LabelRun: lbl[LabelRun]}).String()
+	for {
+		var pending []string
+		for _, w := range workloads {
+			msg, err := b.workloadPending(ctx, w)
+			if err != nil {
+				return nil, err
+			}
+			if msg != "" {
+				pending = append(pending, msg)
+			}
+		}
+		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			return nil, fmt.Errorf("list pods in %s: %w", ns, explain(err))
+		}
+		fatal, waiting := b.diagnose(pods.Items)
+		if fatal != "" {
+			return nil, fmt.Errorf("namespace %s: %s%s", ns, fatal, b.warnings(ctx, ns))
+		}
+		if len(pending) == 0 {
+			return podTargets(pods.Items), nil
+		}
+		if b.now().Sub(start) >= timeout {
+			detail := strings.Join(pending, "; ")
+			if len(waiting) > 0 {
+				detail += "; " + strings.Join(waiting, "; ")
+			} else if len(pods.Items) == 0 {
+				detail += "; no pods were created (is the controller manager running?)"
+			}
+			return nil, fmt.Errorf("namespace %s: not ready after %s: %s%s", ns, timeout, detail, b.warnings(ctx, ns))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(b.cfg.PollInterval):
+		}
+	}
+}
+
+// workloadPending says what a workload still lacks, or "" when it is ready.
+func (b *Backend) workloadPending(ctx context.Context, w object) (string, error) {
+	u, err := b.dyn.Resource(w.mapping.Resource).Namespace(w.u.GetNamespace()).Get(ctx, w.u.GetName(), metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("get %s: %w", describe(w.u), explain(err))
+	}
+	num := func(path ...string) int64 {
+		v, _, _ := unstructured.NestedInt64(u.Object, path...)
+		return v
+	}
+	var want, ready int64
+	switch u.GetKind() {
+	case "Deployment", "StatefulSet", "ReplicaSet":
+		want = 1
+		if v, found, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); found {
+			want = v
+		}
+		if num("status", "observedGeneration") < u.GetGeneration() {
+			return fmt.Sprintf("%s %s: spec generation %d not yet observed", strings.ToLower(u.GetKind()), u.GetName(), u.GetGeneration()), nil
+		}
+		ready = min(num("status", "readyReplicas"), num("status", "updatedReplicas"))
+		if u.GetKind() == "ReplicaSet" {
+			ready = num("status", "readyReplicas")
+		}
+	case "DaemonSet":
+		want, ready = num("status", "desiredNumberScheduled"), num("status", "numberReady")
+	default:
+		return "", nil // jobs and others: applied is enough
+	}
+	if ready >= want {
+		return "", nil
+	}
+	return fmt.Sprintf("%s %s: %d/%d replicas ready", strings.ToLower(u.GetKind()), u.GetName(), ready, want), nil
+}
+
+// diagnose finds a fatal pod problem, and describes pods not yet ready.
+func (b *Backend) diagnose(pods []corev1.Pod) (fatal string, waiting []string) {
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			return fmt.Sprintf("pod %s failed: %s %s", p.Name, p.Status.Reason, p.Status.Message), nil
+		}
+		for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			if w := c.State.Waiting; w != nil && fatalWaiting[w.Reason] {
+				s := fmt.Sprintf("pod %s container %s: %s", p.Name, c.Name, w.Reason)
+				if w.Message != "" {
+					s += ": " + w.Message
+				}
+				if t := c.LastTerminationState.Terminated; t != nil {
+					s += fmt.Sprintf(" (last exit code %d, %s)", t.ExitCode, t.Reason)
+				}
+				return s, nil
+			}
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+				since := c.LastTransitionTime.Time
+				if since.IsZero() {
+					since = p.CreationTimestamp.Time
+				}
+				s := fmt.Sprintf("pod %s unschedulable: %s", p.Name, c.Message)
+				if b.now().Sub(since) >= b.cfg.UnschedulableGrace {
+					return s + fmt.Sprintf(" (for %s)", b.now().Sub(since).Round(time.Second)), nil
+				}
+				waiting = append(waiting, s)
+			}
+		}
+		if !podReady(p) {
+			waiting = append(waiting, fmt.Sprintf("pod %s %s", p.Name, podState(p)))
+		}
+	}
+	return "", waiting
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func podState(p corev1.Pod) string {
+	for _, c := range p.Status.ContainerStatuses {
+		if c.State.Waiting != nil && c.State.Waiting.Reason != "" {
+			return c.Name + " " + c.State.Waiting.Reason
+		}
+	}
+	if p.Spec.NodeName == "" {
+		return "not scheduled"
+	}
+	return string(p.Status.Phase) + " on " + p.Spec.NodeName + ", not ready"
+}
+
+// warnings lists the namespace's latest warning events, for error messages.
+func (b *Backend) warnings(ctx context.Context, ns string) string {
+	list, err := b.cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
+	if err != nil || len(list.Items) == 0 {
+		return ""
+	}
+	evs := list.Items
+	sort.Slice(evs, func(i, j int) bool { return eventTime(evs[i]).After(eventTime(evs[j])) })
+	var out []string
+	for _, e := range evs[:min(len(evs), 3)] {
+		out = append(out, fmt.Sprintf("%s %s/%s: %s", e.Reason, strings.ToLower(e.InvolvedObject.Kind), e.InvolvedObject.Name, e.Message))
+	}
+	return "; warning events: " + strings.Join(out, "; ")
+}
+
+func eventTime(e corev1.Event) time.Time {
+	switch {
+	case !e.LastTimestamp.IsZero():
+		return e.LastTimestamp.Time
+	case !e.EventTime.IsZero():
+		return e.EventTime.Time
+	}
+	return e.CreationTimestamp.Time
+}
+
+// podTargets is one target per container of each ready pod.
+func podTargets(pods []corev1.Pod) []events.Target {
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	var out []events.Target
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil || !podReady(p) {
+			continue
+		}
+		cs := append([]corev1.ContainerStatus{}, p.Status.ContainerStatuses...)
+		sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
+		for _, c := range cs {
+			out = append(out, events.Target{ID: "pod/" + p.Namespace + "/" + p.Name + "/" + c.Name, Kind: "pod", Node: p.Spec.NodeName,
+				Role: "sut", Namespace: p.Namespace, Pod: p.Name, ContainerID: c.ContainerID})
+		}
+	}
+	return out
+}
