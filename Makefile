@@ -24,13 +24,25 @@ demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end,
 	./$(BIN)/greenflow demo -f examples/uc3-local.yaml --state-dir .state/demo
 
 .PHONY: test
-test: deps ## run every test against real NATS JetStream, kfake Kafka and ClickHouse
+test: deps ## every test: real NATS JetStream, kfake Kafka, ClickHouse, then a real kube-apiserver + etcd
 	$(GO) vet ./...
+	$(GO) vet -tags envtest ./services/provisioner/...
 	$(GO) test -count=1 -timeout 15m ./...
+	@$(MAKE) --no-print-directory test-kube
+
+# The Kubernetes tests need kube-apiserver and etcd, built from the Go module
+# proxy once per machine (about 7-17 minutes cold; cached by version in
+# ~/.cache/greenflow/envtest). They run after the other tests, which never
+# wait for this build.
+.PHONY: test-kube
+test-kube: ## the kubernetes backend's tests against a real kube-apiserver and etcd (envtest)
+	@assets="$$(./scripts/envtest-assets.sh)" && echo "KUBEBUILDER_ASSETS=$$assets" && \
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -tags envtest -count=1 -timeout 10m ./services/provisioner/internal/kube/... ./services/provisioner/internal/provisioner/...
 
 .PHONY: test-race
 test-race: deps ## the test suite under the race detector
 	$(GO) test -race -count=1 -timeout 30m ./...
+	assets="$$(./scripts/envtest-assets.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -tags envtest -count=1 -timeout 10m ./services/provisioner/...
 
 .PHONY: lint
 lint: ## gofmt and go vet

@@ -178,6 +178,9 @@ type RunTeardown struct {
 	ExperimentID string `json:"experiment_id"`
 	RunID        string `json:"run_id"`
 	Backend      string `json:"backend"`
+	// Kafka names the run's topics, which the provisioner deletes even when
+	// it restarted since it created them.
+	Kafka *Kafka `json:"kafka,omitempty"`
 }
 
 // RunTornDown reports a removed deployment. Crashed is set when the system

@@ -28,7 +28,7 @@ func filled() []events.Message {
 					NodeSelector: map[string]string{"pool": "sut"}}, ReadyTimeoutMs: 60000}}, Kafka: kafka},
 		events.RunProvisioned{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local", Targets: tgt, TsMs: 2},
 		events.RunProvisionFailed{ExperimentID: "exp-1", RunID: "exp-1-r000", Reason: "exec: not found", TsMs: 2},
-		events.RunTeardown{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local"},
+		events.RunTeardown{ExperimentID: "exp-1", RunID: "exp-1-r000", Backend: "local", Kafka: &kafka},
 		events.RunTornDown{ExperimentID: "exp-1", RunID: "exp-1-r000", TsMs: 3},
 		events.RunState{ExperimentID: "exp-1", RunID: "exp-1-r000", State: "measuring", PhaseEndMs: 9, TsMs: 3},
 		events.RunMeasured{ExperimentID: "exp-1", RunID: "exp-1-r000", ConfigHash: "abc", Factors: map[string]string{"rate": "1000"},

@@ -12,7 +12,7 @@ import (
 )
 
 func TestExampleSpecsValidate(t *testing.T) {
-	for _, f := range []string{"../../examples/uc3-local.yaml", "../../examples/uc3-capacity.yaml", "../../examples/uc3-nightly.yaml"} {
+	for _, f := range []string{"../../examples/uc3-local.yaml", "../../examples/uc3-capacity.yaml", "../../examples/uc3-nightly.yaml", "../../examples/uc3-kubernetes.yaml"} {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
 		e, err := spec.Parse(b, nil)
@@ -158,4 +158,62 @@ func TestTriggerAndSLOValidation(t *testing.T) {
 	e, err := spec.Parse([]byte(base+"  trigger: {subject: ci.images, bind: {spec.sut.params.image: image.tag}}\n"), nil)
 	require.NoError(t, err)
 	require.Equal(t, "ci.images", e.Spec.Trigger.Subject)
+}
+
+func TestKubernetesFactorsReachEachRun(t *testing.T) {
+	b, err := os.ReadFile("../../examples/uc3-kubernetes.yaml")
+	require.NoError(t, err)
+	e, err := spec.Parse(b, []string{"spec.repetitions=1"})
+	require.NoError(t, err)
+	plan, err := e.Expand("exp-1", 7)
+	require.NoError(t, err)
+	nodes := map[int]bool{}
+	for _, r := range plan.Runs {
+		k := r.Config.SUT.Kubernetes
+		require.NotNil(t, k)
+		require.Equal(t, "consolidate", k.Placement.Strategy)
+		require.Equal(t, 3, k.Replicas)
+		require.Equal(t, map[string]string{"greenflow.dev/pool": "sut"}, k.Placement.NodeSelector)
+		nodes[k.Placement.Nodes] = true
+	}
+	require.Equal(t, map[int]bool{1: true, 2: true, 3: true}, nodes)
+}
+
+func TestKubernetesProblemsNameTheirField(t *testing.T) {
+	doc := `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: x}
+spec:
+  sut:
+    template: uc3-flink
+    backend: kubernetes
+    kubernetes:
+      imagePullPolicy: Sometimes
+      replicas: -1
+      resources: {cpu: lots, memory: 4Gi}
+      placement: {strategy: pack, nodes: -2}
+`
+	_, err := spec.Parse([]byte(doc), nil)
+	require.Error(t, err)
+	for _, want := range []string{
+		"spec.sut.kubernetes.image: required for template uc3-flink",
+		`spec.sut.kubernetes.imagePullPolicy: got "Sometimes"`,
+		"spec.sut.kubernetes.replicas: got -1",
+		`spec.sut.kubernetes.resources.cpu: got "lots", expected a Kubernetes quantity`,
+		`spec.sut.kubernetes.placement.strategy: got "pack", expected any, spread or consolidate`,
+		"spec.sut.kubernetes.placement.nodes: got -2",
+		"line 10: spec.sut.kubernetes.replicas", // problems carry their line
+	} {
+		require.Contains(t, err.Error(), want)
+	}
+	for doc, want := range map[string]string{
+		"sut: {template: uc3-go, backend: kubernetes}":                                                "spec.sut.kubernetes: required for backend kubernetes",
+		"sut: {template: uc3-kstreams, backend: local}":                                               "spec.sut.template: template uc3-kstreams runs on backend kubernetes only",
+		"sut: {template: command, backend: kubernetes, command: [x], kubernetes: {image: x}}":         "spec.sut.template: template command runs on backend local only",
+		"sut: {template: manifest, backend: kubernetes, kubernetes: {}}":                              "spec.sut.kubernetes.manifest: required for template manifest",
+		"sut: {template: uc3-go, backend: kubernetes, kubernetes: {image: x, placement: {nodes: 2}}}": "spec.sut.kubernetes.placement.nodes: needs strategy spread or consolidate",
+	} {
+		_, err := spec.Parse([]byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  "+doc+"\n"), nil)
+		require.ErrorContains(t, err, want, doc)
+	}
 }

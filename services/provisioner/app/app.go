@@ -4,12 +4,17 @@ package app
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
+	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/local"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 )
@@ -17,12 +22,17 @@ import (
 // Config is the provisioner's configuration.
 type Config struct {
 	Local local.Config
+	Kube  kube.Config
+	// Kubernetes enables the kubernetes backend: auto (when a kubeconfig or
+	// in-cluster config is found), on (fail to start without one) or off.
+	Kubernetes string
 }
 
-// Default returns the defaults: the UC-3 processor binary next to this one.
+// Default returns the defaults: the UC-3 processor binary next to this one,
+// and the kubernetes backend when a cluster is configured.
 func Default() Config {
 	exe, _ := os.Executable()
-	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}}}
+	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}}, Kubernetes: "auto"}
 }
 
 // RegisterFlags adds the provisioner's flags.
@@ -32,27 +42,96 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 		return nil
 	})
 	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets (default: hostname)")
+	fs.Func("kubernetes", "kubernetes backend: auto (when a cluster is configured), on or off (default auto)", func(s string) error {
+		switch s {
+		case "auto", "on", "off":
+			c.Kubernetes = s
+			return nil
+		}
+		return fmt.Errorf("got %q, expected auto, on or off", s)
+	})
+	fs.StringVar(&c.Kube.Kubeconfig, "kubeconfig", c.Kube.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
+	fs.StringVar(&c.Kube.Context, "kube-context", c.Kube.Context, "kubeconfig context (default: the current one)")
+	fs.StringVar(&c.Kube.NamespacePrefix, "kube-namespace-prefix", c.Kube.NamespacePrefix, "prefix of each run's namespace (default gf-)")
+	fs.DurationVar(&c.Kube.ReadyTimeout, "kube-ready-timeout", c.Kube.ReadyTimeout, "how long a run may take to become ready (default 5m)")
+	fs.DurationVar(&c.Kube.UnschedulableGrace, "kube-unschedulable-grace", c.Kube.UnschedulableGrace, "how long a pod may stay unschedulable (default 30s)")
+	fs.DurationVar(&c.Kube.TeardownTimeout, "kube-teardown-timeout", c.Kube.TeardownTimeout, "bound on waiting for a run's namespace to go (default 2m)")
 }
 
 type component struct {
-	p     *provisioner.Provisioner
-	local *local.Backend
+	p      *provisioner.Provisioner
+	local  *local.Backend
+	kube   *kube.Backend
+	logger *zap.Logger
 }
 
 func (c component) Run(ctx context.Context) error {
 	defer c.local.Close()
+	if c.kube != nil {
+		c.reportDeployed(ctx)
+	}
 	return c.p.Run(ctx)
 }
 
-// New builds the provisioner component with the local backend.
+// reportDeployed logs the runs a previous provisioner left in the cluster:
+// their state lives in namespace labels, so teardown works for them too.
+func (c component) reportDeployed(ctx context.Context) {
+	runs, err := c.kube.Runs(ctx)
+	if err != nil {
+		c.logger.Warn("kubernetes backend: cannot list deployed runs", zap.Error(err))
+		return
+	}
+	for _, r := range runs {
+		c.logger.Info("run deployed in the cluster", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID),
+			zap.String("namespace", r.Namespace), zap.Bool("terminating", r.Terminating))
+	}
+	c.logger.Info("kubernetes backend ready", zap.Int("deployed_runs", len(runs)))
+}
+
+// unavailable stands in for a kubernetes backend that could not be
+// configured, so that runs asking for it fail with the reason.
+type unavailable struct{ err error }
+
+func (u unavailable) Provision(context.Context, events.RunProvision) ([]events.Target, error) {
+	return nil, u.err
+}
+
+// Teardown has nothing to do: this provisioner deployed nothing there.
+func (u unavailable) Teardown(context.Context, string) (bool, string, error) { return false, "", nil }
+
+// New builds the provisioner component with the local backend and, when
+// configured, the kubernetes backend.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	var p *provisioner.Provisioner
 	lb := local.New(c.Local, d.Logger, func(exp, run, reason string) {
 		p.Crashed(context.Background(), exp, run, reason)
 	})
-	p, err := provisioner.New(d.Bus, map[string]provisioner.Backend{"local": lb}, d.Logger, d.Registry)
+	backends := map[string]provisioner.Backend{"local": lb}
+	comp := component{local: lb, logger: d.Logger.With(zap.String("component", "provisioner"))}
+	if c.Kubernetes != "off" {
+		kb, err := newKube(c, d.Logger)
+		switch {
+		case err == nil:
+			backends["kubernetes"], comp.kube = kb, kb
+		case c.Kubernetes == "on":
+			return nil, err
+		default:
+			comp.logger.Info("kubernetes backend disabled", zap.Error(err))
+			backends["kubernetes"] = unavailable{err: err}
+		}
+	}
+	p, err := provisioner.New(d.Bus, backends, d.Logger, d.Registry)
 	if err != nil {
 		return nil, err
 	}
-	return component{p: p, local: lb}, nil
+	comp.p = p
+	return comp, nil
+}
+
+func newKube(c Config, logger *zap.Logger) (*kube.Backend, error) {
+	rc, err := kube.RESTConfig(c.Kube.Kubeconfig, c.Kube.Context)
+	if err != nil {
+		return nil, err
+	}
+	return kube.New(rc, c.Kube, logger)
 }

@@ -84,12 +84,13 @@ func (b *Backend) workloadPending(ctx context.Context, w object) (string, error)
 		if v, found, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); found {
 			want = v
 		}
-		if num("status", "observedGeneration") < u.GetGeneration() {
-			return fmt.Sprintf("%s %s: spec generation %d not yet observed", strings.ToLower(u.GetKind()), u.GetName(), u.GetGeneration()), nil
-		}
 		ready = min(num("status", "readyReplicas"), num("status", "updatedReplicas"))
 		if u.GetKind() == "ReplicaSet" {
 			ready = num("status", "readyReplicas")
+		}
+		if g := u.GetGeneration(); num("status", "observedGeneration") < g {
+			return fmt.Sprintf("%s %s: %d/%d replicas ready (its controller has not yet seen generation %d)",
+				strings.ToLower(u.GetKind()), u.GetName(), ready, want, g), nil
 		}
 	case "DaemonSet":
 		want, ready = num("status", "desiredNumberScheduled"), num("status", "numberReady")

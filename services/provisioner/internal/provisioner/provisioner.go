@@ -29,6 +29,10 @@ type Backend interface {
 	Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error)
 }
 
+// inProgressEvery is how often a long handler extends its ack deadline
+// (the consumer's AckWait is 60 s).
+const inProgressEvery = 15 * time.Second
+
 // Provisioner is the provisioner service.
 type Provisioner struct {
 	bus      *bus.Bus
@@ -58,6 +62,12 @@ func New(b *bus.Bus, backends map[string]Backend, logger *zap.Logger, reg promet
 	return p, nil
 }
 
+// Backend returns the backend of that name.
+func (p *Provisioner) Backend(name string) (Backend, bool) {
+	b, ok := p.backends[name]
+	return b, ok
+}
+
 // Run consumes provision and teardown commands until ctx ends.
 func (p *Provisioner) Run(ctx context.Context) error {
 	defer p.closeAdmins()
@@ -76,6 +86,22 @@ func (p *Provisioner) Crashed(ctx context.Context, experimentID, runID, reason s
 }
 
 func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
+	// A provision waits for readiness (minutes on a cluster): keep the
+	// message ours meanwhile, so it is not redelivered mid-way.
+	if d.InProgress != nil {
+		hctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			for {
+				select {
+				case <-hctx.Done():
+					return
+				case <-time.After(inProgressEvery):
+					_ = d.InProgress()
+				}
+			}
+		}()
+	}
 	switch m := d.Msg.(type) {
 	case *events.RunProvision:
 		return p.provision(ctx, m)
@@ -120,6 +146,11 @@ func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error
 	if err != nil {
 		p.provisioned.WithLabelValues(m.Backend, "teardown", "failed").Inc()
 		return fmt.Errorf("tear down run %s: %w", m.RunID, err)
+	}
+	if m.Kafka != nil && len(m.Kafka.Brokers) > 0 { // known even after a restart of this provisioner
+		p.mu.Lock()
+		p.topics[m.RunID], p.brokers[m.RunID] = []string{m.Kafka.InputTopic, m.Kafka.OutputTopic}, m.Kafka.Brokers
+		p.mu.Unlock()
 	}
 	p.deleteTopics(ctx, m.RunID)
 	p.provisioned.WithLabelValues(m.Backend, "teardown", "ok").Inc()

@@ -406,7 +406,7 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 func (s *Scheduler) stopRun(ctx context.Context, r *RunRecord) {
 	_ = s.bus.Publish(ctx, events.LoadStop{ExperimentID: r.ExperimentID, RunID: r.RunID}, "load.stop:"+r.RunID)
 	_ = s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, "collect.release:"+r.RunID)
-	_ = s.bus.Publish(ctx, events.RunTeardown{ExperimentID: r.ExperimentID, RunID: r.RunID, Backend: r.Config.SUT.Backend}, "teardown:"+r.RunID)
+	_ = s.bus.Publish(ctx, s.teardownCmd(r), "teardown:"+r.RunID)
 }
 
 func (s *Scheduler) fail(ctx context.Context, r *RunRecord) error {
@@ -529,8 +529,7 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 
 // publishEntry publishes the command a state waits on.
 func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
-	kafka := events.Kafka{Brokers: s.cfg.Brokers, InputTopic: topic(r, r.Config.Kafka.InputTopic), OutputTopic: topic(r, r.Config.Kafka.OutputTopic),
-		Partitions: r.Config.Kafka.Partitions}
+	kafka := s.kafkaOf(r)
 	switch r.State {
 	case StateProvisioning:
 		sut := r.Config.SUT
@@ -547,7 +546,7 @@ func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
 		if err := s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, "collect.release:"+r.RunID); err != nil {
 			return err
 		}
-		return s.bus.Publish(ctx, events.RunTeardown{ExperimentID: r.ExperimentID, RunID: r.RunID, Backend: r.Config.SUT.Backend}, "teardown:"+r.RunID)
+		return s.bus.Publish(ctx, s.teardownCmd(r), "teardown:"+r.RunID)
 	case StateAnalyzing:
 		mp, _ := r.Phase(StateMeasuring)
 		bp, _ := r.Phase(StateBaseline)
@@ -560,6 +559,18 @@ func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
 
 // topic gives each run its own topics so runs never read each other's data.
 func topic(r *RunRecord, base string) string { return base + "-" + r.RunID }
+
+// kafkaOf names the run's data plane.
+func (s *Scheduler) kafkaOf(r *RunRecord) events.Kafka {
+	return events.Kafka{Brokers: s.cfg.Brokers, InputTopic: topic(r, r.Config.Kafka.InputTopic), OutputTopic: topic(r, r.Config.Kafka.OutputTopic),
+		Partitions: r.Config.Kafka.Partitions}
+}
+
+// teardownCmd asks to remove the run's deployment and topics.
+func (s *Scheduler) teardownCmd(r *RunRecord) events.RunTeardown {
+	k := s.kafkaOf(r)
+	return events.RunTeardown{ExperimentID: r.ExperimentID, RunID: r.RunID, Backend: r.Config.SUT.Backend, Kafka: &k}
+}
 
 // tick advances timed phases and starts pending runs within the limit. It
 // reads the local view; every change goes through a revision-checked update.

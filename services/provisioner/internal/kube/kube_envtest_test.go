@@ -1,0 +1,412 @@
+//go:build envtest
+
+package kube
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/kube/kubetest"
+	"go.uber.org/zap"
+)
+
+var workers = kubetest.Workers
+
+func run(name, template string, k *events.KubernetesSUT) events.RunProvision {
+	exp := "exp-" + name
+	return events.RunProvision{ExperimentID: exp, RunID: exp + "-r0001", SUT: events.SUT{Template: template, Backend: "kubernetes", Kubernetes: k},
+		Kafka: events.Kafka{Brokers: []string{"kafka-bootstrap.kafka:9092"}, InputTopic: "input-" + exp, OutputTopic: "output-" + exp, Partitions: 6}}
+}
+
+// deployed starts the fake kubelet for the run's namespace.
+func deployed(t *testing.T, b *Backend, p events.RunProvision, mod func(*kubetest.Kubelet)) {
+	t.Helper()
+	k := &kubetest.Kubelet{CS: kubetest.AdminClient(t), NS: b.Namespace(p.RunID), Nodes: workers}
+	if mod != nil {
+		mod(k)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	k.Run(ctx, t)
+}
+
+func newBackend(t *testing.T, rc *rest.Config, mod func(*Config)) *Backend {
+	t.Helper()
+	cfg := Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second, TeardownTimeout: 2 * time.Second,
+		PollInterval: 100 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	b, err := New(rc, cfg, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestConsolidatedUC3GoDeploysReportsTargetsAndTearsDown(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, nil)
+	p := run("consolidate", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3-processor:v1", Replicas: 3,
+		Placement: events.Placement{Strategy: "consolidate", Nodes: 1, NodeSelector: map[string]string{"pool": "sut"}}})
+	p.SUT.Params = map[string]string{"emitInterval": "5s"}
+	deployed(t, b, p, nil)
+	ctx := context.Background()
+
+	targets, err := b.Provision(ctx, p)
+	require.NoError(t, err)
+	require.Len(t, targets, 3, "one target per container of the 3 pods")
+	ns := b.Namespace(p.RunID)
+	for _, tg := range targets {
+		require.Equal(t, "pod", tg.Kind)
+		require.Equal(t, "sut", tg.Role)
+		require.Equal(t, ns, tg.Namespace)
+		require.Equal(t, "worker-a", tg.Node, "consolidated onto the first matching node")
+		require.Regexp(t, `^containerd://[0-9a-f]{64}$`, tg.ContainerID)
+		require.Equal(t, "pod/"+ns+"/"+tg.Pod+"/uc3-processor", tg.ID)
+	}
+
+	n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, p.ExperimentID, n.Labels[LabelExperiment])
+	require.Equal(t, p.RunID, n.Labels[LabelRun])
+	require.Equal(t, "greenflow", n.Labels[LabelManagedBy])
+	require.Equal(t, "worker-a", n.Annotations[AnnotationPlacement])
+
+	d, err := cs.AppsV1().Deployments(ns).Get(ctx, "uc3-processor", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, int32(3), *d.Spec.Replicas)
+	managers := map[string]bool{}
+	for _, f := range d.ManagedFields {
+		if f.Operation == metav1.ManagedFieldsOperationApply {
+			managers[f.Manager] = true
+		}
+	}
+	require.True(t, managers["greenflow-provisioner"], "applied server-side with the field manager, got %v", d.ManagedFields)
+	pod := d.Spec.Template.Spec
+	require.Equal(t, map[string]string{"pool": "sut"}, pod.NodeSelector)
+	require.Equal(t, []string{"worker-a"}, pod.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values)
+	require.Empty(t, pod.TopologySpreadConstraints, "one node: nothing to spread")
+	args := pod.Containers[0].Args
+	require.Subset(t, args, []string{"--brokers", "kafka-bootstrap.kafka:9092", "--input", p.Kafka.InputTopic, "--emit-interval", "5s", "--group", "uc3-" + p.RunID})
+	require.Equal(t, p.RunID, d.Spec.Template.Labels[LabelRun])
+
+	again, err := b.Provision(ctx, p)
+	require.NoError(t, err, "a redelivered provision does no harm")
+	require.Equal(t, targets, again)
+
+	crashed, reason, err := b.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+	require.False(t, crashed, reason)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, ns))
+	_, _, err = b.Teardown(ctx, p.RunID)
+	require.NoError(t, err, "a repeated teardown does no harm")
+}
+
+func TestSpreadKStreamsHasTheodoliteEnvironmentAndSpreadConstraint(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, nil)
+	p := run("spread", "uc3-kstreams", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-kstreams-app:latest", Replicas: 3,
+		KafkaBootstrap: "theodolite-kafka-kafka-bootstrap:9092", SchemaRegistryURL: "http://theodolite-kafka-schema-registry:8081",
+		Env: map[string]string{"COMMIT_INTERVAL_MS": "1000", "NUM_THREADS": "2"}, Placement: events.Placement{Strategy: "spread"}})
+	deployed(t, b, p, nil)
+	ctx := context.Background()
+	targets, err := b.Provision(ctx, p)
+	require.NoError(t, err)
+	require.Len(t, targets, 3)
+
+	d, err := cs.AppsV1().Deployments(b.Namespace(p.RunID)).Get(ctx, "uc3-kstreams", metav1.GetOptions{})
+	require.NoError(t, err)
+	c := d.Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	require.Equal(t, "theodolite-kafka-kafka-bootstrap:9092", env["KAFKA_BOOTSTRAP_SERVERS"])
+	require.Equal(t, "http://theodolite-kafka-schema-registry:8081", env["SCHEMA_REGISTRY_URL"])
+	require.Equal(t, p.Kafka.InputTopic, env["KAFKA_INPUT_TOPIC"])
+	require.Equal(t, "1000", env["COMMIT_INTERVAL_MS"], "the run's env overrides the template's")
+	require.Equal(t, "2", env["NUM_THREADS"])
+	require.Equal(t, "4Gi", c.Resources.Limits.Memory().String(), "Theodolite's default limits")
+	require.Equal(t, "1", c.Resources.Limits.Cpu().String())
+	tsc := d.Spec.Template.Spec.TopologySpreadConstraints
+	require.Len(t, tsc, 1)
+	require.Equal(t, hostnameKey, tsc[0].TopologyKey)
+	require.Equal(t, int32(1), tsc[0].MaxSkew)
+	require.Equal(t, corev1.DoNotSchedule, tsc[0].WhenUnsatisfiable)
+	require.Equal(t, p.RunID, tsc[0].LabelSelector.MatchLabels[LabelRun])
+	require.Nil(t, d.Spec.Template.Spec.Affinity, "spread over every node: no pinning")
+
+	_, _, err = b.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+}
+
+func TestFlinkJobClusterDeploysJobAndTaskManagers(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, nil)
+	p := run("flink", "uc3-flink", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-flink:latest", Replicas: 2,
+		CPU: "500m", Memory: "2Gi", Placement: events.Placement{Strategy: "consolidate", Nodes: 2}})
+	deployed(t, b, p, nil)
+	ctx := context.Background()
+	targets, err := b.Provision(ctx, p)
+	require.NoError(t, err)
+	require.Len(t, targets, 3, "a job manager and two task managers")
+	nodes := map[string]bool{}
+	for _, tg := range targets {
+		nodes[tg.Node] = true
+	}
+	require.Equal(t, map[string]bool{"worker-a": true, "worker-b": true}, nodes, "consolidated onto two nodes")
+
+	ns := b.Namespace(p.RunID)
+	svc, err := cs.CoreV1().Services(ns).Get(ctx, "flink-jobmanager", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Len(t, svc.Spec.Ports, 3)
+	tm, err := cs.AppsV1().Deployments(ns).Get(ctx, "flink-taskmanager", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, int32(2), *tm.Spec.Replicas)
+	require.Equal(t, "2Gi", tm.Spec.Template.Spec.Containers[0].Resources.Requests.Memory().String())
+	require.Len(t, tm.Spec.Template.Spec.TopologySpreadConstraints, 1, "even over the two chosen nodes")
+	jm, err := cs.AppsV1().Deployments(ns).Get(ctx, "flink-jobmanager", metav1.GetOptions{})
+	require.NoError(t, err)
+	var parallelism string
+	for _, e := range jm.Spec.Template.Spec.Containers[0].Env {
+		if e.Name == "PARALLELISM" {
+			parallelism = e.Value
+		}
+	}
+	require.Equal(t, "2", parallelism)
+	_, _, err = b.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+}
+
+func TestImagePullErrorFailsFastWithTheReasonAndLeavesNothing(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, nil)
+	p := run("pullerr", "uc3-go", &events.KubernetesSUT{Image: "registry.local/does-not-exist:v0"})
+	deployed(t, b, p, func(k *kubetest.Kubelet) {
+		k.Fail = func(string) (string, string) {
+			return "ImagePullBackOff", `Back-off pulling image "registry.local/does-not-exist:v0"`
+		}
+	})
+	start := time.Now()
+	_, err := b.Provision(context.Background(), p)
+	require.Error(t, err)
+	require.Less(t, time.Since(start), 10*time.Second, "fails on the reason, not at the 20 s timeout")
+	require.Contains(t, err.Error(), "ImagePullBackOff")
+	require.Contains(t, err.Error(), "uc3-processor-0")
+	require.Contains(t, err.Error(), "registry.local/does-not-exist:v0")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)), "a failed provision deletes its namespace")
+}
+
+func TestCrashLoopAndUnschedulableAreNamed(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, nil)
+	p := run("crashloop", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"})
+	deployed(t, b, p, func(k *kubetest.Kubelet) {
+		k.Fail = func(string) (string, string) { return "CrashLoopBackOff", "back-off 10s restarting failed container" }
+	})
+	_, err := b.Provision(context.Background(), p)
+	require.ErrorContains(t, err, "container uc3-processor: CrashLoopBackOff")
+
+	p = run("unschedulable", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", CPU: "64"})
+	deployed(t, b, p, func(k *kubetest.Kubelet) { k.Unschedulable = "0/3 nodes are available: 3 Insufficient cpu." })
+	_, err = b.Provision(context.Background(), p)
+	require.ErrorContains(t, err, "unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
+}
+
+func TestNotReadyAtTimeoutSaysWhatIsMissing(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	b := newBackend(t, kubetest.Admin, func(c *Config) { c.ReadyTimeout = time.Second })
+	p := run("timeout", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2}) // no kubelet: nothing happens
+	_, err := b.Provision(context.Background(), p)
+	require.ErrorContains(t, err, "not ready after 1s: deployment uc3-processor: 0/2 replicas ready")
+	require.ErrorContains(t, err, "no pods were created")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
+}
+
+func TestBadInputIsRefusedBeforeAnythingIsCreated(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, nil)
+	cases := []struct {
+		name, template string
+		k              *events.KubernetesSUT
+		want           string
+	}{
+		{"render", "manifest", &events.KubernetesSUT{Manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Nope }}}\n"},
+			`template manifest does not render: template: manifest:3:20: executing "manifest" at <.Nope>: can't evaluate field Nope`},
+		{"unknownkind", "manifest", &events.KubernetesSUT{Manifest: "apiVersion: flink.apache.org/v1beta1\nkind: FlinkDeployment\nmetadata: {name: uc3}\n"},
+			"template manifest, object 1 (FlinkDeployment uc3): unknown kind: the cluster serves no FlinkDeployment in flink.apache.org/v1beta1"},
+		{"clusterscoped", "manifest", &events.KubernetesSUT{Manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: b}\n"},
+			"template manifest, object 2 (ClusterRole b): ClusterRole is cluster-scoped"},
+		{"noimage", "uc3-kstreams", &events.KubernetesSUT{}, "template uc3-kstreams: sut.kubernetes.image is empty"},
+		{"toofewnodes", "uc3-go", &events.KubernetesSUT{Image: "x", Placement: events.Placement{Strategy: "consolidate", Nodes: 5, NodeSelector: map[string]string{"pool": "sut"}}},
+			"placement: consolidate onto 5 node(s), but only 3 of nodes matching pool=sut are ready and schedulable (worker-a, worker-b, worker-c)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := run("bad-"+c.name, c.template, c.k)
+			_, err := b.Provision(context.Background(), p)
+			require.ErrorContains(t, err, c.want)
+			_, err = cs.CoreV1().Namespaces().Get(context.Background(), b.Namespace(p.RunID), metav1.GetOptions{})
+			require.True(t, apierrors.IsNotFound(err), "nothing is created for bad input")
+		})
+	}
+}
+
+func TestManifestTemplateAppliesAnyNamespacedObjects(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	b := newBackend(t, kubetest.Admin, nil)
+	p := run("manifest", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: v1
+kind: ConfigMap
+metadata: {name: sut-config}
+data:
+  topic: {{ .InputTopic }}
+  partitions: "{{ .Partitions }}"
+  window: {{ param "window" "1d" }}
+`})
+	ctx := context.Background()
+	targets, err := b.Provision(ctx, p)
+	require.NoError(t, err)
+	require.Empty(t, targets, "no pods: nothing to measure")
+	cm, err := cs.CoreV1().ConfigMaps(b.Namespace(p.RunID)).Get(ctx, "sut-config", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"topic": p.Kafka.InputTopic, "partitions": "6", "window": "1d"}, cm.Data)
+	require.Equal(t, p.RunID, cm.Labels[LabelRun])
+	_, _, err = b.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+}
+
+func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	first := newBackend(t, kubetest.Admin, nil)
+	p := run("restart", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2,
+		Placement: events.Placement{Strategy: "spread", Nodes: 2}})
+	deployed(t, first, p, nil)
+	ctx := context.Background()
+	targets, err := first.Provision(ctx, p)
+	require.NoError(t, err)
+
+	second := newBackend(t, kubetest.Admin, nil) // a new process: nothing in memory
+	runs, err := second.Runs(ctx)
+	require.NoError(t, err)
+	var found *Deployed
+	for i := range runs {
+		if runs[i].RunID == p.RunID {
+			found = &runs[i]
+		}
+	}
+	require.NotNil(t, found, "the run is read back from the cluster: %+v", runs)
+	require.Equal(t, Deployed{ExperimentID: p.ExperimentID, RunID: p.RunID, Namespace: second.Namespace(p.RunID), Template: "uc3-go"}, *found)
+
+	again, err := second.Provision(ctx, p)
+	require.NoError(t, err)
+	require.Equal(t, targets, again, "same pods, same pinned nodes (from the namespace annotation)")
+
+	kubetest.Crash(t, cs, second.Namespace(p.RunID), targets[0].Pod)
+	crashed, reason, err := second.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+	require.True(t, crashed)
+	require.Contains(t, reason, "container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, second.Namespace(p.RunID)))
+}
+
+// TestLeastPrivilegeClusterRole runs the backend as the service account
+// deploy/base/provisioner-rbac.yaml binds, and as one without the binding.
+func TestLeastPrivilegeClusterRole(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	applyRBAC(t, cs, "../../../../deploy/base/provisioner-rbac.yaml")
+
+	ctx := context.Background()
+	b := newBackend(t, kubetest.As("greenflow-provisioner"), nil)
+	p := run("rbac", "uc3-flink", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-flink:latest", Replicas: 2,
+		Placement: events.Placement{Strategy: "consolidate", Nodes: 1}})
+	deployed(t, b, p, nil)
+	targets, err := b.Provision(ctx, p)
+	require.NoError(t, err, "everything the backend does is granted")
+	require.Len(t, targets, 3)
+	runs, err := b.Runs(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, runs)
+	_, _, err = b.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
+
+	// Failures name the verb, the resource and the fix.
+	failed := run("rbac-failed", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"})
+	deployed(t, b, failed, func(k *kubetest.Kubelet) {
+		k.Fail = func(string) (string, string) { return "ErrImagePull", "not found" }
+	})
+	_, err = b.Provision(ctx, failed)
+	require.ErrorContains(t, err, "ErrImagePull")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(failed.RunID)), "the role may delete what a failed provision created")
+
+	none := newBackend(t, kubetest.As("no-role"), nil)
+	_, err = none.Provision(ctx, run("rbac-none", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"}))
+	require.ErrorContains(t, err, `cannot get resource "namespaces"`)
+	require.ErrorContains(t, err, "system:serviceaccount:greenflow:no-role")
+	require.ErrorContains(t, err, "deploy/base/provisioner-rbac.yaml")
+	_, _, err = none.Teardown(ctx, p.RunID)
+	require.ErrorContains(t, err, `cannot list resource "namespaces"`)
+}
+
+// applyRBAC creates the ClusterRole and ClusterRoleBinding of a manifest.
+func applyRBAC(t *testing.T, cs kubernetes.Interface, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	ctx := context.Background()
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	var docs []string
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		docs = append(docs, string(doc))
+	}
+	var roles, bindings int
+	for _, doc := range docs {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		require.NoError(t, err, doc)
+		switch o := obj.(type) {
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+			roles++
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+			bindings++
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	require.Equal(t, 1, roles)
+	require.Equal(t, 1, bindings)
+}

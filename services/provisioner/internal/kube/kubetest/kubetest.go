@@ -1,0 +1,254 @@
+//go:build envtest
+
+// Package kubetest runs a real kube-apiserver and etcd for tests
+// (controller-runtime's envtest; `make test` builds the binaries with
+// scripts/envtest-assets.sh and sets KUBEBUILDER_ASSETS). There is no kubelet,
+// scheduler or controller manager: Kubelet plays their part by creating each
+// Deployment's pods, binding them to nodes and setting their status, and
+// deleted namespaces stay Terminating (no namespace controller).
+package kubetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Main starts the API server, runs the package's tests and stops it; call
+// it from TestMain. Admin is then the cluster-admin client configuration.
+func Main(m *testing.M) {
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(scripts/envtest-assets.sh)")
+		os.Exit(1)
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 90 * time.Second, ControlPlaneStopTimeout: 30 * time.Second}
+	start := time.Now()
+	var err error
+	Admin, err = env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start envtest:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "envtest: kube-apiserver and etcd up in %s\n", time.Since(start).Round(time.Millisecond))
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stop envtest:", err)
+	}
+	os.Exit(code)
+}
+
+// Admin is the cluster-admin configuration of the running API server.
+var Admin *rest.Config
+
+// AdminClient is a cluster-admin client.
+func AdminClient(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// As is the admin configuration impersonating a service account of
+// namespace greenflow, as the provisioner runs in a cluster.
+func As(serviceAccount string) *rest.Config {
+	rc := rest.CopyConfig(Admin)
+	rc.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:greenflow:" + serviceAccount}
+	return rc
+}
+
+const hostnameKey = "kubernetes.io/hostname"
+
+// Workers are the nodes EnsureNodes registers by default.
+var Workers = []string{"worker-a", "worker-b", "worker-c"}
+
+// EnsureNodes registers ready nodes labelled pool=sut (as their kubelets
+// would).
+func EnsureNodes(t testing.TB, cs kubernetes.Interface, names ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range names {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{hostnameKey: n, "pool": "sut"}}}
+		created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Kubelet plays the controller manager, scheduler and kubelets for one
+// namespace: for each Deployment it creates the pods, binds them to a node
+// the pod's node affinity allows (round robin), and sets pod and
+// Deployment status. Fail, when set, decides a pod's fate instead.
+type Kubelet struct {
+	CS    kubernetes.Interface
+	NS    string
+	Nodes []string
+	// Fail returns a waiting reason and message for a pod's containers, or "".
+	Fail func(pod string) (reason, message string)
+	// Unschedulable leaves pods unbound with the scheduler's message.
+	Unschedulable string
+
+	mu   sync.Mutex
+	next int
+}
+
+// Run works until ctx ends.
+func (k *Kubelet) Run(ctx context.Context, t testing.TB) {
+	go func() {
+		for ctx.Err() == nil {
+			if err := k.step(ctx); err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+				t.Logf("kubelet: %v", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+func (k *Kubelet) step(ctx context.Context) error {
+	deps, err := k.CS.AppsV1().Deployments(k.NS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, d := range deps.Items {
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		var ready int32
+		for i := int32(0); i < want; i++ {
+			name := fmt.Sprintf("%s-%d", d.Name, i)
+			pod, err := k.CS.CoreV1().Pods(k.NS).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				pod, err = k.create(ctx, d, name)
+			}
+			if err != nil {
+				return err
+			}
+			if podReady(*pod) {
+				ready++
+			}
+		}
+		if d.Status.ObservedGeneration != d.Generation || d.Status.ReadyReplicas != ready {
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: want, UpdatedReplicas: want, ReadyReplicas: ready, AvailableReplicas: ready}
+			if _, err := k.CS.AppsV1().Deployments(k.NS).UpdateStatus(ctx, &d, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (k *Kubelet) create(ctx context.Context, d appsv1.Deployment, name string) (*corev1.Pod, error) {
+	spec := *d.Spec.Template.Spec.DeepCopy()
+	allowed := k.Nodes
+	if a := spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		allowed = a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms[0].MatchExpressions[0].Values
+	}
+	if k.Unschedulable == "" {
+		k.mu.Lock()
+		spec.NodeName = allowed[k.next%len(allowed)]
+		k.next++
+		k.mu.Unlock()
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: k.NS, Labels: d.Spec.Template.Labels}, Spec: spec}
+	created, err := k.CS.CoreV1().Pods(k.NS).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return nil, err
+	}
+	now := metav1.Now()
+	if k.Unschedulable != "" {
+		created.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
+			Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: k.Unschedulable, LastTransitionTime: now}}}
+		return k.CS.CoreV1().Pods(k.NS).UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	}
+	st := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}}
+	readyAll := true
+	for _, c := range spec.Containers {
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ContainerID: "containerd://" + containerID(k.NS+"/"+name+"/"+c.Name), Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}
+		if k.Fail != nil {
+			if reason, msg := k.Fail(name); reason != "" {
+				cs = corev1.ContainerStatus{Name: c.Name, Image: c.Image, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}
+				readyAll = false
+			}
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+	readyStatus := corev1.ConditionTrue
+	if !readyAll {
+		readyStatus, st.Phase = corev1.ConditionFalse, corev1.PodPending
+	}
+	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: readyStatus})
+	created.Status = st
+	return k.CS.CoreV1().Pods(k.NS).UpdateStatus(ctx, created, metav1.UpdateOptions{})
+}
+
+func containerID(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Crash marks a running pod's first container as restarted twice after an
+// OOM kill.
+func Crash(t testing.TB, cs kubernetes.Interface, ns, pod string) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Status.ContainerStatuses[0].RestartCount = 2
+	p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// NamespaceDeleted reports a namespace deleted: gone, or Terminating
+// (envtest has no namespace controller to finish the job).
+func NamespaceDeleted(t testing.TB, cs kubernetes.Interface, ns string) bool {
+	t.Helper()
+	n, err := cs.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n.DeletionTimestamp != nil
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
