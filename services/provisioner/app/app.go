@@ -68,13 +68,15 @@ type component struct {
 func (c component) Run(ctx context.Context) error {
 	defer c.local.Close()
 	if c.kube != nil {
+		defer c.kube.Close()
 		c.reportDeployed(ctx)
 	}
 	return c.p.Run(ctx)
 }
 
-// reportDeployed logs the runs a previous provisioner left in the cluster:
-// their state lives in namespace labels, so teardown works for them too.
+// reportDeployed logs the runs a previous provisioner left in the cluster
+// and watches them for crashes again: their state lives in namespace labels,
+// so teardown works for them too.
 func (c component) reportDeployed(ctx context.Context) {
 	runs, err := c.kube.Runs(ctx)
 	if err != nil {
@@ -82,6 +84,9 @@ func (c component) reportDeployed(ctx context.Context) {
 		return
 	}
 	for _, r := range runs {
+		if !r.Terminating {
+			c.kube.Watch(r.ExperimentID, r.RunID)
+		}
 		c.logger.Info("run deployed in the cluster", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID),
 			zap.String("namespace", r.Namespace), zap.Bool("terminating", r.Terminating))
 	}
@@ -113,6 +118,7 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 		switch {
 		case err == nil:
 			backends["kubernetes"], comp.kube = kb, kb
+			kb.OnCrash(func(exp, run, reason string) { p.Crashed(context.Background(), exp, run, reason) })
 		case c.Kubernetes == "on":
 			return nil, err
 		default:

@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -68,6 +69,9 @@ type Config struct {
 	TeardownTimeout time.Duration `yaml:"teardownTimeout"`
 	// PollInterval is how often readiness and deletion are checked.
 	PollInterval time.Duration `yaml:"pollInterval"`
+	// CrashPoll is how often a deployed run's pods are checked for
+	// restarts and failures.
+	CrashPoll time.Duration `yaml:"crashPoll"`
 }
 
 func (c *Config) defaults() {
@@ -88,6 +92,9 @@ func (c *Config) defaults() {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = time.Second
+	}
+	if c.CrashPoll == 0 {
+		c.CrashPoll = 5 * time.Second
 	}
 }
 
@@ -134,7 +141,18 @@ type Backend struct {
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 	logger *zap.Logger
 	now    func() time.Time
+
+	onCrash  CrashFunc
+	mu       sync.Mutex
+	watching map[string]context.CancelFunc // run → its crash watch
 }
+
+// CrashFunc is told about a run whose pods restarted or failed during the
+// run; the backend has already deleted the run's namespace.
+type CrashFunc func(experimentID, runID, reason string)
+
+// OnCrash sets the crash handler; call it before the first provision.
+func (b *Backend) OnCrash(fn CrashFunc) { b.onCrash = fn }
 
 // New builds the backend for the cluster rc points at; no I/O.
 func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
@@ -152,7 +170,8 @@ func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
 		return nil, fmt.Errorf("kubernetes backend: dynamic client: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
-	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: logger.With(zap.String("component", "kubernetes-backend")), now: time.Now}, nil
+	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: logger.With(zap.String("component", "kubernetes-backend")), now: time.Now,
+		watching: map[string]context.CancelFunc{}}, nil
 }
 
 var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
@@ -268,6 +287,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		b.cleanup(ns, p.RunID, err)
 		return nil, err
 	}
+	b.Watch(p.ExperimentID, p.RunID)
 	return targets, nil
 }
 
@@ -433,6 +453,7 @@ func (b *Backend) Runs(ctx context.Context) ([]Deployed, error) {
 // crashed reports containers that restarted or pods that failed during the
 // run. A run the cluster does not know is already torn down.
 func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error) {
+	b.unwatch(runID)
 	list, err := b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun + "=" + LabelValue(runID)})
 	if err != nil {
 		return false, "", fmt.Errorf("find the namespace of run %s: %w", runID, explain(err))
@@ -500,4 +521,71 @@ func crashReason(pods []corev1.Pod) string {
 		}
 	}
 	return strings.Join(out, "; ")
+}
+
+// Watch checks run runID's pods for restarts and failures until teardown;
+// on a crash it deletes the namespace and tells the crash handler. Called
+// after a provision, and after a restart for the runs found in the cluster.
+func (b *Backend) Watch(experimentID, runID string) {
+	if b.onCrash == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.watching[runID]; ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.watching[runID] = cancel
+	go b.watch(ctx, experimentID, runID)
+}
+
+func (b *Backend) unwatch(runID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if cancel, ok := b.watching[runID]; ok {
+		cancel()
+		delete(b.watching, runID)
+	}
+}
+
+// Close stops every crash watch (service shutdown; the runs stay deployed).
+func (b *Backend) Close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, cancel := range b.watching {
+		cancel()
+		delete(b.watching, id)
+	}
+}
+
+func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
+	ns := b.Namespace(runID)
+	sel := LabelRun + "=" + LabelValue(runID)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(b.cfg.CrashPoll):
+		}
+		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			if ctx.Err() == nil {
+				b.logger.Warn("crash watch: list pods failed", zap.String("run_id", runID), zap.Error(explain(err)))
+			}
+			continue
+		}
+		reason := crashReason(pods.Items)
+		if reason == "" || ctx.Err() != nil {
+			continue
+		}
+		b.logger.Error("system under test crashed during the run", zap.String("run_id", runID), zap.String("reason", reason))
+		tctx, cancel := context.WithTimeout(context.Background(), b.cfg.TeardownTimeout+30*time.Second)
+		if _, _, err := b.Teardown(tctx, runID); err != nil { // also ends this watch
+			b.logger.Error("crash watch: teardown failed", zap.String("run_id", runID), zap.Error(err))
+		}
+		cancel()
+		b.onCrash(experimentID, runID, reason)
+		return
+	}
 }

@@ -410,3 +410,36 @@ func applyRBAC(t *testing.T, cs kubernetes.Interface, path string) {
 	require.Equal(t, 1, roles)
 	require.Equal(t, 1, bindings)
 }
+
+func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, func(c *Config) { c.CrashPoll = 100 * time.Millisecond })
+	type crash struct{ exp, run, reason string }
+	crashes := make(chan crash, 4)
+	b.OnCrash(func(exp, run, reason string) { crashes <- crash{exp, run, reason} })
+	defer b.Close()
+	p := run("crashwatch", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
+	deployed(t, b, p, nil)
+	targets, err := b.Provision(context.Background(), p)
+	require.NoError(t, err)
+
+	select {
+	case c := <-crashes:
+		t.Fatalf("healthy run reported as crashed: %+v", c)
+	case <-time.After(500 * time.Millisecond):
+	}
+	kubetest.Crash(t, cs, b.Namespace(p.RunID), targets[1].Pod)
+	select {
+	case c := <-crashes:
+		require.Equal(t, crash{p.ExperimentID, p.RunID, "pod " + targets[1].Pod + " container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)"}, c)
+	case <-time.After(10 * time.Second):
+		t.Fatal("crash not reported")
+	}
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)), "a crashed run is torn down")
+	select {
+	case c := <-crashes:
+		t.Fatalf("reported twice: %+v", c)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
