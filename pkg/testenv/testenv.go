@@ -40,13 +40,16 @@ var (
 )
 
 // Main runs the tests and stops a ClickHouse child started for them.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with more to stop.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if chServer != nil {
 		_ = chServer.Stop()
 		_ = os.RemoveAll(chDir)
 	}
-	os.Exit(code)
+	return code
 }
 
 // ClickHouseBase returns the address of the test ClickHouse (no database).

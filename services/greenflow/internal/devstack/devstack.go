@@ -44,6 +44,7 @@ type Options struct {
 	UC3Command    []string // how the local provisioner starts the UC-3 processor
 	Collector     func(*collectorapp.Config)
 	Scheduler     func(*schedulerapp.Config)
+	Provisioner   func(*provisionerapp.Config)
 	Logger        *zap.Logger
 	// Skip names services not to run here (they run elsewhere, e.g. as
 	// separate processes in tests).
@@ -163,6 +164,9 @@ func (s *Stack) build(ctx context.Context) error {
 	provCfg := provisionerapp.Default()
 	if len(s.opts.UC3Command) > 0 {
 		provCfg.Local.UC3Command = s.opts.UC3Command
+	}
+	if s.opts.Provisioner != nil {
+		s.opts.Provisioner(&provCfg)
 	}
 	collCfg := collectorapp.Default()
 	if s.opts.Collector != nil {

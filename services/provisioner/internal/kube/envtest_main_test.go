@@ -5,7 +5,7 @@ package kube
 import (
 	"testing"
 
-	"github.com/greenflow/greenflow/services/provisioner/internal/kube/kubetest"
+	"github.com/greenflow/greenflow/pkg/kubetest"
 )
 
 // The tests tagged envtest run against a real kube-apiserver and etcd; see

@@ -22,7 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/services/provisioner/internal/kube/kubetest"
+	"github.com/greenflow/greenflow/pkg/kubetest"
 	"go.uber.org/zap"
 )
 

@@ -16,9 +16,9 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
-	"github.com/greenflow/greenflow/services/provisioner/internal/kube/kubetest"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 )
 

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -24,12 +25,23 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 // Main starts the API server, runs the package's tests and stops it; call
 // it from TestMain. Admin is then the cluster-admin client configuration.
 func Main(m *testing.M) {
+	stop := MustStart()
+	code := m.Run()
+	stop()
+	os.Exit(code)
+}
+
+// MustStart starts the API server and etcd, or exits the test binary with
+// the reason; the returned function stops them.
+func MustStart() (stop func()) {
 	assets := os.Getenv("KUBEBUILDER_ASSETS")
 	if assets == "" {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(scripts/envtest-assets.sh)")
@@ -44,11 +56,50 @@ func Main(m *testing.M) {
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "envtest: kube-apiserver and etcd up in %s\n", time.Since(start).Round(time.Millisecond))
-	code := m.Run()
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stop envtest:", err)
+	return func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop envtest:", err)
+		}
 	}
-	os.Exit(code)
+}
+
+// Kubeconfig writes a kubeconfig for the cluster-admin user to dir and
+// returns its path, for code that loads one (the provisioner's --kubeconfig).
+func Kubeconfig(t testing.TB, dir string) string {
+	t.Helper()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: Admin.Host, CertificateAuthorityData: Admin.CAData}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: Admin.CertData, ClientKeyData: Admin.KeyData, Token: Admin.BearerToken}
+	cfg.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	cfg.CurrentContext = "envtest"
+	path := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Kubelets runs a Kubelet for every run namespace that appears, until ctx
+// ends: the nodes of a whole experiment.
+func Kubelets(ctx context.Context, t testing.TB, cs kubernetes.Interface, nodes []string) {
+	started := map[string]bool{}
+	go func() {
+		for ctx.Err() == nil {
+			list, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=greenflow"})
+			if err == nil {
+				for _, n := range list.Items {
+					if !started[n.Name] && n.DeletionTimestamp == nil {
+						started[n.Name] = true
+						(&Kubelet{CS: cs, NS: n.Name, Nodes: nodes}).Run(ctx, t)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 }
 
 // Admin is the cluster-admin configuration of the running API server.

@@ -1,0 +1,155 @@
+//go:build envtest
+
+// Package e2ekube runs a whole experiment on the kubernetes backend: the dev
+// stack (embedded NATS JetStream, kfake Kafka, a real ClickHouse) with the
+// provisioner pointed, through a kubeconfig, at a real kube-apiserver and
+// etcd (envtest). No kubelet can run here, so kubetest.Kubelets plays the
+// nodes: the SUT's pods are API objects, not processes, and process no
+// events; everything around them is real.
+package e2ekube
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
+	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
+	"go.uber.org/zap"
+)
+
+func TestMain(m *testing.M) {
+	stop := kubetest.MustStart()
+	code := testenv.Run(m)
+	stop()
+	os.Exit(code)
+}
+
+const consolidation = `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: kube-consolidation}
+spec:
+  sut:
+    template: uc3-go
+    backend: kubernetes
+    kubernetes:
+      image: registry.local/uc3-processor:e2e
+      replicas: 3
+      placement: {strategy: consolidate, nodes: 1, nodeSelector: {pool: sut}}
+  workload: {sensors: 200, periodMs: 1000, value: 10, format: avro}
+  kafka: {partitions: 3}
+  factors:
+    - name: sut.kubernetes.placement.nodes
+      values: ["1", "3"]
+  repetitions: 1
+  order: sequential
+  phases: {baseline: 1s, warmup: 1s, measure: 2s, cooldown: 0s}
+  meters: {source: model, interval: 200ms, model: {idleWatts: 1.48, maxWatts: 7.0}}
+`
+
+func TestConsolidationExperimentOnKubernetes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	kubetest.Kubelets(ctx, t, cs, kubetest.Workers)
+	kubeconfig := kubetest.Kubeconfig(t, t.TempDir())
+
+	st, err := devstack.Start(ctx, devstack.Options{
+		StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1, Logger: testenv.Logger(t),
+		Provisioner: func(c *provisionerapp.Config) {
+			c.Kubernetes = "on"
+			c.Kube.Kubeconfig = kubeconfig
+			c.Kube.PollInterval = 100 * time.Millisecond
+			c.Kube.TeardownTimeout = time.Second
+		},
+		Collector: func(c *collectorapp.Config) {
+			c.Interval = 200 * time.Millisecond
+			c.FlushInterval = 200 * time.Millisecond
+			// One meter per (pretend) node, as a collector per node would
+			// have: each is this machine's CPU model, labelled estimated.
+			for _, n := range kubetest.Workers {
+				c.Sources = append(c.Sources, collectorapp.SourceConfig{Kind: "model", Node: n, IdleWatts: 1.48, MaxWatts: 7})
+			}
+		},
+		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
+	})
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx) }()
+	defer func() {
+		stop()
+		require.NoError(t, <-done)
+		st.Close()
+	}()
+	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+
+	var mu sync.Mutex
+	provisioned := map[string][]events.Target{}
+	final := ""
+	go func() {
+		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunProvisioned, events.TypeExperimentState}, func(d bus.Delivery) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch m := d.Msg.(type) {
+			case *events.RunProvisioned:
+				provisioned[m.RunID] = m.Targets
+			case *events.ExperimentState:
+				if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
+					final = m.State
+				}
+			}
+		})
+	}()
+
+	p, err := spec.Prepare([]byte(consolidation), nil, false)
+	require.NoError(t, err)
+	id, err := cli.Submit(ctx, b, p.Experiment, p.Resolved)
+	require.NoError(t, err)
+	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return final != ""
+	})
+
+	rows, err := cli.LoadResults(ctx, st.Store, id)
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, "done", final)
+	for _, r := range rows {
+		require.Equal(t, "done", r.State, r.Reason)
+		targets := provisioned[r.RunID]
+		require.Len(t, targets, 3, "three pods, one container each")
+		nodes := map[string]bool{}
+		for _, tg := range targets {
+			require.Equal(t, "pod", tg.Kind)
+			require.NotEmpty(t, tg.ContainerID)
+			nodes[tg.Node] = true
+		}
+		t.Logf("run %s nodes=%s: node energy %.2f J, SUT energy %.3f J, %v records sent (estimated: %v)", r.RunID,
+			r.Factors["sut.kubernetes.placement.nodes"], r.Metrics["node_energy_j"], r.Metrics["sut_energy_j"], r.Metrics["records_sent_total"], r.Estimated)
+		want := map[string]int{"1": 1, "3": 3}[r.Factors["sut.kubernetes.placement.nodes"]]
+		require.Len(t, nodes, want, "run %s with factors %v: pods on %v", r.RunID, r.Factors, nodes)
+		require.Greater(t, r.Metrics["records_sent_total"], 0.0, "the load ran")
+		require.Greater(t, r.Metrics["node_energy_j"], 0.0, "the nodes were measured")
+		require.True(t, r.Estimated)
+		require.True(t, kubetest.NamespaceDeleted(t, cs, "gf-"+r.RunID), "torn down")
+	}
+}
