@@ -55,6 +55,9 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Kube.NamespacePrefix, "kube-namespace-prefix", c.Kube.NamespacePrefix, "prefix of each run's namespace (default gf-)")
 	fs.DurationVar(&c.Kube.ReadyTimeout, "kube-ready-timeout", c.Kube.ReadyTimeout, "how long a run may take to become ready (default 5m)")
 	fs.DurationVar(&c.Kube.UnschedulableGrace, "kube-unschedulable-grace", c.Kube.UnschedulableGrace, "how long a pod may stay unschedulable (default 30s)")
+	fs.StringVar(&c.Kube.StrimziKafka, "strimzi-kafka", c.Kube.StrimziKafka,
+		"namespace/name of a Strimzi Kafka cluster: create run topics as KafkaTopic resources there (default: the Kafka admin API)")
+	fs.IntVar(&c.Kube.TopicReplicas, "topic-replicas", c.Kube.TopicReplicas, "replication factor of KafkaTopic resources (0: the brokers' default)")
 	fs.DurationVar(&c.Kube.TeardownTimeout, "kube-teardown-timeout", c.Kube.TeardownTimeout, "bound on waiting for a run's namespace to go (default 2m)")
 }
 
@@ -109,7 +112,7 @@ func (u unavailable) Teardown(context.Context, string) (bool, string, error) { r
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	var p *provisioner.Provisioner
 	lb := local.New(c.Local, d.Logger, func(exp, run, reason string) {
-		p.Crashed(context.Background(), exp, run, reason)
+		p.Crashed(context.Background(), "local", exp, run, reason)
 	})
 	backends := map[string]provisioner.Backend{"local": lb}
 	comp := component{local: lb, logger: d.Logger.With(zap.String("component", "provisioner"))}
@@ -118,7 +121,7 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 		switch {
 		case err == nil:
 			backends["kubernetes"], comp.kube = kb, kb
-			kb.OnCrash(func(exp, run, reason string) { p.Crashed(context.Background(), exp, run, reason) })
+			kb.OnCrash(func(exp, run, reason string) { p.Crashed(context.Background(), "kubernetes", exp, run, reason) })
 		case c.Kubernetes == "on":
 			return nil, err
 		default:

@@ -69,6 +69,13 @@ type Config struct {
 	TeardownTimeout time.Duration `yaml:"teardownTimeout"`
 	// PollInterval is how often readiness and deletion are checked.
 	PollInterval time.Duration `yaml:"pollInterval"`
+	// StrimziKafka, as namespace/name, is the Strimzi Kafka cluster whose
+	// topic operator creates the run's topics from KafkaTopic resources;
+	// empty: the provisioner creates topics with the Kafka admin API.
+	StrimziKafka string `yaml:"strimziKafka"`
+	// TopicReplicas is each KafkaTopic's replication factor (0: the
+	// brokers' default).
+	TopicReplicas int `yaml:"topicReplicas"`
 	// CrashPoll is how often a deployed run's pods are checked for
 	// restarts and failures.
 	CrashPoll time.Duration `yaml:"crashPoll"`
@@ -157,6 +164,11 @@ func (b *Backend) OnCrash(fn CrashFunc) { b.onCrash = fn }
 // New builds the backend for the cluster rc points at; no I/O.
 func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
 	cfg.defaults()
+	if cfg.StrimziKafka != "" {
+		if ns, name, ok := strings.Cut(cfg.StrimziKafka, "/"); !ok || ns == "" || name == "" {
+			return nil, fmt.Errorf("kubernetes backend: strimzi kafka %q: expected namespace/name of the Kafka resource", cfg.StrimziKafka)
+		}
+	}
 	rc = rest.CopyConfig(rc)
 	if rc.UserAgent == "" {
 		rc.UserAgent = cfg.FieldManager

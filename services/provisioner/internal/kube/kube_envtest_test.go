@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,13 +17,17 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"go.uber.org/zap"
 )
 
@@ -442,4 +447,111 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 		t.Fatalf("reported twice: %+v", c)
 	case <-time.After(300 * time.Millisecond):
 	}
+}
+
+func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	ctx := context.Background()
+	applyRBAC(t, cs, "../../../../deploy/base/provisioner-rbac.yaml")
+	sa := kubetest.As("greenflow-provisioner") // the least-privilege role covers KafkaTopics
+	b := newBackend(t, sa, func(c *Config) { c.StrimziKafka = "kafka/my-cluster"; c.TopicReplicas = 3 })
+	p := run("strimzi", "uc3-go", &events.KubernetesSUT{Image: "x"})
+
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, "kafka", metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	_, err := b.ManagesTopics()
+	require.ErrorContains(t, err, "strimzi: --strimzi-kafka is kafka/my-cluster but the cluster serves no KafkaTopic in kafka.strimzi.io/v1beta2")
+	plain := newBackend(t, sa, nil)
+	managed, err := plain.ManagesTopics()
+	require.NoError(t, err)
+	require.False(t, managed, "without --strimzi-kafka the provisioner uses kadm")
+
+	installCRD(t, "testdata/kafkatopic-crd.yaml")
+	managed, err = b.ManagesTopics()
+	require.NoError(t, err)
+	require.True(t, managed)
+
+	// Strimzi's topic operator: Ready, except for topics with "bad" in the name.
+	kt := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace("kafka")
+	opCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for opCtx.Err() == nil {
+			list, err := kt.List(opCtx, metav1.ListOptions{})
+			if err == nil {
+				for _, u := range list.Items {
+					if _, found, _ := unstructured.NestedSlice(u.Object, "status", "conditions"); found {
+						continue
+					}
+					cond := map[string]any{"type": "Ready", "status": "True"}
+					if strings.Contains(u.GetName(), "bad") {
+						cond = map[string]any{"type": "Ready", "status": "False", "reason": "InvalidResourceException", "message": "Number of partitions cannot be decreased"}
+					}
+					_ = unstructured.SetNestedSlice(u.Object, []any{cond}, "status", "conditions")
+					_, _ = kt.UpdateStatus(opCtx, &u, metav1.UpdateOptions{})
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+
+	require.NoError(t, b.CreateTopics(ctx, p))
+	list, err := kt.List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + p.RunID})
+	require.NoError(t, err)
+	require.Len(t, list.Items, 2)
+	for _, u := range list.Items {
+		require.Equal(t, "my-cluster", u.GetLabels()["strimzi.io/cluster"])
+		parts, _, _ := unstructured.NestedInt64(u.Object, "spec", "partitions")
+		replicas, _, _ := unstructured.NestedInt64(u.Object, "spec", "replicas")
+		name, _, _ := unstructured.NestedString(u.Object, "spec", "topicName")
+		require.Equal(t, int64(6), parts, "partitions from the run's factors")
+		require.Equal(t, int64(3), replicas)
+		require.Contains(t, []string{p.Kafka.InputTopic, p.Kafka.OutputTopic}, name)
+	}
+	require.NoError(t, b.CreateTopics(ctx, p), "a repeated provision does no harm")
+
+	restarted := newBackend(t, sa, func(c *Config) { c.StrimziKafka = "kafka/my-cluster" })
+	require.NoError(t, restarted.DeleteTopics(ctx, p.RunID), "found by label after a restart")
+	list, err = kt.List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + p.RunID})
+	require.NoError(t, err)
+	require.Empty(t, list.Items)
+
+	bad := run("strimzi-bad", "uc3-go", &events.KubernetesSUT{Image: "x"})
+	err = b.CreateTopics(ctx, bad)
+	require.ErrorContains(t, err, "KafkaTopic kafka/input-exp-strimzi-bad is not ready: InvalidResourceException: Number of partitions cannot be decreased")
+}
+
+func installCRD(t *testing.T, path string) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var u unstructured.Unstructured
+	require.NoError(t, utilyaml.Unmarshal(raw, &u.Object))
+	crds := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	_, err = crds.Create(context.Background(), &u, metav1.CreateOptions{})
+	if !apierrors.IsAlreadyExists(err) {
+		require.NoError(t, err)
+	}
+	testenv.Eventually(t, 30*time.Second, "CRD established", func() bool {
+		got, err := crds.Get(context.Background(), u.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+		for _, c := range conds {
+			if cm := c.(map[string]any); cm["type"] == "Established" && cm["status"] == "True" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func dynamicFor(t *testing.T, rc *rest.Config) dynamic.Interface {
+	t.Helper()
+	d, err := dynamic.NewForConfig(rc)
+	require.NoError(t, err)
+	return d
 }

@@ -33,6 +33,15 @@ type Backend interface {
 // (the consumer's AckWait is 60 s).
 const inProgressEvery = 15 * time.Second
 
+// TopicManager is a backend that creates and deletes a run's Kafka topics
+// itself (Strimzi KafkaTopic resources) when ManagesTopics says so;
+// otherwise the provisioner uses the Kafka admin API.
+type TopicManager interface {
+	ManagesTopics() (bool, error)
+	CreateTopics(ctx context.Context, p events.RunProvision) error
+	DeleteTopics(ctx context.Context, runID string) error
+}
+
 // Provisioner is the provisioner service.
 type Provisioner struct {
 	bus      *bus.Bus
@@ -76,9 +85,11 @@ func (p *Provisioner) Run(ctx context.Context) error {
 
 // Crashed is called by a backend when a run's process died on its own: the
 // run is cleaned up and reported torn down with the reason.
-func (p *Provisioner) Crashed(ctx context.Context, experimentID, runID, reason string) {
+func (p *Provisioner) Crashed(ctx context.Context, backend, experimentID, runID, reason string) {
 	p.logger.Error("system under test exited during the run", zap.String("run_id", runID), zap.String("reason", reason))
-	p.deleteTopics(ctx, runID)
+	if be, ok := p.backends[backend]; ok {
+		p.removeTopics(ctx, be, runID)
+	}
 	if err := p.bus.Publish(ctx, events.RunTornDown{ExperimentID: experimentID, RunID: runID, Crashed: true, Reason: reason,
 		TsMs: time.Now().UnixMilli()}, "torn-down:"+runID); err != nil {
 		p.logger.Error("publish crash failed", zap.String("run_id", runID), zap.Error(err))
@@ -116,12 +127,22 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 	if !ok {
 		return p.failProvision(ctx, m, fmt.Errorf("backend %q is not enabled in this provisioner", m.SUT.Backend))
 	}
-	if err := p.createTopics(ctx, m); err != nil {
+	tm, managed, err := topicManager(be)
+	if err != nil {
+		return p.failProvision(ctx, m, err)
+	}
+	if managed {
+		err = tm.CreateTopics(ctx, *m)
+	} else {
+		err = p.createTopics(ctx, m)
+	}
+	if err != nil {
+		p.removeTopics(ctx, be, m.RunID)
 		return p.failProvision(ctx, m, err)
 	}
 	targets, err := be.Provision(ctx, *m)
 	if err != nil {
-		p.deleteTopics(ctx, m.RunID)
+		p.removeTopics(ctx, be, m.RunID)
 		return p.failProvision(ctx, m, err)
 	}
 	p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "ok").Inc()
@@ -152,10 +173,30 @@ func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error
 		p.topics[m.RunID], p.brokers[m.RunID] = []string{m.Kafka.InputTopic, m.Kafka.OutputTopic}, m.Kafka.Brokers
 		p.mu.Unlock()
 	}
-	p.deleteTopics(ctx, m.RunID)
+	p.removeTopics(ctx, be, m.RunID)
 	p.provisioned.WithLabelValues(m.Backend, "teardown", "ok").Inc()
 	return p.bus.Publish(ctx, events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Crashed: crashed, Reason: reason,
 		TsMs: time.Now().UnixMilli()}, "torn-down:"+m.RunID)
+}
+
+func topicManager(be Backend) (TopicManager, bool, error) {
+	tm, ok := be.(TopicManager)
+	if !ok {
+		return nil, false, nil
+	}
+	managed, err := tm.ManagesTopics()
+	return tm, managed, err
+}
+
+// removeTopics deletes a run's topics the way they were created.
+func (p *Provisioner) removeTopics(ctx context.Context, be Backend, runID string) {
+	if tm, managed, _ := topicManager(be); managed {
+		if err := tm.DeleteTopics(ctx, runID); err != nil {
+			p.logger.Warn("delete topics failed", zap.String("run_id", runID), zap.Error(err))
+		}
+		return
+	}
+	p.deleteTopics(ctx, runID)
 }
 
 func (p *Provisioner) admin(brokers []string) (*kadm.Client, error) {
