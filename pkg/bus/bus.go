@@ -13,8 +13,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -72,6 +74,9 @@ type ConsumerSpec struct {
 	MaxDeliver int
 	Backoff    []time.Duration // Nak delay per attempt; the last repeats
 	AckWait    time.Duration
+	// Workers > 1 handles messages of different runs concurrently; the
+	// messages of one run (by Gf-Run-Id) stay on one worker, in order.
+	Workers int
 }
 
 var defaultBackoff = []time.Duration{200 * time.Millisecond, time.Second, 5 * time.Second}
@@ -82,7 +87,9 @@ var (
 		events.TypeExperimentSubmit, events.TypeExperimentCancel, events.TypeRunProvisioned, events.TypeRunProvisionFailed,
 		events.TypeRunTornDown, events.TypeLoadFinished, events.TypeRunAnalyzed,
 	}, AckWait: 10 * time.Second} // handlers are short; a crashed scheduler's messages come back soon
-	ConsumerProvisioner   = ConsumerSpec{Durable: "provisioner", Types: []events.Type{events.TypeRunProvision, events.TypeRunTeardown}}
+	// The provisioner waits for readiness (minutes on a cluster), so one
+	// run's provision must not hold up another run's teardown.
+	ConsumerProvisioner   = ConsumerSpec{Durable: "provisioner", Types: []events.Type{events.TypeRunProvision, events.TypeRunTeardown}, Workers: 8}
 	ConsumerLoadGenerator = ConsumerSpec{Durable: "load-generator", Types: []events.Type{events.TypeLoadStart, events.TypeLoadStop}}
 	ConsumerAnalyzer      = ConsumerSpec{Durable: "analyzer", Types: []events.Type{events.TypeRunMeasured}}
 	// ConsumerRecorder stores run time series (load progress) in ClickHouse.
@@ -335,10 +342,43 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 		return fmt.Errorf("declare consumer %s: %w", spec.Durable, err)
 	}
 	logger := b.logger.With(zap.String("consumer", spec.Durable))
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		b.handle(ctx, logger, spec, msg, fn)
-	}, jetstream.PullMaxMessages(64))
+	dispatch := func(msg jetstream.Msg) { b.handle(ctx, logger, spec, msg, fn) }
+	var wg sync.WaitGroup
+	var queues []chan jetstream.Msg
+	var closing sync.RWMutex // held for writing only to close the queues
+	closed := false
+	if spec.Workers > 1 {
+		queues = make([]chan jetstream.Msg, spec.Workers)
+		for i := range queues {
+			queues[i] = make(chan jetstream.Msg, 64)
+			wg.Add(1)
+			go func(q chan jetstream.Msg) {
+				defer wg.Done()
+				for msg := range q {
+					b.handle(ctx, logger, spec, msg, fn)
+				}
+			}(queues[i])
+		}
+		dispatch = func(msg jetstream.Msg) {
+			h := fnv.New32a()
+			_, _ = h.Write([]byte(msg.Headers().Get(HeaderRun)))
+			closing.RLock()
+			defer closing.RUnlock()
+			if closed {
+				_ = msg.Nak()
+				return
+			}
+			select {
+			case queues[h.Sum32()%uint32(len(queues))] <- msg:
+			case <-ctx.Done():
+				_ = msg.Nak() // redelivered after restart
+			}
+		}
+	}
+	cc, err := cons.Consume(dispatch, jetstream.PullMaxMessages(64))
 	if err != nil {
+		closeQueues(&closing, &closed, queues)
+		wg.Wait()
 		return fmt.Errorf("start consumer %s: %w", spec.Durable, err)
 	}
 	<-ctx.Done()
@@ -348,7 +388,21 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 	case <-time.After(5 * time.Second):
 		cc.Stop()
 	}
+	closeQueues(&closing, &closed, queues) // workers Nak what is left (ctx is done) and exit
+	wg.Wait()
 	return nil
+}
+
+func closeQueues(mu *sync.RWMutex, closed *bool, queues []chan jetstream.Msg) {
+	mu.Lock()
+	defer mu.Unlock()
+	if *closed {
+		return
+	}
+	*closed = true
+	for _, q := range queues {
+		close(q)
+	}
 }
 
 // handle applies the failure policy to one message.

@@ -159,3 +159,56 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 	require.Equal(t, "test", raw.Header.Get(bus.HeaderProducer))
 	require.Equal(t, "torn-down:e9-r1", raw.Header.Get(nats.MsgIdHdr))
 }
+
+// TestWorkersKeepOneRunInOrderAndDoNotBlockOthers: with the provisioner's
+// consumer (Workers > 1), a slow message of one run does not hold up another
+// run's, and each run's messages are handled in publication order.
+func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.Consume(ctx, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
+			var id string
+			switch m := d.Msg.(type) {
+			case *events.RunProvision:
+				id = "provision:" + m.RunID
+				if m.RunID == "slow-r0001" {
+					<-release // a provision waiting for readiness
+				}
+			case *events.RunTeardown:
+				id = "teardown:" + m.RunID
+			}
+			mu.Lock()
+			order = append(order, id)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	kafka := events.Kafka{Brokers: []string{"k:9092"}, InputTopic: "i", OutputTopic: "o", Partitions: 1}
+	prov := func(run string) events.RunProvision {
+		return events.RunProvision{ExperimentID: "e", RunID: run, SUT: events.SUT{Template: "uc3-go", Backend: "local"}, Kafka: kafka}
+	}
+	require.NoError(t, b.Publish(ctx, prov("slow-r0001"), "p1"))
+	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "e", RunID: "slow-r0001", Backend: "local"}, "t1"))
+	require.NoError(t, b.Publish(ctx, prov("fast-r0002"), "p2"))
+	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "e", RunID: "fast-r0002", Backend: "local"}, "t2"))
+
+	snapshot := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string{}, order...)
+	}
+	testenv.Eventually(t, 10*time.Second, "the other run handled while the slow one waits", func() bool { return len(snapshot()) == 2 })
+	require.Equal(t, []string{"provision:fast-r0002", "teardown:fast-r0002"}, snapshot())
+	close(release)
+	testenv.Eventually(t, 10*time.Second, "the slow run handled", func() bool { return len(snapshot()) == 4 })
+	require.Equal(t, []string{"provision:slow-r0001", "teardown:slow-r0001"}, snapshot()[2:], "one run's messages stay in order")
+	cancel()
+	<-done
+}
