@@ -31,7 +31,7 @@ test: deps ## every test: real NATS JetStream, kfake Kafka, ClickHouse, then a r
 	@$(MAKE) --no-print-directory test-kube
 
 # The Kubernetes tests need kube-apiserver and etcd, built from the Go module
-# proxy once per machine (about 7-17 minutes cold; cached by version in
+# proxy once per machine (6 minutes measured from empty caches; cached by version in
 # ~/.cache/greenflow/envtest). They run after the other tests, which never
 # wait for this build.
 .PHONY: test-kube

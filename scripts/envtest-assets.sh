@@ -3,7 +3,7 @@
 # module proxy (tools/envtest/*) and prints the directory to use as
 # KUBEBUILDER_ASSETS. The binaries are cached outside the repository, keyed by
 # the versions pinned in the tool modules, so each machine builds them once
-# (a cold build takes about 17 minutes and 2.8 GB of memory on 2 cores).
+# (a cold build took 6 minutes on a 2-core machine; allow 2.8 GB of memory).
 #
 #   scripts/envtest-assets.sh          build when missing, print the directory
 #   scripts/envtest-assets.sh --check  print the directory if built, else exit 1
