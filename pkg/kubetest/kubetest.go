@@ -236,6 +236,14 @@ func (k *Kubelet) create(ctx context.Context, d appsv1.Deployment, name string) 
 	if k.Unschedulable != "" {
 		created.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
 			Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: k.Unschedulable, LastTransitionTime: now}}}
+		// The scheduler's warning event, as kube-scheduler records it.
+		ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: name + ".", Namespace: k.NS}, Type: corev1.EventTypeWarning,
+			Reason: "FailedScheduling", Message: k.Unschedulable, LastTimestamp: now, FirstTimestamp: now, Count: 1,
+			InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: k.NS, Name: name, APIVersion: "v1"},
+			Source:         corev1.EventSource{Component: "default-scheduler"}}
+		if _, err := k.CS.CoreV1().Events(k.NS).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			return nil, err
+		}
 		return k.CS.CoreV1().Pods(k.NS).UpdateStatus(ctx, created, metav1.UpdateOptions{})
 	}
 	st := corev1.PodStatus{Phase: corev1.PodRunning, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}}}

@@ -238,6 +238,8 @@ func TestCrashLoopAndUnschedulableAreNamed(t *testing.T) {
 	deployed(t, b, p, func(k *kubetest.Kubelet) { k.Unschedulable = "0/3 nodes are available: 3 Insufficient cpu." })
 	_, err = b.Provision(context.Background(), p)
 	require.ErrorContains(t, err, "unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+	require.ErrorContains(t, err, "warning events: FailedScheduling pod/uc3-processor-0: 0/3 nodes are available: 3 Insufficient cpu.",
+		"the namespace's warning events are part of the reason")
 	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -69,11 +71,12 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	reg := prometheus.NewRegistry()
 	start := func() (context.CancelFunc, *kube.Backend) {
 		kb, err := kube.New(kubetest.Admin, kube.Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second,
 			TeardownTimeout: time.Second, PollInterval: 100 * time.Millisecond}, zap.NewNop())
 		require.NoError(t, err)
-		p, err := provisioner.New(b, map[string]provisioner.Backend{"kubernetes": kb}, testenv.Logger(t), nil)
+		p, err := provisioner.New(b, map[string]provisioner.Backend{"kubernetes": kb}, testenv.Logger(t), reg)
 		require.NoError(t, err)
 		pctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -105,9 +108,12 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 		require.Len(t, td.Partitions, 6, "partitions from the run's factors")
 	}
 
+	require.Equal(t, 1, testutil.CollectAndCount(reg, "greenflow_provisioner_operation_seconds"), "provision time is measured")
+
 	// A new provisioner process: nothing in memory, the teardown still
 	// removes the namespace (found by label) and the topics (named in it).
 	stop()
+	reg = prometheus.NewRegistry()
 	stop, _ = start()
 	defer func() { stop() }()
 	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: prov.ExperimentID, RunID: prov.RunID, Backend: "kubernetes", Kafka: &kafka},

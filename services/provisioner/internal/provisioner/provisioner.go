@@ -54,6 +54,7 @@ type Provisioner struct {
 	brokers map[string][]string
 
 	provisioned *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
 }
 
 // New builds the provisioner; no I/O.
@@ -62,10 +63,15 @@ func New(b *bus.Bus, backends map[string]Backend, logger *zap.Logger, reg promet
 		admins: map[string]*kadm.Client{}, topics: map[string][]string{}, brokers: map[string][]string{},
 		provisioned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_operations_total",
 			Help: "Provision and teardown operations, by backend, operation and outcome."}, []string{"backend", "operation", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "greenflow_provisioner_operation_seconds",
+			Help:    "Time from command to result of provisions (topics, apply, readiness) and teardowns, by backend and operation.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, []string{"backend", "operation"}),
 	}
 	if reg != nil {
-		if err := reg.Register(p.provisioned); err != nil {
-			return nil, fmt.Errorf("register provisioner metrics: %w", err)
+		for _, c := range []prometheus.Collector{p.provisioned, p.duration} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("register provisioner metrics: %w", err)
+			}
 		}
 	}
 	return p, nil
@@ -123,6 +129,7 @@ func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
 }
 
 func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) error {
+	defer p.observe(m.SUT.Backend, "provision", time.Now())
 	be, ok := p.backends[m.SUT.Backend]
 	if !ok {
 		return p.failProvision(ctx, m, fmt.Errorf("backend %q is not enabled in this provisioner", m.SUT.Backend))
@@ -150,6 +157,10 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 		TsMs: time.Now().UnixMilli()}, "provisioned:"+m.RunID)
 }
 
+func (p *Provisioner) observe(backend, operation string, start time.Time) {
+	p.duration.WithLabelValues(backend, operation).Observe(time.Since(start).Seconds())
+}
+
 // failProvision reports a failed provision; nothing is left behind.
 func (p *Provisioner) failProvision(ctx context.Context, m *events.RunProvision, cause error) error {
 	p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "failed").Inc()
@@ -163,6 +174,7 @@ func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error
 	if !ok {
 		return bus.Permanent(fmt.Errorf("backend %q is not enabled in this provisioner", m.Backend))
 	}
+	defer p.observe(m.Backend, "teardown", time.Now())
 	crashed, reason, err := be.Teardown(ctx, m.RunID)
 	if err != nil {
 		p.provisioned.WithLabelValues(m.Backend, "teardown", "failed").Inc()
