@@ -384,38 +384,45 @@ func TestLeastPrivilegeClusterRole(t *testing.T) {
 // applyRBAC creates the ClusterRole and ClusterRoleBinding of a manifest.
 func applyRBAC(t *testing.T, cs kubernetes.Interface, path string) {
 	t.Helper()
+	role, binding := loadRBAC(t, path)
+	ctx := context.Background()
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+// loadRBAC reads the one ClusterRole and ClusterRoleBinding of a manifest.
+func loadRBAC(t *testing.T, path string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
+	t.Helper()
 	f, err := os.Open(path)
 	require.NoError(t, err)
 	defer f.Close()
-	ctx := context.Background()
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var docs []string
+	var role *rbacv1.ClusterRole
+	var binding *rbacv1.ClusterRoleBinding
 	for {
 		doc, err := reader.Read()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		require.NoError(t, err)
-		docs = append(docs, string(doc))
-	}
-	var roles, bindings int
-	for _, doc := range docs {
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-		require.NoError(t, err, doc)
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		require.NoError(t, err, string(doc))
 		switch o := obj.(type) {
 		case *rbacv1.ClusterRole:
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
-			roles++
+			require.Nil(t, role, "one ClusterRole")
+			role = o
 		case *rbacv1.ClusterRoleBinding:
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
-			bindings++
-		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
+			require.Nil(t, binding, "one ClusterRoleBinding")
+			binding = o
 		}
 	}
-	require.Equal(t, 1, roles)
-	require.Equal(t, 1, bindings)
+	require.NotNil(t, role)
+	require.NotNil(t, binding)
+	return role, binding
 }
 
 func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
@@ -475,29 +482,8 @@ func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, managed)
 
-	// Strimzi's topic operator: Ready, except for topics with "bad" in the name.
-	kt := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace("kafka")
-	opCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		for opCtx.Err() == nil {
-			list, err := kt.List(opCtx, metav1.ListOptions{})
-			if err == nil {
-				for _, u := range list.Items {
-					if _, found, _ := unstructured.NestedSlice(u.Object, "status", "conditions"); found {
-						continue
-					}
-					cond := map[string]any{"type": "Ready", "status": "True"}
-					if strings.Contains(u.GetName(), "bad") {
-						cond = map[string]any{"type": "Ready", "status": "False", "reason": "InvalidResourceException", "message": "Number of partitions cannot be decreased"}
-					}
-					_ = unstructured.SetNestedSlice(u.Object, []any{cond}, "status", "conditions")
-					_, _ = kt.UpdateStatus(opCtx, &u, metav1.UpdateOptions{})
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
+	kt := kafkaTopics("kafka")
+	strimziOperator(t, "kafka")
 
 	require.NoError(t, b.CreateTopics(ctx, p))
 	list, err := kt.List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + p.RunID})
@@ -556,4 +542,39 @@ func dynamicFor(t *testing.T, rc *rest.Config) dynamic.Interface {
 	d, err := dynamic.NewForConfig(rc)
 	require.NoError(t, err)
 	return d
+}
+
+func kafkaTopics(ns string) dynamic.ResourceInterface {
+	return dynamic.NewForConfigOrDie(kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace(ns)
+}
+
+// strimziOperator plays Strimzi's topic operator in namespace ns until the
+// test ends: every KafkaTopic becomes Ready, except those with "bad" in
+// their name, which it refuses.
+func strimziOperator(t *testing.T, ns string) {
+	kt := kafkaTopics(ns)
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go func() {
+		for ctx.Err() == nil {
+			list, err := kt.List(ctx, metav1.ListOptions{})
+			if err == nil {
+				for _, u := range list.Items {
+					if _, found, _ := unstructured.NestedSlice(u.Object, "status", "conditions"); found {
+						continue
+					}
+					cond := map[string]any{"type": "Ready", "status": "True"}
+					if strings.Contains(u.GetName(), "bad") {
+						cond = map[string]any{"type": "Ready", "status": "False", "reason": "InvalidResourceException", "message": "Number of partitions cannot be decreased"}
+					}
+					_ = unstructured.SetNestedSlice(u.Object, []any{cond}, "status", "conditions")
+					_, _ = kt.UpdateStatus(ctx, &u, metav1.UpdateOptions{})
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
 }

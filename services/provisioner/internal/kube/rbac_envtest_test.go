@@ -1,0 +1,171 @@
+//go:build envtest
+
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+// TestEveryClusterRoleRuleIsNeeded: the ClusterRole lists exactly what the
+// backend uses. A scenario exercising every operation (a Flink run
+// consolidated onto a node, Strimzi topics, teardown, a run found after a
+// restart, an unschedulable run's reason with its warning events) succeeds
+// under the whole role, and fails under the role minus any one verb.
+func TestEveryClusterRoleRuleIsNeeded(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	installCRD(t, "testdata/kafkatopic-crd.yaml")
+	ensureNamespace(t, cs, "kafka")
+	role, _ := loadRBAC(t, "../../../../deploy/base/provisioner-rbac.yaml")
+	strimziOperator(t, "kafka")
+
+	type cut struct{ group, resource, verb string }
+	cuts := []cut{{}} // the whole role first
+	for _, r := range role.Rules {
+		for _, res := range r.Resources {
+			for _, v := range r.Verbs {
+				cuts = append(cuts, cut{r.APIGroups[0], res, v})
+			}
+		}
+	}
+	for i, c := range cuts {
+		name := "whole"
+		if c.verb != "" {
+			name = "without-" + c.verb + "-" + c.resource
+		}
+		t.Run(name, func(t *testing.T) {
+			sa := fmt.Sprintf("rbac-cut-%d", i)
+			bindRole(t, cs, sa, without(role, c.group, c.resource, c.verb), c.verb, c.resource)
+			err := scenario(t, kubetest.As(sa), fmt.Sprintf("cut%d", i))
+			if c.verb == "" {
+				require.NoError(t, err, "everything the backend does is granted")
+				return
+			}
+			require.Error(t, err, "%s %s is granted but nothing needs it", c.verb, c.resource)
+			t.Logf("without %s %s: %v", c.verb, c.resource, err)
+		})
+	}
+}
+
+func without(role *rbacv1.ClusterRole, group, resource, verb string) []rbacv1.PolicyRule {
+	var out []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		for _, res := range r.Resources {
+			verbs := slices.Clone(r.Verbs)
+			if r.APIGroups[0] == group && res == resource {
+				verbs = slices.DeleteFunc(verbs, func(v string) bool { return v == verb })
+			}
+			if len(verbs) > 0 {
+				out = append(out, rbacv1.PolicyRule{APIGroups: r.APIGroups, Resources: []string{res}, Verbs: verbs})
+			}
+		}
+	}
+	return out
+}
+
+// bindRole binds rules to service account greenflow/sa and waits until the
+// authorizer has them (an allowed verb is allowed, the cut one denied).
+func bindRole(t *testing.T, cs kubernetes.Interface, sa string, rules []rbacv1.PolicyRule, cutVerb, cutResource string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	probeVerb, probeResource := "list", "namespaces"
+	if cutVerb == probeVerb && cutResource == probeResource {
+		probeVerb, probeResource = "list", "nodes"
+	}
+	testenv.Eventually(t, 10*time.Second, "role in effect", func() bool {
+		r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:greenflow:" + sa, Groups: []string{"system:serviceaccounts", "system:authenticated"},
+			ResourceAttributes: &authzv1.ResourceAttributes{Verb: probeVerb, Resource: probeResource}}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed
+	})
+}
+
+// scenario uses every permission the backend needs, as the configuration rc
+// authenticates; it returns the first failure.
+func scenario(t *testing.T, rc *rest.Config, suffix string) error {
+	t.Helper()
+	b, err := New(rc, Config{ReadyTimeout: 10 * time.Second, UnschedulableGrace: time.Millisecond, TeardownTimeout: 300 * time.Millisecond,
+		PollInterval: 50 * time.Millisecond, StrimziKafka: "kafka/my-cluster"}, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	p := run("rbac-"+suffix, "uc3-flink", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-flink:latest", Replicas: 2,
+		Placement: events.Placement{Strategy: "consolidate", Nodes: 1}})
+	deployed(t, b, p, nil)
+	if err := b.CreateTopics(ctx, p); err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	if _, err := b.Provision(ctx, p); err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
+	if _, err := b.Runs(ctx); err != nil {
+		return fmt.Errorf("runs: %w", err)
+	}
+	if _, _, err := b.Teardown(ctx, p.RunID); err != nil {
+		return fmt.Errorf("teardown: %w", err)
+	}
+	cs := kubetest.AdminClient(t)
+	if !kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)) {
+		return errors.New("teardown left the namespace")
+	}
+	if err := b.DeleteTopics(ctx, p.RunID); err != nil {
+		return fmt.Errorf("delete topics: %w", err)
+	}
+	left, err := kafkaTopics("kafka").List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + p.RunID})
+	if err != nil {
+		return err
+	}
+	if len(left.Items) > 0 {
+		return errors.New("teardown left KafkaTopics")
+	}
+	un := run("rbac-unsched-"+suffix, "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"})
+	deployed(t, b, un, func(k *kubetest.Kubelet) { k.Unschedulable = "0/3 nodes are available: 3 Insufficient memory." })
+	_, err = b.Provision(ctx, un)
+	switch {
+	case err == nil:
+		return errors.New("an unschedulable run was provisioned")
+	case !strings.Contains(err.Error(), "unschedulable: 0/3 nodes"):
+		return fmt.Errorf("unschedulable run: %w", err)
+	case !strings.Contains(err.Error(), "warning events: FailedScheduling"):
+		return fmt.Errorf("the reason lacks the warning events: %w", err)
+	}
+	if !kubetest.NamespaceDeleted(t, cs, b.Namespace(un.RunID)) {
+		return errors.New("a failed provision left its namespace")
+	}
+	return nil
+}
+
+func ensureNamespace(t *testing.T, cs kubernetes.Interface, name string) {
+	t.Helper()
+	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
