@@ -470,6 +470,7 @@ func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 		_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
+	uninstallCRD(t, "kafkatopics.kafka.strimzi.io") // whatever ran before
 	_, err := b.ManagesTopics()
 	require.ErrorContains(t, err, "strimzi: --strimzi-kafka is kafka/my-cluster but the cluster serves no KafkaTopic in kafka.strimzi.io/v1beta2")
 	plain := newBackend(t, sa, nil)
@@ -534,6 +535,20 @@ func installCRD(t *testing.T, path string) {
 			}
 		}
 		return false
+	})
+}
+
+func uninstallCRD(t *testing.T, name string) {
+	t.Helper()
+	crds := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	err := crds.Delete(context.Background(), name, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	require.NoError(t, err)
+	testenv.Eventually(t, 30*time.Second, "CRD removed", func() bool {
+		_, err := crds.Get(context.Background(), name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
 	})
 }
 
