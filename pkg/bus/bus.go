@@ -344,18 +344,19 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 	logger := b.logger.With(zap.String("consumer", spec.Durable))
 	dispatch := func(msg jetstream.Msg) { b.handle(ctx, logger, spec, msg, fn) }
 	var wg sync.WaitGroup
-	var queues []chan jetstream.Msg
+	var queues []chan queued
 	var closing sync.RWMutex // held for writing only to close the queues
 	closed := false
 	if spec.Workers > 1 {
-		queues = make([]chan jetstream.Msg, spec.Workers)
+		queues = make([]chan queued, spec.Workers)
 		for i := range queues {
-			queues[i] = make(chan jetstream.Msg, 64)
+			queues[i] = make(chan queued, 64)
 			wg.Add(1)
-			go func(q chan jetstream.Msg) {
+			go func(q chan queued) {
 				defer wg.Done()
-				for msg := range q {
-					b.handle(ctx, logger, spec, msg, fn)
+				for item := range q {
+					close(item.picked)
+					b.handle(ctx, logger, spec, item.msg, fn)
 				}
 			}(queues[i])
 		}
@@ -368,8 +369,10 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 				_ = msg.Nak()
 				return
 			}
+			item := queued{msg: msg, picked: make(chan struct{})}
 			select {
-			case queues[h.Sum32()%uint32(len(queues))] <- msg:
+			case queues[h.Sum32()%uint32(len(queues))] <- item:
+				go keepWhileQueued(ctx, item, spec.AckWait/3)
 			case <-ctx.Done():
 				_ = msg.Nak() // redelivered after restart
 			}
@@ -393,7 +396,31 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 	return nil
 }
 
-func closeQueues(mu *sync.RWMutex, closed *bool, queues []chan jetstream.Msg) {
+// queued is a message waiting for its worker.
+type queued struct {
+	msg    jetstream.Msg
+	picked chan struct{} // closed when a worker takes it
+}
+
+// keepWhileQueued extends a queued message's ack deadline until a worker
+// takes it, so that waiting behind another run's long handler does not get
+// it redelivered (and run twice, or out of order).
+func keepWhileQueued(ctx context.Context, item queued, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-item.picked:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = item.msg.InProgress()
+		}
+	}
+}
+
+func closeQueues(mu *sync.RWMutex, closed *bool, queues []chan queued) {
 	mu.Lock()
 	defer mu.Unlock()
 	if *closed {

@@ -212,3 +212,47 @@ func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestQueuedMessagesAreNotRedeliveredWhileTheyWait: a message waiting behind
+// its run's long handler for longer than AckWait is delivered once.
+func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	spec := bus.ConsumerSpec{Durable: "queued-test", Types: []events.Type{events.TypeRunTeardown}, AckWait: time.Second, Workers: 2}
+	var mu sync.Mutex
+	deliveries := map[string][]uint64{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
+			m := d.Msg.(*events.RunTeardown)
+			mu.Lock()
+			deliveries[m.ExperimentID] = append(deliveries[m.ExperimentID], d.NumDelivered)
+			mu.Unlock()
+			if m.ExperimentID == "first" {
+				// A long handler that keeps its own message, as the
+				// provisioner's does while it waits for readiness.
+				for range 10 {
+					time.Sleep(250 * time.Millisecond)
+					_ = d.InProgress()
+				}
+			}
+			return nil
+		})
+	}()
+	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "first", RunID: "r1", Backend: "local"}, "q1"))
+	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "second", RunID: "r1", Backend: "local"}, "q2"))
+	testenv.Eventually(t, 10*time.Second, "both handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(deliveries["second"]) > 0
+	})
+	time.Sleep(1500 * time.Millisecond) // longer than AckWait: a redelivery would show
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("deliveries: %v", deliveries)
+	require.Equal(t, []uint64{1}, deliveries["second"], "delivered once although it waited 2.5 s with a 1 s AckWait")
+	cancel()
+	<-done
+}

@@ -129,23 +129,37 @@ const hostnameKey = "kubernetes.io/hostname"
 var Workers = []string{"worker-a", "worker-b", "worker-c"}
 
 // EnsureNodes registers ready nodes labelled pool=sut (as their kubelets
-// would).
+// would), and a control-plane node, also pool=sut and first in name order,
+// tainted NoSchedule as control planes are: placement must skip it.
 func EnsureNodes(t testing.TB, cs kubernetes.Interface, names ...string) {
 	t.Helper()
-	ctx := context.Background()
+	ensureNode(t, cs, "a-control-plane", []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}})
 	for _, n := range names {
-		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{hostnameKey: n, "pool": "sut"}}}
-		created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
-		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		ensureNode(t, cs, n, nil)
+	}
+}
+
+func ensureNode(t testing.TB, cs kubernetes.Interface, name string, taints []corev1.Taint) {
+	t.Helper()
+	ctx := context.Background()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{hostnameKey: name, "pool": "sut"}}}
+	created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+	created, err = cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The API server taints new nodes not-ready (TaintNodesByCondition); the
+	// node lifecycle controller lifts it once the node reports Ready.
+	created.Spec.Taints = taints
+	if _, err := cs.CoreV1().Nodes().Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -161,6 +175,9 @@ type Kubelet struct {
 	Fail func(pod string) (reason, message string)
 	// Unschedulable leaves pods unbound with the scheduler's message.
 	Unschedulable string
+	// Restarts is each container's restart count when it becomes ready
+	// (restarts during start-up, e.g. waiting for Kafka).
+	Restarts int32
 
 	mu   sync.Mutex
 	next int
@@ -250,6 +267,7 @@ func (k *Kubelet) create(ctx context.Context, d appsv1.Deployment, name string) 
 	readyAll := true
 	for _, c := range spec.Containers {
 		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ContainerID: "containerd://" + containerID(k.NS+"/"+name+"/"+c.Name), Ready: true,
+			RestartCount: k.Restarts,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}
 		if k.Fail != nil {
 			if reason, msg := k.Fail(name); reason != "" {
@@ -273,8 +291,8 @@ func containerID(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Crash marks a running pod's first container as restarted twice after an
-// OOM kill.
+// Crash marks a running pod's first container as restarted twice more
+// after an OOM kill.
 func Crash(t testing.TB, cs kubernetes.Interface, ns, pod string) {
 	t.Helper()
 	ctx := context.Background()
@@ -282,7 +300,7 @@ func Crash(t testing.TB, cs kubernetes.Interface, ns, pod string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.Status.ContainerStatuses[0].RestartCount = 2
+	p.Status.ContainerStatuses[0].RestartCount += 2
 	p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}
 	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -47,6 +48,9 @@ const (
 	AnnotationExpID     = "greenflow.dev/experiment-id"
 	AnnotationTemplate  = "greenflow.dev/template"
 	AnnotationPlacement = "greenflow.dev/placement-nodes"
+	// AnnotationReady holds each container's restart count when the run
+	// became ready ({"pod/container": n}); its presence marks a ready run.
+	AnnotationReady = "greenflow.dev/ready-restarts"
 )
 
 // Config configures the backend.
@@ -152,6 +156,8 @@ type Backend struct {
 	onCrash  CrashFunc
 	mu       sync.Mutex
 	watching map[string]context.CancelFunc // run → its crash watch
+	watchers sync.WaitGroup
+	closed   bool
 }
 
 // CrashFunc is told about a run whose pods restarted or failed during the
@@ -296,6 +302,11 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	}
 	targets, err := b.deploy(ctx, p, ns, resolved, pl)
 	if err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: leave the deployment for the redelivered
+			// provision of the next provisioner to carry on with.
+			return nil, fmt.Errorf("provision interrupted: %w", ctx.Err())
+		}
 		b.cleanup(ns, p.RunID, err)
 		return nil, err
 	}
@@ -309,9 +320,15 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	if len(pl.nodes) > 0 {
 		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
 	}
-	nsAC := corev1ac.Namespace(ns).WithLabels(lbl).WithAnnotations(ann)
-	if _, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
-		return nil, fmt.Errorf("apply namespace %s: %w", ns, explain(err))
+	applyNS := func(ann map[string]string) error {
+		nsAC := corev1ac.Namespace(ns).WithLabels(lbl).WithAnnotations(ann)
+		if _, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
+			return fmt.Errorf("apply namespace %s: %w", ns, explain(err))
+		}
+		return nil
+	}
+	if err := applyNS(ann); err != nil {
+		return nil, err
 	}
 	k := p.SUT.Kubernetes
 	if k == nil {
@@ -340,11 +357,50 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	if k.ReadyTimeoutMs > 0 {
 		timeout = time.Duration(k.ReadyTimeoutMs) * time.Millisecond
 	}
-	return b.waitReady(ctx, ns, lbl, workloads, timeout)
+	targets, pods, err := b.waitReady(ctx, ns, lbl, workloads, timeout)
+	if err != nil {
+		return nil, err
+	}
+	// Restarts before readiness (slow dependencies, image warm-up) are not
+	// crashes during the run: keep the counts at readiness as the baseline.
+	base, err := json.Marshal(restartCounts(pods))
+	if err != nil {
+		return nil, err
+	}
+	ann[AnnotationReady] = string(base)
+	if err := applyNS(ann); err != nil {
+		return nil, err
+	}
+	return targets, nil
+}
+
+// restartCounts maps "pod/container" to its restart count.
+func restartCounts(pods []corev1.Pod) map[string]int32 {
+	out := map[string]int32{}
+	for _, p := range pods {
+		for _, c := range p.Status.ContainerStatuses {
+			out[p.Name+"/"+c.Name] = c.RestartCount
+		}
+	}
+	return out
+}
+
+// readyBaseline reads a namespace's restart baseline; ok is false for a run
+// that never became ready.
+func readyBaseline(n *corev1.Namespace) (base map[string]int32, ok bool) {
+	v, found := n.Annotations[AnnotationReady]
+	if !found {
+		return nil, false
+	}
+	if err := json.Unmarshal([]byte(v), &base); err != nil {
+		return nil, false
+	}
+	return base, true
 }
 
 // cleanup deletes the namespace of a failed provision, so nothing is left.
 func (b *Backend) cleanup(ns, runID string, cause error) {
+	b.unwatch(runID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
@@ -433,7 +489,8 @@ func ptr[T any](v T) *T { return &v }
 // explain adds what to do to an authorization failure; the API server's
 // message already names the verb, the resource and the user.
 func explain(err error) error {
-	if apierrors.IsForbidden(err) {
+	if apierrors.IsForbidden(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) &&
+		!strings.Contains(err.Error(), "exceeded quota") {
 		return fmt.Errorf("%w (the provisioner's ClusterRole, deploy/base/provisioner-rbac.yaml, grants the verbs it needs)", err)
 	}
 	return err
@@ -470,18 +527,18 @@ func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, rea
 	if err != nil {
 		return false, "", fmt.Errorf("find the namespace of run %s: %w", runID, explain(err))
 	}
-	var namespaces []string
-	for _, n := range list.Items {
-		if n.Annotations[AnnotationRunID] == runID {
-			namespaces = append(namespaces, n.Name)
+	for i := range list.Items {
+		n := &list.Items[i]
+		if n.Annotations[AnnotationRunID] != runID {
+			continue
 		}
-	}
-	for _, ns := range namespaces {
+		ns := n.Name
 		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("list pods in %s: %w", ns, explain(err))
 		}
-		if r := crashReason(pods.Items); r != "" {
+		base, _ := readyBaseline(n)
+		if r := crashReason(pods.Items, base); r != "" {
 			crashed, reason = true, r
 		}
 		err = b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
@@ -514,18 +571,20 @@ func (b *Backend) waitGone(ctx context.Context, ns string) bool {
 	}
 }
 
-// crashReason describes restarted containers and failed pods, or "".
-func crashReason(pods []corev1.Pod) string {
+// crashReason describes containers restarted since the baseline (their
+// counts at readiness) and failed pods, or "".
+func crashReason(pods []corev1.Pod, base map[string]int32) string {
 	var out []string
 	for _, p := range pods {
 		if p.Status.Phase == corev1.PodFailed {
 			out = append(out, fmt.Sprintf("pod %s failed: %s %s", p.Name, p.Status.Reason, p.Status.Message))
 		}
 		for _, c := range p.Status.ContainerStatuses {
-			if c.RestartCount == 0 {
+			n := c.RestartCount - base[p.Name+"/"+c.Name]
+			if n <= 0 {
 				continue
 			}
-			s := fmt.Sprintf("pod %s container %s restarted %d time(s)", p.Name, c.Name, c.RestartCount)
+			s := fmt.Sprintf("pod %s container %s restarted %d time(s)", p.Name, c.Name, n)
 			if t := c.LastTerminationState.Terminated; t != nil {
 				s += fmt.Sprintf(", last exit code %d (%s)", t.ExitCode, t.Reason)
 			}
@@ -537,19 +596,25 @@ func crashReason(pods []corev1.Pod) string {
 
 // Watch checks run runID's pods for restarts and failures until teardown;
 // on a crash it deletes the namespace and tells the crash handler. Called
-// after a provision, and after a restart for the runs found in the cluster.
+// after a provision, and after a restart for the runs found in the cluster;
+// a run that never became ready is not watched (its provision is still
+// going on, or failed).
 func (b *Backend) Watch(experimentID, runID string) {
 	if b.onCrash == nil {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if _, ok := b.watching[runID]; ok {
+	if _, ok := b.watching[runID]; ok || b.closed {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.watching[runID] = cancel
-	go b.watch(ctx, experimentID, runID)
+	b.watchers.Add(1)
+	go func() {
+		defer b.watchers.Done()
+		b.watch(ctx, experimentID, runID)
+	}()
 }
 
 func (b *Backend) unwatch(runID string) {
@@ -561,24 +626,41 @@ func (b *Backend) unwatch(runID string) {
 	}
 }
 
-// Close stops every crash watch (service shutdown; the runs stay deployed).
+// Close stops every crash watch and waits for them, so that a crash being
+// reported is published before the service stops; the runs stay deployed.
 func (b *Backend) Close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.closed = true
 	for id, cancel := range b.watching {
 		cancel()
 		delete(b.watching, id)
 	}
+	b.mu.Unlock()
+	b.watchers.Wait()
 }
 
 func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 	ns := b.Namespace(runID)
 	sel := LabelRun + "=" + LabelValue(runID)
+	var base map[string]int32
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(b.cfg.CrashPoll):
+		}
+		if base == nil {
+			n, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			var ready bool
+			if base, ready = readyBaseline(n); !ready || n.DeletionTimestamp != nil {
+				return
+			}
 		}
 		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
@@ -587,7 +669,7 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 			}
 			continue
 		}
-		reason := crashReason(pods.Items)
+		reason := crashReason(pods.Items, base)
 		if reason == "" || ctx.Err() != nil {
 			continue
 		}

@@ -57,6 +57,8 @@ func (b *Backend) choosePlacement(ctx context.Context, pl events.Placement, prev
 			skipped = append(skipped, n.Name+" (cordoned)")
 		case !nodeReady(n):
 			skipped = append(skipped, n.Name+" (not ready)")
+		case hasNoScheduleTaint(n):
+			skipped = append(skipped, n.Name+" (tainted)")
 		default:
 			eligible = append(eligible, host)
 		}
@@ -80,6 +82,17 @@ func describeNodes(eligible, skipped []string) string {
 		return "none found"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// hasNoScheduleTaint reports a taint the run's pods do not tolerate (the
+// templates set no tolerations), e.g. a control-plane node's.
+func hasNoScheduleTaint(n corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
+			return true
+		}
+	}
+	return false
 }
 
 func nodeReady(n corev1.Node) bool {
@@ -114,6 +127,9 @@ func (pl placement) apply(spec *corev1.PodSpec, runLabels map[string]string) {
 	if pl.strategy == "spread" || (pl.strategy == "consolidate" && len(pl.nodes) > 1) {
 		spec.TopologySpreadConstraints = append(spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{
 			MaxSkew: 1, TopologyKey: hostnameKey, WhenUnsatisfiable: corev1.DoNotSchedule,
-			LabelSelector: &metav1.LabelSelector{MatchLabels: runLabels}})
+			LabelSelector: &metav1.LabelSelector{MatchLabels: runLabels},
+			// Nodes the pods cannot use (tainted, cordoned) are not domains:
+			// with more pods than usable nodes, they double up evenly.
+			NodeTaintsPolicy: ptr(corev1.NodeInclusionPolicyHonor)})
 	}
 }

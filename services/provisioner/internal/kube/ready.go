@@ -25,7 +25,7 @@ var fatalWaiting = map[string]bool{
 // one target per container of the run's pods. It fails early, with the
 // reason, on image pull errors, crash loops and pods unschedulable for longer
 // than the grace; at the timeout it says what was still missing.
-func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]string, workloads []object, timeout time.Duration) ([]events.Target, error) {
+func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]string, workloads []object, timeout time.Duration) ([]events.Target, []corev1.Pod, error) {
 	start := b.now()
 	sel := labels.SelectorFromSet(map[string]string{LabelRun: lbl[LabelRun]}).String()
 	for {
@@ -33,7 +33,7 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 		for _, w := range workloads {
 			msg, err := b.workloadPending(ctx, w)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if msg != "" {
 				pending = append(pending, msg)
@@ -41,14 +41,14 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 		}
 		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
 		if err != nil {
-			return nil, fmt.Errorf("list pods in %s: %w", ns, explain(err))
+			return nil, nil, fmt.Errorf("list pods in %s: %w", ns, explain(err))
 		}
 		fatal, waiting := b.diagnose(pods.Items)
 		if fatal != "" {
-			return nil, fmt.Errorf("namespace %s: %s%s", ns, fatal, b.warnings(ctx, ns))
+			return nil, nil, fmt.Errorf("namespace %s: %s%s", ns, fatal, b.warnings(ctx, ns))
 		}
 		if len(pending) == 0 {
-			return podTargets(pods.Items), nil
+			return podTargets(pods.Items), pods.Items, nil
 		}
 		if b.now().Sub(start) >= timeout {
 			detail := strings.Join(pending, "; ")
@@ -57,11 +57,11 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 			} else if len(pods.Items) == 0 {
 				detail += "; no pods were created (is the controller manager running?)"
 			}
-			return nil, fmt.Errorf("namespace %s: not ready after %s: %s%s", ns, timeout, detail, b.warnings(ctx, ns))
+			return nil, nil, fmt.Errorf("namespace %s: not ready after %s: %s%s", ns, timeout, detail, b.warnings(ctx, ns))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(b.cfg.PollInterval):
 		}
 	}
@@ -88,12 +88,19 @@ func (b *Backend) workloadPending(ctx context.Context, w object) (string, error)
 		if u.GetKind() == "ReplicaSet" {
 			ready = num("status", "readyReplicas")
 		}
+		if u.GetKind() == "Deployment" && num("status", "replicas") > num("status", "updatedReplicas") {
+			// old pods of an earlier spec are still around (kubectl rollout status)
+			return fmt.Sprintf("deployment %s: %d old replica(s) still terminating", u.GetName(), num("status", "replicas")-num("status", "updatedReplicas")), nil
+		}
 		if g := u.GetGeneration(); num("status", "observedGeneration") < g {
 			return fmt.Sprintf("%s %s: %d/%d replicas ready (its controller has not yet seen generation %d)",
 				strings.ToLower(u.GetKind()), u.GetName(), ready, want, g), nil
 		}
 	case "DaemonSet":
-		want, ready = num("status", "desiredNumberScheduled"), num("status", "numberReady")
+		want, ready = num("status", "desiredNumberScheduled"), min(num("status", "numberReady"), num("status", "updatedNumberScheduled"))
+		if g := u.GetGeneration(); num("status", "observedGeneration") < g {
+			return fmt.Sprintf("daemonset %s: its controller has not yet seen generation %d", u.GetName(), g), nil
+		}
 	default:
 		return "", nil // jobs and others: applied is enough
 	}

@@ -143,18 +143,22 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 	} else {
 		err = p.createTopics(ctx, m)
 	}
-	if err != nil {
-		p.removeTopics(ctx, be, m.RunID)
-		return p.failProvision(ctx, m, err)
+	if err == nil {
+		var targets []events.Target
+		if targets, err = be.Provision(ctx, *m); err == nil {
+			p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "ok").Inc()
+			return p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
+				Targets: targets, TsMs: time.Now().UnixMilli()}, "provisioned:"+m.RunID)
+		}
 	}
-	targets, err := be.Provision(ctx, *m)
-	if err != nil {
-		p.removeTopics(ctx, be, m.RunID)
-		return p.failProvision(ctx, m, err)
+	if ctx.Err() != nil {
+		// Shutting down mid-way: not a failure of the run. The command is
+		// redelivered to the next provisioner, which carries on (applying
+		// is idempotent).
+		return fmt.Errorf("provision of run %s interrupted: %w", m.RunID, err)
 	}
-	p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "ok").Inc()
-	return p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend, Targets: targets,
-		TsMs: time.Now().UnixMilli()}, "provisioned:"+m.RunID)
+	p.removeTopics(ctx, be, m.RunID)
+	return p.failProvision(ctx, m, err)
 }
 
 func (p *Provisioner) observe(backend, operation string, start time.Time) {
