@@ -268,7 +268,7 @@ func (k *Kubelet) create(ctx context.Context, d appsv1.Deployment, name string) 
 	for _, c := range spec.Containers {
 		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ContainerID: "containerd://" + containerID(k.NS+"/"+name+"/"+c.Name), Ready: true,
 			RestartCount: k.Restarts,
-			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}
+			State:        corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}
 		if k.Fail != nil {
 			if reason, msg := k.Fail(name); reason != "" {
 				cs = corev1.ContainerStatus{Name: c.Name, Image: c.Image, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}}
