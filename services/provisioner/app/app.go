@@ -112,7 +112,7 @@ func (u unavailable) Teardown(context.Context, string) (bool, string, error) { r
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	var p *provisioner.Provisioner
 	lb := local.New(c.Local, d.Logger, func(exp, run, reason string) {
-		p.Crashed(context.Background(), "local", exp, run, reason)
+		p.Crashed(context.Background(), "local", exp, run, reason, nil)
 	})
 	backends := map[string]provisioner.Backend{"local": lb}
 	comp := component{local: lb, logger: d.Logger.With(zap.String("component", "provisioner"))}
@@ -121,7 +121,9 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 		switch {
 		case err == nil:
 			backends["kubernetes"], comp.kube = kb, kb
-			kb.OnCrash(func(exp, run, reason string) { p.Crashed(context.Background(), "kubernetes", exp, run, reason) })
+			kb.OnCrash(func(exp, run, reason string, kafka *events.Kafka) {
+				p.Crashed(context.Background(), "kubernetes", exp, run, reason, kafka)
+			})
 		case c.Kubernetes == "on":
 			return nil, err
 		default:

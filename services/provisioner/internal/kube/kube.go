@@ -51,6 +51,9 @@ const (
 	// AnnotationReady holds each container's restart count when the run
 	// became ready ({"pod/container": n}); its presence marks a ready run.
 	AnnotationReady = "greenflow.dev/ready-restarts"
+	// AnnotationKafka records the run's brokers and topics (JSON), so that a
+	// restarted provisioner can delete the topics of a run that crashed.
+	AnnotationKafka = "greenflow.dev/kafka"
 )
 
 // Config configures the backend.
@@ -161,8 +164,9 @@ type Backend struct {
 }
 
 // CrashFunc is told about a run whose pods restarted or failed during the
-// run; the backend has already deleted the run's namespace.
-type CrashFunc func(experimentID, runID, reason string)
+// run; the backend has already deleted the run's namespace. kafka names the
+// run's topics as recorded at provision (nil if unknown).
+type CrashFunc func(experimentID, runID, reason string, kafka *events.Kafka)
 
 // OnCrash sets the crash handler; call it before the first provision.
 func (b *Backend) OnCrash(fn CrashFunc) { b.onCrash = fn }
@@ -316,7 +320,12 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 
 func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, objs []object, pl placement) ([]events.Target, error) {
 	lbl := b.runLabels(p)
-	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template}
+	kafka, err := json.Marshal(p.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template,
+		AnnotationKafka: string(kafka)}
 	if len(pl.nodes) > 0 {
 		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
 	}
@@ -643,6 +652,7 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 	ns := b.Namespace(runID)
 	sel := LabelRun + "=" + LabelValue(runID)
 	var base map[string]int32
+	var kafka *events.Kafka
 	for {
 		select {
 		case <-ctx.Done():
@@ -660,6 +670,10 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 			var ready bool
 			if base, ready = readyBaseline(n); !ready || n.DeletionTimestamp != nil {
 				return
+			}
+			var k events.Kafka
+			if json.Unmarshal([]byte(n.Annotations[AnnotationKafka]), &k) == nil {
+				kafka = &k
 			}
 		}
 		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
@@ -679,7 +693,7 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 			b.logger.Error("crash watch: teardown failed", zap.String("run_id", runID), zap.Error(err))
 		}
 		cancel()
-		b.onCrash(experimentID, runID, reason)
+		b.onCrash(experimentID, runID, reason, kafka)
 		return
 	}
 }

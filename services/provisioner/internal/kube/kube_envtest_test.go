@@ -433,9 +433,12 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, workers...)
 	b := newBackend(t, kubetest.Admin, func(c *Config) { c.CrashPoll = 100 * time.Millisecond })
-	type crash struct{ exp, run, reason string }
+	type crash struct {
+		exp, run, reason string
+		kafka            events.Kafka
+	}
 	crashes := make(chan crash, 4)
-	b.OnCrash(func(exp, run, reason string) { crashes <- crash{exp, run, reason} })
+	b.OnCrash(func(exp, run, reason string, kafka *events.Kafka) { crashes <- crash{exp, run, reason, *kafka} })
 	defer b.Close()
 	p := run("crashwatch", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
 	// Each container restarted once while starting (before readiness):
@@ -452,7 +455,8 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 	kubetest.Crash(t, cs, b.Namespace(p.RunID), targets[1].Pod)
 	select {
 	case c := <-crashes:
-		require.Equal(t, crash{p.ExperimentID, p.RunID, "pod " + targets[1].Pod + " container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)"}, c)
+		require.Equal(t, crash{p.ExperimentID, p.RunID, "pod " + targets[1].Pod + " container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)",
+			p.Kafka}, c, "with the topics to delete, read back from the namespace")
 	case <-time.After(10 * time.Second):
 		t.Fatal("crash not reported")
 	}

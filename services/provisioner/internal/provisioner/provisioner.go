@@ -91,8 +91,11 @@ func (p *Provisioner) Run(ctx context.Context) error {
 
 // Crashed is called by a backend when a run's process died on its own: the
 // run is cleaned up and reported torn down with the reason.
-func (p *Provisioner) Crashed(ctx context.Context, backend, experimentID, runID, reason string) {
+// kafka names the run's topics when the backend kept them (this provisioner
+// may have restarted since it created them); nil: as remembered.
+func (p *Provisioner) Crashed(ctx context.Context, backend, experimentID, runID, reason string, kafka *events.Kafka) {
 	p.logger.Error("system under test exited during the run", zap.String("run_id", runID), zap.String("reason", reason))
+	p.remember(runID, kafka)
 	if be, ok := p.backends[backend]; ok {
 		p.removeTopics(ctx, be, runID)
 	}
@@ -184,15 +187,21 @@ func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error
 		p.provisioned.WithLabelValues(m.Backend, "teardown", "failed").Inc()
 		return fmt.Errorf("tear down run %s: %w", m.RunID, err)
 	}
-	if m.Kafka != nil && len(m.Kafka.Brokers) > 0 { // known even after a restart of this provisioner
-		p.mu.Lock()
-		p.topics[m.RunID], p.brokers[m.RunID] = []string{m.Kafka.InputTopic, m.Kafka.OutputTopic}, m.Kafka.Brokers
-		p.mu.Unlock()
-	}
+	p.remember(m.RunID, m.Kafka) // known even after a restart of this provisioner
 	p.removeTopics(ctx, be, m.RunID)
 	p.provisioned.WithLabelValues(m.Backend, "teardown", "ok").Inc()
 	return p.bus.Publish(ctx, events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Crashed: crashed, Reason: reason,
 		TsMs: time.Now().UnixMilli()}, "torn-down:"+m.RunID)
+}
+
+// remember notes a run's topics for deletion, from a command or a backend.
+func (p *Provisioner) remember(runID string, k *events.Kafka) {
+	if k == nil || len(k.Brokers) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.topics[runID], p.brokers[runID] = []string{k.InputTopic, k.OutputTopic}, k.Brokers
 }
 
 func topicManager(be Backend) (TopicManager, bool, error) {
