@@ -150,16 +150,34 @@ type checkpointData struct {
 
 const checkpointVersion = 1
 
-// checkpoint encodes the state, keeping the counters whose keys pass keep.
-func (s *counterState) checkpoint(keep func(string) bool) ([]byte, error) {
+// Checkpoint implements Checkpointer for the sources embedding the state:
+// it encodes the state, keeping the counters of the workloads that pass
+// keep (nil keeps all) and every node counter.
+func (s *counterState) Checkpoint(keep func(string) bool) ([]byte, error) {
 	if !s.started {
 		return nil, errors.New("checkpoint: no reading yet")
 	}
-	return json.Marshal(checkpointData{Version: checkpointVersion, TimeNs: s.last.UnixNano(), Start: s.start, Counters: s.counters.snapshot(keep)})
+	return json.Marshal(checkpointData{Version: checkpointVersion, TimeNs: s.last.UnixNano(), Start: s.start,
+		Counters: s.counters.snapshot(workloadKeep(keep))})
 }
 
-// restore decodes a checkpoint; the state is unchanged on error.
-func (s *counterState) restore(data []byte) error {
+// scrape reads an exporter's metrics page and the interval since the
+// previous reading; source names the source in errors.
+func (s *counterState) scrape(ctx context.Context, now time.Time, source string, client *http.Client, url string) (map[string]*dto.MetricFamily, time.Duration, error) {
+	interval, err := s.interval(now)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s source: %w", source, err)
+	}
+	fams, err := scrape(ctx, client, url)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s source: %w", source, err)
+	}
+	return fams, interval, nil
+}
+
+// Restore implements Checkpointer: it decodes a checkpoint; the state is
+// unchanged on error.
+func (s *counterState) Restore(data []byte) error {
 	var c checkpointData
 	if err := json.Unmarshal(data, &c); err != nil {
 		return fmt.Errorf("restore checkpoint: %w", err)

@@ -46,8 +46,8 @@ type KeplerOptions struct {
 // one, the reading becomes a baseline. An exporter restart
 // (process_start_time_seconds changes) re-baselines every counter likewise.
 type KeplerSource struct {
-	opts  KeplerOptions
-	state counterState
+	opts KeplerOptions
+	counterState
 }
 
 var (
@@ -67,24 +67,12 @@ func NewKeplerSource(opts KeplerOptions) *KeplerSource {
 
 // Read implements Source.
 func (k *KeplerSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
-	interval, err := k.state.interval(now)
+	fams, interval, err := k.scrape(ctx, now, "kepler", k.opts.Client, k.opts.URL)
 	if err != nil {
-		return Measurement{}, fmt.Errorf("kepler source: %w", err)
-	}
-	fams, err := scrape(ctx, k.opts.Client, k.opts.URL)
-	if err != nil {
-		return Measurement{}, fmt.Errorf("kepler source: %w", err)
+		return Measurement{}, err
 	}
 	return k.measure(fams, now, interval)
 }
-
-// Checkpoint implements Checkpointer.
-func (k *KeplerSource) Checkpoint(keep func(string) bool) ([]byte, error) {
-	return k.state.checkpoint(workloadKeep(keep))
-}
-
-// Restore implements Checkpointer.
-func (k *KeplerSource) Restore(data []byte) error { return k.state.restore(data) }
 
 type keplerZone struct {
 	key, name, path, label string
@@ -100,12 +88,12 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 		return Measurement{}, fmt.Errorf("kepler source %s: exporter reports node_name %q, expected %q", k.opts.URL, got, want)
 	}
 
-	cs := &k.state.counters
-	start, restarted := k.state.restarted(fams)
+	cs := &k.counterState.counters
+	start, restarted := k.counterState.restarted(fams)
 	if restarted {
 		cs = &CounterSet{} // nothing continues the old counters
 	}
-	started := k.state.started
+	started := k.counterState.started
 	dt := interval.Seconds()
 	maxDelta := k.opts.MaxPowerW * dt
 
@@ -159,11 +147,11 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 	}
 	meas.Workloads = k.workloads(fams, cs, inTotal, maxDelta, &meas.Resets)
 
-	k.state.started, k.state.last, k.state.start = true, now, start
-	if cs != &k.state.counters {
-		k.state.counters = *cs
+	k.counterState.started, k.counterState.last, k.counterState.start = true, now, start
+	if cs != &k.counterState.counters {
+		k.counterState.counters = *cs
 	}
-	cs = &k.state.counters
+	cs = &k.counterState.counters
 	cs.Commit()
 	if !complete {
 		return baseline(meas), nil

@@ -135,7 +135,7 @@ func FuzzRestoreCheckpoint(f *testing.F) {
 			return
 		}
 		now := time.Unix(1740830400, 0)
-		d, err := k.state.interval(now)
+		d, err := k.interval(now)
 		if err != nil {
 			return
 		}

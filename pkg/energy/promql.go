@@ -44,9 +44,9 @@ type PromQLOptions struct {
 // no more often than that, or intervals alternate between nothing and
 // several scrapes' worth.
 type PromQLSource struct {
-	opts  PromQLOptions
-	api   promv1.API
-	state counterState
+	opts PromQLOptions
+	api  promv1.API
+	counterState
 }
 
 var (
@@ -72,7 +72,7 @@ func NewPromQLSource(opts PromQLOptions) (*PromQLSource, error) {
 
 // Read implements Source.
 func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
-	interval, err := p.state.interval(now)
+	interval, err := p.counterState.interval(now)
 	if err != nil {
 		return Measurement{}, fmt.Errorf("promql source: %w", err)
 	}
@@ -90,8 +90,8 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 		}
 	}
 
-	cs := &p.state.counters
-	started := p.state.started
+	cs := &p.counterState.counters
+	started := p.counterState.started
 	dt := interval.Seconds()
 	maxDelta := p.opts.MaxPowerW * dt
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourcePromQL, Estimated: p.opts.Estimated}, Basis: BasisJoules}
@@ -118,7 +118,7 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 		}
 		meas.Workloads = append(meas.Workloads, WorkloadUse{Workload: w, Value: d})
 	}
-	p.state.started, p.state.last = true, now
+	p.counterState.started, p.counterState.last = true, now
 	cs.Commit()
 	if !complete {
 		return baseline(meas), nil
@@ -126,14 +126,6 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 	meas.TotalPowerW = power(meas.TotalDeltaJ, interval)
 	return meas, nil
 }
-
-// Checkpoint implements Checkpointer.
-func (p *PromQLSource) Checkpoint(keep func(string) bool) ([]byte, error) {
-	return p.state.checkpoint(workloadKeep(keep))
-}
-
-// Restore implements Checkpointer.
-func (p *PromQLSource) Restore(data []byte) error { return p.state.restore(data) }
 
 func (p *PromQLSource) query(ctx context.Context, q string, at time.Time) (model.Vector, error) {
 	v, _, _, err := p.api.Query(ctx, q, at)

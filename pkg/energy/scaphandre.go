@@ -42,8 +42,8 @@ type ScaphandreOptions struct {
 // with container and pod labels when Scaphandre runs with --containers), at
 // their power × interval.
 type ScaphandreSource struct {
-	opts  ScaphandreOptions
-	state counterState
+	opts ScaphandreOptions
+	counterState
 }
 
 var (
@@ -61,27 +61,15 @@ func NewScaphandreSource(opts ScaphandreOptions) *ScaphandreSource {
 	return &ScaphandreSource{opts: opts}
 }
 
-// Read implements Source.
+// Read implements Source. (Its checkpoint holds only the host counter:
+// Scaphandre's workloads are gauges.)
 func (s *ScaphandreSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
-	interval, err := s.state.interval(now)
+	fams, interval, err := s.scrape(ctx, now, "scaphandre", s.opts.Client, s.opts.URL)
 	if err != nil {
-		return Measurement{}, fmt.Errorf("scaphandre source: %w", err)
-	}
-	fams, err := scrape(ctx, s.opts.Client, s.opts.URL)
-	if err != nil {
-		return Measurement{}, fmt.Errorf("scaphandre source: %w", err)
+		return Measurement{}, err
 	}
 	return s.measure(fams, now, interval)
 }
-
-// Checkpoint implements Checkpointer. Scaphandre's workloads are gauges, so
-// only the host counter is kept.
-func (s *ScaphandreSource) Checkpoint(keep func(string) bool) ([]byte, error) {
-	return s.state.checkpoint(workloadKeep(keep))
-}
-
-// Restore implements Checkpointer.
-func (s *ScaphandreSource) Restore(data []byte) error { return s.state.restore(data) }
 
 func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.Time, interval time.Duration) (Measurement, error) {
 	energyUJ, hasEnergy := firstValue(fams, scaphHostEnergy)
@@ -90,12 +78,12 @@ func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.T
 	if !hasEnergy && !hasPower {
 		return Measurement{}, fmt.Errorf("scaphandre source %s: neither %s nor a valid %s in the exposition", s.opts.URL, scaphHostEnergy, scaphHostPower)
 	}
-	cs := &s.state.counters
-	start, restarted := s.state.restarted(fams)
+	cs := &s.counterState.counters
+	start, restarted := s.counterState.restarted(fams)
 	if restarted {
 		cs = &CounterSet{}
 	}
-	started := s.state.started
+	started := s.counterState.started
 	dt := interval.Seconds()
 
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourceScaphandre}, Basis: BasisJoules}
@@ -159,11 +147,11 @@ func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.T
 		meas.Workloads[i].Value += v / 1e6 * dt
 	}
 
-	s.state.started, s.state.last, s.state.start = true, now, start
-	if cs != &s.state.counters {
-		s.state.counters = *cs
+	s.counterState.started, s.counterState.last, s.counterState.start = true, now, start
+	if cs != &s.counterState.counters {
+		s.counterState.counters = *cs
 	}
-	s.state.counters.Commit()
+	s.counterState.counters.Commit()
 	if !complete {
 		return baseline(meas), nil
 	}
