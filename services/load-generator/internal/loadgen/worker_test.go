@@ -145,31 +145,6 @@ func TestTakeOverMidRun(t *testing.T) {
 	require.Less(t, perPeriod[2], 100, "but not before the switch")
 }
 
-// TestHotPathDoesNotAllocate: in steady state, producing a record
-// (encode, produce, promise, recycle) allocates nothing.
-func TestHotPathDoesNotAllocate(t *testing.T) {
-	if RaceEnabled {
-		t.Skip("sync.Pool drops items under the race detector")
-	}
-	for _, f := range []uc3.Format{uc3.FormatAvro, uc3.FormatJSON} {
-		t.Run(string(f), func(t *testing.T) {
-			prod := &ackingProducer{}
-			w, start := testWorker(100_000, 1_000_000, time.Hour, prod)
-			w.sched.format = f
-			s := &pacing{w: w}
-			ctx := context.Background()
-			d := time.Duration(0)
-			s.step(ctx, start) // builds the pacer
-			allocs := testing.AllocsPerRun(200, func() {
-				d += time.Millisecond
-				s.step(ctx, start.Add(d))
-			})
-			require.Greater(t, prod.n, int64(200_000))
-			require.Zero(t, allocs, "allocations per 1,000-record step")
-		})
-	}
-}
-
 // BenchmarkProduceRecord is the generator's own cost per record: pacing,
 // encoding, pooling, the promise (the Kafka client excluded). One op is one
 // 1 ms tick at 1,000,000 records/s, i.e. 1,000 records.
