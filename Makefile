@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin
+# the packages with envtest-tagged tests (a real kube-apiserver and etcd)
+KUBE_PKGS := ./pkg/kubetest/... ./services/provisioner/internal/kube/... ./services/provisioner/internal/provisioner/... ./services/greenflow/internal/e2ekube/...
 
 .DEFAULT_GOAL := help
 
@@ -26,7 +28,7 @@ demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end,
 .PHONY: test
 test: deps ## every test: real NATS JetStream, kfake Kafka, ClickHouse, then a real kube-apiserver + etcd
 	$(GO) vet ./...
-	$(GO) vet -tags envtest ./pkg/kubetest/... ./services/provisioner/... ./services/greenflow/internal/e2ekube/...
+	$(GO) vet -tags envtest $(KUBE_PKGS)
 	$(GO) test -count=1 -timeout 15m ./...
 	@$(MAKE) --no-print-directory test-kube
 
@@ -37,12 +39,12 @@ test: deps ## every test: real NATS JetStream, kfake Kafka, ClickHouse, then a r
 .PHONY: test-kube
 test-kube: ## the kubernetes backend's tests against a real kube-apiserver and etcd (envtest)
 	@assets="$$(./scripts/envtest-assets.sh)" && echo "KUBEBUILDER_ASSETS=$$assets" && \
-	KUBEBUILDER_ASSETS="$$assets" $(GO) test -tags envtest -count=1 -timeout 10m ./pkg/kubetest/... ./services/provisioner/internal/kube/... ./services/provisioner/internal/provisioner/... ./services/greenflow/internal/e2ekube/...
+	KUBEBUILDER_ASSETS="$$assets" $(GO) test -tags envtest -count=1 -timeout 10m $(KUBE_PKGS)
 
 .PHONY: test-race
 test-race: deps ## the test suite under the race detector
 	$(GO) test -race -count=1 -timeout 30m ./...
-	assets="$$(./scripts/envtest-assets.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -tags envtest -count=1 -timeout 10m ./services/provisioner/...
+	assets="$$(./scripts/envtest-assets.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -tags envtest -count=1 -timeout 10m $(KUBE_PKGS)
 
 .PHONY: lint
 lint: ## gofmt and go vet

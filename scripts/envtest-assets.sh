@@ -3,7 +3,8 @@
 # module proxy (tools/envtest/*) and prints the directory to use as
 # KUBEBUILDER_ASSETS. The binaries are cached outside the repository, keyed by
 # the versions pinned in the tool modules, so each machine builds them once
-# (a cold build took 6 minutes on a 2-core machine; allow 2.8 GB of memory).
+# (a cold build took 6 minutes here on 2 cores; an earlier trial reported
+# 2.8 GB of memory, not measured here).
 #
 #   scripts/envtest-assets.sh          build when missing, print the directory
 #   scripts/envtest-assets.sh --check  print the directory if built, else exit 1

@@ -196,7 +196,11 @@ func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
 		watching: map[string]context.CancelFunc{}}, nil
 }
 
-var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+var (
+	labelValueRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+	notLabelRE     = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+	notNamespaceRE = regexp.MustCompile(`[^a-z0-9-]+`)
+)
 
 // LabelValue is id as a label value: itself when valid, else a readable
 // prefix and a hash (the full id is kept in an annotation).
@@ -204,12 +208,12 @@ func LabelValue(id string) string {
 	if labelValueRE.MatchString(id) {
 		return id
 	}
-	return shorten(regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(id, "-"), id, 63)
+	return shorten(notLabelRE.ReplaceAllString(id, "-"), id, 63)
 }
 
 // Namespace is the namespace of run runID.
 func (b *Backend) Namespace(runID string) string {
-	name := b.cfg.NamespacePrefix + strings.Trim(regexp.MustCompile(`[^a-z0-9-]+`).ReplaceAllString(strings.ToLower(runID), "-"), "-")
+	name := b.cfg.NamespacePrefix + strings.Trim(notNamespaceRE.ReplaceAllString(strings.ToLower(runID), "-"), "-")
 	if len(name) <= 63 {
 		return name
 	}
@@ -281,10 +285,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	if err != nil {
 		return nil, err
 	}
-	k := p.SUT.Kubernetes
-	if k == nil {
-		k = &events.KubernetesSUT{}
-	}
+	k := kubeSUT(p)
 	var previous []string
 	existing, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	switch {
@@ -339,10 +340,7 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	if err := applyNS(ann); err != nil {
 		return nil, err
 	}
-	k := p.SUT.Kubernetes
-	if k == nil {
-		k = &events.KubernetesSUT{}
-	}
+	k := kubeSUT(p)
 	var workloads []object
 	for _, o := range objs {
 		u := o.u.DeepCopy()

@@ -493,7 +493,7 @@ func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, managed)
 
-	kt := kafkaTopics("kafka")
+	kt := kafkaTopics(t, "kafka")
 	strimziOperator(t, "kafka")
 
 	require.NoError(t, b.CreateTopics(ctx, p))
@@ -569,15 +569,15 @@ func dynamicFor(t *testing.T, rc *rest.Config) dynamic.Interface {
 	return d
 }
 
-func kafkaTopics(ns string) dynamic.ResourceInterface {
-	return dynamic.NewForConfigOrDie(kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace(ns)
+func kafkaTopics(t *testing.T, ns string) dynamic.ResourceInterface {
+	return dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace(ns)
 }
 
 // strimziOperator plays Strimzi's topic operator in namespace ns until the
 // test ends: every KafkaTopic becomes Ready, except those with "bad" in
 // their name, which it refuses.
 func strimziOperator(t *testing.T, ns string) {
-	kt := kafkaTopics(ns)
+	kt := kafkaTopics(t, ns)
 	ctx, stop := context.WithCancel(context.Background())
 	t.Cleanup(stop)
 	go func() {

@@ -138,7 +138,7 @@ func scenario(t *testing.T, rc *rest.Config, suffix string) error {
 	if err := b.DeleteTopics(ctx, p.RunID); err != nil {
 		return fmt.Errorf("delete topics: %w", err)
 	}
-	left, err := kafkaTopics("kafka").List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + p.RunID})
+	left, err := kafkaTopics(t, "kafka").List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + p.RunID})
 	if err != nil {
 		return err
 	}

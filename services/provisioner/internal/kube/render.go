@@ -39,12 +39,18 @@ type TemplateData struct {
 	UC3Args []string
 }
 
+// kubeSUT is the run's kubernetes block; a run without one has the zero
+// value (every field defaulted).
+func kubeSUT(p events.RunProvision) *events.KubernetesSUT {
+	if p.SUT.Kubernetes == nil {
+		return &events.KubernetesSUT{}
+	}
+	return p.SUT.Kubernetes
+}
+
 // templateData builds the data of run p in namespace ns.
 func templateData(p events.RunProvision, ns string) (TemplateData, error) {
-	k := p.SUT.Kubernetes
-	if k == nil {
-		k = &events.KubernetesSUT{}
-	}
+	k := kubeSUT(p)
 	d := TemplateData{ExperimentID: p.ExperimentID, RunID: p.RunID, Namespace: ns, Image: k.Image, ImagePullPolicy: k.ImagePullPolicy,
 		Replicas: max(k.Replicas, 1), CPU: k.CPU, Memory: k.Memory, KafkaBootstrap: k.KafkaBootstrap, SchemaRegistryURL: k.SchemaRegistryURL,
 		InputTopic: p.Kafka.InputTopic, OutputTopic: p.Kafka.OutputTopic, Partitions: p.Kafka.Partitions, Params: p.SUT.Params}

@@ -53,7 +53,10 @@ func (b *Backend) ManagesTopics() (bool, error) {
 	return ok, err
 }
 
-var dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
+var (
+	dnsSubdomainRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
+	notDNSSubdomainRE = regexp.MustCompile(`[^a-z0-9.-]+`)
+)
 
 // kafkaTopicName is the resource name of a topic: the topic itself when it
 // is a valid object name, else a sanitized form with a hash.
@@ -61,7 +64,7 @@ func kafkaTopicName(topic string) string {
 	if dnsSubdomainRE.MatchString(topic) {
 		return topic
 	}
-	s := strings.Trim(regexp.MustCompile(`[^a-z0-9.-]+`).ReplaceAllString(strings.ToLower(topic), "-"), "-.")
+	s := strings.Trim(notDNSSubdomainRE.ReplaceAllString(strings.ToLower(topic), "-"), "-.")
 	return shorten(s, topic, 253)
 }
 
