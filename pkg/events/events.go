@@ -165,11 +165,14 @@ type RunProvisioned struct {
 	TsMs         int64    `json:"ts_ms"`
 }
 
-// RunProvisionFailed reports a run that could not be deployed.
+// RunProvisionFailed reports a run that could not be deployed. Transient
+// marks a cause that may pass (a broker or API server that is down, a
+// timeout, 429/5xx): the scheduler retries the run as a new run.
 type RunProvisionFailed struct {
 	ExperimentID string `json:"experiment_id"`
 	RunID        string `json:"run_id"`
 	Reason       string `json:"reason"`
+	Transient    bool   `json:"transient"`
 	TsMs         int64  `json:"ts_ms"`
 }
 
@@ -183,12 +186,22 @@ type RunTeardown struct {
 	Kafka *Kafka `json:"kafka,omitempty"`
 }
 
-// RunTornDown reports a removed deployment. Crashed is set when the system
-// under test had already exited before teardown (the run is then invalid).
+// RunTornDown reports a removed deployment, or why it is not removed yet.
+//
+//   - Crashed: the system under test had already exited on its own before
+//     teardown (the run is invalid; Reason has the exit status and output).
+//   - Lost: the provisioner has no record of the run, or could not find its
+//     system under test: nothing proves it ran throughout, so the run is
+//     invalid. Never reported as a clean teardown.
+//   - Incomplete: removal has not finished (Reason names the cause, e.g. a
+//     missing RBAC verb or an unreachable API server); the provisioner keeps
+//     trying and reports again, finally with Incomplete false.
 type RunTornDown struct {
 	ExperimentID string `json:"experiment_id"`
 	RunID        string `json:"run_id"`
 	Crashed      bool   `json:"crashed"`
+	Lost         bool   `json:"lost"`
+	Incomplete   bool   `json:"incomplete"`
 	Reason       string `json:"reason,omitempty"`
 	TsMs         int64  `json:"ts_ms"`
 }
@@ -219,6 +232,17 @@ type RunMeasured struct {
 	Targets        []Target          `json:"targets"`
 	RecordsSent    int64             `json:"records_sent"`
 	OfferedRate    float64           `json:"offered_rate"`
+	// The load generator's account of the load (see LoadFinished).
+	RecordsDelivered    int64  `json:"records_delivered"`
+	DeliveredFromBroker bool   `json:"delivered_from_broker"`
+	RecordsMissed       int64  `json:"records_missed"`
+	RecordsBackfilled   int64  `json:"records_backfilled"`
+	LoadTakeovers       int    `json:"load_takeovers"`
+	LoadRestarts        int    `json:"load_restarts"`
+	LoadNote            string `json:"load_note,omitempty"`
+	// Notes are what the scheduler saw happen to the run that its results
+	// should report (e.g. a retried command).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // RunAnalyzed reports a run's headline results.
@@ -232,7 +256,14 @@ type RunAnalyzed struct {
 	Events         int64   `json:"events"`
 	MicroJPerEvent float64 `json:"uj_per_event"`
 	Estimated      bool    `json:"estimated"`
-	TsMs           int64   `json:"ts_ms"`
+	// Invalid is set when the run broke the platform's invariant (the
+	// offered load not delivered in the measured window, samples missing
+	// beyond the bridging bound, ...); Reason says why, and the scheduler
+	// fails the run. Flags name what was recovered or bridged.
+	Invalid bool     `json:"invalid"`
+	Reason  string   `json:"reason,omitempty"`
+	Flags   []string `json:"flags,omitempty"`
+	TsMs    int64    `json:"ts_ms"`
 }
 
 // LoadStart asks load generators to produce a run's UC-3 load.
@@ -273,6 +304,20 @@ type LoadFinished struct {
 	AchievedRate float64 `json:"achieved_rate"`
 	Failed       bool    `json:"failed"`
 	Reason       string  `json:"reason,omitempty"`
+	// RecordsDelivered is what the broker holds: the input topic's
+	// high-water marks summed over partitions after the load, when
+	// DeliveredFromBroker (otherwise the acknowledged count).
+	RecordsDelivered    int64 `json:"records_delivered"`
+	DeliveredFromBroker bool  `json:"delivered_from_broker"`
+	// RecordsMissed were due by the schedule and never produced;
+	// RecordsBackfilled were produced late to cover an instance's death or
+	// restart. Takeovers counts key-range hand-overs after an instance
+	// died; Restarts counts instances that resumed their share from a
+	// checkpoint.
+	RecordsMissed     int64 `json:"records_missed"`
+	RecordsBackfilled int64 `json:"records_backfilled"`
+	Takeovers         int   `json:"takeovers"`
+	Restarts          int   `json:"restarts"`
 }
 
 // CollectAssign tells energy collectors which targets belong to a run.
@@ -311,16 +356,16 @@ func (ExperimentCancel) MessageVersion() int   { return 1 }
 func (ExperimentState) MessageVersion() int    { return 1 }
 func (RunProvision) MessageVersion() int       { return 1 }
 func (RunProvisioned) MessageVersion() int     { return 1 }
-func (RunProvisionFailed) MessageVersion() int { return 1 }
+func (RunProvisionFailed) MessageVersion() int { return 2 }
 func (RunTeardown) MessageVersion() int        { return 1 }
-func (RunTornDown) MessageVersion() int        { return 1 }
+func (RunTornDown) MessageVersion() int        { return 2 }
 func (RunState) MessageVersion() int           { return 1 }
-func (RunMeasured) MessageVersion() int        { return 1 }
-func (RunAnalyzed) MessageVersion() int        { return 1 }
+func (RunMeasured) MessageVersion() int        { return 2 }
+func (RunAnalyzed) MessageVersion() int        { return 2 }
 func (LoadStart) MessageVersion() int          { return 1 }
 func (LoadStop) MessageVersion() int           { return 1 }
 func (LoadProgress) MessageVersion() int       { return 1 }
-func (LoadFinished) MessageVersion() int       { return 1 }
+func (LoadFinished) MessageVersion() int       { return 2 }
 func (CollectAssign) MessageVersion() int      { return 1 }
 func (CollectRelease) MessageVersion() int     { return 1 }
 
@@ -342,7 +387,10 @@ func (m LoadFinished) IDs() (string, string)       { return m.ExperimentID, m.Ru
 func (m CollectAssign) IDs() (string, string)      { return m.ExperimentID, m.RunID }
 func (m CollectRelease) IDs() (string, string)     { return m.ExperimentID, m.RunID }
 
-// registry maps (type, version) to a constructor of a zero value.
+// registry maps (type, version) to a constructor of a zero value. A type's
+// Go struct carries its newest version (MessageVersion); older versions of
+// the same type decode into it too — each version only added fields — so
+// messages already in the stream keep being read.
 var registry = map[key]func() Message{
 	{TypeExperimentSubmit, 1}:   func() Message { return &ExperimentSubmit{} },
 	{TypeExperimentCancel, 1}:   func() Message { return &ExperimentCancel{} },
@@ -350,15 +398,20 @@ var registry = map[key]func() Message{
 	{TypeRunProvision, 1}:       func() Message { return &RunProvision{} },
 	{TypeRunProvisioned, 1}:     func() Message { return &RunProvisioned{} },
 	{TypeRunProvisionFailed, 1}: func() Message { return &RunProvisionFailed{} },
+	{TypeRunProvisionFailed, 2}: func() Message { return &RunProvisionFailed{} },
 	{TypeRunTeardown, 1}:        func() Message { return &RunTeardown{} },
 	{TypeRunTornDown, 1}:        func() Message { return &RunTornDown{} },
+	{TypeRunTornDown, 2}:        func() Message { return &RunTornDown{} },
 	{TypeRunState, 1}:           func() Message { return &RunState{} },
 	{TypeRunMeasured, 1}:        func() Message { return &RunMeasured{} },
+	{TypeRunMeasured, 2}:        func() Message { return &RunMeasured{} },
 	{TypeRunAnalyzed, 1}:        func() Message { return &RunAnalyzed{} },
+	{TypeRunAnalyzed, 2}:        func() Message { return &RunAnalyzed{} },
 	{TypeLoadStart, 1}:          func() Message { return &LoadStart{} },
 	{TypeLoadStop, 1}:           func() Message { return &LoadStop{} },
 	{TypeLoadProgress, 1}:       func() Message { return &LoadProgress{} },
 	{TypeLoadFinished, 1}:       func() Message { return &LoadFinished{} },
+	{TypeLoadFinished, 2}:       func() Message { return &LoadFinished{} },
 	{TypeCollectAssign, 1}:      func() Message { return &CollectAssign{} },
 	{TypeCollectRelease, 1}:     func() Message { return &CollectRelease{} },
 }
@@ -378,12 +431,16 @@ func Known() []string {
 	return out
 }
 
-// Samples returns one zero value of every registered message, for tests and
-// tooling that must cover every type.
+// Samples returns one zero value of every message type (in its newest
+// version), for tests and tooling that must cover every type.
 func Samples() []Message {
 	out := make([]Message, 0, len(registry))
+	seen := map[Type]bool{}
 	for _, k := range sortedKeys() {
-		out = append(out, registry[k]())
+		if !seen[k.t] {
+			seen[k.t] = true
+			out = append(out, registry[k]())
+		}
 	}
 	return out
 }
