@@ -92,6 +92,10 @@ var (
 	ConsumerProvisioner   = ConsumerSpec{Durable: "provisioner", Types: []events.Type{events.TypeRunProvision, events.TypeRunTeardown}, Workers: 8}
 	ConsumerLoadGenerator = ConsumerSpec{Durable: "load-generator", Types: []events.Type{events.TypeLoadStart, events.TypeLoadStop}}
 	ConsumerAnalyzer      = ConsumerSpec{Durable: "analyzer", Types: []events.Type{events.TypeRunMeasured}}
+	// ConsumerProvisionerStates lets the provisioner learn which runs have
+	// ended (run.state with a final state), so it can make sure nothing of
+	// theirs is left behind even when their teardown command was lost.
+	ConsumerProvisionerStates = ConsumerSpec{Durable: "provisioner-states", Types: []events.Type{events.TypeRunState}, Workers: 4}
 	// ConsumerRecorder stores run time series (load progress) in ClickHouse.
 	ConsumerRecorder = ConsumerSpec{Durable: "analyzer-recorder", Types: []events.Type{events.TypeLoadProgress}}
 )
@@ -283,14 +287,39 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// DeadLetterFunc is told about a message its consumer dead-letters
+// (undecodable, rejected as permanent, out of deliveries), with the
+// message's headers (type, experiment, run, ...) and the reason. A consumer
+// of commands uses it to answer the sender — a failed load.finished for a
+// load.start that cannot be processed — so no run waits out a timeout for a
+// reply that cannot come.
+type DeadLetterFunc func(ctx context.Context, h nats.Header, reason string)
+
+// ConsumeOption adjusts one Consume call.
+type ConsumeOption func(*consumeOptions)
+
+type consumeOptions struct {
+	onDeadLetter DeadLetterFunc
+}
+
+// OnDeadLetter registers f to be called after a message is dead-lettered.
+func OnDeadLetter(f DeadLetterFunc) ConsumeOption {
+	return func(o *consumeOptions) { o.onDeadLetter = f }
+}
+
 // Consume runs handler for every message matching spec until ctx ends.
-// Messages are handled one at a time, in stream order.
-func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler) error {
+// Messages are handled one at a time, in stream order (per run, with
+// Workers > 1).
+func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler, opts ...ConsumeOption) error {
 	subjects := make([]string, len(spec.Types))
 	for i, t := range spec.Types {
 		subjects[i] = Subject(t)
 	}
-	return b.consume(ctx, StreamLifecycle, spec, subjects, func(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+	var o consumeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return b.consume(ctx, StreamLifecycle, spec, subjects, o, func(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
 		h := msg.Headers()
 		typ := events.Type(h.Get(HeaderType))
 		ver, verr := strconv.Atoi(h.Get(HeaderVersion))
@@ -323,11 +352,15 @@ type RawHandler func(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMe
 // ConsumeRaw runs handler for the messages of stream on the given subjects
 // with the standard failure policy (Nak with backoff, MaxDeliver, dead
 // letter with the reason), until ctx ends.
-func (b *Bus) ConsumeRaw(ctx context.Context, stream string, spec ConsumerSpec, subjects []string, handler RawHandler) error {
-	return b.consume(ctx, stream, spec, subjects, handler)
+func (b *Bus) ConsumeRaw(ctx context.Context, stream string, spec ConsumerSpec, subjects []string, handler RawHandler, opts ...ConsumeOption) error {
+	var o consumeOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return b.consume(ctx, stream, spec, subjects, o, handler)
 }
 
-func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, subjects []string, fn RawHandler) error {
+func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, subjects []string, o consumeOptions, fn RawHandler) error {
 	spec = spec.withDefaults()
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:        spec.Durable,
@@ -342,7 +375,7 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 		return fmt.Errorf("declare consumer %s: %w", spec.Durable, err)
 	}
 	logger := b.logger.With(zap.String("consumer", spec.Durable))
-	dispatch := func(msg jetstream.Msg) { b.handle(ctx, logger, spec, msg, fn) }
+	dispatch := func(msg jetstream.Msg) { b.handle(ctx, logger, spec, o, msg, fn) }
 	var wg sync.WaitGroup
 	var queues []chan queued
 	var closing sync.RWMutex // held for writing only to close the queues
@@ -356,7 +389,7 @@ func (b *Bus) consume(ctx context.Context, stream string, spec ConsumerSpec, sub
 				defer wg.Done()
 				for item := range q {
 					close(item.picked)
-					b.handle(ctx, logger, spec, item.msg, fn)
+					b.handle(ctx, logger, spec, o, item.msg, fn)
 				}
 			}(queues[i])
 		}
@@ -433,7 +466,7 @@ func closeQueues(mu *sync.RWMutex, closed *bool, queues []chan queued) {
 }
 
 // handle applies the failure policy to one message.
-func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, msg jetstream.Msg, fn RawHandler) {
+func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, fn RawHandler) {
 	if ctx.Err() != nil {
 		_ = msg.Nak() // redelivered after restart
 		return
@@ -455,11 +488,11 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		}
 		b.m.consumed.WithLabelValues(spec.Durable, typ, "ack").Inc()
 	case errors.As(herr, &undecodable):
-		b.deadLetter(ctx, logger, spec, msg, md, "undecodable: "+herr.Error())
+		b.deadLetter(ctx, logger, spec, o, msg, md, "undecodable: "+herr.Error())
 	case IsPermanent(herr):
-		b.deadLetter(ctx, logger, spec, msg, md, "rejected: "+herr.Error())
+		b.deadLetter(ctx, logger, spec, o, msg, md, "rejected: "+herr.Error())
 	case int(md.NumDelivered) >= spec.MaxDeliver:
-		b.deadLetter(ctx, logger, spec, msg, md, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
+		b.deadLetter(ctx, logger, spec, o, msg, md, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
 	default:
 		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
 		logger.Warn("handler failed, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
@@ -468,7 +501,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	}
 }
 
-func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
+func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
 	dl := nats.NewMsg(SubjectDLQ + msg.Subject())
 	dl.Data = msg.Data()
 	for k, vs := range msg.Headers() {
@@ -492,6 +525,9 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	}
 	logger.Error("message dead-lettered", zap.String("reason", reason))
 	_ = msg.Term()
+	if o.onDeadLetter != nil {
+		o.onDeadLetter(pctx, msg.Headers(), reason)
+	}
 	b.m.consumed.WithLabelValues(spec.Durable, string(msg.Headers().Get(HeaderType)), "dead_letter").Inc()
 	b.m.deadLettered.WithLabelValues(spec.Durable).Inc()
 }

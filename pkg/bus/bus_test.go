@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -153,7 +154,7 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 	raw, err := s.GetLastMsgForSubject(ctx, bus.Subject(events.TypeRunTornDown))
 	require.NoError(t, err)
 	require.Equal(t, "run.torn_down", raw.Header.Get(bus.HeaderType))
-	require.Equal(t, "1", raw.Header.Get(bus.HeaderVersion))
+	require.Equal(t, strconv.Itoa(m.MessageVersion()), raw.Header.Get(bus.HeaderVersion))
 	require.Equal(t, "e9", raw.Header.Get(bus.HeaderExperiment))
 	require.Equal(t, "e9-r1", raw.Header.Get(bus.HeaderRun))
 	require.Equal(t, "test", raw.Header.Get(bus.HeaderProducer))
@@ -255,4 +256,49 @@ func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
 	require.Equal(t, []uint64{1}, deliveries["second"], "delivered once although it waited 2.5 s with a 1 s AckWait")
 	cancel()
 	<-done
+}
+
+// A consumer told about what it dead-letters can answer the sender: the hook
+// gets the message's headers and the reason, for undecodable messages too.
+func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type told struct{ typ, run, reason string }
+	got := make(chan told, 4)
+	spec := bus.ConsumerSpec{Durable: "hooked", Types: []events.Type{events.TypeLoadStart}, MaxDeliver: 2, Backoff: []time.Duration{10 * time.Millisecond}}
+	go func() {
+		_ = b.Consume(ctx, spec, func(context.Context, bus.Delivery) error { return bus.Permanent(errTest) },
+			bus.OnDeadLetter(func(_ context.Context, h nats.Header, reason string) {
+				got <- told{h.Get(bus.HeaderType), h.Get(bus.HeaderRun), reason}
+			}))
+	}()
+	// A body that fails its schema: dead-lettered before any handler runs.
+	msg := nats.NewMsg(bus.Subject(events.TypeLoadStart))
+	msg.Data = []byte(`{"experiment_id":"e1","run_id":"e1-r1"}`)
+	msg.Header.Set(bus.HeaderType, string(events.TypeLoadStart))
+	msg.Header.Set(bus.HeaderVersion, "1")
+	msg.Header.Set(bus.HeaderRun, "e1-r1")
+	_, err := b.JetStream().PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	select {
+	case g := <-got:
+		require.Equal(t, "load.start", g.typ)
+		require.Equal(t, "e1-r1", g.run)
+		require.Contains(t, g.reason, "undecodable")
+	case <-time.After(10 * time.Second):
+		t.Fatal("dead-letter hook not called for an undecodable message")
+	}
+	// A valid one the handler rejects as permanent.
+	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r2"}, ""))
+	require.NoError(t, b.Publish(ctx, events.LoadStart{ExperimentID: "e1", RunID: "e1-r2", DurationMs: 1000,
+		Workload: events.Workload{Sensors: 1, PeriodMs: 1000, RatePerSec: 1, Format: "avro"},
+		Kafka:    events.Kafka{Brokers: []string{"127.0.0.1:1"}, InputTopic: "i", OutputTopic: "o", Partitions: 1}}, ""))
+	select {
+	case g := <-got:
+		require.Equal(t, "e1-r2", g.run)
+		require.Contains(t, g.reason, "rejected")
+	case <-time.After(10 * time.Second):
+		t.Fatal("dead-letter hook not called for a rejected message")
+	}
 }

@@ -34,6 +34,14 @@ type Component interface {
 	Run(ctx context.Context) error
 }
 
+// Checker is implemented by a component that can tell whether it is able
+// to do its work right now (its NATS consumers and KV buckets are there, its
+// broker is reachable, ...): nil means ready. /healthz reports not ready,
+// with the reason, while any component's Check fails.
+type Checker interface {
+	Check() error
+}
+
 // Func adapts a function to Component.
 type Func func(ctx context.Context) error
 
