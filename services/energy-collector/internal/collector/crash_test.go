@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
@@ -307,4 +310,128 @@ func checkCoverage(t *testing.T, st *store.Store) coverage {
 		require.InDelta(t, total, partsJ[k], 1e-9*math.Max(1, total), "conservation at %s %d", k.node, k.ts)
 	}
 	return c
+}
+
+// fakeRAPL is a powercap tree whose counters a goroutine advances at a
+// constant power (package 40 W, its dram zone 8 W), wrapping like the real
+// ones, with a fake /proc beside it whose process 100 keeps using CPU.
+type fakeRAPL struct {
+	powercap, proc string
+	start          time.Time
+	stop           chan struct{}
+	done           chan struct{}
+}
+
+const (
+	raplPackageW = 40.0
+	raplDramW    = 8.0
+	raplRangeUJ  = 262143328850
+)
+
+func newFakeRAPL(tb testing.TB) *fakeRAPL {
+	tb.Helper()
+	f := &fakeRAPL{powercap: tb.TempDir(), proc: tb.TempDir(), start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	for _, z := range []struct{ dir, name string }{{"intel-rapl:0", "package-0"}, {"intel-rapl:0/intel-rapl:0:0", "dram"}} {
+		dir := filepath.Join(f.powercap, z.dir)
+		require.NoError(tb, os.MkdirAll(dir, 0o755))
+		require.NoError(tb, os.WriteFile(filepath.Join(dir, "name"), []byte(z.name+"\n"), 0o644))
+		require.NoError(tb, os.WriteFile(filepath.Join(dir, "max_energy_range_uj"), []byte(fmt.Sprintf("%d\n", raplRangeUJ)), 0o644))
+	}
+	f.advance(tb)
+	go func() {
+		defer close(f.done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-t.C:
+				f.advance(tb)
+			}
+		}
+	}()
+	tb.Cleanup(func() { close(f.stop); <-f.done })
+	return f
+}
+
+// advance writes the counters and CPU times for now.
+func (f *fakeRAPL) advance(tb testing.TB) {
+	s := time.Since(f.start).Seconds()
+	for _, z := range []struct {
+		dir string
+		w   float64
+	}{{"intel-rapl:0", raplPackageW}, {"intel-rapl:0/intel-rapl:0:0", raplDramW}} {
+		uj := uint64(z.w*s*1e6) % raplRangeUJ
+		if err := writeAtomic(filepath.Join(f.powercap, z.dir, "energy_uj"), fmt.Sprintf("%d\n", uj)); err != nil {
+			tb.Errorf("advance rapl: %v", err)
+		}
+	}
+	ticks := int(s * 100)
+	writeProc(tb, f.proc, 1000+ticks, 10000+4*ticks, map[int][2]int{1: {0, 10}, 100: {1, 50 + ticks/2}, 200: {1, 5}})
+}
+
+// TestKilledLocalCollectorResumesExactly kills (SIGKILL) the single
+// collector measuring this machine's RAPL counters several times, each at a
+// random instant, and restarts it: the restarted collector's first interval
+// starts where the last stored one ended, so the node's series covers the
+// whole time — outages included — without a hole or an overlap, and its
+// energy is the counters' (48 W × the time covered).
+func TestKilledLocalCollectorResumesExactly(t *testing.T) {
+	const kills = 3
+	const interval = 500 * time.Millisecond
+	dsn := testenv.ClickHouseDSN(t)
+	st, err := store.Open(context.Background(), dsn, testenv.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = st.Close() })
+	natsURL := testenv.NATS(t)
+	rapl := newFakeRAPL(t)
+	cfg := testConfig("c0", interval)
+	cfg.FlushInterval = time.Second
+	cfg.Source, cfg.PowercapRoot, cfg.ProcRoot = "rapl", rapl.powercap, rapl.proc
+	cfg.SpoolDir = t.TempDir()
+	spec := childSpec{NATS: natsURL, DSN: dsn, Config: cfg}
+	proc := startChild(t, spec)
+	b, err := bus.Connect(context.Background(), natsURL, "test", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	target := events.Target{ID: "process/e1-r0000/sut", Kind: "process", Node: cfg.Node, Role: "sut", PID: 100}
+	publishAssign(t, b, "e1-r0000", []events.Target{target})
+	testenv.Eventually(t, 60*time.Second, "process target sampled", func() bool {
+		return countRows(t, st, "scope = 'process'") >= 3
+	})
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 11))
+	var killMs []int64
+	for k := range kills {
+		<-time.After(time.Duration(rng.Int64N(int64(4 * interval))))
+		killMs = append(killMs, time.Now().UnixMilli())
+		proc.kill9(t)
+		restartMs := time.Now().UnixMilli()
+		proc = startChild(t, spec)
+		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("restart %d samples again", k), func() bool {
+			return countRows(t, st, "scope = 'process' AND ts_ms > ?", restartMs) >= 3
+		})
+	}
+	proc.stop(t)
+
+	cov := checkCoverage(t, st)
+	lost := cov.holesByKill(killMs)
+	for i := range killMs {
+		t.Logf("kill %d: %.0f ms, %.1f J missing", i, lost[i].ms, lost[i].j)
+	}
+	t.Logf("rows %d (of which written twice: %d), series %d; holes %d (%.0f ms), overlaps %d (%.0f ms)",
+		cov.rows, cov.duplicates, cov.series, len(cov.holes), cov.holeMs(), len(cov.overlaps), cov.overlapMs())
+	require.Empty(t, cov.holes, "no interval lost")
+	require.Empty(t, cov.overlaps, "no interval counted twice")
+
+	// The energy of the whole span is the counters': 48 W throughout (the
+	// fake's counters are written every 10 ms, hence the tolerance).
+	var first, last int64
+	var joules float64
+	require.NoError(t, st.Conn().QueryRow(context.Background(),
+		"SELECT min(ts_ms - interval_ms), max(ts_ms), sum(delta_j) FROM (SELECT DISTINCT ts_ms, interval_ms, delta_j FROM samples WHERE scope = 'node')").
+		Scan(&first, &last, &joules))
+	span := float64(last-first) / 1000
+	t.Logf("node energy %.2f J over %.3f s: %.3f W (counters: %.0f W)", joules, span, joules/span, raplPackageW+raplDramW)
+	require.InDelta(t, (raplPackageW+raplDramW)*span, joules, (raplPackageW+raplDramW)*0.05)
 }
