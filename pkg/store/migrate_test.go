@@ -191,5 +191,3 @@ func count(tb testing.TB, s *store.Store, q string) uint64 {
 	require.NoError(tb, s.Conn().QueryRow(context.Background(), q).Scan(&n), q)
 	return n
 }
-
-
