@@ -51,7 +51,7 @@ type Writer struct {
 	full     chan struct{}
 	storeErr error // the last write's failure; nil after a success
 	queueErr error // the last backlog push's failure; nil after a success
-	dropped  int // since the last drop report
+	dropped  int   // since the last drop report
 	lastDrop time.Time
 
 	qrows int // the queue's rows, for the gauge (the queue is Run's alone)
