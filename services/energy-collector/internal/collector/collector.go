@@ -7,8 +7,12 @@
 // while ClickHouse is unreachable (package sink).
 //
 // Several instances share the exporter sources through JetStream KV: see
-// coordinator for membership, ownership and the hand-over that keeps every
-// interval written exactly once.
+// coordinator for membership, ownership and the hand-over, and runner for
+// the commit protocol that keeps every interval stored, and none twice,
+// whenever an instance dies (rows ride in the commit of the checkpoint
+// that follows them, and a commit waits until the previous one's rows are
+// durable). Pinned sources commit the same way to a file in the spool
+// directory, so a restarted collector continues them exactly.
 package collector
 
 import (
