@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -245,8 +246,12 @@ func (c *Collector) Run(ctx context.Context) error {
 	return errors.Join(runErr, <-wdone)
 }
 
-// consumerCheckInterval is how often the assignment consumer is checked.
-const consumerCheckInterval = 2 * time.Second
+// How often the assignment consumer's connection is looked at, and how
+// often the consumer itself is asked for.
+const (
+	consumerPollInterval  = 250 * time.Millisecond
+	consumerCheckInterval = 2 * time.Second
+)
 
 // consume runs the assignment consumer until ctx ends, and recreates it —
 // with the stream, when that is gone too — after a NATS server restart
@@ -284,10 +289,15 @@ func (c *Collector) consume(ctx context.Context) error {
 
 // superviseConsumer watches a running Consume: it returns Consume's error
 // when it ends, or, having stopped it, why the consumer is gone. Readiness
-// follows whether the consumer exists.
+// follows whether the consumer exists: checked every
+// consumerCheckInterval, and at once after NATS reconnects (a restarted
+// server may have lost it); not ready while NATS is disconnected.
 func (c *Collector) superviseConsumer(ctx context.Context, durable string, done <-chan error) error {
-	t := time.NewTicker(consumerCheckInterval)
+	t := time.NewTicker(consumerPollInterval)
 	defer t.Stop()
+	nc := c.bus.Conn()
+	reconnects := nc.Stats().Reconnects
+	var checked time.Time
 	for {
 		select {
 		case err := <-done:
@@ -297,6 +307,18 @@ func (c *Collector) superviseConsumer(ctx context.Context, durable string, done 
 			return err
 		case <-t.C:
 		}
+		if st := nc.Status(); st != nats.CONNECTED {
+			c.ready.set(condConsumer, fmt.Errorf("nats connection %s", st))
+			continue
+		}
+		if r := nc.Stats().Reconnects; r != reconnects {
+			reconnects, checked = r, time.Time{}
+			c.ready.set(condConsumer, errors.New("not verified since nats reconnected"))
+		}
+		if time.Since(checked) < consumerCheckInterval {
+			continue
+		}
+		checked = time.Now()
 		qctx, cancel := context.WithTimeout(ctx, consumerCheckInterval)
 		_, err := c.bus.JetStream().Consumer(qctx, bus.StreamLifecycle, durable)
 		cancel()

@@ -81,6 +81,13 @@ type coordinator struct {
 	wake    chan struct{}
 	exited  chan runExit
 	runners map[string]*runHandle // coordinator goroutine only
+	// releasing holds the sources whose runners are finishing (committing,
+	// waiting for their rows to be durable) before their claims are
+	// released: that takes up to LeaseTTL, so it happens beside the
+	// coordinator's loop, which must keep heartbeating.
+	releasing map[string]bool // coordinator goroutine only
+	released  chan string
+	releases  sync.WaitGroup
 }
 
 type member struct {
@@ -124,7 +131,8 @@ func newCoordinator(c *Collector, kv jetstream.KeyValue, shared map[string]Sourc
 	return &coordinator{c: c, kv: kv, self: c.cfg.Instance, token: hex.EncodeToString(b[:]), shared: shared,
 		logger:  c.logger,
 		members: map[string]member{},
-		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{}}
+		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{},
+		releasing: map[string]bool{}, released: make(chan string, len(shared)+1)}
 }
 
 // kvKey makes a string safe as a KV key token: other characters become '_'
@@ -184,6 +192,8 @@ func (co *coordinator) run(ctx context.Context) error {
 			broken = true
 			co.repairBucket(ctx)
 		case <-co.wake:
+		case id := <-co.released:
+			delete(co.releasing, id)
 		case e := <-co.exited:
 			if co.runners[e.id] == e.h {
 				delete(co.runners, e.id)
@@ -375,6 +385,8 @@ func (co *coordinator) reconcile(ctx context.Context) {
 		want := co.ownerLocked(id) == co.self
 		_, running := co.runners[id]
 		switch {
+		case co.releasing[id]:
+			// taken again once released
 		case want && !running:
 			start = append(start, id)
 		case !want && running:
@@ -385,8 +397,15 @@ func (co *coordinator) reconcile(ctx context.Context) {
 	slices.Sort(start)
 	slices.Sort(stop)
 	for _, id := range stop {
-		co.release(co.runners[id], id)
+		h := co.runners[id]
 		delete(co.runners, id)
+		co.releasing[id] = true
+		co.releases.Add(1)
+		go func() {
+			defer co.releases.Done()
+			co.release(h, id)
+			co.released <- id
+		}()
 	}
 	for _, id := range start {
 		co.take(ctx, id)
@@ -479,6 +498,7 @@ func (co *coordinator) shutdown() {
 		}()
 	}
 	wg.Wait()
+	co.releases.Wait()
 	co.runners = map[string]*runHandle{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

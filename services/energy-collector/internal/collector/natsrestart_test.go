@@ -130,8 +130,14 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	cov := checkCoverage(t, st)
 	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms); overlaps %d", cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), len(cov.overlaps))
 	require.Empty(t, cov.overlaps)
+	// The hole runs from the last rows committed before the outage (up to a
+	// commit interval and a reading earlier) to the baseline reading after
+	// the bucket was recreated and the claim taken again (a heartbeat, a
+	// reconcile and an interval later): bounded generously, the machine is
+	// shared.
+	bound := up2 - down2 + (6*interval + time.Second).Milliseconds()
 	for _, g := range cov.holes {
 		require.Greater(t, g.toMs, down2, "no hole before the empty-store restart (the one with the store at %d–%d loses nothing): %+v", down1, up1, g)
-		require.LessOrEqual(t, g.toMs-g.fromMs, up2-down2+int64(3*interval/time.Millisecond), "a hole no longer than the outage and a baseline: %+v", g)
+		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
 	}
 }
