@@ -367,3 +367,28 @@ func waitTicket(tb testing.TB, tk *sink.Ticket) {
 		tb.Fatal("ticket not done")
 	}
 }
+
+// With a spool, a ClickHouse outage alone keeps the writer ready; a full
+// spool as well does not.
+func TestCheckFailsWhenStoreAndSpoolBothFail(t *testing.T) {
+	st := &flakyStore{down: true}
+	d, err := sink.OpenDir(t.TempDir(), 2000)
+	require.NoError(t, err)
+	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitTicket(t, w.AddSamples(rows(0, 5)))
+	require.NoError(t, w.Check(), "spooled")
+	tk := w.AddSamples(rows(5, 500))
+	waitTicket(t, tk)
+	require.True(t, tk.Lost())
+	err = w.Check()
+	require.ErrorContains(t, err, "and the spool too")
+	require.ErrorIs(t, err, sink.ErrFull)
+	st.setDown(false)
+	testenv.Eventually(t, 5*time.Second, "ready again", func() bool { return w.Check() == nil })
+	cancel()
+	require.NoError(t, <-done)
+}
