@@ -327,6 +327,9 @@ func (r *runner) maybeCommit(ctx context.Context, force bool) error {
 	r.pending, r.pendingRows = r.pending[1:], r.pendingRows-len(w.rows)
 	if len(w.rows) > 0 {
 		r.held, r.heldRows, r.heldTicket = w.rows, enc, r.c.writer.AddSamples(w.rows)
+		if len(r.pending) > 0 {
+			r.c.writer.FlushSoon() // a backlog of windows waits for these rows
+		}
 	}
 	return nil
 }
