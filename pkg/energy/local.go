@@ -17,6 +17,9 @@ import (
 // used over the same interval, with its parent (for process trees) and the
 // container and pod its cgroup names (for pod targets).
 //
+// It implements Checkpointer (see localcheckpoint.go): a collector
+// restarted on the same node continues from its last checkpoint.
+//
 // Per-process deltas are kept per process — pid and start time, so a reused
 // pid is a new process — rather than per tree, so a child exiting costs its
 // tree only that child's last partial interval instead of the whole
@@ -29,6 +32,11 @@ type LocalSource struct {
 	prev    map[procKey]uint64 // CPU ticks at the previous reading
 	cgroups map[procKey]CgroupInfo
 	buf     []byte
+	// maxStart is the newest process start time of the previous reading.
+	// After a Restore, prev holds only the kept processes: one missing from
+	// it is new only if it started after maxStart (restored true).
+	maxStart uint64
+	restored bool
 }
 
 var _ Source = (*LocalSource)(nil)
@@ -58,16 +66,18 @@ func (s *LocalSource) Read(_ context.Context, now time.Time) (Measurement, error
 
 	next := make(map[procKey]uint64, len(procs))
 	ws := make([]WorkloadUse, 0, len(procs))
+	var maxStart uint64
 	for _, p := range procs {
 		k := procKey{p.pid, p.starttime}
 		ticks := p.utime + p.stime
 		next[k] = ticks
+		maxStart = max(maxStart, p.starttime)
 		var d uint64
 		if prev, ok := s.prev[k]; ok {
 			if ticks >= prev {
 				d = ticks - prev
 			}
-		} else if s.started {
+		} else if s.started && (!s.restored || p.starttime > s.maxStart) {
 			d = ticks
 		}
 		cg, ok := s.cgroups[k]
@@ -76,7 +86,7 @@ func (s *LocalSource) Read(_ context.Context, now time.Time) (Measurement, error
 			s.cgroups[k] = cg
 		}
 		ws = append(ws, WorkloadUse{
-			Workload: Workload{Key: "pid/" + strconv.Itoa(p.pid), PID: p.pid, PPID: p.ppid, ContainerID: cg.ContainerID, PodUID: cg.PodUID},
+			Workload: Workload{Key: pidKey(p.pid), PID: p.pid, PPID: p.ppid, ContainerID: cg.ContainerID, PodUID: cg.PodUID},
 			Value:    float64(d) / userHZ,
 		})
 	}
@@ -85,7 +95,7 @@ func (s *LocalSource) Read(_ context.Context, now time.Time) (Measurement, error
 			delete(s.cgroups, k)
 		}
 	}
-	s.prev, s.started = next, true
+	s.prev, s.started, s.maxStart, s.restored = next, true, maxStart, false
 
 	m := Measurement{NodeReading: r, Basis: BasisCPU}
 	if r.Interval > 0 {
@@ -93,6 +103,8 @@ func (s *LocalSource) Read(_ context.Context, now time.Time) (Measurement, error
 	}
 	return m, nil
 }
+
+func pidKey(pid int) string { return "pid/" + strconv.Itoa(pid) }
 
 type procEntry struct {
 	pid int

@@ -5,9 +5,15 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
-// Sample is one meter reading for one series.
+// Sample is one meter reading for one series. A series — (Node, Scope,
+// TargetID, Zone, Source) — has at most one sample per TsMs: that key
+// identifies a sample, so writing the same sample twice is harmless (the
+// samples table collapses rows with equal keys; readers that cannot wait
+// for merges de-duplicate by the same key).
 type Sample struct {
 	TsMs       int64
 	Node       string
@@ -23,7 +29,9 @@ type Sample struct {
 	Collector  string
 }
 
-// RunMetric is one point of a run's time series.
+// RunMetric is one point of a run's time series, identified by
+// (ExperimentID, RunID, Name, Labels, TsMs): a point recorded twice (a
+// redelivered message) collapses into one, as for Sample.
 type RunMetric struct {
 	ExperimentID string
 	RunID        string
@@ -93,7 +101,11 @@ func b2u(b bool) uint8 {
 // `INSERT … VALUES` with client-bound values over the native protocol (it
 // waits for a data block), so every insert is a batch.
 func (s *Store) insertRow(ctx context.Context, query string, values ...any) error {
-	batch, err := s.conn.PrepareBatch(ctx, query)
+	return insertRow(ctx, s.conn, query, values...)
+}
+
+func insertRow(ctx context.Context, conn driver.Conn, query string, values ...any) error {
+	batch, err := conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return err
 	}
@@ -104,7 +116,9 @@ func (s *Store) insertRow(ctx context.Context, query string, values ...any) erro
 	return batch.Send()
 }
 
-// InsertSamples writes samples in one batch.
+// InsertSamples writes samples in one batch. It is idempotent by the
+// sample's key (see Sample), so a batch may be retried after a timeout or
+// rewritten by another collector.
 func (s *Store) InsertSamples(ctx context.Context, samples []Sample) error {
 	if len(samples) == 0 {
 		return nil
@@ -126,7 +140,8 @@ func (s *Store) InsertSamples(ctx context.Context, samples []Sample) error {
 	return nil
 }
 
-// InsertRunMetrics writes run metric points in one batch.
+// InsertRunMetrics writes run metric points in one batch; idempotent by
+// the point's key (see RunMetric).
 func (s *Store) InsertRunMetrics(ctx context.Context, points []RunMetric) error {
 	if len(points) == 0 {
 		return nil

@@ -45,7 +45,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 		c.Sources = list
 		return nil
 	})
-	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "keep samples ClickHouse did not take in this directory (survives restarts); empty: in memory")
+	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "keep samples ClickHouse did not take, and the checkpoints of local sources, in this directory (survives restarts, so a restarted collector loses no interval); empty: in memory, and local sources restart from a baseline")
 	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", c.SpoolMaxBytes, "bound of the spool directory; newer samples beyond it are dropped and counted")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "membership heartbeat (0: interval/2)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "a silent instance's sources move after this long (0: 1.5 × interval)")

@@ -13,9 +13,29 @@ import (
 type assignments struct {
 	mu   sync.RWMutex
 	runs map[string]events.CollectAssign // by run id
+
+	syncOnce sync.Once
+	synced   chan struct{}
 }
 
-func newAssignments() *assignments { return &assignments{runs: map[string]events.CollectAssign{}} }
+func newAssignments() *assignments {
+	return &assignments{runs: map[string]events.CollectAssign{}, synced: make(chan struct{})}
+}
+
+// markSynced records that the assignments kept in KV are loaded.
+func (a *assignments) markSynced() { a.syncOnce.Do(func() { close(a.synced) }) }
+
+// isSynced reports whether the assignments kept in KV are loaded: a
+// restarted collector must not attribute its first interval, which may
+// cover its downtime, before it knows the targets.
+func (a *assignments) isSynced() bool {
+	select {
+	case <-a.synced:
+		return true
+	default:
+		return false
+	}
+}
 
 func (a *assignments) put(m events.CollectAssign) {
 	a.mu.Lock()

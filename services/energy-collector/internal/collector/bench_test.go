@@ -15,7 +15,9 @@ import (
 // share of one core, and the rows it stored per second:
 //
 //   - local: one node measured from /proc (a fake tree of 400 processes)
-//     with 100 process targets;
+//     with 100 process targets; local-spool the same with a spool
+//     directory, where the local source commits its checkpoint and rows
+//     (a synced file every commit interval);
 //   - kepler-10-nodes: 10 Kepler endpoints with 10 pod targets each;
 //   - kepler-100-nodes: 100 Kepler endpoints with one pod target each.
 //
@@ -26,12 +28,16 @@ func BenchmarkCollector100TargetsAt1Hz(b *testing.B) {
 	for _, bc := range []struct {
 		name        string
 		nodes, pods int
-	}{{"local", 0, 0}, {"kepler-10-nodes", 10, 10}, {"kepler-100-nodes", 100, 1}} {
+		spool       bool
+	}{{"local", 0, 0, false}, {"local-spool", 0, 0, true}, {"kepler-10-nodes", 10, 10, false}, {"kepler-100-nodes", 100, 1, false}} {
 		b.Run(bc.name, func(b *testing.B) {
 			st := testenv.Store(b)
 			url := testenv.NATS(b)
 			cfg := testConfig("bench", time.Second)
 			cfg.FlushInterval = time.Second
+			if bc.spool {
+				cfg.SpoolDir = b.TempDir()
+			}
 			var targets []events.Target
 			if bc.nodes == 0 {
 				cfg.ProcRoot = b.TempDir()

@@ -7,8 +7,12 @@
 // while ClickHouse is unreachable (package sink).
 //
 // Several instances share the exporter sources through JetStream KV: see
-// coordinator for membership, ownership and the hand-over that keeps every
-// interval written exactly once.
+// coordinator for membership, ownership and the hand-over, and runner for
+// the commit protocol that keeps every interval stored, and none twice,
+// whenever an instance dies (rows ride in the commit of the checkpoint
+// that follows them, and a commit waits until the previous one's rows are
+// durable). Pinned sources commit the same way to a file in the spool
+// directory, so a restarted collector continues them exactly.
 package collector
 
 import (
@@ -17,11 +21,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -29,6 +35,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/sink"
 )
@@ -51,8 +58,13 @@ type Collector struct {
 	http   *http.Client
 	assign *assignments
 	health *healthTracker
+	ready  *readiness
 	m      metrics
 	why    string
+
+	// maxPendingRows bounds the rows one runner holds while its commits
+	// are blocked (see runner): MaxBuffered shared among the sources.
+	maxPendingRows int
 
 	pinned []SourceConfig
 	shared map[string]SourceConfig
@@ -60,9 +72,10 @@ type Collector struct {
 }
 
 type metrics struct {
-	resets *prometheus.CounterVec
-	power  *prometheus.GaugeVec
-	owned  prometheus.Gauge
+	resets    *prometheus.CounterVec
+	rollbacks *prometheus.CounterVec
+	power     *prometheus.GaugeVec
+	owned     prometheus.Gauge
 }
 
 // New builds a collector. For the single local source of the default
@@ -87,13 +100,17 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 		m: metrics{
 			resets: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_collector_counter_resets_total",
 				Help: "Energy counters that went backwards or jumped implausibly (exporter restart, raw counter wrap) and were not used as deltas."}, []string{"source"}),
+			rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_collector_commit_rollbacks_total",
+				Help: "Times a source dropped its uncommitted readings (commits blocked too long: ClickHouse down without a spool, or NATS down) and went back to its last commit; the next sample covers the stretch in one interval."}, []string{"source"}),
 			power: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "greenflow_collector_node_power_watts", Help: "Last node power reading."}, []string{"source"}),
 			owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_collector_shared_sources_owned", Help: "Shared sources this instance samples now."}),
 		},
 	}
 	c.health = newHealthTracker()
+	c.ready = newReadiness()
+	c.maxPendingRows = max(cfg.BatchSize, cfg.MaxBuffered/max(1, len(cfg.sources())))
 	if reg != nil {
-		for _, m := range []prometheus.Collector{c.m.resets, c.m.power, c.m.owned, c.health.gauge} {
+		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.health.gauge} {
 			if err := reg.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}
@@ -149,6 +166,16 @@ func (c *Collector) SourceHealth() map[string]SourceHealth { return c.health.sna
 // BacklogRows is the number of rows waiting for ClickHouse.
 func (c *Collector) BacklogRows() int { return c.writer.BacklogRows() }
 
+// Check implements service.Checker: the collector cannot do its work while
+// its KV bucket or its assignment consumer is unusable (NATS down, or
+// restarted and not yet repaired), or while neither ClickHouse nor the
+// spool takes rows.
+func (c *Collector) Check() error {
+	return errors.Join(c.ready.check(), c.writer.Check())
+}
+
+var _ service.Checker = (*Collector)(nil)
+
 // Run samples and consumes assignments until ctx ends; then it stops the
 // samplers, hands its shared sources over, and drains the writer.
 func (c *Collector) Run(ctx context.Context) error {
@@ -157,8 +184,31 @@ func (c *Collector) Run(ctx context.Context) error {
 		return fmt.Errorf("energy collector: %w", err)
 	}
 	c.kv = kv
+	c.ready.set(condBucket, nil)
 	c.logger.Info("energy collector started", zap.String("meter", c.why), zap.Duration("interval", c.cfg.Interval),
 		zap.Int("pinned_sources", len(c.pinned)), zap.Int("shared_sources", len(c.shared)))
+
+	// Pinned sources continue from their last commit in the spool
+	// directory; without one they start from a baseline after a restart.
+	runners := make([]*runner, 0, len(c.pinned))
+	for _, sc := range c.pinned {
+		var claim committer
+		var start handover
+		if c.cfg.SpoolDir != "" {
+			f, h, err := openFileCommit(c.cfg.SpoolDir, sc.ID)
+			if err != nil {
+				return fmt.Errorf("energy collector: %w", err)
+			}
+			claim, start = f, h
+		}
+		r := newRunner(c, sc, claim, start)
+		r.src = c.opened[sc.ID]
+		if r.src != nil && start.state != nil {
+			r.restore(start.state)
+			r.start.state = nil
+		}
+		runners = append(runners, r)
+	}
 
 	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer wcancel()
@@ -179,12 +229,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		}()
 	}
 	goRun(newCoordinator(c, kv, c.shared).run)
-	goRun(func(ctx context.Context) error {
-		return c.bus.Consume(ctx, bus.ConsumerCollector(c.cfg.Instance), c.handle)
-	})
-	for _, sc := range c.pinned {
-		r := newRunner(c, sc, nil, nil)
-		r.src = c.opened[sc.ID]
+	goRun(c.consume)
+	for _, r := range runners {
 		goRun(r.run)
 	}
 	goRun(c.recordOverhead)
@@ -198,6 +244,95 @@ func (c *Collector) Run(ctx context.Context) error {
 	wg.Wait()
 	wcancel()
 	return errors.Join(runErr, <-wdone)
+}
+
+// How often the assignment consumer's connection is looked at, and how
+// often the consumer itself is asked for.
+const (
+	consumerPollInterval  = 250 * time.Millisecond
+	consumerCheckInterval = 2 * time.Second
+)
+
+// consume runs the assignment consumer until ctx ends, and recreates it —
+// with the stream, when that is gone too — after a NATS server restart
+// that lost them (an empty store): the consume loop itself would wait for
+// a consumer that no longer exists.
+func (c *Collector) consume(ctx context.Context) error {
+	spec := bus.ConsumerCollector(c.cfg.Instance)
+	backoff := 200 * time.Millisecond
+	for {
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- c.bus.Consume(cctx, spec, c.handle) }()
+		err := c.superviseConsumer(cctx, spec.Durable, done)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.ready.set(condConsumer, fmt.Errorf("assignment consumer %s: %w", spec.Durable, err))
+		c.logger.Warn("assignment consumer stopped; recreating it", zap.Error(err), zap.Duration("retry_in", backoff))
+		if errors.Is(err, jetstream.ErrStreamNotFound) || strings.Contains(err.Error(), "stream not found") {
+			// Declares the streams on this connection (bus.New does, and
+			// registers nothing without a registry).
+			if _, err := bus.New(ctx, c.bus.Conn(), "energy-collector", c.logger, nil); err != nil {
+				c.logger.Warn("declare streams failed", zap.Error(err))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// superviseConsumer watches a running Consume: it returns Consume's error
+// when it ends, or, having stopped it, why the consumer is gone. Readiness
+// follows whether the consumer exists: checked every
+// consumerCheckInterval, and at once after NATS reconnects (a restarted
+// server may have lost it); not ready while NATS is disconnected.
+func (c *Collector) superviseConsumer(ctx context.Context, durable string, done <-chan error) error {
+	t := time.NewTicker(consumerPollInterval)
+	defer t.Stop()
+	nc := c.bus.Conn()
+	reconnects := nc.Stats().Reconnects
+	var checked time.Time
+	for {
+		select {
+		case err := <-done:
+			if err == nil {
+				err = errors.New("consumer ended")
+			}
+			return err
+		case <-t.C:
+		}
+		if st := nc.Status(); st != nats.CONNECTED {
+			c.ready.set(condConsumer, fmt.Errorf("nats connection %s", st))
+			continue
+		}
+		if r := nc.Stats().Reconnects; r != reconnects {
+			reconnects, checked = r, time.Time{}
+			c.ready.set(condConsumer, errors.New("not verified since nats reconnected"))
+		}
+		if time.Since(checked) < consumerCheckInterval {
+			continue
+		}
+		checked = time.Now()
+		qctx, cancel := context.WithTimeout(ctx, consumerCheckInterval)
+		_, err := c.bus.JetStream().Consumer(qctx, bus.StreamLifecycle, durable)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+		case err == nil:
+			c.ready.set(condConsumer, nil)
+		case errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+			c.ready.set(condConsumer, err)
+			return fmt.Errorf("consumer gone: %w", err)
+		default:
+			c.ready.set(condConsumer, fmt.Errorf("assignment consumer %s: %w", durable, err))
+		}
+	}
 }
 
 func (c *Collector) handle(ctx context.Context, d bus.Delivery) error {
@@ -266,6 +401,51 @@ func processCPUSeconds() (float64, error) {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return tv(ru.Utime) + tv(ru.Stime), nil
+}
+
+// Readiness conditions (see Check).
+const (
+	condBucket   = "kv_bucket"
+	condConsumer = "assignment_consumer"
+)
+
+// readiness holds the conditions that keep the collector from working;
+// safe for concurrent use.
+type readiness struct {
+	mu    sync.Mutex
+	conds map[string]error
+}
+
+func newReadiness() *readiness {
+	return &readiness{conds: map[string]error{
+		condBucket:   errors.New("kv bucket not opened yet"),
+		condConsumer: errors.New("assignment consumer not started yet"),
+	}}
+}
+
+func (r *readiness) set(cond string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		delete(r.conds, cond)
+		return
+	}
+	r.conds[cond] = err
+}
+
+func (r *readiness) check() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	keys := make([]string, 0, len(r.conds))
+	for k := range r.conds {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	errs := make([]error, len(keys))
+	for i, k := range keys {
+		errs[i] = fmt.Errorf("%s: %w", k, r.conds[k])
+	}
+	return errors.Join(errs...)
 }
 
 // SourceHealth is one source's state as last sampled.

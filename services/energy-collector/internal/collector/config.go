@@ -47,15 +47,18 @@ type Config struct {
 	// intervals.
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	LeaseTTL  time.Duration `yaml:"leaseTTL"`
-	// MaxCheckpointAge: an older hand-over checkpoint is ignored and the new
-	// owner starts from a fresh baseline (one interval without samples)
-	// rather than writing one sample spanning the whole pause. 0 means one
-	// minute.
+	// MaxCheckpointAge: an older hand-over checkpoint — a claim's, or a
+	// pinned source's after a restart — is ignored and the source starts
+	// from a fresh baseline (one interval without samples: a gap the
+	// analyzer bridges and flags) rather than writing one sample spanning
+	// the whole pause (in which a RAPL counter could wrap more than once).
+	// 0 means one minute.
 	MaxCheckpointAge time.Duration `yaml:"maxCheckpointAge"`
 	// CommitInterval is how often the owner of a shared source commits its
-	// state to the source's claim; the rows since the previous commit are
-	// written only then, so they reach ClickHouse up to CommitInterval +
-	// FlushInterval late (keep runs' cool-down longer). 0 means 2 × Interval.
+	// state and the rows since the previous commit to the source's claim (a
+	// pinned source, to its file in SpoolDir); the rows are written only
+	// then, so they reach ClickHouse up to CommitInterval + FlushInterval
+	// late (keep runs' cool-down longer). 0 means 2 × Interval.
 	CommitInterval time.Duration `yaml:"commitInterval"`
 
 	// SourceTimeout bounds one reading of a source (an exporter scrape); 0
@@ -66,7 +69,9 @@ type Config struct {
 	// SpoolDir, when set, keeps batches ClickHouse did not take in files
 	// there — surviving restarts — up to SpoolMaxBytes; otherwise they wait
 	// in memory up to MaxBuffered samples. Beyond the bound new samples are
-	// dropped, counted and logged.
+	// dropped, counted and logged. It also holds the commits of pinned
+	// sources (pinned/), so a restarted collector continues them exactly;
+	// without it they restart from a baseline.
 	SpoolDir      string `yaml:"spoolDir"`
 	SpoolMaxBytes int64  `yaml:"spoolMaxBytes"`
 }

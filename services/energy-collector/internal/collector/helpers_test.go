@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -21,7 +22,12 @@ import (
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(envChild) != "" {
+		os.Exit(runChild())
+	}
+	testenv.Main(m)
+}
 
 // keplerFarm serves one synthetic Kepler exporter per node at
 // /<node>/metrics. Each node draws a constant power — package 40 W + i,

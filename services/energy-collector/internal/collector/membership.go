@@ -41,18 +41,29 @@ const (
 // by rendezvous hashing, so instances agree without talking and a change of
 // membership moves only the sources it must. The owner records itself in
 // claim.<source> with a compare-and-set; it takes a claim only when it is
-// free, its owner is dead, or it is its own. Before handing rows to the
-// writer (every CommitInterval), the owner's runner commits its state (the
-// source's counters and the series' running totals) to the claim, again with
-// compare-and-set; if the claim moved on, the commit fails and the rows are
-// dropped. Claims are read only when about to take one, not watched. The claim's
-// revision therefore fences every row: an interval is written by exactly one
-// instance — no duplicates — and the next owner restores the committed
-// state, so its first interval starts exactly where the last written one
-// ended — no gap, however long the hand-over took. An instance that loses a
-// source in a rebalance stops its runner and releases the claim with its
-// state; one that dies simply stops committing, and its sources move once
-// its member entry is LeaseTTL old.
+// free, its owner is dead, or it is its own. Every CommitInterval the
+// owner's runner commits to the claim, again with compare-and-set, its
+// state (the source's counters and the series' running totals) together
+// with the rows of the window that state closes; only then are those rows
+// handed to the writer, and the next commit waits until they are durable
+// (see runner). If the claim moved on, the commit fails and the rows are
+// dropped. Claims are read only when about to take one, not watched. The
+// claim's revision therefore fences every row: an interval is written by
+// one owner only — a new owner writes again just the rows its
+// predecessor committed, which the samples table collapses if both made it
+// — and the new owner restores the committed state, so its first interval
+// starts exactly where the last stored one ended — no gap and no overlap,
+// however long the hand-over took and whenever the old owner died. An
+// instance that loses a source in a rebalance stops its runner and releases
+// the claim with its state (and its last rows unless they are durable); one
+// that dies simply stops committing, and its sources move once its member
+// entry is LeaseTTL old.
+//
+// NATS restarts: a heartbeat that fails makes the coordinator recreate the
+// bucket (same store: a no-op; an empty store: a new, empty bucket) and,
+// once heartbeats succeed again, restart its watcher and put back the
+// assignments it knows. A runner whose claim vanished with the store
+// recreates it if it committed within LeaseTTL, so it keeps its place.
 type coordinator struct {
 	c      *Collector
 	kv     jetstream.KeyValue
@@ -70,6 +81,13 @@ type coordinator struct {
 	wake    chan struct{}
 	exited  chan runExit
 	runners map[string]*runHandle // coordinator goroutine only
+	// releasing holds the sources whose runners are finishing (committing,
+	// waiting for their rows to be durable) before their claims are
+	// released: that takes up to LeaseTTL, so it happens beside the
+	// coordinator's loop, which must keep heartbeating.
+	releasing map[string]bool // coordinator goroutine only
+	released  chan string
+	releases  sync.WaitGroup
 }
 
 type member struct {
@@ -89,6 +107,9 @@ type claimValue struct {
 	Owner  string          `json:"owner,omitempty"`
 	Token  string          `json:"token,omitempty"`
 	State  json.RawMessage `json:"state,omitempty"`
+	// Rows are those of the window State closes, until they are known
+	// durable: whoever takes the claim writes them again (see runner).
+	Rows json.RawMessage `json:"rows,omitempty"`
 }
 
 type runHandle struct {
@@ -108,9 +129,10 @@ func newCoordinator(c *Collector, kv jetstream.KeyValue, shared map[string]Sourc
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return &coordinator{c: c, kv: kv, self: c.cfg.Instance, token: hex.EncodeToString(b[:]), shared: shared,
-		logger:  c.logger.With(zap.String("instance", c.cfg.Instance)),
+		logger:  c.logger,
 		members: map[string]member{},
-		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{}}
+		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{},
+		releasing: map[string]bool{}, released: make(chan string, len(shared)+1)}
 }
 
 // kvKey makes a string safe as a KV key token: other characters become '_'
@@ -145,33 +167,33 @@ func (co *coordinator) mine(cv claimValue) bool { return cv.Owner == co.self && 
 // run keeps membership and ownership until ctx ends, then stops the
 // runners, releases their claims and leaves.
 func (co *coordinator) run(ctx context.Context) error {
-	// Claims are not watched: their owners commit every interval, and
-	// every instance decoding every commit would cost more than reading a
-	// claim when about to take it.
-	w, err := co.kv.WatchFiltered(ctx, []string{keyMember + ">", keyRun + ">"})
+	stopWatch, err := co.watch(ctx)
 	if err != nil {
-		return fmt.Errorf("watch collector membership: %w", err)
+		return err
 	}
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		for e := range w.Updates() {
-			co.apply(e)
-		}
-	}()
-	defer func() { _ = w.Stop(); <-watchDone }()
+	defer func() { stopWatch() }()
 
 	hb := time.NewTicker(co.c.cfg.Heartbeat)
 	defer hb.Stop()
-	co.heartbeat(ctx)
+	broken := !co.heartbeat(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			co.shutdown()
 			return nil
 		case <-hb.C:
-			co.heartbeat(ctx)
+			if co.heartbeat(ctx) {
+				if broken {
+					stopWatch = co.recovered(ctx, stopWatch)
+					broken = false
+				}
+				break
+			}
+			broken = true
+			co.repairBucket(ctx)
 		case <-co.wake:
+		case id := <-co.released:
+			delete(co.releasing, id)
 		case e := <-co.exited:
 			if co.runners[e.id] == e.h {
 				delete(co.runners, e.id)
@@ -182,12 +204,74 @@ func (co *coordinator) run(ctx context.Context) error {
 	}
 }
 
+// watch starts the watcher of membership and assignments; stop ends it.
+// Claims are not watched: their owners commit every interval, and every
+// instance decoding every commit would cost more than reading a claim
+// when about to take one.
+func (co *coordinator) watch(ctx context.Context) (stop func(), err error) {
+	w, err := co.kv.WatchFiltered(ctx, []string{keyMember + ">", keyRun + ">"})
+	if err != nil {
+		return nil, fmt.Errorf("watch collector membership: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for e := range w.Updates() {
+			co.apply(e)
+		}
+	}()
+	return func() { _ = w.Stop(); <-done }, nil
+}
+
+// repairBucket recreates the bucket after a failed heartbeat: a NATS
+// server restarted with an empty store has lost it (with the same store, or
+// while the server is still down, this changes nothing).
+func (co *coordinator) repairBucket(ctx context.Context) {
+	kctx, cancel := context.WithTimeout(ctx, co.c.cfg.LeaseTTL)
+	defer cancel()
+	if _, err := co.c.bus.KV(kctx, co.c.cfg.Bucket); err != nil {
+		co.c.ready.set(condBucket, fmt.Errorf("kv bucket %s unusable: %w", co.c.cfg.Bucket, err))
+	}
+}
+
+// recovered runs when heartbeats succeed again after failing: the watcher
+// is restarted (its consumer may be gone with the server's store), and the
+// assignments this instance knows are put back where they are missing.
+func (co *coordinator) recovered(ctx context.Context, stopWatch func()) func() {
+	stopWatch()
+	stop, err := co.watch(ctx)
+	for err != nil && ctx.Err() == nil {
+		co.c.ready.set(condBucket, err)
+		co.logger.Warn("restart membership watch failed; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(co.c.cfg.Heartbeat):
+		}
+		stop, err = co.watch(ctx)
+	}
+	if err != nil {
+		return func() {}
+	}
+	for _, a := range co.c.assign.active() {
+		b, err := json.Marshal(a)
+		if err != nil {
+			continue
+		}
+		if _, err := co.kv.Create(ctx, runKey(a.RunID), b); err == nil {
+			co.logger.Info("assignment put back after nats restart", zap.String("run_id", a.RunID))
+		}
+	}
+	co.logger.Info("kv bucket usable again; membership watch restarted")
+	return stop
+}
+
 // apply records one KV update seen by the watcher.
 func (co *coordinator) apply(e jetstream.KeyValueEntry) {
 	if e == nil { // initial values delivered
 		co.mu.Lock()
 		co.synced = true
 		co.mu.Unlock()
+		co.c.assign.markSynced()
 		co.signal()
 		return
 	}
@@ -225,7 +309,8 @@ func (co *coordinator) apply(e jetstream.KeyValueEntry) {
 	co.signal()
 }
 
-func (co *coordinator) heartbeat(ctx context.Context) {
+// heartbeat renews this instance's membership; false when it failed.
+func (co *coordinator) heartbeat(ctx context.Context) bool {
 	ids := make([]string, 0, len(co.shared))
 	for id := range co.shared {
 		ids = append(ids, id)
@@ -238,12 +323,15 @@ func (co *coordinator) heartbeat(ctx context.Context) {
 	if _, err := co.kv.Put(hctx, co.memberKey(), b); err != nil {
 		if ctx.Err() == nil {
 			co.logger.Warn("membership heartbeat failed", zap.Error(err))
+			co.c.ready.set(condBucket, fmt.Errorf("kv bucket %s: heartbeat failed: %w", co.c.cfg.Bucket, err))
 		}
-		return
+		return false
 	}
+	co.c.ready.set(condBucket, nil)
 	co.mu.Lock()
 	co.lastBeat = sent
 	co.mu.Unlock()
+	return true
 }
 
 // aliveLocked reports whether instance (in its incarnation token) is alive.
@@ -297,6 +385,8 @@ func (co *coordinator) reconcile(ctx context.Context) {
 		want := co.ownerLocked(id) == co.self
 		_, running := co.runners[id]
 		switch {
+		case co.releasing[id]:
+			// taken again once released
 		case want && !running:
 			start = append(start, id)
 		case !want && running:
@@ -307,8 +397,15 @@ func (co *coordinator) reconcile(ctx context.Context) {
 	slices.Sort(start)
 	slices.Sort(stop)
 	for _, id := range stop {
-		co.release(co.runners[id], id)
+		h := co.runners[id]
 		delete(co.runners, id)
+		co.releasing[id] = true
+		co.releases.Add(1)
+		go func() {
+			defer co.releases.Done()
+			co.release(h, id)
+			co.released <- id
+		}()
 	}
 	for _, id := range start {
 		co.take(ctx, id)
@@ -342,7 +439,7 @@ func (co *coordinator) take(ctx context.Context, id string) {
 	if !free {
 		return // its owner hands it over once it sees us
 	}
-	val, _ := json.Marshal(claimValue{Source: id, Owner: co.self, Token: co.token, State: cl.State})
+	val, _ := json.Marshal(claimValue{Source: id, Owner: co.self, Token: co.token, State: cl.State, Rows: cl.Rows})
 	if rev > 0 {
 		rev, err = co.kv.Update(kctx, claimKey(id), val, rev)
 	} else {
@@ -356,9 +453,10 @@ func (co *coordinator) take(ctx context.Context, id string) {
 	if prev == "" {
 		prev = "none"
 	}
-	co.logger.Info("source claimed", zap.String("source", id), zap.String("previous_owner", prev), zap.Bool("handover_state", len(cl.State) > 0))
-	ref := &claimRef{co: co, id: id, rev: rev}
-	r := newRunner(co.c, co.shared[id], ref, cl.State)
+	co.logger.Info("source claimed", zap.String("source", id), zap.String("previous_owner", prev), zap.Bool("handover_state", len(cl.State) > 0),
+		zap.Bool("handover_rows", len(cl.Rows) > 0))
+	ref := &claimRef{co: co, id: id, rev: rev, last: time.Now()}
+	r := newRunner(co.c, co.shared[id], ref, handover{state: cl.State, rows: cl.Rows})
 	rctx, rcancel := context.WithCancel(ctx)
 	h := &runHandle{r: r, ref: ref, cancel: rcancel, done: make(chan struct{})}
 	co.runners[id] = h
@@ -371,14 +469,16 @@ func (co *coordinator) take(ctx context.Context, id string) {
 }
 
 // release stops a runner and frees its claim, leaving its last committed
-// state for the next owner.
+// state — and that commit's rows, unless they are durable — for the next
+// owner.
 func (co *coordinator) release(h *runHandle, id string) {
 	if h == nil {
 		return
 	}
 	h.cancel()
 	<-h.done
-	val, _ := json.Marshal(claimValue{Source: id, State: h.r.state()})
+	ho := h.r.handover()
+	val, _ := json.Marshal(claimValue{Source: id, State: ho.state, Rows: ho.rows})
 	ctx, cancel := context.WithTimeout(context.Background(), co.c.cfg.LeaseTTL+time.Second)
 	defer cancel()
 	if _, err := co.kv.Update(ctx, claimKey(id), val, h.ref.rev); err != nil {
@@ -398,6 +498,7 @@ func (co *coordinator) shutdown() {
 		}()
 	}
 	wg.Wait()
+	co.releases.Wait()
 	co.runners = map[string]*runHandle{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -406,16 +507,17 @@ func (co *coordinator) shutdown() {
 
 // claimRef commits a runner's state to its claim.
 type claimRef struct {
-	co  *coordinator
-	id  string
-	rev uint64
+	co   *coordinator
+	id   string
+	rev  uint64
+	last time.Time // when the claim was last known to be ours
 }
 
 var _ committer = (*claimRef)(nil)
 
-func (c *claimRef) commit(ctx context.Context, state []byte) (bool, error) {
+func (c *claimRef) commit(ctx context.Context, state, rows []byte) (bool, error) {
 	co := c.co
-	val, err := json.Marshal(claimValue{Source: c.id, Owner: co.self, Token: co.token, State: state})
+	val, err := json.Marshal(claimValue{Source: c.id, Owner: co.self, Token: co.token, State: state, Rows: rows})
 	if err != nil {
 		return false, err
 	}
@@ -425,7 +527,7 @@ func (c *claimRef) commit(ctx context.Context, state []byte) (bool, error) {
 	defer cancel()
 	rev, err := co.kv.Update(kctx, claimKey(c.id), val, c.rev)
 	if err == nil {
-		c.rev = rev
+		c.rev, c.last = rev, time.Now()
 		return true, nil
 	}
 	// Find out what happened: the claim may have moved, or the update may
@@ -433,7 +535,7 @@ func (c *claimRef) commit(ctx context.Context, state []byte) (bool, error) {
 	e, gerr := co.kv.Get(kctx, claimKey(c.id))
 	if gerr != nil {
 		if errors.Is(gerr, jetstream.ErrKeyNotFound) || errors.Is(gerr, jetstream.ErrKeyDeleted) {
-			return false, errLost
+			return c.recreate(kctx, val)
 		}
 		return false, nil
 	}
@@ -441,9 +543,29 @@ func (c *claimRef) commit(ctx context.Context, state []byte) (bool, error) {
 	if json.Unmarshal(e.Value(), &cur) != nil || !co.mine(cur) {
 		return false, errLost
 	}
-	c.rev = e.Revision()
+	c.rev, c.last = e.Revision(), time.Now()
 	if bytes.Equal(e.Value(), val) {
 		return true, nil
 	}
 	return false, nil
+}
+
+// recreate puts back a claim that vanished — a NATS server restarted with
+// an empty store — when this runner held it within LeaseTTL: nobody can
+// have taken it over in that time, since others wait until this instance's
+// lease expires. Create fails if another instance created it first.
+func (c *claimRef) recreate(ctx context.Context, val []byte) (bool, error) {
+	if time.Since(c.last) > c.co.c.cfg.LeaseTTL {
+		return false, errLost
+	}
+	rev, err := c.co.kv.Create(ctx, claimKey(c.id), val)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, errLost
+		}
+		return false, nil
+	}
+	c.co.logger.Info("claim recreated after it vanished (nats store lost?)", zap.String("source", c.id))
+	c.rev, c.last = rev, time.Now()
+	return true, nil
 }

@@ -36,12 +36,11 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 				require.NoError(b, err)
 				writers, stores = append(writers, w), append(stores, st)
 			}
-			chunk := make([]store.Sample, 10_000)
-			for i := range chunk {
-				chunk[i] = store.Sample{TsMs: 1_760_000_000_000 + int64(i), Node: "node-01", Scope: "pod", TargetID: "pod/node-01/sut",
-					Source: "kepler", PowerW: 12.5, EnergyJ: float64(i), DeltaJ: 3.1, IntervalMs: 1000, Collector: "bench"}
-			}
-			var total uint64
+			// Every row is a distinct sample (the table collapses rows with
+			// equal keys): each instance writes its own node, each chunk
+			// later timestamps.
+			const chunkRows = 10_000
+			var total, round uint64
 			b.ResetTimer()
 			for range b.N {
 				start := total
@@ -53,16 +52,23 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						for range perInstance / len(chunk) {
-							w.AddSamples(chunk)
+						node := fmt.Sprintf("node-%02d", i)
+						chunk := make([]store.Sample, chunkRows)
+						for c := range perInstance / chunkRows {
+							base := 1_760_000_000_000 + int64(round)*perInstance + int64(c)*chunkRows
+							for j := range chunk {
+								chunk[j] = store.Sample{TsMs: base + int64(j), Node: node, Scope: "pod", TargetID: "pod/" + node + "/sut",
+									Source: "kepler", PowerW: 12.5, EnergyJ: float64(j), DeltaJ: 3.1, IntervalMs: 1000, Collector: "bench"}
+							}
+							w.AddSamples(chunk) // copies the rows
 						}
-						_ = i
 						cancel() // drains: returns once everything is written
 						require.NoError(b, <-done)
 					}()
 				}
 				wg.Wait()
 				total = start + uint64(instances*perInstance)
+				round++
 			}
 			b.StopTimer()
 			var n uint64

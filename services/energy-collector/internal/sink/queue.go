@@ -2,7 +2,8 @@
 // in batches bounded by size and time, and keeps what ClickHouse does not
 // take — while it is unreachable or failing — in a bounded queue: in memory,
 // or in a spool directory that survives restarts. Nothing is lost up to the
-// bound; what does not fit is counted and logged.
+// bound; what does not fit is counted and logged. Tickets tell the caller
+// when its rows are durable, so it can checkpoint what they cover only then.
 package sink
 
 import (
@@ -26,6 +27,11 @@ import (
 type Batch struct {
 	Samples []store.Sample
 	Metrics []store.RunMetric
+
+	// tickets follow the samples' durability; a memory queue keeps them
+	// until the batch is written (a spool settles them once it holds the
+	// batch, and gob does not encode unexported fields).
+	tickets []span
 }
 
 // Rows counts the batch's rows.
@@ -51,6 +57,9 @@ type Queue interface {
 	// Len counts batches, Rows their rows (as far as known).
 	Len() int
 	Rows() int
+	// Durable reports whether a pushed batch survives the process (a
+	// spool does; memory does not).
+	Durable() bool
 	Close() error
 }
 
@@ -100,6 +109,9 @@ func (m *Memory) Len() int { return len(m.q) }
 
 // Rows implements Queue.
 func (m *Memory) Rows() int { return m.rows }
+
+// Durable implements Queue: memory is not.
+func (m *Memory) Durable() bool { return false }
 
 // Close implements Queue; the batches are lost.
 func (m *Memory) Close() error { return nil }
@@ -299,6 +311,9 @@ func (d *Dir) Len() int { return len(d.files) }
 
 // Rows implements Queue.
 func (d *Dir) Rows() int { return d.rows }
+
+// Durable implements Queue: a pushed batch is synced to disk.
+func (d *Dir) Durable() bool { return true }
 
 // Bytes is the spool's size on disk.
 func (d *Dir) Bytes() int64 { return d.bytes }

@@ -246,3 +246,149 @@ func metricValue(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	return v
 }
+
+// A ticket says when its rows are durable: written to the store, or held
+// by a spool; rows waiting in memory for a store that is down are not, and
+// rows dropped for want of room are lost. Check fails while rows can be
+// made durable nowhere.
+func TestTicketsFollowDurability(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		queue   func(t *testing.T) sink.Queue
+		durable bool // rows are durable while the store is down
+	}{
+		{"memory", func(*testing.T) sink.Queue { return sink.NewMemory(10_000) }, false},
+		{"spool", func(t *testing.T) sink.Queue {
+			d, err := sink.OpenDir(t.TempDir(), 1<<20)
+			require.NoError(t, err)
+			return d
+		}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &flakyStore{}
+			w, err := sink.NewWriter(testConfig(), st, tt.queue(t), testenv.Logger(t), nil)
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- w.Run(ctx) }()
+
+			require.True(t, w.AddSamples(nil).Durable(), "nothing to wait for")
+			// 120 rows make three batches of at most 50.
+			tk := w.AddSamples(rows(0, 120))
+			waitTicket(t, tk)
+			require.True(t, tk.Durable())
+			require.NoError(t, w.Check())
+
+			st.setDown(true)
+			tk = w.AddSamples(rows(120, 30))
+			testenv.Eventually(t, 5*time.Second, "rows in the backlog", func() bool { return w.BacklogRows() == 30 })
+			if tt.durable {
+				waitTicket(t, tk)
+				require.True(t, tk.Durable(), "spooled")
+				require.NoError(t, w.Check(), "rows still have a durable home")
+			} else {
+				require.False(t, tk.Durable(), "waiting in memory")
+				select {
+				case <-tk.Done():
+					t.Fatal("not done while in memory")
+				default:
+				}
+				require.ErrorContains(t, w.Check(), "no spool directory")
+			}
+			st.setDown(false)
+			waitTicket(t, tk)
+			require.True(t, tk.Durable())
+			testenv.Eventually(t, 5*time.Second, "writes recovered", func() bool { return w.Check() == nil })
+			cancel()
+			require.NoError(t, <-done)
+			n, _ := st.count()
+			require.Equal(t, 150, n)
+		})
+	}
+}
+
+func TestTicketsOfDroppedRowsAreLost(t *testing.T) {
+	st := &flakyStore{down: true}
+	cfg := testConfig()
+	cfg.MaxPending = 100
+	w, err := sink.NewWriter(cfg, st, sink.NewMemory(60), testenv.Logger(t), nil)
+	require.NoError(t, err)
+	tooMany := w.AddSamples(rows(0, 150))
+	require.True(t, tooMany.Lost(), "beyond MaxPending")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	// The 100 kept rows make batches of 50: one fits the 60-row backlog.
+	testenv.Eventually(t, 5*time.Second, "backlog filled", func() bool { return w.BacklogRows() == 50 })
+	tk := w.AddSamples(rows(200, 20))
+	waitTicket(t, tk)
+	require.True(t, tk.Lost(), "backlog full")
+	kept := w.AddSamples(rows(300, 5))
+	st.setDown(false)
+	waitTicket(t, kept)
+	require.True(t, kept.Durable())
+
+	// A memory backlog left at shutdown is lost.
+	st.setDown(true)
+	last := w.AddSamples(rows(400, 5))
+	testenv.Eventually(t, 5*time.Second, "in the backlog", func() bool { return w.BacklogRows() == 5 })
+	cancel()
+	require.NoError(t, <-done)
+	require.True(t, last.Lost())
+}
+
+// A spool must still encode batches that carry tickets.
+func TestSpoolEncodesBatchesWithTickets(t *testing.T) {
+	st := &flakyStore{down: true}
+	d, err := sink.OpenDir(t.TempDir(), 1<<20)
+	require.NoError(t, err)
+	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	tk := w.AddSamples(rows(0, 70))
+	waitTicket(t, tk)
+	require.True(t, tk.Durable())
+	st.setDown(false)
+	testenv.Eventually(t, 5*time.Second, "spool written", func() bool { n, _ := st.count(); return n == 70 })
+	cancel()
+	require.NoError(t, <-done)
+	for i, s := range st.samples {
+		require.Equal(t, int64(i), s.TsMs)
+	}
+}
+
+func waitTicket(tb testing.TB, tk *sink.Ticket) {
+	tb.Helper()
+	select {
+	case <-tk.Done():
+	case <-time.After(10 * time.Second):
+		tb.Fatal("ticket not done")
+	}
+}
+
+// With a spool, a ClickHouse outage alone keeps the writer ready; a full
+// spool as well does not.
+func TestCheckFailsWhenStoreAndSpoolBothFail(t *testing.T) {
+	st := &flakyStore{down: true}
+	d, err := sink.OpenDir(t.TempDir(), 2000)
+	require.NoError(t, err)
+	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	waitTicket(t, w.AddSamples(rows(0, 5)))
+	require.NoError(t, w.Check(), "spooled")
+	tk := w.AddSamples(rows(5, 500))
+	waitTicket(t, tk)
+	require.True(t, tk.Lost())
+	err = w.Check()
+	require.ErrorContains(t, err, "and the spool too")
+	require.ErrorIs(t, err, sink.ErrFull)
+	st.setDown(false)
+	testenv.Eventually(t, 5*time.Second, "ready again", func() bool { return w.Check() == nil })
+	cancel()
+	require.NoError(t, <-done)
+}

@@ -35,8 +35,9 @@ type Config struct {
 
 // Writer batches rows and writes them to a Store; batches the store does
 // not take go to a Queue and are retried, oldest first, before anything
-// newer is written, so rows reach the store in order. Add* are safe for
-// concurrent use; Run is called once.
+// newer is written, so rows reach the store in order. AddSamples returns a
+// Ticket that tells when its rows are durable (written, or in a spool).
+// Add*, FlushSoon and Check are safe for concurrent use; Run is called once.
 type Writer struct {
 	cfg    Config
 	store  Store
@@ -45,9 +46,12 @@ type Writer struct {
 
 	mu       sync.Mutex
 	samples  []store.Sample
+	spans    []span // tickets of samples, in order
 	metrics  []store.RunMetric
 	full     chan struct{}
-	dropped  int // since the last drop report
+	storeErr error // the last write's failure; nil after a success
+	queueErr error // the last backlog push's failure; nil after a success
+	dropped  int   // since the last drop report
 	lastDrop time.Time
 
 	qrows int // the queue's rows, for the gauge (the queue is Run's alone)
@@ -114,26 +118,54 @@ func (w *Writer) setQueueRows() {
 // BacklogRows is the number of rows waiting in the backlog.
 func (w *Writer) BacklogRows() int { return w.queueRows() }
 
-// AddSamples queues samples for the next batch.
-func (w *Writer) AddSamples(s []store.Sample) {
+// AddSamples queues samples for the next batch. The ticket tells when they
+// are durable — written, or in a spool — or that some were dropped.
+func (w *Writer) AddSamples(s []store.Sample) *Ticket {
+	t := newTicket(len(s))
 	if len(s) == 0 {
-		return
+		return t
 	}
 	w.mu.Lock()
 	room := w.cfg.MaxPending - len(w.samples) - len(w.metrics)
 	if room < len(s) {
 		w.dropLocked(len(s) - max(room, 0))
+		t.lose()
 		s = s[:max(room, 0)]
 	}
 	w.samples = append(w.samples, s...)
+	w.spans = append(w.spans, span{t, len(s)})
 	n := len(w.samples)
 	w.mu.Unlock()
 	if n >= w.cfg.BatchSize {
-		select {
-		case w.full <- struct{}{}:
-		default:
-		}
+		w.FlushSoon()
 	}
+	return t
+}
+
+// FlushSoon asks Run to write what is pending now rather than at the next
+// FlushInterval: for a caller waiting on a ticket.
+func (w *Writer) FlushSoon() {
+	select {
+	case w.full <- struct{}{}:
+	default:
+	}
+}
+
+// Check implements service.Checker: it fails while rows can be made durable
+// nowhere — ClickHouse writes fail and there is no spool, or the spool
+// fails too.
+func (w *Writer) Check() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.storeErr == nil:
+		return nil
+	case !w.queue.Durable():
+		return fmt.Errorf("clickhouse writes failing and no spool directory to keep rows in: %w", w.storeErr)
+	case w.queueErr != nil:
+		return fmt.Errorf("clickhouse writes failing (%v) and the spool too: %w", w.storeErr, w.queueErr)
+	}
+	return nil
 }
 
 // AddMetrics queues run metric points for the next batch.
@@ -205,7 +237,19 @@ func (w *Writer) drain() error {
 		}
 	}
 	left := w.queue.Rows()
-	_, spooled := w.queue.(*Dir)
+	spooled := w.queue.Durable()
+	if !spooled {
+		for w.queue.Len() > 0 {
+			if b, err := w.queue.Peek(); err == nil {
+				loseAll(b.tickets)
+			}
+			_ = w.queue.Pop()
+		}
+	}
+	w.mu.Lock()
+	loseAll(w.spans) // left pending after the drain timeout
+	w.spans = nil
+	w.mu.Unlock()
 	switch {
 	case left == 0:
 	case spooled:
@@ -227,14 +271,16 @@ func (w *Writer) drain() error {
 // queue when due (always when force).
 func (w *Writer) flush(ctx context.Context, force bool) {
 	w.mu.Lock()
-	samples, metrics := w.samples, w.metrics
-	w.samples, w.metrics = nil, nil
+	samples, spans, metrics := w.samples, w.spans, w.metrics
+	w.samples, w.spans, w.metrics = nil, nil, nil
 	w.mu.Unlock()
 
 	var batches []Batch
 	for len(samples) > 0 {
 		n := min(len(samples), w.cfg.BatchSize)
-		batches = append(batches, Batch{Samples: samples[:n:n]})
+		var head []span
+		head, spans = cutSpans(spans, n)
+		batches = append(batches, Batch{Samples: samples[:n:n], tickets: head})
 		samples = samples[n:]
 	}
 	if len(metrics) > 0 {
@@ -243,6 +289,7 @@ func (w *Writer) flush(ctx context.Context, force bool) {
 	for _, b := range batches {
 		if w.queue.Len() == 0 && (force || !time.Now().Before(w.retryAt)) {
 			if err := w.write(ctx, b); err == nil {
+				settleAll(b.tickets)
 				continue
 			}
 		}
@@ -255,13 +302,21 @@ func (w *Writer) flush(ctx context.Context, force bool) {
 }
 
 func (w *Writer) enqueue(b Batch) {
-	if err := w.queue.Push(b); err != nil {
-		w.mu.Lock()
+	err := w.queue.Push(b)
+	w.mu.Lock()
+	w.queueErr = err
+	if err != nil {
 		w.dropLocked(b.Rows())
-		w.mu.Unlock()
+	}
+	w.mu.Unlock()
+	switch {
+	case err != nil:
+		loseAll(b.tickets)
 		if !errors.Is(err, ErrFull) {
 			w.logger.Error("backlog write failed", zap.Error(err))
 		}
+	case w.queue.Durable():
+		settleAll(b.tickets)
 	}
 }
 
@@ -283,6 +338,7 @@ func (w *Writer) retryQueue(ctx context.Context) {
 		if err := w.write(ctx, b); err != nil {
 			return
 		}
+		settleAll(b.tickets)
 		if err := w.queue.Pop(); err != nil {
 			w.logger.Error("backlog pop failed", zap.Error(err))
 			return
@@ -312,6 +368,9 @@ func (w *Writer) write(ctx context.Context, b Batch) error {
 	} else if len(b.Metrics) > 0 {
 		err = w.store.InsertRunMetrics(wctx, b.Metrics)
 	}
+	w.mu.Lock()
+	w.storeErr = err
+	w.mu.Unlock()
 	if err != nil {
 		w.failures.Inc()
 		first := w.backoff == 0

@@ -169,6 +169,10 @@ func (s *Stack) build(ctx context.Context) error {
 		s.opts.Provisioner(&provCfg)
 	}
 	collCfg := collectorapp.Default()
+	// Rows ClickHouse has not taken and the local meter's checkpoint
+	// survive a restart of the dev stack (the collector then continues
+	// without a gap).
+	collCfg.SpoolDir = filepath.Join(s.opts.StateDir, "collector-spool")
 	if s.opts.Collector != nil {
 		s.opts.Collector(&collCfg)
 	}

@@ -1,0 +1,222 @@
+package energy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Local meters read counters that outlive the collector process — RAPL's
+// energy_uj, /proc's CPU times — so a collector restarted on the same node
+// can continue from a checkpoint: its first interval then covers the time
+// it was down exactly (as exactly as the model is, for ModelMeter). Not
+// across a reboot, which resets every counter: a checkpoint names the boot
+// it was taken in (/proc/sys/kernel/random/boot_id) and is refused in
+// another.
+
+// meterCheckpointer is a NodeMeter whose state can be saved and restored.
+type meterCheckpointer interface {
+	NodeMeter
+	checkpoint() (json.RawMessage, error)
+	restore(data json.RawMessage) error
+}
+
+var (
+	_ meterCheckpointer = (*RAPLMeter)(nil)
+	_ meterCheckpointer = (*ModelMeter)(nil)
+	_ Checkpointer      = (*LocalSource)(nil)
+)
+
+// clockState is a clock in a checkpoint.
+type clockState struct {
+	TimeNs int64   `json:"time_ns"`
+	Busy   float64 `json:"busy_s"`
+	Total  float64 `json:"total_s"`
+}
+
+func (c *clock) save() (clockState, error) {
+	if !c.started {
+		return clockState{}, errors.New("checkpoint: no reading yet")
+	}
+	return clockState{TimeNs: c.time.UnixNano(), Busy: c.cpu.BusySeconds, Total: c.cpu.TotalSeconds}, nil
+}
+
+func (c *clock) load(s clockState) error {
+	if s.TimeNs <= 0 {
+		return errors.New("restore checkpoint: no reading time")
+	}
+	c.started, c.time, c.cpu = true, time.Unix(0, s.TimeNs), CPUTimes{BusySeconds: s.Busy, TotalSeconds: s.Total}
+	return nil
+}
+
+type raplState struct {
+	Clock  clockState               `json:"clock"`
+	TotalJ float64                  `json:"total_j"`
+	Zones  map[string]raplZoneState `json:"zones"`
+}
+
+type raplZoneState struct {
+	PrevUJ uint64  `json:"prev_uj"`
+	TotalJ float64 `json:"total_j"`
+}
+
+func (m *RAPLMeter) checkpoint() (json.RawMessage, error) {
+	c, err := m.clock.save()
+	if err != nil {
+		return nil, err
+	}
+	st := raplState{Clock: c, TotalJ: m.totalJ, Zones: make(map[string]raplZoneState, len(m.zones))}
+	for _, z := range m.zones {
+		st.Zones[z.label] = raplZoneState{PrevUJ: z.counter.prev, TotalJ: z.counter.totalJ}
+	}
+	return json.Marshal(st)
+}
+
+// restore accepts a checkpoint of the same zones only.
+func (m *RAPLMeter) restore(data json.RawMessage) error {
+	var st raplState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("restore rapl checkpoint: %w", err)
+	}
+	if got, want := slices.Sorted(maps.Keys(st.Zones)), slices.Sorted(slices.Values(m.Zones())); !slices.Equal(got, want) {
+		return fmt.Errorf("restore rapl checkpoint: zones %v, this meter has %v", got, want)
+	}
+	var c clock
+	if err := c.load(st.Clock); err != nil {
+		return err
+	}
+	m.clock, m.totalJ = c, st.TotalJ
+	for i := range m.zones {
+		z := &m.zones[i]
+		s := st.Zones[z.label]
+		z.counter = Counter{prev: s.PrevUJ, started: true, totalJ: s.TotalJ}
+	}
+	return nil
+}
+
+type modelState struct {
+	Clock       clockState `json:"clock"`
+	CumulativeJ float64    `json:"cumulative_j"`
+	IdleW       float64    `json:"idle_w"`
+	MaxW        float64    `json:"max_w"`
+}
+
+func (m *ModelMeter) checkpoint() (json.RawMessage, error) {
+	c, err := m.clock.save()
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(modelState{Clock: c, CumulativeJ: m.cumulativeJ, IdleW: m.idleW, MaxW: m.maxW})
+}
+
+// restore accepts a checkpoint of the same model only: other watts would
+// make the interval across the checkpoint a mix of two models.
+func (m *ModelMeter) restore(data json.RawMessage) error {
+	var st modelState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("restore model checkpoint: %w", err)
+	}
+	if st.IdleW != m.idleW || st.MaxW != m.maxW {
+		return fmt.Errorf("restore model checkpoint: model %g–%g W, this meter is %g–%g W", st.IdleW, st.MaxW, m.idleW, m.maxW)
+	}
+	var c clock
+	if err := c.load(st.Clock); err != nil {
+		return err
+	}
+	m.clock, m.cumulativeJ = c, st.CumulativeJ
+	return nil
+}
+
+type localState struct {
+	Version int             `json:"v"`
+	Boot    string          `json:"boot,omitempty"`
+	Meter   json.RawMessage `json:"meter"`
+	// Procs are the kept processes' CPU ticks: pid, start time, ticks.
+	Procs [][3]uint64 `json:"procs,omitempty"`
+	// MaxStart is the newest start time among every process of the
+	// checkpointed reading: a process missing from Procs that started
+	// later is new and all its CPU time counts; an older one was left out
+	// and starts from a baseline.
+	MaxStart uint64 `json:"max_start"`
+}
+
+const localCheckpointVersion = 1
+
+// Checkpoint implements Checkpointer: the meter's state, and the CPU ticks
+// of the processes whose workload key ("pid/<pid>") passes keep (nil keeps
+// all).
+func (s *LocalSource) Checkpoint(keep func(workloadKey string) bool) ([]byte, error) {
+	mc, ok := s.meter.(meterCheckpointer)
+	if !ok {
+		return nil, fmt.Errorf("checkpoint: meter %T cannot be checkpointed", s.meter)
+	}
+	if !s.started {
+		return nil, errors.New("checkpoint: no reading yet")
+	}
+	meter, err := mc.checkpoint()
+	if err != nil {
+		return nil, err
+	}
+	st := localState{Version: localCheckpointVersion, Boot: s.proc.BootID(), Meter: meter, MaxStart: s.maxStart}
+	for k, ticks := range s.prev {
+		if keep == nil || keep(pidKey(k.pid)) {
+			st.Procs = append(st.Procs, [3]uint64{uint64(k.pid), k.start, ticks})
+		}
+	}
+	slices.SortFunc(st.Procs, func(a, b [3]uint64) int { return cmpUint(a[0], b[0]) })
+	return json.Marshal(st)
+}
+
+// Restore implements Checkpointer. It refuses a checkpoint of another boot
+// or of another meter; the state is unchanged on error.
+func (s *LocalSource) Restore(data []byte) error {
+	mc, ok := s.meter.(meterCheckpointer)
+	if !ok {
+		return fmt.Errorf("restore checkpoint: meter %T cannot be checkpointed", s.meter)
+	}
+	var st localState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return fmt.Errorf("restore checkpoint: %w", err)
+	}
+	if st.Version != localCheckpointVersion {
+		return fmt.Errorf("restore checkpoint: version %d, expected %d", st.Version, localCheckpointVersion)
+	}
+	if boot := s.proc.BootID(); st.Boot != "" && boot != "" && boot != st.Boot {
+		return fmt.Errorf("restore checkpoint: taken in boot %s, the node is now in boot %s (rebooted: its counters restarted)", st.Boot, boot)
+	}
+	if err := mc.restore(st.Meter); err != nil {
+		return err
+	}
+	s.prev = make(map[procKey]uint64, len(st.Procs))
+	for _, p := range st.Procs {
+		s.prev[procKey{pid: int(p[0]), start: p[1]}] = p[2]
+	}
+	s.started, s.restored, s.maxStart = true, true, st.MaxStart
+	return nil
+}
+
+// BootID identifies the running boot of the node (the kernel's
+// random/boot_id), or "" when it cannot be read.
+func (p ProcFS) BootID() string {
+	b, err := os.ReadFile(filepath.Join(p.Root, "sys", "kernel", "random", "boot_id"))
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

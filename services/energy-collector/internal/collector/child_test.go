@@ -1,0 +1,153 @@
+package collector_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
+)
+
+// A crash test must kill a real process: an in-process "crash" (closing the
+// NATS connection) still lets the writer flush its memory buffer, which
+// hides exactly the loss those tests look for. So the test binary re-executes
+// itself as a collector process (TestMain sees envChild) and the test kills
+// it with SIGKILL.
+const (
+	envChild     = "GF_TEST_COLLECTOR_CHILD"
+	envChildSpec = "GF_TEST_COLLECTOR_SPEC"
+)
+
+// childSpec is what a child collector process runs.
+type childSpec struct {
+	NATS   string           `json:"nats"`
+	DSN    string           `json:"dsn"`
+	Config collector.Config `json:"config"`
+}
+
+// runChild is the child process's main: one collector until SIGTERM.
+func runChild() int {
+	var spec childSpec
+	if err := json.Unmarshal([]byte(os.Getenv(envChildSpec)), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, "child spec:", err)
+		return 2
+	}
+	logger, err := service.NewLogger("info", false)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	logger = logger.With(zap.Int("pid", os.Getpid()))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	err = func() error {
+		st, err := store.Open(ctx, spec.DSN, logger)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		b, err := bus.Connect(ctx, spec.NATS, "energy-collector", logger, nil)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		c, err := collector.New(spec.Config, b, st, logger, prometheus.NewRegistry())
+		if err != nil {
+			return err
+		}
+		return c.Run(ctx)
+	}()
+	_ = logger.Sync()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "collector:", err)
+		return 1
+	}
+	return 0
+}
+
+// child is a collector running in a process of its own.
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+// startChild starts a collector process; it is killed at cleanup if still
+// running. Its log goes to a file the test prints on failure.
+func startChild(tb testing.TB, spec childSpec) *child {
+	tb.Helper()
+	b, err := json.Marshal(spec)
+	require.NoError(tb, err)
+	logPath := filepath.Join(tb.TempDir(), spec.Config.Instance+".log")
+	logf, err := os.Create(logPath)
+	require.NoError(tb, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envChild+"=1", envChildSpec+"="+string(b))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(tb, cmd.Start())
+	_ = logf.Close()
+	c := &child{name: spec.Config.Instance, cmd: cmd, log: logPath, done: make(chan error, 1)}
+	go func() { c.done <- cmd.Wait() }()
+	tb.Cleanup(func() {
+		if c.cmd.ProcessState == nil {
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+		if tb.Failed() {
+			c.dumpLog(tb)
+		}
+	})
+	return c
+}
+
+// kill9 kills the process with SIGKILL and reaps it: no drain, no
+// hand-over, no flush.
+func (c *child) kill9(tb testing.TB) {
+	tb.Helper()
+	require.NoError(tb, c.cmd.Process.Signal(syscall.SIGKILL))
+	err := <-c.done
+	var ee *exec.ExitError
+	require.ErrorAs(tb, err, &ee)
+	require.Equal(tb, syscall.SIGKILL, ee.Sys().(syscall.WaitStatus).Signal(), "killed by SIGKILL")
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (c *child) stop(tb testing.TB) {
+	tb.Helper()
+	require.NoError(tb, c.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-c.done:
+		require.NoError(tb, err, "collector %s exits cleanly", c.name)
+	case <-time.After(60 * time.Second):
+		tb.Fatalf("collector %s did not stop", c.name)
+	}
+}
+
+func (c *child) dumpLog(tb testing.TB) {
+	b, err := os.ReadFile(c.log)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	tb.Logf("log of %s (pid %d), last lines:\n%s", c.name, c.cmd.Process.Pid, strings.Join(lines, "\n"))
+}
