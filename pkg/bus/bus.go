@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -141,6 +142,7 @@ type metrics struct {
 	published    *prometheus.CounterVec
 	consumed     *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
+	panics       *prometheus.CounterVec
 }
 
 // Connect dials NATS at url, and declares the streams. producer names this
@@ -171,9 +173,11 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 			Help: "Messages handled, by consumer, type and outcome (ack, nak, dead_letter)."}, []string{"consumer", "type", "outcome"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_dead_lettered_total",
 			Help: "Messages moved to the dead-letter stream, by consumer."}, []string{"consumer"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_handler_panics_total",
+			Help: "Handler panics recovered, by consumer (durable name or request subject); the message was dead-lettered or answered with an error."}, []string{"consumer"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.published, m.consumed, m.deadLettered} {
+		for _, c := range []prometheus.Collector{m.published, m.consumed, m.deadLettered, m.panics} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register bus metrics: %w", err)
 			}
@@ -479,14 +483,21 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	h := msg.Headers()
 	typ := h.Get(HeaderType)
 	logger = logger.With(zap.String("type", typ), zap.Uint64("stream_seq", md.Sequence.Stream), zap.String("run_id", h.Get(HeaderRun)))
-	herr := fn(ctx, msg, md)
+	herr := callRecovering(ctx, msg, md, fn)
 	var undecodable errUndecodable
+	var panicked errPanic
 	switch {
 	case herr == nil:
 		if err := msg.Ack(); err != nil {
 			logger.Warn("ack failed", zap.Error(err))
 		}
 		b.m.consumed.WithLabelValues(spec.Durable, typ, "ack").Inc()
+	case errors.As(herr, &panicked):
+		// A panic is a defect the same message would hit again: it is
+		// dead-lettered at once, and the consumer goes on with the next.
+		b.m.panics.WithLabelValues(spec.Durable).Inc()
+		logger.Error("handler panicked", zap.String("panic", fmt.Sprint(panicked.value)), zap.ByteString("stack", panicked.stack))
+		b.deadLetter(ctx, logger, spec, o, msg, md, herr.Error())
 	case errors.As(herr, &undecodable):
 		b.deadLetter(ctx, logger, spec, o, msg, md, "undecodable: "+herr.Error())
 	case IsPermanent(herr):
@@ -526,10 +537,67 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	logger.Error("message dead-lettered", zap.String("reason", reason))
 	_ = msg.Term()
 	if o.onDeadLetter != nil {
-		o.onDeadLetter(pctx, msg.Headers(), reason)
+		b.notifyDeadLetter(pctx, logger, spec, o.onDeadLetter, msg.Headers(), reason)
 	}
 	b.m.consumed.WithLabelValues(spec.Durable, string(msg.Headers().Get(HeaderType)), "dead_letter").Inc()
 	b.m.deadLettered.WithLabelValues(spec.Durable).Inc()
+}
+
+// notifyDeadLetter runs a consumer's dead-letter hook; a panic there is
+// logged and counted like a handler's, never allowed to end the consumer.
+func (b *Bus) notifyDeadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, f DeadLetterFunc, h nats.Header, reason string) {
+	defer func() {
+		if v := recover(); v != nil {
+			b.m.panics.WithLabelValues(spec.Durable).Inc()
+			logger.Error("dead-letter hook panicked", zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	f(ctx, h, reason)
+}
+
+// errPanic is a handler's recovered panic.
+type errPanic struct {
+	value any
+	stack []byte
+}
+
+func (e errPanic) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+// callRecovering runs fn, turning a panic into errPanic with the stack.
+func callRecovering(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, fn RawHandler) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = errPanic{value: v, stack: debug.Stack()}
+		}
+	}()
+	return fn(ctx, msg, md)
+}
+
+// SafeMsgHandler wraps a core NATS handler — a request-reply API such as
+// the scheduler's — so that a panic in it answers the requester with
+// {"error": "internal error: panic: ..."} (when it expects a reply), logs
+// the stack, counts it under name, and leaves the subscription serving,
+// instead of ending the process.
+func (b *Bus) SafeMsgHandler(name string, h nats.MsgHandler) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			b.m.panics.WithLabelValues(name).Inc()
+			b.logger.Error("request handler panicked", zap.String("subject", m.Subject), zap.String("panic", fmt.Sprint(v)),
+				zap.ByteString("stack", debug.Stack()))
+			if m.Reply == "" {
+				return
+			}
+			body, _ := json.Marshal(map[string]string{"error": fmt.Sprintf("internal error: panic: %v", v)})
+			if err := m.Respond(body); err != nil {
+				b.logger.Warn("error reply after a panic failed", zap.String("subject", m.Subject), zap.Error(err))
+			}
+		}()
+		h(m)
+	}
 }
 
 // KV opens (creating when needed) a JetStream key-value bucket.
@@ -569,6 +637,13 @@ func (b *Bus) Watch(ctx context.Context, since time.Time, types []events.Type, f
 			d.Timestamp = md.Timestamp
 			d.NumDelivered = md.NumDelivered
 		}
+		defer func() {
+			if v := recover(); v != nil {
+				b.m.panics.WithLabelValues("watch").Inc()
+				b.logger.Error("watch callback panicked; message skipped", zap.String("type", string(d.Msg.MessageType())),
+					zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
+			}
+		}()
 		fn(d)
 	})
 	if err != nil {

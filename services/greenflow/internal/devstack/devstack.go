@@ -202,7 +202,7 @@ func (s *Stack) build(ctx context.Context) error {
 }
 
 // Handler is the stack's HTTP handler (/metrics, /healthz, service APIs).
-func (s *Stack) Handler() http.Handler { return s.http.Mux }
+func (s *Stack) Handler() http.Handler { return s.http.Handler() }
 
 // Run runs every service until ctx ends or one fails.
 func (s *Stack) Run(ctx context.Context) error {

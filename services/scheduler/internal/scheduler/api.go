@@ -181,7 +181,9 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
-		sub, err := nc.QueueSubscribe(subj, "scheduler", h)
+		// A panic in a handler answers the requester with an error and
+		// leaves the API serving; it never ends the scheduler.
+		sub, err := nc.QueueSubscribe(subj, "scheduler", s.bus.SafeMsgHandler(subj, h))
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", subj, err)
 		}
