@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -267,13 +268,13 @@ func (p Problems) Error() string {
 
 // Parse reads a spec (YAML or JSON), applies defaults and the --set
 // overrides (path=value), and validates it. On failure the error is Problems.
+//
+// The text must hold exactly one experiment: a second YAML document, or
+// anything after a JSON value, is a problem — never silently dropped.
 func Parse(data []byte, sets []string) (*Experiment, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Problems{fmt.Sprintf("not valid YAML: %v", err)}
-	}
-	if len(root.Content) == 0 {
-		return nil, Problems{"spec is empty"}
+	root, err := oneDocument(data)
+	if err != nil {
+		return nil, err
 	}
 	var probs Problems
 	for _, s := range sets {
@@ -312,6 +313,55 @@ func Parse(data []byte, sets []string) (*Experiment, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// oneDocument parses data as a single YAML (or JSON) document.
+func oneDocument(data []byte) (yaml.Node, error) {
+	var root yaml.Node
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		// JSON, or YAML in flow style. When the first value is JSON,
+		// nothing but white space may follow it.
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		var first json.RawMessage
+		if dec.Decode(&first) == nil {
+			if rest := bytes.TrimSpace(trimmed[dec.InputOffset():]); len(rest) > 0 {
+				return root, Problems{fmt.Sprintf("a JSON spec must be a single value: %d more bytes follow the first (%q...)",
+					len(rest), truncate(string(rest), 20))}
+			}
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return root, Problems{"spec is empty"}
+		}
+		return root, Problems{fmt.Sprintf("not valid YAML: %v", err)}
+	}
+	if len(root.Content) == 0 {
+		return root, Problems{"spec is empty"}
+	}
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return root, Problems{fmt.Sprintf("not valid YAML after the first document: %v", err)}
+		}
+		if len(next.Content) == 1 && next.Content[0].Kind == yaml.ScalarNode && next.Content[0].ShortTag() == "!!null" {
+			continue // an empty document ("---" at the end) holds nothing to lose
+		}
+		return root, Problems{fmt.Sprintf("line %d: a second YAML document: a spec holds one experiment; submit each document on its own", next.Line)}
+	}
+	return root, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 // withLines appends the spec line of each problem's field path, when the
