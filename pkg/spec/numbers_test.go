@@ -190,3 +190,23 @@ func BenchmarkValidateLargestRange(b *testing.B) {
 		}
 	}
 }
+
+// The sweep's size is checked before each value's config is built (which
+// costs a config per value), and a grid too large to enumerate is never
+// enumerated: these specs are refused at once, not after seconds of work
+// or gigabytes of combinations.
+func TestOversizedSweepsAreRefusedBeforeTheWork(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(head + "spec:\n  factors:\n")
+	for _, name := range []string{"workload.sensors", "kafka.partitions", "workload.periodMs", "workload.schemaId", "meters.model.maxWatts"} {
+		fmt.Fprintf(&b, "    - {name: %s, range: {from: 1, to: 99999, step: 1}}\n", name)
+	}
+	b.WriteString("  exclude:\n    - {workload.sensors: '1'}\n")
+	_, err := spec.Parse([]byte(b.String()), nil)
+	require.ErrorContains(t, err, "more than the 100000 an experiment may have")
+	// With one factor broken, the rest is still bounded ("at least").
+	doc := strings.Replace(b.String(), "name: workload.sensors, range: {from: 1", "name: workload.sensors, range: {from: .nan", 1)
+	_, err = spec.Parse([]byte(doc), nil)
+	require.ErrorContains(t, err, "spec.factors[0].range.from: got NaN")
+	require.ErrorContains(t, err, "expands to at least 100001 runs")
+}

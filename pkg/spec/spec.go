@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -494,7 +495,12 @@ func (e *Experiment) Validate() error {
 	// finite: NaN compares false with every bound below, so it would pass
 	// them all.
 	p = append(p, finiteProblems(reflect.ValueOf(e).Elem(), "")...)
+	// First the shape of every factor, then the size of the sweep, and
+	// only then each value's run config: that costs a config per value, so
+	// it is done for sweeps that are allowed at all.
 	seen := map[string]bool{}
+	shaped := make([]bool, len(s.Factors))
+	size := 1 // of the grid of the well-shaped factors, saturated
 	for i, f := range s.Factors {
 		path := fmt.Sprintf("spec.factors[%d]", i)
 		if f.Name == "" {
@@ -511,6 +517,35 @@ func (e *Experiment) Validate() error {
 				continue
 			}
 		}
+		k, err := f.size()
+		if err != nil {
+			add(path, "%v", err)
+			continue
+		}
+		shaped[i] = true
+		size = min(satMul(size, k), MaxRuns+1)
+	}
+	allShaped := !slices.Contains(shaped, false)
+	// Every path to the scheduler (the API, a raw experiment.submit, a
+	// trigger) parses the spec here, so the cap holds for all of them.
+	n := satMul(size+len(s.Include), max(s.Repetitions, 1))
+	if allShaped {
+		var err error
+		if n, err = e.Count(); err != nil {
+			add("spec.factors", "%v", err)
+			return p
+		}
+	}
+	if n > MaxRuns {
+		add("spec.factors", "the sweep expands to %s%d runs (with repetitions; exclusions count only when the full grid is at most %d), more than the %d an experiment may have: split it",
+			map[bool]string{true: "", false: "at least "}[allShaped], n, MaxRuns, MaxRuns)
+		return p
+	}
+	for i, f := range s.Factors {
+		if !shaped[i] {
+			continue
+		}
+		path := fmt.Sprintf("spec.factors[%d]", i)
 		vals, err := f.Expand()
 		if err != nil {
 			add(path, "%v", err)
@@ -589,16 +624,6 @@ func (e *Experiment) Validate() error {
 		if t.Cron != "" && len(t.Bind) > 0 {
 			add("spec.trigger.bind", "only subject triggers carry event values")
 		}
-	}
-	if len(p) > 0 {
-		return p
-	}
-	// Every path to the scheduler (the API, a raw experiment.submit, a
-	// trigger) parses the spec here, so the cap holds for all of them.
-	if n, err := e.Count(); err != nil {
-		add("spec.factors", "%v", err)
-	} else if n > MaxRuns {
-		add("spec.factors", "the sweep expands to %d runs (with repetitions), more than the %d an experiment may have: split it", n, MaxRuns)
 	}
 	if len(p) > 0 {
 		return p
@@ -999,27 +1024,59 @@ type Plan struct {
 	Seed int64
 }
 
-// Count is the number of runs the spec expands to.
+// Count is the number of runs the spec expands to. It allocates nothing
+// for a grid larger than MaxRuns: exclusions cannot bring such a grid
+// under the cap (they are not enumerated), so it counts in full.
 func (e *Experiment) Count() (int, error) {
+	reps := max(e.Spec.Repetitions, 1)
 	n := 1
 	for _, f := range e.Spec.Factors {
-		v, err := f.Expand()
+		k, err := f.size()
 		if err != nil {
 			return 0, fmt.Errorf("factor %s: %w", f.Name, err)
 		}
-		n *= len(v)
-		if n > 100*MaxRunsWithoutConfirm {
-			return n * e.Spec.Repetitions, nil // too large to enumerate; exclusions cannot matter
+		n *= k
+		if n > MaxRuns {
+			return satMul(n+len(e.Spec.Include), reps), nil
 		}
 	}
 	if len(e.Spec.Include)+len(e.Spec.Exclude) > 0 {
+		if n+len(e.Spec.Include) > MaxRuns && len(e.Spec.Exclude) == 0 {
+			return satMul(n+len(e.Spec.Include), reps), nil
+		}
 		g, err := e.grid()
 		if err != nil {
 			return 0, err
 		}
 		n = len(g)
 	}
-	return n * e.Spec.Repetitions, nil
+	return satMul(n, reps), nil
+}
+
+// satMul multiplies two non-negative counts, saturating instead of
+// overflowing.
+func satMul(a, b int) int {
+	if a != 0 && b > math.MaxInt/2/a {
+		return math.MaxInt / 2
+	}
+	return a * b
+}
+
+// size is the number of values of a factor, without generating them.
+func (f Factor) size() (int, error) {
+	switch {
+	case len(f.Values) > 0 && f.Range != nil:
+		return 0, fmt.Errorf("give values or range, not both")
+	case len(f.Values) > 0:
+		return len(f.Values), nil
+	case f.Range != nil:
+		if probs := f.Range.problems("range"); len(probs) > 0 {
+			return 0, probs
+		}
+		return int((f.Range.To-f.Range.From)/f.Range.Step+1e-9) + 1, nil
+	default:
+		return 0, fmt.Errorf("no values: give values or range")
+	}
 }
 
 // grid is the full factor grid, less exclusions, plus inclusions.
