@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,3 +92,117 @@ func TestPanicAfterTheResponseStartedIsContained(t *testing.T) {
 	code, _ := get(t, url+"/metrics")
 	require.Equal(t, http.StatusOK, code, "still serving")
 }
+
+// slowStarter needs an Init before it can work, and can tell whether it
+// can work (its Check) afterwards.
+type slowStarter struct {
+	release chan struct{}
+	broken  atomic.Pointer[string]
+}
+
+func (s *slowStarter) Init(ctx context.Context) error {
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *slowStarter) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+func (s *slowStarter) Check() error {
+	if p := s.broken.Load(); p != nil {
+		return errors.New(*p)
+	}
+	return nil
+}
+
+// /healthz answers 503 with every reason until each component has started
+// (after its Init) and while any component's Check fails; 200 otherwise.
+func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
+	health := &service.Health{}
+	reg := prometheus.NewRegistry()
+	srv := service.NewHTTPServer("127.0.0.1:0", reg, health, testenv.Logger(t))
+	comp := &slowStarter{release: make(chan struct{})}
+	var g service.Group
+	g.Add("http", srv)
+	g.Add("worker", comp)
+	g.Add("plain", service.Func(func(ctx context.Context) error { <-ctx.Done(); return nil }))
+	health.Add("", &g)
+	health.Add("nats", checkFunc(func() error { return errors.New("nats connection reconnecting") }))
+	health.SetReady(true)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	var url string
+	select {
+	case addr := <-srv.Listening():
+		url = "http://" + addr + "/healthz"
+	case <-time.After(10 * time.Second):
+		t.Fatal("not listening")
+	}
+
+	code, body := get(t, url)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "- worker: starting")
+	require.Contains(t, body, "- nats: nats connection reconnecting")
+
+	close(comp.release)
+	broken := "broker unreachable"
+	comp.broken.Store(&broken)
+	testenv.Eventually(t, 10*time.Second, "worker started", func() bool {
+		_, body := get(t, url)
+		return !strings.Contains(body, "worker: starting")
+	})
+	code, body = get(t, url)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "- worker: broker unreachable")
+	require.NotContains(t, body, "plain", "a component without Init or Check is ready once running")
+
+	comp.broken.Store(nil)
+	health.Add("later", checkFunc(func() error { return nil }))
+	code, body = get(t, url)
+	require.Equal(t, http.StatusServiceUnavailable, code, "nats still down: %s", body)
+	require.NotContains(t, body, "worker")
+
+	cancel()
+	require.NoError(t, <-done)
+	require.ErrorContains(t, g.Check(), "worker: stopped")
+}
+
+// When every check passes, /healthz is 200.
+func TestHealthzIsOKWhenEverythingIs(t *testing.T) {
+	health := &service.Health{}
+	health.Add("nats", checkFunc(func() error { return nil }))
+	url := startServer(t, prometheus.NewRegistry(), health, func(*http.ServeMux) {})
+	code, body := get(t, url+"/healthz")
+	require.Equal(t, http.StatusServiceUnavailable, code, "SetReady not yet called")
+	require.Contains(t, body, "- starting")
+	health.SetReady(true)
+	code, body = get(t, url+"/healthz")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "ok\n", body)
+}
+
+// An Init that fails fails the group, naming the component.
+func TestInitFailureFailsTheGroup(t *testing.T) {
+	var g service.Group
+	g.Add("broken", initFails{})
+	g.Add("other", service.Func(func(ctx context.Context) error { <-ctx.Done(); return nil }))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.ErrorContains(t, g.Run(ctx), "broken: init: consumer scheduler: stream not found")
+}
+
+type initFails struct{}
+
+func (initFails) Init(context.Context) error {
+	return errors.New("consumer scheduler: stream not found")
+}
+func (initFails) Run(context.Context) error { return nil }
+
+type checkFunc func() error
+
+func (f checkFunc) Check() error { return f() }
