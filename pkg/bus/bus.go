@@ -110,10 +110,33 @@ var (
 	ConsumerRecorder = ConsumerSpec{Durable: "analyzer-recorder", Types: []events.Type{events.TypeLoadProgress}}
 )
 
+// ExpectedConsumers names the durable consumers a service runs (a
+// trailing * matches any instance suffix), so that its /healthz waits for
+// them even when its component starts them late in Run: svcmain and the
+// dev stack pass them to Bus.Expect. A service that starts consuming
+// another durable consumer adds it here.
+func ExpectedConsumers(service string) []string {
+	switch service {
+	case "scheduler":
+		return []string{ConsumerScheduler.Durable}
+	case "provisioner":
+		return []string{ConsumerProvisioner.Durable}
+	case "load-generator":
+		return []string{ConsumerLoadGenerator.Durable}
+	case "energy-collector":
+		return []string{collectorPrefix + "*"}
+	case "analyzer":
+		return []string{ConsumerAnalyzer.Durable, ConsumerRecorder.Durable}
+	}
+	return nil
+}
+
+const collectorPrefix = "energy-collector-"
+
 // ConsumerCollector is one energy-collector instance's consumer: every
 // instance sees every assignment.
 func ConsumerCollector(instance string) ConsumerSpec {
-	return ConsumerSpec{Durable: "energy-collector-" + sanitize(instance), Types: []events.Type{events.TypeCollectAssign, events.TypeCollectRelease}}
+	return ConsumerSpec{Durable: collectorPrefix + sanitize(instance), Types: []events.Type{events.TypeCollectAssign, events.TypeCollectRelease}}
 }
 
 func sanitize(s string) string {
@@ -150,7 +173,8 @@ type Bus struct {
 	streams   map[string]jetstream.StreamConfig // declared through the bus, by name
 	buckets   map[string]*bucket
 	consumers map[*Consumer]struct{}
-	topology  state // streams and buckets after a reconnect
+	expected  map[string]bool // durable name patterns → a consumer of it has consumed
+	topology  state           // streams and buckets after a reconnect
 	stop      chan struct{}
 	stopOnce  sync.Once
 }
@@ -223,7 +247,7 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 	}
 	b := &Bus{nc: nc, js: js, producer: producer, logger: logger.With(zap.String("component", "bus")), m: m,
 		streams: map[string]jetstream.StreamConfig{}, buckets: map[string]*bucket{}, consumers: map[*Consumer]struct{}{},
-		stop: make(chan struct{})}
+		expected: map[string]bool{}, stop: make(chan struct{})}
 	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream} {
 		if err := b.DeclareStream(ctx, cfg); err != nil {
 			return nil, err
@@ -258,7 +282,17 @@ func (b *Bus) Check() error {
 	for c := range b.consumers {
 		cs = append(cs, c)
 	}
+	var waiting []string
+	for pattern, ok := range b.expected {
+		if !ok {
+			waiting = append(waiting, pattern)
+		}
+	}
 	b.mu.Unlock()
+	sort.Strings(waiting)
+	for _, pattern := range waiting {
+		errs = append(errs, fmt.Errorf("consumer %s: not started", pattern))
+	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].spec.Durable < cs[j].spec.Durable })
 	for _, c := range cs {
 		if err := c.Check(); err != nil {
@@ -266,6 +300,31 @@ func (b *Bus) Check() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Expect makes Check report the durable consumers named by patterns (a
+// trailing * matches any suffix) as not started until a consumer of each
+// has consumed once — for components that start their consumers inside
+// Run, after work readiness must not skip (a KV view to sync).
+func (b *Bus) Expect(patterns ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, p := range patterns {
+		if _, ok := b.expected[p]; !ok {
+			b.expected[p] = false
+		}
+	}
+}
+
+// started records that a consumer of durable consumes.
+func (b *Bus) started(durable string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for p := range b.expected {
+		if p == durable || strings.HasSuffix(p, "*") && strings.HasPrefix(durable, strings.TrimSuffix(p, "*")) {
+			b.expected[p] = true
+		}
+	}
 }
 
 // keepTopology declares the streams and buckets again after every
@@ -701,6 +760,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("start consumer %s: %w", spec.Durable, err)
 	}
 	c.state.set(nil)
+	b.started(spec.Durable)
 
 	// redeclare replaces a lost durable consumer (and its stream, when the
 	// bus knows it), backing off until it works or ctx ends.

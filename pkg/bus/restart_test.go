@@ -154,3 +154,22 @@ func TestConsumerThatCannotStartFails(t *testing.T) {
 	require.ErrorContains(t, err, "stream not found")
 	require.NoError(t, b.Check(), "a consumer that returned is no longer the bus's concern")
 }
+
+// Expected consumers keep Check not ready until a consumer of each has
+// consumed (an instance suffix matched by *), even before anyone built it.
+func TestExpectedConsumersHoldReadinessUntilTheyConsume(t *testing.T) {
+	b, _ := newBusWithRegistry(t)
+	b.Expect(bus.ExpectedConsumers("energy-collector")...)
+	b.Expect(bus.ExpectedConsumers("analyzer")...)
+	err := b.Check()
+	require.ErrorContains(t, err, "consumer energy-collector-*: not started")
+	require.ErrorContains(t, err, "consumer analyzer: not started")
+	require.ErrorContains(t, err, "consumer analyzer-recorder: not started")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nop := func(context.Context, bus.Delivery) error { return nil }
+	for _, spec := range []bus.ConsumerSpec{bus.ConsumerCollector("host-a/1"), bus.ConsumerAnalyzer, bus.ConsumerRecorder} {
+		go func() { _ = b.Consume(ctx, spec, nop) }()
+	}
+	testenv.Eventually(t, 10*time.Second, "ready once all three consume", func() bool { return b.Check() == nil })
+}

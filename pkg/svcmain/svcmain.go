@@ -93,6 +93,7 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		return err
 	}
 	defer b.Close()
+	b.Expect(bus.ExpectedConsumers(name)...)
 	health.Add("nats", b)
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
 	d := Deps{Name: name, Bus: b, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}

@@ -152,6 +152,7 @@ func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 		return svcmain.Deps{}, err
 	}
 	s.buses = append(s.buses, b)
+	b.Expect(bus.ExpectedConsumers(name)...)
 	s.health.Add(name+" nats", b)
 	return svcmain.Deps{Name: name, Bus: b, Store: s.Store, Brokers: s.Endpoints.KafkaBrokers, Logger: logger, Registry: reg, Mux: s.http.Mux}, nil
 }
