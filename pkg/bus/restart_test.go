@@ -90,12 +90,16 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 			} else {
 				srv.Start()
 			}
+			back := time.Now()
 			testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
+			ready := time.Since(back)
 
 			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 			require.NoError(t, b.Publish(pctx, events.LoadStop{ExperimentID: "e", RunID: "after"}, ""))
 			pcancel()
 			testenv.Eventually(t, 20*time.Second, "message published after the restart", func() bool { return got.has("after") })
+			t.Logf("ready %s after the server was back; the first message after it handled at %s", ready.Round(time.Millisecond),
+				time.Since(back).Round(time.Millisecond))
 			require.Equal(t, 1, got.count("before"), "an acknowledged message is not handled again")
 
 			redeclared := counterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "restart-test"})
