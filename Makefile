@@ -30,7 +30,22 @@ test: deps ## every test: real NATS JetStream, kfake Kafka, ClickHouse, then a r
 	$(GO) vet ./...
 	$(GO) vet -tags envtest $(KUBE_PKGS)
 	$(GO) test -count=1 -timeout 15m ./...
+	@$(MAKE) --no-print-directory fuzz-short
 	@$(MAKE) --no-print-directory test-kube
+
+# Every Go fuzz target (found by scripts/fuzz.sh, so new ones join without
+# editing this file) runs for a short time in `make test` and longer in
+# `make fuzz`. Seed corpora live under each package's testdata/fuzz/.
+FUZZTIME ?= 1m
+FUZZTIME_SHORT ?= 2s
+
+.PHONY: fuzz-short
+fuzz-short: ## every fuzz target for FUZZTIME_SHORT (default 2s) each; part of make test
+	@GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME_SHORT)
+
+.PHONY: fuzz
+fuzz: ## every fuzz target for FUZZTIME (default 1m) each, e.g. make fuzz FUZZTIME=10m
+	@GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME)
 
 # The Kubernetes tests need kube-apiserver and etcd, built from the Go module
 # proxy once per machine (6 minutes measured from empty caches; cached by version in

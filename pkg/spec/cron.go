@@ -57,8 +57,10 @@ func parseCronField(field string, lo, hi int) (uint64, error) {
 		step := 1
 		if hasStep {
 			n, err := strconv.Atoi(stepText)
-			if err != nil || n < 1 {
-				return 0, fmt.Errorf("step %q: expected a positive number", stepText)
+			if err != nil || n < 1 || n > hi-lo+1 {
+				// A larger step would overflow the loop below and set
+				// values that were never asked for.
+				return 0, fmt.Errorf("step %q: expected a number from 1 to %d", stepText, hi-lo+1)
 			}
 			step = n
 		}

@@ -35,3 +35,15 @@ func TestCronNext(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// A step past the field's span used to overflow the value loop and set
+// minutes nobody asked for (59/MaxInt fired at 1, 3, 5, ...).
+func TestCronStepBeyondTheFieldIsRefused(t *testing.T) {
+	for _, expr := range []string{"59/9223372036854775807 * * * *", "0/61 * * * *", "0 0/25 * * *"} {
+		_, err := spec.ParseCron(expr)
+		require.ErrorContains(t, err, "expected a number from 1 to", expr)
+	}
+	c, err := spec.ParseCron("0/60 * * * *")
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2025, 1, 1, 1, 0, 0, 0, time.UTC), c.Next(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)))
+}

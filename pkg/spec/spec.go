@@ -12,7 +12,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"math/rand/v2"
+	"reflect"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +33,23 @@ const APIVersion = "greenflow.dev/v1alpha1"
 
 // MaxRunsWithoutConfirm is the sweep size above which submission needs --yes.
 const MaxRunsWithoutConfirm = 10000
+
+// MaxRuns is the sweep size no submission may exceed, --yes or not: every
+// run is a record the scheduler keeps, and at minutes per run 100,000 runs
+// are months of machine time — a larger number is a mistake in the spec.
+const MaxRuns = 10 * MaxRunsWithoutConfirm
+
+// MaxRangeValues bounds the values one factor range may generate; it is
+// checked before anything is allocated.
+const MaxRangeValues = MaxRuns
+
+// Upper bounds of workload sizes: far above what one experiment can
+// offer, low enough that a typo cannot make a load generator allocate a
+// schedule per sensor until it runs out of memory.
+const (
+	MaxSensors    = 10_000_000
+	MaxRatePerSec = 1e9
+)
 
 // Experiment is the whole document.
 type Experiment struct {
@@ -247,13 +269,13 @@ func (p Problems) Error() string {
 
 // Parse reads a spec (YAML or JSON), applies defaults and the --set
 // overrides (path=value), and validates it. On failure the error is Problems.
+//
+// The text must hold exactly one experiment: a second YAML document, or
+// anything after a JSON value, is a problem — never silently dropped.
 func Parse(data []byte, sets []string) (*Experiment, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, Problems{fmt.Sprintf("not valid YAML: %v", err)}
-	}
-	if len(root.Content) == 0 {
-		return nil, Problems{"spec is empty"}
+	root, err := oneDocument(data)
+	if err != nil {
+		return nil, err
 	}
 	var probs Problems
 	for _, s := range sets {
@@ -294,6 +316,55 @@ func Parse(data []byte, sets []string) (*Experiment, error) {
 	return e, nil
 }
 
+// oneDocument parses data as a single YAML (or JSON) document.
+func oneDocument(data []byte) (yaml.Node, error) {
+	var root yaml.Node
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+		// JSON, or YAML in flow style. When the first value is JSON,
+		// nothing but white space may follow it.
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		var first json.RawMessage
+		if dec.Decode(&first) == nil {
+			if rest := bytes.TrimSpace(trimmed[dec.InputOffset():]); len(rest) > 0 {
+				return root, Problems{fmt.Sprintf("a JSON spec must be a single value: %d more bytes follow the first (%q...)",
+					len(rest), truncate(string(rest), 20))}
+			}
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return root, Problems{"spec is empty"}
+		}
+		return root, Problems{fmt.Sprintf("not valid YAML: %v", err)}
+	}
+	if len(root.Content) == 0 {
+		return root, Problems{"spec is empty"}
+	}
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return root, Problems{fmt.Sprintf("not valid YAML after the first document: %v", err)}
+		}
+		if len(next.Content) == 1 && next.Content[0].Kind == yaml.ScalarNode && next.Content[0].ShortTag() == "!!null" {
+			continue // an empty document ("---" at the end) holds nothing to lose
+		}
+		return root, Problems{fmt.Sprintf("line %d: a second YAML document: a spec holds one experiment; submit each document on its own", next.Line)}
+	}
+	return root, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
 // withLines appends the spec line of each problem's field path, when the
 // field is written in the document.
 func withLines(root *yaml.Node, probs Problems) Problems {
@@ -304,7 +375,7 @@ func withLines(root *yaml.Node, probs Problems) Problems {
 		if !ok {
 			continue
 		}
-		if n := lookup(root, path); n != nil {
+		if n := lookup(root, path); n != nil && n.Line > 0 { // a --set value has no line
 			out[i] = fmt.Sprintf("line %d: %s", n.Line, p)
 		}
 	}
@@ -420,7 +491,16 @@ func (e *Experiment) Validate() error {
 	if s.Order != "random" && s.Order != "sequential" {
 		add("spec.order", "got %q, expected random or sequential", s.Order)
 	}
+	// Every float outside the run config (which problems checks) must be
+	// finite: NaN compares false with every bound below, so it would pass
+	// them all.
+	p = append(p, finiteProblems(reflect.ValueOf(e).Elem(), "")...)
+	// First the shape of every factor, then the size of the sweep, and
+	// only then each value's run config: that costs a config per value, so
+	// it is done for sweeps that are allowed at all.
 	seen := map[string]bool{}
+	shaped := make([]bool, len(s.Factors))
+	size := 1 // of the grid of the well-shaped factors, saturated
 	for i, f := range s.Factors {
 		path := fmt.Sprintf("spec.factors[%d]", i)
 		if f.Name == "" {
@@ -431,6 +511,41 @@ func (e *Experiment) Validate() error {
 			add(path+".name", "%q swept twice", f.Name)
 		}
 		seen[f.Name] = true
+		if f.Range != nil && len(f.Values) == 0 {
+			if probs := f.Range.problems(path + ".range"); len(probs) > 0 {
+				p = append(p, probs...)
+				continue
+			}
+		}
+		k, err := f.size()
+		if err != nil {
+			add(path, "%v", err)
+			continue
+		}
+		shaped[i] = true
+		size = min(satMul(size, k), MaxRuns+1)
+	}
+	allShaped := !slices.Contains(shaped, false)
+	// Every path to the scheduler (the API, a raw experiment.submit, a
+	// trigger) parses the spec here, so the cap holds for all of them.
+	n := satMul(size+len(s.Include), max(s.Repetitions, 1))
+	if allShaped {
+		var err error
+		if n, err = e.Count(); err != nil {
+			add("spec.factors", "%v", err)
+			return p
+		}
+	}
+	if n > MaxRuns {
+		add("spec.factors", "the sweep expands to %s%d runs (with repetitions; exclusions count only when the full grid is at most %d), more than the %d an experiment may have: split it",
+			map[bool]string{true: "", false: "at least "}[allShaped], n, MaxRuns, MaxRuns)
+		return p
+	}
+	for i, f := range s.Factors {
+		if !shaped[i] {
+			continue
+		}
+		path := fmt.Sprintf("spec.factors[%d]", i)
 		vals, err := f.Expand()
 		if err != nil {
 			add(path, "%v", err)
@@ -455,8 +570,11 @@ func (e *Experiment) Validate() error {
 			add(path, "empty combination")
 			continue
 		}
-		if _, err := s.RunConfig.With(inc); err != nil {
+		rc, err := s.RunConfig.With(inc)
+		if err != nil {
 			add(path, "%v", err)
+		} else if probs := rc.problems(""); len(probs) > 0 {
+			add(path, "makes the run invalid: %s", strings.Join(probs, "; "))
 		}
 	}
 	for i, exc := range s.Exclude {
@@ -483,8 +601,8 @@ func (e *Experiment) Validate() error {
 		if q.Start <= 0 {
 			add("spec.search.start", "got %g, expected a positive rate (msg/s)", q.Start)
 		}
-		if q.Max < q.Start {
-			add("spec.search.max", "got %g, expected at least start (%g)", q.Max, q.Start)
+		if q.Max < q.Start || q.Max > MaxRatePerSec {
+			add("spec.search.max", "got %g, expected at least start (%g) and at most %g msg/s", q.Max, q.Start, MaxRatePerSec)
 		}
 		if q.Tolerance <= 0 || q.Tolerance >= 1 {
 			add("spec.search.tolerance", "got %g, expected between 0 and 1 (e.g. 0.05)", q.Tolerance)
@@ -526,12 +644,13 @@ func (rc RunConfig) problems(prefix string) Problems {
 		add("sut.backend", "got %q, expected local or kubernetes", rc.SUT.Backend)
 	}
 	p = append(p, rc.SUT.kubernetesProblems(prefix)...)
+	p = append(p, finiteProblems(reflect.ValueOf(rc), prefix)...)
 	w := rc.Workload
-	if w.Sensors <= 0 {
-		add("workload.sensors", "got %d, expected a positive number of sensors", w.Sensors)
+	if w.Sensors <= 0 || w.Sensors > MaxSensors {
+		add("workload.sensors", "got %d, expected a positive number of sensors (at most %d)", w.Sensors, MaxSensors)
 	}
-	if w.RatePerSec < 0 {
-		add("workload.ratePerSec", "got %g, expected a positive rate", w.RatePerSec)
+	if w.RatePerSec < 0 || w.RatePerSec > MaxRatePerSec {
+		add("workload.ratePerSec", "got %g, expected a positive rate (at most %g msg/s)", w.RatePerSec, MaxRatePerSec)
 	}
 	if w.RatePerSec == 0 && w.PeriodMs <= 0 {
 		add("workload.periodMs", "got %d, expected a positive period (or set ratePerSec)", w.PeriodMs)
@@ -601,63 +720,293 @@ func (f Factor) Expand() ([]string, error) {
 	case len(f.Values) > 0:
 		return f.Values, nil
 	case f.Range != nil:
-		r := f.Range
-		if r.Step <= 0 || r.To < r.From {
-			return nil, fmt.Errorf("range from %g to %g step %g: expected step > 0 and to >= from", r.From, r.To, r.Step)
+		r := *f.Range
+		if probs := r.problems("range"); len(probs) > 0 {
+			return nil, probs
 		}
-		n := int((r.To-r.From)/r.Step+1e-9) + 1
-		if n > MaxRunsWithoutConfirm*10 {
-			return nil, fmt.Errorf("range yields %d values", n)
-		}
-		out := make([]string, 0, n)
-		for i := 0; i < n; i++ {
-			out = append(out, strconv.FormatFloat(r.From+float64(i)*r.Step, 'f', -1, 64))
-		}
-		return out, nil
+		return r.values()
 	default:
 		return nil, fmt.Errorf("no values: give values or range")
 	}
 }
 
-// With returns a copy of rc with factor values applied by path.
+// problems checks a range before anything is generated from it: finite
+// bounds and step, a positive step, to >= from, at most MaxRangeValues
+// values, and a step large enough to change the values (a step below the
+// precision of a float64 near from would repeat one value).
+func (r Range) problems(path string) Problems {
+	var p Problems
+	add := func(field, format string, args ...any) {
+		p = append(p, path+"."+field+": "+fmt.Sprintf(format, args...))
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"from", r.From}, {"to", r.To}, {"step", r.Step}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			add(f.name, "got %g, expected a finite number", f.v)
+		}
+	}
+	if len(p) > 0 {
+		return p
+	}
+	if r.Step <= 0 {
+		add("step", "got %g, expected a positive step", r.Step)
+	}
+	if r.To < r.From {
+		add("to", "got %g, expected at least from (%g)", r.To, r.From)
+	}
+	if len(p) > 0 {
+		return p
+	}
+	// In floating point, before any allocation: the span may overflow
+	// to +Inf, and a tiny step makes the quotient huge.
+	if span := (r.To - r.From) / r.Step; math.IsInf(span, 0) || span >= MaxRangeValues {
+		add("step", "from %g to %g by %g yields more than %d values", r.From, r.To, r.Step, MaxRangeValues)
+	} else if r.From+r.Step == r.From || r.To-r.Step == r.To {
+		add("step", "got %g, too small to change a value near %g (float64 precision)", r.Step, r.From)
+	}
+	return p
+}
+
+// values generates a checked range's values, in increasing order.
+func (r Range) values() ([]string, error) {
+	n := int((r.To-r.From)/r.Step+1e-9) + 1
+	out := make([]string, 0, n)
+	prev := math.Inf(-1)
+	for i := 0; i < n; i++ {
+		v := r.From + float64(i)*r.Step
+		if v <= prev {
+			return nil, Problems{fmt.Sprintf("range.step: got %g, too small to change a value near %g (float64 precision)", r.Step, v)}
+		}
+		prev = v
+		out = append(out, strconv.FormatFloat(v, 'f', -1, 64))
+	}
+	return out, nil
+}
+
+// finiteProblems reports every float64 under v that is NaN or infinite,
+// by its spec path (YAML names, [i] indices, inline structs flattened).
+// The run config inlined in Spec is left to RunConfig.problems, and ranges
+// to Range.problems, so each field is reported once.
+func finiteProblems(v reflect.Value, path string) Problems {
+	var p Problems
+	switch v.Kind() {
+	case reflect.Float32, reflect.Float64:
+		if f := v.Float(); math.IsNaN(f) || math.IsInf(f, 0) {
+			p = append(p, fmt.Sprintf("%s: got %g, expected a finite number", path, f))
+		}
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			p = append(p, finiteProblems(v.Elem(), path)...)
+		}
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < v.Len(); i++ {
+			p = append(p, finiteProblems(v.Index(i), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	case reflect.Map:
+		iter := v.MapRange()
+		for iter.Next() {
+			p = append(p, finiteProblems(iter.Value(), fmt.Sprintf("%s.%v", path, iter.Key()))...)
+		}
+	case reflect.Struct:
+		t := v.Type()
+		if t == reflect.TypeFor[Range]() {
+			return nil
+		}
+		for i := 0; i < t.NumField(); i++ {
+			sf := t.Field(i)
+			if !sf.IsExported() {
+				continue
+			}
+			name, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+			if strings.Contains(opts, "inline") {
+				if sf.Type == reflect.TypeFor[RunConfig]() && t == reflect.TypeFor[Spec]() {
+					continue
+				}
+				p = append(p, finiteProblems(v.Field(i), path)...)
+				continue
+			}
+			if name == "" || name == "-" {
+				name = sf.Name
+			}
+			child := name
+			if path != "" {
+				child = strings.TrimSuffix(path, ".") + "." + name
+			}
+			p = append(p, finiteProblems(v.Field(i), child)...)
+		}
+	}
+	return p
+}
+
+// With returns a copy of rc with factor values applied by path. Each value
+// is decoded as the YAML scalar it would be in the document (so "10" is an
+// int, "1s" a duration, "true" a bool), straight into the field the path
+// names — no re-encoding of the whole config, so a 100,000-value sweep
+// validates and expands in well under a second. Pointers and maps on the
+// path are created when absent; an unknown field is an error, as in the
+// document.
 func (rc RunConfig) With(values map[string]string) (RunConfig, error) {
 	if len(values) == 0 {
 		return rc, nil
 	}
-	b, err := yaml.Marshal(rc)
-	if err != nil {
-		return rc, fmt.Errorf("encode run config: %w", err)
-	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(b, &root); err != nil {
-		return rc, fmt.Errorf("decode run config: %w", err)
-	}
+	out := deepCopy(reflect.ValueOf(rc)).Interface().(RunConfig)
 	names := make([]string, 0, len(values))
 	for k := range values {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for _, k := range names {
-		if err := setPath(root.Content[0], strings.Split(k, "."), values[k]); err != nil {
-			return rc, fmt.Errorf("factor %s: %w", k, err)
+		if err := setField(reflect.ValueOf(&out).Elem(), strings.Split(k, "."), values[k]); err != nil {
+			return rc, err
 		}
-	}
-	b, err = yaml.Marshal(&root)
-	if err != nil {
-		return rc, fmt.Errorf("encode run config: %w", err)
-	}
-	var out RunConfig
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&out); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return rc, fmt.Errorf("%s", strings.Join(te.Errors, "; "))
-		}
-		return rc, err
 	}
 	return out, nil
 }
+
+// setField sets the field at path (YAML names) under v to the scalar val.
+func setField(v reflect.Value, path []string, val string) error {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return setField(v.Elem(), path, val)
+	case reflect.Struct:
+		f, ok := fieldByYAMLName(v, path[0])
+		if !ok {
+			return fmt.Errorf("field %s not found in type %s", path[0], v.Type())
+		}
+		if len(path) == 1 {
+			return decodeScalar(f, val)
+		}
+		return setField(f, path[1:], val)
+	case reflect.Map:
+		if v.Type().Key().Kind() != reflect.String {
+			return fmt.Errorf("%s: cannot set a key of %s", path[0], v.Type())
+		}
+		if v.IsNil() {
+			v.Set(reflect.MakeMap(v.Type()))
+		}
+		key := reflect.ValueOf(path[0]).Convert(v.Type().Key())
+		elem := reflect.New(v.Type().Elem()).Elem()
+		if cur := v.MapIndex(key); cur.IsValid() {
+			elem.Set(cur)
+		}
+		var err error
+		if len(path) == 1 {
+			err = decodeScalar(elem, val)
+		} else {
+			err = setField(elem, path[1:], val)
+		}
+		if err != nil {
+			return err
+		}
+		v.SetMapIndex(key, elem)
+		return nil
+	default:
+		return fmt.Errorf("%s: cannot set a field inside %s (not a mapping)", path[0], v.Type())
+	}
+}
+
+// fieldByYAMLName finds a struct field by its YAML name, looking into
+// inline fields.
+func fieldByYAMLName(v reflect.Value, name string) (reflect.Value, bool) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		if !sf.IsExported() {
+			continue
+		}
+		tag, opts, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if strings.Contains(opts, "inline") {
+			if f, ok := fieldByYAMLName(v.Field(i), name); ok {
+				return f, true
+			}
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(sf.Name)
+		}
+		if tag == name {
+			return v.Field(i), true
+		}
+	}
+	return reflect.Value{}, false
+}
+
+// decodeScalar decodes val as a plain YAML scalar into f, replacing what
+// was there (null leaves the zero value, as a null in the document does).
+func decodeScalar(f reflect.Value, val string) error {
+	f.Set(reflect.Zero(f.Type()))
+	n := &yaml.Node{Kind: yaml.ScalarNode, Value: val}
+	if err := n.Decode(f.Addr().Interface()); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			msgs := make([]string, len(te.Errors))
+			for i, m := range te.Errors {
+				msgs[i] = internalLine.ReplaceAllString(m, "")
+			}
+			return fmt.Errorf("%s", strings.Join(msgs, "; "))
+		}
+		return internalLineErr(err)
+	}
+	return nil
+}
+
+// internalLineErr drops the meaningless "line 0: " of an error about a
+// node built here rather than read from the user's document.
+func internalLineErr(err error) error {
+	return errors.New(internalLine.ReplaceAllString(err.Error(), ""))
+}
+
+// deepCopy copies v, its pointers, maps and slices included, so a run's
+// config shares nothing with the spec or with other runs.
+func deepCopy(v reflect.Value) reflect.Value {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if v.IsNil() {
+			return v
+		}
+		n := reflect.New(v.Type().Elem())
+		n.Elem().Set(deepCopy(v.Elem()))
+		return n
+	case reflect.Map:
+		if v.IsNil() {
+			return v
+		}
+		n := reflect.MakeMapWithSize(v.Type(), v.Len())
+		iter := v.MapRange()
+		for iter.Next() {
+			n.SetMapIndex(iter.Key(), deepCopy(iter.Value()))
+		}
+		return n
+	case reflect.Slice:
+		if v.IsNil() {
+			return v
+		}
+		n := reflect.MakeSlice(v.Type(), v.Len(), v.Len())
+		for i := 0; i < v.Len(); i++ {
+			n.Index(i).Set(deepCopy(v.Index(i)))
+		}
+		return n
+	case reflect.Struct:
+		n := reflect.New(v.Type()).Elem()
+		n.Set(v)
+		for i := 0; i < v.NumField(); i++ {
+			if n.Field(i).CanSet() {
+				n.Field(i).Set(deepCopy(v.Field(i)))
+			}
+		}
+		return n
+	default:
+		return v
+	}
+}
+
+// internalLine matches the "line N: " yaml.v3 puts before a decode error.
+var internalLine = regexp.MustCompile(`^line \d+: `)
 
 // Run is one expanded run.
 type Run struct {
@@ -675,27 +1024,59 @@ type Plan struct {
 	Seed int64
 }
 
-// Count is the number of runs the spec expands to.
+// Count is the number of runs the spec expands to. It allocates nothing
+// for a grid larger than MaxRuns: exclusions cannot bring such a grid
+// under the cap (they are not enumerated), so it counts in full.
 func (e *Experiment) Count() (int, error) {
+	reps := max(e.Spec.Repetitions, 1)
 	n := 1
 	for _, f := range e.Spec.Factors {
-		v, err := f.Expand()
+		k, err := f.size()
 		if err != nil {
 			return 0, fmt.Errorf("factor %s: %w", f.Name, err)
 		}
-		n *= len(v)
-		if n > 100*MaxRunsWithoutConfirm {
-			return n * e.Spec.Repetitions, nil // too large to enumerate; exclusions cannot matter
+		n *= k
+		if n > MaxRuns {
+			return satMul(n+len(e.Spec.Include), reps), nil
 		}
 	}
 	if len(e.Spec.Include)+len(e.Spec.Exclude) > 0 {
+		if n+len(e.Spec.Include) > MaxRuns && len(e.Spec.Exclude) == 0 {
+			return satMul(n+len(e.Spec.Include), reps), nil
+		}
 		g, err := e.grid()
 		if err != nil {
 			return 0, err
 		}
 		n = len(g)
 	}
-	return n * e.Spec.Repetitions, nil
+	return satMul(n, reps), nil
+}
+
+// satMul multiplies two non-negative counts, saturating instead of
+// overflowing.
+func satMul(a, b int) int {
+	if a != 0 && b > math.MaxInt/2/a {
+		return math.MaxInt / 2
+	}
+	return a * b
+}
+
+// size is the number of values of a factor, without generating them.
+func (f Factor) size() (int, error) {
+	switch {
+	case len(f.Values) > 0 && f.Range != nil:
+		return 0, fmt.Errorf("give values or range, not both")
+	case len(f.Values) > 0:
+		return len(f.Values), nil
+	case f.Range != nil:
+		if probs := f.Range.problems("range"); len(probs) > 0 {
+			return 0, probs
+		}
+		return int((f.Range.To-f.Range.From)/f.Range.Step+1e-9) + 1, nil
+	default:
+		return 0, fmt.Errorf("no values: give values or range")
+	}
 }
 
 // grid is the full factor grid, less exclusions, plus inclusions.

@@ -2,6 +2,9 @@
 // shares: common flags (NATS, ClickHouse, Kafka, metrics address, logging),
 // connecting to the infrastructure, serving /metrics and /healthz, and running
 // the service's component until SIGINT/SIGTERM, with a bounded drain.
+// /healthz is ready only once the component has started (service.Initializer)
+// and while its service.Checker and the bus's Check pass; otherwise it
+// answers 503 with every reason.
 package svcmain
 
 import (
@@ -90,6 +93,8 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		return err
 	}
 	defer b.Close()
+	b.Expect(bus.ExpectedConsumers(name)...)
+	health.Add("nats", b)
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
 	d := Deps{Name: name, Bus: b, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
 	if needs.Store {
@@ -107,6 +112,10 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	var g service.Group
 	g.Add("http", srv)
 	g.Add(name, comp)
+	// /healthz: 503 with the reasons until every component has started
+	// (after its Init, when it has one) and while any Check fails — the
+	// component's own, or the bus's (connection, consumers, streams).
+	health.Add("", &g)
 	health.SetReady(true)
 	logger.Info("service started")
 	err = g.Run(ctx)

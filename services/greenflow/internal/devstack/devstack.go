@@ -75,6 +75,7 @@ type Stack struct {
 	kafka  *kfake.Cluster
 	ch     *chserver.Server
 	group  service.Group
+	health *service.Health
 	http   *service.HTTPServer
 	buses  []*bus.Bus
 	logger *zap.Logger
@@ -91,13 +92,15 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", o.StateDir, err)
 	}
-	s := &Stack{opts: o, logger: o.Logger, Registry: service.NewRegistry()}
-	health := &service.Health{}
-	health.SetReady(true)
+	s := &Stack{opts: o, logger: o.Logger, Registry: service.NewRegistry(), health: &service.Health{}}
+	// /healthz: ready once every service has started and while each
+	// service's bus and components say they can work (see svcmain).
+	s.health.Add("", &s.group)
+	s.health.SetReady(true)
 	// One HTTP server for the whole stack: /metrics, /healthz and every
 	// service's API. With no address it serves nothing but still collects
 	// the handlers, so tests can drive them with httptest.
-	s.http = service.NewHTTPServer(o.HTTPAddr, s.Registry, health, o.Logger)
+	s.http = service.NewHTTPServer(o.HTTPAddr, s.Registry, s.health, o.Logger)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -149,6 +152,8 @@ func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 		return svcmain.Deps{}, err
 	}
 	s.buses = append(s.buses, b)
+	b.Expect(bus.ExpectedConsumers(name)...)
+	s.health.Add(name+" nats", b)
 	return svcmain.Deps{Name: name, Bus: b, Store: s.Store, Brokers: s.Endpoints.KafkaBrokers, Logger: logger, Registry: reg, Mux: s.http.Mux}, nil
 }
 
@@ -206,7 +211,7 @@ func (s *Stack) build(ctx context.Context) error {
 }
 
 // Handler is the stack's HTTP handler (/metrics, /healthz, service APIs).
-func (s *Stack) Handler() http.Handler { return s.http.Mux }
+func (s *Stack) Handler() http.Handler { return s.http.Handler() }
 
 // Run runs every service until ctx ends or one fails.
 func (s *Stack) Run(ctx context.Context) error {

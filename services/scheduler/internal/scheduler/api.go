@@ -26,6 +26,11 @@ const (
 	SubjectAPICancel = "gf.api.experiments.cancel"
 )
 
+// MaxSpecBytes bounds a submitted spec (an HTTP body, or the spec of a NATS
+// request). Specs are a few kilobytes; the bound keeps the experiment.submit
+// event that carries the resolved spec under NATS's default 1 MiB payload.
+const MaxSpecBytes = 512 << 10
+
 // SubmitRequest is the body of a submission over NATS. Over HTTP the body is
 // the spec itself and sets/yes are query parameters.
 type SubmitRequest struct {
@@ -73,6 +78,9 @@ type ExperimentStatus struct {
 // Submit validates a spec and queues it; the experiment is accepted by the
 // same path as a CLI submission (an experiment.submit command).
 func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
+	if len(req.Spec) > MaxSpecBytes {
+		return SubmitReply{Error: fmt.Sprintf("%s: the spec is %d bytes, more than the %d allowed", errSpecTooLarge, len(req.Spec), MaxSpecBytes)}
+	}
 	p, err := spec.Prepare([]byte(req.Spec), req.Set, req.Yes)
 	if err != nil {
 		var probs spec.Problems
@@ -181,7 +189,9 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 	}
 	var subs []*nats.Subscription
 	for subj, h := range handlers {
-		sub, err := nc.QueueSubscribe(subj, "scheduler", h)
+		// A panic in a handler answers the requester with an error and
+		// leaves the API serving; it never ends the scheduler.
+		sub, err := nc.QueueSubscribe(subj, "scheduler", s.bus.SafeMsgHandler(subj, h))
 		if err != nil {
 			return fmt.Errorf("subscribe %s: %w", subj, err)
 		}
@@ -207,8 +217,15 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		_ = json.NewEncoder(w).Encode(v)
 	}
 	mux.HandleFunc("POST /v1/experiments", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+		// A body over the limit is refused whole (413), never cut and
+		// submitted: the cut could still parse as a different spec.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSpecBytes))
 		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeJSON(w, http.StatusRequestEntityTooLarge, SubmitReply{Error: fmt.Sprintf("%s: the body is over the %d bytes allowed", errSpecTooLarge, tooBig.Limit)})
+				return
+			}
 			writeJSON(w, http.StatusBadRequest, SubmitReply{Error: "read body: " + err.Error()})
 			return
 		}
@@ -216,6 +233,8 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		defer cancel()
 		rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: "http"})
 		switch {
+		case strings.HasPrefix(rep.Error, errSpecTooLarge.Error()):
+			writeJSON(w, http.StatusRequestEntityTooLarge, rep)
 		case len(rep.Problems) > 0 || errors.Is(errFromReply(rep), spec.ErrTooManyRuns):
 			writeJSON(w, http.StatusUnprocessableEntity, rep)
 		case rep.Error != "":
@@ -242,6 +261,9 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})
 	})
 }
+
+// errSpecTooLarge starts the error of a submission over MaxSpecBytes.
+var errSpecTooLarge = errors.New("spec too large")
 
 func errFromReply(r SubmitReply) error {
 	if strings.Contains(r.Error, spec.ErrTooManyRuns.Error()) {

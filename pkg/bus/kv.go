@@ -1,0 +1,366 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// KV opens (creating when needed) a file-stored key-value bucket keeping 5
+// revisions per key. See KVWith for what the bus does for it.
+func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	return b.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 5, Storage: jetstream.FileStorage})
+}
+
+// KVWith opens (creating or updating) the bucket cfg describes and keeps
+// it: after a NATS restart the bus declares it again (a memory-stored
+// bucket is always lost; a file-stored one with an empty store); an
+// operation that finds it gone re-creates it and tries once more; and a
+// watch started from it goes on — when the bucket had to be re-created,
+// the watch starts over from its current values, delivering a delete for
+// every key that vanished (and no second nil marker). The returned
+// KeyValue is safe for concurrent use.
+func (b *Bus) KVWith(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	b.mu.Lock()
+	k, ok := b.buckets[cfg.Bucket]
+	if !ok {
+		k = &bucket{b: b, changed: make(chan struct{})}
+		b.buckets[cfg.Bucket] = k
+	}
+	b.mu.Unlock()
+	k.mu.Lock()
+	k.cfg = cfg
+	k.mu.Unlock()
+	if err := k.open(ctx); err != nil {
+		return nil, err
+	}
+	return kvHandle{k}, nil
+}
+
+// bucket is a key-value bucket the bus keeps declared.
+type bucket struct {
+	b       *Bus
+	mu      sync.Mutex
+	cfg     jetstream.KeyValueConfig
+	kv      jetstream.KeyValue
+	created time.Time     // of the stream behind the bucket
+	changed chan struct{} // closed, and replaced, when the bucket was re-created
+}
+
+// open creates or updates the bucket and notices when its stream is a new
+// one (created since we last looked): the bucket was lost and is empty.
+func (k *bucket) open(ctx context.Context) error {
+	k.mu.Lock()
+	cfg := k.cfg
+	k.mu.Unlock()
+	kv, err := k.b.js.CreateOrUpdateKeyValue(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, err)
+	}
+	st, err := k.b.js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, err)
+	}
+	created := st.CachedInfo().Created
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.kv = kv
+	if !k.created.IsZero() && !created.Equal(k.created) {
+		k.b.logger.Warn("kv bucket was lost and is declared again, empty", zap.String("bucket", cfg.Bucket))
+		k.notifyLocked()
+	}
+	k.created = created
+	return nil
+}
+
+// reopen is open after a reconnect: watches start over even when the
+// bucket survived, because the server-side consumers behind them did not
+// (a restarted server keeps no ephemeral consumer; waiting for a watch to
+// notice by missed heartbeats takes tens of seconds).
+func (k *bucket) reopen(ctx context.Context) error {
+	if err := k.open(ctx); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.notifyLocked()
+	k.mu.Unlock()
+	return nil
+}
+
+// notifyLocked wakes the bucket's watchers (k.mu held).
+func (k *bucket) notifyLocked() {
+	close(k.changed)
+	k.changed = make(chan struct{})
+}
+
+func (k *bucket) current() (jetstream.KeyValue, <-chan struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.kv, k.changed
+}
+
+// gone reports whether err says the bucket's stream does not exist.
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// do runs f; when the bucket turns out to be gone it is declared again and
+// f runs once more.
+func (k *bucket) do(ctx context.Context, f func(jetstream.KeyValue) error) error {
+	kv, _ := k.current()
+	err := f(kv)
+	if !gone(err) {
+		return err
+	}
+	if oerr := k.open(ctx); oerr != nil {
+		return errors.Join(err, oerr)
+	}
+	kv, _ = k.current()
+	return f(kv)
+}
+
+// kvHandle is the jetstream.KeyValue the bus hands out.
+type kvHandle struct{ k *bucket }
+
+var _ jetstream.KeyValue = kvHandle{}
+
+func (h kvHandle) Get(ctx context.Context, key string) (e jetstream.KeyValueEntry, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { e, err = kv.Get(ctx, key); return err })
+	return e, err
+}
+
+func (h kvHandle) GetRevision(ctx context.Context, key string, revision uint64) (e jetstream.KeyValueEntry, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { e, err = kv.GetRevision(ctx, key, revision); return err })
+	return e, err
+}
+
+func (h kvHandle) Put(ctx context.Context, key string, value []byte) (rev uint64, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.Put(ctx, key, value); return err })
+	return rev, err
+}
+
+func (h kvHandle) PutString(ctx context.Context, key string, value string) (rev uint64, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.PutString(ctx, key, value); return err })
+	return rev, err
+}
+
+func (h kvHandle) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (rev uint64, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.Create(ctx, key, value, opts...); return err })
+	return rev, err
+}
+
+func (h kvHandle) Update(ctx context.Context, key string, value []byte, revision uint64) (rev uint64, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.Update(ctx, key, value, revision); return err })
+	return rev, err
+}
+
+func (h kvHandle) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	return h.k.do(ctx, func(kv jetstream.KeyValue) error { return kv.Delete(ctx, key, opts...) })
+}
+
+func (h kvHandle) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	return h.k.do(ctx, func(kv jetstream.KeyValue) error { return kv.Purge(ctx, key, opts...) })
+}
+
+func (h kvHandle) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) { return kv.Watch(ctx, keys, opts...) })
+}
+
+func (h kvHandle) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) { return kv.WatchAll(ctx, opts...) })
+}
+
+func (h kvHandle) WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) { return kv.WatchFiltered(ctx, keys, opts...) })
+}
+
+func (h kvHandle) Keys(ctx context.Context, opts ...jetstream.WatchOpt) (keys []string, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { keys, err = kv.Keys(ctx, opts...); return err })
+	return keys, err
+}
+
+func (h kvHandle) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (l jetstream.KeyLister, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { l, err = kv.ListKeys(ctx, opts...); return err })
+	return l, err
+}
+
+func (h kvHandle) ListKeysFiltered(ctx context.Context, filters ...string) (l jetstream.KeyLister, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { l, err = kv.ListKeysFiltered(ctx, filters...); return err })
+	return l, err
+}
+
+func (h kvHandle) History(ctx context.Context, key string, opts ...jetstream.WatchOpt) (es []jetstream.KeyValueEntry, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { es, err = kv.History(ctx, key, opts...); return err })
+	return es, err
+}
+
+func (h kvHandle) Bucket() string { return h.k.name() }
+
+func (k *bucket) name() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cfg.Bucket
+}
+
+func (h kvHandle) PurgeDeletes(ctx context.Context, opts ...jetstream.KVPurgeOpt) error {
+	return h.k.do(ctx, func(kv jetstream.KeyValue) error { return kv.PurgeDeletes(ctx, opts...) })
+}
+
+func (h kvHandle) Status(ctx context.Context) (st jetstream.KeyValueStatus, err error) {
+	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { st, err = kv.Status(ctx); return err })
+	return st, err
+}
+
+// watch starts a watcher that outlives the loss of its bucket.
+func (k *bucket) watch(ctx context.Context, start func(jetstream.KeyValue) (jetstream.KeyWatcher, error)) (jetstream.KeyWatcher, error) {
+	var inner jetstream.KeyWatcher
+	if err := k.do(ctx, func(kv jetstream.KeyValue) (err error) { inner, err = start(kv); return err }); err != nil {
+		return nil, err
+	}
+	_, changed := k.current()
+	w := &watcher{k: k, start: start, updates: make(chan jetstream.KeyValueEntry, 256), stop: make(chan struct{})}
+	go w.run(ctx, inner, changed)
+	return w, nil
+}
+
+// watcher forwards an inner watcher's entries and, when the bucket is
+// re-created, replaces it: a watch of a lost bucket would otherwise stop
+// or, resuming at its old sequence, miss the new bucket's first entries.
+type watcher struct {
+	k        *bucket
+	start    func(jetstream.KeyValue) (jetstream.KeyWatcher, error)
+	updates  chan jetstream.KeyValueEntry
+	stop     chan struct{}
+	stopOnce sync.Once
+}
+
+func (w *watcher) Updates() <-chan jetstream.KeyValueEntry { return w.updates }
+
+func (w *watcher) Stop() error {
+	w.stopOnce.Do(func() { close(w.stop) })
+	return nil
+}
+
+func (w *watcher) run(ctx context.Context, inner jetstream.KeyWatcher, changed <-chan struct{}) {
+	defer close(w.updates)
+	defer func() {
+		if inner != nil {
+			_ = inner.Stop()
+		}
+	}()
+	name := w.k.name()
+	keys := map[string]bool{} // live keys seen, to delete those a re-created bucket lost
+	var resync map[string]bool
+	initDone := false
+	send := func(e jetstream.KeyValueEntry) bool {
+		select {
+		case w.updates <- e:
+			return true
+		case <-w.stop:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	// restart replaces the inner watch, backing off until it starts; nil
+	// when the watcher is stopped meanwhile.
+	restart := func() (jetstream.KeyWatcher, <-chan struct{}) {
+		_ = inner.Stop()
+		delay := 100 * time.Millisecond
+		for {
+			kv, ch := w.k.current()
+			next, err := w.start(kv)
+			if err == nil {
+				return next, ch
+			}
+			select {
+			case <-w.stop:
+				return nil, nil
+			case <-ctx.Done():
+				return nil, nil
+			case <-time.After(delay):
+			}
+			delay = min(delay*2, 5*time.Second)
+		}
+	}
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-changed:
+			if inner, changed = restart(); inner == nil {
+				return
+			}
+			resync = map[string]bool{}
+		case e, ok := <-inner.Updates():
+			if !ok {
+				// The inner watch ended without us stopping it (it could
+				// not re-create its consumer): start over, and compare.
+				select {
+				case <-w.stop:
+					return
+				case <-ctx.Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				if inner, changed = restart(); inner == nil {
+					return
+				}
+				resync = map[string]bool{}
+				continue
+			}
+			if e == nil {
+				if resync != nil {
+					for key := range keys {
+						if !resync[key] {
+							delete(keys, key)
+							if !send(deletedEntry{bucket: name, key: key}) {
+								return
+							}
+						}
+					}
+					resync = nil
+					continue
+				}
+				if initDone {
+					continue
+				}
+				initDone = true
+				if !send(nil) {
+					return
+				}
+				continue
+			}
+			if e.Operation() == jetstream.KeyValuePut {
+				keys[e.Key()] = true
+				if resync != nil {
+					resync[e.Key()] = true
+				}
+			} else {
+				delete(keys, e.Key())
+			}
+			if !send(e) {
+				return
+			}
+		}
+	}
+}
+
+// deletedEntry tells a watcher that a key is gone with its lost bucket.
+type deletedEntry struct{ bucket, key string }
+
+func (d deletedEntry) Bucket() string                  { return d.bucket }
+func (d deletedEntry) Key() string                     { return d.key }
+func (d deletedEntry) Value() []byte                   { return nil }
+func (d deletedEntry) Revision() uint64                { return 0 }
+func (d deletedEntry) Created() time.Time              { return time.Time{} }
+func (d deletedEntry) Delta() uint64                   { return 0 }
+func (d deletedEntry) Operation() jetstream.KeyValueOp { return jetstream.KeyValueDelete }

@@ -1,0 +1,71 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/natsembed"
+)
+
+// RestartableNATS is an embedded JetStream server a test can stop and start
+// again on the same port — with its store, or with an empty one — to check
+// what clients do across a server restart. It is stopped at cleanup.
+type RestartableNATS struct {
+	tb       testing.TB
+	mu       sync.Mutex
+	port     int
+	storeDir string
+	srv      *server.Server
+}
+
+// NewRestartableNATS starts the server on a free port.
+func NewRestartableNATS(tb testing.TB) *RestartableNATS {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(tb, ln.Close())
+	r := &RestartableNATS{tb: tb, port: port, storeDir: tb.TempDir()}
+	r.Start()
+	tb.Cleanup(r.Stop)
+	return r
+}
+
+// URL is the server's client URL; it stays the same across restarts.
+func (r *RestartableNATS) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", r.port) }
+
+// Stop shuts the server down (clients see the connection drop).
+func (r *RestartableNATS) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.srv != nil {
+		r.srv.Shutdown()
+		r.srv.WaitForShutdown()
+		r.srv = nil
+	}
+}
+
+// Start starts the server again with the store it had.
+func (r *RestartableNATS) Start() {
+	r.tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	srv, err := natsembed.Start(natsembed.Options{Port: r.port, StoreDir: r.storeDir})
+	require.NoError(r.tb, err)
+	r.srv = srv
+}
+
+// StartEmpty starts the server again on an empty store: every stream,
+// consumer and bucket is gone, as after losing the server's disk.
+func (r *RestartableNATS) StartEmpty() {
+	r.tb.Helper()
+	r.mu.Lock()
+	r.storeDir = r.tb.TempDir()
+	r.mu.Unlock()
+	r.Start()
+}

@@ -1,0 +1,83 @@
+package devstack_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func healthz(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url + "/healthz")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// The dev stack's /healthz is 503, naming each service, until every
+// service has started and its consumers consume; then 200. And the message
+// that used to crash-loop the whole stack — an experiment.submit whose
+// sweep has a NaN step — is dead-lettered while the stack stays up and
+// ready.
+func TestDevStackReadinessAndAPoisonSubmit(t *testing.T) {
+	ctx := context.Background()
+	st, err := devstack.Start(ctx, devstack.Options{StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1,
+		Logger: testenv.Logger(t)})
+	require.NoError(t, err)
+	srv := httptest.NewServer(st.Handler())
+	defer srv.Close()
+
+	code, body := healthz(t, srv.URL)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	for _, svc := range []string{"scheduler", "provisioner", "load-generator", "energy-collector", "analyzer"} {
+		require.Contains(t, body, "- "+svc+": starting", body)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx) }()
+	defer func() {
+		stop()
+		require.NoError(t, <-done)
+		st.Close()
+	}()
+	testenv.Eventually(t, 60*time.Second, "the stack ready", func() bool {
+		code, body = healthz(t, srv.URL)
+		return code == http.StatusOK
+	})
+
+	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "test", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	poison := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: poison}\nspec:\n  factors:\n" +
+		"    - {name: workload.sensors, range: {from: 1, to: 10, step: .nan}}\n"
+	require.NoError(t, b.Publish(ctx, events.ExperimentSubmit{ExperimentID: "poison-1", Spec: poison}, "submit:poison-1"))
+	cons, err := b.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	dl, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
+	require.NoError(t, err, "the poison submit is dead-lettered")
+	require.Equal(t, "poison-1", dl.Headers().Get(bus.HeaderExperiment))
+	require.Contains(t, dl.Headers().Get(bus.HeaderDLQReason), "range.step: got NaN")
+	code, body = healthz(t, srv.URL)
+	require.Equal(t, http.StatusOK, code, "the stack is still up and ready: %s", body)
+	select {
+	case err := <-done:
+		t.Fatalf("the stack stopped: %v", err)
+	default:
+	}
+}
