@@ -32,7 +32,8 @@ type Config struct {
 // and the kubernetes backend when a cluster is configured.
 func Default() Config {
 	exe, _ := os.Executable()
-	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}}, Kubernetes: "auto"}
+	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}, StateDir: local.DefaultStateDir()},
+		Kubernetes: "auto"}
 }
 
 // RegisterFlags adds the provisioner's flags.
@@ -42,6 +43,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 		return nil
 	})
 	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets (default: hostname)")
+	fs.StringVar(&c.Local.StateDir, "state-dir", c.Local.StateDir, "directory of the local backend's run logs and exit statuses")
 	fs.Func("kubernetes", "kubernetes backend: auto (when a cluster is configured), on or off (default auto)", func(s string) error {
 		switch s {
 		case "auto", "on", "off":

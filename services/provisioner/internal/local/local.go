@@ -1,17 +1,21 @@
 // Package local is the provisioner's local backend: it runs a run's system
-// under test as child processes of this machine, each in its own process
-// group, and reports their pids as measurement targets.
+// under test as processes of this machine and reports their pids as
+// measurement targets. Each SUT runs under a small shell shim in a session
+// and process group of its own, with no parent-death signal, its output in
+// a log file and its exit status written to a file by the shim: the SUT
+// outlives a provisioner that dies, and whoever looks next still learns how
+// it ended.
 package local
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,6 +35,25 @@ type Config struct {
 	StopTimeout time.Duration `yaml:"stopTimeout"`
 	// Node names this machine in targets.
 	Node string `yaml:"node"`
+	// StateDir holds each run's log and exit status
+	// (runs/<run>/sut.log, runs/<run>/exit-status).
+	StateDir string `yaml:"stateDir"`
+	// LivenessPoll is how often a running SUT is checked for having exited.
+	LivenessPoll time.Duration `yaml:"livenessPoll"`
+	// StopOnShutdown stops every SUT this backend watches when the
+	// provisioner stops (greenflow dev, whose Kafka and NATS stop with it);
+	// otherwise they keep running for the next provisioner to adopt.
+	StopOnShutdown bool `yaml:"stopOnShutdown"`
+}
+
+// DefaultStateDir is where a provisioner keeps run logs unless told
+// otherwise: ~/.local/state/greenflow/provisioner.
+func DefaultStateDir() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "greenflow-provisioner")
+	}
+	return filepath.Join(home, ".local", "state", "greenflow", "provisioner")
 }
 
 // ExitFunc is told when a run's process exits on its own (a crash).
@@ -41,18 +64,21 @@ type Backend struct {
 	cfg    Config
 	logger *zap.Logger
 	onExit ExitFunc
+	proc   procfs
 
 	mu   sync.Mutex
-	runs map[string]*proc
+	runs map[string]*run
 }
 
-type proc struct {
-	cmd      *exec.Cmd
-	targets  []events.Target
-	logs     *ringBuffer
-	done     chan struct{}
-	exitErr  error
-	stopping bool
+// run is a started SUT.
+type run struct {
+	experimentID string
+	shim         started
+	files        Files
+	targets      []events.Target
+	stopping     bool
+	done         chan struct{} // closed when the shim is gone
+	stopWatch    context.CancelFunc
 }
 
 // New builds the backend; no I/O.
@@ -63,10 +89,17 @@ func New(cfg Config, logger *zap.Logger, onExit ExitFunc) *Backend {
 	if cfg.StopTimeout == 0 {
 		cfg.StopTimeout = 10 * time.Second
 	}
+	if cfg.LivenessPoll == 0 {
+		cfg.LivenessPoll = 250 * time.Millisecond
+	}
 	if cfg.Node == "" {
 		cfg.Node, _ = os.Hostname()
 	}
-	return &Backend{cfg: cfg, logger: logger.With(zap.String("component", "local-backend")), onExit: onExit, runs: map[string]*proc{}}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir()
+	}
+	return &Backend{cfg: cfg, logger: logger.With(zap.String("component", "local-backend")), onExit: onExit,
+		proc: procfs{root: "/proc"}, runs: map[string]*run{}}
 }
 
 // Command builds the command line of a run.
@@ -91,110 +124,146 @@ func (b *Backend) Command(p events.RunProvision) ([]string, error) {
 	}
 }
 
+// env is the SUT's environment: ours plus the run's markers.
+func env(p events.RunProvision, platform string) []string {
+	k, _ := json.Marshal(p.Kafka)
+	return append(os.Environ(), EnvRunID+"="+p.RunID, EnvExperimentID+"="+p.ExperimentID, EnvPlatform+"="+platform, EnvKafka+"="+string(k))
+}
+
 // Provision starts the run's process; a second call for a running run
 // returns the same targets.
 func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error) {
 	b.mu.Lock()
-	if pr, ok := b.runs[p.RunID]; ok {
+	if r, ok := b.runs[p.RunID]; ok {
 		b.mu.Unlock()
-		return pr.targets, nil
+		return r.targets, nil
 	}
 	b.mu.Unlock()
 	argv, err := b.Command(p)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	logs := newRingBuffer(40)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.Env = append(os.Environ(), "GREENFLOW_RUN_ID="+p.RunID)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	files := runFiles(b.cfg.StateDir, p.RunID)
+	sh, err := startShim(b.proc, argv, env(p, ""), files)
+	if err != nil {
+		return nil, err
 	}
-	pr := &proc{cmd: cmd, logs: logs, done: make(chan struct{})}
-	go func() {
-		pr.exitErr = cmd.Wait()
-		close(pr.done)
-		b.mu.Lock()
-		stopping := pr.stopping
-		b.mu.Unlock()
-		if !stopping && b.onExit != nil {
-			b.onExit(p.ExperimentID, p.RunID, b.exitReason(pr))
-		}
-	}()
+	r := &run{experimentID: p.ExperimentID, shim: sh, files: files, done: make(chan struct{})}
 	// A process that dies at once (bad flags, missing broker) fails the
 	// provision instead of the run.
-	select {
-	case <-pr.done:
-		return nil, fmt.Errorf("%s exited during start-up: %s", argv[0], b.exitReason(pr))
-	case <-time.After(b.cfg.StartupGrace):
-	case <-ctx.Done():
-		b.kill(pr)
-		return nil, ctx.Err()
+	sut, err := b.awaitStartup(ctx, sh)
+	if err != nil {
+		if ctx.Err() != nil {
+			_ = b.proc.stop(context.Background(), "", p.RunID, sh.pid, b.cfg.StopTimeout, 20*time.Millisecond)
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%s exited during start-up: %s", argv[0], exitInfo(files))
 	}
-	pr.targets = []events.Target{{ID: "process/" + p.RunID + "/sut-0", Kind: "process", Node: b.cfg.Node, Role: "sut", PID: cmd.Process.Pid}}
+	r.targets = []events.Target{{ID: "process/" + p.RunID + "/sut-0", Kind: "process", Node: b.cfg.Node, Role: "sut", PID: sut}}
+	wctx, cancel := context.WithCancel(context.Background())
+	r.stopWatch = cancel
 	b.mu.Lock()
-	b.runs[p.RunID] = pr
+	b.runs[p.RunID] = r
 	b.mu.Unlock()
-	b.logger.Info("process started", zap.String("run_id", p.RunID), zap.Int("pid", cmd.Process.Pid), zap.Strings("argv", argv))
-	return pr.targets, nil
+	go b.watch(wctx, p.RunID, r)
+	b.logger.Info("process started", zap.String("run_id", p.RunID), zap.Int("pid", sut), zap.Int("pgid", sh.pid),
+		zap.Strings("argv", argv), zap.String("log", files.Log))
+	return r.targets, nil
 }
 
-func (b *Backend) exitReason(pr *proc) string {
-	status := "exited"
-	if pr.exitErr != nil {
-		status = pr.exitErr.Error()
-	} else {
-		status = "exit status 0"
+// awaitStartup waits the start-up grace and returns the SUT's pid (the
+// shim's child; the shim's own when the child cannot be told); an error
+// means the shim exited meanwhile.
+func (b *Backend) awaitStartup(ctx context.Context, sh started) (int, error) {
+	deadline := time.Now().Add(b.cfg.StartupGrace)
+	sut := 0
+	for {
+		if !b.proc.alive(sh.pid, sh.startTicks) {
+			return 0, errors.New("exited")
+		}
+		if sut == 0 {
+			if c := b.proc.children(sh.pid); len(c) > 0 {
+				sut = c[0].PID
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return status + "; last output: " + pr.logs.String()
+	if sut == 0 {
+		sut = sh.pid
+	}
+	return sut, nil
+}
+
+// watch polls the run's shim until it is gone and reports an exit that
+// teardown did not cause.
+func (b *Backend) watch(ctx context.Context, runID string, r *run) {
+	t := time.NewTicker(b.cfg.LivenessPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if b.proc.alive(r.shim.pid, r.shim.startTicks) {
+			continue
+		}
+		close(r.done)
+		b.mu.Lock()
+		stopping := r.stopping
+		b.mu.Unlock()
+		if !stopping && b.onExit != nil {
+			b.onExit(r.experimentID, runID, exitInfo(r.files))
+		}
+		return
+	}
 }
 
 // Teardown stops the run's whole process group. crashed reports a process
 // that had already exited on its own, with the reason.
-func (b *Backend) Teardown(_ context.Context, runID string) (crashed bool, reason string, err error) {
+func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error) {
 	b.mu.Lock()
-	pr, ok := b.runs[runID]
+	r, ok := b.runs[runID]
 	if ok {
-		pr.stopping = true
+		r.stopping = true
 	}
 	b.mu.Unlock()
 	if !ok {
 		return false, "", nil // never started here, or already removed
 	}
-	select {
-	case <-pr.done:
-		crashed, reason = true, b.exitReason(pr)
-	default:
-		b.kill(pr)
+	if !b.proc.alive(r.shim.pid, r.shim.startTicks) {
+		crashed, reason = true, exitInfo(r.files)
 	}
+	if err := b.proc.stop(ctx, "", runID, r.shim.pid, b.cfg.StopTimeout, 50*time.Millisecond); err != nil {
+		return crashed, reason, err
+	}
+	r.stopWatch()
 	b.mu.Lock()
 	delete(b.runs, runID)
 	b.mu.Unlock()
 	return crashed, reason, nil
 }
 
-func (b *Backend) kill(pr *proc) {
-	pgid := pr.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-pr.done:
-	case <-time.After(b.cfg.StopTimeout):
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-pr.done
-	}
-}
-
-// Close stops every process (service shutdown).
+// Close stops watching; the processes keep running unless StopOnShutdown.
 func (b *Backend) Close() {
 	b.mu.Lock()
-	runs := make([]string, 0, len(b.runs))
-	for id := range b.runs {
-		runs = append(runs, id)
+	runs := make(map[string]*run, len(b.runs))
+	for id, r := range b.runs {
+		runs[id] = r
+		r.stopWatch()
 	}
 	b.mu.Unlock()
-	for _, id := range runs {
+	if !b.cfg.StopOnShutdown {
+		return
+	}
+	for id := range runs {
 		_, _, _ = b.Teardown(context.Background(), id)
 	}
 }
