@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 // Labels and annotations the backend puts on what it creates.
@@ -54,6 +55,9 @@ const (
 	// AnnotationKafka records the run's brokers and topics (JSON), so that a
 	// restarted provisioner can delete the topics of a run that crashed.
 	AnnotationKafka = "greenflow.dev/kafka"
+	// AnnotationPlatform names the installation that deployed the run (see
+	// state.Store.Platform): the reconciler only removes its own.
+	AnnotationPlatform = "greenflow.dev/platform"
 )
 
 // Config configures the backend.
@@ -161,11 +165,40 @@ type Backend struct {
 	watching map[string]context.CancelFunc // run → its crash watch
 	watchers sync.WaitGroup
 	closed   bool
+	platform string
+}
+
+// SetPlatform sets the installation id put on every run namespace.
+func (b *Backend) SetPlatform(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.platform = id
+}
+
+func (b *Backend) platformID() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.platform
+}
+
+// Key is the record of a kubernetes run.
+func (b *Backend) Key(runID string) string { return state.KubeKey(runID) }
+
+// Owns reports whether this backend can remove the run of rec: every
+// kubernetes run (the cluster is shared).
+func (b *Backend) Owns(rec state.Record) bool { return rec.Backend == "kubernetes" }
+
+// TeardownBound is the longest one Remove may take.
+func (b *Backend) TeardownBound() time.Duration { return b.cfg.TeardownTimeout + 30*time.Second }
+
+// Remove deletes the run's namespace (see Teardown).
+func (b *Backend) Remove(ctx context.Context, runID string, _ *state.Entry) (bool, string, error) {
+	return b.Teardown(ctx, runID)
 }
 
 // CrashFunc is told about a run whose pods restarted or failed during the
-// run; the backend has already deleted the run's namespace. kafka names the
-// run's topics as recorded at provision (nil if unknown).
+// run. kafka names the run's topics as recorded at provision (nil if
+// unknown).
 type CrashFunc func(experimentID, runID, reason string, kafka *events.Kafka)
 
 // OnCrash sets the crash handler; call it before the first provision.
@@ -315,7 +348,6 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		b.cleanup(ns, p.RunID, err)
 		return nil, err
 	}
-	b.Watch(p.ExperimentID, p.RunID)
 	return targets, nil
 }
 
@@ -327,6 +359,9 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	}
 	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template,
 		AnnotationKafka: string(kafka)}
+	if id := b.platformID(); id != "" {
+		ann[AnnotationPlatform] = id
+	}
 	if len(pl.nodes) > 0 {
 		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
 	}
@@ -507,6 +542,11 @@ func explain(err error) error {
 type Deployed struct {
 	ExperimentID, RunID, Namespace, Template string
 	Terminating                              bool
+	// Platform is the installation that deployed it ("" for a namespace
+	// of a provisioner from before platform ids).
+	Platform string
+	Created  time.Time
+	Kafka    *events.Kafka
 }
 
 // Runs lists the runs deployed in the cluster, read from namespace labels
@@ -518,10 +558,33 @@ func (b *Backend) Runs(ctx context.Context) ([]Deployed, error) {
 	}
 	out := make([]Deployed, 0, len(list.Items))
 	for _, n := range list.Items {
-		out = append(out, Deployed{ExperimentID: n.Annotations[AnnotationExpID], RunID: n.Annotations[AnnotationRunID], Namespace: n.Name,
-			Template: n.Annotations[AnnotationTemplate], Terminating: n.DeletionTimestamp != nil})
+		d := Deployed{ExperimentID: n.Annotations[AnnotationExpID], RunID: n.Annotations[AnnotationRunID], Namespace: n.Name,
+			Template: n.Annotations[AnnotationTemplate], Terminating: n.DeletionTimestamp != nil, Platform: n.Annotations[AnnotationPlatform],
+			Created: n.CreationTimestamp.Time}
+		var k events.Kafka
+		if v := n.Annotations[AnnotationKafka]; v != "" && json.Unmarshal([]byte(v), &k) == nil {
+			d.Kafka = &k
+		}
+		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].RunID < out[j].RunID })
+	return out, nil
+}
+
+// Leftovers lists the runs whose namespaces are in the cluster.
+func (b *Backend) Leftovers(ctx context.Context) ([]state.Leftover, error) {
+	runs, err := b.Runs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]state.Leftover, 0, len(runs))
+	for _, r := range runs {
+		if r.RunID == "" {
+			continue
+		}
+		out = append(out, state.Leftover{RunID: r.RunID, ExperimentID: r.ExperimentID, Platform: r.Platform, Since: r.Created, Kafka: r.Kafka,
+			Kind: "namespace", What: "namespace " + r.Namespace, Terminating: r.Terminating})
+	}
 	return out, nil
 }
 
@@ -601,12 +664,17 @@ func crashReason(pods []corev1.Pod, base map[string]int32) string {
 	return strings.Join(out, "; ")
 }
 
-// Watch checks run runID's pods for restarts and failures until teardown;
-// on a crash it deletes the namespace and tells the crash handler. Called
-// after a provision, and after a restart for the runs found in the cluster;
-// a run that never became ready is not watched (its provision is still
-// going on, or failed).
-func (b *Backend) Watch(experimentID, runID string) {
+// Watch checks a running run's pods for restarts and failures until
+// Unwatch, and tells the crash handler about one (the provisioner then
+// tears the run down). Every instance watches every running run, so a crash
+// is noticed while any provisioner runs; a run that never became ready is
+// not watched (its provision is still going on, or failed).
+func (b *Backend) Watch(e state.Entry) { b.watchRun(e.Rec.ExperimentID, e.Rec.RunID) }
+
+// Unwatch stops watching a run.
+func (b *Backend) Unwatch(runID string) { b.unwatch(runID) }
+
+func (b *Backend) watchRun(experimentID, runID string) {
 	if b.onCrash == nil {
 		return
 	}
@@ -686,12 +754,8 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 			continue
 		}
 		b.logger.Error("system under test crashed during the run", zap.String("run_id", runID), zap.String("reason", reason))
-		tctx, cancel := context.WithTimeout(context.Background(), b.cfg.TeardownTimeout+30*time.Second)
-		if _, _, err := b.Teardown(tctx, runID); err != nil { // also ends this watch
-			b.logger.Error("crash watch: teardown failed", zap.String("run_id", runID), zap.Error(err))
-		}
-		cancel()
 		b.onCrash(experimentID, runID, reason, kafka)
+		b.unwatch(runID) // watched again if its record stays running
 		return
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 	"go.uber.org/zap"
 )
 
@@ -331,7 +332,9 @@ func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
 		}
 	}
 	require.NotNil(t, found, "the run is read back from the cluster: %+v", runs)
-	require.Equal(t, Deployed{ExperimentID: p.ExperimentID, RunID: p.RunID, Namespace: second.Namespace(p.RunID), Template: "uc3-go"}, *found)
+	require.Equal(t, Deployed{ExperimentID: p.ExperimentID, RunID: p.RunID, Namespace: second.Namespace(p.RunID), Template: "uc3-go",
+		Created: found.Created, Kafka: &p.Kafka}, *found, "its topics too, from the namespace")
+	require.WithinDuration(t, time.Now(), found.Created, time.Minute)
 
 	again, err := second.Provision(ctx, p)
 	require.NoError(t, err)
@@ -429,7 +432,7 @@ func loadRBAC(t *testing.T, path string) (*rbacv1.ClusterRole, *rbacv1.ClusterRo
 	return role, binding
 }
 
-func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
+func TestCrashDuringTheRunIsReported(t *testing.T) {
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, workers...)
 	b := newBackend(t, kubetest.Admin, func(c *Config) { c.CrashPoll = 100 * time.Millisecond })
@@ -446,6 +449,7 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 	deployed(t, b, p, func(k *kubetest.Kubelet) { k.Restarts = 1 })
 	targets, err := b.Provision(context.Background(), p)
 	require.NoError(t, err)
+	b.Watch(state.Entry{Rec: state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID, Backend: "kubernetes", State: state.Running}})
 
 	select {
 	case c := <-crashes:
@@ -460,12 +464,17 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("crash not reported")
 	}
-	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)), "a crashed run is torn down")
 	select {
 	case c := <-crashes:
 		t.Fatalf("reported twice: %+v", c)
 	case <-time.After(300 * time.Millisecond):
 	}
+	// The provisioner tears it down (reconciled); the crash shows there too.
+	crashed, reason, err := b.Remove(context.Background(), p.RunID, nil)
+	require.NoError(t, err)
+	require.True(t, crashed)
+	require.Contains(t, reason, "restarted 2 time(s)")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 }
 
 func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
