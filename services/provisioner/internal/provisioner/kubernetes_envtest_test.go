@@ -19,6 +19,11 @@ import (
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Real parts: embedded NATS JetStream, kfake Kafka, and a real
@@ -28,11 +33,15 @@ func TestMain(m *testing.M) { kubetest.Main(m) }
 // startKube runs a provisioner with the kubernetes backend (its own NATS
 // connection, as a separate process would have).
 func (w *world) startKube(t *testing.T, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
+	return w.startKubeAs(t, kubetest.Admin, cfg, core)
+}
+
+func (w *world) startKubeAs(t *testing.T, rc *rest.Config, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := bus.Connect(ctx, w.nats, "provisioner", zap.NewNop(), nil)
 	require.NoError(t, err)
-	kb, err := kube.New(kubetest.Admin, cfg, testenv.Logger(t))
+	kb, err := kube.New(rc, cfg, testenv.Logger(t))
 	require.NoError(t, err)
 	st := state.New(b, "")
 	ccfg := provisioner.Config{Tick: 50 * time.Millisecond, RetryBase: 200 * time.Millisecond, RetryMax: 2 * time.Second, TopicTimeout: 3 * time.Second}
@@ -121,4 +130,182 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 	require.False(t, failed.Transient, "a bad image is the user's mistake")
 	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(bad.RunID)))
 	testenv.Eventually(t, 10*time.Second, "topics of the failed run deleted", func() bool { return w.topics(bad) == 0 })
+}
+
+func uc3Run(w *world, runID string) events.RunProvision {
+	return events.RunProvision{ExperimentID: "exp-k", RunID: runID, Kafka: w.kafkaFor(runID), SUT: events.SUT{Template: "uc3-go", Backend: "kubernetes",
+		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1"}}}
+}
+
+// incomplete returns the run's incomplete teardown reports.
+func (r *recorder) incomplete(runID string) []*events.RunTornDown {
+	var out []*events.RunTornDown
+	for _, m := range r.all(events.TypeRunTornDown, runID) {
+		if td := m.(*events.RunTornDown); td.Incomplete {
+			out = append(out, td)
+		}
+	}
+	return out
+}
+
+// TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled stops the
+// kube-apiserver for ~20 s during a readiness wait (the run is provisioned
+// once it is back) and during a teardown (incomplete is reported with the
+// cause, the topics go meanwhile, and the namespace once it is back).
+func TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t)
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	cfg := kubeCfg()
+	cfg.ReadyTimeout, cfg.TeardownTimeout, cfg.RequestTimeout = 2*time.Minute, 3*time.Second, 5*time.Second
+	kb, _, _ := w.startKube(t, cfg, nil)
+	restart := func() {}
+	defer func() { restart() }()
+
+	// Readiness: no kubelet yet, so the provision waits.
+	p := uc3Run(w, "exp-k-outage1")
+	w.provision(t, p)
+	testenv.Eventually(t, 30*time.Second, "the deployment applied", func() bool {
+		_, err := cs.AppsV1().Deployments(kb.Namespace(p.RunID)).Get(ctx, "uc3-processor", metav1.GetOptions{})
+		return err == nil
+	})
+	kubetest.StopAPIServer(t)
+	restart = func() { kubetest.StartAPIServer(t) }
+	down := time.Now()
+	<-time.After(20 * time.Second) // the outage lasts 20 s: a stimulus, not a wait for a condition
+	require.Nil(t, w.rec.find(events.TypeRunProvisionFailed, p.RunID), "the outage does not fail the provision")
+	kubetest.StartAPIServer(t)
+	restart = func() {}
+	(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+	w.rec.provisioned(t, p.RunID, 90*time.Second)
+
+	// Teardown: the API server goes away just before.
+	kubetest.StopAPIServer(t)
+	restart = func() { kubetest.StartAPIServer(t) }
+	down = time.Now()
+	w.teardown(t, p, "teardown:"+p.RunID)
+	testenv.Eventually(t, 20*time.Second, "an incomplete teardown reported with its cause", func() bool { return len(w.rec.incomplete(p.RunID)) > 0 })
+	inc := w.rec.incomplete(p.RunID)[0]
+	require.Contains(t, inc.Reason, "remove the system under test")
+	require.Contains(t, inc.Reason, "connection refused")
+	require.NotContains(t, inc.Reason, "delete the topics", "the topics are deleted though the namespace cannot be")
+	require.Equal(t, 0, w.topics(p))
+	<-time.After(time.Until(down.Add(20 * time.Second)))
+	require.Greater(t, len(w.rec.incomplete(p.RunID)), 1, "each attempt reports (its own message id)")
+	kubetest.StartAPIServer(t)
+	restart = func() {}
+	back := time.Now()
+	td := w.rec.tornDown(t, p.RunID, 60*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(p.RunID)))
+	t.Logf("teardown finished %s after the API server served again; %d incomplete reports during the %s outage",
+		time.Since(back).Round(time.Millisecond), len(w.rec.incomplete(p.RunID)), back.Sub(down).Round(time.Second))
+}
+
+// TestAMissingDeleteVerbIsNamedAndTheTeardownFinishesOnceGranted: under a
+// role without "delete namespaces", the teardown reports incomplete with
+// the verb, deletes the topics anyway, and keeps trying; once the verb is
+// granted, the namespace goes.
+func TestAMissingDeleteVerbIsNamedAndTheTeardownFinishesOnceGranted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t)
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "events"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "create", "patch"}},
+	}
+	const sa = "no-delete-namespaces"
+	role, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), sa, metav1.DeleteOptions{})
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), sa, metav1.DeleteOptions{})
+	})
+	cfg := kubeCfg()
+	kb, _, _ := w.startKubeAs(t, kubetest.As(sa), cfg, nil)
+	p := uc3Run(w, "exp-k-rbac")
+	(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+	testenv.Eventually(t, 10*time.Second, "the role in effect", func() bool {
+		_, err := kubernetesAs(t, sa).CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		return err == nil
+	})
+	w.provision(t, p)
+	w.rec.provisioned(t, p.RunID, 30*time.Second)
+
+	w.teardown(t, p, "teardown:"+p.RunID)
+	testenv.Eventually(t, 20*time.Second, "an incomplete teardown reported", func() bool { return len(w.rec.incomplete(p.RunID)) > 0 })
+	inc := w.rec.incomplete(p.RunID)[0]
+	require.Contains(t, inc.Reason, `cannot delete resource "namespaces"`, "the reason names the missing verb")
+	require.Contains(t, inc.Reason, "deploy/base/provisioner-rbac.yaml", "and the fix")
+	testenv.Eventually(t, 10*time.Second, "the topics deleted anyway", func() bool { return w.topics(p) == 0 })
+	n, err := cs.CoreV1().Namespaces().Get(ctx, kb.Namespace(p.RunID), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Nil(t, n.DeletionTimestamp)
+
+	role.Rules[0].Verbs = append(role.Rules[0].Verbs, "delete")
+	_, err = cs.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	td := w.rec.tornDown(t, p.RunID, 60*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(p.RunID)))
+}
+
+func kubernetesAs(t *testing.T, sa string) kubernetes.Interface {
+	t.Helper()
+	c, err := kubernetes.NewForConfig(kubetest.As(sa))
+	require.NoError(t, err)
+	return c
+}
+
+// TestNamespacesOfEndedAndUnknownRunsAreRemoved: a provisioner removes the
+// namespace (and topics) of a run the scheduler has ended, and one of this
+// installation with no record, and counts them.
+func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t)
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	kb, reg, _ := w.startKube(t, kubeCfg(), func(c *provisioner.Config) {
+		c.ReconcileEvery, c.UnknownGrace = 200*time.Millisecond, 2*time.Second
+	})
+	over, unknown := uc3Run(w, "exp-k-over"), uc3Run(w, "exp-k-unknown")
+	for _, p := range []events.RunProvision{over, unknown} {
+		(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+		w.provision(t, p)
+		w.rec.provisioned(t, p.RunID, 30*time.Second)
+	}
+	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp-k", RunID: over.RunID, State: "cancelled"}, ""))
+	testenv.Eventually(t, 30*time.Second, "the ended run's namespace deleted", func() bool { return kubetest.NamespaceDeleted(t, cs, kb.Namespace(over.RunID)) })
+	testenv.Eventually(t, 10*time.Second, "and its topics", func() bool { return w.topics(over) == 0 })
+
+	b, err := bus.Connect(ctx, w.nats, "test-records", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	st := state.New(b, "")
+	require.NoError(t, st.Open(ctx))
+	e, err := st.Get(ctx, state.KubeKey(unknown.RunID))
+	require.NoError(t, err)
+	require.NoError(t, st.Delete(ctx, e.Key, e.Rev)) // its record is lost
+	testenv.Eventually(t, 30*time.Second, "the unknown run's namespace deleted", func() bool {
+		return kubetest.NamespaceDeleted(t, cs, kb.Namespace(unknown.RunID))
+	})
+	testenv.Eventually(t, 10*time.Second, "and its topics, named on the namespace", func() bool { return w.topics(unknown) == 0 })
+	n, err := cs.CoreV1().Namespaces().Get(ctx, kb.Namespace(unknown.RunID), metav1.GetOptions{})
+	if err == nil {
+		require.Equal(t, st.Platform(), n.Annotations[kube.AnnotationPlatform])
+	} else {
+		require.True(t, apierrors.IsNotFound(err))
+	}
+	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "namespace", "unknown"), "counted")
+	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "topics", "unknown"))
 }

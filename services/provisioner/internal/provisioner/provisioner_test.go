@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -234,13 +235,13 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	require.NoError(t, inst.store.Delete(context.Background(), e.Key, e.Rev))
 	testenv.Eventually(t, 20*time.Second, "the unknown run's process stopped", func() bool { return !alive(unknownPID) })
 	testenv.Eventually(t, 10*time.Second, "and its topics, named in its environment, deleted", func() bool { return w.topics(unknown) == 0 })
-	require.Equal(t, 1.0, counter(t, inst, "local", "process", "unknown"))
-	require.Equal(t, 1.0, counter(t, inst, "local", "topics", "unknown"))
+	require.Equal(t, 1.0, counter(t, inst.reg, "local", "process", "unknown"))
+	require.Equal(t, 1.0, counter(t, inst.reg, "local", "topics", "unknown"))
 }
 
-func counter(t *testing.T, inst *instance, backend, kind, why string) float64 {
+func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) float64 {
 	t.Helper()
-	mfs, err := inst.reg.Gather()
+	mfs, err := g.Gather()
 	require.NoError(t, err)
 	for _, mf := range mfs {
 		if mf.GetName() != "greenflow_provisioner_leftovers_removed_total" {
