@@ -104,9 +104,12 @@ type world struct {
 	rec   *recorder
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newWorldAt(t, testenv.NATS(t)) }
+
+// newWorldAt is a world on the NATS server at url.
+func newWorldAt(t *testing.T, url string) *world {
 	t.Helper()
-	w := &world{nats: testenv.NATS(t)}
+	w := &world{nats: url}
 	var err error
 	w.kafka, err = kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)

@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/natsembed"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
@@ -258,4 +260,42 @@ func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) flo
 		}
 	}
 	return 0
+}
+
+// TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under
+// a running provisioner: its health check says not ready while the server
+// is down, and once the server is back (same store) the provisioner is
+// ready again and provisions and tears down as before.
+func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir})
+	require.NoError(t, err)
+	port := ns.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { ns.Shutdown() })
+	w := newWorldAt(t, ns.ClientURL())
+	inst := w.start(t, options{})
+	require.NoError(t, inst.p.Check())
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	down := time.Now()
+	testenv.Eventually(t, 10*time.Second, "not ready while NATS is down", func() bool { return inst.p.Check() != nil })
+	t.Logf("not ready %s after NATS went down: %v", time.Since(down).Round(time.Millisecond), inst.p.Check())
+
+	ns, err = natsembed.Start(natsembed.Options{Port: port, StoreDir: dir})
+	require.NoError(t, err)
+	up := time.Now()
+	testenv.Eventually(t, 30*time.Second, "ready again once NATS is back", func() bool { return inst.p.Check() == nil })
+	t.Logf("ready %s after NATS came back", time.Since(up).Round(time.Millisecond))
+
+	w.rec = record(t, w.bus) // a fresh watch, from before the restart
+	p := w.localRun("r-after-restart", "exec sleep 60")
+	testenv.Eventually(t, 20*time.Second, "the provision accepted", func() bool {
+		return w.bus.Publish(context.Background(), p, "provision:"+p.RunID) == nil
+	})
+	pid := w.rec.provisioned(t, p.RunID, 30*time.Second).Targets[0].PID
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 30*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.False(t, alive(pid))
 }
