@@ -100,6 +100,11 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 		switch {
 		case r.ProvisionFailed != "":
 			return nil, p.publishProvisionFailed(ctx, m, r.ProvisionFailed, r.Transient)
+		case (r.Teardown != nil || r.State == state.Stopping || r.State == state.TornDown) && len(r.Targets) > 0:
+			// Provisioned (and reported) before, torn down since: a late
+			// redelivery has nothing to say.
+			p.logger.Info("provision of a run already torn down; ignored", zap.String("run_id", m.RunID))
+			return nil, nil
 		case r.Teardown != nil || r.State == state.Stopping || r.State == state.TornDown:
 			cause := "a teardown"
 			if r.Teardown != nil {

@@ -82,16 +82,20 @@ func (p *Provisioner) recordUnknown(ctx context.Context, be Backend, m *events.R
 	if n, ok := be.(noder); ok {
 		rec.Node = n.Node()
 	}
+	sw, ok := be.(Sweeper)
+	if !ok {
+		// This instance cannot look (no cluster access): the command comes
+		// again, to an instance that can, or is answered lost at the end.
+		return false, fmt.Errorf("backend %s is not available in this provisioner to look for run %s", m.Backend, m.RunID)
+	}
+	all, err := sw.Leftovers(ctx)
+	if err != nil {
+		return false, fmt.Errorf("look for what is left of run %s: %w", m.RunID, err)
+	}
 	var found []state.Leftover
-	if sw, ok := be.(Sweeper); ok {
-		all, err := sw.Leftovers(ctx)
-		if err != nil {
-			return false, fmt.Errorf("look for what is left of run %s: %w", m.RunID, err)
-		}
-		for _, l := range all {
-			if l.RunID == m.RunID {
-				found = append(found, l)
-			}
+	for _, l := range all {
+		if l.RunID == m.RunID {
+			found = append(found, l)
 		}
 	}
 	where := m.Backend
