@@ -128,13 +128,17 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the SUT to run on after its provisioner was killed", func() bool { return beats() >= after+10 })
 	require.True(t, alive(pid))
 
+	restarted := time.Now()
 	second := w.startProcess(t, stateDir)
 	testenv.Eventually(t, 20*time.Second, "the restarted provisioner to adopt the run", func() bool {
 		return second.logged("watching the system under test", p.RunID)
 	})
+	t.Logf("measured: the restarted provisioner watches the SUT %s after its start", time.Since(restarted).Round(time.Millisecond))
 	require.Nil(t, w.rec.find(events.TypeRunTornDown, p.RunID), "an adopted, live SUT is not reported")
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
+	killed := time.Now()
 	testenv.Eventually(t, 20*time.Second, "the crash reported", func() bool { return w.rec.find(events.TypeRunTornDown, p.RunID) != nil })
+	t.Logf("measured: crash of an adopted SUT reported %s after its SIGKILL", time.Since(killed).Round(time.Millisecond))
 	crash := w.rec.find(events.TypeRunTornDown, p.RunID).(*events.RunTornDown)
 	require.True(t, crash.Crashed)
 	require.Contains(t, crash.Reason, "exit status 137 (killed by signal 9, killed); last output: heartbeat")
@@ -148,10 +152,12 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 	second.kill9(t)
 	require.NoError(t, syscall.Kill(qpid, syscall.SIGTERM))
 	testenv.Eventually(t, 10*time.Second, "the SUT gone", func() bool { return !alive(qpid) })
+	third := time.Now()
 	w.startProcess(t, stateDir)
 	testenv.Eventually(t, 30*time.Second, "the crash reported by the next provisioner", func() bool {
 		return w.rec.find(events.TypeRunTornDown, q.RunID) != nil
 	})
+	t.Logf("measured: a crash during the downtime reported %s after the next provisioner started", time.Since(third).Round(time.Millisecond))
 	crash = w.rec.find(events.TypeRunTornDown, q.RunID).(*events.RunTornDown)
 	require.True(t, crash.Crashed)
 	require.Contains(t, crash.Reason, "exited while no provisioner was watching it: exit status 143 (killed by signal 15, terminated); last output: tick")
@@ -159,7 +165,9 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 	// A teardown of a run no provisioner ever saw.
 	u := w.localRun("r-nobody", "true")
 	w.teardown(t, u, "teardown:"+u.RunID)
+	asked := time.Now()
 	lost := w.rec.tornDown(t, u.RunID, 30*time.Second)
+	t.Logf("measured: the unknown run reported lost %s after its teardown command", time.Since(asked).Round(time.Millisecond))
 	require.True(t, lost.Lost)
 	require.False(t, lost.Crashed)
 }
