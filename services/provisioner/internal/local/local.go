@@ -107,7 +107,7 @@ func New(cfg Config, store *state.Store, logger *zap.Logger) *Backend {
 		cfg.ProcRoot = "/proc"
 	}
 	return &Backend{cfg: cfg, store: store, logger: logger.With(zap.String("component", "local-backend")),
-		proc: procfs{root: cfg.ProcRoot}, watching: map[string]*watch{}}
+		proc: procfs{root: cfg.ProcRoot, node: cfg.Node}, watching: map[string]*watch{}}
 }
 
 // OnCrash sets the crash handler; call it before the first Watch.
@@ -116,8 +116,8 @@ func (b *Backend) OnCrash(fn CrashFunc) { b.onCrash = fn }
 // Node is the machine this backend runs processes on.
 func (b *Backend) Node() string { return b.cfg.Node }
 
-// Key is the record of run runID on this node.
-func (b *Backend) Key(runID string) string { return state.LocalKey(b.cfg.Node, runID) }
+// Key is the record of run runID.
+func (b *Backend) Key(runID string) string { return state.LocalKey(runID) }
 
 // Owns reports whether this backend can stop the run of rec: it runs on
 // this node.
@@ -151,9 +151,10 @@ func (b *Backend) Command(p events.RunProvision) ([]string, error) {
 }
 
 // env is the SUT's environment: ours plus the run's markers.
-func env(p events.RunProvision, platform string) []string {
+func env(p events.RunProvision, platform, node string) []string {
 	k, _ := json.Marshal(p.Kafka)
-	return append(os.Environ(), EnvRunID+"="+p.RunID, EnvExperimentID+"="+p.ExperimentID, EnvPlatform+"="+platform, EnvKafka+"="+string(k))
+	return append(os.Environ(), EnvRunID+"="+p.RunID, EnvExperimentID+"="+p.ExperimentID, EnvPlatform+"="+platform, EnvNode+"="+node,
+		EnvKafka+"="+string(k))
 }
 
 // Provision starts the run, whose record (state starting, held by the
@@ -166,6 +167,9 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	e, err := b.store.Get(ctx, b.Key(p.RunID))
 	if err != nil {
 		return nil, fmt.Errorf("run %s: read its record: %w", p.RunID, err)
+	}
+	if e.Rec.State == state.Running && e.Rec.Node != b.cfg.Node {
+		return e.Rec.Targets, nil // running on its node, watched there
 	}
 	if e.Rec.State == state.Running {
 		if pr := e.Rec.Process; pr != nil && pr.BootID == b.proc.bootID() && b.proc.alive(pr.ShimPID, pr.ShimStartTicks) {
@@ -185,7 +189,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		pr.Argv = argv
 	} else {
 		files := runFiles(b.cfg.StateDir, p.RunID)
-		sh, err := startShim(b.proc, argv, env(p, platform), files)
+		sh, err := startShim(b.proc, argv, env(p, platform, b.cfg.Node), files)
 		if err != nil {
 			return nil, err
 		}

@@ -144,7 +144,7 @@ func TestTheRecordNamesTheProcess(t *testing.T) {
 	targets, err := provision(t, st, b, p)
 	require.NoError(t, err)
 	defer func() { _, _, _ = b.Remove(context.Background(), "r-rec", nil) }()
-	e, err := st.Get(context.Background(), state.LocalKey("n1", "r-rec"))
+	e, err := st.Get(context.Background(), state.LocalKey("r-rec"))
 	require.NoError(t, err)
 	pr := e.Rec.Process
 	require.NotNil(t, pr)
@@ -407,6 +407,23 @@ func TestLeftoversAreFoundByTheirMarkersAndRemoved(t *testing.T) {
 	lefts, err = b.Leftovers(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, lefts)
+
+	// Another node name on this machine (a misconfiguration) does not see
+	// them either: each node's provisioner stops only its own.
+	elsewhere := newBackend(t, st, local.Config{Node: "n2"})
+	_, err = provision(t, st, b, cmd("r-n1", "exec sleep 60"))
+	require.NoError(t, err)
+	defer func() { _, _, _ = b.Remove(context.Background(), "r-n1", nil) }()
+	lefts, err = elsewhere.Leftovers(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, lefts)
+	_, _, err = elsewhere.Remove(context.Background(), "r-n1", nil)
+	require.NoError(t, err)
+	lefts, err = b.Leftovers(context.Background())
+	require.NoError(t, err)
+	require.Len(t, lefts, 1, "untouched by the other node name")
+	_, _, err = b.Remove(context.Background(), "r-n1", nil)
+	require.NoError(t, err)
 
 	// Another installation's processes are not ours to see.
 	other := records(t, "")

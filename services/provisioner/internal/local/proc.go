@@ -56,8 +56,9 @@ func parseStat(data []byte) (procStat, error) {
 	return s, nil
 }
 
-// procfs reads the process table; root is /proc.
-type procfs struct{ root string }
+// procfs reads the process table; root is /proc. node is this backend's
+// node: only processes marked with it are the backend's.
+type procfs struct{ root, node string }
 
 func (p procfs) stat(pid int) (procStat, error) {
 	b, err := os.ReadFile(filepath.Join(p.root, strconv.Itoa(pid), "stat"))
@@ -156,7 +157,7 @@ type marked struct {
 }
 
 // scan lists the live processes whose environment carries the markers of
-// platform (every run when runID is ""), by run.
+// platform and this node (every run when runID is ""), by run.
 func (p procfs) scan(platform, runID string) map[string][]marked {
 	out := map[string][]marked{}
 	self := os.Getpid()
@@ -166,7 +167,7 @@ func (p procfs) scan(platform, runID string) map[string][]marked {
 		}
 		env := p.environ(pid)
 		run := env[EnvRunID]
-		if run == "" || env[EnvPlatform] != platform || (runID != "" && run != runID) {
+		if run == "" || env[EnvPlatform] != platform || env[EnvNode] != p.node || (runID != "" && run != runID) {
 			continue
 		}
 		s, err := p.stat(pid)

@@ -25,6 +25,10 @@ const (
 	// EnvPlatform names the installation (the provisioner's KV bucket):
 	// two installations on one machine never touch each other's processes.
 	EnvPlatform = "GREENFLOW_PLATFORM"
+	// EnvNode is the node name of the provisioner that started it: two
+	// node names on one machine (a misconfiguration) never touch each
+	// other's processes.
+	EnvNode = "GREENFLOW_NODE"
 	// EnvKafka holds the run's brokers and topics (JSON), so the topics of
 	// a leftover process can be deleted too.
 	EnvKafka = "GREENFLOW_KAFKA"

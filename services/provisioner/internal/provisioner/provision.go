@@ -135,7 +135,13 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 				return false, nil
 			}
 			if r.Owner != p.cfg.Instance {
-				p.logger.Info("taking over a provision whose instance stopped renewing it", zap.String("run_id", m.RunID), zap.String("owner", r.Owner))
+				p.logger.Info("taking over a provision whose instance stopped renewing it", zap.String("run_id", m.RunID),
+					zap.String("owner", r.Owner), zap.String("node", r.Node))
+			}
+			if r.Node != rec.Node {
+				// Started on another node by an instance that died: it runs
+				// here now; what it left there is a leftover of that node.
+				r.Node, r.Process = rec.Node, nil
 			}
 			r.Owner, r.LeaseUntilMs = p.cfg.Instance, p.now().Add(p.cfg.Lease).UnixMilli()
 			return true, nil

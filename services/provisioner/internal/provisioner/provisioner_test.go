@@ -36,7 +36,7 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	pid := got.Targets[0].PID
 	require.True(t, alive(pid))
 	require.Equal(t, 2, w.topics(p), "the run's topics are created")
-	e, err := inst.store.Get(context.Background(), state.LocalKey("node-a", p.RunID))
+	e, err := inst.store.Get(context.Background(), state.LocalKey(p.RunID))
 	require.NoError(t, err)
 	require.Equal(t, state.Running, e.Rec.State)
 	require.Equal(t, got.Targets, e.Rec.Targets)
@@ -56,7 +56,7 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
 		require.False(t, m.(*events.RunTornDown).Lost, "a repeated teardown is not a lost run")
 	}
-	e, err = inst.store.Get(context.Background(), state.LocalKey("node-a", p.RunID))
+	e, err = inst.store.Get(context.Background(), state.LocalKey(p.RunID))
 	require.NoError(t, err)
 	require.Equal(t, state.TornDown, e.Rec.State)
 	require.Equal(t, td.Reason, e.Rec.Result.Reason)
@@ -232,7 +232,7 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	unknown := w.localRun("r-unknown", "exec sleep 120")
 	w.provision(t, unknown)
 	unknownPID := w.rec.provisioned(t, unknown.RunID, 20*time.Second).Targets[0].PID
-	e, err := inst.store.Get(context.Background(), state.LocalKey("node-a", unknown.RunID))
+	e, err := inst.store.Get(context.Background(), state.LocalKey(unknown.RunID))
 	require.NoError(t, err)
 	require.NoError(t, inst.store.Delete(context.Background(), e.Key, e.Rev))
 	testenv.Eventually(t, 20*time.Second, "the unknown run's process stopped", func() bool { return !alive(unknownPID) })
@@ -298,4 +298,31 @@ func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
 	td := w.rec.tornDown(t, p.RunID, 30*time.Second)
 	require.False(t, td.Lost || td.Crashed, "%+v", td)
 	require.False(t, alive(pid))
+}
+
+// TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce: the record locks a
+// run across nodes; a provision whose node's provisioner died mid-way (its
+// lease ran out) is taken over by another node, once.
+func TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce(t *testing.T) {
+	w := newWorld(t)
+	b := w.start(t, options{node: "node-b", core: func(c *provisioner.Config) { c.Lease = 2 * time.Second }})
+	p := w.localRun("r-abandoned", "exec sleep 60")
+	_, created, err := b.store.Create(context.Background(), state.LocalKey(p.RunID), state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID,
+		Backend: "local", Node: "node-a", State: state.Starting, Owner: "node-a-instance-that-died", LeaseUntilMs: time.Now().Add(time.Second).UnixMilli(),
+		Kafka: &p.Kafka})
+	require.NoError(t, err)
+	require.True(t, created)
+	w.provision(t, p)
+	require.NoError(t, w.bus.Publish(context.Background(), p, "provision-again:"+p.RunID))
+	got := w.rec.provisioned(t, p.RunID, 30*time.Second)
+	e, err := b.store.Get(context.Background(), state.LocalKey(p.RunID))
+	require.NoError(t, err)
+	require.Equal(t, "node-b", e.Rec.Node, "taken over where it now runs")
+	require.Equal(t, "node-b", got.Targets[0].Node)
+	testenv.Eventually(t, 10*time.Second, "both commands handled", func() bool { return consumerPending(t, w) == 0 })
+	require.Len(t, marked(t, b, p.RunID), 2, "one shim and one SUT: started once")
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.Empty(t, marked(t, b, p.RunID))
 }

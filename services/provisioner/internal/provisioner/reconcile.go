@@ -63,14 +63,15 @@ func (v *view) apply(u jetstream.KeyValueEntry) (changed string) {
 	return ""
 }
 
-// filters are the records this instance looks after: local runs of its
-// node, cluster runs when it has the cluster, and final-run marks.
+// filters are the records this instance looks after: local runs (those
+// of its node are its to watch and stop), cluster runs when it has the
+// cluster, and final-run marks.
 func (p *Provisioner) filters() []string {
 	out := []string{state.PrefixFinal + ">"}
 	for _, be := range p.backends {
-		switch b := be.(type) {
+		switch be.(type) {
 		case noder:
-			out = append(out, state.LocalFilter(b.Node(), ""))
+			out = append(out, state.PrefixLocal+">")
 		case Sweeper:
 			out = append(out, state.PrefixKube+">")
 		}
@@ -248,11 +249,19 @@ func (p *Provisioner) sweep(ctx context.Context, v *view) {
 			}
 			continue
 		}
+		node := ""
+		if n, ok := be.(noder); ok {
+			node = n.Node()
+		}
 		for _, l := range lefts {
 			if l.Terminating {
 				continue
 			}
 			e, hasRecord := v.records[be.Key(l.RunID)]
+			// Processes here of a run whose record says another node: its
+			// provision was taken over there after this node's
+			// provisioner died mid-way. Nobody wants them.
+			hasRecord = hasRecord && (node == "" || e.Rec.Node == node)
 			_, final := v.finals[l.RunID]
 			ours := l.Platform == platform
 			var why string

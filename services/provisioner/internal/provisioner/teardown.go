@@ -55,11 +55,8 @@ func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error
 	return nil
 }
 
-// records finds the records of a run: one on any node for a local run.
+// records finds the record of a run.
 func (p *Provisioner) records(ctx context.Context, backend, runID string) ([]state.Entry, error) {
-	if backend == "local" {
-		return p.store.Find(ctx, state.LocalFilter("", runID))
-	}
 	be := p.backends[backend]
 	e, err := p.store.Get(ctx, be.Key(runID))
 	if errors.Is(err, state.ErrNotFound) {

@@ -1,9 +1,9 @@
 // Package state keeps the provisioner's per-run records in a JetStream KV
 // bucket (file storage), so that any provisioner instance — a restarted one,
 // or another one running at the same time — knows every run: what was
-// started where (pid, start time, process group, log and exit-status files,
-// namespace), the run's targets and Kafka topics, whether its teardown is
-// wanted and how far it got, and how it ended. Writes are revision-checked:
+// started where (node, pid, start time, process group, log and exit-status
+// files, namespace), the run's targets and Kafka topics, whether its
+// teardown is wanted and how far it got, and how it ended. Writes are revision-checked:
 // creating a record is the lock that keeps two instances from starting the
 // same run, and every later change is a compare-and-set on what was read.
 package state
@@ -126,7 +126,7 @@ type Final struct {
 	AtMs  int64  `json:"at_ms"`
 }
 
-// Key prefixes.
+// Key prefixes; every key is <prefix><token>.
 const (
 	PrefixLocal = "local."
 	PrefixKube  = "kube."
@@ -153,20 +153,10 @@ func Token(id string) string {
 	return b.String()
 }
 
-// LocalKey is the record of a local run on node.
-func LocalKey(node, runID string) string { return PrefixLocal + Token(node) + "." + Token(runID) }
-
-// LocalFilter matches the records of run runID on every node ("" for every run).
-func LocalFilter(node, runID string) string {
-	n, r := "*", ">"
-	if node != "" {
-		n = Token(node)
-	}
-	if runID != "" {
-		r = Token(runID)
-	}
-	return PrefixLocal + n + "." + r
-}
+// LocalKey is the record of a local run. The node that runs it is a field,
+// not part of the key: a run has one record whichever node picks up its
+// provision, so creating the record locks the run across nodes too.
+func LocalKey(runID string) string { return PrefixLocal + Token(runID) }
 
 // KubeKey is the record of a kubernetes run.
 func KubeKey(runID string) string { return PrefixKube + Token(runID) }

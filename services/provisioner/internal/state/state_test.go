@@ -26,11 +26,10 @@ func open(t *testing.T, url string) (*state.Store, *bus.Bus) {
 }
 
 func TestKeysAreValidAndKeepIDsApart(t *testing.T) {
-	require.Equal(t, "local.node-a.exp-1_r0001", state.LocalKey("node-a", "exp-1_r0001"))
-	require.Equal(t, "local.host=2eexample=2eorg.r=2f1", state.LocalKey("host.example.org", "r/1"))
+	require.Equal(t, "local.exp-1_r0001", state.LocalKey("exp-1_r0001"))
+	require.Equal(t, "local.r=2f1=2ex", state.LocalKey("r/1.x"), "a dot would split the key")
 	require.Equal(t, "kube.r1", state.KubeKey("r1"))
-	require.Equal(t, "local.*.r=2a", state.LocalFilter("", "r*"), "a wildcard in an id is escaped, not a wildcard")
-	require.Equal(t, "local.n.>", state.LocalFilter("n", ""))
+	require.Equal(t, "final.r=2a=3e", state.FinalKey("r*>"), "a wildcard in an id is escaped, not a wildcard")
 	require.NotEqual(t, state.Token("a.b"), state.Token("a=2eb"))
 }
 
@@ -40,7 +39,7 @@ func TestCreateIsALockAndMutateIsRevisionChecked(t *testing.T) {
 	b, _ := open(t, url)
 	require.Equal(t, a.Platform(), b.Platform(), "one installation, one platform id")
 	ctx := context.Background()
-	key := state.LocalKey("n", "r1")
+	key := state.LocalKey("r1")
 	var created atomic.Int32
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
@@ -93,7 +92,7 @@ func TestCreateIsALockAndMutateIsRevisionChecked(t *testing.T) {
 	_, err = b.Update(ctx, stale)
 	require.ErrorIs(t, err, state.ErrConflict)
 
-	found, err := b.Find(ctx, state.LocalFilter("", "r1"))
+	found, err := b.Find(ctx, state.PrefixLocal+">")
 	require.NoError(t, err)
 	require.Len(t, found, 1)
 	require.Equal(t, state.Running, found[0].Rec.State)
