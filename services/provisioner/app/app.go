@@ -47,6 +47,10 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	})
 	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets (default: hostname)")
 	fs.StringVar(&c.Local.StateDir, "state-dir", c.Local.StateDir, "directory of the local backend's run logs and exit statuses")
+	fs.DurationVar(&c.Local.StopTimeout, "stop-timeout", c.Local.StopTimeout, "how long a SUT process may take to stop after SIGTERM before SIGKILL (default 10s)")
+	fs.DurationVar(&c.Core.ReconcileEvery, "reconcile-every", c.Core.ReconcileEvery, "how often leftovers of ended and unknown runs are looked for (default 30s)")
+	fs.DurationVar(&c.Core.UnknownGrace, "leftover-grace", c.Core.UnknownGrace,
+		"how old a process or namespace of this installation with no record must be before it is removed (default 2m)")
 	fs.Func("kubernetes", "kubernetes backend: auto (when a cluster is configured), on or off (default auto)", func(s string) error {
 		switch s {
 		case "auto", "on", "off":
