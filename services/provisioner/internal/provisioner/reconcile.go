@@ -32,7 +32,9 @@ func newView() *view {
 	return &view{records: map[string]state.Entry{}, finals: map[string]finalEntry{}}
 }
 
-func (v *view) apply(u jetstream.KeyValueEntry) (changed string) {
+// apply takes one update of the watch; gone is the run of a record that
+// was deleted (no longer to be watched).
+func (v *view) apply(u jetstream.KeyValueEntry) (gone string) {
 	key := u.Key()
 	deleted := u.Operation() != jetstream.KeyValuePut
 	if strings.HasPrefix(key, state.PrefixFinal) {

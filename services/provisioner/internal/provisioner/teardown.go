@@ -208,7 +208,7 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 			return false, nil
 		}
 		be, ok := p.backends[r.Backend]
-		if !ok || !p.owns(be, *r) {
+		if !ok || !be.Owns(*r) {
 			return false, nil
 		}
 		td.Attempts++
@@ -318,6 +318,3 @@ func joinReason(a, b string) string {
 	}
 	return a + "; " + b
 }
-
-// owns reports whether this instance can carry out the teardown of rec.
-func (p *Provisioner) owns(be Backend, rec state.Record) bool { return be.Owns(rec) }
