@@ -211,7 +211,11 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	sut, err := b.awaitStartup(ctx, pr, adopted)
 	if err != nil {
 		if ctx.Err() != nil {
-			// Shutting down mid-way: the redelivered provision adopts it.
+			// Shutting down mid-way: the redelivered provision adopts it,
+			// unless this provisioner stops its SUTs when it stops.
+			if b.cfg.StopOnShutdown {
+				b.stopAtShutdown(context.WithoutCancel(ctx), e, pr)
+			}
 			return nil, fmt.Errorf("provision of run %s interrupted: %w", p.RunID, ctx.Err())
 		}
 		return nil, fmt.Errorf("%s exited during start-up: %s", argv[0], exitInfo(files))
@@ -366,7 +370,7 @@ func (b *Backend) watch(ctx context.Context, runID string, pr state.Process) {
 		if ctx.Err() != nil {
 			return
 		}
-		if first {
+		if first && !pr.StoppedAtShutdown && pr.BootID == b.proc.bootID() {
 			reason = "exited while no provisioner was watching it: " + reason
 		}
 		b.logger.Warn("system under test exited", zap.String("run_id", runID), zap.String("reason", reason))
@@ -500,21 +504,28 @@ func (b *Backend) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), b.TeardownBound())
 	defer cancel()
 	for _, e := range runs {
-		if _, _, err := b.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
-			if r.Process == nil {
-				return false, nil
-			}
-			r.Process.Signalled, r.Process.StoppedAtShutdown = true, true
-			return true, nil
-		}); err != nil {
-			b.logger.Warn("record the stop of a run's process failed", zap.String("run_id", e.Rec.RunID), zap.Error(err))
+		b.stopAtShutdown(ctx, e, e.Rec.Process)
+	}
+}
+
+// stopAtShutdown stops a run's processes as its provisioner stops, and
+// records so: the run cannot go on, and whoever adopts its record reports
+// it.
+func (b *Backend) stopAtShutdown(ctx context.Context, e state.Entry, pr *state.Process) {
+	if _, _, err := b.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
+		if r.Process == nil {
+			return false, nil
 		}
-		pgid := 0
-		if e.Rec.Process != nil {
-			pgid = e.Rec.Process.PGID
-		}
-		if err := b.proc.stop(ctx, b.store.Platform(), e.Rec.RunID, pgid, b.cfg.StopTimeout, 50*time.Millisecond); err != nil {
-			b.logger.Warn("stop a run's process at shutdown failed", zap.String("run_id", e.Rec.RunID), zap.Error(err))
-		}
+		r.Process.Signalled, r.Process.StoppedAtShutdown = true, true
+		return true, nil
+	}); err != nil {
+		b.logger.Warn("record the stop of a run's process failed", zap.String("run_id", e.Rec.RunID), zap.Error(err))
+	}
+	pgid := 0
+	if pr != nil {
+		pgid = pr.PGID
+	}
+	if err := b.proc.stop(ctx, b.store.Platform(), e.Rec.RunID, pgid, b.cfg.StopTimeout, 50*time.Millisecond); err != nil {
+		b.logger.Warn("stop a run's process at shutdown failed", zap.String("run_id", e.Rec.RunID), zap.Error(err))
 	}
 }

@@ -435,3 +435,31 @@ func TestLeftoversAreFoundByTheirMarkersAndRemoved(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, lefts)
 }
+
+// TestStopOnShutdownStopsTheSUTsAndTheNextProvisionerSaysSo: greenflow dev
+// stops its SUTs with it; the run cannot go on, and whoever adopts its
+// record reports that.
+func TestStopOnShutdownStopsTheSUTsAndTheNextProvisionerSaysSo(t *testing.T) {
+	st := records(t, "")
+	dev := local.New(local.Config{Node: "n1", StateDir: t.TempDir(), StartupGrace: 100 * time.Millisecond, StopOnShutdown: true}, st, testenv.Logger(t))
+	crashes(dev)
+	targets, err := provision(t, st, dev, cmd("r-dev", "echo serving; exec sleep 60"))
+	require.NoError(t, err)
+	dev.Watch(running(t, st, dev, "r-dev", targets))
+	dev.Close()
+	require.True(t, gone(targets[0].PID), "stopped with its provisioner")
+
+	next := newBackend(t, st, local.Config{})
+	crashed := crashes(next)
+	e, err := st.Get(context.Background(), next.Key("r-dev"))
+	require.NoError(t, err)
+	require.True(t, e.Rec.Process.StoppedAtShutdown)
+	next.Watch(e)
+	require.Contains(t, awaitCrash(t, crashed), "r-dev: stopped when its provisioner shut down; last output: serving")
+}
+
+// gone reports a process that has exited (reaped or not).
+func gone(pid int) bool {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return err != nil || strings.Contains(string(raw), ") Z ")
+}
