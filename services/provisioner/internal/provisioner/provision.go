@@ -56,9 +56,10 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 			Targets: targets, TsMs: p.now().UnixMilli()}, "provisioned:"+m.RunID)
 	}
 	if ctx.Err() != nil {
-		// Shutting down mid-way: not a failure of the run. The command is
-		// redelivered, and whoever gets it carries on once the lease ends
+		// Shutting down mid-way: not a failure of the run. The lease is
+		// given back, and whoever gets the redelivered command carries on
 		// (applying is idempotent; a started process is adopted).
+		p.releaseLease(context.WithoutCancel(ctx), key)
 		return fmt.Errorf("provision of run %s interrupted: %w", m.RunID, err)
 	}
 	transient := isTransient(err)

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -299,7 +300,12 @@ func (p *Provisioner) answerDeadLetter(ctx context.Context, h nats.Header, reaso
 	var err error
 	switch events.Type(h.Get(bus.HeaderType)) {
 	case events.TypeRunProvision:
-		err = p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: exp, RunID: run, TsMs: p.now().UnixMilli(),
+		// Out of deliveries ("failed N deliveries, …"): what kept failing
+		// was this service's infrastructure (NATS KV, a broker), which a
+		// retry of the run may get past; an undecodable or rejected command
+		// will not be fixed by one.
+		transient := strings.HasPrefix(reason, "failed ")
+		err = p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: exp, RunID: run, TsMs: p.now().UnixMilli(), Transient: transient,
 			Reason: "the provision command could not be processed: " + reason}, "provision-failed:"+run)
 	case events.TypeRunTeardown:
 		err = p.bus.Publish(ctx, events.RunTornDown{ExperimentID: exp, RunID: run, Lost: true, TsMs: p.now().UnixMilli(),
