@@ -18,33 +18,16 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// provisionerBinary builds bin/provisioner once per test binary.
+// provisionerBinary builds bin/provisioner into a directory of the test.
 func provisionerBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "greenflow-provisioner-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
-		cmd := exec.Command("go", "build", "-o", dir+"/", "./services/provisioner")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = err
-			t.Logf("go build: %s", out)
-		}
-		binPath = filepath.Join(dir, "provisioner")
-	})
-	require.NoError(t, buildErr)
-	return binPath
+	dir := t.TempDir()
+	_, file, _, _ := runtime.Caller(0)
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./services/provisioner")
+	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return filepath.Join(dir, "provisioner")
 }
 
 type syncBuffer struct {
@@ -70,9 +53,9 @@ type process struct {
 	out *syncBuffer
 }
 
-func (w *world) startProcess(t *testing.T, stateDir string) *process {
+func (w *world) startProcess(t *testing.T, bin, stateDir string) *process {
 	t.Helper()
-	cmd := exec.Command(provisionerBinary(t), "--nats-url", w.nats, "--kafka-brokers", w.kafka.ListenAddrs()[0], "--metrics-addr", "",
+	cmd := exec.Command(bin, "--nats-url", w.nats, "--kafka-brokers", w.kafka.ListenAddrs()[0], "--metrics-addr", "",
 		"--kubernetes", "off", "--state-dir", stateDir, "--node", "node-a", "--log-level", "info")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -113,9 +96,10 @@ func (p *process) kill9(t *testing.T) {
 // with its exit status; a crash while no provisioner runs is reported by
 // the next one; and a teardown of a run nobody knows is reported lost.
 func TestProvisionerKilledWithSIGKILL(t *testing.T) {
+	bin := provisionerBinary(t)
 	w := newWorld(t)
 	stateDir := t.TempDir()
-	first := w.startProcess(t, stateDir)
+	first := w.startProcess(t, bin, stateDir)
 	p := w.localRun("r-kill9", "while :; do echo heartbeat; sleep 0.1; done")
 	w.provision(t, p)
 	pid := w.rec.provisioned(t, p.RunID, 30*time.Second).Targets[0].PID
@@ -129,7 +113,7 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 	require.True(t, alive(pid))
 
 	restarted := time.Now()
-	second := w.startProcess(t, stateDir)
+	second := w.startProcess(t, bin, stateDir)
 	testenv.Eventually(t, 20*time.Second, "the restarted provisioner to adopt the run", func() bool {
 		return second.logged("watching the system under test", p.RunID)
 	})
@@ -153,7 +137,7 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 	require.NoError(t, syscall.Kill(qpid, syscall.SIGTERM))
 	testenv.Eventually(t, 10*time.Second, "the SUT gone", func() bool { return !alive(qpid) })
 	third := time.Now()
-	w.startProcess(t, stateDir)
+	w.startProcess(t, bin, stateDir)
 	testenv.Eventually(t, 30*time.Second, "the crash reported by the next provisioner", func() bool {
 		return w.rec.find(events.TypeRunTornDown, q.RunID) != nil
 	})
