@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // Main starts the API server, runs the package's tests and stops it; call
@@ -48,19 +50,56 @@ func MustStart() (stop func()) {
 		os.Exit(1)
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 90 * time.Second, ControlPlaneStopTimeout: 30 * time.Second}
+	// A certificate directory of our own outlives a stop of the API
+	// server, so StartAPIServer brings it back with the same serving
+	// certificate (clients built from Admin keep working).
+	certDir, err := os.MkdirTemp("", "greenflow-envtest-certs-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "envtest cert dir:", err)
+		os.Exit(1)
+	}
+	env.ControlPlane.GetAPIServer().CertDir = certDir
 	start := time.Now()
-	var err error
 	Admin, err = env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
 		os.Exit(1)
 	}
+	testEnv = env
 	fmt.Fprintf(os.Stderr, "envtest: kube-apiserver and etcd up in %s\n", time.Since(start).Round(time.Millisecond))
 	return func() {
 		if err := env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stop envtest:", err)
 		}
+		_ = os.RemoveAll(certDir)
 	}
+}
+
+var testEnv *envtest.Environment
+
+// StopAPIServer stops the kube-apiserver, as an outage would: clients get
+// connection refused. etcd keeps running, and with it the cluster's state.
+func StopAPIServer(t testing.TB) {
+	t.Helper()
+	if err := testEnv.ControlPlane.GetAPIServer().Stop(); err != nil {
+		t.Fatalf("stop kube-apiserver: %v", err)
+	}
+}
+
+// StartAPIServer starts the stopped kube-apiserver again, on the same
+// address with the same certificates, and waits until it serves.
+func StartAPIServer(t testing.TB) {
+	t.Helper()
+	start := time.Now()
+	if err := testEnv.ControlPlane.GetAPIServer().Start(); err != nil {
+		t.Fatalf("start kube-apiserver again: %v", err)
+	}
+	cs := AdminClient(t)
+	testenv.Eventually(t, 60*time.Second, "kube-apiserver serving after its restart", func() bool {
+		_, err := cs.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{})
+		return err == nil
+	})
+	t.Logf("kube-apiserver serving again %s after its start", time.Since(start).Round(time.Millisecond))
 }
 
 // Kubeconfig writes a kubeconfig for the cluster-admin user to dir and

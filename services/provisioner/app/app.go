@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -17,10 +18,12 @@ import (
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/local"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 // Config is the provisioner's configuration.
 type Config struct {
+	Core  provisioner.Config
 	Local local.Config
 	Kube  kube.Config
 	// Kubernetes enables the kubernetes backend: auto (when a kubeconfig or
@@ -32,7 +35,8 @@ type Config struct {
 // and the kubernetes backend when a cluster is configured.
 func Default() Config {
 	exe, _ := os.Executable()
-	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}}, Kubernetes: "auto"}
+	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}, StateDir: local.DefaultStateDir()},
+		Kubernetes: "auto"}
 }
 
 // RegisterFlags adds the provisioner's flags.
@@ -42,6 +46,11 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 		return nil
 	})
 	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets (default: hostname)")
+	fs.StringVar(&c.Local.StateDir, "state-dir", c.Local.StateDir, "directory of the local backend's run logs and exit statuses")
+	fs.DurationVar(&c.Local.StopTimeout, "stop-timeout", c.Local.StopTimeout, "how long a SUT process may take to stop after SIGTERM before SIGKILL (default 10s)")
+	fs.DurationVar(&c.Core.ReconcileEvery, "reconcile-every", c.Core.ReconcileEvery, "how often leftovers of ended and unknown runs are looked for (default 30s)")
+	fs.DurationVar(&c.Core.UnknownGrace, "leftover-grace", c.Core.UnknownGrace,
+		"how old a process or namespace of this installation with no record must be before it is removed (default 2m)")
 	fs.Func("kubernetes", "kubernetes backend: auto (when a cluster is configured), on or off (default auto)", func(s string) error {
 		switch s {
 		case "auto", "on", "off":
@@ -72,48 +81,40 @@ func (c component) Run(ctx context.Context) error {
 	defer c.local.Close()
 	if c.kube != nil {
 		defer c.kube.Close()
-		c.reportDeployed(ctx)
 	}
 	return c.p.Run(ctx)
 }
 
-// reportDeployed logs the runs a previous provisioner left in the cluster
-// and watches them for crashes again: their state lives in namespace labels,
-// so teardown works for them too.
-func (c component) reportDeployed(ctx context.Context) {
-	runs, err := c.kube.Runs(ctx)
-	if err != nil {
-		c.logger.Warn("kubernetes backend: cannot list deployed runs", zap.Error(err))
-		return
-	}
-	for _, r := range runs {
-		if !r.Terminating {
-			c.kube.Watch(r.ExperimentID, r.RunID)
-		}
-		c.logger.Info("run deployed in the cluster", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID),
-			zap.String("namespace", r.Namespace), zap.Bool("terminating", r.Terminating))
-	}
-	c.logger.Info("kubernetes backend ready", zap.Int("deployed_runs", len(runs)))
-}
+// Check reports whether the provisioner can do its work now (its record
+// bucket and consumers are there).
+func (c component) Check() error { return c.p.Check() }
+
+var _ service.Checker = component{}
 
 // unavailable stands in for a kubernetes backend that could not be
 // configured, so that runs asking for it fail with the reason.
 type unavailable struct{ err error }
 
+func (u unavailable) Key(runID string) string      { return state.KubeKey(runID) }
+func (u unavailable) Owns(state.Record) bool       { return false }
+func (u unavailable) TeardownBound() time.Duration { return 0 }
+
 func (u unavailable) Provision(context.Context, events.RunProvision) ([]events.Target, error) {
 	return nil, u.err
 }
 
-// Teardown has nothing to do: this provisioner deployed nothing there.
-func (u unavailable) Teardown(context.Context, string) (bool, string, error) { return false, "", nil }
+// Remove cannot reach the cluster; a provisioner that can does it.
+func (u unavailable) Remove(context.Context, string, *state.Entry) (bool, string, error) {
+	return false, "", u.err
+}
 
 // New builds the provisioner component with the local backend and, when
 // configured, the kubernetes backend.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	var p *provisioner.Provisioner
-	lb := local.New(c.Local, d.Logger, func(exp, run, reason string) {
-		p.Crashed(context.Background(), "local", exp, run, reason, nil)
-	})
+	store := state.New(d.Bus, state.Bucket)
+	lb := local.New(c.Local, store, d.Logger)
+	lb.OnCrash(func(run, reason string) { p.Crashed("local", run, reason) })
 	backends := map[string]provisioner.Backend{"local": lb}
 	comp := component{local: lb, logger: d.Logger.With(zap.String("component", "provisioner"))}
 	if c.Kubernetes != "off" {
@@ -121,9 +122,7 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 		switch {
 		case err == nil:
 			backends["kubernetes"], comp.kube = kb, kb
-			kb.OnCrash(func(exp, run, reason string, kafka *events.Kafka) {
-				p.Crashed(context.Background(), "kubernetes", exp, run, reason, kafka)
-			})
+			kb.OnCrash(func(_, run, reason string, _ *events.Kafka) { p.Crashed("kubernetes", run, reason) })
 		case c.Kubernetes == "on":
 			return nil, err
 		default:
@@ -131,7 +130,7 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 			backends["kubernetes"] = unavailable{err: err}
 		}
 	}
-	p, err := provisioner.New(d.Bus, backends, d.Logger, d.Registry)
+	p, err := provisioner.New(c.Core, d.Bus, store, backends, d.Logger, d.Registry)
 	if err != nil {
 		return nil, err
 	}

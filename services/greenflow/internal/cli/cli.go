@@ -22,6 +22,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/version"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
 )
 
 const usage = `greenflow — reproducible energy experiments on stream processing systems
@@ -190,9 +191,19 @@ func runValidate(args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	p, err := sf.prepare(true)
+	data, err := sf.read()
 	if err != nil {
 		return err
+	}
+	p, err := spec.Prepare(data, sf.sets, true)
+	if err != nil {
+		return err
+	}
+	// Render what the provisioner will (manifest templates too), so a
+	// template that cannot render fails here, with its spec line, not at
+	// provision time.
+	if err := provisionerapp.CheckSpec(p.Experiment, data); err != nil {
+		return fmt.Errorf("%s: the system under test does not render:\n%w", sf.file, err)
 	}
 	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %d runs\n", sf.file, p.Experiment.Metadata.Name, p.Runs)
 	return nil
@@ -211,8 +222,17 @@ func (f *specFlags) register(fs *flag.FlagSet, defaultFile string) {
 
 // prepare reads and validates the spec (see spec.Prepare).
 func (f *specFlags) prepare(yes bool) (spec.Prepared, error) {
+	data, err := f.read()
+	if err != nil {
+		return spec.Prepared{}, err
+	}
+	return spec.Prepare(data, f.sets, yes)
+}
+
+// read reads the spec file (or standard input).
+func (f *specFlags) read() ([]byte, error) {
 	if f.file == "" {
-		return spec.Prepared{}, errors.New("-f: a spec file is required")
+		return nil, errors.New("-f: a spec file is required")
 	}
 	var data []byte
 	var err error
@@ -222,9 +242,9 @@ func (f *specFlags) prepare(yes bool) (spec.Prepared, error) {
 		data, err = os.ReadFile(f.file)
 	}
 	if err != nil {
-		return spec.Prepared{}, fmt.Errorf("read spec: %w", err)
+		return nil, fmt.Errorf("read spec: %w", err)
 	}
-	return spec.Prepare(data, f.sets, yes)
+	return data, nil
 }
 
 func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {

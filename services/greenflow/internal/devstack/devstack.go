@@ -167,6 +167,10 @@ func (s *Stack) build(ctx context.Context) error {
 		s.opts.Scheduler(&schedCfg)
 	}
 	provCfg := provisionerapp.Default()
+	// The SUTs' logs live with the stack's state; they stop with the stack,
+	// whose Kafka and NATS go with it.
+	provCfg.Local.StateDir = filepath.Join(s.opts.StateDir, "provisioner")
+	provCfg.Local.StopOnShutdown = true
 	if len(s.opts.UC3Command) > 0 {
 		provCfg.Local.UC3Command = s.opts.UC3Command
 	}

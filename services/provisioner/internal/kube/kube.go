@@ -26,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -36,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 // Labels and annotations the backend puts on what it creates.
@@ -54,6 +54,9 @@ const (
 	// AnnotationKafka records the run's brokers and topics (JSON), so that a
 	// restarted provisioner can delete the topics of a run that crashed.
 	AnnotationKafka = "greenflow.dev/kafka"
+	// AnnotationPlatform names the installation that deployed the run (see
+	// state.Store.Platform): the reconciler only removes its own.
+	AnnotationPlatform = "greenflow.dev/platform"
 )
 
 // Config configures the backend.
@@ -86,6 +89,11 @@ type Config struct {
 	// CrashPoll is how often a deployed run's pods are checked for
 	// restarts and failures.
 	CrashPoll time.Duration `yaml:"crashPoll"`
+	// RetryBase is the first back-off after a transient API error (doubling
+	// up to 5 s, within the phase's deadline).
+	RetryBase time.Duration `yaml:"retryBase"`
+	// RequestTimeout bounds one API request.
+	RequestTimeout time.Duration `yaml:"requestTimeout"`
 }
 
 func (c *Config) defaults() {
@@ -109,6 +117,12 @@ func (c *Config) defaults() {
 	}
 	if c.CrashPoll == 0 {
 		c.CrashPoll = 5 * time.Second
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = 200 * time.Millisecond
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 30 * time.Second
 	}
 }
 
@@ -161,11 +175,40 @@ type Backend struct {
 	watching map[string]context.CancelFunc // run → its crash watch
 	watchers sync.WaitGroup
 	closed   bool
+	platform string
+}
+
+// SetPlatform sets the installation id put on every run namespace.
+func (b *Backend) SetPlatform(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.platform = id
+}
+
+func (b *Backend) platformID() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.platform
+}
+
+// Key is the record of a kubernetes run.
+func (b *Backend) Key(runID string) string { return state.KubeKey(runID) }
+
+// Owns reports whether this backend can remove the run of rec: every
+// kubernetes run (the cluster is shared).
+func (b *Backend) Owns(rec state.Record) bool { return rec.Backend == "kubernetes" }
+
+// TeardownBound is the longest one Remove may take.
+func (b *Backend) TeardownBound() time.Duration { return b.cfg.TeardownTimeout + 30*time.Second }
+
+// Remove deletes the run's namespace (see Teardown).
+func (b *Backend) Remove(ctx context.Context, runID string, _ *state.Entry) (bool, string, error) {
+	return b.Teardown(ctx, runID)
 }
 
 // CrashFunc is told about a run whose pods restarted or failed during the
-// run; the backend has already deleted the run's namespace. kafka names the
-// run's topics as recorded at provision (nil if unknown).
+// run. kafka names the run's topics as recorded at provision (nil if
+// unknown).
 type CrashFunc func(experimentID, runID, reason string, kafka *events.Kafka)
 
 // OnCrash sets the crash handler; call it before the first provision.
@@ -182,6 +225,9 @@ func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
 	rc = rest.CopyConfig(rc)
 	if rc.UserAgent == "" {
 		rc.UserAgent = cfg.FieldManager
+	}
+	if rc.Timeout == 0 {
+		rc.Timeout = cfg.RequestTimeout // an API server that hangs is retried like one that is down
 	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -248,15 +294,20 @@ func describe(u *unstructured.Unstructured) string {
 
 // resolve maps every rendered object to its resource; kinds the cluster does
 // not serve and cluster-scoped kinds are refused before anything is created.
-func (b *Backend) resolve(template string, objs []*unstructured.Unstructured) ([]object, error) {
+func (b *Backend) resolve(ctx context.Context, deadline time.Time, template string, objs []*unstructured.Unstructured) ([]object, error) {
 	out := make([]object, 0, len(objs))
 	for i, u := range objs {
 		gvk := u.GroupVersionKind()
-		m, err := b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if meta.IsNoMatchError(err) {
-			b.mapper.Reset() // a CRD may have been installed since discovery was cached
+		var m *meta.RESTMapping
+		err := b.retry(ctx, deadline, "discover "+gvk.Kind, func() error {
+			var err error
 			m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		}
+			if meta.IsNoMatchError(err) || IsTransient(err) {
+				b.mapper.Reset() // a CRD may have been installed since discovery was cached
+				m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			}
+			return err
+		})
 		if err != nil {
 			if meta.IsNoMatchError(err) {
 				return nil, fmt.Errorf("template %s, object %d (%s): unknown kind: the cluster serves no %s in %s", template, i+1, describe(u), gvk.Kind, gvk.GroupVersion())
@@ -274,20 +325,32 @@ func (b *Backend) resolve(template string, objs []*unstructured.Unstructured) ([
 
 // Provision deploys run p and waits until it is ready. Repeating it for a
 // deployed run re-applies the same objects and returns the same targets; a
-// failed provision deletes what it created.
+// failed provision deletes what it created. Transient API errors are
+// retried with back-off until the run's ready timeout; past it, the error
+// is marked transient.
 func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error) {
 	ns := b.Namespace(p.RunID)
 	objs, err := Render(p, ns)
 	if err != nil {
 		return nil, err
 	}
-	resolved, err := b.resolve(p.SUT.Template, objs)
+	k := kubeSUT(p)
+	timeout := b.cfg.ReadyTimeout
+	if k.ReadyTimeoutMs > 0 {
+		timeout = time.Duration(k.ReadyTimeoutMs) * time.Millisecond
+	}
+	deadline := b.now().Add(timeout)
+	resolved, err := b.resolve(ctx, deadline, p.SUT.Template, objs)
 	if err != nil {
 		return nil, err
 	}
-	k := kubeSUT(p)
 	var previous []string
-	existing, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	var existing *corev1.Namespace
+	err = b.retry(ctx, deadline, "get namespace "+ns, func() error {
+		var err error
+		existing, err = b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		return err
+	})
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -301,11 +364,11 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 			previous = strings.Split(v, ",")
 		}
 	}
-	pl, err := b.choosePlacement(ctx, k.Placement, previous)
+	pl, err := b.choosePlacement(ctx, deadline, k.Placement, previous)
 	if err != nil {
 		return nil, err
 	}
-	targets, err := b.deploy(ctx, p, ns, resolved, pl)
+	targets, err := b.deploy(ctx, p, ns, resolved, pl, deadline, timeout)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Shutting down: leave the deployment for the redelivered
@@ -315,11 +378,11 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		b.cleanup(ns, p.RunID, err)
 		return nil, err
 	}
-	b.Watch(p.ExperimentID, p.RunID)
 	return targets, nil
 }
 
-func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, objs []object, pl placement) ([]events.Target, error) {
+func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, objs []object, pl placement, deadline time.Time,
+	timeout time.Duration) ([]events.Target, error) {
 	lbl := b.runLabels(p)
 	kafka, err := json.Marshal(p.Kafka)
 	if err != nil {
@@ -327,12 +390,18 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	}
 	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template,
 		AnnotationKafka: string(kafka)}
+	if id := b.platformID(); id != "" {
+		ann[AnnotationPlatform] = id
+	}
 	if len(pl.nodes) > 0 {
 		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
 	}
 	applyNS := func(ann map[string]string) error {
 		nsAC := corev1ac.Namespace(ns).WithLabels(lbl).WithAnnotations(ann)
-		if _, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
+		if err := b.retry(ctx, deadline, "apply namespace "+ns, func() error {
+			_, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
+			return err
+		}); err != nil {
 			return fmt.Errorf("apply namespace %s: %w", ns, explain(err))
 		}
 		return nil
@@ -350,8 +419,11 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", describe(u), err)
 		}
-		if _, err := b.dyn.Resource(o.mapping.Resource).Namespace(ns).Apply(ctx, u.GetName(), u,
-			metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
+		if err := b.retry(ctx, deadline, "apply "+describe(u), func() error {
+			_, err := b.dyn.Resource(o.mapping.Resource).Namespace(ns).Apply(ctx, u.GetName(), u,
+				metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("apply %s: %w", describe(u), explain(err))
 		}
 		if isWorkload {
@@ -360,11 +432,7 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	}
 	b.logger.Info("applied", zap.String("run_id", p.RunID), zap.String("namespace", ns), zap.Int("objects", len(objs)),
 		zap.Strings("nodes", pl.nodes), zap.String("strategy", pl.strategy))
-	timeout := b.cfg.ReadyTimeout
-	if k.ReadyTimeoutMs > 0 {
-		timeout = time.Duration(k.ReadyTimeoutMs) * time.Millisecond
-	}
-	targets, pods, err := b.waitReady(ctx, ns, lbl, workloads, timeout)
+	targets, pods, err := b.waitReady(ctx, ns, lbl, workloads, deadline, timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -405,14 +473,22 @@ func readyBaseline(n *corev1.Namespace) (base map[string]int32, ok bool) {
 	return base, true
 }
 
-// cleanup deletes the namespace of a failed provision, so nothing is left.
+// cleanup deletes the namespace of a failed provision, so nothing is left;
+// transient API errors are retried for a while, and what still fails is
+// left to the provisioner's reconciler, which keeps trying.
 func (b *Backend) cleanup(ns, runID string, cause error) {
 	b.unwatch(runID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
-	if err != nil && !apierrors.IsNotFound(err) {
-		b.logger.Error("failed provision: delete namespace failed; delete it by hand", zap.String("run_id", runID),
+	err := b.retry(ctx, b.now().Add(30*time.Second), "delete namespace "+ns, func() error {
+		err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		b.logger.Warn("failed provision: delete namespace failed; the reconciler keeps trying", zap.String("run_id", runID),
 			zap.String("namespace", ns), zap.NamedError("cause", cause), zap.Error(explain(err)))
 		return
 	}
@@ -420,61 +496,78 @@ func (b *Backend) cleanup(ns, runID string, cause error) {
 }
 
 // mutatePodTemplate labels a workload's pods with the run and applies the
-// placement and the run's extra environment; it reports whether u has pods.
+// placement and the run's extra environment; it reports whether u has pods
+// (spec.template.spec.containers). It edits the object as it is
+// (unstructured), so every field of the user's manifest reaches the API
+// server — which rejects, naming it, a field it does not know — instead of
+// being silently dropped by a round trip through client-go's types.
 func mutatePodTemplate(u *unstructured.Unstructured, lbl map[string]string, pl placement, env map[string]string) (bool, error) {
 	tmpl, found, err := unstructured.NestedMap(u.Object, "spec", "template")
 	if err != nil || !found {
 		return false, nil
 	}
-	podMeta, _, _ := unstructured.NestedMap(tmpl, "metadata")
-	if podMeta == nil {
-		podMeta = map[string]any{}
+	spec, found, err := unstructured.NestedMap(tmpl, "spec")
+	if err != nil || !found {
+		return false, nil
 	}
-	podLabels, _, _ := unstructured.NestedStringMap(podMeta, "labels")
-	podLabels = merge(podLabels, lbl)
-	specMap, _, _ := unstructured.NestedMap(tmpl, "spec")
-	var spec corev1.PodSpec
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(specMap, &spec); err != nil {
-		return false, fmt.Errorf("spec.template.spec is not a pod spec: %w", err)
-	}
-	pl.apply(&spec, map[string]string{LabelRun: lbl[LabelRun]})
-	for i := range spec.Containers {
-		spec.Containers[i].Env = withEnv(spec.Containers[i].Env, env)
-	}
-	specOut, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&spec)
+	containers, found, err := unstructured.NestedSlice(spec, "containers")
 	if err != nil {
+		return false, fmt.Errorf("spec.template.spec.containers: %w", err)
+	}
+	if !found {
+		return false, nil // a template, but not of pods
+	}
+	podLabels, _, err := unstructured.NestedStringMap(tmpl, "metadata", "labels")
+	if err != nil {
+		return false, fmt.Errorf("spec.template.metadata.labels: %w", err)
+	}
+	if err := unstructured.SetNestedStringMap(tmpl, merge(podLabels, lbl), "metadata", "labels"); err != nil {
 		return false, err
 	}
-	labelsAny := make(map[string]any, len(podLabels))
-	for k, v := range podLabels {
-		labelsAny[k] = v
+	if err := pl.apply(spec, map[string]string{LabelRun: lbl[LabelRun]}); err != nil {
+		return false, err
 	}
-	podMeta["labels"] = labelsAny
-	tmpl["metadata"] = podMeta
-	tmpl["spec"] = specOut
+	if len(env) > 0 {
+		for i, c := range containers {
+			cm, ok := c.(map[string]any)
+			if !ok {
+				return false, fmt.Errorf("spec.template.spec.containers[%d]: expected an object, got %T", i, c)
+			}
+			list, _, err := unstructured.NestedSlice(cm, "env")
+			if err != nil {
+				return false, fmt.Errorf("spec.template.spec.containers[%d].env: %w", i, err)
+			}
+			cm["env"] = withEnv(list, env)
+		}
+		if err := unstructured.SetNestedSlice(spec, containers, "containers"); err != nil {
+			return false, err
+		}
+	}
+	if err := unstructured.SetNestedMap(tmpl, spec, "spec"); err != nil {
+		return false, err
+	}
 	return true, unstructured.SetNestedMap(u.Object, tmpl, "spec", "template")
 }
 
-// withEnv sets extra variables, replacing those of the same name.
-func withEnv(list []corev1.EnvVar, extra map[string]string) []corev1.EnvVar {
-	if len(extra) == 0 {
-		return list
-	}
+// withEnv sets extra variables in a container's env list, replacing those
+// of the same name (and their valueFrom).
+func withEnv(list []any, extra map[string]string) []any {
 	names := make([]string, 0, len(extra))
 	for k := range extra {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	for _, n := range names {
+		v := map[string]any{"name": n, "value": extra[n]}
 		replaced := false
-		for i := range list {
-			if list[i].Name == n {
-				list[i] = corev1.EnvVar{Name: n, Value: extra[n]}
+		for i, e := range list {
+			if em, ok := e.(map[string]any); ok && em["name"] == n {
+				list[i] = v
 				replaced = true
 			}
 		}
 		if !replaced {
-			list = append(list, corev1.EnvVar{Name: n, Value: extra[n]})
+			list = append(list, v)
 		}
 	}
 	return list
@@ -507,31 +600,71 @@ func explain(err error) error {
 type Deployed struct {
 	ExperimentID, RunID, Namespace, Template string
 	Terminating                              bool
+	// Platform is the installation that deployed it ("" for a namespace
+	// of a provisioner from before platform ids).
+	Platform string
+	Created  time.Time
+	Kafka    *events.Kafka
 }
 
 // Runs lists the runs deployed in the cluster, read from namespace labels
 // and annotations.
 func (b *Backend) Runs(ctx context.Context) ([]Deployed, error) {
-	list, err := b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun})
+	var list *corev1.NamespaceList
+	err := b.retry(ctx, b.now().Add(b.cfg.TeardownTimeout), "list run namespaces", func() error {
+		var err error
+		list, err = b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun})
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list run namespaces: %w", explain(err))
 	}
 	out := make([]Deployed, 0, len(list.Items))
 	for _, n := range list.Items {
-		out = append(out, Deployed{ExperimentID: n.Annotations[AnnotationExpID], RunID: n.Annotations[AnnotationRunID], Namespace: n.Name,
-			Template: n.Annotations[AnnotationTemplate], Terminating: n.DeletionTimestamp != nil})
+		d := Deployed{ExperimentID: n.Annotations[AnnotationExpID], RunID: n.Annotations[AnnotationRunID], Namespace: n.Name,
+			Template: n.Annotations[AnnotationTemplate], Terminating: n.DeletionTimestamp != nil, Platform: n.Annotations[AnnotationPlatform],
+			Created: n.CreationTimestamp.Time}
+		var k events.Kafka
+		if v := n.Annotations[AnnotationKafka]; v != "" && json.Unmarshal([]byte(v), &k) == nil {
+			d.Kafka = &k
+		}
+		out = append(out, d)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].RunID < out[j].RunID })
 	return out, nil
 }
 
+// Leftovers lists the runs whose namespaces are in the cluster.
+func (b *Backend) Leftovers(ctx context.Context) ([]state.Leftover, error) {
+	runs, err := b.Runs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]state.Leftover, 0, len(runs))
+	for _, r := range runs {
+		if r.RunID == "" {
+			continue
+		}
+		out = append(out, state.Leftover{RunID: r.RunID, ExperimentID: r.ExperimentID, Platform: r.Platform, Since: r.Created, Kafka: r.Kafka,
+			Kind: "namespace", What: "namespace " + r.Namespace, Terminating: r.Terminating})
+	}
+	return out, nil
+}
+
 // Teardown deletes the run's namespace and waits, bounded, for it to go.
 // crashed reports containers that restarted or pods that failed during the
-// run. A run the cluster does not know is already torn down.
+// run. A run the cluster does not know is already torn down. Transient API
+// errors are retried with back-off within TeardownTimeout; what fails past
+// it is returned (the provisioner tries again later).
 func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error) {
 	b.unwatch(runID)
-	list, err := b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun + "=" + LabelValue(runID)})
-	if err != nil {
+	deadline := b.now().Add(b.cfg.TeardownTimeout)
+	var list *corev1.NamespaceList
+	if err := b.retry(ctx, deadline, "find the namespace of run "+runID, func() error {
+		var err error
+		list, err = b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun + "=" + LabelValue(runID)})
+		return err
+	}); err != nil {
 		return false, "", fmt.Errorf("find the namespace of run %s: %w", runID, explain(err))
 	}
 	for i := range list.Items {
@@ -540,19 +673,30 @@ func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, rea
 			continue
 		}
 		ns := n.Name
-		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, "", fmt.Errorf("list pods in %s: %w", ns, explain(err))
+		if n.DeletionTimestamp == nil {
+			var pods *corev1.PodList
+			if err := b.retry(ctx, deadline, "list pods in "+ns, func() error {
+				var err error
+				pods, err = b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+				return err
+			}); err != nil {
+				return false, "", fmt.Errorf("list pods in %s: %w", ns, explain(err))
+			}
+			base, _ := readyBaseline(n)
+			if r := crashReason(pods.Items, base); r != "" {
+				crashed, reason = true, r
+			}
 		}
-		base, _ := readyBaseline(n)
-		if r := crashReason(pods.Items, base); r != "" {
-			crashed, reason = true, r
-		}
-		err = b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if err := b.retry(ctx, deadline, "delete namespace "+ns, func() error {
+			err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
+		}); err != nil {
 			return crashed, reason, fmt.Errorf("delete namespace %s: %w", ns, explain(err))
 		}
-		if gone := b.waitGone(ctx, ns); !gone {
+		if gone := b.waitGone(ctx, ns, deadline); !gone {
 			b.logger.Warn("namespace still terminating after the teardown bound; the cluster finishes deleting it",
 				zap.String("run_id", runID), zap.String("namespace", ns), zap.Duration("waited", b.cfg.TeardownTimeout))
 		}
@@ -560,8 +704,9 @@ func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, rea
 	return crashed, reason, nil
 }
 
-func (b *Backend) waitGone(ctx context.Context, ns string) bool {
-	deadline := b.now().Add(b.cfg.TeardownTimeout)
+// waitGone waits until the namespace is gone or the deadline; the API
+// server being briefly unavailable meanwhile does not end the wait.
+func (b *Backend) waitGone(ctx context.Context, ns string, deadline time.Time) bool {
 	for {
 		_, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -601,12 +746,17 @@ func crashReason(pods []corev1.Pod, base map[string]int32) string {
 	return strings.Join(out, "; ")
 }
 
-// Watch checks run runID's pods for restarts and failures until teardown;
-// on a crash it deletes the namespace and tells the crash handler. Called
-// after a provision, and after a restart for the runs found in the cluster;
-// a run that never became ready is not watched (its provision is still
-// going on, or failed).
-func (b *Backend) Watch(experimentID, runID string) {
+// Watch checks a running run's pods for restarts and failures until
+// Unwatch, and tells the crash handler about one (the provisioner then
+// tears the run down). Every instance watches every running run, so a crash
+// is noticed while any provisioner runs; a run that never became ready is
+// not watched (its provision is still going on, or failed).
+func (b *Backend) Watch(e state.Entry) { b.watchRun(e.Rec.ExperimentID, e.Rec.RunID) }
+
+// Unwatch stops watching a run.
+func (b *Backend) Unwatch(runID string) { b.unwatch(runID) }
+
+func (b *Backend) watchRun(experimentID, runID string) {
 	if b.onCrash == nil {
 		return
 	}
@@ -686,12 +836,8 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 			continue
 		}
 		b.logger.Error("system under test crashed during the run", zap.String("run_id", runID), zap.String("reason", reason))
-		tctx, cancel := context.WithTimeout(context.Background(), b.cfg.TeardownTimeout+30*time.Second)
-		if _, _, err := b.Teardown(tctx, runID); err != nil { // also ends this watch
-			b.logger.Error("crash watch: teardown failed", zap.String("run_id", runID), zap.Error(err))
-		}
-		cancel()
 		b.onCrash(experimentID, runID, reason, kafka)
+		b.unwatch(runID) // watched again if its record stays running
 		return
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 	"go.uber.org/zap"
 )
 
@@ -331,7 +332,9 @@ func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
 		}
 	}
 	require.NotNil(t, found, "the run is read back from the cluster: %+v", runs)
-	require.Equal(t, Deployed{ExperimentID: p.ExperimentID, RunID: p.RunID, Namespace: second.Namespace(p.RunID), Template: "uc3-go"}, *found)
+	require.Equal(t, Deployed{ExperimentID: p.ExperimentID, RunID: p.RunID, Namespace: second.Namespace(p.RunID), Template: "uc3-go",
+		Created: found.Created, Kafka: &p.Kafka}, *found, "its topics too, from the namespace")
+	require.WithinDuration(t, time.Now(), found.Created, time.Minute)
 
 	again, err := second.Provision(ctx, p)
 	require.NoError(t, err)
@@ -429,7 +432,7 @@ func loadRBAC(t *testing.T, path string) (*rbacv1.ClusterRole, *rbacv1.ClusterRo
 	return role, binding
 }
 
-func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
+func TestCrashDuringTheRunIsReported(t *testing.T) {
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, workers...)
 	b := newBackend(t, kubetest.Admin, func(c *Config) { c.CrashPoll = 100 * time.Millisecond })
@@ -446,6 +449,7 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 	deployed(t, b, p, func(k *kubetest.Kubelet) { k.Restarts = 1 })
 	targets, err := b.Provision(context.Background(), p)
 	require.NoError(t, err)
+	b.Watch(state.Entry{Rec: state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID, Backend: "kubernetes", State: state.Running}})
 
 	select {
 	case c := <-crashes:
@@ -460,12 +464,17 @@ func TestCrashDuringTheRunTearsDownAndIsReported(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("crash not reported")
 	}
-	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)), "a crashed run is torn down")
 	select {
 	case c := <-crashes:
 		t.Fatalf("reported twice: %+v", c)
 	case <-time.After(300 * time.Millisecond):
 	}
+	// The provisioner tears it down (reconciled); the crash shows there too.
+	crashed, reason, err := b.Remove(context.Background(), p.RunID, nil)
+	require.NoError(t, err)
+	require.True(t, crashed)
+	require.Contains(t, reason, "restarted 2 time(s)")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 }
 
 func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
@@ -602,4 +611,125 @@ func strimziOperator(t *testing.T, ns string) {
 			}
 		}
 	}()
+}
+
+// TestAPIServerOutageDuringReadinessIsWaitedOut stops the kube-apiserver
+// for 20 s while a run waits to be ready: the wait goes on, and the run is
+// provisioned once the server is back, instead of failing at the outage.
+func TestAPIServerOutageDuringReadinessIsWaitedOut(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	b := newBackend(t, kubetest.Admin, func(c *Config) { c.ReadyTimeout = 2 * time.Minute; c.RequestTimeout = 5 * time.Second })
+	p := run("outage-ready", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
+	type result struct {
+		targets []events.Target
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		targets, err := b.Provision(context.Background(), p)
+		done <- result{targets, err}
+	}()
+	// No kubelet yet: the provision waits for readiness.
+	testenv.Eventually(t, 30*time.Second, "the deployment applied", func() bool {
+		_, err := cs.AppsV1().Deployments(b.Namespace(p.RunID)).Get(context.Background(), "uc3-processor", metav1.GetOptions{})
+		return err == nil
+	})
+	kubetest.StopAPIServer(t)
+	stopped := time.Now()
+	restarted := false
+	defer func() {
+		if !restarted {
+			kubetest.StartAPIServer(t)
+		}
+	}()
+	select {
+	case r := <-done:
+		t.Fatalf("the provision ended during the outage: %+v", r)
+	case <-time.After(20 * time.Second):
+	}
+	kubetest.StartAPIServer(t)
+	restarted = true
+	t.Logf("API server was down for %s", time.Since(stopped).Round(time.Millisecond))
+	deployed(t, b, p, nil) // the nodes start the pods
+	select {
+	case r := <-done:
+		require.NoError(t, r.err)
+		require.Len(t, r.targets, 2)
+	case <-time.After(90 * time.Second):
+		t.Fatal("not provisioned after the API server came back")
+	}
+	_, _, err := b.Teardown(context.Background(), p.RunID)
+	require.NoError(t, err)
+}
+
+// TestATransientFailurePastTheDeadlineIsMarkedTransient: an API server
+// down for longer than the provision may take fails it as transient (the
+// scheduler retries the run); a bad manifest fails it for good.
+func TestATransientFailurePastTheDeadlineIsMarkedTransient(t *testing.T) {
+	b := newBackend(t, kubetest.Admin, func(c *Config) { c.ReadyTimeout = 3 * time.Second; c.RequestTimeout = 2 * time.Second })
+	kubetest.StopAPIServer(t)
+	_, err := b.Provision(context.Background(), run("outage-long", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"}))
+	kubetest.StartAPIServer(t)
+	require.Error(t, err)
+	require.True(t, IsTransient(err), "connection refused until the deadline: %v", err)
+	require.ErrorContains(t, err, "connection refused")
+
+	_, err = b.Provision(context.Background(), run("forbidden", "manifest", &events.KubernetesSUT{Manifest: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}))
+	require.NoError(t, err)
+	none := newBackend(t, kubetest.As("no-role"), nil)
+	_, err = none.Provision(context.Background(), run("forbidden2", "uc3-go", &events.KubernetesSUT{Image: "x"}))
+	require.ErrorContains(t, err, "forbidden")
+	require.False(t, IsTransient(err), "a missing permission is not transient")
+}
+
+// TestAManifestKeepsEveryFieldTheAPIServerKnows: the objects of a manifest
+// are applied as written (plus labels, placement and env), so a field the
+// API server knows is kept — here one of a custom resource's pod template
+// that client-go's PodSpec lacks — and one it does not know is an error
+// naming it, never silently dropped.
+func TestAManifestKeepsEveryFieldTheAPIServerKnows(t *testing.T) {
+	cs := kubetest.AdminClient(t)
+	installCRD(t, "testdata/sutjob-crd.yaml")
+	b := newBackend(t, kubetest.Admin, nil)
+	ctx := context.Background()
+	p := run("fields", "manifest", &events.KubernetesSUT{Env: map[string]string{"X": "1"}, Manifest: `apiVersion: greenflow.test/v1
+kind: SUTJob
+metadata: {name: job}
+spec:
+  template:
+    spec:
+      gangScheduling: {minMembers: 3}
+      containers:
+      - {name: app, image: img, checkpointDir: /ckpt}
+`})
+	_, err := b.Provision(ctx, p)
+	require.NoError(t, err)
+	got, err := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "greenflow.test", Version: "v1", Resource: "sutjobs"}).
+		Namespace(b.Namespace(p.RunID)).Get(ctx, "job", metav1.GetOptions{})
+	require.NoError(t, err)
+	spec, _, _ := unstructured.NestedMap(got.Object, "spec", "template", "spec")
+	require.Equal(t, map[string]any{"minMembers": int64(3)}, spec["gangScheduling"])
+	c := spec["containers"].([]any)[0].(map[string]any)
+	require.Equal(t, "/ckpt", c["checkpointDir"])
+	require.Equal(t, []any{map[string]any{"name": "X", "value": "1"}}, c["env"], "and the run's env is added")
+	_, _, err = b.Teardown(ctx, p.RunID)
+	require.NoError(t, err)
+
+	typo := run("typo", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sut}
+spec:
+  selector: {matchLabels: {app: sut}}
+  template:
+    metadata: {labels: {app: sut}}
+    spec:
+      containers:
+      - {name: app, image: img, imagePullPolicyy: Always}
+`})
+	_, err = b.Provision(ctx, typo)
+	require.ErrorContains(t, err, `.spec.template.spec.containers[name="app"].imagePullPolicyy: field not declared in schema`,
+		"the API server names the field it does not know")
+	require.False(t, IsTransient(err), "a wrong manifest is not transient")
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(typo.RunID)))
 }

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/greenflow/greenflow/pkg/events"
 )
@@ -27,7 +30,7 @@ type placement struct {
 // the first k ready, schedulable nodes matching the selector in name order,
 // so that repetitions land on the same nodes; previous keeps an earlier
 // choice for the same run (a repeated provision).
-func (b *Backend) choosePlacement(ctx context.Context, pl events.Placement, previous []string) (placement, error) {
+func (b *Backend) choosePlacement(ctx context.Context, deadline time.Time, pl events.Placement, previous []string) (placement, error) {
 	out := placement{strategy: or(pl.Strategy, "any"), nodeSelector: pl.NodeSelector}
 	k := pl.Nodes
 	if out.strategy == "consolidate" && k == 0 {
@@ -41,7 +44,12 @@ func (b *Backend) choosePlacement(ctx context.Context, pl events.Placement, prev
 		return out, nil
 	}
 	sel := labels.SelectorFromSet(pl.NodeSelector).String()
-	list, err := b.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
+	var list *corev1.NodeList
+	err := b.retry(ctx, deadline, "list nodes", func() error {
+		var err error
+		list, err = b.cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: sel})
+		return err
+	})
 	if err != nil {
 		return out, fmt.Errorf("placement: list nodes: %w", explain(err))
 	}
@@ -104,32 +112,51 @@ func nodeReady(n corev1.Node) bool {
 	return false
 }
 
-// apply sets the placement on a pod spec whose pods carry runLabels.
-// spread: at most one pod more on any node than on another (topology spread
-// over hostnames); consolidate: pods only on the chosen nodes, evenly.
-func (pl placement) apply(spec *corev1.PodSpec, runLabels map[string]string) {
+// apply sets the placement on a pod spec (unstructured) whose pods carry
+// runLabels. spread: at most one pod more on any node than on another
+// (topology spread over hostnames); consolidate: pods only on the chosen
+// nodes, evenly. Everything else in the spec is left as it is.
+func (pl placement) apply(spec map[string]any, runLabels map[string]string) error {
 	if len(pl.nodeSelector) > 0 {
-		if spec.NodeSelector == nil {
-			spec.NodeSelector = map[string]string{}
+		sel, _, err := unstructured.NestedStringMap(spec, "nodeSelector")
+		if err != nil {
+			return fmt.Errorf("spec.template.spec.nodeSelector: %w", err)
 		}
-		for k, v := range pl.nodeSelector {
-			spec.NodeSelector[k] = v
+		if err := unstructured.SetNestedStringMap(spec, merge(sel, pl.nodeSelector), "nodeSelector"); err != nil {
+			return err
 		}
 	}
 	if len(pl.nodes) > 0 {
-		if spec.Affinity == nil {
-			spec.Affinity = &corev1.Affinity{}
+		na, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.NodeAffinity{
+			RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: hostnameKey, Operator: corev1.NodeSelectorOpIn, Values: append([]string{}, pl.nodes...)}}}}}})
+		if err != nil {
+			return err
 		}
-		spec.Affinity.NodeAffinity = &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
-			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
-				Key: hostnameKey, Operator: corev1.NodeSelectorOpIn, Values: append([]string{}, pl.nodes...)}}}}}}
+		if _, _, err := unstructured.NestedMap(spec, "affinity"); err != nil {
+			return fmt.Errorf("spec.template.spec.affinity: %w", err)
+		}
+		if err := unstructured.SetNestedMap(spec, na, "affinity", "nodeAffinity"); err != nil {
+			return err
+		}
 	}
 	if pl.strategy == "spread" || (pl.strategy == "consolidate" && len(pl.nodes) > 1) {
-		spec.TopologySpreadConstraints = append(spec.TopologySpreadConstraints, corev1.TopologySpreadConstraint{
+		tsc, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&corev1.TopologySpreadConstraint{
 			MaxSkew: 1, TopologyKey: hostnameKey, WhenUnsatisfiable: corev1.DoNotSchedule,
 			LabelSelector: &metav1.LabelSelector{MatchLabels: runLabels},
 			// Nodes the pods cannot use (tainted, cordoned) are not domains:
 			// with more pods than usable nodes, they double up evenly.
 			NodeTaintsPolicy: ptr(corev1.NodeInclusionPolicyHonor)})
+		if err != nil {
+			return err
+		}
+		list, _, err := unstructured.NestedSlice(spec, "topologySpreadConstraints")
+		if err != nil {
+			return fmt.Errorf("spec.template.spec.topologySpreadConstraints: %w", err)
+		}
+		if err := unstructured.SetNestedSlice(spec, append(list, tsc), "topologySpreadConstraints"); err != nil {
+			return err
+		}
 	}
+	return nil
 }

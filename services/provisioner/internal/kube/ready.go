@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -24,40 +25,47 @@ var fatalWaiting = map[string]bool{
 // waitReady waits until every workload has its replicas ready, then returns
 // one target per container of the run's pods. It fails early, with the
 // reason, on image pull errors, crash loops and pods unschedulable for longer
-// than the grace; at the timeout it says what was still missing.
-func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]string, workloads []object, timeout time.Duration) ([]events.Target, []corev1.Pod, error) {
-	start := b.now()
+// than the grace; at the deadline it says what was still missing. The API
+// server being unavailable for a while only delays it: the wait goes on
+// until the deadline, and a failure then is marked transient.
+func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]string, workloads []object, deadline time.Time,
+	timeout time.Duration) ([]events.Target, []corev1.Pod, error) {
 	sel := labels.SelectorFromSet(map[string]string{LabelRun: lbl[LabelRun]}).String()
+	var unavailable error
 	for {
-		var pending []string
-		for _, w := range workloads {
-			msg, err := b.workloadPending(ctx, w)
-			if err != nil {
-				return nil, nil, err
+		pending, pods, err := b.readiness(ctx, ns, sel, workloads)
+		switch {
+		case err != nil && !IsTransient(err):
+			return nil, nil, err
+		case err != nil:
+			if unavailable == nil {
+				b.logger.Warn("kubernetes API unavailable during the readiness wait; waiting on", zap.String("namespace", ns), zap.Error(err))
 			}
-			if msg != "" {
-				pending = append(pending, msg)
+			unavailable = err
+			if !b.now().Before(deadline) {
+				return nil, nil, transientError{fmt.Errorf("namespace %s: readiness unknown after %s: the API server is unavailable: %w", ns, timeout, err)}
 			}
-		}
-		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
-		if err != nil {
-			return nil, nil, fmt.Errorf("list pods in %s: %w", ns, explain(err))
-		}
-		fatal, waiting := b.diagnose(pods.Items)
-		if fatal != "" {
-			return nil, nil, fmt.Errorf("namespace %s: %s%s", ns, fatal, b.warnings(ctx, ns))
-		}
-		if len(pending) == 0 {
-			return podTargets(pods.Items), pods.Items, nil
-		}
-		if b.now().Sub(start) >= timeout {
-			detail := strings.Join(pending, "; ")
-			if len(waiting) > 0 {
-				detail += "; " + strings.Join(waiting, "; ")
-			} else if len(pods.Items) == 0 {
-				detail += "; no pods were created (is the controller manager running?)"
+		default:
+			if unavailable != nil {
+				b.logger.Info("kubernetes API available again", zap.String("namespace", ns))
+				unavailable = nil
 			}
-			return nil, nil, fmt.Errorf("namespace %s: not ready after %s: %s%s", ns, timeout, detail, b.warnings(ctx, ns))
+			fatal, waiting := b.diagnose(pods)
+			if fatal != "" {
+				return nil, nil, fmt.Errorf("namespace %s: %s%s", ns, fatal, b.warnings(ctx, ns))
+			}
+			if len(pending) == 0 {
+				return podTargets(pods), pods, nil
+			}
+			if !b.now().Before(deadline) {
+				detail := strings.Join(pending, "; ")
+				if len(waiting) > 0 {
+					detail += "; " + strings.Join(waiting, "; ")
+				} else if len(pods) == 0 {
+					detail += "; no pods were created (is the controller manager running?)"
+				}
+				return nil, nil, fmt.Errorf("namespace %s: not ready after %s: %s%s", ns, timeout, detail, b.warnings(ctx, ns))
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -65,6 +73,25 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 		case <-time.After(b.cfg.PollInterval):
 		}
 	}
+}
+
+// readiness reads what each workload still lacks and the run's pods.
+func (b *Backend) readiness(ctx context.Context, ns, sel string, workloads []object) ([]string, []corev1.Pod, error) {
+	var pending []string
+	for _, w := range workloads {
+		msg, err := b.workloadPending(ctx, w)
+		if err != nil {
+			return nil, nil, err
+		}
+		if msg != "" {
+			pending = append(pending, msg)
+		}
+	}
+	pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list pods in %s: %w", ns, explain(err))
+	}
+	return pending, pods.Items, nil
 }
 
 // workloadPending says what a workload still lacks, or "" when it is ready.

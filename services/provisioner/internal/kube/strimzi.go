@@ -36,7 +36,11 @@ func (b *Backend) strimzi() (mapping *meta.RESTMapping, ok bool, err error) {
 		return nil, false, fmt.Errorf("strimzi: --strimzi-kafka is %s but the cluster serves no KafkaTopic in kafka.strimzi.io/v1beta2 (install Strimzi, or unset it to create topics with the Kafka admin API)", b.cfg.StrimziKafka)
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("strimzi: discover KafkaTopic: %w", err)
+		err = fmt.Errorf("strimzi: discover KafkaTopic: %w", err)
+		if IsTransient(err) {
+			err = transientError{err}
+		}
+		return nil, false, err
 	}
 	return m, true, nil
 }
@@ -76,6 +80,7 @@ func (b *Backend) CreateTopics(ctx context.Context, p events.RunProvision) error
 		return err
 	}
 	ns, cluster := b.strimziTarget()
+	deadline := b.now().Add(b.cfg.ReadyTimeout)
 	lbl := merge(b.runLabels(p), map[string]string{"strimzi.io/cluster": cluster})
 	var names []string
 	for _, topic := range []string{p.Kafka.InputTopic, p.Kafka.OutputTopic} {
@@ -90,15 +95,22 @@ func (b *Backend) CreateTopics(ctx context.Context, p events.RunProvision) error
 			spec["replicas"] = int64(b.cfg.TopicReplicas)
 		}
 		u.Object["spec"] = spec
-		if _, err := b.dyn.Resource(m.Resource).Namespace(ns).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true}); err != nil {
+		if err := b.retry(ctx, deadline, "apply KafkaTopic "+u.GetName(), func() error {
+			_, err := b.dyn.Resource(m.Resource).Namespace(ns).Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
+			return err
+		}); err != nil {
 			return fmt.Errorf("apply KafkaTopic %s/%s: %w", ns, u.GetName(), explain(err))
 		}
 		names = append(names, u.GetName())
 	}
-	deadline := b.now().Add(b.cfg.ReadyTimeout)
 	for _, name := range names {
 		for {
-			u, err := b.dyn.Resource(m.Resource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+			var u *unstructured.Unstructured
+			err := b.retry(ctx, deadline, "get KafkaTopic "+name, func() error {
+				var err error
+				u, err = b.dyn.Resource(m.Resource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+				return err
+			})
 			if err != nil {
 				return fmt.Errorf("get KafkaTopic %s/%s: %w", ns, name, explain(err))
 			}
@@ -131,7 +143,13 @@ func (b *Backend) DeleteTopics(ctx context.Context, runID string) error {
 		return err
 	}
 	ns, _ := b.strimziTarget()
-	list, err := b.dyn.Resource(m.Resource).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + LabelValue(runID)})
+	deadline := b.now().Add(b.cfg.TeardownTimeout)
+	var list *unstructured.UnstructuredList
+	err = b.retry(ctx, deadline, "list KafkaTopics", func() error {
+		var err error
+		list, err = b.dyn.Resource(m.Resource).Namespace(ns).List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + LabelValue(runID)})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("list KafkaTopics of run %s in %s: %w", runID, ns, explain(err))
 	}
@@ -139,8 +157,14 @@ func (b *Backend) DeleteTopics(ctx context.Context, runID string) error {
 		if u.GetAnnotations()[AnnotationRunID] != runID {
 			continue
 		}
-		err := b.dyn.Resource(m.Resource).Namespace(ns).Delete(ctx, u.GetName(), metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
+		err := b.retry(ctx, deadline, "delete KafkaTopic "+u.GetName(), func() error {
+			err := b.dyn.Resource(m.Resource).Namespace(ns).Delete(ctx, u.GetName(), metav1.DeleteOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("delete KafkaTopic %s/%s: %w", ns, u.GetName(), explain(err))
 		}
 	}

@@ -4,16 +4,12 @@ package provisioner_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -22,88 +18,89 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Real parts: embedded NATS JetStream, kfake Kafka, and a real
 // kube-apiserver + etcd (envtest) where kubetest.Kubelet plays the nodes.
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
-type recorder struct {
-	mu  sync.Mutex
-	got []events.Message
+// startKube runs a provisioner with the kubernetes backend (its own NATS
+// connection, as a separate process would have).
+func (w *world) startKube(t *testing.T, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
+	return w.startKubeAs(t, kubetest.Admin, cfg, core)
 }
 
-func (r *recorder) find(typ events.Type, runID string) events.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range r.got {
-		if _, id := m.IDs(); m.MessageType() == typ && id == runID {
-			return m
-		}
+func (w *world) startKubeAs(t *testing.T, rc *rest.Config, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := bus.Connect(ctx, w.nats, "provisioner", zap.NewNop(), nil)
+	require.NoError(t, err)
+	kb, err := kube.New(rc, cfg, testenv.Logger(t))
+	require.NoError(t, err)
+	st := state.New(b, "")
+	ccfg := provisioner.Config{Tick: 50 * time.Millisecond, RetryBase: 200 * time.Millisecond, RetryMax: 2 * time.Second, TopicTimeout: 3 * time.Second}
+	if core != nil {
+		core(&ccfg)
 	}
-	return nil
+	reg := prometheus.NewRegistry()
+	var p *provisioner.Provisioner
+	kb.OnCrash(func(_, run, reason string, _ *events.Kafka) { p.Crashed("kubernetes", run, reason) })
+	p, err = provisioner.New(ccfg, b, st, map[string]provisioner.Backend{"kubernetes": kb}, testenv.Logger(t), reg)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = p.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		<-done
+		kb.Close()
+		b.Close()
+	}
+	t.Cleanup(stop)
+	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return p.Check() == nil })
+	return kb, reg, stop
+}
+
+func kubeCfg() kube.Config {
+	return kube.Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second, TeardownTimeout: time.Second,
+		PollInterval: 100 * time.Millisecond, CrashPoll: 100 * time.Millisecond}
 }
 
 func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer cluster.Close()
-	kcl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
-	require.NoError(t, err)
-	defer kcl.Close()
-	admin := kadm.NewClient(kcl)
-
-	url := testenv.NATS(t)
-	b, err := bus.Connect(ctx, url, "test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
-	rec := &recorder{}
-	go func() {
-		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunProvisioned, events.TypeRunProvisionFailed, events.TypeRunTornDown},
-			func(d bus.Delivery) {
-				rec.mu.Lock()
-				rec.got = append(rec.got, d.Msg)
-				rec.mu.Unlock()
-			})
-	}()
-
+	w := newWorld(t)
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
-	reg := prometheus.NewRegistry()
-	start := func() (context.CancelFunc, *kube.Backend) {
-		kb, err := kube.New(kubetest.Admin, kube.Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second,
-			TeardownTimeout: time.Second, PollInterval: 100 * time.Millisecond}, zap.NewNop())
-		require.NoError(t, err)
-		p, err := provisioner.New(b, map[string]provisioner.Backend{"kubernetes": kb}, testenv.Logger(t), reg)
-		require.NoError(t, err)
-		pctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = p.Run(pctx) }()
-		return func() { stop(); <-done }, kb
-	}
-	stop, kb := start()
+	kb, reg, stop := w.startKube(t, kubeCfg(), nil)
 
-	kafka := events.Kafka{Brokers: cluster.ListenAddrs(), InputTopic: "input-exp-bus-r0001", OutputTopic: "output-exp-bus-r0001", Partitions: 6}
+	kafka := events.Kafka{Brokers: w.kafka.ListenAddrs(), InputTopic: "input-exp-bus-r0001", OutputTopic: "output-exp-bus-r0001", Partitions: 6}
 	prov := events.RunProvision{ExperimentID: "exp-bus", RunID: "exp-bus-r0001", Kafka: kafka, SUT: events.SUT{Template: "uc3-go", Backend: "kubernetes",
 		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2, Placement: events.Placement{Strategy: "consolidate", Nodes: 1}}}}
 	k := &kubetest.Kubelet{CS: cs, NS: kb.Namespace(prov.RunID), Nodes: kubetest.Workers}
 	k.Run(ctx, t)
-	require.NoError(t, b.Publish(ctx, prov, "provision:"+prov.RunID))
+	w.provision(t, prov)
 
-	testenv.Eventually(t, 30*time.Second, "run provisioned", func() bool { return rec.find(events.TypeRunProvisioned, prov.RunID) != nil })
-	require.Nil(t, rec.find(events.TypeRunProvisionFailed, prov.RunID))
-	got := rec.find(events.TypeRunProvisioned, prov.RunID).(*events.RunProvisioned)
+	got := w.rec.provisioned(t, prov.RunID, 30*time.Second)
 	require.Equal(t, "kubernetes", got.Backend)
 	require.Len(t, got.Targets, 2)
 	for _, tg := range got.Targets {
 		require.Equal(t, "worker-a", tg.Node)
 		require.NotEmpty(t, tg.ContainerID)
 	}
-	topics, err := admin.ListTopics(ctx, kafka.InputTopic, kafka.OutputTopic)
+	topics, err := w.admin.ListTopics(ctx, kafka.InputTopic, kafka.OutputTopic)
 	require.NoError(t, err)
-	require.Equal(t, 2, existing(ctx, admin, kafka.InputTopic, kafka.OutputTopic))
+	require.Equal(t, 2, w.topics(prov))
 	for _, td := range topics.Sorted() {
 		require.Len(t, td.Partitions, 6, "partitions from the run's factors")
 	}
@@ -111,19 +108,14 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 	require.Equal(t, 1, testutil.CollectAndCount(reg, "greenflow_provisioner_operation_seconds"), "provision time is measured")
 
 	// A new provisioner process: nothing in memory, the teardown still
-	// removes the namespace (found by label) and the topics (named in it).
+	// removes the namespace and the topics (named in the record).
 	stop()
-	reg = prometheus.NewRegistry()
-	stop, _ = start()
-	defer func() { stop() }()
-	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: prov.ExperimentID, RunID: prov.RunID, Backend: "kubernetes", Kafka: &kafka},
-		"teardown:"+prov.RunID))
-	testenv.Eventually(t, 30*time.Second, "run torn down", func() bool { return rec.find(events.TypeRunTornDown, prov.RunID) != nil })
-	require.False(t, rec.find(events.TypeRunTornDown, prov.RunID).(*events.RunTornDown).Crashed)
+	w.startKube(t, kubeCfg(), nil)
+	w.teardown(t, prov, "teardown:"+prov.RunID)
+	td := w.rec.tornDown(t, prov.RunID, 30*time.Second)
+	require.False(t, td.Crashed || td.Lost, "%+v", td)
 	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(prov.RunID)))
-	testenv.Eventually(t, 10*time.Second, "topics deleted", func() bool {
-		return existing(ctx, admin, kafka.InputTopic, kafka.OutputTopic) == 0
-	})
+	testenv.Eventually(t, 10*time.Second, "topics deleted", func() bool { return w.topics(prov) == 0 })
 
 	// A provision that fails reports why and leaves neither namespace nor topics.
 	bad := prov
@@ -131,27 +123,189 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 	kb2 := &kubetest.Kubelet{CS: cs, NS: kb.Namespace(bad.RunID), Nodes: kubetest.Workers,
 		Fail: func(string) (string, string) { return "ErrImagePull", `pull access denied for registry.local/uc3` }}
 	kb2.Run(ctx, t)
-	require.NoError(t, b.Publish(ctx, bad, "provision:"+bad.RunID))
-	testenv.Eventually(t, 30*time.Second, "provision failed", func() bool { return rec.find(events.TypeRunProvisionFailed, bad.RunID) != nil })
-	require.Contains(t, rec.find(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed).Reason, "ErrImagePull: pull access denied")
+	w.provision(t, bad)
+	testenv.Eventually(t, 30*time.Second, "provision failed", func() bool { return w.rec.find(events.TypeRunProvisionFailed, bad.RunID) != nil })
+	failed := w.rec.find(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
+	require.Contains(t, failed.Reason, "ErrImagePull: pull access denied")
+	require.False(t, failed.Transient, "a bad image is the user's mistake")
 	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(bad.RunID)))
-	testenv.Eventually(t, 10*time.Second, "topics of the failed run deleted", func() bool {
-		return existing(ctx, admin, bad.Kafka.InputTopic, bad.Kafka.OutputTopic) == 0
-	})
+	testenv.Eventually(t, 10*time.Second, "topics of the failed run deleted", func() bool { return w.topics(bad) == 0 })
 }
 
-// existing counts the named topics that exist (ListTopics reports missing
-// ones with an error).
-func existing(ctx context.Context, admin *kadm.Client, topics ...string) int {
-	td, err := admin.ListTopics(ctx, topics...)
-	if err != nil {
-		return -1
-	}
-	n := 0
-	for _, d := range td.Sorted() {
-		if d.Err == nil {
-			n++
+func uc3Run(w *world, runID string) events.RunProvision {
+	return events.RunProvision{ExperimentID: "exp-k", RunID: runID, Kafka: w.kafkaFor(runID), SUT: events.SUT{Template: "uc3-go", Backend: "kubernetes",
+		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1"}}}
+}
+
+// incomplete returns the run's incomplete teardown reports.
+func (r *recorder) incomplete(runID string) []*events.RunTornDown {
+	var out []*events.RunTornDown
+	for _, m := range r.all(events.TypeRunTornDown, runID) {
+		if td := m.(*events.RunTornDown); td.Incomplete {
+			out = append(out, td)
 		}
 	}
-	return n
+	return out
+}
+
+// TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled stops the
+// kube-apiserver for ~20 s during a readiness wait (the run is provisioned
+// once it is back) and during a teardown (incomplete is reported with the
+// cause, the topics go meanwhile, and the namespace once it is back).
+func TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t)
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	cfg := kubeCfg()
+	cfg.ReadyTimeout, cfg.TeardownTimeout, cfg.RequestTimeout = 2*time.Minute, 3*time.Second, 5*time.Second
+	kb, _, _ := w.startKube(t, cfg, nil)
+	restart := func() {}
+	defer func() { restart() }()
+
+	// Readiness: no kubelet yet, so the provision waits.
+	p := uc3Run(w, "exp-k-outage1")
+	w.provision(t, p)
+	testenv.Eventually(t, 30*time.Second, "the deployment applied", func() bool {
+		_, err := cs.AppsV1().Deployments(kb.Namespace(p.RunID)).Get(ctx, "uc3-processor", metav1.GetOptions{})
+		return err == nil
+	})
+	kubetest.StopAPIServer(t)
+	restart = func() { kubetest.StartAPIServer(t) }
+	down := time.Now()
+	<-time.After(20 * time.Second) // the outage lasts 20 s: a stimulus, not a wait for a condition
+	require.Nil(t, w.rec.find(events.TypeRunProvisionFailed, p.RunID), "the outage does not fail the provision")
+	kubetest.StartAPIServer(t)
+	restart = func() {}
+	(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+	w.rec.provisioned(t, p.RunID, 90*time.Second)
+
+	// Teardown: the API server goes away just before.
+	kubetest.StopAPIServer(t)
+	restart = func() { kubetest.StartAPIServer(t) }
+	down = time.Now()
+	w.teardown(t, p, "teardown:"+p.RunID)
+	testenv.Eventually(t, 20*time.Second, "an incomplete teardown reported with its cause", func() bool { return len(w.rec.incomplete(p.RunID)) > 0 })
+	inc := w.rec.incomplete(p.RunID)[0]
+	require.Contains(t, inc.Reason, "remove the system under test")
+	require.Contains(t, inc.Reason, "connection refused")
+	require.NotContains(t, inc.Reason, "delete the topics", "the topics are deleted though the namespace cannot be")
+	require.Equal(t, 0, w.topics(p))
+	<-time.After(time.Until(down.Add(20 * time.Second)))
+	require.Greater(t, len(w.rec.incomplete(p.RunID)), 1, "each attempt reports (its own message id)")
+	kubetest.StartAPIServer(t)
+	restart = func() {}
+	back := time.Now()
+	td := w.rec.tornDown(t, p.RunID, 60*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(p.RunID)))
+	t.Logf("teardown finished %s after the API server served again; %d incomplete reports during the %s outage",
+		time.Since(back).Round(time.Millisecond), len(w.rec.incomplete(p.RunID)), back.Sub(down).Round(time.Second))
+}
+
+// TestAMissingDeleteVerbIsNamedAndTheTeardownFinishesOnceGranted: under a
+// role without "delete namespaces", the teardown reports incomplete with
+// the verb, deletes the topics anyway, and keeps trying; once the verb is
+// granted, the namespace goes.
+func TestAMissingDeleteVerbIsNamedAndTheTeardownFinishesOnceGranted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t)
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "events"}, Verbs: []string{"list"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "create", "patch"}},
+	}
+	const sa = "no-delete-namespaces"
+	role, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), sa, metav1.DeleteOptions{})
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), sa, metav1.DeleteOptions{})
+	})
+	cfg := kubeCfg()
+	kb, _, _ := w.startKubeAs(t, kubetest.As(sa), cfg, nil)
+	p := uc3Run(w, "exp-k-rbac")
+	(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+	testenv.Eventually(t, 10*time.Second, "the role in effect", func() bool {
+		_, err := kubernetesAs(t, sa).CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+		return err == nil
+	})
+	w.provision(t, p)
+	w.rec.provisioned(t, p.RunID, 30*time.Second)
+
+	w.teardown(t, p, "teardown:"+p.RunID)
+	testenv.Eventually(t, 20*time.Second, "an incomplete teardown reported", func() bool { return len(w.rec.incomplete(p.RunID)) > 0 })
+	inc := w.rec.incomplete(p.RunID)[0]
+	require.Contains(t, inc.Reason, `cannot delete resource "namespaces"`, "the reason names the missing verb")
+	require.Contains(t, inc.Reason, "deploy/base/provisioner-rbac.yaml", "and the fix")
+	testenv.Eventually(t, 10*time.Second, "the topics deleted anyway", func() bool { return w.topics(p) == 0 })
+	n, err := cs.CoreV1().Namespaces().Get(ctx, kb.Namespace(p.RunID), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Nil(t, n.DeletionTimestamp)
+
+	role.Rules[0].Verbs = append(role.Rules[0].Verbs, "delete")
+	_, err = cs.RbacV1().ClusterRoles().Update(ctx, role, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	td := w.rec.tornDown(t, p.RunID, 60*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(p.RunID)))
+}
+
+func kubernetesAs(t *testing.T, sa string) kubernetes.Interface {
+	t.Helper()
+	c, err := kubernetes.NewForConfig(kubetest.As(sa))
+	require.NoError(t, err)
+	return c
+}
+
+// TestNamespacesOfEndedAndUnknownRunsAreRemoved: a provisioner removes the
+// namespace (and topics) of a run the scheduler has ended, and one of this
+// installation with no record, and counts them.
+func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := newWorld(t)
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	kb, reg, _ := w.startKube(t, kubeCfg(), func(c *provisioner.Config) {
+		c.ReconcileEvery, c.UnknownGrace = 200*time.Millisecond, 2*time.Second
+	})
+	over, unknown := uc3Run(w, "exp-k-over"), uc3Run(w, "exp-k-unknown")
+	for _, p := range []events.RunProvision{over, unknown} {
+		(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+		w.provision(t, p)
+		w.rec.provisioned(t, p.RunID, 30*time.Second)
+	}
+	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp-k", RunID: over.RunID, State: "cancelled"}, ""))
+	testenv.Eventually(t, 30*time.Second, "the ended run's namespace deleted", func() bool { return kubetest.NamespaceDeleted(t, cs, kb.Namespace(over.RunID)) })
+	testenv.Eventually(t, 10*time.Second, "and its topics", func() bool { return w.topics(over) == 0 })
+
+	b, err := bus.Connect(ctx, w.nats, "test-records", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	st := state.New(b, "")
+	require.NoError(t, st.Open(ctx))
+	e, err := st.Get(ctx, state.KubeKey(unknown.RunID))
+	require.NoError(t, err)
+	require.NoError(t, st.Delete(ctx, e.Key, e.Rev)) // its record is lost
+	testenv.Eventually(t, 30*time.Second, "the unknown run's namespace deleted", func() bool {
+		return kubetest.NamespaceDeleted(t, cs, kb.Namespace(unknown.RunID))
+	})
+	testenv.Eventually(t, 10*time.Second, "and its topics, named on the namespace", func() bool { return w.topics(unknown) == 0 })
+	n, err := cs.CoreV1().Namespaces().Get(ctx, kb.Namespace(unknown.RunID), metav1.GetOptions{})
+	if err == nil {
+		require.Equal(t, st.Platform(), n.Annotations[kube.AnnotationPlatform])
+	} else {
+		require.True(t, apierrors.IsNotFound(err))
+	}
+	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "namespace", "unknown"), "counted")
+	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "topics", "unknown"))
 }

@@ -1,37 +1,75 @@
 // Package provisioner deploys and removes each run's system under test and
 // its Kafka topics, and reports the measurement targets.
+//
+// What it knows of a run lives in the run's record (package state, a KV
+// bucket), not in this process: a provision first creates the record (the
+// lock that keeps two instances from starting one run), a teardown command
+// only records that the teardown is wanted, and a reconciler — in every
+// instance — carries wanted teardowns out, with back-off, until the system
+// under test and the topics are gone, watches running runs for crashes,
+// and removes what belongs to runs that are over or unknown. Any instance
+// can therefore tear down any run, and a restarted one carries on.
 package provisioner
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// Backend deploys a run's system under test.
+// Backend deploys and removes a run's system under test.
 type Backend interface {
-	// Provision deploys the run and returns its targets; repeating it for a
-	// deployed run returns the same targets.
+	// Key is the record key of run runID as this instance provisions it.
+	Key(runID string) string
+	// Owns reports whether this instance can remove the run of rec (a
+	// local run: on this node).
+	Owns(rec state.Record) bool
+	// Provision deploys the run, whose record (Key) is in state starting
+	// and held by the caller, or running for a repeated provision, and
+	// returns its targets; repeated for a deployed run it returns the same
+	// targets.
 	Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error)
-	// Teardown removes the run; crashed reports that it had already died.
-	Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error)
+	// Remove removes the run's system under test. e is its record, nil
+	// for a leftover with none. crashed reports a running SUT found
+	// exited on its own, with the reason.
+	Remove(ctx context.Context, runID string, e *state.Entry) (crashed bool, reason string, err error)
+	// TeardownBound is the longest one Remove may take.
+	TeardownBound() time.Duration
 }
 
-// inProgressEvery is how often a long handler extends its ack deadline
-// (the consumer's AckWait is 60 s).
-const inProgressEvery = 15 * time.Second
+// Watcher is a backend that watches running runs for crashes and tells the
+// provisioner (Crashed).
+type Watcher interface {
+	Watch(e state.Entry)
+	Unwatch(runID string)
+}
+
+// Sweeper is a backend that can list what of GreenFlow's runs is present
+// (marked processes, labelled namespaces), whatever the records say.
+type Sweeper interface {
+	Leftovers(ctx context.Context) ([]state.Leftover, error)
+}
+
+// Forgetter is a backend with local files of a run to remove once its
+// record is purged.
+type Forgetter interface {
+	Forget(rec state.Record)
+}
 
 // TopicManager is a backend that creates and deletes a run's Kafka topics
 // itself (Strimzi KafkaTopic resources) when ManagesTopics says so;
@@ -42,33 +80,108 @@ type TopicManager interface {
 	DeleteTopics(ctx context.Context, runID string) error
 }
 
+// PlatformUser is a backend that marks what it creates with the platform
+// id (see state.Store.Platform).
+type PlatformUser interface {
+	SetPlatform(id string)
+}
+
+// Config tunes the provisioner core.
+type Config struct {
+	// Instance names this provisioner in records (default host-pid-random).
+	Instance string `yaml:"instance"`
+	// Lease is how long a provision holds its run without renewing; an
+	// instance that died mid-provision loses it after this.
+	Lease time.Duration `yaml:"lease"`
+	// Tick is how often wanted teardowns and watches are looked at.
+	Tick time.Duration `yaml:"tick"`
+	// ReconcileEvery is how often leftovers are looked for.
+	ReconcileEvery time.Duration `yaml:"reconcileEvery"`
+	// UnknownGrace is how old a leftover with no record must be before it
+	// is removed (a provision writes its record before it starts anything).
+	UnknownGrace time.Duration `yaml:"unknownGrace"`
+	// TombstoneTTL is how long a torn-down run's record (its result for a
+	// repeated teardown) and a final run's mark are kept.
+	TombstoneTTL time.Duration `yaml:"tombstoneTTL"`
+	// RetryBase and RetryMax bound the back-off between teardown attempts.
+	RetryBase time.Duration `yaml:"retryBase"`
+	RetryMax  time.Duration `yaml:"retryMax"`
+	// TopicTimeout bounds one create or delete of a run's topics.
+	TopicTimeout time.Duration `yaml:"topicTimeout"`
+}
+
+func (c *Config) defaults() {
+	if c.Instance == "" {
+		host, _ := os.Hostname()
+		c.Instance = host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
+	}
+	if c.Lease == 0 {
+		c.Lease = 45 * time.Second
+	}
+	if c.Tick == 0 {
+		c.Tick = 500 * time.Millisecond
+	}
+	if c.ReconcileEvery == 0 {
+		c.ReconcileEvery = 30 * time.Second
+	}
+	if c.UnknownGrace == 0 {
+		c.UnknownGrace = 2 * time.Minute
+	}
+	if c.TombstoneTTL == 0 {
+		c.TombstoneTTL = 24 * time.Hour
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = time.Second
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = time.Minute
+	}
+	if c.TopicTimeout == 0 {
+		c.TopicTimeout = 15 * time.Second
+	}
+}
+
 // Provisioner is the provisioner service.
 type Provisioner struct {
+	cfg      Config
 	bus      *bus.Bus
+	store    *state.Store
 	backends map[string]Backend
 	logger   *zap.Logger
+	now      func() time.Time
+	kick     chan struct{}
 
-	mu      sync.Mutex
-	admins  map[string]*kadm.Client
-	topics  map[string][]string // run → topics created
-	brokers map[string][]string
+	mu       sync.Mutex
+	admins   map[string]*kadm.Client
+	inflight map[string]bool // record keys with a teardown attempt running here
+	watchErr error           // why the record watch is down, nil when up
+	started  bool
+	workers  sync.WaitGroup // teardown attempts and other reconciler work
 
 	provisioned *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	attempts    *prometheus.CounterVec
+	removed     *prometheus.CounterVec
 }
 
 // New builds the provisioner; no I/O.
-func New(b *bus.Bus, backends map[string]Backend, logger *zap.Logger, reg prometheus.Registerer) (*Provisioner, error) {
-	p := &Provisioner{bus: b, backends: backends, logger: logger.With(zap.String("component", "provisioner")),
-		admins: map[string]*kadm.Client{}, topics: map[string][]string{}, brokers: map[string][]string{},
+func New(cfg Config, b *bus.Bus, store *state.Store, backends map[string]Backend, logger *zap.Logger, reg prometheus.Registerer) (*Provisioner, error) {
+	cfg.defaults()
+	p := &Provisioner{cfg: cfg, bus: b, store: store, backends: backends, logger: logger.With(zap.String("component", "provisioner")),
+		now: time.Now, kick: make(chan struct{}, 1), admins: map[string]*kadm.Client{}, inflight: map[string]bool{},
 		provisioned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_operations_total",
 			Help: "Provision and teardown operations, by backend, operation and outcome."}, []string{"backend", "operation", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "greenflow_provisioner_operation_seconds",
 			Help:    "Time from command to result of provisions (topics, apply, readiness) and teardowns, by backend and operation.",
 			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}}, []string{"backend", "operation"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_teardown_attempts_total",
+			Help: "Teardown attempts, by backend and outcome (done, incomplete)."}, []string{"backend", "outcome"}),
+		removed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_leftovers_removed_total",
+			Help: "What the reconciler removed of runs that are over or unknown, by backend, kind (process, namespace, topics) and why (final, unknown, torn_down)."},
+			[]string{"backend", "kind", "why"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{p.provisioned, p.duration} {
+		for _, c := range []prometheus.Collector{p.provisioned, p.duration, p.attempts, p.removed} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register provisioner metrics: %w", err)
 			}
@@ -83,26 +196,68 @@ func (p *Provisioner) Backend(name string) (Backend, bool) {
 	return b, ok
 }
 
-// Run consumes provision and teardown commands until ctx ends.
+// Instance is this provisioner's name in records.
+func (p *Provisioner) Instance() string { return p.cfg.Instance }
+
+// Run opens the records, then consumes provision and teardown commands and
+// run states and reconciles, until ctx ends.
 func (p *Provisioner) Run(ctx context.Context) error {
 	defer p.closeAdmins()
-	return p.bus.Consume(ctx, bus.ConsumerProvisioner, p.handle)
+	if err := p.store.Open(ctx); err != nil {
+		return err
+	}
+	for _, be := range p.backends {
+		if pu, ok := be.(PlatformUser); ok {
+			pu.SetPlatform(p.store.Platform())
+		}
+	}
+	p.mu.Lock()
+	p.started = true
+	p.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() {
+		errc <- p.bus.Consume(ctx, bus.ConsumerProvisioner, p.handle, bus.OnDeadLetter(p.answerDeadLetter))
+	}()
+	go func() { errc <- p.bus.Consume(ctx, bus.ConsumerProvisionerStates, p.onState) }()
+	go func() { errc <- p.reconcile(ctx) }()
+	var first error
+	for i := 0; i < 3; i++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel() // a consumer that cannot run stops the service
+		}
+	}
+	p.workers.Wait()
+	return first
 }
 
-// Crashed is called by a backend when a run's process died on its own: the
-// run is cleaned up and reported torn down with the reason.
-// kafka names the run's topics when the backend kept them (this provisioner
-// may have restarted since it created them); nil: as remembered.
-func (p *Provisioner) Crashed(ctx context.Context, backend, experimentID, runID, reason string, kafka *events.Kafka) {
-	p.logger.Error("system under test exited during the run", zap.String("run_id", runID), zap.String("reason", reason))
-	p.remember(runID, kafka)
-	if be, ok := p.backends[backend]; ok {
-		p.removeTopics(ctx, be, runID)
+// Check reports whether the provisioner can do its work now: its record
+// bucket is readable, its durable consumers exist and the record watch
+// runs.
+func (p *Provisioner) Check() error {
+	p.mu.Lock()
+	started, watchErr := p.started, p.watchErr
+	p.mu.Unlock()
+	if !started {
+		return errors.New("provisioner: not started")
 	}
-	if err := p.bus.Publish(ctx, events.RunTornDown{ExperimentID: experimentID, RunID: runID, Crashed: true, Reason: reason,
-		TsMs: time.Now().UnixMilli()}, "torn-down:"+runID); err != nil {
-		p.logger.Error("publish crash failed", zap.String("run_id", runID), zap.Error(err))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var errs []error
+	if err := p.store.Check(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("provisioner records: %w", err))
 	}
+	for _, durable := range []string{bus.ConsumerProvisioner.Durable, bus.ConsumerProvisionerStates.Durable} {
+		if _, err := p.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, durable); err != nil {
+			errs = append(errs, fmt.Errorf("consumer %s: %w", durable, err))
+		}
+	}
+	if watchErr != nil {
+		errs = append(errs, fmt.Errorf("provisioner record watch: %w", watchErr))
+	}
+	return errors.Join(errs...)
 }
 
 func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
@@ -131,167 +286,73 @@ func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
 	return bus.Permanent(fmt.Errorf("provisioner does not handle %T", d.Msg))
 }
 
-func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) error {
-	defer p.observe(m.SUT.Backend, "provision", time.Now())
-	be, ok := p.backends[m.SUT.Backend]
-	if !ok {
-		return p.failProvision(ctx, m, fmt.Errorf("backend %q is not enabled in this provisioner", m.SUT.Backend))
+// inProgressEvery is how often a long handler extends its ack deadline
+// (the consumer's AckWait is 60 s).
+const inProgressEvery = 15 * time.Second
+
+// answerDeadLetter answers a command that cannot be processed, so the run
+// does not wait out a timeout for a reply that cannot come.
+func (p *Provisioner) answerDeadLetter(ctx context.Context, h nats.Header, reason string) {
+	exp, run := h.Get(bus.HeaderExperiment), h.Get(bus.HeaderRun)
+	if run == "" {
+		return
 	}
-	tm, managed, err := topicManager(be)
+	var err error
+	switch events.Type(h.Get(bus.HeaderType)) {
+	case events.TypeRunProvision:
+		// Out of deliveries ("failed N deliveries, …"): what kept failing
+		// was this service's infrastructure (NATS KV, a broker), which a
+		// retry of the run may get past; an undecodable or rejected command
+		// will not be fixed by one.
+		transient := strings.HasPrefix(reason, "failed ")
+		err = p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: exp, RunID: run, TsMs: p.now().UnixMilli(), Transient: transient,
+			Reason: "the provision command could not be processed: " + reason}, "provision-failed:"+run)
+	case events.TypeRunTeardown:
+		err = p.bus.Publish(ctx, events.RunTornDown{ExperimentID: exp, RunID: run, Lost: true, TsMs: p.now().UnixMilli(),
+			Reason: "the teardown command could not be processed: " + reason + "; the system under test may still be running"}, "torn-down:"+run)
+	}
 	if err != nil {
-		return p.failProvision(ctx, m, err)
+		p.logger.Error("answer a dead-lettered command failed", zap.String("run_id", run), zap.Error(err))
 	}
-	if managed {
-		err = tm.CreateTopics(ctx, *m)
-	} else {
-		err = p.createTopics(ctx, m)
+}
+
+// finalStates are the run states the scheduler never leaves.
+var finalStates = map[string]bool{"done": true, "failed": true, "cancelled": true}
+
+// onState records runs the scheduler has ended: whatever of them is left
+// is removed by the reconciler, even if their teardown command was lost.
+func (p *Provisioner) onState(ctx context.Context, d bus.Delivery) error {
+	m, ok := d.Msg.(*events.RunState)
+	if !ok {
+		return bus.Permanent(fmt.Errorf("provisioner-states does not handle %T", d.Msg))
 	}
-	if err == nil {
-		var targets []events.Target
-		if targets, err = be.Provision(ctx, *m); err == nil {
-			p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "ok").Inc()
-			return p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
-				Targets: targets, TsMs: time.Now().UnixMilli()}, "provisioned:"+m.RunID)
-		}
+	if !finalStates[m.State] {
+		return nil
 	}
-	if ctx.Err() != nil {
-		// Shutting down mid-way: not a failure of the run. The command is
-		// redelivered to the next provisioner, which carries on (applying
-		// is idempotent).
-		return fmt.Errorf("provision of run %s interrupted: %w", m.RunID, err)
+	if err := p.store.MarkFinal(ctx, m.RunID, m.State); err != nil {
+		return err
 	}
-	p.removeTopics(ctx, be, m.RunID)
-	return p.failProvision(ctx, m, err)
+	p.poke()
+	return nil
+}
+
+// poke makes the reconciler look now.
+func (p *Provisioner) poke() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (p *Provisioner) observe(backend, operation string, start time.Time) {
 	p.duration.WithLabelValues(backend, operation).Observe(time.Since(start).Seconds())
 }
 
-// failProvision reports a failed provision; nothing is left behind.
-func (p *Provisioner) failProvision(ctx context.Context, m *events.RunProvision, cause error) error {
-	p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "failed").Inc()
-	p.logger.Warn("provision failed", zap.String("run_id", m.RunID), zap.Error(cause))
-	return p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID, Reason: cause.Error(),
-		TsMs: time.Now().UnixMilli()}, "provision-failed:"+m.RunID)
-}
-
-func (p *Provisioner) teardown(ctx context.Context, m *events.RunTeardown) error {
-	be, ok := p.backends[m.Backend]
-	if !ok {
-		return bus.Permanent(fmt.Errorf("backend %q is not enabled in this provisioner", m.Backend))
+// backoff is the delay after the n-th failed attempt.
+func (p *Provisioner) backoff(n int) time.Duration {
+	d := p.cfg.RetryBase
+	for i := 1; i < n && d < p.cfg.RetryMax; i++ {
+		d *= 2
 	}
-	defer p.observe(m.Backend, "teardown", time.Now())
-	crashed, reason, err := be.Teardown(ctx, m.RunID)
-	if err != nil {
-		p.provisioned.WithLabelValues(m.Backend, "teardown", "failed").Inc()
-		return fmt.Errorf("tear down run %s: %w", m.RunID, err)
-	}
-	p.remember(m.RunID, m.Kafka) // known even after a restart of this provisioner
-	p.removeTopics(ctx, be, m.RunID)
-	p.provisioned.WithLabelValues(m.Backend, "teardown", "ok").Inc()
-	return p.bus.Publish(ctx, events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Crashed: crashed, Reason: reason,
-		TsMs: time.Now().UnixMilli()}, "torn-down:"+m.RunID)
-}
-
-// remember notes a run's topics for deletion, from a command or a backend.
-func (p *Provisioner) remember(runID string, k *events.Kafka) {
-	if k == nil || len(k.Brokers) == 0 {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.topics[runID], p.brokers[runID] = []string{k.InputTopic, k.OutputTopic}, k.Brokers
-}
-
-func topicManager(be Backend) (TopicManager, bool, error) {
-	tm, ok := be.(TopicManager)
-	if !ok {
-		return nil, false, nil
-	}
-	managed, err := tm.ManagesTopics()
-	return tm, managed, err
-}
-
-// removeTopics deletes a run's topics the way they were created.
-func (p *Provisioner) removeTopics(ctx context.Context, be Backend, runID string) {
-	if tm, managed, _ := topicManager(be); managed {
-		if err := tm.DeleteTopics(ctx, runID); err != nil {
-			p.logger.Warn("delete topics failed", zap.String("run_id", runID), zap.Error(err))
-		}
-		return
-	}
-	p.deleteTopics(ctx, runID)
-}
-
-func (p *Provisioner) admin(brokers []string) (*kadm.Client, error) {
-	key := strings.Join(brokers, ",")
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if a, ok := p.admins[key]; ok {
-		return a, nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequestTimeoutOverhead(5*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("kafka client for %s: %w", key, err)
-	}
-	a := kadm.NewClient(cl)
-	p.admins[key] = a
-	return a, nil
-}
-
-func (p *Provisioner) createTopics(ctx context.Context, m *events.RunProvision) error {
-	if len(m.Kafka.Brokers) == 0 {
-		return errors.New("no Kafka brokers given")
-	}
-	a, err := p.admin(m.Kafka.Brokers)
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	topics := []string{m.Kafka.InputTopic, m.Kafka.OutputTopic}
-	resp, err := a.CreateTopics(cctx, int32(m.Kafka.Partitions), 1, nil, topics...)
-	if err != nil {
-		return fmt.Errorf("create topics %v on %v: %w", topics, m.Kafka.Brokers, err)
-	}
-	for _, r := range resp.Sorted() {
-		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
-			return fmt.Errorf("create topic %s: %w", r.Topic, r.Err)
-		}
-	}
-	p.mu.Lock()
-	p.topics[m.RunID] = topics
-	p.brokers[m.RunID] = m.Kafka.Brokers
-	p.mu.Unlock()
-	return nil
-}
-
-func (p *Provisioner) deleteTopics(ctx context.Context, runID string) {
-	p.mu.Lock()
-	topics, brokers := p.topics[runID], p.brokers[runID]
-	delete(p.topics, runID)
-	delete(p.brokers, runID)
-	p.mu.Unlock()
-	if len(topics) == 0 {
-		return
-	}
-	a, err := p.admin(brokers)
-	if err != nil {
-		return
-	}
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := a.DeleteTopics(dctx, topics...); err != nil {
-		p.logger.Warn("delete topics failed", zap.String("run_id", runID), zap.Strings("topics", topics), zap.Error(err))
-	}
-}
-
-func (p *Provisioner) closeAdmins() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for k, a := range p.admins {
-		a.Close()
-		delete(p.admins, k)
-	}
+	return min(d, p.cfg.RetryMax)
 }

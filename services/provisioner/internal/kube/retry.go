@@ -1,0 +1,95 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
+)
+
+// transientError is a failure of the API server that trying again later
+// may get past: unreachable, timing out, overloaded (429) or failing (5xx).
+// The provisioner reports a provision that failed this way as transient,
+// and the scheduler retries the run.
+type transientError struct{ err error }
+
+func (e transientError) Error() string   { return e.err.Error() }
+func (e transientError) Unwrap() error   { return e.err }
+func (e transientError) Transient() bool { return true }
+
+// IsTransient reports an error of the API server, or of reaching it, that
+// retrying may get past — never an answer about what was asked (forbidden,
+// invalid, not found, conflict).
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	var t interface{ Transient() bool }
+	if errors.As(err, &t) {
+		return t.Transient()
+	}
+	// The API server answers server-side apply of an object that does not
+	// fit its schema with a 500; it is the object that is wrong.
+	if s := err.Error(); strings.Contains(s, "failed to create typed patch object") || strings.Contains(s, "field not declared in schema") {
+		return false
+	}
+	if apierrors.IsTooManyRequests(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err) {
+		return true
+	}
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		code := st.Status().Code
+		return code >= 500 || code == 429
+	}
+	if utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) ||
+		errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	// Discovery and the REST mapper wrap some of these as text.
+	s := err.Error()
+	for _, m := range []string{"connection refused", "connection reset", "i/o timeout", "TLS handshake timeout", "client connection lost",
+		"EOF", "the server is currently unable to handle the request", "no route to host"} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// retry runs fn until it succeeds, fails in a way retrying cannot fix, the
+// phase's deadline comes or ctx ends. Transient failures are retried with
+// back-off; what fails past the deadline is marked transient.
+func (b *Backend) retry(ctx context.Context, deadline time.Time, what string, fn func() error) error {
+	delay := b.cfg.RetryBase
+	warned := false
+	for {
+		err := fn()
+		if err == nil || !IsTransient(err) || ctx.Err() != nil {
+			return err
+		}
+		if !b.now().Add(delay).Before(deadline) {
+			return transientError{fmt.Errorf("%w (the API server did not answer before the deadline)", err)}
+		}
+		if !warned {
+			b.logger.Warn("kubernetes API unavailable; retrying", zap.String("what", what), zap.Error(err))
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
+}

@@ -1,0 +1,328 @@
+package provisioner_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/natsembed"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
+)
+
+func alive(pid int) bool {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return err == nil && !strings.Contains(string(raw), ") Z ")
+}
+
+func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *testing.T) {
+	w := newWorld(t)
+	inst := w.start(t, options{})
+	p := w.localRun("r-basic", "echo up; exec sleep 120")
+	w.provision(t, p)
+	got := w.rec.provisioned(t, p.RunID, 20*time.Second)
+	require.Len(t, got.Targets, 1)
+	pid := got.Targets[0].PID
+	require.True(t, alive(pid))
+	require.Equal(t, 2, w.topics(p), "the run's topics are created")
+	e, err := inst.store.Get(context.Background(), state.LocalKey(p.RunID))
+	require.NoError(t, err)
+	require.Equal(t, state.Running, e.Rec.State)
+	require.Equal(t, got.Targets, e.Rec.Targets)
+
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+	require.Equal(t, events.RunTornDown{ExperimentID: "exp", RunID: p.RunID, TsMs: td.TsMs}, *td, "a clean teardown")
+	require.False(t, alive(pid))
+	testenv.Eventually(t, 10*time.Second, "topics deleted", func() bool { return w.topics(p) == 0 })
+
+	// The scheduler sends it again (a redelivery, a re-send with another
+	// id): the same answer, from the record's tombstone; never "lost".
+	w.teardown(t, p, "teardown-again:"+p.RunID)
+	testenv.Eventually(t, 10*time.Second, "the repeated teardown handled", func() bool {
+		return consumerPending(t, w) == 0
+	})
+	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
+		require.False(t, m.(*events.RunTornDown).Lost, "a repeated teardown is not a lost run")
+	}
+	e, err = inst.store.Get(context.Background(), state.LocalKey(p.RunID))
+	require.NoError(t, err)
+	require.Equal(t, state.TornDown, e.Rec.State)
+	require.Equal(t, td.Reason, e.Rec.Result.Reason)
+}
+
+// consumerPending is the provisioner consumer's count of messages not yet
+// acknowledged (as a gauge, for Eventually).
+func consumerPending(t *testing.T, w *world) uint64 {
+	t.Helper()
+	info, err := w.bus.JetStream().Consumer(context.Background(), bus.StreamLifecycle, bus.ConsumerProvisioner.Durable)
+	require.NoError(t, err)
+	ci, err := info.Info(context.Background())
+	require.NoError(t, err)
+	return ci.NumPending + uint64(ci.NumAckPending)
+}
+
+func TestTeardownOfAnUnknownRunIsLostNotClean(t *testing.T) {
+	w := newWorld(t)
+	w.start(t, options{})
+	p := w.localRun("r-never", "true")
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+	require.True(t, td.Lost)
+	require.False(t, td.Crashed)
+	require.Contains(t, td.Reason, "the provisioner has no record of run r-never and found nothing of it on node node-a")
+}
+
+func TestACrashIsReportedAtOnceWithItsExitStatusAndTheRunTornDown(t *testing.T) {
+	w := newWorld(t)
+	w.start(t, options{})
+	p := w.localRun("r-crash", "echo processing; sleep 0.5; echo out of memory >&2; exit 7")
+	w.provision(t, p)
+	w.rec.provisioned(t, p.RunID, 20*time.Second)
+	testenv.Eventually(t, 20*time.Second, "crash reported", func() bool { return w.rec.find(events.TypeRunTornDown, p.RunID) != nil })
+	first := w.rec.find(events.TypeRunTornDown, p.RunID).(*events.RunTornDown)
+	require.True(t, first.Crashed)
+	require.Contains(t, first.Reason, "exit status 7; last output: processing | out of memory")
+	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+	require.True(t, td.Crashed, "the final report still says it crashed")
+	require.Contains(t, td.Reason, "exit status 7")
+	testenv.Eventually(t, 10*time.Second, "topics of the crashed run deleted", func() bool { return w.topics(p) == 0 })
+
+	// The scheduler fails the run and sends a teardown: the same answer.
+	w.teardown(t, p, "teardown:"+p.RunID)
+	testenv.Eventually(t, 10*time.Second, "teardown handled", func() bool { return consumerPending(t, w) == 0 })
+	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
+		require.True(t, m.(*events.RunTornDown).Crashed)
+	}
+}
+
+func TestProvisionFailures(t *testing.T) {
+	w := newWorld(t)
+	w.start(t, options{})
+
+	bad := w.localRun("r-bad-command", "exit 2")
+	bad.SUT.Command = []string{"no-such-sut-binary", "--flag"}
+	w.provision(t, bad)
+	testenv.Eventually(t, 20*time.Second, "bad command fails", func() bool { return w.rec.find(events.TypeRunProvisionFailed, bad.RunID) != nil })
+	f := w.rec.find(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
+	require.Contains(t, f.Reason, `executable file not found`)
+	require.False(t, f.Transient, "a user's mistake is not transient")
+	testenv.Eventually(t, 10*time.Second, "its topics removed", func() bool { return w.topics(bad) == 0 })
+
+	down := w.localRun("r-kafka-down", "exec sleep 60")
+	down.Kafka.Brokers = []string{"127.0.0.1:1"} // nothing listens there
+	w.provision(t, down)
+	testenv.Eventually(t, 30*time.Second, "provision fails", func() bool { return w.rec.find(events.TypeRunProvisionFailed, down.RunID) != nil })
+	f = w.rec.find(events.TypeRunProvisionFailed, down.RunID).(*events.RunProvisionFailed)
+	require.True(t, f.Transient, "a broker that is down is transient: %s", f.Reason)
+	require.Contains(t, f.Reason, "create topics")
+}
+
+func TestACommandThatCannotBeProcessedIsAnswered(t *testing.T) {
+	w := newWorld(t)
+	w.start(t, options{})
+	for _, typ := range []events.Type{events.TypeRunProvision, events.TypeRunTeardown} {
+		msg := nats.NewMsg(bus.Subject(typ))
+		msg.Data = []byte(`{"run_id": 42}`) // not the schema
+		msg.Header.Set(bus.HeaderType, string(typ))
+		msg.Header.Set(bus.HeaderVersion, "1")
+		msg.Header.Set(bus.HeaderExperiment, "exp")
+		msg.Header.Set(bus.HeaderRun, "r-garbled-"+string(typ))
+		_, err := w.bus.JetStream().PublishMsg(context.Background(), msg)
+		require.NoError(t, err)
+	}
+	testenv.Eventually(t, 20*time.Second, "provision answered", func() bool {
+		return w.rec.find(events.TypeRunProvisionFailed, "r-garbled-run.provision") != nil
+	})
+	require.Contains(t, w.rec.find(events.TypeRunProvisionFailed, "r-garbled-run.provision").(*events.RunProvisionFailed).Reason,
+		"the provision command could not be processed: undecodable")
+	td := w.rec.tornDown(t, "r-garbled-run.teardown", 20*time.Second)
+	require.True(t, td.Lost, "an unprocessable teardown cannot vouch for the run")
+}
+
+func TestProvisionOnOneInstanceTeardownByAnother(t *testing.T) {
+	w := newWorld(t)
+	a := w.start(t, options{})
+	p := w.localRun("r-handover", "exec sleep 120")
+	w.provision(t, p)
+	pid := w.rec.provisioned(t, p.RunID, 20*time.Second).Targets[0].PID
+	b := w.start(t, options{stateDir: t.TempDir()})
+	a.stop() // A goes; its SUT stays, and B knows it from the record
+	require.True(t, alive(pid))
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+	require.False(t, td.Crashed || td.Lost, "%+v", td)
+	require.False(t, alive(pid), "B stopped the process A started")
+	_ = b
+}
+
+func TestTwoInstancesAtOnceStartEachRunOnceAndLeaveNothing(t *testing.T) {
+	w := newWorld(t)
+	a := w.start(t, options{})
+	w.start(t, options{stateDir: t.TempDir()})
+	var runs []events.RunProvision
+	for i := 0; i < 4; i++ {
+		p := w.localRun("r-two-"+strconv.Itoa(i), "exec sleep 120")
+		runs = append(runs, p)
+		w.provision(t, p)
+		// A duplicate command (another message id): still one process.
+		require.NoError(t, w.bus.Publish(context.Background(), p, "provision-dup:"+p.RunID))
+	}
+	var pids []int
+	for _, p := range runs {
+		pids = append(pids, w.rec.provisioned(t, p.RunID, 20*time.Second).Targets[0].PID)
+	}
+	testenv.Eventually(t, 10*time.Second, "duplicates handled", func() bool { return consumerPending(t, w) == 0 })
+	for _, p := range runs {
+		require.Len(t, marked(t, a, p.RunID), 2, "run %s: one shim and one SUT, started once", p.RunID)
+	}
+	for _, p := range runs {
+		w.teardown(t, p, "teardown:"+p.RunID)
+	}
+	for _, p := range runs {
+		td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+		require.False(t, td.Lost || td.Crashed, "%+v", td)
+	}
+	for i, pid := range pids {
+		require.False(t, alive(pid), "run %d's process is gone", i)
+		require.Empty(t, marked(t, a, runs[i].RunID))
+	}
+}
+
+// marked lists the live processes carrying a run's markers.
+func marked(t *testing.T, inst *instance, runID string) []string {
+	t.Helper()
+	lefts, err := inst.local.Leftovers(context.Background())
+	require.NoError(t, err)
+	for _, l := range lefts {
+		if l.RunID == runID {
+			return strings.Split(strings.TrimPrefix(strings.Split(l.What, " on ")[0], "processes "), ", ")
+		}
+	}
+	return nil
+}
+
+func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
+	w := newWorld(t)
+	inst := w.start(t, options{core: func(c *provisioner.Config) {
+		c.ReconcileEvery = 200 * time.Millisecond
+		c.UnknownGrace = 500 * time.Millisecond
+	}})
+	// A run the scheduler ended while its teardown command was lost.
+	over := w.localRun("r-over", "exec sleep 120")
+	w.provision(t, over)
+	overPID := w.rec.provisioned(t, over.RunID, 20*time.Second).Targets[0].PID
+	require.NoError(t, w.bus.Publish(context.Background(), events.RunState{ExperimentID: "exp", RunID: over.RunID, State: "failed"}, ""))
+	testenv.Eventually(t, 20*time.Second, "the ended run's process stopped", func() bool { return !alive(overPID) })
+	testenv.Eventually(t, 10*time.Second, "and its topics deleted", func() bool { return w.topics(over) == 0 })
+
+	// A process of this installation with no record at all (its record
+	// was lost): removed after the grace, topics too.
+	unknown := w.localRun("r-unknown", "exec sleep 120")
+	w.provision(t, unknown)
+	unknownPID := w.rec.provisioned(t, unknown.RunID, 20*time.Second).Targets[0].PID
+	e, err := inst.store.Get(context.Background(), state.LocalKey(unknown.RunID))
+	require.NoError(t, err)
+	require.NoError(t, inst.store.Delete(context.Background(), e.Key, e.Rev))
+	testenv.Eventually(t, 20*time.Second, "the unknown run's process stopped", func() bool { return !alive(unknownPID) })
+	testenv.Eventually(t, 10*time.Second, "and its topics, named in its environment, deleted", func() bool { return w.topics(unknown) == 0 })
+	require.Equal(t, 1.0, counter(t, inst.reg, "local", "process", "unknown"))
+	require.Equal(t, 1.0, counter(t, inst.reg, "local", "topics", "unknown"))
+}
+
+func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != "greenflow_provisioner_leftovers_removed_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["backend"] == backend && labels["kind"] == kind && labels["why"] == why {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under
+// a running provisioner: its health check says not ready while the server
+// is down, and once the server is back (same store) the provisioner is
+// ready again and provisions and tears down as before.
+func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
+	dir := t.TempDir()
+	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir})
+	require.NoError(t, err)
+	port := ns.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { ns.Shutdown() })
+	w := newWorldAt(t, ns.ClientURL())
+	inst := w.start(t, options{})
+	require.NoError(t, inst.p.Check())
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	down := time.Now()
+	testenv.Eventually(t, 10*time.Second, "not ready while NATS is down", func() bool { return inst.p.Check() != nil })
+	t.Logf("not ready %s after NATS went down: %v", time.Since(down).Round(time.Millisecond), inst.p.Check())
+
+	ns, err = natsembed.Start(natsembed.Options{Port: port, StoreDir: dir})
+	require.NoError(t, err)
+	up := time.Now()
+	testenv.Eventually(t, 30*time.Second, "ready again once NATS is back", func() bool { return inst.p.Check() == nil })
+	t.Logf("ready %s after NATS came back", time.Since(up).Round(time.Millisecond))
+
+	w.rec = record(t, w.bus) // a fresh watch, from before the restart
+	p := w.localRun("r-after-restart", "exec sleep 60")
+	testenv.Eventually(t, 20*time.Second, "the provision accepted", func() bool {
+		return w.bus.Publish(context.Background(), p, "provision:"+p.RunID) == nil
+	})
+	pid := w.rec.provisioned(t, p.RunID, 30*time.Second).Targets[0].PID
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 30*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.False(t, alive(pid))
+}
+
+// TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce: the record locks a
+// run across nodes; a provision whose node's provisioner died mid-way (its
+// lease ran out) is taken over by another node, once.
+func TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce(t *testing.T) {
+	w := newWorld(t)
+	b := w.start(t, options{node: "node-b", core: func(c *provisioner.Config) { c.Lease = 2 * time.Second }})
+	p := w.localRun("r-abandoned", "exec sleep 60")
+	_, created, err := b.store.Create(context.Background(), state.LocalKey(p.RunID), state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID,
+		Backend: "local", Node: "node-a", State: state.Starting, Owner: "node-a-instance-that-died", LeaseUntilMs: time.Now().Add(time.Second).UnixMilli(),
+		Kafka: &p.Kafka})
+	require.NoError(t, err)
+	require.True(t, created)
+	w.provision(t, p)
+	require.NoError(t, w.bus.Publish(context.Background(), p, "provision-again:"+p.RunID))
+	got := w.rec.provisioned(t, p.RunID, 30*time.Second)
+	e, err := b.store.Get(context.Background(), state.LocalKey(p.RunID))
+	require.NoError(t, err)
+	require.Equal(t, "node-b", e.Rec.Node, "taken over where it now runs")
+	require.Equal(t, "node-b", got.Targets[0].Node)
+	testenv.Eventually(t, 10*time.Second, "both commands handled", func() bool { return consumerPending(t, w) == 0 })
+	require.Len(t, marked(t, b, p.RunID), 2, "one shim and one SUT: started once")
+	w.teardown(t, p, "teardown:"+p.RunID)
+	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
+	require.False(t, td.Lost || td.Crashed, "%+v", td)
+	require.Empty(t, marked(t, b, p.RunID))
+}

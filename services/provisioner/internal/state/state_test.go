@@ -1,0 +1,115 @@
+package state_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
+)
+
+func open(t *testing.T, url string) (*state.Store, *bus.Bus) {
+	t.Helper()
+	b, err := bus.Connect(context.Background(), url, "test", zap.NewNop(), nil)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	st := state.New(b, "")
+	require.NoError(t, st.Open(context.Background()))
+	return st, b
+}
+
+func TestKeysAreValidAndKeepIDsApart(t *testing.T) {
+	require.Equal(t, "local.exp-1_r0001", state.LocalKey("exp-1_r0001"))
+	require.Equal(t, "local.r=2f1=2ex", state.LocalKey("r/1.x"), "a dot would split the key")
+	require.Equal(t, "kube.r1", state.KubeKey("r1"))
+	require.Equal(t, "final.r=2a=3e", state.FinalKey("r*>"), "a wildcard in an id is escaped, not a wildcard")
+	require.NotEqual(t, state.Token("a.b"), state.Token("a=2eb"))
+}
+
+func TestCreateIsALockAndMutateIsRevisionChecked(t *testing.T) {
+	url := testenv.NATS(t)
+	a, _ := open(t, url)
+	b, _ := open(t, url)
+	require.Equal(t, a.Platform(), b.Platform(), "one installation, one platform id")
+	ctx := context.Background()
+	key := state.LocalKey("r1")
+	var created atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		st := a
+		if i%2 == 1 {
+			st = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ok, err := st.Create(ctx, key, state.Record{RunID: "r1", State: state.Starting})
+			require.NoError(t, err)
+			if ok {
+				created.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, int32(1), created.Load(), "exactly one creator: the provision lock")
+
+	// Concurrent increments through Mutate lose none.
+	for i := 0; i < 8; i++ {
+		st := a
+		if i%2 == 1 {
+			st = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := st.Mutate(ctx, key, func(r *state.Record) (bool, error) {
+				if r.Teardown == nil {
+					r.Teardown = &state.Teardown{}
+				}
+				r.Teardown.Attempts++
+				return true, nil
+			})
+			require.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	e, err := a.Get(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, 8, e.Rec.Teardown.Attempts)
+
+	stale := e
+	e.Rec.State = state.Running
+	_, err = a.Update(ctx, e)
+	require.NoError(t, err)
+	stale.Rec.State = state.Stopping
+	_, err = b.Update(ctx, stale)
+	require.ErrorIs(t, err, state.ErrConflict)
+
+	found, err := b.Find(ctx, state.PrefixLocal+">")
+	require.NoError(t, err)
+	require.Len(t, found, 1)
+	require.Equal(t, state.Running, found[0].Rec.State)
+}
+
+func TestABucketLostWithItsServerStoreIsCreatedAgain(t *testing.T) {
+	url := testenv.NATS(t)
+	st, b := open(t, url)
+	ctx := context.Background()
+	require.NoError(t, b.JetStream().DeleteKeyValue(ctx, state.Bucket))
+	_, _, err := st.Create(ctx, state.KubeKey("r"), state.Record{RunID: "r"})
+	require.NoError(t, err, "the bucket is declared again")
+	_, err = b.JetStream().KeyValue(ctx, state.Bucket)
+	require.NoError(t, err)
+	kv, _ := b.JetStream().KeyValue(ctx, state.Bucket)
+	status, err := kv.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.FileStorage, status.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage, "on disk: a NATS restart keeps it")
+	require.NoError(t, st.Check(ctx))
+}
