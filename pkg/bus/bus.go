@@ -120,7 +120,7 @@ func ExpectedConsumers(service string) []string {
 	case "scheduler":
 		return []string{ConsumerScheduler.Durable}
 	case "provisioner":
-		return []string{ConsumerProvisioner.Durable}
+		return []string{ConsumerProvisioner.Durable, ConsumerProvisionerStates.Durable}
 	case "load-generator":
 		return []string{ConsumerLoadGenerator.Durable}
 	case "energy-collector":
