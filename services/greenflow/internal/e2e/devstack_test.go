@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"math"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +49,9 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
 	for _, r := range rows {
+		t.Logf("run %s: %.0f events in the window, %.4f of the offered load (from the broker: %v; acknowledged by the generators: %.0f), flags %v",
+			r.RunID, r.Metrics["events"], r.Metrics["events_delivered_ratio"], r.Metrics["events_from_broker"] == 1, r.Metrics["events_acknowledged"],
+			flagsOf(r.Metrics))
 		require.Equal(t, "done", r.State, r.Reason)
 		fin, ok := obs.finished[r.RunID]
 		require.True(t, ok, "load generator reported run %s", r.RunID)
@@ -100,4 +105,16 @@ func gjsonRun(b []byte) string {
 	}
 	_ = jsonUnmarshal(b, &v)
 	return v.RunID
+}
+
+// flagsOf lists the flag_<name> results of a run.
+func flagsOf(metrics map[string]float64) []string {
+	var out []string
+	for k, v := range metrics {
+		if strings.HasPrefix(k, "flag_") && v == 1 {
+			out = append(out, strings.TrimPrefix(k, "flag_"))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
