@@ -54,6 +54,9 @@ type RunStatus struct {
 	Reason     string            `json:"reason,omitempty"`
 	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
 	Phases     []events.Phase    `json:"phases"`
+	// Flags name what the analysis recovered or bridged (e.g.
+	// energy_gap_bridged, load_takeover).
+	Flags []string `json:"flags,omitempty"`
 }
 
 // ExperimentStatus is an experiment with its runs.
@@ -109,7 +112,7 @@ func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 			continue
 		}
 		st.Runs = append(st.Runs, RunStatus{RunID: r.RunID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors, State: r.State,
-			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, Phases: r.Phases})
+			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, Phases: r.Phases, Flags: r.Flags})
 	}
 	return st, true
 }

@@ -208,6 +208,7 @@ func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
 				return false, nil
 			}
 			r.Reason = "provisioning failed: " + m.Reason
+			r.Transient = m.Transient // e.g. a broker or API server that was down: retried as a new run
 			return true, s.fail(ctx, r)
 		})
 	case *events.LoadFinished:
@@ -216,34 +217,73 @@ func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
 				return false, nil
 			}
 			r.LoadDone, r.RecordsSent = true, m.RecordsSent
+			r.RecordsDelivered, r.DeliveredFromBroker = m.RecordsDelivered, m.DeliveredFromBroker
+			r.RecordsMissed, r.RecordsBackfilled = m.RecordsMissed, m.RecordsBackfilled
+			r.LoadTakeovers, r.LoadRestarts = m.Takeovers, m.Restarts
 			if m.Failed {
 				r.LoadFailed = m.Reason
+			} else {
+				r.LoadNote = m.Reason
 			}
 			return true, nil
 		})
 	case *events.RunTornDown:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
-			if r.TornDown {
-				return false, nil
-			}
-			r.TornDown = true
-			if m.Crashed && !Terminal(r.State) {
-				r.Reason = "system under test crashed: " + m.Reason
-				r.Transient = true
-				return true, s.fail(ctx, r)
-			}
-			return true, nil
-		})
+		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onTornDown(ctx, r, m) })
 	case *events.RunAnalyzed:
 		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
 			if r.State != StateAnalyzing {
 				return false, nil
+			}
+			r.Flags = m.Flags
+			if m.Invalid {
+				// The measurement broke the platform's invariant (the load
+				// not delivered, samples missing): never a done run; a new
+				// attempt may well succeed.
+				r.Reason = "invalid measurement: " + m.Reason
+				r.Transient = true
+				return true, s.fail(ctx, r)
 			}
 			return true, s.transition(ctx, r, StateDone)
 		})
 	default:
 		return bus.Permanent(fmt.Errorf("scheduler does not handle %T", d.Msg))
 	}
+}
+
+// onTornDown applies the provisioner's report on a run's teardown:
+//
+//   - Incomplete: removal is still going on; its cause is kept for the
+//     teardown timeout's reason, and the run keeps waiting.
+//   - Crashed: the system under test had died on its own: the run fails
+//     (transient) unless it is already final.
+//   - Lost: the provisioner has no record of the run or cannot find its
+//     system under test, so nothing vouches that it ran throughout: the run
+//     fails (transient) unless it is already final.
+//   - otherwise a clean teardown.
+func (s *Scheduler) onTornDown(ctx context.Context, r *RunRecord, m *events.RunTornDown) (bool, error) {
+	if r.TornDown {
+		return false, nil // an answer to a re-sent command, or a late report
+	}
+	switch {
+	case m.Incomplete:
+		if m.Reason == "" || m.Reason == r.TeardownIssue {
+			return false, nil
+		}
+		r.TeardownIssue = m.Reason
+		return true, nil
+	case m.Crashed && !Terminal(r.State):
+		r.TornDown = true
+		r.Reason = "system under test crashed: " + m.Reason
+		r.Transient = true
+		return true, s.fail(ctx, r)
+	case m.Lost && !Terminal(r.State):
+		r.TornDown = true
+		r.Reason = "system under test lost: the provisioner cannot vouch that it ran throughout: " + m.Reason
+		r.Transient = true
+		return true, s.fail(ctx, r)
+	}
+	r.TornDown = true
+	return true, nil
 }
 
 // onRun applies fn to a run; unknown runs are rejected permanently.
@@ -552,7 +592,10 @@ func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
 		bp, _ := r.Phase(StateBaseline)
 		return s.bus.Publish(ctx, events.RunMeasured{ExperimentID: r.ExperimentID, RunID: r.RunID, ConfigHash: r.ConfigHash, Factors: r.Factors,
 			Repetition: r.Repetition, Phases: r.Phases, MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, BaselineStart: bp.StartMs,
-			BaselineEnd: bp.EndMs, Targets: r.Targets, RecordsSent: r.RecordsSent, OfferedRate: r.Config.Workload.Rate()}, "measured:"+r.RunID)
+			BaselineEnd: bp.EndMs, Targets: r.Targets, RecordsSent: r.RecordsSent, OfferedRate: r.Config.Workload.Rate(),
+			RecordsDelivered: r.RecordsDelivered, DeliveredFromBroker: r.DeliveredFromBroker, RecordsMissed: r.RecordsMissed,
+			RecordsBackfilled: r.RecordsBackfilled, LoadTakeovers: r.LoadTakeovers, LoadRestarts: r.LoadRestarts, LoadNote: r.LoadNote},
+			"measured:"+r.RunID)
 	}
 	return nil
 }
@@ -688,6 +731,9 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 			}
 			if timedOut(s.cfg.TeardownTimeout) {
 				r.Reason = fmt.Sprintf("teardown not confirmed within %s", s.cfg.TeardownTimeout)
+				if r.TeardownIssue != "" {
+					r.Reason += ": " + r.TeardownIssue
+				}
 				r.Transient = true
 				return true, s.transition(ctx, r, StateFailed)
 			}

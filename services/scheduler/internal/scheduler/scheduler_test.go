@@ -54,16 +54,38 @@ type harness struct {
 	// capacity, when set, makes the responder store results of a system
 	// that sustains at most this many msg/s.
 	capacity float64
+	// Hooks answer a command instead of the default reply when they return
+	// messages (nil: the default; an empty slice: no answer at all).
+	onTeardown func(m *events.RunTeardown) []events.Message
+	onLoad     func(m *events.LoadStart) []events.Message
+	onMeasured func(m *events.RunMeasured) []events.Message
+	onProvide  func(m *events.RunProvision) []events.Message
+	// measured keeps every run.measured the analyzer role received.
+	measured map[string]events.RunMeasured
 	url      string
 	sched    *scheduler.Scheduler
 	clock    scheduler.Clock
+}
+
+// answer publishes a hook's messages; false means the hook left the
+// command to the default reply.
+func (h *harness) answer(ctx context.Context, msgs []events.Message) (bool, error) {
+	if msgs == nil {
+		return false, nil
+	}
+	for _, m := range msgs {
+		if err := h.bus.Publish(ctx, m, ""); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 func newHarness(t *testing.T, cfg func(*scheduler.Config), opts ...func(*harness)) (*harness, context.CancelFunc) {
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
 		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
-		failLoad: func(string) bool { return false }}
+		failLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{}}
 	for _, o := range opts {
 		o(h)
 	}
@@ -117,6 +139,31 @@ func (h *harness) respond(ctx context.Context) {
 		events.TypeRunMeasured}}
 	_ = h.bus.Consume(ctx, spec, func(ctx context.Context, d bus.Delivery) error {
 		now := time.Now().UnixMilli()
+		var hooked []events.Message
+		switch m := d.Msg.(type) {
+		case *events.RunProvision:
+			if h.onProvide != nil {
+				hooked = h.onProvide(m)
+			}
+		case *events.LoadStart:
+			if h.onLoad != nil {
+				hooked = h.onLoad(m)
+			}
+		case *events.RunTeardown:
+			if h.onTeardown != nil {
+				hooked = h.onTeardown(m)
+			}
+		case *events.RunMeasured:
+			h.mu.Lock()
+			h.measured[m.RunID] = *m
+			h.mu.Unlock()
+			if h.onMeasured != nil {
+				hooked = h.onMeasured(m)
+			}
+		}
+		if done, err := h.answer(ctx, hooked); done || err != nil {
+			return err
+		}
 		switch m := d.Msg.(type) {
 		case *events.RunProvision:
 			if h.fail(m.RunID) {

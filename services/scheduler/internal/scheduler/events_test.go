@@ -1,0 +1,197 @@
+package scheduler_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
+)
+
+// runsByID reads an experiment's stored runs by id.
+func (h *harness) runsByID(id string) map[string]store.Run {
+	h.t.Helper()
+	runs, err := h.store.Runs(context.Background(), id)
+	require.NoError(h.t, err)
+	out := map[string]store.Run{}
+	for _, r := range runs {
+		out[r.RunID] = r
+	}
+	return out
+}
+
+// only answers for the one run id, leaving every other to the default.
+func only[M interface{ IDs() (string, string) }](runID string, reply func(m M) []events.Message) func(M) []events.Message {
+	return func(m M) []events.Message {
+		if _, run := m.IDs(); run == runID {
+			return reply(m)
+		}
+		return nil
+	}
+}
+
+func TestTransientProvisionFailureIsRetriedAsANewRun(t *testing.T) {
+	h, cancel := newHarness(t, nil, func(h *harness) {
+		h.onProvide = only("exp-pt-r0000", func(m *events.RunProvision) []events.Message {
+			return []events.Message{events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID, Transient: true,
+				Reason: "create topics: dial tcp 127.0.0.1:9092: connection refused"}}
+		})
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-pt", 1)
+	require.Equal(t, "done", h.waitFinal("exp-pt"))
+	runs := h.runsByID("exp-pt")
+	require.Len(t, runs, 3)
+	require.Equal(t, "failed", runs["exp-pt-r0000"].State)
+	require.Contains(t, runs["exp-pt-r0000"].Reason, "provisioning failed: create topics: dial tcp 127.0.0.1:9092: connection refused")
+	require.Contains(t, runs["exp-pt-r0000"].Reason, "retried as exp-pt-r0000-a1")
+	require.Equal(t, "done", runs["exp-pt-r0000-a1"].State)
+}
+
+func TestPermanentProvisionFailureIsNotRetried(t *testing.T) {
+	h, cancel := newHarness(t, nil, func(h *harness) {
+		h.onProvide = only("exp-pp-r0000", func(m *events.RunProvision) []events.Message {
+			return []events.Message{events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID,
+				Reason: `image "nope:latest": pull access denied`}}
+		})
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-pp", 1)
+	require.Equal(t, "done", h.waitFinal("exp-pp"))
+	runs := h.runsByID("exp-pp")
+	require.Len(t, runs, 2, "a user's mistake is not retried")
+	require.Equal(t, "failed", runs["exp-pp-r0000"].State)
+	require.NotContains(t, runs["exp-pp-r0000"].Reason, "retried")
+}
+
+// TestLostSystemUnderTestFailsTheRun: the provisioner answers the
+// teardown with "lost" (it has no record of the run, e.g. it restarted and
+// its SUT died with it): nothing vouches for the measurement, so the run
+// fails and is retried instead of going on to a done it has not earned.
+func TestLostSystemUnderTestFailsTheRun(t *testing.T) {
+	h, cancel := newHarness(t, nil, func(h *harness) {
+		h.onTeardown = only("exp-lost-r0000", func(m *events.RunTeardown) []events.Message {
+			return []events.Message{events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Lost: true,
+				Reason: "no record of run exp-lost-r0000 on node n1 and no process marked with it"}}
+		})
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-lost", 1)
+	require.Equal(t, "done", h.waitFinal("exp-lost"))
+	runs := h.runsByID("exp-lost")
+	require.Len(t, runs, 3)
+	lost := runs["exp-lost-r0000"]
+	require.Equal(t, "failed", lost.State)
+	require.Contains(t, lost.Reason, "system under test lost: the provisioner cannot vouch that it ran throughout: no record of run exp-lost-r0000")
+	require.Contains(t, lost.Reason, "retried as exp-lost-r0000-a1")
+	require.Equal(t, "done", runs["exp-lost-r0000-a1"].State)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.NotContains(t, h.states["exp-lost-r0000"], "analyzing", "a lost run is never analysed")
+}
+
+// TestIncompleteTeardown: a teardown the provisioner reports as incomplete
+// keeps the run waiting; one that then completes ends done, one that never
+// does fails at the timeout with the provisioner's last cause in its reason
+// (not just "not confirmed").
+func TestIncompleteTeardown(t *testing.T) {
+	const forbidden = `delete namespace gf-exp-td-r0000: namespaces "gf-exp-td-r0000" is forbidden: User "system:serviceaccount:greenflow:provisioner" ` +
+		`cannot delete resource "namespaces" (add verb delete on namespaces to deploy/base/provisioner-rbac.yaml)`
+	h, cancel := newHarness(t, func(c *scheduler.Config) { c.TeardownTimeout = 1500 * time.Millisecond }, func(h *harness) {
+		h.onTeardown = func(m *events.RunTeardown) []events.Message {
+			switch m.RunID {
+			case "exp-td-r0000": // never completes
+				return []events.Message{events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Incomplete: true,
+					Reason: "API server unreachable: connection refused"},
+					events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Incomplete: true, Reason: forbidden}}
+			case "exp-td-r0001": // completes after a hiccup
+				return []events.Message{events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Incomplete: true,
+					Reason: "API server unreachable: connection refused"},
+					events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID}}
+			}
+			return []events.Message{} // the retry's teardown: no answer needed for this test
+		}
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-td", 1)
+	h.waitFinal("exp-td")
+	runs := h.runsByID("exp-td")
+	stuck := runs["exp-td-r0000"]
+	require.Equal(t, "failed", stuck.State)
+	require.Contains(t, stuck.Reason, "teardown not confirmed within 1.5s: "+forbidden, "the last cause, not the first")
+	require.Equal(t, "done", runs["exp-td-r0001"].State)
+}
+
+// TestLoadAccountReachesTheAnalyzer: load.finished's account (what the
+// broker holds, what was missed or back-filled, take-overs, restarts) is
+// kept on the run and handed to the analyzer in run.measured.
+func TestLoadAccountReachesTheAnalyzer(t *testing.T) {
+	h, cancel := newHarness(t, nil, func(h *harness) {
+		h.onLoad = func(m *events.LoadStart) []events.Message {
+			now := time.Now().UnixMilli()
+			return []events.Message{events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: "lg-a,lg-b", StartMs: now, EndMs: now,
+				RecordsSent: 42, RecordsDelivered: 41, DeliveredFromBroker: true, RecordsMissed: 1, RecordsBackfilled: 7, Takeovers: 1, Restarts: 2,
+				Reason: "lg-b died; counted as of its last report, its ranges were taken over"}}
+		}
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-acct", 1)
+	require.Equal(t, "done", h.waitFinal("exp-acct"))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m, ok := h.measured["exp-acct-r0000"]
+	require.True(t, ok)
+	require.Equal(t, int64(42), m.RecordsSent)
+	require.Equal(t, int64(41), m.RecordsDelivered)
+	require.True(t, m.DeliveredFromBroker)
+	require.Equal(t, int64(1), m.RecordsMissed)
+	require.Equal(t, int64(7), m.RecordsBackfilled)
+	require.Equal(t, 1, m.LoadTakeovers)
+	require.Equal(t, 2, m.LoadRestarts)
+	require.Equal(t, "lg-b died; counted as of its last report, its ranges were taken over", m.LoadNote)
+}
+
+// TestAnalysisVerdict: an invalid analysis fails the run (retried as a new
+// run, with the analyzer's reason); a valid one with flags ends done and
+// keeps its flags, which the status API shows.
+func TestAnalysisVerdict(t *testing.T) {
+	h, cancel := newHarness(t, nil, func(h *harness) {
+		h.onMeasured = func(m *events.RunMeasured) []events.Message {
+			a := events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: time.Now().UnixMilli()}
+			switch m.RunID {
+			case "exp-v-r0000":
+				a.Invalid, a.Flags = true, []string{"load_missed"}
+				a.Reason = "offered load not delivered in the measured window: 1500 of 2000 events (75.0%, tolerance 2.0%) by the input topic's high-water marks"
+			case "exp-v-r0001":
+				a.Flags = []string{"energy_gap_bridged", "load_takeover"}
+			}
+			return []events.Message{a}
+		}
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-v", 1)
+	require.Equal(t, "done", h.waitFinal("exp-v"))
+	runs := h.runsByID("exp-v")
+	require.Len(t, runs, 3)
+	bad := runs["exp-v-r0000"]
+	require.Equal(t, "failed", bad.State)
+	require.True(t, strings.HasPrefix(bad.Reason, "invalid measurement: offered load not delivered in the measured window: 1500 of 2000 events"), bad.Reason)
+	require.Contains(t, bad.Reason, "retried as exp-v-r0000-a1")
+	require.Equal(t, "done", runs["exp-v-r0000-a1"].State)
+	require.Equal(t, "done", runs["exp-v-r0001"].State)
+
+	st, ok := h.sched.Status("exp-v")
+	require.True(t, ok)
+	flags := map[string][]string{}
+	for _, r := range st.Runs {
+		flags[r.RunID] = r.Flags
+	}
+	require.Equal(t, []string{"energy_gap_bridged", "load_takeover"}, flags["exp-v-r0001"])
+	require.Equal(t, []string{"load_missed"}, flags["exp-v-r0000"])
+	require.Empty(t, flags["exp-v-r0000-a1"])
+}
