@@ -195,3 +195,36 @@ func TestAnalysisVerdict(t *testing.T) {
 	require.Equal(t, []string{"load_missed"}, flags["exp-v-r0000"])
 	require.Empty(t, flags["exp-v-r0000-a1"])
 }
+
+// TestResentCommandIsNotSwallowedByDeduplication: the first teardown of a
+// run reaches the provisioner but is lost there (as when it is
+// dead-lettered while the API server is down). The scheduler's re-send must
+// reach the provisioner — a message id of its own per attempt, which the
+// stream's de-duplication does not drop — and the run must end done
+// instead of failing at the teardown timeout.
+func TestResentCommandIsNotSwallowedByDeduplication(t *testing.T) {
+	lost := 0
+	h, cancel := newHarness(t, func(c *scheduler.Config) {
+		c.Resend = 300 * time.Millisecond
+		c.TeardownTimeout = time.Minute
+	}, func(h *harness) {
+		h.onTeardown = only("exp-rs-r0000", func(m *events.RunTeardown) []events.Message {
+			if lost == 0 {
+				lost++
+				return []events.Message{} // swallowed: no answer
+			}
+			return nil // answered
+		})
+	})
+	defer cancel()
+	h.submit(context.Background(), "exp-rs", 1)
+	require.Equal(t, "done", h.waitFinal("exp-rs"))
+	runs := h.runsByID("exp-rs")
+	require.Equal(t, "done", runs["exp-rs-r0000"].State, runs["exp-rs-r0000"].Reason)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids := h.msgIDs[events.TypeRunTeardown]["exp-rs-r0000"]
+	require.GreaterOrEqual(t, len(ids), 2, "the teardown was sent again")
+	require.Equal(t, "teardown:exp-rs-r0000", ids[0])
+	require.Equal(t, "teardown:exp-rs-r0000:1", ids[1], "the re-send has an id of its own")
+}

@@ -104,6 +104,10 @@ type Scheduler struct {
 	rows    *rowWriter
 	results ResultsReader
 	runMu   sync.Mutex // see updateRun
+	// resent is the last re-send attempt of each waiting run's command
+	// (guarded by runMu); a restart forgets it, and re-sends the current
+	// attempt under the same id, which the stream drops.
+	resent map[string]int
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -118,7 +122,7 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 		clock = realClock{}
 	}
 	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
-		view: newView(),
+		view: newView(), resent: map[string]int{},
 		rows: newRowWriter(st, logger), results: st,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
@@ -500,6 +504,7 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 	if !r.entered {
 		return
 	}
+	delete(s.resent, r.RunID) // a new state: its command's attempts count from 0
 	if err := s.publishEntry(ctx, r); err != nil {
 		// The resend in advance() publishes it again.
 		s.logger.Warn("publish entry command failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Error(err))
@@ -568,25 +573,35 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 }
 
 // publishEntry publishes the command a state waits on.
-func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
+func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error { return s.publishCommand(ctx, r, 0) }
+
+// publishCommand publishes the command a state waits on; attempt 0 is the
+// first, and each re-send attempt gets a message id of its own.
+func (s *Scheduler) publishCommand(ctx context.Context, r *RunRecord, attempt int) error {
+	id := func(base string) string {
+		if attempt == 0 {
+			return base
+		}
+		return fmt.Sprintf("%s:%d", base, attempt)
+	}
 	kafka := s.kafkaOf(r)
 	switch r.State {
 	case StateProvisioning:
 		sut := r.Config.SUT
 		return s.bus.Publish(ctx, events.RunProvision{ExperimentID: r.ExperimentID, RunID: r.RunID,
 			SUT: events.SUT{Template: sut.Template, Backend: sut.Backend, Params: sut.Params, Command: sut.Command,
-				Kubernetes: kubernetesSUT(sut.Kubernetes)}, Kafka: kafka}, "provision:"+r.RunID)
+				Kubernetes: kubernetesSUT(sut.Kubernetes)}, Kafka: kafka}, id("provision:"+r.RunID))
 	case StateWarmup:
 		w := r.Config.Workload
 		dur := r.Config.Phases.Warmup.Duration + r.Config.Phases.Measure.Duration
 		return s.bus.Publish(ctx, events.LoadStart{ExperimentID: r.ExperimentID, RunID: r.RunID, Kafka: kafka, DurationMs: dur.Milliseconds(),
 			Workload: events.Workload{Sensors: w.Sensors, PeriodMs: w.PeriodMs, RatePerSec: w.Rate(), ValueW: w.Value, Format: w.Format, SchemaID: w.SchemaID}},
-			"load.start:"+r.RunID)
+			id("load.start:"+r.RunID))
 	case StateTeardown:
-		if err := s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, "collect.release:"+r.RunID); err != nil {
+		if err := s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, id("collect.release:"+r.RunID)); err != nil {
 			return err
 		}
-		return s.bus.Publish(ctx, s.teardownCmd(r), "teardown:"+r.RunID)
+		return s.bus.Publish(ctx, s.teardownCmd(r), id("teardown:"+r.RunID))
 	case StateAnalyzing:
 		mp, _ := r.Phase(StateMeasuring)
 		bp, _ := r.Phase(StateBaseline)
@@ -595,7 +610,7 @@ func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
 			BaselineEnd: bp.EndMs, Targets: r.Targets, RecordsSent: r.RecordsSent, OfferedRate: r.Config.Workload.Rate(),
 			RecordsDelivered: r.RecordsDelivered, DeliveredFromBroker: r.DeliveredFromBroker, RecordsMissed: r.RecordsMissed,
 			RecordsBackfilled: r.RecordsBackfilled, LoadTakeovers: r.LoadTakeovers, LoadRestarts: r.LoadRestarts, LoadNote: r.LoadNote},
-			"measured:"+r.RunID)
+			id("measured:"+r.RunID))
 	}
 	return nil
 }
@@ -744,12 +759,18 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 				return true, s.transition(ctx, r, StateFailed)
 			}
 		}
-		// Still waiting for another service: re-send its command after a
-		// pause. The message id is the same, so the stream drops it unless
-		// the first publish was lost (e.g. a crash right after the write).
-		if s.cfg.Resend > 0 && now-r.EnteredMs > s.cfg.Resend.Milliseconds() && (now-r.EnteredMs)%s.cfg.Resend.Milliseconds() < s.cfg.Tick.Milliseconds() {
-			if err := s.publishEntry(ctx, r); err != nil {
-				s.logger.Warn("re-send failed", zap.String("run_id", r.RunID), zap.Error(err))
+		// Still waiting for another service: re-send its command every
+		// Resend. Each attempt has a message id of its own, so the stream
+		// takes it even when the first one was stored and then lost to its
+		// consumer (dead-lettered during an outage); within one attempt the
+		// id is fixed, so two schedulers, or one after a restart, send it
+		// once. Every command's handler is idempotent.
+		if s.cfg.Resend > 0 {
+			if n := int((now - r.EnteredMs) / s.cfg.Resend.Milliseconds()); n >= 1 && n > s.resent[r.RunID] {
+				s.resent[r.RunID] = n
+				if err := s.publishCommand(ctx, r, n); err != nil {
+					s.logger.Warn("re-send failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Int("attempt", n), zap.Error(err))
+				}
 			}
 		}
 		return false, nil

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -62,6 +63,8 @@ type harness struct {
 	onProvide  func(m *events.RunProvision) []events.Message
 	// measured keeps every run.measured the analyzer role received.
 	measured map[string]events.RunMeasured
+	// msgIDs keeps the Nats-Msg-Id of every command received, by type and run.
+	msgIDs map[events.Type]map[string][]string
 	url      string
 	sched    *scheduler.Scheduler
 	clock    scheduler.Clock
@@ -85,7 +88,8 @@ func newHarness(t *testing.T, cfg func(*scheduler.Config), opts ...func(*harness
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
 		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
-		failLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{}}
+		failLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
+		msgIDs: map[events.Type]map[string][]string{}}
 	for _, o := range opts {
 		o(h)
 	}
@@ -139,6 +143,13 @@ func (h *harness) respond(ctx context.Context) {
 		events.TypeRunMeasured}}
 	_ = h.bus.Consume(ctx, spec, func(ctx context.Context, d bus.Delivery) error {
 		now := time.Now().UnixMilli()
+		h.mu.Lock()
+		_, run := d.Msg.IDs()
+		if h.msgIDs[d.Msg.MessageType()] == nil {
+			h.msgIDs[d.Msg.MessageType()] = map[string][]string{}
+		}
+		h.msgIDs[d.Msg.MessageType()][run] = append(h.msgIDs[d.Msg.MessageType()][run], d.Headers.Get(nats.MsgIdHdr))
+		h.mu.Unlock()
 		var hooked []events.Message
 		switch m := d.Msg.(type) {
 		case *events.RunProvision:
