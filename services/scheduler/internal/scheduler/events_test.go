@@ -2,10 +2,13 @@ package scheduler_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -227,4 +230,58 @@ func TestResentCommandIsNotSwallowedByDeduplication(t *testing.T) {
 	require.GreaterOrEqual(t, len(ids), 2, "the teardown was sent again")
 	require.Equal(t, "teardown:exp-rs-r0000", ids[0])
 	require.Equal(t, "teardown:exp-rs-r0000:1", ids[1], "the re-send has an id of its own")
+}
+
+// failingCreate is the scheduler's real state bucket, except that the
+// first create of each key in fail returns an error.
+type failingCreate struct {
+	jetstream.KeyValue
+	mu     sync.Mutex
+	fail   map[string]bool
+	failed []string
+}
+
+func (f *failingCreate) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	f.mu.Lock()
+	if f.fail[key] {
+		delete(f.fail, key)
+		f.failed = append(f.failed, key)
+		f.mu.Unlock()
+		return 0, errors.New("injected: kv create failed")
+	}
+	f.mu.Unlock()
+	return f.KeyValue.Create(ctx, key, value, opts...)
+}
+
+// TestCapacitySearchSurvivesAFailedProbeCreate fails the creation of the
+// second probe's run once. The search must not be left listing a run that
+// does not exist ("running" forever): the step fails as a whole and the
+// next tick repeats it, and the search ends as it does without the fault.
+func TestCapacitySearchSurvivesAFailedProbeCreate(t *testing.T) {
+	kv := &failingCreate{fail: map[string]bool{"run.exp-fc-r0001": true}}
+	h, cancel := newHarness(t, nil, func(h *harness) {
+		h.capacity = 7300
+		h.wrapKV = func(b jetstream.KeyValue) jetstream.KeyValue { kv.KeyValue = b; return kv }
+	})
+	defer cancel()
+	ctx := context.Background()
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-fc", Spec: capacitySpec}, ""))
+	require.Equal(t, "done", h.waitFinal("exp-fc"))
+	kv.mu.Lock()
+	require.Equal(t, []string{"run.exp-fc-r0001"}, kv.failed, "the fault was injected")
+	kv.mu.Unlock()
+	runs := h.runsByID("exp-fc")
+	require.Len(t, runs, 8, "the same probes as without the fault")
+	for id, r := range runs {
+		require.Equal(t, "done", r.State, id)
+	}
+	res, err := h.store.Results(ctx, "exp-fc")
+	require.NoError(t, err)
+	for _, r := range res {
+		if r.Scope == "experiment" && r.Metric == "capacity_msg_per_s" {
+			require.Equal(t, 7250.0, r.Value)
+			return
+		}
+	}
+	t.Fatal("no capacity result")
 }

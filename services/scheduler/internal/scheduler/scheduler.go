@@ -104,6 +104,9 @@ type Scheduler struct {
 	rows    *rowWriter
 	results ResultsReader
 	runMu   sync.Mutex // see updateRun
+	// wrapKV, when set (by tests), wraps the state bucket, e.g. to inject
+	// faults.
+	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
 	// resent is the last re-send attempt of each waiting run's command
 	// (guarded by runMu); a restart forgets it, and re-sends the current
 	// attempt under the same id, which the stream drops.
@@ -145,6 +148,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	kv, err := s.bus.KV(ctx, Bucket)
 	if err != nil {
 		return err
+	}
+	if s.wrapKV != nil {
+		kv = s.wrapKV(kv)
 	}
 	s.kv = kvStore{kv}
 	errc := make(chan error, 3)
@@ -535,6 +541,7 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 	rr := RunRecord{ExperimentID: failed.ExperimentID, RunID: fmt.Sprintf("%s-a%d", first, failed.Attempt+1), Repetition: failed.Repetition,
 		Factors: failed.Factors, Config: failed.Config, ConfigHash: failed.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now,
 		Attempt: failed.Attempt + 1, RetryOf: first}
+	var created *versioned[RunRecord]
 	ve, _, err := update(ctx, s.kv, expKey(failed.ExperimentID), func(e *ExperimentRecord) (bool, error) {
 		if slices.Contains(e.RunIDs, rr.RunID) {
 			return false, nil
@@ -545,14 +552,17 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 			return false, fmt.Errorf("store retry %s: %w", rr.RunID, err)
 		}
 		if err == nil {
-			s.view.putRun(versioned[RunRecord]{rr, rev})
-			s.persistRun(ctx, versioned[RunRecord]{rr, rev})
+			created = &versioned[RunRecord]{rr, rev}
 		}
 		e.RunIDs = append(e.RunIDs, rr.RunID)
 		return true, nil
 	})
 	if err != nil {
 		return err
+	}
+	if created != nil { // stored only once the experiment lists it
+		s.view.putRun(*created)
+		s.persistRun(ctx, *created)
 	}
 	s.view.putExperiment(ve)
 	vf, _, err := update(ctx, s.kv, runKey(failed.RunID), func(r *RunRecord) (bool, error) {
@@ -573,7 +583,9 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 }
 
 // publishEntry publishes the command a state waits on.
-func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error { return s.publishCommand(ctx, r, 0) }
+func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
+	return s.publishCommand(ctx, r, 0)
+}
 
 // publishCommand publishes the command a state waits on; attempt 0 is the
 // first, and each re-send attempt gets a message id of its own.

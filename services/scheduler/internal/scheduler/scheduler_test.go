@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -63,11 +64,13 @@ type harness struct {
 	onProvide  func(m *events.RunProvision) []events.Message
 	// measured keeps every run.measured the analyzer role received.
 	measured map[string]events.RunMeasured
+	// wrapKV wraps the scheduler's state bucket (fault injection).
+	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
 	// msgIDs keeps the Nats-Msg-Id of every command received, by type and run.
 	msgIDs map[events.Type]map[string][]string
-	url      string
-	sched    *scheduler.Scheduler
-	clock    scheduler.Clock
+	url    string
+	sched  *scheduler.Scheduler
+	clock  scheduler.Clock
 }
 
 // answer publishes a hook's messages; false means the hook left the
@@ -133,6 +136,9 @@ func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config
 	h.t.Cleanup(b.Close)
 	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(h.t), prometheus.NewRegistry(), h.clock)
 	require.NoError(h.t, err)
+	if h.wrapKV != nil {
+		s.WrapKV(h.wrapKV)
+	}
 	h.sched = s
 	go func() { _ = s.Run(ctx) }()
 }
@@ -368,15 +374,7 @@ func TestCapacitySearchDoublesThenBisects(t *testing.T) {
 	defer cancel()
 	h.capacity = 7300
 	ctx := context.Background()
-	spec := `apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: capacity}
-spec:
-  workload: {sensors: 100, format: avro}
-  phases: {baseline: 10ms, warmup: 10ms, measure: 50ms, cooldown: 10ms}
-  search: {start: 1000, max: 1000000, tolerance: 0.05}
-`
-	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-s", Spec: spec}, ""))
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-s", Spec: capacitySpec}, ""))
 	require.Equal(t, "done", h.waitFinal("exp-s"))
 	runs, err := h.store.Runs(ctx, "exp-s")
 	require.NoError(t, err)
@@ -399,3 +397,12 @@ spec:
 	require.LessOrEqual(t, got["capacity_msg_per_s"], h.capacity)
 	require.GreaterOrEqual(t, got["capacity_msg_per_s"], h.capacity*0.95)
 }
+
+const capacitySpec = `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: capacity}
+spec:
+  workload: {sensors: 100, format: avro}
+  phases: {baseline: 10ms, warmup: 10ms, measure: 50ms, cooldown: 10ms}
+  search: {start: 1000, max: 1000000, tolerance: 0.05}
+`
