@@ -268,15 +268,22 @@ func New(cfg Config, b *bus.Bus, st *store.Store, logger *zap.Logger, reg promet
 	return a, nil
 }
 
-// Run consumes measured runs and load progress until ctx ends.
+// Run consumes measured runs and load progress until ctx ends. When either
+// consumer stops — it failed to start, or it ended while ctx is live — the
+// other is stopped and Run returns at once with the cause: the service must
+// fail, not carry on half-alive.
 func (a *Analyzer) Run(ctx context.Context) error {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errc := make(chan error, 2)
-	go func() { errc <- a.bus.Consume(ctx, bus.ConsumerAnalyzer, a.handle) }()
-	go func() { errc <- a.bus.Consume(ctx, bus.ConsumerRecorder, a.record) }()
+	go func() { errc <- a.bus.Consume(cctx, bus.ConsumerAnalyzer, a.handle) }()
+	go func() { errc <- a.bus.Consume(cctx, bus.ConsumerRecorder, a.record) }()
 	err := <-errc
-	if e2 := <-errc; err == nil {
-		err = e2
+	if err == nil && ctx.Err() == nil {
+		err = errors.New("analyzer: a consumer stopped unexpectedly")
 	}
+	cancel()
+	<-errc // the other one, drained
 	return err
 }
 

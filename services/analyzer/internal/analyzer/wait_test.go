@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -146,4 +147,36 @@ func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
 	res, err := st.Results(ctx, "ew")
 	require.NoError(t, err)
 	require.Equal(t, 1.0, index(res).v(t, "run", "", "flag_"+analyzer.FlagSamplesLate))
+}
+
+// TestRunFailsAtOnceWhenAConsumerCannotStart: the recorder's durable
+// consumer exists with a configuration that cannot be changed (another
+// deliver policy), so declaring it fails. Run must return that error at
+// once — the service then fails and says why — instead of running on with
+// one consumer dead until it is stopped.
+func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerRecorder.Durable,
+		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeLoadProgress)})
+	require.NoError(t, err)
+	a, err := analyzer.New(analyzer.Default(), b, st, testenv.Logger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var runErr error
+	testenv.Eventually(t, 15*time.Second, "Run to return while its context is live", func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	require.ErrorContains(t, runErr, "declare consumer "+bus.ConsumerRecorder.Durable)
 }
