@@ -2,7 +2,10 @@ package scheduler_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -284,4 +287,69 @@ func TestCapacitySearchSurvivesAFailedProbeCreate(t *testing.T) {
 		}
 	}
 	t.Fatal("no capacity result")
+}
+
+// TestConcurrencyLimitHoldsAcrossSchedulers runs two scheduler instances on
+// one NATS with the default limit of one active run. They share the
+// submissions and events, and both start pending runs; the runs' recorded
+// phases must never overlap. A second experiment on the same cluster,
+// submitted meanwhile, shares the limit too.
+func TestConcurrencyLimitHoldsAcrossSchedulers(t *testing.T) {
+	slow := strings.Replace(specTmpl, "measure: 150ms", "measure: 400ms", 1)
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	h.startScheduler(ctx, nil) // the second instance
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-cc1", Spec: fmt.Sprintf(slow, 2)}, ""))
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-cc2", Spec: fmt.Sprintf(slow, 1)}, ""))
+	require.Equal(t, "done", h.waitFinal("exp-cc1"))
+	require.Equal(t, "done", h.waitFinal("exp-cc2"))
+
+	type span struct {
+		run        string
+		start, end int64
+	}
+	var spans []span
+	for _, id := range []string{"exp-cc1", "exp-cc2"} {
+		runs, err := h.store.Runs(ctx, id)
+		require.NoError(t, err)
+		for _, r := range runs {
+			require.Equal(t, "done", r.State, r.RunID)
+			var phases []events.Phase
+			require.NoError(t, jsonUnmarshal(r.Phases, &phases))
+			require.Equal(t, "provisioning", phases[0].Name)
+			spans = append(spans, span{r.RunID, phases[0].StartMs, phases[len(phases)-1].EndMs})
+		}
+	}
+	require.Len(t, spans, 6)
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	for i := 1; i < len(spans); i++ {
+		require.GreaterOrEqual(t, spans[i].start, spans[i-1].end, "%s started before %s ended", spans[i].run, spans[i-1].run)
+	}
+}
+
+// TestStaleSlotsAreReclaimed: the cluster's slots are held by a run that
+// is final and by one whose key is gone (their releases were lost in a
+// crash). With the limit at one, a new experiment must still run.
+func TestStaleSlotsAreReclaimed(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	ctx := context.Background()
+	kv, err := h.bus.KV(ctx, scheduler.Bucket)
+	require.NoError(t, err)
+	old, _ := json.Marshal(scheduler.RunRecord{ExperimentID: "old", RunID: "old-r0000", State: scheduler.StateFailed})
+	_, err = kv.Put(ctx, "run.old-r0000", old)
+	require.NoError(t, err)
+	set, _ := json.Marshal(scheduler.SlotSet{Cluster: "local", Runs: []string{"gone-r0000", "old-r0000"}})
+	_, err = kv.Put(ctx, "slots.local", set)
+	require.NoError(t, err)
+
+	h.submit(ctx, "exp-stale", 1)
+	require.Equal(t, "done", h.waitFinal("exp-stale"))
+	e, err := kv.Get(ctx, "slots.local")
+	require.NoError(t, err)
+	var after scheduler.SlotSet
+	require.NoError(t, json.Unmarshal(e.Value(), &after))
+	require.Empty(t, after.Runs, "stale holders reclaimed, finished runs released")
 }

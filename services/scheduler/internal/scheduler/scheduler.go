@@ -47,8 +47,10 @@ var _ Store = (*store.Store)(nil)
 type Config struct {
 	// Brokers are the Kafka bootstrap addresses runs use.
 	Brokers []string `yaml:"brokers"`
-	// Concurrency is how many runs may be active at once (runs sharing
-	// nodes must not overlap, so the default is 1).
+	// Concurrency is how many runs may be active at once on one target
+	// cluster (backend), across every scheduler sharing the state bucket
+	// (runs sharing nodes must not overlap, so the default is 1). Each
+	// scheduler enforces its own value: run them with the same.
 	Concurrency int `yaml:"concurrency"`
 	// Tick is how often timed phases are checked.
 	Tick time.Duration `yaml:"tick"`
@@ -511,6 +513,12 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 		return
 	}
 	delete(s.resent, r.RunID) // a new state: its command's attempts count from 0
+	if set, ok := s.view.slots(clusterOf(*r)); ok && Terminal(r.State) && slices.Contains(set.Runs, r.RunID) {
+		if err := s.releaseSlot(ctx, *r); err != nil {
+			// Reclaimed when the slot is next needed.
+			s.logger.Warn("release run slot failed", zap.String("run_id", r.RunID), zap.Error(err))
+		}
+	}
 	if err := s.publishEntry(ctx, r); err != nil {
 		// The resend in advance() publishes it again.
 		s.logger.Warn("publish entry command failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Error(err))
@@ -688,9 +696,30 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		}
 	}
 	s.runsActive.Set(float64(running))
+	// Pending runs start in order as their cluster has a free slot. The
+	// slot set in KV, not this scheduler's count, is the limit: other
+	// schedulers start runs too.
+	full := map[string]bool{}
 	for _, rid := range pending {
-		if running >= s.cfg.Concurrency {
-			break
+		pr, ok := s.view.run(rid)
+		if !ok {
+			continue
+		}
+		cluster := clusterOf(pr)
+		if full[cluster] || s.slotsFull(cluster) {
+			full[cluster] = true
+			continue
+		}
+		if e, ok := s.view.experiment(pr.ExperimentID); !ok || (e.State != "queued" && e.State != "running") {
+			continue // cancelled meanwhile
+		}
+		took, err := s.takeSlot(ctx, cluster, rid)
+		if err != nil {
+			return err
+		}
+		if !took {
+			full[cluster] = true
+			continue
 		}
 		r, changed, err := s.updateRun(ctx, rid, func(r *RunRecord) (bool, error) {
 			if r.State != StatePending {
@@ -705,9 +734,10 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			return err
 		}
 		if changed {
-			running++
 			_ = s.refreshExperiment(ctx, r.Value.ExperimentID)
 		}
+		// Not changed: another scheduler started it (it holds the slot
+		// now), or it was cancelled (its final state frees the slot).
 	}
 	return nil
 }
