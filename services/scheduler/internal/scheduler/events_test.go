@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
@@ -352,4 +354,26 @@ func TestStaleSlotsAreReclaimed(t *testing.T) {
 	var after scheduler.SlotSet
 	require.NoError(t, json.Unmarshal(e.Value(), &after))
 	require.Empty(t, after.Runs, "stale holders reclaimed, finished runs released")
+}
+
+// TestDeadLetteredSubmissionIsListedAsFailed: a submission the consumer
+// cannot even decode is dead-lettered; the experiment id in its headers
+// still appears in list, failed, with the dead-letter reason.
+func TestDeadLetteredSubmissionIsListedAsFailed(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	ctx := context.Background()
+	msg := nats.NewMsg(bus.Subject(events.TypeExperimentSubmit))
+	msg.Header.Set(bus.HeaderType, string(events.TypeExperimentSubmit))
+	msg.Header.Set(bus.HeaderVersion, "1")
+	msg.Header.Set(bus.HeaderExperiment, "exp-undecodable")
+	msg.Data = []byte(`{"experiment_id":"exp-undecodable"}`) // no spec
+	_, err := h.bus.JetStream().PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	require.Equal(t, "failed", h.waitFinal("exp-undecodable"))
+	st, ok := h.sched.Status("exp-undecodable")
+	require.True(t, ok)
+	require.Equal(t, "failed", st.State)
+	require.Contains(t, st.Reason, "submission dead-lettered: undecodable")
+	require.Contains(t, listed(h.sched), "exp-undecodable")
 }

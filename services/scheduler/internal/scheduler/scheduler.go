@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -176,7 +177,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	rowsDone := make(chan struct{})
 	go func() { s.rows.run(ctx); close(rowsDone) }()
 	defer func() { <-rowsDone }()
-	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
+	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle, bus.OnDeadLetter(s.onDeadLetter)) }()
 	go func() { errc <- s.serveNATS(ctx) }()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
@@ -336,16 +337,21 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	}
 	e, err := spec.Parse([]byte(m.Spec), nil)
 	if err != nil {
-		s.publishExperiment(ctx, ExperimentRecord{ID: m.ExperimentID, State: "failed"}, 0, 0, "invalid spec: "+err.Error())
-		return bus.Permanent(fmt.Errorf("experiment %s: %w", m.ExperimentID, err))
+		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
 	}
 	if e.Spec.Trigger != nil {
-		return s.arm(ctx, e) // a template: it runs when its trigger fires
+		// A template: it runs when its trigger fires.
+		if err := s.arm(ctx, e); bus.IsPermanent(err) {
+			return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "trigger not armed: "+err.Error(), true)
+		} else if err != nil {
+			return err
+		}
+		return nil
 	}
 	now := s.nowMs()
 	plan, err := e.Expand(m.ExperimentID, now)
 	if err != nil {
-		return bus.Permanent(fmt.Errorf("expand experiment %s: %w", m.ExperimentID, err))
+		return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "expand the spec: "+err.Error(), true)
 	}
 	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: "queued", Seed: plan.Seed, CreatedMs: now}
 	if q := e.Spec.Search; q != nil {
@@ -408,6 +414,54 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
 	s.publishExperiment(ctx, rec, 0, 0, "")
 	return nil
+}
+
+// failSubmission stores a submission that cannot become an experiment
+// (invalid spec, expansion error, dead-lettered) as a failed experiment with
+// its reason, so that an id the API handed out always appears in list and
+// status, and announces it. An accepted (or already recorded) experiment is
+// left alone. With needRow, a failure to store the ClickHouse row is
+// returned (the message is retried); without, the KV record is enough.
+func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reason string, needRow bool) error {
+	var existing ExperimentRecord
+	if _, err := s.kv.get(ctx, expKey(id), &existing); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("read experiment %s: %w", id, err)
+	}
+	now := s.nowMs()
+	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: id, Name: name, Spec: specText, State: "failed", Labels: "{}",
+		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), CreatedMs: now}); err != nil {
+		if needRow {
+			return err
+		}
+		s.logger.Warn("store failed experiment row failed", zap.String("experiment_id", id), zap.Error(err))
+	}
+	rec := ExperimentRecord{ID: id, Name: name, State: "failed", Reason: reason, RunIDs: []string{}, CreatedMs: now}
+	rev, err := s.kv.create(ctx, expKey(id), rec)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store failed experiment %s: %w", id, err)
+	}
+	s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	s.logger.Warn("experiment failed at submission", zap.String("experiment_id", id), zap.String("reason", reason))
+	s.publishExperiment(ctx, rec, 0, 0, reason)
+	return nil
+}
+
+// onDeadLetter records a submission the consumer gave up on (undecodable,
+// out of deliveries, a handler panic) as a failed experiment with the
+// dead-letter reason.
+func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
+	id := h.Get(bus.HeaderExperiment)
+	if events.Type(h.Get(bus.HeaderType)) != events.TypeExperimentSubmit || id == "" {
+		return
+	}
+	if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
+		s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
+	}
 }
 
 func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) error {

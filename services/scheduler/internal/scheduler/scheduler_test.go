@@ -337,6 +337,24 @@ func TestInvalidSpecIsRejectedAndNothingQueued(t *testing.T) {
 	runs, err := h.store.Runs(ctx, "exp-bad")
 	require.NoError(t, err)
 	require.Empty(t, runs)
+	// The id the submitter got is listed, failed, with the reason.
+	st, ok := h.sched.Status("exp-bad")
+	require.True(t, ok)
+	require.Equal(t, "failed", st.State)
+	require.Contains(t, st.Reason, "invalid spec: ")
+	require.Contains(t, listed(h.sched), "exp-bad")
+	stored, err := h.store.GetExperiment(ctx, "exp-bad")
+	require.NoError(t, err)
+	require.Equal(t, "failed", stored.State)
+}
+
+// listed returns the ids in the scheduler's list.
+func listed(s *scheduler.Scheduler) []string {
+	var ids []string
+	for _, e := range s.List() {
+		ids = append(ids, e.ID)
+	}
+	return ids
 }
 
 func last(s []string) string {
