@@ -69,9 +69,19 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var list []experimentStatus
-	if err := request(ctx, c, subjectList, nil, &list); err != nil {
+	var raw json.RawMessage
+	if err := request(ctx, c, subjectList, nil, &raw); err != nil {
 		return err
+	}
+	var list []experimentStatus
+	if err := json.Unmarshal(raw, &list); err != nil {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return errors.New(e.Error) // e.g. the scheduler is still loading its state
+		}
+		return fmt.Errorf("read the scheduler's list: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tSUBMITTED")

@@ -99,7 +99,9 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	return rep
 }
 
-// Status returns an experiment and its runs from the scheduler's state.
+// Status returns an experiment and its runs from the scheduler's state;
+// false when it is unknown — or not known yet: check Check first (before
+// the view has synced, a real experiment may be missing).
 func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 	e, ok := s.view.experiment(id)
 	if !ok {
@@ -141,6 +143,9 @@ func (s *Scheduler) List() []ExperimentStatus {
 
 // Cancel requests cancellation of an experiment.
 func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
+	if err := s.Check(); err != nil {
+		return err
+	}
 	if _, ok := s.view.experiment(id); !ok {
 		return fmt.Errorf("unknown experiment %s", id)
 	}
@@ -165,9 +170,19 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 			}
 			reply(m, s.Submit(ctx, req))
 		},
-		SubjectAPIList: func(m *nats.Msg) { reply(m, s.List()) },
+		SubjectAPIList: func(m *nats.Msg) {
+			if err := s.Check(); err != nil {
+				reply(m, map[string]string{"error": err.Error()})
+				return
+			}
+			reply(m, s.List())
+		},
 		SubjectAPIGet: func(m *nats.Msg) {
 			st, ok := s.Status(strings.TrimSpace(string(m.Data)))
+			if err := s.Check(); !ok && err != nil {
+				reply(m, map[string]string{"error": err.Error()})
+				return
+			}
 			if !ok {
 				reply(m, map[string]string{"error": "unknown experiment " + string(m.Data)})
 				return
@@ -228,9 +243,19 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			writeJSON(w, http.StatusAccepted, rep)
 		}
 	})
-	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.List()) })
+	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Check(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.List())
+	})
 	mux.HandleFunc("GET /v1/experiments/{id}", func(w http.ResponseWriter, r *http.Request) {
 		st, ok := s.Status(r.PathValue("id"))
+		if err := s.Check(); !ok && err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown experiment " + r.PathValue("id")})
 			return
@@ -239,7 +264,11 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /v1/experiments/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Cancel(r.Context(), r.PathValue("id"), "cancelled through the HTTP API"); err != nil {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			code := http.StatusNotFound
+			if errors.Is(err, ErrNotReady) {
+				code = http.StatusServiceUnavailable
+			}
+			writeJSON(w, code, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync"
@@ -13,11 +16,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
@@ -376,4 +382,75 @@ func TestDeadLetteredSubmissionIsListedAsFailed(t *testing.T) {
 	require.Equal(t, "failed", st.State)
 	require.Contains(t, st.Reason, "submission dead-lettered: undecodable")
 	require.Contains(t, listed(h.sched), "exp-undecodable")
+}
+
+// gatedWatch is the real state bucket whose watch (the scheduler's initial
+// load of its view) starts only once gate is closed.
+type gatedWatch struct {
+	jetstream.KeyValue
+	gate chan struct{}
+}
+
+func (g gatedWatch) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.KeyValue.WatchAll(ctx, opts...)
+}
+
+// TestNotReadyUntilItsStateIsLoaded starts a second scheduler while an
+// experiment exists, holding back the load of its view: until the load is
+// done it is not ready (service.Checker) and its API answers 503 "not
+// ready" — never 404 for an experiment that exists — then 200.
+func TestNotReadyUntilItsStateIsLoaded(t *testing.T) {
+	h, cancel := newHarness(t, nil)
+	defer cancel()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	h.submit(ctx, "exp-ready", 1)
+	require.Equal(t, "done", h.waitFinal("exp-ready"))
+
+	cfg := scheduler.Default()
+	cfg.Brokers = []string{"127.0.0.1:9"}
+	b, err := bus.Connect(ctx, h.url, "scheduler-2", zap.NewNop(), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(t), prometheus.NewRegistry(), nil)
+	require.NoError(t, err)
+	gate := make(chan struct{})
+	s.WrapKV(func(kv jetstream.KeyValue) jetstream.KeyValue { return gatedWatch{kv, gate} })
+	mux := http.NewServeMux()
+	s.RegisterHTTP(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	require.ErrorIs(t, s.Check(), scheduler.ErrNotReady, "not ready before Run")
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	require.ErrorIs(t, s.Check(), scheduler.ErrNotReady)
+	code, body := get("/v1/experiments/exp-ready")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, "not ready")
+	code, _ = get("/v1/experiments")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+
+	close(gate)
+	testenv.Eventually(t, 10*time.Second, "the second scheduler to load its state", func() bool { return s.Check() == nil })
+	code, body = get("/v1/experiments/exp-ready")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `"state":"done"`)
+	code, _ = get("/v1/experiments/nope")
+	require.Equal(t, http.StatusNotFound, code, "unknown, now that the state is loaded")
+	stop()
+	require.NoError(t, <-done)
+	require.Error(t, s.Check(), "not ready once stopped")
 }

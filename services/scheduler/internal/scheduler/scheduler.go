@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -107,6 +109,7 @@ type Scheduler struct {
 	rows    *rowWriter
 	results ResultsReader
 	runMu   sync.Mutex // see updateRun
+	running atomic.Bool
 	// wrapKV, when set (by tests), wraps the state bucket, e.g. to inject
 	// faults.
 	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
@@ -146,8 +149,30 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 	return s, nil
 }
 
+var _ service.Checker = (*Scheduler)(nil)
+
+// ErrNotReady is returned (and served as 503) while the scheduler's view of
+// its KV state is not loaded: an unknown experiment then may well exist.
+var ErrNotReady = errors.New("scheduler not ready: its state in KV is not loaded yet")
+
+// Check reports whether the scheduler can answer and drive runs: only once
+// its view of the state bucket has synced, and while Run runs.
+func (s *Scheduler) Check() error {
+	select {
+	case <-s.view.synced:
+	default:
+		return ErrNotReady
+	}
+	if !s.running.Load() {
+		return errors.New("scheduler not running")
+	}
+	return nil
+}
+
 // Run consumes events and drives runs until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
+	s.running.Store(true)
+	defer s.running.Store(false)
 	kv, err := s.bus.KV(ctx, Bucket)
 	if err != nil {
 		return err
