@@ -19,7 +19,8 @@ const MetricInputHighWatermark = "kafka_input_high_watermark"
 type pendingData struct {
 	// Nodes without a node-total sample at or past the window end.
 	Nodes []string
-	// Load: neither load series has a point at or past the window end.
+	// Load: no load series reaches past the window end, and the
+	// generators' series does not yet add up to load.finished's count.
 	Load bool
 }
 
@@ -68,23 +69,35 @@ func (a *Analyzer) dataPending(ctx context.Context, m *events.RunMeasured, nodes
 	if m.OfferedRate <= 0 {
 		return p, nil
 	}
-	var latest int64
-	rows, err = a.store.Conn().Query(ctx, `SELECT max(ts_ms) FROM run_metrics WHERE experiment_id = ? AND run_id = ? AND name IN (?, ?)`,
+	// The load's data is complete when a series reaches past the window
+	// end, or when the generators' series adds up to the count load.finished
+	// reported (a load stopped or ended early: its final progress reports
+	// are the last points there will be).
+	rows, err = a.store.Conn().Query(ctx, `SELECT name, max(ts_ms), argMax(value, ts_ms) FROM run_metrics
+		WHERE experiment_id = ? AND run_id = ? AND name IN (?, ?) GROUP BY name, labels`,
 		m.ExperimentID, m.RunID, MetricInputHighWatermark, MetricRecordsSent)
 	if err != nil {
 		return p, fmt.Errorf("query load series of run %s: %w", m.RunID, err)
 	}
+	complete, acked := false, 0.0
 	for rows.Next() {
-		if err := rows.Scan(&latest); err != nil {
+		var name string
+		var latest int64
+		var last float64
+		if err := rows.Scan(&name, &latest, &last); err != nil {
 			rows.Close()
 			return p, fmt.Errorf("scan load series: %w", err)
+		}
+		complete = complete || latest >= m.MeasureEndMs
+		if name == MetricRecordsSent {
+			acked += last
 		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return p, fmt.Errorf("read load series of run %s: %w", m.RunID, err)
 	}
-	p.Load = latest < m.MeasureEndMs
+	p.Load = !complete && !(m.RecordsSent > 0 && acked >= float64(m.RecordsSent))
 	return p, nil
 }
 

@@ -180,3 +180,32 @@ func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 	})
 	require.ErrorContains(t, runErr, "declare consumer "+bus.ConsumerRecorder.Durable)
 }
+
+// TestStoppedLoadIsAnalysedWithoutWaiting: a load stopped mid-window never
+// reports past the window end, but its final progress adds up to the count
+// load.finished reported, so the analysis does not wait out samplesWait for
+// points that will never come. The shortfall makes the run invalid.
+func TestStoppedLoadIsAnalysedWithoutWaiting(t *testing.T) {
+	st := testenv.Store(t)
+	ctx := context.Background()
+	cfg := analyzer.Default()
+	cfg.SamplesWait = 5 * time.Minute
+	b, analyzed := startAnalyzer(t, st, cfg)
+	end := time.Now().UnixMilli()
+	r := &liveRun{st: st, node: "n-ew-r0002", start: end - 10_000, next: -3}
+	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: "ew-r0002", ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
+		RecordsSent: 800, Targets: []events.Target{{ID: "process/ew-r0002/sut-0", Kind: "process", Node: r.node, Role: "sut"}}}
+	r.upTo(t, 13)
+	var pts []store.RunMetric
+	for k := int64(-3); k <= 5; k++ { // stopped 5 s into the window: 800 records in all
+		pts = append(pts, store.RunMetric{ExperimentID: "ew", RunID: "ew-r0002", TsMs: r.start + k*1000, Name: analyzer.MetricRecordsSent,
+			Labels: `{"instance":"a"}`, Value: float64(100 * (k + 3))})
+	}
+	require.NoError(t, st.InsertRunMetrics(ctx, pts))
+	require.NoError(t, b.Publish(ctx, *r.m, ""))
+
+	got := analyzed("ew-r0002")
+	require.True(t, got.Invalid)
+	require.Contains(t, got.Reason, "offered load not delivered in the measured window: 500 of 1000 events (50.0%")
+	require.NotContains(t, got.Flags, analyzer.FlagSamplesLate)
+}
