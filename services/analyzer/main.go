@@ -21,6 +21,8 @@ func main() {
 		fs.Float64Var(&cfg.ConfidenceLevel, "confidence", cfg.ConfidenceLevel, "confidence level of per-configuration intervals")
 		fs.Float64Var(&cfg.LoadTolerance, "load-tolerance", cfg.LoadTolerance,
 			"largest shortfall of events in the measured window against the offered load (fraction) a valid run may have; a surplus beyond it is flagged")
+		fs.DurationVar(&cfg.LoadEdgeSlack, "load-edge-slack", cfg.LoadEdgeSlack,
+			"this much of the offered load (rate × duration) is added to the tolerance: records due at a window edge may arrive just after it")
 		fs.DurationVar(&cfg.MaxBridgedGap, "max-bridged-gap", cfg.MaxBridgedGap,
 			"longest gap in a node's or target's samples that is bridged (and flagged); longer gaps make the run invalid")
 		fs.IntVar(&cfg.MaxBridgedIntervals, "max-bridged-intervals", cfg.MaxBridgedIntervals,

@@ -11,10 +11,12 @@ import (
 )
 
 // TestJudge checks the verdict's arithmetic: a 10 s window at 1000 msg/s
-// offers 10,000 events; the tolerance is 2 %; a gap may last up to
-// max(3 s, 3 intervals); 1 s of the window may stay uncovered.
+// offers 10,000 events; the tolerance is 2 % (200 events) plus 100 ms of
+// load (100 events); a gap may last up to max(3 s, 3 intervals); 1 s of
+// the window may stay uncovered.
 func TestJudge(t *testing.T) {
-	policy := analyzer.Policy{LoadTolerance: 0.02, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3, MaxUncovered: time.Second}
+	policy := analyzer.Policy{LoadTolerance: 0.02, LoadEdgeSlack: 100 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3,
+		MaxUncovered: time.Second}
 	node := func(gaps uint64, maxGapMs, uncoveredMs float64) analyzer.SeriesQuality {
 		return analyzer.SeriesQuality{Kind: "node", Name: "n1", IntervalMs: 1000, Gaps: gaps, MaxGapMs: maxGapMs, UncoveredMs: uncoveredMs}
 	}
@@ -33,14 +35,18 @@ func TestJudge(t *testing.T) {
 		ratio   float64
 	}{
 		{name: "clean run", mod: func(*analyzer.VerdictInput) {}, ratio: 1},
-		{name: "shortfall within tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 9_801 }, ratio: 0.9801},
-		{name: "shortfall at the tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 9_800 }, ratio: 0.98},
-		{name: "shortfall beyond tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 9_799 }, ratio: 0.9799,
-			invalid: []string{"offered load not delivered in the measured window: 9799 of 10000 events (98.0%, tolerance 2.0%) by the input topic's high-water marks"}},
+		{name: "shortfall within tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 9_701 }, ratio: 0.9701},
+		{name: "shortfall at the tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 9_700 }, ratio: 0.97},
+		{name: "shortfall beyond tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 9_699 }, ratio: 0.9699,
+			invalid: []string{"offered load not delivered in the measured window: 9699 of 10000 events (97.0%; tolerance 2.0% + 100ms of load) by the input topic's high-water marks"}},
+		// The slack is a count, not a share: in a 1 s window 2 % + 100 ms is 120 of 1000 events.
+		{name: "a 1 s window at its tolerance", mod: func(in *analyzer.VerdictInput) { in.WindowMs, in.Events = 1000, 880 }, ratio: 0.88},
+		{name: "a 1 s window beyond it", mod: func(in *analyzer.VerdictInput) { in.WindowMs, in.Events = 1000, 879 },
+			ratio: 0.879, invalid: []string{"879 of 1000 events"}},
 		{name: "shortfall counted by the generators", mod: func(in *analyzer.VerdictInput) { in.Events, in.EventsFrom = 5_000, analyzer.EventsFromGenerator },
-			ratio: 0.5, invalid: []string{"5000 of 10000 events (50.0%, tolerance 2.0%) by the generators' acknowledged records"}},
-		{name: "surplus within tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 10_200 }, ratio: 1.02},
-		{name: "surplus beyond tolerance is a catch-up", mod: func(in *analyzer.VerdictInput) { in.Events = 10_201 }, ratio: 1.0201,
+			ratio: 0.5, invalid: []string{"5000 of 10000 events (50.0%; tolerance 2.0% + 100ms of load) by the generators' acknowledged records"}},
+		{name: "surplus within tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 10_300 }, ratio: 1.03},
+		{name: "surplus beyond tolerance is a catch-up", mod: func(in *analyzer.VerdictInput) { in.Events = 10_301 }, ratio: 1.0301,
 			flags: []string{analyzer.FlagLoadSurplus}},
 		{name: "no load series", mod: func(in *analyzer.VerdictInput) { in.Events, in.EventsFrom = 0, analyzer.EventsUnknown }, ratio: math.NaN(),
 			invalid: []string{"the load in the measured window cannot be checked"}},
