@@ -154,6 +154,8 @@ func TestVerdictOnStoredRuns(t *testing.T) {
 			if tc.run.targetTill == 0 {
 				require.InDelta(t, tc.nodeJ*0.4, r.v(t, "run", "", "sut_energy_j"), 1e-9)
 			}
+			require.InDelta(t, 4.0, r.v(t, "role", "sut", "peak_power_w"), 1e-9, "a duplicate sample does not add to the peak")
+			require.InDelta(t, 10.0, r.v(t, "node", "n-"+runID, "peak_power_w"), 1e-9)
 			for _, f := range []string{analyzer.FlagEnergyGapBridged, analyzer.FlagLoadSurplus, analyzer.FlagSamplesLate} {
 				require.Equal(t, contains(tc.flags, f), r.has("run", "", "flag_"+f), f)
 			}

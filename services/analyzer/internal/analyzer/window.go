@@ -39,8 +39,10 @@ type seriesEnergy struct {
 // may write a row twice (a re-sent batch, a hand-over) and the table's
 // merges that drop duplicates happen eventually, not before reads. It is
 // done on each series' sorted array (drop a point whose time and source
-// equal its predecessor's), which costs a fraction of a GROUP BY over every
-// sample (measured: 0.33 s against 0.50 s for a one-hour, 100-target run).
+// equal its predecessor's), which costs far less than a GROUP BY on the
+// sample key over every sample: the one-hour benchmark's whole analysis
+// takes 0.40 s this way against 0.67 s with the GROUP BY (0.23 s without
+// de-duplication; best of three interleaved runs).
 const seriesQuery = `
 SELECT scope, target_id, node, zone, toUInt8(est), sources, toUInt64(n), toFloat64(peak_w), toUInt8(power_only),
   toUInt64(gaps), toFloat64(gap_ms), toFloat64(max_gap_ms), toInt64(max_interval_ms), toFloat64(counter_bridged_j), toFloat64(trapz_j),
