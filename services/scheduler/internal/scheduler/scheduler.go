@@ -110,6 +110,9 @@ type Scheduler struct {
 	results ResultsReader
 	runMu   sync.Mutex // see updateRun
 	running atomic.Bool
+	// fatal carries the error of a part started after Run (the trigger
+	// consumer) that stopped: Run returns it.
+	fatal chan error
 	// wrapKV, when set (by tests), wraps the state bucket, e.g. to inject
 	// faults.
 	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
@@ -131,7 +134,7 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 		clock = realClock{}
 	}
 	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
-		view: newView(), resent: map[string]int{},
+		view: newView(), resent: map[string]int{}, fatal: make(chan error, 1),
 		rows: newRowWriter(st, logger), results: st,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
@@ -169,10 +172,14 @@ func (s *Scheduler) Check() error {
 	return nil
 }
 
-// Run consumes events and drives runs until ctx ends.
-func (s *Scheduler) Run(ctx context.Context) error {
+// Run consumes events and drives runs until ctx ends. When a part fails —
+// a consumer that cannot start, the state watch, the trigger consumer — it
+// stops the others and returns the cause at once.
+func (s *Scheduler) Run(parent context.Context) error {
 	s.running.Store(true)
 	defer s.running.Store(false)
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	kv, err := s.bus.KV(ctx, Bucket)
 	if err != nil {
 		return err
@@ -201,7 +208,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	rowsDone := make(chan struct{})
 	go func() { s.rows.run(ctx); close(rowsDone) }()
-	defer func() { <-rowsDone }()
+	defer func() { cancel(); <-rowsDone }() // the writer flushes once more, then ends
 	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle, bus.OnDeadLetter(s.onDeadLetter)) }()
 	go func() { errc <- s.serveNATS(ctx) }()
 	t := time.NewTicker(s.cfg.Tick)
@@ -214,6 +221,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				<-errc
 			}
 			return nil
+		case err := <-s.fatal:
+			return err
 		case err := <-errc:
 			running--
 			if err != nil {
