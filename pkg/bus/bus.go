@@ -101,7 +101,12 @@ var (
 	// run's provision must not hold up another run's teardown.
 	ConsumerProvisioner   = ConsumerSpec{Durable: "provisioner", Types: []events.Type{events.TypeRunProvision, events.TypeRunTeardown}, Workers: 8}
 	ConsumerLoadGenerator = ConsumerSpec{Durable: "load-generator", Types: []events.Type{events.TypeLoadStart, events.TypeLoadStop}}
-	ConsumerAnalyzer      = ConsumerSpec{Durable: "analyzer", Types: []events.Type{events.TypeRunMeasured}}
+	// The analyzer Naks a run.measured until the window's last samples are
+	// stored (up to its samplesWait, 10 s by default, after the window
+	// end): its redeliveries must outlast that wait and leave room for real
+	// retries after it (33 s in all).
+	ConsumerAnalyzer = ConsumerSpec{Durable: "analyzer", Types: []events.Type{events.TypeRunMeasured}, MaxDeliver: 10,
+		Backoff: []time.Duration{250 * time.Millisecond, time.Second, 2 * time.Second, 5 * time.Second}}
 	// ConsumerProvisionerStates lets the provisioner learn which runs have
 	// ended (run.state with a final state), so it can make sure nothing of
 	// theirs is left behind even when their teardown command was lost.

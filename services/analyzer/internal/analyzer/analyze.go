@@ -3,8 +3,8 @@ package analyzer
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
-	"time"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -29,6 +29,7 @@ func (p *part) add(s seriesEnergy) {
 type nodeQuality struct {
 	Gaps, Resets            uint64
 	GapMs, UncoveredMs      float64
+	MaxGapMs                float64
 	BridgedJ, PartsJ        float64
 	Estimated, HasNodeTotal bool
 	PowerOnly               bool
@@ -64,18 +65,17 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 		return nil, events.RunAnalyzed{}, bus.Permanent(fmt.Errorf("run %s has no measurement targets", m.RunID))
 	}
 	roles := roleOf(m)
-	win, err := a.energyIn(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs)
+	win, err := a.energyIn(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs, roles)
 	if err != nil {
 		return nil, events.RunAnalyzed{}, err
 	}
 	hasBase := m.BaselineEnd > m.BaselineStart
 	var base []seriesEnergy
 	if hasBase {
-		if base, err = a.energyIn(ctx, nodes, m.BaselineStart, m.BaselineEnd); err != nil {
+		if base, err = a.energyIn(ctx, nodes, m.BaselineStart, m.BaselineEnd, nil); err != nil {
 			return nil, events.RunAnalyzed{}, err
 		}
 	}
-	durS := float64(m.MeasureEndMs-m.MeasureStartMs) / 1000
 	baseS := float64(m.BaselineEnd-m.BaselineStart) / 1000
 
 	var nodeP, zoneP, targetP, roleP ordered[part]
@@ -97,6 +97,7 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 			q.HasNodeTotal = true
 			q.Gaps += s.Gaps
 			q.GapMs += s.GapMs
+			q.MaxGapMs = max(q.MaxGapMs, s.MaxGapMs)
 			q.BridgedJ += s.BridgedJ
 			q.Resets += s.Resets
 			q.UncoveredMs = max(q.UncoveredMs, s.UncoveredMs)
@@ -134,10 +135,35 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 		peakNodeW = max(peakNodeW, p.PeakW)
 		estimated = estimated || p.Est
 	}
-	if nodeJ == 0 {
-		return nil, events.RunAnalyzed{}, fmt.Errorf("run %s: no energy samples for nodes %v in window [%d, %d] (is an energy collector running?)",
-			m.RunID, nodes, m.MeasureStartMs, m.MeasureEndMs)
+	durS := float64(m.MeasureEndMs-m.MeasureStartMs) / 1000
+	pending, err := a.dataPending(ctx, m, nodes)
+	if err != nil {
+		return nil, events.RunAnalyzed{}, err
 	}
+	evts, err := a.windowEvents(ctx, m)
+	if err != nil {
+		return nil, events.RunAnalyzed{}, err
+	}
+	vin := VerdictInput{WindowMs: m.MeasureEndMs - m.MeasureStartMs, OfferedRate: m.OfferedRate, Events: evts.N, EventsFrom: evts.From, Nodes: nodes,
+		SamplesLate: pending.late(), Load: LoadAccount{Takeovers: m.LoadTakeovers, Restarts: m.LoadRestarts, Backfilled: m.RecordsBackfilled,
+			Missed: m.RecordsMissed}}
+	for _, n := range nodes {
+		if p, ok := nodeP.m[n]; !ok || p.J == 0 {
+			vin.MissingNodes = append(vin.MissingNodes, n)
+		}
+	}
+	if nodeJ == 0 {
+		// Nothing to attribute: the verdict and the load are all there is.
+		v := Judge(vin, a.cfg.Policy())
+		var res []store.Result
+		res = append(res, store.Result{Scope: "run", Metric: "duration_s", Value: durS, Unit: "s"})
+		res = append(res, verdictRows(v, vin, m)...)
+		return res, a.summary(m, durS, 0, 0, evts, 0, false, v), nil
+	}
+	if vin.Series, vin.LostTargets, vin.UnmeasuredTargets, err = a.targetCoverage(ctx, m, win); err != nil {
+		return nil, events.RunAnalyzed{}, err
+	}
+	verdict := Judge(vin, a.cfg.Policy())
 	peaks, err := a.rolePeaks(ctx, nodes, m, roles)
 	if err != nil {
 		return nil, events.RunAnalyzed{}, err
@@ -170,6 +196,13 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 	for _, t := range targetP.keys {
 		energy("target", t, targetP.m[t], targetP.m[t].PeakW)
 	}
+	for _, q := range vin.Series {
+		if q.Kind == "target" {
+			add("target", q.Name, "quality_sample_gaps", float64(q.Gaps), "1", false)
+			add("target", q.Name, "quality_max_gap_s", q.MaxGapMs/1000, "s", false)
+			add("target", q.Name, "quality_uncovered_s", q.UncoveredMs/1000, "s", false)
+		}
+	}
 	sut := roleP.get(RoleSUT) // reported even when the SUT drew nothing
 	for _, r := range roleP.keys {
 		p := roleP.m[r]
@@ -189,6 +222,7 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 		residual := nodeP.m[n].J - q.PartsJ
 		add("node", n, "quality_sample_gaps", float64(q.Gaps), "1", false)
 		add("node", n, "quality_gap_s", q.GapMs/1000, "s", false)
+		add("node", n, "quality_max_gap_s", q.MaxGapMs/1000, "s", false)
 		add("node", n, "quality_bridged_energy_j", q.BridgedJ, "J", q.Estimated)
 		add("node", n, "quality_uncovered_s", q.UncoveredMs/1000, "s", false)
 		add("node", n, "quality_counter_resets", float64(q.Resets), "1", false)
@@ -207,10 +241,6 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 		}
 	}
 
-	evts, fromSeries, err := a.events(ctx, m)
-	if err != nil {
-		return nil, events.RunAnalyzed{}, err
-	}
 	run := func(metric string, v float64, unit string, est bool) { add("run", "", metric, v, unit, est) }
 	sutJ, unattrJ := sut.J, roleP.get(RoleUnattributed).J
 	run("duration_s", durS, "s", false)
@@ -229,24 +259,27 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 		run("sut_baseline_power_w", sut.BaseJ/baseS, "W", estimated)
 		run("sut_dynamic_energy_j", sutDynJ, "J", estimated)
 	}
-	run("events", float64(evts), "1", false)
+	n := evts.count()
+	run("events", float64(n), "1", false)
 	run("records_sent_total", float64(m.RecordsSent), "1", false)
 	run("offered_rate_eps", m.OfferedRate, "1/s", false)
-	run("throughput_eps", float64(evts)/durS, "1/s", false)
-	run("events_from_progress_series", b2f(fromSeries), "bool", false)
+	run("throughput_eps", float64(n)/durS, "1/s", false)
+	if evts.HasAcked {
+		run("events_acknowledged", evts.Acked, "1", false)
+	}
 	var ujPerEvent float64
-	if evts > 0 {
-		ujPerEvent = sutJ / float64(evts) * 1e6
+	if n > 0 {
+		ujPerEvent = sutJ / float64(n) * 1e6
 		run("sut_uj_per_event", ujPerEvent, "uJ", estimated)
-		run("node_uj_per_event", nodeJ/float64(evts)*1e6, "uJ", estimated)
+		run("node_uj_per_event", nodeJ/float64(n)*1e6, "uJ", estimated)
 		if hasBase {
-			run("sut_dynamic_uj_per_event", sutDynJ/float64(evts)*1e6, "uJ", estimated)
+			run("sut_dynamic_uj_per_event", sutDynJ/float64(n)*1e6, "uJ", estimated)
 		}
 	}
 	if sutJ > 0 {
-		run("events_per_joule", float64(evts)/sutJ, "1/J", estimated)
+		run("events_per_joule", float64(n)/sutJ, "1/J", estimated)
 	}
-	run("node_events_per_joule", float64(evts)/nodeJ, "1/J", estimated)
+	run("node_events_per_joule", float64(n)/nodeJ, "1/J", estimated)
 
 	cfg, haveCfg, err := a.runConfig(ctx, m)
 	if err != nil {
@@ -254,7 +287,7 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 	}
 	if haveCfg {
 		if bytes, ok := MeanRecordBytes(cfg.Workload, m.MeasureStartMs); ok {
-			mb := float64(evts) * bytes / 1e6
+			mb := float64(n) * bytes / 1e6
 			run("record_bytes_mean", bytes, "B", false)
 			run("data_mb", mb, "MB", false)
 			run("data_mb_from_workload", 1, "bool", false)
@@ -291,25 +324,50 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 	run("quality_counter_resets", float64(resets), "1", false)
 	run("quality_estimated_source", float64(estNodes), "1", false)
 	run("quality_attribution_residual_j", residualJ, "J", estimated)
-
-	summary := events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, DurationS: durS, EnergyJ: sutJ, NodeEnergyJ: nodeJ,
-		MeanPowerW: sutJ / durS, Events: evts, MicroJPerEvent: ujPerEvent, Estimated: estimated, TsMs: time.Now().UnixMilli()}
-	return res, summary, nil
+	res = append(res, verdictRows(verdict, vin, m)...)
+	return res, a.summary(m, durS, sutJ, nodeJ, evts, ujPerEvent, estimated, verdict), nil
 }
 
-// events is the number of records the generators acknowledged within the
-// window, from their cumulative progress series interpolated at the edges;
-// without a series, the whole load's count (fromSeries false).
-func (a *Analyzer) events(ctx context.Context, m *events.RunMeasured) (int64, bool, error) {
-	total, ok, err := a.windowDelta(ctx, m, MetricRecordsSent)
-	if err != nil {
-		return 0, false, err
-	}
-	if !ok {
-		return m.RecordsSent, false, nil
-	}
-	return int64(total + 0.5), true, nil
+// summary is the run.analyzed event of a run.
+func (a *Analyzer) summary(m *events.RunMeasured, durS, sutJ, nodeJ float64, evts windowEvents, ujPerEvent float64, estimated bool,
+	v Verdict) events.RunAnalyzed {
+	return events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, DurationS: durS, EnergyJ: sutJ, NodeEnergyJ: nodeJ,
+		MeanPowerW: sutJ / durS, Events: evts.count(), MicroJPerEvent: ujPerEvent, Estimated: estimated,
+		Invalid: v.Invalid, Reason: v.Reason(), Flags: v.Flags, TsMs: a.now().UnixMilli()}
 }
+
+// verdictRows are the run-scope rows of the verdict: one flag_<name> row
+// per flag, the load's delivery against the offer and the load
+// generator's account.
+func verdictRows(v Verdict, in VerdictInput, m *events.RunMeasured) []store.Result {
+	row := func(metric string, value float64, unit string) store.Result {
+		return store.Result{Scope: "run", Metric: metric, Value: value, Unit: unit}
+	}
+	out := []store.Result{
+		row("invalid", b2f(v.Invalid), "bool"),
+		row("events_from_broker", b2f(in.EventsFrom == EventsFromBroker), "bool"),
+		row("events_from_progress_series", b2f(in.EventsFrom == EventsFromGenerator), "bool"),
+		row("records_delivered", float64(m.RecordsDelivered), "1"),
+		row("records_delivered_from_broker", b2f(m.DeliveredFromBroker), "bool"),
+		row("records_missed", float64(m.RecordsMissed), "1"),
+		row("records_backfilled", float64(m.RecordsBackfilled), "1"),
+		row("load_takeovers", float64(m.LoadTakeovers), "1"),
+		row("load_restarts", float64(m.LoadRestarts), "1"),
+	}
+	if in.OfferedRate > 0 {
+		out = append(out, row("events_offered", in.OfferedRate*float64(in.WindowMs)/1000, "1"))
+	}
+	if !math.IsNaN(v.DeliveredRatio) {
+		out = append(out, row("events_delivered_ratio", v.DeliveredRatio, "1"))
+	}
+	for _, f := range v.Flags {
+		out = append(out, row(FlagMetricPrefix+f, 1, "bool"))
+	}
+	return out
+}
+
+// FlagMetricPrefix starts the name of a flag's result row.
+const FlagMetricPrefix = "flag_"
 
 // rolePeaks is each role's peak power in the window: the largest sum of its
 // series' power at one sampling instant.
@@ -323,11 +381,19 @@ func (a *Analyzer) rolePeaks(ctx context.Context, nodes []string, m *events.RunM
 	for i, id := range ids {
 		names[i] = roles[id]
 	}
+	// A sample written twice counts once: within a role and an instant, the
+	// (series, power) pairs are taken as a set — a series being its scope,
+	// target_id (which names the node for the unattributed rest) and source;
+	// these scopes have no zone — hashed, which costs far less than a GROUP
+	// BY on the sample key's strings (that one took 0.4 s of the one-hour
+	// benchmark's analysis).
 	q := expand(`SELECT role, max(w) FROM (
-		SELECT if(scope = 'unattributed', 'unattributed', transform(target_id, ?, ?, 'other')) AS role, ts_ms,
-		       arraySum(arraySort(groupArray(power_w))) AS w
-		FROM samples
-		WHERE has(?, node) AND scope IN ('process', 'pod', 'unattributed') AND ts_ms > {S} AND ts_ms - interval_ms < {E}
+		SELECT role, ts_ms, arraySum(arraySort(arrayMap(x -> x.2, groupUniqArray((sk, power_w))))) AS w
+		FROM (
+		  SELECT if(scope = 'unattributed', 'unattributed', transform(target_id, ?, ?, 'other')) AS role, ts_ms, power_w,
+		         cityHash64(scope, target_id, source) AS sk
+		  FROM samples
+		  WHERE has(?, node) AND scope IN ('process', 'pod', 'unattributed') AND ts_ms > {S} AND ts_ms - interval_ms < {E})
 		GROUP BY role, ts_ms)
 		GROUP BY role`, map[string]int64{"S": m.MeasureStartMs, "E": m.MeasureEndMs})
 	rows, err := a.store.Conn().Query(ctx, q, ids, names, nodes)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -53,12 +54,14 @@ func (a *Analyzer) writeTargets(ctx context.Context, m *events.RunMeasured) erro
 
 // UpdateConfigSummary recomputes the statistics of one configuration from the
 // latest results of its runs (those not failed or cancelled, plus runID,
-// which may not be marked done yet) and replaces its config_results rows.
-func (a *Analyzer) UpdateConfigSummary(ctx context.Context, experimentID, configHash string, factors map[string]string, runID string) error {
+// which may not be marked done yet, minus exclude, which is about to fail)
+// and replaces its config_results rows.
+func (a *Analyzer) UpdateConfigSummary(ctx context.Context, experimentID, configHash string, factors map[string]string, runID, exclude string) error {
 	runIDs, err := a.configRuns(ctx, experimentID, configHash, runID)
 	if err != nil {
 		return err
 	}
+	runIDs = slices.DeleteFunc(runIDs, func(id string) bool { return id == exclude })
 	values, err := a.runMetrics(ctx, experimentID, runIDs)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -86,4 +87,15 @@ func groupOf(rows []cli.ResultRow, hash string) cli.Group {
 		}
 	}
 	return cli.NewGroup(hash, sel)
+}
+
+func TestResultsTableShowsFlags(t *testing.T) {
+	rows := fixtureRows()[:2]
+	rows[0].Flags = []string{"energy_gap_bridged", "load_takeover"}
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteResults(&out, "table", rows))
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[0]), "FLAGS"), lines[0])
+	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[1]), "energy_gap_bridged,load_takeover"), lines[1])
+	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[2]), "-"), lines[2])
 }

@@ -239,14 +239,18 @@ func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.
 		return nil
 	}
 	nodes := nodesOf(targets)
-	q := `SELECT ts_ms, node, scope, target_id, zone, source, power_w, delta_j, interval_ms, estimated FROM samples
+	// One row per sample key (node, scope, target_id, zone, source, ts_ms):
+	// a row the collector wrote twice is exported once, merged or not.
+	q := `SELECT ts_ms, node, scope, target_id, zone, source, v.1, v.2, v.3, v.4 FROM (
+		SELECT ts_ms, node, scope, target_id, zone, source, any((power_w, delta_j, interval_ms, estimated)) AS v FROM samples
 		WHERE ts_ms > ? AND ts_ms <= ?`
 	qargs := []any{start, end}
 	if len(nodes) > 0 {
 		q += " AND has(?, node)"
 		qargs = append(qargs, nodes)
 	}
-	rows, err := st.Conn().Query(ctx, q+" ORDER BY ts_ms, node, scope, target_id, zone", qargs...)
+	q += " GROUP BY ts_ms, node, scope, target_id, zone, source)"
+	rows, err := st.Conn().Query(ctx, q+" ORDER BY ts_ms, node, scope, target_id, zone, source", qargs...)
 	if err != nil {
 		return fmt.Errorf("query samples of run %s: %w", r.RunID, err)
 	}

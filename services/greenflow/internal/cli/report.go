@@ -305,19 +305,23 @@ func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []runT
 		roleExpr = "transform(target_id, ?, ?, 'other')"
 		args = append(args, ids, roles)
 	}
+	// Samples de-duplicated per (node, scope, target_id, zone, source,
+	// ts_ms) before averaging: a row written twice counts once.
 	q := fmt.Sprintf(`SELECT b, comp, sum(w) FROM (
 		SELECT intDiv(ts_ms - ?, ?) AS b,
 		       multiIf(scope = 'node', concat('node ', node), scope = 'unattributed', 'unattributed', %s) AS comp,
 		       node, scope, target_id, avg(power_w) AS w
-		FROM samples
-		WHERE ts_ms > ? AND ts_ms <= ? AND scope IN ('node', 'process', 'pod', 'unattributed')`, roleExpr)
+		FROM (
+		  SELECT ts_ms, node, scope, target_id, zone, source, any(power_w) AS power_w FROM samples
+		  WHERE ts_ms > ? AND ts_ms <= ? AND scope IN ('node', 'process', 'pod', 'unattributed')`, roleExpr)
 	args = append([]any{start, bucket}, args...)
 	args = append(args, start, end)
 	if nodes := nodesOf(targets); len(nodes) > 0 {
 		q += " AND has(?, node)"
 		args = append(args, nodes)
 	}
-	q += ` GROUP BY b, comp, node, scope, target_id) GROUP BY b, comp ORDER BY comp, b`
+	q += ` GROUP BY ts_ms, node, scope, target_id, zone, source)
+		GROUP BY b, comp, node, scope, target_id) GROUP BY b, comp ORDER BY comp, b`
 	rows, err := st.Conn().Query(ctx, q, args...)
 	if err != nil {
 		return p, fmt.Errorf("query power of run %s: %w", r.RunID, err)

@@ -25,7 +25,13 @@ type ResultRow struct {
 	Reason     string             `json:"reason,omitempty"`
 	Metrics    map[string]float64 `json:"metrics"`
 	Estimated  bool               `json:"estimated"`
+	// Flags name what the analysis recovered or bridged (its flag_<name>
+	// rows), sorted.
+	Flags []string `json:"flags,omitempty"`
 }
+
+// flagPrefix starts the metric name of an analysis flag's result row.
+const flagPrefix = "flag_"
 
 // LoadResults joins runs and their run-scope results.
 func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]ResultRow, error) {
@@ -54,6 +60,12 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 		}
 		row.Metrics[r.Metric] = r.Value
 		row.Estimated = row.Estimated || r.Estimated
+		if name, ok := strings.CutPrefix(r.Metric, flagPrefix); ok && r.Value == 1 {
+			row.Flags = append(row.Flags, name)
+		}
+	}
+	for i := range out {
+		sort.Strings(out[i].Flags)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
 	return out, nil
@@ -81,6 +93,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		for _, c := range tableColumns {
 			head = append(head, c.title)
 		}
+		head = append(head, "FLAGS")
 		fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 		anyEst := false
 		for _, r := range rows {
@@ -97,6 +110,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 				}
 				cells = append(cells, cell)
 			}
+			cells = append(cells, flagList(r.Flags))
 			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 		}
 		if err := tw.Flush(); err != nil {
@@ -141,6 +155,14 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		return enc.Encode(rows)
 	}
 	return fmt.Errorf("--format %q: expected table, csv or json", format)
+}
+
+// flagList prints flags comma-separated, "-" for none.
+func flagList(flags []string) string {
+	if len(flags) == 0 {
+		return "-"
+	}
+	return strings.Join(flags, ",")
 }
 
 func shortRun(id string) string {

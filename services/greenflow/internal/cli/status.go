@@ -28,6 +28,7 @@ type runStatus struct {
 	State      string            `json:"state"`
 	Reason     string            `json:"reason"`
 	PhaseEndMs int64             `json:"phase_end_ms"`
+	Flags      []string          `json:"flags"`
 }
 
 type experimentStatus struct {
@@ -68,9 +69,19 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var list []experimentStatus
-	if err := request(ctx, c, subjectList, nil, &list); err != nil {
+	var raw json.RawMessage
+	if err := request(ctx, c, subjectList, nil, &raw); err != nil {
 		return err
+	}
+	var list []experimentStatus
+	if err := json.Unmarshal(raw, &list); err != nil {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+			return errors.New(e.Error) // e.g. the scheduler is still loading its state
+		}
+		return fmt.Errorf("read the scheduler's list: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tSUBMITTED")
@@ -96,13 +107,13 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "experiment %s (%s): %s, %d/%d runs done, %d failed%s\n", st.ID, st.Name, st.State, st.RunsDone, st.RunsTotal, st.RunsFail,
 		reasonSuffix(st.Reason))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tREP\tFACTORS\tSTATE\tPHASE ENDS IN\tREASON")
+	fmt.Fprintln(tw, "RUN\tREP\tFACTORS\tSTATE\tPHASE ENDS IN\tFLAGS\tREASON")
 	for _, r := range st.Runs {
 		left := "-"
 		if r.PhaseEndMs > 0 {
 			left = time.Until(time.UnixMilli(r.PhaseEndMs)).Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", shortRun(r.RunID), r.Repetition, factors(r.Factors), r.State, left,
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", shortRun(r.RunID), r.Repetition, factors(r.Factors), r.State, left, flagList(r.Flags),
 			strings.ReplaceAll(r.Reason, "\n", " "))
 	}
 	return tw.Flush()

@@ -13,6 +13,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -43,11 +44,27 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 
 	rows, err := cli.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
-	require.Len(t, rows, 2)
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
+	done := map[string]bool{} // configurations with a done run
 	for _, r := range rows {
+		t.Logf("run %s: %s, %.0f events in the window, %.4f of the offered load (from the broker: %v; acknowledged by the generators: %.0f), flags %v %s",
+			r.RunID, r.State, r.Metrics["events"], r.Metrics["events_delivered_ratio"], r.Metrics["events_from_broker"] == 1,
+			r.Metrics["events_acknowledged"], r.Flags, r.Reason)
+		if r.State == "failed" {
+			// An undisturbed run may fail only because this shared machine
+			// starved the load generator — which both independent counts
+			// must then show — and it is retried.
+			require.Contains(t, r.Reason, "invalid measurement: offered load not delivered", r.RunID)
+			require.Contains(t, r.Reason, "(retried as ", r.RunID)
+			require.True(t, shortOfOffer(r, r.Metrics["events_acknowledged"]), "the generators' own count agrees")
+			require.Equal(t, 1.0, r.Metrics["invalid"])
+			continue
+		}
 		require.Equal(t, "done", r.State, r.Reason)
+		require.Empty(t, r.Flags, "an undisturbed run has nothing to flag")
+		require.Equal(t, 0.0, r.Metrics["invalid"])
+		done[r.ConfigHash] = true
 		fin, ok := obs.finished[r.RunID]
 		require.True(t, ok, "load generator reported run %s", r.RunID)
 		require.False(t, fin.Failed, fin.Reason)
@@ -56,9 +73,10 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		offered := r.Metrics["offered_rate_eps"]
 		window := r.Metrics["duration_s"]
 		require.InDelta(t, 4.0, window, 0.3, "measured window")
-		// Events in the measured window, from the generator's progress
-		// series: the offered rate over the window within 5%.
-		require.InEpsilon(t, offered*window, r.Metrics["events"], 0.05)
+		// Events in the measured window: the offered rate over the window
+		// within the analyzer's tolerance.
+		require.InDelta(t, offered*window, r.Metrics["events_offered"], 1e-6)
+		require.InDelta(t, offered*window, r.Metrics["events"], loadTolerance(r))
 		require.LessOrEqual(t, r.Metrics["events"], float64(fin.RecordsSent))
 		require.Greater(t, r.Metrics["node_energy_j"], 0.0)
 		require.Greater(t, r.Metrics["sut_energy_j"], 0.0)
@@ -66,7 +84,10 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		require.Greater(t, r.Metrics["sut_uj_per_event"], 0.0)
 		require.True(t, r.Estimated, "model figures are labelled estimated")
 		require.InDelta(t, r.Metrics["sut_energy_j"], obs.analyzed[r.RunID].EnergyJ, 1e-9)
+		require.False(t, obs.analyzed[r.RunID].Invalid)
+		require.Empty(t, obs.analyzed[r.RunID].Flags)
 	}
+	require.Len(t, done, 2, "both configurations ended done")
 
 	// Conservation in the stored samples: for every interval, the
 	// attributed parts plus the unattributed rest equal the node total.
@@ -100,4 +121,17 @@ func gjsonRun(b []byte) string {
 	}
 	_ = jsonUnmarshal(b, &v)
 	return v.RunID
+}
+
+// loadTolerance is how far a run's events in the window may be from the
+// offered load: the analyzer's default tolerance.
+func loadTolerance(r cli.ResultRow) float64 {
+	cfg := analyzerapp.Default()
+	return cfg.LoadTolerance*r.Metrics["events_offered"] + r.Metrics["offered_rate_eps"]*cfg.LoadEdgeSlack.Seconds()
+}
+
+// shortOfOffer reports whether count falls short of the run's offered load
+// beyond the analyzer's tolerance.
+func shortOfOffer(r cli.ResultRow, count float64) bool {
+	return r.Metrics["events_offered"]-count > loadTolerance(r)
 }

@@ -59,6 +59,9 @@ type RunStatus struct {
 	Reason     string            `json:"reason,omitempty"`
 	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
 	Phases     []events.Phase    `json:"phases"`
+	// Flags name what the analysis recovered or bridged (e.g.
+	// energy_gap_bridged, load_takeover).
+	Flags []string `json:"flags,omitempty"`
 }
 
 // ExperimentStatus is an experiment with its runs.
@@ -104,7 +107,9 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	return rep
 }
 
-// Status returns an experiment and its runs from the scheduler's state.
+// Status returns an experiment and its runs from the scheduler's state;
+// false when it is unknown — or not known yet: check Check first (before
+// the view has synced, a real experiment may be missing).
 func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 	e, ok := s.view.experiment(id)
 	if !ok {
@@ -117,7 +122,7 @@ func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 			continue
 		}
 		st.Runs = append(st.Runs, RunStatus{RunID: r.RunID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors, State: r.State,
-			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, Phases: r.Phases})
+			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, Phases: r.Phases, Flags: r.Flags})
 	}
 	return st, true
 }
@@ -146,6 +151,9 @@ func (s *Scheduler) List() []ExperimentStatus {
 
 // Cancel requests cancellation of an experiment.
 func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
+	if err := s.Check(); err != nil {
+		return err
+	}
 	if _, ok := s.view.experiment(id); !ok {
 		return fmt.Errorf("unknown experiment %s", id)
 	}
@@ -170,9 +178,19 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 			}
 			reply(m, s.Submit(ctx, req))
 		},
-		SubjectAPIList: func(m *nats.Msg) { reply(m, s.List()) },
+		SubjectAPIList: func(m *nats.Msg) {
+			if err := s.Check(); err != nil {
+				reply(m, map[string]string{"error": err.Error()})
+				return
+			}
+			reply(m, s.List())
+		},
 		SubjectAPIGet: func(m *nats.Msg) {
 			st, ok := s.Status(strings.TrimSpace(string(m.Data)))
+			if err := s.Check(); !ok && err != nil {
+				reply(m, map[string]string{"error": err.Error()})
+				return
+			}
 			if !ok {
 				reply(m, map[string]string{"error": "unknown experiment " + string(m.Data)})
 				return
@@ -244,9 +262,19 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			writeJSON(w, http.StatusAccepted, rep)
 		}
 	})
-	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.List()) })
+	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Check(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.List())
+	})
 	mux.HandleFunc("GET /v1/experiments/{id}", func(w http.ResponseWriter, r *http.Request) {
 		st, ok := s.Status(r.PathValue("id"))
+		if err := s.Check(); !ok && err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
 		if !ok {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown experiment " + r.PathValue("id")})
 			return
@@ -255,7 +283,11 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /v1/experiments/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Cancel(r.Context(), r.PathValue("id"), "cancelled through the HTTP API"); err != nil {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+			code := http.StatusNotFound
+			if errors.Is(err, ErrNotReady) {
+				code = http.StatusServiceUnavailable
+			}
+			writeJSON(w, code, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})

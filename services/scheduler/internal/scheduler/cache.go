@@ -19,12 +19,13 @@ type view struct {
 	exps   map[string]versioned[ExperimentRecord]
 	runs   map[string]versioned[RunRecord]
 	trigs  map[string]versioned[TriggerRecord]
+	slotm  map[string]versioned[SlotSet] // by cluster
 	synced chan struct{}
 }
 
 func newView() *view {
 	return &view{exps: map[string]versioned[ExperimentRecord]{}, runs: map[string]versioned[RunRecord]{},
-		trigs: map[string]versioned[TriggerRecord]{}, synced: make(chan struct{})}
+		trigs: map[string]versioned[TriggerRecord]{}, slotm: map[string]versioned[SlotSet]{}, synced: make(chan struct{})}
 }
 
 // watch follows the bucket until ctx ends; synced closes once the initial
@@ -79,8 +80,32 @@ func (v *view) apply(key string, rev uint64, data []byte) error {
 			return fmt.Errorf("decode %s: %w", key, err)
 		}
 		v.putTrigger(versioned[TriggerRecord]{t, rev})
+	case strings.HasPrefix(key, "slots."):
+		var set SlotSet
+		if err := json.Unmarshal(data, &set); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		set.Cluster, _ = slotClusterOfKey(key)
+		v.putSlots(versioned[SlotSet]{set, rev})
 	}
 	return nil
+}
+
+// putSlots keeps the newer of the cached and the given slot set.
+func (v *view) putSlots(s versioned[SlotSet]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if cur, ok := v.slotm[s.Value.Cluster]; !ok || cur.Revision < s.Revision {
+		v.slotm[s.Value.Cluster] = s
+	}
+}
+
+// slots returns a cluster's slot set as last seen.
+func (v *view) slots(cluster string) (SlotSet, bool) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	s, ok := v.slotm[cluster]
+	return s.Value, ok
 }
 
 func (v *view) putTrigger(t versioned[TriggerRecord]) {
@@ -122,6 +147,9 @@ func (v *view) remove(key string) {
 	delete(v.exps, strings.TrimPrefix(key, "exp."))
 	delete(v.runs, strings.TrimPrefix(key, "run."))
 	delete(v.trigs, strings.TrimPrefix(key, "trigger."))
+	if c, ok := slotClusterOfKey(key); ok {
+		delete(v.slotm, c)
+	}
 }
 
 // putExperiment keeps the newer of the cached and the given value.

@@ -11,14 +11,17 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -47,8 +50,10 @@ var _ Store = (*store.Store)(nil)
 type Config struct {
 	// Brokers are the Kafka bootstrap addresses runs use.
 	Brokers []string `yaml:"brokers"`
-	// Concurrency is how many runs may be active at once (runs sharing
-	// nodes must not overlap, so the default is 1).
+	// Concurrency is how many runs may be active at once on one target
+	// cluster (backend), across every scheduler sharing the state bucket
+	// (runs sharing nodes must not overlap, so the default is 1). Each
+	// scheduler enforces its own value: run them with the same.
 	Concurrency int `yaml:"concurrency"`
 	// Tick is how often timed phases are checked.
 	Tick time.Duration `yaml:"tick"`
@@ -104,6 +109,17 @@ type Scheduler struct {
 	rows    *rowWriter
 	results ResultsReader
 	runMu   sync.Mutex // see updateRun
+	running atomic.Bool
+	// fatal carries the error of a part started after Run (the trigger
+	// consumer) that stopped: Run returns it.
+	fatal chan error
+	// wrapKV, when set (by tests), wraps the state bucket, e.g. to inject
+	// faults.
+	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
+	// resent is the last re-send attempt of each waiting run's command
+	// (guarded by runMu); a restart forgets it, and re-sends the current
+	// attempt under the same id, which the stream drops.
+	resent map[string]int
 
 	transitions *prometheus.CounterVec
 	runsActive  prometheus.Gauge
@@ -118,7 +134,7 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 		clock = realClock{}
 	}
 	s := &Scheduler{cfg: cfg, bus: b, store: st, logger: logger.With(zap.String("component", "scheduler")), clock: clock,
-		view: newView(),
+		view: newView(), resent: map[string]int{}, fatal: make(chan error, 1),
 		rows: newRowWriter(st, logger), results: st,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
@@ -136,11 +152,40 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 	return s, nil
 }
 
-// Run consumes events and drives runs until ctx ends.
-func (s *Scheduler) Run(ctx context.Context) error {
+var _ service.Checker = (*Scheduler)(nil)
+
+// ErrNotReady is returned (and served as 503) while the scheduler's view of
+// its KV state is not loaded: an unknown experiment then may well exist.
+var ErrNotReady = errors.New("scheduler not ready: its state in KV is not loaded yet")
+
+// Check reports whether the scheduler can answer and drive runs: only once
+// its view of the state bucket has synced, and while Run runs.
+func (s *Scheduler) Check() error {
+	select {
+	case <-s.view.synced:
+	default:
+		return ErrNotReady
+	}
+	if !s.running.Load() {
+		return errors.New("scheduler not running")
+	}
+	return nil
+}
+
+// Run consumes events and drives runs until ctx ends. When a part fails —
+// a consumer that cannot start, the state watch, the trigger consumer — it
+// stops the others and returns the cause at once.
+func (s *Scheduler) Run(parent context.Context) error {
+	s.running.Store(true)
+	defer s.running.Store(false)
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	kv, err := s.bus.KV(ctx, Bucket)
 	if err != nil {
 		return err
+	}
+	if s.wrapKV != nil {
+		kv = s.wrapKV(kv)
 	}
 	s.kv = kvStore{kv}
 	errc := make(chan error, 3)
@@ -163,8 +208,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	rowsDone := make(chan struct{})
 	go func() { s.rows.run(ctx); close(rowsDone) }()
-	defer func() { <-rowsDone }()
-	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle) }()
+	defer func() { cancel(); <-rowsDone }() // the writer flushes once more, then ends
+	go func() { errc <- s.bus.Consume(ctx, bus.ConsumerScheduler, s.handle, bus.OnDeadLetter(s.onDeadLetter)) }()
 	go func() { errc <- s.serveNATS(ctx) }()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
@@ -176,6 +221,8 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				<-errc
 			}
 			return nil
+		case err := <-s.fatal:
+			return err
 		case err := <-errc:
 			running--
 			if err != nil {
@@ -208,6 +255,7 @@ func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
 				return false, nil
 			}
 			r.Reason = "provisioning failed: " + m.Reason
+			r.Transient = m.Transient // e.g. a broker or API server that was down: retried as a new run
 			return true, s.fail(ctx, r)
 		})
 	case *events.LoadFinished:
@@ -216,34 +264,73 @@ func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
 				return false, nil
 			}
 			r.LoadDone, r.RecordsSent = true, m.RecordsSent
+			r.RecordsDelivered, r.DeliveredFromBroker = m.RecordsDelivered, m.DeliveredFromBroker
+			r.RecordsMissed, r.RecordsBackfilled = m.RecordsMissed, m.RecordsBackfilled
+			r.LoadTakeovers, r.LoadRestarts = m.Takeovers, m.Restarts
 			if m.Failed {
 				r.LoadFailed = m.Reason
+			} else {
+				r.LoadNote = m.Reason
 			}
 			return true, nil
 		})
 	case *events.RunTornDown:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
-			if r.TornDown {
-				return false, nil
-			}
-			r.TornDown = true
-			if m.Crashed && !Terminal(r.State) {
-				r.Reason = "system under test crashed: " + m.Reason
-				r.Transient = true
-				return true, s.fail(ctx, r)
-			}
-			return true, nil
-		})
+		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onTornDown(ctx, r, m) })
 	case *events.RunAnalyzed:
 		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) {
 			if r.State != StateAnalyzing {
 				return false, nil
+			}
+			r.Flags = m.Flags
+			if m.Invalid {
+				// The measurement broke the platform's invariant (the load
+				// not delivered, samples missing): never a done run; a new
+				// attempt may well succeed.
+				r.Reason = "invalid measurement: " + m.Reason
+				r.Transient = true
+				return true, s.fail(ctx, r)
 			}
 			return true, s.transition(ctx, r, StateDone)
 		})
 	default:
 		return bus.Permanent(fmt.Errorf("scheduler does not handle %T", d.Msg))
 	}
+}
+
+// onTornDown applies the provisioner's report on a run's teardown:
+//
+//   - Incomplete: removal is still going on; its cause is kept for the
+//     teardown timeout's reason, and the run keeps waiting.
+//   - Crashed: the system under test had died on its own: the run fails
+//     (transient) unless it is already final.
+//   - Lost: the provisioner has no record of the run or cannot find its
+//     system under test, so nothing vouches that it ran throughout: the run
+//     fails (transient) unless it is already final.
+//   - otherwise a clean teardown.
+func (s *Scheduler) onTornDown(ctx context.Context, r *RunRecord, m *events.RunTornDown) (bool, error) {
+	if r.TornDown {
+		return false, nil // an answer to a re-sent command, or a late report
+	}
+	switch {
+	case m.Incomplete:
+		if m.Reason == "" || m.Reason == r.TeardownIssue {
+			return false, nil
+		}
+		r.TeardownIssue = m.Reason
+		return true, nil
+	case m.Crashed && !Terminal(r.State):
+		r.TornDown = true
+		r.Reason = "system under test crashed: " + m.Reason
+		r.Transient = true
+		return true, s.fail(ctx, r)
+	case m.Lost && !Terminal(r.State):
+		r.TornDown = true
+		r.Reason = "system under test lost: the provisioner cannot vouch that it ran throughout: " + m.Reason
+		r.Transient = true
+		return true, s.fail(ctx, r)
+	}
+	r.TornDown = true
+	return true, nil
 }
 
 // onRun applies fn to a run; unknown runs are rejected permanently.
@@ -284,16 +371,21 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	}
 	e, err := spec.Parse([]byte(m.Spec), nil)
 	if err != nil {
-		s.publishExperiment(ctx, ExperimentRecord{ID: m.ExperimentID, State: "failed"}, 0, 0, "invalid spec: "+err.Error())
-		return bus.Permanent(fmt.Errorf("experiment %s: %w", m.ExperimentID, err))
+		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
 	}
 	if e.Spec.Trigger != nil {
-		return s.arm(ctx, e) // a template: it runs when its trigger fires
+		// A template: it runs when its trigger fires.
+		if err := s.arm(ctx, e); bus.IsPermanent(err) {
+			return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "trigger not armed: "+err.Error(), true)
+		} else if err != nil {
+			return err
+		}
+		return nil
 	}
 	now := s.nowMs()
 	plan, err := e.Expand(m.ExperimentID, now)
 	if err != nil {
-		return bus.Permanent(fmt.Errorf("expand experiment %s: %w", m.ExperimentID, err))
+		return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "expand the spec: "+err.Error(), true)
 	}
 	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: "queued", Seed: plan.Seed, CreatedMs: now}
 	if q := e.Spec.Search; q != nil {
@@ -356,6 +448,54 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
 	s.publishExperiment(ctx, rec, 0, 0, "")
 	return nil
+}
+
+// failSubmission stores a submission that cannot become an experiment
+// (invalid spec, expansion error, dead-lettered) as a failed experiment with
+// its reason, so that an id the API handed out always appears in list and
+// status, and announces it. An accepted (or already recorded) experiment is
+// left alone. With needRow, a failure to store the ClickHouse row is
+// returned (the message is retried); without, the KV record is enough.
+func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reason string, needRow bool) error {
+	var existing ExperimentRecord
+	if _, err := s.kv.get(ctx, expKey(id), &existing); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("read experiment %s: %w", id, err)
+	}
+	now := s.nowMs()
+	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: id, Name: name, Spec: specText, State: "failed", Labels: "{}",
+		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), CreatedMs: now}); err != nil {
+		if needRow {
+			return err
+		}
+		s.logger.Warn("store failed experiment row failed", zap.String("experiment_id", id), zap.Error(err))
+	}
+	rec := ExperimentRecord{ID: id, Name: name, State: "failed", Reason: reason, RunIDs: []string{}, CreatedMs: now}
+	rev, err := s.kv.create(ctx, expKey(id), rec)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store failed experiment %s: %w", id, err)
+	}
+	s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	s.logger.Warn("experiment failed at submission", zap.String("experiment_id", id), zap.String("reason", reason))
+	s.publishExperiment(ctx, rec, 0, 0, reason)
+	return nil
+}
+
+// onDeadLetter records a submission the consumer gave up on (undecodable,
+// out of deliveries, a handler panic) as a failed experiment with the
+// dead-letter reason.
+func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
+	id := h.Get(bus.HeaderExperiment)
+	if events.Type(h.Get(bus.HeaderType)) != events.TypeExperimentSubmit || id == "" {
+		return
+	}
+	if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
+		s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
+	}
 }
 
 func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) error {
@@ -460,6 +600,13 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 	if !r.entered {
 		return
 	}
+	delete(s.resent, r.RunID) // a new state: its command's attempts count from 0
+	if set, ok := s.view.slots(clusterOf(*r)); ok && Terminal(r.State) && slices.Contains(set.Runs, r.RunID) {
+		if err := s.releaseSlot(ctx, *r); err != nil {
+			// Reclaimed when the slot is next needed.
+			s.logger.Warn("release run slot failed", zap.String("run_id", r.RunID), zap.Error(err))
+		}
+	}
 	if err := s.publishEntry(ctx, r); err != nil {
 		// The resend in advance() publishes it again.
 		s.logger.Warn("publish entry command failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Error(err))
@@ -490,6 +637,7 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 	rr := RunRecord{ExperimentID: failed.ExperimentID, RunID: fmt.Sprintf("%s-a%d", first, failed.Attempt+1), Repetition: failed.Repetition,
 		Factors: failed.Factors, Config: failed.Config, ConfigHash: failed.ConfigHash, State: StatePending, EnteredMs: now, CreatedMs: now,
 		Attempt: failed.Attempt + 1, RetryOf: first}
+	var created *versioned[RunRecord]
 	ve, _, err := update(ctx, s.kv, expKey(failed.ExperimentID), func(e *ExperimentRecord) (bool, error) {
 		if slices.Contains(e.RunIDs, rr.RunID) {
 			return false, nil
@@ -500,14 +648,17 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 			return false, fmt.Errorf("store retry %s: %w", rr.RunID, err)
 		}
 		if err == nil {
-			s.view.putRun(versioned[RunRecord]{rr, rev})
-			s.persistRun(ctx, versioned[RunRecord]{rr, rev})
+			created = &versioned[RunRecord]{rr, rev}
 		}
 		e.RunIDs = append(e.RunIDs, rr.RunID)
 		return true, nil
 	})
 	if err != nil {
 		return err
+	}
+	if created != nil { // stored only once the experiment lists it
+		s.view.putRun(*created)
+		s.persistRun(ctx, *created)
 	}
 	s.view.putExperiment(ve)
 	vf, _, err := update(ctx, s.kv, runKey(failed.RunID), func(r *RunRecord) (bool, error) {
@@ -529,30 +680,45 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 
 // publishEntry publishes the command a state waits on.
 func (s *Scheduler) publishEntry(ctx context.Context, r *RunRecord) error {
+	return s.publishCommand(ctx, r, 0)
+}
+
+// publishCommand publishes the command a state waits on; attempt 0 is the
+// first, and each re-send attempt gets a message id of its own.
+func (s *Scheduler) publishCommand(ctx context.Context, r *RunRecord, attempt int) error {
+	id := func(base string) string {
+		if attempt == 0 {
+			return base
+		}
+		return fmt.Sprintf("%s:%d", base, attempt)
+	}
 	kafka := s.kafkaOf(r)
 	switch r.State {
 	case StateProvisioning:
 		sut := r.Config.SUT
 		return s.bus.Publish(ctx, events.RunProvision{ExperimentID: r.ExperimentID, RunID: r.RunID,
 			SUT: events.SUT{Template: sut.Template, Backend: sut.Backend, Params: sut.Params, Command: sut.Command,
-				Kubernetes: kubernetesSUT(sut.Kubernetes)}, Kafka: kafka}, "provision:"+r.RunID)
+				Kubernetes: kubernetesSUT(sut.Kubernetes)}, Kafka: kafka}, id("provision:"+r.RunID))
 	case StateWarmup:
 		w := r.Config.Workload
 		dur := r.Config.Phases.Warmup.Duration + r.Config.Phases.Measure.Duration
 		return s.bus.Publish(ctx, events.LoadStart{ExperimentID: r.ExperimentID, RunID: r.RunID, Kafka: kafka, DurationMs: dur.Milliseconds(),
 			Workload: events.Workload{Sensors: w.Sensors, PeriodMs: w.PeriodMs, RatePerSec: w.Rate(), ValueW: w.Value, Format: w.Format, SchemaID: w.SchemaID}},
-			"load.start:"+r.RunID)
+			id("load.start:"+r.RunID))
 	case StateTeardown:
-		if err := s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, "collect.release:"+r.RunID); err != nil {
+		if err := s.bus.Publish(ctx, events.CollectRelease{ExperimentID: r.ExperimentID, RunID: r.RunID}, id("collect.release:"+r.RunID)); err != nil {
 			return err
 		}
-		return s.bus.Publish(ctx, s.teardownCmd(r), "teardown:"+r.RunID)
+		return s.bus.Publish(ctx, s.teardownCmd(r), id("teardown:"+r.RunID))
 	case StateAnalyzing:
 		mp, _ := r.Phase(StateMeasuring)
 		bp, _ := r.Phase(StateBaseline)
 		return s.bus.Publish(ctx, events.RunMeasured{ExperimentID: r.ExperimentID, RunID: r.RunID, ConfigHash: r.ConfigHash, Factors: r.Factors,
 			Repetition: r.Repetition, Phases: r.Phases, MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, BaselineStart: bp.StartMs,
-			BaselineEnd: bp.EndMs, Targets: r.Targets, RecordsSent: r.RecordsSent, OfferedRate: r.Config.Workload.Rate()}, "measured:"+r.RunID)
+			BaselineEnd: bp.EndMs, Targets: r.Targets, RecordsSent: r.RecordsSent, OfferedRate: r.Config.Workload.Rate(),
+			RecordsDelivered: r.RecordsDelivered, DeliveredFromBroker: r.DeliveredFromBroker, RecordsMissed: r.RecordsMissed,
+			RecordsBackfilled: r.RecordsBackfilled, LoadTakeovers: r.LoadTakeovers, LoadRestarts: r.LoadRestarts, LoadNote: r.LoadNote},
+			id("measured:"+r.RunID))
 	}
 	return nil
 }
@@ -618,9 +784,30 @@ func (s *Scheduler) tick(ctx context.Context) error {
 		}
 	}
 	s.runsActive.Set(float64(running))
+	// Pending runs start in order as their cluster has a free slot. The
+	// slot set in KV, not this scheduler's count, is the limit: other
+	// schedulers start runs too.
+	full := map[string]bool{}
 	for _, rid := range pending {
-		if running >= s.cfg.Concurrency {
-			break
+		pr, ok := s.view.run(rid)
+		if !ok {
+			continue
+		}
+		cluster := clusterOf(pr)
+		if full[cluster] || s.slotsFull(cluster) {
+			full[cluster] = true
+			continue
+		}
+		if e, ok := s.view.experiment(pr.ExperimentID); !ok || (e.State != "queued" && e.State != "running") {
+			continue // cancelled meanwhile
+		}
+		took, err := s.takeSlot(ctx, cluster, rid)
+		if err != nil {
+			return err
+		}
+		if !took {
+			full[cluster] = true
+			continue
 		}
 		r, changed, err := s.updateRun(ctx, rid, func(r *RunRecord) (bool, error) {
 			if r.State != StatePending {
@@ -635,9 +822,10 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			return err
 		}
 		if changed {
-			running++
 			_ = s.refreshExperiment(ctx, r.Value.ExperimentID)
 		}
+		// Not changed: another scheduler started it (it holds the slot
+		// now), or it was cancelled (its final state frees the slot).
 	}
 	return nil
 }
@@ -688,6 +876,9 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 			}
 			if timedOut(s.cfg.TeardownTimeout) {
 				r.Reason = fmt.Sprintf("teardown not confirmed within %s", s.cfg.TeardownTimeout)
+				if r.TeardownIssue != "" {
+					r.Reason += ": " + r.TeardownIssue
+				}
 				r.Transient = true
 				return true, s.transition(ctx, r, StateFailed)
 			}
@@ -698,12 +889,18 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 				return true, s.transition(ctx, r, StateFailed)
 			}
 		}
-		// Still waiting for another service: re-send its command after a
-		// pause. The message id is the same, so the stream drops it unless
-		// the first publish was lost (e.g. a crash right after the write).
-		if s.cfg.Resend > 0 && now-r.EnteredMs > s.cfg.Resend.Milliseconds() && (now-r.EnteredMs)%s.cfg.Resend.Milliseconds() < s.cfg.Tick.Milliseconds() {
-			if err := s.publishEntry(ctx, r); err != nil {
-				s.logger.Warn("re-send failed", zap.String("run_id", r.RunID), zap.Error(err))
+		// Still waiting for another service: re-send its command every
+		// Resend. Each attempt has a message id of its own, so the stream
+		// takes it even when the first one was stored and then lost to its
+		// consumer (dead-lettered during an outage); within one attempt the
+		// id is fixed, so two schedulers, or one after a restart, send it
+		// once. Every command's handler is idempotent.
+		if s.cfg.Resend > 0 {
+			if n := int((now - r.EnteredMs) / s.cfg.Resend.Milliseconds()); n >= 1 && n > s.resent[r.RunID] {
+				s.resent[r.RunID] = n
+				if err := s.publishCommand(ctx, r, n); err != nil {
+					s.logger.Warn("re-send failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Int("attempt", n), zap.Error(err))
+				}
 			}
 		}
 		return false, nil

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -54,16 +56,43 @@ type harness struct {
 	// capacity, when set, makes the responder store results of a system
 	// that sustains at most this many msg/s.
 	capacity float64
-	url      string
-	sched    *scheduler.Scheduler
-	clock    scheduler.Clock
+	// Hooks answer a command instead of the default reply when they return
+	// messages (nil: the default; an empty slice: no answer at all).
+	onTeardown func(m *events.RunTeardown) []events.Message
+	onLoad     func(m *events.LoadStart) []events.Message
+	onMeasured func(m *events.RunMeasured) []events.Message
+	onProvide  func(m *events.RunProvision) []events.Message
+	// measured keeps every run.measured the analyzer role received.
+	measured map[string]events.RunMeasured
+	// wrapKV wraps the scheduler's state bucket (fault injection).
+	wrapKV func(jetstream.KeyValue) jetstream.KeyValue
+	// msgIDs keeps the Nats-Msg-Id of every command received, by type and run.
+	msgIDs map[events.Type]map[string][]string
+	url    string
+	sched  *scheduler.Scheduler
+	clock  scheduler.Clock
+}
+
+// answer publishes a hook's messages; false means the hook left the
+// command to the default reply.
+func (h *harness) answer(ctx context.Context, msgs []events.Message) (bool, error) {
+	if msgs == nil {
+		return false, nil
+	}
+	for _, m := range msgs {
+		if err := h.bus.Publish(ctx, m, ""); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
 }
 
 func newHarness(t *testing.T, cfg func(*scheduler.Config), opts ...func(*harness)) (*harness, context.CancelFunc) {
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
 		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
-		failLoad: func(string) bool { return false }}
+		failLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
+		msgIDs: map[events.Type]map[string][]string{}}
 	for _, o := range opts {
 		o(h)
 	}
@@ -107,6 +136,9 @@ func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config
 	h.t.Cleanup(b.Close)
 	s, err := scheduler.New(cfg, b, h.store, testenv.Logger(h.t), prometheus.NewRegistry(), h.clock)
 	require.NoError(h.t, err)
+	if h.wrapKV != nil {
+		s.WrapKV(h.wrapKV)
+	}
 	h.sched = s
 	go func() { _ = s.Run(ctx) }()
 }
@@ -117,6 +149,38 @@ func (h *harness) respond(ctx context.Context) {
 		events.TypeRunMeasured}}
 	_ = h.bus.Consume(ctx, spec, func(ctx context.Context, d bus.Delivery) error {
 		now := time.Now().UnixMilli()
+		h.mu.Lock()
+		_, run := d.Msg.IDs()
+		if h.msgIDs[d.Msg.MessageType()] == nil {
+			h.msgIDs[d.Msg.MessageType()] = map[string][]string{}
+		}
+		h.msgIDs[d.Msg.MessageType()][run] = append(h.msgIDs[d.Msg.MessageType()][run], d.Headers.Get(nats.MsgIdHdr))
+		h.mu.Unlock()
+		var hooked []events.Message
+		switch m := d.Msg.(type) {
+		case *events.RunProvision:
+			if h.onProvide != nil {
+				hooked = h.onProvide(m)
+			}
+		case *events.LoadStart:
+			if h.onLoad != nil {
+				hooked = h.onLoad(m)
+			}
+		case *events.RunTeardown:
+			if h.onTeardown != nil {
+				hooked = h.onTeardown(m)
+			}
+		case *events.RunMeasured:
+			h.mu.Lock()
+			h.measured[m.RunID] = *m
+			h.mu.Unlock()
+			if h.onMeasured != nil {
+				hooked = h.onMeasured(m)
+			}
+		}
+		if done, err := h.answer(ctx, hooked); done || err != nil {
+			return err
+		}
 		switch m := d.Msg.(type) {
 		case *events.RunProvision:
 			if h.fail(m.RunID) {
@@ -273,6 +337,24 @@ func TestInvalidSpecIsRejectedAndNothingQueued(t *testing.T) {
 	runs, err := h.store.Runs(ctx, "exp-bad")
 	require.NoError(t, err)
 	require.Empty(t, runs)
+	// The id the submitter got is listed, failed, with the reason.
+	st, ok := h.sched.Status("exp-bad")
+	require.True(t, ok)
+	require.Equal(t, "failed", st.State)
+	require.Contains(t, st.Reason, "invalid spec: ")
+	require.Contains(t, listed(h.sched), "exp-bad")
+	stored, err := h.store.GetExperiment(ctx, "exp-bad")
+	require.NoError(t, err)
+	require.Equal(t, "failed", stored.State)
+}
+
+// listed returns the ids in the scheduler's list.
+func listed(s *scheduler.Scheduler) []string {
+	var ids []string
+	for _, e := range s.List() {
+		ids = append(ids, e.ID)
+	}
+	return ids
 }
 
 func last(s []string) string {
@@ -310,15 +392,7 @@ func TestCapacitySearchDoublesThenBisects(t *testing.T) {
 	defer cancel()
 	h.capacity = 7300
 	ctx := context.Background()
-	spec := `apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: capacity}
-spec:
-  workload: {sensors: 100, format: avro}
-  phases: {baseline: 10ms, warmup: 10ms, measure: 50ms, cooldown: 10ms}
-  search: {start: 1000, max: 1000000, tolerance: 0.05}
-`
-	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-s", Spec: spec}, ""))
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "exp-s", Spec: capacitySpec}, ""))
 	require.Equal(t, "done", h.waitFinal("exp-s"))
 	runs, err := h.store.Runs(ctx, "exp-s")
 	require.NoError(t, err)
@@ -341,3 +415,12 @@ spec:
 	require.LessOrEqual(t, got["capacity_msg_per_s"], h.capacity)
 	require.GreaterOrEqual(t, got["capacity_msg_per_s"], h.capacity*0.95)
 }
+
+const capacitySpec = `apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: capacity}
+spec:
+  workload: {sensors: 100, format: avro}
+  phases: {baseline: 10ms, warmup: 10ms, measure: 50ms, cooldown: 10ms}
+  search: {start: 1000, max: 1000000, tolerance: 0.05}
+`

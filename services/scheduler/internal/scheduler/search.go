@@ -98,7 +98,7 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 		}
 		byRun[r.RunID][r.Metric] = r.Value
 	}
-	var newRuns []RunRecord
+	var newRuns []versioned[RunRecord]
 	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
 		if !s.searchDue(*e) {
 			return false, nil
@@ -159,9 +159,19 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 			rr := RunRecord{ExperimentID: id, RunID: fmt.Sprintf("%s-r%04d", id, len(e.RunIDs)), Index: len(e.RunIDs), Repetition: rep,
 				Factors: map[string]string{"workload.ratePerSec": strconv.FormatFloat(probe.Rate, 'f', -1, 64)}, Config: cfg,
 				ConfigHash: spec.Hash(cfg), State: StatePending, EnteredMs: now, CreatedMs: now}
+			// The probe's run keys are created before the experiment record
+			// that lists them is written, in this update, as retry() does:
+			// a failed create fails the step, which the next tick repeats,
+			// and a crash in between leaves at most unlisted keys that the
+			// repeated step takes over — never a probe whose runs do not
+			// exist, which would leave the search "running" forever.
+			vr, err := s.createPendingRun(ctx, rr)
+			if err != nil {
+				return false, fmt.Errorf("store probe run %s: %w", rr.RunID, err)
+			}
 			e.RunIDs = append(e.RunIDs, rr.RunID)
 			probe.Runs = append(probe.Runs, rr.RunID)
-			newRuns = append(newRuns, rr)
+			newRuns = append(newRuns, vr)
 		}
 		q.Probes = append(q.Probes, probe)
 		return true, nil
@@ -169,18 +179,9 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	if err != nil || !changed {
 		return err
 	}
-	// Run keys are created after the experiment lists them; the tick only
-	// starts runs it finds, so a crash in between leaves nothing started
-	// twice, and createProbeRuns is repeated by the next advance.
-	for _, rr := range newRuns {
-		rev, err := s.kv.create(ctx, runKey(rr.RunID), rr)
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("store probe run %s: %w", rr.RunID, err)
-		}
-		if err == nil {
-			s.view.putRun(versioned[RunRecord]{rr, rev})
-			s.persistRun(ctx, versioned[RunRecord]{rr, rev})
-		}
+	for _, vr := range newRuns {
+		s.view.putRun(vr)
+		s.persistRun(ctx, vr)
 	}
 	s.view.putExperiment(ve)
 	q := ve.Value.Search
@@ -220,4 +221,25 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun
 		rows = append(rows, store.Result{Scope: "experiment", Metric: "capacity_sut_uj_per_event", Value: sum / float64(n), Unit: "uJ", Estimated: est})
 	}
 	return s.results.ReplaceResults(ctx, e.ID, e.ID+"-search", rows)
+}
+
+// createPendingRun creates a run's key, or takes over the key a previous,
+// interrupted attempt of the same step created: still pending, it is set to
+// rr (the step may have decided differently then); started, it is kept.
+func (s *Scheduler) createPendingRun(ctx context.Context, rr RunRecord) (versioned[RunRecord], error) {
+	rev, err := s.kv.create(ctx, runKey(rr.RunID), rr)
+	if err == nil {
+		return versioned[RunRecord]{rr, rev}, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return versioned[RunRecord]{}, err
+	}
+	vr, _, err := update(ctx, s.kv, runKey(rr.RunID), func(cur *RunRecord) (bool, error) {
+		if cur.State != StatePending || cur.ConfigHash == rr.ConfigHash {
+			return false, nil
+		}
+		*cur = rr
+		return true, nil
+	})
+	return vr, err
 }

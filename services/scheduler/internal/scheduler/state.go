@@ -64,8 +64,23 @@ type RunRecord struct {
 	LoadDone     bool              `json:"load_done"`
 	RecordsSent  int64             `json:"records_sent"`
 	LoadFailed   string            `json:"load_failed,omitempty"`
-	TornDown     bool              `json:"torn_down"`
-	CreatedMs    int64             `json:"created_ms"`
+	// The load generator's account of the load (load.finished v2), passed
+	// on to the analyzer in run.measured.
+	RecordsDelivered    int64  `json:"records_delivered,omitempty"`
+	DeliveredFromBroker bool   `json:"delivered_from_broker,omitempty"`
+	RecordsMissed       int64  `json:"records_missed,omitempty"`
+	RecordsBackfilled   int64  `json:"records_backfilled,omitempty"`
+	LoadTakeovers       int    `json:"load_takeovers,omitempty"`
+	LoadRestarts        int    `json:"load_restarts,omitempty"`
+	LoadNote            string `json:"load_note,omitempty"` // a finished load's remark (e.g. "stopped")
+	TornDown            bool   `json:"torn_down"`
+	// TeardownIssue is the provisioner's last report of why the teardown
+	// is not complete yet (e.g. a missing RBAC verb); a teardown timeout
+	// names it.
+	TeardownIssue string `json:"teardown_issue,omitempty"`
+	// Flags are what the analysis recovered or bridged (run.analyzed).
+	Flags     []string `json:"flags,omitempty"`
+	CreatedMs int64    `json:"created_ms"`
 	// Attempt counts retries; RetryOf names the first attempt's run.
 	Attempt   int    `json:"attempt,omitempty"`
 	RetryOf   string `json:"retry_of,omitempty"`

@@ -102,7 +102,13 @@ func (s *Scheduler) startTriggerConsumer(ctx context.Context) {
 	go func() {
 		err := s.bus.ConsumeRaw(ctx, StreamTriggers, bus.ConsumerSpec{Durable: "scheduler-triggers", AckWait: 10 * time.Second}, nil, s.onTriggerEvent)
 		if err != nil && ctx.Err() == nil {
+			// Armed triggers would never fire: fail the scheduler (Run
+			// returns it) rather than run on half-alive.
 			s.logger.Error("trigger consumer stopped", zap.Error(err))
+			select {
+			case s.fatal <- fmt.Errorf("trigger consumer: %w", err):
+			default:
+			}
 		}
 	}()
 }

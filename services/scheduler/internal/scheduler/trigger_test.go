@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
@@ -141,4 +142,73 @@ func TestCronTriggerFiresOncePerSlot(t *testing.T) {
 	clock.set(time.Date(2026, 11, 26, 3, 0, 1, 0, time.UTC))
 	testenv.Eventually(t, 10*time.Second, "next slot fired", func() bool { return len(h.experimentIDs("nightly-")) == 2 })
 	require.Equal(t, []string{"nightly-20261125-0300", "nightly-20261126-0300"}, h.experimentIDs("nightly-"))
+}
+
+// TestTriggerConsumerThatCannotStartFailsTheScheduler: arming a subject
+// trigger starts the trigger consumer; when it cannot start (here its
+// durable exists with a deliver policy that cannot be changed) the
+// scheduler's Run must fail with the cause instead of running on with
+// triggers that would never fire.
+func TestTriggerConsumerThatCannotStartFailsTheScheduler(t *testing.T) {
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := bus.Connect(ctx, url, "scheduler", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.JetStream().CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: scheduler.StreamTriggers, Subjects: []string{"ci.images.built"}})
+	require.NoError(t, err)
+	_, err = b.JetStream().CreateConsumer(ctx, scheduler.StreamTriggers, jetstream.ConsumerConfig{Durable: "scheduler-triggers",
+		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	cfg := scheduler.Default()
+	cfg.Brokers = []string{"127.0.0.1:9"}
+	s, err := scheduler.New(cfg, b, testenv.Store(t), testenv.Logger(t), nil, nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	testenv.Eventually(t, 10*time.Second, "the scheduler to be ready", func() bool { return s.Check() == nil })
+	rep := s.Submit(ctx, scheduler.SubmitRequest{Spec: triggerSpec})
+	require.Empty(t, rep.Error)
+	var runErr error
+	testenv.Eventually(t, 15*time.Second, "Run to fail while its context is live", func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	require.ErrorContains(t, runErr, "trigger consumer: declare consumer scheduler-triggers")
+}
+
+// TestConsumerThatCannotStartFailsTheScheduler: the scheduler's own durable
+// consumer exists with a configuration that cannot be changed; Run must
+// return the cause at once, not wait for its context to end.
+func TestConsumerThatCannotStartFailsTheScheduler(t *testing.T) {
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := bus.Connect(ctx, url, "scheduler", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerScheduler.Durable,
+		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeRunAnalyzed)})
+	require.NoError(t, err)
+	cfg := scheduler.Default()
+	cfg.Brokers = []string{"127.0.0.1:9"}
+	s, err := scheduler.New(cfg, b, testenv.Store(t), testenv.Logger(t), nil, nil)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var runErr error
+	testenv.Eventually(t, 15*time.Second, "Run to fail while its context is live", func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	require.ErrorContains(t, runErr, "declare consumer "+bus.ConsumerScheduler.Durable)
 }

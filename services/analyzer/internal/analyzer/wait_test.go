@@ -1,0 +1,211 @@
+package analyzer_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
+)
+
+// liveRun stores a run whose 10 s window ends now: the load series reach
+// past the window end; the energy samples stop at the second `till` (from
+// the window start) and more can be added with upTo.
+type liveRun struct {
+	st    *store.Store
+	m     *events.RunMeasured
+	node  string
+	start int64
+	cum   float64
+	next  int64 // next second to store
+}
+
+func newLiveRun(t *testing.T, st *store.Store, runID string, till int64) *liveRun {
+	end := time.Now().UnixMilli()
+	r := &liveRun{st: st, node: "n-" + runID, start: end - 10_000, next: -3}
+	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: runID, ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
+		Targets: []events.Target{{ID: "process/" + runID + "/sut-0", Kind: "process", Node: r.node, Role: "sut"}}}
+	var pts []store.RunMetric
+	for k := int64(-3); k <= 13; k++ {
+		pts = append(pts, store.RunMetric{ExperimentID: "ew", RunID: runID, TsMs: r.start + k*1000, Name: analyzer.MetricInputHighWatermark,
+			Labels: `{"topic":"in"}`, Value: float64(100 * (k + 3))})
+	}
+	require.NoError(t, st.InsertRunMetrics(context.Background(), pts))
+	r.upTo(t, till)
+	return r
+}
+
+// upTo stores the samples of every second up to k (from the window start).
+func (r *liveRun) upTo(t *testing.T, k int64) {
+	var rows []store.Sample
+	for ; r.next <= k; r.next++ {
+		ts := r.start + r.next*1000
+		r.cum += 10
+		rows = append(rows, counterSample(ts, r.node, "node", "node/"+r.node, 10, r.cum, 1000),
+			counterSample(ts, r.node, "process", r.m.Targets[0].ID, 4, r.cum*0.4, 1000),
+			counterSample(ts, r.node, "unattributed", "node/"+r.node, 6, r.cum*0.6, 1000))
+	}
+	require.NoError(t, r.st.InsertSamples(context.Background(), rows))
+}
+
+// startAnalyzer runs an analyzer with cfg on its own JetStream and returns
+// a client bus and a function that waits for the run.analyzed of a run.
+func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus, func(runID string) events.RunAnalyzed) {
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ab, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	a, err := analyzer.New(cfg, ab, st, testenv.Logger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	b, err := bus.Connect(ctx, url, "test", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	got := map[string]events.RunAnalyzed{}
+	go func() {
+		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunAnalyzed}, func(d bus.Delivery) {
+			mu.Lock()
+			defer mu.Unlock()
+			m := d.Msg.(*events.RunAnalyzed)
+			got[m.RunID] = *m
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+		b.Close()
+		ab.Close()
+	})
+	return b, func(runID string) events.RunAnalyzed {
+		var out events.RunAnalyzed
+		testenv.Eventually(t, 45*time.Second, "run.analyzed of "+runID, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			var ok bool
+			out, ok = got[runID]
+			return ok
+		})
+		return out
+	}
+}
+
+// TestAnalysisWaitsForTheLastSamples publishes a run.measured while the
+// node's last samples are not stored yet: the analyzer must leave the
+// message for later (it is Nak'ed, redelivered) instead of analysing a
+// window whose end it cannot see, then analyse it in full once they arrive.
+func TestAnalysisWaitsForTheLastSamples(t *testing.T) {
+	st := testenv.Store(t)
+	ctx := context.Background()
+	cfg := analyzer.Default()
+	cfg.SamplesWait = time.Minute
+	b, analyzed := startAnalyzer(t, st, cfg)
+	r := newLiveRun(t, st, "ew-r0000", 7) // samples up to 7 s of a 10 s window
+	require.NoError(t, b.Publish(ctx, *r.m, ""))
+
+	cons, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerAnalyzer.Durable)
+	require.NoError(t, err)
+	testenv.Eventually(t, 30*time.Second, "the analyzer to defer the run.measured (redelivered)", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumRedelivered > 0
+	})
+	r.upTo(t, 12) // the collector's batch lands
+
+	got := analyzed("ew-r0000")
+	require.False(t, got.Invalid, got.Reason)
+	require.Empty(t, got.Flags)
+	require.InDelta(t, 100.0, got.NodeEnergyJ, 1e-9, "the whole window: 10 s at 10 W")
+	require.InDelta(t, 40.0, got.EnergyJ, 1e-9)
+	require.Equal(t, int64(1000), got.Events)
+}
+
+// TestAnalysisGoesAheadWhenSamplesStayLate: samples that never arrive do
+// not hold the run forever: after samplesWait the analysis goes ahead,
+// flags samples_late, and finds the window's end uncovered beyond the bound.
+func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
+	st := testenv.Store(t)
+	ctx := context.Background()
+	cfg := analyzer.Default()
+	cfg.SamplesWait = 2 * time.Second
+	b, analyzed := startAnalyzer(t, st, cfg)
+	r := newLiveRun(t, st, "ew-r0001", 7)
+	require.NoError(t, b.Publish(ctx, *r.m, ""))
+
+	got := analyzed("ew-r0001")
+	require.Contains(t, got.Flags, analyzer.FlagSamplesLate)
+	require.True(t, got.Invalid)
+	require.Contains(t, got.Reason, "energy samples of node n-ew-r0001 cover 3.0 s less than the measured window")
+	res, err := st.Results(ctx, "ew")
+	require.NoError(t, err)
+	require.Equal(t, 1.0, index(res).v(t, "run", "", "flag_"+analyzer.FlagSamplesLate))
+}
+
+// TestRunFailsAtOnceWhenAConsumerCannotStart: the recorder's durable
+// consumer exists with a configuration that cannot be changed (another
+// deliver policy), so declaring it fails. Run must return that error at
+// once — the service then fails and says why — instead of running on with
+// one consumer dead until it is stopped.
+func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerRecorder.Durable,
+		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeLoadProgress)})
+	require.NoError(t, err)
+	a, err := analyzer.New(analyzer.Default(), b, st, testenv.Logger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var runErr error
+	testenv.Eventually(t, 15*time.Second, "Run to return while its context is live", func() bool {
+		select {
+		case runErr = <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	require.ErrorContains(t, runErr, "declare consumer "+bus.ConsumerRecorder.Durable)
+}
+
+// TestStoppedLoadIsAnalysedWithoutWaiting: a load stopped mid-window never
+// reports past the window end, but its final progress adds up to the count
+// load.finished reported, so the analysis does not wait out samplesWait for
+// points that will never come. The shortfall makes the run invalid.
+func TestStoppedLoadIsAnalysedWithoutWaiting(t *testing.T) {
+	st := testenv.Store(t)
+	ctx := context.Background()
+	cfg := analyzer.Default()
+	cfg.SamplesWait = 5 * time.Minute
+	b, analyzed := startAnalyzer(t, st, cfg)
+	end := time.Now().UnixMilli()
+	r := &liveRun{st: st, node: "n-ew-r0002", start: end - 10_000, next: -3}
+	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: "ew-r0002", ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
+		RecordsSent: 800, Targets: []events.Target{{ID: "process/ew-r0002/sut-0", Kind: "process", Node: r.node, Role: "sut"}}}
+	r.upTo(t, 13)
+	var pts []store.RunMetric
+	for k := int64(-3); k <= 5; k++ { // stopped 5 s into the window: 800 records in all
+		pts = append(pts, store.RunMetric{ExperimentID: "ew", RunID: "ew-r0002", TsMs: r.start + k*1000, Name: analyzer.MetricRecordsSent,
+			Labels: `{"instance":"a"}`, Value: float64(100 * (k + 3))})
+	}
+	require.NoError(t, st.InsertRunMetrics(ctx, pts))
+	require.NoError(t, b.Publish(ctx, *r.m, ""))
+
+	got := analyzed("ew-r0002")
+	require.True(t, got.Invalid)
+	require.Contains(t, got.Reason, "offered load not delivered in the measured window: 500 of 1000 events (50.0%")
+	require.NotContains(t, got.Flags, analyzer.FlagSamplesLate)
+}
