@@ -109,6 +109,29 @@ func TestLostSystemUnderTestFailsTheRun(t *testing.T) {
 	require.NotContains(t, h.states["exp-lost-r0000"], "analyzing", "a lost run is never analysed")
 }
 
+// TestCrashWhileRemovalGoesOnFailsAtOnce: the provisioner reports a crash
+// as soon as it sees it (Incomplete, since it is still removing the run) and
+// only later the final report; the run fails at the first report, with the
+// crash as its reason, not at the teardown timeout.
+func TestCrashWhileRemovalGoesOnFailsAtOnce(t *testing.T) {
+	h, cancel := newHarness(t, func(c *scheduler.Config) { c.TeardownTimeout = time.Minute }, func(h *harness) {
+		h.onTeardown = only("exp-cr-r0000", func(m *events.RunTeardown) []events.Message {
+			return []events.Message{events.RunTornDown{ExperimentID: m.ExperimentID, RunID: m.RunID, Crashed: true, Incomplete: true,
+				Reason: "exit status 137 (killed by signal 9); last output: heartbeat"}}
+		})
+	})
+	defer cancel()
+	start := time.Now()
+	h.submit(context.Background(), "exp-cr", 1)
+	require.Equal(t, "done", h.waitFinal("exp-cr"))
+	require.Less(t, time.Since(start), time.Minute, "failed at the crash report, not at the teardown timeout")
+	runs := h.runsByID("exp-cr")
+	crashed := runs["exp-cr-r0000"]
+	require.Equal(t, "failed", crashed.State)
+	require.Contains(t, crashed.Reason, "system under test crashed: exit status 137")
+	require.Equal(t, "done", runs["exp-cr-r0000-a1"].State)
+}
+
 // TestIncompleteTeardown: a teardown the provisioner reports as incomplete
 // keeps the run waiting; one that then completes ends done, one that never
 // does fails at the timeout with the provisioner's last cause in its reason

@@ -311,23 +311,26 @@ func (s *Scheduler) onTornDown(ctx context.Context, r *RunRecord, m *events.RunT
 	if r.TornDown {
 		return false, nil // an answer to a re-sent command, or a late report
 	}
+	// A crash or a lost SUT fails the run at once, even while removal is
+	// still going on (the provisioner reports a crash as soon as it sees
+	// it, with Incomplete set, and again when everything is removed).
 	switch {
+	case m.Crashed && !Terminal(r.State):
+		r.TornDown = !m.Incomplete
+		r.Reason = "system under test crashed: " + m.Reason
+		r.Transient = true
+		return true, s.fail(ctx, r)
+	case m.Lost && !Terminal(r.State):
+		r.TornDown = !m.Incomplete
+		r.Reason = "system under test lost: the provisioner cannot vouch that it ran throughout: " + m.Reason
+		r.Transient = true
+		return true, s.fail(ctx, r)
 	case m.Incomplete:
 		if m.Reason == "" || m.Reason == r.TeardownIssue {
 			return false, nil
 		}
 		r.TeardownIssue = m.Reason
 		return true, nil
-	case m.Crashed && !Terminal(r.State):
-		r.TornDown = true
-		r.Reason = "system under test crashed: " + m.Reason
-		r.Transient = true
-		return true, s.fail(ctx, r)
-	case m.Lost && !Terminal(r.State):
-		r.TornDown = true
-		r.Reason = "system under test lost: the provisioner cannot vouch that it ran throughout: " + m.Reason
-		r.Transient = true
-		return true, s.fail(ctx, r)
 	}
 	r.TornDown = true
 	return true, nil
