@@ -36,6 +36,15 @@ type Config struct {
 	// StartDelay is between accepting a load and its first record, so every
 	// instance is ready when the schedule starts.
 	StartDelay time.Duration `yaml:"startDelay"`
+	// CheckpointInterval is how often an instance records its progress
+	// (counts and acked watermarks) in KV: a restart or an heir resumes
+	// from the last checkpoint, so at most about this much of an instance's
+	// schedule is produced twice after it dies.
+	CheckpointInterval time.Duration `yaml:"checkpointInterval"`
+	// MaxBackfill bounds back-filling: records due more than this long ago
+	// when a range is resumed or taken over are not produced any more, and
+	// count as missed.
+	MaxBackfill time.Duration `yaml:"maxBackfill"`
 	// MemberTTL is how long an instance that stopped heartbeating still
 	// counts as alive; its key range is taken over after that.
 	MemberTTL time.Duration `yaml:"memberTTL"`
@@ -67,6 +76,8 @@ func Default() Config {
 		CatchUpBurst:       20 * time.Millisecond,
 		ReportLag:          500 * time.Millisecond,
 		StartDelay:         100 * time.Millisecond,
+		CheckpointInterval: 200 * time.Millisecond,
+		MaxBackfill:        10 * time.Second,
 		MemberTTL:          3 * time.Second,
 		PollInterval:       250 * time.Millisecond,
 		SchemaSubject:      uc3.DefaultSubject,
@@ -98,6 +109,8 @@ func (c Config) Validate() error {
 	positive("flushTimeout", c.FlushTimeout)
 	positive("deliveryTimeout", c.DeliveryTimeout)
 	positive("catchUpBurst", c.CatchUpBurst)
+	positive("checkpointInterval", c.CheckpointInterval)
+	positive("maxBackfill", c.MaxBackfill)
 	positive("memberTTL", c.MemberTTL)
 	positive("pollInterval", c.PollInterval)
 	positive("signalInterval", c.SignalInterval)

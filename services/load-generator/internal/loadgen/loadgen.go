@@ -426,8 +426,10 @@ func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 		j.cancel()
 	case j != nil:
 		j.setShare(&p, g.cfg.Instance)
-	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance) || !g.clock.Now().Before(p.end()):
+	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance):
 	default:
+		// Also after the end of the schedule: an instance restarted late
+		// still reports its part (what it missed) from its checkpoint.
 		g.startJob(ctx, &p)
 	}
 }
@@ -435,47 +437,61 @@ func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 // job is this instance's part in one run.
 type job struct {
 	run    string
-	w      *worker
 	cancel context.CancelFunc
 	done   chan struct{}
-	epoch  int
-	mu     sync.Mutex
+
+	mu      sync.Mutex
+	w       *worker // nil until built
+	latest  *plan   // newest plan seen
+	epoch   int     // of the share given to w
+	applied bool
+	resume  []laneCkpt // this instance's checkpointed lanes, for its first share
 }
 
+// setShare hands the worker this instance's share of a newer plan.
 func (j *job) setShare(p *plan, instance string) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.w.share.Load() != nil && p.Epoch <= j.epoch {
+	if j.latest == nil || p.Epoch >= j.latest.Epoch {
+		j.latest = p
+	}
+	j.applyLocked(instance)
+}
+
+func (j *job) applyLocked(instance string) {
+	p := j.latest
+	if j.w == nil || p == nil || (j.applied && p.Epoch <= j.epoch) {
 		return
 	}
-	j.epoch = p.Epoch
-	j.w.share.Store(&share{epoch: p.Epoch, ranges: p.rangesOf(instance)})
+	pieces := p.piecesOf(instance)
+	if !j.applied {
+		pieces = resumeFrom(pieces, j.resume)
+	}
+	j.applied, j.epoch = true, p.Epoch
+	j.w.share.Store(&share{epoch: p.Epoch, pieces: pieces})
+}
+
+func (j *job) plan() *plan {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.latest
 }
 
 func (g *Generator) startJob(ctx context.Context, p *plan) {
 	run := p.Cmd.RunID
 	g.mu.Lock()
-	_, exists := g.jobs[run]
-	g.mu.Unlock()
-	if exists || g.closing.Load() {
-		return
-	}
-	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table: outside the lock
-	jctx, cancel := context.WithCancel(ctx)
-	j := &job{run: run, w: w, cancel: cancel, done: make(chan struct{})}
-	j.setShare(p, g.cfg.Instance)
-	g.mu.Lock()
 	if _, ok := g.jobs[run]; ok || g.closing.Load() {
 		g.mu.Unlock()
-		cancel()
 		return
 	}
+	jctx, cancel := context.WithCancel(ctx)
+	j := &job{run: run, cancel: cancel, done: make(chan struct{}), latest: p}
 	g.jobs[run] = j
 	g.mu.Unlock()
 	go func() {
 		defer close(j.done)
 		defer cancel()
-		g.runJob(jctx, p, j)
+		g.runJob(jctx, j)
 		g.pokeLeader()
 	}()
 }
@@ -487,18 +503,75 @@ func (g *Generator) pokeLeader() {
 	}
 }
 
-// runJob produces this instance's share of a run and records its count.
-func (g *Generator) runJob(ctx context.Context, p *plan, j *job) {
-	run := p.Cmd.RunID
-	logger := g.logger.With(zap.String("run_id", run))
-	st := status{Instance: g.cfg.Instance, StartMs: p.StartMs}
-	if e, err := g.runs.Get(ctx, statusKey(run, g.cfg.Instance)); err == nil {
-		var prev status
-		if json.Unmarshal(e.Value(), &prev) == nil && prev.Done {
-			return // this instance finished its part before a restart
+// readStatus reads this instance's checkpoint of run, retrying while NATS
+// does not answer: starting from zero instead would lose the count.
+func (g *Generator) readStatus(ctx context.Context, run, instance string) (status, bool, error) {
+	for {
+		e, err := g.runs.Get(ctx, statusKey(run, instance))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return status{}, false, nil
+		}
+		if err == nil {
+			var st status
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				return status{}, false, fmt.Errorf("decode checkpoint of run %s: %w", run, err)
+			}
+			return st, true, nil
+		}
+		g.logger.Warn("read load checkpoint failed; retrying", zap.String("run_id", run), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return status{}, false, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	finish := func(failed bool, reason string) {
+}
+
+// runJob produces this instance's share of a run, checkpoints its progress
+// every CheckpointInterval, and records its final count. After a restart it
+// resumes from its checkpoint: counts continue, and its ranges are produced
+// from their acked watermarks (back-filling what it missed while down).
+func (g *Generator) runJob(ctx context.Context, j *job) {
+	p := j.plan()
+	run := p.Cmd.RunID
+	logger := g.logger.With(zap.String("run_id", run))
+	prev, found, err := g.readStatus(ctx, run, g.cfg.Instance)
+	if err != nil {
+		logger.Error("load share not started", zap.Error(err))
+		return
+	}
+	if found && prev.Done {
+		return // this instance finished its part before a restart
+	}
+	base := status{Instance: g.cfg.Instance, StartMs: p.StartMs}
+	if found {
+		base = prev
+		base.Restarts++
+		logger.Warn("load share resumed from its checkpoint", zap.Int64("records_sent", prev.Sent), zap.Int("restarts", base.Restarts),
+			zap.Any("lanes", prev.Lanes))
+	}
+	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table
+	j.mu.Lock()
+	j.resume = prev.Lanes
+	j.w = w
+	j.applyLocked(g.cfg.Instance)
+	epoch := func() int { j.mu.Lock(); defer j.mu.Unlock(); return j.epoch }
+	j.mu.Unlock()
+
+	// snapshot is the checkpoint now: the base (the previous incarnation's
+	// counts) plus this one's.
+	snapshot := func() status {
+		st := base
+		st.Sent += w.acked.Load()
+		st.Errors += w.failed.Load()
+		st.Produced += w.produced.Load()
+		st.Missed += w.skipped.Load()
+		st.Backfilled += w.backfilled.Load()
+		st.Epoch = epoch()
+		st.Lanes = w.checkpoint()
+		return st
+	}
+	finish := func(st status, failed bool, reason string) {
 		st.Done, st.Failed, st.Reason = true, failed, reason
 		st.EndMs = g.clock.Now().UnixMilli()
 		g.putStatus(st, run)
@@ -512,13 +585,19 @@ func (g *Generator) runJob(ctx context.Context, p *plan, j *job) {
 			cancel()
 		}
 		logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
-			zap.Int64("behind", st.Behind), zap.Bool("failed", failed), zap.String("reason", reason))
+			zap.Int64("behind", st.Behind), zap.Int64("missed", st.Missed), zap.Int64("backfilled", st.Backfilled),
+			zap.Bool("failed", failed), zap.String("reason", reason))
 	}
+	// No kgo.RecordDeliveryTimeout: kgo measures it from the record's
+	// timestamp — the scheduled time — so it would fail back-filled
+	// records at once. The worker's monitor fails the load instead when
+	// Kafka acknowledges nothing for a while, and closing the client fails
+	// what is still buffered.
 	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
 		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
-		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordDeliveryTimeout(g.cfg.DeliveryTimeout))
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
-		finish(true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
+		finish(snapshot(), true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
 		return
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -526,12 +605,11 @@ func (g *Generator) runJob(ctx context.Context, p *plan, j *job) {
 	cancel()
 	if err != nil {
 		cl.Close()
-		finish(true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
+		finish(snapshot(), true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
 		return
 	}
-	w := j.w
 	w.prod = cl
-	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.rangesOf(g.cfg.Instance)))
+	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)))
 	var lastSent, lastFailed, lastAssigned, lastBacklog int64
 	report := func(pr progress) {
 		g.m.sent.Add(float64(pr.sent - lastSent))
@@ -548,37 +626,59 @@ func (g *Generator) runJob(ctx context.Context, p *plan, j *job) {
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := g.bus.Publish(pctx, events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
-			TsMs: pr.at.UnixMilli(), RecordsSent: pr.sent, Errors: pr.errors, RatePerSec: pr.rate}, ""); err != nil {
+			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate}, ""); err != nil {
 			logger.Warn("publish load progress failed", zap.Error(err))
 		}
-		st.Sent, st.Errors, st.Produced = pr.sent, pr.errors, w.produced.Load()
-		if !pr.final {
-			g.putStatus(st, run)
-		}
 	}
-	// Anchor the cumulative series at zero where this instance's share
-	// starts, so it can be interpolated anywhere in the load.
+	// Checkpoints, from now until the share ends.
+	ckptCtx, stopCkpt := context.WithCancel(context.WithoutCancel(ctx))
+	ckptDone := make(chan struct{})
+	go func() {
+		defer close(ckptDone)
+		t := g.clock.NewTicker(g.cfg.CheckpointInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ckptCtx.Done():
+				return
+			case <-t.C():
+				g.putStatus(snapshot(), run)
+			}
+		}
+	}()
+	// Anchor the cumulative series where this incarnation starts, so it
+	// can be interpolated anywhere in the load.
 	report(progress{at: maxTime(p.start(), g.clock.Now())})
 	out, last := w.run(ctx, report)
 	cl.Close() // fails whatever is still buffered
 	w.settle(5 * time.Second)
+	stopCkpt()
+	<-ckptDone
 	produced, acked := w.produced.Load(), w.acked.Load()
 	undelivered := produced - acked
 	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true})
+	st := snapshot()
+	st.Errors = base.Errors + max(w.failed.Load(), undelivered)
 	st.Behind = out.behind
+	handedOver := out.stopped && g.closing.Load()
+	if !handedOver {
+		// Still due at the end and never produced. (On a shutdown, the
+		// heirs produce them from this checkpoint instead.)
+		st.Missed += out.behind
+	}
 	switch {
 	case out.aborted != nil:
-		finish(true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
+		finish(st, true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
 	case undelivered > 0:
-		finish(true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
-	case out.stopped && g.closing.Load():
-		finish(false, "instance shut down; its ranges were handed over")
+		finish(st, true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
+	case handedOver:
+		finish(st, false, "instance shut down; its ranges were handed over")
 	case out.stopped:
-		finish(false, "stopped")
+		finish(st, false, "stopped")
 	case out.behind > 0:
-		finish(false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
+		finish(st, false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
 	default:
-		finish(false, "")
+		finish(st, false, "")
 	}
 }
 
@@ -638,49 +738,18 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	now := g.clock.Now()
 	if !p.Stopped && now.Before(p.end()) {
 		g.ensureSampler(ctx, p)
-		var heirs []string
-		for _, i := range p.Participants {
-			if alive[i] {
-				heirs = append(heirs, i)
-			}
-		}
-		if len(heirs) == 0 {
-			heirs = sortedKeys(alive)
-		}
-		nr := reassign(p.Ranges, func(i string) bool { return alive[i] }, heirs)
-		if nr == nil {
-			return
-		}
-		if err := checkCover(nr, p.Cmd.Workload.Sensors); err != nil {
-			logger.Error("range reassignment is inconsistent; keeping the plan", zap.Error(err))
-			return
-		}
-		np := *p
-		np.Ranges, np.Epoch = nr, p.Epoch+1
-		np.Participants = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.Participants), heirs...))))
-		b, _ := json.Marshal(np)
-		if _, err := g.runs.Update(ctx, planKey(run), b, e.rev); err != nil {
-			logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
-			return
-		}
-		g.m.takeovers.Inc()
-		var dead []string
-		for _, o := range p.Ranges {
-			if !alive[o.Instance] {
-				dead = append(dead, o.Instance)
-			}
-		}
-		logger.Warn("key ranges taken over", zap.Strings("dead", slices.Compact(dead)), zap.Strings("heirs", heirs), zap.Int("epoch", np.Epoch))
+		g.takeOver(ctx, e, alive, logger)
 		return
 	}
 	var sts []status
 	var missing, lost []string
+	var uncovered int64
 	complete := true
 	for _, i := range p.Participants {
-		var s status
-		found := false
-		if ent, err := g.runs.Get(ctx, statusKey(run, i)); err == nil && json.Unmarshal(ent.Value(), &s) == nil {
-			found = true
+		s, found, err := g.statusOf(ctx, run, i)
+		if err != nil {
+			logger.Warn("read load checkpoint failed; re-checking next round", zap.String("of", i), zap.Error(err))
+			return
 		}
 		switch {
 		case found && s.Done:
@@ -692,6 +761,11 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		default:
 			missing = append(missing, i)
 		}
+		if !(found && s.Done) && !alive[i] && !p.Stopped {
+			// Ranges a dead instance still owns: nobody produced them
+			// after its last checkpoint.
+			uncovered += dueBetween(resumeFrom(p.piecesOf(i), s.Lanes), p.Cmd.Workload.Sensors, time.Duration(p.PeriodNs), p.Seed, p.duration())
+		}
 	}
 	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout + 2*g.cfg.MemberTTL + 5*time.Second)
 	timedOut := now.After(deadline)
@@ -699,7 +773,7 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		return
 	}
 	g.stopSampler(run, true) // the last sample sees every record delivered
-	fin := summarize(p, sts, missing, lost, !complete)
+	fin := summarize(account{plan: p, statuses: sts, missing: missing, lost: lost, uncovered: uncovered, timedOut: !complete})
 	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
 		logger.Warn("publish load finished failed; retrying", zap.Error(err))
 		return
@@ -717,8 +791,90 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	for _, i := range p.Participants {
 		_ = g.runs.Purge(ctx, statusKey(run, i))
 	}
-	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("errors", fin.Errors),
+	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("records_delivered", fin.RecordsDelivered),
+		zap.Int64("errors", fin.Errors), zap.Int64("records_missed", fin.RecordsMissed), zap.Int64("records_backfilled", fin.RecordsBackfilled),
+		zap.Int("takeovers", fin.Takeovers), zap.Int("restarts", fin.Restarts),
 		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
+}
+
+// statusOf reads an instance's checkpoint of a run.
+func (g *Generator) statusOf(ctx context.Context, run, instance string) (status, bool, error) {
+	ent, err := g.runs.Get(ctx, statusKey(run, instance))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return status{}, false, nil
+	}
+	if err != nil {
+		return status{}, false, err
+	}
+	var s status
+	if err := json.Unmarshal(ent.Value(), &s); err != nil {
+		return status{}, false, nil // unreadable: as if it never reported
+	}
+	return s, true, nil
+}
+
+// takeOver hands the ranges of the plan's dead instances to the live
+// participants (or, when none is left, to any live instance), each piece
+// from the dead instance's last acked watermark for it, so the heirs
+// back-fill what it left.
+func (g *Generator) takeOver(ctx context.Context, e planEntry, alive map[string]bool, logger *zap.Logger) {
+	p, run := e.p, e.p.Cmd.RunID
+	var heirs, dead []string
+	for _, i := range p.Participants {
+		if alive[i] {
+			heirs = append(heirs, i)
+		}
+	}
+	if len(heirs) == 0 {
+		heirs = sortedKeys(alive)
+	}
+	if len(heirs) == 0 {
+		return
+	}
+	for _, o := range p.Ranges {
+		if !alive[o.Instance] && !slices.Contains(dead, o.Instance) {
+			dead = append(dead, o.Instance)
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	ckpts := map[string]status{}
+	for _, d := range dead {
+		s, _, err := g.statusOf(ctx, run, d)
+		if err != nil {
+			logger.Warn("read checkpoint of a dead instance failed; re-checking next round", zap.String("of", d), zap.Error(err))
+			return
+		}
+		ckpts[d] = s
+	}
+	nr := reassign(p.Ranges, func(i string) bool { return alive[i] }, heirs, func(o owned) []piece {
+		return resumeFrom([]piece{{o.Range, time.Duration(o.FromNs)}}, ckpts[o.Instance].Lanes)
+	})
+	if nr == nil {
+		return
+	}
+	if err := checkCover(nr, p.Cmd.Workload.Sensors); err != nil {
+		logger.Error("range reassignment is inconsistent; keeping the plan", zap.Error(err))
+		return
+	}
+	np := *p
+	np.Ranges, np.Epoch, np.Takeovers = nr, p.Epoch+1, p.Takeovers+len(dead)
+	np.Participants = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.Participants), heirs...))))
+	b, _ := json.Marshal(np)
+	if _, err := g.runs.Update(ctx, planKey(run), b, e.rev); err != nil {
+		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+		return
+	}
+	g.m.takeovers.Inc()
+	from := map[string]time.Duration{}
+	for _, d := range dead {
+		for _, l := range ckpts[d].Lanes {
+			from[d] = max(from[d], time.Duration(l.AckedNs))
+		}
+	}
+	logger.Warn("key ranges taken over", zap.Strings("dead", dead), zap.Strings("heirs", heirs), zap.Int("epoch", np.Epoch),
+		zap.Any("acked_watermarks", from))
 }
 
 // sampling is a running Kafka-signal sampler.

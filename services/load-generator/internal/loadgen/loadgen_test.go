@@ -28,8 +28,6 @@ import (
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
 // env is one embedded NATS, one kfake cluster, and a client bus that records
 // every load.progress and load.finished.
 type env struct {
