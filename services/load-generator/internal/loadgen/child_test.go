@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
 )
@@ -35,6 +36,9 @@ const envChild = "GF_LOADGEN_TEST_CHILD"
 type childSpec struct {
 	NATSURL string         `json:"nats_url"`
 	Config  loadgen.Config `json:"config"`
+	// ClickHouseDSN, when set, gives the instance a store for the Kafka
+	// signals.
+	ClickHouseDSN string `json:"clickhouse_dsn,omitempty"`
 }
 
 func TestMain(m *testing.M) {
@@ -66,7 +70,17 @@ func runChild(spec string) int {
 		return 1
 	}
 	defer b.Close()
-	g, err := loadgen.New(cs.Config, loadgen.Deps{Bus: b, Logger: logger, Registry: prometheus.NewRegistry()})
+	d := loadgen.Deps{Bus: b, Logger: logger, Registry: prometheus.NewRegistry()}
+	if cs.ClickHouseDSN != "" {
+		st, err := store.Open(ctx, cs.ClickHouseDSN, logger)
+		if err != nil {
+			logger.Error("open store", zap.Error(err))
+			return 1
+		}
+		defer st.Close()
+		d.Store = st
+	}
+	g, err := loadgen.New(cs.Config, d)
 	if err != nil {
 		logger.Error("configure", zap.Error(err))
 		return 1
@@ -89,7 +103,7 @@ type child struct {
 // spawn starts a generator instance as a child process of the test.
 func (e *env) spawn(cfg loadgen.Config) *child {
 	e.t.Helper()
-	spec, err := json.Marshal(childSpec{NATSURL: e.natsURL, Config: cfg})
+	spec, err := json.Marshal(childSpec{NATSURL: e.natsURL, Config: cfg, ClickHouseDSN: e.dsn})
 	require.NoError(e.t, err)
 	logPath := filepath.Join(e.t.TempDir(), cfg.Instance+".log")
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -206,4 +220,27 @@ func (c *child) readLog(t testing.TB) []map[string]any {
 		}
 	}
 	return out
+}
+
+// longestSilence is the longest time, between from and to, any of keys went
+// without a record arriving.
+func longestSilence(recs []tapped, keys map[string]bool, from, to time.Time) (time.Duration, string) {
+	last := map[string]time.Time{}
+	for k := range keys {
+		last[k] = from
+	}
+	var worst time.Duration
+	var worstKey string
+	sorted := slices.Clone(recs)
+	slices.SortStableFunc(sorted, func(a, b tapped) int { return a.at.Compare(b.at) })
+	for _, r := range sorted {
+		if !keys[r.key] || r.at.After(to) {
+			continue
+		}
+		if g := r.at.Sub(last[r.key]); g > worst {
+			worst, worstKey = g, r.key
+		}
+		last[r.key] = r.at
+	}
+	return worst, worstKey
 }

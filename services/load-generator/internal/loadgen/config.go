@@ -45,8 +45,11 @@ type Config struct {
 	// when a range is resumed or taken over are not produced any more, and
 	// count as missed.
 	MaxBackfill time.Duration `yaml:"maxBackfill"`
-	// MemberTTL is how long an instance that stopped heartbeating still
-	// counts as alive; its key range is taken over after that.
+	// Heartbeat is how often an instance renews its membership entry.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// MemberTTL is how old (by the KV server's clock) an instance's last
+	// heartbeat may be before it counts as dead and its ranges are taken
+	// over: the detection part of the take-over time.
 	MemberTTL time.Duration `yaml:"memberTTL"`
 	// PollInterval is how often the run leader checks membership and
 	// completion.
@@ -78,10 +81,11 @@ func Default() Config {
 		StartDelay:         100 * time.Millisecond,
 		CheckpointInterval: 200 * time.Millisecond,
 		MaxBackfill:        10 * time.Second,
-		MemberTTL:          3 * time.Second,
-		PollInterval:       250 * time.Millisecond,
+		Heartbeat:          200 * time.Millisecond,
+		MemberTTL:          750 * time.Millisecond,
+		PollInterval:       100 * time.Millisecond,
 		SchemaSubject:      uc3.DefaultSubject,
-		SignalInterval:     5 * time.Second,
+		SignalInterval:     time.Second,
 		RecordKafkaSignals: true,
 	}
 }
@@ -111,7 +115,11 @@ func (c Config) Validate() error {
 	positive("catchUpBurst", c.CatchUpBurst)
 	positive("checkpointInterval", c.CheckpointInterval)
 	positive("maxBackfill", c.MaxBackfill)
+	positive("heartbeat", c.Heartbeat)
 	positive("memberTTL", c.MemberTTL)
+	if c.Heartbeat > 0 && c.MemberTTL > 0 && c.Heartbeat*2 > c.MemberTTL {
+		bad("heartbeat", "got %s with memberTTL %s, expected at most half of memberTTL (a late heartbeat must not look like a death)", c.Heartbeat, c.MemberTTL)
+	}
 	positive("pollInterval", c.PollInterval)
 	positive("signalInterval", c.SignalInterval)
 	if c.ReportLag < 0 || c.ReportLag >= time.Second {

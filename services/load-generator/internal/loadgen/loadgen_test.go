@@ -33,6 +33,7 @@ import (
 type env struct {
 	t       *testing.T
 	natsURL string
+	dsn     string // ClickHouse database the child instances store Kafka signals in; "" for none
 	kafka   *kfake.Cluster
 	bus     *bus.Bus
 
@@ -246,6 +247,8 @@ func TestRatePrecision(t *testing.T) {
 		require.InEpsilon(t, want, fin.RecordsSent, 0.01)
 		require.Equal(t, fin.RecordsSent, prog[len(prog)-1].RecordsSent, "the last report is final")
 		require.Equal(t, fin.RecordsSent, e.topicTotal()-before, "the topic holds what was reported")
+		require.True(t, fin.DeliveredFromBroker)
+		require.Equal(t, e.topicTotal()-before, fin.RecordsDelivered, "the delivered count is the broker's, less what the topic held before")
 		require.Equal(t, "lg-1", fin.Instance)
 	}
 }
@@ -397,7 +400,9 @@ func TestKafkaSignals(t *testing.T) {
 	in := get(kafkasignals.MetricInputHighWatermark)
 	require.GreaterOrEqual(t, in.n, uint64(5), "sampled every 250 ms over 2 s")
 	require.Equal(t, `{"topic":"input"}`, in.labels)
-	require.Equal(t, float64(fin.RecordsSent), in.last, "the last sample is taken once every record is delivered")
+	require.True(t, fin.DeliveredFromBroker)
+	require.Equal(t, e.topicTotal(), fin.RecordsDelivered)
+	require.Equal(t, float64(fin.RecordsDelivered), in.last, "the last sample is taken once every record is delivered")
 	lag := get(kafkasignals.MetricConsumerLag)
 	require.Equal(t, `{"group":"uc3-signals","topic":"input"}`, lag.labels)
 	require.Equal(t, in.last, lag.last, "nothing consumes: everything lags")
