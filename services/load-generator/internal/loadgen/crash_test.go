@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -119,6 +120,12 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 		last = p.RecordsSent
 	}
 	require.Equal(t, fin.RecordsSent, last)
+	e.mu.Lock()
+	ids := slices.Clone(e.progressIDs)
+	e.mu.Unlock()
+	require.Contains(t, ids, "load.progress:restart:lg-a:resume-1", "the restarted incarnation anchors its series")
+	slices.Sort(ids)
+	require.Equal(t, len(ids), len(slices.Compact(ids)), "no report twice")
 	require.GreaterOrEqual(t, fin.RecordsSent, beforeRestart-int64(sensors/2), "the count before the crash is kept")
 }
 

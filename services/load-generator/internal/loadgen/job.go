@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
@@ -191,6 +193,8 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	}
 	w.prod = cl
 	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)))
+	progressQ := newPublishQueue(g.bus, logger)
+	defer progressQ.close(5 * time.Second)
 	var lastSent, lastFailed, lastAssigned, lastBacklog int64
 	report := func(pr progress) {
 		g.m.sent.Add(float64(pr.sent - lastSent))
@@ -204,12 +208,9 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 		g.m.assigned.Add(float64(a - lastAssigned))
 		g.m.backlog.Add(float64(b - lastBacklog))
 		lastAssigned, lastBacklog = a, b
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := g.bus.Publish(pctx, events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
-			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate}, ""); err != nil {
-			logger.Warn("publish load progress failed", zap.Error(err))
-		}
+		progressQ.add(events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
+			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate},
+			progressID(run, g.cfg.Instance, pr.id))
 	}
 	// Checkpoints, from now until the share ends.
 	ckptCtx, stopCkpt := context.WithCancel(context.WithoutCancel(ctx))
@@ -229,7 +230,11 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	}()
 	// Anchor the cumulative series where this incarnation starts, so it
 	// can be interpolated anywhere in the load.
-	report(progress{at: maxTime(p.start(), g.clock.Now())})
+	anchor := "start"
+	if base.Restarts > 0 {
+		anchor = "resume-" + strconv.Itoa(base.Restarts)
+	}
+	report(progress{id: anchor, at: maxTime(p.start(), g.clock.Now())})
 	out, last := w.run(ctx, report)
 	cl.Close() // fails whatever is still buffered
 	w.settle(5 * time.Second)
@@ -237,7 +242,7 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	<-ckptDone
 	produced, acked := w.produced.Load(), w.acked.Load()
 	undelivered := produced - acked
-	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true})
+	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true, id: "final"})
 	st := snapshot()
 	st.Errors = base.Errors + max(w.failed.Load(), undelivered)
 	st.Behind = out.behind
@@ -270,5 +275,86 @@ func (g *Generator) putStatus(st status, run string) {
 	defer cancel()
 	if _, err := g.kvRuns().Put(ctx, statusKey(run, st.Instance), b); err != nil {
 		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
+	}
+}
+
+// progressID is a load.progress report's message id: the same report
+// published again (a retry after a NATS hiccup, or a restarted instance
+// reporting a second again) is de-duplicated by the stream.
+func progressID(run, instance, report string) string {
+	return "load.progress:" + run + ":" + instance + ":" + report
+}
+
+// publishQueue publishes messages in order from its own goroutine, retrying
+// each (with its fixed message id) for up to publishRetryFor, so that a
+// NATS hiccup neither blocks the caller nor loses the report.
+type publishQueue struct {
+	bus    *bus.Bus
+	logger *zap.Logger
+	ch     chan queuedMsg
+	done   chan struct{}
+	stop   context.CancelFunc
+	ctx    context.Context
+}
+
+type queuedMsg struct {
+	m  events.Message
+	id string
+}
+
+const publishRetryFor = 30 * time.Second
+
+func newPublishQueue(b *bus.Bus, logger *zap.Logger) *publishQueue {
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &publishQueue{bus: b, logger: logger, ch: make(chan queuedMsg, 256), done: make(chan struct{}), stop: cancel, ctx: ctx}
+	go q.run()
+	return q
+}
+
+// add queues m; when the queue is full (NATS down for long) the oldest
+// report is dropped: the series is cumulative, later reports cover it.
+func (q *publishQueue) add(m events.Message, id string) {
+	for {
+		select {
+		case q.ch <- queuedMsg{m, id}:
+			return
+		default:
+		}
+		select {
+		case old := <-q.ch:
+			q.logger.Warn("progress report dropped: the queue is full", zap.String("id", old.id))
+		default:
+		}
+	}
+}
+
+func (q *publishQueue) run() {
+	defer close(q.done)
+	for qm := range q.ch {
+		deadline := time.Now().Add(publishRetryFor)
+		for attempt := 0; ; attempt++ {
+			pctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
+			err := q.bus.Publish(pctx, qm.m, qm.id)
+			cancel()
+			if err == nil {
+				break
+			}
+			if q.ctx.Err() != nil || time.Now().After(deadline) {
+				q.logger.Warn("publish progress report failed", zap.String("id", qm.id), zap.Error(err))
+				break
+			}
+			sleep(q.ctx, min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
+		}
+	}
+}
+
+// close publishes what is queued, waiting at most within, then gives up.
+func (q *publishQueue) close(within time.Duration) {
+	close(q.ch)
+	select {
+	case <-q.done:
+	case <-time.After(within):
+		q.stop()
+		<-q.done
 	}
 }

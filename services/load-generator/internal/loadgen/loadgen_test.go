@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -37,9 +38,10 @@ type env struct {
 	kafka   *kfake.Cluster
 	bus     *bus.Bus
 
-	mu       sync.Mutex
-	progress []events.LoadProgress
-	finished []events.LoadFinished
+	mu          sync.Mutex
+	progress    []events.LoadProgress
+	progressIDs []string // Nats-Msg-Id of each progress, in arrival order
+	finished    []events.LoadFinished
 }
 
 func newEnv(t *testing.T) *env {
@@ -62,6 +64,7 @@ func newEnv(t *testing.T) *env {
 			switch m := d.Msg.(type) {
 			case *events.LoadProgress:
 				e.progress = append(e.progress, *m)
+				e.progressIDs = append(e.progressIDs, d.Headers.Get(nats.MsgIdHdr))
 			case *events.LoadFinished:
 				e.finished = append(e.finished, *m)
 			}
@@ -435,3 +438,28 @@ func TestMetrics(t *testing.T) {
 }
 
 func jsonDecode(r *http.Request, v any) error { return json.NewDecoder(r.Body).Decode(v) }
+
+// TestProgressReportsDeduplicated: every load.progress carries a message id
+// made of the run, the instance and the report (the second of the schedule,
+// the start, the end), so the same report published again — a retry after a
+// NATS hiccup — is dropped by the stream.
+func TestProgressReportsDeduplicated(t *testing.T) {
+	e := newEnv(t)
+	e.generator(testConfig("lg-1"), loadgen.Deps{})
+	e.start("ids", events.Workload{Sensors: 100, RatePerSec: 100}, 3*time.Second)
+	fin := e.waitFinished(t, "ids", 15*time.Second)
+	require.False(t, fin.Failed, fin.Reason)
+	e.mu.Lock()
+	ids := slices.Clone(e.progressIDs)
+	e.mu.Unlock()
+	want := []string{"load.progress:ids:lg-1:start", "load.progress:ids:lg-1:s0", "load.progress:ids:lg-1:s1", "load.progress:ids:lg-1:final"}
+	require.Equal(t, want, ids)
+
+	// A re-publish of the report of second 1 is dropped; a new report
+	// (the marker) is not.
+	again := e.progressOf("ids", "lg-1")[2]
+	require.NoError(t, e.bus.Publish(context.Background(), again, "load.progress:ids:lg-1:s1"))
+	require.NoError(t, e.bus.Publish(context.Background(), events.LoadProgress{ExperimentID: "exp", RunID: "ids", Instance: "marker", TsMs: 1}, "marker"))
+	testenv.Eventually(t, 10*time.Second, "the marker", func() bool { return len(e.progressOf("ids", "marker")) == 1 })
+	require.Len(t, e.progressOf("ids", "lg-1"), len(want), "the repeated report was de-duplicated")
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -341,6 +342,10 @@ func (w *worker) checkpoint() []laneCkpt {
 
 // progress is one per-second report of an instance.
 type progress struct {
+	// id names the report for de-duplication: "s<second>" for the report
+	// of a second of the schedule, "start"/"resume-<n>" for the anchor of
+	// an incarnation, "final".
+	id     string
 	at     time.Time
 	sent   int64   // acknowledged so far
 	errors int64   // failed so far
@@ -384,7 +389,7 @@ func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) 
 	k := max(1, int(start.Sub(w.sched.start)/time.Second)+1) // next report covers second k-1
 	reportDue := func(now time.Time) {
 		for k < nb && now.Sub(w.sched.start) >= time.Duration(k)*time.Second+w.cfg.ReportLag {
-			report(progress{at: now, sent: w.acked.Load(), errors: w.failed.Load(), rate: float64(w.buckets[k-1].Load())})
+			report(progress{id: "s" + strconv.Itoa(k-1), at: now, sent: w.acked.Load(), errors: w.failed.Load(), rate: float64(w.buckets[k-1].Load())})
 			k++
 		}
 	}
