@@ -23,12 +23,13 @@ type job struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	w       *worker // nil until built
-	latest  *plan   // newest plan seen
-	epoch   int     // of the share given to w
-	applied bool
-	resume  []laneCkpt // this instance's checkpointed lanes, for its first share
+	mu        sync.Mutex
+	w         *worker // nil until built
+	latest    *plan   // newest plan seen
+	epoch     int     // of the share given to w
+	applied   bool
+	resume    []laneCkpt // this instance's checkpointed lanes, for its first share
+	restarted bool       // this incarnation resumes from a checkpoint
 }
 
 // setShare hands the worker this instance's share of a newer plan.
@@ -47,7 +48,10 @@ func (j *job) applyLocked(instance string) {
 		return
 	}
 	pieces := p.piecesOf(instance)
-	if !j.applied {
+	if !j.applied && j.restarted {
+		for i := range pieces {
+			pieces[i].Late = true
+		}
 		pieces = resumeFrom(pieces, j.resume)
 	}
 	j.applied, j.epoch = true, p.Epoch
@@ -135,7 +139,7 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	}
 	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table
 	j.mu.Lock()
-	j.resume = prev.Lanes
+	j.resume, j.restarted = prev.Lanes, found
 	j.w = w
 	j.applyLocked(g.cfg.Instance)
 	epoch := func() int { j.mu.Lock(); defer j.mu.Unlock(); return j.epoch }

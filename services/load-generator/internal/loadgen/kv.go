@@ -11,7 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/service"
 )
+
+var _ service.Checker = (*Generator)(nil)
 
 // bucketConfigs are the KV buckets the generator needs, both in file storage:
 // a NATS server restart must keep the plans and checkpoints, and a
@@ -171,4 +176,143 @@ func (h *health) err() error {
 	}
 	slices.Sort(out)
 	return errors.New(strings.Join(out, "; "))
+}
+
+// superviseInterval is how often the supervisor checks the buckets and the
+// consumer.
+const superviseInterval = 500 * time.Millisecond
+
+// supervise keeps what the generator needs usable across NATS server
+// restarts — with the same store or an empty one: after a reconnect it
+// re-opens the KV watches at once (nats.go's ordered consumers would only
+// notice after missed idle heartbeats, ~10 s), recreates a bucket that is
+// gone, restarts the command consumer when it is gone (re-declaring the
+// streams), and re-opens the watches when the membership watch has gone
+// quiet although heartbeats succeed. What it finds wrong shows in Check.
+func (g *Generator) supervise(ctx context.Context) {
+	t := g.clock.NewTicker(superviseInterval)
+	defer t.Stop()
+	nc := g.bus.Conn()
+	reconnects := nc.Stats().Reconnects
+	js := g.bus.JetStream()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		if !nc.IsConnected() {
+			g.health.fail("nats", fmt.Errorf("connection %s", nc.Status()))
+			continue
+		}
+		g.health.ok("nats")
+		restart := false
+		if r := nc.Stats().Reconnects; r != reconnects {
+			reconnects, restart = r, true
+			g.logger.Info("nats reconnected; re-opening watches")
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		for _, c := range g.bucketConfigs() {
+			what := "bucket " + c.Bucket
+			_, err := js.KeyValue(pctx, c.Bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				var kv jetstream.KeyValue
+				if kv, err = g.ensureBucket(pctx, c); err == nil {
+					g.setBucket(c.Bucket, kv)
+					restart = true
+					g.logger.Warn("kv bucket was gone; recreated", zap.String("bucket", c.Bucket))
+				}
+			}
+			if err != nil {
+				g.health.fail(what, err)
+				continue
+			}
+			g.health.ok(what)
+		}
+		durable := bus.ConsumerLoadGenerator.Durable
+		_, err := js.Consumer(pctx, bus.StreamLifecycle, durable)
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+			g.health.fail("consumer "+durable, err)
+			g.logger.Warn("command consumer is gone; declaring it again", zap.Error(err))
+			g.restartConsume()
+		case err != nil:
+			g.health.fail("consumer "+durable, err)
+		default:
+			g.health.ok("consumer " + durable)
+		}
+		if !restart && g.view.quietFor() > 2*g.cfg.MemberTTL+time.Second && g.view.beatWithin(g.cfg.MemberTTL) {
+			restart = true
+			g.logger.Warn("membership watch went quiet; re-opening watches")
+		}
+		if restart {
+			g.view.hold()
+			g.restartWatches()
+		}
+	}
+}
+
+// consume runs the command consumer until ctx ends. When the supervisor
+// finds the consumer gone, it is declared again — with the streams, which an
+// empty NATS store no longer has. A consumer that cannot start the first
+// time fails the component.
+func (g *Generator) consume(ctx context.Context, opts ...bus.ConsumeOption) error {
+	for attempt := 0; ; attempt++ {
+		cctx, cancel := context.WithCancel(ctx)
+		g.kvMu.Lock()
+		g.consumeCancel = cancel
+		g.kvMu.Unlock()
+		if attempt > 0 {
+			// bus.New declares the streams (on the existing connection).
+			if _, err := bus.New(cctx, g.bus.Conn(), g.cfg.Instance, g.logger, nil); err != nil {
+				g.logger.Warn("declare streams failed", zap.Error(err))
+			}
+		}
+		err := g.bus.Consume(cctx, bus.ConsumerLoadGenerator, g.handle, opts...)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && attempt == 0:
+			return err
+		case err != nil:
+			g.health.fail("consumer "+bus.ConsumerLoadGenerator.Durable, err)
+			g.logger.Warn("command consumer failed; retrying", zap.Error(err))
+			sleep(ctx, time.Second)
+		}
+	}
+}
+
+// restartConsume makes consume declare the consumer again.
+func (g *Generator) restartConsume() {
+	g.kvMu.Lock()
+	defer g.kvMu.Unlock()
+	if g.consumeCancel != nil {
+		g.consumeCancel()
+	}
+}
+
+// Check reports whether the generator can do its work now (service.Checker):
+// NATS connected, its membership view synced and heartbeating, its buckets,
+// watches and command consumer usable. /healthz reports not ready with the
+// reason while it fails.
+func (g *Generator) Check() error {
+	var errs []error
+	if !g.started.Load() {
+		errs = append(errs, errors.New("load generator: not started"))
+	}
+	if nc := g.bus.Conn(); !nc.IsConnected() {
+		errs = append(errs, fmt.Errorf("load generator: nats connection %s", nc.Status()))
+	}
+	if !g.view.isSynced() {
+		errs = append(errs, errors.New("load generator: membership view not synced"))
+	}
+	if !g.view.beatWithin(g.cfg.MemberTTL) {
+		errs = append(errs, fmt.Errorf("load generator: no heartbeat acknowledged within %s", g.cfg.MemberTTL))
+	}
+	if err := g.health.err(); err != nil {
+		errs = append(errs, fmt.Errorf("load generator: %w", err))
+	}
+	return errors.Join(errs...)
 }

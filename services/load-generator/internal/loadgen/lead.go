@@ -21,18 +21,12 @@ import (
 func (g *Generator) lead(ctx context.Context) {
 	t := g.clock.NewTicker(g.cfg.PollInterval)
 	defer t.Stop()
-	var reconnects uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C():
 		case <-g.poke:
-		}
-		if r := g.bus.Conn().Stats().Reconnects; r != reconnects {
-			// Others may not have heartbeated again yet: hold off judging.
-			reconnects = r
-			g.view.hold()
 		}
 		alive, stable := g.view.view()
 		g.m.members.Set(float64(len(alive)))
@@ -114,7 +108,7 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	np := *p
 	np.Finished = true
 	b, _ := json.Marshal(np)
-	if _, err := g.kvRuns().Update(ctx, planKey(run), b, e.rev); err != nil {
+	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
 		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
 		return
 	}
@@ -128,6 +122,24 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		zap.Int64("errors", fin.Errors), zap.Int64("records_missed", fin.RecordsMissed), zap.Int64("records_backfilled", fin.RecordsBackfilled),
 		zap.Int("takeovers", fin.Takeovers), zap.Int("restarts", fin.Restarts),
 		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
+}
+
+// updatePlan writes a plan with a revision check. A plan that is gone — the
+// NATS store was lost while the load ran — is created again from the
+// leader's copy, so the load still ends with its summary.
+func (g *Generator) updatePlan(ctx context.Context, run string, b []byte, rev uint64) error {
+	kv := g.kvRuns()
+	_, err := kv.Update(ctx, planKey(run), b, rev)
+	if err == nil {
+		return nil
+	}
+	if _, gerr := kv.Get(ctx, planKey(run)); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+		if _, cerr := kv.Create(ctx, planKey(run), b); cerr == nil {
+			g.logger.Warn("load plan was gone; written again from the leader's copy", zap.String("run_id", run))
+			return nil
+		}
+	}
+	return err
 }
 
 // delivered is what the load added to its input topic, read from the
@@ -208,7 +220,7 @@ func (g *Generator) takeOver(ctx context.Context, e planEntry, alive map[string]
 		ckpts[d] = s
 	}
 	nr := reassign(p.Ranges, func(i string) bool { return alive[i] }, heirs, func(o owned) []piece {
-		return resumeFrom([]piece{{o.Range, time.Duration(o.FromNs)}}, ckpts[o.Instance].Lanes)
+		return resumeFrom([]piece{{Range: o.Range, From: time.Duration(o.FromNs)}}, ckpts[o.Instance].Lanes)
 	})
 	if nr == nil {
 		return
@@ -221,7 +233,7 @@ func (g *Generator) takeOver(ctx context.Context, e planEntry, alive map[string]
 	np.Ranges, np.Epoch, np.Takeovers = nr, p.Epoch+1, p.Takeovers+len(dead)
 	np.Participants = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.Participants), heirs...))))
 	b, _ := json.Marshal(np)
-	if _, err := g.kvRuns().Update(ctx, planKey(run), b, e.rev); err != nil {
+	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
 		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
 		return
 	}

@@ -60,7 +60,9 @@ type Generator struct {
 	kvMu          sync.Mutex
 	members, runs jetstream.KeyValue // opened by Run; replaced when recreated
 	watchCancel   map[string]context.CancelFunc
+	consumeCancel context.CancelFunc
 
+	started atomic.Bool // Run has opened everything
 	closing atomic.Bool // Run is shutting down
 
 	mu       sync.Mutex
@@ -141,8 +143,10 @@ func (g *Generator) Run(ctx context.Context) error {
 	wg.Go(func() { g.watchMembers(bg) })
 	wg.Go(func() { g.watchPlans(bg) })
 	wg.Go(func() { g.lead(bg) })
+	wg.Go(func() { g.supervise(bg) })
+	g.started.Store(true)
 
-	err := g.bus.Consume(ctx, bus.ConsumerLoadGenerator, g.handle)
+	err := g.consume(ctx)
 
 	g.mu.Lock()
 	g.closing.Store(true) // under the lock: no job starts after the list below

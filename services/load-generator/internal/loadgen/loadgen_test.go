@@ -44,21 +44,34 @@ type env struct {
 	finished    []events.LoadFinished
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvOn(t, testenv.NATS(t)) }
+
+// newEnvOn is newEnv on the NATS server at natsURL.
+func newEnvOn(t *testing.T, natsURL string) *env {
 	t.Helper()
-	e := &env{t: t, natsURL: testenv.NATS(t)}
+	e := &env{t: t, natsURL: natsURL}
 	var err error
 	e.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "input"))
 	require.NoError(t, err)
 	t.Cleanup(e.kafka.Close)
+	e.connect(time.Now().Add(-time.Second))
+	return e
+}
+
+// connect (re)connects the test's client bus and watches the load events
+// published since.
+func (e *env) connect(since time.Time) {
+	t := e.t
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e.bus, err = bus.Connect(ctx, e.natsURL, "test", testenv.Logger(t), nil)
+	b, err := bus.Connect(ctx, e.natsURL, "test", testenv.Logger(t), nil)
 	require.NoError(t, err)
-	t.Cleanup(e.bus.Close)
-	since := time.Now().Add(-time.Second)
+	t.Cleanup(b.Close)
+	e.mu.Lock()
+	e.bus = b
+	e.mu.Unlock()
 	go func() {
-		_ = e.bus.Watch(ctx, since, []events.Type{events.TypeLoadProgress, events.TypeLoadFinished}, func(d bus.Delivery) {
+		_ = b.Watch(ctx, since, []events.Type{events.TypeLoadProgress, events.TypeLoadFinished}, func(d bus.Delivery) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			switch m := d.Msg.(type) {
@@ -70,7 +83,6 @@ func newEnv(t *testing.T) *env {
 			}
 		})
 	}()
-	return e
 }
 
 // testConfig is quick to notice deaths and failures.
@@ -112,6 +124,29 @@ func (e *env) generator(cfg loadgen.Config, d loadgen.Deps) (stop func(), reg *p
 	}
 	e.t.Cleanup(stop)
 	return stop, reg
+}
+
+// checkedGenerator runs one instance like generator and returns it, to ask
+// it whether it is ready.
+func (e *env) checkedGenerator(cfg loadgen.Config) interface{ Check() error } {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := bus.Connect(ctx, e.natsURL, "load-generator", testenv.Logger(e.t), nil)
+	require.NoError(e.t, err)
+	g, err := loadgen.New(cfg, loadgen.Deps{Bus: b, Logger: testenv.Logger(e.t), Registry: prometheus.NewRegistry()})
+	require.NoError(e.t, err)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			e.t.Errorf("generator %s did not stop within 20 s", cfg.Instance)
+		}
+		b.Close()
+	})
+	return g
 }
 
 func (e *env) start(run string, w events.Workload, duration time.Duration) events.LoadStart {

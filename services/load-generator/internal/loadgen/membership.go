@@ -35,6 +35,7 @@ type membership struct {
 	serverNow time.Time            // newest server time seen
 	lastBeat  time.Time            // local send time of this instance's last acknowledged heartbeat
 	since     time.Time            // local time since which the view is continuous
+	updated   time.Time            // local time of the last update of the watch
 	synced    bool                 // the watch delivered the bucket's current entries
 }
 
@@ -68,6 +69,7 @@ func (m *membership) hold() {
 func (m *membership) apply(e jetstream.KeyValueEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.updated = m.now()
 	if e == nil {
 		m.synced = true
 		return
@@ -106,6 +108,24 @@ func (m *membership) view() (alive map[string]bool, stable bool) {
 	}
 	stable = m.synced && selfAlive && !m.since.IsZero() && now.Sub(m.since) >= m.ttl
 	return alive, stable
+}
+
+// quietFor is how long the watch has delivered nothing.
+func (m *membership) quietFor() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.updated.IsZero() {
+		return 0
+	}
+	return m.now().Sub(m.updated)
+}
+
+// beatWithin reports whether this instance's last heartbeat was
+// acknowledged within d.
+func (m *membership) beatWithin(d time.Duration) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.lastBeat.IsZero() && m.now().Sub(m.lastBeat) < d
 }
 
 // isSynced reports whether the view holds the bucket's current entries.

@@ -57,6 +57,9 @@ type owned struct {
 	// handed over, the previous owner's acked watermark, so the heir
 	// back-fills what the previous owner left.
 	FromNs int64 `json:"from_ns,omitempty"`
+	// HandedOver marks a range taken over from a dead instance: what its
+	// heir produces late there is back-filled.
+	HandedOver bool `json:"handed_over,omitempty"`
 }
 
 // plan is a run's shared schedule and assignment.
@@ -96,7 +99,7 @@ func (p *plan) piecesOf(instance string) []piece {
 	var out []piece
 	for _, o := range p.Ranges {
 		if o.Instance == instance {
-			out = append(out, piece{o.Range, time.Duration(o.FromNs)})
+			out = append(out, piece{Range: o.Range, From: time.Duration(o.FromNs), Late: o.HandedOver})
 		}
 	}
 	return out
@@ -145,13 +148,13 @@ func reassign(ranges []owned, alive func(string) bool, heirs []string, handover 
 			continue
 		}
 		changed = true
-		pieces := []piece{{o.Range, time.Duration(o.FromNs)}}
+		pieces := []piece{{Range: o.Range, From: time.Duration(o.FromNs)}}
 		if handover != nil {
 			pieces = handover(o)
 		}
 		for _, pc := range pieces {
 			for _, h := range split(pc.Lo, pc.Hi, heirs) {
-				h.FromNs = int64(pc.From)
+				h.FromNs, h.HandedOver = int64(pc.From), true
 				out = append(out, h)
 			}
 		}
@@ -162,7 +165,8 @@ func reassign(ranges []owned, alive func(string) bool, heirs []string, handover 
 	slices.SortFunc(out, func(a, b owned) int { return cmp.Compare(a.Lo, b.Lo) })
 	merged := out[:0]
 	for _, o := range out {
-		if n := len(merged); n > 0 && merged[n-1].Instance == o.Instance && merged[n-1].Hi == o.Lo && merged[n-1].FromNs == o.FromNs {
+		if n := len(merged); n > 0 && merged[n-1].Instance == o.Instance && merged[n-1].Hi == o.Lo && merged[n-1].FromNs == o.FromNs &&
+			merged[n-1].HandedOver == o.HandedOver {
 			merged[n-1].Hi = o.Hi
 			continue
 		}
@@ -238,6 +242,10 @@ type laneCkpt struct {
 type piece struct {
 	Range
 	From time.Duration
+	// Late marks a range resumed after a restart or taken over from a dead
+	// instance: records it produces behind schedule are back-filled (a
+	// plain late start is only catching up).
+	Late bool
 }
 
 // resumeFrom cuts pieces where checkpointed lanes cover them and moves the
@@ -270,13 +278,13 @@ func resumeFrom(pieces []piece, lanes []laneCkpt) []piece {
 				}
 			}
 			if at < c.r.Lo {
-				out = append(out, piece{Range{at, c.r.Lo}, pc.From})
+				out = append(out, piece{Range{at, c.r.Lo}, pc.From, pc.Late})
 			}
-			out = append(out, piece{c.r, max(pc.From, c.at)})
+			out = append(out, piece{c.r, max(pc.From, c.at), pc.Late})
 			at = c.r.Hi
 		}
 		if at < pc.Hi {
-			out = append(out, piece{Range{at, pc.Hi}, pc.From})
+			out = append(out, piece{Range{at, pc.Hi}, pc.From, pc.Late})
 		}
 	}
 	return mergePieces(out)
@@ -287,7 +295,7 @@ func mergePieces(ps []piece) []piece {
 	slices.SortFunc(ps, func(a, b piece) int { return cmp.Compare(a.Lo, b.Lo) })
 	out := ps[:0]
 	for _, p := range ps {
-		if n := len(out); n > 0 && out[n-1].Hi == p.Lo && out[n-1].From == p.From {
+		if n := len(out); n > 0 && out[n-1].Hi == p.Lo && out[n-1].From == p.From && out[n-1].Late == p.Late {
 			out[n-1].Hi = p.Hi
 			continue
 		}

@@ -52,11 +52,11 @@ func TestReassign(t *testing.T) {
 	}{
 		{"nobody died", three, alive("a", "b", "c"), []string{"a", "b", "c"}, nil},
 		{"middle died", three, alive("a", "c"), []string{"a", "c"},
-			[]owned{ow("a", 0, 4), ow("c", 4, 9)}},
+			[]owned{ow("a", 0, 3), ho("a", 3, 4), ho("c", 4, 6), ow("c", 6, 9)}},
 		{"first died", three, alive("b", "c"), []string{"b", "c"},
-			[]owned{ow("b", 0, 1), ow("c", 1, 3), ow("b", 3, 6), ow("c", 6, 9)}},
-		{"all but one died", three, alive("b"), []string{"b"}, []owned{ow("b", 0, 9)}},
-		{"all died, a newcomer inherits", three, alive("z"), []string{"z"}, []owned{ow("z", 0, 9)}},
+			[]owned{ho("b", 0, 1), ho("c", 1, 3), ow("b", 3, 6), ow("c", 6, 9)}},
+		{"all but one died", three, alive("b"), []string{"b"}, []owned{ho("b", 0, 3), ow("b", 3, 6), ho("b", 6, 9)}},
+		{"all died, a newcomer inherits", three, alive("z"), []string{"z"}, []owned{ho("z", 0, 9)}},
 		{"no heirs", three, alive(), nil, nil},
 	}
 	for _, tt := range tests {
@@ -116,6 +116,11 @@ func TestCheckCover(t *testing.T) {
 
 func ow(instance string, lo, hi int) owned { return owned{Instance: instance, Range: Range{lo, hi}} }
 
+// ho is a range handed over to instance.
+func ho(instance string, lo, hi int) owned {
+	return owned{Instance: instance, Range: Range{lo, hi}, HandedOver: true}
+}
+
 // TestReassignFromWatermarks: a dead instance's range is cut where its
 // checkpoint's lanes differ, and every heir's piece starts at the dead
 // instance's acked watermark for it.
@@ -124,9 +129,10 @@ func TestReassignFromWatermarks(t *testing.T) {
 	ckptB := []laneCkpt{{Ranges: []Range{{10, 16}}, AckedNs: 700}, {Ranges: []Range{{16, 20}}, AckedNs: 300}}
 	got := reassign(in, func(i string) bool { return i == "a" }, []string{"a"}, func(o owned) []piece {
 		require.Equal(t, "b", o.Instance)
-		return resumeFrom([]piece{{o.Range, time.Duration(o.FromNs)}}, ckptB)
+		return resumeFrom([]piece{{Range: o.Range, From: time.Duration(o.FromNs)}}, ckptB)
 	})
-	require.Equal(t, []owned{ow("a", 0, 10), {Instance: "a", Range: Range{10, 16}, FromNs: 700}, {Instance: "a", Range: Range{16, 20}, FromNs: 300}}, got)
+	require.Equal(t, []owned{ow("a", 0, 10), {Instance: "a", Range: Range{10, 16}, FromNs: 700, HandedOver: true},
+		{Instance: "a", Range: Range{16, 20}, FromNs: 300, HandedOver: true}}, got)
 	require.NoError(t, checkCover(got, 20))
 }
 
@@ -137,16 +143,16 @@ func TestResumeFrom(t *testing.T) {
 		lanes  []laneCkpt
 		want   []piece
 	}{
-		{"no checkpoint", []piece{{Range{0, 10}, 0}}, nil, []piece{{Range{0, 10}, 0}}},
-		{"one lane covers all", []piece{{Range{0, 10}, 0}}, []laneCkpt{{Ranges: []Range{{0, 10}}, AckedNs: 40}}, []piece{{Range{0, 10}, 40}}},
-		{"partly covered", []piece{{Range{0, 10}, 5}}, []laneCkpt{{Ranges: []Range{{3, 6}}, AckedNs: 40}},
-			[]piece{{Range{0, 3}, 5}, {Range{3, 6}, 40}, {Range{6, 10}, 5}}},
-		{"a watermark before the piece's start does not move it back", []piece{{Range{0, 10}, 50}},
-			[]laneCkpt{{Ranges: []Range{{0, 10}}, AckedNs: 40}}, []piece{{Range{0, 10}, 50}}},
-		{"lanes outside the pieces are ignored", []piece{{Range{0, 4}, 0}}, []laneCkpt{{Ranges: []Range{{4, 10}}, AckedNs: 40}},
-			[]piece{{Range{0, 4}, 0}}},
-		{"two lanes, merged back where equal", []piece{{Range{0, 10}, 0}},
-			[]laneCkpt{{Ranges: []Range{{0, 2}, {5, 10}}, AckedNs: 40}, {Ranges: []Range{{2, 5}}, AckedNs: 40}}, []piece{{Range{0, 10}, 40}}},
+		{"no checkpoint", []piece{{Range{0, 10}, 0, false}}, nil, []piece{{Range{0, 10}, 0, false}}},
+		{"one lane covers all", []piece{{Range{0, 10}, 0, false}}, []laneCkpt{{Ranges: []Range{{0, 10}}, AckedNs: 40}}, []piece{{Range{0, 10}, 40, false}}},
+		{"partly covered", []piece{{Range{0, 10}, 5, false}}, []laneCkpt{{Ranges: []Range{{3, 6}}, AckedNs: 40}},
+			[]piece{{Range{0, 3}, 5, false}, {Range{3, 6}, 40, false}, {Range{6, 10}, 5, false}}},
+		{"a watermark before the piece's start does not move it back", []piece{{Range{0, 10}, 50, false}},
+			[]laneCkpt{{Ranges: []Range{{0, 10}}, AckedNs: 40}}, []piece{{Range{0, 10}, 50, false}}},
+		{"lanes outside the pieces are ignored", []piece{{Range{0, 4}, 0, false}}, []laneCkpt{{Ranges: []Range{{4, 10}}, AckedNs: 40}},
+			[]piece{{Range{0, 4}, 0, false}}},
+		{"two lanes, merged back where equal", []piece{{Range{0, 10}, 0, false}},
+			[]laneCkpt{{Ranges: []Range{{0, 2}, {5, 10}}, AckedNs: 40}, {Ranges: []Range{{2, 5}}, AckedNs: 40}}, []piece{{Range{0, 10}, 40, false}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -178,7 +184,7 @@ func TestDueCounts(t *testing.T) {
 				if from >= at {
 					want = 0
 				}
-				require.Equal(t, want, dueBetween([]piece{{Range{2, tc.n / 2}, from}}, tc.n, tc.period, 42, at), "n=%d [%s, %s)", tc.n, from, at)
+				require.Equal(t, want, dueBetween([]piece{{Range: Range{2, tc.n / 2}, From: from}}, tc.n, tc.period, 42, at), "n=%d [%s, %s)", tc.n, from, at)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -266,19 +267,28 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 		have = append(have, keep...)
 	}
 	// New ranges, grouped by where they start.
-	byFrom := map[time.Duration][]Range{}
-	var froms []time.Duration
+	type start struct {
+		from time.Duration
+		late bool
+	}
+	byStart := map[start][]Range{}
+	var starts []start
 	for _, pc := range sh.pieces {
 		for _, r := range subtract([]Range{pc.Range}, have) {
-			if _, ok := byFrom[pc.From]; !ok {
-				froms = append(froms, pc.From)
+			k := start{pc.From, pc.Late}
+			if _, ok := byStart[k]; !ok {
+				starts = append(starts, k)
 			}
-			byFrom[pc.From] = append(byFrom[pc.From], r)
+			byStart[k] = append(byStart[k], r)
 		}
 	}
-	slices.Sort(froms)
-	for _, from := range froms {
-		lanes = append(lanes, w.newLane(ctx, byFrom[from], from, end))
+	slices.SortFunc(starts, func(a, b start) int { return cmp.Compare(a.from, b.from) })
+	for _, k := range starts {
+		l := w.newLane(ctx, byStart[k], k.from, end)
+		if !k.late {
+			l.lateUntil = 0
+		}
+		lanes = append(lanes, l)
 	}
 	s.lanes, s.cur = lanes, sh
 	s.order = make([]*lane, 0, len(lanes))

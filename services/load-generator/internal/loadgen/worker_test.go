@@ -131,7 +131,7 @@ func TestTakeOverMidRun(t *testing.T) {
 	switchAt := 2*time.Second + 500*time.Millisecond
 	for d := time.Duration(0); d <= 4*time.Second; d += 5 * time.Millisecond {
 		if d == switchAt {
-			w.share.Store(&share{epoch: 1, pieces: []piece{{Range: Range{0, 50}}, {Range{50, 100}, switchAt}}})
+			w.share.Store(&share{epoch: 1, pieces: []piece{{Range: Range{0, 50}}, {Range{50, 100}, switchAt, true}}})
 		}
 		s.step(context.Background(), start.Add(d))
 	}
@@ -170,7 +170,7 @@ func TestBackfillFromWatermark(t *testing.T) {
 			lateOwn := 0
 			for d := time.Duration(0); d <= 6*time.Second; d += 2 * time.Millisecond {
 				if d == switchAt {
-					w.share.Store(&share{epoch: 1, pieces: []piece{{Range: Range{0, 500}}, {Range{500, 1000}, tc.watermark}}})
+					w.share.Store(&share{epoch: 1, pieces: []piece{{Range: Range{0, 500}}, {Range{500, 1000}, tc.watermark, true}}})
 				}
 				n := len(prod.sent)
 				s.step(context.Background(), start.Add(d))
@@ -201,6 +201,21 @@ func TestBackfillFromWatermark(t *testing.T) {
 			require.Zero(t, s.behind())
 		})
 	}
+}
+
+// TestLateStartIsNotBackfill: an instance whose share starts after the
+// schedule did (a slow start) catches up from the start, but that is not
+// back-filling — only ranges resumed after a restart or taken over are.
+func TestLateStartIsNotBackfill(t *testing.T) {
+	prod := &ackingProducer{}
+	w, start := testWorker(100, 1000, 2*time.Second, prod)
+	s := &pacing{w: w}
+	for d := 300 * time.Millisecond; d <= 2*time.Second; d += 2 * time.Millisecond {
+		s.step(context.Background(), start.Add(d))
+	}
+	require.Equal(t, int64(2000), prod.n, "everything from the start")
+	require.Zero(t, w.backfilled.Load())
+	require.Zero(t, w.skipped.Load())
 }
 
 // TestAckedWatermark: the watermark stays at the oldest record Kafka has not
