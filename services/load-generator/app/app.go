@@ -24,7 +24,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.SchemaSubject, "schema-subject", c.SchemaSubject, "schema registry subject")
 	fs.Float64Var(&c.MaxCatchUp, "max-catch-up", c.MaxCatchUp, "after a stall, send at most this multiple of the rate until back on schedule (> 1)")
 	fs.DurationVar(&c.MemberTTL, "member-ttl", c.MemberTTL, "an instance silent this long is dead and its key range is taken over")
-	fs.DurationVar(&c.DeliveryTimeout, "delivery-timeout", c.DeliveryTimeout, "fail a load when Kafka acknowledges nothing for this long")
+	fs.DurationVar(&c.DeliveryTimeout, "delivery-timeout", c.DeliveryTimeout, "fail a load when Kafka acknowledges nothing for this long while records are outstanding (a broker outage)")
 	fs.BoolVar(&c.RecordKafkaSignals, "record-kafka-signals", c.RecordKafkaSignals,
 		"sample topic high-water marks and consumer lag into ClickHouse run metrics (needs --clickhouse-dsn)")
 	fs.DurationVar(&c.SignalInterval, "signal-interval", c.SignalInterval, "Kafka signal sampling interval")

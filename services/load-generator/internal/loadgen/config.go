@@ -20,9 +20,10 @@ type Config struct {
 	Tick time.Duration `yaml:"tick"`
 	// FlushTimeout bounds the wait for outstanding records at the end.
 	FlushTimeout time.Duration `yaml:"flushTimeout"`
-	// DeliveryTimeout fails a record Kafka has not acknowledged after this
-	// long, and fails the load when Kafka acknowledges nothing for this long
-	// while records are outstanding (a broker outage).
+	// DeliveryTimeout fails the load when Kafka acknowledges nothing for
+	// this long while records are outstanding (a broker outage), during the
+	// load or the flush at its end: the run fails within about this long of
+	// the broker going away, with the count of records not delivered.
 	DeliveryTimeout time.Duration `yaml:"deliveryTimeout"`
 	// MaxCatchUp bounds catching up after a stall: the generator then sends
 	// at most MaxCatchUp × its rate until it is back on schedule. Must be > 1.
@@ -74,7 +75,7 @@ func Default() Config {
 		Instance:           SanitizeInstance(host),
 		Tick:               2 * time.Millisecond,
 		FlushTimeout:       15 * time.Second,
-		DeliveryTimeout:    20 * time.Second,
+		DeliveryTimeout:    3 * time.Second,
 		MaxCatchUp:         2,
 		CatchUpBurst:       20 * time.Millisecond,
 		ReportLag:          500 * time.Millisecond,

@@ -97,9 +97,16 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	if !complete && !timedOut {
 		return
 	}
-	g.stopSampler(run, true) // the last sample sees every record delivered
+	failed := !complete || slices.ContainsFunc(sts, func(s status) bool { return s.Failed })
 	acc := account{plan: p, statuses: sts, missing: missing, lost: lost, uncovered: uncovered, timedOut: !complete}
-	acc.delivered, acc.fromBroker = g.delivered(ctx, p, logger)
+	if failed {
+		// Kafka may be gone: do not wait for it (the instances' counts
+		// stand; the reason says what was not delivered).
+		g.stopSampler(run, false)
+	} else {
+		g.stopSampler(run, true) // the last sample sees every record delivered
+		acc.delivered, acc.fromBroker = g.delivered(ctx, p, logger)
+	}
 	fin := summarize(acc)
 	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
 		logger.Warn("publish load finished failed; retrying", zap.Error(err))

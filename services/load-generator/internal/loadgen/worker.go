@@ -432,14 +432,39 @@ func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) 
 	}
 	out.stopped = ctx.Err() != nil
 	reportDue(w.clock.Now())
-	flushFor := w.cfg.FlushTimeout
-	if out.aborted != nil {
-		flushFor = min(flushFor, w.cfg.DeliveryTimeout)
+	if out.aborted == nil {
+		out.flush, out.aborted = w.flush(ctx, tick, lastAcked, lastChange)
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushFor)
-	out.flush = w.prod.Flush(fctx)
-	cancel()
+	// After an abort nothing is flushed: Kafka is not acknowledging, and
+	// closing the client fails what it still buffers.
 	return out, k - 1
+}
+
+// flush waits for the buffered records' acknowledgements, at most
+// FlushTimeout, and gives up — an outage — when Kafka acknowledges nothing
+// for DeliveryTimeout while records are outstanding.
+func (w *worker) flush(ctx context.Context, tick Ticker, lastAcked int64, lastChange time.Time) (flushErr, aborted error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FlushTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.prod.Flush(fctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err, aborted
+		case now := <-tick.C():
+			if aborted != nil {
+				continue
+			}
+			if a := w.acked.Load(); a != lastAcked {
+				lastAcked, lastChange = a, now
+			}
+			if w.produced.Load()-lastAcked-w.failed.Load() > 0 && now.Sub(lastChange) >= w.cfg.DeliveryTimeout {
+				aborted = fmt.Errorf("kafka acknowledged nothing for %s", now.Sub(lastChange).Round(time.Millisecond))
+				cancel()
+			}
+		}
+	}
 }
 
 func (w *worker) firstError() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"runtime"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,9 +247,29 @@ func TestAckedWatermark(t *testing.T) {
 	require.Equal(t, ck[0].ProducedNs, ck[0].AckedNs, "everything produced is acknowledged")
 }
 
+// TestFlushGivesUpWhenKafkaIsSilent: the broker goes away as the schedule
+// ends; the flush does not wait its whole timeout but gives up once Kafka
+// has acknowledged nothing for DeliveryTimeout, and says so.
+func TestFlushGivesUpWhenKafkaIsSilent(t *testing.T) {
+	prod := &holdingProducer{blockFlush: true}
+	w, _ := testWorker(100, 1000, 200*time.Millisecond, prod)
+	w.sched.start = time.Now().Truncate(time.Millisecond)
+	w.cfg.DeliveryTimeout = 300 * time.Millisecond
+	w.cfg.FlushTimeout = time.Minute
+	began := time.Now()
+	out, _ := w.run(context.Background(), func(progress) {})
+	took := time.Since(began)
+	require.ErrorContains(t, out.aborted, "kafka acknowledged nothing for")
+	require.Positive(t, w.produced.Load())
+	require.Less(t, took, 10*time.Second, "not the flush timeout")
+	t.Logf("gave up %s after the start (schedule 200 ms, delivery timeout 300 ms)", took.Round(time.Millisecond))
+}
+
 // holdingProducer keeps records until told to acknowledge them.
 type holdingProducer struct {
-	held []heldRecord
+	mu         sync.Mutex
+	held       []heldRecord
+	blockFlush bool // Flush waits for its context, as with a broker gone
 }
 
 type heldRecord struct {
@@ -258,10 +279,18 @@ type heldRecord struct {
 
 func (h *holdingProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
 	r.Timestamp = r.Timestamp.Truncate(time.Millisecond) // as kgo does
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.held = append(h.held, heldRecord{r, promise})
 }
 
-func (h *holdingProducer) Flush(context.Context) error { return nil }
+func (h *holdingProducer) Flush(ctx context.Context) error {
+	if h.blockFlush {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
 
 func (h *holdingProducer) ackBefore(t time.Time) {
 	kept := h.held[:0]
