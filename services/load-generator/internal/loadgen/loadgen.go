@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -146,7 +147,7 @@ func (g *Generator) Run(ctx context.Context) error {
 	wg.Go(func() { g.supervise(bg) })
 	g.started.Store(true)
 
-	err := g.consume(ctx)
+	err := g.consume(ctx, bus.OnDeadLetter(g.onDeadLetter))
 
 	g.mu.Lock()
 	g.closing.Store(true) // under the lock: no job starts after the list below
@@ -195,6 +196,31 @@ func (g *Generator) handle(ctx context.Context, d bus.Delivery) error {
 		return g.stop(ctx, m)
 	}
 	return bus.Permanent(fmt.Errorf("load generator does not handle %T", d.Msg))
+}
+
+// onDeadLetter answers a load.start the consumer dead-lettered (it failed
+// its schema, could not be decoded, or ran out of deliveries) with a failed
+// load.finished for its run, so the scheduler does not wait out its grace
+// period for an answer that cannot come. Its message id is the run's
+// load.finished id: when accept already answered, this one is dropped.
+func (g *Generator) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
+	if events.Type(h.Get(bus.HeaderType)) != events.TypeLoadStart {
+		return
+	}
+	run, exp := h.Get(bus.HeaderRun), h.Get(bus.HeaderExperiment)
+	logger := g.logger.With(zap.String("run_id", run), zap.String("experiment_id", exp))
+	if run == "" || exp == "" {
+		logger.Error("dead-lettered load.start names no run; nobody can be told", zap.String("reason", reason))
+		return
+	}
+	now := g.clock.Now().UnixMilli()
+	fin := events.LoadFinished{ExperimentID: exp, RunID: run, Instance: g.cfg.Instance, StartMs: now, EndMs: now, Failed: true,
+		Reason: "load.start could not be processed: " + reason}
+	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
+		logger.Error("answer a dead-lettered load.start failed", zap.Error(err))
+		return
+	}
+	logger.Warn("dead-lettered load.start answered with a failed load.finished", zap.String("reason", reason))
 }
 
 // finishedID de-duplicates a run's load.finished across instances.

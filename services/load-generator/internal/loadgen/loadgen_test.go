@@ -305,7 +305,8 @@ func TestBadInput(t *testing.T) {
 		change  func(*events.LoadStart)
 		wantErr string
 		// rejected by the bus against the event schema before the generator
-		// sees it: dead-lettered with the reason, no load
+		// sees it: dead-lettered with the reason, answered with a failed
+		// load.finished, no load
 		deadLetter bool
 	}{
 		{"zero rate", func(m *events.LoadStart) { m.Workload.RatePerSec = 0 }, "workload.rate_per_sec: got 0, expected a positive rate", false},
@@ -323,11 +324,14 @@ func TestBadInput(t *testing.T) {
 			require.NoError(t, e.bus.Publish(context.Background(), m, ""))
 			if tt.deadLetter {
 				require.Contains(t, e.deadLetterReason(t, run), tt.wantErr)
-				return
 			}
+			// Either way the scheduler gets its answer at once.
 			fin := e.waitFinished(t, run, 15*time.Second)
 			require.True(t, fin.Failed)
 			require.Contains(t, fin.Reason, tt.wantErr)
+			if tt.deadLetter {
+				require.Contains(t, fin.Reason, "load.start could not be processed: undecodable")
+			}
 			require.Zero(t, fin.RecordsSent)
 			require.Empty(t, e.progressOf(run, ""), "no load started")
 		})
