@@ -81,7 +81,9 @@ func summarize(a account) events.LoadFinished {
 		expected := offered(p) - fin.RecordsMissed
 		switch d := a.delivered - expected; {
 		case d > 0:
-			notes = append(notes, fmt.Sprintf("%d records produced twice (after the last checkpoint of an instance that died or restarted)", d))
+			notes = append(notes, fmt.Sprintf("%d records more in the topic than the schedule less those counted missed "+
+				"(produced twice after the last checkpoint of an instance that died or restarted, or produced then "+
+				"in a range too old to back-fill)", d))
 		case d < 0:
 			notes = append(notes, fmt.Sprintf("%d records neither in the topic nor counted as missed", -d))
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -103,7 +104,7 @@ func TestInstancesShareAndTakeOver(t *testing.T) {
 	// lg-a stopped cleanly: its last checkpoint covers everything it
 	// produced, and the others produced its ranges from there — nothing
 	// twice, nothing missing but what the account counts as missed.
-	extra, where := completeness(t, e.coverage(t, fin, time.Second), fin, sensors, seconds)
+	extra, where := completeness(t, e.coverage(t, fin, time.Second), fin, sensors, seconds, nil, 0)
 	require.Zero(t, extra, "produced twice in periods %v", where)
 	t.Logf("stopped %s after the start", killedAt.Sub(time.UnixMilli(fin.StartMs)).Round(time.Millisecond))
 	require.Equal(t, 1, fin.Takeovers)
@@ -126,13 +127,16 @@ func TestInstancesShareAndTakeOver(t *testing.T) {
 // the schedule: every period is complete.
 func TestCrashedInstanceIsTakenOver(t *testing.T) {
 	e := newEnv(t)
-	e.generator(testConfig("lg-a"), loadgen.Deps{})
-	e.generator(testConfig("lg-b"), loadgen.Deps{})
+	_, regA := e.generator(testConfig("lg-a"), loadgen.Deps{})
+	_, regB := e.generator(testConfig("lg-b"), loadgen.Deps{})
 	e.waitMembers(t, 2)
 	kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketMembers)
 	require.NoError(t, err)
 	_, err = kv.Put(context.Background(), "lg-z", []byte(`{"instance":"lg-z"}`)) // heartbeats once, then never again
 	require.NoError(t, err)
+	testenv.Eventually(t, 5*time.Second, "both instances see lg-z", func() bool {
+		return gauge(t, regA, "greenflow_loadgen_members") == 3 && gauge(t, regB, "greenflow_loadgen_members") == 3
+	})
 
 	const sensors, seconds = 900, 5
 	e.start("crash", events.Workload{Sensors: sensors, RatePerSec: sensors}, seconds*time.Second)
@@ -145,7 +149,20 @@ func TestCrashedInstanceIsTakenOver(t *testing.T) {
 
 	_, owners := e.plan(t, "crash")
 	require.Equal(t, map[string]int{"lg-a": 450, "lg-b": 450}, owners)
-	extra, where := completeness(t, e.coverage(t, fin, time.Second), fin, sensors, seconds)
+	extra, where := completeness(t, e.coverage(t, fin, time.Second), fin, sensors, seconds, nil, 0)
 	require.Zero(t, extra, "lg-z's range back-filled from the start, nothing twice (periods %v)", where)
 	require.Equal(t, e.topicTotal(), fin.RecordsSent)
+}
+
+// gauge reads a gauge's value from a registry.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }

@@ -47,8 +47,9 @@ func slotWidth(d time.Duration) time.Duration {
 
 // newLane starts producing ranges from schedule time from, or — when from
 // is more than MaxBackfill before elapsed — from there, counting the records
-// skipped as missed.
-func (w *worker) newLane(ctx context.Context, ranges []Range, from, elapsed time.Duration) *lane {
+// skipped as missed; those before produced (the previous owner produced
+// them) are skipped without being counted.
+func (w *worker) newLane(ctx context.Context, ranges []Range, from, elapsed, produced time.Duration) *lane {
 	p := NewPacer(ranges, w.sched.sensors, w.sched.period, w.sched.seed)
 	cut := max(from, elapsed-w.cfg.MaxBackfill)
 	n := int(w.sched.duration/w.slot) + 2
@@ -58,7 +59,7 @@ func (w *worker) newLane(ctx context.Context, ranges []Range, from, elapsed time
 	l.next = p.Due(cut)
 	l.due = l.next
 	l.nextPub.Store(l.next)
-	if skipped := l.next - p.Due(from); skipped > 0 {
+	if skipped := l.next - p.Due(max(from, produced)); skipped > 0 {
 		w.skipped.Add(skipped)
 	}
 	return l

@@ -57,6 +57,10 @@ type owned struct {
 	// handed over, the previous owner's acked watermark, so the heir
 	// back-fills what the previous owner left.
 	FromNs int64 `json:"from_ns,omitempty"`
+	// ProducedNs is how far the previous owner had produced the range at
+	// its last checkpoint: records before it that are too old to back-fill
+	// are not counted as missed (they were produced).
+	ProducedNs int64 `json:"produced_ns,omitempty"`
 	// HandedOver marks a range taken over from a dead instance: what its
 	// heir produces late there is back-filled.
 	HandedOver bool `json:"handed_over,omitempty"`
@@ -99,7 +103,7 @@ func (p *plan) piecesOf(instance string) []piece {
 	var out []piece
 	for _, o := range p.Ranges {
 		if o.Instance == instance {
-			out = append(out, piece{Range: o.Range, From: time.Duration(o.FromNs), Late: o.HandedOver})
+			out = append(out, piece{Range: o.Range, From: time.Duration(o.FromNs), Produced: time.Duration(o.ProducedNs), Late: o.HandedOver})
 		}
 	}
 	return out
@@ -148,13 +152,13 @@ func reassign(ranges []owned, alive func(string) bool, heirs []string, handover 
 			continue
 		}
 		changed = true
-		pieces := []piece{{Range: o.Range, From: time.Duration(o.FromNs)}}
+		pieces := []piece{{Range: o.Range, From: time.Duration(o.FromNs), Produced: time.Duration(o.ProducedNs)}}
 		if handover != nil {
 			pieces = handover(o)
 		}
 		for _, pc := range pieces {
 			for _, h := range split(pc.Lo, pc.Hi, heirs) {
-				h.FromNs, h.HandedOver = int64(pc.From), true
+				h.FromNs, h.ProducedNs, h.HandedOver = int64(pc.From), int64(pc.Produced), true
 				out = append(out, h)
 			}
 		}
@@ -166,7 +170,7 @@ func reassign(ranges []owned, alive func(string) bool, heirs []string, handover 
 	merged := out[:0]
 	for _, o := range out {
 		if n := len(merged); n > 0 && merged[n-1].Instance == o.Instance && merged[n-1].Hi == o.Lo && merged[n-1].FromNs == o.FromNs &&
-			merged[n-1].HandedOver == o.HandedOver {
+			merged[n-1].ProducedNs == o.ProducedNs && merged[n-1].HandedOver == o.HandedOver {
 			merged[n-1].Hi = o.Hi
 			continue
 		}
@@ -242,6 +246,9 @@ type laneCkpt struct {
 type piece struct {
 	Range
 	From time.Duration
+	// Produced is how far the previous owner had produced it (≥ From);
+	// records before it are not counted as missed when skipped.
+	Produced time.Duration
 	// Late marks a range resumed after a restart or taken over from a dead
 	// instance: records it produces behind schedule are back-filled (a
 	// plain late start is only catching up).
@@ -256,15 +263,15 @@ func resumeFrom(pieces []piece, lanes []laneCkpt) []piece {
 	for _, pc := range pieces {
 		// Cut points inside pc from every lane range overlapping it.
 		type cover struct {
-			r  Range
-			at time.Duration
+			r            Range
+			at, produced time.Duration
 		}
 		var covers []cover
 		for _, l := range lanes {
 			for _, r := range l.Ranges {
 				lo, hi := max(r.Lo, pc.Lo), min(r.Hi, pc.Hi)
 				if lo < hi {
-					covers = append(covers, cover{Range{lo, hi}, time.Duration(l.AckedNs)})
+					covers = append(covers, cover{Range{lo, hi}, time.Duration(l.AckedNs), time.Duration(l.ProducedNs)})
 				}
 			}
 		}
@@ -278,13 +285,13 @@ func resumeFrom(pieces []piece, lanes []laneCkpt) []piece {
 				}
 			}
 			if at < c.r.Lo {
-				out = append(out, piece{Range{at, c.r.Lo}, pc.From, pc.Late})
+				out = append(out, piece{Range{at, c.r.Lo}, pc.From, pc.Produced, pc.Late})
 			}
-			out = append(out, piece{c.r, max(pc.From, c.at), pc.Late})
+			out = append(out, piece{c.r, max(pc.From, c.at), max(pc.Produced, c.produced), pc.Late})
 			at = c.r.Hi
 		}
 		if at < pc.Hi {
-			out = append(out, piece{Range{at, pc.Hi}, pc.From, pc.Late})
+			out = append(out, piece{Range{at, pc.Hi}, pc.From, pc.Produced, pc.Late})
 		}
 	}
 	return mergePieces(out)
@@ -295,7 +302,7 @@ func mergePieces(ps []piece) []piece {
 	slices.SortFunc(ps, func(a, b piece) int { return cmp.Compare(a.Lo, b.Lo) })
 	out := ps[:0]
 	for _, p := range ps {
-		if n := len(out); n > 0 && out[n-1].Hi == p.Lo && out[n-1].From == p.From && out[n-1].Late == p.Late {
+		if n := len(out); n > 0 && out[n-1].Hi == p.Lo && out[n-1].From == p.From && out[n-1].Produced == p.Produced && out[n-1].Late == p.Late {
 			out[n-1].Hi = p.Hi
 			continue
 		}

@@ -260,7 +260,8 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 		case slices.Equal(keep, l.ranges):
 			lanes = append(lanes, l)
 		default:
-			nl := w.newLane(ctx, keep, l.position(end), end)
+			pos := l.position(end)
+			nl := w.newLane(ctx, keep, pos, end, pos)
 			nl.parent, nl.lateUntil = l, l.lateUntil
 			lanes = append(lanes, nl)
 		}
@@ -268,14 +269,14 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 	}
 	// New ranges, grouped by where they start.
 	type start struct {
-		from time.Duration
-		late bool
+		from, produced time.Duration
+		late           bool
 	}
 	byStart := map[start][]Range{}
 	var starts []start
 	for _, pc := range sh.pieces {
 		for _, r := range subtract([]Range{pc.Range}, have) {
-			k := start{pc.From, pc.Late}
+			k := start{pc.From, max(pc.From, pc.Produced), pc.Late}
 			if _, ok := byStart[k]; !ok {
 				starts = append(starts, k)
 			}
@@ -284,7 +285,7 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 	}
 	slices.SortFunc(starts, func(a, b start) int { return cmp.Compare(a.from, b.from) })
 	for _, k := range starts {
-		l := w.newLane(ctx, byStart[k], k.from, end)
+		l := w.newLane(ctx, byStart[k], k.from, end, k.produced)
 		if !k.late {
 			l.lateUntil = 0
 		}
