@@ -257,16 +257,21 @@ func TestConfigValidate(t *testing.T) {
 	bad.MaxCatchUp = 1
 	bad.ReportLag = 2 * time.Second
 	bad.SchemaRegistryURL = "localhost:8081"
+	bad.Heartbeat = 500 * time.Millisecond
+	bad.CheckpointInterval = 0
+	bad.MaxBackfill = -time.Second
 	err := bad.Validate()
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	for _, want := range []string{
 		`load-generator.instance: got "lg.example.com"`, `(try "lg_example_com")`,
 		"load-generator.tick: got 0s", "load-generator.maxCatchUp: got 1, expected a factor above 1",
 		"load-generator.reportLag: got 2s", `load-generator.schemaRegistryURL: got "localhost:8081"`,
+		"load-generator.heartbeat: got 500ms with memberTTL 750ms, expected at most half of memberTTL",
+		"load-generator.checkpointInterval: got 0s", "load-generator.maxBackfill: got -1s",
 	} {
 		require.Contains(t, err.Error(), want)
 	}
-	require.Equal(t, 5, strings.Count(err.Error(), "\n")+1, "every problem at once")
+	require.Equal(t, 8, strings.Count(err.Error(), "\n")+1, "every problem at once")
 }
 
 func TestValidateCommand(t *testing.T) {
