@@ -155,7 +155,9 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 		st.Missed += w.skipped.Load()
 		st.Backfilled += w.backfilled.Load()
 		st.Epoch = epoch()
-		st.Lanes = w.checkpoint()
+		if lanes, shaped := w.checkpoint(); shaped {
+			st.Lanes = lanes
+		} // else: keep the previous incarnation's lanes, nothing produced since
 		return st
 	}
 	finish := func(st status, failed bool, reason string) {

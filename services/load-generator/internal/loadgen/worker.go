@@ -294,7 +294,7 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 	s.lanes, s.cur = lanes, sh
 	s.order = make([]*lane, 0, len(lanes))
 	w.lanesMu.Lock()
-	w.lanes = lanes
+	w.lanes = append(make([]*lane, 0, len(lanes)), lanes...) // non-nil: shaped
 	w.lanesMu.Unlock()
 	var sensors int
 	var rate float64
@@ -340,15 +340,19 @@ func (w *worker) loop(ctx, recCtx context.Context) (behind int64, endedAt time.D
 }
 
 // checkpoint is the progress of every lane: what a restart or an heir
-// resumes from.
-func (w *worker) checkpoint() []laneCkpt {
+// resumes from. shaped is false until the worker has taken its first share
+// (before the schedule starts): it has no lanes of its own to report yet.
+func (w *worker) checkpoint() (lanes []laneCkpt, shaped bool) {
 	w.lanesMu.Lock()
 	defer w.lanesMu.Unlock()
+	if w.lanes == nil {
+		return nil, false
+	}
 	out := make([]laneCkpt, 0, len(w.lanes))
 	for _, l := range w.lanes {
 		out = append(out, laneCkpt{Ranges: l.ranges, AckedNs: int64(l.watermark()), ProducedNs: int64(l.producedTo())})
 	}
-	return out
+	return out, true
 }
 
 // progress is one per-second report of an instance.

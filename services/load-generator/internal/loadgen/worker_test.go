@@ -232,11 +232,14 @@ func TestAckedWatermark(t *testing.T) {
 	w, start := testWorker(100, 1000, 10*time.Second, prod) // period 100 ms
 	s := &pacing{w: w}
 	ctx := context.Background()
+	_, shaped := w.checkpoint()
+	require.False(t, shaped, "no lanes before the first step")
 	for d := time.Duration(0); d <= 2*time.Second; d += 5 * time.Millisecond {
 		s.step(ctx, start.Add(d))
 	}
 	require.Equal(t, int64(2000), w.produced.Load())
-	ck := w.checkpoint()
+	ck, shaped := w.checkpoint()
+	require.True(t, shaped)
 	require.Len(t, ck, 1)
 	require.Equal(t, []Range{{0, 100}}, ck[0].Ranges)
 	require.Zero(t, ck[0].AckedNs, "nothing acknowledged")
@@ -245,11 +248,11 @@ func TestAckedWatermark(t *testing.T) {
 	// Acknowledge everything due before 1.2 s, and one record after it.
 	prod.ackBefore(start.Add(1200 * time.Millisecond))
 	prod.ackOne(start.Add(1500 * time.Millisecond))
-	ck = w.checkpoint()
+	ck, _ = w.checkpoint()
 	require.GreaterOrEqual(t, ck[0].AckedNs, int64(1190*time.Millisecond))
 	require.LessOrEqual(t, ck[0].AckedNs, int64(1200*time.Millisecond), "stops at the oldest unacknowledged record's slot")
 	prod.ackBefore(start.Add(time.Hour))
-	ck = w.checkpoint()
+	ck, _ = w.checkpoint()
 	require.Equal(t, ck[0].ProducedNs, ck[0].AckedNs, "everything produced is acknowledged")
 }
 
