@@ -268,13 +268,17 @@ func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
 		return
 	}
 	run := p.Cmd.RunID
+	// Bounded even if no summary ever comes.
+	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout)
+	if !g.clock.Now().Before(deadline) {
+		return
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if _, ok := g.samplers[run]; ok {
 		return
 	}
-	// Bounded even if no summary ever comes.
-	sctx, cancel := context.WithDeadline(ctx, p.end().Add(g.cfg.FlushTimeout+g.cfg.DeliveryTimeout))
+	sctx, cancel := context.WithDeadline(ctx, deadline)
 	s := &sampling{cancel: cancel, done: make(chan struct{})}
 	g.samplers[run] = s
 	go func() {
