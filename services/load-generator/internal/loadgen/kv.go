@@ -193,7 +193,6 @@ func (g *Generator) supervise(ctx context.Context) {
 	t := g.clock.NewTicker(superviseInterval)
 	defer t.Stop()
 	nc := g.bus.Conn()
-	reconnects := nc.Stats().Reconnects
 	js := g.bus.JetStream()
 	for {
 		select {
@@ -206,11 +205,7 @@ func (g *Generator) supervise(ctx context.Context) {
 			continue
 		}
 		g.health.ok("nats")
-		restart := false
-		if r := nc.Stats().Reconnects; r != reconnects {
-			reconnects, restart = r, true
-			g.logger.Info("nats reconnected; re-opening watches")
-		}
+		restart := g.reconnected()
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		for _, c := range g.bucketConfigs() {
 			what := "bucket " + c.Bucket
@@ -251,6 +246,21 @@ func (g *Generator) supervise(ctx context.Context) {
 			g.restartWatches()
 		}
 	}
+}
+
+// reconnected reports whether NATS reconnected since the last call (from
+// any goroutine); it then holds off judging deaths for a TTL — the others
+// may not have heartbeated again yet — and re-opens the watches.
+func (g *Generator) reconnected() bool {
+	r := g.bus.Conn().Stats().Reconnects
+	seen := g.reconnects.Load()
+	if r == seen || !g.reconnects.CompareAndSwap(seen, r) {
+		return false
+	}
+	g.logger.Info("nats reconnected; re-opening watches")
+	g.view.hold()
+	g.restartWatches()
+	return true
 }
 
 // consume runs the command consumer until ctx ends. When the supervisor

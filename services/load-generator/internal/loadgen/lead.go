@@ -28,6 +28,7 @@ func (g *Generator) lead(ctx context.Context) {
 		case <-t.C():
 		case <-g.poke:
 		}
+		g.reconnected() // before judging: a reconnect holds judgements off
 		alive, stable := g.view.view()
 		g.m.members.Set(float64(len(alive)))
 		names := sortedKeys(alive)

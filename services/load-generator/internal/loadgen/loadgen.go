@@ -63,8 +63,9 @@ type Generator struct {
 	watchCancel   map[string]context.CancelFunc
 	consumeCancel context.CancelFunc
 
-	started atomic.Bool // Run has opened everything
-	closing atomic.Bool // Run is shutting down
+	reconnects atomic.Uint64 // NATS reconnects seen
+	started    atomic.Bool   // Run has opened everything
+	closing    atomic.Bool   // Run is shutting down
 
 	mu       sync.Mutex
 	jobs     map[string]*job      // run id → this instance's job, running or done
@@ -132,6 +133,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 // ctx ends; then it stops its running loads (their ranges are taken over by
 // the other instances from their last checkpoints), reports them, and leaves.
 func (g *Generator) Run(ctx context.Context) error {
+	g.reconnects.Store(g.bus.Conn().Stats().Reconnects)
 	if err := g.open(ctx); err != nil {
 		return err
 	}

@@ -59,8 +59,9 @@ func (r *restartableNATS) start(fresh bool) {
 }
 
 // TestNATSRestart: the NATS server goes away for a few seconds and comes
-// back on the same port — with its store, or with an empty one. The
-// generator reports not ready meanwhile, recreates what it needs (its KV
+// back on the same port — with its store, or with an empty one. Two
+// instances share a load across the outage; neither takes the other for
+// dead. The generator reports not ready meanwhile, recreates what it needs (its KV
 // buckets, in file storage, and its consumer; on an empty store the streams
 // too), is ready again, and serves loads: the one running across the outage
 // (same store) finishes, and a new one runs.
@@ -70,8 +71,13 @@ func TestNATSRestart(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := startNATS(t)
 			e := newEnvOn(t, srv.url())
-			g := e.checkedGenerator(testConfig("lg-1"))
-			e.waitMembers(t, 1)
+			// Two instances with the default membership TTL: an outage
+			// must not look like their deaths.
+			cfg1, cfg2 := testConfig("lg-1"), testConfig("lg-2")
+			cfg1.MemberTTL, cfg2.MemberTTL = loadgen.Default().MemberTTL, loadgen.Default().MemberTTL
+			g := e.checkedGenerator(cfg1)
+			e.generator(cfg2, loadgen.Deps{})
+			e.waitMembers(t, 2)
 			testenv.Eventually(t, 10*time.Second, "ready", func() bool { return g.Check() == nil })
 			kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketMembers)
 			require.NoError(t, err)
@@ -99,6 +105,8 @@ func TestNATSRestart(t *testing.T) {
 			require.True(t, fin.DeliveredFromBroker)
 			t.Logf("the load across the outage: %+v", fin)
 			require.Equal(t, int64(4000), fin.RecordsDelivered)
+			require.Zero(t, fin.Takeovers, "nobody died: the outage held judgements off")
+			require.Zero(t, fin.RecordsMissed)
 
 			e.start("after", events.Workload{Sensors: 200, RatePerSec: 200}, 2*time.Second)
 			fin = e.waitFinished(t, "after", 30*time.Second)
