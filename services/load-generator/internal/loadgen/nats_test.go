@@ -122,3 +122,22 @@ func TestNATSRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestMembershipBucketMovesToFileStorage: a membership bucket an older
+// version left in memory storage is replaced by one in file storage.
+func TestMembershipBucketMovesToFileStorage(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.bus.JetStream().CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: loadgen.BucketMembers,
+		TTL: 3 * time.Second, History: 1, Storage: jetstream.MemoryStorage})
+	require.NoError(t, err)
+	e.generator(testConfig("lg-1"), loadgen.Deps{})
+	e.waitMembers(t, 1)
+	kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketMembers)
+	require.NoError(t, err)
+	st, err := kv.Status(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, jetstream.FileStorage, st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage)
+	e.start("moved", events.Workload{Sensors: 100, RatePerSec: 100}, time.Second)
+	fin := e.waitFinished(t, "moved", 15*time.Second)
+	require.False(t, fin.Failed, fin.Reason)
+}
