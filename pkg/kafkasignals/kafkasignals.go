@@ -102,6 +102,14 @@ func (s *Sampler) Sample(ctx context.Context, t Target) ([]store.RunMetric, erro
 	return append(out, point(MetricConsumerLag, map[string]string{"group": t.Group, "topic": t.InputTopic}, lag)), nil
 }
 
+// InputPoint is the run metric point of t's input high-water mark for a
+// reading taken elsewhere (e.g. when a load is accepted), labelled exactly
+// as Sample labels its own, so it joins the same series.
+func InputPoint(t Target, tsMs, hwm int64) store.RunMetric {
+	l, _ := json.Marshal(map[string]string{"topic": t.InputTopic})
+	return store.RunMetric{ExperimentID: t.ExperimentID, RunID: t.RunID, TsMs: tsMs, Name: MetricInputHighWatermark, Labels: string(l), Value: float64(hwm)}
+}
+
 // lag is Σ over the input's partitions of end − committed (or end − log
 // start without a commit).
 func (s *Sampler) lag(ctx context.Context, t Target, ends map[int32]int64) (int64, error) {
@@ -123,6 +131,37 @@ func (s *Sampler) lag(ctx context.Context, t Target, ends map[int32]int64) (int6
 		if end > from {
 			total += end - from
 		}
+	}
+	return total, nil
+}
+
+// ErrUnknownTopic is returned by HighWatermark for a topic the cluster does
+// not have (yet).
+var ErrUnknownTopic = errors.New("unknown topic")
+
+// HighWatermark is topic's high-water marks summed over its partitions: the
+// records ever appended to it. It is what a load delivered, read from the
+// broker rather than from the producers' acknowledgements. A topic the
+// cluster does not know gives ErrUnknownTopic; a partition that cannot be
+// listed gives an error naming it.
+func HighWatermark(ctx context.Context, adm *kadm.Client, topic string) (int64, error) {
+	l, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("list end offsets of %s: %w", topic, err)
+	}
+	ps, ok := l[topic]
+	if !ok || len(ps) == 0 {
+		return 0, fmt.Errorf("list end offsets of %s: %w", topic, ErrUnknownTopic)
+	}
+	var total int64
+	for p, o := range ps {
+		switch {
+		case errors.Is(o.Err, kerr.UnknownTopicOrPartition) && p < 0:
+			return 0, fmt.Errorf("list end offsets of %s: %w", topic, ErrUnknownTopic)
+		case o.Err != nil:
+			return 0, fmt.Errorf("list end offset of %s partition %d: %w", topic, p, o.Err)
+		}
+		total += o.Offset
 	}
 	return total, nil
 }

@@ -149,3 +149,24 @@ func TestRunWritesClickHouse(t *testing.T) {
 	_, out := count(kafkasignals.MetricOutputHighWatermark)
 	require.Equal(t, 0.0, out)
 }
+
+// TestHighWatermark: the sum over partitions of what the topic holds; a
+// topic the cluster does not have is told apart.
+func TestHighWatermark(t *testing.T) {
+	ctx := context.Background()
+	_, adm, cl := cluster(t)
+	n, err := kafkasignals.HighWatermark(ctx, adm, "input-r1")
+	require.NoError(t, err)
+	require.Zero(t, n)
+	produce(t, cl, "input-r1", 123)
+	n, err = kafkasignals.HighWatermark(ctx, adm, "input-r1")
+	require.NoError(t, err)
+	require.Equal(t, int64(123), n)
+	target := kafkasignals.Target{ExperimentID: "e1", RunID: "r1", InputTopic: "input-r1"}
+	pts, err := kafkasignals.NewSampler(adm, nil, testenv.Logger(t), func() time.Time { return time.UnixMilli(5) }).Sample(ctx, target)
+	require.NoError(t, err)
+	require.Equal(t, pts[0], kafkasignals.InputPoint(target, 5, n), "a reading taken elsewhere joins the sampler's series")
+	_, err = kafkasignals.HighWatermark(ctx, adm, "input-nope")
+	require.ErrorIs(t, err, kafkasignals.ErrUnknownTopic)
+	require.ErrorContains(t, err, "list end offsets of input-nope")
+}

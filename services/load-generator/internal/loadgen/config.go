@@ -20,9 +20,10 @@ type Config struct {
 	Tick time.Duration `yaml:"tick"`
 	// FlushTimeout bounds the wait for outstanding records at the end.
 	FlushTimeout time.Duration `yaml:"flushTimeout"`
-	// DeliveryTimeout fails a record Kafka has not acknowledged after this
-	// long, and fails the load when Kafka acknowledges nothing for this long
-	// while records are outstanding (a broker outage).
+	// DeliveryTimeout fails the load when Kafka acknowledges nothing for
+	// this long while records are outstanding (a broker outage), during the
+	// load or the flush at its end: the run fails within about this long of
+	// the broker going away, with the count of records not delivered.
 	DeliveryTimeout time.Duration `yaml:"deliveryTimeout"`
 	// MaxCatchUp bounds catching up after a stall: the generator then sends
 	// at most MaxCatchUp × its rate until it is back on schedule. Must be > 1.
@@ -36,8 +37,20 @@ type Config struct {
 	// StartDelay is between accepting a load and its first record, so every
 	// instance is ready when the schedule starts.
 	StartDelay time.Duration `yaml:"startDelay"`
-	// MemberTTL is how long an instance that stopped heartbeating still
-	// counts as alive; its key range is taken over after that.
+	// CheckpointInterval is how often an instance records its progress
+	// (counts and acked watermarks) in KV: a restart or an heir resumes
+	// from the last checkpoint, so at most about this much of an instance's
+	// schedule is produced twice after it dies.
+	CheckpointInterval time.Duration `yaml:"checkpointInterval"`
+	// MaxBackfill bounds back-filling: records due more than this long ago
+	// when a range is resumed or taken over are not produced any more, and
+	// count as missed.
+	MaxBackfill time.Duration `yaml:"maxBackfill"`
+	// Heartbeat is how often an instance renews its membership entry.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+	// MemberTTL is how old (by the KV server's clock) an instance's last
+	// heartbeat may be before it counts as dead and its ranges are taken
+	// over: the detection part of the take-over time.
 	MemberTTL time.Duration `yaml:"memberTTL"`
 	// PollInterval is how often the run leader checks membership and
 	// completion.
@@ -62,15 +75,18 @@ func Default() Config {
 		Instance:           SanitizeInstance(host),
 		Tick:               2 * time.Millisecond,
 		FlushTimeout:       15 * time.Second,
-		DeliveryTimeout:    20 * time.Second,
+		DeliveryTimeout:    3 * time.Second,
 		MaxCatchUp:         2,
 		CatchUpBurst:       20 * time.Millisecond,
 		ReportLag:          500 * time.Millisecond,
 		StartDelay:         100 * time.Millisecond,
-		MemberTTL:          3 * time.Second,
-		PollInterval:       250 * time.Millisecond,
+		CheckpointInterval: 200 * time.Millisecond,
+		MaxBackfill:        10 * time.Second,
+		Heartbeat:          200 * time.Millisecond,
+		MemberTTL:          750 * time.Millisecond,
+		PollInterval:       100 * time.Millisecond,
 		SchemaSubject:      uc3.DefaultSubject,
-		SignalInterval:     5 * time.Second,
+		SignalInterval:     time.Second,
 		RecordKafkaSignals: true,
 	}
 }
@@ -98,7 +114,13 @@ func (c Config) Validate() error {
 	positive("flushTimeout", c.FlushTimeout)
 	positive("deliveryTimeout", c.DeliveryTimeout)
 	positive("catchUpBurst", c.CatchUpBurst)
+	positive("checkpointInterval", c.CheckpointInterval)
+	positive("maxBackfill", c.MaxBackfill)
+	positive("heartbeat", c.Heartbeat)
 	positive("memberTTL", c.MemberTTL)
+	if c.Heartbeat > 0 && c.MemberTTL > 0 && c.Heartbeat*2 > c.MemberTTL {
+		bad("heartbeat", "got %s with memberTTL %s, expected at most half of memberTTL (a late heartbeat must not look like a death)", c.Heartbeat, c.MemberTTL)
+	}
 	positive("pollInterval", c.PollInterval)
 	positive("signalInterval", c.SignalInterval)
 	if c.ReportLag < 0 || c.ReportLag >= time.Second {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -28,6 +29,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
@@ -53,9 +55,17 @@ type Generator struct {
 	hc     *http.Client
 	m      metrics
 
-	members, runs jetstream.KeyValue // opened by Run
+	view   *membership
+	health *health
 
-	closing atomic.Bool // Run is shutting down
+	kvMu          sync.Mutex
+	members, runs jetstream.KeyValue // opened by Run; replaced when recreated
+	watchCancel   map[string]context.CancelFunc
+	consumeCancel context.CancelFunc
+
+	reconnects atomic.Uint64 // NATS reconnects seen
+	started    atomic.Bool   // Run has opened everything
+	closing    atomic.Bool   // Run is shutting down
 
 	mu       sync.Mutex
 	jobs     map[string]*job      // run id → this instance's job, running or done
@@ -91,7 +101,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 	}
 	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: d.Logger.With(zap.String("component", "load-generator"), zap.String("instance", cfg.Instance)),
 		clock: d.Clock, hc: d.HTTP, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
-		poke: make(chan struct{}, 1),
+		poke: make(chan struct{}, 1), health: newHealth(), watchCancel: map[string]context.CancelFunc{},
 		m: metrics{
 			sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_sent_total", Help: "Records acknowledged by Kafka."}),
 			failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_failed_total",
@@ -108,6 +118,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 				Help: "Re-assignments of dead instances' key ranges this instance made as leader."}),
 		},
 	}
+	g.view = newMembership(cfg.Instance, cfg.MemberTTL, d.Clock.Now, g.logger)
 	if d.Registry != nil {
 		for _, c := range []prometheus.Collector{g.m.sent, g.m.failed, g.m.rate, g.m.assigned, g.m.backlog, g.m.members, g.m.takeovers} {
 			if err := d.Registry.Register(c); err != nil {
@@ -120,8 +131,9 @@ func New(cfg Config, d Deps) (*Generator, error) {
 
 // Run joins the load-generator membership and consumes load commands until
 // ctx ends; then it stops its running loads (their ranges are taken over by
-// the other instances), reports them, and leaves.
+// the other instances from their last checkpoints), reports them, and leaves.
 func (g *Generator) Run(ctx context.Context) error {
+	g.reconnects.Store(g.bus.Conn().Stats().Reconnects)
 	if err := g.open(ctx); err != nil {
 		return err
 	}
@@ -131,10 +143,13 @@ func (g *Generator) Run(ctx context.Context) error {
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { g.heartbeats(bg) })
+	wg.Go(func() { g.watchMembers(bg) })
 	wg.Go(func() { g.watchPlans(bg) })
 	wg.Go(func() { g.lead(bg) })
+	wg.Go(func() { g.supervise(bg) })
+	g.started.Store(true)
 
-	err := g.bus.Consume(ctx, bus.ConsumerLoadGenerator, g.handle)
+	err := g.consume(ctx, bus.OnDeadLetter(g.onDeadLetter))
 
 	g.mu.Lock()
 	g.closing.Store(true) // under the lock: no job starts after the list below
@@ -148,8 +163,8 @@ func (g *Generator) Run(ctx context.Context) error {
 		<-j.done
 	}
 	lctx, cancel := context.WithTimeout(bg, 2*time.Second)
-	if err := g.members.Delete(lctx, g.cfg.Instance); err != nil {
-		g.logger.Warn("leave membership failed; the key expires instead", zap.Error(err))
+	if err := g.kvMembers().Delete(lctx, g.cfg.Instance); err != nil {
+		g.logger.Warn("leave membership failed; the others see the heartbeat age instead", zap.Error(err))
 	}
 	cancel()
 	stopBG()
@@ -164,61 +179,6 @@ func (g *Generator) Run(ctx context.Context) error {
 		g.stopSampler(run, true)
 	}
 	return err
-}
-
-func (g *Generator) open(ctx context.Context) error {
-	js := g.bus.JetStream()
-	var err error
-	g.members, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketMembers, TTL: g.cfg.MemberTTL,
-		History: 1, Storage: jetstream.MemoryStorage, Description: "Live load-generator instances (heartbeats)"})
-	if err != nil {
-		return fmt.Errorf("open kv bucket %s: %w", BucketMembers, err)
-	}
-	g.runs, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: BucketRuns, TTL: runsTTL,
-		History: 1, Storage: jetstream.FileStorage, Description: "Load plans (key ranges per instance) and per-instance counts"})
-	if err != nil {
-		return fmt.Errorf("open kv bucket %s: %w", BucketRuns, err)
-	}
-	return nil
-}
-
-func (g *Generator) heartbeat(ctx context.Context) error {
-	b, _ := json.Marshal(struct {
-		Instance string `json:"instance"`
-		TsMs     int64  `json:"ts_ms"`
-	}{g.cfg.Instance, g.clock.Now().UnixMilli()})
-	_, err := g.members.Put(ctx, g.cfg.Instance, b)
-	return err
-}
-
-func (g *Generator) heartbeats(ctx context.Context) {
-	t := g.clock.NewTicker(g.cfg.MemberTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			hctx, cancel := context.WithTimeout(ctx, g.cfg.MemberTTL)
-			if err := g.heartbeat(hctx); err != nil && ctx.Err() == nil {
-				g.logger.Warn("heartbeat failed", zap.Error(err))
-			}
-			cancel()
-		}
-	}
-}
-
-// alive lists the live instances.
-func (g *Generator) alive(ctx context.Context) (map[string]bool, error) {
-	l, err := g.members.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list kv bucket %s: %w", BucketMembers, err)
-	}
-	out := map[string]bool{}
-	for k := range l.Keys() {
-		out[k] = true
-	}
-	return out, nil
 }
 
 func sortedKeys(m map[string]bool) []string {
@@ -240,6 +200,31 @@ func (g *Generator) handle(ctx context.Context, d bus.Delivery) error {
 	return bus.Permanent(fmt.Errorf("load generator does not handle %T", d.Msg))
 }
 
+// onDeadLetter answers a load.start the consumer dead-lettered (it failed
+// its schema, could not be decoded, or ran out of deliveries) with a failed
+// load.finished for its run, so the scheduler does not wait out its grace
+// period for an answer that cannot come. Its message id is the run's
+// load.finished id: when accept already answered, this one is dropped.
+func (g *Generator) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
+	if events.Type(h.Get(bus.HeaderType)) != events.TypeLoadStart {
+		return
+	}
+	run, exp := h.Get(bus.HeaderRun), h.Get(bus.HeaderExperiment)
+	logger := g.logger.With(zap.String("run_id", run), zap.String("experiment_id", exp))
+	if run == "" || exp == "" {
+		logger.Error("dead-lettered load.start names no run; nobody can be told", zap.String("reason", reason))
+		return
+	}
+	now := g.clock.Now().UnixMilli()
+	fin := events.LoadFinished{ExperimentID: exp, RunID: run, Instance: g.cfg.Instance, StartMs: now, EndMs: now, Failed: true,
+		Reason: "load.start could not be processed: " + reason}
+	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
+		logger.Error("answer a dead-lettered load.start failed", zap.Error(err))
+		return
+	}
+	logger.Warn("dead-lettered load.start answered with a failed load.finished", zap.String("reason", reason))
+}
+
 // finishedID de-duplicates a run's load.finished across instances.
 func finishedID(run string) string { return "load.finished:" + run }
 
@@ -259,12 +244,14 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 		}
 		return bus.Permanent(err)
 	}
-	if _, err := g.runs.Get(ctx, planKey(m.RunID)); err == nil {
+	if _, err := g.kvRuns().Get(ctx, planKey(m.RunID)); err == nil {
 		return nil // redelivery: already accepted
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("read plan of run %s: %w", m.RunID, err)
 	}
-	if err := pingBrokers(ctx, m.Kafka.Brokers); err != nil {
+	acceptedAt := g.clock.Now()
+	baseline, baselineKnown, err := probeTopic(ctx, m.Kafka.Brokers, m.Kafka.InputTopic)
+	if err != nil {
 		return g.publishFailed(ctx, m, err.Error())
 	}
 	schemaID := m.Workload.SchemaID
@@ -277,14 +264,15 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 		}
 		schemaID = id
 	}
-	alive, err := g.alive(ctx)
-	if err != nil {
-		return err
+	if !g.view.isSynced() {
+		return errors.New("membership view not synced yet")
 	}
+	alive, _ := g.view.view()
 	alive[g.cfg.Instance] = true
 	names := sortedKeys(alive)
 	p := plan{Cmd: *m, StartMs: g.clock.Now().Add(g.cfg.StartDelay).UnixMilli(), PeriodNs: int64(period(m.Workload)), Seed: rand.Uint64(),
-		SchemaID: schemaID, Ranges: split(0, m.Workload.Sensors, names), Participants: names, Coordinator: g.cfg.Instance}
+		SchemaID: schemaID, Ranges: split(0, m.Workload.Sensors, names), Participants: names, Coordinator: g.cfg.Instance,
+		BaselineHWM: baseline, BaselineKnown: baselineKnown}
 	if err := checkCover(p.Ranges, m.Workload.Sensors); err != nil {
 		return bus.Permanent(fmt.Errorf("plan run %s: %w", m.RunID, err))
 	}
@@ -292,11 +280,20 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 	if err != nil {
 		return fmt.Errorf("encode plan of run %s: %w", m.RunID, err)
 	}
-	if _, err := g.runs.Create(ctx, planKey(m.RunID), b); err != nil {
+	if _, err := g.kvRuns().Create(ctx, planKey(m.RunID), b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return nil
 		}
 		return fmt.Errorf("write plan of run %s: %w", m.RunID, err)
+	}
+	if baselineKnown && g.sink != nil && g.cfg.RecordKafkaSignals {
+		// The reading just taken starts the run's high-water mark series
+		// before the load does.
+		pt := kafkasignals.InputPoint(kafkasignals.Target{ExperimentID: m.ExperimentID, RunID: m.RunID, InputTopic: m.Kafka.InputTopic},
+			acceptedAt.UnixMilli(), baseline)
+		if err := g.sink.InsertRunMetrics(ctx, []store.RunMetric{pt}); err != nil {
+			g.logger.Warn("store the input high-water mark at accept failed", zap.String("run_id", m.RunID), zap.Error(err))
+		}
 	}
 	g.logger.Info("load accepted", zap.String("run_id", m.RunID), zap.Float64("rate_per_sec", m.Workload.RatePerSec),
 		zap.Int("sensors", m.Workload.Sensors), zap.Strings("instances", names), zap.Uint32("schema_id", schemaID))
@@ -311,7 +308,7 @@ func (g *Generator) stop(ctx context.Context, m *events.LoadStop) error {
 // markStopped sets the plan's Stopped flag (revision-checked).
 func (g *Generator) markStopped(ctx context.Context, run string) error {
 	for attempt := 0; ; attempt++ {
-		e, err := g.runs.Get(ctx, planKey(run))
+		e, err := g.kvRuns().Get(ctx, planKey(run))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil // never started (rejected) or long gone
 		}
@@ -327,7 +324,7 @@ func (g *Generator) markStopped(ctx context.Context, run string) error {
 		}
 		p.Stopped = true
 		b, _ := json.Marshal(p)
-		if _, err := g.runs.Update(ctx, planKey(run), b, e.Revision()); err == nil {
+		if _, err := g.kvRuns().Update(ctx, planKey(run), b, e.Revision()); err == nil {
 			return nil
 		} else if attempt >= 5 {
 			return fmt.Errorf("mark run %s stopped: %w", run, err)
@@ -363,41 +360,41 @@ func Validate(m *events.LoadStart) error {
 	return errors.Join(errs...)
 }
 
-// pingBrokers fails when no seed broker answers within 10 s.
-func pingBrokers(ctx context.Context, brokers []string) error {
+// probeTopic fails when no seed broker answers within 10 s; otherwise it
+// returns the input topic's high-water marks summed (0 for a topic not
+// created yet), the baseline for what the load adds to it. known is false
+// when they could not be read.
+func probeTopic(ctx context.Context, brokers []string, topic string) (baseline int64, known bool, err error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
-		return fmt.Errorf("kafka client for %v: %w", brokers, err)
+		return 0, false, fmt.Errorf("kafka client for %v: %w", brokers, err)
 	}
 	defer cl.Close()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := cl.Ping(pctx); err != nil {
-		return fmt.Errorf("kafka brokers %v unreachable: %w", brokers, err)
+		return 0, false, fmt.Errorf("kafka brokers %v unreachable: %w", brokers, err)
 	}
-	return nil
+	n, err := kafkasignals.HighWatermark(pctx, kadm.NewClient(cl), topic)
+	switch {
+	case errors.Is(err, kafkasignals.ErrUnknownTopic):
+		return 0, true, nil
+	case err != nil:
+		return 0, false, nil
+	}
+	return n, true, nil
 }
 
 // watchPlans follows the plans and starts, re-shares and stops this
 // instance's jobs accordingly.
 func (g *Generator) watchPlans(ctx context.Context) {
-	for ctx.Err() == nil {
-		w, err := g.runs.Watch(ctx, "plan.>")
-		if err != nil {
-			g.logger.Warn("watch load plans failed; retrying", zap.Error(err))
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
+	g.watchLoop(ctx, "plans", func(wctx context.Context) (jetstream.KeyWatcher, error) {
+		return g.kvRuns().Watch(wctx, "plan.>")
+	}, func(wctx context.Context, e jetstream.KeyValueEntry) {
+		if e != nil {
+			g.onPlan(ctx, e)
 		}
-		for e := range w.Updates() {
-			if e != nil {
-				g.onPlan(ctx, e)
-			}
-		}
-		_ = w.Stop()
-	}
+	}, nil)
 }
 
 func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
@@ -426,357 +423,11 @@ func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 		j.cancel()
 	case j != nil:
 		j.setShare(&p, g.cfg.Instance)
-	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance) || !g.clock.Now().Before(p.end()):
+	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance):
 	default:
+		// Also after the end of the schedule: an instance restarted late
+		// still reports its part (what it missed) from its checkpoint.
 		g.startJob(ctx, &p)
-	}
-}
-
-// job is this instance's part in one run.
-type job struct {
-	run    string
-	w      *worker
-	cancel context.CancelFunc
-	done   chan struct{}
-	epoch  int
-	mu     sync.Mutex
-}
-
-func (j *job) setShare(p *plan, instance string) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if j.w.share.Load() != nil && p.Epoch <= j.epoch {
-		return
-	}
-	j.epoch = p.Epoch
-	j.w.share.Store(&share{epoch: p.Epoch, ranges: p.rangesOf(instance)})
-}
-
-func (g *Generator) startJob(ctx context.Context, p *plan) {
-	run := p.Cmd.RunID
-	g.mu.Lock()
-	_, exists := g.jobs[run]
-	g.mu.Unlock()
-	if exists || g.closing.Load() {
-		return
-	}
-	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table: outside the lock
-	jctx, cancel := context.WithCancel(ctx)
-	j := &job{run: run, w: w, cancel: cancel, done: make(chan struct{})}
-	j.setShare(p, g.cfg.Instance)
-	g.mu.Lock()
-	if _, ok := g.jobs[run]; ok || g.closing.Load() {
-		g.mu.Unlock()
-		cancel()
-		return
-	}
-	g.jobs[run] = j
-	g.mu.Unlock()
-	go func() {
-		defer close(j.done)
-		defer cancel()
-		g.runJob(jctx, p, j)
-		g.pokeLeader()
-	}()
-}
-
-func (g *Generator) pokeLeader() {
-	select {
-	case g.poke <- struct{}{}:
-	default:
-	}
-}
-
-// runJob produces this instance's share of a run and records its count.
-func (g *Generator) runJob(ctx context.Context, p *plan, j *job) {
-	run := p.Cmd.RunID
-	logger := g.logger.With(zap.String("run_id", run))
-	st := status{Instance: g.cfg.Instance, StartMs: p.StartMs}
-	if e, err := g.runs.Get(ctx, statusKey(run, g.cfg.Instance)); err == nil {
-		var prev status
-		if json.Unmarshal(e.Value(), &prev) == nil && prev.Done {
-			return // this instance finished its part before a restart
-		}
-	}
-	finish := func(failed bool, reason string) {
-		st.Done, st.Failed, st.Reason = true, failed, reason
-		st.EndMs = g.clock.Now().UnixMilli()
-		g.putStatus(st, run)
-		if failed {
-			// The run has failed: stop every instance's share now rather
-			// than at the end of the phase.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := g.markStopped(sctx, run); err != nil {
-				logger.Warn("stop failed run", zap.Error(err))
-			}
-			cancel()
-		}
-		logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
-			zap.Int64("behind", st.Behind), zap.Bool("failed", failed), zap.String("reason", reason))
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
-		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.RecordDeliveryTimeout(g.cfg.DeliveryTimeout))
-	if err != nil {
-		finish(true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
-		return
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = cl.Ping(pctx)
-	cancel()
-	if err != nil {
-		cl.Close()
-		finish(true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
-		return
-	}
-	w := j.w
-	w.prod = cl
-	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.rangesOf(g.cfg.Instance)))
-	var lastSent, lastFailed, lastAssigned, lastBacklog int64
-	report := func(pr progress) {
-		g.m.sent.Add(float64(pr.sent - lastSent))
-		g.m.failed.Add(float64(pr.errors - lastFailed))
-		lastSent, lastFailed = pr.sent, pr.errors
-		g.m.rate.Set(pr.rate)
-		a, b := w.assigned.Load(), w.backlog.Load()
-		if pr.final {
-			a, b = 0, 0
-		}
-		g.m.assigned.Add(float64(a - lastAssigned))
-		g.m.backlog.Add(float64(b - lastBacklog))
-		lastAssigned, lastBacklog = a, b
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := g.bus.Publish(pctx, events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
-			TsMs: pr.at.UnixMilli(), RecordsSent: pr.sent, Errors: pr.errors, RatePerSec: pr.rate}, ""); err != nil {
-			logger.Warn("publish load progress failed", zap.Error(err))
-		}
-		st.Sent, st.Errors, st.Produced = pr.sent, pr.errors, w.produced.Load()
-		if !pr.final {
-			g.putStatus(st, run)
-		}
-	}
-	// Anchor the cumulative series at zero where this instance's share
-	// starts, so it can be interpolated anywhere in the load.
-	report(progress{at: maxTime(p.start(), g.clock.Now())})
-	out, last := w.run(ctx, report)
-	cl.Close() // fails whatever is still buffered
-	w.settle(5 * time.Second)
-	produced, acked := w.produced.Load(), w.acked.Load()
-	undelivered := produced - acked
-	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true})
-	st.Behind = out.behind
-	switch {
-	case out.aborted != nil:
-		finish(true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
-	case undelivered > 0:
-		finish(true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
-	case out.stopped && g.closing.Load():
-		finish(false, "instance shut down; its ranges were handed over")
-	case out.stopped:
-		finish(false, "stopped")
-	case out.behind > 0:
-		finish(false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
-	default:
-		finish(false, "")
-	}
-}
-
-func (g *Generator) putStatus(st status, run string) {
-	st.UpdatedMs = g.clock.Now().UnixMilli()
-	b, _ := json.Marshal(st)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := g.runs.Put(ctx, statusKey(run, st.Instance), b); err != nil {
-		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
-	}
-}
-
-// lead runs the leader's duties whenever this instance is the live instance
-// with the smallest name.
-func (g *Generator) lead(ctx context.Context) {
-	t := g.clock.NewTicker(g.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-g.poke:
-		}
-		alive, err := g.alive(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				g.logger.Warn("list load generators failed", zap.Error(err))
-			}
-			continue
-		}
-		g.m.members.Set(float64(len(alive)))
-		names := sortedKeys(alive)
-		leader := len(names) > 0 && names[0] == g.cfg.Instance
-		g.mu.Lock()
-		plans := make([]planEntry, 0, len(g.plans))
-		for _, e := range g.plans {
-			plans = append(plans, e)
-		}
-		g.mu.Unlock()
-		for _, e := range plans {
-			if !leader {
-				g.stopSampler(e.p.Cmd.RunID, false)
-				continue
-			}
-			g.leadRun(ctx, e, alive)
-		}
-	}
-}
-
-// leadRun hands the ranges of dead instances to live ones while the load
-// runs, and publishes the summary once every participant is done.
-func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]bool) {
-	p, run := e.p, e.p.Cmd.RunID
-	logger := g.logger.With(zap.String("run_id", run))
-	now := g.clock.Now()
-	if !p.Stopped && now.Before(p.end()) {
-		g.ensureSampler(ctx, p)
-		var heirs []string
-		for _, i := range p.Participants {
-			if alive[i] {
-				heirs = append(heirs, i)
-			}
-		}
-		if len(heirs) == 0 {
-			heirs = sortedKeys(alive)
-		}
-		nr := reassign(p.Ranges, func(i string) bool { return alive[i] }, heirs)
-		if nr == nil {
-			return
-		}
-		if err := checkCover(nr, p.Cmd.Workload.Sensors); err != nil {
-			logger.Error("range reassignment is inconsistent; keeping the plan", zap.Error(err))
-			return
-		}
-		np := *p
-		np.Ranges, np.Epoch = nr, p.Epoch+1
-		np.Participants = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.Participants), heirs...))))
-		b, _ := json.Marshal(np)
-		if _, err := g.runs.Update(ctx, planKey(run), b, e.rev); err != nil {
-			logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
-			return
-		}
-		g.m.takeovers.Inc()
-		var dead []string
-		for _, o := range p.Ranges {
-			if !alive[o.Instance] {
-				dead = append(dead, o.Instance)
-			}
-		}
-		logger.Warn("key ranges taken over", zap.Strings("dead", slices.Compact(dead)), zap.Strings("heirs", heirs), zap.Int("epoch", np.Epoch))
-		return
-	}
-	var sts []status
-	var missing, lost []string
-	complete := true
-	for _, i := range p.Participants {
-		var s status
-		found := false
-		if ent, err := g.runs.Get(ctx, statusKey(run, i)); err == nil && json.Unmarshal(ent.Value(), &s) == nil {
-			found = true
-		}
-		switch {
-		case found && s.Done:
-			sts = append(sts, s)
-		case alive[i]:
-			complete = false
-		case found:
-			sts, lost = append(sts, s), append(lost, i)
-		default:
-			missing = append(missing, i)
-		}
-	}
-	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout + 2*g.cfg.MemberTTL + 5*time.Second)
-	timedOut := now.After(deadline)
-	if !complete && !timedOut {
-		return
-	}
-	g.stopSampler(run, true) // the last sample sees every record delivered
-	fin := summarize(p, sts, missing, lost, !complete)
-	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
-		logger.Warn("publish load finished failed; retrying", zap.Error(err))
-		return
-	}
-	np := *p
-	np.Finished = true
-	b, _ := json.Marshal(np)
-	if _, err := g.runs.Update(ctx, planKey(run), b, e.rev); err != nil {
-		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
-		return
-	}
-	g.mu.Lock()
-	delete(g.plans, run)
-	g.mu.Unlock()
-	for _, i := range p.Participants {
-		_ = g.runs.Purge(ctx, statusKey(run, i))
-	}
-	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("errors", fin.Errors),
-		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
-}
-
-// sampling is a running Kafka-signal sampler.
-type sampling struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// ensureSampler samples the run's Kafka signals from now until the load's
-// records are all delivered (stopSampler), while this instance leads.
-func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
-	if g.sink == nil || !g.cfg.RecordKafkaSignals {
-		return
-	}
-	run := p.Cmd.RunID
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, ok := g.samplers[run]; ok {
-		return
-	}
-	// Bounded even if no summary ever comes.
-	sctx, cancel := context.WithDeadline(ctx, p.end().Add(g.cfg.FlushTimeout+g.cfg.DeliveryTimeout))
-	s := &sampling{cancel: cancel, done: make(chan struct{})}
-	g.samplers[run] = s
-	go func() {
-		defer func() {
-			cancel()
-			g.mu.Lock()
-			if g.samplers[run] == s {
-				delete(g.samplers, run)
-			}
-			g.mu.Unlock()
-			close(s.done)
-		}()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
-		if err != nil {
-			g.logger.Warn("kafka client for signals failed", zap.String("run_id", run), zap.Error(err))
-			return
-		}
-		defer cl.Close()
-		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.logger, g.clock.Now)
-		smp.Run(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
-			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval)
-	}()
-}
-
-// stopSampler ends a run's sampler after one final sample; wait waits for
-// that sample to be stored.
-func (g *Generator) stopSampler(run string, wait bool) {
-	g.mu.Lock()
-	s, ok := g.samplers[run]
-	g.mu.Unlock()
-	if !ok {
-		return
-	}
-	s.cancel()
-	if wait {
-		<-s.done
 	}
 }
 

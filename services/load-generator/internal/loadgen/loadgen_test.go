@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -28,47 +29,60 @@ import (
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
 // env is one embedded NATS, one kfake cluster, and a client bus that records
 // every load.progress and load.finished.
 type env struct {
 	t       *testing.T
 	natsURL string
+	dsn     string // ClickHouse database the child instances store Kafka signals in; "" for none
 	kafka   *kfake.Cluster
 	bus     *bus.Bus
 
-	mu       sync.Mutex
-	progress []events.LoadProgress
-	finished []events.LoadFinished
+	mu          sync.Mutex
+	progress    []events.LoadProgress
+	progressIDs []string // Nats-Msg-Id of each progress, in arrival order
+	finished    []events.LoadFinished
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvOn(t, testenv.NATS(t)) }
+
+// newEnvOn is newEnv on the NATS server at natsURL.
+func newEnvOn(t *testing.T, natsURL string) *env {
 	t.Helper()
-	e := &env{t: t, natsURL: testenv.NATS(t)}
+	e := &env{t: t, natsURL: natsURL}
 	var err error
 	e.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "input"))
 	require.NoError(t, err)
 	t.Cleanup(e.kafka.Close)
+	e.connect(time.Now().Add(-time.Second))
+	return e
+}
+
+// connect (re)connects the test's client bus and watches the load events
+// published since.
+func (e *env) connect(since time.Time) {
+	t := e.t
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e.bus, err = bus.Connect(ctx, e.natsURL, "test", testenv.Logger(t), nil)
+	b, err := bus.Connect(ctx, e.natsURL, "test", testenv.Logger(t), nil)
 	require.NoError(t, err)
-	t.Cleanup(e.bus.Close)
-	since := time.Now().Add(-time.Second)
+	t.Cleanup(b.Close)
+	e.mu.Lock()
+	e.bus = b
+	e.mu.Unlock()
 	go func() {
-		_ = e.bus.Watch(ctx, since, []events.Type{events.TypeLoadProgress, events.TypeLoadFinished}, func(d bus.Delivery) {
+		_ = b.Watch(ctx, since, []events.Type{events.TypeLoadProgress, events.TypeLoadFinished}, func(d bus.Delivery) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
 			switch m := d.Msg.(type) {
 			case *events.LoadProgress:
 				e.progress = append(e.progress, *m)
+				e.progressIDs = append(e.progressIDs, d.Headers.Get(nats.MsgIdHdr))
 			case *events.LoadFinished:
 				e.finished = append(e.finished, *m)
 			}
 		})
 	}()
-	return e
 }
 
 // testConfig is quick to notice deaths and failures.
@@ -110,6 +124,29 @@ func (e *env) generator(cfg loadgen.Config, d loadgen.Deps) (stop func(), reg *p
 	}
 	e.t.Cleanup(stop)
 	return stop, reg
+}
+
+// checkedGenerator runs one instance like generator and returns it, to ask
+// it whether it is ready.
+func (e *env) checkedGenerator(cfg loadgen.Config) interface{ Check() error } {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := bus.Connect(ctx, e.natsURL, "load-generator", testenv.Logger(e.t), nil)
+	require.NoError(e.t, err)
+	g, err := loadgen.New(cfg, loadgen.Deps{Bus: b, Logger: testenv.Logger(e.t), Registry: prometheus.NewRegistry()})
+	require.NoError(e.t, err)
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			e.t.Errorf("generator %s did not stop within 20 s", cfg.Instance)
+		}
+		b.Close()
+	})
+	return g
 }
 
 func (e *env) start(run string, w events.Workload, duration time.Duration) events.LoadStart {
@@ -248,6 +285,8 @@ func TestRatePrecision(t *testing.T) {
 		require.InEpsilon(t, want, fin.RecordsSent, 0.01)
 		require.Equal(t, fin.RecordsSent, prog[len(prog)-1].RecordsSent, "the last report is final")
 		require.Equal(t, fin.RecordsSent, e.topicTotal()-before, "the topic holds what was reported")
+		require.True(t, fin.DeliveredFromBroker)
+		require.Equal(t, e.topicTotal()-before, fin.RecordsDelivered, "the delivered count is the broker's, less what the topic held before")
 		require.Equal(t, "lg-1", fin.Instance)
 	}
 }
@@ -266,7 +305,8 @@ func TestBadInput(t *testing.T) {
 		change  func(*events.LoadStart)
 		wantErr string
 		// rejected by the bus against the event schema before the generator
-		// sees it: dead-lettered with the reason, no load
+		// sees it: dead-lettered with the reason, answered with a failed
+		// load.finished, no load
 		deadLetter bool
 	}{
 		{"zero rate", func(m *events.LoadStart) { m.Workload.RatePerSec = 0 }, "workload.rate_per_sec: got 0, expected a positive rate", false},
@@ -284,11 +324,14 @@ func TestBadInput(t *testing.T) {
 			require.NoError(t, e.bus.Publish(context.Background(), m, ""))
 			if tt.deadLetter {
 				require.Contains(t, e.deadLetterReason(t, run), tt.wantErr)
-				return
 			}
+			// Either way the scheduler gets its answer at once.
 			fin := e.waitFinished(t, run, 15*time.Second)
 			require.True(t, fin.Failed)
 			require.Contains(t, fin.Reason, tt.wantErr)
+			if tt.deadLetter {
+				require.Contains(t, fin.Reason, "load.start could not be processed: undecodable")
+			}
 			require.Zero(t, fin.RecordsSent)
 			require.Empty(t, e.progressOf(run, ""), "no load started")
 		})
@@ -298,18 +341,25 @@ func TestBadInput(t *testing.T) {
 
 var undeliveredRe = regexp.MustCompile(`(\d+) of (\d+) records not delivered`)
 
-// TestBrokerOutage: Kafka disappears mid-run; the run fails promptly with
-// the number of records not delivered, instead of hanging for the phase.
+// TestBrokerOutage: Kafka disappears mid-run; the run fails within a few
+// seconds (DeliveryTimeout, default 3 s) with the number of records not
+// delivered, instead of hanging for the phase.
 func TestBrokerOutage(t *testing.T) {
 	e := newEnv(t)
-	e.generator(testConfig("lg-1"), loadgen.Deps{})
+	cfg := loadgen.Default() // the default outage bound, as a user runs it
+	cfg.Instance = "lg-1"
+	e.generator(cfg, loadgen.Deps{})
 	e.start("outage", events.Workload{Sensors: 5000, RatePerSec: 20_000}, 60*time.Second)
-	testenv.Eventually(t, 10*time.Second, "first progress", func() bool { return len(e.progressOf("outage", "")) >= 1 })
+	testenv.Eventually(t, 10*time.Second, "a second of load", func() bool { return len(e.progressOf("outage", "")) >= 2 })
 	e.kafka.Close()
 	closedAt := time.Now()
-	fin := e.waitFinished(t, "outage", 15*time.Second)
-	t.Logf("load.finished %s after the outage: %s", time.Since(closedAt).Round(time.Millisecond), fin.Reason)
+	fin := e.waitFinished(t, "outage", 60*time.Second)
+	took := time.Since(closedAt)
+	t.Logf("load.finished %s after the outage: %s", took.Round(time.Millisecond), fin.Reason)
 	require.True(t, fin.Failed)
+	// DeliveryTimeout (3 s by default) plus closing and reporting; generous
+	// for the shared machine.
+	require.Less(t, took, cfg.DeliveryTimeout+7*time.Second)
 	m := undeliveredRe.FindStringSubmatch(fin.Reason)
 	require.NotNil(t, m, "reason %q names the undelivered count", fin.Reason)
 	undelivered, _ := strconv.ParseInt(m[1], 10, 64)
@@ -399,7 +449,9 @@ func TestKafkaSignals(t *testing.T) {
 	in := get(kafkasignals.MetricInputHighWatermark)
 	require.GreaterOrEqual(t, in.n, uint64(5), "sampled every 250 ms over 2 s")
 	require.Equal(t, `{"topic":"input"}`, in.labels)
-	require.Equal(t, float64(fin.RecordsSent), in.last, "the last sample is taken once every record is delivered")
+	require.True(t, fin.DeliveredFromBroker)
+	require.Equal(t, e.topicTotal(), fin.RecordsDelivered)
+	require.Equal(t, float64(fin.RecordsDelivered), in.last, "the last sample is taken once every record is delivered")
 	lag := get(kafkasignals.MetricConsumerLag)
 	require.Equal(t, `{"group":"uc3-signals","topic":"input"}`, lag.labels)
 	require.Equal(t, in.last, lag.last, "nothing consumes: everything lags")
@@ -432,3 +484,28 @@ func TestMetrics(t *testing.T) {
 }
 
 func jsonDecode(r *http.Request, v any) error { return json.NewDecoder(r.Body).Decode(v) }
+
+// TestProgressReportsDeduplicated: every load.progress carries a message id
+// made of the run, the instance and the report (the second of the schedule,
+// the start, the end), so the same report published again — a retry after a
+// NATS hiccup — is dropped by the stream.
+func TestProgressReportsDeduplicated(t *testing.T) {
+	e := newEnv(t)
+	e.generator(testConfig("lg-1"), loadgen.Deps{})
+	e.start("ids", events.Workload{Sensors: 100, RatePerSec: 100}, 3*time.Second)
+	fin := e.waitFinished(t, "ids", 15*time.Second)
+	require.False(t, fin.Failed, fin.Reason)
+	e.mu.Lock()
+	ids := slices.Clone(e.progressIDs)
+	e.mu.Unlock()
+	want := []string{"load.progress:ids:lg-1:start", "load.progress:ids:lg-1:s0", "load.progress:ids:lg-1:s1", "load.progress:ids:lg-1:final"}
+	require.Equal(t, want, ids)
+
+	// A re-publish of the report of second 1 is dropped; a new report
+	// (the marker) is not.
+	again := e.progressOf("ids", "lg-1")[2]
+	require.NoError(t, e.bus.Publish(context.Background(), again, "load.progress:ids:lg-1:s1"))
+	require.NoError(t, e.bus.Publish(context.Background(), events.LoadProgress{ExperimentID: "exp", RunID: "ids", Instance: "marker", TsMs: 1}, "marker"))
+	testenv.Eventually(t, 10*time.Second, "the marker", func() bool { return len(e.progressOf("ids", "marker")) == 1 })
+	require.Len(t, e.progressOf("ids", "lg-1"), len(want), "the repeated report was de-duplicated")
+}

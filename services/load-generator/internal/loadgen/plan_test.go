@@ -17,10 +17,10 @@ func TestSplit(t *testing.T) {
 		instances []string
 		want      []owned
 	}{
-		{"even", 9, []string{"a", "b", "c"}, []owned{{"a", Range{0, 3}}, {"b", Range{3, 6}}, {"c", Range{6, 9}}}},
-		{"uneven", 10, []string{"a", "b", "c"}, []owned{{"a", Range{0, 3}}, {"b", Range{3, 6}}, {"c", Range{6, 10}}}},
-		{"one", 5, []string{"a"}, []owned{{"a", Range{0, 5}}}},
-		{"fewer sensors than instances", 2, []string{"a", "b", "c"}, []owned{{"b", Range{0, 1}}, {"c", Range{1, 2}}}},
+		{"even", 9, []string{"a", "b", "c"}, []owned{ow("a", 0, 3), ow("b", 3, 6), ow("c", 6, 9)}},
+		{"uneven", 10, []string{"a", "b", "c"}, []owned{ow("a", 0, 3), ow("b", 3, 6), ow("c", 6, 10)}},
+		{"one", 5, []string{"a"}, []owned{ow("a", 0, 5)}},
+		{"fewer sensors than instances", 2, []string{"a", "b", "c"}, []owned{ow("b", 0, 1), ow("c", 1, 2)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,16 +52,16 @@ func TestReassign(t *testing.T) {
 	}{
 		{"nobody died", three, alive("a", "b", "c"), []string{"a", "b", "c"}, nil},
 		{"middle died", three, alive("a", "c"), []string{"a", "c"},
-			[]owned{{"a", Range{0, 4}}, {"c", Range{4, 9}}}},
+			[]owned{ow("a", 0, 3), ho("a", 3, 4), ho("c", 4, 6), ow("c", 6, 9)}},
 		{"first died", three, alive("b", "c"), []string{"b", "c"},
-			[]owned{{"b", Range{0, 1}}, {"c", Range{1, 3}}, {"b", Range{3, 6}}, {"c", Range{6, 9}}}},
-		{"all but one died", three, alive("b"), []string{"b"}, []owned{{"b", Range{0, 9}}}},
-		{"all died, a newcomer inherits", three, alive("z"), []string{"z"}, []owned{{"z", Range{0, 9}}}},
+			[]owned{ho("b", 0, 1), ho("c", 1, 3), ow("b", 3, 6), ow("c", 6, 9)}},
+		{"all but one died", three, alive("b"), []string{"b"}, []owned{ho("b", 0, 3), ow("b", 3, 6), ho("b", 6, 9)}},
+		{"all died, a newcomer inherits", three, alive("z"), []string{"z"}, []owned{ho("z", 0, 9)}},
 		{"no heirs", three, alive(), nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := reassign(tt.in, tt.alive, tt.heirs)
+			got := reassign(tt.in, tt.alive, tt.heirs, nil)
 			require.Equal(t, tt.want, got)
 			if got != nil {
 				require.NoError(t, checkCover(got, 9))
@@ -96,11 +96,11 @@ func TestCheckCover(t *testing.T) {
 		in   []owned
 		want string
 	}{
-		{"ok", []owned{{"b", Range{5, 10}}, {"a", Range{0, 5}}}, ""},
-		{"gap", []owned{{"a", Range{0, 4}}, {"b", Range{5, 10}}}, "sensors [4, 5) unassigned"},
-		{"overlap", []owned{{"a", Range{0, 6}}, {"b", Range{5, 10}}}, "sensors [5, 6) assigned twice"},
-		{"short", []owned{{"a", Range{0, 9}}}, "sensors [9, 10) unassigned"},
-		{"empty", []owned{{"a", Range{0, 0}}, {"a", Range{0, 10}}}, "empty range"},
+		{"ok", []owned{ow("b", 5, 10), ow("a", 0, 5)}, ""},
+		{"gap", []owned{ow("a", 0, 4), ow("b", 5, 10)}, "sensors [4, 5) unassigned"},
+		{"overlap", []owned{ow("a", 0, 6), ow("b", 5, 10)}, "sensors [5, 6) assigned twice"},
+		{"short", []owned{ow("a", 0, 9)}, "sensors [9, 10) unassigned"},
+		{"empty", []owned{ow("a", 0, 0), ow("a", 0, 10)}, "empty range"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,34 +114,109 @@ func TestCheckCover(t *testing.T) {
 	}
 }
 
-func TestSummarize(t *testing.T) {
-	p := &plan{Cmd: events.LoadStart{ExperimentID: "e", RunID: "r", DurationMs: 2000}, StartMs: 1000, Participants: []string{"a", "b", "c"}}
-	ok := []status{{Instance: "a", Sent: 100, EndMs: 3000, Done: true}, {Instance: "b", Sent: 50, Errors: 2, EndMs: 3100, Done: true}}
+func ow(instance string, lo, hi int) owned { return owned{Instance: instance, Range: Range{lo, hi}} }
+
+// ho is a range handed over to instance.
+func ho(instance string, lo, hi int) owned {
+	return owned{Instance: instance, Range: Range{lo, hi}, HandedOver: true}
+}
+
+// TestReassignFromWatermarks: a dead instance's range is cut where its
+// checkpoint's lanes differ, and every heir's piece starts at the dead
+// instance's acked watermark for it.
+func TestReassignFromWatermarks(t *testing.T) {
+	in := []owned{ow("a", 0, 10), {Instance: "b", Range: Range{10, 20}, FromNs: 5}}
+	ckptB := []laneCkpt{{Ranges: []Range{{10, 16}}, AckedNs: 700}, {Ranges: []Range{{16, 20}}, AckedNs: 300}}
+	got := reassign(in, func(i string) bool { return i == "a" }, []string{"a"}, func(o owned) []piece {
+		require.Equal(t, "b", o.Instance)
+		return resumeFrom([]piece{{Range: o.Range, From: time.Duration(o.FromNs)}}, ckptB)
+	})
+	require.Equal(t, []owned{ow("a", 0, 10), {Instance: "a", Range: Range{10, 16}, FromNs: 700, HandedOver: true},
+		{Instance: "a", Range: Range{16, 20}, FromNs: 300, HandedOver: true}}, got)
+	require.NoError(t, checkCover(got, 20))
+}
+
+func TestResumeFrom(t *testing.T) {
 	tests := []struct {
-		name       string
-		plan       *plan
-		sts        []status
-		missing    []string
-		lost       []string
-		timedOut   bool
-		wantFailed bool
-		wantReason string
+		name   string
+		pieces []piece
+		lanes  []laneCkpt
+		want   []piece
 	}{
-		{"all done", p, ok, nil, nil, false, false, ""},
-		{"one failed", p, append(ok, status{Instance: "c", Failed: true, Reason: "7 of 9 records not delivered: boom"}), nil, nil, false, true,
-			"c: 7 of 9 records not delivered: boom"},
-		{"lost one", p, ok, nil, []string{"c"}, false, false, "c died; counted as of their last report"},
-		{"missing one", p, ok, []string{"c"}, nil, false, false, "c died without a report"},
-		{"timed out", p, ok, nil, nil, true, true, "did not finish in time"},
-		{"stopped", &plan{Cmd: p.Cmd, StartMs: 1000, Participants: p.Participants, Stopped: true}, ok, nil, nil, false, false, "stopped"},
+		{"no checkpoint", []piece{{Range{0, 10}, 0, 0, false}}, nil, []piece{{Range{0, 10}, 0, 0, false}}},
+		{"one lane covers all", []piece{{Range{0, 10}, 0, 0, false}}, []laneCkpt{{Ranges: []Range{{0, 10}}, AckedNs: 40}}, []piece{{Range{0, 10}, 40, 0, false}}},
+		{"partly covered", []piece{{Range{0, 10}, 5, 0, false}}, []laneCkpt{{Ranges: []Range{{3, 6}}, AckedNs: 40}},
+			[]piece{{Range{0, 3}, 5, 0, false}, {Range{3, 6}, 40, 0, false}, {Range{6, 10}, 5, 0, false}}},
+		{"a watermark before the piece's start does not move it back", []piece{{Range{0, 10}, 50, 0, false}},
+			[]laneCkpt{{Ranges: []Range{{0, 10}}, AckedNs: 40}}, []piece{{Range{0, 10}, 50, 0, false}}},
+		{"lanes outside the pieces are ignored", []piece{{Range{0, 4}, 0, 0, false}}, []laneCkpt{{Ranges: []Range{{4, 10}}, AckedNs: 40}},
+			[]piece{{Range{0, 4}, 0, 0, false}}},
+		{"two lanes, merged back where equal", []piece{{Range{0, 10}, 0, 0, false}},
+			[]laneCkpt{{Ranges: []Range{{0, 2}, {5, 10}}, AckedNs: 40}, {Ranges: []Range{{2, 5}}, AckedNs: 40}}, []piece{{Range{0, 10}, 40, 0, false}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fin := summarize(tt.plan, tt.sts, tt.missing, tt.lost, tt.timedOut)
+			require.Equal(t, tt.want, resumeFrom(tt.pieces, tt.lanes))
+		})
+	}
+}
+
+func TestRangeSets(t *testing.T) {
+	require.Equal(t, []Range{{2, 4}, {6, 8}}, intersect([]Range{{0, 4}, {6, 10}}, []Range{{2, 8}}))
+	require.Empty(t, intersect([]Range{{0, 4}}, []Range{{4, 8}}))
+	require.Equal(t, []Range{{0, 2}, {8, 10}}, subtract([]Range{{0, 10}}, []Range{{2, 5}, {5, 8}}))
+	require.Empty(t, subtract([]Range{{2, 4}}, []Range{{0, 10}}))
+	require.Equal(t, []Range{{0, 6}}, normalize([]Range{{3, 6}, {0, 3}, {4, 4}}))
+}
+
+// TestDueCounts: the closed forms agree with the pacer.
+func TestDueCounts(t *testing.T) {
+	for _, tc := range []struct {
+		n      int
+		period time.Duration
+	}{{1000, time.Second}, {7, 333 * time.Millisecond}, {10_000, 2500 * time.Millisecond}} {
+		all := NewPacer([]Range{{0, tc.n}}, tc.n, tc.period, 42)
+		part := NewPacer([]Range{{2, tc.n / 2}}, tc.n, tc.period, 42)
+		for _, at := range []time.Duration{0, 1, tc.period / 3, tc.period - 1, tc.period, 7*tc.period + 12345} {
+			require.Equal(t, all.Due(at), dueAll(tc.n, tc.period, at), "n=%d at %s", tc.n, at)
+			for _, from := range []time.Duration{0, tc.period / 2, at} {
+				want := part.Due(at) - part.Due(from)
+				if from >= at {
+					want = 0
+				}
+				require.Equal(t, want, dueBetween([]piece{{Range: Range{2, tc.n / 2}, From: from}}, tc.n, tc.period, 42, at), "n=%d [%s, %s)", tc.n, from, at)
+			}
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	cmd := events.LoadStart{ExperimentID: "e", RunID: "r", DurationMs: 2000, Workload: events.Workload{Sensors: 100, RatePerSec: 100}}
+	p := &plan{Cmd: cmd, StartMs: 1000, PeriodNs: int64(time.Second), Participants: []string{"a", "b", "c"}}
+	ok := []status{{Instance: "a", Sent: 100, EndMs: 3000, Done: true}, {Instance: "b", Sent: 50, Errors: 2, EndMs: 3100, Done: true}}
+	tests := []struct {
+		name       string
+		acc        account
+		wantFailed bool
+		wantReason string
+	}{
+		{"all done", account{plan: p, statuses: ok}, false, ""},
+		{"one failed", account{plan: p, statuses: append(ok, status{Instance: "c", Failed: true, Reason: "7 of 9 records not delivered: boom"})}, true,
+			"c: 7 of 9 records not delivered: boom"},
+		{"lost one", account{plan: p, statuses: ok, lost: []string{"c"}}, false, "c died; counted as of their last checkpoint"},
+		{"missing one", account{plan: p, statuses: ok, missing: []string{"c"}}, false, "c died without a report"},
+		{"timed out", account{plan: p, statuses: ok, timedOut: true}, true, "did not finish in time"},
+		{"stopped", account{plan: &plan{Cmd: p.Cmd, StartMs: 1000, Participants: p.Participants, Stopped: true}, statuses: ok}, false, "stopped"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fin := summarize(tt.acc)
 			require.Equal(t, "e", fin.ExperimentID)
 			require.Equal(t, "r", fin.RunID)
 			require.Equal(t, "a,b,c", fin.Instance)
 			require.Equal(t, int64(150), fin.RecordsSent, "sum of the instances")
+			require.Equal(t, int64(150), fin.RecordsDelivered, "without the broker's count, what the instances had acknowledged")
+			require.False(t, fin.DeliveredFromBroker)
 			require.Equal(t, 75.0, fin.AchievedRate)
 			require.Equal(t, int64(1000), fin.StartMs)
 			require.Equal(t, int64(3100), fin.EndMs)
@@ -153,6 +228,25 @@ func TestSummarize(t *testing.T) {
 			}
 		})
 	}
+
+	// The account of a disturbed load: the instances' counts add up, the
+	// broker's count is the delivered one, and what it holds beyond the
+	// schedule (less what was missed) is reported as produced twice.
+	disturbed := *p
+	disturbed.Takeovers = 1
+	fin := summarize(account{plan: &disturbed, statuses: []status{
+		{Instance: "a", Sent: 120, Missed: 3, Backfilled: 20, Restarts: 1, Done: true},
+		{Instance: "b", Sent: 90, Backfilled: 5, Done: true},
+	}, lost: []string{"c"}, uncovered: 2, delivered: 200, fromBroker: true})
+	require.False(t, fin.Failed)
+	require.Equal(t, int64(200), fin.RecordsDelivered)
+	require.True(t, fin.DeliveredFromBroker)
+	require.Equal(t, int64(5), fin.RecordsMissed, "missed by the instances and left by the dead one")
+	require.Equal(t, int64(25), fin.RecordsBackfilled)
+	require.Equal(t, 1, fin.Takeovers)
+	require.Equal(t, 1, fin.Restarts)
+	require.Equal(t, 100.0, fin.AchievedRate, "from the broker's count")
+	require.Contains(t, fin.Reason, "5 records more in the topic than the schedule less those counted missed", "200 in the topic, 200 offered less 5 missed")
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -163,16 +257,21 @@ func TestConfigValidate(t *testing.T) {
 	bad.MaxCatchUp = 1
 	bad.ReportLag = 2 * time.Second
 	bad.SchemaRegistryURL = "localhost:8081"
+	bad.Heartbeat = 500 * time.Millisecond
+	bad.CheckpointInterval = 0
+	bad.MaxBackfill = -time.Second
 	err := bad.Validate()
 	require.ErrorIs(t, err, ErrInvalidConfig)
 	for _, want := range []string{
 		`load-generator.instance: got "lg.example.com"`, `(try "lg_example_com")`,
 		"load-generator.tick: got 0s", "load-generator.maxCatchUp: got 1, expected a factor above 1",
 		"load-generator.reportLag: got 2s", `load-generator.schemaRegistryURL: got "localhost:8081"`,
+		"load-generator.heartbeat: got 500ms with memberTTL 750ms, expected at most half of memberTTL",
+		"load-generator.checkpointInterval: got 0s", "load-generator.maxBackfill: got -1s",
 	} {
 		require.Contains(t, err.Error(), want)
 	}
-	require.Equal(t, 5, strings.Count(err.Error(), "\n")+1, "every problem at once")
+	require.Equal(t, 8, strings.Count(err.Error(), "\n")+1, "every problem at once")
 }
 
 func TestValidateCommand(t *testing.T) {

@@ -1,9 +1,12 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,10 +25,11 @@ type producer interface {
 
 var _ producer = (*kgo.Client)(nil)
 
-// share is one instance's part of a load at one epoch of the plan.
+// share is one instance's part of a load at one epoch of the plan: its
+// ranges, each with the schedule time to produce it from.
 type share struct {
 	epoch  int
-	ranges []Range
+	pieces []piece
 }
 
 // schedule is what every instance of a load agrees on.
@@ -43,11 +47,6 @@ type schedule struct {
 // buckets is the number of seconds of schedule (the last may be partial).
 func (s schedule) buckets() int { return int((s.duration + time.Second - 1) / time.Second) }
 
-// joinGrace: an instance whose first share arrives this soon after the
-// start still produces the records due since the start (throttled); later,
-// or for sensors taken over from another instance, it starts at once.
-const joinGrace = time.Second
-
 // outcome is how a worker's production ended.
 type outcome struct {
 	behind  int64         // records due by the end that were never produced
@@ -60,26 +59,39 @@ type outcome struct {
 // worker produces one instance's share of one load. The hot path does not
 // allocate: records and their value buffers are recycled in the promise,
 // keys and identifiers come from one table built up front.
+//
+// The share is produced in lanes (lane.go): ranges that are produced from the
+// same point of the schedule. A fresh load has one lane; a range taken over
+// from a dead instance, or resumed after a restart, starts a lane of its own
+// at the previous owner's acked watermark and back-fills from there. Each
+// lane tracks which of its records Kafka acknowledged, which gives the acked
+// watermark the instance checkpoints.
 type worker struct {
 	cfg   Config
 	clock Clock
 	prod  producer
 	sched schedule
 	keys  keyTable
+	slot  time.Duration // width of the lanes' acknowledgement slots
 
 	share atomic.Pointer[share]
 
 	produced, acked, failed atomic.Int64
+	backfilled, skipped     atomic.Int64   // late records acked; records too late to produce
 	backlog, assigned       atomic.Int64   // for metrics
 	buckets                 []atomic.Int64 // acknowledged records per second of schedule
 	firstErr                atomic.Pointer[string]
+
+	lanesMu sync.Mutex
+	lanes   []*lane // current lanes, for checkpoints
 
 	pool   sync.Pool
 	onDone func(*kgo.Record, error)
 }
 
 func newWorker(cfg Config, clock Clock, sched schedule) *worker {
-	w := &worker{cfg: cfg, clock: clock, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets())}
+	w := &worker{cfg: cfg, clock: clock, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
+		slot: slotWidth(sched.duration)}
 	w.onDone = w.promise
 	return w
 }
@@ -122,6 +134,9 @@ func (w *worker) recycle(r *kgo.Record) {
 	w.pool.Put(r)
 }
 
+// laneKey is the record context key of the lane a record belongs to.
+type laneKey struct{}
+
 // promise counts the outcome and recycles the record; kgo calls it serially.
 func (w *worker) promise(r *kgo.Record, err error) {
 	if err != nil {
@@ -132,39 +147,53 @@ func (w *worker) promise(r *kgo.Record, err error) {
 		w.failed.Add(1)
 	} else {
 		w.acked.Add(1)
-		if b := r.Timestamp.Sub(w.sched.start) / time.Second; b >= 0 && int(b) < len(w.buckets) {
+		at := r.Timestamp.Truncate(time.Millisecond).Sub(w.sched.start) // kgo truncates; a test producer may not
+		if b := at / time.Second; b >= 0 && int(b) < len(w.buckets) {
 			w.buckets[b].Add(1)
+		}
+		if r.Context != nil {
+			if l, ok := r.Context.Value(laneKey{}).(*lane); ok {
+				l.acked[l.slotOf(at)].Add(1)
+				if at < l.lateUntil {
+					w.backfilled.Add(1)
+				}
+			}
 		}
 	}
 	w.recycle(r)
 }
 
-// emit produces the j-th record of p.
-func (w *worker) emit(ctx context.Context, p *Pacer, j int64) {
-	s := p.Sensor(j)
-	due := w.sched.start.Add(p.DueAt(j))
+// emit produces the j-th record of lane l.
+func (w *worker) emit(l *lane, j int64) {
+	s := l.p.Sensor(j)
+	at := l.p.DueAt(j)
+	due := w.sched.start.Add(at)
 	r := w.record()
 	r.Key = w.keys.key(s)
 	r.Timestamp = due
+	r.Context = l.rctx
 	rec := uc3.ActivePowerRecord{Identifier: w.keys.id(s), Timestamp: due.UnixMilli(), ValueInW: w.sched.valueW}
 	if w.sched.format == uc3.FormatJSON {
 		r.Value = uc3.AppendJSON(r.Value[:0], rec)
 	} else {
 		r.Value = uc3.AppendConfluentAvro(r.Value[:0], w.sched.schemaID, rec)
 	}
+	// Kafka keeps whole milliseconds of the timestamp: count the record in
+	// the slot the promise will find it in.
+	l.produced[l.slotOf(at.Truncate(time.Millisecond))].Add(1)
 	w.produced.Add(1)
-	w.prod.Produce(ctx, r, w.onDone)
+	w.prod.Produce(l.rctx, r, w.onDone)
 }
 
-// pacer state of one worker's production; only the loop goroutine uses it.
+// pacing is the production state of one worker; only the loop goroutine
+// uses it.
 type pacing struct {
-	w    *worker
-	cur  *share
-	p    *Pacer
-	th   *throttle
-	next int64         // next record of p to produce
-	edge time.Duration // the records before edge were due at the last step
-	due  int64         // records of p due at the last step
+	w     *worker
+	cur   *share
+	lanes []*lane
+	order []*lane // lanes by priority, rebuilt every step
+	th    *throttle
+	edge  time.Duration // the records before edge were due at the last step
 }
 
 // step produces what is due at now, within the catch-up limit, and reports
@@ -178,43 +207,117 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 	}
 	end := min(elapsed, w.sched.duration)
 	if sh := w.share.Load(); sh != s.cur {
-		// Continue the schedule where it stands: records of sensors kept
-		// stay exactly on schedule; sensors gained start now (their records
-		// before now were another instance's).
-		var from time.Duration
-		switch {
-		case s.p != nil && s.next < s.due:
-			from = s.p.DueAt(s.next)
-		case s.p != nil:
-			from = s.edge
-		case sh.epoch > 0 || elapsed > joinGrace:
-			from = end
-		}
-		s.p, s.cur = NewPacer(sh.ranges, w.sched.sensors, w.sched.period, w.sched.seed), sh
-		s.next = s.p.Due(from)
-		w.assigned.Store(int64(s.p.Sensors()))
-		if s.th == nil {
-			s.th = newThrottle(s.p.Rate(), w.cfg.MaxCatchUp, w.cfg.CatchUpBurst, now)
-		} else {
-			s.th.setRate(s.p.Rate(), w.cfg.MaxCatchUp, w.cfg.CatchUpBurst)
+		s.reshape(ctx, sh, end, now)
+	}
+	var want int64
+	for _, l := range s.lanes {
+		l.due = l.p.Due(end)
+		want += l.due - l.next
+	}
+	// Freshest lane first: records on schedule go out on time, and what
+	// the throttle leaves goes to back-filling the oldest gaps.
+	order := append(s.order[:0], s.lanes...)
+	for i := 1; i < len(order); i++ {
+		for k := i; k > 0 && order[k].position(end) > order[k-1].position(end); k-- {
+			order[k], order[k-1] = order[k-1], order[k]
 		}
 	}
-	s.due = s.p.Due(end)
-	n := s.th.allow(now, s.due-s.next)
-	for i := range n {
-		if i&255 == 255 && ctx.Err() != nil {
-			break
+	s.order = order
+	n := s.th.allow(now, want)
+	for _, l := range order {
+		k := min(n, l.due-l.next)
+		for i := range k {
+			if i&255 == 255 && ctx.Err() != nil {
+				break
+			}
+			w.emit(l, l.next)
+			l.next++
+			n--
 		}
-		w.emit(ctx, s.p, s.next)
-		s.next++
+		l.nextPub.Store(l.next)
 	}
 	s.edge = end
-	w.backlog.Store(s.due - s.next)
+	w.backlog.Store(s.behind())
 	return elapsed >= w.sched.duration
 }
 
+// reshape adopts a new share: lanes whose ranges are all kept continue as
+// they are; a lane that lost ranges continues with the rest from where it
+// stands; ranges new to this instance start a lane at their piece's start
+// (the previous owner's acked watermark, or the schedule start).
+func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now time.Time) {
+	w := s.w
+	want := make([]Range, len(sh.pieces))
+	for i, pc := range sh.pieces {
+		want[i] = pc.Range
+	}
+	var lanes []*lane
+	var have []Range
+	for _, l := range s.lanes {
+		keep := intersect(l.ranges, want)
+		switch {
+		case len(keep) == 0:
+		case slices.Equal(keep, l.ranges):
+			lanes = append(lanes, l)
+		default:
+			pos := l.position(end)
+			nl := w.newLane(ctx, keep, pos, end, pos)
+			nl.parent, nl.lateUntil = l, l.lateUntil
+			lanes = append(lanes, nl)
+		}
+		have = append(have, keep...)
+	}
+	// New ranges, grouped by where they start.
+	type start struct {
+		from, produced time.Duration
+		late           bool
+	}
+	byStart := map[start][]Range{}
+	var starts []start
+	for _, pc := range sh.pieces {
+		for _, r := range subtract([]Range{pc.Range}, have) {
+			k := start{pc.From, max(pc.From, pc.Produced), pc.Late}
+			if _, ok := byStart[k]; !ok {
+				starts = append(starts, k)
+			}
+			byStart[k] = append(byStart[k], r)
+		}
+	}
+	slices.SortFunc(starts, func(a, b start) int { return cmp.Compare(a.from, b.from) })
+	for _, k := range starts {
+		l := w.newLane(ctx, byStart[k], k.from, end, k.produced)
+		if !k.late {
+			l.lateUntil = 0
+		}
+		lanes = append(lanes, l)
+	}
+	s.lanes, s.cur = lanes, sh
+	s.order = make([]*lane, 0, len(lanes))
+	w.lanesMu.Lock()
+	w.lanes = append(make([]*lane, 0, len(lanes)), lanes...) // non-nil: shaped
+	w.lanesMu.Unlock()
+	var sensors int
+	var rate float64
+	for _, l := range lanes {
+		sensors += l.p.Sensors()
+		rate += l.p.Rate()
+	}
+	w.assigned.Store(int64(sensors))
+	if s.th == nil {
+		s.th = newThrottle(rate, w.cfg.MaxCatchUp, w.cfg.CatchUpBurst, now)
+	} else {
+		s.th.setRate(rate, w.cfg.MaxCatchUp, w.cfg.CatchUpBurst)
+	}
+}
+
 // behind is how many due records were not produced.
-func (s *pacing) behind() int64 { return s.due - s.next }
+func (s *pacing) behind() int64 {
+	var n int64
+	for _, l := range s.lanes {
+		n += max(0, l.due-l.next)
+	}
+	return n
+}
 
 // loop paces records every tick until the end of the schedule or ctx ends,
 // and returns how many records were due but not produced, and when it
@@ -236,8 +339,28 @@ func (w *worker) loop(ctx, recCtx context.Context) (behind int64, endedAt time.D
 	}
 }
 
+// checkpoint is the progress of every lane: what a restart or an heir
+// resumes from. shaped is false until the worker has taken its first share
+// (before the schedule starts): it has no lanes of its own to report yet.
+func (w *worker) checkpoint() (lanes []laneCkpt, shaped bool) {
+	w.lanesMu.Lock()
+	defer w.lanesMu.Unlock()
+	if w.lanes == nil {
+		return nil, false
+	}
+	out := make([]laneCkpt, 0, len(w.lanes))
+	for _, l := range w.lanes {
+		out = append(out, laneCkpt{Ranges: l.ranges, AckedNs: int64(l.watermark()), ProducedNs: int64(l.producedTo())})
+	}
+	return out, true
+}
+
 // progress is one per-second report of an instance.
 type progress struct {
+	// id names the report for de-duplication: "s<second>" for the report
+	// of a second of the schedule, "start"/"resume-<n>" for the anchor of
+	// an incarnation, "final".
+	id     string
 	at     time.Time
 	sent   int64   // acknowledged so far
 	errors int64   // failed so far
@@ -281,7 +404,7 @@ func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) 
 	k := max(1, int(start.Sub(w.sched.start)/time.Second)+1) // next report covers second k-1
 	reportDue := func(now time.Time) {
 		for k < nb && now.Sub(w.sched.start) >= time.Duration(k)*time.Second+w.cfg.ReportLag {
-			report(progress{at: now, sent: w.acked.Load(), errors: w.failed.Load(), rate: float64(w.buckets[k-1].Load())})
+			report(progress{id: "s" + strconv.Itoa(k-1), at: now, sent: w.acked.Load(), errors: w.failed.Load(), rate: float64(w.buckets[k-1].Load())})
 			k++
 		}
 	}
@@ -314,14 +437,39 @@ func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) 
 	}
 	out.stopped = ctx.Err() != nil
 	reportDue(w.clock.Now())
-	flushFor := w.cfg.FlushTimeout
-	if out.aborted != nil {
-		flushFor = min(flushFor, w.cfg.DeliveryTimeout)
+	if out.aborted == nil {
+		out.flush, out.aborted = w.flush(ctx, tick, lastAcked, lastChange)
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushFor)
-	out.flush = w.prod.Flush(fctx)
-	cancel()
+	// After an abort nothing is flushed: Kafka is not acknowledging, and
+	// closing the client fails what it still buffers.
 	return out, k - 1
+}
+
+// flush waits for the buffered records' acknowledgements, at most
+// FlushTimeout, and gives up — an outage — when Kafka acknowledges nothing
+// for DeliveryTimeout while records are outstanding.
+func (w *worker) flush(ctx context.Context, tick Ticker, lastAcked int64, lastChange time.Time) (flushErr, aborted error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FlushTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- w.prod.Flush(fctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err, aborted
+		case now := <-tick.C():
+			if aborted != nil {
+				continue
+			}
+			if a := w.acked.Load(); a != lastAcked {
+				lastAcked, lastChange = a, now
+			}
+			if w.produced.Load()-lastAcked-w.failed.Load() > 0 && now.Sub(lastChange) >= w.cfg.DeliveryTimeout {
+				aborted = fmt.Errorf("kafka acknowledged nothing for %s", now.Sub(lastChange).Round(time.Millisecond))
+				cancel()
+			}
+		}
+	}
 }
 
 func (w *worker) firstError() string {

@@ -3,6 +3,8 @@ package loadgen
 import (
 	"context"
 	"runtime"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,7 +48,7 @@ func testWorker(sensors int, rate float64, duration time.Duration, prod producer
 	w := newWorker(cfg, realClock{}, schedule{start: start, duration: duration, seed: 1, sensors: sensors, format: uc3.FormatAvro,
 		schemaID: 1, valueW: 10, period: time.Duration(float64(sensors) * float64(time.Second) / rate)})
 	w.prod = prod
-	w.share.Store(&share{ranges: []Range{{0, sensors}}})
+	w.share.Store(&share{pieces: []piece{{Range: Range{0, sensors}}}})
 	return w, start
 }
 
@@ -120,16 +122,17 @@ func TestEndsOnSchedule(t *testing.T) {
 	require.Equal(t, int64(1000), w.sched.duration.Milliseconds())
 }
 
-// TestTakeOverMidRun: sensors gained mid-run start at the switch; sensors
-// kept stay on schedule.
+// TestTakeOverMidRun: sensors gained mid-run start where their piece says
+// (here: at the switch); sensors kept stay on schedule.
 func TestTakeOverMidRun(t *testing.T) {
 	prod := &ackingProducer{keep: true}
 	w, start := testWorker(100, 100, 4*time.Second, prod)
-	w.share.Store(&share{ranges: []Range{{0, 50}}})
+	w.share.Store(&share{pieces: []piece{{Range: Range{0, 50}}}})
 	s := &pacing{w: w}
+	switchAt := 2*time.Second + 500*time.Millisecond
 	for d := time.Duration(0); d <= 4*time.Second; d += 5 * time.Millisecond {
-		if d == 2*time.Second+500*time.Millisecond {
-			w.share.Store(&share{epoch: 1, ranges: []Range{{0, 100}}})
+		if d == switchAt {
+			w.share.Store(&share{epoch: 1, pieces: []piece{{Range: Range{0, 50}}, {Range{50, 100}, switchAt, 0, true}}})
 		}
 		s.step(context.Background(), start.Add(d))
 	}
@@ -143,6 +146,186 @@ func TestTakeOverMidRun(t *testing.T) {
 	require.Equal(t, 100, perPeriod[3])
 	require.Greater(t, perPeriod[2], 50, "gained sensors emit in the rest of the switch period")
 	require.Less(t, perPeriod[2], 100, "but not before the switch")
+	require.Zero(t, w.backfilled.Load())
+	require.Zero(t, w.skipped.Load())
+}
+
+// TestBackfillFromWatermark: a range taken over mid-run from an earlier
+// watermark is back-filled from there — every record of it due since the
+// watermark is produced, each once, within the catch-up limit and without
+// delaying the records of the range already owned — and counted as
+// back-filled; what lies beyond MaxBackfill is skipped and counted.
+func TestBackfillFromWatermark(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		watermark   time.Duration
+		produced    time.Duration // how far the previous owner had produced
+		maxBackfill time.Duration
+	}{
+		{"within the bound", 1500 * time.Millisecond, 1600 * time.Millisecond, 10 * time.Second},
+		{"beyond the bound", 500 * time.Millisecond, 0, 1500 * time.Millisecond},
+		{"beyond the bound, partly produced before", 500 * time.Millisecond, 800 * time.Millisecond, 1500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prod := &ackingProducer{keep: true}
+			w, start := testWorker(1000, 1000, 6*time.Second, prod) // period 1 s
+			w.cfg.MaxBackfill = tc.maxBackfill
+			w.share.Store(&share{pieces: []piece{{Range: Range{0, 500}}}})
+			s := &pacing{w: w}
+			switchAt := 3 * time.Second
+			lateOwn := 0
+			for d := time.Duration(0); d <= 6*time.Second; d += 2 * time.Millisecond {
+				if d == switchAt {
+					w.share.Store(&share{epoch: 1, pieces: []piece{{Range: Range{0, 500}}, {Range{500, 1000}, tc.watermark, tc.produced, true}}})
+				}
+				n := len(prod.sent)
+				s.step(context.Background(), start.Add(d))
+				for _, r := range prod.sent[n:] {
+					if sensorOf(r.key) < 500 && start.Add(d).Sub(time.UnixMilli(r.ts)) > 20*time.Millisecond {
+						lateOwn++
+					}
+				}
+			}
+			from := max(tc.watermark, switchAt-tc.maxBackfill)
+			seen := map[string]map[int64]bool{}
+			for _, r := range prod.sent {
+				if seen[r.key] == nil {
+					seen[r.key] = map[int64]bool{}
+				}
+				at := time.UnixMilli(r.ts).Sub(start)
+				require.False(t, seen[r.key][r.ts], "%s at %s twice", r.key, at)
+				seen[r.key][r.ts] = true
+				if sensorOf(r.key) >= 500 {
+					require.GreaterOrEqual(t, at, from, "nothing of the gained range before its start")
+				}
+			}
+			gained := NewPacer([]Range{{500, 1000}}, 1000, time.Second, 1)
+			require.Equal(t, gained.Due(6*time.Second)-gained.Due(from), int64(len(prod.sent))-3000, "the gained range from its start, completely")
+			require.Equal(t, gained.Due(switchAt)-gained.Due(from), w.backfilled.Load(), "records due before the switch are back-filled")
+			require.Equal(t, max(0, gained.Due(from)-gained.Due(max(tc.watermark, tc.produced))), w.skipped.Load(),
+				"records beyond the bound are skipped, and counted unless the previous owner produced them")
+			require.Zero(t, lateOwn, "the owned range stays on schedule while the gained one catches up")
+			require.Zero(t, s.behind())
+		})
+	}
+}
+
+// TestLateStartIsNotBackfill: an instance whose share starts after the
+// schedule did (a slow start) catches up from the start, but that is not
+// back-filling — only ranges resumed after a restart or taken over are.
+func TestLateStartIsNotBackfill(t *testing.T) {
+	prod := &ackingProducer{}
+	w, start := testWorker(100, 1000, 2*time.Second, prod)
+	s := &pacing{w: w}
+	for d := 300 * time.Millisecond; d <= 2*time.Second; d += 2 * time.Millisecond {
+		s.step(context.Background(), start.Add(d))
+	}
+	require.Equal(t, int64(2000), prod.n, "everything from the start")
+	require.Zero(t, w.backfilled.Load())
+	require.Zero(t, w.skipped.Load())
+}
+
+// TestAckedWatermark: the watermark stays at the oldest record Kafka has not
+// acknowledged, and follows production once everything is acknowledged.
+func TestAckedWatermark(t *testing.T) {
+	prod := &holdingProducer{}
+	w, start := testWorker(100, 1000, 10*time.Second, prod) // period 100 ms
+	s := &pacing{w: w}
+	ctx := context.Background()
+	_, shaped := w.checkpoint()
+	require.False(t, shaped, "no lanes before the first step")
+	for d := time.Duration(0); d <= 2*time.Second; d += 5 * time.Millisecond {
+		s.step(ctx, start.Add(d))
+	}
+	require.Equal(t, int64(2000), w.produced.Load())
+	ck, shaped := w.checkpoint()
+	require.True(t, shaped)
+	require.Len(t, ck, 1)
+	require.Equal(t, []Range{{0, 100}}, ck[0].Ranges)
+	require.Zero(t, ck[0].AckedNs, "nothing acknowledged")
+	require.GreaterOrEqual(t, ck[0].ProducedNs, int64(2*time.Second))
+
+	// Acknowledge everything due before 1.2 s, and one record after it.
+	prod.ackBefore(start.Add(1200 * time.Millisecond))
+	prod.ackOne(start.Add(1500 * time.Millisecond))
+	ck, _ = w.checkpoint()
+	require.GreaterOrEqual(t, ck[0].AckedNs, int64(1190*time.Millisecond))
+	require.LessOrEqual(t, ck[0].AckedNs, int64(1200*time.Millisecond), "stops at the oldest unacknowledged record's slot")
+	prod.ackBefore(start.Add(time.Hour))
+	ck, _ = w.checkpoint()
+	require.Equal(t, ck[0].ProducedNs, ck[0].AckedNs, "everything produced is acknowledged")
+}
+
+// TestFlushGivesUpWhenKafkaIsSilent: the broker goes away as the schedule
+// ends; the flush does not wait its whole timeout but gives up once Kafka
+// has acknowledged nothing for DeliveryTimeout, and says so.
+func TestFlushGivesUpWhenKafkaIsSilent(t *testing.T) {
+	prod := &holdingProducer{blockFlush: true}
+	w, _ := testWorker(100, 1000, 200*time.Millisecond, prod)
+	w.sched.start = time.Now().Truncate(time.Millisecond)
+	w.cfg.DeliveryTimeout = 300 * time.Millisecond
+	w.cfg.FlushTimeout = time.Minute
+	began := time.Now()
+	out, _ := w.run(context.Background(), func(progress) {})
+	took := time.Since(began)
+	require.ErrorContains(t, out.aborted, "kafka acknowledged nothing for")
+	require.Positive(t, w.produced.Load())
+	require.Less(t, took, 10*time.Second, "not the flush timeout")
+	t.Logf("gave up %s after the start (schedule 200 ms, delivery timeout 300 ms)", took.Round(time.Millisecond))
+}
+
+// holdingProducer keeps records until told to acknowledge them.
+type holdingProducer struct {
+	mu         sync.Mutex
+	held       []heldRecord
+	blockFlush bool // Flush waits for its context, as with a broker gone
+}
+
+type heldRecord struct {
+	r       *kgo.Record
+	promise func(*kgo.Record, error)
+}
+
+func (h *holdingProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	r.Timestamp = r.Timestamp.Truncate(time.Millisecond) // as kgo does
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held = append(h.held, heldRecord{r, promise})
+}
+
+func (h *holdingProducer) Flush(ctx context.Context) error {
+	if h.blockFlush {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+func (h *holdingProducer) ackBefore(t time.Time) {
+	kept := h.held[:0]
+	for _, x := range h.held {
+		if x.r.Timestamp.Before(t) {
+			x.promise(x.r, nil)
+			continue
+		}
+		kept = append(kept, x)
+	}
+	h.held = kept
+}
+
+func (h *holdingProducer) ackOne(after time.Time) {
+	for i, x := range h.held {
+		if !x.r.Timestamp.Before(after) {
+			x.promise(x.r, nil)
+			h.held = append(h.held[:i], h.held[i+1:]...)
+			return
+		}
+	}
+}
+
+func sensorOf(key string) int {
+	n, _ := strconv.Atoi(key[2:])
+	return n
 }
 
 // BenchmarkProduceRecord is the generator's own cost per record: pacing,

@@ -1,0 +1,366 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// job is this instance's part in one run.
+type job struct {
+	run    string
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	w         *worker // nil until built
+	latest    *plan   // newest plan seen
+	epoch     int     // of the share given to w
+	applied   bool
+	resume    []laneCkpt // this instance's checkpointed lanes, for its first share
+	restarted bool       // this incarnation resumes from a checkpoint
+}
+
+// setShare hands the worker this instance's share of a newer plan.
+func (j *job) setShare(p *plan, instance string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.latest == nil || p.Epoch >= j.latest.Epoch {
+		j.latest = p
+	}
+	j.applyLocked(instance)
+}
+
+func (j *job) applyLocked(instance string) {
+	p := j.latest
+	if j.w == nil || p == nil || (j.applied && p.Epoch <= j.epoch) {
+		return
+	}
+	pieces := p.piecesOf(instance)
+	if !j.applied && j.restarted {
+		for i := range pieces {
+			pieces[i].Late = true
+		}
+		pieces = resumeFrom(pieces, j.resume)
+	}
+	j.applied, j.epoch = true, p.Epoch
+	j.w.share.Store(&share{epoch: p.Epoch, pieces: pieces})
+}
+
+func (j *job) plan() *plan {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.latest
+}
+
+func (g *Generator) startJob(ctx context.Context, p *plan) {
+	run := p.Cmd.RunID
+	g.mu.Lock()
+	if _, ok := g.jobs[run]; ok || g.closing.Load() {
+		g.mu.Unlock()
+		return
+	}
+	jctx, cancel := context.WithCancel(ctx)
+	j := &job{run: run, cancel: cancel, done: make(chan struct{}), latest: p}
+	g.jobs[run] = j
+	g.mu.Unlock()
+	go func() {
+		defer close(j.done)
+		defer cancel()
+		g.runJob(jctx, j)
+		g.pokeLeader()
+	}()
+}
+
+func (g *Generator) pokeLeader() {
+	select {
+	case g.poke <- struct{}{}:
+	default:
+	}
+}
+
+// readStatus reads this instance's checkpoint of run, retrying while NATS
+// does not answer: starting from zero instead would lose the count.
+func (g *Generator) readStatus(ctx context.Context, run, instance string) (status, bool, error) {
+	for {
+		e, err := g.kvRuns().Get(ctx, statusKey(run, instance))
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return status{}, false, nil
+		}
+		if err == nil {
+			var st status
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				return status{}, false, fmt.Errorf("decode checkpoint of run %s: %w", run, err)
+			}
+			return st, true, nil
+		}
+		g.logger.Warn("read load checkpoint failed; retrying", zap.String("run_id", run), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return status{}, false, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// runJob produces this instance's share of a run, checkpoints its progress
+// every CheckpointInterval, and records its final count. After a restart it
+// resumes from its checkpoint: counts continue, and its ranges are produced
+// from their acked watermarks (back-filling what it missed while down).
+func (g *Generator) runJob(ctx context.Context, j *job) {
+	p := j.plan()
+	run := p.Cmd.RunID
+	logger := g.logger.With(zap.String("run_id", run))
+	prev, found, err := g.readStatus(ctx, run, g.cfg.Instance)
+	if err != nil {
+		logger.Error("load share not started", zap.Error(err))
+		return
+	}
+	if found && prev.Done {
+		return // this instance finished its part before a restart
+	}
+	base := status{Instance: g.cfg.Instance, StartMs: p.StartMs}
+	if found {
+		base = prev
+		base.Restarts++
+		logger.Warn("load share resumed from its checkpoint", zap.Int64("records_sent", prev.Sent), zap.Int("restarts", base.Restarts),
+			zap.Any("lanes", prev.Lanes))
+	}
+	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table
+	j.mu.Lock()
+	j.resume, j.restarted = prev.Lanes, found
+	j.w = w
+	j.applyLocked(g.cfg.Instance)
+	epoch := func() int { j.mu.Lock(); defer j.mu.Unlock(); return j.epoch }
+	j.mu.Unlock()
+
+	// snapshot is the checkpoint now: the base (the previous incarnation's
+	// counts) plus this one's.
+	snapshot := func() status {
+		st := base
+		st.Sent += w.acked.Load()
+		st.Errors += w.failed.Load()
+		st.Produced += w.produced.Load()
+		st.Missed += w.skipped.Load()
+		st.Backfilled += w.backfilled.Load()
+		st.Epoch = epoch()
+		if lanes, shaped := w.checkpoint(); shaped {
+			st.Lanes = lanes
+		} // else: keep the previous incarnation's lanes, nothing produced since
+		return st
+	}
+	finish := func(st status, failed bool, reason string) {
+		st.Done, st.Failed, st.Reason = true, failed, reason
+		st.EndMs = g.clock.Now().UnixMilli()
+		g.putStatus(st, run)
+		if failed {
+			// The run has failed: stop every instance's share now rather
+			// than at the end of the phase.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if err := g.markStopped(sctx, run); err != nil {
+				logger.Warn("stop failed run", zap.Error(err))
+			}
+			cancel()
+		}
+		logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
+			zap.Int64("behind", st.Behind), zap.Int64("missed", st.Missed), zap.Int64("backfilled", st.Backfilled),
+			zap.Bool("failed", failed), zap.String("reason", reason))
+	}
+	// No kgo.RecordDeliveryTimeout: kgo measures it from the record's
+	// timestamp — the scheduled time — so it would fail back-filled
+	// records at once. The worker's monitor fails the load instead when
+	// Kafka acknowledges nothing for a while, and closing the client fails
+	// what is still buffered.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		finish(snapshot(), true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = cl.Ping(pctx)
+	cancel()
+	if err != nil {
+		cl.Close()
+		finish(snapshot(), true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
+		return
+	}
+	w.prod = cl
+	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)))
+	progressQ := newPublishQueue(g.bus, logger)
+	defer progressQ.close(5 * time.Second)
+	var lastSent, lastFailed, lastAssigned, lastBacklog int64
+	report := func(pr progress) {
+		g.m.sent.Add(float64(pr.sent - lastSent))
+		g.m.failed.Add(float64(pr.errors - lastFailed))
+		lastSent, lastFailed = pr.sent, pr.errors
+		g.m.rate.Set(pr.rate)
+		a, b := w.assigned.Load(), w.backlog.Load()
+		if pr.final {
+			a, b = 0, 0
+		}
+		g.m.assigned.Add(float64(a - lastAssigned))
+		g.m.backlog.Add(float64(b - lastBacklog))
+		lastAssigned, lastBacklog = a, b
+		progressQ.add(events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
+			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate},
+			progressID(run, g.cfg.Instance, pr.id))
+	}
+	// Checkpoints, from now until the share ends.
+	ckptCtx, stopCkpt := context.WithCancel(context.WithoutCancel(ctx))
+	ckptDone := make(chan struct{})
+	go func() {
+		defer close(ckptDone)
+		t := g.clock.NewTicker(g.cfg.CheckpointInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ckptCtx.Done():
+				return
+			case <-t.C():
+				g.putStatus(snapshot(), run)
+			}
+		}
+	}()
+	// Anchor the cumulative series where this incarnation starts, so it
+	// can be interpolated anywhere in the load.
+	anchor := "start"
+	if base.Restarts > 0 {
+		anchor = "resume-" + strconv.Itoa(base.Restarts)
+	}
+	report(progress{id: anchor, at: maxTime(p.start(), g.clock.Now())})
+	out, last := w.run(ctx, report)
+	cl.Close() // fails whatever is still buffered
+	w.settle(5 * time.Second)
+	stopCkpt()
+	<-ckptDone
+	produced, acked := w.produced.Load(), w.acked.Load()
+	undelivered := produced - acked
+	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true, id: "final"})
+	st := snapshot()
+	st.Errors = base.Errors + max(w.failed.Load(), undelivered)
+	st.Behind = out.behind
+	handedOver := out.stopped && g.closing.Load()
+	if !handedOver {
+		// Still due at the end and never produced. (On a shutdown, the
+		// heirs produce them from this checkpoint instead.)
+		st.Missed += out.behind
+	}
+	switch {
+	case out.aborted != nil:
+		finish(st, true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
+	case undelivered > 0:
+		finish(st, true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
+	case handedOver:
+		finish(st, false, "instance shut down; its ranges were handed over")
+	case out.stopped:
+		finish(st, false, "stopped")
+	case out.behind > 0:
+		finish(st, false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
+	default:
+		finish(st, false, "")
+	}
+}
+
+func (g *Generator) putStatus(st status, run string) {
+	st.UpdatedMs = g.clock.Now().UnixMilli()
+	b, _ := json.Marshal(st)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := g.kvRuns().Put(ctx, statusKey(run, st.Instance), b); err != nil {
+		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
+	}
+}
+
+// progressID is a load.progress report's message id: the same report
+// published again (a retry after a NATS hiccup, or a restarted instance
+// reporting a second again) is de-duplicated by the stream.
+func progressID(run, instance, report string) string {
+	return "load.progress:" + run + ":" + instance + ":" + report
+}
+
+// publishQueue publishes messages in order from its own goroutine, retrying
+// each (with its fixed message id) for up to publishRetryFor, so that a
+// NATS hiccup neither blocks the caller nor loses the report.
+type publishQueue struct {
+	bus    *bus.Bus
+	logger *zap.Logger
+	ch     chan queuedMsg
+	done   chan struct{}
+	stop   context.CancelFunc
+	ctx    context.Context
+}
+
+type queuedMsg struct {
+	m  events.Message
+	id string
+}
+
+const publishRetryFor = 30 * time.Second
+
+func newPublishQueue(b *bus.Bus, logger *zap.Logger) *publishQueue {
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &publishQueue{bus: b, logger: logger, ch: make(chan queuedMsg, 256), done: make(chan struct{}), stop: cancel, ctx: ctx}
+	go q.run()
+	return q
+}
+
+// add queues m; when the queue is full (NATS down for long) the oldest
+// report is dropped: the series is cumulative, later reports cover it.
+func (q *publishQueue) add(m events.Message, id string) {
+	for {
+		select {
+		case q.ch <- queuedMsg{m, id}:
+			return
+		default:
+		}
+		select {
+		case old := <-q.ch:
+			q.logger.Warn("progress report dropped: the queue is full", zap.String("id", old.id))
+		default:
+		}
+	}
+}
+
+func (q *publishQueue) run() {
+	defer close(q.done)
+	for qm := range q.ch {
+		deadline := time.Now().Add(publishRetryFor)
+		for attempt := 0; ; attempt++ {
+			pctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
+			err := q.bus.Publish(pctx, qm.m, qm.id)
+			cancel()
+			if err == nil {
+				break
+			}
+			if q.ctx.Err() != nil || time.Now().After(deadline) {
+				q.logger.Warn("publish progress report failed", zap.String("id", qm.id), zap.Error(err))
+				break
+			}
+			sleep(q.ctx, min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
+		}
+	}
+}
+
+// close publishes what is queued, waiting at most within, then gives up.
+func (q *publishQueue) close(within time.Duration) {
+	close(q.ch)
+	select {
+	case <-q.done:
+	case <-time.After(within):
+		q.stop()
+		<-q.done
+	}
+}

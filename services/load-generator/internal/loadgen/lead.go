@@ -1,0 +1,320 @@
+package loadgen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
+)
+
+// lead runs the leader's duties whenever this instance is the live instance
+// with the smallest name: every PollInterval (no I/O unless there is
+// something to do), and at once when a job of this instance ends.
+func (g *Generator) lead(ctx context.Context) {
+	t := g.clock.NewTicker(g.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		case <-g.poke:
+		}
+		g.reconnected() // before judging: a reconnect holds judgements off
+		alive, stable := g.view.view()
+		g.m.members.Set(float64(len(alive)))
+		names := sortedKeys(alive)
+		leader := len(names) > 0 && names[0] == g.cfg.Instance
+		g.mu.Lock()
+		plans := make([]planEntry, 0, len(g.plans))
+		for _, e := range g.plans {
+			plans = append(plans, e)
+		}
+		g.mu.Unlock()
+		for _, e := range plans {
+			if !leader {
+				g.stopSampler(e.p.Cmd.RunID, false)
+				continue
+			}
+			g.leadRun(ctx, e, alive, stable)
+		}
+	}
+}
+
+// leadRun hands the ranges of dead instances to live ones while the load
+// runs, and publishes the summary once every participant is done.
+func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]bool, stable bool) {
+	p, run := e.p, e.p.Cmd.RunID
+	logger := g.logger.With(zap.String("run_id", run))
+	now := g.clock.Now()
+	// Sample as long as this instance leads an unfinished load: a new
+	// leader starts at once, so the series has no hole at a leader change.
+	g.ensureSampler(ctx, p)
+	if !p.Stopped && now.Before(p.end()) {
+		if stable {
+			g.takeOver(ctx, e, alive, logger)
+		}
+		return
+	}
+	if !stable {
+		return // a participant that looks dead may only not have heartbeated again yet
+	}
+	var sts []status
+	var missing, lost []string
+	var uncovered int64
+	complete := true
+	for _, i := range p.Participants {
+		s, found, err := g.statusOf(ctx, run, i)
+		if err != nil {
+			logger.Warn("read load checkpoint failed; re-checking next round", zap.String("of", i), zap.Error(err))
+			return
+		}
+		switch {
+		case found && s.Done:
+			sts = append(sts, s)
+		case alive[i]:
+			complete = false
+		case found:
+			sts, lost = append(sts, s), append(lost, i)
+		default:
+			missing = append(missing, i)
+		}
+		if !(found && s.Done) && !alive[i] && !p.Stopped {
+			// Ranges a dead instance still owns: nobody produced them
+			// after its last checkpoint.
+			uncovered += dueBetween(resumeFrom(p.piecesOf(i), s.Lanes), p.Cmd.Workload.Sensors, time.Duration(p.PeriodNs), p.Seed, p.duration())
+		}
+	}
+	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout + 2*g.cfg.MemberTTL + 5*time.Second)
+	timedOut := now.After(deadline)
+	if !complete && !timedOut {
+		return
+	}
+	failed := !complete || slices.ContainsFunc(sts, func(s status) bool { return s.Failed })
+	acc := account{plan: p, statuses: sts, missing: missing, lost: lost, uncovered: uncovered, timedOut: !complete}
+	if failed {
+		// Kafka may be gone: do not wait for it (the instances' counts
+		// stand; the reason says what was not delivered).
+		g.stopSampler(run, false)
+	} else {
+		g.stopSampler(run, true) // the last sample sees every record delivered
+		acc.delivered, acc.fromBroker = g.delivered(ctx, p, logger)
+	}
+	fin := summarize(acc)
+	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
+		logger.Warn("publish load finished failed; retrying", zap.Error(err))
+		return
+	}
+	np := *p
+	np.Finished = true
+	b, _ := json.Marshal(np)
+	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
+		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+		return
+	}
+	g.mu.Lock()
+	delete(g.plans, run)
+	g.mu.Unlock()
+	for _, i := range p.Participants {
+		_ = g.kvRuns().Purge(ctx, statusKey(run, i))
+	}
+	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("records_delivered", fin.RecordsDelivered),
+		zap.Int64("errors", fin.Errors), zap.Int64("records_missed", fin.RecordsMissed), zap.Int64("records_backfilled", fin.RecordsBackfilled),
+		zap.Int("takeovers", fin.Takeovers), zap.Int("restarts", fin.Restarts),
+		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
+}
+
+// updatePlan writes a plan with a revision check. A plan that is gone — the
+// NATS store was lost while the load ran — is created again from the
+// leader's copy, so the load still ends with its summary.
+func (g *Generator) updatePlan(ctx context.Context, run string, b []byte, rev uint64) error {
+	kv := g.kvRuns()
+	_, err := kv.Update(ctx, planKey(run), b, rev)
+	if err == nil {
+		return nil
+	}
+	if _, gerr := kv.Get(ctx, planKey(run)); errors.Is(gerr, jetstream.ErrKeyNotFound) {
+		if _, cerr := kv.Create(ctx, planKey(run), b); cerr == nil {
+			g.logger.Warn("load plan was gone; written again from the leader's copy", zap.String("run_id", run))
+			return nil
+		}
+	}
+	return err
+}
+
+// delivered is what the load added to its input topic, read from the
+// broker: the high-water marks summed over partitions, less the baseline
+// taken when the load was accepted. false when they cannot be read.
+func (g *Generator) delivered(ctx context.Context, p *plan, logger *zap.Logger) (int64, bool) {
+	if !p.BaselineKnown {
+		return 0, false
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
+	if err != nil {
+		logger.Warn("kafka client for the delivered count failed", zap.Error(err))
+		return 0, false
+	}
+	defer cl.Close()
+	kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	n, err := kafkasignals.HighWatermark(kctx, kadm.NewClient(cl), p.Cmd.Kafka.InputTopic)
+	if errors.Is(err, kafkasignals.ErrUnknownTopic) {
+		n, err = 0, nil
+	}
+	if err != nil {
+		logger.Warn("read the delivered count from the broker failed; reporting acknowledged records", zap.Error(err))
+		return 0, false
+	}
+	return max(0, n-p.BaselineHWM), true
+}
+
+// statusOf reads an instance's checkpoint of a run.
+func (g *Generator) statusOf(ctx context.Context, run, instance string) (status, bool, error) {
+	ent, err := g.kvRuns().Get(ctx, statusKey(run, instance))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return status{}, false, nil
+	}
+	if err != nil {
+		return status{}, false, err
+	}
+	var s status
+	if err := json.Unmarshal(ent.Value(), &s); err != nil {
+		return status{}, false, nil // unreadable: as if it never reported
+	}
+	return s, true, nil
+}
+
+// takeOver hands the ranges of the plan's dead instances to the live
+// participants (or, when none is left, to any live instance), each piece
+// from the dead instance's last acked watermark for it, so the heirs
+// back-fill what it left.
+func (g *Generator) takeOver(ctx context.Context, e planEntry, alive map[string]bool, logger *zap.Logger) {
+	p, run := e.p, e.p.Cmd.RunID
+	var heirs, dead []string
+	for _, i := range p.Participants {
+		if alive[i] {
+			heirs = append(heirs, i)
+		}
+	}
+	if len(heirs) == 0 {
+		heirs = sortedKeys(alive)
+	}
+	if len(heirs) == 0 {
+		return
+	}
+	for _, o := range p.Ranges {
+		if !alive[o.Instance] && !slices.Contains(dead, o.Instance) {
+			dead = append(dead, o.Instance)
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	ckpts := map[string]status{}
+	for _, d := range dead {
+		s, _, err := g.statusOf(ctx, run, d)
+		if err != nil {
+			logger.Warn("read checkpoint of a dead instance failed; re-checking next round", zap.String("of", d), zap.Error(err))
+			return
+		}
+		ckpts[d] = s
+	}
+	nr := reassign(p.Ranges, func(i string) bool { return alive[i] }, heirs, func(o owned) []piece {
+		return resumeFrom([]piece{{Range: o.Range, From: time.Duration(o.FromNs)}}, ckpts[o.Instance].Lanes)
+	})
+	if nr == nil {
+		return
+	}
+	if err := checkCover(nr, p.Cmd.Workload.Sensors); err != nil {
+		logger.Error("range reassignment is inconsistent; keeping the plan", zap.Error(err))
+		return
+	}
+	np := *p
+	np.Ranges, np.Epoch, np.Takeovers = nr, p.Epoch+1, p.Takeovers+len(dead)
+	np.Participants = slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(p.Participants), heirs...))))
+	b, _ := json.Marshal(np)
+	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
+		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+		return
+	}
+	g.m.takeovers.Inc()
+	from := map[string]time.Duration{}
+	for _, d := range dead {
+		for _, l := range ckpts[d].Lanes {
+			from[d] = max(from[d], time.Duration(l.AckedNs))
+		}
+	}
+	logger.Warn("key ranges taken over", zap.Strings("dead", dead), zap.Strings("heirs", heirs), zap.Int("epoch", np.Epoch),
+		zap.Any("acked_watermarks", from))
+}
+
+// sampling is a running Kafka-signal sampler.
+type sampling struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ensureSampler samples the run's Kafka signals from now until the load's
+// records are all delivered (stopSampler), while this instance leads.
+func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
+	if g.sink == nil || !g.cfg.RecordKafkaSignals {
+		return
+	}
+	run := p.Cmd.RunID
+	// Bounded even if no summary ever comes.
+	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout)
+	if !g.clock.Now().Before(deadline) {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.samplers[run]; ok {
+		return
+	}
+	sctx, cancel := context.WithDeadline(ctx, deadline)
+	s := &sampling{cancel: cancel, done: make(chan struct{})}
+	g.samplers[run] = s
+	go func() {
+		defer func() {
+			cancel()
+			g.mu.Lock()
+			if g.samplers[run] == s {
+				delete(g.samplers, run)
+			}
+			g.mu.Unlock()
+			close(s.done)
+		}()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
+		if err != nil {
+			g.logger.Warn("kafka client for signals failed", zap.String("run_id", run), zap.Error(err))
+			return
+		}
+		defer cl.Close()
+		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.logger, g.clock.Now)
+		smp.Run(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
+			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval)
+	}()
+}
+
+// stopSampler ends a run's sampler after one final sample; wait waits for
+// that sample to be stored.
+func (g *Generator) stopSampler(run string, wait bool) {
+	g.mu.Lock()
+	s, ok := g.samplers[run]
+	g.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.cancel()
+	if wait {
+		<-s.done
+	}
+}
