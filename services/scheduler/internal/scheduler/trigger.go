@@ -81,12 +81,14 @@ func (s *Scheduler) ensureTriggerStream(ctx context.Context) error {
 	if len(subjects) == 0 {
 		return nil
 	}
-	_, err := s.bus.JetStream().CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	// Declared through the bus, so it is declared again after a NATS
+	// restart that lost it, and its consumer comes back.
+	err := s.bus.DeclareStream(ctx, jetstream.StreamConfig{
 		Name: StreamTriggers, Description: "Events that start experiments from templates", Subjects: subjects,
 		MaxAge: 7 * 24 * time.Hour, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute,
 	})
 	if err != nil {
-		return fmt.Errorf("declare stream %s for %v: %w", StreamTriggers, subjects, err)
+		return fmt.Errorf("triggers for %v: %w", subjects, err)
 	}
 	return nil
 }
