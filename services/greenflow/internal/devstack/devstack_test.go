@@ -2,13 +2,14 @@ package devstack_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
@@ -67,12 +68,19 @@ func TestDevStackReadinessAndAPoisonSubmit(t *testing.T) {
 	poison := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: poison}\nspec:\n  factors:\n" +
 		"    - {name: workload.sensors, range: {from: 1, to: 10, step: .nan}}\n"
 	require.NoError(t, b.Publish(ctx, events.ExperimentSubmit{ExperimentID: "poison-1", Spec: poison}, "submit:poison-1"))
-	cons, err := b.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	dl, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
-	require.NoError(t, err, "the poison submit is dead-lettered")
-	require.Equal(t, "poison-1", dl.Headers().Get(bus.HeaderExperiment))
-	require.Contains(t, dl.Headers().Get(bus.HeaderDLQReason), "range.step: got NaN")
+	// Refused with the reason and listed as failed (GET on the API).
+	testenv.Eventually(t, 30*time.Second, "the poison submit listed as failed", func() bool {
+		resp, err := http.Get(srv.URL + "/v1/experiments/poison-1")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct{ State, Reason string }
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+			return false
+		}
+		return st.State == "failed" && strings.Contains(st.Reason, "range.step: got NaN")
+	})
 	code, body = healthz(t, srv.URL)
 	require.Equal(t, http.StatusOK, code, "the stack is still up and ready: %s", body)
 	select {

@@ -12,10 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
@@ -116,21 +114,19 @@ func TestNATSSubmitOfANaNStepIsAnsweredAndTheSchedulerServesOn(t *testing.T) {
 }
 
 // A raw experiment.submit with the same spec (a client that skips the API)
-// is dead-lettered with the reason instead of crash-looping the scheduler,
-// and the next experiment runs.
-func TestRawSubmitOfANaNStepIsDeadLetteredAndTheNextRuns(t *testing.T) {
+// is refused with the reason — recorded as a failed experiment, so the id
+// it got appears in list — instead of crash-looping the scheduler, and the
+// next experiment runs.
+func TestRawSubmitOfANaNStepIsRefusedAndTheNextRuns(t *testing.T) {
 	h, cancel := newHarness(t, nil)
 	defer cancel()
 	ctx := context.Background()
 	require.NoError(t, h.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: "nan-1", Spec: nanSpec}, "submit:nan-1"))
 	h.submit(ctx, "good-1", 1)
 	require.Equal(t, "done", h.waitFinal("good-1"))
-
-	cons, err := h.bus.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	dl, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-	require.NoError(t, err)
-	require.Equal(t, "nan-1", dl.Headers().Get(bus.HeaderExperiment))
-	require.Contains(t, dl.Headers().Get(bus.HeaderDLQReason), "spec.factors[0].range.step: got NaN")
-	require.Equal(t, "scheduler", dl.Headers().Get(bus.HeaderDLQConsume))
+	require.Equal(t, "failed", h.waitFinal("nan-1"))
+	st, ok := h.sched.Status("nan-1")
+	require.True(t, ok, "the refused experiment is listed")
+	require.Equal(t, "failed", st.State)
+	require.Contains(t, st.Reason, "spec.factors[0].range.step: got NaN")
 }
