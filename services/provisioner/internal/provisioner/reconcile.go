@@ -81,38 +81,12 @@ func (p *Provisioner) filters() []string {
 	return out
 }
 
-// reconcile runs the reconciler until ctx ends; a broken record watch (a
-// NATS restart) is opened again.
-func (p *Provisioner) reconcile(ctx context.Context) error {
-	var sweeping sync.Mutex
-	for delay := time.Second; ctx.Err() == nil; {
-		err := p.watchRecords(ctx, &sweeping)
-		if ctx.Err() != nil {
-			break
-		}
-		p.setWatchErr(err)
-		p.logger.Warn("record watch ended; opening it again", zap.Error(err), zap.Duration("in", delay))
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
-	return nil
-}
-
-func (p *Provisioner) setWatchErr(err error) {
-	p.mu.Lock()
-	p.watchErr = err
-	p.mu.Unlock()
-}
-
-func (p *Provisioner) watchRecords(ctx context.Context, sweeping *sync.Mutex) error {
-	w, err := p.store.Watch(ctx, p.filters()...)
-	if err != nil {
-		return err
-	}
+// reconcile runs the reconciler on the record watch w until ctx ends. The
+// watch is the bus's: it goes on across NATS restarts, and after one that
+// lost the bucket it delivers a delete for every record that vanished.
+func (p *Provisioner) reconcile(ctx context.Context, w jetstream.KeyWatcher) error {
 	defer func() { _ = w.Stop() }()
+	var sweeping sync.Mutex
 	v := newView()
 	ready := false
 	tick := time.NewTicker(p.cfg.Tick)
@@ -124,11 +98,16 @@ func (p *Provisioner) watchRecords(ctx context.Context, sweeping *sync.Mutex) er
 			return nil
 		case u, ok := <-w.Updates():
 			if !ok {
-				return errors.New("record watch closed")
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("provisioner record watch ended")
 			}
 			if u == nil {
 				ready = true
-				p.setWatchErr(nil)
+				p.mu.Lock()
+				p.synced = true
+				p.mu.Unlock()
 				break
 			}
 			if run := v.apply(u); run != "" {
