@@ -267,7 +267,7 @@ func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) flo
 // before the outage is torn down cleanly after it (its record and the
 // reconciler's view of it survived). With an empty store (the server lost
 // its disk) that run's record is gone: its teardown is reported lost, never
-// clean, and its processes are stopped.
+// clean, and its processes are stopped; the platform id is recorded again.
 func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -278,6 +278,7 @@ func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
 			w := newWorldAt(t, srv.URL())
 			inst := w.start(t, options{})
 			require.NoError(t, inst.health.Check())
+			platform := inst.store.Platform()
 			before := w.localRun("r-before-restart", "exec sleep 60")
 			w.provision(t, before)
 			beforePID := w.rec.provisioned(t, before.RunID, 30*time.Second).Targets[0].PID
@@ -316,6 +317,14 @@ func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
 				return
 			}
 			require.True(t, td.Lost, "its record went with the server's store: %+v", td)
+			testenv.Eventually(t, 10*time.Second, "the platform id recorded again", func() bool {
+				kv, err := w.bus.KV(context.Background(), state.Bucket)
+				if err != nil {
+					return false
+				}
+				e, err := kv.Get(context.Background(), state.KeyPlatform)
+				return err == nil && string(e.Value()) == platform
+			})
 		})
 	}
 }

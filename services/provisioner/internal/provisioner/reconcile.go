@@ -67,9 +67,10 @@ func (v *view) apply(u jetstream.KeyValueEntry) (gone string) {
 
 // filters are the records this instance looks after: local runs (those
 // of its node are its to watch and stop), cluster runs when it has the
-// cluster, and final-run marks.
+// cluster, final-run marks, and the platform id (recorded again when the
+// bucket lost it).
 func (p *Provisioner) filters() []string {
-	out := []string{state.PrefixFinal + ">"}
+	out := []string{state.PrefixFinal + ">", state.KeyPlatform}
 	for _, be := range p.backends {
 		switch be.(type) {
 		case noder:
@@ -110,6 +111,12 @@ func (p *Provisioner) reconcile(ctx context.Context, w jetstream.KeyWatcher) err
 				p.mu.Unlock()
 				break
 			}
+			if u.Key() == state.KeyPlatform {
+				if u.Operation() != jetstream.KeyValuePut {
+					p.goOnce(state.KeyPlatform, func() { p.restorePlatform(ctx) })
+				}
+				continue
+			}
 			if run := v.apply(u); run != "" {
 				p.unwatch(run)
 			}
@@ -134,6 +141,17 @@ func (p *Provisioner) reconcile(ctx context.Context, w jetstream.KeyWatcher) err
 			}()
 		}
 	}
+}
+
+// restorePlatform records the platform id again once the bucket lost it.
+func (p *Provisioner) restorePlatform(ctx context.Context) {
+	if err := p.store.RestorePlatform(ctx); err != nil {
+		if ctx.Err() == nil {
+			p.logger.Error("record the platform id again failed; a provisioner started now would take another", zap.Error(err))
+		}
+		return
+	}
+	p.logger.Warn("the platform id was lost with the record bucket and is recorded again", zap.String("platform", p.store.Platform()))
 }
 
 func (v *view) copy() *view {

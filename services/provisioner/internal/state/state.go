@@ -231,6 +231,21 @@ func (s *Store) Platform() string {
 	return s.platform
 }
 
+// RestorePlatform records the platform id again after the bucket lost it
+// (a NATS server that lost its store): a provisioner starting later would
+// otherwise pick a new id and take this installation's processes and
+// namespaces for another's. Every instance knew the same id, so whichever
+// writes first writes the right one.
+func (s *Store) RestorePlatform(ctx context.Context) error {
+	id := s.Platform()
+	return s.do(func(kv jetstream.KeyValue) error {
+		if _, err := kv.Create(ctx, KeyPlatform, []byte(id)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("record the platform id again in kv bucket %s: %w", s.bucket, err)
+		}
+		return nil
+	})
+}
+
 // errNotOpen is an operation before Open.
 var errNotOpen = errors.New("provisioner records not opened yet")
 
