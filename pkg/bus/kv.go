@@ -177,8 +177,14 @@ func (h kvHandle) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jet
 	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) { return kv.WatchAll(ctx, opts...) })
 }
 
+// WatchFiltered hands nats.go a fresh copy of keys at every (re)start:
+// nats.go prefixes the keys in place, so a watch started again with the same
+// slice would follow "$KV.<bucket>.$KV.<bucket>.<key>" — up, and silent.
 func (h kvHandle) WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) { return kv.WatchFiltered(ctx, keys, opts...) })
+	keys = append([]string(nil), keys...)
+	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+		return kv.WatchFiltered(ctx, append([]string(nil), keys...), opts...)
+	})
 }
 
 func (h kvHandle) Keys(ctx context.Context, opts ...jetstream.WatchOpt) (keys []string, err error) {

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -127,6 +128,71 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 			}
 			_, markers := seen.snapshot()
 			require.Equal(t, 1, markers, "the initial-values marker comes once")
+		})
+	}
+}
+
+// A filtered watch keeps its filters across NATS restarts. nats.go's
+// WatchFiltered prefixes the keys it is given in place, so a watch the bus
+// starts again with the same slice would follow "$KV.<bucket>.$KV.<bucket>.…"
+// — up and silent, never an error — which left the provisioner ready after
+// a restart while no record change reached its reconciler.
+func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		filters    []string
+		emptyStore bool
+	}{
+		{"one_filter", []string{"a.>"}, false},
+		{"two_filters", []string{"a.>", "b.>"}, false},
+		{"two_filters_empty_store", []string{"a.>", "b.>"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := testenv.NewRestartableNATS(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b, err := bus.Connect(ctx, srv.URL(), "test", testenv.Logger(t), prometheus.NewRegistry())
+			require.NoError(t, err)
+			defer b.Close()
+			kv, err := b.KV(ctx, "filtered_kv")
+			require.NoError(t, err)
+			filters := append([]string(nil), tc.filters...)
+			w, err := kv.WatchFiltered(ctx, filters)
+			require.NoError(t, err)
+			defer func() { _ = w.Stop() }()
+			require.Equal(t, tc.filters, filters, "the caller's filters are left as they were")
+			seen := follow(t, w)
+			_, err = kv.Put(ctx, "a.before", []byte("1"))
+			require.NoError(t, err)
+			testenv.Eventually(t, 10*time.Second, "a.before seen", func() bool { return seen.is(map[string]string{"a.before": "1"}) })
+
+			// Twice: every restart starts the inner watch again.
+			for i := 1; i <= 2; i++ {
+				srv.Stop()
+				testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool { return b.Check() != nil })
+				if tc.emptyStore {
+					srv.StartEmpty()
+				} else {
+					srv.Start()
+				}
+				testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
+				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+				key := "a.after" + strconv.Itoa(i)
+				_, err = kv.Put(pctx, key, []byte("2"))
+				require.NoError(t, err)
+				_, err = kv.Put(pctx, "c.unwatched", []byte("3"))
+				require.NoError(t, err)
+				pcancel()
+				want := map[string]string{"a.before": "1", "a.after1": "2", "a.after2": "2"}
+				if tc.emptyStore {
+					want = map[string]string{key: "2"}
+				} else if i == 1 {
+					delete(want, "a.after2")
+				}
+				testenv.Eventually(t, 20*time.Second, key+" seen after restart "+strconv.Itoa(i), func() bool { return seen.is(want) })
+			}
+			got, _ := seen.snapshot()
+			require.NotContains(t, got, "c.unwatched")
 		})
 	}
 }

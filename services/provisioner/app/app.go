@@ -85,8 +85,9 @@ func (c component) Run(ctx context.Context) error {
 	return c.p.Run(ctx)
 }
 
-// Check reports whether the provisioner can do its work now (its record
-// bucket and consumers are there).
+// Check reports whether the provisioner can do its work now (its records
+// are open and loaded); the bus's Check, beside it on /healthz, covers the
+// connection, the record bucket and the consumers.
 func (c component) Check() error { return c.p.Check() }
 
 var _ service.Checker = component{}

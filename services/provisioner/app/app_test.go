@@ -7,19 +7,24 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/svcmain"
+	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 func TestKubernetesBackendWithoutACluster(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	d := svcmain.Deps{Logger: zap.NewNop()}
+	b, err := bus.Connect(context.Background(), testenv.NATS(t), "provisioner", zap.NewNop(), nil)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	d := svcmain.Deps{Bus: b, Logger: zap.NewNop()}
 
 	c := Default()
 	c.Kubernetes = "on"
-	_, err := New(c, d)
+	_, err = New(c, d)
 	require.ErrorContains(t, err, "kubernetes backend: no kubeconfig", "on: refuse to start without a cluster")
 
 	c.Kubernetes = "auto"

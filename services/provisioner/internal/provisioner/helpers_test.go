@@ -16,6 +16,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/local"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
@@ -160,11 +161,24 @@ func (w *world) topics(p events.RunProvision) int {
 // instance is one provisioner, in this process, with its own NATS
 // connection, as a separate provisioner process would have.
 type instance struct {
-	p     *provisioner.Provisioner
-	local *local.Backend
-	store *state.Store
-	reg   *prometheus.Registry
-	stop  func()
+	p      *provisioner.Provisioner
+	local  *local.Backend
+	store  *state.Store
+	reg    *prometheus.Registry
+	health *service.Health // what its /healthz would answer
+	stop   func()
+}
+
+// healthOf is the provisioner's /healthz as svcmain wires it: the bus's
+// Check (connection, streams and buckets, durable consumers) beside the
+// provisioner's own.
+func healthOf(b *bus.Bus, p *provisioner.Provisioner) *service.Health {
+	h := &service.Health{}
+	b.Expect(bus.ExpectedConsumers("provisioner")...)
+	h.Add("nats", b)
+	h.Add("provisioner", p)
+	h.SetReady(true)
+	return h
 }
 
 type options struct {
@@ -177,7 +191,7 @@ type options struct {
 func (w *world) start(t *testing.T, o options) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := bus.Connect(ctx, w.nats, "provisioner", zap.NewNop(), nil)
+	b, err := bus.Connect(ctx, w.nats, "provisioner", testenv.Logger(t), nil)
 	require.NoError(t, err)
 	if o.node == "" {
 		o.node = "node-a"
@@ -220,8 +234,9 @@ func (w *world) start(t *testing.T, o options) *instance {
 		b.Close()
 	}
 	t.Cleanup(stop)
-	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return p.Check() == nil })
-	return &instance{p: p, local: lb, store: st, reg: reg, stop: stop}
+	health := healthOf(b, p)
+	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return health.Check() == nil })
+	return &instance{p: p, local: lb, store: st, reg: reg, health: health, stop: stop}
 }
 
 func (w *world) provision(t *testing.T, p events.RunProvision) {

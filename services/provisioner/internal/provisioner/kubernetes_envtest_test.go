@@ -67,7 +67,8 @@ func (w *world) startKubeAs(t *testing.T, rc *rest.Config, cfg kube.Config, core
 		b.Close()
 	}
 	t.Cleanup(stop)
-	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return p.Check() == nil })
+	health := healthOf(b, p)
+	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return health.Check() == nil })
 	return kb, reg, stop
 }
 

@@ -151,12 +151,17 @@ type Provisioner struct {
 	now      func() time.Time
 	kick     chan struct{}
 
+	// The durable consumers of commands and of run states. The bus keeps
+	// them (and the record bucket and its watch) across NATS restarts and
+	// reports them in its Check; the provisioner adds no recovery of its own.
+	commands, states *bus.Consumer
+
 	mu       sync.Mutex
 	admins   map[string]*kadm.Client
 	inflight map[string]bool // record keys with a teardown attempt running here
-	watchErr error           // why the record watch is down, nil when up
-	started  bool
-	workers  sync.WaitGroup // teardown attempts and other reconciler work
+	started  bool            // the records are open
+	synced   bool            // the reconciler's view holds every record
+	workers  sync.WaitGroup  // teardown attempts and other reconciler work
 
 	provisioned *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -187,6 +192,8 @@ func New(cfg Config, b *bus.Bus, store *state.Store, backends map[string]Backend
 			}
 		}
 	}
+	p.commands = b.NewConsumer(bus.ConsumerProvisioner, p.handle, bus.OnDeadLetter(p.answerDeadLetter))
+	p.states = b.NewConsumer(bus.ConsumerProvisionerStates, p.onState)
 	return p, nil
 }
 
@@ -199,8 +206,9 @@ func (p *Provisioner) Backend(name string) (Backend, bool) {
 // Instance is this provisioner's name in records.
 func (p *Provisioner) Instance() string { return p.cfg.Instance }
 
-// Run opens the records, then consumes provision and teardown commands and
-// run states and reconciles, until ctx ends.
+// Run opens the records and their watch, then consumes provision and
+// teardown commands and run states and reconciles, until ctx ends. A
+// consumer or the watch that cannot start stops the service.
 func (p *Provisioner) Run(ctx context.Context) error {
 	defer p.closeAdmins()
 	if err := p.store.Open(ctx); err != nil {
@@ -211,17 +219,19 @@ func (p *Provisioner) Run(ctx context.Context) error {
 			pu.SetPlatform(p.store.Platform())
 		}
 	}
+	w, err := p.store.Watch(ctx, p.filters()...)
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
 	p.started = true
 	p.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 3)
-	go func() {
-		errc <- p.bus.Consume(ctx, bus.ConsumerProvisioner, p.handle, bus.OnDeadLetter(p.answerDeadLetter))
-	}()
-	go func() { errc <- p.bus.Consume(ctx, bus.ConsumerProvisionerStates, p.onState) }()
-	go func() { errc <- p.reconcile(ctx) }()
+	go func() { errc <- p.commands.Run(ctx) }()
+	go func() { errc <- p.states.Run(ctx) }()
+	go func() { errc <- p.reconcile(ctx, w) }()
 	var first error
 	for i := 0; i < 3; i++ {
 		if err := <-errc; err != nil && first == nil {
@@ -233,31 +243,22 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	return first
 }
 
-// Check reports whether the provisioner can do its work now: its record
-// bucket is readable, its durable consumers exist and the record watch
-// runs.
+// Check reports what keeps the provisioner from its work beyond what the
+// bus reports: its records not opened, or not all loaded into the
+// reconciler's view yet. The connection, the record bucket, the durable
+// consumers and the watch across NATS restarts are the bus's, and its
+// Check (beside this one on /healthz) says when they are not working. No
+// I/O.
 func (p *Provisioner) Check() error {
 	p.mu.Lock()
-	started, watchErr := p.started, p.watchErr
-	p.mu.Unlock()
-	if !started {
-		return errors.New("provisioner: not started")
+	defer p.mu.Unlock()
+	switch {
+	case !p.started:
+		return errors.New("provisioner: records not opened yet")
+	case !p.synced:
+		return errors.New("provisioner: records not loaded yet")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var errs []error
-	if err := p.store.Check(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("provisioner records: %w", err))
-	}
-	for _, durable := range []string{bus.ConsumerProvisioner.Durable, bus.ConsumerProvisionerStates.Durable} {
-		if _, err := p.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, durable); err != nil {
-			errs = append(errs, fmt.Errorf("consumer %s: %w", durable, err))
-		}
-	}
-	if watchErr != nil {
-		errs = append(errs, fmt.Errorf("provisioner record watch: %w", watchErr))
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {

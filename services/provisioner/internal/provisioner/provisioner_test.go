@@ -2,7 +2,6 @@ package provisioner_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/natsembed"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
@@ -263,41 +261,72 @@ func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) flo
 }
 
 // TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under
-// a running provisioner: its health check says not ready while the server
-// is down, and once the server is back (same store) the provisioner is
-// ready again and provisions and tears down as before.
+// a running provisioner: its /healthz says not ready while the server is
+// down, and once the server is back the provisioner is ready again and
+// provisions and tears down as before. With the same store, a run started
+// before the outage is torn down cleanly after it (its record and the
+// reconciler's view of it survived). With an empty store (the server lost
+// its disk) that run's record is gone: its teardown is reported lost, never
+// clean, and its processes are stopped; the platform id is recorded again.
 func TestANATSRestartIsReportedNotReadyAndSurvived(t *testing.T) {
-	dir := t.TempDir()
-	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir})
-	require.NoError(t, err)
-	port := ns.Addr().(*net.TCPAddr).Port
-	t.Cleanup(func() { ns.Shutdown() })
-	w := newWorldAt(t, ns.ClientURL())
-	inst := w.start(t, options{})
-	require.NoError(t, inst.p.Check())
+	for _, tc := range []struct {
+		name       string
+		emptyStore bool
+	}{{"same_store", false}, {"empty_store", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := testenv.NewRestartableNATS(t)
+			w := newWorldAt(t, srv.URL())
+			inst := w.start(t, options{})
+			require.NoError(t, inst.health.Check())
+			platform := inst.store.Platform()
+			before := w.localRun("r-before-restart", "exec sleep 60")
+			w.provision(t, before)
+			beforePID := w.rec.provisioned(t, before.RunID, 30*time.Second).Targets[0].PID
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	down := time.Now()
-	testenv.Eventually(t, 10*time.Second, "not ready while NATS is down", func() bool { return inst.p.Check() != nil })
-	t.Logf("not ready %s after NATS went down: %v", time.Since(down).Round(time.Millisecond), inst.p.Check())
+			srv.Stop()
+			down := time.Now()
+			testenv.Eventually(t, 10*time.Second, "not ready while NATS is down", func() bool { return inst.health.Check() != nil })
+			t.Logf("not ready %s after NATS went down: %v", time.Since(down).Round(time.Millisecond), inst.health.Check())
 
-	ns, err = natsembed.Start(natsembed.Options{Port: port, StoreDir: dir})
-	require.NoError(t, err)
-	up := time.Now()
-	testenv.Eventually(t, 30*time.Second, "ready again once NATS is back", func() bool { return inst.p.Check() == nil })
-	t.Logf("ready %s after NATS came back", time.Since(up).Round(time.Millisecond))
+			if tc.emptyStore {
+				srv.StartEmpty()
+			} else {
+				srv.Start()
+			}
+			up := time.Now()
+			testenv.Eventually(t, 30*time.Second, "ready again once NATS is back", func() bool { return inst.health.Check() == nil })
+			t.Logf("ready %s after NATS came back", time.Since(up).Round(time.Millisecond))
 
-	w.rec = record(t, w.bus) // a fresh watch, from before the restart
-	p := w.localRun("r-after-restart", "exec sleep 60")
-	testenv.Eventually(t, 20*time.Second, "the provision accepted", func() bool {
-		return w.bus.Publish(context.Background(), p, "provision:"+p.RunID) == nil
-	})
-	pid := w.rec.provisioned(t, p.RunID, 30*time.Second).Targets[0].PID
-	w.teardown(t, p, "teardown:"+p.RunID)
-	td := w.rec.tornDown(t, p.RunID, 30*time.Second)
-	require.False(t, td.Lost || td.Crashed, "%+v", td)
-	require.False(t, alive(pid))
+			w.rec = record(t, w.bus) // a fresh watch, from before the restart
+			p := w.localRun("r-after-restart", "exec sleep 60")
+			testenv.Eventually(t, 20*time.Second, "the provision accepted", func() bool {
+				return w.bus.Publish(context.Background(), p, "provision:"+p.RunID) == nil
+			})
+			pid := w.rec.provisioned(t, p.RunID, 30*time.Second).Targets[0].PID
+			w.teardown(t, p, "teardown:"+p.RunID)
+			td := w.rec.tornDown(t, p.RunID, 30*time.Second)
+			require.False(t, td.Lost || td.Crashed, "%+v", td)
+			require.False(t, alive(pid))
+
+			w.teardown(t, before, "teardown:"+before.RunID)
+			td = w.rec.tornDown(t, before.RunID, 30*time.Second)
+			require.False(t, alive(beforePID), "stopped either way")
+			require.Empty(t, marked(t, inst, before.RunID))
+			if !tc.emptyStore {
+				require.False(t, td.Lost || td.Crashed, "%+v", td)
+				return
+			}
+			require.True(t, td.Lost, "its record went with the server's store: %+v", td)
+			testenv.Eventually(t, 10*time.Second, "the platform id recorded again", func() bool {
+				kv, err := w.bus.KV(context.Background(), state.Bucket)
+				if err != nil {
+					return false
+				}
+				e, err := kv.Get(context.Background(), state.KeyPlatform)
+				return err == nil && string(e.Value()) == platform
+			})
+		})
+	}
 }
 
 // TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce: the record locks a

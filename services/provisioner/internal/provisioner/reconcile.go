@@ -67,9 +67,10 @@ func (v *view) apply(u jetstream.KeyValueEntry) (gone string) {
 
 // filters are the records this instance looks after: local runs (those
 // of its node are its to watch and stop), cluster runs when it has the
-// cluster, and final-run marks.
+// cluster, final-run marks, and the platform id (recorded again when the
+// bucket lost it).
 func (p *Provisioner) filters() []string {
-	out := []string{state.PrefixFinal + ">"}
+	out := []string{state.PrefixFinal + ">", state.KeyPlatform}
 	for _, be := range p.backends {
 		switch be.(type) {
 		case noder:
@@ -81,38 +82,12 @@ func (p *Provisioner) filters() []string {
 	return out
 }
 
-// reconcile runs the reconciler until ctx ends; a broken record watch (a
-// NATS restart) is opened again.
-func (p *Provisioner) reconcile(ctx context.Context) error {
-	var sweeping sync.Mutex
-	for delay := time.Second; ctx.Err() == nil; {
-		err := p.watchRecords(ctx, &sweeping)
-		if ctx.Err() != nil {
-			break
-		}
-		p.setWatchErr(err)
-		p.logger.Warn("record watch ended; opening it again", zap.Error(err), zap.Duration("in", delay))
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
-	}
-	return nil
-}
-
-func (p *Provisioner) setWatchErr(err error) {
-	p.mu.Lock()
-	p.watchErr = err
-	p.mu.Unlock()
-}
-
-func (p *Provisioner) watchRecords(ctx context.Context, sweeping *sync.Mutex) error {
-	w, err := p.store.Watch(ctx, p.filters()...)
-	if err != nil {
-		return err
-	}
+// reconcile runs the reconciler on the record watch w until ctx ends. The
+// watch is the bus's: it goes on across NATS restarts, and after one that
+// lost the bucket it delivers a delete for every record that vanished.
+func (p *Provisioner) reconcile(ctx context.Context, w jetstream.KeyWatcher) error {
 	defer func() { _ = w.Stop() }()
+	var sweeping sync.Mutex
 	v := newView()
 	ready := false
 	tick := time.NewTicker(p.cfg.Tick)
@@ -124,12 +99,23 @@ func (p *Provisioner) watchRecords(ctx context.Context, sweeping *sync.Mutex) er
 			return nil
 		case u, ok := <-w.Updates():
 			if !ok {
-				return errors.New("record watch closed")
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("provisioner record watch ended")
 			}
 			if u == nil {
 				ready = true
-				p.setWatchErr(nil)
+				p.mu.Lock()
+				p.synced = true
+				p.mu.Unlock()
 				break
+			}
+			if u.Key() == state.KeyPlatform {
+				if u.Operation() != jetstream.KeyValuePut {
+					p.goOnce(state.KeyPlatform, func() { p.restorePlatform(ctx) })
+				}
+				continue
 			}
 			if run := v.apply(u); run != "" {
 				p.unwatch(run)
@@ -155,6 +141,17 @@ func (p *Provisioner) watchRecords(ctx context.Context, sweeping *sync.Mutex) er
 			}()
 		}
 	}
+}
+
+// restorePlatform records the platform id again once the bucket lost it.
+func (p *Provisioner) restorePlatform(ctx context.Context) {
+	if err := p.store.RestorePlatform(ctx); err != nil {
+		if ctx.Err() == nil {
+			p.logger.Error("record the platform id again failed; a provisioner started now would take another", zap.Error(err))
+		}
+		return
+	}
+	p.logger.Warn("the platform id was lost with the record bucket and is recorded again", zap.String("platform", p.store.Platform()))
 }
 
 func (v *view) copy() *view {

@@ -1,6 +1,7 @@
 // Package state keeps the provisioner's per-run records in a JetStream KV
-// bucket (file storage), so that any provisioner instance — a restarted one,
-// or another one running at the same time — knows every run: what was
+// bucket (file storage, opened through the bus, which declares it again
+// after a NATS restart that lost it), so that any provisioner instance — a
+// restarted one, or another one running at the same time — knows every run: what was
 // started where (node, pid, start time, process group, log and exit-status
 // files, namespace), the run's targets and Kafka topics, whether its
 // teardown is wanted and how far it got, and how it ended. Writes are revision-checked:
@@ -131,7 +132,8 @@ const (
 	PrefixLocal = "local."
 	PrefixKube  = "kube."
 	PrefixFinal = "final."
-	keyPlatform = "meta.platform"
+	// KeyPlatform holds this installation's id (see Store.Platform).
+	KeyPlatform = "meta.platform"
 )
 
 // Token escapes an id for one token of a key: letters, digits, '-' and '_'
@@ -174,14 +176,17 @@ type Entry struct {
 // ErrNotFound is returned for a missing record.
 var ErrNotFound = errors.New("no record")
 
-// Store reads and writes records; safe for concurrent use.
+// Store reads and writes records; safe for concurrent use. The bucket
+// handle comes from the bus (bus.KV), which keeps it: a bucket the server
+// lost is declared again and the operation retried, and a watch goes on
+// across restarts. The store adds no recovery of its own.
 type Store struct {
 	bus    *bus.Bus
 	bucket string
 	now    func() time.Time
 
 	mu       sync.Mutex
-	kv       jetstream.KeyValue
+	kv       jetstream.KeyValue // nil until Open
 	platform string
 }
 
@@ -196,23 +201,23 @@ func New(b *bus.Bus, bucket string) *Store {
 // Open opens (creating when needed) the bucket and reads the platform id,
 // creating it on first use.
 func (s *Store) Open(ctx context.Context) error {
-	if _, err := s.open(ctx); err != nil {
+	kv, err := s.bus.KV(ctx, s.bucket)
+	if err != nil {
 		return err
 	}
-	kv, _ := s.open(ctx)
 	id := uuid.NewString()
-	if _, err := kv.Create(ctx, keyPlatform, []byte(id)); err != nil {
+	if _, err := kv.Create(ctx, KeyPlatform, []byte(id)); err != nil {
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("record the platform id in kv bucket %s: %w", s.bucket, err)
 		}
-		e, err := kv.Get(ctx, keyPlatform)
+		e, err := kv.Get(ctx, KeyPlatform)
 		if err != nil {
 			return fmt.Errorf("read the platform id from kv bucket %s: %w", s.bucket, err)
 		}
 		id = string(e.Value())
 	}
 	s.mu.Lock()
-	s.platform = id
+	s.kv, s.platform = kv, id
 	s.mu.Unlock()
 	return nil
 }
@@ -226,44 +231,39 @@ func (s *Store) Platform() string {
 	return s.platform
 }
 
-func (s *Store) open(ctx context.Context) (jetstream.KeyValue, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.kv != nil {
-		return s.kv, nil
-	}
-	kv, err := s.bus.KV(ctx, s.bucket)
-	if err != nil {
-		return nil, err
-	}
-	s.kv = kv
-	return kv, nil
+// RestorePlatform records the platform id again after the bucket lost it
+// (a NATS server that lost its store): a provisioner starting later would
+// otherwise pick a new id and take this installation's processes and
+// namespaces for another's. Every instance knew the same id, so whichever
+// writes first writes the right one.
+func (s *Store) RestorePlatform(ctx context.Context) error {
+	id := s.Platform()
+	return s.do(func(kv jetstream.KeyValue) error {
+		if _, err := kv.Create(ctx, KeyPlatform, []byte(id)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("record the platform id again in kv bucket %s: %w", s.bucket, err)
+		}
+		return nil
+	})
 }
 
-// do runs op on the bucket; when the bucket has gone (a NATS server that
-// lost its store) it is created again and op retried once.
-func (s *Store) do(ctx context.Context, op func(jetstream.KeyValue) error) error {
-	kv, err := s.open(ctx)
-	if err != nil {
-		return err
+// errNotOpen is an operation before Open.
+var errNotOpen = errors.New("provisioner records not opened yet")
+
+// do runs op on the bucket.
+func (s *Store) do(op func(jetstream.KeyValue) error) error {
+	s.mu.Lock()
+	kv := s.kv
+	s.mu.Unlock()
+	if kv == nil {
+		return errNotOpen
 	}
-	err = op(kv)
-	if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-		s.mu.Lock()
-		s.kv = nil
-		s.mu.Unlock()
-		if kv, err = s.open(ctx); err != nil {
-			return err
-		}
-		err = op(kv)
-	}
-	return err
+	return op(kv)
 }
 
 // Get reads a record.
 func (s *Store) Get(ctx context.Context, key string) (Entry, error) {
 	var e Entry
-	err := s.do(ctx, func(kv jetstream.KeyValue) error {
+	err := s.do(func(kv jetstream.KeyValue) error {
 		v, err := kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return ErrNotFound
@@ -299,7 +299,7 @@ func (s *Store) Create(ctx context.Context, key string, rec Record) (Entry, bool
 	}
 	for {
 		var rev uint64
-		err := s.do(ctx, func(kv jetstream.KeyValue) error {
+		err := s.do(func(kv jetstream.KeyValue) error {
 			var err error
 			rev, err = kv.Create(ctx, key, b)
 			return err
@@ -328,7 +328,7 @@ func (s *Store) Update(ctx context.Context, e Entry) (Entry, error) {
 	if err != nil {
 		return e, err
 	}
-	err = s.do(ctx, func(kv jetstream.KeyValue) error {
+	err = s.do(func(kv jetstream.KeyValue) error {
 		rev, err := kv.Update(ctx, e.Key, b, e.Rev)
 		if err != nil {
 			return err
@@ -382,7 +382,7 @@ func (s *Store) Mutate(ctx context.Context, key string, fn func(*Record) (bool, 
 
 // Delete removes a record if it is still at rev.
 func (s *Store) Delete(ctx context.Context, key string, rev uint64) error {
-	return s.do(ctx, func(kv jetstream.KeyValue) error {
+	return s.do(func(kv jetstream.KeyValue) error {
 		err := kv.Delete(ctx, key, jetstream.LastRevision(rev))
 		if wrongRevision(err) {
 			return ErrConflict
@@ -397,7 +397,7 @@ func (s *Store) Delete(ctx context.Context, key string, rev uint64) error {
 // Find reads the records whose keys match filter (wildcards * and >).
 func (s *Store) Find(ctx context.Context, filter string) ([]Entry, error) {
 	var keys []string
-	err := s.do(ctx, func(kv jetstream.KeyValue) error {
+	err := s.do(func(kv jetstream.KeyValue) error {
 		l, err := kv.ListKeysFiltered(ctx, filter)
 		if err != nil {
 			return err
@@ -430,7 +430,7 @@ func (s *Store) Find(ctx context.Context, filter string) ([]Entry, error) {
 // every change, until ctx ends (see jetstream.KeyValue.WatchFiltered).
 func (s *Store) Watch(ctx context.Context, filters ...string) (jetstream.KeyWatcher, error) {
 	var w jetstream.KeyWatcher
-	err := s.do(ctx, func(kv jetstream.KeyValue) error {
+	err := s.do(func(kv jetstream.KeyValue) error {
 		var err error
 		w, err = kv.WatchFiltered(ctx, append([]string(nil), filters...))
 		return err
@@ -447,20 +447,10 @@ func (s *Store) MarkFinal(ctx context.Context, runID, runState string) error {
 	if err != nil {
 		return err
 	}
-	return s.do(ctx, func(kv jetstream.KeyValue) error {
+	return s.do(func(kv jetstream.KeyValue) error {
 		_, err := kv.Create(ctx, FinalKey(runID), b)
 		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 			return fmt.Errorf("mark run %s %s: %w", runID, runState, err)
-		}
-		return nil
-	})
-}
-
-// Check reports whether the bucket can be read now.
-func (s *Store) Check(ctx context.Context) error {
-	return s.do(ctx, func(kv jetstream.KeyValue) error {
-		if _, err := kv.Status(ctx); err != nil {
-			return fmt.Errorf("kv bucket %s: %w", s.bucket, err)
 		}
 		return nil
 	})
