@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -178,7 +179,12 @@ func (h kvHandle) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jet
 }
 
 func (h kvHandle) WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) { return kv.WatchFiltered(ctx, keys, opts...) })
+	keys = slices.Clone(keys)
+	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
+		// A copy each time: nats.go rewrites the slice it is given (into
+		// subjects), and a restarted watch must start from the keys.
+		return kv.WatchFiltered(ctx, slices.Clone(keys), opts...)
+	})
 }
 
 func (h kvHandle) Keys(ctx context.Context, opts ...jetstream.WatchOpt) (keys []string, err error) {
@@ -279,6 +285,7 @@ func (w *watcher) run(ctx context.Context, inner jetstream.KeyWatcher, changed <
 			if err == nil {
 				return next, ch
 			}
+			w.k.b.logger.Warn("restart kv watch failed; retrying", zap.String("bucket", name), zap.Error(err), zap.Duration("delay", delay))
 			select {
 			case <-w.stop:
 				return nil, nil
