@@ -296,7 +296,7 @@ func TestCommitsWaitWhileClickHouseIsDownWithoutSpool(t *testing.T) {
 			st.setDown(false)
 			upMs := time.Now().UnixMilli()
 			testenv.Eventually(t, 20*time.Second, "ready and writing again", func() bool {
-				return in.c.Check() == nil && countRows(t, st.Store, "scope = 'node' AND ts_ms > ?", upMs+500) >= 2
+				return in.ready() == nil && countRows(t, st.Store, "scope = 'node' AND ts_ms > ?", upMs+500) >= 2
 			})
 			in.stop(t)
 			rollbacks, _ := in.gauge(t, "greenflow_collector_commit_rollbacks_total", "kepler/node-00")

@@ -2,59 +2,24 @@ package collector_test
 
 import (
 	"context"
-	"net"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
-	"github.com/greenflow/greenflow/pkg/natsembed"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-// natsServer is an embedded NATS server the test stops and starts again on
-// the same port, with its store or an empty one.
-type natsServer struct {
-	ns   *server.Server
-	port int
-	dir  string
-}
-
-func startNATS(tb testing.TB) *natsServer {
-	tb.Helper()
-	s := &natsServer{dir: tb.TempDir(), port: -1}
-	s.start(tb)
-	s.port = s.ns.Addr().(*net.TCPAddr).Port
-	tb.Cleanup(func() {
-		if s.ns != nil {
-			s.ns.Shutdown()
-		}
-	})
-	return s
-}
-
-func (s *natsServer) start(tb testing.TB) {
-	tb.Helper()
-	ns, err := natsembed.Start(natsembed.Options{Port: s.port, StoreDir: s.dir})
-	require.NoError(tb, err)
-	s.ns = ns
-}
-
-func (s *natsServer) url() string { return s.ns.ClientURL() }
-
-func (s *natsServer) stop() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
-	s.ns = nil
-}
-
 // After a NATS server restart — with its store, then with an empty one —
-// the collector is not ready while NATS is away, recreates its KV bucket
-// (putting back the assignments it knows) and its consumer (with the
-// stream), is ready again, takes new assignments, and keeps sampling.
+// the collector is not ready while NATS is away (its /healthz reasons name
+// the assignment consumer and the KV bucket); the bus declares the bucket,
+// the stream and the consumer again; the collector keeps measuring the
+// runs assigned before (an empty store lost their keys: it puts them back
+// rather than forgetting them), is ready again, takes new assignments, and
+// keeps sampling.
 // Across the restart with the store, no interval is lost; across the one
 // with an empty store, the claims and checkpoints are gone, so its sources
 // start from a baseline: a hole no longer than the outage, explicit in the
@@ -64,34 +29,36 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	st := testenv.Store(t)
 	stopMerges(t, st)
-	srv := startNATS(t)
+	srv := testenv.NewRestartableNATS(t)
 	farm := newKeplerFarm(t)
 	cfg := testConfig("c1", interval)
 	cfg.Sources = farm.sources(nodes)
 	cfg.SpoolDir = t.TempDir()
-	in := startCollector(t, srv.url(), cfg, st)
-	pub, err := bus.Connect(context.Background(), srv.url(), "test", testenv.Logger(t), nil)
+	in := startCollector(t, srv.URL(), cfg, st)
+	pub, err := bus.Connect(context.Background(), srv.URL(), "test", testenv.Logger(t), nil)
 	require.NoError(t, err)
 	t.Cleanup(pub.Close)
 	targets := podTargets(nodes)
 	publishAssign(t, pub, "e1-r0000", targets[:1])
 	testenv.Eventually(t, 30*time.Second, "ready and sampling", func() bool {
-		return in.c.Check() == nil && countRows(t, st, "scope = 'pod'") >= 2
+		return in.ready() == nil && countRows(t, st, "scope = 'pod'") >= 2
 	})
 
 	restart := func(empty bool) (downMs, upMs int64, notReady error) {
 		downMs = time.Now().UnixMilli()
-		srv.stop()
-		testenv.Eventually(t, 30*time.Second, "not ready while nats is down", func() bool {
-			notReady = in.c.Check()
-			return notReady != nil
+		srv.Stop()
+		testenv.Eventually(t, 30*time.Second, "not ready while nats is down, for the consumer and the bucket", func() bool {
+			notReady = in.ready()
+			return notReady != nil && strings.Contains(notReady.Error(), "consumer energy-collector-c1: nats connection") &&
+				strings.Contains(notReady.Error(), "kv_bucket: kv bucket "+cfg.Bucket+": heartbeat failed")
 		})
 		if empty {
-			srv.dir = t.TempDir()
+			srv.StartEmpty()
+		} else {
+			srv.Start()
 		}
-		srv.start(t)
 		upMs = time.Now().UnixMilli()
-		testenv.Eventually(t, 60*time.Second, "ready again", func() bool { return in.c.Check() == nil })
+		testenv.Eventually(t, 60*time.Second, "ready again", func() bool { return in.ready() == nil })
 		return downMs, upMs, notReady
 	}
 
@@ -117,6 +84,10 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 		_, e1 := kv.Get(context.Background(), "run.e1-r0001")
 		return e0 == nil && e1 == nil
 	})
+	testenv.Eventually(t, 30*time.Second, "runs assigned before the empty restart still measured", func() bool {
+		return countRows(t, st, "scope = 'pod' AND target_id = ? AND ts_ms > ?", targets[0].ID, up2) >= 2 &&
+			countRows(t, st, "scope = 'pod' AND target_id = ? AND ts_ms > ?", targets[1].ID, up2) >= 2
+	})
 	publishAssign(t, pub, "e1-r0002", targets[2:3])
 	testenv.Eventually(t, 30*time.Second, "assignment after the empty restart honoured", func() bool {
 		return countRows(t, st, "scope = 'pod' AND target_id = ?", targets[2].ID) >= 2
@@ -128,7 +99,12 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	in.stop(t)
 
 	cov := checkCoverage(t, st)
-	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms); overlaps %d", cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), len(cov.overlaps))
+	var longest int64
+	for _, g := range cov.holes {
+		longest = max(longest, g.toMs-g.fromMs)
+	}
+	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; empty-store outage %d ms); overlaps %d",
+		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, up2-down2, len(cov.overlaps))
 	require.Empty(t, cov.overlaps)
 	// The hole runs from the last rows committed before the outage (up to a
 	// commit interval and a reading earlier) to the baseline reading after
