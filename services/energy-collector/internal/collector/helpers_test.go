@@ -183,6 +183,19 @@ func (in *instance) stop(tb testing.TB) {
 	in.done = nil
 }
 
+// owned is how many shared sources the instance samples now.
+func (in *instance) owned(tb testing.TB) float64 {
+	tb.Helper()
+	mfs, err := in.reg.Gather()
+	require.NoError(tb, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "greenflow_collector_shared_sources_owned" && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
 // gauge returns the value of metric name with label source=src.
 func (in *instance) gauge(tb testing.TB, name, src string) (float64, bool) {
 	tb.Helper()

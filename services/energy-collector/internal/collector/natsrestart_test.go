@@ -117,3 +117,83 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
 	}
 }
+
+// Two collectors sharing four Kepler sources across a NATS restart with an
+// empty store: both are not ready while it is down and ready after; both
+// put the lost assignment back (one creates the key, the other finds it
+// there); every node is measured for the run assigned before; and no
+// interval is counted twice (the claims, lost too, are taken again with a
+// compare-and-set), while the holes stay bounded as with one collector.
+func TestNATSEmptyRestartWithTwoCollectors(t *testing.T) {
+	const nodes = 4 // rendezvous hashing gives c0 and c1 two each
+	const interval = 500 * time.Millisecond
+	st := testenv.Store(t)
+	stopMerges(t, st)
+	srv := testenv.NewRestartableNATS(t)
+	farm := newKeplerFarm(t)
+	var ins []*instance
+	var bucket string
+	for _, name := range []string{"c0", "c1"} {
+		cfg := testConfig(name, interval)
+		cfg.Sources = farm.sources(nodes)
+		cfg.SpoolDir = t.TempDir()
+		bucket = cfg.Bucket
+		ins = append(ins, startCollector(t, srv.URL(), cfg, st))
+	}
+	pub, err := bus.Connect(context.Background(), srv.URL(), "test", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	t.Cleanup(pub.Close)
+	publishAssign(t, pub, "e1-r0000", podTargets(nodes))
+	allReady := func() bool {
+		for _, in := range ins {
+			if in.ready() != nil {
+				return false
+			}
+		}
+		return true
+	}
+	testenv.Eventually(t, 30*time.Second, "both ready, sharing the sources, every pod measured", func() bool {
+		return allReady() && ins[0].owned(t) > 0 && ins[1].owned(t) > 0 && minPerNode(t, st, "scope = 'pod'", nodes) >= 2
+	})
+
+	downMs := time.Now().UnixMilli()
+	srv.Stop()
+	testenv.Eventually(t, 30*time.Second, "neither ready while nats is down", func() bool {
+		return ins[0].ready() != nil && ins[1].ready() != nil
+	})
+	srv.StartEmpty()
+	upMs := time.Now().UnixMilli()
+	testenv.Eventually(t, 60*time.Second, "both ready again", allReady)
+	t.Logf("ready %s after nats came back empty", time.Since(time.UnixMilli(upMs)).Round(time.Millisecond))
+	js, err := jetstream.New(pub.Conn())
+	require.NoError(t, err)
+	testenv.Eventually(t, 30*time.Second, "assignment put back", func() bool {
+		kv, err := js.KeyValue(context.Background(), bucket)
+		if err != nil {
+			return false
+		}
+		_, err = kv.Get(context.Background(), "run.e1-r0000")
+		return err == nil
+	})
+	testenv.Eventually(t, 30*time.Second, "every pod measured after the restart, both sharing again", func() bool {
+		return minPerNode(t, st, "scope = 'pod' AND ts_ms > ?", nodes, upMs) >= 2 && ins[0].owned(t) > 0 && ins[1].owned(t) > 0
+	})
+	t.Logf("sources owned after the restart: c0 %.0f, c1 %.0f", ins[0].owned(t), ins[1].owned(t))
+	for _, in := range ins {
+		in.stop(t)
+	}
+
+	cov := checkCoverage(t, st)
+	var longest int64
+	for _, g := range cov.holes {
+		longest = max(longest, g.toMs-g.fromMs)
+	}
+	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; outage %d ms); overlaps %d",
+		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, upMs-downMs, len(cov.overlaps))
+	require.Empty(t, cov.overlaps, "no interval counted twice")
+	bound := upMs - downMs + (6*interval + time.Second).Milliseconds()
+	for _, g := range cov.holes {
+		require.Greater(t, g.toMs, downMs, "no hole before the restart: %+v", g)
+		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
+	}
+}
