@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -181,9 +182,11 @@ func (h kvHandle) WatchAll(ctx context.Context, opts ...jetstream.WatchOpt) (jet
 // nats.go prefixes the keys in place, so a watch started again with the same
 // slice would follow "$KV.<bucket>.$KV.<bucket>.<key>" — up, and silent.
 func (h kvHandle) WatchFiltered(ctx context.Context, keys []string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
-	keys = append([]string(nil), keys...)
+	keys = slices.Clone(keys)
 	return h.k.watch(ctx, func(kv jetstream.KeyValue) (jetstream.KeyWatcher, error) {
-		return kv.WatchFiltered(ctx, append([]string(nil), keys...), opts...)
+		// A copy each time: nats.go rewrites the slice it is given (into
+		// subjects), and a restarted watch must start from the keys.
+		return kv.WatchFiltered(ctx, slices.Clone(keys), opts...)
 	})
 }
 
@@ -285,6 +288,7 @@ func (w *watcher) run(ctx context.Context, inner jetstream.KeyWatcher, changed <
 			if err == nil {
 				return next, ch
 			}
+			w.k.b.logger.Warn("restart kv watch failed; retrying", zap.String("bucket", name), zap.Error(err), zap.Duration("delay", delay))
 			select {
 			case <-w.stop:
 				return nil, nil
@@ -362,6 +366,19 @@ func (w *watcher) run(ctx context.Context, inner jetstream.KeyWatcher, changed <
 
 // deletedEntry tells a watcher that a key is gone with its lost bucket.
 type deletedEntry struct{ bucket, key string }
+
+// KeyLost reports whether e is a delete that a watch of a bus KV handle
+// made up rather than one the server recorded: the key was there before
+// the watch had to start over and is not there now, with no delete or
+// purge of its own — its bucket was lost and declared again empty (a NATS
+// restart with an empty store, a memory bucket after any restart). Nobody
+// deleted the key, so a reader that knows its value from elsewhere (the
+// energy collector its assignments, from its own consumer) may put it back
+// instead of forgetting it.
+func KeyLost(e jetstream.KeyValueEntry) bool {
+	_, ok := e.(deletedEntry)
+	return ok
+}
 
 func (d deletedEntry) Bucket() string                  { return d.bucket }
 func (d deletedEntry) Key() string                     { return d.key }

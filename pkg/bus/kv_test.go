@@ -20,7 +20,8 @@ import (
 type watched struct {
 	mu      sync.Mutex
 	values  map[string]string
-	markers int // nil entries (initial values loaded)
+	markers int      // nil entries (initial values loaded)
+	lost    []string // keys deleted because their bucket was lost (bus.KeyLost)
 }
 
 func follow(t *testing.T, w jetstream.KeyWatcher) *watched {
@@ -36,6 +37,9 @@ func follow(t *testing.T, w jetstream.KeyWatcher) *watched {
 				v.values[e.Key()] = string(e.Value())
 			default:
 				delete(v.values, e.Key())
+				if bus.KeyLost(e) {
+					v.lost = append(v.lost, e.Key())
+				}
 			}
 			v.mu.Unlock()
 		}
@@ -70,7 +74,8 @@ func (v *watched) is(want map[string]string) bool {
 // a file bucket with its data when the store is kept; re-created empty when
 // it is not — operations work again and a running watch tells its reader
 // that the old keys are gone, then follows the new bucket; a memory bucket
-// (lost by every restart) is declared again.
+// (lost by every restart) is declared again. Watches of all keys and of
+// some keys (WatchFiltered) alike.
 func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
@@ -96,8 +101,19 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 			w, err := kv.WatchAll(ctx)
 			require.NoError(t, err)
 			defer func() { _ = w.Stop() }()
-			seen := follow(t, w)
-			testenv.Eventually(t, 10*time.Second, "initial values", func() bool { return seen.is(map[string]string{"old": "1"}) })
+			fw, err := kv.WatchFiltered(ctx, []string{"old", "new"})
+			require.NoError(t, err)
+			defer func() { _ = fw.Stop() }()
+			all, filtered := follow(t, w), follow(t, fw)
+			watches := map[string]*watched{"WatchAll": all, "WatchFiltered": filtered}
+			// eventually waits until every watch has seen want.
+			eventually := func(what string, want map[string]string) {
+				t.Helper()
+				for name, seen := range watches {
+					testenv.Eventually(t, 20*time.Second, name+": "+what, func() bool { return seen.is(want) })
+				}
+			}
+			eventually("initial values", map[string]string{"old": "1"})
 
 			srv.Stop()
 			testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool { return b.Check() != nil })
@@ -119,15 +135,30 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 			_, err = kv.Get(pctx, "old")
 			if tc.kept {
 				require.NoError(t, err)
-				testenv.Eventually(t, 20*time.Second, "watch follows", func() bool { return seen.is(map[string]string{"old": "1", "new": "2"}) })
+				eventually("watch follows", map[string]string{"old": "1", "new": "2"})
 			} else {
 				require.True(t, errors.Is(err, jetstream.ErrKeyNotFound), "lost with the bucket: %v", err)
-				testenv.Eventually(t, 20*time.Second, "watch follows the new bucket and drops the lost key", func() bool {
-					return seen.is(map[string]string{"new": "2"})
-				})
+				eventually("watch follows the new bucket and drops the lost key", map[string]string{"new": "2"})
 			}
-			_, markers := seen.snapshot()
-			require.Equal(t, 1, markers, "the initial-values marker comes once")
+
+			// A delete someone makes is not one the bucket's loss made.
+			require.NoError(t, kv.Delete(pctx, "new"))
+			want := map[string]string{}
+			if tc.kept {
+				want["old"] = "1"
+			}
+			eventually("watch sees the delete", want)
+			var lost []string
+			if !tc.kept {
+				lost = []string{"old"}
+			}
+			for name, seen := range watches {
+				_, markers := seen.snapshot()
+				require.Equal(t, 1, markers, "%s: the initial-values marker comes once", name)
+				seen.mu.Lock()
+				require.Equal(t, lost, seen.lost, "%s: bus.KeyLost tells the keys lost with the bucket from deleted ones", name)
+				seen.mu.Unlock()
+			}
 		})
 	}
 }

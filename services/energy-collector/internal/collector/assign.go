@@ -60,6 +60,18 @@ func (a *assignments) deleteKey(key string) {
 	}
 }
 
+// byKey returns the run whose KV key is key.
+func (a *assignments) byKey(key string) (events.CollectAssign, bool) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for id, m := range a.runs {
+		if runKey(id) == key {
+			return m, true
+		}
+	}
+	return events.CollectAssign{}, false
+}
+
 // forNode returns the targets on node, each target id once, sorted by id.
 func (a *assignments) forNode(node string) []events.Target {
 	a.mu.RLock()

@@ -27,7 +27,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -61,6 +60,15 @@ type Collector struct {
 	ready  *readiness
 	m      metrics
 	why    string
+
+	// consumer takes collect.assign and collect.release. The bus keeps it
+	// consuming across NATS restarts (declaring the stream and the durable
+	// consumer again when the server lost them) and reports it in its Check.
+	consumer *bus.Consumer
+	// runKeys serialises changes of the run.* keys — the consumer's, and
+	// putting back those lost with the bucket — so that a run released
+	// meanwhile is never put back.
+	runKeys sync.Mutex
 
 	// maxPendingRows bounds the rows one runner holds while its commits
 	// are blocked (see runner): MaxBuffered shared among the sources.
@@ -153,6 +161,9 @@ func New(cfg Config, b *bus.Bus, st Store, logger *zap.Logger, reg prometheus.Re
 		return nil, err
 	}
 	c.writer = w
+	// Declared last: from here on the bus reports the consumer as not
+	// started until Run has it consuming.
+	c.consumer = b.NewConsumer(bus.ConsumerCollector(cfg.Instance), c.handle)
 	return c, nil
 }
 
@@ -167,9 +178,10 @@ func (c *Collector) SourceHealth() map[string]SourceHealth { return c.health.sna
 func (c *Collector) BacklogRows() int { return c.writer.BacklogRows() }
 
 // Check implements service.Checker: the collector cannot do its work while
-// its KV bucket or its assignment consumer is unusable (NATS down, or
-// restarted and not yet repaired), or while neither ClickHouse nor the
-// spool takes rows.
+// its KV bucket is unusable (heartbeats failing: NATS down, or restarted
+// and the bucket not yet declared again), or while neither ClickHouse nor
+// the spool takes rows. Its assignment consumer and the NATS connection
+// are the bus's: its Check reports them, and /healthz asks both.
 func (c *Collector) Check() error {
 	return errors.Join(c.ready.check(), c.writer.Check())
 }
@@ -229,7 +241,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		}()
 	}
 	goRun(newCoordinator(c, kv, c.shared).run)
-	goRun(c.consume)
+	goRun(c.consumer.Run)
 	for _, r := range runners {
 		goRun(r.run)
 	}
@@ -246,108 +258,23 @@ func (c *Collector) Run(ctx context.Context) error {
 	return errors.Join(runErr, <-wdone)
 }
 
-// How often the assignment consumer's connection is looked at, and how
-// often the consumer itself is asked for.
-const (
-	consumerPollInterval  = 250 * time.Millisecond
-	consumerCheckInterval = 2 * time.Second
-)
-
-// consume runs the assignment consumer until ctx ends, and recreates it —
-// with the stream, when that is gone too — after a NATS server restart
-// that lost them (an empty store): the consume loop itself would wait for
-// a consumer that no longer exists.
-func (c *Collector) consume(ctx context.Context) error {
-	spec := bus.ConsumerCollector(c.cfg.Instance)
-	backoff := 200 * time.Millisecond
-	for {
-		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- c.bus.Consume(cctx, spec, c.handle) }()
-		err := c.superviseConsumer(cctx, spec.Durable, done)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		c.ready.set(condConsumer, fmt.Errorf("assignment consumer %s: %w", spec.Durable, err))
-		c.logger.Warn("assignment consumer stopped; recreating it", zap.Error(err), zap.Duration("retry_in", backoff))
-		if errors.Is(err, jetstream.ErrStreamNotFound) || strings.Contains(err.Error(), "stream not found") {
-			// Declares the streams on this connection (bus.New does, and
-			// registers nothing without a registry).
-			if _, err := bus.New(ctx, c.bus.Conn(), "energy-collector", c.logger, nil); err != nil {
-				c.logger.Warn("declare streams failed", zap.Error(err))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 5*time.Second)
-	}
-}
-
-// superviseConsumer watches a running Consume: it returns Consume's error
-// when it ends, or, having stopped it, why the consumer is gone. Readiness
-// follows whether the consumer exists: checked every
-// consumerCheckInterval, and at once after NATS reconnects (a restarted
-// server may have lost it); not ready while NATS is disconnected.
-func (c *Collector) superviseConsumer(ctx context.Context, durable string, done <-chan error) error {
-	t := time.NewTicker(consumerPollInterval)
-	defer t.Stop()
-	nc := c.bus.Conn()
-	reconnects := nc.Stats().Reconnects
-	var checked time.Time
-	for {
-		select {
-		case err := <-done:
-			if err == nil {
-				err = errors.New("consumer ended")
-			}
-			return err
-		case <-t.C:
-		}
-		if st := nc.Status(); st != nats.CONNECTED {
-			c.ready.set(condConsumer, fmt.Errorf("nats connection %s", st))
-			continue
-		}
-		if r := nc.Stats().Reconnects; r != reconnects {
-			reconnects, checked = r, time.Time{}
-			c.ready.set(condConsumer, errors.New("not verified since nats reconnected"))
-		}
-		if time.Since(checked) < consumerCheckInterval {
-			continue
-		}
-		checked = time.Now()
-		qctx, cancel := context.WithTimeout(ctx, consumerCheckInterval)
-		_, err := c.bus.JetStream().Consumer(qctx, bus.StreamLifecycle, durable)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-		case err == nil:
-			c.ready.set(condConsumer, nil)
-		case errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
-			c.ready.set(condConsumer, err)
-			return fmt.Errorf("consumer gone: %w", err)
-		default:
-			c.ready.set(condConsumer, fmt.Errorf("assignment consumer %s: %w", durable, err))
-		}
-	}
-}
-
 func (c *Collector) handle(ctx context.Context, d bus.Delivery) error {
 	switch m := d.Msg.(type) {
 	case *events.CollectAssign:
-		c.assign.put(*m)
 		b, err := json.Marshal(m)
 		if err != nil {
 			return bus.Permanent(fmt.Errorf("encode assignment of run %s: %w", m.RunID, err))
 		}
+		c.runKeys.Lock()
+		defer c.runKeys.Unlock()
+		c.assign.put(*m)
 		if _, err := c.kv.Put(ctx, runKey(m.RunID), b); err != nil {
 			return fmt.Errorf("record assignment of run %s: %w", m.RunID, err)
 		}
 		c.logger.Info("targets assigned", zap.String("run_id", m.RunID), zap.Int("targets", len(m.Targets)))
 	case *events.CollectRelease:
+		c.runKeys.Lock()
+		defer c.runKeys.Unlock()
 		c.assign.delete(m.RunID)
 		if err := c.kv.Delete(ctx, runKey(m.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 			return fmt.Errorf("remove assignment of run %s: %w", m.RunID, err)
@@ -404,10 +331,7 @@ func processCPUSeconds() (float64, error) {
 }
 
 // Readiness conditions (see Check).
-const (
-	condBucket   = "kv_bucket"
-	condConsumer = "assignment_consumer"
-)
+const condBucket = "kv_bucket"
 
 // readiness holds the conditions that keep the collector from working;
 // safe for concurrent use.
@@ -418,8 +342,7 @@ type readiness struct {
 
 func newReadiness() *readiness {
 	return &readiness{conds: map[string]error{
-		condBucket:   errors.New("kv bucket not opened yet"),
-		condConsumer: errors.New("assignment consumer not started yet"),
+		condBucket: errors.New("kv bucket not opened yet"),
 	}}
 }
 

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -296,7 +298,7 @@ func TestCommitsWaitWhileClickHouseIsDownWithoutSpool(t *testing.T) {
 			st.setDown(false)
 			upMs := time.Now().UnixMilli()
 			testenv.Eventually(t, 20*time.Second, "ready and writing again", func() bool {
-				return in.c.Check() == nil && countRows(t, st.Store, "scope = 'node' AND ts_ms > ?", upMs+500) >= 2
+				return in.ready() == nil && countRows(t, st.Store, "scope = 'node' AND ts_ms > ?", upMs+500) >= 2
 			})
 			in.stop(t)
 			rollbacks, _ := in.gauge(t, "greenflow_collector_commit_rollbacks_total", "kepler/node-00")
@@ -309,5 +311,38 @@ func TestCommitsWaitWhileClickHouseIsDownWithoutSpool(t *testing.T) {
 				require.Less(t, c.maxStep, time.Duration(upMs-downMs)*time.Millisecond/2, "the outage kept its resolution")
 			}
 		})
+	}
+}
+
+// What the service's /healthz asks — the bus and the collector — says not
+// ready until the assignment consumer consumes: the collector declares it
+// in New, the bus reports it (and the energy-collector-* consumer that
+// bus.ExpectedConsumers names) as not started, and Run starts it.
+func TestNotReadyUntilTheAssignmentConsumerConsumes(t *testing.T) {
+	st := testenv.Store(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b, err := bus.Connect(ctx, testenv.NATS(t), "energy-collector", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	b.Expect(bus.ExpectedConsumers("energy-collector")...)
+	require.ErrorContains(t, b.Check(), "consumer energy-collector-*: not started")
+
+	c, err := collector.New(testConfig("c1", 200*time.Millisecond), b, st, testenv.Logger(t), prometheus.NewRegistry())
+	require.NoError(t, err)
+	ready := func() error { return errors.Join(b.Check(), c.Check()) }
+	err = ready()
+	require.ErrorContains(t, err, "consumer energy-collector-c1: not started")
+	require.ErrorContains(t, err, "kv_bucket: kv bucket not opened yet")
+
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	testenv.Eventually(t, 20*time.Second, "ready once consuming", func() bool { return ready() == nil })
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("collector did not stop")
 	}
 }

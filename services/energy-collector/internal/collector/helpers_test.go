@@ -2,6 +2,7 @@ package collector_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -151,6 +152,7 @@ func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st coll
 	b, err := bus.Connect(ctx, natsURL, "energy-collector", zap.NewNop(), nil)
 	require.NoError(tb, err)
 	tb.Cleanup(b.Close)
+	b.Expect(bus.ExpectedConsumers("energy-collector")...) // as svcmain and the dev stack do
 	reg := prometheus.NewRegistry()
 	c, err := collector.New(cfg, b, st, testenv.Logger(tb), reg)
 	require.NoError(tb, err)
@@ -160,6 +162,10 @@ func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st coll
 	tb.Cleanup(func() { in.stop(tb) })
 	return in
 }
+
+// ready is what the service's /healthz asks: the bus (connection,
+// consumers, streams and buckets) and the collector.
+func (in *instance) ready() error { return errors.Join(in.b.Check(), in.c.Check()) }
 
 // stop cancels the collector and waits for it to drain.
 func (in *instance) stop(tb testing.TB) {
@@ -175,6 +181,19 @@ func (in *instance) stop(tb testing.TB) {
 		tb.Fatalf("collector did not stop")
 	}
 	in.done = nil
+}
+
+// owned is how many shared sources the instance samples now.
+func (in *instance) owned(tb testing.TB) float64 {
+	tb.Helper()
+	mfs, err := in.reg.Gather()
+	require.NoError(tb, err)
+	for _, mf := range mfs {
+		if mf.GetName() == "greenflow_collector_shared_sources_owned" && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 // gauge returns the value of metric name with label source=src.

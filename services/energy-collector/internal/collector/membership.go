@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
@@ -59,10 +61,13 @@ const (
 // that dies simply stops committing, and its sources move once its member
 // entry is LeaseTTL old.
 //
-// NATS restarts: a heartbeat that fails makes the coordinator recreate the
-// bucket (same store: a no-op; an empty store: a new, empty bucket) and,
-// once heartbeats succeed again, restart its watcher and put back the
-// assignments it knows. A runner whose claim vanished with the store
+// NATS restarts are the bus's to survive: its KV handle declares the bucket
+// again when a server restarted with an empty store lost it, and its watch
+// starts over, delivering a delete for every key lost with the bucket
+// (bus.KeyLost). Such a delete is no decision of anyone's: a lost run.*
+// key this instance still knows from its consumer is put back, and a lost
+// member.* entry is left to expire with its lease (its instance is alive
+// and heartbeats again). A runner whose claim vanished with the store
 // recreates it if it committed within LeaseTTL, so it keeps its place.
 type coordinator struct {
 	c      *Collector
@@ -77,6 +82,7 @@ type coordinator struct {
 	serverNow time.Time
 	lastBeat  time.Time // local send time of the last acknowledged heartbeat
 	synced    bool
+	lost      map[string]int // run.* keys lost with the bucket, to put back: times lost
 
 	wake    chan struct{}
 	exited  chan runExit
@@ -131,6 +137,7 @@ func newCoordinator(c *Collector, kv jetstream.KeyValue, shared map[string]Sourc
 	return &coordinator{c: c, kv: kv, self: c.cfg.Instance, token: hex.EncodeToString(b[:]), shared: shared,
 		logger:  c.logger,
 		members: map[string]member{},
+		lost:    map[string]int{},
 		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{},
 		releasing: map[string]bool{}, released: make(chan string, len(shared)+1)}
 }
@@ -171,26 +178,18 @@ func (co *coordinator) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer func() { stopWatch() }()
+	defer stopWatch()
 
 	hb := time.NewTicker(co.c.cfg.Heartbeat)
 	defer hb.Stop()
-	broken := !co.heartbeat(ctx)
+	co.heartbeat(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			co.shutdown()
 			return nil
 		case <-hb.C:
-			if co.heartbeat(ctx) {
-				if broken {
-					stopWatch = co.recovered(ctx, stopWatch)
-					broken = false
-				}
-				break
-			}
-			broken = true
-			co.repairBucket(ctx)
+			co.heartbeat(ctx)
 		case <-co.wake:
 		case id := <-co.released:
 			delete(co.releasing, id)
@@ -200,6 +199,7 @@ func (co *coordinator) run(ctx context.Context) error {
 				co.logger.Info("source taken over by another instance", zap.String("source", e.id), zap.Error(e.err))
 			}
 		}
+		co.putBack(ctx)
 		co.reconcile(ctx)
 	}
 }
@@ -223,46 +223,54 @@ func (co *coordinator) watch(ctx context.Context) (stop func(), err error) {
 	return func() { _ = w.Stop(); <-done }, nil
 }
 
-// repairBucket recreates the bucket after a failed heartbeat: a NATS
-// server restarted with an empty store has lost it (with the same store, or
-// while the server is still down, this changes nothing).
-func (co *coordinator) repairBucket(ctx context.Context) {
-	kctx, cancel := context.WithTimeout(ctx, co.c.cfg.LeaseTTL)
-	defer cancel()
-	if _, err := co.c.bus.KV(kctx, co.c.cfg.Bucket); err != nil {
-		co.c.ready.set(condBucket, fmt.Errorf("kv bucket %s unusable: %w", co.c.cfg.Bucket, err))
+// putBack puts the run.* keys lost with the bucket back, for the runs
+// this instance still measures: another instance starting now learns its
+// assignments from the bucket. A run released meanwhile is not put back
+// (runKeys orders this with the consumer); a key someone created again
+// first is left as it is; one that fails is tried again after the next
+// heartbeat.
+func (co *coordinator) putBack(ctx context.Context) {
+	co.mu.Lock()
+	keys := maps.Clone(co.lost)
+	co.mu.Unlock()
+	for key, n := range keys {
+		err := co.putBackRun(ctx, key)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			co.logger.Warn("put back assignment lost with the kv bucket failed; retrying", zap.String("key", key), zap.Error(err))
+			continue
+		}
+		co.mu.Lock()
+		if co.lost[key] == n { // not lost again meanwhile
+			delete(co.lost, key)
+		}
+		co.mu.Unlock()
 	}
 }
 
-// recovered runs when heartbeats succeed again after failing: the watcher
-// is restarted (its consumer may be gone with the server's store), and the
-// assignments this instance knows are put back where they are missing.
-func (co *coordinator) recovered(ctx context.Context, stopWatch func()) func() {
-	stopWatch()
-	stop, err := co.watch(ctx)
-	for err != nil && ctx.Err() == nil {
-		co.c.ready.set(condBucket, err)
-		co.logger.Warn("restart membership watch failed; retrying", zap.Error(err))
-		select {
-		case <-ctx.Done():
-		case <-time.After(co.c.cfg.Heartbeat):
-		}
-		stop, err = co.watch(ctx)
+func (co *coordinator) putBackRun(ctx context.Context, key string) error {
+	co.c.runKeys.Lock()
+	defer co.c.runKeys.Unlock()
+	a, ok := co.c.assign.byKey(key)
+	if !ok {
+		return nil // released meanwhile
 	}
+	b, err := json.Marshal(a)
 	if err != nil {
-		return func() {}
+		return fmt.Errorf("encode assignment of run %s: %w", a.RunID, err)
 	}
-	for _, a := range co.c.assign.active() {
-		b, err := json.Marshal(a)
-		if err != nil {
-			continue
-		}
-		if _, err := co.kv.Create(ctx, runKey(a.RunID), b); err == nil {
-			co.logger.Info("assignment put back after nats restart", zap.String("run_id", a.RunID))
-		}
+	kctx, cancel := context.WithTimeout(ctx, co.c.cfg.LeaseTTL)
+	defer cancel()
+	_, err = co.kv.Create(kctx, key, b)
+	switch {
+	case err == nil:
+		co.logger.Info("assignment put back after the kv bucket was lost", zap.String("run_id", a.RunID))
+	case errors.Is(err, jetstream.ErrKeyExists):
+		err = nil // assigned or put back by someone else already
 	}
-	co.logger.Info("kv bucket usable again; membership watch restarted")
-	return stop
+	return err
 }
 
 // apply records one KV update seen by the watcher.
@@ -276,6 +284,7 @@ func (co *coordinator) apply(e jetstream.KeyValueEntry) {
 		return
 	}
 	del := e.Operation() != jetstream.KeyValuePut
+	lost := del && bus.KeyLost(e)
 	key := e.Key()
 	co.mu.Lock()
 	if e.Created().After(co.serverNow) {
@@ -283,6 +292,9 @@ func (co *coordinator) apply(e jetstream.KeyValueEntry) {
 	}
 	switch {
 	case strings.HasPrefix(key, keyMember):
+		if lost {
+			break // alive while its lease runs; it puts the entry back
+		}
 		var v memberValue
 		if del || json.Unmarshal(e.Value(), &v) != nil {
 			delete(co.members, key)
@@ -294,6 +306,10 @@ func (co *coordinator) apply(e jetstream.KeyValueEntry) {
 		}
 		co.members[key] = member{instance: v.Instance, token: v.Token, sources: srcs, created: e.Created()}
 	case strings.HasPrefix(key, keyRun):
+		if lost {
+			co.lost[key]++
+			break
+		}
 		co.mu.Unlock()
 		if del {
 			co.c.assign.deleteKey(key)
@@ -309,7 +325,8 @@ func (co *coordinator) apply(e jetstream.KeyValueEntry) {
 	co.signal()
 }
 
-// heartbeat renews this instance's membership; false when it failed.
+// heartbeat renews this instance's membership (the bus's KV handle
+// declares the bucket again if it was lost); false when it failed.
 func (co *coordinator) heartbeat(ctx context.Context) bool {
 	ids := make([]string, 0, len(co.shared))
 	for id := range co.shared {

@@ -2,59 +2,24 @@ package collector_test
 
 import (
 	"context"
-	"net"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
-	"github.com/greenflow/greenflow/pkg/natsembed"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-// natsServer is an embedded NATS server the test stops and starts again on
-// the same port, with its store or an empty one.
-type natsServer struct {
-	ns   *server.Server
-	port int
-	dir  string
-}
-
-func startNATS(tb testing.TB) *natsServer {
-	tb.Helper()
-	s := &natsServer{dir: tb.TempDir(), port: -1}
-	s.start(tb)
-	s.port = s.ns.Addr().(*net.TCPAddr).Port
-	tb.Cleanup(func() {
-		if s.ns != nil {
-			s.ns.Shutdown()
-		}
-	})
-	return s
-}
-
-func (s *natsServer) start(tb testing.TB) {
-	tb.Helper()
-	ns, err := natsembed.Start(natsembed.Options{Port: s.port, StoreDir: s.dir})
-	require.NoError(tb, err)
-	s.ns = ns
-}
-
-func (s *natsServer) url() string { return s.ns.ClientURL() }
-
-func (s *natsServer) stop() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
-	s.ns = nil
-}
-
 // After a NATS server restart — with its store, then with an empty one —
-// the collector is not ready while NATS is away, recreates its KV bucket
-// (putting back the assignments it knows) and its consumer (with the
-// stream), is ready again, takes new assignments, and keeps sampling.
+// the collector is not ready while NATS is away (its /healthz reasons name
+// the assignment consumer and the KV bucket); the bus declares the bucket,
+// the stream and the consumer again; the collector keeps measuring the
+// runs assigned before (an empty store lost their keys: it puts them back
+// rather than forgetting them), is ready again, takes new assignments, and
+// keeps sampling.
 // Across the restart with the store, no interval is lost; across the one
 // with an empty store, the claims and checkpoints are gone, so its sources
 // start from a baseline: a hole no longer than the outage, explicit in the
@@ -64,34 +29,36 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	const interval = 500 * time.Millisecond
 	st := testenv.Store(t)
 	stopMerges(t, st)
-	srv := startNATS(t)
+	srv := testenv.NewRestartableNATS(t)
 	farm := newKeplerFarm(t)
 	cfg := testConfig("c1", interval)
 	cfg.Sources = farm.sources(nodes)
 	cfg.SpoolDir = t.TempDir()
-	in := startCollector(t, srv.url(), cfg, st)
-	pub, err := bus.Connect(context.Background(), srv.url(), "test", testenv.Logger(t), nil)
+	in := startCollector(t, srv.URL(), cfg, st)
+	pub, err := bus.Connect(context.Background(), srv.URL(), "test", testenv.Logger(t), nil)
 	require.NoError(t, err)
 	t.Cleanup(pub.Close)
 	targets := podTargets(nodes)
 	publishAssign(t, pub, "e1-r0000", targets[:1])
 	testenv.Eventually(t, 30*time.Second, "ready and sampling", func() bool {
-		return in.c.Check() == nil && countRows(t, st, "scope = 'pod'") >= 2
+		return in.ready() == nil && countRows(t, st, "scope = 'pod'") >= 2
 	})
 
 	restart := func(empty bool) (downMs, upMs int64, notReady error) {
 		downMs = time.Now().UnixMilli()
-		srv.stop()
-		testenv.Eventually(t, 30*time.Second, "not ready while nats is down", func() bool {
-			notReady = in.c.Check()
-			return notReady != nil
+		srv.Stop()
+		testenv.Eventually(t, 30*time.Second, "not ready while nats is down, for the consumer and the bucket", func() bool {
+			notReady = in.ready()
+			return notReady != nil && strings.Contains(notReady.Error(), "consumer energy-collector-c1: nats connection") &&
+				strings.Contains(notReady.Error(), "kv_bucket: kv bucket "+cfg.Bucket+": heartbeat failed")
 		})
 		if empty {
-			srv.dir = t.TempDir()
+			srv.StartEmpty()
+		} else {
+			srv.Start()
 		}
-		srv.start(t)
 		upMs = time.Now().UnixMilli()
-		testenv.Eventually(t, 60*time.Second, "ready again", func() bool { return in.c.Check() == nil })
+		testenv.Eventually(t, 60*time.Second, "ready again", func() bool { return in.ready() == nil })
 		return downMs, upMs, notReady
 	}
 
@@ -117,6 +84,10 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 		_, e1 := kv.Get(context.Background(), "run.e1-r0001")
 		return e0 == nil && e1 == nil
 	})
+	testenv.Eventually(t, 30*time.Second, "runs assigned before the empty restart still measured", func() bool {
+		return countRows(t, st, "scope = 'pod' AND target_id = ? AND ts_ms > ?", targets[0].ID, up2) >= 2 &&
+			countRows(t, st, "scope = 'pod' AND target_id = ? AND ts_ms > ?", targets[1].ID, up2) >= 2
+	})
 	publishAssign(t, pub, "e1-r0002", targets[2:3])
 	testenv.Eventually(t, 30*time.Second, "assignment after the empty restart honoured", func() bool {
 		return countRows(t, st, "scope = 'pod' AND target_id = ?", targets[2].ID) >= 2
@@ -128,7 +99,12 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	in.stop(t)
 
 	cov := checkCoverage(t, st)
-	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms); overlaps %d", cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), len(cov.overlaps))
+	var longest int64
+	for _, g := range cov.holes {
+		longest = max(longest, g.toMs-g.fromMs)
+	}
+	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; empty-store outage %d ms); overlaps %d",
+		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, up2-down2, len(cov.overlaps))
 	require.Empty(t, cov.overlaps)
 	// The hole runs from the last rows committed before the outage (up to a
 	// commit interval and a reading earlier) to the baseline reading after
@@ -138,6 +114,86 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	bound := up2 - down2 + (6*interval + time.Second).Milliseconds()
 	for _, g := range cov.holes {
 		require.Greater(t, g.toMs, down2, "no hole before the empty-store restart (the one with the store at %d–%d loses nothing): %+v", down1, up1, g)
+		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
+	}
+}
+
+// Two collectors sharing four Kepler sources across a NATS restart with an
+// empty store: both are not ready while it is down and ready after; both
+// put the lost assignment back (one creates the key, the other finds it
+// there); every node is measured for the run assigned before; and no
+// interval is counted twice (the claims, lost too, are taken again with a
+// compare-and-set), while the holes stay bounded as with one collector.
+func TestNATSEmptyRestartWithTwoCollectors(t *testing.T) {
+	const nodes = 4 // rendezvous hashing gives c0 and c1 two each
+	const interval = 500 * time.Millisecond
+	st := testenv.Store(t)
+	stopMerges(t, st)
+	srv := testenv.NewRestartableNATS(t)
+	farm := newKeplerFarm(t)
+	var ins []*instance
+	var bucket string
+	for _, name := range []string{"c0", "c1"} {
+		cfg := testConfig(name, interval)
+		cfg.Sources = farm.sources(nodes)
+		cfg.SpoolDir = t.TempDir()
+		bucket = cfg.Bucket
+		ins = append(ins, startCollector(t, srv.URL(), cfg, st))
+	}
+	pub, err := bus.Connect(context.Background(), srv.URL(), "test", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	t.Cleanup(pub.Close)
+	publishAssign(t, pub, "e1-r0000", podTargets(nodes))
+	allReady := func() bool {
+		for _, in := range ins {
+			if in.ready() != nil {
+				return false
+			}
+		}
+		return true
+	}
+	testenv.Eventually(t, 30*time.Second, "both ready, sharing the sources, every pod measured", func() bool {
+		return allReady() && ins[0].owned(t) > 0 && ins[1].owned(t) > 0 && minPerNode(t, st, "scope = 'pod'", nodes) >= 2
+	})
+
+	downMs := time.Now().UnixMilli()
+	srv.Stop()
+	testenv.Eventually(t, 30*time.Second, "neither ready while nats is down", func() bool {
+		return ins[0].ready() != nil && ins[1].ready() != nil
+	})
+	srv.StartEmpty()
+	upMs := time.Now().UnixMilli()
+	testenv.Eventually(t, 60*time.Second, "both ready again", allReady)
+	t.Logf("ready %s after nats came back empty", time.Since(time.UnixMilli(upMs)).Round(time.Millisecond))
+	js, err := jetstream.New(pub.Conn())
+	require.NoError(t, err)
+	testenv.Eventually(t, 30*time.Second, "assignment put back", func() bool {
+		kv, err := js.KeyValue(context.Background(), bucket)
+		if err != nil {
+			return false
+		}
+		_, err = kv.Get(context.Background(), "run.e1-r0000")
+		return err == nil
+	})
+	testenv.Eventually(t, 30*time.Second, "every pod measured after the restart, both sharing again", func() bool {
+		return minPerNode(t, st, "scope = 'pod' AND ts_ms > ?", nodes, upMs) >= 2 && ins[0].owned(t) > 0 && ins[1].owned(t) > 0
+	})
+	t.Logf("sources owned after the restart: c0 %.0f, c1 %.0f", ins[0].owned(t), ins[1].owned(t))
+	for _, in := range ins {
+		in.stop(t)
+	}
+
+	cov := checkCoverage(t, st)
+	var longest int64
+	for _, g := range cov.holes {
+		longest = max(longest, g.toMs-g.fromMs)
+	}
+	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; outage %d ms); overlaps %d",
+		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, upMs-downMs, len(cov.overlaps))
+	require.Empty(t, cov.overlaps, "no interval counted twice")
+	bound := upMs - downMs + (6*interval + time.Second).Milliseconds()
+	for _, g := range cov.holes {
+		require.Greater(t, g.toMs, downMs, "no hole before the restart: %+v", g)
 		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
 	}
 }
