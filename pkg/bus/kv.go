@@ -357,6 +357,19 @@ func (w *watcher) run(ctx context.Context, inner jetstream.KeyWatcher, changed <
 // deletedEntry tells a watcher that a key is gone with its lost bucket.
 type deletedEntry struct{ bucket, key string }
 
+// KeyLost reports whether e is a delete that a watch of a bus KV handle
+// made up rather than one the server recorded: the key was there before
+// the watch had to start over and is not there now, with no delete or
+// purge of its own — its bucket was lost and declared again empty (a NATS
+// restart with an empty store, a memory bucket after any restart). Nobody
+// deleted the key, so a reader that knows its value from elsewhere (the
+// energy collector its assignments, from its own consumer) may put it back
+// instead of forgetting it.
+func KeyLost(e jetstream.KeyValueEntry) bool {
+	_, ok := e.(deletedEntry)
+	return ok
+}
+
 func (d deletedEntry) Bucket() string                  { return d.bucket }
 func (d deletedEntry) Key() string                     { return d.key }
 func (d deletedEntry) Value() []byte                   { return nil }

@@ -19,7 +19,8 @@ import (
 type watched struct {
 	mu      sync.Mutex
 	values  map[string]string
-	markers int // nil entries (initial values loaded)
+	markers int      // nil entries (initial values loaded)
+	lost    []string // keys deleted because their bucket was lost (bus.KeyLost)
 }
 
 func follow(t *testing.T, w jetstream.KeyWatcher) *watched {
@@ -35,6 +36,9 @@ func follow(t *testing.T, w jetstream.KeyWatcher) *watched {
 				v.values[e.Key()] = string(e.Value())
 			default:
 				delete(v.values, e.Key())
+				if bus.KeyLost(e) {
+					v.lost = append(v.lost, e.Key())
+				}
 			}
 			v.mu.Unlock()
 		}
@@ -127,6 +131,21 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 			}
 			_, markers := seen.snapshot()
 			require.Equal(t, 1, markers, "the initial-values marker comes once")
+
+			// A delete someone makes is not one the bucket's loss made.
+			require.NoError(t, kv.Delete(pctx, "new"))
+			want := map[string]string{}
+			if tc.kept {
+				want["old"] = "1"
+			}
+			testenv.Eventually(t, 20*time.Second, "watch sees the delete", func() bool { return seen.is(want) })
+			var lost []string
+			if !tc.kept {
+				lost = []string{"old"}
+			}
+			seen.mu.Lock()
+			defer seen.mu.Unlock()
+			require.Equal(t, lost, seen.lost, "bus.KeyLost tells the keys lost with the bucket from deleted ones")
 		})
 	}
 }
