@@ -30,6 +30,19 @@ type job struct {
 	applied   bool
 	resume    []laneCkpt // this instance's checkpointed lanes, for its first share
 	restarted bool       // this incarnation resumes from a checkpoint
+	final     *status    // the last checkpoint, once the share is done
+}
+
+// finalStatus is the share's final checkpoint, once it is done: kept to be
+// put back should NATS lose it before the leader has read it
+// (restoreFinalStatuses).
+func (j *job) finalStatus() (status, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.final == nil {
+		return status{}, false
+	}
+	return *j.final, true
 }
 
 // setShare hands the worker this instance's share of a newer plan.
@@ -94,7 +107,7 @@ func (g *Generator) pokeLeader() {
 // does not answer: starting from zero instead would lose the count.
 func (g *Generator) readStatus(ctx context.Context, run, instance string) (status, bool, error) {
 	for {
-		e, err := g.kvRuns().Get(ctx, statusKey(run, instance))
+		e, err := g.runs.Get(ctx, statusKey(run, instance))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return status{}, false, nil
 		}
@@ -163,7 +176,11 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	finish := func(st status, failed bool, reason string) {
 		st.Done, st.Failed, st.Reason = true, failed, reason
 		st.EndMs = g.clock.Now().UnixMilli()
-		g.putStatus(st, run)
+		st.UpdatedMs = st.EndMs
+		j.mu.Lock()
+		j.final = &st
+		j.mu.Unlock()
+		g.writeStatus(st, run)
 		if failed {
 			// The run has failed: stop every instance's share now rather
 			// than at the end of the phase.
@@ -274,12 +291,18 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	}
 }
 
+// putStatus writes a checkpoint taken now.
 func (g *Generator) putStatus(st status, run string) {
 	st.UpdatedMs = g.clock.Now().UnixMilli()
+	g.writeStatus(st, run)
+}
+
+// writeStatus writes a checkpoint as it is.
+func (g *Generator) writeStatus(st status, run string) {
 	b, _ := json.Marshal(st)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := g.kvRuns().Put(ctx, statusKey(run, st.Instance), b); err != nil {
+	if _, err := g.runs.Put(ctx, statusKey(run, st.Instance), b); err != nil {
 		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
 	}
 }
@@ -362,5 +385,14 @@ func (q *publishQueue) close(within time.Duration) {
 	case <-time.After(within):
 		q.stop()
 		<-q.done
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }

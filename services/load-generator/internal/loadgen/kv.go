@@ -4,25 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/service"
 )
 
 var _ service.Checker = (*Generator)(nil)
 
+// What survives a NATS server restart, and who takes care of it: the bus
+// (pkg/bus) declares the streams and both buckets again after a reconnect,
+// re-declares the command consumer when the server lost it, restarts the KV
+// watches, and its Check — on /healthz beside the generator's — says not
+// ready until all that works again. What only the generator knows is its
+// own: a reconnect holds judgements of deaths off for a TTL (lead), a key
+// its watch reports lost with a re-created bucket is not a departure
+// (membership) and a lost plan is written again from the copy every
+// instance keeps (plans).
+
 // bucketConfigs are the KV buckets the generator needs, both in file storage:
 // a NATS server restart must keep the plans and checkpoints, and a
 // membership bucket that vanished with a restart left every later load
 // dead-lettered.
-func (g *Generator) bucketConfigs() []jetstream.KeyValueConfig {
+func bucketConfigs() []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{
 		{Bucket: BucketMembers, TTL: membersTTL, History: 1, Storage: jetstream.FileStorage,
 			Description: "Live load-generator instances (heartbeats; liveness is judged by their age)"},
@@ -31,298 +37,84 @@ func (g *Generator) bucketConfigs() []jetstream.KeyValueConfig {
 	}
 }
 
-// open creates (or updates) the buckets.
+// open opens the buckets through the bus, which keeps them from then on.
 func (g *Generator) open(ctx context.Context) error {
-	for _, c := range g.bucketConfigs() {
-		kv, err := g.ensureBucket(ctx, c)
+	for _, c := range bucketConfigs() {
+		kv, err := g.openBucket(ctx, c)
 		if err != nil {
 			return err
 		}
-		g.setBucket(c.Bucket, kv)
+		switch c.Bucket {
+		case BucketMembers:
+			g.members = kv
+		case BucketRuns:
+			g.runs = kv
+		}
 	}
 	return nil
 }
 
-// ensureBucket creates or updates bucket c. A membership bucket left in
+// openBucket opens bucket c through the bus. A membership bucket left in
 // memory storage by an older version cannot be updated to file storage; it
 // holds only heartbeats, so it is replaced.
-func (g *Generator) ensureBucket(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+func (g *Generator) openBucket(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := g.bus.KVWith(ctx, c)
+	if err == nil || c.Bucket != BucketMembers {
+		return kv, err
+	}
 	js := g.bus.JetStream()
-	kv, err := js.CreateOrUpdateKeyValue(ctx, c)
-	if err == nil {
-		return kv, nil
+	st, serr := js.Stream(ctx, "KV_"+c.Bucket)
+	if serr != nil || st.CachedInfo().Config.Storage == c.Storage {
+		return nil, err
 	}
-	if c.Bucket == BucketMembers {
-		if st, serr := js.Stream(ctx, "KV_"+c.Bucket); serr == nil && st.CachedInfo().Config.Storage != c.Storage {
-			g.logger.Warn("replacing the membership bucket to move it to file storage", zap.String("bucket", c.Bucket))
-			if derr := js.DeleteKeyValue(ctx, c.Bucket); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
-				return nil, fmt.Errorf("replace kv bucket %s: %w", c.Bucket, derr)
-			}
-			if kv, err = js.CreateOrUpdateKeyValue(ctx, c); err == nil {
-				return kv, nil
-			}
-		}
+	g.logger.Warn("replacing the membership bucket to move it to file storage", zap.String("bucket", c.Bucket))
+	if derr := js.DeleteKeyValue(ctx, c.Bucket); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("replace kv bucket %s: %w", c.Bucket, derr)
 	}
-	return nil, fmt.Errorf("open kv bucket %s: %w", c.Bucket, err)
-}
-
-func (g *Generator) setBucket(name string, kv jetstream.KeyValue) {
-	g.kvMu.Lock()
-	defer g.kvMu.Unlock()
-	switch name {
-	case BucketMembers:
-		g.members = kv
-	case BucketRuns:
-		g.runs = kv
-	}
-}
-
-func (g *Generator) kvMembers() jetstream.KeyValue {
-	g.kvMu.Lock()
-	defer g.kvMu.Unlock()
-	return g.members
-}
-
-func (g *Generator) kvRuns() jetstream.KeyValue {
-	g.kvMu.Lock()
-	defer g.kvMu.Unlock()
-	return g.runs
-}
-
-// watchLoop keeps a KV watch open: it opens it, hands every update to
-// apply, and opens it again when it ends — the subscription closed, or
-// restartWatches cancelled it (a bucket was recreated). onStart, when set,
-// runs before each (re)open.
-func (g *Generator) watchLoop(ctx context.Context, name string, open func(context.Context) (jetstream.KeyWatcher, error),
-	apply func(context.Context, jetstream.KeyValueEntry), onStart func()) {
-	var lastWarn time.Time
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		g.kvMu.Lock()
-		g.watchCancel[name] = cancel
-		g.kvMu.Unlock()
-		if onStart != nil {
-			onStart()
-		}
-		w, err := open(wctx)
-		if err != nil {
-			cancel()
-			g.health.fail("watch "+name, err)
-			if now := time.Now(); now.Sub(lastWarn) >= 5*time.Second && ctx.Err() == nil {
-				lastWarn = now
-				g.logger.Warn("kv watch failed; retrying", zap.String("watch", name), zap.Error(err))
-			}
-			sleep(ctx, 250*time.Millisecond)
-			continue
-		}
-		g.health.ok("watch " + name)
-		for e := range w.Updates() {
-			apply(wctx, e)
-		}
-		_ = w.Stop()
-		cancel()
-		sleep(ctx, 50*time.Millisecond)
-	}
-}
-
-// restartWatches makes every watch loop open its watch again.
-func (g *Generator) restartWatches() {
-	g.kvMu.Lock()
-	defer g.kvMu.Unlock()
-	for _, cancel := range g.watchCancel {
-		cancel()
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
-
-// health collects what keeps the generator from working right now, by
-// what failed ("heartbeat", "watch plans", ...).
-type health struct {
-	mu       sync.Mutex
-	problems map[string]string
-}
-
-func newHealth() *health { return &health{problems: map[string]string{}} }
-
-func (h *health) fail(what string, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.problems[what] = err.Error()
-}
-
-func (h *health) ok(what string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	delete(h.problems, what)
-}
-
-func (h *health) err() error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if len(h.problems) == 0 {
-		return nil
-	}
-	var out []string
-	for what, msg := range h.problems {
-		out = append(out, what+": "+msg)
-	}
-	slices.Sort(out)
-	return errors.New(strings.Join(out, "; "))
-}
-
-// superviseInterval is how often the supervisor checks the buckets and the
-// consumer.
-const superviseInterval = 500 * time.Millisecond
-
-// supervise keeps what the generator needs usable across NATS server
-// restarts — with the same store or an empty one: after a reconnect it
-// re-opens the KV watches at once (nats.go's ordered consumers would only
-// notice after missed idle heartbeats, ~10 s), recreates a bucket that is
-// gone, restarts the command consumer when it is gone (re-declaring the
-// streams), and re-opens the watches when the membership watch has gone
-// quiet although heartbeats succeed. What it finds wrong shows in Check.
-func (g *Generator) supervise(ctx context.Context) {
-	t := g.clock.NewTicker(superviseInterval)
-	defer t.Stop()
-	nc := g.bus.Conn()
-	js := g.bus.JetStream()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
-		if !nc.IsConnected() {
-			g.health.fail("nats", fmt.Errorf("connection %s", nc.Status()))
-			continue
-		}
-		g.health.ok("nats")
-		restart := g.reconnected()
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		for _, c := range g.bucketConfigs() {
-			what := "bucket " + c.Bucket
-			_, err := js.KeyValue(pctx, c.Bucket)
-			if errors.Is(err, jetstream.ErrBucketNotFound) {
-				var kv jetstream.KeyValue
-				if kv, err = g.ensureBucket(pctx, c); err == nil {
-					g.setBucket(c.Bucket, kv)
-					restart = true
-					g.logger.Warn("kv bucket was gone; recreated", zap.String("bucket", c.Bucket))
-				}
-			}
-			if err != nil {
-				g.health.fail(what, err)
-				continue
-			}
-			g.health.ok(what)
-		}
-		durable := bus.ConsumerLoadGenerator.Durable
-		_, err := js.Consumer(pctx, bus.StreamLifecycle, durable)
-		cancel()
-		switch {
-		case errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
-			g.health.fail("consumer "+durable, err)
-			g.logger.Warn("command consumer is gone; declaring it again", zap.Error(err))
-			g.restartConsume()
-		case err != nil:
-			g.health.fail("consumer "+durable, err)
-		default:
-			g.health.ok("consumer " + durable)
-		}
-		if !restart && g.view.quietFor() > 2*g.cfg.MemberTTL+time.Second && g.view.beatWithin(g.cfg.MemberTTL) {
-			restart = true
-			g.logger.Warn("membership watch went quiet; re-opening watches")
-		}
-		if restart {
-			g.view.hold()
-			g.restartWatches()
-		}
-	}
+	return g.bus.KVWith(ctx, c)
 }
 
 // reconnected reports whether NATS reconnected since the last call (from
-// any goroutine); it then holds off judging deaths for a TTL — the others
-// may not have heartbeated again yet — and re-opens the watches.
+// any goroutine); it then holds off judging deaths for a TTL: the others
+// may not have heartbeated again yet.
 func (g *Generator) reconnected() bool {
 	r := g.bus.Conn().Stats().Reconnects
 	seen := g.reconnects.Load()
 	if r == seen || !g.reconnects.CompareAndSwap(seen, r) {
 		return false
 	}
-	g.logger.Info("nats reconnected; re-opening watches")
+	g.logger.Info("nats reconnected; holding off judging deaths", zap.Duration("for", g.cfg.MemberTTL))
 	g.view.hold()
-	g.restartWatches()
 	return true
 }
 
-// consume runs the command consumer until ctx ends. When the supervisor
-// finds the consumer gone, it is declared again — with the streams, which an
-// empty NATS store no longer has. A consumer that cannot start the first
-// time fails the component.
-func (g *Generator) consume(ctx context.Context, opts ...bus.ConsumeOption) error {
-	for attempt := 0; ; attempt++ {
-		cctx, cancel := context.WithCancel(ctx)
-		g.kvMu.Lock()
-		g.consumeCancel = cancel
-		g.kvMu.Unlock()
-		if attempt > 0 {
-			// bus.New declares the streams (on the existing connection).
-			if _, err := bus.New(cctx, g.bus.Conn(), g.cfg.Instance, g.logger, nil); err != nil {
-				g.logger.Warn("declare streams failed", zap.Error(err))
-			}
-		}
-		err := g.bus.Consume(cctx, bus.ConsumerLoadGenerator, g.handle, opts...)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case err != nil && attempt == 0:
-			return err
-		case err != nil:
-			g.health.fail("consumer "+bus.ConsumerLoadGenerator.Durable, err)
-			g.logger.Warn("command consumer failed; retrying", zap.Error(err))
-			sleep(ctx, time.Second)
-		}
-	}
-}
+// quietLimit is how long the membership watch may deliver nothing while
+// this instance's own heartbeats — which it must see — are acknowledged,
+// before the generator reports it deaf.
+func (g *Generator) quietLimit() time.Duration { return 2*g.cfg.MemberTTL + time.Second }
 
-// restartConsume makes consume declare the consumer again.
-func (g *Generator) restartConsume() {
-	g.kvMu.Lock()
-	defer g.kvMu.Unlock()
-	if g.consumeCancel != nil {
-		g.consumeCancel()
-	}
-}
-
-// Check reports whether the generator can do its work now (service.Checker):
-// NATS connected, its membership view synced and heartbeating, its buckets,
-// watches and command consumer usable. /healthz reports not ready with the
-// reason while it fails.
+// Check reports whether the generator can do its work now
+// (service.Checker): started, its membership view synced and following
+// the bucket, and its heartbeats acknowledged. The connection, streams,
+// buckets and the command consumer are the bus's to report (Bus.Check, on
+// /healthz beside this one).
 func (g *Generator) Check() error {
 	var errs []error
 	if !g.started.Load() {
 		errs = append(errs, errors.New("load generator: not started"))
 	}
-	if nc := g.bus.Conn(); !nc.IsConnected() {
-		errs = append(errs, fmt.Errorf("load generator: nats connection %s", nc.Status()))
-	}
 	if !g.view.isSynced() {
 		errs = append(errs, errors.New("load generator: membership view not synced"))
 	}
 	if !g.view.beatWithin(g.cfg.MemberTTL) {
-		errs = append(errs, fmt.Errorf("load generator: no heartbeat acknowledged within %s", g.cfg.MemberTTL))
-	}
-	if err := g.health.err(); err != nil {
-		errs = append(errs, fmt.Errorf("load generator: %w", err))
+		err := fmt.Errorf("load generator: no heartbeat acknowledged within %s", g.cfg.MemberTTL)
+		if last := g.beatErr.Load(); last != nil {
+			err = fmt.Errorf("%w (last error: %s)", err, *last)
+		}
+		errs = append(errs, err)
+	} else if q := g.view.quietFor(); q > g.quietLimit() {
+		errs = append(errs, fmt.Errorf("load generator: membership watch delivered nothing for %s although heartbeats are acknowledged",
+			q.Round(time.Millisecond)))
 	}
 	return errors.Join(errs...)
 }

@@ -28,7 +28,9 @@ func (g *Generator) lead(ctx context.Context) {
 		case <-t.C():
 		case <-g.poke:
 		}
-		g.reconnected() // before judging: a reconnect holds judgements off
+		if g.reconnected() { // before judging: a reconnect holds judgements off
+			g.restoreFinalStatuses(ctx)
+		}
 		alive, stable := g.view.view()
 		g.m.members.Set(float64(len(alive)))
 		names := sortedKeys(alive)
@@ -49,6 +51,36 @@ func (g *Generator) lead(ctx context.Context) {
 	}
 }
 
+// restoreFinalStatuses puts back, after a reconnect, the final checkpoint
+// of each share of this instance that is done while its load is not
+// summarized yet, when NATS lost it (a server back with an empty store;
+// the bus re-creates the bucket empty). A running share writes its next
+// checkpoint anyway; a done one writes none, and without it the leader
+// would wait for this instance until the load's deadline and fail it.
+func (g *Generator) restoreFinalStatuses(ctx context.Context) {
+	g.mu.Lock()
+	finals := map[string]status{}
+	for run, j := range g.jobs {
+		if _, open := g.plans[run]; !open {
+			continue
+		}
+		if st, ok := j.finalStatus(); ok {
+			finals[run] = st
+		}
+	}
+	g.mu.Unlock()
+	for run, st := range finals {
+		_, found, err := g.statusOf(ctx, run, g.cfg.Instance)
+		switch {
+		case err != nil:
+			g.logger.Warn("read own final load checkpoint after a reconnect failed", zap.String("run_id", run), zap.Error(err))
+		case !found:
+			g.logger.Warn("own final load checkpoint lost with its kv bucket; putting it back", zap.String("run_id", run))
+			g.writeStatus(st, run)
+		}
+	}
+}
+
 // leadRun hands the ranges of dead instances to live ones while the load
 // runs, and publishes the summary once every participant is done.
 func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]bool, stable bool) {
@@ -58,6 +90,10 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	// Sample as long as this instance leads an unfinished load: a new
 	// leader starts at once, so the series has no hole at a leader change.
 	g.ensureSampler(ctx, p)
+	if e.lost {
+		g.writeBack(ctx, e, logger)
+		return // the next round acts on the plan written back, at its revision
+	}
 	if !p.Stopped && now.Before(p.end()) {
 		if stable {
 			g.takeOver(ctx, e, alive, logger)
@@ -124,7 +160,7 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	delete(g.plans, run)
 	g.mu.Unlock()
 	for _, i := range p.Participants {
-		_ = g.kvRuns().Purge(ctx, statusKey(run, i))
+		_ = g.runs.Purge(ctx, statusKey(run, i))
 	}
 	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("records_delivered", fin.RecordsDelivered),
 		zap.Int64("errors", fin.Errors), zap.Int64("records_missed", fin.RecordsMissed), zap.Int64("records_backfilled", fin.RecordsBackfilled),
@@ -132,22 +168,29 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
 }
 
-// updatePlan writes a plan with a revision check. A plan that is gone — the
-// NATS store was lost while the load ran — is created again from the
-// leader's copy, so the load still ends with its summary.
+// updatePlan writes a plan with a revision check.
 func (g *Generator) updatePlan(ctx context.Context, run string, b []byte, rev uint64) error {
-	kv := g.kvRuns()
-	_, err := kv.Update(ctx, planKey(run), b, rev)
-	if err == nil {
-		return nil
-	}
-	if _, gerr := kv.Get(ctx, planKey(run)); errors.Is(gerr, jetstream.ErrKeyNotFound) {
-		if _, cerr := kv.Create(ctx, planKey(run), b); cerr == nil {
-			g.logger.Warn("load plan was gone; written again from the leader's copy", zap.String("run_id", run))
-			return nil
-		}
-	}
+	_, err := g.runs.Update(ctx, planKey(run), b, rev)
 	return err
+}
+
+// writeBack writes a plan that was lost with its bucket again, from this
+// leader's copy, so the load ends with its summary, every instance can
+// still stop it, and a restarted instance finds its share. Another
+// instance that thought it led may have been first: its copy is as good.
+func (g *Generator) writeBack(ctx context.Context, e planEntry, logger *zap.Logger) {
+	b, err := json.Marshal(e.p)
+	if err != nil {
+		logger.Error("encode a lost load plan failed", zap.Error(err))
+		return
+	}
+	switch _, err := g.runs.Create(ctx, planKey(e.p.Cmd.RunID), b); {
+	case err == nil:
+		logger.Warn("load plan lost with its kv bucket written back from the leader's copy", zap.Int("epoch", e.p.Epoch))
+	case errors.Is(err, jetstream.ErrKeyExists):
+	default:
+		logger.Warn("write back a lost load plan failed; retrying next round", zap.Error(err))
+	}
 }
 
 // delivered is what the load added to its input topic, read from the
@@ -178,7 +221,7 @@ func (g *Generator) delivered(ctx context.Context, p *plan, logger *zap.Logger) 
 
 // statusOf reads an instance's checkpoint of a run.
 func (g *Generator) statusOf(ctx context.Context, run, instance string) (status, bool, error) {
-	ent, err := g.kvRuns().Get(ctx, statusKey(run, instance))
+	ent, err := g.runs.Get(ctx, statusKey(run, instance))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return status{}, false, nil
 	}

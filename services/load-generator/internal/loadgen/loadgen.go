@@ -55,13 +55,13 @@ type Generator struct {
 	hc     *http.Client
 	m      metrics
 
-	view   *membership
-	health *health
+	view    *membership
+	beatErr atomic.Pointer[string] // the last heartbeat's error; nil after a success
+	cons    *bus.Consumer          // load commands
 
-	kvMu          sync.Mutex
-	members, runs jetstream.KeyValue // opened by Run; replaced when recreated
-	watchCancel   map[string]context.CancelFunc
-	consumeCancel context.CancelFunc
+	// members and runs are the bus's handles of the buckets (opened by Run
+	// before anything uses them): the bus keeps them across NATS restarts.
+	members, runs jetstream.KeyValue
 
 	reconnects atomic.Uint64 // NATS reconnects seen
 	started    atomic.Bool   // Run has opened everything
@@ -77,6 +77,9 @@ type Generator struct {
 type planEntry struct {
 	p   *plan
 	rev uint64
+	// lost: the plan vanished with its bucket (NATS re-created it empty);
+	// the leader writes this copy back.
+	lost bool
 }
 
 type metrics struct {
@@ -101,7 +104,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 	}
 	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: d.Logger.With(zap.String("component", "load-generator"), zap.String("instance", cfg.Instance)),
 		clock: d.Clock, hc: d.HTTP, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
-		poke: make(chan struct{}, 1), health: newHealth(), watchCancel: map[string]context.CancelFunc{},
+		poke: make(chan struct{}, 1),
 		m: metrics{
 			sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_sent_total", Help: "Records acknowledged by Kafka."}),
 			failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_loadgen_records_failed_total",
@@ -119,6 +122,10 @@ func New(cfg Config, d Deps) (*Generator, error) {
 		},
 	}
 	g.view = newMembership(cfg.Instance, cfg.MemberTTL, d.Clock.Now, g.logger)
+	// Built here, without I/O, so that the bus reports it not ready until
+	// Run has it consuming; once consuming, the bus keeps it alive across
+	// NATS restarts.
+	g.cons = d.Bus.NewConsumer(bus.ConsumerLoadGenerator, g.handle, bus.OnDeadLetter(g.onDeadLetter))
 	if d.Registry != nil {
 		for _, c := range []prometheus.Collector{g.m.sent, g.m.failed, g.m.rate, g.m.assigned, g.m.backlog, g.m.members, g.m.takeovers} {
 			if err := d.Registry.Register(c); err != nil {
@@ -141,15 +148,36 @@ func (g *Generator) Run(ctx context.Context) error {
 		return fmt.Errorf("join load-generator membership: %w", err)
 	}
 	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBG()
+	// The bus's watches go on across NATS restarts (they start over after
+	// a reconnect) until bg ends.
+	g.view.start()
+	members, err := g.members.WatchAll(bg)
+	if err != nil {
+		return fmt.Errorf("watch kv bucket %s: %w", BucketMembers, err)
+	}
+	plans, err := g.runs.Watch(bg, "plan.>")
+	if err != nil {
+		return fmt.Errorf("watch plans in kv bucket %s: %w", BucketRuns, err)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { g.heartbeats(bg) })
-	wg.Go(func() { g.watchMembers(bg) })
-	wg.Go(func() { g.watchPlans(bg) })
+	wg.Go(func() {
+		for e := range members.Updates() {
+			g.view.apply(e)
+		}
+	})
+	wg.Go(func() {
+		for e := range plans.Updates() {
+			if e != nil {
+				g.onPlan(bg, e)
+			}
+		}
+	})
 	wg.Go(func() { g.lead(bg) })
-	wg.Go(func() { g.supervise(bg) })
 	g.started.Store(true)
 
-	err := g.consume(ctx, bus.OnDeadLetter(g.onDeadLetter))
+	err = g.cons.Run(ctx)
 
 	g.mu.Lock()
 	g.closing.Store(true) // under the lock: no job starts after the list below
@@ -163,7 +191,7 @@ func (g *Generator) Run(ctx context.Context) error {
 		<-j.done
 	}
 	lctx, cancel := context.WithTimeout(bg, 2*time.Second)
-	if err := g.kvMembers().Delete(lctx, g.cfg.Instance); err != nil {
+	if err := g.members.Delete(lctx, g.cfg.Instance); err != nil {
 		g.logger.Warn("leave membership failed; the others see the heartbeat age instead", zap.Error(err))
 	}
 	cancel()
@@ -244,10 +272,12 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 		}
 		return bus.Permanent(err)
 	}
-	if _, err := g.kvRuns().Get(ctx, planKey(m.RunID)); err == nil {
+	if _, err := g.runs.Get(ctx, planKey(m.RunID)); err == nil {
 		return nil // redelivery: already accepted
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("read plan of run %s: %w", m.RunID, err)
+	} else if g.planLost(m.RunID) {
+		return errPlanLost(m.RunID) // accepted before; a new plan would load it twice
 	}
 	acceptedAt := g.clock.Now()
 	baseline, baselineKnown, err := probeTopic(ctx, m.Kafka.Brokers, m.Kafka.InputTopic)
@@ -280,7 +310,7 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 	if err != nil {
 		return fmt.Errorf("encode plan of run %s: %w", m.RunID, err)
 	}
-	if _, err := g.kvRuns().Create(ctx, planKey(m.RunID), b); err != nil {
+	if _, err := g.runs.Create(ctx, planKey(m.RunID), b); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return nil
 		}
@@ -308,8 +338,11 @@ func (g *Generator) stop(ctx context.Context, m *events.LoadStop) error {
 // markStopped sets the plan's Stopped flag (revision-checked).
 func (g *Generator) markStopped(ctx context.Context, run string) error {
 	for attempt := 0; ; attempt++ {
-		e, err := g.kvRuns().Get(ctx, planKey(run))
+		e, err := g.runs.Get(ctx, planKey(run))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if g.planLost(run) {
+				return errPlanLost(run)
+			}
 			return nil // never started (rejected) or long gone
 		}
 		if err != nil {
@@ -324,7 +357,7 @@ func (g *Generator) markStopped(ctx context.Context, run string) error {
 		}
 		p.Stopped = true
 		b, _ := json.Marshal(p)
-		if _, err := g.kvRuns().Update(ctx, planKey(run), b, e.Revision()); err == nil {
+		if _, err := g.runs.Update(ctx, planKey(run), b, e.Revision()); err == nil {
 			return nil
 		} else if attempt >= 5 {
 			return fmt.Errorf("mark run %s stopped: %w", run, err)
@@ -385,22 +418,38 @@ func probeTopic(ctx context.Context, brokers []string, topic string) (baseline i
 	return n, true, nil
 }
 
-// watchPlans follows the plans and starts, re-shares and stops this
-// instance's jobs accordingly.
-func (g *Generator) watchPlans(ctx context.Context) {
-	g.watchLoop(ctx, "plans", func(wctx context.Context) (jetstream.KeyWatcher, error) {
-		return g.kvRuns().Watch(wctx, "plan.>")
-	}, func(wctx context.Context, e jetstream.KeyValueEntry) {
-		if e != nil {
-			g.onPlan(ctx, e)
-		}
-	}, nil)
+// planLost reports whether run's plan vanished with its bucket and is
+// still to be written back (by the leader, from its copy).
+func (g *Generator) planLost(run string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.plans[run].lost
 }
 
+// errPlanLost retries a command for a run whose plan is being written back
+// (the consumer's back-off gives the leader a poll or two).
+func errPlanLost(run string) error {
+	return fmt.Errorf("plan of run %s was lost with its kv bucket and is being written back; retrying", run)
+}
+
+// onPlan follows the plans: it starts, re-shares and stops this instance's
+// jobs accordingly.
 func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 	run := e.Key()[len("plan."):]
 	if e.Operation() != jetstream.KeyValuePut {
 		g.mu.Lock()
+		pe, known := g.plans[run]
+		if known && bus.KeyLost(e) {
+			// Nobody deleted it: NATS lost the bucket and the bus declared
+			// it again, empty. The load goes on; the leader writes the plan
+			// back from its copy (this one, should it be this instance).
+			pe.lost = true
+			g.plans[run] = pe
+			g.mu.Unlock()
+			g.logger.Warn("load plan lost with its kv bucket; the leader writes it back", zap.String("run_id", run))
+			g.pokeLeader()
+			return
+		}
 		delete(g.plans, run)
 		g.mu.Unlock()
 		return
@@ -414,7 +463,7 @@ func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 	if p.Finished {
 		delete(g.plans, run)
 	} else {
-		g.plans[run] = planEntry{&p, e.Revision()}
+		g.plans[run] = planEntry{p: &p, rev: e.Revision()}
 	}
 	j := g.jobs[run]
 	g.mu.Unlock()

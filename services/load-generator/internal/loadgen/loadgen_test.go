@@ -24,6 +24,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/pkg/uc3"
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
@@ -126,15 +127,21 @@ func (e *env) generator(cfg loadgen.Config, d loadgen.Deps) (stop func(), reg *p
 	return stop, reg
 }
 
-// checkedGenerator runs one instance like generator and returns it, to ask
-// it whether it is ready.
+// checkedGenerator runs one instance like generator and returns what its
+// /healthz reports, wired as svcmain wires it: the bus's Check (connection,
+// streams, buckets, the command consumer) and the generator's own.
 func (e *env) checkedGenerator(cfg loadgen.Config) interface{ Check() error } {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := bus.Connect(ctx, e.natsURL, "load-generator", testenv.Logger(e.t), nil)
 	require.NoError(e.t, err)
+	b.Expect(bus.ExpectedConsumers("load-generator")...)
 	g, err := loadgen.New(cfg, loadgen.Deps{Bus: b, Logger: testenv.Logger(e.t), Registry: prometheus.NewRegistry()})
 	require.NoError(e.t, err)
+	health := &service.Health{}
+	health.Add("nats", b)
+	health.Add("load-generator", g)
+	health.SetReady(true)
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
 	e.t.Cleanup(func() {
@@ -146,7 +153,7 @@ func (e *env) checkedGenerator(cfg loadgen.Config) interface{ Check() error } {
 		}
 		b.Close()
 	})
-	return g
+	return health
 }
 
 func (e *env) start(run string, w events.Workload, duration time.Duration) events.LoadStart {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
 )
 
 // membership is this instance's view of the live load-generator instances.
@@ -49,8 +51,8 @@ type memberValue struct {
 	TsMs     int64  `json:"ts_ms"` // sender's clock; informational only
 }
 
-// restart marks the view as starting again: a new watch.
-func (m *membership) restart() {
+// start marks the view as starting: its watch is opened.
+func (m *membership) start() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.since = m.now()
@@ -78,6 +80,12 @@ func (m *membership) apply(e jetstream.KeyValueEntry) {
 		m.serverNow = e.Created()
 	}
 	if e.Operation() != jetstream.KeyValuePut {
+		if bus.KeyLost(e) {
+			// Lost with a bucket NATS re-created empty, not a departure:
+			// the entry's age decides, as for a crash, so an instance that
+			// heartbeats again in time stays.
+			return
+		}
 		delete(m.created, e.Key()) // a clean shutdown: gone at once
 		return
 	}
@@ -141,14 +149,16 @@ func (g *Generator) heartbeat(ctx context.Context) error {
 	b, _ := json.Marshal(memberValue{Instance: g.cfg.Instance, TsMs: sent.UnixMilli()})
 	hctx, cancel := context.WithTimeout(ctx, g.cfg.MemberTTL)
 	defer cancel()
-	if _, err := g.kvMembers().Put(hctx, g.cfg.Instance, b); err != nil {
+	if _, err := g.members.Put(hctx, g.cfg.Instance, b); err != nil {
 		return err
 	}
 	g.view.beat(sent)
 	return nil
 }
 
-// heartbeats puts the membership entry every Heartbeat until ctx ends.
+// heartbeats puts the membership entry every Heartbeat until ctx ends. A
+// failure shows in Check (through the age of the last acknowledged one,
+// with this error).
 func (g *Generator) heartbeats(ctx context.Context) {
 	t := g.clock.NewTicker(g.cfg.Heartbeat)
 	defer t.Stop()
@@ -159,24 +169,15 @@ func (g *Generator) heartbeats(ctx context.Context) {
 			return
 		case <-t.C():
 			if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				g.health.fail("heartbeat", err)
+				msg := err.Error()
+				g.beatErr.Store(&msg)
 				if now := time.Now(); now.Sub(lastWarn) >= 5*time.Second {
 					lastWarn = now
 					g.logger.Warn("membership heartbeat failed", zap.Error(err))
 				}
 				continue
 			}
-			g.health.ok("heartbeat")
+			g.beatErr.Store(nil)
 		}
 	}
-}
-
-// watchMembers keeps the membership view, watching the bucket again
-// whenever the watch ends or restartWatches is called.
-func (g *Generator) watchMembers(ctx context.Context) {
-	g.watchLoop(ctx, "members", func(wctx context.Context) (jetstream.KeyWatcher, error) {
-		return g.kvMembers().WatchAll(wctx)
-	}, func(wctx context.Context, e jetstream.KeyValueEntry) {
-		g.view.apply(e)
-	}, g.view.restart)
 }

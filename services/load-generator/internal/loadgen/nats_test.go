@@ -2,6 +2,7 @@ package loadgen_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"testing"
@@ -61,10 +62,13 @@ func (r *restartableNATS) start(fresh bool) {
 // TestNATSRestart: the NATS server goes away for a few seconds and comes
 // back on the same port — with its store, or with an empty one. Two
 // instances share a load across the outage; neither takes the other for
-// dead. The generator reports not ready meanwhile, recreates what it needs (its KV
-// buckets, in file storage, and its consumer; on an empty store the streams
-// too), is ready again, and serves loads: the one running across the outage
-// (same store) finishes, and a new one runs.
+// dead. Its /healthz (the bus's Check and the generator's) reports not
+// ready meanwhile; the bus declares again what is gone (the KV buckets, in
+// file storage, the command consumer; on an empty store the streams too)
+// and restarts the watches; the generator is ready again and serves loads:
+// the one running across the outage finishes with its full count — on an
+// empty store too, its lost plan written back by the leader — and a new
+// one runs.
 func TestNATSRestart(t *testing.T) {
 	for _, fresh := range []bool{false, true} {
 		name := map[bool]string{false: "same store", true: "empty store"}[fresh]
@@ -97,6 +101,31 @@ func TestNATSRestart(t *testing.T) {
 			e.connect(downAt.Add(-10 * time.Second))
 			testenv.Eventually(t, 20*time.Second, "ready again", func() bool { return g.Check() == nil })
 			t.Logf("ready %s after NATS came back", time.Since(upAt).Round(time.Millisecond))
+			if fresh {
+				// The plan vanished with the store. The leader writes it
+				// back while the load runs — not only with its summary —
+				// so the load can still be stopped and a restarted
+				// instance finds its share.
+				var finished bool
+				testenv.Eventually(t, 10*time.Second, "plan written back", func() bool {
+					kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketRuns)
+					if err != nil {
+						return false
+					}
+					ent, err := kv.Get(context.Background(), "plan.across")
+					if err != nil {
+						return false
+					}
+					var p struct {
+						Finished bool `json:"finished"`
+					}
+					require.NoError(t, json.Unmarshal(ent.Value(), &p))
+					finished = p.Finished
+					return true
+				})
+				t.Logf("plan written back %s after NATS came back", time.Since(upAt).Round(time.Millisecond))
+				require.False(t, finished, "written back while the load runs, not only with its summary")
+			}
 
 			// The load running across the outage ends with its summary, on
 			// an empty store too (its plan is written again by the leader).
@@ -140,4 +169,81 @@ func TestMembershipBucketMovesToFileStorage(t *testing.T) {
 	e.start("moved", events.Workload{Sensors: 100, RatePerSec: 100}, time.Second)
 	fin := e.waitFinished(t, "moved", 15*time.Second)
 	require.False(t, fin.Failed, fin.Reason)
+}
+
+// TestNATSLosesStoreAfterAShareIsDone: NATS comes back with an empty store
+// after an instance finished its share but before the leader could sum the
+// load up — it waits for a second participant (a member the test fakes by
+// heartbeating, which never produces). The instance puts its final
+// checkpoint back, so once that member is dead the load is summed up at
+// once with the instance's count, instead of failing at the load's
+// deadline as if the instance had never finished.
+func TestNATSLosesStoreAfterAShareIsDone(t *testing.T) {
+	srv := startNATS(t)
+	e := newEnvOn(t, srv.url())
+	_, reg := e.generator(testConfig("lg-1"), loadgen.Deps{})
+
+	// The ghost sorts after lg-1, so lg-1 leads.
+	ghostCtx, stopGhost := context.WithCancel(context.Background())
+	defer stopGhost()
+	js := e.bus.JetStream()
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ghostCtx.Done():
+				return
+			case <-t.C:
+			}
+			if kv, err := js.KeyValue(ghostCtx, loadgen.BucketMembers); err == nil {
+				_, _ = kv.Put(ghostCtx, "zz-ghost", []byte(`{"instance":"zz-ghost"}`))
+			}
+		}
+	}()
+	testenv.Eventually(t, 10*time.Second, "lg-1 sees the ghost", func() bool { return gauge(t, reg, "greenflow_loadgen_members") == 2 })
+
+	e.start("held", events.Workload{Sensors: 200, RatePerSec: 200}, 2*time.Second)
+	runs, err := js.KeyValue(context.Background(), loadgen.BucketRuns)
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, "plan written", func() bool {
+		_, err := runs.Get(context.Background(), "plan.held")
+		return err == nil
+	})
+	_, owners := e.plan(t, "held")
+	require.Equal(t, map[string]int{"lg-1": 100, "zz-ghost": 100}, owners)
+	done := func(kv jetstream.KeyValue) bool {
+		ent, err := kv.Get(context.Background(), "status.held.lg-1")
+		if err != nil {
+			return false
+		}
+		var st struct {
+			Done bool  `json:"done"`
+			Sent int64 `json:"sent"`
+		}
+		require.NoError(t, json.Unmarshal(ent.Value(), &st))
+		return st.Done && st.Sent == 200
+	}
+	testenv.Eventually(t, 15*time.Second, "lg-1's share done", func() bool { return done(runs) })
+	require.Zero(t, e.finishedCount("held"), "the leader waits for the ghost")
+
+	stopGhost()
+	srv.stop()
+	downAt := time.Now()
+	srv.start(true)
+	upAt := time.Now()
+	e.connect(downAt.Add(-10 * time.Second))
+	testenv.Eventually(t, 15*time.Second, "lg-1's final checkpoint put back", func() bool {
+		kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketRuns)
+		return err == nil && done(kv)
+	})
+	t.Logf("final checkpoint put back %s after NATS came back", time.Since(upAt).Round(time.Millisecond))
+
+	fin := e.waitFinished(t, "held", 30*time.Second)
+	t.Logf("summary %s after NATS came back: %+v", time.Since(upAt).Round(time.Millisecond), fin)
+	require.False(t, fin.Failed, fin.Reason)
+	require.Equal(t, int64(200), fin.RecordsSent, "lg-1's share, from its final checkpoint")
+	require.Equal(t, int64(200), fin.RecordsDelivered)
+	require.Equal(t, int64(200), fin.RecordsMissed, "the ghost's share, never produced")
+	require.Contains(t, fin.Reason, "zz-ghost died without a report")
 }
