@@ -235,7 +235,7 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_published_total",
 			Help: "Messages published, by type."}, []string{"type"}),
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_consumed_total",
-			Help: "Messages handled, by consumer, type and outcome (ack, nak, dead_letter)."}, []string{"consumer", "type", "outcome"}),
+			Help: "Messages handled, by consumer, type and outcome (ack, nak, wait: not ready yet, dead_letter)."}, []string{"consumer", "type", "outcome"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_dead_lettered_total",
 			Help: "Messages moved to the dead-letter stream, by consumer."}, []string{"consumer"}),
 		redeclared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_consumers_redeclared_total",
@@ -537,6 +537,23 @@ func Permanent(err error) error {
 		return nil
 	}
 	return permanentError{err}
+}
+
+// notYet marks a message that cannot be handled yet but will be (the
+// analyzer waiting for a window's last samples): it is retried like a
+// failure, within MaxDeliver, but logged as waiting, not as a failure.
+type notYet struct{ err error }
+
+func (n notYet) Error() string { return n.err.Error() }
+func (n notYet) Unwrap() error { return n.err }
+
+// NotYet marks an error that means "not ready to handle this yet": the
+// message comes back after the backoff, and is logged at debug level.
+func NotYet(err error) error {
+	if err == nil {
+		return nil
+	}
+	return notYet{err}
 }
 
 // IsPermanent reports whether err was marked Permanent.
@@ -954,9 +971,15 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		b.deadLetter(ctx, logger, spec, o, msg, md, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
 	default:
 		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
-		logger.Warn("handler failed, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
+		outcome := "nak"
+		if errors.As(herr, new(notYet)) {
+			outcome = "wait"
+			logger.Debug("not ready to handle the message yet, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
+		} else {
+			logger.Warn("handler failed, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
+		}
 		_ = msg.NakWithDelay(delay)
-		b.m.consumed.WithLabelValues(spec.Durable, typ, "nak").Inc()
+		b.m.consumed.WithLabelValues(spec.Durable, typ, outcome).Inc()
 	}
 }
 

@@ -302,3 +302,34 @@ func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
 		t.Fatal("dead-letter hook not called for a rejected message")
 	}
 }
+
+// A handler that is not ready yet (NotYet) gets the message back after the
+// backoff, like a failure, and then handles it.
+func TestNotYetRetriesTheMessage(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	deliveries := 0
+	handled := make(chan struct{})
+	spec := bus.ConsumerSpec{Durable: "waiting", Types: []events.Type{events.TypeLoadStop}, MaxDeliver: 5, Backoff: []time.Duration{20 * time.Millisecond}}
+	go func() {
+		_ = b.Consume(ctx, spec, func(context.Context, bus.Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			deliveries++
+			if deliveries < 3 {
+				return bus.NotYet(errTest)
+			}
+			close(handled)
+			return nil
+		})
+	}()
+	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
+	select {
+	case <-handled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message the handler was not ready for never came back")
+	}
+	require.False(t, bus.IsPermanent(bus.NotYet(errTest)))
+}

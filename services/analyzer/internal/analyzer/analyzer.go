@@ -334,7 +334,7 @@ func (a *Analyzer) handle(ctx context.Context, d bus.Delivery) error {
 	if pending, err := a.dataPending(ctx, m, runNodes(m)); err != nil {
 		return err
 	} else if pending.late() && a.now().Before(time.UnixMilli(m.MeasureEndMs).Add(a.cfg.SamplesWait)) {
-		return fmt.Errorf("run %s: waiting for %s past the window end", m.RunID, pending)
+		return bus.NotYet(fmt.Errorf("run %s: waiting for %s past the window end", m.RunID, pending))
 	}
 	start := time.Now()
 	summary, err := a.AnalyzeAndStore(ctx, m)
