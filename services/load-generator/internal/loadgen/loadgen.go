@@ -86,6 +86,7 @@ type metrics struct {
 	sent, failed, takeovers prometheus.Counter
 	rate, members           prometheus.Gauge
 	assigned, backlog       prometheus.Gauge
+	held                    prometheus.GaugeFunc
 }
 
 // New builds the generator; no I/O.
@@ -121,13 +122,20 @@ func New(cfg Config, d Deps) (*Generator, error) {
 				Help: "Re-assignments of dead instances' key ranges this instance made as leader."}),
 		},
 	}
+	g.m.held = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "greenflow_loadgen_shares_held",
+		Help: "Shares of loads this instance keeps in memory: producing, or done and waiting for the load's summary."},
+		func() float64 {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return float64(len(g.jobs))
+		})
 	g.view = newMembership(cfg.Instance, cfg.MemberTTL, d.Clock.Now, g.logger)
 	// Built here, without I/O, so that the bus reports it not ready until
 	// Run has it consuming; once consuming, the bus keeps it alive across
 	// NATS restarts.
 	g.cons = d.Bus.NewConsumer(bus.ConsumerLoadGenerator, g.handle, bus.OnDeadLetter(g.onDeadLetter))
 	if d.Registry != nil {
-		for _, c := range []prometheus.Collector{g.m.sent, g.m.failed, g.m.rate, g.m.assigned, g.m.backlog, g.m.members, g.m.takeovers} {
+		for _, c := range []prometheus.Collector{g.m.sent, g.m.failed, g.m.rate, g.m.assigned, g.m.backlog, g.m.members, g.m.takeovers, g.m.held} {
 			if err := d.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register load-generator metrics: %w", err)
 			}
@@ -468,7 +476,13 @@ func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 	j := g.jobs[run]
 	g.mu.Unlock()
 	switch {
-	case j != nil && (p.Stopped || p.Finished):
+	case j != nil && p.Finished:
+		// The load is summed up: nothing of this share is needed any more
+		// (its key table and counters can be large), and a finished plan
+		// never starts a job again.
+		j.cancel()
+		go g.forgetJob(run, j)
+	case j != nil && p.Stopped:
 		j.cancel()
 	case j != nil:
 		j.setShare(&p, g.cfg.Instance)
@@ -477,6 +491,16 @@ func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
 		// Also after the end of the schedule: an instance restarted late
 		// still reports its part (what it missed) from its checkpoint.
 		g.startJob(ctx, &p)
+	}
+}
+
+// forgetJob drops a finished job once it has stopped.
+func (g *Generator) forgetJob(run string, j *job) {
+	<-j.done
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.jobs[run] == j {
+		delete(g.jobs, run)
 	}
 }
 

@@ -488,6 +488,17 @@ func TestMetrics(t *testing.T) {
 	require.Zero(t, got["greenflow_loadgen_records_failed_total"])
 	require.Zero(t, got["greenflow_loadgen_assigned_sensors"], "nothing assigned after the load")
 	require.Equal(t, 1.0, got["greenflow_loadgen_members"])
+	// Once the load is summed up, its share (key table, counters) is let go.
+	testenv.Eventually(t, 10*time.Second, "the finished load's share let go", func() bool {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "greenflow_loadgen_shares_held" {
+				return mf.GetMetric()[0].GetGauge().GetValue() == 0
+			}
+		}
+		return false
+	})
 }
 
 func jsonDecode(r *http.Request, v any) error { return json.NewDecoder(r.Body).Decode(v) }
