@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -45,16 +47,41 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 		c.Sources = list
 		return nil
 	})
-	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "keep samples ClickHouse did not take, and the checkpoints of local sources, in this directory (survives restarts, so a restarted collector loses no interval); empty: in memory, and local sources restart from a baseline")
+	c.SpoolDir = spoolAuto
+	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "keep samples ClickHouse did not take, and the checkpoints of local sources, in this directory (survives restarts, so a restarted collector loses no interval); "+spoolAuto+": ~/.local/state/greenflow/energy-collector/<instance>; empty: in memory, and local sources restart from a baseline")
 	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", c.SpoolMaxBytes, "bound of the spool directory; newer samples beyond it are dropped and counted")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "membership heartbeat (0: interval/2)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "a silent instance's sources move after this long (0: 1.5 × interval)")
+}
+
+// spoolAuto makes the standalone collector keep its spool in a directory
+// of its own instance under the user's state directory, so that a restarted
+// collector continues exactly (a local meter from its checkpoint) without
+// anyone having to ask for it.
+const spoolAuto = "auto"
+
+// DefaultSpoolDir is where an instance keeps its spool unless told otherwise.
+func DefaultSpoolDir(instance string) string {
+	instance = strings.Map(func(r rune) rune {
+		if r == '/' || r == filepath.Separator || r < ' ' {
+			return '_'
+		}
+		return r
+	}, instance)
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "greenflow-energy-collector", instance)
+	}
+	return filepath.Join(home, ".local", "state", "greenflow", "energy-collector", instance)
 }
 
 // New builds the collector component.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store == nil {
 		return nil, errors.New("energy collector needs ClickHouse")
+	}
+	if c.SpoolDir == spoolAuto {
+		c.SpoolDir = DefaultSpoolDir(c.Instance)
 	}
 	return collector.New(c, d.Bus, d.Store, d.Logger, d.Registry)
 }

@@ -42,3 +42,22 @@ func TestSourcesFileFlag(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// A standalone collector keeps a spool of its own instance unless told
+// otherwise, so a restarted one continues exactly without a flag; an empty
+// --spool-dir keeps rows in memory.
+func TestSpoolDirDefaultsToTheInstancesStateDir(t *testing.T) {
+	t.Setenv("HOME", "/home/u")
+	fs := flag.NewFlagSet("energy-collector", flag.ContinueOnError)
+	cfg := app.Default()
+	app.RegisterFlags(fs, &cfg)
+	require.NoError(t, fs.Parse([]string{"--instance", "c/1"}))
+	require.Equal(t, "auto", cfg.SpoolDir)
+	require.Equal(t, "/home/u/.local/state/greenflow/energy-collector/c_1", app.DefaultSpoolDir(cfg.Instance))
+
+	fs = flag.NewFlagSet("energy-collector", flag.ContinueOnError)
+	cfg = app.Default()
+	app.RegisterFlags(fs, &cfg)
+	require.NoError(t, fs.Parse([]string{"--spool-dir", ""}))
+	require.Empty(t, cfg.SpoolDir)
+}
