@@ -56,7 +56,7 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 		"scheduler":        nil,
 		"provisioner":      {"--uc3-command", filepath.Join(bin, "uc3-processor")},
 		"load-generator":   nil,
-		"energy-collector": {"--interval", "200ms"},
+		"energy-collector": {"--interval", "200ms", "--spool-dir", t.TempDir()},
 		"analyzer":         nil,
 	}
 	type proc struct {
