@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/procfs"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 	"github.com/greenflow/greenflow/services/provisioner/internal/uc3cmd"
 )
@@ -72,7 +73,7 @@ type Backend struct {
 	cfg     Config
 	store   *state.Store
 	logger  *zap.Logger
-	proc    procfs
+	proc    procs
 	onCrash CrashFunc
 
 	mu       sync.Mutex
@@ -107,7 +108,7 @@ func New(cfg Config, store *state.Store, logger *zap.Logger) *Backend {
 		cfg.ProcRoot = "/proc"
 	}
 	return &Backend{cfg: cfg, store: store, logger: logger.With(zap.String("component", "local-backend")),
-		proc: procfs{root: cfg.ProcRoot, node: cfg.Node}, watching: map[string]*watch{}}
+		proc: procs{FS: procfs.FS{Root: cfg.ProcRoot}, node: cfg.Node}, watching: map[string]*watch{}}
 }
 
 // OnCrash sets the crash handler; call it before the first Watch.
@@ -172,7 +173,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		return e.Rec.Targets, nil // running on its node, watched there
 	}
 	if e.Rec.State == state.Running {
-		if pr := e.Rec.Process; pr != nil && pr.BootID == b.proc.bootID() && b.proc.alive(pr.ShimPID, pr.ShimStartTicks) {
+		if pr := e.Rec.Process; pr != nil && pr.BootID == b.proc.BootID() && b.proc.Alive(pr.ShimPID, pr.ShimStartTicks) {
 			return e.Rec.Targets, nil
 		}
 		return nil, fmt.Errorf("run %s: its process has exited", p.RunID)
@@ -193,7 +194,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		if err != nil {
 			return nil, err
 		}
-		pr = &state.Process{ShimPID: sh.pid, ShimStartTicks: sh.startTicks, PGID: sh.pid, BootID: b.proc.bootID(),
+		pr = &state.Process{ShimPID: sh.pid, ShimStartTicks: sh.startTicks, PGID: sh.pid, BootID: b.proc.BootID(),
 			Log: files.Log, Status: files.Status, Argv: argv}
 	}
 	if _, _, err := b.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
@@ -220,7 +221,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		}
 		return nil, fmt.Errorf("%s exited during start-up: %s", argv[0], exitInfo(files))
 	}
-	if st, err := b.proc.stat(sut); err == nil {
+	if st, err := b.proc.Stat(sut); err == nil {
 		pr.PID, pr.StartTicks = sut, st.StartTicks
 	}
 	if _, _, err := b.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
@@ -253,7 +254,7 @@ func (b *Backend) find(platform, runID string) (*state.Process, bool) {
 			continue
 		}
 		status := args[4]
-		return &state.Process{ShimPID: s.PID, ShimStartTicks: s.StartTicks, PGID: s.PGRP, BootID: b.proc.bootID(),
+		return &state.Process{ShimPID: s.PID, ShimStartTicks: s.StartTicks, PGID: s.PGRP, BootID: b.proc.BootID(),
 			Log: filepath.Join(filepath.Dir(status), "sut.log"), Status: status}, true
 	}
 	return nil, false
@@ -265,14 +266,14 @@ func (b *Backend) find(platform, runID string) (*state.Process, bool) {
 // from its start (known to a second: boot time has that resolution).
 func (b *Backend) awaitStartup(ctx context.Context, pr *state.Process, adopted bool) (int, error) {
 	deadline := time.Now().Add(b.cfg.StartupGrace)
-	if at := b.proc.startedAt(pr.ShimStartTicks); adopted && !at.IsZero() {
+	if at := b.proc.StartedAt(pr.ShimStartTicks); adopted && !at.IsZero() {
 		if d := at.Add(b.cfg.StartupGrace + time.Second); d.Before(deadline) {
 			deadline = d
 		}
 	}
 	sut := 0
 	for {
-		if !b.proc.alive(pr.ShimPID, pr.ShimStartTicks) {
+		if !b.proc.Alive(pr.ShimPID, pr.ShimStartTicks) {
 			return 0, errors.New("exited")
 		}
 		if sut == 0 {
@@ -358,9 +359,9 @@ func (b *Backend) watch(ctx context.Context, runID string, pr state.Process) {
 		}
 		var reason string
 		switch {
-		case pr.BootID != b.proc.bootID():
+		case pr.BootID != b.proc.BootID():
 			reason = "the machine restarted since the run started (boot " + pr.BootID + "), so its process is gone; last output: " + tail(pr.Log, 5)
-		case b.proc.alive(pr.ShimPID, pr.ShimStartTicks):
+		case b.proc.Alive(pr.ShimPID, pr.ShimStartTicks):
 			continue
 		case pr.StoppedAtShutdown:
 			reason = "stopped when its provisioner shut down; last output: " + tail(pr.Log, 5)
@@ -370,7 +371,7 @@ func (b *Backend) watch(ctx context.Context, runID string, pr state.Process) {
 		if ctx.Err() != nil {
 			return
 		}
-		if first && !pr.StoppedAtShutdown && pr.BootID == b.proc.bootID() {
+		if first && !pr.StoppedAtShutdown && pr.BootID == b.proc.BootID() {
 			reason = "exited while no provisioner was watching it: " + reason
 		}
 		b.logger.Warn("system under test exited", zap.String("run_id", runID), zap.String("reason", reason))
@@ -407,8 +408,8 @@ func (b *Backend) Remove(ctx context.Context, runID string, e *state.Entry) (cra
 	pgid := 0
 	if e != nil && e.Rec.Process != nil {
 		pr := e.Rec.Process
-		sameBoot := pr.BootID == b.proc.bootID()
-		alive := sameBoot && b.proc.alive(pr.ShimPID, pr.ShimStartTicks)
+		sameBoot := pr.BootID == b.proc.BootID()
+		alive := sameBoot && b.proc.Alive(pr.ShimPID, pr.ShimStartTicks)
 		if sameBoot {
 			pgid = pr.PGID
 		}
@@ -463,7 +464,7 @@ func (b *Backend) Leftovers(context.Context) ([]state.Leftover, error) {
 				}
 			}
 		}
-		l.Since = b.proc.startedAt(oldest)
+		l.Since = b.proc.StartedAt(oldest)
 		l.What = "processes " + strings.Join(pids, ", ") + " on " + b.cfg.Node
 		out = append(out, l)
 	}

@@ -88,7 +88,7 @@ type started struct {
 // startShim starts argv under the shim in a session and process group of
 // its own, without a parent-death signal: the SUT outlives this process.
 // Its output is appended to files.Log.
-func startShim(fs procfs, argv []string, env []string, files Files) (started, error) {
+func startShim(fs procs, argv []string, env []string, files Files) (started, error) {
 	if _, err := exec.LookPath(argv[0]); err != nil {
 		return started{}, fmt.Errorf("start %s: %w", argv[0], err)
 	}
@@ -115,7 +115,7 @@ func startShim(fs procfs, argv []string, env []string, files Files) (started, er
 	// Reap the shim when it ends while we live (a zombie would look alive
 	// to kill(2)); its exit status is in the status file anyway.
 	go func() { _ = cmd.Wait() }()
-	st, err := fs.stat(pid)
+	st, err := fs.Stat(pid)
 	if err != nil {
 		// It exited at once and was reaped: keep its pid with no start
 		// time; it is reported as exited with the status it wrote.
@@ -192,7 +192,7 @@ type group struct {
 // its process group and those carrying its markers. A process group is only
 // signalled while one of its members carries the run's marker, so a group
 // id the kernel reused is never hit.
-func (p procfs) members(platform, runID string, pgid int) group {
+func (p procs) members(platform, runID string, pgid int) group {
 	g := group{}
 	seen := map[int]bool{}
 	for _, m := range p.scan(platform, runID)[runID] {
@@ -203,8 +203,8 @@ func (p procfs) members(platform, runID string, pgid int) group {
 		}
 	}
 	if g.pgid > 0 {
-		for _, pid := range p.pids() {
-			if s, err := p.stat(pid); err == nil && s.PGRP == pgid && !s.dead() && !seen[pid] {
+		for _, pid := range p.PIDs() {
+			if s, err := p.Stat(pid); err == nil && s.PGRP == pgid && !s.Dead() && !seen[pid] {
 				g.pids = append(g.pids, pid)
 			}
 		}
@@ -226,7 +226,7 @@ func (g group) signal(sig syscall.Signal) {
 
 // stop ends every process of run runID: SIGTERM, then SIGKILL after
 // timeout, and waits (bounded) until none is left.
-func (p procfs) stop(ctx context.Context, platform, runID string, pgid int, timeout, poll time.Duration) error {
+func (p procs) stop(ctx context.Context, platform, runID string, pgid int, timeout, poll time.Duration) error {
 	g := p.members(platform, runID, pgid)
 	if g.empty() {
 		return nil
@@ -242,14 +242,14 @@ func (p procfs) stop(ctx context.Context, platform, runID string, pgid int, time
 	left := p.members(platform, runID, pgid)
 	var desc []string
 	for _, pid := range left.pids {
-		if s, err := p.stat(pid); err == nil {
+		if s, err := p.Stat(pid); err == nil {
 			desc = append(desc, fmt.Sprintf("%d (state %c)", pid, s.State))
 		}
 	}
 	return fmt.Errorf("processes of run %s still running after SIGKILL: %s", runID, strings.Join(desc, ", "))
 }
 
-func (p procfs) waitGone(ctx context.Context, platform, runID string, pgid int, d, poll time.Duration) bool {
+func (p procs) waitGone(ctx context.Context, platform, runID string, pgid int, d, poll time.Duration) bool {
 	deadline := time.Now().Add(d)
 	for {
 		if p.members(platform, runID, pgid).empty() {

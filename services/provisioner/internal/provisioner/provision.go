@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/procfs"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
@@ -40,7 +41,7 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 			if r.Teardown != nil || r.State != state.Starting {
 				return false, nil
 			}
-			r.State, r.Targets, r.Owner, r.LeaseUntilMs = state.Running, targets, "", 0
+			r.State, r.Targets, r.Owner, r.LeaseUntilMs, r.OwnerProc = state.Running, targets, "", 0, nil
 			return true, nil
 		})
 		if err != nil {
@@ -65,7 +66,7 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 	transient := isTransient(err)
 	// What was created is removed by the reconciler, retried until gone.
 	if _, _, merr := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-		r.ProvisionFailed, r.Transient, r.Owner, r.LeaseUntilMs = err.Error(), transient, "", 0
+		r.ProvisionFailed, r.Transient, r.Owner, r.LeaseUntilMs, r.OwnerProc = err.Error(), transient, "", 0, nil
 		if r.Teardown == nil {
 			r.Teardown = &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: "provision failed", From: r.State}
 		}
@@ -84,7 +85,7 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 // this instance; nil when the command is answered already (from the record).
 func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *events.RunProvision) (*state.Entry, error) {
 	rec := state.Record{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend, State: state.Starting,
-		Owner: p.cfg.Instance, LeaseUntilMs: p.now().Add(p.cfg.Lease).UnixMilli(), Kafka: &m.Kafka}
+		Owner: p.cfg.Instance, LeaseUntilMs: p.now().Add(p.cfg.Lease).UnixMilli(), OwnerProc: p.selfProc(), Kafka: &m.Kafka}
 	if n, ok := be.(noder); ok {
 		rec.Node = n.Node()
 	}
@@ -121,9 +122,10 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			}
 			return nil, p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
 				Targets: targets, TsMs: now}, "provisioned:"+m.RunID)
-		case r.Owner != p.cfg.Instance && r.LeaseUntilMs > now:
+		case r.Owner != p.cfg.Instance && r.LeaseUntilMs > now && !p.holderGone(r.Owner, r.OwnerProc):
 			// Another instance is at it: wait for its answer, or for its
-			// lease to run out (it died) and take over.
+			// lease to run out (it died) and take over — at once when it
+			// was a process of this machine that is gone.
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -132,7 +134,8 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			continue
 		}
 		taken, changed, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-			if r.State != state.Starting || r.Teardown != nil || (r.Owner != p.cfg.Instance && r.LeaseUntilMs > p.now().UnixMilli()) {
+			if r.State != state.Starting || r.Teardown != nil ||
+				(r.Owner != p.cfg.Instance && r.LeaseUntilMs > p.now().UnixMilli() && !p.holderGone(r.Owner, r.OwnerProc)) {
 				return false, nil
 			}
 			if r.Owner != p.cfg.Instance {
@@ -144,7 +147,7 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 				// here now; what it left there is a leftover of that node.
 				r.Node, r.Process = rec.Node, nil
 			}
-			r.Owner, r.LeaseUntilMs = p.cfg.Instance, p.now().Add(p.cfg.Lease).UnixMilli()
+			r.Owner, r.LeaseUntilMs, r.OwnerProc = p.cfg.Instance, p.now().Add(p.cfg.Lease).UnixMilli(), p.selfProc()
 			return true, nil
 		})
 		if err != nil {
@@ -200,9 +203,22 @@ func (p *Provisioner) releaseLease(ctx context.Context, key string) {
 		if r.Owner != p.cfg.Instance {
 			return false, nil
 		}
-		r.Owner, r.LeaseUntilMs = "", 0
+		r.Owner, r.LeaseUntilMs, r.OwnerProc = "", 0, nil
 		return true, nil
 	})
+}
+
+// selfProc is this process's incarnation, recorded with what it holds.
+func (p *Provisioner) selfProc() *procfs.Incarnation {
+	inc := p.self
+	return &inc
+}
+
+// holderGone reports an owner (of a provision or a teardown attempt) that
+// was another process of this machine and is gone: what it held may be
+// taken over at once rather than when its lease ends.
+func (p *Provisioner) holderGone(owner string, inc *procfs.Incarnation) bool {
+	return owner != "" && owner != p.cfg.Instance && inc != nil && procfs.Default.Gone(p.self, *inc)
 }
 
 // publishProvisionFailed reports a failed provision.

@@ -29,6 +29,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/procfs"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
@@ -150,6 +151,7 @@ type Provisioner struct {
 	logger   *zap.Logger
 	now      func() time.Time
 	kick     chan struct{}
+	self     procfs.Incarnation // this process, read when Run starts
 
 	// The durable consumers of commands and of run states. The bus keeps
 	// them (and the record bucket and its watch) across NATS restarts and
@@ -211,6 +213,7 @@ func (p *Provisioner) Instance() string { return p.cfg.Instance }
 // consumer or the watch that cannot start stops the service.
 func (p *Provisioner) Run(ctx context.Context) error {
 	defer p.closeAdmins()
+	p.self = procfs.Default.Self()
 	if err := p.store.Open(ctx); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package provisioner_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/procfs"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
@@ -354,4 +356,55 @@ func TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce(t *testing.T) {
 	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
 	require.False(t, td.Lost || td.Crashed, "%+v", td)
 	require.Empty(t, marked(t, b, p.RunID))
+}
+
+// TestAProvisionHeldByADeadProcessOfThisMachineIsTakenOverAtOnce: a
+// provisioner killed mid-provision holds its run's lease for a while (45 s by
+// default); the instance that restarts in its place — another process of the
+// same machine — sees the holder's process is gone (pid and start time) and
+// carries on at once, instead of waiting out the lease (the scheduler's
+// provision timeout may come first). The same for a teardown attempt.
+func TestAProvisionHeldByADeadProcessOfThisMachineIsTakenOverAtOnce(t *testing.T) {
+	w := newWorld(t)
+	a := w.start(t, options{core: func(c *provisioner.Config) { c.Lease = time.Hour }})
+	dead := deadIncarnation(t)
+
+	p := w.localRun("r-held", "exec sleep 60")
+	_, created, err := a.store.Create(context.Background(), state.LocalKey(p.RunID), state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID,
+		Backend: "local", Node: "node-a", State: state.Starting, Owner: "provisioner-that-was-killed", LeaseUntilMs: time.Now().Add(time.Hour).UnixMilli(),
+		OwnerProc: &dead, Kafka: &p.Kafka})
+	require.NoError(t, err)
+	require.True(t, created)
+	start := time.Now()
+	w.provision(t, p)
+	got := w.rec.provisioned(t, p.RunID, 30*time.Second)
+	require.Less(t, time.Since(start), 20*time.Second, "not waiting out an hour's lease")
+	require.Len(t, got.Targets, 1)
+
+	// A teardown attempt left by a dead process (NextMs an hour away) is
+	// taken up at once too.
+	_, _, err = a.store.Mutate(context.Background(), state.LocalKey(p.RunID), func(r *state.Record) (bool, error) {
+		r.State = state.Stopping
+		r.Teardown = &state.Teardown{RequestedMs: time.Now().UnixMilli(), Cause: "teardown command", From: state.Running, Report: true,
+			Attempts: 1, NextMs: time.Now().Add(time.Hour).UnixMilli(), Owner: "provisioner-that-was-killed", OwnerProc: &dead}
+		return true, nil
+	})
+	require.NoError(t, err)
+	td := w.rec.tornDown(t, p.RunID, 30*time.Second)
+	require.False(t, td.Lost || td.Crashed || td.Incomplete, "%+v", td)
+	require.Empty(t, marked(t, a, p.RunID))
+}
+
+// deadIncarnation is the incarnation of a process of this machine that ran
+// and was killed.
+func deadIncarnation(t *testing.T) procfs.Incarnation {
+	t.Helper()
+	cmd := exec.Command("sleep", "60")
+	require.NoError(t, cmd.Start())
+	st, err := procfs.Default.Stat(cmd.Process.Pid)
+	require.NoError(t, err)
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	self := procfs.Default.Self()
+	return procfs.Incarnation{Host: self.Host, BootID: self.BootID, PID: st.PID, StartTicks: st.StartTicks}
 }

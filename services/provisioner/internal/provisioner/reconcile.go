@@ -191,7 +191,7 @@ func (p *Provisioner) pass(ctx context.Context, v *view) {
 			})
 			continue
 		}
-		if r.State == state.TornDown || r.Teardown == nil || now < r.Teardown.NextMs || r.LeaseUntilMs > now {
+		if !p.attemptDue(r, time.UnixMilli(now)) {
 			continue
 		}
 		p.goOnce(key, func() { p.attempt(ctx, key) })

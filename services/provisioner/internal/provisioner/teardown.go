@@ -194,6 +194,20 @@ func (p *Provisioner) Crashed(backend, runID, reason string) {
 	}
 }
 
+// attemptDue reports a wanted teardown that may be attempted now: not torn
+// down, its back-off over — or its last attempt's instance gone (a process
+// of this machine that died mid-attempt) — and no provision holding it.
+func (p *Provisioner) attemptDue(r state.Record, now time.Time) bool {
+	td := r.Teardown
+	if r.State == state.TornDown || td == nil {
+		return false
+	}
+	if now.UnixMilli() < td.NextMs && !(td.Owner != "" && p.holderGone(td.Owner, td.OwnerProc)) {
+		return false
+	}
+	return r.LeaseUntilMs <= now.UnixMilli() || p.holderGone(r.Owner, r.OwnerProc)
+}
+
 // attempt is one try at a wanted teardown: the SUT and the topics are
 // removed independently, the outcome is recorded, and — when a command
 // asked or the SUT crashed — reported: torn down when nothing is left,
@@ -204,7 +218,7 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 	claimed, ok, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
 		now := p.now()
 		td := r.Teardown
-		if r.State == state.TornDown || td == nil || now.UnixMilli() < td.NextMs || r.LeaseUntilMs > now.UnixMilli() {
+		if !p.attemptDue(*r, now) {
 			return false, nil
 		}
 		be, ok := p.backends[r.Backend]
@@ -213,7 +227,7 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 		}
 		td.Attempts++
 		td.NextMs = now.Add(be.TeardownBound() + 30*time.Second).UnixMilli()
-		td.Owner = p.cfg.Instance
+		td.Owner, td.OwnerProc = p.cfg.Instance, p.selfProc()
 		r.State = state.Stopping
 		return true, nil
 	})
@@ -255,7 +269,7 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 		if crashed && !t.Crashed && t.From == state.Running {
 			t.Crashed, t.CrashReason = true, crashReason
 		}
-		t.Owner, t.LastError = "", strings.Join(errs, "; ")
+		t.Owner, t.OwnerProc, t.LastError = "", nil, strings.Join(errs, "; ")
 		if t.SUTRemoved && t.TopicsRemoved {
 			rec.State = state.TornDown
 			res := result(*rec, p.now())

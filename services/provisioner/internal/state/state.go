@@ -24,6 +24,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/procfs"
 )
 
 // Bucket is the KV bucket of the provisioner's records.
@@ -53,11 +54,15 @@ type Record struct {
 	State string `json:"state"`
 	// Owner is the instance provisioning the run; a provision whose
 	// lease ran out (its instance died) may be taken over.
-	Owner        string          `json:"owner,omitempty"`
-	LeaseUntilMs int64           `json:"lease_until_ms,omitempty"`
-	Kafka        *events.Kafka   `json:"kafka,omitempty"`
-	Targets      []events.Target `json:"targets,omitempty"`
-	Process      *Process        `json:"process,omitempty"`
+	Owner        string `json:"owner,omitempty"`
+	LeaseUntilMs int64  `json:"lease_until_ms,omitempty"`
+	// OwnerProc is the owner's process: an instance of the same machine
+	// that finds it gone (a provisioner killed and restarted) takes the
+	// provision over at once instead of waiting out the lease.
+	OwnerProc *procfs.Incarnation `json:"owner_proc,omitempty"`
+	Kafka     *events.Kafka       `json:"kafka,omitempty"`
+	Targets   []events.Target     `json:"targets,omitempty"`
+	Process   *Process            `json:"process,omitempty"`
 	// ProvisionFailed is the reason a provision failed (reported again to
 	// a redelivered provision); Transient as reported.
 	ProvisionFailed string    `json:"provision_failed,omitempty"`
@@ -115,9 +120,13 @@ type Teardown struct {
 	Attempts      int  `json:"attempts,omitempty"`
 	// NextMs is when the next attempt may start; while an attempt runs it
 	// is that attempt's lease.
-	NextMs    int64  `json:"next_ms,omitempty"`
-	Owner     string `json:"owner,omitempty"`
-	LastError string `json:"last_error,omitempty"`
+	NextMs int64  `json:"next_ms,omitempty"`
+	Owner  string `json:"owner,omitempty"`
+	// OwnerProc is the process of the instance running an attempt; an
+	// instance of the same machine that finds it gone does not wait for
+	// NextMs.
+	OwnerProc *procfs.Incarnation `json:"owner_proc,omitempty"`
+	LastError string              `json:"last_error,omitempty"`
 }
 
 // Final is a run the scheduler has ended, from its run.state events.
