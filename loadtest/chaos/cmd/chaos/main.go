@@ -1,0 +1,97 @@
+// Command chaos runs GreenFlow's chaos suite (make chaos): the services as
+// separate processes, one kill -9 per short run in every phase, and the
+// invariants checked from outside. It exits 1 when a violation is
+// confirmed, 2 when the harness itself could not do its job.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/greenflow/greenflow/loadtest/chaos"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	root, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 2
+	}
+	cfg := chaos.DefaultConfig(root)
+	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+	fs.StringVar(&cfg.Root, "root", cfg.Root, "repository root")
+	fs.StringVar(&cfg.BinDir, "bin", cfg.BinDir, "where the binaries are built")
+	fs.BoolVar(&cfg.Build, "build", cfg.Build, "build the binaries first")
+	fs.StringVar(&cfg.ResultsDir, "results", cfg.ResultsDir, "results directory (report.json, summary.txt, kills.csv, runs.csv, table.csv, logs)")
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the kill schedule (printed; pass it again to repeat a schedule)")
+	faults := fs.String("faults", strings.Join(cfg.Faults, ","), "segments, comma-separated: services, infra (NATS and Kafka restarts), replicas (two instances, kill one)")
+	fs.IntVar(&cfg.Kills, "kills", cfg.Kills, "service kills (0: every service in every phase)")
+	fs.IntVar(&cfg.InfraKills, "infra-kills", cfg.InfraKills, "kills of the NATS server and, as many, of the Kafka broker")
+	fs.IntVar(&cfg.ReplicaKills, "replica-kills", cfg.ReplicaKills, "kills of one of two instances")
+	fs.IntVar(&cfg.References, "references", cfg.References, "undisturbed runs per configuration per segment (at least 2)")
+	configs := fs.String("configs", strings.Join(cfg.Configs, ","), "workload.sensors values (configurations)")
+	fs.DurationVar(&cfg.Phases.Baseline, "baseline", cfg.Phases.Baseline, "baseline phase")
+	fs.DurationVar(&cfg.Phases.Warmup, "warmup", cfg.Phases.Warmup, "warm-up phase")
+	fs.DurationVar(&cfg.Phases.Measure, "measure", cfg.Phases.Measure, "measured phase")
+	fs.DurationVar(&cfg.Phases.Cooldown, "cooldown", cfg.Phases.Cooldown, "cool-down phase")
+	fs.DurationVar(&cfg.Interval, "interval", cfg.Interval, "sampling interval")
+	fs.DurationVar(&cfg.RunBound, "run-bound", cfg.RunBound, "a run not final this long after its submission is stuck")
+	fs.StringVar(&cfg.ClickHouseBase, "clickhouse", cfg.ClickHouseBase, "a running ClickHouse (clickhouse://127.0.0.1:9000); empty starts one")
+	fs.BoolVar(&cfg.KafkaInMemory, "kafka-in-memory", cfg.KafkaInMemory, "the broker keeps nothing across a restart")
+	args := fs.String("service-args", "", "extra service arguments: 'service=--flag value;service2=--flag' ({state}: the instance's state dir)")
+	deadline := fs.Duration("deadline", 40*time.Minute, "the whole suite stops after this")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	cfg.Faults = split(*faults)
+	cfg.Configs = split(*configs)
+	if *args != "" {
+		cfg.Args = map[string][]string{}
+		for _, part := range strings.Split(*args, ";") {
+			svc, a, ok := strings.Cut(part, "=")
+			if !ok {
+				fmt.Fprintf(os.Stderr, "chaos: --service-args: %q: expected service=arguments\n", part)
+				return 2
+			}
+			cfg.Args[strings.TrimSpace(svc)] = append(cfg.Args[strings.TrimSpace(svc)], strings.Fields(a)...)
+		}
+	}
+	if !filepath.IsAbs(cfg.ResultsDir) {
+		cfg.ResultsDir = filepath.Join(root, cfg.ResultsDir)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *deadline)
+	defer cancel()
+	rep, err := chaos.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos: harness:", err)
+		return 2
+	}
+	fmt.Printf("report: %s\n", cfg.ResultsDir)
+	if n := len(rep.Violations()); n > 0 {
+		fmt.Printf("FAIL: %d confirmed violation(s)\n", n)
+		return 1
+	}
+	fmt.Println("PASS: no violation")
+	return 0
+}
+
+func split(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
