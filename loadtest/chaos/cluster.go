@@ -65,12 +65,12 @@ type Cluster struct {
 // so the suite can meter the same model itself.
 func ServiceArgs(bin string, interval time.Duration, m Model) map[string][]string {
 	return map[string][]string{
-		"scheduler":        {"--provision-timeout", "30s", "--analyze-timeout", "60s"},
-		"provisioner":      {"--uc3-command", filepath.Join(bin, "uc3-processor"), "--kubernetes", "off"},
-		"load-generator":   {"--instance", "chaos-lg-{instance}"},
+		"scheduler":      {"--provision-timeout", "30s", "--analyze-timeout", "60s"},
+		"provisioner":    {"--uc3-command", filepath.Join(bin, "uc3-processor"), "--kubernetes", "off"},
+		"load-generator": {"--instance", "chaos-lg-{instance}"},
 		"energy-collector": {"--interval", interval.String(), "--instance", "chaos-ec-{instance}", "--spool-dir", "{state}/spool",
 			"--source", "model", "--idle-watts", fmt.Sprint(m.IdleW), "--max-watts", fmt.Sprint(m.MaxW)},
-		"analyzer":         nil,
+		"analyzer": nil,
 	}
 }
 

@@ -148,7 +148,7 @@ type RunFacts struct {
 	// Metrics are the compared values (see the M* names), only those known.
 	Metrics map[string]float64 `json:"metrics"`
 	// Unknown says why a metric could not be measured.
-	Unknown map[string]string `json:"unknown,omitempty"`
+	Unknown map[string]string  `json:"unknown,omitempty"`
 	Results map[string]float64 `json:"results,omitempty"` // the run-scope result rows
 
 	Topics TopicCounts   `json:"topics"`
