@@ -169,6 +169,14 @@ type RunFacts struct {
 	Violations  []Violation `json:"violations,omitempty"`
 }
 
+// Pressure is the CPU pressure of the run's window (-1 unknown).
+func (r RunFacts) Pressure() float64 {
+	if r.Own == nil {
+		return -1
+	}
+	return r.Own.CPUPressure
+}
+
 // WindowS is the measured window's length in seconds.
 func (r RunFacts) WindowS() float64 { return float64(r.MeasureEndMs-r.MeasureStartMs) / 1000 }
 
@@ -246,8 +254,8 @@ func (g *Gatherer) Gather(ctx context.Context, runID string) (RunFacts, error) {
 	} else {
 		f.Unknown[MOutput2] = "the suite did not read the whole output topic"
 	}
-	if ev, ok := f.Results["events"]; ok && f.Topics.InputComplete && f.Topics.InputInWindow > 0 {
-		f.Metrics[MReported] = ev / float64(f.Topics.InputInWindow)
+	if ev, ok := f.Results["events"]; ok && f.Topics.InputHWMEdges && f.Topics.InputHWMDelta > 0 {
+		f.Metrics[MReported] = ev / float64(f.Topics.InputHWMDelta)
 	}
 	if a, ok := g.Events.Analyzed(runID); ok && f.Topics.InputComplete && f.Topics.InputInWindow > 0 {
 		f.Metrics[MReported2] = float64(a.Events) / float64(f.Topics.InputInWindow)

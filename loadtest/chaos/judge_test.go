@@ -93,21 +93,21 @@ func TestJudgeNeedsBothSourcesForADeviation(t *testing.T) {
 	}
 	run := chaos.RunFacts{RunID: "r", State: "done", MeasureStartMs: 1000, MeasureEndMs: 9000,
 		Metrics: map[string]float64{chaos.MDelivered: 300, chaos.MDelivered2: 310}}
-	vs := chaos.Judge(run, bands, 500)
+	vs := chaos.Judge(run, bands, 500, 0)
 	require.Len(t, vs, 1)
 	require.Equal(t, "records", vs[0].Kind)
 	require.True(t, vs[0].Confirmed)
 
 	run.Metrics[chaos.MDelivered2] = 498 // the second source disagrees: uncertain, not a finding
-	vs = chaos.Judge(run, bands, 500)
+	vs = chaos.Judge(run, bands, 500, 0)
 	require.Len(t, vs, 1)
 	require.False(t, vs[0].Confirmed)
 
 	run.Flags = []string{"load_takeover"} // flagged: it says so
-	require.Empty(t, chaos.Judge(run, bands, 500))
+	require.Empty(t, chaos.Judge(run, bands, 500, 0))
 
 	run.Flags, run.State = nil, "failed" // failed runs may deviate
-	require.Empty(t, chaos.Judge(run, bands, 500))
+	require.Empty(t, chaos.Judge(run, bands, 500, 0))
 }
 
 func TestJudgeAlwaysChecksStuckDuplicatesAndADeadSUT(t *testing.T) {
@@ -121,17 +121,17 @@ func TestJudgeAlwaysChecksStuckDuplicatesAndADeadSUT(t *testing.T) {
 		}
 		return out
 	}
-	require.Equal(t, []string{"stuck", "duplicate_samples"}, kinds(chaos.Judge(run, nil, 500)))
+	require.Equal(t, []string{"stuck", "duplicate_samples"}, kinds(chaos.Judge(run, nil, 500, 0)))
 
 	run = chaos.RunFacts{RunID: "r", State: "done", Flags: []string{"flag_sut_restarted"}, MeasureEndMs: 9000,
 		SUT: chaos.SUTLife{PIDs: []int{42}, DiedAtMs: 5000, StateAtDeath: "measuring", DeathConfirmed: true}}
-	require.Equal(t, []string{"sut_dead"}, kinds(chaos.Judge(run, nil, 500)), "a flag does not excuse a dead SUT")
+	require.Equal(t, []string{"sut_dead"}, kinds(chaos.Judge(run, nil, 500, 0)), "a flag does not excuse a dead SUT")
 
 	run = chaos.RunFacts{RunID: "r", State: "done", MeasureStartMs: 0, MeasureEndMs: 4000,
 		Series: []chaos.SeriesFacts{{Key: "n/node//", Coverage: chaos.SeriesCoverage{UncoveredMs: 900, MaxHoleMs: 900,
 			Holes: []chaos.Hole{{StartMs: 1000, EndMs: 1900}}}, HoleConfirmed: true}}}
-	require.Equal(t, []string{"samples_hole"}, kinds(chaos.Judge(run, nil, 500)))
-	require.Empty(t, kinds(chaos.Judge(run, nil, 1000)), "within the hole tolerance")
+	require.Equal(t, []string{"samples_hole"}, kinds(chaos.Judge(run, nil, 500, 0)))
+	require.Empty(t, kinds(chaos.Judge(run, nil, 1000, 0)), "within the hole tolerance")
 }
 
 func TestOutcomeOf(t *testing.T) {
@@ -143,4 +143,29 @@ func TestOutcomeOf(t *testing.T) {
 	require.Equal(t, chaos.OutViolation, chaos.OutcomeOf(done, []chaos.Violation{{Kind: "records", Confirmed: true}}))
 	require.Equal(t, chaos.OutDone, chaos.OutcomeOf(done, []chaos.Violation{{Kind: "records"}}), "unconfirmed is not a finding")
 	require.Equal(t, chaos.OutViolation, chaos.OutcomeOf(chaos.RunFacts{State: "measuring"}, nil))
+}
+
+func TestJudgeExcusesComparisonsOnAnOverloadedMachineOnly(t *testing.T) {
+	bands := map[string]chaos.Band{
+		chaos.MDelivered:  {Median: 500, Tol: math.Log1p(0.02)},
+		chaos.MDelivered2: {Median: 500, Tol: math.Log1p(0.03)},
+	}
+	run := chaos.RunFacts{RunID: "r", State: "done", MeasureStartMs: 1000, MeasureEndMs: 9000, Own: &chaos.OwnMeter{CPUPressure: 0.9},
+		Metrics: map[string]float64{chaos.MDelivered: 300, chaos.MDelivered2: 300},
+		SUT:     chaos.SUTLife{PIDs: []int{7}, DiedAtMs: 4000, DeathConfirmed: true}}
+	vs := chaos.Judge(run, bands, 500, 0.5)
+	require.Len(t, vs, 2)
+	require.Equal(t, "sut_dead", vs[0].Kind)
+	require.True(t, vs[0].Counts(), "a dead SUT is no matter of load")
+	require.Equal(t, "records", vs[1].Kind)
+	require.True(t, vs[1].Confirmed)
+	require.False(t, vs[1].Counts())
+	require.Contains(t, vs[1].Excused, "90%")
+
+	run.Own.CPUPressure = 0.2
+	vs = chaos.Judge(run, bands, 500, 0.5)
+	require.True(t, vs[1].Counts())
+	vs = chaos.Judge(run, bands, 500, 0) // 0: compare every run
+	run.Own.CPUPressure = 0.9
+	require.True(t, chaos.Judge(run, bands, 500, 0)[1].Counts())
 }

@@ -13,9 +13,12 @@ import (
 var Services = []string{"scheduler", "provisioner", "load-generator", "energy-collector", "analyzer"}
 
 // Infrastructure the infra faults kill: the NATS server and the Kafka broker.
+// TargetNone marks a control slot: an undisturbed run among the killed ones,
+// which shows what the machine does to runs without any kill meanwhile.
 const (
 	TargetNATS  = "nats"
 	TargetKafka = "kafka"
+	TargetNone  = "none"
 )
 
 // Phases are the run phases a kill is timed to, in lifecycle order (the
@@ -48,6 +51,9 @@ type Kill struct {
 }
 
 func (k Kill) String() string {
+	if k.Target == TargetNone {
+		return fmt.Sprintf("slot %d: control, no kill (sensors=%s)", k.Slot, k.Config)
+	}
 	inst := ""
 	if k.Instance > 0 {
 		inst = fmt.Sprintf("#%d", k.Instance)
@@ -89,6 +95,9 @@ type PlanOptions struct {
 	RestartMin, RestartMax time.Duration
 	Fixed                  map[string]time.Duration
 	FirstSlot              int
+	// ControlEvery inserts an undisturbed control slot after every that
+	// many kills (0: none).
+	ControlEvery int
 }
 
 // Plan draws a kill schedule from rng. Targets are used evenly (each
@@ -145,9 +154,23 @@ func Plan(rng *rand.Rand, o PlanOptions) ([]Kill, error) {
 		}
 	}
 	rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	if o.ControlEvery > 0 {
+		var with []pair
+		for i, p := range pairs {
+			with = append(with, p)
+			if (i+1)%o.ControlEvery == 0 {
+				with = append(with, pair{TargetNone, "-"})
+			}
+		}
+		pairs = with
+	}
 	kills := make([]Kill, len(pairs))
 	for i, p := range pairs {
 		k := Kill{Slot: o.FirstSlot + i, Segment: o.Segment, Target: p.target, Phase: p.phase, Config: o.Configs[rng.IntN(len(o.Configs))]}
+		if p.target == TargetNone {
+			kills[i] = k
+			continue
+		}
 		if o.Replicas > 1 {
 			k.Instance = 1 + rng.IntN(o.Replicas)
 		}
@@ -189,6 +212,9 @@ type Coverage struct {
 func CoverageOf(kills []Kill, phaseOf func(Kill) string) Coverage {
 	c := Coverage{ByTarget: map[string]int{}, ByPhase: map[string]int{}}
 	for _, k := range kills {
+		if k.Target == TargetNone {
+			continue
+		}
 		c.ByTarget[k.Target]++
 		p := k.Phase
 		if phaseOf != nil {

@@ -87,3 +87,17 @@ func TestPlanRejectsBadOptions(t *testing.T) {
 	_, err = chaos.Plan(rand.New(rand.NewPCG(1, 1)), o)
 	require.ErrorContains(t, err, "restart")
 }
+
+func TestPlanInsertsControlSlots(t *testing.T) {
+	o := planOpts(10)
+	o.ControlEvery = 5
+	kills, err := chaos.Plan(rand.New(rand.NewPCG(5, 5)), o)
+	require.NoError(t, err)
+	require.Len(t, kills, 12)
+	for i, k := range kills {
+		require.Equal(t, i+1, k.Slot)
+		require.Equal(t, i == 5 || i == 11, k.Target == chaos.TargetNone, "slot %d: %s", k.Slot, k)
+	}
+	c := chaos.CoverageOf(kills, nil)
+	require.NotContains(t, c.ByTarget, chaos.TargetNone)
+}

@@ -32,7 +32,10 @@ func Table(kills []KillRecord) (targets []string, cells map[string]map[string]Ce
 			targets = append(targets, t)
 		}
 		ph := k.PhaseObserved
-		if !k.Delivered {
+		switch {
+		case k.Target == TargetNone:
+			ph = "control"
+		case !k.Delivered:
 			ph = "not-killed"
 		}
 		if ph == "" {
@@ -112,15 +115,26 @@ func PrintSummary(w io.Writer, r *Report) {
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w, "D done · DF done-flagged · FR failed-retried · F failed · V violation (phase = the run's state when the kill went out)")
-		totals := map[string]int{}
+		totals, controls := map[string]int{}, map[string]int{}
+		nk, nc := 0, 0
 		for _, k := range s.Kills {
+			if k.Target == TargetNone {
+				controls[k.Outcome]++
+				nc++
+				continue
+			}
 			totals[k.Outcome]++
+			nk++
 		}
-		var tot []string
+		var tot, ctl []string
 		for _, o := range Outcomes {
 			tot = append(tot, fmt.Sprintf("%s %d", o, totals[o]))
+			ctl = append(ctl, fmt.Sprintf("%s %d", o, controls[o]))
 		}
-		fmt.Fprintf(w, "totals: %s (of %d kills)\n", strings.Join(tot, ", "), len(s.Kills))
+		fmt.Fprintf(w, "kills: %s (of %d)\n", strings.Join(tot, ", "), nk)
+		if nc > 0 {
+			fmt.Fprintf(w, "controls (no kill): %s (of %d) — a violation here is the machine or the platform without any kill\n", strings.Join(ctl, ", "), nc)
+		}
 		cov := CoverageOf(delivered(s.Kills), func(k Kill) string { return observed(s.Kills, k) })
 		fmt.Fprintf(w, "kills delivered: %s", cov)
 		if m := cov.Missing(); len(m) > 0 {
@@ -130,10 +144,10 @@ func PrintSummary(w io.Writer, r *Report) {
 
 		fmt.Fprintln(w, "\nper kill:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "slot\ttarget\tplanned\tobserved\tdown s\trecover s\toutcome\trecords lost\tmax record gap ms\tsamples lost\tmax sample hole ms\tviolations")
+		fmt.Fprintln(tw, "slot\ttarget\tplanned\tobserved\tdown s\trecover s\toutcome\trecords lost\tmax record gap ms\tsamples lost\tmax sample hole ms\tcpu pressure\tviolations")
 		for _, k := range s.Kills {
-			fmt.Fprintf(tw, "%d\t%s%s\t%s\t%s\t%.1f\t%.1f\t%s\t%d\t%d\t%d\t%d\t%s\n", k.Slot, k.Target, instSuffix(k.Instance), k.Phase, orDash(k.PhaseObserved),
-				k.DownS, k.RecoverS, k.Outcome, k.RecordsLost, k.MaxRecordGapMs, k.SamplesLost, k.MaxSampleHole, orDash(k.Violations))
+			fmt.Fprintf(tw, "%d\t%s%s\t%s\t%s\t%.1f\t%.1f\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", k.Slot, k.Target, instSuffix(k.Instance), k.Phase, orDash(k.PhaseObserved),
+				k.DownS, k.RecoverS, k.Outcome, k.RecordsLost, k.MaxRecordGapMs, k.SamplesLost, k.MaxSampleHole, pct(k.CPUPressure), orDash(k.Violations))
 		}
 		_ = tw.Flush()
 		var vs []Violation
@@ -161,10 +175,31 @@ func PrintSummary(w io.Writer, r *Report) {
 		}
 	}
 	n := len(r.Violations())
-	fmt.Fprintf(w, "\n%d confirmed violation(s); %d harness problem(s)\n", n, len(r.HarnessErrors()))
+	unconfirmed, excused := 0, 0
+	for _, s := range r.Segments {
+		for _, run := range append(append([]RunFacts(nil), s.References...), s.Runs...) {
+			for _, v := range run.Violations {
+				switch {
+				case !v.Confirmed:
+					unconfirmed++
+				case v.Excused != "":
+					excused++
+				}
+			}
+		}
+	}
+	fmt.Fprintf(w, "\n%d violation(s); %d deviation(s) not counted: %d unconfirmed by the second source, %d on an overloaded machine; %d harness problem(s)\n",
+		n, unconfirmed+excused, unconfirmed, excused, len(r.HarnessErrors()))
 	for _, e := range r.HarnessErrors() {
 		fmt.Fprintf(w, "  harness: %s\n", e)
 	}
+}
+
+func pct(v float64) string {
+	if v < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", v*100)
 }
 
 func delivered(ks []KillRecord) []Kill {
@@ -203,11 +238,11 @@ func WriteReport(dir string, r *Report) error {
 	}
 	kills := [][]string{{"segment", "slot", "target", "instance", "phase_planned", "phase_observed", "offset_s", "restart_after_s", "delivered",
 		"pid", "down_s", "recover_s", "experiment_id", "runs", "final_after_s", "outcome", "violations", "records_lost", "max_record_gap_ms",
-		"samples_lost", "max_sample_hole_ms", "harness_error"}}
-	metricCols := append(JudgedMetrics(), MSUTPower, MNodePower, MOwnNodePow)
+		"samples_lost", "max_sample_hole_ms", "cpu_pressure", "harness_error"}}
+	metricCols := append(append(JudgedMetrics(), InfoMetrics()...), MSUTPower, MNodePower, MOwnNodePow)
 	head := append([]string{"segment", "slot", "role", "run_id", "config", "state", "flags", "reason", "window_s"}, metricCols...)
 	runs := [][]string{append(head, "input_copies", "max_record_gap_ms", "samples_lost", "sut_died_at", "dup_samples", "dup_run_metrics",
-		"dup_results", "violations")}
+		"dup_results", "node_util", "cpu_pressure", "violations")}
 	table := [][]string{{"segment", "target", "phase", "outcome", "count"}}
 	f := func(v float64, ok bool) string {
 		if !ok {
@@ -220,15 +255,19 @@ func WriteReport(dir string, r *Report) error {
 			kills = append(kills, []string{s.Name, fmt.Sprint(k.Slot), k.Target, fmt.Sprint(k.Instance), k.Phase, k.PhaseObserved,
 				f(k.Offset.Seconds(), true), f(k.RestartAfter.Seconds(), true), fmt.Sprint(k.Delivered), fmt.Sprint(k.Pid), f(k.DownS, true),
 				f(k.RecoverS, true), k.ExperimentID, strings.Join(k.RunIDs, " "), f(k.FinalAfter, true), k.Outcome, k.Violations,
-				fmt.Sprint(k.RecordsLost), fmt.Sprint(k.MaxRecordGapMs), fmt.Sprint(k.SamplesLost), fmt.Sprint(k.MaxSampleHole), k.Error})
+				fmt.Sprint(k.RecordsLost), fmt.Sprint(k.MaxRecordGapMs), fmt.Sprint(k.SamplesLost), fmt.Sprint(k.MaxSampleHole),
+				f(k.CPUPressure, k.CPUPressure >= 0), k.Error})
 		}
 		for _, run := range append(append([]RunFacts(nil), s.References...), s.Runs...) {
 			m := func(name string) string { v, ok := run.Metrics[name]; return f(v, ok) }
 			var vk []string
 			for _, v := range run.Violations {
-				if v.Confirmed {
+				switch {
+				case v.Counts():
 					vk = append(vk, v.Kind)
-				} else {
+				case v.Confirmed:
+					vk = append(vk, v.Kind+"(excused)")
+				default:
 					vk = append(vk, v.Kind+"?")
 				}
 			}
@@ -237,9 +276,13 @@ func WriteReport(dir string, r *Report) error {
 			for _, name := range metricCols {
 				row = append(row, m(name))
 			}
+			util, press := "", ""
+			if run.Own != nil {
+				util, press = f(run.Own.NodeUtil, true), f(run.Own.CPUPressure, run.Own.CPUPressure >= 0)
+			}
 			runs = append(runs, append(row, fmt.Sprint(run.Topics.InputCopies), fmt.Sprint(run.Topics.MaxRecordGapMs),
 				fmt.Sprint(run.SamplesLost), msTime(run.SUT.DiedAtMs), fmt.Sprint(run.DupSamples), fmt.Sprint(run.DupRunMetrics),
-				fmt.Sprint(run.DupResults), strings.Join(vk, " ")))
+				fmt.Sprint(run.DupResults), util, press, strings.Join(vk, " ")))
 		}
 		targets, cells := Table(s.Kills)
 		for _, t := range targets {

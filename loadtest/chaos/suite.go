@@ -40,9 +40,12 @@ type Config struct {
 	// References is the number of undisturbed runs per configuration at
 	// the start of each segment (at least 2: the spread needs two).
 	References int
-	Configs    []string // workload.sensors values
-	Phases     PhaseLengths
-	Interval   time.Duration // sampling interval of the collectors and the spec
+	// ControlEvery puts an undisturbed control run after every that many
+	// kills (0: none): it shows what the machine alone does to a run.
+	ControlEvery int
+	Configs      []string // workload.sensors values
+	Phases       PhaseLengths
+	Interval     time.Duration // sampling interval of the collectors and the spec
 	// Model is the collectors' power model (they run with --source model,
 	// so the suite can meter the same thing itself).
 	Model Model
@@ -56,14 +59,19 @@ type Config struct {
 	// Args are extra service arguments (see ClusterConfig.Args).
 	Args      map[string][]string
 	Tolerance *Tolerance // nil: DefaultTolerance
-	Progress  io.Writer
+	// MaxPressure: a run whose measured window had a higher CPU pressure
+	// (Linux PSI: the share of time some task waited for a CPU) is not
+	// compared with the undisturbed runs — its deviations are listed, not
+	// counted. 0 compares every run.
+	MaxPressure float64
+	Progress    io.Writer
 }
 
 // DefaultConfig is `make chaos`: every service in every phase, short runs.
 func DefaultConfig(root string) Config {
 	return Config{Root: root, BinDir: filepath.Join(root, ".cache", "chaos-bin"), Build: true,
 		ResultsDir: filepath.Join(root, ".state", "chaos", time.Now().Format("20060102-150405")),
-		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 3, ReplicaKills: 10, References: 3,
+		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 3, ReplicaKills: 10, References: 3, ControlEvery: 5, MaxPressure: 0.85,
 		Configs: []string{"500", "2000"}, Phases: PhaseLengths{Baseline: 2 * time.Second, Warmup: 2 * time.Second, Measure: 8 * time.Second,
 			Cooldown: time.Second}, Interval: 250 * time.Millisecond, Model: Model{IdleW: 1.48, MaxW: 7.0}, RunBound: 4 * time.Minute, Progress: os.Stdout}
 }
@@ -133,7 +141,10 @@ type KillRecord struct {
 	SamplesLost    int64   `json:"samples_lost"`
 	MaxRecordGapMs int64   `json:"max_record_gap_ms"`
 	MaxSampleHole  int64   `json:"max_sample_hole_ms"`
-	Error          string  `json:"error,omitempty"` // a harness problem in this slot (not a finding)
+	// CPUPressure is the share of the killed run's window in which a task
+	// waited for a CPU (PSI; -1 unknown): a loaded machine shows here.
+	CPUPressure float64 `json:"cpu_pressure"`
+	Error       string  `json:"error,omitempty"` // a harness problem in this slot (not a finding)
 }
 
 // Segment is one fault segment's outcome.
@@ -161,19 +172,19 @@ type Report struct {
 	Segments []Segment `json:"segments"`
 }
 
-// Violations lists every confirmed violation.
+// Violations lists every violation that counts (confirmed, not excused).
 func (r *Report) Violations() []Violation {
 	var out []Violation
 	for _, s := range r.Segments {
 		for _, run := range append(append([]RunFacts(nil), s.References...), s.Runs...) {
 			for _, v := range run.Violations {
-				if v.Confirmed {
+				if v.Counts() {
 					out = append(out, v)
 				}
 			}
 		}
 		for _, v := range s.Suite {
-			if v.Confirmed {
+			if v.Counts() {
 				out = append(out, v)
 			}
 		}
@@ -253,7 +264,8 @@ func (s *suite) logf(format string, args ...any) {
 // plan draws every segment's kills from the seed and prints them.
 func (s *suite) plan() (map[string][]Kill, error) {
 	rng := rand.New(rand.NewPCG(uint64(s.cfg.Seed), 0x6368616f73)) // "chaos"
-	base := PlanOptions{Configs: s.cfg.Configs, Phases: s.cfg.Phases, RestartMin: 500 * time.Millisecond, RestartMax: 3 * time.Second}
+	base := PlanOptions{Configs: s.cfg.Configs, Phases: s.cfg.Phases, RestartMin: 500 * time.Millisecond, RestartMax: 3 * time.Second,
+		ControlEvery: s.cfg.ControlEvery}
 	out := map[string][]Kill{}
 	slot := 1
 	for _, seg := range s.cfg.Faults {
@@ -282,7 +294,7 @@ func (s *suite) plan() (map[string][]Kill, error) {
 		}
 		out[seg] = kills
 		slot += len(kills)
-		s.logf("plan %s (%d kills; %s):", seg, len(kills), CoverageOf(kills, nil))
+		s.logf("plan %s (%d slots; %s):", seg, len(kills), CoverageOf(kills, nil))
 		for _, k := range kills {
 			s.logf("  %s", k)
 		}
@@ -384,8 +396,14 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 // stops at its teardown.
 func (c *segCtx) trackSUTs(ctx context.Context) {
 	tracked := map[string]bool{}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for ctx.Err() == nil {
-		c.events.Wait(ctx, time.Second, func() bool { return false })
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 		for _, run := range c.allRuns() {
 			st, ok := c.events.State(run)
 			if !ok {
@@ -449,13 +467,16 @@ func (c *segCtx) references(ctx context.Context) error {
 			return fmt.Errorf("configuration sensors=%s has fewer than two undisturbed runs that ended done without flags (experiment %s ended %s); "+
 				"the suite cannot tell a violation from this machine's noise without them: see the reference runs in the report", cfg, id, state)
 		}
-		for _, m := range JudgedMetrics() {
+		for _, m := range append(JudgedMetrics(), InfoMetrics()...) {
 			b, ok := bs[m]
 			if !ok {
 				c.logf("  sensors=%s %-22s no band (not measured in two undisturbed runs)", cfg, m)
 				continue
 			}
 			weak := ""
+			if slices.Contains(InfoMetrics(), m) {
+				weak = "  (information only)"
+			}
 			if b.Weak() {
 				weak = "  WEAK: wider than ×2, catches gross errors only"
 			}
@@ -465,10 +486,11 @@ func (c *segCtx) references(ctx context.Context) error {
 	c.logf("  sample hole tolerance: %d ms (twice the longest hole of the undisturbed runs, at least two intervals)", c.seg.HoleTolMs)
 	for i := range c.seg.References {
 		r := &c.seg.References[i]
-		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs)
+		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs, c.cfg.MaxPressure)
 		for _, v := range r.Violations {
 			c.logf("  reference %s", v)
 		}
+		c.logf("  reference %s: CPU pressure %s of its window, machine CPU %s busy", r.RunID, pct(r.Pressure()), pct(utilOf(*r)))
 	}
 	return nil
 }
@@ -528,7 +550,7 @@ func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string
 // slot runs one planned kill: submit, kill in the phase, restart, wait for
 // the end, gather and judge.
 func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
-	rec := KillRecord{Kill: k}
+	rec := KillRecord{Kill: k, CPUPressure: -1}
 	if err := c.cluster.WaitReady(ctx, 60*time.Second); err != nil {
 		rec.Error = "platform not ready before the slot: " + err.Error()
 	}
@@ -548,12 +570,14 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	}
 	rec.ExperimentID = id
 	c.expIDs = append(c.expIDs, id)
-	proc, err := c.cluster.Target(k.Target, k.Instance)
-	if err != nil {
-		rec.Error = err.Error()
-		return rec
+	var proc *Proc
+	if k.Target != TargetNone {
+		if proc, err = c.cluster.Target(k.Target, k.Instance); err != nil {
+			rec.Error = err.Error()
+			return rec
+		}
+		rec.Proc = proc.Name
 	}
-	rec.Proc = proc.Name
 
 	// Wait for the first run to enter the phase (or to end without it).
 	var run string
@@ -577,6 +601,8 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		}
 	}
 	switch {
+	case k.Target == TargetNone:
+		rec.NotDelivered = "control: nothing to kill"
 	case !reached:
 		rec.NotDelivered = fmt.Sprintf("the run did not reach %s within %s", k.Phase, c.cfg.RunBound)
 	case phaseSeen.State == "":
@@ -613,7 +639,7 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			rec.RecoverS = rec.ReadyAt.Sub(rec.RestartedAt).Seconds()
 		}
 	}
-	if rec.NotDelivered != "" {
+	if rec.NotDelivered != "" && k.Target != TargetNone {
 		c.logf("slot %d/%d (%s): kill NOT delivered: %s", i, n, k, rec.NotDelivered)
 	}
 
@@ -643,7 +669,7 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	var all []Violation
 	for j := range runs {
 		r := &runs[j]
-		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs)
+		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs, c.cfg.MaxPressure)
 		if b, ok := c.seg.Bands[r.Config][MDelivered]; ok && r.MeasureEndMs > 0 {
 			if _, known := r.Metrics[MDelivered]; known {
 				r.RecordsLost = max(0, int64(math.Round(b.Median*r.WindowS()))-r.Topics.InputInWindow)
@@ -658,6 +684,10 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		rec.Outcome = OutcomeOf(first, all)
 		rec.Violations = kindsOf(all)
 		rec.RecordsLost, rec.SamplesLost, rec.MaxRecordGapMs = first.RecordsLost, first.SamplesLost, first.Topics.MaxRecordGapMs
+		rec.CPUPressure = -1
+		if first.Own != nil {
+			rec.CPUPressure = first.Own.CPUPressure
+		}
 		for _, s := range first.Series {
 			rec.MaxSampleHole = max(rec.MaxSampleHole, s.Coverage.MaxHoleMs)
 		}
@@ -667,12 +697,23 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			rec.Error = "no run of the experiment was found"
 		}
 	}
-	c.logf("slot %d/%d: %s%s in %s (observed %s) pid %d, back after %.1fs → %s: %s%s", i, n, k.Target, instSuffix(k.Instance), k.Phase,
-		orDash(rec.PhaseObserved), rec.Pid, rec.DownS, id, describeRuns(runs), errSuffix(rec.Error))
+	if k.Target == TargetNone {
+		c.logf("slot %d/%d: control, no kill → %s: %s%s", i, n, id, describeRuns(runs), errSuffix(rec.Error))
+	} else {
+		c.logf("slot %d/%d: %s%s in %s (observed %s) pid %d, back after %.1fs → %s: %s%s", i, n, k.Target, instSuffix(k.Instance), k.Phase,
+			orDash(rec.PhaseObserved), rec.Pid, rec.DownS, id, describeRuns(runs), errSuffix(rec.Error))
+	}
 	for _, v := range all {
 		c.logf("    %s", v)
 	}
 	return rec
+}
+
+func utilOf(r RunFacts) float64 {
+	if r.Own == nil {
+		return -1
+	}
+	return r.Own.NodeUtil
 }
 
 func instSuffix(i int) string {
@@ -711,6 +752,9 @@ func describeRuns(runs []RunFacts) string {
 		}
 		if v, ok := r.Metrics[MSUTPower]; ok {
 			p += fmt.Sprintf(" sut %.3fW", v)
+		}
+		if r.Own != nil {
+			p += " pressure " + pct(r.Own.CPUPressure)
 		}
 		parts = append(parts, r.RunID[strings.LastIndex(r.RunID, "-r")+1:]+" "+p)
 	}

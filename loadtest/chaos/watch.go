@@ -161,6 +161,7 @@ type cpuPoint struct {
 	AtMs        int64
 	Busy, Total uint64
 	SUT         int64
+	StallUs     uint64 // /proc/pressure/cpu "some" total, µs (0 without PSI)
 }
 
 type sutTrack struct {
@@ -237,6 +238,7 @@ func (w *PidWatch) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		busy, total, ncpu, nodeErr := nodeCPU()
+		stall := cpuStall()
 		w.mu.Lock()
 		now := time.Now().UnixMilli()
 		if nodeErr == nil {
@@ -257,7 +259,7 @@ func (w *PidWatch) Run(ctx context.Context) {
 				ticks = -1
 			}
 			if nodeErr == nil {
-				tr.points = append(tr.points, cpuPoint{AtMs: now, Busy: busy, Total: total, SUT: ticks})
+				tr.points = append(tr.points, cpuPoint{AtMs: now, Busy: busy, Total: total, SUT: ticks, StallUs: stall})
 			}
 			if tr.life.DeathConfirmed {
 				continue
@@ -281,10 +283,15 @@ type Model struct{ IdleW, MaxW float64 }
 
 // OwnMeter is the suite's own measurement of a window.
 type OwnMeter struct {
-	NodeJ   float64 // the model over the node's CPU times
-	SUTJ    float64 // Kepler's split of NodeJ by the SUT's CPU time
-	SUTCPUs float64 // SUT CPU seconds per second (of one CPU)
-	Covered float64 // share of the window the polls covered
+	NodeJ    float64 `json:"node_j"`    // the model over the node's CPU times
+	SUTJ     float64 `json:"sut_j"`     // Kepler's split of NodeJ by the SUT's CPU time
+	SUTCPUs  float64 `json:"sut_cpus"`  // SUT CPU seconds per second (of one CPU)
+	NodeUtil float64 `json:"node_util"` // the machine's CPU utilisation
+	// CPUPressure is the share of the window in which some task waited
+	// for a CPU (Linux PSI, /proc/pressure/cpu): how overloaded the machine
+	// was, whatever ran on it. -1 without PSI.
+	CPUPressure float64 `json:"cpu_pressure"`
+	Covered     float64 `json:"covered"` // share of the window the polls covered
 }
 
 // Measure computes the suite's own meter over [startMs, endMs) of a run,
@@ -298,7 +305,8 @@ func (w *PidWatch) Measure(run string, startMs, endMs int64, m Model) (OwnMeter,
 		return OwnMeter{}, false
 	}
 	var o OwnMeter
-	var coveredMs float64
+	var coveredMs, busyTicks, totalTicks, stallUs float64
+	psi := true
 	for i := 1; i < len(t.points); i++ {
 		p, q := t.points[i-1], t.points[i]
 		dt := q.AtMs - p.AtMs
@@ -318,9 +326,23 @@ func (w *PidWatch) Measure(run string, startMs, endMs int64, m Model) (OwnMeter,
 			o.SUTCPUs += sut / clockTicks * f
 		}
 		coveredMs += float64(ov)
+		busyTicks += float64(q.Busy-p.Busy) * f
+		totalTicks += dTotal * f
+		if p.StallUs == 0 || q.StallUs < p.StallUs {
+			psi = false
+		} else {
+			stallUs += float64(q.StallUs-p.StallUs) * f
+		}
 	}
 	win := float64(endMs-startMs) / 1000
 	o.SUTCPUs /= win
+	if totalTicks > 0 {
+		o.NodeUtil = busyTicks / totalTicks
+	}
+	o.CPUPressure = -1
+	if psi && coveredMs > 0 {
+		o.CPUPressure = stallUs / 1000 / coveredMs
+	}
 	o.Covered = coveredMs / float64(endMs-startMs)
 	return o, o.Covered > 0.9
 }
@@ -364,6 +386,27 @@ func nodeCPU() (busy, total uint64, ncpu int, err error) {
 		return 0, 0, 0, fmt.Errorf("/proc/stat: no cpu lines")
 	}
 	return busy, total, ncpu, nil
+}
+
+// cpuStall reads the "some" total of /proc/pressure/cpu (µs during which at
+// least one task waited for a CPU); 0 when the kernel has no PSI.
+func cpuStall() uint64 {
+	b, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "some ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "total="); ok {
+				n, _ := strconv.ParseUint(v, 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // pidTicks is a live process's utime + stime in clock ticks.

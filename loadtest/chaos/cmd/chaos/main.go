@@ -38,6 +38,8 @@ func run() int {
 	fs.IntVar(&cfg.InfraKills, "infra-kills", cfg.InfraKills, "kills of the NATS server and, as many, of the Kafka broker")
 	fs.IntVar(&cfg.ReplicaKills, "replica-kills", cfg.ReplicaKills, "kills of one of two instances")
 	fs.IntVar(&cfg.References, "references", cfg.References, "undisturbed runs per configuration per segment (at least 2)")
+	fs.IntVar(&cfg.ControlEvery, "control-every", cfg.ControlEvery, "an undisturbed control run after every that many kills (0: none)")
+	fs.Float64Var(&cfg.MaxPressure, "max-pressure", cfg.MaxPressure, "runs whose window had more CPU pressure (PSI share) are not compared with the references (0: compare all)")
 	configs := fs.String("configs", strings.Join(cfg.Configs, ","), "workload.sensors values (configurations)")
 	fs.DurationVar(&cfg.Phases.Baseline, "baseline", cfg.Phases.Baseline, "baseline phase")
 	fs.DurationVar(&cfg.Phases.Warmup, "warmup", cfg.Phases.Warmup, "warm-up phase")
