@@ -144,10 +144,14 @@ func PrintSummary(w io.Writer, r *Report) {
 
 		fmt.Fprintln(w, "\nper kill:")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "slot\ttarget\tplanned\tobserved\tdown s\trecover s\toutcome\trecords lost\tmax record gap ms\tsamples lost\tmax sample hole ms\tcpu pressure\tviolations")
+		fmt.Fprintln(tw, "slot\ttarget\tplanned\tobserved\tdown s\trecover s\tfailed after s\toutcome\trecords lost\tmax record gap ms\tsamples lost\tmax sample hole ms\tcpu pressure\tviolations")
 		for _, k := range s.Kills {
-			fmt.Fprintf(tw, "%d\t%s%s\t%s\t%s\t%.1f\t%.1f\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", k.Slot, k.Target, instSuffix(k.Instance), k.Phase, orDash(k.PhaseObserved),
-				k.DownS, k.RecoverS, k.Outcome, k.RecordsLost, k.MaxRecordGapMs, k.SamplesLost, k.MaxSampleHole, pct(k.CPUPressure), orDash(k.Violations))
+			detect := "-"
+			if k.DetectS > 0 {
+				detect = fmt.Sprintf("%.1f", k.DetectS)
+			}
+			fmt.Fprintf(tw, "%d\t%s%s\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", k.Slot, k.Target, instSuffix(k.Instance), k.Phase, orDash(k.PhaseObserved),
+				k.DownS, k.RecoverS, detect, k.Outcome, k.RecordsLost, k.MaxRecordGapMs, k.SamplesLost, k.MaxSampleHole, pct(k.CPUPressure), orDash(k.Violations))
 		}
 		_ = tw.Flush()
 		var vs []Violation
@@ -237,7 +241,7 @@ func WriteReport(dir string, r *Report) error {
 		return fmt.Errorf("write summary.txt: %w", err)
 	}
 	kills := [][]string{{"segment", "slot", "target", "instance", "phase_planned", "phase_observed", "offset_s", "restart_after_s", "delivered",
-		"pid", "down_s", "recover_s", "experiment_id", "runs", "final_after_s", "outcome", "violations", "records_lost", "max_record_gap_ms",
+		"pid", "down_s", "recover_s", "detect_s", "experiment_id", "runs", "final_after_s", "outcome", "violations", "records_lost", "max_record_gap_ms",
 		"samples_lost", "max_sample_hole_ms", "cpu_pressure", "harness_error"}}
 	metricCols := append(append(JudgedMetrics(), InfoMetrics()...), MSUTPower, MNodePower, MOwnNodePow)
 	head := append([]string{"segment", "slot", "role", "run_id", "config", "state", "flags", "reason", "window_s"}, metricCols...)
@@ -254,7 +258,7 @@ func WriteReport(dir string, r *Report) error {
 		for _, k := range s.Kills {
 			kills = append(kills, []string{s.Name, fmt.Sprint(k.Slot), k.Target, fmt.Sprint(k.Instance), k.Phase, k.PhaseObserved,
 				f(k.Offset.Seconds(), true), f(k.RestartAfter.Seconds(), true), fmt.Sprint(k.Delivered), fmt.Sprint(k.Pid), f(k.DownS, true),
-				f(k.RecoverS, true), k.ExperimentID, strings.Join(k.RunIDs, " "), f(k.FinalAfter, true), k.Outcome, k.Violations,
+				f(k.RecoverS, true), f(k.DetectS, true), k.ExperimentID, strings.Join(k.RunIDs, " "), f(k.FinalAfter, true), k.Outcome, k.Violations,
 				fmt.Sprint(k.RecordsLost), fmt.Sprint(k.MaxRecordGapMs), fmt.Sprint(k.SamplesLost), fmt.Sprint(k.MaxSampleHole),
 				f(k.CPUPressure, k.CPUPressure >= 0), k.Error})
 		}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,7 +72,7 @@ type Config struct {
 func DefaultConfig(root string) Config {
 	return Config{Root: root, BinDir: filepath.Join(root, ".cache", "chaos-bin"), Build: true,
 		ResultsDir: filepath.Join(root, ".state", "chaos", time.Now().Format("20060102-150405")),
-		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 3, ReplicaKills: 10, References: 3, ControlEvery: 5, MaxPressure: 0.85,
+		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 4, ReplicaKills: 10, References: 3, ControlEvery: 5, MaxPressure: 0.85,
 		Configs: []string{"500", "2000"}, Phases: PhaseLengths{Baseline: 2 * time.Second, Warmup: 2 * time.Second, Measure: 8 * time.Second,
 			Cooldown: time.Second}, Interval: 250 * time.Millisecond, Model: Model{IdleW: 1.48, MaxW: 7.0}, RunBound: 4 * time.Minute, Progress: os.Stdout}
 }
@@ -131,9 +132,12 @@ type KillRecord struct {
 	ExperimentID  string    `json:"experiment_id"`
 	RunIDs        []string  `json:"run_ids"`
 	FinalAfter    float64   `json:"final_after_s"` // submit to the experiment's end
-	Stuck         bool      `json:"stuck,omitempty"`
-	Outcome       string    `json:"outcome"`
-	Violations    string    `json:"violation_kinds,omitempty"`
+	// DetectS is the time from the kill to the killed run's failed state,
+	// when it failed (0 otherwise): how long a fault takes to be noticed.
+	DetectS    float64 `json:"detect_s"`
+	Stuck      bool    `json:"stuck,omitempty"`
+	Outcome    string  `json:"outcome"`
+	Violations string  `json:"violation_kinds,omitempty"`
 	// The numbers per kill, from the killed run (see RunFacts).
 	DownS          float64 `json:"down_s"`    // kill until the process served again
 	RecoverS       float64 `json:"recover_s"` // restart until it served
@@ -325,6 +329,7 @@ type segCtx struct {
 	pids     *PidWatch
 	topics   *TopicWatch
 	gather   *Gatherer
+	idsMu    sync.Mutex // expIDs and runIDs: the slots add, the SUT tracker reads
 	expIDs   []string
 	runIDs   []string
 	example  string
@@ -432,10 +437,34 @@ func (c *segCtx) trackSUTs(ctx context.Context) {
 
 func (c *segCtx) allRuns() []string {
 	var out []string
-	for _, e := range c.expIDs {
+	for _, e := range c.experiments() {
 		out = append(out, c.events.RunsOf(e)...)
 	}
 	return out
+}
+
+func (c *segCtx) experiments() []string {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	return slices.Clone(c.expIDs)
+}
+
+func (c *segCtx) addExperiment(id string) {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	c.expIDs = append(c.expIDs, id)
+}
+
+func (c *segCtx) addRun(id string) {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	c.runIDs = append(c.runIDs, id)
+}
+
+func (c *segCtx) runs() []string {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	return slices.Clone(c.runIDs)
 }
 
 // references runs the undisturbed runs and derives the bands.
@@ -451,10 +480,10 @@ func (c *segCtx) references(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.expIDs = append(c.expIDs, id)
+	c.addExperiment(id)
 	bound := time.Duration(n)*(c.cfg.Phases.Baseline+c.cfg.Phases.Warmup+c.cfg.Phases.Measure+c.cfg.Phases.Cooldown+20*time.Second) + c.cfg.RunBound
-	state, final := c.waitFinal(ctx, id, bound)
-	runs, err := c.gatherAll(ctx, id, 0, "reference", bound, final)
+	state, _ := c.waitFinal(ctx, id, bound)
+	runs, err := c.gatherAll(ctx, id, 0, "reference", bound)
 	if err != nil {
 		return err
 	}
@@ -516,7 +545,7 @@ func (c *segCtx) waitFinal(ctx context.Context, id string, bound time.Duration) 
 }
 
 // gatherAll collects the facts of every run of an experiment.
-func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string, bound time.Duration, final bool) ([]RunFacts, error) {
+func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string, bound time.Duration) ([]RunFacts, error) {
 	e, err := c.kv.Experiment(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("read experiment %s: %w", id, err)
@@ -538,12 +567,11 @@ func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string
 				f.StuckConfirmed = true
 			}
 		}
-		c.runIDs = append(c.runIDs, rid)
+		c.addRun(rid)
 		out = append(out, f)
 		in, outT := "input-"+rid, "output-"+rid
 		c.topics.Forget(in, outT)
 	}
-	_ = final
 	return out, nil
 }
 
@@ -569,7 +597,7 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		return rec
 	}
 	rec.ExperimentID = id
-	c.expIDs = append(c.expIDs, id)
+	c.addExperiment(id)
 	var proc *Proc
 	if k.Target != TargetNone {
 		if proc, err = c.cluster.Target(k.Target, k.Instance); err != nil {
@@ -653,7 +681,7 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		}
 		c.waitFinal(ctx, id, 30*time.Second)
 	}
-	runs, err := c.gatherAll(ctx, id, k.Slot, "chaos", c.cfg.RunBound, final)
+	runs, err := c.gatherAll(ctx, id, k.Slot, "chaos", c.cfg.RunBound)
 	if err != nil {
 		rec.Error = strings.TrimPrefix(rec.Error+"; gather: "+err.Error(), "; ")
 	}
@@ -687,6 +715,13 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		rec.CPUPressure = -1
 		if first.Own != nil {
 			rec.CPUPressure = first.Own.CPUPressure
+		}
+		if rec.Delivered && first.State == "failed" {
+			for _, st := range first.States {
+				if st.State == "failed" {
+					rec.DetectS = max(0, float64(st.TsMs-rec.KilledAt.UnixMilli())/1000)
+				}
+			}
 		}
 		for _, s := range first.Series {
 			rec.MaxSampleHole = max(rec.MaxSampleHole, s.Coverage.MaxHoleMs)
@@ -822,9 +857,10 @@ func (c *segCtx) finish(ctx context.Context) {
 func (c *segCtx) missingExperiments(ctx context.Context) map[string]string {
 	out := map[string]string{}
 	listed := map[string]bool{}
+	ids := c.experiments()
 	list, err := c.api.List(ctx)
 	if err != nil {
-		for _, id := range c.expIDs {
+		for _, id := range ids {
 			out[id] = "the list API did not answer: " + err.Error()
 		}
 		return out
@@ -833,7 +869,7 @@ func (c *segCtx) missingExperiments(ctx context.Context) map[string]string {
 		listed[e.ID] = true
 	}
 	stored := map[string]bool{}
-	rows, err := c.store.Conn().Query(ctx, `SELECT DISTINCT experiment_id FROM experiments FINAL WHERE has(?, experiment_id)`, c.expIDs)
+	rows, err := c.store.Conn().Query(ctx, `SELECT DISTINCT experiment_id FROM experiments FINAL WHERE has(?, experiment_id)`, ids)
 	if err == nil {
 		for rows.Next() {
 			var id string
@@ -843,7 +879,7 @@ func (c *segCtx) missingExperiments(ctx context.Context) map[string]string {
 		}
 		rows.Close()
 	}
-	for _, id := range c.expIDs {
+	for _, id := range ids {
 		var why []string
 		if !listed[id] {
 			why = append(why, "not in `list`")
@@ -875,8 +911,9 @@ func (c *segCtx) leftoverTopics(ctx context.Context) []string {
 		return nil
 	}
 	var out []string
+	runIDs := c.runs()
 	for _, name := range td.Names() {
-		for _, rid := range c.runIDs {
+		for _, rid := range runIDs {
 			if name == "input-"+rid || name == "output-"+rid {
 				out = append(out, name)
 			}
@@ -892,6 +929,7 @@ var runIDEnv = regexp.MustCompile(`GREENFLOW_RUN_ID=([^\x00]+)`)
 // marker, or a run id of this segment) that are not the platform's own.
 func (c *segCtx) leftoverProcs() map[int]string {
 	own := c.cluster.OwnPids()
+	runIDs := c.runs()
 	out := map[int]string{}
 	ents, _ := os.ReadDir("/proc")
 	marker := []byte(EnvMarker + "=" + c.cluster.cfg.Marker + "\x00")
@@ -906,7 +944,7 @@ func (c *segCtx) leftoverProcs() map[int]string {
 		}
 		m := runIDEnv.FindSubmatch(env)
 		ours := bytes.Contains(env, marker)
-		if m != nil && slices.Contains(c.runIDs, string(m[1])) {
+		if m != nil && slices.Contains(runIDs, string(m[1])) {
 			ours = true
 		}
 		if !ours {
