@@ -389,7 +389,11 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 		rec := c.slot(ctx, k, i+1, len(kills))
 		seg.Kills = append(seg.Kills, rec)
 	}
-	c.finish(ctx)
+	// The end-of-segment checks run even when the deadline has passed: a
+	// cut-short suite still says what it left behind.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer fcancel()
+	c.finish(fctx)
 	seg.Exits = cl.Unexpected()
 	for _, err := range cl.StopServices(20 * time.Second) {
 		seg.Shutdown = append(seg.Shutdown, err.Error())
