@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -282,6 +283,9 @@ func (s *suite) plan() (map[string][]Kill, error) {
 			o.Targets, o.Kills = []string{TargetNATS, TargetKafka}, 2*s.cfg.InfraKills
 			o.Fixed = map[string]time.Duration{TargetNATS: 10 * time.Second}
 			o.RestartMin, o.RestartMax = 2*time.Second, 5*time.Second
+			if o.ControlEvery > 0 {
+				o.ControlEvery = 2 // recovery from a NATS or broker restart is the question here
+			}
 		case FaultReplicas:
 			o.Targets, o.Kills, o.Replicas = Services, s.cfg.ReplicaKills, 2
 		}
@@ -291,7 +295,7 @@ func (s *suite) plan() (map[string][]Kill, error) {
 		}
 		if seg == FaultReplicas {
 			for i := range kills {
-				if replicasOf(seg)[kills[i].Target] < 2 {
+				if kills[i].Target != TargetNone && replicasOf(seg)[kills[i].Target] < 2 {
 					kills[i].Instance = 1
 				}
 			}
@@ -698,10 +702,25 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			runs[j].State, runs[j].StuckConfirmed = "stuck (cancelled by the suite)", true
 		}
 	}
+	var ids []string
+	for _, r := range runs {
+		ids = append(ids, r.RunID)
+	}
+	left := c.leftovers(ctx, ids, false, 15*time.Second)
 	var all []Violation
 	for j := range runs {
 		r := &runs[j]
 		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs, c.cfg.MaxPressure)
+		for _, v := range left {
+			if v.RunID == r.RunID {
+				r.Violations = append(r.Violations, v)
+			}
+		}
+		if j == 0 && k.Target == TargetNone {
+			if v, ok := notRecovered(runs, c.cfg.MaxPressure); ok {
+				r.Violations = append(r.Violations, v)
+			}
+		}
 		if b, ok := c.seg.Bands[r.Config][MDelivered]; ok && r.MeasureEndMs > 0 {
 			if _, known := r.Metrics[MDelivered]; known {
 				r.RecordsLost = max(0, int64(math.Round(b.Median*r.WindowS()))-r.Topics.InputInWindow)
@@ -746,6 +765,28 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		c.logf("    %s", v)
 	}
 	return rec
+}
+
+// notRecovered: a control run (no kill) and every retry of it ended without
+// done. The platform did not recover from the faults before it — unless the
+// machine was overloaded, which can fail runs legitimately.
+func notRecovered(runs []RunFacts, maxPressure float64) (Violation, bool) {
+	var states []string
+	for _, r := range runs {
+		if r.State == "done" {
+			return Violation{}, false
+		}
+		states = append(states, fmt.Sprintf("%s %s (%s)", r.RunID, r.State, truncate(r.Reason, 100)))
+	}
+	if len(runs) == 0 {
+		return Violation{}, false
+	}
+	v := Violation{RunID: runs[0].RunID, Kind: "not_recovered", Confirmed: true,
+		Detail: "a control run, with no kill, could not complete: " + strings.Join(states, "; ") + " — the platform did not recover from the faults before it"}
+	if p := runs[0].Pressure(); maxPressure > 0 && p > maxPressure {
+		v.Excused = fmt.Sprintf("the machine was overloaded: CPU pressure %.0f%%", p*100)
+	}
+	return v, true
 }
 
 func utilOf(r RunFacts) float64 {
@@ -831,27 +872,11 @@ func (c *segCtx) finish(ctx context.Context) {
 		_ = c.store.Conn().QueryRow(ctx, `SELECT toUInt64(count() - uniqExact(node, scope, target_id, zone, ts_ms)) FROM samples`).Scan(&dup2)
 		add("duplicate_samples", fmt.Sprintf("%d (series, ts_ms) keys stored more than once over the whole segment (re-read: %d surplus rows)", dup, dup2), dup2 > 0)
 	}
-	// Leftover topics: wait a little for teardowns in flight, read twice.
-	left := c.leftoverTopics(ctx)
-	if len(left) > 0 {
-		time.Sleep(3 * time.Second)
-		again := c.leftoverTopics(ctx)
-		for _, t := range left {
-			add("topic_left", "topic "+t+" of a finished run is still on the broker", slices.Contains(again, t))
-		}
-	}
-	// Leftover SUT processes.
-	procs := c.leftoverProcs()
-	if len(procs) > 0 {
-		time.Sleep(2 * time.Second)
-		again := c.leftoverProcs()
-		for pid, desc := range procs {
-			_, still := again[pid]
-			add("process_left", fmt.Sprintf("pid %d (%s) of a finished run is still running", pid, desc), still)
-			if still {
-				_ = syscall.Kill(pid, syscall.SIGKILL) // the suite's own descendant
-			}
-		}
+	// Anything of any run left (each slot checked its own; this also
+	// catches what appeared later, and processes with the segment's marker).
+	for _, v := range c.leftovers(ctx, c.runs(), true, 5*time.Second) {
+		v.Detail = "at the end of the segment: " + v.Detail
+		c.seg.Suite = append(c.seg.Suite, v)
 	}
 	for _, v := range c.seg.Suite {
 		c.logf("segment %s: %s", c.seg.Name, v)
@@ -901,7 +926,8 @@ func (c *segCtx) missingExperiments(ctx context.Context) map[string]string {
 	return out
 }
 
-func (c *segCtx) leftoverTopics(ctx context.Context) []string {
+// leftoverTopics lists the run topics of runIDs still on the broker.
+func (c *segCtx) leftoverTopics(ctx context.Context, runIDs []string) []string {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.cluster.Brokers...))
 	if err != nil {
 		return nil
@@ -915,7 +941,6 @@ func (c *segCtx) leftoverTopics(ctx context.Context) []string {
 		return nil
 	}
 	var out []string
-	runIDs := c.runs()
 	for _, name := range td.Names() {
 		for _, rid := range runIDs {
 			if name == "input-"+rid || name == "output-"+rid {
@@ -929,14 +954,17 @@ func (c *segCtx) leftoverTopics(ctx context.Context) []string {
 
 var runIDEnv = regexp.MustCompile(`GREENFLOW_RUN_ID=([^\x00]+)`)
 
-// leftoverProcs finds processes the suite's platform started (they carry its
-// marker, or a run id of this segment) that are not the platform's own.
-func (c *segCtx) leftoverProcs() map[int]string {
+// leftProc is a live process of a finished run.
+type leftProc struct{ run, desc string }
+
+// leftoverProcs finds live processes of runIDs (by GREENFLOW_RUN_ID) and,
+// with marker, any process carrying the segment's marker, that are not the
+// platform's own processes.
+func (c *segCtx) leftoverProcs(runIDs []string, marker bool) map[int]leftProc {
 	own := c.cluster.OwnPids()
-	runIDs := c.runs()
-	out := map[int]string{}
+	out := map[int]leftProc{}
 	ents, _ := os.ReadDir("/proc")
-	marker := []byte(EnvMarker + "=" + c.cluster.cfg.Marker + "\x00")
+	mark := []byte(EnvMarker + "=" + c.cluster.cfg.Marker + "\x00")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || own[pid] != "" || pid == os.Getpid() || !pidAlive(pid) {
@@ -946,20 +974,54 @@ func (c *segCtx) leftoverProcs() map[int]string {
 		if err != nil {
 			continue
 		}
-		m := runIDEnv.FindSubmatch(env)
-		ours := bytes.Contains(env, marker)
-		if m != nil && slices.Contains(runIDs, string(m[1])) {
-			ours = true
+		var run string
+		if m := runIDEnv.FindSubmatch(env); m != nil {
+			run = string(m[1])
 		}
-		if !ours {
+		if !slices.Contains(runIDs, run) && !(marker && bytes.Contains(env, mark)) {
 			continue
 		}
 		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		desc := strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")
-		if m != nil {
-			desc = "run " + string(m[1]) + ": " + desc
-		}
-		out[pid] = truncate(desc, 160)
+		out[pid] = leftProc{run: run, desc: truncate(strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " "), 160)}
 	}
+	return out
+}
+
+// leftovers waits up to grace for the topics and SUT processes of runIDs
+// (and, with marker, any process of the segment) to be gone, and returns a
+// violation for each that is not — seen again 2 s later to confirm. A
+// confirmed leftover process is killed (it is the suite's own descendant),
+// so that it does not disturb the runs after it.
+func (c *segCtx) leftovers(ctx context.Context, runIDs []string, marker bool, grace time.Duration) []Violation {
+	deadline := time.Now().Add(grace)
+	var topics []string
+	var procs map[int]leftProc
+	for {
+		topics, procs = c.leftoverTopics(ctx, runIDs), c.leftoverProcs(runIDs, marker)
+		if len(topics)+len(procs) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	topics2, procs2 := c.leftoverTopics(ctx, runIDs), c.leftoverProcs(runIDs, marker)
+	var out []Violation
+	for _, t := range topics {
+		run := strings.TrimPrefix(strings.TrimPrefix(t, "input-"), "output-")
+		out = append(out, Violation{RunID: run, Kind: "topic_left", Confirmed: slices.Contains(topics2, t),
+			Detail: fmt.Sprintf("topic %s is still on the broker %s after its run ended", t, grace)})
+	}
+	for pid, p := range procs {
+		_, still := procs2[pid]
+		out = append(out, Violation{RunID: p.run, Kind: "process_left", Confirmed: still,
+			Detail: fmt.Sprintf("pid %d (%s) is still running %s after its run ended", pid, p.desc, grace)})
+		if still {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Detail < out[j].Detail })
 	return out
 }
