@@ -402,6 +402,13 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 	for _, err := range cl.StopServices(20 * time.Second) {
 		seg.Shutdown = append(seg.Shutdown, err.Error())
 	}
+	// Whatever of the segment still runs once the services stopped is the
+	// suite's own descendant: it goes (already counted above if it was a
+	// finished run's).
+	for pid, p := range c.leftoverProcs(nil, true) {
+		seg.Notes = append(seg.Notes, fmt.Sprintf("killed pid %d (%s) still running after the services stopped", pid, p.desc))
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 	return seg
 }
 
