@@ -98,6 +98,29 @@ type PlanOptions struct {
 	// ControlEvery inserts an undisturbed control slot after every that
 	// many kills (0: none).
 	ControlEvery int
+	// Schedule, when set, is the (target, phase) of every kill, in order;
+	// Kills is ignored and only offsets, delays and configurations are drawn.
+	Schedule []Pair
+}
+
+// Pair is a planned (target, phase).
+type Pair struct{ Target, Phase string }
+
+// ParseSchedule reads "target:phase,target:phase,...".
+func ParseSchedule(s string) ([]Pair, error) {
+	var out []Pair
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		t, ph, ok := strings.Cut(part, ":")
+		if !ok || !slices.Contains(Phases, ph) {
+			return nil, fmt.Errorf("schedule: %q: expected target:phase with a phase among %s", part, strings.Join(Phases, ", "))
+		}
+		out = append(out, Pair{t, ph})
+	}
+	return out, nil
 }
 
 // Plan draws a kill schedule from rng. Targets are used evenly (each
@@ -122,7 +145,15 @@ func Plan(rng *rand.Rand, o PlanOptions) ([]Kill, error) {
 	if n == 0 {
 		n = all
 	}
-	if n >= all {
+	switch {
+	case len(o.Schedule) > 0:
+		for _, p := range o.Schedule {
+			if !slices.Contains(o.Targets, p.Target) || !slices.Contains(Phases, p.Phase) {
+				return nil, fmt.Errorf("plan %s: schedule entry %s:%s: expected a target among %v and a phase among %v", o.Segment, p.Target, p.Phase, o.Targets, Phases)
+			}
+			pairs = append(pairs, pair{p.Target, p.Phase})
+		}
+	case n >= all:
 		for _, t := range o.Targets {
 			for _, p := range Phases {
 				pairs = append(pairs, pair{t, p})
@@ -131,7 +162,7 @@ func Plan(rng *rand.Rand, o PlanOptions) ([]Kill, error) {
 		for len(pairs) < n {
 			pairs = append(pairs, pair{o.Targets[rng.IntN(len(o.Targets))], Phases[rng.IntN(len(Phases))]})
 		}
-	} else {
+	default:
 		// Targets evenly, phases cycling; try a few shuffles for the fewest
 		// repeated pairs.
 		best := -1
@@ -153,7 +184,9 @@ func Plan(rng *rand.Rand, o PlanOptions) ([]Kill, error) {
 			}
 		}
 	}
-	rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	if len(o.Schedule) == 0 {
+		rng.Shuffle(len(pairs), func(i, j int) { pairs[i], pairs[j] = pairs[j], pairs[i] })
+	}
 	if o.ControlEvery > 0 {
 		var with []pair
 		for i, p := range pairs {

@@ -101,3 +101,23 @@ func TestPlanInsertsControlSlots(t *testing.T) {
 	c := chaos.CoverageOf(kills, nil)
 	require.NotContains(t, c.ByTarget, chaos.TargetNone)
 }
+
+func TestPlanFollowsAFixedSchedule(t *testing.T) {
+	sched, err := chaos.ParseSchedule("provisioner:measuring, scheduler:warmup")
+	require.NoError(t, err)
+	o := planOpts(0)
+	o.Schedule = sched
+	kills, err := chaos.Plan(rand.New(rand.NewPCG(1, 2)), o)
+	require.NoError(t, err)
+	require.Len(t, kills, 2)
+	require.Equal(t, "provisioner", kills[0].Target)
+	require.Equal(t, "measuring", kills[0].Phase)
+	require.Equal(t, "scheduler", kills[1].Target)
+	require.Equal(t, "warmup", kills[1].Phase)
+
+	_, err = chaos.ParseSchedule("provisioner:lunch")
+	require.ErrorContains(t, err, "provisioner:lunch")
+	o.Schedule = []chaos.Pair{{Target: "nats", Phase: "measuring"}}
+	_, err = chaos.Plan(rand.New(rand.NewPCG(1, 2)), o)
+	require.ErrorContains(t, err, "nats:measuring")
+}

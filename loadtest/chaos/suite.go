@@ -39,6 +39,9 @@ type Config struct {
 	// Kills per segment: services (0 = every service in every phase),
 	// infra (per target: NATS, Kafka), replicas.
 	Kills, InfraKills, ReplicaKills int
+	// Schedule fixes the services segment's kills (target, phase), in
+	// order, instead of drawing them; offsets and delays are still drawn.
+	Schedule []Pair
 	// References is the number of undisturbed runs per configuration at
 	// the start of each segment (at least 2: the spread needs two).
 	References int
@@ -278,7 +281,7 @@ func (s *suite) plan() (map[string][]Kill, error) {
 		o.Segment, o.FirstSlot = seg, slot
 		switch seg {
 		case FaultServices:
-			o.Targets, o.Kills = Services, s.cfg.Kills
+			o.Targets, o.Kills, o.Schedule = Services, s.cfg.Kills, s.cfg.Schedule
 		case FaultInfra:
 			o.Targets, o.Kills = []string{TargetNATS, TargetKafka}, 2*s.cfg.InfraKills
 			o.Fixed = map[string]time.Duration{TargetNATS: 10 * time.Second}

@@ -51,10 +51,17 @@ func run() int {
 	fs.BoolVar(&cfg.KafkaInMemory, "kafka-in-memory", cfg.KafkaInMemory, "the broker keeps nothing across a restart")
 	args := fs.String("service-args", "", "extra service arguments: 'service=--flag value;service2=--flag' ({state}: the instance's state dir)")
 	deadline := fs.Duration("deadline", 40*time.Minute, "the whole suite stops after this")
+	schedule := fs.String("schedule", "", "fixed service kills instead of drawn ones: target:phase,... (e.g. provisioner:measuring,scheduler:warmup)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
 	cfg.Faults = split(*faults)
+	if *schedule != "" {
+		if cfg.Schedule, err = chaos.ParseSchedule(*schedule); err != nil {
+			fmt.Fprintln(os.Stderr, "chaos:", err)
+			return 2
+		}
+	}
 	cfg.Configs = split(*configs)
 	if *args != "" {
 		cfg.Args = map[string][]string{}
