@@ -679,6 +679,11 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			rec.RestartError = err.Error()
 		} else if err := proc.WaitReady(ctx, 60*time.Second); err != nil {
 			rec.RestartError = err.Error()
+			// Ask once more before calling it: a process that cannot serve
+			// again after kill -9 (corrupt state, a lock it left) is a finding.
+			again := proc.WaitReady(ctx, 5*time.Second)
+			c.seg.Suite = append(c.seg.Suite, Violation{Kind: "restart_failed", Confirmed: again != nil,
+				Detail: fmt.Sprintf("slot %d: %s did not serve again within 60s of its restart after kill -9: %v", k.Slot, proc.Name, err)})
 		} else {
 			rec.ReadyAt = time.Now()
 			rec.DownS = rec.ReadyAt.Sub(rec.KilledAt).Seconds()
@@ -705,11 +710,10 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	}
 	if rec.Stuck {
 		for j := range runs {
-			if !finalStates[runs[j].State] {
-				continue
+			if runs[j].State == "cancelled" {
+				// Cancelled by the suite after the bound: it was stuck.
+				runs[j].State, runs[j].StuckConfirmed = "stuck (cancelled by the suite)", true
 			}
-			// Cancelled by the suite after the bound: it was stuck.
-			runs[j].State, runs[j].StuckConfirmed = "stuck (cancelled by the suite)", true
 		}
 	}
 	var ids []string
