@@ -167,6 +167,10 @@ type RunFacts struct {
 	RecordsLost int64       `json:"records_lost"`
 	SamplesLost int64       `json:"samples_lost"`
 	Violations  []Violation `json:"violations,omitempty"`
+	// Extra are the violations found around the run rather than in its
+	// facts (leftovers after it, a control that could not complete); a
+	// re-judgement keeps them.
+	Extra []Violation `json:"extra_violations,omitempty"`
 }
 
 // Pressure is the CPU pressure of the run's window (-1 unknown).

@@ -169,3 +169,34 @@ func TestJudgeExcusesComparisonsOnAnOverloadedMachineOnly(t *testing.T) {
 	run.Own.CPUPressure = 0.9
 	require.True(t, chaos.Judge(run, bands, 500, 0)[1].Counts())
 }
+
+func TestRejudgeDrawsBandsFromReferencesAndCleanControls(t *testing.T) {
+	run := func(id, role string, slot int, ratio float64) chaos.RunFacts {
+		return chaos.RunFacts{RunID: id, Role: role, Slot: slot, Config: "500", State: "done", MeasureStartMs: 0, MeasureEndMs: 8000,
+			Metrics: map[string]float64{chaos.MSUTEnergy: ratio, chaos.MSUTEnergy2: ratio}}
+	}
+	seg := chaos.Segment{
+		References: []chaos.RunFacts{run("ref0", "reference", 0, 1.0), run("ref1", "reference", 0, 0.98)},
+		Runs: []chaos.RunFacts{
+			run("k1", "chaos", 1, 0.70),   // a kill on a quiet machine
+			run("c2", "control", 2, 0.72), // the control beside it: the machine, not the kill
+			func() chaos.RunFacts { // a control with a dead SUT is no reference
+				r := run("c3", "control", 3, 0.1)
+				r.SUT = chaos.SUTLife{PIDs: []int{1}, DiedAtMs: 100, DeathConfirmed: true}
+				return r
+			}(),
+		},
+		Kills: []chaos.KillRecord{
+			{Kill: chaos.Kill{Slot: 1, Target: "analyzer"}, RunIDs: []string{"k1"}},
+			{Kill: chaos.Kill{Slot: 2, Target: chaos.TargetNone}, RunIDs: []string{"c2"}},
+		},
+	}
+	tol := chaos.DefaultTolerance(250)
+	onlyRefs := chaos.Bands(seg.References, tol)
+	require.False(t, onlyRefs["500"][chaos.MSUTEnergy].Contains(0.70), "against the references alone the kill looks wrong")
+
+	require.Equal(t, 3, chaos.Rejudge(&seg, tol, 0))
+	require.True(t, seg.Bands["500"][chaos.MSUTEnergy].Contains(0.70))
+	require.Equal(t, chaos.OutDone, seg.Kills[0].Outcome)
+	require.Equal(t, chaos.OutDone, seg.Kills[1].Outcome)
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -401,6 +400,9 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer fcancel()
 	c.finish(fctx)
+	n := Rejudge(&seg, tol, c.cfg.MaxPressure)
+	c.logf("segment %s: final verdicts against %d undisturbed runs (references and clean controls); bands:", name, n)
+	c.logBands()
 	seg.Exits = cl.Unexpected()
 	for _, err := range cl.StopServices(20 * time.Second) {
 		seg.Shutdown = append(seg.Shutdown, err.Error())
@@ -509,37 +511,44 @@ func (c *segCtx) references(ctx context.Context) error {
 	c.seg.Bands = Bands(runs, c.tolerate)
 	c.seg.HoleTolMs = HoleTolerance(runs, c.tolerate)
 	for _, cfg := range c.cfg.Configs {
-		bs := c.seg.Bands[cfg]
-		if len(bs) == 0 {
+		if len(c.seg.Bands[cfg]) == 0 {
 			return fmt.Errorf("configuration sensors=%s has fewer than two undisturbed runs that ended done without flags (experiment %s ended %s); "+
 				"the suite cannot tell a violation from this machine's noise without them: see the reference runs in the report", cfg, id, state)
 		}
-		for _, m := range append(JudgedMetrics(), InfoMetrics()...) {
-			b, ok := bs[m]
-			if !ok {
-				c.logf("  sensors=%s %-22s no band (not measured in two undisturbed runs)", cfg, m)
-				continue
-			}
-			weak := ""
-			if slices.Contains(InfoMetrics(), m) {
-				weak = "  (information only)"
-			}
-			if b.Weak() {
-				weak = "  WEAK: wider than ×2, catches gross errors only"
-			}
-			c.logf("  sensors=%s %-22s %s%s", cfg, m, b, weak)
-		}
 	}
-	c.logf("  sample hole tolerance: %d ms (twice the longest hole of the undisturbed runs, at least two intervals)", c.seg.HoleTolMs)
+	c.logBands()
+	judgeRuns(c.seg.References, c.seg.Bands, c.seg.HoleTolMs, c.cfg.MaxPressure)
 	for i := range c.seg.References {
 		r := &c.seg.References[i]
-		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs, c.cfg.MaxPressure)
 		for _, v := range r.Violations {
 			c.logf("  reference %s", v)
 		}
 		c.logf("  reference %s: CPU pressure %s of its window, machine CPU %s busy", r.RunID, pct(r.Pressure()), pct(utilOf(*r)))
 	}
 	return nil
+}
+
+// logBands prints the bands of every configuration and metric.
+func (c *segCtx) logBands() {
+	for _, cfg := range c.cfg.Configs {
+		bs := c.seg.Bands[cfg]
+		for _, m := range append(JudgedMetrics(), InfoMetrics()...) {
+			b, ok := bs[m]
+			if !ok {
+				c.logf("  sensors=%s %-26s no band (not measured in two undisturbed runs)", cfg, m)
+				continue
+			}
+			note := ""
+			if slices.Contains(InfoMetrics(), m) {
+				note = "  (information only)"
+			}
+			if b.Weak() {
+				note += "  WEAK: wider than ×2, catches gross errors only"
+			}
+			c.logf("  sensors=%s %-26s %s%s", cfg, m, b, note)
+		}
+	}
+	c.logf("  sample hole tolerance: %d ms (twice the longest hole of the undisturbed runs, at least two intervals)", c.seg.HoleTolMs)
 }
 
 // waitFinal waits until the experiment's KV record is final; it returns the
@@ -575,7 +584,7 @@ func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string
 			return out, err
 		}
 		f.Slot, f.Role, f.Bound = slot, role, bound
-		if role == "chaos" && i > 0 {
+		if role != "reference" && i > 0 {
 			f.Role = "retry"
 		}
 		if !finalStates[f.State] {
@@ -704,7 +713,11 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		}
 		c.waitFinal(ctx, id, 30*time.Second)
 	}
-	runs, err := c.gatherAll(ctx, id, k.Slot, "chaos", c.cfg.RunBound)
+	role := "chaos"
+	if k.Target == TargetNone {
+		role = "control"
+	}
+	runs, err := c.gatherAll(ctx, id, k.Slot, role, c.cfg.RunBound)
 	if err != nil {
 		rec.Error = strings.TrimPrefix(rec.Error+"; gather: "+err.Error(), "; ")
 	}
@@ -721,28 +734,23 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		ids = append(ids, r.RunID)
 	}
 	left := c.leftovers(ctx, ids, false, 15*time.Second)
-	var all []Violation
 	for j := range runs {
 		r := &runs[j]
-		r.Violations = Judge(*r, c.seg.Bands[r.Config], c.seg.HoleTolMs, c.cfg.MaxPressure)
 		for _, v := range left {
 			if v.RunID == r.RunID {
-				r.Violations = append(r.Violations, v)
+				r.Extra = append(r.Extra, v)
 			}
 		}
 		if j == 0 && k.Target == TargetNone {
 			if v, ok := notRecovered(runs, c.cfg.MaxPressure); ok {
-				r.Violations = append(r.Violations, v)
+				r.Extra = append(r.Extra, v)
 			}
 		}
-		if b, ok := c.seg.Bands[r.Config][MDelivered]; ok && r.MeasureEndMs > 0 {
-			if _, known := r.Metrics[MDelivered]; known {
-				r.RecordsLost = max(0, int64(math.Round(b.Median*r.WindowS()))-r.Topics.InputInWindow)
-			}
-		}
-		all = append(all, r.Violations...)
 		rec.RunIDs = append(rec.RunIDs, r.RunID)
 	}
+	// A preliminary verdict against the reference runs; the segment's end
+	// judges again with the control runs among the undisturbed ones.
+	all := judgeRuns(runs, c.seg.Bands, c.seg.HoleTolMs, c.cfg.MaxPressure)
 	c.seg.Runs = append(c.seg.Runs, runs...)
 	if len(runs) > 0 {
 		first := runs[0]

@@ -51,6 +51,7 @@ func run() int {
 	fs.BoolVar(&cfg.KafkaInMemory, "kafka-in-memory", cfg.KafkaInMemory, "the broker keeps nothing across a restart")
 	args := fs.String("service-args", "", "extra service arguments: 'service=--flag value;service2=--flag' ({state}: the instance's state dir)")
 	deadline := fs.Duration("deadline", 40*time.Minute, "the whole suite stops after this")
+	rejudge := fs.String("rejudge", "", "judge a saved report.json again (with -max-pressure) instead of running; writes the result under -results")
 	schedule := fs.String("schedule", "", "fixed service kills instead of drawn ones: target:phase,... (e.g. provisioner:measuring,scheduler:warmup)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
@@ -77,6 +78,9 @@ func run() int {
 	if !filepath.IsAbs(cfg.ResultsDir) {
 		cfg.ResultsDir = filepath.Join(root, cfg.ResultsDir)
 	}
+	if *rejudge != "" {
+		return runRejudge(*rejudge, cfg)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *deadline)
@@ -92,6 +96,36 @@ func run() int {
 		return 1
 	}
 	fmt.Println("PASS: no violation")
+	return 0
+}
+
+// runRejudge judges a saved report again: the bands from the references
+// and the clean control runs, the overload threshold of this invocation.
+func runRejudge(path string, cfg chaos.Config) int {
+	rep, err := chaos.ReadReport(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 2
+	}
+	tol := chaos.DefaultTolerance(rep.Config.Interval.Milliseconds())
+	for i := range rep.Segments {
+		n := chaos.Rejudge(&rep.Segments[i], tol, cfg.MaxPressure)
+		fmt.Printf("segment %s: bands from %d undisturbed runs\n", rep.Segments[i].Name, n)
+	}
+	rep.Config.MaxPressure = cfg.MaxPressure
+	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 2
+	}
+	if err := chaos.WriteReport(cfg.ResultsDir, rep); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 2
+	}
+	chaos.PrintSummary(os.Stdout, rep)
+	fmt.Printf("report: %s\n", cfg.ResultsDir)
+	if len(rep.Violations()) > 0 {
+		return 1
+	}
 	return 0
 }
 
