@@ -296,6 +296,14 @@ func (g *Gatherer) Gather(ctx context.Context, runID string) (RunFacts, error) {
 	if haveOwn && own.SUTJ > 0 {
 		f.Metrics[MSUTEnergy2] = sutJ / own.SUTJ
 	}
+	if sutJ > 0 {
+		if j, ok := f.Results["sut_energy_j"]; ok {
+			f.Metrics[MSUTAnalysis] = j / sutJ
+		}
+		if a, ok := g.Events.Analyzed(runID); ok {
+			f.Metrics[MSUTAnalysis2] = a.EnergyJ / sutJ
+		}
+	}
 	if haveOwn && own.NodeJ > 0 {
 		f.Metrics[MNodeEnergy2] = nodeJ / own.NodeJ
 	}

@@ -173,13 +173,13 @@ func TestJudgeExcusesComparisonsOnAnOverloadedMachineOnly(t *testing.T) {
 func TestRejudgeDrawsBandsFromReferencesAndCleanControls(t *testing.T) {
 	run := func(id, role string, slot int, ratio float64) chaos.RunFacts {
 		return chaos.RunFacts{RunID: id, Role: role, Slot: slot, Config: "500", State: "done", MeasureStartMs: 0, MeasureEndMs: 8000,
-			Metrics: map[string]float64{chaos.MSUTEnergy: ratio, chaos.MSUTEnergy2: ratio}}
+			Metrics: map[string]float64{chaos.MNodeEnergy: ratio, chaos.MNodeEnergy2: ratio}}
 	}
 	seg := chaos.Segment{
-		References: []chaos.RunFacts{run("ref0", "reference", 0, 1.0), run("ref1", "reference", 0, 0.98)},
+		References: []chaos.RunFacts{run("ref0", "reference", 0, 1.0), run("ref1", "reference", 0, 0.99)},
 		Runs: []chaos.RunFacts{
-			run("k1", "chaos", 1, 0.70),   // a kill on a quiet machine
-			run("c2", "control", 2, 0.72), // the control beside it: the machine, not the kill
+			run("k1", "chaos", 1, 0.93),    // a kill while the machine drifted
+			run("c2", "control", 2, 0.935), // the control beside it: the machine, not the kill
 			func() chaos.RunFacts { // a control with a dead SUT is no reference
 				r := run("c3", "control", 3, 0.1)
 				r.SUT = chaos.SUTLife{PIDs: []int{1}, DiedAtMs: 100, DeathConfirmed: true}
@@ -193,10 +193,10 @@ func TestRejudgeDrawsBandsFromReferencesAndCleanControls(t *testing.T) {
 	}
 	tol := chaos.DefaultTolerance(250)
 	onlyRefs := chaos.Bands(seg.References, tol)
-	require.False(t, onlyRefs["500"][chaos.MSUTEnergy].Contains(0.70), "against the references alone the kill looks wrong")
+	require.False(t, onlyRefs["500"][chaos.MNodeEnergy].Contains(0.93), "against the references alone the kill looks wrong")
 
 	require.Equal(t, 3, chaos.Rejudge(&seg, tol, 0))
-	require.True(t, seg.Bands["500"][chaos.MSUTEnergy].Contains(0.70))
+	require.True(t, seg.Bands["500"][chaos.MNodeEnergy].Contains(0.93))
 	require.Equal(t, chaos.OutDone, seg.Kills[0].Outcome)
 	require.Equal(t, chaos.OutDone, seg.Kills[1].Outcome)
 }

@@ -112,6 +112,19 @@ func ReadReport(path string) (*Report, error) {
 			if run.Role == "chaos" && control[run.Slot] {
 				run.Role = "control"
 			}
+			// Before the analysis check: its primary source from the stored
+			// facts (the second, run.analyzed's energy, was not kept).
+			if _, ok := run.Metrics[MSUTAnalysis]; !ok && run.Metrics != nil {
+				var sutJ float64
+				for _, s := range run.Series {
+					if s.Role == "sut" {
+						sutJ += s.EnergyJ
+					}
+				}
+				if j, ok := run.Results["sut_energy_j"]; ok && sutJ > 0 {
+					run.Metrics[MSUTAnalysis] = j / sutJ
+				}
+			}
 			if run.Extra == nil {
 				for _, v := range run.Violations {
 					if extraKinds[v.Kind] {

@@ -63,7 +63,7 @@ type Config struct {
 	// compared with the undisturbed runs — its deviations are listed, not
 	// counted. 0 compares every run.
 	MaxPressure float64
-	Progress    io.Writer
+	Progress    io.Writer `json:"-"`
 }
 
 // DefaultConfig is `make chaos`: every service in every phase, short runs.
