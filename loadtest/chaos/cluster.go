@@ -1,12 +1,14 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -72,6 +74,18 @@ func ServiceArgs(bin string, interval time.Duration, m Model) map[string][]strin
 			"--source", "model", "--idle-watts", fmt.Sprint(m.IdleW), "--max-watts", fmt.Sprint(m.MaxW)},
 		"analyzer": nil,
 	}
+}
+
+// optionalArgs go only to binaries that know the flag (services newer than
+// the suite may have it, older ones would refuse it): the provisioner's
+// state directory keeps each suite's run records apart from a developer's
+// own (its default is under the home directory).
+var optionalArgs = map[string][][]string{"provisioner": {{"--state-dir", "{state}/provisioner"}}}
+
+// knowsFlag reports whether a service binary lists flag in its -h usage.
+func knowsFlag(bin, flag string) bool {
+	out, _ := exec.Command(bin, "-h").CombinedOutput()
+	return bytes.Contains(out, []byte("-"+flag+" ")) || bytes.Contains(out, []byte("-"+flag+"\n"))
 }
 
 // StartCluster starts ClickHouse (unless given), the NATS server, the Kafka
@@ -142,6 +156,13 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	}
 
 	args := ServiceArgs(cfg.BinDir, cfg.CollectorInterval, cfg.Model)
+	for name, opts := range optionalArgs {
+		for _, o := range opts {
+			if knowsFlag(filepath.Join(cfg.BinDir, name), strings.TrimPrefix(o[0], "--")) {
+				args[name] = append(args[name], o...)
+			}
+		}
+	}
 	for name, extra := range cfg.Args {
 		args[name] = append(args[name], extra...)
 	}

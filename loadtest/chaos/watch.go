@@ -251,7 +251,7 @@ func (w *PidWatch) Run(ctx context.Context) {
 			alive := true
 			var ticks int64
 			for _, pid := range tr.life.PIDs {
-				n, ok := pidTicks(pid)
+				n, ok := treeTicks(pid, 0)
 				alive = alive && ok
 				ticks += n
 			}
@@ -407,6 +407,30 @@ func cpuStall() uint64 {
 		}
 	}
 	return 0
+}
+
+// treeTicks is a live process's CPU ticks plus its descendants' (a target
+// is its process tree, as the collector attributes it); ok reports the
+// process itself alive.
+func treeTicks(pid, depth int) (int64, bool) {
+	n, ok := pidTicks(pid)
+	if !ok || depth > 8 {
+		return n, ok
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				c, _ := treeTicks(child, depth+1)
+				n += c
+			}
+		}
+	}
+	return n, true
 }
 
 // pidTicks is a live process's utime + stime in clock ticks.
