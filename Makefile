@@ -26,7 +26,7 @@ demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end,
 	./$(BIN)/greenflow demo -f examples/uc3-local.yaml --state-dir .state/demo
 
 .PHONY: test
-test: deps ## every test: real NATS JetStream, kfake Kafka, ClickHouse, then a real kube-apiserver + etcd
+test: deps ## every test (with the short chaos suite): real NATS JetStream, kfake Kafka, ClickHouse, then kube-apiserver + etcd
 	$(GO) vet ./...
 	$(GO) vet -tags envtest $(KUBE_PKGS)
 	$(GO) test -count=1 -timeout 15m ./...
@@ -73,6 +73,14 @@ bench: deps ## run the Go benchmarks (codec, aggregation, meters)
 .PHONY: loadtest
 loadtest: deps build ## load tests of the platform itself (loopback only, stop by themselves)
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 3s ./loadtest/...
+
+# CHAOS_FLAGS passes flags to the suite, e.g. CHAOS_FLAGS='-faults services,infra,replicas -seed 42'
+# (go run ./loadtest/chaos/cmd/chaos -h lists them).
+CHAOS_FLAGS ?=
+
+.PHONY: chaos
+chaos: deps ## kill -9 every service in every phase of short runs; check no run ends done with wrong data (loopback, stops by itself)
+	$(GO) run ./loadtest/chaos/cmd/chaos $(CHAOS_FLAGS)
 
 .PHONY: clean
 clean: ## remove build output and demo state

@@ -1,0 +1,866 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// Config configures a suite run.
+type Config struct {
+	Root       string // repository root (examples/, and the sources when Build)
+	BinDir     string // the binaries (built there first when Build)
+	Build      bool
+	ResultsDir string
+	Seed       int64
+	// Faults are the segments to run, in order: services, infra, replicas.
+	Faults []string
+	// Kills per segment: services (0 = every service in every phase),
+	// infra (per target: NATS, Kafka), replicas.
+	Kills, InfraKills, ReplicaKills int
+	// Schedule fixes the services segment's kills (target, phase), in
+	// order, instead of drawing them; offsets and delays are still drawn.
+	Schedule []Pair
+	// References is the number of undisturbed runs per configuration at
+	// the start of each segment (at least 2: the spread needs two).
+	References int
+	// ControlEvery puts an undisturbed control run after every that many
+	// kills (0: none): it shows what the machine alone does to a run.
+	ControlEvery int
+	Configs      []string // workload.sensors values
+	Phases       PhaseLengths
+	Interval     time.Duration // sampling interval of the collectors and the spec
+	// Model is the collectors' power model (they run with --source model,
+	// so the suite can meter the same thing itself).
+	Model Model
+	// RunBound is how long one slot's experiment (its run and a retry) may
+	// take before its runs count as stuck.
+	RunBound time.Duration
+	// ClickHouseBase is a running ClickHouse without database; empty starts
+	// one.
+	ClickHouseBase string
+	KafkaInMemory  bool
+	// Args are extra service arguments (see ClusterConfig.Args).
+	Args      map[string][]string
+	Tolerance *Tolerance // nil: DefaultTolerance
+	// MaxPressure: a run whose measured window had a higher CPU pressure
+	// (Linux PSI: the share of time some task waited for a CPU) is not
+	// compared with the undisturbed runs — its deviations are listed, not
+	// counted. 0 compares every run.
+	MaxPressure float64
+	Progress    io.Writer `json:"-"`
+}
+
+// DefaultConfig is `make chaos`: every service in every phase, short runs.
+func DefaultConfig(root string) Config {
+	return Config{Root: root, BinDir: filepath.Join(root, ".cache", "chaos-bin"), Build: true,
+		ResultsDir: filepath.Join(root, ".state", "chaos", time.Now().Format("20060102-150405")),
+		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 4, ReplicaKills: 10, References: 3, ControlEvery: 5, MaxPressure: 0.85,
+		Configs: []string{"500", "2000"}, Phases: PhaseLengths{Baseline: 2 * time.Second, Warmup: 2 * time.Second, Measure: 8 * time.Second,
+			Cooldown: time.Second}, Interval: 250 * time.Millisecond, Model: Model{IdleW: 1.48, MaxW: 7.0}, RunBound: 4 * time.Minute, Progress: os.Stdout}
+}
+
+// Validate reports every problem.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Root == "" || c.BinDir == "" || c.ResultsDir == "" {
+		errs = append(errs, errors.New("chaos: root, bin dir and results dir are required"))
+	}
+	for _, f := range c.Faults {
+		if f != FaultServices && f != FaultInfra && f != FaultReplicas {
+			errs = append(errs, fmt.Errorf("chaos.faults: got %q, expected services, infra or replicas", f))
+		}
+	}
+	if len(c.Faults) == 0 {
+		errs = append(errs, errors.New("chaos.faults: at least one segment"))
+	}
+	if c.References < 2 {
+		errs = append(errs, fmt.Errorf("chaos.references: got %d, expected at least 2 (the spread of undisturbed runs needs two)", c.References))
+	}
+	if len(c.Configs) == 0 {
+		errs = append(errs, errors.New("chaos.configs: at least one workload.sensors value"))
+	}
+	for _, s := range c.Configs {
+		if n, err := strconv.Atoi(s); err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("chaos.configs: %q is not a positive sensor count", s))
+		}
+	}
+	if c.Phases.Measure < 2*time.Second || c.Phases.Baseline <= 0 || c.Phases.Warmup <= 0 {
+		errs = append(errs, fmt.Errorf("chaos.phases: baseline and warmup must be positive and measure at least 2s (got %+v)", c.Phases))
+	}
+	if c.Interval < 50*time.Millisecond || c.Interval > c.Phases.Measure/4 {
+		errs = append(errs, fmt.Errorf("chaos.interval: got %s, expected 50ms to a quarter of the measured phase", c.Interval))
+	}
+	if c.RunBound < c.Phases.Baseline+c.Phases.Warmup+c.Phases.Measure+c.Phases.Cooldown+30*time.Second {
+		errs = append(errs, fmt.Errorf("chaos.runBound: %s is too short for the phases plus 30s", c.RunBound))
+	}
+	if c.Kills < 0 || c.InfraKills < 0 || c.ReplicaKills < 0 {
+		errs = append(errs, errors.New("chaos: kill counts must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// KillRecord is what happened to one planned kill.
+type KillRecord struct {
+	Kill
+	Delivered     bool      `json:"delivered"`
+	NotDelivered  string    `json:"not_delivered,omitempty"`
+	Proc          string    `json:"proc,omitempty"`
+	Pid           int       `json:"pid,omitempty"`
+	KilledAt      time.Time `json:"killed_at"`
+	PhaseObserved string    `json:"phase_observed,omitempty"` // the run's state at the kill, from run.state events
+	RestartedAt   time.Time `json:"restarted_at"`
+	ReadyAt       time.Time `json:"ready_at"`
+	RestartError  string    `json:"restart_error,omitempty"`
+	ExperimentID  string    `json:"experiment_id"`
+	RunIDs        []string  `json:"run_ids"`
+	FinalAfter    float64   `json:"final_after_s"` // submit to the experiment's end
+	// DetectS is the time from the kill to the killed run's failed state,
+	// when it failed (0 otherwise): how long a fault takes to be noticed.
+	DetectS    float64 `json:"detect_s"`
+	Stuck      bool    `json:"stuck,omitempty"`
+	Outcome    string  `json:"outcome"`
+	Violations string  `json:"violation_kinds,omitempty"`
+	// The numbers per kill, from the killed run (see RunFacts).
+	DownS          float64 `json:"down_s"`    // kill until the process served again
+	RecoverS       float64 `json:"recover_s"` // restart until it served
+	RecordsLost    int64   `json:"records_lost"`
+	SamplesLost    int64   `json:"samples_lost"`
+	MaxRecordGapMs int64   `json:"max_record_gap_ms"`
+	MaxSampleHole  int64   `json:"max_sample_hole_ms"`
+	// CPUPressure is the share of the killed run's window in which a task
+	// waited for a CPU (PSI; -1 unknown): a loaded machine shows here.
+	CPUPressure float64 `json:"cpu_pressure"`
+	Error       string  `json:"error,omitempty"` // a harness problem in this slot (not a finding)
+}
+
+// Segment is one fault segment's outcome.
+type Segment struct {
+	Name       string                     `json:"name"`
+	Replicas   map[string]int             `json:"replicas"`
+	References []RunFacts                 `json:"references"`
+	Bands      map[string]map[string]Band `json:"bands"`
+	HoleTolMs  int64                      `json:"hole_tolerance_ms"`
+	Kills      []KillRecord               `json:"kills"`
+	Runs       []RunFacts                 `json:"runs"`
+	Suite      []Violation                `json:"suite_violations"` // not tied to one run
+	Exits      []Exit                     `json:"unexpected_exits"`
+	Shutdown   []string                   `json:"shutdown_problems,omitempty"`
+	Notes      []string                   `json:"notes,omitempty"`
+	Error      string                     `json:"error,omitempty"`
+}
+
+// Report is the suite's whole outcome.
+type Report struct {
+	Seed     int64     `json:"seed"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Config   Config    `json:"config"`
+	Segments []Segment `json:"segments"`
+}
+
+// Violations lists every violation that counts (confirmed, not excused).
+func (r *Report) Violations() []Violation {
+	var out []Violation
+	for _, s := range r.Segments {
+		for _, run := range append(append([]RunFacts(nil), s.References...), s.Runs...) {
+			for _, v := range run.Violations {
+				if v.Counts() {
+					out = append(out, v)
+				}
+			}
+		}
+		for _, v := range s.Suite {
+			if v.Counts() {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// HarnessErrors lists the problems of the harness itself (not findings).
+func (r *Report) HarnessErrors() []string {
+	var out []string
+	for _, s := range r.Segments {
+		if s.Error != "" {
+			out = append(out, s.Name+": "+s.Error)
+		}
+		for _, k := range s.Kills {
+			if k.Error != "" {
+				out = append(out, fmt.Sprintf("%s slot %d: %s", s.Name, k.Slot, k.Error))
+			}
+		}
+	}
+	return out
+}
+
+// Run runs the suite and writes its report files. The error is about the
+// harness (it could not do its job); violations are in the report.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.ResultsDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create results dir: %w", err)
+	}
+	rep := &Report{Seed: cfg.Seed, Started: time.Now(), Config: cfg}
+	s := &suite{cfg: cfg, rep: rep}
+	s.logf("chaos suite: seed %d, segments %v, results in %s", cfg.Seed, cfg.Faults, cfg.ResultsDir)
+	if cfg.Build {
+		s.logf("building the services, nats-server and kfake-broker into %s", cfg.BinDir)
+		if err := Build(ctx, cfg.Root, cfg.BinDir); err != nil {
+			return rep, err
+		}
+	}
+	plans, err := s.plan()
+	if err != nil {
+		return rep, err
+	}
+	var errs []error
+	for _, seg := range cfg.Faults {
+		res := s.segment(ctx, seg, plans[seg])
+		rep.Segments = append(rep.Segments, res)
+		if res.Error != "" {
+			errs = append(errs, fmt.Errorf("segment %s: %s", seg, res.Error))
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	rep.Finished = time.Now()
+	if err := WriteReport(cfg.ResultsDir, rep); err != nil {
+		errs = append(errs, err)
+	}
+	PrintSummary(cfg.Progress, rep)
+	return rep, errors.Join(errs...)
+}
+
+type suite struct {
+	cfg Config
+	rep *Report
+}
+
+func (s *suite) logf(format string, args ...any) {
+	fmt.Fprintf(s.cfg.Progress, "[%s] %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// plan draws every segment's kills from the seed and prints them.
+func (s *suite) plan() (map[string][]Kill, error) {
+	rng := rand.New(rand.NewPCG(uint64(s.cfg.Seed), 0x6368616f73)) // "chaos"
+	base := PlanOptions{Configs: s.cfg.Configs, Phases: s.cfg.Phases, RestartMin: 500 * time.Millisecond, RestartMax: 3 * time.Second,
+		ControlEvery: s.cfg.ControlEvery}
+	out := map[string][]Kill{}
+	slot := 1
+	for _, seg := range s.cfg.Faults {
+		o := base
+		o.Segment, o.FirstSlot = seg, slot
+		switch seg {
+		case FaultServices:
+			o.Targets, o.Kills, o.Schedule = Services, s.cfg.Kills, s.cfg.Schedule
+		case FaultInfra:
+			o.Targets, o.Kills = []string{TargetNATS, TargetKafka}, 2*s.cfg.InfraKills
+			o.Fixed = map[string]time.Duration{TargetNATS: 10 * time.Second}
+			o.RestartMin, o.RestartMax = 2*time.Second, 5*time.Second
+			if o.ControlEvery > 0 {
+				o.ControlEvery = 2 // recovery from a NATS or broker restart is the question here
+			}
+		case FaultReplicas:
+			o.Targets, o.Kills, o.Replicas = Services, s.cfg.ReplicaKills, 2
+		}
+		kills, err := Plan(rng, o)
+		if err != nil {
+			return nil, err
+		}
+		if seg == FaultReplicas {
+			for i := range kills {
+				if kills[i].Target != TargetNone && replicasOf(seg)[kills[i].Target] < 2 {
+					kills[i].Instance = 1
+				}
+			}
+		}
+		out[seg] = kills
+		slot += len(kills)
+		s.logf("plan %s (%d slots; %s):", seg, len(kills), CoverageOf(kills, nil))
+		for _, k := range kills {
+			s.logf("  %s", k)
+		}
+	}
+	return out, nil
+}
+
+// replicasOf is the topology of a segment. Two energy collectors on one
+// node would both pin its local meter and write every sample twice (local
+// meters are never shared), so the replicas segment runs one.
+func replicasOf(seg string) map[string]int {
+	if seg != FaultReplicas {
+		return map[string]int{}
+	}
+	return map[string]int{"scheduler": 2, "provisioner": 2, "load-generator": 2, "energy-collector": 1, "analyzer": 2}
+}
+
+// segCtx is one segment's running platform and observers.
+type segCtx struct {
+	*suite
+	seg      *Segment
+	cluster  *Cluster
+	bus      *bus.Bus
+	api      API
+	kv       KV
+	store    *store.Store
+	events   *EventLog
+	pids     *PidWatch
+	topics   *TopicWatch
+	gather   *Gatherer
+	idsMu    sync.Mutex // expIDs and runIDs: the slots add, the SUT tracker reads
+	expIDs   []string
+	runIDs   []string
+	example  string
+	tolerate Tolerance
+}
+
+func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment {
+	seg := Segment{Name: name, Replicas: replicasOf(name)}
+	fail := func(format string, args ...any) Segment {
+		seg.Error = fmt.Sprintf(format, args...)
+		s.logf("segment %s: harness error: %s", name, seg.Error)
+		return seg
+	}
+	dir := filepath.Join(s.cfg.ResultsDir, name)
+	marker := fmt.Sprintf("%d-%s", s.cfg.Seed, name)
+	s.logf("segment %s: starting ClickHouse, NATS, Kafka and the services (%v)", name, seg.Replicas)
+	cl, err := StartCluster(ctx, ClusterConfig{BinDir: s.cfg.BinDir, Dir: dir, ClickHouseBase: s.cfg.ClickHouseBase, Replicas: seg.Replicas,
+		CollectorInterval: s.cfg.Interval, Model: s.cfg.Model, KafkaInMemory: s.cfg.KafkaInMemory, Args: s.cfg.Args, Marker: marker})
+	if err != nil {
+		return fail("start the platform: %v", err)
+	}
+	defer cl.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b, err := bus.Connect(sctx, cl.NATSURL, "chaos-suite", zap.NewNop(), nil)
+	if err != nil {
+		return fail("connect the suite to NATS: %v", err)
+	}
+	defer b.Close()
+	st, err := store.Open(sctx, cl.DSN, zap.NewNop())
+	if err != nil {
+		return fail("open ClickHouse: %v", err)
+	}
+	defer st.Close()
+	tol := DefaultTolerance(s.cfg.Interval.Milliseconds())
+	if s.cfg.Tolerance != nil {
+		tol = *s.cfg.Tolerance
+	}
+	c := &segCtx{suite: s, seg: &seg, cluster: cl, bus: b, api: API{b.Conn()}, kv: KV{b.JetStream()}, store: st,
+		events: NewEventLog(), pids: NewPidWatch(), topics: NewTopicWatch(cl.Brokers), tolerate: tol,
+		example: filepath.Join(s.cfg.Root, "examples", "uc3-local.yaml")}
+	c.gather = &Gatherer{KV: c.kv, Store: st, Events: c.events, Pids: c.pids, Topics: c.topics, IntervalMs: s.cfg.Interval.Milliseconds(), Model: s.cfg.Model}
+	since := time.Now().Add(-time.Second)
+	go c.events.Run(sctx, b, since)
+	go c.pids.Run(sctx)
+	go func() { _ = c.topics.Run(sctx) }()
+	go c.trackSUTs(sctx)
+
+	if err := c.references(ctx); err != nil {
+		return fail("reference runs: %v", err)
+	}
+	for i, k := range kills {
+		if ctx.Err() != nil {
+			seg.Notes = append(seg.Notes, fmt.Sprintf("deadline reached: %d of %d kills not run", len(kills)-i, len(kills)))
+			break
+		}
+		rec := c.slot(ctx, k, i+1, len(kills))
+		seg.Kills = append(seg.Kills, rec)
+	}
+	// The end-of-segment checks run even when the deadline has passed: a
+	// cut-short suite still says what it left behind.
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer fcancel()
+	c.finish(fctx)
+	n := Rejudge(&seg, tol, c.cfg.MaxPressure)
+	c.logf("segment %s: final verdicts against %d undisturbed runs (references and clean controls); bands:", name, n)
+	c.logBands()
+	seg.Exits = cl.Unexpected()
+	for _, err := range cl.StopServices(20 * time.Second) {
+		seg.Shutdown = append(seg.Shutdown, err.Error())
+	}
+	// Whatever of the segment still runs once the services stopped is the
+	// suite's own descendant: it goes (already counted above if it was a
+	// finished run's).
+	for pid, p := range c.leftoverProcs(nil, true) {
+		seg.Notes = append(seg.Notes, fmt.Sprintf("killed pid %d (%s) still running after the services stopped", pid, p.desc))
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return seg
+}
+
+// trackSUTs starts watching a run's SUT processes once it is provisioned and
+// stops at its teardown.
+func (c *segCtx) trackSUTs(ctx context.Context) {
+	tracked := map[string]bool{}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, run := range c.allRuns() {
+			st, ok := c.events.State(run)
+			if !ok {
+				continue
+			}
+			switch {
+			case inRun[st.State] && !tracked[run]:
+				r, err := c.kv.Run(ctx, run)
+				if err != nil {
+					continue // NATS may be down: next round
+				}
+				var pids []int
+				for _, t := range r.Targets {
+					if (t.Role == "" || t.Role == "sut") && t.PID > 0 {
+						pids = append(pids, t.PID)
+					}
+				}
+				tracked[run] = true
+				c.pids.Track(run, pids)
+			case !inRun[st.State] && st.State != "provisioning" && tracked[run]:
+				c.pids.Stop(run)
+			}
+		}
+	}
+}
+
+func (c *segCtx) allRuns() []string {
+	var out []string
+	for _, e := range c.experiments() {
+		out = append(out, c.events.RunsOf(e)...)
+	}
+	return out
+}
+
+func (c *segCtx) experiments() []string {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	return slices.Clone(c.expIDs)
+}
+
+func (c *segCtx) addExperiment(id string) {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	c.expIDs = append(c.expIDs, id)
+}
+
+func (c *segCtx) addRun(id string) {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	c.runIDs = append(c.runIDs, id)
+}
+
+func (c *segCtx) runs() []string {
+	c.idsMu.Lock()
+	defer c.idsMu.Unlock()
+	return slices.Clone(c.runIDs)
+}
+
+// references runs the undisturbed runs and derives the bands.
+func (c *segCtx) references(ctx context.Context) error {
+	n := c.cfg.References * len(c.cfg.Configs)
+	c.logf("segment %s: %d undisturbed reference runs (%d per configuration)", c.seg.Name, n, c.cfg.References)
+	spec, err := BuildSpec(c.example, SpecOptions{Name: "chaos-ref", Sensors: c.cfg.Configs, Repetitions: c.cfg.References,
+		Phases: c.cfg.Phases, Interval: c.cfg.Interval})
+	if err != nil {
+		return err
+	}
+	id, _, err := c.api.Submit(ctx, spec)
+	if err != nil {
+		return err
+	}
+	c.addExperiment(id)
+	bound := time.Duration(n)*(c.cfg.Phases.Baseline+c.cfg.Phases.Warmup+c.cfg.Phases.Measure+c.cfg.Phases.Cooldown+20*time.Second) + c.cfg.RunBound
+	state, _ := c.waitFinal(ctx, id, bound)
+	runs, err := c.gatherAll(ctx, id, 0, "reference", bound)
+	if err != nil {
+		return err
+	}
+	c.seg.References = runs
+	c.seg.Bands = Bands(runs, c.tolerate)
+	c.seg.HoleTolMs = HoleTolerance(runs, c.tolerate)
+	for _, cfg := range c.cfg.Configs {
+		if len(c.seg.Bands[cfg]) == 0 {
+			return fmt.Errorf("configuration sensors=%s has fewer than two undisturbed runs that ended done without flags (experiment %s ended %s); "+
+				"the suite cannot tell a violation from this machine's noise without them: see the reference runs in the report", cfg, id, state)
+		}
+	}
+	c.logBands()
+	judgeRuns(c.seg.References, c.seg.Bands, c.seg.HoleTolMs, c.cfg.MaxPressure)
+	for i := range c.seg.References {
+		r := &c.seg.References[i]
+		for _, v := range r.Violations {
+			c.logf("  reference %s", v)
+		}
+		c.logf("  reference %s: CPU pressure %s of its window, machine CPU %s busy", r.RunID, pct(r.Pressure()), pct(utilOf(*r)))
+	}
+	return nil
+}
+
+// logBands prints the bands of every configuration and metric.
+func (c *segCtx) logBands() {
+	for _, cfg := range c.cfg.Configs {
+		bs := c.seg.Bands[cfg]
+		for _, m := range append(JudgedMetrics(), InfoMetrics()...) {
+			b, ok := bs[m]
+			if !ok {
+				c.logf("  sensors=%s %-26s no band (not measured in two undisturbed runs)", cfg, m)
+				continue
+			}
+			note := ""
+			if slices.Contains(InfoMetrics(), m) {
+				note = "  (information only)"
+			}
+			if b.Weak() {
+				note += "  WEAK: wider than ×2, catches gross errors only"
+			}
+			c.logf("  sensors=%s %-26s %s%s", cfg, m, b, note)
+		}
+	}
+	c.logf("  sample hole tolerance: %d ms (twice the longest hole of the undisturbed runs, at least two intervals)", c.seg.HoleTolMs)
+}
+
+// waitFinal waits until the experiment's KV record is final; it returns the
+// last state read and whether it was final within the bound.
+func (c *segCtx) waitFinal(ctx context.Context, id string, bound time.Duration) (string, bool) {
+	deadline := time.Now().Add(bound)
+	state := "unknown"
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if e, err := c.kv.Experiment(ctx, id); err == nil {
+			state = e.State
+			if finalStates[state] {
+				return state, true
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+	return state, false
+}
+
+// gatherAll collects the facts of every run of an experiment.
+func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string, bound time.Duration) ([]RunFacts, error) {
+	e, err := c.kv.Experiment(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("read experiment %s: %w", id, err)
+	}
+	var out []RunFacts
+	for i, rid := range e.RunIDs {
+		f, err := c.gather.Gather(ctx, rid)
+		if err != nil {
+			return out, err
+		}
+		f.Slot, f.Role, f.Bound = slot, role, bound
+		if role != "reference" && i > 0 {
+			f.Role = "retry"
+		}
+		if !finalStates[f.State] {
+			// A second read, a few seconds later, to be sure it is stuck.
+			time.Sleep(3 * time.Second)
+			if r2, err := c.kv.Run(ctx, rid); err == nil && !finalStates[r2.State] {
+				f.StuckConfirmed = true
+			}
+		}
+		c.addRun(rid)
+		out = append(out, f)
+		in, outT := "input-"+rid, "output-"+rid
+		c.topics.Forget(in, outT)
+	}
+	return out, nil
+}
+
+// slot runs one planned kill: submit, kill in the phase, restart, wait for
+// the end, gather and judge.
+func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
+	rec := KillRecord{Kill: k, CPUPressure: -1}
+	if err := c.cluster.WaitReady(ctx, 60*time.Second); err != nil {
+		rec.Error = "platform not ready before the slot: " + err.Error()
+	}
+	spec, err := BuildSpec(c.example, SpecOptions{Name: fmt.Sprintf("chaos-s%02d", k.Slot), Sensors: []string{k.Config}, Repetitions: 1,
+		Phases: c.cfg.Phases, Interval: c.cfg.Interval})
+	if err != nil {
+		rec.Error = err.Error()
+		return rec
+	}
+	submitted := time.Now()
+	id, _, err := c.api.Submit(ctx, spec)
+	if err != nil {
+		rec.Error = "submit: " + err.Error()
+		rec.Outcome = OutViolation
+		c.seg.Suite = append(c.seg.Suite, Violation{Kind: "submit_refused", Detail: err.Error(), Confirmed: true})
+		return rec
+	}
+	rec.ExperimentID = id
+	c.addExperiment(id)
+	var proc *Proc
+	if k.Target != TargetNone {
+		if proc, err = c.cluster.Target(k.Target, k.Instance); err != nil {
+			rec.Error = err.Error()
+			return rec
+		}
+		rec.Proc = proc.Name
+	}
+
+	// Wait for the first run to enter the phase (or to end without it).
+	var run string
+	reached := c.events.Wait(ctx, c.cfg.RunBound, func() bool {
+		runs := c.events.RunsOf(id)
+		if len(runs) == 0 {
+			return false
+		}
+		run = runs[0]
+		for _, st := range c.events.States(run) {
+			if st.State == k.Phase || finalStates[st.State] {
+				return true
+			}
+		}
+		return false
+	})
+	var phaseSeen StateSeen
+	for _, st := range c.events.States(run) {
+		if st.State == k.Phase {
+			phaseSeen = st
+		}
+	}
+	switch {
+	case k.Target == TargetNone:
+		rec.NotDelivered = "control: nothing to kill"
+	case !reached:
+		rec.NotDelivered = fmt.Sprintf("the run did not reach %s within %s", k.Phase, c.cfg.RunBound)
+	case phaseSeen.State == "":
+		last, _ := c.events.State(run)
+		rec.NotDelivered = fmt.Sprintf("the run ended %s without entering %s", last.State, k.Phase)
+	default:
+		if wait := time.Until(phaseSeen.Seen.Add(k.Offset)); wait > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		cur, _ := c.events.State(run)
+		rec.PhaseObserved = cur.State
+		rec.KilledAt = time.Now()
+		rec.Pid, err = proc.Kill()
+		if err != nil {
+			rec.Error = err.Error()
+			break
+		}
+		rec.Delivered = true
+		select {
+		case <-ctx.Done():
+		case <-time.After(k.RestartAfter):
+		}
+		rec.RestartedAt = time.Now()
+		if err := proc.Start(); err != nil {
+			rec.RestartError = err.Error()
+		} else if err := proc.WaitReady(ctx, 60*time.Second); err != nil {
+			rec.RestartError = err.Error()
+			// Ask once more before calling it: a process that cannot serve
+			// again after kill -9 (corrupt state, a lock it left) is a finding.
+			again := proc.WaitReady(ctx, 5*time.Second)
+			c.seg.Suite = append(c.seg.Suite, Violation{Kind: "restart_failed", Confirmed: again != nil,
+				Detail: fmt.Sprintf("slot %d: %s did not serve again within 60s of its restart after kill -9: %v", k.Slot, proc.Name, err)})
+		} else {
+			rec.ReadyAt = time.Now()
+			rec.DownS = rec.ReadyAt.Sub(rec.KilledAt).Seconds()
+			rec.RecoverS = rec.ReadyAt.Sub(rec.RestartedAt).Seconds()
+		}
+	}
+	if rec.NotDelivered != "" && k.Target != TargetNone {
+		c.logf("slot %d/%d (%s): kill NOT delivered: %s", i, n, k, rec.NotDelivered)
+	}
+
+	state, final := c.waitFinal(ctx, id, max(c.cfg.RunBound-time.Since(submitted), 10*time.Second))
+	rec.FinalAfter = time.Since(submitted).Seconds()
+	if !final {
+		rec.Stuck = true
+		c.logf("slot %d/%d: experiment %s still %s after %s: cancelling it", i, n, id, state, c.cfg.RunBound)
+		if err := c.api.Cancel(ctx, id); err != nil {
+			rec.Error = "cancel a stuck experiment: " + err.Error()
+		}
+		c.waitFinal(ctx, id, 30*time.Second)
+	}
+	role := "chaos"
+	if k.Target == TargetNone {
+		role = "control"
+	}
+	runs, err := c.gatherAll(ctx, id, k.Slot, role, c.cfg.RunBound)
+	if err != nil {
+		rec.Error = strings.TrimPrefix(rec.Error+"; gather: "+err.Error(), "; ")
+	}
+	if rec.Stuck {
+		for j := range runs {
+			if runs[j].State == "cancelled" {
+				// Cancelled by the suite after the bound: it was stuck.
+				runs[j].State, runs[j].StuckConfirmed = "stuck (cancelled by the suite)", true
+			}
+		}
+	}
+	var ids []string
+	for _, r := range runs {
+		ids = append(ids, r.RunID)
+	}
+	left := c.leftovers(ctx, ids, false, 15*time.Second)
+	for j := range runs {
+		r := &runs[j]
+		for _, v := range left {
+			if v.RunID == r.RunID {
+				r.Extra = append(r.Extra, v)
+			}
+		}
+		if j == 0 && k.Target == TargetNone {
+			if v, ok := notRecovered(runs, c.cfg.MaxPressure); ok {
+				r.Extra = append(r.Extra, v)
+			}
+		}
+		rec.RunIDs = append(rec.RunIDs, r.RunID)
+	}
+	// A preliminary verdict against the reference runs; the segment's end
+	// judges again with the control runs among the undisturbed ones.
+	all := judgeRuns(runs, c.seg.Bands, c.seg.HoleTolMs, c.cfg.MaxPressure)
+	c.seg.Runs = append(c.seg.Runs, runs...)
+	if len(runs) > 0 {
+		first := runs[0]
+		rec.Outcome = OutcomeOf(first, all)
+		rec.Violations = kindsOf(all)
+		rec.RecordsLost, rec.SamplesLost, rec.MaxRecordGapMs = first.RecordsLost, first.SamplesLost, first.Topics.MaxRecordGapMs
+		rec.CPUPressure = -1
+		if first.Own != nil {
+			rec.CPUPressure = first.Own.CPUPressure
+		}
+		if rec.Delivered && first.State == "failed" {
+			for _, st := range first.States {
+				if st.State == "failed" {
+					rec.DetectS = max(0, float64(st.TsMs-rec.KilledAt.UnixMilli())/1000)
+				}
+			}
+		}
+		for _, s := range first.Series {
+			rec.MaxSampleHole = max(rec.MaxSampleHole, s.Coverage.MaxHoleMs)
+		}
+	} else {
+		rec.Outcome = OutViolation
+		if rec.Error == "" {
+			rec.Error = "no run of the experiment was found"
+		}
+	}
+	if k.Target == TargetNone {
+		c.logf("slot %d/%d: control, no kill → %s: %s%s", i, n, id, describeRuns(runs), errSuffix(rec.Error))
+	} else {
+		c.logf("slot %d/%d: %s%s in %s (observed %s) pid %d, back after %.1fs → %s: %s%s", i, n, k.Target, instSuffix(k.Instance), k.Phase,
+			orDash(rec.PhaseObserved), rec.Pid, rec.DownS, id, describeRuns(runs), errSuffix(rec.Error))
+	}
+	for _, v := range all {
+		c.logf("    %s", v)
+	}
+	return rec
+}
+
+// notRecovered: a control run (no kill) and every retry of it ended without
+// done. The platform did not recover from the faults before it — unless the
+// machine was overloaded, which can fail runs legitimately.
+func notRecovered(runs []RunFacts, maxPressure float64) (Violation, bool) {
+	var states []string
+	for _, r := range runs {
+		if r.State == "done" {
+			return Violation{}, false
+		}
+		states = append(states, fmt.Sprintf("%s %s (%s)", r.RunID, r.State, truncate(r.Reason, 100)))
+	}
+	if len(runs) == 0 {
+		return Violation{}, false
+	}
+	v := Violation{RunID: runs[0].RunID, Kind: "not_recovered", Confirmed: true,
+		Detail: "a control run, with no kill, could not complete: " + strings.Join(states, "; ") + " — the platform did not recover from the faults before it"}
+	if p := runs[0].Pressure(); maxPressure > 0 && p > maxPressure {
+		v.Excused = fmt.Sprintf("the machine was overloaded: CPU pressure %.0f%%", p*100)
+	}
+	return v, true
+}
+
+func utilOf(r RunFacts) float64 {
+	if r.Own == nil {
+		return -1
+	}
+	return r.Own.NodeUtil
+}
+
+func instSuffix(i int) string {
+	if i > 0 {
+		return fmt.Sprintf("#%d", i)
+	}
+	return ""
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func errSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " [harness: " + e + "]"
+}
+
+func describeRuns(runs []RunFacts) string {
+	var parts []string
+	for _, r := range runs {
+		p := r.State
+		if len(r.Flags) > 0 {
+			p += " flagged " + strings.Join(r.Flags, ",")
+		}
+		if r.Reason != "" && r.State != "done" {
+			p += " (" + truncate(r.Reason, 120) + ")"
+		}
+		if v, ok := r.Metrics[MDelivered]; ok {
+			p += fmt.Sprintf(" %.0f rec/s", v)
+		}
+		if v, ok := r.Metrics[MSUTPower]; ok {
+			p += fmt.Sprintf(" sut %.3fW", v)
+		}
+		if r.Own != nil {
+			p += " pressure " + pct(r.Own.CPUPressure)
+		}
+		parts = append(parts, r.RunID[strings.LastIndex(r.RunID, "-r")+1:]+" "+p)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
