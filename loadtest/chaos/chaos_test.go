@@ -33,8 +33,8 @@ func (l lineLogger) Write(p []byte) (int, error) {
 // the most harm — the provisioner, load generator, collector and analyzer
 // (it records the load's progress) while the run measures, the scheduler
 // while it warms up (its deadline passes while it is down) — and a control
-// run. (A kill of the analyzer while it analyses costs its consumer's 60 s
-// ack wait; make chaos has it.) The phases are fixed so that every CI run
+// run. (A kill of the analyzer while it analyses costs its consumer's ack
+// wait, 15 s; make chaos has it.) The phases are fixed so that every CI run
 // asks the same questions; offsets and restart delays come from the seed.
 // It fails on any violation of the invariants (see loadtest/README.md).
 // GREENFLOW_CHAOS_SEED repeats a run.

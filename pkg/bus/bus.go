@@ -91,6 +91,12 @@ type ConsumerSpec struct {
 
 var defaultBackoff = []time.Duration{200 * time.Millisecond, time.Second, 5 * time.Second}
 
+// defaultAckWait is how long a message handed to a consumer that died
+// stays with it before JetStream hands it to another (or to the consumer
+// restarted). A handler that runs longer keeps its message: the bus extends
+// the deadline every third of it while the handler runs (keepWhileHandled).
+const defaultAckWait = 15 * time.Second
+
 // The durable consumers of every service, declared once.
 var (
 	ConsumerScheduler = ConsumerSpec{Durable: "scheduler", Types: []events.Type{
@@ -161,7 +167,7 @@ func (c ConsumerSpec) withDefaults() ConsumerSpec {
 		c.Backoff = defaultBackoff
 	}
 	if c.AckWait == 0 {
-		c.AckWait = 60 * time.Second
+		c.AckWait = defaultAckWait
 	}
 	return c
 }
@@ -948,7 +954,9 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	h := msg.Headers()
 	typ := h.Get(HeaderType)
 	logger = logger.With(zap.String("type", typ), zap.Uint64("stream_seq", md.Sequence.Stream), zap.String("run_id", h.Get(HeaderRun)))
+	stopKeep := keepWhileHandled(msg, spec.AckWait/3)
 	herr := callRecovering(ctx, msg, md, fn)
+	stopKeep()
 	var undecodable errUndecodable
 	var panicked errPanic
 	switch {
@@ -1035,6 +1043,27 @@ type errPanic struct {
 func (e errPanic) Error() string { return fmt.Sprintf("panic: %v", e.value) }
 
 // callRecovering runs fn, turning a panic into errPanic with the stack.
+// keepWhileHandled extends msg's ack deadline every `every` until the
+// returned stop is called: a handler that takes longer than the ack wait (a
+// provision waiting for readiness) keeps its message, while a consumer that
+// died lets it go within one ack wait.
+func keepWhileHandled(msg jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 func callRecovering(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, fn RawHandler) (err error) {
 	defer func() {
 		if v := recover(); v != nil {

@@ -333,3 +333,46 @@ func TestNotYetRetriesTheMessage(t *testing.T) {
 	}
 	require.False(t, bus.IsPermanent(bus.NotYet(errTest)))
 }
+
+// A handler that runs longer than the consumer's ack wait keeps its
+// message (the bus extends the deadline while it runs): it is handled
+// once, not redelivered to another consumer mid-way.
+func TestALongHandlerKeepsItsMessage(t *testing.T) {
+	b := newBus(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	deliveries := 0
+	done := make(chan struct{})
+	spec := bus.ConsumerSpec{Durable: "slow", Types: []events.Type{events.TypeLoadStop}, AckWait: 300 * time.Millisecond}
+	go func() {
+		_ = b.Consume(ctx, spec, func(context.Context, bus.Delivery) error {
+			mu.Lock()
+			deliveries++
+			first := deliveries == 1
+			mu.Unlock()
+			if first {
+				time.Sleep(1500 * time.Millisecond) // the work itself: five ack waits long
+				close(done)
+			}
+			return nil
+		})
+	}()
+	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler never finished")
+	}
+	// Past another ack wait: a redelivery would have arrived by now.
+	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool {
+		c, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, "slow")
+		require.NoError(t, err)
+		info, err := c.Info(ctx)
+		require.NoError(t, err)
+		return info.NumAckPending == 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, 1, deliveries, "handled once, not redelivered while it ran")
+}

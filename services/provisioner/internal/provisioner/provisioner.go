@@ -264,23 +264,12 @@ func (p *Provisioner) Check() error {
 	return nil
 }
 
+// handle runs one command. A provision may wait minutes for readiness on a
+// cluster; the bus keeps the message ours meanwhile (a handler that runs
+// longer than a third of the ack wait extends it), so it is not redelivered
+// mid-way, while a provisioner that died leaves it to another within the
+// ack wait.
 func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
-	// A provision waits for readiness (minutes on a cluster): keep the
-	// message ours meanwhile, so it is not redelivered mid-way.
-	if d.InProgress != nil {
-		hctx, stop := context.WithCancel(ctx)
-		defer stop()
-		go func() {
-			for {
-				select {
-				case <-hctx.Done():
-					return
-				case <-time.After(inProgressEvery):
-					_ = d.InProgress()
-				}
-			}
-		}()
-	}
 	switch m := d.Msg.(type) {
 	case *events.RunProvision:
 		return p.provision(ctx, m)
@@ -289,10 +278,6 @@ func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
 	}
 	return bus.Permanent(fmt.Errorf("provisioner does not handle %T", d.Msg))
 }
-
-// inProgressEvery is how often a long handler extends its ack deadline
-// (the consumer's AckWait is 60 s).
-const inProgressEvery = 15 * time.Second
 
 // answerDeadLetter answers a command that cannot be processed, so the run
 // does not wait out a timeout for a reply that cannot come.
