@@ -70,9 +70,18 @@ type ControlPlane struct {
 }
 
 // StartControlPlane starts etcd and the API server from the binaries in
-// assets and waits until the API server serves.
-func StartControlPlane(assets string) (*ControlPlane, error) {
+// assets and waits until the API server serves. Their output goes to out
+// (nil: discarded).
+func StartControlPlane(assets string, out io.Writer) (*ControlPlane, error) {
 	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 90 * time.Second, ControlPlaneStopTimeout: 30 * time.Second}
+	if out != nil {
+		api, etcd := env.ControlPlane.GetAPIServer(), env.ControlPlane.Etcd
+		if etcd == nil {
+			etcd = &envtest.Etcd{}
+			env.ControlPlane.Etcd = etcd
+		}
+		api.Out, api.Err, etcd.Out, etcd.Err = out, out, out, out
+	}
 	// A certificate directory of our own outlives a stop of the API
 	// server, so StartAPIServer brings it back with the same serving
 	// certificate and service-account signing key (clients and tokens keep
