@@ -716,6 +716,25 @@ func (c *segCtx) judgeKube(ctx context.Context, k Kill, rec *KillRecord, runs []
 			}
 		}
 	}
+	if rec.RecoveredS < 0 {
+		rec.Recovery = "never: " + rec.Recovery
+	}
+}
+
+// denied is how the API server words a refusal by the authorizer.
+var denied = regexp.MustCompile(`cannot [a-z]+ resource "[^"]+"( in API group "[^"]*")?`)
+
+// shownReason shortens a reason for the table but keeps what it names of
+// the authorizer's refusal (the verb and resource), which comes late in
+// the provisioner's long messages.
+func shownReason(reason string) string {
+	if len(reason) <= 140 {
+		return orDash(reason)
+	}
+	if m := denied.FindString(reason); m != "" && !strings.Contains(reason[:100], m) {
+		return truncate(reason, 100) + " " + m + " …"
+	}
+	return truncate(reason, 140)
 }
 
 func nonZero(v int64) int64 {
@@ -746,7 +765,7 @@ func kubeSummary(w io.Writer, s Segment) {
 			down = k.DownS
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.Slot, fault, orDash(k.PhaseObserved), secs(down), secs(k.NoticedS), secs(k.RecoveredS),
-			orDash(k.Recovery), k.Outcome, orDash(k.LeftBehind), truncate(orDash(k.Reason), 140))
+			orDash(k.Recovery), k.Outcome, orDash(k.LeftBehind), shownReason(k.Reason))
 	}
 	_ = tw.Flush()
 }
