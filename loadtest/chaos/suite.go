@@ -43,6 +43,9 @@ type Config struct {
 	KubeSchedule []Pair
 	KubeOutage   time.Duration
 	KubePhases   PhaseLengths
+	// KubeControlEvery is the kube segment's ControlEvery: by default a
+	// control run after every fault (did the platform recover from it?).
+	KubeControlEvery int
 	// Schedule fixes the services segment's kills (target, phase), in
 	// order, instead of drawing them; offsets and delays are still drawn.
 	Schedule []Pair
@@ -81,7 +84,7 @@ func DefaultConfig(root string) Config {
 	return Config{Root: root, BinDir: filepath.Join(root, ".cache", "chaos-bin"), Build: true,
 		ResultsDir: filepath.Join(root, ".state", "chaos", time.Now().Format("20060102-150405")),
 		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 4, ReplicaKills: 10, References: 3, ControlEvery: 5, MaxPressure: 0.85,
-		KubeFaults: 2, KubeOutage: 20 * time.Second, KubePhases: PhaseLengths{Baseline: time.Second, Warmup: time.Second, Measure: 5 * time.Second, Cooldown: 3 * time.Second},
+		KubeFaults: 2, KubeOutage: 20 * time.Second, KubeControlEvery: 1, KubePhases: PhaseLengths{Baseline: time.Second, Warmup: time.Second, Measure: 5 * time.Second, Cooldown: 3 * time.Second},
 		Configs: []string{"500", "2000"}, Phases: PhaseLengths{Baseline: 2 * time.Second, Warmup: 2 * time.Second, Measure: 8 * time.Second,
 			Cooldown: time.Second}, Interval: 250 * time.Millisecond, Model: Model{IdleW: 1.48, MaxW: 7.0}, RunBound: 4 * time.Minute, Progress: os.Stdout}
 }
@@ -335,9 +338,7 @@ func (s *suite) plan() (map[string][]Kill, error) {
 				}
 				rng.Shuffle(len(o.Schedule), func(i, j int) { o.Schedule[i], o.Schedule[j] = o.Schedule[j], o.Schedule[i] })
 			}
-			if o.ControlEvery > 0 {
-				o.ControlEvery = 1 // a control run between faults: did the platform recover?
-			}
+			o.ControlEvery = s.cfg.KubeControlEvery
 		}
 		kills, err := Plan(rng, o)
 		if err != nil {

@@ -37,6 +37,7 @@ func run() int {
 		"kube (kubernetes runs on envtest: API server outages in provisioning and teardown, the provisioner's role without delete on namespaces)")
 	fs.IntVar(&cfg.KubeFaults, "kube-faults", cfg.KubeFaults, "kube segment: times each kube fault is delivered")
 	fs.DurationVar(&cfg.KubeOutage, "kube-outage", cfg.KubeOutage, "kube segment: how long the API server stays down")
+	fs.IntVar(&cfg.KubeControlEvery, "kube-control-every", cfg.KubeControlEvery, "kube segment: a control run after every that many faults (0: none)")
 	kubeSchedule := fs.String("kube-schedule", "", "kube segment: fixed faults instead of the shuffled plan: kube-apiserver:provisioning,kube-apiserver:teardown,kube-rbac:teardown")
 	fs.IntVar(&cfg.Kills, "kills", cfg.Kills, "service kills (0: every service in every phase)")
 	fs.IntVar(&cfg.InfraKills, "infra-kills", cfg.InfraKills, "kills of the NATS server and, as many, of the Kafka broker")
