@@ -746,6 +746,9 @@ func nonZero(v int64) int64 {
 
 // kubeSummary is the kube segment's per-fault table.
 func kubeSummary(w io.Writer, s Segment) {
+	if !slices.ContainsFunc(s.Kills, func(k KillRecord) bool { return k.Target != TargetNone }) {
+		return
+	}
 	fmt.Fprintln(w, "\nper kube fault (outage: API server down → serving again, or verb taken → given back; noticed: fault start → the provisioner's first report of it;"+
 		" recovered: fault end → the run provisioned, or its namespace gone):")
 	tw := newTab(w)
