@@ -62,7 +62,7 @@ func BenchmarkTransitionRoundTrip(b *testing.B) {
 	go func() {
 		_ = h.bus.Watch(ctx, time.Now(), []events.Type{events.TypeRunState}, func(d bus.Delivery) {
 			m := d.Msg.(*events.RunState)
-			if m.State != scheduler.StateBaseline {
+			if m.State != events.RunStateBaseline {
 				return
 			}
 			mu.Lock()

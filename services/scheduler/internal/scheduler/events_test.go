@@ -369,7 +369,7 @@ func TestStaleSlotsAreReclaimed(t *testing.T) {
 	ctx := context.Background()
 	kv, err := h.bus.KV(ctx, scheduler.Bucket)
 	require.NoError(t, err)
-	old, _ := json.Marshal(scheduler.RunRecord{ExperimentID: "old", RunID: "old-r0000", State: scheduler.StateFailed})
+	old, _ := json.Marshal(scheduler.RunRecord{ExperimentID: "old", RunID: "old-r0000", State: events.RunStateFailed})
 	_, err = kv.Put(ctx, "run.old-r0000", old)
 	require.NoError(t, err)
 	set, _ := json.Marshal(scheduler.SlotSet{Cluster: "local", Runs: []string{"gone-r0000", "old-r0000"}})

@@ -2,13 +2,50 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 )
+
+// persistRun queues the run row for ClickHouse, versioned by its KV
+// revision so that the newest state wins whichever write lands last.
+func (s *Scheduler) persistRun(vr versioned[RunRecord]) {
+	s.rows.add(runRow(vr))
+}
+
+// storeFinalRows writes every run row of a finished experiment from the
+// local view, which holds each run's newest state even when the goroutine
+// that made a transition has not queued its row yet: readers told that an
+// experiment finished find all its runs stored.
+func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
+	rows := make([]store.Run, 0, len(e.RunIDs))
+	for _, id := range e.RunIDs {
+		if vr, ok := s.view.versionedRun(id); ok {
+			rows = append(rows, runRow(vr))
+		}
+	}
+	if err := s.store.UpsertRuns(ctx, rows); err != nil {
+		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
+	}
+}
+
+// runRow is a run's row in ClickHouse.
+func runRow(vr versioned[RunRecord]) store.Run {
+	r := &vr.Value
+	cfg, _ := json.Marshal(r.Config)
+	factors, _ := json.Marshal(r.Factors)
+	phases, _ := json.Marshal(r.Phases)
+	mp, _ := r.Phase(events.RunStateMeasuring)
+	return store.Run{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: uint32(r.Index), Repetition: uint32(r.Repetition),
+		Config: string(cfg), ConfigHash: r.ConfigHash, Factors: string(factors), State: r.State, Reason: r.Reason, Phases: string(phases),
+		MeasureStartMs: mp.StartMs, MeasureEndMs: mp.EndMs, CreatedMs: r.CreatedMs, Version: vr.Revision}
+}
 
 // rowWriter stores run rows in ClickHouse off the transition path, in
 // batches. Rows carry their KV revision as version, so the order in which
@@ -16,6 +53,7 @@ import (
 type rowWriter struct {
 	store  Store
 	logger *zap.Logger
+	clock  clock.WithTicker
 	mu     sync.Mutex
 	rows   []store.Run
 	kick   chan struct{}
@@ -26,8 +64,8 @@ type rowWriter struct {
 
 const maxPendingRows = 100_000
 
-func newRowWriter(st Store, logger *zap.Logger) *rowWriter {
-	return &rowWriter{store: st, logger: logger, kick: make(chan struct{}, 1)}
+func newRowWriter(st Store, logger *zap.Logger, clk clock.WithTicker) *rowWriter {
+	return &rowWriter{store: st, logger: logger, clock: clk, kick: make(chan struct{}, 1)}
 }
 
 func (w *rowWriter) add(r store.Run) {
@@ -65,8 +103,8 @@ func (w *rowWriter) flush(ctx context.Context) error {
 }
 
 // run flushes shortly after rows arrive until ctx ends, then once more.
-func (w *rowWriter) run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+func (w *rowWriter) run(ctx context.Context) error {
+	t := w.clock.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
@@ -76,9 +114,9 @@ func (w *rowWriter) run(ctx context.Context) {
 				w.logger.Warn("final run rows flush failed", zap.Error(err))
 			}
 			cancel()
-			return
+			return nil
 		case <-w.kick:
-		case <-t.C:
+		case <-t.C():
 		}
 		if err := w.flush(ctx); err != nil && ctx.Err() == nil {
 			w.logger.Warn("store run rows failed; retrying", zap.Error(err))
