@@ -93,4 +93,3 @@ func (r *RunRecord) enter(state string, nowMs int64) {
 		r.Phases = append(r.Phases, events.Phase{Name: state, StartMs: nowMs})
 	}
 }
-

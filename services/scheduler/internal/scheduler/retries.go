@@ -75,4 +75,3 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 	s.logger.Info("run will be retried", zap.String("run_id", failed.RunID), zap.String("retry_run_id", rr.RunID), zap.String("reason", failed.Reason))
 	return nil
 }
-

@@ -173,7 +173,9 @@ func (v *view) experiments() []ExperimentRecord { return values(v, v.exps) }
 // active returns unfinished experiments, oldest first.
 func (v *view) active() []ExperimentRecord {
 	out := slices.DeleteFunc(v.experiments(), func(e ExperimentRecord) bool { return events.ExperimentFinal(e.State) })
-	slices.SortFunc(out, func(a, b ExperimentRecord) int { return cmp.Or(cmp.Compare(a.CreatedMs, b.CreatedMs), strings.Compare(a.ID, b.ID)) })
+	slices.SortFunc(out, func(a, b ExperimentRecord) int {
+		return cmp.Or(cmp.Compare(a.CreatedMs, b.CreatedMs), strings.Compare(a.ID, b.ID))
+	})
 	return out
 }
 
