@@ -2,15 +2,12 @@ package e2e
 
 import (
 	"context"
-	"os/exec"
-	"path/filepath"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
@@ -21,73 +18,44 @@ import (
 // experiment finishes with every run done exactly once: none lost, none
 // duplicated, each provisioned, measured and analyzed once.
 func TestSchedulerKill9MidRunResumes(t *testing.T) {
-	bin := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	st, b := startStack(t, "scheduler")
-
-	startScheduler := func() *exec.Cmd {
-		cmd := exec.Command(filepath.Join(bin, "scheduler"), "--nats-url", st.Endpoints.NATSURL, "--clickhouse-dsn", st.Endpoints.ClickHouseDSN,
+	startScheduler := func() *process {
+		return startProcess(t, "scheduler", "--nats-url", st.Endpoints.NATSURL, "--clickhouse-dsn", st.Endpoints.ClickHouseDSN,
 			"--kafka-brokers", st.Endpoints.KafkaBrokers[0], "--metrics-addr", "", "--log-level", "warn")
-		out := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-			}
-		})
-		return cmd
 	}
 	first := startScheduler()
 
-	var mu sync.Mutex
-	counts := map[events.Type]map[string]int{}
-	states := map[string][]string{}
-	go func() {
-		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunProvision, events.TypeLoadStart, events.TypeRunMeasured,
-			events.TypeRunAnalyzed, events.TypeRunState}, func(d bus.Delivery) {
-			mu.Lock()
-			defer mu.Unlock()
-			_, run := d.Msg.IDs()
-			if counts[d.Msg.MessageType()] == nil {
-				counts[d.Msg.MessageType()] = map[string]int{}
-			}
-			counts[d.Msg.MessageType()][run]++
-			if s, ok := d.Msg.(*events.RunState); ok {
-				states[run] = append(states[run], s.State)
-			}
-		})
-	}()
-
-	id, n := submitExample(ctx, t, b, []string{"spec.phases.baseline=1s", "spec.phases.warmup=1s", "spec.phases.measure=5s",
-		"spec.phases.cooldown=0s", "spec.meters.interval=200ms"})
-	obs := observe(ctx, t, b, id)
+	commands := []events.Type{events.TypeRunProvision, events.TypeLoadStart, events.TypeRunMeasured, events.TypeRunAnalyzed}
+	id, n, obs := submitExample(ctx, t, b, phases("1s", "1s", "5s"), append(commands, events.TypeRunState)...)
 	firstRun := id + "-r0000"
 	testenv.Eventually(t, time.Minute, "first run measuring", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		s := states[firstRun]
-		return len(s) > 0 && s[len(s)-1] == "measuring"
+		return last(obs.RunStates(firstRun)) == events.RunStateMeasuring
 	})
-	require.NoError(t, first.Process.Kill()) // SIGKILL: no drain, no goodbye
-	_ = first.Wait()
+	exited, _ := first.stop(syscall.SIGKILL, time.Minute) // no drain, no goodbye
+	require.True(t, exited, "the killed scheduler exited")
 	startScheduler()
 
-	testenv.Eventually(t, 3*time.Minute, "experiment to finish after the restart", func() bool { return obs.state() != "" })
-	require.Equal(t, "done", obs.state())
+	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 3*time.Minute, nil), "after the restart")
 	rows, err := cli.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
 	require.Len(t, rows, n, "no run lost or added")
-	mu.Lock()
-	defer mu.Unlock()
 	for _, r := range rows {
-		require.Equal(t, "done", r.State, r.Reason)
+		require.Equal(t, events.RunStateDone, r.State, r.Reason)
 		require.Greater(t, r.Metrics["sut_energy_j"], 0.0)
-		for _, typ := range []events.Type{events.TypeRunProvision, events.TypeLoadStart, events.TypeRunMeasured, events.TypeRunAnalyzed} {
-			require.Equal(t, 1, counts[typ][r.RunID], "%s of %s stored once (duplicates are dropped by Nats-Msg-Id)", typ, r.RunID)
+		for _, typ := range commands {
+			require.Equal(t, 1, obs.Count(typ, r.RunID), "%s of %s stored once (duplicates are dropped by Nats-Msg-Id)", typ, r.RunID)
 		}
 	}
-	require.Equal(t, []string{"provisioning", "baseline", "warmup", "measuring", "cooldown", "teardown", "analyzing", "done"}, states[firstRun])
+	require.Equal(t, []string{events.RunStateProvisioning, events.RunStateBaseline, events.RunStateWarmup, events.RunStateMeasuring,
+		events.RunStateCooldown, events.RunStateTeardown, events.RunStateAnalyzing, events.RunStateDone}, obs.RunStates(firstRun))
+}
+
+// last is the last of states; "" when there is none.
+func last(states []string) string {
+	if len(states) == 0 {
+		return ""
+	}
+	return states[len(states)-1]
 }
