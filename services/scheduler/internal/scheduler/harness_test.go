@@ -312,6 +312,15 @@ func (h *harness) waitFinal(id string) string {
 	return st
 }
 
+// runDone submits the test spec with one repetition as experiment id,
+// requires that it ends done, and returns its stored runs by id.
+func (h *harness) runDone(id string) map[string]store.Run {
+	h.t.Helper()
+	h.submit(context.Background(), id, 1)
+	require.Equal(h.t, events.ExperimentStateDone, h.waitFinal(id))
+	return h.runsByID(id)
+}
+
 // runsByID reads an experiment's stored runs by id.
 func (h *harness) runsByID(id string) map[string]store.Run {
 	h.t.Helper()

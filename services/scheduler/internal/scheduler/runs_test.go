@@ -98,9 +98,7 @@ func TestProvisionFailureRetriedOnlyWhenTransient(t *testing.T) {
 						Reason: tc.reason}}
 				})
 			})
-			h.submit(context.Background(), tc.id, 1)
-			require.Equal(t, events.ExperimentStateDone, h.waitFinal(tc.id))
-			runs := h.runsByID(tc.id)
+			runs := h.runDone(tc.id)
 			require.Equal(t, events.RunStateFailed, runs[first].State)
 			require.Contains(t, runs[first].Reason, "provisioning failed: "+tc.reason)
 			if !tc.transient {
@@ -119,9 +117,7 @@ func TestTransientFailureIsRetriedOnceAsANewRun(t *testing.T) {
 	t.Parallel()
 	// The first run's load fails every time; the second's never.
 	h, _ := newHarness(t, nil, func(h *harness) { h.failLoad = func(run string) bool { return strings.HasPrefix(run, "exp-r-r0000") } })
-	h.submit(context.Background(), "exp-r", 1)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-r"))
-	byID := h.runsByID("exp-r")
+	byID := h.runDone("exp-r")
 	require.Len(t, byID, 3, "two runs and one retry; a retry is not retried again (retries=1)")
 	require.Equal(t, events.RunStateFailed, byID["exp-r-r0000"].State)
 	require.Contains(t, byID["exp-r-r0000"].Reason, "load generator failed: 3 of 10 records not delivered")
@@ -205,9 +201,7 @@ func TestLostSystemUnderTestFailsTheRun(t *testing.T) {
 				Reason: "no record of run exp-lost-r0000 on node n1 and no process marked with it"}}
 		})
 	})
-	h.submit(context.Background(), "exp-lost", 1)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-lost"))
-	runs := h.runsByID("exp-lost")
+	runs := h.runDone("exp-lost")
 	require.Len(t, runs, 3)
 	lost := runs["exp-lost-r0000"]
 	require.Equal(t, events.RunStateFailed, lost.State)
@@ -230,10 +224,8 @@ func TestCrashWhileRemovalGoesOnFailsAtOnce(t *testing.T) {
 		})
 	})
 	start := time.Now()
-	h.submit(context.Background(), "exp-cr", 1)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-cr"))
+	runs := h.runDone("exp-cr")
 	require.Less(t, time.Since(start), time.Minute, "failed at the crash report, not at the teardown timeout")
-	runs := h.runsByID("exp-cr")
 	crashed := runs["exp-cr-r0000"]
 	require.Equal(t, events.RunStateFailed, crashed.State)
 	require.Contains(t, crashed.Reason, "system under test crashed: exit status 137")
@@ -283,8 +275,7 @@ func TestLoadAccountReachesTheAnalyzer(t *testing.T) {
 				Reason: "lg-b died; counted as of its last report, its ranges were taken over"}}
 		}
 	})
-	h.submit(context.Background(), "exp-acct", 1)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-acct"))
+	h.runDone("exp-acct")
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m, ok := h.measured["exp-acct-r0000"]
@@ -317,9 +308,7 @@ func TestAnalysisVerdict(t *testing.T) {
 			return []events.Message{a}
 		}
 	})
-	h.submit(context.Background(), "exp-v", 1)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-v"))
-	runs := h.runsByID("exp-v")
+	runs := h.runDone("exp-v")
 	require.Len(t, runs, 3)
 	bad := runs["exp-v-r0000"]
 	require.Equal(t, events.RunStateFailed, bad.State)
@@ -360,9 +349,7 @@ func TestResentCommandIsNotSwallowedByDeduplication(t *testing.T) {
 			return nil // answered
 		})
 	})
-	h.submit(context.Background(), "exp-rs", 1)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-rs"))
-	runs := h.runsByID("exp-rs")
+	runs := h.runDone("exp-rs")
 	require.Equal(t, events.RunStateDone, runs["exp-rs-r0000"].State, runs["exp-rs-r0000"].Reason)
 	h.mu.Lock()
 	defer h.mu.Unlock()
