@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
@@ -30,9 +29,7 @@ import (
 // match the analyzer's stored per-configuration rows, and every run's roles
 // must add up to its node energy.
 func TestAnalysisOfRepeatedExperiment(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st, b := startStack(t)
+	ctx, st, b := startStack(t, 3*time.Minute)
 	id, n, obs := submitExample(ctx, t, b, phases("1s", "500ms", "2s", "spec.repetitions=2"))
 	require.Equal(t, 4, n)
 	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 2*time.Minute, nil))

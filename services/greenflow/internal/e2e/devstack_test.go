@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"math"
 	"testing"
@@ -24,9 +23,7 @@ import (
 // energy conserved by attribution, and a malformed command dead-lettered
 // without blocking the experiment.
 func TestExperimentEndToEndInOneProcess(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st, b := startStack(t)
+	ctx, st, b := startStack(t, 3*time.Minute)
 
 	// A malformed command first: it must go to the dead-letter stream with
 	// a reason and must not block what follows.

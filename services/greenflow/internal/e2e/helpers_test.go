@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,13 +80,17 @@ func phases(baseline, warmup, measure string, more ...string) []string {
 
 // startStack starts the dev stack (fast sampling and ticks, the UC-3
 // processor built from this tree) without the named services, runs it
-// until the test ends, and returns it with a bus client.
-func startStack(tb testing.TB, skip ...string) (*devstack.Stack, *bus.Bus) {
+// until the test ends, and returns it with a bus client and a context for
+// the test that ends within the given time.
+func startStack(tb testing.TB, within time.Duration, skip ...string) (context.Context, *devstack.Stack, *bus.Bus) {
 	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	tb.Cleanup(cancel)
 	o := devstacktest.Options(tb)
 	o.Skip = skip
 	o.UC3Command = []string{filepath.Join(binaries(tb), "uc3-processor")}
-	return devstacktest.Start(tb, o)
+	st, b := devstacktest.Start(tb, o)
+	return ctx, st, b
 }
 
 // process is a service binary running as a child of the test, killed if
@@ -95,6 +100,7 @@ type process struct {
 	log    string        // its output (a file: the child writes it directly)
 	exited chan struct{} // closed when it has exited; then err is its Wait error
 	err    error
+	done   atomic.Bool // it has exited
 }
 
 // startProcess starts the service binary name with args.
@@ -106,7 +112,7 @@ func startProcess(t testing.TB, name string, args ...string) *process {
 	p := &process{Cmd: exec.Command(filepath.Join(binaries(t), name), args...), log: log.Name(), exited: make(chan struct{})}
 	p.Stdout, p.Stderr = log, log
 	require.NoError(t, p.Start(), name)
-	go func() { p.err = p.Wait(); close(p.exited) }()
+	go func() { p.err = p.Wait(); p.done.Store(true); close(p.exited) }()
 	t.Cleanup(func() {
 		_ = p.Process.Kill()
 		<-p.exited
@@ -124,14 +130,7 @@ func (p *process) output() string {
 }
 
 // running reports whether the process has not exited yet.
-func (p *process) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
+func (p *process) running() bool { return !p.done.Load() }
 
 // stop sends sig and waits up to within for the process to exit; it
 // returns whether it exited in time, and its exit error.

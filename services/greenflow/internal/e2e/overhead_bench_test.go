@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -17,8 +16,7 @@ import (
 // cool-down): provisioning the UC-3 processor, teardown and analysis.
 // Target: < 2 s per run.
 func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
-	ctx := context.Background()
-	st, cb := startStack(b)
+	ctx, st, cb := startStack(b, time.Hour)
 	sets := phases("1s", "0s", "2s", "spec.repetitions=1")
 	var overhead time.Duration
 	var runs int

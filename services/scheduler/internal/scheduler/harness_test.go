@@ -5,8 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -344,14 +345,8 @@ func (h *harness) runStates(runID string) []string {
 func (h *harness) experimentIDs(prefix string) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []string
-	for id := range h.experiments {
-		if strings.HasPrefix(id, prefix) {
-			out = append(out, id)
-		}
-	}
-	sort.Strings(out)
-	return out
+	ids := slices.Sorted(maps.Keys(h.experiments))
+	return slices.DeleteFunc(ids, func(id string) bool { return !strings.HasPrefix(id, prefix) })
 }
 
 // listed returns the ids in the scheduler's list.
@@ -409,14 +404,11 @@ func request(t testing.TB, nc *nats.Conn, subject string, body []byte) []byte {
 // while its context is live.
 func runError(t testing.TB, done <-chan error) error {
 	t.Helper()
-	var err error
-	testenv.Eventually(t, 15*time.Second, "Run to fail while its context is live", func() bool {
-		select {
-		case err = <-done:
-			return true
-		default:
-			return false
-		}
-	})
-	return err
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not fail within 15s while its context was live")
+		return nil
+	}
 }

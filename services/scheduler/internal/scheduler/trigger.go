@@ -4,7 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,7 +128,7 @@ func (s *Scheduler) onTriggerEvent(ctx context.Context, msg jetstream.Msg, md *j
 	}
 	for _, t := range matched {
 		var sets []string
-		for _, path := range sortedKeys(t.Bind) {
+		for _, path := range slices.Sorted(maps.Keys(t.Bind)) {
 			v, ok := lookupJSON(event, t.Bind[path])
 			if !ok {
 				return bus.Permanent(fmt.Errorf("trigger %s: event on %s has no field %q (bound to %s)", t.Name, msg.Subject(), t.Bind[path], path))
@@ -234,13 +235,4 @@ func subjectMatches(pattern, subject string) bool {
 		}
 	}
 	return len(p) == len(s)
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
