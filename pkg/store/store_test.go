@@ -15,6 +15,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 func TestMigrationsAreOrderedAndIdempotentUnderConcurrency(t *testing.T) {
+	t.Parallel()
 	migs, err := store.Migrations()
 	require.NoError(t, err)
 	require.NotEmpty(t, migs)
@@ -53,6 +54,7 @@ func TestMigrationsAreOrderedAndIdempotentUnderConcurrency(t *testing.T) {
 }
 
 func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	base := int64(1_760_000_000_123)
@@ -80,6 +82,7 @@ func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
 }
 
 func TestReanalysisReplacesResults(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	first := []store.Result{
@@ -102,6 +105,7 @@ func TestReanalysisReplacesResults(t *testing.T) {
 }
 
 func TestRunsAndExperimentsUpsert(t *testing.T) {
+	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
 	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: "running", RunsTotal: 2}))
