@@ -336,6 +336,9 @@ func Lookup(name string) (Metric, bool) {
 	return m, ok
 }
 
+// Unit is a metric's unit ("" for a name the table lacks).
+func Unit(name string) string { return all[name].Unit }
+
 // Estimable reports whether a metric's rows can be estimated (false for a
 // name the table lacks).
 func Estimable(name string) bool { return all[name].Estimable }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -25,30 +26,30 @@ const t0 = int64(1_760_000_000_000)
 
 func newAnalyzer(t testing.TB, st *store.Store) *analyzer.Analyzer {
 	t.Helper()
-	a, err := analyzer.New(analyzer.Default(), nil, st, testenv.Logger(t), nil)
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Store: st, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	return a
 }
 
-// results indexes result rows by scope, subject and metric.
-type results map[[3]string]store.Result
+// resultIndex indexes result rows by scope, subject and metric.
+type resultIndex map[[3]string]store.Result
 
-func index(rs []store.Result) results {
-	out := results{}
+func index(rs []store.Result) resultIndex {
+	out := resultIndex{}
 	for _, r := range rs {
 		out[[3]string{r.Scope, r.Subject, r.Metric}] = r
 	}
 	return out
 }
 
-func (r results) v(t *testing.T, scope, subject, metric string) float64 {
+func (r resultIndex) v(t *testing.T, scope, subject, metric string) float64 {
 	t.Helper()
 	x, ok := r[[3]string{scope, subject, metric}]
 	require.True(t, ok, "result %s/%s/%s missing", scope, subject, metric)
 	return x.Value
 }
 
-func (r results) has(scope, subject, metric string) bool {
+func (r resultIndex) has(scope, subject, metric string) bool {
 	_, ok := r[[3]string{scope, subject, metric}]
 	return ok
 }
@@ -346,14 +347,14 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	}
 	before, err := st.Results(ctx, "e1")
 	require.NoError(t, err)
-	sumBefore, err := a.ConfigSummaries(ctx, "e1")
+	sumBefore, err := st.ConfigResults(ctx, "e1")
 	require.NoError(t, err)
 	_, err = a.AnalyzeAndStore(ctx, runs[1])
 	require.NoError(t, err)
 	after, err := st.Results(ctx, "e1")
 	require.NoError(t, err)
 	require.Equal(t, before, after, "re-analysis gives identical rows")
-	sumAfter, err := a.ConfigSummaries(ctx, "e1")
+	sumAfter, err := st.ConfigResults(ctx, "e1")
 	require.NoError(t, err)
 	require.Len(t, sumAfter, len(sumBefore))
 	for i := range sumBefore {
@@ -361,7 +362,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 		require.Equal(t, sumBefore[i].Mean, sumAfter[i].Mean)
 	}
 
-	by := map[string]analyzer.ConfigMetric{}
+	by := map[string]store.ConfigResult{}
 	for _, s := range sumAfter {
 		by[s.Metric] = s
 	}
@@ -374,7 +375,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	require.True(t, ne.CVFlag, "CV 20 %% > 10 %%")
 	require.Equal(t, []string{"e1-r0000", "e1-r0001", "e1-r0002"}, ne.RunIDs)
 	require.False(t, by["sut_energy_j"].CVFlag, "SUT energy is the same in every repetition")
-	require.Equal(t, 1.0, by[analyzer.MetricLagSLOByMedian].Mean)
+	require.Equal(t, 1.0, by[results.LagSLOOKMedianSlope].Mean)
 
 	mux := http.NewServeMux()
 	a.RegisterHTTP(mux)

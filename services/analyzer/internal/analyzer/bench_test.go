@@ -112,7 +112,7 @@ func setupOneHour(b *testing.B) {
 func BenchmarkAnalyzeOneHour(b *testing.B) {
 	oneHour.once.Do(func() { setupOneHour(b) })
 	require.NoError(b, oneHour.err)
-	a, err := analyzer.New(analyzer.Default(), nil, oneHour.st, zap.NewNop(), nil)
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Store: oneHour.st})
 	require.NoError(b, err)
 	ctx := context.Background()
 	b.ResetTimer()
@@ -134,7 +134,7 @@ func BenchmarkAnalyzeOneHour(b *testing.B) {
 func BenchmarkAnalyzeAndStoreOneHour(b *testing.B) {
 	oneHour.once.Do(func() { setupOneHour(b) })
 	require.NoError(b, oneHour.err)
-	a, err := analyzer.New(analyzer.Default(), nil, oneHour.st, zap.NewNop(), nil)
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Store: oneHour.st})
 	require.NoError(b, err)
 	ctx := context.Background()
 	b.ResetTimer()

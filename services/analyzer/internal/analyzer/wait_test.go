@@ -12,6 +12,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
@@ -64,7 +65,7 @@ func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus
 	ctx, cancel := context.WithCancel(context.Background())
 	ab, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
 	require.NoError(t, err)
-	a, err := analyzer.New(cfg, ab, st, testenv.Logger(t), prometheus.NewRegistry())
+	a, err := analyzer.New(cfg, analyzer.Deps{Bus: ab, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -141,12 +142,12 @@ func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
 	got := analyzed("ew-r0001")
-	require.Contains(t, got.Flags, analyzer.FlagSamplesLate)
+	require.Contains(t, got.Flags, results.FlagSamplesLate)
 	require.True(t, got.Invalid)
 	require.Contains(t, got.Reason, "energy samples of node n-ew-r0001 cover 3.0 s less than the measured window")
 	res, err := st.Results(ctx, "ew")
 	require.NoError(t, err)
-	require.Equal(t, 1.0, index(res).v(t, "run", "", "flag_"+analyzer.FlagSamplesLate))
+	require.Equal(t, 1.0, index(res).v(t, "run", "", results.FlagPrefix+results.FlagSamplesLate))
 }
 
 // TestRunFailsAtOnceWhenAConsumerCannotStart: the recorder's durable
@@ -165,7 +166,7 @@ func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 	_, err = b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerRecorder.Durable,
 		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeLoadProgress)})
 	require.NoError(t, err)
-	a, err := analyzer.New(analyzer.Default(), b, st, testenv.Logger(t), prometheus.NewRegistry())
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -207,5 +208,5 @@ func TestStoppedLoadIsAnalysedWithoutWaiting(t *testing.T) {
 	got := analyzed("ew-r0002")
 	require.True(t, got.Invalid)
 	require.Contains(t, got.Reason, "offered load not delivered in the measured window: 500 of 1000 events (50.0%")
-	require.NotContains(t, got.Flags, analyzer.FlagSamplesLate)
+	require.NotContains(t, got.Flags, results.FlagSamplesLate)
 }
