@@ -67,6 +67,7 @@ func richInputs() analyzer.Inputs {
 // a metric the table lacks, or one it lists that the analyzer never
 // writes, fails this test.
 func TestComputeWritesExactlyTheTable(t *testing.T) {
+	t.Parallel()
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.False(t, sum.Invalid, sum.Reason)
@@ -108,6 +109,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 // TestCompute checks the pure core's arithmetic and branches on inputs made
 // by hand.
 func TestCompute(t *testing.T) {
+	t.Parallel()
 	const eps = 1e-9
 	for _, tc := range []struct {
 		name  string

@@ -64,47 +64,24 @@ func Default() Config {
 // Validate reports every problem.
 func (c Config) Validate() error {
 	var errs []error
-	if c.LagThreshold <= 0 {
-		errs = append(errs, fmt.Errorf("analyzer.lagThreshold: got %g, expected > 0", c.LagThreshold))
+	check := func(bad bool, field string, got any, want string) {
+		if bad {
+			errs = append(errs, fmt.Errorf("analyzer.%s: got %v, expected %s", field, got, want))
+		}
 	}
-	if c.LagStep < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("analyzer.lagStep: got %s, expected at least 100ms", c.LagStep))
-	}
-	if c.LagWarmup < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.lagWarmup: got %s, expected >= 0", c.LagWarmup))
-	}
-	if c.LagMinPoints < 2 {
-		errs = append(errs, fmt.Errorf("analyzer.lagMinPoints: got %d, expected at least 2", c.LagMinPoints))
-	}
-	if c.CVThreshold <= 0 {
-		errs = append(errs, fmt.Errorf("analyzer.cvThreshold: got %g, expected > 0", c.CVThreshold))
-	}
-	if c.ConfidenceLevel <= 0 || c.ConfidenceLevel >= 1 {
-		errs = append(errs, fmt.Errorf("analyzer.confidenceLevel: got %g, expected between 0 and 1", c.ConfidenceLevel))
-	}
-	if c.EdgeMargin < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.edgeMargin: got %s, expected >= 0", c.EdgeMargin))
-	}
-	if math.IsNaN(c.LoadTolerance) || c.LoadTolerance < 0 || c.LoadTolerance >= 1 {
-		errs = append(errs, fmt.Errorf("analyzer.loadTolerance: got %g, expected a fraction in [0, 1)", c.LoadTolerance))
-	}
-	if c.LoadEdgeSlack < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.loadEdgeSlack: got %s, expected >= 0", c.LoadEdgeSlack))
-	}
-	if c.MaxBridgedGap < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.maxBridgedGap: got %s, expected >= 0", c.MaxBridgedGap))
-	}
-	if c.MaxBridgedIntervals < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.maxBridgedIntervals: got %d, expected >= 0", c.MaxBridgedIntervals))
-	}
-	if c.MaxUncovered < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.maxUncovered: got %s, expected >= 0", c.MaxUncovered))
-	}
-	if c.BrokerEdgeSpan <= 0 {
-		errs = append(errs, fmt.Errorf("analyzer.brokerEdgeSpan: got %s, expected a positive duration", c.BrokerEdgeSpan))
-	}
-	if c.SamplesWait < 0 {
-		errs = append(errs, fmt.Errorf("analyzer.samplesWait: got %s, expected >= 0", c.SamplesWait))
-	}
+	check(c.LagThreshold <= 0, "lagThreshold", c.LagThreshold, "> 0")
+	check(c.LagStep < 100*time.Millisecond, "lagStep", c.LagStep, "at least 100ms")
+	check(c.LagWarmup < 0, "lagWarmup", c.LagWarmup, ">= 0")
+	check(c.LagMinPoints < 2, "lagMinPoints", c.LagMinPoints, "at least 2")
+	check(c.CVThreshold <= 0, "cvThreshold", c.CVThreshold, "> 0")
+	check(c.ConfidenceLevel <= 0 || c.ConfidenceLevel >= 1, "confidenceLevel", c.ConfidenceLevel, "between 0 and 1")
+	check(c.EdgeMargin < 0, "edgeMargin", c.EdgeMargin, ">= 0")
+	check(math.IsNaN(c.LoadTolerance) || c.LoadTolerance < 0 || c.LoadTolerance >= 1, "loadTolerance", c.LoadTolerance, "a fraction in [0, 1)")
+	check(c.LoadEdgeSlack < 0, "loadEdgeSlack", c.LoadEdgeSlack, ">= 0")
+	check(c.MaxBridgedGap < 0, "maxBridgedGap", c.MaxBridgedGap, ">= 0")
+	check(c.MaxBridgedIntervals < 0, "maxBridgedIntervals", c.MaxBridgedIntervals, ">= 0")
+	check(c.MaxUncovered < 0, "maxUncovered", c.MaxUncovered, ">= 0")
+	check(c.BrokerEdgeSpan <= 0, "brokerEdgeSpan", c.BrokerEdgeSpan, "a positive duration")
+	check(c.SamplesWait < 0, "samplesWait", c.SamplesWait, ">= 0")
 	return errors.Join(errs...)
 }

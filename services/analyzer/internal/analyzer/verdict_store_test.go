@@ -94,6 +94,7 @@ func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs 
 // offer, whose SUT stopped being measured, and whose rows were all written
 // twice, and checks each verdict, its flags and its result rows.
 func TestVerdictOnStoredRuns(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	ctx := context.Background()
 	a := newAnalyzer(t, st)

@@ -16,6 +16,7 @@ import (
 // load (100 events); a gap may last up to max(3 s, 3 intervals); 1 s of
 // the window may stay uncovered.
 func TestJudge(t *testing.T) {
+	t.Parallel()
 	policy := analyzer.Policy{LoadTolerance: 0.02, LoadEdgeSlack: 100 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3,
 		MaxUncovered: time.Second}
 	node := func(gaps uint64, maxGapMs, uncoveredMs float64) analyzer.SeriesQuality {

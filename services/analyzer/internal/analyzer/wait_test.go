@@ -58,9 +58,13 @@ func (r *liveRun) upTo(t *testing.T, k int64) {
 	require.NoError(t, r.st.InsertSamples(context.Background(), rows))
 }
 
-// startAnalyzer runs an analyzer with cfg on its own JetStream and returns
-// a client bus and a function that waits for the run.analyzed of a run.
-func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus, func(runID string) events.RunAnalyzed) {
+// startAnalyzer runs an analyzer waiting samplesWait for late data, on a
+// store and a JetStream of its own, and returns the store, a client bus
+// and a function that waits for the run.analyzed of a run.
+func startAnalyzer(t *testing.T, samplesWait time.Duration) (*store.Store, *bus.Bus, func(runID string) events.RunAnalyzed) {
+	st := testenv.Store(t)
+	cfg := analyzer.Default()
+	cfg.SamplesWait = samplesWait
 	url := testenv.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ab, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
@@ -87,7 +91,7 @@ func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus
 		b.Close()
 		ab.Close()
 	})
-	return b, func(runID string) events.RunAnalyzed {
+	return st, b, func(runID string) events.RunAnalyzed {
 		var out events.RunAnalyzed
 		testenv.Eventually(t, 45*time.Second, "run.analyzed of "+runID, func() bool {
 			mu.Lock()
@@ -105,11 +109,9 @@ func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus
 // message for later (it is Nak'ed, redelivered) instead of analysing a
 // window whose end it cannot see, then analyse it in full once they arrive.
 func TestAnalysisWaitsForTheLastSamples(t *testing.T) {
-	st := testenv.Store(t)
+	t.Parallel()
 	ctx := context.Background()
-	cfg := analyzer.Default()
-	cfg.SamplesWait = time.Minute
-	b, analyzed := startAnalyzer(t, st, cfg)
+	st, b, analyzed := startAnalyzer(t, time.Minute)
 	r := newLiveRun(t, st, "ew-r0000", 7) // samples up to 7 s of a 10 s window
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
@@ -133,11 +135,9 @@ func TestAnalysisWaitsForTheLastSamples(t *testing.T) {
 // not hold the run forever: after samplesWait the analysis goes ahead,
 // flags samples_late, and finds the window's end uncovered beyond the bound.
 func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
-	st := testenv.Store(t)
+	t.Parallel()
 	ctx := context.Background()
-	cfg := analyzer.Default()
-	cfg.SamplesWait = 2 * time.Second
-	b, analyzed := startAnalyzer(t, st, cfg)
+	st, b, analyzed := startAnalyzer(t, 2*time.Second)
 	r := newLiveRun(t, st, "ew-r0001", 7)
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
@@ -156,6 +156,7 @@ func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
 // once — the service then fails and says why — instead of running on with
 // one consumer dead until it is stopped.
 func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	url := testenv.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,11 +188,9 @@ func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 // load.finished reported, so the analysis does not wait out samplesWait for
 // points that will never come. The shortfall makes the run invalid.
 func TestStoppedLoadIsAnalysedWithoutWaiting(t *testing.T) {
-	st := testenv.Store(t)
+	t.Parallel()
 	ctx := context.Background()
-	cfg := analyzer.Default()
-	cfg.SamplesWait = 5 * time.Minute
-	b, analyzed := startAnalyzer(t, st, cfg)
+	st, b, analyzed := startAnalyzer(t, 5*time.Minute)
 	end := time.Now().UnixMilli()
 	r := &liveRun{st: st, node: "n-ew-r0002", start: end - 10_000, next: -3}
 	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: "ew-r0002", ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
