@@ -3,39 +3,22 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
-// runTarget is a measurement target of a run as the analyzer recorded it.
-type runTarget struct {
-	RunID, TargetID, Kind, Node, Role string
-}
-
 // loadTargets reads the newest analysis' targets of every run of an
-// experiment (table run_targets), by run.
-func loadTargets(ctx context.Context, st *store.Store, experimentID string) (map[string][]runTarget, error) {
-	rows, err := st.Conn().Query(ctx, `
-		SELECT run_id, target_id, kind, node, role FROM run_targets FINAL
-		WHERE experiment_id = ? AND (run_id, analyzed_ms) IN (
-		  SELECT run_id, max(analyzed_ms) FROM run_targets WHERE experiment_id = ? GROUP BY run_id)
-		ORDER BY run_id, target_id`, experimentID, experimentID)
+// experiment, by run.
+func loadTargets(ctx context.Context, st *store.Store, experimentID string) (map[string][]store.RunTarget, error) {
+	ts, err := st.RunTargets(ctx, experimentID)
 	if err != nil {
-		return nil, fmt.Errorf("query targets of %s: %w", experimentID, err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := map[string][]runTarget{}
-	for rows.Next() {
-		var t runTarget
-		if err := rows.Scan(&t.RunID, &t.TargetID, &t.Kind, &t.Node, &t.Role); err != nil {
-			return nil, fmt.Errorf("scan target: %w", err)
-		}
+	out := map[string][]store.RunTarget{}
+	for _, t := range ts {
 		out[t.RunID] = append(out[t.RunID], t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read targets of %s: %w", experimentID, err)
 	}
 	return out, nil
 }
@@ -67,7 +50,7 @@ func phaseAt(phases []events.Phase, ts int64) string {
 }
 
 // nodesOf returns the distinct nodes of targets, in order.
-func nodesOf(ts []runTarget) []string {
+func nodesOf(ts []store.RunTarget) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, t := range ts {
@@ -89,16 +72,16 @@ func component(scope, node, target string, roles map[string]string) string {
 	case "zone":
 		return "zone " + node
 	case "unattributed":
-		return "unattributed"
+		return results.RoleUnattributed
 	}
 	if r, ok := roles[target]; ok {
 		return r
 	}
-	return "other"
+	return results.RoleOther
 }
 
 // rolesOf maps target ids to roles.
-func rolesOf(ts []runTarget) map[string]string {
+func rolesOf(ts []store.RunTarget) map[string]string {
 	out := make(map[string]string, len(ts))
 	for _, t := range ts {
 		out[t.TargetID] = t.Role

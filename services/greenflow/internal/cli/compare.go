@@ -11,22 +11,23 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
 // compareMetrics are the headline metrics compared, in print order.
 var compareMetrics = []struct{ metric, format string }{
-	{"throughput_eps", "%.1f"},
-	{"sut_energy_j", "%.3f"},
-	{"node_energy_j", "%.2f"},
-	{"sut_mean_power_w", "%.3f"},
-	{"node_mean_power_w", "%.3f"},
-	{"sut_uj_per_event", "%.2f"},
-	{"node_uj_per_event", "%.2f"},
-	{"sut_dynamic_uj_per_event", "%.2f"},
-	{"events_per_joule", "%.1f"},
-	{"sut_j_per_mb", "%.2f"},
-	{"lag_trend_slope", "%.1f"},
+	{results.ThroughputEPS, "%.1f"},
+	{results.SUTEnergyJ, "%.3f"},
+	{results.NodeEnergyJ, "%.2f"},
+	{results.SUTMeanPowerW, "%.3f"},
+	{results.NodeMeanPowerW, "%.3f"},
+	{results.SUTMicroJPerEvent, "%.2f"},
+	{results.NodeMicroJPerEvent, "%.2f"},
+	{results.SUTDynamicMicroJPerEvent, "%.2f"},
+	{results.EventsPerJoule, "%.1f"},
+	{results.SUTJoulePerMB, "%.2f"},
+	{results.LagTrendSlope, "%.1f"},
 }
 
 // Group is one side of a comparison: the values of each metric over its runs.

@@ -233,46 +233,18 @@ func rowFactors(rows []ResultRow, i int, runID string) map[string]string {
 
 // exportSamples writes one run's samples: its nodes (from the analysed
 // targets; every node when none are stored) over its phases.
-func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.Run, targets []runTarget) error {
+func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.Run, targets []store.RunTarget) error {
 	start, end, phases := runSpan(r)
 	if end <= start {
 		return nil
 	}
-	nodes := nodesOf(targets)
-	// One row per sample key (node, scope, target_id, zone, source, ts_ms):
-	// a row the collector wrote twice is exported once, merged or not.
-	q := `SELECT ts_ms, node, scope, target_id, zone, source, v.1, v.2, v.3, v.4 FROM (
-		SELECT ts_ms, node, scope, target_id, zone, source, any((power_w, delta_j, interval_ms, estimated)) AS v FROM samples
-		WHERE ts_ms > ? AND ts_ms <= ?`
-	qargs := []any{start, end}
-	if len(nodes) > 0 {
-		q += " AND has(?, node)"
-		qargs = append(qargs, nodes)
-	}
-	q += " GROUP BY ts_ms, node, scope, target_id, zone, source)"
-	rows, err := st.Conn().Query(ctx, q+" ORDER BY ts_ms, node, scope, target_id, zone, source", qargs...)
-	if err != nil {
-		return fmt.Errorf("query samples of run %s: %w", r.RunID, err)
-	}
-	defer rows.Close()
 	roles := rolesOf(targets)
-	for rows.Next() {
-		var (
-			ts                                int64
-			node, scope, target, zone, source string
-			p, d                              float64
-			iv                                uint32
-			est                               uint8
-		)
-		if err := rows.Scan(&ts, &node, &scope, &target, &zone, &source, &p, &d, &iv, &est); err != nil {
-			return fmt.Errorf("scan sample: %w", err)
-		}
-		_ = w.Write([]string{r.RunID, phaseAt(phases, ts), strconv.FormatInt(ts, 10), strconv.FormatFloat(float64(ts-r.MeasureStartMs)/1000, 'f', 3, 64),
-			node, scope, target, component(scope, node, target, roles), zone, source, strconv.FormatFloat(p, 'g', -1, 64),
-			strconv.FormatFloat(d, 'g', -1, 64), strconv.FormatUint(uint64(iv), 10), strconv.FormatBool(est == 1)})
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read samples of run %s: %w", r.RunID, err)
-	}
-	return nil
+	// One row per sample key: a row the collector wrote twice is exported
+	// once, merged or not.
+	return st.EachSample(ctx, nodesOf(targets), start, end, func(x store.Sample) error {
+		return w.Write([]string{r.RunID, phaseAt(phases, x.TsMs), strconv.FormatInt(x.TsMs, 10),
+			strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64), x.Node, x.Scope, x.TargetID,
+			component(x.Scope, x.Node, x.TargetID, roles), x.Zone, x.Source, strconv.FormatFloat(x.PowerW, 'g', -1, 64),
+			strconv.FormatFloat(x.DeltaJ, 'g', -1, 64), strconv.FormatUint(uint64(x.IntervalMs), 10), strconv.FormatBool(x.Estimated)})
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -29,9 +30,6 @@ type ResultRow struct {
 	// rows), sorted.
 	Flags []string `json:"flags,omitempty"`
 }
-
-// flagPrefix starts the metric name of an analysis flag's result row.
-const flagPrefix = "flag_"
 
 // LoadResults joins runs and their run-scope results.
 func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]ResultRow, error) {
@@ -55,12 +53,12 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 	}
 	for _, r := range res {
 		row, ok := byRun[r.RunID]
-		if !ok || r.Scope != "run" {
+		if !ok || r.Scope != results.ScopeRun {
 			continue
 		}
 		row.Metrics[r.Metric] = r.Value
 		row.Estimated = row.Estimated || r.Estimated
-		if name, ok := strings.CutPrefix(r.Metric, flagPrefix); ok && r.Value == 1 {
+		if name, ok := results.FlagOf(r.Metric); ok && r.Value == 1 {
 			row.Flags = append(row.Flags, name)
 		}
 	}
@@ -72,15 +70,15 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 }
 
 var tableColumns = []struct{ metric, title, format string }{
-	{"duration_s", "WINDOW s", "%.1f"},
-	{"offered_rate_eps", "OFFERED/s", "%.0f"},
-	{"events", "EVENTS", "%.0f"},
-	{"throughput_eps", "EVENTS/s", "%.0f"},
-	{"sut_energy_j", "SUT J", "%.2f"},
-	{"sut_mean_power_w", "SUT W", "%.3f"},
-	{"node_energy_j", "NODE J", "%.1f"},
-	{"node_mean_power_w", "NODE W", "%.2f"},
-	{"sut_uj_per_event", "SUT µJ/EVENT", "%.1f"},
+	{results.DurationS, "WINDOW s", "%.1f"},
+	{results.OfferedRateEPS, "OFFERED/s", "%.0f"},
+	{results.Events, "EVENTS", "%.0f"},
+	{results.ThroughputEPS, "EVENTS/s", "%.0f"},
+	{results.SUTEnergyJ, "SUT J", "%.2f"},
+	{results.SUTMeanPowerW, "SUT W", "%.3f"},
+	{results.NodeEnergyJ, "NODE J", "%.1f"},
+	{results.NodeMeanPowerW, "NODE W", "%.2f"},
+	{results.SUTMicroJPerEvent, "SUT µJ/EVENT", "%.1f"},
 }
 
 // WriteResults prints rows as a table, CSV (tidy: one row per run and
@@ -200,16 +198,16 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 	}
 	m := map[string]store.Result{}
 	for _, r := range res {
-		if r.Scope == "experiment" {
+		if r.Scope == results.ScopeExperiment {
 			m[r.Metric] = r
 		}
 	}
-	c, ok := m["capacity_msg_per_s"]
+	c, ok := m[results.CapacityMsgPerS]
 	if !ok {
 		return nil
 	}
-	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %0.f probes): %.0f msg/s", m["search_probes"].Value, c.Value)
-	if e, ok := m["capacity_sut_uj_per_event"]; ok {
+	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %0.f probes): %.0f msg/s", m[results.SearchProbes].Value, c.Value)
+	if e, ok := m[results.CapacitySUTMicroJPerEvent]; ok {
 		est := ""
 		if e.Estimated {
 			est = " (estimated)"

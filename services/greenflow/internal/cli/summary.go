@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
@@ -70,7 +71,7 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	}
 	pts := make([]stats.Point, len(out))
 	for i, c := range out {
-		pts[i] = stats.Point{X: c.mean("throughput_eps"), Y: c.mean("sut_uj_per_event")}
+		pts[i] = stats.Point{X: c.mean(results.ThroughputEPS), Y: c.mean(results.SUTMicroJPerEvent)}
 	}
 	for _, i := range stats.ParetoFront(pts) {
 		out[i].Pareto = true
@@ -88,11 +89,11 @@ func (c ConfigSummary) mean(metric string) float64 {
 
 // summaryColumns are the headline metrics of the per-configuration table.
 var summaryColumns = []struct{ metric, title, format string }{
-	{"throughput_eps", "EVENTS/s", "%.0f"},
-	{"sut_energy_j", "SUT J", "%.2f"},
-	{"node_mean_power_w", "NODE W", "%.2f"},
-	{"sut_uj_per_event", "SUT µJ/EVENT", "%.1f"},
-	{"node_uj_per_event", "NODE µJ/EVENT", "%.1f"},
+	{results.ThroughputEPS, "EVENTS/s", "%.0f"},
+	{results.SUTEnergyJ, "SUT J", "%.2f"},
+	{results.NodeMeanPowerW, "NODE W", "%.2f"},
+	{results.SUTMicroJPerEvent, "SUT µJ/EVENT", "%.1f"},
+	{results.NodeMicroJPerEvent, "NODE µJ/EVENT", "%.1f"},
 }
 
 // meanCI formats a summary as "mean ± half-width" (just the mean for one
@@ -157,8 +158,8 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 // lagVerdict is Theodolite's verdict over repetitions: the median lag-trend
 // slope against the threshold the analyzer recorded; "-" without slopes.
 func lagVerdict(s ConfigSummary) string {
-	slope, ok := s.Metrics["lag_trend_slope"]
-	thr, ok2 := s.Metrics["lag_slo_threshold"]
+	slope, ok := s.Metrics[results.LagTrendSlope]
+	thr, ok2 := s.Metrics[results.LagSLOThreshold]
 	if !ok || !ok2 || slope.N == 0 {
 		return "-"
 	}
