@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -54,34 +52,11 @@ type Comparison struct {
 	A, B Group
 }
 
-// parseInterspersed parses flags that may come before, between or after the
-// positional arguments and returns the positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("compare", stderr)
 	exp := fs.String("experiment", "", "compare two configurations (config hashes or unique prefixes) of this experiment")
 	level := fs.Float64("level", DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return errors.New("expected two arguments A B: experiment ids, or config hashes with --experiment")
-	}
-	st, closeStore, err := openStore(ctx, c)
+	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 2, "expected two arguments A B: experiment ids, or config hashes with --experiment")
 	if err != nil {
 		return err
 	}

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 
 	"github.com/greenflow/greenflow/pkg/store"
@@ -18,17 +19,12 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs, c := newAnalysisFlags("export", stderr)
 	dir := fs.String("dir", "", "directory to write the CSV files to (created if missing)")
 	noSamples := fs.Bool("no-samples", false, "skip samples.csv")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("expected one EXPERIMENT id")
-	}
-	if *dir == "" {
-		return errors.New("--dir: an output directory is required")
-	}
-	st, closeStore, err := openStore(ctx, c)
+	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 1, "expected one EXPERIMENT id", func() error {
+		if *dir == "" {
+			return errors.New("--dir: an output directory is required")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -55,22 +51,12 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 //
 // It returns the paths written.
 func Export(ctx context.Context, st *store.Store, experimentID, dir string, withSamples bool) ([]string, error) {
-	runs, err := st.Runs(ctx, experimentID)
+	e, err := loadExperiment(ctx, st, experimentID)
 	if err != nil {
 		return nil, err
 	}
-	if len(runs) == 0 {
-		return nil, fmt.Errorf("experiment %s: no runs stored", experimentID)
-	}
+	runs, rows, targets := e.runs, e.rows, e.targets
 	res, err := st.Results(ctx, experimentID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := LoadResults(ctx, st, experimentID)
-	if err != nil {
-		return nil, err
-	}
-	targets, err := loadTargets(ctx, st, experimentID)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +85,7 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 		written = append(written, path)
 		return nil
 	}
-	factorNames := factorColumns(rows)
+	factorNames := sortedKeys(rows, func(r ResultRow) map[string]string { return r.Factors })
 	hashOf := map[string]string{}
 	for _, r := range runs {
 		hashOf[r.RunID] = r.ConfigHash
@@ -175,7 +161,7 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 			"cv_flag", "pareto_optimal", "estimated"}
 		_ = w.Write(append(head, factorNames...))
 		for _, s := range sums {
-			for _, m := range sortedMetricNames([]ConfigSummary{s}) {
+			for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
 				x := s.Metrics[m]
 				rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, strconv.Itoa(x.N), csvNum(x.Mean), csvNum(x.SD), csvNum(x.CV),
 					g(x.Level), csvNum(x.CILow), csvNum(x.CIHigh), csvNum(x.Median), csvNum(x.Min), csvNum(x.Max),
@@ -199,22 +185,6 @@ func csvNum(v float64) string {
 		return ""
 	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
-}
-
-// factorColumns lists every factor name of the runs, sorted.
-func factorColumns(rows []ResultRow) []string {
-	set := map[string]bool{}
-	for _, r := range rows {
-		for k := range r.Factors {
-			set[k] = true
-		}
-	}
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // rowFactors finds a run's factors among rows (rows and runs share order;

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -22,14 +21,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs, c := newAnalysisFlags("report", stderr)
 	out := fs.String("o", "", "output file (default report-EXPERIMENT.html; - for stdout)")
 	maxRuns := fs.Int("max-runs", 8, "power-over-time plots for at most this many runs (first repetition of each configuration first)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("expected one EXPERIMENT id")
-	}
-	st, closeStore, err := openStore(ctx, c)
+	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 1, "expected one EXPERIMENT id")
 	if err != nil {
 		return err
 	}
@@ -73,21 +65,11 @@ type reportData struct {
 
 // Report renders an experiment as one self-contained HTML page.
 func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns int) ([]byte, error) {
-	rows, err := LoadResults(ctx, st, experimentID)
+	e, err := loadExperiment(ctx, st, experimentID)
 	if err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 {
-		return nil, fmt.Errorf("experiment %s: no runs stored", experimentID)
-	}
-	runs, err := st.Runs(ctx, experimentID)
-	if err != nil {
-		return nil, err
-	}
-	targets, err := loadTargets(ctx, st, experimentID)
-	if err != nil {
-		return nil, err
-	}
+	runs, rows, targets := e.runs, e.rows, e.targets
 	d := reportData{ID: experimentID, Runs: len(rows), Level: DefaultLevel, CVThreshold: DefaultCVThreshold,
 		Generated: time.Now().UTC().Format(time.RFC3339)}
 	if e, err := st.GetExperiment(ctx, experimentID); err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -69,17 +70,41 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 	return out, nil
 }
 
-var tableColumns = []struct{ metric, title, format string }{
-	{results.DurationS, "WINDOW s", "%.1f"},
-	{results.OfferedRateEPS, "OFFERED/s", "%.0f"},
-	{results.Events, "EVENTS", "%.0f"},
-	{results.ThroughputEPS, "EVENTS/s", "%.0f"},
-	{results.SUTEnergyJ, "SUT J", "%.2f"},
-	{results.SUTMeanPowerW, "SUT W", "%.3f"},
-	{results.NodeEnergyJ, "NODE J", "%.1f"},
-	{results.NodeMeanPowerW, "NODE W", "%.2f"},
-	{results.SUTMicroJPerEvent, "SUT µJ/EVENT", "%.1f"},
+// column is how the tables show a metric.
+type column struct{ metric, title, format string }
+
+// columns are the metrics the tables can show: their titles and formats.
+var columns = func() map[string]column {
+	out := map[string]column{}
+	for _, c := range []column{
+		{results.DurationS, "WINDOW s", "%.1f"},
+		{results.OfferedRateEPS, "OFFERED/s", "%.0f"},
+		{results.Events, "EVENTS", "%.0f"},
+		{results.ThroughputEPS, "EVENTS/s", "%.0f"},
+		{results.SUTEnergyJ, "SUT J", "%.2f"},
+		{results.SUTMeanPowerW, "SUT W", "%.3f"},
+		{results.NodeEnergyJ, "NODE J", "%.1f"},
+		{results.NodeMeanPowerW, "NODE W", "%.2f"},
+		{results.SUTMicroJPerEvent, "SUT µJ/EVENT", "%.1f"},
+		{results.NodeMicroJPerEvent, "NODE µJ/EVENT", "%.1f"},
+	} {
+		out[c.metric] = c
+	}
+	return out
+}()
+
+// columnsOf returns the columns of metrics, in order.
+func columnsOf(metrics ...string) []column {
+	out := make([]column, len(metrics))
+	for i, m := range metrics {
+		out[i] = columns[m]
+	}
+	return out
 }
+
+// tableColumns are the metrics of the per-run table.
+var tableColumns = columnsOf(results.DurationS, results.OfferedRateEPS, results.Events, results.ThroughputEPS, results.SUTEnergyJ,
+	results.SUTMeanPowerW, results.NodeEnergyJ, results.NodeMeanPowerW, results.SUTMicroJPerEvent)
 
 // WriteResults prints rows as a table, CSV (tidy: one row per run and
 // metric) or JSON.
@@ -101,7 +126,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 				cell := "-"
 				if ok {
 					cell = fmt.Sprintf(c.format, v)
-					if r.Estimated && strings.Contains(c.title, "J") || r.Estimated && strings.HasSuffix(c.title, " W") {
+					if r.Estimated && results.Estimable(c.metric) {
 						cell += "*"
 						anyEst = true
 					}
@@ -215,5 +240,34 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 		fmt.Fprintf(w, " at %.1f µJ/event%s", e.Value, est)
 	}
 	fmt.Fprintln(w)
+	return nil
+}
+
+func runResults(ctx context.Context, args []string, stdout io.Writer) error {
+	var format string
+	c, id, err := parseExperimentArgs("results", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&format, "format", "table", "table, csv or json")
+	})
+	if err != nil {
+		return err
+	}
+	st, closeStore, err := openStore(ctx, &c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	rows, err := LoadResults(ctx, st, id)
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("experiment %s: no runs stored", id)
+	}
+	if err := WriteResults(stdout, format, rows); err != nil {
+		return err
+	}
+	if format == "table" {
+		return WriteCapacity(ctx, stdout, st, id)
+	}
 	return nil
 }

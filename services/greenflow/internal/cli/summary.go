@@ -3,8 +3,9 @@ package cli
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -88,13 +89,8 @@ func (c ConfigSummary) mean(metric string) float64 {
 }
 
 // summaryColumns are the headline metrics of the per-configuration table.
-var summaryColumns = []struct{ metric, title, format string }{
-	{results.ThroughputEPS, "EVENTS/s", "%.0f"},
-	{results.SUTEnergyJ, "SUT J", "%.2f"},
-	{results.NodeMeanPowerW, "NODE W", "%.2f"},
-	{results.SUTMicroJPerEvent, "SUT µJ/EVENT", "%.1f"},
-	{results.NodeMicroJPerEvent, "NODE µJ/EVENT", "%.1f"},
-}
+var summaryColumns = columnsOf(results.ThroughputEPS, results.SUTEnergyJ, results.NodeMeanPowerW, results.SUTMicroJPerEvent,
+	results.NodeMicroJPerEvent)
 
 // meanCI formats a summary as "mean ± half-width" (just the mean for one
 // run), with "!" when its CV exceeds cvThreshold.
@@ -137,7 +133,7 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs))}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, cvThreshold)
-			if s.Estimated && cell != "-" && (strings.Contains(c.title, "J") || strings.HasSuffix(c.title, " W")) {
+			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
 				cell += "*"
 				anyEst = true
 			}
@@ -179,18 +175,13 @@ func shortHash(h string) string {
 	return h
 }
 
-// sortedMetricNames lists the metrics of the summaries, sorted.
-func sortedMetricNames(sums []ConfigSummary) []string {
+// sortedKeys lists the keys of the maps of items, each once, sorted.
+func sortedKeys[T, V any](items []T, of func(T) map[string]V) []string {
 	set := map[string]bool{}
-	for _, s := range sums {
-		for m := range s.Metrics {
-			set[m] = true
+	for _, it := range items {
+		for k := range of(it) {
+			set[k] = true
 		}
 	}
-	out := make([]string, 0, len(set))
-	for m := range set {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
