@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/greenflow/greenflow/schemas"
 	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/schemas"
 )
 
 // Migration is one versioned file under schemas/clickhouse.

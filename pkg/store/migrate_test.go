@@ -197,3 +197,42 @@ func count(tb testing.TB, s *store.Store, q string) uint64 {
 	require.NoError(tb, s.Conn().QueryRow(context.Background(), q).Scan(&n), q)
 	return n
 }
+
+func TestMigrationsAreOrderedAndIdempotentUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	migs, err := store.Migrations()
+	require.NoError(t, err)
+	require.NotEmpty(t, migs)
+	for i := 1; i < len(migs); i++ {
+		require.Greater(t, migs[i].Version, migs[i-1].Version)
+	}
+
+	dsn := testenv.ClickHouseDSN(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Four services starting at once against an empty database.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := store.Open(ctx, dsn, testenv.Logger(t))
+			if err == nil {
+				_ = s.Close()
+			}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	s, err := store.Open(ctx, dsn, testenv.Logger(t))
+	require.NoError(t, err)
+	defer s.Close()
+	versions, err := s.AppliedVersions(ctx)
+	require.NoError(t, err)
+	require.Equal(t, migs[len(migs)-1].Version, versions[len(versions)-1])
+	require.Len(t, versions, len(migs), "each version recorded once after DISTINCT")
+}

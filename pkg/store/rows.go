@@ -59,6 +59,20 @@ func query(ctx context.Context, conn driver.Conn, what, q string, args []any, ea
 	return nil
 }
 
+// queryStrings runs a query of one string column and returns its values.
+func queryStrings(ctx context.Context, conn driver.Conn, what, q string, args ...any) ([]string, error) {
+	var out []string
+	err := query(ctx, conn, what, q, args, func(rows driver.Rows) error {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
 // inline replaces {NAME} in q with the integer vars[NAME]. Only integers
 // are inlined (the long array expressions of the window queries repeat
 // them many times); everything else is bound.

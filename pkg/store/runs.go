@@ -77,14 +77,5 @@ func (s *Store) ConfigRunIDs(ctx context.Context, experimentID, configHash strin
 		q += " AND NOT has(?, state)"
 		args = append(args, exceptStates)
 	}
-	var ids []string
-	err := query(ctx, s.conn, "read runs of configuration "+configHash, q+" ORDER BY run_id", args, func(rows driver.Rows) error {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return err
-		}
-		ids = append(ids, id)
-		return nil
-	})
-	return ids, err
+	return queryStrings(ctx, s.conn, "read runs of configuration "+configHash, q+" ORDER BY run_id", args...)
 }

@@ -234,35 +234,16 @@ func (s *Store) RolePeakPower(ctx context.Context, nodes []string, startMs, endM
 // NodesSampledFrom returns those of nodes with a node-total sample at or
 // after fromMs.
 func (s *Store) NodesSampledFrom(ctx context.Context, nodes []string, fromMs int64) ([]string, error) {
-	var out []string
-	err := query(ctx, s.conn, fmt.Sprintf("read nodes sampled from %d", fromMs),
-		`SELECT DISTINCT node FROM samples WHERE has(?, node) AND scope = 'node' AND ts_ms >= ? ORDER BY node`, []any{nodes, fromMs},
-		func(rows driver.Rows) error {
-			var n string
-			if err := rows.Scan(&n); err != nil {
-				return err
-			}
-			out = append(out, n)
-			return nil
-		})
-	return out, err
+	return queryStrings(ctx, s.conn, fmt.Sprintf("read nodes sampled from %d", fromMs),
+		`SELECT DISTINCT node FROM samples WHERE has(?, node) AND scope = 'node' AND ts_ms >= ? ORDER BY node`, nodes, fromMs)
 }
 
 // TargetsSampled returns those of the target ids with a process or pod
 // sample on nodes within [fromMs, toMs].
 func (s *Store) TargetsSampled(ctx context.Context, nodes, ids []string, fromMs, toMs int64) ([]string, error) {
-	var out []string
-	err := query(ctx, s.conn, fmt.Sprintf("read samples of targets %v", ids), `SELECT DISTINCT target_id FROM samples
+	return queryStrings(ctx, s.conn, fmt.Sprintf("read samples of targets %v", ids), `SELECT DISTINCT target_id FROM samples
 		WHERE has(?, node) AND scope IN ('process', 'pod') AND has(?, target_id) AND ts_ms >= ? AND ts_ms <= ? ORDER BY target_id`,
-		[]any{nodes, ids, fromMs, toMs}, func(rows driver.Rows) error {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			out = append(out, id)
-			return nil
-		})
-	return out, err
+		nodes, ids, fromMs, toMs)
 }
 
 // EachSample calls fn for every sample in (fromMs, toMs] — on nodes, or on

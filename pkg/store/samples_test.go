@@ -122,3 +122,31 @@ func TestSampleQueries(t *testing.T) {
 			{0, results.RoleUnattributed, 5}, {1, results.RoleUnattributed, 5}}, noRoles, "without targets every process is other")
 	})
 }
+
+func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	base := int64(1_760_000_000_123)
+	var in []store.Sample
+	for i := 0; i < 5; i++ {
+		in = append(in, store.Sample{TsMs: base + int64(i)*7, Node: "n1", Scope: "node", TargetID: "node/n1", Source: "model",
+			PowerW: 10, EnergyJ: float64(i) * 0.07, DeltaJ: 0.07, IntervalMs: 7, Estimated: true, Collector: "c1"})
+	}
+	require.NoError(t, s.InsertSamples(ctx, in))
+	rows, err := s.Conn().Query(ctx, "SELECT ts_ms, toUnixTimestamp(ts), estimated FROM samples ORDER BY ts_ms")
+	require.NoError(t, err)
+	defer rows.Close()
+	i := 0
+	for rows.Next() {
+		var ts int64
+		var sec uint32
+		var est uint8
+		require.NoError(t, rows.Scan(&ts, &sec, &est))
+		require.Equal(t, base+int64(i)*7, ts)
+		require.Equal(t, uint32(ts/1000), sec)
+		require.Equal(t, uint8(1), est)
+		i++
+	}
+	require.Equal(t, 5, i)
+}

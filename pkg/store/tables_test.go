@@ -121,3 +121,49 @@ func TestRunMetricQueries(t *testing.T) {
 	require.Equal(t, []store.SeriesEnd{{Name: "lag", Labels: `{}`, LatestMs: 9000, Last: 7}, {Name: "sent", Labels: `{"i":"a"}`, LatestMs: 3000, Last: 30},
 		{Name: "sent", Labels: `{"i":"b"}`, LatestMs: 1500, Last: 5}}, ends)
 }
+
+func TestReanalysisReplacesResults(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	first := []store.Result{
+		{Scope: "run", Metric: "energy_j", Value: 10, Unit: "J"},
+		{Scope: "run", Metric: "stale_metric", Value: 1, Unit: "1"},
+	}
+	require.NoError(t, s.ReplaceResults(ctx, "exp1", "run1", first))
+	second := []store.Result{{Scope: "run", Metric: "energy_j", Value: 12.5, Unit: "J", Estimated: true}}
+	require.NoError(t, s.ReplaceResults(ctx, "exp1", "run1", second))
+	require.NoError(t, s.ReplaceResults(ctx, "exp1", "run2", first[:1]))
+
+	got, err := s.Results(ctx, "exp1")
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	require.Equal(t, "run1", got[0].RunID)
+	require.Equal(t, 12.5, got[0].Value)
+	require.True(t, got[0].Estimated)
+	require.Equal(t, "run2", got[1].RunID)
+	require.Equal(t, 10.0, got[1].Value)
+}
+
+func TestRunsAndExperimentsUpsert(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: "running", RunsTotal: 2}))
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: "done", RunsTotal: 2}))
+	e, err := s.GetExperiment(ctx, "e1")
+	require.NoError(t, err)
+	require.Equal(t, "done", e.State)
+	_, err = s.GetExperiment(ctx, "nope")
+	require.ErrorIs(t, err, store.ErrNotFound)
+
+	// Written out of order, as two goroutines may: the higher version wins.
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: "done", MeasureStartMs: 5, MeasureEndMs: 9, Version: 7}}))
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: "measuring", Version: 6},
+		{ExperimentID: "e1", RunID: "r2", Index: 1, State: "pending", Version: 8}}))
+	runs, err := s.Runs(ctx, "e1")
+	require.NoError(t, err)
+	require.Len(t, runs, 2)
+	require.Equal(t, "done", runs[0].State)
+	require.Equal(t, int64(9), runs[0].MeasureEndMs)
+}
