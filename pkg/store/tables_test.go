@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -80,12 +81,12 @@ func TestRunQueries(t *testing.T) {
 	s := testenv.Store(t)
 	ctx := context.Background()
 	require.NoError(t, s.UpsertRuns(ctx, []store.Run{
-		{ExperimentID: "e1", RunID: "r1", ConfigHash: "c1", Config: `{"workload":{}}`, State: "done"},
-		{ExperimentID: "e1", RunID: "r2", ConfigHash: "c1", State: "failed"},
-		{ExperimentID: "e1", RunID: "r3", ConfigHash: "c1", State: "analyzing"},
-		{ExperimentID: "e1", RunID: "r4", ConfigHash: "c2", State: "done"},
+		{ExperimentID: "e1", RunID: "r1", ConfigHash: "c1", Config: `{"workload":{}}`, State: events.RunStateDone},
+		{ExperimentID: "e1", RunID: "r2", ConfigHash: "c1", State: events.RunStateFailed},
+		{ExperimentID: "e1", RunID: "r3", ConfigHash: "c1", State: events.RunStateAnalyzing},
+		{ExperimentID: "e1", RunID: "r4", ConfigHash: "c2", State: events.RunStateDone},
 	}))
-	ids, err := s.ConfigRunIDs(ctx, "e1", "c1", []string{"failed", "cancelled"})
+	ids, err := s.ConfigRunIDs(ctx, "e1", "c1", []string{events.RunStateFailed, events.RunStateCancelled})
 	require.NoError(t, err)
 	require.Equal(t, []string{"r1", "r3"}, ids)
 	ids, err = s.ConfigRunIDs(ctx, "e1", "c1", nil)
@@ -149,21 +150,21 @@ func TestRunsAndExperimentsUpsert(t *testing.T) {
 	t.Parallel()
 	s := testenv.Store(t)
 	ctx := context.Background()
-	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: "running", RunsTotal: 2}))
-	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: "done", RunsTotal: 2}))
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: events.ExperimentStateRunning, RunsTotal: 2}))
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: events.ExperimentStateDone, RunsTotal: 2}))
 	e, err := s.GetExperiment(ctx, "e1")
 	require.NoError(t, err)
-	require.Equal(t, "done", e.State)
+	require.Equal(t, events.ExperimentStateDone, e.State)
 	_, err = s.GetExperiment(ctx, "nope")
 	require.ErrorIs(t, err, store.ErrNotFound)
 
 	// Written out of order, as two goroutines may: the higher version wins.
-	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: "done", MeasureStartMs: 5, MeasureEndMs: 9, Version: 7}}))
-	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: "measuring", Version: 6},
-		{ExperimentID: "e1", RunID: "r2", Index: 1, State: "pending", Version: 8}}))
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: events.RunStateDone, MeasureStartMs: 5, MeasureEndMs: 9, Version: 7}}))
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: "r1", Index: 0, State: events.RunStateMeasuring, Version: 6},
+		{ExperimentID: "e1", RunID: "r2", Index: 1, State: events.RunStatePending, Version: 8}}))
 	runs, err := s.Runs(ctx, "e1")
 	require.NoError(t, err)
 	require.Len(t, runs, 2)
-	require.Equal(t, "done", runs[0].State)
+	require.Equal(t, events.RunStateDone, runs[0].State)
 	require.Equal(t, int64(9), runs[0].MeasureEndMs)
 }

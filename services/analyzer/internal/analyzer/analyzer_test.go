@@ -275,7 +275,7 @@ func runFixture(t *testing.T, st *store.Store, runID, configHash string, offsetM
 	factors := map[string]string{"workload.sensors": "100"}
 	fj, _ := json.Marshal(factors)
 	require.NoError(t, st.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: runID, Config: string(cfg), ConfigHash: configHash, Factors: string(fj),
-		State: "analyzing", MeasureStartMs: base, MeasureEndMs: base + 20000}}))
+		State: events.RunStateAnalyzing, MeasureStartMs: base, MeasureEndMs: base + 20000}}))
 	return &events.RunMeasured{ExperimentID: "e1", RunID: runID, ConfigHash: configHash, Factors: factors, MeasureStartMs: base, MeasureEndMs: base + 20000,
 		BaselineStart: base - 10000, BaselineEnd: base, RecordsSent: 30000, OfferedRate: 1000,
 		Targets: []events.Target{{ID: "process/" + runID + "/sut-0", Kind: "process", Node: "n1", Role: "sut"}}}

@@ -102,7 +102,7 @@ func setupOneHour(b *testing.B) {
 	}
 	cfg, _ := json.Marshal(spec.RunConfig{Workload: spec.Workload{Sensors: 5000, PeriodMs: 1000, Value: 10, Format: "avro"}})
 	if err := st.UpsertRuns(ctx, []store.Run{{ExperimentID: m.ExperimentID, RunID: m.RunID, Config: string(cfg), ConfigHash: "c",
-		State: "analyzing"}}); err != nil && oneHour.err == nil {
+		State: events.RunStateAnalyzing}}); err != nil && oneHour.err == nil {
 		oneHour.err = err
 	}
 	oneHour.m = m

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
@@ -104,7 +105,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func doneRows(rows []ResultRow) []ResultRow {
 	var out []ResultRow
 	for _, r := range rows {
-		if r.State == "done" && len(r.Metrics) > 0 {
+		if r.State == events.RunStateDone && len(r.Metrics) > 0 {
 			out = append(out, r)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -116,7 +117,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		if plotted >= maxRuns {
 			break
 		}
-		if r.State != "done" {
+		if r.State != events.RunStateDone {
 			continue
 		}
 		p, err := powerPlot(ctx, st, r, targets[r.RunID])
@@ -159,7 +160,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 func countDone(rows []ResultRow) int {
 	n := 0
 	for _, r := range rows {
-		if r.State == "done" {
+		if r.State == events.RunStateDone {
 			n++
 		}
 	}

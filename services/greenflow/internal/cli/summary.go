@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
@@ -48,7 +49,7 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	idx := map[string]int{}
 	values := map[string]map[string][]float64{}
 	for _, r := range rows {
-		if r.State != "done" || len(r.Metrics) == 0 {
+		if r.State != events.RunStateDone || len(r.Metrics) == 0 {
 			continue
 		}
 		k := configKey(r)

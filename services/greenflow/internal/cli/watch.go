@@ -39,7 +39,7 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 		case *events.ExperimentState:
 			fmt.Fprintf(out, "%s experiment %s: %s (%d/%d runs done, %d failed)%s\n", stamp(), m.ExperimentID, m.State, m.RunsDone, m.RunsTotal, m.RunsFailed,
 				reasonSuffix(m.Reason))
-			if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
+			if events.ExperimentFinal(m.State) {
 				final = m.State
 				cancel()
 			}
@@ -108,7 +108,7 @@ func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.
 	if err := WriteCapacity(ctx, stdout, st, id); err != nil {
 		return err
 	}
-	if final != "done" {
+	if final != events.ExperimentStateDone {
 		return fmt.Errorf("experiment %s ended %s", id, final)
 	}
 	return nil
