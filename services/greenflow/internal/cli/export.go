@@ -55,7 +55,6 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 	if err != nil {
 		return nil, err
 	}
-	runs, rows, targets := e.runs, e.rows, e.targets
 	res, err := st.Results(ctx, experimentID)
 	if err != nil {
 		return nil, err
@@ -63,120 +62,140 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create export dir: %w", err)
 	}
+	x := exporter{experiment: e, st: st, id: experimentID, results: res, hashOf: map[string]string{},
+		factorNames: sortedKeys(e.rows, func(r ResultRow) map[string]string { return r.Factors })}
+	for _, r := range e.runs {
+		x.hashOf[r.RunID] = r.ConfigHash
+	}
 	var written []string
-	write := func(name string, fill func(w *csv.Writer) error) error {
-		path := filepath.Join(dir, name)
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", path, err)
+	for _, f := range []struct {
+		name string
+		fill func(*csv.Writer) error
+	}{
+		{"runs.csv", x.runsCSV}, {"phases.csv", x.phasesCSV}, {"targets.csv", x.targetsCSV}, {"results.csv", x.resultsCSV},
+		{"samples.csv", func(w *csv.Writer) error { return x.samplesCSV(ctx, w) }}, {"summary.csv", x.summaryCSV},
+	} {
+		if f.name == "samples.csv" && !withSamples {
+			continue
 		}
-		cw := csv.NewWriter(f)
-		ferr := fill(cw)
-		cw.Flush()
-		if ferr == nil {
-			ferr = cw.Error()
-		}
-		if err := f.Close(); ferr == nil && err != nil {
-			ferr = err
-		}
-		if ferr != nil {
-			return fmt.Errorf("write %s: %w", path, ferr)
+		path := filepath.Join(dir, f.name)
+		if err := writeCSV(path, f.fill); err != nil {
+			return written, err
 		}
 		written = append(written, path)
-		return nil
 	}
-	factorNames := sortedKeys(rows, func(r ResultRow) map[string]string { return r.Factors })
-	hashOf := map[string]string{}
-	for _, r := range runs {
-		hashOf[r.RunID] = r.ConfigHash
-	}
-	g := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
+	return written, nil
+}
 
-	if err := write("runs.csv", func(w *csv.Writer) error {
-		head := []string{"experiment_id", "run_id", "index", "repetition", "config_hash", "state", "reason", "measure_start_ms", "measure_end_ms",
-			"duration_s"}
-		_ = w.Write(append(head, factorNames...))
-		for i, r := range runs {
-			rec := []string{experimentID, r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), r.ConfigHash, r.State, r.Reason,
-				i64(r.MeasureStartMs), i64(r.MeasureEndMs), g(float64(r.MeasureEndMs-r.MeasureStartMs) / 1000)}
-			for _, f := range factorNames {
-				rec = append(rec, rowFactors(rows, i, r.RunID)[f])
+// writeCSV writes the file at path with fill.
+func writeCSV(path string, fill func(*csv.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	cw := csv.NewWriter(f)
+	ferr := fill(cw)
+	cw.Flush()
+	if ferr == nil {
+		ferr = cw.Error()
+	}
+	if err := f.Close(); ferr == nil && err != nil {
+		ferr = err
+	}
+	if ferr != nil {
+		return fmt.Errorf("write %s: %w", path, ferr)
+	}
+	return nil
+}
+
+// exporter writes the files of one experiment's export.
+type exporter struct {
+	experiment
+	st          *store.Store
+	id          string
+	results     []store.Result
+	hashOf      map[string]string // config hash by run id
+	factorNames []string
+}
+
+// Cell formats of the CSV files.
+func csvFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+func csvInt(v int64) string     { return strconv.FormatInt(v, 10) }
+func csvUint(v uint32) string   { return strconv.Itoa(int(v)) }
+func csvBool(b bool) string     { return strconv.FormatBool(b) }
+
+func (x exporter) runsCSV(w *csv.Writer) error {
+	head := []string{"experiment_id", "run_id", "index", "repetition", "config_hash", "state", "reason", "measure_start_ms", "measure_end_ms",
+		"duration_s"}
+	_ = w.Write(append(head, x.factorNames...))
+	for i, r := range x.runs {
+		rec := []string{x.id, r.RunID, csvUint(r.Index), csvUint(r.Repetition), r.ConfigHash, r.State, r.Reason,
+			csvInt(r.MeasureStartMs), csvInt(r.MeasureEndMs), csvFloat(float64(r.MeasureEndMs-r.MeasureStartMs) / 1000)}
+		for _, f := range x.factorNames {
+			rec = append(rec, rowFactors(x.rows, i, r.RunID)[f])
+		}
+		_ = w.Write(rec)
+	}
+	return nil
+}
+
+func (x exporter) phasesCSV(w *csv.Writer) error {
+	_ = w.Write([]string{"run_id", "phase", "start_ms", "end_ms"})
+	for _, r := range x.runs {
+		_, _, phases := runSpan(r)
+		for _, p := range phases {
+			_ = w.Write([]string{r.RunID, p.Name, csvInt(p.StartMs), csvInt(p.EndMs)})
+		}
+	}
+	return nil
+}
+
+func (x exporter) targetsCSV(w *csv.Writer) error {
+	_ = w.Write([]string{"run_id", "target_id", "kind", "node", "role"})
+	for _, r := range x.runs {
+		for _, t := range x.targets[r.RunID] {
+			_ = w.Write([]string{t.RunID, t.TargetID, t.Kind, t.Node, t.Role})
+		}
+	}
+	return nil
+}
+
+func (x exporter) resultsCSV(w *csv.Writer) error {
+	_ = w.Write([]string{"experiment_id", "run_id", "config_hash", "scope", "subject", "metric", "value", "unit", "estimated"})
+	for _, r := range x.results {
+		_ = w.Write([]string{x.id, r.RunID, x.hashOf[r.RunID], r.Scope, r.Subject, r.Metric, csvFloat(r.Value), r.Unit, csvBool(r.Estimated)})
+	}
+	return nil
+}
+
+func (x exporter) samplesCSV(ctx context.Context, w *csv.Writer) error {
+	_ = w.Write([]string{"run_id", "phase", "ts_ms", "t_s", "node", "scope", "target_id", "component", "zone", "source", "power_w", "delta_j",
+		"interval_ms", "estimated"})
+	for _, r := range x.runs {
+		if err := exportSamples(ctx, x.st, w, r, x.targets[r.RunID]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x exporter) summaryCSV(w *csv.Writer) error {
+	head := []string{"experiment_id", "config_hash", "runs", "metric", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median", "min", "max",
+		"cv_flag", "pareto_optimal", "estimated"}
+	_ = w.Write(append(head, x.factorNames...))
+	for _, s := range SummarizeRuns(x.rows, DefaultLevel) {
+		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
+			v := s.Metrics[m]
+			rec := []string{x.id, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, strconv.Itoa(v.N), csvNum(v.Mean), csvNum(v.SD), csvNum(v.CV),
+				csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
+				csvBool(v.N >= 2 && v.CV > DefaultCVThreshold), csvBool(s.Pareto), csvBool(s.Estimated)}
+			for _, f := range x.factorNames {
+				rec = append(rec, s.Factors[f])
 			}
 			_ = w.Write(rec)
 		}
-		return nil
-	}); err != nil {
-		return written, err
 	}
-	if err := write("phases.csv", func(w *csv.Writer) error {
-		_ = w.Write([]string{"run_id", "phase", "start_ms", "end_ms"})
-		for _, r := range runs {
-			_, _, phases := runSpan(r)
-			for _, p := range phases {
-				_ = w.Write([]string{r.RunID, p.Name, i64(p.StartMs), i64(p.EndMs)})
-			}
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	if err := write("targets.csv", func(w *csv.Writer) error {
-		_ = w.Write([]string{"run_id", "target_id", "kind", "node", "role"})
-		for _, r := range runs {
-			for _, t := range targets[r.RunID] {
-				_ = w.Write([]string{t.RunID, t.TargetID, t.Kind, t.Node, t.Role})
-			}
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	if err := write("results.csv", func(w *csv.Writer) error {
-		_ = w.Write([]string{"experiment_id", "run_id", "config_hash", "scope", "subject", "metric", "value", "unit", "estimated"})
-		for _, r := range res {
-			_ = w.Write([]string{experimentID, r.RunID, hashOf[r.RunID], r.Scope, r.Subject, r.Metric, g(r.Value), r.Unit, strconv.FormatBool(r.Estimated)})
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	if withSamples {
-		if err := write("samples.csv", func(w *csv.Writer) error {
-			_ = w.Write([]string{"run_id", "phase", "ts_ms", "t_s", "node", "scope", "target_id", "component", "zone", "source", "power_w", "delta_j",
-				"interval_ms", "estimated"})
-			for _, r := range runs {
-				if err := exportSamples(ctx, st, w, r, targets[r.RunID]); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return written, err
-		}
-	}
-	sums := SummarizeRuns(rows, DefaultLevel)
-	if err := write("summary.csv", func(w *csv.Writer) error {
-		head := []string{"experiment_id", "config_hash", "runs", "metric", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median", "min", "max",
-			"cv_flag", "pareto_optimal", "estimated"}
-		_ = w.Write(append(head, factorNames...))
-		for _, s := range sums {
-			for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
-				x := s.Metrics[m]
-				rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, strconv.Itoa(x.N), csvNum(x.Mean), csvNum(x.SD), csvNum(x.CV),
-					g(x.Level), csvNum(x.CILow), csvNum(x.CIHigh), csvNum(x.Median), csvNum(x.Min), csvNum(x.Max),
-					strconv.FormatBool(x.N >= 2 && x.CV > DefaultCVThreshold), strconv.FormatBool(s.Pareto), strconv.FormatBool(s.Estimated)}
-				for _, f := range factorNames {
-					rec = append(rec, s.Factors[f])
-				}
-				_ = w.Write(rec)
-			}
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	return written, nil
+	return nil
 }
 
 // csvNum writes NaN as an empty cell, which notebooks read as missing.
@@ -184,7 +203,7 @@ func csvNum(v float64) string {
 	if v != v {
 		return ""
 	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
+	return csvFloat(v)
 }
 
 // rowFactors finds a run's factors among rows (rows and runs share order;
@@ -212,9 +231,8 @@ func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.
 	// One row per sample key: a row the collector wrote twice is exported
 	// once, merged or not.
 	return st.EachSample(ctx, nodesOf(targets), start, end, func(x store.Sample) error {
-		return w.Write([]string{r.RunID, phaseAt(phases, x.TsMs), strconv.FormatInt(x.TsMs, 10),
-			strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64), x.Node, x.Scope, x.TargetID,
-			component(x.Scope, x.Node, x.TargetID, roles), x.Zone, x.Source, strconv.FormatFloat(x.PowerW, 'g', -1, 64),
-			strconv.FormatFloat(x.DeltaJ, 'g', -1, 64), strconv.FormatUint(uint64(x.IntervalMs), 10), strconv.FormatBool(x.Estimated)})
+		return w.Write([]string{r.RunID, phaseAt(phases, x.TsMs), csvInt(x.TsMs), strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64),
+			x.Node, x.Scope, x.TargetID, component(x.Scope, x.Node, x.TargetID, roles), x.Zone, x.Source, csvFloat(x.PowerW), csvFloat(x.DeltaJ),
+			csvUint(x.IntervalMs), csvBool(x.Estimated)})
 	})
 }
