@@ -18,10 +18,11 @@
 // An analysis is gather, compute, write: gather (gather.go) reads every
 // input of a run from the store into Inputs — the only I/O; Compute
 // (compute.go, its rows in rows.go) is a pure function from Inputs to the
-// result rows and the run.analyzed event, with the verdict (Judge, verdict.go) one pure part
-// of it; AnalyzeAndStore writes the rows, the run's targets and its
-// configuration's statistics (summary.go, itself gather, summarize,
-// write). Result metric names, units and scopes come from pkg/results.
+// result rows and the run.analyzed event, with the verdict (Judge,
+// verdict.go) one pure part of it; AnalyzeAndStore writes the rows, the
+// run's targets and its configuration's statistics (summary.go, itself
+// gather, summarize, write). Result metric names, units and scopes come
+// from pkg/results.
 //
 // # Integration and gap policy
 //
