@@ -154,7 +154,7 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 	raw, err := s.GetLastMsgForSubject(ctx, bus.Subject(events.TypeRunTornDown))
 	require.NoError(t, err)
 	require.Equal(t, "run.torn_down", raw.Header.Get(bus.HeaderType))
-	require.Equal(t, strconv.Itoa(m.MessageVersion()), raw.Header.Get(bus.HeaderVersion))
+	require.Equal(t, strconv.Itoa(events.Version(m.MessageType())), raw.Header.Get(bus.HeaderVersion))
 	require.Equal(t, "e9", raw.Header.Get(bus.HeaderExperiment))
 	require.Equal(t, "e9-r1", raw.Header.Get(bus.HeaderRun))
 	require.Equal(t, "test", raw.Header.Get(bus.HeaderProducer))
