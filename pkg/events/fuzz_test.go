@@ -54,13 +54,18 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// The checked-in seed corpus holds a valid body of every registered type
-// and version, so a new version cannot miss its seed.
+// Every registered type and version has a valid seed: the newest from
+// filled() (FuzzDecode adds them), older ones from the checked-in corpus —
+// so a type that gets a new version cannot leave the old one unseeded, and
+// a new type needs no seed file of its own.
 func TestFuzzDecodeSeedCorpusCoversEveryVersion(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzDecode")
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	valid := map[string]bool{}
+	for _, m := range filled() {
+		valid[string(m.MessageType())+"/v"+strconv.Itoa(events.Version(m.MessageType()))] = true
+	}
 	for _, e := range entries {
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
 		require.NoError(t, err)
@@ -78,6 +83,6 @@ func TestFuzzDecodeSeedCorpusCoversEveryVersion(t *testing.T) {
 		}
 	}
 	for _, k := range events.Known() {
-		require.True(t, valid[k], "testdata/fuzz/FuzzDecode has no valid body of %s", k)
+		require.True(t, valid[k], "neither filled() nor testdata/fuzz/FuzzDecode has a valid body of %s", k)
 	}
 }
