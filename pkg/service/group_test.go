@@ -1,0 +1,110 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+// runGroup runs g until the test ends (or the returned cancel), returning
+// the channel Run's result arrives on.
+func runGroup(t *testing.T, g *service.Group) (context.CancelFunc, <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(cancel)
+	return cancel, done
+}
+
+func result(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("the group did not stop")
+		return nil
+	}
+}
+
+// Inside a component: a Group of its loops nested in the service's Group.
+// Check names what is not ready through both levels — a member still in
+// Init, a member whose Check fails — and what stopped.
+func TestGroupCheckNamesEveryComponentThroughNesting(t *testing.T) {
+	view := &slowStarter{release: make(chan struct{})}
+	var inner service.Group
+	inner.Add("view", view)
+	inner.Go("tick", func(ctx context.Context) error { <-ctx.Done(); return nil })
+	api := &slowStarter{release: make(chan struct{})}
+	var outer service.Group
+	outer.Add("scheduler", &inner)
+	outer.Add("api", api)
+
+	require.EqualError(t, outer.Check(), "scheduler: starting\napi: starting", "nothing runs before Run")
+	cancel, done := runGroup(t, &outer)
+	testenv.Eventually(t, 10*time.Second, "the inner group running", func() bool {
+		err := outer.Check()
+		return err != nil && err.Error() == "scheduler: view: starting\napi: starting"
+	})
+	close(view.release)
+	close(api.release)
+	testenv.Eventually(t, 10*time.Second, "ready", func() bool { return outer.Check() == nil })
+
+	broken := "kv bucket gone"
+	view.broken.Store(&broken)
+	require.EqualError(t, outer.Check(), "scheduler: view: kv bucket gone")
+	view.broken.Store(nil)
+
+	cancel()
+	require.NoError(t, result(t, done))
+	require.EqualError(t, outer.Check(), "scheduler: stopped\napi: stopped")
+	require.EqualError(t, inner.Check(), "view: stopped\ntick: stopped")
+}
+
+// The first component to fail ends the group: the others are cancelled,
+// and Run returns the error under the component's name (nested names for
+// a nested group, Init errors marked as such).
+func TestGroupFirstErrorStopsTheOthers(t *testing.T) {
+	cancelled := make(chan struct{})
+	var inner service.Group
+	inner.Go("consumer", func(ctx context.Context) error { return errors.New("declare consumer x: stream not found") })
+	var g service.Group
+	g.Go("waiter", func(ctx context.Context) error {
+		<-ctx.Done()
+		close(cancelled)
+		return ctx.Err() // a cancelled component's context error is not a failure
+	})
+	g.Add("loadgen", &inner)
+	_, done := runGroup(t, &g)
+	require.EqualError(t, result(t, done), "loadgen: consumer: declare consumer x: stream not found")
+	select {
+	case <-cancelled:
+	default:
+		t.Fatal("the other component was not cancelled")
+	}
+
+	var failing service.Group
+	var nested service.Group
+	nested.Add("view", initFails{})
+	failing.Add("scheduler", &nested)
+	_, done = runGroup(t, &failing)
+	require.EqualError(t, result(t, done), "scheduler: view: init: consumer scheduler: stream not found")
+}
+
+// A component that returns nil while the others run (a one-shot job) ends
+// the group without an error.
+func TestGroupEndsWhenAComponentReturns(t *testing.T) {
+	var g service.Group
+	g.Go("job", func(context.Context) error { return nil })
+	g.Go("server", func(ctx context.Context) error { <-ctx.Done(); return nil })
+	_, done := runGroup(t, &g)
+	require.NoError(t, result(t, done))
+	require.ErrorIs(t, g.Run(context.Background()), service.ErrGroupRan, "a group runs once")
+}
