@@ -182,3 +182,35 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 		t.Fatal("service did not stop")
 	}
 }
+
+func TestSplitList(t *testing.T) {
+	require.Equal(t, []string{"a:1", "b:2"}, svcmain.SplitList(" a:1, ,b:2,"))
+	require.Empty(t, svcmain.SplitList(""))
+}
+
+// A standalone binary (no NATS, no store) takes only the HTTP and logging
+// flags, gets no bus, and runs its component like any service.
+func TestStandaloneBinaryHasNoInfrastructure(t *testing.T) {
+	standalone := svcmain.Needs{Standalone: true, MetricsAddr: "127.0.0.1:0"}
+	nothing := func(*flag.FlagSet) svcmain.Builder {
+		return func(d svcmain.Deps) (service.Component, error) {
+			if d.Bus != nil || d.Store != nil {
+				return nil, errors.New("a standalone binary got infrastructure")
+			}
+			return service.Func(func(context.Context) error { return nil }), nil // a one-shot job
+		}
+	}
+	var usage bytes.Buffer
+	require.NoError(t, svcmain.Command(context.Background(), "sut", []string{"-h"}, &usage, standalone, nothing))
+	require.Contains(t, usage.String(), "-metrics-addr string")
+	require.Contains(t, usage.String(), `(default "127.0.0.1:0")`)
+	require.NotContains(t, usage.String(), "nats-url")
+	require.NotContains(t, usage.String(), "clickhouse-dsn")
+
+	err := svcmain.Command(context.Background(), "sut", []string{"--nats-url", "nats://x"}, io.Discard, standalone, nothing)
+	require.ErrorContains(t, err, "flag provided but not defined: -nats-url")
+	require.NoError(t, svcmain.Command(context.Background(), "sut", []string{"--log-level", "error"}, io.Discard, standalone, nothing))
+
+	err = svcmain.Run(context.Background(), "sut", svcmain.Common{LogLevel: "error"}, svcmain.Needs{Standalone: true, Store: true}, nothing(nil))
+	require.ErrorContains(t, err, "a standalone binary has no ClickHouse store")
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/greenflow/greenflow/pkg/uc3"
+	"github.com/greenflow/greenflow/services/uc3-processor/app"
 )
 
 // runMainEnv makes the test binary act as the command, so the tests can send
@@ -35,15 +36,15 @@ func TestMain(m *testing.M) {
 
 func TestRunReportsEveryConfigProblem(t *testing.T) {
 	var stderr bytes.Buffer
-	err := run(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
+	err := app.Run(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
 	require.ErrorContains(t, err, "brokers: must list at least one broker")
 	require.ErrorContains(t, err, `format: "xml" is not "avro" or "json"`)
 	require.ErrorContains(t, err, "window_advance: 0s is not a positive")
 
-	require.Error(t, run(context.Background(), []string{"--no-such-flag"}, &stderr))
-	require.ErrorContains(t, run(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
-	require.ErrorContains(t, run(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
-	require.NoError(t, run(context.Background(), []string{"-h"}, &stderr))
+	require.Error(t, app.Run(context.Background(), []string{"--no-such-flag"}, &stderr))
+	require.ErrorContains(t, app.Run(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
+	require.ErrorContains(t, app.Run(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
+	require.NoError(t, app.Run(context.Background(), []string{"-h"}, &stderr))
 	require.Contains(t, stderr.String(), "-emit-interval")
 }
 
@@ -136,5 +137,5 @@ func TestBinaryExitsNonZeroOnBadConfig(t *testing.T) {
 	var exitErr *exec.ExitError
 	require.ErrorAs(t, err, &exitErr)
 	require.Equal(t, 1, exitErr.ExitCode())
-	require.Contains(t, string(out), `uc3-processor: configure uc3 processor: format: "xml" is not "avro" or "json"`)
+	require.Contains(t, string(out), `uc3-processor: configure uc3-processor: format: "xml" is not "avro" or "json"`)
 }

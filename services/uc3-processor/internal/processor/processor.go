@@ -77,18 +77,19 @@ type Processor struct {
 }
 
 // New validates cfg and builds a processor; it does no I/O. The metrics are
-// registered on reg unless it is nil.
+// registered on reg unless it is nil. A configuration error names every
+// field at fault (the caller says what it was configuring).
 func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("configure uc3 processor: %w", err)
+		return nil, err
 	}
 	loc, err := time.LoadLocation(cfg.TimeZone)
 	if err != nil {
-		return nil, fmt.Errorf("configure uc3 processor: load time zone %q: %w", cfg.TimeZone, err)
+		return nil, fmt.Errorf("time_zone: load %q: %w", cfg.TimeZone, err)
 	}
 	aggCfg := aggregate.Config{Location: loc, Duration: cfg.WindowDuration, Advance: cfg.WindowAdvance}
 	if err := aggCfg.Validate(); err != nil {
-		return nil, fmt.Errorf("configure uc3 processor: %w", err)
+		return nil, err
 	}
 	if logger == nil {
 		logger = zap.NewNop()
