@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,41 +13,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
-
-// received collects the run ids a consumer handled.
-type received struct {
-	mu   sync.Mutex
-	runs []string
-}
-
-func (r *received) add(run string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.runs = append(r.runs, run)
-}
-
-func (r *received) has(run string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, x := range r.runs {
-		if x == run {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *received) count(run string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, x := range r.runs {
-		if x == run {
-			n++
-		}
-	}
-	return n
-}
 
 // A consumer keeps receiving across a NATS server restart — with its store,
 // and with an empty one (stream and durable consumer gone: the bus declares
@@ -72,8 +36,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 				return nil
 			})
 			require.ErrorContains(t, b.Check(), "consumer restart-test: not started", "declared but not running: not ready")
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
+			consumer := testenv.Go(t, ctx, c.Run)
 			testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
 
 			require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "before"}, ""))
@@ -102,7 +65,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 				time.Since(back).Round(time.Millisecond))
 			require.Equal(t, 1, got.count("before"), "an acknowledged message is not handled again")
 
-			redeclared := counterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "restart-test"})
+			redeclared := testenv.CounterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "restart-test"})
 			if emptyStore {
 				require.Equal(t, 1.0, redeclared, "the lost durable consumer was declared again")
 			} else {
@@ -113,13 +76,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, bus.StreamDeadLetter, sub.CachedInfo().Config.Name)
 
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(15 * time.Second):
-				t.Fatal("consumer did not stop")
-			}
+			require.NoError(t, consumer.Stop(15*time.Second, "the consumer"))
 		})
 	}
 }
@@ -136,12 +93,12 @@ func TestConsumerRedeclaresADeletedDurableConsumer(t *testing.T) {
 		got.add(d.Msg.(*events.LoadStop).RunID)
 		return nil
 	})
-	go func() { _ = c.Run(ctx) }()
+	testenv.Go(t, ctx, c.Run)
 	testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
 	require.NoError(t, b.JetStream().DeleteConsumer(ctx, bus.StreamLifecycle, "deleted-test"))
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "after-delete"}, ""))
 	testenv.Eventually(t, 20*time.Second, "message after the consumer was deleted", func() bool { return got.has("after-delete") })
-	require.Equal(t, 1.0, counterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "deleted-test"}))
+	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "deleted-test"}))
 	require.NoError(t, b.Check())
 }
 
@@ -173,7 +130,7 @@ func TestExpectedConsumersHoldReadinessUntilTheyConsume(t *testing.T) {
 	defer cancel()
 	nop := func(context.Context, bus.Delivery) error { return nil }
 	for _, spec := range []bus.ConsumerSpec{bus.ConsumerCollector("host-a/1"), bus.ConsumerAnalyzer, bus.ConsumerRecorder} {
-		go func() { _ = b.Consume(ctx, spec, nop) }()
+		consume(t, ctx, b, spec, nop)
 	}
 	testenv.Eventually(t, 10*time.Second, "ready once all three consume", func() bool { return b.Check() == nil })
 }

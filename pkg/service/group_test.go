@@ -12,28 +12,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-// runGroup runs g until the test ends (or the returned cancel), returning
-// the channel Run's result arrives on.
-func runGroup(t *testing.T, g *service.Group) (context.CancelFunc, <-chan error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(cancel)
-	return cancel, done
-}
-
-func result(t *testing.T, done <-chan error) error {
-	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(20 * time.Second):
-		t.Fatal("the group did not stop")
-		return nil
-	}
-}
-
 // Inside a component: a Group of its loops nested in the service's Group.
 // Check names what is not ready through both levels — a member still in
 // Init, a member whose Check fails — and what stopped.
@@ -48,7 +26,7 @@ func TestGroupCheckNamesEveryComponentThroughNesting(t *testing.T) {
 	outer.Add("api", api)
 
 	require.EqualError(t, outer.Check(), "scheduler: starting\napi: starting", "nothing runs before Run")
-	cancel, done := runGroup(t, &outer)
+	group := testenv.Go(t, context.Background(), outer.Run)
 	testenv.Eventually(t, 10*time.Second, "the inner group running", func() bool {
 		err := outer.Check()
 		return err != nil && err.Error() == "scheduler: view: starting\napi: starting"
@@ -62,8 +40,7 @@ func TestGroupCheckNamesEveryComponentThroughNesting(t *testing.T) {
 	require.EqualError(t, outer.Check(), "scheduler: view: kv bucket gone")
 	view.broken.Store(nil)
 
-	cancel()
-	require.NoError(t, result(t, done))
+	require.NoError(t, group.Stop(20*time.Second, "the group"))
 	require.EqualError(t, outer.Check(), "scheduler: stopped\napi: stopped")
 	require.EqualError(t, inner.Check(), "view: stopped\ntick: stopped")
 }
@@ -82,8 +59,7 @@ func TestGroupFirstErrorStopsTheOthers(t *testing.T) {
 		return ctx.Err() // a cancelled component's context error is not a failure
 	})
 	g.Add("loadgen", &inner)
-	_, done := runGroup(t, &g)
-	require.EqualError(t, result(t, done), "loadgen: consumer: declare consumer x: stream not found")
+	require.EqualError(t, testenv.Go(t, context.Background(), g.Run).Wait(20*time.Second, "the group"), "loadgen: consumer: declare consumer x: stream not found")
 	select {
 	case <-cancelled:
 	default:
@@ -94,8 +70,7 @@ func TestGroupFirstErrorStopsTheOthers(t *testing.T) {
 	var nested service.Group
 	nested.Add("view", initFails{})
 	failing.Add("scheduler", &nested)
-	_, done = runGroup(t, &failing)
-	require.EqualError(t, result(t, done), "scheduler: view: init: consumer scheduler: stream not found")
+	require.EqualError(t, testenv.Go(t, context.Background(), failing.Run).Wait(20*time.Second, "the group"), "scheduler: view: init: consumer scheduler: stream not found")
 }
 
 // A component that returns nil while the others run (a one-shot job) ends
@@ -104,7 +79,6 @@ func TestGroupEndsWhenAComponentReturns(t *testing.T) {
 	var g service.Group
 	g.Go("job", func(context.Context) error { return nil })
 	g.Go("server", func(ctx context.Context) error { <-ctx.Done(); return nil })
-	_, done := runGroup(t, &g)
-	require.NoError(t, result(t, done))
+	require.NoError(t, testenv.Go(t, context.Background(), g.Run).Wait(20*time.Second, "the group"))
 	require.ErrorIs(t, g.Run(context.Background()), service.ErrGroupRan, "a group runs once")
 }

@@ -22,18 +22,13 @@ func startServer(t *testing.T, reg *prometheus.Registry, health *service.Health,
 	t.Helper()
 	srv := service.NewHTTPServer("127.0.0.1:0", reg, health, testenv.Logger(t))
 	register(srv.Mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	run := testenv.Go(t, context.Background(), srv.Run)
+	t.Cleanup(func() { require.NoError(t, run.Stop(10*time.Second, "the http server")) })
 	select {
 	case addr := <-srv.Listening():
 		return "http://" + addr
-	case err := <-done:
-		t.Fatalf("http server did not start: %v", err)
+	case <-run.Exited():
+		t.Fatalf("http server did not start: %v", run.Err())
 	case <-time.After(10 * time.Second):
 		t.Fatal("http server did not start")
 	}
@@ -133,9 +128,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	health.Add("nats", checkFunc(func() error { return errors.New("nats connection reconnecting") }))
 	health.SetReady(true)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	group := testenv.Go(t, context.Background(), g.Run)
 	var url string
 	select {
 	case addr := <-srv.Listening():
@@ -167,8 +160,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code, "nats still down: %s", body)
 	require.NotContains(t, body, "worker")
 
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, group.Stop(10*time.Second, "the group"))
 	require.ErrorContains(t, g.Check(), "worker: stopped")
 }
 

@@ -128,9 +128,8 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	built := make(chan *bus.Bus, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- svcmain.Run(ctx, "probe", svcmain.Common{NATSURL: srv.URL(), MetricsAddr: addr, LogLevel: "error"}, svcmain.Needs{},
+	svc := testenv.Go(t, ctx, func(ctx context.Context) error {
+		return svcmain.Run(ctx, "probe", svcmain.Common{NATSURL: srv.URL(), MetricsAddr: addr, LogLevel: "error"}, svcmain.Needs{},
 			func(d svcmain.Deps) (service.Component, error) {
 				comp.c = d.Bus.NewConsumer(bus.ConsumerSpec{Durable: "probe", Types: []events.Type{events.TypeLoadStop}},
 					func(_ context.Context, dl bus.Delivery) error {
@@ -142,7 +141,7 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 				built <- d.Bus
 				return comp, nil
 			})
-	}()
+	})
 	b := <-built
 	var code int
 	var body string
@@ -174,13 +173,7 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	pcancel()
 	testenv.Eventually(t, 20*time.Second, "message published after the restart", func() bool { return comp.has("after") })
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("service did not stop")
-	}
+	require.NoError(t, svc.Stop(30*time.Second, "the service"))
 }
 
 func TestSplitList(t *testing.T) {

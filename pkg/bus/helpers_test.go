@@ -1,0 +1,77 @@
+package bus_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+// newBus connects a bus to an embedded NATS server of the test's own.
+func newBus(t *testing.T) *bus.Bus {
+	t.Helper()
+	b, _ := newBusWithRegistry(t)
+	return b
+}
+
+// newBusWithRegistry is newBus with the registry its metrics go to.
+func newBusWithRegistry(t *testing.T) (*bus.Bus, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := bus.Connect(ctx, testenv.NATS(t), "test", testenv.Logger(t), reg)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b, reg
+}
+
+// consume runs b.Consume until the test stops it or ends.
+func consume(t *testing.T, ctx context.Context, b *bus.Bus, spec bus.ConsumerSpec, h bus.Handler, opts ...bus.ConsumeOption) *testenv.Running {
+	t.Helper()
+	return testenv.Go(t, ctx, func(ctx context.Context) error { return b.Consume(ctx, spec, h, opts...) })
+}
+
+// dlq reads every dead-lettered message so far.
+func dlq(t *testing.T, b *bus.Bus, want int) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := b.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	var out []jetstream.Msg
+	for len(out) < want {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		require.NoError(t, err, "waiting for dead letter %d of %d", len(out)+1, want)
+		out = append(out, m)
+	}
+	return out
+}
+
+// received collects the run ids a consumer handled.
+type received struct {
+	mu   sync.Mutex
+	runs []string
+}
+
+func (r *received) add(run string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.runs = append(r.runs, run)
+}
+
+func (r *received) has(run string) bool { return r.count(run) > 0 }
+
+func (r *received) count(run string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(slices.DeleteFunc(slices.Clone(r.runs), func(x string) bool { return x != run }))
+}
