@@ -236,26 +236,18 @@ func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
 	msg.Header.Set(bus.HeaderRun, "e1-r1")
 	_, err := b.JetStream().PublishMsg(ctx, msg)
 	require.NoError(t, err)
-	select {
-	case g := <-got:
-		require.Equal(t, "load.start", g.typ)
-		require.Equal(t, "e1-r1", g.run)
-		require.Contains(t, g.reason, "undecodable")
-	case <-time.After(10 * time.Second):
-		t.Fatal("dead-letter hook not called for an undecodable message")
-	}
+	g := testenv.Receive(t, got, 10*time.Second, "dead-letter hook told of an undecodable message")
+	require.Equal(t, "load.start", g.typ)
+	require.Equal(t, "e1-r1", g.run)
+	require.Contains(t, g.reason, "undecodable")
 	// A valid one the handler rejects as permanent.
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r2"}, ""))
 	require.NoError(t, b.Publish(ctx, events.LoadStart{ExperimentID: "e1", RunID: "e1-r2", DurationMs: 1000,
 		Workload: events.Workload{Sensors: 1, PeriodMs: 1000, RatePerSec: 1, Format: "avro"},
 		Kafka:    events.Kafka{Brokers: []string{"127.0.0.1:1"}, InputTopic: "i", OutputTopic: "o", Partitions: 1}}, ""))
-	select {
-	case g := <-got:
-		require.Equal(t, "e1-r2", g.run)
-		require.Contains(t, g.reason, "rejected")
-	case <-time.After(10 * time.Second):
-		t.Fatal("dead-letter hook not called for a rejected message")
-	}
+	g = testenv.Receive(t, got, 10*time.Second, "dead-letter hook told of a rejected message")
+	require.Equal(t, "e1-r2", g.run)
+	require.Contains(t, g.reason, "rejected")
 }
 
 // A handler that is not ready yet (NotYet) gets the message back after the
@@ -279,11 +271,7 @@ func TestNotYetRetriesTheMessage(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
-	select {
-	case <-handled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a message the handler was not ready for never came back")
-	}
+	testenv.Receive(t, handled, 10*time.Second, "a message the handler was not ready for, back")
 	require.False(t, bus.IsPermanent(bus.NotYet(errTest)))
 }
 
@@ -310,11 +298,7 @@ func TestALongHandlerKeepsItsMessage(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("handler never finished")
-	}
+	testenv.Receive(t, done, 10*time.Second, "the handler finished")
 	// Past another ack wait: a redelivery would have arrived by now.
 	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool {
 		c, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, "slow")

@@ -25,13 +25,46 @@ func newBus(t *testing.T) *bus.Bus {
 // newBusWithRegistry is newBus with the registry its metrics go to.
 func newBusWithRegistry(t *testing.T) (*bus.Bus, *prometheus.Registry) {
 	t.Helper()
+	return newBusAt(t, testenv.NATS(t))
+}
+
+// newBusAt connects a bus to the NATS server at url; it is closed when
+// the test ends.
+func newBusAt(t *testing.T, url string) (*bus.Bus, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := bus.Connect(ctx, testenv.NATS(t), "test", testenv.Logger(t), reg)
+	b, err := bus.Connect(ctx, url, "test", testenv.Logger(t), reg)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	return b, reg
+}
+
+// restartNATS stops srv, waits until b — and every check in down — says
+// it is not ready, starts srv again (with an empty store when empty) and
+// waits until b is ready; it returns when srv was started again.
+func restartNATS(t *testing.T, srv *testenv.RestartableNATS, b *bus.Bus, empty bool, down ...func() error) (back time.Time) {
+	t.Helper()
+	srv.Stop()
+	testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool {
+		for _, check := range append([]func() error{b.Check}, down...) {
+			if check() == nil {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("during the outage: %v", b.Check())
+	if empty {
+		srv.StartEmpty()
+	} else {
+		srv.Start()
+	}
+	back = time.Now()
+	testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
+	t.Logf("ready %s after the server was back", time.Since(back).Round(time.Millisecond))
+	return back
 }
 
 // consume runs b.Consume until the test stops it or ends.

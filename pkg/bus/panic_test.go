@@ -61,12 +61,8 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 			require.Equal(t, "boom", dead[0].Headers().Get(bus.HeaderExperiment))
 			require.Equal(t, "panic: assignment to entry in nil map", dead[0].Headers().Get(bus.HeaderDLQReason))
 			require.Equal(t, "1", dead[0].Headers().Get(bus.HeaderDLQDeliver), "dead-lettered at the first delivery, not retried")
-			select {
-			case got := <-hooked:
-				require.Equal(t, "boom panic: assignment to entry in nil map", got)
-			case <-time.After(10 * time.Second):
-				t.Fatal("dead-letter hook not called for the panicking message")
-			}
+			require.Equal(t, "boom panic: assignment to entry in nil map",
+				testenv.Receive(t, hooked, 10*time.Second, "dead-letter hook told of the panicking message"))
 			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "panicky"}))
 			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_messages_dead_lettered_total", map[string]string{"consumer": "panicky"}))
 
@@ -92,12 +88,7 @@ func TestPanickingDeadLetterHookDoesNotStopTheConsumer(t *testing.T) {
 	}, bus.OnDeadLetter(func(context.Context, nats.Header, string) { panic("hook defect") }))
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "reject", RunID: "r1"}, ""))
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "next", RunID: "r1"}, ""))
-	select {
-	case got := <-handled:
-		require.Equal(t, "next", got)
-	case <-time.After(10 * time.Second):
-		t.Fatal("consumer stopped after its dead-letter hook panicked")
-	}
+	require.Equal(t, "next", testenv.Receive(t, handled, 10*time.Second, "the next message handled after the dead-letter hook panicked"))
 	require.Len(t, dlq(t, b, 1), 1)
 	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "hook-panics"}))
 }

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -22,12 +21,9 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 		name := map[bool]string{false: "same_store", true: "empty_store"}[emptyStore]
 		t.Run(name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
-			reg := prometheus.NewRegistry()
+			b, reg := newBusAt(t, srv.URL())
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			b, err := bus.Connect(ctx, srv.URL(), "test", testenv.Logger(t), reg)
-			require.NoError(t, err)
-			defer b.Close()
 
 			var got received
 			spec := bus.ConsumerSpec{Durable: "restart-test", Types: []events.Type{events.TypeLoadStop}}
@@ -42,27 +38,13 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 			require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "before"}, ""))
 			testenv.Eventually(t, 10*time.Second, "message before the restart", func() bool { return got.has("before") })
 
-			srv.Stop()
-			testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool {
-				err := b.Check()
-				return err != nil && c.Check() != nil
-			})
-			t.Logf("during the outage: %v", b.Check())
-			if emptyStore {
-				srv.StartEmpty()
-			} else {
-				srv.Start()
-			}
-			back := time.Now()
-			testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
-			ready := time.Since(back)
+			back := restartNATS(t, srv, b, emptyStore, c.Check)
 
 			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 			require.NoError(t, b.Publish(pctx, events.LoadStop{ExperimentID: "e", RunID: "after"}, ""))
 			pcancel()
 			testenv.Eventually(t, 20*time.Second, "message published after the restart", func() bool { return got.has("after") })
-			t.Logf("ready %s after the server was back; the first message after it handled at %s", ready.Round(time.Millisecond),
-				time.Since(back).Round(time.Millisecond))
+			t.Logf("the first message after the restart handled %s after the server was back", time.Since(back).Round(time.Millisecond))
 			require.Equal(t, 1, got.count("before"), "an acknowledged message is not handled again")
 
 			redeclared := testenv.CounterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "restart-test"})

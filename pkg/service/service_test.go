@@ -129,13 +129,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	health.SetReady(true)
 
 	group := testenv.Go(t, context.Background(), g.Run)
-	var url string
-	select {
-	case addr := <-srv.Listening():
-		url = "http://" + addr + "/healthz"
-	case <-time.After(10 * time.Second):
-		t.Fatal("not listening")
-	}
+	url := "http://" + testenv.Receive(t, srv.Listening(), 10*time.Second, "the server listening") + "/healthz"
 
 	code, body := get(t, url)
 	require.Equal(t, http.StatusServiceUnavailable, code)

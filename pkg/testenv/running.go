@@ -76,6 +76,21 @@ func (r *Running) Stop(within time.Duration, what string) error {
 	return r.Wait(within, what)
 }
 
+// Receive waits up to within for a value on ch — a closed channel counts,
+// with its zero value — and returns it; the test fails, naming what it
+// waited for, when none comes.
+func Receive[T any](tb testing.TB, ch <-chan T, within time.Duration, what string) T {
+	tb.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(within):
+		tb.Fatalf("%s: nothing within %s", what, within)
+		var zero T
+		return zero
+	}
+}
+
 // CounterValue sums the samples of the counter family name in g whose
 // labels include every pair of want (nil: all samples): what a dashboard
 // shows for that selector.

@@ -60,3 +60,12 @@ func TestCounterValueSumsTheMatchingSamples(t *testing.T) {
 	require.Equal(t, 2.0, testenv.CounterValue(t, reg, "x_total", map[string]string{"consumer": "a", "outcome": "ok"}))
 	require.Zero(t, testenv.CounterValue(t, reg, "y_total", nil))
 }
+
+func TestReceive(t *testing.T) {
+	ch := make(chan string, 1)
+	ch <- "addr"
+	require.Equal(t, "addr", testenv.Receive(t, ch, 10*time.Second, "a value"))
+	closed := make(chan struct{})
+	close(closed)
+	testenv.Receive(t, closed, 10*time.Second, "a closed channel")
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/pkg/uc3"
 	"github.com/greenflow/greenflow/services/uc3-processor/app"
 )
@@ -61,15 +62,9 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-
 	addr := make(chan string, 1)
 	var logs bytes.Buffer
-	go func() {
+	proc := testenv.Go(t, context.Background(), func(context.Context) error {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			logs.Write(append(sc.Bytes(), '\n'))
@@ -81,16 +76,11 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 				addr <- line.Addr
 			}
 		}
-		exited <- cmd.Wait()
-	}()
+		return cmd.Wait()
+	})
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // before the wait Go's cleanup does
 
-	var metricsURL string
-	select {
-	case a := <-addr:
-		metricsURL = "http://" + a
-	case <-time.After(20 * time.Second):
-		t.Fatal("the command did not start its HTTP server")
-	}
+	metricsURL := "http://" + testenv.Receive(t, addr, 20*time.Second, "the command's HTTP server started")
 
 	get := func(path string) (int, string) {
 		resp, err := http.Get(metricsURL + path)
@@ -120,13 +110,7 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 
 	began := time.Now()
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		exited <- err // for the cleanup
-		require.NoError(t, err, "exit status; logs:\n%s", logs.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
-	}
+	require.NoError(t, proc.Wait(10*time.Second, "the command after SIGTERM"), "exit status; logs:\n%s", logs.String())
 	require.Less(t, time.Since(began), 5*time.Second)
 }
 
