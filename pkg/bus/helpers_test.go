@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
@@ -87,6 +88,17 @@ func dlq(t *testing.T, b *bus.Bus, want int) []jetstream.Msg {
 		out = append(out, m)
 	}
 	return out
+}
+
+// receiving declares a consumer of load.stop, durable, that collects the
+// run ids it handles.
+func receiving(b *bus.Bus, durable string) (*bus.Consumer, *received) {
+	got := &received{}
+	spec := bus.ConsumerSpec{Durable: durable, Types: []events.Type{events.TypeLoadStop}}
+	return b.NewConsumer(spec, func(_ context.Context, d bus.Delivery) error {
+		got.add(d.Msg.(*events.LoadStop).RunID)
+		return nil
+	}), got
 }
 
 // received collects the run ids a consumer handled.

@@ -25,12 +25,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 
-			var got received
-			spec := bus.ConsumerSpec{Durable: "restart-test", Types: []events.Type{events.TypeLoadStop}}
-			c := b.NewConsumer(spec, func(_ context.Context, d bus.Delivery) error {
-				got.add(d.Msg.(*events.LoadStop).RunID)
-				return nil
-			})
+			c, got := receiving(b, "restart-test")
 			require.ErrorContains(t, b.Check(), "consumer restart-test: not started", "declared but not running: not ready")
 			consumer := testenv.Go(t, ctx, c.Run)
 			testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
@@ -69,12 +64,7 @@ func TestConsumerRedeclaresADeletedDurableConsumer(t *testing.T) {
 	b, reg := newBusWithRegistry(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var got received
-	spec := bus.ConsumerSpec{Durable: "deleted-test", Types: []events.Type{events.TypeLoadStop}}
-	c := b.NewConsumer(spec, func(_ context.Context, d bus.Delivery) error {
-		got.add(d.Msg.(*events.LoadStop).RunID)
-		return nil
-	})
+	c, got := receiving(b, "deleted-test")
 	testenv.Go(t, ctx, c.Run)
 	testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
 	require.NoError(t, b.JetStream().DeleteConsumer(ctx, bus.StreamLifecycle, "deleted-test"))

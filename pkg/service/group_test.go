@@ -16,11 +16,11 @@ import (
 // Check names what is not ready through both levels — a member still in
 // Init, a member whose Check fails — and what stopped.
 func TestGroupCheckNamesEveryComponentThroughNesting(t *testing.T) {
-	view := &slowStarter{release: make(chan struct{})}
+	view := &slowStarter{release: testenv.NewGate()}
 	var inner service.Group
 	inner.Add("view", view)
 	inner.Go("tick", func(ctx context.Context) error { <-ctx.Done(); return nil })
-	api := &slowStarter{release: make(chan struct{})}
+	api := &slowStarter{release: testenv.NewGate()}
 	var outer service.Group
 	outer.Add("scheduler", &inner)
 	outer.Add("api", api)
@@ -31,8 +31,8 @@ func TestGroupCheckNamesEveryComponentThroughNesting(t *testing.T) {
 		err := outer.Check()
 		return err != nil && err.Error() == "scheduler: view: starting\napi: starting"
 	})
-	close(view.release)
-	close(api.release)
+	view.release.Open()
+	api.release.Open()
 	testenv.Eventually(t, 10*time.Second, "ready", func() bool { return outer.Check() == nil })
 
 	broken := "kv bucket gone"

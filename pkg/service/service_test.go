@@ -91,18 +91,11 @@ func TestPanicAfterTheResponseStartedIsContained(t *testing.T) {
 // slowStarter needs an Init before it can work, and can tell whether it
 // can work (its Check) afterwards.
 type slowStarter struct {
-	release chan struct{}
+	release testenv.Gate
 	broken  atomic.Pointer[string]
 }
 
-func (s *slowStarter) Init(ctx context.Context) error {
-	select {
-	case <-s.release:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (s *slowStarter) Init(ctx context.Context) error { return s.release.Wait(ctx) }
 
 func (s *slowStarter) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 
@@ -119,7 +112,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	health := &service.Health{}
 	reg := prometheus.NewRegistry()
 	srv := service.NewHTTPServer("127.0.0.1:0", reg, health, testenv.Logger(t))
-	comp := &slowStarter{release: make(chan struct{})}
+	comp := &slowStarter{release: testenv.NewGate()}
 	var g service.Group
 	g.Add("http", srv)
 	g.Add("worker", comp)
@@ -136,7 +129,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	require.Contains(t, body, "- worker: starting")
 	require.Contains(t, body, "- nats: nats connection reconnecting")
 
-	close(comp.release)
+	comp.release.Open()
 	broken := "broker unreachable"
 	comp.broken.Store(&broken)
 	testenv.Eventually(t, 10*time.Second, "worker started", func() bool {

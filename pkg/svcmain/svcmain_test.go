@@ -71,19 +71,12 @@ func TestServiceWhoseConsumerCannotStartExitsNonZero(t *testing.T) {
 // an Init that waits to be released (as a KV view waits to sync).
 type component struct {
 	c       *bus.Consumer
-	release chan struct{}
+	release testenv.Gate
 	mu      sync.Mutex
 	got     []string
 }
 
-func (c *component) Init(ctx context.Context) error {
-	select {
-	case <-c.release:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (c *component) Init(ctx context.Context) error { return c.release.Wait(ctx) }
 
 func (c *component) Run(ctx context.Context) error { return c.c.Run(ctx) }
 
@@ -124,7 +117,7 @@ func healthz(addr string) (int, string) {
 func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	srv := testenv.NewRestartableNATS(t)
 	addr := freeAddr(t)
-	comp := &component{release: make(chan struct{})}
+	comp := &component{release: testenv.NewGate()}
 	built := make(chan *bus.Bus, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -153,7 +146,7 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	require.Contains(t, body, "- probe: starting")
 	require.Contains(t, body, "- nats: consumer probe: not started")
 
-	close(comp.release)
+	comp.release.Open()
 	testenv.Eventually(t, 10*time.Second, "ready", func() bool { code, body = healthz(addr); return code == http.StatusOK })
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "before"}, ""))
 	testenv.Eventually(t, 10*time.Second, "message before the restart", func() bool { return comp.has("before") })

@@ -69,3 +69,13 @@ func TestReceive(t *testing.T) {
 	close(closed)
 	testenv.Receive(t, closed, 10*time.Second, "a closed channel")
 }
+
+func TestGate(t *testing.T) {
+	g := testenv.NewGate()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, g.Wait(ctx), context.Canceled, "a closed gate holds until the context ends")
+	g.Open()
+	require.NoError(t, g.Wait(context.Background()))
+	require.NoError(t, g.Wait(context.Background()), "an open gate stays open")
+}
