@@ -30,7 +30,7 @@ import (
 const envChild = "GREENFLOW_SVCMAIN_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) == "1" {
+	testenv.RunAsChild(envChild, func() {
 		os.Args = []string{"broken-service", "--nats-url", os.Getenv("GREENFLOW_SVCMAIN_TEST_NATS"), "--metrics-addr", "", "--log-level", "error"}
 		svcmain.Main("broken-service", svcmain.Needs{}, func(*flag.FlagSet) svcmain.Builder {
 			return func(d svcmain.Deps) (service.Component, error) {
@@ -39,16 +39,15 @@ func TestMain(m *testing.M) {
 				return service.Func(c.Run), nil
 			}
 		})
-		os.Exit(0) // Main returned: it should have exited non-zero
-	}
+		// Main returned: it should have exited non-zero; RunAsChild exits 0.
+	})
 	testenv.Main(m)
 }
 
 // A service whose consumer fails to start exits non-zero with the reason,
 // as a separate process: it never runs half-alive.
 func TestServiceWhoseConsumerCannotStartExitsNonZero(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"=1", "GREENFLOW_SVCMAIN_TEST_NATS="+testenv.NATS(t))
+	cmd := testenv.Child(envChild, []string{"-test.run=^$"}, "GREENFLOW_SVCMAIN_TEST_NATS="+testenv.NATS(t))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	done := make(chan error, 1)

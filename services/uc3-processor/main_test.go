@@ -28,10 +28,7 @@ import (
 const runMainEnv = "GREENFLOW_UC3_PROCESSOR_RUN_MAIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(runMainEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
+	testenv.RunAsChild(runMainEnv, main)
 	os.Exit(m.Run())
 }
 
@@ -57,8 +54,7 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 	t.Cleanup(cluster.Close)
 	brokers := strings.Join(cluster.ListenAddrs(), ",")
 
-	cmd := exec.Command(os.Args[0], "--brokers", brokers, "--emit-interval", "50ms", "--metrics-addr", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd := testenv.Child(runMainEnv, []string{"--brokers", brokers, "--emit-interval", "50ms", "--metrics-addr", "127.0.0.1:0"})
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -115,8 +111,7 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 }
 
 func TestBinaryExitsNonZeroOnBadConfig(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "--format", "xml")
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd := testenv.Child(runMainEnv, []string{"--format", "xml"})
 	out, err := cmd.CombinedOutput()
 	var exitErr *exec.ExitError
 	require.ErrorAs(t, err, &exitErr)
