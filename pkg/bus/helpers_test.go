@@ -17,21 +17,21 @@ import (
 )
 
 // newBus connects a bus to an embedded NATS server of the test's own.
-func newBus(t *testing.T) *bus.Bus {
+func newBus(t testing.TB) *bus.Bus {
 	t.Helper()
 	b, _ := newBusWithRegistry(t)
 	return b
 }
 
 // newBusWithRegistry is newBus with the registry its metrics go to.
-func newBusWithRegistry(t *testing.T) (*bus.Bus, *prometheus.Registry) {
+func newBusWithRegistry(t testing.TB) (*bus.Bus, *prometheus.Registry) {
 	t.Helper()
 	return newBusAt(t, testenv.NATS(t))
 }
 
 // newBusAt connects a bus to the NATS server at url; it is closed when
 // the test ends.
-func newBusAt(t *testing.T, url string) (*bus.Bus, *prometheus.Registry) {
+func newBusAt(t testing.TB, url string) (*bus.Bus, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -45,7 +45,7 @@ func newBusAt(t *testing.T, url string) (*bus.Bus, *prometheus.Registry) {
 // restartNATS stops srv, waits until b — and every check in down — says
 // it is not ready, starts srv again (with an empty store when empty) and
 // waits until b is ready; it returns when srv was started again.
-func restartNATS(t *testing.T, srv *testenv.RestartableNATS, b *bus.Bus, empty bool, down ...func() error) (back time.Time) {
+func restartNATS(t testing.TB, srv *testenv.RestartableNATS, b *bus.Bus, empty bool, down ...func() error) (back time.Time) {
 	t.Helper()
 	srv.Stop()
 	testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool {
@@ -69,13 +69,13 @@ func restartNATS(t *testing.T, srv *testenv.RestartableNATS, b *bus.Bus, empty b
 }
 
 // consume runs b.Consume until the test stops it or ends.
-func consume(t *testing.T, ctx context.Context, b *bus.Bus, spec bus.ConsumerSpec, h bus.Handler, opts ...bus.ConsumeOption) *testenv.Running {
+func consume(t testing.TB, ctx context.Context, b *bus.Bus, spec bus.ConsumerSpec, h bus.Handler, opts ...bus.ConsumeOption) *testenv.Running {
 	t.Helper()
 	return testenv.Go(t, ctx, func(ctx context.Context) error { return b.Consume(ctx, spec, h, opts...) })
 }
 
 // dlq reads every dead-lettered message so far.
-func dlq(t *testing.T, b *bus.Bus, want int) []jetstream.Msg {
+func dlq(t testing.TB, b *bus.Bus, want int) []jetstream.Msg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -23,7 +23,7 @@ type watched struct {
 	lost    []string // keys deleted because their bucket was lost (bus.KeyLost)
 }
 
-func follow(t *testing.T, w jetstream.KeyWatcher) *watched {
+func follow(t testing.TB, w jetstream.KeyWatcher) *watched {
 	t.Helper()
 	v := &watched{values: map[string]string{}}
 	go func() {

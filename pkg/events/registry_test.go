@@ -19,7 +19,7 @@ func TestRegistryAgreesWithTheSchemaFiles(t *testing.T) {
 
 // schemaFiles copies the embedded schema files into a map a test can
 // change.
-func schemaFiles(t *testing.T) fstest.MapFS {
+func schemaFiles(t testing.TB) fstest.MapFS {
 	t.Helper()
 	out := fstest.MapFS{}
 	names, err := fs.Glob(events.EmbeddedSchemas(), "*.json")
@@ -33,7 +33,7 @@ func schemaFiles(t *testing.T) fstest.MapFS {
 }
 
 // entry returns the index of t in reg.
-func entry(t *testing.T, reg []events.Entry, typ events.Type) int {
+func entry(t testing.TB, reg []events.Entry, typ events.Type) int {
 	t.Helper()
 	for i, e := range reg {
 		if e.Type == typ {

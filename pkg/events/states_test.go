@@ -27,7 +27,7 @@ func TestFinalStates(t *testing.T) {
 }
 
 // stateEnum is the enum of the state property of a schema file.
-func stateEnum(t *testing.T, file string) []string {
+func stateEnum(t testing.TB, file string) []string {
 	t.Helper()
 	b, err := fs.ReadFile(events.EmbeddedSchemas(), file)
 	require.NoError(t, err)

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // cluster starts kfake with the run's topics and returns an admin client and
 // a producer, closed at cleanup.
-func cluster(t *testing.T) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
+func cluster(t testing.TB) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input-r1", "output-r1"))
 	require.NoError(t, err)
@@ -30,7 +30,7 @@ func cluster(t *testing.T) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
 	return c, kadm.NewClient(cl), cl
 }
 
-func produce(t *testing.T, cl *kgo.Client, topic string, n int) {
+func produce(t testing.TB, cl *kgo.Client, topic string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

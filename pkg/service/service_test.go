@@ -18,7 +18,7 @@ import (
 )
 
 // startServer runs an HTTPServer on a free port until the test ends.
-func startServer(t *testing.T, reg *prometheus.Registry, health *service.Health, register func(*http.ServeMux)) string {
+func startServer(t testing.TB, reg *prometheus.Registry, health *service.Health, register func(*http.ServeMux)) string {
 	t.Helper()
 	srv := service.NewHTTPServer("127.0.0.1:0", reg, health, testenv.Logger(t))
 	register(srv.Mux)
@@ -35,7 +35,7 @@ func startServer(t *testing.T, reg *prometheus.Registry, health *service.Health,
 	return ""
 }
 
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)
