@@ -16,6 +16,7 @@ import (
 )
 
 func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -57,6 +58,7 @@ func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
 }
 
 func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -108,6 +110,7 @@ func (testErr) Error() string { return "test failure" }
 var errTest = testErr{}
 
 func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx := context.Background()
 	m := events.RunTornDown{ExperimentID: "e9", RunID: "e9-r1", TsMs: 1}
@@ -132,6 +135,7 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 // consumer (Workers > 1), a slow message of one run does not hold up another
 // run's, and each run's messages are handled in publication order.
 func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -179,6 +183,7 @@ func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
 // TestQueuedMessagesAreNotRedeliveredWhileTheyWait: a message waiting behind
 // its run's long handler for longer than AckWait is delivered once.
 func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -218,6 +223,7 @@ func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
 // A consumer told about what it dead-letters can answer the sender: the hook
 // gets the message's headers and the reason, for undecodable messages too.
 func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -253,6 +259,7 @@ func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
 // A handler that is not ready yet (NotYet) gets the message back after the
 // backoff, like a failure, and then handles it.
 func TestNotYetRetriesTheMessage(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -279,6 +286,7 @@ func TestNotYetRetriesTheMessage(t *testing.T) {
 // message (the bus extends the deadline while it runs): it is handled
 // once, not redelivered to another consumer mid-way.
 func TestALongHandlerKeepsItsMessage(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

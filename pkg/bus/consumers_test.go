@@ -12,6 +12,7 @@ import (
 // Every message a service consumes (events registry) is read by exactly one
 // of its durable consumers, and no consumer reads more.
 func TestConsumersAgreeWithTheEventsRegistry(t *testing.T) {
+	t.Parallel()
 	require.NoError(t, bus.CheckConsumers(events.Entries()))
 	require.Equal(t, []string{"provisioner", "provisioner-states"}, bus.ExpectedConsumers("provisioner"))
 	require.Equal(t, []string{"energy-collector-*"}, bus.ExpectedConsumers("energy-collector"))
@@ -23,6 +24,7 @@ func TestConsumersAgreeWithTheEventsRegistry(t *testing.T) {
 // A registry entry that a service's consumers do not follow fails the
 // check, naming the service, the type and the consumer.
 func TestCheckConsumersFindsWhatNoConsumerReads(t *testing.T) {
+	t.Parallel()
 	at := func(reg []events.Entry, typ events.Type) *events.Entry {
 		for i := range reg {
 			if reg[i].Type == typ {

@@ -76,6 +76,7 @@ func (v *watched) is(want map[string]string) bool {
 // (lost by every restart) is declared again. Watches of all keys and of
 // some keys (WatchFiltered) alike.
 func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		emptyStore bool
@@ -159,6 +160,7 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 // — up and silent, never an error — which left the provisioner ready after
 // a restart while no record change reached its reconciler.
 func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		filters    []string

@@ -20,6 +20,7 @@ import (
 // panic is counted, and the next messages — of the same run too — are
 // handled. Checked for a single-worker consumer and for one with Workers.
 func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) {
+	t.Parallel()
 	for _, workers := range []int{1, 4} {
 		t.Run(map[int]string{1: "one_worker", 4: "four_workers"}[workers], func(t *testing.T) {
 			b, reg := newBusWithRegistry(t)
@@ -73,6 +74,7 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 
 // A panic in the dead-letter hook itself is contained too.
 func TestPanickingDeadLetterHookDoesNotStopTheConsumer(t *testing.T) {
+	t.Parallel()
 	b, reg := newBusWithRegistry(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -96,6 +98,7 @@ func TestPanickingDeadLetterHookDoesNotStopTheConsumer(t *testing.T) {
 // A request-reply handler wrapped by SafeMsgHandler answers a panic with an
 // error reply and goes on answering.
 func TestSafeMsgHandlerAnswersAPanicWithAnErrorAndKeepsServing(t *testing.T) {
+	t.Parallel()
 	b, reg := newBusWithRegistry(t)
 	nc := b.Conn()
 	sub, err := nc.QueueSubscribe("test.api", "q", b.SafeMsgHandler("test.api", func(m *nats.Msg) {

@@ -17,6 +17,7 @@ import (
 // and with an empty one (stream and durable consumer gone: the bus declares
 // them again) — and Check says not ready during the outage, ready after.
 func TestConsumerResumesAfterNATSRestart(t *testing.T) {
+	t.Parallel()
 	for _, emptyStore := range []bool{false, true} {
 		name := map[bool]string{false: "same_store", true: "empty_store"}[emptyStore]
 		t.Run(name, func(t *testing.T) {
@@ -61,6 +62,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 // A consumer whose durable consumer is deleted under it (an operator, a
 // purge) declares it again and goes on.
 func TestConsumerRedeclaresADeletedDurableConsumer(t *testing.T) {
+	t.Parallel()
 	b, reg := newBusWithRegistry(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -77,6 +79,7 @@ func TestConsumerRedeclaresADeletedDurableConsumer(t *testing.T) {
 // A consumer that cannot start returns the error from Run (so the component
 // and the service fail), and says why in Check meanwhile.
 func TestConsumerThatCannotStartFails(t *testing.T) {
+	t.Parallel()
 	b, _ := newBusWithRegistry(t)
 	c := b.NewRawConsumer("NO_SUCH_STREAM", bus.ConsumerSpec{Durable: "orphan"}, []string{"nowhere.>"},
 		func(context.Context, jetstream.Msg, *jetstream.MsgMetadata) error { return nil })
@@ -91,6 +94,7 @@ func TestConsumerThatCannotStartFails(t *testing.T) {
 // Expected consumers keep Check not ready until a consumer of each has
 // consumed (an instance suffix matched by *), even before anyone built it.
 func TestExpectedConsumersHoldReadinessUntilTheyConsume(t *testing.T) {
+	t.Parallel()
 	b, _ := newBusWithRegistry(t)
 	b.Expect(bus.ExpectedConsumers("energy-collector")...)
 	b.Expect(bus.ExpectedConsumers("analyzer")...)
