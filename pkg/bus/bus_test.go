@@ -18,8 +18,7 @@ import (
 func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	var handled []string
 	consume(t, ctx, b, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
@@ -60,8 +59,7 @@ func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
 func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	attempts := map[string]int{}
 	spec := bus.ConsumerSpec{Durable: "flaky", Types: []events.Type{events.TypeLoadStop}, MaxDeliver: 3,
@@ -137,8 +135,7 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var order []string
@@ -185,8 +182,7 @@ func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
 func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	spec := bus.ConsumerSpec{Durable: "queued-test", Types: []events.Type{events.TypeRunTeardown}, AckWait: time.Second, Workers: 2}
 	var mu sync.Mutex
 	deliveries := map[string][]uint64{}
@@ -225,8 +221,7 @@ func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
 func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	type told struct{ typ, run, reason string }
 	got := make(chan told, 4)
 	spec := bus.ConsumerSpec{Durable: "hooked", Types: []events.Type{events.TypeLoadStart}, MaxDeliver: 2, Backoff: []time.Duration{10 * time.Millisecond}}
@@ -261,8 +256,7 @@ func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
 func TestNotYetRetriesTheMessage(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	deliveries := 0
 	handled := make(chan struct{})
@@ -288,8 +282,7 @@ func TestNotYetRetriesTheMessage(t *testing.T) {
 func TestALongHandlerKeepsItsMessage(t *testing.T) {
 	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	deliveries := 0
 	done := make(chan struct{})

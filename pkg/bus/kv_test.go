@@ -89,8 +89,7 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
+			ctx := t.Context()
 			b, _ := newBusAt(t, srv.URL())
 			kv, err := b.KVWith(ctx, jetstream.KeyValueConfig{Bucket: "restart_kv", History: 5, Storage: tc.storage})
 			require.NoError(t, err)
@@ -172,8 +171,7 @@ func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
+			ctx := t.Context()
 			b, _ := newBusAt(t, srv.URL())
 			kv, err := b.KV(ctx, "filtered_kv")
 			require.NoError(t, err)

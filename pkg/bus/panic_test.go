@@ -24,8 +24,7 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 	for _, workers := range []int{1, 4} {
 		t.Run(map[int]string{1: "one_worker", 4: "four_workers"}[workers], func(t *testing.T) {
 			b, reg := newBusWithRegistry(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
+			ctx := t.Context()
 			spec := bus.ConsumerSpec{Durable: "panicky", Types: []events.Type{events.TypeLoadStop}, Workers: workers}
 			var mu sync.Mutex
 			var handled []string
@@ -76,8 +75,7 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 func TestPanickingDeadLetterHookDoesNotStopTheConsumer(t *testing.T) {
 	t.Parallel()
 	b, reg := newBusWithRegistry(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	spec := bus.ConsumerSpec{Durable: "hook-panics", Types: []events.Type{events.TypeLoadStop}}
 	handled := make(chan string, 4)
 	consume(t, ctx, b, spec, func(_ context.Context, d bus.Delivery) error {

@@ -23,8 +23,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
 			b, reg := newBusAt(t, srv.URL())
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
+			ctx := t.Context()
 
 			c, got := receiving(b, "restart-test")
 			require.ErrorContains(t, b.Check(), "consumer restart-test: not started", "declared but not running: not ready")
@@ -64,8 +63,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 func TestConsumerRedeclaresADeletedDurableConsumer(t *testing.T) {
 	t.Parallel()
 	b, reg := newBusWithRegistry(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	c, got := receiving(b, "deleted-test")
 	testenv.Go(t, ctx, c.Run)
 	testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
@@ -102,8 +100,7 @@ func TestExpectedConsumersHoldReadinessUntilTheyConsume(t *testing.T) {
 	require.ErrorContains(t, err, "consumer energy-collector-*: not started")
 	require.ErrorContains(t, err, "consumer analyzer: not started")
 	require.ErrorContains(t, err, "consumer analyzer-recorder: not started")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	nop := func(context.Context, bus.Delivery) error { return nil }
 	for _, spec := range []bus.ConsumerSpec{bus.ConsumerCollector("host-a/1"), bus.ConsumerAnalyzer, bus.ConsumerRecorder} {
 		consume(t, ctx, b, spec, nop)
