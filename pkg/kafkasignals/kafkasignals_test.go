@@ -121,9 +121,7 @@ func TestRunWritesClickHouse(t *testing.T) {
 	_, adm, cl := cluster(t)
 	target := kafkasignals.Target{ExperimentID: "e1", RunID: "r1", InputTopic: "input-r1", OutputTopic: "output-r1", Group: "uc3-r1"}
 	s := kafkasignals.NewSampler(adm, st, testenv.Logger(t), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx, target, 50*time.Millisecond) }()
+	sampler := testenv.Go(t, t.Context(), func(ctx context.Context) error { s.Run(ctx, target, 50*time.Millisecond); return nil })
 	produce(t, cl, "input-r1", 30)
 	count := func(name string) (n uint64, last float64) {
 		rows, err := st.Conn().Query(context.Background(),
@@ -139,8 +137,7 @@ func TestRunWritesClickHouse(t *testing.T) {
 		return last == 30
 	})
 	produce(t, cl, "input-r1", 12)
-	cancel()
-	<-done // the final sample is taken after the context ends
+	require.NoError(t, sampler.Stop(10*time.Second, "the sampler")) // the final sample is taken after the context ends
 	n, last := count(kafkasignals.MetricInputHighWatermark)
 	require.GreaterOrEqual(t, n, uint64(2))
 	require.Equal(t, 42.0, last)

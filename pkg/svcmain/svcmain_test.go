@@ -118,8 +118,7 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	addr := freeAddr(t)
 	comp := &component{release: testenv.NewGate()}
 	built := make(chan *bus.Bus, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	svc := testenv.Go(t, ctx, func(ctx context.Context) error {
 		return svcmain.Run(ctx, "probe", svcmain.Common{NATSURL: srv.URL(), MetricsAddr: addr, LogLevel: "error"}, svcmain.Needs{},
 			func(d svcmain.Deps) (service.Component, error) {
