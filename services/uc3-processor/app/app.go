@@ -55,6 +55,6 @@ func flags(fs *flag.FlagSet) svcmain.Builder {
 		if f, err := uc3.ParseFormat(*format); err == nil {
 			cfg.Format = f // else Validate reports it alongside any other problem
 		}
-		return processor.New(cfg, d.Logger, d.Registry)
+		return processor.New(cfg, processor.Deps{Logger: d.Logger, Registry: d.Registry})
 	}
 }

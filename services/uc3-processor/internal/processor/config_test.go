@@ -68,7 +68,7 @@ func TestValidate(t *testing.T) {
 			require.True(t, errors.As(err, &fe), "problems are *FieldError")
 			require.Len(t, err.(interface{ Unwrap() []error }).Unwrap(), len(tt.wantErr), "one error per problem: %v", err)
 
-			_, newErr := processor.New(cfg, nil, nil)
+			_, newErr := processor.New(cfg, processor.Deps{})
 			require.EqualError(t, newErr, err.Error(), "New refuses the config with the same problems")
 		})
 	}

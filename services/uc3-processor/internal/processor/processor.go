@@ -76,10 +76,17 @@ type Processor struct {
 	lastDecodeErr      error
 }
 
-// New validates cfg and builds a processor; it does no I/O. The metrics are
-// registered on reg unless it is nil. A configuration error names every
-// field at fault (the caller says what it was configuring).
-func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Processor, error) {
+// Deps are a Processor's collaborators; both may be nil (no logs, metrics
+// registered nowhere).
+type Deps struct {
+	Logger   *zap.Logger
+	Registry prometheus.Registerer
+}
+
+// New validates cfg and builds a processor; it does no I/O. A
+// configuration error names every field at fault (the caller says what it
+// was configuring).
+func New(cfg Config, d Deps) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -91,10 +98,11 @@ func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Processor,
 	if err := aggCfg.Validate(); err != nil {
 		return nil, err
 	}
+	logger := d.Logger
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(d.Registry)
 	if err != nil {
 		return nil, err
 	}

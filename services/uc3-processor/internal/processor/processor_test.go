@@ -60,7 +60,7 @@ type running struct {
 
 func start(tb testing.TB, cfg processor.Config, reg prometheus.Registerer) *running {
 	tb.Helper()
-	p, err := processor.New(cfg, zaptest.NewLogger(tb), reg)
+	p, err := processor.New(cfg, processor.Deps{Logger: zaptest.NewLogger(tb), Registry: reg})
 	require.NoError(tb, err)
 	return &running{p: p, Running: testenv.Go(tb, context.Background(), p.Run)}
 }
@@ -273,7 +273,7 @@ func TestNewDoesNoIOAndRegistersMetrics(t *testing.T) {
 	cfg := processor.Default()
 	cfg.Brokers = []string{"192.0.2.1:9092"} // TEST-NET-1: never answers
 	reg := prometheus.NewRegistry()
-	p, err := processor.New(cfg, nil, reg)
+	p, err := processor.New(cfg, processor.Deps{Registry: reg})
 	require.NoError(t, err)
 	require.Equal(t, processor.Stats{}, p.Stats())
 
@@ -291,7 +291,7 @@ func TestNewDoesNoIOAndRegistersMetrics(t *testing.T) {
 		"greenflow_uc3_processor_decode_errors_total",
 	}, names)
 
-	_, err = processor.New(cfg, nil, reg)
+	_, err = processor.New(cfg, processor.Deps{Registry: reg})
 	require.ErrorContains(t, err, "register uc3 processor metrics")
 }
 
