@@ -86,8 +86,10 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 		require.NoError(t, err)
 		return resp.StatusCode, string(body)
 	}
-	code, body := get("/healthz")
-	require.Equal(t, http.StatusOK, code)
+	// The server listens before the processor runs: ready soon after.
+	var code int
+	var body string
+	testenv.Eventually(t, 20*time.Second, "/healthz ready", func() bool { code, body = get("/healthz"); return code == http.StatusOK })
 	require.Equal(t, "ok\n", body)
 
 	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
