@@ -1,6 +1,8 @@
 package bus_test
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -43,4 +45,19 @@ func TestCheckConsumersFindsWhatNoConsumerReads(t *testing.T) {
 	at(reg, events.TypeRunMeasured).Consumers = nil // the analyzer no longer consumes run.measured
 	require.ErrorContains(t, bus.CheckConsumers(reg),
 		"analyzer: consumer analyzer reads run.measured, which the events registry does not say analyzer consumes")
+}
+
+// A handler's mark survives wrapping and joining, and marks only what it
+// marks.
+func TestHandlerErrorMarks(t *testing.T) {
+	t.Parallel()
+	base := errors.New("schema gone")
+	require.True(t, bus.IsPermanent(fmt.Errorf("provision: %w", bus.Permanent(base))))
+	require.True(t, bus.IsPermanent(errors.Join(bus.NotYet(base), bus.Permanent(base))))
+	require.False(t, bus.IsPermanent(bus.NotYet(base)))
+	require.False(t, bus.IsPermanent(base))
+	require.ErrorIs(t, bus.Permanent(base), base, "the cause stays reachable")
+	require.Equal(t, "schema gone", bus.NotYet(base).Error())
+	require.NoError(t, bus.Permanent(nil))
+	require.NoError(t, bus.NotYet(nil))
 }

@@ -50,7 +50,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	default:
 		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
 		outcome := "nak"
-		if errors.As(herr, new(notYet)) {
+		if errors.Is(herr, notYet) {
 			outcome = "wait"
 			logger.Debug("not ready to handle the message yet, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
 		} else {

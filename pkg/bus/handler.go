@@ -26,38 +26,42 @@ type Delivery struct {
 // Handlers must be safe to run twice for the same message.
 type Handler func(ctx context.Context, d Delivery) error
 
-type permanentError struct{ err error }
-
-func (p permanentError) Error() string { return p.err.Error() }
-func (p permanentError) Unwrap() error { return p.err }
-
 // Permanent marks an error that retrying cannot fix.
-func Permanent(err error) error {
-	if err == nil {
-		return nil
-	}
-	return permanentError{err}
-}
+func Permanent(err error) error { return markError(err, permanent) }
 
-// notYet marks a message that cannot be handled yet but will be (the
-// analyzer waiting for a window's last samples): it is retried like a
-// failure, within MaxDeliver, but logged as waiting, not as a failure.
-type notYet struct{ err error }
-
-func (n notYet) Error() string { return n.err.Error() }
-func (n notYet) Unwrap() error { return n.err }
-
-// NotYet marks an error that means "not ready to handle this yet": the
-// message comes back after the backoff, and is logged at debug level.
-func NotYet(err error) error {
-	if err == nil {
-		return nil
-	}
-	return notYet{err}
-}
+// NotYet marks an error that means "not ready to handle this yet" (the
+// analyzer waiting for a window's last samples): the message comes back
+// after the backoff like a failure, within MaxDeliver, but is logged as
+// waiting, at debug level.
+func NotYet(err error) error { return markError(err, notYet) }
 
 // IsPermanent reports whether err was marked Permanent.
-func IsPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p)
+func IsPermanent(err error) bool { return errors.Is(err, permanent) }
+
+// handlerMark is what a handler's error tells the bus to do beyond
+// retrying. A marked error matches its mark with errors.Is, wherever it
+// sits in a chain or join.
+type handlerMark int
+
+const (
+	permanent handlerMark = iota + 1
+	notYet
+)
+
+func (m handlerMark) Error() string { return [...]string{permanent: "permanent", notYet: "not yet"}[m] }
+
+type markedError struct {
+	err  error
+	mark handlerMark
 }
+
+func markError(err error, m handlerMark) error {
+	if err == nil {
+		return nil
+	}
+	return markedError{err, m}
+}
+
+func (e markedError) Error() string        { return e.err.Error() }
+func (e markedError) Unwrap() error        { return e.err }
+func (e markedError) Is(target error) bool { return target == e.mark }
