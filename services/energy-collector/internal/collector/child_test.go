@@ -67,7 +67,7 @@ func runChild() int {
 			return err
 		}
 		defer b.Close()
-		c, err := collector.New(spec.Config, b, st, logger, prometheus.NewRegistry())
+		c, err := collector.New(spec.Config, collector.Deps{Bus: b, Store: st, Logger: logger, Registry: prometheus.NewRegistry()})
 		if err != nil {
 			return err
 		}

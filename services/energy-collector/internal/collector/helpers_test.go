@@ -154,7 +154,7 @@ func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st coll
 	tb.Cleanup(b.Close)
 	b.Expect(bus.ExpectedConsumers("energy-collector")...) // as svcmain and the dev stack do
 	reg := prometheus.NewRegistry()
-	c, err := collector.New(cfg, b, st, testenv.Logger(tb), reg)
+	c, err := collector.New(cfg, collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(tb), Registry: reg})
 	require.NoError(tb, err)
 	rctx, cancel := context.WithCancel(ctx)
 	in := &instance{c: c, b: b, reg: reg, cancel: cancel, done: make(chan error, 1)}
@@ -189,7 +189,7 @@ func (in *instance) owned(tb testing.TB) float64 {
 	mfs, err := in.reg.Gather()
 	require.NoError(tb, err)
 	for _, mf := range mfs {
-		if mf.GetName() == "greenflow_collector_shared_sources_owned" && len(mf.GetMetric()) == 1 {
+		if mf.GetName() == collector.MetricSourcesOwned && len(mf.GetMetric()) == 1 {
 			return mf.GetMetric()[0].GetGauge().GetValue()
 		}
 	}

@@ -32,7 +32,7 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 				require.NoError(b, err)
 				b.Cleanup(func() { _ = st.Close() })
 				w, err := sink.NewWriter(sink.Config{BatchSize: 50_000, FlushInterval: 50 * time.Millisecond, WriteTimeout: time.Minute,
-					MaxPending: 2 * perInstance}, st, sink.NewMemory(2*perInstance), testenv.Logger(b), nil)
+					MaxPending: 2 * perInstance}, sink.Deps{Store: st, Queue: sink.NewMemory(2 * perInstance), Logger: testenv.Logger(b)})
 				require.NoError(b, err)
 				writers, stores = append(writers, w), append(stores, st)
 			}

@@ -93,7 +93,7 @@ func TestWriterKeepsRowsWhileStoreIsDown(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := &flakyStore{}
 			reg := prometheus.NewRegistry()
-			w, err := sink.NewWriter(testConfig(), st, tt.queue(t), testenv.Logger(t), reg)
+			w, err := sink.NewWriter(testConfig(), sink.Deps{Store: st, Queue: tt.queue(t), Logger: testenv.Logger(t), Registry: reg})
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -128,7 +128,7 @@ func TestWriterKeepsRowsWhileStoreIsDown(t *testing.T) {
 func TestWriterCountsLossBeyondBound(t *testing.T) {
 	st := &flakyStore{down: true}
 	reg := prometheus.NewRegistry()
-	w, err := sink.NewWriter(testConfig(), st, sink.NewMemory(300), testenv.Logger(t), reg)
+	w, err := sink.NewWriter(testConfig(), sink.Deps{Store: st, Queue: sink.NewMemory(300), Logger: testenv.Logger(t), Registry: reg})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -208,7 +208,7 @@ func TestWriterSpoolCarriesRowsToTheNextRun(t *testing.T) {
 	cfg.DrainTimeout = 50 * time.Millisecond
 	d, err := sink.OpenDir(dir, 1<<20)
 	require.NoError(t, err)
-	w, err := sink.NewWriter(cfg, st, d, testenv.Logger(t), nil)
+	w, err := sink.NewWriter(cfg, sink.Deps{Store: st, Queue: d, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -222,7 +222,7 @@ func TestWriterSpoolCarriesRowsToTheNextRun(t *testing.T) {
 	d, err = sink.OpenDir(dir, 1<<20)
 	require.NoError(t, err)
 	require.Equal(t, 120, d.Rows())
-	w, err = sink.NewWriter(cfg, st, d, testenv.Logger(t), nil)
+	w, err = sink.NewWriter(cfg, sink.Deps{Store: st, Queue: d, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() { done <- w.Run(ctx) }()
@@ -266,7 +266,7 @@ func TestTicketsFollowDurability(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			st := &flakyStore{}
-			w, err := sink.NewWriter(testConfig(), st, tt.queue(t), testenv.Logger(t), nil)
+			w, err := sink.NewWriter(testConfig(), sink.Deps{Store: st, Queue: tt.queue(t), Logger: testenv.Logger(t)})
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -311,7 +311,7 @@ func TestTicketsOfDroppedRowsAreLost(t *testing.T) {
 	st := &flakyStore{down: true}
 	cfg := testConfig()
 	cfg.MaxPending = 100
-	w, err := sink.NewWriter(cfg, st, sink.NewMemory(60), testenv.Logger(t), nil)
+	w, err := sink.NewWriter(cfg, sink.Deps{Store: st, Queue: sink.NewMemory(60), Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	tooMany := w.AddSamples(rows(0, 150))
 	require.True(t, tooMany.Lost(), "beyond MaxPending")
@@ -342,7 +342,7 @@ func TestSpoolEncodesBatchesWithTickets(t *testing.T) {
 	st := &flakyStore{down: true}
 	d, err := sink.OpenDir(t.TempDir(), 1<<20)
 	require.NoError(t, err)
-	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
+	w, err := sink.NewWriter(testConfig(), sink.Deps{Store: st, Queue: d, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -374,7 +374,7 @@ func TestCheckFailsWhenStoreAndSpoolBothFail(t *testing.T) {
 	st := &flakyStore{down: true}
 	d, err := sink.OpenDir(t.TempDir(), 2000)
 	require.NoError(t, err)
-	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
+	w, err := sink.NewWriter(testConfig(), sink.Deps{Store: st, Queue: d, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
