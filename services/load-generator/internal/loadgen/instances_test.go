@@ -135,7 +135,7 @@ func TestCrashedInstanceIsTakenOver(t *testing.T) {
 	_, err = kv.Put(context.Background(), "lg-z", []byte(`{"instance":"lg-z"}`)) // heartbeats once, then never again
 	require.NoError(t, err)
 	testenv.Eventually(t, 5*time.Second, "both instances see lg-z", func() bool {
-		return gauge(t, regA, "greenflow_loadgen_members") == 3 && gauge(t, regB, "greenflow_loadgen_members") == 3
+		return gauge(t, regA, "greenflow_load_generator_members") == 3 && gauge(t, regB, "greenflow_load_generator_members") == 3
 	})
 
 	const sensors, seconds = 900, 5

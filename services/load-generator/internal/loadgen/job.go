@@ -314,85 +314,73 @@ func progressID(run, instance, report string) string {
 	return "load.progress:" + run + ":" + instance + ":" + report
 }
 
-// publishQueue publishes messages in order from its own goroutine, retrying
-// each (with its fixed message id) for up to publishRetryFor, so that a
-// NATS hiccup neither blocks the caller nor loses the report.
-type publishQueue struct {
-	bus    *bus.Bus
-	logger *zap.Logger
-	ch     chan queuedMsg
-	done   chan struct{}
-	stop   context.CancelFunc
-	ctx    context.Context
-}
-
-type queuedMsg struct {
-	m  events.Message
-	id string
-}
-
-const publishRetryFor = 30 * time.Second
-
-func newPublishQueue(b *bus.Bus, logger *zap.Logger) *publishQueue {
-	ctx, cancel := context.WithCancel(context.Background())
-	q := &publishQueue{bus: b, logger: logger, ch: make(chan queuedMsg, 256), done: make(chan struct{}), stop: cancel, ctx: ctx}
-	go q.run()
-	return q
-}
-
-// add queues m; when the queue is full (NATS down for long) the oldest
-// report is dropped: the series is cumulative, later reports cover it.
-func (q *publishQueue) add(m events.Message, id string) {
-	for {
-		select {
-		case q.ch <- queuedMsg{m, id}:
+// onPlan follows the plans: it starts, re-shares and stops this instance's
+// jobs accordingly.
+func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
+	run := e.Key()[len("plan."):]
+	if e.Operation() != jetstream.KeyValuePut {
+		g.mu.Lock()
+		pe, known := g.plans[run]
+		if known && bus.KeyLost(e) {
+			// Nobody deleted it: NATS lost the bucket and the bus declared
+			// it again, empty. The load goes on; the leader writes the plan
+			// back from its copy (this one, should it be this instance).
+			pe.lost = true
+			g.plans[run] = pe
+			g.mu.Unlock()
+			g.logger.Warn("load plan lost with its kv bucket; the leader writes it back", zap.String("run_id", run))
+			g.pokeLeader()
 			return
-		default:
 		}
-		select {
-		case old := <-q.ch:
-			q.logger.Warn("progress report dropped: the queue is full", zap.String("id", old.id))
-		default:
-		}
+		delete(g.plans, run)
+		g.mu.Unlock()
+		return
+	}
+	var p plan
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		g.logger.Error("undecodable load plan", zap.String("run_id", run), zap.Error(err))
+		return
+	}
+	g.mu.Lock()
+	if p.Finished {
+		delete(g.plans, run)
+	} else {
+		g.plans[run] = planEntry{p: &p, rev: e.Revision()}
+	}
+	j := g.jobs[run]
+	g.mu.Unlock()
+	switch {
+	case j != nil && p.Finished:
+		// The load is summed up: nothing of this share is needed any more
+		// (its key table and counters can be large), and a finished plan
+		// never starts a job again.
+		j.cancel()
+		go g.forgetJob(run, j)
+	case j != nil && p.Stopped:
+		j.cancel()
+	case j != nil:
+		j.setShare(&p, g.cfg.Instance)
+	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance):
+	default:
+		// Also after the end of the schedule: an instance restarted late
+		// still reports its part (what it missed) from its checkpoint.
+		g.startJob(ctx, &p)
 	}
 }
 
-func (q *publishQueue) run() {
-	defer close(q.done)
-	for qm := range q.ch {
-		deadline := time.Now().Add(publishRetryFor)
-		for attempt := 0; ; attempt++ {
-			pctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
-			err := q.bus.Publish(pctx, qm.m, qm.id)
-			cancel()
-			if err == nil {
-				break
-			}
-			if q.ctx.Err() != nil || time.Now().After(deadline) {
-				q.logger.Warn("publish progress report failed", zap.String("id", qm.id), zap.Error(err))
-				break
-			}
-			sleep(q.ctx, min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
-		}
+// forgetJob drops a finished job once it has stopped.
+func (g *Generator) forgetJob(run string, j *job) {
+	<-j.done
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.jobs[run] == j {
+		delete(g.jobs, run)
 	}
 }
 
-// close publishes what is queued, waiting at most within, then gives up.
-func (q *publishQueue) close(within time.Duration) {
-	close(q.ch)
-	select {
-	case <-q.done:
-	case <-time.After(within):
-		q.stop()
-		<-q.done
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	return b
 }

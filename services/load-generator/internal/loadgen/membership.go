@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -171,7 +172,7 @@ func (g *Generator) heartbeats(ctx context.Context) {
 			if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
 				msg := err.Error()
 				g.beatErr.Store(&msg)
-				if now := time.Now(); now.Sub(lastWarn) >= 5*time.Second {
+				if now := g.clock.Now(); now.Sub(lastWarn) >= 5*time.Second {
 					lastWarn = now
 					g.logger.Warn("membership heartbeat failed", zap.Error(err))
 				}
@@ -180,4 +181,13 @@ func (g *Generator) heartbeats(ctx context.Context) {
 			g.beatErr.Store(nil)
 		}
 	}
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }
