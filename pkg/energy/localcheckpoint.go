@@ -70,16 +70,23 @@ type raplZoneState struct {
 	TotalJ float64 `json:"total_j"`
 }
 
-func (m *RAPLMeter) checkpoint() (json.RawMessage, error) {
-	c, err := m.last.save()
+// encodeState encodes a local meter's state with its last reading's clock.
+func encodeState[T any](last lastReading, state func(clockState) T) (json.RawMessage, error) {
+	c, err := last.save()
 	if err != nil {
 		return nil, err
 	}
-	st := raplState{Clock: c, TotalJ: m.totalJ, Zones: make(map[string]raplZoneState, len(m.zones))}
-	for _, z := range m.zones {
-		st.Zones[z.label] = raplZoneState{PrevUJ: z.counter.prev, TotalJ: z.counter.totalJ}
-	}
-	return json.Marshal(st)
+	return json.Marshal(state(c))
+}
+
+func (m *RAPLMeter) checkpoint() (json.RawMessage, error) {
+	return encodeState(m.last, func(c clockState) raplState {
+		st := raplState{Clock: c, TotalJ: m.totalJ, Zones: make(map[string]raplZoneState, len(m.zones))}
+		for _, z := range m.zones {
+			st.Zones[z.label] = raplZoneState{PrevUJ: z.counter.prev, TotalJ: z.counter.totalJ}
+		}
+		return st
+	})
 }
 
 // restore accepts a checkpoint of the same zones only.
@@ -112,11 +119,9 @@ type modelState struct {
 }
 
 func (m *ModelMeter) checkpoint() (json.RawMessage, error) {
-	c, err := m.last.save()
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(modelState{Clock: c, CumulativeJ: m.cumulativeJ, IdleW: m.idleW, MaxW: m.maxW})
+	return encodeState(m.last, func(c clockState) modelState {
+		return modelState{Clock: c, CumulativeJ: m.cumulativeJ, IdleW: m.idleW, MaxW: m.maxW}
+	})
 }
 
 // restore accepts a checkpoint of the same model only: other watts would

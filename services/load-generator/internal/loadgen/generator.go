@@ -96,6 +96,30 @@ type metrics struct {
 	held                    prometheus.GaugeFunc
 }
 
+// Metric names are greenflow_load_generator_<name>.
+const (
+	metricNamespace = "greenflow"
+	metricSubsystem = "load_generator"
+)
+
+func newMetrics() metrics {
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: metricNamespace, Subsystem: metricSubsystem, Name: name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: metricNamespace, Subsystem: metricSubsystem, Name: name, Help: help})
+	}
+	return metrics{
+		sent:      counter("records_sent_total", "Records acknowledged by Kafka."),
+		failed:    counter("records_failed_total", "Records Kafka did not acknowledge."),
+		rate:      gauge("achieved_rate_per_second", "Acknowledged records of the last reported second of schedule."),
+		assigned:  gauge("assigned_sensors", "Sensors this instance produces for running loads."),
+		backlog:   gauge("backlog_records", "Records due but not produced yet (behind schedule)."),
+		members:   gauge("members", "Live load-generator instances this instance sees."),
+		takeovers: counter("range_takeovers_total", "Re-assignments of dead instances' key ranges this instance made as leader."),
+	}
+}
+
 // New builds the generator; no I/O.
 func New(cfg Config, d Deps) (*Generator, error) {
 	if err := cfg.Validate(); err != nil {
@@ -113,23 +137,9 @@ func New(cfg Config, d Deps) (*Generator, error) {
 	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: d.Logger.With(zap.String("component", "load-generator"), zap.String("instance", cfg.Instance)),
 		clock: d.Clock, hc: d.HTTP, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
 		poke: make(chan struct{}, 1),
-		m: metrics{
-			sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_load_generator_records_sent_total", Help: "Records acknowledged by Kafka."}),
-			failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_load_generator_records_failed_total",
-				Help: "Records Kafka did not acknowledge."}),
-			rate: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_load_generator_achieved_rate_per_second",
-				Help: "Acknowledged records of the last reported second of schedule."}),
-			assigned: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_load_generator_assigned_sensors",
-				Help: "Sensors this instance produces for running loads."}),
-			backlog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_load_generator_backlog_records",
-				Help: "Records due but not produced yet (behind schedule)."}),
-			members: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_load_generator_members",
-				Help: "Live load-generator instances this instance sees."}),
-			takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_load_generator_range_takeovers_total",
-				Help: "Re-assignments of dead instances' key ranges this instance made as leader."}),
-		},
+		m:    newMetrics(),
 	}
-	g.m.held = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "greenflow_load_generator_shares_held",
+	g.m.held = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metricNamespace, Subsystem: metricSubsystem, Name: "shares_held",
 		Help: "Shares of loads this instance keeps in memory: producing, or done and waiting for the load's summary."},
 		func() float64 {
 			g.mu.Lock()
@@ -246,5 +256,21 @@ func (g *Generator) leave(ctx context.Context) {
 	defer cancel()
 	if err := g.members.Delete(lctx, g.cfg.Instance); err != nil {
 		g.logger.Warn("leave membership failed; the others see the heartbeat age instead", zap.Error(err))
+	}
+}
+
+// every calls f every d, and at once whenever wake fires (nil: never),
+// until ctx ends.
+func (g *Generator) every(ctx context.Context, d time.Duration, wake <-chan struct{}, f func()) {
+	t := g.clock.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		case <-wake:
+		}
+		f()
 	}
 }

@@ -240,16 +240,7 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	ckptDone := make(chan struct{})
 	go func() {
 		defer close(ckptDone)
-		t := g.clock.NewTicker(g.cfg.CheckpointInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ckptCtx.Done():
-				return
-			case <-t.C():
-				g.putStatus(snapshot(), run)
-			}
-		}
+		g.every(ckptCtx, g.cfg.CheckpointInterval, nil, func() { g.putStatus(snapshot(), run) })
 	}()
 	// Anchor the cumulative series where this incarnation starts, so it
 	// can be interpolated anywhere in the load.

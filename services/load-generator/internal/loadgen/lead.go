@@ -19,15 +19,7 @@ import (
 // with the smallest name: every PollInterval (no I/O unless there is
 // something to do), and at once when a job of this instance ends.
 func (g *Generator) lead(ctx context.Context) {
-	t := g.clock.NewTicker(g.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-g.poke:
-		}
+	g.every(ctx, g.cfg.PollInterval, g.poke, func() {
 		if g.reconnected() { // before judging: a reconnect holds judgements off
 			g.restoreFinalStatuses(ctx)
 		}
@@ -48,7 +40,7 @@ func (g *Generator) lead(ctx context.Context) {
 			}
 			g.leadRun(ctx, e, alive, stable)
 		}
-	}
+	})
 }
 
 // restoreFinalStatuses puts back, after a reconnect, the final checkpoint

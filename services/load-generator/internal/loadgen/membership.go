@@ -161,26 +161,19 @@ func (g *Generator) heartbeat(ctx context.Context) error {
 // failure shows in Check (through the age of the last acknowledged one,
 // with this error).
 func (g *Generator) heartbeats(ctx context.Context) {
-	t := g.clock.NewTicker(g.cfg.Heartbeat)
-	defer t.Stop()
 	var lastWarn time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				msg := err.Error()
-				g.beatErr.Store(&msg)
-				if now := g.clock.Now(); now.Sub(lastWarn) >= 5*time.Second {
-					lastWarn = now
-					g.logger.Warn("membership heartbeat failed", zap.Error(err))
-				}
-				continue
+	g.every(ctx, g.cfg.Heartbeat, nil, func() {
+		if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			msg := err.Error()
+			g.beatErr.Store(&msg)
+			if now := g.clock.Now(); now.Sub(lastWarn) >= 5*time.Second {
+				lastWarn = now
+				g.logger.Warn("membership heartbeat failed", zap.Error(err))
 			}
-			g.beatErr.Store(nil)
+			return
 		}
-	}
+		g.beatErr.Store(nil)
+	})
 }
 
 func sortedKeys(m map[string]bool) []string {
