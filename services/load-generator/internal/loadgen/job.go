@@ -155,86 +155,20 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	j.resume, j.restarted = prev.Lanes, found
 	j.w = w
 	j.applyLocked(g.cfg.Instance)
-	epoch := func() int { j.mu.Lock(); defer j.mu.Unlock(); return j.epoch }
 	j.mu.Unlock()
+	snapshot := func() status { return j.snapshot(w, base) }
+	finish := func(st status, failed bool, reason string) { g.finishShare(ctx, j, st, failed, reason, logger) }
 
-	// snapshot is the checkpoint now: the base (the previous incarnation's
-	// counts) plus this one's.
-	snapshot := func() status {
-		st := base
-		st.Sent += w.acked.Load()
-		st.Errors += w.failed.Load()
-		st.Produced += w.produced.Load()
-		st.Missed += w.skipped.Load()
-		st.Backfilled += w.backfilled.Load()
-		st.Epoch = epoch()
-		if lanes, shaped := w.checkpoint(); shaped {
-			st.Lanes = lanes
-		} // else: keep the previous incarnation's lanes, nothing produced since
-		return st
-	}
-	finish := func(st status, failed bool, reason string) {
-		st.Done, st.Failed, st.Reason = true, failed, reason
-		st.EndMs = g.clock.Now().UnixMilli()
-		st.UpdatedMs = st.EndMs
-		j.mu.Lock()
-		j.final = &st
-		j.mu.Unlock()
-		g.writeStatus(st, run)
-		if failed {
-			// The run has failed: stop every instance's share now rather
-			// than at the end of the phase.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := g.markStopped(sctx, run); err != nil {
-				logger.Warn("stop failed run", zap.Error(err))
-			}
-			cancel()
-		}
-		logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
-			zap.Int64("behind", st.Behind), zap.Int64("missed", st.Missed), zap.Int64("backfilled", st.Backfilled),
-			zap.Bool("failed", failed), zap.String("reason", reason))
-	}
-	// No kgo.RecordDeliveryTimeout: kgo measures it from the record's
-	// timestamp — the scheduled time — so it would fail back-filled
-	// records at once. The worker's monitor fails the load instead when
-	// Kafka acknowledges nothing for a while, and closing the client fails
-	// what is still buffered.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
-		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl, err := g.producer(ctx, p)
 	if err != nil {
-		finish(snapshot(), true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
-		return
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = cl.Ping(pctx)
-	cancel()
-	if err != nil {
-		cl.Close()
-		finish(snapshot(), true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
+		finish(snapshot(), true, err.Error())
 		return
 	}
 	w.prod = cl
 	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)))
 	progressQ := newPublishQueue(g.bus, logger)
 	defer progressQ.close(5 * time.Second)
-	var lastSent, lastFailed, lastAssigned, lastBacklog int64
-	report := func(pr progress) {
-		g.m.sent.Add(float64(pr.sent - lastSent))
-		g.m.failed.Add(float64(pr.errors - lastFailed))
-		lastSent, lastFailed = pr.sent, pr.errors
-		g.m.rate.Set(pr.rate)
-		a, b := w.assigned.Load(), w.backlog.Load()
-		if pr.final {
-			a, b = 0, 0
-		}
-		g.m.assigned.Add(float64(a - lastAssigned))
-		g.m.backlog.Add(float64(b - lastBacklog))
-		lastAssigned, lastBacklog = a, b
-		progressQ.add(events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
-			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate},
-			progressID(run, g.cfg.Instance, pr.id))
-	}
+	report := g.reporter(p, w, base, progressQ)
 	// Checkpoints, from now until the share ends.
 	ckptCtx, stopCkpt := context.WithCancel(context.WithoutCancel(ctx))
 	ckptDone := make(chan struct{})
@@ -266,19 +200,113 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 		// heirs produce them from this checkpoint instead.)
 		st.Missed += out.behind
 	}
+	failed, reason := shareOutcome(out, produced, undelivered, handedOver, g.cfg.FlushTimeout)
+	finish(st, failed, reason)
+}
+
+// snapshot is the share's checkpoint now: base (the previous incarnation's
+// counts) plus those of w, this incarnation's worker.
+func (j *job) snapshot(w *worker, base status) status {
+	st := base
+	st.Sent += w.acked.Load()
+	st.Errors += w.failed.Load()
+	st.Produced += w.produced.Load()
+	st.Missed += w.skipped.Load()
+	st.Backfilled += w.backfilled.Load()
+	j.mu.Lock()
+	st.Epoch = j.epoch
+	j.mu.Unlock()
+	if lanes, shaped := w.checkpoint(); shaped {
+		st.Lanes = lanes
+	} // else: keep the previous incarnation's lanes, nothing produced since
+	return st
+}
+
+// shareOutcome is whether a share that ended with out failed, and why (""
+// for a share that simply ran to its end).
+func shareOutcome(out outcome, produced, undelivered int64, handedOver bool, flushTimeout time.Duration) (failed bool, reason string) {
 	switch {
 	case out.aborted != nil:
-		finish(st, true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
+		return true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted)
 	case undelivered > 0:
-		finish(st, true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
+		return true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, flushTimeout, out.flush)
 	case handedOver:
-		finish(st, false, "instance shut down; its ranges were handed over")
+		return false, "instance shut down; its ranges were handed over"
 	case out.stopped:
-		finish(st, false, "stopped")
+		return false, "stopped"
 	case out.behind > 0:
-		finish(st, false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
-	default:
-		finish(st, false, "")
+		return false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind)
+	}
+	return false, ""
+}
+
+// finishShare records the share's final checkpoint; a failed share stops
+// the run's load on every instance.
+func (g *Generator) finishShare(ctx context.Context, j *job, st status, failed bool, reason string, logger *zap.Logger) {
+	st.Done, st.Failed, st.Reason = true, failed, reason
+	st.EndMs = g.clock.Now().UnixMilli()
+	st.UpdatedMs = st.EndMs
+	j.mu.Lock()
+	j.final = &st
+	j.mu.Unlock()
+	g.writeStatus(st, j.run)
+	if failed {
+		// The run has failed: stop every instance's share now rather
+		// than at the end of the phase.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := g.markStopped(sctx, j.run); err != nil {
+			logger.Warn("stop failed run", zap.Error(err))
+		}
+		cancel()
+	}
+	logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
+		zap.Int64("behind", st.Behind), zap.Int64("missed", st.Missed), zap.Int64("backfilled", st.Backfilled),
+		zap.Bool("failed", failed), zap.String("reason", reason))
+}
+
+// producer is a Kafka client for the run's input topic, once a broker
+// answered. No kgo.RecordDeliveryTimeout: kgo measures it from the
+// record's timestamp — the scheduled time — so it would fail back-filled
+// records at once. The worker's monitor fails the load instead when Kafka
+// acknowledges nothing for a while, and closing the client fails what is
+// still buffered.
+func (g *Generator) producer(ctx context.Context, p *plan) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = cl.Ping(pctx)
+	cancel()
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err)
+	}
+	return cl, nil
+}
+
+// reporter returns the function the worker reports progress through: it
+// updates the metrics and queues a load.progress with the cumulative
+// counts (base's included).
+func (g *Generator) reporter(p *plan, w *worker, base status, q *publishQueue) func(progress) {
+	var lastSent, lastFailed, lastAssigned, lastBacklog int64
+	return func(pr progress) {
+		g.m.sent.Add(float64(pr.sent - lastSent))
+		g.m.failed.Add(float64(pr.errors - lastFailed))
+		lastSent, lastFailed = pr.sent, pr.errors
+		g.m.rate.Set(pr.rate)
+		a, b := w.assigned.Load(), w.backlog.Load()
+		if pr.final {
+			a, b = 0, 0
+		}
+		g.m.assigned.Add(float64(a - lastAssigned))
+		g.m.backlog.Add(float64(b - lastBacklog))
+		lastAssigned, lastBacklog = a, b
+		q.add(events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: p.Cmd.RunID, Instance: g.cfg.Instance,
+			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate},
+			progressID(p.Cmd.RunID, g.cfg.Instance, pr.id))
 	}
 }
 
