@@ -146,7 +146,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 			defer g.mu.Unlock()
 			return float64(len(g.jobs))
 		})
-	g.view = newMembership(cfg.Instance, cfg.MemberTTL, d.Clock.Now, g.logger)
+	g.view = newMembership(cfg.Instance, cfg.MemberTTL, d.Clock, g.logger)
 	// Built here, without I/O, so that the bus reports it not ready until
 	// Run has it consuming; once consuming, the bus keeps it alive across
 	// NATS restarts.

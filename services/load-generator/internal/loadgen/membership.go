@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 )
@@ -30,7 +31,7 @@ import (
 type membership struct {
 	self   string
 	ttl    time.Duration
-	now    func() time.Time
+	clock  clock.PassiveClock
 	logger *zap.Logger
 
 	mu        sync.Mutex
@@ -42,8 +43,8 @@ type membership struct {
 	synced    bool                 // the watch delivered the bucket's current entries
 }
 
-func newMembership(self string, ttl time.Duration, now func() time.Time, logger *zap.Logger) *membership {
-	return &membership{self: self, ttl: ttl, now: now, logger: logger, created: map[string]time.Time{}}
+func newMembership(self string, ttl time.Duration, clk clock.PassiveClock, logger *zap.Logger) *membership {
+	return &membership{self: self, ttl: ttl, clock: clk, logger: logger, created: map[string]time.Time{}}
 }
 
 // memberValue is what an instance puts in its heartbeat.
@@ -56,7 +57,7 @@ type memberValue struct {
 func (m *membership) start() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.since = m.now()
+	m.since = m.clock.Now()
 	m.synced = false
 }
 
@@ -65,14 +66,14 @@ func (m *membership) start() {
 func (m *membership) hold() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.since = m.now()
+	m.since = m.clock.Now()
 }
 
 // apply records one update of the watch; nil marks the initial values done.
 func (m *membership) apply(e jetstream.KeyValueEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.updated = m.now()
+	m.updated = m.clock.Now()
 	if e == nil {
 		m.synced = true
 		return
@@ -104,7 +105,7 @@ func (m *membership) beat(sent time.Time) {
 func (m *membership) view() (alive map[string]bool, stable bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
+	now := m.clock.Now()
 	alive = map[string]bool{}
 	for i, c := range m.created {
 		if i != m.self && m.serverNow.Sub(c) <= m.ttl {
@@ -126,7 +127,7 @@ func (m *membership) quietFor() time.Duration {
 	if m.updated.IsZero() {
 		return 0
 	}
-	return m.now().Sub(m.updated)
+	return m.clock.Now().Sub(m.updated)
 }
 
 // beatWithin reports whether this instance's last heartbeat was
@@ -134,7 +135,7 @@ func (m *membership) quietFor() time.Duration {
 func (m *membership) beatWithin(d time.Duration) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !m.lastBeat.IsZero() && m.now().Sub(m.lastBeat) < d
+	return !m.lastBeat.IsZero() && m.clock.Now().Sub(m.lastBeat) < d
 }
 
 // isSynced reports whether the view holds the bucket's current entries.
