@@ -9,9 +9,8 @@
 // membership.go and kv.go keep the instances' view of each other; job.go
 // runs this instance's share of a plan (worker.go, lane.go and pacer.go
 // produce it), status.go keeps its checkpoint and publish.go reports its
-// progress; lead.go holds the leader's
-// duties (take-overs, summaries — account.go) and sampler.go its Kafka
-// signals.
+// progress; lead.go holds the leader's duties (take-overs, summaries —
+// account.go) and sampler.go its Kafka signals.
 package loadgen
 
 import (
