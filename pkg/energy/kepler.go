@@ -101,31 +101,79 @@ func totalZoneSet(names map[string]int) map[string]bool {
 	return map[string]bool{"package": true, "dram": true}
 }
 
-// workloads reads the finest workload level the exposition has.
-func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterSet, inTotal map[string]bool, maxDelta float64, resets *int) []WorkloadUse {
-	type podInfo struct{ name, ns string }
-	pods := map[string]podInfo{}
+// keplerPods is what a Kepler exposition says of pods: their names by pod
+// id, and the pod of each container id.
+type keplerPods struct {
+	byID         map[string]keplerPod
+	containerPod map[string]string
+}
+
+type keplerPod struct{ name, ns string }
+
+func readKeplerPods(fams map[string]*dto.MetricFamily) keplerPods {
+	p := keplerPods{byID: map[string]keplerPod{}, containerPod: map[string]string{}}
 	for _, m := range metrics(fams, keplerPodJoules) {
 		if id := label(m, "pod_id"); id != "" {
-			pods[id] = podInfo{label(m, "pod_name"), label(m, "pod_namespace")}
+			p.byID[id] = keplerPod{label(m, "pod_name"), label(m, "pod_namespace")}
 		}
 	}
-	containerPod := map[string]string{}
 	for _, m := range metrics(fams, keplerContainerJoules) {
 		if id, pod := label(m, "container_id"), label(m, "pod_id"); id != "" && pod != "" {
-			containerPod[id] = pod
+			p.containerPod[id] = pod
 		}
 	}
+	return p
+}
 
-	level := keplerProcessJoules
+// keplerLevel is the finest workload level the exposition has: processes,
+// containers or pods.
+func keplerLevel(fams map[string]*dto.MetricFamily) string {
 	switch {
 	case len(metrics(fams, keplerProcessJoules)) > 0:
+		return keplerProcessJoules
 	case len(metrics(fams, keplerContainerJoules)) > 0:
-		level = keplerContainerJoules
-	default:
-		level = keplerPodJoules
+		return keplerContainerJoules
 	}
+	return keplerPodJoules
+}
 
+// workload is the workload series m of level names, with its pod's name
+// when known; false when m names none.
+func (p keplerPods) workload(m *dto.Metric, level string) (Workload, bool) {
+	var w Workload
+	switch level {
+	case keplerProcessJoules:
+		pid, err := strconv.Atoi(label(m, "pid"))
+		if err != nil || pid <= 0 {
+			return Workload{}, false
+		}
+		w = Workload{Key: "pid/" + strconv.Itoa(pid), PID: pid, ContainerID: normalizeContainerID(label(m, "container_id"))}
+		w.PodUID = p.containerPod[label(m, "container_id")]
+	case keplerContainerJoules:
+		id := label(m, "container_id")
+		if id == "" {
+			return Workload{}, false
+		}
+		w = Workload{Key: "container/" + id, ContainerID: normalizeContainerID(id), PodUID: label(m, "pod_id")}
+	default:
+		id := label(m, "pod_id")
+		if id == "" {
+			return Workload{}, false
+		}
+		w = Workload{Key: "pod/" + id, PodUID: id}
+	}
+	if pod, ok := p.byID[w.PodUID]; ok {
+		w.Pod, w.Namespace = pod.name, pod.ns
+	} else if level == keplerPodJoules {
+		w.Pod, w.Namespace = label(m, "pod_name"), label(m, "pod_namespace")
+	}
+	return w, true
+}
+
+// workloads reads the finest workload level the exposition has.
+func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterSet, inTotal map[string]bool, maxDelta float64, resets *int) []WorkloadUse {
+	pods := readKeplerPods(fams)
+	level := keplerLevel(fams)
 	// The same workload can appear as running and terminated; the larger
 	// counter is the later one.
 	type series struct {
@@ -144,32 +192,9 @@ func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterS
 		if !ok {
 			continue
 		}
-		var w Workload
-		switch level {
-		case keplerProcessJoules:
-			pid, err := strconv.Atoi(label(m, "pid"))
-			if err != nil || pid <= 0 {
-				continue
-			}
-			w = Workload{Key: "pid/" + strconv.Itoa(pid), PID: pid, ContainerID: normalizeContainerID(label(m, "container_id"))}
-			w.PodUID = containerPod[label(m, "container_id")]
-		case keplerContainerJoules:
-			id := label(m, "container_id")
-			if id == "" {
-				continue
-			}
-			w = Workload{Key: "container/" + id, ContainerID: normalizeContainerID(id), PodUID: label(m, "pod_id")}
-		default:
-			id := label(m, "pod_id")
-			if id == "" {
-				continue
-			}
-			w = Workload{Key: "pod/" + id, PodUID: id}
-		}
-		if p, ok := pods[w.PodUID]; ok {
-			w.Pod, w.Namespace = p.name, p.ns
-		} else if level == keplerPodJoules {
-			w.Pod, w.Namespace = label(m, "pod_name"), label(m, "pod_namespace")
+		w, ok := pods.workload(m, level)
+		if !ok {
+			continue
 		}
 		ck := "w|" + w.Key + "|" + zone
 		if s, ok := byKey[ck]; ok {
