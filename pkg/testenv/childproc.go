@@ -13,8 +13,8 @@ import (
 )
 
 // ChildProc is the test binary re-executed as a process of its own, running
-// a service instead of the tests (its TestMain sees a variable the test
-// set). A crash test kills it with SIGKILL: an in-process "crash" (closing
+// a service instead of the tests (its TestMain calls RunAsChild), with its
+// lifecycle: its log kept in a file, killed at cleanup. A crash test kills it with SIGKILL: an in-process "crash" (closing
 // a connection) still lets buffers flush, which hides exactly the losses
 // such tests look for. The load generator's and the energy collector's
 // crash tests use it.
@@ -27,17 +27,16 @@ type ChildProc struct {
 	err  error // Wait's, once done is closed
 }
 
-// StartChildProc re-executes the test binary, running no tests, with env
-// ("K=V") added to this process's environment. It is killed at cleanup if
-// still running; when the test failed, the last lines of its log are
-// printed.
-func StartChildProc(tb testing.TB, name string, env ...string) *ChildProc {
+// StartChildProc re-executes the test binary, running no tests, in the
+// mode env names (see Child and RunAsChild) with extraEnv ("K=V") added. It
+// is killed at cleanup if still running; when the test failed, the last
+// lines of its log are printed.
+func StartChildProc(tb testing.TB, name, env string, extraEnv ...string) *ChildProc {
 	tb.Helper()
 	logPath := filepath.Join(tb.TempDir(), name+".log")
 	f, err := os.Create(logPath)
 	require.NoError(tb, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), env...)
+	cmd := Child(env, []string{"-test.run=^$"}, extraEnv...)
 	cmd.Stdout, cmd.Stderr = f, f
 	err = cmd.Start()
 	_ = f.Close() // the child has its own descriptor

@@ -88,7 +88,7 @@ func startChild(tb testing.TB, spec childSpec) *child {
 	tb.Helper()
 	b, err := json.Marshal(spec)
 	require.NoError(tb, err)
-	return &child{testenv.StartChildProc(tb, spec.Config.Instance, envChild+"=1", envChildSpec+"="+string(b))}
+	return &child{testenv.StartChildProc(tb, spec.Config.Instance, envChild, envChildSpec+"="+string(b))}
 }
 
 // kill9 kills the process with SIGKILL and reaps it: no drain, no
@@ -107,8 +107,6 @@ func (c *child) stop(tb testing.TB) {
 // TestMain runs a child collector (runChild) instead of the tests when the
 // test binary was re-executed as one.
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) != "" {
-		os.Exit(runChild())
-	}
+	testenv.RunAsChild(envChild, func() { os.Exit(runChild()) })
 	testenv.Main(m)
 }

@@ -289,9 +289,7 @@ func TestTicketsOfDroppedRowsAreLost(t *testing.T) {
 	require.NoError(t, err)
 	tooMany := w.AddSamples(rows(0, 150))
 	require.True(t, tooMany.Lost(), "beyond MaxPending")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	r := testenv.Go(t, context.Background(), w.Run)
 	// The 100 kept rows make batches of 50: one fits the 60-row backlog.
 	testenv.Eventually(t, 5*time.Second, "backlog filled", func() bool { return w.BacklogRows() == 50 })
 	tk := w.AddSamples(rows(200, 20))
@@ -306,8 +304,7 @@ func TestTicketsOfDroppedRowsAreLost(t *testing.T) {
 	st.setDown(true)
 	last := w.AddSamples(rows(400, 5))
 	testenv.Eventually(t, 5*time.Second, "in the backlog", func() bool { return w.BacklogRows() == 5 })
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, r.Stop(time.Minute, "writer"))
 	require.True(t, last.Lost())
 }
 
@@ -335,12 +332,10 @@ func runWriter(t *testing.T, cfg sink.Config, d sink.Deps) (w *sink.Writer, stop
 	d.Logger = testenv.Logger(t)
 	w, err := sink.NewWriter(cfg, d)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	r := testenv.Go(t, context.Background(), w.Run)
 	return w, func() {
-		cancel()
-		require.NoError(t, <-done)
+		t.Helper()
+		require.NoError(t, r.Stop(time.Minute, "writer"))
 	}
 }
 

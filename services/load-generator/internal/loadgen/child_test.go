@@ -25,11 +25,14 @@ import (
 )
 
 // envChild, when set, makes the test binary run one load-generator instance
-// (configured by the JSON childSpec in the variable) instead of the tests,
+// (configured by the JSON childSpec in envChildSpec) instead of the tests,
 // until it is signalled or killed: the crash tests re-execute the test
 // binary this way and kill the children with SIGKILL, so nothing of a dead
 // instance survives in the test's own process.
-const envChild = "GF_LOADGEN_TEST_CHILD"
+const (
+	envChild     = "GF_LOADGEN_TEST_CHILD"
+	envChildSpec = "GF_LOADGEN_TEST_CHILD_SPEC"
+)
 
 type childSpec struct {
 	NATSURL string         `json:"nats_url"`
@@ -40,9 +43,7 @@ type childSpec struct {
 }
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(envChild); spec != "" {
-		os.Exit(runChild(spec))
-	}
+	testenv.RunAsChild(envChild, func() { os.Exit(runChild(os.Getenv(envChildSpec))) })
 	testenv.Main(m)
 }
 
@@ -99,7 +100,7 @@ func (e *env) spawn(cfg loadgen.Config) *child {
 	e.t.Helper()
 	spec, err := json.Marshal(childSpec{NATSURL: e.natsURL, Config: cfg, ClickHouseDSN: e.dsn})
 	require.NoError(e.t, err)
-	return &child{testenv.StartChildProc(e.t, cfg.Instance, envChild+"="+string(spec))}
+	return &child{testenv.StartChildProc(e.t, cfg.Instance, envChild, envChildSpec+"="+string(spec))}
 }
 
 // tapped is one record of the input topic and when the tap received it.
