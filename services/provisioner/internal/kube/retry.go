@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 )
@@ -92,4 +93,14 @@ func (b *Backend) retry(ctx context.Context, deadline time.Time, what string, fn
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// explain adds what to do to an authorization failure; the API server's
+// message already names the verb, the resource and the user.
+func explain(err error) error {
+	if apierrors.IsForbidden(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) &&
+		!strings.Contains(err.Error(), "exceeded quota") {
+		return fmt.Errorf("%w (the provisioner's ClusterRole, deploy/base/provisioner-rbac.yaml, grants the verbs it needs)", err)
+	}
+	return err
 }
