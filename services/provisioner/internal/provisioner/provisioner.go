@@ -15,13 +15,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -32,115 +29,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/procfs"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
-
-// Backend deploys and removes a run's system under test.
-type Backend interface {
-	// Key is the record key of run runID as this instance provisions it.
-	Key(runID string) string
-	// Owns reports whether this instance can remove the run of rec (a
-	// local run: on this node).
-	Owns(rec state.Record) bool
-	// Provision deploys the run, whose record (Key) is in state starting
-	// and held by the caller, or running for a repeated provision, and
-	// returns its targets; repeated for a deployed run it returns the same
-	// targets.
-	Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error)
-	// Remove removes the run's system under test. e is its record, nil
-	// for a leftover with none. crashed reports a running SUT found
-	// exited on its own, with the reason.
-	Remove(ctx context.Context, runID string, e *state.Entry) (crashed bool, reason string, err error)
-	// TeardownBound is the longest one Remove may take.
-	TeardownBound() time.Duration
-}
-
-// Watcher is a backend that watches running runs for crashes and tells the
-// provisioner (Crashed).
-type Watcher interface {
-	Watch(e state.Entry)
-	Unwatch(runID string)
-}
-
-// Sweeper is a backend that can list what of GreenFlow's runs is present
-// (marked processes, labelled namespaces), whatever the records say.
-type Sweeper interface {
-	Leftovers(ctx context.Context) ([]state.Leftover, error)
-}
-
-// Forgetter is a backend with local files of a run to remove once its
-// record is purged.
-type Forgetter interface {
-	Forget(rec state.Record)
-}
-
-// TopicManager is a backend that creates and deletes a run's Kafka topics
-// itself (Strimzi KafkaTopic resources) when ManagesTopics says so;
-// otherwise the provisioner uses the Kafka admin API.
-type TopicManager interface {
-	ManagesTopics() (bool, error)
-	CreateTopics(ctx context.Context, p events.RunProvision) error
-	DeleteTopics(ctx context.Context, runID string) error
-}
-
-// PlatformUser is a backend that marks what it creates with the platform
-// id (see state.Store.Platform).
-type PlatformUser interface {
-	SetPlatform(id string)
-}
-
-// Config tunes the provisioner core.
-type Config struct {
-	// Instance names this provisioner in records (default host-pid-random).
-	Instance string `yaml:"instance"`
-	// Lease is how long a provision holds its run without renewing; an
-	// instance that died mid-provision loses it after this.
-	Lease time.Duration `yaml:"lease"`
-	// Tick is how often wanted teardowns and watches are looked at.
-	Tick time.Duration `yaml:"tick"`
-	// ReconcileEvery is how often leftovers are looked for.
-	ReconcileEvery time.Duration `yaml:"reconcileEvery"`
-	// UnknownGrace is how old a leftover with no record must be before it
-	// is removed (a provision writes its record before it starts anything).
-	UnknownGrace time.Duration `yaml:"unknownGrace"`
-	// TombstoneTTL is how long a torn-down run's record (its result for a
-	// repeated teardown) and a final run's mark are kept.
-	TombstoneTTL time.Duration `yaml:"tombstoneTTL"`
-	// RetryBase and RetryMax bound the back-off between teardown attempts.
-	RetryBase time.Duration `yaml:"retryBase"`
-	RetryMax  time.Duration `yaml:"retryMax"`
-	// TopicTimeout bounds one create or delete of a run's topics.
-	TopicTimeout time.Duration `yaml:"topicTimeout"`
-}
-
-func (c *Config) defaults() {
-	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
-	}
-	if c.Lease == 0 {
-		c.Lease = 45 * time.Second
-	}
-	if c.Tick == 0 {
-		c.Tick = 500 * time.Millisecond
-	}
-	if c.ReconcileEvery == 0 {
-		c.ReconcileEvery = 30 * time.Second
-	}
-	if c.UnknownGrace == 0 {
-		c.UnknownGrace = 2 * time.Minute
-	}
-	if c.TombstoneTTL == 0 {
-		c.TombstoneTTL = 24 * time.Hour
-	}
-	if c.RetryBase == 0 {
-		c.RetryBase = time.Second
-	}
-	if c.RetryMax == 0 {
-		c.RetryMax = time.Minute
-	}
-	if c.TopicTimeout == 0 {
-		c.TopicTimeout = 15 * time.Second
-	}
-}
 
 // Provisioner is the provisioner service.
 type Provisioner struct {
