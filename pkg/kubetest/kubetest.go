@@ -1,11 +1,14 @@
-//go:build envtest
-
-// Package kubetest runs a real kube-apiserver and etcd for tests
-// (controller-runtime's envtest; `make test` builds the binaries with
-// scripts/envtest-assets.sh and sets KUBEBUILDER_ASSETS). There is no kubelet,
-// scheduler or controller manager: Kubelet plays their part by creating each
-// Deployment's pods, binding them to nodes and setting their status, and
+// Package kubetest runs a real kube-apiserver and etcd for tests and for the
+// chaos suite (controller-runtime's envtest; `make test` builds the binaries
+// with scripts/envtest-assets.sh and sets KUBEBUILDER_ASSETS; FindAssets
+// finds them the same way). There is no kubelet, scheduler or controller
+// manager: Kubelet plays their part by creating each Deployment's pods,
+// binding them to nodes and setting their status; without Controllers,
 // deleted namespaces stay Terminating (no namespace controller).
+//
+// The tests that use it are tagged `envtest` (they need the binaries); the
+// package itself is not, so that the chaos suite's command can run a
+// control plane too.
 package kubetest
 
 import (
@@ -27,9 +30,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // Main starts the API server, runs the package's tests and stops it; call
@@ -49,40 +49,29 @@ func MustStart() (stop func()) {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or export KUBEBUILDER_ASSETS=$(scripts/envtest-assets.sh)")
 		os.Exit(1)
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 90 * time.Second, ControlPlaneStopTimeout: 30 * time.Second}
-	// A certificate directory of our own outlives a stop of the API
-	// server, so StartAPIServer brings it back with the same serving
-	// certificate (clients built from Admin keep working).
-	certDir, err := os.MkdirTemp("", "greenflow-envtest-certs-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "envtest cert dir:", err)
-		os.Exit(1)
-	}
-	env.ControlPlane.GetAPIServer().CertDir = certDir
 	start := time.Now()
-	Admin, err = env.Start()
+	cp, err := StartControlPlane(assets)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "start envtest:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	testEnv = env
+	current, Admin = cp, cp.Admin
 	fmt.Fprintf(os.Stderr, "envtest: kube-apiserver and etcd up in %s\n", time.Since(start).Round(time.Millisecond))
 	return func() {
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop envtest:", err)
+		if err := cp.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 		}
-		_ = os.RemoveAll(certDir)
 	}
 }
 
-var testEnv *envtest.Environment
+var current *ControlPlane
 
 // StopAPIServer stops the kube-apiserver, as an outage would: clients get
 // connection refused. etcd keeps running, and with it the cluster's state.
 func StopAPIServer(t testing.TB) {
 	t.Helper()
-	if err := testEnv.ControlPlane.GetAPIServer().Stop(); err != nil {
-		t.Fatalf("stop kube-apiserver: %v", err)
+	if err := current.StopAPIServer(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -91,14 +80,9 @@ func StopAPIServer(t testing.TB) {
 func StartAPIServer(t testing.TB) {
 	t.Helper()
 	start := time.Now()
-	if err := testEnv.ControlPlane.GetAPIServer().Start(); err != nil {
-		t.Fatalf("start kube-apiserver again: %v", err)
+	if err := current.StartAPIServer(context.Background(), 60*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	cs := AdminClient(t)
-	testenv.Eventually(t, 60*time.Second, "kube-apiserver serving after its restart", func() bool {
-		_, err := cs.CoreV1().Namespaces().Get(context.Background(), "default", metav1.GetOptions{})
-		return err == nil
-	})
 	t.Logf("kube-apiserver serving again %s after its start", time.Since(start).Round(time.Millisecond))
 }
 
@@ -106,16 +90,26 @@ func StartAPIServer(t testing.TB) {
 // returns its path, for code that loads one (the provisioner's --kubeconfig).
 func Kubeconfig(t testing.TB, dir string) string {
 	t.Helper()
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: Admin.Host, CertificateAuthorityData: Admin.CAData}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: Admin.CertData, ClientKeyData: Admin.KeyData, Token: Admin.BearerToken}
-	cfg.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
-	cfg.CurrentContext = "envtest"
 	path := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+	if err := WriteKubeconfig(path, Admin, clientcmdapi.AuthInfo{ClientCertificateData: Admin.CertData, ClientKeyData: Admin.KeyData,
+		Token: Admin.BearerToken}); err != nil {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WriteKubeconfig writes a kubeconfig to path for the cluster rc points at
+// (its address and CA), authenticating as auth.
+func WriteKubeconfig(path string, rc *rest.Config, auth clientcmdapi.AuthInfo) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: rc.Host, CertificateAuthorityData: rc.CAData}
+	cfg.AuthInfos["user"] = &auth
+	cfg.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "user"}
+	cfg.CurrentContext = "envtest"
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return fmt.Errorf("write kubeconfig %s: %w", path, err)
+	}
+	return nil
 }
 
 // Kubelets runs a Kubelet for every run namespace that appears, until ctx
@@ -172,34 +166,45 @@ var Workers = []string{"worker-a", "worker-b", "worker-c"}
 // tainted NoSchedule as control planes are: placement must skip it.
 func EnsureNodes(t testing.TB, cs kubernetes.Interface, names ...string) {
 	t.Helper()
-	ensureNode(t, cs, "a-control-plane", []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}})
-	for _, n := range names {
-		ensureNode(t, cs, n, nil)
+	if err := RegisterNodes(context.Background(), cs, names...); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func ensureNode(t testing.TB, cs kubernetes.Interface, name string, taints []corev1.Taint) {
-	t.Helper()
-	ctx := context.Background()
+// RegisterNodes is EnsureNodes for code without a testing.TB.
+func RegisterNodes(ctx context.Context, cs kubernetes.Interface, names ...string) error {
+	if err := ensureNode(ctx, cs, "a-control-plane", []corev1.Taint{{Key: "node-role.kubernetes.io/control-plane", Effect: corev1.TaintEffectNoSchedule}}); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := ensureNode(ctx, cs, n, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ensureNode(ctx context.Context, cs kubernetes.Interface, name string, taints []corev1.Taint) error {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{hostnameKey: name, "pool": "sut"}}}
 	created, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		return
+		return nil
 	}
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("register node %s: %w", name, err)
 	}
 	created.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
 	created, err = cs.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{})
 	if err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("mark node %s ready: %w", name, err)
 	}
 	// The API server taints new nodes not-ready (TaintNodesByCondition); the
 	// node lifecycle controller lifts it once the node reports Ready.
 	created.Spec.Taints = taints
 	if _, err := cs.CoreV1().Nodes().Update(ctx, created, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+		return fmt.Errorf("set the taints of node %s: %w", name, err)
 	}
+	return nil
 }
 
 // Kubelet plays the controller manager, scheduler and kubelets for one
@@ -222,13 +227,22 @@ type Kubelet struct {
 	next int
 }
 
-// Run works until ctx ends.
-func (k *Kubelet) Run(ctx context.Context, t testing.TB) {
+// Logger receives what the stand-ins have to say; a testing.TB is one.
+type Logger interface {
+	Logf(format string, args ...any)
+}
+
+// Run works, in a goroutine of its own, until ctx ends.
+func (k *Kubelet) Run(ctx context.Context, log Logger) {
 	go func() {
+		last := ""
 		for ctx.Err() == nil {
-			if err := k.step(ctx); err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-				t.Logf("kubelet: %v", err)
+			err := k.step(ctx)
+			// An error is said once, not every 50 ms of an outage.
+			if err != nil && ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) && err.Error() != last {
+				log.Logf("kubelet %s: %v", k.NS, err)
 			}
+			last = fmt.Sprint(err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(50 * time.Millisecond):
