@@ -7,9 +7,8 @@
 package kube
 
 import (
-	"context"
+	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,26 +18,68 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/utils/clock"
 
-	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
+// Deps are the backend's collaborators.
+type Deps struct {
+	// REST is the cluster's client configuration (see RESTConfig); required.
+	REST   *rest.Config
+	Logger *zap.Logger
+	// Clock times deadlines and polls (default: the real clock).
+	Clock clock.Clock
+}
+
 // Backend deploys runs on one cluster; safe for concurrent use.
 type Backend struct {
-	cfg    Config
-	cs     kubernetes.Interface
-	dyn    dynamic.Interface
-	mapper *restmapper.DeferredDiscoveryRESTMapper
-	logger *zap.Logger
-	now    func() time.Time
+	cfg     Config
+	cs      kubernetes.Interface
+	dyn     dynamic.Interface
+	mapper  *restmapper.DeferredDiscoveryRESTMapper
+	logger  *zap.Logger
+	clock   clock.Clock
+	watches poll.Watches[struct{}]
 
-	onCrash  CrashFunc
 	mu       sync.Mutex
-	watching map[string]context.CancelFunc // run → its crash watch
-	watchers sync.WaitGroup
-	closed   bool
 	platform string
+}
+
+// New builds the backend for the cluster d.REST points at; no I/O.
+func New(cfg Config, d Deps) (*Backend, error) {
+	err := cfg.Validate()
+	if d.REST == nil {
+		err = errors.Join(err, errors.New("kubernetes backend: no cluster configuration (Deps.REST)"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.Clock == nil {
+		d.Clock = clock.RealClock{}
+	}
+	rc := rest.CopyConfig(d.REST)
+	if rc.UserAgent == "" {
+		rc.UserAgent = cfg.FieldManager
+	}
+	if rc.Timeout == 0 {
+		rc.Timeout = cfg.RequestTimeout // an API server that hangs is retried like one that is down
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes backend: client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes backend: dynamic client: %w", err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
+	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: d.Logger.With(zap.String("component", "kubernetes-backend")),
+		clock: d.Clock}, nil
 }
 
 // SetPlatform sets the installation id put on every run namespace.
@@ -64,56 +105,6 @@ func (b *Backend) Owns(rec state.Record) bool { return rec.Backend == "kubernete
 // TeardownBound is the longest one Remove may take.
 func (b *Backend) TeardownBound() time.Duration { return b.cfg.TeardownTimeout + 30*time.Second }
 
-// Remove deletes the run's namespace (see Teardown).
-func (b *Backend) Remove(ctx context.Context, runID string, _ *state.Entry) (bool, string, error) {
-	return b.Teardown(ctx, runID)
-}
-
-// CrashFunc is told about a run whose pods restarted or failed during the
-// run. kafka names the run's topics as recorded at provision (nil if
-// unknown).
-type CrashFunc func(experimentID, runID, reason string, kafka *events.Kafka)
-
-// OnCrash sets the crash handler; call it before the first provision.
-func (b *Backend) OnCrash(fn CrashFunc) { b.onCrash = fn }
-
-// New builds the backend for the cluster rc points at; no I/O.
-func New(rc *rest.Config, cfg Config, logger *zap.Logger) (*Backend, error) {
-	cfg.defaults()
-	if cfg.StrimziKafka != "" {
-		if ns, name, ok := strings.Cut(cfg.StrimziKafka, "/"); !ok || ns == "" || name == "" {
-			return nil, fmt.Errorf("kubernetes backend: strimzi kafka %q: expected namespace/name of the Kafka resource", cfg.StrimziKafka)
-		}
-	}
-	rc = rest.CopyConfig(rc)
-	if rc.UserAgent == "" {
-		rc.UserAgent = cfg.FieldManager
-	}
-	if rc.Timeout == 0 {
-		rc.Timeout = cfg.RequestTimeout // an API server that hangs is retried like one that is down
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes backend: client: %w", err)
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes backend: dynamic client: %w", err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
-	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: logger.With(zap.String("component", "kubernetes-backend")), now: time.Now,
-		watching: map[string]context.CancelFunc{}}, nil
-}
-
 // Close stops every crash watch and waits for them, so that a crash being
 // reported is published before the service stops; the runs stay deployed.
-func (b *Backend) Close() {
-	b.mu.Lock()
-	b.closed = true
-	for id, cancel := range b.watching {
-		cancel()
-		delete(b.watching, id)
-	}
-	b.mu.Unlock()
-	b.watchers.Wait()
-}
+func (b *Backend) Close() { b.watches.Close() }

@@ -1,9 +1,11 @@
 package kube
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -47,34 +49,40 @@ type Config struct {
 	RequestTimeout time.Duration `yaml:"requestTimeout"`
 }
 
-func (c *Config) defaults() {
+// Default returns the defaults.
+func Default() Config {
+	return Config{FieldManager: "greenflow-provisioner", NamespacePrefix: "gf-",
+		ReadyTimeout: 5 * time.Minute, UnschedulableGrace: 30 * time.Second, TeardownTimeout: 2 * time.Minute,
+		PollInterval: time.Second, CrashPoll: 5 * time.Second, RetryBase: 200 * time.Millisecond, RequestTimeout: 30 * time.Second}
+}
+
+// Validate reports every problem with the configuration, by field.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"readyTimeout", c.ReadyTimeout}, {"unschedulableGrace", c.UnschedulableGrace}, {"teardownTimeout", c.TeardownTimeout},
+		{"pollInterval", c.PollInterval}, {"crashPoll", c.CrashPoll}, {"retryBase", c.RetryBase}, {"requestTimeout", c.RequestTimeout}} {
+		if f.d <= 0 {
+			errs = append(errs, fmt.Errorf("kubernetes.%s: got %s, expected a positive duration", f.name, f.d))
+		}
+	}
 	if c.FieldManager == "" {
-		c.FieldManager = "greenflow-provisioner"
+		errs = append(errs, errors.New("kubernetes.fieldManager: required (it names the provisioner in server-side apply)"))
 	}
 	if c.NamespacePrefix == "" {
-		c.NamespacePrefix = "gf-"
+		errs = append(errs, errors.New("kubernetes.namespacePrefix: required (run namespaces are found by it)"))
 	}
-	if c.ReadyTimeout == 0 {
-		c.ReadyTimeout = 5 * time.Minute
+	if c.StrimziKafka != "" {
+		if ns, name, ok := strings.Cut(c.StrimziKafka, "/"); !ok || ns == "" || name == "" {
+			errs = append(errs, fmt.Errorf("kubernetes.strimziKafka: %q: expected namespace/name of the Kafka resource", c.StrimziKafka))
+		}
 	}
-	if c.UnschedulableGrace == 0 {
-		c.UnschedulableGrace = 30 * time.Second
+	if c.TopicReplicas < 0 {
+		errs = append(errs, fmt.Errorf("kubernetes.topicReplicas: got %d, expected 0 (the brokers' default) or more", c.TopicReplicas))
 	}
-	if c.TeardownTimeout == 0 {
-		c.TeardownTimeout = 2 * time.Minute
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = time.Second
-	}
-	if c.CrashPoll == 0 {
-		c.CrashPoll = 5 * time.Second
-	}
-	if c.RetryBase == 0 {
-		c.RetryBase = 200 * time.Millisecond
-	}
-	if c.RequestTimeout == 0 {
-		c.RequestTimeout = 30 * time.Second
-	}
+	return errors.Join(errs...)
 }
 
 // RESTConfig loads the cluster's client configuration: an explicit

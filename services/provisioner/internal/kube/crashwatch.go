@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
@@ -64,68 +63,41 @@ func crashReason(pods []corev1.Pod, base map[string]int32) string {
 }
 
 // Watch checks a running run's pods for restarts and failures until
-// Unwatch, and tells the crash handler about one (the provisioner then
-// tears the run down). Every instance watches every running run, so a crash
-// is noticed while any provisioner runs; a run that never became ready is
-// not watched (its provision is still going on, or failed).
-func (b *Backend) Watch(e state.Entry) { b.watchRun(e.Rec.ExperimentID, e.Rec.RunID) }
+// Unwatch, and tells crashed about one, once (the provisioner then tears
+// the run down). Every instance watches every running run, so a crash is
+// noticed while any provisioner runs; a run that never became ready is not
+// watched (its provision is still going on, or failed).
+func (b *Backend) Watch(e state.Entry, crashed func(reason string)) {
+	runID := e.Rec.RunID
+	if b.watches.Start(runID, struct{}{}, func(ctx context.Context, _ struct{}) { b.watch(ctx, runID, crashed) }) {
+		b.logger.Info("watching the system under test", zap.String("run_id", runID), zap.String("namespace", b.Namespace(runID)))
+	}
+}
 
 // Unwatch stops watching a run.
-func (b *Backend) Unwatch(runID string) { b.unwatch(runID) }
+func (b *Backend) Unwatch(runID string) { b.watches.Stop(runID) }
 
-func (b *Backend) watchRun(experimentID, runID string) {
-	if b.onCrash == nil {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, ok := b.watching[runID]; ok || b.closed {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.watching[runID] = cancel
-	b.watchers.Add(1)
-	go func() {
-		defer b.watchers.Done()
-		b.watch(ctx, experimentID, runID)
-	}()
-}
-
-func (b *Backend) unwatch(runID string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if cancel, ok := b.watching[runID]; ok {
-		cancel()
-		delete(b.watching, runID)
-	}
-}
-
-func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
+// watch polls the run's pods until a crash, which it reports, or until ctx
+// ends. A run with nothing to watch (its namespace gone, terminating or
+// never ready) stays registered without polling, so it is not watched
+// again until it is unwatched.
+func (b *Backend) watch(ctx context.Context, runID string, crashed func(reason string)) {
 	ns := b.Namespace(runID)
 	sel := LabelRun + "=" + LabelValue(runID)
 	var base map[string]int32
-	var kafka *events.Kafka
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(b.cfg.CrashPoll):
-		}
+	for poll.Sleep(ctx, b.clock, b.cfg.CrashPoll) {
 		if base == nil {
 			n, err := b.cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				return
-			}
-			if err != nil {
+			if err != nil && !apierrors.IsNotFound(err) {
 				continue
 			}
 			var ready bool
-			if base, ready = readyBaseline(n); !ready || n.DeletionTimestamp != nil {
-				return
+			if err == nil {
+				base, ready = readyBaseline(n)
 			}
-			var k events.Kafka
-			if json.Unmarshal([]byte(n.Annotations[AnnotationKafka]), &k) == nil {
-				kafka = &k
+			if !ready || n.DeletionTimestamp != nil {
+				<-ctx.Done()
+				return
 			}
 		}
 		pods, err := b.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
@@ -140,8 +112,7 @@ func (b *Backend) watch(ctx context.Context, experimentID, runID string) {
 			continue
 		}
 		b.logger.Error("system under test crashed during the run", zap.String("run_id", runID), zap.String("reason", reason))
-		b.onCrash(experimentID, runID, reason, kafka)
-		b.unwatch(runID) // watched again if its record stays running
-		return
+		crashed(reason)
+		return // watched again if its record stays running
 	}
 }

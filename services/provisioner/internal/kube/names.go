@@ -50,8 +50,12 @@ func LabelValue(id string) string {
 }
 
 // Namespace is the namespace of run runID.
-func (b *Backend) Namespace(runID string) string {
-	name := b.cfg.NamespacePrefix + strings.Trim(notNamespaceRE.ReplaceAllString(strings.ToLower(runID), "-"), "-")
+func (b *Backend) Namespace(runID string) string { return b.cfg.Namespace(runID) }
+
+// Namespace is the namespace of run runID: the prefix and the run id made a
+// valid name (shortened with a hash when too long).
+func (c Config) Namespace(runID string) string {
+	name := c.NamespacePrefix + strings.Trim(notNamespaceRE.ReplaceAllString(strings.ToLower(runID), "-"), "-")
 	if len(name) <= 63 {
 		return name
 	}

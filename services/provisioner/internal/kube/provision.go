@@ -18,37 +18,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
-// resolve maps every rendered object to its resource; kinds the cluster does
-// not serve and cluster-scoped kinds are refused before anything is created.
-func (b *Backend) resolve(ctx context.Context, deadline time.Time, template string, objs []*unstructured.Unstructured) ([]object, error) {
-	out := make([]object, 0, len(objs))
-	for i, u := range objs {
-		gvk := u.GroupVersionKind()
-		var m *meta.RESTMapping
-		err := b.retry(ctx, deadline, "discover "+gvk.Kind, func() error {
-			var err error
-			m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			if meta.IsNoMatchError(err) || IsTransient(err) {
-				b.mapper.Reset() // a CRD may have been installed since discovery was cached
-				m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			}
-			return err
-		})
-		if err != nil {
-			if meta.IsNoMatchError(err) {
-				return nil, fmt.Errorf("template %s, object %d (%s): unknown kind: the cluster serves no %s in %s", template, i+1, describe(u), gvk.Kind, gvk.GroupVersion())
-			}
-			return nil, fmt.Errorf("template %s, object %d (%s): discover its resource: %w", template, i+1, describe(u), err)
-		}
-		if m.Scope.Name() != meta.RESTScopeNameNamespace {
-			return nil, fmt.Errorf("template %s, object %d (%s): %s is cluster-scoped; templates may only hold namespaced objects, which teardown removes with the run's namespace",
-				template, i+1, describe(u), gvk.Kind)
-		}
-		out = append(out, object{u: u, mapping: m})
-	}
-	return out, nil
-}
-
 // Provision deploys run p and waits until it is ready. Repeating it for a
 // deployed run re-applies the same objects and returns the same targets; a
 // failed provision deletes what it created. Transient API errors are
@@ -65,7 +34,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	if k.ReadyTimeoutMs > 0 {
 		timeout = time.Duration(k.ReadyTimeoutMs) * time.Millisecond
 	}
-	deadline := b.now().Add(timeout)
+	deadline := b.clock.Now().Add(timeout)
 	resolved, err := b.resolve(ctx, deadline, p.SUT.Template, objs)
 	if err != nil {
 		return nil, err
@@ -105,6 +74,37 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		return nil, err
 	}
 	return targets, nil
+}
+
+// resolve maps every rendered object to its resource; kinds the cluster does
+// not serve and cluster-scoped kinds are refused before anything is created.
+func (b *Backend) resolve(ctx context.Context, deadline time.Time, template string, objs []*unstructured.Unstructured) ([]object, error) {
+	out := make([]object, 0, len(objs))
+	for i, u := range objs {
+		gvk := u.GroupVersionKind()
+		var m *meta.RESTMapping
+		err := b.retry(ctx, deadline, "discover "+gvk.Kind, func() error {
+			var err error
+			m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if meta.IsNoMatchError(err) || IsTransient(err) {
+				b.mapper.Reset() // a CRD may have been installed since discovery was cached
+				m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			}
+			return err
+		})
+		if err != nil {
+			if meta.IsNoMatchError(err) {
+				return nil, fmt.Errorf("template %s, object %d (%s): unknown kind: the cluster serves no %s in %s", template, i+1, describe(u), gvk.Kind, gvk.GroupVersion())
+			}
+			return nil, fmt.Errorf("template %s, object %d (%s): discover its resource: %w", template, i+1, describe(u), err)
+		}
+		if m.Scope.Name() != meta.RESTScopeNameNamespace {
+			return nil, fmt.Errorf("template %s, object %d (%s): %s is cluster-scoped; templates may only hold namespaced objects, which teardown removes with the run's namespace",
+				template, i+1, describe(u), gvk.Kind)
+		}
+		out = append(out, object{u: u, mapping: m})
+	}
+	return out, nil
 }
 
 func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, objs []object, pl placement, deadline time.Time,
@@ -179,10 +179,10 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 // transient API errors are retried for a while, and what still fails is
 // left to the provisioner's reconciler, which keeps trying.
 func (b *Backend) cleanup(ns, runID string, cause error) {
-	b.unwatch(runID)
+	b.Unwatch(runID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := b.retry(ctx, b.now().Add(30*time.Second), "delete namespace "+ns, func() error {
+	err := b.retry(ctx, b.clock.Now().Add(30*time.Second), "delete namespace "+ns, func() error {
 		err := b.cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)})
 		if apierrors.IsNotFound(err) {
 			return nil

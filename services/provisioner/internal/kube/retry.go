@@ -12,6 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
 
 // transientError is a failure of the API server that trying again later
@@ -79,17 +81,15 @@ func (b *Backend) retry(ctx context.Context, deadline time.Time, what string, fn
 		if err == nil || !IsTransient(err) || ctx.Err() != nil {
 			return err
 		}
-		if !b.now().Add(delay).Before(deadline) {
+		if !b.clock.Now().Add(delay).Before(deadline) {
 			return transientError{fmt.Errorf("%w (the API server did not answer before the deadline)", err)}
 		}
 		if !warned {
 			b.logger.Warn("kubernetes API unavailable; retrying", zap.String("what", what), zap.Error(err))
 			warned = true
 		}
-		select {
-		case <-ctx.Done():
+		if !poll.Sleep(ctx, b.clock, delay) {
 			return err
-		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
 	}

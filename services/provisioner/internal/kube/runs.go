@@ -29,7 +29,7 @@ type Deployed struct {
 // and annotations.
 func (b *Backend) Runs(ctx context.Context) ([]Deployed, error) {
 	var list *corev1.NamespaceList
-	err := b.retry(ctx, b.now().Add(b.cfg.TeardownTimeout), "list run namespaces", func() error {
+	err := b.retry(ctx, b.clock.Now().Add(b.cfg.TeardownTimeout), "list run namespaces", func() error {
 		var err error
 		list, err = b.cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedBy + "," + LabelRun})
 		return err

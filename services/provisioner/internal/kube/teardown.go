@@ -9,16 +9,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// Teardown deletes the run's namespace and waits, bounded, for it to go.
+// Remove deletes the run's namespace and waits, bounded, for it to go
+// (the record e is not needed: the namespace carries all there is).
 // crashed reports containers that restarted or pods that failed during the
 // run. A run the cluster does not know is already torn down. Transient API
 // errors are retried with back-off within TeardownTimeout; what fails past
 // it is returned (the provisioner tries again later).
-func (b *Backend) Teardown(ctx context.Context, runID string) (crashed bool, reason string, err error) {
-	b.unwatch(runID)
-	deadline := b.now().Add(b.cfg.TeardownTimeout)
+func (b *Backend) Remove(ctx context.Context, runID string, _ *state.Entry) (crashed bool, reason string, err error) {
+	b.Unwatch(runID)
+	deadline := b.clock.Now().Add(b.cfg.TeardownTimeout)
 	var list *corev1.NamespaceList
 	if err := b.retry(ctx, deadline, "find the namespace of run "+runID, func() error {
 		var err error
@@ -72,13 +76,8 @@ func (b *Backend) waitGone(ctx context.Context, ns string, deadline time.Time) b
 		if apierrors.IsNotFound(err) {
 			return true
 		}
-		if b.now().After(deadline) || ctx.Err() != nil {
+		if b.clock.Now().After(deadline) || !poll.Sleep(ctx, b.clock, b.cfg.PollInterval) {
 			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(b.cfg.PollInterval):
 		}
 	}
 }

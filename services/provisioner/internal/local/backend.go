@@ -13,61 +13,54 @@ package local
 
 import (
 	"context"
-	"os"
-	"sync"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/procfs"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
+
+// Deps are the backend's collaborators.
+type Deps struct {
+	// Store holds the runs' records; required.
+	Store  *state.Store
+	Logger *zap.Logger
+	// Clock times start-up, polls and stops (default: the real clock).
+	Clock clock.Clock
+}
 
 // Backend runs processes; safe for concurrent use.
 type Backend struct {
 	cfg     Config
 	store   *state.Store
 	logger  *zap.Logger
+	clock   clock.Clock
 	proc    procs
-	onCrash CrashFunc
-
-	mu       sync.Mutex
-	watching map[string]*watch
-	watchers sync.WaitGroup
-	closed   bool
-}
-
-type watch struct {
-	cancel context.CancelFunc
-	entry  state.Entry
+	watches poll.Watches[state.Entry]
 }
 
 // New builds the backend; no I/O.
-func New(cfg Config, store *state.Store, logger *zap.Logger) *Backend {
-	if cfg.StartupGrace == 0 {
-		cfg.StartupGrace = 300 * time.Millisecond
+func New(cfg Config, d Deps) (*Backend, error) {
+	err := cfg.Validate()
+	if d.Store == nil {
+		err = errors.Join(err, errors.New("local backend: no record store (Deps.Store)"))
 	}
-	if cfg.StopTimeout == 0 {
-		cfg.StopTimeout = 10 * time.Second
+	if err != nil {
+		return nil, err
 	}
-	if cfg.LivenessPoll == 0 {
-		cfg.LivenessPoll = 250 * time.Millisecond
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
 	}
-	if cfg.Node == "" {
-		cfg.Node, _ = os.Hostname()
+	if d.Clock == nil {
+		d.Clock = clock.RealClock{}
 	}
-	if cfg.StateDir == "" {
-		cfg.StateDir = DefaultStateDir()
-	}
-	if cfg.ProcRoot == "" {
-		cfg.ProcRoot = "/proc"
-	}
-	return &Backend{cfg: cfg, store: store, logger: logger.With(zap.String("component", "local-backend")),
-		proc: procs{FS: procfs.FS{Root: cfg.ProcRoot}, node: cfg.Node}, watching: map[string]*watch{}}
+	return &Backend{cfg: cfg, store: d.Store, logger: d.Logger.With(zap.String("component", "local-backend")), clock: d.Clock,
+		proc: procs{FS: procfs.FS{Root: cfg.ProcRoot}, node: cfg.Node, clock: d.Clock}}, nil
 }
-
-// OnCrash sets the crash handler; call it before the first Watch.
-func (b *Backend) OnCrash(fn CrashFunc) { b.onCrash = fn }
 
 // Node is the machine this backend runs processes on.
 func (b *Backend) Node() string { return b.cfg.Node }
@@ -88,16 +81,7 @@ func (b *Backend) TeardownBound() time.Duration { return b.cfg.StopTimeout + 10*
 // provisioner to adopt, unless StopOnShutdown: then they are stopped, and
 // their records say so (the run cannot go on).
 func (b *Backend) Close() {
-	b.mu.Lock()
-	b.closed = true
-	runs := make([]state.Entry, 0, len(b.watching))
-	for id, w := range b.watching {
-		w.cancel()
-		runs = append(runs, w.entry)
-		delete(b.watching, id)
-	}
-	b.mu.Unlock()
-	b.watchers.Wait()
+	runs := b.watches.Close()
 	if !b.cfg.StopOnShutdown {
 		return
 	}

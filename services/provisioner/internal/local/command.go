@@ -29,18 +29,19 @@ const (
 	EnvKafka = "GREENFLOW_KAFKA"
 )
 
-// Command builds the command line of a run.
-func (b *Backend) Command(p events.RunProvision) ([]string, error) {
+// Command builds the command line of run p: the configured UC-3
+// processor's for template uc3-go, the spec's own for template command.
+func (c Config) Command(p events.RunProvision) ([]string, error) {
 	switch p.SUT.Template {
 	case "uc3-go":
-		if len(b.cfg.UC3Command) == 0 {
+		if len(c.UC3Command) == 0 {
 			return nil, errors.New("template uc3-go: no UC-3 processor command configured (--uc3-command)")
 		}
 		flags, err := uc3cmd.Flags(p, strings.Join(p.Kafka.Brokers, ","), "")
 		if err != nil {
 			return nil, err
 		}
-		return append(append([]string{}, b.cfg.UC3Command...), flags...), nil
+		return append(append([]string{}, c.UC3Command...), flags...), nil
 	case "command":
 		if len(p.SUT.Command) == 0 {
 			return nil, errors.New("template command: sut.command is empty")

@@ -1,6 +1,8 @@
 package local
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,6 +30,34 @@ type Config struct {
 	StopOnShutdown bool `yaml:"stopOnShutdown"`
 	// ProcRoot is the process table (default /proc).
 	ProcRoot string `yaml:"procRoot"`
+}
+
+// Default returns the defaults: this machine's hostname as the node, run
+// files under DefaultStateDir. UC3Command has no default here (the
+// provisioner's binary knows where the processor is).
+func Default() Config {
+	node, _ := os.Hostname()
+	return Config{StartupGrace: 300 * time.Millisecond, StopTimeout: 10 * time.Second, LivenessPoll: 250 * time.Millisecond,
+		Node: node, StateDir: DefaultStateDir(), ProcRoot: "/proc"}
+}
+
+// Validate reports every problem with the configuration, by field.
+func (c Config) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"startupGrace", c.StartupGrace}, {"stopTimeout", c.StopTimeout}, {"livenessPoll", c.LivenessPoll}} {
+		if f.d <= 0 {
+			errs = append(errs, fmt.Errorf("local.%s: got %s, expected a positive duration", f.name, f.d))
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"node", c.Node}, {"stateDir", c.StateDir}, {"procRoot", c.ProcRoot}} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("local.%s: required", f.name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // DefaultStateDir is where a provisioner keeps run logs unless told

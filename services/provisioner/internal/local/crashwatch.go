@@ -2,75 +2,37 @@ package local
 
 import (
 	"context"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// CrashFunc is told when a run's SUT is found exited on its own.
-type CrashFunc func(runID, reason string)
-
 // Watch watches a running run's process until Unwatch: when it is found
 // exited — at once, for a run adopted after a restart whose process ended
-// while no provisioner was watching — the crash handler is told, with the
-// exit status and last output.
-func (b *Backend) Watch(e state.Entry) {
+// while no provisioner was watching — crashed is told, once, with the exit
+// status and last output. Repeated for a watched run, it only keeps the
+// newer record (stopped at shutdown with it, see Close).
+func (b *Backend) Watch(e state.Entry, crashed func(reason string)) {
 	pr := e.Rec.Process
-	if pr == nil || b.onCrash == nil {
+	if pr == nil {
 		return
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if w, ok := b.watching[e.Rec.RunID]; ok || b.closed {
-		if ok {
-			w.entry = e
-		}
-		return
+	runID, watched := e.Rec.RunID, *pr
+	if b.watches.Start(runID, e, func(ctx context.Context, _ state.Entry) { b.watch(ctx, runID, watched, crashed) }) {
+		b.logger.Info("watching the system under test", zap.String("run_id", runID), zap.Int("pid", pr.PID), zap.Int("pgid", pr.PGID))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.watching[e.Rec.RunID] = &watch{cancel: cancel, entry: e}
-	b.logger.Info("watching the system under test", zap.String("run_id", e.Rec.RunID), zap.Int("pid", pr.PID), zap.Int("pgid", pr.PGID))
-	b.watchers.Add(1)
-	go func() {
-		defer b.watchers.Done()
-		b.watch(ctx, e.Rec.RunID, *pr)
-	}()
 }
 
 // Unwatch stops watching a run.
-func (b *Backend) Unwatch(runID string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if w, ok := b.watching[runID]; ok {
-		w.cancel()
-		delete(b.watching, runID)
-	}
-}
+func (b *Backend) Unwatch(runID string) { b.watches.Stop(runID) }
 
-// Watching lists the runs being watched.
-func (b *Backend) Watching() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make([]string, 0, len(b.watching))
-	for id := range b.watching {
-		out = append(out, id)
-	}
-	return out
-}
-
-func (b *Backend) watch(ctx context.Context, runID string, pr state.Process) {
-	files := Files{Dir: filepath.Dir(pr.Status), Log: pr.Log, Status: pr.Status}
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(b.cfg.LivenessPoll):
-			}
-		}
+// watch polls /proc for the run's shim until it has exited, which it
+// reports, or until ctx ends.
+func (b *Backend) watch(ctx context.Context, runID string, pr state.Process, crashed func(reason string)) {
+	for first := true; first || poll.Sleep(ctx, b.clock, b.cfg.LivenessPoll); first = false {
 		var reason string
 		switch {
 		case pr.BootID != b.proc.BootID():
@@ -80,7 +42,7 @@ func (b *Backend) watch(ctx context.Context, runID string, pr state.Process) {
 		case pr.StoppedAtShutdown:
 			reason = "stopped when its provisioner shut down; last output: " + tail(pr.Log, 5)
 		default:
-			reason = b.awaitExitInfo(ctx, files)
+			reason = b.awaitExitInfo(ctx, filesOf(&pr))
 		}
 		if ctx.Err() != nil {
 			return
@@ -89,26 +51,18 @@ func (b *Backend) watch(ctx context.Context, runID string, pr state.Process) {
 			reason = "exited while no provisioner was watching it: " + reason
 		}
 		b.logger.Warn("system under test exited", zap.String("run_id", runID), zap.String("reason", reason))
-		b.onCrash(runID, reason)
-		b.mu.Lock()
-		delete(b.watching, runID) // watched again if the record stays running
-		b.mu.Unlock()
-		return
+		crashed(reason)
+		return // watched again if the record stays running
 	}
 }
 
 // awaitExitInfo reads how the SUT ended; the shim writes its status just
 // before it exits, so a missing one is given a moment to appear.
 func (b *Backend) awaitExitInfo(ctx context.Context, files Files) string {
-	deadline := time.Now().Add(time.Second)
+	deadline := b.clock.Now().Add(time.Second)
 	for {
-		if _, ok := exitCode(files); ok || time.Now().After(deadline) {
+		if _, ok := exitCode(files); ok || b.clock.Now().After(deadline) || !poll.Sleep(ctx, b.clock, 20*time.Millisecond) {
 			return exitInfo(files)
-		}
-		select {
-		case <-ctx.Done():
-			return exitInfo(files)
-		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
@@ -36,7 +37,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		}
 		return nil, fmt.Errorf("run %s: its process has exited", p.RunID)
 	}
-	argv, err := b.Command(p)
+	argv, err := b.cfg.Command(p)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +65,7 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 		_ = b.proc.stop(context.WithoutCancel(ctx), platform, p.RunID, pr.PGID, b.cfg.StopTimeout, 20*time.Millisecond)
 		return nil, fmt.Errorf("record the process of run %s: %w", p.RunID, err)
 	}
-	files := Files{Dir: filepath.Dir(pr.Status), Log: pr.Log, Status: pr.Status}
+	files := filesOf(pr)
 	// A process that dies at once (bad flags, missing broker) fails the
 	// provision instead of the run.
 	sut, err := b.awaitStartup(ctx, pr, adopted)
@@ -123,7 +124,7 @@ func (b *Backend) find(platform, runID string) (*state.Process, bool) {
 // means the shim exited meanwhile. For an adopted process the grace counts
 // from its start (known to a second: boot time has that resolution).
 func (b *Backend) awaitStartup(ctx context.Context, pr *state.Process, adopted bool) (int, error) {
-	deadline := time.Now().Add(b.cfg.StartupGrace)
+	deadline := b.clock.Now().Add(b.cfg.StartupGrace)
 	if at := b.proc.StartedAt(pr.ShimStartTicks); adopted && !at.IsZero() {
 		if d := at.Add(b.cfg.StartupGrace + time.Second); d.Before(deadline) {
 			deadline = d
@@ -139,16 +140,14 @@ func (b *Backend) awaitStartup(ctx context.Context, pr *state.Process, adopted b
 				sut = c[0].PID
 			}
 		}
-		if sut != 0 && !time.Now().Before(deadline) {
+		if sut != 0 && !b.clock.Now().Before(deadline) {
 			break
 		}
-		if time.Now().After(deadline.Add(time.Second)) {
+		if b.clock.Now().After(deadline.Add(time.Second)) {
 			break // no child to tell apart: measure the shim and all below it
 		}
-		select {
-		case <-ctx.Done():
+		if !poll.Sleep(ctx, b.clock, 20*time.Millisecond) {
 			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	if sut == 0 {

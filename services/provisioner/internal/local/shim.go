@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 // shimScript runs the SUT in the foreground and writes its exit status to
@@ -38,6 +40,11 @@ type Files struct {
 func runFiles(stateDir, runID string) Files {
 	dir := filepath.Join(stateDir, "runs", fileName(runID))
 	return Files{Dir: dir, Log: filepath.Join(dir, "sut.log"), Status: filepath.Join(dir, "exit-status")}
+}
+
+// filesOf are the files a run's record names.
+func filesOf(pr *state.Process) Files {
+	return Files{Dir: filepath.Dir(pr.Status), Log: pr.Log, Status: pr.Status}
 }
 
 // fileName makes a run id safe as one path element.

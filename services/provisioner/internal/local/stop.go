@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
 
 // group is what to stop of a run: its process group and any marked
@@ -54,17 +56,17 @@ func (g group) signal(sig syscall.Signal) {
 
 // stop ends every process of run runID: SIGTERM, then SIGKILL after
 // timeout, and waits (bounded) until none is left.
-func (p procs) stop(ctx context.Context, platform, runID string, pgid int, timeout, poll time.Duration) error {
+func (p procs) stop(ctx context.Context, platform, runID string, pgid int, timeout, every time.Duration) error {
 	g := p.members(platform, runID, pgid)
 	if g.empty() {
 		return nil
 	}
 	g.signal(syscall.SIGTERM)
-	if p.waitGone(ctx, platform, runID, pgid, timeout, poll) {
+	if p.waitGone(ctx, platform, runID, pgid, timeout, every) {
 		return nil
 	}
 	p.members(platform, runID, pgid).signal(syscall.SIGKILL)
-	if p.waitGone(ctx, platform, runID, pgid, 5*time.Second, poll) {
+	if p.waitGone(ctx, platform, runID, pgid, 5*time.Second, every) {
 		return nil
 	}
 	left := p.members(platform, runID, pgid)
@@ -77,19 +79,14 @@ func (p procs) stop(ctx context.Context, platform, runID string, pgid int, timeo
 	return fmt.Errorf("processes of run %s still running after SIGKILL: %s", runID, strings.Join(desc, ", "))
 }
 
-func (p procs) waitGone(ctx context.Context, platform, runID string, pgid int, d, poll time.Duration) bool {
-	deadline := time.Now().Add(d)
+func (p procs) waitGone(ctx context.Context, platform, runID string, pgid int, d, every time.Duration) bool {
+	deadline := p.clock.Now().Add(d)
 	for {
 		if p.members(platform, runID, pgid).empty() {
 			return true
 		}
-		if time.Now().After(deadline) {
+		if p.clock.Now().After(deadline) || !poll.Sleep(ctx, p.clock, every) {
 			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(poll):
 		}
 	}
 }

@@ -33,7 +33,7 @@ func (b *Backend) Remove(ctx context.Context, runID string, e *state.Entry) (cra
 		switch {
 		case !alive && (!pr.Signalled || pr.StoppedAtShutdown):
 			crashed = true
-			reason = exitInfo(Files{Dir: filepath.Dir(pr.Status), Log: pr.Log, Status: pr.Status})
+			reason = exitInfo(filesOf(pr))
 			if pr.StoppedAtShutdown {
 				reason = "stopped when its provisioner shut down; " + reason
 			}

@@ -35,7 +35,7 @@ func (p *Provisioner) attemptDue(r state.Record, now time.Time) bool {
 // teardown until NextMs, so other instances leave it alone meanwhile.
 func (p *Provisioner) attempt(ctx context.Context, key string) {
 	claimed, ok, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-		now := p.now()
+		now := p.clock.Now()
 		td := r.Teardown
 		if !p.attemptDue(*r, now) {
 			return false, nil
@@ -58,7 +58,7 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 	}
 	r := claimed.Rec
 	be := p.backends[r.Backend]
-	start := p.now()
+	start := p.clock.Now()
 	td := *r.Teardown
 	var sutErr, topicErr error
 	crashed, crashReason := false, ""
@@ -91,11 +91,11 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 		t.Owner, t.OwnerProc, t.LastError = "", nil, strings.Join(errs, "; ")
 		if t.SUTRemoved && t.TopicsRemoved {
 			rec.State = state.TornDown
-			res := result(*rec, p.now())
+			res := result(*rec, p.clock.Now())
 			rec.Result = &res
 			return true, nil
 		}
-		t.NextMs = p.now().Add(p.backoff(t.Attempts)).UnixMilli()
+		t.NextMs = p.clock.Now().Add(p.backoff(t.Attempts)).UnixMilli()
 		return true, nil
 	})
 	if err != nil {
@@ -117,11 +117,11 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 		return
 	}
 	p.attempts.WithLabelValues(r.Backend, "incomplete").Inc()
-	next := time.UnixMilli(t.NextMs).Sub(p.now()).Round(time.Second)
+	next := time.UnixMilli(t.NextMs).Sub(p.clock.Now()).Round(time.Second)
 	p.logger.Warn("teardown not finished; trying again", zap.String("run_id", r.RunID), zap.Int("attempt", t.Attempts),
 		zap.Duration("next_in", next), zap.String("cause", t.LastError))
 	if t.Report {
-		res := result(done.Rec, p.now())
+		res := result(done.Rec, p.clock.Now())
 		res.Incomplete = true
 		res.Reason = joinReason(res.Reason, fmt.Sprintf("teardown not finished after attempt %d (next in %s): %s", t.Attempts, next, t.LastError))
 		if err := p.bus.Publish(ctx, res, "torn-down-incomplete:"+r.RunID+":"+strconv.Itoa(t.Attempts)); err != nil {

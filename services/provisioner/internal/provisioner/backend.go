@@ -28,10 +28,13 @@ type Backend interface {
 	TeardownBound() time.Duration
 }
 
-// Watcher is a backend that watches running runs for crashes and tells the
-// provisioner (Crashed).
+// Watcher is a backend that watches running runs for crashes.
 type Watcher interface {
-	Watch(e state.Entry)
+	// Watch watches the running run of record e until Unwatch, and calls
+	// crashed once, from a goroutine of its own, when the run's system
+	// under test ended (or, on a cluster, restarted) on its own; it may
+	// be called again for a watched run (with a newer record).
+	Watch(e state.Entry, crashed func(reason string))
 	Unwatch(runID string)
 }
 
@@ -61,3 +64,7 @@ type TopicManager interface {
 type PlatformUser interface {
 	SetPlatform(id string)
 }
+
+// closer is a backend with something to stop (its watches) when the
+// provisioner stops: Run closes it when it returns.
+type closer interface{ Close() }

@@ -1,6 +1,8 @@
 package provisioner
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -32,33 +34,32 @@ type Config struct {
 	TopicTimeout time.Duration `yaml:"topicTimeout"`
 }
 
-func (c *Config) defaults() {
+// Default returns the defaults; Instance is this process's (host, pid and
+// a random part), so every call names a new instance.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{Instance: host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8],
+		Lease: 45 * time.Second, Tick: 500 * time.Millisecond, ReconcileEvery: 30 * time.Second, UnknownGrace: 2 * time.Minute,
+		TombstoneTTL: 24 * time.Hour, RetryBase: time.Second, RetryMax: time.Minute, TopicTimeout: 15 * time.Second}
+}
+
+// Validate reports every problem with the configuration, by field.
+func (c Config) Validate() error {
+	var errs []error
 	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
+		errs = append(errs, errors.New("provisioner.instance: required (it names the holder of leases in records)"))
 	}
-	if c.Lease == 0 {
-		c.Lease = 45 * time.Second
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"lease", c.Lease}, {"tick", c.Tick}, {"reconcileEvery", c.ReconcileEvery}, {"unknownGrace", c.UnknownGrace},
+		{"tombstoneTTL", c.TombstoneTTL}, {"retryBase", c.RetryBase}, {"retryMax", c.RetryMax}, {"topicTimeout", c.TopicTimeout}} {
+		if f.d <= 0 {
+			errs = append(errs, fmt.Errorf("provisioner.%s: got %s, expected a positive duration", f.name, f.d))
+		}
 	}
-	if c.Tick == 0 {
-		c.Tick = 500 * time.Millisecond
+	if c.RetryMax > 0 && c.RetryMax < c.RetryBase {
+		errs = append(errs, fmt.Errorf("provisioner.retryMax: got %s, expected at least retryBase (%s)", c.RetryMax, c.RetryBase))
 	}
-	if c.ReconcileEvery == 0 {
-		c.ReconcileEvery = 30 * time.Second
-	}
-	if c.UnknownGrace == 0 {
-		c.UnknownGrace = 2 * time.Minute
-	}
-	if c.TombstoneTTL == 0 {
-		c.TombstoneTTL = 24 * time.Hour
-	}
-	if c.RetryBase == 0 {
-		c.RetryBase = time.Second
-	}
-	if c.RetryMax == 0 {
-		c.RetryMax = time.Minute
-	}
-	if c.TopicTimeout == 0 {
-		c.TopicTimeout = 15 * time.Second
-	}
+	return errors.Join(errs...)
 }

@@ -10,19 +10,16 @@ import (
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// Crashed is told by a backend that a running run's SUT exited on its own
-// (or, on a cluster, restarted). The run is reported crashed at once —
+// crashed is told by a backend's watch that the running run of record e
+// has a SUT that exited on its own (or, on a cluster, restarted). The run is reported crashed at once —
 // the scheduler fails it — and its teardown is recorded for the reconciler,
 // which reports again once nothing is left. Several instances may notice
 // the same crash: the revision-checked write lets one of them report it.
-func (p *Provisioner) Crashed(backend, runID, reason string) {
-	be, ok := p.backends[backend]
-	if !ok {
-		return
-	}
+func (p *Provisioner) crashed(e state.Entry, reason string) {
+	backend, runID := e.Rec.Backend, e.Rec.RunID
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, changed, err := p.store.Mutate(ctx, be.Key(runID), func(r *state.Record) (bool, error) {
+	e, changed, err := p.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
 		if r.State != state.Running || r.Teardown != nil {
 			return false, nil
 		}
@@ -30,7 +27,7 @@ func (p *Provisioner) Crashed(backend, runID, reason string) {
 			return false, nil // stopped on purpose
 		}
 		r.State = state.Stopping
-		r.Teardown = &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: "crash", Report: true, Crashed: true, CrashReason: reason,
+		r.Teardown = &state.Teardown{RequestedMs: p.clock.Now().UnixMilli(), Cause: "crash", Report: true, Crashed: true, CrashReason: reason,
 			From: state.Running}
 		return true, nil
 	})
@@ -46,7 +43,7 @@ func (p *Provisioner) Crashed(backend, runID, reason string) {
 	p.logger.Error("system under test crashed during the run", zap.String("run_id", runID), zap.String("experiment_id", e.Rec.ExperimentID),
 		zap.String("reason", reason))
 	if err := p.bus.Publish(ctx, events.RunTornDown{ExperimentID: e.Rec.ExperimentID, RunID: runID, Crashed: true, Incomplete: true,
-		Reason: reason, TsMs: p.now().UnixMilli()}, "crashed:"+runID); err != nil {
+		Reason: reason, TsMs: p.clock.Now().UnixMilli()}, "crashed:"+runID); err != nil {
 		p.logger.Error("publish crash failed", zap.String("run_id", runID), zap.Error(err))
 	}
 }

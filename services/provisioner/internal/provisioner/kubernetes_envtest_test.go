@@ -10,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,12 +17,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
+	"github.com/greenflow/greenflow/services/provisioner/internal/provtest"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
@@ -31,51 +30,30 @@ import (
 // kube-apiserver + etcd (envtest) where kubetest.Kubelet plays the nodes.
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
-// startKube runs a provisioner with the kubernetes backend (its own NATS
-// connection, as a separate process would have).
+// startKube runs a provisioner with the kubernetes backend only (its own
+// NATS connection, as a separate process would have).
 func (w *world) startKube(t *testing.T, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
 	return w.startKubeAs(t, kubetest.Admin, cfg, core)
 }
 
 func (w *world) startKubeAs(t *testing.T, rc *rest.Config, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	b, err := bus.Connect(ctx, w.nats, "provisioner", zap.NewNop(), nil)
-	require.NoError(t, err)
-	kb, err := kube.New(rc, cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	st := state.New(b, "")
-	ccfg := provisioner.Config{Tick: 50 * time.Millisecond, RetryBase: 200 * time.Millisecond, RetryMax: 2 * time.Second, TopicTimeout: 3 * time.Second}
-	if core != nil {
-		core(&ccfg)
-	}
-	reg := prometheus.NewRegistry()
-	var p *provisioner.Provisioner
-	kb.OnCrash(func(_, run, reason string, _ *events.Kafka) { p.Crashed("kubernetes", run, reason) })
-	p, err = provisioner.New(ccfg, b, st, map[string]provisioner.Backend{"kubernetes": kb}, testenv.Logger(t), reg)
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
+	inst := w.start(t, options{noLocal: true, kube: &cfg, rest: rc, core: func(c *provisioner.Config) {
+		c.RetryBase, c.RetryMax = 200*time.Millisecond, 2*time.Second
+		if core != nil {
+			core(c)
 		}
-		stopped = true
-		cancel()
-		<-done
-		kb.Close()
-		b.Close()
-	}
-	t.Cleanup(stop)
-	health := healthOf(b, p)
-	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return health.Check() == nil })
-	return kb, reg, stop
+	}})
+	be, ok := inst.p.Backend("kubernetes")
+	require.True(t, ok)
+	return be.(*kube.Backend), inst.reg, inst.stop
 }
 
 func kubeCfg() kube.Config {
-	return kube.Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second, TeardownTimeout: time.Second,
-		PollInterval: 100 * time.Millisecond, CrashPoll: 100 * time.Millisecond}
+	c := kube.Default()
+	c.ReadyTimeout, c.UnschedulableGrace, c.TeardownTimeout, c.PollInterval, c.CrashPoll = 20*time.Second, 2*time.Second, time.Second,
+		100*time.Millisecond, 100*time.Millisecond
+	return c
 }
 
 func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
@@ -137,17 +115,6 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 func uc3Run(w *world, runID string) events.RunProvision {
 	return events.RunProvision{ExperimentID: "exp-k", RunID: runID, Kafka: w.kafkaFor(runID), SUT: events.SUT{Template: "uc3-go", Backend: "kubernetes",
 		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1"}}}
-}
-
-// incomplete returns the run's incomplete teardown reports.
-func (r *recorder) incomplete(runID string) []*events.RunTornDown {
-	var out []*events.RunTornDown
-	for _, m := range r.all(events.TypeRunTornDown, runID) {
-		if td := m.(*events.RunTornDown); td.Incomplete {
-			out = append(out, td)
-		}
-	}
-	return out
 }
 
 // TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled stops the
@@ -286,15 +253,11 @@ func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
 		w.provision(t, p)
 		w.rec.provisioned(t, p.RunID, 30*time.Second)
 	}
-	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp-k", RunID: over.RunID, State: "cancelled"}, ""))
+	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp-k", RunID: over.RunID, State: events.RunStateCancelled}, ""))
 	testenv.Eventually(t, 30*time.Second, "the ended run's namespace deleted", func() bool { return kubetest.NamespaceDeleted(t, cs, kb.Namespace(over.RunID)) })
 	testenv.Eventually(t, 10*time.Second, "and its topics", func() bool { return w.topics(over) == 0 })
 
-	b, err := bus.Connect(ctx, w.nats, "test-records", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
-	st := state.New(b, "")
-	require.NoError(t, st.Open(ctx))
+	st, _ := provtest.Records(t, w.nats)
 	e, err := st.Get(ctx, state.KubeKey(unknown.RunID))
 	require.NoError(t, err)
 	require.NoError(t, st.Delete(ctx, e.Key, e.Rev)) // its record is lost

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -223,7 +222,7 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	over := w.localRun("r-over", "exec sleep 120")
 	w.provision(t, over)
 	overPID := w.rec.provisioned(t, over.RunID, 20*time.Second).Targets[0].PID
-	require.NoError(t, w.bus.Publish(context.Background(), events.RunState{ExperimentID: "exp", RunID: over.RunID, State: "failed"}, ""))
+	require.NoError(t, w.bus.Publish(context.Background(), events.RunState{ExperimentID: "exp", RunID: over.RunID, State: events.RunStateFailed}, ""))
 	testenv.Eventually(t, 20*time.Second, "the ended run's process stopped", func() bool { return !alive(overPID) })
 	testenv.Eventually(t, 10*time.Second, "and its topics deleted", func() bool { return w.topics(over) == 0 })
 
@@ -239,27 +238,6 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "and its topics, named in its environment, deleted", func() bool { return w.topics(unknown) == 0 })
 	require.Equal(t, 1.0, counter(t, inst.reg, "local", "process", "unknown"))
 	require.Equal(t, 1.0, counter(t, inst.reg, "local", "topics", "unknown"))
-}
-
-func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "greenflow_provisioner_leftovers_removed_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["backend"] == backend && labels["kind"] == kind && labels["why"] == why {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
 }
 
 // TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under

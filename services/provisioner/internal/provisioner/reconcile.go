@@ -29,64 +29,55 @@ func (p *Provisioner) filters() []string {
 	return out
 }
 
-// reconcile runs the reconciler on the record watch w until ctx ends. The
-// watch is the bus's: it goes on across NATS restarts, and after one that
-// lost the bucket it delivers a delete for every record that vanished.
-func (p *Provisioner) reconcile(ctx context.Context, w jetstream.KeyWatcher) error {
-	defer func() { _ = w.Stop() }()
+// reconcile runs the reconciler on the record watch Init opened, until
+// ctx ends. The watch is the bus's: it goes on across NATS restarts, and
+// after one that lost the bucket it delivers a delete for every record that
+// vanished.
+func (p *Provisioner) reconcile(ctx context.Context) error {
 	var sweeping sync.Mutex
-	v := newView()
-	ready := false
-	tick := time.NewTicker(p.cfg.Tick)
+	tick := p.clock.NewTicker(p.cfg.Tick)
 	defer tick.Stop()
 	var nextSweep time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case u, ok := <-w.Updates():
+		case u, ok := <-p.watch.Updates():
 			if !ok {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return errors.New("provisioner record watch ended")
 			}
-			if u == nil {
-				ready = true
-				p.mu.Lock()
-				p.synced = true
-				p.mu.Unlock()
-				break
-			}
-			if u.Key() == state.KeyPlatform {
-				if u.Operation() != jetstream.KeyValuePut {
-					p.goOnce(state.KeyPlatform, func() { p.restorePlatform(ctx) })
-				}
-				continue
-			}
-			if run := v.apply(u); run != "" {
-				p.unwatch(run)
-			}
-			if !ready {
-				continue
+			if u != nil {
+				p.take(ctx, p.view, u)
 			}
 		case <-p.kick:
-		case <-tick.C:
+		case <-tick.C():
 		}
-		if !ready {
-			continue
-		}
-		p.pass(ctx, v)
-		if now := p.now(); now.After(nextSweep) && sweeping.TryLock() {
+		p.pass(ctx, p.view)
+		if now := p.clock.Now(); now.After(nextSweep) && sweeping.TryLock() {
 			nextSweep = now.Add(p.cfg.ReconcileEvery)
-			snap := v.copy()
-			p.workers.Add(1)
-			go func() {
-				defer p.workers.Done()
+			snap := p.view.copy()
+			p.workers.Go(func() {
 				defer sweeping.Unlock()
 				p.sweep(ctx, snap)
-			}()
+			})
 		}
+	}
+}
+
+// take applies one update of the record watch to v: a record that is gone
+// is no longer watched, and a platform id that is gone is recorded again.
+func (p *Provisioner) take(ctx context.Context, v *view, u jetstream.KeyValueEntry) {
+	if u.Key() == state.KeyPlatform {
+		if u.Operation() != jetstream.KeyValuePut {
+			p.goOnce(state.KeyPlatform, func() { p.restorePlatform(ctx) })
+		}
+		return
+	}
+	if run := v.apply(u); run != "" {
+		p.unwatch(run)
 	}
 }
 
@@ -105,7 +96,7 @@ func (p *Provisioner) restorePlatform(ctx context.Context) {
 // the scheduler has ended get their teardown wanted, and wanted teardowns
 // that are due are attempted.
 func (p *Provisioner) pass(ctx context.Context, v *view) {
-	now := p.now().UnixMilli()
+	now := p.clock.Now().UnixMilli()
 	for key, e := range v.records {
 		r := e.Rec
 		be, ok := p.backends[r.Backend]
@@ -114,7 +105,7 @@ func (p *Provisioner) pass(ctx context.Context, v *view) {
 		}
 		if w, ok := be.(Watcher); ok {
 			if r.State == state.Running {
-				w.Watch(e)
+				w.Watch(e, func(reason string) { p.crashed(e, reason) })
 			} else {
 				w.Unwatch(r.RunID)
 			}
@@ -143,9 +134,7 @@ func (p *Provisioner) goOnce(key string, fn func()) {
 	if busy {
 		return
 	}
-	p.workers.Add(1)
-	go func() {
-		defer p.workers.Done()
+	p.workers.Go(func() {
 		defer func() {
 			p.mu.Lock()
 			delete(p.inflight, key)
@@ -153,7 +142,7 @@ func (p *Provisioner) goOnce(key string, fn func()) {
 			p.poke()
 		}()
 		fn()
-	}()
+	})
 }
 
 func (p *Provisioner) unwatch(runID string) {

@@ -51,7 +51,7 @@ func (p *Provisioner) sweep(ctx context.Context, v *view) {
 				continue // its record is being looked after
 			case final && (ours || l.Platform == ""):
 				why = "final"
-			case ours && p.now().Sub(l.Since) > p.cfg.UnknownGrace:
+			case ours && p.clock.Now().Sub(l.Since) > p.cfg.UnknownGrace:
 				why = "unknown"
 			default:
 				continue
@@ -93,7 +93,7 @@ func managesTopics(be Backend) bool {
 // purge deletes torn-down records and final-run marks older than the
 // tombstone TTL (and a local run's files with its record).
 func (p *Provisioner) purge(ctx context.Context, v *view) {
-	cutoff := p.now().Add(-p.cfg.TombstoneTTL).UnixMilli()
+	cutoff := p.clock.Now().Add(-p.cfg.TombstoneTTL).UnixMilli()
 	for key, e := range v.records {
 		if e.Rec.State != state.TornDown || e.Rec.UpdatedMs > cutoff {
 			continue

@@ -72,7 +72,7 @@ func (p *Provisioner) records(ctx context.Context, backend, runID string) ([]sta
 // namespace carries all the record would.
 func (p *Provisioner) recordUnknown(ctx context.Context, be Backend, m *events.RunTeardown) (bool, error) {
 	rec := state.Record{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.Backend, State: state.Stopping, Kafka: m.Kafka,
-		Teardown: &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: "teardown command", Report: true, From: "unknown"}}
+		Teardown: &state.Teardown{RequestedMs: p.clock.Now().UnixMilli(), Cause: "teardown command", Report: true, From: "unknown"}}
 	if n, ok := be.(noder); ok {
 		rec.Node = n.Node()
 	}
@@ -132,7 +132,7 @@ func (p *Provisioner) requestTeardown(ctx context.Context, key, cause string, re
 		}
 		changed := false
 		if r.Teardown == nil {
-			r.Teardown = &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: cause, From: r.State}
+			r.Teardown = &state.Teardown{RequestedMs: p.clock.Now().UnixMilli(), Cause: cause, From: r.State}
 			r.State = state.Stopping
 			changed = true
 		}

@@ -15,10 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 )
@@ -36,6 +36,32 @@ type Entry struct {
 // ErrNotFound is returned for a missing record.
 var ErrNotFound = errors.New("no record")
 
+// Config names the bucket of the records.
+type Config struct {
+	// Bucket is the KV bucket every provisioner of one installation
+	// shares.
+	Bucket string `yaml:"bucket"`
+}
+
+// Default is the installation's bucket, gf_provisioner.
+func Default() Config { return Config{Bucket: Bucket} }
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	if c.Bucket == "" {
+		return errors.New("state.bucket: required")
+	}
+	return nil
+}
+
+// Deps are the store's collaborators.
+type Deps struct {
+	// Bus opens the bucket; required.
+	Bus *bus.Bus
+	// Clock stamps records (default: the real clock).
+	Clock clock.PassiveClock
+}
+
 // Store reads and writes records; safe for concurrent use. The bucket
 // handle comes from the bus (bus.KV), which keeps it: a bucket the server
 // lost is declared again and the operation retried, and a watch goes on
@@ -43,7 +69,7 @@ var ErrNotFound = errors.New("no record")
 type Store struct {
 	bus    *bus.Bus
 	bucket string
-	now    func() time.Time
+	clock  clock.PassiveClock
 
 	mu       sync.Mutex
 	kv       jetstream.KeyValue // nil until Open
@@ -51,11 +77,18 @@ type Store struct {
 }
 
 // New builds the store; no I/O until Open.
-func New(b *bus.Bus, bucket string) *Store {
-	if bucket == "" {
-		bucket = Bucket
+func New(cfg Config, d Deps) (*Store, error) {
+	err := cfg.Validate()
+	if d.Bus == nil {
+		err = errors.Join(err, errors.New("state: no bus to open the records with"))
 	}
-	return &Store{bus: b, bucket: bucket, now: time.Now}
+	if err != nil {
+		return nil, err
+	}
+	if d.Clock == nil {
+		d.Clock = clock.RealClock{}
+	}
+	return &Store{bus: d.Bus, bucket: cfg.Bucket, clock: d.Clock}, nil
 }
 
 // Open opens (creating when needed) the bucket and reads the platform id,
@@ -148,7 +181,7 @@ func decode(v jetstream.KeyValueEntry) (Entry, error) {
 // Create writes rec under key unless a record is there; created is false
 // and the entry is the existing record when one was.
 func (s *Store) Create(ctx context.Context, key string, rec Record) (Entry, bool, error) {
-	now := s.now().UnixMilli()
+	now := s.clock.Now().UnixMilli()
 	if rec.CreatedMs == 0 {
 		rec.CreatedMs = now
 	}
@@ -183,7 +216,7 @@ var ErrConflict = errors.New("record changed meanwhile")
 
 // Update writes e.Rec if the record is still at e.Rev.
 func (s *Store) Update(ctx context.Context, e Entry) (Entry, error) {
-	e.Rec.UpdatedMs = s.now().UnixMilli()
+	e.Rec.UpdatedMs = s.clock.Now().UnixMilli()
 	b, err := json.Marshal(e.Rec)
 	if err != nil {
 		return e, err
@@ -303,7 +336,7 @@ func (s *Store) Watch(ctx context.Context, filters ...string) (jetstream.KeyWatc
 
 // MarkFinal records that the scheduler has ended run runID.
 func (s *Store) MarkFinal(ctx context.Context, runID, runState string) error {
-	b, err := json.Marshal(Final{RunID: runID, State: runState, AtMs: s.now().UnixMilli()})
+	b, err := json.Marshal(Final{RunID: runID, State: runState, AtMs: s.clock.Now().UnixMilli()})
 	if err != nil {
 		return err
 	}
