@@ -21,7 +21,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provtest"
-	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 var workers = kubetest.Workers
@@ -33,7 +32,7 @@ func run(name, template string, k *events.KubernetesSUT) events.RunProvision {
 }
 
 // deployed starts the fake kubelet for the run's namespace.
-func deployed(t *testing.T, b *Backend, p events.RunProvision, mod func(*kubetest.Kubelet)) {
+func deployed(t testing.TB, b *Backend, p events.RunProvision, mod func(*kubetest.Kubelet)) {
 	t.Helper()
 	provtest.StartKubelet(t, kubetest.AdminClient(t), b.Namespace(p.RunID), workers, mod)
 }
@@ -45,7 +44,7 @@ func testConfig() Config {
 	return cfg
 }
 
-func newBackend(t *testing.T, rc *rest.Config, mod func(*Config)) *Backend {
+func newBackend(t testing.TB, rc *rest.Config, mod func(*Config)) *Backend {
 	t.Helper()
 	cfg := testConfig()
 	if mod != nil {
@@ -377,45 +376,6 @@ func TestLeastPrivilegeClusterRole(t *testing.T) {
 	require.ErrorContains(t, err, "deploy/base/provisioner-rbac.yaml")
 	_, _, err = none.Remove(ctx, p.RunID, nil)
 	require.ErrorContains(t, err, `cannot list resource "namespaces"`)
-}
-
-func TestCrashDuringTheRunIsReported(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
-	b := newBackend(t, kubetest.Admin, func(c *Config) { c.CrashPoll = 100 * time.Millisecond })
-	crashes := make(chan string, 4)
-	p := run("crashwatch", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
-	// Each container restarted once while starting (before readiness):
-	// that is not a crash during the run.
-	deployed(t, b, p, func(k *kubetest.Kubelet) { k.Restarts = 1 })
-	targets, err := b.Provision(context.Background(), p)
-	require.NoError(t, err)
-	b.Watch(state.Entry{Rec: state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID, Backend: "kubernetes", State: state.Running}},
-		func(reason string) { crashes <- reason })
-
-	select {
-	case c := <-crashes:
-		t.Fatalf("healthy run reported as crashed: %s", c)
-	case <-time.After(500 * time.Millisecond):
-	}
-	kubetest.Crash(t, cs, b.Namespace(p.RunID), targets[1].Pod)
-	select {
-	case c := <-crashes:
-		require.Equal(t, "pod "+targets[1].Pod+" container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)", c)
-	case <-time.After(10 * time.Second):
-		t.Fatal("crash not reported")
-	}
-	select {
-	case c := <-crashes:
-		t.Fatalf("reported twice: %s", c)
-	case <-time.After(300 * time.Millisecond):
-	}
-	// The provisioner tears it down (reconciled); the crash shows there too.
-	crashed, reason, err := b.Remove(context.Background(), p.RunID, nil)
-	require.NoError(t, err)
-	require.True(t, crashed)
-	require.Contains(t, reason, "restarted 2 time(s)")
-	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 }
 
 func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {

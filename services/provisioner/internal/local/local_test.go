@@ -38,7 +38,7 @@ func records(t *testing.T, url string) *state.Store {
 
 // newBackend is a backend on node n1 with short start-up and polls; mod
 // changes its configuration.
-func newBackend(t *testing.T, st *state.Store, mod func(*local.Config)) *local.Backend {
+func newBackend(t testing.TB, st *state.Store, mod func(*local.Config)) *local.Backend {
 	t.Helper()
 	cfg := local.Default()
 	cfg.Node, cfg.StateDir, cfg.StartupGrace, cfg.LivenessPoll = "n1", t.TempDir(), 100*time.Millisecond, 50*time.Millisecond
