@@ -7,6 +7,7 @@
 package kube
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"sync"
@@ -56,12 +57,7 @@ func New(cfg Config, d Deps) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Logger == nil {
-		d.Logger = zap.NewNop()
-	}
-	if d.Clock == nil {
-		d.Clock = clock.RealClock{}
-	}
+	d.Logger, d.Clock = cmp.Or(d.Logger, zap.NewNop()), cmp.Or[clock.Clock](d.Clock, clock.RealClock{})
 	rc := rest.CopyConfig(d.REST)
 	if rc.UserAgent == "" {
 		rc.UserAgent = cfg.FieldManager

@@ -12,6 +12,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"time"
@@ -52,12 +53,7 @@ func New(cfg Config, d Deps) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Logger == nil {
-		d.Logger = zap.NewNop()
-	}
-	if d.Clock == nil {
-		d.Clock = clock.RealClock{}
-	}
+	d.Logger, d.Clock = cmp.Or(d.Logger, zap.NewNop()), cmp.Or[clock.Clock](d.Clock, clock.RealClock{})
 	return &Backend{cfg: cfg, store: d.Store, logger: d.Logger.With(zap.String("component", "local-backend")), clock: d.Clock,
 		proc: procs{FS: procfs.FS{Root: cfg.ProcRoot}, node: cfg.Node, clock: d.Clock}}, nil
 }

@@ -73,24 +73,6 @@ func running(t *testing.T, st *state.Store, b *local.Backend, runID string, targ
 	return e
 }
 
-// watch watches the run of e, collecting what is reported crashed.
-func watch(b *local.Backend, e state.Entry) chan string {
-	c := make(chan string, 4)
-	b.Watch(e, func(reason string) { c <- e.Rec.RunID + ": " + reason })
-	return c
-}
-
-func awaitCrash(t *testing.T, c chan string) string {
-	t.Helper()
-	select {
-	case msg := <-c:
-		return msg
-	case <-time.After(10 * time.Second):
-		t.Fatal("crash not reported")
-		return ""
-	}
-}
-
 func TestStartupFailureFailsTheProvision(t *testing.T) {
 	t.Parallel()
 	st := records(t, "")
@@ -139,8 +121,8 @@ func TestCrashDuringRunIsReportedWithStatusAndLastOutput(t *testing.T) {
 	require.Len(t, targets, 1)
 	require.Equal(t, "n1", targets[0].Node)
 	require.Equal(t, "sut", targets[0].Role)
-	msg := awaitCrash(t, watch(b, running(t, st, b, "r2", targets)))
-	require.Contains(t, msg, "r2: exit status 7")
+	msg := provtest.AwaitCrash(t, provtest.Watch(b, running(t, st, b, "r2", targets)))
+	require.Contains(t, msg, "exit status 7")
 	require.Contains(t, msg, "out of memory")
 	e, err := st.Get(context.Background(), b.Key("r2"))
 	require.NoError(t, err)
@@ -225,11 +207,11 @@ func TestSUTHasItsOwnSessionLogAndExitStatus(t *testing.T) {
 		raw, _ := os.ReadFile(dir + "/runs/r-session/sut.log")
 		return strings.Contains(string(raw), "hello from the sut")
 	})
-	crashed := watch(b, running(t, st, b, "r-session", targets))
+	crashed := provtest.Watch(b, running(t, st, b, "r-session", targets))
 
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL)) // the SUT dies on its own, e.g. the OOM killer
-	msg := awaitCrash(t, crashed)
-	require.Contains(t, msg, "r-session: exit status 137 (killed by signal 9, killed)")
+	msg := provtest.AwaitCrash(t, crashed)
+	require.Contains(t, msg, "exit status 137 (killed by signal 9, killed)")
 	require.Contains(t, msg, "last output: hello from the sut")
 	raw, err := os.ReadFile(dir + "/runs/r-session/exit-status")
 	require.NoError(t, err)
@@ -298,15 +280,11 @@ func TestSUTOutlivesItsProvisionerAndIsAdopted(t *testing.T) {
 	b := newBackend(t, st, nil)
 	e, err := st.Get(context.Background(), b.Key("r-outlive"))
 	require.NoError(t, err)
-	crashed := watch(b, e)
-	select {
-	case msg := <-crashed:
-		t.Fatalf("a live adopted SUT reported crashed: %s", msg)
-	case <-time.After(300 * time.Millisecond): // a stimulus-free window: nothing may be reported in it
-	}
+	crashed := provtest.Watch(b, e)
+	provtest.NoCrash(t, crashed, 300*time.Millisecond, "a live adopted SUT")
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
-	msg := awaitCrash(t, crashed)
-	require.Contains(t, msg, "r-outlive: exit status 137 (killed by signal 9, killed)", "its real exit status, though it is not our child")
+	msg := provtest.AwaitCrash(t, crashed)
+	require.Contains(t, msg, "exit status 137 (killed by signal 9, killed)", "its real exit status, though it is not our child")
 	require.Contains(t, msg, "last output: beat")
 }
 
@@ -323,8 +301,8 @@ func TestAdoptionReportsACrashThatHappenedWhileNobodyWatched(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, "the SUT and its shim gone", func() bool { return !provtest.Alive(e.Rec.Process.ShimPID) })
 
 	second := newBackend(t, st, nil)
-	msg := awaitCrash(t, watch(second, e))
-	require.Contains(t, msg, "r-unwatched: exited while no provisioner was watching it: exit status 137 (killed by signal 9, killed); last output: working")
+	msg := provtest.AwaitCrash(t, provtest.Watch(second, e))
+	require.Contains(t, msg, "exited while no provisioner was watching it: exit status 137 (killed by signal 9, killed); last output: working")
 }
 
 func TestAReusedPidIsNotTakenForTheSUT(t *testing.T) {
@@ -345,7 +323,7 @@ func TestAReusedPidIsNotTakenForTheSUT(t *testing.T) {
 	require.NoError(t, err)
 	e, err := st.Get(context.Background(), key)
 	require.NoError(t, err)
-	require.Contains(t, awaitCrash(t, watch(b, e)), "exited without recording an exit status")
+	require.Contains(t, provtest.AwaitCrash(t, provtest.Watch(b, e)), "exited without recording an exit status")
 	isCrash, _, err := b.Remove(context.Background(), "r-reused", &e)
 	require.NoError(t, err)
 	require.True(t, isCrash)
@@ -422,7 +400,7 @@ func TestStopOnShutdownStopsTheSUTsAndTheNextProvisionerSaysSo(t *testing.T) {
 	require.NoError(t, err)
 	targets, err := provision(t, st, dev, cmd("r-dev", "echo serving; exec sleep 60"))
 	require.NoError(t, err)
-	watch(dev, running(t, st, dev, "r-dev", targets))
+	provtest.Watch(dev, running(t, st, dev, "r-dev", targets))
 	dev.Close()
 	require.False(t, provtest.Alive(targets[0].PID), "stopped with its provisioner")
 
@@ -430,5 +408,5 @@ func TestStopOnShutdownStopsTheSUTsAndTheNextProvisionerSaysSo(t *testing.T) {
 	e, err := st.Get(context.Background(), next.Key("r-dev"))
 	require.NoError(t, err)
 	require.True(t, e.Rec.Process.StoppedAtShutdown)
-	require.Contains(t, awaitCrash(t, watch(next, e)), "r-dev: stopped when its provisioner shut down; last output: serving")
+	require.Contains(t, provtest.AwaitCrash(t, provtest.Watch(next, e)), "stopped when its provisioner shut down; last output: serving")
 }

@@ -12,6 +12,7 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,12 +93,7 @@ func New(cfg Config, d Deps) (*Provisioner, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Logger == nil {
-		d.Logger = zap.NewNop()
-	}
-	if d.Clock == nil {
-		d.Clock = clock.RealClock{}
-	}
+	d.Logger, d.Clock = cmp.Or(d.Logger, zap.NewNop()), cmp.Or[clock.WithTicker](d.Clock, clock.RealClock{})
 	p := &Provisioner{cfg: cfg, bus: d.Bus, store: d.Store, backends: d.Backends, logger: d.Logger.With(zap.String("component", "provisioner")),
 		clock: d.Clock, kick: make(chan struct{}, 1), admins: map[string]*kadm.Client{}, inflight: map[string]bool{},
 		provisioned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_operations_total",

@@ -50,7 +50,7 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	// id): the same answer, from the record's tombstone; never "lost".
 	w.teardown(t, p, "teardown-again:"+p.RunID)
 	testenv.Eventually(t, 10*time.Second, "the repeated teardown handled", func() bool {
-		return consumerPending(t, w) == 0
+		return w.consumerPending(t) == 0
 	})
 	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
 		require.False(t, m.(*events.RunTornDown).Lost, "a repeated teardown is not a lost run")
@@ -59,17 +59,6 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	require.NoError(t, err)
 	require.Equal(t, state.TornDown, e.Rec.State)
 	require.Equal(t, td.Reason, e.Rec.Result.Reason)
-}
-
-// consumerPending is the provisioner consumer's count of messages not yet
-// acknowledged (as a gauge, for Eventually).
-func consumerPending(t *testing.T, w *world) uint64 {
-	t.Helper()
-	info, err := w.bus.JetStream().Consumer(context.Background(), bus.StreamLifecycle, bus.ConsumerProvisioner.Durable)
-	require.NoError(t, err)
-	ci, err := info.Info(context.Background())
-	require.NoError(t, err)
-	return ci.NumPending + uint64(ci.NumAckPending)
 }
 
 func TestTeardownOfAnUnknownRunIsLostNotClean(t *testing.T) {
@@ -100,7 +89,7 @@ func TestACrashIsReportedAtOnceWithItsExitStatusAndTheRunTornDown(t *testing.T) 
 
 	// The scheduler fails the run and sends a teardown: the same answer.
 	w.teardown(t, p, "teardown:"+p.RunID)
-	testenv.Eventually(t, 10*time.Second, "teardown handled", func() bool { return consumerPending(t, w) == 0 })
+	testenv.Eventually(t, 10*time.Second, "teardown handled", func() bool { return w.consumerPending(t) == 0 })
 	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
 		require.True(t, m.(*events.RunTornDown).Crashed)
 	}
@@ -182,7 +171,7 @@ func TestTwoInstancesAtOnceStartEachRunOnceAndLeaveNothing(t *testing.T) {
 	for _, p := range runs {
 		pids = append(pids, w.rec.provisioned(t, p.RunID, 20*time.Second).Targets[0].PID)
 	}
-	testenv.Eventually(t, 10*time.Second, "duplicates handled", func() bool { return consumerPending(t, w) == 0 })
+	testenv.Eventually(t, 10*time.Second, "duplicates handled", func() bool { return w.consumerPending(t) == 0 })
 	for _, p := range runs {
 		require.Len(t, marked(t, a, p.RunID), 2, "run %s: one shim and one SUT, started once", p.RunID)
 	}
@@ -328,7 +317,7 @@ func TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "node-b", e.Rec.Node, "taken over where it now runs")
 	require.Equal(t, "node-b", got.Targets[0].Node)
-	testenv.Eventually(t, 10*time.Second, "both commands handled", func() bool { return consumerPending(t, w) == 0 })
+	testenv.Eventually(t, 10*time.Second, "both commands handled", func() bool { return w.consumerPending(t) == 0 })
 	require.Len(t, marked(t, b, p.RunID), 2, "one shim and one SUT: started once")
 	w.teardown(t, p, "teardown:"+p.RunID)
 	td := w.rec.tornDown(t, p.RunID, 20*time.Second)

@@ -124,14 +124,16 @@ func (h Harness) running(tb testing.TB, b Backend, p events.RunProvision, target
 	return e
 }
 
-// watch watches the run of e on b, collecting what b reports crashed.
-func watch(b Backend, e state.Entry) chan string {
+// Watch watches the run of e on b, collecting what b reports crashed.
+func Watch(b Backend, e state.Entry) chan string {
 	c := make(chan string, 4)
 	b.Watch(e, func(reason string) { c <- reason })
 	return c
 }
 
-func noCrash(tb testing.TB, c chan string, within time.Duration, why string) {
+// NoCrash fails the test if a crash is reported on c within the window
+// (a stimulus-free one: nothing may be reported in it).
+func NoCrash(tb testing.TB, c chan string, within time.Duration, why string) {
 	tb.Helper()
 	select {
 	case msg := <-c:
@@ -140,7 +142,9 @@ func noCrash(tb testing.TB, c chan string, within time.Duration, why string) {
 	}
 }
 
-func awaitCrash(tb testing.TB, c chan string) string {
+// AwaitCrash is the next crash reported on c; none within 20 s fails the
+// test.
+func AwaitCrash(tb testing.TB, c chan string) string {
 	tb.Helper()
 	select {
 	case msg := <-c:
@@ -160,14 +164,14 @@ func contractProvisionAndTeardown(t *testing.T, h Harness) {
 	require.Equal(t, targets, again, "and finds the run it started, starting no second one")
 	require.False(t, h.Gone(t, b, p, targets), "the run is up")
 
-	crashes := watch(b, e)
-	noCrash(t, crashes, quiet, "a healthy run")
+	crashes := Watch(b, e)
+	NoCrash(t, crashes, quiet, "a healthy run")
 	b.Unwatch(p.RunID)
 	crashed, reason, err := b.Remove(ctx, p.RunID, &e)
 	require.NoError(t, err)
 	require.False(t, crashed, "a run stopped on purpose did not crash: %s", reason)
 	testenv.Eventually(t, 20*time.Second, "the run removed", func() bool { return h.Gone(t, b, p, targets) })
-	noCrash(t, crashes, 0, "a run torn down after Unwatch")
+	NoCrash(t, crashes, 0, "a run torn down after Unwatch")
 	_, _, err = b.Remove(ctx, p.RunID, &e)
 	require.NoError(t, err, "a repeated teardown does no harm")
 }
@@ -175,13 +179,13 @@ func contractProvisionAndTeardown(t *testing.T, h Harness) {
 func contractCrash(t *testing.T, h Harness) {
 	b := h.New(t)
 	p, targets, e := h.provision(t, b, "contract-crash")
-	crashes := watch(b, e)
-	noCrash(t, crashes, quiet, "a healthy run")
+	crashes := Watch(b, e)
+	NoCrash(t, crashes, quiet, "a healthy run")
 	want := h.Crash(t, b, p, targets)
-	got := awaitCrash(t, crashes)
+	got := AwaitCrash(t, crashes)
 	require.Contains(t, got, want)
 	require.Contains(t, got, h.CrashReason)
-	noCrash(t, crashes, 300*time.Millisecond, "a crash is reported once")
+	NoCrash(t, crashes, 300*time.Millisecond, "a crash is reported once")
 	// The provisioner tears the run down; the crash shows there too.
 	crashed, reason, err := b.Remove(context.Background(), p.RunID, &e)
 	require.NoError(t, err)
@@ -197,10 +201,10 @@ func contractAdoption(t *testing.T, h Harness) {
 	again, err := next.Provision(context.Background(), p)
 	require.NoError(t, err)
 	require.Equal(t, targets, again, "the new instance finds the same run")
-	crashes := watch(next, e)
-	noCrash(t, crashes, quiet, "a live adopted run")
+	crashes := Watch(next, e)
+	NoCrash(t, crashes, quiet, "a live adopted run")
 	want := h.Crash(t, next, p, targets)
-	require.Contains(t, awaitCrash(t, crashes), want, "the adopted run's crash is reported by the instance that adopted it")
+	require.Contains(t, AwaitCrash(t, crashes), want, "the adopted run's crash is reported by the instance that adopted it")
 	crashed, reason, err := next.Remove(context.Background(), p.RunID, &e)
 	require.NoError(t, err)
 	require.True(t, crashed)

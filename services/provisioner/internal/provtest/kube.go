@@ -72,14 +72,16 @@ func ApplyRBAC(tb testing.TB, cs kubernetes.Interface) kubetest.RBAC {
 // BindRole grants service account greenflow/sa exactly rules (a
 // ClusterRole and ClusterRoleBinding named sa, deleted when the test ends)
 // and waits until the authorizer applies them: sa may probeVerb
-// probeResource (a verb the rules grant).
-func BindRole(tb testing.TB, cs kubernetes.Interface, sa string, rules []rbacv1.PolicyRule, probeVerb, probeResource string) {
+// probeResource (a verb the rules grant). It returns the role, for the
+// test to change.
+func BindRole(tb testing.TB, cs kubernetes.Interface, sa string, rules []rbacv1.PolicyRule, probeVerb, probeResource string) *rbacv1.ClusterRole {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{}); err != nil {
+	role, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
+	if err != nil {
 		tb.Fatal(err)
 	}
-	_, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
 		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
 		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
 	if err != nil {
@@ -95,6 +97,7 @@ func BindRole(tb testing.TB, cs kubernetes.Interface, sa string, rules []rbacv1.
 			ResourceAttributes: &authzv1.ResourceAttributes{Verb: probeVerb, Resource: probeResource}}}, metav1.CreateOptions{})
 		return err == nil && r.Status.Allowed
 	})
+	return role
 }
 
 // Dynamic is a dynamic client for rc.

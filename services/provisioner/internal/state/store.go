@@ -10,6 +10,7 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,9 +86,7 @@ func New(cfg Config, d Deps) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.Clock == nil {
-		d.Clock = clock.RealClock{}
-	}
+	d.Clock = cmp.Or[clock.PassiveClock](d.Clock, clock.RealClock{})
 	return &Store{bus: d.Bus, bucket: cfg.Bucket, clock: d.Clock}, nil
 }
 
