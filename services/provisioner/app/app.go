@@ -63,14 +63,7 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.Core.ReconcileEvery, "reconcile-every", c.Core.ReconcileEvery, "how often leftovers of ended and unknown runs are looked for")
 	fs.DurationVar(&c.Core.UnknownGrace, "leftover-grace", c.Core.UnknownGrace,
 		"how old a process or namespace of this installation with no record must be before it is removed")
-	fs.Func("kubernetes", "kubernetes backend: auto (when a cluster is configured), on or off (default auto)", func(s string) error {
-		switch s {
-		case "auto", "on", "off":
-			c.Kubernetes = s
-			return nil
-		}
-		return fmt.Errorf("got %q, expected auto, on or off", s)
-	})
+	fs.StringVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "kubernetes backend: auto (when a cluster is configured), on or off")
 	fs.StringVar(&c.Kube.Kubeconfig, "kubeconfig", c.Kube.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
 	fs.StringVar(&c.Kube.Context, "kube-context", c.Kube.Context, "kubeconfig context (default: the current one)")
 	fs.StringVar(&c.Kube.NamespacePrefix, "kube-namespace-prefix", c.Kube.NamespacePrefix, "prefix of each run's namespace")

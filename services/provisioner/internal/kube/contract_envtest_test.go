@@ -17,8 +17,7 @@ import (
 // is an OOM kill with restarts, a new instance another backend on the same
 // cluster; a run is removed once its namespace is deleted.
 func TestContract(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	provtest.Contract(t, provtest.Harness{
 		Name: "kubernetes",
 		New: func(tb testing.TB) provtest.Backend {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -37,6 +38,22 @@ func deployed(t testing.TB, b *Backend, p events.RunProvision, mod func(*kubetes
 	provtest.StartKubelet(t, kubetest.AdminClient(t), b.Namespace(p.RunID), workers, mod)
 }
 
+// cluster is a cluster-admin client of the envtest API server, with the
+// worker nodes registered.
+func cluster(t testing.TB) kubernetes.Interface {
+	t.Helper()
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	return cs
+}
+
+// remove tears the run down, which must succeed.
+func remove(t testing.TB, b *Backend, p events.RunProvision) {
+	t.Helper()
+	_, _, err := b.Remove(context.Background(), p.RunID, nil)
+	require.NoError(t, err, "teardown of %s", p.RunID)
+}
+
 // testConfig is the defaults with waits short enough for tests.
 func testConfig() Config {
 	cfg := Default()
@@ -57,8 +74,7 @@ func newBackend(t testing.TB, rc *rest.Config, mod func(*Config)) *Backend {
 }
 
 func TestConsolidatedUC3GoDeploysReportsTargetsAndTearsDown(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("consolidate", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3-processor:v1", Replicas: 3,
 		Placement: events.Placement{Strategy: "consolidate", Nodes: 1, NodeSelector: map[string]string{"pool": "sut"}}})
@@ -121,8 +137,7 @@ func TestConsolidatedUC3GoDeploysReportsTargetsAndTearsDown(t *testing.T) {
 }
 
 func TestSpreadKStreamsHasTheodoliteEnvironmentAndSpreadConstraint(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("spread", "uc3-kstreams", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-kstreams-app:latest", Replicas: 3,
 		KafkaBootstrap: "theodolite-kafka-kafka-bootstrap:9092", SchemaRegistryURL: "http://theodolite-kafka-schema-registry:8081",
@@ -155,13 +170,11 @@ func TestSpreadKStreamsHasTheodoliteEnvironmentAndSpreadConstraint(t *testing.T)
 	require.Equal(t, p.RunID, tsc[0].LabelSelector.MatchLabels[LabelRun])
 	require.Nil(t, d.Spec.Template.Spec.Affinity, "spread over every node: no pinning")
 
-	_, _, err = b.Remove(ctx, p.RunID, nil)
-	require.NoError(t, err)
+	remove(t, b, p)
 }
 
 func TestFlinkJobClusterDeploysJobAndTaskManagers(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("flink", "uc3-flink", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-flink:latest", Replicas: 2,
 		CPU: "500m", Memory: "2Gi", Placement: events.Placement{Strategy: "consolidate", Nodes: 2}})
@@ -194,13 +207,11 @@ func TestFlinkJobClusterDeploysJobAndTaskManagers(t *testing.T) {
 		}
 	}
 	require.Equal(t, "2", parallelism)
-	_, _, err = b.Remove(ctx, p.RunID, nil)
-	require.NoError(t, err)
+	remove(t, b, p)
 }
 
 func TestImagePullErrorFailsFastWithTheReasonAndLeavesNothing(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("pullerr", "uc3-go", &events.KubernetesSUT{Image: "registry.local/does-not-exist:v0"})
 	deployed(t, b, p, func(k *kubetest.Kubelet) {
@@ -219,8 +230,7 @@ func TestImagePullErrorFailsFastWithTheReasonAndLeavesNothing(t *testing.T) {
 }
 
 func TestCrashLoopAndUnschedulableAreNamed(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("crashloop", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"})
 	deployed(t, b, p, func(k *kubetest.Kubelet) {
@@ -249,8 +259,7 @@ func TestNotReadyAtTimeoutSaysWhatIsMissing(t *testing.T) {
 }
 
 func TestBadInputIsRefusedBeforeAnythingIsCreated(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	cases := []struct {
 		name, template string
@@ -297,13 +306,11 @@ data:
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"topic": p.Kafka.InputTopic, "partitions": "6", "window": "1d"}, cm.Data)
 	require.Equal(t, p.RunID, cm.Labels[LabelRun])
-	_, _, err = b.Remove(ctx, p.RunID, nil)
-	require.NoError(t, err)
+	remove(t, b, p)
 }
 
 func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	first := newBackend(t, kubetest.Admin, nil)
 	p := run("restart", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2,
 		Placement: events.Placement{Strategy: "spread", Nodes: 2}})
@@ -341,8 +348,7 @@ func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
 // TestLeastPrivilegeClusterRole runs the backend as the service account
 // deploy/base/provisioner-rbac.yaml binds, and as one without the binding.
 func TestLeastPrivilegeClusterRole(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	provtest.ApplyRBAC(t, cs)
 
 	ctx := context.Background()
@@ -356,8 +362,7 @@ func TestLeastPrivilegeClusterRole(t *testing.T) {
 	runs, err := b.Runs(ctx)
 	require.NoError(t, err)
 	require.NotEmpty(t, runs)
-	_, _, err = b.Remove(ctx, p.RunID, nil)
-	require.NoError(t, err)
+	remove(t, b, p)
 	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 
 	// Failures name the verb, the resource and the fix.
@@ -471,8 +476,7 @@ func strimziOperator(t *testing.T, ns string) {
 // for 20 s while a run waits to be ready: the wait goes on, and the run is
 // provisioned once the server is back, instead of failing at the outage.
 func TestAPIServerOutageDuringReadinessIsWaitedOut(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, func(c *Config) { c.ReadyTimeout = 2 * time.Minute; c.RequestTimeout = 5 * time.Second })
 	p := run("outage-ready", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
 	type result struct {
@@ -567,8 +571,7 @@ spec:
 	c := spec["containers"].([]any)[0].(map[string]any)
 	require.Equal(t, "/ckpt", c["checkpointDir"])
 	require.Equal(t, []any{map[string]any{"name": "X", "value": "1"}}, c["env"], "and the run's env is added")
-	_, _, err = b.Remove(ctx, p.RunID, nil)
-	require.NoError(t, err)
+	remove(t, b, p)
 
 	typo := run("typo", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: apps/v1
 kind: Deployment

@@ -27,8 +27,7 @@ import (
 // restart, an unschedulable run's reason with its warning events) succeeds
 // under the whole role, and fails under the role minus any one verb.
 func TestEveryClusterRoleRuleIsNeeded(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	provtest.InstallCRD(t, "testdata/kafkatopic-crd.yaml")
 	provtest.EnsureNamespace(t, cs, "kafka")
 	role := provtest.ApplyRBAC(t, cs).Role

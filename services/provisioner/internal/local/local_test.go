@@ -51,6 +51,21 @@ func newBackend(t testing.TB, st *state.Store, mod func(*local.Config)) *local.B
 	return b
 }
 
+// fixture is a backend (see newBackend) on records of its own.
+func fixture(t *testing.T, mod func(*local.Config)) (*state.Store, *local.Backend) {
+	t.Helper()
+	st := records(t, "")
+	return st, newBackend(t, st, mod)
+}
+
+// leftovers is what b finds of runs, which it must be able to list.
+func leftovers(t *testing.T, b *local.Backend) []state.Leftover {
+	t.Helper()
+	lefts, err := b.Leftovers(context.Background())
+	require.NoError(t, err)
+	return lefts
+}
+
 // provision creates the run's record, as the provisioner does before it
 // asks the backend, and provisions it.
 func provision(t *testing.T, st *state.Store, b *local.Backend, p events.RunProvision) ([]events.Target, error) {
@@ -75,8 +90,7 @@ func running(t *testing.T, st *state.Store, b *local.Backend, runID string, targ
 
 func TestStartupFailureFailsTheProvision(t *testing.T) {
 	t.Parallel()
-	st := records(t, "")
-	b := newBackend(t, st, nil)
+	st, b := fixture(t, nil)
 	_, err := provision(t, st, b, cmd("r1", "echo cannot reach broker >&2; exit 3"))
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "sh exited during start-up: exit status 3")
@@ -114,8 +128,7 @@ func TestTheRecordNamesTheProcess(t *testing.T) {
 
 func TestCrashDuringRunIsReportedWithStatusAndLastOutput(t *testing.T) {
 	t.Parallel()
-	st := records(t, "")
-	b := newBackend(t, st, nil)
+	st, b := fixture(t, nil)
 	targets, err := provision(t, st, b, cmd("r2", "echo starting; sleep 0.5; echo out of memory; exit 7"))
 	require.NoError(t, err)
 	require.Len(t, targets, 1)
@@ -220,8 +233,7 @@ func TestSUTHasItsOwnSessionLogAndExitStatus(t *testing.T) {
 
 func TestTeardownKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
 	t.Parallel()
-	st := records(t, "")
-	b := newBackend(t, st, func(c *local.Config) { c.StopTimeout = 500 * time.Millisecond })
+	st, b := fixture(t, func(c *local.Config) { c.StopTimeout = 500 * time.Millisecond })
 	targets, err := provision(t, st, b, cmd("r-stubborn", `trap "" TERM; while :; do sleep 1; done`))
 	require.NoError(t, err)
 	pgrp := provtest.Stat(t, targets[0].PID).PGRP
@@ -290,8 +302,7 @@ func TestSUTOutlivesItsProvisionerAndIsAdopted(t *testing.T) {
 
 func TestAdoptionReportsACrashThatHappenedWhileNobodyWatched(t *testing.T) {
 	t.Parallel()
-	st := records(t, "")
-	first := newBackend(t, st, nil)
+	st, first := fixture(t, nil)
 	targets, err := provision(t, st, first, cmd("r-unwatched", "echo working; exec sleep 60"))
 	require.NoError(t, err)
 	running(t, st, first, "r-unwatched", targets)
@@ -307,8 +318,7 @@ func TestAdoptionReportsACrashThatHappenedWhileNobodyWatched(t *testing.T) {
 
 func TestAReusedPidIsNotTakenForTheSUT(t *testing.T) {
 	t.Parallel()
-	st := records(t, "")
-	b := newBackend(t, st, nil)
+	st, b := fixture(t, nil)
 	// An unrelated process of ours holds the pid the record names, but it
 	// started at another time: the SUT is gone, and the stranger is left
 	// alone.
@@ -338,13 +348,11 @@ func bootID(t *testing.T) string {
 
 func TestLeftoversAreFoundByTheirMarkersAndRemoved(t *testing.T) {
 	t.Parallel()
-	st := records(t, "")
-	b := newBackend(t, st, nil)
+	st, b := fixture(t, nil)
 	p := cmd("r-left", "exec sleep 60")
 	targets, err := provision(t, st, b, p)
 	require.NoError(t, err)
-	lefts, err := b.Leftovers(context.Background())
-	require.NoError(t, err)
+	lefts := leftovers(t, b)
 	require.Len(t, lefts, 1)
 	l := lefts[0]
 	require.Equal(t, "r-left", l.RunID)
@@ -356,8 +364,7 @@ func TestLeftoversAreFoundByTheirMarkersAndRemoved(t *testing.T) {
 	// With no record at all, the markers are enough to stop it.
 	_, _, err = b.Remove(context.Background(), "r-left", nil)
 	require.NoError(t, err)
-	lefts, err = b.Leftovers(context.Background())
-	require.NoError(t, err)
+	lefts = leftovers(t, b)
 	require.Empty(t, lefts)
 
 	// Another node name on this machine (a misconfiguration) does not see
@@ -366,25 +373,21 @@ func TestLeftoversAreFoundByTheirMarkersAndRemoved(t *testing.T) {
 	_, err = provision(t, st, b, cmd("r-n1", "exec sleep 60"))
 	require.NoError(t, err)
 	defer func() { _, _, _ = b.Remove(context.Background(), "r-n1", nil) }()
-	lefts, err = elsewhere.Leftovers(context.Background())
-	require.NoError(t, err)
+	lefts = leftovers(t, elsewhere)
 	require.Empty(t, lefts)
 	_, _, err = elsewhere.Remove(context.Background(), "r-n1", nil)
 	require.NoError(t, err)
-	lefts, err = b.Leftovers(context.Background())
-	require.NoError(t, err)
+	lefts = leftovers(t, b)
 	require.Len(t, lefts, 1, "untouched by the other node name")
 	_, _, err = b.Remove(context.Background(), "r-n1", nil)
 	require.NoError(t, err)
 
 	// Another installation's processes are not ours to see.
-	other := records(t, "")
-	ob := newBackend(t, other, nil)
+	other, ob := fixture(t, nil)
 	_, err = provision(t, other, ob, cmd("r-theirs", "exec sleep 60"))
 	require.NoError(t, err)
 	defer func() { _, _, _ = ob.Remove(context.Background(), "r-theirs", nil) }()
-	lefts, err = b.Leftovers(context.Background())
-	require.NoError(t, err)
+	lefts = leftovers(t, b)
 	require.Empty(t, lefts)
 }
 
