@@ -34,6 +34,28 @@ func (p *Provisioner) attemptDue(r state.Record, now time.Time) bool {
 // de-duplication does not swallow it). The attempt holds the record's
 // teardown until NextMs, so other instances leave it alone meanwhile.
 func (p *Provisioner) attempt(ctx context.Context, key string) {
+	claimed, ok := p.claimTeardown(ctx, key)
+	if !ok {
+		return
+	}
+	r := claimed.Rec
+	start := p.clock.Now()
+	out := p.removeAll(ctx, claimed)
+	if ctx.Err() != nil {
+		return // shutting down: the lease runs out and any instance carries on
+	}
+	done, _, err := p.store.Mutate(ctx, key, func(rec *state.Record) (bool, error) { return p.recordAttempt(rec, out), nil })
+	if err != nil {
+		p.logger.Warn("record a teardown attempt failed; it is tried again", zap.String("run_id", r.RunID), zap.Error(err))
+		return
+	}
+	p.observe(r.Backend, "teardown", start)
+	p.reportAttempt(ctx, done.Rec)
+}
+
+// claimTeardown holds the record's due teardown for this instance, if this
+// instance can do it.
+func (p *Provisioner) claimTeardown(ctx context.Context, key string) (state.Entry, bool) {
 	claimed, ok, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
 		now := p.clock.Now()
 		td := r.Teardown
@@ -50,82 +72,91 @@ func (p *Provisioner) attempt(ctx context.Context, key string) {
 		r.State = state.Stopping
 		return true, nil
 	})
-	if err != nil || !ok {
-		if err != nil && ctx.Err() == nil {
-			p.logger.Warn("claim a teardown failed", zap.String("key", key), zap.Error(err))
-		}
-		return
+	if err != nil && ctx.Err() == nil {
+		p.logger.Warn("claim a teardown failed", zap.String("key", key), zap.Error(err))
 	}
+	return claimed, err == nil && ok
+}
+
+// outcome is what an attempt achieved.
+type outcome struct {
+	sutErr, topicErr error
+	crashed          bool
+	crashReason      string
+}
+
+// removeAll removes what of the claimed run is left: its SUT and its
+// topics, each whatever became of the other.
+func (p *Provisioner) removeAll(ctx context.Context, claimed state.Entry) outcome {
 	r := claimed.Rec
 	be := p.backends[r.Backend]
-	start := p.clock.Now()
-	td := *r.Teardown
-	var sutErr, topicErr error
-	crashed, crashReason := false, ""
-	if !td.SUTRemoved {
-		crashed, crashReason, sutErr = be.Remove(ctx, r.RunID, &claimed)
+	var out outcome
+	if !r.Teardown.SUTRemoved {
+		out.crashed, out.crashReason, out.sutErr = be.Remove(ctx, r.RunID, &claimed)
 	}
-	if !td.TopicsRemoved {
-		topicErr = p.removeTopics(ctx, be, r.RunID, r.Kafka)
+	if !r.Teardown.TopicsRemoved {
+		out.topicErr = p.removeTopics(ctx, be, r.RunID, r.Kafka)
 	}
-	if ctx.Err() != nil {
-		return // shutting down: the lease runs out and any instance carries on
+	return out
+}
+
+// recordAttempt writes out into the record: torn down with its result when
+// nothing is left, else the next attempt after a back-off. It reports
+// whether the record changed.
+func (p *Provisioner) recordAttempt(rec *state.Record, out outcome) bool {
+	t := rec.Teardown
+	if t == nil || rec.State == state.TornDown {
+		return false
 	}
 	var errs []string
-	if sutErr != nil {
-		errs = append(errs, "remove the system under test: "+sutErr.Error())
+	if out.sutErr != nil {
+		errs = append(errs, "remove the system under test: "+out.sutErr.Error())
 	}
-	if topicErr != nil {
-		errs = append(errs, "delete the topics: "+topicErr.Error())
+	if out.topicErr != nil {
+		errs = append(errs, "delete the topics: "+out.topicErr.Error())
 	}
-	done, _, err := p.store.Mutate(ctx, key, func(rec *state.Record) (bool, error) {
-		t := rec.Teardown
-		if t == nil || rec.State == state.TornDown {
-			return false, nil
-		}
-		t.SUTRemoved = t.SUTRemoved || sutErr == nil
-		t.TopicsRemoved = t.TopicsRemoved || topicErr == nil
-		if crashed && !t.Crashed && t.From == state.Running {
-			t.Crashed, t.CrashReason = true, crashReason
-		}
-		t.Owner, t.OwnerProc, t.LastError = "", nil, strings.Join(errs, "; ")
-		if t.SUTRemoved && t.TopicsRemoved {
-			rec.State = state.TornDown
-			res := result(*rec, p.clock.Now())
-			rec.Result = &res
-			return true, nil
-		}
-		t.NextMs = p.clock.Now().Add(p.backoff(t.Attempts)).UnixMilli()
-		return true, nil
-	})
-	if err != nil {
-		p.logger.Warn("record a teardown attempt failed; it is tried again", zap.String("run_id", r.RunID), zap.Error(err))
-		return
+	t.SUTRemoved = t.SUTRemoved || out.sutErr == nil
+	t.TopicsRemoved = t.TopicsRemoved || out.topicErr == nil
+	if out.crashed && !t.Crashed && t.From == state.Running {
+		t.Crashed, t.CrashReason = true, out.crashReason
 	}
-	p.observe(r.Backend, "teardown", start)
-	t := done.Rec.Teardown
-	if done.Rec.State == state.TornDown {
-		p.attempts.WithLabelValues(r.Backend, "done").Inc()
-		p.provisioned.WithLabelValues(r.Backend, "teardown", "ok").Inc()
-		p.logger.Info("run torn down", zap.String("run_id", r.RunID), zap.String("cause", t.Cause), zap.Int("attempts", t.Attempts),
+	t.Owner, t.OwnerProc, t.LastError = "", nil, strings.Join(errs, "; ")
+	if t.SUTRemoved && t.TopicsRemoved {
+		rec.State = state.TornDown
+		res := result(*rec, p.clock.Now())
+		rec.Result = &res
+		return true
+	}
+	t.NextMs = p.clock.Now().Add(p.backoff(t.Attempts)).UnixMilli()
+	return true
+}
+
+// reportAttempt counts and logs the recorded attempt and, when the
+// teardown is to be reported, publishes its outcome.
+func (p *Provisioner) reportAttempt(ctx context.Context, rec state.Record) {
+	t := rec.Teardown
+	if rec.State == state.TornDown {
+		p.attempts.WithLabelValues(rec.Backend, "done").Inc()
+		p.provisioned.WithLabelValues(rec.Backend, "teardown", "ok").Inc()
+		p.logger.Info("run torn down", zap.String("run_id", rec.RunID), zap.String("cause", t.Cause), zap.Int("attempts", t.Attempts),
 			zap.Bool("crashed", t.Crashed), zap.Bool("lost", t.Lost))
 		if t.Report {
-			if err := p.bus.Publish(ctx, *done.Rec.Result, "torn-down:"+r.RunID); err != nil {
-				p.logger.Error("publish torn down failed", zap.String("run_id", r.RunID), zap.Error(err))
+			if err := p.bus.Publish(ctx, *rec.Result, "torn-down:"+rec.RunID); err != nil {
+				p.logger.Error("publish torn down failed", zap.String("run_id", rec.RunID), zap.Error(err))
 			}
 		}
 		return
 	}
-	p.attempts.WithLabelValues(r.Backend, "incomplete").Inc()
+	p.attempts.WithLabelValues(rec.Backend, "incomplete").Inc()
 	next := time.UnixMilli(t.NextMs).Sub(p.clock.Now()).Round(time.Second)
-	p.logger.Warn("teardown not finished; trying again", zap.String("run_id", r.RunID), zap.Int("attempt", t.Attempts),
+	p.logger.Warn("teardown not finished; trying again", zap.String("run_id", rec.RunID), zap.Int("attempt", t.Attempts),
 		zap.Duration("next_in", next), zap.String("cause", t.LastError))
 	if t.Report {
-		res := result(done.Rec, p.clock.Now())
+		res := result(rec, p.clock.Now())
 		res.Incomplete = true
 		res.Reason = joinReason(res.Reason, fmt.Sprintf("teardown not finished after attempt %d (next in %s): %s", t.Attempts, next, t.LastError))
-		if err := p.bus.Publish(ctx, res, "torn-down-incomplete:"+r.RunID+":"+strconv.Itoa(t.Attempts)); err != nil {
-			p.logger.Error("publish incomplete teardown failed", zap.String("run_id", r.RunID), zap.Error(err))
+		if err := p.bus.Publish(ctx, res, "torn-down-incomplete:"+rec.RunID+":"+strconv.Itoa(t.Attempts)); err != nil {
+			p.logger.Error("publish incomplete teardown failed", zap.String("run_id", rec.RunID), zap.Error(err))
 		}
 	}
 }

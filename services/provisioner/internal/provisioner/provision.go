@@ -123,7 +123,7 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			}
 			return nil, p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
 				Targets: targets, TsMs: now}, "provisioned:"+m.RunID)
-		case r.Owner != p.cfg.Instance && r.LeaseUntilMs > now && !p.holderGone(r.Owner, r.OwnerProc):
+		case p.heldElsewhere(r, now):
 			// Another instance is at it: wait for its answer, or for its
 			// lease to run out (it died) and take over — at once when it
 			// was a process of this machine that is gone.
@@ -132,23 +132,7 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			}
 			continue
 		}
-		taken, changed, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-			if r.State != state.Starting || r.Teardown != nil ||
-				(r.Owner != p.cfg.Instance && r.LeaseUntilMs > p.clock.Now().UnixMilli() && !p.holderGone(r.Owner, r.OwnerProc)) {
-				return false, nil
-			}
-			if r.Owner != p.cfg.Instance {
-				p.logger.Info("taking over a provision whose instance stopped renewing it", zap.String("run_id", m.RunID),
-					zap.String("owner", r.Owner), zap.String("node", r.Node))
-			}
-			if r.Node != rec.Node {
-				// Started on another node by an instance that died: it runs
-				// here now; what it left there is a leftover of that node.
-				r.Node, r.Process = rec.Node, nil
-			}
-			r.Owner, r.LeaseUntilMs, r.OwnerProc = p.cfg.Instance, p.clock.Now().Add(p.cfg.Lease).UnixMilli(), p.selfProc()
-			return true, nil
-		})
+		taken, changed, err := p.takeOver(ctx, key, rec.Node, m.RunID)
 		if err != nil {
 			return nil, err
 		}
@@ -156,6 +140,33 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			return &taken, nil
 		}
 	}
+}
+
+// heldElsewhere reports a record another instance holds: its lease runs
+// and it is not a process of this machine that is gone.
+func (p *Provisioner) heldElsewhere(r state.Record, nowMs int64) bool {
+	return r.Owner != p.cfg.Instance && r.LeaseUntilMs > nowMs && !p.holderGone(r.Owner, r.OwnerProc)
+}
+
+// takeOver holds a starting run's record for this instance on node, unless
+// a teardown came or another instance holds it (changed false).
+func (p *Provisioner) takeOver(ctx context.Context, key, node, runID string) (state.Entry, bool, error) {
+	return p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
+		if r.State != state.Starting || r.Teardown != nil || p.heldElsewhere(*r, p.clock.Now().UnixMilli()) {
+			return false, nil
+		}
+		if r.Owner != p.cfg.Instance {
+			p.logger.Info("taking over a provision whose instance stopped renewing it", zap.String("run_id", runID),
+				zap.String("owner", r.Owner), zap.String("node", r.Node))
+		}
+		if r.Node != node {
+			// Started on another node by an instance that died: it runs
+			// here now; what it left there is a leftover of that node.
+			r.Node, r.Process = node, nil
+		}
+		r.Owner, r.LeaseUntilMs, r.OwnerProc = p.cfg.Instance, p.clock.Now().Add(p.cfg.Lease).UnixMilli(), p.selfProc()
+		return true, nil
+	})
 }
 
 // deploy creates the run's topics and its system under test.
