@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -17,47 +15,18 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-func newBus(t *testing.T) *bus.Bus {
-	t.Helper()
-	url := testenv.NATS(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := bus.Connect(ctx, url, "test", testenv.Logger(t), prometheus.NewRegistry())
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
-	return b
-}
-
-// dlq reads every dead-lettered message so far.
-func dlq(t *testing.T, b *bus.Bus, want int) []jetstream.Msg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cons, err := b.JetStream().OrderedConsumer(ctx, bus.StreamDeadLetter, jetstream.OrderedConsumerConfig{})
-	require.NoError(t, err)
-	var out []jetstream.Msg
-	for len(out) < want {
-		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		require.NoError(t, err, "waiting for dead letter %d of %d", len(out)+1, want)
-		out = append(out, m)
-	}
-	return out
-}
-
 func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	var handled []string
-	go func() {
-		_ = b.Consume(ctx, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
-			mu.Lock()
-			defer mu.Unlock()
-			handled = append(handled, d.Msg.(*events.RunTeardown).RunID)
-			return nil
-		})
-	}()
+	consume(t, ctx, b, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		handled = append(handled, d.Msg.(*events.RunTeardown).RunID)
+		return nil
+	})
 
 	// A malformed message straight on the command subject, as a broken
 	// client would send it: right headers, body missing required fields.
@@ -88,31 +57,29 @@ func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
 }
 
 func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	attempts := map[string]int{}
 	spec := bus.ConsumerSpec{Durable: "flaky", Types: []events.Type{events.TypeLoadStop}, MaxDeliver: 3,
 		Backoff: []time.Duration{10 * time.Millisecond}}
-	go func() {
-		_ = b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
-			run := d.Msg.(*events.LoadStop).RunID
-			mu.Lock()
-			attempts[run]++
-			n := attempts[run]
-			mu.Unlock()
-			switch {
-			case run == "recovers" && n < 2:
-				return context.DeadlineExceeded
-			case run == "never":
-				return context.DeadlineExceeded
-			case run == "permanent":
-				return bus.Permanent(errTest)
-			}
-			return nil
-		})
-	}()
+	consume(t, ctx, b, spec, func(_ context.Context, d bus.Delivery) error {
+		run := d.Msg.(*events.LoadStop).RunID
+		mu.Lock()
+		attempts[run]++
+		n := attempts[run]
+		mu.Unlock()
+		switch {
+		case run == "recovers" && n < 2:
+			return context.DeadlineExceeded
+		case run == "never":
+			return context.DeadlineExceeded
+		case run == "permanent":
+			return bus.Permanent(errTest)
+		}
+		return nil
+	})
 	for _, r := range []string{"never", "permanent", "recovers"} {
 		require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: r}, ""))
 	}
@@ -141,6 +108,7 @@ func (testErr) Error() string { return "test failure" }
 var errTest = testErr{}
 
 func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
 	ctx := context.Background()
 	m := events.RunTornDown{ExperimentID: "e9", RunID: "e9-r1", TsMs: 1}
@@ -154,7 +122,7 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 	raw, err := s.GetLastMsgForSubject(ctx, bus.Subject(events.TypeRunTornDown))
 	require.NoError(t, err)
 	require.Equal(t, "run.torn_down", raw.Header.Get(bus.HeaderType))
-	require.Equal(t, strconv.Itoa(m.MessageVersion()), raw.Header.Get(bus.HeaderVersion))
+	require.Equal(t, strconv.Itoa(events.Version(m.MessageType())), raw.Header.Get(bus.HeaderVersion))
 	require.Equal(t, "e9", raw.Header.Get(bus.HeaderExperiment))
 	require.Equal(t, "e9-r1", raw.Header.Get(bus.HeaderRun))
 	require.Equal(t, "test", raw.Header.Get(bus.HeaderProducer))
@@ -165,32 +133,28 @@ func TestPublishSetsStandardHeadersAndDeduplicates(t *testing.T) {
 // consumer (Workers > 1), a slow message of one run does not hold up another
 // run's, and each run's messages are handled in publication order.
 func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var order []string
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = b.Consume(ctx, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
-			var id string
-			switch m := d.Msg.(type) {
-			case *events.RunProvision:
-				id = "provision:" + m.RunID
-				if m.RunID == "slow-r0001" {
-					<-release // a provision waiting for readiness
-				}
-			case *events.RunTeardown:
-				id = "teardown:" + m.RunID
+	consumer := consume(t, ctx, b, bus.ConsumerProvisioner, func(_ context.Context, d bus.Delivery) error {
+		var id string
+		switch m := d.Msg.(type) {
+		case *events.RunProvision:
+			id = "provision:" + m.RunID
+			if m.RunID == "slow-r0001" {
+				<-release // a provision waiting for readiness
 			}
-			mu.Lock()
-			order = append(order, id)
-			mu.Unlock()
-			return nil
-		})
-	}()
+		case *events.RunTeardown:
+			id = "teardown:" + m.RunID
+		}
+		mu.Lock()
+		order = append(order, id)
+		mu.Unlock()
+		return nil
+	})
 	kafka := events.Kafka{Brokers: []string{"k:9092"}, InputTopic: "i", OutputTopic: "o", Partitions: 1}
 	prov := func(run string) events.RunProvision {
 		return events.RunProvision{ExperimentID: "e", RunID: run, SUT: events.SUT{Template: "uc3-go", Backend: "local"}, Kafka: kafka}
@@ -210,38 +174,33 @@ func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
 	close(release)
 	testenv.Eventually(t, 10*time.Second, "the slow run handled", func() bool { return len(snapshot()) == 4 })
 	require.Equal(t, []string{"provision:slow-r0001", "teardown:slow-r0001"}, snapshot()[2:], "one run's messages stay in order")
-	cancel()
-	<-done
+	require.NoError(t, consumer.Stop(10*time.Second, "the consumer"))
 }
 
 // TestQueuedMessagesAreNotRedeliveredWhileTheyWait: a message waiting behind
 // its run's long handler for longer than AckWait is delivered once.
 func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	spec := bus.ConsumerSpec{Durable: "queued-test", Types: []events.Type{events.TypeRunTeardown}, AckWait: time.Second, Workers: 2}
 	var mu sync.Mutex
 	deliveries := map[string][]uint64{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
-			m := d.Msg.(*events.RunTeardown)
-			mu.Lock()
-			deliveries[m.ExperimentID] = append(deliveries[m.ExperimentID], d.NumDelivered)
-			mu.Unlock()
-			if m.ExperimentID == "first" {
-				// A long handler that keeps its own message, as the
-				// provisioner's does while it waits for readiness.
-				for range 10 {
-					time.Sleep(250 * time.Millisecond)
-					_ = d.InProgress()
-				}
+	consumer := consume(t, ctx, b, spec, func(_ context.Context, d bus.Delivery) error {
+		m := d.Msg.(*events.RunTeardown)
+		mu.Lock()
+		deliveries[m.ExperimentID] = append(deliveries[m.ExperimentID], d.NumDelivered)
+		mu.Unlock()
+		if m.ExperimentID == "first" {
+			// A long handler that keeps its own message, as the
+			// provisioner's does while it waits for readiness.
+			for range 10 {
+				time.Sleep(250 * time.Millisecond)
+				_ = d.InProgress()
 			}
-			return nil
-		})
-	}()
+		}
+		return nil
+	})
 	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "first", RunID: "r1", Backend: "local"}, "q1"))
 	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "second", RunID: "r1", Backend: "local"}, "q2"))
 	testenv.Eventually(t, 10*time.Second, "both handled", func() bool {
@@ -254,25 +213,22 @@ func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
 	defer mu.Unlock()
 	t.Logf("deliveries: %v", deliveries)
 	require.Equal(t, []uint64{1}, deliveries["second"], "delivered once although it waited 2.5 s with a 1 s AckWait")
-	cancel()
-	<-done
+	require.NoError(t, consumer.Stop(10*time.Second, "the consumer"))
 }
 
 // A consumer told about what it dead-letters can answer the sender: the hook
 // gets the message's headers and the reason, for undecodable messages too.
 func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	type told struct{ typ, run, reason string }
 	got := make(chan told, 4)
 	spec := bus.ConsumerSpec{Durable: "hooked", Types: []events.Type{events.TypeLoadStart}, MaxDeliver: 2, Backoff: []time.Duration{10 * time.Millisecond}}
-	go func() {
-		_ = b.Consume(ctx, spec, func(context.Context, bus.Delivery) error { return bus.Permanent(errTest) },
-			bus.OnDeadLetter(func(_ context.Context, h nats.Header, reason string) {
-				got <- told{h.Get(bus.HeaderType), h.Get(bus.HeaderRun), reason}
-			}))
-	}()
+	consume(t, ctx, b, spec, func(context.Context, bus.Delivery) error { return bus.Permanent(errTest) },
+		bus.OnDeadLetter(func(_ context.Context, h nats.Header, reason string) {
+			got <- told{h.Get(bus.HeaderType), h.Get(bus.HeaderRun), reason}
+		}))
 	// A body that fails its schema: dead-lettered before any handler runs.
 	msg := nats.NewMsg(bus.Subject(events.TypeLoadStart))
 	msg.Data = []byte(`{"experiment_id":"e1","run_id":"e1-r1"}`)
@@ -281,56 +237,42 @@ func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
 	msg.Header.Set(bus.HeaderRun, "e1-r1")
 	_, err := b.JetStream().PublishMsg(ctx, msg)
 	require.NoError(t, err)
-	select {
-	case g := <-got:
-		require.Equal(t, "load.start", g.typ)
-		require.Equal(t, "e1-r1", g.run)
-		require.Contains(t, g.reason, "undecodable")
-	case <-time.After(10 * time.Second):
-		t.Fatal("dead-letter hook not called for an undecodable message")
-	}
+	g := testenv.Receive(t, got, 10*time.Second, "dead-letter hook told of an undecodable message")
+	require.Equal(t, "load.start", g.typ)
+	require.Equal(t, "e1-r1", g.run)
+	require.Contains(t, g.reason, "undecodable")
 	// A valid one the handler rejects as permanent.
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r2"}, ""))
 	require.NoError(t, b.Publish(ctx, events.LoadStart{ExperimentID: "e1", RunID: "e1-r2", DurationMs: 1000,
 		Workload: events.Workload{Sensors: 1, PeriodMs: 1000, RatePerSec: 1, Format: "avro"},
 		Kafka:    events.Kafka{Brokers: []string{"127.0.0.1:1"}, InputTopic: "i", OutputTopic: "o", Partitions: 1}}, ""))
-	select {
-	case g := <-got:
-		require.Equal(t, "e1-r2", g.run)
-		require.Contains(t, g.reason, "rejected")
-	case <-time.After(10 * time.Second):
-		t.Fatal("dead-letter hook not called for a rejected message")
-	}
+	g = testenv.Receive(t, got, 10*time.Second, "dead-letter hook told of a rejected message")
+	require.Equal(t, "e1-r2", g.run)
+	require.Contains(t, g.reason, "rejected")
 }
 
 // A handler that is not ready yet (NotYet) gets the message back after the
 // backoff, like a failure, and then handles it.
 func TestNotYetRetriesTheMessage(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	deliveries := 0
 	handled := make(chan struct{})
 	spec := bus.ConsumerSpec{Durable: "waiting", Types: []events.Type{events.TypeLoadStop}, MaxDeliver: 5, Backoff: []time.Duration{20 * time.Millisecond}}
-	go func() {
-		_ = b.Consume(ctx, spec, func(context.Context, bus.Delivery) error {
-			mu.Lock()
-			defer mu.Unlock()
-			deliveries++
-			if deliveries < 3 {
-				return bus.NotYet(errTest)
-			}
-			close(handled)
-			return nil
-		})
-	}()
+	consume(t, ctx, b, spec, func(context.Context, bus.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		deliveries++
+		if deliveries < 3 {
+			return bus.NotYet(errTest)
+		}
+		close(handled)
+		return nil
+	})
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
-	select {
-	case <-handled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a message the handler was not ready for never came back")
-	}
+	testenv.Receive(t, handled, 10*time.Second, "a message the handler was not ready for, back")
 	require.False(t, bus.IsPermanent(bus.NotYet(errTest)))
 }
 
@@ -338,32 +280,26 @@ func TestNotYetRetriesTheMessage(t *testing.T) {
 // message (the bus extends the deadline while it runs): it is handled
 // once, not redelivered to another consumer mid-way.
 func TestALongHandlerKeepsItsMessage(t *testing.T) {
+	t.Parallel()
 	b := newBus(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	var mu sync.Mutex
 	deliveries := 0
 	done := make(chan struct{})
 	spec := bus.ConsumerSpec{Durable: "slow", Types: []events.Type{events.TypeLoadStop}, AckWait: 300 * time.Millisecond}
-	go func() {
-		_ = b.Consume(ctx, spec, func(context.Context, bus.Delivery) error {
-			mu.Lock()
-			deliveries++
-			first := deliveries == 1
-			mu.Unlock()
-			if first {
-				time.Sleep(1500 * time.Millisecond) // the work itself: five ack waits long
-				close(done)
-			}
-			return nil
-		})
-	}()
+	consume(t, ctx, b, spec, func(context.Context, bus.Delivery) error {
+		mu.Lock()
+		deliveries++
+		first := deliveries == 1
+		mu.Unlock()
+		if first {
+			time.Sleep(1500 * time.Millisecond) // the work itself: five ack waits long
+			close(done)
+		}
+		return nil
+	})
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("handler never finished")
-	}
+	testenv.Receive(t, done, 10*time.Second, "the handler finished")
 	// Past another ack wait: a redelivery would have arrived by now.
 	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool {
 		c, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, "slow")

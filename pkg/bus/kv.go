@@ -258,110 +258,134 @@ func (w *watcher) Stop() error {
 }
 
 func (w *watcher) run(ctx context.Context, inner jetstream.KeyWatcher, changed <-chan struct{}) {
+	l := &watchLoop{w: w, ctx: ctx, name: w.k.name(), inner: inner, changed: changed, keys: map[string]bool{}}
 	defer close(w.updates)
 	defer func() {
-		if inner != nil {
-			_ = inner.Stop()
+		if l.inner != nil {
+			_ = l.inner.Stop()
 		}
 	}()
-	name := w.k.name()
-	keys := map[string]bool{} // live keys seen, to delete those a re-created bucket lost
-	var resync map[string]bool
-	initDone := false
-	send := func(e jetstream.KeyValueEntry) bool {
-		select {
-		case w.updates <- e:
-			return true
-		case <-w.stop:
-		case <-ctx.Done():
-		}
-		return false
-	}
-	// restart replaces the inner watch, backing off until it starts; nil
-	// when the watcher is stopped meanwhile.
-	restart := func() (jetstream.KeyWatcher, <-chan struct{}) {
-		_ = inner.Stop()
-		delay := 100 * time.Millisecond
-		for {
-			kv, ch := w.k.current()
-			next, err := w.start(kv)
-			if err == nil {
-				return next, ch
-			}
-			w.k.b.logger.Warn("restart kv watch failed; retrying", zap.String("bucket", name), zap.Error(err), zap.Duration("delay", delay))
-			select {
-			case <-w.stop:
-				return nil, nil
-			case <-ctx.Done():
-				return nil, nil
-			case <-time.After(delay):
-			}
-			delay = min(delay*2, 5*time.Second)
-		}
-	}
 	for {
 		select {
 		case <-w.stop:
 			return
 		case <-ctx.Done():
 			return
-		case <-changed:
-			if inner, changed = restart(); inner == nil {
+		case <-l.changed:
+			if !l.restart() {
 				return
 			}
-			resync = map[string]bool{}
-		case e, ok := <-inner.Updates():
+		case e, ok := <-l.inner.Updates():
 			if !ok {
 				// The inner watch ended without us stopping it (it could
 				// not re-create its consumer): start over, and compare.
-				select {
-				case <-w.stop:
-					return
-				case <-ctx.Done():
-					return
-				case <-time.After(100 * time.Millisecond):
-				}
-				if inner, changed = restart(); inner == nil {
-					return
-				}
-				resync = map[string]bool{}
-				continue
-			}
-			if e == nil {
-				if resync != nil {
-					for key := range keys {
-						if !resync[key] {
-							delete(keys, key)
-							if !send(deletedEntry{bucket: name, key: key}) {
-								return
-							}
-						}
-					}
-					resync = nil
-					continue
-				}
-				if initDone {
-					continue
-				}
-				initDone = true
-				if !send(nil) {
+				if !l.sleep(100*time.Millisecond) || !l.restart() {
 					return
 				}
 				continue
 			}
-			if e.Operation() == jetstream.KeyValuePut {
-				keys[e.Key()] = true
-				if resync != nil {
-					resync[e.Key()] = true
-				}
-			} else {
-				delete(keys, e.Key())
-			}
-			if !send(e) {
+			if !l.forward(e) {
 				return
 			}
 		}
 	}
+}
+
+// watchLoop is one watcher's run: the inner watch it forwards from, and
+// the keys it has passed on, to tell which a re-created bucket lost. Its
+// methods return false when the watcher is stopped meanwhile.
+type watchLoop struct {
+	w       *watcher
+	ctx     context.Context
+	name    string
+	inner   jetstream.KeyWatcher // nil once stopped for good
+	changed <-chan struct{}      // closed when the bucket handle is replaced
+	keys    map[string]bool      // live keys passed on
+	// resync holds the keys seen since the inner watch restarted, until
+	// its initial values end; nil otherwise.
+	resync   map[string]bool
+	initDone bool
+}
+
+func (l *watchLoop) sleep(d time.Duration) bool {
+	select {
+	case <-l.w.stop:
+		return false
+	case <-l.ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func (l *watchLoop) send(e jetstream.KeyValueEntry) bool {
+	select {
+	case l.w.updates <- e:
+		return true
+	case <-l.w.stop:
+	case <-l.ctx.Done():
+	}
+	return false
+}
+
+// restart replaces the inner watch, backing off until it starts, and
+// begins a resync.
+func (l *watchLoop) restart() bool {
+	_ = l.inner.Stop()
+	delay := 100 * time.Millisecond
+	for {
+		kv, ch := l.w.k.current()
+		next, err := l.w.start(kv)
+		if err == nil {
+			l.inner, l.changed, l.resync = next, ch, map[string]bool{}
+			return true
+		}
+		l.w.k.b.logger.Warn("restart kv watch failed; retrying", zap.String("bucket", l.name), zap.Error(err), zap.Duration("delay", delay))
+		if !l.sleep(delay) {
+			l.inner = nil // stopped above
+			return false
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// forward passes an update on and keeps track of the live keys.
+func (l *watchLoop) forward(e jetstream.KeyValueEntry) bool {
+	if e == nil {
+		return l.initialValuesDone()
+	}
+	if e.Operation() == jetstream.KeyValuePut {
+		l.keys[e.Key()] = true
+		if l.resync != nil {
+			l.resync[e.Key()] = true
+		}
+	} else {
+		delete(l.keys, e.Key())
+	}
+	return l.send(e)
+}
+
+// initialValuesDone handles the marker ending an inner watch's initial
+// values: the first one is passed on; after a restart, the keys not seen
+// again are passed on as deleted, lost with their bucket.
+func (l *watchLoop) initialValuesDone() bool {
+	if l.resync != nil {
+		for key := range l.keys {
+			if !l.resync[key] {
+				delete(l.keys, key)
+				if !l.send(deletedEntry{bucket: l.name, key: key}) {
+					return false
+				}
+			}
+		}
+		l.resync = nil
+		return true
+	}
+	if l.initDone {
+		return true
+	}
+	l.initDone = true
+	return l.send(nil)
 }
 
 // deletedEntry tells a watcher that a key is gone with its lost bucket.

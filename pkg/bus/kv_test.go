@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -24,7 +23,7 @@ type watched struct {
 	lost    []string // keys deleted because their bucket was lost (bus.KeyLost)
 }
 
-func follow(t *testing.T, w jetstream.KeyWatcher) *watched {
+func follow(t testing.TB, w jetstream.KeyWatcher) *watched {
 	t.Helper()
 	v := &watched{values: map[string]string{}}
 	go func() {
@@ -77,6 +76,7 @@ func (v *watched) is(want map[string]string) bool {
 // (lost by every restart) is declared again. Watches of all keys and of
 // some keys (WatchFiltered) alike.
 func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		emptyStore bool
@@ -89,11 +89,8 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			b, err := bus.Connect(ctx, srv.URL(), "test", testenv.Logger(t), prometheus.NewRegistry())
-			require.NoError(t, err)
-			defer b.Close()
+			ctx := t.Context()
+			b, _ := newBusAt(t, srv.URL())
 			kv, err := b.KVWith(ctx, jetstream.KeyValueConfig{Bucket: "restart_kv", History: 5, Storage: tc.storage})
 			require.NoError(t, err)
 			_, err = kv.Put(ctx, "old", []byte("1"))
@@ -115,14 +112,7 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 			}
 			eventually("initial values", map[string]string{"old": "1"})
 
-			srv.Stop()
-			testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool { return b.Check() != nil })
-			if tc.emptyStore {
-				srv.StartEmpty()
-			} else {
-				srv.Start()
-			}
-			testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
+			restartNATS(t, srv, b, tc.emptyStore)
 
 			// Operations work at once (a lost bucket is declared again).
 			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
@@ -169,6 +159,7 @@ func TestKVBucketsResumeAfterNATSRestart(t *testing.T) {
 // — up and silent, never an error — which left the provisioner ready after
 // a restart while no record change reached its reconciler.
 func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		filters    []string
@@ -180,11 +171,8 @@ func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			b, err := bus.Connect(ctx, srv.URL(), "test", testenv.Logger(t), prometheus.NewRegistry())
-			require.NoError(t, err)
-			defer b.Close()
+			ctx := t.Context()
+			b, _ := newBusAt(t, srv.URL())
 			kv, err := b.KV(ctx, "filtered_kv")
 			require.NoError(t, err)
 			filters := append([]string(nil), tc.filters...)
@@ -199,14 +187,7 @@ func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
 
 			// Twice: every restart starts the inner watch again.
 			for i := 1; i <= 2; i++ {
-				srv.Stop()
-				testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool { return b.Check() != nil })
-				if tc.emptyStore {
-					srv.StartEmpty()
-				} else {
-					srv.Start()
-				}
-				testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
+				restartNATS(t, srv, b, tc.emptyStore)
 				pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 				key := "a.after" + strconv.Itoa(i)
 				_, err = kv.Put(pctx, key, []byte("2"))

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -16,63 +15,22 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-// counterValue sums a counter family's samples whose labels include want.
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == k && lp.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue metric
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
-func newBusWithRegistry(t *testing.T) (*bus.Bus, *prometheus.Registry) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := bus.Connect(ctx, testenv.NATS(t), "test", testenv.Logger(t), reg)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
-	return b, reg
-}
-
 // A handler that panics costs one message, never the consumer: the message
 // is dead-lettered with "panic: <value>", the dead-letter hook is told, the
 // panic is counted, and the next messages — of the same run too — are
 // handled. Checked for a single-worker consumer and for one with Workers.
 func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) {
+	t.Parallel()
 	for _, workers := range []int{1, 4} {
 		t.Run(map[int]string{1: "one_worker", 4: "four_workers"}[workers], func(t *testing.T) {
 			b, reg := newBusWithRegistry(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
+			ctx := t.Context()
 			spec := bus.ConsumerSpec{Durable: "panicky", Types: []events.Type{events.TypeLoadStop}, Workers: workers}
 			var mu sync.Mutex
 			var handled []string
 			hooked := make(chan string, 4)
-			done := make(chan error, 1)
-			go func() {
-				done <- b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
+			consumer := testenv.Go(t, ctx, func(ctx context.Context) error {
+				return b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
 					m := d.Msg.(*events.LoadStop)
 					if m.ExperimentID == "boom" {
 						var nilMap map[string]int
@@ -85,7 +43,7 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 				}, bus.OnDeadLetter(func(_ context.Context, h nats.Header, reason string) {
 					hooked <- h.Get(bus.HeaderExperiment) + " " + reason
 				}))
-			}()
+			})
 			require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "before", RunID: "r1"}, ""))
 			require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "boom", RunID: "r1"}, ""))
 			require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "after", RunID: "r1"}, ""))
@@ -103,58 +61,42 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 			require.Equal(t, "boom", dead[0].Headers().Get(bus.HeaderExperiment))
 			require.Equal(t, "panic: assignment to entry in nil map", dead[0].Headers().Get(bus.HeaderDLQReason))
 			require.Equal(t, "1", dead[0].Headers().Get(bus.HeaderDLQDeliver), "dead-lettered at the first delivery, not retried")
-			select {
-			case got := <-hooked:
-				require.Equal(t, "boom panic: assignment to entry in nil map", got)
-			case <-time.After(10 * time.Second):
-				t.Fatal("dead-letter hook not called for the panicking message")
-			}
-			require.Equal(t, 1.0, counterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "panicky"}))
-			require.Equal(t, 1.0, counterValue(t, reg, "greenflow_bus_messages_dead_lettered_total", map[string]string{"consumer": "panicky"}))
+			require.Equal(t, "boom panic: assignment to entry in nil map",
+				testenv.Receive(t, hooked, 10*time.Second, "dead-letter hook told of the panicking message"))
+			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "panicky"}))
+			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_messages_dead_lettered_total", map[string]string{"consumer": "panicky"}))
 
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err, "the consumer ran on until cancelled")
-			case <-time.After(10 * time.Second):
-				t.Fatal("consumer did not stop")
-			}
+			require.NoError(t, consumer.Stop(10*time.Second, "the consumer"), "the consumer ran on until cancelled")
 		})
 	}
 }
 
 // A panic in the dead-letter hook itself is contained too.
 func TestPanickingDeadLetterHookDoesNotStopTheConsumer(t *testing.T) {
+	t.Parallel()
 	b, reg := newBusWithRegistry(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	spec := bus.ConsumerSpec{Durable: "hook-panics", Types: []events.Type{events.TypeLoadStop}}
 	handled := make(chan string, 4)
-	go func() {
-		_ = b.Consume(ctx, spec, func(_ context.Context, d bus.Delivery) error {
-			m := d.Msg.(*events.LoadStop)
-			if m.ExperimentID == "reject" {
-				return bus.Permanent(errTest)
-			}
-			handled <- m.ExperimentID
-			return nil
-		}, bus.OnDeadLetter(func(context.Context, nats.Header, string) { panic("hook defect") }))
-	}()
+	consume(t, ctx, b, spec, func(_ context.Context, d bus.Delivery) error {
+		m := d.Msg.(*events.LoadStop)
+		if m.ExperimentID == "reject" {
+			return bus.Permanent(errTest)
+		}
+		handled <- m.ExperimentID
+		return nil
+	}, bus.OnDeadLetter(func(context.Context, nats.Header, string) { panic("hook defect") }))
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "reject", RunID: "r1"}, ""))
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "next", RunID: "r1"}, ""))
-	select {
-	case got := <-handled:
-		require.Equal(t, "next", got)
-	case <-time.After(10 * time.Second):
-		t.Fatal("consumer stopped after its dead-letter hook panicked")
-	}
+	require.Equal(t, "next", testenv.Receive(t, handled, 10*time.Second, "the next message handled after the dead-letter hook panicked"))
 	require.Len(t, dlq(t, b, 1), 1)
-	require.Equal(t, 1.0, counterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "hook-panics"}))
+	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "hook-panics"}))
 }
 
 // A request-reply handler wrapped by SafeMsgHandler answers a panic with an
 // error reply and goes on answering.
 func TestSafeMsgHandlerAnswersAPanicWithAnErrorAndKeepsServing(t *testing.T) {
+	t.Parallel()
 	b, reg := newBusWithRegistry(t)
 	nc := b.Conn()
 	sub, err := nc.QueueSubscribe("test.api", "q", b.SafeMsgHandler("test.api", func(m *nats.Msg) {
@@ -176,5 +118,5 @@ func TestSafeMsgHandlerAnswersAPanicWithAnErrorAndKeepsServing(t *testing.T) {
 	rep, err = client.Request("test.api", []byte("fine"), 5*time.Second)
 	require.NoError(t, err, "still serving after the panic")
 	require.JSONEq(t, `{"ok":true}`, string(rep.Data))
-	require.Equal(t, 1.0, counterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "test.api"}))
+	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "test.api"}))
 }

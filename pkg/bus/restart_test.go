@@ -2,12 +2,10 @@ package bus_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -15,94 +13,36 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-// received collects the run ids a consumer handled.
-type received struct {
-	mu   sync.Mutex
-	runs []string
-}
-
-func (r *received) add(run string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.runs = append(r.runs, run)
-}
-
-func (r *received) has(run string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, x := range r.runs {
-		if x == run {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *received) count(run string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, x := range r.runs {
-		if x == run {
-			n++
-		}
-	}
-	return n
-}
-
 // A consumer keeps receiving across a NATS server restart — with its store,
 // and with an empty one (stream and durable consumer gone: the bus declares
 // them again) — and Check says not ready during the outage, ready after.
 func TestConsumerResumesAfterNATSRestart(t *testing.T) {
+	t.Parallel()
 	for _, emptyStore := range []bool{false, true} {
 		name := map[bool]string{false: "same_store", true: "empty_store"}[emptyStore]
 		t.Run(name, func(t *testing.T) {
 			srv := testenv.NewRestartableNATS(t)
-			reg := prometheus.NewRegistry()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			b, err := bus.Connect(ctx, srv.URL(), "test", testenv.Logger(t), reg)
-			require.NoError(t, err)
-			defer b.Close()
+			b, reg := newBusAt(t, srv.URL())
+			ctx := t.Context()
 
-			var got received
-			spec := bus.ConsumerSpec{Durable: "restart-test", Types: []events.Type{events.TypeLoadStop}}
-			c := b.NewConsumer(spec, func(_ context.Context, d bus.Delivery) error {
-				got.add(d.Msg.(*events.LoadStop).RunID)
-				return nil
-			})
+			c, got := receiving(b, "restart-test")
 			require.ErrorContains(t, b.Check(), "consumer restart-test: not started", "declared but not running: not ready")
-			done := make(chan error, 1)
-			go func() { done <- c.Run(ctx) }()
+			consumer := testenv.Go(t, ctx, c.Run)
 			testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
 
 			require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "before"}, ""))
 			testenv.Eventually(t, 10*time.Second, "message before the restart", func() bool { return got.has("before") })
 
-			srv.Stop()
-			testenv.Eventually(t, 10*time.Second, "not ready during the outage", func() bool {
-				err := b.Check()
-				return err != nil && c.Check() != nil
-			})
-			t.Logf("during the outage: %v", b.Check())
-			if emptyStore {
-				srv.StartEmpty()
-			} else {
-				srv.Start()
-			}
-			back := time.Now()
-			testenv.Eventually(t, 30*time.Second, "ready after the restart", func() bool { return b.Check() == nil })
-			ready := time.Since(back)
+			back := restartNATS(t, srv, b, emptyStore, c.Check)
 
 			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
 			require.NoError(t, b.Publish(pctx, events.LoadStop{ExperimentID: "e", RunID: "after"}, ""))
 			pcancel()
 			testenv.Eventually(t, 20*time.Second, "message published after the restart", func() bool { return got.has("after") })
-			t.Logf("ready %s after the server was back; the first message after it handled at %s", ready.Round(time.Millisecond),
-				time.Since(back).Round(time.Millisecond))
+			t.Logf("the first message after the restart handled %s after the server was back", time.Since(back).Round(time.Millisecond))
 			require.Equal(t, 1, got.count("before"), "an acknowledged message is not handled again")
 
-			redeclared := counterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "restart-test"})
+			redeclared := testenv.CounterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "restart-test"})
 			if emptyStore {
 				require.Equal(t, 1.0, redeclared, "the lost durable consumer was declared again")
 			} else {
@@ -113,13 +53,7 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, bus.StreamDeadLetter, sub.CachedInfo().Config.Name)
 
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(15 * time.Second):
-				t.Fatal("consumer did not stop")
-			}
+			require.NoError(t, consumer.Stop(15*time.Second, "the consumer"))
 		})
 	}
 }
@@ -127,27 +61,23 @@ func TestConsumerResumesAfterNATSRestart(t *testing.T) {
 // A consumer whose durable consumer is deleted under it (an operator, a
 // purge) declares it again and goes on.
 func TestConsumerRedeclaresADeletedDurableConsumer(t *testing.T) {
+	t.Parallel()
 	b, reg := newBusWithRegistry(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var got received
-	spec := bus.ConsumerSpec{Durable: "deleted-test", Types: []events.Type{events.TypeLoadStop}}
-	c := b.NewConsumer(spec, func(_ context.Context, d bus.Delivery) error {
-		got.add(d.Msg.(*events.LoadStop).RunID)
-		return nil
-	})
-	go func() { _ = c.Run(ctx) }()
+	ctx := t.Context()
+	c, got := receiving(b, "deleted-test")
+	testenv.Go(t, ctx, c.Run)
 	testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return b.Check() == nil })
 	require.NoError(t, b.JetStream().DeleteConsumer(ctx, bus.StreamLifecycle, "deleted-test"))
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "after-delete"}, ""))
 	testenv.Eventually(t, 20*time.Second, "message after the consumer was deleted", func() bool { return got.has("after-delete") })
-	require.Equal(t, 1.0, counterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "deleted-test"}))
+	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_consumers_redeclared_total", map[string]string{"consumer": "deleted-test"}))
 	require.NoError(t, b.Check())
 }
 
 // A consumer that cannot start returns the error from Run (so the component
 // and the service fail), and says why in Check meanwhile.
 func TestConsumerThatCannotStartFails(t *testing.T) {
+	t.Parallel()
 	b, _ := newBusWithRegistry(t)
 	c := b.NewRawConsumer("NO_SUCH_STREAM", bus.ConsumerSpec{Durable: "orphan"}, []string{"nowhere.>"},
 		func(context.Context, jetstream.Msg, *jetstream.MsgMetadata) error { return nil })
@@ -162,6 +92,7 @@ func TestConsumerThatCannotStartFails(t *testing.T) {
 // Expected consumers keep Check not ready until a consumer of each has
 // consumed (an instance suffix matched by *), even before anyone built it.
 func TestExpectedConsumersHoldReadinessUntilTheyConsume(t *testing.T) {
+	t.Parallel()
 	b, _ := newBusWithRegistry(t)
 	b.Expect(bus.ExpectedConsumers("energy-collector")...)
 	b.Expect(bus.ExpectedConsumers("analyzer")...)
@@ -169,11 +100,10 @@ func TestExpectedConsumersHoldReadinessUntilTheyConsume(t *testing.T) {
 	require.ErrorContains(t, err, "consumer energy-collector-*: not started")
 	require.ErrorContains(t, err, "consumer analyzer: not started")
 	require.ErrorContains(t, err, "consumer analyzer-recorder: not started")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	nop := func(context.Context, bus.Delivery) error { return nil }
 	for _, spec := range []bus.ConsumerSpec{bus.ConsumerCollector("host-a/1"), bus.ConsumerAnalyzer, bus.ConsumerRecorder} {
-		go func() { _ = b.Consume(ctx, spec, nop) }()
+		consume(t, ctx, b, spec, nop)
 	}
 	testenv.Eventually(t, 10*time.Second, "ready once all three consume", func() bool { return b.Check() == nil })
 }

@@ -1,23 +1,21 @@
 package energy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/greenflow/greenflow/pkg/procfs"
 )
 
-// userHZ is the unit of the CPU times in /proc (USER_HZ). It is 100 on every
-// Linux architecture GreenFlow runs on; the kernel fixes it for userspace
-// regardless of CONFIG_HZ.
-const userHZ = 100
+// userHZ is the unit of the CPU times in /proc (USER_HZ).
+const userHZ = procfs.ClockTicks
 
 // CPUTimes is an amount of CPU time summed over all CPUs of a node. Busy
 // excludes idle and iowait; Total includes them, so on a node with n CPUs
@@ -214,83 +212,14 @@ type pidStat struct {
 	starttime uint64
 }
 
-// parsePIDStat parses "pid (comm) state ppid … utime stime …". comm may
-// contain spaces and parentheses, but nothing the kernel prints after it
-// contains ')', so the numeric fields start after the last ')'.
+// parsePIDStat reads a process's stat line with pkg/procfs's parser, the
+// one every GreenFlow reader of /proc uses.
 func parsePIDStat(data []byte) (pidStat, error) {
-	end := bytes.LastIndexByte(data, ')')
-	if end < 0 {
-		return pidStat{}, errors.New("no ')' closing the command name")
+	st, err := procfs.ParseStat(data)
+	if err != nil {
+		return pidStat{}, err
 	}
-	// Fields after comm, 0-based: state ppid pgrp session tty_nr tpgid flags
-	// minflt cminflt majflt cmajflt utime stime …
-	const (
-		ppidField  = 1
-		utimeField = 11
-		stimeField = 12
-		startField = 19
-	)
-	var st pidStat
-	rest := data[end+1:]
-	for field := 0; field <= startField; field++ {
-		rest = bytes.TrimLeft(rest, " \n")
-		if len(rest) == 0 {
-			if field > stimeField {
-				break // an old or truncated line: no starttime
-			}
-			return pidStat{}, fmt.Errorf("want at least %d fields after comm, got %d", stimeField+1, field)
-		}
-		word := rest
-		if i := bytes.IndexAny(rest, " \n"); i >= 0 {
-			word, rest = rest[:i], rest[i:]
-		} else {
-			rest = nil
-		}
-		if field != ppidField && field != utimeField && field != stimeField && field != startField {
-			continue
-		}
-		v, err := parseDecimal(word)
-		if err != nil {
-			if field == startField {
-				break // starttime is only a tie-breaker
-			}
-			return pidStat{}, fmt.Errorf("field %d after comm: %w", field+1, err)
-		}
-		switch field {
-		case ppidField:
-			if v > math.MaxInt32 { // pid_max is at most 2^22
-				return pidStat{}, fmt.Errorf("ppid %d out of range", v)
-			}
-			st.ppid = int(v)
-		case utimeField:
-			st.utime = v
-		case stimeField:
-			st.stime = v
-		case startField:
-			st.starttime = v
-		}
-	}
-	return st, nil
-}
-
-// parseDecimal parses an unsigned decimal without the string conversion
-// strconv needs, which would allocate once per process on every walk.
-func parseDecimal(b []byte) (uint64, error) {
-	if len(b) == 0 {
-		return 0, errors.New("empty number")
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("invalid number %q", b)
-		}
-		d := uint64(c - '0')
-		if v > (math.MaxUint64-d)/10 {
-			return 0, fmt.Errorf("number %q overflows 64 bits", b)
-		}
-		v = v*10 + d
-	}
-	return v, nil
+	return pidStat{ppid: st.PPID, utime: st.UTime, stime: st.STime, starttime: st.StartTicks}, nil
 }
 
 // readInto reads the whole file at path into buf, reusing its capacity.

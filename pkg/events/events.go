@@ -1,23 +1,15 @@
 // Package events defines every lifecycle command and event GreenFlow services
 // exchange over NATS JetStream. The JSON Schemas under schemas/events are the
-// source of truth; a test checks that each Go type here marshals to JSON that
-// validates against its schema. A breaking change gets a new version (a new
-// schema file and type), never an in-place edit.
+// source of truth for the bodies; the registry (registry.go) declares each
+// type once — its kind, versions, Go type, producers and consumers — and
+// Check verifies it against the schema files. A breaking change gets a new
+// version (a new schema file), never an in-place edit.
 package events
-
-import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"sort"
-	"strings"
-)
 
 // Type names a message; with Version it selects the schema.
 type Type string
 
-// Every message type. Commands ask a service to do something; events report
-// what happened.
+// Every message type; the registry says which are commands and which events.
 const (
 	TypeExperimentSubmit   Type = "experiment.submit"
 	TypeExperimentCancel   Type = "experiment.cancel"
@@ -38,10 +30,10 @@ const (
 	TypeCollectRelease     Type = "collect.release"
 )
 
-// Message is implemented by every command and event.
+// Message is implemented by every command and event. Its version is the
+// registry's (Version): a type's Go struct carries its newest version.
 type Message interface {
 	MessageType() Type
-	MessageVersion() int
 	// IDs returns the experiment and run the message is about (run may be "").
 	IDs() (experimentID, runID string)
 }
@@ -351,24 +343,6 @@ func (LoadFinished) MessageType() Type       { return TypeLoadFinished }
 func (CollectAssign) MessageType() Type      { return TypeCollectAssign }
 func (CollectRelease) MessageType() Type     { return TypeCollectRelease }
 
-func (ExperimentSubmit) MessageVersion() int   { return 1 }
-func (ExperimentCancel) MessageVersion() int   { return 1 }
-func (ExperimentState) MessageVersion() int    { return 1 }
-func (RunProvision) MessageVersion() int       { return 1 }
-func (RunProvisioned) MessageVersion() int     { return 1 }
-func (RunProvisionFailed) MessageVersion() int { return 2 }
-func (RunTeardown) MessageVersion() int        { return 1 }
-func (RunTornDown) MessageVersion() int        { return 2 }
-func (RunState) MessageVersion() int           { return 1 }
-func (RunMeasured) MessageVersion() int        { return 2 }
-func (RunAnalyzed) MessageVersion() int        { return 2 }
-func (LoadStart) MessageVersion() int          { return 1 }
-func (LoadStop) MessageVersion() int           { return 1 }
-func (LoadProgress) MessageVersion() int       { return 1 }
-func (LoadFinished) MessageVersion() int       { return 2 }
-func (CollectAssign) MessageVersion() int      { return 1 }
-func (CollectRelease) MessageVersion() int     { return 1 }
-
 func (m ExperimentSubmit) IDs() (string, string)   { return m.ExperimentID, "" }
 func (m ExperimentCancel) IDs() (string, string)   { return m.ExperimentID, "" }
 func (m ExperimentState) IDs() (string, string)    { return m.ExperimentID, "" }
@@ -386,108 +360,3 @@ func (m LoadProgress) IDs() (string, string)       { return m.ExperimentID, m.Ru
 func (m LoadFinished) IDs() (string, string)       { return m.ExperimentID, m.RunID }
 func (m CollectAssign) IDs() (string, string)      { return m.ExperimentID, m.RunID }
 func (m CollectRelease) IDs() (string, string)     { return m.ExperimentID, m.RunID }
-
-// registry maps (type, version) to a constructor of a zero value. A type's
-// Go struct carries its newest version (MessageVersion); older versions of
-// the same type decode into it too — each version only added fields — so
-// messages already in the stream keep being read.
-var registry = map[key]func() Message{
-	{TypeExperimentSubmit, 1}:   func() Message { return &ExperimentSubmit{} },
-	{TypeExperimentCancel, 1}:   func() Message { return &ExperimentCancel{} },
-	{TypeExperimentState, 1}:    func() Message { return &ExperimentState{} },
-	{TypeRunProvision, 1}:       func() Message { return &RunProvision{} },
-	{TypeRunProvisioned, 1}:     func() Message { return &RunProvisioned{} },
-	{TypeRunProvisionFailed, 1}: func() Message { return &RunProvisionFailed{} },
-	{TypeRunProvisionFailed, 2}: func() Message { return &RunProvisionFailed{} },
-	{TypeRunTeardown, 1}:        func() Message { return &RunTeardown{} },
-	{TypeRunTornDown, 1}:        func() Message { return &RunTornDown{} },
-	{TypeRunTornDown, 2}:        func() Message { return &RunTornDown{} },
-	{TypeRunState, 1}:           func() Message { return &RunState{} },
-	{TypeRunMeasured, 1}:        func() Message { return &RunMeasured{} },
-	{TypeRunMeasured, 2}:        func() Message { return &RunMeasured{} },
-	{TypeRunAnalyzed, 1}:        func() Message { return &RunAnalyzed{} },
-	{TypeRunAnalyzed, 2}:        func() Message { return &RunAnalyzed{} },
-	{TypeLoadStart, 1}:          func() Message { return &LoadStart{} },
-	{TypeLoadStop, 1}:           func() Message { return &LoadStop{} },
-	{TypeLoadProgress, 1}:       func() Message { return &LoadProgress{} },
-	{TypeLoadFinished, 1}:       func() Message { return &LoadFinished{} },
-	{TypeLoadFinished, 2}:       func() Message { return &LoadFinished{} },
-	{TypeCollectAssign, 1}:      func() Message { return &CollectAssign{} },
-	{TypeCollectRelease, 1}:     func() Message { return &CollectRelease{} },
-}
-
-type key struct {
-	t Type
-	v int
-}
-
-// Known lists every registered (type, version) as "type/vN", sorted.
-func Known() []string {
-	out := make([]string, 0, len(registry))
-	for k := range registry {
-		out = append(out, fmt.Sprintf("%s/v%d", k.t, k.v))
-	}
-	sort.Strings(out)
-	return out
-}
-
-// Samples returns one zero value of every message type (in its newest
-// version), for tests and tooling that must cover every type.
-func Samples() []Message {
-	out := make([]Message, 0, len(registry))
-	seen := map[Type]bool{}
-	for _, k := range sortedKeys() {
-		if !seen[k.t] {
-			seen[k.t] = true
-			out = append(out, registry[k]())
-		}
-	}
-	return out
-}
-
-func sortedKeys() []key {
-	keys := make([]key, 0, len(registry))
-	for k := range registry {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].t != keys[j].t {
-			return keys[i].t < keys[j].t
-		}
-		return keys[i].v < keys[j].v
-	})
-	return keys
-}
-
-// ErrUnknownType is returned for a type or version this build does not know.
-var ErrUnknownType = errors.New("unknown message type or version")
-
-// SchemaName is the file name (under schemas/events) of a type's schema.
-func SchemaName(t Type, version int) string {
-	return fmt.Sprintf("%s.v%d.json", strings.ReplaceAll(string(t), "_", "-"), version)
-}
-
-// New returns a pointer to a zero value of the given type and version.
-func New(t Type, version int) (Message, error) {
-	f, ok := registry[key{t, version}]
-	if !ok {
-		return nil, fmt.Errorf("%w: %q version %d (known: %s)", ErrUnknownType, t, version, strings.Join(Known(), ", "))
-	}
-	return f(), nil
-}
-
-// Decode validates data against the schema of (t, version) and unmarshals it.
-// The error names the offending field when validation fails.
-func Decode(t Type, version int, data []byte) (Message, error) {
-	m, err := New(t, version)
-	if err != nil {
-		return nil, err
-	}
-	if err := Validate(t, version, data); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(data, m); err != nil {
-		return nil, fmt.Errorf("decode %s/v%d: %w", t, version, err)
-	}
-	return m, nil
-}

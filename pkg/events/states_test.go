@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/schemas"
 )
 
 func TestFinalStates(t *testing.T) {
@@ -27,10 +26,10 @@ func TestFinalStates(t *testing.T) {
 	}
 }
 
-// The experiment.state schema's enum is exactly the declared experiment
-// states: one declaration, checked.
-func TestExperimentStatesMatchTheSchema(t *testing.T) {
-	b, err := fs.ReadFile(schemas.Events, "events/experiment.state.v1.json")
+// stateEnum is the enum of the state property of a schema file.
+func stateEnum(t testing.TB, file string) []string {
+	t.Helper()
+	b, err := fs.ReadFile(events.EmbeddedSchemas(), file)
 	require.NoError(t, err)
 	var doc struct {
 		Properties map[string]struct {
@@ -38,19 +37,14 @@ func TestExperimentStatesMatchTheSchema(t *testing.T) {
 		} `json:"properties"`
 	}
 	require.NoError(t, json.Unmarshal(b, &doc))
-	require.ElementsMatch(t, []string{events.ExperimentStateQueued, events.ExperimentStateRunning, events.ExperimentStateDone, events.ExperimentStateFailed,
-		events.ExperimentStateCancelled}, doc.Properties["state"].Enum)
+	return doc.Properties["state"].Enum
 }
 
-// The run.state schema's enum is exactly the declared run states.
-func TestRunStatesMatchTheSchema(t *testing.T) {
-	b, err := fs.ReadFile(schemas.Events, "events/run.state.v1.json")
-	require.NoError(t, err)
-	var doc struct {
-		Properties map[string]struct {
-			Enum []string `json:"enum"`
-		} `json:"properties"`
-	}
-	require.NoError(t, json.Unmarshal(b, &doc))
-	require.Equal(t, events.RunStates, doc.Properties["state"].Enum)
+// The experiment.state schema's enum is exactly the declared experiment
+// states, and run.state's the declared run states in lifecycle order: one
+// declaration, checked.
+func TestStatesMatchTheSchemas(t *testing.T) {
+	require.ElementsMatch(t, []string{events.ExperimentStateQueued, events.ExperimentStateRunning, events.ExperimentStateDone, events.ExperimentStateFailed,
+		events.ExperimentStateCancelled}, stateEnum(t, "experiment.state.v1.json"))
+	require.Equal(t, events.RunStates, stateEnum(t, "run.state.v1.json"))
 }

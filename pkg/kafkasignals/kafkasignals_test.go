@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 // cluster starts kfake with the run's topics and returns an admin client and
 // a producer, closed at cleanup.
-func cluster(t *testing.T) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
+func cluster(t testing.TB) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input-r1", "output-r1"))
 	require.NoError(t, err)
@@ -30,7 +30,7 @@ func cluster(t *testing.T) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
 	return c, kadm.NewClient(cl), cl
 }
 
-func produce(t *testing.T, cl *kgo.Client, topic string, n int) {
+func produce(t testing.TB, cl *kgo.Client, topic string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -121,9 +121,7 @@ func TestRunWritesClickHouse(t *testing.T) {
 	_, adm, cl := cluster(t)
 	target := kafkasignals.Target{ExperimentID: "e1", RunID: "r1", InputTopic: "input-r1", OutputTopic: "output-r1", Group: "uc3-r1"}
 	s := kafkasignals.NewSampler(adm, st, testenv.Logger(t), nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx, target, 50*time.Millisecond) }()
+	sampler := testenv.Go(t, t.Context(), func(ctx context.Context) error { s.Run(ctx, target, 50*time.Millisecond); return nil })
 	produce(t, cl, "input-r1", 30)
 	count := func(name string) (n uint64, last float64) {
 		rows, err := st.Conn().Query(context.Background(),
@@ -139,8 +137,7 @@ func TestRunWritesClickHouse(t *testing.T) {
 		return last == 30
 	})
 	produce(t, cl, "input-r1", 12)
-	cancel()
-	<-done // the final sample is taken after the context ends
+	require.NoError(t, sampler.Stop(10*time.Second, "the sampler")) // the final sample is taken after the context ends
 	n, last := count(kafkasignals.MetricInputHighWatermark)
 	require.GreaterOrEqual(t, n, uint64(2))
 	require.Equal(t, 42.0, last)

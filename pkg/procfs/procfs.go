@@ -1,14 +1,18 @@
 // Package procfs reads what GreenFlow needs of Linux's /proc about whole
 // processes: their identity over the machine's uptime (pid and start time,
 // so a pid the kernel reused is never taken for the process that had it),
-// their process group and session, and the boot they belong to. It reads
-// files only; the root is a parameter, so tests use fake trees.
+// their parent, process group and session, the CPU time they used, and the
+// boot they belong to. It is the one parser of /proc/<pid>/stat (the
+// provisioner's process tracking and the energy collector's CPU
+// attribution both read it). It reads files only; the root is a parameter,
+// so tests use fake trees.
 package procfs
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -21,16 +25,35 @@ import (
 type Stat struct {
 	PID, PPID, PGRP, Session int
 	State                    byte
+	// UTime and STime are the CPU time the process spent in user and in
+	// kernel mode, in clock ticks (ClockTicks per second).
+	UTime, STime uint64
 	// StartTicks is the process start time in clock ticks since boot: with
-	// the pid it names one process for the machine's uptime.
+	// the pid it names one process for the machine's uptime. 0 when the
+	// line ends before it (never on a kernel Go supports).
 	StartTicks uint64
 }
 
 // Dead reports a process that has exited and waits to be reaped.
 func (s Stat) Dead() bool { return s.State == 'Z' || s.State == 'X' }
 
-// ParseStat parses "pid (comm) state ppid pgrp session … starttime …"; comm
-// may hold spaces and parentheses, so fields are counted from the last ')'.
+// Fields of /proc/<pid>/stat after "(comm)", 0-based.
+const (
+	fieldState   = 0
+	fieldPPID    = 1
+	fieldPGRP    = 2
+	fieldSession = 3
+	fieldUTime   = 11
+	fieldSTime   = 12
+	fieldStart   = 19
+)
+
+// ParseStat parses "pid (comm) state ppid pgrp session … utime stime …
+// starttime …". comm may hold spaces and parentheses, but nothing the
+// kernel prints after it holds ')', so fields are counted from the last
+// ')'. Fields through stime are required, starttime is read when present.
+// It allocates nothing: the energy collector parses every process's stat
+// every interval.
 func ParseStat(data []byte) (Stat, error) {
 	var s Stat
 	open := bytes.IndexByte(data, '(')
@@ -38,26 +61,89 @@ func ParseStat(data []byte) (Stat, error) {
 	if open < 0 || end < open {
 		return s, errors.New("stat: no (comm)")
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data[:open])))
-	if err != nil {
-		return s, fmt.Errorf("stat: pid: %w", err)
+	pid, err := parseDecimal(bytes.TrimSpace(data[:open]))
+	if err != nil || pid > math.MaxInt32 {
+		return s, fmt.Errorf("stat: pid %q: expected a process id", bytes.TrimSpace(data[:open]))
 	}
-	f := strings.Fields(string(data[end+1:]))
-	// After comm, 0-based: state(0) ppid(1) pgrp(2) session(3) … starttime(19).
-	if len(f) < 20 {
-		return s, fmt.Errorf("stat: %d fields after comm, expected at least 20", len(f))
-	}
-	s.PID, s.State = pid, f[0][0]
-	nums := []*int{&s.PPID, &s.PGRP, &s.Session}
-	for i, p := range nums {
-		if *p, err = strconv.Atoi(f[1+i]); err != nil {
-			return s, fmt.Errorf("stat: field %d: %w", 4+i, err)
+	s.PID = int(pid)
+	rest := data[end+1:]
+	field := 0
+	for ; field <= fieldStart; field++ {
+		rest = bytes.TrimLeft(rest, " \n")
+		if len(rest) == 0 {
+			break
+		}
+		word := rest
+		if i := bytes.IndexAny(rest, " \n"); i >= 0 {
+			word, rest = rest[:i], rest[i:]
+		} else {
+			rest = nil
+		}
+		if err := s.set(field, word); err != nil {
+			return s, fmt.Errorf("stat: field %d after comm: %w", field+1, err)
 		}
 	}
-	if s.StartTicks, err = strconv.ParseUint(f[19], 10, 64); err != nil {
-		return s, fmt.Errorf("stat: starttime: %w", err)
+	if field <= fieldSTime {
+		return s, fmt.Errorf("stat: %d fields after comm, expected at least %d", field, fieldSTime+1)
 	}
 	return s, nil
+}
+
+// set stores one field after comm, when it is one Stat holds.
+func (s *Stat) set(field int, word []byte) error {
+	if field == fieldState {
+		s.State = word[0]
+		return nil
+	}
+	var dst *int
+	switch field {
+	case fieldPPID:
+		dst = &s.PPID
+	case fieldPGRP:
+		dst = &s.PGRP
+	case fieldSession:
+		dst = &s.Session
+	case fieldUTime, fieldSTime, fieldStart:
+	default:
+		return nil
+	}
+	v, err := parseDecimal(word)
+	if err != nil {
+		return err
+	}
+	switch {
+	case dst != nil && v > math.MaxInt32: // pid_max is at most 2^22
+		return fmt.Errorf("%d out of range", v)
+	case dst != nil:
+		*dst = int(v)
+	case field == fieldUTime:
+		s.UTime = v
+	case field == fieldSTime:
+		s.STime = v
+	default:
+		s.StartTicks = v
+	}
+	return nil
+}
+
+// parseDecimal parses an unsigned decimal without the string conversion
+// strconv needs, which would allocate once per process on every walk.
+func parseDecimal(b []byte) (uint64, error) {
+	if len(b) == 0 {
+		return 0, errors.New("empty number")
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("invalid number %q", b)
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, fmt.Errorf("number %q overflows 64 bits", b)
+		}
+		v = v*10 + d
+	}
+	return v, nil
 }
 
 // FS is a /proc tree.
@@ -111,9 +197,10 @@ func (p FS) BootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-// clockTicks is USER_HZ, the unit of starttime; 100 on every Linux
-// architecture Go supports.
-const clockTicks = 100
+// ClockTicks is USER_HZ, the unit of the CPU and start times in /proc: 100
+// on every Linux architecture Go supports (the kernel fixes it for
+// userspace whatever its CONFIG_HZ).
+const ClockTicks = 100
 
 // StartedAt converts a start time in ticks to wall-clock time (zero when
 // the boot time is unreadable).
@@ -128,7 +215,7 @@ func (p FS) StartedAt(ticks uint64) time.Time {
 			if err != nil {
 				return time.Time{}
 			}
-			return time.Unix(btime, 0).Add(time.Duration(ticks) * time.Second / clockTicks)
+			return time.Unix(btime, 0).Add(time.Duration(ticks) * time.Second / ClockTicks)
 		}
 	}
 	return time.Time{}

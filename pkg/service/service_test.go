@@ -18,29 +18,24 @@ import (
 )
 
 // startServer runs an HTTPServer on a free port until the test ends.
-func startServer(t *testing.T, reg *prometheus.Registry, health *service.Health, register func(*http.ServeMux)) string {
+func startServer(t testing.TB, reg *prometheus.Registry, health *service.Health, register func(*http.ServeMux)) string {
 	t.Helper()
 	srv := service.NewHTTPServer("127.0.0.1:0", reg, health, testenv.Logger(t))
 	register(srv.Mux)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	run := testenv.Go(t, context.Background(), srv.Run)
+	t.Cleanup(func() { require.NoError(t, run.Stop(10*time.Second, "the http server")) })
 	select {
 	case addr := <-srv.Listening():
 		return "http://" + addr
-	case err := <-done:
-		t.Fatalf("http server did not start: %v", err)
+	case <-run.Exited():
+		t.Fatalf("http server did not start: %v", run.Err())
 	case <-time.After(10 * time.Second):
 		t.Fatal("http server did not start")
 	}
 	return ""
 }
 
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	require.NoError(t, err)
@@ -96,18 +91,11 @@ func TestPanicAfterTheResponseStartedIsContained(t *testing.T) {
 // slowStarter needs an Init before it can work, and can tell whether it
 // can work (its Check) afterwards.
 type slowStarter struct {
-	release chan struct{}
+	release testenv.Gate
 	broken  atomic.Pointer[string]
 }
 
-func (s *slowStarter) Init(ctx context.Context) error {
-	select {
-	case <-s.release:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (s *slowStarter) Init(ctx context.Context) error { return s.release.Wait(ctx) }
 
 func (s *slowStarter) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 
@@ -124,7 +112,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	health := &service.Health{}
 	reg := prometheus.NewRegistry()
 	srv := service.NewHTTPServer("127.0.0.1:0", reg, health, testenv.Logger(t))
-	comp := &slowStarter{release: make(chan struct{})}
+	comp := &slowStarter{release: testenv.NewGate()}
 	var g service.Group
 	g.Add("http", srv)
 	g.Add("worker", comp)
@@ -133,23 +121,15 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	health.Add("nats", checkFunc(func() error { return errors.New("nats connection reconnecting") }))
 	health.SetReady(true)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	var url string
-	select {
-	case addr := <-srv.Listening():
-		url = "http://" + addr + "/healthz"
-	case <-time.After(10 * time.Second):
-		t.Fatal("not listening")
-	}
+	group := testenv.Go(t, context.Background(), g.Run)
+	url := "http://" + testenv.Receive(t, srv.Listening(), 10*time.Second, "the server listening") + "/healthz"
 
 	code, body := get(t, url)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "- worker: starting")
 	require.Contains(t, body, "- nats: nats connection reconnecting")
 
-	close(comp.release)
+	comp.release.Open()
 	broken := "broker unreachable"
 	comp.broken.Store(&broken)
 	testenv.Eventually(t, 10*time.Second, "worker started", func() bool {
@@ -167,8 +147,7 @@ func TestHealthzWaitsForInitAndReportsEveryFailingCheck(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code, "nats still down: %s", body)
 	require.NotContains(t, body, "worker")
 
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, group.Stop(10*time.Second, "the group"))
 	require.ErrorContains(t, g.Check(), "worker: stopped")
 }
 

@@ -44,7 +44,7 @@ spec:
 }
 
 func TestUnknownFieldsAreErrorsWithLine(t *testing.T) {
-	doc := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitons: 3\n"
+	doc := head + "spec:\n  repetitons: 3\n"
 	_, err := spec.Parse([]byte(doc), nil)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "line 5")
@@ -83,10 +83,7 @@ func TestSetOverridesAndFactorExpansion(t *testing.T) {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestBadFactorValueIsRejected(t *testing.T) {
-	doc := `apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: x}
-spec:
+	doc := head + `spec:
   factors:
     - name: workload.sensors
       values: ["100", "many"]
@@ -101,17 +98,14 @@ spec:
 }
 
 func TestProblemsCarryTheirLine(t *testing.T) {
-	doc := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  workload:\n    sensors: 0\n    format: avro\n"
+	doc := head + "spec:\n  workload:\n    sensors: 0\n    format: avro\n"
 	_, err := spec.Parse([]byte(doc), nil)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "line 6: spec.workload.sensors")
 }
 
 func TestIncludeExcludeShapeTheGrid(t *testing.T) {
-	doc := `apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: x}
-spec:
+	doc := head + `spec:
   factors:
     - {name: workload.sensors, values: ["100", "200"]}
     - {name: kafka.partitions, values: ["1", "8"]}
@@ -142,7 +136,7 @@ spec:
 }
 
 func TestTriggerAndSLOValidation(t *testing.T) {
-	base := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n"
+	base := head + "spec:\n"
 	cases := []struct{ body, want string }{
 		{"  trigger: {}\n", "spec.trigger: give subject or cron"},
 		{"  trigger: {subject: gf.evt.x}\n", "outside gf.>"},
@@ -181,10 +175,7 @@ func TestKubernetesFactorsReachEachRun(t *testing.T) {
 }
 
 func TestKubernetesProblemsNameTheirField(t *testing.T) {
-	doc := `apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: x}
-spec:
+	doc := head + `spec:
   sut:
     template: uc3-flink
     backend: kubernetes
@@ -214,7 +205,7 @@ spec:
 		"sut: {template: manifest, backend: kubernetes, kubernetes: {}}":                              "spec.sut.kubernetes.manifest: required for template manifest",
 		"sut: {template: uc3-go, backend: kubernetes, kubernetes: {image: x, placement: {nodes: 2}}}": "spec.sut.kubernetes.placement.nodes: needs strategy spread or consolidate",
 	} {
-		_, err := spec.Parse([]byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  "+doc+"\n"), nil)
+		_, err := spec.Parse([]byte(head+"spec:\n  "+doc+"\n"), nil)
 		require.ErrorContains(t, err, want, doc)
 	}
 }

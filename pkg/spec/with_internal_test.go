@@ -53,7 +53,7 @@ func baseConfig() RunConfig {
 	return rc
 }
 
-func agree(t *testing.T, rc RunConfig, path, val string) {
+func agree(t testing.TB, rc RunConfig, path, val string) {
 	t.Helper()
 	if !plainStringKeys(path) || !stringRoundTrips(val) {
 		// The round trip writes such a key as null, a bool or a number,

@@ -1,10 +1,17 @@
-// Package svcmain is the start-up every standalone GreenFlow service binary
+// Package svcmain is the start-up every standalone GreenFlow binary
 // shares: common flags (NATS, ClickHouse, Kafka, metrics address, logging),
 // connecting to the infrastructure, serving /metrics and /healthz, and running
 // the service's component until SIGINT/SIGTERM, with a bounded drain.
 // /healthz is ready only once the component has started (service.Initializer)
 // and while its service.Checker and the bus's Check pass; otherwise it
-// answers 503 with every reason.
+// answers 503 with every reason. A Standalone binary outside the platform's
+// messaging (the reference UC-3 processor) uses the same start-up without
+// NATS.
+//
+// It is a package of its own, not part of pkg/service, because it connects
+// to NATS and ClickHouse (pkg/bus, pkg/store) and parses flags: components
+// and the one-process dev stack use pkg/service without either (see
+// pkg/service's package comment).
 package svcmain
 
 import (
@@ -12,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -34,22 +42,37 @@ type Common struct {
 	LogConsole    bool
 }
 
-// Register adds the common flags to fs.
-func (c *Common) Register(fs *flag.FlagSet) {
-	fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL")
-	fs.StringVar(&c.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/greenflow", "ClickHouse native-protocol DSN")
-	fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", "127.0.0.1:9464", "address serving /metrics and /healthz (empty disables)")
+// DefaultMetricsAddr is where a platform service serves /metrics and
+// /healthz unless told otherwise.
+const DefaultMetricsAddr = "127.0.0.1:9464"
+
+// register adds the flags a service with needs takes: a Standalone one
+// takes only the HTTP and logging flags.
+func (c *Common) register(fs *flag.FlagSet, needs Needs) {
+	if !needs.Standalone {
+		fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL")
+		fs.StringVar(&c.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/greenflow", "ClickHouse native-protocol DSN")
+		fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
+	}
+	addr := DefaultMetricsAddr
+	if needs.MetricsAddr != "" {
+		addr = needs.MetricsAddr
+	}
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", addr, "address serving /metrics and /healthz (empty disables)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogConsole, "log-console", false, "human-readable logs instead of JSON")
 }
 
 // Brokers splits the broker list.
-func (c *Common) Brokers() []string {
+func (c *Common) Brokers() []string { return SplitList(c.KafkaBrokers) }
+
+// SplitList splits a comma-separated flag value, dropping empty items and
+// the spaces around each.
+func SplitList(s string) []string {
 	var out []string
-	for _, b := range strings.Split(c.KafkaBrokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			out = append(out, b)
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
 		}
 	}
 	return out
@@ -58,7 +81,7 @@ func (c *Common) Brokers() []string {
 // Deps are what a service component is built from.
 type Deps struct {
 	Name     string
-	Bus      *bus.Bus
+	Bus      *bus.Bus     // nil for a Standalone binary
 	Store    *store.Store // nil unless Needs.Store
 	Brokers  []string
 	Logger   *zap.Logger
@@ -73,6 +96,15 @@ type Deps struct {
 type Needs struct {
 	Store     bool
 	StoreWhen func() bool
+	// Standalone is a binary outside the platform's messaging — the
+	// reference UC-3 processor, a system under test: it connects to no NATS
+	// (Deps.Bus is nil) and takes none of the infrastructure flags, only
+	// --metrics-addr and the logging ones; its own flags say what it
+	// connects to.
+	Standalone bool
+	// MetricsAddr is the default of --metrics-addr (DefaultMetricsAddr
+	// when empty); many instances on one machine want "127.0.0.1:0".
+	MetricsAddr string
 }
 
 // Builder constructs the component from its dependencies.
@@ -80,6 +112,9 @@ type Builder func(d Deps) (service.Component, error)
 
 // Run connects, builds and runs one service until ctx ends.
 func Run(ctx context.Context, name string, c Common, needs Needs, build Builder) error {
+	if needs.Standalone && needs.Store {
+		return fmt.Errorf("%s: a standalone binary has no ClickHouse store", name)
+	}
 	logger, err := service.NewLogger(c.LogLevel, c.LogConsole)
 	if err != nil {
 		return err
@@ -88,15 +123,18 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	logger = logger.With(zap.String("service", name))
 	reg := service.NewRegistry()
 	health := &service.Health{}
-	b, err := bus.Connect(ctx, c.NATSURL, name, logger, reg)
-	if err != nil {
-		return err
-	}
-	defer b.Close()
-	b.Expect(bus.ExpectedConsumers(name)...)
-	health.Add("nats", b)
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
-	d := Deps{Name: name, Bus: b, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
+	d := Deps{Name: name, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
+	if !needs.Standalone {
+		b, err := bus.Connect(ctx, c.NATSURL, name, logger, reg)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		b.Expect(bus.ExpectedConsumers(name)...)
+		health.Add("nats", b)
+		d.Bus = b
+	}
 	if needs.Store {
 		st, err := store.Open(ctx, c.ClickHouseDSN, logger)
 		if err != nil {
@@ -126,18 +164,27 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	return err
 }
 
-// Main is a service binary's whole main: it parses the common flags plus the
-// service's own (registered by flags, which returns the builder to use once
-// they are parsed), runs the service until SIGINT or SIGTERM and exits
-// non-zero on error.
-func Main(name string, needs Needs, flags func(fs *flag.FlagSet) Builder) {
-	service.Exit(name, runMain(name, os.Args[1:], needs, flags))
+// Flags registers a service's own flags and returns the builder to use
+// once they are parsed.
+type Flags func(fs *flag.FlagSet) Builder
+
+// Main is a service binary's whole main: it runs Command with the process's
+// arguments until SIGINT or SIGTERM and exits non-zero on error.
+func Main(name string, needs Needs, flags Flags) {
+	ctx, stop := service.SignalContext()
+	err := Command(ctx, name, os.Args[1:], os.Stderr, needs, flags)
+	stop()
+	service.Exit(name, err)
 }
 
-func runMain(name string, args []string, needs Needs, flags func(fs *flag.FlagSet) Builder) error {
+// Command parses args — the common flags plus the service's own — and runs
+// the service until ctx ends. Usage and flag errors go to stderr; -h is not
+// an error.
+func Command(ctx context.Context, name string, args []string, stderr io.Writer, needs Needs, flags Flags) error {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var common Common
-	common.Register(fs)
+	common.register(fs, needs)
 	build := flags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -151,7 +198,5 @@ func runMain(name string, args []string, needs Needs, flags func(fs *flag.FlagSe
 	if needs.StoreWhen != nil {
 		needs.Store = needs.StoreWhen()
 	}
-	ctx, stop := service.SignalContext()
-	defer stop()
 	return Run(ctx, name, common, needs, build)
 }

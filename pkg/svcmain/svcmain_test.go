@@ -30,7 +30,7 @@ import (
 const envChild = "GREENFLOW_SVCMAIN_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envChild) == "1" {
+	testenv.RunAsChild(envChild, func() {
 		os.Args = []string{"broken-service", "--nats-url", os.Getenv("GREENFLOW_SVCMAIN_TEST_NATS"), "--metrics-addr", "", "--log-level", "error"}
 		svcmain.Main("broken-service", svcmain.Needs{}, func(*flag.FlagSet) svcmain.Builder {
 			return func(d svcmain.Deps) (service.Component, error) {
@@ -39,16 +39,15 @@ func TestMain(m *testing.M) {
 				return service.Func(c.Run), nil
 			}
 		})
-		os.Exit(0) // Main returned: it should have exited non-zero
-	}
+		// Main returned: it should have exited non-zero; RunAsChild exits 0.
+	})
 	testenv.Main(m)
 }
 
 // A service whose consumer fails to start exits non-zero with the reason,
 // as a separate process: it never runs half-alive.
 func TestServiceWhoseConsumerCannotStartExitsNonZero(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"=1", "GREENFLOW_SVCMAIN_TEST_NATS="+testenv.NATS(t))
+	cmd := testenv.Child(envChild, []string{"-test.run=^$"}, "GREENFLOW_SVCMAIN_TEST_NATS="+testenv.NATS(t))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	done := make(chan error, 1)
@@ -71,19 +70,12 @@ func TestServiceWhoseConsumerCannotStartExitsNonZero(t *testing.T) {
 // an Init that waits to be released (as a KV view waits to sync).
 type component struct {
 	c       *bus.Consumer
-	release chan struct{}
+	release testenv.Gate
 	mu      sync.Mutex
 	got     []string
 }
 
-func (c *component) Init(ctx context.Context) error {
-	select {
-	case <-c.release:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (c *component) Init(ctx context.Context) error { return c.release.Wait(ctx) }
 
 func (c *component) Run(ctx context.Context) error { return c.c.Run(ctx) }
 
@@ -98,7 +90,7 @@ func (c *component) has(run string) bool {
 	return false
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -124,13 +116,11 @@ func healthz(addr string) (int, string) {
 func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	srv := testenv.NewRestartableNATS(t)
 	addr := freeAddr(t)
-	comp := &component{release: make(chan struct{})}
+	comp := &component{release: testenv.NewGate()}
 	built := make(chan *bus.Bus, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- svcmain.Run(ctx, "probe", svcmain.Common{NATSURL: srv.URL(), MetricsAddr: addr, LogLevel: "error"}, svcmain.Needs{},
+	ctx := t.Context()
+	svc := testenv.Go(t, ctx, func(ctx context.Context) error {
+		return svcmain.Run(ctx, "probe", svcmain.Common{NATSURL: srv.URL(), MetricsAddr: addr, LogLevel: "error"}, svcmain.Needs{},
 			func(d svcmain.Deps) (service.Component, error) {
 				comp.c = d.Bus.NewConsumer(bus.ConsumerSpec{Durable: "probe", Types: []events.Type{events.TypeLoadStop}},
 					func(_ context.Context, dl bus.Delivery) error {
@@ -142,7 +132,7 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 				built <- d.Bus
 				return comp, nil
 			})
-	}()
+	})
 	b := <-built
 	var code int
 	var body string
@@ -154,7 +144,7 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	require.Contains(t, body, "- probe: starting")
 	require.Contains(t, body, "- nats: consumer probe: not started")
 
-	close(comp.release)
+	comp.release.Open()
 	testenv.Eventually(t, 10*time.Second, "ready", func() bool { code, body = healthz(addr); return code == http.StatusOK })
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "before"}, ""))
 	testenv.Eventually(t, 10*time.Second, "message before the restart", func() bool { return comp.has("before") })
@@ -174,11 +164,37 @@ func TestServiceHealthzFollowsStartupAndNATSRestarts(t *testing.T) {
 	pcancel()
 	testenv.Eventually(t, 20*time.Second, "message published after the restart", func() bool { return comp.has("after") })
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("service did not stop")
+	require.NoError(t, svc.Stop(30*time.Second, "the service"))
+}
+
+func TestSplitList(t *testing.T) {
+	require.Equal(t, []string{"a:1", "b:2"}, svcmain.SplitList(" a:1, ,b:2,"))
+	require.Empty(t, svcmain.SplitList(""))
+}
+
+// A standalone binary (no NATS, no store) takes only the HTTP and logging
+// flags, gets no bus, and runs its component like any service.
+func TestStandaloneBinaryHasNoInfrastructure(t *testing.T) {
+	standalone := svcmain.Needs{Standalone: true, MetricsAddr: "127.0.0.1:0"}
+	nothing := func(*flag.FlagSet) svcmain.Builder {
+		return func(d svcmain.Deps) (service.Component, error) {
+			if d.Bus != nil || d.Store != nil {
+				return nil, errors.New("a standalone binary got infrastructure")
+			}
+			return service.Func(func(context.Context) error { return nil }), nil // a one-shot job
+		}
 	}
+	var usage bytes.Buffer
+	require.NoError(t, svcmain.Command(context.Background(), "sut", []string{"-h"}, &usage, standalone, nothing))
+	require.Contains(t, usage.String(), "-metrics-addr string")
+	require.Contains(t, usage.String(), `(default "127.0.0.1:0")`)
+	require.NotContains(t, usage.String(), "nats-url")
+	require.NotContains(t, usage.String(), "clickhouse-dsn")
+
+	err := svcmain.Command(context.Background(), "sut", []string{"--nats-url", "nats://x"}, io.Discard, standalone, nothing)
+	require.ErrorContains(t, err, "flag provided but not defined: -nats-url")
+	require.NoError(t, svcmain.Command(context.Background(), "sut", []string{"--log-level", "error"}, io.Discard, standalone, nothing))
+
+	err = svcmain.Run(context.Background(), "sut", svcmain.Common{LogLevel: "error"}, svcmain.Needs{Standalone: true, Store: true}, nothing(nil))
+	require.ErrorContains(t, err, "a standalone binary has no ClickHouse store")
 }

@@ -4,6 +4,14 @@
 // for the whole run) or, when unset, from a clickhouse-server child process
 // started once per test binary; packages that use it call Main from TestMain
 // so the child is stopped. Each test gets a database of its own.
+//
+// It also holds what tests use to run and wait on what they start, so that
+// none hand-rolls it: Go (a blocking call in a goroutine, stopped with a
+// bounded wait), Receive (a value on a channel, with a deadline),
+// Eventually (a condition), Gate (an Init held back), RunAsChild and Child
+// (the test binary re-executed as a real process), RequireOutcome (a table
+// case of a (T, error) func) and CounterValue (a metric as a dashboard
+// reads it).
 package testenv
 
 import (

@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
@@ -51,12 +52,7 @@ func TestDecodeDispatchesOnFormat(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := uc3.Decode(tt.format, tt.in)
-			if tt.wantErr != "" {
-				require.ErrorContains(t, err, tt.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, r, got)
+			testenv.RequireOutcome(t, got, err, r, tt.wantErr)
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
@@ -103,12 +104,7 @@ func TestDecodeJSON(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := uc3.DecodeJSON([]byte(tt.in))
-			if tt.wantErr != "" {
-				require.ErrorContains(t, err, tt.wantErr)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, tt.want, got)
+			testenv.RequireOutcome(t, got, err, tt.want, tt.wantErr)
 		})
 	}
 }

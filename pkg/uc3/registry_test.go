@@ -56,7 +56,7 @@ func (f *fakeRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = fmt.Fprintf(w, `{"id":%d}`, id)
 }
 
-func registryServer(t *testing.T, h http.Handler) *httptest.Server {
+func registryServer(t testing.TB, h http.Handler) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.Handle("POST /subjects/{subject}/versions", h)
 	srv := httptest.NewServer(mux)

@@ -4,23 +4,10 @@
 package main
 
 import (
-	"context"
-	"io"
 	"os"
 
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/services/uc3-processor/app"
 )
 
-const name = "uc3-processor"
-
-func main() {
-	ctx, stop := service.SignalContext()
-	err := run(ctx, os.Args[1:], os.Stderr)
-	stop()
-	service.Exit(name, err)
-}
-
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	return app.Run(ctx, args, stderr)
-}
+func main() { service.Exit("uc3-processor", app.Main(os.Args[1:])) }

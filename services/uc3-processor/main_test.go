@@ -18,7 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/pkg/uc3"
+	"github.com/greenflow/greenflow/services/uc3-processor/app"
 )
 
 // runMainEnv makes the test binary act as the command, so the tests can send
@@ -26,24 +28,21 @@ import (
 const runMainEnv = "GREENFLOW_UC3_PROCESSOR_RUN_MAIN"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(runMainEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
+	testenv.RunAsChild(runMainEnv, main)
 	os.Exit(m.Run())
 }
 
 func TestRunReportsEveryConfigProblem(t *testing.T) {
 	var stderr bytes.Buffer
-	err := run(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
+	err := app.Run(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
 	require.ErrorContains(t, err, "brokers: must list at least one broker")
 	require.ErrorContains(t, err, `format: "xml" is not "avro" or "json"`)
 	require.ErrorContains(t, err, "window_advance: 0s is not a positive")
 
-	require.Error(t, run(context.Background(), []string{"--no-such-flag"}, &stderr))
-	require.ErrorContains(t, run(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
-	require.ErrorContains(t, run(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
-	require.NoError(t, run(context.Background(), []string{"-h"}, &stderr))
+	require.Error(t, app.Run(context.Background(), []string{"--no-such-flag"}, &stderr))
+	require.ErrorContains(t, app.Run(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
+	require.ErrorContains(t, app.Run(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
+	require.NoError(t, app.Run(context.Background(), []string{"-h"}, &stderr))
 	require.Contains(t, stderr.String(), "-emit-interval")
 }
 
@@ -55,20 +54,13 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 	t.Cleanup(cluster.Close)
 	brokers := strings.Join(cluster.ListenAddrs(), ",")
 
-	cmd := exec.Command(os.Args[0], "--brokers", brokers, "--emit-interval", "50ms", "--metrics-addr", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd := testenv.Child(runMainEnv, []string{"--brokers", brokers, "--emit-interval", "50ms", "--metrics-addr", "127.0.0.1:0"})
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-
 	addr := make(chan string, 1)
 	var logs bytes.Buffer
-	go func() {
+	proc := testenv.Go(t, context.Background(), func(context.Context) error {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			logs.Write(append(sc.Bytes(), '\n'))
@@ -80,16 +72,11 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 				addr <- line.Addr
 			}
 		}
-		exited <- cmd.Wait()
-	}()
+		return cmd.Wait()
+	})
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // before the wait Go's cleanup does
 
-	var metricsURL string
-	select {
-	case a := <-addr:
-		metricsURL = "http://" + a
-	case <-time.After(20 * time.Second):
-		t.Fatal("the command did not start its HTTP server")
-	}
+	metricsURL := "http://" + testenv.Receive(t, addr, 20*time.Second, "the command's HTTP server started")
 
 	get := func(path string) (int, string) {
 		resp, err := http.Get(metricsURL + path)
@@ -99,8 +86,10 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 		require.NoError(t, err)
 		return resp.StatusCode, string(body)
 	}
-	code, body := get("/healthz")
-	require.Equal(t, http.StatusOK, code)
+	// The server listens before the processor runs: ready soon after.
+	var code int
+	var body string
+	testenv.Eventually(t, 20*time.Second, "/healthz ready", func() bool { code, body = get("/healthz"); return code == http.StatusOK })
 	require.Equal(t, "ok\n", body)
 
 	producer, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
@@ -119,22 +108,15 @@ func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
 
 	began := time.Now()
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		exited <- err // for the cleanup
-		require.NoError(t, err, "exit status; logs:\n%s", logs.String())
-	case <-time.After(10 * time.Second):
-		t.Fatal("no exit 10 s after SIGTERM")
-	}
+	require.NoError(t, proc.Wait(10*time.Second, "the command after SIGTERM"), "exit status; logs:\n%s", logs.String())
 	require.Less(t, time.Since(began), 5*time.Second)
 }
 
 func TestBinaryExitsNonZeroOnBadConfig(t *testing.T) {
-	cmd := exec.Command(os.Args[0], "--format", "xml")
-	cmd.Env = append(os.Environ(), runMainEnv+"=1")
+	cmd := testenv.Child(runMainEnv, []string{"--format", "xml"})
 	out, err := cmd.CombinedOutput()
 	var exitErr *exec.ExitError
 	require.ErrorAs(t, err, &exitErr)
 	require.Equal(t, 1, exitErr.ExitCode())
-	require.Contains(t, string(out), `uc3-processor: configure uc3 processor: format: "xml" is not "avro" or "json"`)
+	require.Contains(t, string(out), `uc3-processor: configure uc3-processor: format: "xml" is not "avro" or "json"`)
 }

@@ -34,7 +34,7 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 		c.Brokers = d.Brokers
 	}
 	c.Version, c.Commit = version.Version, version.Commit()
-	s, err := scheduler.New(c, d.Bus, d.Store, d.Logger, d.Registry, nil)
+	s, err := scheduler.New(c, scheduler.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry})
 	if err != nil {
 		return nil, err
 	}

@@ -11,17 +11,16 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
-func healthz(t *testing.T, url string) (int, string) {
+// healthz GETs the stack's /healthz.
+func healthz(t testing.TB, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url + "/healthz")
 	require.NoError(t, err)
@@ -37,9 +36,7 @@ func healthz(t *testing.T, url string) (int, string) {
 // ready.
 func TestDevStackReadinessAndAPoisonSubmit(t *testing.T) {
 	ctx := context.Background()
-	st, err := devstack.Start(ctx, devstack.Options{StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1,
-		Logger: testenv.Logger(t)})
-	require.NoError(t, err)
+	st := devstacktest.New(t, devstacktest.Options(t))
 	srv := httptest.NewServer(st.Handler())
 	defer srv.Close()
 
@@ -49,22 +46,13 @@ func TestDevStackReadinessAndAPoisonSubmit(t *testing.T) {
 		require.Contains(t, body, "- "+svc+": starting", body)
 	}
 
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	defer func() {
-		stop()
-		require.NoError(t, <-done)
-		st.Close()
-	}()
+	ended := devstacktest.Run(t, st)
 	testenv.Eventually(t, 60*time.Second, "the stack ready", func() bool {
 		code, body = healthz(t, srv.URL)
 		return code == http.StatusOK
 	})
 
-	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
+	b := devstacktest.Bus(t, st.Endpoints.NATSURL)
 	poison := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: poison}\nspec:\n  factors:\n" +
 		"    - {name: workload.sensors, range: {from: 1, to: 10, step: .nan}}\n"
 	require.NoError(t, b.Publish(ctx, events.ExperimentSubmit{ExperimentID: "poison-1", Spec: poison}, "submit:poison-1"))
@@ -79,13 +67,10 @@ func TestDevStackReadinessAndAPoisonSubmit(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
 			return false
 		}
-		return st.State == "failed" && strings.Contains(st.Reason, "range.step: got NaN")
+		return st.State == events.ExperimentStateFailed && strings.Contains(st.Reason, "range.step: got NaN")
 	})
 	code, body = healthz(t, srv.URL)
 	require.Equal(t, http.StatusOK, code, "the stack is still up and ready: %s", body)
-	select {
-	case err := <-done:
-		t.Fatalf("the stack stopped: %v", err)
-	default:
-	}
+	stopped, err := ended()
+	require.False(t, stopped, "the stack stopped: %v", err)
 }

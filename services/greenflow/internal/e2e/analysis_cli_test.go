@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -30,16 +29,10 @@ import (
 // match the analyzer's stored per-configuration rows, and every run's roles
 // must add up to its node energy.
 func TestAnalysisOfRepeatedExperiment(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st, b := startStack(t)
-	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=500ms", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
-		"spec.meters.interval=200ms", "spec.repetitions=2"}
-	id, n := submitExample(ctx, t, b, sets)
+	ctx, st, b := startStack(t, 3*time.Minute)
+	id, n, obs := submitExample(ctx, t, b, phases("1s", "500ms", "2s", "spec.repetitions=2"))
 	require.Equal(t, 4, n)
-	obs := observe(ctx, t, b, id)
-	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool { return obs.state() != "" })
-	require.Equal(t, "done", obs.state())
+	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 2*time.Minute, nil))
 
 	// The CLI reaches ClickHouse through --clickhouse-dsn; the state dir is
 	// empty so no other dev stack is picked up.

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"context"
+	"encoding/json"
 	"math"
 	"testing"
 	"time"
@@ -12,9 +12,9 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/testenv"
 	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
 // TestExperimentEndToEndInOneProcess runs the example experiment through the
@@ -23,9 +23,7 @@ import (
 // energy conserved by attribution, and a malformed command dead-lettered
 // without blocking the experiment.
 func TestExperimentEndToEndInOneProcess(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st, b := startStack(t)
+	ctx, st, b := startStack(t, 3*time.Minute)
 
 	// A malformed command first: it must go to the dead-letter stream with
 	// a reason and must not block what follows.
@@ -36,22 +34,18 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	_, err := b.JetStream().PublishMsg(ctx, bad)
 	require.NoError(t, err)
 
-	id, n := submitExample(ctx, t, b, shortPhases)
+	id, n, obs := submitExample(ctx, t, b, phases("1s", "1s", "4s"), events.TypeLoadFinished, events.TypeRunAnalyzed)
 	require.Equal(t, 2, n)
-	obs := observe(ctx, t, b, id)
-	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool { return obs.state() != "" })
-	require.Equal(t, "done", obs.state())
+	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 2*time.Minute, nil))
 
 	rows, err := cli.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
-	obs.mu.Lock()
-	defer obs.mu.Unlock()
 	done := map[string]bool{} // configurations with a done run
 	for _, r := range rows {
 		t.Logf("run %s: %s, %.0f events in the window, %.4f of the offered load (from the broker: %v; acknowledged by the generators: %.0f), flags %v %s",
 			r.RunID, r.State, r.Metrics["events"], r.Metrics["events_delivered_ratio"], r.Metrics["events_from_broker"] == 1,
 			r.Metrics["events_acknowledged"], r.Flags, r.Reason)
-		if r.State == "failed" {
+		if r.State == events.RunStateFailed {
 			// An undisturbed run may fail only because this shared machine
 			// starved the load generator — which both independent counts
 			// must then show — and it is retried.
@@ -61,12 +55,14 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 			require.Equal(t, 1.0, r.Metrics["invalid"])
 			continue
 		}
-		require.Equal(t, "done", r.State, r.Reason)
+		require.Equal(t, events.RunStateDone, r.State, r.Reason)
 		require.Empty(t, r.Flags, "an undisturbed run has nothing to flag")
 		require.Equal(t, 0.0, r.Metrics["invalid"])
 		done[r.ConfigHash] = true
-		fin, ok := obs.finished[r.RunID]
+		fin, ok := devstacktest.Last[*events.LoadFinished](obs, r.RunID)
 		require.True(t, ok, "load generator reported run %s", r.RunID)
+		analyzed, ok := devstacktest.Last[*events.RunAnalyzed](obs, r.RunID)
+		require.True(t, ok, "analyzer reported run %s", r.RunID)
 		require.False(t, fin.Failed, fin.Reason)
 		require.Greater(t, fin.RecordsSent, int64(0))
 		require.Equal(t, float64(fin.RecordsSent), r.Metrics["records_sent_total"], "stored count = the generator's report")
@@ -83,9 +79,9 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		require.Less(t, r.Metrics["sut_energy_j"], r.Metrics["node_energy_j"])
 		require.Greater(t, r.Metrics["sut_uj_per_event"], 0.0)
 		require.True(t, r.Estimated, "model figures are labelled estimated")
-		require.InDelta(t, r.Metrics["sut_energy_j"], obs.analyzed[r.RunID].EnergyJ, 1e-9)
-		require.False(t, obs.analyzed[r.RunID].Invalid)
-		require.Empty(t, obs.analyzed[r.RunID].Flags)
+		require.InDelta(t, r.Metrics["sut_energy_j"], analyzed.EnergyJ, 1e-9)
+		require.False(t, analyzed.Invalid)
+		require.Empty(t, analyzed.Flags)
 	}
 	require.Len(t, done, 2, "both configurations ended done")
 
@@ -119,7 +115,7 @@ func gjsonRun(b []byte) string {
 	var v struct {
 		RunID string `json:"run_id"`
 	}
-	_ = jsonUnmarshal(b, &v)
+	_ = json.Unmarshal(b, &v)
 	return v.RunID
 }
 

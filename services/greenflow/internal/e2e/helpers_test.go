@@ -6,29 +6,32 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
-	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// repoRoot is the module's root directory.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
+}
 
 var (
 	buildOnce sync.Once
@@ -44,10 +47,8 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..", "..", "..")
 		cmd := exec.Command("go", "build", "-o", binDir+"/", "./services/...")
-		cmd.Dir = root
+		cmd.Dir = repoRoot()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			buildErr = err
@@ -59,101 +60,88 @@ func binaries(t testing.TB) string {
 }
 
 // submitExample submits examples/uc3-local.yaml with overrides, as the CLI
-// does, and returns the experiment id and its number of runs.
-func submitExample(ctx context.Context, tb testing.TB, b *bus.Bus, sets []string) (string, int) {
+// does, and observes it (the messages of the given types): it returns the
+// experiment id, its number of runs and the observer.
+func submitExample(ctx context.Context, tb testing.TB, b *bus.Bus, sets []string, types ...events.Type) (string, int, *devstacktest.Observer) {
 	tb.Helper()
-	p, err := spec.Prepare(exampleSpec(tb), sets, false)
+	example, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "uc3-local.yaml"))
 	require.NoError(tb, err)
-	id, err := cli.Submit(ctx, b, p.Experiment, p.Resolved)
-	require.NoError(tb, err)
-	return id, p.Runs
+	id, runs := devstacktest.Submit(ctx, tb, b, example, sets)
+	return id, runs, devstacktest.Observe(tb, b, id, types...)
 }
 
-func exampleSpec(t testing.TB) []byte {
+// phases are the overrides for runs as short as a test wants: no
+// cool-down, and samples every 200 ms so even short windows hold several;
+// more overrides may follow.
+func phases(baseline, warmup, measure string, more ...string) []string {
+	return append([]string{"spec.phases.baseline=" + baseline, "spec.phases.warmup=" + warmup, "spec.phases.measure=" + measure,
+		"spec.phases.cooldown=0s", "spec.meters.interval=200ms"}, more...)
+}
+
+// startStack starts the dev stack (fast sampling and ticks, the UC-3
+// processor built from this tree) without the named services, runs it
+// until the test ends, and returns it with a bus client and a context for
+// the test that ends within the given time.
+func startStack(tb testing.TB, within time.Duration, skip ...string) (context.Context, *devstack.Stack, *bus.Bus) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	tb.Cleanup(cancel)
+	o := devstacktest.Options(tb)
+	o.Skip = skip
+	o.UC3Command = []string{filepath.Join(binaries(tb), "uc3-processor")}
+	st, b := devstacktest.Start(tb, o)
+	return ctx, st, b
+}
+
+// process is a service binary running as a child of the test, killed if
+// it is still running when the test ends.
+type process struct {
+	*exec.Cmd
+	log    string        // its output (a file: the child writes it directly)
+	exited chan struct{} // closed when it has exited; then err is its Wait error
+	err    error
+	done   atomic.Bool // it has exited
+}
+
+// startProcess starts the service binary name with args.
+func startProcess(t testing.TB, name string, args ...string) *process {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "examples", "uc3-local.yaml"))
+	log, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	require.NoError(t, err)
-	return b
-}
-
-// shortPhases keeps the runs short but long enough for several samples.
-var shortPhases = []string{"spec.phases.baseline=1s", "spec.phases.warmup=1s", "spec.phases.measure=4s", "spec.phases.cooldown=0s",
-	"spec.meters.interval=200ms"}
-
-// observer records what the services announced.
-type observer struct {
-	mu       sync.Mutex
-	finished map[string]events.LoadFinished
-	analyzed map[string]events.RunAnalyzed
-	final    string
-}
-
-func observe(ctx context.Context, t *testing.T, b *bus.Bus, experimentID string) *observer {
-	o := &observer{finished: map[string]events.LoadFinished{}, analyzed: map[string]events.RunAnalyzed{}}
-	go func() {
-		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeLoadFinished, events.TypeRunAnalyzed, events.TypeExperimentState},
-			func(d bus.Delivery) {
-				if d.Headers.Get(bus.HeaderExperiment) != experimentID {
-					return
-				}
-				o.mu.Lock()
-				defer o.mu.Unlock()
-				switch m := d.Msg.(type) {
-				case *events.LoadFinished:
-					o.finished[m.RunID] = *m
-				case *events.RunAnalyzed:
-					o.analyzed[m.RunID] = *m
-				case *events.ExperimentState:
-					if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
-						o.final = m.State
-					}
-				}
-			})
-	}()
-	return o
-}
-
-func (o *observer) state() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.final
-}
-
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
-// startStack starts the dev stack (fast sampling and ticks) on the test
-// ClickHouse without the named services, runs it until the test ends, and
-// returns it with a bus client.
-func startStack(tb testing.TB, skip ...string) (*devstack.Stack, *bus.Bus) {
-	tb.Helper()
-	bin := binaries(tb)
-	ctx := context.Background()
-	st, err := devstack.Start(ctx, devstack.Options{
-		StateDir: tb.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(tb), NATSPort: -1, Skip: skip,
-		UC3Command: []string{filepath.Join(bin, "uc3-processor")}, Logger: testenv.Logger(tb),
-		Collector: func(c *collectorapp.Config) {
-			c.Interval = 200 * time.Millisecond
-			c.FlushInterval = 200 * time.Millisecond
-		},
-		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
+	defer log.Close() // the child has its own descriptor
+	p := &process{Cmd: exec.Command(filepath.Join(binaries(t), name), args...), log: log.Name(), exited: make(chan struct{})}
+	p.Stdout, p.Stderr = log, log
+	require.NoError(t, p.Start(), name)
+	go func() { p.err = p.Wait(); p.done.Store(true); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.Process.Kill()
+		<-p.exited
 	})
-	require.NoError(tb, err)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
+	return p
+}
+
+// output is what the process has written so far.
+func (p *process) output() string {
+	b, err := os.ReadFile(p.log)
 	if err != nil {
-		stop()
-		<-done
-		st.Close()
-		require.NoError(tb, err)
+		return fmt.Sprintf("(reading %s: %v)", p.log, err)
 	}
-	tb.Cleanup(func() {
-		b.Close()
-		stop()
-		require.NoError(tb, <-done)
-		st.Close()
-	})
-	return st, b
+	return string(b)
+}
+
+// running reports whether the process has not exited yet.
+func (p *process) running() bool { return !p.done.Load() }
+
+// stop sends sig and waits up to within for the process to exit; it
+// returns whether it exited in time, and its exit error.
+func (p *process) stop(sig os.Signal, within time.Duration) (bool, error) {
+	if err := p.Process.Signal(sig); err != nil && p.running() {
+		return false, fmt.Errorf("signal %v: %w", sig, err)
+	}
+	select {
+	case <-p.exited:
+		return true, p.err
+	case <-time.After(within):
+		return false, nil
+	}
 }

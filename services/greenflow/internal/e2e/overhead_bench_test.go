@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
@@ -18,29 +16,14 @@ import (
 // cool-down): provisioning the UC-3 processor, teardown and analysis.
 // Target: < 2 s per run.
 func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
-	ctx := context.Background()
-	st, cb := startStack(b)
-	sets := []string{"spec.phases.baseline=1s", "spec.phases.warmup=0s", "spec.phases.measure=2s", "spec.phases.cooldown=0s",
-		"spec.meters.interval=200ms", "spec.repetitions=1"}
+	ctx, st, cb := startStack(b, time.Hour)
+	sets := phases("1s", "0s", "2s", "spec.repetitions=1")
 	var overhead time.Duration
 	var runs int
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		id, _ := submitExample(ctx, b, cb, sets)
-		final := make(chan string, 1)
-		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
-		go func() {
-			_ = cb.Watch(wctx, time.Now().Add(-time.Second), []events.Type{events.TypeExperimentState}, func(d bus.Delivery) {
-				if m := d.Msg.(*events.ExperimentState); m.ExperimentID == id && (m.State == "done" || m.State == "failed") {
-					select {
-					case final <- m.State:
-					default:
-					}
-				}
-			})
-		}()
-		require.Equal(b, "done", <-final)
-		wcancel()
+		id, _, obs := submitExample(ctx, b, cb, sets)
+		require.Equal(b, events.ExperimentStateDone, obs.WaitFinal(b, 2*time.Minute, nil))
 		rows, err := st.Store.Runs(ctx, id)
 		require.NoError(b, err)
 		for _, r := range rows {
@@ -51,7 +34,7 @@ func BenchmarkOrchestrationOverheadPerRun(b *testing.B) {
 				d := time.Duration(p.EndMs-p.StartMs) * time.Millisecond
 				all += d
 				switch p.Name {
-				case "baseline", "warmup", "measuring", "cooldown":
+				case events.RunStateBaseline, events.RunStateWarmup, events.RunStateMeasuring, events.RunStateCooldown:
 					timed += d
 				}
 			}

@@ -11,23 +11,18 @@ package e2ekube
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
-	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
-	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
-	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
-	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) {
@@ -61,81 +56,43 @@ spec:
 
 func TestConsolidationExperimentOnKubernetes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel) // the kubelets play on until the stack has stopped
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
 	kubetest.Kubelets(ctx, t, cs, kubetest.Workers)
 	kubeconfig := kubetest.Kubeconfig(t, t.TempDir())
 
-	st, err := devstack.Start(ctx, devstack.Options{
-		StateDir: t.TempDir(), ClickHouseDSN: testenv.ClickHouseDSN(t), NATSPort: -1, Logger: testenv.Logger(t),
-		Provisioner: func(c *provisionerapp.Config) {
-			c.Kubernetes = "on"
-			c.Kube.Kubeconfig = kubeconfig
-			c.Kube.PollInterval = 100 * time.Millisecond
-			c.Kube.TeardownTimeout = time.Second
-		},
-		Collector: func(c *collectorapp.Config) {
-			c.Interval = 200 * time.Millisecond
-			c.FlushInterval = 200 * time.Millisecond
-			// One meter per (pretend) node, as a collector per node would
-			// have: each is this machine's CPU model, labelled estimated.
-			for _, n := range kubetest.Workers {
-				c.Sources = append(c.Sources, collectorapp.SourceConfig{Kind: "model", Node: n, IdleWatts: 1.48, MaxWatts: 7})
-			}
-		},
-		Scheduler: func(c *schedulerapp.Config) { c.Tick = 20 * time.Millisecond },
-	})
-	require.NoError(t, err)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- st.Run(runCtx) }()
-	defer func() {
-		stop()
-		require.NoError(t, <-done)
-		st.Close()
-	}()
-	b, err := bus.Connect(ctx, st.Endpoints.NATSURL, "e2e-test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
+	o := devstacktest.Options(t)
+	o.Provisioner = func(c *provisionerapp.Config) {
+		c.Kubernetes = "on"
+		c.Kube.Kubeconfig = kubeconfig
+		c.Kube.PollInterval = 100 * time.Millisecond
+		c.Kube.TeardownTimeout = time.Second
+	}
+	fastSampling := o.Collector
+	o.Collector = func(c *collectorapp.Config) {
+		fastSampling(c)
+		// One meter per (pretend) node, as a collector per node would
+		// have: each is this machine's CPU model, labelled estimated.
+		for _, n := range kubetest.Workers {
+			c.Sources = append(c.Sources, collectorapp.SourceConfig{Kind: "model", Node: n, IdleWatts: 1.48, MaxWatts: 7})
+		}
+	}
+	st, b := devstacktest.Start(t, o)
 
-	var mu sync.Mutex
-	provisioned := map[string][]events.Target{}
-	final := ""
-	go func() {
-		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunProvisioned, events.TypeExperimentState}, func(d bus.Delivery) {
-			mu.Lock()
-			defer mu.Unlock()
-			switch m := d.Msg.(type) {
-			case *events.RunProvisioned:
-				provisioned[m.RunID] = m.Targets
-			case *events.ExperimentState:
-				if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
-					final = m.State
-				}
-			}
-		})
-	}()
-
-	p, err := spec.Prepare([]byte(consolidation), nil, false)
-	require.NoError(t, err)
-	id, err := cli.Submit(ctx, b, p.Experiment, p.Resolved)
-	require.NoError(t, err)
-	testenv.Eventually(t, 2*time.Minute, "experiment to finish", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return final != ""
-	})
+	id, _ := devstacktest.Submit(ctx, t, b, []byte(consolidation), nil)
+	obs := devstacktest.Observe(t, b, id, events.TypeRunProvisioned)
+	final := obs.WaitFinal(t, 2*time.Minute, nil)
 
 	rows, err := cli.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
 	require.Len(t, rows, 2)
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, "done", final)
+	require.Equal(t, events.ExperimentStateDone, final)
 	for _, r := range rows {
-		require.Equal(t, "done", r.State, r.Reason)
-		targets := provisioned[r.RunID]
+		require.Equal(t, events.RunStateDone, r.State, r.Reason)
+		provisioned, ok := devstacktest.Last[*events.RunProvisioned](obs, r.RunID)
+		require.True(t, ok, "run %s provisioned", r.RunID)
+		targets := provisioned.Targets
 		require.Len(t, targets, 3, "three pods, one container each")
 		nodes := map[string]bool{}
 		for _, tg := range targets {

@@ -135,12 +135,7 @@ func (s *Scheduler) summary(e ExperimentRecord) ExperimentStatus {
 
 // List returns every experiment, newest first.
 func (s *Scheduler) List() []ExperimentStatus {
-	s.view.mu.RLock()
-	exps := make([]ExperimentRecord, 0, len(s.view.exps))
-	for _, e := range s.view.exps {
-		exps = append(exps, e.Value)
-	}
-	s.view.mu.RUnlock()
+	exps := s.view.experiments()
 	sort.Slice(exps, func(i, j int) bool { return exps[i].CreatedMs > exps[j].CreatedMs })
 	out := make([]ExperimentStatus, 0, len(exps))
 	for _, e := range exps {

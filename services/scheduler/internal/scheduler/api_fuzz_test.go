@@ -36,7 +36,7 @@ func FuzzHTTPSubmit(f *testing.F) {
 	f.Cleanup(b.Close)
 	cfg := scheduler.Default()
 	cfg.Brokers = []string{"127.0.0.1:9"}
-	s, err := scheduler.New(cfg, b, nil, zap.NewNop(), prometheus.NewRegistry(), nil)
+	s, err := scheduler.New(cfg, scheduler.Deps{Bus: b, Logger: zap.NewNop(), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		f.Fatal(err)
 	}

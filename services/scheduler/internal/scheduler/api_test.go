@@ -1,6 +1,7 @@
 package scheduler_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,84 +12,77 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
-func TestHTTPSubmitStatusAndErrors(t *testing.T) {
-	h, cancel := newHarness(t, nil)
-	defer cancel()
+// The scheduler's API over HTTP and NATS request-reply: what it accepts,
+// what it refuses and how it answers.
+
+// apiServer serves the harness scheduler's HTTP API until the test ends.
+func apiServer(t testing.TB, h *harness) string {
 	mux := http.NewServeMux()
 	h.sched.RegisterHTTP(mux)
 	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// getJSON decodes a GET's JSON answer into v and returns the status.
+func getJSON(t testing.TB, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+	return resp.StatusCode
+}
+
+func TestHTTPSubmitStatusAndErrors(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
 
 	// YAML body with a --set equivalent: one repetition more.
-	resp, err := http.Post(srv.URL+"/v1/experiments?set=spec.repetitions=2", "application/yaml", strings.NewReader(fmt.Sprintf(specTmpl, 1)))
-	require.NoError(t, err)
-	var rep scheduler.SubmitReply
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&rep))
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode, rep.Error)
+	code, rep := postSpec(t, url, "?set=spec.repetitions=2", []byte(fmt.Sprintf(specTmpl, 1)))
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
 	require.Equal(t, 4, rep.Runs)
-	require.Equal(t, "done", h.waitFinal(rep.ID))
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
 
-	resp, err = http.Get(srv.URL + "/v1/experiments/" + rep.ID)
-	require.NoError(t, err)
 	var st scheduler.ExperimentStatus
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
-	resp.Body.Close()
-	require.Equal(t, "done", st.State)
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
+	require.Equal(t, events.ExperimentStateDone, st.State)
 	require.Equal(t, 4, st.RunsDone)
 	require.Len(t, st.Runs, 4)
 	require.Len(t, st.Runs[0].Phases, 7)
 
 	// Invalid: every problem with its path, nothing queued.
-	resp, err = http.Post(srv.URL+"/v1/experiments", "application/yaml", strings.NewReader("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitions: 0\n  workload: {format: xml}\n"))
-	require.NoError(t, err)
-	rep = scheduler.SubmitReply{}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&rep))
-	resp.Body.Close()
-	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode)
+	code, rep = postSpec(t, url, "", []byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitions: 0\n  workload: {format: xml}\n"))
+	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.Len(t, rep.Problems, 2)
 	require.Contains(t, strings.Join(rep.Problems, "\n"), "spec.repetitions")
 	require.Contains(t, strings.Join(rep.Problems, "\n"), "spec.workload.format")
 
 	// A sweep over 10,000 runs needs yes=true.
 	big := strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, "range: {from: 1, to: 20000, step: 1}", 1)
-	resp, err = http.Post(srv.URL+"/v1/experiments", "application/yaml", strings.NewReader(big))
-	require.NoError(t, err)
-	rep = scheduler.SubmitReply{}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&rep))
-	resp.Body.Close()
-	require.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode)
+	code, rep = postSpec(t, url, "", []byte(big))
+	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.Contains(t, rep.Error, "20000 runs")
 
-	resp, err = http.Get(srv.URL + "/v1/experiments")
-	require.NoError(t, err)
 	var list []scheduler.ExperimentStatus
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
-	resp.Body.Close()
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments", &list))
 	require.Len(t, list, 1, "rejected submissions queue nothing")
 }
 
 func TestNATSRequestReplySubmitAndCancel(t *testing.T) {
-	h, cancel := newHarness(t, nil)
-	defer cancel()
+	t.Parallel()
+	h, _ := newHarness(t, nil)
 	nc := testenv.NATSConn(t, h.url)
 	spec := strings.Replace(fmt.Sprintf(specTmpl, 1), "measure: 150ms", "measure: 1h", 1)
 	req, _ := json.Marshal(scheduler.SubmitRequest{Spec: spec})
-	var msgReply []byte
-	testenv.Eventually(t, 10*time.Second, "scheduler API to answer", func() bool {
-		m, err := nc.Request(scheduler.SubjectAPISubmit, req, 2*time.Second)
-		if err != nil {
-			return false
-		}
-		msgReply = m.Data
-		return true
-	})
 	var rep scheduler.SubmitReply
-	require.NoError(t, json.Unmarshal(msgReply, &rep))
+	require.NoError(t, json.Unmarshal(request(t, nc, scheduler.SubjectAPISubmit, req), &rep))
 	require.NotEmpty(t, rep.ID, rep.Error)
 	testenv.Eventually(t, 10*time.Second, "run measuring", func() bool {
 		m, err := nc.Request(scheduler.SubjectAPIGet, []byte(rep.ID), time.Second)
@@ -96,9 +90,101 @@ func TestNATSRequestReplySubmitAndCancel(t *testing.T) {
 			return false
 		}
 		var st scheduler.ExperimentStatus
-		return json.Unmarshal(m.Data, &st) == nil && len(st.Runs) == 2 && st.Runs[0].State == "measuring"
+		return json.Unmarshal(m.Data, &st) == nil && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
 	})
 	_, err := nc.Request(scheduler.SubjectAPICancel, []byte(rep.ID), time.Second)
 	require.NoError(t, err)
-	require.Equal(t, "cancelled", h.waitFinal(rep.ID))
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
+}
+
+// nanSpec sweeps a range whose step is NaN: spec expansion used to panic on
+// it (makeslice: cap out of range), killing the scheduler.
+var nanSpec = strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, "range: {from: 1, to: 10, step: .nan}", 1)
+
+// The HTTP submit endpoint refuses what it cannot take whole and exactly:
+// an oversized body (413, even when its first part would be a valid spec),
+// several YAML documents, a JSON body with more than one value, NaN in a
+// spec or an override. Nothing of it is queued.
+func TestHTTPSubmitRefusesBadInputAndQueuesNothing(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
+	valid := fmt.Sprintf(specTmpl, 1)
+
+	// A valid spec padded with a comment past the limit: a silent cut
+	// would have submitted it.
+	padded := []byte(valid + "# " + strings.Repeat("x", scheduler.MaxSpecBytes) + "\n")
+	code, rep := postSpec(t, url, "", padded)
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, rep.Error)
+	require.Contains(t, rep.Error, fmt.Sprintf("over the %d bytes allowed", scheduler.MaxSpecBytes))
+
+	cases := []struct {
+		name, query, body, want string
+	}{
+		{"two YAML documents", "", valid + "---\n" + valid, "line 11: a second YAML document"},
+		{"JSON with a second value", "", `{"apiVersion": "greenflow.dev/v1alpha1", "kind": "Experiment", "metadata": {"name": "j"}} {"x": 1}`,
+			"a JSON spec must be a single value"},
+		{"NaN range step", "", nanSpec, "spec.factors[0].range.step: got NaN, expected a finite number"},
+		{"NaN in a field", "", strings.Replace(valid, "format: avro}", "format: avro, value: .nan}", 1), "spec.workload.value: got NaN"},
+		{"Inf in an override", "?set=spec.slos.lagTrendSlope=.inf", valid, "spec.slos.lagTrendSlope: got +Inf"},
+	}
+	for _, tc := range cases {
+		code, rep := postSpec(t, url, tc.query, []byte(tc.body))
+		require.Equal(t, http.StatusUnprocessableEntity, code, tc.name)
+		require.Contains(t, strings.Join(rep.Problems, "\n"), tc.want, tc.name)
+		require.Empty(t, rep.ID, tc.name)
+	}
+	require.Empty(t, h.sched.List(), "nothing was queued")
+
+	// Just under the limit is fine: the limit is where it says.
+	under := []byte(valid + "# " + strings.Repeat("x", scheduler.MaxSpecBytes-len(valid)-4) + "\n")
+	require.LessOrEqual(t, len(under), scheduler.MaxSpecBytes)
+	code, rep = postSpec(t, url, "", under)
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
+}
+
+// Over NATS request-reply, the spec that used to kill the scheduler gets an
+// answer with the problem, and the API goes on answering.
+func TestNATSSubmitOfANaNStepIsAnsweredAndTheSchedulerServesOn(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	nc := testenv.NATSConn(t, h.url)
+	submit := func(spec string) scheduler.SubmitReply {
+		req, _ := json.Marshal(scheduler.SubmitRequest{Spec: spec})
+		m, err := nc.Request(scheduler.SubjectAPISubmit, req, 5*time.Second)
+		require.NoError(t, err, "the scheduler answers")
+		var rep scheduler.SubmitReply
+		require.NoError(t, json.Unmarshal(m.Data, &rep))
+		return rep
+	}
+	request(t, nc, scheduler.SubjectAPIList, nil) // the API is up
+	rep := submit(nanSpec)
+	require.Equal(t, "invalid spec", rep.Error)
+	require.Contains(t, strings.Join(rep.Problems, "\n"), "line 8: spec.factors[0].range.step: got NaN")
+
+	rep = submit(strings.Repeat("#", scheduler.MaxSpecBytes+1))
+	require.Contains(t, rep.Error, "spec too large")
+
+	rep = submit(fmt.Sprintf(specTmpl, 1))
+	require.NotEmpty(t, rep.ID, rep.Error)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
+}
+
+// A raw experiment.submit with the same spec (a client that skips the API)
+// is refused with the reason — recorded as a failed experiment, so the id
+// it got appears in list — instead of crash-looping the scheduler, and the
+// next experiment runs.
+func TestRawSubmitOfANaNStepIsRefusedAndTheNextRuns(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	ctx := context.Background()
+	h.submitSpec(ctx, "nan-1", nanSpec)
+	h.submit(ctx, "good-1", 1)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal("good-1"))
+	require.Equal(t, events.ExperimentStateFailed, h.waitFinal("nan-1"))
+	st, ok := h.sched.Status("nan-1")
+	require.True(t, ok, "the refused experiment is listed")
+	require.Equal(t, events.ExperimentStateFailed, st.State)
+	require.Contains(t, st.Reason, "spec.factors[0].range.step: got NaN")
 }

@@ -10,20 +10,16 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
 // BenchmarkQueue1000RunSweep: from publishing a 1,000-run sweep to the
 // scheduler reporting it queued — validated, expanded, every run in KV and
 // in ClickHouse. Target < 1 s.
 func BenchmarkQueue1000RunSweep(b *testing.B) {
-	h, cancel := newBenchHarness(b)
-	defer cancel()
+	h := newBenchHarness(b)
 	sweep := strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, "range: {from: 1, to: 1000, step: 1}", 1)
 	ctx := context.Background()
 	b.ResetTimer()
@@ -39,7 +35,7 @@ func BenchmarkQueue1000RunSweep(b *testing.B) {
 		b.StopTimer()
 		cancelled := h.waitFor(func(d bus.Delivery) bool {
 			m, ok := d.Msg.(*events.ExperimentState)
-			return ok && m.ExperimentID == id && m.State == "cancelled"
+			return ok && m.ExperimentID == id && m.State == events.ExperimentStateCancelled
 		})
 		require.NoError(b, h.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: id}, ""))
 		<-cancelled
@@ -52,8 +48,7 @@ func BenchmarkQueue1000RunSweep(b *testing.B) {
 // event is one transition round trip. Reports the p50 and p99. Target p99 <
 // 10 ms.
 func BenchmarkTransitionRoundTrip(b *testing.B) {
-	h, cancel := newBenchHarness(b)
-	defer cancel()
+	h := newBenchHarness(b)
 	ctx := context.Background()
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
@@ -62,7 +57,7 @@ func BenchmarkTransitionRoundTrip(b *testing.B) {
 	go func() {
 		_ = h.bus.Watch(ctx, time.Now(), []events.Type{events.TypeRunState}, func(d bus.Delivery) {
 			m := d.Msg.(*events.RunState)
-			if m.State != scheduler.StateBaseline {
+			if m.State != events.RunStateBaseline {
 				return
 			}
 			mu.Lock()
@@ -109,16 +104,9 @@ type benchHarness struct {
 	*harness
 }
 
-func newBenchHarness(b *testing.B) (*benchHarness, context.CancelFunc) {
-	h := &harness{t: b, url: testenv.NATS(b), store: testenv.Store(b), states: map[string][]string{}, seen: map[events.Type][]string{},
-		final: map[string]string{}, experiments: map[string]bool{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var err error
-	h.bus, err = bus.Connect(ctx, h.url, "bench", zap.NewNop(), nil)
-	require.NoError(b, err)
-	b.Cleanup(h.bus.Close)
-	h.startScheduler(ctx, nil)
-	return &benchHarness{harness: h}, cancel
+func newBenchHarness(b *testing.B) *benchHarness {
+	h, _ := newHarness(b, nil, func(h *harness) { h.passive = true })
+	return &benchHarness{harness: h}
 }
 
 // waitFor returns a channel closed when an event satisfying match arrives.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -42,7 +44,7 @@ type ResultsReader interface {
 
 // searchDue reports a search whose current probe has finished undecided.
 func (s *Scheduler) searchDue(e ExperimentRecord) bool {
-	if e.Search == nil || e.Search.Done || len(e.Search.Probes) == 0 || e.State == "cancelled" {
+	if e.Search == nil || e.Search.Done || len(e.Search.Probes) == 0 || e.State == events.ExperimentStateCancelled {
 		return false
 	}
 	p := e.Search.Probes[len(e.Search.Probes)-1]
@@ -51,7 +53,7 @@ func (s *Scheduler) searchDue(e ExperimentRecord) bool {
 	}
 	for _, id := range p.Runs {
 		r, ok := s.view.run(id)
-		if !ok || !Terminal(r.State) || r.retryDue(s.cfg.Retries) {
+		if !ok || !events.RunFinal(r.State) || r.retryDue(s.cfg.Retries) {
 			return false
 		}
 	}
@@ -60,7 +62,7 @@ func (s *Scheduler) searchDue(e ExperimentRecord) bool {
 
 // sustained judges one finished run from its stored results.
 func sustained(r RunRecord, metrics map[string]float64, minRatio float64) (bool, string) {
-	if r.State != StateDone {
+	if r.State != events.RunStateDone {
 		return false, "run " + r.State
 	}
 	offered, thr := metrics["offered_rate_eps"], metrics["throughput_eps"]
@@ -103,77 +105,25 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 		if !s.searchDue(*e) {
 			return false, nil
 		}
-		q := e.Search
-		p := &q.Probes[len(q.Probes)-1]
-		yes, reasons := 0, ""
-		for _, rid := range p.Runs {
-			r, _ := s.view.run(rid)
-			ok, why := sustained(r, byRun[rid], q.MinRatio)
-			if ok {
-				yes++
-			} else if reasons == "" {
-				reasons = why
-			}
-		}
-		p.Decided, p.Sustained, p.Reason = true, yes*2 > len(p.Runs), reasons
-		next := 0.0
-		if p.Sustained {
-			q.Lo = p.Rate
-			switch {
-			case q.Hi == 0 && p.Rate >= q.Max:
-				q.Done, q.Capacity = true, p.Rate // sustained up to the ceiling
-			case q.Hi == 0:
-				next = min(p.Rate*2, q.Max)
-			default:
-				next = (q.Lo + q.Hi) / 2
-			}
-		} else {
-			q.Hi = p.Rate
-			if q.Lo == 0 {
-				next = p.Rate / 2
-				if next < 1 {
-					q.Done, q.Capacity = true, 0
-				}
-			} else {
-				next = (q.Lo + q.Hi) / 2
-			}
-		}
-		if !q.Done && q.Lo > 0 && q.Hi > 0 && (q.Hi-q.Lo)/q.Lo <= q.Tolerance {
-			q.Done, q.Capacity = true, q.Lo
-		}
-		newRuns = newRuns[:0]
-		if q.Done {
-			return true, nil
-		}
-		base, ok := s.view.run(e.RunIDs[0])
-		if !ok {
-			return false, fmt.Errorf("search %s: first run missing", id)
-		}
-		cfg, err := base.Config.With(map[string]string{"workload.ratePerSec": strconv.FormatFloat(next, 'f', 0, 64)})
+		next, err := planSearch(*e, s.view.run, byRun, s.nowMs())
 		if err != nil {
 			return false, err
 		}
-		probe := Probe{Rate: cfg.Workload.RatePerSec}
-		now := s.nowMs()
-		for rep := 0; rep < q.Repetitions; rep++ {
-			rr := RunRecord{ExperimentID: id, RunID: fmt.Sprintf("%s-r%04d", id, len(e.RunIDs)), Index: len(e.RunIDs), Repetition: rep,
-				Factors: map[string]string{"workload.ratePerSec": strconv.FormatFloat(probe.Rate, 'f', -1, 64)}, Config: cfg,
-				ConfigHash: spec.Hash(cfg), State: StatePending, EnteredMs: now, CreatedMs: now}
-			// The probe's run keys are created before the experiment record
-			// that lists them is written, in this update, as retry() does:
-			// a failed create fails the step, which the next tick repeats,
-			// and a crash in between leaves at most unlisted keys that the
-			// repeated step takes over — never a probe whose runs do not
-			// exist, which would leave the search "running" forever.
+		// The probe's run keys are created before the experiment record
+		// that lists them is written, in this update, as retry() does: a
+		// failed create fails the step, which the next tick repeats, and a
+		// crash in between leaves at most unlisted keys that the repeated
+		// step takes over — never a probe whose runs do not exist, which
+		// would leave the search "running" forever.
+		newRuns = newRuns[:0]
+		for _, rr := range next.runs {
 			vr, err := s.createPendingRun(ctx, rr)
 			if err != nil {
 				return false, fmt.Errorf("store probe run %s: %w", rr.RunID, err)
 			}
-			e.RunIDs = append(e.RunIDs, rr.RunID)
-			probe.Runs = append(probe.Runs, rr.RunID)
 			newRuns = append(newRuns, vr)
 		}
-		q.Probes = append(q.Probes, probe)
+		next.apply(e)
 		return true, nil
 	})
 	if err != nil || !changed {
@@ -181,7 +131,7 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	}
 	for _, vr := range newRuns {
 		s.view.putRun(vr)
-		s.persistRun(ctx, vr)
+		s.persistRun(vr)
 	}
 	s.view.putExperiment(ve)
 	q := ve.Value.Search
@@ -192,6 +142,120 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	}
 	s.logger.Info("capacity search probe", zap.String("experiment_id", id), zap.Float64("rate", last.Rate), zap.Float64("lo", q.Lo), zap.Float64("hi", q.Hi))
 	return nil
+}
+
+// searchPlan is one step of a capacity search: the search state after the
+// finished probe was decided, and the runs of the next probe (none when the
+// search is done).
+type searchPlan struct {
+	search SearchState
+	runs   []RunRecord
+}
+
+// apply writes the step into the experiment record.
+func (p searchPlan) apply(e *ExperimentRecord) {
+	q := p.search
+	e.Search = &q
+	for _, r := range p.runs {
+		e.RunIDs = append(e.RunIDs, r.RunID)
+	}
+}
+
+// planSearch decides e's finished probe from its runs (run looks them up)
+// and their results (metrics by run), and plans the next one; it does no
+// I/O. A probe is sustained when most of its runs are.
+func planSearch(e ExperimentRecord, run func(id string) (RunRecord, bool), metrics map[string]map[string]float64, nowMs int64) (searchPlan, error) {
+	q := *e.Search
+	q.Probes = slices.Clone(q.Probes)
+	p := &q.Probes[len(q.Probes)-1]
+	yes, reasons := 0, ""
+	for _, rid := range p.Runs {
+		r, _ := run(rid)
+		ok, why := sustained(r, metrics[rid], q.MinRatio)
+		if ok {
+			yes++
+		} else if reasons == "" {
+			reasons = why
+		}
+	}
+	p.Decided, p.Sustained, p.Reason = true, yes*2 > len(p.Runs), reasons
+	step := NextProbe(q.Search, q.Lo, q.Hi, p.Rate, p.Sustained)
+	q.Lo, q.Hi, q.Done, q.Capacity = step.Lo, step.Hi, step.Done, step.Capacity
+	if q.Done {
+		return searchPlan{search: q}, nil
+	}
+	base, ok := run(e.RunIDs[0])
+	if !ok {
+		return searchPlan{}, fmt.Errorf("search %s: first run missing", e.ID)
+	}
+	cfg, err := base.Config.With(map[string]string{"workload.ratePerSec": strconv.FormatFloat(step.Next, 'f', 0, 64)})
+	if err != nil {
+		return searchPlan{}, err
+	}
+	probe := Probe{Rate: cfg.Workload.RatePerSec}
+	plan := searchPlan{}
+	for rep := 0; rep < q.Repetitions; rep++ {
+		index := len(e.RunIDs) + rep
+		rr := RunRecord{ExperimentID: e.ID, RunID: fmt.Sprintf("%s-r%04d", e.ID, index), Index: index, Repetition: rep,
+			Factors: map[string]string{"workload.ratePerSec": strconv.FormatFloat(probe.Rate, 'f', -1, 64)}, Config: cfg,
+			ConfigHash: spec.Hash(cfg), State: events.RunStatePending, EnteredMs: nowMs, CreatedMs: nowMs}
+		plan.runs = append(plan.runs, rr)
+		probe.Runs = append(probe.Runs, rr.RunID)
+	}
+	q.Probes = append(q.Probes, probe)
+	plan.search = q
+	return plan, nil
+}
+
+// SearchStep is what the capacity search does after a probe.
+type SearchStep struct {
+	// Lo is the highest sustained load so far, Hi the lowest unsustained
+	// one (0: none yet).
+	Lo, Hi float64
+	// Next is the next probe's load, unless Done.
+	Next float64
+	// Done ends the search with Capacity, the greatest sustained load
+	// found (0 when not even 1 msg/s is).
+	Done     bool
+	Capacity float64
+}
+
+// NextProbe is the capacity search's bisection. Given the bounds so far
+// (lo, hi; 0 when none yet) and whether the probe at rate was sustained, it
+// doubles the load while every probe is sustained (capped at q.Max, where
+// a sustained probe ends the search), halves it while none is (giving up
+// below 1 msg/s), and otherwise bisects between the bounds until they are
+// within q.Tolerance of the lower one, which is the capacity.
+func NextProbe(q spec.Search, lo, hi, rate float64, sustained bool) SearchStep {
+	st := SearchStep{Lo: lo, Hi: hi}
+	if sustained {
+		st.Lo = rate
+		switch {
+		case hi == 0 && rate >= q.Max:
+			st.Done, st.Capacity = true, rate // sustained up to the ceiling
+		case hi == 0:
+			st.Next = min(rate*2, q.Max)
+		default:
+			st.Next = (st.Lo + st.Hi) / 2
+		}
+	} else {
+		st.Hi = rate
+		if lo == 0 {
+			st.Next = rate / 2
+			if st.Next < 1 {
+				st.Done, st.Capacity = true, 0
+			}
+		} else {
+			st.Next = (st.Lo + st.Hi) / 2
+		}
+	}
+	if !st.Done && st.Lo > 0 && st.Hi > 0 && (st.Hi-st.Lo)/st.Lo <= q.Tolerance {
+		st.Done, st.Capacity = true, st.Lo
+	}
+	if st.Done {
+		st.Next = 0
+	}
+	return st
 }
 
 // storeCapacity records the search's answer as experiment-scope results:
@@ -235,7 +299,7 @@ func (s *Scheduler) createPendingRun(ctx context.Context, rr RunRecord) (version
 		return versioned[RunRecord]{}, err
 	}
 	vr, _, err := update(ctx, s.kv, runKey(rr.RunID), func(cur *RunRecord) (bool, error) {
-		if cur.State != StatePending || cur.ConfigHash == rr.ConfigHash {
+		if cur.State != events.RunStatePending || cur.ConfigHash == rr.ConfigHash {
 			return false, nil
 		}
 		*cur = rr

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/greenflow/greenflow/pkg/events"
 )
 
 // SlotSet is the set of runs holding one target cluster's concurrency
@@ -46,7 +48,7 @@ func (s *Scheduler) slotsFull(cluster string) bool {
 	}
 	live := 0
 	for _, id := range set.Runs {
-		if r, ok := s.view.run(id); ok && !Terminal(r.State) {
+		if r, ok := s.view.run(id); ok && !events.RunFinal(r.State) {
 			live++
 		}
 	}
@@ -125,7 +127,7 @@ func (s *Scheduler) liveHolders(ctx context.Context, holders []string) ([]string
 			}
 			r = cur
 		}
-		if !Terminal(r.State) {
+		if !events.RunFinal(r.State) {
 			live = append(live, id)
 		}
 	}

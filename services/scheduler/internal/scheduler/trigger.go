@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,12 +34,6 @@ type TriggerRecord struct {
 }
 
 func triggerKey(name string) string { return "trigger." + name }
-
-// triggers manages the subject-trigger consumer.
-type triggers struct {
-	mu      sync.Mutex
-	started bool
-}
 
 // arm stores (or replaces) a template; subject triggers get their subject
 // added to the trigger stream.
@@ -69,7 +63,7 @@ func (s *Scheduler) arm(ctx context.Context, e *spec.Experiment) error {
 		if err := s.ensureTriggerStream(ctx); err != nil {
 			return err
 		}
-		s.startTriggerConsumer(ctx)
+		s.armTriggerConsumer()
 	}
 	s.logger.Info("trigger armed", zap.String("trigger", rec.Name), zap.String("subject", rec.Subject), zap.String("cron", rec.Cron))
 	return nil
@@ -93,26 +87,24 @@ func (s *Scheduler) ensureTriggerStream(ctx context.Context) error {
 	return nil
 }
 
-// startTriggerConsumer consumes the trigger stream once per process.
-func (s *Scheduler) startTriggerConsumer(ctx context.Context) {
-	s.trig.mu.Lock()
-	defer s.trig.mu.Unlock()
-	if s.trig.started {
-		return
+// armTriggerConsumer lets the trigger consumer start: the first subject
+// trigger is armed (or was found armed by Init).
+func (s *Scheduler) armTriggerConsumer() { s.armedOnce.Do(func() { close(s.armed) }) }
+
+// consumeTriggers consumes the trigger stream once a subject trigger is
+// armed, until ctx ends. A consumer that cannot start fails the scheduler
+// (Run returns the cause) rather than leaving armed triggers that would
+// never fire.
+func (s *Scheduler) consumeTriggers(ctx context.Context) error {
+	select {
+	case <-s.armed:
+	case <-ctx.Done():
+		return nil
 	}
-	s.trig.started = true
-	go func() {
-		err := s.bus.ConsumeRaw(ctx, StreamTriggers, bus.ConsumerSpec{Durable: "scheduler-triggers", AckWait: 10 * time.Second}, nil, s.onTriggerEvent)
-		if err != nil && ctx.Err() == nil {
-			// Armed triggers would never fire: fail the scheduler (Run
-			// returns it) rather than run on half-alive.
-			s.logger.Error("trigger consumer stopped", zap.Error(err))
-			select {
-			case s.fatal <- fmt.Errorf("trigger consumer: %w", err):
-			default:
-			}
-		}
-	}()
+	if err := s.ensureTriggerStream(ctx); err != nil {
+		return err
+	}
+	return s.bus.ConsumeRaw(ctx, StreamTriggers, bus.ConsumerSpec{Durable: "scheduler-triggers", AckWait: 10 * time.Second}, nil, s.onTriggerEvent)
 }
 
 // onTriggerEvent starts one experiment per matching template. The id comes
@@ -136,7 +128,7 @@ func (s *Scheduler) onTriggerEvent(ctx context.Context, msg jetstream.Msg, md *j
 	}
 	for _, t := range matched {
 		var sets []string
-		for _, path := range sortedKeys(t.Bind) {
+		for _, path := range slices.Sorted(maps.Keys(t.Bind)) {
 			v, ok := lookupJSON(event, t.Bind[path])
 			if !ok {
 				return bus.Permanent(fmt.Errorf("trigger %s: event on %s has no field %q (bound to %s)", t.Name, msg.Subject(), t.Bind[path], path))
@@ -243,13 +235,4 @@ func subjectMatches(pattern, subject string) bool {
 		}
 	}
 	return len(p) == len(s)
-}
-
-func sortedKeys(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -68,8 +68,8 @@ func TestValidate(t *testing.T) {
 			require.True(t, errors.As(err, &fe), "problems are *FieldError")
 			require.Len(t, err.(interface{ Unwrap() []error }).Unwrap(), len(tt.wantErr), "one error per problem: %v", err)
 
-			_, err = processor.New(cfg, nil, nil)
-			require.ErrorContains(t, err, "configure uc3 processor")
+			_, newErr := processor.New(cfg, processor.Deps{})
+			require.EqualError(t, newErr, err.Error(), "New refuses the config with the same problems")
 		})
 	}
 }

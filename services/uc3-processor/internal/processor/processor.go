@@ -76,24 +76,33 @@ type Processor struct {
 	lastDecodeErr      error
 }
 
-// New validates cfg and builds a processor; it does no I/O. The metrics are
-// registered on reg unless it is nil.
-func New(cfg Config, logger *zap.Logger, reg prometheus.Registerer) (*Processor, error) {
+// Deps are a Processor's collaborators; both may be nil (no logs, metrics
+// registered nowhere).
+type Deps struct {
+	Logger   *zap.Logger
+	Registry prometheus.Registerer
+}
+
+// New validates cfg and builds a processor; it does no I/O. A
+// configuration error names every field at fault (the caller says what it
+// was configuring).
+func New(cfg Config, d Deps) (*Processor, error) {
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("configure uc3 processor: %w", err)
+		return nil, err
 	}
 	loc, err := time.LoadLocation(cfg.TimeZone)
 	if err != nil {
-		return nil, fmt.Errorf("configure uc3 processor: load time zone %q: %w", cfg.TimeZone, err)
+		return nil, fmt.Errorf("time_zone: load %q: %w", cfg.TimeZone, err)
 	}
 	aggCfg := aggregate.Config{Location: loc, Duration: cfg.WindowDuration, Advance: cfg.WindowAdvance}
 	if err := aggCfg.Validate(); err != nil {
-		return nil, fmt.Errorf("configure uc3 processor: %w", err)
+		return nil, err
 	}
+	logger := d.Logger
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(d.Registry)
 	if err != nil {
 		return nil, err
 	}

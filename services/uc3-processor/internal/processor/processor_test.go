@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/pkg/uc3"
 	"github.com/greenflow/greenflow/services/uc3-processor/internal/processor"
 )
@@ -53,36 +54,21 @@ func testConfig(brokers []string, format uc3.Format) processor.Config {
 
 // running is a processor whose Run is in progress.
 type running struct {
-	p      *processor.Processor
-	cancel context.CancelFunc
-	done   chan error
+	p *processor.Processor
+	*testenv.Running
 }
 
 func start(tb testing.TB, cfg processor.Config, reg prometheus.Registerer) *running {
 	tb.Helper()
-	p, err := processor.New(cfg, zaptest.NewLogger(tb), reg)
+	p, err := processor.New(cfg, processor.Deps{Logger: zaptest.NewLogger(tb), Registry: reg})
 	require.NoError(tb, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{p: p, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- p.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		<-r.done
-	})
-	return r
+	return &running{p: p, Running: testenv.Go(tb, context.Background(), p.Run)}
 }
 
 // stop cancels Run and requires that it returns nil promptly.
 func (r *running) stop(tb testing.TB) {
 	tb.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		require.NoError(tb, err)
-		r.done <- nil // for the cleanup
-	case <-time.After(waitFor):
-		tb.Fatal("Run did not return after cancel")
-	}
+	require.NoError(tb, r.Stop(waitFor, "the processor's Run"))
 }
 
 type outKey struct {
@@ -147,19 +133,6 @@ func produce(tb testing.TB, cl *kgo.Client, key string, value []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	require.NoError(tb, cl.ProduceSync(ctx, &kgo.Record{Topic: inputTopic, Key: []byte(key), Value: value}).FirstErr())
-}
-
-func counterValue(tb testing.TB, reg *prometheus.Registry, name string) float64 {
-	tb.Helper()
-	families, err := reg.Gather()
-	require.NoError(tb, err)
-	for _, f := range families {
-		if f.GetName() == name {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	tb.Fatalf("metric %s not registered", name)
-	return 0
 }
 
 func TestProcessorAggregatesRecords(t *testing.T) {
@@ -241,11 +214,11 @@ func TestProcessorAggregatesRecords(t *testing.T) {
 			st := r.p.Stats()
 			require.Equal(t, processor.Stats{Consumed: total, Emitted: st.Emitted, Late: 1, Invalid: 1, DecodeErrors: 1}, st)
 			require.GreaterOrEqual(t, st.Emitted, uint64(len(out.latest)))
-			require.Equal(t, float64(total), counterValue(t, reg, "greenflow_uc3_processor_records_consumed_total"))
-			require.Equal(t, float64(st.Emitted), counterValue(t, reg, "greenflow_uc3_processor_records_emitted_total"))
-			require.Equal(t, 1.0, counterValue(t, reg, "greenflow_uc3_processor_late_records_total"))
-			require.Equal(t, 1.0, counterValue(t, reg, "greenflow_uc3_processor_invalid_records_total"))
-			require.Equal(t, 1.0, counterValue(t, reg, "greenflow_uc3_processor_decode_errors_total"))
+			require.Equal(t, float64(total), testenv.CounterValue(t, reg, "greenflow_uc3_processor_records_consumed_total", nil))
+			require.Equal(t, float64(st.Emitted), testenv.CounterValue(t, reg, "greenflow_uc3_processor_records_emitted_total", nil))
+			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_uc3_processor_late_records_total", nil))
+			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_uc3_processor_invalid_records_total", nil))
+			require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_uc3_processor_decode_errors_total", nil))
 
 			// Every consumed offset is committed.
 			adm := kadm.NewClient(newClient(t, brokers))
@@ -300,7 +273,7 @@ func TestNewDoesNoIOAndRegistersMetrics(t *testing.T) {
 	cfg := processor.Default()
 	cfg.Brokers = []string{"192.0.2.1:9092"} // TEST-NET-1: never answers
 	reg := prometheus.NewRegistry()
-	p, err := processor.New(cfg, nil, reg)
+	p, err := processor.New(cfg, processor.Deps{Registry: reg})
 	require.NoError(t, err)
 	require.Equal(t, processor.Stats{}, p.Stats())
 
@@ -318,7 +291,7 @@ func TestNewDoesNoIOAndRegistersMetrics(t *testing.T) {
 		"greenflow_uc3_processor_decode_errors_total",
 	}, names)
 
-	_, err = processor.New(cfg, nil, reg)
+	_, err = processor.New(cfg, processor.Deps{Registry: reg})
 	require.ErrorContains(t, err, "register uc3 processor metrics")
 }
 
@@ -382,13 +355,7 @@ func TestRunFailsWhenOutputCannotBeProduced(t *testing.T) {
 	cfg := testConfig(brokers, uc3.FormatAvro)
 	cfg.OutputTopic = "no-such-topic"
 	r := start(t, cfg, nil)
-	select {
-	case err := <-r.done:
-		r.done <- nil // for the cleanup
-		require.ErrorContains(t, err, "produce 30 aggregates to no-such-topic")
-	case <-time.After(waitFor):
-		t.Fatal("Run did not fail")
-	}
+	require.ErrorContains(t, r.Wait(waitFor, "the processor's Run (expected to fail)"), "produce 30 aggregates to no-such-topic")
 
 	adm := kadm.NewClient(newClient(t, brokers))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)

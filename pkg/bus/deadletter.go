@@ -1,0 +1,69 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// DeadLetterFunc is told about a message its consumer dead-letters
+// (undecodable, rejected as permanent, out of deliveries), with the
+// message's headers (type, experiment, run, ...) and the reason. A consumer
+// of commands uses it to answer the sender — a failed load.finished for a
+// load.start that cannot be processed — so no run waits out a timeout for a
+// reply that cannot come.
+type DeadLetterFunc func(ctx context.Context, h nats.Header, reason string)
+
+// OnDeadLetter registers f to be called after a message is dead-lettered.
+func OnDeadLetter(f DeadLetterFunc) ConsumeOption {
+	return func(o *consumeOptions) { o.onDeadLetter = f }
+}
+
+func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
+	dl := nats.NewMsg(SubjectDLQ + msg.Subject())
+	dl.Data = msg.Data()
+	for k, vs := range msg.Headers() {
+		for _, v := range vs {
+			dl.Header.Add(k, v)
+		}
+	}
+	dl.Header.Set(HeaderDLQReason, reason)
+	dl.Header.Set(HeaderDLQSubject, msg.Subject())
+	dl.Header.Set(HeaderDLQConsume, spec.Durable)
+	dl.Header.Set(HeaderDLQDeliver, strconv.FormatUint(md.NumDelivered, 10))
+	dl.Header.Set(HeaderDLQStream, strconv.FormatUint(md.Sequence.Stream, 10))
+	dl.Header.Set(nats.MsgIdHdr, fmt.Sprintf("dlq:%s:%d", spec.Durable, md.Sequence.Stream))
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := b.publishMsg(pctx, dl); err != nil {
+		// Keep the original: it is redelivered and dead-lettered again later.
+		logger.Error("dead-letter publish failed; message kept for redelivery", zap.Error(err))
+		_ = msg.NakWithDelay(5 * time.Second)
+		return
+	}
+	logger.Error("message dead-lettered", zap.String("reason", reason))
+	_ = msg.Term()
+	if o.onDeadLetter != nil {
+		b.notifyDeadLetter(pctx, logger, spec, o.onDeadLetter, msg.Headers(), reason)
+	}
+	b.m.consumed.WithLabelValues(spec.Durable, string(msg.Headers().Get(HeaderType)), "dead_letter").Inc()
+	b.m.deadLettered.WithLabelValues(spec.Durable).Inc()
+}
+
+// notifyDeadLetter runs a consumer's dead-letter hook; a panic there is
+// logged and counted like a handler's, never allowed to end the consumer.
+func (b *Bus) notifyDeadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, f DeadLetterFunc, h nats.Header, reason string) {
+	defer func() {
+		if v := recover(); v != nil {
+			b.m.panics.WithLabelValues(spec.Durable).Inc()
+			logger.Error("dead-letter hook panicked", zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	f(ctx, h, reason)
+}

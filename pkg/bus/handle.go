@@ -1,0 +1,83 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// handle applies the failure policy to one message.
+func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, fn RawHandler) {
+	if ctx.Err() != nil {
+		_ = msg.Nak() // redelivered after restart
+		return
+	}
+	md, err := msg.Metadata()
+	if err != nil {
+		logger.Error("message without jetstream metadata", zap.Error(err))
+		return
+	}
+	h := msg.Headers()
+	typ := h.Get(HeaderType)
+	logger = logger.With(zap.String("type", typ), zap.Uint64("stream_seq", md.Sequence.Stream), zap.String("run_id", h.Get(HeaderRun)))
+	stopKeep := keepWhileHandled(msg, spec.AckWait/3)
+	herr := callRecovering(ctx, msg, md, fn)
+	stopKeep()
+	var undecodable errUndecodable
+	var panicked errPanic
+	switch {
+	case herr == nil:
+		if err := msg.Ack(); err != nil {
+			logger.Warn("ack failed", zap.Error(err))
+		}
+		b.m.consumed.WithLabelValues(spec.Durable, typ, "ack").Inc()
+	case errors.As(herr, &panicked):
+		// A panic is a defect the same message would hit again: it is
+		// dead-lettered at once, and the consumer goes on with the next.
+		b.m.panics.WithLabelValues(spec.Durable).Inc()
+		logger.Error("handler panicked", zap.String("panic", fmt.Sprint(panicked.value)), zap.ByteString("stack", panicked.stack))
+		b.deadLetter(ctx, logger, spec, o, msg, md, herr.Error())
+	case errors.As(herr, &undecodable):
+		b.deadLetter(ctx, logger, spec, o, msg, md, "undecodable: "+herr.Error())
+	case IsPermanent(herr):
+		b.deadLetter(ctx, logger, spec, o, msg, md, "rejected: "+herr.Error())
+	case int(md.NumDelivered) >= spec.MaxDeliver:
+		b.deadLetter(ctx, logger, spec, o, msg, md, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
+	default:
+		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
+		outcome := "nak"
+		if errors.Is(herr, notYet) {
+			outcome = "wait"
+			logger.Debug("not ready to handle the message yet, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
+		} else {
+			logger.Warn("handler failed, will retry", zap.Error(herr), zap.Uint64("delivery", md.NumDelivered), zap.Duration("delay", delay))
+		}
+		_ = msg.NakWithDelay(delay)
+		b.m.consumed.WithLabelValues(spec.Durable, typ, outcome).Inc()
+	}
+}
+
+// keepWhileHandled extends msg's ack deadline every `every` until the
+// returned stop is called: a handler that takes longer than the ack wait (a
+// provision waiting for readiness) keeps its message, while a consumer that
+// died lets it go within one ack wait.
+func keepWhileHandled(msg jetstream.Msg, every time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}

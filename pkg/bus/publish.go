@@ -1,0 +1,63 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// Publish sends m, in its registered newest version, with the standard
+// headers. msgID de-duplicates within the stream's window: give the same id
+// when re-publishing the same fact (a handler running twice); "" picks a
+// random one. A type the events registry does not know is refused.
+func (b *Bus) Publish(ctx context.Context, m events.Message, msgID string) error {
+	version := events.Version(m.MessageType())
+	if version == 0 {
+		return fmt.Errorf("publish %s: %w", m.MessageType(), events.ErrUnknownType)
+	}
+	data, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.MessageType(), err)
+	}
+	if msgID == "" {
+		msgID = uuid.NewString()
+	}
+	exp, run := m.IDs()
+	msg := nats.NewMsg(Subject(m.MessageType()))
+	msg.Data = data
+	msg.Header.Set(HeaderType, string(m.MessageType()))
+	msg.Header.Set(HeaderVersion, strconv.Itoa(version))
+	msg.Header.Set(nats.MsgIdHdr, msgID)
+	msg.Header.Set(HeaderExperiment, exp)
+	if run != "" {
+		msg.Header.Set(HeaderRun, run)
+	}
+	msg.Header.Set(HeaderProducer, b.producer)
+	if _, err := b.publishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish %s for run %s: %w", m.MessageType(), run, err)
+	}
+	b.m.published.WithLabelValues(string(m.MessageType())).Inc()
+	return nil
+}
+
+// publishMsg publishes to JetStream; when no stream answers (a server
+// restarted with an empty store, before the bus declared its streams again)
+// it declares the known streams and tries once more.
+func (b *Bus) publishMsg(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	ack, err := b.js.PublishMsg(ctx, msg)
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return ack, err
+	}
+	if derr := b.redeclare(ctx); derr != nil {
+		return nil, errors.Join(err, derr)
+	}
+	return b.js.PublishMsg(ctx, msg)
+}

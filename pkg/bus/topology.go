@@ -1,0 +1,177 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// Streams and subject roots.
+const (
+	StreamLifecycle  = "GF_LIFECYCLE"
+	StreamDeadLetter = "GF_DEADLETTER"
+	SubjectCommands  = "gf.cmd."
+	SubjectEvents    = "gf.evt."
+	SubjectDLQ       = "gf.dlq."
+)
+
+// Standard headers.
+const (
+	HeaderType       = "Gf-Type"
+	HeaderVersion    = "Gf-Version"
+	HeaderExperiment = "Gf-Experiment-Id"
+	HeaderRun        = "Gf-Run-Id"
+	HeaderProducer   = "Gf-Producer"
+	HeaderDLQReason  = "Gf-Dlq-Reason"
+	HeaderDLQSubject = "Gf-Dlq-Subject"
+	HeaderDLQConsume = "Gf-Dlq-Consumer"
+	HeaderDLQDeliver = "Gf-Dlq-Deliveries"
+	HeaderDLQStream  = "Gf-Dlq-Stream-Seq"
+)
+
+// Subject is where messages of type t are published: commands (addressed
+// to one service, says the events registry) under gf.cmd., everything else
+// under gf.evt..
+func Subject(t events.Type) string {
+	if e, ok := events.Lookup(t); ok && e.Kind == events.Command {
+		return SubjectCommands + string(t)
+	}
+	return SubjectEvents + string(t)
+}
+
+// keepTopology declares the streams and buckets again after every
+// reconnect (with back-off until it works): a server restarted with an
+// empty store — or a memory-stored bucket after any restart — has lost them.
+func (b *Bus) keepTopology(status chan nats.Status) {
+	defer b.nc.RemoveStatusListener(status)
+	for {
+		select {
+		case <-b.stop:
+			return
+		case st, ok := <-status:
+			if !ok || st == nats.CLOSED {
+				return
+			}
+			if st != nats.CONNECTED {
+				b.topology.set(fmt.Errorf("nats connection %s: streams and buckets to be declared again", strings.ToLower(st.String())))
+				continue
+			}
+			b.redeclareUntilDone(status)
+		}
+	}
+}
+
+// redeclareUntilDone re-declares the topology, backing off between tries,
+// until it works, the bus closes or the connection drops again.
+func (b *Bus) redeclareUntilDone(status chan nats.Status) {
+	delay := 100 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := b.redeclare(ctx)
+		cancel()
+		if err == nil {
+			b.topology.set(nil)
+			b.logger.Info("streams and buckets declared again after a reconnect")
+			return
+		}
+		b.topology.set(fmt.Errorf("declare streams and buckets again after a reconnect: %w", err))
+		b.logger.Warn("declaring streams and buckets after a reconnect failed; retrying", zap.Error(err), zap.Duration("delay", delay))
+		select {
+		case <-b.stop:
+			return
+		case st, ok := <-status:
+			if !ok || st != nats.CONNECTED {
+				if ok && st != nats.CLOSED {
+					b.topology.set(fmt.Errorf("nats connection %s: streams and buckets to be declared again", strings.ToLower(st.String())))
+				}
+				return
+			}
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// redeclare declares every stream and bucket the bus knows, once.
+func (b *Bus) redeclare(ctx context.Context) error {
+	b.mu.Lock()
+	streams := make([]jetstream.StreamConfig, 0, len(b.streams))
+	for _, cfg := range b.streams {
+		streams = append(streams, cfg)
+	}
+	buckets := make([]*bucket, 0, len(b.buckets))
+	for _, k := range b.buckets {
+		buckets = append(buckets, k)
+	}
+	b.mu.Unlock()
+	var errs []error
+	for _, cfg := range streams {
+		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("declare stream %s: %w", cfg.Name, err))
+		}
+	}
+	for _, k := range buckets {
+		if err := k.reopen(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DeclareStream creates or updates a stream and keeps its configuration,
+// so the bus declares it again after a NATS restart that lost it, and a
+// consumer of it comes back. Streams of other packages (a trigger stream)
+// should be declared here rather than with the JetStream API directly.
+func (b *Bus) DeclareStream(ctx context.Context, cfg jetstream.StreamConfig) error {
+	if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+	}
+	b.mu.Lock()
+	b.streams[cfg.Name] = cfg
+	b.mu.Unlock()
+	return nil
+}
+
+// ensureStream declares stream again when the bus knows its configuration.
+func (b *Bus) ensureStream(ctx context.Context, stream string) error {
+	b.mu.Lock()
+	cfg, ok := b.streams[stream]
+	b.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("declare stream %s: %w", stream, err)
+	}
+	return nil
+}
+
+// The streams every service uses.
+var (
+	lifecycleStream = jetstream.StreamConfig{
+		Name:        StreamLifecycle,
+		Description: "GreenFlow lifecycle commands and events",
+		Subjects:    []string{SubjectCommands + ">", SubjectEvents + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      14 * 24 * time.Hour,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+	}
+	deadLetterStream = jetstream.StreamConfig{
+		Name:        StreamDeadLetter,
+		Description: "Messages no consumer could process, with the reason in " + HeaderDLQReason,
+		Subjects:    []string{SubjectDLQ + ">"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      30 * 24 * time.Hour,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+	}
+)

@@ -1,0 +1,59 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// Watch delivers, without durable state, every message of the given types
+// published at or after since, until ctx ends. Used by `greenflow submit
+// --watch` and tests. Undecodable messages are skipped (the durable
+// consumers dead-letter them).
+func (b *Bus) Watch(ctx context.Context, since time.Time, types []events.Type, fn func(Delivery)) error {
+	subjects := make([]string, len(types))
+	for i, t := range types {
+		subjects[i] = Subject(t)
+	}
+	cons, err := b.js.OrderedConsumer(ctx, StreamLifecycle, jetstream.OrderedConsumerConfig{
+		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
+	})
+	if err != nil {
+		return fmt.Errorf("watch %v: %w", types, err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		h := msg.Headers()
+		ver, _ := strconv.Atoi(h.Get(HeaderVersion))
+		m, err := events.Decode(events.Type(h.Get(HeaderType)), ver, msg.Data())
+		if err != nil {
+			return
+		}
+		md, _ := msg.Metadata()
+		d := Delivery{Msg: m, Subject: msg.Subject(), Headers: h}
+		if md != nil {
+			d.Timestamp = md.Timestamp
+			d.NumDelivered = md.NumDelivered
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				b.m.panics.WithLabelValues("watch").Inc()
+				b.logger.Error("watch callback panicked; message skipped", zap.String("type", string(d.Msg.MessageType())),
+					zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
+			}
+		}()
+		fn(d)
+	})
+	if err != nil {
+		return fmt.Errorf("watch %v: %w", types, err)
+	}
+	<-ctx.Done()
+	cc.Stop()
+	return nil
+}

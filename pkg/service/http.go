@@ -1,0 +1,149 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// HTTPServer serves /metrics and /healthz (plus any extra handlers) and drains
+// on shutdown. Every handler registered on Mux runs behind Recover, so a
+// panic in one service's API answers 500 and leaves the process serving.
+type HTTPServer struct {
+	Addr    string
+	Mux     *http.ServeMux
+	Logger  *zap.Logger
+	handler http.Handler
+	started chan string
+}
+
+// NewHTTPServer builds the server; no I/O happens until Run.
+func NewHTTPServer(addr string, reg *prometheus.Registry, health *Health, logger *zap.Logger) *HTTPServer {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if health != nil {
+			if err := health.Check(); err != nil {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = fmt.Fprintf(w, "not ready:\n- %s\n", strings.ReplaceAll(err.Error(), "\n", "\n- "))
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	panics := prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_http_handler_panics_total",
+		Help: "HTTP handler panics recovered (answered 500)."})
+	if err := reg.Register(panics); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if c, ok := are.ExistingCollector.(prometheus.Counter); ok {
+				panics = c
+			}
+		}
+	}
+	return &HTTPServer{Addr: addr, Mux: mux, Logger: logger, handler: Recover(mux, logger, panics), started: make(chan string, 1)}
+}
+
+// Handler is what the server serves: Mux behind Recover. Tests drive a
+// service's API through it (httptest) to get the same protection.
+func (s *HTTPServer) Handler() http.Handler { return s.handler }
+
+// Recover wraps h so that a panic in a handler is logged with its stack
+// (one zap field), counted on panics (may be nil), and answered with 500
+// when nothing was written yet; the server goes on serving other requests.
+// http.ErrAbortHandler keeps its meaning (abort the response silently).
+func Recover(h http.Handler, logger *zap.Logger, panics prometheus.Counter) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &trackingWriter{ResponseWriter: w}
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			if panics != nil {
+				panics.Inc()
+			}
+			logger.Error("http handler panicked", zap.String("method", r.Method), zap.String("path", r.URL.Path),
+				zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
+			if rw.wrote {
+				return // the status is out; the client sees a cut response
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`{"error":"internal error: the request could not be handled (logged)"}` + "\n"))
+		}()
+		h.ServeHTTP(rw, r)
+	})
+}
+
+// trackingWriter records whether a handler started its response.
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (t *trackingWriter) WriteHeader(code int) {
+	t.wrote = true
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *trackingWriter) Write(b []byte) (int, error) {
+	t.wrote = true
+	return t.ResponseWriter.Write(b)
+}
+
+// Flush passes streaming flushes through.
+func (t *trackingWriter) Flush() {
+	if f, ok := t.ResponseWriter.(http.Flusher); ok {
+		t.wrote = true
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (t *trackingWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// Listening returns a channel that yields the bound address once listening.
+func (s *HTTPServer) Listening() <-chan string { return s.started }
+
+// Run listens until ctx ends, then shuts down within ShutdownTimeout.
+// An empty address disables the server.
+func (s *HTTPServer) Run(ctx context.Context) error {
+	if s.Addr == "" {
+		<-ctx.Done()
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.Addr, err)
+	}
+	s.started <- ln.Addr().String()
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.Logger.Info("http server listening", zap.String("addr", ln.Addr().String()))
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http on %s: %w", s.Addr, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down http server: %w", err)
+	}
+	return nil
+}

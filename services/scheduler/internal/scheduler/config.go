@@ -1,0 +1,56 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config configures the scheduler.
+type Config struct {
+	// Brokers are the Kafka bootstrap addresses runs use.
+	Brokers []string `yaml:"brokers"`
+	// Concurrency is how many runs may be active at once on one target
+	// cluster (backend), across every scheduler sharing the state bucket
+	// (runs sharing nodes must not overlap, so the default is 1). Each
+	// scheduler enforces its own value: run them with the same.
+	Concurrency int `yaml:"concurrency"`
+	// Tick is how often timed phases are checked.
+	Tick time.Duration `yaml:"tick"`
+	// Timeouts bound the phases that wait for another service.
+	ProvisionTimeout time.Duration `yaml:"provisionTimeout"`
+	LoadGrace        time.Duration `yaml:"loadGrace"` // after measure+cooldown, waiting for load.finished
+	TeardownTimeout  time.Duration `yaml:"teardownTimeout"`
+	AnalyzeTimeout   time.Duration `yaml:"analyzeTimeout"`
+	// Retries is how many times a run that failed for a transient reason
+	// (a timeout, a load generator failure, a crash of the system under
+	// test) is run again, as a new run "<run>-aN" with the same config.
+	Retries int `yaml:"retries"`
+	// Resend re-publishes the current state's command (same message id, so
+	// the stream drops it unless the first was lost) when no answer came.
+	Resend time.Duration `yaml:"resend"`
+	// Version and Commit are stored with each experiment.
+	Version string `yaml:"-"`
+	Commit  string `yaml:"-"`
+}
+
+// Default returns the default configuration.
+func Default() Config {
+	return Config{Concurrency: 1, Tick: 100 * time.Millisecond, ProvisionTimeout: 2 * time.Minute, LoadGrace: 30 * time.Second,
+		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second, Retries: 1}
+}
+
+// Validate reports every problem.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("scheduler.brokers: at least one Kafka broker address is required"))
+	}
+	if c.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("scheduler.concurrency: got %d, expected 1 or more", c.Concurrency))
+	}
+	if c.Tick <= 0 {
+		errs = append(errs, fmt.Errorf("scheduler.tick: got %s, expected a positive duration", c.Tick))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,284 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// submit accepts an experiment: it expands the spec, stores every run (KV
+// and ClickHouse) and the experiment's ClickHouse row, and writes the
+// experiment's key last — its presence means "accepted", so a redelivered
+// submission after a crash in between does the rest again. A spec with a
+// trigger is a template: it is armed instead.
+func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) error {
+	var existing ExperimentRecord
+	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &existing); err == nil {
+		return nil // redelivery: already accepted
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	e, err := spec.Parse([]byte(m.Spec), nil)
+	if err != nil {
+		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
+	}
+	if e.Spec.Trigger != nil {
+		if err := s.arm(ctx, e); bus.IsPermanent(err) {
+			return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "trigger not armed: "+err.Error(), true)
+		} else if err != nil {
+			return err
+		}
+		return nil
+	}
+	now := s.nowMs()
+	plan, err := e.Expand(m.ExperimentID, now)
+	if err != nil {
+		return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "expand the spec: "+err.Error(), true)
+	}
+	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: events.ExperimentStateQueued, Seed: plan.Seed, CreatedMs: now}
+	for _, r := range plan.Runs {
+		rec.RunIDs = append(rec.RunIDs, r.ID)
+	}
+	if q := e.Spec.Search; q != nil {
+		rec.Search = &SearchState{Search: *q, Repetitions: e.Spec.Repetitions, MinRatio: e.Spec.SLOs.MinThroughputRatio,
+			Probes: []Probe{{Rate: q.Start, Runs: slices.Clone(rec.RunIDs)}}}
+	}
+	rows, err := s.createRuns(ctx, m.ExperimentID, plan.Runs, now)
+	if err != nil {
+		return err
+	}
+	if err := s.store.UpsertRuns(ctx, rows); err != nil {
+		return err // retried: nothing is queued until the runs are stored
+	}
+	labels, _ := json.Marshal(e.Metadata.Labels)
+	resolved, _ := json.Marshal(e)
+	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: m.ExperimentID, Name: e.Metadata.Name, Spec: string(resolved),
+		SpecHash: spec.Hash(e), RunsTotal: uint32(len(plan.Runs)), State: events.ExperimentStateQueued, Labels: string(labels),
+		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), Seed: plan.Seed, CreatedMs: now}); err != nil {
+		return err // retried: nothing is queued until the record is stored
+	}
+	rev, err := s.kv.create(ctx, expKey(m.ExperimentID), rec)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("store experiment %s: %w", m.ExperimentID, err)
+	}
+	if err == nil {
+		s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	}
+	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
+	s.publishExperiment(ctx, rec, 0, 0, "")
+	return nil
+}
+
+// createRuns creates the planned runs' keys, pending, with a bounded pool
+// (one KV round trip each), and returns their rows. A key that exists
+// already (a crash before the experiment key was written) is kept as
+// stored.
+func (s *Scheduler) createRuns(ctx context.Context, experimentID string, runs []spec.Run, now int64) ([]store.Run, error) {
+	rows := make([]store.Run, len(runs))
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i, r := range runs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			rr := RunRecord{ExperimentID: experimentID, RunID: r.ID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors,
+				Config: r.Config, ConfigHash: r.ConfigHash, State: events.RunStatePending, EnteredMs: now, CreatedMs: now}
+			rev, err := s.kv.create(ctx, runKey(r.ID), rr)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				rev, err = s.kv.get(ctx, runKey(r.ID), &rr)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("store run %s: %w", r.ID, err)
+				return
+			}
+			vr := versioned[RunRecord]{rr, rev}
+			s.view.putRun(vr)
+			rows[i] = runRow(vr)
+		}()
+	}
+	wg.Wait()
+	return rows, errors.Join(errs...)
+}
+
+// failSubmission stores a submission that cannot become an experiment
+// (invalid spec, expansion error, dead-lettered) as a failed experiment with
+// its reason, so that an id the API handed out always appears in list and
+// status, and announces it. An accepted (or already recorded) experiment is
+// left alone. With needRow, a failure to store the ClickHouse row is
+// returned (the message is retried); without, the KV record is enough.
+func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reason string, needRow bool) error {
+	var existing ExperimentRecord
+	if _, err := s.kv.get(ctx, expKey(id), &existing); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("read experiment %s: %w", id, err)
+	}
+	now := s.nowMs()
+	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: id, Name: name, Spec: specText, State: events.ExperimentStateFailed,
+		Labels: "{}", GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), CreatedMs: now}); err != nil {
+		if needRow {
+			return err
+		}
+		s.logger.Warn("store failed experiment row failed", zap.String("experiment_id", id), zap.Error(err))
+	}
+	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateFailed, Reason: reason, RunIDs: []string{}, CreatedMs: now}
+	rev, err := s.kv.create(ctx, expKey(id), rec)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store failed experiment %s: %w", id, err)
+	}
+	s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	s.logger.Warn("experiment failed at submission", zap.String("experiment_id", id), zap.String("reason", reason))
+	s.publishExperiment(ctx, rec, 0, 0, reason)
+	return nil
+}
+
+// onDeadLetter records a submission the consumer gave up on (undecodable,
+// out of deliveries, a handler panic) as a failed experiment with the
+// dead-letter reason.
+func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
+	id := h.Get(bus.HeaderExperiment)
+	if events.Type(h.Get(bus.HeaderType)) != events.TypeExperimentSubmit || id == "" {
+		return
+	}
+	if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
+		s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
+	}
+}
+
+// cancel ends an experiment: its started runs are stopped and every
+// unfinished run is cancelled.
+func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) error {
+	// The experiment is marked first, so the tick starts none of its pending
+	// runs while they are being cancelled.
+	ve, changed, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
+		if events.ExperimentFinal(x.State) {
+			return false, nil
+		}
+		x.State, x.Reason = events.ExperimentStateCancelled, m.Reason
+		return true, nil
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown experiment %s", m.ExperimentID))
+	}
+	if err != nil {
+		return err
+	}
+	s.view.putExperiment(ve)
+	for _, id := range ve.Value.RunIDs {
+		_, _, err := s.updateRun(ctx, id, func(r *RunRecord) (bool, error) {
+			if events.RunFinal(r.State) {
+				return false, nil
+			}
+			r.Reason = "cancelled: " + m.Reason
+			if r.State != events.RunStatePending {
+				s.stopRun(ctx, r)
+			}
+			return true, s.transition(ctx, r, events.RunStateCancelled)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if changed {
+		s.storeFinalRows(ctx, ve.Value)
+		if err := s.store.SetExperimentState(ctx, m.ExperimentID, events.ExperimentStateCancelled); err != nil {
+			s.logger.Warn("store experiment state failed", zap.String("experiment_id", m.ExperimentID), zap.Error(err))
+		}
+		done, failed, _ := s.view.counts(ve.Value, s.cfg.Retries)
+		s.publishExperiment(ctx, ve.Value, done, failed, m.Reason)
+	}
+	return nil
+}
+
+// refreshExperiment recomputes an experiment's state from its runs (as the
+// local view has them) and publishes it when it changed.
+func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
+	cur, ok := s.view.experiment(id)
+	if !ok {
+		return nil
+	}
+	done, failed, started := s.view.counts(cur, s.cfg.Retries)
+	total := len(cur.RunIDs)
+	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
+		state := experimentState(*e, done, failed, started, total)
+		if state == e.State {
+			return false, nil
+		}
+		e.State = state
+		return true, nil
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	e := ve.Value
+	s.view.putExperiment(ve)
+	final := events.ExperimentFinal(e.State)
+	if changed && final {
+		s.storeFinalRows(ctx, e)
+	}
+	if changed {
+		if err := s.store.SetExperimentState(ctx, id, e.State); err != nil {
+			s.logger.Warn("store experiment state failed", zap.String("experiment_id", id), zap.Error(err))
+		}
+	}
+	// A final state is announced only by the update that set it (after its
+	// rows are stored); progress of an unfinished one by anyone.
+	if changed || (done+failed > 0 && !final) {
+		s.publishExperiment(ctx, e, done, failed, e.Reason)
+	}
+	return nil
+}
+
+// experimentState is an experiment's state given its runs' counts: queued
+// until a run starts, running until every run is final, then done when at
+// least one is done, otherwise failed. A capacity search runs until it has
+// concluded, whatever its runs' counts; a cancelled experiment stays
+// cancelled, and one failed at submission stays failed.
+func experimentState(e ExperimentRecord, done, failed, started, total int) string {
+	searching := e.Search != nil && !e.Search.Done
+	switch {
+	case e.State == events.ExperimentStateCancelled || e.State == events.ExperimentStateFailed && done+failed == total:
+		return e.State
+	case searching && started > 0:
+		return events.ExperimentStateRunning
+	case searching:
+		return e.State
+	case done+failed == total && done == 0:
+		return events.ExperimentStateFailed
+	case done+failed == total:
+		return events.ExperimentStateDone
+	case started > 0:
+		return events.ExperimentStateRunning
+	}
+	return e.State
+}
+
+// publishExperiment announces an experiment's state and progress; the
+// message id holds both, so each distinct announcement is published once.
+func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, done, failed int, reason string) {
+	msgID := fmt.Sprintf("experiment.state:%s:%s:%d:%d", e.ID, e.State, done, failed)
+	if err := s.bus.Publish(ctx, events.ExperimentState{ExperimentID: e.ID, Name: e.Name, State: e.State, RunsTotal: len(e.RunIDs),
+		RunsDone: done, RunsFailed: failed, Reason: reason, TsMs: s.nowMs()}, msgID); err != nil {
+		s.logger.Warn("publish experiment state failed", zap.String("experiment_id", e.ID), zap.Error(err))
+	}
+}

@@ -1,0 +1,77 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// A run that failed for a transient reason (a timeout, a load generator
+// failure, a crash of the system under test, an invalid measurement) is run
+// again, up to Config.Retries times, as a new run "<first run>-aN" with the
+// same config. The retry is normally created by the commit that failed the
+// run; the tick creates any whose creation a crash interrupted.
+
+// retryDue reports a failed run that will be retried but is not yet.
+func (r *RunRecord) retryDue(retries int) bool {
+	return r.State == events.RunStateFailed && r.Transient && r.Attempt < retries && r.RetriedAs == ""
+}
+
+// retry queues a new attempt of a failed run (runMu held): a run of its own (so every
+// message id differs from the failed attempt's) with the same config, added
+// to the experiment. Creating it twice is harmless.
+func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
+	first := failed.RetryOf
+	if first == "" {
+		first = failed.RunID
+	}
+	now := s.nowMs()
+	rr := RunRecord{ExperimentID: failed.ExperimentID, RunID: fmt.Sprintf("%s-a%d", first, failed.Attempt+1), Repetition: failed.Repetition,
+		Factors: failed.Factors, Config: failed.Config, ConfigHash: failed.ConfigHash, State: events.RunStatePending, EnteredMs: now, CreatedMs: now,
+		Attempt: failed.Attempt + 1, RetryOf: first}
+	var created *versioned[RunRecord]
+	ve, _, err := update(ctx, s.kv, expKey(failed.ExperimentID), func(e *ExperimentRecord) (bool, error) {
+		if slices.Contains(e.RunIDs, rr.RunID) {
+			return false, nil
+		}
+		rr.Index = len(e.RunIDs)
+		rev, err := s.kv.create(ctx, runKey(rr.RunID), rr)
+		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return false, fmt.Errorf("store retry %s: %w", rr.RunID, err)
+		}
+		if err == nil {
+			created = &versioned[RunRecord]{rr, rev}
+		}
+		e.RunIDs = append(e.RunIDs, rr.RunID)
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	if created != nil { // stored only once the experiment lists it
+		s.view.putRun(*created)
+		s.persistRun(*created)
+	}
+	s.view.putExperiment(ve)
+	vf, _, err := update(ctx, s.kv, runKey(failed.RunID), func(r *RunRecord) (bool, error) {
+		if r.RetriedAs != "" {
+			return false, nil
+		}
+		r.RetriedAs = rr.RunID
+		r.Reason += " (retried as " + rr.RunID + ")"
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	s.view.putRun(vf)
+	s.persistRun(vf)
+	s.logger.Info("run will be retried", zap.String("run_id", failed.RunID), zap.String("retry_run_id", rr.RunID), zap.String("reason", failed.Reason))
+	return nil
+}

@@ -1,0 +1,188 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// The run state machine: a run moves pending → provisioning → baseline →
+// warmup → measuring → cooldown → teardown → analyzing → done, or to failed
+// or cancelled. Other services' answers move it (handlers.go); its clock
+// moves it through the timed phases and times out the waiting ones
+// (advance, called by the tick).
+
+// updateRun is the one way run records change: a revision-checked write
+// and, when something changed, its commit (view, row, entry command, state
+// event) — under one lock, so that a run's events are published in the
+// order its states were written, whichever goroutine wrote them.
+func (s *Scheduler) updateRun(ctx context.Context, runID string, fn func(*RunRecord) (bool, error)) (versioned[RunRecord], bool, error) {
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
+	r, changed, err := update(ctx, s.kv, runKey(runID), fn)
+	if err == nil && changed {
+		s.commit(ctx, r)
+	}
+	return r, changed, err
+}
+
+// transition enters state and sets its deadline. Its entry command and the
+// state event are published by commit once the record is written, so no
+// answer can arrive before the state it answers is stored.
+func (s *Scheduler) transition(_ context.Context, r *RunRecord, state string) error {
+	now := s.nowMs()
+	r.enter(state, now)
+	ph := r.Config.Phases
+	switch state {
+	case events.RunStateBaseline:
+		r.PhaseEndMs = now + ph.Baseline.Milliseconds()
+	case events.RunStateWarmup:
+		r.PhaseEndMs = now + ph.Warmup.Milliseconds()
+	case events.RunStateMeasuring:
+		r.PhaseEndMs = now + ph.Measure.Milliseconds()
+	case events.RunStateCooldown:
+		r.PhaseEndMs = now + ph.Cooldown.Milliseconds()
+	}
+	return nil
+}
+
+// fail ends a run as failed (its Reason and Transient set by the caller),
+// first stopping what it started.
+func (s *Scheduler) fail(ctx context.Context, r *RunRecord) error {
+	if r.State != events.RunStatePending && !r.TornDown {
+		s.stopRun(ctx, r)
+	}
+	return s.transition(ctx, r, events.RunStateFailed)
+}
+
+// commit runs after a run record was written: it updates the local view,
+// stores the row in ClickHouse and, when the update entered a state,
+// publishes the state's command and the state event (message ids derived
+// from run and state, so doing this twice is harmless).
+func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
+	s.view.putRun(vr)
+	s.persistRun(vr)
+	r := &vr.Value
+	if !r.entered {
+		return
+	}
+	delete(s.resent, r.RunID) // a new state: its command's attempts count from 0
+	if set, ok := s.view.slots(clusterOf(*r)); ok && events.RunFinal(r.State) && slices.Contains(set.Runs, r.RunID) {
+		if err := s.releaseSlot(ctx, *r); err != nil {
+			// Reclaimed when the slot is next needed.
+			s.logger.Warn("release run slot failed", zap.String("run_id", r.RunID), zap.Error(err))
+		}
+	}
+	if err := s.publishCommand(ctx, r, 0); err != nil {
+		// The resend in advance() publishes it again.
+		s.logger.Warn("publish entry command failed", zap.String("run_id", r.RunID), zap.String("state", r.State), zap.Error(err))
+	}
+	s.transitions.WithLabelValues(r.State).Inc()
+	s.logger.Info("run state", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID), zap.String("state", r.State),
+		zap.String("reason", r.Reason))
+	if err := s.bus.Publish(ctx, events.RunState{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: r.Index, State: r.State, Reason: r.Reason,
+		PhaseEndMs: r.PhaseEndMs, TsMs: r.EnteredMs}, "run.state:"+r.RunID+":"+r.State); err != nil {
+		s.logger.Warn("publish run state failed", zap.String("run_id", r.RunID), zap.Error(err))
+	}
+	if r.State == events.RunStateFailed && r.Transient && r.Attempt < s.cfg.Retries {
+		if err := s.retry(ctx, *r); err != nil {
+			s.logger.Error("schedule retry failed", zap.String("run_id", r.RunID), zap.Error(err))
+		}
+	}
+}
+
+// advance performs a run's due timed transition or timeout, if any;
+// otherwise it re-sends the command the run waits on when an answer is
+// overdue.
+func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error {
+	r, changed, err := s.updateRun(ctx, runID, func(r *RunRecord) (bool, error) {
+		step := dueStep(*r, now, s.cfg)
+		switch {
+		case step.next == "":
+			s.resend(ctx, r, now)
+			return false, nil
+		case step.next != events.RunStateFailed:
+			return true, s.transition(ctx, r, step.next)
+		}
+		r.Reason, r.Transient = step.reason, true
+		if step.stop {
+			return true, s.fail(ctx, r)
+		}
+		return true, s.transition(ctx, r, events.RunStateFailed)
+	})
+	if err != nil {
+		return err
+	}
+	if changed {
+		return s.refreshExperiment(ctx, r.Value.ExperimentID)
+	}
+	return nil
+}
+
+// step is what a run's clock decides: nothing (next empty), the next
+// timed state, or a failure with its reason — every such failure is
+// transient — and whether what the run started must be stopped first.
+type step struct {
+	next   string
+	reason string
+	stop   bool
+}
+
+// dueStep decides a run's timed transition or timeout at now (ms).
+func dueStep(r RunRecord, now int64, cfg Config) step {
+	timedOut := func(d time.Duration) bool { return now-r.EnteredMs > d.Milliseconds() }
+	failed := func(stop bool, format string, args ...any) step {
+		return step{next: events.RunStateFailed, reason: fmt.Sprintf(format, args...), stop: stop}
+	}
+	phaseOver := now >= r.PhaseEndMs
+	if r.LoadFailed != "" && (r.State == events.RunStateWarmup || r.State == events.RunStateMeasuring || r.State == events.RunStateCooldown) {
+		return failed(true, "load generator failed: %s", r.LoadFailed)
+	}
+	switch r.State {
+	case events.RunStateProvisioning:
+		if timedOut(cfg.ProvisionTimeout) {
+			return failed(true, "provisioning timed out after %s", cfg.ProvisionTimeout)
+		}
+	case events.RunStateBaseline:
+		if phaseOver {
+			return step{next: events.RunStateWarmup}
+		}
+	case events.RunStateWarmup:
+		if phaseOver {
+			return step{next: events.RunStateMeasuring}
+		}
+	case events.RunStateMeasuring:
+		if phaseOver {
+			return step{next: events.RunStateCooldown}
+		}
+	case events.RunStateCooldown:
+		switch {
+		case !phaseOver:
+		case r.LoadDone:
+			return step{next: events.RunStateTeardown}
+		case now-r.PhaseEndMs > cfg.LoadGrace.Milliseconds():
+			return failed(true, "load generator did not report finishing within %s of the measured phase", cfg.LoadGrace)
+		}
+	case events.RunStateTeardown:
+		if r.TornDown {
+			return step{next: events.RunStateAnalyzing}
+		}
+		if timedOut(cfg.TeardownTimeout) {
+			st := failed(false, "teardown not confirmed within %s", cfg.TeardownTimeout)
+			if r.TeardownIssue != "" {
+				st.reason += ": " + r.TeardownIssue
+			}
+			return st
+		}
+	case events.RunStateAnalyzing:
+		if timedOut(cfg.AnalyzeTimeout) {
+			return failed(false, "analysis not reported within %s", cfg.AnalyzeTimeout)
+		}
+	}
+	return step{}
+}
