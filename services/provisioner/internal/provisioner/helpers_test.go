@@ -299,24 +299,8 @@ func (inst *instance) key(t testing.TB, p events.RunProvision) string {
 	return be.Key(p.RunID)
 }
 
-// counter reads greenflow_provisioner_leftovers_removed_total.
-func counter(t testing.TB, g prometheus.Gatherer, backend, kind, why string) float64 {
+// removed reads greenflow_provisioner_leftovers_removed_total.
+func removed(t testing.TB, g prometheus.Gatherer, backend, kind, why string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "greenflow_provisioner_leftovers_removed_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["backend"] == backend && labels["kind"] == kind && labels["why"] == why {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return testenv.CounterValue(t, g, "greenflow_provisioner_leftovers_removed_total", map[string]string{"backend": backend, "kind": kind, "why": why})
 }

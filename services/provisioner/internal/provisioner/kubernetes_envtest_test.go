@@ -247,6 +247,6 @@ func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
 	} else {
 		require.True(t, apierrors.IsNotFound(err))
 	}
-	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "namespace", "unknown"), "counted")
-	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "topics", "unknown"))
+	require.Equal(t, 1.0, removed(t, reg, "kubernetes", "namespace", "unknown"), "counted")
+	require.Equal(t, 1.0, removed(t, reg, "kubernetes", "topics", "unknown"))
 }

@@ -225,8 +225,8 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	require.NoError(t, inst.store.Delete(context.Background(), e.Key, e.Rev))
 	testenv.Eventually(t, 20*time.Second, "the unknown run's process stopped", func() bool { return !alive(unknownPID) })
 	testenv.Eventually(t, 10*time.Second, "and its topics, named in its environment, deleted", func() bool { return w.topics(unknown) == 0 })
-	require.Equal(t, 1.0, counter(t, inst.reg, "local", "process", "unknown"))
-	require.Equal(t, 1.0, counter(t, inst.reg, "local", "topics", "unknown"))
+	require.Equal(t, 1.0, removed(t, inst.reg, "local", "process", "unknown"))
+	require.Equal(t, 1.0, removed(t, inst.reg, "local", "topics", "unknown"))
 }
 
 // TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under

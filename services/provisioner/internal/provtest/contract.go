@@ -146,13 +146,7 @@ func NoCrash(tb testing.TB, c chan string, within time.Duration, why string) {
 // test.
 func AwaitCrash(tb testing.TB, c chan string) string {
 	tb.Helper()
-	select {
-	case msg := <-c:
-		return msg
-	case <-time.After(20 * time.Second):
-		tb.Fatal("crash not reported within 20s")
-		return ""
-	}
+	return testenv.Receive(tb, c, 20*time.Second, "a crash report")
 }
 
 func contractProvisionAndTeardown(t *testing.T, h Harness) {
