@@ -110,51 +110,16 @@ func (b *Backend) resolve(ctx context.Context, deadline time.Time, template stri
 func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, objs []object, pl placement, deadline time.Time,
 	timeout time.Duration) ([]events.Target, error) {
 	lbl := b.runLabels(p)
-	kafka, err := json.Marshal(p.Kafka)
+	ann, err := b.runAnnotations(p, pl)
 	if err != nil {
 		return nil, err
 	}
-	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template,
-		AnnotationKafka: string(kafka)}
-	if id := b.platformID(); id != "" {
-		ann[AnnotationPlatform] = id
-	}
-	if len(pl.nodes) > 0 {
-		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
-	}
-	applyNS := func(ann map[string]string) error {
-		nsAC := corev1ac.Namespace(ns).WithLabels(lbl).WithAnnotations(ann)
-		if err := b.retry(ctx, deadline, "apply namespace "+ns, func() error {
-			_, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
-			return err
-		}); err != nil {
-			return fmt.Errorf("apply namespace %s: %w", ns, explain(err))
-		}
-		return nil
-	}
-	if err := applyNS(ann); err != nil {
+	if err := b.applyNamespace(ctx, ns, lbl, ann, deadline); err != nil {
 		return nil, err
 	}
-	k := kubeSUT(p)
-	var workloads []object
-	for _, o := range objs {
-		u := o.u.DeepCopy()
-		u.SetNamespace(ns)
-		u.SetLabels(merge(u.GetLabels(), lbl))
-		isWorkload, err := mutatePodTemplate(u, lbl, pl, k.Env)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", describe(u), err)
-		}
-		if err := b.retry(ctx, deadline, "apply "+describe(u), func() error {
-			_, err := b.dyn.Resource(o.mapping.Resource).Namespace(ns).Apply(ctx, u.GetName(), u,
-				metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("apply %s: %w", describe(u), explain(err))
-		}
-		if isWorkload {
-			workloads = append(workloads, object{u: u, mapping: o.mapping})
-		}
+	workloads, err := b.applyObjects(ctx, ns, objs, lbl, pl, kubeSUT(p).Env, deadline)
+	if err != nil {
+		return nil, err
 	}
 	b.logger.Info("applied", zap.String("run_id", p.RunID), zap.String("namespace", ns), zap.Int("objects", len(objs)),
 		zap.Strings("nodes", pl.nodes), zap.String("strategy", pl.strategy))
@@ -169,10 +134,69 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 		return nil, err
 	}
 	ann[AnnotationReady] = string(base)
-	if err := applyNS(ann); err != nil {
+	if err := b.applyNamespace(ctx, ns, lbl, ann, deadline); err != nil {
 		return nil, err
 	}
 	return targets, nil
+}
+
+// runAnnotations are what the run's namespace carries so that a restarted
+// provisioner, or the sweep, knows the run: its ids, template, topics,
+// installation and pinned nodes.
+func (b *Backend) runAnnotations(p events.RunProvision, pl placement) (map[string]string, error) {
+	kafka, err := json.Marshal(p.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	ann := map[string]string{AnnotationRunID: p.RunID, AnnotationExpID: p.ExperimentID, AnnotationTemplate: p.SUT.Template,
+		AnnotationKafka: string(kafka)}
+	if id := b.platformID(); id != "" {
+		ann[AnnotationPlatform] = id
+	}
+	if len(pl.nodes) > 0 {
+		ann[AnnotationPlacement] = strings.Join(pl.nodes, ",")
+	}
+	return ann, nil
+}
+
+// applyNamespace applies the run's namespace with its labels and
+// annotations (server-side, retried until deadline).
+func (b *Backend) applyNamespace(ctx context.Context, ns string, lbl, ann map[string]string, deadline time.Time) error {
+	nsAC := corev1ac.Namespace(ns).WithLabels(lbl).WithAnnotations(ann)
+	if err := b.retry(ctx, deadline, "apply namespace "+ns, func() error {
+		_, err := b.cs.CoreV1().Namespaces().Apply(ctx, nsAC, metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
+		return err
+	}); err != nil {
+		return fmt.Errorf("apply namespace %s: %w", ns, explain(err))
+	}
+	return nil
+}
+
+// applyObjects applies the run's objects into ns, labelled and with their
+// pod templates placed, and returns the workloads among them.
+func (b *Backend) applyObjects(ctx context.Context, ns string, objs []object, lbl map[string]string, pl placement, env map[string]string,
+	deadline time.Time) ([]object, error) {
+	var workloads []object
+	for _, o := range objs {
+		u := o.u.DeepCopy()
+		u.SetNamespace(ns)
+		u.SetLabels(merge(u.GetLabels(), lbl))
+		isWorkload, err := mutatePodTemplate(u, lbl, pl, env)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", describe(u), err)
+		}
+		if err := b.retry(ctx, deadline, "apply "+describe(u), func() error {
+			_, err := b.dyn.Resource(o.mapping.Resource).Namespace(ns).Apply(ctx, u.GetName(), u,
+				metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("apply %s: %w", describe(u), explain(err))
+		}
+		if isWorkload {
+			workloads = append(workloads, object{u: u, mapping: o.mapping})
+		}
+	}
+	return workloads, nil
 }
 
 // cleanup deletes the namespace of a failed provision, so nothing is left;

@@ -28,38 +28,19 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	if err != nil {
 		return nil, fmt.Errorf("run %s: read its record: %w", p.RunID, err)
 	}
-	if e.Rec.State == state.Running && e.Rec.Node != b.cfg.Node {
-		return e.Rec.Targets, nil // running on its node, watched there
-	}
 	if e.Rec.State == state.Running {
-		if pr := e.Rec.Process; pr != nil && pr.BootID == b.proc.BootID() && b.proc.Alive(pr.ShimPID, pr.ShimStartTicks) {
-			return e.Rec.Targets, nil
-		}
-		return nil, fmt.Errorf("run %s: its process has exited", p.RunID)
+		return b.runningTargets(e.Rec)
 	}
 	argv, err := b.cfg.Command(p)
 	if err != nil {
 		return nil, err
 	}
 	platform := b.store.Platform()
-	pr, adopted := b.find(platform, p.RunID)
-	if adopted {
-		b.logger.Info("found the run's process started by an earlier provision; adopting it", zap.String("run_id", p.RunID),
-			zap.Int("pgid", pr.PGID))
-		pr.Argv = argv
-	} else {
-		files := runFiles(b.cfg.StateDir, p.RunID)
-		sh, err := startShim(b.proc, argv, env(p, platform, b.cfg.Node), files)
-		if err != nil {
-			return nil, err
-		}
-		pr = &state.Process{ShimPID: sh.pid, ShimStartTicks: sh.startTicks, PGID: sh.pid, BootID: b.proc.BootID(),
-			Log: files.Log, Status: files.Status, Argv: argv}
+	pr, adopted, err := b.findOrStart(p, argv, platform)
+	if err != nil {
+		return nil, err
 	}
-	if _, _, err := b.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
-		r.Process = pr
-		return true, nil
-	}); err != nil {
+	if err := b.recordProcess(ctx, e.Key, pr); err != nil {
 		// Unrecorded, it would run on with nobody to stop it but the
 		// leftover sweep: stop it now.
 		_ = b.proc.stop(context.WithoutCancel(ctx), platform, p.RunID, pr.PGID, b.cfg.StopTimeout, 20*time.Millisecond)
@@ -83,15 +64,52 @@ func (b *Backend) Provision(ctx context.Context, p events.RunProvision) ([]event
 	if st, err := b.proc.Stat(sut); err == nil {
 		pr.PID, pr.StartTicks = sut, st.StartTicks
 	}
-	if _, _, err := b.store.Mutate(ctx, e.Key, func(r *state.Record) (bool, error) {
-		r.Process = pr
-		return true, nil
-	}); err != nil {
+	if err := b.recordProcess(ctx, e.Key, pr); err != nil {
 		return nil, fmt.Errorf("record the process of run %s: %w", p.RunID, err)
 	}
 	b.logger.Info("process started", zap.String("run_id", p.RunID), zap.Int("pid", sut), zap.Int("pgid", pr.PGID),
 		zap.Strings("argv", argv), zap.String("log", pr.Log), zap.Bool("adopted", adopted))
 	return []events.Target{{ID: "process/" + p.RunID + "/sut-0", Kind: "process", Node: b.cfg.Node, Role: "sut", PID: sut}}, nil
+}
+
+// runningTargets are the targets of a run recorded running: as recorded
+// while its process lives (or when it runs on another node, watched
+// there), else an error.
+func (b *Backend) runningTargets(r state.Record) ([]events.Target, error) {
+	if r.Node != b.cfg.Node {
+		return r.Targets, nil
+	}
+	if pr := r.Process; pr != nil && pr.BootID == b.proc.BootID() && b.proc.Alive(pr.ShimPID, pr.ShimStartTicks) {
+		return r.Targets, nil
+	}
+	return nil, fmt.Errorf("run %s: its process has exited", r.RunID)
+}
+
+// findOrStart adopts the run's process an earlier provision started
+// (adopted true), or starts it under a shim of its own.
+func (b *Backend) findOrStart(p events.RunProvision, argv []string, platform string) (*state.Process, bool, error) {
+	if pr, ok := b.find(platform, p.RunID); ok {
+		b.logger.Info("found the run's process started by an earlier provision; adopting it", zap.String("run_id", p.RunID),
+			zap.Int("pgid", pr.PGID))
+		pr.Argv = argv
+		return pr, true, nil
+	}
+	files := runFiles(b.cfg.StateDir, p.RunID)
+	sh, err := startShim(b.proc, argv, env(p, platform, b.cfg.Node), files)
+	if err != nil {
+		return nil, false, err
+	}
+	return &state.Process{ShimPID: sh.pid, ShimStartTicks: sh.startTicks, PGID: sh.pid, BootID: b.proc.BootID(),
+		Log: files.Log, Status: files.Status, Argv: argv}, false, nil
+}
+
+// recordProcess writes the run's process into its record.
+func (b *Backend) recordProcess(ctx context.Context, key string, pr *state.Process) error {
+	_, _, err := b.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
+		r.Process = pr
+		return true, nil
+	})
+	return err
 }
 
 // find looks for a run's shim by its markers: the marked session leader.
