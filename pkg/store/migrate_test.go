@@ -36,19 +36,28 @@ func oldMetrics() []store.RunMetric {
 	return append(out, out[3], out[4])
 }
 
+// openBefore0003 opens a fresh database with the schema before 0003 and
+// stores oldSamples in it.
+func openBefore0003(t *testing.T) (context.Context, string, *store.Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	dsn := testenv.ClickHouseDSN(t)
+	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), 2)
+	require.NoError(t, err)
+	require.Equal(t, "MergeTree", engineOf(t, old, "samples"))
+	require.NoError(t, old.InsertSamples(ctx, oldSamples()))
+	return ctx, dsn, old
+}
+
 // A database holding data written with the schema before 0003 is migrated by
 // four services starting at once: samples and run_metrics become
 // ReplacingMergeTree with the de-duplication key, every old row is there,
 // the old tables are kept aside, migration 3 is recorded once, and from then
 // on a row written twice counts once.
 func TestMigrationKeepsDataWrittenWithThePreviousSchema(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dsn := testenv.ClickHouseDSN(t)
-	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), 2)
-	require.NoError(t, err)
-	require.Equal(t, "MergeTree", engineOf(t, old, "samples"))
-	require.NoError(t, old.InsertSamples(ctx, oldSamples()))
+	t.Parallel()
+	ctx, dsn, old := openBefore0003(t)
 	require.NoError(t, old.InsertRunMetrics(ctx, oldMetrics()))
 
 	// Writes keep arriving through the old store's pool while the others
@@ -127,13 +136,9 @@ func TestMigrationKeepsDataWrittenWithThePreviousSchema(t *testing.T) {
 // A migration interrupted after the swap (a crash before its rows were
 // copied) is finished by the next start: the old rows are copied then.
 func TestInterruptedTableReplacementIsFinished(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dsn := testenv.ClickHouseDSN(t)
-	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), 2)
-	require.NoError(t, err)
+	t.Parallel()
+	ctx, dsn, old := openBefore0003(t)
 	defer old.Close()
-	require.NoError(t, old.InsertSamples(ctx, oldSamples()))
 	migs, err := store.Migrations()
 	require.NoError(t, err)
 	var create string
@@ -156,6 +161,7 @@ func TestInterruptedTableReplacementIsFinished(t *testing.T) {
 }
 
 func TestReplaceTableDirectiveIsChecked(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ sql, want string }{
 		{"-- greenflow:replace-table t\nCREATE TABLE IF NOT EXISTS t2 (a Int8) ENGINE = MergeTree() ORDER BY a;", "expected a ReplacingMergeTree"},
 		{"-- greenflow:replace-table t\nINSERT INTO t SELECT 1;", "expected CREATE TABLE IF NOT EXISTS"},
@@ -190,4 +196,43 @@ func count(tb testing.TB, s *store.Store, q string) uint64 {
 	var n uint64
 	require.NoError(tb, s.Conn().QueryRow(context.Background(), q).Scan(&n), q)
 	return n
+}
+
+func TestMigrationsAreOrderedAndIdempotentUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	migs, err := store.Migrations()
+	require.NoError(t, err)
+	require.NotEmpty(t, migs)
+	for i := 1; i < len(migs); i++ {
+		require.Greater(t, migs[i].Version, migs[i-1].Version)
+	}
+
+	dsn := testenv.ClickHouseDSN(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Four services starting at once against an empty database.
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s, err := store.Open(ctx, dsn, testenv.Logger(t))
+			if err == nil {
+				_ = s.Close()
+			}
+			errs[i] = err
+		}(i)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	s, err := store.Open(ctx, dsn, testenv.Logger(t))
+	require.NoError(t, err)
+	defer s.Close()
+	versions, err := s.AppliedVersions(ctx)
+	require.NoError(t, err)
+	require.Equal(t, migs[len(migs)-1].Version, versions[len(versions)-1])
+	require.Len(t, versions, len(migs), "each version recorded once after DISTINCT")
 }

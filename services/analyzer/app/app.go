@@ -2,36 +2,48 @@
 package app
 
 import (
-	"errors"
+	"flag"
 
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
-// Config configures the analyzer.
+// Config is the analyzer's configuration.
 type Config = analyzer.Config
 
-// Default returns the analyzer defaults.
+// Default returns the defaults.
 func Default() Config { return analyzer.Default() }
 
-// New builds the analyzer component with the default configuration.
-func New(d svcmain.Deps) (service.Component, error) { return NewWithConfig(Default())(d) }
+// RegisterFlags adds the analyzer's flags.
+func RegisterFlags(fs *flag.FlagSet, c *Config) {
+	fs.Float64Var(&c.LagThreshold, "lag-threshold", c.LagThreshold, "lag-trend SLO: largest consumer-lag growth in msg/s")
+	fs.DurationVar(&c.LagStep, "lag-step", c.LagStep, "sampling step of the consumer-lag series")
+	fs.DurationVar(&c.LagWarmup, "lag-warmup", c.LagWarmup, "extra time dropped from the measurement window before the lag fit")
+	fs.Float64Var(&c.CVThreshold, "cv-threshold", c.CVThreshold, "flag configurations whose repetitions vary more than this CV")
+	fs.Float64Var(&c.ConfidenceLevel, "confidence", c.ConfidenceLevel, "confidence level of per-configuration intervals")
+	fs.Float64Var(&c.LoadTolerance, "load-tolerance", c.LoadTolerance,
+		"largest shortfall of events in the measured window against the offered load (fraction) a valid run may have; a surplus beyond it is flagged")
+	fs.DurationVar(&c.LoadEdgeSlack, "load-edge-slack", c.LoadEdgeSlack,
+		"this much of the offered load (rate × duration) is added to the tolerance: records due at a window edge may arrive just after it")
+	fs.DurationVar(&c.MaxBridgedGap, "max-bridged-gap", c.MaxBridgedGap,
+		"longest gap in a node's or target's samples that is bridged (and flagged); longer gaps make the run invalid")
+	fs.IntVar(&c.MaxBridgedIntervals, "max-bridged-intervals", c.MaxBridgedIntervals,
+		"a gap may also last up to this many of the series' sampling intervals (the larger bound applies)")
+	fs.DurationVar(&c.MaxUncovered, "max-uncovered", c.MaxUncovered, "window time of a series that no sample may cover")
+	fs.DurationVar(&c.SamplesWait, "samples-wait", c.SamplesWait,
+		"how long after a window's end the analysis waits for every node's samples past it (then flags samples_late)")
+}
 
-// NewWithConfig returns a builder of the analyzer with cfg. The results API
+// New builds the analyzer component. The results API
 // (GET /v1/experiments/{id}/results) is served on d.Mux when there is one.
-func NewWithConfig(cfg Config) svcmain.Builder {
-	return func(d svcmain.Deps) (service.Component, error) {
-		if d.Store == nil {
-			return nil, errors.New("analyzer needs ClickHouse")
-		}
-		a, err := analyzer.New(cfg, d.Bus, d.Store, d.Logger, d.Registry)
-		if err != nil {
-			return nil, err
-		}
-		if d.Mux != nil {
-			a.RegisterHTTP(d.Mux)
-		}
-		return a, nil
+func New(c Config, d svcmain.Deps) (service.Component, error) {
+	a, err := analyzer.New(c, analyzer.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry})
+	if err != nil {
+		return nil, err
 	}
+	if d.Mux != nil {
+		a.RegisterHTTP(d.Mux)
+	}
+	return a, nil
 }

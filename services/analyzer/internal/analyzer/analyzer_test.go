@@ -12,6 +12,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -25,30 +26,44 @@ const t0 = int64(1_760_000_000_000)
 
 func newAnalyzer(t testing.TB, st *store.Store) *analyzer.Analyzer {
 	t.Helper()
-	a, err := analyzer.New(analyzer.Default(), nil, st, testenv.Logger(t), nil)
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Store: st, Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	return a
 }
 
-// results indexes result rows by scope, subject and metric.
-type results map[[3]string]store.Result
+// resultIndex indexes result rows by scope, subject and metric.
+type resultIndex map[[3]string]store.Result
 
-func index(rs []store.Result) results {
-	out := results{}
+func index(rs []store.Result) resultIndex {
+	out := resultIndex{}
 	for _, r := range rs {
 		out[[3]string{r.Scope, r.Subject, r.Metric}] = r
 	}
 	return out
 }
 
-func (r results) v(t *testing.T, scope, subject, metric string) float64 {
+func (r resultIndex) v(t *testing.T, scope, subject, metric string) float64 {
 	t.Helper()
 	x, ok := r[[3]string{scope, subject, metric}]
 	require.True(t, ok, "result %s/%s/%s missing", scope, subject, metric)
 	return x.Value
 }
 
-func (r results) has(scope, subject, metric string) bool {
+// want is one expected result value, within delta (0: exactly).
+type want struct {
+	scope, subject, metric string
+	value, delta           float64
+}
+
+// expect checks every wanted value.
+func (r resultIndex) expect(t *testing.T, ws []want) {
+	t.Helper()
+	for _, w := range ws {
+		require.InDelta(t, w.value, r.v(t, w.scope, w.subject, w.metric), w.delta, "%s/%s/%s", w.scope, w.subject, w.metric)
+	}
+}
+
+func (r resultIndex) has(scope, subject, metric string) bool {
 	_, ok := r[[3]string{scope, subject, metric}]
 	return ok
 }
@@ -71,6 +86,7 @@ func counterSample(tsMs int64, node, scope, target string, deltaJ, cumJ float64,
 //	window [1.5 s, 7.5 s]: k2 half (1.5) + k3 (2) + k4 (4) + gap (4 s, 6 s] bridged at (4+4)/2 W (8)
 //	                       + k7 (4) + k8 half (2) = 21.5 J
 func TestCounterWithWrapGapAndRestart(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	ctx := context.Background()
 	const maxRange = uint64(262_143_328_850)
@@ -122,36 +138,40 @@ func TestCounterWithWrapGapAndRestart(t *testing.T) {
 	require.NoError(t, err)
 	r := index(res)
 	const eps = 1e-9
-	require.InDelta(t, 21.5, r.v(t, "node", "n1", "energy_j"), eps)
-	require.InDelta(t, 21.5, r.v(t, "run", "", "node_energy_j"), eps)
-	require.InDelta(t, 21.5/6, r.v(t, "node", "n1", "mean_power_w"), eps)
-	require.InDelta(t, 4.0, r.v(t, "node", "n1", "peak_power_w"), eps)
-	require.InDelta(t, 5.0, r.v(t, "node", "n1", "samples"), eps)
-	// Roles conserve the node total; the foreign process is "other".
-	require.InDelta(t, 10.75, r.v(t, "role", "sut", "energy_j"), eps)
-	require.InDelta(t, 4.3, r.v(t, "role", "broker", "energy_j"), eps)
-	require.InDelta(t, 2.15, r.v(t, "role", "other", "energy_j"), eps)
-	require.InDelta(t, 4.3, r.v(t, "role", "unattributed", "energy_j"), eps)
-	require.InDelta(t, 0.5, r.v(t, "role", "sut", "share_of_node_energy"), eps)
-	require.InDelta(t, 10.75, r.v(t, "target", "process/r1/sut-0", "energy_j"), eps)
+	r.expect(t, []want{
+		{"node", "n1", "energy_j", 21.5, eps},
+		{"run", "", "node_energy_j", 21.5, eps},
+		{"node", "n1", "mean_power_w", 21.5 / 6, eps},
+		{"node", "n1", "peak_power_w", 4.0, eps},
+		{"node", "n1", "samples", 5.0, eps},
+		// Roles conserve the node total; the foreign process is "other".
+		{"role", "sut", "energy_j", 10.75, eps},
+		{"role", "broker", "energy_j", 4.3, eps},
+		{"role", "other", "energy_j", 2.15, eps},
+		{"role", "unattributed", "energy_j", 4.3, eps},
+		{"role", "sut", "share_of_node_energy", 0.5, eps},
+		{"target", "process/r1/sut-0", "energy_j", 10.75, eps},
+	})
 	require.False(t, r.has("target", "process/other-run/x", "energy_j"), "only the run's own targets get target rows")
-	require.InDelta(t, 10.75, r.v(t, "run", "", "sut_energy_j"), eps)
-	require.InDelta(t, 4.3, r.v(t, "run", "", "unattributed_energy_j"), eps)
-	require.InDelta(t, 2.0, r.v(t, "role", "sut", "peak_power_w"), eps) // 0.5 × 4 W
-	// Quality: one gap of 2 s bridged with 8 J, one restart, nothing
-	// uncovered, a hardware counter, attribution conserved.
-	require.Equal(t, 1.0, r.v(t, "run", "", "quality_sample_gaps"))
-	require.InDelta(t, 2.0, r.v(t, "run", "", "quality_gap_s"), eps)
-	require.InDelta(t, 8.0, r.v(t, "run", "", "quality_bridged_energy_j"), eps)
-	require.Equal(t, 1.0, r.v(t, "node", "n1", "quality_counter_resets"))
-	require.Equal(t, 0.0, r.v(t, "node", "n1", "integrated_from_power"))
-	require.Equal(t, 0.0, r.v(t, "node", "n1", "quality_mixed_sources"))
-	require.InDelta(t, 0.0, r.v(t, "run", "", "quality_uncovered_s"), eps)
-	require.Equal(t, 0.0, r.v(t, "run", "", "quality_estimated_source"))
-	require.InDelta(t, 0.0, r.v(t, "run", "", "quality_attribution_residual_j"), eps)
-	// No progress series: events fall back to the whole load's count.
-	require.Equal(t, 0.0, r.v(t, "run", "", "events_from_progress_series"))
-	require.InDelta(t, 500.0, r.v(t, "run", "", "sut_uj_per_event"), eps) // 10.75 J / 21,500
+	r.expect(t, []want{
+		{"run", "", "sut_energy_j", 10.75, eps},
+		{"run", "", "unattributed_energy_j", 4.3, eps},
+		{"role", "sut", "peak_power_w", 2.0, eps}, // 0.5 × 4 W
+		// Quality: one gap of 2 s bridged with 8 J, one restart, nothing
+		// uncovered, a hardware counter, attribution conserved.
+		{"run", "", "quality_sample_gaps", 1.0, 0},
+		{"run", "", "quality_gap_s", 2.0, eps},
+		{"run", "", "quality_bridged_energy_j", 8.0, eps},
+		{"node", "n1", "quality_counter_resets", 1.0, 0},
+		{"node", "n1", "integrated_from_power", 0.0, 0},
+		{"node", "n1", "quality_mixed_sources", 0.0, 0},
+		{"run", "", "quality_uncovered_s", 0.0, eps},
+		{"run", "", "quality_estimated_source", 0.0, 0},
+		{"run", "", "quality_attribution_residual_j", 0.0, eps},
+		// No progress series: events fall back to the whole load's count.
+		{"run", "", "events_from_progress_series", 0.0, 0},
+		{"run", "", "sut_uj_per_event", 500.0, eps}, // 10.75 J / 21,500
+	})
 	require.InDelta(t, 10.75, sum.EnergyJ, eps)
 	require.False(t, sum.Estimated)
 	// No lag series, no byte source, no collector CPU: no fake verdicts.
@@ -167,6 +187,7 @@ func TestCounterWithWrapGapAndRestart(t *testing.T) {
 //	n2: t 0, 1, 4, 5 s, P 10, 10, 40, 40 W: the 3 s step is a gap, bridged
 //	    linearly: 10·0.5 + (10 + 35)/2·2.5 = 5 + 56.25 = 61.25 J
 func TestPowerOnlySeriesTrapezoid(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	ctx := context.Background()
 	gauge := func(node string, ts []int64, p []float64) []store.Sample {
@@ -186,18 +207,20 @@ func TestPowerOnlySeriesTrapezoid(t *testing.T) {
 	require.NoError(t, err)
 	r := index(res)
 	const eps = 1e-9
-	require.InDelta(t, 78.75, r.v(t, "node", "n1", "energy_j"), eps)
-	require.InDelta(t, 61.25, r.v(t, "node", "n2", "energy_j"), eps)
-	require.InDelta(t, 140.0, r.v(t, "run", "", "node_energy_j"), eps)
-	require.InDelta(t, 40.0, r.v(t, "node", "n1", "peak_power_w"), eps)
-	require.Equal(t, 0.0, r.v(t, "node", "n1", "quality_sample_gaps"))
-	require.Equal(t, 1.0, r.v(t, "node", "n2", "quality_sample_gaps"))
-	require.InDelta(t, 2.5, r.v(t, "node", "n2", "quality_gap_s"), eps)
-	require.InDelta(t, 56.25, r.v(t, "node", "n2", "quality_bridged_energy_j"), eps)
-	require.InDelta(t, 0.0, r.v(t, "node", "n2", "quality_uncovered_s"), eps)
-	require.Equal(t, 1.0, r.v(t, "node", "n1", "quality_estimated_source"))
-	require.Equal(t, 1.0, r.v(t, "node", "n1", "integrated_from_power"))
-	require.Equal(t, 2.0, r.v(t, "run", "", "quality_estimated_source"))
+	r.expect(t, []want{
+		{"node", "n1", "energy_j", 78.75, eps},
+		{"node", "n2", "energy_j", 61.25, eps},
+		{"run", "", "node_energy_j", 140.0, eps},
+		{"node", "n1", "peak_power_w", 40.0, eps},
+		{"node", "n1", "quality_sample_gaps", 0.0, 0},
+		{"node", "n2", "quality_sample_gaps", 1.0, 0},
+		{"node", "n2", "quality_gap_s", 2.5, eps},
+		{"node", "n2", "quality_bridged_energy_j", 56.25, eps},
+		{"node", "n2", "quality_uncovered_s", 0.0, eps},
+		{"node", "n1", "quality_estimated_source", 1.0, 0},
+		{"node", "n1", "integrated_from_power", 1.0, 0},
+		{"run", "", "quality_estimated_source", 2.0, 0},
+	})
 	require.True(t, r[[3]string{"run", "", "node_energy_j"}].Estimated)
 
 	// A window reaching past the last sample is not extrapolated.
@@ -252,7 +275,7 @@ func runFixture(t *testing.T, st *store.Store, runID, configHash string, offsetM
 	factors := map[string]string{"workload.sensors": "100"}
 	fj, _ := json.Marshal(factors)
 	require.NoError(t, st.UpsertRuns(ctx, []store.Run{{ExperimentID: "e1", RunID: runID, Config: string(cfg), ConfigHash: configHash, Factors: string(fj),
-		State: "analyzing", MeasureStartMs: base, MeasureEndMs: base + 20000}}))
+		State: events.RunStateAnalyzing, MeasureStartMs: base, MeasureEndMs: base + 20000}}))
 	return &events.RunMeasured{ExperimentID: "e1", RunID: runID, ConfigHash: configHash, Factors: factors, MeasureStartMs: base, MeasureEndMs: base + 20000,
 		BaselineStart: base - 10000, BaselineEnd: base, RecordsSent: 30000, OfferedRate: 1000,
 		Targets: []events.Target{{ID: "process/" + runID + "/sut-0", Kind: "process", Node: "n1", Role: "sut"}}}
@@ -266,6 +289,7 @@ func runFixture(t *testing.T, st *store.Store, runID, configHash string, offsetM
 // double (8) = 2·len(id) + 20; mean len(id) = (10·3 + 90·4)/100 = 3.9, so
 // 27.8 bytes; 20,000 events = 0.556 MB.
 func TestDerivedMetrics(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	ctx := context.Background()
 	a := newAnalyzer(t, st)
@@ -274,29 +298,31 @@ func TestDerivedMetrics(t *testing.T) {
 	require.NoError(t, err)
 	r := index(res)
 	const eps = 1e-9
-	require.InDelta(t, 600.0, r.v(t, "run", "", "node_energy_j"), eps)
-	require.InDelta(t, 300.0, r.v(t, "run", "", "sut_energy_j"), eps)
-	require.InDelta(t, 10.0, r.v(t, "run", "", "baseline_node_power_w"), eps)
-	require.InDelta(t, 400.0, r.v(t, "run", "", "dynamic_node_energy_j"), eps)
-	require.InDelta(t, 2.0, r.v(t, "run", "", "sut_baseline_power_w"), eps)
-	require.InDelta(t, 260.0, r.v(t, "run", "", "sut_dynamic_energy_j"), eps)
-	require.InDelta(t, 10.0, r.v(t, "node", "n1", "baseline_power_w"), eps)
-	require.InDelta(t, 20000.0, r.v(t, "run", "", "events"), eps)
-	require.Equal(t, 1.0, r.v(t, "run", "", "events_from_progress_series"))
-	require.InDelta(t, 1000.0, r.v(t, "run", "", "throughput_eps"), eps)
-	require.InDelta(t, 15000.0, r.v(t, "run", "", "sut_uj_per_event"), eps)
-	require.InDelta(t, 13000.0, r.v(t, "run", "", "sut_dynamic_uj_per_event"), eps)
-	require.InDelta(t, 20000.0/300, r.v(t, "run", "", "events_per_joule"), eps)
-	require.InDelta(t, 27.8, r.v(t, "run", "", "record_bytes_mean"), eps)
-	require.InDelta(t, 0.556, r.v(t, "run", "", "data_mb"), eps)
-	require.Equal(t, 1.0, r.v(t, "run", "", "data_mb_from_workload"))
-	require.InDelta(t, 539.5683453237409, r.v(t, "run", "", "sut_j_per_mb"), 1e-9)
-	require.InDelta(t, 80.0, r.v(t, "run", "", "lag_trend_slope"), 1e-9)
-	require.Equal(t, 5.0, r.v(t, "run", "", "lag_trend_points")) // 0, 5, 10, 15, 20 s
-	require.Equal(t, 1.0, r.v(t, "run", "", "lag_slo_ok"))
-	require.InDelta(t, 0.4, r.v(t, "run", "", "collector_cpu_seconds"), eps)
-	require.InDelta(t, 0.02, r.v(t, "run", "", "collector_cpu_cores"), eps)
-	require.Equal(t, 1.0, r.v(t, "run", "", "quality_estimated_source"))
+	r.expect(t, []want{
+		{"run", "", "node_energy_j", 600.0, eps},
+		{"run", "", "sut_energy_j", 300.0, eps},
+		{"run", "", "baseline_node_power_w", 10.0, eps},
+		{"run", "", "dynamic_node_energy_j", 400.0, eps},
+		{"run", "", "sut_baseline_power_w", 2.0, eps},
+		{"run", "", "sut_dynamic_energy_j", 260.0, eps},
+		{"node", "n1", "baseline_power_w", 10.0, eps},
+		{"run", "", "events", 20000.0, eps},
+		{"run", "", "events_from_progress_series", 1.0, 0},
+		{"run", "", "throughput_eps", 1000.0, eps},
+		{"run", "", "sut_uj_per_event", 15000.0, eps},
+		{"run", "", "sut_dynamic_uj_per_event", 13000.0, eps},
+		{"run", "", "events_per_joule", 20000.0 / 300, eps},
+		{"run", "", "record_bytes_mean", 27.8, eps},
+		{"run", "", "data_mb", 0.556, eps},
+		{"run", "", "data_mb_from_workload", 1.0, 0},
+		{"run", "", "sut_j_per_mb", 539.5683453237409, 1e-9},
+		{"run", "", "lag_trend_slope", 80.0, 1e-9},
+		{"run", "", "lag_trend_points", 5.0, 0}, // 0, 5, 10, 15, 20 s
+		{"run", "", "lag_slo_ok", 1.0, 0},
+		{"run", "", "collector_cpu_seconds", 0.4, eps},
+		{"run", "", "collector_cpu_cores", 0.02, eps},
+		{"run", "", "quality_estimated_source", 1.0, 0},
+	})
 	require.True(t, sum.Estimated)
 
 	steep := runFixture(t, st, "e1-r0001", "c2", 100_000, 30, 3000)
@@ -308,6 +334,7 @@ func TestDerivedMetrics(t *testing.T) {
 }
 
 func TestMeanRecordBytes(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		w    spec.Workload
@@ -334,6 +361,7 @@ func TestMeanRecordBytes(t *testing.T) {
 // one, and checks the stored rows are identical, the configuration's
 // statistics are right and the HTTP API serves them.
 func TestReanalysisAndConfigSummary(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	ctx := context.Background()
 	a := newAnalyzer(t, st)
@@ -346,14 +374,14 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	}
 	before, err := st.Results(ctx, "e1")
 	require.NoError(t, err)
-	sumBefore, err := a.ConfigSummaries(ctx, "e1")
+	sumBefore, err := st.ConfigResults(ctx, "e1")
 	require.NoError(t, err)
 	_, err = a.AnalyzeAndStore(ctx, runs[1])
 	require.NoError(t, err)
 	after, err := st.Results(ctx, "e1")
 	require.NoError(t, err)
 	require.Equal(t, before, after, "re-analysis gives identical rows")
-	sumAfter, err := a.ConfigSummaries(ctx, "e1")
+	sumAfter, err := st.ConfigResults(ctx, "e1")
 	require.NoError(t, err)
 	require.Len(t, sumAfter, len(sumBefore))
 	for i := range sumBefore {
@@ -361,7 +389,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 		require.Equal(t, sumBefore[i].Mean, sumAfter[i].Mean)
 	}
 
-	by := map[string]analyzer.ConfigMetric{}
+	by := map[string]store.ConfigResult{}
 	for _, s := range sumAfter {
 		by[s.Metric] = s
 	}
@@ -374,7 +402,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	require.True(t, ne.CVFlag, "CV 20 %% > 10 %%")
 	require.Equal(t, []string{"e1-r0000", "e1-r0001", "e1-r0002"}, ne.RunIDs)
 	require.False(t, by["sut_energy_j"].CVFlag, "SUT energy is the same in every repetition")
-	require.Equal(t, 1.0, by[analyzer.MetricLagSLOByMedian].Mean)
+	require.Equal(t, 1.0, by[results.LagSLOOKMedianSlope].Mean)
 
 	mux := http.NewServeMux()
 	a.RegisterHTTP(mux)
@@ -419,6 +447,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	require.NoError(t, analyzer.Default().Validate())
 	bad := analyzer.Default()
 	bad.LagThreshold, bad.ConfidenceLevel, bad.LagStep = 0, 1, time.Millisecond

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
@@ -122,7 +123,7 @@ func (a *Analyzer) Results(ctx context.Context, experimentID string) (Experiment
 			continue
 		}
 		rr := &out.Runs[i]
-		if r.Scope == "run" {
+		if r.Scope == results.ScopeRun {
 			rr.Metrics[r.Metric] = r.Value
 			rr.Estimated = rr.Estimated || r.Estimated
 			continue
@@ -130,7 +131,7 @@ func (a *Analyzer) Results(ctx context.Context, experimentID string) (Experiment
 		rr.Details = append(rr.Details, ResultDetail{Scope: r.Scope, Subject: r.Subject, Metric: r.Metric, Value: r.Value, Unit: r.Unit,
 			Estimated: r.Estimated})
 	}
-	sums, err := a.ConfigSummaries(ctx, experimentID)
+	sums, err := a.store.ConfigResults(ctx, experimentID)
 	if err != nil {
 		return out, err
 	}
@@ -155,7 +156,7 @@ func (a *Analyzer) Results(ctx context.Context, experimentID string) (Experiment
 	}
 	pts := make([]stats.Point, len(out.Configs))
 	for i, c := range out.Configs {
-		pts[i] = stats.Point{X: meanOf(c.Metrics, "throughput_eps"), Y: meanOf(c.Metrics, "sut_uj_per_event")}
+		pts[i] = stats.Point{X: meanOf(c.Metrics, results.ThroughputEPS), Y: meanOf(c.Metrics, results.SUTMicroJPerEvent)}
 	}
 	for _, i := range stats.ParetoFront(pts) {
 		out.Configs[i].Pareto = true

@@ -1,83 +1,180 @@
 package analyzer
 
 import (
-	"context"
-	"fmt"
+	"math"
 	"sort"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/stats"
+	"github.com/greenflow/greenflow/pkg/store"
 )
 
-// point is one (ts_ms, value) of a run metric series.
-type point struct {
-	ts int64
-	v  float64
+// seriesEnergy is one sample series' energy within a window, with the data
+// quality of that stretch.
+type seriesEnergy struct {
+	Scope, Target, Node, Zone string
+	// Joules includes BridgedJ; it is all the energy the window gets.
+	Joules    float64
+	PeakW     float64
+	Samples   uint64
+	Estimated bool
+	PowerOnly bool // integrated by the trapezoid rule
+	Sources   []string
+
+	Gaps        uint64
+	GapMs       float64
+	MaxGapMs    float64 // the longest single gap
+	IntervalMs  int64   // the longest sampling interval
+	BridgedJ    float64
+	UncoveredMs float64
+	Resets      uint64
 }
 
-// metricSeries reads a run metric's series (one per label set) between
-// fromMs and toMs inclusive, one point per timestamp (the largest value when
-// a point was recorded twice: cumulative series only grow).
-func (a *Analyzer) metricSeries(ctx context.Context, m *events.RunMeasured, name string, fromMs, toMs int64) (map[string][]point, error) {
-	rows, err := a.store.Conn().Query(ctx, `SELECT labels, ts_ms, max(value) FROM run_metrics
-		WHERE experiment_id = ? AND run_id = ? AND name = ? AND ts_ms >= ? AND ts_ms <= ?
-		GROUP BY labels, ts_ms ORDER BY labels, ts_ms`, m.ExperimentID, m.RunID, name, fromMs, toMs)
-	if err != nil {
-		return nil, fmt.Errorf("query run metric %s: %w", name, err)
-	}
-	defer rows.Close()
-	out := map[string][]point{}
-	for rows.Next() {
-		var l string
-		var p point
-		if err := rows.Scan(&l, &p.ts, &p.v); err != nil {
-			return nil, fmt.Errorf("scan run metric %s: %w", name, err)
+// seriesOf applies the integration and gap policy (see the package
+// comment) to the series' figures over the window [startMs, endMs]: a
+// counter series gets its deltas plus its bridged gaps, a gauge its
+// trapezoid integral. Series with samples only outside the window
+// (neighbours) are left out, except those of keep's targets, whose absence
+// from the window matters.
+func seriesOf(raw []store.SeriesWindow, startMs, endMs int64, keep map[string]string) []seriesEnergy {
+	var out []seriesEnergy
+	durMs := float64(endMs - startMs)
+	for _, r := range raw {
+		s := seriesEnergy{Scope: r.Scope, Target: r.TargetID, Node: r.Node, Zone: r.Zone, PeakW: r.PeakW, Samples: r.Samples, Estimated: r.Estimated,
+			PowerOnly: r.PowerOnly, Sources: r.Sources, Gaps: r.Gaps, GapMs: r.GapMs, MaxGapMs: r.MaxGapMs, IntervalMs: r.MaxIntervalMs,
+			Resets: r.Resets}
+		if s.PowerOnly {
+			s.Joules, s.BridgedJ = r.TrapzJ, r.TrapzBridgedJ
+			s.UncoveredMs = max(0, durMs-r.GaugeSpanMs)
+		} else {
+			s.Joules, s.BridgedJ = r.CounterJ+r.CounterBridgedJ, r.CounterBridgedJ
+			s.UncoveredMs = max(0, durMs-r.CoveredMs-s.GapMs)
 		}
-		out[l] = append(out[l], p)
+		if _, ok := keep[s.Target]; s.Samples == 0 && s.Joules == 0 && !(ok && isTargetScope(s.Scope)) {
+			continue // only neighbours outside the window
+		}
+		out = append(out, s)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read run metric %s: %w", name, err)
-	}
-	return out, nil
+	return out
 }
 
-// windowDelta is the growth of cumulative series over [m's window], each
-// series interpolated at the edges; ok is false without any series.
-func (a *Analyzer) windowDelta(ctx context.Context, m *events.RunMeasured, name string) (float64, bool, error) {
-	series, err := a.metricSeries(ctx, m, name, 0, 1<<62)
-	if err != nil || len(series) == 0 {
-		return 0, false, err
+// isTargetScope reports whether samples of scope are a target's (a process
+// or pod), not a node's total, zone or unattributed rest.
+func isTargetScope(scope string) bool { return scope == "process" || scope == "pod" }
+
+// windowEvents is the count of events in the measured window and where it
+// comes from.
+type windowEvents struct {
+	N    float64
+	From string
+	// Acked is the generators' own count of the window (when their series
+	// exists), beside the broker's.
+	Acked    float64
+	HasAcked bool
+	// Total is the whole load's count, shown when no series exists.
+	Total int64
+}
+
+func (w windowEvents) count() int64 {
+	if w.From == EventsUnknown {
+		return w.Total
+	}
+	return int64(math.Round(w.N))
+}
+
+// countEvents counts the events of the window: from the input topic's
+// high-water marks when every label set of that series has samples at most
+// BrokerEdgeSpan apart around both window edges (interpolated linearly
+// there); else from the generators' cumulative acknowledged-records series;
+// else unknown.
+func countEvents(in Inputs, cfg Config) windowEvents {
+	m := in.Run
+	w := windowEvents{Total: m.RecordsSent}
+	if len(in.RecordsSent) > 0 {
+		w.Acked, w.HasAcked = windowDelta(in.RecordsSent, m.MeasureStartMs, m.MeasureEndMs), true
+	}
+	switch n, ok := bracketDelta(in.HighWatermark, m.MeasureStartMs, m.MeasureEndMs, cfg.BrokerEdgeSpan.Milliseconds()); {
+	case ok:
+		w.N, w.From = n, EventsFromBroker
+	case w.HasAcked:
+		w.N, w.From = w.Acked, EventsFromGenerator
+	default:
+		w.From = EventsUnknown
+	}
+	return w
+}
+
+// bracketDelta is the growth of cumulative series between start and end,
+// each interpolated between its samples around each edge; ok is false
+// without series or when a series lacks samples at most span apart around
+// an edge.
+func bracketDelta(series map[string][]store.Point, start, end, span int64) (float64, bool) {
+	if len(series) == 0 {
+		return 0, false
 	}
 	var total float64
 	for _, l := range sortedKeys(series) {
 		pts := series[l]
-		total += interp(pts, m.MeasureEndMs) - interp(pts, m.MeasureStartMs)
+		a, ok1 := bracket(pts, start, span)
+		b, ok2 := bracket(pts, end, span)
+		if !ok1 || !ok2 {
+			return 0, false
+		}
+		total += b - a
 	}
-	return total, true, nil
+	return total, true
+}
+
+// bracket interpolates sorted pts at t from the last point at or before t
+// and the first at or after it, when they are at most span apart.
+func bracket(pts []store.Point, t, span int64) (float64, bool) {
+	i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs >= t })
+	if i < len(pts) && pts[i].TsMs == t {
+		return pts[i].Value, true
+	}
+	if i == 0 || i == len(pts) {
+		return 0, false
+	}
+	lo, hi := pts[i-1], pts[i]
+	if hi.TsMs-lo.TsMs > span {
+		return 0, false
+	}
+	return lo.Value + (hi.Value-lo.Value)*float64(t-lo.TsMs)/float64(hi.TsMs-lo.TsMs), true
+}
+
+// windowDelta is the growth of cumulative series over [start, end], each
+// series interpolated at the edges.
+func windowDelta(series map[string][]store.Point, start, end int64) float64 {
+	var total float64
+	for _, l := range sortedKeys(series) {
+		pts := series[l]
+		total += interp(pts, end) - interp(pts, start)
+	}
+	return total
 }
 
 // interp evaluates a cumulative series at t (0 before the first point, the
 // last value after the last).
-func interp(pts []point, t int64) float64 {
-	i := sort.Search(len(pts), func(i int) bool { return pts[i].ts >= t })
+func interp(pts []store.Point, t int64) float64 {
+	i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs >= t })
 	switch {
 	case i == 0:
-		if pts[0].ts == t {
-			return pts[0].v
+		if pts[0].TsMs == t {
+			return pts[0].Value
 		}
 		// Before the first report the generator had sent proportionally
 		// less; assume it started from zero one second before its first
 		// report.
-		t0 := pts[0].ts - 1000
+		t0 := pts[0].TsMs - 1000
 		if t <= t0 {
 			return 0
 		}
-		return pts[0].v * float64(t-t0) / 1000
+		return pts[0].Value * float64(t-t0) / 1000
 	case i == len(pts):
-		return pts[len(pts)-1].v
+		return pts[len(pts)-1].Value
 	}
 	a, b := pts[i-1], pts[i]
-	return a.v + (b.v-a.v)*float64(t-a.ts)/float64(b.ts-a.ts)
+	return a.Value + (b.Value-a.Value)*float64(t-a.TsMs)/float64(b.TsMs-a.TsMs)
 }
 
 // lagTrend is the outcome of Theodolite's lag-trend SLO check.
@@ -91,23 +188,22 @@ type lagTrend struct {
 
 // lagTrendOf samples the summed consumer lag every LagStep over the window
 // (after LagWarmup) and fits a least-squares line.
-func (a *Analyzer) lagTrendOf(ctx context.Context, m *events.RunMeasured) (lagTrend, error) {
-	from := m.MeasureStartMs + a.cfg.LagWarmup.Milliseconds()
-	series, err := a.metricSeries(ctx, m, MetricConsumerLag, from-a.cfg.EdgeMargin.Milliseconds(), m.MeasureEndMs)
-	if err != nil || len(series) == 0 {
-		return lagTrend{}, err
+func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Config) lagTrend {
+	if len(series) == 0 {
+		return lagTrend{}
 	}
+	from := m.MeasureStartMs + cfg.LagWarmup.Milliseconds()
 	var xs, ys []float64
 	labels := sortedKeys(series)
-	step := a.cfg.LagStep.Milliseconds()
+	step := cfg.LagStep.Milliseconds()
 	for t := from; t <= m.MeasureEndMs; t += step {
 		total, any := 0.0, false
 		for _, l := range labels {
 			pts := series[l]
 			// The latest value at or before t, as an instant query sees it.
-			i := sort.Search(len(pts), func(i int) bool { return pts[i].ts > t })
+			i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs > t })
 			if i > 0 {
-				total += pts[i-1].v
+				total += pts[i-1].Value
 				any = true
 			}
 		}
@@ -117,15 +213,15 @@ func (a *Analyzer) lagTrendOf(ctx context.Context, m *events.RunMeasured) (lagTr
 		}
 	}
 	lt := lagTrend{Found: true, Points: len(xs)}
-	if lt.Points < a.cfg.LagMinPoints {
-		return lt, nil
+	if lt.Points < cfg.LagMinPoints {
+		return lt
 	}
 	slope, _, ok := stats.LinearFit(xs, ys)
 	if !ok {
-		return lt, nil
+		return lt
 	}
-	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < a.cfg.LagThreshold
-	return lt, nil
+	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < cfg.LagThreshold
+	return lt
 }
 
 // sortedKeys returns m's keys in order, so float sums over them are

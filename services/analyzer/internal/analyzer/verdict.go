@@ -6,20 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
-)
 
-// Flags a verdict can raise: what was recovered, bridged or could not be
-// checked, on a run that is still valid. Each is stored as a run-scope
-// result row "flag_<name>" = 1 and listed in run.analyzed.
-const (
-	FlagEnergyGapBridged = "energy_gap_bridged" // a sample gap within the bound was bridged
-	FlagSamplesLate      = "samples_late"       // analysed before every node had samples past the window end
-	FlagTargetUnmeasured = "target_unmeasured"  // a target the meters never saw (no per-target figure)
-	FlagLoadSurplus      = "load_surplus"       // more events than offered in the window (catch-up)
-	FlagLoadTakeover     = "load_takeover"      // a generator instance died; another took its keys over
-	FlagLoadRestart      = "load_restart"       // a generator instance restarted and resumed its share
-	FlagLoadBackfilled   = "load_backfilled"    // records were produced late to cover a death or restart
-	FlagLoadMissed       = "load_missed"        // records due by the schedule were never produced
+	"github.com/greenflow/greenflow/pkg/results"
 )
 
 // Where the events of the measured window were counted.
@@ -131,7 +119,7 @@ func Judge(in VerdictInput, p Policy) Verdict {
 				reasons[fmt.Sprintf("offered load not delivered in the measured window: %.0f of %.0f events (%.1f%%; tolerance %.1f%% + %s of load) by %s",
 					in.Events, want, v.DeliveredRatio*100, p.LoadTolerance*100, p.LoadEdgeSlack, src)] = true
 			case in.Events-want > allowed:
-				flags[FlagLoadSurplus] = true
+				flags[results.FlagLoadSurplus] = true
 			}
 		}
 	}
@@ -144,14 +132,14 @@ func Judge(in VerdictInput, p Policy) Verdict {
 		reasons[fmt.Sprintf("target %s was measured during the run but not in the measured window (did it stop?)", t)] = true
 	}
 	if len(in.UnmeasuredTargets) > 0 {
-		flags[FlagTargetUnmeasured] = true
+		flags[results.FlagTargetUnmeasured] = true
 	}
 	maxUncovered := float64(p.MaxUncovered.Milliseconds())
 	for _, s := range in.Series {
 		if bound := p.gapBound(s.IntervalMs); s.MaxGapMs > bound {
 			reasons[fmt.Sprintf("energy samples of %s %s missing for %.1f s (bridging bound %.1f s)", s.Kind, s.Name, s.MaxGapMs/1000, bound/1000)] = true
 		} else if s.Gaps > 0 {
-			flags[FlagEnergyGapBridged] = true
+			flags[results.FlagEnergyGapBridged] = true
 		}
 		if s.UncoveredMs > maxUncovered {
 			reasons[fmt.Sprintf("energy samples of %s %s cover %.1f s less than the measured window (bound %.1f s)", s.Kind, s.Name,
@@ -159,12 +147,12 @@ func Judge(in VerdictInput, p Policy) Verdict {
 		}
 	}
 	if in.SamplesLate {
-		flags[FlagSamplesLate] = true
+		flags[results.FlagSamplesLate] = true
 	}
 
 	// What the load generators recovered from.
-	for flag, on := range map[string]bool{FlagLoadTakeover: in.Load.Takeovers > 0, FlagLoadRestart: in.Load.Restarts > 0,
-		FlagLoadBackfilled: in.Load.Backfilled > 0, FlagLoadMissed: in.Load.Missed > 0} {
+	for flag, on := range map[string]bool{results.FlagLoadTakeover: in.Load.Takeovers > 0, results.FlagLoadRestart: in.Load.Restarts > 0,
+		results.FlagLoadBackfilled: in.Load.Backfilled > 0, results.FlagLoadMissed: in.Load.Missed > 0} {
 		if on {
 			flags[flag] = true
 		}

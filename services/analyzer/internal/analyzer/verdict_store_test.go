@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
@@ -93,6 +94,7 @@ func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs 
 // offer, whose SUT stopped being measured, and whose rows were all written
 // twice, and checks each verdict, its flags and its result rows.
 func TestVerdictOnStoredRuns(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	ctx := context.Background()
 	a := newAnalyzer(t, st)
@@ -105,13 +107,13 @@ func TestVerdictOnStoredRuns(t *testing.T) {
 		eventsΔ  float64 // linear interpolation across the rate's change at an edge errs by up to this
 		from     string
 		nodeJ    float64
-		checkRow func(t *testing.T, r results)
+		checkRow func(t *testing.T, r resultIndex)
 	}{
 		{name: "clean", events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 200},
 		{name: "every row twice counts once", run: verdictRun{twice: true}, events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 200},
 		{name: "2 s gap bridged", run: verdictRun{skip: map[int64]bool{5: true, 6: true}}, events: 20_000, from: analyzer.EventsFromBroker,
-			nodeJ: 200, flags: []string{analyzer.FlagEnergyGapBridged}, checkRow: func(t *testing.T, r results) {
-				require.Equal(t, 1.0, r.v(t, "run", "", "flag_"+analyzer.FlagEnergyGapBridged))
+			nodeJ: 200, flags: []string{results.FlagEnergyGapBridged}, checkRow: func(t *testing.T, r resultIndex) {
+				require.Equal(t, 1.0, r.v(t, "run", "", results.FlagPrefix+results.FlagEnergyGapBridged))
 				require.InDelta(t, 2.0, r.v(t, "run", "", "quality_gap_s"), 1e-9)
 				require.InDelta(t, 20.0, r.v(t, "run", "", "quality_bridged_energy_j"), 1e-9) // 2 s at 10 W
 			}},
@@ -120,20 +122,20 @@ func TestVerdictOnStoredRuns(t *testing.T) {
 		{name: "load 10 % short at the broker", run: verdictRun{brokerRate: 900}, events: 18_000, eventsΔ: 30, from: analyzer.EventsFromBroker, nodeJ: 200,
 			invalid: "offered load not delivered in the measured window: 180"},
 		{name: "catch-up surplus", run: verdictRun{brokerRate: 1100}, events: 22_000, eventsΔ: 30, from: analyzer.EventsFromBroker, nodeJ: 200,
-			flags: []string{analyzer.FlagLoadSurplus}},
+			flags: []string{results.FlagLoadSurplus}},
 		{name: "no broker series: the generators' count", run: verdictRun{noBroker: true}, events: 20_000, from: analyzer.EventsFromGenerator, nodeJ: 200},
 		{name: "SUT stops being measured mid-window", run: verdictRun{targetTill: 12}, events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 200,
 			invalid: "energy samples of target process/ev-r0007/sut-0 cover 8.0 s less than the measured window"},
 		{name: "the load generator's account", run: verdictRun{account: func(m *events.RunMeasured) {
 			m.LoadTakeovers, m.LoadRestarts, m.RecordsBackfilled, m.RecordsMissed = 1, 1, 2500, 3
 		}}, events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 200,
-			flags: []string{analyzer.FlagLoadBackfilled, analyzer.FlagLoadMissed, analyzer.FlagLoadRestart, analyzer.FlagLoadTakeover},
-			checkRow: func(t *testing.T, r results) {
+			flags: []string{results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart, results.FlagLoadTakeover},
+			checkRow: func(t *testing.T, r resultIndex) {
 				require.Equal(t, 2500.0, r.v(t, "run", "", "records_backfilled"))
 				require.Equal(t, 3.0, r.v(t, "run", "", "records_missed"))
 				require.Equal(t, 1.0, r.v(t, "run", "", "load_takeovers"))
 				require.Equal(t, 1.0, r.v(t, "run", "", "load_restarts"))
-				require.Equal(t, 1.0, r.v(t, "run", "", "flag_"+analyzer.FlagLoadMissed))
+				require.Equal(t, 1.0, r.v(t, "run", "", results.FlagPrefix+results.FlagLoadMissed))
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,7 +158,7 @@ func TestVerdictOnStoredRuns(t *testing.T) {
 			}
 			require.InDelta(t, 4.0, r.v(t, "role", "sut", "peak_power_w"), 1e-9, "a duplicate sample does not add to the peak")
 			require.InDelta(t, 10.0, r.v(t, "node", "n-"+runID, "peak_power_w"), 1e-9)
-			for _, f := range []string{analyzer.FlagEnergyGapBridged, analyzer.FlagLoadSurplus, analyzer.FlagSamplesLate} {
+			for _, f := range []string{results.FlagEnergyGapBridged, results.FlagLoadSurplus, results.FlagSamplesLate} {
 				require.Equal(t, contains(tc.flags, f), r.has("run", "", "flag_"+f), f)
 			}
 			if tc.checkRow != nil {

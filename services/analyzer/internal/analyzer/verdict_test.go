@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
@@ -15,6 +16,7 @@ import (
 // load (100 events); a gap may last up to max(3 s, 3 intervals); 1 s of
 // the window may stay uncovered.
 func TestJudge(t *testing.T) {
+	t.Parallel()
 	policy := analyzer.Policy{LoadTolerance: 0.02, LoadEdgeSlack: 100 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3,
 		MaxUncovered: time.Second}
 	node := func(gaps uint64, maxGapMs, uncoveredMs float64) analyzer.SeriesQuality {
@@ -47,18 +49,18 @@ func TestJudge(t *testing.T) {
 			ratio: 0.5, invalid: []string{"5000 of 10000 events (50.0%; tolerance 2.0% + 100ms of load) by the generators' acknowledged records"}},
 		{name: "surplus within tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 10_300 }, ratio: 1.03},
 		{name: "surplus beyond tolerance is a catch-up", mod: func(in *analyzer.VerdictInput) { in.Events = 10_301 }, ratio: 1.0301,
-			flags: []string{analyzer.FlagLoadSurplus}},
+			flags: []string{results.FlagLoadSurplus}},
 		{name: "no load series", mod: func(in *analyzer.VerdictInput) { in.Events, in.EventsFrom = 0, analyzer.EventsUnknown }, ratio: math.NaN(),
 			invalid: []string{"the load in the measured window cannot be checked"}},
 		{name: "no offered load: nothing to check", mod: func(in *analyzer.VerdictInput) {
 			in.OfferedRate, in.Events, in.EventsFrom = 0, 0, analyzer.EventsUnknown
 		}, ratio: math.NaN()},
 		{name: "node gap within 3 s bridged and flagged", mod: func(in *analyzer.VerdictInput) { in.Series[0] = node(2, 3000, 3) }, ratio: 1,
-			flags: []string{analyzer.FlagEnergyGapBridged}},
+			flags: []string{results.FlagEnergyGapBridged}},
 		{name: "node gap beyond 3 s", mod: func(in *analyzer.VerdictInput) { in.Series[0] = node(1, 3001, 3) }, ratio: 1,
 			invalid: []string{"energy samples of node n1 missing for 3.0 s (bridging bound 3.0 s)"}},
 		{name: "slow meter: 3 intervals of 5 s bound a gap", mod: func(in *analyzer.VerdictInput) { in.Series[1] = target(5000, 1, 15_000, 3) }, ratio: 1,
-			flags: []string{analyzer.FlagEnergyGapBridged}},
+			flags: []string{results.FlagEnergyGapBridged}},
 		{name: "slow meter beyond 3 intervals", mod: func(in *analyzer.VerdictInput) { in.Series[1] = target(5000, 1, 15_001, 3) }, ratio: 1,
 			invalid: []string{"energy samples of target process/r/sut-0 missing for 15.0 s (bridging bound 15.0 s)"}},
 		{name: "target uncovered at the window end", mod: func(in *analyzer.VerdictInput) { in.Series[1] = target(1000, 0, 0, 4000) }, ratio: 1,
@@ -73,16 +75,16 @@ func TestJudge(t *testing.T) {
 			ratio: 1, invalid: []string{"target process/r/sut-0 was measured during the run but not in the measured window"}},
 		{name: "target the meters cannot see", mod: func(in *analyzer.VerdictInput) {
 			in.Series, in.UnmeasuredTargets = in.Series[:1], []string{"pod/ns/p/c"}
-		}, ratio: 1, flags: []string{analyzer.FlagTargetUnmeasured}},
-		{name: "samples late", mod: func(in *analyzer.VerdictInput) { in.SamplesLate = true }, ratio: 1, flags: []string{analyzer.FlagSamplesLate}},
+		}, ratio: 1, flags: []string{results.FlagTargetUnmeasured}},
+		{name: "samples late", mod: func(in *analyzer.VerdictInput) { in.SamplesLate = true }, ratio: 1, flags: []string{results.FlagSamplesLate}},
 		{name: "the load's account", mod: func(in *analyzer.VerdictInput) {
 			in.Load = analyzer.LoadAccount{Takeovers: 1, Restarts: 2, Backfilled: 300, Missed: 12}
-		}, ratio: 1, flags: []string{analyzer.FlagLoadBackfilled, analyzer.FlagLoadMissed, analyzer.FlagLoadRestart, analyzer.FlagLoadTakeover}},
+		}, ratio: 1, flags: []string{results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart, results.FlagLoadTakeover}},
 		{name: "several reasons at once, sorted", mod: func(in *analyzer.VerdictInput) {
 			in.Events = 1_000
 			in.Series[0] = node(1, 10_000, 0)
 			in.SamplesLate = true
-		}, ratio: 0.1, flags: []string{analyzer.FlagSamplesLate},
+		}, ratio: 0.1, flags: []string{results.FlagSamplesLate},
 			invalid: []string{"energy samples of node n1 missing for 10.0 s", "offered load not delivered"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

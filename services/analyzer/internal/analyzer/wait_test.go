@@ -12,6 +12,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
@@ -57,14 +58,18 @@ func (r *liveRun) upTo(t *testing.T, k int64) {
 	require.NoError(t, r.st.InsertSamples(context.Background(), rows))
 }
 
-// startAnalyzer runs an analyzer with cfg on its own JetStream and returns
-// a client bus and a function that waits for the run.analyzed of a run.
-func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus, func(runID string) events.RunAnalyzed) {
+// startAnalyzer runs an analyzer waiting samplesWait for late data, on a
+// store and a JetStream of its own, and returns the store, a client bus
+// and a function that waits for the run.analyzed of a run.
+func startAnalyzer(t *testing.T, samplesWait time.Duration) (*store.Store, *bus.Bus, func(runID string) events.RunAnalyzed) {
+	st := testenv.Store(t)
+	cfg := analyzer.Default()
+	cfg.SamplesWait = samplesWait
 	url := testenv.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	ab, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
 	require.NoError(t, err)
-	a, err := analyzer.New(cfg, ab, st, testenv.Logger(t), prometheus.NewRegistry())
+	a, err := analyzer.New(cfg, analyzer.Deps{Bus: ab, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -86,7 +91,7 @@ func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus
 		b.Close()
 		ab.Close()
 	})
-	return b, func(runID string) events.RunAnalyzed {
+	return st, b, func(runID string) events.RunAnalyzed {
 		var out events.RunAnalyzed
 		testenv.Eventually(t, 45*time.Second, "run.analyzed of "+runID, func() bool {
 			mu.Lock()
@@ -104,11 +109,9 @@ func startAnalyzer(t *testing.T, st *store.Store, cfg analyzer.Config) (*bus.Bus
 // message for later (it is Nak'ed, redelivered) instead of analysing a
 // window whose end it cannot see, then analyse it in full once they arrive.
 func TestAnalysisWaitsForTheLastSamples(t *testing.T) {
-	st := testenv.Store(t)
+	t.Parallel()
 	ctx := context.Background()
-	cfg := analyzer.Default()
-	cfg.SamplesWait = time.Minute
-	b, analyzed := startAnalyzer(t, st, cfg)
+	st, b, analyzed := startAnalyzer(t, time.Minute)
 	r := newLiveRun(t, st, "ew-r0000", 7) // samples up to 7 s of a 10 s window
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
@@ -132,21 +135,19 @@ func TestAnalysisWaitsForTheLastSamples(t *testing.T) {
 // not hold the run forever: after samplesWait the analysis goes ahead,
 // flags samples_late, and finds the window's end uncovered beyond the bound.
 func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
-	st := testenv.Store(t)
+	t.Parallel()
 	ctx := context.Background()
-	cfg := analyzer.Default()
-	cfg.SamplesWait = 2 * time.Second
-	b, analyzed := startAnalyzer(t, st, cfg)
+	st, b, analyzed := startAnalyzer(t, 2*time.Second)
 	r := newLiveRun(t, st, "ew-r0001", 7)
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
 	got := analyzed("ew-r0001")
-	require.Contains(t, got.Flags, analyzer.FlagSamplesLate)
+	require.Contains(t, got.Flags, results.FlagSamplesLate)
 	require.True(t, got.Invalid)
 	require.Contains(t, got.Reason, "energy samples of node n-ew-r0001 cover 3.0 s less than the measured window")
 	res, err := st.Results(ctx, "ew")
 	require.NoError(t, err)
-	require.Equal(t, 1.0, index(res).v(t, "run", "", "flag_"+analyzer.FlagSamplesLate))
+	require.Equal(t, 1.0, index(res).v(t, "run", "", results.FlagPrefix+results.FlagSamplesLate))
 }
 
 // TestRunFailsAtOnceWhenAConsumerCannotStart: the recorder's durable
@@ -155,6 +156,7 @@ func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
 // once — the service then fails and says why — instead of running on with
 // one consumer dead until it is stopped.
 func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
+	t.Parallel()
 	st := testenv.Store(t)
 	url := testenv.NATS(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -165,7 +167,7 @@ func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 	_, err = b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerRecorder.Durable,
 		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeLoadProgress)})
 	require.NoError(t, err)
-	a, err := analyzer.New(analyzer.Default(), b, st, testenv.Logger(t), prometheus.NewRegistry())
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -186,11 +188,9 @@ func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 // load.finished reported, so the analysis does not wait out samplesWait for
 // points that will never come. The shortfall makes the run invalid.
 func TestStoppedLoadIsAnalysedWithoutWaiting(t *testing.T) {
-	st := testenv.Store(t)
+	t.Parallel()
 	ctx := context.Background()
-	cfg := analyzer.Default()
-	cfg.SamplesWait = 5 * time.Minute
-	b, analyzed := startAnalyzer(t, st, cfg)
+	st, b, analyzed := startAnalyzer(t, 5*time.Minute)
 	end := time.Now().UnixMilli()
 	r := &liveRun{st: st, node: "n-ew-r0002", start: end - 10_000, next: -3}
 	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: "ew-r0002", ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
@@ -207,5 +207,5 @@ func TestStoppedLoadIsAnalysedWithoutWaiting(t *testing.T) {
 	got := analyzed("ew-r0002")
 	require.True(t, got.Invalid)
 	require.Contains(t, got.Reason, "offered load not delivered in the measured window: 500 of 1000 events (50.0%")
-	require.NotContains(t, got.Flags, analyzer.FlagSamplesLate)
+	require.NotContains(t, got.Flags, results.FlagSamplesLate)
 }

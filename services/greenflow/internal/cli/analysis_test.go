@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -17,13 +18,13 @@ func row(id, hash, sensors, state string, tput, uj float64) cli.ResultRow {
 
 func fixtureRows() []cli.ResultRow {
 	return []cli.ResultRow{
-		row("e-r0000", "aaaa", "100", "done", 100, 50),
-		row("e-r0001", "bbbb", "200", "done", 200, 60),
-		row("e-r0002", "aaaa", "100", "done", 110, 52),
-		row("e-r0003", "bbbb", "200", "done", 210, 62),
-		row("e-r0004", "aaaa", "100", "done", 120, 48),
-		row("e-r0005", "cccc", "90", "done", 100, 70), // dominated by aaaa
-		row("e-r0006", "aaaa", "100", "failed", 1, 1), // not counted
+		row("e-r0000", "aaaa", "100", events.RunStateDone, 100, 50),
+		row("e-r0001", "bbbb", "200", events.RunStateDone, 200, 60),
+		row("e-r0002", "aaaa", "100", events.RunStateDone, 110, 52),
+		row("e-r0003", "bbbb", "200", events.RunStateDone, 210, 62),
+		row("e-r0004", "aaaa", "100", events.RunStateDone, 120, 48),
+		row("e-r0005", "cccc", "90", events.RunStateDone, 100, 70), // dominated by aaaa
+		row("e-r0006", "aaaa", "100", events.RunStateFailed, 1, 1), // not counted
 	}
 }
 
@@ -82,7 +83,7 @@ func TestCompare(t *testing.T) {
 func groupOf(rows []cli.ResultRow, hash string) cli.Group {
 	var sel []cli.ResultRow
 	for _, r := range rows {
-		if r.ConfigHash == hash && r.State == "done" {
+		if r.ConfigHash == hash && r.State == events.RunStateDone {
 			sel = append(sel, r)
 		}
 	}

@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -11,22 +9,24 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
 // compareMetrics are the headline metrics compared, in print order.
 var compareMetrics = []struct{ metric, format string }{
-	{"throughput_eps", "%.1f"},
-	{"sut_energy_j", "%.3f"},
-	{"node_energy_j", "%.2f"},
-	{"sut_mean_power_w", "%.3f"},
-	{"node_mean_power_w", "%.3f"},
-	{"sut_uj_per_event", "%.2f"},
-	{"node_uj_per_event", "%.2f"},
-	{"sut_dynamic_uj_per_event", "%.2f"},
-	{"events_per_joule", "%.1f"},
-	{"sut_j_per_mb", "%.2f"},
-	{"lag_trend_slope", "%.1f"},
+	{results.ThroughputEPS, "%.1f"},
+	{results.SUTEnergyJ, "%.3f"},
+	{results.NodeEnergyJ, "%.2f"},
+	{results.SUTMeanPowerW, "%.3f"},
+	{results.NodeMeanPowerW, "%.3f"},
+	{results.SUTMicroJPerEvent, "%.2f"},
+	{results.NodeMicroJPerEvent, "%.2f"},
+	{results.SUTDynamicMicroJPerEvent, "%.2f"},
+	{results.EventsPerJoule, "%.1f"},
+	{results.SUTJoulePerMB, "%.2f"},
+	{results.LagTrendSlope, "%.1f"},
 }
 
 // Group is one side of a comparison: the values of each metric over its runs.
@@ -53,34 +53,11 @@ type Comparison struct {
 	A, B Group
 }
 
-// parseInterspersed parses flags that may come before, between or after the
-// positional arguments and returns the positional ones.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("compare", stderr)
 	exp := fs.String("experiment", "", "compare two configurations (config hashes or unique prefixes) of this experiment")
 	level := fs.Float64("level", DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 2 {
-		return errors.New("expected two arguments A B: experiment ids, or config hashes with --experiment")
-	}
-	st, closeStore, err := openStore(ctx, c)
+	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 2, "expected two arguments A B: experiment ids, or config hashes with --experiment")
 	if err != nil {
 		return err
 	}
@@ -128,7 +105,7 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 func doneRows(rows []ResultRow) []ResultRow {
 	var out []ResultRow
 	for _, r := range rows {
-		if r.State == "done" && len(r.Metrics) > 0 {
+		if r.State == events.RunStateDone && len(r.Metrics) > 0 {
 			out = append(out, r)
 		}
 	}

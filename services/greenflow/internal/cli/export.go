@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 
 	"github.com/greenflow/greenflow/pkg/store"
@@ -18,17 +19,12 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs, c := newAnalysisFlags("export", stderr)
 	dir := fs.String("dir", "", "directory to write the CSV files to (created if missing)")
 	noSamples := fs.Bool("no-samples", false, "skip samples.csv")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("expected one EXPERIMENT id")
-	}
-	if *dir == "" {
-		return errors.New("--dir: an output directory is required")
-	}
-	st, closeStore, err := openStore(ctx, c)
+	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 1, "expected one EXPERIMENT id", func() error {
+		if *dir == "" {
+			return errors.New("--dir: an output directory is required")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -55,142 +51,151 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 //
 // It returns the paths written.
 func Export(ctx context.Context, st *store.Store, experimentID, dir string, withSamples bool) ([]string, error) {
-	runs, err := st.Runs(ctx, experimentID)
+	e, err := loadExperiment(ctx, st, experimentID)
 	if err != nil {
 		return nil, err
-	}
-	if len(runs) == 0 {
-		return nil, fmt.Errorf("experiment %s: no runs stored", experimentID)
 	}
 	res, err := st.Results(ctx, experimentID)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := LoadResults(ctx, st, experimentID)
-	if err != nil {
-		return nil, err
-	}
-	targets, err := loadTargets(ctx, st, experimentID)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create export dir: %w", err)
 	}
+	x := exporter{experiment: e, st: st, id: experimentID, results: res, hashOf: map[string]string{},
+		factorNames: sortedKeys(e.rows, func(r ResultRow) map[string]string { return r.Factors })}
+	for _, r := range e.runs {
+		x.hashOf[r.RunID] = r.ConfigHash
+	}
 	var written []string
-	write := func(name string, fill func(w *csv.Writer) error) error {
-		path := filepath.Join(dir, name)
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", path, err)
+	for _, f := range []struct {
+		name string
+		fill func(*csv.Writer) error
+	}{
+		{"runs.csv", x.runsCSV}, {"phases.csv", x.phasesCSV}, {"targets.csv", x.targetsCSV}, {"results.csv", x.resultsCSV},
+		{"samples.csv", func(w *csv.Writer) error { return x.samplesCSV(ctx, w) }}, {"summary.csv", x.summaryCSV},
+	} {
+		if f.name == "samples.csv" && !withSamples {
+			continue
 		}
-		cw := csv.NewWriter(f)
-		ferr := fill(cw)
-		cw.Flush()
-		if ferr == nil {
-			ferr = cw.Error()
-		}
-		if err := f.Close(); ferr == nil && err != nil {
-			ferr = err
-		}
-		if ferr != nil {
-			return fmt.Errorf("write %s: %w", path, ferr)
+		path := filepath.Join(dir, f.name)
+		if err := writeCSV(path, f.fill); err != nil {
+			return written, err
 		}
 		written = append(written, path)
-		return nil
 	}
-	factorNames := factorColumns(rows)
-	hashOf := map[string]string{}
-	for _, r := range runs {
-		hashOf[r.RunID] = r.ConfigHash
-	}
-	g := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	i64 := func(v int64) string { return strconv.FormatInt(v, 10) }
+	return written, nil
+}
 
-	if err := write("runs.csv", func(w *csv.Writer) error {
-		head := []string{"experiment_id", "run_id", "index", "repetition", "config_hash", "state", "reason", "measure_start_ms", "measure_end_ms",
-			"duration_s"}
-		_ = w.Write(append(head, factorNames...))
-		for i, r := range runs {
-			rec := []string{experimentID, r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), r.ConfigHash, r.State, r.Reason,
-				i64(r.MeasureStartMs), i64(r.MeasureEndMs), g(float64(r.MeasureEndMs-r.MeasureStartMs) / 1000)}
-			for _, f := range factorNames {
-				rec = append(rec, rowFactors(rows, i, r.RunID)[f])
+// writeCSV writes the file at path with fill.
+func writeCSV(path string, fill func(*csv.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	cw := csv.NewWriter(f)
+	ferr := fill(cw)
+	cw.Flush()
+	if ferr == nil {
+		ferr = cw.Error()
+	}
+	if err := f.Close(); ferr == nil && err != nil {
+		ferr = err
+	}
+	if ferr != nil {
+		return fmt.Errorf("write %s: %w", path, ferr)
+	}
+	return nil
+}
+
+// exporter writes the files of one experiment's export.
+type exporter struct {
+	experiment
+	st          *store.Store
+	id          string
+	results     []store.Result
+	hashOf      map[string]string // config hash by run id
+	factorNames []string
+}
+
+// Cell formats of the CSV files.
+func csvFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+func csvInt(v int64) string     { return strconv.FormatInt(v, 10) }
+func csvUint(v uint32) string   { return strconv.Itoa(int(v)) }
+func csvBool(b bool) string     { return strconv.FormatBool(b) }
+
+func (x exporter) runsCSV(w *csv.Writer) error {
+	head := []string{"experiment_id", "run_id", "index", "repetition", "config_hash", "state", "reason", "measure_start_ms", "measure_end_ms",
+		"duration_s"}
+	_ = w.Write(append(head, x.factorNames...))
+	for i, r := range x.runs {
+		rec := []string{x.id, r.RunID, csvUint(r.Index), csvUint(r.Repetition), r.ConfigHash, r.State, r.Reason,
+			csvInt(r.MeasureStartMs), csvInt(r.MeasureEndMs), csvFloat(float64(r.MeasureEndMs-r.MeasureStartMs) / 1000)}
+		for _, f := range x.factorNames {
+			rec = append(rec, rowFactors(x.rows, i, r.RunID)[f])
+		}
+		_ = w.Write(rec)
+	}
+	return nil
+}
+
+func (x exporter) phasesCSV(w *csv.Writer) error {
+	_ = w.Write([]string{"run_id", "phase", "start_ms", "end_ms"})
+	for _, r := range x.runs {
+		_, _, phases := runSpan(r)
+		for _, p := range phases {
+			_ = w.Write([]string{r.RunID, p.Name, csvInt(p.StartMs), csvInt(p.EndMs)})
+		}
+	}
+	return nil
+}
+
+func (x exporter) targetsCSV(w *csv.Writer) error {
+	_ = w.Write([]string{"run_id", "target_id", "kind", "node", "role"})
+	for _, r := range x.runs {
+		for _, t := range x.targets[r.RunID] {
+			_ = w.Write([]string{t.RunID, t.TargetID, t.Kind, t.Node, t.Role})
+		}
+	}
+	return nil
+}
+
+func (x exporter) resultsCSV(w *csv.Writer) error {
+	_ = w.Write([]string{"experiment_id", "run_id", "config_hash", "scope", "subject", "metric", "value", "unit", "estimated"})
+	for _, r := range x.results {
+		_ = w.Write([]string{x.id, r.RunID, x.hashOf[r.RunID], r.Scope, r.Subject, r.Metric, csvFloat(r.Value), r.Unit, csvBool(r.Estimated)})
+	}
+	return nil
+}
+
+func (x exporter) samplesCSV(ctx context.Context, w *csv.Writer) error {
+	_ = w.Write([]string{"run_id", "phase", "ts_ms", "t_s", "node", "scope", "target_id", "component", "zone", "source", "power_w", "delta_j",
+		"interval_ms", "estimated"})
+	for _, r := range x.runs {
+		if err := exportSamples(ctx, x.st, w, r, x.targets[r.RunID]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (x exporter) summaryCSV(w *csv.Writer) error {
+	head := []string{"experiment_id", "config_hash", "runs", "metric", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median", "min", "max",
+		"cv_flag", "pareto_optimal", "estimated"}
+	_ = w.Write(append(head, x.factorNames...))
+	for _, s := range SummarizeRuns(x.rows, DefaultLevel) {
+		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
+			v := s.Metrics[m]
+			rec := []string{x.id, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, strconv.Itoa(v.N), csvNum(v.Mean), csvNum(v.SD), csvNum(v.CV),
+				csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
+				csvBool(v.N >= 2 && v.CV > DefaultCVThreshold), csvBool(s.Pareto), csvBool(s.Estimated)}
+			for _, f := range x.factorNames {
+				rec = append(rec, s.Factors[f])
 			}
 			_ = w.Write(rec)
 		}
-		return nil
-	}); err != nil {
-		return written, err
 	}
-	if err := write("phases.csv", func(w *csv.Writer) error {
-		_ = w.Write([]string{"run_id", "phase", "start_ms", "end_ms"})
-		for _, r := range runs {
-			_, _, phases := runSpan(r)
-			for _, p := range phases {
-				_ = w.Write([]string{r.RunID, p.Name, i64(p.StartMs), i64(p.EndMs)})
-			}
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	if err := write("targets.csv", func(w *csv.Writer) error {
-		_ = w.Write([]string{"run_id", "target_id", "kind", "node", "role"})
-		for _, r := range runs {
-			for _, t := range targets[r.RunID] {
-				_ = w.Write([]string{t.RunID, t.TargetID, t.Kind, t.Node, t.Role})
-			}
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	if err := write("results.csv", func(w *csv.Writer) error {
-		_ = w.Write([]string{"experiment_id", "run_id", "config_hash", "scope", "subject", "metric", "value", "unit", "estimated"})
-		for _, r := range res {
-			_ = w.Write([]string{experimentID, r.RunID, hashOf[r.RunID], r.Scope, r.Subject, r.Metric, g(r.Value), r.Unit, strconv.FormatBool(r.Estimated)})
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	if withSamples {
-		if err := write("samples.csv", func(w *csv.Writer) error {
-			_ = w.Write([]string{"run_id", "phase", "ts_ms", "t_s", "node", "scope", "target_id", "component", "zone", "source", "power_w", "delta_j",
-				"interval_ms", "estimated"})
-			for _, r := range runs {
-				if err := exportSamples(ctx, st, w, r, targets[r.RunID]); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return written, err
-		}
-	}
-	sums := SummarizeRuns(rows, DefaultLevel)
-	if err := write("summary.csv", func(w *csv.Writer) error {
-		head := []string{"experiment_id", "config_hash", "runs", "metric", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median", "min", "max",
-			"cv_flag", "pareto_optimal", "estimated"}
-		_ = w.Write(append(head, factorNames...))
-		for _, s := range sums {
-			for _, m := range sortedMetricNames([]ConfigSummary{s}) {
-				x := s.Metrics[m]
-				rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, strconv.Itoa(x.N), csvNum(x.Mean), csvNum(x.SD), csvNum(x.CV),
-					g(x.Level), csvNum(x.CILow), csvNum(x.CIHigh), csvNum(x.Median), csvNum(x.Min), csvNum(x.Max),
-					strconv.FormatBool(x.N >= 2 && x.CV > DefaultCVThreshold), strconv.FormatBool(s.Pareto), strconv.FormatBool(s.Estimated)}
-				for _, f := range factorNames {
-					rec = append(rec, s.Factors[f])
-				}
-				_ = w.Write(rec)
-			}
-		}
-		return nil
-	}); err != nil {
-		return written, err
-	}
-	return written, nil
+	return nil
 }
 
 // csvNum writes NaN as an empty cell, which notebooks read as missing.
@@ -198,23 +203,7 @@ func csvNum(v float64) string {
 	if v != v {
 		return ""
 	}
-	return strconv.FormatFloat(v, 'g', -1, 64)
-}
-
-// factorColumns lists every factor name of the runs, sorted.
-func factorColumns(rows []ResultRow) []string {
-	set := map[string]bool{}
-	for _, r := range rows {
-		for k := range r.Factors {
-			set[k] = true
-		}
-	}
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return csvFloat(v)
 }
 
 // rowFactors finds a run's factors among rows (rows and runs share order;
@@ -233,46 +222,17 @@ func rowFactors(rows []ResultRow, i int, runID string) map[string]string {
 
 // exportSamples writes one run's samples: its nodes (from the analysed
 // targets; every node when none are stored) over its phases.
-func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.Run, targets []runTarget) error {
+func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.Run, targets []store.RunTarget) error {
 	start, end, phases := runSpan(r)
 	if end <= start {
 		return nil
 	}
-	nodes := nodesOf(targets)
-	// One row per sample key (node, scope, target_id, zone, source, ts_ms):
-	// a row the collector wrote twice is exported once, merged or not.
-	q := `SELECT ts_ms, node, scope, target_id, zone, source, v.1, v.2, v.3, v.4 FROM (
-		SELECT ts_ms, node, scope, target_id, zone, source, any((power_w, delta_j, interval_ms, estimated)) AS v FROM samples
-		WHERE ts_ms > ? AND ts_ms <= ?`
-	qargs := []any{start, end}
-	if len(nodes) > 0 {
-		q += " AND has(?, node)"
-		qargs = append(qargs, nodes)
-	}
-	q += " GROUP BY ts_ms, node, scope, target_id, zone, source)"
-	rows, err := st.Conn().Query(ctx, q+" ORDER BY ts_ms, node, scope, target_id, zone, source", qargs...)
-	if err != nil {
-		return fmt.Errorf("query samples of run %s: %w", r.RunID, err)
-	}
-	defer rows.Close()
 	roles := rolesOf(targets)
-	for rows.Next() {
-		var (
-			ts                                int64
-			node, scope, target, zone, source string
-			p, d                              float64
-			iv                                uint32
-			est                               uint8
-		)
-		if err := rows.Scan(&ts, &node, &scope, &target, &zone, &source, &p, &d, &iv, &est); err != nil {
-			return fmt.Errorf("scan sample: %w", err)
-		}
-		_ = w.Write([]string{r.RunID, phaseAt(phases, ts), strconv.FormatInt(ts, 10), strconv.FormatFloat(float64(ts-r.MeasureStartMs)/1000, 'f', 3, 64),
-			node, scope, target, component(scope, node, target, roles), zone, source, strconv.FormatFloat(p, 'g', -1, 64),
-			strconv.FormatFloat(d, 'g', -1, 64), strconv.FormatUint(uint64(iv), 10), strconv.FormatBool(est == 1)})
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read samples of run %s: %w", r.RunID, err)
-	}
-	return nil
+	// One row per sample key: a row the collector wrote twice is exported
+	// once, merged or not.
+	return st.EachSample(ctx, nodesOf(targets), start, end, func(x store.Sample) error {
+		return w.Write([]string{r.RunID, phaseAt(phases, x.TsMs), csvInt(x.TsMs), strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64),
+			x.Node, x.Scope, x.TargetID, component(x.Scope, x.Node, x.TargetID, roles), x.Zone, x.Source, csvFloat(x.PowerW), csvFloat(x.DeltaJ),
+			csvUint(x.IntervalMs), csvBool(x.Estimated)})
+	})
 }

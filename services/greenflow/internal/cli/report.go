@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -21,14 +22,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs, c := newAnalysisFlags("report", stderr)
 	out := fs.String("o", "", "output file (default report-EXPERIMENT.html; - for stdout)")
 	maxRuns := fs.Int("max-runs", 8, "power-over-time plots for at most this many runs (first repetition of each configuration first)")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("expected one EXPERIMENT id")
-	}
-	st, closeStore, err := openStore(ctx, c)
+	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 1, "expected one EXPERIMENT id")
 	if err != nil {
 		return err
 	}
@@ -72,21 +66,11 @@ type reportData struct {
 
 // Report renders an experiment as one self-contained HTML page.
 func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns int) ([]byte, error) {
-	rows, err := LoadResults(ctx, st, experimentID)
+	e, err := loadExperiment(ctx, st, experimentID)
 	if err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 {
-		return nil, fmt.Errorf("experiment %s: no runs stored", experimentID)
-	}
-	runs, err := st.Runs(ctx, experimentID)
-	if err != nil {
-		return nil, err
-	}
-	targets, err := loadTargets(ctx, st, experimentID)
-	if err != nil {
-		return nil, err
-	}
+	runs, rows, targets := e.runs, e.rows, e.targets
 	d := reportData{ID: experimentID, Runs: len(rows), Level: DefaultLevel, CVThreshold: DefaultCVThreshold,
 		Generated: time.Now().UTC().Format(time.RFC3339)}
 	if e, err := st.GetExperiment(ctx, experimentID); err == nil {
@@ -116,8 +100,8 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	}
 
 	for _, m := range []struct{ metric, title string }{
-		{"sut_uj_per_event", "SUT energy per event vs offered load"},
-		{"node_uj_per_event", "Node energy per event vs offered load"},
+		{results.SUTMicroJPerEvent, "SUT energy per event vs offered load"},
+		{results.NodeMicroJPerEvent, "Node energy per event vs offered load"},
 	} {
 		d.LoadPlots = append(d.LoadPlots, template.HTML(loadPlot(sums, m.metric, m.title).SVG()))
 	}
@@ -133,7 +117,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		if plotted >= maxRuns {
 			break
 		}
-		if r.State != "done" {
+		if r.State != events.RunStateDone {
 			continue
 		}
 		p, err := powerPlot(ctx, st, r, targets[r.RunID])
@@ -162,8 +146,8 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 			state += ": " + r.Reason
 		}
 		d.RunRows = append(d.RunRows, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
-			metric("duration_s", "%.1f"), metric("throughput_eps", "%.0f"), metric("sut_energy_j", "%.3f"), metric("node_energy_j", "%.2f"),
-			metric("sut_uj_per_event", "%.1f"), metric("lag_trend_slope", "%.1f"), metric("quality_sample_gaps", "%.0f"),
+			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
+			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), metric(results.QualitySampleGaps, "%.0f"),
 			map[bool]string{true: "yes", false: ""}[r.Estimated]})
 	}
 	var buf bytes.Buffer
@@ -176,7 +160,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 func countDone(rows []ResultRow) int {
 	n := 0
 	for _, r := range rows {
-		if r.State == "done" {
+		if r.State == events.RunStateDone {
 			n++
 		}
 	}
@@ -214,7 +198,7 @@ func loadPlot(sums []ConfigSummary, metric, title string) plot {
 			keys = append(keys, key)
 		}
 		m := s.Metrics[metric]
-		ln.X = append(ln.X, s.mean("offered_rate_eps"))
+		ln.X = append(ln.X, s.mean(results.OfferedRateEPS))
 		ln.Y = append(ln.Y, m.Mean)
 		ln.Lo = append(ln.Lo, m.CILow)
 		ln.Hi = append(ln.Hi, m.CIHigh)
@@ -252,13 +236,13 @@ func paretoPlot(sums []ConfigSummary) (plot, string) {
 	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
 	var pts []stats.Point
 	for _, s := range sums {
-		m := s.Metrics["sut_uj_per_event"]
-		all.X = append(all.X, s.mean("throughput_eps"))
+		m := s.Metrics[results.SUTMicroJPerEvent]
+		all.X = append(all.X, s.mean(results.ThroughputEPS))
 		all.Y = append(all.Y, m.Mean)
 		all.Lo = append(all.Lo, m.CILow)
 		all.Hi = append(all.Hi, m.CIHigh)
 		all.Labels = append(all.Labels, factors(s.Factors))
-		pts = append(pts, stats.Point{X: s.mean("throughput_eps"), Y: m.Mean})
+		pts = append(pts, stats.Point{X: s.mean(results.ThroughputEPS), Y: m.Mean})
 	}
 	var names []string
 	for _, i := range stats.ParetoFront(pts) {
@@ -273,7 +257,7 @@ func paretoPlot(sums []ConfigSummary) (plot, string) {
 
 // powerPlot draws one run's power per component over its phases, averaged in
 // at most ~400 time buckets by ClickHouse.
-func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []runTarget) (plot, error) {
+func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []store.RunTarget) (plot, error) {
 	start, end, phases := runSpan(r)
 	p := plot{Title: "Power over time: " + shortRun(r.RunID), XLabel: "time since measurement start (s)", YLabel: "power (W)",
 		YFromZero: true, H: 300}
@@ -293,64 +277,26 @@ func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []runT
 		}
 	}
 	bucket := max(int64(1), (end-start)/400)
-	ids := make([]string, 0, len(targets))
-	roles := make([]string, 0, len(targets))
-	for _, t := range targets {
-		ids = append(ids, t.TargetID)
-		roles = append(roles, t.Role)
-	}
-	roleExpr := "'other'"
-	args := []any{}
-	if len(ids) > 0 {
-		roleExpr = "transform(target_id, ?, ?, 'other')"
-		args = append(args, ids, roles)
-	}
-	// Samples de-duplicated per (node, scope, target_id, zone, source,
-	// ts_ms) before averaging: a row written twice counts once.
-	q := fmt.Sprintf(`SELECT b, comp, sum(w) FROM (
-		SELECT intDiv(ts_ms - ?, ?) AS b,
-		       multiIf(scope = 'node', concat('node ', node), scope = 'unattributed', 'unattributed', %s) AS comp,
-		       node, scope, target_id, avg(power_w) AS w
-		FROM (
-		  SELECT ts_ms, node, scope, target_id, zone, source, any(power_w) AS power_w FROM samples
-		  WHERE ts_ms > ? AND ts_ms <= ? AND scope IN ('node', 'process', 'pod', 'unattributed')`, roleExpr)
-	args = append([]any{start, bucket}, args...)
-	args = append(args, start, end)
-	if nodes := nodesOf(targets); len(nodes) > 0 {
-		q += " AND has(?, node)"
-		args = append(args, nodes)
-	}
-	q += ` GROUP BY ts_ms, node, scope, target_id, zone, source)
-		GROUP BY b, comp, node, scope, target_id) GROUP BY b, comp ORDER BY comp, b`
-	rows, err := st.Conn().Query(ctx, q, args...)
+	buckets, err := st.PowerOverTime(ctx, nodesOf(targets), start, end, bucket, rolesOf(targets))
 	if err != nil {
-		return p, fmt.Errorf("query power of run %s: %w", r.RunID, err)
-	}
-	defer rows.Close()
-	byComp := map[string]*series{}
-	var comps []string
-	for rows.Next() {
-		var b int64
-		var comp string
-		var w float64
-		if err := rows.Scan(&b, &comp, &w); err != nil {
-			return p, fmt.Errorf("scan power: %w", err)
-		}
-		s, ok := byComp[comp]
-		if !ok {
-			s = &series{Name: comp, Line: true}
-			byComp[comp] = s
-			comps = append(comps, comp)
-		}
-		s.X = append(s.X, float64(start+b*bucket+bucket/2-origin)/1000)
-		s.Y = append(s.Y, w)
-	}
-	if err := rows.Err(); err != nil {
 		return p, fmt.Errorf("read power of run %s: %w", r.RunID, err)
 	}
-	// Node totals first, drawn heavier; then roles in a fixed order.
+	byComp := map[string]*series{}
+	var comps []string
+	for _, b := range buckets {
+		s, ok := byComp[b.Component]
+		if !ok {
+			s = &series{Name: b.Component, Line: true}
+			byComp[b.Component] = s
+			comps = append(comps, b.Component)
+		}
+		s.X = append(s.X, float64(start+b.Bucket*bucket+bucket/2-origin)/1000)
+		s.Y = append(s.Y, b.W)
+	}
+	// Node totals first, drawn heavier; then roles in the table's order.
+	order := append([]string{"node"}, results.Roles()...)
 	rank := func(c string) int {
-		for i, r := range []string{"node", "sut", "broker", "loadgen", "platform", "other", "unattributed"} {
+		for i, r := range order {
 			if strings.HasPrefix(c, r) {
 				return i
 			}
@@ -368,7 +314,7 @@ func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []runT
 		if strings.HasPrefix(c, "node") {
 			s.Width = 2.4
 		}
-		if c == "unattributed" || c == "other" {
+		if c == results.RoleUnattributed || c == results.RoleOther {
 			s.Dash = true
 		}
 		p.Series = append(p.Series, *s)

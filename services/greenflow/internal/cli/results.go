@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -29,9 +31,6 @@ type ResultRow struct {
 	// rows), sorted.
 	Flags []string `json:"flags,omitempty"`
 }
-
-// flagPrefix starts the metric name of an analysis flag's result row.
-const flagPrefix = "flag_"
 
 // LoadResults joins runs and their run-scope results.
 func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]ResultRow, error) {
@@ -55,12 +54,12 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 	}
 	for _, r := range res {
 		row, ok := byRun[r.RunID]
-		if !ok || r.Scope != "run" {
+		if !ok || r.Scope != results.ScopeRun {
 			continue
 		}
 		row.Metrics[r.Metric] = r.Value
 		row.Estimated = row.Estimated || r.Estimated
-		if name, ok := strings.CutPrefix(r.Metric, flagPrefix); ok && r.Value == 1 {
+		if name, ok := results.FlagOf(r.Metric); ok && r.Value == 1 {
 			row.Flags = append(row.Flags, name)
 		}
 	}
@@ -71,17 +70,41 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 	return out, nil
 }
 
-var tableColumns = []struct{ metric, title, format string }{
-	{"duration_s", "WINDOW s", "%.1f"},
-	{"offered_rate_eps", "OFFERED/s", "%.0f"},
-	{"events", "EVENTS", "%.0f"},
-	{"throughput_eps", "EVENTS/s", "%.0f"},
-	{"sut_energy_j", "SUT J", "%.2f"},
-	{"sut_mean_power_w", "SUT W", "%.3f"},
-	{"node_energy_j", "NODE J", "%.1f"},
-	{"node_mean_power_w", "NODE W", "%.2f"},
-	{"sut_uj_per_event", "SUT µJ/EVENT", "%.1f"},
+// column is how the tables show a metric.
+type column struct{ metric, title, format string }
+
+// columns are the metrics the tables can show: their titles and formats.
+var columns = func() map[string]column {
+	out := map[string]column{}
+	for _, c := range []column{
+		{results.DurationS, "WINDOW s", "%.1f"},
+		{results.OfferedRateEPS, "OFFERED/s", "%.0f"},
+		{results.Events, "EVENTS", "%.0f"},
+		{results.ThroughputEPS, "EVENTS/s", "%.0f"},
+		{results.SUTEnergyJ, "SUT J", "%.2f"},
+		{results.SUTMeanPowerW, "SUT W", "%.3f"},
+		{results.NodeEnergyJ, "NODE J", "%.1f"},
+		{results.NodeMeanPowerW, "NODE W", "%.2f"},
+		{results.SUTMicroJPerEvent, "SUT µJ/EVENT", "%.1f"},
+		{results.NodeMicroJPerEvent, "NODE µJ/EVENT", "%.1f"},
+	} {
+		out[c.metric] = c
+	}
+	return out
+}()
+
+// columnsOf returns the columns of metrics, in order.
+func columnsOf(metrics ...string) []column {
+	out := make([]column, len(metrics))
+	for i, m := range metrics {
+		out[i] = columns[m]
+	}
+	return out
 }
+
+// tableColumns are the metrics of the per-run table.
+var tableColumns = columnsOf(results.DurationS, results.OfferedRateEPS, results.Events, results.ThroughputEPS, results.SUTEnergyJ,
+	results.SUTMeanPowerW, results.NodeEnergyJ, results.NodeMeanPowerW, results.SUTMicroJPerEvent)
 
 // WriteResults prints rows as a table, CSV (tidy: one row per run and
 // metric) or JSON.
@@ -103,7 +126,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 				cell := "-"
 				if ok {
 					cell = fmt.Sprintf(c.format, v)
-					if r.Estimated && strings.Contains(c.title, "J") || r.Estimated && strings.HasSuffix(c.title, " W") {
+					if r.Estimated && results.Estimable(c.metric) {
 						cell += "*"
 						anyEst = true
 					}
@@ -200,16 +223,16 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 	}
 	m := map[string]store.Result{}
 	for _, r := range res {
-		if r.Scope == "experiment" {
+		if r.Scope == results.ScopeExperiment {
 			m[r.Metric] = r
 		}
 	}
-	c, ok := m["capacity_msg_per_s"]
+	c, ok := m[results.CapacityMsgPerS]
 	if !ok {
 		return nil
 	}
-	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %0.f probes): %.0f msg/s", m["search_probes"].Value, c.Value)
-	if e, ok := m["capacity_sut_uj_per_event"]; ok {
+	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %0.f probes): %.0f msg/s", m[results.SearchProbes].Value, c.Value)
+	if e, ok := m[results.CapacitySUTMicroJPerEvent]; ok {
 		est := ""
 		if e.Estimated {
 			est = " (estimated)"
@@ -217,5 +240,34 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 		fmt.Fprintf(w, " at %.1f µJ/event%s", e.Value, est)
 	}
 	fmt.Fprintln(w)
+	return nil
+}
+
+func runResults(ctx context.Context, args []string, stdout io.Writer) error {
+	var format string
+	c, id, err := parseExperimentArgs("results", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&format, "format", "table", "table, csv or json")
+	})
+	if err != nil {
+		return err
+	}
+	st, closeStore, err := openStore(ctx, &c)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	rows, err := LoadResults(ctx, st, id)
+	if err != nil {
+		return err
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("experiment %s: no runs stored", id)
+	}
+	if err := WriteResults(stdout, format, rows); err != nil {
+		return err
+	}
+	if format == "table" {
+		return WriteCapacity(ctx, stdout, st, id)
+	}
 	return nil
 }

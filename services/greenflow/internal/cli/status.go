@@ -12,6 +12,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
 )
 
 // The scheduler's request-reply API (see services/scheduler).
@@ -117,4 +121,33 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			strings.ReplaceAll(r.Reason, "\n", " "))
 	}
 	return tw.Flush()
+}
+
+func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
+	var reason string
+	c, id, err := parseExperimentArgs("cancel", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&reason, "reason", "cancelled by user", "reason recorded with the runs")
+	})
+	if err != nil {
+		return err
+	}
+	b, err := c.connectBus(ctx)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "cancel requested for %s\n", id)
+	return nil
+}
+
+// connectBus connects the CLI to the NATS the flags or a running dev stack
+// point at.
+func (c *connFlags) connectBus(ctx context.Context) (*bus.Bus, error) {
+	if err := c.resolve(true); err != nil {
+		return nil, err
+	}
+	return bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil)
 }

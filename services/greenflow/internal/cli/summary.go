@@ -3,12 +3,15 @@ package cli
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
@@ -46,7 +49,7 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	idx := map[string]int{}
 	values := map[string]map[string][]float64{}
 	for _, r := range rows {
-		if r.State != "done" || len(r.Metrics) == 0 {
+		if r.State != events.RunStateDone || len(r.Metrics) == 0 {
 			continue
 		}
 		k := configKey(r)
@@ -70,7 +73,7 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	}
 	pts := make([]stats.Point, len(out))
 	for i, c := range out {
-		pts[i] = stats.Point{X: c.mean("throughput_eps"), Y: c.mean("sut_uj_per_event")}
+		pts[i] = stats.Point{X: c.mean(results.ThroughputEPS), Y: c.mean(results.SUTMicroJPerEvent)}
 	}
 	for _, i := range stats.ParetoFront(pts) {
 		out[i].Pareto = true
@@ -87,13 +90,8 @@ func (c ConfigSummary) mean(metric string) float64 {
 }
 
 // summaryColumns are the headline metrics of the per-configuration table.
-var summaryColumns = []struct{ metric, title, format string }{
-	{"throughput_eps", "EVENTS/s", "%.0f"},
-	{"sut_energy_j", "SUT J", "%.2f"},
-	{"node_mean_power_w", "NODE W", "%.2f"},
-	{"sut_uj_per_event", "SUT µJ/EVENT", "%.1f"},
-	{"node_uj_per_event", "NODE µJ/EVENT", "%.1f"},
-}
+var summaryColumns = columnsOf(results.ThroughputEPS, results.SUTEnergyJ, results.NodeMeanPowerW, results.SUTMicroJPerEvent,
+	results.NodeMicroJPerEvent)
 
 // meanCI formats a summary as "mean ± half-width" (just the mean for one
 // run), with "!" when its CV exceeds cvThreshold.
@@ -136,7 +134,7 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs))}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, cvThreshold)
-			if s.Estimated && cell != "-" && (strings.Contains(c.title, "J") || strings.HasSuffix(c.title, " W")) {
+			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
 				cell += "*"
 				anyEst = true
 			}
@@ -157,8 +155,8 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 // lagVerdict is Theodolite's verdict over repetitions: the median lag-trend
 // slope against the threshold the analyzer recorded; "-" without slopes.
 func lagVerdict(s ConfigSummary) string {
-	slope, ok := s.Metrics["lag_trend_slope"]
-	thr, ok2 := s.Metrics["lag_slo_threshold"]
+	slope, ok := s.Metrics[results.LagTrendSlope]
+	thr, ok2 := s.Metrics[results.LagSLOThreshold]
 	if !ok || !ok2 || slope.N == 0 {
 		return "-"
 	}
@@ -178,18 +176,13 @@ func shortHash(h string) string {
 	return h
 }
 
-// sortedMetricNames lists the metrics of the summaries, sorted.
-func sortedMetricNames(sums []ConfigSummary) []string {
+// sortedKeys lists the keys of the maps of items, each once, sorted.
+func sortedKeys[T, V any](items []T, of func(T) map[string]V) []string {
 	set := map[string]bool{}
-	for _, s := range sums {
-		for m := range s.Metrics {
-			set[m] = true
+	for _, it := range items {
+		for k := range of(it) {
+			set[k] = true
 		}
 	}
-	out := make([]string, 0, len(set))
-	for m := range set {
-		out = append(out, m)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }

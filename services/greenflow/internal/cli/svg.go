@@ -99,6 +99,38 @@ func (p plot) SVG() string {
 	if p.H == 0 {
 		p.H = 320
 	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`,
+		p.W, p.H, p.W, p.H)
+	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="#fff"/>`, p.W, p.H)
+	fmt.Fprintf(&sb, `<text x="%g" y="20" font-size="14" font-weight="bold">%s</text>`, padLeft, html.EscapeString(p.Title))
+	f, ok := p.frame()
+	if !ok {
+		fmt.Fprintf(&sb, `<text x="%g" y="%g" fill="#666">no data</text></svg>`, padLeft, float64(p.H)/2)
+		return sb.String()
+	}
+	p.writeBands(&sb, f)
+	p.writeAxes(&sb, f)
+	for i, s := range p.Series {
+		s.write(&sb, f, i)
+	}
+	sb.WriteString(`</svg>`)
+	return sb.String()
+}
+
+// frame maps data to the plot area: its ranges (rounded to nice ticks) and
+// size in pixels.
+type frame struct {
+	xlo, xhi, ylo, yhi float64
+	xt, yt             []float64 // ticks
+	pw, ph             float64   // plot area
+}
+
+func (f frame) sx(x float64) float64 { return padLeft + (x-f.xlo)/(f.xhi-f.xlo)*f.pw }
+func (f frame) sy(y float64) float64 { return padTop + f.ph - (y-f.ylo)/(f.yhi-f.ylo)*f.ph }
+
+// frame fits the frame to the data; ok is false when there is none.
+func (p plot) frame() (frame, bool) {
 	xlo, xhi, ylo, yhi := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
 	see := func(x, y float64) {
 		if !math.IsNaN(x) && !math.IsInf(x, 0) {
@@ -121,14 +153,8 @@ func (p plot) SVG() string {
 		see(b.X0, math.NaN())
 		see(b.X1, math.NaN())
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`,
-		p.W, p.H, p.W, p.H)
-	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="#fff"/>`, p.W, p.H)
-	fmt.Fprintf(&sb, `<text x="%g" y="20" font-size="14" font-weight="bold">%s</text>`, padLeft, html.EscapeString(p.Title))
 	if math.IsInf(xlo, 1) || math.IsInf(ylo, 1) {
-		fmt.Fprintf(&sb, `<text x="%g" y="%g" fill="#666">no data</text></svg>`, padLeft, float64(p.H)/2)
-		return sb.String()
+		return frame{}, false
 	}
 	if p.YFromZero && ylo > 0 {
 		ylo = 0
@@ -145,96 +171,100 @@ func (p plot) SVG() string {
 		}
 		xhi += pad
 	}
-	xt, yt := niceTicks(xlo, xhi, 6), niceTicks(ylo, yhi, 5)
-	xlo, xhi, ylo, yhi = xt[0], xt[len(xt)-1], yt[0], yt[len(yt)-1]
-	if xhi == xlo {
-		xhi = xlo + 1
+	f := frame{xt: niceTicks(xlo, xhi, 6), yt: niceTicks(ylo, yhi, 5)}
+	f.xlo, f.xhi, f.ylo, f.yhi = f.xt[0], f.xt[len(f.xt)-1], f.yt[0], f.yt[len(f.yt)-1]
+	if f.xhi == f.xlo {
+		f.xhi = f.xlo + 1
 	}
-	if yhi == ylo {
-		yhi = ylo + 1
+	if f.yhi == f.ylo {
+		f.yhi = f.ylo + 1
 	}
-	pw, ph := float64(p.W)-padLeft-padRight, float64(p.H)-padTop-padBottom
-	sx := func(x float64) float64 { return padLeft + (x-xlo)/(xhi-xlo)*pw }
-	sy := func(y float64) float64 { return padTop + ph - (y-ylo)/(yhi-ylo)*ph }
+	f.pw, f.ph = float64(p.W)-padLeft-padRight, float64(p.H)-padTop-padBottom
+	return f, true
+}
 
+// writeBands shades the bands (phases) behind the data.
+func (p plot) writeBands(sb *strings.Builder, f frame) {
 	for i, b := range p.Bands {
 		fill := b.Fill
 		if fill == "" {
 			fill = []string{"#f2f2f2", "#e3eef8", "#fbeee0", "#e8f5e9", "#f3e5f5"}[i%5]
 		}
-		x0, x1 := sx(math.Max(b.X0, xlo)), sx(math.Min(b.X1, xhi))
-		fmt.Fprintf(&sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x0, padTop, math.Max(0, x1-x0), ph, fill)
+		x0, x1 := f.sx(math.Max(b.X0, f.xlo)), f.sx(math.Min(b.X1, f.xhi))
+		fmt.Fprintf(sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x0, padTop, math.Max(0, x1-x0), f.ph, fill)
 		if x1-x0 > 24 {
-			fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle">%s</text>`, (x0+x1)/2, padTop+11,
+			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle">%s</text>`, (x0+x1)/2, padTop+11,
 				html.EscapeString(b.Label))
 		}
 	}
-	// Grid and ticks.
-	for _, v := range yt {
-		y := sy(v)
-		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, padLeft, padLeft+pw, y, y)
-		fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#333">%s</text>`, padLeft-6, y+4, tickLabel(v))
+}
+
+// writeAxes draws the grid, the ticks, the frame and the axis labels.
+func (p plot) writeAxes(sb *strings.Builder, f frame) {
+	for _, v := range f.yt {
+		y := f.sy(v)
+		fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, padLeft, padLeft+f.pw, y, y)
+		fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" text-anchor="end" fill="#333">%s</text>`, padLeft-6, y+4, tickLabel(v))
 	}
-	for _, v := range xt {
-		if v < xlo || v > xhi {
+	for _, v := range f.xt {
+		if v < f.xlo || v > f.xhi {
 			continue
 		}
-		x := sx(v)
-		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#eee"/>`, x, x, padTop, padTop+ph)
-		fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#333">%s</text>`, x, padTop+ph+16, tickLabel(v))
+		x := f.sx(v)
+		fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#eee"/>`, x, x, padTop, padTop+f.ph)
+		fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#333">%s</text>`, x, padTop+f.ph+16, tickLabel(v))
 	}
-	fmt.Fprintf(&sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#444"/>`, padLeft, padTop, pw, ph)
-	fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, padLeft+pw/2, float64(p.H)-8, html.EscapeString(p.XLabel))
-	fmt.Fprintf(&sb, `<text transform="translate(16 %.1f) rotate(-90)" text-anchor="middle">%s</text>`, padTop+ph/2, html.EscapeString(p.YLabel))
+	fmt.Fprintf(sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#444"/>`, padLeft, padTop, f.pw, f.ph)
+	fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, padLeft+f.pw/2, float64(p.H)-8, html.EscapeString(p.XLabel))
+	fmt.Fprintf(sb, `<text transform="translate(16 %.1f) rotate(-90)" text-anchor="middle">%s</text>`, padTop+f.ph/2, html.EscapeString(p.YLabel))
+}
 
-	for i, s := range p.Series {
-		color := s.Color
-		if color == "" {
-			color = palette[i%len(palette)]
-		}
-		width := s.Width
-		if width == 0 {
-			width = 1.6
-		}
-		dash := ""
-		if s.Dash {
-			dash = ` stroke-dasharray="5 3"`
-		}
-		if s.Line && len(s.X) > 1 {
-			var pts []string
-			for j := range s.X {
-				if math.IsNaN(s.Y[j]) {
-					continue
-				}
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", sx(s.X[j]), sy(s.Y[j])))
-			}
-			fmt.Fprintf(&sb, `<polyline fill="none" stroke="%s" stroke-width="%g"%s points="%s"/>`, color, width, dash, strings.Join(pts, " "))
-		}
+// write draws the i-th series: its line, error bars, markers, point labels
+// and legend entry.
+func (s series) write(sb *strings.Builder, f frame, i int) {
+	color := s.Color
+	if color == "" {
+		color = palette[i%len(palette)]
+	}
+	width := s.Width
+	if width == 0 {
+		width = 1.6
+	}
+	dash := ""
+	if s.Dash {
+		dash = ` stroke-dasharray="5 3"`
+	}
+	if s.Line && len(s.X) > 1 {
+		var pts []string
 		for j := range s.X {
 			if math.IsNaN(s.Y[j]) {
 				continue
 			}
-			x, y := sx(s.X[j]), sy(s.Y[j])
-			if j < len(s.Lo) && !math.IsNaN(s.Lo[j]) && !math.IsNaN(s.Hi[j]) {
-				y0, y1 := sy(s.Lo[j]), sy(s.Hi[j])
-				fmt.Fprintf(&sb, `<path d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f" stroke="%s" stroke-width="1.2" fill="none"/>`,
-					x, y0, y1, x-4, y0, x+4, x-4, y1, x+4, color)
-			}
-			if s.Marker {
-				fmt.Fprintf(&sb, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`, x, y, color)
-			}
-			if j < len(s.Labels) && s.Labels[j] != "" {
-				fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#333">%s</text>`, x+6, y-6, html.EscapeString(s.Labels[j]))
-			}
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", f.sx(s.X[j]), f.sy(s.Y[j])))
 		}
-		// Legend.
-		ly := padTop + 8 + float64(i)*18
-		lx := padLeft + pw + 14
-		fmt.Fprintf(&sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, ly, ly, color, dash)
-		fmt.Fprintf(&sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(truncate(s.Name, 22)))
+		fmt.Fprintf(sb, `<polyline fill="none" stroke="%s" stroke-width="%g"%s points="%s"/>`, color, width, dash, strings.Join(pts, " "))
 	}
-	sb.WriteString(`</svg>`)
-	return sb.String()
+	for j := range s.X {
+		if math.IsNaN(s.Y[j]) {
+			continue
+		}
+		x, y := f.sx(s.X[j]), f.sy(s.Y[j])
+		if j < len(s.Lo) && !math.IsNaN(s.Lo[j]) && !math.IsNaN(s.Hi[j]) {
+			y0, y1 := f.sy(s.Lo[j]), f.sy(s.Hi[j])
+			fmt.Fprintf(sb, `<path d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f" stroke="%s" stroke-width="1.2" fill="none"/>`,
+				x, y0, y1, x-4, y0, x+4, x-4, y1, x+4, color)
+		}
+		if s.Marker {
+			fmt.Fprintf(sb, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`, x, y, color)
+		}
+		if j < len(s.Labels) && s.Labels[j] != "" {
+			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#333">%s</text>`, x+6, y-6, html.EscapeString(s.Labels[j]))
+		}
+	}
+	ly := padTop + 8 + float64(i)*18
+	lx := padLeft + f.pw + 14
+	fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, ly, ly, color, dash)
+	fmt.Fprintf(sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(truncate(s.Name, 22)))
 }
 
 func truncate(s string, n int) string {

@@ -1,3 +1,5 @@
+// Following a submitted experiment: progress lines, then its results.
+
 package cli
 
 import (
@@ -8,19 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/store"
 )
-
-// Submit publishes an experiment and returns its id.
-func Submit(ctx context.Context, b *bus.Bus, e *spec.Experiment, resolved string) (string, error) {
-	id := spec.NewExperimentID(e.Metadata.Name, time.Now())
-	if err := b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: resolved, SubmittedBy: "cli"}, "submit:"+id); err != nil {
-		return "", err
-	}
-	return id, nil
-}
 
 // Watch prints an experiment's progress until it finishes and returns its
 // final state.
@@ -44,7 +39,7 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 		case *events.ExperimentState:
 			fmt.Fprintf(out, "%s experiment %s: %s (%d/%d runs done, %d failed)%s\n", stamp(), m.ExperimentID, m.State, m.RunsDone, m.RunsTotal, m.RunsFailed,
 				reasonSuffix(m.Reason))
-			if m.State == "done" || m.State == "failed" || m.State == "cancelled" {
+			if events.ExperimentFinal(m.State) {
 				final = m.State
 				cancel()
 			}
@@ -86,6 +81,37 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 		return "", fmt.Errorf("watch ended before the experiment finished: %w", err)
 	}
 	return final, nil
+}
+
+func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.Time, stdout io.Writer) error {
+	final, err := Watch(ctx, b, id, since, stdout)
+	if err != nil {
+		return err
+	}
+	if dsn == "" {
+		fmt.Fprintln(stdout, "no ClickHouse DSN known: run 'greenflow results' with --clickhouse-dsn")
+		return nil
+	}
+	st, err := store.Open(ctx, dsn, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rows, err := LoadResults(ctx, st, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nResults of %s (measured window only):\n", id)
+	if err := WriteResults(stdout, "table", rows); err != nil {
+		return err
+	}
+	if err := WriteCapacity(ctx, stdout, st, id); err != nil {
+		return err
+	}
+	if final != events.ExperimentStateDone {
+		return fmt.Errorf("experiment %s ended %s", id, final)
+	}
+	return nil
 }
 
 func reasonSuffix(r string) string {

@@ -191,7 +191,7 @@ func (s *Stack) build(ctx context.Context) error {
 		{"provisioner", func(d svcmain.Deps) (service.Component, error) { return provisionerapp.New(provCfg, d) }},
 		{"load-generator", func(d svcmain.Deps) (service.Component, error) { return loadgenapp.New(lgCfg, d) }},
 		{"energy-collector", func(d svcmain.Deps) (service.Component, error) { return collectorapp.New(collCfg, d) }},
-		{"analyzer", analyzerapp.New},
+		{"analyzer", func(d svcmain.Deps) (service.Component, error) { return analyzerapp.New(analyzerapp.Default(), d) }},
 	}
 	for _, b := range builders {
 		if slices.Contains(s.opts.Skip, b.name) {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -65,15 +66,15 @@ func sustained(r RunRecord, metrics map[string]float64, minRatio float64) (bool,
 	if r.State != events.RunStateDone {
 		return false, "run " + r.State
 	}
-	offered, thr := metrics["offered_rate_eps"], metrics["throughput_eps"]
+	offered, thr := metrics[results.OfferedRateEPS], metrics[results.ThroughputEPS]
 	if offered <= 0 {
 		return false, "no offered rate in the results"
 	}
 	if thr < minRatio*offered {
 		return false, fmt.Sprintf("throughput %.0f/s < %.0f%% of offered %.0f/s", thr, minRatio*100, offered)
 	}
-	if ok, has := metrics["lag_slo_ok"]; has && ok == 0 {
-		return false, fmt.Sprintf("lag trend %.0f msg/s over the SLO", metrics["lag_trend_slope"])
+	if ok, has := metrics[results.LagSLOOK]; has && ok == 0 {
+		return false, fmt.Sprintf("lag trend %.0f msg/s over the SLO", metrics[results.LagTrendSlope])
 	}
 	return true, ""
 }
@@ -92,7 +93,7 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	}
 	byRun := map[string]map[string]float64{}
 	for _, r := range res {
-		if r.Scope != "run" {
+		if r.Scope != results.ScopeRun {
 			continue
 		}
 		if byRun[r.RunID] == nil {
@@ -263,8 +264,8 @@ func NextProbe(q spec.Search, lo, hi, rate float64, sustained bool) SearchStep {
 func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun map[string]map[string]float64) error {
 	q := e.Search
 	rows := []store.Result{
-		{Scope: "experiment", Metric: "capacity_msg_per_s", Value: q.Capacity, Unit: "1/s"},
-		{Scope: "experiment", Metric: "search_probes", Value: float64(len(q.Probes)), Unit: "1"},
+		{Scope: results.ScopeExperiment, Metric: results.CapacityMsgPerS, Value: q.Capacity, Unit: results.Unit(results.CapacityMsgPerS)},
+		{Scope: results.ScopeExperiment, Metric: results.SearchProbes, Value: float64(len(q.Probes)), Unit: results.Unit(results.SearchProbes)},
 	}
 	var sum float64
 	var n int
@@ -274,7 +275,7 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun
 			continue
 		}
 		for _, rid := range p.Runs {
-			if v, ok := byRun[rid]["sut_uj_per_event"]; ok {
+			if v, ok := byRun[rid][results.SUTMicroJPerEvent]; ok {
 				sum += v
 				n++
 				est = true // energy figures carry the estimated flag of their run; be conservative
@@ -282,7 +283,8 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun
 		}
 	}
 	if n > 0 {
-		rows = append(rows, store.Result{Scope: "experiment", Metric: "capacity_sut_uj_per_event", Value: sum / float64(n), Unit: "uJ", Estimated: est})
+		rows = append(rows, store.Result{Scope: results.ScopeExperiment, Metric: results.CapacitySUTMicroJPerEvent, Value: sum / float64(n),
+			Unit: results.Unit(results.CapacitySUTMicroJPerEvent), Estimated: est})
 	}
 	return s.results.ReplaceResults(ctx, e.ID, e.ID+"-search", rows)
 }

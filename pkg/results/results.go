@@ -1,0 +1,344 @@
+// Package results declares GreenFlow's result metrics once, as data: every
+// metric's name, unit, the scopes it is reported in, whether it can be
+// estimated, which service writes it and what it means — the way
+// kube-state-metrics declares its metric families. The analyzer and the
+// capacity search write results by these names, and the CLI, its report,
+// the HTTP results API (and later the console and dashboards) read them by
+// the same names, so that a metric is renamed, added or explained in one
+// place. Tests hold the writers to the table: the analyzer writes exactly
+// the metrics it lists for the analyzer, with their units.
+//
+// A result row is (scope, subject, metric, value, unit, estimated): scope
+// says what the row is about (a run, one of its nodes, a role, ...), subject
+// names it (the node, the role; empty for a run or an experiment). Every
+// run-scope metric is also summarised per configuration across repetitions
+// (config_results); ScopeConfig lists the metrics only that summary has.
+//
+// The package depends on nothing of ours, so any package may import it.
+package results
+
+import (
+	"slices"
+	"strings"
+)
+
+// Scopes of result rows.
+const (
+	ScopeRun    = "run"    // the run as a whole (subject "")
+	ScopeNode   = "node"   // one node of the run (subject: node name)
+	ScopeZone   = "zone"   // one measurement zone of a node (subject: "<node>/<zone>")
+	ScopeTarget = "target" // one target of the run, a process or pod (subject: target id)
+	ScopeRole   = "role"   // one role (subject: Role*)
+	// ScopeConfig is the per-configuration summary across repetitions
+	// (table config_results); every run-scope metric is summarised there
+	// too.
+	ScopeConfig = "config"
+	// ScopeExperiment holds what a whole experiment found (a capacity
+	// search's answer; subject "").
+	ScopeExperiment = "experiment"
+)
+
+// Roles are the subjects of role-scope rows: the targets' own roles
+// (events.Target.Role; a target without one is the system under test),
+// processes measured on the run's nodes that are none of its targets, and
+// the nodes' unattributed (idle, system) rest.
+const (
+	RoleSUT          = "sut"
+	RoleBroker       = "broker"
+	RoleLoadgen      = "loadgen"
+	RolePlatform     = "platform"
+	RoleOther        = "other"
+	RoleUnattributed = "unattributed"
+)
+
+// Roles lists every role in the order reports show them.
+func Roles() []string {
+	return []string{RoleSUT, RoleBroker, RoleLoadgen, RolePlatform, RoleOther, RoleUnattributed}
+}
+
+// Units of result metrics.
+const (
+	UnitJoule          = "J"
+	UnitWatt           = "W"
+	UnitSecond         = "s"
+	UnitCount          = "1" // a count or a ratio
+	UnitBool           = "bool"
+	UnitPerSecond      = "1/s"
+	UnitMicroJoule     = "uJ"
+	UnitPerJoule       = "1/J"
+	UnitByte           = "B"
+	UnitMegabyte       = "MB" // 10^6 bytes
+	UnitJoulePerMB     = "J/MB"
+	UnitMessagesPerSec = "msg/s"
+)
+
+// Producers: the service that writes a metric.
+const (
+	ProducerAnalyzer  = "analyzer"
+	ProducerScheduler = "scheduler" // the capacity search
+)
+
+// Metric is one result metric.
+type Metric struct {
+	Name   string
+	Unit   string
+	Scopes []string
+	// Estimable: the figure derives from energy, so a row of it is
+	// estimated (flagged) when that energy came from the utilisation model
+	// rather than a hardware counter. Other figures are never estimated.
+	Estimable bool
+	Producer  string
+	Help      string
+}
+
+// In reports whether the metric is reported in scope.
+func (m Metric) In(scope string) bool { return slices.Contains(m.Scopes, scope) }
+
+// Names of the result metrics; table below says what each one is.
+const (
+	// Per node, zone, target and role.
+	EnergyJ             = "energy_j"
+	MeanPowerW          = "mean_power_w"
+	PeakPowerW          = "peak_power_w"
+	BaselinePowerW      = "baseline_power_w"
+	DynamicEnergyJ      = "dynamic_energy_j"
+	Samples             = "samples"
+	ShareOfNodeEnergy   = "share_of_node_energy"
+	IntegratedFromPower = "integrated_from_power"
+
+	// Data quality.
+	QualitySampleGaps           = "quality_sample_gaps"
+	QualityGapS                 = "quality_gap_s"
+	QualityMaxGapS              = "quality_max_gap_s"
+	QualityBridgedEnergyJ       = "quality_bridged_energy_j"
+	QualityUncoveredS           = "quality_uncovered_s"
+	QualityCounterResets        = "quality_counter_resets"
+	QualityEstimatedSource      = "quality_estimated_source"
+	QualityAttributionResidualJ = "quality_attribution_residual_j"
+	QualityMixedSources         = "quality_mixed_sources"
+
+	// Per run: energy and power.
+	DurationS           = "duration_s"
+	SUTEnergyJ          = "sut_energy_j"
+	NodeEnergyJ         = "node_energy_j"
+	UnattributedEnergyJ = "unattributed_energy_j"
+	SUTMeanPowerW       = "sut_mean_power_w"
+	SUTPeakPowerW       = "sut_peak_power_w"
+	NodeMeanPowerW      = "node_mean_power_w"
+	NodePeakPowerW      = "node_peak_power_w"
+	BaselineNodePowerW  = "baseline_node_power_w"
+	DynamicNodeEnergyJ  = "dynamic_node_energy_j"
+	SUTBaselinePowerW   = "sut_baseline_power_w"
+	SUTDynamicEnergyJ   = "sut_dynamic_energy_j"
+
+	// Per run: the load and energy per unit of work.
+	Events                   = "events"
+	RecordsSentTotal         = "records_sent_total"
+	OfferedRateEPS           = "offered_rate_eps"
+	ThroughputEPS            = "throughput_eps"
+	EventsAcknowledged       = "events_acknowledged"
+	SUTMicroJPerEvent        = "sut_uj_per_event"
+	NodeMicroJPerEvent       = "node_uj_per_event"
+	SUTDynamicMicroJPerEvent = "sut_dynamic_uj_per_event"
+	EventsPerJoule           = "events_per_joule"
+	NodeEventsPerJoule       = "node_events_per_joule"
+	RecordBytesMean          = "record_bytes_mean"
+	DataMB                   = "data_mb"
+	DataMBFromWorkload       = "data_mb_from_workload"
+	SUTJoulePerMB            = "sut_j_per_mb"
+	NodeJoulePerMB           = "node_j_per_mb"
+
+	// Per run: Theodolite's lag-trend SLO and the collectors' overhead.
+	LagTrendPoints      = "lag_trend_points"
+	LagTrendSlope       = "lag_trend_slope"
+	LagSLOThreshold     = "lag_slo_threshold"
+	LagSLOOK            = "lag_slo_ok"
+	CollectorCPUSeconds = "collector_cpu_seconds"
+	CollectorCPUCores   = "collector_cpu_cores"
+
+	// Per run: the verdict and the load generator's account.
+	Invalid                    = "invalid"
+	EventsFromBroker           = "events_from_broker"
+	EventsFromProgressSeries   = "events_from_progress_series"
+	EventsOffered              = "events_offered"
+	EventsDeliveredRatio       = "events_delivered_ratio"
+	RecordsDelivered           = "records_delivered"
+	RecordsDeliveredFromBroker = "records_delivered_from_broker"
+	RecordsMissed              = "records_missed"
+	RecordsBackfilled          = "records_backfilled"
+	LoadTakeovers              = "load_takeovers"
+	LoadRestarts               = "load_restarts"
+
+	// Per configuration.
+	LagSLOOKMedianSlope = "lag_slo_ok_median_slope"
+
+	// Per experiment: the capacity search's answer.
+	CapacityMsgPerS           = "capacity_msg_per_s"
+	SearchProbes              = "search_probes"
+	CapacitySUTMicroJPerEvent = "capacity_sut_uj_per_event"
+)
+
+// Scope sets the table uses.
+var (
+	run        = []string{ScopeRun}
+	parts      = []string{ScopeNode, ScopeTarget, ScopeRole}
+	partsZones = []string{ScopeNode, ScopeZone, ScopeTarget, ScopeRole}
+	node       = []string{ScopeNode}
+	runNode    = []string{ScopeRun, ScopeNode}
+	series     = []string{ScopeNode, ScopeTarget}
+	everywhere = []string{ScopeRun, ScopeNode, ScopeTarget}
+)
+
+// table is the declaration; flag metrics are added from flags.
+var table = []Metric{
+	{EnergyJ, UnitJoule, partsZones, true, ProducerAnalyzer, "energy in the measured window"},
+	{MeanPowerW, UnitWatt, partsZones, true, ProducerAnalyzer, "mean power over the measured window"},
+	{PeakPowerW, UnitWatt, parts, true, ProducerAnalyzer, "largest power at one sampling instant in the window"},
+	{BaselinePowerW, UnitWatt, parts, true, ProducerAnalyzer, "mean power during the run's baseline (idle) phase"},
+	{DynamicEnergyJ, UnitJoule, parts, true, ProducerAnalyzer, "energy in the window above the baseline power"},
+	{Samples, UnitCount, node, false, ProducerAnalyzer, "samples of the node's total in the window"},
+	{ShareOfNodeEnergy, UnitCount, []string{ScopeRole}, true, ProducerAnalyzer, "the role's part of the nodes' energy"},
+	{IntegratedFromPower, UnitBool, node, false, ProducerAnalyzer, "the node had power samples only, integrated by the trapezoid rule"},
+
+	{QualitySampleGaps, UnitCount, everywhere, false, ProducerAnalyzer, "gaps between samples longer than twice the sampling interval"},
+	{QualityGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time inside such gaps"},
+	{QualityMaxGapS, UnitSecond, series, false, ProducerAnalyzer, "the longest gap in the window"},
+	{QualityBridgedEnergyJ, UnitJoule, runNode, true, ProducerAnalyzer, "energy bridged across gaps at the mean of the neighbours' power"},
+	{QualityUncoveredS, UnitSecond, everywhere, false, ProducerAnalyzer, "window time no sample or bridged gap covers (the largest node's for the run)"},
+	{QualityCounterResets, UnitCount, runNode, false, ProducerAnalyzer, "drops of a cumulative counter (collector restarts)"},
+	{QualityEstimatedSource, UnitCount, runNode, false, ProducerAnalyzer, "nodes whose figures come from the utilisation model, not a hardware counter"},
+	{QualityAttributionResidualJ, UnitJoule, runNode, true, ProducerAnalyzer, "node energy minus the sum of its parts; 0 when attribution conserves energy"},
+	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
+
+	{DurationS, UnitSecond, run, false, ProducerAnalyzer, "length of the recorded measurement window"},
+	{SUTEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the system under test in the window"},
+	{NodeEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the run's nodes in the window"},
+	{UnattributedEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "the nodes' energy attributed to no process (idle, system)"},
+	{SUTMeanPowerW, UnitWatt, run, true, ProducerAnalyzer, "mean power of the system under test"},
+	{SUTPeakPowerW, UnitWatt, run, true, ProducerAnalyzer, "peak power of the system under test"},
+	{NodeMeanPowerW, UnitWatt, run, true, ProducerAnalyzer, "mean power of the run's nodes"},
+	{NodePeakPowerW, UnitWatt, run, true, ProducerAnalyzer, "peak power of the busiest node"},
+	{BaselineNodePowerW, UnitWatt, run, true, ProducerAnalyzer, "the nodes' mean power during the baseline phase"},
+	{DynamicNodeEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "the nodes' energy above their baseline power"},
+	{SUTBaselinePowerW, UnitWatt, run, true, ProducerAnalyzer, "the system under test's mean power during the baseline phase"},
+	{SUTDynamicEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "the system under test's energy above its baseline power"},
+
+	{Events, UnitCount, run, false, ProducerAnalyzer, "events in the window (at the broker, else the generators' count, else the whole load's)"},
+	{RecordsSentTotal, UnitCount, run, false, ProducerAnalyzer, "records the load generators sent over the whole load"},
+	{OfferedRateEPS, UnitPerSecond, run, false, ProducerAnalyzer, "the offered load"},
+	{ThroughputEPS, UnitPerSecond, run, false, ProducerAnalyzer, "events per second of window"},
+	{EventsAcknowledged, UnitCount, run, false, ProducerAnalyzer, "the generators' own count of the window's events, beside the broker's"},
+	{SUTMicroJPerEvent, UnitMicroJoule, run, true, ProducerAnalyzer, "energy of the system under test per event"},
+	{NodeMicroJPerEvent, UnitMicroJoule, run, true, ProducerAnalyzer, "energy of the run's nodes per event"},
+	{SUTDynamicMicroJPerEvent, UnitMicroJoule, run, true, ProducerAnalyzer, "dynamic energy of the system under test per event"},
+	{EventsPerJoule, UnitPerJoule, run, true, ProducerAnalyzer, "events per joule of the system under test"},
+	{NodeEventsPerJoule, UnitPerJoule, run, true, ProducerAnalyzer, "events per joule of the run's nodes"},
+	{RecordBytesMean, UnitByte, run, false, ProducerAnalyzer, "mean size of a record (key and value) as the workload encodes it"},
+	{DataMB, UnitMegabyte, run, false, ProducerAnalyzer, "data volume of the window's events"},
+	{DataMBFromWorkload, UnitBool, run, false, ProducerAnalyzer, "data volume computed from the workload's record size, not measured"},
+	{SUTJoulePerMB, UnitJoulePerMB, run, true, ProducerAnalyzer, "energy of the system under test per MB"},
+	{NodeJoulePerMB, UnitJoulePerMB, run, true, ProducerAnalyzer, "energy of the run's nodes per MB"},
+
+	{LagTrendPoints, UnitCount, run, false, ProducerAnalyzer, "consumer-lag samples the lag trend is fitted to"},
+	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer, "least-squares slope of the consumer lag (Theodolite's lag trend)"},
+	{LagSLOThreshold, UnitMessagesPerSec, run, false, ProducerAnalyzer, "the largest slope meeting the lag-trend SLO"},
+	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer, "the run met the lag-trend SLO"},
+	{CollectorCPUSeconds, UnitSecond, run, false, ProducerAnalyzer, "CPU time the energy collectors used in the window"},
+	{CollectorCPUCores, UnitCount, run, false, ProducerAnalyzer, "the collectors' mean CPU use in cores"},
+
+	{Invalid, UnitBool, run, false, ProducerAnalyzer, "the run broke the platform's invariant (reason in run.analyzed)"},
+	{EventsFromBroker, UnitBool, run, false, ProducerAnalyzer, "events counted from the input topic's high-water marks"},
+	{EventsFromProgressSeries, UnitBool, run, false, ProducerAnalyzer, "events counted from the generators' acknowledged-records series"},
+	{EventsOffered, UnitCount, run, false, ProducerAnalyzer, "offered rate × window"},
+	{EventsDeliveredRatio, UnitCount, run, false, ProducerAnalyzer, "events / events offered"},
+	{RecordsDelivered, UnitCount, run, false, ProducerAnalyzer, "records the load generators report delivered"},
+	{RecordsDeliveredFromBroker, UnitBool, run, false, ProducerAnalyzer, "that count comes from the broker"},
+	{RecordsMissed, UnitCount, run, false, ProducerAnalyzer, "records due by the schedule that were never produced"},
+	{RecordsBackfilled, UnitCount, run, false, ProducerAnalyzer, "records produced late to cover a generator's death or restart"},
+	{LoadTakeovers, UnitCount, run, false, ProducerAnalyzer, "generator instances whose keys another took over"},
+	{LoadRestarts, UnitCount, run, false, ProducerAnalyzer, "generator instances that restarted and resumed"},
+
+	{LagSLOOKMedianSlope, UnitBool, []string{ScopeConfig}, false, ProducerAnalyzer, "the median lag slope of the repetitions meets the SLO (Theodolite)"},
+
+	{CapacityMsgPerS, UnitPerSecond, []string{ScopeExperiment}, false, ProducerScheduler, "the largest sustained load a capacity search found"},
+	{SearchProbes, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler, "load levels the capacity search tried"},
+	{CapacitySUTMicroJPerEvent, UnitMicroJoule, []string{ScopeExperiment}, true, ProducerScheduler, "energy per event of the system under test at the capacity"},
+}
+
+// Flags a run's verdict can raise: what was recovered, bridged or could not
+// be checked on a run that is still valid. Each is listed in run.analyzed
+// and stored as a run-scope row FlagMetric(flag) = 1.
+const (
+	FlagEnergyGapBridged = "energy_gap_bridged"
+	FlagSamplesLate      = "samples_late"
+	FlagTargetUnmeasured = "target_unmeasured"
+	FlagLoadSurplus      = "load_surplus"
+	FlagLoadTakeover     = "load_takeover"
+	FlagLoadRestart      = "load_restart"
+	FlagLoadBackfilled   = "load_backfilled"
+	FlagLoadMissed       = "load_missed"
+)
+
+// Flag is one flag with its meaning.
+type Flag struct{ Name, Help string }
+
+var flags = []Flag{
+	{FlagEnergyGapBridged, "a sample gap within the bound was bridged"},
+	{FlagSamplesLate, "analysed before every node had samples past the window end"},
+	{FlagTargetUnmeasured, "a target the meters never saw (no per-target figures)"},
+	{FlagLoadSurplus, "more events than offered in the window (a catch-up)"},
+	{FlagLoadTakeover, "a generator instance died; another took its keys over"},
+	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
+	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},
+	{FlagLoadMissed, "records due by the schedule were never produced"},
+}
+
+// FlagPrefix starts the name of a flag's result row.
+const FlagPrefix = "flag_"
+
+// FlagMetric is the name of flag's result row.
+func FlagMetric(flag string) string { return FlagPrefix + flag }
+
+// FlagOf returns the flag a metric name stands for; ok is false for a
+// metric that is no flag's.
+func FlagOf(metric string) (flag string, ok bool) { return strings.CutPrefix(metric, FlagPrefix) }
+
+// Flags lists every flag.
+func Flags() []Flag { return slices.Clone(flags) }
+
+// all is the table with the flags' metrics, by name.
+var all = func() map[string]Metric {
+	out := make(map[string]Metric, len(table)+len(flags))
+	for _, m := range table {
+		out[m.Name] = m
+	}
+	for _, f := range flags {
+		out[FlagMetric(f.Name)] = Metric{FlagMetric(f.Name), UnitBool, run, false, ProducerAnalyzer, "flag: " + f.Help}
+	}
+	return out
+}()
+
+// All lists every result metric, flags' included, by name.
+func All() []Metric {
+	out := make([]Metric, 0, len(all))
+	for _, m := range all {
+		m.Scopes = slices.Clone(m.Scopes)
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Metric) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Lookup returns the metric of a name.
+func Lookup(name string) (Metric, bool) {
+	m, ok := all[name]
+	m.Scopes = slices.Clone(m.Scopes)
+	return m, ok
+}
+
+// Unit is a metric's unit ("" for a name the table lacks).
+func Unit(name string) string { return all[name].Unit }
+
+// Estimable reports whether a metric's rows can be estimated (false for a
+// name the table lacks).
+func Estimable(name string) bool { return all[name].Estimable }

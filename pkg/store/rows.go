@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// insertRows writes n rows in one batch, row(i) giving the values of row
+// i in the query's column order. Every insert is a batch: ClickHouse 18.16
+// does not accept `INSERT … VALUES` with client-bound values over the
+// native protocol (it waits for a data block). what says what is written,
+// for errors.
+func insertRows(ctx context.Context, conn driver.Conn, what, query string, n int, row func(i int) []any) error {
+	if n == 0 {
+		return nil
+	}
+	batch, err := conn.PrepareBatch(ctx, query)
+	if err != nil {
+		return fmt.Errorf("%s: prepare batch: %w", what, err)
+	}
+	for i := range n {
+		if err := batch.Append(row(i)...); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("%s: append row %d: %w", what, i, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// insertRow writes one row (see insertRows).
+func insertRow(ctx context.Context, conn driver.Conn, what, query string, values ...any) error {
+	return insertRows(ctx, conn, what, query, 1, func(int) []any { return values })
+}
+
+// query runs a query and calls each for every row (each scans it); what
+// says what is read, for errors.
+func query(ctx context.Context, conn driver.Conn, what, q string, args []any, each func(driver.Rows) error) error {
+	rows, err := conn.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		if err := each(rows); err != nil {
+			return fmt.Errorf("%s: scan: %w", what, err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// queryStrings runs a query of one string column and returns its values.
+func queryStrings(ctx context.Context, conn driver.Conn, what, q string, args ...any) ([]string, error) {
+	var out []string
+	err := query(ctx, conn, what, q, args, func(rows driver.Rows) error {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
+	return out, err
+}
+
+// inline replaces {NAME} in q with the integer vars[NAME]. Only integers
+// are inlined (the long array expressions of the window queries repeat
+// them many times); everything else is bound.
+func inline(q string, vars map[string]int64) string {
+	for k, v := range vars {
+		q = strings.ReplaceAll(q, "{"+k+"}", fmt.Sprintf("toInt64(%d)", v))
+	}
+	return q
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// versionClock makes ReplacingMergeTree versions strictly increasing within a
+// process even when two writes share a microsecond.
+var versionClock struct {
+	sync.Mutex
+	last uint64
+}
+
+// nowVersion is the version of a row written now (µs since the epoch,
+// strictly increasing within the process): the newest write of a row wins.
+func nowVersion() uint64 {
+	versionClock.Lock()
+	defer versionClock.Unlock()
+	v := uint64(time.Now().UnixMicro())
+	if v <= versionClock.last {
+		v = versionClock.last + 1
+	}
+	versionClock.last = v
+	return v
+}

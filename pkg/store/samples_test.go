@@ -1,0 +1,152 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+// t0 is an arbitrary epoch-ms origin for the fixtures.
+const t0 = int64(1_760_000_000_000)
+
+// sampleFixture stores, for nodes n1 and n2, one sample a second from t0+1 s
+// to t0+4 s: each node's total at 10 W, a SUT process on n1 at 4 W, a
+// foreign process on n1 at 1 W and n1's unattributed rest at 5 W; every
+// row of n1 is written twice.
+func sampleFixture(t *testing.T, s *store.Store) {
+	t.Helper()
+	var rows []store.Sample
+	for k := int64(1); k <= 4; k++ {
+		ts := t0 + k*1000
+		for _, x := range []struct {
+			node, scope, target string
+			w                   float64
+		}{{"n1", "node", "node/n1", 10}, {"n1", "process", "process/sut", 4}, {"n1", "process", "process/foreign", 1},
+			{"n1", "unattributed", "node/n1", 5}, {"n2", "node", "node/n2", 10}} {
+			rows = append(rows, store.Sample{TsMs: ts, Node: x.node, Scope: x.scope, TargetID: x.target, Source: "model", PowerW: x.w,
+				EnergyJ: x.w * float64(k), DeltaJ: x.w, IntervalMs: 1000, Estimated: true, Collector: "c1"})
+		}
+	}
+	for _, r := range rows {
+		if r.Node == "n1" {
+			rows = append(rows, r)
+		}
+	}
+	require.NoError(t, s.InsertSamples(context.Background(), rows))
+}
+
+func TestSampleQueries(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	sampleFixture(t, s)
+
+	t.Run("series in a window, duplicates once", func(t *testing.T) {
+		got, err := s.SeriesInWindow(ctx, []string{"n1"}, t0+1500, t0+3500, 60_000)
+		require.NoError(t, err)
+		require.Len(t, got, 4) // node, two processes, unattributed
+		byKey := map[string]store.SeriesWindow{}
+		for _, x := range got {
+			byKey[x.Scope+" "+x.TargetID] = x
+		}
+		n := byKey["node node/n1"]
+		require.Equal(t, []string{"model"}, n.Sources)
+		require.True(t, n.Estimated)
+		require.False(t, n.PowerOnly)
+		require.Equal(t, uint64(3), n.Samples, "samples at 2, 3 and 4 s overlap (1.5 s, 3.5 s]")
+		require.InDelta(t, 20.0, n.CounterJ, 1e-9, "half of 2 s, all of 3 s, half of 4 s at 10 W")
+		require.InDelta(t, 2000.0, n.CoveredMs, 1e-9)
+		require.Zero(t, n.Gaps)
+		require.Equal(t, int64(1000), n.MaxIntervalMs)
+		require.InDelta(t, 10.0, n.PeakW, 1e-9)
+		require.InDelta(t, 8.0, byKey["process process/sut"].CounterJ, 1e-9)
+	})
+
+	t.Run("role peaks", func(t *testing.T) {
+		got, err := s.RolePeakPower(ctx, []string{"n1"}, t0+1500, t0+3500, map[string]string{"process/sut": results.RoleSUT})
+		require.NoError(t, err)
+		require.Equal(t, map[string]float64{results.RoleSUT: 4, results.RoleOther: 1, results.RoleUnattributed: 5}, got)
+	})
+
+	t.Run("nodes sampled from an instant", func(t *testing.T) {
+		got, err := s.NodesSampledFrom(ctx, []string{"n1", "n2", "n3"}, t0+4000)
+		require.NoError(t, err)
+		require.Equal(t, []string{"n1", "n2"}, got)
+		got, err = s.NodesSampledFrom(ctx, []string{"n1"}, t0+4001)
+		require.NoError(t, err)
+		require.Empty(t, got)
+	})
+
+	t.Run("targets sampled", func(t *testing.T) {
+		got, err := s.TargetsSampled(ctx, []string{"n1"}, []string{"process/sut", "process/never"}, t0, t0+10_000)
+		require.NoError(t, err)
+		require.Equal(t, []string{"process/sut"}, got)
+	})
+
+	t.Run("each sample once", func(t *testing.T) {
+		var got []store.Sample
+		require.NoError(t, s.EachSample(ctx, []string{"n1"}, t0+1000, t0+2000, func(x store.Sample) error {
+			got = append(got, x)
+			return nil
+		}))
+		require.Len(t, got, 4, "the four series of n1 at 2 s, each once")
+		require.Equal(t, store.Sample{TsMs: t0 + 2000, Node: "n1", Scope: "node", TargetID: "node/n1", Source: "model", PowerW: 10, DeltaJ: 10,
+			IntervalMs: 1000, Estimated: true}, got[0])
+		all := 0
+		require.NoError(t, s.EachSample(ctx, nil, t0, t0+10_000, func(store.Sample) error { all++; return nil }))
+		require.Equal(t, 4*5, all, "every node when none is named")
+	})
+
+	t.Run("power over time", func(t *testing.T) {
+		got, err := s.PowerOverTime(ctx, nil, t0, t0+4000, 2000, map[string]string{"process/sut": results.RoleSUT})
+		require.NoError(t, err)
+		want := []store.PowerBucket{}
+		for _, c := range []struct {
+			comp string
+			w    float64
+		}{{"node n1", 10}, {"node n2", 10}, {results.RoleOther, 1}, {results.RoleSUT, 4}, {results.RoleUnattributed, 5}} {
+			for b := int64(0); b <= 2; b++ {
+				want = append(want, store.PowerBucket{Bucket: b, Component: c.comp, W: c.w})
+			}
+		}
+		// Buckets of 2 s from t0: samples at 1 s (bucket 0), 2 and 3 s (1), 4 s (2).
+		require.Equal(t, want, got)
+		noRoles, err := s.PowerOverTime(ctx, []string{"n1"}, t0, t0+4000, 4000, nil)
+		require.NoError(t, err)
+		require.Equal(t, []store.PowerBucket{{0, "node n1", 10}, {1, "node n1", 10}, {0, results.RoleOther, 5}, {1, results.RoleOther, 5},
+			{0, results.RoleUnattributed, 5}, {1, results.RoleUnattributed, 5}}, noRoles, "without targets every process is other")
+	})
+}
+
+func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	base := int64(1_760_000_000_123)
+	var in []store.Sample
+	for i := 0; i < 5; i++ {
+		in = append(in, store.Sample{TsMs: base + int64(i)*7, Node: "n1", Scope: "node", TargetID: "node/n1", Source: "model",
+			PowerW: 10, EnergyJ: float64(i) * 0.07, DeltaJ: 0.07, IntervalMs: 7, Estimated: true, Collector: "c1"})
+	}
+	require.NoError(t, s.InsertSamples(ctx, in))
+	rows, err := s.Conn().Query(ctx, "SELECT ts_ms, toUnixTimestamp(ts), estimated FROM samples ORDER BY ts_ms")
+	require.NoError(t, err)
+	defer rows.Close()
+	i := 0
+	for rows.Next() {
+		var ts int64
+		var sec uint32
+		var est uint8
+		require.NoError(t, rows.Scan(&ts, &sec, &est))
+		require.Equal(t, base+int64(i)*7, ts)
+		require.Equal(t, uint32(ts/1000), sec)
+		require.Equal(t, uint8(1), est)
+		i++
+	}
+	require.Equal(t, 5, i)
+}

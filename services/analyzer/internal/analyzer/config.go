@@ -1,0 +1,87 @@
+package analyzer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Config configures the analysis.
+type Config struct {
+	// LagThreshold is the largest lag-trend slope (messages/s) a run may
+	// show and still meet the SLO (Theodolite's default: 2000).
+	LagThreshold float64 `yaml:"lagThreshold"`
+	// LagStep is the sampling step of the lag series (Theodolite: 5 s).
+	LagStep time.Duration `yaml:"lagStep"`
+	// LagWarmup is dropped from the start of the measurement window before
+	// fitting, on top of the run's own warm-up phase.
+	LagWarmup time.Duration `yaml:"lagWarmup"`
+	// LagMinPoints is the fewest lag samples that give a verdict.
+	LagMinPoints int `yaml:"lagMinPoints"`
+	// CVThreshold flags configurations whose repetitions vary more than
+	// this coefficient of variation (0.10 = 10 %).
+	CVThreshold float64 `yaml:"cvThreshold"`
+	// ConfidenceLevel of the per-configuration intervals (0.95).
+	ConfidenceLevel float64 `yaml:"confidenceLevel"`
+	// EdgeMargin is how far outside a window samples are read, to find the
+	// neighbours of the first and last sample (gaps, interpolation). It must
+	// exceed the longest sampling interval; a gap reaching further than this
+	// past a window edge goes unbridged and shows as quality_uncovered_s.
+	EdgeMargin time.Duration `yaml:"edgeMargin"`
+
+	// The verdict (see Policy and the package comment).
+	LoadTolerance       float64       `yaml:"loadTolerance"`
+	LoadEdgeSlack       time.Duration `yaml:"loadEdgeSlack"`
+	MaxBridgedGap       time.Duration `yaml:"maxBridgedGap"`
+	MaxBridgedIntervals int           `yaml:"maxBridgedIntervals"`
+	MaxUncovered        time.Duration `yaml:"maxUncovered"`
+	// BrokerEdgeSpan is the widest pair of kafka_input_high_watermark
+	// samples around a window edge that the events may be interpolated
+	// from; wider (or missing), the generators' series is used instead.
+	BrokerEdgeSpan time.Duration `yaml:"brokerEdgeSpan"`
+	// SamplesWait is how long after the window end the analysis waits for
+	// every node's samples (and the load's series) to reach past it; then it
+	// goes ahead with what there is and flags samples_late.
+	SamplesWait time.Duration `yaml:"samplesWait"`
+}
+
+// Policy is the verdict's part of the configuration.
+func (c Config) Policy() Policy {
+	return Policy{LoadTolerance: c.LoadTolerance, LoadEdgeSlack: c.LoadEdgeSlack, MaxBridgedGap: c.MaxBridgedGap, MaxBridgedIntervals: c.MaxBridgedIntervals,
+		MaxUncovered: c.MaxUncovered}
+}
+
+// Default returns Theodolite's SLO defaults, a 10 % CV flag and 95 %
+// intervals.
+func Default() Config {
+	return Config{LagThreshold: 2000, LagStep: 5 * time.Second, LagMinPoints: 3, CVThreshold: 0.10, ConfidenceLevel: 0.95,
+		EdgeMargin:    time.Minute,
+		LoadTolerance: 0.02, LoadEdgeSlack: 200 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3, MaxUncovered: time.Second,
+		BrokerEdgeSpan: 2500 * time.Millisecond, SamplesWait: 10 * time.Second}
+}
+
+// Validate reports every problem.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(bad bool, field string, got any, want string) {
+		if bad {
+			errs = append(errs, fmt.Errorf("analyzer.%s: got %v, expected %s", field, got, want))
+		}
+	}
+	check(c.LagThreshold <= 0, "lagThreshold", c.LagThreshold, "> 0")
+	check(c.LagStep < 100*time.Millisecond, "lagStep", c.LagStep, "at least 100ms")
+	check(c.LagWarmup < 0, "lagWarmup", c.LagWarmup, ">= 0")
+	check(c.LagMinPoints < 2, "lagMinPoints", c.LagMinPoints, "at least 2")
+	check(c.CVThreshold <= 0, "cvThreshold", c.CVThreshold, "> 0")
+	check(c.ConfidenceLevel <= 0 || c.ConfidenceLevel >= 1, "confidenceLevel", c.ConfidenceLevel, "between 0 and 1")
+	check(c.EdgeMargin < 0, "edgeMargin", c.EdgeMargin, ">= 0")
+	check(math.IsNaN(c.LoadTolerance) || c.LoadTolerance < 0 || c.LoadTolerance >= 1, "loadTolerance", c.LoadTolerance, "a fraction in [0, 1)")
+	check(c.LoadEdgeSlack < 0, "loadEdgeSlack", c.LoadEdgeSlack, ">= 0")
+	check(c.MaxBridgedGap < 0, "maxBridgedGap", c.MaxBridgedGap, ">= 0")
+	check(c.MaxBridgedIntervals < 0, "maxBridgedIntervals", c.MaxBridgedIntervals, ">= 0")
+	check(c.MaxUncovered < 0, "maxUncovered", c.MaxUncovered, ">= 0")
+	check(c.BrokerEdgeSpan <= 0, "brokerEdgeSpan", c.BrokerEdgeSpan, "a positive duration")
+	check(c.SamplesWait < 0, "samplesWait", c.SamplesWait, ">= 0")
+	return errors.Join(errs...)
+}

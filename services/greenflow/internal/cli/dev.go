@@ -1,0 +1,126 @@
+// greenflow dev and greenflow demo: the dev stack (every service) in this
+// process; the demo runs one experiment on it, end to end.
+
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", defaultStateDir(), "JetStream store and ClickHouse data (kept across restarts)")
+	ephemeral := fs.Bool("ephemeral", false, "delete the state dir on exit")
+	chDSN := fs.String("clickhouse-dsn", "", "use this ClickHouse instead of starting clickhouse-server")
+	natsPort := fs.Int("nats-port", 4222, "NATS port on 127.0.0.1 (-1: any free port)")
+	kafkaPort := fs.Int("kafka-port", 9092, "in-process Kafka port on 127.0.0.1 (0: any free port)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:9464", "/metrics and /healthz address (empty disables)")
+	logLevel := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger := cliLogger(*logLevel)
+	st, err := devstack.Start(ctx, devstack.Options{StateDir: *stateDir, Ephemeral: *ephemeral, ClickHouseDSN: *chDSN, NATSPort: *natsPort,
+		KafkaPort: *kafkaPort, HTTPAddr: *httpAddr, UC3Command: selfUC3Command(), Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  metrics:    http://%s/metrics\n  state:      %s\n",
+		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), st.Endpoints.ClickHouseDSN, *httpAddr, *stateDir)
+	return st.Run(ctx)
+}
+
+func cliLogger(level string) *zap.Logger {
+	l, err := service.NewLogger(level, true)
+	if err != nil {
+		return zap.NewNop()
+	}
+	return l
+}
+
+func selfUC3Command() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	return []string{exe, "uc3-processor"}
+}
+
+// runDemo starts the dev stack in this process, runs one experiment end to
+// end with live progress, prints the results table, writes CSV and JSON
+// beside the state, and stops everything.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sf specFlags
+	sf.register(fs, "examples/uc3-local.yaml")
+	stateDir := fs.String("state-dir", ".state/demo", "state dir (kept: 'greenflow results --state-dir' reads it later)")
+	chDSN := fs.String("clickhouse-dsn", "", "use this ClickHouse instead of starting clickhouse-server")
+	logLevel := fs.String("log-level", "warn", "service log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	p, err := sf.prepare(false)
+	if err != nil {
+		return err
+	}
+	began := time.Now()
+	fmt.Fprintf(stdout, "starting the dev stack (embedded NATS JetStream, in-process Kafka, ClickHouse) in %s\n", *stateDir)
+	st, err := devstack.Start(ctx, devstack.Options{StateDir: *stateDir, ClickHouseDSN: *chDSN, NATSPort: -1, UC3Command: selfUC3Command(),
+		Logger: cliLogger(*logLevel)})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	runCtx, stopStack := context.WithCancel(ctx)
+	stackDone := make(chan error, 1)
+	go func() { stackDone <- st.Run(runCtx) }()
+	defer func() {
+		stopStack()
+		<-stackDone
+	}()
+	id, werr := submitAndWatch(ctx, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
+		return fmt.Sprintf("submitted experiment %s: %d runs of %s", id, p.Runs, sf.file)
+	})
+	if id == "" || werr != nil && !errors.Is(werr, context.Canceled) {
+		return werr
+	}
+	rows, err := LoadResults(ctx, st.Store, id)
+	if err == nil {
+		for _, f := range []string{"csv", "json"} {
+			path := filepath.Join(*stateDir, "results-"+id+"."+f)
+			if out, err := os.Create(path); err == nil {
+				_ = WriteResults(out, f, rows)
+				_ = out.Close()
+				fmt.Fprintf(stdout, "wrote %s\n", path)
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "demo finished in %s; stopping the stack\n", time.Since(began).Round(100*time.Millisecond))
+	return werr
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "greenflow")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "greenflow")
+	}
+	return ".greenflow"
+}

@@ -1,0 +1,159 @@
+// Flags and arguments the commands share: where to find the dev stack, the
+// spec to read, and experiment ids before, between or after the flags.
+
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+)
+
+type connFlags struct {
+	stateDir, natsURL, clickhouseDSN string
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
+	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
+	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir)")
+}
+
+// resolve fills missing addresses from a running dev stack.
+func (c *connFlags) resolve(needNATS bool) error {
+	if c.natsURL != "" && c.clickhouseDSN != "" {
+		return nil
+	}
+	ep, err := devstack.ReadEndpoints(c.stateDir)
+	if err != nil {
+		if c.natsURL == "" && needNATS {
+			return fmt.Errorf("no running 'greenflow dev' found in %s and no --nats-url given", c.stateDir)
+		}
+		return nil
+	}
+	if c.natsURL == "" {
+		c.natsURL = ep.NATSURL
+	}
+	if c.clickhouseDSN == "" {
+		c.clickhouseDSN = ep.ClickHouseDSN
+	}
+	return nil
+}
+
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// specFlags are the -f and --set flags of the commands that read a spec.
+type specFlags struct {
+	file string
+	sets stringList
+}
+
+func (f *specFlags) register(fs *flag.FlagSet, defaultFile string) {
+	fs.StringVar(&f.file, "f", defaultFile, "experiment spec file (YAML or JSON; - for standard input)")
+	fs.Var(&f.sets, "set", "override a spec field: path=value (repeatable)")
+}
+
+// prepare reads and validates the spec (see spec.Prepare).
+func (f *specFlags) prepare(yes bool) (spec.Prepared, error) {
+	data, err := f.read()
+	if err != nil {
+		return spec.Prepared{}, err
+	}
+	return spec.Prepare(data, f.sets, yes)
+}
+
+// read reads the spec file (or standard input).
+func (f *specFlags) read() ([]byte, error) {
+	if f.file == "" {
+		return nil, errors.New("-f: a spec file is required")
+	}
+	var data []byte
+	var err error
+	if f.file == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(f.file)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read spec: %w", err)
+	}
+	return data, nil
+}
+
+// parseExperimentArgs parses a command taking one EXPERIMENT id (before or
+// after the flags) and the connection flags; extra registers its own flags.
+func parseExperimentArgs(name string, args []string, extra func(*flag.FlagSet)) (connFlags, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	var c connFlags
+	c.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(reorder(args)); err != nil {
+		return c, "", err
+	}
+	if fs.NArg() != 1 {
+		return c, "", errors.New("expected one EXPERIMENT id")
+	}
+	return c, fs.Arg(0), nil
+}
+
+// parseInterspersed parses flags that may come before, between or after the
+// positional arguments and returns the positional ones.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// reorder moves a leading positional argument after the flags, so both
+// "results ID --format csv" and "results --format csv ID" work.
+func reorder(args []string) []string {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return append(args[1:], args[0])
+	}
+	return args
+}
+
+// analysisUsage lists the analysis commands; each prints it on -h.
+const analysisUsage = `Analysis commands:
+  greenflow compare  A B [--experiment EXP] [--level 0.95]   Welch t-test per headline metric: two experiments,
+                                                             or two config hashes (prefixes) within --experiment
+  greenflow export   EXPERIMENT --dir DIR                    tidy CSV: runs, phases, targets, results, samples, summary
+  greenflow report   EXPERIMENT [-o FILE] [--max-runs N]     self-contained HTML report with SVG plots
+
+They find ClickHouse like 'greenflow results': a running 'greenflow dev' through
+its state dir, --clickhouse-dsn, or the dev state's ClickHouse data.
+`
+
+// newAnalysisFlags returns a flag set that prints the analysis usage on -h.
+func newAnalysisFlags(name string, stderr io.Writer) (*flag.FlagSet, *connFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c connFlags
+	c.register(fs)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, analysisUsage)
+		fmt.Fprintf(stderr, "\nFlags of %s:\n", name)
+		fs.PrintDefaults()
+	}
+	return fs, &c
+}

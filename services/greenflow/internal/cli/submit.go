@@ -1,0 +1,99 @@
+// greenflow validate and greenflow submit: read a spec, check it, publish it.
+
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
+)
+
+func runValidate(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	var sf specFlags
+	sf.register(fs, "")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := sf.read()
+	if err != nil {
+		return err
+	}
+	p, err := spec.Prepare(data, sf.sets, true)
+	if err != nil {
+		return err
+	}
+	// Render what the provisioner will (manifest templates too), so a
+	// template that cannot render fails here, with its spec line, not at
+	// provision time.
+	if err := provisionerapp.CheckSpec(p.Experiment, data); err != nil {
+		return fmt.Errorf("%s: the system under test does not render:\n%w", sf.file, err)
+	}
+	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %d runs\n", sf.file, p.Experiment.Metadata.Name, p.Runs)
+	return nil
+}
+
+func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c connFlags
+	c.register(fs)
+	var sf specFlags
+	sf.register(fs, "")
+	watch := fs.Bool("watch", false, "follow progress and print the results table at the end")
+	yes := fs.Bool("yes", false, "submit even when the sweep exceeds 10,000 runs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	p, err := sf.prepare(*yes)
+	if err != nil {
+		return err
+	}
+	if err := c.resolve(true); err != nil {
+		return err
+	}
+	_, err = submitAndWatch(ctx, c.natsURL, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
+		return fmt.Sprintf("submitted experiment %s (%d runs)", id, p.Runs)
+	})
+	return err
+}
+
+// submitAndWatch submits a prepared spec through the NATS at natsURL,
+// prints submitted(id), and with watch follows the experiment to its end
+// and prints its results from the ClickHouse at dsn. It returns the
+// experiment's id (also when watching fails).
+func submitAndWatch(ctx context.Context, natsURL, dsn string, p spec.Prepared, watch bool, stdout io.Writer, submitted func(id string) string) (string, error) {
+	b, err := bus.Connect(ctx, natsURL, "greenflow-cli", zap.NewNop(), nil)
+	if err != nil {
+		return "", err
+	}
+	defer b.Close()
+	since := time.Now().Add(-time.Second) // clocks differ
+	id, err := Submit(ctx, b, p.Experiment, p.Resolved)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintln(stdout, submitted(id))
+	if !watch {
+		return id, nil
+	}
+	return id, watchAndReport(ctx, b, dsn, id, since, stdout)
+}
+
+// Submit publishes an experiment and returns its id.
+func Submit(ctx context.Context, b *bus.Bus, e *spec.Experiment, resolved string) (string, error) {
+	id := spec.NewExperimentID(e.Metadata.Name, time.Now())
+	if err := b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: resolved, SubmittedBy: "cli"}, "submit:"+id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
