@@ -12,86 +12,28 @@ import (
 
 func TestAttribute(t *testing.T) {
 	nan, inf := math.NaN(), math.Inf(1)
+	cpu := func(busy, total float64) energy.CPUTimes {
+		return energy.CPUTimes{BusySeconds: busy, TotalSeconds: total}
+	}
+	type shares = map[string]float64
 	tests := []struct {
 		name      string
 		totalJ    float64
 		cpu       energy.CPUTimes
-		workloads map[string]float64
-		wantParts map[string]float64
+		workloads shares
+		wantParts shares
 		wantUnatt float64
 	}{
-		{
-			// Kepler: active = 100 J × 50/100 = 50 J, split 20:30 of busy.
-			name:      "CPU-time share",
-			totalJ:    100,
-			cpu:       energy.CPUTimes{BusySeconds: 50, TotalSeconds: 100},
-			workloads: map[string]float64{"flink": 20, "kafka": 30},
-			wantParts: map[string]float64{"flink": 20, "kafka": 30},
-			wantUnatt: 50,
-		},
-		{
-			name:      "part of busy time is other processes",
-			totalJ:    80,
-			cpu:       energy.CPUTimes{BusySeconds: 4, TotalSeconds: 8},
-			workloads: map[string]float64{"flink": 1},
-			wantParts: map[string]float64{"flink": 10},
-			wantUnatt: 70,
-		},
-		{
-			name:      "workloads exceed busy time: scaled down to it",
-			totalJ:    100,
-			cpu:       energy.CPUTimes{BusySeconds: 50, TotalSeconds: 100},
-			workloads: map[string]float64{"flink": 40, "kafka": 60},
-			wantParts: map[string]float64{"flink": 20, "kafka": 30},
-			wantUnatt: 50,
-		},
-		{
-			name:      "bad inputs count as zero",
-			totalJ:    100,
-			cpu:       energy.CPUTimes{BusySeconds: 50, TotalSeconds: 100},
-			workloads: map[string]float64{"neg": -5, "nan": nan, "inf": inf, "ok": 10},
-			wantParts: map[string]float64{"neg": 0, "nan": 0, "inf": 0, "ok": 10},
-			wantUnatt: 90,
-		},
-		{
-			name:      "no CPU time on the node",
-			totalJ:    30,
-			cpu:       energy.CPUTimes{},
-			workloads: map[string]float64{"flink": 5},
-			wantParts: map[string]float64{"flink": 0},
-			wantUnatt: 30,
-		},
-		{
-			name:      "busy above total is clamped",
-			totalJ:    10,
-			cpu:       energy.CPUTimes{BusySeconds: 20, TotalSeconds: 10},
-			workloads: map[string]float64{"a": 30, "b": 10},
-			wantParts: map[string]float64{"a": 7.5, "b": 2.5},
-			wantUnatt: 0,
-		},
-		{
-			name:      "negative total energy",
-			totalJ:    -3,
-			cpu:       energy.CPUTimes{BusySeconds: 1, TotalSeconds: 2},
-			workloads: map[string]float64{"a": 1},
-			wantParts: map[string]float64{"a": 0},
-			wantUnatt: 0,
-		},
-		{
-			name:      "NaN node times",
-			totalJ:    10,
-			cpu:       energy.CPUTimes{BusySeconds: nan, TotalSeconds: nan},
-			workloads: map[string]float64{"a": 1},
-			wantParts: map[string]float64{"a": 0},
-			wantUnatt: 10,
-		},
-		{
-			name:      "no workloads",
-			totalJ:    10,
-			cpu:       energy.CPUTimes{BusySeconds: 1, TotalSeconds: 2},
-			wantParts: map[string]float64{},
-			wantUnatt: 10,
-		},
+		// Kepler: active = 100 J × 50/100 = 50 J, split 20:30 of busy.
+		{"CPU-time share", 100, cpu(50, 100), shares{"flink": 20, "kafka": 30}, shares{"flink": 20, "kafka": 30}, 50},
+		{"part of busy time is other processes", 80, cpu(4, 8), shares{"flink": 1}, shares{"flink": 10}, 70},
+		{"workloads exceed busy time: scaled down to it", 100, cpu(50, 100), shares{"flink": 40, "kafka": 60}, shares{"flink": 20, "kafka": 30}, 50},
+		{"bad inputs count as zero", 100, cpu(50, 100), shares{"neg": -5, "nan": nan, "inf": inf, "ok": 10}, shares{"neg": 0, "nan": 0, "inf": 0, "ok": 10}, 90},
+		{"no CPU time on the node", 30, cpu(0, 0), shares{"flink": 5}, shares{"flink": 0}, 30},
+		{"busy above total is clamped", 10, cpu(20, 10), shares{"a": 30, "b": 10}, shares{"a": 7.5, "b": 2.5}, 0},
+		{"negative total energy", -3, cpu(1, 2), shares{"a": 1}, shares{"a": 0}, 0},
+		{"NaN node times", 10, cpu(nan, nan), shares{"a": 1}, shares{"a": 0}, 10},
+		{"no workloads", 10, cpu(1, 2), nil, shares{}, 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

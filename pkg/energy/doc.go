@@ -20,7 +20,17 @@
 // process trees, pods by container id or name), each workload to at most
 // one; Attribute (CPU seconds) or Split (joules an exporter attributed)
 // divides the node total so that parts + unattributed = total. Sources that
-// implement Checkpointer can hand their state to another collector.
+// implement Checkpointer (all of them, SourceOf a meter included) can hand
+// their state to another collector.
+//
+// Every Source keeps one contract, checked by one suite run against each
+// implementation (source_contract_test.go): the first reading is a
+// baseline, then each measures exactly what was spent since; a counter
+// reset or wrap is never negative energy or a spike — measured exactly
+// where a range or a gauge allows, else short and counted in Resets; a
+// failed Read (malformed input, a done context, time going back) changes
+// nothing, so the next good one covers the whole gap; a checkpoint lets
+// another process continue exactly.
 //
 // Meters take the sysfs and /proc roots as arguments and the reading time as
 // a parameter, so everything here runs against fake trees and exporter pages

@@ -3,13 +3,9 @@ package energy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -108,114 +104,4 @@ func firstValue(fams map[string]*dto.MetricFamily, name string) (float64, bool) 
 		}
 	}
 	return 0, false
-}
-
-// counterState is what every counter-reading source keeps between readings:
-// the time of the previous reading, the exporter's start time (to notice a
-// restart) and its counters. It is the unit of a checkpoint.
-type counterState struct {
-	started  bool
-	last     time.Time
-	start    float64 // the exporter's process_start_time_seconds, 0 if unknown
-	counters CounterSet
-}
-
-// interval checks now against the previous reading.
-func (s *counterState) interval(now time.Time) (time.Duration, error) {
-	if !s.started {
-		return 0, nil
-	}
-	if now.Before(s.last) {
-		return 0, fmt.Errorf("reading at %s is before the previous one at %s", now.Format(time.RFC3339Nano), s.last.Format(time.RFC3339Nano))
-	}
-	return now.Sub(s.last), nil
-}
-
-// restarted reports whether the exporter's start time changed since the
-// previous reading; then none of its counters continue the old ones.
-func (s *counterState) restarted(fams map[string]*dto.MetricFamily) (float64, bool) {
-	start, ok := firstValue(fams, "process_start_time_seconds")
-	if !ok {
-		return 0, false
-	}
-	return start, s.started && s.start != 0 && start != s.start
-}
-
-type checkpointData struct {
-	Version  int                `json:"v"`
-	TimeNs   int64              `json:"time_ns"`
-	Start    float64            `json:"start,omitempty"`
-	Counters map[string]float64 `json:"counters"`
-}
-
-const checkpointVersion = 1
-
-// Checkpoint implements Checkpointer for the sources embedding the state:
-// it encodes the state, keeping the counters of the workloads that pass
-// keep (nil keeps all) and every node counter.
-func (s *counterState) Checkpoint(keep func(string) bool) ([]byte, error) {
-	if !s.started {
-		return nil, errors.New("checkpoint: no reading yet")
-	}
-	return json.Marshal(checkpointData{Version: checkpointVersion, TimeNs: s.last.UnixNano(), Start: s.start,
-		Counters: s.counters.snapshot(workloadKeep(keep))})
-}
-
-// scrape reads an exporter's metrics page and the interval since the
-// previous reading; source names the source in errors.
-func (s *counterState) scrape(ctx context.Context, now time.Time, source string, client *http.Client, url string) (map[string]*dto.MetricFamily, time.Duration, error) {
-	interval, err := s.interval(now)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s source: %w", source, err)
-	}
-	fams, err := scrape(ctx, client, url)
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s source: %w", source, err)
-	}
-	return fams, interval, nil
-}
-
-// Restore implements Checkpointer: it decodes a checkpoint; the state is
-// unchanged on error.
-func (s *counterState) Restore(data []byte) error {
-	var c checkpointData
-	if err := json.Unmarshal(data, &c); err != nil {
-		return fmt.Errorf("restore checkpoint: %w", err)
-	}
-	if c.Version != checkpointVersion {
-		return fmt.Errorf("restore checkpoint: version %d, expected %d", c.Version, checkpointVersion)
-	}
-	if c.TimeNs <= 0 {
-		return errors.New("restore checkpoint: no reading time")
-	}
-	s.started, s.last, s.start = true, time.Unix(0, c.TimeNs), c.Start
-	s.counters.restore(c.Counters)
-	return nil
-}
-
-// workloadKeep adapts a keep function on workload keys to counter keys of
-// the form "w|<workload key>|…"; every other counter is kept.
-func workloadKeep(keep func(string) bool) func(string) bool {
-	if keep == nil {
-		return nil
-	}
-	return func(k string) bool {
-		rest, ok := strings.CutPrefix(k, "w|")
-		if !ok {
-			return true
-		}
-		if i := strings.LastIndexByte(rest, '|'); i >= 0 {
-			rest = rest[:i]
-		}
-		return keep(rest)
-	}
-}
-
-// httpClient returns c, or a client without a timeout of its own: callers
-// bound every scrape with the context.
-func httpClient(c *http.Client) *http.Client {
-	if c != nil {
-		return c
-	}
-	return &http.Client{}
 }

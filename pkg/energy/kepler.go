@@ -1,9 +1,7 @@
 package energy
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"path"
 	"slices"
 	"strconv"
@@ -22,58 +20,6 @@ const (
 	keplerPodJoules       = "kepler_pod_cpu_joules_total"
 )
 
-// KeplerOptions configures a KeplerSource.
-type KeplerOptions struct {
-	URL       string       // the exporter's metrics page, e.g. http://node:28282/metrics
-	Client    *http.Client // nil: a client bounded only by Read's context
-	NodeName  string       // when set, the exposition's node_name label must match
-	MaxPowerW float64      // plausibility bound of the node total; 0: DefaultMaxPowerW
-}
-
-// KeplerSource reads a Kepler exporter: the node's RAPL zones from
-// kepler_node_cpu_joules_total{zone,path} and what Kepler attributed to each
-// workload from its process, container or pod joules counters.
-//
-// The node total follows RAPLMeter's rule on Kepler's zones: psys when
-// reported, otherwise package plus dram (core and uncore are inside the
-// package). Workload energy is summed over the same zones, from the finest
-// level the exporter publishes (processes, else containers, else pods);
-// containers and pods of processes are joined through the container and pod
-// series' pod_id, pod_name and pod_namespace labels, so both process and pod
-// targets can be matched. A counter that goes backwards, or jumps further
-// than MaxPowerW over the interval could explain, is a reset: the zone falls
-// back to its kepler_node_cpu_watts gauge for that interval, or, without
-// one, the reading becomes a baseline. An exporter restart
-// (process_start_time_seconds changes) re-baselines every counter likewise.
-type KeplerSource struct {
-	opts KeplerOptions
-	counterState
-}
-
-var (
-	_ Source       = (*KeplerSource)(nil)
-	_ Checkpointer = (*KeplerSource)(nil)
-)
-
-// NewKeplerSource returns a source reading the exporter at opts.URL. It does
-// no I/O.
-func NewKeplerSource(opts KeplerOptions) *KeplerSource {
-	if opts.MaxPowerW <= 0 {
-		opts.MaxPowerW = DefaultMaxPowerW
-	}
-	opts.Client = httpClient(opts.Client)
-	return &KeplerSource{opts: opts}
-}
-
-// Read implements Source.
-func (k *KeplerSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
-	fams, interval, err := k.scrape(ctx, now, "kepler", k.opts.Client, k.opts.URL)
-	if err != nil {
-		return Measurement{}, err
-	}
-	return k.measure(fams, now, interval)
-}
-
 type keplerZone struct {
 	key, name, path, label string
 	value                  float64
@@ -82,20 +28,16 @@ type keplerZone struct {
 func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time, interval time.Duration) (Measurement, error) {
 	node := metrics(fams, keplerNodeJoules)
 	if len(node) == 0 {
-		return Measurement{}, fmt.Errorf("kepler source %s: no %s in the exposition (is it a Kepler 0.10+ exporter with node metrics?)", k.opts.URL, keplerNodeJoules)
+		return Measurement{}, fmt.Errorf("kepler source %s: no %s in the exposition (is it a Kepler 0.10+ exporter with node metrics?)", k.url, keplerNodeJoules)
 	}
-	if want, got := k.opts.NodeName, label(node[0], "node_name"); want != "" && got != want {
-		return Measurement{}, fmt.Errorf("kepler source %s: exporter reports node_name %q, expected %q", k.opts.URL, got, want)
+	if want, got := k.nodeName, label(node[0], "node_name"); want != "" && got != want {
+		return Measurement{}, fmt.Errorf("kepler source %s: exporter reports node_name %q, expected %q", k.url, got, want)
 	}
 
-	cs := &k.counterState.counters
-	start, restarted := k.counterState.restarted(fams)
-	if restarted {
-		cs = &CounterSet{} // nothing continues the old counters
-	}
-	started := k.counterState.started
+	cs, start := k.begin(fams)
+	started := k.started
 	dt := interval.Seconds()
-	maxDelta := k.opts.MaxPowerW * dt
+	maxDelta := k.maxPowerW * dt
 
 	// Zones, labelled by name, or name@path where one name has several.
 	var zones []keplerZone
@@ -134,7 +76,7 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 			if st == CounterReset {
 				meas.Resets++
 			}
-			if w, ok := watts[z.key]; ok && started && w >= 0 && w <= k.opts.MaxPowerW {
+			if w, ok := watts[z.key]; ok && started && w >= 0 && w <= k.maxPowerW {
 				d = w * dt // the gauge covers the interval the counter cannot
 			} else if inTotal[z.name] {
 				complete = false
@@ -147,17 +89,7 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 	}
 	meas.Workloads = k.workloads(fams, cs, inTotal, maxDelta, &meas.Resets)
 
-	k.counterState.started, k.counterState.last, k.counterState.start = true, now, start
-	if cs != &k.counterState.counters {
-		k.counterState.counters = *cs
-	}
-	cs = &k.counterState.counters
-	cs.Commit()
-	if !complete {
-		return baseline(meas), nil
-	}
-	meas.TotalPowerW = power(meas.TotalDeltaJ, interval)
-	return meas, nil
+	return k.finish(now, start, cs, meas, complete), nil
 }
 
 // totalZoneSet is RAPL's rule on zone names: psys alone when present,
@@ -169,31 +101,79 @@ func totalZoneSet(names map[string]int) map[string]bool {
 	return map[string]bool{"package": true, "dram": true}
 }
 
-// workloads reads the finest workload level the exposition has.
-func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterSet, inTotal map[string]bool, maxDelta float64, resets *int) []WorkloadUse {
-	type podInfo struct{ name, ns string }
-	pods := map[string]podInfo{}
+// keplerPods is what a Kepler exposition says of pods: their names by pod
+// id, and the pod of each container id.
+type keplerPods struct {
+	byID         map[string]keplerPod
+	containerPod map[string]string
+}
+
+type keplerPod struct{ name, ns string }
+
+func readKeplerPods(fams map[string]*dto.MetricFamily) keplerPods {
+	p := keplerPods{byID: map[string]keplerPod{}, containerPod: map[string]string{}}
 	for _, m := range metrics(fams, keplerPodJoules) {
 		if id := label(m, "pod_id"); id != "" {
-			pods[id] = podInfo{label(m, "pod_name"), label(m, "pod_namespace")}
+			p.byID[id] = keplerPod{label(m, "pod_name"), label(m, "pod_namespace")}
 		}
 	}
-	containerPod := map[string]string{}
 	for _, m := range metrics(fams, keplerContainerJoules) {
 		if id, pod := label(m, "container_id"), label(m, "pod_id"); id != "" && pod != "" {
-			containerPod[id] = pod
+			p.containerPod[id] = pod
 		}
 	}
+	return p
+}
 
-	level := keplerProcessJoules
+// keplerLevel is the finest workload level the exposition has: processes,
+// containers or pods.
+func keplerLevel(fams map[string]*dto.MetricFamily) string {
 	switch {
 	case len(metrics(fams, keplerProcessJoules)) > 0:
+		return keplerProcessJoules
 	case len(metrics(fams, keplerContainerJoules)) > 0:
-		level = keplerContainerJoules
-	default:
-		level = keplerPodJoules
+		return keplerContainerJoules
 	}
+	return keplerPodJoules
+}
 
+// workload is the workload series m of level names, with its pod's name
+// when known; false when m names none.
+func (p keplerPods) workload(m *dto.Metric, level string) (Workload, bool) {
+	var w Workload
+	switch level {
+	case keplerProcessJoules:
+		pid, err := strconv.Atoi(label(m, "pid"))
+		if err != nil || pid <= 0 {
+			return Workload{}, false
+		}
+		w = Workload{Key: "pid/" + strconv.Itoa(pid), PID: pid, ContainerID: normalizeContainerID(label(m, "container_id"))}
+		w.PodUID = p.containerPod[label(m, "container_id")]
+	case keplerContainerJoules:
+		id := label(m, "container_id")
+		if id == "" {
+			return Workload{}, false
+		}
+		w = Workload{Key: "container/" + id, ContainerID: normalizeContainerID(id), PodUID: label(m, "pod_id")}
+	default:
+		id := label(m, "pod_id")
+		if id == "" {
+			return Workload{}, false
+		}
+		w = Workload{Key: "pod/" + id, PodUID: id}
+	}
+	if pod, ok := p.byID[w.PodUID]; ok {
+		w.Pod, w.Namespace = pod.name, pod.ns
+	} else if level == keplerPodJoules {
+		w.Pod, w.Namespace = label(m, "pod_name"), label(m, "pod_namespace")
+	}
+	return w, true
+}
+
+// workloads reads the finest workload level the exposition has.
+func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterSet, inTotal map[string]bool, maxDelta float64, resets *int) []WorkloadUse {
+	pods := readKeplerPods(fams)
+	level := keplerLevel(fams)
 	// The same workload can appear as running and terminated; the larger
 	// counter is the later one.
 	type series struct {
@@ -212,32 +192,9 @@ func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterS
 		if !ok {
 			continue
 		}
-		var w Workload
-		switch level {
-		case keplerProcessJoules:
-			pid, err := strconv.Atoi(label(m, "pid"))
-			if err != nil || pid <= 0 {
-				continue
-			}
-			w = Workload{Key: "pid/" + strconv.Itoa(pid), PID: pid, ContainerID: normalizeContainerID(label(m, "container_id"))}
-			w.PodUID = containerPod[label(m, "container_id")]
-		case keplerContainerJoules:
-			id := label(m, "container_id")
-			if id == "" {
-				continue
-			}
-			w = Workload{Key: "container/" + id, ContainerID: normalizeContainerID(id), PodUID: label(m, "pod_id")}
-		default:
-			id := label(m, "pod_id")
-			if id == "" {
-				continue
-			}
-			w = Workload{Key: "pod/" + id, PodUID: id}
-		}
-		if p, ok := pods[w.PodUID]; ok {
-			w.Pod, w.Namespace = p.name, p.ns
-		} else if level == keplerPodJoules {
-			w.Pod, w.Namespace = label(m, "pod_name"), label(m, "pod_namespace")
+		w, ok := pods.workload(m, level)
+		if !ok {
+			continue
 		}
 		ck := "w|" + w.Key + "|" + zone
 		if s, ok := byKey[ck]; ok {
@@ -265,10 +222,4 @@ func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterS
 		out[i].Value += d
 	}
 	return out
-}
-
-// baseline turns a measurement whose total is not trustworthy into a
-// baseline reading: zero interval, no energy, no workloads.
-func baseline(m Measurement) Measurement {
-	return Measurement{NodeReading: NodeReading{Time: m.Time, Source: m.Source, Estimated: m.Estimated}, Basis: m.Basis, Resets: m.Resets}
 }

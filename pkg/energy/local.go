@@ -39,8 +39,6 @@ type LocalSource struct {
 	restored bool
 }
 
-var _ Source = (*LocalSource)(nil)
-
 type procKey struct {
 	pid   int
 	start uint64
@@ -53,8 +51,12 @@ func NewLocalSource(m NodeMeter, procRoot string) *LocalSource {
 }
 
 // Read implements Source. The processes are read before the meter, so a
-// failure of either leaves the source as it was.
-func (s *LocalSource) Read(_ context.Context, now time.Time) (Measurement, error) {
+// failure of either leaves the source as it was. A done ctx fails the Read
+// (files do not wait for a deadline: there is nothing else to bound).
+func (s *LocalSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
+	if err := ctx.Err(); err != nil {
+		return Measurement{}, fmt.Errorf("local source: %w", err)
+	}
 	procs, err := s.processes()
 	if err != nil {
 		return Measurement{}, fmt.Errorf("local source: %w", err)

@@ -2,6 +2,7 @@ package energy
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,33 +26,36 @@ type meterCheckpointer interface {
 	NodeMeter
 	checkpoint() (json.RawMessage, error)
 	restore(data json.RawMessage) error
+	procFS() ProcFS // whose boot a checkpoint names
 }
+
+func (m *RAPLMeter) procFS() ProcFS  { return m.proc }
+func (m *ModelMeter) procFS() ProcFS { return m.proc }
 
 var (
 	_ meterCheckpointer = (*RAPLMeter)(nil)
 	_ meterCheckpointer = (*ModelMeter)(nil)
-	_ Checkpointer      = (*LocalSource)(nil)
 )
 
-// clockState is a clock in a checkpoint.
+// clockState is a lastReading in a checkpoint (named for its JSON field).
 type clockState struct {
 	TimeNs int64   `json:"time_ns"`
 	Busy   float64 `json:"busy_s"`
 	Total  float64 `json:"total_s"`
 }
 
-func (c *clock) save() (clockState, error) {
-	if !c.started {
+func (r *lastReading) save() (clockState, error) {
+	if !r.started {
 		return clockState{}, errors.New("checkpoint: no reading yet")
 	}
-	return clockState{TimeNs: c.time.UnixNano(), Busy: c.cpu.BusySeconds, Total: c.cpu.TotalSeconds}, nil
+	return clockState{TimeNs: r.time.UnixNano(), Busy: r.cpu.BusySeconds, Total: r.cpu.TotalSeconds}, nil
 }
 
-func (c *clock) load(s clockState) error {
+func (r *lastReading) load(s clockState) error {
 	if s.TimeNs <= 0 {
 		return errors.New("restore checkpoint: no reading time")
 	}
-	c.started, c.time, c.cpu = true, time.Unix(0, s.TimeNs), CPUTimes{BusySeconds: s.Busy, TotalSeconds: s.Total}
+	r.started, r.time, r.cpu = true, time.Unix(0, s.TimeNs), CPUTimes{BusySeconds: s.Busy, TotalSeconds: s.Total}
 	return nil
 }
 
@@ -66,16 +70,23 @@ type raplZoneState struct {
 	TotalJ float64 `json:"total_j"`
 }
 
-func (m *RAPLMeter) checkpoint() (json.RawMessage, error) {
-	c, err := m.clock.save()
+// encodeState encodes a local meter's state with its last reading's clock.
+func encodeState[T any](last lastReading, state func(clockState) T) (json.RawMessage, error) {
+	c, err := last.save()
 	if err != nil {
 		return nil, err
 	}
-	st := raplState{Clock: c, TotalJ: m.totalJ, Zones: make(map[string]raplZoneState, len(m.zones))}
-	for _, z := range m.zones {
-		st.Zones[z.label] = raplZoneState{PrevUJ: z.counter.prev, TotalJ: z.counter.totalJ}
-	}
-	return json.Marshal(st)
+	return json.Marshal(state(c))
+}
+
+func (m *RAPLMeter) checkpoint() (json.RawMessage, error) {
+	return encodeState(m.last, func(c clockState) raplState {
+		st := raplState{Clock: c, TotalJ: m.totalJ, Zones: make(map[string]raplZoneState, len(m.zones))}
+		for _, z := range m.zones {
+			st.Zones[z.label] = raplZoneState{PrevUJ: z.counter.prev, TotalJ: z.counter.totalJ}
+		}
+		return st
+	})
 }
 
 // restore accepts a checkpoint of the same zones only.
@@ -87,11 +98,11 @@ func (m *RAPLMeter) restore(data json.RawMessage) error {
 	if got, want := slices.Sorted(maps.Keys(st.Zones)), slices.Sorted(slices.Values(m.Zones())); !slices.Equal(got, want) {
 		return fmt.Errorf("restore rapl checkpoint: zones %v, this meter has %v", got, want)
 	}
-	var c clock
-	if err := c.load(st.Clock); err != nil {
+	var last lastReading
+	if err := last.load(st.Clock); err != nil {
 		return err
 	}
-	m.clock, m.totalJ = c, st.TotalJ
+	m.last, m.totalJ = last, st.TotalJ
 	for i := range m.zones {
 		z := &m.zones[i]
 		s := st.Zones[z.label]
@@ -108,11 +119,9 @@ type modelState struct {
 }
 
 func (m *ModelMeter) checkpoint() (json.RawMessage, error) {
-	c, err := m.clock.save()
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(modelState{Clock: c, CumulativeJ: m.cumulativeJ, IdleW: m.idleW, MaxW: m.maxW})
+	return encodeState(m.last, func(c clockState) modelState {
+		return modelState{Clock: c, CumulativeJ: m.cumulativeJ, IdleW: m.idleW, MaxW: m.maxW}
+	})
 }
 
 // restore accepts a checkpoint of the same model only: other watts would
@@ -125,11 +134,11 @@ func (m *ModelMeter) restore(data json.RawMessage) error {
 	if st.IdleW != m.idleW || st.MaxW != m.maxW {
 		return fmt.Errorf("restore model checkpoint: model %g–%g W, this meter is %g–%g W", st.IdleW, st.MaxW, m.idleW, m.maxW)
 	}
-	var c clock
-	if err := c.load(st.Clock); err != nil {
+	var last lastReading
+	if err := last.load(st.Clock); err != nil {
 		return err
 	}
-	m.clock, m.cumulativeJ = c, st.CumulativeJ
+	m.last, m.cumulativeJ = last, st.CumulativeJ
 	return nil
 }
 
@@ -152,45 +161,28 @@ const localCheckpointVersion = 1
 // of the processes whose workload key ("pid/<pid>") passes keep (nil keeps
 // all).
 func (s *LocalSource) Checkpoint(keep func(workloadKey string) bool) ([]byte, error) {
-	mc, ok := s.meter.(meterCheckpointer)
-	if !ok {
-		return nil, fmt.Errorf("checkpoint: meter %T cannot be checkpointed", s.meter)
-	}
 	if !s.started {
 		return nil, errors.New("checkpoint: no reading yet")
 	}
-	meter, err := mc.checkpoint()
+	st, err := checkpointMeter(s.meter, s.proc)
 	if err != nil {
 		return nil, err
 	}
-	st := localState{Version: localCheckpointVersion, Boot: s.proc.BootID(), Meter: meter, MaxStart: s.maxStart}
+	st.MaxStart = s.maxStart
 	for k, ticks := range s.prev {
 		if keep == nil || keep(pidKey(k.pid)) {
 			st.Procs = append(st.Procs, [3]uint64{uint64(k.pid), k.start, ticks})
 		}
 	}
-	slices.SortFunc(st.Procs, func(a, b [3]uint64) int { return cmpUint(a[0], b[0]) })
+	slices.SortFunc(st.Procs, func(a, b [3]uint64) int { return cmp.Compare(a[0], b[0]) })
 	return json.Marshal(st)
 }
 
 // Restore implements Checkpointer. It refuses a checkpoint of another boot
 // or of another meter; the state is unchanged on error.
 func (s *LocalSource) Restore(data []byte) error {
-	mc, ok := s.meter.(meterCheckpointer)
-	if !ok {
-		return fmt.Errorf("restore checkpoint: meter %T cannot be checkpointed", s.meter)
-	}
-	var st localState
-	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("restore checkpoint: %w", err)
-	}
-	if st.Version != localCheckpointVersion {
-		return fmt.Errorf("restore checkpoint: version %d, expected %d", st.Version, localCheckpointVersion)
-	}
-	if boot := s.proc.BootID(); st.Boot != "" && boot != "" && boot != st.Boot {
-		return fmt.Errorf("restore checkpoint: taken in boot %s, the node is now in boot %s (rebooted: its counters restarted)", st.Boot, boot)
-	}
-	if err := mc.restore(st.Meter); err != nil {
+	st, err := restoreMeter(s.meter, s.proc, data)
+	if err != nil {
 		return err
 	}
 	s.prev = make(map[procKey]uint64, len(st.Procs))
@@ -201,6 +193,60 @@ func (s *LocalSource) Restore(data []byte) error {
 	return nil
 }
 
+// Checkpoint implements Checkpointer for the meters that can be
+// checkpointed (RAPLMeter, ModelMeter); keep is ignored: a meter sees no
+// workloads.
+func (s meterSource) Checkpoint(func(workloadKey string) bool) ([]byte, error) {
+	st, err := checkpointMeter(s.m, s.proc)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(st)
+}
+
+// Restore implements Checkpointer, as LocalSource's does.
+func (s meterSource) Restore(data []byte) error {
+	_, err := restoreMeter(s.m, s.proc, data)
+	return err
+}
+
+// checkpointMeter encodes m's state, named with the running boot of the
+// node whose /proc is proc.
+func checkpointMeter(m NodeMeter, proc ProcFS) (localState, error) {
+	mc, ok := m.(meterCheckpointer)
+	if !ok {
+		return localState{}, fmt.Errorf("checkpoint: meter %T cannot be checkpointed", m)
+	}
+	meter, err := mc.checkpoint()
+	if err != nil {
+		return localState{}, err
+	}
+	return localState{Version: localCheckpointVersion, Boot: proc.BootID(), Meter: meter}, nil
+}
+
+// restoreMeter decodes a checkpoint and restores its meter state into m,
+// refusing one of another boot; m is unchanged on error.
+func restoreMeter(m NodeMeter, proc ProcFS, data []byte) (localState, error) {
+	mc, ok := m.(meterCheckpointer)
+	if !ok {
+		return localState{}, fmt.Errorf("restore checkpoint: meter %T cannot be checkpointed", m)
+	}
+	var st localState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return localState{}, fmt.Errorf("restore checkpoint: %w", err)
+	}
+	if st.Version != localCheckpointVersion {
+		return localState{}, fmt.Errorf("restore checkpoint: version %d, expected %d", st.Version, localCheckpointVersion)
+	}
+	if boot := proc.BootID(); st.Boot != "" && boot != "" && boot != st.Boot {
+		return localState{}, fmt.Errorf("restore checkpoint: taken in boot %s, the node is now in boot %s (rebooted: its counters restarted)", st.Boot, boot)
+	}
+	if err := mc.restore(st.Meter); err != nil {
+		return localState{}, err
+	}
+	return st, nil
+}
+
 // BootID identifies the running boot of the node (the kernel's
 // random/boot_id), or "" when it cannot be read.
 func (p ProcFS) BootID() string {
@@ -209,14 +255,4 @@ func (p ProcFS) BootID() string {
 		return ""
 	}
 	return string(bytes.TrimSpace(b))
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -17,7 +17,7 @@ const ModelZone = "node"
 type ModelMeter struct {
 	proc         ProcFS
 	idleW, maxW  float64
-	clock        clock
+	last         lastReading
 	cumulativeJ  float64
 	invalidModel error
 }
@@ -56,34 +56,31 @@ func validateModel(idleW, maxW float64) error {
 
 // Read implements NodeMeter. An interval too short for the kernel's 10 ms
 // CPU-time resolution has no measurable utilisation and is charged at idle
-// power.
+// power, as is one in which the CPU times went backwards (CPUs went
+// offline; the reading counts a reset).
 func (m *ModelMeter) Read(now time.Time) (NodeReading, error) {
 	if m.invalidModel != nil {
 		return NodeReading{}, m.invalidModel
 	}
-	cpu, err := m.proc.NodeCPU()
-	if err != nil {
-		return NodeReading{}, fmt.Errorf("model meter: %w", err)
-	}
-	interval, cpuDelta, err := m.clock.interval(now, cpu)
+	iv, err := m.last.next(m.proc, now)
 	if err != nil {
 		return NodeReading{}, fmt.Errorf("model meter: %w", err)
 	}
 
 	var util, powerW float64
-	if cpuDelta.TotalSeconds > 0 {
-		util = min(max(cpuDelta.BusySeconds/cpuDelta.TotalSeconds, 0), 1)
+	if iv.used.TotalSeconds > 0 {
+		util = min(max(iv.used.BusySeconds/iv.used.TotalSeconds, 0), 1)
 	}
-	if interval > 0 {
+	if iv.interval > 0 {
 		powerW = m.idleW + (m.maxW-m.idleW)*util
 	}
-	deltaJ := powerW * interval.Seconds()
+	deltaJ := powerW * iv.interval.Seconds()
 	m.cumulativeJ += deltaJ
-	m.clock.advance(now, cpu)
+	m.last.advance(iv)
 
-	return NodeReading{
+	r := NodeReading{
 		Time:     now,
-		Interval: interval,
+		Interval: iv.interval,
 		Zones: []ZoneEnergy{{
 			Zone:        ModelZone,
 			DeltaJ:      deltaJ,
@@ -93,8 +90,14 @@ func (m *ModelMeter) Read(now time.Time) (NodeReading, error) {
 		TotalDeltaJ:      deltaJ,
 		TotalPowerW:      powerW,
 		TotalCumulativeJ: m.cumulativeJ,
-		CPU:              cpuDelta,
+		CPU:              iv.used,
 		Estimated:        true,
 		Source:           SourceModel,
-	}, nil
+	}
+	if iv.reset {
+		// The model's counters are the CPU times: their interval is
+		// estimated at idle power, and flagged.
+		r.Resets = 1
+	}
+	return r, nil
 }

@@ -58,60 +58,57 @@ func FuzzParseCPULine(f *testing.F) {
 	})
 }
 
-// fuzzExposition parses data and feeds it to measure twice, one second
+// measureFunc is an exporter source's measure.
+type measureFunc func(fams map[string]*dto.MetricFamily, now time.Time, d time.Duration) (Measurement, error)
+
+// fuzzExporter seeds f with fixture pages (testdata/<dir>/<page>.prom) and
+// extra, and feeds every input to a fresh source's measure twice, one second
 // apart, checking what must hold for any input: no negative, non-finite or
 // implausible energy, and no negative workload.
-func fuzzExposition(t *testing.T, data []byte, measure func(fams map[string]*dto.MetricFamily, now time.Time, d time.Duration) (Measurement, error)) {
-	fams, err := ParseExposition(bytes.NewReader(data))
-	if err != nil {
-		return
+func fuzzExporter(f *testing.F, dir string, pages []string, extra string, measure func() measureFunc) {
+	for _, name := range pages {
+		b, err := os.ReadFile("testdata/" + dir + "/" + name + ".prom")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
 	}
-	now := time.Unix(1740830400, 0)
-	for i := range 2 {
-		d := time.Duration(i) * time.Second
-		m, err := measure(fams, now.Add(d), d)
+	f.Add([]byte(extra))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fams, err := ParseExposition(bytes.NewReader(data))
 		if err != nil {
 			return
 		}
-		if !(m.TotalDeltaJ >= 0) || math.IsInf(m.TotalDeltaJ, 0) || m.TotalDeltaJ > DefaultMaxPowerW*d.Seconds()+1e-9 {
-			t.Fatalf("reading %d: total %v J over %s", i, m.TotalDeltaJ, d)
-		}
-		for _, w := range m.Workloads {
-			if !(w.Value >= 0) || math.IsInf(w.Value, 0) {
-				t.Fatalf("reading %d: workload %s %v", i, w.Key, w.Value)
+		read := measure()
+		now := time.Unix(1740830400, 0)
+		for i := range 2 {
+			d := time.Duration(i) * time.Second
+			m, err := read(fams, now.Add(d), d)
+			if err != nil {
+				return
+			}
+			if !(m.TotalDeltaJ >= 0) || math.IsInf(m.TotalDeltaJ, 0) || m.TotalDeltaJ > DefaultMaxPowerW*d.Seconds()+1e-9 {
+				t.Fatalf("reading %d: total %v J over %s", i, m.TotalDeltaJ, d)
+			}
+			for _, w := range m.Workloads {
+				if !(w.Value >= 0) || math.IsInf(w.Value, 0) {
+					t.Fatalf("reading %d: workload %s %v", i, w.Key, w.Value)
+				}
 			}
 		}
-	}
+	})
 }
 
 func FuzzKeplerExposition(f *testing.F) {
-	for _, name := range []string{"01-baseline", "03-exporter-restart", "07-spike"} {
-		b, err := os.ReadFile("testdata/kepler/" + name + ".prom")
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Add([]byte("kepler_node_cpu_joules_total{zone=\"package\"} NaN\nkepler_node_cpu_watts{zone=\"package\"} -Inf\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		k := NewKeplerSource(KeplerOptions{URL: "fuzz"})
-		fuzzExposition(t, data, k.measure)
-	})
+	fuzzExporter(f, "kepler", []string{"01-baseline", "03-exporter-restart", "07-spike"},
+		"kepler_node_cpu_joules_total{zone=\"package\"} NaN\nkepler_node_cpu_watts{zone=\"package\"} -Inf\n",
+		func() measureFunc { return NewKeplerSource(KeplerOptions{URL: "fuzz"}).measure })
 }
 
 func FuzzScaphandreExposition(f *testing.F) {
-	for _, name := range []string{"01-baseline", "03-wraparound", "power-only"} {
-		b, err := os.ReadFile("testdata/scaphandre/" + name + ".prom")
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Add([]byte("scaph_host_power_microwatts 5e7\nscaph_host_energy_microjoules -1\n"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		s := NewScaphandreSource(ScaphandreOptions{URL: "fuzz"})
-		fuzzExposition(t, data, s.measure)
-	})
+	fuzzExporter(f, "scaphandre", []string{"01-baseline", "03-wraparound", "power-only"},
+		"scaph_host_power_microwatts 5e7\nscaph_host_energy_microjoules -1\n",
+		func() measureFunc { return NewScaphandreSource(ScaphandreOptions{URL: "fuzz"}).measure })
 }
 
 // FuzzRestoreCheckpoint: a checkpoint comes from another process through

@@ -49,11 +49,6 @@ type PromQLSource struct {
 	counterState
 }
 
-var (
-	_ Source       = (*PromQLSource)(nil)
-	_ Checkpointer = (*PromQLSource)(nil)
-)
-
 // NewPromQLSource returns a source querying the server at opts.URL. It does
 // no I/O.
 func NewPromQLSource(opts PromQLOptions) (*PromQLSource, error) {
@@ -90,8 +85,8 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 		}
 	}
 
-	cs := &p.counterState.counters
-	started := p.counterState.started
+	cs, start := p.begin(nil)
+	started := p.started
 	dt := interval.Seconds()
 	maxDelta := p.opts.MaxPowerW * dt
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourcePromQL, Estimated: p.opts.Estimated}, Basis: BasisJoules}
@@ -118,13 +113,7 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 		}
 		meas.Workloads = append(meas.Workloads, WorkloadUse{Workload: w, Value: d})
 	}
-	p.counterState.started, p.counterState.last = true, now
-	cs.Commit()
-	if !complete {
-		return baseline(meas), nil
-	}
-	meas.TotalPowerW = power(meas.TotalDeltaJ, interval)
-	return meas, nil
+	return p.finish(now, start, cs, meas, complete), nil
 }
 
 func (p *PromQLSource) query(ctx context.Context, q string, at time.Time) (model.Vector, error) {

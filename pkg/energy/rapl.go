@@ -30,7 +30,7 @@ var ErrNoRAPLZones = errors.New("no RAPL package or psys zones")
 type RAPLMeter struct {
 	zones  []raplZone
 	proc   ProcFS
-	clock  clock
+	last   lastReading
 	totalJ float64
 	psys   bool
 	buf    []byte
@@ -282,30 +282,28 @@ func (m *RAPLMeter) Read(now time.Time) (NodeReading, error) {
 		}
 		raw[i] = v
 	}
-	cpu, err := m.proc.NodeCPU()
-	if err != nil {
-		return NodeReading{}, fmt.Errorf("rapl meter: %w", err)
-	}
-	interval, cpuDelta, err := m.clock.interval(now, cpu)
+	iv, err := m.last.next(m.proc, now)
 	if err != nil {
 		return NodeReading{}, fmt.Errorf("rapl meter: %w", err)
 	}
 
 	r := NodeReading{
 		Time:      now,
-		Interval:  interval,
+		Interval:  iv.interval,
 		Zones:     make([]ZoneEnergy, len(m.zones)),
-		CPU:       cpuDelta,
+		CPU:       iv.used,
 		Estimated: false,
 		Source:    SourceRAPL,
 	}
 	for i := range m.zones {
 		z := &m.zones[i]
+		resets := z.counter.Resets()
 		d, _ := z.counter.Update(raw[i], z.maxRangeUJ) // a baseline or reset adds 0
+		r.Resets += z.counter.Resets() - resets
 		r.Zones[i] = ZoneEnergy{
 			Zone:        z.label,
 			DeltaJ:      d,
-			PowerW:      power(d, interval),
+			PowerW:      power(d, iv.interval),
 			CumulativeJ: z.counter.TotalJ(),
 		}
 		if z.inTotal {
@@ -314,7 +312,7 @@ func (m *RAPLMeter) Read(now time.Time) (NodeReading, error) {
 	}
 	m.totalJ += r.TotalDeltaJ
 	r.TotalCumulativeJ = m.totalJ
-	r.TotalPowerW = power(r.TotalDeltaJ, interval)
-	m.clock.advance(now, cpu)
+	r.TotalPowerW = power(r.TotalDeltaJ, iv.interval)
+	m.last.advance(iv)
 	return r, nil
 }

@@ -31,6 +31,10 @@ type NodeReading struct {
 	CPU       CPUTimes // delta of node CPU times over the interval
 	Estimated bool     // true when the numbers come from a model, not a meter
 	Source    string   // SourceRAPL or SourceModel
+	// Resets counts counters that went backwards or jumped implausibly in
+	// this reading and were therefore not used as deltas: the reading
+	// undercounts its interval, and says so.
+	Resets int
 }
 
 // NodeMeter measures a node's energy.
@@ -44,28 +48,48 @@ type NodeMeter interface {
 	Read(now time.Time) (NodeReading, error)
 }
 
-// clock keeps the time and node CPU times of the previous reading, the part
-// of a meter's state every meter shares.
-type clock struct {
+// lastReading keeps the time and node CPU times of the previous reading,
+// the part of a meter's state every meter shares.
+type lastReading struct {
 	started bool
 	time    time.Time
 	cpu     CPUTimes
 }
 
-// interval checks now against the previous reading and returns the elapsed
-// time and the CPU time delta up to cpu. It does not advance the clock.
-func (c *clock) interval(now time.Time, cpu CPUTimes) (time.Duration, CPUTimes, error) {
-	if !c.started {
-		return 0, CPUTimes{}, nil
-	}
-	if now.Before(c.time) {
-		return 0, CPUTimes{}, fmt.Errorf("reading at %s is before the previous one at %s", now.Format(time.RFC3339Nano), c.time.Format(time.RFC3339Nano))
-	}
-	return now.Sub(c.time), cpu.sub(c.cpu), nil
+// cpuInterval is the node's CPU time over the interval a reading closes.
+type cpuInterval struct {
+	now      time.Time
+	cpu      CPUTimes      // cumulative at now: what the next interval starts from
+	interval time.Duration // since the previous reading; 0 on the first
+	used     CPUTimes      // CPU time used in the interval
+	// reset: the node's CPU times went backwards (CPUs went offline), so
+	// the interval's use is unknown and counts as zero.
+	reset bool
 }
 
-func (c *clock) advance(now time.Time, cpu CPUTimes) {
-	c.started, c.time, c.cpu = true, now, cpu
+// next reads the node's CPU times at now from proc and checks now against
+// the previous reading. It does not advance: a meter advances only once
+// its whole reading succeeded.
+func (r *lastReading) next(proc ProcFS, now time.Time) (cpuInterval, error) {
+	cpu, err := proc.NodeCPU()
+	if err != nil {
+		return cpuInterval{}, err
+	}
+	iv := cpuInterval{now: now, cpu: cpu}
+	if !r.started {
+		return iv, nil
+	}
+	if now.Before(r.time) {
+		return cpuInterval{}, fmt.Errorf("reading at %s is before the previous one at %s", now.Format(time.RFC3339Nano), r.time.Format(time.RFC3339Nano))
+	}
+	iv.interval, iv.used = now.Sub(r.time), cpu.sub(r.cpu)
+	iv.reset = cpu.BusySeconds < r.cpu.BusySeconds || cpu.TotalSeconds < r.cpu.TotalSeconds
+	return iv, nil
+}
+
+// advance makes iv's end the previous reading.
+func (r *lastReading) advance(iv cpuInterval) {
+	r.started, r.time, r.cpu = true, iv.now, iv.cpu
 }
 
 // power returns the average power of j joules over d, or 0 for an empty

@@ -1,9 +1,7 @@
 package energy
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,76 +19,22 @@ const (
 	scaphProcessPower = "scaph_process_power_consumption_microwatts"
 )
 
-// ScaphandreOptions configures a ScaphandreSource.
-type ScaphandreOptions struct {
-	URL       string       // the exporter's metrics page, e.g. http://node:8080/metrics
-	Client    *http.Client // nil: a client bounded only by Read's context
-	MaxPowerW float64      // plausibility bound of the host total; 0: DefaultMaxPowerW
-}
-
-// ScaphandreSource reads a Scaphandre Prometheus exporter.
-//
-// The node total comes from the scaph_host_energy_microjoules counter when
-// the exporter has it. That counter is the sensor's raw value, so it wraps
-// with RAPL at a range the exposition does not give: a decrease, or a jump
-// beyond MaxPowerW, is a reset, and that interval — like every interval of
-// an exporter without the counter — integrates the scaph_host_power_microwatts
-// gauge instead (Scaphandre's power is the average since its previous
-// measurement, so P × interval is the interval's energy). Sockets and RAPL
-// domains are reported as zones from their power gauges, never added to the
-// total. Workloads are processes (scaph_process_power_consumption_microwatts,
-// with container and pod labels when Scaphandre runs with --containers), at
-// their power × interval.
-type ScaphandreSource struct {
-	opts ScaphandreOptions
-	counterState
-}
-
-var (
-	_ Source       = (*ScaphandreSource)(nil)
-	_ Checkpointer = (*ScaphandreSource)(nil)
-)
-
-// NewScaphandreSource returns a source reading the exporter at opts.URL. It
-// does no I/O.
-func NewScaphandreSource(opts ScaphandreOptions) *ScaphandreSource {
-	if opts.MaxPowerW <= 0 {
-		opts.MaxPowerW = DefaultMaxPowerW
-	}
-	opts.Client = httpClient(opts.Client)
-	return &ScaphandreSource{opts: opts}
-}
-
-// Read implements Source. (Its checkpoint holds only the host counter:
-// Scaphandre's workloads are gauges.)
-func (s *ScaphandreSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
-	fams, interval, err := s.scrape(ctx, now, "scaphandre", s.opts.Client, s.opts.URL)
-	if err != nil {
-		return Measurement{}, err
-	}
-	return s.measure(fams, now, interval)
-}
-
 func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.Time, interval time.Duration) (Measurement, error) {
 	energyUJ, hasEnergy := firstValue(fams, scaphHostEnergy)
 	powerUW, hasPower := firstValue(fams, scaphHostPower)
-	hasPower = hasPower && powerUW >= 0 && powerUW/1e6 <= s.opts.MaxPowerW
+	hasPower = hasPower && powerUW >= 0 && powerUW/1e6 <= s.maxPowerW
 	if !hasEnergy && !hasPower {
-		return Measurement{}, fmt.Errorf("scaphandre source %s: neither %s nor a valid %s in the exposition", s.opts.URL, scaphHostEnergy, scaphHostPower)
+		return Measurement{}, fmt.Errorf("scaphandre source %s: neither %s nor a valid %s in the exposition", s.url, scaphHostEnergy, scaphHostPower)
 	}
-	cs := &s.counterState.counters
-	start, restarted := s.counterState.restarted(fams)
-	if restarted {
-		cs = &CounterSet{}
-	}
-	started := s.counterState.started
+	cs, start := s.begin(fams)
+	started := s.started
 	dt := interval.Seconds()
 
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourceScaphandre}, Basis: BasisJoules}
 	complete := started
 	counted := false
 	if hasEnergy {
-		d, st := cs.Observe("host", energyUJ/1e6, s.opts.MaxPowerW*dt)
+		d, st := cs.Observe("host", energyUJ/1e6, s.maxPowerW*dt)
 		if st == CounterReset {
 			meas.Resets++
 		}
@@ -147,14 +91,5 @@ func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.T
 		meas.Workloads[i].Value += v / 1e6 * dt
 	}
 
-	s.counterState.started, s.counterState.last, s.counterState.start = true, now, start
-	if cs != &s.counterState.counters {
-		s.counterState.counters = *cs
-	}
-	s.counterState.counters.Commit()
-	if !complete {
-		return baseline(meas), nil
-	}
-	meas.TotalPowerW = power(meas.TotalDeltaJ, interval)
-	return meas, nil
+	return s.finish(now, start, cs, meas, complete), nil
 }

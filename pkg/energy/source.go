@@ -2,6 +2,7 @@ package energy
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -47,14 +48,12 @@ type WorkloadUse struct {
 	Value float64 // CPU seconds (BasisCPU) or joules (BasisJoules)
 }
 
-// Measurement is a Source's reading of one interval.
+// Measurement is a Source's reading of one interval. (NodeReading.Resets
+// counts the source's counter resets, node and workloads alike.)
 type Measurement struct {
 	NodeReading
 	Basis     Basis
 	Workloads []WorkloadUse
-	// Resets counts counters that went backwards or jumped implausibly in
-	// this reading and were therefore not used as deltas.
-	Resets int
 }
 
 // Source measures one node's energy, and where it can, what its workloads
@@ -87,13 +86,42 @@ type Checkpointer interface {
 	Restore(data []byte) error
 }
 
+// Every Source here; all but a meter without checkpoints are Checkpointers.
+var (
+	_ Source       = (*LocalSource)(nil)
+	_ Source       = (*KeplerSource)(nil)
+	_ Source       = (*ScaphandreSource)(nil)
+	_ Source       = (*PromQLSource)(nil)
+	_ Source       = meterSource{}
+	_ Checkpointer = (*LocalSource)(nil)
+	_ Checkpointer = (*KeplerSource)(nil)
+	_ Checkpointer = (*ScaphandreSource)(nil)
+	_ Checkpointer = (*PromQLSource)(nil)
+	_ Checkpointer = meterSource{}
+)
+
 // meterSource adapts a NodeMeter, which sees no workloads, to a Source.
-type meterSource struct{ m NodeMeter }
+type meterSource struct {
+	m    NodeMeter
+	proc ProcFS // the meter's /proc, whose boot a checkpoint names
+}
 
-// SourceOf returns a Source reading m, with no workloads (BasisNone).
-func SourceOf(m NodeMeter) Source { return meterSource{m} }
+// SourceOf returns a Source reading m, with no workloads (BasisNone). It
+// is a Checkpointer when m is a RAPLMeter or a ModelMeter.
+func SourceOf(m NodeMeter) Source {
+	s := meterSource{m: m}
+	if mc, ok := m.(meterCheckpointer); ok {
+		s.proc = mc.procFS()
+	}
+	return s
+}
 
-func (s meterSource) Read(_ context.Context, now time.Time) (Measurement, error) {
+// Read implements Source. A done ctx fails the Read: meters read files,
+// which do not wait for a deadline, so there is nothing else to bound.
+func (s meterSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
+	if err := ctx.Err(); err != nil {
+		return Measurement{}, fmt.Errorf("read meter: %w", err)
+	}
 	r, err := s.m.Read(now)
 	if err != nil {
 		return Measurement{}, err

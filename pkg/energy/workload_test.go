@@ -314,19 +314,12 @@ func BenchmarkLocalSource100Targets(b *testing.B) {
 	}
 	f.write(b, procs)
 	src := energy.NewLocalSource(energy.NewModelMeter(f.root, 10, 100), f.root)
-	ctx := context.Background()
-	_, err := src.Read(ctx, t0)
+	_, err := src.Read(context.Background(), t0)
 	require.NoError(b, err)
-	b.ResetTimer()
-	for i := range b.N {
-		m, err := src.Read(ctx, t0.Add(time.Duration(i+1)*time.Second))
-		if err != nil {
-			b.Fatal(err)
-		}
+	benchmarkReads(b, src, func(m energy.Measurement) {
 		w := energy.Weights(sels, m.Workloads, energy.Assign(sels, m.Workloads))
 		_ = energy.Attribute(m.TotalDeltaJ, m.CPU, w)
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e7, "%core@1Hz")
+	})
 }
 
 // BenchmarkLocalSourceRealProc is one reading of this machine's /proc with
@@ -335,13 +328,5 @@ func BenchmarkLocalSourceRealProc(b *testing.B) {
 	if _, err := os.Stat("/proc/stat"); err != nil {
 		b.Skip("no /proc")
 	}
-	src := energy.NewLocalSource(energy.NewModelMeter("/proc", 10, 100), "/proc")
-	ctx := context.Background()
-	b.ResetTimer()
-	for i := range b.N {
-		if _, err := src.Read(ctx, t0.Add(time.Duration(i)*time.Second)); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e7, "%core@1Hz")
+	benchmarkReads(b, energy.NewLocalSource(energy.NewModelMeter("/proc", 10, 100), "/proc"), nil)
 }

@@ -83,5 +83,5 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if c.SpoolDir == spoolAuto {
 		c.SpoolDir = DefaultSpoolDir(c.Instance)
 	}
-	return collector.New(c, d.Bus, d.Store, d.Logger, d.Registry)
+	return collector.New(c, collector.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry})
 }

@@ -3,6 +3,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/local"
@@ -35,8 +35,20 @@ type Config struct {
 // and the kubernetes backend when a cluster is configured.
 func Default() Config {
 	exe, _ := os.Executable()
-	return Config{Local: local.Config{UC3Command: []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}, StateDir: local.DefaultStateDir()},
-		Kubernetes: "auto"}
+	c := Config{Core: provisioner.Default(), Local: local.Default(), Kube: kube.Default(), Kubernetes: "auto"}
+	c.Local.UC3Command = []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}
+	return c
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	switch c.Kubernetes {
+	case "auto", "on", "off":
+	default:
+		errs = append(errs, fmt.Errorf("kubernetes: got %q, expected auto, on or off", c.Kubernetes))
+	}
+	return errors.Join(append(errs, c.Core.Validate(), c.Local.Validate(), c.Kube.Validate())...)
 }
 
 // RegisterFlags adds the provisioner's flags.
@@ -45,52 +57,23 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 		c.Local.UC3Command = strings.Fields(s)
 		return nil
 	})
-	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets (default: hostname)")
+	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets")
 	fs.StringVar(&c.Local.StateDir, "state-dir", c.Local.StateDir, "directory of the local backend's run logs and exit statuses")
-	fs.DurationVar(&c.Local.StopTimeout, "stop-timeout", c.Local.StopTimeout, "how long a SUT process may take to stop after SIGTERM before SIGKILL (default 10s)")
-	fs.DurationVar(&c.Core.ReconcileEvery, "reconcile-every", c.Core.ReconcileEvery, "how often leftovers of ended and unknown runs are looked for (default 30s)")
+	fs.DurationVar(&c.Local.StopTimeout, "stop-timeout", c.Local.StopTimeout, "how long a SUT process may take to stop after SIGTERM before SIGKILL")
+	fs.DurationVar(&c.Core.ReconcileEvery, "reconcile-every", c.Core.ReconcileEvery, "how often leftovers of ended and unknown runs are looked for")
 	fs.DurationVar(&c.Core.UnknownGrace, "leftover-grace", c.Core.UnknownGrace,
-		"how old a process or namespace of this installation with no record must be before it is removed (default 2m)")
-	fs.Func("kubernetes", "kubernetes backend: auto (when a cluster is configured), on or off (default auto)", func(s string) error {
-		switch s {
-		case "auto", "on", "off":
-			c.Kubernetes = s
-			return nil
-		}
-		return fmt.Errorf("got %q, expected auto, on or off", s)
-	})
+		"how old a process or namespace of this installation with no record must be before it is removed")
+	fs.StringVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "kubernetes backend: auto (when a cluster is configured), on or off")
 	fs.StringVar(&c.Kube.Kubeconfig, "kubeconfig", c.Kube.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
 	fs.StringVar(&c.Kube.Context, "kube-context", c.Kube.Context, "kubeconfig context (default: the current one)")
-	fs.StringVar(&c.Kube.NamespacePrefix, "kube-namespace-prefix", c.Kube.NamespacePrefix, "prefix of each run's namespace (default gf-)")
-	fs.DurationVar(&c.Kube.ReadyTimeout, "kube-ready-timeout", c.Kube.ReadyTimeout, "how long a run may take to become ready (default 5m)")
-	fs.DurationVar(&c.Kube.UnschedulableGrace, "kube-unschedulable-grace", c.Kube.UnschedulableGrace, "how long a pod may stay unschedulable (default 30s)")
+	fs.StringVar(&c.Kube.NamespacePrefix, "kube-namespace-prefix", c.Kube.NamespacePrefix, "prefix of each run's namespace")
+	fs.DurationVar(&c.Kube.ReadyTimeout, "kube-ready-timeout", c.Kube.ReadyTimeout, "how long a run may take to become ready")
+	fs.DurationVar(&c.Kube.UnschedulableGrace, "kube-unschedulable-grace", c.Kube.UnschedulableGrace, "how long a pod may stay unschedulable")
 	fs.StringVar(&c.Kube.StrimziKafka, "strimzi-kafka", c.Kube.StrimziKafka,
 		"namespace/name of a Strimzi Kafka cluster: create run topics as KafkaTopic resources there (default: the Kafka admin API)")
 	fs.IntVar(&c.Kube.TopicReplicas, "topic-replicas", c.Kube.TopicReplicas, "replication factor of KafkaTopic resources (0: the brokers' default)")
-	fs.DurationVar(&c.Kube.TeardownTimeout, "kube-teardown-timeout", c.Kube.TeardownTimeout, "bound on waiting for a run's namespace to go (default 2m)")
+	fs.DurationVar(&c.Kube.TeardownTimeout, "kube-teardown-timeout", c.Kube.TeardownTimeout, "bound on waiting for a run's namespace to go")
 }
-
-type component struct {
-	p      *provisioner.Provisioner
-	local  *local.Backend
-	kube   *kube.Backend
-	logger *zap.Logger
-}
-
-func (c component) Run(ctx context.Context) error {
-	defer c.local.Close()
-	if c.kube != nil {
-		defer c.kube.Close()
-	}
-	return c.p.Run(ctx)
-}
-
-// Check reports whether the provisioner can do its work now (its records
-// are open and loaded); the bus's Check, beside it on /healthz, covers the
-// connection, the record bucket and the consumers.
-func (c component) Check() error { return c.p.Check() }
-
-var _ service.Checker = component{}
 
 // unavailable stands in for a kubernetes backend that could not be
 // configured, so that runs asking for it fail with the reason.
@@ -109,40 +92,40 @@ func (u unavailable) Remove(context.Context, string, *state.Entry) (bool, string
 	return false, "", u.err
 }
 
-// New builds the provisioner component with the local backend and, when
-// configured, the kubernetes backend.
-func New(c Config, d svcmain.Deps) (service.Component, error) {
-	var p *provisioner.Provisioner
-	store := state.New(d.Bus, state.Bucket)
-	lb := local.New(c.Local, store, d.Logger)
-	lb.OnCrash(func(run, reason string) { p.Crashed("local", run, reason) })
+// New builds the provisioner with the local backend and, when configured,
+// the kubernetes backend; it reads the kubeconfig, nothing else.
+func New(c Config, d svcmain.Deps) (*provisioner.Provisioner, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	store, err := state.New(state.Default(), state.Deps{Bus: d.Bus})
+	if err != nil {
+		return nil, err
+	}
+	lb, err := local.New(c.Local, local.Deps{Store: store, Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
 	backends := map[string]provisioner.Backend{"local": lb}
-	comp := component{local: lb, logger: d.Logger.With(zap.String("component", "provisioner"))}
 	if c.Kubernetes != "off" {
-		kb, err := newKube(c, d.Logger)
+		kb, err := newKube(c.Kube, d.Logger)
 		switch {
 		case err == nil:
-			backends["kubernetes"], comp.kube = kb, kb
-			kb.OnCrash(func(_, run, reason string, _ *events.Kafka) { p.Crashed("kubernetes", run, reason) })
+			backends["kubernetes"] = kb
 		case c.Kubernetes == "on":
 			return nil, err
 		default:
-			comp.logger.Info("kubernetes backend disabled", zap.Error(err))
+			d.Logger.Info("kubernetes backend disabled", zap.String("component", "provisioner"), zap.Error(err))
 			backends["kubernetes"] = unavailable{err: err}
 		}
 	}
-	p, err := provisioner.New(c.Core, d.Bus, store, backends, d.Logger, d.Registry)
-	if err != nil {
-		return nil, err
-	}
-	comp.p = p
-	return comp, nil
+	return provisioner.New(c.Core, provisioner.Deps{Bus: d.Bus, Store: store, Backends: backends, Logger: d.Logger, Registry: d.Registry})
 }
 
-func newKube(c Config, logger *zap.Logger) (*kube.Backend, error) {
-	rc, err := kube.RESTConfig(c.Kube.Kubeconfig, c.Kube.Context)
+func newKube(c kube.Config, logger *zap.Logger) (*kube.Backend, error) {
+	rc, err := kube.RESTConfig(c.Kubeconfig, c.Context)
 	if err != nil {
 		return nil, err
 	}
-	return kube.New(rc, c.Kube, logger)
+	return kube.New(c, kube.Deps{REST: rc, Logger: logger})
 }

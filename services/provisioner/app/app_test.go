@@ -30,7 +30,7 @@ func TestKubernetesBackendWithoutACluster(t *testing.T) {
 	c.Kubernetes = "auto"
 	comp, err := New(c, d)
 	require.NoError(t, err, "auto: start with the local backend only")
-	be, ok := comp.(component).p.Backend("kubernetes")
+	be, ok := comp.Backend("kubernetes")
 	require.True(t, ok)
 	_, err = be.Provision(context.Background(), events.RunProvision{RunID: "r"})
 	require.ErrorContains(t, err, "kubernetes backend: no kubeconfig", "runs asking for it fail with the reason")
@@ -38,6 +38,6 @@ func TestKubernetesBackendWithoutACluster(t *testing.T) {
 	c.Kubernetes = "off"
 	comp, err = New(c, d)
 	require.NoError(t, err)
-	_, ok = comp.(component).p.Backend("kubernetes")
+	_, ok = comp.Backend("kubernetes")
 	require.False(t, ok)
 }

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"go.uber.org/zap"
 	"gopkg.in/yaml.v3"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -33,7 +32,7 @@ func CheckSpec(e *spec.Experiment, data []byte) error {
 	if yaml.Unmarshal(data, &doc) == nil && len(doc.Content) > 0 {
 		root = doc.Content[0]
 	}
-	lb := local.New(local.Config{UC3Command: []string{"uc3-processor"}, Node: "validate", StateDir: "/nonexistent"}, nil, zap.NewNop())
+	lc := local.Config{UC3Command: []string{"uc3-processor"}}
 	seen := map[string]bool{}
 	var problems []string
 	for _, r := range plan.Runs {
@@ -49,7 +48,7 @@ func CheckSpec(e *spec.Experiment, data []byte) error {
 		case "kubernetes":
 			_, err = kube.Render(p, "gf-validate")
 		case "local":
-			_, err = lb.Command(p)
+			_, err = lc.Command(p)
 		default:
 			continue
 		}

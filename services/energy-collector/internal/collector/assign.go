@@ -1,10 +1,18 @@
 package collector
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
@@ -100,4 +108,35 @@ func (a *assignments) active() []events.CollectAssign {
 	}
 	slices.SortFunc(out, func(x, y events.CollectAssign) int { return strings.Compare(x.RunID, y.RunID) })
 	return out
+}
+
+// handle consumes collect.assign and collect.release: the runs being
+// measured, kept in memory for the runners and in the KV bucket for a
+// restarted or another instance.
+func (c *Collector) handle(ctx context.Context, d bus.Delivery) error {
+	switch m := d.Msg.(type) {
+	case *events.CollectAssign:
+		b, err := json.Marshal(m)
+		if err != nil {
+			return bus.Permanent(fmt.Errorf("encode assignment of run %s: %w", m.RunID, err))
+		}
+		c.runKeys.Lock()
+		defer c.runKeys.Unlock()
+		c.assign.put(*m)
+		if _, err := c.kv.Put(ctx, runKey(m.RunID), b); err != nil {
+			return fmt.Errorf("record assignment of run %s: %w", m.RunID, err)
+		}
+		c.logger.Info("targets assigned", zap.String("run_id", m.RunID), zap.Int("targets", len(m.Targets)))
+	case *events.CollectRelease:
+		c.runKeys.Lock()
+		defer c.runKeys.Unlock()
+		c.assign.delete(m.RunID)
+		if err := c.kv.Delete(ctx, runKey(m.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("remove assignment of run %s: %w", m.RunID, err)
+		}
+		c.logger.Info("targets released", zap.String("run_id", m.RunID))
+	default:
+		return bus.Permanent(fmt.Errorf("collector does not handle %T", d.Msg))
+	}
+	return nil
 }

@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +18,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
@@ -67,7 +65,7 @@ func runChild() int {
 			return err
 		}
 		defer b.Close()
-		c, err := collector.New(spec.Config, b, st, logger, prometheus.NewRegistry())
+		c, err := collector.New(spec.Config, collector.Deps{Bus: b, Store: st, Logger: logger, Registry: prometheus.NewRegistry()})
 		if err != nil {
 			return err
 		}
@@ -82,12 +80,7 @@ func runChild() int {
 }
 
 // child is a collector running in a process of its own.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan error
-}
+type child struct{ *testenv.ChildProc }
 
 // startChild starts a collector process; it is killed at cleanup if still
 // running. Its log goes to a file the test prints on failure.
@@ -95,59 +88,25 @@ func startChild(tb testing.TB, spec childSpec) *child {
 	tb.Helper()
 	b, err := json.Marshal(spec)
 	require.NoError(tb, err)
-	logPath := filepath.Join(tb.TempDir(), spec.Config.Instance+".log")
-	logf, err := os.Create(logPath)
-	require.NoError(tb, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"=1", envChildSpec+"="+string(b))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	require.NoError(tb, cmd.Start())
-	_ = logf.Close()
-	c := &child{name: spec.Config.Instance, cmd: cmd, log: logPath, done: make(chan error, 1)}
-	go func() { c.done <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		if c.cmd.ProcessState == nil {
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
-		if tb.Failed() {
-			c.dumpLog(tb)
-		}
-	})
-	return c
+	return &child{testenv.StartChildProc(tb, spec.Config.Instance, envChild, envChildSpec+"="+string(b))}
 }
 
 // kill9 kills the process with SIGKILL and reaps it: no drain, no
 // hand-over, no flush.
 func (c *child) kill9(tb testing.TB) {
 	tb.Helper()
-	require.NoError(tb, c.cmd.Process.Signal(syscall.SIGKILL))
-	err := <-c.done
-	var ee *exec.ExitError
-	require.ErrorAs(tb, err, &ee)
-	require.Equal(tb, syscall.SIGKILL, ee.Sys().(syscall.WaitStatus).Signal(), "killed by SIGKILL")
+	c.Kill9(tb)
 }
 
 // stop sends SIGTERM and waits for a clean exit.
 func (c *child) stop(tb testing.TB) {
 	tb.Helper()
-	require.NoError(tb, c.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-c.done:
-		require.NoError(tb, err, "collector %s exits cleanly", c.name)
-	case <-time.After(60 * time.Second):
-		tb.Fatalf("collector %s did not stop", c.name)
-	}
+	c.Stop(tb, 60*time.Second)
 }
 
-func (c *child) dumpLog(tb testing.TB) {
-	b, err := os.ReadFile(c.log)
-	if err != nil {
-		return
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 60 {
-		lines = lines[len(lines)-60:]
-	}
-	tb.Logf("log of %s (pid %d), last lines:\n%s", c.name, c.cmd.Process.Pid, strings.Join(lines, "\n"))
+// TestMain runs a child collector (runChild) instead of the tests when the
+// test binary was re-executed as one.
+func TestMain(m *testing.M) {
+	testenv.RunAsChild(envChild, func() { os.Exit(runChild()) })
+	testenv.Main(m)
 }

@@ -89,7 +89,7 @@ func TestUnhealthySourcesDoNotStopTheOthers(t *testing.T) {
 	require.Contains(t, h["kepler/node-02"].Reason, "context deadline exceeded")
 	require.Contains(t, h["rapl/here"].Reason, "open powercap root")
 	for src, want := range map[string]float64{"kepler/node-00": 1, "kepler/node-01": 0, "kepler/node-02": 0, "rapl/here": 0} {
-		v, ok := in.gauge(t, "greenflow_collector_source_healthy", src)
+		v, ok := in.gauge(t, collector.MetricSourceHealthy, src)
 		require.True(t, ok, src)
 		require.Equal(t, want, v, src)
 	}
@@ -290,7 +290,7 @@ func TestCommitsWaitWhileClickHouseIsDownWithoutSpool(t *testing.T) {
 			})
 			testenv.Eventually(t, 20*time.Second, "a few intervals into the outage", func() bool {
 				if tt.rollbacks {
-					v, _ := in.gauge(t, "greenflow_collector_commit_rollbacks_total", "kepler/node-00")
+					v, _ := in.gauge(t, collector.MetricCommitRollbacks, "kepler/node-00")
 					return v >= 2
 				}
 				return time.Now().UnixMilli()-downMs > 2000
@@ -301,7 +301,7 @@ func TestCommitsWaitWhileClickHouseIsDownWithoutSpool(t *testing.T) {
 				return in.ready() == nil && countRows(t, st.Store, "scope = 'node' AND ts_ms > ?", upMs+500) >= 2
 			})
 			in.stop(t)
-			rollbacks, _ := in.gauge(t, "greenflow_collector_commit_rollbacks_total", "kepler/node-00")
+			rollbacks, _ := in.gauge(t, collector.MetricCommitRollbacks, "kepler/node-00")
 			c := checkSeries(t, st.Store, 1, cfg.Interval, time.Hour)
 			t.Logf("rows %d, largest step %s, rollbacks %.0f", c.rows, c.maxStep, rollbacks)
 			if tt.rollbacks {
@@ -328,7 +328,7 @@ func TestNotReadyUntilTheAssignmentConsumerConsumes(t *testing.T) {
 	b.Expect(bus.ExpectedConsumers("energy-collector")...)
 	require.ErrorContains(t, b.Check(), "consumer energy-collector-*: not started")
 
-	c, err := collector.New(testConfig("c1", 200*time.Millisecond), b, st, testenv.Logger(t), prometheus.NewRegistry())
+	c, err := collector.New(testConfig("c1", 200*time.Millisecond), collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	ready := func() error { return errors.Join(b.Check(), c.Check()) }
 	err = ready()

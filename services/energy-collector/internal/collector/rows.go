@@ -1,92 +1,107 @@
 package collector
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"math"
+	"maps"
+	"slices"
+	"strings"
 
+	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
-// rowsBlob is the rows a commit carries, compactly: the rows of one
-// reading share their time, node, source and collector, and a series' name
-// is written once per commit. Floats survive the JSON round trip exactly,
-// so a row rewritten from a commit is identical to the one written before.
-type rowsBlob struct {
-	Version  int           `json:"v"`
-	Series   [][3]string   `json:"series"` // scope, target id, zone
-	Readings []readingBlob `json:"readings"`
+// Sample scopes: what a row's target is.
+const (
+	scopeNode         = "node"
+	scopeZone         = "zone"
+	scopeProcess      = "process"
+	scopePod          = "pod"
+	scopeUnattributed = "unattributed"
+)
+
+// rows turns a reading into sample rows — node, zones, one per target with
+// energy, the unattributed rest — and the updated cumulative energy of
+// every series. keep lists the workloads attributed to a target, whose
+// per-workload state a hand-over must carry.
+func (r *runner) rows(m energy.Measurement, targets []events.Target) (out []store.Sample, cum map[string]float64, keep map[string]bool) {
+	keep = map[string]bool{}
+	if m.Interval <= 0 {
+		return nil, maps.Clone(r.cum), keep
+	}
+	sels, scopes := selectors(targets)
+	assigned := energy.Assign(sels, m.Workloads)
+	for i, si := range assigned {
+		if si >= 0 {
+			keep[m.Workloads[i].Key] = true
+		}
+	}
+	att := attribute(m, energy.Weights(sels, m.Workloads, assigned))
+
+	cum = make(map[string]float64, len(r.cum))
+	nodeID := "node/" + r.sc.Node
+	base := store.Sample{TsMs: m.Time.UnixMilli(), Node: r.sc.Node, Source: m.Source, IntervalMs: uint32(m.Interval.Milliseconds()),
+		Estimated: m.Estimated, Collector: r.c.cfg.Instance}
+	out = make([]store.Sample, 0, 2+len(m.Zones)+len(att.Parts))
+	add := func(scope, target, zone string, deltaJ float64) {
+		key := seriesKey(scope, target, zone)
+		cum[key] = r.cum[key] + deltaJ
+		s := base
+		s.Scope, s.TargetID, s.Zone, s.DeltaJ, s.EnergyJ, s.PowerW = scope, target, zone, deltaJ, cum[key], deltaJ/m.Interval.Seconds()
+		out = append(out, s)
+	}
+	add(scopeNode, nodeID, "", m.TotalDeltaJ)
+	for _, z := range m.Zones {
+		add(scopeZone, nodeID, z.Zone, z.DeltaJ)
+	}
+	for _, id := range slices.Sorted(maps.Keys(att.Parts)) {
+		add(scopes[id], id, "", att.Parts[id])
+	}
+	add(scopeUnattributed, nodeID, "", att.Unattributed)
+	// Keep the running totals of targets still assigned; forget the rest.
+	for k, v := range r.cum {
+		if _, done := cum[k]; done {
+			continue
+		}
+		scope, rest, _ := strings.Cut(k, "|")
+		target, _, _ := strings.Cut(rest, "|")
+		if (scope == scopeProcess || scope == scopePod) && scopes[target] == "" {
+			continue
+		}
+		cum[k] = v
+	}
+	return out, cum, keep
 }
 
-type readingBlob struct {
-	TsMs       int64  `json:"ts"`
-	IntervalMs uint32 `json:"iv"`
-	Node       string `json:"node"`
-	Source     string `json:"src"`
-	Collector  string `json:"by"`
-	Estimated  bool   `json:"est,omitempty"`
-	// Rows: series index, delta_j, energy_j, power_w.
-	Rows [][4]float64 `json:"rows"`
+// seriesKey names a series in the running totals.
+func seriesKey(scope, target, zone string) string { return scope + "|" + target + "|" + zone }
+
+// selectors are the targets a source can match, and each one's scope: a
+// process target is its process tree; a pod target is found by container id
+// or by pod name.
+func selectors(targets []events.Target) ([]energy.Selector, map[string]string) {
+	sels := make([]energy.Selector, 0, len(targets))
+	scopes := make(map[string]string, len(targets))
+	for _, t := range targets {
+		switch {
+		case t.Kind == scopeProcess && t.PID > 0:
+			sels = append(sels, energy.Selector{ID: t.ID, PID: t.PID})
+			scopes[t.ID] = scopeProcess
+		case t.Kind == scopePod && (t.ContainerID != "" || t.Pod != ""):
+			sels = append(sels, energy.Selector{ID: t.ID, ContainerID: t.ContainerID, Pod: t.Pod, Namespace: t.Namespace})
+			scopes[t.ID] = scopePod
+		}
+	}
+	return sels, scopes
 }
 
-const rowsBlobVersion = 1
-
-// encodeRows encodes rows for a commit; nil for none.
-func encodeRows(rows []store.Sample) ([]byte, error) {
-	if len(rows) == 0 {
-		return nil, nil
+// attribute divides the node total among the targets as the source's basis
+// says: by CPU-time share, or as the exporter attributed it.
+func attribute(m energy.Measurement, weights map[string]float64) energy.Attribution {
+	switch m.Basis {
+	case energy.BasisCPU:
+		return energy.Attribute(m.TotalDeltaJ, m.CPU, weights)
+	case energy.BasisJoules:
+		return energy.Split(m.TotalDeltaJ, weights)
 	}
-	b := rowsBlob{Version: rowsBlobVersion}
-	index := map[[3]string]int{}
-	var cur *readingBlob
-	for _, r := range rows {
-		for _, v := range []float64{r.DeltaJ, r.EnergyJ, r.PowerW} {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return nil, fmt.Errorf("encode row %s/%s at %d: value %v", r.Scope, r.TargetID, r.TsMs, v)
-			}
-		}
-		if cur == nil || cur.TsMs != r.TsMs || cur.IntervalMs != r.IntervalMs || cur.Node != r.Node || cur.Source != r.Source ||
-			cur.Collector != r.Collector || cur.Estimated != r.Estimated {
-			b.Readings = append(b.Readings, readingBlob{TsMs: r.TsMs, IntervalMs: r.IntervalMs, Node: r.Node, Source: r.Source,
-				Collector: r.Collector, Estimated: r.Estimated})
-			cur = &b.Readings[len(b.Readings)-1]
-		}
-		k := [3]string{r.Scope, r.TargetID, r.Zone}
-		i, ok := index[k]
-		if !ok {
-			i = len(b.Series)
-			index[k] = i
-			b.Series = append(b.Series, k)
-		}
-		cur.Rows = append(cur.Rows, [4]float64{float64(i), r.DeltaJ, r.EnergyJ, r.PowerW})
-	}
-	return json.Marshal(b)
-}
-
-// decodeRows decodes a commit's rows.
-func decodeRows(data []byte) ([]store.Sample, error) {
-	if len(data) == 0 {
-		return nil, nil
-	}
-	var b rowsBlob
-	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("decode committed rows: %w", err)
-	}
-	if b.Version != rowsBlobVersion {
-		return nil, fmt.Errorf("decode committed rows: version %d, expected %d", b.Version, rowsBlobVersion)
-	}
-	var out []store.Sample
-	for _, rd := range b.Readings {
-		for _, x := range rd.Rows {
-			i := int(x[0])
-			if float64(i) != x[0] || i < 0 || i >= len(b.Series) {
-				return nil, errors.New("decode committed rows: series index out of range")
-			}
-			s := b.Series[i]
-			out = append(out, store.Sample{TsMs: rd.TsMs, Node: rd.Node, Scope: s[0], TargetID: s[1], Zone: s[2], Source: rd.Source,
-				PowerW: x[3], EnergyJ: x[2], DeltaJ: x[1], IntervalMs: rd.IntervalMs, Estimated: rd.Estimated, Collector: rd.Collector})
-		}
-	}
-	return out, nil
+	return energy.Split(m.TotalDeltaJ, nil)
 }

@@ -32,7 +32,7 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 				require.NoError(b, err)
 				b.Cleanup(func() { _ = st.Close() })
 				w, err := sink.NewWriter(sink.Config{BatchSize: 50_000, FlushInterval: 50 * time.Millisecond, WriteTimeout: time.Minute,
-					MaxPending: 2 * perInstance}, st, sink.NewMemory(2*perInstance), testenv.Logger(b), nil)
+					MaxPending: 2 * perInstance}, sink.Deps{Store: st, Queue: sink.NewMemory(2 * perInstance), Logger: testenv.Logger(b)})
 				require.NoError(b, err)
 				writers, stores = append(writers, w), append(stores, st)
 			}
@@ -45,6 +45,7 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 			for range b.N {
 				start := total
 				var wg sync.WaitGroup
+				errs := make([]error, len(writers)) // required on the benchmark's goroutine
 				for i, w := range writers {
 					rctx, cancel := context.WithCancel(ctx)
 					done := make(chan error, 1)
@@ -63,10 +64,13 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 							w.AddSamples(chunk) // copies the rows
 						}
 						cancel() // drains: returns once everything is written
-						require.NoError(b, <-done)
+						errs[i] = <-done
 					}()
 				}
 				wg.Wait()
+				for _, err := range errs {
+					require.NoError(b, err)
+				}
 				total = start + uint64(instances*perInstance)
 				round++
 			}

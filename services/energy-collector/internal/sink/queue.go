@@ -8,6 +8,7 @@ package sink
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -179,18 +180,8 @@ func OpenDir(dir string, maxBytes int64) (*Dir, error) {
 		d.rows += f.rows
 		d.next = max(d.next, f.seq+1)
 	}
-	slices.SortFunc(d.files, func(a, b spoolFile) int { return cmpUint(a.seq, b.seq) })
+	slices.SortFunc(d.files, func(a, b spoolFile) int { return cmp.Compare(a.seq, b.seq) })
 	return d, nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // spool file names: <seq>-<rows>.batch

@@ -36,24 +36,22 @@ func (f *flakyStore) setDown(down bool) {
 }
 
 func (f *flakyStore) InsertSamples(_ context.Context, s []store.Sample) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.calls++
-	if f.down {
-		return errDown
-	}
-	f.samples = append(f.samples, s...)
-	return nil
+	return f.insert(func() { f.samples = append(f.samples, s...) })
 }
 
 func (f *flakyStore) InsertRunMetrics(_ context.Context, m []store.RunMetric) error {
+	return f.insert(func() { f.metrics = append(f.metrics, m...) })
+}
+
+// insert counts a call and, unless the store is down, keeps the rows.
+func (f *flakyStore) insert(keep func()) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
 	if f.down {
 		return errDown
 	}
-	f.metrics = append(f.metrics, m...)
+	keep()
 	return nil
 }
 
@@ -93,11 +91,7 @@ func TestWriterKeepsRowsWhileStoreIsDown(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			st := &flakyStore{}
 			reg := prometheus.NewRegistry()
-			w, err := sink.NewWriter(testConfig(), st, tt.queue(t), testenv.Logger(t), reg)
-			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- w.Run(ctx) }()
+			w, stop := runWriter(t, testConfig(), sink.Deps{Store: st, Queue: tt.queue(t), Registry: reg})
 
 			w.AddSamples(rows(0, 100))
 			testenv.Eventually(t, 5*time.Second, "first rows written", func() bool { n, _ := st.count(); return n == 100 })
@@ -111,8 +105,7 @@ func TestWriterKeepsRowsWhileStoreIsDown(t *testing.T) {
 			st.setDown(false)
 			testenv.Eventually(t, 5*time.Second, "backlog written", func() bool { n, m := st.count(); return n == 1100 && m == 10 })
 			require.Zero(t, w.BacklogRows())
-			cancel()
-			require.NoError(t, <-done)
+			stop()
 
 			for i, s := range st.samples {
 				require.Equal(t, int64(i), s.TsMs, "in order, once each")
@@ -128,11 +121,7 @@ func TestWriterKeepsRowsWhileStoreIsDown(t *testing.T) {
 func TestWriterCountsLossBeyondBound(t *testing.T) {
 	st := &flakyStore{down: true}
 	reg := prometheus.NewRegistry()
-	w, err := sink.NewWriter(testConfig(), st, sink.NewMemory(300), testenv.Logger(t), reg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w, stop := runWriter(t, testConfig(), sink.Deps{Store: st, Queue: sink.NewMemory(300), Registry: reg})
 	for i := range 10 {
 		w.AddSamples(rows(i*50, 50))
 		i := i
@@ -144,8 +133,7 @@ func TestWriterCountsLossBeyondBound(t *testing.T) {
 	require.Equal(t, 200.0, metricValue(t, reg, sink.MetricDropped))
 	st.setDown(false)
 	testenv.Eventually(t, 5*time.Second, "backlog written", func() bool { n, _ := st.count(); return n == 300 })
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	require.Equal(t, int64(0), st.samples[0].TsMs, "the oldest rows were kept")
 }
 
@@ -208,27 +196,18 @@ func TestWriterSpoolCarriesRowsToTheNextRun(t *testing.T) {
 	cfg.DrainTimeout = 50 * time.Millisecond
 	d, err := sink.OpenDir(dir, 1<<20)
 	require.NoError(t, err)
-	w, err := sink.NewWriter(cfg, st, d, testenv.Logger(t), nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w, stop := runWriter(t, cfg, sink.Deps{Store: st, Queue: d})
 	w.AddSamples(rows(0, 120))
 	testenv.Eventually(t, 5*time.Second, "rows spooled", func() bool { return w.BacklogRows() == 120 })
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 
 	st.setDown(false)
 	d, err = sink.OpenDir(dir, 1<<20)
 	require.NoError(t, err)
 	require.Equal(t, 120, d.Rows())
-	w, err = sink.NewWriter(cfg, st, d, testenv.Logger(t), nil)
-	require.NoError(t, err)
-	ctx, cancel = context.WithCancel(context.Background())
-	go func() { done <- w.Run(ctx) }()
+	w, stop = runWriter(t, cfg, sink.Deps{Store: st, Queue: d})
 	testenv.Eventually(t, 5*time.Second, "spooled rows written", func() bool { n, _ := st.count(); return n == 120 })
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 }
 
 // metricValue sums the values of metric name in reg.
@@ -266,11 +245,7 @@ func TestTicketsFollowDurability(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			st := &flakyStore{}
-			w, err := sink.NewWriter(testConfig(), st, tt.queue(t), testenv.Logger(t), nil)
-			require.NoError(t, err)
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- w.Run(ctx) }()
+			w, stop := runWriter(t, testConfig(), sink.Deps{Store: st, Queue: tt.queue(t)})
 
 			require.True(t, w.AddSamples(nil).Durable(), "nothing to wait for")
 			// 120 rows make three batches of at most 50.
@@ -299,8 +274,7 @@ func TestTicketsFollowDurability(t *testing.T) {
 			waitTicket(t, tk)
 			require.True(t, tk.Durable())
 			testenv.Eventually(t, 5*time.Second, "writes recovered", func() bool { return w.Check() == nil })
-			cancel()
-			require.NoError(t, <-done)
+			stop()
 			n, _ := st.count()
 			require.Equal(t, 150, n)
 		})
@@ -311,13 +285,11 @@ func TestTicketsOfDroppedRowsAreLost(t *testing.T) {
 	st := &flakyStore{down: true}
 	cfg := testConfig()
 	cfg.MaxPending = 100
-	w, err := sink.NewWriter(cfg, st, sink.NewMemory(60), testenv.Logger(t), nil)
+	w, err := sink.NewWriter(cfg, sink.Deps{Store: st, Queue: sink.NewMemory(60), Logger: testenv.Logger(t)})
 	require.NoError(t, err)
 	tooMany := w.AddSamples(rows(0, 150))
 	require.True(t, tooMany.Lost(), "beyond MaxPending")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	r := testenv.Go(t, context.Background(), w.Run)
 	// The 100 kept rows make batches of 50: one fits the 60-row backlog.
 	testenv.Eventually(t, 5*time.Second, "backlog filled", func() bool { return w.BacklogRows() == 50 })
 	tk := w.AddSamples(rows(200, 20))
@@ -332,8 +304,7 @@ func TestTicketsOfDroppedRowsAreLost(t *testing.T) {
 	st.setDown(true)
 	last := w.AddSamples(rows(400, 5))
 	testenv.Eventually(t, 5*time.Second, "in the backlog", func() bool { return w.BacklogRows() == 5 })
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, r.Stop(time.Minute, "writer"))
 	require.True(t, last.Lost())
 }
 
@@ -342,20 +313,29 @@ func TestSpoolEncodesBatchesWithTickets(t *testing.T) {
 	st := &flakyStore{down: true}
 	d, err := sink.OpenDir(t.TempDir(), 1<<20)
 	require.NoError(t, err)
-	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w, stop := runWriter(t, testConfig(), sink.Deps{Store: st, Queue: d})
 	tk := w.AddSamples(rows(0, 70))
 	waitTicket(t, tk)
 	require.True(t, tk.Durable())
 	st.setDown(false)
 	testenv.Eventually(t, 5*time.Second, "spool written", func() bool { n, _ := st.count(); return n == 70 })
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 	for i, s := range st.samples {
 		require.Equal(t, int64(i), s.TsMs)
+	}
+}
+
+// runWriter builds a writer and runs it; stop ends it and checks that it
+// returned cleanly.
+func runWriter(t *testing.T, cfg sink.Config, d sink.Deps) (w *sink.Writer, stop func()) {
+	t.Helper()
+	d.Logger = testenv.Logger(t)
+	w, err := sink.NewWriter(cfg, d)
+	require.NoError(t, err)
+	r := testenv.Go(t, context.Background(), w.Run)
+	return w, func() {
+		t.Helper()
+		require.NoError(t, r.Stop(time.Minute, "writer"))
 	}
 }
 
@@ -374,11 +354,7 @@ func TestCheckFailsWhenStoreAndSpoolBothFail(t *testing.T) {
 	st := &flakyStore{down: true}
 	d, err := sink.OpenDir(t.TempDir(), 2000)
 	require.NoError(t, err)
-	w, err := sink.NewWriter(testConfig(), st, d, testenv.Logger(t), nil)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w, stop := runWriter(t, testConfig(), sink.Deps{Store: st, Queue: d})
 	waitTicket(t, w.AddSamples(rows(0, 5)))
 	require.NoError(t, w.Check(), "spooled")
 	tk := w.AddSamples(rows(5, 500))
@@ -389,6 +365,5 @@ func TestCheckFailsWhenStoreAndSpoolBothFail(t *testing.T) {
 	require.ErrorIs(t, err, sink.ErrFull)
 	st.setDown(false)
 	testenv.Eventually(t, 5*time.Second, "ready again", func() bool { return w.Check() == nil })
-	cancel()
-	require.NoError(t, <-done)
+	stop()
 }

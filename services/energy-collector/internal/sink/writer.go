@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -43,6 +44,7 @@ type Writer struct {
 	store  Store
 	queue  Queue
 	logger *zap.Logger
+	clock  clock.WithTicker
 
 	mu       sync.Mutex
 	samples  []store.Sample
@@ -65,15 +67,23 @@ type Writer struct {
 
 // Metric names.
 const (
-	MetricWritten  = "greenflow_collector_samples_written_total"
-	MetricDropped  = "greenflow_collector_samples_dropped_total"
-	MetricFailures = "greenflow_collector_write_failures_total"
-	MetricBacklog  = "greenflow_collector_backlog_rows"
+	MetricWritten  = "greenflow_energy_collector_samples_written_total"
+	MetricDropped  = "greenflow_energy_collector_samples_dropped_total"
+	MetricFailures = "greenflow_energy_collector_write_failures_total"
+	MetricBacklog  = "greenflow_energy_collector_backlog_rows"
 )
 
-// NewWriter returns a writer; reg may be nil. The writer owns q and closes
-// it when Run returns.
-func NewWriter(cfg Config, st Store, q Queue, logger *zap.Logger, reg prometheus.Registerer) (*Writer, error) {
+// Deps are a writer's collaborators.
+type Deps struct {
+	Store    Store
+	Queue    Queue // the backlog; the writer owns it and closes it when Run returns
+	Logger   *zap.Logger
+	Registry prometheus.Registerer // may be nil
+	Clock    clock.WithTicker      // nil: the real clock
+}
+
+// NewWriter returns a writer. No I/O.
+func NewWriter(cfg Config, d Deps) (*Writer, error) {
 	if cfg.RetryMin <= 0 {
 		cfg.RetryMin = 100 * time.Millisecond
 	}
@@ -83,16 +93,19 @@ func NewWriter(cfg Config, st Store, q Queue, logger *zap.Logger, reg prometheus
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
-	w := &Writer{cfg: cfg, store: st, queue: q, logger: logger, full: make(chan struct{}, 1),
+	if d.Clock == nil {
+		d.Clock = clock.RealClock{}
+	}
+	w := &Writer{cfg: cfg, store: d.Store, queue: d.Queue, logger: d.Logger, clock: d.Clock, full: make(chan struct{}, 1),
 		written:   prometheus.NewCounter(prometheus.CounterOpts{Name: MetricWritten, Help: "Rows (samples and run metrics) written to ClickHouse."}),
 		dropTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDropped, Help: "Rows lost: the pending buffer or the backlog (memory or spool) was full, or a spooled batch was unreadable."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: MetricFailures, Help: "Failed batch writes (the batch is kept and retried)."}),
 	}
 	w.backlog = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBacklog, Help: "Rows waiting in the backlog (memory or spool) for ClickHouse."},
 		func() float64 { return float64(w.queueRows()) })
-	if reg != nil {
+	if d.Registry != nil {
 		for _, c := range []prometheus.Collector{w.written, w.dropTotal, w.failures, w.backlog} {
-			if err := reg.Register(c); err != nil {
+			if err := d.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register writer metrics: %w", err)
 			}
 		}
@@ -190,7 +203,7 @@ func (w *Writer) dropLocked(n int) {
 	}
 	w.dropTotal.Add(float64(n))
 	w.dropped += n
-	if now := time.Now(); now.Sub(w.lastDrop) >= 10*time.Second {
+	if now := w.clock.Now(); now.Sub(w.lastDrop) >= 10*time.Second {
 		w.logger.Error("rows dropped: buffer or backlog full", zap.Int("rows", w.dropped), zap.Int("max_pending", w.cfg.MaxPending))
 		w.dropped, w.lastDrop = 0, now
 	}
@@ -200,21 +213,21 @@ func (w *Writer) dropLocked(n int) {
 // DrainTimeout and closes the queue: a spool keeps what is left for the
 // next start; what a memory queue still holds is counted as dropped.
 func (w *Writer) Run(ctx context.Context) error {
-	tick := time.NewTicker(w.cfg.FlushInterval)
+	tick := w.clock.NewTicker(w.cfg.FlushInterval)
 	defer tick.Stop()
-	retry := time.NewTimer(time.Hour)
+	retry := w.clock.NewTimer(time.Hour)
 	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return w.drain()
-		case <-tick.C:
+		case <-tick.C():
 		case <-w.full:
-		case <-retry.C:
+		case <-retry.C():
 		}
 		w.flush(ctx, false)
 		if w.queue.Len() > 0 {
-			retry.Reset(time.Until(w.retryAt))
+			retry.Reset(w.retryAt.Sub(w.clock.Now()))
 		}
 	}
 }
@@ -233,7 +246,7 @@ func (w *Writer) drain() error {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Until(w.retryAt)):
+		case <-w.clock.After(w.retryAt.Sub(w.clock.Now())):
 		}
 	}
 	left := w.queue.Rows()
@@ -287,7 +300,7 @@ func (w *Writer) flush(ctx context.Context, force bool) {
 		batches = append(batches, Batch{Metrics: metrics})
 	}
 	for _, b := range batches {
-		if w.queue.Len() == 0 && (force || !time.Now().Before(w.retryAt)) {
+		if w.queue.Len() == 0 && (force || !w.clock.Now().Before(w.retryAt)) {
 			if err := w.write(ctx, b); err == nil {
 				settleAll(b.tickets)
 				continue
@@ -295,7 +308,7 @@ func (w *Writer) flush(ctx context.Context, force bool) {
 		}
 		w.enqueue(b)
 	}
-	if w.queue.Len() > 0 && (force || !time.Now().Before(w.retryAt)) {
+	if w.queue.Len() > 0 && (force || !w.clock.Now().Before(w.retryAt)) {
 		w.retryQueue(ctx)
 	}
 	w.setQueueRows()
@@ -375,8 +388,8 @@ func (w *Writer) write(ctx context.Context, b Batch) error {
 		w.failures.Inc()
 		first := w.backoff == 0
 		w.backoff = min(max(2*w.backoff, w.cfg.RetryMin), w.cfg.RetryMax)
-		w.retryAt = time.Now().Add(w.backoff)
-		if now := time.Now(); first || now.Sub(w.lastFailLog) >= 30*time.Second {
+		w.retryAt = w.clock.Now().Add(w.backoff)
+		if now := w.clock.Now(); first || now.Sub(w.lastFailLog) >= 30*time.Second {
 			w.lastFailLog = now
 			w.logger.Warn("batch write failed; rows kept for retry", zap.Int("rows", b.Rows()), zap.Int("backlog_rows", w.queue.Rows()),
 				zap.Duration("retry_in", w.backoff), zap.Error(err))

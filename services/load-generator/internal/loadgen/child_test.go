@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -27,11 +25,14 @@ import (
 )
 
 // envChild, when set, makes the test binary run one load-generator instance
-// (configured by the JSON childSpec in the variable) instead of the tests,
+// (configured by the JSON childSpec in envChildSpec) instead of the tests,
 // until it is signalled or killed: the crash tests re-execute the test
 // binary this way and kill the children with SIGKILL, so nothing of a dead
 // instance survives in the test's own process.
-const envChild = "GF_LOADGEN_TEST_CHILD"
+const (
+	envChild     = "GF_LOADGEN_TEST_CHILD"
+	envChildSpec = "GF_LOADGEN_TEST_CHILD_SPEC"
+)
 
 type childSpec struct {
 	NATSURL string         `json:"nats_url"`
@@ -42,9 +43,7 @@ type childSpec struct {
 }
 
 func TestMain(m *testing.M) {
-	if spec := os.Getenv(envChild); spec != "" {
-		os.Exit(runChild(spec))
-	}
+	testenv.RunAsChild(envChild, func() { os.Exit(runChild(os.Getenv(envChildSpec))) })
 	testenv.Main(m)
 }
 
@@ -93,45 +92,15 @@ func runChild(spec string) int {
 }
 
 // child is a generator instance running as a child process.
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
+type child struct{ *testenv.ChildProc }
 
-// spawn starts a generator instance as a child process of the test.
+// spawn starts a generator instance as a child process of the test; it is
+// killed at cleanup if still running.
 func (e *env) spawn(cfg loadgen.Config) *child {
 	e.t.Helper()
 	spec, err := json.Marshal(childSpec{NATSURL: e.natsURL, Config: cfg, ClickHouseDSN: e.dsn})
 	require.NoError(e.t, err)
-	logPath := filepath.Join(e.t.TempDir(), cfg.Instance+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	require.NoError(e.t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envChild+"="+string(spec))
-	cmd.Stdout, cmd.Stderr = f, f
-	require.NoError(e.t, cmd.Start())
-	c := &child{name: cfg.Instance, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		_ = f.Close()
-		close(c.done)
-	}()
-	e.t.Cleanup(func() {
-		c.kill()
-		if e.t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			e.t.Logf("log of %s:\n%s", cfg.Instance, b)
-		}
-	})
-	return c
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (c *child) kill() {
-	_ = c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.done
+	return &child{testenv.StartChildProc(e.t, cfg.Instance, envChild, envChildSpec+"="+string(spec))}
 }
 
 // tapped is one record of the input topic and when the tap received it.
@@ -207,7 +176,7 @@ func firstArrivalAfter(recs []tapped, keys map[string]bool, t time.Time) (time.T
 // readLog returns the child's log lines decoded as JSON objects.
 func (c *child) readLog(t testing.TB) []map[string]any {
 	t.Helper()
-	f, err := os.Open(c.log)
+	f, err := os.Open(c.Log)
 	require.NoError(t, err)
 	defer f.Close()
 	var out []map[string]any

@@ -2,7 +2,6 @@ package loadgen_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -20,17 +19,7 @@ import (
 // keysOf returns the sensor keys instance owns in run's current plan.
 func (e *env) keysOf(t *testing.T, run, instance string) map[string]bool {
 	t.Helper()
-	kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketRuns)
-	require.NoError(t, err)
-	ent, err := kv.Get(context.Background(), "plan."+run)
-	require.NoError(t, err)
-	var p struct {
-		Ranges []struct {
-			Instance string `json:"instance"`
-			Lo, Hi   int
-		} `json:"ranges"`
-	}
-	require.NoError(t, json.Unmarshal(ent.Value(), &p))
+	p := e.readPlan(t, run)
 	keys := map[string]bool{}
 	for _, r := range p.Ranges {
 		if r.Instance == instance {
@@ -114,7 +103,7 @@ func TestRestartResumesFromCheckpoint(t *testing.T) {
 			e.start("restart", events.Workload{Sensors: sensors, RatePerSec: sensors}, seconds*time.Second) // period 1 s
 			testenv.Eventually(t, 20*time.Second, "three seconds of load", func() bool { return len(e.progressOf("restart", "lg-a")) >= 4 })
 			killedAt := time.Now()
-			a.kill()
+			a.Kill()
 			beforeRestart := e.topicTotal()
 			testenv.Eventually(t, tc.down+time.Second, "downtime", func() bool { return time.Since(killedAt) >= tc.down })
 			e.spawn(cfg)
@@ -196,7 +185,7 @@ func TestKillProducingInstance(t *testing.T) {
 			testenv.Eventually(t, 20*time.Second, "three seconds of load", func() bool { return len(e.progressOf(run, victim)) >= 4 })
 			keys := e.keysOf(t, run, victim)
 			killedAt := time.Now()
-			kids[victim].kill()
+			kids[victim].Kill()
 			fin := e.waitFinished(t, run, 60*time.Second)
 			require.False(t, fin.Failed, fin.Reason)
 			start := time.UnixMilli(fin.StartMs)

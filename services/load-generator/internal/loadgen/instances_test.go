@@ -47,20 +47,31 @@ func (e *env) waitMembers(t *testing.T, n int) {
 	})
 }
 
-func (e *env) plan(t *testing.T, run string) (epoch int, owners map[string]int) {
+// testPlan is what the tests read of a run's plan.
+type testPlan struct {
+	Epoch  int `json:"epoch"`
+	Ranges []struct {
+		Instance string `json:"instance"`
+		Lo, Hi   int
+	} `json:"ranges"`
+}
+
+// readPlan reads run's current plan.
+func (e *env) readPlan(t *testing.T, run string) testPlan {
 	t.Helper()
 	kv, err := e.bus.JetStream().KeyValue(context.Background(), loadgen.BucketRuns)
 	require.NoError(t, err)
 	ent, err := kv.Get(context.Background(), "plan."+run)
 	require.NoError(t, err)
-	var p struct {
-		Epoch  int `json:"epoch"`
-		Ranges []struct {
-			Instance string `json:"instance"`
-			Lo, Hi   int
-		} `json:"ranges"`
-	}
+	var p testPlan
 	require.NoError(t, json.Unmarshal(ent.Value(), &p))
+	return p
+}
+
+// plan returns the epoch of run's plan and the sensors each instance owns.
+func (e *env) plan(t *testing.T, run string) (epoch int, owners map[string]int) {
+	t.Helper()
+	p := e.readPlan(t, run)
 	owners = map[string]int{}
 	for _, r := range p.Ranges {
 		owners[r.Instance] += r.Hi - r.Lo
@@ -135,7 +146,7 @@ func TestCrashedInstanceIsTakenOver(t *testing.T) {
 	_, err = kv.Put(context.Background(), "lg-z", []byte(`{"instance":"lg-z"}`)) // heartbeats once, then never again
 	require.NoError(t, err)
 	testenv.Eventually(t, 5*time.Second, "both instances see lg-z", func() bool {
-		return gauge(t, regA, "greenflow_loadgen_members") == 3 && gauge(t, regB, "greenflow_loadgen_members") == 3
+		return gauge(t, regA, "greenflow_load_generator_members") == 3 && gauge(t, regB, "greenflow_load_generator_members") == 3
 	})
 
 	const sensors, seconds = 900, 5

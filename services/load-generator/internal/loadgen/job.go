@@ -3,7 +3,6 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -103,30 +102,6 @@ func (g *Generator) pokeLeader() {
 	}
 }
 
-// readStatus reads this instance's checkpoint of run, retrying while NATS
-// does not answer: starting from zero instead would lose the count.
-func (g *Generator) readStatus(ctx context.Context, run, instance string) (status, bool, error) {
-	for {
-		e, err := g.runs.Get(ctx, statusKey(run, instance))
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return status{}, false, nil
-		}
-		if err == nil {
-			var st status
-			if err := json.Unmarshal(e.Value(), &st); err != nil {
-				return status{}, false, fmt.Errorf("decode checkpoint of run %s: %w", run, err)
-			}
-			return st, true, nil
-		}
-		g.logger.Warn("read load checkpoint failed; retrying", zap.String("run_id", run), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return status{}, false, ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
-
 // runJob produces this instance's share of a run, checkpoints its progress
 // every CheckpointInterval, and records its final count. After a restart it
 // resumes from its checkpoint: counts continue, and its ranges are produced
@@ -155,101 +130,26 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	j.resume, j.restarted = prev.Lanes, found
 	j.w = w
 	j.applyLocked(g.cfg.Instance)
-	epoch := func() int { j.mu.Lock(); defer j.mu.Unlock(); return j.epoch }
 	j.mu.Unlock()
+	snapshot := func() status { return j.snapshot(w, base) }
+	finish := func(st status, failed bool, reason string) { g.finishShare(ctx, j, st, failed, reason, logger) }
 
-	// snapshot is the checkpoint now: the base (the previous incarnation's
-	// counts) plus this one's.
-	snapshot := func() status {
-		st := base
-		st.Sent += w.acked.Load()
-		st.Errors += w.failed.Load()
-		st.Produced += w.produced.Load()
-		st.Missed += w.skipped.Load()
-		st.Backfilled += w.backfilled.Load()
-		st.Epoch = epoch()
-		if lanes, shaped := w.checkpoint(); shaped {
-			st.Lanes = lanes
-		} // else: keep the previous incarnation's lanes, nothing produced since
-		return st
-	}
-	finish := func(st status, failed bool, reason string) {
-		st.Done, st.Failed, st.Reason = true, failed, reason
-		st.EndMs = g.clock.Now().UnixMilli()
-		st.UpdatedMs = st.EndMs
-		j.mu.Lock()
-		j.final = &st
-		j.mu.Unlock()
-		g.writeStatus(st, run)
-		if failed {
-			// The run has failed: stop every instance's share now rather
-			// than at the end of the phase.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if err := g.markStopped(sctx, run); err != nil {
-				logger.Warn("stop failed run", zap.Error(err))
-			}
-			cancel()
-		}
-		logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
-			zap.Int64("behind", st.Behind), zap.Int64("missed", st.Missed), zap.Int64("backfilled", st.Backfilled),
-			zap.Bool("failed", failed), zap.String("reason", reason))
-	}
-	// No kgo.RecordDeliveryTimeout: kgo measures it from the record's
-	// timestamp — the scheduled time — so it would fail back-filled
-	// records at once. The worker's monitor fails the load instead when
-	// Kafka acknowledges nothing for a while, and closing the client fails
-	// what is still buffered.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
-		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
-		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	cl, err := g.producer(ctx, p)
 	if err != nil {
-		finish(snapshot(), true, fmt.Sprintf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err))
-		return
-	}
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = cl.Ping(pctx)
-	cancel()
-	if err != nil {
-		cl.Close()
-		finish(snapshot(), true, fmt.Sprintf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err))
+		finish(snapshot(), true, err.Error())
 		return
 	}
 	w.prod = cl
 	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)))
 	progressQ := newPublishQueue(g.bus, logger)
 	defer progressQ.close(5 * time.Second)
-	var lastSent, lastFailed, lastAssigned, lastBacklog int64
-	report := func(pr progress) {
-		g.m.sent.Add(float64(pr.sent - lastSent))
-		g.m.failed.Add(float64(pr.errors - lastFailed))
-		lastSent, lastFailed = pr.sent, pr.errors
-		g.m.rate.Set(pr.rate)
-		a, b := w.assigned.Load(), w.backlog.Load()
-		if pr.final {
-			a, b = 0, 0
-		}
-		g.m.assigned.Add(float64(a - lastAssigned))
-		g.m.backlog.Add(float64(b - lastBacklog))
-		lastAssigned, lastBacklog = a, b
-		progressQ.add(events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: g.cfg.Instance,
-			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate},
-			progressID(run, g.cfg.Instance, pr.id))
-	}
+	report := g.reporter(p, w, base, progressQ)
 	// Checkpoints, from now until the share ends.
 	ckptCtx, stopCkpt := context.WithCancel(context.WithoutCancel(ctx))
 	ckptDone := make(chan struct{})
 	go func() {
 		defer close(ckptDone)
-		t := g.clock.NewTicker(g.cfg.CheckpointInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ckptCtx.Done():
-				return
-			case <-t.C():
-				g.putStatus(snapshot(), run)
-			}
-		}
+		g.every(ckptCtx, g.cfg.CheckpointInterval, nil, func() { g.putStatus(snapshot(), run) })
 	}()
 	// Anchor the cumulative series where this incarnation starts, so it
 	// can be interpolated anywhere in the load.
@@ -275,35 +175,113 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 		// heirs produce them from this checkpoint instead.)
 		st.Missed += out.behind
 	}
+	failed, reason := shareOutcome(out, produced, undelivered, handedOver, g.cfg.FlushTimeout)
+	finish(st, failed, reason)
+}
+
+// snapshot is the share's checkpoint now: base (the previous incarnation's
+// counts) plus those of w, this incarnation's worker.
+func (j *job) snapshot(w *worker, base status) status {
+	st := base
+	st.Sent += w.acked.Load()
+	st.Errors += w.failed.Load()
+	st.Produced += w.produced.Load()
+	st.Missed += w.skipped.Load()
+	st.Backfilled += w.backfilled.Load()
+	j.mu.Lock()
+	st.Epoch = j.epoch
+	j.mu.Unlock()
+	if lanes, shaped := w.checkpoint(); shaped {
+		st.Lanes = lanes
+	} // else: keep the previous incarnation's lanes, nothing produced since
+	return st
+}
+
+// shareOutcome is whether a share that ended with out failed, and why (""
+// for a share that simply ran to its end).
+func shareOutcome(out outcome, produced, undelivered int64, handedOver bool, flushTimeout time.Duration) (failed bool, reason string) {
 	switch {
 	case out.aborted != nil:
-		finish(st, true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted))
+		return true, fmt.Sprintf("%d of %d records not delivered: %v", undelivered, produced, out.aborted)
 	case undelivered > 0:
-		finish(st, true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, g.cfg.FlushTimeout, out.flush))
+		return true, fmt.Sprintf("%d of %d records not delivered within %s: %v", undelivered, produced, flushTimeout, out.flush)
 	case handedOver:
-		finish(st, false, "instance shut down; its ranges were handed over")
+		return false, "instance shut down; its ranges were handed over"
 	case out.stopped:
-		finish(st, false, "stopped")
+		return false, "stopped"
 	case out.behind > 0:
-		finish(st, false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind))
-	default:
-		finish(st, false, "")
+		return false, fmt.Sprintf("%d records due were not produced (behind schedule)", out.behind)
 	}
+	return false, ""
 }
 
-// putStatus writes a checkpoint taken now.
-func (g *Generator) putStatus(st status, run string) {
-	st.UpdatedMs = g.clock.Now().UnixMilli()
-	g.writeStatus(st, run)
+// finishShare records the share's final checkpoint; a failed share stops
+// the run's load on every instance.
+func (g *Generator) finishShare(ctx context.Context, j *job, st status, failed bool, reason string, logger *zap.Logger) {
+	st.Done, st.Failed, st.Reason = true, failed, reason
+	st.EndMs = g.clock.Now().UnixMilli()
+	st.UpdatedMs = st.EndMs
+	j.mu.Lock()
+	j.final = &st
+	j.mu.Unlock()
+	g.writeStatus(st, j.run)
+	if failed {
+		// The run has failed: stop every instance's share now rather
+		// than at the end of the phase.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := g.markStopped(sctx, j.run); err != nil {
+			logger.Warn("stop failed run", zap.Error(err))
+		}
+		cancel()
+	}
+	logger.Info("load share finished", zap.Int64("records_sent", st.Sent), zap.Int64("errors", st.Errors),
+		zap.Int64("behind", st.Behind), zap.Int64("missed", st.Missed), zap.Int64("backfilled", st.Backfilled),
+		zap.Bool("failed", failed), zap.String("reason", reason))
 }
 
-// writeStatus writes a checkpoint as it is.
-func (g *Generator) writeStatus(st status, run string) {
-	b, _ := json.Marshal(st)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if _, err := g.runs.Put(ctx, statusKey(run, st.Instance), b); err != nil {
-		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
+// producer is a Kafka client for the run's input topic, once a broker
+// answered. No kgo.RecordDeliveryTimeout: kgo measures it from the
+// record's timestamp — the scheduled time — so it would fail back-filled
+// records at once. The worker's monitor fails the load instead when Kafka
+// acknowledges nothing for a while, and closing the client fails what is
+// still buffered.
+func (g *Generator) producer(ctx context.Context, p *plan) (*kgo.Client, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
+		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
+		kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = cl.Ping(pctx)
+	cancel()
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err)
+	}
+	return cl, nil
+}
+
+// reporter returns the function the worker reports progress through: it
+// updates the metrics and queues a load.progress with the cumulative
+// counts (base's included).
+func (g *Generator) reporter(p *plan, w *worker, base status, q *publishQueue) func(progress) {
+	var lastSent, lastFailed, lastAssigned, lastBacklog int64
+	return func(pr progress) {
+		g.m.sent.Add(float64(pr.sent - lastSent))
+		g.m.failed.Add(float64(pr.errors - lastFailed))
+		lastSent, lastFailed = pr.sent, pr.errors
+		g.m.rate.Set(pr.rate)
+		a, b := w.assigned.Load(), w.backlog.Load()
+		if pr.final {
+			a, b = 0, 0
+		}
+		g.m.assigned.Add(float64(a - lastAssigned))
+		g.m.backlog.Add(float64(b - lastBacklog))
+		lastAssigned, lastBacklog = a, b
+		q.add(events.LoadProgress{ExperimentID: p.Cmd.ExperimentID, RunID: p.Cmd.RunID, Instance: g.cfg.Instance,
+			TsMs: pr.at.UnixMilli(), RecordsSent: base.Sent + pr.sent, Errors: base.Errors + pr.errors, RatePerSec: pr.rate},
+			progressID(p.Cmd.RunID, g.cfg.Instance, pr.id))
 	}
 }
 
@@ -314,85 +292,73 @@ func progressID(run, instance, report string) string {
 	return "load.progress:" + run + ":" + instance + ":" + report
 }
 
-// publishQueue publishes messages in order from its own goroutine, retrying
-// each (with its fixed message id) for up to publishRetryFor, so that a
-// NATS hiccup neither blocks the caller nor loses the report.
-type publishQueue struct {
-	bus    *bus.Bus
-	logger *zap.Logger
-	ch     chan queuedMsg
-	done   chan struct{}
-	stop   context.CancelFunc
-	ctx    context.Context
-}
-
-type queuedMsg struct {
-	m  events.Message
-	id string
-}
-
-const publishRetryFor = 30 * time.Second
-
-func newPublishQueue(b *bus.Bus, logger *zap.Logger) *publishQueue {
-	ctx, cancel := context.WithCancel(context.Background())
-	q := &publishQueue{bus: b, logger: logger, ch: make(chan queuedMsg, 256), done: make(chan struct{}), stop: cancel, ctx: ctx}
-	go q.run()
-	return q
-}
-
-// add queues m; when the queue is full (NATS down for long) the oldest
-// report is dropped: the series is cumulative, later reports cover it.
-func (q *publishQueue) add(m events.Message, id string) {
-	for {
-		select {
-		case q.ch <- queuedMsg{m, id}:
+// onPlan follows the plans: it starts, re-shares and stops this instance's
+// jobs accordingly.
+func (g *Generator) onPlan(ctx context.Context, e jetstream.KeyValueEntry) {
+	run := e.Key()[len("plan."):]
+	if e.Operation() != jetstream.KeyValuePut {
+		g.mu.Lock()
+		pe, known := g.plans[run]
+		if known && bus.KeyLost(e) {
+			// Nobody deleted it: NATS lost the bucket and the bus declared
+			// it again, empty. The load goes on; the leader writes the plan
+			// back from its copy (this one, should it be this instance).
+			pe.lost = true
+			g.plans[run] = pe
+			g.mu.Unlock()
+			g.logger.Warn("load plan lost with its kv bucket; the leader writes it back", zap.String("run_id", run))
+			g.pokeLeader()
 			return
-		default:
 		}
-		select {
-		case old := <-q.ch:
-			q.logger.Warn("progress report dropped: the queue is full", zap.String("id", old.id))
-		default:
-		}
+		delete(g.plans, run)
+		g.mu.Unlock()
+		return
+	}
+	var p plan
+	if err := json.Unmarshal(e.Value(), &p); err != nil {
+		g.logger.Error("undecodable load plan", zap.String("run_id", run), zap.Error(err))
+		return
+	}
+	g.mu.Lock()
+	if p.Finished {
+		delete(g.plans, run)
+	} else {
+		g.plans[run] = planEntry{p: &p, rev: e.Revision()}
+	}
+	j := g.jobs[run]
+	g.mu.Unlock()
+	switch {
+	case j != nil && p.Finished:
+		// The load is summed up: nothing of this share is needed any more
+		// (its key table and counters can be large), and a finished plan
+		// never starts a job again.
+		j.cancel()
+		go g.forgetJob(run, j)
+	case j != nil && p.Stopped:
+		j.cancel()
+	case j != nil:
+		j.setShare(&p, g.cfg.Instance)
+	case p.Stopped || p.Finished || !p.participates(g.cfg.Instance):
+	default:
+		// Also after the end of the schedule: an instance restarted late
+		// still reports its part (what it missed) from its checkpoint.
+		g.startJob(ctx, &p)
 	}
 }
 
-func (q *publishQueue) run() {
-	defer close(q.done)
-	for qm := range q.ch {
-		deadline := time.Now().Add(publishRetryFor)
-		for attempt := 0; ; attempt++ {
-			pctx, cancel := context.WithTimeout(q.ctx, 5*time.Second)
-			err := q.bus.Publish(pctx, qm.m, qm.id)
-			cancel()
-			if err == nil {
-				break
-			}
-			if q.ctx.Err() != nil || time.Now().After(deadline) {
-				q.logger.Warn("publish progress report failed", zap.String("id", qm.id), zap.Error(err))
-				break
-			}
-			sleep(q.ctx, min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second))
-		}
+// forgetJob drops a finished job once it has stopped.
+func (g *Generator) forgetJob(run string, j *job) {
+	<-j.done
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.jobs[run] == j {
+		delete(g.jobs, run)
 	}
 }
 
-// close publishes what is queued, waiting at most within, then gives up.
-func (q *publishQueue) close(within time.Duration) {
-	close(q.ch)
-	select {
-	case <-q.done:
-	case <-time.After(within):
-		q.stop()
-		<-q.done
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	return b
 }

@@ -19,15 +19,7 @@ import (
 // with the smallest name: every PollInterval (no I/O unless there is
 // something to do), and at once when a job of this instance ends.
 func (g *Generator) lead(ctx context.Context) {
-	t := g.clock.NewTicker(g.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-g.poke:
-		}
+	g.every(ctx, g.cfg.PollInterval, g.poke, func() {
 		if g.reconnected() { // before judging: a reconnect holds judgements off
 			g.restoreFinalStatuses(ctx)
 		}
@@ -48,7 +40,7 @@ func (g *Generator) lead(ctx context.Context) {
 			}
 			g.leadRun(ctx, e, alive, stable)
 		}
-	}
+	})
 }
 
 // restoreFinalStatuses puts back, after a reconnect, the final checkpoint
@@ -297,67 +289,4 @@ func (g *Generator) takeOver(ctx context.Context, e planEntry, alive map[string]
 	}
 	logger.Warn("key ranges taken over", zap.Strings("dead", dead), zap.Strings("heirs", heirs), zap.Int("epoch", np.Epoch),
 		zap.Any("acked_watermarks", from))
-}
-
-// sampling is a running Kafka-signal sampler.
-type sampling struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-// ensureSampler samples the run's Kafka signals from now until the load's
-// records are all delivered (stopSampler), while this instance leads.
-func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
-	if g.sink == nil || !g.cfg.RecordKafkaSignals {
-		return
-	}
-	run := p.Cmd.RunID
-	// Bounded even if no summary ever comes.
-	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout)
-	if !g.clock.Now().Before(deadline) {
-		return
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, ok := g.samplers[run]; ok {
-		return
-	}
-	sctx, cancel := context.WithDeadline(ctx, deadline)
-	s := &sampling{cancel: cancel, done: make(chan struct{})}
-	g.samplers[run] = s
-	go func() {
-		defer func() {
-			cancel()
-			g.mu.Lock()
-			if g.samplers[run] == s {
-				delete(g.samplers, run)
-			}
-			g.mu.Unlock()
-			close(s.done)
-		}()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
-		if err != nil {
-			g.logger.Warn("kafka client for signals failed", zap.String("run_id", run), zap.Error(err))
-			return
-		}
-		defer cl.Close()
-		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.logger, g.clock.Now)
-		smp.Run(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
-			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval)
-	}()
-}
-
-// stopSampler ends a run's sampler after one final sample; wait waits for
-// that sample to be stored.
-func (g *Generator) stopSampler(run string, wait bool) {
-	g.mu.Lock()
-	s, ok := g.samplers[run]
-	g.mu.Unlock()
-	if !ok {
-		return
-	}
-	s.cancel()
-	if wait {
-		<-s.done
-	}
 }

@@ -484,16 +484,16 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, float64(fin.RecordsSent), got["greenflow_loadgen_records_sent_total"])
-	require.Zero(t, got["greenflow_loadgen_records_failed_total"])
-	require.Zero(t, got["greenflow_loadgen_assigned_sensors"], "nothing assigned after the load")
-	require.Equal(t, 1.0, got["greenflow_loadgen_members"])
+	require.Equal(t, float64(fin.RecordsSent), got["greenflow_load_generator_records_sent_total"])
+	require.Zero(t, got["greenflow_load_generator_records_failed_total"])
+	require.Zero(t, got["greenflow_load_generator_assigned_sensors"], "nothing assigned after the load")
+	require.Equal(t, 1.0, got["greenflow_load_generator_members"])
 	// Once the load is summed up, its share (key table, counters) is let go.
 	testenv.Eventually(t, 10*time.Second, "the finished load's share let go", func() bool {
 		mfs, err := reg.Gather()
 		require.NoError(t, err)
 		for _, mf := range mfs {
-			if mf.GetName() == "greenflow_loadgen_shares_held" {
+			if mf.GetName() == "greenflow_load_generator_shares_held" {
 				return mf.GetMetric()[0].GetGauge().GetValue() == 0
 			}
 		}

@@ -3,11 +3,13 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 )
@@ -29,7 +31,7 @@ import (
 type membership struct {
 	self   string
 	ttl    time.Duration
-	now    func() time.Time
+	clock  clock.PassiveClock
 	logger *zap.Logger
 
 	mu        sync.Mutex
@@ -41,8 +43,8 @@ type membership struct {
 	synced    bool                 // the watch delivered the bucket's current entries
 }
 
-func newMembership(self string, ttl time.Duration, now func() time.Time, logger *zap.Logger) *membership {
-	return &membership{self: self, ttl: ttl, now: now, logger: logger, created: map[string]time.Time{}}
+func newMembership(self string, ttl time.Duration, clk clock.PassiveClock, logger *zap.Logger) *membership {
+	return &membership{self: self, ttl: ttl, clock: clk, logger: logger, created: map[string]time.Time{}}
 }
 
 // memberValue is what an instance puts in its heartbeat.
@@ -55,7 +57,7 @@ type memberValue struct {
 func (m *membership) start() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.since = m.now()
+	m.since = m.clock.Now()
 	m.synced = false
 }
 
@@ -64,14 +66,14 @@ func (m *membership) start() {
 func (m *membership) hold() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.since = m.now()
+	m.since = m.clock.Now()
 }
 
 // apply records one update of the watch; nil marks the initial values done.
 func (m *membership) apply(e jetstream.KeyValueEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.updated = m.now()
+	m.updated = m.clock.Now()
 	if e == nil {
 		m.synced = true
 		return
@@ -103,7 +105,7 @@ func (m *membership) beat(sent time.Time) {
 func (m *membership) view() (alive map[string]bool, stable bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.now()
+	now := m.clock.Now()
 	alive = map[string]bool{}
 	for i, c := range m.created {
 		if i != m.self && m.serverNow.Sub(c) <= m.ttl {
@@ -125,7 +127,7 @@ func (m *membership) quietFor() time.Duration {
 	if m.updated.IsZero() {
 		return 0
 	}
-	return m.now().Sub(m.updated)
+	return m.clock.Now().Sub(m.updated)
 }
 
 // beatWithin reports whether this instance's last heartbeat was
@@ -133,7 +135,7 @@ func (m *membership) quietFor() time.Duration {
 func (m *membership) beatWithin(d time.Duration) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return !m.lastBeat.IsZero() && m.now().Sub(m.lastBeat) < d
+	return !m.lastBeat.IsZero() && m.clock.Now().Sub(m.lastBeat) < d
 }
 
 // isSynced reports whether the view holds the bucket's current entries.
@@ -160,24 +162,26 @@ func (g *Generator) heartbeat(ctx context.Context) error {
 // failure shows in Check (through the age of the last acknowledged one,
 // with this error).
 func (g *Generator) heartbeats(ctx context.Context) {
-	t := g.clock.NewTicker(g.cfg.Heartbeat)
-	defer t.Stop()
 	var lastWarn time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-			if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
-				msg := err.Error()
-				g.beatErr.Store(&msg)
-				if now := time.Now(); now.Sub(lastWarn) >= 5*time.Second {
-					lastWarn = now
-					g.logger.Warn("membership heartbeat failed", zap.Error(err))
-				}
-				continue
+	g.every(ctx, g.cfg.Heartbeat, nil, func() {
+		if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
+			msg := err.Error()
+			g.beatErr.Store(&msg)
+			if now := g.clock.Now(); now.Sub(lastWarn) >= 5*time.Second {
+				lastWarn = now
+				g.logger.Warn("membership heartbeat failed", zap.Error(err))
 			}
-			g.beatErr.Store(nil)
+			return
 		}
+		g.beatErr.Store(nil)
+	})
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
+	slices.Sort(out)
+	return out
 }

@@ -201,7 +201,7 @@ func TestNATSLosesStoreAfterAShareIsDone(t *testing.T) {
 			}
 		}
 	}()
-	testenv.Eventually(t, 10*time.Second, "lg-1 sees the ghost", func() bool { return gauge(t, reg, "greenflow_loadgen_members") == 2 })
+	testenv.Eventually(t, 10*time.Second, "lg-1 sees the ghost", func() bool { return gauge(t, reg, "greenflow_load_generator_members") == 2 })
 
 	e.start("held", events.Workload{Sensors: 200, RatePerSec: 200}, 2*time.Second)
 	runs, err := js.KeyValue(context.Background(), loadgen.BucketRuns)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
@@ -68,7 +69,7 @@ type outcome struct {
 // watermark the instance checkpoints.
 type worker struct {
 	cfg   Config
-	clock Clock
+	clock clock.WithTicker
 	prod  producer
 	sched schedule
 	keys  keyTable
@@ -89,8 +90,8 @@ type worker struct {
 	onDone func(*kgo.Record, error)
 }
 
-func newWorker(cfg Config, clock Clock, sched schedule) *worker {
-	w := &worker{cfg: cfg, clock: clock, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
+func newWorker(cfg Config, clk clock.WithTicker, sched schedule) *worker {
+	w := &worker{cfg: cfg, clock: clk, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
 		slot: slotWidth(sched.duration)}
 	w.onDone = w.promise
 	return w
@@ -448,7 +449,7 @@ func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) 
 // flush waits for the buffered records' acknowledgements, at most
 // FlushTimeout, and gives up — an outage — when Kafka acknowledges nothing
 // for DeliveryTimeout while records are outstanding.
-func (w *worker) flush(ctx context.Context, tick Ticker, lastAcked int64, lastChange time.Time) (flushErr, aborted error) {
+func (w *worker) flush(ctx context.Context, tick clock.Ticker, lastAcked int64, lastChange time.Time) (flushErr, aborted error) {
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FlushTimeout)
 	defer cancel()
 	done := make(chan error, 1)

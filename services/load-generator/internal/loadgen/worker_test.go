@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
@@ -45,7 +46,7 @@ func testWorker(sensors int, rate float64, duration time.Duration, prod producer
 	cfg := Default()
 	cfg.Instance = "test"
 	start := time.UnixMilli(1_700_000_000_000)
-	w := newWorker(cfg, realClock{}, schedule{start: start, duration: duration, seed: 1, sensors: sensors, format: uc3.FormatAvro,
+	w := newWorker(cfg, clock.RealClock{}, schedule{start: start, duration: duration, seed: 1, sensors: sensors, format: uc3.FormatAvro,
 		schemaID: 1, valueW: 10, period: time.Duration(float64(sensors) * float64(time.Second) / rate)})
 	w.prod = prod
 	w.share.Store(&share{pieces: []piece{{Range: Range{0, sensors}}}})

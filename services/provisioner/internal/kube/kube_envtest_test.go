@@ -3,33 +3,25 @@
 package kube
 
 import (
-	"bufio"
 	"context"
-	"errors"
-	"io"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/provisioner/internal/state"
-	"go.uber.org/zap"
+	"github.com/greenflow/greenflow/services/provisioner/internal/provtest"
 )
 
 var workers = kubetest.Workers
@@ -41,34 +33,48 @@ func run(name, template string, k *events.KubernetesSUT) events.RunProvision {
 }
 
 // deployed starts the fake kubelet for the run's namespace.
-func deployed(t *testing.T, b *Backend, p events.RunProvision, mod func(*kubetest.Kubelet)) {
+func deployed(t testing.TB, b *Backend, p events.RunProvision, mod func(*kubetest.Kubelet)) {
 	t.Helper()
-	k := &kubetest.Kubelet{CS: kubetest.AdminClient(t), NS: b.Namespace(p.RunID), Nodes: workers}
-	if mod != nil {
-		mod(k)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	k.Run(ctx, t)
+	provtest.StartKubelet(t, kubetest.AdminClient(t), b.Namespace(p.RunID), workers, mod)
 }
 
-func newBackend(t *testing.T, rc *rest.Config, mod func(*Config)) *Backend {
+// cluster is a cluster-admin client of the envtest API server, with the
+// worker nodes registered.
+func cluster(t testing.TB) kubernetes.Interface {
 	t.Helper()
-	cfg := Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second, TeardownTimeout: 2 * time.Second,
-		PollInterval: 100 * time.Millisecond}
+	cs := kubetest.AdminClient(t)
+	kubetest.EnsureNodes(t, cs, workers...)
+	return cs
+}
+
+// remove tears the run down, which must succeed.
+func remove(t testing.TB, b *Backend, p events.RunProvision) {
+	t.Helper()
+	_, _, err := b.Remove(context.Background(), p.RunID, nil)
+	require.NoError(t, err, "teardown of %s", p.RunID)
+}
+
+// testConfig is the defaults with waits short enough for tests.
+func testConfig() Config {
+	cfg := Default()
+	cfg.ReadyTimeout, cfg.UnschedulableGrace, cfg.TeardownTimeout, cfg.PollInterval = 20*time.Second, 2*time.Second, 2*time.Second, 100*time.Millisecond
+	return cfg
+}
+
+func newBackend(t testing.TB, rc *rest.Config, mod func(*Config)) *Backend {
+	t.Helper()
+	cfg := testConfig()
 	if mod != nil {
 		mod(&cfg)
 	}
-	b, err := New(rc, cfg, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, err := New(cfg, Deps{REST: rc})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
 	return b
 }
 
 func TestConsolidatedUC3GoDeploysReportsTargetsAndTearsDown(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("consolidate", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3-processor:v1", Replicas: 3,
 		Placement: events.Placement{Strategy: "consolidate", Nodes: 1, NodeSelector: map[string]string{"pool": "sut"}}})
@@ -119,20 +125,19 @@ func TestConsolidatedUC3GoDeploysReportsTargetsAndTearsDown(t *testing.T) {
 	require.Equal(t, targets, again)
 
 	start := time.Now()
-	crashed, reason, err := b.Teardown(ctx, p.RunID)
+	crashed, reason, err := b.Remove(ctx, p.RunID, nil)
 	require.NoError(t, err)
 	require.False(t, crashed, reason)
 	require.True(t, kubetest.NamespaceDeleted(t, cs, ns))
 	// envtest has no namespace controller: the namespace stays Terminating,
 	// and teardown gives up waiting at its bound (2 s here).
 	require.WithinRange(t, time.Now(), start.Add(2*time.Second), start.Add(4*time.Second), "the wait is bounded")
-	_, _, err = b.Teardown(ctx, p.RunID)
+	_, _, err = b.Remove(ctx, p.RunID, nil)
 	require.NoError(t, err, "a repeated teardown does no harm")
 }
 
 func TestSpreadKStreamsHasTheodoliteEnvironmentAndSpreadConstraint(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("spread", "uc3-kstreams", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-kstreams-app:latest", Replicas: 3,
 		KafkaBootstrap: "theodolite-kafka-kafka-bootstrap:9092", SchemaRegistryURL: "http://theodolite-kafka-schema-registry:8081",
@@ -165,13 +170,11 @@ func TestSpreadKStreamsHasTheodoliteEnvironmentAndSpreadConstraint(t *testing.T)
 	require.Equal(t, p.RunID, tsc[0].LabelSelector.MatchLabels[LabelRun])
 	require.Nil(t, d.Spec.Template.Spec.Affinity, "spread over every node: no pinning")
 
-	_, _, err = b.Teardown(ctx, p.RunID)
-	require.NoError(t, err)
+	remove(t, b, p)
 }
 
 func TestFlinkJobClusterDeploysJobAndTaskManagers(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("flink", "uc3-flink", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-flink:latest", Replicas: 2,
 		CPU: "500m", Memory: "2Gi", Placement: events.Placement{Strategy: "consolidate", Nodes: 2}})
@@ -204,13 +207,11 @@ func TestFlinkJobClusterDeploysJobAndTaskManagers(t *testing.T) {
 		}
 	}
 	require.Equal(t, "2", parallelism)
-	_, _, err = b.Teardown(ctx, p.RunID)
-	require.NoError(t, err)
+	remove(t, b, p)
 }
 
 func TestImagePullErrorFailsFastWithTheReasonAndLeavesNothing(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("pullerr", "uc3-go", &events.KubernetesSUT{Image: "registry.local/does-not-exist:v0"})
 	deployed(t, b, p, func(k *kubetest.Kubelet) {
@@ -229,8 +230,7 @@ func TestImagePullErrorFailsFastWithTheReasonAndLeavesNothing(t *testing.T) {
 }
 
 func TestCrashLoopAndUnschedulableAreNamed(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	p := run("crashloop", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1"})
 	deployed(t, b, p, func(k *kubetest.Kubelet) {
@@ -259,8 +259,7 @@ func TestNotReadyAtTimeoutSaysWhatIsMissing(t *testing.T) {
 }
 
 func TestBadInputIsRefusedBeforeAnythingIsCreated(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, nil)
 	cases := []struct {
 		name, template string
@@ -307,13 +306,11 @@ data:
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"topic": p.Kafka.InputTopic, "partitions": "6", "window": "1d"}, cm.Data)
 	require.Equal(t, p.RunID, cm.Labels[LabelRun])
-	_, _, err = b.Teardown(ctx, p.RunID)
-	require.NoError(t, err)
+	remove(t, b, p)
 }
 
 func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	first := newBackend(t, kubetest.Admin, nil)
 	p := run("restart", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2,
 		Placement: events.Placement{Strategy: "spread", Nodes: 2}})
@@ -341,7 +338,7 @@ func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
 	require.Equal(t, targets, again, "same pods, same pinned nodes (from the namespace annotation)")
 
 	kubetest.Crash(t, cs, second.Namespace(p.RunID), targets[0].Pod)
-	crashed, reason, err := second.Teardown(ctx, p.RunID)
+	crashed, reason, err := second.Remove(ctx, p.RunID, nil)
 	require.NoError(t, err)
 	require.True(t, crashed)
 	require.Contains(t, reason, "container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)")
@@ -351,12 +348,11 @@ func TestRestartedBackendFindsRunsInTheClusterAndReportsCrashes(t *testing.T) {
 // TestLeastPrivilegeClusterRole runs the backend as the service account
 // deploy/base/provisioner-rbac.yaml binds, and as one without the binding.
 func TestLeastPrivilegeClusterRole(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
-	applyRBAC(t, cs, "../../../../deploy/base/provisioner-rbac.yaml")
+	cs := cluster(t)
+	provtest.ApplyRBAC(t, cs)
 
 	ctx := context.Background()
-	b := newBackend(t, kubetest.As("greenflow-provisioner"), nil)
+	b := newBackend(t, kubetest.As(provtest.ServiceAccount), nil)
 	p := run("rbac", "uc3-flink", &events.KubernetesSUT{Image: "ghcr.io/cau-se/theodolite-uc3-flink:latest", Replicas: 2,
 		Placement: events.Placement{Strategy: "consolidate", Nodes: 1}})
 	deployed(t, b, p, nil)
@@ -366,8 +362,7 @@ func TestLeastPrivilegeClusterRole(t *testing.T) {
 	runs, err := b.Runs(ctx)
 	require.NoError(t, err)
 	require.NotEmpty(t, runs)
-	_, _, err = b.Teardown(ctx, p.RunID)
-	require.NoError(t, err)
+	remove(t, b, p)
 	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 
 	// Failures name the verb, the resource and the fix.
@@ -384,104 +379,15 @@ func TestLeastPrivilegeClusterRole(t *testing.T) {
 	require.ErrorContains(t, err, `cannot get resource "namespaces"`)
 	require.ErrorContains(t, err, "system:serviceaccount:greenflow:no-role")
 	require.ErrorContains(t, err, "deploy/base/provisioner-rbac.yaml")
-	_, _, err = none.Teardown(ctx, p.RunID)
+	_, _, err = none.Remove(ctx, p.RunID, nil)
 	require.ErrorContains(t, err, `cannot list resource "namespaces"`)
-}
-
-// applyRBAC creates the ClusterRole and ClusterRoleBinding of a manifest.
-func applyRBAC(t *testing.T, cs kubernetes.Interface, path string) {
-	t.Helper()
-	role, binding := loadRBAC(t, path)
-	ctx := context.Background()
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-}
-
-// loadRBAC reads the one ClusterRole and ClusterRoleBinding of a manifest.
-func loadRBAC(t *testing.T, path string) (*rbacv1.ClusterRole, *rbacv1.ClusterRoleBinding) {
-	t.Helper()
-	f, err := os.Open(path)
-	require.NoError(t, err)
-	defer f.Close()
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(f))
-	var role *rbacv1.ClusterRole
-	var binding *rbacv1.ClusterRoleBinding
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err)
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		require.NoError(t, err, string(doc))
-		switch o := obj.(type) {
-		case *rbacv1.ClusterRole:
-			require.Nil(t, role, "one ClusterRole")
-			role = o
-		case *rbacv1.ClusterRoleBinding:
-			require.Nil(t, binding, "one ClusterRoleBinding")
-			binding = o
-		}
-	}
-	require.NotNil(t, role)
-	require.NotNil(t, binding)
-	return role, binding
-}
-
-func TestCrashDuringTheRunIsReported(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
-	b := newBackend(t, kubetest.Admin, func(c *Config) { c.CrashPoll = 100 * time.Millisecond })
-	type crash struct {
-		exp, run, reason string
-		kafka            events.Kafka
-	}
-	crashes := make(chan crash, 4)
-	b.OnCrash(func(exp, run, reason string, kafka *events.Kafka) { crashes <- crash{exp, run, reason, *kafka} })
-	defer b.Close()
-	p := run("crashwatch", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
-	// Each container restarted once while starting (before readiness):
-	// that is not a crash during the run.
-	deployed(t, b, p, func(k *kubetest.Kubelet) { k.Restarts = 1 })
-	targets, err := b.Provision(context.Background(), p)
-	require.NoError(t, err)
-	b.Watch(state.Entry{Rec: state.Record{ExperimentID: p.ExperimentID, RunID: p.RunID, Backend: "kubernetes", State: state.Running}})
-
-	select {
-	case c := <-crashes:
-		t.Fatalf("healthy run reported as crashed: %+v", c)
-	case <-time.After(500 * time.Millisecond):
-	}
-	kubetest.Crash(t, cs, b.Namespace(p.RunID), targets[1].Pod)
-	select {
-	case c := <-crashes:
-		require.Equal(t, crash{p.ExperimentID, p.RunID, "pod " + targets[1].Pod + " container uc3-processor restarted 2 time(s), last exit code 137 (OOMKilled)",
-			p.Kafka}, c, "with the topics to delete, read back from the namespace")
-	case <-time.After(10 * time.Second):
-		t.Fatal("crash not reported")
-	}
-	select {
-	case c := <-crashes:
-		t.Fatalf("reported twice: %+v", c)
-	case <-time.After(300 * time.Millisecond):
-	}
-	// The provisioner tears it down (reconciled); the crash shows there too.
-	crashed, reason, err := b.Remove(context.Background(), p.RunID, nil)
-	require.NoError(t, err)
-	require.True(t, crashed)
-	require.Contains(t, reason, "restarted 2 time(s)")
-	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)))
 }
 
 func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 	cs := kubetest.AdminClient(t)
 	ctx := context.Background()
-	applyRBAC(t, cs, "../../../../deploy/base/provisioner-rbac.yaml")
-	sa := kubetest.As("greenflow-provisioner") // the least-privilege role covers KafkaTopics
+	provtest.ApplyRBAC(t, cs)
+	sa := kubetest.As(provtest.ServiceAccount) // the least-privilege role covers KafkaTopics
 	b := newBackend(t, sa, func(c *Config) { c.StrimziKafka = "kafka/my-cluster"; c.TopicReplicas = 3 })
 	p := run("strimzi", "uc3-go", &events.KubernetesSUT{Image: "x"})
 
@@ -489,7 +395,7 @@ func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 		_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kafka"}}, metav1.CreateOptions{})
 		require.NoError(t, err)
 	}
-	uninstallCRD(t, "kafkatopics.kafka.strimzi.io") // whatever ran before
+	provtest.UninstallCRD(t, "kafkatopics.kafka.strimzi.io") // whatever ran before
 	_, err := b.ManagesTopics()
 	require.ErrorContains(t, err, "strimzi: --strimzi-kafka is kafka/my-cluster but the cluster serves no KafkaTopic in kafka.strimzi.io/v1beta2")
 	plain := newBackend(t, sa, nil)
@@ -497,7 +403,7 @@ func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, managed, "without --strimzi-kafka the provisioner uses kadm")
 
-	installCRD(t, "testdata/kafkatopic-crd.yaml")
+	provtest.InstallCRD(t, "testdata/kafkatopic-crd.yaml")
 	managed, err = b.ManagesTopics()
 	require.NoError(t, err)
 	require.True(t, managed)
@@ -531,55 +437,8 @@ func TestStrimziKafkaTopicsWhenTheCRDExists(t *testing.T) {
 	require.ErrorContains(t, err, "KafkaTopic kafka/input-exp-strimzi-bad is not ready: InvalidResourceException: Number of partitions cannot be decreased")
 }
 
-func installCRD(t *testing.T, path string) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	require.NoError(t, err)
-	var u unstructured.Unstructured
-	require.NoError(t, utilyaml.Unmarshal(raw, &u.Object))
-	crds := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
-	_, err = crds.Create(context.Background(), &u, metav1.CreateOptions{})
-	if !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
-	testenv.Eventually(t, 30*time.Second, "CRD established", func() bool {
-		got, err := crds.Get(context.Background(), u.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-		for _, c := range conds {
-			if cm := c.(map[string]any); cm["type"] == "Established" && cm["status"] == "True" {
-				return true
-			}
-		}
-		return false
-	})
-}
-
-func uninstallCRD(t *testing.T, name string) {
-	t.Helper()
-	crds := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
-	err := crds.Delete(context.Background(), name, metav1.DeleteOptions{})
-	if apierrors.IsNotFound(err) {
-		return
-	}
-	require.NoError(t, err)
-	testenv.Eventually(t, 30*time.Second, "CRD removed", func() bool {
-		_, err := crds.Get(context.Background(), name, metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	})
-}
-
-func dynamicFor(t *testing.T, rc *rest.Config) dynamic.Interface {
-	t.Helper()
-	d, err := dynamic.NewForConfig(rc)
-	require.NoError(t, err)
-	return d
-}
-
 func kafkaTopics(t *testing.T, ns string) dynamic.ResourceInterface {
-	return dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace(ns)
+	return provtest.Dynamic(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1beta2", Resource: "kafkatopics"}).Namespace(ns)
 }
 
 // strimziOperator plays Strimzi's topic operator in namespace ns until the
@@ -617,8 +476,7 @@ func strimziOperator(t *testing.T, ns string) {
 // for 20 s while a run waits to be ready: the wait goes on, and the run is
 // provisioned once the server is back, instead of failing at the outage.
 func TestAPIServerOutageDuringReadinessIsWaitedOut(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
+	cs := cluster(t)
 	b := newBackend(t, kubetest.Admin, func(c *Config) { c.ReadyTimeout = 2 * time.Minute; c.RequestTimeout = 5 * time.Second })
 	p := run("outage-ready", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2})
 	type result struct {
@@ -659,7 +517,7 @@ func TestAPIServerOutageDuringReadinessIsWaitedOut(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("not provisioned after the API server came back")
 	}
-	_, _, err := b.Teardown(context.Background(), p.RunID)
+	_, _, err := b.Remove(context.Background(), p.RunID, nil)
 	require.NoError(t, err)
 }
 
@@ -690,7 +548,7 @@ func TestATransientFailurePastTheDeadlineIsMarkedTransient(t *testing.T) {
 // naming it, never silently dropped.
 func TestAManifestKeepsEveryFieldTheAPIServerKnows(t *testing.T) {
 	cs := kubetest.AdminClient(t)
-	installCRD(t, "testdata/sutjob-crd.yaml")
+	provtest.InstallCRD(t, "testdata/sutjob-crd.yaml")
 	b := newBackend(t, kubetest.Admin, nil)
 	ctx := context.Background()
 	p := run("fields", "manifest", &events.KubernetesSUT{Env: map[string]string{"X": "1"}, Manifest: `apiVersion: greenflow.test/v1
@@ -705,7 +563,7 @@ spec:
 `})
 	_, err := b.Provision(ctx, p)
 	require.NoError(t, err)
-	got, err := dynamicFor(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "greenflow.test", Version: "v1", Resource: "sutjobs"}).
+	got, err := provtest.Dynamic(t, kubetest.Admin).Resource(schema.GroupVersionResource{Group: "greenflow.test", Version: "v1", Resource: "sutjobs"}).
 		Namespace(b.Namespace(p.RunID)).Get(ctx, "job", metav1.GetOptions{})
 	require.NoError(t, err)
 	spec, _, _ := unstructured.NestedMap(got.Object, "spec", "template", "spec")
@@ -713,8 +571,7 @@ spec:
 	c := spec["containers"].([]any)[0].(map[string]any)
 	require.Equal(t, "/ckpt", c["checkpointDir"])
 	require.Equal(t, []any{map[string]any{"name": "X", "value": "1"}}, c["env"], "and the run's env is added")
-	_, _, err = b.Teardown(ctx, p.RunID)
-	require.NoError(t, err)
+	remove(t, b, p)
 
 	typo := run("typo", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: apps/v1
 kind: Deployment

@@ -12,6 +12,7 @@ import (
 // typo) reaches the API server as the user wrote it: it keeps it, or
 // rejects it naming it; it is never silently dropped here.
 func TestPodTemplateIsEditedInPlaceKeepingEveryField(t *testing.T) {
+	t.Parallel()
 	var u unstructured.Unstructured
 	require.NoError(t, utilyaml.Unmarshal([]byte(`
 apiVersion: apps/v1
@@ -64,6 +65,7 @@ spec:
 }
 
 func TestATemplateWithoutContainersIsNotAWorkload(t *testing.T) {
+	t.Parallel()
 	u := unstructured.Unstructured{Object: map[string]any{"apiVersion": "example.com/v1", "kind": "Job", "metadata": map[string]any{"name": "x"},
 		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{"steps": []any{"a"}}}}}}
 	isWorkload, err := mutatePodTemplate(&u, map[string]string{LabelRun: "r"}, placement{}, nil)

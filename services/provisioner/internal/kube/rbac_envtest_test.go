@@ -12,18 +12,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	authzv1 "k8s.io/api/authorization/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
-	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/provtest"
 )
 
 // TestEveryClusterRoleRuleIsNeeded: the ClusterRole lists exactly what the
@@ -32,11 +27,10 @@ import (
 // restart, an unschedulable run's reason with its warning events) succeeds
 // under the whole role, and fails under the role minus any one verb.
 func TestEveryClusterRoleRuleIsNeeded(t *testing.T) {
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, workers...)
-	installCRD(t, "testdata/kafkatopic-crd.yaml")
-	ensureNamespace(t, cs, "kafka")
-	role, _ := loadRBAC(t, "../../../../deploy/base/provisioner-rbac.yaml")
+	cs := cluster(t)
+	provtest.InstallCRD(t, "testdata/kafkatopic-crd.yaml")
+	provtest.EnsureNamespace(t, cs, "kafka")
+	role := provtest.ApplyRBAC(t, cs).Role
 	strimziOperator(t, "kafka")
 
 	type cut struct{ group, resource, verb string }
@@ -55,7 +49,11 @@ func TestEveryClusterRoleRuleIsNeeded(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			sa := fmt.Sprintf("rbac-cut-%d", i)
-			bindRole(t, cs, sa, without(role, c.group, c.resource, c.verb), c.verb, c.resource)
+			probeVerb, probeResource := "list", "namespaces" // a verb every cut but one keeps
+			if c.verb == probeVerb && c.resource == probeResource {
+				probeVerb, probeResource = "list", "nodes"
+			}
+			provtest.BindRole(t, cs, sa, without(role, c.group, c.resource, c.verb), probeVerb, probeResource)
 			err := scenario(t, kubetest.As(sa), fmt.Sprintf("cut%d", i))
 			if c.verb == "" {
 				require.NoError(t, err, "everything the backend does is granted")
@@ -83,35 +81,14 @@ func without(role *rbacv1.ClusterRole, group, resource, verb string) []rbacv1.Po
 	return out
 }
 
-// bindRole binds rules to service account greenflow/sa and waits until the
-// authorizer has them (an allowed verb is allowed, the cut one denied).
-func bindRole(t *testing.T, cs kubernetes.Interface, sa string, rules []rbacv1.PolicyRule, cutVerb, cutResource string) {
-	t.Helper()
-	ctx := context.Background()
-	_, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	probeVerb, probeResource := "list", "namespaces"
-	if cutVerb == probeVerb && cutResource == probeResource {
-		probeVerb, probeResource = "list", "nodes"
-	}
-	testenv.Eventually(t, 10*time.Second, "role in effect", func() bool {
-		r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
-			User: "system:serviceaccount:greenflow:" + sa, Groups: []string{"system:serviceaccounts", "system:authenticated"},
-			ResourceAttributes: &authzv1.ResourceAttributes{Verb: probeVerb, Resource: probeResource}}}, metav1.CreateOptions{})
-		return err == nil && r.Status.Allowed
-	})
-}
-
 // scenario uses every permission the backend needs, as the configuration rc
 // authenticates; it returns the first failure.
 func scenario(t *testing.T, rc *rest.Config, suffix string) error {
 	t.Helper()
-	b, err := New(rc, Config{ReadyTimeout: 10 * time.Second, UnschedulableGrace: time.Millisecond, TeardownTimeout: 300 * time.Millisecond,
-		PollInterval: 50 * time.Millisecond, StrimziKafka: "kafka/my-cluster"}, zap.NewNop())
+	cfg := testConfig()
+	cfg.ReadyTimeout, cfg.UnschedulableGrace, cfg.TeardownTimeout, cfg.PollInterval = 10*time.Second, time.Millisecond, 300*time.Millisecond, 50*time.Millisecond
+	cfg.StrimziKafka = "kafka/my-cluster"
+	b, err := New(cfg, Deps{REST: rc})
 	if err != nil {
 		return err
 	}
@@ -128,7 +105,7 @@ func scenario(t *testing.T, rc *rest.Config, suffix string) error {
 	if _, err := b.Runs(ctx); err != nil {
 		return fmt.Errorf("runs: %w", err)
 	}
-	if _, _, err := b.Teardown(ctx, p.RunID); err != nil {
+	if _, _, err := b.Remove(ctx, p.RunID, nil); err != nil {
 		return fmt.Errorf("teardown: %w", err)
 	}
 	cs := kubetest.AdminClient(t)
@@ -160,12 +137,4 @@ func scenario(t *testing.T, rc *rest.Config, suffix string) error {
 		return errors.New("a failed provision left its namespace")
 	}
 	return nil
-}
-
-func ensureNamespace(t *testing.T, cs kubernetes.Interface, name string) {
-	t.Helper()
-	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
 }

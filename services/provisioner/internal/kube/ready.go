@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
 
 // fatalWaiting are container waiting reasons that do not heal by waiting.
@@ -42,7 +43,7 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 				b.logger.Warn("kubernetes API unavailable during the readiness wait; waiting on", zap.String("namespace", ns), zap.Error(err))
 			}
 			unavailable = err
-			if !b.now().Before(deadline) {
+			if !b.clock.Now().Before(deadline) {
 				return nil, nil, transientError{fmt.Errorf("namespace %s: readiness unknown after %s: the API server is unavailable: %w", ns, timeout, err)}
 			}
 		default:
@@ -57,7 +58,7 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 			if len(pending) == 0 {
 				return podTargets(pods), pods, nil
 			}
-			if !b.now().Before(deadline) {
+			if !b.clock.Now().Before(deadline) {
 				detail := strings.Join(pending, "; ")
 				if len(waiting) > 0 {
 					detail += "; " + strings.Join(waiting, "; ")
@@ -67,10 +68,8 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 				return nil, nil, fmt.Errorf("namespace %s: not ready after %s: %s%s", ns, timeout, detail, b.warnings(ctx, ns))
 			}
 		}
-		select {
-		case <-ctx.Done():
+		if !poll.Sleep(ctx, b.clock, b.cfg.PollInterval) {
 			return nil, nil, ctx.Err()
-		case <-time.After(b.cfg.PollInterval):
 		}
 	}
 }
@@ -165,8 +164,8 @@ func (b *Backend) diagnose(pods []corev1.Pod) (fatal string, waiting []string) {
 					since = p.CreationTimestamp.Time
 				}
 				s := fmt.Sprintf("pod %s unschedulable: %s", p.Name, c.Message)
-				if b.now().Sub(since) >= b.cfg.UnschedulableGrace {
-					return s + fmt.Sprintf(" (for %s)", b.now().Sub(since).Round(time.Second)), nil
+				if b.clock.Now().Sub(since) >= b.cfg.UnschedulableGrace {
+					return s + fmt.Sprintf(" (for %s)", b.clock.Now().Sub(since).Round(time.Second)), nil
 				}
 				waiting = append(waiting, s)
 			}

@@ -15,6 +15,7 @@ func provision(template string, k *events.KubernetesSUT) events.RunProvision {
 }
 
 func TestBuiltinTemplatesRenderTheirObjects(t *testing.T) {
+	t.Parallel()
 	kinds := func(template string) []string {
 		objs, err := Render(provision(template, &events.KubernetesSUT{Image: "img:1", Replicas: 2}), "gf-e-r0001")
 		require.NoError(t, err, template)
@@ -37,6 +38,7 @@ func TestBuiltinTemplatesRenderTheirObjects(t *testing.T) {
 }
 
 func TestRenderErrorsNameTheProblem(t *testing.T) {
+	t.Parallel()
 	cases := map[string]struct {
 		p    events.RunProvision
 		want string
@@ -70,7 +72,8 @@ func TestRenderErrorsNameTheProblem(t *testing.T) {
 }
 
 func TestNamesAreValidKubernetesNames(t *testing.T) {
-	b := &Backend{cfg: Config{NamespacePrefix: "gf-"}}
+	t.Parallel()
+	b := Default()
 	require.Equal(t, "gf-uc3-local-demo-20261125-101010-ab12-r0001", b.Namespace("uc3-local-demo-20261125-101010-ab12-r0001"))
 	long := strings.Repeat("very-long-experiment-name-", 4) + "20261125-101010-ab12-r0001-a1"
 	ns := b.Namespace(long)

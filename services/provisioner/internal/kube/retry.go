@@ -9,8 +9,11 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
+
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
 
 // transientError is a failure of the API server that trying again later
@@ -78,18 +81,26 @@ func (b *Backend) retry(ctx context.Context, deadline time.Time, what string, fn
 		if err == nil || !IsTransient(err) || ctx.Err() != nil {
 			return err
 		}
-		if !b.now().Add(delay).Before(deadline) {
+		if !b.clock.Now().Add(delay).Before(deadline) {
 			return transientError{fmt.Errorf("%w (the API server did not answer before the deadline)", err)}
 		}
 		if !warned {
 			b.logger.Warn("kubernetes API unavailable; retrying", zap.String("what", what), zap.Error(err))
 			warned = true
 		}
-		select {
-		case <-ctx.Done():
+		if !poll.Sleep(ctx, b.clock, delay) {
 			return err
-		case <-time.After(delay):
 		}
 		delay = min(2*delay, 5*time.Second)
 	}
+}
+
+// explain adds what to do to an authorization failure; the API server's
+// message already names the verb, the resource and the user.
+func explain(err error) error {
+	if apierrors.IsForbidden(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) &&
+		!strings.Contains(err.Error(), "exceeded quota") {
+		return fmt.Errorf("%w (the provisioner's ClusterRole, deploy/base/provisioner-rbac.yaml, grants the verbs it needs)", err)
+	}
+	return err
 }

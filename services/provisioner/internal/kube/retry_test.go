@@ -16,6 +16,7 @@ import (
 )
 
 func TestIsTransientTellsInfrastructureFromMistakes(t *testing.T) {
+	t.Parallel()
 	ns := schema.GroupResource{Resource: "namespaces"}
 	refused := &url.Error{Op: "Get", URL: "https://127.0.0.1:6443/api", Err: &net.OpError{Op: "dial", Net: "tcp",
 		Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}}

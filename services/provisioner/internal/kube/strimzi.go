@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
 
 // KafkaTopicKind is Strimzi's topic resource.
@@ -80,7 +80,7 @@ func (b *Backend) CreateTopics(ctx context.Context, p events.RunProvision) error
 		return err
 	}
 	ns, cluster := b.strimziTarget()
-	deadline := b.now().Add(b.cfg.ReadyTimeout)
+	deadline := b.clock.Now().Add(b.cfg.ReadyTimeout)
 	lbl := merge(b.runLabels(p), map[string]string{"strimzi.io/cluster": cluster})
 	var names []string
 	for _, topic := range []string{p.Kafka.InputTopic, p.Kafka.OutputTopic} {
@@ -121,13 +121,11 @@ func (b *Backend) CreateTopics(ctx context.Context, p events.RunProvision) error
 			if status == "False" {
 				return fmt.Errorf("KafkaTopic %s/%s is not ready: %s: %s", ns, name, reason, msg)
 			}
-			if b.now().After(deadline) {
+			if b.clock.Now().After(deadline) {
 				return fmt.Errorf("KafkaTopic %s/%s not ready after %s: is Strimzi's topic operator running for Kafka cluster %s?", ns, name, b.cfg.ReadyTimeout, cluster)
 			}
-			select {
-			case <-ctx.Done():
+			if !poll.Sleep(ctx, b.clock, b.cfg.PollInterval) {
 				return ctx.Err()
-			case <-time.After(b.cfg.PollInterval):
 			}
 		}
 	}
@@ -143,7 +141,7 @@ func (b *Backend) DeleteTopics(ctx context.Context, runID string) error {
 		return err
 	}
 	ns, _ := b.strimziTarget()
-	deadline := b.now().Add(b.cfg.TeardownTimeout)
+	deadline := b.clock.Now().Add(b.cfg.TeardownTimeout)
 	var list *unstructured.UnstructuredList
 	err = b.retry(ctx, deadline, "list KafkaTopics", func() error {
 		var err error

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/utils/clock"
+
 	"github.com/greenflow/greenflow/pkg/procfs"
 )
 
@@ -14,7 +16,8 @@ import (
 // reading of pkg/procfs, plus the markers of the node's runs.
 type procs struct {
 	procfs.FS
-	node string // only processes marked with it are the backend's
+	node  string // only processes marked with it are the backend's
+	clock clock.Clock
 }
 
 // environ returns the GREENFLOW_* variables of pid's environment; processes

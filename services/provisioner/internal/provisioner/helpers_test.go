@@ -2,7 +2,6 @@ package provisioner_test
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -13,11 +12,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
+	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/local"
 	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
@@ -29,7 +30,7 @@ type recorder struct {
 	got []events.Message
 }
 
-func record(t *testing.T, b *bus.Bus) *recorder {
+func record(t testing.TB, b *bus.Bus) *recorder {
 	r := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -45,12 +46,8 @@ func record(t *testing.T, b *bus.Bus) *recorder {
 }
 
 func (r *recorder) find(typ events.Type, runID string) events.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range r.got {
-		if _, id := m.IDs(); m.MessageType() == typ && id == runID {
-			return m
-		}
+	if all := r.all(typ, runID); len(all) > 0 {
+		return all[0]
 	}
 	return nil
 }
@@ -69,7 +66,7 @@ func (r *recorder) all(typ events.Type, runID string) []events.Message {
 }
 
 // tornDown waits for the run's final run.torn_down (Incomplete false).
-func (r *recorder) tornDown(t *testing.T, runID string, within time.Duration) *events.RunTornDown {
+func (r *recorder) tornDown(t testing.TB, runID string, within time.Duration) *events.RunTornDown {
 	t.Helper()
 	var got *events.RunTornDown
 	testenv.Eventually(t, within, "run "+runID+" torn down", func() bool {
@@ -84,7 +81,20 @@ func (r *recorder) tornDown(t *testing.T, runID string, within time.Duration) *e
 	return got
 }
 
-func (r *recorder) provisioned(t *testing.T, runID string, within time.Duration) *events.RunProvisioned {
+// incomplete returns the run's incomplete teardown reports.
+func (r *recorder) incomplete(runID string) []*events.RunTornDown {
+	var out []*events.RunTornDown
+	for _, m := range r.all(events.TypeRunTornDown, runID) {
+		if td := m.(*events.RunTornDown); td.Incomplete {
+			out = append(out, td)
+		}
+	}
+	return out
+}
+
+// provisioned waits for the run's provisioned report; a failed provision
+// fails the test with its reason.
+func (r *recorder) provisioned(t testing.TB, runID string, within time.Duration) *events.RunProvisioned {
 	t.Helper()
 	testenv.Eventually(t, within, "run "+runID+" provisioned", func() bool {
 		return r.find(events.TypeRunProvisioned, runID) != nil || r.find(events.TypeRunProvisionFailed, runID) != nil
@@ -93,6 +103,13 @@ func (r *recorder) provisioned(t *testing.T, runID string, within time.Duration)
 		t.Fatalf("provision failed: %s", f.(*events.RunProvisionFailed).Reason)
 	}
 	return r.find(events.TypeRunProvisioned, runID).(*events.RunProvisioned)
+}
+
+// provisionFailed waits for the run's provision_failed report.
+func (r *recorder) provisionFailed(t testing.TB, runID string, within time.Duration) *events.RunProvisionFailed {
+	t.Helper()
+	testenv.Eventually(t, within, "run "+runID+" failed to provision", func() bool { return r.find(events.TypeRunProvisionFailed, runID) != nil })
+	return r.find(events.TypeRunProvisionFailed, runID).(*events.RunProvisionFailed)
 }
 
 // world is the infrastructure of a test: embedded NATS JetStream and an
@@ -105,10 +122,10 @@ type world struct {
 	rec   *recorder
 }
 
-func newWorld(t *testing.T) *world { return newWorldAt(t, testenv.NATS(t)) }
+func newWorld(t testing.TB) *world { return newWorldAt(t, testenv.NATS(t)) }
 
 // newWorldAt is a world on the NATS server at url.
-func newWorldAt(t *testing.T, url string) *world {
+func newWorldAt(t testing.TB, url string) *world {
 	t.Helper()
 	w := &world{nats: url}
 	var err error
@@ -136,14 +153,20 @@ func (w *world) localRun(runID, script string) events.RunProvision {
 		SUT: events.SUT{Template: "command", Backend: "local", Command: []string{"sh", "-c", script}}}
 }
 
-func (w *world) teardown(t *testing.T, p events.RunProvision, msgID string) {
+func (w *world) provision(t testing.TB, p events.RunProvision) {
+	t.Helper()
+	require.NoError(t, w.bus.Publish(context.Background(), p, "provision:"+p.RunID))
+}
+
+func (w *world) teardown(t testing.TB, p events.RunProvision, msgID string) {
 	t.Helper()
 	k := p.Kafka
 	require.NoError(t, w.bus.Publish(context.Background(), events.RunTeardown{ExperimentID: p.ExperimentID, RunID: p.RunID, Backend: p.SUT.Backend,
 		Kafka: &k}, msgID))
 }
 
-// topics counts the run's topics that exist.
+// topics counts the run's topics that exist, each with the run's
+// partitions (-1 when a topic has another number, or they cannot be read).
 func (w *world) topics(p events.RunProvision) int {
 	td, err := w.admin.ListTopics(context.Background(), p.Kafka.InputTopic, p.Kafka.OutputTopic)
 	if err != nil {
@@ -151,74 +174,105 @@ func (w *world) topics(p events.RunProvision) int {
 	}
 	n := 0
 	for _, d := range td.Sorted() {
-		if d.Err == nil {
-			n++
+		if d.Err != nil {
+			continue
 		}
+		if len(d.Partitions) != p.Kafka.Partitions {
+			return -1
+		}
+		n++
 	}
 	return n
+}
+
+// consumerPending is the provisioner consumer's count of messages not yet
+// acknowledged (as a gauge, for Eventually).
+func (w *world) consumerPending(t testing.TB) uint64 {
+	t.Helper()
+	info, err := w.bus.JetStream().Consumer(context.Background(), bus.StreamLifecycle, bus.ConsumerProvisioner.Durable)
+	require.NoError(t, err)
+	ci, err := info.Info(context.Background())
+	require.NoError(t, err)
+	return ci.NumPending + uint64(ci.NumAckPending)
 }
 
 // instance is one provisioner, in this process, with its own NATS
 // connection, as a separate provisioner process would have.
 type instance struct {
 	p      *provisioner.Provisioner
-	local  *local.Backend
+	local  *local.Backend // nil without the local backend
 	store  *state.Store
 	reg    *prometheus.Registry
 	health *service.Health // what its /healthz would answer
 	stop   func()
 }
 
-// healthOf is the provisioner's /healthz as svcmain wires it: the bus's
-// Check (connection, streams and buckets, durable consumers) beside the
-// provisioner's own.
-func healthOf(b *bus.Bus, p *provisioner.Provisioner) *service.Health {
-	h := &service.Health{}
-	b.Expect(bus.ExpectedConsumers("provisioner")...)
-	h.Add("nats", b)
-	h.Add("provisioner", p)
-	h.SetReady(true)
-	return h
-}
-
+// options change an instance from the test defaults: short ticks and
+// back-offs, and the local backend on node-a.
 type options struct {
 	node     string
 	stateDir string
 	core     func(*provisioner.Config)
 	local    func(*local.Config)
+	noLocal  bool
+	// kube configures a kubernetes backend (none when nil) on the cluster
+	// rest points at.
+	kube *kube.Config
+	rest *rest.Config
 }
 
-func (w *world) start(t *testing.T, o options) *instance {
+// start runs a provisioner as svcmain does — in a service.Group, with
+// /healthz answering from the group (started: Init done) and the bus — and
+// stops it when the test ends.
+func (w *world) start(t testing.TB, o options) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := bus.Connect(ctx, w.nats, "provisioner", testenv.Logger(t), nil)
 	require.NoError(t, err)
-	if o.node == "" {
-		o.node = "node-a"
+	st, err := state.New(state.Default(), state.Deps{Bus: b})
+	require.NoError(t, err)
+	inst := &instance{store: st, reg: prometheus.NewRegistry()}
+	backends := map[string]provisioner.Backend{}
+	if !o.noLocal {
+		lcfg := local.Default()
+		lcfg.Node, lcfg.StateDir, lcfg.StartupGrace, lcfg.StopTimeout, lcfg.LivenessPoll = "node-a", o.stateDir, 100*time.Millisecond, 2*time.Second,
+			50*time.Millisecond
+		if o.node != "" {
+			lcfg.Node = o.node
+		}
+		if lcfg.StateDir == "" {
+			lcfg.StateDir = t.TempDir()
+		}
+		if o.local != nil {
+			o.local(&lcfg)
+		}
+		inst.local, err = local.New(lcfg, local.Deps{Store: st, Logger: testenv.Logger(t)})
+		require.NoError(t, err)
+		backends["local"] = inst.local
 	}
-	if o.stateDir == "" {
-		o.stateDir = t.TempDir()
+	if o.kube != nil {
+		kb, err := kube.New(*o.kube, kube.Deps{REST: o.rest, Logger: testenv.Logger(t)})
+		require.NoError(t, err)
+		backends["kubernetes"] = kb
 	}
-	st := state.New(b, "")
-	lcfg := local.Config{Node: o.node, StateDir: o.stateDir, StartupGrace: 100 * time.Millisecond, StopTimeout: 2 * time.Second,
-		LivenessPoll: 50 * time.Millisecond}
-	if o.local != nil {
-		o.local(&lcfg)
-	}
-	lb := local.New(lcfg, st, testenv.Logger(t))
-	ccfg := provisioner.Config{Tick: 50 * time.Millisecond, RetryBase: 100 * time.Millisecond, RetryMax: time.Second, TopicTimeout: 3 * time.Second}
+	ccfg := provisioner.Default()
+	ccfg.Tick, ccfg.RetryBase, ccfg.RetryMax, ccfg.TopicTimeout = 50*time.Millisecond, 100*time.Millisecond, time.Second, 3*time.Second
 	if o.core != nil {
 		o.core(&ccfg)
 	}
-	reg := prometheus.NewRegistry()
-	var p *provisioner.Provisioner
-	lb.OnCrash(func(run, reason string) { p.Crashed("local", run, reason) })
-	p, err = provisioner.New(ccfg, b, st, map[string]provisioner.Backend{"local": lb}, testenv.Logger(t), reg)
+	inst.p, err = provisioner.New(ccfg, provisioner.Deps{Bus: b, Store: st, Backends: backends, Logger: testenv.Logger(t), Registry: inst.reg})
 	require.NoError(t, err)
+	var g service.Group
+	g.Add("provisioner", inst.p)
+	inst.health = &service.Health{}
+	b.Expect(bus.ExpectedConsumers("provisioner")...)
+	inst.health.Add("nats", b)
+	inst.health.Add("", &g)
+	inst.health.SetReady(true)
 	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	go func() { done <- g.Run(ctx) }()
 	stopped := false
-	stop := func() {
+	inst.stop = func() {
 		if stopped {
 			return
 		}
@@ -230,22 +284,23 @@ func (w *world) start(t *testing.T, o options) *instance {
 		case <-time.After(30 * time.Second):
 			t.Fatal("provisioner did not stop")
 		}
-		lb.Close()
 		b.Close()
 	}
-	t.Cleanup(stop)
-	health := healthOf(b, p)
-	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return health.Check() == nil })
-	return &instance{p: p, local: lb, store: st, reg: reg, health: health, stop: stop}
+	t.Cleanup(inst.stop)
+	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return inst.health.Check() == nil })
+	return inst
 }
 
-func (w *world) provision(t *testing.T, p events.RunProvision) {
+// key is the record key of a run of the instance's backend.
+func (inst *instance) key(t testing.TB, p events.RunProvision) string {
 	t.Helper()
-	require.NoError(t, w.bus.Publish(context.Background(), p, "provision:"+p.RunID))
+	be, ok := inst.p.Backend(p.SUT.Backend)
+	require.True(t, ok, "backend %s", p.SUT.Backend)
+	return be.Key(p.RunID)
 }
 
-func pidsOf(t *testing.T, st *state.Store, key string) string {
-	e, err := st.Get(context.Background(), key)
-	require.NoError(t, err)
-	return fmt.Sprintf("%+v", e.Rec.Process)
+// removed reads greenflow_provisioner_leftovers_removed_total.
+func removed(t testing.TB, g prometheus.Gatherer, backend, kind, why string) float64 {
+	t.Helper()
+	return testenv.CounterValue(t, g, "greenflow_provisioner_leftovers_removed_total", map[string]string{"backend": backend, "kind": kind, "why": why})
 }

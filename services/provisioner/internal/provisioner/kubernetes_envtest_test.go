@@ -3,93 +3,77 @@
 package provisioner_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
-	"github.com/greenflow/greenflow/pkg/bus"
-	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/kubetest"
-	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
-	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
-	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
+	"github.com/greenflow/greenflow/services/provisioner/internal/provisioner"
+	"github.com/greenflow/greenflow/services/provisioner/internal/provtest"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 // Real parts: embedded NATS JetStream, kfake Kafka, and a real
 // kube-apiserver + etcd (envtest) where kubetest.Kubelet plays the nodes.
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
-// startKube runs a provisioner with the kubernetes backend (its own NATS
-// connection, as a separate process would have).
+// startKube runs a provisioner with the kubernetes backend only (its own
+// NATS connection, as a separate process would have).
 func (w *world) startKube(t *testing.T, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
 	return w.startKubeAs(t, kubetest.Admin, cfg, core)
 }
 
 func (w *world) startKubeAs(t *testing.T, rc *rest.Config, cfg kube.Config, core func(*provisioner.Config)) (*kube.Backend, *prometheus.Registry, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	b, err := bus.Connect(ctx, w.nats, "provisioner", zap.NewNop(), nil)
-	require.NoError(t, err)
-	kb, err := kube.New(rc, cfg, testenv.Logger(t))
-	require.NoError(t, err)
-	st := state.New(b, "")
-	ccfg := provisioner.Config{Tick: 50 * time.Millisecond, RetryBase: 200 * time.Millisecond, RetryMax: 2 * time.Second, TopicTimeout: 3 * time.Second}
-	if core != nil {
-		core(&ccfg)
-	}
-	reg := prometheus.NewRegistry()
-	var p *provisioner.Provisioner
-	kb.OnCrash(func(_, run, reason string, _ *events.Kafka) { p.Crashed("kubernetes", run, reason) })
-	p, err = provisioner.New(ccfg, b, st, map[string]provisioner.Backend{"kubernetes": kb}, testenv.Logger(t), reg)
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = p.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
+	inst := w.start(t, options{noLocal: true, kube: &cfg, rest: rc, core: func(c *provisioner.Config) {
+		c.RetryBase, c.RetryMax = 200*time.Millisecond, 2*time.Second
+		if core != nil {
+			core(c)
 		}
-		stopped = true
-		cancel()
-		<-done
-		kb.Close()
-		b.Close()
-	}
-	t.Cleanup(stop)
-	health := healthOf(b, p)
-	testenv.Eventually(t, 10*time.Second, "provisioner ready", func() bool { return health.Check() == nil })
-	return kb, reg, stop
+	}})
+	be, ok := inst.p.Backend("kubernetes")
+	require.True(t, ok)
+	return be.(*kube.Backend), inst.reg, inst.stop
 }
 
-func kubeCfg() kube.Config {
-	return kube.Config{ReadyTimeout: 20 * time.Second, UnschedulableGrace: 2 * time.Second, TeardownTimeout: time.Second,
-		PollInterval: 100 * time.Millisecond, CrashPoll: 100 * time.Millisecond}
-}
-
-func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// newKubeWorld is a world on the envtest cluster, its nodes registered,
+// with the cluster-admin client.
+func newKubeWorld(t *testing.T) (*world, kubernetes.Interface) {
+	t.Helper()
 	w := newWorld(t)
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	return w, cs
+}
+
+func kubeCfg() kube.Config {
+	c := kube.Default()
+	c.ReadyTimeout, c.UnschedulableGrace, c.TeardownTimeout, c.PollInterval, c.CrashPoll = 20*time.Second, 2*time.Second, time.Second,
+		100*time.Millisecond, 100*time.Millisecond
+	return c
+}
+
+func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
+	ctx := t.Context()
+	w, cs := newKubeWorld(t)
 	kb, reg, stop := w.startKube(t, kubeCfg(), nil)
 
 	kafka := events.Kafka{Brokers: w.kafka.ListenAddrs(), InputTopic: "input-exp-bus-r0001", OutputTopic: "output-exp-bus-r0001", Partitions: 6}
 	prov := events.RunProvision{ExperimentID: "exp-bus", RunID: "exp-bus-r0001", Kafka: kafka, SUT: events.SUT{Template: "uc3-go", Backend: "kubernetes",
 		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2, Placement: events.Placement{Strategy: "consolidate", Nodes: 1}}}}
-	k := &kubetest.Kubelet{CS: cs, NS: kb.Namespace(prov.RunID), Nodes: kubetest.Workers}
-	k.Run(ctx, t)
+	provtest.StartKubelet(t, cs, kb.Namespace(prov.RunID), kubetest.Workers, nil)
 	w.provision(t, prov)
 
 	got := w.rec.provisioned(t, prov.RunID, 30*time.Second)
@@ -121,9 +105,9 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 	// A provision that fails reports why and leaves neither namespace nor topics.
 	bad := prov
 	bad.RunID, bad.Kafka.InputTopic, bad.Kafka.OutputTopic = "exp-bus-r0002", "input-exp-bus-r0002", "output-exp-bus-r0002"
-	kb2 := &kubetest.Kubelet{CS: cs, NS: kb.Namespace(bad.RunID), Nodes: kubetest.Workers,
-		Fail: func(string) (string, string) { return "ErrImagePull", `pull access denied for registry.local/uc3` }}
-	kb2.Run(ctx, t)
+	provtest.StartKubelet(t, cs, kb.Namespace(bad.RunID), kubetest.Workers, func(k *kubetest.Kubelet) {
+		k.Fail = func(string) (string, string) { return "ErrImagePull", `pull access denied for registry.local/uc3` }
+	})
 	w.provision(t, bad)
 	testenv.Eventually(t, 30*time.Second, "provision failed", func() bool { return w.rec.find(events.TypeRunProvisionFailed, bad.RunID) != nil })
 	failed := w.rec.find(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
@@ -138,27 +122,13 @@ func uc3Run(w *world, runID string) events.RunProvision {
 		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1"}}}
 }
 
-// incomplete returns the run's incomplete teardown reports.
-func (r *recorder) incomplete(runID string) []*events.RunTornDown {
-	var out []*events.RunTornDown
-	for _, m := range r.all(events.TypeRunTornDown, runID) {
-		if td := m.(*events.RunTornDown); td.Incomplete {
-			out = append(out, td)
-		}
-	}
-	return out
-}
-
 // TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled stops the
 // kube-apiserver for ~20 s during a readiness wait (the run is provisioned
 // once it is back) and during a teardown (incomplete is reported with the
 // cause, the topics go meanwhile, and the namespace once it is back).
 func TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	ctx := t.Context()
+	w, cs := newKubeWorld(t)
 	cfg := kubeCfg()
 	cfg.ReadyTimeout, cfg.TeardownTimeout, cfg.RequestTimeout = 2*time.Minute, 3*time.Second, 5*time.Second
 	kb, _, _ := w.startKube(t, cfg, nil)
@@ -179,7 +149,7 @@ func TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled(t *testing.T) {
 	require.Nil(t, w.rec.find(events.TypeRunProvisionFailed, p.RunID), "the outage does not fail the provision")
 	kubetest.StartAPIServer(t)
 	restart = func() {}
-	(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+	provtest.StartKubelet(t, cs, kb.Namespace(p.RunID), kubetest.Workers, nil)
 	w.rec.provisioned(t, p.RunID, 90*time.Second)
 
 	// Teardown: the API server goes away just before.
@@ -210,35 +180,19 @@ func TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled(t *testing.T) {
 // the verb, deletes the topics anyway, and keeps trying; once the verb is
 // granted, the namespace goes.
 func TestAMissingDeleteVerbIsNamedAndTheTeardownFinishesOnceGranted(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	ctx := t.Context()
+	w, cs := newKubeWorld(t)
 	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "create", "patch"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes", "pods", "events"}, Verbs: []string{"list"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "create", "patch"}},
 	}
 	const sa = "no-delete-namespaces"
-	role, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), sa, metav1.DeleteOptions{})
-		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), sa, metav1.DeleteOptions{})
-	})
+	role := provtest.BindRole(t, cs, sa, rules, "list", "namespaces")
 	cfg := kubeCfg()
 	kb, _, _ := w.startKubeAs(t, kubetest.As(sa), cfg, nil)
 	p := uc3Run(w, "exp-k-rbac")
-	(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
-	testenv.Eventually(t, 10*time.Second, "the role in effect", func() bool {
-		_, err := kubernetesAs(t, sa).CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
-		return err == nil
-	})
+	provtest.StartKubelet(t, cs, kb.Namespace(p.RunID), kubetest.Workers, nil)
 	w.provision(t, p)
 	w.rec.provisioned(t, p.RunID, 30*time.Second)
 
@@ -260,40 +214,26 @@ func TestAMissingDeleteVerbIsNamedAndTheTeardownFinishesOnceGranted(t *testing.T
 	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(p.RunID)))
 }
 
-func kubernetesAs(t *testing.T, sa string) kubernetes.Interface {
-	t.Helper()
-	c, err := kubernetes.NewForConfig(kubetest.As(sa))
-	require.NoError(t, err)
-	return c
-}
-
 // TestNamespacesOfEndedAndUnknownRunsAreRemoved: a provisioner removes the
 // namespace (and topics) of a run the scheduler has ended, and one of this
 // installation with no record, and counts them.
 func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	cs := kubetest.AdminClient(t)
-	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
+	ctx := t.Context()
+	w, cs := newKubeWorld(t)
 	kb, reg, _ := w.startKube(t, kubeCfg(), func(c *provisioner.Config) {
 		c.ReconcileEvery, c.UnknownGrace = 200*time.Millisecond, 2*time.Second
 	})
 	over, unknown := uc3Run(w, "exp-k-over"), uc3Run(w, "exp-k-unknown")
 	for _, p := range []events.RunProvision{over, unknown} {
-		(&kubetest.Kubelet{CS: cs, NS: kb.Namespace(p.RunID), Nodes: kubetest.Workers}).Run(ctx, t)
+		provtest.StartKubelet(t, cs, kb.Namespace(p.RunID), kubetest.Workers, nil)
 		w.provision(t, p)
 		w.rec.provisioned(t, p.RunID, 30*time.Second)
 	}
-	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp-k", RunID: over.RunID, State: "cancelled"}, ""))
+	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp-k", RunID: over.RunID, State: events.RunStateCancelled}, ""))
 	testenv.Eventually(t, 30*time.Second, "the ended run's namespace deleted", func() bool { return kubetest.NamespaceDeleted(t, cs, kb.Namespace(over.RunID)) })
 	testenv.Eventually(t, 10*time.Second, "and its topics", func() bool { return w.topics(over) == 0 })
 
-	b, err := bus.Connect(ctx, w.nats, "test-records", zap.NewNop(), nil)
-	require.NoError(t, err)
-	defer b.Close()
-	st := state.New(b, "")
-	require.NoError(t, st.Open(ctx))
+	st, _ := provtest.Records(t, w.nats)
 	e, err := st.Get(ctx, state.KubeKey(unknown.RunID))
 	require.NoError(t, err)
 	require.NoError(t, st.Delete(ctx, e.Key, e.Rev)) // its record is lost
@@ -307,6 +247,6 @@ func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
 	} else {
 		require.True(t, apierrors.IsNotFound(err))
 	}
-	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "namespace", "unknown"), "counted")
-	require.Equal(t, 1.0, counter(t, reg, "kubernetes", "topics", "unknown"))
+	require.Equal(t, 1.0, removed(t, reg, "kubernetes", "namespace", "unknown"), "counted")
+	require.Equal(t, 1.0, removed(t, reg, "kubernetes", "topics", "unknown"))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/procfs"
+	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
@@ -25,14 +26,14 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 	if !ok {
 		return p.publishProvisionFailed(ctx, m, fmt.Sprintf("backend %q is not enabled in this provisioner", m.SUT.Backend), false)
 	}
-	defer p.observe(m.SUT.Backend, "provision", p.now())
+	defer p.observe(m.SUT.Backend, "provision", p.clock.Now())
 	key := be.Key(m.RunID)
 	if e, err := p.claim(ctx, be, key, m); err != nil || e == nil {
 		return err
 	}
 	hctx, stopLease := context.WithCancel(ctx)
 	defer stopLease()
-	go p.renewLease(hctx, key)
+	p.workers.Go(func() { p.renewLease(hctx, key) })
 
 	targets, err := p.deploy(ctx, be, m)
 	stopLease()
@@ -54,7 +55,7 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 		}
 		p.provisioned.WithLabelValues(m.SUT.Backend, "provision", "ok").Inc()
 		return p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
-			Targets: targets, TsMs: p.now().UnixMilli()}, "provisioned:"+m.RunID)
+			Targets: targets, TsMs: p.clock.Now().UnixMilli()}, "provisioned:"+m.RunID)
 	}
 	if ctx.Err() != nil {
 		// Shutting down mid-way: not a failure of the run. The lease is
@@ -68,7 +69,7 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 	if _, _, merr := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
 		r.ProvisionFailed, r.Transient, r.Owner, r.LeaseUntilMs, r.OwnerProc = err.Error(), transient, "", 0, nil
 		if r.Teardown == nil {
-			r.Teardown = &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: "provision failed", From: r.State}
+			r.Teardown = &state.Teardown{RequestedMs: p.clock.Now().UnixMilli(), Cause: "provision failed", From: r.State}
 		}
 		r.State = state.Stopping
 		return true, nil
@@ -85,7 +86,7 @@ func (p *Provisioner) provision(ctx context.Context, m *events.RunProvision) err
 // this instance; nil when the command is answered already (from the record).
 func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *events.RunProvision) (*state.Entry, error) {
 	rec := state.Record{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend, State: state.Starting,
-		Owner: p.cfg.Instance, LeaseUntilMs: p.now().Add(p.cfg.Lease).UnixMilli(), OwnerProc: p.selfProc(), Kafka: &m.Kafka}
+		Owner: p.cfg.Instance, LeaseUntilMs: p.clock.Now().Add(p.cfg.Lease).UnixMilli(), OwnerProc: p.selfProc(), Kafka: &m.Kafka}
 	if n, ok := be.(noder); ok {
 		rec.Node = n.Node()
 	}
@@ -98,7 +99,7 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			return &e, nil
 		}
 		r := e.Rec
-		now := p.now().UnixMilli()
+		now := p.clock.Now().UnixMilli()
 		switch {
 		case r.ProvisionFailed != "":
 			return nil, p.publishProvisionFailed(ctx, m, r.ProvisionFailed, r.Transient)
@@ -122,34 +123,16 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			}
 			return nil, p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
 				Targets: targets, TsMs: now}, "provisioned:"+m.RunID)
-		case r.Owner != p.cfg.Instance && r.LeaseUntilMs > now && !p.holderGone(r.Owner, r.OwnerProc):
+		case p.heldElsewhere(r, now):
 			// Another instance is at it: wait for its answer, or for its
 			// lease to run out (it died) and take over — at once when it
 			// was a process of this machine that is gone.
-			select {
-			case <-ctx.Done():
+			if !poll.Sleep(ctx, p.clock, time.Second) {
 				return nil, ctx.Err()
-			case <-time.After(time.Second):
 			}
 			continue
 		}
-		taken, changed, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-			if r.State != state.Starting || r.Teardown != nil ||
-				(r.Owner != p.cfg.Instance && r.LeaseUntilMs > p.now().UnixMilli() && !p.holderGone(r.Owner, r.OwnerProc)) {
-				return false, nil
-			}
-			if r.Owner != p.cfg.Instance {
-				p.logger.Info("taking over a provision whose instance stopped renewing it", zap.String("run_id", m.RunID),
-					zap.String("owner", r.Owner), zap.String("node", r.Node))
-			}
-			if r.Node != rec.Node {
-				// Started on another node by an instance that died: it runs
-				// here now; what it left there is a leftover of that node.
-				r.Node, r.Process = rec.Node, nil
-			}
-			r.Owner, r.LeaseUntilMs, r.OwnerProc = p.cfg.Instance, p.now().Add(p.cfg.Lease).UnixMilli(), p.selfProc()
-			return true, nil
-		})
+		taken, changed, err := p.takeOver(ctx, key, rec.Node, m.RunID)
 		if err != nil {
 			return nil, err
 		}
@@ -157,6 +140,33 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			return &taken, nil
 		}
 	}
+}
+
+// heldElsewhere reports a record another instance holds: its lease runs
+// and it is not a process of this machine that is gone.
+func (p *Provisioner) heldElsewhere(r state.Record, nowMs int64) bool {
+	return r.Owner != p.cfg.Instance && r.LeaseUntilMs > nowMs && !p.holderGone(r.Owner, r.OwnerProc)
+}
+
+// takeOver holds a starting run's record for this instance on node, unless
+// a teardown came or another instance holds it (changed false).
+func (p *Provisioner) takeOver(ctx context.Context, key, node, runID string) (state.Entry, bool, error) {
+	return p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
+		if r.State != state.Starting || r.Teardown != nil || p.heldElsewhere(*r, p.clock.Now().UnixMilli()) {
+			return false, nil
+		}
+		if r.Owner != p.cfg.Instance {
+			p.logger.Info("taking over a provision whose instance stopped renewing it", zap.String("run_id", runID),
+				zap.String("owner", r.Owner), zap.String("node", r.Node))
+		}
+		if r.Node != node {
+			// Started on another node by an instance that died: it runs
+			// here now; what it left there is a leftover of that node.
+			r.Node, r.Process = node, nil
+		}
+		r.Owner, r.LeaseUntilMs, r.OwnerProc = p.cfg.Instance, p.clock.Now().Add(p.cfg.Lease).UnixMilli(), p.selfProc()
+		return true, nil
+	})
 }
 
 // deploy creates the run's topics and its system under test.
@@ -178,19 +188,19 @@ func (p *Provisioner) deploy(ctx context.Context, be Backend, m *events.RunProvi
 
 // renewLease keeps the provision's hold on its record until ctx ends.
 func (p *Provisioner) renewLease(ctx context.Context, key string) {
-	t := time.NewTicker(p.cfg.Lease / 3)
+	t := p.clock.NewTicker(p.cfg.Lease / 3)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		if _, _, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
 			if r.Owner != p.cfg.Instance || r.LeaseUntilMs == 0 {
 				return false, nil
 			}
-			r.LeaseUntilMs = p.now().Add(p.cfg.Lease).UnixMilli()
+			r.LeaseUntilMs = p.clock.Now().Add(p.cfg.Lease).UnixMilli()
 			return true, nil
 		}); err != nil && ctx.Err() == nil {
 			p.logger.Warn("renew provision lease failed", zap.String("key", key), zap.Error(err))
@@ -224,7 +234,7 @@ func (p *Provisioner) holderGone(owner string, inc *procfs.Incarnation) bool {
 // publishProvisionFailed reports a failed provision.
 func (p *Provisioner) publishProvisionFailed(ctx context.Context, m *events.RunProvision, reason string, transient bool) error {
 	return p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID, Reason: reason, Transient: transient,
-		TsMs: p.now().UnixMilli()}, "provision-failed:"+m.RunID)
+		TsMs: p.clock.Now().UnixMilli()}, "provision-failed:"+m.RunID)
 }
 
 // isTransient reports a failure caused by infrastructure that is down

@@ -12,158 +12,71 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"go.uber.org/zap"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/procfs"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// Backend deploys and removes a run's system under test.
-type Backend interface {
-	// Key is the record key of run runID as this instance provisions it.
-	Key(runID string) string
-	// Owns reports whether this instance can remove the run of rec (a
-	// local run: on this node).
-	Owns(rec state.Record) bool
-	// Provision deploys the run, whose record (Key) is in state starting
-	// and held by the caller, or running for a repeated provision, and
-	// returns its targets; repeated for a deployed run it returns the same
-	// targets.
-	Provision(ctx context.Context, p events.RunProvision) ([]events.Target, error)
-	// Remove removes the run's system under test. e is its record, nil
-	// for a leftover with none. crashed reports a running SUT found
-	// exited on its own, with the reason.
-	Remove(ctx context.Context, runID string, e *state.Entry) (crashed bool, reason string, err error)
-	// TeardownBound is the longest one Remove may take.
-	TeardownBound() time.Duration
+// Deps are the provisioner's collaborators.
+type Deps struct {
+	// Bus carries commands, run states and reports; required.
+	Bus *bus.Bus
+	// Store holds the runs' records (shared with the backends); required.
+	Store *state.Store
+	// Backends by name (local, kubernetes); Run closes those with a Close
+	// when it returns.
+	Backends map[string]Backend
+	Logger   *zap.Logger
+	// Registry registers the provisioner's metrics (nil: not registered).
+	Registry prometheus.Registerer
+	// Clock times leases, back-offs and the reconciler (default: the real
+	// clock).
+	Clock clock.WithTicker
 }
 
-// Watcher is a backend that watches running runs for crashes and tells the
-// provisioner (Crashed).
-type Watcher interface {
-	Watch(e state.Entry)
-	Unwatch(runID string)
-}
-
-// Sweeper is a backend that can list what of GreenFlow's runs is present
-// (marked processes, labelled namespaces), whatever the records say.
-type Sweeper interface {
-	Leftovers(ctx context.Context) ([]state.Leftover, error)
-}
-
-// Forgetter is a backend with local files of a run to remove once its
-// record is purged.
-type Forgetter interface {
-	Forget(rec state.Record)
-}
-
-// TopicManager is a backend that creates and deletes a run's Kafka topics
-// itself (Strimzi KafkaTopic resources) when ManagesTopics says so;
-// otherwise the provisioner uses the Kafka admin API.
-type TopicManager interface {
-	ManagesTopics() (bool, error)
-	CreateTopics(ctx context.Context, p events.RunProvision) error
-	DeleteTopics(ctx context.Context, runID string) error
-}
-
-// PlatformUser is a backend that marks what it creates with the platform
-// id (see state.Store.Platform).
-type PlatformUser interface {
-	SetPlatform(id string)
-}
-
-// Config tunes the provisioner core.
-type Config struct {
-	// Instance names this provisioner in records (default host-pid-random).
-	Instance string `yaml:"instance"`
-	// Lease is how long a provision holds its run without renewing; an
-	// instance that died mid-provision loses it after this.
-	Lease time.Duration `yaml:"lease"`
-	// Tick is how often wanted teardowns and watches are looked at.
-	Tick time.Duration `yaml:"tick"`
-	// ReconcileEvery is how often leftovers are looked for.
-	ReconcileEvery time.Duration `yaml:"reconcileEvery"`
-	// UnknownGrace is how old a leftover with no record must be before it
-	// is removed (a provision writes its record before it starts anything).
-	UnknownGrace time.Duration `yaml:"unknownGrace"`
-	// TombstoneTTL is how long a torn-down run's record (its result for a
-	// repeated teardown) and a final run's mark are kept.
-	TombstoneTTL time.Duration `yaml:"tombstoneTTL"`
-	// RetryBase and RetryMax bound the back-off between teardown attempts.
-	RetryBase time.Duration `yaml:"retryBase"`
-	RetryMax  time.Duration `yaml:"retryMax"`
-	// TopicTimeout bounds one create or delete of a run's topics.
-	TopicTimeout time.Duration `yaml:"topicTimeout"`
-}
-
-func (c *Config) defaults() {
-	if c.Instance == "" {
-		host, _ := os.Hostname()
-		c.Instance = host + "-" + strconv.Itoa(os.Getpid()) + "-" + uuid.NewString()[:8]
-	}
-	if c.Lease == 0 {
-		c.Lease = 45 * time.Second
-	}
-	if c.Tick == 0 {
-		c.Tick = 500 * time.Millisecond
-	}
-	if c.ReconcileEvery == 0 {
-		c.ReconcileEvery = 30 * time.Second
-	}
-	if c.UnknownGrace == 0 {
-		c.UnknownGrace = 2 * time.Minute
-	}
-	if c.TombstoneTTL == 0 {
-		c.TombstoneTTL = 24 * time.Hour
-	}
-	if c.RetryBase == 0 {
-		c.RetryBase = time.Second
-	}
-	if c.RetryMax == 0 {
-		c.RetryMax = time.Minute
-	}
-	if c.TopicTimeout == 0 {
-		c.TopicTimeout = 15 * time.Second
-	}
-}
-
-// Provisioner is the provisioner service.
+// Provisioner deploys and removes runs (see the package comment).
 type Provisioner struct {
 	cfg      Config
 	bus      *bus.Bus
 	store    *state.Store
 	backends map[string]Backend
 	logger   *zap.Logger
-	now      func() time.Time
+	clock    clock.WithTicker
 	kick     chan struct{}
-	self     procfs.Incarnation // this process, read when Run starts
+	self     procfs.Incarnation // this process, read by Init
 
 	// The durable consumers of commands and of run states. The bus keeps
 	// them (and the record bucket and its watch) across NATS restarts and
 	// reports them in its Check; the provisioner adds no recovery of its own.
 	commands, states *bus.Consumer
 
+	// The record watch and the reconciler's view of it: opened and loaded
+	// by Init, then the reconciler's alone.
+	watch     jetstream.KeyWatcher
+	stopWatch context.CancelFunc
+	view      *view
+
 	mu       sync.Mutex
 	admins   map[string]*kadm.Client
-	inflight map[string]bool // record keys with a teardown attempt running here
-	started  bool            // the records are open
-	synced   bool            // the reconciler's view holds every record
-	workers  sync.WaitGroup  // teardown attempts and other reconciler work
+	inflight map[string]bool // record keys with work of the reconciler running here
+	workers  sync.WaitGroup  // that work (teardown attempts, sweeps, lease renewals)
 
 	provisioned *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
@@ -172,10 +85,17 @@ type Provisioner struct {
 }
 
 // New builds the provisioner; no I/O.
-func New(cfg Config, b *bus.Bus, store *state.Store, backends map[string]Backend, logger *zap.Logger, reg prometheus.Registerer) (*Provisioner, error) {
-	cfg.defaults()
-	p := &Provisioner{cfg: cfg, bus: b, store: store, backends: backends, logger: logger.With(zap.String("component", "provisioner")),
-		now: time.Now, kick: make(chan struct{}, 1), admins: map[string]*kadm.Client{}, inflight: map[string]bool{},
+func New(cfg Config, d Deps) (*Provisioner, error) {
+	err := cfg.Validate()
+	if d.Bus == nil || d.Store == nil {
+		err = errors.Join(err, errors.New("provisioner: Deps.Bus and Deps.Store are required"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.Logger, d.Clock = cmp.Or(d.Logger, zap.NewNop()), cmp.Or[clock.WithTicker](d.Clock, clock.RealClock{})
+	p := &Provisioner{cfg: cfg, bus: d.Bus, store: d.Store, backends: d.Backends, logger: d.Logger.With(zap.String("component", "provisioner")),
+		clock: d.Clock, kick: make(chan struct{}, 1), admins: map[string]*kadm.Client{}, inflight: map[string]bool{},
 		provisioned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_operations_total",
 			Help: "Provision and teardown operations, by backend, operation and outcome."}, []string{"backend", "operation", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "greenflow_provisioner_operation_seconds",
@@ -187,15 +107,15 @@ func New(cfg Config, b *bus.Bus, store *state.Store, backends map[string]Backend
 			Help: "What the reconciler removed of runs that are over or unknown, by backend, kind (process, namespace, topics) and why (final, unknown, torn_down)."},
 			[]string{"backend", "kind", "why"}),
 	}
-	if reg != nil {
+	if d.Registry != nil {
 		for _, c := range []prometheus.Collector{p.provisioned, p.duration, p.attempts, p.removed} {
-			if err := reg.Register(c); err != nil {
+			if err := d.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("register provisioner metrics: %w", err)
 			}
 		}
 	}
-	p.commands = b.NewConsumer(bus.ConsumerProvisioner, p.handle, bus.OnDeadLetter(p.answerDeadLetter))
-	p.states = b.NewConsumer(bus.ConsumerProvisionerStates, p.onState)
+	p.commands = d.Bus.NewConsumer(bus.ConsumerProvisioner, p.handle, bus.OnDeadLetter(p.answerDeadLetter))
+	p.states = d.Bus.NewConsumer(bus.ConsumerProvisionerStates, p.onState)
 	return p, nil
 }
 
@@ -205,14 +125,13 @@ func (p *Provisioner) Backend(name string) (Backend, bool) {
 	return b, ok
 }
 
-// Instance is this provisioner's name in records.
-func (p *Provisioner) Instance() string { return p.cfg.Instance }
-
-// Run opens the records and their watch, then consumes provision and
-// teardown commands and run states and reconciles, until ctx ends. A
-// consumer or the watch that cannot start stops the service.
-func (p *Provisioner) Run(ctx context.Context) error {
-	defer p.closeAdmins()
+// Init opens the records, tells the backends that mark what they create
+// the platform id, and loads every record this instance looks after into
+// the reconciler's view through a watch that goes on in Run. The
+// provisioner is ready once Init has returned (service.Initializer): a
+// teardown it handles before would not know runs whose records it has not
+// read yet.
+func (p *Provisioner) Init(ctx context.Context) error {
 	p.self = procfs.Default.Self()
 	if err := p.store.Open(ctx); err != nil {
 		return err
@@ -222,46 +141,60 @@ func (p *Provisioner) Run(ctx context.Context) error {
 			pu.SetPlatform(p.store.Platform())
 		}
 	}
-	w, err := p.store.Watch(ctx, p.filters()...)
+	// The watch outlives Init's context: Run stops it.
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	w, err := p.store.Watch(wctx, p.filters()...)
 	if err != nil {
+		stop()
 		return err
 	}
-	p.mu.Lock()
-	p.started = true
-	p.mu.Unlock()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 3)
-	go func() { errc <- p.commands.Run(ctx) }()
-	go func() { errc <- p.states.Run(ctx) }()
-	go func() { errc <- p.reconcile(ctx, w) }()
-	var first error
-	for i := 0; i < 3; i++ {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-			cancel() // a consumer that cannot run stops the service
+	v := newView()
+	for {
+		select {
+		case <-ctx.Done():
+			stop()
+			return ctx.Err()
+		case u, ok := <-w.Updates():
+			if !ok {
+				stop()
+				return errors.New("provisioner record watch ended before it delivered the records")
+			}
+			if u != nil {
+				p.take(ctx, v, u)
+				continue
+			}
 		}
+		p.watch, p.stopWatch, p.view = w, stop, v
+		p.poke() // a first pass at once
+		return nil
 	}
-	p.workers.Wait()
-	return first
 }
 
-// Check reports what keeps the provisioner from its work beyond what the
-// bus reports: its records not opened, or not all loaded into the
-// reconciler's view yet. The connection, the record bucket, the durable
-// consumers and the watch across NATS restarts are the bus's, and its
-// Check (beside this one on /healthz) says when they are not working. No
-// I/O.
-func (p *Provisioner) Check() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	switch {
-	case !p.started:
-		return errors.New("provisioner: records not opened yet")
-	case !p.synced:
-		return errors.New("provisioner: records not loaded yet")
+// Run consumes provision and teardown commands and run states and
+// reconciles (after Init, which it does itself when not done yet), until
+// ctx ends; a part that cannot run stops the others and the service. When
+// it returns, the work it started has ended and its backends are closed.
+func (p *Provisioner) Run(ctx context.Context) error {
+	if p.view == nil {
+		if err := p.Init(ctx); err != nil {
+			return err
+		}
 	}
-	return nil
+	defer func() {
+		p.stopWatch()
+		p.workers.Wait()
+		for _, be := range p.backends {
+			if c, ok := be.(closer); ok {
+				c.Close()
+			}
+		}
+		p.closeAdmins()
+	}()
+	var g service.Group
+	g.Add("commands", p.commands)
+	g.Add("run states", p.states)
+	g.Add("reconciler", service.Func(p.reconcile))
+	return g.Run(ctx)
 }
 
 // handle runs one command. A provision may wait minutes for readiness on a
@@ -294,19 +227,16 @@ func (p *Provisioner) answerDeadLetter(ctx context.Context, h nats.Header, reaso
 		// retry of the run may get past; an undecodable or rejected command
 		// will not be fixed by one.
 		transient := strings.HasPrefix(reason, "failed ")
-		err = p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: exp, RunID: run, TsMs: p.now().UnixMilli(), Transient: transient,
+		err = p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: exp, RunID: run, TsMs: p.clock.Now().UnixMilli(), Transient: transient,
 			Reason: "the provision command could not be processed: " + reason}, "provision-failed:"+run)
 	case events.TypeRunTeardown:
-		err = p.bus.Publish(ctx, events.RunTornDown{ExperimentID: exp, RunID: run, Lost: true, TsMs: p.now().UnixMilli(),
+		err = p.bus.Publish(ctx, events.RunTornDown{ExperimentID: exp, RunID: run, Lost: true, TsMs: p.clock.Now().UnixMilli(),
 			Reason: "the teardown command could not be processed: " + reason + "; the system under test may still be running"}, "torn-down:"+run)
 	}
 	if err != nil {
 		p.logger.Error("answer a dead-lettered command failed", zap.String("run_id", run), zap.Error(err))
 	}
 }
-
-// finalStates are the run states the scheduler never leaves.
-var finalStates = map[string]bool{"done": true, "failed": true, "cancelled": true}
 
 // onState records runs the scheduler has ended: whatever of them is left
 // is removed by the reconciler, even if their teardown command was lost.
@@ -315,7 +245,7 @@ func (p *Provisioner) onState(ctx context.Context, d bus.Delivery) error {
 	if !ok {
 		return bus.Permanent(fmt.Errorf("provisioner-states does not handle %T", d.Msg))
 	}
-	if !finalStates[m.State] {
+	if !events.RunFinal(m.State) {
 		return nil
 	}
 	if err := p.store.MarkFinal(ctx, m.RunID, m.State); err != nil {
@@ -334,7 +264,7 @@ func (p *Provisioner) poke() {
 }
 
 func (p *Provisioner) observe(backend, operation string, start time.Time) {
-	p.duration.WithLabelValues(backend, operation).Observe(time.Since(start).Seconds())
+	p.duration.WithLabelValues(backend, operation).Observe(p.clock.Since(start).Seconds())
 }
 
 // backoff is the delay after the n-th failed attempt.

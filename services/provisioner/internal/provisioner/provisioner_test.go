@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -51,7 +50,7 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	// id): the same answer, from the record's tombstone; never "lost".
 	w.teardown(t, p, "teardown-again:"+p.RunID)
 	testenv.Eventually(t, 10*time.Second, "the repeated teardown handled", func() bool {
-		return consumerPending(t, w) == 0
+		return w.consumerPending(t) == 0
 	})
 	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
 		require.False(t, m.(*events.RunTornDown).Lost, "a repeated teardown is not a lost run")
@@ -60,17 +59,6 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	require.NoError(t, err)
 	require.Equal(t, state.TornDown, e.Rec.State)
 	require.Equal(t, td.Reason, e.Rec.Result.Reason)
-}
-
-// consumerPending is the provisioner consumer's count of messages not yet
-// acknowledged (as a gauge, for Eventually).
-func consumerPending(t *testing.T, w *world) uint64 {
-	t.Helper()
-	info, err := w.bus.JetStream().Consumer(context.Background(), bus.StreamLifecycle, bus.ConsumerProvisioner.Durable)
-	require.NoError(t, err)
-	ci, err := info.Info(context.Background())
-	require.NoError(t, err)
-	return ci.NumPending + uint64(ci.NumAckPending)
 }
 
 func TestTeardownOfAnUnknownRunIsLostNotClean(t *testing.T) {
@@ -101,7 +89,7 @@ func TestACrashIsReportedAtOnceWithItsExitStatusAndTheRunTornDown(t *testing.T) 
 
 	// The scheduler fails the run and sends a teardown: the same answer.
 	w.teardown(t, p, "teardown:"+p.RunID)
-	testenv.Eventually(t, 10*time.Second, "teardown handled", func() bool { return consumerPending(t, w) == 0 })
+	testenv.Eventually(t, 10*time.Second, "teardown handled", func() bool { return w.consumerPending(t) == 0 })
 	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
 		require.True(t, m.(*events.RunTornDown).Crashed)
 	}
@@ -183,7 +171,7 @@ func TestTwoInstancesAtOnceStartEachRunOnceAndLeaveNothing(t *testing.T) {
 	for _, p := range runs {
 		pids = append(pids, w.rec.provisioned(t, p.RunID, 20*time.Second).Targets[0].PID)
 	}
-	testenv.Eventually(t, 10*time.Second, "duplicates handled", func() bool { return consumerPending(t, w) == 0 })
+	testenv.Eventually(t, 10*time.Second, "duplicates handled", func() bool { return w.consumerPending(t) == 0 })
 	for _, p := range runs {
 		require.Len(t, marked(t, a, p.RunID), 2, "run %s: one shim and one SUT, started once", p.RunID)
 	}
@@ -223,7 +211,7 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	over := w.localRun("r-over", "exec sleep 120")
 	w.provision(t, over)
 	overPID := w.rec.provisioned(t, over.RunID, 20*time.Second).Targets[0].PID
-	require.NoError(t, w.bus.Publish(context.Background(), events.RunState{ExperimentID: "exp", RunID: over.RunID, State: "failed"}, ""))
+	require.NoError(t, w.bus.Publish(context.Background(), events.RunState{ExperimentID: "exp", RunID: over.RunID, State: events.RunStateFailed}, ""))
 	testenv.Eventually(t, 20*time.Second, "the ended run's process stopped", func() bool { return !alive(overPID) })
 	testenv.Eventually(t, 10*time.Second, "and its topics deleted", func() bool { return w.topics(over) == 0 })
 
@@ -237,29 +225,8 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	require.NoError(t, inst.store.Delete(context.Background(), e.Key, e.Rev))
 	testenv.Eventually(t, 20*time.Second, "the unknown run's process stopped", func() bool { return !alive(unknownPID) })
 	testenv.Eventually(t, 10*time.Second, "and its topics, named in its environment, deleted", func() bool { return w.topics(unknown) == 0 })
-	require.Equal(t, 1.0, counter(t, inst.reg, "local", "process", "unknown"))
-	require.Equal(t, 1.0, counter(t, inst.reg, "local", "topics", "unknown"))
-}
-
-func counter(t *testing.T, g prometheus.Gatherer, backend, kind, why string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "greenflow_provisioner_leftovers_removed_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["backend"] == backend && labels["kind"] == kind && labels["why"] == why {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	require.Equal(t, 1.0, removed(t, inst.reg, "local", "process", "unknown"))
+	require.Equal(t, 1.0, removed(t, inst.reg, "local", "topics", "unknown"))
 }
 
 // TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under
@@ -350,7 +317,7 @@ func TestAProvisionAbandonedOnAnotherNodeIsTakenOverOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "node-b", e.Rec.Node, "taken over where it now runs")
 	require.Equal(t, "node-b", got.Targets[0].Node)
-	testenv.Eventually(t, 10*time.Second, "both commands handled", func() bool { return consumerPending(t, w) == 0 })
+	testenv.Eventually(t, 10*time.Second, "both commands handled", func() bool { return w.consumerPending(t) == 0 })
 	require.Len(t, marked(t, b, p.RunID), 2, "one shim and one SUT: started once")
 	w.teardown(t, p, "teardown:"+p.RunID)
 	td := w.rec.tornDown(t, p.RunID, 20*time.Second)

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -75,7 +72,7 @@ func (p *Provisioner) records(ctx context.Context, backend, runID string) ([]sta
 // namespace carries all the record would.
 func (p *Provisioner) recordUnknown(ctx context.Context, be Backend, m *events.RunTeardown) (bool, error) {
 	rec := state.Record{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.Backend, State: state.Stopping, Kafka: m.Kafka,
-		Teardown: &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: "teardown command", Report: true, From: "unknown"}}
+		Teardown: &state.Teardown{RequestedMs: p.clock.Now().UnixMilli(), Cause: "teardown command", Report: true, From: "unknown"}}
 	if n, ok := be.(noder); ok {
 		rec.Node = n.Node()
 	}
@@ -135,7 +132,7 @@ func (p *Provisioner) requestTeardown(ctx context.Context, key, cause string, re
 		}
 		changed := false
 		if r.Teardown == nil {
-			r.Teardown = &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: cause, From: r.State}
+			r.Teardown = &state.Teardown{RequestedMs: p.clock.Now().UnixMilli(), Cause: cause, From: r.State}
 			r.State = state.Stopping
 			changed = true
 		}
@@ -151,184 +148,4 @@ func (p *Provisioner) requestTeardown(ctx context.Context, key, cause string, re
 		return e, fmt.Errorf("record the teardown of %s: %w", key, err)
 	}
 	return e, nil
-}
-
-// Crashed is told by a backend that a running run's SUT exited on its own
-// (or, on a cluster, restarted). The run is reported crashed at once —
-// the scheduler fails it — and its teardown is recorded for the reconciler,
-// which reports again once nothing is left. Several instances may notice
-// the same crash: the revision-checked write lets one of them report it.
-func (p *Provisioner) Crashed(backend, runID, reason string) {
-	be, ok := p.backends[backend]
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, changed, err := p.store.Mutate(ctx, be.Key(runID), func(r *state.Record) (bool, error) {
-		if r.State != state.Running || r.Teardown != nil {
-			return false, nil
-		}
-		if pr := r.Process; pr != nil && pr.Signalled && !pr.StoppedAtShutdown {
-			return false, nil // stopped on purpose
-		}
-		r.State = state.Stopping
-		r.Teardown = &state.Teardown{RequestedMs: p.now().UnixMilli(), Cause: "crash", Report: true, Crashed: true, CrashReason: reason,
-			From: state.Running}
-		return true, nil
-	})
-	if err != nil {
-		p.logger.Error("record a crash failed; it is noticed again", zap.String("run_id", runID), zap.Error(err))
-		return
-	}
-	if !changed {
-		return
-	}
-	p.poke()
-	p.provisioned.WithLabelValues(backend, "crash", "reported").Inc()
-	p.logger.Error("system under test crashed during the run", zap.String("run_id", runID), zap.String("experiment_id", e.Rec.ExperimentID),
-		zap.String("reason", reason))
-	if err := p.bus.Publish(ctx, events.RunTornDown{ExperimentID: e.Rec.ExperimentID, RunID: runID, Crashed: true, Incomplete: true,
-		Reason: reason, TsMs: p.now().UnixMilli()}, "crashed:"+runID); err != nil {
-		p.logger.Error("publish crash failed", zap.String("run_id", runID), zap.Error(err))
-	}
-}
-
-// attemptDue reports a wanted teardown that may be attempted now: not torn
-// down, its back-off over — or its last attempt's instance gone (a process
-// of this machine that died mid-attempt) — and no provision holding it.
-func (p *Provisioner) attemptDue(r state.Record, now time.Time) bool {
-	td := r.Teardown
-	if r.State == state.TornDown || td == nil {
-		return false
-	}
-	if now.UnixMilli() < td.NextMs && !(td.Owner != "" && p.holderGone(td.Owner, td.OwnerProc)) {
-		return false
-	}
-	return r.LeaseUntilMs <= now.UnixMilli() || p.holderGone(r.Owner, r.OwnerProc)
-}
-
-// attempt is one try at a wanted teardown: the SUT and the topics are
-// removed independently, the outcome is recorded, and — when a command
-// asked or the SUT crashed — reported: torn down when nothing is left,
-// incomplete with the cause otherwise (each attempt its own message id, so
-// de-duplication does not swallow it). The attempt holds the record's
-// teardown until NextMs, so other instances leave it alone meanwhile.
-func (p *Provisioner) attempt(ctx context.Context, key string) {
-	claimed, ok, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-		now := p.now()
-		td := r.Teardown
-		if !p.attemptDue(*r, now) {
-			return false, nil
-		}
-		be, ok := p.backends[r.Backend]
-		if !ok || !be.Owns(*r) {
-			return false, nil
-		}
-		td.Attempts++
-		td.NextMs = now.Add(be.TeardownBound() + 30*time.Second).UnixMilli()
-		td.Owner, td.OwnerProc = p.cfg.Instance, p.selfProc()
-		r.State = state.Stopping
-		return true, nil
-	})
-	if err != nil || !ok {
-		if err != nil && ctx.Err() == nil {
-			p.logger.Warn("claim a teardown failed", zap.String("key", key), zap.Error(err))
-		}
-		return
-	}
-	r := claimed.Rec
-	be := p.backends[r.Backend]
-	start := p.now()
-	td := *r.Teardown
-	var sutErr, topicErr error
-	crashed, crashReason := false, ""
-	if !td.SUTRemoved {
-		crashed, crashReason, sutErr = be.Remove(ctx, r.RunID, &claimed)
-	}
-	if !td.TopicsRemoved {
-		topicErr = p.removeTopics(ctx, be, r.RunID, r.Kafka)
-	}
-	if ctx.Err() != nil {
-		return // shutting down: the lease runs out and any instance carries on
-	}
-	var errs []string
-	if sutErr != nil {
-		errs = append(errs, "remove the system under test: "+sutErr.Error())
-	}
-	if topicErr != nil {
-		errs = append(errs, "delete the topics: "+topicErr.Error())
-	}
-	done, _, err := p.store.Mutate(ctx, key, func(rec *state.Record) (bool, error) {
-		t := rec.Teardown
-		if t == nil || rec.State == state.TornDown {
-			return false, nil
-		}
-		t.SUTRemoved = t.SUTRemoved || sutErr == nil
-		t.TopicsRemoved = t.TopicsRemoved || topicErr == nil
-		if crashed && !t.Crashed && t.From == state.Running {
-			t.Crashed, t.CrashReason = true, crashReason
-		}
-		t.Owner, t.OwnerProc, t.LastError = "", nil, strings.Join(errs, "; ")
-		if t.SUTRemoved && t.TopicsRemoved {
-			rec.State = state.TornDown
-			res := result(*rec, p.now())
-			rec.Result = &res
-			return true, nil
-		}
-		t.NextMs = p.now().Add(p.backoff(t.Attempts)).UnixMilli()
-		return true, nil
-	})
-	if err != nil {
-		p.logger.Warn("record a teardown attempt failed; it is tried again", zap.String("run_id", r.RunID), zap.Error(err))
-		return
-	}
-	p.observe(r.Backend, "teardown", start)
-	t := done.Rec.Teardown
-	if done.Rec.State == state.TornDown {
-		p.attempts.WithLabelValues(r.Backend, "done").Inc()
-		p.provisioned.WithLabelValues(r.Backend, "teardown", "ok").Inc()
-		p.logger.Info("run torn down", zap.String("run_id", r.RunID), zap.String("cause", t.Cause), zap.Int("attempts", t.Attempts),
-			zap.Bool("crashed", t.Crashed), zap.Bool("lost", t.Lost))
-		if t.Report {
-			if err := p.bus.Publish(ctx, *done.Rec.Result, "torn-down:"+r.RunID); err != nil {
-				p.logger.Error("publish torn down failed", zap.String("run_id", r.RunID), zap.Error(err))
-			}
-		}
-		return
-	}
-	p.attempts.WithLabelValues(r.Backend, "incomplete").Inc()
-	next := time.UnixMilli(t.NextMs).Sub(p.now()).Round(time.Second)
-	p.logger.Warn("teardown not finished; trying again", zap.String("run_id", r.RunID), zap.Int("attempt", t.Attempts),
-		zap.Duration("next_in", next), zap.String("cause", t.LastError))
-	if t.Report {
-		res := result(done.Rec, p.now())
-		res.Incomplete = true
-		res.Reason = joinReason(res.Reason, fmt.Sprintf("teardown not finished after attempt %d (next in %s): %s", t.Attempts, next, t.LastError))
-		if err := p.bus.Publish(ctx, res, "torn-down-incomplete:"+r.RunID+":"+strconv.Itoa(t.Attempts)); err != nil {
-			p.logger.Error("publish incomplete teardown failed", zap.String("run_id", r.RunID), zap.Error(err))
-		}
-	}
-}
-
-// result is the report of a run's teardown.
-func result(r state.Record, now time.Time) events.RunTornDown {
-	res := events.RunTornDown{ExperimentID: r.ExperimentID, RunID: r.RunID, TsMs: now.UnixMilli()}
-	if t := r.Teardown; t != nil {
-		res.Crashed, res.Lost = t.Crashed, t.Lost
-		if t.Crashed {
-			res.Reason = t.CrashReason
-		}
-		if t.Lost {
-			res.Reason = joinReason(res.Reason, t.LostReason)
-		}
-	}
-	return res
-}
-
-func joinReason(a, b string) string {
-	if a == "" {
-		return b
-	}
-	return a + "; " + b
 }

@@ -2,6 +2,7 @@ package state_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,7 +21,8 @@ func open(t *testing.T, url string) (*state.Store, *bus.Bus) {
 	b, err := bus.Connect(context.Background(), url, "test", zap.NewNop(), nil)
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
-	st := state.New(b, "")
+	st, err := state.New(state.Default(), state.Deps{Bus: b})
+	require.NoError(t, err)
 	require.NoError(t, st.Open(context.Background()))
 	return st, b
 }
@@ -40,46 +42,28 @@ func TestCreateIsALockAndMutateIsRevisionChecked(t *testing.T) {
 	require.Equal(t, a.Platform(), b.Platform(), "one installation, one platform id")
 	ctx := context.Background()
 	key := state.LocalKey("r1")
+	stores := []*state.Store{a, b}
 	var created atomic.Int32
-	var wg sync.WaitGroup
-	for i := 0; i < 8; i++ {
-		st := a
-		if i%2 == 1 {
-			st = b
+	require.NoError(t, concurrently(8, func(i int) error {
+		_, ok, err := stores[i%2].Create(ctx, key, state.Record{RunID: "r1", State: state.Starting})
+		if ok {
+			created.Add(1)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, ok, err := st.Create(ctx, key, state.Record{RunID: "r1", State: state.Starting})
-			require.NoError(t, err)
-			if ok {
-				created.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
+		return err
+	}))
 	require.Equal(t, int32(1), created.Load(), "exactly one creator: the provision lock")
 
 	// Concurrent increments through Mutate lose none.
-	for i := 0; i < 8; i++ {
-		st := a
-		if i%2 == 1 {
-			st = b
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, err := st.Mutate(ctx, key, func(r *state.Record) (bool, error) {
-				if r.Teardown == nil {
-					r.Teardown = &state.Teardown{}
-				}
-				r.Teardown.Attempts++
-				return true, nil
-			})
-			require.NoError(t, err)
-		}()
-	}
-	wg.Wait()
+	require.NoError(t, concurrently(8, func(i int) error {
+		_, _, err := stores[i%2].Mutate(ctx, key, func(r *state.Record) (bool, error) {
+			if r.Teardown == nil {
+				r.Teardown = &state.Teardown{}
+			}
+			r.Teardown.Attempts++
+			return true, nil
+		})
+		return err
+	}))
 	e, err := a.Get(ctx, key)
 	require.NoError(t, err)
 	require.Equal(t, 8, e.Rec.Teardown.Attempts)
@@ -115,4 +99,16 @@ func TestABucketLostWithItsServerStoreIsCreatedAgain(t *testing.T) {
 	require.Equal(t, jetstream.FileStorage, status.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage, "on disk: a NATS restart keeps it")
 	_, err = st.Get(ctx, state.KubeKey("r"))
 	require.NoError(t, err, "and read back")
+}
+
+// concurrently runs fn(0) … fn(n-1) at once and returns their errors
+// (checked on the test's goroutine).
+func concurrently(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -10,170 +10,22 @@
 package state
 
 import (
+	"cmp"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
-	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/procfs"
 )
 
 // Bucket is the KV bucket of the provisioner's records.
 const Bucket = "gf_provisioner"
-
-// Record states, in order.
-const (
-	// Starting: the record exists, the SUT may be starting; Owner holds
-	// the provision until LeaseUntilMs.
-	Starting = "starting"
-	// Running: provisioned; its liveness is watched.
-	Running = "running"
-	// Stopping: its teardown is wanted (Teardown says why and how far).
-	Stopping = "stopping"
-	// TornDown: nothing of it is left; Result is what was reported, and is
-	// reported again to a repeated teardown.
-	TornDown = "torn_down"
-)
-
-// Record is everything the provisioner knows of one run.
-type Record struct {
-	ExperimentID string `json:"experiment_id"`
-	RunID        string `json:"run_id"`
-	Backend      string `json:"backend"`
-	// Node is the machine running a local run's processes.
-	Node  string `json:"node,omitempty"`
-	State string `json:"state"`
-	// Owner is the instance provisioning the run; a provision whose
-	// lease ran out (its instance died) may be taken over.
-	Owner        string `json:"owner,omitempty"`
-	LeaseUntilMs int64  `json:"lease_until_ms,omitempty"`
-	// OwnerProc is the owner's process: an instance of the same machine
-	// that finds it gone (a provisioner killed and restarted) takes the
-	// provision over at once instead of waiting out the lease.
-	OwnerProc *procfs.Incarnation `json:"owner_proc,omitempty"`
-	Kafka     *events.Kafka       `json:"kafka,omitempty"`
-	Targets   []events.Target     `json:"targets,omitempty"`
-	Process   *Process            `json:"process,omitempty"`
-	// ProvisionFailed is the reason a provision failed (reported again to
-	// a redelivered provision); Transient as reported.
-	ProvisionFailed string    `json:"provision_failed,omitempty"`
-	Transient       bool      `json:"transient,omitempty"`
-	Teardown        *Teardown `json:"teardown,omitempty"`
-	// Result is the final report of a torn-down run.
-	Result    *events.RunTornDown `json:"result,omitempty"`
-	CreatedMs int64               `json:"created_ms"`
-	UpdatedMs int64               `json:"updated_ms"`
-}
-
-// Process is a local run's process: the shim that records the exit status
-// (session and process group leader) and the SUT it runs.
-type Process struct {
-	ShimPID        int    `json:"shim_pid"`
-	ShimStartTicks uint64 `json:"shim_start_ticks"`
-	PGID           int    `json:"pgid"`
-	PID            int    `json:"pid,omitempty"`
-	StartTicks     uint64 `json:"start_ticks,omitempty"`
-	// BootID is the boot the pids and start times belong to.
-	BootID string   `json:"boot_id"`
-	Log    string   `json:"log"`
-	Status string   `json:"status"`
-	Argv   []string `json:"argv"`
-	// Signalled: a teardown (or a provisioner stopping with its SUTs) sent
-	// it a signal, so its exit is not a crash.
-	Signalled bool `json:"signalled,omitempty"`
-	// StoppedAtShutdown: stopped when its provisioner stopped (greenflow
-	// dev); the run cannot go on.
-	StoppedAtShutdown bool `json:"stopped_at_shutdown,omitempty"`
-}
-
-// Teardown is a wanted teardown and its progress; the reconciler works
-// on it until both the SUT and the topics are gone.
-type Teardown struct {
-	RequestedMs int64 `json:"requested_ms"`
-	// Cause says why: "teardown command", "crash", "provision failed",
-	// "run failed" (a final run state), "unknown run".
-	Cause string `json:"cause"`
-	// From is the run's state when its teardown was wanted: only a run
-	// that was running can have crashed.
-	From string `json:"from,omitempty"`
-	// Report: publish run.torn_down (a command asked, or the SUT crashed).
-	Report bool `json:"report,omitempty"`
-	// Crashed: the SUT had exited on its own before teardown.
-	Crashed     bool   `json:"crashed,omitempty"`
-	CrashReason string `json:"crash_reason,omitempty"`
-	// Lost: there was no record of the run, or its SUT was not found.
-	Lost       bool   `json:"lost,omitempty"`
-	LostReason string `json:"lost_reason,omitempty"`
-	// SUTRemoved and TopicsRemoved are done independently: a failure of
-	// one never skips the other.
-	SUTRemoved    bool `json:"sut_removed,omitempty"`
-	TopicsRemoved bool `json:"topics_removed,omitempty"`
-	Attempts      int  `json:"attempts,omitempty"`
-	// NextMs is when the next attempt may start; while an attempt runs it
-	// is that attempt's lease.
-	NextMs int64  `json:"next_ms,omitempty"`
-	Owner  string `json:"owner,omitempty"`
-	// OwnerProc is the process of the instance running an attempt; an
-	// instance of the same machine that finds it gone does not wait for
-	// NextMs.
-	OwnerProc *procfs.Incarnation `json:"owner_proc,omitempty"`
-	LastError string              `json:"last_error,omitempty"`
-}
-
-// Final is a run the scheduler has ended, from its run.state events.
-type Final struct {
-	RunID string `json:"run_id"`
-	State string `json:"state"`
-	AtMs  int64  `json:"at_ms"`
-}
-
-// Key prefixes; every key is <prefix><token>.
-const (
-	PrefixLocal = "local."
-	PrefixKube  = "kube."
-	PrefixFinal = "final."
-	// KeyPlatform holds this installation's id (see Store.Platform).
-	KeyPlatform = "meta.platform"
-)
-
-// Token escapes an id for one token of a key: letters, digits, '-' and '_'
-// stay; every other byte becomes =HH.
-func Token(id string) string {
-	var b strings.Builder
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('=')
-		b.WriteString(hex.EncodeToString([]byte{c}))
-	}
-	if b.Len() == 0 {
-		return "="
-	}
-	return b.String()
-}
-
-// LocalKey is the record of a local run. The node that runs it is a field,
-// not part of the key: a run has one record whichever node picks up its
-// provision, so creating the record locks the run across nodes too.
-func LocalKey(runID string) string { return PrefixLocal + Token(runID) }
-
-// KubeKey is the record of a kubernetes run.
-func KubeKey(runID string) string { return PrefixKube + Token(runID) }
-
-// FinalKey marks a run the scheduler has ended.
-func FinalKey(runID string) string { return PrefixFinal + Token(runID) }
 
 // Entry is a record with its key and revision.
 type Entry struct {
@@ -185,6 +37,32 @@ type Entry struct {
 // ErrNotFound is returned for a missing record.
 var ErrNotFound = errors.New("no record")
 
+// Config names the bucket of the records.
+type Config struct {
+	// Bucket is the KV bucket every provisioner of one installation
+	// shares.
+	Bucket string `yaml:"bucket"`
+}
+
+// Default is the installation's bucket, gf_provisioner.
+func Default() Config { return Config{Bucket: Bucket} }
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	if c.Bucket == "" {
+		return errors.New("state.bucket: required")
+	}
+	return nil
+}
+
+// Deps are the store's collaborators.
+type Deps struct {
+	// Bus opens the bucket; required.
+	Bus *bus.Bus
+	// Clock stamps records (default: the real clock).
+	Clock clock.PassiveClock
+}
+
 // Store reads and writes records; safe for concurrent use. The bucket
 // handle comes from the bus (bus.KV), which keeps it: a bucket the server
 // lost is declared again and the operation retried, and a watch goes on
@@ -192,7 +70,7 @@ var ErrNotFound = errors.New("no record")
 type Store struct {
 	bus    *bus.Bus
 	bucket string
-	now    func() time.Time
+	clock  clock.PassiveClock
 
 	mu       sync.Mutex
 	kv       jetstream.KeyValue // nil until Open
@@ -200,11 +78,16 @@ type Store struct {
 }
 
 // New builds the store; no I/O until Open.
-func New(b *bus.Bus, bucket string) *Store {
-	if bucket == "" {
-		bucket = Bucket
+func New(cfg Config, d Deps) (*Store, error) {
+	err := cfg.Validate()
+	if d.Bus == nil {
+		err = errors.Join(err, errors.New("state: no bus to open the records with"))
 	}
-	return &Store{bus: b, bucket: bucket, now: time.Now}
+	if err != nil {
+		return nil, err
+	}
+	d.Clock = cmp.Or[clock.PassiveClock](d.Clock, clock.RealClock{})
+	return &Store{bus: d.Bus, bucket: cfg.Bucket, clock: d.Clock}, nil
 }
 
 // Open opens (creating when needed) the bucket and reads the platform id,
@@ -297,7 +180,7 @@ func decode(v jetstream.KeyValueEntry) (Entry, error) {
 // Create writes rec under key unless a record is there; created is false
 // and the entry is the existing record when one was.
 func (s *Store) Create(ctx context.Context, key string, rec Record) (Entry, bool, error) {
-	now := s.now().UnixMilli()
+	now := s.clock.Now().UnixMilli()
 	if rec.CreatedMs == 0 {
 		rec.CreatedMs = now
 	}
@@ -332,7 +215,7 @@ var ErrConflict = errors.New("record changed meanwhile")
 
 // Update writes e.Rec if the record is still at e.Rev.
 func (s *Store) Update(ctx context.Context, e Entry) (Entry, error) {
-	e.Rec.UpdatedMs = s.now().UnixMilli()
+	e.Rec.UpdatedMs = s.clock.Now().UnixMilli()
 	b, err := json.Marshal(e.Rec)
 	if err != nil {
 		return e, err
@@ -452,7 +335,7 @@ func (s *Store) Watch(ctx context.Context, filters ...string) (jetstream.KeyWatc
 
 // MarkFinal records that the scheduler has ended run runID.
 func (s *Store) MarkFinal(ctx context.Context, runID, runState string) error {
-	b, err := json.Marshal(Final{RunID: runID, State: runState, AtMs: s.now().UnixMilli()})
+	b, err := json.Marshal(Final{RunID: runID, State: runState, AtMs: s.clock.Now().UnixMilli()})
 	if err != nil {
 		return err
 	}
@@ -463,22 +346,4 @@ func (s *Store) MarkFinal(ctx context.Context, runID, runState string) error {
 		}
 		return nil
 	})
-}
-
-// Leftover is what a backend finds of a run on its node or cluster
-// (processes carrying the run's markers, a namespace labelled with it),
-// whatever the records say.
-type Leftover struct {
-	RunID, ExperimentID string
-	// Platform is the installation that created it ("" when it carries
-	// none: made by an older provisioner).
-	Platform string
-	// Since is when it was created (its oldest process, the namespace).
-	Since time.Time
-	// Kafka names the run's topics when it carries them.
-	Kafka *events.Kafka
-	// Kind is process or namespace; What describes it for logs.
-	Kind, What string
-	// Terminating: already being removed.
-	Terminating bool
 }

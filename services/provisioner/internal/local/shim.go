@@ -2,36 +2,17 @@ package local
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
-)
 
-// Environment markers on every process of a run (inherited by everything
-// it starts): they find a run's processes again after the provisioner
-// restarted, even when its record was lost.
-const (
-	EnvRunID        = "GREENFLOW_RUN_ID"
-	EnvExperimentID = "GREENFLOW_EXPERIMENT_ID"
-	// EnvPlatform names the installation (the provisioner's KV bucket):
-	// two installations on one machine never touch each other's processes.
-	EnvPlatform = "GREENFLOW_PLATFORM"
-	// EnvNode is the node name of the provisioner that started it: two
-	// node names on one machine (a misconfiguration) never touch each
-	// other's processes.
-	EnvNode = "GREENFLOW_NODE"
-	// EnvKafka holds the run's brokers and topics (JSON), so the topics of
-	// a leftover process can be deleted too.
-	EnvKafka = "GREENFLOW_KAFKA"
+	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
 // shimScript runs the SUT in the foreground and writes its exit status to
@@ -59,6 +40,11 @@ type Files struct {
 func runFiles(stateDir, runID string) Files {
 	dir := filepath.Join(stateDir, "runs", fileName(runID))
 	return Files{Dir: dir, Log: filepath.Join(dir, "sut.log"), Status: filepath.Join(dir, "exit-status")}
+}
+
+// filesOf are the files a run's record names.
+func filesOf(pr *state.Process) Files {
+	return Files{Dir: filepath.Dir(pr.Status), Log: pr.Log, Status: pr.Status}
 }
 
 // fileName makes a run id safe as one path element.
@@ -179,89 +165,4 @@ func tail(path string, n int) string {
 		return "(no output)"
 	}
 	return strings.Join(out[max(0, len(out)-n):], " | ")
-}
-
-// group is what to stop of a run: its process group and any marked
-// process that left it (a daemon that called setsid).
-type group struct {
-	pgid int // 0: none known
-	pids []int
-}
-
-// members lists the live processes of run runID on this machine: those in
-// its process group and those carrying its markers. A process group is only
-// signalled while one of its members carries the run's marker, so a group
-// id the kernel reused is never hit.
-func (p procs) members(platform, runID string, pgid int) group {
-	g := group{}
-	seen := map[int]bool{}
-	for _, m := range p.scan(platform, runID)[runID] {
-		seen[m.stat.PID] = true
-		g.pids = append(g.pids, m.stat.PID)
-		if pgid > 0 && m.stat.PGRP == pgid {
-			g.pgid = pgid
-		}
-	}
-	if g.pgid > 0 {
-		for _, pid := range p.PIDs() {
-			if s, err := p.Stat(pid); err == nil && s.PGRP == pgid && !s.Dead() && !seen[pid] {
-				g.pids = append(g.pids, pid)
-			}
-		}
-	}
-	sort.Ints(g.pids)
-	return g
-}
-
-func (g group) empty() bool { return len(g.pids) == 0 }
-
-func (g group) signal(sig syscall.Signal) {
-	if g.pgid > 0 {
-		_ = syscall.Kill(-g.pgid, sig)
-	}
-	for _, pid := range g.pids {
-		_ = syscall.Kill(pid, sig)
-	}
-}
-
-// stop ends every process of run runID: SIGTERM, then SIGKILL after
-// timeout, and waits (bounded) until none is left.
-func (p procs) stop(ctx context.Context, platform, runID string, pgid int, timeout, poll time.Duration) error {
-	g := p.members(platform, runID, pgid)
-	if g.empty() {
-		return nil
-	}
-	g.signal(syscall.SIGTERM)
-	if p.waitGone(ctx, platform, runID, pgid, timeout, poll) {
-		return nil
-	}
-	p.members(platform, runID, pgid).signal(syscall.SIGKILL)
-	if p.waitGone(ctx, platform, runID, pgid, 5*time.Second, poll) {
-		return nil
-	}
-	left := p.members(platform, runID, pgid)
-	var desc []string
-	for _, pid := range left.pids {
-		if s, err := p.Stat(pid); err == nil {
-			desc = append(desc, fmt.Sprintf("%d (state %c)", pid, s.State))
-		}
-	}
-	return fmt.Errorf("processes of run %s still running after SIGKILL: %s", runID, strings.Join(desc, ", "))
-}
-
-func (p procs) waitGone(ctx context.Context, platform, runID string, pgid int, d, poll time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if p.members(platform, runID, pgid).empty() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(poll):
-		}
-	}
 }

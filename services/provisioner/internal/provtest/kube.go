@@ -1,0 +1,171 @@
+//go:build envtest
+
+package provtest
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+// What the provisioner's envtest tests share on top of pkg/kubetest: the
+// objects a test sets up in the one API server of its test binary (CRDs,
+// namespaces, the deployed RBAC, a role cut to measure) and a kubelet that
+// lives as long as the test.
+
+// RBACManifest is the provisioner's least-privilege ClusterRole as deployed,
+// relative to a package directory under services/provisioner/internal.
+const RBACManifest = "../../../../deploy/base/provisioner-rbac.yaml"
+
+// ServiceAccount is the service account RBACManifest binds, in namespace
+// greenflow; kubetest.As(ServiceAccount) acts as it.
+const ServiceAccount = "greenflow-provisioner"
+
+// StartKubelet runs a kubetest.Kubelet for namespace ns on nodes until the
+// test ends; mod, when set, changes it first (Fail, Unschedulable,
+// Restarts).
+func StartKubelet(tb testing.TB, cs kubernetes.Interface, ns string, nodes []string, mod func(*kubetest.Kubelet)) {
+	k := &kubetest.Kubelet{CS: cs, NS: ns, Nodes: nodes}
+	if mod != nil {
+		mod(k)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	k.Run(ctx, tb)
+}
+
+var rbac struct {
+	once sync.Once
+	got  kubetest.RBAC
+	err  error
+}
+
+// ApplyRBAC applies RBACManifest (service account greenflow/
+// greenflow-provisioner, its ClusterRole and binding) once per test binary
+// — the objects stay for the binary's other tests — and returns them.
+func ApplyRBAC(tb testing.TB, cs kubernetes.Interface) kubetest.RBAC {
+	tb.Helper()
+	rbac.once.Do(func() { rbac.got, rbac.err = kubetest.ApplyRBAC(context.Background(), cs, RBACManifest, "greenflow") })
+	if rbac.err != nil {
+		tb.Fatal(rbac.err)
+	}
+	return rbac.got
+}
+
+// BindRole grants service account greenflow/sa exactly rules (a
+// ClusterRole and ClusterRoleBinding named sa, deleted when the test ends)
+// and waits until the authorizer applies them: sa may probeVerb
+// probeResource (a verb the rules grant). It returns the role, for the
+// test to change.
+func BindRole(tb testing.TB, cs kubernetes.Interface, sa string, rules []rbacv1.PolicyRule, probeVerb, probeResource string) *rbacv1.ClusterRole {
+	tb.Helper()
+	ctx := context.Background()
+	role, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: rules}, metav1.CreateOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: sa},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "greenflow"}}}, metav1.CreateOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), sa, metav1.DeleteOptions{})
+		_ = cs.RbacV1().ClusterRoles().Delete(context.Background(), sa, metav1.DeleteOptions{})
+	})
+	testenv.Eventually(tb, 10*time.Second, "role "+sa+" in effect", func() bool {
+		r, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User: "system:serviceaccount:greenflow:" + sa, Groups: []string{"system:serviceaccounts", "system:authenticated"},
+			ResourceAttributes: &authzv1.ResourceAttributes{Verb: probeVerb, Resource: probeResource}}}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed
+	})
+	return role
+}
+
+// Dynamic is a dynamic client for rc.
+func Dynamic(tb testing.TB, rc *rest.Config) dynamic.Interface {
+	tb.Helper()
+	d, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
+}
+
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// InstallCRD creates the CustomResourceDefinition of a manifest (unless it
+// is there) and waits until it is established.
+func InstallCRD(tb testing.TB, path string) {
+	tb.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var u unstructured.Unstructured
+	if err := utilyaml.Unmarshal(raw, &u.Object); err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	crds := Dynamic(tb, kubetest.Admin).Resource(crdResource)
+	if _, err = crds.Create(context.Background(), &u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		tb.Fatal(err)
+	}
+	testenv.Eventually(tb, 30*time.Second, "CRD established", func() bool {
+		got, err := crds.Get(context.Background(), u.GetName(), metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+		for _, c := range conds {
+			if cm := c.(map[string]any); cm["type"] == "Established" && cm["status"] == "True" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// UninstallCRD deletes a CustomResourceDefinition (if there) and waits
+// until it is gone.
+func UninstallCRD(tb testing.TB, name string) {
+	tb.Helper()
+	crds := Dynamic(tb, kubetest.Admin).Resource(crdResource)
+	err := crds.Delete(context.Background(), name, metav1.DeleteOptions{})
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	testenv.Eventually(tb, 30*time.Second, "CRD removed", func() bool {
+		_, err := crds.Get(context.Background(), name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+}
+
+// EnsureNamespace creates a namespace unless it is there.
+func EnsureNamespace(tb testing.TB, cs kubernetes.Interface, name string) {
+	tb.Helper()
+	_, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		tb.Fatal(err)
+	}
+}
