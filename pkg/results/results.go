@@ -285,7 +285,7 @@ type Flag struct{ Name, Help string }
 
 var flags = []Flag{
 	{FlagEnergyGapBridged, "a sample gap within the bound was bridged"},
-	{FlagSamplesStretched, "a sample spans over twice the usual interval (the meter went unread; energy right, resolution lost)"},
+	{FlagSamplesStretched, "a sample spans over twice the usual interval and a second more (the meter went unread; energy right, resolution lost)"},
 	{FlagSamplesLate, "analysed before every node had samples past the window end"},
 	{FlagTargetUnmeasured, "a target the meters never saw (no per-target figures)"},
 	{FlagLoadSurplus, "more events than offered in the window (a catch-up); beyond the tolerance the run is invalid"},

@@ -67,7 +67,8 @@ type SeriesWindow struct {
 	MaxGapMs      float64
 	MaxIntervalMs int64
 	// MedianIntervalMs is the series' usual sampling interval. A sample
-	// whose interval is more than twice it is stretched: the collector
+	// whose interval is more than twice it, and over a second longer, is
+	// stretched: the collector
 	// could not read the meter for a while (it was down, or the meter did
 	// not answer) and the next reading spans the whole time. Its energy is
 	// the counter's and is right, but the series has no resolution there:
@@ -140,10 +141,11 @@ FROM (
     arraySum(arrayMap((g, s) -> if(g, s, 0), isgap, span_in)) AS gap_ms,
     arrayReduce('max', arrayPushBack(arrayMap((g, s) -> if(g, s, 0), isgap, span_in), toInt64(0))) AS max_gap_ms,
     arrayReduce('max', w) AS max_interval_ms,
-    -- stretched samples: an interval over twice the series' median; the
-    -- time beyond the median inside the window
+    -- stretched samples: an interval over twice the series' median and a
+    -- second longer (a reading a busy machine delays by a few hundred ms
+    -- is not one); the time beyond the median inside the window
     toInt64(arrayReduce('median', w)) AS med_interval_ms,
-    arrayMap((i, b, x) -> if(i AND x > 2 * med_interval_ms,
+    arrayMap((i, b, x) -> if(i AND x > greatest(2 * med_interval_ms, med_interval_ms + 1000),
         greatest(0, least(b - med_interval_ms, {E}) - greatest(b - x, {S})), 0), inwin, t, w) AS stretch_in,
     arraySum(arrayMap(s -> s > 0, stretch_in)) AS stretches,
     arraySum(stretch_in) AS stretch_ms,
