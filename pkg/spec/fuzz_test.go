@@ -1,6 +1,7 @@
 package spec_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -23,8 +24,10 @@ func FuzzParseAndExpand(f *testing.F) {
 		}
 		e, err := spec.Parse(data, sets)
 		if err != nil {
-			if _, ok := err.(spec.Problems); !ok {
-				t.Fatalf("Parse error is %T, expected Problems: %v", err, err)
+			_, probs := err.(spec.Problems)
+			_, tooLarge := err.(*spec.TooLargeError)
+			if !probs && !tooLarge {
+				t.Fatalf("Parse error is %T, expected Problems or *TooLargeError: %v", err, err)
 			}
 			return
 		}
@@ -35,7 +38,7 @@ func FuzzParseAndExpand(f *testing.F) {
 		if n < 1 || n > spec.MaxRuns {
 			t.Fatalf("a validated spec counts %d runs, expected 1 to %d", n, spec.MaxRuns)
 		}
-		if _, err := spec.Prepare(data, sets, true); err != nil {
+		if _, err := spec.Prepare(data, sets, true); err != nil && !errors.Is(err, spec.ErrTooLarge) {
 			t.Fatalf("Prepare refuses what Parse accepted: %v", err)
 		}
 		if n > 2000 {

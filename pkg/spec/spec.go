@@ -59,3 +59,9 @@ func Default() *Experiment {
 
 // Templates known to the provisioner.
 var Templates = map[string]bool{"uc3-go": true, "command": true, "uc3-kstreams": true, "uc3-flink": true, "manifest": true}
+
+// MaxBytes bounds a spec's text: specs are a few kilobytes, and the bound
+// keeps the experiment.submit command that carries the resolved spec well
+// under NATS's default 1 MiB payload. Parse enforces it, so every way in
+// (CLI, HTTP, NATS, the bus, triggers) refuses the same specs.
+const MaxBytes = 512 << 10
