@@ -67,10 +67,16 @@ var unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 // shapeReport collects the problems of the shape check and the field
 // paths they are about.
 type shapeReport struct {
-	o     origin
-	probs Problems
-	paths []string
+	o      origin
+	probs  Problems
+	paths  []string
+	visits int // nodes checked, aliases and merges followed
 }
+
+// maxShapeVisits bounds the check's walk: aliases and merge keys can make a
+// small document stand for exponentially many nodes ("billion laughs").
+// A spec of MaxBytes holds far fewer nodes than this.
+const maxShapeVisits = 1 << 20
 
 func (r *shapeReport) add(n *yaml.Node, path, msg string) {
 	r.probs = append(r.probs, r.o.locate(n, path, msg))
@@ -96,7 +102,11 @@ func (r *shapeReport) covers(p located) bool {
 // where a mapping belongs and the like, and scalars that do not decode
 // into their field. path is the field path of n ("" at the root).
 func (r *shapeReport) check(n *yaml.Node, t reflect.Type, path string) {
-	if n == nil {
+	if n == nil || r.visits > maxShapeVisits {
+		return
+	}
+	if r.visits++; r.visits > maxShapeVisits {
+		r.add(n, path, fmt.Sprintf("the document stands for more than %d nodes through aliases and merges", maxShapeVisits))
 		return
 	}
 	if n.Kind == yaml.AliasNode {
@@ -128,16 +138,15 @@ func (r *shapeReport) check(n *yaml.Node, t reflect.Type, path string) {
 		seen := map[string]*yaml.Node{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			if k.Value == "<<" && k.ShortTag() == "!!merge" {
-				r.check(v, t, path)
-				continue
-			}
 			p := join(path, k.Value)
 			if first, dup := seen[k.Value]; dup {
 				r.add(k, p, "given twice (first at "+orUnknown(r.o.where(first))+")")
 				continue
 			}
 			seen[k.Value] = k
+			if r.merge(k, v, t, path) {
+				continue
+			}
 			ft, ok := fields[k.Value]
 			if !ok {
 				r.add(k, p, unknownField(k.Value, fields))
@@ -163,6 +172,9 @@ func (r *shapeReport) check(n *yaml.Node, t reflect.Type, path string) {
 				continue
 			}
 			seen[k.Value] = k
+			if r.merge(k, v, t, path) {
+				continue
+			}
 			r.check(v, t.Elem(), p)
 		}
 	case reflect.Slice, reflect.Array:
@@ -182,6 +194,25 @@ func (r *shapeReport) check(n *yaml.Node, t reflect.Type, path string) {
 			r.add(n, path, msg)
 		}
 	}
+}
+
+// merge checks the value of a merge key ("<<: *defaults" or a list of
+// them) as part of the mapping at path, of type t; false when k is not one.
+func (r *shapeReport) merge(k, v *yaml.Node, t reflect.Type, path string) bool {
+	if k.Kind != yaml.ScalarNode || k.Value != "<<" || k.ShortTag() != "!!merge" {
+		return false
+	}
+	if v.Kind == yaml.AliasNode && v.Alias != nil {
+		v = v.Alias
+	}
+	if v.Kind == yaml.SequenceNode {
+		for _, c := range v.Content {
+			r.check(c, t, path)
+		}
+		return true
+	}
+	r.check(v, t, path)
+	return true
 }
 
 // scalarProblem decodes the scalar n into a fresh value of type t and says

@@ -17,6 +17,8 @@ import (
 func FuzzParseAndExpand(f *testing.F) {
 	f.Add([]byte(head+"spec:\n  factors:\n    - {name: workload.sensors, range: {from: 1, to: 10, step: .nan}}\n"), "")
 	f.Add([]byte(head), "spec.workload.ratePerSec=.inf")
+	f.Add([]byte(head+"spec:\n  repetitons: 3\n  workload: {sensors: 1e300}\n"), "spec.nonexistent.x=1\nspec.workload.value=NaN")
+	f.Add([]byte(head+"spec:\n  workload: &w {sensors: 7}\n  search: {<<: [{start: 100, max: 1000}], tolerance: 0.1}\n"), "")
 	f.Fuzz(func(t *testing.T, data []byte, set string) {
 		var sets []string
 		if set != "" {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -144,4 +145,69 @@ func TestResolvedSpecOverMaxBytesIsRefusedBeforeSubmission(t *testing.T) {
 	require.ErrorIs(t, err, spec.ErrTooLarge)
 	require.Contains(t, err.Error(), "the resolved spec (defaults and --set applied) is ")
 	require.Contains(t, err.Error(), fmt.Sprintf("more than the %d bytes (512 KiB) allowed", spec.MaxBytes))
+}
+
+// BenchmarkParse: the example spec, and one padded to the size limit.
+func BenchmarkParse(b *testing.B) {
+	example, err := os.ReadFile("../../examples/uc3-local.yaml")
+	require.NoError(b, err)
+	padded := append(append([]byte{}, example...), "# "+strings.Repeat("x", spec.MaxBytes-len(example)-3)+"\n"...)
+	for _, c := range []struct {
+		name string
+		doc  []byte
+	}{{"example", example}, {"at-the-limit", padded}} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := spec.Parse(c.doc, []string{"spec.repetitions=2"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// Aliases and merge keys cannot make a small spec stand for exponentially
+// many fields ("billion laughs"): it is refused with a problem, promptly.
+func TestAliasAndMergeBombsAreRefused(t *testing.T) {
+	bomb := func(merge func(prev int) string) []byte {
+		var b strings.Builder
+		b.WriteString(head + "spec:\n  sut:\n    params:\n      a0: &w0 {sensors: 1}\n")
+		for i := 1; i <= 12; i++ {
+			fmt.Fprintf(&b, "      a%d: &w%d {%s, periodMs: 1}\n", i, i, merge(i-1))
+		}
+		b.WriteString("  workload: *w12\n")
+		return []byte(b.String())
+	}
+	cases := map[string]struct {
+		doc  []byte
+		want string
+	}{
+		"repeated merge keys": {bomb(func(prev int) string {
+			return strings.TrimSuffix(strings.Repeat(fmt.Sprintf("<<: *w%d, ", prev), 10), ", ")
+		}), "line 8: spec.workload.<<: given twice (first at line 8)"},
+		"a merge list": {bomb(func(prev int) string {
+			return "<<: [" + strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*w%d, ", prev), 10), ", ") + "]"
+		}), "spec.workload.sensors: the document stands for more than 1048576 nodes through aliases and merges"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			_, err := spec.Parse(c.doc, nil)
+			took := time.Since(start)
+			require.ErrorContains(t, err, c.want)
+			require.Less(t, took, 30*time.Second, "a 12-level bomb stands for 10^12 nodes: the walk must stop early")
+			t.Logf("refused in %v: %.300s", took, err)
+		})
+	}
+}
+
+// A merge key of defaults is a plain YAML feature and keeps working.
+func TestMergeKeysAreChecked(t *testing.T) {
+	doc := head + "spec:\n  sut:\n    params: &p {a: \"1\"}\n  workload: &w {sensors: 7}\n  kafka: {<<: *w}\n"
+	_, err := spec.Parse([]byte(doc), nil)
+	require.ErrorContains(t, err, `line 7: spec.kafka.sensors: unknown field`)
+	doc = head + "spec:\n  workload: &w {sensors: 7}\n  search: {<<: [{start: 100, max: 1000}], tolerance: 0.1}\n"
+	e, err := spec.Parse([]byte(doc), nil)
+	require.NoError(t, err)
+	require.Equal(t, 1000.0, e.Spec.Search.Max)
 }
