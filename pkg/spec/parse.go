@@ -89,7 +89,7 @@ func Parse(data []byte, sets []string) (*Experiment, error) {
 	if err := e.Validate(); err != nil {
 		var vp Problems
 		if !errors.As(err, &vp) {
-			return nil, err
+			vp = Problems{err.Error()}
 		}
 		for _, p := range withLines(doc, o, vp) {
 			if !shape.covers(p) {

@@ -5,7 +5,9 @@
 // problem is reported at once with its field path.
 //
 // Where things are: types.go (the document), parse.go (YAML/JSON text to an
-// Experiment, with --set overrides and spec lines in problems), validate.go,
+// Experiment, with --set overrides and spec lines in problems; the size
+// limit), check.go (the shape check: unknown fields and mistyped values by
+// path, line or --set argument), validate.go,
 // paths.go (setting fields by path: --set on the document, factor values on
 // a run config), expand.go (the sweep: counting, the grid, the runs),
 // prepare.go (what a client submits), cron.go (trigger schedules).
