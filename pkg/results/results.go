@@ -270,6 +270,7 @@ var table = []Metric{
 // and stored as a run-scope row FlagMetric(flag) = 1.
 const (
 	FlagEnergyGapBridged = "energy_gap_bridged"
+	FlagSamplesStretched = "samples_stretched"
 	FlagSamplesLate      = "samples_late"
 	FlagTargetUnmeasured = "target_unmeasured"
 	FlagLoadSurplus      = "load_surplus"
@@ -284,9 +285,10 @@ type Flag struct{ Name, Help string }
 
 var flags = []Flag{
 	{FlagEnergyGapBridged, "a sample gap within the bound was bridged"},
+	{FlagSamplesStretched, "a sample spans over twice the usual interval and a second more (the meter went unread; energy right, resolution lost)"},
 	{FlagSamplesLate, "analysed before every node had samples past the window end"},
 	{FlagTargetUnmeasured, "a target the meters never saw (no per-target figures)"},
-	{FlagLoadSurplus, "more events than offered in the window (a catch-up)"},
+	{FlagLoadSurplus, "more events than offered in the window (a catch-up); beyond the tolerance the run is invalid"},
 	{FlagLoadTakeover, "a generator instance died; another took its keys over"},
 	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
 	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},

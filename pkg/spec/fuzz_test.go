@@ -1,6 +1,7 @@
 package spec_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 func FuzzParseAndExpand(f *testing.F) {
 	f.Add([]byte(head+"spec:\n  factors:\n    - {name: workload.sensors, range: {from: 1, to: 10, step: .nan}}\n"), "")
 	f.Add([]byte(head), "spec.workload.ratePerSec=.inf")
+	f.Add([]byte(head+"spec:\n  repetitons: 3\n  workload: {sensors: 1e300}\n"), "spec.nonexistent.x=1\nspec.workload.value=NaN")
+	f.Add([]byte(head+"spec:\n  workload: &w {sensors: 7}\n  search: {<<: [{start: 100, max: 1000}], tolerance: 0.1}\n"), "")
 	f.Fuzz(func(t *testing.T, data []byte, set string) {
 		var sets []string
 		if set != "" {
@@ -23,8 +26,10 @@ func FuzzParseAndExpand(f *testing.F) {
 		}
 		e, err := spec.Parse(data, sets)
 		if err != nil {
-			if _, ok := err.(spec.Problems); !ok {
-				t.Fatalf("Parse error is %T, expected Problems: %v", err, err)
+			_, probs := err.(spec.Problems)
+			_, tooLarge := err.(*spec.TooLargeError)
+			if !probs && !tooLarge {
+				t.Fatalf("Parse error is %T, expected Problems or *TooLargeError: %v", err, err)
 			}
 			return
 		}
@@ -35,7 +40,7 @@ func FuzzParseAndExpand(f *testing.F) {
 		if n < 1 || n > spec.MaxRuns {
 			t.Fatalf("a validated spec counts %d runs, expected 1 to %d", n, spec.MaxRuns)
 		}
-		if _, err := spec.Prepare(data, sets, true); err != nil {
+		if _, err := spec.Prepare(data, sets, true); err != nil && !errors.Is(err, spec.ErrTooLarge) {
 			t.Fatalf("Prepare refuses what Parse accepted: %v", err)
 		}
 		if n > 2000 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -19,16 +20,45 @@ func (p Problems) Error() string {
 	return fmt.Sprintf("%d problem(s) in experiment spec:\n  - %s", len(p), strings.Join(p, "\n  - "))
 }
 
+// ErrTooLarge is what a *TooLargeError is (errors.Is).
+var ErrTooLarge = errors.New("spec too large")
+
+// TooLargeError refuses a spec over MaxBytes, naming its size and the limit.
+type TooLargeError struct {
+	What string // "the spec", "the body", "the resolved spec"
+	Size int    // bytes; 0 when only "more than the limit" is known
+}
+
+func (e *TooLargeError) Error() string {
+	if e.Size <= 0 {
+		return fmt.Sprintf("%v: %s is more than the %d bytes (%d KiB) allowed", ErrTooLarge, e.What, MaxBytes, MaxBytes>>10)
+	}
+	return fmt.Sprintf("%v: %s is %d bytes, more than the %d bytes (%d KiB) allowed", ErrTooLarge, e.What, e.Size, MaxBytes, MaxBytes>>10)
+}
+
+// Is makes errors.Is(err, ErrTooLarge) hold.
+func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
 // Parse reads a spec (YAML or JSON), applies defaults and the --set
-// overrides (path=value), and validates it. On failure the error is Problems.
+// overrides (path=value), and validates it. On failure the error is
+// Problems — every problem found, each with its field path and where it was
+// written (the line, or the --set argument) — or a *TooLargeError when the
+// text is over MaxBytes. Every way into the platform (CLI submit and
+// validate, HTTP, NATS request-reply, experiment.submit, triggers) parses
+// here, so each refuses the same specs with the same words.
 //
 // The text must hold exactly one experiment: a second YAML document, or
 // anything after a JSON value, is a problem — never silently dropped.
 func Parse(data []byte, sets []string) (*Experiment, error) {
+	if len(data) > MaxBytes {
+		return nil, &TooLargeError{What: "the spec", Size: len(data)}
+	}
 	root, err := oneDocument(data)
 	if err != nil {
 		return nil, err
 	}
+	doc := root.Content[0]
+	o := origin{}
 	var probs Problems
 	for _, s := range sets {
 		path, val, ok := strings.Cut(s, "=")
@@ -36,34 +66,39 @@ func Parse(data []byte, sets []string) (*Experiment, error) {
 			probs = append(probs, fmt.Sprintf("--set %q: expected path=value", s))
 			continue
 		}
-		if err := setPath(root.Content[0], strings.Split(path, "."), val); err != nil {
-			probs = append(probs, fmt.Sprintf("--set %s: %v", path, err))
+		wrote, err := setNode(doc, strings.Split(path, "."), 0, val)
+		if err != nil {
+			probs = append(probs, fmt.Sprintf("--set %s: %v", s, err))
+			continue
+		}
+		for _, n := range wrote {
+			o.mark(n, s)
+		}
+	}
+	// The shape check names unknown fields and mistyped values with their
+	// path and line (or --set argument); what is left to decode then
+	// cannot fail on them, and Validate checks the values.
+	shape := shapeReport{o: o}
+	shape.check(doc, reflect.TypeOf(Experiment{}), "")
+	probs = append(probs, shape.probs...)
+	e := Default()
+	if err := doc.Decode(e); err != nil && len(shape.probs) == 0 {
+		// Not expected after the shape check; reported rather than lost.
+		probs = append(probs, cleanDecodeError(err))
+	}
+	if err := e.Validate(); err != nil {
+		var vp Problems
+		if !errors.As(err, &vp) {
+			vp = Problems{err.Error()}
+		}
+		for _, p := range withLines(doc, o, vp) {
+			if !shape.covers(p) {
+				probs = append(probs, p.text)
+			}
 		}
 	}
 	if len(probs) > 0 {
 		return nil, probs
-	}
-	e := Default()
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	if err := enc.Encode(&root); err != nil {
-		return nil, Problems{fmt.Sprintf("re-encode spec: %v", err)}
-	}
-	dec := yaml.NewDecoder(&buf)
-	dec.KnownFields(true)
-	if err := dec.Decode(e); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			return nil, Problems(te.Errors)
-		}
-		return nil, Problems{err.Error()}
-	}
-	if err := e.Validate(); err != nil {
-		var probs Problems
-		if errors.As(err, &probs) {
-			return nil, withLines(root.Content[0], probs)
-		}
-		return nil, err
 	}
 	return e, nil
 }
@@ -117,18 +152,22 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// withLines appends the spec line of each problem's field path, when the
-// field is written in the document.
-func withLines(root *yaml.Node, probs Problems) Problems {
-	out := make(Problems, len(probs))
+// located is a validation problem with its field path and its rendering.
+type located struct{ path, text string }
+
+// withLines prefixes each problem with where its field was written: its
+// line in the document, or the --set argument that set it.
+func withLines(root *yaml.Node, o origin, probs Problems) []located {
+	out := make([]located, len(probs))
 	for i, p := range probs {
-		out[i] = p
+		out[i].text = p
 		path, _, ok := strings.Cut(p, ": ")
 		if !ok {
 			continue
 		}
-		if n := lookup(root, path); n != nil && n.Line > 0 { // a --set value has no line
-			out[i] = fmt.Sprintf("line %d: %s", n.Line, p)
+		out[i].path = path
+		if w := o.where(lookup(root, path)); w != "" {
+			out[i].text = w + ": " + p
 		}
 	}
 	return out

@@ -14,27 +14,39 @@ import (
 
 // setPath sets (creating mappings as needed) a scalar at path in a mapping node.
 func setPath(n *yaml.Node, path []string, val string) error {
+	_, err := setNode(n, path, 0, val)
+	return err
+}
+
+// setNode sets path[i:] under n (the node at path[:i]) and returns the
+// nodes it wrote: the new value, and the key and mappings it created, so
+// a problem found in them is blamed on the --set argument, not on a line.
+func setNode(n *yaml.Node, path []string, i int, val string) ([]*yaml.Node, error) {
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s is not a mapping", path[0])
+		if i == 0 {
+			return nil, fmt.Errorf("the spec is not a mapping, so %s cannot be set in it", path[0])
+		}
+		return nil, fmt.Errorf("%s: not a mapping, so %s cannot be set inside it", strings.Join(path[:i], "."), path[i])
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == path[0] {
-			if len(path) == 1 {
-				n.Content[i+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: val}
-				return nil
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		if n.Content[j].Value == path[i] {
+			if i == len(path)-1 {
+				n.Content[j+1] = &yaml.Node{Kind: yaml.ScalarNode, Value: val}
+				return []*yaml.Node{n.Content[j+1]}, nil
 			}
-			return setPath(n.Content[i+1], path[1:], val)
+			return setNode(n.Content[j+1], path, i+1, val)
 		}
 	}
 	child := &yaml.Node{Kind: yaml.ScalarNode, Value: val}
-	if len(path) > 1 {
+	if i < len(path)-1 {
 		child = &yaml.Node{Kind: yaml.MappingNode}
-		if err := setPath(child, path[1:], val); err != nil {
-			return err
+		if _, err := setNode(child, path, i+1, val); err != nil {
+			return nil, err
 		}
 	}
-	n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: path[0]}, child)
-	return nil
+	key := &yaml.Node{Kind: yaml.ScalarNode, Value: path[i]}
+	n.Content = append(n.Content, key, child)
+	return []*yaml.Node{key, child}, nil
 }
 
 // With returns a copy of rc with factor values applied by path. Each value
@@ -73,7 +85,7 @@ func setField(v reflect.Value, path []string, val string) error {
 	case reflect.Struct:
 		f, ok := fieldByYAMLName(v, path[0])
 		if !ok {
-			return fmt.Errorf("field %s not found in type %s", path[0], v.Type())
+			return fmt.Errorf("%s: %s", path[0], unknownField(path[0], structFields(v.Type())))
 		}
 		if len(path) == 1 {
 			return decodeScalar(f, val)
@@ -81,7 +93,7 @@ func setField(v reflect.Value, path []string, val string) error {
 		return setField(f, path[1:], val)
 	case reflect.Map:
 		if v.Type().Key().Kind() != reflect.String {
-			return fmt.Errorf("%s: cannot set a key of %s", path[0], v.Type())
+			return fmt.Errorf("%s: cannot set a key of a mapping whose keys are not strings", path[0])
 		}
 		if v.IsNil() {
 			v.Set(reflect.MakeMap(v.Type()))
@@ -103,7 +115,7 @@ func setField(v reflect.Value, path []string, val string) error {
 		v.SetMapIndex(key, elem)
 		return nil
 	default:
-		return fmt.Errorf("%s: cannot set a field inside %s (not a mapping)", path[0], v.Type())
+		return fmt.Errorf("%s: cannot be set inside a field that takes %s (not a mapping)", path[0], expected(v.Type()))
 	}
 }
 
@@ -166,23 +178,17 @@ func decodeScalar(f reflect.Value, val string) error {
 	f.Set(reflect.Zero(f.Type()))
 	n := &yaml.Node{Kind: yaml.ScalarNode, Value: val}
 	if err := n.Decode(f.Addr().Interface()); err != nil {
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			msgs := make([]string, len(te.Errors))
-			for i, m := range te.Errors {
-				msgs[i] = internalLine.ReplaceAllString(m, "")
-			}
-			return fmt.Errorf("%s", strings.Join(msgs, "; "))
+		if f.Kind() <= reflect.Complex128 || f.Kind() == reflect.String {
+			return fmt.Errorf("expected %s, got %s", expected(f.Type()), describe(n))
 		}
-		return internalLineErr(err)
+		return errors.New(cleanDecodeError(err))
+	}
+	if f.CanInt() || f.CanUint() {
+		if msg := fractionProblem(n, f.Type()); msg != "" {
+			return errors.New(msg)
+		}
 	}
 	return nil
-}
-
-// internalLineErr drops the meaningless "line 0: " of an error about a
-// node built here rather than read from the user's document.
-func internalLineErr(err error) error {
-	return errors.New(internalLine.ReplaceAllString(err.Error(), ""))
 }
 
 // deepCopy copies v, its pointers, maps and slices included, so a run's

@@ -21,7 +21,7 @@ type Prepared struct {
 }
 
 // Prepare parses and validates a spec with --set overrides and returns the
-// resolved document to submit. Nothing is queued when it fails; sweeps over
+// resolved document to submit (itself at most MaxBytes). Nothing is queued when it fails; sweeps over
 // MaxRunsWithoutConfirm runs need yes.
 func Prepare(data []byte, sets []string, yes bool) (Prepared, error) {
 	e, err := Parse(data, sets)
@@ -39,6 +39,11 @@ func Prepare(data []byte, sets []string, yes bool) (Prepared, error) {
 	resolved, err := yaml.Marshal(e)
 	if err != nil {
 		return Prepared{}, fmt.Errorf("encode resolved spec: %w", err)
+	}
+	if len(resolved) > MaxBytes {
+		// The resolved spec is what the scheduler parses from
+		// experiment.submit: refused here rather than after an id was given.
+		return Prepared{}, &TooLargeError{What: "the resolved spec (defaults and --set applied)", Size: len(resolved)}
 	}
 	return Prepared{Experiment: e, Resolved: string(resolved), Runs: n}, nil
 }

@@ -5,7 +5,9 @@
 // problem is reported at once with its field path.
 //
 // Where things are: types.go (the document), parse.go (YAML/JSON text to an
-// Experiment, with --set overrides and spec lines in problems), validate.go,
+// Experiment, with --set overrides and spec lines in problems; the size
+// limit), check.go (the shape check: unknown fields and mistyped values by
+// path, line or --set argument), validate.go,
 // paths.go (setting fields by path: --set on the document, factor values on
 // a run config), expand.go (the sweep: counting, the grid, the runs),
 // prepare.go (what a client submits), cron.go (trigger schedules).
@@ -59,3 +61,9 @@ func Default() *Experiment {
 
 // Templates known to the provisioner.
 var Templates = map[string]bool{"uc3-go": true, "command": true, "uc3-kstreams": true, "uc3-flink": true, "manifest": true}
+
+// MaxBytes bounds a spec's text: specs are a few kilobytes, and the bound
+// keeps the experiment.submit command that carries the resolved spec well
+// under NATS's default 1 MiB payload. Parse enforces it, so every way in
+// (CLI, HTTP, NATS, the bus, triggers) refuses the same specs.
+const MaxBytes = 512 << 10

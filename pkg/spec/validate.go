@@ -109,18 +109,24 @@ func (e *Experiment) sweepProblems() (p Problems, tooLarge bool) {
 			map[bool]string{true: "", false: "at least "}[allShaped], n, MaxRuns, MaxRuns)
 		return p, true
 	}
+	// A problem the spec's own run config has is reported once, at its
+	// field (and --set argument), not again for every factor value.
+	base := map[string]bool{}
+	for _, q := range s.RunConfig.problems("") {
+		base[q] = true
+	}
 	for i, f := range s.Factors {
 		if shaped[i] {
-			p = append(p, s.factorValueProblems(fmt.Sprintf("spec.factors[%d]", i), f)...)
+			p = append(p, s.factorValueProblems(fmt.Sprintf("spec.factors[%d]", i), f, base)...)
 		}
 	}
-	p = append(p, s.combinationProblems(seen)...)
+	p = append(p, s.combinationProblems(seen, base)...)
 	return p, false
 }
 
 // combinationProblems checks inclusions (each must make a valid run) and
 // exclusions (each must name swept factors only).
-func (s Spec) combinationProblems(swept map[string]bool) Problems {
+func (s Spec) combinationProblems(swept, base map[string]bool) Problems {
 	var p Problems
 	add := adder(&p, "")
 	for i, inc := range s.Include {
@@ -132,7 +138,7 @@ func (s Spec) combinationProblems(swept map[string]bool) Problems {
 		rc, err := s.RunConfig.With(inc)
 		if err != nil {
 			add(path, "%v", err)
-		} else if probs := rc.problems(""); len(probs) > 0 {
+		} else if probs := newProblems(rc.problems(""), base); len(probs) > 0 {
 			add(path, "makes the run invalid: %s", strings.Join(probs, "; "))
 		}
 	}
@@ -150,9 +156,23 @@ func (s Spec) combinationProblems(swept map[string]bool) Problems {
 	return p
 }
 
+// newProblems drops from probs those in base.
+func newProblems(probs Problems, base map[string]bool) Problems {
+	if len(base) == 0 {
+		return probs
+	}
+	out := probs[:0]
+	for _, q := range probs {
+		if !base[q] {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
 // factorValueProblems reports the first value of f that does not make a
-// valid run config.
-func (s Spec) factorValueProblems(path string, f Factor) Problems {
+// valid run config (beyond the problems base of the spec's own config).
+func (s Spec) factorValueProblems(path string, f Factor, base map[string]bool) Problems {
 	var p Problems
 	add := adder(&p, "")
 	vals, err := f.Expand()
@@ -166,7 +186,7 @@ func (s Spec) factorValueProblems(path string, f Factor) Problems {
 			add(path, "value %q: %v", v, err)
 			break
 		}
-		if probs := rc.problems(""); len(probs) > 0 {
+		if probs := newProblems(rc.problems(""), base); len(probs) > 0 {
 			add(path, "value %q makes the run invalid: %s", v, strings.Join(probs, "; "))
 			break
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"sort"
 	"strings"
 	"testing"
@@ -65,6 +66,11 @@ func agree(t testing.TB, rc RunConfig, path, val string) {
 	}
 	got, gerr := rc.With(map[string]string{path: val})
 	want, werr := withYAML(rc, map[string]string{path: val})
+	if gerr != nil && werr == nil && isFraction(val) && strings.Contains(gerr.Error(), "expected a whole number") {
+		// The round trip truncates a fraction into an integer field
+		// (1.5 → 1) without a word; the direct implementation refuses it.
+		return
+	}
 	if (gerr == nil) != (werr == nil) {
 		t.Fatalf("%s=%q: direct error %v, YAML round-trip error %v", path, val, gerr, werr)
 	}
@@ -76,6 +82,13 @@ func agree(t testing.TB, rc RunConfig, path, val string) {
 	if !bytes.Equal(gb, wb) {
 		t.Fatalf("%s=%q:\n direct %s\n  yaml  %s", path, val, gb, wb)
 	}
+}
+
+// isFraction reports whether YAML reads s as a float with a fraction.
+func isFraction(s string) bool {
+	var f float64
+	n := &yaml.Node{Kind: yaml.ScalarNode, Value: s}
+	return n.ShortTag() == "!!float" && n.Decode(&f) == nil && f == f && f != math.Trunc(f)
 }
 
 // plainStringKeys reports whether every segment of path reads back from

@@ -66,6 +66,25 @@ type SeriesWindow struct {
 	GapMs         float64
 	MaxGapMs      float64
 	MaxIntervalMs int64
+	// MedianIntervalMs is the series' usual sampling interval. A sample
+	// whose interval is more than twice it, and over a second longer, is
+	// stretched: the collector
+	// could not read the meter for a while (it was down, or the meter did
+	// not answer) and the next reading spans the whole time. Its energy is
+	// the counter's and is right, but the series has no resolution there:
+	// Stretches counts such samples in the window, StretchMs and
+	// MaxStretchMs are their total and longest time beyond the usual
+	// interval inside the window.
+	MedianIntervalMs        int64
+	Stretches               uint64
+	StretchMs, MaxStretchMs float64
+	// OverlapMs is window time that two samples of the series both cover
+	// (a sample starting before its predecessor ended): the same stretch
+	// measured twice, e.g. by two collectors reading one machine's meter.
+	// One collector's samples abut exactly, so it is 0 unless something
+	// measured twice. Collectors are the instances that wrote the series.
+	OverlapMs  float64
+	Collectors []string
 	// Resets counts drops of the cumulative counter in the window (a
 	// collector restart).
 	Resets uint64
@@ -97,7 +116,8 @@ type SeriesWindow struct {
 const seriesWindowQuery = `
 SELECT scope, target_id, node, zone, toUInt8(est), sources, toUInt64(n), toFloat64(peak_w), toUInt8(power_only),
   toUInt64(gaps), toFloat64(gap_ms), toFloat64(max_gap_ms), toInt64(max_interval_ms), toFloat64(counter_bridged_j), toFloat64(trapz_j),
-  toFloat64(trapz_bridged_j), toFloat64(gauge_span_ms), toUInt64(resets), toFloat64(counter_j), toFloat64(covered_ms)
+  toFloat64(trapz_bridged_j), toFloat64(gauge_span_ms), toUInt64(resets), toFloat64(counter_j), toFloat64(covered_ms),
+  toInt64(med_interval_ms), toUInt64(stretches), toFloat64(stretch_ms), toFloat64(max_stretch_ms), toFloat64(overlap_ms), collectors
 FROM (
   SELECT *,
     arrayMap(x -> x.1, pts) AS t, arrayMap(x -> x.2, pts) AS w, arrayMap(x -> x.3, pts) AS p, arrayMap(x -> x.4, pts) AS e,
@@ -121,6 +141,20 @@ FROM (
     arraySum(arrayMap((g, s) -> if(g, s, 0), isgap, span_in)) AS gap_ms,
     arrayReduce('max', arrayPushBack(arrayMap((g, s) -> if(g, s, 0), isgap, span_in), toInt64(0))) AS max_gap_ms,
     arrayReduce('max', w) AS max_interval_ms,
+    -- stretched samples: an interval over twice the series' median and a
+    -- second longer (a reading a busy machine delays by a few hundred ms
+    -- is not one); the time beyond the median inside the window
+    toInt64(arrayReduce('median', w)) AS med_interval_ms,
+    arrayMap((i, b, x) -> if(i AND x > greatest(2 * med_interval_ms, med_interval_ms + 1000),
+        greatest(0, least(b - med_interval_ms, {E}) - greatest(b - x, {S})), 0), inwin, t, w) AS stretch_in,
+    arraySum(arrayMap(s -> s > 0, stretch_in)) AS stretches,
+    arraySum(stretch_in) AS stretch_ms,
+    arrayReduce('max', arrayPushBack(stretch_in, toInt64(0))) AS max_stretch_ms,
+    -- overlap: window time a sample's interval shares with its
+    -- predecessor's (its start before the predecessor's end)
+    -- (more than 2 ms: a reading's time and interval are each truncated
+    -- to the millisecond)
+    arraySum(arrayMap((a, b, x) -> if(a - (b - x) > 2, greatest(0, least(a, {E}) - greatest(b - x, {S})), 0), ta, tb, wb)) AS overlap_ms,
     -- counters: a gap's stretch at the mean of its end powers
     arraySum(arrayMap((g, s, q0, q1) -> if(g, s * (q0 + q1) / 2000, 0), isgap, span_in, pa, pb)) AS counter_bridged_j,
     -- gauges: the trapezoid of each segment clipped to the window, power
@@ -144,7 +178,7 @@ FROM (
       arrayExists(x -> x.7 = 1, pts) AS est,
       arraySum(arrayMap(x -> abs(x.5), pts)) = 0 AND arrayExists(x -> x.3 > 0, pts) AS power_only
     FROM (
-      SELECT scope, target_id, node, zone, groupUniqArray(source) AS sources,
+      SELECT scope, target_id, node, zone, groupUniqArray(source) AS sources, arraySort(groupUniqArray(collector)) AS collectors,
         arraySort(x -> x.1, groupArray((ts_ms, toInt64(interval_ms), power_w, energy_j, delta_j, source, estimated))) AS upts
       FROM samples
       WHERE has(?, node) AND scope IN ('node', 'zone', 'process', 'pod', 'unattributed')
@@ -167,7 +201,7 @@ func (s *Store) SeriesInWindow(ctx context.Context, nodes []string, startMs, end
 		var est, powerOnly uint8
 		if err := rows.Scan(&x.Scope, &x.TargetID, &x.Node, &x.Zone, &est, &x.Sources, &x.Samples, &x.PeakW, &powerOnly, &x.Gaps, &x.GapMs,
 			&x.MaxGapMs, &x.MaxIntervalMs, &x.CounterBridgedJ, &x.TrapzJ, &x.TrapzBridgedJ, &x.GaugeSpanMs, &x.Resets, &x.CounterJ,
-			&x.CoveredMs); err != nil {
+			&x.CoveredMs, &x.MedianIntervalMs, &x.Stretches, &x.StretchMs, &x.MaxStretchMs, &x.OverlapMs, &x.Collectors); err != nil {
 			return err
 		}
 		x.Estimated, x.PowerOnly = est == 1, powerOnly == 1

@@ -208,12 +208,10 @@ func coverage(m *events.RunMeasured, win []seriesEnergy, sampled []string) (seri
 	for _, s := range win {
 		switch {
 		case s.Scope == "node":
-			series = append(series, SeriesQuality{Kind: "node", Name: s.Node, IntervalMs: s.IntervalMs, Gaps: s.Gaps, MaxGapMs: s.MaxGapMs,
-				UncoveredMs: s.UncoveredMs})
+			series = append(series, s.quality("node", s.Node))
 		case isTargetScope(s.Scope) && isTarget[s.Target]:
 			inWin[s.Target] = true
-			series = append(series, SeriesQuality{Kind: "target", Name: s.Target, IntervalMs: s.IntervalMs, Gaps: s.Gaps, MaxGapMs: s.MaxGapMs,
-				UncoveredMs: s.UncoveredMs})
+			series = append(series, s.quality("target", s.Target))
 		}
 	}
 	seen := map[string]bool{}
@@ -263,4 +261,10 @@ func roleOf(m *events.RunMeasured) map[string]string {
 		out[t.ID] = r
 	}
 	return out
+}
+
+// quality is the verdict's view of one series.
+func (s seriesEnergy) quality(kind, name string) SeriesQuality {
+	return SeriesQuality{Kind: kind, Name: name, IntervalMs: s.IntervalMs, MedianIntervalMs: s.MedianIntervalMs, Gaps: s.Gaps, MaxGapMs: s.MaxGapMs,
+		Stretches: s.Stretches, MaxStretchMs: s.MaxStretchMs, OverlapMs: s.OverlapMs, Collectors: s.Collectors, UncoveredMs: s.UncoveredMs}
 }

@@ -23,7 +23,8 @@ func counter(scope, target, node string, joules float64) store.SeriesWindow {
 // richInputs is a run that reaches every branch of Compute: a counter node
 // with a bridged gap and a zone, a gauge node, two targets and a foreign
 // process, the unattributed rest, a baseline, the broker's and the
-// generators' counts (a surplus), a pod no meter sees, late samples, the
+// generators' counts (a surplus, which makes it invalid), a stretched
+// sample, a pod no meter sees, late samples, the
 // load generator's recoveries, a lag series, the collectors' CPU and the
 // workload — all on the utilisation model (estimated).
 func richInputs() analyzer.Inputs {
@@ -34,6 +35,7 @@ func richInputs() analyzer.Inputs {
 			{ID: "pod/ns/p/c", Kind: "pod", Node: "n2", Role: "sut"}}}
 	n1 := counter("node", "node/n1", "n1", 100)
 	n1.Gaps, n1.GapMs, n1.MaxGapMs, n1.CounterBridgedJ, n1.CoveredMs, n1.Resets = 1, 1000, 1000, 10, 9000, 1
+	n1.MedianIntervalMs, n1.Stretches, n1.StretchMs, n1.MaxStretchMs = 1000, 1, 500, 500
 	zone := counter("zone", "node/n1", "n1", 80)
 	zone.Zone = "package"
 	n2 := store.SeriesWindow{Scope: "node", TargetID: "node/n2", Node: "n2", Sources: []string{"kepler", "model"}, Estimated: true, PowerOnly: true,
@@ -62,6 +64,11 @@ func richInputs() analyzer.Inputs {
 		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000}
 }
 
+// surplusReason is richInputs' verdict: 120 events/s at the broker against
+// 100 offered.
+const surplusReason = "more load than offered in the measured window: 1200 of 1000 events (120.0%; tolerance 2.0% + 200ms of load) by " +
+	"the input topic's high-water marks — a catch-up or back-fill measured a load the spec did not ask for"
+
 // The analyzer writes exactly the result metrics pkg/results lists for it,
 // in their scopes, with their units, estimated exactly when they can be:
 // a metric the table lacks, or one it lists that the analyzer never
@@ -70,9 +77,10 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	t.Parallel()
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
-	require.False(t, sum.Invalid, sum.Reason)
+	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
 	require.Equal(t, []string{results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
-		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagTargetUnmeasured}, sum.Flags, "every flag")
+		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
+		sum.Flags, "every flag")
 
 	written := map[[2]string]bool{}
 	for _, r := range rows {
@@ -142,7 +150,8 @@ func TestCompute(t *testing.T) {
 			require.InDelta(t, 0.2, r.v(t, "run", "", results.CollectorCPUSeconds), eps)
 			require.InDelta(t, 4.0, r.v(t, "run", "", results.SUTPeakPowerW), eps, "the role's peak from the store")
 			require.Equal(t, events.RunAnalyzed{ExperimentID: "e", RunID: "e-r0000", DurationS: 10, EnergyJ: 40, NodeEnergyJ: 160, MeanPowerW: 4,
-				Events: 1200, MicroJPerEvent: 40.0 / 1200 * 1e6, Estimated: true, Flags: sum.Flags, TsMs: t0 + 20_000}, sum)
+				Events: 1200, MicroJPerEvent: 40.0 / 1200 * 1e6, Estimated: true, Invalid: true, Reason: surplusReason, Flags: sum.Flags,
+				TsMs: t0 + 20_000}, sum)
 		}},
 		{name: "no energy in the window: the verdict is all there is", mod: func(in *analyzer.Inputs) { in.Window = nil },
 			check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {

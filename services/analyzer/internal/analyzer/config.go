@@ -36,6 +36,7 @@ type Config struct {
 	MaxBridgedGap       time.Duration `yaml:"maxBridgedGap"`
 	MaxBridgedIntervals int           `yaml:"maxBridgedIntervals"`
 	MaxUncovered        time.Duration `yaml:"maxUncovered"`
+	MaxOverlap          time.Duration `yaml:"maxOverlap"`
 	// BrokerEdgeSpan is the widest pair of kafka_input_high_watermark
 	// samples around a window edge that the events may be interpolated
 	// from; wider (or missing), the generators' series is used instead.
@@ -49,7 +50,7 @@ type Config struct {
 // Policy is the verdict's part of the configuration.
 func (c Config) Policy() Policy {
 	return Policy{LoadTolerance: c.LoadTolerance, LoadEdgeSlack: c.LoadEdgeSlack, MaxBridgedGap: c.MaxBridgedGap, MaxBridgedIntervals: c.MaxBridgedIntervals,
-		MaxUncovered: c.MaxUncovered}
+		MaxUncovered: c.MaxUncovered, MaxOverlap: c.MaxOverlap}
 }
 
 // Default returns Theodolite's SLO defaults, a 10 % CV flag and 95 %
@@ -58,7 +59,7 @@ func Default() Config {
 	return Config{LagThreshold: 2000, LagStep: 5 * time.Second, LagMinPoints: 3, CVThreshold: 0.10, ConfidenceLevel: 0.95,
 		EdgeMargin:    time.Minute,
 		LoadTolerance: 0.02, LoadEdgeSlack: 200 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3, MaxUncovered: time.Second,
-		BrokerEdgeSpan: 2500 * time.Millisecond, SamplesWait: 10 * time.Second}
+		MaxOverlap: 100 * time.Millisecond, BrokerEdgeSpan: 2500 * time.Millisecond, SamplesWait: 10 * time.Second}
 }
 
 // Validate reports every problem.
@@ -81,6 +82,7 @@ func (c Config) Validate() error {
 	check(c.MaxBridgedGap < 0, "maxBridgedGap", c.MaxBridgedGap, ">= 0")
 	check(c.MaxBridgedIntervals < 0, "maxBridgedIntervals", c.MaxBridgedIntervals, ">= 0")
 	check(c.MaxUncovered < 0, "maxUncovered", c.MaxUncovered, ">= 0")
+	check(c.MaxOverlap < 0, "maxOverlap", c.MaxOverlap, ">= 0")
 	check(c.BrokerEdgeSpan <= 0, "brokerEdgeSpan", c.BrokerEdgeSpan, "a positive duration")
 	check(c.SamplesWait < 0, "samplesWait", c.SamplesWait, ">= 0")
 	return errors.Join(errs...)

@@ -21,13 +21,20 @@ type seriesEnergy struct {
 	PowerOnly bool // integrated by the trapezoid rule
 	Sources   []string
 
-	Gaps        uint64
-	GapMs       float64
-	MaxGapMs    float64 // the longest single gap
-	IntervalMs  int64   // the longest sampling interval
-	BridgedJ    float64
-	UncoveredMs float64
-	Resets      uint64
+	Gaps       uint64
+	GapMs      float64
+	MaxGapMs   float64 // the longest single gap
+	IntervalMs int64   // the longest sampling interval
+	// The series' usual interval, its stretched samples and the window
+	// time measured twice (store.SeriesWindow).
+	MedianIntervalMs        int64
+	Stretches               uint64
+	StretchMs, MaxStretchMs float64
+	OverlapMs               float64
+	Collectors              []string
+	BridgedJ                float64
+	UncoveredMs             float64
+	Resets                  uint64
 }
 
 // seriesOf applies the integration and gap policy (see the package
@@ -42,7 +49,8 @@ func seriesOf(raw []store.SeriesWindow, startMs, endMs int64, keep map[string]st
 	for _, r := range raw {
 		s := seriesEnergy{Scope: r.Scope, Target: r.TargetID, Node: r.Node, Zone: r.Zone, PeakW: r.PeakW, Samples: r.Samples, Estimated: r.Estimated,
 			PowerOnly: r.PowerOnly, Sources: r.Sources, Gaps: r.Gaps, GapMs: r.GapMs, MaxGapMs: r.MaxGapMs, IntervalMs: r.MaxIntervalMs,
-			Resets: r.Resets}
+			Resets: r.Resets, MedianIntervalMs: r.MedianIntervalMs, Stretches: r.Stretches, StretchMs: r.StretchMs, MaxStretchMs: r.MaxStretchMs,
+			OverlapMs: r.OverlapMs, Collectors: r.Collectors}
 		if s.PowerOnly {
 			s.Joules, s.BridgedJ = r.TrapzJ, r.TrapzBridgedJ
 			s.UncoveredMs = max(0, durMs-r.GaugeSpanMs)

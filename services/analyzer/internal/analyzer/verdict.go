@@ -22,7 +22,8 @@ const (
 type Policy struct {
 	// LoadTolerance is the relative shortfall of events in the window
 	// against offered rate × window that still counts as delivered; a
-	// surplus beyond it is flagged.
+	// surplus beyond it (a catch-up after a stall, a back-fill) is as
+	// invalid: the window measured a load the spec did not ask for.
 	LoadTolerance float64
 	// LoadEdgeSlack adds offered rate × this many seconds to the tolerance:
 	// records due just before the window end may reach the broker just
@@ -38,17 +39,29 @@ type Policy struct {
 	// MaxUncovered is the window time of one series that neither a sample
 	// nor a bridged gap may cover (edges with no sample beyond them).
 	MaxUncovered time.Duration
+	// MaxOverlap is the window time of one series that two samples may
+	// both cover. One collector's samples abut, so anything above a few
+	// milliseconds is the same stretch measured twice (two collectors
+	// reading one machine's meter) and its energy counted twice.
+	MaxOverlap time.Duration
 }
 
 // SeriesQuality is the coverage of one node's total or one target's series
 // in the measured window.
 type SeriesQuality struct {
-	Kind        string // "node" or "target"
-	Name        string // node name or target id
-	IntervalMs  int64  // the series' longest sampling interval
-	Gaps        uint64
-	MaxGapMs    float64 // the longest bridged gap
-	UncoveredMs float64
+	Kind             string // "node" or "target"
+	Name             string // node name or target id
+	IntervalMs       int64  // the series' longest sampling interval
+	MedianIntervalMs int64  // its usual one (0: unknown, IntervalMs is used)
+	Gaps             uint64
+	MaxGapMs         float64 // the longest bridged gap
+	// Stretches are samples spanning over twice the usual interval; the
+	// longest spans MaxStretchMs beyond it.
+	Stretches    uint64
+	MaxStretchMs float64
+	OverlapMs    float64  // window time covered twice
+	Collectors   []string // the collector instances that wrote the series
+	UncoveredMs  float64
 }
 
 // LoadAccount is the load generator's account of the run's load
@@ -120,6 +133,8 @@ func Judge(in VerdictInput, p Policy) Verdict {
 					in.Events, want, v.DeliveredRatio*100, p.LoadTolerance*100, p.LoadEdgeSlack, src)] = true
 			case in.Events-want > allowed:
 				flags[results.FlagLoadSurplus] = true
+				reasons[fmt.Sprintf("more load than offered in the measured window: %.0f of %.0f events (%.1f%%; tolerance %.1f%% + %s of load) by %s — a catch-up or back-fill measured a load the spec did not ask for",
+					in.Events, want, v.DeliveredRatio*100, p.LoadTolerance*100, p.LoadEdgeSlack, src)] = true
 			}
 		}
 	}
@@ -136,10 +151,25 @@ func Judge(in VerdictInput, p Policy) Verdict {
 	}
 	maxUncovered := float64(p.MaxUncovered.Milliseconds())
 	for _, s := range in.Series {
-		if bound := p.gapBound(s.IntervalMs); s.MaxGapMs > bound {
+		nominal := s.MedianIntervalMs
+		if nominal <= 0 {
+			nominal = s.IntervalMs
+		}
+		bound := p.gapBound(nominal)
+		if s.MaxGapMs > bound {
 			reasons[fmt.Sprintf("energy samples of %s %s missing for %.1f s (bridging bound %.1f s)", s.Kind, s.Name, s.MaxGapMs/1000, bound/1000)] = true
 		} else if s.Gaps > 0 {
 			flags[results.FlagEnergyGapBridged] = true
+		}
+		if s.MaxStretchMs > bound {
+			reasons[fmt.Sprintf("energy samples of %s %s: one sample spans %.1f s beyond the usual %.1f s interval — the meter went unread (bound %.1f s)",
+				s.Kind, s.Name, s.MaxStretchMs/1000, float64(nominal)/1000, bound/1000)] = true
+		} else if s.Stretches > 0 {
+			flags[results.FlagSamplesStretched] = true
+		}
+		if s.OverlapMs > float64(p.MaxOverlap.Milliseconds()) {
+			reasons[fmt.Sprintf("energy samples of %s %s cover %.1f s of the window twice (collectors %s): measured twice, its energy would count twice",
+				s.Kind, s.Name, s.OverlapMs/1000, strings.Join(s.Collectors, ", "))] = true
 		}
 		if s.UncoveredMs > maxUncovered {
 			reasons[fmt.Sprintf("energy samples of %s %s cover %.1f s less than the measured window (bound %.1f s)", s.Kind, s.Name,

@@ -22,7 +22,14 @@ type verdictRun struct {
 	brokerRate float64        // the input topic grows by this per second in the window
 	noBroker   bool           // no kafka_input_high_watermark series
 	twice      bool           // every sample and point written twice
-	account    func(*events.RunMeasured)
+	// stretch: the collector read nothing after second stretch[0] until
+	// second stretch[1], whose sample spans the whole time (its counter
+	// delta is the energy of all of it).
+	stretch [2]int64
+	// second: another collector reads the same meter, its samples 500 ms
+	// after the first's (two collectors on one machine).
+	second  bool
+	account func(*events.RunMeasured)
 }
 
 func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs int64) *events.RunMeasured {
@@ -34,8 +41,12 @@ func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs 
 	var rows []store.Sample
 	cum := map[string]float64{}
 	for k := int64(-5); k <= 25; k++ {
-		if v.skip[k] {
+		if v.skip[k] || (v.stretch[1] > 0 && k > v.stretch[0] && k < v.stretch[1]) {
 			continue
+		}
+		secs := int64(1)
+		if v.stretch[1] > 0 && k == v.stretch[1] {
+			secs = v.stretch[1] - v.stretch[0]
 		}
 		for _, s := range []struct {
 			scope, target string
@@ -44,8 +55,13 @@ func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs 
 			if s.scope == "process" && v.targetTill != 0 && k > v.targetTill {
 				continue
 			}
-			cum[s.scope] += s.j
-			rows = append(rows, counterSample(base+k*1000, node, s.scope, s.target, s.j, cum[s.scope], 1000))
+			cum[s.scope] += s.j * float64(secs)
+			rows = append(rows, counterSample(base+k*1000, node, s.scope, s.target, s.j*float64(secs), cum[s.scope], uint32(secs*1000)))
+			if v.second {
+				x := counterSample(base+k*1000+500, node, s.scope, s.target, s.j, cum[s.scope], 1000)
+				x.Collector = "c2"
+				rows = append(rows, x)
+			}
 		}
 	}
 	var pts []store.RunMetric
@@ -122,7 +138,7 @@ func TestVerdictOnStoredRuns(t *testing.T) {
 		{name: "load 10 % short at the broker", run: verdictRun{brokerRate: 900}, events: 18_000, eventsΔ: 30, from: analyzer.EventsFromBroker, nodeJ: 200,
 			invalid: "offered load not delivered in the measured window: 180"},
 		{name: "catch-up surplus", run: verdictRun{brokerRate: 1100}, events: 22_000, eventsΔ: 30, from: analyzer.EventsFromBroker, nodeJ: 200,
-			flags: []string{results.FlagLoadSurplus}},
+			flags: []string{results.FlagLoadSurplus}, invalid: "more load than offered in the measured window: 21976 of 20000 events (109.9%"},
 		{name: "no broker series: the generators' count", run: verdictRun{noBroker: true}, events: 20_000, from: analyzer.EventsFromGenerator, nodeJ: 200},
 		{name: "SUT stops being measured mid-window", run: verdictRun{targetTill: 12}, events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 200,
 			invalid: "energy samples of target process/ev-r0007/sut-0 cover 8.0 s less than the measured window"},
@@ -137,6 +153,14 @@ func TestVerdictOnStoredRuns(t *testing.T) {
 				require.Equal(t, 1.0, r.v(t, "run", "", "load_restarts"))
 				require.Equal(t, 1.0, r.v(t, "run", "", results.FlagPrefix+results.FlagLoadMissed))
 			}},
+		{name: "2 s stretched sample flagged", run: verdictRun{stretch: [2]int64{4, 7}}, events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 200,
+			flags: []string{results.FlagSamplesStretched}},
+		{name: "8 s stretched sample: the meter went unread", run: verdictRun{stretch: [2]int64{4, 12}}, events: 20_000, from: analyzer.EventsFromBroker,
+			nodeJ: 200, invalid: "one sample spans 7.0 s beyond the usual 1.0 s interval"},
+		// Both collectors' samples add up: the energy is doubled, and the
+		// run must not pass.
+		{name: "two collectors on one meter", run: verdictRun{second: true}, events: 20_000, from: analyzer.EventsFromBroker, nodeJ: 400,
+			invalid: "cover 20.0 s of the window twice (collectors c1, c2)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			runID := "ev-r000" + string(rune('0'+i))

@@ -18,7 +18,7 @@ import (
 func TestJudge(t *testing.T) {
 	t.Parallel()
 	policy := analyzer.Policy{LoadTolerance: 0.02, LoadEdgeSlack: 100 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3,
-		MaxUncovered: time.Second}
+		MaxUncovered: time.Second, MaxOverlap: 100 * time.Millisecond}
 	node := func(gaps uint64, maxGapMs, uncoveredMs float64) analyzer.SeriesQuality {
 		return analyzer.SeriesQuality{Kind: "node", Name: "n1", IntervalMs: 1000, Gaps: gaps, MaxGapMs: maxGapMs, UncoveredMs: uncoveredMs}
 	}
@@ -48,8 +48,11 @@ func TestJudge(t *testing.T) {
 		{name: "shortfall counted by the generators", mod: func(in *analyzer.VerdictInput) { in.Events, in.EventsFrom = 5_000, analyzer.EventsFromGenerator },
 			ratio: 0.5, invalid: []string{"5000 of 10000 events (50.0%; tolerance 2.0% + 100ms of load) by the generators' acknowledged records"}},
 		{name: "surplus within tolerance", mod: func(in *analyzer.VerdictInput) { in.Events = 10_300 }, ratio: 1.03},
+		// A catch-up or back-fill puts more load in the window than the
+		// spec asked for: the figures would be of another load.
 		{name: "surplus beyond tolerance is a catch-up", mod: func(in *analyzer.VerdictInput) { in.Events = 10_301 }, ratio: 1.0301,
-			flags: []string{results.FlagLoadSurplus}},
+			flags:   []string{results.FlagLoadSurplus},
+			invalid: []string{"more load than offered in the measured window: 10301 of 10000 events (103.0%; tolerance 2.0% + 100ms of load) by the input topic's high-water marks"}},
 		{name: "no load series", mod: func(in *analyzer.VerdictInput) { in.Events, in.EventsFrom = 0, analyzer.EventsUnknown }, ratio: math.NaN(),
 			invalid: []string{"the load in the measured window cannot be checked"}},
 		{name: "no offered load: nothing to check", mod: func(in *analyzer.VerdictInput) {
@@ -63,6 +66,24 @@ func TestJudge(t *testing.T) {
 			flags: []string{results.FlagEnergyGapBridged}},
 		{name: "slow meter beyond 3 intervals", mod: func(in *analyzer.VerdictInput) { in.Series[1] = target(5000, 1, 15_001, 3) }, ratio: 1,
 			invalid: []string{"energy samples of target process/r/sut-0 missing for 15.0 s (bridging bound 15.0 s)"}},
+		// A collector down for 8 s resumes from its checkpoint: one sample
+		// spans the outage, its energy right, the series blind there.
+		{name: "a stretched sample within the bound is flagged", mod: func(in *analyzer.VerdictInput) {
+			in.Series[0].MedianIntervalMs, in.Series[0].IntervalMs, in.Series[0].Stretches, in.Series[0].MaxStretchMs = 1000, 3500, 1, 2500
+		}, ratio: 1, flags: []string{results.FlagSamplesStretched}},
+		{name: "a stretched sample beyond the bound", mod: func(in *analyzer.VerdictInput) {
+			in.Series[0].MedianIntervalMs, in.Series[0].IntervalMs, in.Series[0].Stretches, in.Series[0].MaxStretchMs = 1000, 8088, 1, 7088
+		}, ratio: 1, invalid: []string{"energy samples of node n1: one sample spans 7.1 s beyond the usual 1.0 s interval — the meter went unread (bound 3.0 s)"}},
+		// The bound follows the usual interval, not the longest one (which
+		// the stretched sample itself sets).
+		{name: "the gap bound follows the usual interval", mod: func(in *analyzer.VerdictInput) {
+			in.Series[0].MedianIntervalMs, in.Series[0].IntervalMs, in.Series[0].Gaps, in.Series[0].MaxGapMs = 1000, 8000, 1, 4000
+		}, ratio: 1, invalid: []string{"energy samples of node n1 missing for 4.0 s (bridging bound 3.0 s)"}},
+		// Two collectors reading one machine's meter: every stretch twice.
+		{name: "samples measured twice", mod: func(in *analyzer.VerdictInput) {
+			in.Series[0].OverlapMs, in.Series[0].Collectors = 5900, []string{"ec-1", "ec-2"}
+		}, ratio: 1, invalid: []string{"energy samples of node n1 cover 5.9 s of the window twice (collectors ec-1, ec-2): measured twice, its energy would count twice"}},
+		{name: "overlap within the bound", mod: func(in *analyzer.VerdictInput) { in.Series[0].OverlapMs = 100 }, ratio: 1},
 		{name: "target uncovered at the window end", mod: func(in *analyzer.VerdictInput) { in.Series[1] = target(1000, 0, 0, 4000) }, ratio: 1,
 			invalid: []string{"energy samples of target process/r/sut-0 cover 4.0 s less than the measured window (bound 1.0 s)"}},
 		{name: "uncovered within the bound", mod: func(in *analyzer.VerdictInput) { in.Series[0] = node(0, 0, 1000) }, ratio: 1},

@@ -94,6 +94,7 @@ const (
 	MetricCommitRollbacks = "greenflow_energy_collector_commit_rollbacks_total"
 	MetricNodePower       = "greenflow_energy_collector_node_power_watts"
 	MetricSourcesOwned    = "greenflow_energy_collector_shared_sources_owned"
+	MetricPinnedStandby   = "greenflow_energy_collector_pinned_standby"
 	MetricSourceHealthy   = "greenflow_energy_collector_source_healthy"
 )
 
@@ -102,6 +103,7 @@ type metrics struct {
 	rollbacks *prometheus.CounterVec
 	power     *prometheus.GaugeVec
 	owned     prometheus.Gauge
+	standby   prometheus.Gauge
 }
 
 func newMetrics() metrics {
@@ -113,6 +115,8 @@ func newMetrics() metrics {
 			Help: "Times a source dropped its uncommitted readings (commits blocked too long: ClickHouse down without a spool, or NATS down) and went back to its last commit; the next sample covers the stretch in one interval."}, perSource),
 		power: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricNodePower, Help: "Last node power reading."}, perSource),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricSourcesOwned, Help: "Shared sources this instance samples now."}),
+		standby: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricPinnedStandby,
+			Help: "1 while another instance on this node holds the lock of this machine's meter and this one stands by."}),
 	}
 }
 
@@ -143,7 +147,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	}
 	c.maxPendingRows = max(cfg.BatchSize, cfg.MaxBuffered/max(1, len(cfg.sources())))
 	if d.Registry != nil {
-		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.health.gauge} {
+		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.health.gauge} {
 			if err := d.Registry.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}
@@ -254,12 +258,9 @@ func (c *Collector) Run(ctx context.Context) error {
 	var samplers service.Group
 	samplers.Add("coordinator", service.Func(newCoordinator(c, c.kv, c.shared).run))
 	samplers.Add("assignments", c.consumer)
+	token := newToken()
 	for _, sc := range c.pinned {
-		r, err := c.pinnedRunner(sc)
-		if err != nil {
-			return err
-		}
-		samplers.Add("source "+sc.ID, service.Func(r.run))
+		samplers.Add("source "+sc.ID, service.Func(func(ctx context.Context) error { return c.runPinned(ctx, sc, token) }))
 	}
 	samplers.Add("overhead", service.Func(c.recordOverhead))
 
@@ -278,8 +279,10 @@ func (c *Collector) Run(ctx context.Context) error {
 
 // pinnedRunner is the runner of a pinned source: it continues from its
 // last commit in the spool directory, or without one starts from a
-// baseline after a restart.
-func (c *Collector) pinnedRunner(sc SourceConfig) (*runner, error) {
+// baseline after a restart. fresh starts from a new baseline whatever the
+// commit says (another instance read the meter since): the commit's rows
+// are still written, its state is not continued.
+func (c *Collector) pinnedRunner(sc SourceConfig, fresh bool) (*runner, error) {
 	var claim committer
 	var start handover
 	if c.cfg.SpoolDir != "" {
@@ -289,8 +292,13 @@ func (c *Collector) pinnedRunner(sc SourceConfig) (*runner, error) {
 		}
 		claim, start = f, h
 	}
+	if fresh {
+		start.state = nil
+	}
 	r := newRunner(c, sc, claim, start)
-	r.src = c.opened[sc.ID]
+	if !fresh {
+		r.src = c.opened[sc.ID]
+	}
 	if r.src != nil && start.state != nil {
 		r.restore(start.state)
 		r.start.state = nil

@@ -121,14 +121,19 @@ type runExit struct {
 }
 
 func newCoordinator(c *Collector, kv jetstream.KeyValue, shared map[string]SourceConfig) *coordinator {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return &coordinator{c: c, kv: kv, self: c.cfg.Instance, token: hex.EncodeToString(b[:]), shared: shared,
+	return &coordinator{c: c, kv: kv, self: c.cfg.Instance, token: newToken(), shared: shared,
 		logger:  c.logger,
 		members: map[string]member{},
 		lost:    map[string]int{},
 		wake:    make(chan struct{}, 1), exited: make(chan runExit, len(shared)+1), runners: map[string]*runHandle{},
 		releasing: map[string]bool{}, released: make(chan string, len(shared)+1)}
+}
+
+// newToken names one process's incarnation of an instance.
+func newToken() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // kvKey makes a string safe as a KV key token: other characters become '_'

@@ -105,6 +105,19 @@ func (in *instance) owned(tb testing.TB) float64 {
 	return 0
 }
 
+// gaugeNoLabel returns the value of an unlabelled gauge.
+func (in *instance) gaugeNoLabel(tb testing.TB, name string) (float64, bool) {
+	tb.Helper()
+	mfs, err := in.reg.Gather()
+	require.NoError(tb, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue(), true
+		}
+	}
+	return 0, false
+}
+
 // gauge returns the value of metric name with label source=src.
 func (in *instance) gauge(tb testing.TB, name, src string) (float64, bool) {
 	tb.Helper()

@@ -77,15 +77,27 @@ func (f *specFlags) read() ([]byte, error) {
 	if f.file == "" {
 		return nil, errors.New("-f: a spec file is required")
 	}
-	var data []byte
-	var err error
-	if f.file == "-" {
-		data, err = io.ReadAll(os.Stdin)
-	} else {
-		data, err = os.ReadFile(f.file)
+	r := io.Reader(os.Stdin)
+	if f.file != "-" {
+		file, err := os.Open(f.file)
+		if err != nil {
+			return nil, fmt.Errorf("read spec: %w", err)
+		}
+		defer file.Close()
+		r = file
 	}
+	// One byte past the limit is enough for spec.Parse to refuse it; a
+	// larger file is not read whole, and its size comes from the file.
+	data, err := io.ReadAll(io.LimitReader(r, spec.MaxBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read spec: %w", err)
+		return nil, fmt.Errorf("read spec %s: %w", f.file, err)
+	}
+	if len(data) > spec.MaxBytes {
+		size := 0
+		if st, err := os.Stat(f.file); f.file != "-" && err == nil {
+			size = int(st.Size())
+		}
+		return nil, fmt.Errorf("%s: %w", f.file, &spec.TooLargeError{What: "the spec", Size: size})
 	}
 	return data, nil
 }

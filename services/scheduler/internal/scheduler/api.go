@@ -26,10 +26,9 @@ const (
 	SubjectAPICancel = "gf.api.experiments.cancel"
 )
 
-// MaxSpecBytes bounds a submitted spec (an HTTP body, or the spec of a NATS
-// request). Specs are a few kilobytes; the bound keeps the experiment.submit
-// event that carries the resolved spec under NATS's default 1 MiB payload.
-const MaxSpecBytes = 512 << 10
+// MaxSpecBytes bounds a submitted spec: spec.MaxBytes, enforced by
+// spec.Parse on every path; the HTTP handler also stops reading there.
+const MaxSpecBytes = spec.MaxBytes
 
 // SubmitRequest is the body of a submission over NATS. Over HTTP the body is
 // the spec itself and sets/yes are query parameters.
@@ -81,9 +80,6 @@ type ExperimentStatus struct {
 // Submit validates a spec and queues it; the experiment is accepted by the
 // same path as a CLI submission (an experiment.submit command).
 func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
-	if len(req.Spec) > MaxSpecBytes {
-		return SubmitReply{Error: fmt.Sprintf("%s: the spec is %d bytes, more than the %d allowed", errSpecTooLarge, len(req.Spec), MaxSpecBytes)}
-	}
 	p, err := spec.Prepare([]byte(req.Spec), req.Set, req.Yes)
 	if err != nil {
 		var probs spec.Problems
@@ -236,7 +232,10 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
-				writeJSON(w, http.StatusRequestEntityTooLarge, SubmitReply{Error: fmt.Sprintf("%s: the body is over the %d bytes allowed", errSpecTooLarge, tooBig.Limit)})
+				// The same words as spec.Parse, with the size when the
+				// client declared it.
+				tl := &spec.TooLargeError{What: "the spec", Size: int(max(r.ContentLength, 0))}
+				writeJSON(w, http.StatusRequestEntityTooLarge, SubmitReply{Error: tl.Error()})
 				return
 			}
 			writeJSON(w, http.StatusBadRequest, SubmitReply{Error: "read body: " + err.Error()})
@@ -290,7 +289,7 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 }
 
 // errSpecTooLarge starts the error of a submission over MaxSpecBytes.
-var errSpecTooLarge = errors.New("spec too large")
+var errSpecTooLarge = spec.ErrTooLarge
 
 func errFromReply(r SubmitReply) error {
 	if strings.Contains(r.Error, spec.ErrTooManyRuns.Error()) {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
@@ -116,7 +117,7 @@ func TestHTTPSubmitRefusesBadInputAndQueuesNothing(t *testing.T) {
 	padded := []byte(valid + "# " + strings.Repeat("x", scheduler.MaxSpecBytes) + "\n")
 	code, rep := postSpec(t, url, "", padded)
 	require.Equal(t, http.StatusRequestEntityTooLarge, code, rep.Error)
-	require.Contains(t, rep.Error, fmt.Sprintf("over the %d bytes allowed", scheduler.MaxSpecBytes))
+	require.Equal(t, fmt.Sprintf("spec too large: the spec is %d bytes, more than the %d bytes (512 KiB) allowed", len(padded), spec.MaxBytes), rep.Error)
 
 	cases := []struct {
 		name, query, body, want string
@@ -126,12 +127,16 @@ func TestHTTPSubmitRefusesBadInputAndQueuesNothing(t *testing.T) {
 			"a JSON spec must be a single value"},
 		{"NaN range step", "", nanSpec, "spec.factors[0].range.step: got NaN, expected a finite number"},
 		{"NaN in a field", "", strings.Replace(valid, "format: avro}", "format: avro, value: .nan}", 1), "spec.workload.value: got NaN"},
-		{"Inf in an override", "?set=spec.slos.lagTrendSlope=.inf", valid, "spec.slos.lagTrendSlope: got +Inf"},
+		{"Inf in an override", "?set=spec.slos.lagTrendSlope=.inf", valid, "--set spec.slos.lagTrendSlope=.inf: spec.slos.lagTrendSlope: got +Inf"},
+		// A --set value has no line in the file: the argument is named.
+		{"unknown field in an override", "?set=spec.nonexistent.x=1", valid, "--set spec.nonexistent.x=1: spec.nonexistent: unknown field"},
+		{"NaN in an override", "?set=spec.workload.value=NaN", valid, "--set spec.workload.value=NaN: spec.workload.value: expected a finite number, got `NaN`"},
 	}
 	for _, tc := range cases {
 		code, rep := postSpec(t, url, tc.query, []byte(tc.body))
 		require.Equal(t, http.StatusUnprocessableEntity, code, tc.name)
 		require.Contains(t, strings.Join(rep.Problems, "\n"), tc.want, tc.name)
+		require.NotContains(t, strings.Join(rep.Problems, "\n"), "line 1:", tc.name)
 		require.Empty(t, rep.ID, tc.name)
 	}
 	require.Empty(t, h.sched.List(), "nothing was queued")
@@ -164,7 +169,17 @@ func TestNATSSubmitOfANaNStepIsAnsweredAndTheSchedulerServesOn(t *testing.T) {
 	require.Contains(t, strings.Join(rep.Problems, "\n"), "line 8: spec.factors[0].range.step: got NaN")
 
 	rep = submit(strings.Repeat("#", scheduler.MaxSpecBytes+1))
-	require.Contains(t, rep.Error, "spec too large")
+	require.Equal(t, fmt.Sprintf("spec too large: the spec is %d bytes, more than the %d bytes (512 KiB) allowed", spec.MaxBytes+1, spec.MaxBytes), rep.Error)
+
+	// Every bad override is reported, each with its --set argument.
+	req, _ := json.Marshal(scheduler.SubmitRequest{Spec: fmt.Sprintf(specTmpl, 1), Set: []string{"spec.nonexistent.x=1", "spec.workload.value=NaN"}})
+	m, err := nc.Request(scheduler.SubjectAPISubmit, req, 5*time.Second)
+	require.NoError(t, err)
+	rep = scheduler.SubmitReply{}
+	require.NoError(t, json.Unmarshal(m.Data, &rep))
+	require.Len(t, rep.Problems, 2, "%v", rep.Problems)
+	require.Contains(t, strings.Join(rep.Problems, "\n"), "--set spec.nonexistent.x=1: spec.nonexistent: unknown field")
+	require.Contains(t, strings.Join(rep.Problems, "\n"), "--set spec.workload.value=NaN: spec.workload.value: expected a finite number")
 
 	rep = submit(fmt.Sprintf(specTmpl, 1))
 	require.NotEmpty(t, rep.ID, rep.Error)
@@ -187,4 +202,12 @@ func TestRawSubmitOfANaNStepIsRefusedAndTheNextRuns(t *testing.T) {
 	require.True(t, ok, "the refused experiment is listed")
 	require.Equal(t, events.ExperimentStateFailed, st.State)
 	require.Contains(t, st.Reason, "spec.factors[0].range.step: got NaN")
+
+	// Over the limit on the bus too: refused with the size and the limit.
+	huge := fmt.Sprintf(specTmpl, 1) + "# " + strings.Repeat("x", spec.MaxBytes) + "\n"
+	h.submitSpec(ctx, "huge-1", huge)
+	require.Equal(t, events.ExperimentStateFailed, h.waitFinal("huge-1"))
+	st, ok = h.sched.Status("huge-1")
+	require.True(t, ok, "the refused experiment is listed")
+	require.Contains(t, st.Reason, fmt.Sprintf("spec too large: the spec is %d bytes, more than the %d bytes (512 KiB) allowed", len(huge), spec.MaxBytes))
 }

@@ -1,0 +1,236 @@
+package collector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// keyPinned prefixes the node locks of pinned sources.
+const keyPinned = "pinned."
+
+// errLockLost means another instance on this node holds the pinned
+// source's lock now.
+var errLockLost = errors.New("node lock held by another instance")
+
+// nodeLock lets one collector instance per node read a pinned source. A
+// pinned source reads this machine's own meter (RAPL, the utilisation
+// model), so two instances on one machine reading it would store every
+// stretch of the node's energy twice — and the analyzer would add both.
+// The instance holding the lock reads; another one on the node stands by
+// and takes the lock over once it is LeaseTTL past its last renewal (the
+// holder died) or released (it stopped).
+//
+// The lock is a KV entry {instance, token, expires} written with revision
+// checks, so of two instances racing for it one wins. Expiry is the
+// holder's clock: both sides are on one machine. A holder whose renewal
+// fails for want of NATS keeps reading (nobody else can take the lock
+// meanwhile); one that finds the entry changed under it stops at once.
+type nodeLock struct {
+	kv          jetstream.KeyValue
+	key         string
+	self, token string
+	c           *Collector
+	rev         uint64
+}
+
+type lockValue struct {
+	Instance  string `json:"instance"`
+	Token     string `json:"token"`
+	ExpiresMs int64  `json:"expires_ms"`
+}
+
+func newNodeLock(c *Collector, kv jetstream.KeyValue, sc SourceConfig, token string) *nodeLock {
+	return &nodeLock{kv: kv, key: keyPinned + kvKey(sc.Node) + "." + kvKey(sc.ID), self: c.cfg.Instance, token: token, c: c}
+}
+
+func (l *nodeLock) value(ttl time.Duration) []byte {
+	b, _ := json.Marshal(lockValue{Instance: l.self, Token: l.token, ExpiresMs: l.c.clock.Now().Add(ttl).UnixMilli()})
+	return b
+}
+
+// acquire takes the lock if it is free, expired or this instance's (a
+// restart of it). prev is the instance that held it before ("" when
+// none); holder, when not acquired, is the instance holding it.
+func (l *nodeLock) acquire(ctx context.Context) (ok bool, prev, holder string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, l.c.cfg.LeaseTTL)
+	defer cancel()
+	e, err := l.kv.Get(ctx, l.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		rev, err := l.kv.Create(ctx, l.key, l.value(l.c.cfg.LeaseTTL))
+		if err != nil {
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				return false, "", "", nil // another instance was quicker
+			}
+			return false, "", "", fmt.Errorf("create node lock %s: %w", l.key, err)
+		}
+		l.rev = rev
+		return true, "", "", nil
+	}
+	if err != nil {
+		return false, "", "", fmt.Errorf("read node lock %s: %w", l.key, err)
+	}
+	var cur lockValue
+	if json.Unmarshal(e.Value(), &cur) == nil && cur.Instance != l.self && l.c.clock.Now().UnixMilli() < cur.ExpiresMs {
+		return false, "", cur.Instance, nil
+	}
+	rev, err := l.kv.Update(ctx, l.key, l.value(l.c.cfg.LeaseTTL), e.Revision())
+	if err != nil {
+		if isRevisionConflict(err) {
+			return false, "", "", nil
+		}
+		return false, "", "", fmt.Errorf("take node lock %s: %w", l.key, err)
+	}
+	l.rev = rev
+	return true, cur.Instance, "", nil
+}
+
+// renew extends the lock; errLockLost when another instance took it.
+func (l *nodeLock) renew(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, l.c.cfg.LeaseTTL)
+	defer cancel()
+	rev, err := l.kv.Update(ctx, l.key, l.value(l.c.cfg.LeaseTTL), l.rev)
+	if err == nil {
+		l.rev = rev
+		return nil
+	}
+	if !isRevisionConflict(err) {
+		return err // NATS unreachable: keep reading, nobody can take it meanwhile
+	}
+	// The entry changed: taken by another instance, or lost with a NATS
+	// server that restarted empty (then it is created again).
+	e, gerr := l.kv.Get(ctx, l.key)
+	switch {
+	case errors.Is(gerr, jetstream.ErrKeyNotFound):
+		rev, cerr := l.kv.Create(ctx, l.key, l.value(l.c.cfg.LeaseTTL))
+		if cerr != nil {
+			if errors.Is(cerr, jetstream.ErrKeyExists) {
+				return errLockLost
+			}
+			return cerr
+		}
+		l.rev = rev
+		return nil
+	case gerr != nil:
+		return gerr
+	}
+	var cur lockValue
+	if json.Unmarshal(e.Value(), &cur) == nil && cur.Instance == l.self && cur.Token == l.token {
+		l.rev = e.Revision()
+		return nil
+	}
+	return errLockLost
+}
+
+// release lets a standby instance take the lock at once: the entry stays
+// this instance's but expired, so a restart of this instance continues
+// from its checkpoint while another instance starts afresh.
+func (l *nodeLock) release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.cfg.LeaseTTL)
+	defer cancel()
+	_, _ = l.kv.Update(ctx, l.key, l.value(-time.Millisecond), l.rev)
+}
+
+func isRevisionConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyExists)
+}
+
+// runPinned reads the pinned source sc while this instance holds its
+// node lock, and stands by while another instance on the node does.
+func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string) error {
+	lock := newNodeLock(c, c.kv, sc, token)
+	t := c.clock.NewTicker(c.cfg.Heartbeat)
+	defer t.Stop()
+	standingBy, warned := "", false
+	for {
+		ok, prev, holder, err := lock.acquire(ctx)
+		switch {
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !warned {
+				c.logger.Warn("cannot take this node's meter lock; trying again", zap.String("source", sc.ID), zap.Error(err))
+				warned = true
+			}
+		case ok:
+			warned, standingBy = false, ""
+			// Only this instance's own checkpoint continues exactly; after
+			// another instance read the meter, start from a new baseline
+			// (the hand-over is a gap, bridged and flagged by the analyzer).
+			fresh := prev != "" && prev != c.cfg.Instance
+			if prev != "" && prev != c.cfg.Instance {
+				c.logger.Info("took this node's meter over", zap.String("source", sc.ID), zap.String("from", prev))
+			}
+			err := c.readPinned(ctx, sc, lock, fresh)
+			if ctx.Err() != nil {
+				return err
+			}
+			if !errors.Is(err, errLockLost) {
+				return err
+			}
+			c.logger.Warn("another instance on this node reads the meter now; standing by", zap.String("source", sc.ID))
+		case holder != standingBy:
+			standingBy = holder
+			c.logger.Info("standing by: another instance on this node reads its meter", zap.String("source", sc.ID), zap.String("holder", holder))
+		}
+		c.m.standby.Set(boolGauge(standingBy != ""))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// readPinned runs the source's runner while renewing the lock.
+func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeLock, fresh bool) error {
+	r, err := c.pinnedRunner(sc, fresh)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := c.clock.NewTicker(c.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C():
+				if err := lock.renew(rctx); errors.Is(err, errLockLost) {
+					cancel(errLockLost)
+					return
+				} else if err != nil && rctx.Err() == nil {
+					c.logger.Debug("node lock renewal failed; still reading", zap.String("source", sc.ID), zap.Error(err))
+				}
+			}
+		}
+	}()
+	err = r.run(rctx)
+	lost := errors.Is(context.Cause(rctx), errLockLost)
+	cancel(nil)
+	<-renewed
+	if lost {
+		return errLockLost
+	}
+	lock.release(ctx)
+	return err
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
