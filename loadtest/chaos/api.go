@@ -107,6 +107,9 @@ type SpecOptions struct {
 	Repetitions int
 	Phases      PhaseLengths
 	Interval    time.Duration
+	// SUT, when set, replaces the example's sut section (the kube
+	// segment's kubernetes SUT).
+	SUT map[string]any
 }
 
 // BuildSpec reads the example spec and applies the suite's settings: short
@@ -127,6 +130,9 @@ func BuildSpec(examplePath string, o SpecOptions) (string, error) {
 		return "", fmt.Errorf("%s: expected metadata and spec mappings", examplePath)
 	}
 	md["name"] = o.Name
+	if o.SUT != nil {
+		sp["sut"] = o.SUT
+	}
 	sp["repetitions"] = o.Repetitions
 	sp["order"] = "random"
 	sp["phases"] = map[string]any{"baseline": o.Phases.Baseline.String(), "warmup": o.Phases.Warmup.String(),

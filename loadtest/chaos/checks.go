@@ -48,6 +48,15 @@ func (c *segCtx) finish(ctx context.Context) {
 		v.Detail = "at the end of the segment: " + v.Detail
 		c.seg.Suite = append(c.seg.Suite, v)
 	}
+	if c.kube != nil {
+		// Every run namespace, whoever's: nothing GreenFlow created may
+		// outlive its run.
+		for _, v := range c.namespaceLeftovers(ctx, nil, 90*time.Second) {
+			v.Detail = "at the end of the segment: " + v.Detail
+			c.seg.Suite = append(c.seg.Suite, v)
+		}
+		c.seg.Notes = append(c.seg.Notes, fmt.Sprintf("kube-apiserver stops took %s s, starts until serving %s s", fmtSecs(c.kube.StopS), fmtSecs(c.kube.StartS)))
+	}
 	for _, v := range c.seg.Suite {
 		c.logf("segment %s: %s", c.seg.Name, v)
 	}
@@ -194,4 +203,15 @@ func (c *segCtx) leftovers(ctx context.Context, runIDs []string, marker bool, gr
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Detail < out[j].Detail })
 	return out
+}
+
+func fmtSecs(vs []float64) string {
+	var parts []string
+	for _, v := range vs {
+		parts = append(parts, fmt.Sprintf("%.1f", v))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ", ")
 }

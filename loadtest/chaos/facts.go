@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -134,7 +135,11 @@ type RunFacts struct {
 	RetryOf      string            `json:"retry_of,omitempty"`
 	RetriedAs    string            `json:"retried_as,omitempty"`
 	Flags        []string          `json:"flags,omitempty"`
-	Invalid      bool              `json:"invalid,omitempty"`
+	// AcceptedFlags are flags the segment expects of every run (the kube
+	// segment's target_unmeasured: pods that are API objects have no
+	// energy); they are listed, not held against the run.
+	AcceptedFlags []string `json:"accepted_flags,omitempty"`
+	Invalid       bool     `json:"invalid,omitempty"`
 	// Bound is how long the run's experiment had to finish; StuckConfirmed
 	// that a second read of KV still showed the run unfinished.
 	Bound          time.Duration `json:"bound_ns"`
@@ -171,6 +176,9 @@ type RunFacts struct {
 	// facts (leftovers after it, a control that could not complete); a
 	// re-judgement keeps them.
 	Extra []Violation `json:"extra_violations,omitempty"`
+	// Kube is what the cluster and the provisioner's reports showed of a
+	// kubernetes run (segment kube).
+	Kube *KubeRunFacts `json:"kube,omitempty"`
 }
 
 // Pressure is the CPU pressure of the run's window (-1 unknown).
@@ -193,6 +201,12 @@ type Gatherer struct {
 	Topics     *TopicWatch
 	IntervalMs int64
 	Model      Model
+	// AcceptFlags are moved from a run's Flags to its AcceptedFlags (both
+	// the run.analyzed name and the result row's flag_<name>).
+	AcceptFlags []string
+	// SUTUnmeasured: the SUT's targets are expected to have no samples
+	// (pods that are API objects), so only the node series are checked.
+	SUTUnmeasured bool
 }
 
 // Gather collects the facts of one run after its experiment ended (or its
@@ -228,6 +242,17 @@ func (g *Gatherer) Gather(ctx context.Context, runID string) (RunFacts, error) {
 	}
 	if err := g.results(ctx, &f); err != nil {
 		return f, err
+	}
+	if len(g.AcceptFlags) > 0 {
+		var kept []string
+		for _, fl := range f.Flags {
+			if slices.Contains(g.AcceptFlags, strings.TrimPrefix(fl, "flag_")) {
+				f.AcceptedFlags = append(f.AcceptedFlags, fl)
+			} else {
+				kept = append(kept, fl)
+			}
+		}
+		f.Flags = kept
 	}
 	if err := g.duplicates(ctx, &f, r); err != nil {
 		return f, err
@@ -413,8 +438,10 @@ func (g *Gatherer) duplicates(ctx context.Context, f *RunFacts, r kvRun) error {
 func (g *Gatherer) samples(ctx context.Context, f *RunFacts, r kvRun) (sutJ, nodeJ float64, err error) {
 	var nodes, sut []string
 	for _, t := range r.Targets {
-		nodes = append(nodes, t.Node)
-		if t.Role == "" || t.Role == "sut" {
+		if !slices.Contains(nodes, t.Node) {
+			nodes = append(nodes, t.Node)
+		}
+		if (t.Role == "" || t.Role == "sut") && !g.SUTUnmeasured {
 			sut = append(sut, t.ID)
 		}
 	}
@@ -423,10 +450,17 @@ func (g *Gatherer) samples(ctx context.Context, f *RunFacts, r kvRun) (sutJ, nod
 		return 0, 0, nil
 	}
 	margin := int64(10_000)
-	rows, err := g.Store.Conn().Query(ctx, `
+	q, args := `
 		SELECT node, scope, target_id, zone, ts_ms, toInt64(interval_ms), delta_j FROM samples
 		WHERE has(?, node) AND (scope = 'node' OR has(?, target_id)) AND ts_ms > ? AND ts_ms < ?
-		ORDER BY ts_ms`, nodes, sut, f.MeasureStartMs-margin, f.MeasureEndMs+margin)
+		ORDER BY ts_ms`, []any{nodes, sut, f.MeasureStartMs - margin, f.MeasureEndMs + margin}
+	if len(sut) == 0 { // ClickHouse 18.16 cannot type an empty array parameter
+		q, args = `
+		SELECT node, scope, target_id, zone, ts_ms, toInt64(interval_ms), delta_j FROM samples
+		WHERE has(?, node) AND scope = 'node' AND ts_ms > ? AND ts_ms < ?
+		ORDER BY ts_ms`, []any{nodes, f.MeasureStartMs - margin, f.MeasureEndMs + margin}
+	}
+	rows, err := g.Store.Conn().Query(ctx, q, args...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read samples of %s: %w", f.RunID, err)
 	}

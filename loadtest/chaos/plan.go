@@ -54,6 +54,12 @@ func (k Kill) String() string {
 	if k.Target == TargetNone {
 		return fmt.Sprintf("slot %d: control, no kill (sensors=%s)", k.Slot, k.Config)
 	}
+	switch k.Target {
+	case TargetAPIServer:
+		return fmt.Sprintf("slot %d: stop the kube-apiserver for %s while the run is in %s (sensors=%s)", k.Slot, k.RestartAfter, k.Phase, k.Config)
+	case TargetRBAC:
+		return fmt.Sprintf("slot %d: the provisioner's role without delete on namespaces for the run's teardown (sensors=%s)", k.Slot, k.Config)
+	}
 	inst := ""
 	if k.Instance > 0 {
 		inst = fmt.Sprintf("#%d", k.Instance)

@@ -137,7 +137,7 @@ func PrintSummary(w io.Writer, r *Report) {
 		}
 		cov := CoverageOf(delivered(s.Kills), func(k Kill) string { return observed(s.Kills, k) })
 		fmt.Fprintf(w, "kills delivered: %s", cov)
-		if m := cov.Missing(); len(m) > 0 {
+		if m := cov.Missing(); len(m) > 0 && s.Name != FaultKube { // the kube faults aim at provisioning and teardown only
 			fmt.Fprintf(w, "  — NOT COVERED: %s", strings.Join(m, ", "))
 		}
 		fmt.Fprintln(w)
@@ -154,6 +154,9 @@ func PrintSummary(w io.Writer, r *Report) {
 				k.DownS, k.RecoverS, detect, k.Outcome, k.RecordsLost, k.MaxRecordGapMs, k.SamplesLost, k.MaxSampleHole, pct(k.CPUPressure), orDash(k.Violations))
 		}
 		_ = tw.Flush()
+		if s.Name == FaultKube {
+			kubeSummary(w, s)
+		}
 		var vs []Violation
 		for _, run := range append(append([]RunFacts(nil), s.References...), s.Runs...) {
 			vs = append(vs, run.Violations...)
@@ -242,7 +245,7 @@ func WriteReport(dir string, r *Report) error {
 	}
 	kills := [][]string{{"segment", "slot", "target", "instance", "phase_planned", "phase_observed", "offset_s", "restart_after_s", "delivered",
 		"pid", "down_s", "recover_s", "detect_s", "experiment_id", "runs", "final_after_s", "outcome", "violations", "records_lost", "max_record_gap_ms",
-		"samples_lost", "max_sample_hole_ms", "cpu_pressure", "harness_error"}}
+		"samples_lost", "max_sample_hole_ms", "cpu_pressure", "noticed_s", "recovered_s", "recovery", "left_behind", "reason", "harness_error"}}
 	metricCols := append(append(JudgedMetrics(), InfoMetrics()...), MSUTPower, MNodePower, MOwnNodePow)
 	head := append([]string{"segment", "slot", "role", "run_id", "config", "state", "flags", "reason", "window_s"}, metricCols...)
 	runs := [][]string{append(head, "input_copies", "max_record_gap_ms", "samples_lost", "sut_died_at", "dup_samples", "dup_run_metrics",
@@ -260,7 +263,8 @@ func WriteReport(dir string, r *Report) error {
 				f(k.Offset.Seconds(), true), f(k.RestartAfter.Seconds(), true), fmt.Sprint(k.Delivered), fmt.Sprint(k.Pid), f(k.DownS, true),
 				f(k.RecoverS, true), f(k.DetectS, true), k.ExperimentID, strings.Join(k.RunIDs, " "), f(k.FinalAfter, true), k.Outcome, k.Violations,
 				fmt.Sprint(k.RecordsLost), fmt.Sprint(k.MaxRecordGapMs), fmt.Sprint(k.SamplesLost), fmt.Sprint(k.MaxSampleHole),
-				f(k.CPUPressure, k.CPUPressure >= 0), k.Error})
+				f(k.CPUPressure, k.CPUPressure >= 0), f(k.NoticedS, k.Recovery != "" && k.NoticedS >= 0), f(k.RecoveredS, k.Recovery != "" && k.RecoveredS >= 0),
+				k.Recovery, k.LeftBehind, k.Reason, k.Error})
 		}
 		for _, run := range append(append([]RunFacts(nil), s.References...), s.Runs...) {
 			m := func(name string) string { v, ok := run.Metrics[name]; return f(v, ok) }

@@ -28,11 +28,24 @@ type Config struct {
 	Build      bool
 	ResultsDir string
 	Seed       int64
-	// Faults are the segments to run, in order: services, infra, replicas.
+	// Faults are the segments to run, in order: services, infra, replicas,
+	// kube.
 	Faults []string
 	// Kills per segment: services (0 = every service in every phase),
 	// infra (per target: NATS, Kafka), replicas.
 	Kills, InfraKills, ReplicaKills int
+	// KubeFaults is how many times the kube segment delivers each of its
+	// faults (KubeFaults lists them); KubeSchedule, when set, replaces that
+	// plan. KubeOutage is how long the API server stays down; KubePhases
+	// are the kube segment's phases (its cool-down must outlast the API
+	// server's stop, so a teardown fault finds it down).
+	KubeFaults   int
+	KubeSchedule []Pair
+	KubeOutage   time.Duration
+	KubePhases   PhaseLengths
+	// KubeControlEvery is the kube segment's ControlEvery: by default a
+	// control run after every fault (did the platform recover from it?).
+	KubeControlEvery int
 	// Schedule fixes the services segment's kills (target, phase), in
 	// order, instead of drawing them; offsets and delays are still drawn.
 	Schedule []Pair
@@ -71,6 +84,7 @@ func DefaultConfig(root string) Config {
 	return Config{Root: root, BinDir: filepath.Join(root, ".cache", "chaos-bin"), Build: true,
 		ResultsDir: filepath.Join(root, ".state", "chaos", time.Now().Format("20060102-150405")),
 		Seed:       time.Now().UnixNano() % 1_000_000, Faults: []string{FaultServices}, InfraKills: 4, ReplicaKills: 10, References: 3, ControlEvery: 5, MaxPressure: 0.85,
+		KubeFaults: 2, KubeOutage: 20 * time.Second, KubeControlEvery: 1, KubePhases: PhaseLengths{Baseline: time.Second, Warmup: time.Second, Measure: 5 * time.Second, Cooldown: 3 * time.Second},
 		Configs: []string{"500", "2000"}, Phases: PhaseLengths{Baseline: 2 * time.Second, Warmup: 2 * time.Second, Measure: 8 * time.Second,
 			Cooldown: time.Second}, Interval: 250 * time.Millisecond, Model: Model{IdleW: 1.48, MaxW: 7.0}, RunBound: 4 * time.Minute, Progress: os.Stdout}
 }
@@ -82,8 +96,25 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("chaos: root, bin dir and results dir are required"))
 	}
 	for _, f := range c.Faults {
-		if f != FaultServices && f != FaultInfra && f != FaultReplicas {
-			errs = append(errs, fmt.Errorf("chaos.faults: got %q, expected services, infra or replicas", f))
+		if f != FaultServices && f != FaultInfra && f != FaultReplicas && f != FaultKube {
+			errs = append(errs, fmt.Errorf("chaos.faults: got %q, expected services, infra, replicas or kube", f))
+		}
+	}
+	if slices.Contains(c.Faults, FaultKube) {
+		if c.KubeFaults < 0 || (c.KubeFaults == 0 && len(c.KubeSchedule) == 0) {
+			errs = append(errs, fmt.Errorf("chaos.kubeFaults: got %d, expected at least 1 (each kube fault that many times)", c.KubeFaults))
+		}
+		if c.KubeOutage < time.Second {
+			errs = append(errs, fmt.Errorf("chaos.kubeOutage: got %s, expected at least 1s", c.KubeOutage))
+		}
+		if c.KubePhases.Measure < 2*time.Second || c.KubePhases.Baseline <= 0 || c.KubePhases.Warmup <= 0 || c.KubePhases.Cooldown < 2*time.Second {
+			errs = append(errs, fmt.Errorf("chaos.kubePhases: baseline and warmup must be positive, measure and cool-down at least 2s "+
+				"(the API server's stop must fit in the cool-down) (got %+v)", c.KubePhases))
+		}
+		for _, p := range c.KubeSchedule {
+			if !slices.Contains(KubeFaults, p) {
+				errs = append(errs, fmt.Errorf("chaos.kubeSchedule: %s:%s is not a kube fault (expected one of %v)", p.Target, p.Phase, KubeFaults))
+			}
 		}
 	}
 	if len(c.Faults) == 0 {
@@ -146,7 +177,19 @@ type KillRecord struct {
 	// CPUPressure is the share of the killed run's window in which a task
 	// waited for a CPU (PSI; -1 unknown): a loaded machine shows here.
 	CPUPressure float64 `json:"cpu_pressure"`
-	Error       string  `json:"error,omitempty"` // a harness problem in this slot (not a finding)
+	// The kube faults' numbers (segment kube): NoticedS from the fault's
+	// start to the provisioner's first report naming it (Noticed, -1:
+	// none), RecoveredS from the fault's end to the run's recovery
+	// (Recovery says which: provisioned, its namespace gone; -1: never),
+	// LeftBehind what of the slot's runs was still there after it ended,
+	// Reason the killed run's reason.
+	NoticedS   float64 `json:"noticed_s,omitempty"`
+	Noticed    string  `json:"noticed,omitempty"`
+	RecoveredS float64 `json:"recovered_s,omitempty"`
+	Recovery   string  `json:"recovery,omitempty"`
+	LeftBehind string  `json:"left_behind,omitempty"`
+	Reason     string  `json:"reason,omitempty"`
+	Error      string  `json:"error,omitempty"` // a harness problem in this slot (not a finding)
 }
 
 // Segment is one fault segment's outcome.
@@ -285,6 +328,17 @@ func (s *suite) plan() (map[string][]Kill, error) {
 			}
 		case FaultReplicas:
 			o.Targets, o.Kills, o.Replicas = Services, s.cfg.ReplicaKills, 2
+		case FaultKube:
+			o.Targets, o.Configs, o.Phases = []string{TargetAPIServer, TargetRBAC}, s.cfg.Configs[:1], s.cfg.KubePhases
+			o.Fixed = map[string]time.Duration{TargetAPIServer: s.cfg.KubeOutage, TargetRBAC: 0}
+			o.Schedule = s.cfg.KubeSchedule
+			if len(o.Schedule) == 0 {
+				for i := 0; i < s.cfg.KubeFaults; i++ {
+					o.Schedule = append(o.Schedule, KubeFaults...)
+				}
+				rng.Shuffle(len(o.Schedule), func(i, j int) { o.Schedule[i], o.Schedule[j] = o.Schedule[j], o.Schedule[i] })
+			}
+			o.ControlEvery = s.cfg.KubeControlEvery
 		}
 		kills, err := Plan(rng, o)
 		if err != nil {
@@ -334,7 +388,9 @@ type segCtx struct {
 	expIDs   []string
 	runIDs   []string
 	example  string
+	sut      map[string]any // replaces the example's sut (nil: keep it)
 	tolerate Tolerance
+	kube     *kubeEnv // segment kube: the cluster
 }
 
 func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment {
@@ -346,9 +402,30 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 	}
 	dir := filepath.Join(s.cfg.ResultsDir, name)
 	marker := fmt.Sprintf("%d-%s", s.cfg.Seed, name)
+	args := map[string][]string{}
+	var kube *kubeEnv
+	if name == FaultKube {
+		// Its own phases and one configuration (the faults hit provisioning
+		// and teardown, not the load), on a cluster of its own.
+		cfg := s.cfg
+		cfg.Phases, cfg.Configs = cfg.KubePhases, cfg.Configs[:1]
+		s = &suite{cfg: cfg, rep: s.rep}
+		s.logf("segment %s: starting kube-apiserver and etcd (envtest), the nodes' stand-ins and the provisioner's service account", name)
+		var err error
+		if kube, err = startKube(ctx, s.cfg.Root, dir, s.cfg.Progress, s.logf); err != nil {
+			return fail("start the kubernetes cluster: %v", err)
+		}
+		defer kube.Close()
+		for svc, a := range kube.serviceArgs() {
+			args[svc] = append(args[svc], a...)
+		}
+	}
+	for svc, a := range s.cfg.Args { // the command line's last: it may override the segment's
+		args[svc] = append(args[svc], a...)
+	}
 	s.logf("segment %s: starting ClickHouse, NATS, Kafka and the services (%v)", name, seg.Replicas)
 	cl, err := StartCluster(ctx, ClusterConfig{BinDir: s.cfg.BinDir, Dir: dir, ClickHouseBase: s.cfg.ClickHouseBase, Replicas: seg.Replicas,
-		CollectorInterval: s.cfg.Interval, Model: s.cfg.Model, KafkaInMemory: s.cfg.KafkaInMemory, Args: s.cfg.Args, Marker: marker})
+		CollectorInterval: s.cfg.Interval, Model: s.cfg.Model, KafkaInMemory: s.cfg.KafkaInMemory, Args: args, Marker: marker})
 	if err != nil {
 		return fail("start the platform: %v", err)
 	}
@@ -373,6 +450,10 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 		events: NewEventLog(), pids: NewPidWatch(), topics: NewTopicWatch(cl.Brokers), tolerate: tol,
 		example: filepath.Join(s.cfg.Root, "examples", "uc3-local.yaml")}
 	c.gather = &Gatherer{KV: c.kv, Store: st, Events: c.events, Pids: c.pids, Topics: c.topics, IntervalMs: s.cfg.Interval.Milliseconds(), Model: s.cfg.Model}
+	if kube != nil {
+		c.kube, c.sut = kube, kubeSUT()
+		c.gather.AcceptFlags, c.gather.SUTUnmeasured = AcceptedKubeFlags, true
+	}
 	since := time.Now().Add(-time.Second)
 	go c.events.Run(sctx, b, since)
 	go c.pids.Run(sctx)
@@ -392,7 +473,7 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 	}
 	// The end-of-segment checks run even when the deadline has passed: a
 	// cut-short suite still says what it left behind.
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 4*time.Minute)
 	defer fcancel()
 	c.finish(fctx)
 	n := Rejudge(&seg, tol, c.cfg.MaxPressure)
@@ -442,6 +523,10 @@ func (c *segCtx) trackSUTs(ctx context.Context) {
 					}
 				}
 				tracked[run] = true
+				if len(pids) == 0 && c.kube != nil {
+					c.pids.TrackNode(run, "no process: the SUT's pods are API objects played by kubetest.Controllers")
+					continue
+				}
 				c.pids.Track(run, pids)
 			case !inRun[st.State] && st.State != "provisioning" && tracked[run]:
 				c.pids.Stop(run)
@@ -487,7 +572,7 @@ func (c *segCtx) references(ctx context.Context) error {
 	n := c.cfg.References * len(c.cfg.Configs)
 	c.logf("segment %s: %d undisturbed reference runs (%d per configuration)", c.seg.Name, n, c.cfg.References)
 	spec, err := BuildSpec(c.example, SpecOptions{Name: "chaos-ref", Sensors: c.cfg.Configs, Repetitions: c.cfg.References,
-		Phases: c.cfg.Phases, Interval: c.cfg.Interval})
+		Phases: c.cfg.Phases, Interval: c.cfg.Interval, SUT: c.sut})
 	if err != nil {
 		return err
 	}
@@ -598,17 +683,32 @@ func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string
 }
 
 // slot runs one planned kill: submit, kill in the phase, restart, wait for
-// the end, gather and judge.
+// the end, gather and judge. In the kube segment the fault is a kube fault
+// (see deliverKube) instead of a kill.
 func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	rec := KillRecord{Kill: k, CPUPressure: -1}
 	if err := c.cluster.WaitReady(ctx, 60*time.Second); err != nil {
 		rec.Error = "platform not ready before the slot: " + err.Error()
 	}
+	if c.kube != nil {
+		if err := c.kube.cp.WaitServing(ctx, 60*time.Second); err != nil {
+			rec.Error = strings.TrimPrefix(rec.Error+"; "+err.Error(), "; ")
+		}
+	}
 	spec, err := BuildSpec(c.example, SpecOptions{Name: fmt.Sprintf("chaos-s%02d", k.Slot), Sensors: []string{k.Config}, Repetitions: 1,
-		Phases: c.cfg.Phases, Interval: c.cfg.Interval})
+		Phases: c.cfg.Phases, Interval: c.cfg.Interval, SUT: c.sut})
 	if err != nil {
 		rec.Error = err.Error()
 		return rec
+	}
+	var kf *kubeFault
+	if c.kube != nil && k.Target != TargetNone {
+		if kf, err = c.prepareKube(ctx, k); err != nil {
+			rec.Error = err.Error()
+			return rec
+		}
+		// Whatever happens, the hold goes and the verb comes back.
+		defer c.undoKube(ctx, kf, &rec)
 	}
 	submitted := time.Now()
 	id, _, err := c.api.Submit(ctx, spec)
@@ -620,79 +720,13 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	}
 	rec.ExperimentID = id
 	c.addExperiment(id)
-	var proc *Proc
-	if k.Target != TargetNone {
-		if proc, err = c.cluster.Target(k.Target, k.Instance); err != nil {
-			rec.Error = err.Error()
-			return rec
-		}
-		rec.Proc = proc.Name
-	}
-
-	// Wait for the first run to enter the phase (or to end without it).
-	var run string
-	reached := c.events.Wait(ctx, c.cfg.RunBound, func() bool {
-		runs := c.events.RunsOf(id)
-		if len(runs) == 0 {
-			return false
-		}
-		run = runs[0]
-		for _, st := range c.events.States(run) {
-			if st.State == k.Phase || finalStates[st.State] {
-				return true
-			}
-		}
-		return false
-	})
-	var phaseSeen StateSeen
-	for _, st := range c.events.States(run) {
-		if st.State == k.Phase {
-			phaseSeen = st
-		}
-	}
 	switch {
 	case k.Target == TargetNone:
 		rec.NotDelivered = "control: nothing to kill"
-	case !reached:
-		rec.NotDelivered = fmt.Sprintf("the run did not reach %s within %s", k.Phase, c.cfg.RunBound)
-	case phaseSeen.State == "":
-		last, _ := c.events.State(run)
-		rec.NotDelivered = fmt.Sprintf("the run ended %s without entering %s", last.State, k.Phase)
+	case kf != nil:
+		c.deliverKube(ctx, k, id, kf, &rec)
 	default:
-		if wait := time.Until(phaseSeen.Seen.Add(k.Offset)); wait > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
-		}
-		cur, _ := c.events.State(run)
-		rec.PhaseObserved = cur.State
-		rec.KilledAt = time.Now()
-		rec.Pid, err = proc.Kill()
-		if err != nil {
-			rec.Error = err.Error()
-			break
-		}
-		rec.Delivered = true
-		select {
-		case <-ctx.Done():
-		case <-time.After(k.RestartAfter):
-		}
-		rec.RestartedAt = time.Now()
-		if err := proc.Start(); err != nil {
-			rec.RestartError = err.Error()
-		} else if err := proc.WaitReady(ctx, 60*time.Second); err != nil {
-			rec.RestartError = err.Error()
-			// Ask once more before calling it: a process that cannot serve
-			// again after kill -9 (corrupt state, a lock it left) is a finding.
-			again := proc.WaitReady(ctx, 5*time.Second)
-			c.seg.Suite = append(c.seg.Suite, Violation{Kind: "restart_failed", Confirmed: again != nil,
-				Detail: fmt.Sprintf("slot %d: %s did not serve again within 60s of its restart after kill -9: %v", k.Slot, proc.Name, err)})
-		} else {
-			rec.ReadyAt = time.Now()
-			rec.DownS = rec.ReadyAt.Sub(rec.KilledAt).Seconds()
-			rec.RecoverS = rec.ReadyAt.Sub(rec.RestartedAt).Seconds()
-		}
+		c.deliverKill(ctx, k, id, &rec)
 	}
 	if rec.NotDelivered != "" && k.Target != TargetNone {
 		c.logf("slot %d/%d (%s): kill NOT delivered: %s", i, n, k, rec.NotDelivered)
@@ -708,6 +742,7 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		}
 		c.waitFinal(ctx, id, 30*time.Second)
 	}
+	c.undoKube(ctx, kf, &rec)
 	role := "chaos"
 	if k.Target == TargetNone {
 		role = "control"
@@ -729,11 +764,21 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		ids = append(ids, r.RunID)
 	}
 	left := c.leftovers(ctx, ids, false, 15*time.Second)
+	if c.kube != nil {
+		// The provisioner retries a teardown up to a minute apart and
+		// sweeps leftovers every 30 s: a namespace has that long to go.
+		left = append(left, c.namespaceLeftovers(ctx, ids, 90*time.Second)...)
+		c.judgeKube(ctx, k, &rec, runs)
+	}
+	var leftBehind []string
 	for j := range runs {
 		r := &runs[j]
 		for _, v := range left {
 			if v.RunID == r.RunID {
 				r.Extra = append(r.Extra, v)
+				if v.Confirmed {
+					leftBehind = append(leftBehind, v.Kind)
+				}
 			}
 		}
 		if j == 0 && k.Target == TargetNone {
@@ -742,6 +787,10 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			}
 		}
 		rec.RunIDs = append(rec.RunIDs, r.RunID)
+	}
+	rec.LeftBehind = "nothing"
+	if len(leftBehind) > 0 {
+		rec.LeftBehind = strings.Join(leftBehind, ",")
 	}
 	// A preliminary verdict against the reference runs; the segment's end
 	// judges again with the control runs among the undisturbed ones.
@@ -772,9 +821,14 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			rec.Error = "no run of the experiment was found"
 		}
 	}
-	if k.Target == TargetNone {
+	switch {
+	case k.Target == TargetNone:
 		c.logf("slot %d/%d: control, no kill → %s: %s%s", i, n, id, describeRuns(runs), errSuffix(rec.Error))
-	} else {
+	case kf != nil:
+		c.logf("slot %d/%d: %s in %s (covered %s), down %.1fs, noticed %s s, recovered %s s (%s) → %s: %s; left behind: %s%s", i, n, k.Target, k.Phase,
+			orDash(rec.PhaseObserved), rec.DownS, secs(rec.NoticedS), secs(rec.RecoveredS), orDash(rec.Recovery), id, describeRuns(runs), rec.LeftBehind,
+			errSuffix(rec.Error))
+	default:
 		c.logf("slot %d/%d: %s%s in %s (observed %s) pid %d, back after %.1fs → %s: %s%s", i, n, k.Target, instSuffix(k.Instance), k.Phase,
 			orDash(rec.PhaseObserved), rec.Pid, rec.DownS, id, describeRuns(runs), errSuffix(rec.Error))
 	}
@@ -782,6 +836,83 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		c.logf("    %s", v)
 	}
 	return rec
+}
+
+// deliverKill waits for the experiment's first run to enter the kill's
+// phase (and the offset into it), kills the process with SIGKILL and starts
+// it again after the planned delay.
+func (c *segCtx) deliverKill(ctx context.Context, k Kill, id string, rec *KillRecord) {
+	proc, err := c.cluster.Target(k.Target, k.Instance)
+	if err != nil {
+		rec.Error = err.Error()
+		return
+	}
+	rec.Proc = proc.Name
+
+	// Wait for the first run to enter the phase (or to end without it).
+	var run string
+	reached := c.events.Wait(ctx, c.cfg.RunBound, func() bool {
+		runs := c.events.RunsOf(id)
+		if len(runs) == 0 {
+			return false
+		}
+		run = runs[0]
+		for _, st := range c.events.States(run) {
+			if st.State == k.Phase || finalStates[st.State] {
+				return true
+			}
+		}
+		return false
+	})
+	var phaseSeen StateSeen
+	for _, st := range c.events.States(run) {
+		if st.State == k.Phase {
+			phaseSeen = st
+		}
+	}
+	switch {
+	case !reached:
+		rec.NotDelivered = fmt.Sprintf("the run did not reach %s within %s", k.Phase, c.cfg.RunBound)
+		return
+	case phaseSeen.State == "":
+		last, _ := c.events.State(run)
+		rec.NotDelivered = fmt.Sprintf("the run ended %s without entering %s", last.State, k.Phase)
+		return
+	}
+	if wait := time.Until(phaseSeen.Seen.Add(k.Offset)); wait > 0 {
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+	cur, _ := c.events.State(run)
+	rec.PhaseObserved = cur.State
+	rec.KilledAt = time.Now()
+	rec.Pid, err = proc.Kill()
+	if err != nil {
+		rec.Error = err.Error()
+		return
+	}
+	rec.Delivered = true
+	select {
+	case <-ctx.Done():
+	case <-time.After(k.RestartAfter):
+	}
+	rec.RestartedAt = time.Now()
+	if err := proc.Start(); err != nil {
+		rec.RestartError = err.Error()
+	} else if err := proc.WaitReady(ctx, 60*time.Second); err != nil {
+		rec.RestartError = err.Error()
+		// Ask once more before calling it: a process that cannot serve
+		// again after kill -9 (corrupt state, a lock it left) is a finding.
+		again := proc.WaitReady(ctx, 5*time.Second)
+		c.seg.Suite = append(c.seg.Suite, Violation{Kind: "restart_failed", Confirmed: again != nil,
+			Detail: fmt.Sprintf("slot %d: %s did not serve again within 60s of its restart after kill -9: %v", k.Slot, proc.Name, err)})
+	} else {
+		rec.ReadyAt = time.Now()
+		rec.DownS = rec.ReadyAt.Sub(rec.KilledAt).Seconds()
+		rec.RecoverS = rec.ReadyAt.Sub(rec.RestartedAt).Seconds()
+	}
 }
 
 // notRecovered: a control run (no kill) and every retry of it ended without

@@ -29,27 +29,43 @@ type StateSeen struct {
 	Seen  time.Time `json:"seen"`  // when the suite received it
 }
 
+// ReportSeen is a provisioner's report on a run as the suite received it:
+// run.provisioned, run.provision_failed or run.torn_down.
+type ReportSeen struct {
+	Type       string    `json:"type"`
+	Seen       time.Time `json:"seen"`
+	TsMs       int64     `json:"ts_ms"`
+	Incomplete bool      `json:"incomplete,omitempty"`
+	Lost       bool      `json:"lost,omitempty"`
+	Crashed    bool      `json:"crashed,omitempty"`
+	Transient  bool      `json:"transient,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+}
+
 // EventLog keeps what the services announced on the bus: run states (to time
-// kills), run.analyzed (flags) and experiment states.
+// kills), run.analyzed (flags), experiment states, and the provisioner's
+// reports (to time what it noticed of a fault).
 type EventLog struct {
 	mu       sync.Mutex
 	states   map[string][]StateSeen
 	expOf    map[string]string
 	runsOf   map[string][]string
 	analyzed map[string]events.RunAnalyzed
+	reports  map[string][]ReportSeen
 	changed  chan struct{}
 }
 
 // NewEventLog returns an empty log.
 func NewEventLog() *EventLog {
 	return &EventLog{states: map[string][]StateSeen{}, expOf: map[string]string{}, runsOf: map[string][]string{},
-		analyzed: map[string]events.RunAnalyzed{}, changed: make(chan struct{})}
+		analyzed: map[string]events.RunAnalyzed{}, reports: map[string][]ReportSeen{}, changed: make(chan struct{})}
 }
 
 // Run follows the lifecycle stream from since until ctx ends.
 func (l *EventLog) Run(ctx context.Context, b *bus.Bus, since time.Time) {
+	types := []events.Type{events.TypeRunState, events.TypeRunAnalyzed, events.TypeRunProvisioned, events.TypeRunProvisionFailed, events.TypeRunTornDown}
 	for ctx.Err() == nil {
-		err := b.Watch(ctx, since, []events.Type{events.TypeRunState, events.TypeRunAnalyzed}, l.add)
+		err := b.Watch(ctx, since, types, l.add)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
@@ -76,6 +92,14 @@ func (l *EventLog) add(d bus.Delivery) {
 		l.states[m.RunID] = append(ss, StateSeen{State: m.State, TsMs: m.TsMs, Seen: time.Now()})
 	case *events.RunAnalyzed:
 		l.analyzed[m.RunID] = *m
+	case *events.RunProvisioned:
+		l.reports[m.RunID] = append(l.reports[m.RunID], ReportSeen{Type: string(events.TypeRunProvisioned), Seen: time.Now(), TsMs: m.TsMs})
+	case *events.RunProvisionFailed:
+		l.reports[m.RunID] = append(l.reports[m.RunID], ReportSeen{Type: string(events.TypeRunProvisionFailed), Seen: time.Now(), TsMs: m.TsMs,
+			Transient: m.Transient, Reason: m.Reason})
+	case *events.RunTornDown:
+		l.reports[m.RunID] = append(l.reports[m.RunID], ReportSeen{Type: string(events.TypeRunTornDown), Seen: time.Now(), TsMs: m.TsMs,
+			Incomplete: m.Incomplete, Lost: m.Lost, Crashed: m.Crashed, Reason: m.Reason})
 	default:
 		return
 	}
@@ -107,6 +131,13 @@ func (l *EventLog) RunsOf(exp string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]string(nil), l.runsOf[exp]...)
+}
+
+// Reports is every provisioner report on a run, in order of arrival.
+func (l *EventLog) Reports(run string) []ReportSeen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]ReportSeen(nil), l.reports[run]...)
 }
 
 // Analyzed is the newest run.analyzed of a run.
@@ -205,6 +236,18 @@ func (w *PidWatch) Track(run string, pids []int) {
 		}
 	}
 	w.runs[run] = &sutTrack{life: SUTLife{PIDs: pids, LastAliveMs: time.Now().UnixMilli(), Identity: id}}
+}
+
+// TrackNode watches the node alone for a run whose system under test is
+// no process of this machine (a kubernetes run whose pods are API objects):
+// the suite's own meter of the node, with no SUT share.
+func (w *PidWatch) TrackNode(run, identity string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.runs[run]; ok {
+		return
+	}
+	w.runs[run] = &sutTrack{life: SUTLife{LastAliveMs: time.Now().UnixMilli(), Identity: identity}}
 }
 
 // Stop ends watching a run (its teardown began).

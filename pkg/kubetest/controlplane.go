@@ -9,12 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // AssetsScript builds kube-apiserver and etcd once per machine and prints
@@ -69,10 +71,30 @@ type ControlPlane struct {
 	certDir string
 }
 
+// loggerOnce: controller-runtime's logger is process-wide and set once.
+var loggerOnce sync.Once
+
+// quietLogger drops envtest's own log lines (it only says what it starts;
+// the processes' output goes to StartControlPlane's writer): with no logger
+// set, controller-runtime prints a stack trace to stderr instead.
+func quietLogger() {
+	loggerOnce.Do(func() { ctrllog.SetLogger(ctrllog.Log.WithSink(ctrllog.NullLogSink{})) })
+}
+
 // StartControlPlane starts etcd and the API server from the binaries in
-// assets and waits until the API server serves.
-func StartControlPlane(assets string) (*ControlPlane, error) {
+// assets and waits until the API server serves. Their output goes to out
+// (nil: discarded).
+func StartControlPlane(assets string, out io.Writer) (*ControlPlane, error) {
+	quietLogger()
 	env := &envtest.Environment{BinaryAssetsDirectory: assets, ControlPlaneStartTimeout: 90 * time.Second, ControlPlaneStopTimeout: 30 * time.Second}
+	if out != nil {
+		api, etcd := env.ControlPlane.GetAPIServer(), env.ControlPlane.Etcd
+		if etcd == nil {
+			etcd = &envtest.Etcd{}
+			env.ControlPlane.Etcd = etcd
+		}
+		api.Out, api.Err, etcd.Out, etcd.Err = out, out, out, out
+	}
 	// A certificate directory of our own outlives a stop of the API
 	// server, so StartAPIServer brings it back with the same serving
 	// certificate and service-account signing key (clients and tokens keep

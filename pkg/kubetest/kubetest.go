@@ -50,7 +50,7 @@ func MustStart() (stop func()) {
 		os.Exit(1)
 	}
 	start := time.Now()
-	cp, err := StartControlPlane(assets)
+	cp, err := StartControlPlane(assets, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -33,7 +33,12 @@ func run() int {
 	fs.BoolVar(&cfg.Build, "build", cfg.Build, "build the binaries first")
 	fs.StringVar(&cfg.ResultsDir, "results", cfg.ResultsDir, "results directory (report.json, summary.txt, kills.csv, runs.csv, table.csv, logs)")
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the kill schedule (printed; pass it again to repeat a schedule)")
-	faults := fs.String("faults", strings.Join(cfg.Faults, ","), "segments, comma-separated: services, infra (NATS and Kafka restarts), replicas (two instances, kill one)")
+	faults := fs.String("faults", strings.Join(cfg.Faults, ","), "segments, comma-separated: services, infra (NATS and Kafka restarts), replicas (two instances, kill one), "+
+		"kube (kubernetes runs on envtest: API server outages in provisioning and teardown, the provisioner's role without delete on namespaces)")
+	fs.IntVar(&cfg.KubeFaults, "kube-faults", cfg.KubeFaults, "kube segment: times each kube fault is delivered")
+	fs.DurationVar(&cfg.KubeOutage, "kube-outage", cfg.KubeOutage, "kube segment: how long the API server stays down")
+	fs.IntVar(&cfg.KubeControlEvery, "kube-control-every", cfg.KubeControlEvery, "kube segment: a control run after every that many faults (0: none)")
+	kubeSchedule := fs.String("kube-schedule", "", "kube segment: fixed faults instead of the shuffled plan: kube-apiserver:provisioning,kube-apiserver:teardown,kube-rbac:teardown")
 	fs.IntVar(&cfg.Kills, "kills", cfg.Kills, "service kills (0: every service in every phase)")
 	fs.IntVar(&cfg.InfraKills, "infra-kills", cfg.InfraKills, "kills of the NATS server and, as many, of the Kafka broker")
 	fs.IntVar(&cfg.ReplicaKills, "replica-kills", cfg.ReplicaKills, "kills of one of two instances")
@@ -59,6 +64,12 @@ func run() int {
 	cfg.Faults = split(*faults)
 	if *schedule != "" {
 		if cfg.Schedule, err = chaos.ParseSchedule(*schedule); err != nil {
+			fmt.Fprintln(os.Stderr, "chaos:", err)
+			return 2
+		}
+	}
+	if *kubeSchedule != "" {
+		if cfg.KubeSchedule, err = chaos.ParseSchedule(*kubeSchedule); err != nil {
 			fmt.Fprintln(os.Stderr, "chaos:", err)
 			return 2
 		}
