@@ -135,7 +135,7 @@ func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	e, ok, err := s.lookup(ctx, id)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrNotReady) {
 		s.logger.Warn("look up experiment failed", zap.String("experiment_id", id), zap.Error(err))
 	}
 	if !ok {

@@ -177,6 +177,9 @@ func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config
 	h.sched = s
 	ctx, cancel := context.WithCancel(ctx)
 	done := runScheduler(h.t, ctx, s)
+	// Like a client waiting for /healthz: until its state is loaded the
+	// scheduler answers 503.
+	testenv.Eventually(h.t, 30*time.Second, "scheduler ready", func() bool { return s.Check() == nil })
 	return func() { cancel(); <-done }
 }
 

@@ -63,7 +63,9 @@ func (s *Scheduler) lookup(ctx context.Context, id string) (ExperimentRecord, bo
 	if e, ok := s.view.experiment(id); ok {
 		return e, true, nil
 	}
-	if s.kv.kv == nil {
+	if s.kv.kv == nil || !s.view.isSynced() {
+		// Before the view is loaded its counts of the runs would be wrong:
+		// the caller answers not ready.
 		return ExperimentRecord{}, false, ErrNotReady
 	}
 	var e ExperimentRecord
