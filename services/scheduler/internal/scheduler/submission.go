@@ -31,7 +31,7 @@ var errUnknownExperiment = errors.New("unknown experiment")
 // recordSubmission writes the pending record of an experiment the API is
 // about to accept.
 func (s *Scheduler) recordSubmission(ctx context.Context, id, name string, runs int) (uint64, error) {
-	if s.kv.kv == nil {
+	if s.kv.kv == nil || !s.view.isSynced() {
 		return 0, ErrNotReady
 	}
 	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateSubmitted, RunIDs: []string{}, CreatedMs: s.nowMs(),
