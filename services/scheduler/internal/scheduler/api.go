@@ -103,22 +103,21 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	if by == "" {
 		by = "api"
 	}
+	if err := s.Check(); err != nil && p.Experiment.Spec.Trigger == nil {
+		return SubmitReply{Error: err.Error()}
+	}
+	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
+		return SubmitReply{Error: fmt.Sprintf("queue the submission: %v", err)}
+	}
 	// The experiment's record exists before its id is handed out, so a
 	// status or cancel right after the answer finds it (submission.go). A
 	// template is armed by the consumer instead and has no record.
-	var rev uint64
 	if p.Experiment.Spec.Trigger == nil {
-		if rev, err = s.recordSubmission(ctx, id, p.Experiment.Metadata.Name, p.Runs); err != nil {
-			return SubmitReply{Error: err.Error()}
+		if err := s.recordSubmission(ctx, id, p.Experiment.Metadata.Name, p.Runs); err != nil {
+			// Queued all the same: the consumer creates it; until then a
+			// status of it may answer unknown.
+			s.logger.Warn("record submission failed", zap.String("experiment_id", id), zap.Error(err))
 		}
-	}
-	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
-		if rev != 0 {
-			if ferr := s.forgetSubmission(context.WithoutCancel(ctx), id, rev); ferr != nil {
-				s.logger.Warn("remove the record of an unpublished submission failed", zap.String("experiment_id", id), zap.Error(ferr))
-			}
-		}
-		return SubmitReply{Error: fmt.Sprintf("queue the submission: %v", err)}
 	}
 	rep := SubmitReply{ID: id, Runs: p.Runs}
 	if t := p.Experiment.Spec.Trigger; t != nil {

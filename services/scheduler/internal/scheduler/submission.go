@@ -12,8 +12,8 @@ import (
 )
 
 // An experiment exists from the moment the API hands out its id: the API
-// writes its record (pending, state submitted) before it publishes the
-// experiment.submit command and answers 202. Expanding a spec into runs is
+// publishes the experiment.submit command, then writes the experiment's
+// record (pending, state submitted), then answers 202. Expanding a spec into runs is
 // the consumer's work and can wait behind a busy consumer (a 20,000-run
 // sweep being created or cancelled takes seconds), so the record is what
 // lets status answer and a cancel be recorded in between. The consumer
@@ -28,31 +28,25 @@ import (
 // errUnknownExperiment is the error for an id no experiment has.
 var errUnknownExperiment = errors.New("unknown experiment")
 
-// recordSubmission writes the pending record of an experiment the API is
-// about to accept.
-func (s *Scheduler) recordSubmission(ctx context.Context, id, name string, runs int) (uint64, error) {
-	if s.kv.kv == nil || !s.view.isSynced() {
-		return 0, ErrNotReady
+// recordSubmission writes the pending record of an experiment whose
+// submission the API has just queued. It comes after the command, so a
+// crash in between strands nothing (the consumer creates the experiment
+// from the command alone); a consumer that got there first has created the
+// key, which is kept.
+func (s *Scheduler) recordSubmission(ctx context.Context, id, name string, runs int) error {
+	if s.kv.kv == nil {
+		return ErrNotReady
 	}
 	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateSubmitted, RunIDs: []string{}, CreatedMs: s.nowMs(),
 		Pending: true, RunsPlanned: runs}
 	rev, err := s.kv.create(ctx, expKey(id), rec)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
 	if err != nil {
-		return 0, fmt.Errorf("record submission %s: %w", id, err)
+		return fmt.Errorf("record submission %s: %w", id, err)
 	}
 	s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
-	return rev, nil
-}
-
-// forgetSubmission removes the pending record of a submission whose
-// command could not be published, so no id the API refused lingers as
-// submitted. Should the command have been stored after all, its consumer
-// creates the experiment from scratch.
-func (s *Scheduler) forgetSubmission(ctx context.Context, id string, rev uint64) error {
-	if err := s.kv.kv.Delete(ctx, expKey(id), jetstream.LastRevision(rev)); err != nil {
-		return fmt.Errorf("remove the record of submission %s: %w", id, err)
-	}
-	s.view.remove(expKey(id))
 	return nil
 }
 

@@ -1,15 +1,18 @@
 package scheduler_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -161,4 +164,70 @@ func natsGet(t testing.TB, nc *nats.Conn, id string) []byte {
 	m, err := nc.Request(scheduler.SubjectAPIGet, []byte(id), 5*time.Second)
 	require.NoError(t, err)
 	return m.Data
+}
+
+// gatedRunCreate is the real state bucket whose creation of run keys waits
+// until gate is closed; entered is closed when the first one is tried.
+type gatedRunCreate struct {
+	jetstream.KeyValue
+	gate, entered chan struct{}
+	once          *sync.Once
+}
+
+func (g gatedRunCreate) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	if strings.HasPrefix(key, "run.") {
+		g.once.Do(func() { close(g.entered) })
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return g.KeyValue.Create(ctx, key, value, opts...)
+}
+
+// A cancel that comes while the consumer is creating the experiment's runs
+// is kept: the runs it created are cancelled, none starts, and the
+// experiment ends cancelled with its runs counted as cancelled.
+func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
+	t.Parallel()
+	g := gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return g }
+	})
+	url := apiServer(t, h)
+	code, rep := postSpec(t, url, "", []byte(longSpec(2)))
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	select {
+	case <-g.entered: // the consumer is creating the runs
+	case <-time.After(30 * time.Second):
+		t.Fatal("the consumer never started creating the runs")
+	}
+	var st scheduler.ExperimentStatus
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
+	require.Equal(t, events.ExperimentStateSubmitted, st.State)
+	require.Equal(t, 4, st.RunsTotal)
+	resp, err := http.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	close(g.gate)
+
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
+	testenv.Eventually(t, 30*time.Second, "every run cancelled", func() bool {
+		getJSON(t, url+"/v1/experiments/"+rep.ID, &st)
+		return st.RunsCancelled == 4
+	})
+	require.Len(t, st.Runs, 4)
+	require.Zero(t, st.RunsFail)
+	for _, r := range st.Runs {
+		require.Equal(t, events.RunStateCancelled, r.State)
+		require.NotContains(t, h.runStates(r.RunID), events.RunStateProvisioning)
+	}
+	stored, err := h.store.Runs(context.Background(), rep.ID)
+	require.NoError(t, err)
+	require.Len(t, stored, 4)
+	for _, r := range stored {
+		require.Equal(t, events.RunStateCancelled, r.State, r.RunID)
+	}
 }
