@@ -33,28 +33,24 @@ func TestRetryWaitsOutItsBackoff(t *testing.T) {
 
 	// Run the first attempt to its failure; the retry is created pending,
 	// its record saying when it may start.
-	var retry scheduler.RunStatus
+	var retry, failedRun scheduler.RunStatus
 	ticksUntil(t, clock, start, "first attempt failed and its retry created", func() bool {
 		st, ok := h.sched.Status(id)
 		if !ok {
 			return false
 		}
 		for _, r := range st.Runs {
-			if r.RunID == retryID {
+			switch r.RunID {
+			case retryID:
 				retry = r
-				return true
+			case first:
+				failedRun = r
 			}
 		}
-		return false
+		// The retry is created first, then named on the failed run.
+		return retry.RunID != "" && strings.Contains(failedRun.Reason, "(retried as")
 	})
 	require.Equal(t, events.RunStatePending, retry.State)
-	st, _ := h.sched.Status(id)
-	var failedRun scheduler.RunStatus
-	for _, r := range st.Runs {
-		if r.RunID == first {
-			failedRun = r
-		}
-	}
 	require.Equal(t, events.RunStateFailed, failedRun.State)
 	require.Contains(t, failedRun.Reason, "(retried as "+retryID+") after a 5s back-off")
 	failedAt := failedRun.Phases[len(failedRun.Phases)-1].EndMs
@@ -75,7 +71,7 @@ func TestRetryWaitsOutItsBackoff(t *testing.T) {
 	})
 	require.Less(t, clock.Now().UnixMilli(), retry.StartsMs)
 	require.Empty(t, h.runStates(retryID), "a retry provisioned before its back-off ended")
-	st, _ = h.sched.Status(id)
+	st, _ := h.sched.Status(id)
 	require.Equal(t, events.ExperimentStateRunning, st.State, "the experiment waits for its retry")
 
 	// Once the back-off is over it starts and the experiment ends done.

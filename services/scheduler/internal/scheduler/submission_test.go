@@ -44,6 +44,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	nc := testenv.NATSConn(t, h.url)
 	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepRuns), 1)
 
+	accepted := time.Now()
 	code, big := postSpec(t, url, "?yes=true", []byte(sweep))
 	require.Equal(t, http.StatusAccepted, code, big.Error)
 	require.Equal(t, sweepRuns, big.Runs)
@@ -90,6 +91,9 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 		st, ok := h.sched.Status(big.ID)
 		return ok && st.State != events.ExperimentStateSubmitted
 	})
+	t.Logf("the %d-run sweep took %s from its 202 to its runs created (the window in which GET used to answer 404)",
+		sweepRuns, time.Since(accepted).Round(time.Millisecond))
+	cancelled := time.Now()
 	resp, err := http.Post(url+"/v1/experiments/"+big.ID+"/cancel", "", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -106,6 +110,10 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 			return h.final[id] != ""
 		})
 		require.Equal(t, events.ExperimentStateCancelled, h.final[id], id)
+		if id == third.ID {
+			t.Logf("the experiment submitted behind the sweep's cancel ended cancelled %s after that cancel",
+				time.Since(cancelled).Round(time.Millisecond))
+		}
 	}
 	for _, id := range []string{small.ID, viaNATS.ID, third.ID} {
 		var st scheduler.ExperimentStatus
