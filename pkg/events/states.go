@@ -30,6 +30,11 @@ func RunFinal(state string) bool {
 // starts, running until every run is final, then done (at least one run
 // done), failed (none done) or cancelled.
 const (
+	// ExperimentStateSubmitted is an experiment the API has given an id
+	// whose spec the scheduler has not expanded into runs yet. It is a
+	// state of the scheduler's record and API only: experiment.state
+	// announces an experiment from queued on.
+	ExperimentStateSubmitted = "submitted"
 	ExperimentStateQueued    = "queued"
 	ExperimentStateRunning   = "running"
 	ExperimentStateDone      = "done"

@@ -23,6 +23,9 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.ProvisionTimeout, "provision-timeout", c.ProvisionTimeout, "time a run may wait for provisioning")
 	fs.DurationVar(&c.AnalyzeTimeout, "analyze-timeout", c.AnalyzeTimeout, "time a run may wait for analysis")
 	fs.IntVar(&c.Retries, "retries", c.Retries, "times a run failing for a transient reason is run again")
+	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff,
+		"wait before the first retry of a run; each further retry waits twice as long (0: retry at once)")
+	fs.DurationVar(&c.RetryBackoffMax, "retry-backoff-max", c.RetryBackoffMax, "longest wait before a retry")
 }
 
 // New builds the scheduler component.

@@ -32,6 +32,7 @@ type runStatus struct {
 	State      string            `json:"state"`
 	Reason     string            `json:"reason"`
 	PhaseEndMs int64             `json:"phase_end_ms"`
+	StartsMs   int64             `json:"starts_ms"` // a retry waiting out its back-off
 	Flags      []string          `json:"flags"`
 }
 
@@ -44,6 +45,7 @@ type experimentStatus struct {
 	RunsTotal int         `json:"runs_total"`
 	RunsDone  int         `json:"runs_done"`
 	RunsFail  int         `json:"runs_failed"`
+	RunsCanc  int         `json:"runs_cancelled"`
 	Runs      []runStatus `json:"runs"`
 	Error     string      `json:"error"`
 }
@@ -88,12 +90,22 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("read the scheduler's list: %w", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tSUBMITTED")
+	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tCANCELLED\tSUBMITTED")
 	for _, e := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\n", e.ID, e.State, e.RunsTotal, e.RunsDone, e.RunsFail,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", e.ID, e.State, e.RunsTotal, e.RunsDone, e.RunsFail, e.RunsCanc,
 			time.UnixMilli(e.CreatedMs).UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
+}
+
+// runCounts says how an experiment's runs ended: cancelled runs are not
+// failures and are named apart (only when there are any).
+func runCounts(st experimentStatus) string {
+	out := fmt.Sprintf("%d/%d runs done, %d failed", st.RunsDone, st.RunsTotal, st.RunsFail)
+	if st.RunsCanc > 0 {
+		out += fmt.Sprintf(", %d cancelled", st.RunsCanc)
+	}
+	return out
 }
 
 func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -108,14 +120,16 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if st.Error != "" {
 		return errors.New(st.Error)
 	}
-	fmt.Fprintf(stdout, "experiment %s (%s): %s, %d/%d runs done, %d failed%s\n", st.ID, st.Name, st.State, st.RunsDone, st.RunsTotal, st.RunsFail,
-		reasonSuffix(st.Reason))
+	fmt.Fprintf(stdout, "experiment %s (%s): %s, %s%s\n", st.ID, st.Name, st.State, runCounts(st), reasonSuffix(st.Reason))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tREP\tFACTORS\tSTATE\tPHASE ENDS IN\tFLAGS\tREASON")
 	for _, r := range st.Runs {
 		left := "-"
-		if r.PhaseEndMs > 0 {
+		switch {
+		case r.PhaseEndMs > 0:
 			left = time.Until(time.UnixMilli(r.PhaseEndMs)).Round(100 * time.Millisecond).String()
+		case r.StartsMs > 0 && r.State == events.RunStatePending && time.Until(time.UnixMilli(r.StartsMs)) > 0:
+			left = "starts in " + time.Until(time.UnixMilli(r.StartsMs)).Round(100*time.Millisecond).String()
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", shortRun(r.RunID), r.Repetition, factors(r.Factors), r.State, left, flagList(r.Flags),
 			strings.ReplaceAll(r.Reason, "\n", " "))

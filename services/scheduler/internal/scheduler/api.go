@@ -57,7 +57,9 @@ type RunStatus struct {
 	State      string            `json:"state"`
 	Reason     string            `json:"reason,omitempty"`
 	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
-	Phases     []events.Phase    `json:"phases"`
+	// StartsMs is when a pending retry may start (its back-off ends).
+	StartsMs int64          `json:"starts_ms,omitempty"`
+	Phases   []events.Phase `json:"phases"`
 	// Flags name what the analysis recovered or bridged (e.g.
 	// energy_gap_bridged, load_takeover).
 	Flags []string `json:"flags,omitempty"`
@@ -65,16 +67,20 @@ type RunStatus struct {
 
 // ExperimentStatus is an experiment with its runs.
 type ExperimentStatus struct {
-	ID        string      `json:"id"`
-	Name      string      `json:"name"`
-	State     string      `json:"state"`
-	Reason    string      `json:"reason,omitempty"`
-	CreatedMs int64       `json:"created_ms"`
-	Seed      int64       `json:"seed"`
-	RunsTotal int         `json:"runs_total"`
-	RunsDone  int         `json:"runs_done"`
-	RunsFail  int         `json:"runs_failed"`
-	Runs      []RunStatus `json:"runs,omitempty"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	Reason    string `json:"reason,omitempty"`
+	CreatedMs int64  `json:"created_ms"`
+	Seed      int64  `json:"seed"`
+	// RunsTotal is the experiment's runs; while it is submitted (not
+	// expanded yet), the runs its spec expands to.
+	RunsTotal int `json:"runs_total"`
+	RunsDone  int `json:"runs_done"`
+	// RunsFail counts failed runs; cancelled ones are RunsCancelled.
+	RunsFail      int         `json:"runs_failed"`
+	RunsCancelled int         `json:"runs_cancelled"`
+	Runs          []RunStatus `json:"runs,omitempty"`
 }
 
 // Submit validates a spec and queues it; the experiment is accepted by the
@@ -93,8 +99,21 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	if by == "" {
 		by = "api"
 	}
-	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
+	if err := s.Check(); err != nil && p.Experiment.Spec.Trigger == nil {
 		return SubmitReply{Error: err.Error()}
+	}
+	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
+		return SubmitReply{Error: fmt.Sprintf("queue the submission: %v", err)}
+	}
+	// The experiment's record exists before its id is handed out, so a
+	// status or cancel right after the answer finds it (submission.go). A
+	// template is armed by the consumer instead and has no record.
+	if p.Experiment.Spec.Trigger == nil {
+		if err := s.recordSubmission(ctx, id, p.Experiment.Metadata.Name, p.Runs); err != nil {
+			// Queued all the same: the consumer creates it; until then a
+			// status of it may answer unknown.
+			s.logger.Warn("record submission failed", zap.String("experiment_id", id), zap.Error(err))
+		}
 	}
 	rep := SubmitReply{ID: id, Runs: p.Runs}
 	if t := p.Experiment.Spec.Trigger; t != nil {
@@ -105,9 +124,15 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 
 // Status returns an experiment and its runs from the scheduler's state;
 // false when it is unknown — or not known yet: check Check first (before
-// the view has synced, a real experiment may be missing).
+// the view has synced, a real experiment may be missing). An experiment
+// missing from the view is looked up in the bucket, which the view lags.
 func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
-	e, ok := s.view.experiment(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e, ok, err := s.lookup(ctx, id)
+	if err != nil && !errors.Is(err, ErrNotReady) {
+		s.logger.Warn("look up experiment failed", zap.String("experiment_id", id), zap.Error(err))
+	}
 	if !ok {
 		return ExperimentStatus{}, false
 	}
@@ -118,15 +143,19 @@ func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 			continue
 		}
 		st.Runs = append(st.Runs, RunStatus{RunID: r.RunID, Index: r.Index, Repetition: r.Repetition, Factors: r.Factors, State: r.State,
-			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, Phases: r.Phases, Flags: r.Flags})
+			Reason: r.Reason, PhaseEndMs: r.PhaseEndMs, StartsMs: r.NotBeforeMs, Phases: r.Phases, Flags: r.Flags})
 	}
 	return st, true
 }
 
 func (s *Scheduler) summary(e ExperimentRecord) ExperimentStatus {
-	done, failed, _ := s.view.counts(e, s.cfg.Retries)
+	t := s.view.counts(e, s.cfg.Retries)
+	total := len(e.RunIDs)
+	if e.Pending {
+		total = e.RunsPlanned
+	}
 	return ExperimentStatus{ID: e.ID, Name: e.Name, State: e.State, Reason: e.Reason, CreatedMs: e.CreatedMs, Seed: e.Seed,
-		RunsTotal: len(e.RunIDs), RunsDone: done, RunsFail: failed}
+		RunsTotal: total, RunsDone: t.done, RunsFail: t.failed, RunsCancelled: t.cancelled}
 }
 
 // List returns every experiment, newest first.
@@ -140,15 +169,34 @@ func (s *Scheduler) List() []ExperimentStatus {
 	return out
 }
 
-// Cancel requests cancellation of an experiment.
+// Cancel requests cancellation of an experiment. One not expanded into
+// runs yet is cancelled on its record at once (the submission's consumer
+// then creates no runs); otherwise the cancel goes to the consumer, which
+// stops and cancels the runs. Either way it is durable when Cancel returns.
 func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
 	if err := s.Check(); err != nil {
 		return err
 	}
-	if _, ok := s.view.experiment(id); !ok {
-		return fmt.Errorf("unknown experiment %s", id)
+	e, ok, err := s.lookup(ctx, id)
+	if err != nil {
+		return err
 	}
-	return s.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, "")
+	if !ok {
+		return fmt.Errorf("%w %s", errUnknownExperiment, id)
+	}
+	if e.Pending {
+		done, err := s.cancelPending(ctx, id, reason)
+		if err != nil {
+			return fmt.Errorf("cancel experiment %s: %w", id, err)
+		}
+		if done {
+			return nil
+		}
+	}
+	if err := s.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
+		return fmt.Errorf("queue the cancel of experiment %s: %w", id, err)
+	}
+	return nil
 }
 
 // serveNATS answers the request-reply API until ctx ends.
@@ -277,9 +325,9 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /v1/experiments/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.Cancel(r.Context(), r.PathValue("id"), "cancelled through the HTTP API"); err != nil {
-			code := http.StatusNotFound
-			if errors.Is(err, ErrNotReady) {
-				code = http.StatusServiceUnavailable
+			code := http.StatusServiceUnavailable
+			if errors.Is(err, errUnknownExperiment) {
+				code = http.StatusNotFound
 			}
 			writeJSON(w, code, map[string]string{"error": err.Error()})
 			return

@@ -26,6 +26,12 @@ type Config struct {
 	// (a timeout, a load generator failure, a crash of the system under
 	// test) is run again, as a new run "<run>-aN" with the same config.
 	Retries int `yaml:"retries"`
+	// RetryBackoff is how long the first retry of a run waits after the
+	// failure; each further attempt waits twice as long as the one before,
+	// at most RetryBackoffMax. An outage shorter than the sum of the waits
+	// (5 s + 10 s + 20 s with the defaults) is survived.
+	RetryBackoff    time.Duration `yaml:"retryBackoff"`
+	RetryBackoffMax time.Duration `yaml:"retryBackoffMax"`
 	// Resend re-publishes the current state's command (same message id, so
 	// the stream drops it unless the first was lost) when no answer came.
 	Resend time.Duration `yaml:"resend"`
@@ -37,7 +43,8 @@ type Config struct {
 // Default returns the default configuration.
 func Default() Config {
 	return Config{Concurrency: 1, Tick: 100 * time.Millisecond, ProvisionTimeout: 2 * time.Minute, LoadGrace: 30 * time.Second,
-		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second, Retries: 1}
+		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second, Retries: 3,
+		RetryBackoff: 5 * time.Second, RetryBackoffMax: time.Minute}
 }
 
 // Validate reports every problem.
@@ -51,6 +58,15 @@ func (c Config) Validate() error {
 	}
 	if c.Tick <= 0 {
 		errs = append(errs, fmt.Errorf("scheduler.tick: got %s, expected a positive duration", c.Tick))
+	}
+	if c.Retries < 0 {
+		errs = append(errs, fmt.Errorf("scheduler.retries: got %d, expected 0 or more", c.Retries))
+	}
+	if c.RetryBackoff < 0 {
+		errs = append(errs, fmt.Errorf("scheduler.retryBackoff: got %s, expected 0 (retry at once) or a positive duration", c.RetryBackoff))
+	}
+	if c.RetryBackoffMax < c.RetryBackoff {
+		errs = append(errs, fmt.Errorf("scheduler.retryBackoffMax: got %s, expected at least scheduler.retryBackoff (%s)", c.RetryBackoffMax, c.RetryBackoff))
 	}
 	return errors.Join(errs...)
 }

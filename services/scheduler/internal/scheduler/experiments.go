@@ -19,17 +19,20 @@ import (
 )
 
 // submit accepts an experiment: it expands the spec, stores every run (KV
-// and ClickHouse) and the experiment's ClickHouse row, and writes the
-// experiment's key last — its presence means "accepted", so a redelivered
-// submission after a crash in between does the rest again. A spec with a
-// trigger is a template: it is armed instead.
+// and ClickHouse) and the experiment's ClickHouse row, and settles the
+// experiment's key last — a settled (not pending) record means "accepted",
+// so a redelivered submission after a crash in between does the rest
+// again. An experiment cancelled while pending (submission.go) gets no
+// runs; one cancelled while its runs were being created has them
+// cancelled. A spec with a trigger is a template: it is armed instead.
 func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) error {
 	var existing ExperimentRecord
-	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &existing); err == nil {
+	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &existing); err == nil && !existing.Pending {
 		return nil // redelivery: already accepted
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err
 	}
+	cancelledFirst := existing.Pending && existing.State == events.ExperimentStateCancelled
 	e, err := spec.Parse([]byte(m.Spec), nil)
 	if err != nil {
 		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
@@ -55,29 +58,46 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		rec.Search = &SearchState{Search: *q, Repetitions: e.Spec.Repetitions, MinRatio: e.Spec.SLOs.MinThroughputRatio,
 			Probes: []Probe{{Rate: q.Start, Runs: slices.Clone(rec.RunIDs)}}}
 	}
-	rows, err := s.createRuns(ctx, m.ExperimentID, plan.Runs, now)
-	if err != nil {
-		return err
+	if cancelledFirst {
+		// Cancelled before any run existed: none is created.
+		rec.RunIDs, rec.Search = []string{}, nil
+		rec.State = events.ExperimentStateCancelled
+	} else {
+		rows, err := s.createRuns(ctx, m.ExperimentID, plan.Runs, now)
+		if err != nil {
+			return err
+		}
+		if err := s.store.UpsertRuns(ctx, rows); err != nil {
+			return err // retried: nothing is queued until the runs are stored
+		}
 	}
-	if err := s.store.UpsertRuns(ctx, rows); err != nil {
-		return err // retried: nothing is queued until the runs are stored
+	if existing.CreatedMs != 0 {
+		rec.CreatedMs = existing.CreatedMs // when the API accepted it
 	}
 	labels, _ := json.Marshal(e.Metadata.Labels)
 	resolved, _ := json.Marshal(e)
 	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: m.ExperimentID, Name: e.Metadata.Name, Spec: string(resolved),
-		SpecHash: spec.Hash(e), RunsTotal: uint32(len(plan.Runs)), State: events.ExperimentStateQueued, Labels: string(labels),
-		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), Seed: plan.Seed, CreatedMs: now}); err != nil {
+		SpecHash: spec.Hash(e), RunsTotal: uint32(len(rec.RunIDs)), State: rec.State, Labels: string(labels),
+		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), Seed: plan.Seed, CreatedMs: rec.CreatedMs}); err != nil {
 		return err // retried: nothing is queued until the record is stored
 	}
-	rev, err := s.kv.create(ctx, expKey(m.ExperimentID), rec)
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("store experiment %s: %w", m.ExperimentID, err)
+	ve, settled, err := s.settleSubmission(ctx, rec)
+	if err != nil {
+		return err
 	}
-	if err == nil {
-		s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	s.view.putExperiment(ve)
+	if !settled {
+		return nil
+	}
+	if ve.Value.State == events.ExperimentStateCancelled {
+		// Cancelled while pending: its runs (if any were created) are
+		// cancelled now, and the experiment announced as cancelled.
+		s.logger.Info("experiment cancelled before it was accepted", zap.String("experiment_id", m.ExperimentID),
+			zap.Int("runs", len(ve.Value.RunIDs)), zap.String("reason", ve.Value.Reason))
+		return s.cancelRuns(ctx, ve, ve.Value.Reason, true)
 	}
 	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
-	s.publishExperiment(ctx, rec, 0, 0, "")
+	s.publishExperiment(ctx, ve.Value, tally{})
 	return nil
 }
 
@@ -122,9 +142,9 @@ func (s *Scheduler) createRuns(ctx context.Context, experimentID string, runs []
 // returned (the message is retried); without, the KV record is enough.
 func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reason string, needRow bool) error {
 	var existing ExperimentRecord
-	if _, err := s.kv.get(ctx, expKey(id), &existing); err == nil {
+	if _, err := s.kv.get(ctx, expKey(id), &existing); err == nil && !existing.Pending {
 		return nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("read experiment %s: %w", id, err)
 	}
 	now := s.nowMs()
@@ -135,17 +155,20 @@ func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reas
 		}
 		s.logger.Warn("store failed experiment row failed", zap.String("experiment_id", id), zap.Error(err))
 	}
-	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateFailed, Reason: reason, RunIDs: []string{}, CreatedMs: now}
-	rev, err := s.kv.create(ctx, expKey(id), rec)
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return nil
+	if name == "" {
+		name = existing.Name
 	}
+	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateFailed, Reason: reason, RunIDs: []string{}, CreatedMs: now}
+	ve, settled, err := s.settleSubmission(ctx, rec)
 	if err != nil {
 		return fmt.Errorf("store failed experiment %s: %w", id, err)
 	}
-	s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	s.view.putExperiment(ve)
+	if !settled {
+		return nil
+	}
 	s.logger.Warn("experiment failed at submission", zap.String("experiment_id", id), zap.String("reason", reason))
-	s.publishExperiment(ctx, rec, 0, 0, reason)
+	s.publishExperiment(ctx, ve.Value, tally{})
 	return nil
 }
 
@@ -181,12 +204,24 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		return err
 	}
 	s.view.putExperiment(ve)
+	if ve.Value.Pending {
+		// Not expanded yet: the submission's consumer creates no runs for
+		// it and announces it (submission.go).
+		return nil
+	}
+	return s.cancelRuns(ctx, ve, m.Reason, changed)
+}
+
+// cancelRuns stops the started runs of a cancelled experiment and cancels
+// every unfinished one; with announce (the update that cancelled it), the
+// final rows are stored and the cancellation announced.
+func (s *Scheduler) cancelRuns(ctx context.Context, ve versioned[ExperimentRecord], reason string, announce bool) error {
 	for _, id := range ve.Value.RunIDs {
 		_, _, err := s.updateRun(ctx, id, func(r *RunRecord) (bool, error) {
 			if events.RunFinal(r.State) {
 				return false, nil
 			}
-			r.Reason = "cancelled: " + m.Reason
+			r.Reason = "cancelled: " + reason
 			if r.State != events.RunStatePending {
 				s.stopRun(ctx, r)
 			}
@@ -196,13 +231,12 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 			return err
 		}
 	}
-	if changed {
+	if announce {
 		s.storeFinalRows(ctx, ve.Value)
-		if err := s.store.SetExperimentState(ctx, m.ExperimentID, events.ExperimentStateCancelled); err != nil {
-			s.logger.Warn("store experiment state failed", zap.String("experiment_id", m.ExperimentID), zap.Error(err))
+		if err := s.store.SetExperimentState(ctx, ve.Value.ID, events.ExperimentStateCancelled); err != nil {
+			s.logger.Warn("store experiment state failed", zap.String("experiment_id", ve.Value.ID), zap.Error(err))
 		}
-		done, failed, _ := s.view.counts(ve.Value, s.cfg.Retries)
-		s.publishExperiment(ctx, ve.Value, done, failed, m.Reason)
+		s.publishExperiment(ctx, ve.Value, s.view.counts(ve.Value, s.cfg.Retries))
 	}
 	return nil
 }
@@ -214,10 +248,9 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	done, failed, started := s.view.counts(cur, s.cfg.Retries)
-	total := len(cur.RunIDs)
+	t := s.view.counts(cur, s.cfg.Retries)
 	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
-		state := experimentState(*e, done, failed, started, total)
+		state := experimentState(*e, t)
 		if state == e.State {
 			return false, nil
 		}
@@ -243,8 +276,8 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	}
 	// A final state is announced only by the update that set it (after its
 	// rows are stored); progress of an unfinished one by anyone.
-	if changed || (done+failed > 0 && !final) {
-		s.publishExperiment(ctx, e, done, failed, e.Reason)
+	if changed || (t.final() > 0 && !final) {
+		s.publishExperiment(ctx, e, t)
 	}
 	return nil
 }
@@ -253,21 +286,25 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 // until a run starts, running until every run is final, then done when at
 // least one is done, otherwise failed. A capacity search runs until it has
 // concluded, whatever its runs' counts; a cancelled experiment stays
-// cancelled, and one failed at submission stays failed.
-func experimentState(e ExperimentRecord, done, failed, started, total int) string {
+// cancelled, one failed at submission stays failed, and one not expanded
+// yet (pending) stays as it is.
+func experimentState(e ExperimentRecord, t tally) string {
 	searching := e.Search != nil && !e.Search.Done
+	total := len(e.RunIDs)
 	switch {
-	case e.State == events.ExperimentStateCancelled || e.State == events.ExperimentStateFailed && done+failed == total:
+	case e.Pending:
 		return e.State
-	case searching && started > 0:
+	case e.State == events.ExperimentStateCancelled || e.State == events.ExperimentStateFailed && t.final() == total:
+		return e.State
+	case searching && t.started > 0:
 		return events.ExperimentStateRunning
 	case searching:
 		return e.State
-	case done+failed == total && done == 0:
+	case t.final() == total && t.done == 0:
 		return events.ExperimentStateFailed
-	case done+failed == total:
+	case t.final() == total:
 		return events.ExperimentStateDone
-	case started > 0:
+	case t.started > 0:
 		return events.ExperimentStateRunning
 	}
 	return e.State
@@ -275,10 +312,11 @@ func experimentState(e ExperimentRecord, done, failed, started, total int) strin
 
 // publishExperiment announces an experiment's state and progress; the
 // message id holds both, so each distinct announcement is published once.
-func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, done, failed int, reason string) {
-	msgID := fmt.Sprintf("experiment.state:%s:%s:%d:%d", e.ID, e.State, done, failed)
+// runs_failed counts failed runs only, not cancelled ones.
+func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, t tally) {
+	msgID := fmt.Sprintf("experiment.state:%s:%s:%d:%d:%d", e.ID, e.State, t.done, t.failed, t.cancelled)
 	if err := s.bus.Publish(ctx, events.ExperimentState{ExperimentID: e.ID, Name: e.Name, State: e.State, RunsTotal: len(e.RunIDs),
-		RunsDone: done, RunsFailed: failed, Reason: reason, TsMs: s.nowMs()}, msgID); err != nil {
+		RunsDone: t.done, RunsFailed: t.failed, Reason: e.Reason, TsMs: s.nowMs()}, msgID); err != nil {
 		s.logger.Warn("publish experiment state failed", zap.String("experiment_id", e.ID), zap.Error(err))
 	}
 }

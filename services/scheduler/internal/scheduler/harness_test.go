@@ -132,6 +132,9 @@ func testConfig(mod func(*scheduler.Config)) scheduler.Config {
 	cfg := scheduler.Default()
 	cfg.Brokers = []string{"127.0.0.1:9"}
 	cfg.Tick = 5 * time.Millisecond
+	// One retry, at once: what the tests of run outcomes expect; the
+	// back-off has tests of its own (backoff_test.go).
+	cfg.Retries, cfg.RetryBackoff = 1, 0
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -174,6 +177,9 @@ func (h *harness) startScheduler(ctx context.Context, mod func(*scheduler.Config
 	h.sched = s
 	ctx, cancel := context.WithCancel(ctx)
 	done := runScheduler(h.t, ctx, s)
+	// Like a client waiting for /healthz: until its state is loaded the
+	// scheduler answers 503.
+	testenv.Eventually(h.t, 30*time.Second, "scheduler ready", func() bool { return s.Check() == nil })
 	return func() { cancel(); <-done }
 }
 

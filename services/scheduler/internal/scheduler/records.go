@@ -21,6 +21,15 @@ type ExperimentRecord struct {
 	CreatedMs int64    `json:"created_ms"`
 	// Search is set for capacity-search experiments.
 	Search *SearchState `json:"search,omitempty"`
+	// Pending marks the record the API writes before it answers a
+	// submission (state submitted, or cancelled by a cancel that came
+	// first): the id is known and a cancel can be recorded on it, but the
+	// submission's consumer has not expanded the spec into runs yet. It
+	// clears when that consumer settles the record (submission.go).
+	Pending bool `json:"pending,omitempty"`
+	// RunsPlanned is the number of runs the spec expands to, known to the
+	// API before the runs exist.
+	RunsPlanned int `json:"runs_planned,omitempty"`
 }
 
 // RunRecord is a run's state in the KV bucket: everything needed to resume
@@ -64,6 +73,9 @@ type RunRecord struct {
 	RetryOf   string `json:"retry_of,omitempty"`
 	Transient bool   `json:"transient,omitempty"` // the failure may pass on a retry
 	RetriedAs string `json:"retried_as,omitempty"`
+	// NotBeforeMs is when a retry may start at the earliest: a transient
+	// failure's retry waits out a back-off (retries.go).
+	NotBeforeMs int64 `json:"not_before_ms,omitempty"`
 
 	// entered is set (in memory only) when a transition happened in this
 	// update, so its entry command is published once the write commits.

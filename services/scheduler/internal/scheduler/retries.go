@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -17,6 +18,22 @@ import (
 // again, up to Config.Retries times, as a new run "<first run>-aN" with the
 // same config. The retry is normally created by the commit that failed the
 // run; the tick creates any whose creation a crash interrupted.
+//
+// A retry does not start at once: a transient failure is usually an outage
+// (the broker, the cluster's API server) that needs time to pass, and an
+// immediate retry fails on the same outage. Attempt n waits
+// Config.RetryBackoff·2^(n-1), at most Config.RetryBackoffMax, after the
+// failure; the wait is on the retry's record (NotBeforeMs) so a restarted
+// scheduler keeps it, and the tick starts the run only once it is over.
+
+// retryDelay is how long attempt n (1 for the first retry) waits.
+func (c Config) retryDelay(attempt int) time.Duration {
+	d := c.RetryBackoff
+	for i := 1; i < attempt && d < c.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	return min(d, c.RetryBackoffMax)
+}
 
 // retryDue reports a failed run that will be retried but is not yet.
 func (r *RunRecord) retryDue(retries int) bool {
@@ -32,7 +49,8 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 		first = failed.RunID
 	}
 	now := s.nowMs()
-	rr := RunRecord{ExperimentID: failed.ExperimentID, RunID: fmt.Sprintf("%s-a%d", first, failed.Attempt+1), Repetition: failed.Repetition,
+	delay := s.cfg.retryDelay(failed.Attempt + 1)
+	rr := RunRecord{NotBeforeMs: now + delay.Milliseconds(), ExperimentID: failed.ExperimentID, RunID: fmt.Sprintf("%s-a%d", first, failed.Attempt+1), Repetition: failed.Repetition,
 		Factors: failed.Factors, Config: failed.Config, ConfigHash: failed.ConfigHash, State: events.RunStatePending, EnteredMs: now, CreatedMs: now,
 		Attempt: failed.Attempt + 1, RetryOf: first}
 	var created *versioned[RunRecord]
@@ -65,6 +83,9 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 		}
 		r.RetriedAs = rr.RunID
 		r.Reason += " (retried as " + rr.RunID + ")"
+		if delay > 0 {
+			r.Reason += " after a " + delay.String() + " back-off"
+		}
 		return true, nil
 	})
 	if err != nil {
@@ -72,6 +93,7 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 	}
 	s.view.putRun(vf)
 	s.persistRun(vf)
-	s.logger.Info("run will be retried", zap.String("run_id", failed.RunID), zap.String("retry_run_id", rr.RunID), zap.String("reason", failed.Reason))
+	s.logger.Info("run will be retried", zap.String("run_id", failed.RunID), zap.String("retry_run_id", rr.RunID), zap.String("reason", failed.Reason),
+		zap.Duration("backoff", delay))
 	return nil
 }

@@ -34,6 +34,9 @@ func (s *Scheduler) tick(ctx context.Context) error {
 	running := 0
 	var pending []string
 	for _, e := range s.view.active() {
+		if e.Pending {
+			continue // not expanded into runs yet
+		}
 		finished := true
 		for _, rid := range e.RunIDs {
 			r, ok := s.view.run(rid)
@@ -76,7 +79,8 @@ func (s *Scheduler) tick(ctx context.Context) error {
 }
 
 // startPending starts pending runs, in order, as their cluster has a free
-// slot. The slot set in KV, not this scheduler's count, is the limit:
+// slot; a retry waits until its back-off is over (retries.go), without
+// holding up the runs behind it. The slot set in KV, not this scheduler's count, is the limit:
 // other schedulers start runs too.
 func (s *Scheduler) startPending(ctx context.Context, pending []string) error {
 	full := map[string]bool{}
@@ -84,6 +88,9 @@ func (s *Scheduler) startPending(ctx context.Context, pending []string) error {
 		pr, ok := s.view.run(rid)
 		if !ok {
 			continue
+		}
+		if pr.NotBeforeMs > s.nowMs() {
+			continue // a retry waiting out its back-off
 		}
 		cluster := clusterOf(pr)
 		if full[cluster] || s.slotsFull(cluster) {
@@ -102,7 +109,7 @@ func (s *Scheduler) startPending(ctx context.Context, pending []string) error {
 			continue
 		}
 		r, changed, err := s.updateRun(ctx, rid, func(r *RunRecord) (bool, error) {
-			if r.State != events.RunStatePending || !s.experimentLive(r.ExperimentID) {
+			if r.State != events.RunStatePending || !s.experimentLive(r.ExperimentID) || r.NotBeforeMs > s.nowMs() {
 				return false, nil // started by another scheduler, or cancelled meanwhile
 			}
 			return true, s.transition(ctx, r, events.RunStateProvisioning)

@@ -199,27 +199,38 @@ func (v *view) triggerSubjects() []string {
 	return out
 }
 
+// tally counts an experiment's runs by outcome: cancelled runs are not
+// failures, and are counted apart.
+type tally struct {
+	done, failed, cancelled int
+	started                 int // runs that have left pending (final ones included)
+}
+
+// final is how many runs have ended.
+func (t tally) final() int { return t.done + t.failed + t.cancelled }
+
 // counts tallies an experiment's runs. A failed run whose retry is due but
 // not yet created counts as in flight, so the experiment does not finish
 // in between.
-func (v *view) counts(e ExperimentRecord, retries int) (done, failed, started int) {
+func (v *view) counts(e ExperimentRecord, retries int) tally {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
+	var t tally
 	for _, id := range e.RunIDs {
 		r := v.runs[id].Value
 		switch r.State {
 		case events.RunStateDone:
-			done++
+			t.done++
 		case events.RunStateFailed:
 			if !r.retryDue(retries) {
-				failed++
+				t.failed++
 			}
 		case events.RunStateCancelled:
-			failed++
+			t.cancelled++
 		case events.RunStatePending, "":
 			continue
 		}
-		started++
+		t.started++
 	}
-	return done, failed, started
+	return t
 }

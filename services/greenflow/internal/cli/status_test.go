@@ -1,0 +1,91 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/svcmain"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// A cancelled experiment's runs are cancelled, not failed: `greenflow
+// status` and `greenflow list` say so (they used to say "0/2 runs done, 2
+// failed" and FAILED 2). A real scheduler on real NATS and ClickHouse;
+// nothing answers its provision commands, so the runs wait until the
+// cancel.
+func TestStatusAndListCountCancelledRunsApart(t *testing.T) {
+	t.Parallel()
+	url := testenv.NATS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	b, err := bus.Connect(ctx, url, "scheduler", testenv.Logger(t), nil)
+	require.NoError(t, err)
+	cfg := schedulerapp.Default()
+	cfg.Brokers = []string{"127.0.0.1:9"}
+	comp, err := schedulerapp.New(cfg, svcmain.Deps{Name: "scheduler", Bus: b, Store: testenv.Store(t), Logger: testenv.Logger(t),
+		Registry: prometheus.NewRegistry()})
+	require.NoError(t, err)
+	var g service.Group
+	g.Add("scheduler", comp)
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); _ = g.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-stopped; b.Close() })
+
+	dir := t.TempDir()
+	specFile := filepath.Join(dir, "exp.yaml")
+	require.NoError(t, os.WriteFile(specFile, []byte(`apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: cli-cancel}
+spec:
+  workload: {sensors: 10, periodMs: 1000, format: avro}
+  factors:
+    - name: workload.sensors
+      values: ["10", "20"]
+  repetitions: 1
+  phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
+`), 0o644))
+	conn := []string{"--nats-url", url, "--state-dir", dir}
+	run := func(args ...string) (string, int) {
+		var out, errOut bytes.Buffer
+		code := cli.Main(append(args, conn...), &out, &errOut)
+		return out.String() + errOut.String(), code
+	}
+	out, code := run("submit", "-f", specFile)
+	require.Zero(t, code, out)
+	id := regexp.MustCompile(`submitted experiment (\S+)`).FindStringSubmatch(out)
+	require.NotNil(t, id, out)
+
+	testenv.Eventually(t, 30*time.Second, "a run provisioning", func() bool {
+		out, code := run("status", id[1])
+		return code == 0 && strings.Contains(out, "provisioning")
+	})
+	out, code = run("cancel", id[1])
+	require.Zero(t, code, out)
+	// The experiment is marked cancelled first, its runs right after.
+	testenv.Eventually(t, 30*time.Second, "the experiment and its runs cancelled", func() bool {
+		out, code = run("status", id[1])
+		return code == 0 && strings.Contains(out, ": cancelled,") && !strings.Contains(out, "provisioning") && !strings.Contains(out, "pending")
+	})
+	require.Contains(t, out, "cancelled, 0/2 runs done, 0 failed, 2 cancelled", out)
+
+	out, code = run("list")
+	require.Zero(t, code, out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2, out)
+	require.Equal(t, []string{"EXPERIMENT", "STATE", "RUNS", "DONE", "FAILED", "CANCELLED", "SUBMITTED"}, strings.Fields(lines[0]))
+	require.Equal(t, []string{id[1], "cancelled", "2", "0", "0", "2"}, strings.Fields(lines[1])[:6])
+}

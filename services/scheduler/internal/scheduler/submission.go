@@ -1,0 +1,146 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// An experiment exists from the moment the API hands out its id: the API
+// publishes the experiment.submit command, then writes the experiment's
+// record (pending, state submitted), then answers 202. Expanding a spec into runs is
+// the consumer's work and can wait behind a busy consumer (a 20,000-run
+// sweep being created or cancelled takes seconds), so the record is what
+// lets status answer and a cancel be recorded in between. The consumer
+// then settles the record: it replaces the pending one with the accepted
+// (or failed) experiment, keeping a cancellation that came first.
+//
+// Rejected: answering status from the view only (the view of another
+// scheduler, or of this one behind a burst of writes, lags the bucket) and
+// publishing the cancel only (it queues behind the same busy consumer, and
+// a cancel of an id the consumer does not know yet was dropped).
+
+// errUnknownExperiment is the error for an id no experiment has.
+var errUnknownExperiment = errors.New("unknown experiment")
+
+// recordSubmission writes the pending record of an experiment whose
+// submission the API has just queued. It comes after the command, so a
+// crash in between strands nothing (the consumer creates the experiment
+// from the command alone); a consumer that got there first has created the
+// key, which is kept.
+func (s *Scheduler) recordSubmission(ctx context.Context, id, name string, runs int) error {
+	if s.kv.kv == nil {
+		return ErrNotReady
+	}
+	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateSubmitted, RunIDs: []string{}, CreatedMs: s.nowMs(),
+		Pending: true, RunsPlanned: runs}
+	rev, err := s.kv.create(ctx, expKey(id), rec)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record submission %s: %w", id, err)
+	}
+	s.view.putExperiment(versioned[ExperimentRecord]{rec, rev})
+	return nil
+}
+
+// lookup returns an experiment from the view, or from the bucket when the
+// view does not have it yet (the view lags the bucket's writes, and those
+// of other schedulers more).
+func (s *Scheduler) lookup(ctx context.Context, id string) (ExperimentRecord, bool, error) {
+	if e, ok := s.view.experiment(id); ok {
+		return e, true, nil
+	}
+	if s.kv.kv == nil || !s.view.isSynced() {
+		// Before the view is loaded its counts of the runs would be wrong:
+		// the caller answers not ready.
+		return ExperimentRecord{}, false, ErrNotReady
+	}
+	var e ExperimentRecord
+	rev, err := s.kv.get(ctx, expKey(id), &e)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return ExperimentRecord{}, false, nil
+	}
+	if err != nil {
+		return ExperimentRecord{}, false, fmt.Errorf("read experiment %s: %w", id, err)
+	}
+	s.view.putExperiment(versioned[ExperimentRecord]{e, rev})
+	return e, true, nil
+}
+
+// cancelPending records a cancellation on a pending experiment's record;
+// false when the experiment is not pending (any more), and the cancel has
+// to go to its runs through the consumer.
+func (s *Scheduler) cancelPending(ctx context.Context, id, reason string) (bool, error) {
+	ve, _, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
+		if !e.Pending || events.ExperimentFinal(e.State) {
+			return false, nil
+		}
+		e.State, e.Reason = events.ExperimentStateCancelled, reason
+		return true, nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if !ve.Value.Pending {
+		return false, nil
+	}
+	s.view.putExperiment(ve)
+	return true, nil
+}
+
+// settleSubmission stores the experiment a submission became: it creates
+// the key, or replaces a pending record — keeping the submission time and
+// a cancellation recorded on it (a queued experiment becomes cancelled).
+// false: the experiment was settled already (a redelivery, another
+// scheduler); the stored record is returned.
+func (s *Scheduler) settleSubmission(ctx context.Context, rec ExperimentRecord) (versioned[ExperimentRecord], bool, error) {
+	key := expKey(rec.ID)
+	for attempt := 0; attempt < 20; attempt++ {
+		var cur ExperimentRecord
+		rev, err := s.kv.get(ctx, key, &cur)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			nrev, err := s.kv.create(ctx, key, rec)
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				continue // the API's record, or another scheduler's, came first
+			}
+			if err != nil {
+				return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w", rec.ID, err)
+			}
+			return versioned[ExperimentRecord]{rec, nrev}, true, nil
+		}
+		if err != nil {
+			return versioned[ExperimentRecord]{}, false, fmt.Errorf("read experiment %s: %w", rec.ID, err)
+		}
+		if !cur.Pending {
+			return versioned[ExperimentRecord]{cur, rev}, false, nil
+		}
+		next := rec
+		next.Pending = false
+		if cur.CreatedMs != 0 {
+			next.CreatedMs = cur.CreatedMs
+		}
+		if cur.State == events.ExperimentStateCancelled && next.State != events.ExperimentStateFailed {
+			next.State, next.Reason = events.ExperimentStateCancelled, cur.Reason
+		}
+		b, err := json.Marshal(next)
+		if err != nil {
+			return versioned[ExperimentRecord]{}, false, fmt.Errorf("encode experiment %s: %w", rec.ID, err)
+		}
+		nrev, err := s.kv.kv.Update(ctx, key, b, rev)
+		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
+			continue
+		}
+		if err != nil {
+			return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w", rec.ID, err)
+		}
+		return versioned[ExperimentRecord]{next, nrev}, true, nil
+	}
+	return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w after 20 attempts", rec.ID, errConflict)
+}

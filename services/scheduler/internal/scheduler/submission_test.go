@@ -1,0 +1,241 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
+)
+
+// longSpec is the test spec with runs that measure for an hour: they stay
+// active until cancelled.
+func longSpec(reps int) string {
+	return strings.Replace(fmt.Sprintf(specTmpl, reps), "measure: 150ms", "measure: 1h", 1)
+}
+
+// sweepRuns is the size of the sweep that keeps the scheduler busy, as in
+// the report: creating or cancelling it takes the submission consumer
+// seconds, during which it handles nothing else.
+const sweepRuns = 20000
+
+// The id a 202 hands out is an experiment at once: while the scheduler is
+// busy creating, then cancelling, a 20,000-run sweep, a small experiment
+// submitted behind it answers GET (submitted) and takes a cancel, over
+// HTTP and over NATS, and ends cancelled without any of its runs starting.
+// Before, GET and cancel answered 404 until the consumer reached it (~3.5
+// s, and ~14 s behind a cancel), and the cancel was lost.
+func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
+	nc := testenv.NATSConn(t, h.url)
+	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepRuns), 1)
+
+	accepted := time.Now()
+	code, big := postSpec(t, url, "?yes=true", []byte(sweep))
+	require.Equal(t, http.StatusAccepted, code, big.Error)
+	require.Equal(t, sweepRuns, big.Runs)
+
+	// getCancel GETs an experiment and cancels it at once, over HTTP.
+	getCancel := func(id string) scheduler.ExperimentStatus {
+		t.Helper()
+		var st scheduler.ExperimentStatus
+		require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+id, &st), "GET right after the 202")
+		resp, err := http.Post(url+"/v1/experiments/"+id+"/cancel", "", nil)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "cancel right after the 202")
+		return st
+	}
+
+	// 1. Behind the sweep being created, over HTTP.
+	code, small := postSpec(t, url, "", []byte(longSpec(1)))
+	require.Equal(t, http.StatusAccepted, code, small.Error)
+	st := getCancel(small.ID)
+	require.Equal(t, events.ExperimentStateSubmitted, st.State, "the consumer is still creating the sweep")
+	require.Equal(t, 2, st.RunsTotal, "a submitted experiment shows the runs it will have")
+
+	// 2. The same over NATS request-reply.
+	req, _ := json.Marshal(scheduler.SubmitRequest{Spec: longSpec(1)})
+	var viaNATS scheduler.SubmitReply
+	require.NoError(t, json.Unmarshal(request(t, nc, scheduler.SubjectAPISubmit, req), &viaNATS))
+	require.NotEmpty(t, viaNATS.ID, viaNATS.Error)
+	natsAsk := func(subject, id string) map[string]any {
+		t.Helper()
+		m, err := nc.Request(subject, []byte(id), 5*time.Second)
+		require.NoError(t, err)
+		var out map[string]any
+		require.NoError(t, json.Unmarshal(m.Data, &out))
+		require.Empty(t, out["error"], "%s of %s right after it was accepted", subject, id)
+		return out
+	}
+	require.Equal(t, viaNATS.ID, natsAsk(scheduler.SubjectAPIGet, viaNATS.ID)["id"])
+	require.Equal(t, "cancel requested", natsAsk(scheduler.SubjectAPICancel, viaNATS.ID)["status"])
+
+	// 3. Behind the sweep being cancelled: wait until the sweep is created,
+	// cancel it, and submit, GET and cancel one more at once.
+	testenv.Eventually(t, 3*time.Minute, "the sweep created", func() bool {
+		st, ok := h.sched.Status(big.ID)
+		return ok && st.State != events.ExperimentStateSubmitted
+	})
+	t.Logf("the %d-run sweep took %s from its 202 to its runs created (the window in which GET used to answer 404)",
+		sweepRuns, time.Since(accepted).Round(time.Millisecond))
+	cancelled := time.Now()
+	resp, err := http.Post(url+"/v1/experiments/"+big.ID+"/cancel", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	code, third := postSpec(t, url, "", []byte(longSpec(1)))
+	require.Equal(t, http.StatusAccepted, code, third.Error)
+	getCancel(third.ID)
+
+	// Each ends cancelled; none of the small ones' runs ever started.
+	for _, id := range []string{small.ID, viaNATS.ID, third.ID, big.ID} {
+		testenv.Eventually(t, 3*time.Minute, "experiment "+id+" cancelled", func() bool {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			return h.final[id] != ""
+		})
+		require.Equal(t, events.ExperimentStateCancelled, h.final[id], id)
+		if id == third.ID {
+			t.Logf("the experiment submitted behind the sweep's cancel ended cancelled %s after that cancel",
+				time.Since(cancelled).Round(time.Millisecond))
+		}
+	}
+	for _, id := range []string{small.ID, viaNATS.ID, third.ID} {
+		var st scheduler.ExperimentStatus
+		require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+id, &st))
+		require.Equal(t, events.ExperimentStateCancelled, st.State)
+		for _, r := range st.Runs {
+			require.NotContains(t, h.runStates(r.RunID), events.RunStateProvisioning, "run %s of cancelled %s started", r.RunID, id)
+		}
+	}
+
+	// The cancelled sweep counts its runs as cancelled, not failed.
+	var list []scheduler.ExperimentStatus
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments", &list))
+	i := slices.IndexFunc(list, func(e scheduler.ExperimentStatus) bool { return e.ID == big.ID })
+	require.GreaterOrEqual(t, i, 0)
+	require.Equal(t, sweepRuns, list[i].RunsTotal)
+	require.Equal(t, sweepRuns, list[i].RunsCancelled)
+	require.Zero(t, list[i].RunsFail)
+}
+
+// Cancelled runs are counted apart from failed ones — in the HTTP status,
+// the list and the NATS API (what `greenflow status` and `list` show).
+func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
+	nc := testenv.NATSConn(t, h.url)
+	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	testenv.Eventually(t, 30*time.Second, "a run measuring", func() bool {
+		st, ok := h.sched.Status(rep.ID)
+		return ok && slices.ContainsFunc(st.Runs, func(r scheduler.RunStatus) bool { return r.State == events.RunStateMeasuring })
+	})
+	resp, err := http.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
+
+	var st scheduler.ExperimentStatus
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
+	require.Equal(t, 2, st.RunsTotal)
+	require.Equal(t, 2, st.RunsCancelled)
+	require.Zero(t, st.RunsFail)
+	require.Zero(t, st.RunsDone)
+	for _, r := range st.Runs {
+		require.Equal(t, events.RunStateCancelled, r.State)
+	}
+	var viaNATS scheduler.ExperimentStatus
+	require.NoError(t, json.Unmarshal(natsGet(t, nc, rep.ID), &viaNATS))
+	require.Equal(t, 2, viaNATS.RunsCancelled)
+	require.Zero(t, viaNATS.RunsFail)
+}
+
+func natsGet(t testing.TB, nc *nats.Conn, id string) []byte {
+	t.Helper()
+	m, err := nc.Request(scheduler.SubjectAPIGet, []byte(id), 5*time.Second)
+	require.NoError(t, err)
+	return m.Data
+}
+
+// gatedRunCreate is the real state bucket whose creation of run keys waits
+// until gate is closed; entered is closed when the first one is tried.
+type gatedRunCreate struct {
+	jetstream.KeyValue
+	gate, entered chan struct{}
+	once          *sync.Once
+}
+
+func (g gatedRunCreate) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	if strings.HasPrefix(key, "run.") {
+		g.once.Do(func() { close(g.entered) })
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return g.KeyValue.Create(ctx, key, value, opts...)
+}
+
+// A cancel that comes while the consumer is creating the experiment's runs
+// is kept: the runs it created are cancelled, none starts, and the
+// experiment ends cancelled with its runs counted as cancelled.
+func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
+	t.Parallel()
+	g := gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return g }
+	})
+	url := apiServer(t, h)
+	code, rep := postSpec(t, url, "", []byte(longSpec(2)))
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	select {
+	case <-g.entered: // the consumer is creating the runs
+	case <-time.After(30 * time.Second):
+		t.Fatal("the consumer never started creating the runs")
+	}
+	var st scheduler.ExperimentStatus
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
+	require.Equal(t, events.ExperimentStateSubmitted, st.State)
+	require.Equal(t, 4, st.RunsTotal)
+	resp, err := http.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	close(g.gate)
+
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
+	testenv.Eventually(t, 30*time.Second, "every run cancelled", func() bool {
+		getJSON(t, url+"/v1/experiments/"+rep.ID, &st)
+		return st.RunsCancelled == 4
+	})
+	require.Len(t, st.Runs, 4)
+	require.Zero(t, st.RunsFail)
+	for _, r := range st.Runs {
+		require.Equal(t, events.RunStateCancelled, r.State)
+		require.NotContains(t, h.runStates(r.RunID), events.RunStateProvisioning)
+	}
+	stored, err := h.store.Runs(context.Background(), rep.ID)
+	require.NoError(t, err)
+	require.Len(t, stored, 4)
+	for _, r := range stored {
+		require.Equal(t, events.RunStateCancelled, r.State, r.RunID)
+	}
+}
