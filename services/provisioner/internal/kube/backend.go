@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -43,6 +44,9 @@ type Backend struct {
 	logger  *zap.Logger
 	clock   clock.Clock
 	watches poll.Watches[struct{}]
+	// lastOutage is when a call last found the API server unavailable
+	// (unix ms on clock); see transient.
+	lastOutage atomic.Int64
 
 	mu       sync.Mutex
 	platform string

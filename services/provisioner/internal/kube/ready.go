@@ -36,7 +36,7 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 	for {
 		pending, pods, err := b.readiness(ctx, ns, sel, workloads)
 		switch {
-		case err != nil && !IsTransient(err):
+		case err != nil && !b.transient(err):
 			return nil, nil, err
 		case err != nil:
 			if unavailable == nil {

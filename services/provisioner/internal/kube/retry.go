@@ -70,6 +70,34 @@ func IsTransient(err error) bool {
 	return false
 }
 
+// authSettle is how long after the API server was last unavailable an
+// authorization failure (403, 401) still counts as the server not being
+// ready: a restarted kube-apiserver serves requests before its authorizer
+// has loaded the RBAC objects (kubernetes#101422) and for ~100 ms denies
+// everything — "clusterrole ... not found" — which is no answer about the
+// provisioner's rights. Measured by the chaos suite's kube segment: the
+// denials came 92–200 ms after the server answered again.
+const authSettle = 15 * time.Second
+
+// transient is IsTransient, remembering when the API server was last
+// unavailable, and taking an authorization failure within authSettle of
+// that for the server still starting.
+func (b *Backend) transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	now := b.clock.Now().UnixMilli()
+	if IsTransient(err) {
+		b.lastOutage.Store(now)
+		return true
+	}
+	if last := b.lastOutage.Load(); last != 0 && (apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err)) &&
+		now-last < authSettle.Milliseconds() {
+		return true
+	}
+	return false
+}
+
 // retry runs fn until it succeeds, fails in a way retrying cannot fix, the
 // phase's deadline comes or ctx ends. Transient failures are retried with
 // back-off; what fails past the deadline is marked transient.
@@ -78,7 +106,7 @@ func (b *Backend) retry(ctx context.Context, deadline time.Time, what string, fn
 	warned := false
 	for {
 		err := fn()
-		if err == nil || !IsTransient(err) || ctx.Err() != nil {
+		if err == nil || !b.transient(err) || ctx.Err() != nil {
 			return err
 		}
 		if !b.clock.Now().Add(delay).Before(deadline) {

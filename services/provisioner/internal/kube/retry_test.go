@@ -9,10 +9,13 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 )
 
 func TestIsTransientTellsInfrastructureFromMistakes(t *testing.T) {
@@ -44,4 +47,30 @@ func TestIsTransientTellsInfrastructureFromMistakes(t *testing.T) {
 	for _, c := range cases {
 		require.Equal(t, c.want, IsTransient(c.err), c.name)
 	}
+}
+
+// A restarted API server denies everything for a moment before its
+// authorizer has loaded RBAC (the chaos suite's kube segment saw a run
+// waiting for readiness fail as permanent on "clusterrole ... not found"
+// 92–200 ms after an outage). Within authSettle of an outage a 403 or 401
+// is the server still starting; later, or without an outage, it is an
+// answer about the provisioner's rights.
+func TestAuthorizationFailureRightAfterAnOutageIsTransient(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Unix(1_700_000_000, 0))
+	b, err := New(Default(), Deps{REST: &rest.Config{Host: "https://127.0.0.1:1"}, Clock: clk})
+	require.NoError(t, err)
+	ns := schema.GroupResource{Resource: "namespaces"}
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "uc3-processor",
+		errors.New(`clusterrole.rbac.authorization.k8s.io "greenflow-provisioner" not found`))
+	unauthorized := apierrors.NewUnauthorized("token not loaded yet")
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+
+	require.False(t, b.transient(forbidden), "without an outage a 403 is an answer")
+	require.True(t, b.transient(refused))
+	clk.Step(200 * time.Millisecond)
+	require.True(t, b.transient(forbidden), "a 403 200 ms after the outage: the authorizer is still loading")
+	require.True(t, b.transient(unauthorized))
+	clk.Step(authSettle)
+	require.False(t, b.transient(forbidden), "a 403 that outlasts the settle time is the role's answer")
+	require.False(t, b.transient(apierrors.NewForbidden(ns, "gf-x", errors.New(`cannot delete resource "namespaces"`))))
 }
