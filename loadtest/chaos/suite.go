@@ -361,14 +361,14 @@ func (s *suite) plan() (map[string][]Kill, error) {
 	return out, nil
 }
 
-// replicasOf is the topology of a segment. Two energy collectors on one
-// node would both pin its local meter and write every sample twice (local
-// meters are never shared), so the replicas segment runs one.
+// replicasOf is the topology of a segment: two of every service. The two
+// energy collectors share one node — one reads its meter, the other stands
+// by and takes over when it dies.
 func replicasOf(seg string) map[string]int {
 	if seg != FaultReplicas {
 		return map[string]int{}
 	}
-	return map[string]int{"scheduler": 2, "provisioner": 2, "load-generator": 2, "energy-collector": 1, "analyzer": 2}
+	return map[string]int{"scheduler": 2, "provisioner": 2, "load-generator": 2, "energy-collector": 2, "analyzer": 2}
 }
 
 // segCtx is one segment's running platform and observers.

@@ -148,7 +148,7 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 	lock := newNodeLock(c, c.kv, sc, token)
 	t := c.clock.NewTicker(c.cfg.Heartbeat)
 	defer t.Stop()
-	standingBy, warned := "", false
+	standingBy, warned, carried := "", false, false
 	for {
 		ok, prev, holder, err := lock.acquire(ctx)
 		switch {
@@ -177,7 +177,18 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 				return err
 			}
 			c.logger.Warn("another instance on this node reads the meter now; standing by", zap.String("source", sc.ID))
-		case holder != standingBy:
+		case !carried || holder != standingBy:
+			if !carried {
+				// Killed while it read the meter and back as a standby: the
+				// rows its last commit carried (not yet durable then) are
+				// its own readings; store them now, not only if it reads
+				// again.
+				c.writeCarriedRows(sc)
+				carried = true
+			}
+			if holder == standingBy {
+				break
+			}
 			standingBy = holder
 			c.logger.Info("standing by: another instance on this node reads its meter", zap.String("source", sc.ID), zap.String("holder", holder))
 		}
@@ -226,6 +237,25 @@ func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeL
 	}
 	lock.release(ctx)
 	return err
+}
+
+// writeCarriedRows stores the rows the pinned source's last file commit
+// carries (harmless if they were stored already: samples de-duplicate by
+// key).
+func (c *Collector) writeCarriedRows(sc SourceConfig) {
+	if c.cfg.SpoolDir == "" {
+		return
+	}
+	_, h, err := openFileCommit(c.cfg.SpoolDir, sc.ID)
+	if err != nil || len(h.rows) == 0 {
+		return
+	}
+	rows, err := decodeRows(h.rows)
+	if err != nil || len(rows) == 0 {
+		return
+	}
+	c.writer.AddSamples(rows)
+	c.logger.Info("rows of this instance's last reading of the meter written", zap.String("source", sc.ID), zap.Int("rows", len(rows)))
 }
 
 func boolGauge(b bool) float64 {
