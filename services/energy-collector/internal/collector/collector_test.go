@@ -322,9 +322,7 @@ func TestNotReadyUntilTheAssignmentConsumerConsumes(t *testing.T) {
 	st := testenv.Store(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b, err := bus.Connect(ctx, testenv.NATS(t), "energy-collector", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, testenv.NATS(t), "energy-collector")
 	b.Expect(bus.ExpectedConsumers("energy-collector")...)
 	require.ErrorContains(t, b.Check(), "consumer energy-collector-*: not started")
 

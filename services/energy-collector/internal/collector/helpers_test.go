@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -48,6 +47,7 @@ func testConfig(instance string, interval time.Duration) collector.Config {
 
 // instance is a running collector with its own NATS connection.
 type instance struct {
+	cfg    collector.Config
 	c      *collector.Collector
 	b      *bus.Bus
 	reg    *prometheus.Registry
@@ -58,18 +58,33 @@ type instance struct {
 func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st collector.Store) *instance {
 	tb.Helper()
 	ctx := context.Background()
-	b, err := bus.Connect(ctx, natsURL, "energy-collector", zap.NewNop(), nil)
-	require.NoError(tb, err)
-	tb.Cleanup(b.Close)
+	b := testenv.Bus(tb, natsURL, "energy-collector")
 	b.Expect(bus.ExpectedConsumers("energy-collector")...) // as svcmain and the dev stack do
 	reg := prometheus.NewRegistry()
 	c, err := collector.New(cfg, collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(tb), Registry: reg})
 	require.NoError(tb, err)
 	rctx, cancel := context.WithCancel(ctx)
-	in := &instance{c: c, b: b, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	in := &instance{cfg: cfg, c: c, b: b, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { in.done <- c.Run(rctx) }()
 	tb.Cleanup(func() { in.stop(tb) })
 	return in
+}
+
+// startFleet starts one collector per name on natsURL, all sharing the
+// farm's first n sources: testConfig(name, interval), then tune when given.
+func startFleet(tb testing.TB, natsURL string, st collector.Store, farm *keplerFarm, n int, interval time.Duration,
+	tune func(*collector.Config), names ...string) []*instance {
+	tb.Helper()
+	var ins []*instance
+	for _, name := range names {
+		cfg := testConfig(name, interval)
+		cfg.Sources = farm.sources(n)
+		if tune != nil {
+			tune(&cfg)
+		}
+		ins = append(ins, startCollector(tb, natsURL, cfg, st))
+	}
+	return ins
 }
 
 // ready is what the service's /healthz asks: the bus (connection,

@@ -34,7 +34,7 @@ func TestStatusAndListCountCancelledRunsApart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b, err := bus.Connect(ctx, url, "scheduler", testenv.Logger(t), nil)
 	require.NoError(t, err)
-	cfg := schedulerapp.Default()
+	cfg := schedulerapp.Service.Default()
 	cfg.Brokers = []string{"127.0.0.1:9"}
 	comp, err := schedulerapp.New(cfg, svcmain.Deps{Name: "scheduler", Bus: b, Store: testenv.Store(t), Logger: testenv.Logger(t),
 		Registry: prometheus.NewRegistry()})
