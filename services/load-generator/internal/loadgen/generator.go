@@ -258,19 +258,3 @@ func (g *Generator) leave(ctx context.Context) {
 		g.logger.Warn("leave membership failed; the others see the heartbeat age instead", zap.Error(err))
 	}
 }
-
-// every calls f every d, and at once whenever wake fires (nil: never),
-// until ctx ends.
-func (g *Generator) every(ctx context.Context, d time.Duration, wake <-chan struct{}, f func()) {
-	t := g.clock.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-wake:
-		}
-		f()
-	}
-}
