@@ -42,19 +42,15 @@ func newHarness(tb testing.TB, partitions int32) *harness {
 	tb.Cleanup(cluster.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	tb.Cleanup(cancel)
-	gb, err := bus.Connect(ctx, natsURL, "load-generator", zap.NewNop(), nil)
-	require.NoError(tb, err)
-	tb.Cleanup(gb.Close)
-	cfg := app.Default()
+	gb := testenv.Bus(tb, natsURL, "load-generator")
+	cfg := app.Service.Default()
 	cfg.Instance = "bench"
 	comp, err := app.New(cfg, svcmain.Deps{Bus: gb, Logger: zap.NewNop(), Registry: prometheus.NewRegistry()})
 	require.NoError(tb, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = comp.Run(ctx) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	cb, err := bus.Connect(ctx, natsURL, "bench", zap.NewNop(), nil)
-	require.NoError(tb, err)
-	tb.Cleanup(cb.Close)
+	cb := testenv.Bus(tb, natsURL, "bench")
 	h := &harness{kafka: cluster, bus: cb, finished: make(chan events.LoadFinished, 16)}
 	go func() {
 		_ = cb.Watch(ctx, time.Now().Add(-time.Second), []events.Type{events.TypeLoadFinished}, func(d bus.Delivery) {

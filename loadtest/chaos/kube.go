@@ -484,6 +484,27 @@ func (c *segCtx) undoKube(ctx context.Context, f *kubeFault, rec *KillRecord) {
 // deliverKube waits for the run to be where the fault must hit it and
 // delivers it. The phase recorded is the one the fault covered, read from
 // the run's state events.
+// awaitRunState waits, up to the run bound, for the first run of
+// experiment id to have reached one of states or a final state; it returns
+// that run ("" when none started) and whether it got there.
+func (c *segCtx) awaitRunState(ctx context.Context, id string, states ...string) (string, bool) {
+	var run string
+	reached := c.events.Wait(ctx, c.cfg.RunBound, func() bool {
+		runs := c.events.RunsOf(id)
+		if len(runs) == 0 {
+			return false
+		}
+		run = runs[0]
+		for _, st := range c.events.States(run) {
+			if slices.Contains(states, st.State) || finalStates[st.State] {
+				return true
+			}
+		}
+		return false
+	})
+	return run, reached
+}
+
 func (c *segCtx) deliverKube(ctx context.Context, k Kill, id string, f *kubeFault, rec *KillRecord) {
 	first := func() string {
 		if runs := c.events.RunsOf(id); len(runs) > 0 {
@@ -522,19 +543,7 @@ func (c *segCtx) deliverKube(ctx context.Context, k Kill, id string, f *kubeFaul
 		// Stopped as the cool-down begins, so the API server is down when
 		// the teardown starts (a stop takes about a second; the cool-down
 		// is longer).
-		var run string
-		c.events.Wait(ctx, c.cfg.RunBound, func() bool {
-			run = first()
-			if run == "" {
-				return false
-			}
-			for _, st := range c.events.States(run) {
-				if st.State == "cooldown" || st.State == "teardown" || finalStates[st.State] {
-					return true
-				}
-			}
-			return false
-		})
+		run, _ := c.awaitRunState(ctx, id, "cooldown", "teardown")
 		if run == "" || ended(run) {
 			rec.NotDelivered = fmt.Sprintf("the run ended %s before its cool-down", stateOf(run))
 			return
@@ -543,19 +552,7 @@ func (c *segCtx) deliverKube(ctx context.Context, k Kill, id string, f *kubeFaul
 		c.kube.outage(ctx, k.RestartAfter, rec)
 		rec.PhaseObserved = c.coveredPhase(run, rec.KilledAt, rec.ReadyAt, "teardown")
 	case k.Target == TargetRBAC:
-		var run string
-		c.events.Wait(ctx, c.cfg.RunBound, func() bool {
-			run = first()
-			if run == "" {
-				return false
-			}
-			for _, st := range c.events.States(run) {
-				if st.State == "teardown" || finalStates[st.State] {
-					return true
-				}
-			}
-			return false
-		})
+		run, _ := c.awaitRunState(ctx, id, "teardown")
 		var td StateSeen
 		for _, st := range c.events.States(run) {
 			if st.State == "teardown" {

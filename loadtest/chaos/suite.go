@@ -850,20 +850,7 @@ func (c *segCtx) deliverKill(ctx context.Context, k Kill, id string, rec *KillRe
 	rec.Proc = proc.Name
 
 	// Wait for the first run to enter the phase (or to end without it).
-	var run string
-	reached := c.events.Wait(ctx, c.cfg.RunBound, func() bool {
-		runs := c.events.RunsOf(id)
-		if len(runs) == 0 {
-			return false
-		}
-		run = runs[0]
-		for _, st := range c.events.States(run) {
-			if st.State == k.Phase || finalStates[st.State] {
-				return true
-			}
-		}
-		return false
-	})
+	run, reached := c.awaitRunState(ctx, id, k.Phase)
 	var phaseSeen StateSeen
 	for _, st := range c.events.States(run) {
 		if st.State == k.Phase {

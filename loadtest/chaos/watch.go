@@ -15,9 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 )
 
 // ---- lifecycle events ----
@@ -272,14 +274,7 @@ func (w *PidWatch) Life(run string) (SUTLife, bool) {
 
 // Run polls every 100 ms until ctx ends.
 func (w *PidWatch) Run(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	service.Every(ctx, clock.RealClock{}, 100*time.Millisecond, nil, func() {
 		busy, total, ncpu, nodeErr := nodeCPU()
 		stall := cpuStall()
 		w.mu.Lock()
@@ -317,7 +312,7 @@ func (w *PidWatch) Run(ctx context.Context) {
 			}
 		}
 		w.mu.Unlock()
-	}
+	})
 }
 
 // Model is the linear CPU-utilisation power model the collectors are
@@ -619,19 +614,12 @@ func (w *TopicWatch) Run(ctx context.Context) error {
 
 // sample records every run topic's summed high-water mark every 200 ms.
 func (w *TopicWatch) sample(ctx context.Context, adm *kadm.Client) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	service.Every(ctx, clock.RealClock{}, 200*time.Millisecond, nil, func() {
 		qctx, cancel := context.WithTimeout(ctx, time.Second)
 		td, err := adm.ListTopics(qctx)
 		if err != nil {
 			cancel()
-			continue
+			return
 		}
 		var names []string
 		for _, n := range td.Names() {
@@ -641,12 +629,12 @@ func (w *TopicWatch) sample(ctx context.Context, adm *kadm.Client) {
 		}
 		if len(names) == 0 {
 			cancel()
-			continue
+			return
 		}
 		ends, err := adm.ListEndOffsets(qctx, names...)
 		cancel()
 		if err != nil {
-			continue
+			return
 		}
 		now := time.Now().UnixMilli()
 		sums := map[string]int64{}
@@ -668,7 +656,7 @@ func (w *TopicWatch) sample(ctx context.Context, adm *kadm.Client) {
 			d.maxHWM = max(d.maxHWM, sum)
 		}
 		w.mu.Unlock()
-	}
+	})
 }
 
 // TopicCounts is what the suite knows of one run's topics.

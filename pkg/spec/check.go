@@ -135,48 +135,20 @@ func (r *shapeReport) check(n *yaml.Node, t reflect.Type, path string) {
 			return
 		}
 		fields := structFields(t)
-		seen := map[string]*yaml.Node{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := join(path, k.Value)
-			if first, dup := seen[k.Value]; dup {
-				r.add(k, p, "given twice (first at "+orUnknown(r.o.where(first))+")")
-				continue
-			}
-			seen[k.Value] = k
-			if r.merge(k, v, t, path) {
-				continue
-			}
+		r.entries(n, t, path, false, func(k, v *yaml.Node, p string) {
 			ft, ok := fields[k.Value]
 			if !ok {
 				r.add(k, p, unknownField(k.Value, fields))
-				continue
+				return
 			}
 			r.check(v, ft, p)
-		}
+		})
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			r.add(n, path, "expected a mapping, got "+describe(n))
 			return
 		}
-		seen := map[string]*yaml.Node{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := join(path, k.Value)
-			if k.Kind != yaml.ScalarNode {
-				r.add(k, path, "expected a plain key, got "+describe(k))
-				continue
-			}
-			if first, dup := seen[k.Value]; dup {
-				r.add(k, p, "given twice (first at "+orUnknown(r.o.where(first))+")")
-				continue
-			}
-			seen[k.Value] = k
-			if r.merge(k, v, t, path) {
-				continue
-			}
-			r.check(v, t.Elem(), p)
-		}
+		r.entries(n, t, path, true, func(_, v *yaml.Node, p string) { r.check(v, t.Elem(), p) })
 	case reflect.Slice, reflect.Array:
 		if n.Kind != yaml.SequenceNode {
 			r.add(n, path, "expected a list, got "+describe(n))
@@ -192,6 +164,30 @@ func (r *shapeReport) check(n *yaml.Node, t reflect.Type, path string) {
 		}
 		if msg := scalarProblem(n, t); msg != "" {
 			r.add(n, path, msg)
+		}
+	}
+}
+
+// entries calls f with each key, value and path of the mapping n (of type
+// t) once: a key given twice is reported, a merge key's values are checked
+// as part of the mapping, and with plainKeys (a map's) a key that is not a
+// scalar is reported.
+func (r *shapeReport) entries(n *yaml.Node, t reflect.Type, path string, plainKeys bool, f func(k, v *yaml.Node, p string)) {
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		p := join(path, k.Value)
+		if plainKeys && k.Kind != yaml.ScalarNode {
+			r.add(k, path, "expected a plain key, got "+describe(k))
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			r.add(k, p, "given twice (first at "+orUnknown(r.o.where(first))+")")
+			continue
+		}
+		seen[k.Value] = k
+		if !r.merge(k, v, t, path) {
+			f(k, v, p)
 		}
 	}
 }

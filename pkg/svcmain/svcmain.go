@@ -91,11 +91,9 @@ type Deps struct {
 	Mux *http.ServeMux
 }
 
-// Needs says which infrastructure a service uses. StoreWhen, when set,
-// decides Store after the flags are parsed (a flag may turn storage off).
+// Needs says which infrastructure a service uses.
 type Needs struct {
-	Store     bool
-	StoreWhen func() bool
+	Store bool
 	// Standalone is a binary outside the platform's messaging — the
 	// reference UC-3 processor, a system under test: it connects to no NATS
 	// (Deps.Bus is nil) and takes none of the infrastructure flags, only
@@ -109,6 +107,75 @@ type Needs struct {
 
 // Builder constructs the component from its dependencies.
 type Builder func(d Deps) (service.Component, error)
+
+// Service declares a service once — its name, the infrastructure it needs,
+// its configuration's defaults and flags, and its constructor — so that its
+// own binary (Main, Command) and the one-process dev stack (Unit) start it
+// the same way from one declaration.
+type Service[C any] struct {
+	Name  string
+	Needs Needs
+	// StoreWhen, when set, decides Needs.Store from the parsed
+	// configuration (a flag may turn storage off).
+	StoreWhen func(C) bool
+	// Default returns the configuration's defaults (the zero C when nil).
+	Default func() C
+	// Flags adds the service's own flags over c.
+	Flags func(fs *flag.FlagSet, c *C)
+	New   func(c C, d Deps) (service.Component, error)
+}
+
+// Unit is a service bound to its configuration, ready to be built from its
+// dependencies.
+type Unit struct {
+	Name  string
+	Build Builder
+}
+
+// Unit binds the service to c.
+func (s Service[C]) Unit(c C) Unit {
+	return Unit{Name: s.Name, Build: func(d Deps) (service.Component, error) { return s.New(c, d) }}
+}
+
+// Main is a service binary's whole main: it runs Command with the process's
+// arguments until SIGINT or SIGTERM and exits non-zero on error.
+func (s Service[C]) Main() {
+	ctx, stop := service.SignalContext()
+	err := s.Command(ctx, os.Args[1:], os.Stderr)
+	stop()
+	service.Exit(s.Name, err)
+}
+
+// Command parses args — the common flags plus the service's own — and runs
+// the service until ctx ends. Usage and flag errors go to stderr; -h is not
+// an error.
+func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet(s.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var common Common
+	common.register(fs, s.Needs)
+	var cfg C
+	if s.Default != nil {
+		cfg = s.Default()
+	}
+	if s.Flags != nil {
+		s.Flags(fs, &cfg)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	needs := s.Needs
+	if s.StoreWhen != nil {
+		needs.Store = s.StoreWhen(cfg)
+	}
+	return Run(ctx, s.Name, common, needs, s.Unit(cfg).Build)
+}
 
 // Run connects, builds and runs one service until ctx ends.
 func Run(ctx context.Context, name string, c Common, needs Needs, build Builder) error {
@@ -162,41 +229,4 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		return nil
 	}
 	return err
-}
-
-// Flags registers a service's own flags and returns the builder to use
-// once they are parsed.
-type Flags func(fs *flag.FlagSet) Builder
-
-// Main is a service binary's whole main: it runs Command with the process's
-// arguments until SIGINT or SIGTERM and exits non-zero on error.
-func Main(name string, needs Needs, flags Flags) {
-	ctx, stop := service.SignalContext()
-	err := Command(ctx, name, os.Args[1:], os.Stderr, needs, flags)
-	stop()
-	service.Exit(name, err)
-}
-
-// Command parses args — the common flags plus the service's own — and runs
-// the service until ctx ends. Usage and flag errors go to stderr; -h is not
-// an error.
-func Command(ctx context.Context, name string, args []string, stderr io.Writer, needs Needs, flags Flags) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var common Common
-	common.register(fs, needs)
-	build := flags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if needs.StoreWhen != nil {
-		needs.Store = needs.StoreWhen()
-	}
-	return Run(ctx, name, common, needs, build)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -32,13 +31,11 @@ const envChild = "GREENFLOW_SVCMAIN_TEST_CHILD"
 func TestMain(m *testing.M) {
 	testenv.RunAsChild(envChild, func() {
 		os.Args = []string{"broken-service", "--nats-url", os.Getenv("GREENFLOW_SVCMAIN_TEST_NATS"), "--metrics-addr", "", "--log-level", "error"}
-		svcmain.Main("broken-service", svcmain.Needs{}, func(*flag.FlagSet) svcmain.Builder {
-			return func(d svcmain.Deps) (service.Component, error) {
-				c := d.Bus.NewRawConsumer("NO_SUCH_STREAM", bus.ConsumerSpec{Durable: "broken"}, []string{"nowhere.>"},
-					func(context.Context, jetstream.Msg, *jetstream.MsgMetadata) error { return nil })
-				return service.Func(c.Run), nil
-			}
-		})
+		svcmain.Service[struct{}]{Name: "broken-service", New: func(_ struct{}, d svcmain.Deps) (service.Component, error) {
+			c := d.Bus.NewRawConsumer("NO_SUCH_STREAM", bus.ConsumerSpec{Durable: "broken"}, []string{"nowhere.>"},
+				func(context.Context, jetstream.Msg, *jetstream.MsgMetadata) error { return nil })
+			return service.Func(c.Run), nil
+		}}.Main()
 		// Main returned: it should have exited non-zero; RunAsChild exits 0.
 	})
 	testenv.Main(m)
@@ -175,26 +172,24 @@ func TestSplitList(t *testing.T) {
 // A standalone binary (no NATS, no store) takes only the HTTP and logging
 // flags, gets no bus, and runs its component like any service.
 func TestStandaloneBinaryHasNoInfrastructure(t *testing.T) {
-	standalone := svcmain.Needs{Standalone: true, MetricsAddr: "127.0.0.1:0"}
-	nothing := func(*flag.FlagSet) svcmain.Builder {
-		return func(d svcmain.Deps) (service.Component, error) {
+	sut := svcmain.Service[struct{}]{Name: "sut", Needs: svcmain.Needs{Standalone: true, MetricsAddr: "127.0.0.1:0"},
+		New: func(_ struct{}, d svcmain.Deps) (service.Component, error) {
 			if d.Bus != nil || d.Store != nil {
 				return nil, errors.New("a standalone binary got infrastructure")
 			}
 			return service.Func(func(context.Context) error { return nil }), nil // a one-shot job
-		}
-	}
+		}}
 	var usage bytes.Buffer
-	require.NoError(t, svcmain.Command(context.Background(), "sut", []string{"-h"}, &usage, standalone, nothing))
+	require.NoError(t, sut.Command(context.Background(), []string{"-h"}, &usage))
 	require.Contains(t, usage.String(), "-metrics-addr string")
 	require.Contains(t, usage.String(), `(default "127.0.0.1:0")`)
 	require.NotContains(t, usage.String(), "nats-url")
 	require.NotContains(t, usage.String(), "clickhouse-dsn")
 
-	err := svcmain.Command(context.Background(), "sut", []string{"--nats-url", "nats://x"}, io.Discard, standalone, nothing)
+	err := sut.Command(context.Background(), []string{"--nats-url", "nats://x"}, io.Discard)
 	require.ErrorContains(t, err, "flag provided but not defined: -nats-url")
-	require.NoError(t, svcmain.Command(context.Background(), "sut", []string{"--log-level", "error"}, io.Discard, standalone, nothing))
+	require.NoError(t, sut.Command(context.Background(), []string{"--log-level", "error"}, io.Discard))
 
-	err = svcmain.Run(context.Background(), "sut", svcmain.Common{LogLevel: "error"}, svcmain.Needs{Standalone: true, Store: true}, nothing(nil))
+	err = svcmain.Run(context.Background(), "sut", svcmain.Common{LogLevel: "error"}, svcmain.Needs{Standalone: true, Store: true}, sut.Unit(struct{}{}).Build)
 	require.ErrorContains(t, err, "a standalone binary has no ClickHouse store")
 }

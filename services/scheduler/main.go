@@ -3,18 +3,6 @@
 // one process with every other service.
 package main
 
-import (
-	"flag"
+import "github.com/greenflow/greenflow/services/scheduler/app"
 
-	"github.com/greenflow/greenflow/pkg/service"
-	"github.com/greenflow/greenflow/pkg/svcmain"
-	"github.com/greenflow/greenflow/services/scheduler/app"
-)
-
-func main() {
-	svcmain.Main("scheduler", svcmain.Needs{Store: true}, func(fs *flag.FlagSet) svcmain.Builder {
-		cfg := app.Default()
-		app.RegisterFlags(fs, &cfg)
-		return func(d svcmain.Deps) (service.Component, error) { return app.New(cfg, d) }
-	})
-}
+func main() { app.Service.Main() }

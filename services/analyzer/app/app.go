@@ -12,8 +12,14 @@ import (
 // Config is the analyzer's configuration.
 type Config = analyzer.Config
 
-// Default returns the defaults.
-func Default() Config { return analyzer.Default() }
+// Service declares the analyzer for its binary and for `greenflow dev`.
+var Service = svcmain.Service[Config]{
+	Name:    "analyzer",
+	Needs:   svcmain.Needs{Store: true},
+	Default: analyzer.Default,
+	Flags:   RegisterFlags,
+	New:     New,
+}
 
 // RegisterFlags adds the analyzer's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {

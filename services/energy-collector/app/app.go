@@ -22,8 +22,14 @@ type Config = collector.Config
 // SourceConfig is one source in Config.Sources.
 type SourceConfig = collector.SourceConfig
 
-// Default returns the defaults: one collector measuring the local node.
-func Default() Config { return collector.Default() }
+// Service declares the energy collector for its binary and for `greenflow dev`.
+var Service = svcmain.Service[Config]{
+	Name:    "energy-collector",
+	Needs:   svcmain.Needs{Store: true},
+	Default: collector.Default,
+	Flags:   RegisterFlags,
+	New:     New,
+}
 
 // RegisterFlags adds the collector's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {

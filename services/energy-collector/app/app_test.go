@@ -22,7 +22,7 @@ func TestSourcesFileFlag(t *testing.T) {
   nodeQuery: kepler_node_cpu_joules_total{node_name="worker-3",zone=~"package|dram"}
 `), 0o600))
 	fs := flag.NewFlagSet("energy-collector", flag.ContinueOnError)
-	cfg := app.Default()
+	cfg := app.Service.Default()
 	app.RegisterFlags(fs, &cfg)
 	require.NoError(t, fs.Parse([]string{"--sources-file", path, "--spool-dir", "/var/spool/gf", "--instance", "c1"}))
 	require.Len(t, cfg.Sources, 3)
@@ -49,14 +49,14 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func TestSpoolDirDefaultsToTheInstancesStateDir(t *testing.T) {
 	t.Setenv("HOME", "/home/u")
 	fs := flag.NewFlagSet("energy-collector", flag.ContinueOnError)
-	cfg := app.Default()
+	cfg := app.Service.Default()
 	app.RegisterFlags(fs, &cfg)
 	require.NoError(t, fs.Parse([]string{"--instance", "c/1"}))
 	require.Equal(t, "auto", cfg.SpoolDir)
 	require.Equal(t, "/home/u/.local/state/greenflow/energy-collector/c_1", app.DefaultSpoolDir(cfg.Instance))
 
 	fs = flag.NewFlagSet("energy-collector", flag.ContinueOnError)
-	cfg = app.Default()
+	cfg = app.Service.Default()
 	app.RegisterFlags(fs, &cfg)
 	require.NoError(t, fs.Parse([]string{"--spool-dir", ""}))
 	require.Empty(t, cfg.SpoolDir)

@@ -13,8 +13,14 @@ import (
 // Config is the load generator's configuration.
 type Config = loadgen.Config
 
-// Default returns the defaults.
-func Default() Config { return loadgen.Default() }
+// Service declares the load generator for its binary and for `greenflow dev`.
+var Service = svcmain.Service[Config]{
+	Name:      "load-generator",
+	StoreWhen: func(c Config) bool { return c.RecordKafkaSignals },
+	Default:   loadgen.Default,
+	Flags:     RegisterFlags,
+	New:       New,
+}
 
 // RegisterFlags adds the load generator's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/provisioner/internal/kube"
 	"github.com/greenflow/greenflow/services/provisioner/internal/local"
@@ -38,6 +39,14 @@ func Default() Config {
 	c := Config{Core: provisioner.Default(), Local: local.Default(), Kube: kube.Default(), Kubernetes: "auto"}
 	c.Local.UC3Command = []string{filepath.Join(filepath.Dir(exe), "uc3-processor")}
 	return c
+}
+
+// Service declares the provisioner for its binary and for `greenflow dev`.
+var Service = svcmain.Service[Config]{
+	Name:    "provisioner",
+	Default: Default,
+	Flags:   RegisterFlags,
+	New:     func(c Config, d svcmain.Deps) (service.Component, error) { return New(c, d) },
 }
 
 // Validate reports every problem with the configuration.

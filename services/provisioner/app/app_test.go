@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -17,14 +16,12 @@ func TestKubernetesBackendWithoutACluster(t *testing.T) {
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("KUBECONFIG", "")
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
-	b, err := bus.Connect(context.Background(), testenv.NATS(t), "provisioner", zap.NewNop(), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, testenv.NATS(t), "provisioner")
 	d := svcmain.Deps{Bus: b, Logger: zap.NewNop()}
 
 	c := Default()
 	c.Kubernetes = "on"
-	_, err = New(c, d)
+	_, err := New(c, d)
 	require.ErrorContains(t, err, "kubernetes backend: no kubeconfig", "on: refuse to start without a cluster")
 
 	c.Kubernetes = "auto"

@@ -14,8 +14,14 @@ import (
 // Config is the scheduler's configuration.
 type Config = scheduler.Config
 
-// Default returns the defaults.
-func Default() Config { return scheduler.Default() }
+// Service declares the scheduler for its binary and for `greenflow dev`.
+var Service = svcmain.Service[Config]{
+	Name:    "scheduler",
+	Needs:   svcmain.Needs{Store: true},
+	Default: scheduler.Default,
+	Flags:   RegisterFlags,
+	New:     New,
+}
 
 // RegisterFlags adds the scheduler's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {

@@ -19,11 +19,17 @@ import (
 	"github.com/greenflow/greenflow/services/uc3-processor/internal/processor"
 )
 
-const name = "uc3-processor"
-
-// needs: no NATS, no store; many processors may run on one machine, so the
-// metrics port is picked free unless given.
-var needs = svcmain.Needs{Standalone: true, MetricsAddr: "127.0.0.1:0"}
+// Service declares the processor: no NATS, no store; many processors may
+// run on one machine, so the metrics port is picked free unless given.
+var Service = svcmain.Service[processor.Config]{
+	Name:    "uc3-processor",
+	Needs:   svcmain.Needs{Standalone: true, MetricsAddr: "127.0.0.1:0"},
+	Default: processor.Default,
+	Flags:   registerFlags,
+	New: func(c processor.Config, d svcmain.Deps) (service.Component, error) {
+		return processor.New(c, processor.Deps{Logger: d.Logger, Registry: d.Registry})
+	},
+}
 
 // Main runs the processor until SIGINT or SIGTERM.
 func Main(args []string) error {
@@ -34,27 +40,52 @@ func Main(args []string) error {
 
 // Run parses args and runs the processor until ctx ends.
 func Run(ctx context.Context, args []string, stderr io.Writer) error {
-	return svcmain.Command(ctx, name, args, stderr, needs, flags)
+	return Service.Command(ctx, args, stderr)
 }
 
-// flags registers the processor's flags over its defaults.
-func flags(fs *flag.FlagSet) svcmain.Builder {
-	cfg := processor.Default()
-	brokers := fs.String("brokers", strings.Join(cfg.Brokers, ","), "Kafka seed brokers, comma-separated host:port")
+// registerFlags adds the processor's flags over cfg.
+func registerFlags(fs *flag.FlagSet, cfg *processor.Config) {
+	fs.Var(brokersFlag{&cfg.Brokers}, "brokers", "Kafka seed brokers, comma-separated `host:port`")
 	fs.StringVar(&cfg.InputTopic, "input", cfg.InputTopic, "input topic of ActivePowerRecords keyed by sensor id")
 	fs.StringVar(&cfg.OutputTopic, "output", cfg.OutputTopic, "output topic for the hour-of-day statistics")
 	fs.StringVar(&cfg.Group, "group", cfg.Group, "Kafka consumer group")
-	format := fs.String("format", string(cfg.Format), "input value format: avro (Confluent wire format) or json")
+	fs.Var(formatFlag{&cfg.Format}, "format", "input value `format`: avro (Confluent wire format) or json")
 	fs.DurationVar(&cfg.EmitInterval, "emit-interval", cfg.EmitInterval, "how often updated aggregates are emitted and offsets committed")
 	fs.StringVar(&cfg.TimeZone, "timezone", cfg.TimeZone, "IANA time zone that decides a record's hour of day")
 	fs.DurationVar(&cfg.WindowDuration, "window-duration", cfg.WindowDuration, "sliding window size")
 	fs.DurationVar(&cfg.WindowAdvance, "window-advance", cfg.WindowAdvance, "sliding window hop")
-	return func(d svcmain.Deps) (service.Component, error) {
-		cfg.Brokers = svcmain.SplitList(*brokers)
-		cfg.Format = uc3.Format(*format)
-		if f, err := uc3.ParseFormat(*format); err == nil {
-			cfg.Format = f // else Validate reports it alongside any other problem
-		}
-		return processor.New(cfg, processor.Deps{Logger: d.Logger, Registry: d.Registry})
+}
+
+// brokersFlag is a comma-separated broker list.
+type brokersFlag struct{ list *[]string }
+
+func (f brokersFlag) String() string {
+	if f.list == nil {
+		return ""
 	}
+	return strings.Join(*f.list, ",")
+}
+
+func (f brokersFlag) Set(s string) error {
+	*f.list = svcmain.SplitList(s)
+	return nil
+}
+
+// formatFlag is the input format. An unknown one is kept as given: the
+// configuration's Validate reports it alongside any other problem.
+type formatFlag struct{ format *uc3.Format }
+
+func (f formatFlag) String() string {
+	if f.format == nil {
+		return ""
+	}
+	return string(*f.format)
+}
+
+func (f formatFlag) Set(s string) error {
+	*f.format = uc3.Format(s)
+	if parsed, err := uc3.ParseFormat(s); err == nil {
+		*f.format = parsed
+	}
+	return nil
 }

@@ -68,8 +68,8 @@ func New(cfg Config, d Deps) (*Analyzer, error) {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 	}
 	if d.Bus != nil {
-		a.analysis = d.Bus.NewConsumer(bus.ConsumerAnalyzer, a.handle)
-		a.recorder = d.Bus.NewConsumer(bus.ConsumerRecorder, a.record)
+		a.analysis = d.Bus.NewConsumer(bus.ConsumerAnalyzer, bus.Router("analyzer", bus.On(a.onMeasured)))
+		a.recorder = d.Bus.NewConsumer(bus.ConsumerRecorder, bus.Router("recorder", bus.On(a.record)))
 	}
 	if d.Registry != nil {
 		for _, c := range []prometheus.Collector{a.analyzed, a.invalid, a.duration} {
@@ -100,11 +100,7 @@ func (a *Analyzer) Run(ctx context.Context) error {
 }
 
 // record stores a load.progress as run metrics.
-func (a *Analyzer) record(ctx context.Context, d bus.Delivery) error {
-	m, ok := d.Msg.(*events.LoadProgress)
-	if !ok {
-		return bus.Permanent(fmt.Errorf("recorder does not handle %T", d.Msg))
-	}
+func (a *Analyzer) record(ctx context.Context, m *events.LoadProgress) error {
 	labels := `{"instance":"` + m.Instance + `"}`
 	point := func(name string, v float64) store.RunMetric {
 		return store.RunMetric{ExperimentID: m.ExperimentID, RunID: m.RunID, TsMs: m.TsMs, Name: name, Labels: labels, Value: v}
@@ -113,12 +109,8 @@ func (a *Analyzer) record(ctx context.Context, d bus.Delivery) error {
 		point(metricLoadErrors, float64(m.Errors)), point(metricLoadRate, m.RatePerSec)})
 }
 
-// handle analyses a run.measured once its window's data is in.
-func (a *Analyzer) handle(ctx context.Context, d bus.Delivery) error {
-	m, ok := d.Msg.(*events.RunMeasured)
-	if !ok {
-		return bus.Permanent(fmt.Errorf("analyzer does not handle %T", d.Msg))
-	}
+// onMeasured analyses a run.measured once its window's data is in.
+func (a *Analyzer) onMeasured(ctx context.Context, m *events.RunMeasured) error {
 	if err := checkWindow(m); err != nil {
 		return err
 	}

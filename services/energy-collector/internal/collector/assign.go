@@ -110,33 +110,35 @@ func (a *assignments) active() []events.CollectAssign {
 	return out
 }
 
-// handle consumes collect.assign and collect.release: the runs being
+// handler consumes collect.assign and collect.release: the runs being
 // measured, kept in memory for the runners and in the KV bucket for a
 // restarted or another instance.
-func (c *Collector) handle(ctx context.Context, d bus.Delivery) error {
-	switch m := d.Msg.(type) {
-	case *events.CollectAssign:
-		b, err := json.Marshal(m)
-		if err != nil {
-			return bus.Permanent(fmt.Errorf("encode assignment of run %s: %w", m.RunID, err))
-		}
-		c.runKeys.Lock()
-		defer c.runKeys.Unlock()
-		c.assign.put(*m)
-		if _, err := c.kv.Put(ctx, runKey(m.RunID), b); err != nil {
-			return fmt.Errorf("record assignment of run %s: %w", m.RunID, err)
-		}
-		c.logger.Info("targets assigned", zap.String("run_id", m.RunID), zap.Int("targets", len(m.Targets)))
-	case *events.CollectRelease:
-		c.runKeys.Lock()
-		defer c.runKeys.Unlock()
-		c.assign.delete(m.RunID)
-		if err := c.kv.Delete(ctx, runKey(m.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-			return fmt.Errorf("remove assignment of run %s: %w", m.RunID, err)
-		}
-		c.logger.Info("targets released", zap.String("run_id", m.RunID))
-	default:
-		return bus.Permanent(fmt.Errorf("collector does not handle %T", d.Msg))
+func (c *Collector) handler() bus.Handler {
+	return bus.Router("collector", bus.On(c.assignRun), bus.On(c.releaseRun))
+}
+
+func (c *Collector) assignRun(ctx context.Context, m *events.CollectAssign) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return bus.Permanent(fmt.Errorf("encode assignment of run %s: %w", m.RunID, err))
 	}
+	c.runKeys.Lock()
+	defer c.runKeys.Unlock()
+	c.assign.put(*m)
+	if _, err := c.kv.Put(ctx, runKey(m.RunID), b); err != nil {
+		return fmt.Errorf("record assignment of run %s: %w", m.RunID, err)
+	}
+	c.logger.Info("targets assigned", zap.String("run_id", m.RunID), zap.Int("targets", len(m.Targets)))
+	return nil
+}
+
+func (c *Collector) releaseRun(ctx context.Context, m *events.CollectRelease) error {
+	c.runKeys.Lock()
+	defer c.runKeys.Unlock()
+	c.assign.delete(m.RunID)
+	if err := c.kv.Delete(ctx, runKey(m.RunID)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("remove assignment of run %s: %w", m.RunID, err)
+	}
+	c.logger.Info("targets released", zap.String("run_id", m.RunID))
 	return nil
 }

@@ -163,7 +163,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	c.writer = w
 	// Declared last: from here on the bus reports the consumer as not
 	// started until Run has it consuming.
-	c.consumer = d.Bus.NewConsumer(bus.ConsumerCollector(cfg.Instance), c.handle)
+	c.consumer = d.Bus.NewConsumer(bus.ConsumerCollector(cfg.Instance), c.handler())
 	return c, nil
 }
 

@@ -11,10 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -319,30 +317,13 @@ func TestCommitsWaitWhileClickHouseIsDownWithoutSpool(t *testing.T) {
 // in New, the bus reports it (and the energy-collector-* consumer that
 // bus.ExpectedConsumers names) as not started, and Run starts it.
 func TestNotReadyUntilTheAssignmentConsumerConsumes(t *testing.T) {
-	st := testenv.Store(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b, err := bus.Connect(ctx, testenv.NATS(t), "energy-collector", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
-	b.Expect(bus.ExpectedConsumers("energy-collector")...)
-	require.ErrorContains(t, b.Check(), "consumer energy-collector-*: not started")
-
-	c, err := collector.New(testConfig("c1", 200*time.Millisecond), collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
-	require.NoError(t, err)
-	ready := func() error { return errors.Join(b.Check(), c.Check()) }
-	err = ready()
+	in := newCollector(t, testenv.NATS(t), testConfig("c1", 200*time.Millisecond), testenv.Store(t))
+	err := in.ready()
+	require.ErrorContains(t, err, "consumer energy-collector-*: not started")
 	require.ErrorContains(t, err, "consumer energy-collector-c1: not started")
 	require.ErrorContains(t, err, "kv_bucket: kv bucket not opened yet")
 
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	testenv.Eventually(t, 20*time.Second, "ready once consuming", func() bool { return ready() == nil })
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("collector did not stop")
-	}
+	in.start(t)
+	testenv.Eventually(t, 20*time.Second, "ready once consuming", func() bool { return in.ready() == nil })
+	in.stop(t)
 }

@@ -14,10 +14,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
 // TestKilledCollectorLosesNoInterval runs three collectors as separate
@@ -32,27 +32,21 @@ func TestKilledCollectorLosesNoInterval(t *testing.T) {
 	const nodes = 6
 	const kills = 4
 	const interval = 500 * time.Millisecond
-	dsn := testenv.ClickHouseDSN(t)
-	st, err := store.Open(context.Background(), dsn, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	stopMerges(t, st)
-	natsURL := testenv.NATS(t)
+	env := newChildEnv(t)
+	st := env.st
 	farm := newKeplerFarm(t)
 	spec := func(name string) childSpec {
 		cfg := testConfig(name, interval)
 		cfg.FlushInterval = time.Second // the default: rows wait up to a second in memory
 		cfg.Sources = farm.sources(nodes)
-		return childSpec{NATS: natsURL, DSN: dsn, Config: cfg}
+		return env.spec(cfg)
 	}
 	names := []string{"c0", "c1", "c2"}
 	procs := map[string]*child{}
 	for _, n := range names {
 		procs[n] = startChild(t, spec(n))
 	}
-	b, err := bus.Connect(context.Background(), natsURL, "test", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, env.nats, "test")
 	publishAssign(t, b, "e1-r0000", podTargets(nodes))
 	testenv.Eventually(t, 60*time.Second, "every node sampled with its pod attributed", func() bool {
 		return minPerNode(t, st, "scope = 'pod'", nodes) >= 3
@@ -136,6 +130,30 @@ func TestKilledCollectorLosesNoInterval(t *testing.T) {
 		cov.rows, cov.duplicates, cov.series, len(cov.holes), cov.holeMs(), cov.holeNodeJ(), len(cov.overlaps), cov.overlapMs())
 	require.Empty(t, cov.holes, "no interval lost")
 	require.Empty(t, cov.overlaps, "no interval counted twice")
+}
+
+// childEnv is what the test shares with collectors run as child
+// processes: a NATS server and a fresh database, whose merges are stopped
+// so that rows written twice stay visible.
+type childEnv struct {
+	nats, dsn string
+	st        *store.Store
+}
+
+func newChildEnv(t *testing.T) childEnv {
+	t.Helper()
+	env := childEnv{nats: testenv.NATS(t), dsn: testenv.ClickHouseDSN(t)}
+	var err error
+	env.st, err = store.Open(context.Background(), env.dsn, testenv.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = env.st.Close() })
+	stopMerges(t, env.st)
+	return env
+}
+
+// spec is a child collector running cfg in this environment.
+func (e childEnv) spec(cfg collector.Config) childSpec {
+	return childSpec{NATS: e.nats, DSN: e.dsn, Config: cfg}
 }
 
 // stopMerges keeps rows written twice apart, so the test sees them and
@@ -392,22 +410,16 @@ func (f *fakeRAPL) advance(tb testing.TB, proc bool) {
 func TestKilledLocalCollectorResumesExactly(t *testing.T) {
 	const kills = 3
 	const interval = 500 * time.Millisecond
-	dsn := testenv.ClickHouseDSN(t)
-	st, err := store.Open(context.Background(), dsn, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	stopMerges(t, st)
-	natsURL := testenv.NATS(t)
+	env := newChildEnv(t)
+	st := env.st
 	rapl := newFakeRAPL(t)
 	cfg := testConfig("c0", interval)
 	cfg.FlushInterval = time.Second
 	cfg.Source, cfg.PowercapRoot, cfg.ProcRoot = "rapl", rapl.powercap, rapl.proc
 	cfg.SpoolDir = t.TempDir()
-	spec := childSpec{NATS: natsURL, DSN: dsn, Config: cfg}
+	spec := env.spec(cfg)
 	proc := startChild(t, spec)
-	b, err := bus.Connect(context.Background(), natsURL, "test", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, env.nats, "test")
 	target := events.Target{ID: "process/e1-r0000/sut", Kind: "process", Node: cfg.Node, Role: "sut", PID: 100}
 	publishAssign(t, b, "e1-r0000", []events.Target{target})
 	testenv.Eventually(t, 60*time.Second, "process target sampled", func() bool {

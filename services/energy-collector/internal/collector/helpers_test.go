@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -48,28 +47,56 @@ func testConfig(instance string, interval time.Duration) collector.Config {
 
 // instance is a running collector with its own NATS connection.
 type instance struct {
-	c      *collector.Collector
-	b      *bus.Bus
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan error
+	cfg collector.Config
+	c   *collector.Collector
+	b   *bus.Bus
+	reg *prometheus.Registry
+	run *testenv.Running // nil unless started and not stopped
 }
 
+// startCollector builds a collector and runs it until stop or the end of
+// the test.
 func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st collector.Store) *instance {
 	tb.Helper()
-	ctx := context.Background()
-	b, err := bus.Connect(ctx, natsURL, "energy-collector", zap.NewNop(), nil)
-	require.NoError(tb, err)
-	tb.Cleanup(b.Close)
-	b.Expect(bus.ExpectedConsumers("energy-collector")...) // as svcmain and the dev stack do
+	in := newCollector(tb, natsURL, cfg, st)
+	in.start(tb)
+	return in
+}
+
+// newCollector builds a collector on a NATS connection of its own, which
+// expects the collector's consumers as svcmain and the dev stack do; it
+// does not run it yet.
+func newCollector(tb testing.TB, natsURL string, cfg collector.Config, st collector.Store) *instance {
+	tb.Helper()
+	b := testenv.Bus(tb, natsURL, "energy-collector")
+	b.Expect(bus.ExpectedConsumers("energy-collector")...)
 	reg := prometheus.NewRegistry()
 	c, err := collector.New(cfg, collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(tb), Registry: reg})
 	require.NoError(tb, err)
-	rctx, cancel := context.WithCancel(ctx)
-	in := &instance{c: c, b: b, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { in.done <- c.Run(rctx) }()
+	return &instance{cfg: cfg, c: c, b: b, reg: reg}
+}
+
+// start runs the collector until stop or the end of the test.
+func (in *instance) start(tb testing.TB) {
+	in.run = testenv.Go(tb, context.Background(), in.c.Run)
 	tb.Cleanup(func() { in.stop(tb) })
-	return in
+}
+
+// startFleet starts one collector per name on natsURL, all sharing the
+// farm's first n sources: testConfig(name, interval), then tune when given.
+func startFleet(tb testing.TB, natsURL string, st collector.Store, farm *keplerFarm, n int, interval time.Duration,
+	tune func(*collector.Config), names ...string) []*instance {
+	tb.Helper()
+	var ins []*instance
+	for _, name := range names {
+		cfg := testConfig(name, interval)
+		cfg.Sources = farm.sources(n)
+		if tune != nil {
+			tune(&cfg)
+		}
+		ins = append(ins, startCollector(tb, natsURL, cfg, st))
+	}
+	return ins
 }
 
 // ready is what the service's /healthz asks: the bus (connection,
@@ -79,17 +106,11 @@ func (in *instance) ready() error { return errors.Join(in.b.Check(), in.c.Check(
 // stop cancels the collector and waits for it to drain.
 func (in *instance) stop(tb testing.TB) {
 	tb.Helper()
-	if in.done == nil {
+	if in.run == nil {
 		return
 	}
-	in.cancel()
-	select {
-	case err := <-in.done:
-		require.NoError(tb, err)
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("collector did not stop")
-	}
-	in.done = nil
+	require.NoError(tb, in.run.Stop(30*time.Second, "collector"))
+	in.run = nil
 }
 
 // owned is how many shared sources the instance samples now.

@@ -2,6 +2,7 @@ package collector_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,8 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
 // After a NATS server restart — with its store, then with an empty one —
@@ -30,14 +32,8 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	st := testenv.Store(t)
 	stopMerges(t, st)
 	srv := testenv.NewRestartableNATS(t)
-	farm := newKeplerFarm(t)
-	cfg := testConfig("c1", interval)
-	cfg.Sources = farm.sources(nodes)
-	cfg.SpoolDir = t.TempDir()
-	in := startCollector(t, srv.URL(), cfg, st)
-	pub, err := bus.Connect(context.Background(), srv.URL(), "test", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(pub.Close)
+	in := startFleet(t, srv.URL(), st, newKeplerFarm(t), nodes, interval, withSpool(t), "c1")[0]
+	pub := testenv.Bus(t, srv.URL(), "test")
 	targets := podTargets(nodes)
 	publishAssign(t, pub, "e1-r0000", targets[:1])
 	testenv.Eventually(t, 30*time.Second, "ready and sampling", func() bool {
@@ -50,7 +46,7 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 		testenv.Eventually(t, 30*time.Second, "not ready while nats is down, for the consumer and the bucket", func() bool {
 			notReady = in.ready()
 			return notReady != nil && strings.Contains(notReady.Error(), "consumer energy-collector-c1: nats connection") &&
-				strings.Contains(notReady.Error(), "kv_bucket: kv bucket "+cfg.Bucket+": heartbeat failed")
+				strings.Contains(notReady.Error(), "kv_bucket: kv bucket "+in.cfg.Bucket+": heartbeat failed")
 		})
 		if empty {
 			srv.StartEmpty()
@@ -76,7 +72,7 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	js, err := jetstream.New(pub.Conn())
 	require.NoError(t, err)
 	testenv.Eventually(t, 30*time.Second, "bucket recreated with the assignments put back", func() bool {
-		kv, err := js.KeyValue(context.Background(), cfg.Bucket)
+		kv, err := js.KeyValue(context.Background(), in.cfg.Bucket)
 		if err != nil {
 			return false
 		}
@@ -98,24 +94,37 @@ func TestNATSRestartRecreatesBucketAndConsumer(t *testing.T) {
 	})
 	in.stop(t)
 
+	requireOutageHoles(t, st, interval, down2, up2,
+		fmt.Sprintf("the empty-store restart (the one with the store at %d–%d loses nothing)", down1, up1))
+}
+
+// requireOutageHoles checks the stored series around an outage of NATS
+// with an empty store from downMs to upMs: no interval counted twice, no
+// hole before the outage, and none longer than it plus a re-baseline. The
+// hole runs from the last rows committed before the outage (up to a commit
+// interval and a reading earlier) to the baseline reading after the bucket
+// was recreated and the claim taken again (a heartbeat, a reconcile and an
+// interval later): bounded generously, the machine is shared.
+func requireOutageHoles(t *testing.T, st *store.Store, interval time.Duration, downMs, upMs int64, outage string) {
+	t.Helper()
 	cov := checkCoverage(t, st)
 	var longest int64
 	for _, g := range cov.holes {
 		longest = max(longest, g.toMs-g.fromMs)
 	}
-	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; empty-store outage %d ms); overlaps %d",
-		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, up2-down2, len(cov.overlaps))
-	require.Empty(t, cov.overlaps)
-	// The hole runs from the last rows committed before the outage (up to a
-	// commit interval and a reading earlier) to the baseline reading after
-	// the bucket was recreated and the claim taken again (a heartbeat, a
-	// reconcile and an interval later): bounded generously, the machine is
-	// shared.
-	bound := up2 - down2 + (6*interval + time.Second).Milliseconds()
+	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; outage %d ms); overlaps %d",
+		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, upMs-downMs, len(cov.overlaps))
+	require.Empty(t, cov.overlaps, "no interval counted twice")
+	bound := upMs - downMs + (6*interval + time.Second).Milliseconds()
 	for _, g := range cov.holes {
-		require.Greater(t, g.toMs, down2, "no hole before the empty-store restart (the one with the store at %d–%d loses nothing): %+v", down1, up1, g)
+		require.Greater(t, g.toMs, downMs, "no hole before %s: %+v", outage, g)
 		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
 	}
+}
+
+// withSpool gives each collector a spool directory of its own.
+func withSpool(tb testing.TB) func(*collector.Config) {
+	return func(c *collector.Config) { c.SpoolDir = tb.TempDir() }
 }
 
 // Two collectors sharing four Kepler sources across a NATS restart with an
@@ -130,19 +139,8 @@ func TestNATSEmptyRestartWithTwoCollectors(t *testing.T) {
 	st := testenv.Store(t)
 	stopMerges(t, st)
 	srv := testenv.NewRestartableNATS(t)
-	farm := newKeplerFarm(t)
-	var ins []*instance
-	var bucket string
-	for _, name := range []string{"c0", "c1"} {
-		cfg := testConfig(name, interval)
-		cfg.Sources = farm.sources(nodes)
-		cfg.SpoolDir = t.TempDir()
-		bucket = cfg.Bucket
-		ins = append(ins, startCollector(t, srv.URL(), cfg, st))
-	}
-	pub, err := bus.Connect(context.Background(), srv.URL(), "test", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(pub.Close)
+	ins := startFleet(t, srv.URL(), st, newKeplerFarm(t), nodes, interval, withSpool(t), "c0", "c1")
+	pub := testenv.Bus(t, srv.URL(), "test")
 	publishAssign(t, pub, "e1-r0000", podTargets(nodes))
 	allReady := func() bool {
 		for _, in := range ins {
@@ -168,7 +166,7 @@ func TestNATSEmptyRestartWithTwoCollectors(t *testing.T) {
 	js, err := jetstream.New(pub.Conn())
 	require.NoError(t, err)
 	testenv.Eventually(t, 30*time.Second, "assignment put back", func() bool {
-		kv, err := js.KeyValue(context.Background(), bucket)
+		kv, err := js.KeyValue(context.Background(), ins[0].cfg.Bucket)
 		if err != nil {
 			return false
 		}
@@ -183,17 +181,5 @@ func TestNATSEmptyRestartWithTwoCollectors(t *testing.T) {
 		in.stop(t)
 	}
 
-	cov := checkCoverage(t, st)
-	var longest int64
-	for _, g := range cov.holes {
-		longest = max(longest, g.toMs-g.fromMs)
-	}
-	t.Logf("rows %d (written twice: %d); holes %d (%.0f ms, longest %d ms; outage %d ms); overlaps %d",
-		cov.rows, cov.duplicates, len(cov.holes), cov.holeMs(), longest, upMs-downMs, len(cov.overlaps))
-	require.Empty(t, cov.overlaps, "no interval counted twice")
-	bound := upMs - downMs + (6*interval + time.Second).Milliseconds()
-	for _, g := range cov.holes {
-		require.Greater(t, g.toMs, downMs, "no hole before the restart: %+v", g)
-		require.LessOrEqual(t, g.toMs-g.fromMs, bound, "a hole no longer than the outage and a re-baseline: %+v", g)
-	}
+	requireOutageHoles(t, st, interval, downMs, upMs, "the restart")
 }

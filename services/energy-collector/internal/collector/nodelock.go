@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/service"
 )
 
 // keyPinned prefixes the node locks of pinned sources.
@@ -212,21 +214,13 @@ func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeL
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
-		t := c.clock.NewTicker(c.cfg.Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-rctx.Done():
-				return
-			case <-t.C():
-				if err := lock.renew(rctx); errors.Is(err, errLockLost) {
-					cancel(errLockLost)
-					return
-				} else if err != nil && rctx.Err() == nil {
-					c.logger.Debug("node lock renewal failed; still reading", zap.String("source", sc.ID), zap.Error(err))
-				}
+		service.Every(rctx, c.clock, c.cfg.Heartbeat, nil, func() {
+			if err := lock.renew(rctx); errors.Is(err, errLockLost) {
+				cancel(errLockLost) // ends the loop
+			} else if err != nil && rctx.Err() == nil {
+				c.logger.Debug("node lock renewal failed; still reading", zap.String("source", sc.ID), zap.Error(err))
 			}
-		}
+		})
 	}()
 	err = r.run(rctx)
 	lost := errors.Is(context.Cause(rctx), errLockLost)

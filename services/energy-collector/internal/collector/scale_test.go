@@ -23,14 +23,7 @@ func TestThreeCollectorsShareThirtySources(t *testing.T) {
 	const n = 30
 	const interval = 250 * time.Millisecond
 	st := testenv.Store(t)
-	url := testenv.NATS(t)
-	farm := newKeplerFarm(t)
-	var ins []*instance
-	for i := range 3 {
-		cfg := testConfig(fmt.Sprintf("c%d", i), interval)
-		cfg.Sources = farm.sources(n)
-		ins = append(ins, startCollector(t, url, cfg, st))
-	}
+	ins := startFleet(t, testenv.NATS(t), st, newKeplerFarm(t), n, interval, nil, "c0", "c1", "c2")
 	publishAssign(t, ins[0].b, "e1-r0000", podTargets(n))
 
 	testenv.Eventually(t, 30*time.Second, "every node sampled with its pod attributed", func() bool {
@@ -72,14 +65,7 @@ func TestCrashedCollectorsSourcesMove(t *testing.T) {
 	const n = 12
 	const interval = 250 * time.Millisecond
 	st := testenv.Store(t)
-	url := testenv.NATS(t)
-	farm := newKeplerFarm(t)
-	var ins []*instance
-	for i := range 3 {
-		cfg := testConfig(fmt.Sprintf("c%d", i), interval)
-		cfg.Sources = farm.sources(n)
-		ins = append(ins, startCollector(t, url, cfg, st))
-	}
+	ins := startFleet(t, testenv.NATS(t), st, newKeplerFarm(t), n, interval, nil, "c0", "c1", "c2")
 	testenv.Eventually(t, 30*time.Second, "a few intervals of every node", func() bool {
 		return minPerNode(t, st, "scope = 'node'", n) >= 3
 	})

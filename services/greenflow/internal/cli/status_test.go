@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -31,19 +30,14 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestStatusAndListCountCancelledRunsApart(t *testing.T) {
 	t.Parallel()
 	url := testenv.NATS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	b, err := bus.Connect(ctx, url, "scheduler", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	cfg := schedulerapp.Default()
+	cfg := schedulerapp.Service.Default()
 	cfg.Brokers = []string{"127.0.0.1:9"}
-	comp, err := schedulerapp.New(cfg, svcmain.Deps{Name: "scheduler", Bus: b, Store: testenv.Store(t), Logger: testenv.Logger(t),
-		Registry: prometheus.NewRegistry()})
+	comp, err := schedulerapp.New(cfg, svcmain.Deps{Name: "scheduler", Bus: testenv.Bus(t, url, "scheduler"), Store: testenv.Store(t),
+		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	var g service.Group
 	g.Add("scheduler", comp)
-	stopped := make(chan struct{})
-	go func() { defer close(stopped); _ = g.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-stopped; b.Close() })
+	testenv.Go(t, context.Background(), g.Run)
 
 	dir := t.TempDir()
 	specFile := filepath.Join(dir, "exp.yaml")

@@ -158,15 +158,11 @@ func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 }
 
 func (s *Stack) build(ctx context.Context) error {
-	type builder struct {
-		name  string
-		build func(svcmain.Deps) (service.Component, error)
-	}
-	schedCfg := schedulerapp.Default()
+	schedCfg := schedulerapp.Service.Default()
 	if s.opts.Scheduler != nil {
 		s.opts.Scheduler(&schedCfg)
 	}
-	provCfg := provisionerapp.Default()
+	provCfg := provisionerapp.Service.Default()
 	// The SUTs' logs live with the stack's state; they stop with the stack,
 	// whose Kafka and NATS go with it.
 	provCfg.Local.StateDir = filepath.Join(s.opts.StateDir, "provisioner")
@@ -177,7 +173,7 @@ func (s *Stack) build(ctx context.Context) error {
 	if s.opts.Provisioner != nil {
 		s.opts.Provisioner(&provCfg)
 	}
-	collCfg := collectorapp.Default()
+	collCfg := collectorapp.Service.Default()
 	// Rows ClickHouse has not taken and the local meter's checkpoint
 	// survive a restart of the dev stack (the collector then continues
 	// without a gap).
@@ -185,27 +181,26 @@ func (s *Stack) build(ctx context.Context) error {
 	if s.opts.Collector != nil {
 		s.opts.Collector(&collCfg)
 	}
-	lgCfg := loadgenapp.Default()
-	builders := []builder{
-		{"scheduler", func(d svcmain.Deps) (service.Component, error) { return schedulerapp.New(schedCfg, d) }},
-		{"provisioner", func(d svcmain.Deps) (service.Component, error) { return provisionerapp.New(provCfg, d) }},
-		{"load-generator", func(d svcmain.Deps) (service.Component, error) { return loadgenapp.New(lgCfg, d) }},
-		{"energy-collector", func(d svcmain.Deps) (service.Component, error) { return collectorapp.New(collCfg, d) }},
-		{"analyzer", func(d svcmain.Deps) (service.Component, error) { return analyzerapp.New(analyzerapp.Default(), d) }},
+	units := []svcmain.Unit{
+		schedulerapp.Service.Unit(schedCfg),
+		provisionerapp.Service.Unit(provCfg),
+		loadgenapp.Service.Unit(loadgenapp.Service.Default()),
+		collectorapp.Service.Unit(collCfg),
+		analyzerapp.Service.Unit(analyzerapp.Service.Default()),
 	}
-	for _, b := range builders {
-		if slices.Contains(s.opts.Skip, b.name) {
+	for _, u := range units {
+		if slices.Contains(s.opts.Skip, u.Name) {
 			continue
 		}
-		d, err := s.deps(ctx, b.name)
+		d, err := s.deps(ctx, u.Name)
 		if err != nil {
 			return err
 		}
-		c, err := b.build(d)
+		c, err := u.Build(d)
 		if err != nil {
-			return fmt.Errorf("configure %s: %w", b.name, err)
+			return fmt.Errorf("configure %s: %w", u.Name, err)
 		}
-		s.group.Add(b.name, c)
+		s.group.Add(u.Name, c)
 	}
 	if s.opts.HTTPAddr != "" {
 		s.group.Add("http", s.http)

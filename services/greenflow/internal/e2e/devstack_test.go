@@ -122,7 +122,7 @@ func gjsonRun(b []byte) string {
 // loadTolerance is how far a run's events in the window may be from the
 // offered load: the analyzer's default tolerance.
 func loadTolerance(r cli.ResultRow) float64 {
-	cfg := analyzerapp.Default()
+	cfg := analyzerapp.Service.Default()
 	return cfg.LoadTolerance*r.Metrics["events_offered"] + r.Metrics["offered_rate_eps"]*cfg.LoadEdgeSlack.Seconds()
 }
 

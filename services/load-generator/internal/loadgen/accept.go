@@ -22,15 +22,9 @@ import (
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
-// handle routes the load commands: load.start and load.stop.
-func (g *Generator) handle(ctx context.Context, d bus.Delivery) error {
-	switch m := d.Msg.(type) {
-	case *events.LoadStart:
-		return g.accept(ctx, m)
-	case *events.LoadStop:
-		return g.stop(ctx, m)
-	}
-	return bus.Permanent(fmt.Errorf("load generator does not handle %T", d.Msg))
+// handler routes the load commands: load.start and load.stop.
+func (g *Generator) handler() bus.Handler {
+	return bus.Router("load generator", bus.On(g.accept), bus.On(g.stop))
 }
 
 // onDeadLetter answers a load.start the consumer dead-lettered (it failed

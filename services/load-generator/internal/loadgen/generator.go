@@ -150,7 +150,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 	// Built here, without I/O, so that the bus reports it not ready until
 	// Run has it consuming; once consuming, the bus keeps it alive across
 	// NATS restarts.
-	g.cons = d.Bus.NewConsumer(bus.ConsumerLoadGenerator, g.handle, bus.OnDeadLetter(g.onDeadLetter))
+	g.cons = d.Bus.NewConsumer(bus.ConsumerLoadGenerator, g.handler(), bus.OnDeadLetter(g.onDeadLetter))
 	if d.Registry != nil {
 		for _, c := range []prometheus.Collector{g.m.sent, g.m.failed, g.m.rate, g.m.assigned, g.m.backlog, g.m.members, g.m.takeovers, g.m.held} {
 			if err := d.Registry.Register(c); err != nil {
@@ -256,21 +256,5 @@ func (g *Generator) leave(ctx context.Context) {
 	defer cancel()
 	if err := g.members.Delete(lctx, g.cfg.Instance); err != nil {
 		g.logger.Warn("leave membership failed; the others see the heartbeat age instead", zap.Error(err))
-	}
-}
-
-// every calls f every d, and at once whenever wake fires (nil: never),
-// until ctx ends.
-func (g *Generator) every(ctx context.Context, d time.Duration, wake <-chan struct{}, f func()) {
-	t := g.clock.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		case <-wake:
-		}
-		f()
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 )
 
 // job is this instance's part in one run.
@@ -149,7 +150,7 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	ckptDone := make(chan struct{})
 	go func() {
 		defer close(ckptDone)
-		g.every(ckptCtx, g.cfg.CheckpointInterval, nil, func() { g.putStatus(snapshot(), run) })
+		service.Every(ckptCtx, g.clock, g.cfg.CheckpointInterval, nil, func() { g.putStatus(snapshot(), run) })
 	}()
 	// Anchor the cumulative series where this incarnation starts, so it
 	// can be interpolated anywhere in the load.

@@ -13,13 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/service"
 )
 
 // lead runs the leader's duties whenever this instance is the live instance
 // with the smallest name: every PollInterval (no I/O unless there is
 // something to do), and at once when a job of this instance ends.
 func (g *Generator) lead(ctx context.Context) {
-	g.every(ctx, g.cfg.PollInterval, g.poke, func() {
+	service.Every(ctx, g.clock, g.cfg.PollInterval, g.poke, func() {
 		if g.reconnected() { // before judging: a reconnect holds judgements off
 			g.restoreFinalStatuses(ctx)
 		}

@@ -65,9 +65,7 @@ func (e *env) connect(since time.Time) {
 	t := e.t
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	b, err := bus.Connect(ctx, e.natsURL, "test", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, e.natsURL, "test")
 	e.mu.Lock()
 	e.bus = b
 	e.mu.Unlock()

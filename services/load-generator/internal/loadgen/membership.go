@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/service"
 )
 
 // membership is this instance's view of the live load-generator instances.
@@ -163,7 +164,7 @@ func (g *Generator) heartbeat(ctx context.Context) error {
 // with this error).
 func (g *Generator) heartbeats(ctx context.Context) {
 	var lastWarn time.Time
-	g.every(ctx, g.cfg.Heartbeat, nil, func() {
+	service.Every(ctx, g.clock, g.cfg.Heartbeat, nil, func() {
 		if err := g.heartbeat(ctx); err != nil && ctx.Err() == nil {
 			msg := err.Error()
 			g.beatErr.Store(&msg)

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/zap"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -136,9 +135,7 @@ func newWorldAt(t testing.TB, url string) *world {
 	require.NoError(t, err)
 	t.Cleanup(kcl.Close)
 	w.admin = kadm.NewClient(kcl)
-	w.bus, err = bus.Connect(context.Background(), w.nats, "test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	t.Cleanup(w.bus.Close)
+	w.bus = testenv.Bus(t, w.nats, "test")
 	w.rec = record(t, w.bus)
 	return w
 }

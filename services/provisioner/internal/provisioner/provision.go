@@ -10,6 +10,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/procfs"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
@@ -188,14 +189,7 @@ func (p *Provisioner) deploy(ctx context.Context, be Backend, m *events.RunProvi
 
 // renewLease keeps the provision's hold on its record until ctx ends.
 func (p *Provisioner) renewLease(ctx context.Context, key string) {
-	t := p.clock.NewTicker(p.cfg.Lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C():
-		}
+	service.Every(ctx, p.clock, p.cfg.Lease/3, nil, func() {
 		if _, _, err := p.store.Mutate(ctx, key, func(r *state.Record) (bool, error) {
 			if r.Owner != p.cfg.Instance || r.LeaseUntilMs == 0 {
 				return false, nil
@@ -205,7 +199,7 @@ func (p *Provisioner) renewLease(ctx context.Context, key string) {
 		}); err != nil && ctx.Err() == nil {
 			p.logger.Warn("renew provision lease failed", zap.String("key", key), zap.Error(err))
 		}
-	}
+	})
 }
 
 func (p *Provisioner) releaseLease(ctx context.Context, key string) {

@@ -114,8 +114,8 @@ func New(cfg Config, d Deps) (*Provisioner, error) {
 			}
 		}
 	}
-	p.commands = d.Bus.NewConsumer(bus.ConsumerProvisioner, p.handle, bus.OnDeadLetter(p.answerDeadLetter))
-	p.states = d.Bus.NewConsumer(bus.ConsumerProvisionerStates, p.onState)
+	p.commands = d.Bus.NewConsumer(bus.ConsumerProvisioner, p.handler(), bus.OnDeadLetter(p.answerDeadLetter))
+	p.states = d.Bus.NewConsumer(bus.ConsumerProvisionerStates, bus.Router("provisioner-states", bus.On(p.onState)))
 	return p, nil
 }
 
@@ -197,19 +197,13 @@ func (p *Provisioner) Run(ctx context.Context) error {
 	return g.Run(ctx)
 }
 
-// handle runs one command. A provision may wait minutes for readiness on a
+// handler runs one command. A provision may wait minutes for readiness on a
 // cluster; the bus keeps the message ours meanwhile (a handler that runs
 // longer than a third of the ack wait extends it), so it is not redelivered
 // mid-way, while a provisioner that died leaves it to another within the
 // ack wait.
-func (p *Provisioner) handle(ctx context.Context, d bus.Delivery) error {
-	switch m := d.Msg.(type) {
-	case *events.RunProvision:
-		return p.provision(ctx, m)
-	case *events.RunTeardown:
-		return p.teardown(ctx, m)
-	}
-	return bus.Permanent(fmt.Errorf("provisioner does not handle %T", d.Msg))
+func (p *Provisioner) handler() bus.Handler {
+	return bus.Router("provisioner", bus.On(p.provision), bus.On(p.teardown))
 }
 
 // answerDeadLetter answers a command that cannot be processed, so the run
@@ -240,11 +234,7 @@ func (p *Provisioner) answerDeadLetter(ctx context.Context, h nats.Header, reaso
 
 // onState records runs the scheduler has ended: whatever of them is left
 // is removed by the reconciler, even if their teardown command was lost.
-func (p *Provisioner) onState(ctx context.Context, d bus.Delivery) error {
-	m, ok := d.Msg.(*events.RunState)
-	if !ok {
-		return bus.Permanent(fmt.Errorf("provisioner-states does not handle %T", d.Msg))
-	}
+func (p *Provisioner) onState(ctx context.Context, m *events.RunState) error {
 	if !events.RunFinal(m.State) {
 		return nil
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -18,9 +17,7 @@ import (
 
 func open(t *testing.T, url string) (*state.Store, *bus.Bus) {
 	t.Helper()
-	b, err := bus.Connect(context.Background(), url, "test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, url, "test")
 	st, err := state.New(state.Default(), state.Deps{Bus: b})
 	require.NoError(t, err)
 	require.NoError(t, st.Open(context.Background()))

@@ -11,28 +11,28 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
-// handle is the scheduler's consumer: submissions and cancellations, and
+// handler is the scheduler's consumer: submissions and cancellations, and
 // the other services' answers to the commands its runs sent. Every handler
 // is safe to run twice (a redelivery changes nothing).
-func (s *Scheduler) handle(ctx context.Context, d bus.Delivery) error {
-	switch m := d.Msg.(type) {
-	case *events.ExperimentSubmit:
-		return s.submit(ctx, m)
-	case *events.ExperimentCancel:
-		return s.cancel(ctx, m)
-	case *events.RunProvisioned:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onProvisioned(ctx, r, m) })
-	case *events.RunProvisionFailed:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onProvisionFailed(ctx, r, m) })
-	case *events.LoadFinished:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return onLoadFinished(r, m), nil })
-	case *events.RunTornDown:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onTornDown(ctx, r, m) })
-	case *events.RunAnalyzed:
-		return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onAnalyzed(ctx, r, m) })
-	default:
-		return bus.Permanent(fmt.Errorf("scheduler does not handle %T", d.Msg))
-	}
+func (s *Scheduler) handler() bus.Handler {
+	return bus.Router("scheduler",
+		bus.On(s.submit),
+		bus.On(s.cancel),
+		bus.On(func(ctx context.Context, m *events.RunProvisioned) error {
+			return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onProvisioned(ctx, r, m) })
+		}),
+		bus.On(func(ctx context.Context, m *events.RunProvisionFailed) error {
+			return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onProvisionFailed(ctx, r, m) })
+		}),
+		bus.On(func(ctx context.Context, m *events.LoadFinished) error {
+			return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return onLoadFinished(r, m), nil })
+		}),
+		bus.On(func(ctx context.Context, m *events.RunTornDown) error {
+			return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onTornDown(ctx, r, m) })
+		}),
+		bus.On(func(ctx context.Context, m *events.RunAnalyzed) error {
+			return s.onRun(ctx, m.RunID, func(r *RunRecord) (bool, error) { return s.onAnalyzed(ctx, r, m) })
+		}))
 }
 
 // onRun applies fn to a run; unknown runs are rejected permanently.

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -97,10 +96,7 @@ func newHarness(t testing.TB, cfg func(*scheduler.Config), opts ...func(*harness
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	var err error
-	h.bus, err = bus.Connect(ctx, h.url, "test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	t.Cleanup(h.bus.Close)
+	h.bus = testenv.Bus(t, h.url, "test")
 	h.stopScheduler = h.startScheduler(ctx, cfg)
 	if !h.passive {
 		go h.respond(ctx)
@@ -144,9 +140,7 @@ func testConfig(mod func(*scheduler.Config)) scheduler.Config {
 // newScheduler builds a scheduler with its own bus connection on url.
 func newScheduler(t testing.TB, url string, cfg scheduler.Config, st scheduler.Store, clk clock.WithTicker) *scheduler.Scheduler {
 	t.Helper()
-	b, err := bus.Connect(context.Background(), url, "scheduler", zap.NewNop(), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, url, "scheduler")
 	s, err := scheduler.New(cfg, scheduler.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry(), Clock: clk})
 	require.NoError(t, err)
 	return s

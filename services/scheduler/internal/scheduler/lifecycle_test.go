@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -132,9 +131,7 @@ func TestTriggerConsumerThatCannotStartFailsTheScheduler(t *testing.T) {
 // jetStream is a plain JetStream client of url, for setting the scene.
 func jetStream(t testing.TB, url string) jetstream.JetStream {
 	t.Helper()
-	b, err := bus.Connect(context.Background(), url, "test", zap.NewNop(), nil)
-	require.NoError(t, err)
-	t.Cleanup(b.Close)
+	b := testenv.Bus(t, url, "test")
 	return b.JetStream()
 }
 

@@ -124,7 +124,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 			}
 		}
 	}
-	s.events = d.Bus.NewConsumer(bus.ConsumerScheduler, s.handle, bus.OnDeadLetter(s.onDeadLetter))
+	s.events = d.Bus.NewConsumer(bus.ConsumerScheduler, s.handler(), bus.OnDeadLetter(s.onDeadLetter))
 	s.parts.Add("state watch", service.Func(s.followView))
 	s.parts.Add("events", untilCancelled(s.events.Run))
 	s.parts.Add("nats api", untilCancelled(s.serveNATS))

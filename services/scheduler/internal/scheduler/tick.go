@@ -6,22 +6,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 )
 
 // tickLoop runs tick every Config.Tick until ctx ends.
 func (s *Scheduler) tickLoop(ctx context.Context) error {
-	t := s.clock.NewTicker(s.cfg.Tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C():
-			if err := s.tick(ctx); err != nil && ctx.Err() == nil {
-				s.logger.Warn("scheduler tick failed", zap.Error(err))
-			}
+	service.Every(ctx, s.clock, s.cfg.Tick, nil, func() {
+		if err := s.tick(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("scheduler tick failed", zap.Error(err))
 		}
-	}
+	})
+	return nil
 }
 
 // tick fires due cron triggers, advances timed phases, creates retries a
