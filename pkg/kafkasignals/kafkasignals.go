@@ -196,6 +196,14 @@ func sumOf(m map[int32]int64) int64 {
 // sample to the sink. Failed samples and writes are logged and skipped: a
 // missing point must not stop the run. It returns when ctx ends.
 func (s *Sampler) Run(ctx context.Context, t Target, interval time.Duration) {
+	s.RunTriggered(ctx, t, interval, nil)
+}
+
+// RunTriggered is Run that also samples whenever now fires (e.g. the
+// moment a load's last record is acknowledged, so the series holds the
+// topic's final count at the load's end, not only a later one that
+// interpolation would smear over the time the load had stopped).
+func (s *Sampler) RunTriggered(ctx context.Context, t Target, interval time.Duration, now <-chan struct{}) {
 	logger := s.logger.With(zap.String("run_id", t.RunID))
 	once := func(ctx context.Context) {
 		pts, err := s.Sample(ctx, t)
@@ -220,6 +228,8 @@ func (s *Sampler) Run(ctx context.Context, t Target, interval time.Duration) {
 			cancel()
 			return
 		case <-tick.C:
+			once(ctx)
+		case <-now:
 			once(ctx)
 		}
 	}

@@ -133,9 +133,13 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	// and events — tens of milliseconds after this schedule's end. Without
 	// a sample beyond it the analyzer cannot count the window at the broker
 	// and falls back to the generators' count (a new user saw that in 13
-	// of 47 runs). So the final sample waits one sampling interval past
-	// the end; the summary goes out after it.
+	// of 47 runs). So: one sample now, as the load's last record is
+	// acknowledged (the topic's final count, at the load's end), and the
+	// final one a sampling interval later, past the window's end; between
+	// the two the count stands still, so the window's end interpolates
+	// exactly. The summary goes out after the final one.
 	if !failed && !p.Stopped && g.sink != nil && g.cfg.RecordKafkaSignals && now.Before(p.end().Add(g.cfg.SignalInterval)) {
+		g.sampleLoadEnd(run)
 		return // the next round
 	}
 	acc := account{plan: p, statuses: sts, missing: missing, lost: lost, uncovered: uncovered, timedOut: !complete}

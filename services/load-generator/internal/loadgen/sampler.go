@@ -14,6 +14,8 @@ import (
 type sampling struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	now    chan struct{} // sample at once
+	atEnd  bool          // the load-end sample was asked for
 }
 
 // ensureSampler samples the run's Kafka signals from now until the load's
@@ -34,7 +36,7 @@ func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
 		return
 	}
 	sctx, cancel := context.WithDeadline(ctx, deadline)
-	s := &sampling{cancel: cancel, done: make(chan struct{})}
+	s := &sampling{cancel: cancel, done: make(chan struct{}), now: make(chan struct{}, 1)}
 	g.samplers[run] = s
 	go func() {
 		defer func() {
@@ -53,9 +55,23 @@ func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
 		}
 		defer cl.Close()
 		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.logger, g.clock.Now)
-		smp.Run(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
-			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval)
+		smp.RunTriggered(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
+			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval, s.now)
 	}()
+}
+
+// sampleLoadEnd asks a run's sampler, once, for a sample now: the load's
+// records are all acknowledged, so it holds the topic's final count.
+func (g *Generator) sampleLoadEnd(run string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s, ok := g.samplers[run]; ok && !s.atEnd {
+		s.atEnd = true
+		select {
+		case s.now <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // stopSampler ends a run's sampler after one final sample; wait waits for
