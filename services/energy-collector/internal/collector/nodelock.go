@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +20,11 @@ const keyPinned = "pinned."
 // errLockLost means another instance on this node holds the pinned
 // source's lock now.
 var errLockLost = errors.New("node lock held by another instance")
+
+// errLeaseExpired means this instance has not renewed the lock for longer
+// than its lease (it was paused, or starved of CPU): another instance may
+// hold it and read the meter already, so a reading now must not be stored.
+var errLeaseExpired = errors.New("node lock not renewed within its lease")
 
 // nodeLock lets one collector instance per node read a pinned source. A
 // pinned source reads this machine's own meter (RAPL, the utilisation
@@ -39,6 +45,9 @@ type nodeLock struct {
 	self, token string
 	c           *Collector
 	rev         uint64
+	// okMs is when the last acquire or renewal that succeeded was sent
+	// (unix ms).
+	okMs atomic.Int64
 }
 
 type lockValue struct {
@@ -62,6 +71,12 @@ func (l *nodeLock) value(ttl time.Duration) []byte {
 func (l *nodeLock) acquire(ctx context.Context) (ok bool, prev, holder string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, l.c.cfg.LeaseTTL)
 	defer cancel()
+	sent := l.c.clock.Now().UnixMilli()
+	defer func() {
+		if ok {
+			l.okMs.Store(sent)
+		}
+	}()
 	e, err := l.kv.Get(ctx, l.key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		rev, err := l.kv.Create(ctx, l.key, l.value(l.c.cfg.LeaseTTL))
@@ -96,13 +111,15 @@ func (l *nodeLock) acquire(ctx context.Context) (ok bool, prev, holder string, e
 func (l *nodeLock) renew(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.c.cfg.LeaseTTL)
 	defer cancel()
+	sent := l.c.clock.Now().UnixMilli()
 	rev, err := l.kv.Update(ctx, l.key, l.value(l.c.cfg.LeaseTTL), l.rev)
 	if err == nil {
 		l.rev = rev
+		l.okMs.Store(sent)
 		return nil
 	}
 	if !isRevisionConflict(err) {
-		return err // NATS unreachable: keep reading, nobody can take it meanwhile
+		return err // NATS unreachable: keep reading (valid says when that is safe)
 	}
 	// The entry changed: taken by another instance, or lost with a NATS
 	// server that restarted empty (then it is created again).
@@ -117,6 +134,7 @@ func (l *nodeLock) renew(ctx context.Context) error {
 			return cerr
 		}
 		l.rev = rev
+		l.okMs.Store(sent)
 		return nil
 	case gerr != nil:
 		return gerr
@@ -127,6 +145,23 @@ func (l *nodeLock) renew(ctx context.Context) error {
 		return nil
 	}
 	return errLockLost
+}
+
+// valid is checked before a reading is stored: errLeaseExpired when the
+// lock went unrenewed past its lease while connected to NATS — a paused
+// process resuming must not store the reading that spans its pause, which
+// the instance that took over has measured meanwhile (a renewal the pause
+// made time out is no outage: the connection is still up). Disconnected
+// from NATS, it keeps reading: no instance can take the lock then, and the
+// machine's meter goes on being measured through the outage.
+func (l *nodeLock) valid() error {
+	if !l.c.bus.Conn().IsConnected() {
+		return nil
+	}
+	if l.c.clock.Now().UnixMilli()-l.okMs.Load() > l.c.cfg.LeaseTTL.Milliseconds() {
+		return errLeaseExpired
+	}
+	return nil
 }
 
 // release lets a standby instance take the lock at once: the entry stays
@@ -164,6 +199,7 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 			}
 		case ok:
 			warned, standingBy = false, ""
+			c.m.standby.Set(0)
 			// Only this instance's own checkpoint continues exactly; after
 			// another instance read the meter, start from a new baseline
 			// (the hand-over is a gap, bridged and flagged by the analyzer).
@@ -175,10 +211,15 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 			if ctx.Err() != nil {
 				return err
 			}
-			if !errors.Is(err, errLockLost) {
+			switch {
+			case errors.Is(err, errLeaseExpired):
+				c.logger.Warn("the meter's lock went unrenewed past its lease (paused or starved?); its last reading is dropped and the lock taken again if free",
+					zap.String("source", sc.ID))
+			case errors.Is(err, errLockLost):
+				c.logger.Warn("another instance on this node reads the meter now; standing by", zap.String("source", sc.ID))
+			default:
 				return err
 			}
-			c.logger.Warn("another instance on this node reads the meter now; standing by", zap.String("source", sc.ID))
 		case !carried || holder != standingBy:
 			if !carried {
 				// Killed while it read the meter and back as a standby: the
@@ -209,6 +250,7 @@ func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeL
 	if err != nil {
 		return err
 	}
+	r.guard = lock.valid
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	renewed := make(chan struct{})

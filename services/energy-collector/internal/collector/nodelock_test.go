@@ -3,7 +3,10 @@ package collector_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"sort"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +19,8 @@ import (
 // overlaps returns the node-total samples of node whose interval starts
 // before the previous sample ended (by more than the millisecond
 // truncation of a reading's time and interval): the same stretch measured
-// twice.
+// twice. A row stored twice (same time: a carried row written again) is one
+// sample, as the table's key and the analysis have it.
 func overlaps(rows []row, node string) (n int, writers map[string]int) {
 	var node_ []row
 	writers = map[string]int{}
@@ -28,6 +32,9 @@ func overlaps(rows []row, node string) (n int, writers map[string]int) {
 	}
 	sort.Slice(node_, func(i, j int) bool { return node_[i].TsMs < node_[j].TsMs })
 	for i := 1; i < len(node_); i++ {
+		if node_[i].TsMs == node_[i-1].TsMs {
+			continue
+		}
 		if node_[i].TsMs-int64(node_[i].IntervalMs) < node_[i-1].TsMs-2 {
 			n++
 		}
@@ -100,4 +107,45 @@ func TestAStandbyTakesTheMeterOverWhenTheLockExpires(t *testing.T) {
 	var firstMs int64
 	require.NoError(t, st.Conn().QueryRow(context.Background(), "SELECT min(ts_ms) FROM samples WHERE scope = 'node' AND node = ?", cfg.Node).Scan(&firstMs))
 	require.GreaterOrEqual(t, firstMs, started.Add(2500*time.Millisecond).UnixMilli(), "no reading while another instance held the lock")
+}
+
+// A reader that is paused (SIGSTOP: a stall, a starved machine) past its
+// lease loses the meter to the standby; when it resumes it must not store
+// the reading that spans its pause — the standby measured that stretch
+// already, and the same energy would be stored twice (a new user saw a
+// 6.1 s sample over the other collector's readings, and the run failed on
+// the overlap).
+func TestAPausedReaderDoesNotStoreItsPause(t *testing.T) {
+	env := newChildEnv(t)
+	cfg := func(instance string) collector.Config {
+		c := testConfig(instance, 100*time.Millisecond)
+		c.Node, c.SpoolDir = "host-shared", t.TempDir()
+		return c
+	}
+	a := startChild(t, env.spec(cfg("ec-a")))
+	testenv.Eventually(t, 20*time.Second, "the first collector reads the node", func() bool {
+		return countRows(t, env.st, "scope = 'node' AND collector = 'ec-a'") >= 3
+	})
+	b := startChild(t, env.spec(cfg("ec-b")))
+	testenv.Eventually(t, 20*time.Second, "the second collector stands by", func() bool { return logHas(t, b.Log, "standing by") })
+	require.NoError(t, syscall.Kill(a.Pid(), syscall.SIGSTOP))
+	testenv.Eventually(t, 20*time.Second, "the standby takes the meter over", func() bool {
+		return countRows(t, env.st, "scope = 'node' AND collector = 'ec-b'") >= 10
+	})
+	require.NoError(t, syscall.Kill(a.Pid(), syscall.SIGCONT))
+	testenv.Eventually(t, 20*time.Second, "the paused collector notices it lost the meter", func() bool {
+		return logHas(t, a.Log, "standing by")
+	})
+	b.stop(t)
+	a.stop(t)
+	n, writers := overlaps(readRows(t, env.st), "host-shared")
+	require.Zero(t, n, "stretches of the node measured twice (samples by collector: %v)", writers)
+}
+
+// logHas reports whether a child's log holds s.
+func logHas(tb testing.TB, path, s string) bool {
+	tb.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(tb, err)
+	return strings.Contains(string(b), s)
 }

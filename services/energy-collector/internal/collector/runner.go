@@ -35,6 +35,9 @@ type runner struct {
 	sc     SourceConfig
 	logger *zap.Logger
 	claim  committer // nil: rows go straight to the writer (a pinned source without a spool)
+	// guard, when set, is asked after each reading whether it may be
+	// stored (a pinned source's node lock); an error ends the runner.
+	guard func() error
 
 	src      energy.Source
 	start    handover           // restored once the source is open
@@ -174,6 +177,11 @@ func (r *runner) tick(ctx context.Context) error {
 		return nil
 	}
 	r.setHealth(true, nil)
+	if r.guard != nil {
+		if err := r.guard(); err != nil {
+			return err
+		}
+	}
 	if m.Resets > 0 {
 		r.c.m.resets.WithLabelValues(r.sc.ID).Add(float64(m.Resets))
 	}
