@@ -209,3 +209,20 @@ func TestKubernetesProblemsNameTheirField(t *testing.T) {
 		require.ErrorContains(t, err, want, doc)
 	}
 }
+
+// A name starting or ending with '-' made ids the events' schema refuses
+// (the submission was dead-lettered after an accepted submit) and that the
+// CLI took for a flag; it is refused when the spec is checked.
+func TestNamesStartAndEndWithALetterOrDigit(t *testing.T) {
+	base, err := os.ReadFile("../../examples/uc3-local.yaml")
+	require.NoError(t, err)
+	for _, name := range []string{"-", "-x", "x-"} {
+		doc := strings.Replace(string(base), "name: uc3-local-demo", "name: \""+name+"\"", 1)
+		require.NotEqual(t, string(base), doc, "the example's name line moved")
+		_, err := spec.Parse([]byte(doc), nil)
+		require.ErrorContains(t, err, "metadata.name", name)
+		require.ErrorContains(t, err, "starting and ending with a letter or digit", name)
+	}
+	_, err = spec.Parse([]byte(strings.Replace(string(base), "name: uc3-local-demo", "name: a-1", 1)), nil)
+	require.NoError(t, err)
+}

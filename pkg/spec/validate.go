@@ -25,7 +25,7 @@ func (e *Experiment) Validate() error {
 	if e.Metadata.Name == "" {
 		add("metadata.name", "required")
 	} else if !validName(e.Metadata.Name) {
-		add("metadata.name", "%q: expected lower-case letters, digits and '-' (at most 63)", e.Metadata.Name)
+		add("metadata.name", "%q: expected lower-case letters, digits and '-', starting and ending with a letter or digit (at most 63)", e.Metadata.Name)
 	}
 	s := e.Spec
 	p = append(p, s.RunConfig.problems("spec.")...)
@@ -310,7 +310,10 @@ func (rc RunConfig) problems(prefix string) Problems {
 }
 
 func validName(s string) bool {
-	if len(s) > 63 {
+	// It starts every id of the experiment and its runs, which must begin
+	// and end with a letter or digit (the events' id pattern; an id
+	// starting with '-' would also read as a flag on the command line).
+	if len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
 		return false
 	}
 	for _, r := range s {

@@ -20,8 +20,9 @@ import (
 
 // The scheduler's request-reply API (see services/scheduler).
 const (
-	subjectList = "gf.api.experiments.list"
-	subjectGet  = "gf.api.experiments.get"
+	subjectList   = "gf.api.experiments.list"
+	subjectGet    = "gf.api.experiments.get"
+	subjectSubmit = "gf.api.experiments.submit"
 )
 
 type runStatus struct {
@@ -47,6 +48,7 @@ type experimentStatus struct {
 	RunsFail  int         `json:"runs_failed"`
 	RunsCanc  int         `json:"runs_cancelled"`
 	Runs      []runStatus `json:"runs"`
+	Omitted   int         `json:"runs_omitted"`
 	Error     string      `json:"error"`
 }
 
@@ -134,7 +136,14 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", shortRun(r.RunID), r.Repetition, factors(r.Factors), r.State, left, flagList(r.Flags),
 			strings.ReplaceAll(r.Reason, "\n", " "))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.Omitted > 0 {
+		fmt.Fprintf(stdout, "(%d more runs not listed: a NATS reply is limited in size; GET /v1/experiments/%s on the scheduler's HTTP API lists them all)\n",
+			st.Omitted, st.ID)
+	}
+	return nil
 }
 
 func runCancel(ctx context.Context, args []string, stdout io.Writer) error {

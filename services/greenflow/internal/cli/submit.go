@@ -4,11 +4,14 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -89,11 +92,54 @@ func submitAndWatch(ctx context.Context, natsURL, dsn string, p spec.Prepared, w
 	return id, watchAndReport(ctx, b, dsn, id, since, stdout)
 }
 
-// Submit publishes an experiment and returns its id.
+// Submit hands an experiment to a scheduler and returns its id. Through
+// the scheduler's request-reply API when one answers: it records the
+// experiment before replying, so status and cancel answer at once (state
+// submitted) however busy it is. With no scheduler answering (none is
+// running yet) the experiment.submit command is queued on the stream, and
+// a scheduler takes it when it starts. A trigger template is always queued
+// (the scheduler arms it).
 func Submit(ctx context.Context, b *bus.Bus, e *spec.Experiment, resolved string) (string, error) {
+	if e.Spec.Trigger == nil {
+		req, _ := json.Marshal(map[string]any{"spec": resolved, "yes": true, "submitted_by": "cli"})
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		msg, err := b.Conn().RequestWithContext(rctx, subjectSubmit, req)
+		cancel()
+		switch {
+		case err == nil:
+			var rep struct {
+				ID       string   `json:"id"`
+				Error    string   `json:"error"`
+				Problems []string `json:"problems"`
+			}
+			if err := json.Unmarshal(msg.Data, &rep); err != nil {
+				return "", fmt.Errorf("submit: the scheduler's answer is not JSON: %w", err)
+			}
+			switch {
+			case len(rep.Problems) > 0:
+				return "", errors.Join(append([]error{errors.New(rep.Error)}, errorsOf(rep.Problems)...)...)
+			case rep.ID != "":
+				return rep.ID, nil
+			}
+			// The scheduler could not take it now (not ready yet, its
+			// bucket unreachable): queue the command; it is taken when it can.
+		case errors.Is(err, nats.ErrNoResponders):
+			// no scheduler yet: queue the command
+		default:
+			return "", fmt.Errorf("submit through the scheduler's API (it may have been accepted: see greenflow list): %w", err)
+		}
+	}
 	id := spec.NewExperimentID(e.Metadata.Name, time.Now())
 	if err := b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: resolved, SubmittedBy: "cli"}, "submit:"+id); err != nil {
 		return "", err
 	}
 	return id, nil
+}
+
+func errorsOf(msgs []string) []error {
+	out := make([]error, len(msgs))
+	for i, m := range msgs {
+		out[i] = errors.New(m)
+	}
+	return out
 }

@@ -81,6 +81,32 @@ type ExperimentStatus struct {
 	RunsFail      int         `json:"runs_failed"`
 	RunsCancelled int         `json:"runs_cancelled"`
 	Runs          []RunStatus `json:"runs,omitempty"`
+	// RunsOmitted is how many runs a NATS reply leaves out of Runs to stay
+	// within the server's payload limit (HTTP lists them all).
+	RunsOmitted int `json:"runs_omitted,omitempty"`
+}
+
+// fitPayload cuts st's run list so that its JSON fits in limit bytes: a
+// NATS reply over the server's payload limit is never delivered, and the
+// asker would only see a timeout (a 20,000-run experiment's status is
+// ~4 MB; the default limit is 1 MB). The counts stay whole.
+func fitPayload(st ExperimentStatus, limit int) ExperimentStatus {
+	b, _ := json.Marshal(st)
+	if len(b) <= limit || len(st.Runs) == 0 {
+		return st
+	}
+	perRun := len(b) / len(st.Runs)
+	keep := max(0, (limit*9/10)/max(perRun, 1)-1)
+	for keep > 0 {
+		cut := st
+		cut.Runs, cut.RunsOmitted = st.Runs[:keep], len(st.Runs)-keep
+		if b, _ := json.Marshal(cut); len(b) <= limit {
+			return cut
+		}
+		keep = keep * 9 / 10
+	}
+	st.Runs, st.RunsOmitted = nil, len(st.Runs)
+	return st
 }
 
 // Submit validates a spec and queues it; the experiment is accepted by the
@@ -234,7 +260,7 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 				reply(m, map[string]string{"error": "unknown experiment " + string(m.Data)})
 				return
 			}
-			reply(m, st)
+			reply(m, fitPayload(st, int(nc.MaxPayload())-4096))
 		},
 		SubjectAPICancel: func(m *nats.Msg) {
 			if err := s.Cancel(ctx, strings.TrimSpace(string(m.Data)), "cancelled through the API"); err != nil {

@@ -12,3 +12,6 @@ func (s *Scheduler) WrapKV(wrap func(jetstream.KeyValue) jetstream.KeyValue) { s
 
 // RetryDelay is how long attempt n of a run waits under cfg.
 func RetryDelay(cfg Config, n int) time.Duration { return cfg.retryDelay(n) }
+
+// FitPayload is fitPayload.
+func FitPayload(st ExperimentStatus, limit int) ExperimentStatus { return fitPayload(st, limit) }
