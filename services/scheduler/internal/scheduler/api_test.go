@@ -98,6 +98,22 @@ func TestNATSRequestReplySubmitAndCancel(t *testing.T) {
 	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
 }
 
+// An id no experiment can have — empty, with a dot, a wildcard or a space —
+// is an unknown experiment to GET and cancel alike, never a KV error
+// ("read experiment : nats: invalid key", a new user saw for an empty id).
+func TestOddIDsAreUnknownExperiments(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	nc := testenv.NATSConn(t, h.url)
+	for _, id := range []string{"", "a.b", "exp.>", "a b", "-x", strings.Repeat("x", 300)} {
+		for _, subj := range []string{scheduler.SubjectAPIGet, scheduler.SubjectAPICancel} {
+			var rep map[string]string
+			require.NoError(t, json.Unmarshal(request(t, nc, subj, []byte(id)), &rep), "%s %q", subj, id)
+			require.Contains(t, rep["error"], "unknown experiment", "%s %q", subj, id)
+		}
+	}
+}
+
 // nanSpec sweeps a range whose step is NaN: spec expansion used to panic on
 // it (makeslice: cap out of range), killing the scheduler.
 var nanSpec = strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, "range: {from: 1, to: 10, step: .nan}", 1)

@@ -54,6 +54,12 @@ func (s *Scheduler) recordSubmission(ctx context.Context, id, name string, runs 
 // view does not have it yet (the view lags the bucket's writes, and those
 // of other schedulers more).
 func (s *Scheduler) lookup(ctx context.Context, id string) (ExperimentRecord, bool, error) {
+	if !possibleID(id) {
+		// No experiment has it (ids are a name, a time and a suffix of
+		// letters, digits and '-'), and as a KV key it would be refused
+		// ("nats: invalid key") rather than found missing.
+		return ExperimentRecord{}, false, nil
+	}
 	if e, ok := s.view.experiment(id); ok {
 		return e, true, nil
 	}
@@ -143,4 +149,18 @@ func (s *Scheduler) settleSubmission(ctx context.Context, rec ExperimentRecord) 
 		return versioned[ExperimentRecord]{next, nrev}, true, nil
 	}
 	return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w after 20 attempts", rec.ID, errConflict)
+}
+
+// possibleID reports whether id could name an experiment: 1 to 255
+// letters, digits, '-' and '_', starting with a letter or digit.
+func possibleID(id string) bool {
+	if id == "" || len(id) > 255 || id[0] == '-' || id[0] == '_' {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
