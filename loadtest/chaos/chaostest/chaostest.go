@@ -1,7 +1,7 @@
 // Package chaostest runs a short form of the chaos suite as a Go test: the
 // seed from GREENFLOW_CHAOS_SEED or the clock, the suite's progress as test
 // log lines, its results kept (and named) when the test fails, every
-// violation a test error. TestChaosShort and TestChaosKubeShort use it.
+// violation and harness problem a test error. TestChaosShort and TestChaosKubeShort use it.
 package chaostest
 
 import (
@@ -59,6 +59,11 @@ func Run(t *testing.T, name string, within time.Duration, setup func(*chaos.Conf
 	require.NoError(t, err, "the chaos harness could not do its job (report in %s)", results)
 	for _, v := range rep.Violations() {
 		t.Errorf("violation: %s", v)
+	}
+	// A slot whose kill was not delivered or whose facts could not be
+	// gathered asked nothing: it must not pass as a clean one.
+	for _, e := range rep.HarnessErrors() {
+		t.Errorf("harness: %s", e)
 	}
 	if t.Failed() {
 		t.Logf("report, per-run facts and every process's log: %s", results)
