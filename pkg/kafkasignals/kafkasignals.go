@@ -191,19 +191,15 @@ func sumOf(m map[int32]int64) int64 {
 	return n
 }
 
-// Run samples t at once, then every interval until ctx ends, then once more
-// (bounded by 5 s) so the series covers the end of the load, writing each
-// sample to the sink. Failed samples and writes are logged and skipped: a
-// missing point must not stop the run. It returns when ctx ends.
-func (s *Sampler) Run(ctx context.Context, t Target, interval time.Duration) {
-	s.RunTriggered(ctx, t, interval, nil)
-}
-
-// RunTriggered is Run that also samples whenever now fires (e.g. the
-// moment a load's last record is acknowledged, so the series holds the
-// topic's final count at the load's end, not only a later one that
-// interpolation would smear over the time the load had stopped).
-func (s *Sampler) RunTriggered(ctx context.Context, t Target, interval time.Duration, now <-chan struct{}) {
+// Run samples t at once, then every interval and whenever now fires (nil:
+// never; e.g. the moment a load's last record is acknowledged, so the
+// series holds the topic's final count at the load's end, not only a later
+// one that interpolation would smear over the time the load had stopped)
+// until ctx ends, then once more (bounded by 5 s) so the series covers the
+// end of the load, writing each sample to the sink. Failed samples and
+// writes are logged and skipped: a missing point must not stop the run. It
+// returns when ctx ends.
+func (s *Sampler) Run(ctx context.Context, t Target, interval time.Duration, now <-chan struct{}) {
 	logger := s.logger.With(zap.String("run_id", t.RunID))
 	once := func(ctx context.Context) {
 		pts, err := s.Sample(ctx, t)

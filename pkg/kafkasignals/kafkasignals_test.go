@@ -121,7 +121,7 @@ func TestRunWritesClickHouse(t *testing.T) {
 	_, adm, cl := cluster(t)
 	target := kafkasignals.Target{ExperimentID: "e1", RunID: "r1", InputTopic: "input-r1", OutputTopic: "output-r1", Group: "uc3-r1"}
 	s := kafkasignals.NewSampler(adm, st, testenv.Logger(t), nil)
-	sampler := testenv.Go(t, t.Context(), func(ctx context.Context) error { s.Run(ctx, target, 50*time.Millisecond); return nil })
+	sampler := testenv.Go(t, t.Context(), func(ctx context.Context) error { s.Run(ctx, target, 50*time.Millisecond, nil); return nil })
 	produce(t, cl, "input-r1", 30)
 	count := func(name string) (n uint64, last float64) {
 		rows, err := st.Conn().Query(context.Background(),

@@ -10,8 +10,8 @@ import (
 	"github.com/oklog/run"
 )
 
-// ShutdownTimeout bounds how long a component may take to drain after its
-// context is cancelled.
+// ShutdownTimeout is how long a draining component may take after its
+// context is cancelled where it bounds its own drain (the HTTP server).
 const ShutdownTimeout = 10 * time.Second
 
 // Component is the lifecycle every long-running part follows: Run blocks until
@@ -107,8 +107,10 @@ func (g *Group) Check() error {
 var ErrGroupRan = errors.New("service group already ran")
 
 // Run initializes (Initializer) and starts every component and blocks
-// until all have stopped, or until the ones that have not stopped have
-// had ShutdownTimeout since the first one did.
+// until all have stopped: once one stops (or ctx ends), the others' context
+// is cancelled, and each must then return — bounding its own drain (the
+// HTTP server's is ShutdownTimeout); a component that never returns holds
+// Run.
 func (g *Group) Run(ctx context.Context) error {
 	if !g.ran.CompareAndSwap(false, true) {
 		return ErrGroupRan
@@ -118,9 +120,7 @@ func (g *Group) Run(ctx context.Context) error {
 	var rg run.Group
 	for i, c := range g.comps {
 		name, c, state := g.names[i], c, g.states[i]
-		done := make(chan struct{})
 		rg.Add(func() error {
-			defer close(done)
 			defer state.Store(stateStopped)
 			if in, ok := c.(Initializer); ok {
 				if err := in.Init(ctx); err != nil {
@@ -137,13 +137,7 @@ func (g *Group) Run(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			return nil
-		}, func(error) {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(ShutdownTimeout):
-			}
-		})
+		}, func(error) { cancel() })
 	}
 	// A component that returns nil while the context is live ends the group;
 	// that is intended (e.g. a one-shot job), but cancellation must propagate.

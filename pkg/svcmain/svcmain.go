@@ -1,7 +1,7 @@
 // Package svcmain is the start-up every standalone GreenFlow binary
 // shares: common flags (NATS, ClickHouse, Kafka, metrics address, logging),
 // connecting to the infrastructure, serving /metrics and /healthz, and running
-// the service's component until SIGINT/SIGTERM, with a bounded drain.
+// the service's component until SIGINT/SIGTERM, draining every component (each bounds its own drain).
 // /healthz is ready only once the component has started (service.Initializer)
 // and while its service.Checker and the bus's Check pass; otherwise it
 // answers 503 with every reason. A Standalone binary outside the platform's

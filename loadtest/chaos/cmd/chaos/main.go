@@ -106,6 +106,10 @@ func run() int {
 		fmt.Printf("FAIL: %d confirmed violation(s)\n", n)
 		return 1
 	}
+	if h := rep.HarnessErrors(); len(h) > 0 {
+		fmt.Printf("FAIL: no violation, but %d harness problem(s) left questions unasked:\n  %s\n", len(h), strings.Join(h, "\n  "))
+		return 2
+	}
 	fmt.Println("PASS: no violation")
 	return 0
 }

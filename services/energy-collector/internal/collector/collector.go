@@ -103,7 +103,7 @@ type metrics struct {
 	rollbacks *prometheus.CounterVec
 	power     *prometheus.GaugeVec
 	owned     prometheus.Gauge
-	standby   prometheus.Gauge
+	standby   *prometheus.GaugeVec
 }
 
 func newMetrics() metrics {
@@ -115,8 +115,8 @@ func newMetrics() metrics {
 			Help: "Times a source dropped its uncommitted readings (commits blocked too long: ClickHouse down without a spool, or NATS down) and went back to its last commit; the next sample covers the stretch in one interval."}, perSource),
 		power: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricNodePower, Help: "Last node power reading."}, perSource),
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricSourcesOwned, Help: "Shared sources this instance samples now."}),
-		standby: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricPinnedStandby,
-			Help: "1 while another instance on this node holds the lock of this machine's meter and this one stands by."}),
+		standby: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricPinnedStandby,
+			Help: "1 while another instance on this node holds the lock of this pinned source (this machine's meter) and this one stands by."}, perSource),
 	}
 }
 

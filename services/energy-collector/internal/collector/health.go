@@ -73,11 +73,7 @@ func (h *healthTracker) set(id string, ok bool, reason string) {
 	h.mu.Lock()
 	h.state[id] = SourceHealth{Healthy: ok, Reason: reason}
 	h.mu.Unlock()
-	v := 0.0
-	if ok {
-		v = 1
-	}
-	h.gauge.WithLabelValues(id).Set(v)
+	h.gauge.WithLabelValues(id).Set(boolGauge(ok))
 }
 
 func (h *healthTracker) snapshot() map[string]SourceHealth {

@@ -142,6 +142,9 @@ func (l *nodeLock) renew(ctx context.Context) error {
 	var cur lockValue
 	if json.Unmarshal(e.Value(), &cur) == nil && cur.Instance == l.self && cur.Token == l.token {
 		l.rev = e.Revision()
+		if time.UnixMilli(cur.ExpiresMs).After(l.c.clock.Now()) {
+			l.okMs.Store(sent) // still ours and unexpired: as good as renewed
+		}
 		return nil
 	}
 	return errLockLost
@@ -175,7 +178,8 @@ func (l *nodeLock) release(ctx context.Context) {
 
 func isRevisionConflict(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyExists)
 }
 
@@ -186,6 +190,7 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 	t := c.clock.NewTicker(c.cfg.Heartbeat)
 	defer t.Stop()
 	standingBy, warned, carried := "", false, false
+	defer c.m.standby.WithLabelValues(sc.ID).Set(0)
 	for {
 		ok, prev, holder, err := lock.acquire(ctx)
 		switch {
@@ -199,12 +204,12 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 			}
 		case ok:
 			warned, standingBy = false, ""
-			c.m.standby.Set(0)
+			c.m.standby.WithLabelValues(sc.ID).Set(0)
 			// Only this instance's own checkpoint continues exactly; after
 			// another instance read the meter, start from a new baseline
 			// (the hand-over is a gap, bridged and flagged by the analyzer).
 			fresh := prev != "" && prev != c.cfg.Instance
-			if prev != "" && prev != c.cfg.Instance {
+			if fresh {
 				c.logger.Info("took this node's meter over", zap.String("source", sc.ID), zap.String("from", prev))
 			}
 			err := c.readPinned(ctx, sc, lock, fresh)
@@ -235,7 +240,7 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 			standingBy = holder
 			c.logger.Info("standing by: another instance on this node reads its meter", zap.String("source", sc.ID), zap.String("holder", holder))
 		}
-		c.m.standby.Set(boolGauge(standingBy != ""))
+		c.m.standby.WithLabelValues(sc.ID).Set(boolGauge(standingBy != ""))
 		select {
 		case <-ctx.Done():
 			return nil

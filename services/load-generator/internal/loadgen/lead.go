@@ -63,12 +63,15 @@ func (g *Generator) restoreFinalStatuses(ctx context.Context) {
 	}
 	g.mu.Unlock()
 	for run, st := range finals {
-		_, found, err := g.statusOf(ctx, run, g.cfg.Instance)
+		cur, found, err := g.statusOf(ctx, run, g.cfg.Instance)
 		switch {
 		case err != nil:
 			g.logger.Warn("read own final load checkpoint after a reconnect failed", zap.String("run_id", run), zap.Error(err))
-		case !found:
-			g.logger.Warn("own final load checkpoint lost with its kv bucket; putting it back", zap.String("run_id", run))
+		case !found || !cur.Done:
+			// Lost with the bucket, or the final write failed during the
+			// outage and an earlier checkpoint stands: the leader would
+			// wait for this instance until the load times out.
+			g.logger.Warn("own final load checkpoint missing after a reconnect; putting it back", zap.String("run_id", run), zap.Bool("found", found))
 			g.writeStatus(st, run)
 		}
 	}

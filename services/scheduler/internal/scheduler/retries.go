@@ -2,12 +2,10 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -59,13 +57,13 @@ func (s *Scheduler) retry(ctx context.Context, failed RunRecord) error {
 			return false, nil
 		}
 		rr.Index = len(e.RunIDs)
-		rev, err := s.kv.create(ctx, runKey(rr.RunID), rr)
-		if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		// A key an earlier attempt of this update created (before a
+		// conflicting write moved the index on) is set to this attempt's.
+		vr, err := s.createPendingRun(ctx, rr)
+		if err != nil {
 			return false, fmt.Errorf("store retry %s: %w", rr.RunID, err)
 		}
-		if err == nil {
-			created = &versioned[RunRecord]{rr, rev}
-		}
+		created = &vr
 		e.RunIDs = append(e.RunIDs, rr.RunID)
 		return true, nil
 	})

@@ -89,7 +89,7 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 		PhaseEndMs: r.PhaseEndMs, TsMs: r.EnteredMs}, "run.state:"+r.RunID+":"+r.State); err != nil {
 		s.logger.Warn("publish run state failed", zap.String("run_id", r.RunID), zap.Error(err))
 	}
-	if r.State == events.RunStateFailed && r.Transient && r.Attempt < s.cfg.Retries {
+	if r.retryDue(s.cfg.Retries) {
 		if err := s.retry(ctx, *r); err != nil {
 			s.logger.Error("schedule retry failed", zap.String("run_id", r.RunID), zap.Error(err))
 		}

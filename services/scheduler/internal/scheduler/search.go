@@ -291,7 +291,9 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun
 
 // createPendingRun creates a run's key, or takes over the key a previous,
 // interrupted attempt of the same step created: still pending, it is set to
-// rr (the step may have decided differently then); started, it is kept.
+// rr (the step may have decided differently then, or placed it at another
+// index); started, it is kept. A search step and a retry create runs this
+// way.
 func (s *Scheduler) createPendingRun(ctx context.Context, rr RunRecord) (versioned[RunRecord], error) {
 	rev, err := s.kv.create(ctx, runKey(rr.RunID), rr)
 	if err == nil {
@@ -301,7 +303,7 @@ func (s *Scheduler) createPendingRun(ctx context.Context, rr RunRecord) (version
 		return versioned[RunRecord]{}, err
 	}
 	vr, _, err := update(ctx, s.kv, runKey(rr.RunID), func(cur *RunRecord) (bool, error) {
-		if cur.State != events.RunStatePending || cur.ConfigHash == rr.ConfigHash {
+		if cur.State != events.RunStatePending || (cur.ConfigHash == rr.ConfigHash && cur.Index == rr.Index) {
 			return false, nil
 		}
 		*cur = rr
