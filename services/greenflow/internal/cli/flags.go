@@ -102,8 +102,8 @@ func (f *specFlags) read() ([]byte, error) {
 	return data, nil
 }
 
-// parseExperimentArgs parses a command taking one EXPERIMENT id (before or
-// after the flags) and the connection flags; extra registers its own flags.
+// parseExperimentArgs parses a command taking one EXPERIMENT id (before,
+// between or after the flags) and the connection flags; extra registers its own flags.
 func parseExperimentArgs(name string, args []string, extra func(*flag.FlagSet)) (connFlags, string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	var c connFlags
@@ -111,13 +111,14 @@ func parseExperimentArgs(name string, args []string, extra func(*flag.FlagSet)) 
 	if extra != nil {
 		extra(fs)
 	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return c, "", err
 	}
-	if fs.NArg() != 1 {
+	if len(pos) != 1 {
 		return c, "", errors.New("expected one EXPERIMENT id")
 	}
-	return c, fs.Arg(0), nil
+	return c, pos[0], nil
 }
 
 // parseInterspersed parses flags that may come before, between or after the
@@ -134,15 +135,6 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-}
-
-// reorder moves a leading positional argument after the flags, so both
-// "results ID --format csv" and "results --format csv ID" work.
-func reorder(args []string) []string {
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		return append(args[1:], args[0])
-	}
-	return args
 }
 
 // analysisUsage lists the analysis commands; each prints it on -h.

@@ -23,6 +23,7 @@ const (
 	subjectList   = "gf.api.experiments.list"
 	subjectGet    = "gf.api.experiments.get"
 	subjectSubmit = "gf.api.experiments.submit"
+	subjectCancel = "gf.api.experiments.cancel"
 )
 
 type runStatus struct {
@@ -159,8 +160,29 @@ func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer b.Close()
-	if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
-		return err
+	// Through the scheduler's API when one answers: a cancel of an
+	// experiment not expanded into runs yet is recorded on it at once, and
+	// an unknown id is said so. With no scheduler running, the command is
+	// queued for the next one.
+	req, _ := json.Marshal(map[string]string{"id": id, "reason": reason})
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	msg, err := b.Conn().RequestWithContext(rctx, subjectCancel, req)
+	cancel()
+	switch {
+	case err == nil:
+		var rep struct{ Error string }
+		if err := json.Unmarshal(msg.Data, &rep); err != nil {
+			return fmt.Errorf("cancel: the scheduler's answer is not JSON: %w", err)
+		}
+		if rep.Error != "" {
+			return errors.New(rep.Error)
+		}
+	case errors.Is(err, nats.ErrNoResponders):
+		if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("cancel through the scheduler's API: %w", err)
 	}
 	fmt.Fprintf(stdout, "cancel requested for %s\n", id)
 	return nil

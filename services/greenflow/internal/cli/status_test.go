@@ -58,16 +58,24 @@ spec:
 		code := cli.Main(append(args, conn...), &out, &errOut)
 		return out.String() + errOut.String(), code
 	}
+	testenv.Eventually(t, 30*time.Second, "the scheduler answers", func() bool { _, code := run("list"); return code == 0 })
 	out, code := run("submit", "-f", specFile)
 	require.Zero(t, code, out)
 	id := regexp.MustCompile(`submitted experiment (\S+)`).FindStringSubmatch(out)
 	require.NotNil(t, id, out)
+	// Submitted through the scheduler's API, it is known at once.
+	out, code = run("status", id[1])
+	require.Zero(t, code, "status right after submit: %s", out)
+
+	out, code = run("cancel", "no-such-experiment-20261130-000000-0000")
+	require.NotZero(t, code, out)
+	require.Contains(t, out, "unknown experiment", "a cancel of an unknown id says so")
 
 	testenv.Eventually(t, 30*time.Second, "a run provisioning", func() bool {
 		out, code := run("status", id[1])
 		return code == 0 && strings.Contains(out, "provisioning")
 	})
-	out, code = run("cancel", id[1])
+	out, code = run("cancel", "--reason", "test over", id[1])
 	require.Zero(t, code, out)
 	// The experiment is marked cancelled first, its runs right after.
 	testenv.Eventually(t, 30*time.Second, "the experiment and its runs cancelled", func() bool {
@@ -75,6 +83,7 @@ spec:
 		return code == 0 && strings.Contains(out, ": cancelled,") && !strings.Contains(out, "provisioning") && !strings.Contains(out, "pending")
 	})
 	require.Contains(t, out, "cancelled, 0/2 runs done, 0 failed, 2 cancelled", out)
+	require.Contains(t, out, "cancelled: test over", "the --reason is recorded with the runs")
 
 	out, code = run("list")
 	require.Zero(t, code, out)

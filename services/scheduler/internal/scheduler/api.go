@@ -263,7 +263,16 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 			reply(m, fitPayload(st, int(nc.MaxPayload())-4096))
 		},
 		SubjectAPICancel: func(m *nats.Msg) {
-			if err := s.Cancel(ctx, strings.TrimSpace(string(m.Data)), "cancelled through the API"); err != nil {
+			// The body is the id, or {"id": ..., "reason": ...}.
+			id, reason := strings.TrimSpace(string(m.Data)), "cancelled through the API"
+			var req struct{ ID, Reason string }
+			if strings.HasPrefix(id, "{") && json.Unmarshal(m.Data, &req) == nil {
+				id = req.ID
+				if req.Reason != "" {
+					reason = req.Reason
+				}
+			}
+			if err := s.Cancel(ctx, id, reason); err != nil {
 				reply(m, map[string]string{"error": err.Error()})
 				return
 			}
