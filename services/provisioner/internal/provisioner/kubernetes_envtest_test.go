@@ -250,3 +250,45 @@ func TestNamespacesOfEndedAndUnknownRunsAreRemoved(t *testing.T) {
 	require.Equal(t, 1.0, removed(t, reg, "kubernetes", "namespace", "unknown"), "counted")
 	require.Equal(t, 1.0, removed(t, reg, "kubernetes", "topics", "unknown"))
 }
+
+// TestARepeatedProvisionOfARunningKubeRunLeavesItAlone: the provision
+// command of a run that is running comes again (a redelivery after the
+// provisioner died between its answer and its ack, or a re-send). It is
+// answered from the run's record: nothing is applied again — the
+// namespace keeps its readiness baseline, so a restart during the run is
+// still reported as a crash — and nothing is deleted.
+func TestARepeatedProvisionOfARunningKubeRunLeavesItAlone(t *testing.T) {
+	ctx := t.Context()
+	w, cs := newKubeWorld(t)
+	kb, _, _ := w.startKube(t, kubeCfg(), nil)
+	p := uc3Run(w, "exp-k-again1")
+	ns := kb.Namespace(p.RunID)
+	provtest.StartKubelet(t, cs, ns, kubetest.Workers, nil)
+	w.provision(t, p)
+	got := w.rec.provisioned(t, p.RunID, 30*time.Second)
+	before, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Contains(t, before.Annotations, kube.AnnotationReady)
+	dep, err := cs.AppsV1().Deployments(ns).Get(ctx, "uc3-processor", metav1.GetOptions{})
+	require.NoError(t, err)
+
+	require.NoError(t, w.bus.Publish(ctx, p, "provision-again:"+p.RunID))
+	testenv.Eventually(t, 20*time.Second, "the repeated command handled", func() bool { return w.consumerPending(t) == 0 })
+	after, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Nil(t, after.DeletionTimestamp, "the running SUT's namespace is not deleted")
+	require.Equal(t, before.ResourceVersion, after.ResourceVersion, "the namespace is not applied again")
+	require.Equal(t, before.Annotations[kube.AnnotationReady], after.Annotations[kube.AnnotationReady], "the readiness baseline is kept")
+	depAfter, err := cs.AppsV1().Deployments(ns).Get(ctx, "uc3-processor", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, dep.ResourceVersion, depAfter.ResourceVersion, "the deployment is not applied again")
+	require.Nil(t, w.rec.find(events.TypeRunProvisionFailed, p.RunID))
+
+	// The crash watch still sees a restart during the run.
+	kubetest.Crash(t, cs, ns, got.Targets[0].Pod)
+	testenv.Eventually(t, 20*time.Second, "the crash reported", func() bool {
+		m := w.rec.find(events.TypeRunTornDown, p.RunID)
+		return m != nil && m.(*events.RunTornDown).Crashed
+	})
+	require.Contains(t, w.rec.find(events.TypeRunTornDown, p.RunID).(*events.RunTornDown).Reason, "OOMKilled")
+}

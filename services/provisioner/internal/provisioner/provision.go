@@ -116,14 +116,16 @@ func (p *Provisioner) claim(ctx context.Context, be Backend, key string, m *even
 			}
 			return nil, p.publishProvisionFailed(ctx, m, fmt.Sprintf("run %s was torn down (%s) before it was provisioned", m.RunID, cause), false)
 		case r.State == state.Running:
-			targets, err := be.Provision(ctx, *m)
-			if err != nil {
-				// Its crash is reported by the liveness watch.
-				p.logger.Warn("repeated provision of a run that is no longer running", zap.String("run_id", m.RunID), zap.Error(err))
-				return nil, nil
-			}
+			// Provisioned before (a redelivery, or a re-send after the
+			// answer was lost): the record's answer is repeated and the
+			// live deployment is left alone. Deploying it again would
+			// re-apply its objects (and drop a kube run's readiness
+			// baseline, so restarts during the run would go unseen), and
+			// a failure of that would delete a running SUT. A crash
+			// since is the liveness watch's to report.
+			p.logger.Info("provision of a running run repeated; answered from its record", zap.String("run_id", m.RunID))
 			return nil, p.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: m.SUT.Backend,
-				Targets: targets, TsMs: now}, "provisioned:"+m.RunID)
+				Targets: r.Targets, TsMs: now}, "provisioned:"+m.RunID)
 		case p.heldElsewhere(r, now):
 			// Another instance is at it: wait for its answer, or for its
 			// lease to run out (it died) and take over — at once when it
