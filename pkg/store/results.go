@@ -68,10 +68,10 @@ func (s *Store) RunScopeResults(ctx context.Context, experimentID string, runIDs
 	var out []Result
 	err := query(ctx, s.conn, "read run results of "+experimentID, `
 		SELECT run_id, metric, unit, value, estimated FROM results FINAL
-		WHERE experiment_id = ? AND scope = ? AND has(?, run_id)
+		WHERE experiment_id = ? AND scope = ? AND run_id IN ?
 		  AND (run_id, analyzed_ms) IN (
-		    SELECT run_id, max(analyzed_ms) FROM results WHERE experiment_id = ? AND has(?, run_id) GROUP BY run_id)
-		ORDER BY run_id, metric`, []any{experimentID, results.ScopeRun, runIDs, experimentID, runIDs}, func(rows driver.Rows) error {
+		    SELECT run_id, max(analyzed_ms) FROM results WHERE experiment_id = ? AND run_id IN ? GROUP BY run_id)
+		ORDER BY run_id, metric`, []any{experimentID, results.ScopeRun, set(runIDs), experimentID, set(runIDs)}, func(rows driver.Rows) error {
 		r := Result{ExperimentID: experimentID, Scope: results.ScopeRun}
 		var est uint8
 		if err := rows.Scan(&r.RunID, &r.Metric, &r.Unit, &r.Value, &est); err != nil {

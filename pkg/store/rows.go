@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -71,6 +72,20 @@ func queryStrings(ctx context.Context, conn driver.Conn, what, q string, args ..
 		return nil
 	})
 	return out, err
+}
+
+// set binds a list for `col IN ?`. Callers return early on an empty list
+// (`IN ()` is not SQL); should one not, a NUL string, which no node or
+// target id holds, keeps it matching nothing, as has([], col) did.
+func set(vals []string) any {
+	if len(vals) == 0 {
+		return clickhouse.GroupSet{Value: []any{"\x00"}}
+	}
+	v := make([]any, len(vals))
+	for i, x := range vals {
+		v[i] = x
+	}
+	return clickhouse.GroupSet{Value: v}
 }
 
 // inline replaces {NAME} in q with the integer vars[NAME]. Only integers

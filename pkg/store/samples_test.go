@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/results"
@@ -149,4 +151,70 @@ func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
 		i++
 	}
 	require.Equal(t, 5, i)
+}
+
+// TestSampleQueriesReadTheirRunNotTheHistory: the queries that select a
+// run's samples use the table's primary key (nodes) and partitions (days),
+// so what they read follows the run, not the table's history. ClickHouse
+// itself refuses each query here that would read without the key
+// (force_primary_key), without the partition index (force_index_by_date)
+// or more than maxRead rows; has(?, node), as the queries were written
+// before, fails all three. The answers are those of the database without
+// the history.
+func TestSampleQueriesReadTheirRunNotTheHistory(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	sampleFixture(t, s)
+	nodes, roles := []string{"n1", "n2"}, map[string]string{"process/sut": results.RoleSUT}
+	type answers struct {
+		Series  []store.SeriesWindow
+		Peaks   map[string]float64
+		Nodes   []string
+		Targets []string
+		Samples []store.Sample
+		Power   []store.PowerBucket
+	}
+	read := func(ctx context.Context) answers {
+		var a answers
+		var err error
+		a.Series, err = s.SeriesInWindow(ctx, nodes, t0+1500, t0+3500, 60_000)
+		require.NoError(t, err, "series in window")
+		a.Peaks, err = s.RolePeakPower(ctx, nodes, t0+1500, t0+3500, roles)
+		require.NoError(t, err, "role peak power")
+		a.Nodes, err = s.NodesSampledFrom(ctx, nodes, t0+1000)
+		require.NoError(t, err, "nodes sampled")
+		a.Targets, err = s.TargetsSampled(ctx, nodes, []string{"process/sut"}, t0, t0+10_000)
+		require.NoError(t, err, "targets sampled")
+		require.NoError(t, s.EachSample(ctx, nodes, t0, t0+10_000, func(x store.Sample) error {
+			a.Samples = append(a.Samples, x)
+			return nil
+		}), "each sample")
+		a.Power, err = s.PowerOverTime(ctx, nodes, t0, t0+4000, 2000, roles)
+		require.NoError(t, err, "power over time")
+		return a
+	}
+	want := read(ctx)
+	require.Len(t, want.Series, 5)
+	require.Len(t, want.Samples, 20)
+
+	// The history: 30 earlier days of the same nodes, and another testbed
+	// of 60,000 samples on the same day (its nodes sort before n1).
+	const day = 24 * 3600 * 1000
+	for d := int64(1); d <= 30; d++ {
+		require.NoError(t, s.ReplicateSamples(ctx, t0, t0+10_000, -d*day, ""))
+	}
+	var other []store.Sample
+	for i := 0; i < 60_000; i++ {
+		other = append(other, store.Sample{TsMs: t0 + int64(i%4000), Node: fmt.Sprintf("h%d", i%4), Scope: "process",
+			TargetID: fmt.Sprintf("process/h-%d", i/15000), Source: "model", PowerW: 1, DeltaJ: 0.001, IntervalMs: 1, Collector: "c2"})
+	}
+	require.NoError(t, s.InsertSamples(ctx, other))
+
+	// The run's ~50 rows, and the granules (8,192 rows) at the edges of the
+	// other nodes' ranges in the parts the run's day shares with them.
+	const maxRead = 3 * 8192
+	strict := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"force_primary_key": 1, "force_index_by_date": 1, "max_rows_to_read": maxRead}))
+	require.Equal(t, want, read(strict))
 }
