@@ -12,6 +12,7 @@
 //	list      experiments and their state, from the scheduler (status.go)
 //	status    each run's phase and progress, from the scheduler (status.go)
 //	cancel    cancel an experiment (status.go)
+//	prune     drop days of samples that belong to no run (prune.go)
 //	version   the build's version and commit
 //
 // flags.go holds the flags the commands share (where to find a dev stack,
@@ -45,6 +46,7 @@ Usage:
   greenflow list                                                               experiments and their state
   greenflow status   EXPERIMENT                                                each run's phase and progress
   greenflow cancel   EXPERIMENT [--reason TEXT]
+  greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
   greenflow version
 
 submit, list, status, results and cancel find a running 'greenflow dev' through its state
@@ -77,6 +79,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runList(ctx, args[1:], stdout)
 	case "status":
 		err = runStatusCmd(ctx, args[1:], stdout)
+	case "prune":
+		err = runPrune(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "greenflow %s (commit %s)\n", version.Version, version.Commit())
 	case "compare":
