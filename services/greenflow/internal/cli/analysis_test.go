@@ -2,6 +2,11 @@ package cli_test
 
 import (
 	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -99,4 +104,58 @@ func TestResultsTableShowsFlags(t *testing.T) {
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[0]), "FLAGS"), lines[0])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[1]), "energy_gap_bridged,load_takeover"), lines[1])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[2]), "-"), lines[2])
+}
+
+// TestResultsByConfigInEveryFormat: the per-configuration statistics come
+// as a table, as long-form CSV and as JSON with null for what one run
+// cannot tell (its SD and interval).
+func TestResultsByConfigInEveryFormat(t *testing.T) {
+	rows := fixtureRows()
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteConfigResults(&out, "table", "e", rows))
+	require.Contains(t, out.String(), "Per configuration")
+
+	out.Reset()
+	require.NoError(t, cli.WriteConfigResults(&out, "csv", "e", rows))
+	recs, err := csv.NewReader(&out).ReadAll()
+	require.NoError(t, err)
+	head := recs[0]
+	require.Equal(t, []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
+		"median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated", "workload.sensors"}, head)
+	col := func(rec []string, name string) string { return rec[slices.Index(head, name)] }
+	var aaaa []string
+	for _, rec := range recs[1:] {
+		if col(rec, "config_hash") == "aaaa" && col(rec, "metric") == "throughput_eps" {
+			aaaa = rec
+		}
+	}
+	require.NotNil(t, aaaa, "configuration aaaa's throughput")
+	require.Equal(t, "3", col(aaaa, "n"), "the failed run is not counted")
+	require.Equal(t, "110", col(aaaa, "mean"))
+	require.Equal(t, "10", col(aaaa, "sd"))
+	require.Equal(t, "1/s", col(aaaa, "unit"), "the unit from pkg/results")
+	require.Equal(t, "100", col(aaaa, "workload.sensors"))
+	lo, err := strconv.ParseFloat(col(aaaa, "ci_low"), 64)
+	require.NoError(t, err)
+	require.InDelta(t, 110-4.303*10/math.Sqrt(3), lo, 0.01, "Student t with 2 degrees of freedom")
+
+	out.Reset()
+	require.NoError(t, cli.WriteConfigResults(&out, "json", "e", rows))
+	var got []cli.ConfigSummaryJSON
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
+	require.Len(t, got, 3)
+	byHash := map[string]cli.ConfigSummaryJSON{}
+	for _, c := range got {
+		byHash[c.ConfigHash] = c
+	}
+	require.Len(t, byHash["aaaa"].RunIDs, 3)
+	require.InDelta(t, 110, *byHash["aaaa"].Metrics["throughput_eps"].Mean, 1e-9)
+	one := byHash["cccc"].Metrics["throughput_eps"]
+	require.Equal(t, 1, one.N)
+	require.Nil(t, one.SD, "one run has no SD")
+	require.Nil(t, one.CILow)
+	require.True(t, byHash["aaaa"].Pareto)
+	require.False(t, byHash["cccc"].Pareto, "dominated")
+
+	require.ErrorContains(t, cli.WriteConfigResults(&out, "xml", "e", rows), `--format "xml": expected table, csv or json`)
 }

@@ -39,7 +39,7 @@ Usage:
   greenflow demo     [-f SPEC] [--state-dir DIR]                               dev stack + one experiment, end to end
   greenflow validate -f SPEC [--set path=value]...
   greenflow submit   -f SPEC [--set path=value]... [--watch] [--yes]
-  greenflow results  EXPERIMENT [--format table|csv|json]                     per-run results and per-configuration mean ± 95% CI
+  greenflow results  EXPERIMENT [--format table|csv|json] [--by run|config]   per-run results, or per configuration: n, mean, SD, 95% CI
   greenflow compare  A B                                                       Welch's t-test between two experiments or configurations
   greenflow export   EXPERIMENT --dir DIR                                      tidy CSV files for a notebook
   greenflow report   EXPERIMENT [-o FILE]                                      self-contained HTML report with SVG plots

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 
 	"github.com/greenflow/greenflow/pkg/store"
@@ -180,22 +178,7 @@ func (x exporter) samplesCSV(ctx context.Context, w *csv.Writer) error {
 }
 
 func (x exporter) summaryCSV(w *csv.Writer) error {
-	head := []string{"experiment_id", "config_hash", "runs", "metric", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median", "min", "max",
-		"cv_flag", "pareto_optimal", "estimated"}
-	_ = w.Write(append(head, x.factorNames...))
-	for _, s := range SummarizeRuns(x.rows, DefaultLevel) {
-		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
-			v := s.Metrics[m]
-			rec := []string{x.id, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, strconv.Itoa(v.N), csvNum(v.Mean), csvNum(v.SD), csvNum(v.CV),
-				csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
-				csvBool(v.N >= 2 && v.CV > DefaultCVThreshold), csvBool(s.Pareto), csvBool(s.Estimated)}
-			for _, f := range x.factorNames {
-				rec = append(rec, s.Factors[f])
-			}
-			_ = w.Write(rec)
-		}
-	}
-	return nil
+	return writeSummaryCSV(w, x.id, SummarizeRuns(x.rows, DefaultLevel), x.factorNames)
 }
 
 // csvNum writes NaN as an empty cell, which notebooks read as missing.

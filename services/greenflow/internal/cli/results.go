@@ -244,12 +244,20 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 }
 
 func runResults(ctx context.Context, args []string, stdout io.Writer) error {
-	var format string
+	var format, by string
 	c, id, err := parseExperimentArgs("results", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&format, "format", "table", "table, csv or json")
+		fs.StringVar(&by, "by", "run", "run: a row per run (the table adds the per-configuration statistics when runs repeat); "+
+			"config: per configuration, n, mean, SD, CI, CV flag, lag SLO verdict and Pareto membership of every metric")
 	})
 	if err != nil {
 		return err
+	}
+	if by != "run" && by != "config" {
+		return fmt.Errorf("--by %q: expected run or config", by)
+	}
+	if format != "table" && format != "csv" && format != "json" {
+		return fmt.Errorf("--format %q: expected table, csv or json", format)
 	}
 	st, closeStore, err := openStore(ctx, &c)
 	if err != nil {
@@ -263,6 +271,9 @@ func runResults(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(rows) == 0 {
 		return fmt.Errorf("experiment %s: no runs stored", id)
 	}
+	if by == "config" {
+		return WriteConfigResults(stdout, format, id, rows)
+	}
 	if err := WriteResults(stdout, format, rows); err != nil {
 		return err
 	}
@@ -270,4 +281,28 @@ func runResults(ctx context.Context, args []string, stdout io.Writer) error {
 		return WriteCapacity(ctx, stdout, st, id)
 	}
 	return nil
+}
+
+// WriteConfigResults prints the per-configuration statistics of the done
+// runs among rows as a table, CSV (long form: a row per configuration and
+// metric, factors as columns) or JSON (null where a figure is undefined,
+// e.g. the SD of one run).
+func WriteConfigResults(w io.Writer, format, experimentID string, rows []ResultRow) error {
+	sums := SummarizeRuns(rows, DefaultLevel)
+	switch format {
+	case "table":
+		return WriteSummaryTable(w, sums, DefaultCVThreshold)
+	case "csv":
+		cw := csv.NewWriter(w)
+		if err := writeSummaryCSV(cw, experimentID, sums, sortedKeys(rows, func(r ResultRow) map[string]string { return r.Factors })); err != nil {
+			return err
+		}
+		cw.Flush()
+		return cw.Error()
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(SummaryJSON(sums))
+	}
+	return fmt.Errorf("--format %q: expected table, csv or json", format)
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/csv"
 	"fmt"
 	"io"
 	"maps"
@@ -150,6 +151,82 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 		fmt.Fprintln(w, "* estimated (utilisation power model)")
 	}
 	return nil
+}
+
+// writeSummaryCSV writes the per-configuration statistics in long form: one
+// row per configuration and metric, with the factors as the last columns.
+func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, factorNames []string) error {
+	head := []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median",
+		"min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated"}
+	if err := w.Write(append(head, factorNames...)); err != nil {
+		return err
+	}
+	for _, s := range sums {
+		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
+			v := s.Metrics[m]
+			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
+				csvNum(v.SD), csvNum(v.CV), csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
+				csvBool(v.N >= 2 && v.CV > DefaultCVThreshold), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m))}
+			for _, f := range factorNames {
+				rec = append(rec, s.Factors[f])
+			}
+			if err := w.Write(rec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// SummaryStat is one metric of a configuration in JSON: NaN (undefined
+// for one run) is null.
+type SummaryStat struct {
+	Unit      string   `json:"unit,omitempty"`
+	N         int      `json:"n"`
+	Mean      *float64 `json:"mean"`
+	SD        *float64 `json:"sd"`
+	CV        *float64 `json:"cv"`
+	CILevel   float64  `json:"ci_level"`
+	CILow     *float64 `json:"ci_low"`
+	CIHigh    *float64 `json:"ci_high"`
+	Median    *float64 `json:"median"`
+	Min       *float64 `json:"min"`
+	Max       *float64 `json:"max"`
+	CVFlag    bool     `json:"cv_flag"`
+	Estimated bool     `json:"estimated"`
+}
+
+// ConfigSummaryJSON is a configuration's statistics in JSON.
+type ConfigSummaryJSON struct {
+	ConfigHash string                 `json:"config_hash"`
+	Factors    map[string]string      `json:"factors"`
+	RunIDs     []string               `json:"run_ids"`
+	LagSLO     string                 `json:"lag_slo"` // ok | FAIL | - (no lag data)
+	Pareto     bool                   `json:"pareto_optimal"`
+	Estimated  bool                   `json:"estimated"`
+	Metrics    map[string]SummaryStat `json:"metrics"`
+}
+
+// SummaryJSON turns the statistics into their JSON form.
+func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
+	num := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	out := make([]ConfigSummaryJSON, 0, len(sums))
+	for _, s := range sums {
+		c := ConfigSummaryJSON{ConfigHash: s.ConfigHash, Factors: s.Factors, RunIDs: s.RunIDs, LagSLO: lagVerdict(s), Pareto: s.Pareto,
+			Estimated: s.Estimated, Metrics: map[string]SummaryStat{}}
+		for m, v := range s.Metrics {
+			c.Metrics[m] = SummaryStat{Unit: results.Unit(m), N: v.N, Mean: num(v.Mean), SD: num(v.SD), CV: num(v.CV), CILevel: v.Level,
+				CILow: num(v.CILow), CIHigh: num(v.CIHigh), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),
+				CVFlag: v.N >= 2 && v.CV > DefaultCVThreshold, Estimated: s.Estimated && results.Estimable(m)}
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // lagVerdict is Theodolite's verdict over repetitions: the median lag-trend

@@ -166,6 +166,11 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 		}
 	}
 	require.True(t, found)
+	// results --by config prints the same statistics as export's summary.csv.
+	byConfig := run("results", id, "--by", "config", "--format", "csv")
+	summaryFile, err := os.ReadFile(filepath.Join(dir, "summary.csv"))
+	require.NoError(t, err)
+	require.Equal(t, string(summaryFile), byConfig)
 	require.NotEmpty(t, readCSV("phases.csv"))
 	require.Len(t, readCSV("targets.csv"), 4)
 
