@@ -162,3 +162,27 @@ func (s *Store) Database() string { return s.database }
 
 // ErrNotFound is returned when a looked-up row does not exist.
 var ErrNotFound = errors.New("not found")
+
+// DropDatabase drops the database a DSN names, with everything in it.
+// Tests that leave their data on a kept server (see testenv's
+// GREENFLOW_TEST_CLICKHOUSE_DIR) drop what is theirs.
+func DropDatabase(ctx context.Context, dsn string) error {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return fmt.Errorf("parse clickhouse dsn %q: %w", redact(dsn), err)
+	}
+	db := opts.Auth.Database
+	if !dbNameRE.MatchString(db) || db == "default" || db == "system" {
+		return fmt.Errorf("drop database %q: not a database of its own", db)
+	}
+	opts.Auth.Database = "default"
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return fmt.Errorf("open clickhouse %s: %w", redact(dsn), err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db); err != nil {
+		return fmt.Errorf("drop database %s: %w", db, err)
+	}
+	return nil
+}

@@ -39,12 +39,23 @@ import (
 // address (clickhouse://127.0.0.1:9000) for tests.
 const EnvClickHouseDSN = "GREENFLOW_TEST_CLICKHOUSE_DSN"
 
+// EnvClickHouseDir names the variable holding a directory where the
+// ClickHouse child keeps its data between test binaries (created when
+// missing, never removed): benchmarks whose data sets take minutes to build
+// (`make bench` sets it to .cache/bench-clickhouse) find them there again,
+// by name (NamedStore). The fresh databases of ClickHouseDSN are dropped
+// when the binary ends (Run).
+const EnvClickHouseDir = "GREENFLOW_TEST_CLICKHOUSE_DIR"
+
 var (
 	chOnce   sync.Once
 	chServer *chserver.Server
 	chBase   string
 	chErr    error
 	chDir    string
+	chKeep   bool // chDir is EnvClickHouseDir's: kept, but not the fresh databases
+	chMu     sync.Mutex
+	chFresh  []string // the DSNs ClickHouseDSN gave out
 )
 
 // Main runs the tests and stops a ClickHouse child started for them.
@@ -54,8 +65,17 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 func Run(m *testing.M) int {
 	code := m.Run()
 	if chServer != nil {
+		if chKeep {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			for _, dsn := range chFresh {
+				_ = store.DropDatabase(ctx, dsn)
+			}
+			cancel()
+		}
 		_ = chServer.Stop()
-		_ = os.RemoveAll(chDir)
+		if !chKeep {
+			_ = os.RemoveAll(chDir)
+		}
 	}
 	return code
 }
@@ -68,8 +88,9 @@ func ClickHouseBase(tb testing.TB) string {
 			chBase = strings.TrimRight(dsn, "/")
 			return
 		}
-		chDir, chErr = os.MkdirTemp("", "greenflow-test-clickhouse-")
-		if chErr != nil {
+		if chDir = os.Getenv(EnvClickHouseDir); chDir != "" {
+			chKeep = true
+		} else if chDir, chErr = os.MkdirTemp("", "greenflow-test-clickhouse-"); chErr != nil {
 			return
 		}
 		chServer, chErr = chserver.Start(context.Background(), chDir)
@@ -84,7 +105,11 @@ func ClickHouseBase(tb testing.TB) string {
 // ClickHouseDSN returns a DSN for a fresh database of this test's own.
 func ClickHouseDSN(tb testing.TB) string {
 	tb.Helper()
-	return ClickHouseBase(tb) + "/" + UniqueName("t")
+	dsn := ClickHouseBase(tb) + "/" + UniqueName("t")
+	chMu.Lock()
+	chFresh = append(chFresh, dsn)
+	chMu.Unlock()
+	return dsn
 }
 
 // Store opens a migrated store on a fresh database, closed at cleanup.
@@ -95,6 +120,20 @@ func Store(tb testing.TB) *store.Store {
 	s, err := store.Open(ctx, ClickHouseDSN(tb), Logger(tb))
 	require.NoError(tb, err)
 	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// NamedStore opens a migrated store on the database name, which is not
+// emptied: with EnvClickHouseDir set it holds what an earlier test binary
+// left there (a benchmark's data set); otherwise it is new with the server.
+// It stays open for the test binary (a benchmark's set-up outlives the
+// *testing.B it was made with).
+func NamedStore(tb testing.TB, name string) *store.Store {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := store.Open(ctx, ClickHouseBase(tb)+"/"+name, Logger(tb))
+	require.NoError(tb, err)
 	return s
 }
 
