@@ -153,6 +153,8 @@ const (
 	LagTrendSlope       = "lag_trend_slope"
 	LagSLOThreshold     = "lag_slo_threshold"
 	LagSLOOK            = "lag_slo_ok"
+	LagTrendFitStartS   = "lag_trend_fit_start_s"
+	LagSLOFromSpec      = "lag_slo_from_spec"
 	CollectorCPUSeconds = "collector_cpu_seconds"
 	CollectorCPUCores   = "collector_cpu_cores"
 
@@ -243,6 +245,9 @@ var table = []Metric{
 	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer, "least-squares slope of the consumer lag (Theodolite's lag trend)"},
 	{LagSLOThreshold, UnitMessagesPerSec, run, false, ProducerAnalyzer, "the largest slope meeting the lag-trend SLO"},
 	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer, "the run met the lag-trend SLO"},
+	{LagTrendFitStartS, UnitSecond, run, false, ProducerAnalyzer,
+		"where the lag fit starts, from the window start: the load's start plus the SLO's warm-up, never before the window"},
+	{LagSLOFromSpec, UnitBool, run, false, ProducerAnalyzer, "the lag SLO's threshold and warm-up come from the spec (else the analyzer's flags)"},
 	{CollectorCPUSeconds, UnitSecond, run, false, ProducerAnalyzer, "CPU time the energy collectors used in the window"},
 	{CollectorCPUCores, UnitCount, run, false, ProducerAnalyzer, "the collectors' mean CPU use in cores"},
 

@@ -317,7 +317,7 @@ func TestDerivedMetrics(t *testing.T) {
 		{"run", "", "data_mb_from_workload", 1.0, 0},
 		{"run", "", "sut_j_per_mb", 539.5683453237409, 1e-9},
 		{"run", "", "lag_trend_slope", 80.0, 1e-9},
-		{"run", "", "lag_trend_points", 5.0, 0}, // 0, 5, 10, 15, 20 s
+		{"run", "", "lag_trend_points", 21.0, 0}, // every second of [0, 20 s]
 		{"run", "", "lag_slo_ok", 1.0, 0},
 		{"run", "", "collector_cpu_seconds", 0.4, eps},
 		{"run", "", "collector_cpu_cores", 0.02, eps},

@@ -113,10 +113,14 @@
 // row written twice counts once whether or not the table merged it yet.
 //
 // Lag trend (Theodolite's SLO): the run metric kafka_consumer_lag, summed over
-// its label sets, is sampled every LagStep (latest value at or before each
-// instant) from the window start plus LagWarmup — the measurement window
-// already starts after the recorded warm-up phase — to its end; the
-// least-squares slope in messages/s is compared with LagThreshold. Without
-// the series, or with fewer than LagMinPoints samples, no slope and no
-// verdict are reported.
+// its label sets, is sampled every LagStep (each label set's latest sample at
+// or before the instant, and not before the fit's start) from the fit's start
+// to the window end, and the least-squares slope in messages/s is compared
+// with the threshold. The threshold and the warm-up are the run's spec's
+// (slos.lagTrendSlope, slos.lagWarmup) — the flags only when the spec states
+// none — and the fit starts at the load's start plus the warm-up, never
+// before the measurement window: a lag sampled before the load (0) carried
+// into the fit made the slope grow with the rate whatever the lag did.
+// Without samples after the fit's start, or with fewer than LagMinPoints
+// instants, no slope and no verdict are reported.
 package analyzer

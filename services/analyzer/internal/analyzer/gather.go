@@ -3,6 +3,7 @@ package analyzer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -52,9 +53,12 @@ type Inputs struct {
 	// high-water marks within EdgeMargin of the window, and the generators'
 	// acknowledged records.
 	HighWatermark, RecordsSent map[string][]store.Point
-	// ConsumerLag from the lag fit's start less EdgeMargin to the window
+	// ConsumerLag from the lag fit's start (lagFitFromMs) to the window
 	// end; CollectorCPU the collectors' cumulative CPU seconds.
 	ConsumerLag, CollectorCPU map[string][]store.Point
+	// LagSLO is the lag-trend objective of the run's spec (zero: the
+	// analyzer's, Config.LagSLO).
+	LagSLO LagSLO
 	// SampledTargets are those of the run's targets with no series around
 	// the window that had samples during the run (they stopped).
 	SampledTargets []string
@@ -102,8 +106,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured) (Inputs, e
 	if in.RecordsSent, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricRecordsSent, 0, 1<<62); err != nil {
 		return in, err
 	}
-	lagFrom := m.MeasureStartMs + a.cfg.LagWarmup.Milliseconds() - margin
-	if in.ConsumerLag, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricConsumerLag, lagFrom, m.MeasureEndMs); err != nil {
+	in.LagSLO = a.lagSLO(ctx, m)
+	if in.ConsumerLag, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricConsumerLag, lagFitFromMs(m, in.LagSLO),
+		m.MeasureEndMs); err != nil {
 		return in, err
 	}
 	if in.CollectorCPU, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricCollectorCPU, 0, 1<<62); err != nil {
@@ -134,6 +139,25 @@ func (a *Analyzer) workload(ctx context.Context, m *events.RunMeasured) *spec.Wo
 		return nil
 	}
 	return &rc.Workload
+}
+
+// lagSLO is the run's lag-trend objective from its experiment's stored
+// spec; without one (an experiment record not written, an older record),
+// the analyzer's flags.
+func (a *Analyzer) lagSLO(ctx context.Context, m *events.RunMeasured) LagSLO {
+	def := a.cfg.LagSLO()
+	e, err := a.store.GetExperiment(ctx, m.ExperimentID)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			a.logger.Warn("experiment spec not read; lag SLO from the analyzer's flags", zap.String("run_id", m.RunID), zap.Error(err))
+		}
+		return def
+	}
+	slo, err := lagSLOOf(e.Spec, def)
+	if err != nil {
+		a.logger.Warn("experiment spec unreadable; lag SLO from the analyzer's flags", zap.String("run_id", m.RunID), zap.Error(err))
+	}
+	return slo
 }
 
 // missingTargets lists the run's targets (not nodes) without a series of

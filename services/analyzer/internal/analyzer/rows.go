@@ -149,11 +149,14 @@ func (c *computation) runRows() (sutJ, ujPerEvent float64) {
 		}
 	}
 
-	if lag := lagTrendOf(c.in.ConsumerLag, m, c.cfg); lag.Found {
+	slo := c.lagSLO()
+	if lag := lagTrendOf(c.in.ConsumerLag, m, c.cfg, slo); lag.Found {
 		c.run(results.LagTrendPoints, float64(lag.Points), est)
+		c.run(results.LagTrendFitStartS, float64(lag.FromMs-m.MeasureStartMs)/1000, est)
+		c.run(results.LagSLOFromSpec, b2f(slo.FromSpec), est)
 		if lag.Verdict {
 			c.run(results.LagTrendSlope, lag.Slope, est)
-			c.run(results.LagSLOThreshold, c.cfg.LagThreshold, est)
+			c.run(results.LagSLOThreshold, slo.Threshold, est)
 			c.run(results.LagSLOOK, b2f(lag.OK), est)
 		}
 	}
@@ -188,6 +191,14 @@ func (c *computation) verdictRows(v Verdict, in VerdictInput) {
 	for _, f := range v.Flags {
 		c.run(results.FlagMetric(f), 1, false)
 	}
+}
+
+// lagSLO is the run's lag-trend objective: its spec's, else the analyzer's.
+func (c *computation) lagSLO() LagSLO {
+	if c.in.LagSLO.Threshold > 0 {
+		return c.in.LagSLO
+	}
+	return c.cfg.LagSLO()
 }
 
 func b2f(b bool) float64 {

@@ -191,36 +191,52 @@ type lagTrend struct {
 	Points  int  // sampled instants with a value
 	Verdict bool // enough points for a slope and a verdict
 	Slope   float64
-	OK      bool // Slope < LagThreshold
+	OK      bool // Slope < the SLO's threshold
+	// FromMs is where the fit started (lagFitFromMs).
+	FromMs int64
 }
 
-// lagTrendOf samples the summed consumer lag every LagStep over the window
-// (after LagWarmup) and fits a least-squares line.
-func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Config) lagTrend {
-	if len(series) == 0 {
-		return lagTrend{}
+// lagTrendOf samples the summed consumer lag every LagStep from the fit's
+// start (lagFitFromMs: after the SLO's warm-up, inside the measurement
+// window) to the window end and fits a least-squares line. Only samples
+// taken at or after the fit's start count: the value at an instant is each
+// label set's latest sample in [from, instant], and an instant where some
+// label set has none yet is skipped rather than summed short — a lag of 0
+// sampled before the load started, carried into the window as "the latest
+// value", made the slope grow with the rate whatever the lag did.
+func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Config, slo LagSLO) lagTrend {
+	from := lagFitFromMs(m, slo)
+	lt := lagTrend{FromMs: from, Found: len(series) > 0}
+	labels := make([]string, 0, len(series))
+	for _, l := range sortedKeys(series) {
+		if inRange(series[l], from, m.MeasureEndMs) {
+			labels = append(labels, l)
+		}
 	}
-	from := m.MeasureStartMs + cfg.LagWarmup.Milliseconds()
+	if len(labels) == 0 {
+		return lt // a series, but no sample after the warm-up: no verdict
+	}
 	var xs, ys []float64
-	labels := sortedKeys(series)
 	step := cfg.LagStep.Milliseconds()
 	for t := from; t <= m.MeasureEndMs; t += step {
-		total, any := 0.0, false
+		total, all := 0.0, true
 		for _, l := range labels {
 			pts := series[l]
-			// The latest value at or before t, as an instant query sees it.
+			// The latest value in [from, t], as an instant query sees it
+			// with its look-back cut at the fit's start.
 			i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs > t })
-			if i > 0 {
-				total += pts[i-1].Value
-				any = true
+			if i == 0 || pts[i-1].TsMs < from {
+				all = false
+				break
 			}
+			total += pts[i-1].Value
 		}
-		if any {
+		if all {
 			xs = append(xs, float64(t-from)/1000)
 			ys = append(ys, total)
 		}
 	}
-	lt := lagTrend{Found: true, Points: len(xs)}
+	lt.Points = len(xs)
 	if lt.Points < cfg.LagMinPoints {
 		return lt
 	}
@@ -228,8 +244,14 @@ func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Conf
 	if !ok {
 		return lt
 	}
-	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < cfg.LagThreshold
+	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < slo.Threshold
 	return lt
+}
+
+// inRange reports whether sorted pts has a point in [from, to].
+func inRange(pts []store.Point, from, to int64) bool {
+	i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs >= from })
+	return i < len(pts) && pts[i].TsMs <= to
 }
 
 // sortedKeys returns m's keys in order, so float sums over them are
