@@ -116,6 +116,7 @@ const (
 	QualityEstimatedSource      = "quality_estimated_source"
 	QualityAttributionResidualJ = "quality_attribution_residual_j"
 	QualityMixedSources         = "quality_mixed_sources"
+	QualityLateS                = "quality_late_s"
 
 	// Per run: energy and power.
 	DurationS           = "duration_s"
@@ -211,6 +212,8 @@ var table = []Metric{
 	{QualityEstimatedSource, UnitCount, runNode, false, ProducerAnalyzer, "nodes whose figures come from the utilisation model, not a hardware counter"},
 	{QualityAttributionResidualJ, UnitJoule, runNode, true, ProducerAnalyzer, "node energy minus the sum of its parts; 0 when attribution conserves energy"},
 	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
+	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
+		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
 
 	{DurationS, UnitSecond, run, false, ProducerAnalyzer, "length of the recorded measurement window"},
 	{SUTEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the system under test in the window"},

@@ -60,7 +60,8 @@ func richInputs() analyzer.Inputs {
 	}
 	return analyzer.Inputs{Run: m, Window: window, Baseline: baseline,
 		RolePeaks: map[string]float64{results.RoleSUT: 4, "broker": 2, results.RoleOther: 1, results.RoleUnattributed: 4},
-		Pending:   analyzer.Pending{Nodes: []string{"n2"}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag,
+		Pending: analyzer.Pending{Nodes: []string{"n2"}, Late: []analyzer.LateSeries{{Kind: "node", Name: "n1", Source: "model", ShortMs: 700},
+			{Kind: "target", Name: "process/sut", Source: "model", ShortMs: 300}}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag,
 		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000}
 }
 
@@ -162,8 +163,11 @@ func TestCompute(t *testing.T) {
 				require.False(t, r.has("run", "", results.NodeEnergyJ))
 				require.False(t, sum.Estimated)
 				for k := range r {
-					require.Equal(t, results.ScopeRun, k[0], "no detail rows: %v", k)
+					if k[2] != results.QualityLateS { // what was still missing is said wherever it was
+						require.Equal(t, results.ScopeRun, k[0], "no detail rows: %v", k)
+					}
 				}
+				require.Equal(t, 0.7, r.v(t, "node", "n1", results.QualityLateS))
 			}},
 		{name: "no baseline, no baseline rows", mod: func(in *analyzer.Inputs) {
 			in.Run.BaselineStart, in.Run.BaselineEnd, in.Baseline = 0, 0, nil

@@ -102,11 +102,14 @@
 //     records_missed).
 //
 // Before analysing, the handler checks that every node has a sample at or
-// past the window end and a load series reached it (collectors write in
-// batches; progress is recorded from the bus); until then it fails and the
+// past the window end, that every source of a node total or target with
+// samples in the window reaches its end (a per-source watermark; a source
+// replaced within the window is not waited for) and that a load series
+// reached it (collectors write in batches; progress is recorded from the
+// bus); until then it fails and the
 // bus redelivers the message with backoff, holding no consumer slot. After
-// SamplesWait from the window end it goes ahead with what there is and
-// flags samples_late.
+// SamplesWait from the window end it goes ahead with what there is, flags
+// samples_late and records what was missing (quality_late_s).
 //
 // Reads de-duplicate: a sample is identified by (node, scope, target_id,
 // zone, source, ts_ms) and a run metric point by (name, labels, ts_ms); a

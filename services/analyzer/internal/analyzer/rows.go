@@ -5,6 +5,7 @@ package analyzer
 
 import (
 	"math"
+	"strings"
 
 	"github.com/greenflow/greenflow/pkg/results"
 )
@@ -191,6 +192,29 @@ func (c *computation) verdictRows(v Verdict, in VerdictInput) {
 	for _, f := range v.Flags {
 		c.run(results.FlagMetric(f), 1, false)
 	}
+	c.lateRows()
+}
+
+// lateRows says what the analysis went ahead without: per node and target
+// the largest shortfall of its sources' samples before the window end,
+// and the run's largest (0 when every source reached the end).
+func (c *computation) lateRows() {
+	var runS float64
+	var by ordered[float64]
+	for _, l := range c.in.Pending.Late {
+		v := by.get(l.Kind + "\x00" + l.Name)
+		*v = max(*v, float64(l.ShortMs)/1000)
+		runS = max(runS, *v)
+	}
+	for _, k := range by.keys {
+		kind, name, _ := strings.Cut(k, "\x00")
+		scope := results.ScopeNode
+		if kind == "target" {
+			scope = results.ScopeTarget
+		}
+		c.add(scope, name, results.QualityLateS, *by.m[k], false)
+	}
+	c.run(results.QualityLateS, runS, false)
 }
 
 // lagSLO is the run's lag-trend objective: its spec's, else the analyzer's.
