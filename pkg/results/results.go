@@ -286,6 +286,8 @@ const (
 	FlagLoadRestart      = "load_restart"
 	FlagLoadBackfilled   = "load_backfilled"
 	FlagLoadMissed       = "load_missed"
+	// FlagDynamicEnergyNegative: a dynamic energy came out below zero.
+	FlagDynamicEnergyNegative = "dynamic_energy_negative"
 )
 
 // Flag is one flag with its meaning.
@@ -301,7 +303,33 @@ var flags = []Flag{
 	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
 	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},
 	{FlagLoadMissed, "records due by the schedule were never produced"},
+	{FlagDynamicEnergyNegative, "a dynamic energy is negative: the node or part drew less power under load than in the run's own baseline, " +
+		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
 }
+
+// positive are the metrics no measurement can make negative (energies,
+// powers, counts, rates, energy per unit of work) or, for the dynamic
+// figures, that the load cannot make negative: a value or a confidence
+// interval below zero says the data cannot resolve them, not that they are
+// negative.
+var positive = map[string]bool{EnergyJ: true, MeanPowerW: true, PeakPowerW: true, BaselinePowerW: true, DynamicEnergyJ: true,
+	SUTEnergyJ: true, NodeEnergyJ: true, UnattributedEnergyJ: true, SUTMeanPowerW: true, SUTPeakPowerW: true, NodeMeanPowerW: true,
+	NodePeakPowerW: true, BaselineNodePowerW: true, DynamicNodeEnergyJ: true, SUTBaselinePowerW: true, SUTDynamicEnergyJ: true, Events: true,
+	ThroughputEPS: true, SUTMicroJPerEvent: true, NodeMicroJPerEvent: true, SUTDynamicMicroJPerEvent: true, EventsPerJoule: true,
+	NodeEventsPerJoule: true, DataMB: true, SUTJoulePerMB: true, NodeJoulePerMB: true, CollectorCPUSeconds: true, CollectorCPUCores: true}
+
+// Positive reports whether metric cannot be negative (see positive).
+func Positive(metric string) bool { return positive[metric] }
+
+// CICrossesZero reports whether the confidence interval [lo, hi] of a
+// positive metric reaches below zero: too few repetitions or too much spread
+// for the interval to bound the quantity away from zero. Such an interval
+// is shown with CICrossesZeroNote, not as a plain number.
+func CICrossesZero(metric string, lo float64) bool { return Positive(metric) && lo < 0 }
+
+// CICrossesZeroNote explains an interval CICrossesZero marks.
+const CICrossesZeroNote = "the confidence interval reaches below zero for a quantity that cannot be negative: the repetitions are too few " +
+	"or too spread to bound it away from zero — more repetitions, or a longer window, are needed before quoting it"
 
 // FlagPrefix starts the name of a flag's result row.
 const FlagPrefix = "flag_"

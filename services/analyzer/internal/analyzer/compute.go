@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -48,6 +49,7 @@ func Compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	c.partRows(vin.Series)
 	c.qualityRows()
 	sutJ, ujPerEvent := c.runRows()
+	verdict.Flags = c.derivedFlags(verdict.Flags)
 	c.verdictRows(verdict, vin)
 	return c.rows, c.summary(sutJ, c.nodeJ, ujPerEvent, c.estimated, verdict)
 }
@@ -184,6 +186,22 @@ func (c *computation) attribute(win, base []seriesEnergy, roles map[string]strin
 		c.peakNodeW = max(c.peakNodeW, p.PeakW)
 		c.estimated = c.estimated || p.Est
 	}
+}
+
+// derivedFlags adds to flags what the derived figures written so far say
+// about themselves: a negative dynamic energy (any scope) is flagged, not
+// left to read as a plain number.
+func (c *computation) derivedFlags(flags []string) []string {
+	for _, r := range c.rows {
+		switch r.Metric {
+		case results.DynamicEnergyJ, results.DynamicNodeEnergyJ, results.SUTDynamicEnergyJ:
+			if r.Value < 0 && !slices.Contains(flags, results.FlagDynamicEnergyNegative) {
+				flags = append(flags, results.FlagDynamicEnergyNegative)
+				sort.Strings(flags)
+			}
+		}
+	}
+	return flags
 }
 
 // summary is the run.analyzed event of the run.

@@ -45,6 +45,9 @@ func richInputs() analyzer.Inputs {
 	var baseline []store.SeriesWindow
 	for _, s := range window {
 		s.CounterJ, s.CounterBridgedJ, s.TrapzJ = s.CounterJ/4, 0, s.TrapzJ/4
+		if s.TargetID == "process/foreign" {
+			s.CounterJ = 10 // 2 W at idle against 1 W in the window: a negative dynamic energy
+		}
 		baseline = append(baseline, s)
 	}
 	cumulative := func(perS float64) map[string][]store.Point {
@@ -79,7 +82,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
-	require.Equal(t, []string{results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
+	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
 		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 
@@ -169,9 +172,17 @@ func TestCompute(t *testing.T) {
 				}
 				require.Equal(t, 0.7, r.v(t, "node", "n1", results.QualityLateS))
 			}},
+		{name: "node below its own baseline: negative dynamic energy flagged", mod: func(in *analyzer.Inputs) {
+			in.Baseline[0].CounterJ = 60 // n1 at 12 W idle, 10 W under load
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			require.InDelta(t, 110.0-120.0, r.v(t, "node", "n1", results.DynamicEnergyJ), eps, "110 J (10 bridged) against 12 W × 10 s: kept as measured")
+			require.Contains(t, sum.Flags, results.FlagDynamicEnergyNegative)
+			require.Equal(t, 1.0, r.v(t, "run", "", results.FlagMetric(results.FlagDynamicEnergyNegative)))
+		}},
 		{name: "no baseline, no baseline rows", mod: func(in *analyzer.Inputs) {
 			in.Run.BaselineStart, in.Run.BaselineEnd, in.Baseline = 0, 0, nil
-		}, check: func(t *testing.T, r resultIndex, _ events.RunAnalyzed) {
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			require.NotContains(t, sum.Flags, results.FlagDynamicEnergyNegative, "no dynamic figures, nothing negative")
 			for _, m := range []string{results.BaselineNodePowerW, results.SUTDynamicEnergyJ, results.SUTDynamicMicroJPerEvent} {
 				require.False(t, r.has("run", "", m), m)
 			}

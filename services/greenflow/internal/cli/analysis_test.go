@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -99,4 +100,19 @@ func TestResultsTableShowsFlags(t *testing.T) {
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[0]), "FLAGS"), lines[0])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[1]), "energy_gap_bridged,load_takeover"), lines[1])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[2]), "-"), lines[2])
+}
+
+// A configuration whose energy per event varies too much over two
+// repetitions for its interval to stay above zero is marked ‡ and
+// explained; a negative dynamic energy's flag is explained under the runs.
+func TestTablesExplainFiguresThatAreNotPlain(t *testing.T) {
+	rows := []cli.ResultRow{row("e-r0000", "aaaa", "100", events.RunStateDone, 100, 10), row("e-r0001", "aaaa", "100", events.RunStateDone, 100, 90)}
+	rows[1].Flags = []string{results.FlagDynamicEnergyNegative}
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteResults(&out, "table", rows))
+	s := out.String()
+	require.Contains(t, s, "50.0 ± 508.2 ! ‡", "µJ/event: mean 50, t(0.975, 1)·56.6/√2; CV 113 %")
+	require.Contains(t, s, "‡ "+results.CICrossesZeroNote)
+	require.NotContains(t, s, "100 ± 0 ‡", "throughput's interval does not cross zero")
+	require.Contains(t, s, results.FlagDynamicEnergyNegative+": a dynamic energy is negative")
 }

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -46,6 +47,14 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// appendOnce appends s to list unless it is there.
+func appendOnce(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
 // reportData feeds the page template.
 type reportData struct {
 	ID, Name, State, Created, Version, Commit string
@@ -59,9 +68,12 @@ type reportData struct {
 	ParetoNote                                string
 	PowerPlots                                []template.HTML
 	PowerNote                                 string
-	RunHead                                   []string
-	RunRows                                   [][]string
-	Generated                                 string
+	// SummaryNotes explain marked intervals (crossing zero), RunNotes the
+	// flags that change how a run's figures read.
+	SummaryNotes, RunNotes []string
+	RunHead                []string
+	RunRows                [][]string
+	Generated              string
 }
 
 // Report renders an experiment as one self-contained HTML page.
@@ -93,7 +105,12 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	for _, s := range sums {
 		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs))}
 		for _, c := range summaryColumns {
-			cells = append(cells, meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold))
+			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
+			if crossesZero(c.metric, s.Metrics[c.metric]) {
+				cell += " ‡"
+				d.SummaryNotes = appendOnce(d.SummaryNotes, "‡ "+results.CICrossesZeroNote)
+			}
+			cells = append(cells, cell)
 		}
 		cells = append(cells, lagVerdict(s), map[bool]string{true: "yes", false: ""}[s.Pareto])
 		d.Summary = append(d.Summary, cells)
@@ -132,7 +149,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	}
 
 	d.RunHead = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
-		"gaps", "estimated"}
+		"gaps", "estimated", "flags"}
 	for _, r := range rows {
 		metric := func(name, format string) string {
 			v, ok := r.Metrics[name]
@@ -148,7 +165,10 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		d.RunRows = append(d.RunRows, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
 			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), metric(results.QualitySampleGaps, "%.0f"),
-			map[bool]string{true: "yes", false: ""}[r.Estimated]})
+			map[bool]string{true: "yes", false: ""}[r.Estimated], flagList(r.Flags)})
+	}
+	for _, f := range explainedFlags(rows) {
+		d.RunNotes = appendOnce(d.RunNotes, f.Name+": "+f.Help)
 	}
 	var buf bytes.Buffer
 	if err := reportPage.Execute(&buf, d); err != nil {
@@ -342,6 +362,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
 <p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
 <table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
 {{range .Summary}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .SummaryNotes}}<p class="note">{{.}}</p>{{end}}
 
 <h2>Energy per event vs load</h2>
 {{range .LoadPlots}}{{.}}{{end}}
@@ -359,5 +380,6 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
 <h2>Runs</h2>
 <table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
 {{range .RunRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .RunNotes}}<p class="note">{{.}}</p>{{end}}
 </body></html>
 `))

@@ -129,7 +129,7 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	}
 	head = append(head, "LAG SLO", "PARETO")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
-	anyEst := false
+	anyEst, anyZero := false, false
 	for _, s := range sums {
 		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs))}
 		for _, c := range summaryColumns {
@@ -137,6 +137,10 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
 				cell += "*"
 				anyEst = true
+			}
+			if crossesZero(c.metric, s.Metrics[c.metric]) {
+				cell += " ‡"
+				anyZero = true
 			}
 			cells = append(cells, cell)
 		}
@@ -149,7 +153,16 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	if anyEst {
 		fmt.Fprintln(w, "* estimated (utilisation power model)")
 	}
+	if anyZero {
+		fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
+	}
 	return nil
+}
+
+// crossesZero reports whether a summary's interval reaches below zero for a
+// metric that cannot be negative (results.CICrossesZero).
+func crossesZero(metric string, s stats.Summary) bool {
+	return s.N >= 2 && !math.IsNaN(s.HalfWidth) && results.CICrossesZero(metric, s.Mean-s.HalfWidth)
 }
 
 // lagVerdict is Theodolite's verdict over repetitions: the median lag-trend
