@@ -25,6 +25,9 @@ type ExperimentResults struct {
 	// ParetoFront lists the configurations no other beats in both mean
 	// throughput and mean SUT energy per event, by increasing throughput.
 	ParetoFront []string `json:"pareto_front"`
+	// Provenance is what the results were produced from (spec, code,
+	// machine, seed, meters).
+	Provenance results.Provenance `json:"provenance"`
 	// Notes explain, by name, the flags the runs carry and the marks on
 	// statistics (ci_crosses_zero), so no marked figure reads as plain.
 	Notes map[string]string `json:"notes"`
@@ -114,6 +117,9 @@ func (a *Analyzer) Results(ctx context.Context, experimentID string) (Experiment
 	}
 	if len(runs) == 0 {
 		return out, fmt.Errorf("experiment %s: %w", experimentID, errNoRuns)
+	}
+	if out.Provenance, err = a.store.Provenance(ctx, experimentID); err != nil {
+		return out, err
 	}
 	res, err := a.store.Results(ctx, experimentID)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,37 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// provenanceRows lays provenance out for the report: one labelled row per
+// fact, JSON values compact, every gap said.
+func provenanceRows(p results.Provenance) [][2]string {
+	compact := func(raw []byte) string {
+		var b bytes.Buffer
+		if len(raw) == 0 || json.Compact(&b, raw) != nil {
+			return "not recorded"
+		}
+		return b.String()
+	}
+	commit := p.Commit
+	if p.CommitNote != "" {
+		commit += " — " + p.CommitNote
+	}
+	out := [][2]string{{"spec hash", p.SpecHash}, {"greenflow version", p.GreenflowVersion}, {"commit", commit},
+		{"seed", strconv.FormatInt(p.Seed, 10)}, {"machine (scheduler)", compact(p.Machine)}}
+	for _, m := range p.Meters {
+		v := "requested " + compact(m.Requested)
+		if len(m.Effective) > 0 {
+			v += "; effective " + compact(m.Effective)
+		} else if m.EffectiveNote != "" {
+			v += "; effective " + m.EffectiveNote
+		}
+		out = append(out, [2]string{"meters of config " + shortHash(m.ConfigHash), v})
+	}
+	for _, x := range p.Missing {
+		out = append(out, [2]string{"missing", x})
+	}
+	return out
+}
+
 // appendOnce appends s to list unless it is there.
 func appendOnce(list []string, s string) []string {
 	if slices.Contains(list, s) {
@@ -68,6 +100,9 @@ type reportData struct {
 	ParetoNote                                string
 	PowerPlots                                []template.HTML
 	PowerNote                                 string
+	// Provenance is what the results were produced from, as label/value
+	// rows.
+	Provenance [][2]string
 	// SummaryNotes explain marked intervals (crossing zero), RunNotes the
 	// flags that change how a run's figures read.
 	SummaryNotes, RunNotes []string
@@ -91,6 +126,11 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 			d.Created = time.UnixMilli(e.CreatedMs).UTC().Format(time.RFC3339)
 		}
 	}
+	prov, err := st.Provenance(ctx, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	d.Provenance = provenanceRows(prov)
 	sums := SummarizeRuns(rows, DefaultLevel)
 	for _, s := range sums {
 		d.Estimated = d.Estimated || s.Estimated
@@ -376,6 +416,10 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
 <p class="note">Mean power per component in time buckets: node totals (heavy), the run's roles, other processes and the unattributed rest (dashed). Shaded: the run's recorded phases; 0 s is the start of the measurement window.</p>
 {{range .PowerPlots}}{{.}}{{end}}
 {{if .PowerNote}}<p class="note">{{.PowerNote}}</p>{{end}}
+
+<h2>Provenance</h2>
+<table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>
+<p class="note">The resolved spec is in <code>greenflow export</code>'s provenance.json and the results API.</p>
 
 <h2>Runs</h2>
 <table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
