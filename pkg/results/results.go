@@ -155,6 +155,7 @@ const (
 	LagSLOThreshold     = "lag_slo_threshold"
 	LagSLOOK            = "lag_slo_ok"
 	LagTrendFitStartS   = "lag_trend_fit_start_s"
+	LagTrendSlopeStdErr = "lag_trend_slope_stderr"
 	LagSLOFromSpec      = "lag_slo_from_spec"
 	CollectorCPUSeconds = "collector_cpu_seconds"
 	CollectorCPUCores   = "collector_cpu_cores"
@@ -248,6 +249,8 @@ var table = []Metric{
 	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer, "least-squares slope of the consumer lag (Theodolite's lag trend)"},
 	{LagSLOThreshold, UnitMessagesPerSec, run, false, ProducerAnalyzer, "the largest slope meeting the lag-trend SLO"},
 	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer, "the run met the lag-trend SLO"},
+	{LagTrendSlopeStdErr, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"standard error of the lag-trend slope from the fit's residuals (flag lag_verdict_unresolved when the threshold is within two of them)"},
 	{LagTrendFitStartS, UnitSecond, run, false, ProducerAnalyzer,
 		"where the lag fit starts, from the window start: the load's start plus the SLO's warm-up, never before the window"},
 	{LagSLOFromSpec, UnitBool, run, false, ProducerAnalyzer, "the lag SLO's threshold and warm-up come from the spec (else the analyzer's flags)"},
@@ -288,6 +291,9 @@ const (
 	FlagLoadMissed       = "load_missed"
 	// FlagDynamicEnergyNegative: a dynamic energy came out below zero.
 	FlagDynamicEnergyNegative = "dynamic_energy_negative"
+	// FlagLagVerdictUnresolved: the lag slope is within two standard
+	// errors of the SLO's threshold.
+	FlagLagVerdictUnresolved = "lag_verdict_unresolved"
 )
 
 // Flag is one flag with its meaning.
@@ -305,6 +311,8 @@ var flags = []Flag{
 	{FlagLoadMissed, "records due by the schedule were never produced"},
 	{FlagDynamicEnergyNegative, "a dynamic energy is negative: the node or part drew less power under load than in the run's own baseline, " +
 		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
+	{FlagLagVerdictUnresolved, "the lag-trend slope is within two standard errors of the SLO's threshold: the window's lag samples are too " +
+		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
 }
 
 // positive are the metrics no measurement can make negative (energies,

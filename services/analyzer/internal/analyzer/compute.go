@@ -50,6 +50,9 @@ func Compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	c.qualityRows()
 	sutJ, ujPerEvent := c.runRows()
 	verdict.Flags = c.derivedFlags(verdict.Flags)
+	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved {
+		verdict.Flags = addFlag(verdict.Flags, results.FlagLagVerdictUnresolved)
+	}
 	c.verdictRows(verdict, vin)
 	return c.rows, c.summary(sutJ, c.nodeJ, ujPerEvent, c.estimated, verdict)
 }
@@ -195,12 +198,21 @@ func (c *computation) derivedFlags(flags []string) []string {
 	for _, r := range c.rows {
 		switch r.Metric {
 		case results.DynamicEnergyJ, results.DynamicNodeEnergyJ, results.SUTDynamicEnergyJ:
-			if r.Value < 0 && !slices.Contains(flags, results.FlagDynamicEnergyNegative) {
-				flags = append(flags, results.FlagDynamicEnergyNegative)
-				sort.Strings(flags)
+			if r.Value < 0 {
+				flags = addFlag(flags, results.FlagDynamicEnergyNegative)
 			}
 		}
 	}
+	return flags
+}
+
+// addFlag adds flag to the sorted flags unless it is there.
+func addFlag(flags []string, flag string) []string {
+	if slices.Contains(flags, flag) {
+		return flags
+	}
+	flags = append(flags, flag)
+	sort.Strings(flags)
 	return flags
 }
 

@@ -192,6 +192,11 @@ type lagTrend struct {
 	Verdict bool // enough points for a slope and a verdict
 	Slope   float64
 	OK      bool // Slope < the SLO's threshold
+	// StdErr is the slope's standard error from the fit's residuals; a
+	// verdict within two of them of the threshold is not resolved by the
+	// window (Unresolved).
+	StdErr     float64
+	Unresolved bool
 	// FromMs is where the fit started (lagFitFromMs).
 	FromMs int64
 }
@@ -240,12 +245,30 @@ func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Conf
 	if lt.Points < cfg.LagMinPoints {
 		return lt
 	}
-	slope, _, ok := stats.LinearFit(xs, ys)
+	slope, intercept, ok := stats.LinearFit(xs, ys)
 	if !ok {
 		return lt
 	}
 	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < slo.Threshold
+	lt.StdErr = slopeStdErr(xs, ys, slope, intercept)
+	lt.Unresolved = math.Abs(slope-slo.Threshold) < 2*lt.StdErr
 	return lt
+}
+
+// slopeStdErr is the standard error of a least-squares slope over at least
+// three points: sqrt(Σ residual² / (n − 2) / Σ (x − x̄)²). Consumer lag read
+// from committed offsets jumps by a commit interval's worth of load when a
+// commit comes late, so at high rates a short window's slope can be far
+// noisier than the SLO's threshold; the error says so.
+func slopeStdErr(xs, ys []float64, slope, intercept float64) float64 {
+	mx := stats.Mean(xs)
+	var ss, sxx float64
+	for i := range xs {
+		r := ys[i] - (intercept + slope*xs[i])
+		ss += r * r
+		sxx += (xs[i] - mx) * (xs[i] - mx)
+	}
+	return math.Sqrt(ss / float64(len(xs)-2) / sxx)
 }
 
 // inRange reports whether sorted pts has a point in [from, to].
