@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -404,10 +403,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	require.False(t, by["sut_energy_j"].CVFlag, "SUT energy is the same in every repetition")
 	require.Equal(t, 1.0, by[results.LagSLOOKMedianSlope].Mean)
 
-	mux := http.NewServeMux()
-	a.RegisterHTTP(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	srv := resultsServer(t, a)
 	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
 	require.NoError(t, err)
 	defer resp.Body.Close()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
 // TestResultsAPIMarksIntervalsCrossingZero: two repetitions whose nodes
@@ -28,10 +29,7 @@ func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
 		_, err := a.AnalyzeAndStore(ctx, m)
 		require.NoError(t, err)
 	}
-	mux := http.NewServeMux()
-	a.RegisterHTTP(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	srv := resultsServer(t, a)
 	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -53,4 +51,13 @@ func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
 	require.True(t, dyn.CICrossesZero)
 	require.False(t, doc.Configs[0].Metrics[results.LagTrendSlope].CICrossesZero, "a slope may be negative")
 	require.Equal(t, results.CICrossesZeroNote, doc.Notes["ci_crosses_zero"])
+}
+
+// resultsServer serves a's results API until the test ends.
+func resultsServer(t *testing.T, a *analyzer.Analyzer) *httptest.Server {
+	mux := http.NewServeMux()
+	a.RegisterHTTP(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -5,14 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
-	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // splitRun is a run whose 10 s window ends now, measured by two
@@ -36,7 +33,6 @@ func newSplitRun(t *testing.T, st *store.Store, runID string, till, raplUntil in
 	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: runID, ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
 		Targets: []events.Target{{ID: sut, Kind: "process", Node: node, Role: "sut"}}}
 	var rows []store.Sample
-	var pts []store.RunMetric
 	for k := int64(-3); k <= 13; k++ {
 		ts, n := r.start+k*1000, float64(k+4)
 		total := counterSample(ts, node, "node", "node/"+node, 10, 10*n, 1000)
@@ -44,11 +40,9 @@ func newSplitRun(t *testing.T, st *store.Store, runID string, till, raplUntil in
 			total.Source, total.Estimated = "model", true
 		}
 		rows = append(rows, total, counterSample(ts, node, "unattributed", "node/"+node, 6, 6*n, 1000))
-		pts = append(pts, store.RunMetric{ExperimentID: "ew", RunID: runID, TsMs: ts, Name: "kafka_input_high_watermark", Labels: `{"topic":"in"}`,
-			Value: 100 * n})
 	}
 	require.NoError(t, st.InsertSamples(context.Background(), rows))
-	require.NoError(t, st.InsertRunMetrics(context.Background(), pts))
+	storeBrokerSeries(t, st, runID, r.start)
 	r.sutUpTo(t, till)
 	return r
 }
@@ -77,9 +71,7 @@ func TestAnalysisWaitsForASlowCollector(t *testing.T) {
 	r := newSplitRun(t, st, "ew-r0010", 7, 13)
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
-	cons, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerAnalyzer.Durable)
-	require.NoError(t, err)
-	waitRedelivered(t, ctx, cons)
+	waitRedelivered(t, ctx, b)
 	r.sutUpTo(t, 12) // the slow collector's batch lands
 
 	got := analyzed("ew-r0010")
@@ -125,14 +117,4 @@ func TestReplacedMeterIsNotWaitedFor(t *testing.T) {
 
 	got := analyzed("ew-r0012")
 	require.NotContains(t, got.Flags, results.FlagSamplesLate)
-}
-
-// waitRedelivered waits for the analyzer to defer a
-// run.measured (JetStream redelivers it).
-func waitRedelivered(t *testing.T, ctx context.Context, cons jetstream.Consumer) {
-	t.Helper()
-	testenv.Eventually(t, 30*time.Second, "the analyzer to defer the run.measured (redelivered)", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumRedelivered > 0
-	})
 }
