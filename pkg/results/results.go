@@ -309,7 +309,8 @@ var flags = []Flag{
 	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
 	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},
 	{FlagLoadMissed, "records due by the schedule were never produced"},
-	{FlagDynamicEnergyNegative, "a dynamic energy is negative: the node or part drew less power under load than in the run's own baseline, " +
+	{FlagDynamicEnergyNegative, "a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative: it drew less power under load " +
+		"than in the run's own baseline, " +
 		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
 	{FlagLagVerdictUnresolved, "the lag-trend slope is within two standard errors of the SLO's threshold: the window's lag samples are too " +
 		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},

@@ -192,15 +192,24 @@ func (c *computation) attribute(win, base []seriesEnergy, roles map[string]strin
 }
 
 // derivedFlags adds to flags what the derived figures written so far say
-// about themselves: a negative dynamic energy (any scope) is flagged, not
-// left to read as a plain number.
+// about themselves: a negative dynamic energy of a node, a target, the
+// SUT's role or the run's node or SUT total is flagged, not left to read as
+// a plain number. The unattributed rest and other processes are left out:
+// when the load takes a larger share of a busy node they lose theirs, so
+// their dynamic energy is negative by displacement (in every run of the
+// capacity example on this shared machine), which says nothing about the
+// measurement.
 func (c *computation) derivedFlags(flags []string) []string {
 	for _, r := range c.rows {
+		var measured bool
 		switch r.Metric {
-		case results.DynamicEnergyJ, results.DynamicNodeEnergyJ, results.SUTDynamicEnergyJ:
-			if r.Value < 0 {
-				flags = addFlag(flags, results.FlagDynamicEnergyNegative)
-			}
+		case results.DynamicNodeEnergyJ, results.SUTDynamicEnergyJ:
+			measured = true
+		case results.DynamicEnergyJ:
+			measured = r.Scope == results.ScopeNode || r.Scope == results.ScopeTarget || (r.Scope == results.ScopeRole && r.Subject == results.RoleSUT)
+		}
+		if measured && r.Value < 0 {
+			flags = addFlag(flags, results.FlagDynamicEnergyNegative)
 		}
 	}
 	return flags

@@ -45,8 +45,8 @@ func richInputs() analyzer.Inputs {
 	var baseline []store.SeriesWindow
 	for _, s := range window {
 		s.CounterJ, s.CounterBridgedJ, s.TrapzJ = s.CounterJ/4, 0, s.TrapzJ/4
-		if s.TargetID == "process/foreign" {
-			s.CounterJ = 10 // 2 W at idle against 1 W in the window: a negative dynamic energy
+		if s.TargetID == "process/broker" {
+			s.CounterJ = 15 // 3 W at idle against 2 W in the window: a negative dynamic energy
 		}
 		baseline = append(baseline, s)
 	}
@@ -180,6 +180,19 @@ func TestCompute(t *testing.T) {
 			require.InDelta(t, 110.0-120.0, r.v(t, "node", "n1", results.DynamicEnergyJ), eps, "110 J (10 bridged) against 12 W × 10 s: kept as measured")
 			require.Contains(t, sum.Flags, results.FlagDynamicEnergyNegative)
 			require.Equal(t, 1.0, r.v(t, "run", "", results.FlagMetric(results.FlagDynamicEnergyNegative)))
+		}},
+		{name: "the unattributed rest below its baseline is displacement, not flagged", mod: func(in *analyzer.Inputs) {
+			for i, b := range in.Baseline {
+				switch {
+				case b.TargetID == "process/broker":
+					in.Baseline[i].CounterJ = 5 // 1 W idle, 2 W loaded
+				case b.Scope == "unattributed":
+					in.Baseline[i].CounterJ = 25 // 5 W idle, 4 W loaded: the SUT took its share
+				}
+			}
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			require.Less(t, r.v(t, "role", results.RoleUnattributed, results.DynamicEnergyJ), 0.0)
+			require.NotContains(t, sum.Flags, results.FlagDynamicEnergyNegative)
 		}},
 		{name: "no baseline, no baseline rows", mod: func(in *analyzer.Inputs) {
 			in.Run.BaselineStart, in.Run.BaselineEnd, in.Baseline = 0, 0, nil

@@ -114,5 +114,5 @@ func TestTablesExplainFiguresThatAreNotPlain(t *testing.T) {
 	require.Contains(t, s, "50.0 ± 508.2 ! ‡", "µJ/event: mean 50, t(0.975, 1)·56.6/√2; CV 113 %")
 	require.Contains(t, s, "‡ "+results.CICrossesZeroNote)
 	require.NotContains(t, s, "100 ± 0 ‡", "throughput's interval does not cross zero")
-	require.Contains(t, s, results.FlagDynamicEnergyNegative+": a dynamic energy is negative")
+	require.Contains(t, s, results.FlagDynamicEnergyNegative+": a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative")
 }
