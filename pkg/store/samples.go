@@ -265,32 +265,11 @@ func (s *Store) RolePeakPower(ctx context.Context, nodes []string, startMs, endM
 	return out, err
 }
 
-// SeriesWatermark is how far one meter's durable samples of a node's total
-// or of a target reach: its first and latest stored sample (from the
-// query's start).
-type SeriesWatermark struct {
-	Node, Scope, TargetID, Source string
-	FirstMs, LatestMs             int64
-}
-
-// SampleWatermarks returns the watermark of every node-total series on
-// nodes and every process or pod series of the target ids, per source, among
-// the series with samples at or after fromMs, ordered by node, scope, target
-// and source.
-func (s *Store) SampleWatermarks(ctx context.Context, nodes, targetIDs []string, fromMs int64) ([]SeriesWatermark, error) {
-	var out []SeriesWatermark
-	err := query(ctx, s.conn, fmt.Sprintf("read sample watermarks from %d", fromMs), `SELECT node, scope, target_id, source, min(ts_ms), max(ts_ms) FROM samples
-		WHERE has(?, node) AND ts_ms >= ? AND (scope = 'node' OR (scope IN ('process', 'pod') AND has(?, target_id)))
-		GROUP BY node, scope, target_id, source ORDER BY node, scope, target_id, source`, []any{nodes, fromMs, append([]string{""}, targetIDs...)},
-		func(rows driver.Rows) error {
-			var w SeriesWatermark
-			if err := rows.Scan(&w.Node, &w.Scope, &w.TargetID, &w.Source, &w.FirstMs, &w.LatestMs); err != nil {
-				return err
-			}
-			out = append(out, w)
-			return nil
-		})
-	return out, err
+// NodesSampledFrom returns those of nodes with a node-total sample at or
+// after fromMs.
+func (s *Store) NodesSampledFrom(ctx context.Context, nodes []string, fromMs int64) ([]string, error) {
+	return queryStrings(ctx, s.conn, fmt.Sprintf("read nodes sampled from %d", fromMs),
+		`SELECT DISTINCT node FROM samples WHERE has(?, node) AND scope = 'node' AND ts_ms >= ? ORDER BY node`, nodes, fromMs)
 }
 
 // TargetsSampled returns those of the target ids with a process or pod
@@ -364,5 +343,34 @@ func (s *Store) PowerOverTime(ctx context.Context, nodes []string, fromMs, toMs,
 		out = append(out, p)
 		return nil
 	})
+	return out, err
+}
+
+// SeriesWatermark is how far one meter's durable samples of a node's total
+// or of a target reach: its first and latest stored sample (from the
+// query's start).
+type SeriesWatermark struct {
+	Node, Scope, TargetID, Source string
+	FirstMs, LatestMs             int64
+}
+
+// SampleWatermarks returns the watermark of every node-total series on
+// nodes and every process or pod series of the target ids, per source, among
+// the series with samples at or after fromMs, ordered by node, scope, target
+// and source.
+func (s *Store) SampleWatermarks(ctx context.Context, nodes, targetIDs []string, fromMs int64) ([]SeriesWatermark, error) {
+	var out []SeriesWatermark
+	err := query(ctx, s.conn, fmt.Sprintf("read sample watermarks from %d", fromMs), `SELECT node, scope, target_id, source, min(ts_ms), max(ts_ms) FROM samples
+		WHERE has(?, node) AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?
+		  AND (scope = 'node' OR (scope IN ('process', 'pod') AND has(?, target_id)))
+		GROUP BY node, scope, target_id, source ORDER BY node, scope, target_id, source`, []any{nodes, fromMs, fromMs, append([]string{""}, targetIDs...)},
+		func(rows driver.Rows) error {
+			var w SeriesWatermark
+			if err := rows.Scan(&w.Node, &w.Scope, &w.TargetID, &w.Source, &w.FirstMs, &w.LatestMs); err != nil {
+				return err
+			}
+			out = append(out, w)
+			return nil
+		})
 	return out, err
 }

@@ -73,6 +73,15 @@ func TestSampleQueries(t *testing.T) {
 		require.Equal(t, map[string]float64{results.RoleSUT: 4, results.RoleOther: 1, results.RoleUnattributed: 5}, got)
 	})
 
+	t.Run("nodes sampled from an instant", func(t *testing.T) {
+		got, err := s.NodesSampledFrom(ctx, []string{"n1", "n2", "n3"}, t0+4000)
+		require.NoError(t, err)
+		require.Equal(t, []string{"n1", "n2"}, got)
+		got, err = s.NodesSampledFrom(ctx, []string{"n1"}, t0+4001)
+		require.NoError(t, err)
+		require.Empty(t, got)
+	})
+
 	t.Run("targets sampled", func(t *testing.T) {
 		got, err := s.TargetsSampled(ctx, []string{"n1"}, []string{"process/sut", "process/never"}, t0, t0+10_000)
 		require.NoError(t, err)
