@@ -157,7 +157,9 @@ func (c *computation) runRows() (sutJ, ujPerEvent float64) {
 		c.run(results.LagSLOFromSpec, b2f(slo.FromSpec), est)
 		if lag.Verdict {
 			c.run(results.LagTrendSlope, lag.Slope, est)
-			c.run(results.LagTrendSlopeStdErr, lag.StdErr, est)
+			if !math.IsNaN(lag.StdErr) {
+				c.run(results.LagTrendSlopeStdErr, lag.StdErr, est)
+			}
 			c.run(results.LagSLOThreshold, slo.Threshold, est)
 			c.run(results.LagSLOOK, b2f(lag.OK), est)
 		}

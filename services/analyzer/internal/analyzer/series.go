@@ -255,12 +255,15 @@ func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Conf
 	return lt
 }
 
-// slopeStdErr is the standard error of a least-squares slope over at least
-// three points: sqrt(Σ residual² / (n − 2) / Σ (x − x̄)²). Consumer lag read
+// slopeStdErr is the standard error of a least-squares slope (NaN under
+// three points): sqrt(Σ residual² / (n − 2) / Σ (x − x̄)²). Consumer lag read
 // from committed offsets jumps by a commit interval's worth of load when a
 // commit comes late, so at high rates a short window's slope can be far
 // noisier than the SLO's threshold; the error says so.
 func slopeStdErr(xs, ys []float64, slope, intercept float64) float64 {
+	if len(xs) < 3 {
+		return math.NaN() // a line through two points has no residuals to tell
+	}
 	mx := stats.Mean(xs)
 	var ss, sxx float64
 	for i := range xs {
