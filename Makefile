@@ -16,10 +16,17 @@ deps: ## fetch Go modules and install clickhouse-server when missing
 	@$(GO) mod download
 	@./scripts/ensure-clickhouse.sh
 
+# The commit is passed in, not left to Go's VCS stamping, which is off on
+# machines with GOFLAGS=-buildvcs=false (pkg/version then falls back to the
+# checkout it runs in, or says "unknown"). "+dirty" marks local changes.
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
+VERSION ?= $(shell git describe --tags 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/greenflow/greenflow/pkg/version.commit=$(COMMIT) -X github.com/greenflow/greenflow/pkg/version.Version=$(VERSION)
+
 .PHONY: build
-build: ## build every service binary into bin/
+build: ## build every service binary into bin/ (commit and version passed in with -ldflags)
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./services/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./services/...
 
 .PHONY: demo
 demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end, print results, stop

@@ -116,6 +116,7 @@ const (
 	QualityEstimatedSource      = "quality_estimated_source"
 	QualityAttributionResidualJ = "quality_attribution_residual_j"
 	QualityMixedSources         = "quality_mixed_sources"
+	QualityLateS                = "quality_late_s"
 
 	// Per run: energy and power.
 	DurationS           = "duration_s"
@@ -153,6 +154,9 @@ const (
 	LagTrendSlope       = "lag_trend_slope"
 	LagSLOThreshold     = "lag_slo_threshold"
 	LagSLOOK            = "lag_slo_ok"
+	LagTrendFitStartS   = "lag_trend_fit_start_s"
+	LagTrendSlopeStdErr = "lag_trend_slope_stderr"
+	LagSLOFromSpec      = "lag_slo_from_spec"
 	CollectorCPUSeconds = "collector_cpu_seconds"
 	CollectorCPUCores   = "collector_cpu_cores"
 
@@ -209,6 +213,8 @@ var table = []Metric{
 	{QualityEstimatedSource, UnitCount, runNode, false, ProducerAnalyzer, "nodes whose figures come from the utilisation model, not a hardware counter"},
 	{QualityAttributionResidualJ, UnitJoule, runNode, true, ProducerAnalyzer, "node energy minus the sum of its parts; 0 when attribution conserves energy"},
 	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
+	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
+		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
 
 	{DurationS, UnitSecond, run, false, ProducerAnalyzer, "length of the recorded measurement window"},
 	{SUTEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the system under test in the window"},
@@ -243,6 +249,11 @@ var table = []Metric{
 	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer, "least-squares slope of the consumer lag (Theodolite's lag trend)"},
 	{LagSLOThreshold, UnitMessagesPerSec, run, false, ProducerAnalyzer, "the largest slope meeting the lag-trend SLO"},
 	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer, "the run met the lag-trend SLO"},
+	{LagTrendSlopeStdErr, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"standard error of the lag-trend slope from the fit's residuals (flag lag_verdict_unresolved when the threshold is within two of them)"},
+	{LagTrendFitStartS, UnitSecond, run, false, ProducerAnalyzer,
+		"where the lag fit starts, from the window start: the load's start plus the SLO's warm-up, never before the window"},
+	{LagSLOFromSpec, UnitBool, run, false, ProducerAnalyzer, "the lag SLO's threshold and warm-up come from the spec (else the analyzer's flags)"},
 	{CollectorCPUSeconds, UnitSecond, run, false, ProducerAnalyzer, "CPU time the energy collectors used in the window"},
 	{CollectorCPUCores, UnitCount, run, false, ProducerAnalyzer, "the collectors' mean CPU use in cores"},
 
@@ -278,6 +289,11 @@ const (
 	FlagLoadRestart      = "load_restart"
 	FlagLoadBackfilled   = "load_backfilled"
 	FlagLoadMissed       = "load_missed"
+	// FlagDynamicEnergyNegative: a dynamic energy came out below zero.
+	FlagDynamicEnergyNegative = "dynamic_energy_negative"
+	// FlagLagVerdictUnresolved: the lag slope is within two standard
+	// errors of the SLO's threshold.
+	FlagLagVerdictUnresolved = "lag_verdict_unresolved"
 )
 
 // Flag is one flag with its meaning.
@@ -293,7 +309,36 @@ var flags = []Flag{
 	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
 	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},
 	{FlagLoadMissed, "records due by the schedule were never produced"},
+	{FlagDynamicEnergyNegative, "a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative: it drew less power under load " +
+		"than in the run's own baseline, " +
+		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
+	{FlagLagVerdictUnresolved, "the lag-trend slope is within two standard errors of the SLO's threshold: the window's lag samples are too " +
+		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
 }
+
+// positive are the metrics no measurement can make negative (energies,
+// powers, counts, rates, energy per unit of work) or, for the dynamic
+// figures, that the load cannot make negative: a value or a confidence
+// interval below zero says the data cannot resolve them, not that they are
+// negative.
+var positive = map[string]bool{EnergyJ: true, MeanPowerW: true, PeakPowerW: true, BaselinePowerW: true, DynamicEnergyJ: true,
+	SUTEnergyJ: true, NodeEnergyJ: true, UnattributedEnergyJ: true, SUTMeanPowerW: true, SUTPeakPowerW: true, NodeMeanPowerW: true,
+	NodePeakPowerW: true, BaselineNodePowerW: true, DynamicNodeEnergyJ: true, SUTBaselinePowerW: true, SUTDynamicEnergyJ: true, Events: true,
+	ThroughputEPS: true, SUTMicroJPerEvent: true, NodeMicroJPerEvent: true, SUTDynamicMicroJPerEvent: true, EventsPerJoule: true,
+	NodeEventsPerJoule: true, DataMB: true, SUTJoulePerMB: true, NodeJoulePerMB: true, CollectorCPUSeconds: true, CollectorCPUCores: true}
+
+// Positive reports whether metric cannot be negative (see positive).
+func Positive(metric string) bool { return positive[metric] }
+
+// CICrossesZero reports whether the confidence interval [lo, hi] of a
+// positive metric reaches below zero: too few repetitions or too much spread
+// for the interval to bound the quantity away from zero. Such an interval
+// is shown with CICrossesZeroNote, not as a plain number.
+func CICrossesZero(metric string, lo float64) bool { return Positive(metric) && lo < 0 }
+
+// CICrossesZeroNote explains an interval CICrossesZero marks.
+const CICrossesZeroNote = "the confidence interval reaches below zero for a quantity that cannot be negative: the repetitions are too few " +
+	"or too spread to bound it away from zero — more repetitions, or a longer window, are needed before quoting it"
 
 // FlagPrefix starts the name of a flag's result row.
 const FlagPrefix = "flag_"

@@ -184,3 +184,14 @@ func TestEveryMetricHasAWriter(t *testing.T) {
 		require.True(t, usedIn(id, producerDir[m.Producer]), "metric %s (results.%s) is written by nobody in %s", m.Name, id, producerDir[m.Producer])
 	}
 }
+
+func TestCICrossesZero(t *testing.T) {
+	require.True(t, results.CICrossesZero(results.SUTDynamicEnergyJ, -0.5), "an energy's interval below zero")
+	require.False(t, results.CICrossesZero(results.SUTDynamicEnergyJ, 0.5))
+	require.False(t, results.CICrossesZero(results.LagTrendSlope, -100), "a lag slope may be negative")
+	for _, m := range results.All() {
+		if results.Positive(m.Name) {
+			require.NotEqual(t, results.UnitBool, m.Unit, "%s: a flag is no quantity", m.Name)
+		}
+	}
+}

@@ -382,3 +382,32 @@ func (s *Store) PowerOverTime(ctx context.Context, nodes []string, fromMs, toMs,
 	})
 	return out, err
 }
+
+// SeriesWatermark is how far one meter's durable samples of a node's total
+// or of a target reach: its first and latest stored sample (from the
+// query's start).
+type SeriesWatermark struct {
+	Node, Scope, TargetID, Source string
+	FirstMs, LatestMs             int64
+}
+
+// SampleWatermarks returns the watermark of every node-total series on
+// nodes and every process or pod series of the target ids, per source, among
+// the series with samples at or after fromMs, ordered by node, scope, target
+// and source.
+func (s *Store) SampleWatermarks(ctx context.Context, nodes, targetIDs []string, fromMs int64) ([]SeriesWatermark, error) {
+	var out []SeriesWatermark
+	err := query(ctx, s.conn, fmt.Sprintf("read sample watermarks from %d", fromMs), `SELECT node, scope, target_id, source, min(ts_ms), max(ts_ms) FROM samples
+		WHERE has(?, node) AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?
+		  AND (scope = 'node' OR (scope IN ('process', 'pod') AND has(?, target_id)))
+		GROUP BY node, scope, target_id, source ORDER BY node, scope, target_id, source`, []any{nodes, fromMs, fromMs, append([]string{""}, targetIDs...)},
+		func(rows driver.Rows) error {
+			var w SeriesWatermark
+			if err := rows.Scan(&w.Node, &w.Scope, &w.TargetID, &w.Source, &w.FirstMs, &w.LatestMs); err != nil {
+				return err
+			}
+			out = append(out, w)
+			return nil
+		})
+	return out, err
+}

@@ -123,6 +123,20 @@ func TestSampleQueries(t *testing.T) {
 		require.Equal(t, []store.PowerBucket{{0, "node n1", 10}, {1, "node n1", 10}, {0, results.RoleOther, 5}, {1, results.RoleOther, 5},
 			{0, results.RoleUnattributed, 5}, {1, results.RoleUnattributed, 5}}, noRoles, "without targets every process is other")
 	})
+	t.Run("watermarks per series and source", func(t *testing.T) {
+		require.NoError(t, s.InsertSamples(ctx, []store.Sample{{TsMs: t0 + 2500, Node: "n2", Scope: "node", TargetID: "node/n2", Source: "rapl",
+			DeltaJ: 1, IntervalMs: 500, Collector: "c2"}}))
+		got, err := s.SampleWatermarks(ctx, []string{"n1", "n2", "n3"}, []string{"process/sut"}, t0+2000)
+		require.NoError(t, err)
+		require.Equal(t, []store.SeriesWatermark{{Node: "n1", Scope: "node", TargetID: "node/n1", Source: "model", FirstMs: t0 + 2000, LatestMs: t0 + 4000},
+			{Node: "n1", Scope: "process", TargetID: "process/sut", Source: "model", FirstMs: t0 + 2000, LatestMs: t0 + 4000},
+			{Node: "n2", Scope: "node", TargetID: "node/n2", Source: "model", FirstMs: t0 + 2000, LatestMs: t0 + 4000},
+			{Node: "n2", Scope: "node", TargetID: "node/n2", Source: "rapl", FirstMs: t0 + 2500, LatestMs: t0 + 2500}}, got,
+			"node totals and the named targets (not the foreign process nor the unattributed rest), each source on its own")
+		got, err = s.SampleWatermarks(ctx, []string{"n1"}, nil, t0+4001)
+		require.NoError(t, err)
+		require.Empty(t, got)
+	})
 }
 
 func TestSamplesKeepMillisecondTimestamps(t *testing.T) {

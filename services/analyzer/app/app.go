@@ -23,9 +23,9 @@ var Service = svcmain.Service[Config]{
 
 // RegisterFlags adds the analyzer's flags.
 func RegisterFlags(fs *flag.FlagSet, c *Config) {
-	fs.Float64Var(&c.LagThreshold, "lag-threshold", c.LagThreshold, "lag-trend SLO: largest consumer-lag growth in msg/s")
+	fs.Float64Var(&c.LagThreshold, "lag-threshold", c.LagThreshold, "lag-trend SLO: largest consumer-lag growth in msg/s, when the spec states no slos.lagTrendSlope")
 	fs.DurationVar(&c.LagStep, "lag-step", c.LagStep, "sampling step of the consumer-lag series")
-	fs.DurationVar(&c.LagWarmup, "lag-warmup", c.LagWarmup, "extra time dropped from the measurement window before the lag fit")
+	fs.DurationVar(&c.LagWarmup, "lag-warmup", c.LagWarmup, "time from the load's start dropped before the lag fit, when the spec states no slos.lagWarmup (never before the window)")
 	fs.Float64Var(&c.CVThreshold, "cv-threshold", c.CVThreshold, "flag configurations whose repetitions vary more than this CV")
 	fs.Float64Var(&c.ConfidenceLevel, "confidence", c.ConfidenceLevel, "confidence level of per-configuration intervals")
 	fs.Float64Var(&c.LoadTolerance, "load-tolerance", c.LoadTolerance,

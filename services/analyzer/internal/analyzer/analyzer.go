@@ -119,13 +119,19 @@ func (a *Analyzer) onMeasured(ctx context.Context, m *events.RunMeasured) error 
 	// backoff) until they are stored or SamplesWait has passed since the
 	// window end; then the analysis goes ahead and flags samples_late.
 	// Waiting this way holds no consumer slot between deliveries.
-	if pending, err := a.dataPending(ctx, m); err != nil {
+	pending, err := a.dataPending(ctx, m)
+	if err != nil {
 		return err
-	} else if pending.late() && a.clock.Now().Before(time.UnixMilli(m.MeasureEndMs).Add(a.cfg.SamplesWait)) {
-		return bus.NotYet(fmt.Errorf("run %s: waiting for %s past the window end", m.RunID, pending))
+	}
+	if pending.late() {
+		if a.clock.Now().Before(time.UnixMilli(m.MeasureEndMs).Add(a.cfg.SamplesWait)) {
+			return bus.NotYet(fmt.Errorf("run %s: waiting for %s past the window end", m.RunID, pending))
+		}
+		a.logger.Warn("analysing without the window's last data", zap.String("experiment_id", m.ExperimentID), zap.String("run_id", m.RunID),
+			zap.Duration("waited", a.cfg.SamplesWait), zap.String("missing", pending.String()))
 	}
 	start := a.clock.Now()
-	summary, err := a.AnalyzeAndStore(ctx, m)
+	summary, err := a.analyzeAndStore(ctx, m, pending)
 	if err != nil {
 		return err
 	}
@@ -146,7 +152,16 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 	if err := checkWindow(m); err != nil {
 		return nil, events.RunAnalyzed{}, err
 	}
-	in, err := a.gather(ctx, m)
+	pending, err := a.dataPending(ctx, m)
+	if err != nil {
+		return nil, events.RunAnalyzed{}, err
+	}
+	return a.analyze(ctx, m, pending)
+}
+
+// analyze gathers and computes with what the data lacked (pending).
+func (a *Analyzer) analyze(ctx context.Context, m *events.RunMeasured, pending Pending) ([]store.Result, events.RunAnalyzed, error) {
+	in, err := a.gather(ctx, m, pending)
 	if err != nil {
 		return nil, events.RunAnalyzed{}, err
 	}
@@ -159,7 +174,19 @@ func (a *Analyzer) Analyze(ctx context.Context, m *events.RunMeasured) ([]store.
 // not count in them). Calling it again for the same run gives the same
 // rows.
 func (a *Analyzer) AnalyzeAndStore(ctx context.Context, m *events.RunMeasured) (events.RunAnalyzed, error) {
-	rows, summary, err := a.Analyze(ctx, m)
+	if err := checkWindow(m); err != nil {
+		return events.RunAnalyzed{}, err
+	}
+	pending, err := a.dataPending(ctx, m)
+	if err != nil {
+		return events.RunAnalyzed{}, err
+	}
+	return a.analyzeAndStore(ctx, m, pending)
+}
+
+// analyzeAndStore is AnalyzeAndStore with what the data lacked (pending).
+func (a *Analyzer) analyzeAndStore(ctx context.Context, m *events.RunMeasured, pending Pending) (events.RunAnalyzed, error) {
+	rows, summary, err := a.analyze(ctx, m, pending)
 	if err != nil {
 		return events.RunAnalyzed{}, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -317,7 +316,7 @@ func TestDerivedMetrics(t *testing.T) {
 		{"run", "", "data_mb_from_workload", 1.0, 0},
 		{"run", "", "sut_j_per_mb", 539.5683453237409, 1e-9},
 		{"run", "", "lag_trend_slope", 80.0, 1e-9},
-		{"run", "", "lag_trend_points", 5.0, 0}, // 0, 5, 10, 15, 20 s
+		{"run", "", "lag_trend_points", 21.0, 0}, // every second of [0, 20 s]
 		{"run", "", "lag_slo_ok", 1.0, 0},
 		{"run", "", "collector_cpu_seconds", 0.4, eps},
 		{"run", "", "collector_cpu_cores", 0.02, eps},
@@ -404,10 +403,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	require.False(t, by["sut_energy_j"].CVFlag, "SUT energy is the same in every repetition")
 	require.Equal(t, 1.0, by[results.LagSLOOKMedianSlope].Mean)
 
-	mux := http.NewServeMux()
-	a.RegisterHTTP(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	srv := resultsServer(t, a)
 	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
 	require.NoError(t, err)
 	defer resp.Body.Close()

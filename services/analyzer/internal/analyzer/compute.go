@@ -1,6 +1,7 @@
 package analyzer
 
 import (
+	"slices"
 	"sort"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -48,6 +49,10 @@ func Compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	c.partRows(vin.Series)
 	c.qualityRows()
 	sutJ, ujPerEvent := c.runRows()
+	verdict.Flags = c.derivedFlags(verdict.Flags)
+	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved {
+		verdict.Flags = addFlag(verdict.Flags, results.FlagLagVerdictUnresolved)
+	}
 	c.verdictRows(verdict, vin)
 	return c.rows, c.summary(sutJ, c.nodeJ, ujPerEvent, c.estimated, verdict)
 }
@@ -184,6 +189,40 @@ func (c *computation) attribute(win, base []seriesEnergy, roles map[string]strin
 		c.peakNodeW = max(c.peakNodeW, p.PeakW)
 		c.estimated = c.estimated || p.Est
 	}
+}
+
+// derivedFlags adds to flags what the derived figures written so far say
+// about themselves: a negative dynamic energy of a node, a target, the
+// SUT's role or the run's node or SUT total is flagged, not left to read as
+// a plain number. The unattributed rest and other processes are left out:
+// when the load takes a larger share of a busy node they lose theirs, so
+// their dynamic energy is negative by displacement (in every run of the
+// capacity example on this shared machine), which says nothing about the
+// measurement.
+func (c *computation) derivedFlags(flags []string) []string {
+	for _, r := range c.rows {
+		var measured bool
+		switch r.Metric {
+		case results.DynamicNodeEnergyJ, results.SUTDynamicEnergyJ:
+			measured = true
+		case results.DynamicEnergyJ:
+			measured = r.Scope == results.ScopeNode || r.Scope == results.ScopeTarget || (r.Scope == results.ScopeRole && r.Subject == results.RoleSUT)
+		}
+		if measured && r.Value < 0 {
+			flags = addFlag(flags, results.FlagDynamicEnergyNegative)
+		}
+	}
+	return flags
+}
+
+// addFlag adds flag to the sorted flags unless it is there.
+func addFlag(flags []string, flag string) []string {
+	if slices.Contains(flags, flag) {
+		return flags
+	}
+	flags = append(flags, flag)
+	sort.Strings(flags)
+	return flags
 }
 
 // summary is the run.analyzed event of the run.

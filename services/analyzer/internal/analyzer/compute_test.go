@@ -45,6 +45,9 @@ func richInputs() analyzer.Inputs {
 	var baseline []store.SeriesWindow
 	for _, s := range window {
 		s.CounterJ, s.CounterBridgedJ, s.TrapzJ = s.CounterJ/4, 0, s.TrapzJ/4
+		if s.TargetID == "process/broker" {
+			s.CounterJ = 15 // 3 W at idle against 2 W in the window: a negative dynamic energy
+		}
 		baseline = append(baseline, s)
 	}
 	cumulative := func(perS float64) map[string][]store.Point {
@@ -56,11 +59,14 @@ func richInputs() analyzer.Inputs {
 	}
 	lag := map[string][]store.Point{}
 	for k := int64(0); k <= 10; k++ {
-		lag[`{"partition":"0"}`] = append(lag[`{"partition":"0"}`], store.Point{TsMs: t0 + k*1000, Value: 10 * float64(k)})
+		// 10 msg/s, ±1 alternating (no effect on the slope, a standard
+		// error of about 0.1 msg/s: the spec's 10.1 msg/s is within it).
+		lag[`{"partition":"0"}`] = append(lag[`{"partition":"0"}`], store.Point{TsMs: t0 + k*1000, Value: 10*float64(k) + float64(1-2*(k%2))})
 	}
 	return analyzer.Inputs{Run: m, Window: window, Baseline: baseline,
 		RolePeaks: map[string]float64{results.RoleSUT: 4, "broker": 2, results.RoleOther: 1, results.RoleUnattributed: 4},
-		Pending:   analyzer.Pending{Nodes: []string{"n2"}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag,
+		Pending: analyzer.Pending{Nodes: []string{"n2"}, Late: []analyzer.LateSeries{{Kind: "node", Name: "n1", Source: "model", ShortMs: 700},
+			{Kind: "target", Name: "process/sut", Source: "model", ShortMs: 300}}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag, LagSLO: analyzer.LagSLO{Threshold: 10.1, FromSpec: true},
 		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000}
 }
 
@@ -78,7 +84,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
-	require.Equal(t, []string{results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
+	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyGapBridged, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
 		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 
@@ -162,12 +168,36 @@ func TestCompute(t *testing.T) {
 				require.False(t, r.has("run", "", results.NodeEnergyJ))
 				require.False(t, sum.Estimated)
 				for k := range r {
-					require.Equal(t, results.ScopeRun, k[0], "no detail rows: %v", k)
+					if k[2] != results.QualityLateS { // what was still missing is said wherever it was
+						require.Equal(t, results.ScopeRun, k[0], "no detail rows: %v", k)
+					}
 				}
+				require.Equal(t, 0.7, r.v(t, "node", "n1", results.QualityLateS))
 			}},
+		{name: "node below its own baseline: negative dynamic energy flagged", mod: func(in *analyzer.Inputs) {
+			in.Baseline[0].CounterJ = 60 // n1 at 12 W idle, 10 W under load
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			require.InDelta(t, 110.0-120.0, r.v(t, "node", "n1", results.DynamicEnergyJ), eps, "110 J (10 bridged) against 12 W × 10 s: kept as measured")
+			require.Contains(t, sum.Flags, results.FlagDynamicEnergyNegative)
+			require.Equal(t, 1.0, r.v(t, "run", "", results.FlagMetric(results.FlagDynamicEnergyNegative)))
+		}},
+		{name: "the unattributed rest below its baseline is displacement, not flagged", mod: func(in *analyzer.Inputs) {
+			for i, b := range in.Baseline {
+				switch {
+				case b.TargetID == "process/broker":
+					in.Baseline[i].CounterJ = 5 // 1 W idle, 2 W loaded
+				case b.Scope == "unattributed":
+					in.Baseline[i].CounterJ = 25 // 5 W idle, 4 W loaded: the SUT took its share
+				}
+			}
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			require.Less(t, r.v(t, "role", results.RoleUnattributed, results.DynamicEnergyJ), 0.0)
+			require.NotContains(t, sum.Flags, results.FlagDynamicEnergyNegative)
+		}},
 		{name: "no baseline, no baseline rows", mod: func(in *analyzer.Inputs) {
 			in.Run.BaselineStart, in.Run.BaselineEnd, in.Baseline = 0, 0, nil
-		}, check: func(t *testing.T, r resultIndex, _ events.RunAnalyzed) {
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			require.NotContains(t, sum.Flags, results.FlagDynamicEnergyNegative, "no dynamic figures, nothing negative")
 			for _, m := range []string{results.BaselineNodePowerW, results.SUTDynamicEnergyJ, results.SUTDynamicMicroJPerEvent} {
 				require.False(t, r.has("run", "", m), m)
 			}

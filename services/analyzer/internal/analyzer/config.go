@@ -10,12 +10,17 @@ import (
 // Config configures the analysis.
 type Config struct {
 	// LagThreshold is the largest lag-trend slope (messages/s) a run may
-	// show and still meet the SLO (Theodolite's default: 2000).
+	// show and still meet the SLO (Theodolite's default: 2000) when its
+	// spec states none (LagSLO).
 	LagThreshold float64 `yaml:"lagThreshold"`
-	// LagStep is the sampling step of the lag series (Theodolite: 5 s).
+	// LagStep is the sampling step of the lag series. Theodolite's 5 s is
+	// its Prometheus scrape interval; the load generator samples the lag
+	// every second (--signal-interval), and a 10 s window fitted at 5 s
+	// steps has too few points for a verdict.
 	LagStep time.Duration `yaml:"lagStep"`
-	// LagWarmup is dropped from the start of the measurement window before
-	// fitting, on top of the run's own warm-up phase.
+	// LagWarmup is dropped from the start of the load before fitting, when
+	// the spec states none; the fit never starts before the measurement
+	// window (LagSLO).
 	LagWarmup time.Duration `yaml:"lagWarmup"`
 	// LagMinPoints is the fewest lag samples that give a verdict.
 	LagMinPoints int `yaml:"lagMinPoints"`
@@ -56,7 +61,7 @@ func (c Config) Policy() Policy {
 // Default returns Theodolite's SLO defaults, a 10 % CV flag and 95 %
 // intervals.
 func Default() Config {
-	return Config{LagThreshold: 2000, LagStep: 5 * time.Second, LagMinPoints: 3, CVThreshold: 0.10, ConfidenceLevel: 0.95,
+	return Config{LagThreshold: 2000, LagStep: time.Second, LagMinPoints: 3, CVThreshold: 0.10, ConfidenceLevel: 0.95,
 		EdgeMargin:    time.Minute,
 		LoadTolerance: 0.02, LoadEdgeSlack: 200 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3, MaxUncovered: time.Second,
 		MaxOverlap: 100 * time.Millisecond, BrokerEdgeSpan: 2500 * time.Millisecond, SamplesWait: 10 * time.Second}

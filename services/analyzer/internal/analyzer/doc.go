@@ -102,21 +102,28 @@
 //     records_missed).
 //
 // Before analysing, the handler checks that every node has a sample at or
-// past the window end and a load series reached it (collectors write in
-// batches; progress is recorded from the bus); until then it fails and the
+// past the window end, that every source of a node total or target with
+// samples in the window reaches its end (a per-source watermark; a source
+// replaced within the window is not waited for) and that a load series
+// reached it (collectors write in batches; progress is recorded from the
+// bus); until then it fails and the
 // bus redelivers the message with backoff, holding no consumer slot. After
-// SamplesWait from the window end it goes ahead with what there is and
-// flags samples_late.
+// SamplesWait from the window end it goes ahead with what there is, flags
+// samples_late and records what was missing (quality_late_s).
 //
 // Reads de-duplicate: a sample is identified by (node, scope, target_id,
 // zone, source, ts_ms) and a run metric point by (name, labels, ts_ms); a
 // row written twice counts once whether or not the table merged it yet.
 //
 // Lag trend (Theodolite's SLO): the run metric kafka_consumer_lag, summed over
-// its label sets, is sampled every LagStep (latest value at or before each
-// instant) from the window start plus LagWarmup — the measurement window
-// already starts after the recorded warm-up phase — to its end; the
-// least-squares slope in messages/s is compared with LagThreshold. Without
-// the series, or with fewer than LagMinPoints samples, no slope and no
-// verdict are reported.
+// its label sets, is sampled every LagStep (each label set's latest sample at
+// or before the instant, and not before the fit's start) from the fit's start
+// to the window end, and the least-squares slope in messages/s is compared
+// with the threshold. The threshold and the warm-up are the run's spec's
+// (slos.lagTrendSlope, slos.lagWarmup) — the flags only when the spec states
+// none — and the fit starts at the load's start plus the warm-up, never
+// before the measurement window: a lag sampled before the load (0) carried
+// into the fit made the slope grow with the rate whatever the lag did.
+// Without samples after the fit's start, or with fewer than LagMinPoints
+// instants, no slope and no verdict are reported.
 package analyzer

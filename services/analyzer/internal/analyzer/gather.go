@@ -3,6 +3,7 @@ package analyzer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -52,9 +53,12 @@ type Inputs struct {
 	// high-water marks within EdgeMargin of the window, and the generators'
 	// acknowledged records.
 	HighWatermark, RecordsSent map[string][]store.Point
-	// ConsumerLag from the lag fit's start less EdgeMargin to the window
+	// ConsumerLag from the lag fit's start (lagFitFromMs) to the window
 	// end; CollectorCPU the collectors' cumulative CPU seconds.
 	ConsumerLag, CollectorCPU map[string][]store.Point
+	// LagSLO is the lag-trend objective of the run's spec (zero: the
+	// analyzer's, Config.LagSLO).
+	LagSLO LagSLO
 	// SampledTargets are those of the run's targets with no series around
 	// the window that had samples during the run (they stopped).
 	SampledTargets []string
@@ -76,9 +80,11 @@ func checkWindow(m *events.RunMeasured) error {
 	return nil
 }
 
-// gather reads the inputs of a run's analysis.
-func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured) (Inputs, error) {
-	in := Inputs{Run: m, NowMs: a.clock.Now().UnixMilli()}
+// gather reads the inputs of a run's analysis; pending is what its data
+// lacked when the caller last looked (dataPending), so it is read once per
+// delivery.
+func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured, pending Pending) (Inputs, error) {
+	in := Inputs{Run: m, NowMs: a.clock.Now().UnixMilli(), Pending: pending}
 	nodes, margin := runNodes(m), a.cfg.EdgeMargin.Milliseconds()
 	var err error
 	if in.Window, err = a.store.SeriesInWindow(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs, margin); err != nil {
@@ -92,9 +98,6 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured) (Inputs, e
 	if in.RolePeaks, err = a.store.RolePeakPower(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs, roleOf(m)); err != nil {
 		return in, err
 	}
-	if in.Pending, err = a.dataPending(ctx, m); err != nil {
-		return in, err
-	}
 	if in.HighWatermark, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricInputHighWatermark, m.MeasureStartMs-margin,
 		m.MeasureEndMs+margin); err != nil {
 		return in, err
@@ -102,8 +105,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured) (Inputs, e
 	if in.RecordsSent, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricRecordsSent, 0, 1<<62); err != nil {
 		return in, err
 	}
-	lagFrom := m.MeasureStartMs + a.cfg.LagWarmup.Milliseconds() - margin
-	if in.ConsumerLag, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricConsumerLag, lagFrom, m.MeasureEndMs); err != nil {
+	in.LagSLO = a.lagSLO(ctx, m)
+	if in.ConsumerLag, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricConsumerLag, lagFitFromMs(m, in.LagSLO),
+		m.MeasureEndMs); err != nil {
 		return in, err
 	}
 	if in.CollectorCPU, err = a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, MetricCollectorCPU, 0, 1<<62); err != nil {
@@ -134,6 +138,25 @@ func (a *Analyzer) workload(ctx context.Context, m *events.RunMeasured) *spec.Wo
 		return nil
 	}
 	return &rc.Workload
+}
+
+// lagSLO is the run's lag-trend objective from its experiment's stored
+// spec; without one (an experiment record not written, an older record),
+// the analyzer's flags.
+func (a *Analyzer) lagSLO(ctx context.Context, m *events.RunMeasured) LagSLO {
+	def := a.cfg.LagSLO()
+	e, err := a.store.GetExperiment(ctx, m.ExperimentID)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			a.logger.Warn("experiment spec not read; lag SLO from the analyzer's flags", zap.String("run_id", m.RunID), zap.Error(err))
+		}
+		return def
+	}
+	slo, err := lagSLOOf(e.Spec, def)
+	if err != nil {
+		a.logger.Warn("experiment spec unreadable; lag SLO from the analyzer's flags", zap.String("run_id", m.RunID), zap.Error(err))
+	}
+	return slo
 }
 
 // missingTargets lists the run's targets (not nodes) without a series of
@@ -174,17 +197,51 @@ func runStart(m *events.RunMeasured) int64 {
 type Pending struct {
 	// Nodes without a node-total sample at or past the window end.
 	Nodes []string
+	// Late are the series (a node's total or a target, per source) with
+	// samples in the window whose latest sample is still short of its end:
+	// each meter's watermark, so one slow source (a collector that has not
+	// flushed its last batch) holds the analysis even when another source
+	// on the same node is complete.
+	Late []LateSeries
 	// Load: no load series reaches past the window end, and the
 	// generators' series does not yet add up to load.finished's count.
 	Load bool
 }
 
-func (p Pending) late() bool { return len(p.Nodes) > 0 || p.Load }
+// retired reports whether the meter of w was replaced within the window: a
+// source of the same node total or target began after w's last sample and
+// reaches endMs (the collector fell back from one meter to another). Its
+// samples will not grow any more, so waiting for them would only delay the
+// analysis and flag it late.
+func retired(w store.SeriesWatermark, marks []store.SeriesWatermark, endMs int64) bool {
+	for _, o := range marks {
+		if o.Node == w.Node && o.Scope == w.Scope && o.TargetID == w.TargetID && o.Source != w.Source && o.FirstMs > w.LatestMs &&
+			o.LatestMs >= endMs {
+			return true
+		}
+	}
+	return false
+}
+
+// LateSeries is one series whose durable samples stop short of the window
+// end.
+type LateSeries struct {
+	Kind   string // "node" or "target"
+	Name   string // node name or target id
+	Source string
+	// ShortMs is how far its latest sample is from the window end.
+	ShortMs int64
+}
+
+func (p Pending) late() bool { return len(p.Nodes) > 0 || len(p.Late) > 0 || p.Load }
 
 func (p Pending) String() string {
 	var parts []string
 	if len(p.Nodes) > 0 {
 		parts = append(parts, "energy samples of nodes "+strings.Join(p.Nodes, ", "))
+	}
+	for _, l := range p.Late {
+		parts = append(parts, fmt.Sprintf("the last %.1f s of %s %s's %s samples", float64(l.ShortMs)/1000, l.Kind, l.Name, l.Source))
 	}
 	if p.Load {
 		parts = append(parts, "the load's series ("+MetricInputHighWatermark+" or "+MetricRecordsSent+")")
@@ -192,13 +249,18 @@ func (p Pending) String() string {
 	return strings.Join(parts, " and ")
 }
 
-// dataPending checks that every node of the run has a sample past the
-// window end, and that a load series reached it: until then the window's
-// last stretch is not stored yet (collectors flush in batches; load
-// progress is recorded from the bus).
+// dataPending reads every source's watermark on the run's nodes and
+// targets, and the ends of the load's series: until every node has a
+// sample past the window end, every series with samples in the window
+// reaches its end and a load series does, the window's last stretch is not
+// stored yet (collectors flush in batches; load progress is recorded from
+// the bus).
 func (a *Analyzer) dataPending(ctx context.Context, m *events.RunMeasured) (Pending, error) {
-	nodes := runNodes(m)
-	sampled, err := a.store.NodesSampledFrom(ctx, nodes, m.MeasureEndMs)
+	ids := make([]string, len(m.Targets))
+	for i, t := range m.Targets {
+		ids[i] = t.ID
+	}
+	marks, err := a.store.SampleWatermarks(ctx, runNodes(m), ids, m.MeasureStartMs)
 	if err != nil {
 		return Pending{}, err
 	}
@@ -208,21 +270,29 @@ func (a *Analyzer) dataPending(ctx context.Context, m *events.RunMeasured) (Pend
 			return Pending{}, err
 		}
 	}
-	return pendingOf(m, nodes, sampled, ends), nil
+	return pendingOf(m, marks, ends), nil
 }
 
-// pendingOf says what is pending from the nodes sampled past the window end
-// and the ends of the load's series. The load's data is complete when a
-// series reaches past the window end, or when the generators' series adds
-// up to the count load.finished reported (a load stopped or ended early:
-// its final progress reports are the last points there will be).
-func pendingOf(m *events.RunMeasured, nodes, sampled []string, ends []store.SeriesEnd) Pending {
+// pendingOf says what is pending from the series' watermarks and the ends
+// of the load's series. The load's data is complete when a series reaches
+// past the window end, or when the generators' series adds up to the count
+// load.finished reported (a load stopped or ended early: its final progress
+// reports are the last points there will be).
+func pendingOf(m *events.RunMeasured, marks []store.SeriesWatermark, ends []store.SeriesEnd) Pending {
 	var p Pending
 	have := map[string]bool{}
-	for _, n := range sampled {
-		have[n] = true
+	for _, w := range marks {
+		kind, name := "target", w.TargetID
+		if w.Scope == "node" {
+			kind, name = "node", w.Node
+			have[w.Node] = true
+		}
+		if w.LatestMs >= m.MeasureEndMs || retired(w, marks, m.MeasureEndMs) {
+			continue
+		}
+		p.Late = append(p.Late, LateSeries{Kind: kind, Name: name, Source: w.Source, ShortMs: m.MeasureEndMs - w.LatestMs})
 	}
-	for _, n := range nodes {
+	for _, n := range runNodes(m) {
 		if !have[n] {
 			p.Nodes = append(p.Nodes, n)
 		}

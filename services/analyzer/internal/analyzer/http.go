@@ -25,6 +25,12 @@ type ExperimentResults struct {
 	// ParetoFront lists the configurations no other beats in both mean
 	// throughput and mean SUT energy per event, by increasing throughput.
 	ParetoFront []string `json:"pareto_front"`
+	// Provenance is what the results were produced from (spec, code,
+	// machine, seed, meters).
+	Provenance results.Provenance `json:"provenance"`
+	// Notes explain, by name, the flags the runs carry and the marks on
+	// statistics (ci_crosses_zero), so no marked figure reads as plain.
+	Notes map[string]string `json:"notes"`
 }
 
 // RunResults is one run with its results.
@@ -77,6 +83,10 @@ type MetricStats struct {
 	Max       jsonFloat `json:"max"`
 	CVFlag    bool      `json:"cv_flag"`
 	Estimated bool      `json:"estimated"`
+	// CICrossesZero: the interval reaches below zero for a quantity that
+	// cannot be negative (results.CICrossesZero); notes.ci_crosses_zero
+	// says what that means.
+	CICrossesZero bool `json:"ci_crosses_zero"`
 }
 
 // jsonFloat encodes NaN and infinities as null.
@@ -90,6 +100,9 @@ func (f jsonFloat) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, v, 'g', -1, 64), nil
 }
 
+// ciCrossesZero names the note on intervals crossing zero.
+const ciCrossesZero = "ci_crosses_zero"
+
 // errNoRuns means an experiment has no stored runs.
 var errNoRuns = errors.New("no runs stored")
 
@@ -97,13 +110,16 @@ var errNoRuns = errors.New("no runs stored")
 // statistics.
 func (a *Analyzer) Results(ctx context.Context, experimentID string) (ExperimentResults, error) {
 	out := ExperimentResults{ExperimentID: experimentID, ConfidenceLevel: a.cfg.ConfidenceLevel, CVThreshold: a.cfg.CVThreshold,
-		Runs: []RunResults{}, Configs: []ConfigResults{}, ParetoFront: []string{}}
+		Runs: []RunResults{}, Configs: []ConfigResults{}, ParetoFront: []string{}, Notes: map[string]string{}}
 	runs, err := a.store.Runs(ctx, experimentID)
 	if err != nil {
 		return out, err
 	}
 	if len(runs) == 0 {
 		return out, fmt.Errorf("experiment %s: %w", experimentID, errNoRuns)
+	}
+	if out.Provenance, err = a.store.Provenance(ctx, experimentID); err != nil {
+		return out, err
 	}
 	res, err := a.store.Results(ctx, experimentID)
 	if err != nil {
@@ -126,6 +142,11 @@ func (a *Analyzer) Results(ctx context.Context, experimentID string) (Experiment
 		if r.Scope == results.ScopeRun {
 			rr.Metrics[r.Metric] = r.Value
 			rr.Estimated = rr.Estimated || r.Estimated
+			if _, ok := results.FlagOf(r.Metric); ok && r.Value == 1 {
+				if m, ok := results.Lookup(r.Metric); ok {
+					out.Notes[r.Metric] = m.Help
+				}
+			}
 			continue
 		}
 		rr.Details = append(rr.Details, ResultDetail{Scope: r.Scope, Subject: r.Subject, Metric: r.Metric, Value: r.Value, Unit: r.Unit,
@@ -149,7 +170,10 @@ func (a *Analyzer) Results(ctx context.Context, experimentID string) (Experiment
 		c.Runs = max(c.Runs, s.N)
 		c.Metrics[s.Metric] = MetricStats{Unit: s.Unit, N: s.N, Mean: jsonFloat(s.Mean), SD: jsonFloat(s.SD), CV: jsonFloat(s.CV),
 			CILow: jsonFloat(s.CILow), CIHigh: jsonFloat(s.CIHigh), Median: jsonFloat(s.Median), Min: jsonFloat(s.Min), Max: jsonFloat(s.Max),
-			CVFlag: s.CVFlag, Estimated: s.Estimated}
+			CVFlag: s.CVFlag, Estimated: s.Estimated, CICrossesZero: s.N >= 2 && results.CICrossesZero(s.Metric, s.CILow)}
+		if c.Metrics[s.Metric].CICrossesZero {
+			out.Notes[ciCrossesZero] = results.CICrossesZeroNote
+		}
 		if s.CVFlag {
 			c.CVFlagged = append(c.CVFlagged, s.Metric)
 		}

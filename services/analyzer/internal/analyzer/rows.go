@@ -5,6 +5,7 @@ package analyzer
 
 import (
 	"math"
+	"strings"
 
 	"github.com/greenflow/greenflow/pkg/results"
 )
@@ -149,11 +150,17 @@ func (c *computation) runRows() (sutJ, ujPerEvent float64) {
 		}
 	}
 
-	if lag := lagTrendOf(c.in.ConsumerLag, m, c.cfg); lag.Found {
+	slo := c.lagSLO()
+	if lag := lagTrendOf(c.in.ConsumerLag, m, c.cfg, slo); lag.Found {
 		c.run(results.LagTrendPoints, float64(lag.Points), est)
+		c.run(results.LagTrendFitStartS, float64(lag.FromMs-m.MeasureStartMs)/1000, est)
+		c.run(results.LagSLOFromSpec, b2f(slo.FromSpec), est)
 		if lag.Verdict {
 			c.run(results.LagTrendSlope, lag.Slope, est)
-			c.run(results.LagSLOThreshold, c.cfg.LagThreshold, est)
+			if !math.IsNaN(lag.StdErr) {
+				c.run(results.LagTrendSlopeStdErr, lag.StdErr, est)
+			}
+			c.run(results.LagSLOThreshold, slo.Threshold, est)
 			c.run(results.LagSLOOK, b2f(lag.OK), est)
 		}
 	}
@@ -188,6 +195,37 @@ func (c *computation) verdictRows(v Verdict, in VerdictInput) {
 	for _, f := range v.Flags {
 		c.run(results.FlagMetric(f), 1, false)
 	}
+	c.lateRows()
+}
+
+// lateRows says what the analysis went ahead without: per node and target
+// the largest shortfall of its sources' samples before the window end,
+// and the run's largest (0 when every source reached the end).
+func (c *computation) lateRows() {
+	var runS float64
+	var by ordered[float64]
+	for _, l := range c.in.Pending.Late {
+		v := by.get(l.Kind + "\x00" + l.Name)
+		*v = max(*v, float64(l.ShortMs)/1000)
+		runS = max(runS, *v)
+	}
+	for _, k := range by.keys {
+		kind, name, _ := strings.Cut(k, "\x00")
+		scope := results.ScopeNode
+		if kind == "target" {
+			scope = results.ScopeTarget
+		}
+		c.add(scope, name, results.QualityLateS, *by.m[k], false)
+	}
+	c.run(results.QualityLateS, runS, false)
+}
+
+// lagSLO is the run's lag-trend objective: its spec's, else the analyzer's.
+func (c *computation) lagSLO() LagSLO {
+	if c.in.LagSLO.Threshold > 0 {
+		return c.in.LagSLO
+	}
+	return c.cfg.LagSLO()
 }
 
 func b2f(b bool) float64 {

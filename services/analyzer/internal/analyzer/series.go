@@ -191,45 +191,93 @@ type lagTrend struct {
 	Points  int  // sampled instants with a value
 	Verdict bool // enough points for a slope and a verdict
 	Slope   float64
-	OK      bool // Slope < LagThreshold
+	OK      bool // Slope < the SLO's threshold
+	// StdErr is the slope's standard error from the fit's residuals; a
+	// verdict within two of them of the threshold is not resolved by the
+	// window (Unresolved).
+	StdErr     float64
+	Unresolved bool
+	// FromMs is where the fit started (lagFitFromMs).
+	FromMs int64
 }
 
-// lagTrendOf samples the summed consumer lag every LagStep over the window
-// (after LagWarmup) and fits a least-squares line.
-func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Config) lagTrend {
-	if len(series) == 0 {
-		return lagTrend{}
+// lagTrendOf samples the summed consumer lag every LagStep from the fit's
+// start (lagFitFromMs: after the SLO's warm-up, inside the measurement
+// window) to the window end and fits a least-squares line. Only samples
+// taken at or after the fit's start count: the value at an instant is each
+// label set's latest sample in [from, instant], and an instant where some
+// label set has none yet is skipped rather than summed short — a lag of 0
+// sampled before the load started, carried into the window as "the latest
+// value", made the slope grow with the rate whatever the lag did.
+func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Config, slo LagSLO) lagTrend {
+	from := lagFitFromMs(m, slo)
+	lt := lagTrend{FromMs: from, Found: len(series) > 0}
+	labels := make([]string, 0, len(series))
+	for _, l := range sortedKeys(series) {
+		if inRange(series[l], from, m.MeasureEndMs) {
+			labels = append(labels, l)
+		}
 	}
-	from := m.MeasureStartMs + cfg.LagWarmup.Milliseconds()
+	if len(labels) == 0 {
+		return lt // a series, but no sample after the warm-up: no verdict
+	}
 	var xs, ys []float64
-	labels := sortedKeys(series)
 	step := cfg.LagStep.Milliseconds()
 	for t := from; t <= m.MeasureEndMs; t += step {
-		total, any := 0.0, false
+		total, all := 0.0, true
 		for _, l := range labels {
 			pts := series[l]
-			// The latest value at or before t, as an instant query sees it.
+			// The latest value in [from, t], as an instant query sees it
+			// with its look-back cut at the fit's start.
 			i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs > t })
-			if i > 0 {
-				total += pts[i-1].Value
-				any = true
+			if i == 0 || pts[i-1].TsMs < from {
+				all = false
+				break
 			}
+			total += pts[i-1].Value
 		}
-		if any {
+		if all {
 			xs = append(xs, float64(t-from)/1000)
 			ys = append(ys, total)
 		}
 	}
-	lt := lagTrend{Found: true, Points: len(xs)}
+	lt.Points = len(xs)
 	if lt.Points < cfg.LagMinPoints {
 		return lt
 	}
-	slope, _, ok := stats.LinearFit(xs, ys)
+	slope, intercept, ok := stats.LinearFit(xs, ys)
 	if !ok {
 		return lt
 	}
-	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < cfg.LagThreshold
+	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < slo.Threshold
+	lt.StdErr = slopeStdErr(xs, ys, slope, intercept)
+	lt.Unresolved = math.Abs(slope-slo.Threshold) < 2*lt.StdErr
 	return lt
+}
+
+// slopeStdErr is the standard error of a least-squares slope (NaN under
+// three points): sqrt(Σ residual² / (n − 2) / Σ (x − x̄)²). Consumer lag read
+// from committed offsets jumps by a commit interval's worth of load when a
+// commit comes late, so at high rates a short window's slope can be far
+// noisier than the SLO's threshold; the error says so.
+func slopeStdErr(xs, ys []float64, slope, intercept float64) float64 {
+	if len(xs) < 3 {
+		return math.NaN() // a line through two points has no residuals to tell
+	}
+	mx := stats.Mean(xs)
+	var ss, sxx float64
+	for i := range xs {
+		r := ys[i] - (intercept + slope*xs[i])
+		ss += r * r
+		sxx += (xs[i] - mx) * (xs[i] - mx)
+	}
+	return math.Sqrt(ss / float64(len(xs)-2) / sxx)
+}
+
+// inRange reports whether sorted pts has a point in [from, to].
+func inRange(pts []store.Point, from, to int64) bool {
+	i := sort.Search(len(pts), func(i int) bool { return pts[i].TsMs >= from })
+	return i < len(pts) && pts[i].TsMs <= to
 }
 
 // sortedKeys returns m's keys in order, so float sums over them are

@@ -74,7 +74,13 @@ func SummarizeConfig(configHash, factors string, values []store.Result, cfg Conf
 			CVFlag: s.N >= 2 && s.CV > cfg.CVThreshold, Estimated: c.est, RunIDs: c.runs})
 	}
 	if c, ok := by[results.LagTrendSlope]; ok {
-		ok := b2f(stats.Median(c.xs) < cfg.LagThreshold)
+		// The runs' own threshold (their spec's); the flag's for runs
+		// analysed before it was recorded.
+		threshold := cfg.LagThreshold
+		if t, ok := by[results.LagSLOThreshold]; ok && len(t.xs) > 0 {
+			threshold = stats.Median(t.xs)
+		}
+		ok := b2f(stats.Median(c.xs) < threshold)
 		s := stats.Summary{N: len(c.xs), Mean: ok, Median: ok, Min: ok, Max: ok, SD: math.NaN(), CV: math.NaN(), Level: cfg.ConfidenceLevel,
 			HalfWidth: math.NaN(), CILow: math.NaN(), CIHigh: math.NaN()}
 		out = append(out, store.ConfigResult{ConfigHash: configHash, Factors: factors, Metric: results.LagSLOOKMedianSlope,

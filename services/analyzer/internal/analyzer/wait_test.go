@@ -35,14 +35,33 @@ func newLiveRun(t *testing.T, st *store.Store, runID string, till int64) *liveRu
 	r := &liveRun{st: st, node: "n-" + runID, start: end - 10_000, next: -3}
 	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: runID, ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
 		Targets: []events.Target{{ID: "process/" + runID + "/sut-0", Kind: "process", Node: r.node, Role: "sut"}}}
+	storeBrokerSeries(t, st, runID, r.start)
+	r.upTo(t, till)
+	return r
+}
+
+// storeBrokerSeries stores the input topic's high-water marks of a run at
+// 100 msg/s, every second from 3 s before the window start to 3 s past its
+// 10 s end.
+func storeBrokerSeries(t *testing.T, st *store.Store, runID string, start int64) {
 	var pts []store.RunMetric
 	for k := int64(-3); k <= 13; k++ {
-		pts = append(pts, store.RunMetric{ExperimentID: "ew", RunID: runID, TsMs: r.start + k*1000, Name: analyzer.MetricInputHighWatermark,
+		pts = append(pts, store.RunMetric{ExperimentID: "ew", RunID: runID, TsMs: start + k*1000, Name: analyzer.MetricInputHighWatermark,
 			Labels: `{"topic":"in"}`, Value: float64(100 * (k + 3))})
 	}
 	require.NoError(t, st.InsertRunMetrics(context.Background(), pts))
-	r.upTo(t, till)
-	return r
+}
+
+// waitRedelivered waits for the analyzer to defer a run.measured
+// (JetStream redelivers it).
+func waitRedelivered(t *testing.T, ctx context.Context, b *bus.Bus) {
+	t.Helper()
+	cons, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerAnalyzer.Durable)
+	require.NoError(t, err)
+	testenv.Eventually(t, 30*time.Second, "the analyzer to defer the run.measured (redelivered)", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumRedelivered > 0
+	})
 }
 
 // upTo stores the samples of every second up to k (from the window start).
@@ -115,12 +134,7 @@ func TestAnalysisWaitsForTheLastSamples(t *testing.T) {
 	r := newLiveRun(t, st, "ew-r0000", 7) // samples up to 7 s of a 10 s window
 	require.NoError(t, b.Publish(ctx, *r.m, ""))
 
-	cons, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerAnalyzer.Durable)
-	require.NoError(t, err)
-	testenv.Eventually(t, 30*time.Second, "the analyzer to defer the run.measured (redelivered)", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumRedelivered > 0
-	})
+	waitRedelivered(t, ctx, b)
 	r.upTo(t, 12) // the collector's batch lands
 
 	got := analyzed("ew-r0000")

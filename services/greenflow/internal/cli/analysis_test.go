@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -121,7 +122,7 @@ func TestResultsByConfigInEveryFormat(t *testing.T) {
 	require.NoError(t, err)
 	head := recs[0]
 	require.Equal(t, []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
-		"median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated", "workload.sensors"}, head)
+		"ci_crosses_zero", "median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated", "workload.sensors"}, head)
 	col := func(rec []string, name string) string { return rec[slices.Index(head, name)] }
 	var aaaa []string
 	for _, rec := range recs[1:] {
@@ -158,4 +159,27 @@ func TestResultsByConfigInEveryFormat(t *testing.T) {
 	require.False(t, byHash["cccc"].Pareto, "dominated")
 
 	require.ErrorContains(t, cli.WriteConfigResults(&out, "xml", "e", rows), `--format "xml": expected table, csv or json`)
+}
+
+// A configuration whose energy per event varies too much over two
+// repetitions for its interval to stay above zero is marked ‡ and
+// explained; a negative dynamic energy's flag is explained under the runs.
+func TestTablesExplainFiguresThatAreNotPlain(t *testing.T) {
+	rows := []cli.ResultRow{row("e-r0000", "aaaa", "100", events.RunStateDone, 100, 10), row("e-r0001", "aaaa", "100", events.RunStateDone, 100, 90)}
+	rows[1].Flags = []string{results.FlagDynamicEnergyNegative}
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteResults(&out, "table", rows))
+	s := out.String()
+	require.Contains(t, s, "50.0 ± 508.2 ! ‡", "µJ/event: mean 50, t(0.975, 1)·56.6/√2; CV 113 %")
+	require.Contains(t, s, "‡ "+results.CICrossesZeroNote)
+	require.NotContains(t, s, "100 ± 0 ‡", "throughput's interval does not cross zero")
+	require.Contains(t, s, results.FlagDynamicEnergyNegative+": a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative")
+
+	// The same mark in the machine-readable forms.
+	out.Reset()
+	require.NoError(t, cli.WriteConfigResults(&out, "json", "e", rows))
+	var got []cli.ConfigSummaryJSON
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
+	require.True(t, got[0].Metrics["sut_uj_per_event"].CICrossesZero)
+	require.False(t, got[0].Metrics["throughput_eps"].CICrossesZero)
 }

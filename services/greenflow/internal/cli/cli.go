@@ -82,7 +82,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "prune":
 		err = runPrune(ctx, args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintf(stdout, "greenflow %s (commit %s)\n", version.Version, version.Commit())
+		fmt.Fprintf(stdout, "greenflow %s (commit %s; from %s)\n", version.Version, version.Commit(), version.CommitSource())
 	case "compare":
 		err = runCompare(ctx, args[1:], stdout, stderr)
 	case "export":

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 //	results.csv  long form: run_id, config_hash, scope, subject, metric, value, unit, estimated
 //	samples.csv  every sample of the runs' nodes during the runs' phases, with run, phase, role
 //	summary.csv  per configuration and metric: n, mean, sd, cv, CI, median, min, max, flags
+//	provenance.json  spec (resolved) and its hash, version, commit, machine, seed, meters per configuration
 //
 // It returns the paths written.
 func Export(ctx context.Context, st *store.Store, experimentID, dir string, withSamples bool) ([]string, error) {
@@ -66,6 +68,11 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 		x.hashOf[r.RunID] = r.ConfigHash
 	}
 	var written []string
+	path, err := writeProvenance(ctx, st, experimentID, dir)
+	if err != nil {
+		return written, err
+	}
+	written = append(written, path)
 	for _, f := range []struct {
 		name string
 		fill func(*csv.Writer) error
@@ -83,6 +90,23 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 		written = append(written, path)
 	}
 	return written, nil
+}
+
+// writeProvenance writes provenance.json into dir.
+func writeProvenance(ctx context.Context, st *store.Store, experimentID, dir string) (string, error) {
+	p, err := st.Provenance(ctx, experimentID)
+	if err != nil {
+		return "", err
+	}
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("encode provenance of %s: %w", experimentID, err)
+	}
+	path := filepath.Join(dir, "provenance.json")
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return path, nil
 }
 
 // writeCSV writes the file at path with fill.

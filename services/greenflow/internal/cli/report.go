@@ -8,7 +8,9 @@ import (
 	"html/template"
 	"io"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +48,45 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
+// provenanceRows lays provenance out for the report: one labelled row per
+// fact, JSON values compact, every gap said.
+func provenanceRows(p results.Provenance) [][2]string {
+	compact := func(raw []byte) string {
+		var b bytes.Buffer
+		if len(raw) == 0 || json.Compact(&b, raw) != nil {
+			return "not recorded"
+		}
+		return b.String()
+	}
+	commit := p.Commit
+	if p.CommitNote != "" {
+		commit += " — " + p.CommitNote
+	}
+	out := [][2]string{{"spec hash", p.SpecHash}, {"greenflow version", p.GreenflowVersion}, {"commit", commit},
+		{"seed", strconv.FormatInt(p.Seed, 10)}, {"machine (scheduler)", compact(p.Machine)}}
+	for _, m := range p.Meters {
+		v := "requested " + compact(m.Requested)
+		if len(m.Effective) > 0 {
+			v += "; effective " + compact(m.Effective)
+		} else if m.EffectiveNote != "" {
+			v += "; effective " + m.EffectiveNote
+		}
+		out = append(out, [2]string{"meters of config " + shortHash(m.ConfigHash), v})
+	}
+	for _, x := range p.Missing {
+		out = append(out, [2]string{"missing", x})
+	}
+	return out
+}
+
+// appendOnce appends s to list unless it is there.
+func appendOnce(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
+
 // reportData feeds the page template.
 type reportData struct {
 	ID, Name, State, Created, Version, Commit string
@@ -59,9 +100,15 @@ type reportData struct {
 	ParetoNote                                string
 	PowerPlots                                []template.HTML
 	PowerNote                                 string
-	RunHead                                   []string
-	RunRows                                   [][]string
-	Generated                                 string
+	// Provenance is what the results were produced from, as label/value
+	// rows.
+	Provenance [][2]string
+	// SummaryNotes explain marked intervals (crossing zero), RunNotes the
+	// flags that change how a run's figures read.
+	SummaryNotes, RunNotes []string
+	RunHead                []string
+	RunRows                [][]string
+	Generated              string
 }
 
 // Report renders an experiment as one self-contained HTML page.
@@ -79,6 +126,11 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 			d.Created = time.UnixMilli(e.CreatedMs).UTC().Format(time.RFC3339)
 		}
 	}
+	prov, err := st.Provenance(ctx, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	d.Provenance = provenanceRows(prov)
 	sums := SummarizeRuns(rows, DefaultLevel)
 	for _, s := range sums {
 		d.Estimated = d.Estimated || s.Estimated
@@ -93,7 +145,12 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	for _, s := range sums {
 		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs))}
 		for _, c := range summaryColumns {
-			cells = append(cells, meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold))
+			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
+			if crossesZero(c.metric, s.Metrics[c.metric]) {
+				cell += " ‡"
+				d.SummaryNotes = appendOnce(d.SummaryNotes, "‡ "+results.CICrossesZeroNote)
+			}
+			cells = append(cells, cell)
 		}
 		cells = append(cells, lagVerdict(s), map[bool]string{true: "yes", false: ""}[s.Pareto])
 		d.Summary = append(d.Summary, cells)
@@ -132,7 +189,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	}
 
 	d.RunHead = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
-		"gaps", "estimated"}
+		"gaps", "estimated", "flags"}
 	for _, r := range rows {
 		metric := func(name, format string) string {
 			v, ok := r.Metrics[name]
@@ -148,7 +205,10 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		d.RunRows = append(d.RunRows, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
 			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), metric(results.QualitySampleGaps, "%.0f"),
-			map[bool]string{true: "yes", false: ""}[r.Estimated]})
+			map[bool]string{true: "yes", false: ""}[r.Estimated], flagList(r.Flags)})
+	}
+	for _, f := range explainedFlags(rows) {
+		d.RunNotes = appendOnce(d.RunNotes, f.Name+": "+f.Help)
 	}
 	var buf bytes.Buffer
 	if err := reportPage.Execute(&buf, d); err != nil {
@@ -342,6 +402,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
 <p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
 <table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
 {{range .Summary}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .SummaryNotes}}<p class="note">{{.}}</p>{{end}}
 
 <h2>Energy per event vs load</h2>
 {{range .LoadPlots}}{{.}}{{end}}
@@ -356,8 +417,13 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
 {{range .PowerPlots}}{{.}}{{end}}
 {{if .PowerNote}}<p class="note">{{.PowerNote}}</p>{{end}}
 
+<h2>Provenance</h2>
+<table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>
+<p class="note">The resolved spec is in <code>greenflow export</code>'s provenance.json and the results API.</p>
+
 <h2>Runs</h2>
 <table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
 {{range .RunRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .RunNotes}}<p class="note">{{.}}</p>{{end}}
 </body></html>
 `))

@@ -147,6 +147,9 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		if anyEst {
 			fmt.Fprintln(w, "* estimated: no hardware energy counter was readable; figures come from the CPU-utilisation power model")
 		}
+		for _, f := range explainedFlags(rows) {
+			fmt.Fprintf(w, "%s: %s\n", f.Name, f.Help)
+		}
 		// With repetitions, the per-configuration statistics follow.
 		sums := SummarizeRuns(rows, DefaultLevel)
 		for _, s := range sums {
@@ -178,6 +181,25 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		return enc.Encode(rows)
 	}
 	return fmt.Errorf("--format %q: expected table, csv or json", format)
+}
+
+// explainedFlags are the flags of rows that change how their figures read
+// (a negative dynamic energy), with what they mean: such a figure is not
+// printed as a plain number without its explanation.
+func explainedFlags(rows []ResultRow) []results.Flag {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		for _, f := range r.Flags {
+			seen[f] = true
+		}
+	}
+	var out []results.Flag
+	for _, f := range results.Flags() {
+		if seen[f.Name] && f.Name == results.FlagDynamicEnergyNegative {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // flagList prints flags comma-separated, "-" for none.

@@ -130,7 +130,7 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	}
 	head = append(head, "LAG SLO", "PARETO")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
-	anyEst := false
+	anyEst, anyZero := false, false
 	for _, s := range sums {
 		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs))}
 		for _, c := range summaryColumns {
@@ -138,6 +138,10 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
 				cell += "*"
 				anyEst = true
+			}
+			if crossesZero(c.metric, s.Metrics[c.metric]) {
+				cell += " ‡"
+				anyZero = true
 			}
 			cells = append(cells, cell)
 		}
@@ -150,14 +154,17 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	if anyEst {
 		fmt.Fprintln(w, "* estimated (utilisation power model)")
 	}
+	if anyZero {
+		fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
+	}
 	return nil
 }
 
 // writeSummaryCSV writes the per-configuration statistics in long form: one
 // row per configuration and metric, with the factors as the last columns.
 func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, factorNames []string) error {
-	head := []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high", "median",
-		"min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated"}
+	head := []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
+		"ci_crosses_zero", "median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated"}
 	if err := w.Write(append(head, factorNames...)); err != nil {
 		return err
 	}
@@ -165,7 +172,8 @@ func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, f
 		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
 			v := s.Metrics[m]
 			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
-				csvNum(v.SD), csvNum(v.CV), csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
+				csvNum(v.SD), csvNum(v.CV), csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh),
+				csvBool(crossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
 				csvBool(v.N >= 2 && v.CV > DefaultCVThreshold), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m))}
 			for _, f := range factorNames {
 				rec = append(rec, s.Factors[f])
@@ -181,19 +189,22 @@ func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, f
 // SummaryStat is one metric of a configuration in JSON: NaN (undefined
 // for one run) is null.
 type SummaryStat struct {
-	Unit      string   `json:"unit,omitempty"`
-	N         int      `json:"n"`
-	Mean      *float64 `json:"mean"`
-	SD        *float64 `json:"sd"`
-	CV        *float64 `json:"cv"`
-	CILevel   float64  `json:"ci_level"`
-	CILow     *float64 `json:"ci_low"`
-	CIHigh    *float64 `json:"ci_high"`
-	Median    *float64 `json:"median"`
-	Min       *float64 `json:"min"`
-	Max       *float64 `json:"max"`
-	CVFlag    bool     `json:"cv_flag"`
-	Estimated bool     `json:"estimated"`
+	Unit    string   `json:"unit,omitempty"`
+	N       int      `json:"n"`
+	Mean    *float64 `json:"mean"`
+	SD      *float64 `json:"sd"`
+	CV      *float64 `json:"cv"`
+	CILevel float64  `json:"ci_level"`
+	CILow   *float64 `json:"ci_low"`
+	CIHigh  *float64 `json:"ci_high"`
+	// CICrossesZero: the interval reaches below zero for a quantity that
+	// cannot be negative — the runs vary too much for it to say more.
+	CICrossesZero bool     `json:"ci_crosses_zero"`
+	Median        *float64 `json:"median"`
+	Min           *float64 `json:"min"`
+	Max           *float64 `json:"max"`
+	CVFlag        bool     `json:"cv_flag"`
+	Estimated     bool     `json:"estimated"`
 }
 
 // ConfigSummaryJSON is a configuration's statistics in JSON.
@@ -221,12 +232,18 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 			Estimated: s.Estimated, Metrics: map[string]SummaryStat{}}
 		for m, v := range s.Metrics {
 			c.Metrics[m] = SummaryStat{Unit: results.Unit(m), N: v.N, Mean: num(v.Mean), SD: num(v.SD), CV: num(v.CV), CILevel: v.Level,
-				CILow: num(v.CILow), CIHigh: num(v.CIHigh), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),
+				CILow: num(v.CILow), CIHigh: num(v.CIHigh), CICrossesZero: crossesZero(m, v), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),
 				CVFlag: v.N >= 2 && v.CV > DefaultCVThreshold, Estimated: s.Estimated && results.Estimable(m)}
 		}
 		out = append(out, c)
 	}
 	return out
+}
+
+// crossesZero reports whether a summary's interval reaches below zero for a
+// metric that cannot be negative (results.CICrossesZero).
+func crossesZero(metric string, s stats.Summary) bool {
+	return s.N >= 2 && !math.IsNaN(s.HalfWidth) && results.CICrossesZero(metric, s.Mean-s.HalfWidth)
 }
 
 // lagVerdict is Theodolite's verdict over repetitions: the median lag-trend

@@ -85,9 +85,25 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 			} `json:"metrics"`
 		} `json:"configs"`
 		ParetoFront []string `json:"pareto_front"`
+		Provenance  struct {
+			SpecHash string            `json:"spec_hash"`
+			Commit   string            `json:"commit"`
+			Spec     json.RawMessage   `json:"spec"`
+			Machine  map[string]any    `json:"machine"`
+			Meters   []json.RawMessage `json:"meters"`
+		} `json:"provenance"`
 	}
 	require.NoError(t, json.Unmarshal(body, &doc))
 	require.Len(t, doc.Runs, 4)
+	// Provenance: what the results came from, with the experiment's record.
+	exp, err := st.Store.GetExperiment(ctx, id)
+	require.NoError(t, err)
+	require.Equal(t, exp.SpecHash, doc.Provenance.SpecHash)
+	require.NotEmpty(t, doc.Provenance.SpecHash)
+	require.Equal(t, exp.GitCommit, doc.Provenance.Commit)
+	require.NotEmpty(t, doc.Provenance.Spec)
+	require.NotEmpty(t, doc.Provenance.Machine["num_cpu"])
+	require.Len(t, doc.Provenance.Meters, 2, "one meter configuration per configuration")
 	require.Len(t, doc.Configs, 2)
 	require.NotEmpty(t, doc.ParetoFront)
 	byHash := map[string]cli.ConfigSummary{}
@@ -173,6 +189,15 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Equal(t, string(summaryFile), byConfig)
 	require.NotEmpty(t, readCSV("phases.csv"))
 	require.Len(t, readCSV("targets.csv"), 4)
+	provJSON, err := os.ReadFile(filepath.Join(dir, "provenance.json"))
+	require.NoError(t, err)
+	var prov struct {
+		SpecHash string `json:"spec_hash"`
+		Seed     int64  `json:"seed"`
+	}
+	require.NoError(t, json.Unmarshal(provJSON, &prov))
+	require.Equal(t, exp.SpecHash, prov.SpecHash)
+	require.Equal(t, exp.Seed, prov.Seed)
 
 	out := filepath.Join(t.TempDir(), "report.html")
 	run("report", id, "-o", out)
@@ -180,6 +205,8 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.NoError(t, err)
 	html := string(page)
 	require.NotContains(t, html, "<script", "self-contained, no scripts")
+	require.Contains(t, html, "<h2>Provenance</h2>")
+	require.Contains(t, html, exp.SpecHash)
 	svgs := strings.Count(html, "<svg ")
 	require.Equal(t, 3+4, svgs, "two load plots, the Pareto front and one power plot per run")
 	// Every inline SVG is well-formed XML.

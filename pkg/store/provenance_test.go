@@ -1,0 +1,57 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+func TestProvenance(t *testing.T) {
+	t.Parallel()
+	s := testenv.Store(t)
+	ctx := context.Background()
+	meters := `{"source":"auto","model":{"idleWatts":1.48,"maxWatts":7},"interval":"500ms"}`
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "p1", Name: "cap", Spec: `{"spec":{"seed":7}}`, SpecHash: "h1",
+		GreenflowVersion: "dev", GitCommit: "abc", Environment: `{"num_cpu":2}`, Seed: 7}))
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{
+		{ExperimentID: "p1", RunID: "p1-r0000", ConfigHash: "c2", Config: `{"meters":` + meters + `}`},
+		{ExperimentID: "p1", RunID: "p1-r0001", ConfigHash: "c1", Config: `{"meters":{"source":"rapl"}}`},
+		{ExperimentID: "p1", RunID: "p1-r0002", ConfigHash: "c2", Config: `{"meters":` + meters + `}`}}))
+	p, err := s.Provenance(ctx, "p1")
+	require.NoError(t, err)
+	require.Equal(t, "h1", p.SpecHash)
+	require.Equal(t, "abc", p.Commit)
+	require.Empty(t, p.CommitNote)
+	require.Equal(t, int64(7), p.Seed)
+	require.JSONEq(t, `{"num_cpu":2}`, string(p.Machine))
+	require.Len(t, p.Meters, 2, "one per configuration")
+	require.Equal(t, "c1", p.Meters[0].ConfigHash)
+	require.JSONEq(t, meters, string(p.Meters[1].Requested))
+	require.Equal(t, results.EffectiveMetersNote, p.Meters[1].EffectiveNote)
+	require.Empty(t, p.Missing)
+	_, err = json.Marshal(p)
+	require.NoError(t, err)
+
+	// A record whose commit is unknown says why.
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "p2", GitCommit: "unknown"}))
+	p, err = s.Provenance(ctx, "p2")
+	require.NoError(t, err)
+	require.Equal(t, "unknown", p.Commit)
+	require.Equal(t, results.CommitUnknownNote, p.CommitNote)
+
+	// Runs without a record: what they say, and what is missing.
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "p3", RunID: "p3-r0000", ConfigHash: "c", Config: `{}`}}))
+	p, err = s.Provenance(ctx, "p3")
+	require.NoError(t, err)
+	require.NotEmpty(t, p.Missing)
+	require.Len(t, p.Meters, 1)
+
+	_, err = s.Provenance(ctx, "nope")
+	require.ErrorIs(t, err, store.ErrNotFound)
+}

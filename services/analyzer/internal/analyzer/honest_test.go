@@ -1,0 +1,63 @@
+package analyzer_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
+)
+
+// TestResultsAPIMarksIntervalsCrossingZero: two repetitions whose nodes
+// drew 12 W and 30 W against a 10 W baseline have dynamic node energies of
+// 40 J and 400 J; the 95 % interval of their mean (t = 12.7 with one degree
+// of freedom) reaches far below zero. The API marks it, and says why, rather
+// than serving a negative lower bound of an energy as a plain number.
+func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
+	t.Parallel()
+	st := testenv.Store(t)
+	ctx := context.Background()
+	a := newAnalyzer(t, st)
+	for i, w := range []float64{12, 30} {
+		m := runFixture(t, st, "e1-r000"+string(rune('0'+i)), "cz", int64(i)*100_000, w, 0)
+		_, err := a.AnalyzeAndStore(ctx, m)
+		require.NoError(t, err)
+	}
+	srv := resultsServer(t, a)
+	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var doc struct {
+		Configs []struct {
+			Metrics map[string]struct {
+				Mean          float64 `json:"mean"`
+				CILow         float64 `json:"ci_low"`
+				CICrossesZero bool    `json:"ci_crosses_zero"`
+			} `json:"metrics"`
+		} `json:"configs"`
+		Notes map[string]string `json:"notes"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&doc))
+	require.Len(t, doc.Configs, 1)
+	dyn := doc.Configs[0].Metrics[results.DynamicNodeEnergyJ]
+	require.InDelta(t, 220.0, dyn.Mean, 1e-9)
+	require.Less(t, dyn.CILow, 0.0)
+	require.True(t, dyn.CICrossesZero)
+	require.False(t, doc.Configs[0].Metrics[results.LagTrendSlope].CICrossesZero, "a slope may be negative")
+	require.Equal(t, results.CICrossesZeroNote, doc.Notes["ci_crosses_zero"])
+}
+
+// resultsServer serves a's results API until the test ends.
+func resultsServer(t *testing.T, a *analyzer.Analyzer) *httptest.Server {
+	mux := http.NewServeMux()
+	a.RegisterHTTP(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
