@@ -396,11 +396,15 @@ type SeriesWatermark struct {
 // the series with samples at or after fromMs, ordered by node, scope, target
 // and source.
 func (s *Store) SampleWatermarks(ctx context.Context, nodes, targetIDs []string, fromMs int64) ([]SeriesWatermark, error) {
+	if len(nodes) == 0 {
+		return nil, nil
+	}
 	var out []SeriesWatermark
 	err := query(ctx, s.conn, fmt.Sprintf("read sample watermarks from %d", fromMs), `SELECT node, scope, target_id, source, min(ts_ms), max(ts_ms) FROM samples
-		WHERE has(?, node) AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?
-		  AND (scope = 'node' OR (scope IN ('process', 'pod') AND has(?, target_id)))
-		GROUP BY node, scope, target_id, source ORDER BY node, scope, target_id, source`, []any{nodes, fromMs, fromMs, append([]string{""}, targetIDs...)},
+		WHERE node IN ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?
+		  AND (scope = 'node' OR (scope IN ('process', 'pod') AND target_id IN ?))
+		GROUP BY node, scope, target_id, source ORDER BY node, scope, target_id, source`,
+		[]any{set(nodes), fromMs, fromMs, set(append([]string{""}, targetIDs...))},
 		func(rows driver.Rows) error {
 			var w SeriesWatermark
 			if err := rows.Scan(&w.Node, &w.Scope, &w.TargetID, &w.Source, &w.FirstMs, &w.LatestMs); err != nil {

@@ -188,6 +188,7 @@ func TestSampleQueriesReadTheirRunNotTheHistory(t *testing.T) {
 		Targets []string
 		Samples []store.Sample
 		Power   []store.PowerBucket
+		Marks   []store.SeriesWatermark
 	}
 	read := func(ctx context.Context) answers {
 		var a answers
@@ -206,6 +207,8 @@ func TestSampleQueriesReadTheirRunNotTheHistory(t *testing.T) {
 		}), "each sample")
 		a.Power, err = s.PowerOverTime(ctx, nodes, t0, t0+4000, 2000, roles)
 		require.NoError(t, err, "power over time")
+		a.Marks, err = s.SampleWatermarks(ctx, nodes, []string{"process/sut"}, t0+2000)
+		require.NoError(t, err, "sample watermarks")
 		return a
 	}
 	want := read(ctx)
