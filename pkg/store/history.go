@@ -23,6 +23,12 @@ func (s *Store) ReplicateSamples(ctx context.Context, fromMs, toMs, shiftMs int6
 	return nil
 }
 
+// HistoryEndMs is where the benchmarks' shared history ends (2025-10-09
+// 06:06:40 UTC): every benchmark that builds it (GenerateSampleHistory with
+// the same size) finds the one an earlier benchmark built, and the runs they
+// measure come after it.
+const HistoryEndMs = int64(1_759_990_000_000)
+
 // HistorySeries is how many series GenerateSampleHistory spreads a day's
 // rows over: 80 nodes (n0…n3, the nodes benchmarks measure their run on,
 // and h4…h79, another testbed's) of 100 process targets each.

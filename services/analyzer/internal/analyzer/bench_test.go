@@ -5,11 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
@@ -126,49 +123,20 @@ func setupOneHour(b *testing.B) {
 	oneHour.rows, oneHour.err = insertOneHour(context.Background(), st, oneHour.m)
 }
 
-// historyRows is the size of BenchmarkAnalyzeOneHourAfterHistory's history
-// (GREENFLOW_BENCH_HISTORY_ROWS; 30 M by default, 300 M in `make bench`),
-// spread over the 365 days before the run: a year of other runs in a
-// shared database, 5 % of them on the run's own nodes.
-func historyRows(b *testing.B) uint64 {
-	if v := os.Getenv("GREENFLOW_BENCH_HISTORY_ROWS"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		require.NoError(b, err, "GREENFLOW_BENCH_HISTORY_ROWS")
-		return n
-	}
-	return 30_000_000
-}
-
-// setupHistory builds the history database, or finds it built by an
-// earlier run when testenv.EnvClickHouseDir keeps the server's data (as
-// `make bench` does): generating 300 M rows takes minutes.
+// setupHistory puts the one-hour run after the benchmarks' shared history
+// (testenv.HistoryStore), unless an earlier binary did.
 func setupHistory(b *testing.B) {
 	ctx := context.Background()
-	const days = 365
-	rows := historyRows(b)
-	st := testenv.NamedStore(b, fmt.Sprintf("bench_history_%d", rows))
+	st, have := testenv.HistoryStore(b)
 	historyHour.st, historyHour.m = st, oneHourRun()
-	began := time.Now()
-	have, err := st.GenerateSampleHistory(ctx, oneHourRun().BaselineStart-3_600_000, days, rows/days, func(done int) {
-		if done%73 == 0 {
-			b.Logf("history: %d of %d days (%s)", done, days, time.Since(began).Round(time.Second))
-		}
-	})
-	if err != nil {
-		historyHour.err = err
-		return
-	}
-	b.Logf("history: %d rows ready in %s", have, time.Since(began).Round(time.Second))
 	present, err := st.NodesSampledFrom(ctx, []string{"n0"}, historyHour.m.BaselineStart)
 	if err != nil {
 		historyHour.err = err
 		return
 	}
-	var run uint64
+	run := uint64((benchWindowS + benchBaselineS) * benchNodes * (benchTargetsPerNode + 2))
 	if len(present) == 0 {
 		run, historyHour.err = insertOneHour(ctx, st, historyHour.m)
-	} else {
-		run = uint64((benchWindowS + benchBaselineS) * benchNodes * (benchTargetsPerNode + 2))
 	}
 	historyHour.rows = have + run
 }
@@ -203,7 +171,7 @@ func analyseOnce(ctx context.Context, a *analyzer.Analyzer, m *events.RunMeasure
 func BenchmarkAnalyzeOneHour(b *testing.B) { benchOneHour(b, &oneHour, setupOneHour, analyseOnce) }
 
 // BenchmarkAnalyzeOneHourAfterHistory is BenchmarkAnalyzeOneHour on a
-// database that also holds a year of other runs (historyRows): the analysis
+// database that also holds a year of other runs (testenv.HistoryStore): the analysis
 // reads only the run's own samples (the key and the day partitions), so its
 // time must not grow with the history (with has(?, node) it took 3.6 s at
 // 28 M rows; the target is under 1 s at 300 M).
