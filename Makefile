@@ -75,13 +75,15 @@ lint: ## gofmt and go vet
 
 # The history benchmarks keep their ClickHouse data in .cache/bench-clickhouse:
 # the 300 M-row history takes about 5 minutes to generate the first time and
-# is reused after (BENCH_HISTORY_ROWS=30000000 for a quicker look).
+# is reused after (BENCH_HISTORY_ROWS=30000000 for a quicker look). Packages
+# run one at a time (-p 1): they share that server directory, and timings
+# taken side by side would measure each other.
 BENCH_HISTORY_ROWS ?= 300000000
 
 .PHONY: bench
 bench: deps ## run the Go benchmarks (codec, aggregation, meters, analysis on a 300 M-row history)
 	GREENFLOW_TEST_CLICKHOUSE_DIR=$(CURDIR)/.cache/bench-clickhouse GREENFLOW_BENCH_HISTORY_ROWS=$(BENCH_HISTORY_ROWS) \
-	$(GO) test -timeout 60m -run '^$$' -bench . -benchmem ./pkg/... ./services/...
+	$(GO) test -p 1 -timeout 60m -run '^$$' -bench . -benchmem ./pkg/... ./services/...
 
 .PHONY: loadtest
 loadtest: deps build ## load tests of the platform itself (loopback only, stop by themselves)
