@@ -1,7 +1,9 @@
 package stats
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -130,4 +132,33 @@ func ParetoFront(pts []Point) []int {
 	}
 	sort.SliceStable(front, func(i, j int) bool { return pts[front[i]].X < pts[front[j]].X })
 	return front
+}
+
+// Holm adjusts p-values for testing them together (Holm–Bonferroni,
+// step-down): comparing many groups with one baseline at level α, a
+// difference counts where its adjusted p is below α, and the chance of any
+// false difference stays at most α. NaN stays NaN and is not counted among
+// the tests.
+func Holm(p []float64) []float64 {
+	type iv struct {
+		i int
+		p float64
+	}
+	var valid []iv
+	out := make([]float64, len(p))
+	for i, v := range p {
+		out[i] = math.NaN()
+		if !math.IsNaN(v) {
+			valid = append(valid, iv{i, v})
+		}
+	}
+	slices.SortStableFunc(valid, func(a, b iv) int { return cmp.Compare(a.p, b.p) })
+	m := len(valid)
+	running := 0.0
+	for k, x := range valid {
+		adj := math.Min(1, float64(m-k)*x.p)
+		running = math.Max(running, adj) // adjusted p-values never decrease
+		out[x.i] = running
+	}
+	return out
 }

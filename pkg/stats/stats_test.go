@@ -178,3 +178,18 @@ func TestParetoFront(t *testing.T) {
 		})
 	}
 }
+
+func TestHolm(t *testing.T) {
+	// Three tests: sorted p 0.01, 0.02, 0.04 → 0.03, 0.04, 0.04 (monotone).
+	got := stats.Holm([]float64{0.04, 0.01, math.NaN(), 0.02})
+	want := []float64{0.04, 0.03, math.NaN(), 0.04}
+	for i := range want {
+		if math.IsNaN(want[i]) {
+			require.True(t, math.IsNaN(got[i]), "NaN stays NaN")
+			continue
+		}
+		require.InDelta(t, want[i], got[i], 1e-12, "p[%d]", i)
+	}
+	require.InDelta(t, 0.9, stats.Holm([]float64{0.9})[0], 1e-12, "one test is its own p")
+	require.InDelta(t, 1, stats.Holm([]float64{0.6, 0.7})[0], 1e-12, "2 × 0.6 capped at 1")
+}

@@ -6,7 +6,7 @@
 //	validate  check a spec and render the system under test (submit.go)
 //	submit    publish an experiment; --watch follows it (submit.go, watch.go)
 //	results   per-run results and per-configuration statistics (results.go, summary.go)
-//	compare   Welch's t-test between two experiments or configurations (compare.go)
+//	compare   Welch's t-tests between experiments or configurations, two or more (compare.go, compare_many.go)
 //	export    tidy CSV files for a notebook (export.go)
 //	report    a self-contained HTML report with SVG plots (report.go, svg.go)
 //	list      experiments and their state, from the scheduler (status.go)
@@ -40,7 +40,7 @@ Usage:
   greenflow validate -f SPEC [--set path=value]...
   greenflow submit   -f SPEC [--set path=value]... [--watch] [--yes]
   greenflow results  EXPERIMENT [--format table|csv|json] [--by run|config]   per-run results, or per configuration: n, mean, SD, 95% CI
-  greenflow compare  A B                                                       Welch's t-test between two experiments or configurations
+  greenflow compare  A B [C …] [--plot FILE.svg]                               Welch's t-test between experiments or configurations
   greenflow export   EXPERIMENT --dir DIR                                      tidy CSV files for a notebook
   greenflow report   EXPERIMENT [-o FILE]                                      self-contained HTML report with SVG plots
   greenflow list                                                               experiments and their state

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -12,6 +14,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
+	"github.com/greenflow/greenflow/pkg/store"
 )
 
 // compareMetrics are the headline metrics compared, in print order.
@@ -55,50 +58,138 @@ type Comparison struct {
 
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("compare", stderr)
-	exp := fs.String("experiment", "", "compare two configurations (config hashes or unique prefixes) of this experiment")
+	exp := fs.String("experiment", "", "compare configurations (config hashes or unique prefixes) of this experiment")
 	level := fs.Float64("level", DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
-	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 2, "expected two arguments A B: experiment ids, or config hashes with --experiment")
+	format := fs.String("format", "table", "table, csv or json (csv and json: every group against the first, Holm-adjusted)")
+	plotFile := fs.String("plot", "", "also write an SVG plot of --metric by group (repetitions, mean and interval) to this file")
+	metric := fs.String("metric", results.SUTMicroJPerEvent, "the metric of --plot")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, analysisUsage)
+		fmt.Fprint(stderr, "\ngreenflow compare A B [C …]: experiments (EXP), configurations of experiments (EXP:HASH-PREFIX), or with\n"+
+			"--experiment EXP its configurations (HASH-PREFIX). Two: Welch's t-test of B - A; more: each against A, Holm-adjusted.\n\nFlags of compare:\n")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 2 {
+		return errors.New("expected at least two arguments A B …: experiment ids (EXP or EXP:HASH-PREFIX), or config hashes with --experiment")
+	}
+	if *format != "table" && *format != "csv" && *format != "json" {
+		return fmt.Errorf("--format %q: expected table, csv or json", *format)
+	}
+	if !(*level > 0 && *level < 1) {
+		return fmt.Errorf("--level %g: expected a confidence level between 0 and 1", *level)
+	}
+	st, closeStore, err := openStore(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	var cmps []Comparison
-	if *exp != "" {
-		rows, err := LoadResults(ctx, st, *exp)
+	groups, err := compareGroups(ctx, st, *exp, pos)
+	if err != nil {
+		return err
+	}
+	if *plotFile != "" {
+		svg, err := ComparePlotSVG(groups, *metric, *level)
 		if err != nil {
-			return err
+			return fmt.Errorf("--plot: %w", err)
 		}
-		a, err := selectConfig(rows, pos[0])
-		if err != nil {
-			return err
-		}
-		b, err := selectConfig(rows, pos[1])
-		if err != nil {
-			return err
-		}
-		cmps = []Comparison{{A: NewGroup(pos[0]+" "+factors(a[0].Factors), a), B: NewGroup(pos[1]+" "+factors(b[0].Factors), b)}}
-	} else {
-		ra, err := LoadResults(ctx, st, pos[0])
-		if err != nil {
-			return err
-		}
-		rb, err := LoadResults(ctx, st, pos[1])
-		if err != nil {
-			return err
-		}
-		if cmps, err = MatchExperiments(pos[0], ra, pos[1], rb); err != nil {
-			return err
+		if err := os.WriteFile(*plotFile, []byte(svg), 0o644); err != nil {
+			return fmt.Errorf("--plot: %w", err)
 		}
 	}
-	for i, cmp := range cmps {
-		if i > 0 {
-			fmt.Fprintln(stdout)
+	if len(pos) == 2 && *format == "table" {
+		// Two sides: the pairwise table, matching the factor combinations of
+		// two experiments that both ran several.
+		cmps := []Comparison{{A: groups[0], B: groups[1]}}
+		if *exp == "" && len(groups) > 2 {
+			if cmps, err = matchStored(ctx, st, pos[0], pos[1]); err != nil {
+				return err
+			}
 		}
-		if err := WriteComparison(stdout, cmp, *level); err != nil {
-			return err
+		for i, cmp := range cmps {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			if err := WriteComparison(stdout, cmp, *level); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return WriteCompareMany(stdout, *format, groups, *level)
+}
+
+// matchStored pairs the factor combinations two experiments share.
+func matchStored(ctx context.Context, st *store.Store, a, b string) ([]Comparison, error) {
+	ra, err := LoadResults(ctx, st, a)
+	if err != nil {
+		return nil, err
+	}
+	rb, err := LoadResults(ctx, st, b)
+	if err != nil {
+		return nil, err
+	}
+	return MatchExperiments(a, ra, b, rb)
+}
+
+// compareGroups reads the groups the arguments name: with experiment, its
+// configurations by hash prefix; otherwise EXP:HASH-PREFIX for one
+// configuration of an experiment, or EXP for each of its configurations.
+func compareGroups(ctx context.Context, st *store.Store, experiment string, args []string) ([]Group, error) {
+	loaded := map[string][]ResultRow{}
+	load := func(id string) ([]ResultRow, error) {
+		if rows, ok := loaded[id]; ok {
+			return rows, nil
+		}
+		rows, err := LoadResults(ctx, st, id)
+		if err == nil && len(rows) == 0 {
+			err = fmt.Errorf("experiment %s: no runs stored", id)
+		}
+		loaded[id] = rows
+		return rows, err
+	}
+	var groups []Group
+	for _, arg := range args {
+		id, prefix, hasPrefix := strings.Cut(arg, ":")
+		if experiment != "" {
+			id, prefix, hasPrefix = experiment, arg, true
+		}
+		rows, err := load(id)
+		if err != nil {
+			return nil, err
+		}
+		if hasPrefix {
+			sel, err := selectConfig(rows, prefix)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", arg, err)
+			}
+			groups = append(groups, NewGroup(groupLabel(labelExp(experiment, id), sel[0].ConfigHash, sel[0].Factors), sel))
+			continue
+		}
+		by, keys := byFactors(doneRows(rows))
+		if len(keys) == 0 {
+			return nil, fmt.Errorf("%s: no done run with results", arg)
+		}
+		for _, k := range keys {
+			label := id
+			if len(keys) > 1 {
+				label = groupLabel(id, "", by[k][0].Factors)
+			}
+			groups = append(groups, NewGroup(label, by[k]))
 		}
 	}
-	return nil
+	return groups, nil
+}
+
+// labelExp leaves the experiment out of a label when every group is of it.
+func labelExp(experiment, id string) string {
+	if experiment != "" {
+		return ""
+	}
+	return id
 }
 
 // doneRows keeps the runs that finished with results.

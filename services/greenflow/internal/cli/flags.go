@@ -139,8 +139,10 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 
 // analysisUsage lists the analysis commands; each prints it on -h.
 const analysisUsage = `Analysis commands:
-  greenflow compare  A B [--experiment EXP] [--level 0.95]   Welch t-test per headline metric: two experiments,
-                                                             or two config hashes (prefixes) within --experiment
+  greenflow compare  A B [C …] [--experiment EXP] [--level 0.95] [--format table|csv|json] [--plot FILE.svg]
+                                                             Welch t-test per headline metric between experiments (EXP),
+                                                             configurations (EXP:HASH-PREFIX, or HASH-PREFIX with --experiment);
+                                                             more than two: each against the first, Holm-adjusted
   greenflow export   EXPERIMENT --dir DIR                    tidy CSV: runs, phases, targets, results, samples, summary
   greenflow report   EXPERIMENT [-o FILE] [--max-runs N]     self-contained HTML report with SVG plots
 

@@ -140,6 +140,28 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Contains(t, cmp, "throughput_eps")
 	require.Contains(t, cmp, "sut_uj_per_event")
 
+	// More than two groups: the two configurations named as EXP:HASH, and
+	// the experiment itself (its two configurations again) — one table of
+	// each against the first, and one plot.
+	plotPath := filepath.Join(t.TempDir(), "compare.svg")
+	var many struct {
+		Baseline string          `json:"baseline"`
+		Rows     []cli.GroupStat `json:"rows"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(run("compare", id+":"+sums[0].ConfigHash[:8], id+":"+sums[1].ConfigHash[:8], id,
+		"--format", "json", "--plot", plotPath)), &many))
+	groupsSeen := map[string]bool{}
+	for _, r := range many.Rows {
+		if r.Metric == "sut_uj_per_event" {
+			groupsSeen[r.Group] = true
+			require.Equal(t, 2, r.N, r.Group)
+		}
+	}
+	require.Len(t, groupsSeen, 4)
+	svg, err := os.ReadFile(plotPath)
+	require.NoError(t, err)
+	require.Contains(t, string(svg), "sut_uj_per_event by group")
+
 	dir := t.TempDir()
 	run("export", id, "--dir", dir)
 	readCSV := func(name string) []map[string]string {
