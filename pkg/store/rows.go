@@ -36,6 +36,26 @@ func insertRows(ctx context.Context, conn driver.Conn, what, query string, n int
 	return nil
 }
 
+// insertColumns writes one batch given column by column: columns[i] is a
+// typed slice (e.g. []int64, []string) of the query's i-th column, all of
+// one length (see insertRows).
+func insertColumns(ctx context.Context, conn driver.Conn, what, query string, columns ...any) error {
+	batch, err := conn.PrepareBatch(ctx, query)
+	if err != nil {
+		return fmt.Errorf("%s: prepare batch: %w", what, err)
+	}
+	for i, col := range columns {
+		if err := batch.Column(i).Append(col); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("%s: append column %d: %w", what, i, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // insertRow writes one row (see insertRows).
 func insertRow(ctx context.Context, conn driver.Conn, what, query string, values ...any) error {
 	return insertRows(ctx, conn, what, query, 1, func(int) []any { return values })

@@ -34,14 +34,35 @@ type Sample struct {
 // InsertSamples writes samples in one batch. It is idempotent by the
 // sample's key (see Sample), so a batch may be retried after a timeout or
 // rewritten by another collector.
+//
+// The batch is filled a column at a time — one typed slice each — which
+// spares the driver a reflective conversion of every value of every row:
+// this is the collectors' hot path (the row-at-a-time form reached 0.68× of
+// a plain clickhouse-go insert of the same rows in the ingest benchmark).
 func (s *Store) InsertSamples(ctx context.Context, samples []Sample) error {
-	return insertRows(ctx, s.conn, fmt.Sprintf("insert %d samples", len(samples)),
+	n := len(samples)
+	if n == 0 {
+		return nil
+	}
+	what := fmt.Sprintf("insert %d samples", n)
+	var (
+		tsMs                                       = make([]int64, n)
+		ts                                         = make([]time.Time, n)
+		node, scope, target, zone, source, collect = make([]string, n), make([]string, n), make([]string, n), make([]string, n),
+			make([]string, n), make([]string, n)
+		power, energy, delta = make([]float64, n), make([]float64, n), make([]float64, n)
+		interval             = make([]uint32, n)
+		estimated            = make([]uint8, n)
+	)
+	for i, x := range samples {
+		tsMs[i], ts[i] = x.TsMs, time.UnixMilli(x.TsMs).UTC()
+		node[i], scope[i], target[i], zone[i], source[i], collect[i] = x.Node, x.Scope, x.TargetID, x.Zone, x.Source, x.Collector
+		power[i], energy[i], delta[i] = x.PowerW, x.EnergyJ, x.DeltaJ
+		interval[i], estimated[i] = x.IntervalMs, b2u(x.Estimated)
+	}
+	return insertColumns(ctx, s.conn, what,
 		"INSERT INTO samples (ts_ms, ts, node, scope, target_id, zone, source, power_w, energy_j, delta_j, interval_ms, estimated, collector)",
-		len(samples), func(i int) []any {
-			x := samples[i]
-			return []any{x.TsMs, time.UnixMilli(x.TsMs).UTC(), x.Node, x.Scope, x.TargetID, x.Zone, x.Source, x.PowerW, x.EnergyJ, x.DeltaJ,
-				x.IntervalMs, b2u(x.Estimated), x.Collector}
-		})
+		tsMs, ts, node, scope, target, zone, source, power, energy, delta, interval, estimated, collect)
 }
 
 // SeriesWindow is one sample series' figures over a window [start, end],

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/store"
@@ -81,4 +82,100 @@ func BenchmarkWriterToClickHouse(b *testing.B) {
 			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+}
+
+// BenchmarkIngestAgainstRawClickHouse writes the same rows through the
+// collector's writer and through plain clickhouse-go — PrepareBatch, Append
+// row by row, Send, in batches of the writer's size on one connection, the
+// way the driver's documentation inserts — each into a database of its
+// own, alternating which goes first. Both rates are rows that reached
+// ClickHouse (counted there) over the wall time until they had; the ratio
+// is writer/raw (goal: at least 0.9).
+func BenchmarkIngestAgainstRawClickHouse(b *testing.B) {
+	ctx := context.Background()
+	const rows, batchRows = 300_000, 50_000
+	ourDSN, rawDSN := testenv.ClickHouseDSN(b), testenv.ClickHouseDSN(b)
+	ours, err := store.Open(ctx, ourDSN, testenv.Logger(b))
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = ours.Close() })
+	rawStore, err := store.Open(ctx, rawDSN, testenv.Logger(b)) // creates the database and its tables
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = rawStore.Close() })
+	opts, err := clickhouse.ParseDSN(rawDSN)
+	require.NoError(b, err)
+	raw, err := clickhouse.Open(opts)
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = raw.Close() })
+
+	samples := func(round int) []store.Sample {
+		out := make([]store.Sample, rows)
+		for j := range out {
+			out[j] = store.Sample{TsMs: 1_760_000_000_000 + int64(round)*rows + int64(j), Node: "node-00", Scope: "pod", TargetID: "pod/node-00/sut",
+				Source: "kepler", PowerW: 12.5, EnergyJ: float64(j), DeltaJ: 3.1, IntervalMs: 1000, Collector: "bench"}
+		}
+		return out
+	}
+	viaWriter := func(data []store.Sample) error {
+		w, err := sink.NewWriter(sink.Config{BatchSize: batchRows, FlushInterval: 50 * time.Millisecond, WriteTimeout: time.Minute, MaxPending: 2 * rows},
+			sink.Deps{Store: ours, Queue: sink.NewMemory(2 * rows), Logger: testenv.Logger(b)})
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(rctx) }()
+		for c := 0; c < rows; c += 10_000 {
+			w.AddSamples(data[c : c+10_000])
+		}
+		cancel() // drains: returns once everything is written
+		return <-done
+	}
+	viaRaw := func(data []store.Sample) error {
+		for c := 0; c < rows; c += batchRows {
+			batch, err := raw.PrepareBatch(ctx, "INSERT INTO samples (ts_ms, ts, node, scope, target_id, zone, source, power_w, energy_j, delta_j, interval_ms, estimated, collector)")
+			if err != nil {
+				return err
+			}
+			for _, x := range data[c : c+batchRows] {
+				if err := batch.Append(x.TsMs, time.UnixMilli(x.TsMs).UTC(), x.Node, x.Scope, x.TargetID, x.Zone, x.Source, x.PowerW, x.EnergyJ,
+					x.DeltaJ, x.IntervalMs, uint8(0), x.Collector); err != nil {
+					return err
+				}
+			}
+			if err := batch.Send(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	count := func(st *store.Store) uint64 {
+		var n uint64
+		require.NoError(b, st.Conn().QueryRow(ctx, "SELECT count() FROM samples").Scan(&n))
+		return n
+	}
+	var ourTime, rawTime time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		data := samples(i)
+		paths := []struct {
+			run func([]store.Sample) error
+			t   *time.Duration
+		}{{viaWriter, &ourTime}, {viaRaw, &rawTime}}
+		if i%2 == 1 {
+			paths[0], paths[1] = paths[1], paths[0]
+		}
+		for _, p := range paths {
+			began := time.Now()
+			require.NoError(b, p.run(data))
+			*p.t += time.Since(began)
+		}
+	}
+	b.StopTimer()
+	total := uint64(b.N) * rows
+	require.Equal(b, total, count(ours), "every row reached ClickHouse through the writer")
+	require.Equal(b, total, count(rawStore), "every row reached ClickHouse through the driver")
+	ourRate, rawRate := float64(total)/ourTime.Seconds(), float64(total)/rawTime.Seconds()
+	b.ReportMetric(ourRate, "writer_rows/s")
+	b.ReportMetric(rawRate, "raw_rows/s")
+	b.ReportMetric(ourRate/rawRate, "writer/raw")
 }
