@@ -28,7 +28,7 @@ var defaultBackoff = []time.Duration{200 * time.Millisecond, time.Second, 5 * ti
 // defaultAckWait is how long a message handed to a consumer that died
 // stays with it before JetStream hands it to another (or to the consumer
 // restarted). A handler that runs longer keeps its message: the bus extends
-// the deadline every third of it while the handler runs (keepWhileHandled).
+// the deadline every third of it while the handler runs (keeper).
 const defaultAckWait = 15 * time.Second
 
 // The durable consumers of every service, declared once. What each reads
