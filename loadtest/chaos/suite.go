@@ -634,21 +634,14 @@ func (c *segCtx) logBands() {
 // waitFinal waits until the experiment's KV record is final; it returns the
 // last state read and whether it was final within the bound.
 func (c *segCtx) waitFinal(ctx context.Context, id string, bound time.Duration) (string, bool) {
-	deadline := time.Now().Add(bound)
 	state := "unknown"
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	final := poll(ctx, bound, 300*time.Millisecond, func() bool {
 		if e, err := c.kv.Experiment(ctx, id); err == nil {
 			state = e.State
-			if finalStates[state] {
-				return state, true
-			}
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-	return state, false
+		return finalStates[state]
+	})
+	return state, final
 }
 
 // gatherAll collects the facts of every run of an experiment.
@@ -668,11 +661,13 @@ func (c *segCtx) gatherAll(ctx context.Context, id string, slot int, role string
 			f.Role = "retry"
 		}
 		if !finalStates[f.State] {
-			// A second read, a few seconds later, to be sure it is stuck.
-			time.Sleep(3 * time.Second)
-			if r2, err := c.kv.Run(ctx, rid); err == nil && !finalStates[r2.State] {
-				f.StuckConfirmed = true
-			}
+			// Stuck for sure when every read over a few seconds says so.
+			f.StuckConfirmed = len(confirmed(ctx, 3*time.Second, []string{rid}, func() []string {
+				if r2, err := c.kv.Run(ctx, rid); err == nil && !finalStates[r2.State] {
+					return []string{rid}
+				}
+				return nil
+			})) > 0
 		}
 		c.addRun(rid)
 		out = append(out, f)
