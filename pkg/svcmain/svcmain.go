@@ -120,7 +120,8 @@ type Service[C any] struct {
 	StoreWhen func(C) bool
 	// Default returns the configuration's defaults (the zero C when nil).
 	Default func() C
-	// Flags adds the service's own flags over c.
+	// Flags adds the flags C's tags cannot declare (see BindFlags) over c;
+	// every field tagged `flag:"…" help:"…"` gets its flag from its tags.
 	Flags func(fs *flag.FlagSet, c *C)
 	New   func(c C, d Deps) (service.Component, error)
 }
@@ -146,6 +147,18 @@ func (s Service[C]) Main() {
 	service.Exit(s.Name, err)
 }
 
+// RegisterFlags adds the service's own flags over c: those its tags
+// declare, then those of its Flags function.
+func (s Service[C]) RegisterFlags(fs *flag.FlagSet, c *C) error {
+	if err := BindFlags(fs, c); err != nil {
+		return fmt.Errorf("%s: %w", s.Name, err)
+	}
+	if s.Flags != nil {
+		s.Flags(fs, c)
+	}
+	return nil
+}
+
 // Command parses args — the common flags plus the service's own — and runs
 // the service until ctx ends. Usage and flag errors go to stderr; -h is not
 // an error.
@@ -158,8 +171,8 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 	if s.Default != nil {
 		cfg = s.Default()
 	}
-	if s.Flags != nil {
-		s.Flags(fs, &cfg)
+	if err := s.RegisterFlags(fs, &cfg); err != nil {
+		return err
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
