@@ -7,7 +7,8 @@ import (
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
-// Config is the analyzer's configuration.
+// Config names analyzer.Config outside the service (its internal package
+// is not importable there): `greenflow dev` and tests configure it.
 type Config = analyzer.Config
 
 // Service declares the analyzer for its binary and for `greenflow dev`.

@@ -16,10 +16,12 @@ import (
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
-// Config is the collector's configuration.
+// Config names collector.Config outside the service (its internal package
+// is not importable there): `greenflow dev` and tests configure it.
 type Config = collector.Config
 
-// SourceConfig is one source in Config.Sources.
+// SourceConfig names collector.SourceConfig, one entry of Config.Sources,
+// outside the service.
 type SourceConfig = collector.SourceConfig
 
 // Service declares the energy collector for its binary and for `greenflow dev`.
@@ -71,7 +73,8 @@ func DefaultSpoolDir(instance string) string {
 	return filepath.Join(home, ".local", "state", "greenflow", "energy-collector", instance)
 }
 
-// New builds the collector component.
+// New builds the collector component; it needs ClickHouse (samples go
+// there), and a spool directory left "auto" becomes the instance's own.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store == nil {
 		return nil, errors.New("energy collector needs ClickHouse")

@@ -8,7 +8,8 @@ import (
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
 )
 
-// Config is the load generator's configuration.
+// Config names loadgen.Config outside the service (its internal package
+// is not importable there): `greenflow dev` and tests configure it.
 type Config = loadgen.Config
 
 // Service declares the load generator for its binary and for `greenflow dev`.

@@ -22,7 +22,8 @@ import (
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// Config is the provisioner's configuration.
+// Config gathers the configurations of the provisioner's core and of its
+// two backends, which live in packages of their own.
 type Config struct {
 	Core  provisioner.Config
 	Local local.Config

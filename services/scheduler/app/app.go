@@ -10,7 +10,8 @@ import (
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
-// Config is the scheduler's configuration.
+// Config names scheduler.Config outside the service (its internal package
+// is not importable there): `greenflow dev` and tests configure it.
 type Config = scheduler.Config
 
 // Service declares the scheduler for its binary and for `greenflow dev`.
@@ -21,7 +22,9 @@ var Service = svcmain.Service[Config]{
 	New:     New,
 }
 
-// New builds the scheduler component.
+// New builds the scheduler component; the runs' Kafka brokers default to
+// the common --kafka-brokers, and its API is served on d.Mux when there is
+// one. It needs ClickHouse (experiments and runs are stored there).
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store == nil {
 		return nil, errors.New("scheduler needs ClickHouse")

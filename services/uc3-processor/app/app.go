@@ -6,9 +6,7 @@
 package app
 
 import (
-	"context"
 	"flag"
-	"io"
 	"os"
 	"strings"
 	_ "time/tzdata" // time zones even in images without /usr/share/zoneinfo
@@ -35,12 +33,7 @@ var Service = svcmain.Service[processor.Config]{
 func Main(args []string) error {
 	ctx, stop := service.SignalContext()
 	defer stop()
-	return Run(ctx, args, os.Stderr)
-}
-
-// Run parses args and runs the processor until ctx ends.
-func Run(ctx context.Context, args []string, stderr io.Writer) error {
-	return Service.Command(ctx, args, stderr)
+	return Service.Command(ctx, args, os.Stderr)
 }
 
 // registerFlags adds the flags Config's tags cannot declare: a list,
