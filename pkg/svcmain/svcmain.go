@@ -133,9 +133,26 @@ type Unit struct {
 	Build Builder
 }
 
-// Unit binds the service to c.
+// HTTPAPI is a component that serves an API beside /metrics and /healthz
+// (the scheduler's experiments, the analyzer's results).
+type HTTPAPI interface {
+	RegisterHTTP(mux *http.ServeMux)
+}
+
+// Unit binds the service to c. The built component's API, when it has one,
+// is registered on Deps.Mux (when there is one): its own binary and the dev
+// stack serve it alike.
 func (s Service[C]) Unit(c C) Unit {
-	return Unit{Name: s.Name, Build: func(d Deps) (service.Component, error) { return s.New(c, d) }}
+	return Unit{Name: s.Name, Build: func(d Deps) (service.Component, error) {
+		comp, err := s.New(c, d)
+		if err != nil {
+			return nil, err
+		}
+		if api, ok := comp.(HTTPAPI); ok && d.Mux != nil {
+			api.RegisterHTTP(d.Mux)
+		}
+		return comp, nil
+	}}
 }
 
 // Main is a service binary's whole main: it runs Command with the process's

@@ -19,15 +19,14 @@ var Service = svcmain.Service[Config]{
 	New:     New,
 }
 
-// New builds the analyzer component. The results API
-// (GET /v1/experiments/{id}/results) is served on d.Mux when there is one.
+var _ svcmain.HTTPAPI = (*analyzer.Analyzer)(nil)
+
+// New builds the analyzer component; its results API
+// (GET /v1/experiments/{id}/results) is served as svcmain.HTTPAPI.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	a, err := analyzer.New(c, analyzer.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry})
 	if err != nil {
 		return nil, err
-	}
-	if d.Mux != nil {
-		a.RegisterHTTP(d.Mux)
 	}
 	return a, nil
 }

@@ -22,9 +22,11 @@ var Service = svcmain.Service[Config]{
 	New:     New,
 }
 
+var _ svcmain.HTTPAPI = (*scheduler.Scheduler)(nil)
+
 // New builds the scheduler component; the runs' Kafka brokers default to
-// the common --kafka-brokers, and its API is served on d.Mux when there is
-// one. It needs ClickHouse (experiments and runs are stored there).
+// the common --kafka-brokers, and its API is served as svcmain.HTTPAPI. It
+// needs ClickHouse (experiments and runs are stored there).
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store == nil {
 		return nil, errors.New("scheduler needs ClickHouse")
@@ -36,9 +38,6 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 	s, err := scheduler.New(c, scheduler.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry})
 	if err != nil {
 		return nil, err
-	}
-	if d.Mux != nil {
-		s.RegisterHTTP(d.Mux)
 	}
 	return s, nil
 }
