@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
@@ -72,7 +72,7 @@ type Config struct {
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Instance:           SanitizeInstance(host),
+		Instance:           bus.SanitizeName(host),
 		Tick:               2 * time.Millisecond,
 		FlushTimeout:       15 * time.Second,
 		DeliveryTimeout:    3 * time.Second,
@@ -107,8 +107,8 @@ func (c Config) Validate() error {
 	}
 	if c.Instance == "" {
 		bad("instance", "required")
-	} else if SanitizeInstance(c.Instance) != c.Instance {
-		bad("instance", "got %q, expected only letters, digits, '-' and '_' (try %q)", c.Instance, SanitizeInstance(c.Instance))
+	} else if bus.SanitizeName(c.Instance) != c.Instance {
+		bad("instance", "got %q, expected only letters, digits, '-' and '_' (try %q)", c.Instance, bus.SanitizeName(c.Instance))
 	}
 	positive("tick", c.Tick)
 	positive("flushTimeout", c.FlushTimeout)
@@ -141,15 +141,4 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// SanitizeInstance maps a name (a host name, say) to a valid instance name:
-// every character other than letters, digits, '-' and '_' becomes '_'.
-func SanitizeInstance(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, s)
 }
