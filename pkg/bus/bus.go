@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,12 +80,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_handler_panics_total",
 			Help: "Handler panics recovered, by consumer (durable name or request subject); the message was dead-lettered or answered with an error."}, []string{"consumer"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register bus metrics: %w", err)
-			}
-		}
+	if err := service.Register(reg, "bus", m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -15,7 +15,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -113,12 +112,8 @@ func New(cfg Config, d Deps) (*Provisioner, error) {
 		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_provisioner_reconcile_passes_total",
 			Help: "Reconciler passes over every record: one per tick, plus at most one per tick while record updates arrive, plus one per finished piece of work."}),
 	}
-	if d.Registry != nil {
-		for _, c := range []prometheus.Collector{p.provisioned, p.duration, p.attempts, p.removed, p.updates, p.passes} {
-			if err := d.Registry.Register(c); err != nil {
-				return nil, fmt.Errorf("register provisioner metrics: %w", err)
-			}
-		}
+	if err := service.Register(d.Registry, "provisioner", p.provisioned, p.duration, p.attempts, p.removed, p.updates, p.passes); err != nil {
+		return nil, err
 	}
 	p.commands = d.Bus.NewConsumer(bus.ConsumerProvisioner, p.handler(), bus.OnDeadLetter(p.answerDeadLetter))
 	p.states = d.Bus.NewConsumer(bus.ConsumerProvisionerStates, bus.Router("provisioner-states", bus.On(p.onState)))
