@@ -1,7 +1,9 @@
 package svcmain_test
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 )
 
@@ -63,4 +66,32 @@ func TestBindFlagsRejectsWhatItCannotBind(t *testing.T) {
 	require.ErrorContains(t, err, `field NoHelp: got flag "no-help" help "", expected both`)
 	require.ErrorContains(t, err, "field Strange (flag strange): got type map[string]int, expected string, bool, int, int64, float64, time.Duration or a flag.Value")
 	require.ErrorContains(t, svcmain.BindFlags(fs, bad), "expected a pointer to a struct")
+}
+
+type validated struct {
+	Retries int           `yaml:"retries" flag:"retries" help:"retries"`
+	Tick    time.Duration `yaml:"tick"` // no flag
+}
+
+func (v validated) Validate() error {
+	var errs []error
+	if v.Retries < 0 {
+		errs = append(errs, fmt.Errorf("fake.retries: got %d, expected 0 or more", v.Retries))
+	}
+	if v.Tick <= 0 {
+		errs = append(errs, fmt.Errorf("fake.tick: got %s, expected a positive duration", v.Tick))
+	}
+	return errors.Join(errs...)
+}
+
+// A configuration problem with a field a flag sets names the flag too, so
+// that whoever passed --retries -1 finds it; one without a flag stays as
+// it is, and the original error is still there to unwrap.
+func TestAConfigurationProblemNamesItsFlag(t *testing.T) {
+	s := svcmain.Service[validated]{Name: "fake", Needs: svcmain.Needs{Standalone: true},
+		New: func(c validated, _ svcmain.Deps) (service.Component, error) { return nil, c.Validate() }}
+	err := s.Command(t.Context(), []string{"--retries", "-1", "--metrics-addr", ""}, io.Discard)
+	require.ErrorContains(t, err, "configure fake: fake.retries (--retries): got -1, expected 0 or more\nfake.tick: got 0s, expected a positive duration")
+	var joined interface{ Unwrap() []error }
+	require.ErrorAs(t, err, &joined, "the original error unwraps")
 }

@@ -167,13 +167,18 @@ func (s Service[C]) Main() {
 // RegisterFlags adds the service's own flags over c: those its tags
 // declare, then those of its Flags function.
 func (s Service[C]) RegisterFlags(fs *flag.FlagSet, c *C) error {
-	if err := BindFlags(fs, c); err != nil {
-		return fmt.Errorf("%s: %w", s.Name, err)
+	_, err := s.registerFlags(fs, c)
+	return err
+}
+
+func (s Service[C]) registerFlags(fs *flag.FlagSet, c *C) (flagOf map[string]string, err error) {
+	if flagOf, err = bindFlags(fs, c); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
 	}
 	if s.Flags != nil {
 		s.Flags(fs, c)
 	}
-	return nil
+	return flagOf, nil
 }
 
 // Command parses args — the common flags plus the service's own — and runs
@@ -188,7 +193,8 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 	if s.Default != nil {
 		cfg = s.Default()
 	}
-	if err := s.RegisterFlags(fs, &cfg); err != nil {
+	flagOf, err := s.registerFlags(fs, &cfg)
+	if err != nil {
 		return err
 	}
 	if err := fs.Parse(args); err != nil {
@@ -204,7 +210,8 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 	if s.StoreWhen != nil {
 		needs.Store = s.StoreWhen(cfg)
 	}
-	return Run(ctx, s.Name, common, needs, s.Unit(cfg).Build)
+	// A configuration problem names the flag that sets the field, too.
+	return flagNames(Run(ctx, s.Name, common, needs, s.Unit(cfg).Build), flagOf)
 }
 
 // Run connects, builds and runs one service until ctx ends.
