@@ -89,7 +89,7 @@ func bindStruct(fs *flag.FlagSet, v reflect.Value, flagOf map[string]string) err
 
 // errorField is a Validate error's field: "<section>.<yamlKey>:" at the
 // start of a line or after "configure <service>: ".
-var errorField = regexp.MustCompile(`(^|: )((?:[A-Za-z0-9_]+\.)+)([A-Za-z0-9_]+):`)
+var errorField = regexp.MustCompile(`(^|: )((?:[A-Za-z0-9_-]+\.)+)([A-Za-z0-9_]+):`)
 
 // flagNames adds the flag that sets a field to each line of err that names
 // the field by its YAML path ("scheduler.retries (--retries): got -1, …"),

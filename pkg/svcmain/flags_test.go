@@ -76,7 +76,7 @@ type validated struct {
 func (v validated) Validate() error {
 	var errs []error
 	if v.Retries < 0 {
-		errs = append(errs, fmt.Errorf("fake.retries: got %d, expected 0 or more", v.Retries))
+		errs = append(errs, fmt.Errorf("fake-service.retries: got %d, expected 0 or more", v.Retries))
 	}
 	if v.Tick <= 0 {
 		errs = append(errs, fmt.Errorf("fake.tick: got %s, expected a positive duration", v.Tick))
@@ -91,7 +91,7 @@ func TestAConfigurationProblemNamesItsFlag(t *testing.T) {
 	s := svcmain.Service[validated]{Name: "fake", Needs: svcmain.Needs{Standalone: true},
 		New: func(c validated, _ svcmain.Deps) (service.Component, error) { return nil, c.Validate() }}
 	err := s.Command(t.Context(), []string{"--retries", "-1", "--metrics-addr", ""}, io.Discard)
-	require.ErrorContains(t, err, "configure fake: fake.retries (--retries): got -1, expected 0 or more\nfake.tick: got 0s, expected a positive duration")
+	require.ErrorContains(t, err, "configure fake: fake-service.retries (--retries): got -1, expected 0 or more\nfake.tick: got 0s, expected a positive duration")
 	var joined interface{ Unwrap() []error }
 	require.ErrorAs(t, err, &joined, "the original error unwraps")
 }
