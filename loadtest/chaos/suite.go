@@ -754,6 +754,21 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 			}
 		}
 	}
+	c.attachLeftovers(ctx, k, &rec, runs)
+	// A preliminary verdict against the reference runs; the segment's end
+	// judges again with the control runs among the undisturbed ones.
+	all := judgeRuns(runs, c.seg.Bands, c.seg.HoleTolMs, c.cfg.MaxPressure)
+	c.seg.Runs = append(c.seg.Runs, runs...)
+	rec.summarize(runs, all)
+	c.logSlot(k, i, n, id, kf != nil, &rec, runs, all)
+	return rec
+}
+
+// attachLeftovers looks for what the slot's runs left behind (and, on a
+// cluster, judges the kube fault) and adds each leftover to its run; the
+// first run of a control also gets a violation when the platform had not
+// recovered from the slot before.
+func (c *segCtx) attachLeftovers(ctx context.Context, k Kill, rec *KillRecord, runs []RunFacts) {
 	var ids []string
 	for _, r := range runs {
 		ids = append(ids, r.RunID)
@@ -763,7 +778,7 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 		// The provisioner retries a teardown up to a minute apart and
 		// sweeps leftovers every 30 s: a namespace has that long to go.
 		left = append(left, c.namespaceLeftovers(ctx, ids, 90*time.Second)...)
-		c.judgeKube(ctx, k, &rec, runs)
+		c.judgeKube(ctx, k, rec, runs)
 	}
 	var leftBehind []string
 	for j := range runs {
@@ -787,39 +802,44 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	if len(leftBehind) > 0 {
 		rec.LeftBehind = strings.Join(leftBehind, ",")
 	}
-	// A preliminary verdict against the reference runs; the segment's end
-	// judges again with the control runs among the undisturbed ones.
-	all := judgeRuns(runs, c.seg.Bands, c.seg.HoleTolMs, c.cfg.MaxPressure)
-	c.seg.Runs = append(c.seg.Runs, runs...)
-	if len(runs) > 0 {
-		first := runs[0]
-		rec.Outcome = OutcomeOf(first, all)
-		rec.Violations = kindsOf(all)
-		rec.RecordsLost, rec.SamplesLost, rec.MaxRecordGapMs = first.RecordsLost, first.SamplesLost, first.Topics.MaxRecordGapMs
-		rec.CPUPressure = -1
-		if first.Own != nil {
-			rec.CPUPressure = first.Own.CPUPressure
-		}
-		if rec.Delivered && first.State == "failed" {
-			for _, st := range first.States {
-				if st.State == "failed" {
-					rec.DetectS = max(0, float64(st.TsMs-rec.KilledAt.UnixMilli())/1000)
-				}
-			}
-		}
-		for _, s := range first.Series {
-			rec.MaxSampleHole = max(rec.MaxSampleHole, s.Coverage.MaxHoleMs)
-		}
-	} else {
+}
+
+// summarize fills in the slot's outcome from its experiment's first run
+// and the violations found.
+func (rec *KillRecord) summarize(runs []RunFacts, all []Violation) {
+	if len(runs) == 0 {
 		rec.Outcome = OutViolation
 		if rec.Error == "" {
 			rec.Error = "no run of the experiment was found"
 		}
+		return
 	}
+	first := runs[0]
+	rec.Outcome = OutcomeOf(first, all)
+	rec.Violations = kindsOf(all)
+	rec.RecordsLost, rec.SamplesLost, rec.MaxRecordGapMs = first.RecordsLost, first.SamplesLost, first.Topics.MaxRecordGapMs
+	rec.CPUPressure = -1
+	if first.Own != nil {
+		rec.CPUPressure = first.Own.CPUPressure
+	}
+	if rec.Delivered && first.State == "failed" {
+		for _, st := range first.States {
+			if st.State == "failed" {
+				rec.DetectS = max(0, float64(st.TsMs-rec.KilledAt.UnixMilli())/1000)
+			}
+		}
+	}
+	for _, s := range first.Series {
+		rec.MaxSampleHole = max(rec.MaxSampleHole, s.Coverage.MaxHoleMs)
+	}
+}
+
+// logSlot prints the slot's progress line and its violations.
+func (c *segCtx) logSlot(k Kill, i, n int, id string, kube bool, rec *KillRecord, runs []RunFacts, all []Violation) {
 	switch {
 	case k.Target == TargetNone:
 		c.logf("slot %d/%d: control, no kill → %s: %s%s", i, n, id, describeRuns(runs), errSuffix(rec.Error))
-	case kf != nil:
+	case kube:
 		c.logf("slot %d/%d: %s in %s (covered %s), down %.1fs, noticed %s s, recovered %s s (%s) → %s: %s; left behind: %s%s", i, n, k.Target, k.Phase,
 			orDash(rec.PhaseObserved), rec.DownS, secs(rec.NoticedS), secs(rec.RecoveredS), orDash(rec.Recovery), id, describeRuns(runs), rec.LeftBehind,
 			errSuffix(rec.Error))
@@ -830,7 +850,6 @@ func (c *segCtx) slot(ctx context.Context, k Kill, i, n int) KillRecord {
 	for _, v := range all {
 		c.logf("    %s", v)
 	}
-	return rec
 }
 
 // deliverKill waits for the experiment's first run to enter the kill's
