@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,11 +29,11 @@ func (c *segCtx) finish(ctx context.Context) {
 	// Experiments: in list, in KV and in ClickHouse, read twice.
 	missing := c.missingExperiments(ctx)
 	if len(missing) > 0 {
-		time.Sleep(3 * time.Second)
-		again := c.missingExperiments(ctx)
+		still := confirmed(ctx, 3*time.Second, slices.Collect(maps.Keys(missing)), func() []string {
+			return slices.Collect(maps.Keys(c.missingExperiments(ctx)))
+		})
 		for id, why := range missing {
-			_, still := again[id]
-			add("experiment_lost", fmt.Sprintf("accepted experiment %s: %s", id, why), still)
+			add("experiment_lost", fmt.Sprintf("accepted experiment %s: %s", id, why), still[id])
 		}
 	}
 	// Duplicate samples anywhere in the segment's database.
@@ -168,33 +169,35 @@ func (c *segCtx) leftoverProcs(runIDs []string, marker bool) map[int]leftProc {
 
 // leftovers waits up to grace for the topics and SUT processes of runIDs
 // (and, with marker, any process of the segment) to be gone, and returns a
-// violation for each that is not — seen again 2 s later to confirm. A
+// violation for each that is not — confirmed when every read over the
+// next 2 s still finds it. A
 // confirmed leftover process is killed (it is the suite's own descendant),
 // so that it does not disturb the runs after it.
 func (c *segCtx) leftovers(ctx context.Context, runIDs []string, marker bool, grace time.Duration) []Violation {
-	deadline := time.Now().Add(grace)
+	// A leftover is a topic name or "pid N".
+	read := func() ([]string, map[int]leftProc, []string) {
+		topics, procs := c.leftoverTopics(ctx, runIDs), c.leftoverProcs(runIDs, marker)
+		all := slices.Clone(topics)
+		for pid := range procs {
+			all = append(all, "pid "+strconv.Itoa(pid))
+		}
+		return topics, procs, all
+	}
 	var topics []string
 	var procs map[int]leftProc
-	for {
-		topics, procs = c.leftoverTopics(ctx, runIDs), c.leftoverProcs(runIDs, marker)
-		if len(topics)+len(procs) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	var left []string
+	if poll(ctx, grace, 500*time.Millisecond, func() bool { topics, procs, left = read(); return len(left) == 0 }) {
+		return nil
 	}
-	time.Sleep(2 * time.Second)
-	topics2, procs2 := c.leftoverTopics(ctx, runIDs), c.leftoverProcs(runIDs, marker)
+	still := confirmed(ctx, 2*time.Second, left, func() []string { _, _, all := read(); return all })
 	var out []Violation
 	for _, t := range topics {
 		run := strings.TrimPrefix(strings.TrimPrefix(t, "input-"), "output-")
-		out = append(out, Violation{RunID: run, Kind: "topic_left", Confirmed: slices.Contains(topics2, t),
+		out = append(out, Violation{RunID: run, Kind: "topic_left", Confirmed: still[t],
 			Detail: fmt.Sprintf("topic %s is still on the broker %s after its run ended", t, grace)})
 	}
 	for pid, p := range procs {
-		_, still := procs2[pid]
+		still := still["pid "+strconv.Itoa(pid)]
 		out = append(out, Violation{RunID: p.run, Kind: "process_left", Confirmed: still,
 			Detail: fmt.Sprintf("pid %d (%s) is still running %s after its run ended", pid, p.desc, grace)})
 		if still {

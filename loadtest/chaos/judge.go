@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/greenflow/greenflow/pkg/stats"
 )
 
 // Metrics compared with the undisturbed runs of the same configuration. Each
@@ -189,7 +191,7 @@ func Bands(undisturbed []RunFacts, tol Tolerance) map[string]map[string]Band {
 			if len(vs) < 2 {
 				continue
 			}
-			med := median(vs)
+			med := stats.Median(vs)
 			spread := 0.0
 			for _, v := range vs {
 				spread = max(spread, math.Abs(math.Log(v/med)))
@@ -215,16 +217,6 @@ func HoleTolerance(undisturbed []RunFacts, tol Tolerance) int64 {
 		}
 	}
 	return max(2*worst, 2*tol.IntervalMs)
-}
-
-func median(vs []float64) float64 {
-	s := append([]float64(nil), vs...)
-	sort.Float64s(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // Violation is one broken invariant.

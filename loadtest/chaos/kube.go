@@ -207,17 +207,12 @@ func (k *kubeEnv) allowed(ctx context.Context, verb string) (bool, error) {
 // waitAllowed waits until the authorizer answers want for verb on
 // namespaces (the RBAC authorizer follows role changes through a watch).
 func (k *kubeEnv) waitAllowed(ctx context.Context, verb string, want bool) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		got, err := k.allowed(ctx, verb)
-		if err == nil && got == want {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("the authorizer still answers %v (want %v) for %s %s namespaces after 15s (last error: %v)", got, want, k.rbac.User(), verb, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var got bool
+	var err error
+	if poll(ctx, 15*time.Second, 100*time.Millisecond, func() bool { got, err = k.allowed(ctx, verb); return err == nil && got == want }) {
+		return nil
 	}
+	return fmt.Errorf("the authorizer still answers %v (want %v) for %s %s namespaces after 15s (last error: %v)", got, want, k.rbac.User(), verb, err)
 }
 
 // setDeleteNamespaces takes the delete verb on namespaces out of the
@@ -399,32 +394,24 @@ func (k *kubeEnv) leftoverNamespaces(ctx context.Context, runIDs []string) ([]st
 
 // namespaceLeftovers waits up to grace for the run namespaces of runIDs
 // (every one when nil) to be gone, and returns a violation for each that
-// is not — listed again 2 s later to confirm. The grace covers the
-// provisioner's documented back-off (teardown attempts up to a minute
-// apart, the leftover sweep every 30 s).
+// is not — confirmed when every listing over the next 2 s still has it.
+// The grace covers the provisioner's documented back-off (teardown
+// attempts up to a minute apart, the leftover sweep every 30 s).
 func (c *segCtx) namespaceLeftovers(ctx context.Context, runIDs []string, grace time.Duration) []Violation {
-	deadline := time.Now().Add(grace)
 	var left []string
 	var err error
-	for {
-		left, err = c.kube.leftoverNamespaces(ctx, runIDs)
-		if err == nil && len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
+	if poll(ctx, grace, 500*time.Millisecond, func() bool { left, err = c.kube.leftoverNamespaces(ctx, runIDs); return err == nil && len(left) == 0 }) {
+		return nil
 	}
 	if err != nil {
 		return []Violation{{Kind: "namespace_left", Detail: fmt.Sprintf("could not check the run namespaces for %s: %v", grace, err)}}
 	}
-	time.Sleep(2 * time.Second)
-	again, err2 := c.kube.leftoverNamespaces(ctx, runIDs)
+	// A listing that fails confirms nothing.
+	still := confirmed(ctx, 2*time.Second, left, func() []string { again, _ := c.kube.leftoverNamespaces(ctx, runIDs); return again })
 	var out []Violation
 	for _, ns := range left {
 		run := ns[strings.LastIndex(ns, "run ")+4 : len(ns)-1]
-		out = append(out, Violation{RunID: run, Kind: "namespace_left", Confirmed: err2 == nil && slices.Contains(again, ns),
+		out = append(out, Violation{RunID: run, Kind: "namespace_left", Confirmed: still[ns],
 			Detail: fmt.Sprintf("namespace %s (labelled %s) is still in the cluster %s after its run ended", ns, managedBy, grace)})
 	}
 	return out

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +61,7 @@ type metrics struct {
 	deadLettered *prometheus.CounterVec
 	panics       *prometheus.CounterVec
 	redeclared   *prometheus.CounterVec
+	extended     *prometheus.CounterVec
 }
 
 // newMetrics builds the bus's metrics, registered on reg unless it is nil.
@@ -73,15 +75,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Messages moved to the dead-letter stream, by consumer."}, []string{"consumer"}),
 		redeclared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_consumers_redeclared_total",
 			Help: "Durable consumers declared again after the server lost them (a restart with an empty store, a deleted consumer), by consumer."}, []string{"consumer"}),
+		extended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_ack_deadline_extensions_total",
+			Help: "Ack deadlines extended for messages held longer than a third of the ack wait (handled, or queued for a busy worker), by consumer."}, []string{"consumer"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_handler_panics_total",
 			Help: "Handler panics recovered, by consumer (durable name or request subject); the message was dead-lettered or answered with an error."}, []string{"consumer"}),
 	}
-	if reg != nil {
-		for _, c := range []prometheus.Collector{m.published, m.consumed, m.deadLettered, m.panics, m.redeclared} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("register bus metrics: %w", err)
-			}
-		}
+	if err := service.Register(reg, "bus", m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

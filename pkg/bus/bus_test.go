@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -178,45 +179,6 @@ func TestWorkersKeepOneRunInOrderAndDoNotBlockOthers(t *testing.T) {
 	require.NoError(t, consumer.Stop(10*time.Second, "the consumer"))
 }
 
-// TestQueuedMessagesAreNotRedeliveredWhileTheyWait: a message waiting behind
-// its run's long handler for longer than AckWait is delivered once.
-func TestQueuedMessagesAreNotRedeliveredWhileTheyWait(t *testing.T) {
-	t.Parallel()
-	b := newBus(t)
-	ctx := t.Context()
-	spec := bus.ConsumerSpec{Durable: "queued-test", Types: []events.Type{events.TypeRunTeardown}, AckWait: time.Second, Workers: 2}
-	var mu sync.Mutex
-	deliveries := map[string][]uint64{}
-	consumer := consume(t, ctx, b, spec, func(_ context.Context, d bus.Delivery) error {
-		m := d.Msg.(*events.RunTeardown)
-		mu.Lock()
-		deliveries[m.ExperimentID] = append(deliveries[m.ExperimentID], d.NumDelivered)
-		mu.Unlock()
-		if m.ExperimentID == "first" {
-			// A long handler that keeps its own message, as the
-			// provisioner's does while it waits for readiness.
-			for range 10 {
-				time.Sleep(250 * time.Millisecond)
-				_ = d.InProgress()
-			}
-		}
-		return nil
-	})
-	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "first", RunID: "r1", Backend: "local"}, "q1"))
-	require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "second", RunID: "r1", Backend: "local"}, "q2"))
-	testenv.Eventually(t, 10*time.Second, "both handled", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(deliveries["second"]) > 0
-	})
-	time.Sleep(1500 * time.Millisecond) // longer than AckWait: a redelivery would show
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("deliveries: %v", deliveries)
-	require.Equal(t, []uint64{1}, deliveries["second"], "delivered once although it waited 2.5 s with a 1 s AckWait")
-	require.NoError(t, consumer.Stop(10*time.Second, "the consumer"))
-}
-
 // A consumer told about what it dead-letters can answer the sender: the hook
 // gets the message's headers and the reason, for undecodable messages too.
 func TestOnDeadLetterIsToldWhatWasDeadLettered(t *testing.T) {
@@ -277,41 +239,68 @@ func TestNotYetRetriesTheMessage(t *testing.T) {
 	require.False(t, bus.IsPermanent(bus.NotYet(errTest)))
 }
 
-// A handler that runs longer than the consumer's ack wait keeps its
-// message (the bus extends the deadline while it runs): it is handled
-// once, not redelivered to another consumer mid-way.
+// A handler that runs longer than its ack wait keeps its message, and so
+// does a message queued behind it (same run, so same worker) meanwhile: the
+// bus extends their deadlines, so each is delivered exactly once. The long
+// handler returns only after the bus has extended its deadline six times (a
+// third of the ack wait apart: twice the ack wait), and the server's own
+// count of deliveries says nothing was redelivered.
 func TestALongHandlerKeepsItsMessage(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
-	ctx := t.Context()
-	var mu sync.Mutex
-	deliveries := 0
-	done := make(chan struct{})
-	spec := bus.ConsumerSpec{Durable: "slow", Types: []events.Type{events.TypeLoadStop}, AckWait: 300 * time.Millisecond}
-	consume(t, ctx, b, spec, func(context.Context, bus.Delivery) error {
-		mu.Lock()
-		deliveries++
-		first := deliveries == 1
-		mu.Unlock()
-		if first {
-			time.Sleep(1500 * time.Millisecond) // the work itself: five ack waits long
-			close(done)
-		}
-		return nil
-	})
-	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e1", RunID: "e1-r1"}, ""))
-	testenv.Receive(t, done, 10*time.Second, "the handler finished")
-	// Past another ack wait: a redelivery would have arrived by now.
-	testenv.Eventually(t, 5*time.Second, "consumer idle", func() bool {
-		c, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, "slow")
-		require.NoError(t, err)
-		info, err := c.Info(ctx)
-		require.NoError(t, err)
-		return info.NumAckPending == 0
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, 1, deliveries, "handled once, not redelivered while it ran")
+	for _, workers := range []int{1, 2} {
+		t.Run(map[int]string{1: "one_worker", 2: "queued_behind_it"}[workers], func(t *testing.T) {
+			b, reg := newBusWithRegistry(t)
+			ctx := t.Context()
+			spec := bus.ConsumerSpec{Durable: "slow", Types: []events.Type{events.TypeRunTeardown}, AckWait: 300 * time.Millisecond, Workers: workers}
+			release := make(chan struct{})
+			var mu sync.Mutex
+			deliveries := map[string][]uint64{}
+			consumer := consume(t, ctx, b, spec, func(ctx context.Context, d bus.Delivery) error {
+				m := d.Msg.(*events.RunTeardown)
+				mu.Lock()
+				deliveries[m.ExperimentID] = append(deliveries[m.ExperimentID], d.NumDelivered)
+				mu.Unlock()
+				if m.ExperimentID == "long" {
+					select { // the work itself, as long as the test wants
+					case <-release:
+					case <-ctx.Done():
+					}
+				}
+				return nil
+			})
+			published := 1
+			require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "long", RunID: "r1", Backend: "local"}, "m1"))
+			if workers > 1 {
+				published++
+				require.NoError(t, b.Publish(ctx, events.RunTeardown{ExperimentID: "queued", RunID: "r1", Backend: "local"}, "m2"))
+			}
+			extensions := func() float64 {
+				return testenv.CounterValue(t, reg, "greenflow_bus_ack_deadline_extensions_total", map[string]string{"consumer": "slow"})
+			}
+			testenv.Eventually(t, 10*time.Second, "six deadline extensions per held message", func() bool {
+				return extensions() >= float64(6*published)
+			})
+			close(release)
+			cons, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, "slow")
+			require.NoError(t, err)
+			var info *jetstream.ConsumerInfo
+			testenv.Eventually(t, 10*time.Second, "every message acked", func() bool {
+				info, err = cons.Info(ctx)
+				require.NoError(t, err)
+				return info.AckFloor.Consumer == uint64(published) && info.NumAckPending == 0
+			})
+			require.Equal(t, uint64(published), info.Delivered.Consumer, "the server delivered each message once")
+			require.Zero(t, info.NumRedelivered)
+			mu.Lock()
+			want := map[string][]uint64{"long": {1}}
+			if workers > 1 {
+				want["queued"] = []uint64{1}
+			}
+			require.Equal(t, want, deliveries, "each handled once, on its first delivery")
+			mu.Unlock()
+			require.NoError(t, consumer.Stop(10*time.Second, "the consumer"))
+		})
+	}
 }
 
 // A handler that panics costs one message, never the consumer: the message

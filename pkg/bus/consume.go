@@ -64,7 +64,7 @@ func (h Handler) raw() RawHandler {
 			return errUndecodable{err}
 		}
 		return h(ctx, Delivery{Msg: m, Subject: msg.Subject(), Headers: hd, NumDelivered: md.NumDelivered,
-			Timestamp: md.Timestamp, InProgress: msg.InProgress})
+			Timestamp: md.Timestamp})
 	}
 }
 
@@ -151,6 +151,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			DeliverPolicy:  jetstream.DeliverAllPolicy,
 			MaxAckPending:  1000,
 		}}
+	s.keep = startKeeper(c.spec.AckWait/3, c.b.m.extended.WithLabelValues(c.spec.Durable))
+	defer s.keep.stop()
 	if err := s.open(ctx); err != nil {
 		c.state.set(fmt.Errorf("consumer %s: %w", c.spec.Durable, errors.Unwrap(err)))
 		return err
@@ -168,6 +170,7 @@ type subscription struct {
 	logger *zap.Logger
 	cfg    jetstream.ConsumerConfig
 	pool   *workers   // nil: messages are handled on the subscription's goroutine
+	keep   *keeper    // extends the ack deadline of what is handled or queued
 	errs   chan error // of the pull subscription: signals, serve decides
 	cons   jetstream.Consumer
 	cc     jetstream.ConsumeContext
@@ -190,7 +193,7 @@ func (s *subscription) open(ctx context.Context) error {
 		return fmt.Errorf("declare consumer %s: %w", s.c.spec.Durable, err)
 	}
 	if n := s.c.spec.Workers; n > 1 {
-		s.pool = startWorkers(n, s.c.spec.AckWait/3, func(msg jetstream.Msg) { s.handle(ctx, msg) })
+		s.pool = startWorkers(n, s.keep, func(msg jetstream.Msg) { s.handle(ctx, msg) })
 	}
 	if s.cc, err = s.consume(ctx, cons); err != nil {
 		if s.pool != nil {
@@ -203,7 +206,7 @@ func (s *subscription) open(ctx context.Context) error {
 }
 
 func (s *subscription) handle(ctx context.Context, msg jetstream.Msg) {
-	s.c.b.handle(ctx, s.logger, s.c.spec, s.c.o, msg, s.c.fn)
+	s.c.b.handle(ctx, s.logger, s.c.spec, s.c.o, s.keep, msg, s.c.fn)
 }
 
 // consume starts the pull subscription on cons.

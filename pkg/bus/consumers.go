@@ -28,7 +28,7 @@ var defaultBackoff = []time.Duration{200 * time.Millisecond, time.Second, 5 * ti
 // defaultAckWait is how long a message handed to a consumer that died
 // stays with it before JetStream hands it to another (or to the consumer
 // restarted). A handler that runs longer keeps its message: the bus extends
-// the deadline every third of it while the handler runs (keepWhileHandled).
+// the deadline every third of it while the handler runs (keeper).
 const defaultAckWait = 15 * time.Second
 
 // The durable consumers of every service, declared once. What each reads
@@ -129,11 +129,14 @@ const collectorPrefix = "energy-collector-"
 // instance sees every assignment.
 func ConsumerCollector(instance string) ConsumerSpec {
 	c := consumerCollector
-	c.Durable = collectorPrefix + sanitize(instance)
+	c.Durable = collectorPrefix + SanitizeName(instance)
 	return c
 }
 
-func sanitize(s string) string {
+// SanitizeName maps a name (a host name, an instance's) to one that can
+// name a durable consumer or a KV key token: every character other than
+// letters, digits, '-' and '_' becomes '_'.
+func SanitizeName(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
 			return r

@@ -61,3 +61,12 @@ func TestHandlerErrorMarks(t *testing.T) {
 	require.NoError(t, bus.Permanent(nil))
 	require.NoError(t, bus.NotYet(nil))
 }
+
+// A host name becomes a name a consumer and a KV key token accept, and a
+// name that is one already stays as it is (the load generator's instance
+// check relies on that).
+func TestSanitizeName(t *testing.T) {
+	for in, want := range map[string]string{"host-a_1": "host-a_1", "host.example.org": "host_example_org", "a/b c*": "a_b_c_", "é": "_"} {
+		require.Equal(t, want, bus.SanitizeName(in), in)
+	}
+}

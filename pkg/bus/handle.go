@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
 
 // handle applies the failure policy to one message.
-func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, fn RawHandler) {
+func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, keep *keeper, msg jetstream.Msg, fn RawHandler) {
 	if ctx.Err() != nil {
 		_ = msg.Nak() // redelivered after restart
 		return
@@ -24,9 +23,9 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	h := msg.Headers()
 	typ := h.Get(HeaderType)
 	logger = logger.With(zap.String("type", typ), zap.Uint64("stream_seq", md.Sequence.Stream), zap.String("run_id", h.Get(HeaderRun)))
-	stopKeep := keepWhileHandled(msg, spec.AckWait/3)
+	release := keep.hold(msg)
 	herr := callRecovering(ctx, msg, md, fn)
-	stopKeep()
+	release()
 	var undecodable errUndecodable
 	var panicked errPanic
 	switch {
@@ -59,25 +58,4 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		_ = msg.NakWithDelay(delay)
 		b.m.consumed.WithLabelValues(spec.Durable, typ, outcome).Inc()
 	}
-}
-
-// keepWhileHandled extends msg's ack deadline every `every` until the
-// returned stop is called: a handler that takes longer than the ack wait (a
-// provision waiting for readiness) keeps its message, while a consumer that
-// died lets it go within one ack wait.
-func keepWhileHandled(msg jetstream.Msg, every time.Duration) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-			}
-		}
-	}()
-	return func() { close(done) }
 }

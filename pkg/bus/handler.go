@@ -17,8 +17,6 @@ type Delivery struct {
 	Headers      nats.Header
 	NumDelivered uint64
 	Timestamp    time.Time
-	// InProgress extends the ack deadline for long handlers.
-	InProgress func() error
 }
 
 // Handler processes one delivery. Returning nil acks; returning an error

@@ -208,3 +208,31 @@ func TestKVFilteredWatchKeepsItsFiltersAcrossNATSRestarts(t *testing.T) {
 		})
 	}
 }
+
+// Every form in which a revision-checked write reports that another writer
+// came first counts as a conflict — for an Update, a Create and a Delete
+// with LastRevision, on the bus's own KeyValue — and nothing else does.
+func TestIsRevisionConflictKnowsEveryForm(t *testing.T) {
+	t.Parallel()
+	b := newBus(t)
+	ctx := t.Context()
+	kv, err := b.KV(ctx, "conflicts")
+	require.NoError(t, err)
+	first, err := kv.Create(ctx, "k", []byte("1"))
+	require.NoError(t, err)
+	_, err = kv.Update(ctx, "k", []byte("2"), first)
+	require.NoError(t, err)
+
+	_, err = kv.Update(ctx, "k", []byte("3"), first)
+	require.True(t, bus.IsRevisionConflict(err), "update at a stale revision: %v", err)
+	_, err = kv.Create(ctx, "k", []byte("3"))
+	require.True(t, bus.IsRevisionConflict(err), "create of a key that is there: %v", err)
+	err = kv.Delete(ctx, "k", jetstream.LastRevision(first))
+	require.True(t, bus.IsRevisionConflict(err), "delete at a stale revision: %v", err)
+
+	_, err = kv.Get(ctx, "missing")
+	require.Error(t, err)
+	require.False(t, bus.IsRevisionConflict(err), "a missing key is no conflict: %v", err)
+	require.False(t, bus.IsRevisionConflict(nil))
+	require.False(t, bus.IsRevisionConflict(context.Canceled))
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"hash/fnv"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -13,28 +12,31 @@ import (
 // (by Gf-Run-Id) on the same one, in order: a long handler of one run (a
 // provision waiting for readiness) does not hold up another run's.
 type workers struct {
-	queues    []chan queued
-	keepEvery time.Duration // how often a queued message's ack deadline is extended
-	wg        sync.WaitGroup
-	mu        sync.RWMutex // held for writing only to close the queues
-	closed    bool
+	queues []chan queued
+	// keep extends a queued message's ack deadline until a worker takes
+	// it, so that waiting behind another run's long handler does not get
+	// it redelivered (and run twice, or out of order).
+	keep   *keeper
+	wg     sync.WaitGroup
+	mu     sync.RWMutex // held for writing only to close the queues
+	closed bool
 }
 
 // queued is a message waiting for its worker.
 type queued struct {
-	msg    jetstream.Msg
-	picked chan struct{} // closed when a worker takes it
+	msg     jetstream.Msg
+	release func() // ends keep's hold on msg
 }
 
 // startWorkers starts n workers calling handle.
-func startWorkers(n int, keepEvery time.Duration, handle func(jetstream.Msg)) *workers {
-	w := &workers{queues: make([]chan queued, n), keepEvery: keepEvery}
+func startWorkers(n int, keep *keeper, handle func(jetstream.Msg)) *workers {
+	w := &workers{queues: make([]chan queued, n), keep: keep}
 	for i := range w.queues {
 		q := make(chan queued, 64)
 		w.queues[i] = q
 		w.wg.Go(func() {
 			for item := range q {
-				close(item.picked)
+				item.release() // handle holds it from here
 				handle(item.msg)
 			}
 		})
@@ -53,11 +55,11 @@ func (w *workers) dispatch(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
-	item := queued{msg: msg, picked: make(chan struct{})}
+	item := queued{msg: msg, release: w.keep.hold(msg)}
 	select {
 	case w.queues[h.Sum32()%uint32(len(w.queues))] <- item:
-		go keepWhileQueued(ctx, item, w.keepEvery)
 	case <-ctx.Done():
+		item.release()
 		_ = msg.Nak()
 	}
 }
@@ -74,22 +76,4 @@ func (w *workers) stop() {
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
-}
-
-// keepWhileQueued extends a queued message's ack deadline until a worker
-// takes it, so that waiting behind another run's long handler does not get
-// it redelivered (and run twice, or out of order).
-func keepWhileQueued(ctx context.Context, item queued, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-item.picked:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = item.msg.InProgress()
-		}
-	}
 }

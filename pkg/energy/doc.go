@@ -20,7 +20,7 @@
 // process trees, pods by container id or name), each workload to at most
 // one; Attribute (CPU seconds) or Split (joules an exporter attributed)
 // divides the node total so that parts + unattributed = total. Sources that
-// implement Checkpointer (all of them, SourceOf a meter included) can hand
+// implement Checkpointer (all of them, and a bare meter's adapter) can hand
 // their state to another collector.
 //
 // Every Source keeps one contract, checked by one suite run against each

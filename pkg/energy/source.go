@@ -106,16 +106,6 @@ type meterSource struct {
 	proc ProcFS // the meter's /proc, whose boot a checkpoint names
 }
 
-// SourceOf returns a Source reading m, with no workloads (BasisNone). It
-// is a Checkpointer when m is a RAPLMeter or a ModelMeter.
-func SourceOf(m NodeMeter) Source {
-	s := meterSource{m: m}
-	if mc, ok := m.(meterCheckpointer); ok {
-		s.proc = mc.procFS()
-	}
-	return s
-}
-
 // Read implements Source. A done ctx fails the Read: meters read files,
 // which do not wait for a deadline, so there is nothing else to bound.
 func (s meterSource) Read(ctx context.Context, now time.Time) (Measurement, error) {

@@ -112,29 +112,6 @@ func WriteKubeconfig(path string, rc *rest.Config, auth clientcmdapi.AuthInfo) e
 	return nil
 }
 
-// Kubelets runs a Kubelet for every run namespace that appears, until ctx
-// ends: the nodes of a whole experiment.
-func Kubelets(ctx context.Context, t testing.TB, cs kubernetes.Interface, nodes []string) {
-	started := map[string]bool{}
-	go func() {
-		for ctx.Err() == nil {
-			list, err := cs.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=greenflow"})
-			if err == nil {
-				for _, n := range list.Items {
-					if !started[n.Name] && n.DeletionTimestamp == nil {
-						started[n.Name] = true
-						(&Kubelet{CS: cs, NS: n.Name, Nodes: nodes}).Run(ctx, t)
-					}
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	}()
-}
-
 // Admin is the cluster-admin configuration of the running API server.
 var Admin *rest.Config
 

@@ -19,6 +19,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -67,4 +68,23 @@ func Exit(name string, err error) {
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 	os.Exit(1)
+}
+
+// Register registers a component's metrics on reg — each of them, every
+// failure (a name taken twice) reported at once, naming whose metrics they
+// are — and nothing when reg is nil (a component built without metrics).
+func Register(reg prometheus.Registerer, whose string, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	var errs []error
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("register %s metrics: %w", whose, err)
+	}
+	return nil
 }

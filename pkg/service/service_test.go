@@ -185,3 +185,20 @@ func (initFails) Run(context.Context) error { return nil }
 type checkFunc func() error
 
 func (f checkFunc) Check() error { return f() }
+
+// Register registers every metric, reports every one it could not (a name
+// taken twice) at once with whose metrics they are, and does nothing
+// without a registry.
+func TestRegisterReportsEveryFailure(t *testing.T) {
+	a := prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_test_a_total", Help: "a"})
+	b := prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_test_b_total", Help: "b"})
+	reg := prometheus.NewRegistry()
+	require.NoError(t, service.Register(reg, "first", a, b))
+	err := service.Register(reg, "second", prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_test_a_total", Help: "a"}),
+		prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_test_b_total", Help: "b"}))
+	require.ErrorContains(t, err, "register second metrics")
+	var already prometheus.AlreadyRegisteredError
+	require.ErrorAs(t, err, &already)
+	require.Len(t, err.(interface{ Unwrap() error }).Unwrap().(interface{ Unwrap() []error }).Unwrap(), 2, "both failures")
+	require.NoError(t, service.Register(nil, "none", a))
+}

@@ -166,18 +166,20 @@ func withLines(root *yaml.Node, o origin, probs Problems) []located {
 			continue
 		}
 		out[i].path = path
-		if w := o.where(lookup(root, path)); w != "" {
+		n, _ := Locate(root, path)
+		if w := o.where(n); w != "" {
 			out[i].text = w + ": " + p
 		}
 	}
 	return out
 }
 
-// lookup finds the node at a dotted path with [i] indices, e.g.
-// spec.factors[0].name; the deepest existing node is returned so a missing
-// field points at its parent.
-func lookup(n *yaml.Node, path string) *yaml.Node {
-	var found *yaml.Node
+// Locate finds the node at a dotted path of mapping keys with [i]
+// indices, e.g. spec.factors[0].name. whole says the document writes the
+// whole path; when it does not, node is the deepest part it writes (nil
+// for none), so that a problem with a missing field points at its parent.
+func Locate(root *yaml.Node, path string) (node *yaml.Node, whole bool) {
+	n := root
 	for _, part := range strings.Split(path, ".") {
 		name, idx := part, -1
 		if i := strings.IndexByte(part, '['); i >= 0 && strings.HasSuffix(part, "]") {
@@ -187,7 +189,7 @@ func lookup(n *yaml.Node, path string) *yaml.Node {
 			}
 		}
 		if n == nil || n.Kind != yaml.MappingNode {
-			return found
+			return node, false
 		}
 		var next *yaml.Node
 		for j := 0; j+1 < len(n.Content); j += 2 {
@@ -197,15 +199,15 @@ func lookup(n *yaml.Node, path string) *yaml.Node {
 			}
 		}
 		if next == nil {
-			return found
+			return node, false
 		}
 		if idx >= 0 {
 			if next.Kind != yaml.SequenceNode || idx >= len(next.Content) {
-				return next
+				return next, false
 			}
 			next = next.Content[idx]
 		}
-		n, found = next, next
+		n, node = next, next
 	}
-	return found
+	return node, true
 }

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -263,11 +265,7 @@ func roleOf(roles map[string]string) (string, []any) {
 	if len(roles) == 0 { // transform() cannot take empty arrays
 		return `if(scope = '` + results.RoleUnattributed + `', '` + results.RoleUnattributed + `', '` + results.RoleOther + `')`, nil
 	}
-	ids := make([]string, 0, len(roles))
-	for id := range roles {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := slices.Sorted(maps.Keys(roles))
 	names := make([]string, len(ids))
 	for i, id := range ids {
 		names[i] = roles[id]

@@ -120,7 +120,8 @@ type Service[C any] struct {
 	StoreWhen func(C) bool
 	// Default returns the configuration's defaults (the zero C when nil).
 	Default func() C
-	// Flags adds the service's own flags over c.
+	// Flags adds the flags C's tags cannot declare (see BindFlags) over c;
+	// every field tagged `flag:"…" help:"…"` gets its flag from its tags.
 	Flags func(fs *flag.FlagSet, c *C)
 	New   func(c C, d Deps) (service.Component, error)
 }
@@ -132,9 +133,26 @@ type Unit struct {
 	Build Builder
 }
 
-// Unit binds the service to c.
+// HTTPAPI is a component that serves an API beside /metrics and /healthz
+// (the scheduler's experiments, the analyzer's results).
+type HTTPAPI interface {
+	RegisterHTTP(mux *http.ServeMux)
+}
+
+// Unit binds the service to c. The built component's API, when it has one,
+// is registered on Deps.Mux (when there is one): its own binary and the dev
+// stack serve it alike.
 func (s Service[C]) Unit(c C) Unit {
-	return Unit{Name: s.Name, Build: func(d Deps) (service.Component, error) { return s.New(c, d) }}
+	return Unit{Name: s.Name, Build: func(d Deps) (service.Component, error) {
+		comp, err := s.New(c, d)
+		if err != nil {
+			return nil, err
+		}
+		if api, ok := comp.(HTTPAPI); ok && d.Mux != nil {
+			api.RegisterHTTP(d.Mux)
+		}
+		return comp, nil
+	}}
 }
 
 // Main is a service binary's whole main: it runs Command with the process's
@@ -144,6 +162,23 @@ func (s Service[C]) Main() {
 	err := s.Command(ctx, os.Args[1:], os.Stderr)
 	stop()
 	service.Exit(s.Name, err)
+}
+
+// RegisterFlags adds the service's own flags over c: those its tags
+// declare, then those of its Flags function.
+func (s Service[C]) RegisterFlags(fs *flag.FlagSet, c *C) error {
+	_, err := s.registerFlags(fs, c)
+	return err
+}
+
+func (s Service[C]) registerFlags(fs *flag.FlagSet, c *C) (flagOf map[string]string, err error) {
+	if flagOf, err = bindFlags(fs, c); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	if s.Flags != nil {
+		s.Flags(fs, c)
+	}
+	return flagOf, nil
 }
 
 // Command parses args — the common flags plus the service's own — and runs
@@ -158,8 +193,9 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 	if s.Default != nil {
 		cfg = s.Default()
 	}
-	if s.Flags != nil {
-		s.Flags(fs, &cfg)
+	flagOf, err := s.registerFlags(fs, &cfg)
+	if err != nil {
+		return err
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -174,7 +210,8 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 	if s.StoreWhen != nil {
 		needs.Store = s.StoreWhen(cfg)
 	}
-	return Run(ctx, s.Name, common, needs, s.Unit(cfg).Build)
+	// A configuration problem names the flag that sets the field, too.
+	return flagNames(Run(ctx, s.Name, common, needs, s.Unit(cfg).Build), flagOf)
 }
 
 // Run connects, builds and runs one service until ctx ends.

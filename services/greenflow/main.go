@@ -1,6 +1,9 @@
-// Command greenflow is GreenFlow's command-line tool: run every service in
-// one process (dev), run the demo experiment, validate and submit specs,
-// watch progress, read results, cancel.
+// Command greenflow is GreenFlow's command-line tool: every service in one
+// process (dev), the demo experiment, validating and submitting specs,
+// following and cancelling experiments, and reading, comparing, exporting
+// and reporting results — package cli lists every command. It also runs
+// the reference UC-3 processor ("greenflow uc3-processor"), so that the
+// local provisioner needs no second binary in dev mode.
 package main
 
 import (

@@ -34,15 +34,15 @@ func TestMain(m *testing.M) {
 
 func TestRunReportsEveryConfigProblem(t *testing.T) {
 	var stderr bytes.Buffer
-	err := app.Run(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
+	err := app.Service.Command(context.Background(), []string{"--brokers", " , ", "--format", "xml", "--window-advance", "0s", "--metrics-addr", ""}, &stderr)
 	require.ErrorContains(t, err, "brokers: must list at least one broker")
 	require.ErrorContains(t, err, `format: "xml" is not "avro" or "json"`)
 	require.ErrorContains(t, err, "window_advance: 0s is not a positive")
 
-	require.Error(t, app.Run(context.Background(), []string{"--no-such-flag"}, &stderr))
-	require.ErrorContains(t, app.Run(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
-	require.ErrorContains(t, app.Run(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
-	require.NoError(t, app.Run(context.Background(), []string{"-h"}, &stderr))
+	require.Error(t, app.Service.Command(context.Background(), []string{"--no-such-flag"}, &stderr))
+	require.ErrorContains(t, app.Service.Command(context.Background(), []string{"stray"}, &stderr), `unexpected arguments ["stray"]`)
+	require.ErrorContains(t, app.Service.Command(context.Background(), []string{"--log-level", "loud"}, &stderr), `log level "loud"`)
+	require.NoError(t, app.Service.Command(context.Background(), []string{"-h"}, &stderr))
 	require.Contains(t, stderr.String(), "-emit-interval")
 }
 

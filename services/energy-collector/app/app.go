@@ -16,10 +16,12 @@ import (
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
-// Config is the collector's configuration.
+// Config names collector.Config outside the service (its internal package
+// is not importable there): `greenflow dev` and tests configure it.
 type Config = collector.Config
 
-// SourceConfig is one source in Config.Sources.
+// SourceConfig names collector.SourceConfig, one entry of Config.Sources,
+// outside the service.
 type SourceConfig = collector.SourceConfig
 
 // Service declares the energy collector for its binary and for `greenflow dev`.
@@ -27,20 +29,13 @@ var Service = svcmain.Service[Config]{
 	Name:    "energy-collector",
 	Needs:   svcmain.Needs{Store: true},
 	Default: collector.Default,
-	Flags:   RegisterFlags,
+	Flags:   registerFlags,
 	New:     New,
 }
 
-// RegisterFlags adds the collector's flags.
-func RegisterFlags(fs *flag.FlagSet, c *Config) {
-	fs.StringVar(&c.Instance, "instance", c.Instance, "instance name, unique among the collectors (default: hostname)")
-	fs.StringVar(&c.Node, "node", c.Node, "node this collector measures (default: hostname)")
-	fs.DurationVar(&c.Interval, "interval", c.Interval, "sampling interval")
-	fs.StringVar(&c.Source, "source", c.Source, "local meter when no --sources-file: auto (RAPL when readable, else model), rapl or model")
-	fs.StringVar(&c.PowercapRoot, "powercap-root", c.PowercapRoot, "powercap sysfs root")
-	fs.StringVar(&c.ProcRoot, "proc-root", c.ProcRoot, "procfs root")
-	fs.Float64Var(&c.IdleWatts, "idle-watts", c.IdleWatts, "model: node power at 0% CPU (estimated figures)")
-	fs.Float64Var(&c.MaxWatts, "max-watts", c.MaxWatts, "model: node power at 100% CPU (estimated figures)")
+// registerFlags adds the flags Config's tags cannot declare: a file to
+// read, and a spool directory whose default depends on the instance.
+func registerFlags(fs *flag.FlagSet, c *Config) {
 	fs.Func("sources-file", "YAML list of sources (kind: auto|rapl|model|kepler|scaphandre|promql, node, url, …) replacing the local meter", func(path string) error {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -55,9 +50,6 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	})
 	c.SpoolDir = spoolAuto
 	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "keep samples ClickHouse did not take, and the checkpoints of local sources, in this directory (survives restarts, so a restarted collector loses no interval); "+spoolAuto+": ~/.local/state/greenflow/energy-collector/<instance>; empty: in memory, and local sources restart from a baseline")
-	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", c.SpoolMaxBytes, "bound of the spool directory; newer samples beyond it are dropped and counted")
-	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "membership heartbeat (0: interval/2)")
-	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "a silent instance's sources move after this long (0: 1.5 × interval)")
 }
 
 // spoolAuto makes the standalone collector keep its spool in a directory
@@ -81,7 +73,8 @@ func DefaultSpoolDir(instance string) string {
 	return filepath.Join(home, ".local", "state", "greenflow", "energy-collector", instance)
 }
 
-// New builds the collector component.
+// New builds the collector component; it needs ClickHouse (samples go
+// there), and a spool directory left "auto" becomes the instance's own.
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store == nil {
 		return nil, errors.New("energy collector needs ClickHouse")

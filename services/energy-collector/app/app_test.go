@@ -23,7 +23,7 @@ func TestSourcesFileFlag(t *testing.T) {
 `), 0o600))
 	fs := flag.NewFlagSet("energy-collector", flag.ContinueOnError)
 	cfg := app.Service.Default()
-	app.RegisterFlags(fs, &cfg)
+	require.NoError(t, app.Service.RegisterFlags(fs, &cfg))
 	require.NoError(t, fs.Parse([]string{"--sources-file", path, "--spool-dir", "/var/spool/gf", "--instance", "c1"}))
 	require.Len(t, cfg.Sources, 3)
 	require.Equal(t, app.SourceConfig{ID: "k1", Kind: "kepler", Node: "worker-1", URL: "http://worker-1:28282/metrics", NodeLabel: "worker-1"}, cfg.Sources[1])
@@ -35,7 +35,7 @@ func TestSourcesFileFlag(t *testing.T) {
 	require.NoError(t, os.WriteFile(bad, []byte("kind: [nope"), 0o600))
 	fs = flag.NewFlagSet("energy-collector", flag.ContinueOnError)
 	fs.SetOutput(discard{})
-	app.RegisterFlags(fs, &cfg)
+	require.NoError(t, app.Service.RegisterFlags(fs, &cfg))
 	require.ErrorContains(t, fs.Parse([]string{"--sources-file", bad}), "parse sources file")
 }
 
@@ -50,14 +50,14 @@ func TestSpoolDirDefaultsToTheInstancesStateDir(t *testing.T) {
 	t.Setenv("HOME", "/home/u")
 	fs := flag.NewFlagSet("energy-collector", flag.ContinueOnError)
 	cfg := app.Service.Default()
-	app.RegisterFlags(fs, &cfg)
+	require.NoError(t, app.Service.RegisterFlags(fs, &cfg))
 	require.NoError(t, fs.Parse([]string{"--instance", "c/1"}))
 	require.Equal(t, "auto", cfg.SpoolDir)
 	require.Equal(t, "/home/u/.local/state/greenflow/energy-collector/c_1", app.DefaultSpoolDir(cfg.Instance))
 
 	fs = flag.NewFlagSet("energy-collector", flag.ContinueOnError)
 	cfg = app.Service.Default()
-	app.RegisterFlags(fs, &cfg)
+	require.NoError(t, app.Service.RegisterFlags(fs, &cfg))
 	require.NoError(t, fs.Parse([]string{"--spool-dir", ""}))
 	require.Empty(t, cfg.SpoolDir)
 }

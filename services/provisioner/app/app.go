@@ -22,14 +22,15 @@ import (
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// Config is the provisioner's configuration.
+// Config gathers the configurations of the provisioner's core and of its
+// two backends, which live in packages of their own.
 type Config struct {
 	Core  provisioner.Config
 	Local local.Config
 	Kube  kube.Config
 	// Kubernetes enables the kubernetes backend: auto (when a kubeconfig or
 	// in-cluster config is found), on (fail to start without one) or off.
-	Kubernetes string
+	Kubernetes string `flag:"kubernetes" help:"kubernetes backend: auto (when a cluster is configured), on or off"`
 }
 
 // Default returns the defaults: the UC-3 processor binary next to this one,
@@ -45,7 +46,7 @@ func Default() Config {
 var Service = svcmain.Service[Config]{
 	Name:    "provisioner",
 	Default: Default,
-	Flags:   RegisterFlags,
+	Flags:   registerFlags,
 	New:     func(c Config, d svcmain.Deps) (service.Component, error) { return New(c, d) },
 }
 
@@ -60,28 +61,13 @@ func (c Config) Validate() error {
 	return errors.Join(append(errs, c.Core.Validate(), c.Local.Validate(), c.Kube.Validate())...)
 }
 
-// RegisterFlags adds the provisioner's flags.
-func RegisterFlags(fs *flag.FlagSet, c *Config) {
+// registerFlags adds the flag Config's tags cannot declare: a command
+// line to split.
+func registerFlags(fs *flag.FlagSet, c *Config) {
 	fs.Func("uc3-command", "command line of the reference UC-3 processor (space-separated; default: uc3-processor next to this binary)", func(s string) error {
 		c.Local.UC3Command = strings.Fields(s)
 		return nil
 	})
-	fs.StringVar(&c.Local.Node, "node", c.Local.Node, "node name of this machine in targets")
-	fs.StringVar(&c.Local.StateDir, "state-dir", c.Local.StateDir, "directory of the local backend's run logs and exit statuses")
-	fs.DurationVar(&c.Local.StopTimeout, "stop-timeout", c.Local.StopTimeout, "how long a SUT process may take to stop after SIGTERM before SIGKILL")
-	fs.DurationVar(&c.Core.ReconcileEvery, "reconcile-every", c.Core.ReconcileEvery, "how often leftovers of ended and unknown runs are looked for")
-	fs.DurationVar(&c.Core.UnknownGrace, "leftover-grace", c.Core.UnknownGrace,
-		"how old a process or namespace of this installation with no record must be before it is removed")
-	fs.StringVar(&c.Kubernetes, "kubernetes", c.Kubernetes, "kubernetes backend: auto (when a cluster is configured), on or off")
-	fs.StringVar(&c.Kube.Kubeconfig, "kubeconfig", c.Kube.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster)")
-	fs.StringVar(&c.Kube.Context, "kube-context", c.Kube.Context, "kubeconfig context (default: the current one)")
-	fs.StringVar(&c.Kube.NamespacePrefix, "kube-namespace-prefix", c.Kube.NamespacePrefix, "prefix of each run's namespace")
-	fs.DurationVar(&c.Kube.ReadyTimeout, "kube-ready-timeout", c.Kube.ReadyTimeout, "how long a run may take to become ready")
-	fs.DurationVar(&c.Kube.UnschedulableGrace, "kube-unschedulable-grace", c.Kube.UnschedulableGrace, "how long a pod may stay unschedulable")
-	fs.StringVar(&c.Kube.StrimziKafka, "strimzi-kafka", c.Kube.StrimziKafka,
-		"namespace/name of a Strimzi Kafka cluster: create run topics as KafkaTopic resources there (default: the Kafka admin API)")
-	fs.IntVar(&c.Kube.TopicReplicas, "topic-replicas", c.Kube.TopicReplicas, "replication factor of KafkaTopic resources (0: the brokers' default)")
-	fs.DurationVar(&c.Kube.TeardownTimeout, "kube-teardown-timeout", c.Kube.TeardownTimeout, "bound on waiting for a run's namespace to go")
 }
 
 // unavailable stands in for a kubernetes backend that could not be

@@ -75,8 +75,8 @@ var fieldRef = regexp.MustCompile(`\bsut\.(params|kubernetes|command)(\.[A-Za-z0
 func where(root *yaml.Node, err error) string {
 	msg := err.Error()
 	if strings.Contains(msg, "template manifest") {
-		n := lookup(root, "spec.sut.kubernetes.manifest")
-		if n == nil {
+		n, written := spec.Locate(root, "spec.sut.kubernetes.manifest")
+		if !written {
 			return "spec.sut.kubernetes.manifest: "
 		}
 		first := n.Line
@@ -90,33 +90,15 @@ func where(root *yaml.Node, err error) string {
 		return fmt.Sprintf("line %d: spec.sut.kubernetes.manifest: ", first)
 	}
 	if f := fieldRef.FindString(msg); f != "" {
-		if n := lookup(root, "spec."+f); n != nil {
+		if n, written := spec.Locate(root, "spec."+f); written {
 			return fmt.Sprintf("line %d: spec.%s: ", n.Line, f)
 		}
 		return "spec." + f + ": "
 	}
-	if n := lookup(root, "spec.sut"); n != nil {
+	if n, written := spec.Locate(root, "spec.sut"); written {
 		return fmt.Sprintf("line %d: spec.sut: ", n.Line)
 	}
 	return "spec.sut: "
-}
-
-// lookup finds the node at a dotted path of mapping keys; nil when the
-// spec does not write it.
-func lookup(n *yaml.Node, path string) *yaml.Node {
-	for _, key := range strings.Split(path, ".") {
-		if n == nil || n.Kind != yaml.MappingNode {
-			return nil
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				next = n.Content[i+1]
-			}
-		}
-		n = next
-	}
-	return n
 }
 
 func factors(f map[string]string) string {

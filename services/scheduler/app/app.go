@@ -3,7 +3,6 @@ package app
 
 import (
 	"errors"
-	"flag"
 
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
@@ -11,7 +10,8 @@ import (
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
-// Config is the scheduler's configuration.
+// Config names scheduler.Config outside the service (its internal package
+// is not importable there): `greenflow dev` and tests configure it.
 type Config = scheduler.Config
 
 // Service declares the scheduler for its binary and for `greenflow dev`.
@@ -19,22 +19,14 @@ var Service = svcmain.Service[Config]{
 	Name:    "scheduler",
 	Needs:   svcmain.Needs{Store: true},
 	Default: scheduler.Default,
-	Flags:   RegisterFlags,
 	New:     New,
 }
 
-// RegisterFlags adds the scheduler's flags.
-func RegisterFlags(fs *flag.FlagSet, c *Config) {
-	fs.IntVar(&c.Concurrency, "concurrency", c.Concurrency, "runs active at once on the target cluster")
-	fs.DurationVar(&c.ProvisionTimeout, "provision-timeout", c.ProvisionTimeout, "time a run may wait for provisioning")
-	fs.DurationVar(&c.AnalyzeTimeout, "analyze-timeout", c.AnalyzeTimeout, "time a run may wait for analysis")
-	fs.IntVar(&c.Retries, "retries", c.Retries, "times a run failing for a transient reason is run again")
-	fs.DurationVar(&c.RetryBackoff, "retry-backoff", c.RetryBackoff,
-		"wait before the first retry of a run; each further retry waits twice as long (0: retry at once)")
-	fs.DurationVar(&c.RetryBackoffMax, "retry-backoff-max", c.RetryBackoffMax, "longest wait before a retry")
-}
+var _ svcmain.HTTPAPI = (*scheduler.Scheduler)(nil)
 
-// New builds the scheduler component.
+// New builds the scheduler component; the runs' Kafka brokers default to
+// the common --kafka-brokers, and its API is served as svcmain.HTTPAPI. It
+// needs ClickHouse (experiments and runs are stored there).
 func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store == nil {
 		return nil, errors.New("scheduler needs ClickHouse")
@@ -46,9 +38,6 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 	s, err := scheduler.New(c, scheduler.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry})
 	if err != nil {
 		return nil, err
-	}
-	if d.Mux != nil {
-		s.RegisterHTTP(d.Mux)
 	}
 	return s, nil
 }

@@ -6,9 +6,7 @@
 package app
 
 import (
-	"context"
 	"flag"
-	"io"
 	"os"
 	"strings"
 	_ "time/tzdata" // time zones even in images without /usr/share/zoneinfo
@@ -35,25 +33,14 @@ var Service = svcmain.Service[processor.Config]{
 func Main(args []string) error {
 	ctx, stop := service.SignalContext()
 	defer stop()
-	return Run(ctx, args, os.Stderr)
+	return Service.Command(ctx, args, os.Stderr)
 }
 
-// Run parses args and runs the processor until ctx ends.
-func Run(ctx context.Context, args []string, stderr io.Writer) error {
-	return Service.Command(ctx, args, stderr)
-}
-
-// registerFlags adds the processor's flags over cfg.
+// registerFlags adds the flags Config's tags cannot declare: a list,
+// and a format whose help names its value with backquotes.
 func registerFlags(fs *flag.FlagSet, cfg *processor.Config) {
 	fs.Var(brokersFlag{&cfg.Brokers}, "brokers", "Kafka seed brokers, comma-separated `host:port`")
-	fs.StringVar(&cfg.InputTopic, "input", cfg.InputTopic, "input topic of ActivePowerRecords keyed by sensor id")
-	fs.StringVar(&cfg.OutputTopic, "output", cfg.OutputTopic, "output topic for the hour-of-day statistics")
-	fs.StringVar(&cfg.Group, "group", cfg.Group, "Kafka consumer group")
 	fs.Var(formatFlag{&cfg.Format}, "format", "input value `format`: avro (Confluent wire format) or json")
-	fs.DurationVar(&cfg.EmitInterval, "emit-interval", cfg.EmitInterval, "how often updated aggregates are emitted and offsets committed")
-	fs.StringVar(&cfg.TimeZone, "timezone", cfg.TimeZone, "IANA time zone that decides a record's hour of day")
-	fs.DurationVar(&cfg.WindowDuration, "window-duration", cfg.WindowDuration, "sliding window size")
-	fs.DurationVar(&cfg.WindowAdvance, "window-advance", cfg.WindowAdvance, "sliding window hop")
 }
 
 // brokersFlag is a comma-separated broker list.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/greenflow/greenflow/loadtest/chaos"
+	"github.com/greenflow/greenflow/pkg/svcmain"
 )
 
 func main() { os.Exit(run()) }
@@ -61,7 +62,7 @@ func run() int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
-	cfg.Faults = split(*faults)
+	cfg.Faults = svcmain.SplitList(*faults)
 	if *schedule != "" {
 		if cfg.Schedule, err = chaos.ParseSchedule(*schedule); err != nil {
 			fmt.Fprintln(os.Stderr, "chaos:", err)
@@ -74,7 +75,7 @@ func run() int {
 			return 2
 		}
 	}
-	cfg.Configs = split(*configs)
+	cfg.Configs = svcmain.SplitList(*configs)
 	if *args != "" {
 		cfg.Args = map[string][]string{}
 		for _, part := range strings.Split(*args, ";") {
@@ -142,14 +143,4 @@ func runRejudge(path string, cfg chaos.Config) int {
 		return 1
 	}
 	return 0
-}
-
-func split(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

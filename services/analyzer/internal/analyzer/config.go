@@ -12,23 +12,23 @@ type Config struct {
 	// LagThreshold is the largest lag-trend slope (messages/s) a run may
 	// show and still meet the SLO (Theodolite's default: 2000) when its
 	// spec states none (LagSLO).
-	LagThreshold float64 `yaml:"lagThreshold"`
+	LagThreshold float64 `yaml:"lagThreshold" flag:"lag-threshold" help:"lag-trend SLO: largest consumer-lag growth in msg/s, when the spec states no slos.lagTrendSlope"`
 	// LagStep is the sampling step of the lag series. Theodolite's 5 s is
 	// its Prometheus scrape interval; the load generator samples the lag
 	// every second (--signal-interval), and a 10 s window fitted at 5 s
 	// steps has too few points for a verdict.
-	LagStep time.Duration `yaml:"lagStep"`
+	LagStep time.Duration `yaml:"lagStep" flag:"lag-step" help:"sampling step of the consumer-lag series"`
 	// LagWarmup is dropped from the start of the load before fitting, when
 	// the spec states none; the fit never starts before the measurement
 	// window (LagSLO).
-	LagWarmup time.Duration `yaml:"lagWarmup"`
+	LagWarmup time.Duration `yaml:"lagWarmup" flag:"lag-warmup" help:"time from the load's start dropped before the lag fit, when the spec states no slos.lagWarmup (never before the window)"`
 	// LagMinPoints is the fewest lag samples that give a verdict.
 	LagMinPoints int `yaml:"lagMinPoints"`
 	// CVThreshold flags configurations whose repetitions vary more than
 	// this coefficient of variation (0.10 = 10 %).
-	CVThreshold float64 `yaml:"cvThreshold"`
+	CVThreshold float64 `yaml:"cvThreshold" flag:"cv-threshold" help:"flag configurations whose repetitions vary more than this CV"`
 	// ConfidenceLevel of the per-configuration intervals (0.95).
-	ConfidenceLevel float64 `yaml:"confidenceLevel"`
+	ConfidenceLevel float64 `yaml:"confidenceLevel" flag:"confidence" help:"confidence level of per-configuration intervals"`
 	// EdgeMargin is how far outside a window samples are read, to find the
 	// neighbours of the first and last sample (gaps, interpolation). It must
 	// exceed the longest sampling interval; a gap reaching further than this
@@ -36,12 +36,12 @@ type Config struct {
 	EdgeMargin time.Duration `yaml:"edgeMargin"`
 
 	// The verdict (see Policy and the package comment).
-	LoadTolerance       float64       `yaml:"loadTolerance"`
-	LoadEdgeSlack       time.Duration `yaml:"loadEdgeSlack"`
-	MaxBridgedGap       time.Duration `yaml:"maxBridgedGap"`
-	MaxBridgedIntervals int           `yaml:"maxBridgedIntervals"`
-	MaxUncovered        time.Duration `yaml:"maxUncovered"`
-	MaxOverlap          time.Duration `yaml:"maxOverlap"`
+	LoadTolerance       float64       `yaml:"loadTolerance" flag:"load-tolerance" help:"largest shortfall or surplus of events in the measured window against the offered load (fraction) a valid run may have"`
+	LoadEdgeSlack       time.Duration `yaml:"loadEdgeSlack" flag:"load-edge-slack" help:"this much of the offered load (rate × duration) is added to the tolerance: records due at a window edge may arrive just after it"`
+	MaxBridgedGap       time.Duration `yaml:"maxBridgedGap" flag:"max-bridged-gap" help:"longest gap in a node's or target's samples that is bridged (and flagged); longer gaps make the run invalid"`
+	MaxBridgedIntervals int           `yaml:"maxBridgedIntervals" flag:"max-bridged-intervals" help:"a gap may also last up to this many of the series' sampling intervals (the larger bound applies)"`
+	MaxUncovered        time.Duration `yaml:"maxUncovered" flag:"max-uncovered" help:"window time of a series that no sample may cover"`
+	MaxOverlap          time.Duration `yaml:"maxOverlap" flag:"max-sample-overlap" help:"window time of a series that two samples may both cover (the same stretch measured twice, e.g. by two collectors on one machine)"`
 	// BrokerEdgeSpan is the widest pair of kafka_input_high_watermark
 	// samples around a window edge that the events may be interpolated
 	// from; wider (or missing), the generators' series is used instead.
@@ -49,7 +49,7 @@ type Config struct {
 	// SamplesWait is how long after the window end the analysis waits for
 	// every node's samples (and the load's series) to reach past it; then it
 	// goes ahead with what there is and flags samples_late.
-	SamplesWait time.Duration `yaml:"samplesWait"`
+	SamplesWait time.Duration `yaml:"samplesWait" flag:"samples-wait" help:"how long after a window's end the analysis waits for every node's samples past it (then flags samples_late)"`
 }
 
 // Policy is the verdict's part of the configuration.

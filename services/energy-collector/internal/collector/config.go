@@ -19,14 +19,14 @@ const (
 
 // Config configures a collector instance.
 type Config struct {
-	Instance      string        `yaml:"instance"`
-	Node          string        `yaml:"node"`
-	Interval      time.Duration `yaml:"interval"`
-	Source        string        `yaml:"source"` // auto | rapl | model: the local meter when Sources is empty
-	PowercapRoot  string        `yaml:"powercapRoot"`
-	ProcRoot      string        `yaml:"procRoot"`
-	IdleWatts     float64       `yaml:"idleWatts"`
-	MaxWatts      float64       `yaml:"maxWatts"`
+	Instance      string        `yaml:"instance" flag:"instance" help:"instance name, unique among the collectors (default: hostname)"`
+	Node          string        `yaml:"node" flag:"node" help:"node this collector measures (default: hostname)"`
+	Interval      time.Duration `yaml:"interval" flag:"interval" help:"sampling interval"`
+	Source        string        `yaml:"source" flag:"source" help:"local meter when no --sources-file: auto (RAPL when readable, else model), rapl or model"` // auto | rapl | model: the local meter when Sources is empty
+	PowercapRoot  string        `yaml:"powercapRoot" flag:"powercap-root" help:"powercap sysfs root"`
+	ProcRoot      string        `yaml:"procRoot" flag:"proc-root" help:"procfs root"`
+	IdleWatts     float64       `yaml:"idleWatts" flag:"idle-watts" help:"model: node power at 0% CPU (estimated figures)"`
+	MaxWatts      float64       `yaml:"maxWatts" flag:"max-watts" help:"model: node power at 100% CPU (estimated figures)"`
 	BatchSize     int           `yaml:"batchSize"`
 	FlushInterval time.Duration `yaml:"flushInterval"`
 	// MaxBuffered bounds the samples held in memory: waiting for the next
@@ -45,8 +45,8 @@ type Config struct {
 	// Interval/2. LeaseTTL is how long a silent instance counts as alive;
 	// 0 means 1.5 × Interval, so a dead instance's sources move within two
 	// intervals.
-	Heartbeat time.Duration `yaml:"heartbeat"`
-	LeaseTTL  time.Duration `yaml:"leaseTTL"`
+	Heartbeat time.Duration `yaml:"heartbeat" flag:"heartbeat" help:"membership heartbeat (0: interval/2)"`
+	LeaseTTL  time.Duration `yaml:"leaseTTL" flag:"lease-ttl" help:"a silent instance's sources move after this long (0: 1.5 × interval)"`
 	// MaxCheckpointAge: an older hand-over checkpoint — a claim's, or a
 	// pinned source's after a restart — is ignored and the source starts
 	// from a fresh baseline (one interval without samples: a gap the
@@ -73,7 +73,7 @@ type Config struct {
 	// sources (pinned/), so a restarted collector continues them exactly;
 	// without it they restart from a baseline.
 	SpoolDir      string `yaml:"spoolDir"`
-	SpoolMaxBytes int64  `yaml:"spoolMaxBytes"`
+	SpoolMaxBytes int64  `yaml:"spoolMaxBytes" flag:"spool-max-bytes" help:"bound of the spool directory; newer samples beyond it are dropped and counted"`
 }
 
 // SourceConfig is one thing a collector samples: a node, through a meter on

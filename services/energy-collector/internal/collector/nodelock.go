@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/service"
 )
 
@@ -177,10 +178,7 @@ func (l *nodeLock) release(ctx context.Context) {
 }
 
 func isRevisionConflict(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyExists)
+	return bus.IsRevisionConflict(err) || errors.Is(err, jetstream.ErrKeyNotFound)
 }
 
 // runPinned reads the pinned source sc while this instance holds its

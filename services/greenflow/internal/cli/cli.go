@@ -14,6 +14,10 @@
 //	cancel    cancel an experiment (status.go)
 //	prune     drop days of samples that belong to no run (prune.go)
 //	version   the build's version and commit
+//	help      the usage
+//
+// (main.go runs "greenflow uc3-processor" — the reference UC-3 processor,
+// which the local provisioner starts — before the CLI sees it.)
 //
 // flags.go holds the flags the commands share (where to find a dev stack,
 // the spec, experiment ids); experiment_data.go what the analysis commands

@@ -69,10 +69,12 @@ func openStore(ctx context.Context, c *connFlags) (*store.Store, func(), error) 
 	return st, func() { _ = st.Close(); stopServer() }, nil
 }
 
-// experiment is what the export and the report read of an experiment: its
-// runs, their results and their targets (by run).
+// experiment is what the export and the report read of an experiment,
+// each table once: its runs, their results (as stored, and joined per run)
+// and their targets (by run).
 type experiment struct {
 	runs    []store.Run
+	results []store.Result
 	rows    []ResultRow
 	targets map[string][]store.RunTarget
 }
@@ -81,15 +83,16 @@ type experiment struct {
 func loadExperiment(ctx context.Context, st *store.Store, experimentID string) (experiment, error) {
 	var e experiment
 	var err error
-	if e.rows, err = LoadResults(ctx, st, experimentID); err != nil {
-		return e, err
-	}
-	if len(e.rows) == 0 {
-		return e, fmt.Errorf("experiment %s: no runs stored", experimentID)
-	}
 	if e.runs, err = st.Runs(ctx, experimentID); err != nil {
 		return e, err
 	}
+	if len(e.runs) == 0 {
+		return e, fmt.Errorf("experiment %s: no runs stored", experimentID)
+	}
+	if e.results, err = st.Results(ctx, experimentID); err != nil {
+		return e, err
+	}
+	e.rows = resultRows(e.runs, e.results)
 	e.targets, err = loadTargets(ctx, st, experimentID)
 	return e, err
 }

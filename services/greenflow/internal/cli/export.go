@@ -55,14 +55,10 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 	if err != nil {
 		return nil, err
 	}
-	res, err := st.Results(ctx, experimentID)
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create export dir: %w", err)
 	}
-	x := exporter{experiment: e, st: st, id: experimentID, results: res, hashOf: map[string]string{},
+	x := exporter{experiment: e, st: st, id: experimentID, results: e.results, hashOf: map[string]string{},
 		factorNames: sortedKeys(e.rows, func(r ResultRow) map[string]string { return r.Factors })}
 	for _, r := range e.runs {
 		x.hashOf[r.RunID] = r.ConfigHash

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +44,11 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 	if err != nil {
 		return nil, err
 	}
+	return resultRows(runs, res), nil
+}
+
+// resultRows joins runs and their run-scope results, in run order.
+func resultRows(runs []store.Run, res []store.Result) []ResultRow {
 	byRun := map[string]*ResultRow{}
 	var out []ResultRow
 	for _, r := range runs {
@@ -67,7 +74,7 @@ func LoadResults(ctx context.Context, st *store.Store, experimentID string) ([]R
 		sort.Strings(out[i].Flags)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
-	return out, nil
+	return out
 }
 
 // column is how the tables show a metric.
@@ -221,11 +228,7 @@ func factors(f map[string]string) string {
 	if len(f) == 0 {
 		return "-"
 	}
-	keys := make([]string, 0, len(f))
-	for k := range f {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(f))
 	parts := make([]string, len(keys))
 	for i, k := range keys {
 		short := k

@@ -3,8 +3,8 @@
 // Package e2ekube runs a whole experiment on the kubernetes backend: the dev
 // stack (embedded NATS JetStream, kfake Kafka, a real ClickHouse) with the
 // provisioner pointed, through a kubeconfig, at a real kube-apiserver and
-// etcd (envtest). No kubelet can run here, so kubetest.Kubelets plays the
-// nodes: the SUT's pods are API objects, not processes, and process no
+// etcd (envtest). No kubelet can run here, so kubetest.Controllers plays the
+// nodes (and the namespace controller): the SUT's pods are API objects, not processes, and process no
 // events; everything around them is real.
 package e2ekube
 
@@ -59,7 +59,7 @@ func TestConsolidationExperimentOnKubernetes(t *testing.T) {
 	t.Cleanup(cancel) // the kubelets play on until the stack has stopped
 	cs := kubetest.AdminClient(t)
 	kubetest.EnsureNodes(t, cs, kubetest.Workers...)
-	kubetest.Kubelets(ctx, t, cs, kubetest.Workers)
+	go (&kubetest.Controllers{CS: cs, Nodes: kubetest.Workers, Log: t}).Run(ctx)
 	kubeconfig := kubetest.Kubeconfig(t, t.TempDir())
 
 	o := devstacktest.Options(t)

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
@@ -15,7 +15,7 @@ import (
 type Config struct {
 	// Instance names this generator in events and in the membership bucket;
 	// instances sharing a NATS server must have different names.
-	Instance string `yaml:"instance"`
+	Instance string `yaml:"instance" flag:"instance" help:"instance name in events and membership; unique per NATS server (default: hostname)"`
 	// Tick is the pacing granularity.
 	Tick time.Duration `yaml:"tick"`
 	// FlushTimeout bounds the wait for outstanding records at the end.
@@ -24,10 +24,10 @@ type Config struct {
 	// this long while records are outstanding (a broker outage), during the
 	// load or the flush at its end: the run fails within about this long of
 	// the broker going away, with the count of records not delivered.
-	DeliveryTimeout time.Duration `yaml:"deliveryTimeout"`
+	DeliveryTimeout time.Duration `yaml:"deliveryTimeout" flag:"delivery-timeout" help:"fail a load when Kafka acknowledges nothing for this long while records are outstanding (a broker outage)"`
 	// MaxCatchUp bounds catching up after a stall: the generator then sends
 	// at most MaxCatchUp × its rate until it is back on schedule. Must be > 1.
-	MaxCatchUp float64 `yaml:"maxCatchUp"`
+	MaxCatchUp float64 `yaml:"maxCatchUp" flag:"max-catch-up" help:"after a stall, send at most this multiple of the rate until back on schedule (> 1)"`
 	// CatchUpBurst is how much schedule (at MaxCatchUp × rate) may go out at
 	// once; it absorbs tick jitter without counting as a stall.
 	CatchUpBurst time.Duration `yaml:"catchUpBurst"`
@@ -41,38 +41,38 @@ type Config struct {
 	// (counts and acked watermarks) in KV: a restart or an heir resumes
 	// from the last checkpoint, so at most about this much of an instance's
 	// schedule is produced twice after it dies.
-	CheckpointInterval time.Duration `yaml:"checkpointInterval"`
+	CheckpointInterval time.Duration `yaml:"checkpointInterval" flag:"checkpoint-interval" help:"how often an instance checkpoints its progress (acked watermarks, counts) in KV; bounds what is produced twice after a death"`
 	// MaxBackfill bounds back-filling: records due more than this long ago
 	// when a range is resumed or taken over are not produced any more, and
 	// count as missed.
-	MaxBackfill time.Duration `yaml:"maxBackfill"`
+	MaxBackfill time.Duration `yaml:"maxBackfill" flag:"max-backfill" help:"records due longer ago than this when a range is resumed or taken over are not back-filled but counted as missed"`
 	// Heartbeat is how often an instance renews its membership entry.
-	Heartbeat time.Duration `yaml:"heartbeat"`
+	Heartbeat time.Duration `yaml:"heartbeat" flag:"heartbeat" help:"membership heartbeat interval (at most half of --member-ttl)"`
 	// MemberTTL is how old (by the KV server's clock) an instance's last
 	// heartbeat may be before it counts as dead and its ranges are taken
 	// over: the detection part of the take-over time.
-	MemberTTL time.Duration `yaml:"memberTTL"`
+	MemberTTL time.Duration `yaml:"memberTTL" flag:"member-ttl" help:"an instance whose last heartbeat is this old (by the NATS server's clock) is dead and its key ranges are taken over"`
 	// PollInterval is how often the run leader checks membership and
 	// completion.
 	PollInterval time.Duration `yaml:"pollInterval"`
 	// SchemaRegistryURL, when set, is a Confluent-compatible schema registry
 	// where the Avro schema is registered at the start of each load; the id
 	// it returns replaces the load command's schema id.
-	SchemaRegistryURL string `yaml:"schemaRegistryURL"`
+	SchemaRegistryURL string `yaml:"schemaRegistryURL" flag:"schema-registry-url" help:"Confluent-compatible schema registry to register the Avro schema in at each load start (default: use the load command's schema id)"`
 	// SchemaSubject is the registry subject.
-	SchemaSubject string `yaml:"schemaSubject"`
+	SchemaSubject string `yaml:"schemaSubject" flag:"schema-subject" help:"schema registry subject"`
 	// SignalInterval is how often Kafka high-water marks and consumer lag
 	// are sampled into run metrics (when a store is configured).
-	SignalInterval time.Duration `yaml:"signalInterval"`
+	SignalInterval time.Duration `yaml:"signalInterval" flag:"signal-interval" help:"Kafka signal sampling interval"`
 	// RecordKafkaSignals enables that sampling; it needs ClickHouse.
-	RecordKafkaSignals bool `yaml:"recordKafkaSignals"`
+	RecordKafkaSignals bool `yaml:"recordKafkaSignals" flag:"record-kafka-signals" help:"sample topic high-water marks and consumer lag into ClickHouse run metrics (needs --clickhouse-dsn)"`
 }
 
 // Default returns the defaults.
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Instance:           SanitizeInstance(host),
+		Instance:           bus.SanitizeName(host),
 		Tick:               2 * time.Millisecond,
 		FlushTimeout:       15 * time.Second,
 		DeliveryTimeout:    3 * time.Second,
@@ -107,8 +107,8 @@ func (c Config) Validate() error {
 	}
 	if c.Instance == "" {
 		bad("instance", "required")
-	} else if SanitizeInstance(c.Instance) != c.Instance {
-		bad("instance", "got %q, expected only letters, digits, '-' and '_' (try %q)", c.Instance, SanitizeInstance(c.Instance))
+	} else if bus.SanitizeName(c.Instance) != c.Instance {
+		bad("instance", "got %q, expected only letters, digits, '-' and '_' (try %q)", c.Instance, bus.SanitizeName(c.Instance))
 	}
 	positive("tick", c.Tick)
 	positive("flushTimeout", c.FlushTimeout)
@@ -141,15 +141,4 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// SanitizeInstance maps a name (a host name, say) to a valid instance name:
-// every character other than letters, digits, '-' and '_' becomes '_'.
-func SanitizeInstance(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			return r
-		}
-		return '_'
-	}, s)
 }

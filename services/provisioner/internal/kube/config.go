@@ -16,29 +16,29 @@ import (
 type Config struct {
 	// Kubeconfig and Context choose the cluster; empty Kubeconfig means
 	// $KUBECONFIG, then ~/.kube/config, then the in-cluster service account.
-	Kubeconfig string `yaml:"kubeconfig"`
-	Context    string `yaml:"context"`
+	Kubeconfig string `yaml:"kubeconfig" flag:"kubeconfig" help:"kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster)"`
+	Context    string `yaml:"context" flag:"kube-context" help:"kubeconfig context (default: the current one)"`
 	// FieldManager names this provisioner in server-side apply.
 	FieldManager string `yaml:"fieldManager"`
 	// NamespacePrefix starts every run namespace's name.
-	NamespacePrefix string `yaml:"namespacePrefix"`
+	NamespacePrefix string `yaml:"namespacePrefix" flag:"kube-namespace-prefix" help:"prefix of each run's namespace"`
 	// ReadyTimeout bounds the wait for readiness (a run's
 	// sut.kubernetes.readyTimeout overrides it).
-	ReadyTimeout time.Duration `yaml:"readyTimeout"`
+	ReadyTimeout time.Duration `yaml:"readyTimeout" flag:"kube-ready-timeout" help:"how long a run may take to become ready"`
 	// UnschedulableGrace is how long a pod may stay unschedulable before the
 	// provision fails (a cluster autoscaler may add a node meanwhile).
-	UnschedulableGrace time.Duration `yaml:"unschedulableGrace"`
+	UnschedulableGrace time.Duration `yaml:"unschedulableGrace" flag:"kube-unschedulable-grace" help:"how long a pod may stay unschedulable"`
 	// TeardownTimeout bounds the wait for a deleted namespace to go.
-	TeardownTimeout time.Duration `yaml:"teardownTimeout"`
+	TeardownTimeout time.Duration `yaml:"teardownTimeout" flag:"kube-teardown-timeout" help:"bound on waiting for a run's namespace to go"`
 	// PollInterval is how often readiness and deletion are checked.
 	PollInterval time.Duration `yaml:"pollInterval"`
 	// StrimziKafka, as namespace/name, is the Strimzi Kafka cluster whose
 	// topic operator creates the run's topics from KafkaTopic resources;
 	// empty: the provisioner creates topics with the Kafka admin API.
-	StrimziKafka string `yaml:"strimziKafka"`
+	StrimziKafka string `yaml:"strimziKafka" flag:"strimzi-kafka" help:"namespace/name of a Strimzi Kafka cluster: create run topics as KafkaTopic resources there (default: the Kafka admin API)"`
 	// TopicReplicas is each KafkaTopic's replication factor (0: the
 	// brokers' default).
-	TopicReplicas int `yaml:"topicReplicas"`
+	TopicReplicas int `yaml:"topicReplicas" flag:"topic-replicas" help:"replication factor of KafkaTopic resources (0: the brokers' default)"`
 	// CrashPoll is how often a deployed run's pods are checked for
 	// restarts and failures.
 	CrashPoll time.Duration `yaml:"crashPoll"`

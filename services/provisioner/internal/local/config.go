@@ -16,12 +16,12 @@ type Config struct {
 	// StartupGrace is how long a process must stay up to count as started.
 	StartupGrace time.Duration `yaml:"startupGrace"`
 	// StopTimeout is how long teardown waits after SIGTERM before SIGKILL.
-	StopTimeout time.Duration `yaml:"stopTimeout"`
+	StopTimeout time.Duration `yaml:"stopTimeout" flag:"stop-timeout" help:"how long a SUT process may take to stop after SIGTERM before SIGKILL"`
 	// Node names this machine in targets and records.
-	Node string `yaml:"node"`
+	Node string `yaml:"node" flag:"node" help:"node name of this machine in targets"`
 	// StateDir holds each run's log and exit status
 	// (runs/<run>/sut.log, runs/<run>/exit-status).
-	StateDir string `yaml:"stateDir"`
+	StateDir string `yaml:"stateDir" flag:"state-dir" help:"directory of the local backend's run logs and exit statuses"`
 	// LivenessPoll is how often a running SUT is checked for having exited.
 	LivenessPoll time.Duration `yaml:"livenessPoll"`
 	// StopOnShutdown stops every SUT this backend watches when the

@@ -20,10 +20,10 @@ type Config struct {
 	// Tick is how often wanted teardowns and watches are looked at.
 	Tick time.Duration `yaml:"tick"`
 	// ReconcileEvery is how often leftovers are looked for.
-	ReconcileEvery time.Duration `yaml:"reconcileEvery"`
+	ReconcileEvery time.Duration `yaml:"reconcileEvery" flag:"reconcile-every" help:"how often leftovers of ended and unknown runs are looked for"`
 	// UnknownGrace is how old a leftover with no record must be before it
 	// is removed (a provision writes its record before it starts anything).
-	UnknownGrace time.Duration `yaml:"unknownGrace"`
+	UnknownGrace time.Duration `yaml:"unknownGrace" flag:"leftover-grace" help:"how old a process or namespace of this installation with no record must be before it is removed"`
 	// TombstoneTTL is how long a torn-down run's record (its result for a
 	// repeated teardown) and a final run's mark are kept.
 	TombstoneTTL time.Duration `yaml:"tombstoneTTL"`

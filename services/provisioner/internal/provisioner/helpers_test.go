@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -216,6 +217,8 @@ type options struct {
 	// rest points at.
 	kube *kube.Config
 	rest *rest.Config
+	// clock is the provisioner's (default: the real one).
+	clock clock.WithTicker
 }
 
 // start runs a provisioner as svcmain does — in a service.Group, with
@@ -257,7 +260,8 @@ func (w *world) start(t testing.TB, o options) *instance {
 	if o.core != nil {
 		o.core(&ccfg)
 	}
-	inst.p, err = provisioner.New(ccfg, provisioner.Deps{Bus: b, Store: st, Backends: backends, Logger: testenv.Logger(t), Registry: inst.reg})
+	inst.p, err = provisioner.New(ccfg, provisioner.Deps{Bus: b, Store: st, Backends: backends, Logger: testenv.Logger(t), Registry: inst.reg,
+		Clock: o.clock})
 	require.NoError(t, err)
 	var g service.Group
 	g.Add("provisioner", inst.p)

@@ -15,7 +15,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -82,6 +81,8 @@ type Provisioner struct {
 	duration    *prometheus.HistogramVec
 	attempts    *prometheus.CounterVec
 	removed     *prometheus.CounterVec
+	updates     prometheus.Counter // record updates the reconciler took
+	passes      prometheus.Counter // reconciler passes over every record
 }
 
 // New builds the provisioner; no I/O.
@@ -106,13 +107,13 @@ func New(cfg Config, d Deps) (*Provisioner, error) {
 		removed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_leftovers_removed_total",
 			Help: "What the reconciler removed of runs that are over or unknown, by backend, kind (process, namespace, topics) and why (final, unknown, torn_down)."},
 			[]string{"backend", "kind", "why"}),
+		updates: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_provisioner_record_updates_total",
+			Help: "Updates of the run records this instance looks after that the reconciler took."}),
+		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "greenflow_provisioner_reconcile_passes_total",
+			Help: "Reconciler passes over every record: one per tick, plus at most one per tick while record updates arrive, plus one per finished piece of work."}),
 	}
-	if d.Registry != nil {
-		for _, c := range []prometheus.Collector{p.provisioned, p.duration, p.attempts, p.removed} {
-			if err := d.Registry.Register(c); err != nil {
-				return nil, fmt.Errorf("register provisioner metrics: %w", err)
-			}
-		}
+	if err := service.Register(d.Registry, "provisioner", p.provisioned, p.duration, p.attempts, p.removed, p.updates, p.passes); err != nil {
+		return nil, err
 	}
 	p.commands = d.Bus.NewConsumer(bus.ConsumerProvisioner, p.handler(), bus.OnDeadLetter(p.answerDeadLetter))
 	p.states = d.Bus.NewConsumer(bus.ConsumerProvisionerStates, bus.Router("provisioner-states", bus.On(p.onState)))

@@ -2,6 +2,7 @@ package provisioner_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -374,4 +376,32 @@ func deadIncarnation(t *testing.T) procfs.Incarnation {
 	_ = cmd.Wait()
 	self := procfs.Default.Self()
 	return procfs.Incarnation{Host: self.Host, BootID: self.BootID, PID: st.PID, StartTicks: st.StartTicks}
+}
+
+// A burst of record updates costs the reconciler one pass, not one per
+// update: with the clock standing still (no tick, every update within a
+// tick of the last pass), 50 run records written at once are all taken and
+// bring on no pass of their own; the next tick passes over all of them.
+func TestABurstOfRecordUpdatesIsCoalescedIntoOnePass(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	fc := testingclock.NewFakeClock(time.Now())
+	inst := w.start(t, options{noLocal: true, clock: fc})
+	metric := func(name string) float64 { return testenv.CounterValue(t, inst.reg, name, nil) }
+	testenv.Eventually(t, 10*time.Second, "the first pass after Init", func() bool {
+		return metric("greenflow_provisioner_reconcile_passes_total") >= 1
+	})
+	passes, updates := metric("greenflow_provisioner_reconcile_passes_total"), metric("greenflow_provisioner_record_updates_total")
+	ctx := t.Context()
+	for i := range 50 {
+		require.NoError(t, inst.store.MarkFinal(ctx, fmt.Sprintf("burst-r%04d", i), events.RunStateDone))
+	}
+	testenv.Eventually(t, 10*time.Second, "every update taken", func() bool {
+		return metric("greenflow_provisioner_record_updates_total") >= updates+50
+	})
+	require.Equal(t, passes, metric("greenflow_provisioner_reconcile_passes_total"), "no pass per update while the clock stands")
+	fc.Step(provisioner.Default().Tick) // more than the test's tick
+	testenv.Eventually(t, 10*time.Second, "the tick's pass", func() bool {
+		return metric("greenflow_provisioner_reconcile_passes_total") == passes+1
+	})
 }

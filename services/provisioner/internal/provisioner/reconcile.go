@@ -33,11 +33,19 @@ func (p *Provisioner) filters() []string {
 // ctx ends. The watch is the bus's: it goes on across NATS restarts, and
 // after one that lost the bucket it delivers a delete for every record that
 // vanished.
+//
+// A pass looks at every record, so record updates are coalesced: the
+// updates waiting are taken together, and while they keep coming they
+// bring on at most one pass per tick (the tick's own pass covers the rest,
+// within a tick). A burst — a restart loading every record, many runs
+// ending at once — costs a few passes, not one per update; a lone update
+// is still acted on at once. A kick (work of this instance finished, a
+// run marked final) passes at once.
 func (p *Provisioner) reconcile(ctx context.Context) error {
 	var sweeping sync.Mutex
 	tick := p.clock.NewTicker(p.cfg.Tick)
 	defer tick.Stop()
-	var nextSweep time.Time
+	var nextSweep, lastPass time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -49,12 +57,15 @@ func (p *Provisioner) reconcile(ctx context.Context) error {
 				}
 				return errors.New("provisioner record watch ended")
 			}
-			if u != nil {
-				p.take(ctx, p.view, u)
+			p.takeWaiting(ctx, u)
+			if p.clock.Since(lastPass) < p.cfg.Tick {
+				continue // the next tick's pass sees it
 			}
 		case <-p.kick:
 		case <-tick.C():
 		}
+		lastPass = p.clock.Now()
+		p.passes.Inc()
 		p.pass(ctx, p.view)
 		if now := p.clock.Now(); now.After(nextSweep) && sweeping.TryLock() {
 			nextSweep = now.Add(p.cfg.ReconcileEvery)
@@ -67,9 +78,29 @@ func (p *Provisioner) reconcile(ctx context.Context) error {
 	}
 }
 
+// takeWaiting takes u and every update of the record watch already
+// waiting behind it.
+func (p *Provisioner) takeWaiting(ctx context.Context, u jetstream.KeyValueEntry) {
+	for {
+		if u != nil {
+			p.take(ctx, p.view, u)
+		}
+		select {
+		case next, ok := <-p.watch.Updates():
+			if !ok {
+				return // reconcile sees the end of the watch next
+			}
+			u = next
+		default:
+			return
+		}
+	}
+}
+
 // take applies one update of the record watch to v: a record that is gone
 // is no longer watched, and a platform id that is gone is recorded again.
 func (p *Provisioner) take(ctx context.Context, v *view, u jetstream.KeyValueEntry) {
+	p.updates.Inc()
 	if u.Key() == state.KeyPlatform {
 		if u.Operation() != jetstream.KeyValuePut {
 			p.goOnce(state.KeyPlatform, func() { p.restorePlatform(ctx) })

@@ -228,24 +228,13 @@ func (s *Store) Update(ctx context.Context, e Entry) (Entry, error) {
 		e.Rev = rev
 		return nil
 	})
-	if wrongRevision(err) {
+	if bus.IsRevisionConflict(err) {
 		return e, ErrConflict
 	}
 	if err != nil {
 		return e, fmt.Errorf("update record %s: %w", e.Key, err)
 	}
 	return e, nil
-}
-
-// wrongRevision reports a revision-checked write that found another
-// revision.
-func wrongRevision(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) &&
-		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Mutate reads the record at key, applies fn and writes it back with a
@@ -276,7 +265,7 @@ func (s *Store) Mutate(ctx context.Context, key string, fn func(*Record) (bool, 
 func (s *Store) Delete(ctx context.Context, key string, rev uint64) error {
 	return s.do(func(kv jetstream.KeyValue) error {
 		err := kv.Delete(ctx, key, jetstream.LastRevision(rev))
-		if wrongRevision(err) {
+		if bus.IsRevisionConflict(err) {
 			return ErrConflict
 		}
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/spec"
 )
 
 // publishCommand publishes the command a run's state waits on (none for
@@ -23,10 +22,8 @@ func (s *Scheduler) publishCommand(ctx context.Context, r *RunRecord, attempt in
 	kafka := s.kafkaOf(r)
 	switch r.State {
 	case events.RunStateProvisioning:
-		sut := r.Config.SUT
-		return s.bus.Publish(ctx, events.RunProvision{ExperimentID: r.ExperimentID, RunID: r.RunID,
-			SUT: events.SUT{Template: sut.Template, Backend: sut.Backend, Params: sut.Params, Command: sut.Command,
-				Kubernetes: kubernetesSUT(sut.Kubernetes)}, Kafka: kafka}, id("provision:"+r.RunID))
+		return s.bus.Publish(ctx, events.RunProvision{ExperimentID: r.ExperimentID, RunID: r.RunID, SUT: r.Config.SUT.Event(), Kafka: kafka},
+			id("provision:"+r.RunID))
 	case events.RunStateWarmup:
 		w := r.Config.Workload
 		dur := r.Config.Phases.Warmup.Duration + r.Config.Phases.Measure.Duration
@@ -92,15 +89,4 @@ func (s *Scheduler) kafkaOf(r *RunRecord) events.Kafka {
 func (s *Scheduler) teardownCmd(r *RunRecord) events.RunTeardown {
 	k := s.kafkaOf(r)
 	return events.RunTeardown{ExperimentID: r.ExperimentID, RunID: r.RunID, Backend: r.Config.SUT.Backend, Kafka: &k}
-}
-
-// kubernetesSUT is the wire form of a spec's kubernetes block.
-func kubernetesSUT(k *spec.KubernetesSUT) *events.KubernetesSUT {
-	if k == nil {
-		return nil
-	}
-	return &events.KubernetesSUT{Image: k.Image, ImagePullPolicy: k.ImagePullPolicy, Replicas: k.Replicas,
-		CPU: k.Resources.CPU, Memory: k.Resources.Memory, Env: k.Env, KafkaBootstrap: k.KafkaBootstrap,
-		SchemaRegistryURL: k.SchemaRegistryURL, Manifest: k.Manifest, ReadyTimeoutMs: k.ReadyTimeout.Milliseconds(),
-		Placement: events.Placement{Strategy: k.Placement.Strategy, Nodes: k.Placement.Nodes, NodeSelector: k.Placement.NodeSelector}}
 }

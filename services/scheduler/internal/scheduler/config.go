@@ -14,24 +14,24 @@ type Config struct {
 	// cluster (backend), across every scheduler sharing the state bucket
 	// (runs sharing nodes must not overlap, so the default is 1). Each
 	// scheduler enforces its own value: run them with the same.
-	Concurrency int `yaml:"concurrency"`
+	Concurrency int `yaml:"concurrency" flag:"concurrency" help:"runs active at once on the target cluster"`
 	// Tick is how often timed phases are checked.
 	Tick time.Duration `yaml:"tick"`
 	// Timeouts bound the phases that wait for another service.
-	ProvisionTimeout time.Duration `yaml:"provisionTimeout"`
+	ProvisionTimeout time.Duration `yaml:"provisionTimeout" flag:"provision-timeout" help:"time a run may wait for provisioning"`
 	LoadGrace        time.Duration `yaml:"loadGrace"` // after measure+cooldown, waiting for load.finished
 	TeardownTimeout  time.Duration `yaml:"teardownTimeout"`
-	AnalyzeTimeout   time.Duration `yaml:"analyzeTimeout"`
+	AnalyzeTimeout   time.Duration `yaml:"analyzeTimeout" flag:"analyze-timeout" help:"time a run may wait for analysis"`
 	// Retries is how many times a run that failed for a transient reason
 	// (a timeout, a load generator failure, a crash of the system under
 	// test) is run again, as a new run "<run>-aN" with the same config.
-	Retries int `yaml:"retries"`
+	Retries int `yaml:"retries" flag:"retries" help:"times a run failing for a transient reason is run again"`
 	// RetryBackoff is how long the first retry of a run waits after the
 	// failure; each further attempt waits twice as long as the one before,
 	// at most RetryBackoffMax. An outage shorter than the sum of the waits
 	// (5 s + 10 s + 20 s with the defaults) is survived.
-	RetryBackoff    time.Duration `yaml:"retryBackoff"`
-	RetryBackoffMax time.Duration `yaml:"retryBackoffMax"`
+	RetryBackoff    time.Duration `yaml:"retryBackoff" flag:"retry-backoff" help:"wait before the first retry of a run; each further retry waits twice as long (0: retry at once)"`
+	RetryBackoffMax time.Duration `yaml:"retryBackoffMax" flag:"retry-backoff-max" help:"longest wait before a retry"`
 	// Resend re-publishes the current state's command (same message id, so
 	// the stream drops it unless the first was lost) when no answer came.
 	Resend time.Duration `yaml:"resend"`

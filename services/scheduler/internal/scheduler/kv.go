@@ -7,6 +7,8 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/greenflow/greenflow/pkg/bus"
 )
 
 var errConflict = errors.New("revision conflict")
@@ -43,15 +45,27 @@ type versioned[T any] struct {
 
 // update applies fn with optimistic concurrency: it re-reads and retries on
 // a revision conflict. fn returns false to skip writing. The result carries
-// the revision written (or read, when nothing changed).
+// the revision written (or read, when nothing changed). A missing key is an
+// error.
 func update[T any](ctx context.Context, k kvStore, key string, fn func(*T) (bool, error)) (versioned[T], bool, error) {
+	return write(ctx, k, key, false, func(v *T, _ bool) (bool, error) { return fn(v) })
+}
+
+// upsert is update that creates a missing key: fn then sees found false
+// and the zero T.
+func upsert[T any](ctx context.Context, k kvStore, key string, fn func(v *T, found bool) (bool, error)) (versioned[T], bool, error) {
+	return write(ctx, k, key, true, fn)
+}
+
+func write[T any](ctx context.Context, k kvStore, key string, create bool, fn func(v *T, found bool) (bool, error)) (versioned[T], bool, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		var v T
 		rev, err := k.get(ctx, key, &v)
-		if err != nil {
+		missing := errors.Is(err, jetstream.ErrKeyNotFound)
+		if err != nil && !(missing && create) {
 			return versioned[T]{Value: v}, false, fmt.Errorf("read %s: %w", key, err)
 		}
-		changed, err := fn(&v)
+		changed, err := fn(&v, !missing)
 		if err != nil || !changed {
 			return versioned[T]{v, rev}, false, err
 		}
@@ -59,19 +73,19 @@ func update[T any](ctx context.Context, k kvStore, key string, fn func(*T) (bool
 		if err != nil {
 			return versioned[T]{v, rev}, false, fmt.Errorf("encode %s: %w", key, err)
 		}
-		nrev, err := k.kv.Update(ctx, key, b, rev)
+		var nrev uint64
+		if missing {
+			nrev, err = k.kv.Create(ctx, key, b)
+		} else {
+			nrev, err = k.kv.Update(ctx, key, b, rev)
+		}
+		if bus.IsRevisionConflict(err) {
+			continue // another writer came first: read again
+		}
 		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
-				continue
-			}
 			return versioned[T]{v, rev}, false, fmt.Errorf("write %s: %w", key, err)
 		}
 		return versioned[T]{v, nrev}, true, nil
 	}
 	return versioned[T]{}, false, fmt.Errorf("write %s: %w after 20 attempts", key, errConflict)
-}
-
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
 }

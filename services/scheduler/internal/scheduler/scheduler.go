@@ -117,12 +117,8 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
 			Help: "Runs between provisioning and analysis."}),
 	}
-	if d.Registry != nil {
-		for _, c := range []prometheus.Collector{s.transitions, s.runsActive} {
-			if err := d.Registry.Register(c); err != nil {
-				return nil, fmt.Errorf("register scheduler metrics: %w", err)
-			}
-		}
+	if err := service.Register(d.Registry, "scheduler", s.transitions, s.runsActive); err != nil {
+		return nil, err
 	}
 	s.events = d.Bus.NewConsumer(bus.ConsumerScheduler, s.handler(), bus.OnDeadLetter(s.onDeadLetter))
 	s.parts.Add("state watch", service.Func(s.followView))

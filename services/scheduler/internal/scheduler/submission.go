@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -107,48 +106,25 @@ func (s *Scheduler) cancelPending(ctx context.Context, id, reason string) (bool,
 // false: the experiment was settled already (a redelivery, another
 // scheduler); the stored record is returned.
 func (s *Scheduler) settleSubmission(ctx context.Context, rec ExperimentRecord) (versioned[ExperimentRecord], bool, error) {
-	key := expKey(rec.ID)
-	for attempt := 0; attempt < 20; attempt++ {
-		var cur ExperimentRecord
-		rev, err := s.kv.get(ctx, key, &cur)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			nrev, err := s.kv.create(ctx, key, rec)
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				continue // the API's record, or another scheduler's, came first
+	return upsert(ctx, s.kv, expKey(rec.ID), func(cur *ExperimentRecord, found bool) (bool, error) {
+		switch {
+		case !found:
+			*cur = rec
+		case !cur.Pending:
+			return false, nil
+		default:
+			next := rec
+			next.Pending = false
+			if cur.CreatedMs != 0 {
+				next.CreatedMs = cur.CreatedMs
 			}
-			if err != nil {
-				return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w", rec.ID, err)
+			if cur.State == events.ExperimentStateCancelled && next.State != events.ExperimentStateFailed {
+				next.State, next.Reason = events.ExperimentStateCancelled, cur.Reason
 			}
-			return versioned[ExperimentRecord]{rec, nrev}, true, nil
+			*cur = next
 		}
-		if err != nil {
-			return versioned[ExperimentRecord]{}, false, fmt.Errorf("read experiment %s: %w", rec.ID, err)
-		}
-		if !cur.Pending {
-			return versioned[ExperimentRecord]{cur, rev}, false, nil
-		}
-		next := rec
-		next.Pending = false
-		if cur.CreatedMs != 0 {
-			next.CreatedMs = cur.CreatedMs
-		}
-		if cur.State == events.ExperimentStateCancelled && next.State != events.ExperimentStateFailed {
-			next.State, next.Reason = events.ExperimentStateCancelled, cur.Reason
-		}
-		b, err := json.Marshal(next)
-		if err != nil {
-			return versioned[ExperimentRecord]{}, false, fmt.Errorf("encode experiment %s: %w", rec.ID, err)
-		}
-		nrev, err := s.kv.kv.Update(ctx, key, b, rev)
-		if errors.Is(err, jetstream.ErrKeyExists) || isWrongSequence(err) {
-			continue
-		}
-		if err != nil {
-			return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w", rec.ID, err)
-		}
-		return versioned[ExperimentRecord]{next, nrev}, true, nil
-	}
-	return versioned[ExperimentRecord]{}, false, fmt.Errorf("store experiment %s: %w after 20 attempts", rec.ID, errConflict)
+		return true, nil
+	})
 }
 
 // possibleID reports whether id could name an experiment: 1 to 255

@@ -15,23 +15,23 @@ type Config struct {
 	// Brokers are the Kafka seed brokers, host:port.
 	Brokers []string `yaml:"brokers"`
 	// InputTopic carries ActivePowerRecords keyed by sensor id.
-	InputTopic string `yaml:"input_topic"`
+	InputTopic string `yaml:"input_topic" flag:"input" help:"input topic of ActivePowerRecords keyed by sensor id"`
 	// OutputTopic receives HourOfDayStatistics keyed by sensor id.
-	OutputTopic string `yaml:"output_topic"`
+	OutputTopic string `yaml:"output_topic" flag:"output" help:"output topic for the hour-of-day statistics"`
 	// Group is the consumer group; instances sharing it split the input
 	// partitions.
-	Group string `yaml:"group"`
+	Group string `yaml:"group" flag:"group" help:"Kafka consumer group"`
 	// Format is the encoding of the input values.
 	Format uc3.Format `yaml:"format"`
 	// EmitInterval is how often, in processing time, updated aggregates are
 	// produced and offsets committed. Theodolite's Kafka Streams commits
 	// every 5 s and Flink emits every 15 s; GreenFlow uses 1 s.
-	EmitInterval time.Duration `yaml:"emit_interval"`
+	EmitInterval time.Duration `yaml:"emit_interval" flag:"emit-interval" help:"how often updated aggregates are emitted and offsets committed"`
 	// TimeZone decides the hour of day of a record (IANA name).
-	TimeZone string `yaml:"time_zone"`
+	TimeZone string `yaml:"time_zone" flag:"timezone" help:"IANA time zone that decides a record's hour of day"`
 	// WindowDuration and WindowAdvance shape the sliding event-time windows.
-	WindowDuration time.Duration `yaml:"window_duration"`
-	WindowAdvance  time.Duration `yaml:"window_advance"`
+	WindowDuration time.Duration `yaml:"window_duration" flag:"window-duration" help:"sliding window size"`
+	WindowAdvance  time.Duration `yaml:"window_advance" flag:"window-advance" help:"sliding window hop"`
 	// DrainTimeout bounds the work after Run's context ends (the last emit
 	// and commit, leaving the group) and an emit before partitions are
 	// handed over.

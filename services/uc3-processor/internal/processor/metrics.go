@@ -1,9 +1,7 @@
 package processor
 
 import (
-	"errors"
-	"fmt"
-
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,17 +26,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		invalid:      counter("invalid_records_total", "Records dropped for a timestamp outside the windowable range (e.g. negative)."),
 		decodeErrors: counter("decode_errors_total", "Input records skipped because their value did not decode."),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	var errs []error
-	for _, c := range []prometheus.Collector{m.consumed, m.emitted, m.late, m.invalid, m.decodeErrors} {
-		if err := reg.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("register uc3 processor metrics: %w", err)
+	if err := service.Register(reg, "uc3 processor", m.consumed, m.emitted, m.late, m.invalid, m.decodeErrors); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
