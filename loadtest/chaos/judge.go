@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
@@ -168,12 +169,13 @@ func (b Band) String() string {
 }
 
 // Bands derives, per configuration and metric, the band from the
-// undisturbed runs that ended done without flags. A configuration with
+// undisturbed runs that ended done without data-quality flags (caveats, see
+// results.Caveat, do not count). A configuration with
 // fewer than two such runs gets no bands (the caller reports it).
 func Bands(undisturbed []RunFacts, tol Tolerance) map[string]map[string]Band {
 	by := map[string]map[string][]float64{}
 	for _, r := range undisturbed {
-		if r.State != "done" || len(r.Flags) > 0 {
+		if r.State != "done" || len(results.DataQuality(r.Flags)) > 0 {
 			continue
 		}
 		if by[r.Config] == nil {
@@ -287,7 +289,7 @@ func Judge(r RunFacts, bands map[string]Band, holeTolMs int64, maxPressure float
 		add("sut_dead", r.SUT.DeathConfirmed, "the system under test (pid %v) was gone at %s, in phase %s, yet the run ended done",
 			r.SUT.PIDs, msTime(r.SUT.DiedAtMs), r.SUT.StateAtDeath)
 	}
-	if len(r.Flags) > 0 {
+	if len(results.DataQuality(r.Flags)) > 0 {
 		return out // a flagged run may deviate: it says so
 	}
 	for _, c := range compared {
@@ -350,7 +352,7 @@ func OutcomeOf(first RunFacts, violations []Violation) string {
 		}
 	}
 	switch {
-	case first.State == "done" && len(first.Flags) > 0:
+	case first.State == "done" && len(results.DataQuality(first.Flags)) > 0:
 		return OutDoneFlagged
 	case first.State == "done":
 		return OutDone

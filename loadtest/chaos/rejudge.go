@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+
+	"github.com/greenflow/greenflow/pkg/results"
 )
 
 // judgeRuns judges runs in place — Violations become Judge's verdict plus
@@ -28,7 +30,7 @@ func judgeRuns(runs []RunFacts, bands map[string]map[string]Band, holeTolMs int6
 
 // Undisturbed lists the runs a segment's bands are drawn from: its
 // reference runs, and every control run (a run with no kill, among the
-// killed ones) that ended done without flags and without a structural
+// killed ones) that ended done without data-quality flags and without a structural
 // violation. The controls spread over the whole segment, so the bands see
 // the machine as it was during the kills, not only at the start: on this
 // shared machine the collector's attribution of the SUT's energy moves by a
@@ -36,7 +38,7 @@ func judgeRuns(runs []RunFacts, bands map[string]map[string]Band, holeTolMs int6
 func Undisturbed(seg *Segment) []RunFacts {
 	und := append([]RunFacts(nil), seg.References...)
 	for _, r := range seg.Runs {
-		if r.Role != "control" || r.State != "done" || len(r.Flags) > 0 {
+		if r.Role != "control" || r.State != "done" || len(results.DataQuality(r.Flags)) > 0 {
 			continue
 		}
 		clean := true

@@ -591,7 +591,7 @@ func (c *segCtx) references(ctx context.Context) error {
 	c.seg.HoleTolMs = HoleTolerance(runs, c.tolerate)
 	for _, cfg := range c.cfg.Configs {
 		if len(c.seg.Bands[cfg]) == 0 {
-			return fmt.Errorf("configuration sensors=%s has fewer than two undisturbed runs that ended done without flags (experiment %s ended %s); "+
+			return fmt.Errorf("configuration sensors=%s has fewer than two undisturbed runs that ended done without data-quality flags (experiment %s ended %s); "+
 				"the suite cannot tell a violation from this machine's noise without them: see the reference runs in the report", cfg, id, state)
 		}
 	}

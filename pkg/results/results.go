@@ -316,6 +316,29 @@ var flags = []Flag{
 		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
 }
 
+// caveats are the flags that qualify a derived figure — how far the data
+// resolves it — rather than report something wrong with, or recovered in,
+// the measurement itself: the samples and the load are whole. A run whose
+// only flags are caveats is an undisturbed run (the chaos suite's
+// reference, a test's clean run); its figures are read with the caveat.
+var caveats = map[string]bool{FlagDynamicEnergyNegative: true, FlagLagVerdictUnresolved: true}
+
+// Caveat reports whether flag qualifies a derived figure rather than the
+// measurement (see caveats).
+func Caveat(flag string) bool { return caveats[flag] }
+
+// DataQuality returns the flags that are not caveats: what was bridged,
+// recovered or could not be checked in the measurement.
+func DataQuality(flags []string) []string {
+	var out []string
+	for _, f := range flags {
+		if !caveats[f] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // positive are the metrics no measurement can make negative (energies,
 // powers, counts, rates, energy per unit of work) or, for the dynamic
 // figures, that the load cannot make negative: a value or a confidence

@@ -195,3 +195,13 @@ func TestCICrossesZero(t *testing.T) {
 		}
 	}
 }
+
+func TestDataQualityLeavesOutCaveats(t *testing.T) {
+	got := results.DataQuality([]string{results.FlagDynamicEnergyNegative, results.FlagEnergyGapBridged, results.FlagLagVerdictUnresolved})
+	if len(got) != 1 || got[0] != results.FlagEnergyGapBridged {
+		t.Fatalf("DataQuality = %v, want only %s", got, results.FlagEnergyGapBridged)
+	}
+	if !results.Caveat(results.FlagDynamicEnergyNegative) || results.Caveat(results.FlagLoadMissed) {
+		t.Fatal("Caveat: a negative dynamic energy is one, missed records are not")
+	}
+}

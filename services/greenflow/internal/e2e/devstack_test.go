@@ -12,6 +12,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
@@ -56,7 +57,9 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 			continue
 		}
 		require.Equal(t, events.RunStateDone, r.State, r.Reason)
-		require.Empty(t, r.Flags, "an undisturbed run has nothing to flag")
+		// A caveat on a derived figure (a negative dynamic energy on this
+		// shared machine) may come; nothing may be wrong with the data.
+		require.Empty(t, results.DataQuality(r.Flags), "an undisturbed run has nothing to flag in its data")
 		require.Equal(t, 0.0, r.Metrics["invalid"])
 		done[r.ConfigHash] = true
 		fin, ok := devstacktest.Last[*events.LoadFinished](obs, r.RunID)
@@ -81,7 +84,7 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		require.True(t, r.Estimated, "model figures are labelled estimated")
 		require.InDelta(t, r.Metrics["sut_energy_j"], analyzed.EnergyJ, 1e-9)
 		require.False(t, analyzed.Invalid)
-		require.Empty(t, analyzed.Flags)
+		require.Empty(t, results.DataQuality(analyzed.Flags))
 	}
 	require.Len(t, done, 2, "both configurations ended done")
 

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
@@ -129,7 +130,7 @@ func TestLoadStoppedMidMeasuringFailsAndRetriesTheRun(t *testing.T) {
 			continue
 		}
 		require.Equal(t, events.RunStateDone, r.State, rid)
-		require.Empty(t, r.Flags, rid)
+		require.Empty(t, results.DataQuality(r.Flags), rid)
 		require.InDelta(t, r.Metrics["events_offered"], r.Metrics["events"], loadTolerance(r), rid)
 	}
 	// Statistics count only valid runs: the stopped one is left out.
