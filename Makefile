@@ -33,7 +33,8 @@ demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end,
 	./$(BIN)/greenflow demo -f examples/uc3-local.yaml --state-dir .state/demo
 
 .PHONY: test
-test: deps ## every test (with the short chaos suite): real NATS JetStream, kfake Kafka, ClickHouse, then kube-apiserver + etcd
+test: deps ## every test (with the short chaos suite): real NATS JetStream, kfake Kafka, ClickHouse, headless Chromium, then kube-apiserver + etcd
+	@./scripts/ensure-chromium.sh
 	$(GO) vet ./...
 	$(GO) vet -tags envtest $(KUBE_PKGS)
 	$(GO) test -count=1 -timeout 15m ./...

@@ -100,6 +100,13 @@ type reportData struct {
 	ParetoNote                                string
 	PowerPlots                                []template.HTML
 	PowerNote                                 string
+	// Throughput is delivered against offered load; LagPlots each plotted
+	// run's consumer lag against the SLO.
+	Throughput template.HTML
+	LagPlots   []template.HTML
+	// QualityHead and QualityRows are the data-quality section.
+	QualityHead []string
+	QualityRows [][]string
 	// Provenance is what the results were produced from, as label/value
 	// rows.
 	Provenance [][2]string
@@ -160,8 +167,9 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		{results.SUTMicroJPerEvent, "SUT energy per event vs offered load"},
 		{results.NodeMicroJPerEvent, "Node energy per event vs offered load"},
 	} {
-		d.LoadPlots = append(d.LoadPlots, template.HTML(loadPlot(sums, m.metric, m.title).SVG()))
+		d.LoadPlots = append(d.LoadPlots, template.HTML(loadPlot(sums, rows, m.metric, m.title).SVG()))
 	}
+	d.Throughput = template.HTML(throughputPlot(sums, rows).SVG())
 	pp, note := paretoPlot(sums)
 	d.Pareto, d.ParetoNote = template.HTML(pp.SVG()), note
 
@@ -169,6 +177,10 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	order := make([]store.Run, len(runs))
 	copy(order, runs)
 	sort.SliceStable(order, func(i, j int) bool { return order[i].Repetition < order[j].Repetition })
+	metricsOf := map[string]map[string]float64{}
+	for _, r := range rows {
+		metricsOf[r.RunID] = r.Metrics
+	}
 	plotted := 0
 	for _, r := range order {
 		if plotted >= maxRuns {
@@ -181,9 +193,25 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		if err != nil {
 			return nil, err
 		}
+		// Components ten times smaller than the largest get an axis of
+		// their own.
+		big, small := splitByScale(p.Series)
+		p.Series = big
 		d.PowerPlots = append(d.PowerPlots, template.HTML(p.SVG()))
+		if len(small) > 0 {
+			p.Title, p.Series = p.Title+": smaller components, own scale ("+componentsNote(small)+")", small
+			d.PowerPlots = append(d.PowerPlots, template.HTML(p.SVG()))
+		}
+		lp, ok, err := lagPlot(ctx, st, r, metricsOf[r.RunID])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			d.LagPlots = append(d.LagPlots, template.HTML(lp.SVG()))
+		}
 		plotted++
 	}
+	d.QualityHead, d.QualityRows = qualityTable(rows)
 	if n := countDone(rows); n > plotted {
 		d.PowerNote = fmt.Sprintf("Power plots for %d of %d done runs (--max-runs).", plotted, n)
 	}
@@ -236,24 +264,15 @@ func loadFactor(name string) bool {
 
 // loadPlot draws a metric's mean ± CI against mean offered load, one line per
 // combination of the non-load factors.
-func loadPlot(sums []ConfigSummary, metric, title string) plot {
+func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
 	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
 	lines := map[string]*series{}
 	var keys []string
 	for _, s := range sums {
-		other := map[string]string{}
-		for k, v := range s.Factors {
-			if !loadFactor(k) {
-				other[k] = v
-			}
-		}
-		key := factors(other)
-		if key == "-" {
-			key = "all"
-		}
+		key := otherFactors(s.Factors)
 		ln, ok := lines[key]
 		if !ok {
-			ln = &series{Name: key, Line: true, Marker: true}
+			ln = &series{Name: lineName(key, "mean ± CI"), Line: true, Marker: true}
 			lines[key] = ln
 			keys = append(keys, key)
 		}
@@ -269,6 +288,7 @@ func loadPlot(sums []ConfigSummary, metric, title string) plot {
 		sortSeriesByX(ln)
 		p.Series = append(p.Series, *ln)
 	}
+	p.Series = append(p.Series, repetitions(sums, rows, metric))
 	return p
 }
 
@@ -391,7 +411,7 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#222;line-height:1.4}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
-th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
+th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overflow-wrap:anywhere}
 .meta{color:#555;font-size:13px} .note{color:#555;font-size:12px} svg{display:block;margin:10px 0}
 </style></head><body>
 <h1>GreenFlow experiment {{.ID}}</h1>
@@ -408,14 +428,27 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left}
 {{range .LoadPlots}}{{.}}{{end}}
 <p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load.</p>
 
+<h2>Throughput: did the system keep up?</h2>
+{{.Throughput}}
+<p class="note">Delivered events per second in the measured window (mean ± {{pct .Level}} CI; grey: each repetition) against the offered load. On the dashed line the system delivers what is offered.</p>
+
 <h2>Pareto front</h2>
 {{.Pareto}}
 <p class="note">{{.ParetoNote}}</p>
 
 <h2>Power over time</h2>
-<p class="note">Mean power per component in time buckets: node totals (heavy), the run's roles, other processes and the unattributed rest (dashed). Shaded: the run's recorded phases; 0 s is the start of the measurement window.</p>
+<p class="note">Mean power per component in time buckets: node totals (heavy), the run's roles, other processes and the unattributed rest (dashed). Components under a tenth of the largest are drawn again on a scale of their own, below. Shaded: the run's recorded phases; 0 s is the start of the measurement window.</p>
 {{range .PowerPlots}}{{.}}{{end}}
 {{if .PowerNote}}<p class="note">{{.PowerNote}}</p>{{end}}
+
+<h2>Consumer lag</h2>
+<p class="note">The consumer group's lag summed over partitions during the measured window. Dashed from where the fit starts (the load's start plus the SLO's warm-up; shaded before): the trend the analyzer fitted, and the largest trend the lag-trend SLO allows. A run meets the SLO when its trend stays below the limit.</p>
+{{range .LagPlots}}{{.}}{{else}}<p class="note">No lag series was recorded (the load generator samples it with --record-kafka-signals).</p>{{end}}
+
+<h2>Data quality</h2>
+<p class="note">Per run: how much of the window no sample covered, gaps bridged and the energy in them, samples that arrived late, counter resets, the attribution residual (node total minus its parts), and the flags — on the measurement (data flags) and on derived figures (caveats). Explanations below the runs table.</p>
+<table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .QualityRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
 
 <h2>Provenance</h2>
 <table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>

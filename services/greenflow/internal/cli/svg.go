@@ -87,7 +87,10 @@ func tickLabel(v float64) string {
 	case a >= 1e6 || a < 1e-3:
 		return strconv.FormatFloat(v, 'g', 3, 64)
 	default:
-		return strconv.FormatFloat(v, 'f', -1, 64)
+		// Ticks are multiples of a step (3 × 0.05 is 0.15000000000000002):
+		// twelve significant digits drop the noise and keep every tick.
+		r, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 12, 64), 64)
+		return strconv.FormatFloat(r, 'f', -1, 64)
 	}
 }
 

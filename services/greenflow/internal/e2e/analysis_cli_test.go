@@ -229,8 +229,20 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.NotContains(t, html, "<script", "self-contained, no scripts")
 	require.Contains(t, html, "<h2>Provenance</h2>")
 	require.Contains(t, html, exp.SpecHash)
-	svgs := strings.Count(html, "<svg ")
-	require.Equal(t, 3+4, svgs, "two load plots, the Pareto front and one power plot per run")
+	for _, section := range []string{"Per configuration", "Energy per event vs load", "Throughput: did the system keep up?", "Pareto front",
+		"Power over time", "Consumer lag", "Data quality", "Provenance", "Runs"} {
+		require.Contains(t, html, "<h2>"+section+"</h2>")
+	}
+	require.NotContains(t, html, ">all<", "legend entries say what they show")
+	require.Contains(t, html, ">repetitions<", "the repetitions beside each mean")
+	require.Contains(t, html, ">delivered = offered<")
+	require.Equal(t, 4, strings.Count(html, "Consumer lag: "), "each run's lag (too short a window here for a fitted trend)")
+	small := strings.Count(html, "smaller components, own scale (")
+	require.Positive(t, small, "the SUT's 0.x W not squashed against the node's watts")
+	// Two load plots, throughput, the Pareto front; per run a power plot
+	// and a lag plot, and for the runs whose SUT drew under a tenth of
+	// the node's peak a plot of the smaller components.
+	require.Equal(t, 4+2*4+small, strings.Count(html, "<svg "))
 	// Every inline SVG is well-formed XML.
 	for rest := html; ; {
 		i := strings.Index(rest, "<svg ")
@@ -249,4 +261,9 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 		}
 		rest = rest[i+j:]
 	}
+
+	// What a reader sees: the page rendered by a real browser, saved as a
+	// test artifact (GREENFLOW_TEST_ARTIFACTS, else the temp dir).
+	shot := screenshot(t, out, "report-repeated-experiment.png")
+	t.Logf("report screenshot: %s", shot)
 }

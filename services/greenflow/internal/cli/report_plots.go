@@ -1,0 +1,249 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// The report's plots beyond energy per event and the Pareto front: what a
+// stream-processing researcher checks first — did the system keep up (lag
+// over time against the SLO, delivered against offered throughput) — and
+// each run's power on scales that let small components be read.
+
+// otherFactors names the combination of a configuration's factors that do
+// not set the load: the line a configuration belongs to in the load plots.
+func otherFactors(f map[string]string) string {
+	other := map[string]string{}
+	for k, v := range f {
+		if !loadFactor(k) {
+			other[k] = v
+		}
+	}
+	return factors(other)
+}
+
+// lineName is the legend entry of a line of configurations: their shared
+// non-load factors, or what the line shows when there are none.
+func lineName(key, what string) string {
+	if key == "-" {
+		return what
+	}
+	return key
+}
+
+// repetitions is a grey series of every done run's value of metric at its
+// configuration's mean offered load, set a little to the right of the mean
+// so the points and the error bar do not hide each other.
+func repetitions(sums []ConfigSummary, rows []ResultRow, metric string) series {
+	byRun := map[string]ResultRow{}
+	for _, r := range rows {
+		byRun[r.RunID] = r
+	}
+	s := series{Name: "repetitions", Marker: true, Color: "#999999"}
+	var xmax float64
+	for _, c := range sums {
+		xmax = math.Max(xmax, c.mean(results.OfferedRateEPS))
+	}
+	for _, c := range sums {
+		x := c.mean(results.OfferedRateEPS)
+		for i, id := range c.RunIDs {
+			v, ok := byRun[id].Metrics[metric]
+			if !ok {
+				continue
+			}
+			s.X = append(s.X, x+xmax*(0.012+0.006*float64(i%4)))
+			s.Y = append(s.Y, v)
+		}
+	}
+	return s
+}
+
+// throughputPlot draws delivered throughput (mean ± CI and the repetitions)
+// against offered load, with the line where the two are equal: a system
+// that keeps up stays on it.
+func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
+	p := plot{Title: "Delivered vs offered throughput", XLabel: "offered load (events/s)", YLabel: "delivered (events/s)", YFromZero: true,
+		XPad: true}
+	lines := map[string]*series{}
+	var keys []string
+	var xmax float64
+	for _, s := range sums {
+		key := otherFactors(s.Factors)
+		ln, ok := lines[key]
+		if !ok {
+			ln = &series{Name: lineName(key, "mean ± CI"), Line: true, Marker: true}
+			lines[key] = ln
+			keys = append(keys, key)
+		}
+		m := s.Metrics[results.ThroughputEPS]
+		x := s.mean(results.OfferedRateEPS)
+		xmax = math.Max(xmax, x)
+		ln.X, ln.Y, ln.Lo, ln.Hi = append(ln.X, x), append(ln.Y, m.Mean), append(ln.Lo, m.CILow), append(ln.Hi, m.CIHigh)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		sortSeriesByX(lines[k])
+		p.Series = append(p.Series, *lines[k])
+	}
+	if xmax > 0 {
+		p.Series = append(p.Series, series{Name: "delivered = offered", X: []float64{0, xmax}, Y: []float64{0, xmax}, Line: true, Dash: true,
+			Color: "#000000", Width: 1})
+	}
+	p.Series = append(p.Series, repetitions(sums, rows, results.ThroughputEPS))
+	return p
+}
+
+// lagPlot draws a run's consumer lag (summed over partitions) over its
+// measured window, with the slope the analyzer fitted and the SLO's largest
+// slope, both from the start of the fit: the verdict is which of the two
+// the lag follows.
+func lagPlot(ctx context.Context, st *store.Store, r store.Run, metrics map[string]float64) (plot, bool, error) {
+	var fs map[string]string
+	_ = json.Unmarshal([]byte(r.Factors), &fs)
+	p := plot{Title: fmt.Sprintf("Consumer lag: %s, repetition %d (%s)", shortRun(r.RunID), r.Repetition, factors(fs)),
+		XLabel: "time since measurement start (s)", YLabel: "lag (messages)", YFromZero: true, H: 260}
+	if r.MeasureEndMs <= r.MeasureStartMs {
+		return p, false, nil
+	}
+	series_, err := st.RunMetricSeries(ctx, r.ExperimentID, r.RunID, kafkasignals.MetricConsumerLag, r.MeasureStartMs, r.MeasureEndMs)
+	if err != nil {
+		return p, false, fmt.Errorf("read the lag of run %s: %w", r.RunID, err)
+	}
+	sum := map[int64]float64{}
+	for _, pts := range series_ {
+		for _, pt := range pts {
+			sum[pt.TsMs] += pt.Value
+		}
+	}
+	if len(sum) == 0 {
+		return p, false, nil
+	}
+	ts := make([]int64, 0, len(sum))
+	for t := range sum {
+		ts = append(ts, t)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
+	lag := series{Name: "lag, all partitions", Line: true, Marker: len(ts) <= 60}
+	for _, t := range ts {
+		lag.X = append(lag.X, float64(t-r.MeasureStartMs)/1000)
+		lag.Y = append(lag.Y, sum[t])
+	}
+	p.Series = append(p.Series, lag)
+	slope, okSlope := metrics[results.LagTrendSlope]
+	limit, okLimit := metrics[results.LagSLOThreshold]
+	if okSlope && okLimit {
+		start := metrics[results.LagTrendFitStartS]
+		end := float64(r.MeasureEndMs-r.MeasureStartMs) / 1000
+		y0 := lag.Y[0]
+		for i, x := range lag.X {
+			if x >= start {
+				y0 = lag.Y[i]
+				break
+			}
+		}
+		p.Series = append(p.Series,
+			series{Name: fmt.Sprintf("fitted trend %+.0f msg/s", slope), X: []float64{start, end}, Y: []float64{y0, y0 + slope*(end-start)},
+				Line: true, Dash: true, Color: "#D55E00"},
+			series{Name: fmt.Sprintf("SLO limit %+.0f msg/s", limit), X: []float64{start, end}, Y: []float64{y0, y0 + limit*(end-start)},
+				Line: true, Dash: true, Color: "#000000", Width: 1})
+		p.Bands = append(p.Bands, band{X0: 0, X1: start, Label: "not fitted"})
+	}
+	return p, true, nil
+}
+
+// splitByScale parts a plot's series into those within a tenth of the
+// largest (big) and the smaller rest: one axis for both would squash the
+// small ones (a 0.2 W SUT beside a 7 W node) into a flat line.
+func splitByScale(ss []series) (big, small []series) {
+	peak := make([]float64, len(ss))
+	var top float64
+	for i, s := range ss {
+		for _, y := range s.Y {
+			if !math.IsNaN(y) {
+				peak[i] = math.Max(peak[i], math.Abs(y))
+			}
+		}
+		top = math.Max(top, peak[i])
+	}
+	for i, s := range ss {
+		if top > 0 && peak[i] < top/10 {
+			small = append(small, s)
+		} else {
+			big = append(big, s)
+		}
+	}
+	return big, small
+}
+
+// qualityColumns are the data-quality figures of the report's section, in
+// order; a column none of the runs has is left out.
+var qualityColumns = []struct{ metric, title, format string }{
+	{results.QualityUncoveredS, "uncovered s", "%.2f"},
+	{results.QualitySampleGaps, "gaps", "%.0f"},
+	{results.QualityMaxGapS, "longest gap s", "%.2f"},
+	{results.QualityBridgedEnergyJ, "bridged J", "%.3f"},
+	{results.QualityLateS, "late s", "%.2f"},
+	{results.QualityCounterResets, "counter resets", "%.0f"},
+	{results.QualityAttributionResidualJ, "attribution residual J", "%.4f"},
+	{results.QualityMixedSources, "mixed sources", "%.0f"},
+}
+
+// qualityTable is the data-quality section: per run, the figures above,
+// the flags on the measurement and the caveats on derived figures.
+func qualityTable(rows []ResultRow) (head []string, body [][]string) {
+	var cols []int
+	for i, c := range qualityColumns {
+		for _, r := range rows {
+			if _, ok := r.Metrics[c.metric]; ok {
+				cols = append(cols, i)
+				break
+			}
+		}
+	}
+	head = []string{"run", "state", "source"}
+	for _, i := range cols {
+		head = append(head, qualityColumns[i].title)
+	}
+	head = append(head, "data flags", "caveats")
+	for _, r := range rows {
+		source := "meter"
+		if r.Estimated {
+			source = "estimated (model)"
+		}
+		cells := []string{shortRun(r.RunID), r.State, source}
+		for _, i := range cols {
+			c := qualityColumns[i]
+			cell := "-"
+			if v, ok := r.Metrics[c.metric]; ok {
+				cell = fmt.Sprintf(c.format, v)
+			}
+			cells = append(cells, cell)
+		}
+		var caveats []string
+		for _, f := range r.Flags {
+			if results.Caveat(f) {
+				caveats = append(caveats, f)
+			}
+		}
+		cells = append(cells, flagList(results.DataQuality(r.Flags)), flagList(caveats))
+		body = append(body, cells)
+	}
+	return head, body
+}
+
+// componentsNote says which components a run's second power plot holds.
+func componentsNote(small []series) string {
+	names := make([]string, len(small))
+	for i, s := range small {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}
