@@ -34,11 +34,18 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/sink"
 )
 
-// Store is where samples and run metrics go.
-type Store = sink.Store
+// Store is where samples and run metrics go, and the collector's records
+// beside them: run meter configurations, gaps, power calibrations.
+type Store interface {
+	sink.Store
+	recordStore
+}
+
+var _ Store = (*store.Store)(nil)
 
 // Deps are the collector's collaborators.
 type Deps struct {
@@ -63,6 +70,12 @@ type Collector struct {
 	ready  *readiness
 	m      metrics
 	why    string
+
+	records  *records
+	recStore recordStore
+	// calibrations are the power-model fits known, by node (calibrate.go).
+	calMu        sync.Mutex
+	calibrations map[string]energy.Calibration
 
 	// consumer takes collect.assign and collect.release. The bus keeps it
 	// consuming across NATS restarts (declaring the stream and the durable
@@ -144,6 +157,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		http:   &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute}},
 		assign: newAssignments(), health: newHealthTracker(), ready: newReadiness(), m: newMetrics(),
 		shared: map[string]SourceConfig{}, opened: map[string]energy.Source{},
+		records: newRecords(), recStore: d.Store, calibrations: map[string]energy.Calibration{},
 	}
 	c.maxPendingRows = max(cfg.BatchSize, cfg.MaxBuffered/max(1, len(cfg.sources())))
 	if d.Registry != nil {
@@ -204,7 +218,8 @@ func (c *Collector) newWriter(d Deps) (*sink.Writer, error) {
 		q = dir
 	}
 	w, err := sink.NewWriter(sink.Config{BatchSize: c.cfg.BatchSize, FlushInterval: c.cfg.FlushInterval, WriteTimeout: c.cfg.WriteTimeout,
-		MaxPending: c.cfg.MaxBuffered}, sink.Deps{Store: d.Store, Queue: q, Logger: c.logger, Registry: d.Registry, Clock: c.clock})
+		MaxPending: c.cfg.MaxBuffered}, sink.Deps{Store: d.Store, Queue: q, Logger: c.logger, Registry: d.Registry, Clock: c.clock,
+		OnDrop: func(rows []store.Sample) { c.records.droppedSamples(rows, c.cfg.Instance) }})
 	if err != nil {
 		_ = q.Close()
 		return nil, err
@@ -263,6 +278,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		samplers.Add("source "+sc.ID, service.Func(func(ctx context.Context) error { return c.runPinned(ctx, sc, token) }))
 	}
 	samplers.Add("overhead", service.Func(c.recordOverhead))
+	samplers.Add("records", service.Func(c.runRecords))
+	samplers.Add("calibrations", service.Func(c.syncCalibrations))
 
 	// The writer outlives the samplers: their last commits wait, within
 	// LeaseTTL, for their rows to be durable. It drains once they stopped.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/greenflow/greenflow/pkg/energy"
 )
 
 // Source kinds.
@@ -19,12 +21,16 @@ const (
 
 // Config configures a collector instance.
 type Config struct {
-	Instance      string        `yaml:"instance"`
-	Node          string        `yaml:"node"`
-	Interval      time.Duration `yaml:"interval"`
-	Source        string        `yaml:"source"` // auto | rapl | model: the local meter when Sources is empty
-	PowercapRoot  string        `yaml:"powercapRoot"`
-	ProcRoot      string        `yaml:"procRoot"`
+	Instance     string        `yaml:"instance"`
+	Node         string        `yaml:"node"`
+	Interval     time.Duration `yaml:"interval"`
+	Source       string        `yaml:"source"` // auto | rapl | model: the local meter when Sources is empty
+	PowercapRoot string        `yaml:"powercapRoot"`
+	ProcRoot     string        `yaml:"procRoot"`
+	// IdleWatts and MaxWatts, when MaxWatts > 0, are the model's node
+	// totals; 0 (the default) uses each node's profile: per-vCPU watts
+	// times its vCPUs plus platform watts (energy.DefaultProfile), or the
+	// calibrated model.
 	IdleWatts     float64       `yaml:"idleWatts"`
 	MaxWatts      float64       `yaml:"maxWatts"`
 	BatchSize     int           `yaml:"batchSize"`
@@ -112,12 +118,13 @@ type SourceConfig struct {
 	Pinned bool `yaml:"pinned"`
 }
 
-// Default returns the defaults: the model uses Cloud Carbon Footprint's
-// per-vCPU figures for this machine's vCPUs.
+// Default returns the defaults: the interval is energy.DefaultInterval and
+// the model each node's profile (energy.DefaultProfile: Cloud Carbon
+// Footprint's per-vCPU figures times the node's vCPUs, plus its memory).
 func Default() Config {
 	host, _ := os.Hostname()
-	return Config{Instance: host, Node: host, Interval: time.Second, Source: KindAuto, PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
-		IdleWatts: 1.48, MaxWatts: 7.0, BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000,
+	return Config{Instance: host, Node: host, Interval: energy.DefaultInterval, Source: KindAuto, PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
+		BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000,
 		Bucket: "gf_energy_collectors", SpoolMaxBytes: 1 << 30}
 }
 

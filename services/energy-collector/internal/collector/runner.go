@@ -58,6 +58,14 @@ type runner struct {
 
 	healthy *bool
 	reason  string
+
+	// Per-run meters (meters.go): the interval sampled at now, the node's
+	// model profile (local sources; nil until read, or when the node's
+	// facts cannot be read), and the configurations recorded per run.
+	interval time.Duration
+	profile  *energy.ModelProfile
+	recorded map[string]string
+	cal      *calibrator // a metered local node's fit (calibrate.go)
 }
 
 // runnerState is what a runner commits: the source's checkpoint and the
@@ -77,8 +85,10 @@ func newRunner(c *Collector, sc SourceConfig, claim committer, start handover) *
 // bound) or the claim is lost (errLost).
 func (r *runner) run(ctx context.Context) error {
 	r.writeHandedOverRows()
-	t := r.c.clock.NewTicker(r.c.cfg.Interval)
-	defer t.Stop()
+	changed := r.c.assign.changed()
+	r.interval = r.c.assign.plan(r.sc.Node, r.c.cfg.Interval).interval
+	t := r.c.clock.NewTicker(r.interval)
+	defer func() { t.Stop() }()
 	if err := r.tick(ctx); err != nil {
 		return err
 	}
@@ -89,6 +99,15 @@ func (r *runner) run(ctx context.Context) error {
 		case <-t.C():
 			if err := r.tick(ctx); err != nil {
 				return err
+			}
+		case <-changed:
+			// The runs on the node changed: sample at the interval they
+			// ask from now on (the next reading closes the current one).
+			changed = r.c.assign.changed()
+			if iv := r.c.assign.plan(r.sc.Node, r.c.cfg.Interval).interval; iv != r.interval {
+				r.logger.Info("sampling interval changed", zap.Duration("from", r.interval), zap.Duration("to", iv))
+				t.Stop()
+				r.interval, t = iv, r.c.clock.NewTicker(iv)
 			}
 		case <-r.commitWait():
 			if err := r.maybeCommit(ctx, false); err != nil {
@@ -167,6 +186,8 @@ func (r *runner) tick(ctx context.Context) error {
 	if now.UnixMilli() <= r.lastTsMs {
 		return nil // a previous owner's clock ran ahead of ours; wait for it
 	}
+	plan := r.c.assign.plan(r.sc.Node, r.c.cfg.Interval)
+	profile := r.applyModel(plan)
 	rctx, cancel := context.WithTimeout(ctx, r.c.cfg.SourceTimeout)
 	m, err := r.src.Read(rctx, now)
 	cancel()
@@ -184,6 +205,10 @@ func (r *runner) tick(ctx context.Context) error {
 	}
 	if m.Resets > 0 {
 		r.c.m.resets.WithLabelValues(r.sc.ID).Add(float64(m.Resets))
+	}
+	if m.Interval > 0 {
+		r.recordRunMeters(plan, m, profile)
+		r.calibrate(ctx, m)
 	}
 	targets := r.c.assign.forNode(r.sc.Node)
 	rows, cum, keep := r.rows(m, targets)
@@ -231,4 +256,28 @@ func (r *runner) setHealth(ok bool, err error) {
 		return
 	}
 	r.logger.Warn("source unhealthy; sampling the others", zap.String("reason", reason))
+}
+
+// applyModel sets the model the plan asks on a source that estimates with
+// one, before its reading: the interval that reading closes is estimated
+// with it. It returns the profile applied, or nil when the source
+// measures.
+func (r *runner) applyModel(p meterPlan) *energy.ModelProfile {
+	md, ok := r.src.(energy.Modelled)
+	if !ok || md.ModelMeter() == nil {
+		return nil
+	}
+	if r.profile == nil {
+		base, err := localProfile(r.sc)
+		if err != nil {
+			r.logger.Warn("node facts unreadable; the model keeps its watts", zap.Error(err))
+			return nil
+		}
+		r.profile = &base
+	}
+	eff := applyModel(r.c.profileFor(*r.profile), p.model)
+	if err := md.ModelMeter().SetModel(eff.IdleWatts(), eff.MaxWatts()); err != nil {
+		r.logger.Warn("model refused; the previous one stays", zap.Error(err))
+	}
+	return &eff
 }

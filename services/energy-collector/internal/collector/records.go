@@ -1,0 +1,181 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/store"
+)
+
+// records are the collector's rows beside the samples: the effective meter
+// configuration of each run (run_meters), the holes in the data (gaps) and
+// the power-model fits (power_calibrations). They are few, so they wait in
+// memory — bounded by maxRecords, beyond which the oldest are dropped and
+// logged — and are written every FlushInterval until ClickHouse takes them.
+// A gap is recorded while ClickHouse is down (samples dropped past the
+// spool bound are the usual case) and written once it is back. A collector
+// killed before that loses its unwritten records, not samples.
+type records struct {
+	mu     sync.Mutex
+	meters []store.RunMeter
+	gaps   []store.Gap
+	fits   []store.PowerCalibration
+	// open are the gaps still growing, by (node, source, reason): a gap
+	// whose next stretch starts within its slack is extended (written again
+	// with the same start and a later end; readers take the largest end).
+	open    map[gapKey]*store.Gap
+	dropped int
+}
+
+type gapKey struct{ node, source, reason string }
+
+// maxRecords bounds each kind of record waiting for ClickHouse.
+const maxRecords = 10_000
+
+func newRecords() *records { return &records{open: map[gapKey]*store.Gap{}} }
+
+// addMeters queues effective meter configurations.
+func (r *records) addMeters(rows ...store.RunMeter) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.meters = appendBounded(r.meters, rows, &r.dropped)
+}
+
+// addFit queues a power calibration.
+func (r *records) addFit(f store.PowerCalibration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fits = appendBounded(r.fits, []store.PowerCalibration{f}, &r.dropped)
+}
+
+// addGap records that node's samples from source are missing or uncounted
+// over [fromMs, toMs]. A gap of the same node, source and reason that ended
+// no more than slackMs before fromMs is extended instead.
+func (r *records) addGap(g store.Gap, slackMs int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := gapKey{g.Node, g.Source, g.Reason}
+	if cur, ok := r.open[k]; ok && g.FromMs <= cur.ToMs+slackMs && g.ToMs >= cur.FromMs {
+		cur.ToMs = max(cur.ToMs, g.ToMs)
+		cur.Samples += g.Samples
+		g = *cur
+	} else {
+		if len(r.open) >= maxRecords {
+			clear(r.open) // only extension is lost: a new row per stretch
+		}
+		cp := g
+		r.open[k] = &cp
+	}
+	r.gaps = appendBounded(r.gaps, []store.Gap{g}, &r.dropped)
+}
+
+// droppedSamples records the samples the writer dropped as gaps, one per
+// node and source: from the start of the earliest interval to the latest
+// sample, counting the node-scope rows (one per reading).
+func (r *records) droppedSamples(rows []store.Sample, collector string) {
+	type span struct {
+		from, to int64
+		n        uint64
+		ivMs     int64
+	}
+	spans := map[gapKey]*span{}
+	for _, s := range rows {
+		k := gapKey{s.Node, s.Source, store.GapSpoolFull}
+		sp, ok := spans[k]
+		if !ok {
+			sp = &span{from: s.TsMs - int64(s.IntervalMs), to: s.TsMs}
+			spans[k] = sp
+		}
+		sp.from, sp.to = min(sp.from, s.TsMs-int64(s.IntervalMs)), max(sp.to, s.TsMs)
+		sp.ivMs = max(sp.ivMs, int64(s.IntervalMs))
+		if s.Scope == scopeNode {
+			sp.n++
+		}
+	}
+	for k, sp := range spans {
+		r.addGap(store.Gap{Node: k.node, Source: k.source, FromMs: sp.from, ToMs: sp.to, Samples: sp.n, Reason: store.GapSpoolFull,
+			Detail: "samples dropped: pending buffer or backlog full", Collector: collector}, 2*sp.ivMs+1000)
+	}
+}
+
+func appendBounded[T any](list, add []T, dropped *int) []T {
+	list = append(list, add...)
+	if over := len(list) - maxRecords; over > 0 {
+		*dropped += over
+		list = slices.Delete(list, 0, over)
+	}
+	return list
+}
+
+// recordStore is where records go.
+type recordStore interface {
+	InsertRunMeters(ctx context.Context, rows []store.RunMeter) error
+	InsertGaps(ctx context.Context, gaps []store.Gap) error
+	InsertPowerCalibrations(ctx context.Context, fits []store.PowerCalibration) error
+}
+
+// flush writes what is queued; what ClickHouse does not take stays queued.
+func (r *records) flush(ctx context.Context, st recordStore, logger *zap.Logger) error {
+	r.mu.Lock()
+	meters, gaps, fits, dropped := r.meters, r.gaps, r.fits, r.dropped
+	r.meters, r.gaps, r.fits, r.dropped = nil, nil, nil, 0
+	r.mu.Unlock()
+	if dropped > 0 {
+		logger.Error("records dropped: ClickHouse unreachable for too long", zap.Int("records", dropped))
+	}
+	var errs []error
+	if err := st.InsertRunMeters(ctx, meters); err != nil {
+		errs = append(errs, err)
+		r.requeue(func() { r.meters = appendBounded(meters, r.meters, &r.dropped) })
+	}
+	if err := st.InsertGaps(ctx, gaps); err != nil {
+		errs = append(errs, err)
+		r.requeue(func() { r.gaps = appendBounded(gaps, r.gaps, &r.dropped) })
+	}
+	if err := st.InsertPowerCalibrations(ctx, fits); err != nil {
+		errs = append(errs, err)
+		r.requeue(func() { r.fits = appendBounded(fits, r.fits, &r.dropped) })
+	}
+	return errors.Join(errs...)
+}
+
+func (r *records) requeue(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn()
+}
+
+// runRecords writes the records every FlushInterval until ctx ends, then
+// once more within the writer's drain bound.
+func (c *Collector) runRecords(ctx context.Context) error {
+	t := c.clock.NewTicker(c.cfg.FlushInterval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
+			defer cancel()
+			if err := c.records.flush(dctx, c.recStore, c.logger); err != nil {
+				c.logger.Warn("records not written at shutdown; they are lost", zap.Error(err))
+			}
+			return nil
+		case <-t.C():
+		}
+		wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+		err := c.records.flush(wctx, c.recStore, c.logger)
+		cancel()
+		if (err != nil) != failing {
+			failing = err != nil
+			if failing {
+				c.logger.Warn("records not written; retrying", zap.Error(err))
+			} else {
+				c.logger.Info("records written again")
+			}
+		}
+	}
+}
