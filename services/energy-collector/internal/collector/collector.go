@@ -109,6 +109,7 @@ const (
 	MetricSourcesOwned    = "greenflow_energy_collector_shared_sources_owned"
 	MetricPinnedStandby   = "greenflow_energy_collector_pinned_standby"
 	MetricSourceHealthy   = "greenflow_energy_collector_source_healthy"
+	MetricImplausible     = "greenflow_energy_collector_implausible_deltas_total"
 )
 
 type metrics struct {
@@ -117,6 +118,7 @@ type metrics struct {
 	power     *prometheus.GaugeVec
 	owned     prometheus.Gauge
 	standby   *prometheus.GaugeVec
+	implaus   *prometheus.CounterVec
 }
 
 func newMetrics() metrics {
@@ -130,6 +132,8 @@ func newMetrics() metrics {
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricSourcesOwned, Help: "Shared sources this instance samples now."}),
 		standby: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricPinnedStandby,
 			Help: "1 while another instance on this node holds the lock of this pinned source (this machine's meter) and this one stands by."}, perSource),
+		implaus: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricImplausible,
+			Help: "Counter increases implying more than the zone's plausible power: not counted as energy, recorded as gaps (reason implausible)."}, perSource),
 	}
 }
 
@@ -161,7 +165,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 	}
 	c.maxPendingRows = max(cfg.BatchSize, cfg.MaxBuffered/max(1, len(cfg.sources())))
 	if d.Registry != nil {
-		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.health.gauge} {
+		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.m.implaus, c.health.gauge} {
 			if err := d.Registry.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}

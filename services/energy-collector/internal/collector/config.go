@@ -109,7 +109,9 @@ type SourceConfig struct {
 	WorkloadQuery string `yaml:"workloadQuery"`
 	Estimated     bool   `yaml:"estimated"` // promql: the series come from a model
 	// MaxPowerW bounds the power a counter delta may imply before it is
-	// taken for a reset; 0 means energy.DefaultMaxPowerW.
+	// taken for a reset (energy.MaxPlausibleJ); 0 means
+	// energy.DefaultMaxPowerW. RAPL zones with a powercap power constraint
+	// use twice their largest constraint instead.
 	MaxPowerW float64 `yaml:"maxPowerW"`
 
 	// Pinned keeps an exporter source on this instance instead of sharing

@@ -3,6 +3,8 @@ package collector
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -66,6 +68,18 @@ type runner struct {
 	profile  *energy.ModelProfile
 	recorded map[string]string
 	cal      *calibrator // a metered local node's fit (calibrate.go)
+	// holeFromMs, when > 0, is where the measured data ended before this
+	// runner started from a new baseline; the baseline reading records the
+	// stretch up to it as a gap (fresh_baseline) with holeDetail.
+	holeFromMs int64
+	holeDetail string
+}
+
+// hole records that the data before the next baseline ended at fromMs.
+func (r *runner) hole(fromMs int64, detail string) {
+	if fromMs > r.holeFromMs {
+		r.holeFromMs, r.holeDetail = fromMs, detail
+	}
 }
 
 // runnerState is what a runner commits: the source's checkpoint and the
@@ -159,14 +173,17 @@ func (r *runner) tryRestore(data []byte) bool {
 	age := r.c.clock.Since(time.UnixMilli(st.TsMs))
 	if age > r.c.cfg.MaxCheckpointAge {
 		r.logger.Info("hand-over state too old; starting from a baseline", zap.Duration("age", age))
+		r.hole(st.TsMs, fmt.Sprintf("checkpoint %s old (more than %s): restarted from a baseline", age.Round(time.Millisecond), r.c.cfg.MaxCheckpointAge))
 		return false
 	}
 	cp, ok := r.src.(energy.Checkpointer)
 	if !ok || len(st.Source) == 0 {
+		r.hole(st.TsMs, "checkpoint without source state: restarted from a baseline")
 		return false
 	}
 	if err := cp.Restore(st.Source); err != nil {
 		r.logger.Warn("hand-over state rejected; starting from a baseline", zap.Error(err))
+		r.hole(st.TsMs, "checkpoint rejected ("+err.Error()+"): restarted from a baseline")
 		return false
 	}
 	r.cum = st.Cum
@@ -205,6 +222,12 @@ func (r *runner) tick(ctx context.Context) error {
 	}
 	if m.Resets > 0 {
 		r.c.m.resets.WithLabelValues(r.sc.ID).Add(float64(m.Resets))
+	}
+	r.flagImplausible(m)
+	if m.Interval == 0 && r.holeFromMs > 0 && now.UnixMilli() > r.holeFromMs {
+		r.c.records.addGap(store.Gap{Node: r.sc.Node, Source: r.sc.ID, FromMs: r.holeFromMs, ToMs: now.UnixMilli(),
+			Reason: store.GapFreshBaseline, Detail: r.holeDetail, Collector: r.c.cfg.Instance}, 0)
+		r.holeFromMs, r.holeDetail = 0, ""
 	}
 	if m.Interval > 0 {
 		r.recordRunMeters(plan, m, profile)
@@ -280,4 +303,25 @@ func (r *runner) applyModel(p meterPlan) *energy.ModelProfile {
 		r.logger.Warn("model refused; the previous one stays", zap.Error(err))
 	}
 	return &eff
+}
+
+// flagImplausible counts a reading's implausible counter increases and
+// records the interval they were dropped from as a gap (reason
+// implausible), where the analyzer finds it for the runs it touches.
+func (r *runner) flagImplausible(m energy.Measurement) {
+	if len(m.Implausible) == 0 {
+		return
+	}
+	r.c.m.implaus.WithLabelValues(r.sc.ID).Add(float64(len(m.Implausible)))
+	from := r.lastTsMs
+	if m.Interval > 0 {
+		from = m.Time.Add(-m.Interval).UnixMilli()
+	}
+	details := make([]string, len(m.Implausible))
+	for i, imp := range m.Implausible {
+		details[i] = imp.String()
+	}
+	r.logger.Warn("implausible counter increase not counted", zap.Strings("zones", details))
+	r.c.records.addGap(store.Gap{Node: r.sc.Node, Source: r.sc.ID, FromMs: from, ToMs: m.Time.UnixMilli(), Samples: 1,
+		Reason: store.GapImplausible, Detail: strings.Join(details, "; "), Collector: r.c.cfg.Instance}, 0)
 }

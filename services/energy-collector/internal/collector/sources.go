@@ -27,6 +27,7 @@ func openSource(s SourceConfig, client *http.Client) (energy.Source, string, err
 		if err != nil {
 			return nil, "", fmt.Errorf("open source %s (rapl): %w", s.ID, err)
 		}
+		m.SetMaxPowerW(s.MaxPowerW)
 		return energy.NewLocalSource(m, s.ProcRoot), "rapl requested", nil
 	case KindAuto:
 		p, err := localProfile(s)
@@ -36,6 +37,9 @@ func openSource(s SourceConfig, client *http.Client) (energy.Source, string, err
 		m, why, err := energy.NewAutoMeter(s.PowercapRoot, s.ProcRoot, p.IdleWatts(), p.MaxWatts())
 		if err != nil {
 			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
+		}
+		if r, ok := m.(*energy.RAPLMeter); ok {
+			r.SetMaxPowerW(s.MaxPowerW)
 		}
 		return energy.NewLocalSource(m, s.ProcRoot), why, nil
 	case KindKepler:
