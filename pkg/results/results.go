@@ -116,6 +116,7 @@ const (
 	QualityEstimatedSource      = "quality_estimated_source"
 	QualityAttributionResidualJ = "quality_attribution_residual_j"
 	QualityMixedSources         = "quality_mixed_sources"
+	QualityRecordedGapS         = "quality_recorded_gap_s"
 
 	// Per run: energy and power.
 	DurationS           = "duration_s"
@@ -209,6 +210,7 @@ var table = []Metric{
 	{QualityEstimatedSource, UnitCount, runNode, false, ProducerAnalyzer, "nodes whose figures come from the utilisation model, not a hardware counter"},
 	{QualityAttributionResidualJ, UnitJoule, runNode, true, ProducerAnalyzer, "node energy minus the sum of its parts; 0 when attribution conserves energy"},
 	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
+	{QualityRecordedGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time the collectors recorded as lost or not counted (table gaps): per node, and summed over nodes for the run"},
 
 	{DurationS, UnitSecond, run, false, ProducerAnalyzer, "length of the recorded measurement window"},
 	{SUTEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the system under test in the window"},
@@ -278,6 +280,9 @@ const (
 	FlagLoadRestart      = "load_restart"
 	FlagLoadBackfilled   = "load_backfilled"
 	FlagLoadMissed       = "load_missed"
+	// The collectors' recorded gaps (table gaps) touching the window.
+	FlagEnergyGapRecorded = "energy_gap_recorded"
+	FlagEnergyImplausible = "energy_counter_implausible"
 )
 
 // Flag is one flag with its meaning.
@@ -293,6 +298,8 @@ var flags = []Flag{
 	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
 	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},
 	{FlagLoadMissed, "records due by the schedule were never produced"},
+	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
+	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 }
 
 // FlagPrefix starts the name of a flag's result row.
