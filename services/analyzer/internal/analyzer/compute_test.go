@@ -61,7 +61,9 @@ func richInputs() analyzer.Inputs {
 	return analyzer.Inputs{Run: m, Window: window, Baseline: baseline,
 		RolePeaks: map[string]float64{results.RoleSUT: 4, "broker": 2, results.RoleOther: 1, results.RoleUnattributed: 4},
 		Pending:   analyzer.Pending{Nodes: []string{"n2"}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag,
-		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000}
+		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000,
+		Gaps: []store.Gap{{Node: "n1", Source: "model", FromMs: t0 + 2000, ToMs: t0 + 3000, Samples: 1, Reason: store.GapSpoolFull},
+			{Node: "n2", Source: "kepler", FromMs: t0 + 5000, ToMs: t0 + 5500, Samples: 1, Reason: store.GapImplausible}}}
 }
 
 // surplusReason is richInputs' verdict: 120 events/s at the broker against
@@ -78,7 +80,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
-	require.Equal(t, []string{results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
+	require.Equal(t, []string{results.FlagEnergyImplausible, results.FlagEnergyGapBridged, results.FlagEnergyGapRecorded, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
 		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 

@@ -63,6 +63,8 @@ type Inputs struct {
 	Workload *spec.Workload
 	// NowMs is when the analysis ran.
 	NowMs int64
+	// Gaps are the collectors' recorded gaps touching the window (gaps.go).
+	Gaps []store.Gap
 }
 
 // checkWindow rejects a run.measured no analysis can be made of.
@@ -115,6 +117,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured) (Inputs, e
 		}
 	}
 	in.Workload = a.workload(ctx, m)
+	if in.Gaps, err = a.store.GapsOverlapping(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs); err != nil {
+		return in, err
+	}
 	return in, nil
 }
 

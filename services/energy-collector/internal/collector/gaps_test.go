@@ -11,6 +11,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/sink"
 )
 
 // gapsOf reads the recorded gaps of node with reason.
@@ -61,4 +62,119 @@ func TestImplausibleRAPLJumpIsFlaggedNotCounted(t *testing.T) {
 	require.NoError(t, st.Conn().QueryRow(context.Background(),
 		"SELECT max(delta_j) FROM samples WHERE node = 'metered' AND scope = 'node'").Scan(&maxDelta))
 	require.Less(t, maxDelta, 100.0, "no sample carries the 262 kJ")
+}
+
+// The records go through failingStore's outage like the samples.
+func (f *failingStore) InsertGaps(ctx context.Context, g []store.Gap) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.Store.InsertGaps(ctx, g)
+}
+
+func (f *failingStore) InsertRunMeters(ctx context.Context, m []store.RunMeter) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return f.Store.InsertRunMeters(ctx, m)
+}
+
+// droppedTotal is the writer's count of dropped rows.
+func (in *instance) droppedTotal(tb testing.TB) float64 {
+	tb.Helper()
+	mfs, err := in.reg.Gather()
+	require.NoError(tb, err)
+	for _, mf := range mfs {
+		if mf.GetName() == sink.MetricDropped && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// nodeSampleTimes are the times of node's node-scope samples.
+func nodeSampleTimes(tb testing.TB, st *store.Store, node string) []int64 {
+	tb.Helper()
+	var out []int64
+	for _, r := range readRows(tb, st) {
+		if r.Node == node && r.Scope == "node" {
+			out = append(out, r.TsMs)
+		}
+	}
+	return out
+}
+
+// Samples dropped past the memory bound while ClickHouse is down leave a
+// gap row (reason spool_full) once it is back: the node, the stretch of
+// the dropped samples and how many readings — and no stored sample of the
+// node falls inside it.
+func TestDroppedSamplesLeaveAGapRow(t *testing.T) {
+	st := &failingStore{Store: testenv.Store(t)}
+	proc := t.TempDir()
+	writeNodeFacts(t, proc, "Test CPU", 4<<20, 2, 1000, 10000)
+	cfg := testConfig("c1", 50*time.Millisecond)
+	cfg.ProcRoot = proc
+	cfg.BatchSize, cfg.MaxBuffered = 10, 30 // no spool: a small memory backlog
+	in := startCollector(t, testenv.NATS(t), cfg, st)
+
+	testenv.Eventually(t, 20*time.Second, "samples flowing", func() bool { return len(nodeSampleTimes(t, st.Store, cfg.Node)) >= 3 })
+	st.setDown(true)
+	testenv.Eventually(t, 20*time.Second, "samples dropped", func() bool { return in.droppedTotal(t) >= 30 })
+	st.setDown(false)
+
+	var gaps []store.Gap
+	testenv.Eventually(t, 20*time.Second, "the drop recorded", func() bool {
+		gaps = gapsOf(t, st.Store, cfg.Node, store.GapSpoolFull)
+		return len(gaps) > 0
+	})
+	g := gaps[0]
+	require.Equal(t, "model", g.Source, "the meter of the dropped samples")
+	require.Equal(t, "c1", g.Collector)
+	require.Positive(t, g.Samples)
+	require.Greater(t, g.ToMs, g.FromMs)
+	testenv.Eventually(t, 20*time.Second, "samples after the outage stored", func() bool {
+		ts := nodeSampleTimes(t, st.Store, cfg.Node)
+		return len(ts) > 0 && ts[len(ts)-1] > g.ToMs
+	})
+	for _, ts := range nodeSampleTimes(t, st.Store, cfg.Node) {
+		require.False(t, ts > g.FromMs && ts <= g.ToMs, "stored sample at %d inside the gap %d–%d", ts, g.FromMs, g.ToMs)
+	}
+}
+
+// A collector restarted after its checkpoint grew too old starts its
+// local source from a new baseline; the stretch from its last stored
+// sample to that baseline is recorded (reason fresh_baseline).
+func TestFreshBaselineLeavesAGapRow(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	proc := t.TempDir()
+	writeNodeFacts(t, proc, "Test CPU", 4<<20, 2, 1000, 10000)
+	cfg := testConfig("c1", 100*time.Millisecond)
+	cfg.ProcRoot, cfg.SpoolDir, cfg.MaxCheckpointAge = proc, t.TempDir(), 500*time.Millisecond
+	in := startCollector(t, url, cfg, st)
+	testenv.Eventually(t, 20*time.Second, "samples flowing", func() bool { return len(nodeSampleTimes(t, st, cfg.Node)) >= 5 })
+	in.stop(t)
+	stopped := time.Now()
+	ts := nodeSampleTimes(t, st, cfg.Node)
+	last := ts[len(ts)-1]
+	// Let the checkpoint age past MaxCheckpointAge.
+	testenv.Eventually(t, 10*time.Second, "checkpoint too old", func() bool { return time.Since(stopped) > 2*cfg.MaxCheckpointAge })
+
+	startCollector(t, url, cfg, st)
+	var gaps []store.Gap
+	testenv.Eventually(t, 20*time.Second, "the fresh baseline recorded", func() bool {
+		gaps = gapsOf(t, st, cfg.Node, store.GapFreshBaseline)
+		return len(gaps) > 0
+	})
+	g := gaps[0]
+	require.Equal(t, last, g.FromMs, "from the last stored sample")
+	require.Greater(t, g.ToMs, stopped.UnixMilli(), "to the new baseline")
+	require.Contains(t, g.Detail, "checkpoint")
+	testenv.Eventually(t, 20*time.Second, "samples after the baseline", func() bool {
+		ts := nodeSampleTimes(t, st, cfg.Node)
+		return ts[len(ts)-1] > g.ToMs
+	})
+	for _, ts := range nodeSampleTimes(t, st, cfg.Node) {
+		require.False(t, ts > g.FromMs && ts <= g.ToMs, "stored sample at %d inside the gap %d–%d", ts, g.FromMs, g.ToMs)
+	}
 }
