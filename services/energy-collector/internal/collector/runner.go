@@ -115,12 +115,16 @@ func (r *runner) run(ctx context.Context) error {
 				return err
 			}
 		case <-changed:
-			// The runs on the node changed: sample at the interval they
-			// ask from now on (the next reading closes the current one).
+			// The runs on the node changed: a reading now closes the
+			// current interval (never longer than the old one), and the
+			// next ones come at the interval the runs ask.
 			changed = r.c.assign.changed()
 			if iv := r.c.assign.plan(r.sc.Node, r.c.cfg.Interval).interval; iv != r.interval {
 				r.logger.Info("sampling interval changed", zap.Duration("from", r.interval), zap.Duration("to", iv))
 				t.Stop()
+				if err := r.tick(ctx); err != nil {
+					return err
+				}
 				r.interval, t = iv, r.c.clock.NewTicker(iv)
 			}
 		case <-r.commitWait():
