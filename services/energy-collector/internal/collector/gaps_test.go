@@ -66,30 +66,11 @@ func TestImplausibleRAPLJumpIsFlaggedNotCounted(t *testing.T) {
 
 // The records go through failingStore's outage like the samples.
 func (f *failingStore) InsertGaps(ctx context.Context, g []store.Gap) error {
-	if err := f.fail(); err != nil {
-		return err
-	}
-	return f.Store.InsertGaps(ctx, g)
+	return failOr(ctx, f, g, f.Store.InsertGaps)
 }
 
 func (f *failingStore) InsertRunMeters(ctx context.Context, m []store.RunMeter) error {
-	if err := f.fail(); err != nil {
-		return err
-	}
-	return f.Store.InsertRunMeters(ctx, m)
-}
-
-// droppedTotal is the writer's count of dropped rows.
-func (in *instance) droppedTotal(tb testing.TB) float64 {
-	tb.Helper()
-	mfs, err := in.reg.Gather()
-	require.NoError(tb, err)
-	for _, mf := range mfs {
-		if mf.GetName() == sink.MetricDropped && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
+	return failOr(ctx, f, m, f.Store.InsertRunMeters)
 }
 
 // nodeSampleTimes are the times of node's node-scope samples.
@@ -119,7 +100,10 @@ func TestDroppedSamplesLeaveAGapRow(t *testing.T) {
 
 	testenv.Eventually(t, 20*time.Second, "samples flowing", func() bool { return len(nodeSampleTimes(t, st.Store, cfg.Node)) >= 3 })
 	st.setDown(true)
-	testenv.Eventually(t, 20*time.Second, "samples dropped", func() bool { return in.droppedTotal(t) >= 30 })
+	testenv.Eventually(t, 20*time.Second, "samples dropped", func() bool {
+		n, _ := in.gaugeNoLabel(t, sink.MetricDropped)
+		return n >= 30
+	})
 	st.setDown(false)
 
 	var gaps []store.Gap
