@@ -216,6 +216,7 @@ func (c *Collector) newWriter(d Deps) (*sink.Writer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("energy-collector.spoolDir: %w", err)
 		}
+		c.records.load(c.cfg.SpoolDir, c.logger) // the directory is ours now (locked)
 		if dir.Len() > 0 {
 			c.logger.Info("spooled rows from a previous run will be written", zap.Int("rows", dir.Rows()))
 		}

@@ -2,6 +2,8 @@ package collector_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -161,4 +163,43 @@ func TestFreshBaselineLeavesAGapRow(t *testing.T) {
 	for _, ts := range nodeSampleTimes(t, st, cfg.Node) {
 		require.False(t, ts > g.FromMs && ts <= g.ToMs, "stored sample at %d inside the gap %d–%d", ts, g.FromMs, g.ToMs)
 	}
+}
+
+// Records made while ClickHouse is down — here a run's meter configuration
+// — wait in the spool directory: a collector stopped before ClickHouse came
+// back writes them when it runs again.
+func TestRecordsSurviveARestartInTheSpool(t *testing.T) {
+	st := &failingStore{Store: testenv.Store(t)}
+	st.setDown(true)
+	url := testenv.NATS(t)
+	proc := t.TempDir()
+	writeNodeFacts(t, proc, "Test CPU", 4<<20, 2, 1000, 10000)
+	cfg := testConfig("c1", 100*time.Millisecond)
+	cfg.ProcRoot, cfg.SpoolDir = proc, t.TempDir()
+	in := startCollector(t, url, cfg, st)
+	publishAssignMeters(t, in.b, "r1", []events.Target{{ID: "pod/x/sut-0", Kind: "pod", Node: cfg.Node, Pod: "sut-0", Namespace: "gf"}},
+		&events.CollectMeters{IntervalMs: 200, Source: "auto"})
+	testenv.Eventually(t, 20*time.Second, "the configuration kept in the spool", func() bool {
+		_, err := os.Stat(filepath.Join(cfg.SpoolDir, "records.json"))
+		return err == nil
+	})
+	in.stop(t)
+	stopped := time.Now().UnixMilli()
+	st.setDown(false)
+
+	startCollector(t, url, cfg, st)
+	testenv.Eventually(t, 20*time.Second, "the configuration recorded before the restart is written", func() bool {
+		ms, err := st.RunMeters(context.Background(), "e1")
+		require.NoError(t, err)
+		for _, m := range ms {
+			if m.RunID == "r1" && m.TsMs < stopped && m.AskedIntervalMs == 200 {
+				return true
+			}
+		}
+		return false
+	})
+	testenv.Eventually(t, 20*time.Second, "the records file gone once written", func() bool {
+		_, err := os.Stat(filepath.Join(cfg.SpoolDir, "records.json"))
+		return os.IsNotExist(err)
+	})
 }

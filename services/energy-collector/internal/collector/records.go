@@ -2,7 +2,11 @@ package collector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -17,9 +21,12 @@ import (
 // memory — bounded by maxRecords, beyond which the oldest are dropped and
 // logged — and are written every FlushInterval until ClickHouse takes them.
 // A gap is recorded while ClickHouse is down (samples dropped past the
-// spool bound are the usual case) and written once it is back. A collector
-// killed before that loses its unwritten records, not samples.
+// spool bound are the usual case) and written once it is back. With a spool
+// directory the unwritten records are also kept in a file there
+// (records.json, replaced on every change), so a collector restarted — even
+// after kill -9 — writes them still; without one they are lost with it.
 type records struct {
+	path   string // the spool's records file; "" without a spool
 	mu     sync.Mutex
 	meters []store.RunMeter
 	gaps   []store.Gap
@@ -29,6 +36,7 @@ type records struct {
 	// with the same start and a later end; readers take the largest end).
 	open    map[gapKey]*store.Gap
 	dropped int
+	saveErr error // the last save's failure, logged by flush
 }
 
 type gapKey struct{ node, source, reason string }
@@ -38,11 +46,63 @@ const maxRecords = 10_000
 
 func newRecords() *records { return &records{open: map[gapKey]*store.Gap{}} }
 
+// savedRecords is the records file.
+type savedRecords struct {
+	Meters []store.RunMeter         `json:"meters,omitempty"`
+	Gaps   []store.Gap              `json:"gaps,omitempty"`
+	Fits   []store.PowerCalibration `json:"fits,omitempty"`
+}
+
+// load takes over the records a previous run of this instance left in
+// the spool directory; an unreadable file is reported and set aside.
+func (r *records) load(spoolDir string, logger *zap.Logger) {
+	r.path = filepath.Join(spoolDir, "records.json")
+	b, err := os.ReadFile(r.path)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			logger.Error("records file unreadable; its records are lost", zap.String("path", r.path), zap.Error(err))
+		}
+		return
+	}
+	var s savedRecords
+	if err := json.Unmarshal(b, &s); err != nil {
+		logger.Error("records file undecodable; its records are lost", zap.String("path", r.path), zap.Error(err))
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.meters, r.gaps, r.fits = s.Meters, s.Gaps, s.Fits
+	if n := len(s.Meters) + len(s.Gaps) + len(s.Fits); n > 0 {
+		logger.Info("records of a previous run will be written", zap.Int("records", n))
+	}
+}
+
+// saveLocked replaces the records file with what is unwritten (removes it
+// when nothing is). A failure only costs durability across a restart.
+func (r *records) saveLocked() {
+	if r.path == "" {
+		return
+	}
+	if len(r.meters)+len(r.gaps)+len(r.fits) == 0 {
+		_ = os.Remove(r.path)
+		return
+	}
+	b, err := json.Marshal(savedRecords{Meters: r.meters, Gaps: r.gaps, Fits: r.fits})
+	if err == nil {
+		err = writeFileSync(r.path, b)
+	}
+	r.saveErr = err
+}
+
 // addMeters queues effective meter configurations.
 func (r *records) addMeters(rows ...store.RunMeter) {
+	if len(rows) == 0 {
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.meters = appendBounded(r.meters, rows, &r.dropped)
+	r.saveLocked()
 }
 
 // addFit queues a power calibration.
@@ -50,6 +110,7 @@ func (r *records) addFit(f store.PowerCalibration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.fits = appendBounded(r.fits, []store.PowerCalibration{f}, &r.dropped)
+	r.saveLocked()
 }
 
 // addGap records that node's samples from source are missing or uncounted
@@ -71,6 +132,7 @@ func (r *records) addGap(g store.Gap, slackMs int64) {
 		r.open[k] = &cp
 	}
 	r.gaps = appendBounded(r.gaps, []store.Gap{g}, &r.dropped)
+	r.saveLocked()
 }
 
 // droppedSamples records the samples the writer dropped as gaps, one per
@@ -121,11 +183,17 @@ type recordStore interface {
 // flush writes what is queued; what ClickHouse does not take stays queued.
 func (r *records) flush(ctx context.Context, st recordStore, logger *zap.Logger) error {
 	r.mu.Lock()
-	meters, gaps, fits, dropped := r.meters, r.gaps, r.fits, r.dropped
-	r.meters, r.gaps, r.fits, r.dropped = nil, nil, nil, 0
+	meters, gaps, fits, dropped, saveErr := r.meters, r.gaps, r.fits, r.dropped, r.saveErr
+	r.meters, r.gaps, r.fits, r.dropped, r.saveErr = nil, nil, nil, 0, nil
 	r.mu.Unlock()
 	if dropped > 0 {
 		logger.Error("records dropped: ClickHouse unreachable for too long", zap.Int("records", dropped))
+	}
+	if saveErr != nil {
+		logger.Warn("records file not written; unwritten records would not survive a restart", zap.Error(saveErr))
+	}
+	if len(meters)+len(gaps)+len(fits) == 0 {
+		return nil
 	}
 	var errs []error
 	if err := st.InsertRunMeters(ctx, meters); err != nil {
@@ -140,6 +208,7 @@ func (r *records) flush(ctx context.Context, st recordStore, logger *zap.Logger)
 		errs = append(errs, err)
 		r.requeue(func() { r.fits = appendBounded(fits, r.fits, &r.dropped) })
 	}
+	r.requeue(r.saveLocked) // what is left, or nothing
 	return errors.Join(errs...)
 }
 
@@ -160,8 +229,10 @@ func (c *Collector) runRecords(ctx context.Context) error {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.WriteTimeout)
 			defer cancel()
-			if err := c.records.flush(dctx, c.recStore, c.logger); err != nil {
-				c.logger.Warn("records not written at shutdown; they are lost", zap.Error(err))
+			if err := c.records.flush(dctx, c.recStore, c.logger); err != nil && c.records.path != "" {
+				c.logger.Warn("records not written at shutdown; kept in the spool for the next start", zap.Error(err))
+			} else if err != nil {
+				c.logger.Warn("records not written at shutdown; they are lost (no spool directory)", zap.Error(err))
 			}
 			return nil
 		case <-t.C():
