@@ -46,13 +46,18 @@ func addRecordedGaps(m *events.RunMeasured, gaps []store.Gap, rows []store.Resul
 	add := func(scope, subject, metric string, v float64) {
 		rows = append(rows, store.Result{Scope: scope, Subject: subject, Metric: metric, Value: v, Unit: results.Unit(metric)})
 	}
-	// Per node only beside the analysis' own node rows (none when the
-	// window had no energy: the verdict is all there is).
-	perNode := slices.ContainsFunc(rows, func(r store.Result) bool { return r.Scope == results.ScopeNode })
+	// Per node only beside the node's own energy row (none when the window
+	// had no energy: the verdict is all there is).
+	measured := map[string]bool{}
+	for _, r := range rows {
+		if r.Scope == results.ScopeNode && r.Metric == results.EnergyJ {
+			measured[r.Subject] = true
+		}
+	}
 	for _, n := range sortedKeys(byNode) {
 		ms := unionMs(byNode[n])
 		totalMs += ms
-		if perNode {
+		if measured[n] {
 			add(results.ScopeNode, n, results.QualityRecordedGapS, float64(ms)/1000)
 		}
 	}
