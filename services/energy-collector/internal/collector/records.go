@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -135,32 +136,38 @@ func (r *records) addGap(g store.Gap, slackMs int64) {
 	r.saveLocked()
 }
 
-// droppedSamples records the samples the writer dropped as gaps, one per
-// node and source: from the start of the earliest interval to the latest
-// sample, counting the node-scope rows (one per reading).
+// droppedSamples records the samples the writer dropped as gaps: per node
+// and meter, one gap per stretch of consecutive readings that lost rows,
+// from the start of the first one's interval to the last one's time,
+// counting those readings (a reading whose rows were split between a kept
+// and a dropped batch is among them: its node total may be stored while
+// its parts are not).
 func (r *records) droppedSamples(rows []store.Sample, collector string) {
-	type span struct {
-		from, to int64
-		n        uint64
-		ivMs     int64
-	}
-	spans := map[gapKey]*span{}
+	type key struct{ node, source string }
+	readings := map[key]map[int64]int64{} // ts → interval
 	for _, s := range rows {
-		k := gapKey{s.Node, s.Source, store.GapSpoolFull}
-		sp, ok := spans[k]
-		if !ok {
-			sp = &span{from: s.TsMs - int64(s.IntervalMs), to: s.TsMs}
-			spans[k] = sp
+		k := key{s.Node, s.Source}
+		if readings[k] == nil {
+			readings[k] = map[int64]int64{}
 		}
-		sp.from, sp.to = min(sp.from, s.TsMs-int64(s.IntervalMs)), max(sp.to, s.TsMs)
-		sp.ivMs = max(sp.ivMs, int64(s.IntervalMs))
-		if s.Scope == scopeNode {
-			sp.n++
-		}
+		readings[k][s.TsMs] = max(readings[k][s.TsMs], int64(s.IntervalMs))
 	}
-	for k, sp := range spans {
-		r.addGap(store.Gap{Node: k.node, Source: k.source, FromMs: sp.from, ToMs: sp.to, Samples: sp.n, Reason: store.GapSpoolFull,
-			Detail: "samples dropped: pending buffer or backlog full", Collector: collector}, 2*sp.ivMs+1000)
+	for k, byTs := range readings {
+		ts := slices.Sorted(maps.Keys(byTs))
+		add := func(from, to int64, n uint64) {
+			r.addGap(store.Gap{Node: k.node, Source: k.source, FromMs: from, ToMs: to, Samples: n, Reason: store.GapSpoolFull,
+				Detail: "samples dropped: pending buffer or backlog full", Collector: collector}, 0)
+		}
+		from, last, n := ts[0]-byTs[ts[0]], ts[0], uint64(1)
+		for _, t := range ts[1:] {
+			if t-byTs[t] > last { // a reading in between was kept
+				add(from, last, n)
+				from, n = t-byTs[t], 0
+			}
+			last = t
+			n++
+		}
+		add(from, last, n)
 	}
 }
 
