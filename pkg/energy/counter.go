@@ -54,6 +54,20 @@ func (c *Counter) Update(rawUJ, maxRangeUJ uint64) (deltaJ float64, ok bool) {
 	return deltaJ, true
 }
 
+// UpdateBounded is Update with the plausibility rule of every energy path
+// (MaxPlausibleJ): a delta above maxDeltaJ (> 0) is not energy but a reset —
+// it adds nothing, counts in Resets, rawUJ becomes the baseline — and is
+// returned as jumpJ for the caller's flag.
+func (c *Counter) UpdateBounded(rawUJ, maxRangeUJ uint64, maxDeltaJ float64) (deltaJ float64, ok bool, jumpJ float64) {
+	deltaJ, ok = c.Update(rawUJ, maxRangeUJ)
+	if ok && maxDeltaJ > 0 && deltaJ > maxDeltaJ {
+		c.totalJ -= deltaJ
+		c.resets++
+		return 0, false, deltaJ
+	}
+	return deltaJ, ok, 0
+}
+
 // TotalJ is the energy accumulated over all accepted deltas since the first
 // update: monotonic, with wraps resolved and resets contributing nothing.
 func (c *Counter) TotalJ() float64 { return c.totalJ }

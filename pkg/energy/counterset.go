@@ -2,6 +2,7 @@ package energy
 
 import (
 	"math"
+	"time"
 )
 
 // CounterStatus says what became of one counter sample.
@@ -19,7 +20,15 @@ const (
 	// CounterInvalid: NaN, infinite or negative; the series is dropped and
 	// its next valid sample is a baseline.
 	CounterInvalid
+	// CounterImplausible: the counter grew by more than the plausibility
+	// bound (MaxPlausibleJ) allows; like a reset, the sample becomes the new
+	// baseline and no delta is counted.
+	CounterImplausible
 )
+
+// IsReset reports whether the sample re-based its series after a decrease
+// or an implausible jump: the interval is not measured by this counter.
+func (s CounterStatus) IsReset() bool { return s == CounterReset || s == CounterImplausible }
 
 // CounterSet turns samples of many cumulative counters — an exporter's
 // *_joules_total or µJ series, keyed by whatever identifies a series — into
@@ -37,8 +46,8 @@ type CounterSet struct {
 }
 
 // Observe stages the raw value v of series key and returns its delta since
-// the committed previous value. maxDelta > 0 bounds a plausible delta; a
-// larger one is reported as a reset.
+// the committed previous value. maxDelta > 0 bounds a plausible delta
+// (MaxPlausibleJ); a larger one is reported as CounterImplausible.
 func (c *CounterSet) Observe(key string, v, maxDelta float64) (float64, CounterStatus) {
 	if c.next == nil {
 		c.next = make(map[string]float64, len(c.prev))
@@ -54,9 +63,27 @@ func (c *CounterSet) Observe(key string, v, maxDelta float64) (float64, CounterS
 	case v < prev:
 		return 0, CounterReset
 	case maxDelta > 0 && v-prev > maxDelta:
-		return 0, CounterReset
+		return 0, CounterImplausible
 	}
 	return v - prev, CounterOK
+}
+
+// ObserveBounded is Observe with the plausibility rule of every energy
+// path: the series' increase over interval may imply at most boundW
+// (MaxPlausibleJ); an implausible one is described for the reading's flag.
+// zone names the series there; v is in joules.
+func (c *CounterSet) ObserveBounded(key, zone string, v float64, interval time.Duration, boundW float64) (float64, CounterStatus, *Implausible) {
+	var maxDelta float64
+	if interval > 0 {
+		maxDelta = MaxPlausibleJ(boundW, interval)
+	}
+	prev, had := c.prev[key]
+	d, st := c.Observe(key, v, maxDelta)
+	if st == CounterImplausible && had {
+		imp := implausible(zone, v-prev, interval, boundW)
+		return 0, st, &imp
+	}
+	return d, st, nil
 }
 
 // Commit makes the staged observations the new previous values.

@@ -71,7 +71,8 @@ func (s *counterState) finish(now time.Time, start float64, cs *CounterSet, m Me
 // baseline turns a measurement whose total is not trustworthy into a
 // baseline reading: zero interval, no energy, no workloads.
 func baseline(m Measurement) Measurement {
-	return Measurement{NodeReading: NodeReading{Time: m.Time, Source: m.Source, Estimated: m.Estimated, Resets: m.Resets}, Basis: m.Basis}
+	return Measurement{NodeReading: NodeReading{Time: m.Time, Source: m.Source, Estimated: m.Estimated, Resets: m.Resets, Implausible: m.Implausible},
+		Basis: m.Basis}
 }
 
 type checkpointData struct {

@@ -32,6 +32,18 @@
 // nothing, so the next good one covers the whole gap; a checkpoint lets
 // another process continue exactly.
 //
+// One plausibility rule holds on every energy path (MaxPlausibleJ): a
+// counter increase implying more than the zone's plausible power — twice
+// the largest powercap constraint of a RAPL zone, else the source's bound
+// (DefaultMaxPowerW) — is a reset, reported in NodeReading.Implausible.
+//
+// The model's figures come from a ModelProfile (profile.go): per-vCPU idle
+// and max watts times the node's vCPUs plus platform watts for its memory,
+// the defaults declared once here (DefaultInterval, DefaultIdleWattsPerVCPU,
+// …) for the spec and the collector; Calibrate fits a metered node's power
+// on its utilisation, and Calibrated carries the fit to nodes without a
+// meter.
+//
 // Meters take the sysfs and /proc roots as arguments and the reading time as
 // a parameter, so everything here runs against fake trees and exporter pages
 // under testdata/ and is deterministic in tests.

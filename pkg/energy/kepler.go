@@ -37,7 +37,7 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 	cs, start := k.begin(fams)
 	started := k.started
 	dt := interval.Seconds()
-	maxDelta := k.maxPowerW * dt
+	maxDelta := MaxPlausibleJ(k.maxPowerW, interval)
 
 	// Zones, labelled by name, or name@path where one name has several.
 	var zones []keplerZone
@@ -69,11 +69,14 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourceKepler}, Basis: BasisJoules}
 	complete := started
 	for _, z := range zones {
-		d, st := cs.Observe(z.key, z.value, maxDelta)
+		d, st, imp := cs.ObserveBounded(z.key, z.label, z.value, interval, k.maxPowerW)
+		if imp != nil {
+			meas.Implausible = append(meas.Implausible, *imp)
+		}
 		switch st {
 		case CounterOK:
-		case CounterReset, CounterInvalid, CounterBaseline:
-			if st == CounterReset {
+		case CounterReset, CounterImplausible, CounterInvalid, CounterBaseline:
+			if st.IsReset() {
 				meas.Resets++
 			}
 			if w, ok := watts[z.key]; ok && started && w >= 0 && w <= k.maxPowerW {
@@ -210,7 +213,7 @@ func (k *KeplerSource) workloads(fams map[string]*dto.MetricFamily, cs *CounterS
 	for _, ck := range order {
 		s := byKey[ck]
 		d, st := cs.Observe(ck, s.value, maxDelta)
-		if st == CounterReset {
+		if st.IsReset() {
 			*resets++
 		}
 		i, ok := idx[s.w.Key]

@@ -124,21 +124,32 @@ func (m *ModelMeter) checkpoint() (json.RawMessage, error) {
 	})
 }
 
-// restore accepts a checkpoint of the same model only: other watts would
-// make the interval across the checkpoint a mix of two models.
+// restore continues the checkpoint with the checkpoint's model: the model
+// is the collector's choice per interval (SetModel: a run's model, a
+// calibration), and the interval across the checkpoint keeps the one its
+// owner used until the collector sets another. A checkpoint whose watts
+// make no model is rejected.
 func (m *ModelMeter) restore(data json.RawMessage) error {
 	var st modelState
 	if err := json.Unmarshal(data, &st); err != nil {
 		return fmt.Errorf("restore model checkpoint: %w", err)
 	}
-	if st.IdleW != m.idleW || st.MaxW != m.maxW {
-		return fmt.Errorf("restore model checkpoint: model %g–%g W, this meter is %g–%g W", st.IdleW, st.MaxW, m.idleW, m.maxW)
+	var has struct{ IdleW, MaxW *float64 }
+	if err := json.Unmarshal(data, &struct {
+		IdleW **float64 `json:"idle_w"`
+		MaxW  **float64 `json:"max_w"`
+	}{&has.IdleW, &has.MaxW}); err != nil || has.IdleW == nil || has.MaxW == nil {
+		return errors.New("restore model checkpoint: not a model's checkpoint (no idle_w/max_w)")
+	}
+	if err := validateModel(st.IdleW, st.MaxW); err != nil {
+		return fmt.Errorf("restore model checkpoint: %w", err)
 	}
 	var last lastReading
 	if err := last.load(st.Clock); err != nil {
 		return err
 	}
 	m.last, m.cumulativeJ = last, st.CumulativeJ
+	m.idleW, m.maxW, m.invalidModel = st.IdleW, st.MaxW, nil
 	return nil
 }
 

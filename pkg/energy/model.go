@@ -37,6 +37,34 @@ func NewModelMeter(procRoot string, idleW, maxW float64) *ModelMeter {
 // non-negative, and idle not above max.
 func (m *ModelMeter) Validate() error { return m.invalidModel }
 
+// SetModel changes the model from the next reading on (the interval that
+// reading closes is estimated with the new watts). Invalid watts are
+// refused and the model kept.
+func (m *ModelMeter) SetModel(idleW, maxW float64) error {
+	if err := validateModel(idleW, maxW); err != nil {
+		return err
+	}
+	m.idleW, m.maxW, m.invalidModel = idleW, maxW, nil
+	return nil
+}
+
+// Model returns the node's modelled power at 0 % and 100 % CPU.
+func (m *ModelMeter) Model() (idleW, maxW float64) { return m.idleW, m.maxW }
+
+// Modelled is implemented by sources that estimate with a ModelMeter; it
+// returns the meter, or nil when the source measures (RAPL chosen by auto).
+type Modelled interface {
+	ModelMeter() *ModelMeter
+}
+
+var _ Modelled = (*LocalSource)(nil)
+
+// ModelMeter implements Modelled.
+func (s *LocalSource) ModelMeter() *ModelMeter {
+	m, _ := s.meter.(*ModelMeter)
+	return m
+}
+
 func validateModel(idleW, maxW float64) error {
 	var errs []error
 	if math.IsNaN(idleW) || math.IsInf(idleW, 0) || idleW < 0 {

@@ -87,17 +87,19 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 
 	cs, start := p.begin(nil)
 	started := p.started
-	dt := interval.Seconds()
-	maxDelta := p.opts.MaxPowerW * dt
+	maxDelta := MaxPlausibleJ(p.opts.MaxPowerW, interval)
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourcePromQL, Estimated: p.opts.Estimated}, Basis: BasisJoules}
 	complete := started
 	for _, s := range nodes {
-		d, st := cs.Observe("node|"+s.Metric.String(), float64(s.Value), maxDelta)
+		d, st, imp := cs.ObserveBounded("node|"+s.Metric.String(), s.Metric.String(), float64(s.Value), interval, p.opts.MaxPowerW)
 		if st != CounterOK {
 			complete = false
-			if st == CounterReset {
+			if st.IsReset() {
 				meas.Resets++
 			}
+		}
+		if imp != nil {
+			meas.Implausible = append(meas.Implausible, *imp)
 		}
 		meas.TotalDeltaJ += d
 		if z := string(s.Metric["zone"]); z != "" {
@@ -108,7 +110,7 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 	for _, s := range works {
 		w := workloadOfLabels(s.Metric)
 		d, st := cs.Observe("w|"+w.Key+"|", float64(s.Value), maxDelta)
-		if st == CounterReset {
+		if st.IsReset() {
 			meas.Resets++
 		}
 		meas.Workloads = append(meas.Workloads, WorkloadUse{Workload: w, Value: d})

@@ -34,6 +34,33 @@ type RAPLMeter struct {
 	totalJ float64
 	psys   bool
 	buf    []byte
+	// maxPowerW bounds the zones without a power constraint; 0 means
+	// DefaultMaxPowerW.
+	maxPowerW float64
+}
+
+// SetMaxPowerW sets the plausible power of zones whose powercap tree
+// states no constraint (0: DefaultMaxPowerW).
+func (m *RAPLMeter) SetMaxPowerW(w float64) { m.maxPowerW = w }
+
+// PlausiblePowerW is the bound a zone's counter increase is checked
+// against (MaxPlausibleJ), by zone label.
+func (m *RAPLMeter) PlausiblePowerW() map[string]float64 {
+	out := make(map[string]float64, len(m.zones))
+	for _, z := range m.zones {
+		out[z.label] = m.zoneBoundW(&z)
+	}
+	return out
+}
+
+func (m *RAPLMeter) zoneBoundW(z *raplZone) float64 {
+	if z.maxPowerW > 0 {
+		return z.maxPowerW
+	}
+	if m.maxPowerW > 0 {
+		return m.maxPowerW
+	}
+	return DefaultMaxPowerW
 }
 
 var _ NodeMeter = (*RAPLMeter)(nil)
@@ -46,7 +73,17 @@ type raplZone struct {
 	maxRangeUJ uint64
 	inTotal    bool
 	counter    Counter
+	// maxPowerW is the zone's plausible power: plausibleMargin × the
+	// largest constraint_*_max_power_uw of the zone, 0 when it has none
+	// (the meter's bound applies).
+	maxPowerW float64
 }
+
+// plausibleMargin scales a zone's largest power constraint into the most
+// it may plausibly average over an interval: turbo bursts above the long
+// term limit, and the few milliseconds between the counter's update and
+// our clock's reading on short intervals.
+const plausibleMargin = 2
 
 // zoneID is the numeric part of a directory name: intel-rapl:N is {N, -1},
 // intel-rapl:N:M is {N, M}.
@@ -229,7 +266,26 @@ func newRAPLZone(id zoneID, dir string, parentNames map[int]string) (raplZone, e
 		label:      label,
 		energyPath: filepath.Join(dir, "energy_uj"),
 		maxRangeUJ: maxRange,
+		maxPowerW:  plausibleMargin * maxConstraintW(dir),
 	}, nil
+}
+
+// maxConstraintW is the largest constraint_*_max_power_uw of a zone in
+// watts, 0 when there is none (dram zones often have none; some platforms
+// report 0).
+func maxConstraintW(dir string) float64 {
+	paths, _ := filepath.Glob(filepath.Join(dir, "constraint_*_max_power_uw"))
+	var best uint64
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			best = max(best, v)
+		}
+	}
+	return float64(best) / 1e6
 }
 
 func (z *raplZone) isPsys() bool { return z.id.sub < 0 && z.name == "psys" }
@@ -298,8 +354,15 @@ func (m *RAPLMeter) Read(now time.Time) (NodeReading, error) {
 	for i := range m.zones {
 		z := &m.zones[i]
 		resets := z.counter.Resets()
-		d, _ := z.counter.Update(raw[i], z.maxRangeUJ) // a baseline or reset adds 0
+		var bound float64 // no bound on the baseline
+		if iv.interval > 0 {
+			bound = MaxPlausibleJ(m.zoneBoundW(z), iv.interval)
+		}
+		d, _, jump := z.counter.UpdateBounded(raw[i], z.maxRangeUJ, bound) // a baseline or reset adds 0
 		r.Resets += z.counter.Resets() - resets
+		if jump > 0 {
+			r.Implausible = append(r.Implausible, implausible(z.label, jump, iv.interval, m.zoneBoundW(z)))
+		}
 		r.Zones[i] = ZoneEnergy{
 			Zone:        z.label,
 			DeltaJ:      d,

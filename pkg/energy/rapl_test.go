@@ -252,3 +252,52 @@ func runAsNobody(t *testing.T, spec string, dirs ...string) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "permission check as nobody: %s", out)
 }
+
+// The spike: package-0's counter gains 262 kJ in 10 s (26 kW on one
+// package). It is not counted — with the package's power constraint
+// (150 W, so 300 W plausible) and with none (the default bound) alike — it
+// counts as a reset and is reported with the power it implied; the next
+// interval is measured again.
+func TestRAPLJumpBeyondPlausiblePowerIsNotEnergy(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		constraint string // package-0's constraint_0_max_power_uw, "" for none
+		boundW     float64
+	}{
+		{"powercap constraint", "150000000", 300},
+		{"no constraint", "", energy.DefaultMaxPowerW},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pc, proc := raplFixture(t, "two-packages")
+			if tt.constraint != "" {
+				writeFile(t, pc, "intel-rapl:0/constraint_0_max_power_uw", tt.constraint+"\n")
+				writeFile(t, pc, "intel-rapl:0/constraint_1_max_power_uw", "0\n")
+			}
+			setUJ(t, pc, "intel-rapl:0", 1_000_000)
+			m, err := energy.NewRAPLMeter(pc, proc)
+			require.NoError(t, err)
+			require.Equal(t, tt.boundW, m.PlausiblePowerW()["package-0"])
+			_, err = m.Read(t0)
+			require.NoError(t, err)
+
+			setUJ(t, pc, "intel-rapl:0", 1_000_000+262_000_000_000)
+			r, err := m.Read(t0.Add(10 * time.Second))
+			require.NoError(t, err)
+			require.Zero(t, zoneByName(t, r, "package-0").DeltaJ, "not counted as energy")
+			require.Less(t, r.TotalDeltaJ, 1.0)
+			require.Equal(t, 1, r.Resets)
+			require.Len(t, r.Implausible, 1)
+			imp := r.Implausible[0]
+			require.Equal(t, "package-0", imp.Zone)
+			require.InDelta(t, 262_000, imp.DeltaJ, 1e-6)
+			require.InDelta(t, 26_200, imp.PowerW, 1e-6)
+			require.Equal(t, tt.boundW, imp.BoundW)
+
+			setUJ(t, pc, "intel-rapl:0", 1_000_000+262_000_000_000+500_000_000) // 500 J in 10 s: 50 W
+			r, err = m.Read(t0.Add(20 * time.Second))
+			require.NoError(t, err)
+			require.InDelta(t, 500, zoneByName(t, r, "package-0").DeltaJ, 1e-6)
+			require.Empty(t, r.Implausible)
+		})
+	}
+}

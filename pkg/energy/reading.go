@@ -35,6 +35,9 @@ type NodeReading struct {
 	// this reading and were therefore not used as deltas: the reading
 	// undercounts its interval, and says so.
 	Resets int
+	// Implausible lists the increases among Resets that no plausible
+	// power explains (MaxPlausibleJ): not counted, reported for the flag.
+	Implausible []Implausible
 }
 
 // NodeMeter measures a node's energy.

@@ -34,9 +34,12 @@ func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.T
 	complete := started
 	counted := false
 	if hasEnergy {
-		d, st := cs.Observe("host", energyUJ/1e6, s.maxPowerW*dt)
-		if st == CounterReset {
+		d, st, imp := cs.ObserveBounded("host", "host", energyUJ/1e6, interval, s.maxPowerW)
+		if st.IsReset() {
 			meas.Resets++
+		}
+		if imp != nil {
+			meas.Implausible = append(meas.Implausible, *imp)
 		}
 		if st == CounterOK {
 			meas.TotalDeltaJ, counted = d, true

@@ -32,6 +32,12 @@ type sourceWorld interface {
 	// interval in which it wraps exactly (it knows the range, or a power
 	// gauge covers it); sources whose counters cannot wrap ignore it.
 	nearWrap(t *testing.T, j float64) (exact bool)
+	// jump: the node spends j in the next second but its energy counter
+	// jumps by extra joules more (a re-based raw counter, an exporter bug).
+	// exact says whether the source still measures the second exactly (a
+	// power gauge covers it); counters is false for a source without
+	// energy counters (the model), which just spends j.
+	jump(t *testing.T, j, extra float64) (exact, counters bool)
 	// corrupt makes the world's input malformed until mend, and returns what
 	// the failed Read's error must name.
 	corrupt(t *testing.T) []string
@@ -90,6 +96,7 @@ func TestSourceContract(t *testing.T) {
 			t.Run("counters", func(t *testing.T) { contractCounters(t, c) })
 			t.Run("resets", func(t *testing.T) { contractResets(t, c) })
 			t.Run("wrap", func(t *testing.T) { contractWrap(t, c) })
+			t.Run("implausible jump", func(t *testing.T) { contractImplausible(t, c) })
 			t.Run("timeouts", func(t *testing.T) { contractTimeouts(t, c) })
 			t.Run("malformed input", func(t *testing.T) { contractMalformed(t, c) })
 			t.Run("health", func(t *testing.T) { contractHealth(t, c) })
@@ -256,6 +263,30 @@ func contractWrap(t *testing.T, c sourceCase) {
 	requireExactOrFlagged(t, r.good(t, 1), 60, exact)
 	w.spend(t, 60)
 	r.spent(t, r.good(t, 2), 60)
+}
+
+// A counter increase implying more than the plausible power is one rule on
+// every path (energy.MaxPlausibleJ): it is not counted as energy — the
+// second is measured exactly from a gauge or short — it counts as a reset,
+// and it is reported with the power it implied; the next second is exact.
+func contractImplausible(t *testing.T, c sourceCase) {
+	w, r := primed(t, c)
+	exact, counters := w.jump(t, 60, 100_000) // +100 kJ in 1 s: 100 kW
+	m := r.good(t, 2)
+	if !counters {
+		r.spent(t, m, 60)
+		require.Empty(t, m.Implausible)
+		return
+	}
+	requireExactOrFlagged(t, m, 60, exact)
+	require.Positive(t, m.Resets, "counted as a reset")
+	require.NotEmpty(t, m.Implausible, "and reported")
+	imp := m.Implausible[0]
+	require.InDelta(t, 100_000, imp.DeltaJ, 1000, "%v", imp)
+	require.Greater(t, imp.PowerW, imp.BoundW, "%v", imp)
+	require.Equal(t, float64(energy.DefaultMaxPowerW), imp.BoundW, "no constraint: the default bound")
+	w.spend(t, 60)
+	r.spent(t, r.good(t, 3), 60)
 }
 
 func requireExactOrFlagged(t *testing.T, m energy.Measurement, j float64, exact bool) {

@@ -120,6 +120,14 @@ func (w *raplWorld) reset(t *testing.T, j float64) bool {
 	return false
 }
 
+// jump: the package counter gains extra beyond what was spent; the meter
+// drops the interval (no gauge to fall back on).
+func (w *raplWorld) jump(t *testing.T, j, extra float64) (bool, bool) {
+	w.setPackage(t, w.pkgUJ+uint64((j+extra)*1e6))
+	w.run(t, 200, j)
+	return false, true
+}
+
 // nearWrap: the range is known, so the wrap is resolved exactly.
 func (w *raplWorld) nearWrap(t *testing.T, j float64) bool {
 	w.setPackage(t, pkgRange-uint64(j*1e6))
@@ -171,6 +179,12 @@ func (w *modelWorld) spend(t *testing.T, j float64) {
 func (w *modelWorld) reset(t *testing.T, j float64) bool {
 	w.goOffline(t)
 	return false
+}
+
+// jump: the model has no energy counter.
+func (w *modelWorld) jump(t *testing.T, j, _ float64) (bool, bool) {
+	w.spend(t, j)
+	return true, false
 }
 
 // nearWrap: the model has no counter to wrap.
@@ -278,6 +292,14 @@ func (w *keplerWorld) reset(t *testing.T, j float64) bool {
 	return true
 }
 
+// jump: the package counter gains extra; the watts gauge covers the
+// interval.
+func (w *keplerWorld) jump(t *testing.T, j, extra float64) (bool, bool) {
+	w.pkg += extra
+	w.spend(t, j)
+	return true, true
+}
+
 // nearWrap: Kepler resolves its RAPL counters' wraps itself; its joules
 // counters only grow.
 func (w *keplerWorld) nearWrap(*testing.T, float64) bool { return true }
@@ -326,6 +348,13 @@ func (w *scaphandreWorld) reset(t *testing.T, j float64) bool {
 	w.hostUJ = 0
 	w.spend(t, j)
 	return true
+}
+
+// jump: the host counter gains extra; the power gauge covers the interval.
+func (w *scaphandreWorld) jump(t *testing.T, j, extra float64) (bool, bool) {
+	w.hostUJ += uint64(extra * 1e6)
+	w.spend(t, j)
+	return true, true
 }
 
 // nearWrap: the raw counter wraps at a range Scaphandre does not publish;
@@ -416,6 +445,16 @@ func (w *promqlWorld) reset(t *testing.T, j float64) bool {
 	w.mu.Unlock()
 	w.spend(t, j)
 	return false
+}
+
+// jump: the package series gains extra; without a gauge the interval is
+// a baseline.
+func (w *promqlWorld) jump(t *testing.T, j, extra float64) (bool, bool) {
+	w.mu.Lock()
+	w.pkg += extra
+	w.mu.Unlock()
+	w.spend(t, j)
+	return false, true
 }
 
 // nearWrap: Prometheus holds the exporter's joules counters, which only

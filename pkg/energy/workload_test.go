@@ -95,9 +95,9 @@ func TestCounterSet(t *testing.T) {
 		{10, 0, energy.CounterBaseline},
 		{15, 5, energy.CounterOK},
 		{15, 0, energy.CounterOK},
-		{3, 0, energy.CounterReset},   // went back: exporter restart
-		{8, 5, energy.CounterOK},      // continues from the new base
-		{500, 0, energy.CounterReset}, // +492 > 100: a spike, not energy
+		{3, 0, energy.CounterReset},         // went back: exporter restart
+		{8, 5, energy.CounterOK},            // continues from the new base
+		{500, 0, energy.CounterImplausible}, // +492 > 100: a spike, not energy
 		{550, 50, energy.CounterOK},
 		{math.NaN(), 0, energy.CounterInvalid},
 		{560, 0, energy.CounterBaseline}, // the invalid sample dropped the series

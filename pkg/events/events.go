@@ -312,11 +312,39 @@ type LoadFinished struct {
 	Restarts          int   `json:"restarts"`
 }
 
-// CollectAssign tells energy collectors which targets belong to a run.
+// CollectAssign tells energy collectors which targets belong to a run and
+// how the run asks them to be measured.
 type CollectAssign struct {
 	ExperimentID string   `json:"experiment_id"`
 	RunID        string   `json:"run_id"`
 	Targets      []Target `json:"targets"`
+	// Meters is the run's meter configuration (v2); nil in v1 messages,
+	// which the collectors measure with their own configuration.
+	Meters *CollectMeters `json:"meters,omitempty"`
+}
+
+// CollectMeters is what a run asks of the collectors sampling its nodes:
+// the spec's meters section.
+type CollectMeters struct {
+	// IntervalMs is the sampling interval the run asks for. A node shared
+	// by several runs is sampled at the finest interval any of them asks.
+	IntervalMs int64 `json:"interval_ms"`
+	// Source is the local meter asked for: auto, rapl or model.
+	Source string `json:"source"`
+	// Model overrides the collector's CPU-utilisation power model; nil
+	// keeps the node's profile (or its calibrated model).
+	Model *CollectModel `json:"model,omitempty"`
+}
+
+// CollectModel is a run's CPU-utilisation power model. Per-vCPU watts are
+// multiplied by the node's vCPUs and PlatformWatts added; IdleWatts and
+// MaxWatts, when MaxWatts > 0, are node totals that replace that profile.
+type CollectModel struct {
+	IdleWattsPerVCPU float64 `json:"idle_watts_per_vcpu,omitempty"`
+	MaxWattsPerVCPU  float64 `json:"max_watts_per_vcpu,omitempty"`
+	PlatformWatts    float64 `json:"platform_watts,omitempty"`
+	IdleWatts        float64 `json:"idle_watts,omitempty"`
+	MaxWatts         float64 `json:"max_watts,omitempty"`
 }
 
 // CollectRelease tells energy collectors a run's targets are gone.

@@ -118,7 +118,7 @@ var entries = []Entry{
 		Producers: from(ServiceLoadGenerator), Consumers: from(ServiceScheduler)},
 	{Type: TypeRunAnalyzed, Kind: Event, Versions: []int{1, 2}, New: zero[RunAnalyzed],
 		Producers: from(ServiceAnalyzer), Consumers: from(ServiceScheduler)},
-	{Type: TypeCollectAssign, Kind: Command, Versions: []int{1}, New: zero[CollectAssign],
+	{Type: TypeCollectAssign, Kind: Command, Versions: []int{1, 2}, New: zero[CollectAssign],
 		Producers: from(ServiceScheduler), Consumers: from(ServiceEnergyCollector)},
 	{Type: TypeCollectRelease, Kind: Command, Versions: []int{1}, New: zero[CollectRelease],
 		Producers: from(ServiceScheduler), Consumers: from(ServiceEnergyCollector)},

@@ -117,6 +117,7 @@ const (
 	QualityAttributionResidualJ = "quality_attribution_residual_j"
 	QualityMixedSources         = "quality_mixed_sources"
 	QualityLateS                = "quality_late_s"
+	QualityRecordedGapS         = "quality_recorded_gap_s"
 
 	// Per run: energy and power.
 	DurationS           = "duration_s"
@@ -215,6 +216,7 @@ var table = []Metric{
 	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
 	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
 		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
+	{QualityRecordedGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time the collectors recorded as lost or not counted (table gaps): per node, and summed over nodes for the run"},
 
 	{DurationS, UnitSecond, run, false, ProducerAnalyzer, "length of the recorded measurement window"},
 	{SUTEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the system under test in the window"},
@@ -294,6 +296,9 @@ const (
 	// FlagLagVerdictUnresolved: the lag slope is within two standard
 	// errors of the SLO's threshold.
 	FlagLagVerdictUnresolved = "lag_verdict_unresolved"
+	// The collectors' recorded gaps (table gaps) touching the window.
+	FlagEnergyGapRecorded = "energy_gap_recorded"
+	FlagEnergyImplausible = "energy_counter_implausible"
 )
 
 // Flag is one flag with its meaning.
@@ -314,6 +319,8 @@ var flags = []Flag{
 		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
 	{FlagLagVerdictUnresolved, "the lag-trend slope is within two standard errors of the SLO's threshold: the window's lag samples are too " +
 		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
+	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
+	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 }
 
 // caveats are the flags that qualify a derived figure — how far the data

@@ -13,7 +13,11 @@
 // prepare.go (what a client submits), cron.go (trigger schedules).
 package spec
 
-import "time"
+import (
+	"time"
+
+	"github.com/greenflow/greenflow/pkg/energy"
+)
 
 // APIVersion is the spec version this build reads.
 const APIVersion = "greenflow.dev/v1alpha1"
@@ -50,7 +54,9 @@ func Default() *Experiment {
 				Kafka:    Kafka{Partitions: 4, InputTopic: "input", OutputTopic: "output"},
 				Phases: Phases{Baseline: Duration{10 * time.Second}, Warmup: Duration{10 * time.Second},
 					Measure: Duration{60 * time.Second}, Cooldown: Duration{5 * time.Second}},
-				Meters: Meters{Source: "auto", Model: ModelMeter{IdleWatts: 0.74, MaxWatts: 3.5}, Sample: Duration{time.Second}},
+				// The model is left empty: the collectors then use each node's
+				// profile (energy.DefaultProfile, or its calibrated model).
+				Meters: Meters{Source: "auto", Sample: Duration{energy.DefaultInterval}},
 			},
 			Repetitions: 1,
 			Order:       "random",

@@ -124,11 +124,22 @@ type Meters struct {
 	Extra  []ExtraMeter `yaml:"extra,omitempty" json:"extra,omitempty"`
 }
 
-// ModelMeter is the linear CPU-utilisation power model.
+// ModelMeter is the linear CPU-utilisation power model, for nodes without
+// a readable meter. Left empty, each node's profile is used: per-vCPU
+// watts (energy.DefaultIdleWattsPerVCPU, energy.DefaultMaxWattsPerVCPU, or
+// coefficients calibrated against a hardware meter) times its vCPUs, plus
+// platform watts for its memory. Per-vCPU fields replace the coefficients;
+// idleWatts/maxWatts (maxWatts > 0) are node totals replacing the profile.
 type ModelMeter struct {
-	IdleWatts float64 `yaml:"idleWatts" json:"idleWatts"`
-	MaxWatts  float64 `yaml:"maxWatts" json:"maxWatts"`
+	IdleWatts        float64 `yaml:"idleWatts" json:"idleWatts"`
+	MaxWatts         float64 `yaml:"maxWatts" json:"maxWatts"`
+	IdleWattsPerVCPU float64 `yaml:"idleWattsPerVCPU,omitempty" json:"idleWattsPerVCPU,omitempty"`
+	MaxWattsPerVCPU  float64 `yaml:"maxWattsPerVCPU,omitempty" json:"maxWattsPerVCPU,omitempty"`
+	PlatformWatts    float64 `yaml:"platformWatts,omitempty" json:"platformWatts,omitempty"`
 }
+
+// IsZero reports whether the spec leaves the model to the nodes' profiles.
+func (m ModelMeter) IsZero() bool { return m == ModelMeter{} }
 
 // ExtraMeter names an additional exporter (deepened by the collector work).
 type ExtraMeter struct {

@@ -300,8 +300,15 @@ func (rc RunConfig) problems(prefix string) Problems {
 	if m.Source != "auto" && m.Source != "rapl" && m.Source != "model" {
 		add("meters.source", "got %q, expected auto, rapl or model", m.Source)
 	}
-	if m.Model.IdleWatts < 0 || m.Model.MaxWatts < m.Model.IdleWatts {
-		add("meters.model", "idleWatts %g and maxWatts %g: expected 0 <= idleWatts <= maxWatts", m.Model.IdleWatts, m.Model.MaxWatts)
+	if mm := m.Model; mm.IdleWatts != 0 || mm.MaxWatts != 0 {
+		if mm.IdleWatts < 0 || mm.MaxWatts <= 0 || mm.MaxWatts < mm.IdleWatts {
+			add("meters.model", "idleWatts %g and maxWatts %g: expected 0 <= idleWatts <= maxWatts and maxWatts > 0", mm.IdleWatts, mm.MaxWatts)
+		}
+	}
+	if mm := m.Model; mm.IdleWattsPerVCPU < 0 || mm.MaxWattsPerVCPU < 0 || mm.PlatformWatts < 0 ||
+		(mm.MaxWattsPerVCPU > 0 && mm.MaxWattsPerVCPU < mm.IdleWattsPerVCPU) {
+		add("meters.model", "idleWattsPerVCPU %g, maxWattsPerVCPU %g, platformWatts %g: expected all >= 0 and idleWattsPerVCPU <= maxWattsPerVCPU",
+			mm.IdleWattsPerVCPU, mm.MaxWattsPerVCPU, mm.PlatformWatts)
 	}
 	if m.Sample.Duration < 100*time.Millisecond {
 		add("meters.interval", "got %s, expected at least 100ms", m.Sample.Duration)

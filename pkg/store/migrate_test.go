@@ -107,7 +107,7 @@ func TestMigrationKeepsDataWrittenWithThePreviousSchema(t *testing.T) {
 	require.Empty(t, engineOf(t, s, "run_metrics_0003"), "no leftover of the swap")
 	versions, err := s.AppliedVersions(ctx)
 	require.NoError(t, err)
-	require.Equal(t, []int{1, 2, 3}, versions)
+	require.Equal(t, allVersions(t), versions)
 
 	// Every old row is there once by key; both meters of n1 survive.
 	require.Equal(t, uint64(100), count(t, s, "SELECT count() FROM samples FINAL WHERE node = 'n1'"))
@@ -235,4 +235,16 @@ func TestMigrationsAreOrderedAndIdempotentUnderConcurrency(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, migs[len(migs)-1].Version, versions[len(versions)-1])
 	require.Len(t, versions, len(migs), "each version recorded once after DISTINCT")
+}
+
+// allVersions lists the version of every embedded migration.
+func allVersions(tb testing.TB) []int {
+	tb.Helper()
+	migs, err := store.Migrations()
+	require.NoError(tb, err)
+	var out []int
+	for _, m := range migs {
+		out = append(out, m.Version)
+	}
+	return out
 }

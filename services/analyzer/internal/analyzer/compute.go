@@ -15,6 +15,11 @@ import (
 // pure — the same inputs give the same rows, bit for bit, since every sum
 // runs in a fixed order.
 func Compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
+	rows, sum := compute(in, cfg)
+	return addRecordedGaps(in.Run, in.Gaps, rows, sum) // gaps.go
+}
+
+func compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	m := in.Run
 	roles := roleOf(m)
 	c := computation{in: in, cfg: cfg, m: m, durS: float64(m.MeasureEndMs-m.MeasureStartMs) / 1000,

@@ -67,7 +67,9 @@ func richInputs() analyzer.Inputs {
 		RolePeaks: map[string]float64{results.RoleSUT: 4, "broker": 2, results.RoleOther: 1, results.RoleUnattributed: 4},
 		Pending: analyzer.Pending{Nodes: []string{"n2"}, Late: []analyzer.LateSeries{{Kind: "node", Name: "n1", Source: "model", ShortMs: 700},
 			{Kind: "target", Name: "process/sut", Source: "model", ShortMs: 300}}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag, LagSLO: analyzer.LagSLO{Threshold: 10.1, FromSpec: true},
-		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000}
+		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000,
+		Gaps: []store.Gap{{Node: "n1", Source: "model", FromMs: t0 + 2000, ToMs: t0 + 3000, Samples: 1, Reason: store.GapSpoolFull},
+			{Node: "n2", Source: "kepler", FromMs: t0 + 5000, ToMs: t0 + 5500, Samples: 1, Reason: store.GapImplausible}}}
 }
 
 // surplusReason is richInputs' verdict: 120 events/s at the broker against
@@ -84,7 +86,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
-	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyGapBridged, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
+	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyImplausible, results.FlagEnergyGapBridged, results.FlagEnergyGapRecorded, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
 		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 

@@ -67,6 +67,8 @@ type Inputs struct {
 	Workload *spec.Workload
 	// NowMs is when the analysis ran.
 	NowMs int64
+	// Gaps are the collectors' recorded gaps touching the window (gaps.go).
+	Gaps []store.Gap
 }
 
 // checkWindow rejects a run.measured no analysis can be made of.
@@ -119,6 +121,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured, pending Pe
 		}
 	}
 	in.Workload = a.workload(ctx, m)
+	if in.Gaps, err = a.store.GapsOverlapping(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs); err != nil {
+		return in, err
+	}
 	return in, nil
 }
 

@@ -24,10 +24,26 @@ type assignments struct {
 
 	syncOnce sync.Once
 	synced   chan struct{}
+	// changes is closed and replaced whenever the runs change, so runners
+	// re-plan their sampling at once.
+	changes chan struct{}
 }
 
 func newAssignments() *assignments {
-	return &assignments{runs: map[string]events.CollectAssign{}, synced: make(chan struct{})}
+	return &assignments{runs: map[string]events.CollectAssign{}, synced: make(chan struct{}), changes: make(chan struct{})}
+}
+
+// changed returns a channel closed at the next change of the runs.
+func (a *assignments) changed() <-chan struct{} {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.changes
+}
+
+// notifyLocked wakes those waiting on changed.
+func (a *assignments) notifyLocked() {
+	close(a.changes)
+	a.changes = make(chan struct{})
 }
 
 // markSynced records that the assignments kept in KV are loaded.
@@ -49,12 +65,14 @@ func (a *assignments) put(m events.CollectAssign) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.runs[m.RunID] = m
+	a.notifyLocked()
 }
 
 func (a *assignments) delete(runID string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.runs, runID)
+	a.notifyLocked()
 }
 
 // deleteKey removes the run whose KV key is key.
@@ -66,6 +84,7 @@ func (a *assignments) deleteKey(key string) {
 			delete(a.runs, id)
 		}
 	}
+	a.notifyLocked()
 }
 
 // byKey returns the run whose KV key is key.

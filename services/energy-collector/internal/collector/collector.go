@@ -34,11 +34,18 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/sink"
 )
 
-// Store is where samples and run metrics go.
-type Store = sink.Store
+// Store is where samples and run metrics go, and the collector's records
+// beside them: run meter configurations, gaps, power calibrations.
+type Store interface {
+	sink.Store
+	recordStore
+}
+
+var _ Store = (*store.Store)(nil)
 
 // Deps are the collector's collaborators.
 type Deps struct {
@@ -63,6 +70,12 @@ type Collector struct {
 	ready  *readiness
 	m      metrics
 	why    string
+
+	records  *records
+	recStore recordStore
+	// calibrations are the power-model fits known, by node (calibrate.go).
+	calMu        sync.Mutex
+	calibrations map[string]energy.Calibration
 
 	// consumer takes collect.assign and collect.release. The bus keeps it
 	// consuming across NATS restarts (declaring the stream and the durable
@@ -96,6 +109,7 @@ const (
 	MetricSourcesOwned    = "greenflow_energy_collector_shared_sources_owned"
 	MetricPinnedStandby   = "greenflow_energy_collector_pinned_standby"
 	MetricSourceHealthy   = "greenflow_energy_collector_source_healthy"
+	MetricImplausible     = "greenflow_energy_collector_implausible_deltas_total"
 )
 
 type metrics struct {
@@ -104,6 +118,7 @@ type metrics struct {
 	power     *prometheus.GaugeVec
 	owned     prometheus.Gauge
 	standby   *prometheus.GaugeVec
+	implaus   *prometheus.CounterVec
 }
 
 func newMetrics() metrics {
@@ -117,6 +132,8 @@ func newMetrics() metrics {
 		owned: prometheus.NewGauge(prometheus.GaugeOpts{Name: MetricSourcesOwned, Help: "Shared sources this instance samples now."}),
 		standby: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: MetricPinnedStandby,
 			Help: "1 while another instance on this node holds the lock of this pinned source (this machine's meter) and this one stands by."}, perSource),
+		implaus: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricImplausible,
+			Help: "Counter increases implying more than the zone's plausible power: not counted as energy, recorded as gaps (reason implausible)."}, perSource),
 	}
 }
 
@@ -144,10 +161,11 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		http:   &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute}},
 		assign: newAssignments(), health: newHealthTracker(), ready: newReadiness(), m: newMetrics(),
 		shared: map[string]SourceConfig{}, opened: map[string]energy.Source{},
+		records: newRecords(), recStore: d.Store, calibrations: map[string]energy.Calibration{},
 	}
 	c.maxPendingRows = max(cfg.BatchSize, cfg.MaxBuffered/max(1, len(cfg.sources())))
 	if d.Registry != nil {
-		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.health.gauge} {
+		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.m.implaus, c.health.gauge} {
 			if err := d.Registry.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}
@@ -198,13 +216,15 @@ func (c *Collector) newWriter(d Deps) (*sink.Writer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("energy-collector.spoolDir: %w", err)
 		}
+		c.records.load(c.cfg.SpoolDir, c.logger) // the directory is ours now (locked)
 		if dir.Len() > 0 {
 			c.logger.Info("spooled rows from a previous run will be written", zap.Int("rows", dir.Rows()))
 		}
 		q = dir
 	}
 	w, err := sink.NewWriter(sink.Config{BatchSize: c.cfg.BatchSize, FlushInterval: c.cfg.FlushInterval, WriteTimeout: c.cfg.WriteTimeout,
-		MaxPending: c.cfg.MaxBuffered}, sink.Deps{Store: d.Store, Queue: q, Logger: c.logger, Registry: d.Registry, Clock: c.clock})
+		MaxPending: c.cfg.MaxBuffered}, sink.Deps{Store: d.Store, Queue: q, Logger: c.logger, Registry: d.Registry, Clock: c.clock,
+		OnDrop: func(rows []store.Sample) { c.records.droppedSamples(rows, c.cfg.Instance) }})
 	if err != nil {
 		_ = q.Close()
 		return nil, err
@@ -263,6 +283,8 @@ func (c *Collector) Run(ctx context.Context) error {
 		samplers.Add("source "+sc.ID, service.Func(func(ctx context.Context) error { return c.runPinned(ctx, sc, token) }))
 	}
 	samplers.Add("overhead", service.Func(c.recordOverhead))
+	samplers.Add("records", service.Func(c.runRecords))
+	samplers.Add("calibrations", service.Func(c.syncCalibrations))
 
 	// The writer outlives the samplers: their last commits wait, within
 	// LeaseTTL, for their rows to be durable. It drains once they stopped.

@@ -127,17 +127,19 @@ func (f *failingStore) fail() error {
 }
 
 func (f *failingStore) InsertSamples(ctx context.Context, s []store.Sample) error {
-	if err := f.fail(); err != nil {
-		return err
-	}
-	return f.Store.InsertSamples(ctx, s)
+	return failOr(ctx, f, s, f.Store.InsertSamples)
 }
 
 func (f *failingStore) InsertRunMetrics(ctx context.Context, m []store.RunMetric) error {
+	return failOr(ctx, f, m, f.Store.InsertRunMetrics)
+}
+
+// failOr fails while f is down, else inserts rows.
+func failOr[T any](ctx context.Context, f *failingStore, rows []T, insert func(context.Context, []T) error) error {
 	if err := f.fail(); err != nil {
 		return err
 	}
-	return f.Store.InsertRunMetrics(ctx, m)
+	return insert(ctx, rows)
 }
 
 // While ClickHouse is unreachable, samples wait in the spool; when it comes

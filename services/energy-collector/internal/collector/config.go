@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/greenflow/greenflow/pkg/energy"
 )
 
 // Source kinds.
@@ -19,14 +21,18 @@ const (
 
 // Config configures a collector instance.
 type Config struct {
-	Instance      string        `yaml:"instance" flag:"instance" help:"instance name, unique among the collectors (default: hostname)"`
-	Node          string        `yaml:"node" flag:"node" help:"node this collector measures (default: hostname)"`
-	Interval      time.Duration `yaml:"interval" flag:"interval" help:"sampling interval"`
-	Source        string        `yaml:"source" flag:"source" help:"local meter when no --sources-file: auto (RAPL when readable, else model), rapl or model"` // auto | rapl | model: the local meter when Sources is empty
-	PowercapRoot  string        `yaml:"powercapRoot" flag:"powercap-root" help:"powercap sysfs root"`
-	ProcRoot      string        `yaml:"procRoot" flag:"proc-root" help:"procfs root"`
-	IdleWatts     float64       `yaml:"idleWatts" flag:"idle-watts" help:"model: node power at 0% CPU (estimated figures)"`
-	MaxWatts      float64       `yaml:"maxWatts" flag:"max-watts" help:"model: node power at 100% CPU (estimated figures)"`
+	Instance     string        `yaml:"instance" flag:"instance" help:"instance name, unique among the collectors (default: hostname)"`
+	Node         string        `yaml:"node" flag:"node" help:"node this collector measures (default: hostname)"`
+	Interval     time.Duration `yaml:"interval" flag:"interval" help:"sampling interval"`
+	Source       string        `yaml:"source" flag:"source" help:"local meter when no --sources-file: auto (RAPL when readable, else model), rapl or model"` // auto | rapl | model: the local meter when Sources is empty
+	PowercapRoot string        `yaml:"powercapRoot" flag:"powercap-root" help:"powercap sysfs root"`
+	ProcRoot     string        `yaml:"procRoot" flag:"proc-root" help:"procfs root"`
+	// IdleWatts and MaxWatts, when MaxWatts > 0, are the model's node
+	// totals; 0 (the default) uses each node's profile: per-vCPU watts
+	// times its vCPUs plus platform watts (energy.DefaultProfile), or the
+	// calibrated model.
+	IdleWatts     float64       `yaml:"idleWatts" flag:"idle-watts" help:"model: node power at 0% CPU, with --max-watts (0: each node's profile, per-vCPU watts × vCPUs + platform watts; estimated figures)"`
+	MaxWatts      float64       `yaml:"maxWatts" flag:"max-watts" help:"model: node power at 100% CPU (0: each node's profile; estimated figures)"`
 	BatchSize     int           `yaml:"batchSize"`
 	FlushInterval time.Duration `yaml:"flushInterval"`
 	// MaxBuffered bounds the samples held in memory: waiting for the next
@@ -103,7 +109,9 @@ type SourceConfig struct {
 	WorkloadQuery string `yaml:"workloadQuery"`
 	Estimated     bool   `yaml:"estimated"` // promql: the series come from a model
 	// MaxPowerW bounds the power a counter delta may imply before it is
-	// taken for a reset; 0 means energy.DefaultMaxPowerW.
+	// taken for a reset (energy.MaxPlausibleJ); 0 means
+	// energy.DefaultMaxPowerW. RAPL zones with a powercap power constraint
+	// use twice their largest constraint instead.
 	MaxPowerW float64 `yaml:"maxPowerW"`
 
 	// Pinned keeps an exporter source on this instance instead of sharing
@@ -112,12 +120,13 @@ type SourceConfig struct {
 	Pinned bool `yaml:"pinned"`
 }
 
-// Default returns the defaults: the model uses Cloud Carbon Footprint's
-// per-vCPU figures for this machine's vCPUs.
+// Default returns the defaults: the interval is energy.DefaultInterval and
+// the model each node's profile (energy.DefaultProfile: Cloud Carbon
+// Footprint's per-vCPU figures times the node's vCPUs, plus its memory).
 func Default() Config {
 	host, _ := os.Hostname()
-	return Config{Instance: host, Node: host, Interval: time.Second, Source: KindAuto, PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
-		IdleWatts: 1.48, MaxWatts: 7.0, BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000,
+	return Config{Instance: host, Node: host, Interval: energy.DefaultInterval, Source: KindAuto, PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
+		BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000,
 		Bucket: "gf_energy_collectors", SpoolMaxBytes: 1 << 30}
 }
 

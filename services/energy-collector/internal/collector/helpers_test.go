@@ -126,14 +126,14 @@ func (in *instance) owned(tb testing.TB) float64 {
 	return 0
 }
 
-// gaugeNoLabel returns the value of an unlabelled gauge.
+// gaugeNoLabel returns the value of an unlabelled gauge or counter.
 func (in *instance) gaugeNoLabel(tb testing.TB, name string) (float64, bool) {
 	tb.Helper()
 	mfs, err := in.reg.Gather()
 	require.NoError(tb, err)
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue(), true
+			return mf.GetMetric()[0].GetGauge().GetValue() + mf.GetMetric()[0].GetCounter().GetValue(), true
 		}
 	}
 	return 0, false

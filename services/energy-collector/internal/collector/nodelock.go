@@ -49,6 +49,10 @@ type nodeLock struct {
 	// okMs is when the last acquire or renewal that succeeded was sent
 	// (unix ms).
 	okMs atomic.Int64
+	// prevRenewedMs is when the instance that held the lock before an
+	// acquire last renewed it (unix ms; 0 when none): about its last
+	// reading, where the hole before a take-over begins.
+	prevRenewedMs int64
 }
 
 type lockValue struct {
@@ -105,6 +109,10 @@ func (l *nodeLock) acquire(ctx context.Context) (ok bool, prev, holder string, e
 		return false, "", "", fmt.Errorf("take node lock %s: %w", l.key, err)
 	}
 	l.rev = rev
+	l.prevRenewedMs = 0
+	if cur.ExpiresMs > 0 {
+		l.prevRenewedMs = cur.ExpiresMs - l.c.cfg.LeaseTTL.Milliseconds()
+	}
 	return true, cur.Instance, "", nil
 }
 
@@ -252,6 +260,9 @@ func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeL
 	r, err := c.pinnedRunner(sc, fresh)
 	if err != nil {
 		return err
+	}
+	if fresh && lock.prevRenewedMs > 0 {
+		r.hole(lock.prevRenewedMs, "meter taken over from another instance on this node; the stretch since its last lock renewal is not measured")
 	}
 	r.guard = lock.valid
 	rctx, cancel := context.WithCancelCause(ctx)

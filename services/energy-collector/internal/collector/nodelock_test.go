@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
@@ -91,7 +92,8 @@ func TestAStandbyTakesTheMeterOverWhenTheLockExpires(t *testing.T) {
 	probe := startCollector(t, url, testConfig("probe", time.Second), st) // opens the bucket
 	kv, err := probe.b.KV(context.Background(), cfg.Bucket)
 	require.NoError(t, err)
-	v, _ := json.Marshal(map[string]any{"instance": "ec-dead", "token": "x", "expires_ms": time.Now().Add(3 * time.Second).UnixMilli()})
+	expires := time.Now().Add(3 * time.Second).UnixMilli()
+	v, _ := json.Marshal(map[string]any{"instance": "ec-dead", "token": "x", "expires_ms": expires})
 	_, err = kv.Put(context.Background(), "pinned."+cfg.Node+".local", v)
 	require.NoError(t, err)
 
@@ -107,6 +109,16 @@ func TestAStandbyTakesTheMeterOverWhenTheLockExpires(t *testing.T) {
 	var firstMs int64
 	require.NoError(t, st.Conn().QueryRow(context.Background(), "SELECT min(ts_ms) FROM samples WHERE scope = 'node' AND node = ?", cfg.Node).Scan(&firstMs))
 	require.GreaterOrEqual(t, firstMs, started.Add(2500*time.Millisecond).UnixMilli(), "no reading while another instance held the lock")
+
+	// The stretch since the dead holder's last renewal is recorded as a gap.
+	var gaps []store.Gap
+	testenv.Eventually(t, 20*time.Second, "the take-over recorded as a gap", func() bool {
+		gaps = gapsOf(t, st, cfg.Node, store.GapFreshBaseline)
+		return len(gaps) > 0
+	})
+	require.Equal(t, expires-cfg.LeaseTTL.Milliseconds(), gaps[0].FromMs, "from the holder's last renewal")
+	require.Less(t, gaps[0].ToMs, firstMs, "to the baseline before the first sample")
+	require.Contains(t, gaps[0].Detail, "taken over")
 }
 
 // A reader that is paused (SIGSTOP: a stall, a starved machine) past its

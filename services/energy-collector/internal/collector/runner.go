@@ -3,6 +3,8 @@ package collector
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,6 +60,26 @@ type runner struct {
 
 	healthy *bool
 	reason  string
+
+	// Per-run meters (meters.go): the interval sampled at now, the node's
+	// model profile (local sources; nil until read, or when the node's
+	// facts cannot be read), and the configurations recorded per run.
+	interval time.Duration
+	profile  *energy.ModelProfile
+	recorded map[string]string
+	cal      *calibrator // a metered local node's fit (calibrate.go)
+	// holeFromMs, when > 0, is where the measured data ended before this
+	// runner started from a new baseline; the baseline reading records the
+	// stretch up to it as a gap (fresh_baseline) with holeDetail.
+	holeFromMs int64
+	holeDetail string
+}
+
+// hole records that the data before the next baseline ended at fromMs.
+func (r *runner) hole(fromMs int64, detail string) {
+	if fromMs > r.holeFromMs {
+		r.holeFromMs, r.holeDetail = fromMs, detail
+	}
 }
 
 // runnerState is what a runner commits: the source's checkpoint and the
@@ -77,8 +99,10 @@ func newRunner(c *Collector, sc SourceConfig, claim committer, start handover) *
 // bound) or the claim is lost (errLost).
 func (r *runner) run(ctx context.Context) error {
 	r.writeHandedOverRows()
-	t := r.c.clock.NewTicker(r.c.cfg.Interval)
-	defer t.Stop()
+	changed := r.c.assign.changed()
+	r.interval = r.c.assign.plan(r.sc.Node, r.c.cfg.Interval).interval
+	t := r.c.clock.NewTicker(r.interval)
+	defer func() { t.Stop() }()
 	if err := r.tick(ctx); err != nil {
 		return err
 	}
@@ -89,6 +113,19 @@ func (r *runner) run(ctx context.Context) error {
 		case <-t.C():
 			if err := r.tick(ctx); err != nil {
 				return err
+			}
+		case <-changed:
+			// The runs on the node changed: a reading now closes the
+			// current interval (never longer than the old one), and the
+			// next ones come at the interval the runs ask.
+			changed = r.c.assign.changed()
+			if iv := r.c.assign.plan(r.sc.Node, r.c.cfg.Interval).interval; iv != r.interval {
+				r.logger.Info("sampling interval changed", zap.Duration("from", r.interval), zap.Duration("to", iv))
+				t.Stop()
+				if err := r.tick(ctx); err != nil {
+					return err
+				}
+				r.interval, t = iv, r.c.clock.NewTicker(iv)
 			}
 		case <-r.commitWait():
 			if err := r.maybeCommit(ctx, false); err != nil {
@@ -140,14 +177,17 @@ func (r *runner) tryRestore(data []byte) bool {
 	age := r.c.clock.Since(time.UnixMilli(st.TsMs))
 	if age > r.c.cfg.MaxCheckpointAge {
 		r.logger.Info("hand-over state too old; starting from a baseline", zap.Duration("age", age))
+		r.hole(st.TsMs, fmt.Sprintf("checkpoint %s old (more than %s): restarted from a baseline", age.Round(time.Millisecond), r.c.cfg.MaxCheckpointAge))
 		return false
 	}
 	cp, ok := r.src.(energy.Checkpointer)
 	if !ok || len(st.Source) == 0 {
+		r.hole(st.TsMs, "checkpoint without source state: restarted from a baseline")
 		return false
 	}
 	if err := cp.Restore(st.Source); err != nil {
 		r.logger.Warn("hand-over state rejected; starting from a baseline", zap.Error(err))
+		r.hole(st.TsMs, "checkpoint rejected ("+err.Error()+"): restarted from a baseline")
 		return false
 	}
 	r.cum = st.Cum
@@ -167,6 +207,8 @@ func (r *runner) tick(ctx context.Context) error {
 	if now.UnixMilli() <= r.lastTsMs {
 		return nil // a previous owner's clock ran ahead of ours; wait for it
 	}
+	plan := r.c.assign.plan(r.sc.Node, r.c.cfg.Interval)
+	profile := r.applyModel(plan)
 	rctx, cancel := context.WithTimeout(ctx, r.c.cfg.SourceTimeout)
 	m, err := r.src.Read(rctx, now)
 	cancel()
@@ -184,6 +226,16 @@ func (r *runner) tick(ctx context.Context) error {
 	}
 	if m.Resets > 0 {
 		r.c.m.resets.WithLabelValues(r.sc.ID).Add(float64(m.Resets))
+	}
+	r.flagImplausible(m)
+	if m.Interval == 0 && r.holeFromMs > 0 && now.UnixMilli() > r.holeFromMs {
+		r.c.records.addGap(store.Gap{Node: r.sc.Node, Source: r.sc.ID, FromMs: r.holeFromMs, ToMs: now.UnixMilli(),
+			Reason: store.GapFreshBaseline, Detail: r.holeDetail, Collector: r.c.cfg.Instance}, 0)
+		r.holeFromMs, r.holeDetail = 0, ""
+	}
+	if m.Interval > 0 {
+		r.recordRunMeters(plan, m, profile)
+		r.calibrate(ctx, m)
 	}
 	targets := r.c.assign.forNode(r.sc.Node)
 	rows, cum, keep := r.rows(m, targets)
@@ -231,4 +283,49 @@ func (r *runner) setHealth(ok bool, err error) {
 		return
 	}
 	r.logger.Warn("source unhealthy; sampling the others", zap.String("reason", reason))
+}
+
+// applyModel sets the model the plan asks on a source that estimates with
+// one, before its reading: the interval that reading closes is estimated
+// with it. It returns the profile applied, or nil when the source
+// measures.
+func (r *runner) applyModel(p meterPlan) *energy.ModelProfile {
+	md, ok := r.src.(energy.Modelled)
+	if !ok || md.ModelMeter() == nil {
+		return nil
+	}
+	if r.profile == nil {
+		base, err := localProfile(r.sc)
+		if err != nil {
+			r.logger.Warn("node facts unreadable; the model keeps its watts", zap.Error(err))
+			return nil
+		}
+		r.profile = &base
+	}
+	eff := applyModel(r.c.profileFor(*r.profile), p.model)
+	if err := md.ModelMeter().SetModel(eff.IdleWatts(), eff.MaxWatts()); err != nil {
+		r.logger.Warn("model refused; the previous one stays", zap.Error(err))
+	}
+	return &eff
+}
+
+// flagImplausible counts a reading's implausible counter increases and
+// records the interval they were dropped from as a gap (reason
+// implausible), where the analyzer finds it for the runs it touches.
+func (r *runner) flagImplausible(m energy.Measurement) {
+	if len(m.Implausible) == 0 {
+		return
+	}
+	r.c.m.implaus.WithLabelValues(r.sc.ID).Add(float64(len(m.Implausible)))
+	from := r.lastTsMs
+	if m.Interval > 0 {
+		from = m.Time.Add(-m.Interval).UnixMilli()
+	}
+	details := make([]string, len(m.Implausible))
+	for i, imp := range m.Implausible {
+		details[i] = imp.String()
+	}
+	r.logger.Warn("implausible counter increase not counted", zap.Strings("zones", details))
+	r.c.records.addGap(store.Gap{Node: r.sc.Node, Source: r.sc.ID, FromMs: from, ToMs: m.Time.UnixMilli(), Samples: 1,
+		Reason: store.GapImplausible, Detail: strings.Join(details, "; "), Collector: r.c.cfg.Instance}, 0)
 }

@@ -13,21 +13,33 @@ import (
 func openSource(s SourceConfig, client *http.Client) (energy.Source, string, error) {
 	switch s.Kind {
 	case KindModel:
-		m := energy.NewModelMeter(s.ProcRoot, s.IdleWatts, s.MaxWatts)
+		p, err := localProfile(s)
+		if err != nil {
+			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
+		}
+		m := energy.NewModelMeter(s.ProcRoot, p.IdleWatts(), p.MaxWatts())
 		if err := m.Validate(); err != nil {
 			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
 		}
-		return energy.NewLocalSource(m, s.ProcRoot), "model requested", nil
+		return energy.NewLocalSource(m, s.ProcRoot), fmt.Sprintf("model requested (%s: %g–%g W)", p.Label(), p.IdleWatts(), p.MaxWatts()), nil
 	case KindRAPL:
 		m, err := energy.NewRAPLMeter(s.PowercapRoot, s.ProcRoot)
 		if err != nil {
 			return nil, "", fmt.Errorf("open source %s (rapl): %w", s.ID, err)
 		}
+		m.SetMaxPowerW(s.MaxPowerW)
 		return energy.NewLocalSource(m, s.ProcRoot), "rapl requested", nil
 	case KindAuto:
-		m, why, err := energy.NewAutoMeter(s.PowercapRoot, s.ProcRoot, s.IdleWatts, s.MaxWatts)
+		p, err := localProfile(s)
 		if err != nil {
 			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
+		}
+		m, why, err := energy.NewAutoMeter(s.PowercapRoot, s.ProcRoot, p.IdleWatts(), p.MaxWatts())
+		if err != nil {
+			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
+		}
+		if r, ok := m.(*energy.RAPLMeter); ok {
+			r.SetMaxPowerW(s.MaxPowerW)
 		}
 		return energy.NewLocalSource(m, s.ProcRoot), why, nil
 	case KindKepler:
@@ -45,4 +57,19 @@ func openSource(s SourceConfig, client *http.Client) (energy.Source, string, err
 		return p, "prometheus " + s.URL, nil
 	}
 	return nil, "", fmt.Errorf("open source %s: unknown kind %q", s.ID, s.Kind)
+}
+
+// localProfile is the model profile of a local source's node: from its
+// facts (vCPUs, CPU model, memory), with the configured node totals when
+// set.
+func localProfile(s SourceConfig) (energy.ModelProfile, error) {
+	f, err := energy.ReadNodeFacts(s.ProcRoot)
+	if err != nil {
+		return energy.ModelProfile{}, err
+	}
+	p := energy.DefaultProfile(f)
+	if s.MaxWatts > 0 {
+		p.NodeIdleWatts, p.NodeMaxWatts = s.IdleWatts, s.MaxWatts
+	}
+	return p, p.Validate()
 }

@@ -55,6 +55,7 @@ type Writer struct {
 	queueErr error // the last backlog push's failure; nil after a success
 	dropped  int   // since the last drop report
 	lastDrop time.Time
+	onDrop   func([]store.Sample)
 
 	qrows int // the queue's rows, for the gauge (the queue is Run's alone)
 
@@ -80,6 +81,11 @@ type Deps struct {
 	Logger   *zap.Logger
 	Registry prometheus.Registerer // may be nil
 	Clock    clock.WithTicker      // nil: the real clock
+	// OnDrop, when set, is told which samples were dropped (pending buffer
+	// or backlog full, or left in a memory backlog at shutdown), so that
+	// the hole is recorded where the data is. It is called with the
+	// writer's lock held: it must not call the writer.
+	OnDrop func(dropped []store.Sample)
 }
 
 // NewWriter returns a writer. No I/O.
@@ -96,7 +102,7 @@ func NewWriter(cfg Config, d Deps) (*Writer, error) {
 	if d.Clock == nil {
 		d.Clock = clock.RealClock{}
 	}
-	w := &Writer{cfg: cfg, store: d.Store, queue: d.Queue, logger: d.Logger, clock: d.Clock, full: make(chan struct{}, 1),
+	w := &Writer{cfg: cfg, store: d.Store, queue: d.Queue, logger: d.Logger, clock: d.Clock, full: make(chan struct{}, 1), onDrop: d.OnDrop,
 		written:   prometheus.NewCounter(prometheus.CounterOpts{Name: MetricWritten, Help: "Rows (samples and run metrics) written to ClickHouse."}),
 		dropTotal: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricDropped, Help: "Rows lost: the pending buffer or the backlog (memory or spool) was full, or a spooled batch was unreadable."}),
 		failures:  prometheus.NewCounter(prometheus.CounterOpts{Name: MetricFailures, Help: "Failed batch writes (the batch is kept and retried)."}),
@@ -142,6 +148,7 @@ func (w *Writer) AddSamples(s []store.Sample) *Ticket {
 	room := w.cfg.MaxPending - len(w.samples) - len(w.metrics)
 	if room < len(s) {
 		w.dropLocked(len(s) - max(room, 0))
+		w.reportDropLocked(s[max(room, 0):])
 		t.lose()
 		s = s[:max(room, 0)]
 	}
@@ -209,6 +216,13 @@ func (w *Writer) dropLocked(n int) {
 	}
 }
 
+// reportDropLocked tells OnDrop which samples were dropped.
+func (w *Writer) reportDropLocked(dropped []store.Sample) {
+	if w.onDrop != nil && len(dropped) > 0 {
+		w.onDrop(dropped)
+	}
+}
+
 // Run writes batches until ctx ends, then keeps writing for up to
 // DrainTimeout and closes the queue: a spool keeps what is left for the
 // next start; what a memory queue still holds is counted as dropped.
@@ -255,6 +269,9 @@ func (w *Writer) drain() error {
 		for w.queue.Len() > 0 {
 			if b, err := w.queue.Peek(); err == nil {
 				loseAll(b.tickets)
+				w.mu.Lock()
+				w.reportDropLocked(b.Samples)
+				w.mu.Unlock()
 			}
 			_ = w.queue.Pop()
 		}
@@ -320,6 +337,7 @@ func (w *Writer) enqueue(b Batch) {
 	w.queueErr = err
 	if err != nil {
 		w.dropLocked(b.Rows())
+		w.reportDropLocked(b.Samples)
 	}
 	w.mu.Unlock()
 	switch {

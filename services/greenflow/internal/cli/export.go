@@ -48,6 +48,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 //	samples.csv  every sample of the runs' nodes during the runs' phases, with run, phase, role
 //	summary.csv  per configuration and metric: n, mean, sd, cv, CI, median, min, max, flags
 //	provenance.json  spec (resolved) and its hash, version, commit, machine, seed, meters per configuration
+//	meters.csv   per run, node and source: the meter configuration in effect (export_meters.go)
 //
 // It returns the paths written.
 func Export(ctx context.Context, st *store.Store, experimentID, dir string, withSamples bool) ([]string, error) {
@@ -75,6 +76,7 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 	}{
 		{"runs.csv", x.runsCSV}, {"phases.csv", x.phasesCSV}, {"targets.csv", x.targetsCSV}, {"results.csv", x.resultsCSV},
 		{"samples.csv", func(w *csv.Writer) error { return x.samplesCSV(ctx, w) }}, {"summary.csv", x.summaryCSV},
+		{"meters.csv", func(w *csv.Writer) error { return x.metersCSV(ctx, w) }},
 	} {
 		if f.name == "samples.csv" && !withSamples {
 			continue

@@ -57,7 +57,8 @@ func (s *Scheduler) onProvisioned(ctx context.Context, r *RunRecord, m *events.R
 		return false, nil
 	}
 	r.Targets = m.Targets
-	if err := s.bus.Publish(ctx, events.CollectAssign{ExperimentID: r.ExperimentID, RunID: r.RunID, Targets: m.Targets}, "collect.assign:"+r.RunID); err != nil {
+	if err := s.bus.Publish(ctx, events.CollectAssign{ExperimentID: r.ExperimentID, RunID: r.RunID, Targets: m.Targets,
+		Meters: r.Config.Meters.Collect()}, "collect.assign:"+r.RunID); err != nil {
 		return false, err
 	}
 	return true, s.transition(ctx, r, events.RunStateBaseline)
