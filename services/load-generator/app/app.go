@@ -37,6 +37,8 @@ func RegisterFlags(fs *flag.FlagSet, c *Config) {
 	fs.DurationVar(&c.MaxBackfill, "max-backfill", c.MaxBackfill,
 		"records due longer ago than this when a range is resumed or taken over are not back-filled but counted as missed")
 	fs.DurationVar(&c.DeliveryTimeout, "delivery-timeout", c.DeliveryTimeout, "fail a load when Kafka acknowledges nothing for this long while records are outstanding (a broker outage)")
+	fs.DurationVar(&c.PrepareTimeout, "prepare-timeout", c.PrepareTimeout,
+		"fail a load whose instances have not prepared it (key table, producer, topic metadata) within this long of its acceptance")
 	fs.BoolVar(&c.RecordKafkaSignals, "record-kafka-signals", c.RecordKafkaSignals,
 		"sample topic high-water marks and consumer lag into ClickHouse run metrics (needs --clickhouse-dsn)")
 	fs.DurationVar(&c.SignalInterval, "signal-interval", c.SignalInterval, "Kafka signal sampling interval")

@@ -99,7 +99,9 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 	alive, _ := g.view.view()
 	alive[g.cfg.Instance] = true
 	names := sortedKeys(alive)
-	p := plan{Cmd: *m, StartMs: g.clock.Now().Add(g.cfg.StartDelay).UnixMilli(), PeriodNs: int64(period(m.Workload)), Seed: rand.Uint64(),
+	// No start yet: the leader fixes it once every instance has prepared
+	// its share (leadPreparation).
+	p := plan{Cmd: *m, AcceptedMs: g.clock.Now().UnixMilli(), PeriodNs: int64(period(m.Workload)), Seed: rand.Uint64(),
 		SchemaID: schemaID, Ranges: split(0, m.Workload.Sensors, names), Participants: names, Coordinator: g.cfg.Instance,
 		BaselineHWM: baseline, BaselineKnown: baselineKnown}
 	if err := checkCover(p.Ranges, m.Workload.Sensors); err != nil {

@@ -35,7 +35,7 @@ type share struct {
 
 // schedule is what every instance of a load agrees on.
 type schedule struct {
-	start    time.Time // of the schedule, whole milliseconds
+	start    time.Time // of the schedule, whole milliseconds; zero until fixed
 	duration time.Duration
 	period   time.Duration
 	seed     uint64
@@ -85,6 +85,13 @@ type worker struct {
 
 	lanesMu sync.Mutex
 	lanes   []*lane // current lanes, for checkpoints
+
+	// pace and the records' context are built by prepare, before the
+	// schedule starts; stepHook is Hooks.Step for this run.
+	pace         *pacing
+	recCtx       context.Context
+	abortRecords context.CancelCauseFunc
+	stepHook     func(elapsed time.Duration)
 
 	pool   sync.Pool
 	onDone func(*kgo.Record, error)
@@ -311,6 +318,14 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 	}
 }
 
+// epoch is the plan epoch of the share the lanes produce; -1 before any.
+func (s *pacing) epoch() int {
+	if s.cur == nil {
+		return -1
+	}
+	return s.cur.epoch
+}
+
 // behind is how many due records were not produced.
 func (s *pacing) behind() int64 {
 	var n int64
@@ -320,19 +335,43 @@ func (s *pacing) behind() int64 {
 	return n
 }
 
+// prepare builds, before the schedule starts, what producing the share
+// given so far needs besides the key table (built by newWorker): its lanes,
+// whose pacers sort every sensor's phase — seconds for millions of
+// sensors, which must not be spent after the start. It also makes the
+// records' context, which outlives a stop (ctx) so the last records are
+// still delivered. A share that changes later (a take-over) is reshaped
+// while producing.
+func (w *worker) prepare(ctx context.Context, now time.Time) {
+	if w.pace == nil {
+		w.recCtx, w.abortRecords = context.WithCancelCause(context.WithoutCancel(ctx))
+		w.pace = &pacing{w: w}
+	}
+	if sh := w.share.Load(); sh != nil && sh != w.pace.cur {
+		var elapsed time.Duration // 0 before a start is fixed
+		if !w.sched.start.IsZero() {
+			elapsed = min(max(0, now.Sub(w.sched.start)), w.sched.duration)
+		}
+		w.pace.reshape(w.recCtx, sh, elapsed, now)
+	}
+}
+
 // loop paces records every tick until the end of the schedule or ctx ends,
 // and returns how many records were due but not produced, and when it
-// stopped. Records are produced with recCtx, which outlives a stop so the
-// last records are still delivered.
+// stopped. Records are produced with recCtx.
 func (w *worker) loop(ctx, recCtx context.Context) (behind int64, endedAt time.Duration) {
 	tick := w.clock.NewTicker(w.cfg.Tick)
 	defer tick.Stop()
-	s := &pacing{w: w}
+	s := w.pace
 	for {
 		select {
 		case <-ctx.Done():
 			return s.behind(), s.edge
 		case now := <-tick.C():
+			if w.stepHook != nil {
+				w.stepHook(now.Sub(w.sched.start))
+				now = w.clock.Now()
+			}
 			if s.step(recCtx, now) {
 				return s.behind(), s.edge
 			}
@@ -380,7 +419,8 @@ const monitorTick = 50 * time.Millisecond
 // and the first second not reported yet.
 func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) {
 	// A stop (ctx) ends the loop; an abort also fails the buffered records.
-	recCtx, abortRecords := context.WithCancelCause(context.WithoutCancel(ctx))
+	w.prepare(ctx, w.clock.Now()) // done already unless a test skipped it
+	recCtx, abortRecords := w.recCtx, w.abortRecords
 	defer abortRecords(nil)
 	loopCtx, abortLoop := context.WithCancelCause(ctx)
 	defer abortLoop(nil)
