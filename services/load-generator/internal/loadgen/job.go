@@ -229,12 +229,14 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	if base.Restarts > 0 {
 		anchor = "resume-" + strconv.Itoa(base.Restarts)
 	}
+	runFrom := w.second(g.clock.Now()) // this incarnation's first second (-1: before the start)
 	report(progress{id: anchor, at: maxTime(p.start(), g.clock.Now())})
 	out, last := w.run(ctx, report)
 	cl.Close() // fails whatever is still buffered
 	w.settle(5 * time.Second)
 	stopCkpt()
 	<-ckptDone
+	g.recordTruth(ctx, p, w, runFrom, logger)
 	produced, acked := w.produced.Load(), w.acked.Load()
 	undelivered := produced - acked
 	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true, id: "final"})
@@ -249,6 +251,37 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	}
 	failed, reason := shareOutcome(out, produced, undelivered, handedOver, g.cfg.FlushTimeout)
 	finish(st, failed, reason)
+}
+
+// recordTruth stores this incarnation's per-second counts — records sent,
+// records Kafka acknowledged and their largest lateness, by wall-clock
+// second from the schedule's start, and the records of each second of
+// the schedule acknowledged on time — as run metrics (pkg/kafkasignals), and
+// logs the largest lateness. Before the share's final checkpoint: the
+// leader sums the load up, and the analyzer reads them, only after it.
+func (g *Generator) recordTruth(ctx context.Context, p *plan, w *worker, from int, logger *zap.Logger) {
+	from = max(0, from)
+	sent, acked, late, onTime := w.truth(from)
+	var worst float64
+	for _, l := range late {
+		worst = max(worst, l)
+	}
+	logger.Info("load share delivery", zap.Float64("max_lateness_ms", worst), zap.Float64s("acked_per_second", acked))
+	if g.sink == nil {
+		return
+	}
+	t := kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: p.Cmd.RunID}
+	startMs := p.StartMs + int64(from)*1000
+	inst := map[string]string{"instance": g.cfg.Instance}
+	pts := kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadSent, inst, startMs, sent)
+	pts = append(pts, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadAcked, inst, startMs, acked)...)
+	pts = append(pts, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadLatenessMax, inst, startMs, late)...)
+	pts = append(pts, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadOnTime, inst, startMs, onTime)...)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := g.sink.InsertRunMetrics(sctx, pts); err != nil {
+		logger.Warn("store the load's per-second delivery failed; the analyzer cannot check the load's rate", zap.Error(err))
+	}
 }
 
 // snapshot is the share's checkpoint now: base (the previous incarnation's

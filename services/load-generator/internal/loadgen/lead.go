@@ -165,6 +165,9 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		g.stopSampler(run, true) // the last sample sees every record delivered
 		acc.delivered, acc.fromBroker = g.delivered(ctx, p, logger)
 	}
+	if g.sink != nil && p.scheduled() {
+		g.recordOffered(ctx, p, logger)
+	}
 	fin := summarize(acc)
 	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
 		logger.Warn("publish load finished failed; retrying", zap.Error(err))
@@ -251,6 +254,24 @@ func (g *Generator) leadPreparation(ctx context.Context, e planEntry, alive map[
 	delete(g.plans, run)
 	g.mu.Unlock()
 	logger.Warn("load not prepared in time; failed", zap.String("reason", fin.Reason))
+}
+
+// recordOffered stores the records the schedule holds in each whole second
+// (kafkasignals.MetricLoadOffered), against which the analyzer checks the
+// instances' acknowledged records per second.
+func (g *Generator) recordOffered(ctx context.Context, p *plan, logger *zap.Logger) {
+	n, period := p.Cmd.Workload.Sensors, time.Duration(p.PeriodNs)
+	secs := int(p.duration() / time.Second)
+	offered := make([]float64, secs)
+	for k := range secs {
+		offered[k] = float64(dueAll(n, period, time.Duration(k+1)*time.Second) - dueAll(n, period, time.Duration(k)*time.Second))
+	}
+	t := kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: p.Cmd.RunID}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := g.sink.InsertRunMetrics(sctx, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadOffered, nil, p.StartMs, offered)); err != nil {
+		logger.Warn("store the load's offered records per second failed", zap.Error(err))
+	}
 }
 
 // updatePlan writes a plan with a revision check.

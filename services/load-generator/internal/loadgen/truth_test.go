@@ -1,12 +1,17 @@
 package loadgen_test
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
 )
 
@@ -61,4 +66,56 @@ func TestPreparationTimeout(t *testing.T) {
 	require.Contains(t, fin.Reason, "load not prepared within 1s")
 	require.Contains(t, fin.Reason, "by lg-1")
 	require.Zero(t, e.topicTotal())
+}
+
+// loadTruth reads a run's per-second load series back from ClickHouse and
+// checks them over [fromMs, toMs] as the analyzer does.
+func loadTruth(t *testing.T, st *store.Store, run string, fromMs, toMs int64) kafkasignals.Deviation {
+	t.Helper()
+	read := func(name string) map[string][]store.Point {
+		s, err := st.RunMetricSeries(context.Background(), "exp", run, name, 0, 1<<62)
+		require.NoError(t, err)
+		return s
+	}
+	truth := kafkasignals.TruthFrom(read(kafkasignals.MetricLoadOffered), read(kafkasignals.MetricLoadOnTime), read(kafkasignals.MetricLoadLatenessMax))
+	return kafkasignals.CheckRate(truth, fromMs, toMs, kafkasignals.RateTolerance)
+}
+
+// TestStalledGeneratorFlagged: a generator that stops sending for 2 s in
+// the middle of its load and then catches up delivers the right total and
+// the right records per second by their timestamps, but its per-second
+// delivery — what Kafka acknowledged in each wall-clock second, stored as
+// run metrics — shows the hole and the catch-up, so the rate check flags
+// it; the same load without the stall is not flagged.
+func TestStalledGeneratorFlagged(t *testing.T) {
+	e := newEnv(t)
+	st := testenv.Store(t)
+	var stalled atomic.Bool
+	stall := func(run string, elapsed time.Duration) {
+		if run == "stalled" && elapsed >= 2*time.Second && stalled.CompareAndSwap(false, true) {
+			<-time.After(2 * time.Second) // the stand-in for a starved or paused sender
+		}
+	}
+	e.generator(testConfig("lg-1"), loadgen.Deps{Store: st, Hooks: loadgen.Hooks{Step: stall}})
+	const rate, seconds = 5_000, 7
+	for _, run := range []string{"healthy", "stalled"} {
+		e.start(run, events.Workload{Sensors: 10_000, RatePerSec: rate}, seconds*time.Second)
+		fin := e.waitFinished(t, run, 40*time.Second)
+		require.False(t, fin.Failed, fin.Reason)
+		require.Equal(t, int64(rate*seconds), fin.RecordsDelivered, "%s: every record delivered in the end", run)
+		// The measured window as a scheduler would place it: after a
+		// second of warm-up, to the end of the load.
+		dev := loadTruth(t, st, run, fin.StartMs+1000, fin.StartMs+seconds*1000)
+		t.Logf("%s: %+v", run, dev)
+		require.Equal(t, seconds-1, dev.Checked, "%s: every whole second of the window is checked", run)
+		if run == "healthy" {
+			require.False(t, dev.Flagged(), "healthy: worst second %.0f of %.0f records", dev.WorstDelivered, dev.WorstOffered)
+			require.Less(t, dev.MaxLatenessMs, 500.0)
+			continue
+		}
+		require.True(t, dev.Flagged(), "stalled: worst second %.0f of %.0f records", dev.WorstDelivered, dev.WorstOffered)
+		require.GreaterOrEqual(t, dev.Deviating, 2, "the hole and the catch-up")
+		require.Less(t, dev.Ratio, 0.5, "a second with (almost) nothing delivered")
+		require.GreaterOrEqual(t, dev.MaxLatenessMs, 1500.0, "the stall's lateness")
+	}
 }

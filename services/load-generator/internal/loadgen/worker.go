@@ -82,6 +82,15 @@ type worker struct {
 	backlog, assigned       atomic.Int64   // for metrics
 	buckets                 []atomic.Int64 // acknowledged records per second of schedule
 	firstErr                atomic.Pointer[string]
+	// Per wall-clock second from the schedule's start (the last one also
+	// holds everything later): records handed to Kafka, records Kafka
+	// acknowledged, and the largest lateness (ack time − scheduled time,
+	// ns) among those. This is the load's truth, which the records'
+	// timestamps (their scheduled times) hide.
+	sentAt, ackedAt, lateMax []atomic.Int64
+	// onTime counts, per second of schedule, its records Kafka
+	// acknowledged by ReportLag after its end (kafkasignals.MetricLoadOnTime).
+	onTime []atomic.Int64
 
 	lanesMu sync.Mutex
 	lanes   []*lane // current lanes, for checkpoints
@@ -98,8 +107,11 @@ type worker struct {
 }
 
 func newWorker(cfg Config, clk clock.WithTicker, sched schedule) *worker {
+	// Acknowledgements may come until the flush gives up.
+	truth := sched.buckets() + int((cfg.FlushTimeout+cfg.DeliveryTimeout)/time.Second) + 2
 	w := &worker{cfg: cfg, clock: clk, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
-		slot: slotWidth(sched.duration)}
+		slot: slotWidth(sched.duration), sentAt: make([]atomic.Int64, truth), ackedAt: make([]atomic.Int64, truth), lateMax: make([]atomic.Int64, truth),
+		onTime: make([]atomic.Int64, sched.buckets())}
 	w.onDone = w.promise
 	return w
 }
@@ -155,9 +167,19 @@ func (w *worker) promise(r *kgo.Record, err error) {
 		w.failed.Add(1)
 	} else {
 		w.acked.Add(1)
+		now := w.clock.Now()
+		if k := w.second(now); k >= 0 {
+			w.ackedAt[k].Add(1)
+			late := int64(now.Sub(r.Timestamp))
+			for m := w.lateMax[k].Load(); late > m && !w.lateMax[k].CompareAndSwap(m, late); m = w.lateMax[k].Load() {
+			}
+		}
 		at := r.Timestamp.Truncate(time.Millisecond).Sub(w.sched.start) // kgo truncates; a test producer may not
 		if b := at / time.Second; b >= 0 && int(b) < len(w.buckets) {
 			w.buckets[b].Add(1)
+			if now.Sub(w.sched.start) <= (b+1)*time.Second+w.cfg.ReportLag {
+				w.onTime[b].Add(1)
+			}
 		}
 		if r.Context != nil {
 			if l, ok := r.Context.Value(laneKey{}).(*lane); ok {
@@ -169,6 +191,39 @@ func (w *worker) promise(r *kgo.Record, err error) {
 		}
 	}
 	w.recycle(r)
+}
+
+// second is the index of the wall-clock second of t from the schedule's
+// start in the truth counters (the last one takes everything later); -1
+// before the start.
+func (w *worker) second(t time.Time) int {
+	d := t.Sub(w.sched.start)
+	if d < 0 {
+		return -1
+	}
+	return min(int(d/time.Second), len(w.ackedAt)-1)
+}
+
+// truth returns the per-second counters from second `from` on (an
+// incarnation's own seconds: a restarted instance has no count of those
+// before it) to the last one with anything, at least to the end of the
+// schedule.
+func (w *worker) truth(from int) (sent, acked, lateMs, onTime []float64) {
+	last := w.sched.buckets() - 1
+	for k := range w.ackedAt {
+		if w.ackedAt[k].Load() > 0 || w.sentAt[k].Load() > 0 {
+			last = max(last, k)
+		}
+	}
+	for k := max(0, from); k <= last; k++ {
+		sent = append(sent, float64(w.sentAt[k].Load()))
+		acked = append(acked, float64(w.ackedAt[k].Load()))
+		lateMs = append(lateMs, float64(w.lateMax[k].Load())/1e6)
+	}
+	for k := max(0, from); k < len(w.onTime); k++ {
+		onTime = append(onTime, float64(w.onTime[k].Load()))
+	}
+	return sent, acked, lateMs, onTime
 }
 
 // emit produces the j-th record of lane l.
@@ -232,6 +287,9 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 	}
 	s.order = order
 	n := s.th.allow(now, want)
+	if k := w.second(now); k >= 0 && n > 0 {
+		w.sentAt[k].Add(n)
+	}
 	for _, l := range order {
 		k := min(n, l.due-l.next)
 		for i := range k {
