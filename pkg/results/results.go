@@ -278,6 +278,9 @@ const (
 	FlagLoadRestart      = "load_restart"
 	FlagLoadBackfilled   = "load_backfilled"
 	FlagLoadMissed       = "load_missed"
+	// FlagLoadRateDeviation: a whole second of the window delivered more
+	// than 1 % off the offered rate (pkg/kafkasignals.CheckRate).
+	FlagLoadRateDeviation = "load_rate_deviation"
 )
 
 // Flag is one flag with its meaning.
@@ -293,6 +296,7 @@ var flags = []Flag{
 	{FlagLoadRestart, "a generator instance restarted and resumed its share"},
 	{FlagLoadBackfilled, "records were produced late to cover a death or restart"},
 	{FlagLoadMissed, "records due by the schedule were never produced"},
+	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},
 }
 
 // FlagPrefix starts the name of a flag's result row.

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -25,7 +26,7 @@ func counter(scope, target, node string, joules float64) store.SeriesWindow {
 // process, the unattributed rest, a baseline, the broker's and the
 // generators' counts (a surplus, which makes it invalid), a stretched
 // sample, a pod no meter sees, late samples, the
-// load generator's recoveries, a lag series, the collectors' CPU and the
+// load generator's recoveries and a second off the offered rate, a lag series, the collectors' CPU and the
 // workload — all on the utilisation model (estimated).
 func richInputs() analyzer.Inputs {
 	m := &events.RunMeasured{ExperimentID: "e", RunID: "e-r0000", MeasureStartMs: t0, MeasureEndMs: t0 + 10_000, BaselineStart: t0 - 5000,
@@ -61,7 +62,8 @@ func richInputs() analyzer.Inputs {
 	return analyzer.Inputs{Run: m, Window: window, Baseline: baseline,
 		RolePeaks: map[string]float64{results.RoleSUT: 4, "broker": 2, results.RoleOther: 1, results.RoleUnattributed: 4},
 		Pending:   analyzer.Pending{Nodes: []string{"n2"}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag,
-		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000}
+		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000,
+		LoadRate: kafkasignals.Deviation{Checked: 10, Deviating: 1}}
 }
 
 // surplusReason is richInputs' verdict: 120 events/s at the broker against
@@ -78,7 +80,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
-	require.Equal(t, []string{results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
+	require.Equal(t, []string{results.FlagEnergyGapBridged, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRateDeviation, results.FlagLoadRestart,
 		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -63,6 +64,8 @@ type Inputs struct {
 	Workload *spec.Workload
 	// NowMs is when the analysis ran.
 	NowMs int64
+	// LoadRate is the window's per-second load check (loadtruth.go).
+	LoadRate kafkasignals.Deviation
 }
 
 // checkWindow rejects a run.measured no analysis can be made of.
@@ -113,6 +116,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured) (Inputs, e
 		if in.SampledTargets, err = a.store.TargetsSampled(ctx, nodes, missing, runStart(m), m.MeasureEndMs+margin); err != nil {
 			return in, err
 		}
+	}
+	if in.LoadRate, err = a.loadRate(ctx, m); err != nil {
+		return in, err
 	}
 	in.Workload = a.workload(ctx, m)
 	return in, nil
