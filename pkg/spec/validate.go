@@ -272,11 +272,17 @@ func (rc RunConfig) problems(prefix string) Problems {
 	p = append(p, rc.SUT.kubernetesProblems(prefix)...)
 	p = append(p, finiteProblems(reflect.ValueOf(rc), prefix)...)
 	w := rc.Workload
-	if w.Sensors <= 0 || w.Sensors > MaxSensors {
+	if w.Sensors <= 0 {
 		add("workload.sensors", "got %d, expected a positive number of sensors (at most %d)", w.Sensors, MaxSensors)
+	} else if why := SensorsProblem(w.Sensors); why != "" {
+		add("workload.sensors", "%s", why)
 	}
-	if w.RatePerSec < 0 || w.RatePerSec > MaxRatePerSec {
+	switch {
+	case w.RatePerSec < 0 || w.RatePerSec > MaxRatePerSec:
 		add("workload.ratePerSec", "got %g, expected a positive rate (at most %g msg/s)", w.RatePerSec, MaxRatePerSec)
+	case w.Sensors > 0 && w.RatePerSec > MaxRatePerSensor*float64(w.Sensors):
+		add("workload.ratePerSec", "got %g for %d sensors, expected at most %g msg/s (%g per sensor: one record a microsecond)",
+			w.RatePerSec, w.Sensors, MaxRatePerSensor*float64(w.Sensors), float64(MaxRatePerSensor))
 	}
 	if w.RatePerSec == 0 && w.PeriodMs <= 0 {
 		add("workload.periodMs", "got %d, expected a positive period (or set ratePerSec)", w.PeriodMs)
@@ -295,6 +301,8 @@ func (rc RunConfig) problems(prefix string) Problems {
 	}
 	if ph.Measure.Duration <= 0 {
 		add("phases.measure", "got %s, expected a positive duration", ph.Measure.Duration)
+	} else if load := ph.Warmup.Duration + ph.Measure.Duration; load > MaxLoadDuration {
+		add("phases.measure", "got %s with warmup %s, expected a load (warmup + measure) of at most %s", ph.Measure.Duration, ph.Warmup.Duration, MaxLoadDuration)
 	}
 	m := rc.Meters
 	if m.Source != "auto" && m.Source != "rapl" && m.Source != "model" {

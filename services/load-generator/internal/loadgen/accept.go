@@ -18,6 +18,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
@@ -172,6 +173,8 @@ func Validate(m *events.LoadStart) error {
 	w := m.Workload
 	if w.Sensors <= 0 {
 		errs = append(errs, fmt.Errorf("workload.sensors: got %d, expected a positive number", w.Sensors))
+	} else if why := spec.SensorsProblem(w.Sensors); why != "" {
+		errs = append(errs, fmt.Errorf("workload.sensors: %s", why))
 	}
 	switch {
 	case math.IsNaN(w.RatePerSec) || math.IsInf(w.RatePerSec, 0) || w.RatePerSec <= 0:

@@ -72,7 +72,7 @@ type worker struct {
 	clock clock.WithTicker
 	prod  producer
 	sched schedule
-	keys  keyTable
+	keys  uc3.KeyTable
 	slot  time.Duration // width of the lanes' acknowledgement slots
 
 	share atomic.Pointer[share]
@@ -109,34 +109,12 @@ type worker struct {
 func newWorker(cfg Config, clk clock.WithTicker, sched schedule) *worker {
 	// Acknowledgements may come until the flush gives up.
 	truth := sched.buckets() + int((cfg.FlushTimeout+cfg.DeliveryTimeout)/time.Second) + 2
-	w := &worker{cfg: cfg, clock: clk, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
+	w := &worker{cfg: cfg, clock: clk, sched: sched, keys: uc3.NewKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
 		slot: slotWidth(sched.duration), sentAt: make([]atomic.Int64, truth), ackedAt: make([]atomic.Int64, truth), lateMax: make([]atomic.Int64, truth),
 		onTime: make([]atomic.Int64, sched.buckets())}
 	w.onDone = w.promise
 	return w
 }
-
-// keyTable holds every sensor's key as bytes (the Kafka key) and as a string
-// (the record's identifier) in two flat buffers, so neither allocates per
-// record.
-type keyTable struct {
-	buf []byte
-	str string
-	off []int32
-}
-
-func newKeyTable(n int) keyTable {
-	off := make([]int32, n+1)
-	buf := make([]byte, 0, n*8)
-	for i := range n {
-		buf = uc3.AppendSensorKey(buf, i)
-		off[i+1] = int32(len(buf))
-	}
-	return keyTable{buf: buf, str: string(buf), off: off}
-}
-
-func (k *keyTable) key(s int) []byte { return k.buf[k.off[s]:k.off[s+1]:k.off[s+1]] }
-func (k *keyTable) id(s int) string  { return k.str[k.off[s]:k.off[s+1]] }
 
 // valueCap fits any UC-3 value of a sensor key up to 20 bytes in either format.
 const valueCap = 112
@@ -232,10 +210,11 @@ func (w *worker) emit(l *lane, j int64) {
 	at := l.p.DueAt(j)
 	due := w.sched.start.Add(at)
 	r := w.record()
-	r.Key = w.keys.key(s)
+	key, id := w.keys.Key(s)
+	r.Key = key
 	r.Timestamp = due
 	r.Context = l.rctx
-	rec := uc3.ActivePowerRecord{Identifier: w.keys.id(s), Timestamp: due.UnixMilli(), ValueInW: w.sched.valueW}
+	rec := uc3.ActivePowerRecord{Identifier: id, Timestamp: due.UnixMilli(), ValueInW: w.sched.valueW}
 	if w.sched.format == uc3.FormatJSON {
 		r.Value = uc3.AppendJSON(r.Value[:0], rec)
 	} else {
