@@ -21,12 +21,18 @@ func AppendSensorKey(dst []byte, i int) []byte {
 // offsets array — the former []int32 offsets overflowed near 2×10⁸ sensors —
 // and a size can be known without building anything. i ≥ 0.
 func KeyOffset(i int) int {
-	off := len(SensorKeyPrefix) * i
+	off, _ := keySpan(i)
+	return off
+}
+
+// keySpan is KeyOffset(i) and the length of sensor i's key, in one pass.
+func keySpan(i int) (off, n int) {
+	off = len(SensorKeyPrefix) * i
 	lo, digits := 0, 1
 	for p := 10; ; p, digits = p*10, digits+1 {
 		// Indices [lo, p) have `digits` digits.
-		if i <= p || p > math.MaxInt/10 {
-			return off + digits*(i-lo)
+		if i < p || p > math.MaxInt/10 {
+			return off + digits*(i-lo), len(SensorKeyPrefix) + digits
 		}
 		off += digits * (p - lo)
 		lo = p
@@ -53,16 +59,7 @@ func NewKeyTable(n int) KeyTable {
 // Key returns sensor s's key and identifier, sharing the table's memory.
 // The key's capacity ends with it: appending to it cannot touch the next.
 func (k *KeyTable) Key(s int) ([]byte, string) {
-	a := KeyOffset(s)
-	b := a + len(SensorKeyPrefix) + digits(s)
+	a, n := keySpan(s)
+	b := a + n
 	return k.buf[a:b:b], k.str[a:b]
-}
-
-// digits is the number of decimal digits of i ≥ 0.
-func digits(i int) int {
-	d := 1
-	for ; i >= 10; i /= 10 {
-		d++
-	}
-	return d
 }
