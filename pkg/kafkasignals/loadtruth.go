@@ -98,10 +98,16 @@ type Deviation struct {
 	Ratio                        float64
 	// MaxLatenessMs is the largest lateness within the checked seconds.
 	MaxLatenessMs float64
+	// LateStartMs is how long after the window's start the load's schedule
+	// started (0 when it started before): the window measured no load
+	// there, though no second of the schedule deviated (the generators
+	// prepared for longer than the warm-up lasted).
+	LateStartMs int64
 }
 
-// Flagged is whether any checked second deviated.
-func (d Deviation) Flagged() bool { return d.Deviating > 0 }
+// Flagged is whether any checked second deviated, or the load started
+// inside the window.
+func (d Deviation) Flagged() bool { return d.Deviating > 0 || d.LateStartMs > 0 }
 
 // CheckRate compares, for every whole second of the schedule inside
 // [fromMs, toMs], the records delivered in it (due in it and acknowledged
@@ -125,6 +131,9 @@ func CheckRate(t Truth, fromMs, toMs int64, tol float64) Deviation {
 		secs = append(secs, ts)
 	}
 	sort.Slice(secs, func(i, j int) bool { return secs[i] < secs[j] })
+	if len(secs) > 0 && secs[0] > fromMs && secs[0] < toMs {
+		d.LateStartMs = secs[0] - fromMs
+	}
 	worst := -1.0
 	for _, ts := range secs {
 		off := t.Offered[ts]

@@ -46,12 +46,15 @@ func TestCheckRate(t *testing.T) {
 			start + 1000, 1000},
 		{"window past the schedule: only its seconds", series(`{"instance":"a"}`, 1000, 1000, 1000, 1000, 1000), start + 3000, start + 9000, 2, 0,
 			start + 3000, 1000},
+		{"a load starting inside the window", series(`{"instance":"a"}`, 1000, 1000, 1000, 1000, 1000), start - 1500, start + 5000, 5, 0, start, 1000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := kafkasignals.CheckRate(kafkasignals.TruthFrom(offered, tc.onTime, nil), tc.from, tc.to, kafkasignals.RateTolerance)
 			require.Equal(t, tc.checked, d.Checked)
 			require.Equal(t, tc.bad, d.Deviating)
-			require.Equal(t, tc.bad > 0, d.Flagged())
+			late := max(0, start-tc.from)
+			require.Equal(t, late, d.LateStartMs)
+			require.Equal(t, tc.bad > 0 || late > 0, d.Flagged())
 			require.Equal(t, tc.worstAt, d.WorstAtMs)
 			require.Equal(t, tc.worstDelivered, d.WorstDelivered)
 		})

@@ -22,7 +22,9 @@ import (
 // run (results.FlagLoadRateDeviation) rather than failing it: the energy is
 // measured right, under a load that was not the one offered in those
 // seconds; the run's total still fails it when the load was not delivered.
-// Only whole seconds of the schedule inside the window are compared.
+// Only whole seconds of the schedule inside the window are compared; a
+// schedule that started after the window's start (a preparation longer
+// than the warm-up) is flagged too.
 func (a *Analyzer) loadRate(ctx context.Context, m *events.RunMeasured) (kafkasignals.Deviation, error) {
 	read := func(name string) (map[string][]store.Point, error) {
 		return a.store.RunMetricSeries(ctx, m.ExperimentID, m.RunID, name, m.MeasureStartMs-1000, m.MeasureEndMs)
@@ -40,7 +42,7 @@ func (a *Analyzer) loadRate(ctx context.Context, m *events.RunMeasured) (kafkasi
 		a.logger.Warn("load rate deviated from the offered rate in the measured window", zap.String("run_id", m.RunID),
 			zap.Int("seconds_checked", d.Checked), zap.Int("seconds_deviating", d.Deviating), zap.Int64("worst_second_ms", d.WorstAtMs),
 			zap.Float64("worst_offered", d.WorstOffered), zap.Float64("worst_delivered", d.WorstDelivered),
-			zap.Float64("max_lateness_ms", d.MaxLatenessMs))
+			zap.Float64("max_lateness_ms", d.MaxLatenessMs), zap.Int64("late_start_ms", d.LateStartMs))
 	}
 	return d, nil
 }
