@@ -169,22 +169,10 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		g.recordOffered(ctx, p, logger)
 	}
 	fin := summarize(acc)
-	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
-		logger.Warn("publish load finished failed; retrying", zap.Error(err))
-		return
-	}
 	np := *p
 	np.Finished = true
-	b, _ := json.Marshal(np)
-	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
-		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+	if !g.conclude(ctx, e, np, fin, logger) {
 		return
-	}
-	g.mu.Lock()
-	delete(g.plans, run)
-	g.mu.Unlock()
-	for _, i := range p.Participants {
-		_ = g.runs.Purge(ctx, statusKey(run, i))
 	}
 	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("records_delivered", fin.RecordsDelivered),
 		zap.Int64("errors", fin.Errors), zap.Int64("records_missed", fin.RecordsMissed), zap.Int64("records_backfilled", fin.RecordsBackfilled),
@@ -240,20 +228,34 @@ func (g *Generator) leadPreparation(ctx context.Context, e planEntry, alive map[
 		StartMs: now.UnixMilli(), EndMs: now.UnixMilli(), Failed: true,
 		Reason: fmt.Sprintf("load not prepared within %s (key table, producer, topic metadata) by %s; not started", g.cfg.PrepareTimeout,
 			strings.Join(waiting, ", "))}
+	np.Stopped, np.Finished = true, true
+	if g.conclude(ctx, e, np, fin, logger) {
+		logger.Warn("load not prepared in time; failed", zap.String("reason", fin.Reason))
+	}
+}
+
+// conclude publishes a load's single load.finished, then writes its
+// finished plan np (revision-checked) and drops its checkpoints; false when
+// either write failed (the next round tries again: the message id
+// de-duplicates a second load.finished).
+func (g *Generator) conclude(ctx context.Context, e planEntry, np plan, fin events.LoadFinished, logger *zap.Logger) bool {
+	run := np.Cmd.RunID
 	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
 		logger.Warn("publish load finished failed; retrying", zap.Error(err))
-		return
+		return false
 	}
-	np.Stopped, np.Finished = true, true
 	b, _ := json.Marshal(np)
 	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
 		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
-		return
+		return false
 	}
 	g.mu.Lock()
 	delete(g.plans, run)
 	g.mu.Unlock()
-	logger.Warn("load not prepared in time; failed", zap.String("reason", fin.Reason))
+	for _, i := range np.Participants {
+		_ = g.runs.Purge(ctx, statusKey(run, i))
+	}
+	return true
 }
 
 // recordOffered stores the records the schedule holds in each whole second
