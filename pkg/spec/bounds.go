@@ -38,6 +38,19 @@ const (
 	// widen with it — at 24 h a slot is 1.7 s of schedule, what may be
 	// produced twice after a generator dies.
 	MaxLoadDuration = 24 * time.Hour
+	// MaxPeriod bounds workload.periodMs: every sensor sends once a period,
+	// so with a longer period than any load may last some sensors would
+	// never send.
+	MaxPeriod = MaxLoadDuration
+	// MaxPartitions bounds kafka.partitions. The generator's memory does
+	// not grow with it (its Kafka client buffers at most 2²⁰ records
+	// whatever the partitions); a broker's practical limit does.
+	MaxPartitions = 10_000
+	// MaxReplicas bounds sut.kubernetes.replicas. Not a memory estimate
+	// either: each replica is a pod the provisioner waits for, a target the
+	// collectors sample and the analyzer writes rows for, and idle past
+	// kafka.partitions (a partition has one consumer); more is a typo.
+	MaxReplicas = 1000
 )
 
 // LoadGeneratorBytes estimates the peak memory one load-generator instance

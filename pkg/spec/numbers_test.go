@@ -215,8 +215,9 @@ func TestOversizedSweepsAreRefusedBeforeTheWork(t *testing.T) {
 // last count that fits the budget is accepted, the next is refused with the
 // field, the value, the limit and the estimate; 3,000,000,000 (which used to
 // end in "fatal error: out of memory") is refused the same way. A sensor
-// rate beyond one record a microsecond, a factor value past the bound and
-// a load longer than a day are refused too.
+// rate beyond one record a microsecond, a factor value past the bound, a
+// period or a load longer than a day, more than 10,000 partitions and more
+// than 1,000 replicas are refused too.
 func TestSensorBoundFromMemoryEstimate(t *testing.T) {
 	require.LessOrEqual(t, spec.LoadGeneratorBytes(spec.MaxSensors), int64(spec.LoadGeneratorMemoryBudget))
 	require.Greater(t, spec.LoadGeneratorBytes(spec.MaxSensors+1), int64(spec.LoadGeneratorMemoryBudget))
@@ -232,6 +233,13 @@ func TestSensorBoundFromMemoryEstimate(t *testing.T) {
 	doc := head + "spec:\n  factors:\n    - {name: workload.sensors, values: [\"100\", \"3000000000\"]}\n"
 	_, err = spec.Parse([]byte(doc), nil)
 	require.ErrorContains(t, err, "workload.sensors: got 3000000000, expected at most")
+	_, err = spec.Parse([]byte(head), []string{"spec.workload.periodMs=86400001"})
+	require.ErrorContains(t, err, "spec.workload.periodMs: got 86400001, expected at most 86400000 (24h0m0s: every sensor sends once a period)")
+	_, err = spec.Parse([]byte(head), []string{"spec.kafka.partitions=10001"})
+	require.ErrorContains(t, err, "spec.kafka.partitions: got 10001, expected 1 to 10000")
+	kube := head + "spec:\n  sut:\n    template: uc3-flink\n    backend: kubernetes\n    kubernetes: {image: x, replicas: 1001}\n"
+	_, err = spec.Parse([]byte(kube), nil)
+	require.ErrorContains(t, err, "spec.sut.kubernetes.replicas: got 1001, expected 1 to 1000 (0 means 1)")
 	_, err = spec.Parse([]byte(head), []string{"spec.phases.warmup=1h", "spec.phases.measure=24h"})
 	require.ErrorContains(t, err, "spec.phases.measure: got 24h0m0s with warmup 1h0m0s, expected a load (warmup + measure) of at most 24h0m0s")
 }

@@ -286,12 +286,14 @@ func (rc RunConfig) problems(prefix string) Problems {
 	}
 	if w.RatePerSec == 0 && w.PeriodMs <= 0 {
 		add("workload.periodMs", "got %d, expected a positive period (or set ratePerSec)", w.PeriodMs)
+	} else if w.RatePerSec == 0 && time.Duration(w.PeriodMs)*time.Millisecond > MaxPeriod {
+		add("workload.periodMs", "got %d, expected at most %d (%s: every sensor sends once a period)", w.PeriodMs, MaxPeriod.Milliseconds(), MaxPeriod)
 	}
 	if w.Format != "avro" && w.Format != "json" {
 		add("workload.format", "got %q, expected avro or json", w.Format)
 	}
-	if rc.Kafka.Partitions < 1 || rc.Kafka.Partitions > 10000 {
-		add("kafka.partitions", "got %d, expected 1 to 10000", rc.Kafka.Partitions)
+	if rc.Kafka.Partitions < 1 || rc.Kafka.Partitions > MaxPartitions {
+		add("kafka.partitions", "got %d, expected 1 to %d", rc.Kafka.Partitions, MaxPartitions)
 	}
 	ph := rc.Phases
 	for name, d := range map[string]time.Duration{"baseline": ph.Baseline.Duration, "warmup": ph.Warmup.Duration, "cooldown": ph.Cooldown.Duration} {
@@ -469,8 +471,8 @@ func (s SUT) kubernetesProblems(prefix string) Problems {
 	default:
 		add("kubernetes.imagePullPolicy", "got %q, expected Always, IfNotPresent or Never", k.ImagePullPolicy)
 	}
-	if k.Replicas < 0 {
-		add("kubernetes.replicas", "got %d, expected at least 1 (0 means 1)", k.Replicas)
+	if k.Replicas < 0 || k.Replicas > MaxReplicas {
+		add("kubernetes.replicas", "got %d, expected 1 to %d (0 means 1)", k.Replicas, MaxReplicas)
 	}
 	for name, q := range map[string]string{"cpu": k.Resources.CPU, "memory": k.Resources.Memory} {
 		if q == "" {
