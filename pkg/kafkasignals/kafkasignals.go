@@ -2,7 +2,10 @@
 // high-water marks of the run's input and output topics and the consumer-group
 // lag of the system under test — and writes them as run metrics, so
 // throughput can be read from the topics rather than from the generator and
-// Theodolite's lag-trend SLO can be evaluated.
+// Theodolite's lag-trend SLO can be evaluated. It also names the load
+// generators' per-second delivery series and checks a window's rate against
+// them (loadtruth.go), for the generators that write them and the analyzer
+// that reads them.
 //
 // A Sampler is safe for concurrent use; it owns nothing it is given.
 package kafkasignals

@@ -299,6 +299,9 @@ const (
 	// The collectors' recorded gaps (table gaps) touching the window.
 	FlagEnergyGapRecorded = "energy_gap_recorded"
 	FlagEnergyImplausible = "energy_counter_implausible"
+	// FlagLoadRateDeviation: a whole second of the window delivered more
+	// than 1 % off the offered rate (pkg/kafkasignals.CheckRate).
+	FlagLoadRateDeviation = "load_rate_deviation"
 )
 
 // Flag is one flag with its meaning.
@@ -321,6 +324,7 @@ var flags = []Flag{
 		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
 	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
 	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
+	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},
 }
 
 // caveats are the flags that qualify a derived figure — how far the data

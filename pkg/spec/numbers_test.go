@@ -210,3 +210,36 @@ func TestOversizedSweepsAreRefusedBeforeTheWork(t *testing.T) {
 	require.ErrorContains(t, err, "spec.factors[0].range.from: got NaN")
 	require.ErrorContains(t, err, "expands to at least 100001 runs")
 }
+
+// The sensor bound comes from the load generator's memory estimate: the
+// last count that fits the budget is accepted, the next is refused with the
+// field, the value, the limit and the estimate; 3,000,000,000 (which used to
+// end in "fatal error: out of memory") is refused the same way. A sensor
+// rate beyond one record a microsecond, a factor value past the bound, a
+// period or a load longer than a day, more than 10,000 partitions and more
+// than 1,000 replicas are refused too.
+func TestSensorBoundFromMemoryEstimate(t *testing.T) {
+	require.LessOrEqual(t, spec.LoadGeneratorBytes(spec.MaxSensors), int64(spec.LoadGeneratorMemoryBudget))
+	require.Greater(t, spec.LoadGeneratorBytes(spec.MaxSensors+1), int64(spec.LoadGeneratorMemoryBudget))
+	_, err := spec.Parse([]byte(head), []string{fmt.Sprintf("spec.workload.sensors=%d", spec.MaxSensors)})
+	require.NoError(t, err)
+	_, err = spec.Parse([]byte(head), []string{fmt.Sprintf("spec.workload.sensors=%d", spec.MaxSensors+1)})
+	require.ErrorContains(t, err, fmt.Sprintf("spec.workload.sensors: got %d, expected at most %d: a load generator would need 4.0 GiB for it "+
+		"(2 × key bytes + 28 B per sensor + 256 MiB), over its 4 GiB budget", spec.MaxSensors+1, spec.MaxSensors))
+	_, err = spec.Parse([]byte(head), []string{"spec.workload.sensors=3000000000"})
+	require.ErrorContains(t, err, fmt.Sprintf("spec.workload.sensors: got 3000000000, expected at most %d: a load generator would need 143.5 GiB", spec.MaxSensors))
+	_, err = spec.Parse([]byte(head), []string{"spec.workload.sensors=10", "spec.workload.ratePerSec=20000000"})
+	require.ErrorContains(t, err, "spec.workload.ratePerSec: got 2e+07 for 10 sensors, expected at most 1e+07 msg/s")
+	doc := head + "spec:\n  factors:\n    - {name: workload.sensors, values: [\"100\", \"3000000000\"]}\n"
+	_, err = spec.Parse([]byte(doc), nil)
+	require.ErrorContains(t, err, "workload.sensors: got 3000000000, expected at most")
+	_, err = spec.Parse([]byte(head), []string{"spec.workload.periodMs=86400001"})
+	require.ErrorContains(t, err, "spec.workload.periodMs: got 86400001, expected at most 86400000 (24h0m0s: every sensor sends once a period)")
+	_, err = spec.Parse([]byte(head), []string{"spec.kafka.partitions=10001"})
+	require.ErrorContains(t, err, "spec.kafka.partitions: got 10001, expected 1 to 10000")
+	kube := head + "spec:\n  sut:\n    template: uc3-flink\n    backend: kubernetes\n    kubernetes: {image: x, replicas: 1001}\n"
+	_, err = spec.Parse([]byte(kube), nil)
+	require.ErrorContains(t, err, "spec.sut.kubernetes.replicas: got 1001, expected 1 to 1000 (0 means 1)")
+	_, err = spec.Parse([]byte(head), []string{"spec.phases.warmup=1h", "spec.phases.measure=24h"})
+	require.ErrorContains(t, err, "spec.phases.measure: got 24h0m0s with warmup 1h0m0s, expected a load (warmup + measure) of at most 24h0m0s")
+}

@@ -34,13 +34,7 @@ const MaxRuns = 10 * MaxRunsWithoutConfirm
 // checked before anything is allocated.
 const MaxRangeValues = MaxRuns
 
-// Upper bounds of workload sizes: far above what one experiment can
-// offer, low enough that a typo cannot make a load generator allocate a
-// schedule per sensor until it runs out of memory.
-const (
-	MaxSensors    = 10_000_000
-	MaxRatePerSec = 1e9
-)
+// The upper bounds of workload sizes are in bounds.go.
 
 // Default returns an experiment with every default filled in.
 func Default() *Experiment {

@@ -272,20 +272,28 @@ func (rc RunConfig) problems(prefix string) Problems {
 	p = append(p, rc.SUT.kubernetesProblems(prefix)...)
 	p = append(p, finiteProblems(reflect.ValueOf(rc), prefix)...)
 	w := rc.Workload
-	if w.Sensors <= 0 || w.Sensors > MaxSensors {
+	if w.Sensors <= 0 {
 		add("workload.sensors", "got %d, expected a positive number of sensors (at most %d)", w.Sensors, MaxSensors)
+	} else if why := SensorsProblem(w.Sensors); why != "" {
+		add("workload.sensors", "%s", why)
 	}
-	if w.RatePerSec < 0 || w.RatePerSec > MaxRatePerSec {
+	switch {
+	case w.RatePerSec < 0 || w.RatePerSec > MaxRatePerSec:
 		add("workload.ratePerSec", "got %g, expected a positive rate (at most %g msg/s)", w.RatePerSec, MaxRatePerSec)
+	case w.Sensors > 0 && w.RatePerSec > MaxRatePerSensor*float64(w.Sensors):
+		add("workload.ratePerSec", "got %g for %d sensors, expected at most %g msg/s (%g per sensor: one record a microsecond)",
+			w.RatePerSec, w.Sensors, MaxRatePerSensor*float64(w.Sensors), float64(MaxRatePerSensor))
 	}
 	if w.RatePerSec == 0 && w.PeriodMs <= 0 {
 		add("workload.periodMs", "got %d, expected a positive period (or set ratePerSec)", w.PeriodMs)
+	} else if w.RatePerSec == 0 && time.Duration(w.PeriodMs)*time.Millisecond > MaxPeriod {
+		add("workload.periodMs", "got %d, expected at most %d (%s: every sensor sends once a period)", w.PeriodMs, MaxPeriod.Milliseconds(), MaxPeriod)
 	}
 	if w.Format != "avro" && w.Format != "json" {
 		add("workload.format", "got %q, expected avro or json", w.Format)
 	}
-	if rc.Kafka.Partitions < 1 || rc.Kafka.Partitions > 10000 {
-		add("kafka.partitions", "got %d, expected 1 to 10000", rc.Kafka.Partitions)
+	if rc.Kafka.Partitions < 1 || rc.Kafka.Partitions > MaxPartitions {
+		add("kafka.partitions", "got %d, expected 1 to %d", rc.Kafka.Partitions, MaxPartitions)
 	}
 	ph := rc.Phases
 	for name, d := range map[string]time.Duration{"baseline": ph.Baseline.Duration, "warmup": ph.Warmup.Duration, "cooldown": ph.Cooldown.Duration} {
@@ -295,6 +303,8 @@ func (rc RunConfig) problems(prefix string) Problems {
 	}
 	if ph.Measure.Duration <= 0 {
 		add("phases.measure", "got %s, expected a positive duration", ph.Measure.Duration)
+	} else if load := ph.Warmup.Duration + ph.Measure.Duration; load > MaxLoadDuration {
+		add("phases.measure", "got %s with warmup %s, expected a load (warmup + measure) of at most %s", ph.Measure.Duration, ph.Warmup.Duration, MaxLoadDuration)
 	}
 	m := rc.Meters
 	if m.Source != "auto" && m.Source != "rapl" && m.Source != "model" {
@@ -468,8 +478,8 @@ func (s SUT) kubernetesProblems(prefix string) Problems {
 	default:
 		add("kubernetes.imagePullPolicy", "got %q, expected Always, IfNotPresent or Never", k.ImagePullPolicy)
 	}
-	if k.Replicas < 0 {
-		add("kubernetes.replicas", "got %d, expected at least 1 (0 means 1)", k.Replicas)
+	if k.Replicas < 0 || k.Replicas > MaxReplicas {
+		add("kubernetes.replicas", "got %d, expected 1 to %d (0 means 1)", k.Replicas, MaxReplicas)
 	}
 	for name, q := range map[string]string{"cpu": k.Resources.CPU, "memory": k.Resources.Memory} {
 		if q == "" {

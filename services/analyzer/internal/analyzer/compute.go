@@ -35,7 +35,7 @@ func compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	nodes := runNodes(m)
 	vin := VerdictInput{WindowMs: m.MeasureEndMs - m.MeasureStartMs, OfferedRate: m.OfferedRate, Events: c.evts.N, EventsFrom: c.evts.From,
 		Nodes: nodes, SamplesLate: in.Pending.late(), Load: LoadAccount{Takeovers: m.LoadTakeovers, Restarts: m.LoadRestarts,
-			Backfilled: m.RecordsBackfilled, Missed: m.RecordsMissed}}
+			Backfilled: m.RecordsBackfilled, Missed: m.RecordsMissed, RateDeviated: in.LoadRate.Flagged()}}
 	for _, n := range nodes {
 		if p, ok := c.nodeP.m[n]; !ok || p.J == 0 {
 			vin.MissingNodes = append(vin.MissingNodes, n)

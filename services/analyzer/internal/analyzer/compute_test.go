@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -25,7 +26,7 @@ func counter(scope, target, node string, joules float64) store.SeriesWindow {
 // process, the unattributed rest, a baseline, the broker's and the
 // generators' counts (a surplus, which makes it invalid), a stretched
 // sample, a pod no meter sees, late samples, the
-// load generator's recoveries, a lag series, the collectors' CPU and the
+// load generator's recoveries and a second off the offered rate, a lag series, the collectors' CPU and the
 // workload — all on the utilisation model (estimated).
 func richInputs() analyzer.Inputs {
 	m := &events.RunMeasured{ExperimentID: "e", RunID: "e-r0000", MeasureStartMs: t0, MeasureEndMs: t0 + 10_000, BaselineStart: t0 - 5000,
@@ -69,7 +70,8 @@ func richInputs() analyzer.Inputs {
 			{Kind: "target", Name: "process/sut", Source: "model", ShortMs: 300}}}, HighWatermark: cumulative(120), RecordsSent: cumulative(118), ConsumerLag: lag, LagSLO: analyzer.LagSLO{Threshold: 10.1, FromSpec: true},
 		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000,
 		Gaps: []store.Gap{{Node: "n1", Source: "model", FromMs: t0 + 2000, ToMs: t0 + 3000, Samples: 1, Reason: store.GapSpoolFull},
-			{Node: "n2", Source: "kepler", FromMs: t0 + 5000, ToMs: t0 + 5500, Samples: 1, Reason: store.GapImplausible}}}
+			{Node: "n2", Source: "kepler", FromMs: t0 + 5000, ToMs: t0 + 5500, Samples: 1, Reason: store.GapImplausible}},
+		LoadRate: kafkasignals.Deviation{Checked: 10, Deviating: 1}}
 }
 
 // surplusReason is richInputs' verdict: 120 events/s at the broker against
@@ -86,7 +88,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	in := richInputs()
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
-	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyImplausible, results.FlagEnergyGapBridged, results.FlagEnergyGapRecorded, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart,
+	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyImplausible, results.FlagEnergyGapBridged, results.FlagEnergyGapRecorded, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRateDeviation, results.FlagLoadRestart,
 		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 

@@ -100,6 +100,10 @@
 //     flags load_takeover, load_restart, load_backfilled, load_missed, with
 //     the counts as rows (load_takeovers, load_restarts, records_backfilled,
 //     records_missed).
+//   - The load's rate second by second (loadtruth.go): flag
+//     load_rate_deviation when a whole second of the schedule inside the
+//     window delivered more than 1 % off its offered records, or the
+//     schedule started inside the window.
 //
 // Before analysing, the handler checks that every node has a sample at or
 // past the window end, that every source of a node total or target with

@@ -12,6 +12,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -69,6 +70,8 @@ type Inputs struct {
 	NowMs int64
 	// Gaps are the collectors' recorded gaps touching the window (gaps.go).
 	Gaps []store.Gap
+	// LoadRate is the window's per-second load check (loadtruth.go).
+	LoadRate kafkasignals.Deviation
 }
 
 // checkWindow rejects a run.measured no analysis can be made of.
@@ -119,6 +122,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured, pending Pe
 		if in.SampledTargets, err = a.store.TargetsSampled(ctx, nodes, missing, runStart(m), m.MeasureEndMs+margin); err != nil {
 			return in, err
 		}
+	}
+	if in.LoadRate, err = a.loadRate(ctx, m); err != nil {
+		return in, err
 	}
 	in.Workload = a.workload(ctx, m)
 	if in.Gaps, err = a.store.GapsOverlapping(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs); err != nil {

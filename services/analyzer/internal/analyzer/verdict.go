@@ -68,6 +68,7 @@ type SeriesQuality struct {
 type LoadAccount struct {
 	Takeovers, Restarts int
 	Backfilled, Missed  int64
+	RateDeviated        bool // a second of the window deviated from the offered rate (loadtruth.go)
 }
 
 // VerdictInput is everything the verdict is decided from; gathering it is
@@ -181,7 +182,8 @@ func Judge(in VerdictInput, p Policy) Verdict {
 
 	// What the load generators recovered from.
 	for flag, on := range map[string]bool{results.FlagLoadTakeover: in.Load.Takeovers > 0, results.FlagLoadRestart: in.Load.Restarts > 0,
-		results.FlagLoadBackfilled: in.Load.Backfilled > 0, results.FlagLoadMissed: in.Load.Missed > 0} {
+		results.FlagLoadBackfilled: in.Load.Backfilled > 0, results.FlagLoadMissed: in.Load.Missed > 0,
+		results.FlagLoadRateDeviation: in.Load.RateDeviated} {
 		if on {
 			flags[flag] = true
 		}

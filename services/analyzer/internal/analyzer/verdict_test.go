@@ -101,6 +101,8 @@ func TestJudge(t *testing.T) {
 		{name: "the load's account", mod: func(in *analyzer.VerdictInput) {
 			in.Load = analyzer.LoadAccount{Takeovers: 1, Restarts: 2, Backfilled: 300, Missed: 12}
 		}, ratio: 1, flags: []string{results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRestart, results.FlagLoadTakeover}},
+		{name: "a second off the offered rate", mod: func(in *analyzer.VerdictInput) { in.Load.RateDeviated = true },
+			ratio: 1, flags: []string{results.FlagLoadRateDeviation}},
 		{name: "several reasons at once, sorted", mod: func(in *analyzer.VerdictInput) {
 			in.Events = 1_000
 			in.Series[0] = node(1, 10_000, 0)

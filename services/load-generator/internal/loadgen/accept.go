@@ -18,6 +18,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
+	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
@@ -99,7 +100,9 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 	alive, _ := g.view.view()
 	alive[g.cfg.Instance] = true
 	names := sortedKeys(alive)
-	p := plan{Cmd: *m, StartMs: g.clock.Now().Add(g.cfg.StartDelay).UnixMilli(), PeriodNs: int64(period(m.Workload)), Seed: rand.Uint64(),
+	// No start yet: the leader fixes it once every instance has prepared
+	// its share (leadPreparation).
+	p := plan{Cmd: *m, AcceptedMs: g.clock.Now().UnixMilli(), PeriodNs: int64(period(m.Workload)), Seed: rand.Uint64(),
 		SchemaID: schemaID, Ranges: split(0, m.Workload.Sensors, names), Participants: names, Coordinator: g.cfg.Instance,
 		BaselineHWM: baseline, BaselineKnown: baselineKnown}
 	if err := checkCover(p.Ranges, m.Workload.Sensors); err != nil {
@@ -170,6 +173,8 @@ func Validate(m *events.LoadStart) error {
 	w := m.Workload
 	if w.Sensors <= 0 {
 		errs = append(errs, fmt.Errorf("workload.sensors: got %d, expected a positive number", w.Sensors))
+	} else if why := spec.SensorsProblem(w.Sensors); why != "" {
+		errs = append(errs, fmt.Errorf("workload.sensors: %s", why))
 	}
 	switch {
 	case math.IsNaN(w.RatePerSec) || math.IsInf(w.RatePerSec, 0) || w.RatePerSec <= 0:

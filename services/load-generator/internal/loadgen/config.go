@@ -37,6 +37,12 @@ type Config struct {
 	// StartDelay is between accepting a load and its first record, so every
 	// instance is ready when the schedule starts.
 	StartDelay time.Duration `yaml:"startDelay"`
+	// PrepareTimeout bounds preparing a load (key table, pacers, producer,
+	// topic metadata on every instance) before its schedule starts: the
+	// start is fixed only once all are prepared, and a load not prepared
+	// within this long of its acceptance fails with the instances that
+	// were not ready.
+	PrepareTimeout time.Duration `yaml:"prepareTimeout" flag:"prepare-timeout" help:"fail a load whose instances have not prepared it (key table, producer, topic metadata) within this long of its acceptance"`
 	// CheckpointInterval is how often an instance records its progress
 	// (counts and acked watermarks) in KV: a restart or an heir resumes
 	// from the last checkpoint, so at most about this much of an instance's
@@ -80,6 +86,7 @@ func Default() Config {
 		CatchUpBurst:       20 * time.Millisecond,
 		ReportLag:          500 * time.Millisecond,
 		StartDelay:         100 * time.Millisecond,
+		PrepareTimeout:     time.Minute,
 		CheckpointInterval: 200 * time.Millisecond,
 		MaxBackfill:        10 * time.Second,
 		Heartbeat:          200 * time.Millisecond,
@@ -114,6 +121,7 @@ func (c Config) Validate() error {
 	positive("flushTimeout", c.FlushTimeout)
 	positive("deliveryTimeout", c.DeliveryTimeout)
 	positive("catchUpBurst", c.CatchUpBurst)
+	positive("prepareTimeout", c.PrepareTimeout)
 	positive("checkpointInterval", c.CheckpointInterval)
 	positive("maxBackfill", c.MaxBackfill)
 	positive("heartbeat", c.Heartbeat)

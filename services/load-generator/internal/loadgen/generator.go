@@ -42,6 +42,19 @@ type Deps struct {
 	Registry prometheus.Registerer // may be nil
 	Clock    clock.WithTicker      // nil: the real clock
 	HTTP     *http.Client          // schema registry client; nil: a default with a timeout
+	// Hooks are for tests: they stand for a slow machine. Nil fields do
+	// nothing.
+	Hooks Hooks
+}
+
+// Hooks let a test make an instance slow where a real machine can be.
+type Hooks struct {
+	// Prepared runs when an instance has prepared its share of run, before
+	// it says so: blocking here is a slow preparation (a large key table).
+	Prepared func(run string)
+	// Step runs before each pacing step of run with the schedule time
+	// elapsed: blocking here stalls sending (a GC pause, a starved CPU).
+	Step func(run string, elapsed time.Duration)
 }
 
 // Generator is one load-generator instance: it produces its share of each
@@ -54,6 +67,7 @@ type Generator struct {
 	logger *zap.Logger
 	clock  clock.WithTicker
 	hc     *http.Client
+	hooks  Hooks
 	m      metrics
 
 	view    *membership
@@ -135,7 +149,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 		d.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
 	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: d.Logger.With(zap.String("component", "load-generator"), zap.String("instance", cfg.Instance)),
-		clock: d.Clock, hc: d.HTTP, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
+		clock: d.Clock, hc: d.HTTP, hooks: d.Hooks, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
 		poke: make(chan struct{}, 1),
 		m:    newMetrics(),
 	}

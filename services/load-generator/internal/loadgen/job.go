@@ -3,17 +3,20 @@ package loadgen
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/service"
 )
 
@@ -31,6 +34,41 @@ type job struct {
 	resume    []laneCkpt // this instance's checkpointed lanes, for its first share
 	restarted bool       // this incarnation resumes from a checkpoint
 	final     *status    // the last checkpoint, once the share is done
+	// scheduled is closed once a plan with a start is seen; reshared is
+	// poked when w is given a new share (to prepare it before the start).
+	scheduled     chan struct{}
+	scheduledSeen bool
+	reshared      chan struct{}
+}
+
+// noteScheduledLocked closes scheduled once the latest plan has a start.
+func (j *job) noteScheduledLocked() {
+	if !j.scheduledSeen && j.latest != nil && j.latest.scheduled() {
+		j.scheduledSeen = true
+		close(j.scheduled)
+	}
+}
+
+// prepareUntilScheduled prepares w's share and says so in a checkpoint
+// (put), again whenever the share changes (a take-over before the start),
+// until the leader has fixed the schedule's start — every owner prepared
+// the latest share — and returns that plan.
+func (j *job) prepareUntilScheduled(ctx context.Context, w *worker, now func() time.Time, put func(epoch int)) (*plan, error) {
+	for {
+		select {
+		case <-j.reshared:
+		default:
+		}
+		w.prepare(ctx, now())
+		put(w.pace.epoch())
+		select {
+		case <-j.scheduled:
+			return j.plan(), nil
+		case <-j.reshared:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // finalStatus is the share's final checkpoint, once it is done: kept to be
@@ -52,6 +90,7 @@ func (j *job) setShare(p *plan, instance string) {
 	if j.latest == nil || p.Epoch >= j.latest.Epoch {
 		j.latest = p
 	}
+	j.noteScheduledLocked()
 	j.applyLocked(instance)
 }
 
@@ -69,6 +108,10 @@ func (j *job) applyLocked(instance string) {
 	}
 	j.applied, j.epoch = true, p.Epoch
 	j.w.share.Store(&share{epoch: p.Epoch, pieces: pieces})
+	select {
+	case j.reshared <- struct{}{}:
+	default:
+	}
 }
 
 func (j *job) plan() *plan {
@@ -85,7 +128,8 @@ func (g *Generator) startJob(ctx context.Context, p *plan) {
 		return
 	}
 	jctx, cancel := context.WithCancel(ctx)
-	j := &job{run: run, cancel: cancel, done: make(chan struct{}), latest: p}
+	j := &job{run: run, cancel: cancel, done: make(chan struct{}), latest: p, scheduled: make(chan struct{}), reshared: make(chan struct{}, 1)}
+	j.noteScheduledLocked()
 	g.jobs[run] = j
 	g.mu.Unlock()
 	go func() {
@@ -119,14 +163,21 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	if found && prev.Done {
 		return // this instance finished its part before a restart
 	}
-	base := status{Instance: g.cfg.Instance, StartMs: p.StartMs}
+	prepStart := g.clock.Now()
+	base := status{Instance: g.cfg.Instance}
 	if found {
 		base = prev
 		base.Restarts++
 		logger.Warn("load share resumed from its checkpoint", zap.Int64("records_sent", prev.Sent), zap.Int("restarts", base.Restarts),
 			zap.Any("lanes", prev.Lanes))
 	}
+	// Prepare everything the schedule needs before its start is fixed:
+	// the key table, the lanes' pacers, a producer connected to the
+	// brokers with the topic's metadata read.
 	w := newWorker(g.cfg, g.clock, p.schedule()) // builds the key table
+	if h := g.hooks.Step; h != nil {
+		w.stepHook = func(elapsed time.Duration) { h(run, elapsed) }
+	}
 	j.mu.Lock()
 	j.resume, j.restarted = prev.Lanes, found
 	j.w = w
@@ -141,7 +192,27 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 		return
 	}
 	w.prod = cl
-	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)))
+	// The leader fixes the start once every owner has said it prepared
+	// the plan's latest share.
+	p, err = j.prepareUntilScheduled(ctx, w, g.clock.Now, func(epoch int) {
+		if h := g.hooks.Prepared; h != nil {
+			h(run)
+		}
+		base.Prepared, base.PreparedEpoch, base.PrepareMs = true, epoch, g.clock.Since(prepStart).Milliseconds()
+		g.putStatus(snapshot(), run)
+		logger.Info("load share prepared", zap.Int("epoch", epoch), zap.Int64("prepare_ms", base.PrepareMs))
+	})
+	if err != nil {
+		cl.Close()
+		finish(snapshot(), false, "stopped before the schedule started")
+		return
+	}
+	if !w.sched.start.Equal(p.start()) {
+		w.sched.start = p.start() // nothing produced yet: the loop starts below
+	}
+	base.StartMs = p.StartMs
+	logger.Info("load share started", zap.Int("epoch", p.Epoch), zap.Any("ranges", p.piecesOf(g.cfg.Instance)),
+		zap.Int64("prepare_ms", base.PrepareMs), zap.Time("start", p.start()))
 	progressQ := newPublishQueue(g.bus, logger)
 	defer progressQ.close(5 * time.Second)
 	report := g.reporter(p, w, base, progressQ)
@@ -158,12 +229,14 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	if base.Restarts > 0 {
 		anchor = "resume-" + strconv.Itoa(base.Restarts)
 	}
+	runFrom := w.second(g.clock.Now()) // this incarnation's first second (-1: before the start)
 	report(progress{id: anchor, at: maxTime(p.start(), g.clock.Now())})
 	out, last := w.run(ctx, report)
 	cl.Close() // fails whatever is still buffered
 	w.settle(5 * time.Second)
 	stopCkpt()
 	<-ckptDone
+	g.recordTruth(ctx, p, w, runFrom, logger)
 	produced, acked := w.produced.Load(), w.acked.Load()
 	undelivered := produced - acked
 	report(progress{at: g.clock.Now(), sent: acked, errors: max(w.failed.Load(), undelivered), rate: w.finalRate(last, out.endedAt), final: true, id: "final"})
@@ -178,6 +251,37 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 	}
 	failed, reason := shareOutcome(out, produced, undelivered, handedOver, g.cfg.FlushTimeout)
 	finish(st, failed, reason)
+}
+
+// recordTruth stores this incarnation's per-second counts — records sent,
+// records Kafka acknowledged and their largest lateness, by wall-clock
+// second from the schedule's start, and the records of each second of
+// the schedule acknowledged on time — as run metrics (pkg/kafkasignals), and
+// logs the largest lateness. Before the share's final checkpoint: the
+// leader sums the load up, and the analyzer reads them, only after it.
+func (g *Generator) recordTruth(ctx context.Context, p *plan, w *worker, from int, logger *zap.Logger) {
+	from = max(0, from)
+	sent, acked, late, onTime := w.truth(from)
+	var worst float64
+	for _, l := range late {
+		worst = max(worst, l)
+	}
+	logger.Info("load share delivery", zap.Float64("max_lateness_ms", worst), zap.Float64s("acked_per_second", acked))
+	if g.sink == nil {
+		return
+	}
+	t := kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: p.Cmd.RunID}
+	startMs := p.StartMs + int64(from)*1000
+	inst := map[string]string{"instance": g.cfg.Instance}
+	pts := kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadSent, inst, startMs, sent)
+	pts = append(pts, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadAcked, inst, startMs, acked)...)
+	pts = append(pts, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadLatenessMax, inst, startMs, late)...)
+	pts = append(pts, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadOnTime, inst, startMs, onTime)...)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := g.sink.InsertRunMetrics(sctx, pts); err != nil {
+		logger.Warn("store the load's per-second delivery failed; the analyzer cannot check the load's rate", zap.Error(err))
+	}
 }
 
 // snapshot is the share's checkpoint now: base (the previous incarnation's
@@ -254,11 +358,17 @@ func (g *Generator) producer(ctx context.Context, p *plan) (*kgo.Client, error) 
 		return nil, fmt.Errorf("kafka client for %v: %v", p.Cmd.Kafka.Brokers, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = cl.Ping(pctx)
-	cancel()
-	if err != nil {
+	defer cancel()
+	if err := cl.Ping(pctx); err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("kafka brokers %v unreachable: %v", p.Cmd.Kafka.Brokers, err)
+	}
+	// The topic's partitions and leaders, through this client's brokers
+	// (connections opened before the start). A topic not created yet is
+	// created on the first record, as before.
+	if _, err := kafkasignals.HighWatermark(pctx, kadm.NewClient(cl), p.Cmd.Kafka.InputTopic); err != nil && !errors.Is(err, kafkasignals.ErrUnknownTopic) {
+		cl.Close()
+		return nil, fmt.Errorf("read metadata of topic %s: %v", p.Cmd.Kafka.InputTopic, err)
 	}
 	return cl, nil
 }

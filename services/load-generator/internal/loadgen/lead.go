@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/service"
 )
@@ -90,6 +93,10 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		g.writeBack(ctx, e, logger)
 		return // the next round acts on the plan written back, at its revision
 	}
+	if !p.scheduled() && !p.Stopped {
+		g.leadPreparation(ctx, e, alive, stable, logger)
+		return
+	}
 	if !p.Stopped && now.Before(p.end()) {
 		if stable {
 			g.takeOver(ctx, e, alive, logger)
@@ -125,7 +132,11 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 			uncovered += dueBetween(resumeFrom(p.piecesOf(i), s.Lanes), p.Cmd.Workload.Sensors, time.Duration(p.PeriodNs), p.Seed, p.duration())
 		}
 	}
-	deadline := p.end().Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout + 2*g.cfg.MemberTTL + 5*time.Second)
+	end := p.end()
+	if !p.scheduled() { // stopped while preparing
+		end = time.UnixMilli(p.AcceptedMs).Add(g.cfg.PrepareTimeout)
+	}
+	deadline := end.Add(g.cfg.FlushTimeout + g.cfg.DeliveryTimeout + 2*g.cfg.MemberTTL + 5*time.Second)
 	timedOut := now.After(deadline)
 	if !complete && !timedOut {
 		return
@@ -154,28 +165,115 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		g.stopSampler(run, true) // the last sample sees every record delivered
 		acc.delivered, acc.fromBroker = g.delivered(ctx, p, logger)
 	}
-	fin := summarize(acc)
-	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
-		logger.Warn("publish load finished failed; retrying", zap.Error(err))
-		return
+	if g.sink != nil && p.scheduled() {
+		g.recordOffered(ctx, p, logger)
 	}
+	fin := summarize(acc)
 	np := *p
 	np.Finished = true
-	b, _ := json.Marshal(np)
-	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
-		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+	if !g.conclude(ctx, e, np, fin, logger) {
 		return
-	}
-	g.mu.Lock()
-	delete(g.plans, run)
-	g.mu.Unlock()
-	for _, i := range p.Participants {
-		_ = g.runs.Purge(ctx, statusKey(run, i))
 	}
 	logger.Info("load finished", zap.Int64("records_sent", fin.RecordsSent), zap.Int64("records_delivered", fin.RecordsDelivered),
 		zap.Int64("errors", fin.Errors), zap.Int64("records_missed", fin.RecordsMissed), zap.Int64("records_backfilled", fin.RecordsBackfilled),
 		zap.Int("takeovers", fin.Takeovers), zap.Int("restarts", fin.Restarts),
 		zap.Bool("failed", fin.Failed), zap.String("reason", fin.Reason), zap.Strings("instances", p.Participants))
+}
+
+// leadPreparation fixes the schedule's start once every instance owning a
+// range has prepared its share of the plan's epoch (status.Prepared), StartDelay from now so
+// that every instance sees it before it comes. Ranges of instances that die
+// meanwhile are handed over first. A load not prepared within
+// PrepareTimeout of its acceptance fails, naming the instances not ready:
+// starting it anyway would produce its first seconds late.
+func (g *Generator) leadPreparation(ctx context.Context, e planEntry, alive map[string]bool, stable bool, logger *zap.Logger) {
+	p, run := e.p, e.p.Cmd.RunID
+	if stable {
+		g.takeOver(ctx, e, alive, logger) // a new plan revision: acted on next round
+	}
+	var waiting []string
+	var slowest int64
+	for _, o := range p.Ranges {
+		if slices.Contains(waiting, o.Instance) {
+			continue
+		}
+		s, found, err := g.statusOf(ctx, run, o.Instance)
+		if err != nil {
+			logger.Warn("read load checkpoint failed; re-checking next round", zap.String("of", o.Instance), zap.Error(err))
+			return
+		}
+		if !found || !s.Prepared || s.PreparedEpoch < p.Epoch {
+			waiting = append(waiting, o.Instance)
+		}
+		slowest = max(slowest, s.PrepareMs)
+	}
+	now := g.clock.Now()
+	np := *p
+	if len(waiting) == 0 {
+		np.StartMs = now.Add(g.cfg.StartDelay).UnixMilli()
+		b, _ := json.Marshal(np)
+		if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
+			logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+			return
+		}
+		logger.Info("load prepared; schedule start fixed", zap.Time("start", np.start()), zap.Int64("slowest_prepare_ms", slowest),
+			zap.Int64("since_accept_ms", now.UnixMilli()-p.AcceptedMs))
+		return
+	}
+	if now.Sub(time.UnixMilli(p.AcceptedMs)) < g.cfg.PrepareTimeout {
+		return
+	}
+	slices.Sort(waiting)
+	fin := events.LoadFinished{ExperimentID: p.Cmd.ExperimentID, RunID: run, Instance: strings.Join(p.Participants, ","),
+		StartMs: now.UnixMilli(), EndMs: now.UnixMilli(), Failed: true,
+		Reason: fmt.Sprintf("load not prepared within %s (key table, producer, topic metadata) by %s; not started", g.cfg.PrepareTimeout,
+			strings.Join(waiting, ", "))}
+	np.Stopped, np.Finished = true, true
+	if g.conclude(ctx, e, np, fin, logger) {
+		logger.Warn("load not prepared in time; failed", zap.String("reason", fin.Reason))
+	}
+}
+
+// conclude publishes a load's single load.finished, then writes its
+// finished plan np (revision-checked) and drops its checkpoints; false when
+// either write failed (the next round tries again: the message id
+// de-duplicates a second load.finished).
+func (g *Generator) conclude(ctx context.Context, e planEntry, np plan, fin events.LoadFinished, logger *zap.Logger) bool {
+	run := np.Cmd.RunID
+	if err := g.bus.Publish(ctx, fin, finishedID(run)); err != nil {
+		logger.Warn("publish load finished failed; retrying", zap.Error(err))
+		return false
+	}
+	b, _ := json.Marshal(np)
+	if err := g.updatePlan(ctx, run, b, e.rev); err != nil {
+		logger.Info("plan changed meanwhile; re-checking next round", zap.Error(err))
+		return false
+	}
+	g.mu.Lock()
+	delete(g.plans, run)
+	g.mu.Unlock()
+	for _, i := range np.Participants {
+		_ = g.runs.Purge(ctx, statusKey(run, i))
+	}
+	return true
+}
+
+// recordOffered stores the records the schedule holds in each whole second
+// (kafkasignals.MetricLoadOffered), against which the analyzer checks the
+// instances' acknowledged records per second.
+func (g *Generator) recordOffered(ctx context.Context, p *plan, logger *zap.Logger) {
+	n, period := p.Cmd.Workload.Sensors, time.Duration(p.PeriodNs)
+	secs := int(p.duration() / time.Second)
+	offered := make([]float64, secs)
+	for k := range secs {
+		offered[k] = float64(dueAll(n, period, time.Duration(k+1)*time.Second) - dueAll(n, period, time.Duration(k)*time.Second))
+	}
+	t := kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: p.Cmd.RunID}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := g.sink.InsertRunMetrics(sctx, kafkasignals.PerSecondPoints(t, kafkasignals.MetricLoadOffered, nil, p.StartMs, offered)); err != nil {
+		logger.Warn("store the load's offered records per second failed", zap.Error(err))
+	}
 }
 
 // updatePlan writes a plan with a revision check.

@@ -318,6 +318,8 @@ func TestBadInput(t *testing.T) {
 		{"negative rate", func(m *events.LoadStart) { m.Workload.RatePerSec = -100 }, "'/workload/rate_per_sec': minimum: got -100", true},
 		{"unknown format", func(m *events.LoadStart) { m.Workload.Format = "xml" }, "'/workload/format': value must be one of", true},
 		{"no format", func(m *events.LoadStart) { m.Workload.Format = "" }, `workload.format: unknown record format ""`, false},
+		{"sensors beyond the memory budget", func(m *events.LoadStart) { m.Workload.Sensors, m.Workload.RatePerSec = 3_000_000_000, 1000 },
+			"workload.sensors: got 3000000000, expected at most 84349042", false},
 		{"unreachable brokers", func(m *events.LoadStart) { m.Kafka.Brokers = []string{closedAddr} }, "kafka brokers [" + closedAddr + "] unreachable", false},
 	}
 	for i, tt := range tests {

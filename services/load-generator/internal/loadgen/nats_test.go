@@ -212,6 +212,9 @@ func TestNATSLosesStoreAfterAShareIsDone(t *testing.T) {
 	})
 	_, owners := e.plan(t, "held")
 	require.Equal(t, map[string]int{"lg-1": 100, "zz-ghost": 100}, owners)
+	// The ghost says it prepared its share, so the leader starts the load.
+	_, err = runs.Put(context.Background(), "status.held.zz-ghost", []byte(`{"instance":"zz-ghost","prepared":true}`))
+	require.NoError(t, err)
 	done := func(kv jetstream.KeyValue) bool {
 		ent, err := kv.Get(context.Background(), "status.held.lg-1")
 		if err != nil {

@@ -68,15 +68,24 @@ type owned struct {
 
 // plan is a run's shared schedule and assignment.
 type plan struct {
-	Cmd          events.LoadStart `json:"cmd"`
-	StartMs      int64            `json:"start_ms"`
-	PeriodNs     int64            `json:"period_ns"`
-	Seed         uint64           `json:"seed"`
-	SchemaID     uint32           `json:"schema_id"`
-	Epoch        int              `json:"epoch"`
-	Ranges       []owned          `json:"ranges"`
-	Participants []string         `json:"participants"` // every instance ever assigned, sorted
-	Coordinator  string           `json:"coordinator"`
+	Cmd events.LoadStart `json:"cmd"`
+	// StartMs is the schedule's start; 0 while the participants prepare.
+	// The leader fixes it only once every owner of a range has prepared
+	// what the schedule needs (key table, pacers, a connected producer,
+	// the topic's metadata): a start fixed before that would have the
+	// first seconds produced late and compressed into a catch-up, while
+	// the records' timestamps still showed the schedule.
+	StartMs int64 `json:"start_ms"`
+	// AcceptedMs is when the load was accepted: preparation that takes
+	// longer than Config.PrepareTimeout from then fails the load.
+	AcceptedMs   int64    `json:"accepted_ms,omitempty"`
+	PeriodNs     int64    `json:"period_ns"`
+	Seed         uint64   `json:"seed"`
+	SchemaID     uint32   `json:"schema_id"`
+	Epoch        int      `json:"epoch"`
+	Ranges       []owned  `json:"ranges"`
+	Participants []string `json:"participants"` // every instance ever assigned, sorted
+	Coordinator  string   `json:"coordinator"`
 	// Takeovers counts hand-overs of a dead instance's ranges.
 	Takeovers int `json:"takeovers,omitempty"`
 	// BaselineHWM is the input topic's high-water marks summed over
@@ -89,13 +98,18 @@ type plan struct {
 }
 
 func (p *plan) start() time.Time        { return time.UnixMilli(p.StartMs) }
+func (p *plan) scheduled() bool         { return p.StartMs != 0 }
 func (p *plan) duration() time.Duration { return time.Duration(p.Cmd.DurationMs) * time.Millisecond }
 func (p *plan) end() time.Time          { return p.start().Add(p.duration()) }
 
 func (p *plan) schedule() schedule {
 	f, _ := uc3.ParseFormat(p.Cmd.Workload.Format)
-	return schedule{start: p.start(), duration: p.duration(), period: time.Duration(p.PeriodNs), seed: p.Seed,
+	s := schedule{duration: p.duration(), period: time.Duration(p.PeriodNs), seed: p.Seed,
 		sensors: p.Cmd.Workload.Sensors, format: f, schemaID: p.SchemaID, valueW: p.Cmd.Workload.ValueW}
+	if p.scheduled() {
+		s.start = p.start()
+	}
+	return s
 }
 
 // piecesOf returns the ranges instance produces, with where it starts them.
@@ -220,6 +234,12 @@ type status struct {
 	// Restarts counts the times this instance resumed from this checkpoint.
 	Restarts int `json:"restarts,omitempty"`
 	Epoch    int `json:"epoch"`
+	// Prepared: this instance has everything its share of the plan at
+	// PreparedEpoch needs (see plan.StartMs); PrepareMs is how long that
+	// took from the job's start.
+	Prepared      bool  `json:"prepared,omitempty"`
+	PreparedEpoch int   `json:"prepared_epoch,omitempty"`
+	PrepareMs     int64 `json:"prepare_ms,omitempty"`
 	// Lanes are the ranges this instance produces and how far: everything
 	// of them due before AckedNs is acknowledged by Kafka.
 	Lanes     []laneCkpt `json:"lanes,omitempty"`

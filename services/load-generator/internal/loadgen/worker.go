@@ -35,7 +35,7 @@ type share struct {
 
 // schedule is what every instance of a load agrees on.
 type schedule struct {
-	start    time.Time // of the schedule, whole milliseconds
+	start    time.Time // of the schedule, whole milliseconds; zero until fixed
 	duration time.Duration
 	period   time.Duration
 	seed     uint64
@@ -72,7 +72,7 @@ type worker struct {
 	clock clock.WithTicker
 	prod  producer
 	sched schedule
-	keys  keyTable
+	keys  uc3.KeyTable
 	slot  time.Duration // width of the lanes' acknowledgement slots
 
 	share atomic.Pointer[share]
@@ -82,42 +82,46 @@ type worker struct {
 	backlog, assigned       atomic.Int64   // for metrics
 	buckets                 []atomic.Int64 // acknowledged records per second of schedule
 	firstErr                atomic.Pointer[string]
+	// Per wall-clock second from the schedule's start (the last one also
+	// holds everything later): records handed to Kafka, records Kafka
+	// acknowledged, and the largest lateness (ack time − scheduled time,
+	// ns) among those. This is the load's truth, which the records'
+	// timestamps (their scheduled times) hide.
+	sentAt, ackedAt, lateMax []atomic.Int64
+	// onTime counts, per second of schedule, its records Kafka
+	// acknowledged by ReportLag after its end (kafkasignals.MetricLoadOnTime).
+	onTime []atomic.Int64
+	// nowNs is the time as the worker last saw it (unix ns): set at every
+	// pacing step (each Tick, 2 ms) and every monitor tick (50 ms), read by
+	// the promise instead of the clock — reading the clock per record cost
+	// ~90 ns here, doubling the hot path. Acknowledgement times are thus
+	// late by at most a tick while producing (50 ms during the final flush
+	// or a stalled pacing loop). startNs is the schedule's start.
+	nowNs, startNs atomic.Int64
 
 	lanesMu sync.Mutex
 	lanes   []*lane // current lanes, for checkpoints
+
+	// pace and the records' context are built by prepare, before the
+	// schedule starts; stepHook is Hooks.Step for this run.
+	pace         *pacing
+	recCtx       context.Context
+	abortRecords context.CancelCauseFunc
+	stepHook     func(elapsed time.Duration)
 
 	pool   sync.Pool
 	onDone func(*kgo.Record, error)
 }
 
 func newWorker(cfg Config, clk clock.WithTicker, sched schedule) *worker {
-	w := &worker{cfg: cfg, clock: clk, sched: sched, keys: newKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
-		slot: slotWidth(sched.duration)}
+	// Acknowledgements may come until the flush gives up.
+	truth := sched.buckets() + int((cfg.FlushTimeout+cfg.DeliveryTimeout)/time.Second) + 2
+	w := &worker{cfg: cfg, clock: clk, sched: sched, keys: uc3.NewKeyTable(sched.sensors), buckets: make([]atomic.Int64, sched.buckets()),
+		slot: slotWidth(sched.duration), sentAt: make([]atomic.Int64, truth), ackedAt: make([]atomic.Int64, truth), lateMax: make([]atomic.Int64, truth),
+		onTime: make([]atomic.Int64, sched.buckets())}
 	w.onDone = w.promise
 	return w
 }
-
-// keyTable holds every sensor's key as bytes (the Kafka key) and as a string
-// (the record's identifier) in two flat buffers, so neither allocates per
-// record.
-type keyTable struct {
-	buf []byte
-	str string
-	off []int32
-}
-
-func newKeyTable(n int) keyTable {
-	off := make([]int32, n+1)
-	buf := make([]byte, 0, n*8)
-	for i := range n {
-		buf = uc3.AppendSensorKey(buf, i)
-		off[i+1] = int32(len(buf))
-	}
-	return keyTable{buf: buf, str: string(buf), off: off}
-}
-
-func (k *keyTable) key(s int) []byte { return k.buf[k.off[s]:k.off[s+1]:k.off[s+1]] }
-func (k *keyTable) id(s int) string  { return k.str[k.off[s]:k.off[s+1]] }
 
 // valueCap fits any UC-3 value of a sensor key up to 20 bytes in either format.
 const valueCap = 112
@@ -148,9 +152,20 @@ func (w *worker) promise(r *kgo.Record, err error) {
 		w.failed.Add(1)
 	} else {
 		w.acked.Add(1)
+		since := w.nowNs.Load() - w.startNs.Load() // since the start, as last seen
+		if since >= 0 {
+			k := min(int(since/int64(time.Second)), len(w.ackedAt)-1)
+			w.ackedAt[k].Add(1)
+			late := w.nowNs.Load() - r.Timestamp.UnixNano()
+			for m := w.lateMax[k].Load(); late > m && !w.lateMax[k].CompareAndSwap(m, late); m = w.lateMax[k].Load() {
+			}
+		}
 		at := r.Timestamp.Truncate(time.Millisecond).Sub(w.sched.start) // kgo truncates; a test producer may not
 		if b := at / time.Second; b >= 0 && int(b) < len(w.buckets) {
 			w.buckets[b].Add(1)
+			if since <= int64((b+1)*time.Second+w.cfg.ReportLag) {
+				w.onTime[b].Add(1)
+			}
 		}
 		if r.Context != nil {
 			if l, ok := r.Context.Value(laneKey{}).(*lane); ok {
@@ -164,16 +179,53 @@ func (w *worker) promise(r *kgo.Record, err error) {
 	w.recycle(r)
 }
 
+// see records now as the time the promise counts acknowledgements at.
+func (w *worker) see(now time.Time) { w.nowNs.Store(now.UnixNano()) }
+
+// second is the index of the wall-clock second of t from the schedule's
+// start in the truth counters (the last one takes everything later); -1
+// before the start.
+func (w *worker) second(t time.Time) int {
+	d := t.Sub(w.sched.start)
+	if d < 0 {
+		return -1
+	}
+	return min(int(d/time.Second), len(w.ackedAt)-1)
+}
+
+// truth returns the per-second counters from second `from` on (an
+// incarnation's own seconds: a restarted instance has no count of those
+// before it) to the last one with anything, at least to the end of the
+// schedule.
+func (w *worker) truth(from int) (sent, acked, lateMs, onTime []float64) {
+	last := w.sched.buckets() - 1
+	for k := range w.ackedAt {
+		if w.ackedAt[k].Load() > 0 || w.sentAt[k].Load() > 0 {
+			last = max(last, k)
+		}
+	}
+	for k := max(0, from); k <= last; k++ {
+		sent = append(sent, float64(w.sentAt[k].Load()))
+		acked = append(acked, float64(w.ackedAt[k].Load()))
+		lateMs = append(lateMs, float64(w.lateMax[k].Load())/1e6)
+	}
+	for k := max(0, from); k < len(w.onTime); k++ {
+		onTime = append(onTime, float64(w.onTime[k].Load()))
+	}
+	return sent, acked, lateMs, onTime
+}
+
 // emit produces the j-th record of lane l.
 func (w *worker) emit(l *lane, j int64) {
 	s := l.p.Sensor(j)
 	at := l.p.DueAt(j)
 	due := w.sched.start.Add(at)
 	r := w.record()
-	r.Key = w.keys.key(s)
+	key, id := w.keys.Key(s)
+	r.Key = key
 	r.Timestamp = due
 	r.Context = l.rctx
-	rec := uc3.ActivePowerRecord{Identifier: w.keys.id(s), Timestamp: due.UnixMilli(), ValueInW: w.sched.valueW}
+	rec := uc3.ActivePowerRecord{Identifier: id, Timestamp: due.UnixMilli(), ValueInW: w.sched.valueW}
 	if w.sched.format == uc3.FormatJSON {
 		r.Value = uc3.AppendJSON(r.Value[:0], rec)
 	} else {
@@ -202,6 +254,7 @@ type pacing struct {
 // fails the records Kafka still buffers.
 func (s *pacing) step(ctx context.Context, now time.Time) bool {
 	w := s.w
+	w.see(now)
 	elapsed := now.Sub(w.sched.start)
 	if elapsed < 0 {
 		return false
@@ -225,6 +278,9 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 	}
 	s.order = order
 	n := s.th.allow(now, want)
+	if k := w.second(now); k >= 0 && n > 0 {
+		w.sentAt[k].Add(n)
+	}
 	for _, l := range order {
 		k := min(n, l.due-l.next)
 		for i := range k {
@@ -311,6 +367,14 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 	}
 }
 
+// epoch is the plan epoch of the share the lanes produce; -1 before any.
+func (s *pacing) epoch() int {
+	if s.cur == nil {
+		return -1
+	}
+	return s.cur.epoch
+}
+
 // behind is how many due records were not produced.
 func (s *pacing) behind() int64 {
 	var n int64
@@ -320,19 +384,43 @@ func (s *pacing) behind() int64 {
 	return n
 }
 
+// prepare builds, before the schedule starts, what producing the share
+// given so far needs besides the key table (built by newWorker): its lanes,
+// whose pacers sort every sensor's phase — seconds for millions of
+// sensors, which must not be spent after the start. It also makes the
+// records' context, which outlives a stop (ctx) so the last records are
+// still delivered. A share that changes later (a take-over) is reshaped
+// while producing.
+func (w *worker) prepare(ctx context.Context, now time.Time) {
+	if w.pace == nil {
+		w.recCtx, w.abortRecords = context.WithCancelCause(context.WithoutCancel(ctx))
+		w.pace = &pacing{w: w}
+	}
+	if sh := w.share.Load(); sh != nil && sh != w.pace.cur {
+		var elapsed time.Duration // 0 before a start is fixed
+		if !w.sched.start.IsZero() {
+			elapsed = min(max(0, now.Sub(w.sched.start)), w.sched.duration)
+		}
+		w.pace.reshape(w.recCtx, sh, elapsed, now)
+	}
+}
+
 // loop paces records every tick until the end of the schedule or ctx ends,
 // and returns how many records were due but not produced, and when it
-// stopped. Records are produced with recCtx, which outlives a stop so the
-// last records are still delivered.
+// stopped. Records are produced with recCtx.
 func (w *worker) loop(ctx, recCtx context.Context) (behind int64, endedAt time.Duration) {
 	tick := w.clock.NewTicker(w.cfg.Tick)
 	defer tick.Stop()
-	s := &pacing{w: w}
+	s := w.pace
 	for {
 		select {
 		case <-ctx.Done():
 			return s.behind(), s.edge
 		case now := <-tick.C():
+			if w.stepHook != nil {
+				w.stepHook(now.Sub(w.sched.start))
+				now = w.clock.Now()
+			}
 			if s.step(recCtx, now) {
 				return s.behind(), s.edge
 			}
@@ -380,7 +468,10 @@ const monitorTick = 50 * time.Millisecond
 // and the first second not reported yet.
 func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) {
 	// A stop (ctx) ends the loop; an abort also fails the buffered records.
-	recCtx, abortRecords := context.WithCancelCause(context.WithoutCancel(ctx))
+	w.prepare(ctx, w.clock.Now()) // done already unless a test skipped it
+	w.startNs.Store(w.sched.start.UnixNano())
+	w.see(w.clock.Now())
+	recCtx, abortRecords := w.recCtx, w.abortRecords
 	defer abortRecords(nil)
 	loopCtx, abortLoop := context.WithCancelCause(ctx)
 	defer abortLoop(nil)
@@ -416,6 +507,7 @@ func (w *worker) run(ctx context.Context, report func(progress)) (outcome, int) 
 		case r := <-loopDone:
 			out.behind, out.endedAt, done = r.behind, r.endedAt, true
 		case now := <-tick.C():
+			w.see(now)
 			reportDue(now)
 			if out.aborted != nil {
 				continue
@@ -459,6 +551,7 @@ func (w *worker) flush(ctx context.Context, tick clock.Ticker, lastAcked int64, 
 		case err := <-done:
 			return err, aborted
 		case now := <-tick.C():
+			w.see(now)
 			if aborted != nil {
 				continue
 			}
