@@ -34,8 +34,9 @@ type MeterProvenance struct {
 	// Requested is the configuration's `meters` section (sources,
 	// interval, model and its coefficients) as the runs were given it.
 	Requested json.RawMessage `json:"requested,omitempty"`
-	// Effective is what the collectors applied, once they record it (the
-	// per-run meter configuration of issue 14); until then it is empty and
+	// Effective is what the collectors recorded applying to the
+	// configuration's runs (table run_meters: node, source, interval,
+	// meter, model with its coefficients); empty when none did, and
 	// EffectiveNote says so.
 	Effective     json.RawMessage `json:"effective,omitempty"`
 	EffectiveNote string          `json:"effective_note,omitempty"`
@@ -46,5 +47,5 @@ const CommitUnknownNote = "the binary that ran the experiment could not tell its
 	"and without VCS stamping (GOFLAGS=-buildvcs=false), and not run inside a git checkout"
 
 // EffectiveMetersNote explains an empty MeterProvenance.Effective.
-const EffectiveMetersNote = "not recorded: the collectors of this version do not store the configuration they applied; " +
-	"the requested one is shown"
+const EffectiveMetersNote = "not recorded: no collector stored the configuration it applied to these runs (collectors before " +
+	"per-run meters, or none was assigned); the requested one is shown"

@@ -37,6 +37,10 @@ func (s *Store) Provenance(ctx context.Context, experimentID string) (results.Pr
 	if len(runs) == 0 && len(p.Missing) > 0 {
 		return p, fmt.Errorf("provenance of experiment %s: %w", experimentID, ErrNotFound)
 	}
+	applied, err := s.effectiveMeters(ctx, experimentID, runs)
+	if err != nil {
+		return p, err
+	}
 	seen := map[string]bool{}
 	for _, r := range runs {
 		if seen[r.ConfigHash] {
@@ -47,11 +51,62 @@ func (s *Store) Provenance(ctx context.Context, experimentID string) (results.Pr
 			Meters json.RawMessage `json:"meters"`
 		}
 		_ = json.Unmarshal([]byte(r.Config), &cfg)
-		p.Meters = append(p.Meters, results.MeterProvenance{ConfigHash: r.ConfigHash, Requested: cfg.Meters,
-			EffectiveNote: results.EffectiveMetersNote})
+		m := results.MeterProvenance{ConfigHash: r.ConfigHash, Requested: cfg.Meters, EffectiveNote: results.EffectiveMetersNote}
+		if eff, ok := applied[r.ConfigHash]; ok {
+			m.Effective, m.EffectiveNote = eff, ""
+		}
+		p.Meters = append(p.Meters, m)
 	}
 	sort.Slice(p.Meters, func(i, j int) bool { return p.Meters[i].ConfigHash < p.Meters[j].ConfigHash })
 	return p, nil
+}
+
+// effectiveMeter is one configuration a collector applied to a
+// configuration's runs (store.RunMeter without the run and time).
+type effectiveMeter struct {
+	Node       string          `json:"node"`
+	Source     string          `json:"source"`
+	IntervalMs int64           `json:"interval_ms"`
+	Meter      string          `json:"meter"`
+	Estimated  bool            `json:"estimated"`
+	Label      string          `json:"label,omitempty"`
+	Model      json.RawMessage `json:"model,omitempty"`
+	Note       string          `json:"note,omitempty"`
+}
+
+// effectiveMeters is, per configuration, the distinct meter
+// configurations the collectors recorded applying to its runs (run_meters),
+// as JSON.
+func (s *Store) effectiveMeters(ctx context.Context, experimentID string, runs []Run) (map[string]json.RawMessage, error) {
+	rows, err := s.RunMeters(ctx, experimentID)
+	if err != nil {
+		return nil, err
+	}
+	hashOf := map[string]string{}
+	for _, r := range runs {
+		hashOf[r.RunID] = r.ConfigHash
+	}
+	byConfig := map[string][]effectiveMeter{}
+	seen := map[string]bool{}
+	for _, m := range rows {
+		h := hashOf[m.RunID]
+		e := effectiveMeter{Node: m.Node, Source: m.SourceID, IntervalMs: m.IntervalMs, Meter: m.Meter, Estimated: m.Estimated, Label: m.Label,
+			Model: rawJSON(m.Model), Note: m.Note}
+		b, _ := json.Marshal(e)
+		if key := h + "\x00" + string(b); !seen[key] {
+			seen[key] = true
+			byConfig[h] = append(byConfig[h], e)
+		}
+	}
+	out := map[string]json.RawMessage{}
+	for h, list := range byConfig {
+		b, err := json.Marshal(list)
+		if err != nil {
+			return nil, err
+		}
+		out[h] = b
+	}
+	return out, nil
 }
 
 // rawJSON is text as a JSON value when it is one, else nothing.

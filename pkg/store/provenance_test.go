@@ -33,8 +33,22 @@ func TestProvenance(t *testing.T) {
 	require.Len(t, p.Meters, 2, "one per configuration")
 	require.Equal(t, "c1", p.Meters[0].ConfigHash)
 	require.JSONEq(t, meters, string(p.Meters[1].Requested))
-	require.Equal(t, results.EffectiveMetersNote, p.Meters[1].EffectiveNote)
+	require.Equal(t, results.EffectiveMetersNote, p.Meters[1].EffectiveNote, "nothing recorded yet")
 	require.Empty(t, p.Missing)
+
+	// What the collectors applied to c2's runs: one configuration, recorded
+	// for both runs, comes once.
+	for _, run := range []string{"p1-r0000", "p1-r0002"} {
+		require.NoError(t, s.InsertRunMeters(ctx, []store.RunMeter{{ExperimentID: "p1", RunID: run, Node: "n1", SourceID: "local", TsMs: 1,
+			AskedIntervalMs: 500, IntervalMs: 500, AskedSource: "auto", Meter: "model", Estimated: true, Label: "estimated",
+			Model: `{"name":"vcpu-linear","idle_w":10.7}`, Collector: "c"}}))
+	}
+	p, err = s.Provenance(ctx, "p1")
+	require.NoError(t, err)
+	require.Empty(t, p.Meters[1].EffectiveNote)
+	require.JSONEq(t, `[{"node":"n1","source":"local","interval_ms":500,"meter":"model","estimated":true,"label":"estimated",
+		"model":{"name":"vcpu-linear","idle_w":10.7}}]`, string(p.Meters[1].Effective))
+	require.Equal(t, results.EffectiveMetersNote, p.Meters[0].EffectiveNote, "c1's runs have none recorded")
 	_, err = json.Marshal(p)
 	require.NoError(t, err)
 
