@@ -334,16 +334,17 @@ var flags = []Flag{
 // reference, a test's clean run); its figures are read with the caveat.
 var caveats = map[string]bool{FlagDynamicEnergyNegative: true, FlagLagVerdictUnresolved: true}
 
-// Caveat reports whether flag qualifies a derived figure rather than the
-// measurement (see caveats).
-func Caveat(flag string) bool { return caveats[flag] }
+// Caveat reports whether flag — its name, or its result row's
+// FlagMetric(name) — qualifies a derived figure rather than the measurement
+// (see caveats).
+func Caveat(flag string) bool { return caveats[strings.TrimPrefix(flag, FlagPrefix)] }
 
 // DataQuality returns the flags that are not caveats: what was bridged,
 // recovered or could not be checked in the measurement.
 func DataQuality(flags []string) []string {
 	var out []string
 	for _, f := range flags {
-		if !caveats[f] {
+		if !Caveat(f) {
 			out = append(out, f)
 		}
 	}

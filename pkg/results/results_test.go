@@ -201,6 +201,9 @@ func TestDataQualityLeavesOutCaveats(t *testing.T) {
 	if len(got) != 1 || got[0] != results.FlagEnergyGapBridged {
 		t.Fatalf("DataQuality = %v, want only %s", got, results.FlagEnergyGapBridged)
 	}
+	if got := results.DataQuality([]string{results.FlagMetric(results.FlagDynamicEnergyNegative), results.FlagMetric(results.FlagLoadMissed)}); len(got) != 1 {
+		t.Fatalf("DataQuality of result-row names = %v, want only the missed records' row", got)
+	}
 	if !results.Caveat(results.FlagDynamicEnergyNegative) || results.Caveat(results.FlagLoadMissed) {
 		t.Fatal("Caveat: a negative dynamic energy is one, missed records are not")
 	}
