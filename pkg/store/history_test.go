@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,9 +13,7 @@ import (
 // history holds what was asked, a second call adds nothing (the data set is
 // reused), and a run on one of its nodes after it reads only its own rows.
 func TestGenerateSampleHistoryBuildsOnceAndStaysOutOfARunsWay(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	var days []int
 	got, err := s.GenerateSampleHistory(ctx, t0, 3, 20_000, func(d int) { days = append(days, d) })
 	require.NoError(t, err)

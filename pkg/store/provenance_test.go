@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 
@@ -13,9 +12,7 @@ import (
 )
 
 func TestProvenance(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	meters := `{"source":"auto","model":{"idleWatts":1.48,"maxWatts":7},"interval":"500ms"}`
 	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "p1", Name: "cap", Spec: `{"spec":{"seed":7}}`, SpecHash: "h1",
 		GreenflowVersion: "dev", GitCommit: "abc", Environment: `{"num_cpu":2}`, Seed: 7}))

@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -15,9 +14,7 @@ import (
 // three days, one run on the middle one and one still going since the last; the days come with their rows and
 // runs, and dropping a day without runs leaves the others whole.
 func TestSampleDaysCountTheRunsTouchingThemAndDropRemovesADay(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	// Noon UTC on three days: whatever the server's zone (UTC-11 to UTC+11
 	// keep noon on the same date), each is its own partition.
 	noon := func(d int) int64 { return time.Date(2025, 3, d, 12, 0, 0, 0, time.UTC).UnixMilli() }

@@ -43,9 +43,7 @@ func sampleFixture(t *testing.T, s *store.Store) {
 }
 
 func TestSampleQueries(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	sampleFixture(t, s)
 
 	t.Run("series in a window, duplicates once", func(t *testing.T) {
@@ -140,9 +138,7 @@ func TestSampleQueries(t *testing.T) {
 }
 
 func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	base := int64(1_760_000_000_123)
 	var in []store.Sample
 	for i := 0; i < 5; i++ {
@@ -176,9 +172,7 @@ func TestSamplesKeepMillisecondTimestamps(t *testing.T) {
 // before, fails all three. The answers are those of the database without
 // the history.
 func TestSampleQueriesReadTheirRunNotTheHistory(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	sampleFixture(t, s)
 	nodes, roles := []string{"n1", "n2"}, map[string]string{"process/sut": results.RoleSUT}
 	type answers struct {

@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"context"
 	"math"
 	"testing"
 
@@ -17,9 +16,7 @@ import (
 // The analysis tables keep every write; readers see the newest analysis of
 // each run (results, run_targets) or configuration (config_results).
 func TestAnalysisTablesReadTheNewestWrite(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 
 	t.Run("run targets", func(t *testing.T) {
 		require.NoError(t, s.ReplaceRunTargets(ctx, []store.RunTarget{{ExperimentID: "e1", RunID: "r1", TargetID: "p/a", Kind: "process", Node: "n1",
@@ -77,9 +74,7 @@ func TestAnalysisTablesReadTheNewestWrite(t *testing.T) {
 }
 
 func TestRunQueries(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	require.NoError(t, s.UpsertRuns(ctx, []store.Run{
 		{ExperimentID: "e1", RunID: "r1", ConfigHash: "c1", Config: `{"workload":{}}`, State: events.RunStateDone},
 		{ExperimentID: "e1", RunID: "r2", ConfigHash: "c1", State: events.RunStateFailed},
@@ -102,9 +97,7 @@ func TestRunQueries(t *testing.T) {
 }
 
 func TestRunMetricQueries(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	pt := func(name, labels string, ts int64, v float64) store.RunMetric {
 		return store.RunMetric{ExperimentID: "e1", RunID: "r1", TsMs: ts, Name: name, Labels: labels, Value: v}
 	}
@@ -124,9 +117,7 @@ func TestRunMetricQueries(t *testing.T) {
 }
 
 func TestReanalysisReplacesResults(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	first := []store.Result{
 		{Scope: "run", Metric: "energy_j", Value: 10, Unit: "J"},
 		{Scope: "run", Metric: "stale_metric", Value: 1, Unit: "1"},
@@ -147,9 +138,7 @@ func TestReanalysisReplacesResults(t *testing.T) {
 }
 
 func TestRunsAndExperimentsUpsert(t *testing.T) {
-	t.Parallel()
-	s := testenv.Store(t)
-	ctx := context.Background()
+	s, ctx := testenv.ParallelStore(t)
 	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: events.ExperimentStateRunning, RunsTotal: 2}))
 	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", State: events.ExperimentStateDone, RunsTotal: 2}))
 	e, err := s.GetExperiment(ctx, "e1")

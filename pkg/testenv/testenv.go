@@ -178,3 +178,12 @@ func Eventually(tb testing.TB, within time.Duration, what string, cond func() bo
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// ParallelStore marks the test parallel — it has a database of its own — and
+// returns a migrated store on a fresh database and a context that ends with
+// the test: the opening of every test of one ClickHouse table.
+func ParallelStore(t *testing.T) (*store.Store, context.Context) {
+	t.Helper()
+	t.Parallel()
+	return Store(t), t.Context()
+}

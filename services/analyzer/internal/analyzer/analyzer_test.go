@@ -85,9 +85,7 @@ func counterSample(tsMs int64, node, scope, target string, deltaJ, cumJ float64,
 //	window [1.5 s, 7.5 s]: k2 half (1.5) + k3 (2) + k4 (4) + gap (4 s, 6 s] bridged at (4+4)/2 W (8)
 //	                       + k7 (4) + k8 half (2) = 21.5 J
 func TestCounterWithWrapGapAndRestart(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	const maxRange = uint64(262_143_328_850)
 	raw := []struct {
 		k       int64
@@ -186,9 +184,7 @@ func TestCounterWithWrapGapAndRestart(t *testing.T) {
 //	n2: t 0, 1, 4, 5 s, P 10, 10, 40, 40 W: the 3 s step is a gap, bridged
 //	    linearly: 10·0.5 + (10 + 35)/2·2.5 = 5 + 56.25 = 61.25 J
 func TestPowerOnlySeriesTrapezoid(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	gauge := func(node string, ts []int64, p []float64) []store.Sample {
 		var out []store.Sample
 		for i := range ts {
@@ -288,9 +284,7 @@ func runFixture(t *testing.T, st *store.Store, runID, configHash string, offsetM
 // double (8) = 2·len(id) + 20; mean len(id) = (10·3 + 90·4)/100 = 3.9, so
 // 27.8 bytes; 20,000 events = 0.556 MB.
 func TestDerivedMetrics(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	a := newAnalyzer(t, st)
 	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 80)
 	res, sum, err := a.Analyze(ctx, m)
@@ -360,9 +354,7 @@ func TestMeanRecordBytes(t *testing.T) {
 // one, and checks the stored rows are identical, the configuration's
 // statistics are right and the HTTP API serves them.
 func TestReanalysisAndConfigSummary(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	a := newAnalyzer(t, st)
 	var runs []*events.RunMeasured
 	for i, w := range []float64{30, 36, 24} {

@@ -1,7 +1,6 @@
 package analyzer_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -17,9 +16,7 @@ import (
 // jump (1 s) on the run's node are flagged with the window time lost; a
 // gap before the window and one on another node are not the run's.
 func TestRecordedGapsFlagTheRunsTheyTouch(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	a := newAnalyzer(t, st)
 	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 80)
 	clean, sum, err := a.Analyze(ctx, m)

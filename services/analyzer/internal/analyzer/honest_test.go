@@ -1,7 +1,6 @@
 package analyzer_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -20,9 +19,7 @@ import (
 // of freedom) reaches far below zero. The API marks it, and says why, rather
 // than serving a negative lower bound of an energy as a plain number.
 func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	a := newAnalyzer(t, st)
 	for i, w := range []float64{12, 30} {
 		m := runFixture(t, st, "e1-r000"+string(rune('0'+i)), "cz", int64(i)*100_000, w, 0)

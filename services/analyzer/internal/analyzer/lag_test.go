@@ -1,7 +1,6 @@
 package analyzer_test
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"testing"
@@ -86,9 +85,7 @@ func TestLagTrendVerdicts(t *testing.T) {
 // is examples/uc3-capacity.yaml with its lag threshold lowered to 50 msg/s:
 // the fixture's lag grows by 80 msg/s, which the flag's 2000 would pass.
 func TestLagSLOFromStoredSpec(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	a := newAnalyzer(t, st)
 	text, err := os.ReadFile("../../../../examples/uc3-capacity.yaml")
 	require.NoError(t, err)

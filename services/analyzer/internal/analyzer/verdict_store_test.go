@@ -110,9 +110,7 @@ func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs 
 // offer, whose SUT stopped being measured, and whose rows were all written
 // twice, and checks each verdict, its flags and its result rows.
 func TestVerdictOnStoredRuns(t *testing.T) {
-	t.Parallel()
-	st := testenv.Store(t)
-	ctx := context.Background()
+	st, ctx := testenv.ParallelStore(t)
 	a := newAnalyzer(t, st)
 	for i, tc := range []struct {
 		name     string

@@ -263,32 +263,10 @@ func loadFactor(name string) bool {
 }
 
 // loadPlot draws a metric's mean ± CI against mean offered load, one line per
-// combination of the non-load factors.
+// combination of the non-load factors, and each repetition beside it.
 func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
 	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
-	lines := map[string]*series{}
-	var keys []string
-	for _, s := range sums {
-		key := otherFactors(s.Factors)
-		ln, ok := lines[key]
-		if !ok {
-			ln = &series{Name: lineName(key, "mean ± CI"), Line: true, Marker: true}
-			lines[key] = ln
-			keys = append(keys, key)
-		}
-		m := s.Metrics[metric]
-		ln.X = append(ln.X, s.mean(results.OfferedRateEPS))
-		ln.Y = append(ln.Y, m.Mean)
-		ln.Lo = append(ln.Lo, m.CILow)
-		ln.Hi = append(ln.Hi, m.CIHigh)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		ln := lines[k]
-		sortSeriesByX(ln)
-		p.Series = append(p.Series, *ln)
-	}
-	p.Series = append(p.Series, repetitions(sums, rows, metric))
+	p.Series = append(meanLines(sums, metric), repetitions(sums, rows, metric))
 	return p
 }
 

@@ -66,15 +66,11 @@ func repetitions(sums []ConfigSummary, rows []ResultRow, metric string) series {
 	return s
 }
 
-// throughputPlot draws delivered throughput (mean ± CI and the repetitions)
-// against offered load, with the line where the two are equal: a system
-// that keeps up stays on it.
-func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
-	p := plot{Title: "Delivered vs offered throughput", XLabel: "offered load (events/s)", YLabel: "delivered (events/s)", YFromZero: true,
-		XPad: true}
+// meanLines draws metric's mean ± CI against mean offered load, one line
+// per combination of the non-load factors, sorted by load.
+func meanLines(sums []ConfigSummary, metric string) []series {
 	lines := map[string]*series{}
 	var keys []string
-	var xmax float64
 	for _, s := range sums {
 		key := otherFactors(s.Factors)
 		ln, ok := lines[key]
@@ -83,15 +79,29 @@ func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 			lines[key] = ln
 			keys = append(keys, key)
 		}
-		m := s.Metrics[results.ThroughputEPS]
-		x := s.mean(results.OfferedRateEPS)
-		xmax = math.Max(xmax, x)
-		ln.X, ln.Y, ln.Lo, ln.Hi = append(ln.X, x), append(ln.Y, m.Mean), append(ln.Lo, m.CILow), append(ln.Hi, m.CIHigh)
+		m := s.Metrics[metric]
+		ln.X, ln.Y = append(ln.X, s.mean(results.OfferedRateEPS)), append(ln.Y, m.Mean)
+		ln.Lo, ln.Hi = append(ln.Lo, m.CILow), append(ln.Hi, m.CIHigh)
 	}
 	sort.Strings(keys)
+	out := make([]series, 0, len(keys))
 	for _, k := range keys {
 		sortSeriesByX(lines[k])
-		p.Series = append(p.Series, *lines[k])
+		out = append(out, *lines[k])
+	}
+	return out
+}
+
+// throughputPlot draws delivered throughput (mean ± CI and the repetitions)
+// against offered load, with the line where the two are equal: a system
+// that keeps up stays on it.
+func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
+	p := plot{Title: "Delivered vs offered throughput", XLabel: "offered load (events/s)", YLabel: "delivered (events/s)", YFromZero: true,
+		XPad: true}
+	p.Series = meanLines(sums, results.ThroughputEPS)
+	var xmax float64
+	for _, s := range sums {
+		xmax = math.Max(xmax, s.mean(results.OfferedRateEPS))
 	}
 	if xmax > 0 {
 		p.Series = append(p.Series, series{Name: "delivered = offered", X: []float64{0, xmax}, Y: []float64{0, xmax}, Line: true, Dash: true,
