@@ -23,6 +23,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/pkg/uc3"
 	"github.com/greenflow/greenflow/services/load-generator/app"
 )
 
@@ -37,7 +38,7 @@ type harness struct {
 func newHarness(tb testing.TB, partitions int32) *harness {
 	tb.Helper()
 	natsURL := testenv.NATS(tb)
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "input"))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "input", "raw"))
 	require.NoError(tb, err)
 	tb.Cleanup(cluster.Close)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -104,8 +105,8 @@ type hwmPoint struct {
 	n  int64
 }
 
-// trace samples until ctx ends.
-func (h *harness) trace(tb testing.TB, ctx context.Context, every time.Duration) *hwmTrace {
+// trace samples topic's high-water marks until ctx ends.
+func (h *harness) trace(tb testing.TB, ctx context.Context, topic string, every time.Duration) *hwmTrace {
 	tb.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.ListenAddrs()...))
 	require.NoError(tb, err)
@@ -118,7 +119,7 @@ func (h *harness) trace(tb testing.TB, ctx context.Context, every time.Duration)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			n, err := kafkasignals.HighWatermark(ctx, adm, "input")
+			n, err := kafkasignals.HighWatermark(ctx, adm, topic)
 			at := time.Now()
 			if err == nil {
 				tr.mu.Lock()
@@ -204,7 +205,7 @@ func BenchmarkLoadGenerator(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				ctx, stop := context.WithCancel(context.Background())
-				tr := h.trace(b, ctx, 20*time.Millisecond)
+				tr := h.trace(b, ctx, "input", 20*time.Millisecond)
 				before := now(b)
 				f := h.load(b, fmt.Sprintf("bench-%s-r%04d", tc.name, i), events.Workload{Sensors: 150_000, RatePerSec: tc.rate, ValueW: 10, SchemaID: 1}, d)
 				after0 := now(b)
@@ -239,4 +240,86 @@ func BenchmarkLoadGenerator(b *testing.B) {
 			require.Equal(b, delivered, h.topicTotal(b), "records in the topic = records the generator reported delivered")
 		})
 	}
+}
+
+// BenchmarkLoadGeneratorAgainstRawFranzGo runs, in one benchmark and on the
+// same in-process Kafka, the load generator at its maximum rate and a plain
+// franz-go producer sending the same records (UC-3 Avro values keyed by
+// sensor, the generator's producer options: 5 ms linger, 1 MiB batches, no
+// compression) as fast as it can, each for 3 s and alternating which goes
+// first. Both rates are what reached the broker within the 3 s, read from
+// topic offsets; the ratio is generator/raw (goal: at least 0.95).
+func BenchmarkLoadGeneratorAgainstRawFranzGo(b *testing.B) {
+	h := newHarness(b, 8)
+	const d = 3 * time.Second
+	const sensors = 150_000
+	keys := uc3.NewKeyTable(sensors)
+	viaGenerator := func(i int) float64 {
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		tr := h.trace(b, ctx, "input", 20*time.Millisecond)
+		f := h.load(b, fmt.Sprintf("bench-vs-raw-r%04d", i), events.Workload{Sensors: sensors, RatePerSec: 5_000_000, ValueW: 10, SchemaID: 1}, d)
+		require.False(b, f.Failed, f.Reason)
+		testenv.Eventually(b, 10*time.Second, "the trace reaches the delivered count", func() bool { return tr.last() >= h.topicTotal(b) })
+		start := time.UnixMilli(f.StartMs)
+		h0, ok0 := tr.at(start)
+		h1, ok1 := tr.at(start.Add(d))
+		require.True(b, ok0 && ok1, "the trace covers the window")
+		return (h1 - h0) / d.Seconds()
+	}
+	viaRaw := func() float64 {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(h.kafka.ListenAddrs()...), kgo.DefaultProduceTopic("raw"),
+			kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
+			kgo.ProducerBatchCompression(kgo.NoCompression()))
+		require.NoError(b, err)
+		defer cl.Close()
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		tr := h.trace(b, ctx, "raw", 20*time.Millisecond)
+		testenv.Eventually(b, 5*time.Second, "the trace started", func() bool { return tr.len() > 0 })
+		start := time.Now()
+		end := start.Add(d)
+		for i := 0; time.Now().Before(end); i++ {
+			key, id := keys.Key(i % sensors)
+			value := uc3.AppendConfluentAvro(make([]byte, 0, 64), 1, uc3.ActivePowerRecord{Identifier: id, Timestamp: time.Now().UnixMilli(), ValueInW: 10})
+			cl.Produce(ctx, &kgo.Record{Key: key, Value: value}, nil)
+		}
+		require.NoError(b, cl.Flush(ctx))
+		testenv.Eventually(b, 5*time.Second, "the trace passed the window", func() bool { return tr.lastAt().After(end) })
+		h0, ok0 := tr.at(start)
+		h1, ok1 := tr.at(end)
+		require.True(b, ok0 && ok1, "the trace covers the window")
+		return (h1 - h0) / d.Seconds()
+	}
+	var gen, raw float64
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			gen += viaGenerator(i)
+			raw += viaRaw()
+		} else {
+			raw += viaRaw()
+			gen += viaGenerator(i)
+		}
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(gen/n, "generator_msg/s")
+	b.ReportMetric(raw/n, "raw_msg/s")
+	b.ReportMetric(gen/raw, "generator/raw")
+}
+
+func (tr *hwmTrace) len() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return len(tr.pts)
+}
+
+func (tr *hwmTrace) lastAt() time.Time {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.pts) == 0 {
+		return time.Time{}
+	}
+	return tr.pts[len(tr.pts)-1].at
 }
