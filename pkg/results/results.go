@@ -155,7 +155,8 @@ const (
 	LagSLOThreshold     = "lag_slo_threshold"
 	LagSLOOK            = "lag_slo_ok"
 	LagTrendFitStartS   = "lag_trend_fit_start_s"
-	LagTrendSlopeStdErr = "lag_trend_slope_stderr"
+	LagTrendSlopeCILow  = "lag_trend_slope_ci_low"
+	LagTrendSlopeCIHigh = "lag_trend_slope_ci_high"
 	LagSLOFromSpec      = "lag_slo_from_spec"
 	CollectorCPUSeconds = "collector_cpu_seconds"
 	CollectorCPUCores   = "collector_cpu_cores"
@@ -246,11 +247,15 @@ var table = []Metric{
 	{NodeJoulePerMB, UnitJoulePerMB, run, true, ProducerAnalyzer, "energy of the run's nodes per MB"},
 
 	{LagTrendPoints, UnitCount, run, false, ProducerAnalyzer, "consumer-lag samples the lag trend is fitted to"},
-	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer, "least-squares slope of the consumer lag (Theodolite's lag trend)"},
+	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"Theil–Sen slope of the consumer lag (the median of its pairwise slopes; Theodolite's lag trend, robust to late-commit spikes)"},
 	{LagSLOThreshold, UnitMessagesPerSec, run, false, ProducerAnalyzer, "the largest slope meeting the lag-trend SLO"},
-	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer, "the run met the lag-trend SLO"},
-	{LagTrendSlopeStdErr, UnitMessagesPerSec, run, false, ProducerAnalyzer,
-		"standard error of the lag-trend slope from the fit's residuals (flag lag_verdict_unresolved when the threshold is within two of them)"},
+	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer,
+		"the lag-trend slope is below the SLO's threshold (resolved only without flag lag_verdict_unresolved)"},
+	{LagTrendSlopeCILow, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"lower bound of Sen's confidence interval of the lag-trend slope at the analyzer's confidence level (absent: unbounded, too few samples)"},
+	{LagTrendSlopeCIHigh, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"upper bound of Sen's confidence interval of the lag-trend slope (absent: unbounded); below the threshold the SLO is met, resolved"},
 	{LagTrendFitStartS, UnitSecond, run, false, ProducerAnalyzer,
 		"where the lag fit starts, from the window start: the load's start plus the SLO's warm-up, never before the window"},
 	{LagSLOFromSpec, UnitBool, run, false, ProducerAnalyzer, "the lag SLO's threshold and warm-up come from the spec (else the analyzer's flags)"},
@@ -291,8 +296,8 @@ const (
 	FlagLoadMissed       = "load_missed"
 	// FlagDynamicEnergyNegative: a dynamic energy came out below zero.
 	FlagDynamicEnergyNegative = "dynamic_energy_negative"
-	// FlagLagVerdictUnresolved: the lag slope is within two standard
-	// errors of the SLO's threshold.
+	// FlagLagVerdictUnresolved: the lag slope's confidence interval
+	// contains the SLO's threshold.
 	FlagLagVerdictUnresolved = "lag_verdict_unresolved"
 )
 
@@ -312,8 +317,8 @@ var flags = []Flag{
 	{FlagDynamicEnergyNegative, "a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative: it drew less power under load " +
 		"than in the run's own baseline, " +
 		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
-	{FlagLagVerdictUnresolved, "the lag-trend slope is within two standard errors of the SLO's threshold: the window's lag samples are too " +
-		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
+	{FlagLagVerdictUnresolved, "the lag-trend slope's confidence interval contains the SLO's threshold: the window's lag samples are too " +
+		"noisy or too few to say on which side it is (lag_slo_ok is the point estimate's verdict, not a resolved one); a longer window resolves it"},
 }
 
 // positive are the metrics no measurement can make negative (energies,

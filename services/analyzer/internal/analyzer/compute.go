@@ -50,7 +50,7 @@ func Compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	c.qualityRows()
 	sutJ, ujPerEvent := c.runRows()
 	verdict.Flags = c.derivedFlags(verdict.Flags)
-	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved {
+	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved() {
 		verdict.Flags = addFlag(verdict.Flags, results.FlagLagVerdictUnresolved)
 	}
 	c.verdictRows(verdict, vin)

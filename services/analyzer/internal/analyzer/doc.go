@@ -118,8 +118,10 @@
 // Lag trend (Theodolite's SLO): the run metric kafka_consumer_lag, summed over
 // its label sets, is sampled every LagStep (each label set's latest sample at
 // or before the instant, and not before the fit's start) from the fit's start
-// to the window end, and the least-squares slope in messages/s is compared
-// with the threshold. The threshold and the warm-up are the run's spec's
+// to the window end, and its Theil–Sen slope in messages/s, with Sen's
+// confidence interval, is compared with the threshold: sustained when the
+// interval is below it, not sustained when at or above it, unresolved
+// (flag lag_verdict_unresolved) when it contains it. The threshold and the warm-up are the run's spec's
 // (slos.lagTrendSlope, slos.lagWarmup) — the flags only when the spec states
 // none — and the fit starts at the load's start plus the warm-up, never
 // before the measurement window: a lag sampled before the load (0) carried
