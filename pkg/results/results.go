@@ -180,6 +180,7 @@ const (
 	// Per experiment: the capacity search's answer.
 	CapacityMsgPerS           = "capacity_msg_per_s"
 	SearchProbes              = "search_probes"
+	SearchProbesUnresolved    = "search_probes_unresolved"
 	CapacitySUTMicroJPerEvent = "capacity_sut_uj_per_event"
 )
 
@@ -277,7 +278,9 @@ var table = []Metric{
 	{LagSLOOKMedianSlope, UnitBool, []string{ScopeConfig}, false, ProducerAnalyzer, "the median lag slope of the repetitions meets the SLO (Theodolite)"},
 
 	{CapacityMsgPerS, UnitPerSecond, []string{ScopeExperiment}, false, ProducerScheduler, "the largest sustained load a capacity search found"},
-	{SearchProbes, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler, "load levels the capacity search tried"},
+	{SearchProbes, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler, "probes the capacity search ran (a repeated one counts twice)"},
+	{SearchProbesUnresolved, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler,
+		"probes whose lag verdict was unresolved (repeated once with twice the window; still unresolved counts as not sustained)"},
 	{CapacitySUTMicroJPerEvent, UnitMicroJoule, []string{ScopeExperiment}, true, ProducerScheduler, "energy per event of the system under test at the capacity"},
 }
 
