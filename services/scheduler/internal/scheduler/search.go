@@ -71,12 +71,29 @@ func (s *Scheduler) searchDue(e ExperimentRecord) bool {
 		return false
 	}
 	for _, id := range p.Runs {
-		r, ok := s.view.run(id)
+		r, ok := lastAttempt(s.view.run, id)
 		if !ok || !events.RunFinal(r.State) || r.retryDue(s.cfg.Retries) {
 			return false
 		}
 	}
 	return true
+}
+
+// lastAttempt follows a probe's run through its retries (RetriedAs) to the
+// latest attempt: a probe is judged by what its retry measured, not by the
+// failed first attempt — judged so, a probe at 380,000 msg/s here counted
+// as "run failed" while its retry, still running, went on to deliver 99.7 %
+// of the load.
+func lastAttempt(run func(id string) (RunRecord, bool), id string) (RunRecord, bool) {
+	r, ok := run(id)
+	for seen := 0; ok && r.RetriedAs != "" && seen < 100; seen++ {
+		next, found := run(r.RetriedAs)
+		if !found {
+			return next, false // the retry is recorded but not seen yet: wait for it
+		}
+		r = next
+	}
+	return r, ok
 }
 
 // Outcome is what one run, or one probe, says about its load.
@@ -222,7 +239,7 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	if q.Done {
 		s.logger.Info("capacity search finished", zap.String("experiment_id", id), zap.Float64("capacity_msg_per_s", q.Capacity),
 			zap.Int("probes", len(q.Probes)), zap.Int("probes_unresolved", q.unresolved()))
-		return s.storeCapacity(ctx, ve.Value, byRun)
+		return s.storeCapacity(ctx, ve.Value, s.view.run, byRun)
 	}
 	s.logger.Info("capacity search probe", zap.String("experiment_id", id), zap.Float64("rate", last.Rate), zap.Float64("lo", q.Lo), zap.Float64("hi", q.Hi),
 		zap.Bool("repeat", last.Repeat))
@@ -261,8 +278,8 @@ func planSearch(e ExperimentRecord, run func(id string) (RunRecord, bool), metri
 	p := &q.Probes[len(q.Probes)-1]
 	outcomes, reasons := make([]Outcome, len(p.Runs)), make([]string, len(p.Runs))
 	for i, rid := range p.Runs {
-		r, _ := run(rid)
-		outcomes[i], reasons[i] = judgeRun(r, metrics[rid], q.MinRatio)
+		r, _ := lastAttempt(run, rid)
+		outcomes[i], reasons[i] = judgeRun(r, metrics[r.RunID], q.MinRatio)
 	}
 	outcome, reason := decideProbe(outcomes, reasons, p.Repeat)
 	p.Decided, p.Sustained, p.Reason = true, outcome == Sustained, reason
@@ -376,7 +393,8 @@ func NextProbe(q spec.Search, lo, hi, rate float64, sustained bool) SearchStep {
 
 // storeCapacity records the search's answer as experiment-scope results:
 // the capacity and the energy per event measured at that load.
-func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun map[string]map[string]float64) error {
+func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, run func(id string) (RunRecord, bool),
+	byRun map[string]map[string]float64) error {
 	q := e.Search
 	rows := []store.Result{
 		{Scope: results.ScopeExperiment, Metric: results.CapacityMsgPerS, Value: q.Capacity, Unit: results.Unit(results.CapacityMsgPerS)},
@@ -392,7 +410,8 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun
 			continue
 		}
 		for _, rid := range p.Runs {
-			if v, ok := byRun[rid][results.SUTMicroJPerEvent]; ok {
+			r, _ := lastAttempt(run, rid)
+			if v, ok := byRun[r.RunID][results.SUTMicroJPerEvent]; ok {
 				sum += v
 				n++
 				est = true // energy figures carry the estimated flag of their run; be conservative

@@ -179,3 +179,27 @@ func TestCapacitySearchRepeatsUnresolvedProbe(t *testing.T) {
 	require.Equal(t, 9.0, got[results.SearchProbes])
 	require.Equal(t, 1.0, got[results.SearchProbesUnresolved])
 }
+
+// TestCapacitySearchJudgesTheRetry: the 4000 msg/s probe's run fails to
+// provision (transient) and is retried. The probe is judged by the retry,
+// which sustains the load — judged by the failed first attempt it was "run
+// failed", and the search answered 3875 msg/s for a system of 7300.
+func TestCapacitySearchJudgesTheRetry(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.capacity = 7300
+		h.onProvide = only("exp-ra-r0002", func(m *events.RunProvision) []events.Message {
+			return []events.Message{events.RunProvisionFailed{ExperimentID: m.ExperimentID, RunID: m.RunID, Transient: true,
+				Reason: "create topics: dial tcp 127.0.0.1:9092: connection refused"}}
+		})
+	})
+	ctx := context.Background()
+	h.submitSpec(ctx, "exp-ra", capacitySpec)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-ra"))
+	runs := h.runsByID("exp-ra")
+	require.Equal(t, events.RunStateFailed, runs["exp-ra-r0002"].State)
+	require.Equal(t, events.RunStateDone, runs["exp-ra-r0002-a1"].State)
+	got := experimentResults(t, h, "exp-ra")
+	require.Equal(t, 7250.0, got[results.CapacityMsgPerS])
+	require.Equal(t, 50.0, got[results.CapacitySUTMicroJPerEvent])
+}
