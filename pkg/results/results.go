@@ -70,6 +70,15 @@ const (
 	UnitMegabyte       = "MB" // 10^6 bytes
 	UnitJoulePerMB     = "J/MB"
 	UnitMessagesPerSec = "msg/s"
+	UnitPercent        = "%"
+)
+
+// Data quality of a node measured by two meters at once (cross-meter
+// residual).
+const (
+	QualityCrossMeters           = "quality_cross_meters"
+	QualityCrossMeterResidualJ   = "quality_cross_meter_residual_j"
+	QualityCrossMeterResidualPct = "quality_cross_meter_residual_pct"
 )
 
 // Producers: the service that writes a metric.
@@ -215,6 +224,11 @@ var table = []Metric{
 	{QualityEstimatedSource, UnitCount, runNode, false, ProducerAnalyzer, "nodes whose figures come from the utilisation model, not a hardware counter"},
 	{QualityAttributionResidualJ, UnitJoule, runNode, true, ProducerAnalyzer, "node energy minus the sum of its parts; 0 when attribution conserves energy"},
 	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
+	{QualityCrossMeters, UnitCount, node, false, ProducerAnalyzer,
+		"meters that measured the node's total at once in the window (2+: the energies are the primary's — hardware before model, counter before gauge)"},
+	{QualityCrossMeterResidualJ, UnitJoule, node, true, ProducerAnalyzer,
+		"another meter's energy of the node in the window minus the primary meter's (the largest in magnitude when several): how far two meters disagree"},
+	{QualityCrossMeterResidualPct, UnitPercent, node, true, ProducerAnalyzer, "quality_cross_meter_residual_j in % of the primary meter's energy"},
 	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
 		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
 

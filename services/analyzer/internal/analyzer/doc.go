@@ -51,7 +51,10 @@
 //   - quality_estimated_source is 1 when a node's numbers come from the
 //     utilisation model instead of a hardware counter (the run row counts
 //     such nodes), quality_mixed_sources when a node's series changed meter
-//     within the window, integrated_from_power when it had only power, and
+//     within the window (sources taking turns; two meters at once are
+//     separated, see crossmeter.go, and compared in
+//     quality_cross_meter_residual_j), integrated_from_power when it had
+//     only power, and
 //     quality_attribution_residual_j is node energy minus the sum of its
 //     parts (targets, other processes, unattributed), 0 when attribution
 //     conserves energy.
