@@ -86,26 +86,30 @@ func TestTwoMetersOnOneNode(t *testing.T) {
 // residual).
 func TestMeterChangeOrTwoMeters(t *testing.T) {
 	t.Parallel()
-	t.Run("took turns", func(t *testing.T) {
-		in := richInputs()
-		in.WindowBySource = n2BySource(25, 5000, 25, 5000)
-		rows, _ := analyzer.Compute(in, analyzer.Default())
-		r := index(rows)
-		require.Equal(t, 50.0, r.v(t, "node", "n2", results.EnergyJ))
-		require.Equal(t, 1.0, r.v(t, "node", "n2", results.QualityMixedSources))
-		require.False(t, r.has("node", "n2", results.QualityCrossMeterResidualJ))
-	})
-	t.Run("two meters", func(t *testing.T) {
-		in := richInputs()
-		in.WindowBySource = n2BySource(60, 10_000, 50, 10_000)
-		rows, _ := analyzer.Compute(in, analyzer.Default())
-		r := index(rows)
-		require.Equal(t, 60.0, r.v(t, "node", "n2", results.EnergyJ))
-		require.Equal(t, 0.0, r.v(t, "node", "n2", results.QualityMixedSources))
-		require.Equal(t, 2.0, r.v(t, "node", "n2", results.QualityCrossMeters))
-		require.Equal(t, -10.0, r.v(t, "node", "n2", results.QualityCrossMeterResidualJ))
-		require.InDelta(t, -100.0/6, r.v(t, "node", "n2", results.QualityCrossMeterResidualPct), 1e-9)
-	})
+	for _, tc := range []struct {
+		name                     string
+		bySource                 []store.SeriesWindow
+		energyJ, mixed, residual float64
+	}{
+		{"took turns", n2BySource(25, 5000, 25, 5000), 50, 1, 0},
+		{"two meters", n2BySource(60, 10_000, 50, 10_000), 60, 0, -10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := richInputs()
+			in.WindowBySource = tc.bySource
+			rows, _ := analyzer.Compute(in, analyzer.Default())
+			r := index(rows)
+			require.Equal(t, tc.energyJ, r.v(t, "node", "n2", results.EnergyJ))
+			require.Equal(t, tc.mixed, r.v(t, "node", "n2", results.QualityMixedSources))
+			if tc.residual == 0 {
+				require.False(t, r.has("node", "n2", results.QualityCrossMeterResidualJ))
+				return
+			}
+			require.Equal(t, 2.0, r.v(t, "node", "n2", results.QualityCrossMeters))
+			require.Equal(t, tc.residual, r.v(t, "node", "n2", results.QualityCrossMeterResidualJ))
+			require.InDelta(t, 100*tc.residual/tc.energyJ, r.v(t, "node", "n2", results.QualityCrossMeterResidualPct), 1e-9)
+		})
+	}
 }
 
 // n2BySource is richInputs' mixed series of node n2 read by source: kepler

@@ -1,7 +1,6 @@
 package scheduler_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -163,18 +162,9 @@ func TestCapacitySearchRepeatsUnresolvedProbe(t *testing.T) {
 			return hit
 		}
 	})
-	ctx := context.Background()
-	h.submitSpec(ctx, "exp-u", capacitySpec)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-u"))
-	runs, err := h.store.Runs(ctx, "exp-u")
-	require.NoError(t, err)
-	var factors []string
-	for _, r := range runs {
-		factors = append(factors, r.Factors)
-	}
-	require.Len(t, runs, 9, "the 8 probes of TestCapacitySearchDoublesThenBisects and one repeat: %v", factors)
+	factors, got := runSearch(t, h, "exp-u")
+	require.Len(t, factors, 9, "the 8 probes of TestCapacitySearchDoublesThenBisects and one repeat: %v", factors)
 	require.Contains(t, factors, `{"phases.measure":"100ms","workload.ratePerSec":"4000"}`)
-	got := experimentResults(t, h, "exp-u")
 	require.Equal(t, 7250.0, got[results.CapacityMsgPerS], "probes: %v", factors)
 	require.Equal(t, 9.0, got[results.SearchProbes])
 	require.Equal(t, 1.0, got[results.SearchProbesUnresolved])
@@ -193,13 +183,10 @@ func TestCapacitySearchJudgesTheRetry(t *testing.T) {
 				Reason: "create topics: dial tcp 127.0.0.1:9092: connection refused"}}
 		})
 	})
-	ctx := context.Background()
-	h.submitSpec(ctx, "exp-ra", capacitySpec)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-ra"))
+	_, got := runSearch(t, h, "exp-ra")
 	runs := h.runsByID("exp-ra")
 	require.Equal(t, events.RunStateFailed, runs["exp-ra-r0002"].State)
 	require.Equal(t, events.RunStateDone, runs["exp-ra-r0002-a1"].State)
-	got := experimentResults(t, h, "exp-ra")
 	require.Equal(t, 7250.0, got[results.CapacityMsgPerS])
 	require.Equal(t, 50.0, got[results.CapacitySUTMicroJPerEvent])
 }
