@@ -100,7 +100,11 @@ func lastAttempt(run func(id string) (RunRecord, bool), id string) (RunRecord, b
 type Outcome int
 
 const (
+	// NotSustained: the run failed, fell short of the throughput, or its
+	// lag grew faster than the SLO allows, resolved.
 	NotSustained Outcome = iota
+	// Sustained: the throughput was delivered and the lag trend's whole
+	// interval is below the threshold.
 	Sustained
 	// Unresolved: the throughput was delivered but the lag trend's
 	// confidence interval contains the SLO's threshold.
