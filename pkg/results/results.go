@@ -190,6 +190,8 @@ const (
 	CapacityMsgPerS           = "capacity_msg_per_s"
 	SearchProbes              = "search_probes"
 	SearchProbesUnresolved    = "search_probes_unresolved"
+	SearchProbesInvalid       = "search_probes_invalid"
+	CapacityLowerBound        = "capacity_lower_bound"
 	CapacitySUTMicroJPerEvent = "capacity_sut_uj_per_event"
 )
 
@@ -295,6 +297,10 @@ var table = []Metric{
 	{SearchProbes, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler, "probes the capacity search ran (a repeated one counts twice)"},
 	{SearchProbesUnresolved, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler,
 		"probes whose lag verdict was unresolved (repeated once with twice the window; still unresolved counts as not sustained)"},
+	{SearchProbesInvalid, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler,
+		"probes whose every run failed as an invalid measurement (the platform did not deliver the load or lost samples): counted as not sustained"},
+	{CapacityLowerBound, UnitBool, []string{ScopeExperiment}, false, ProducerScheduler,
+		"present (1) when the lowest load not sustained could not be measured (an invalid probe): the capacity is a lower bound, set by the platform, not the system under test"},
 	{CapacitySUTMicroJPerEvent, UnitMicroJoule, []string{ScopeExperiment}, true, ProducerScheduler, "energy per event of the system under test at the capacity"},
 }
 

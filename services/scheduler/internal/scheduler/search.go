@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -31,9 +32,25 @@ type SearchState struct {
 
 // unresolved counts the probes whose lag verdict was unresolved.
 func (q SearchState) unresolved() int {
+	return countProbes(q.Probes, func(p Probe) bool { return p.Unresolved })
+}
+
+// invalid counts the probes that could not be measured (Probe.Invalid).
+func (q SearchState) invalid() int {
+	return countProbes(q.Probes, func(p Probe) bool { return p.Invalid })
+}
+
+// lowerBound reports a capacity whose upper bound, the lowest load not
+// sustained, is a probe that could not be measured: the system under test
+// may sustain more.
+func (q SearchState) lowerBound() bool {
+	return q.Hi > 0 && slices.ContainsFunc(q.Probes, func(p Probe) bool { return p.Rate == q.Hi && p.Invalid })
+}
+
+func countProbes(ps []Probe, f func(Probe) bool) int {
 	n := 0
-	for _, p := range q.Probes {
-		if p.Unresolved {
+	for _, p := range ps {
+		if f(p) {
 			n++
 		}
 	}
@@ -53,6 +70,11 @@ type Probe struct {
 	Unresolved bool          `json:"unresolved,omitempty"`
 	Repeat     bool          `json:"repeat,omitempty"`
 	Measure    spec.Duration `json:"measure,omitzero"`
+	// Invalid: every run (last attempt) failed as an invalid measurement
+	// — the platform did not deliver the load or lost samples — so the
+	// probe says nothing about the system under test; it counts as not
+	// sustained, which makes a capacity bounded by it a lower bound.
+	Invalid bool `json:"invalid,omitempty"`
 }
 
 // ResultsReader reads stored run results (the analyzer's).
@@ -117,6 +139,9 @@ const (
 // threshold (flag lag_verdict_unresolved) is Unresolved, not a failure.
 func judgeRun(r RunRecord, metrics map[string]float64, minRatio float64) (Outcome, string) {
 	if r.State != events.RunStateDone {
+		if r.Reason != "" {
+			return NotSustained, "run " + r.State + ": " + r.Reason
+		}
 		return NotSustained, "run " + r.State
 	}
 	offered, thr := metrics[results.OfferedRateEPS], metrics[results.ThroughputEPS]
@@ -242,7 +267,8 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	last := q.Probes[len(q.Probes)-1]
 	if q.Done {
 		s.logger.Info("capacity search finished", zap.String("experiment_id", id), zap.Float64("capacity_msg_per_s", q.Capacity),
-			zap.Int("probes", len(q.Probes)), zap.Int("probes_unresolved", q.unresolved()))
+			zap.Int("probes", len(q.Probes)), zap.Int("probes_unresolved", q.unresolved()),
+			zap.Int("probes_invalid", q.invalid()), zap.Bool("lower_bound", q.lowerBound()))
 		return s.storeCapacity(ctx, ve.Value, s.view.run, byRun)
 	}
 	s.logger.Info("capacity search probe", zap.String("experiment_id", id), zap.Float64("rate", last.Rate), zap.Float64("lo", q.Lo), zap.Float64("hi", q.Hi),
@@ -281,10 +307,13 @@ func planSearch(e ExperimentRecord, run func(id string) (RunRecord, bool), metri
 	q.Probes = slices.Clone(q.Probes)
 	p := &q.Probes[len(q.Probes)-1]
 	outcomes, reasons := make([]Outcome, len(p.Runs)), make([]string, len(p.Runs))
+	invalid := len(p.Runs) > 0
 	for i, rid := range p.Runs {
 		r, _ := lastAttempt(run, rid)
 		outcomes[i], reasons[i] = judgeRun(r, metrics[r.RunID], q.MinRatio)
+		invalid = invalid && r.State == events.RunStateFailed && strings.HasPrefix(r.Reason, invalidMeasurement)
 	}
+	p.Invalid = invalid
 	outcome, reason := decideProbe(outcomes, reasons, p.Repeat)
 	p.Decided, p.Sustained, p.Reason = true, outcome == Sustained, reason
 	p.Unresolved = outcome == Unresolved || (p.Repeat && slices.Contains(outcomes, Unresolved) && outcome == NotSustained)
@@ -405,6 +434,10 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, run f
 		{Scope: results.ScopeExperiment, Metric: results.SearchProbes, Value: float64(len(q.Probes)), Unit: results.Unit(results.SearchProbes)},
 		{Scope: results.ScopeExperiment, Metric: results.SearchProbesUnresolved, Value: float64(q.unresolved()),
 			Unit: results.Unit(results.SearchProbesUnresolved)},
+		{Scope: results.ScopeExperiment, Metric: results.SearchProbesInvalid, Value: float64(q.invalid()), Unit: results.Unit(results.SearchProbesInvalid)},
+	}
+	if q.lowerBound() {
+		rows = append(rows, store.Result{Scope: results.ScopeExperiment, Metric: results.CapacityLowerBound, Value: 1, Unit: results.Unit(results.CapacityLowerBound)})
 	}
 	var sum float64
 	var n int

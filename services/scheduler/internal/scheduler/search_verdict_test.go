@@ -41,6 +41,8 @@ func TestJudgeRun(t *testing.T) {
 		{"throughput short is decisive", done, map[string]float64{results.OfferedRateEPS: 1000, results.ThroughputEPS: 900,
 			results.LagSLOOK: 1, unresolved: 1}, scheduler.NotSustained, "throughput 900/s < 95% of offered 1000/s"},
 		{"failed run", scheduler.RunRecord{State: events.RunStateFailed}, nil, scheduler.NotSustained, "run failed"},
+		{"invalid measurement", scheduler.RunRecord{State: events.RunStateFailed, Reason: "invalid measurement: offered load not delivered"}, nil,
+			scheduler.NotSustained, "run failed: invalid measurement: offered load not delivered"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, reason := scheduler.JudgeRun(tc.run, tc.metrics, 0.95)
@@ -189,4 +191,28 @@ func TestCapacitySearchJudgesTheRetry(t *testing.T) {
 	require.Equal(t, events.RunStateDone, runs["exp-ra-r0002-a1"].State)
 	require.Equal(t, 7250.0, got[results.CapacityMsgPerS])
 	require.Equal(t, 50.0, got[results.CapacitySUTMicroJPerEvent])
+}
+
+// TestCapacitySearchSaysWhenThePlatformBoundsIt: above 7300 msg/s every
+// run's measurement is invalid (the load generator cannot deliver it, as
+// above 640,000 msg/s on this machine), retried once and invalid again.
+// The search answers 7250 msg/s as before, but says that the probes above
+// could not be measured and that the capacity is a lower bound.
+func TestCapacitySearchSaysWhenThePlatformBoundsIt(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.capacity = 1_000_000 // the system under test would sustain it
+		h.onMeasured = func(m *events.RunMeasured) []events.Message {
+			if m.OfferedRate <= 7300 {
+				return nil
+			}
+			return []events.Message{events.RunAnalyzed{ExperimentID: m.ExperimentID, RunID: m.RunID, Invalid: true,
+				Reason: "offered load not delivered in the measured window: 60 of 100 events"}}
+		}
+	})
+	factors, got := runSearch(t, h, "exp-pb")
+	require.Equal(t, 7250.0, got[results.CapacityMsgPerS], "probes: %v", factors)
+	require.Equal(t, 2.0, got[results.SearchProbesInvalid], "8000 and 7500 msg/s, each retried once: %v", factors)
+	require.Equal(t, 1.0, got[results.CapacityLowerBound])
+	require.Equal(t, 0.0, got[results.SearchProbesUnresolved])
 }
