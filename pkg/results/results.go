@@ -70,6 +70,15 @@ const (
 	UnitMegabyte       = "MB" // 10^6 bytes
 	UnitJoulePerMB     = "J/MB"
 	UnitMessagesPerSec = "msg/s"
+	UnitPercent        = "%"
+)
+
+// Data quality of a node measured by two meters at once (cross-meter
+// residual).
+const (
+	QualityCrossMeters           = "quality_cross_meters"
+	QualityCrossMeterResidualJ   = "quality_cross_meter_residual_j"
+	QualityCrossMeterResidualPct = "quality_cross_meter_residual_pct"
 )
 
 // Producers: the service that writes a metric.
@@ -156,7 +165,8 @@ const (
 	LagSLOThreshold     = "lag_slo_threshold"
 	LagSLOOK            = "lag_slo_ok"
 	LagTrendFitStartS   = "lag_trend_fit_start_s"
-	LagTrendSlopeStdErr = "lag_trend_slope_stderr"
+	LagTrendSlopeCILow  = "lag_trend_slope_ci_low"
+	LagTrendSlopeCIHigh = "lag_trend_slope_ci_high"
 	LagSLOFromSpec      = "lag_slo_from_spec"
 	CollectorCPUSeconds = "collector_cpu_seconds"
 	CollectorCPUCores   = "collector_cpu_cores"
@@ -180,6 +190,9 @@ const (
 	// Per experiment: the capacity search's answer.
 	CapacityMsgPerS           = "capacity_msg_per_s"
 	SearchProbes              = "search_probes"
+	SearchProbesUnresolved    = "search_probes_unresolved"
+	SearchProbesInvalid       = "search_probes_invalid"
+	CapacityLowerBound        = "capacity_lower_bound"
 	CapacitySUTMicroJPerEvent = "capacity_sut_uj_per_event"
 )
 
@@ -214,6 +227,11 @@ var table = []Metric{
 	{QualityEstimatedSource, UnitCount, runNode, false, ProducerAnalyzer, "nodes whose figures come from the utilisation model, not a hardware counter"},
 	{QualityAttributionResidualJ, UnitJoule, runNode, true, ProducerAnalyzer, "node energy minus the sum of its parts; 0 when attribution conserves energy"},
 	{QualityMixedSources, UnitBool, node, false, ProducerAnalyzer, "the node's series changed meter within the window"},
+	{QualityCrossMeters, UnitCount, node, false, ProducerAnalyzer,
+		"meters that measured the node's total at once in the window (2+: the energies are the primary's — hardware before model, counter before gauge)"},
+	{QualityCrossMeterResidualJ, UnitJoule, node, true, ProducerAnalyzer,
+		"another meter's energy of the node in the window minus the primary meter's (the largest in magnitude when several): how far two meters disagree"},
+	{QualityCrossMeterResidualPct, UnitPercent, node, true, ProducerAnalyzer, "quality_cross_meter_residual_j in % of the primary meter's energy"},
 	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
 		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
 	{QualityRecordedGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time the collectors recorded as lost or not counted (table gaps): per node, and summed over nodes for the run"},
@@ -248,11 +266,15 @@ var table = []Metric{
 	{NodeJoulePerMB, UnitJoulePerMB, run, true, ProducerAnalyzer, "energy of the run's nodes per MB"},
 
 	{LagTrendPoints, UnitCount, run, false, ProducerAnalyzer, "consumer-lag samples the lag trend is fitted to"},
-	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer, "least-squares slope of the consumer lag (Theodolite's lag trend)"},
+	{LagTrendSlope, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"Theil–Sen slope of the consumer lag (the median of its pairwise slopes; Theodolite's lag trend, robust to late-commit spikes)"},
 	{LagSLOThreshold, UnitMessagesPerSec, run, false, ProducerAnalyzer, "the largest slope meeting the lag-trend SLO"},
-	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer, "the run met the lag-trend SLO"},
-	{LagTrendSlopeStdErr, UnitMessagesPerSec, run, false, ProducerAnalyzer,
-		"standard error of the lag-trend slope from the fit's residuals (flag lag_verdict_unresolved when the threshold is within two of them)"},
+	{LagSLOOK, UnitBool, run, false, ProducerAnalyzer,
+		"the lag-trend slope is below the SLO's threshold (resolved only without flag lag_verdict_unresolved)"},
+	{LagTrendSlopeCILow, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"lower bound of Sen's confidence interval of the lag-trend slope at the analyzer's confidence level (absent: unbounded, too few samples)"},
+	{LagTrendSlopeCIHigh, UnitMessagesPerSec, run, false, ProducerAnalyzer,
+		"upper bound of Sen's confidence interval of the lag-trend slope (absent: unbounded); below the threshold the SLO is met, resolved"},
 	{LagTrendFitStartS, UnitSecond, run, false, ProducerAnalyzer,
 		"where the lag fit starts, from the window start: the load's start plus the SLO's warm-up, never before the window"},
 	{LagSLOFromSpec, UnitBool, run, false, ProducerAnalyzer, "the lag SLO's threshold and warm-up come from the spec (else the analyzer's flags)"},
@@ -274,7 +296,13 @@ var table = []Metric{
 	{LagSLOOKMedianSlope, UnitBool, []string{ScopeConfig}, false, ProducerAnalyzer, "the median lag slope of the repetitions meets the SLO (Theodolite)"},
 
 	{CapacityMsgPerS, UnitPerSecond, []string{ScopeExperiment}, false, ProducerScheduler, "the largest sustained load a capacity search found"},
-	{SearchProbes, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler, "load levels the capacity search tried"},
+	{SearchProbes, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler, "probes the capacity search ran (a repeated one counts twice)"},
+	{SearchProbesUnresolved, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler,
+		"probes whose lag verdict was unresolved (repeated once with twice the window; still unresolved counts as not sustained)"},
+	{SearchProbesInvalid, UnitCount, []string{ScopeExperiment}, false, ProducerScheduler,
+		"probes whose every run failed as an invalid measurement (the platform did not deliver the load or lost samples): counted as not sustained"},
+	{CapacityLowerBound, UnitBool, []string{ScopeExperiment}, false, ProducerScheduler,
+		"present (1) when the lowest load not sustained could not be measured (an invalid probe): the capacity is a lower bound, set by the platform, not the system under test"},
 	{CapacitySUTMicroJPerEvent, UnitMicroJoule, []string{ScopeExperiment}, true, ProducerScheduler, "energy per event of the system under test at the capacity"},
 }
 
@@ -293,8 +321,8 @@ const (
 	FlagLoadMissed       = "load_missed"
 	// FlagDynamicEnergyNegative: a dynamic energy came out below zero.
 	FlagDynamicEnergyNegative = "dynamic_energy_negative"
-	// FlagLagVerdictUnresolved: the lag slope is within two standard
-	// errors of the SLO's threshold.
+	// FlagLagVerdictUnresolved: the lag slope's confidence interval
+	// contains the SLO's threshold.
 	FlagLagVerdictUnresolved = "lag_verdict_unresolved"
 	// The collectors' recorded gaps (table gaps) touching the window.
 	FlagEnergyGapRecorded = "energy_gap_recorded"
@@ -320,8 +348,8 @@ var flags = []Flag{
 	{FlagDynamicEnergyNegative, "a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative: it drew less power under load " +
 		"than in the run's own baseline, " +
 		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
-	{FlagLagVerdictUnresolved, "the lag-trend slope is within two standard errors of the SLO's threshold: the window's lag samples are too " +
-		"noisy or too few to say on which side it is (lag_slo_ok is the fit's verdict, not a resolved one); a longer window resolves it"},
+	{FlagLagVerdictUnresolved, "the lag-trend slope's confidence interval contains the SLO's threshold: the window's lag samples are too " +
+		"noisy or too few to say on which side it is (lag_slo_ok is the point estimate's verdict, not a resolved one); a longer window resolves it"},
 	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
 	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},

@@ -2,6 +2,7 @@ package stats_test
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -192,4 +193,73 @@ func TestHolm(t *testing.T) {
 	}
 	require.InDelta(t, 0.9, stats.Holm([]float64{0.9})[0], 1e-12, "one test is its own p")
 	require.InDelta(t, 1, stats.Holm([]float64{0.6, 0.7})[0], 1e-12, "2 × 0.6 capped at 1")
+}
+
+func TestTheilSen(t *testing.T) {
+	xs := make([]float64, 11)
+	line := make([]float64, 11)
+	for i := range xs {
+		xs[i] = float64(i)
+		line[i] = 100 * float64(i)
+	}
+	// An exact line: every pairwise slope is its slope.
+	f, ok := stats.TheilSen(xs, line, 0.95)
+	require.True(t, ok)
+	require.Equal(t, stats.SlopeFit{Slope: 100, Low: 100, High: 100, Level: 0.95, Pairs: 55}, f)
+
+	// One spike in the middle: 10 of the 55 pairwise slopes (5 far below,
+	// 5 far above) are wrong; Sen's ranks for n = 11 at 95 % are 14 and 42
+	// (C = 1.96·√165 = 25.2), both among the 45 right ones. Least squares
+	// keeps the slope here (the spike is at the centre) but its standard
+	// error is 10,000 times the spike's share.
+	spiky := append([]float64(nil), line...)
+	spiky[5] += 1e6
+	f, ok = stats.TheilSen(xs, spiky, 0.95)
+	require.True(t, ok)
+	require.Equal(t, 100.0, f.Slope)
+	require.Equal(t, 100.0, f.Low)
+	require.Equal(t, 100.0, f.High)
+	require.True(t, f.Contains(100))
+	require.False(t, f.Contains(101))
+
+	// Three points cannot bound a slope at 95 %: Sen's lower rank is below 1.
+	f, ok = stats.TheilSen(xs[:3], line[:3], 0.95)
+	require.True(t, ok)
+	require.Equal(t, 100.0, f.Slope)
+	require.True(t, math.IsInf(f.Low, -1) && math.IsInf(f.High, 1))
+
+	// Repeated x: only pairs with distinct x count.
+	f, ok = stats.TheilSen([]float64{0, 0, 1}, []float64{0, 5, 2}, 0.95)
+	require.True(t, ok)
+	require.Equal(t, 2, f.Pairs)
+	require.Equal(t, -0.5, f.Slope, "the median of 2 and −3")
+	_, ok = stats.TheilSen([]float64{1, 1}, []float64{1, 2}, 0.95)
+	require.False(t, ok)
+	_, ok = stats.TheilSen([]float64{1}, []float64{1}, 0.95)
+	require.False(t, ok)
+}
+
+// TestTheilSenCoverage draws 2000 noisy lines of 11 points with a known
+// slope: Sen's 95 % interval, rounded outwards, holds the slope in at least
+// 95 % of them and not far more (it is not vacuous).
+func TestTheilSenCoverage(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	xs := make([]float64, 11)
+	ys := make([]float64, 11)
+	covered := 0
+	const trials = 2000
+	for range trials {
+		for i := range xs {
+			xs[i] = float64(i)
+			ys[i] = 3*float64(i) + 5*rng.NormFloat64()
+		}
+		f, ok := stats.TheilSen(xs, ys, 0.95)
+		require.True(t, ok)
+		if f.Contains(3) {
+			covered++
+		}
+	}
+	share := float64(covered) / trials
+	require.GreaterOrEqual(t, share, 0.94)
+	require.LessOrEqual(t, share, 0.99)
 }

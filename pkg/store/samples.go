@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -240,9 +241,15 @@ func (s *Store) SeriesInWindow(ctx context.Context, nodes []string, startMs, end
 	if len(nodes) == 0 {
 		return nil, nil
 	}
-	q := inline(seriesWindowQuery, map[string]int64{"S": startMs, "E": endMs, "M": marginMs, "X": maxSampleSpanMs})
+	return s.seriesWindows(ctx, seriesWindowQuery, "", nodes, startMs, endMs, marginMs)
+}
+
+// seriesWindows runs a series query (seriesWindowQuery or one grouped
+// further) over the window; what is said in its error.
+func (s *Store) seriesWindows(ctx context.Context, text, what string, nodes []string, startMs, endMs, marginMs int64) ([]SeriesWindow, error) {
+	q := inline(text, map[string]int64{"S": startMs, "E": endMs, "M": marginMs, "X": maxSampleSpanMs})
 	var out []SeriesWindow
-	err := query(ctx, s.conn, fmt.Sprintf("read series in window [%d, %d]", startMs, endMs), q, []any{set(nodes)}, func(rows driver.Rows) error {
+	err := query(ctx, s.conn, fmt.Sprintf("read series%s in window [%d, %d]", what, startMs, endMs), q, []any{set(nodes)}, func(rows driver.Rows) error {
 		var x SeriesWindow
 		var est, powerOnly uint8
 		if err := rows.Scan(&x.Scope, &x.TargetID, &x.Node, &x.Zone, &est, &x.Sources, &x.Samples, &x.PeakW, &powerOnly, &x.Gaps, &x.GapMs,
@@ -433,4 +440,28 @@ func (s *Store) SampleWatermarks(ctx context.Context, nodes, targetIDs []string,
 			return nil
 		})
 	return out, err
+}
+
+// seriesBySourceQuery is seriesWindowQuery with a series per meter: the
+// sample key's source joins the grouping, so two meters of one node (RAPL
+// beside a Kepler exporter, a model beside RAPL) give two series, each with
+// its own energy, gaps and overlap.
+var seriesBySourceQuery = func() string {
+	const from, to = "GROUP BY scope, target_id, node, zone\n", "GROUP BY scope, target_id, node, zone, source\n"
+	if !strings.Contains(seriesWindowQuery, from) {
+		panic("store: seriesWindowQuery lost its GROUP BY; seriesBySourceQuery must follow it")
+	}
+	q := strings.Replace(seriesWindowQuery, from, to, 1)
+	return strings.Replace(q, "ORDER BY scope, target_id, node, zone", "ORDER BY scope, target_id, node, zone, sources", 1)
+}()
+
+// SeriesBySourceInWindow is SeriesInWindow with one series per source (each
+// SeriesWindow's Sources has one element): where SeriesInWindow shows a
+// series with several sources, this says whether they took turns (a meter
+// changed) or measured the same thing at once, and what each measured.
+func (s *Store) SeriesBySourceInWindow(ctx context.Context, nodes []string, startMs, endMs, marginMs int64) ([]SeriesWindow, error) {
+	if len(nodes) == 0 {
+		return nil, nil
+	}
+	return s.seriesWindows(ctx, seriesBySourceQuery, " by source", nodes, startMs, endMs, marginMs)
 }

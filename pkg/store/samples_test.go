@@ -176,19 +176,22 @@ func TestSampleQueriesReadTheirRunNotTheHistory(t *testing.T) {
 	sampleFixture(t, s)
 	nodes, roles := []string{"n1", "n2"}, map[string]string{"process/sut": results.RoleSUT}
 	type answers struct {
-		Series  []store.SeriesWindow
-		Peaks   map[string]float64
-		Nodes   []string
-		Targets []string
-		Samples []store.Sample
-		Power   []store.PowerBucket
-		Marks   []store.SeriesWatermark
+		Series   []store.SeriesWindow
+		BySource []store.SeriesWindow
+		Peaks    map[string]float64
+		Nodes    []string
+		Targets  []string
+		Samples  []store.Sample
+		Power    []store.PowerBucket
+		Marks    []store.SeriesWatermark
 	}
 	read := func(ctx context.Context) answers {
 		var a answers
 		var err error
 		a.Series, err = s.SeriesInWindow(ctx, nodes, t0+1500, t0+3500, 60_000)
 		require.NoError(t, err, "series in window")
+		a.BySource, err = s.SeriesBySourceInWindow(ctx, nodes, t0+1500, t0+3500, 60_000)
+		require.NoError(t, err, "series by source in window")
 		a.Peaks, err = s.RolePeakPower(ctx, nodes, t0+1500, t0+3500, roles)
 		require.NoError(t, err, "role peak power")
 		a.Nodes, err = s.NodesSampledFrom(ctx, nodes, t0+1000)
@@ -207,6 +210,7 @@ func TestSampleQueriesReadTheirRunNotTheHistory(t *testing.T) {
 	}
 	want := read(ctx)
 	require.Len(t, want.Series, 5)
+	require.Equal(t, want.Series, want.BySource, "one source per series in the fixture: the same series")
 	require.Len(t, want.Samples, 20)
 
 	// The history: 30 earlier days of the same nodes, and another testbed

@@ -24,10 +24,13 @@ func compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	roles := roleOf(m)
 	c := computation{in: in, cfg: cfg, m: m, durS: float64(m.MeasureEndMs-m.MeasureStartMs) / 1000,
 		hasBase: m.BaselineEnd > m.BaselineStart, baseS: float64(m.BaselineEnd-m.BaselineStart) / 1000}
-	win := seriesOf(in.Window, m.MeasureStartMs, m.MeasureEndMs, roles)
+	window, cross := separateMeters(in.Window, in.WindowBySource, m.MeasureStartMs, m.MeasureEndMs)
+	c.cross = cross
+	win := seriesOf(window, m.MeasureStartMs, m.MeasureEndMs, roles)
 	var base []seriesEnergy
 	if c.hasBase {
-		base = seriesOf(in.Baseline, m.BaselineStart, m.BaselineEnd, nil)
+		baseline, _ := separateMeters(in.Baseline, in.BaselineBySource, m.BaselineStart, m.BaselineEnd)
+		base = seriesOf(baseline, m.BaselineStart, m.BaselineEnd, nil)
 	}
 	c.attribute(win, base, roles)
 	c.evts = countEvents(in, cfg)
@@ -53,9 +56,10 @@ func compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 
 	c.partRows(vin.Series)
 	c.qualityRows()
+	c.crossMeterRows()
 	sutJ, ujPerEvent := c.runRows()
 	verdict.Flags = c.derivedFlags(verdict.Flags)
-	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved {
+	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved() {
 		verdict.Flags = addFlag(verdict.Flags, results.FlagLagVerdictUnresolved)
 	}
 	c.verdictRows(verdict, vin)
@@ -121,6 +125,7 @@ type computation struct {
 	peakNodeW        float64
 	estimated        bool // some node's figures come from the model
 	evts             windowEvents
+	cross            []crossMeter // node totals measured by two meters at once
 	rows             []store.Result
 }
 

@@ -86,6 +86,7 @@ const surplusReason = "more load than offered in the measured window: 1200 of 10
 func TestComputeWritesExactlyTheTable(t *testing.T) {
 	t.Parallel()
 	in := richInputs()
+	in.WindowBySource = n2BySource(60, 10_000, 50, 10_000) // two meters at once: the cross-meter rows
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
 	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyImplausible, results.FlagEnergyGapBridged, results.FlagEnergyGapRecorded, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRateDeviation, results.FlagLoadRestart,

@@ -51,7 +51,10 @@
 //   - quality_estimated_source is 1 when a node's numbers come from the
 //     utilisation model instead of a hardware counter (the run row counts
 //     such nodes), quality_mixed_sources when a node's series changed meter
-//     within the window, integrated_from_power when it had only power, and
+//     within the window (sources taking turns; two meters at once are
+//     separated, see crossmeter.go, and compared in
+//     quality_cross_meter_residual_j), integrated_from_power when it had
+//     only power, and
 //     quality_attribution_residual_j is node energy minus the sum of its
 //     parts (targets, other processes, unattributed), 0 when attribution
 //     conserves energy.
@@ -122,8 +125,10 @@
 // Lag trend (Theodolite's SLO): the run metric kafka_consumer_lag, summed over
 // its label sets, is sampled every LagStep (each label set's latest sample at
 // or before the instant, and not before the fit's start) from the fit's start
-// to the window end, and the least-squares slope in messages/s is compared
-// with the threshold. The threshold and the warm-up are the run's spec's
+// to the window end, and its Theil–Sen slope in messages/s, with Sen's
+// confidence interval, is compared with the threshold: sustained when the
+// interval is below it, not sustained when at or above it, unresolved
+// (flag lag_verdict_unresolved) when it contains it. The threshold and the warm-up are the run's spec's
 // (slos.lagTrendSlope, slos.lagWarmup) — the flags only when the spec states
 // none — and the fit starts at the load's start plus the warm-up, never
 // before the measurement window: a lag sampled before the load (0) carried

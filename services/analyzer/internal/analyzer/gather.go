@@ -46,6 +46,9 @@ type Inputs struct {
 	// the measurement window, Baseline around the baseline phase (none
 	// without one).
 	Window, Baseline []store.SeriesWindow
+	// WindowBySource and BaselineBySource are the same with a series per
+	// source, read only when some series has several (separateMeters).
+	WindowBySource, BaselineBySource []store.SeriesWindow
 	// RolePeaks is each role's peak power in the window.
 	RolePeaks map[string]float64
 	// Pending is what the window's data still lacked when it was read.
@@ -95,9 +98,19 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured, pending Pe
 	if in.Window, err = a.store.SeriesInWindow(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs, margin); err != nil {
 		return in, err
 	}
+	if hasMixedSources(in.Window) {
+		if in.WindowBySource, err = a.store.SeriesBySourceInWindow(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs, margin); err != nil {
+			return in, err
+		}
+	}
 	if m.BaselineEnd > m.BaselineStart {
 		if in.Baseline, err = a.store.SeriesInWindow(ctx, nodes, m.BaselineStart, m.BaselineEnd, margin); err != nil {
 			return in, err
+		}
+		if hasMixedSources(in.Baseline) {
+			if in.BaselineBySource, err = a.store.SeriesBySourceInWindow(ctx, nodes, m.BaselineStart, m.BaselineEnd, margin); err != nil {
+				return in, err
+			}
 		}
 	}
 	if in.RolePeaks, err = a.store.RolePeakPower(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs, roleOf(m)); err != nil {

@@ -156,9 +156,12 @@ func (c *computation) runRows() (sutJ, ujPerEvent float64) {
 		c.run(results.LagTrendFitStartS, float64(lag.FromMs-m.MeasureStartMs)/1000, est)
 		c.run(results.LagSLOFromSpec, b2f(slo.FromSpec), est)
 		if lag.Verdict {
-			c.run(results.LagTrendSlope, lag.Slope, est)
-			if !math.IsNaN(lag.StdErr) {
-				c.run(results.LagTrendSlopeStdErr, lag.StdErr, est)
+			c.run(results.LagTrendSlope, lag.Fit.Slope, est)
+			if !math.IsInf(lag.Fit.Low, 0) {
+				c.run(results.LagTrendSlopeCILow, lag.Fit.Low, est)
+			}
+			if !math.IsInf(lag.Fit.High, 0) {
+				c.run(results.LagTrendSlopeCIHigh, lag.Fit.High, est)
 			}
 			c.run(results.LagSLOThreshold, slo.Threshold, est)
 			c.run(results.LagSLOOK, b2f(lag.OK), est)

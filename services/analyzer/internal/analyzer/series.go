@@ -185,30 +185,62 @@ func interp(pts []store.Point, t int64) float64 {
 	return a.Value + (b.Value-a.Value)*float64(t-a.TsMs)/float64(b.TsMs-a.TsMs)
 }
 
+// LagVerdict is the three-way outcome of the lag-trend SLO.
+type LagVerdict int
+
+const (
+	// LagNoVerdict: no series, or too few samples after the warm-up.
+	LagNoVerdict LagVerdict = iota
+	// LagSustained: the slope's whole confidence interval is below the
+	// threshold.
+	LagSustained
+	// LagNotSustained: the whole interval is at or above it.
+	LagNotSustained
+	// LagUnresolved: the interval contains the threshold; the window's
+	// samples cannot tell on which side the slope is.
+	LagUnresolved
+)
+
 // lagTrend is the outcome of Theodolite's lag-trend SLO check.
 type lagTrend struct {
 	Found   bool // a lag series exists
 	Points  int  // sampled instants with a value
 	Verdict bool // enough points for a slope and a verdict
-	Slope   float64
-	OK      bool // Slope < the SLO's threshold
-	// StdErr is the slope's standard error from the fit's residuals; a
-	// verdict within two of them of the threshold is not resolved by the
-	// window (Unresolved).
-	StdErr     float64
-	Unresolved bool
+	// Fit is the Theil–Sen slope with Sen's interval at the analyzer's
+	// confidence level.
+	Fit stats.SlopeFit
+	OK  bool // Fit.Slope < the SLO's threshold (the point estimate's verdict)
+	// Resolved is the verdict the interval supports.
+	Resolved LagVerdict
 	// FromMs is where the fit started (lagFitFromMs).
 	FromMs int64
 }
 
+// Unresolved reports a verdict the window's samples cannot support.
+func (lt lagTrend) Unresolved() bool { return lt.Resolved == LagUnresolved }
+
+// lagVerdictOf places a slope's interval against the SLO's threshold (the
+// SLO is met by a slope below it).
+func lagVerdictOf(f stats.SlopeFit, threshold float64) LagVerdict {
+	switch {
+	case f.High < threshold:
+		return LagSustained
+	case f.Low >= threshold:
+		return LagNotSustained
+	default:
+		return LagUnresolved
+	}
+}
+
 // lagTrendOf samples the summed consumer lag every LagStep from the fit's
 // start (lagFitFromMs: after the SLO's warm-up, inside the measurement
-// window) to the window end and fits a least-squares line. Only samples
-// taken at or after the fit's start count: the value at an instant is each
-// label set's latest sample in [from, instant], and an instant where some
-// label set has none yet is skipped rather than summed short — a lag of 0
-// sampled before the load started, carried into the window as "the latest
-// value", made the slope grow with the rate whatever the lag did.
+// window) to the window end and fits its slope by Theil–Sen (stats.TheilSen
+// says why not least squares). Only samples taken at or after the fit's
+// start count: the value at an instant is each label set's latest sample in
+// [from, instant], and an instant where some label set has none yet is
+// skipped rather than summed short — a lag of 0 sampled before the load
+// started, carried into the window as "the latest value", made the slope
+// grow with the rate whatever the lag did.
 func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Config, slo LagSLO) lagTrend {
 	from := lagFitFromMs(m, slo)
 	lt := lagTrend{FromMs: from, Found: len(series) > 0}
@@ -245,33 +277,13 @@ func lagTrendOf(series map[string][]store.Point, m *events.RunMeasured, cfg Conf
 	if lt.Points < cfg.LagMinPoints {
 		return lt
 	}
-	slope, intercept, ok := stats.LinearFit(xs, ys)
+	fit, ok := stats.TheilSen(xs, ys, cfg.ConfidenceLevel)
 	if !ok {
 		return lt
 	}
-	lt.Verdict, lt.Slope, lt.OK = true, slope, slope < slo.Threshold
-	lt.StdErr = slopeStdErr(xs, ys, slope, intercept)
-	lt.Unresolved = math.Abs(slope-slo.Threshold) < 2*lt.StdErr
+	lt.Verdict, lt.Fit, lt.OK = true, fit, fit.Slope < slo.Threshold
+	lt.Resolved = lagVerdictOf(fit, slo.Threshold)
 	return lt
-}
-
-// slopeStdErr is the standard error of a least-squares slope (NaN under
-// three points): sqrt(Σ residual² / (n − 2) / Σ (x − x̄)²). Consumer lag read
-// from committed offsets jumps by a commit interval's worth of load when a
-// commit comes late, so at high rates a short window's slope can be far
-// noisier than the SLO's threshold; the error says so.
-func slopeStdErr(xs, ys []float64, slope, intercept float64) float64 {
-	if len(xs) < 3 {
-		return math.NaN() // a line through two points has no residuals to tell
-	}
-	mx := stats.Mean(xs)
-	var ss, sxx float64
-	for i := range xs {
-		r := ys[i] - (intercept + slope*xs[i])
-		ss += r * r
-		sxx += (xs[i] - mx) * (xs[i] - mx)
-	}
-	return math.Sqrt(ss / float64(len(xs)-2) / sxx)
 }
 
 // inRange reports whether sorted pts has a point in [from, to].

@@ -424,7 +424,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 {{range .LagPlots}}{{.}}{{else}}<p class="note">No lag series was recorded (the load generator samples it with --record-kafka-signals).</p>{{end}}
 
 <h2>Data quality</h2>
-<p class="note">Per run: how much of the window no sample covered, gaps bridged and the energy in them, samples that arrived late, counter resets, the attribution residual (node total minus its parts), and the flags — on the measurement (data flags) and on derived figures (caveats). Explanations below the runs table.</p>
+<p class="note">Per run: how much of the window no sample covered, gaps bridged and the energy in them, samples that arrived late, counter resets, the attribution residual (node total minus its parts), the gaps the collectors recorded, the difference between two meters of one node, and the flags — on the measurement (data flags) and on derived figures (caveats). Explanations below the runs table.</p>
 <table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
 {{range .QualityRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
 

@@ -204,6 +204,8 @@ var qualityColumns = []struct{ metric, title, format string }{
 	{results.QualityCounterResets, "counter resets", "%.0f"},
 	{results.QualityAttributionResidualJ, "attribution residual J", "%.4f"},
 	{results.QualityMixedSources, "mixed sources", "%.0f"},
+	{results.QualityRecordedGapS, "recorded gap s", "%.2f"},
+	{results.QualityCrossMeterResidualPct, "cross-meter residual %", "%.1f"},
 }
 
 // qualityTable is the data-quality section: per run, the figures above,

@@ -256,7 +256,17 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 	if !ok {
 		return nil
 	}
-	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %0.f probes): %.0f msg/s", m[results.SearchProbes].Value, c.Value)
+	probes := fmt.Sprintf("%0.f probes", m[results.SearchProbes].Value)
+	if u, ok := m[results.SearchProbesUnresolved]; ok && u.Value > 0 {
+		probes += fmt.Sprintf(", %0.f with an unresolved lag verdict", u.Value)
+	}
+	if u, ok := m[results.SearchProbesInvalid]; ok && u.Value > 0 {
+		probes += fmt.Sprintf(", %0.f not measurable", u.Value)
+	}
+	fmt.Fprintf(w, "\nCapacity (maximum sustained load, %s): %.0f msg/s", probes, c.Value)
+	if _, ok := m[results.CapacityLowerBound]; ok {
+		fmt.Fprint(w, " or more (a lower bound: the next load could not be measured)")
+	}
 	if e, ok := m[results.CapacitySUTMicroJPerEvent]; ok {
 		est := ""
 		if e.Estimated {

@@ -15,3 +15,21 @@ func RetryDelay(cfg Config, n int) time.Duration { return cfg.retryDelay(n) }
 
 // FitPayload is fitPayload.
 func FitPayload(st ExperimentStatus, limit int) ExperimentStatus { return fitPayload(st, limit) }
+
+// JudgeRun is judgeRun.
+func JudgeRun(r RunRecord, metrics map[string]float64, minRatio float64) (Outcome, string) {
+	return judgeRun(r, metrics, minRatio)
+}
+
+// DecideProbe is decideProbe.
+func DecideProbe(outcomes []Outcome, reasons []string, repeat bool) (Outcome, string) {
+	return decideProbe(outcomes, reasons, repeat)
+}
+
+// PlanSearch is planSearch: the search after the last probe and the next
+// probe's runs.
+func PlanSearch(e ExperimentRecord, run func(id string) (RunRecord, bool), metrics map[string]map[string]float64,
+	nowMs int64) (SearchState, []RunRecord, error) {
+	p, err := planSearch(e, run, metrics, nowMs)
+	return p.search, p.runs, err
+}

@@ -133,6 +133,10 @@ func (s *Scheduler) onTornDown(ctx context.Context, r *RunRecord, m *events.RunT
 	return true, nil
 }
 
+// invalidMeasurement starts the reason of a run failed by its analysis
+// (the capacity search tells such probes apart).
+const invalidMeasurement = "invalid measurement: "
+
 // onAnalyzed ends an analysed run: done with the analysis's flags, or, when
 // the measurement broke the platform's invariant (the load not delivered,
 // samples missing), failed — never done; a new attempt may well succeed.
@@ -142,7 +146,7 @@ func (s *Scheduler) onAnalyzed(ctx context.Context, r *RunRecord, m *events.RunA
 	}
 	r.Flags = m.Flags
 	if m.Invalid {
-		r.Reason = "invalid measurement: " + m.Reason
+		r.Reason = invalidMeasurement + m.Reason
 		r.Transient = true
 		return true, s.fail(ctx, r)
 	}

@@ -61,6 +61,9 @@ type harness struct {
 	// capacity, when set, makes the responder store results of a system
 	// that sustains at most this many msg/s.
 	capacity float64
+	// lagUnresolved, when set with capacity, makes the responder flag the
+	// runs it picks lag_verdict_unresolved.
+	lagUnresolved func(m *events.RunMeasured) bool
 	// Hooks answer a command instead of the default reply when they return
 	// messages (nil: the default; an empty slice: no answer at all).
 	onTeardown func(m *events.RunTeardown) []events.Message
@@ -260,12 +263,16 @@ func (h *harness) defaultReply(ctx context.Context, msg events.Message) error {
 			if m.OfferedRate > h.capacity {
 				ok = 0
 			}
-			if err := h.store.ReplaceResults(ctx, m.ExperimentID, m.RunID, []store.Result{
+			rows := []store.Result{
 				{Scope: "run", Metric: "offered_rate_eps", Value: m.OfferedRate},
 				{Scope: "run", Metric: "throughput_eps", Value: min(m.OfferedRate, h.capacity) * 0.99},
 				{Scope: "run", Metric: "lag_slo_ok", Value: ok},
 				{Scope: "run", Metric: "sut_uj_per_event", Value: 50, Estimated: true},
-			}); err != nil {
+			}
+			if h.lagUnresolved != nil && h.lagUnresolved(m) {
+				rows = append(rows, store.Result{Scope: "run", Metric: "flag_lag_verdict_unresolved", Value: 1})
+			}
+			if err := h.store.ReplaceResults(ctx, m.ExperimentID, m.RunID, rows); err != nil {
 				return err
 			}
 		}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -28,6 +30,33 @@ type SearchState struct {
 	Capacity    float64 `json:"capacity"`
 }
 
+// unresolved counts the probes whose lag verdict was unresolved.
+func (q SearchState) unresolved() int {
+	return countProbes(q.Probes, func(p Probe) bool { return p.Unresolved })
+}
+
+// invalid counts the probes that could not be measured (Probe.Invalid).
+func (q SearchState) invalid() int {
+	return countProbes(q.Probes, func(p Probe) bool { return p.Invalid })
+}
+
+// lowerBound reports a capacity whose upper bound, the lowest load not
+// sustained, is a probe that could not be measured: the system under test
+// may sustain more.
+func (q SearchState) lowerBound() bool {
+	return q.Hi > 0 && slices.ContainsFunc(q.Probes, func(p Probe) bool { return p.Rate == q.Hi && p.Invalid })
+}
+
+func countProbes(ps []Probe, f func(Probe) bool) int {
+	n := 0
+	for _, p := range ps {
+		if f(p) {
+			n++
+		}
+	}
+	return n
+}
+
 // Probe is one load level and its runs.
 type Probe struct {
 	Rate      float64  `json:"rate"`
@@ -35,6 +64,17 @@ type Probe struct {
 	Decided   bool     `json:"decided"`
 	Sustained bool     `json:"sustained"`
 	Reason    string   `json:"reason,omitempty"`
+	// Unresolved: the runs' lag verdicts could not tell (see
+	// decideProbe); such a probe is repeated once, as Repeat, with a
+	// measurement window Measure long (twice the experiment's).
+	Unresolved bool          `json:"unresolved,omitempty"`
+	Repeat     bool          `json:"repeat,omitempty"`
+	Measure    spec.Duration `json:"measure,omitzero"`
+	// Invalid: every run (last attempt) failed as an invalid measurement
+	// — the platform did not deliver the load or lost samples — so the
+	// probe says nothing about the system under test; it counts as not
+	// sustained, which makes a capacity bounded by it a lower bound.
+	Invalid bool `json:"invalid,omitempty"`
 }
 
 // ResultsReader reads stored run results (the analyzer's).
@@ -53,7 +93,7 @@ func (s *Scheduler) searchDue(e ExperimentRecord) bool {
 		return false
 	}
 	for _, id := range p.Runs {
-		r, ok := s.view.run(id)
+		r, ok := lastAttempt(s.view.run, id)
 		if !ok || !events.RunFinal(r.State) || r.retryDue(s.cfg.Retries) {
 			return false
 		}
@@ -61,22 +101,110 @@ func (s *Scheduler) searchDue(e ExperimentRecord) bool {
 	return true
 }
 
-// sustained judges one finished run from its stored results.
-func sustained(r RunRecord, metrics map[string]float64, minRatio float64) (bool, string) {
+// lastAttempt follows a probe's run through its retries (RetriedAs) to the
+// latest attempt: a probe is judged by what its retry measured, not by the
+// failed first attempt — judged so, a probe at 380,000 msg/s here counted
+// as "run failed" while its retry, still running, went on to deliver 99.7 %
+// of the load.
+func lastAttempt(run func(id string) (RunRecord, bool), id string) (RunRecord, bool) {
+	r, ok := run(id)
+	for seen := 0; ok && r.RetriedAs != "" && seen < 100; seen++ {
+		next, found := run(r.RetriedAs)
+		if !found {
+			return next, false // the retry is recorded but not seen yet: wait for it
+		}
+		r = next
+	}
+	return r, ok
+}
+
+// Outcome is what one run, or one probe, says about its load.
+type Outcome int
+
+const (
+	// NotSustained: the run failed, fell short of the throughput, or its
+	// lag grew faster than the SLO allows, resolved.
+	NotSustained Outcome = iota
+	// Sustained: the throughput was delivered and the lag trend's whole
+	// interval is below the threshold.
+	Sustained
+	// Unresolved: the throughput was delivered but the lag trend's
+	// confidence interval contains the SLO's threshold.
+	Unresolved
+)
+
+// judgeRun judges one finished run from its stored results. Throughput
+// below minRatio of the offered load is decisive whatever the lag did;
+// otherwise the lag verdict decides, and one whose interval contains the
+// threshold (flag lag_verdict_unresolved) is Unresolved, not a failure.
+func judgeRun(r RunRecord, metrics map[string]float64, minRatio float64) (Outcome, string) {
 	if r.State != events.RunStateDone {
-		return false, "run " + r.State
+		if r.Reason != "" {
+			return NotSustained, "run " + r.State + ": " + r.Reason
+		}
+		return NotSustained, "run " + r.State
 	}
 	offered, thr := metrics[results.OfferedRateEPS], metrics[results.ThroughputEPS]
 	if offered <= 0 {
-		return false, "no offered rate in the results"
+		return NotSustained, "no offered rate in the results"
 	}
 	if thr < minRatio*offered {
-		return false, fmt.Sprintf("throughput %.0f/s < %.0f%% of offered %.0f/s", thr, minRatio*100, offered)
+		return NotSustained, fmt.Sprintf("throughput %.0f/s < %.0f%% of offered %.0f/s", thr, minRatio*100, offered)
+	}
+	if metrics[results.FlagMetric(results.FlagLagVerdictUnresolved)] == 1 {
+		return Unresolved, fmt.Sprintf("lag trend %.0f msg/s unresolved: its interval %s contains the SLO's %.0f msg/s",
+			metrics[results.LagTrendSlope], interval(metrics), metrics[results.LagSLOThreshold])
 	}
 	if ok, has := metrics[results.LagSLOOK]; has && ok == 0 {
-		return false, fmt.Sprintf("lag trend %.0f msg/s over the SLO", metrics[results.LagTrendSlope])
+		return NotSustained, fmt.Sprintf("lag trend %.0f msg/s over the SLO", metrics[results.LagTrendSlope])
 	}
-	return true, ""
+	return Sustained, ""
+}
+
+// interval writes a lag slope's confidence interval; a missing bound is
+// unbounded (too few samples).
+func interval(metrics map[string]float64) string {
+	lo, hi := "−∞", "∞"
+	if v, ok := metrics[results.LagTrendSlopeCILow]; ok {
+		lo = strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	if v, ok := metrics[results.LagTrendSlopeCIHigh]; ok {
+		hi = strconv.FormatFloat(v, 'f', 0, 64)
+	}
+	return "[" + lo + ", " + hi + "]"
+}
+
+// decideProbe combines a probe's run outcomes: Sustained when most runs
+// are, NotSustained when the resolved failures alone are at least half (no
+// resolution of the rest could make most sustained), else Unresolved. An
+// Unresolved probe that is itself the repeat of one counts as NotSustained:
+// a capacity is a load shown to be sustained, and twice the window could
+// not show it. reason is the first run's that is not sustained.
+func decideProbe(outcomes []Outcome, reasons []string, repeat bool) (Outcome, string) {
+	var yes, no int
+	reason := ""
+	for i, o := range outcomes {
+		switch o {
+		case Sustained:
+			yes++
+		case NotSustained:
+			no++
+		}
+		if o != Sustained && reason == "" {
+			reason = reasons[i]
+		}
+	}
+	switch {
+	case yes*2 > len(outcomes):
+		return Sustained, reason
+	case no*2 >= len(outcomes) || repeat:
+		if no*2 < len(outcomes) {
+			reason = "still unresolved with a window twice as long: " + reason
+		}
+		return NotSustained, reason
+	default:
+		return Unresolved, reason
+	}
 }
 
 // advanceSearch decides the finished probe and adds the next one, or
@@ -138,10 +266,13 @@ func (s *Scheduler) advanceSearch(ctx context.Context, id string) error {
 	q := ve.Value.Search
 	last := q.Probes[len(q.Probes)-1]
 	if q.Done {
-		s.logger.Info("capacity search finished", zap.String("experiment_id", id), zap.Float64("capacity_msg_per_s", q.Capacity))
-		return s.storeCapacity(ctx, ve.Value, byRun)
+		s.logger.Info("capacity search finished", zap.String("experiment_id", id), zap.Float64("capacity_msg_per_s", q.Capacity),
+			zap.Int("probes", len(q.Probes)), zap.Int("probes_unresolved", q.unresolved()),
+			zap.Int("probes_invalid", q.invalid()), zap.Bool("lower_bound", q.lowerBound()))
+		return s.storeCapacity(ctx, ve.Value, s.view.run, byRun)
 	}
-	s.logger.Info("capacity search probe", zap.String("experiment_id", id), zap.Float64("rate", last.Rate), zap.Float64("lo", q.Lo), zap.Float64("hi", q.Hi))
+	s.logger.Info("capacity search probe", zap.String("experiment_id", id), zap.Float64("rate", last.Rate), zap.Float64("lo", q.Lo), zap.Float64("hi", q.Hi),
+		zap.Bool("repeat", last.Repeat))
 	return nil
 }
 
@@ -164,48 +295,82 @@ func (p searchPlan) apply(e *ExperimentRecord) {
 
 // planSearch decides e's finished probe from its runs (run looks them up)
 // and their results (metrics by run), and plans the next one; it does no
-// I/O. A probe is sustained when most of its runs are.
+// I/O. The rule (decideProbe): a probe is sustained when most of its runs
+// are; throughput below the spec's minThroughputRatio alone fails a run;
+// a probe whose lag verdicts are unresolved is repeated once at the same
+// load with the measurement window doubled (a Theil–Sen interval narrows
+// about 2.8-fold when the window and its samples double) before it counts,
+// and counts as not sustained if still unresolved. Neither bound moves on
+// an unresolved probe.
 func planSearch(e ExperimentRecord, run func(id string) (RunRecord, bool), metrics map[string]map[string]float64, nowMs int64) (searchPlan, error) {
 	q := *e.Search
 	q.Probes = slices.Clone(q.Probes)
 	p := &q.Probes[len(q.Probes)-1]
-	yes, reasons := 0, ""
-	for _, rid := range p.Runs {
-		r, _ := run(rid)
-		ok, why := sustained(r, metrics[rid], q.MinRatio)
-		if ok {
-			yes++
-		} else if reasons == "" {
-			reasons = why
-		}
+	outcomes, reasons := make([]Outcome, len(p.Runs)), make([]string, len(p.Runs))
+	invalid := len(p.Runs) > 0
+	for i, rid := range p.Runs {
+		r, _ := lastAttempt(run, rid)
+		outcomes[i], reasons[i] = judgeRun(r, metrics[r.RunID], q.MinRatio)
+		invalid = invalid && r.State == events.RunStateFailed && strings.HasPrefix(r.Reason, invalidMeasurement)
 	}
-	p.Decided, p.Sustained, p.Reason = true, yes*2 > len(p.Runs), reasons
-	step := NextProbe(q.Search, q.Lo, q.Hi, p.Rate, p.Sustained)
-	q.Lo, q.Hi, q.Done, q.Capacity = step.Lo, step.Hi, step.Done, step.Capacity
-	if q.Done {
-		return searchPlan{search: q}, nil
-	}
+	p.Invalid = invalid
+	outcome, reason := decideProbe(outcomes, reasons, p.Repeat)
+	p.Decided, p.Sustained, p.Reason = true, outcome == Sustained, reason
+	p.Unresolved = outcome == Unresolved || (p.Repeat && slices.Contains(outcomes, Unresolved) && outcome == NotSustained)
 	base, ok := run(e.RunIDs[0])
 	if !ok {
 		return searchPlan{}, fmt.Errorf("search %s: first run missing", e.ID)
 	}
-	cfg, err := base.Config.With(map[string]string{"workload.ratePerSec": strconv.FormatFloat(step.Next, 'f', 0, 64)})
+	next := probeSpec{rate: p.Rate}
+	if outcome == Unresolved {
+		next.repeat, next.measure = true, spec.Duration{Duration: 2 * base.Config.Phases.Measure.Duration}
+	} else {
+		step := NextProbe(q.Search, q.Lo, q.Hi, p.Rate, outcome == Sustained)
+		q.Lo, q.Hi, q.Done, q.Capacity = step.Lo, step.Hi, step.Done, step.Capacity
+		if q.Done {
+			return searchPlan{search: q}, nil
+		}
+		next.rate = step.Next
+	}
+	return plan(e, base, q, next, nowMs)
+}
+
+// probeSpec is the next probe's load, and its longer window when it
+// repeats an unresolved one.
+type probeSpec struct {
+	rate    float64
+	repeat  bool
+	measure spec.Duration
+}
+
+// plan adds probe ps, with its runs, to search q of e; base is the run whose
+// configuration the probes vary.
+func plan(e ExperimentRecord, base RunRecord, q SearchState, ps probeSpec, nowMs int64) (searchPlan, error) {
+	set := map[string]string{"workload.ratePerSec": strconv.FormatFloat(ps.rate, 'f', 0, 64)}
+	if ps.repeat {
+		set["phases.measure"] = ps.measure.String()
+	}
+	cfg, err := base.Config.With(set)
 	if err != nil {
 		return searchPlan{}, err
 	}
-	probe := Probe{Rate: cfg.Workload.RatePerSec}
-	plan := searchPlan{}
+	probe := Probe{Rate: cfg.Workload.RatePerSec, Repeat: ps.repeat}
+	factors := map[string]string{"workload.ratePerSec": strconv.FormatFloat(probe.Rate, 'f', -1, 64)}
+	if ps.repeat {
+		probe.Measure = cfg.Phases.Measure
+		factors["phases.measure"] = cfg.Phases.Measure.String()
+	}
+	out := searchPlan{}
 	for rep := 0; rep < q.Repetitions; rep++ {
 		index := len(e.RunIDs) + rep
 		rr := RunRecord{ExperimentID: e.ID, RunID: fmt.Sprintf("%s-r%04d", e.ID, index), Index: index, Repetition: rep,
-			Factors: map[string]string{"workload.ratePerSec": strconv.FormatFloat(probe.Rate, 'f', -1, 64)}, Config: cfg,
-			ConfigHash: spec.Hash(cfg), State: events.RunStatePending, EnteredMs: nowMs, CreatedMs: nowMs}
-		plan.runs = append(plan.runs, rr)
+			Factors: maps.Clone(factors), Config: cfg, ConfigHash: spec.Hash(cfg), State: events.RunStatePending, EnteredMs: nowMs, CreatedMs: nowMs}
+		out.runs = append(out.runs, rr)
 		probe.Runs = append(probe.Runs, rr.RunID)
 	}
 	q.Probes = append(q.Probes, probe)
-	plan.search = q
-	return plan, nil
+	out.search = q
+	return out, nil
 }
 
 // SearchStep is what the capacity search does after a probe.
@@ -261,11 +426,18 @@ func NextProbe(q spec.Search, lo, hi, rate float64, sustained bool) SearchStep {
 
 // storeCapacity records the search's answer as experiment-scope results:
 // the capacity and the energy per event measured at that load.
-func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun map[string]map[string]float64) error {
+func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, run func(id string) (RunRecord, bool),
+	byRun map[string]map[string]float64) error {
 	q := e.Search
 	rows := []store.Result{
 		{Scope: results.ScopeExperiment, Metric: results.CapacityMsgPerS, Value: q.Capacity, Unit: results.Unit(results.CapacityMsgPerS)},
 		{Scope: results.ScopeExperiment, Metric: results.SearchProbes, Value: float64(len(q.Probes)), Unit: results.Unit(results.SearchProbes)},
+		{Scope: results.ScopeExperiment, Metric: results.SearchProbesUnresolved, Value: float64(q.unresolved()),
+			Unit: results.Unit(results.SearchProbesUnresolved)},
+		{Scope: results.ScopeExperiment, Metric: results.SearchProbesInvalid, Value: float64(q.invalid()), Unit: results.Unit(results.SearchProbesInvalid)},
+	}
+	if q.lowerBound() {
+		rows = append(rows, store.Result{Scope: results.ScopeExperiment, Metric: results.CapacityLowerBound, Value: 1, Unit: results.Unit(results.CapacityLowerBound)})
 	}
 	var sum float64
 	var n int
@@ -275,7 +447,8 @@ func (s *Scheduler) storeCapacity(ctx context.Context, e ExperimentRecord, byRun
 			continue
 		}
 		for _, rid := range p.Runs {
-			if v, ok := byRun[rid][results.SUTMicroJPerEvent]; ok {
+			r, _ := lastAttempt(run, rid)
+			if v, ok := byRun[r.RunID][results.SUTMicroJPerEvent]; ok {
 				sum += v
 				n++
 				est = true // energy figures carry the estimated flag of their run; be conservative

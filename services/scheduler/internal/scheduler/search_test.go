@@ -83,22 +83,28 @@ func TestNextProbeFindsTheCapacity(t *testing.T) {
 func TestCapacitySearchDoublesThenBisects(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil, func(h *harness) { h.capacity = 7300 })
-	ctx := context.Background()
-	h.submitSpec(ctx, "exp-s", capacitySpec)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal("exp-s"))
-	runs, err := h.store.Runs(ctx, "exp-s")
-	require.NoError(t, err)
-	var rates []string
-	for _, r := range runs {
-		rates = append(rates, r.Factors)
-	}
-	require.Len(t, runs, 8, "probes: %v", rates)
-	got := experimentResults(t, h, "exp-s")
+	rates, got := runSearch(t, h, "exp-s")
+	require.Len(t, rates, 8, "probes: %v", rates)
 	require.Equal(t, 7250.0, got["capacity_msg_per_s"], "probes: %v", rates)
 	require.Equal(t, 50.0, got["capacity_sut_uj_per_event"])
 	require.Equal(t, 8.0, got["search_probes"])
 	require.LessOrEqual(t, got["capacity_msg_per_s"], h.capacity)
 	require.GreaterOrEqual(t, got["capacity_msg_per_s"], h.capacity*0.95)
+}
+
+// runSearch submits capacitySpec as experiment id, waits for it to end
+// done, and returns its runs' factors and its experiment-scope results.
+func runSearch(t *testing.T, h *harness, id string) (factors []string, got map[string]float64) {
+	t.Helper()
+	ctx := context.Background()
+	h.submitSpec(ctx, id, capacitySpec)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(id))
+	runs, err := h.store.Runs(ctx, id)
+	require.NoError(t, err)
+	for _, r := range runs {
+		factors = append(factors, r.Factors)
+	}
+	return factors, experimentResults(t, h, id)
 }
 
 // experimentResults returns an experiment's experiment-scope results.
