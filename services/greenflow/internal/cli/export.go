@@ -9,8 +9,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -191,12 +193,7 @@ func (x exporter) resultsCSV(w *csv.Writer) error {
 func (x exporter) samplesCSV(ctx context.Context, w *csv.Writer) error {
 	_ = w.Write([]string{"run_id", "phase", "ts_ms", "t_s", "node", "scope", "target_id", "component", "zone", "source", "power_w", "delta_j",
 		"interval_ms", "estimated"})
-	for _, r := range x.runs {
-		if err := exportSamples(ctx, x.st, w, r, x.targets[r.RunID]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return exportSamples(ctx, x.st, w, x.runs, x.targets)
 }
 
 func (x exporter) summaryCSV(w *csv.Writer) error {
@@ -225,19 +222,89 @@ func rowFactors(rows []ResultRow, i int, runID string) map[string]string {
 	return nil
 }
 
-// exportSamples writes one run's samples: its nodes (from the analysed
-// targets; every node when none are stored) over its phases.
-func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, r store.Run, targets []store.RunTarget) error {
-	start, end, phases := runSpan(r)
-	if end <= start {
-		return nil
+// exportRun is what samples.csv needs of a run: its span, phases, nodes
+// (nil: every node, when no targets are stored) and its targets' roles.
+type exportRun struct {
+	run        store.Run
+	start, end int64
+	phases     []events.Phase
+	nodes      map[string]bool
+	roles      map[string]string
+}
+
+// clusterGapMs: runs whose spans are closer than this are read with one
+// query (the samples between them are read and dropped); farther apart,
+// each cluster is a query of its own.
+const clusterGapMs = 10 * 60 * 1000
+
+// exportSamples writes the runs' samples: each run's nodes over its phases,
+// one row per sample key (a row the collector wrote twice comes once,
+// merged or not), a sample in two runs' spans once for each. Runs close in
+// time are read together: one query per cluster, not per run — a query
+// reads the granules of its nodes, whichever run they hold, so twenty
+// back-to-back runs read the same rows twenty times otherwise.
+func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, runs []store.Run, targets map[string][]store.RunTarget) error {
+	var list []exportRun
+	for _, r := range runs {
+		start, end, phases := runSpan(r)
+		if end <= start {
+			continue
+		}
+		e := exportRun{run: r, start: start, end: end, phases: phases, roles: rolesOf(targets[r.RunID])}
+		if ns := nodesOf(targets[r.RunID]); len(ns) > 0 {
+			e.nodes = map[string]bool{}
+			for _, n := range ns {
+				e.nodes[n] = true
+			}
+		}
+		list = append(list, e)
 	}
-	roles := rolesOf(targets)
-	// One row per sample key: a row the collector wrote twice is exported
-	// once, merged or not.
-	return st.EachSample(ctx, nodesOf(targets), start, end, func(x store.Sample) error {
-		return w.Write([]string{r.RunID, phaseAt(phases, x.TsMs), csvInt(x.TsMs), strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64),
-			x.Node, x.Scope, x.TargetID, component(x.Scope, x.Node, x.TargetID, roles), x.Zone, x.Source, csvFloat(x.PowerW), csvFloat(x.DeltaJ),
-			csvUint(x.IntervalMs), csvBool(x.Estimated)})
+	sort.SliceStable(list, func(i, j int) bool { return list[i].start < list[j].start })
+	for i := 0; i < len(list); {
+		j, end := i+1, list[i].end
+		for j < len(list) && list[j].start <= end+clusterGapMs {
+			end = max(end, list[j].end)
+			j++
+		}
+		if err := exportCluster(ctx, st, w, list[i:j], list[i].start, end); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// exportCluster reads (from, to] once for the cluster's runs and writes each
+// sample for every run whose span and nodes hold it.
+func exportCluster(ctx context.Context, st *store.Store, w *csv.Writer, cluster []exportRun, from, to int64) error {
+	var nodes []string // nil: every node
+	seen := map[string]bool{}
+	for _, e := range cluster {
+		if e.nodes == nil {
+			nodes = nil
+			break
+		}
+		for n := range e.nodes {
+			if !seen[n] {
+				seen[n] = true
+				nodes = append(nodes, n)
+			}
+		}
+	}
+	sort.Strings(nodes)
+	return st.EachSample(ctx, nodes, from, to, func(x store.Sample) error {
+		for _, e := range cluster {
+			if x.TsMs <= e.start || x.TsMs > e.end || (e.nodes != nil && !e.nodes[x.Node]) {
+				continue
+			}
+			r := e.run
+			if err := w.Write([]string{r.RunID, phaseAt(e.phases, x.TsMs), csvInt(x.TsMs),
+				strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64), x.Node, x.Scope, x.TargetID,
+				component(x.Scope, x.Node, x.TargetID, e.roles), x.Zone, x.Source, csvFloat(x.PowerW), csvFloat(x.DeltaJ), csvUint(x.IntervalMs),
+				csvBool(x.Estimated)}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
