@@ -16,6 +16,11 @@ type Provenance struct {
 	// CommitNote says why the commit is unknown or missing, so a reader
 	// is never left to guess what "unknown" means.
 	CommitNote string `json:"commit_note,omitempty"`
+	// CommitSource says where the scheduler took the commit from: the
+	// build's -ldflags, Go's VCS stamp, or the git checkout it ran in —
+	// the last is what the working directory held at run time, not
+	// necessarily what was built.
+	CommitSource string `json:"commit_source,omitempty"`
 	// Machine is the scheduler's record of the machine it ran on (host,
 	// CPU model and count, kernel, Go version).
 	Machine json.RawMessage `json:"machine,omitempty"`

@@ -25,6 +25,11 @@ func (s *Store) Provenance(ctx context.Context, experimentID string) (results.Pr
 	default:
 		p.Name, p.SpecHash, p.GreenflowVersion, p.Commit, p.Seed = e.Name, e.SpecHash, e.GreenflowVersion, e.GitCommit, e.Seed
 		p.Machine, p.Spec = rawJSON(e.Environment), rawJSON(e.Spec)
+		var env struct {
+			CommitSource string `json:"commit_source"`
+		}
+		_ = json.Unmarshal([]byte(e.Environment), &env)
+		p.CommitSource = env.CommitSource
 		switch p.Commit {
 		case "", "unknown":
 			p.Commit, p.CommitNote = "unknown", results.CommitUnknownNote

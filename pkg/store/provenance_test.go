@@ -15,7 +15,7 @@ func TestProvenance(t *testing.T) {
 	s, ctx := testenv.ParallelStore(t)
 	meters := `{"source":"auto","model":{"idleWatts":1.48,"maxWatts":7},"interval":"500ms"}`
 	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "p1", Name: "cap", Spec: `{"spec":{"seed":7}}`, SpecHash: "h1",
-		GreenflowVersion: "dev", GitCommit: "abc", Environment: `{"num_cpu":2}`, Seed: 7}))
+		GreenflowVersion: "dev", GitCommit: "abc", Environment: `{"num_cpu":2,"commit_source":"checkout at run time"}`, Seed: 7}))
 	require.NoError(t, s.UpsertRuns(ctx, []store.Run{
 		{ExperimentID: "p1", RunID: "p1-r0000", ConfigHash: "c2", Config: `{"meters":` + meters + `}`},
 		{ExperimentID: "p1", RunID: "p1-r0001", ConfigHash: "c1", Config: `{"meters":{"source":"rapl"}}`},
@@ -26,7 +26,8 @@ func TestProvenance(t *testing.T) {
 	require.Equal(t, "abc", p.Commit)
 	require.Empty(t, p.CommitNote)
 	require.Equal(t, int64(7), p.Seed)
-	require.JSONEq(t, `{"num_cpu":2}`, string(p.Machine))
+	require.JSONEq(t, `{"num_cpu":2,"commit_source":"checkout at run time"}`, string(p.Machine))
+	require.Equal(t, "checkout at run time", p.CommitSource, "where the commit came from")
 	require.Len(t, p.Meters, 2, "one per configuration")
 	require.Equal(t, "c1", p.Meters[0].ConfigHash)
 	require.JSONEq(t, meters, string(p.Meters[1].Requested))

@@ -105,6 +105,9 @@ func TestResultsTableShowsFlags(t *testing.T) {
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[0]), "FLAGS"), lines[0])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[1]), "energy_gap_bridged,load_takeover"), lines[1])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[2]), "-"), lines[2])
+	// Every flag shown is explained under the table.
+	require.Contains(t, out.String(), "energy_gap_bridged: a sample gap within the bound was bridged")
+	require.Contains(t, out.String(), "load_takeover: a generator instance died; another took its keys over")
 }
 
 // TestResultsByConfigInEveryFormat: the per-configuration statistics come
@@ -182,4 +185,18 @@ func TestTablesExplainFiguresThatAreNotPlain(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
 	require.True(t, got[0].Metrics["sut_uj_per_event"].CICrossesZero)
 	require.False(t, got[0].Metrics["throughput_eps"].CICrossesZero)
+}
+
+// TestParetoLeavesOutConfigurationsThatFailedTheLagSLO: the configuration
+// with the most events/s and the fewest µJ/event did not sustain its load
+// (its lag grew past the SLO): it is no trade-off, and the front is drawn
+// among the others.
+func TestParetoLeavesOutConfigurationsThatFailedTheLagSLO(t *testing.T) {
+	fast := row("e-r0000", "fast", "300", events.RunStateDone, 300, 10)
+	fast.Metrics[results.LagTrendSlope], fast.Metrics[results.LagSLOThreshold] = 23_427, 2000
+	ok1 := row("e-r0001", "slow", "100", events.RunStateDone, 100, 20)
+	ok1.Metrics[results.LagTrendSlope], ok1.Metrics[results.LagSLOThreshold] = 10, 2000
+	sums := cli.SummarizeRuns([]cli.ResultRow{fast, ok1}, 0.95)
+	require.False(t, sums[0].Pareto, "failed the lag SLO")
+	require.True(t, sums[1].Pareto)
 }

@@ -267,6 +267,7 @@ func WriteComparison(w io.Writer, cmp Comparison, level float64) error {
 	fmt.Fprintf(w, "Welch's t-test of B - A; mean ± %.0f%% CI half-width; g = Hedges' g; * = p < %.2g\n", level*100, 1-level)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "METRIC\tA\tB\tB-A %\tt\tdf\tp\tg\t\t")
+	marked := false
 	for _, m := range compareMetrics {
 		a, b := cmp.A.Values[m.metric], cmp.B.Values[m.metric]
 		if len(a) == 0 || len(b) == 0 {
@@ -283,10 +284,26 @@ func WriteComparison(w io.Writer, cmp Comparison, level float64) error {
 		if r.P < 1-level {
 			mark = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, meanCI(sa, m.format, math.Inf(1)), meanCI(sb, m.format, math.Inf(1)), diff,
+		ca, cb := meanCI(sa, m.format, math.Inf(1)), meanCI(sb, m.format, math.Inf(1))
+		if crossesZero(m.metric, sa) {
+			ca += " ‡"
+			marked = true
+		}
+		if crossesZero(m.metric, sb) {
+			cb += " ‡"
+			marked = true
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, ca, cb, diff,
 			num(r.T, "%.2f"), num(r.DF, "%.1f"), num(r.P, "%.3g"), num(g, "%.2f"), mark)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if marked {
+		_, err := fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
+		return err
+	}
+	return nil
 }
 
 // num formats v, or "-" when it is undefined.

@@ -40,6 +40,9 @@ type GroupStat struct {
 	HedgesG     *float64  `json:"hedges_g"`
 	Significant bool      `json:"significant"`
 	Values      []float64 `json:"values"` // the repetitions
+	// CICrossesZero: the interval reaches below zero for a quantity that
+	// cannot be negative (results.CICrossesZero).
+	CICrossesZero bool `json:"ci_crosses_zero"`
 }
 
 // CompareMany computes every headline metric of every group against the
@@ -66,7 +69,7 @@ func CompareMany(groups []Group, level float64) []GroupStat {
 			}
 			d := stats.Describe(xs, level)
 			s := GroupStat{Metric: m.metric, Unit: results.Unit(m.metric), Group: g.Label, N: d.N, Mean: num(d.Mean), CILow: num(d.CILow),
-				CIHigh: num(d.CIHigh), Values: xs}
+				CIHigh: num(d.CIHigh), Values: xs, CICrossesZero: crossesZero(m.metric, d)}
 			p := math.NaN()
 			if gi > 0 {
 				w := stats.Welch(xs, base, level)
@@ -103,9 +106,11 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 		}{level, groups[0].Label, rows})
 	case "csv":
 		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"metric", "unit", "group", "n", "mean", "ci_low", "ci_high", "diff_pct", "p", "p_holm", "hedges_g", "significant"})
+		_ = cw.Write([]string{"metric", "unit", "group", "n", "mean", "ci_low", "ci_high", "ci_crosses_zero", "diff_pct", "p", "p_holm", "hedges_g",
+			"significant"})
 		for _, r := range rows {
-			_ = cw.Write([]string{r.Metric, r.Unit, r.Group, strconv.Itoa(r.N), csvPtr(r.Mean), csvPtr(r.CILow), csvPtr(r.CIHigh), csvPtr(r.DiffPct),
+			_ = cw.Write([]string{r.Metric, r.Unit, r.Group, strconv.Itoa(r.N), csvPtr(r.Mean), csvPtr(r.CILow), csvPtr(r.CIHigh),
+				csvBool(r.CICrossesZero), csvPtr(r.DiffPct),
 				csvPtr(r.P), csvPtr(r.PHolm), csvPtr(r.HedgesG), csvBool(r.Significant)})
 		}
 		cw.Flush()
@@ -130,6 +135,7 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 		index[g.Label] = i
 	}
 	format = "%.3g"
+	marked := false
 	for _, r := range rows {
 		for _, m := range compareMetrics {
 			if m.metric == r.Metric {
@@ -141,6 +147,10 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 			mean = fmt.Sprintf(format, *r.Mean)
 			if r.CILow != nil {
 				mean += " ± " + fmt.Sprintf(format, (*r.CIHigh-*r.CILow)/2)
+				if results.CICrossesZero(r.Metric, *r.CILow) {
+					mean += " ‡"
+					marked = true
+				}
 			}
 		}
 		diff, p, g, mark := "", "", "", ""
@@ -152,7 +162,14 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, letter(index[r.Group]), r.N, mean, diff, p, g, mark)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if marked {
+		_, err := fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
+		return err
+	}
+	return nil
 }
 
 // ComparePlot is one metric of the groups side by side: each group's

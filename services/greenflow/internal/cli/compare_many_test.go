@@ -84,7 +84,7 @@ func TestCompareManyAdjustsForTheNumberOfComparisons(t *testing.T) {
 
 	out.Reset()
 	require.NoError(t, cli.WriteCompareMany(&out, "csv", groups, 0.95))
-	require.True(t, strings.HasPrefix(out.String(), "metric,unit,group,n,mean,ci_low,ci_high,diff_pct,p,p_holm,hedges_g,significant\n"))
+	require.True(t, strings.HasPrefix(out.String(), "metric,unit,group,n,mean,ci_low,ci_high,ci_crosses_zero,diff_pct,p,p_holm,hedges_g,significant\n"))
 	require.Contains(t, out.String(), "sut_uj_per_event,uJ,lower,5,80,")
 }
 
@@ -108,4 +108,23 @@ func TestComparePlotIsOneWellFormedSVG(t *testing.T) {
 	require.Equal(t, 3+9, strings.Count(svg, "<circle"), "a mean per group and every repetition")
 	_, err = cli.ComparePlotSVG(groups, "no_such_metric", 0.95)
 	require.ErrorContains(t, err, "no group has no_such_metric")
+}
+
+// TestComparisonsMarkIntervalsCrossingZero: an energy per event whose
+// interval reaches below zero is marked ‡ and explained, in the pairwise
+// and the many-group tables and in the machine-readable forms.
+func TestComparisonsMarkIntervalsCrossingZero(t *testing.T) {
+	base, wide := ujGroup("base", 100, 102, 98), ujGroup("wide", 10, 300, 5)
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteComparison(&out, cli.Comparison{A: base, B: wide}, 0.95))
+	require.Contains(t, out.String(), " ‡")
+	require.Contains(t, out.String(), "‡ "+results.CICrossesZeroNote)
+	out.Reset()
+	require.NoError(t, cli.WriteCompareMany(&out, "table", []cli.Group{base, wide, ujGroup("c", 90, 91, 92)}, 0.95))
+	require.Contains(t, out.String(), "‡ "+results.CICrossesZeroNote)
+	for _, r := range cli.CompareMany([]cli.Group{base, wide}, 0.95) {
+		if r.Metric == results.SUTMicroJPerEvent {
+			require.Equal(t, r.Group == "wide", r.CICrossesZero, r.Group)
+		}
+	}
 }

@@ -59,6 +59,9 @@ func provenanceRows(p results.Provenance) [][2]string {
 		return b.String()
 	}
 	commit := p.Commit
+	if p.CommitSource != "" {
+		commit += " (from the " + p.CommitSource + ")"
+	}
 	if p.CommitNote != "" {
 		commit += " — " + p.CommitNote
 	}
@@ -104,6 +107,8 @@ type reportData struct {
 	// run's consumer lag against the SLO.
 	Throughput template.HTML
 	LagPlots   []template.HTML
+	// Capacity is a capacity search's answer, when the experiment ran one.
+	Capacity string
 	// QualityHead and QualityRows are the data-quality section.
 	QualityHead []string
 	QualityRows [][]string
@@ -212,6 +217,11 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		plotted++
 	}
 	d.QualityHead, d.QualityRows = qualityTable(rows)
+	var capacity bytes.Buffer
+	if err := WriteCapacity(ctx, &capacity, st, experimentID); err != nil {
+		return nil, err
+	}
+	d.Capacity = strings.TrimSpace(capacity.String())
 	if n := countDone(rows); n > plotted {
 		d.PowerNote = fmt.Sprintf("Power plots for %d of %d done runs (--max-runs).", plotted, n)
 	}
@@ -396,6 +406,10 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 <div class="meta">{{if .Name}}name {{.Name}} · {{end}}{{if .State}}state {{.State}} · {{end}}{{.Runs}} runs{{if .Created}} · created {{.Created}}{{end}}{{if .Version}} · greenflow {{.Version}}{{end}}{{if .Commit}} ({{.Commit}}){{end}} · report generated {{.Generated}}</div>
 {{if .Estimated}}<p class="note"><b>Estimated:</b> no hardware energy counter was readable for some runs; their energy comes from the CPU-utilisation power model.</p>{{end}}
 
+{{if .Capacity}}<h2>Capacity</h2>
+<p>{{.Capacity}}</p>
+<p class="note">The largest offered load the search found sustained: throughput at least slos.minThroughputRatio of the offered load and the lag trend's interval below the SLO's limit; probes whose interval held the limit were repeated with a longer window (see the runs below).</p>
+{{end}}
 <h2>Per configuration</h2>
 <p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
 <table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>

@@ -83,3 +83,20 @@ func TestQualityTableSeparatesFlagsFromCaveats(t *testing.T) {
 		body[0])
 	require.False(t, strings.Contains(strings.Join(head, ","), "late s"))
 }
+
+// TestReportShowsTheCapacity: an experiment that ran a capacity search has
+// its answer at the top of the report.
+func TestReportShowsTheCapacity(t *testing.T) {
+	st, ctx := testenv.ParallelStore(t)
+	require.NoError(t, st.UpsertRuns(ctx, []store.Run{{ExperimentID: "cap", RunID: "cap-r0000", State: "done", ConfigHash: "c",
+		Factors: `{"workload.ratePerSec":"75000"}`, MeasureStartMs: 1_760_000_000_000, MeasureEndMs: 1_760_000_010_000}}))
+	require.NoError(t, st.ReplaceResults(ctx, "cap", "cap-r0000", []store.Result{{ExperimentID: "cap", RunID: "cap-r0000", Scope: results.ScopeRun,
+		Metric: results.ThroughputEPS, Value: 75_000}}))
+	require.NoError(t, st.ReplaceResults(ctx, "cap", "cap-search", []store.Result{
+		{ExperimentID: "cap", RunID: "cap-search", Scope: results.ScopeExperiment, Metric: results.CapacityMsgPerS, Value: 75_000},
+		{ExperimentID: "cap", RunID: "cap-search", Scope: results.ScopeExperiment, Metric: results.SearchProbes, Value: 7}}))
+	page, err := Report(ctx, st, "cap", 1)
+	require.NoError(t, err)
+	require.Contains(t, string(page), "<h2>Capacity</h2>")
+	require.Contains(t, string(page), "75000 msg/s")
+}

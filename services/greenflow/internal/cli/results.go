@@ -152,7 +152,8 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 			}
 		}
 		if anyEst {
-			fmt.Fprintln(w, "* estimated: no hardware energy counter was readable; figures come from the CPU-utilisation power model")
+			fmt.Fprintln(w, "* estimated: no hardware energy counter was readable on the node; the energy comes from a power model "+
+				"(the node's profile, or one calibrated on a metered node: export's meters.csv and provenance say which)")
 		}
 		for _, f := range explainedFlags(rows) {
 			fmt.Fprintf(w, "%s: %s\n", f.Name, f.Help)
@@ -177,7 +178,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 			sort.Strings(names)
 			for _, k := range names {
 				_ = cw.Write([]string{r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State, k,
-					strconv.FormatFloat(r.Metrics[k], 'g', -1, 64), strconv.FormatBool(r.Estimated)})
+					strconv.FormatFloat(r.Metrics[k], 'g', -1, 64), strconv.FormatBool(r.Estimated && results.Estimable(k))})
 			}
 		}
 		cw.Flush()
@@ -190,9 +191,8 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 	return fmt.Errorf("--format %q: expected table, csv or json", format)
 }
 
-// explainedFlags are the flags of rows that change how their figures read
-// (a negative dynamic energy), with what they mean: such a figure is not
-// printed as a plain number without its explanation.
+// explainedFlags are the flags of rows, each with what it means, in the
+// table's order: a flag is never printed without its explanation.
 func explainedFlags(rows []ResultRow) []results.Flag {
 	seen := map[string]bool{}
 	for _, r := range rows {
@@ -202,7 +202,7 @@ func explainedFlags(rows []ResultRow) []results.Flag {
 	}
 	var out []results.Flag
 	for _, f := range results.Flags() {
-		if seen[f.Name] && f.Name == results.FlagDynamicEnergyNegative {
+		if seen[f.Name] {
 			out = append(out, f)
 		}
 	}

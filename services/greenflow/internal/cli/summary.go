@@ -44,7 +44,7 @@ func configKey(r ResultRow) string {
 // SummarizeRuns groups the done runs by configuration (in order of their
 // first run) and describes every run metric with a Student-t interval at
 // level; it also marks the Pareto front of mean throughput against mean SUT
-// energy per event.
+// energy per event among the configurations that did not fail the lag SLO.
 func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	var out []ConfigSummary
 	idx := map[string]int{}
@@ -72,12 +72,19 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 			out[i].Metrics[m] = stats.Describe(xs, level)
 		}
 	}
-	pts := make([]stats.Point, len(out))
+	// The front is drawn among the configurations whose lag SLO did not
+	// fail: a throughput the system did not sustain is no trade-off.
+	var pts []stats.Point
+	var idxOf []int
 	for i, c := range out {
-		pts[i] = stats.Point{X: c.mean(results.ThroughputEPS), Y: c.mean(results.SUTMicroJPerEvent)}
+		if lagVerdict(c) == "FAIL" {
+			continue
+		}
+		pts = append(pts, stats.Point{X: c.mean(results.ThroughputEPS), Y: c.mean(results.SUTMicroJPerEvent)})
+		idxOf = append(idxOf, i)
 	}
 	for _, i := range stats.ParetoFront(pts) {
-		out[i].Pareto = true
+		out[idxOf[i]].Pareto = true
 	}
 	return out
 }

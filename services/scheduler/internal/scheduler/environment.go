@@ -6,10 +6,13 @@ import (
 	"os"
 	"runtime"
 	"strings"
+
+	"github.com/greenflow/greenflow/pkg/version"
 )
 
 // environmentJSON records the facts needed to interpret or repeat an
-// experiment: host, CPU model and count, kernel, Go runtime.
+// experiment: host, CPU model and count, kernel, Go runtime, and where the
+// recorded commit came from (version.CommitSource).
 func environmentJSON() string {
 	host, _ := os.Hostname()
 	env := map[string]any{
@@ -19,6 +22,9 @@ func environmentJSON() string {
 		"kernel":    kernel(),
 		"go":        runtime.Version(),
 		"os_arch":   runtime.GOOS + "/" + runtime.GOARCH,
+		// Where the experiment's commit was read: a binary built without
+		// -ldflags and VCS stamping reads the checkout it runs in.
+		"commit_source": version.CommitSource(),
 	}
 	b, _ := json.Marshal(env)
 	return string(b)
