@@ -107,6 +107,8 @@ type reportData struct {
 	// run's consumer lag against the SLO.
 	Throughput template.HTML
 	LagPlots   []template.HTML
+	// EstimatedWhich says which runs are estimated: "any run" or "some runs".
+	EstimatedWhich string
 	// Capacity is a capacity search's answer, when the experiment ran one.
 	Capacity string
 	// QualityHead and QualityRows are the data-quality section.
@@ -144,8 +146,16 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	}
 	d.Provenance = provenanceRows(prov)
 	sums := SummarizeRuns(rows, DefaultLevel)
-	for _, s := range sums {
-		d.Estimated = d.Estimated || s.Estimated
+	estimated := 0
+	for _, r := range rows {
+		if r.Estimated {
+			estimated++
+		}
+	}
+	d.Estimated = estimated > 0
+	d.EstimatedWhich = "some runs"
+	if estimated == len(rows) {
+		d.EstimatedWhich = "any run"
 	}
 
 	// Per-configuration table.
@@ -320,6 +330,12 @@ func paretoPlot(sums []ConfigSummary) (plot, string) {
 	}
 	p.Series = []series{all, front}
 	note := "Front (more events/s and fewer µJ/event than any other configuration in one of the two): " + strings.Join(names, "; ")
+	switch {
+	case len(sums) == 1:
+		note = "One configuration: there is no trade-off to show."
+	case len(names) == 0:
+		note = "No configuration met the lag SLO: none is on the front."
+	}
 	return p, note
 }
 
@@ -404,7 +420,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 </style></head><body>
 <h1>GreenFlow experiment {{.ID}}</h1>
 <div class="meta">{{if .Name}}name {{.Name}} · {{end}}{{if .State}}state {{.State}} · {{end}}{{.Runs}} runs{{if .Created}} · created {{.Created}}{{end}}{{if .Version}} · greenflow {{.Version}}{{end}}{{if .Commit}} ({{.Commit}}){{end}} · report generated {{.Generated}}</div>
-{{if .Estimated}}<p class="note"><b>Estimated:</b> no hardware energy counter was readable for some runs; their energy comes from the CPU-utilisation power model.</p>{{end}}
+{{if .Estimated}}<p class="note"><b>Estimated:</b> no hardware energy counter was readable for {{.EstimatedWhich}}; their energy comes from a power model (the node's profile, or one calibrated on a metered node — see Provenance).</p>{{end}}
 
 {{if .Capacity}}<h2>Capacity</h2>
 <p>{{.Capacity}}</p>

@@ -227,8 +227,11 @@ func qualityTable(rows []ResultRow) (head []string, body [][]string) {
 	head = append(head, "data flags", "caveats")
 	for _, r := range rows {
 		source := "meter"
-		if r.Estimated {
+		switch {
+		case r.Estimated:
 			source = "estimated (model)"
+		case len(r.Metrics) == 0:
+			source = "-" // not analysed (failed before)
 		}
 		cells := []string{shortRun(r.RunID), r.State, source}
 		for _, i := range cols {

@@ -46,7 +46,7 @@ type plot struct {
 }
 
 const (
-	padLeft, padRight, padTop, padBottom = 72.0, 170.0, 34.0, 48.0
+	padLeft, padRight, padTop, padBottom = 72.0, 200.0, 34.0, 48.0
 )
 
 // niceTicks returns round tick values covering [lo, hi].
@@ -267,7 +267,7 @@ func (s series) write(sb *strings.Builder, f frame, i int) {
 	ly := padTop + 8 + float64(i)*18
 	lx := padLeft + f.pw + 14
 	fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, ly, ly, color, dash)
-	fmt.Fprintf(sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(truncate(s.Name, 22)))
+	fmt.Fprintf(sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(truncate(s.Name, 27)))
 }
 
 func truncate(s string, n int) string {
