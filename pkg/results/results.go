@@ -347,7 +347,8 @@ var flags = []Flag{
 	{FlagLoadMissed, "records due by the schedule were never produced"},
 	{FlagDynamicEnergyNegative, "a dynamic energy (of a node, a target, the SUT or the run's nodes) is negative: it drew less power under load " +
 		"than in the run's own baseline, " +
-		"so baseline drift or noise exceeds the load's effect and the dynamic figures (energy, µJ per event) do not measure the load"},
+		"so for that part baseline drift or noise exceeds the load's effect: its dynamic figures (dynamic energy, dynamic µJ per event) do not " +
+		"measure the load; totals (energy, µJ per event) are unaffected"},
 	{FlagLagVerdictUnresolved, "the lag-trend slope's confidence interval contains the SLO's threshold: the window's lag samples are too " +
 		"noisy or too few to say on which side it is (lag_slo_ok is the point estimate's verdict, not a resolved one); a longer window resolves it"},
 	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
