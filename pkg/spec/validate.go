@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/greenflow/greenflow/pkg/energy"
 )
 
 // Validate reports every problem with its field path.
@@ -358,9 +360,11 @@ func (rc RunConfig) problems(prefix string) Problems {
 	}
 	if m.Sample.Duration < 100*time.Millisecond {
 		add("meters.interval", "got %s, expected at least 100ms", m.Sample.Duration)
-	} else if ph.Measure.Duration > 0 && m.Sample.Duration > ph.Measure.Duration {
-		add("meters.interval", "got %s, expected at most the measured window (phases.measure %s): a window needs samples inside it",
-			m.Sample.Duration, ph.Measure.Duration)
+	} else if ph.Measure.Duration > 0 && m.Sample.Duration > max(ph.Measure.Duration, energy.DefaultInterval) {
+		// The default interval is allowed whatever the window: a window
+		// shorter than it (a test's) is the collector's default too.
+		add("meters.interval", "got %s, expected at most the measured window (phases.measure %s) or the default %s: a window needs samples inside it",
+			m.Sample.Duration, ph.Measure.Duration, energy.DefaultInterval)
 	}
 	return p
 }
