@@ -21,9 +21,10 @@ type account struct {
 	// far as anyone knows.
 	uncovered int64
 	timedOut  bool
-	// unfinished is what the instances still producing at the deadline had
-	// produced by their last checkpoint (timedOut).
-	unfinished int64
+	// unfinished and unfinishedSent are what the instances still producing
+	// at the deadline had produced and Kafka had acknowledged by their last
+	// checkpoint (timedOut).
+	unfinished, unfinishedSent int64
 	// delivered is what the load added to the input topic (high-water
 	// marks summed over partitions), when fromBroker.
 	delivered  int64
@@ -117,9 +118,10 @@ func summarize(a account) events.LoadFinished {
 // retried three times as a transient timeout).
 func (a account) timeoutReason(missed int64, permanent *bool) string {
 	due := offered(a.plan) - missed
-	produced := a.unfinished
+	produced, delivered := a.unfinished, a.unfinishedSent
 	for _, s := range a.statuses {
 		produced += s.Produced
+		delivered += s.Sent
 	}
 	d := a.plan.duration().Seconds()
 	if due <= 0 || produced >= due || d <= 0 {
@@ -127,8 +129,9 @@ func (a account) timeoutReason(missed int64, permanent *bool) string {
 	}
 	*permanent = true
 	return fmt.Sprintf("load generators could not keep up with the offered load: %.0f msg/s offered, %.0f msg/s produced "+
-		"(%d of %d records, %.1f%%, by the finish deadline); lower the rate or add load-generator instances",
-		float64(due)/d, float64(produced)/d, produced, due, 100*float64(produced)/float64(due))
+		"(%d of %d records, %.1f%%, by the finish deadline), %.0f msg/s delivered (acknowledged by Kafka); "+
+		"lower the rate or add load-generator instances",
+		float64(due)/d, float64(produced)/d, produced, due, 100*float64(produced)/float64(due), float64(delivered)/d)
 }
 
 // offered is the number of records the plan's whole schedule holds.

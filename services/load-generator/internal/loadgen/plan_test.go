@@ -218,7 +218,8 @@ func TestSummarize(t *testing.T) {
 		{"timed out", account{plan: p, statuses: produced(ok, 100), timedOut: true}, true, "load generators did not finish in time"},
 		// Still producing the schedule at the deadline: permanent.
 		{"cannot keep up", account{plan: p, statuses: produced(ok, 40), timedOut: true, unfinished: 30}, true,
-			"load generators could not keep up with the offered load: 100 msg/s offered, 55 msg/s produced (110 of 200 records, 55.0%, by the finish deadline)"},
+			"load generators could not keep up with the offered load: 100 msg/s offered, 55 msg/s produced (110 of 200 records, 55.0%, by the finish deadline), " +
+				"75 msg/s delivered (acknowledged by Kafka)"},
 		{"stopped", account{plan: &plan{Cmd: p.Cmd, StartMs: 1000, Participants: p.Participants, Stopped: true}, statuses: ok}, false, "stopped"},
 	}
 	for _, tt := range tests {
