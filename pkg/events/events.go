@@ -310,6 +310,9 @@ type LoadFinished struct {
 	RecordsBackfilled int64 `json:"records_backfilled"`
 	Takeovers         int   `json:"takeovers"`
 	Restarts          int   `json:"restarts"`
+	// Permanent (v3): the failure would recur on a retry — the generators
+	// could not produce the offered rate — so the run is not retried.
+	Permanent bool `json:"permanent,omitempty"`
 }
 
 // CollectAssign tells energy collectors which targets belong to a run and

@@ -114,7 +114,7 @@ var entries = []Entry{
 		Producers: from(ServiceScheduler), Consumers: from(ServiceLoadGenerator)},
 	{Type: TypeLoadProgress, Kind: Event, Versions: []int{1}, New: zero[LoadProgress],
 		Producers: from(ServiceLoadGenerator), Consumers: from(ServiceAnalyzer)},
-	{Type: TypeLoadFinished, Kind: Event, Versions: []int{1, 2}, New: zero[LoadFinished],
+	{Type: TypeLoadFinished, Kind: Event, Versions: []int{1, 2, 3}, New: zero[LoadFinished],
 		Producers: from(ServiceLoadGenerator), Consumers: from(ServiceScheduler)},
 	{Type: TypeRunAnalyzed, Kind: Event, Versions: []int{1, 2}, New: zero[RunAnalyzed],
 		Producers: from(ServiceAnalyzer), Consumers: from(ServiceScheduler)},

@@ -324,6 +324,9 @@ const (
 	// FlagLagVerdictUnresolved: the lag slope's confidence interval
 	// contains the SLO's threshold.
 	FlagLagVerdictUnresolved = "lag_verdict_unresolved"
+	// FlagLagNotEvaluated: a consumer-lag series exists but too few of its
+	// samples lie between the fit's start and the window's end.
+	FlagLagNotEvaluated = "lag_not_evaluated"
 	// The collectors' recorded gaps (table gaps) touching the window.
 	FlagEnergyGapRecorded = "energy_gap_recorded"
 	FlagEnergyImplausible = "energy_counter_implausible"
@@ -351,6 +354,9 @@ var flags = []Flag{
 		"measure the load; totals (energy, µJ per event) are unaffected"},
 	{FlagLagVerdictUnresolved, "the lag-trend slope's confidence interval contains the SLO's threshold: the window's lag samples are too " +
 		"noisy or too few to say on which side it is (lag_slo_ok is the point estimate's verdict, not a resolved one); a longer window resolves it"},
+	{FlagLagNotEvaluated, "the lag-trend SLO was not evaluated: fewer consumer-lag samples than a fit needs (analyzer lagMinPoints) lie between " +
+		"the fit's start (the load's start + slos.lagWarmup, never before the window; lag_trend_fit_start_s) and the window's end, so there is no " +
+		"lag_slo_ok row; a shorter slos.lagWarmup or a longer window gives one"},
 	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
 	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},
@@ -361,7 +367,7 @@ var flags = []Flag{
 // the measurement itself: the samples and the load are whole. A run whose
 // only flags are caveats is an undisturbed run (the chaos suite's
 // reference, a test's clean run); its figures are read with the caveat.
-var caveats = map[string]bool{FlagDynamicEnergyNegative: true, FlagLagVerdictUnresolved: true}
+var caveats = map[string]bool{FlagDynamicEnergyNegative: true, FlagLagVerdictUnresolved: true, FlagLagNotEvaluated: true}
 
 // Caveat reports whether flag — its name, or its result row's
 // FlagMetric(name) — qualifies a derived figure rather than the measurement

@@ -29,6 +29,14 @@ const (
 	// client's buffer is bounded); it is far above what a generator
 	// instance sends (~535,000 msg/s here), so a larger value is a typo.
 	MaxRatePerSec = 1e9
+	// MaxModelWatts bounds the spec's model wattages of a whole node
+	// (meters.model idleWatts, maxWatts, platformWatts): a large
+	// four-socket server draws 2–3 kW at full load, so 10 kW is a typo
+	// (a misplaced unit), not a machine.
+	MaxModelWatts = 10_000
+	// MaxModelWattsPerVCPU bounds idleWattsPerVCPU and maxWattsPerVCPU: a
+	// 400 W processor of 32 vCPUs is 12.5 W each; 100 W a vCPU is none.
+	MaxModelWattsPerVCPU = 100
 	// MaxRatePerSensor: a sensor sends at most once a microsecond (the
 	// schedule's resolution); the load generator refuses more.
 	MaxRatePerSensor = 1e6

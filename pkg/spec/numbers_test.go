@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -242,4 +243,45 @@ func TestSensorBoundFromMemoryEstimate(t *testing.T) {
 	require.ErrorContains(t, err, "spec.sut.kubernetes.replicas: got 1001, expected 1 to 1000 (0 means 1)")
 	_, err = spec.Parse([]byte(head), []string{"spec.phases.warmup=1h", "spec.phases.measure=24h"})
 	require.ErrorContains(t, err, "spec.phases.measure: got 24h0m0s with warmup 1h0m0s, expected a load (warmup + measure) of at most 24h0m0s")
+}
+
+// The offered rate is bounded however it is written: 8×10⁷ sensors every
+// millisecond (8×10¹⁰ msg/s) passed while ratePerSec alone was capped.
+func TestOfferedRateFromSensorsAndPeriodIsBounded(t *testing.T) {
+	_, err := spec.Parse([]byte(head), []string{"spec.workload.sensors=80000000", "spec.workload.periodMs=1"})
+	require.ErrorContains(t, err, "spec.workload.sensors: 80000000 sensors every 1 ms (workload.periodMs) offer 8e+10 msg/s, expected at most 1e+09 msg/s")
+	_, err = spec.Parse([]byte(head), []string{"spec.workload.sensors=1000000", "spec.workload.periodMs=1"})
+	require.NoError(t, err, "10⁹ msg/s is the bound itself")
+}
+
+// The lag warm-up is counted from the load's start; one that leaves
+// nothing of the measured window is refused, naming the window. Left
+// unstated, the fit starts with the window (the default warm-up is 0).
+func TestLagWarmupMustLeaveSomeOfTheWindow(t *testing.T) {
+	set := []string{"spec.phases.warmup=3s", "spec.phases.measure=12s"}
+	_, err := spec.Parse([]byte(head), append(set, "spec.slos.lagWarmup=1h"))
+	require.ErrorContains(t, err, "spec.slos.lagWarmup: got 1h0m0s, expected less than warmup + measure (3s + 12s = 15s)")
+	_, err = spec.Parse([]byte(head), append(set, "spec.slos.lagWarmup=15s"))
+	require.ErrorContains(t, err, "spec.slos.lagWarmup: got 15s")
+	_, err = spec.Parse([]byte(head), append(set, "spec.slos.lagWarmup=-1s"))
+	require.ErrorContains(t, err, "spec.slos.lagWarmup: got -1s, expected zero or more")
+	e, err := spec.Parse([]byte(head), append(set, "spec.slos.lagWarmup=10s"))
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, e.Spec.SLOs.LagWarmup.Duration)
+	e, err = spec.Parse([]byte(head), set)
+	require.NoError(t, err)
+	require.Zero(t, e.Spec.SLOs.LagWarmup.Duration, "unstated, the lag fit starts at the window's start")
+}
+
+// The meters' interval is bounded by the window it samples, and the
+// model's wattages by a node's plausible draw.
+func TestMetersIntervalAndModelAreBounded(t *testing.T) {
+	_, err := spec.Parse([]byte(head), []string{"spec.phases.measure=12s", "spec.meters.interval=1h"})
+	require.ErrorContains(t, err, "spec.meters.interval: got 1h0m0s, expected at most the measured window (phases.measure 12s) or the default 1s")
+	_, err = spec.Parse([]byte(head), []string{"spec.meters.model.idleWatts=1e9", "spec.meters.model.maxWatts=2e9"})
+	require.ErrorContains(t, err, "spec.meters.model: idleWatts 1e+09, maxWatts 2e+09, platformWatts 0: expected each at most 10000 W")
+	_, err = spec.Parse([]byte(head), []string{"spec.meters.model.maxWattsPerVCPU=500"})
+	require.ErrorContains(t, err, "maxWattsPerVCPU 500: expected each at most 100 W")
+	_, err = spec.Parse([]byte(head), []string{"spec.phases.measure=12s", "spec.meters.interval=12s", "spec.meters.model.idleWatts=100", "spec.meters.model.maxWatts=400"})
+	require.NoError(t, err)
 }

@@ -151,7 +151,7 @@ type ExtraMeter struct {
 // sustained (Theodolite's lag trend; the original GreenFlow's throughput ratio).
 type SLOs struct {
 	LagTrendSlope      float64  `yaml:"lagTrendSlope" json:"lagTrendSlope"`           // msg/s of lag growth allowed
-	LagWarmup          Duration `yaml:"lagWarmup" json:"lagWarmup"`                   // dropped before the fit
+	LagWarmup          Duration `yaml:"lagWarmup" json:"lagWarmup"`                   // from the load's start, dropped before the fit (0: the fit starts with the window)
 	MinThroughputRatio float64  `yaml:"minThroughputRatio" json:"minThroughputRatio"` // achieved / offered
 }
 

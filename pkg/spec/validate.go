@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/greenflow/greenflow/pkg/energy"
 )
 
 // Validate reports every problem with its field path.
@@ -45,6 +47,7 @@ func (e *Experiment) Validate() error {
 		return p
 	}
 	p = append(p, s.SLOs.problems()...)
+	p = append(p, s.lagWarmupProblems()...)
 	p = append(p, s.searchProblems()...)
 	p = append(p, s.Trigger.problems()...)
 	if len(p) > 0 {
@@ -201,10 +204,30 @@ func (o SLOs) problems() Problems {
 	if o.LagTrendSlope < 0 {
 		add("lagTrendSlope", "got %g, expected zero or more", o.LagTrendSlope)
 	}
+	if o.LagWarmup.Duration < 0 {
+		add("lagWarmup", "got %s, expected zero or more", o.LagWarmup.Duration)
+	}
 	if o.MinThroughputRatio < 0 || o.MinThroughputRatio > 1 {
 		add("minThroughputRatio", "got %g, expected 0 to 1", o.MinThroughputRatio)
 	}
 	return p
+}
+
+// lagWarmupProblems refuses a lag warm-up that leaves no part of the
+// measured window: it is counted from the load's start (the warm-up
+// phase's), so one of at least warmup + measure would leave the lag SLO
+// unjudged in every run — silently, as `slos.lagWarmup: 60s` (then the
+// default) did to every window shorter than a minute.
+func (s Spec) lagWarmupProblems() Problems {
+	w, ph := s.SLOs.LagWarmup.Duration, s.RunConfig.Phases
+	if load := ph.Warmup.Duration + ph.Measure.Duration; w > 0 && ph.Measure.Duration > 0 && w >= load {
+		var p Problems
+		adder(&p, "spec.")("slos.lagWarmup", "got %s, expected less than warmup + measure (%s + %s = %s): it is counted from the load's start, "+
+			"so it leaves no part of the measured window [%s, %s] to fit the lag trend to (0 fits the whole window)",
+			w, ph.Warmup.Duration, ph.Measure.Duration, load, ph.Warmup.Duration, load)
+		return p
+	}
+	return nil
 }
 
 // searchProblems checks a capacity search, when the spec has one.
@@ -284,6 +307,13 @@ func (rc RunConfig) problems(prefix string) Problems {
 		add("workload.ratePerSec", "got %g for %d sensors, expected at most %g msg/s (%g per sensor: one record a microsecond)",
 			w.RatePerSec, w.Sensors, MaxRatePerSensor*float64(w.Sensors), float64(MaxRatePerSensor))
 	}
+	// The offered rate however it is written: sensors × 1000/periodMs is
+	// bounded like ratePerSec (8×10⁷ sensors at 1 ms passed as 8×10¹⁰
+	// msg/s, and the generators then timed out instead of refusing).
+	if rate := float64(w.Sensors) * 1000 / float64(w.PeriodMs); w.RatePerSec == 0 && w.Sensors > 0 && w.PeriodMs > 0 && rate > MaxRatePerSec {
+		add("workload.sensors", "%d sensors every %d ms (workload.periodMs) offer %g msg/s, expected at most %g msg/s (fewer sensors or a longer period)",
+			w.Sensors, w.PeriodMs, rate, MaxRatePerSec)
+	}
 	if w.RatePerSec == 0 && w.PeriodMs <= 0 {
 		add("workload.periodMs", "got %d, expected a positive period (or set ratePerSec)", w.PeriodMs)
 	} else if w.RatePerSec == 0 && time.Duration(w.PeriodMs)*time.Millisecond > MaxPeriod {
@@ -320,8 +350,21 @@ func (rc RunConfig) problems(prefix string) Problems {
 		add("meters.model", "idleWattsPerVCPU %g, maxWattsPerVCPU %g, platformWatts %g: expected all >= 0 and idleWattsPerVCPU <= maxWattsPerVCPU",
 			mm.IdleWattsPerVCPU, mm.MaxWattsPerVCPU, mm.PlatformWatts)
 	}
+	if mm := m.Model; mm.IdleWatts > MaxModelWatts || mm.MaxWatts > MaxModelWatts || mm.PlatformWatts > MaxModelWatts {
+		add("meters.model", "idleWatts %g, maxWatts %g, platformWatts %g: expected each at most %d W (a node's plausible draw)",
+			mm.IdleWatts, mm.MaxWatts, mm.PlatformWatts, MaxModelWatts)
+	}
+	if mm := m.Model; mm.IdleWattsPerVCPU > MaxModelWattsPerVCPU || mm.MaxWattsPerVCPU > MaxModelWattsPerVCPU {
+		add("meters.model", "idleWattsPerVCPU %g, maxWattsPerVCPU %g: expected each at most %d W (a vCPU's plausible draw)",
+			mm.IdleWattsPerVCPU, mm.MaxWattsPerVCPU, MaxModelWattsPerVCPU)
+	}
 	if m.Sample.Duration < 100*time.Millisecond {
 		add("meters.interval", "got %s, expected at least 100ms", m.Sample.Duration)
+	} else if ph.Measure.Duration > 0 && m.Sample.Duration > max(ph.Measure.Duration, energy.DefaultInterval) {
+		// The default interval is allowed whatever the window: a window
+		// shorter than it (a test's) is the collector's default too.
+		add("meters.interval", "got %s, expected at most the measured window (phases.measure %s) or the default %s: a window needs samples inside it",
+			m.Sample.Duration, ph.Measure.Duration, energy.DefaultInterval)
 	}
 	return p
 }

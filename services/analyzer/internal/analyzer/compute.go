@@ -59,8 +59,15 @@ func compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	c.crossMeterRows()
 	sutJ, ujPerEvent := c.runRows()
 	verdict.Flags = c.derivedFlags(verdict.Flags)
-	if lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()).Unresolved() {
+	switch lag := lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()); {
+	case lag.Unresolved():
 		verdict.Flags = addFlag(verdict.Flags, results.FlagLagVerdictUnresolved)
+	case !lag.Verdict && (lag.Found || lag.FromMs >= m.MeasureEndMs):
+		// A lag series but too few samples after the fit's start (a
+		// sampler that fell behind), or a warm-up reaching past the
+		// window (the series is read from the fit's start, so none):
+		// said, not left as a missing lag_slo_ok row.
+		verdict.Flags = addFlag(verdict.Flags, results.FlagLagNotEvaluated)
 	}
 	c.verdictRows(verdict, vin)
 	return c.rows, c.summary(sutJ, c.nodeJ, ujPerEvent, c.estimated, verdict)

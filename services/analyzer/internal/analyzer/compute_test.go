@@ -103,6 +103,17 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 		require.Equal(t, m.Estimable, r.Estimated, "%s/%s: every figure of this run is from the model", r.Scope, r.Metric)
 		written[[2]string{r.Scope, r.Metric}] = true
 	}
+	// lag_not_evaluated excludes lag_verdict_unresolved: a window with too
+	// few lag samples (two) gives it.
+	few := richInputs()
+	few.ConsumerLag = map[string][]store.Point{`{"partition":"0"}`: few.ConsumerLag[`{"partition":"0"}`][9:]}
+	fewRows, fewSum := analyzer.Compute(few, analyzer.Default())
+	require.Contains(t, fewSum.Flags, results.FlagLagNotEvaluated)
+	for _, r := range fewRows {
+		if r.Metric == results.FlagMetric(results.FlagLagNotEvaluated) {
+			written[[2]string{r.Scope, r.Metric}] = true
+		}
+	}
 	var runRows []store.Result
 	for _, r := range rows {
 		if r.Scope == results.ScopeRun {

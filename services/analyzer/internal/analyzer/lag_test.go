@@ -197,3 +197,36 @@ func TestLagVerdictTooFewSamples(t *testing.T) {
 	require.False(t, r.has("run", "", results.LagTrendSlopeCIHigh))
 	require.Contains(t, sum.Flags, results.FlagLagVerdictUnresolved)
 }
+
+// TestLagSLOWithTheDefaultWarmup: a new user's spec (3 s warm-up, 12 s
+// window, no slos section) gets a lag verdict fitted from the window's
+// start. With the old default (lagWarmup 60 s from the load's start) the
+// fit started after the window and no lag row said why; a stored spec that
+// still asks for it is analysed with the lag_not_evaluated flag.
+func TestLagSLOWithTheDefaultWarmup(t *testing.T) {
+	e, err := spec.Parse([]byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: demo}\nspec:\n  phases: {warmup: 3s, measure: 12s}\n"), nil)
+	require.NoError(t, err)
+	resolved, err := json.Marshal(e)
+	require.NoError(t, err)
+	analyze := func(t *testing.T, specJSON string) (resultIndex, events.RunAnalyzed) {
+		st, ctx := testenv.ParallelStore(t)
+		a := newAnalyzer(t, st)
+		require.NoError(t, st.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", Spec: specJSON}))
+		res, sum, err := a.Analyze(ctx, runFixture(t, st, "e1-r0000", "c1", 0, 30, 80))
+		require.NoError(t, err)
+		return index(res), sum
+	}
+	t.Run("default", func(t *testing.T) {
+		r, sum := analyze(t, string(resolved))
+		require.Equal(t, 0.0, r.v(t, "run", "", results.LagTrendFitStartS))
+		require.InDelta(t, 80.0, r.v(t, "run", "", results.LagTrendSlope), 1e-9)
+		require.Equal(t, 1.0, r.v(t, "run", "", results.LagSLOOK))
+		require.NotContains(t, sum.Flags, results.FlagLagNotEvaluated)
+	})
+	t.Run("a warm-up past the window", func(t *testing.T) {
+		r, sum := analyze(t, `{"spec":{"slos":{"lagTrendSlope":2000,"lagWarmup":"1m0s"}}}`)
+		require.False(t, r.has("run", "", results.LagSLOOK), "no verdict from no samples")
+		require.Contains(t, sum.Flags, results.FlagLagNotEvaluated)
+		require.Equal(t, 1.0, r.v(t, "run", "", results.FlagMetric(results.FlagLagNotEvaluated)))
+	})
+}

@@ -21,6 +21,10 @@ type account struct {
 	// far as anyone knows.
 	uncovered int64
 	timedOut  bool
+	// unfinished and unfinishedSent are what the instances still producing
+	// at the deadline had produced and Kafka had acknowledged by their last
+	// checkpoint (timedOut).
+	unfinished, unfinishedSent int64
 	// delivered is what the load added to the input topic (high-water
 	// marks summed over partitions), when fromBroker.
 	delivered  int64
@@ -90,7 +94,7 @@ func summarize(a account) events.LoadFinished {
 	}
 	if a.timedOut {
 		fin.Failed = true
-		reasons = append(reasons, "load generators did not finish in time")
+		reasons = append(reasons, a.timeoutReason(fin.RecordsMissed, &fin.Permanent))
 	}
 	if d := p.duration(); d > 0 {
 		fin.AchievedRate = float64(fin.RecordsDelivered) / d.Seconds()
@@ -104,6 +108,30 @@ func summarize(a account) events.LoadFinished {
 		fin.Reason = strings.Join(notes, "; ")
 	}
 	return fin
+}
+
+// timeoutReason says why the load did not finish by the deadline. When
+// the generators had not even produced the schedule's records by then —
+// end of schedule + flush, delivery and membership timeouts — they could
+// not keep up with the offered rate, which a retry would not change:
+// permanent, with the offered and produced rates (a run at 2×10⁹ msg/s was
+// retried three times as a transient timeout).
+func (a account) timeoutReason(missed int64, permanent *bool) string {
+	due := offered(a.plan) - missed
+	produced, delivered := a.unfinished, a.unfinishedSent
+	for _, s := range a.statuses {
+		produced += s.Produced
+		delivered += s.Sent
+	}
+	d := a.plan.duration().Seconds()
+	if due <= 0 || produced >= due || d <= 0 {
+		return "load generators did not finish in time"
+	}
+	*permanent = true
+	return fmt.Sprintf("load generators could not keep up with the offered load: %.0f msg/s offered, %.0f msg/s produced "+
+		"(%d of %d records, %.1f%%, by the finish deadline), %.0f msg/s delivered (acknowledged by Kafka); "+
+		"lower the rate or add load-generator instances",
+		float64(due)/d, float64(produced)/d, produced, due, 100*float64(produced)/float64(due), float64(delivered)/d)
 }
 
 // offered is the number of records the plan's whole schedule holds.

@@ -235,6 +235,22 @@ func TestKillProducingInstance(t *testing.T) {
 			gap, key := longestSilence(recs, keys, start, start.Add(seconds*time.Second))
 			t.Logf("longest silence of a sensor of %s: %s (%s)", victim, gap.Round(time.Millisecond), key)
 			require.Less(t, gap, time.Second+3*time.Second, "period + take-over bound")
+
+			// The victim's per-second load truth survives it up to about
+			// a second before its death (written as its seconds become
+			// final, not when its share ends), so the rate check does not
+			// read its seconds as a stall: the seconds before the kill
+			// are whole.
+			onTime, err := st.RunMetricSeries(context.Background(), "exp", run, kafkasignals.MetricLoadOnTime, 0, 1<<62)
+			require.NoError(t, err)
+			beforeKill := killedAt.Sub(start) / time.Second // whole seconds before the kill
+			victimSecs := onTime[`{"instance":"`+victim+`"}`]
+			t.Logf("%s's on-time series: %v (killed in second %d)", victim, victimSecs, beforeKill)
+			require.GreaterOrEqual(t, len(victimSecs), int(beforeKill)-2, "the victim's seconds up to two before its death")
+			d := loadTruth(t, st, run, fin.StartMs, fin.StartMs+int64(beforeKill-2)*1000)
+			t.Logf("rate check before the kill: %+v", d)
+			require.Positive(t, d.Checked)
+			require.Zero(t, d.Deviating, "no second before the kill lacks the victim's records")
 		})
 	}
 }

@@ -230,12 +230,30 @@ func (g *Generator) runJob(ctx context.Context, j *job) {
 		anchor = "resume-" + strconv.Itoa(base.Restarts)
 	}
 	runFrom := w.second(g.clock.Now()) // this incarnation's first second (-1: before the start)
+	// The per-second load truth as its seconds become final, so the
+	// seconds of an instance killed mid-load survive it: written only
+	// when the share ended, a killed instance's were lost and the rate
+	// check saw its seconds as a stall that never happened.
+	truthDone := make(chan struct{})
+	go func() {
+		defer close(truthDone)
+		next := max(0, runFrom)
+		service.Every(ckptCtx, g.clock, truthInterval, nil, func() {
+			// A second is final a second after its end: its on-time
+			// count takes acknowledgements up to 500 ms past it.
+			if upto := w.second(g.clock.Now()) - 1; upto > next {
+				g.storeTruth(ctx, p, w, next, upto, logger)
+				next = upto
+			}
+		})
+	}()
 	report(progress{id: anchor, at: maxTime(p.start(), g.clock.Now())})
 	out, last := w.run(ctx, report)
 	cl.Close() // fails whatever is still buffered
 	w.settle(5 * time.Second)
 	stopCkpt()
 	<-ckptDone
+	<-truthDone
 	g.recordTruth(ctx, p, w, runFrom, logger)
 	produced, acked := w.produced.Load(), w.acked.Load()
 	undelivered := produced - acked
@@ -267,6 +285,29 @@ func (g *Generator) recordTruth(ctx context.Context, p *plan, w *worker, from in
 		worst = max(worst, l)
 	}
 	logger.Info("load share delivery", zap.Float64("max_lateness_ms", worst), zap.Float64s("acked_per_second", acked))
+	g.insertTruth(ctx, p, from, sent, acked, late, onTime, logger)
+}
+
+// truthInterval is how often the load truth's final seconds are written
+// while the share runs (storeTruth): one insert a second per instance.
+const truthInterval = time.Second
+
+// storeTruth writes the per-second counts of seconds [from, to) while the
+// share runs. The share's end writes them all again (recordTruth): the
+// store reads a point written twice once (RunMetricSeries takes the
+// largest of a second's values, and the counts only grow).
+func (g *Generator) storeTruth(ctx context.Context, p *plan, w *worker, from, to int, logger *zap.Logger) {
+	if g.sink == nil {
+		return
+	}
+	n := to - from
+	sent, acked, late, onTime := w.truth(from)
+	cut := func(s []float64) []float64 { return s[:min(len(s), n)] }
+	g.insertTruth(ctx, p, from, cut(sent), cut(acked), cut(late), cut(onTime), logger)
+}
+
+// insertTruth stores per-second counts starting at second from.
+func (g *Generator) insertTruth(ctx context.Context, p *plan, from int, sent, acked, late, onTime []float64, logger *zap.Logger) {
 	if g.sink == nil {
 		return
 	}

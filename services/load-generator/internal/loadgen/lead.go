@@ -108,7 +108,7 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 	}
 	var sts []status
 	var missing, lost []string
-	var uncovered int64
+	var uncovered, unfinished, unfinishedSent int64
 	complete := true
 	for _, i := range p.Participants {
 		s, found, err := g.statusOf(ctx, run, i)
@@ -121,6 +121,7 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 			sts = append(sts, s)
 		case alive[i]:
 			complete = false
+			unfinished, unfinishedSent = unfinished+s.Produced, unfinishedSent+s.Sent // zero when not found
 		case found:
 			sts, lost = append(sts, s), append(lost, i)
 		default:
@@ -156,7 +157,8 @@ func (g *Generator) leadRun(ctx context.Context, e planEntry, alive map[string]b
 		g.sampleLoadEnd(run)
 		return // the next round
 	}
-	acc := account{plan: p, statuses: sts, missing: missing, lost: lost, uncovered: uncovered, timedOut: !complete}
+	acc := account{plan: p, statuses: sts, missing: missing, lost: lost, uncovered: uncovered, timedOut: !complete,
+		unfinished: unfinished, unfinishedSent: unfinishedSent}
 	if failed {
 		// Kafka may be gone: do not wait for it (the instances' counts
 		// stand; the reason says what was not delivered).

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -190,6 +191,15 @@ func TestDueCounts(t *testing.T) {
 	}
 }
 
+// produced returns sts with each instance's Produced count set to n.
+func produced(sts []status, n int64) []status {
+	out := slices.Clone(sts)
+	for i := range out {
+		out[i].Produced = n
+	}
+	return out
+}
+
 func TestSummarize(t *testing.T) {
 	cmd := events.LoadStart{ExperimentID: "e", RunID: "r", DurationMs: 2000, Workload: events.Workload{Sensors: 100, RatePerSec: 100}}
 	p := &plan{Cmd: cmd, StartMs: 1000, PeriodNs: int64(time.Second), Participants: []string{"a", "b", "c"}}
@@ -205,7 +215,11 @@ func TestSummarize(t *testing.T) {
 			"c: 7 of 9 records not delivered: boom"},
 		{"lost one", account{plan: p, statuses: ok, lost: []string{"c"}}, false, "c died; counted as of their last checkpoint"},
 		{"missing one", account{plan: p, statuses: ok, missing: []string{"c"}}, false, "c died without a report"},
-		{"timed out", account{plan: p, statuses: ok, timedOut: true}, true, "did not finish in time"},
+		{"timed out", account{plan: p, statuses: produced(ok, 100), timedOut: true}, true, "load generators did not finish in time"},
+		// Still producing the schedule at the deadline: permanent.
+		{"cannot keep up", account{plan: p, statuses: produced(ok, 40), timedOut: true, unfinished: 30}, true,
+			"load generators could not keep up with the offered load: 100 msg/s offered, 55 msg/s produced (110 of 200 records, 55.0%, by the finish deadline), " +
+				"75 msg/s delivered (acknowledged by Kafka)"},
 		{"stopped", account{plan: &plan{Cmd: p.Cmd, StartMs: 1000, Participants: p.Participants, Stopped: true}, statuses: ok}, false, "stopped"},
 	}
 	for _, tt := range tests {
@@ -221,6 +235,7 @@ func TestSummarize(t *testing.T) {
 			require.Equal(t, int64(1000), fin.StartMs)
 			require.Equal(t, int64(3100), fin.EndMs)
 			require.Equal(t, tt.wantFailed, fin.Failed)
+			require.Equal(t, tt.name == "cannot keep up", fin.Permanent, "only a load the generators could not produce is permanent")
 			if tt.wantReason == "" {
 				require.Empty(t, fin.Reason)
 			} else {

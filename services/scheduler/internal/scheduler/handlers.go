@@ -87,7 +87,7 @@ func onLoadFinished(r *RunRecord, m *events.LoadFinished) bool {
 	r.RecordsMissed, r.RecordsBackfilled = m.RecordsMissed, m.RecordsBackfilled
 	r.LoadTakeovers, r.LoadRestarts = m.Takeovers, m.Restarts
 	if m.Failed {
-		r.LoadFailed = m.Reason
+		r.LoadFailed, r.LoadPermanent = m.Reason, m.Permanent
 	} else {
 		r.LoadNote = m.Reason
 	}

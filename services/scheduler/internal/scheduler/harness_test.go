@@ -58,6 +58,9 @@ type harness struct {
 	fail        func(runID string) bool
 	// failLoad makes the load generator report a failure for chosen runs.
 	failLoad func(runID string) bool
+	// overLoad makes the load generator report, for chosen runs, a load it
+	// could not keep up with (a permanent failure).
+	overLoad func(runID string) bool
 	// capacity, when set, makes the responder store results of a system
 	// that sustains at most this many msg/s.
 	capacity float64
@@ -92,7 +95,7 @@ func newHarness(t testing.TB, cfg func(*scheduler.Config), opts ...func(*harness
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
 		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
-		failLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
+		failLoad: func(string) bool { return false }, overLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
 		msgIDs: map[events.Type]map[string][]string{}}
 	for _, o := range opts {
 		o(h)
@@ -246,6 +249,10 @@ func (h *harness) defaultReply(ctx context.Context, msg events.Message) error {
 		return h.bus.Publish(ctx, events.RunProvisioned{ExperimentID: m.ExperimentID, RunID: m.RunID, Backend: "local", TsMs: now,
 			Targets: []events.Target{{ID: "process/" + m.RunID, Kind: "process", Node: "n1", Role: "sut", PID: 1}}}, "")
 	case *events.LoadStart:
+		if h.overLoad(m.RunID) {
+			return h.bus.Publish(ctx, events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: "lg", StartMs: now, EndMs: now,
+				Failed: true, Permanent: true, Reason: "load generators could not keep up with the offered load: 2000000000 msg/s offered, 600000 msg/s produced"}, "")
+		}
 		if h.failLoad(m.RunID) {
 			return h.bus.Publish(ctx, events.LoadFinished{ExperimentID: m.ExperimentID, RunID: m.RunID, Instance: "lg", StartMs: now, EndMs: now,
 				Failed: true, Reason: "3 of 10 records not delivered: broker gone"}, "")

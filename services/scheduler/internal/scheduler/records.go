@@ -51,6 +51,9 @@ type RunRecord struct {
 	LoadDone     bool              `json:"load_done"`
 	RecordsSent  int64             `json:"records_sent"`
 	LoadFailed   string            `json:"load_failed,omitempty"`
+	// LoadPermanent: the load failed in a way a retry would repeat
+	// (load.finished v3's permanent: the generators could not keep up).
+	LoadPermanent bool `json:"load_permanent,omitempty"`
 	// The load generator's account of the load (load.finished v2), passed
 	// on to the analyzer in run.measured.
 	RecordsDelivered    int64  `json:"records_delivered,omitempty"`

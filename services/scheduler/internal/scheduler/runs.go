@@ -109,7 +109,7 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 		case step.next != events.RunStateFailed:
 			return true, s.transition(ctx, r, step.next)
 		}
-		r.Reason, r.Transient = step.reason, true
+		r.Reason, r.Transient = step.reason, !step.permanent
 		if step.stop {
 			return true, s.fail(ctx, r)
 		}
@@ -125,12 +125,14 @@ func (s *Scheduler) advance(ctx context.Context, runID string, now int64) error 
 }
 
 // step is what a run's clock decides: nothing (next empty), the next
-// timed state, or a failure with its reason — every such failure is
-// transient — and whether what the run started must be stopped first.
+// timed state, or a failure with its reason — transient unless permanent
+// (a load the generators could not keep up with: a retry repeats it) —
+// and whether what the run started must be stopped first.
 type step struct {
-	next   string
-	reason string
-	stop   bool
+	next      string
+	reason    string
+	stop      bool
+	permanent bool
 }
 
 // dueStep decides a run's timed transition or timeout at now (ms).
@@ -141,7 +143,9 @@ func dueStep(r RunRecord, now int64, cfg Config) step {
 	}
 	phaseOver := now >= r.PhaseEndMs
 	if r.LoadFailed != "" && (r.State == events.RunStateWarmup || r.State == events.RunStateMeasuring || r.State == events.RunStateCooldown) {
-		return failed(true, "load generator failed: %s", r.LoadFailed)
+		st := failed(true, "load generator failed: %s", r.LoadFailed)
+		st.permanent = r.LoadPermanent
+		return st
 	}
 	switch r.State {
 	case events.RunStateProvisioning:

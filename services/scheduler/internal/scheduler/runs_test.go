@@ -127,6 +127,20 @@ func TestTransientFailureIsRetriedOnceAsANewRun(t *testing.T) {
 	require.Equal(t, events.RunStateDone, byID["exp-r-r0001"].State)
 }
 
+// A load the generators could not keep up with fails its run for good: a
+// retry would fail the same way (a run at 2×10⁹ msg/s was retried three
+// times as a transient timeout).
+func TestLoadTheGeneratorsCannotKeepUpIsNotRetried(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil, func(h *harness) { h.overLoad = func(run string) bool { return run == "exp-k-r0000" } })
+	byID := h.runDone("exp-k")
+	require.Len(t, byID, 2, "two runs, no retry")
+	require.Equal(t, events.RunStateFailed, byID["exp-k-r0000"].State)
+	require.Contains(t, byID["exp-k-r0000"].Reason, "load generator failed: load generators could not keep up with the offered load: 2000000000 msg/s offered, 600000 msg/s produced")
+	require.NotContains(t, byID["exp-k-r0000"].Reason, "retried")
+	require.Equal(t, events.RunStateDone, byID["exp-k-r0001"].State)
+}
+
 func TestCancelStopsLoadTearsDownAndCancelsPending(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
