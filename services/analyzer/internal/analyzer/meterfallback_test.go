@@ -7,6 +7,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
@@ -43,4 +44,24 @@ func TestMeterFallbackFlagsTheRun(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, n, "one row however many nodes fell back")
+}
+
+// Through the store: the collector's run_meters row (asked rapl, meter
+// model) makes the analysis of the run flagged meter_fallback, with its
+// row; before the row exists the run is not flagged.
+func TestMeterFallbackFromRunMeters(t *testing.T) {
+	st, ctx := testenv.ParallelStore(t)
+	a := newAnalyzer(t, st)
+	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 80)
+	_, sum, err := a.Analyze(ctx, m)
+	require.NoError(t, err)
+	require.NotContains(t, sum.Flags, results.FlagMeterFallback)
+
+	require.NoError(t, st.InsertRunMeters(ctx, []store.RunMeter{{ExperimentID: m.ExperimentID, RunID: m.RunID, Node: "n1", SourceID: "local/n1",
+		TsMs: m.MeasureStartMs - 5000, AskedIntervalMs: 1000, IntervalMs: 1000, AskedSource: "rapl", Meter: "model", Estimated: true,
+		Label: "estimated", Note: "asked rapl, measured by model (source local/n1): no readable RAPL on this node, so its figures are estimated"}}))
+	res, sum, err := a.Analyze(ctx, m)
+	require.NoError(t, err)
+	require.Contains(t, sum.Flags, results.FlagMeterFallback)
+	index(res).expect(t, []want{{"run", "", results.FlagMetric(results.FlagMeterFallback), 1, 0}})
 }
