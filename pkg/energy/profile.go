@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -159,6 +160,75 @@ type Calibration struct {
 	VCPUs      int     `json:"vcpus"`      // of the calibrated node
 	CPUModel   string  `json:"cpu_model,omitempty"`
 	TsMs       int64   `json:"ts_ms"` // when it was fitted
+	// UtilSpread is the fitted utilisations' max − min.
+	UtilSpread float64 `json:"util_spread"`
+	// CoversMemory says the meter's node total included the memory (a
+	// RAPL dram zone, or psys, which covers the whole platform): the fit
+	// already holds the memory's power.
+	CoversMemory bool `json:"covers_memory"`
+}
+
+// The quality rule a fit must pass before it is published or used: a fit
+// of a meter that does not follow utilisation (a constant reading, a
+// meter of something else) has a low R² or a flat or negative slope, and
+// modelling other nodes with it turns them into a constant.
+const (
+	CalibrationMinSamples = 20  // readings in the fit
+	CalibrationMinSpread  = 0.2 // max − min utilisation of the readings
+	CalibrationMinR2      = 0.8 // coefficient of determination
+)
+
+// ErrUntrustworthyFit means a fit failed the quality rule.
+var ErrUntrustworthyFit = errors.New("calibration fit not trustworthy")
+
+// Check applies the quality rule: at least CalibrationMinSamples readings,
+// a utilisation spread of at least CalibrationMinSpread, R² of at least
+// CalibrationMinR2, a slope above 0 and an intercept of 0 or more. The
+// error names every reason the fit fails.
+func (c Calibration) Check() error {
+	var why []string
+	if c.Samples < CalibrationMinSamples {
+		why = append(why, fmt.Sprintf("%d readings, expected %d or more", c.Samples, CalibrationMinSamples))
+	}
+	if !(c.UtilSpread >= CalibrationMinSpread) {
+		why = append(why, fmt.Sprintf("utilisation spread %.3f, expected %.2g or more", c.UtilSpread, CalibrationMinSpread))
+	}
+	if !(c.R2 >= CalibrationMinR2) {
+		why = append(why, fmt.Sprintf("R² %.3f, expected %.2g or more", c.R2, CalibrationMinR2))
+	}
+	if !(c.SlopeW > 0) {
+		why = append(why, fmt.Sprintf("slope %.3g W, expected above 0", c.SlopeW))
+	}
+	if !(c.InterceptW >= 0) {
+		why = append(why, fmt.Sprintf("intercept %.3g W, expected 0 or more", c.InterceptW))
+	}
+	if c.VCPUs < 1 {
+		why = append(why, fmt.Sprintf("%d vCPUs, expected 1 or more", c.VCPUs))
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("fit of %s: %s: %w", c.Node, strings.Join(why, "; "), ErrUntrustworthyFit)
+}
+
+// CheckReason is a short label of the first rule c fails, for a metric;
+// "" when it passes.
+func CheckReason(c Calibration) string {
+	switch {
+	case c.Samples < CalibrationMinSamples:
+		return "samples"
+	case !(c.UtilSpread >= CalibrationMinSpread):
+		return "spread"
+	case !(c.R2 >= CalibrationMinR2):
+		return "r2"
+	case !(c.SlopeW > 0):
+		return "slope"
+	case !(c.InterceptW >= 0):
+		return "intercept"
+	case c.VCPUs < 1:
+		return "vcpus"
+	}
+	return ""
 }
 
 // ErrTooFewPoints means a fit has too few pairs, or too little spread in
@@ -207,20 +277,35 @@ func FitLinear(x, y []float64) (a, b, r2, rms float64, err error) {
 	return a, b, r2, math.Sqrt(ss / float64(n)), nil
 }
 
-// Calibrate fits a node's measured power on its utilisation.
+// Calibrate fits a node's measured power on its utilisation. It does not
+// judge the fit: Check does.
 func Calibrate(node, source string, facts NodeFacts, util, powerW []float64, now time.Time) (Calibration, error) {
 	a, b, r2, rms, err := FitLinear(util, powerW)
 	if err != nil {
 		return Calibration{}, fmt.Errorf("calibrate the model on %s: %w", node, err)
 	}
 	return Calibration{Node: node, Source: source, Samples: len(util), InterceptW: a, SlopeW: b, R2: r2, ResidualW: rms,
-		VCPUs: facts.VCPUs, CPUModel: facts.CPUModel, TsMs: now.UnixMilli()}, nil
+		VCPUs: facts.VCPUs, CPUModel: facts.CPUModel, TsMs: now.UnixMilli(), UtilSpread: slices.Max(util) - slices.Min(util)}, nil
+}
+
+// ZonesCoverMemory says whether a RAPL reading's node total includes the
+// memory: it has a dram zone, or is psys (the whole platform).
+func ZonesCoverMemory(zones []ZoneEnergy) bool {
+	for _, z := range zones {
+		if z.Zone == "psys" || z.Zone == "dram" || strings.HasSuffix(z.Zone, "/dram") {
+			return true
+		}
+	}
+	return false
 }
 
 // Calibrated returns p with per-vCPU coefficients from c: the calibrated
-// node's fitted idle and max power divided by its vCPUs (a hardware meter
-// like RAPL sees the CPU packages and DRAM, so p's platform watts for the
-// rest stay). A fit with a negative intercept or slope is clamped at 0.
+// node's fitted idle and max power divided by its vCPUs. A RAPL fit covers
+// the CPU packages, plus the memory when the meter had a dram zone (or
+// psys, the whole platform): then the memory is in the per-vCPU figures
+// and p's platform watts (its memory) are not added again; without one,
+// they stay. A fit with a negative intercept or slope is clamped at 0
+// (Check refuses such fits before they get here).
 func (p ModelProfile) Calibrated(c Calibration) ModelProfile {
 	if c.VCPUs < 1 {
 		return p
@@ -230,6 +315,9 @@ func (p ModelProfile) Calibrated(c Calibration) ModelProfile {
 	p.IdleWattsPerVCPU = idle / float64(c.VCPUs)
 	p.MaxWattsPerVCPU = peak / float64(c.VCPUs)
 	p.NodeIdleWatts, p.NodeMaxWatts = 0, 0
+	if c.CoversMemory {
+		p.PlatformWatts = 0
+	}
 	p.Calibration = &c
 	return p
 }

@@ -1,6 +1,7 @@
 package energy_test
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -55,4 +56,63 @@ func TestFitLinear(t *testing.T) {
 	require.ErrorIs(t, err, energy.ErrTooFewPoints)
 	_, err = energy.Calibrate("n", "rapl", energy.NodeFacts{VCPUs: 2}, []float64{0.1, 0.1, 0.1}, []float64{1, 1, 1}, time.Now())
 	require.ErrorContains(t, err, "calibrate the model on n")
+}
+
+// The quality rule: a fit is used only with enough readings and spread of
+// utilisation, R² ≥ 0.8, a positive slope and an intercept ≥ 0. The fits
+// a new user's constant 20 W fake meter gave (R² 0.175; R² 0.004 with a
+// slope of −1.1 W) are refused, each error naming why.
+func TestCalibrationQualityRule(t *testing.T) {
+	good := energy.Calibration{Node: "m", Samples: 40, UtilSpread: 0.8, R2: 0.97, InterceptW: 20, SlopeW: 60, VCPUs: 4}
+	require.NoError(t, good.Check())
+	for name, tc := range map[string]struct {
+		mod    func(*energy.Calibration)
+		reason string
+		msg    string
+	}{
+		"few readings":      {func(c *energy.Calibration) { c.Samples = 19 }, "samples", "19 readings"},
+		"narrow spread":     {func(c *energy.Calibration) { c.UtilSpread = 0.1 }, "spread", "utilisation spread 0.100"},
+		"flat meter":        {func(c *energy.Calibration) { c.R2 = 0.175 }, "r2", "R² 0.175"},
+		"negative slope":    {func(c *energy.Calibration) { c.R2, c.SlopeW = 0.9, -1.1 }, "slope", "slope -1.1 W"},
+		"negative idle":     {func(c *energy.Calibration) { c.InterceptW = -3 }, "intercept", "intercept -3 W"},
+		"not a number (R²)": {func(c *energy.Calibration) { c.R2 = math.NaN() }, "r2", "R² NaN"},
+	} {
+		c := good
+		tc.mod(&c)
+		err := c.Check()
+		require.ErrorIs(t, err, energy.ErrUntrustworthyFit, name)
+		require.ErrorContains(t, err, tc.msg, name)
+		require.Equal(t, tc.reason, energy.CheckReason(c), name)
+	}
+
+	// Calibrate reports the spread it fitted over; a constant meter fits
+	// with R² near 0 and fails.
+	util := make([]float64, 30)
+	power := make([]float64, 30)
+	for i := range util {
+		util[i] = []float64{0.1, 0.5, 0.9}[i%3]
+		power[i] = 20 + 0.01*float64(i%7)
+	}
+	fit, err := energy.Calibrate("flat", "rapl", energy.NodeFacts{VCPUs: 4}, util, power, time.Now())
+	require.NoError(t, err)
+	require.InDelta(t, 0.8, fit.UtilSpread, 1e-9)
+	require.ErrorIs(t, fit.Check(), energy.ErrUntrustworthyFit)
+}
+
+// A RAPL fit covers the memory when the meter had a dram zone (or psys):
+// the calibrated model then adds no memory platform watts; without one the
+// memory's platform watts stay.
+func TestCalibratedDoesNotCountMemoryTwice(t *testing.T) {
+	require.True(t, energy.ZonesCoverMemory([]energy.ZoneEnergy{{Zone: "package-0"}, {Zone: "package-0/dram"}}))
+	require.True(t, energy.ZonesCoverMemory([]energy.ZoneEnergy{{Zone: "psys"}}))
+	require.False(t, energy.ZonesCoverMemory([]energy.ZoneEnergy{{Zone: "package-0"}, {Zone: "package-0/core"}}))
+
+	p := energy.DefaultProfile(energy.NodeFacts{VCPUs: 8, MemoryGiB: 23.5}) // 9.2 W of memory
+	cal := energy.Calibration{Node: "m1", VCPUs: 8, InterceptW: 20, SlopeW: 40, CoversMemory: true}
+	c := p.Calibrated(cal)
+	require.InDelta(t, 20, c.IdleWatts(), 1e-9, "the meter read 20 W at idle; the model of the same node says so")
+	require.InDelta(t, 60, c.MaxWatts(), 1e-9)
+	cal.CoversMemory = false
+	c = p.Calibrated(cal)
+	require.InDelta(t, 20+p.PlatformWatts, c.IdleWatts(), 1e-9, "packages only: the memory is added")
 }

@@ -333,6 +333,9 @@ const (
 	// FlagLoadRateDeviation: a whole second of the window delivered more
 	// than 1 % off the offered rate (pkg/kafkasignals.CheckRate).
 	FlagLoadRateDeviation = "load_rate_deviation"
+	// FlagMeterFallback: a node of the run was asked a hardware meter
+	// (meters.source: rapl) and measured by the model instead.
+	FlagMeterFallback = "meter_fallback"
 )
 
 // Flag is one flag with its meaning.
@@ -360,6 +363,8 @@ var flags = []Flag{
 	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
 	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},
+	{FlagMeterFallback, "the spec asked a hardware meter (meters.source: rapl) but a node of the run had none readable and was measured by " +
+		"the CPU-utilisation model: its figures are estimated, not measured (run_meters' note, meters.csv, names the node)"},
 }
 
 // caveats are the flags that qualify a derived figure — how far the data

@@ -16,6 +16,7 @@ import (
 // runs in a fixed order.
 func Compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	rows, sum := compute(in, cfg)
+	rows, sum = addMeterFallback(in.Meters, rows, sum) // meterfallback.go
 	return addRecordedGaps(in.Run, in.Gaps, rows, sum) // gaps.go
 }
 

@@ -71,7 +71,8 @@ func richInputs() analyzer.Inputs {
 		CollectorCPU: cumulative(0.02), Workload: &spec.Workload{Sensors: 10, Format: "avro", Value: 10}, NowMs: t0 + 20_000,
 		Gaps: []store.Gap{{Node: "n1", Source: "model", FromMs: t0 + 2000, ToMs: t0 + 3000, Samples: 1, Reason: store.GapSpoolFull},
 			{Node: "n2", Source: "kepler", FromMs: t0 + 5000, ToMs: t0 + 5500, Samples: 1, Reason: store.GapImplausible}},
-		LoadRate: kafkasignals.Deviation{Checked: 10, Deviating: 1}}
+		LoadRate: kafkasignals.Deviation{Checked: 10, Deviating: 1},
+		Meters:   []store.RunMeter{{RunID: "e-r0000", Node: "n2", AskedSource: "rapl", Meter: "model", Estimated: true}}}
 }
 
 // surplusReason is richInputs' verdict: 120 events/s at the broker against
@@ -90,7 +91,7 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 	rows, sum := analyzer.Compute(in, analyzer.Default())
 	require.Equal(t, surplusReason, sum.Reason, "the surplus is the only reason")
 	require.Equal(t, []string{results.FlagDynamicEnergyNegative, results.FlagEnergyImplausible, results.FlagEnergyGapBridged, results.FlagEnergyGapRecorded, results.FlagLagVerdictUnresolved, results.FlagLoadBackfilled, results.FlagLoadMissed, results.FlagLoadRateDeviation, results.FlagLoadRestart,
-		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
+		results.FlagLoadSurplus, results.FlagLoadTakeover, results.FlagMeterFallback, results.FlagSamplesLate, results.FlagSamplesStretched, results.FlagTargetUnmeasured},
 		sum.Flags, "every flag")
 
 	written := map[[2]string]bool{}

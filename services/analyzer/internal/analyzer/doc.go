@@ -107,6 +107,9 @@
 //     load_rate_deviation when a whole second of the schedule inside the
 //     window delivered more than 1 % off its offered records, or the
 //     schedule started inside the window.
+//   - The meters asked (meterfallback.go): flag meter_fallback when the
+//     run asked RAPL and a node of it was recorded (run_meters) measured
+//     by another meter, the model on a node without readable RAPL.
 //
 // Before analysing, the handler checks that every node has a sample at or
 // past the window end, that every source of a node total or target with

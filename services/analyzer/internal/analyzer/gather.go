@@ -73,6 +73,9 @@ type Inputs struct {
 	NowMs int64
 	// Gaps are the collectors' recorded gaps touching the window (gaps.go).
 	Gaps []store.Gap
+	// Meters are the meter configurations the collectors recorded for the
+	// run's experiment (meterfallback.go reads the run's).
+	Meters []store.RunMeter
 	// LoadRate is the window's per-second load check (loadtruth.go).
 	LoadRate kafkasignals.Deviation
 }
@@ -141,6 +144,9 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured, pending Pe
 	}
 	in.Workload = a.workload(ctx, m)
 	if in.Gaps, err = a.store.GapsOverlapping(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs); err != nil {
+		return in, err
+	}
+	if in.Meters, err = a.store.RunMeters(ctx, m.ExperimentID); err != nil {
 		return in, err
 	}
 	return in, nil

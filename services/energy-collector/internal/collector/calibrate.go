@@ -18,7 +18,11 @@ import (
 // power) pair of each interval; once it holds calibrateMin pairs, and every
 // calibrateEvery pairs after that, it fits power on utilisation by least
 // squares over the last calibrateWindow pairs. The fit (with R² and the
-// residual) goes to ClickHouse (power_calibrations) and to the collectors'
+// residual) is judged by energy.Calibration.Check (enough readings and
+// spread of utilisation, R² ≥ 0.8, slope > 0, intercept ≥ 0): a fit that
+// fails is logged with its reasons and counted
+// (greenflow_energy_collector_calibrations_rejected_total{source,reason}),
+// neither stored nor shared nor used. A fit that passes goes to ClickHouse (power_calibrations) and to the collectors'
 // KV bucket (calibration.<node>), from which every collector takes the
 // newest fit — of a node with the same CPU model when there is one — for
 // its nodes without a meter: their model becomes the fitted watts per vCPU
@@ -76,6 +80,14 @@ func (r *runner) calibrate(ctx context.Context, m energy.Measurement) {
 		}
 		return // idle throughout: no spread in utilisation yet
 	}
+	fit.CoversMemory = energy.ZonesCoverMemory(m.Zones)
+	if err := fit.Check(); err != nil {
+		r.c.m.calRejected.WithLabelValues(r.sc.ID, energy.CheckReason(fit)).Inc()
+		r.logger.Warn("power model calibration rejected: not used", zap.Error(err), zap.Int("samples", fit.Samples),
+			zap.Float64("intercept_w", fit.InterceptW), zap.Float64("slope_w", fit.SlopeW), zap.Float64("r2", fit.R2),
+			zap.Float64("util_spread", fit.UtilSpread))
+		return
+	}
 	r.logger.Info("power model calibrated", zap.Int("samples", fit.Samples), zap.Float64("intercept_w", fit.InterceptW),
 		zap.Float64("slope_w", fit.SlopeW), zap.Float64("r2", fit.R2), zap.Float64("residual_w", fit.ResidualW))
 	r.c.records.addFit(store.PowerCalibration{Node: fit.Node, Source: fit.Source, TsMs: fit.TsMs, Samples: uint32(fit.Samples),
@@ -91,8 +103,12 @@ func (r *runner) calibrate(ctx context.Context, m energy.Measurement) {
 	}
 }
 
-// addCalibration makes fit known to this collector's model sources.
+// addCalibration makes fit known to this collector's model sources, when
+// it passes the quality rule (a fit shared by an older collector may not).
 func (c *Collector) addCalibration(fit energy.Calibration) {
+	if fit.Check() != nil {
+		return
+	}
 	c.calMu.Lock()
 	defer c.calMu.Unlock()
 	if cur, ok := c.calibrations[fit.Node]; ok && cur.TsMs >= fit.TsMs {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func raplTree(tb testing.TB, maxPowerUW uint64) string {
 
 // meteredNode drives a fake node with a RAPL package counter whose power is
 // truly idleW + slopeW × utilisation: every step it advances the CPU times
-// of its vcpus, at a utilisation that changes every second, and the counter
+// of its vcpus, at a utilisation that changes every 2 seconds, and the counter
 // by the energy that power draws, both by the real time elapsed since the
 // previous step (the collector divides by real time too).
 type meteredNode struct {
@@ -57,7 +58,7 @@ var calibrationUtils = []float64{0.1, 0.5, 0.9, 0.3, 0.7}
 func (n *meteredNode) step(now time.Time) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	u := calibrationUtils[int(now.Sub(n.start).Seconds())%len(calibrationUtils)]
+	u := calibrationUtils[int(now.Sub(n.start).Seconds()/2)%len(calibrationUtils)] // held 2 s: few readings straddle a change
 	dt := now.Sub(n.last).Seconds()
 	n.last = now
 	ticks := dt * 100 * float64(n.vcpus)
@@ -114,6 +115,17 @@ func statFor(vcpus, busy, total int) string {
 	return stat
 }
 
+// addDRAMZone gives a powercap tree's package a dram sub-zone (counter
+// still: 0 W), so the meter's node total covers the memory.
+func addDRAMZone(tb testing.TB, root string) {
+	tb.Helper()
+	zone := filepath.Join(root, "intel-rapl:0", "intel-rapl:0:0")
+	require.NoError(tb, os.MkdirAll(zone, 0o755))
+	require.NoError(tb, os.WriteFile(filepath.Join(zone, "name"), []byte("dram\n"), 0o644))
+	require.NoError(tb, os.WriteFile(filepath.Join(zone, "max_energy_range_uj"), []byte("65712999613\n"), 0o644))
+	require.NoError(tb, os.WriteFile(filepath.Join(zone, "energy_uj"), []byte("5000\n"), 0o644))
+}
+
 func newMeteredNode(tb testing.TB, vcpus int, idleW, slopeW float64, maxPowerUW uint64) *meteredNode {
 	n := &meteredNode{proc: tb.TempDir(), powercap: raplTree(tb, maxPowerUW), vcpus: vcpus, idleW: idleW, slopeW: slopeW,
 		busy: 1000, total: 100000, energyUJ: 1e6}
@@ -121,30 +133,44 @@ func newMeteredNode(tb testing.TB, vcpus int, idleW, slopeW float64, maxPowerUW 
 	return n
 }
 
-// A node with a RAPL meter (a fake powercap tree whose package draws
-// 20 W + 60 W × utilisation, driven with a fake /proc/stat) calibrates the
-// model: the fit — intercept, slope, R², residual — is stored, and a node
-// without a meter (8 vCPUs, idle) is then estimated with the fitted watts
-// per vCPU: 8 × 20/4 W plus its platform watts, its configuration labelled
-// "estimated (calibrated on metered)".
-func TestCalibrationOnAMeteredNodeServesTheModelledOnes(t *testing.T) {
-	st := testenv.Store(t)
-	url := testenv.NATS(t)
-	metered := newMeteredNode(t, 4, 20, 60, 0)
-	metered.run(t)
+// startCalibration starts a collector sampling metered by RAPL and a node
+// "modelled" (8 vCPUs, 8 GiB, CPU model cpuModel) by the model, and assigns
+// run r1 a target on the modelled node.
+//
+// Readings are 1 s apart: the fixture steps every 10 ms by the real clock,
+// as the meter reads it, so each pair is off by a step — or, on a busy
+// machine, by however late the fixture's goroutine runs, relative to the
+// interval (at 500 ms the fits here fell to R² 0.74–0.81).
+func startCalibration(t *testing.T, url string, st *store.Store, metered *meteredNode, cpuModel string) (*instance, events.Target) {
+	t.Helper()
 	modelled := t.TempDir()
-	writeNodeFacts(t, modelled, "Other CPU", 8<<20, 8, 1000, 10000)
-
-	// Readings 500 ms apart: the fixture steps every 10 ms by the real
-	// clock, as the meter reads it, so each pair is off by a step at most.
-	cfg := testConfig("c1", 500*time.Millisecond)
+	writeNodeFacts(t, modelled, cpuModel, 8<<20, 8, 1000, 10000)
+	cfg := testConfig("c1", time.Second)
 	cfg.Sources = []collector.SourceConfig{
 		{ID: "rapl/metered", Kind: collector.KindRAPL, Node: "metered", PowercapRoot: metered.powercap, ProcRoot: metered.proc},
 		{ID: "model/modelled", Kind: collector.KindModel, Node: "modelled", ProcRoot: modelled},
 	}
 	in := startCollector(t, url, cfg, st)
 	target := events.Target{ID: "pod/modelled/sut-0", Kind: "pod", Node: "modelled", Role: "sut", Pod: "sut-0", Namespace: "gf"}
-	publishAssignMeters(t, in.b, "r1", []events.Target{target}, &events.CollectMeters{IntervalMs: 500, Source: "auto"})
+	publishAssignMeters(t, in.b, "r1", []events.Target{target}, &events.CollectMeters{IntervalMs: 1000, Source: "auto"})
+	return in, target
+}
+
+// A node with a RAPL meter (a fake powercap tree whose package draws
+// 20 W + 60 W × utilisation, driven with a fake /proc/stat) calibrates the
+// model: the fit — intercept, slope, R², residual — is stored, and a node
+// without a meter (8 vCPUs, idle) is then estimated with the fitted watts
+// per vCPU: 8 × 20/4 W, its configuration labelled "estimated (calibrated
+// on metered)". The metered node's RAPL has a dram zone, so the fit holds
+// the memory: the modelled node's memory platform watts are not added on
+// top (they were: 8 GiB × 0.392 W counted twice).
+func TestCalibrationOnAMeteredNodeServesTheModelledOnes(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	metered := newMeteredNode(t, 4, 20, 60, 0)
+	addDRAMZone(t, metered.powercap)
+	metered.run(t)
+	in, target := startCalibration(t, url, st, metered, "Other CPU")
 
 	var fits []store.PowerCalibration
 	testenv.Eventually(t, 60*time.Second, "a fit of the metered node stored", func() bool {
@@ -162,12 +188,16 @@ func TestCalibrationOnAMeteredNodeServesTheModelledOnes(t *testing.T) {
 	require.Greater(t, fit.R2, 0.8, "%+v", fit)
 	require.Less(t, fit.ResidualW, 8.0, "%+v", fit)
 
+	// r1 began before the fit and keeps its model (a run's model is fixed
+	// for the run); a run after it takes the fit.
+	publishRelease(t, in.b, "r1")
+	publishAssignMeters(t, in.b, "r2", []events.Target{target}, &events.CollectMeters{IntervalMs: 1000, Source: "auto"})
 	var cal store.RunMeter
 	testenv.Eventually(t, 30*time.Second, "the modelled node uses the calibrated model", func() bool {
 		ms, err := st.RunMeters(context.Background(), "e1")
 		require.NoError(t, err)
 		for _, m := range ms {
-			if m.Node == "modelled" && m.Label == "estimated (calibrated on metered)" {
+			if m.RunID == "r2" && m.Node == "modelled" && m.Label == "estimated (calibrated on metered)" {
 				cal = m
 				return true
 			}
@@ -179,12 +209,114 @@ func TestCalibrationOnAMeteredNodeServesTheModelledOnes(t *testing.T) {
 	require.Equal(t, 8, prof.VCPUs)
 	require.NotNil(t, prof.Calibration)
 	require.Equal(t, "metered", prof.Calibration.Node)
-	wantIdle := 8*prof.Calibration.InterceptW/4 + 8*energy.DefaultMemoryWattsPerGiB
+	require.True(t, prof.Calibration.CoversMemory, "the fit's meter had a dram zone")
+	require.Zero(t, prof.PlatformWatts, "memory measured by the fit is not added again")
+	wantIdle := 8 * prof.Calibration.InterceptW / 4
 	require.InDelta(t, wantIdle, prof.IdleWatts(), 1e-9)
 	testenv.Eventually(t, 20*time.Second, "the modelled node's power is the calibrated idle power", func() bool {
 		var p float64
 		err := st.Conn().QueryRow(context.Background(),
 			"SELECT power_w FROM samples WHERE node = 'modelled' AND scope = 'node' ORDER BY ts_ms DESC LIMIT 1").Scan(&p)
 		return err == nil && p > wantIdle-0.5 && p < wantIdle+0.5
+	})
+}
+
+// A RAPL node whose meter does not follow utilisation (a constant 20 W, as
+// a new user's fake node read) gives fits with R² near 0 and a flat slope:
+// they are refused by the quality rule — counted with their reason, not
+// stored, not shared — and a node of the same CPU model without a meter
+// keeps the uncalibrated profile (before: it took the flat fit, and its
+// power and every run's energy on it changed).
+func TestPoorCalibrationIsNotUsed(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	metered := newMeteredNode(t, 4, 20, 0, 0) // 20 W whatever the utilisation
+	metered.run(t)
+	in, _ := startCalibration(t, url, st, metered, "Test CPU @ 2.0GHz") // the metered node's CPU model
+
+	// Two fits due (40 readings, and a few more for them to be written)...
+	testenv.Eventually(t, 90*time.Second, "45 readings of the metered node stored", func() bool {
+		return countRows(t, st, "node = 'metered' AND scope = 'node'") >= 45
+	})
+	// ... and both refused: not stored, not used, counted.
+	fits, err := st.PowerCalibrations(context.Background(), "metered")
+	require.NoError(t, err)
+	require.Empty(t, fits, "a refused fit is not stored")
+	ms, err := st.RunMeters(context.Background(), "e1")
+	require.NoError(t, err)
+	require.NotEmpty(t, ms)
+	want := energy.DefaultProfile(energy.NodeFacts{VCPUs: 8, MemoryGiB: 8})
+	for _, m := range ms {
+		require.Equal(t, "estimated", m.Label, "%+v", m)
+		var prof energy.ModelProfile
+		require.NoError(t, json.Unmarshal([]byte(m.Model), &prof))
+		require.Nil(t, prof.Calibration)
+		require.InDelta(t, want.IdleWatts(), prof.IdleWatts(), 1e-9)
+	}
+	n, _ := in.gauge(t, collector.MetricCalRejected, "rapl/metered")
+	require.GreaterOrEqual(t, n, 2.0, "fits refused")
+}
+
+// A run's model is fixed for the run: a calibration published while a run
+// is active on a modelled node does not change that run's model (before,
+// the node's model switched on the next reading, mid-run and unflagged);
+// a node with no active run takes it at once, and a later run on the
+// first node does too.
+func TestCalibrationIsFixedForTheRun(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	metered := newMeteredNode(t, 4, 20, 60, 0)
+	metered.run(t)
+	nodeA, nodeB := t.TempDir(), t.TempDir()
+	writeNodeFacts(t, nodeA, "Other CPU", 8<<20, 8, 1000, 10000)
+	writeNodeFacts(t, nodeB, "Other CPU", 8<<20, 8, 1000, 10000)
+
+	cfg := testConfig("c1", time.Second)
+	cfg.Sources = []collector.SourceConfig{
+		{ID: "rapl/metered", Kind: collector.KindRAPL, Node: "metered", PowercapRoot: metered.powercap, ProcRoot: metered.proc},
+		{ID: "model/a", Kind: collector.KindModel, Node: "a", ProcRoot: nodeA},
+		{ID: "model/b", Kind: collector.KindModel, Node: "b", ProcRoot: nodeB},
+	}
+	in := startCollector(t, url, cfg, st)
+	target := func(node string) []events.Target {
+		return []events.Target{{ID: "pod/" + node + "/sut-0", Kind: "pod", Node: node, Role: "sut", Pod: "sut-0", Namespace: "gf"}}
+	}
+	meters := &events.CollectMeters{IntervalMs: 1000, Source: "auto"}
+	labels := func(run string) []string {
+		ms, err := st.RunMeters(context.Background(), "e1")
+		require.NoError(t, err)
+		var out []string
+		for _, m := range ms {
+			if m.RunID == run {
+				out = append(out, m.Label)
+			}
+		}
+		return out
+	}
+	publishAssignMeters(t, in.b, "r1", target("a"), meters)
+	testenv.Eventually(t, 30*time.Second, "r1 on node a recorded", func() bool { return len(labels("r1")) > 0 })
+	require.Equal(t, []string{"estimated"}, labels("r1"), "r1 began before any fit")
+
+	testenv.Eventually(t, 60*time.Second, "a fit of the metered node stored", func() bool {
+		fits, err := st.PowerCalibrations(context.Background(), "metered")
+		require.NoError(t, err)
+		return len(fits) > 0
+	})
+	publishAssignMeters(t, in.b, "r2", target("b"), meters)
+	testenv.Eventually(t, 30*time.Second, "r2, begun after the fit, calibrated", func() bool {
+		return slices.Contains(labels("r2"), "estimated (calibrated on metered)")
+	})
+	// Node a goes on sampling r1 for a few more readings after the
+	// collector knew the fit.
+	seen := time.Now().UnixMilli()
+	testenv.Eventually(t, 30*time.Second, "node a sampled 3 times more", func() bool {
+		return countRows(t, st, "node = 'a' AND scope = 'node' AND ts_ms > ?", seen) >= 3
+	})
+	require.Equal(t, []string{"estimated"}, labels("r1"), "r1's model stays the one it began with")
+
+	publishRelease(t, in.b, "r1")
+	publishAssignMeters(t, in.b, "r3", target("a"), meters)
+	testenv.Eventually(t, 30*time.Second, "r3, a later run on node a, calibrated", func() bool {
+		return slices.Contains(labels("r3"), "estimated (calibrated on metered)")
 	})
 }

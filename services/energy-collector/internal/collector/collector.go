@@ -76,6 +76,11 @@ type Collector struct {
 	// calibrations are the power-model fits known, by node (calibrate.go).
 	calMu        sync.Mutex
 	calibrations map[string]energy.Calibration
+	// fixed are the profiles each model source's current runs are sampled
+	// with (meters.go: a run's model is fixed for the run), by source id;
+	// kept here, not in the runner, so a runner started again (a lost
+	// lock, a hand-over) keeps them.
+	fixed map[string]fixedProfile
 
 	// consumer takes collect.assign and collect.release. The bus keeps it
 	// consuming across NATS restarts (declaring the stream and the durable
@@ -110,6 +115,7 @@ const (
 	MetricPinnedStandby   = "greenflow_energy_collector_pinned_standby"
 	MetricSourceHealthy   = "greenflow_energy_collector_source_healthy"
 	MetricImplausible     = "greenflow_energy_collector_implausible_deltas_total"
+	MetricCalRejected     = "greenflow_energy_collector_calibrations_rejected_total"
 )
 
 type metrics struct {
@@ -119,6 +125,8 @@ type metrics struct {
 	owned     prometheus.Gauge
 	standby   *prometheus.GaugeVec
 	implaus   *prometheus.CounterVec
+	// calRejected counts power-model fits refused by the quality rule.
+	calRejected *prometheus.CounterVec
 }
 
 func newMetrics() metrics {
@@ -134,6 +142,8 @@ func newMetrics() metrics {
 			Help: "1 while another instance on this node holds the lock of this pinned source (this machine's meter) and this one stands by."}, perSource),
 		implaus: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricImplausible,
 			Help: "Counter increases implying more than the zone's plausible power: not counted as energy, recorded as gaps (reason implausible)."}, perSource),
+		calRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricCalRejected,
+			Help: "Power-model calibration fits refused by the quality rule (energy.Calibration.Check), by the first rule failed: samples, spread, r2, slope, intercept, vcpus. Not stored, shared or used."}, []string{"source", "reason"}),
 	}
 }
 
@@ -161,11 +171,11 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		http:   &http.Client{Transport: &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 128, IdleConnTimeout: time.Minute}},
 		assign: newAssignments(), health: newHealthTracker(), ready: newReadiness(), m: newMetrics(),
 		shared: map[string]SourceConfig{}, opened: map[string]energy.Source{},
-		records: newRecords(), recStore: d.Store, calibrations: map[string]energy.Calibration{},
+		records: newRecords(), recStore: d.Store, calibrations: map[string]energy.Calibration{}, fixed: map[string]fixedProfile{},
 	}
 	c.maxPendingRows = max(cfg.BatchSize, cfg.MaxBuffered/max(1, len(cfg.sources())))
 	if d.Registry != nil {
-		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.m.implaus, c.health.gauge} {
+		for _, m := range []prometheus.Collector{c.m.resets, c.m.rollbacks, c.m.power, c.m.owned, c.m.standby, c.m.implaus, c.m.calRejected, c.health.gauge} {
 			if err := d.Registry.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}

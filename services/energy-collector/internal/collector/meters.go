@@ -27,7 +27,13 @@ import (
 //     lowest run id applies (deterministic on every collector and after a
 //     restart); runs whose model differs are told so in their note.
 //     Otherwise the node's profile applies: calibrated when a fit exists,
-//     the default per-vCPU coefficients otherwise.
+//     the default per-vCPU coefficients otherwise. The calibration is
+//     fixed for the run: it is taken when none of the node's active
+//     runs was sampled with the current one (a run arriving on an idle
+//     node, or after its predecessors ended) and kept while any of them
+//     is active; a run joining a running one shares its model, and a
+//     newer fit applies to later runs. While runs on a node overlap
+//     without a pause, the node keeps its calibration.
 //   - Local meter: the collector's configuration decides which meter a
 //     node has (a run cannot switch one on); a run asking rapl on a node
 //     measured by the model is told so in its note.
@@ -119,7 +125,19 @@ func (r *runner) runMeterRows(p meterPlan, m energy.Measurement, profile *energy
 			if a.IntervalMs > p.interval.Milliseconds() {
 				notes = append(notes, fmt.Sprintf("sampled every %s, finer than the %s asked: the finest interval of the runs active on this node", p.interval, time.Duration(a.IntervalMs)*time.Millisecond))
 			}
-			if (a.Source == KindRAPL && m.Source != energy.SourceRAPL) || (a.Source == KindModel && m.Source != energy.SourceModel) {
+			switch {
+			case a.Source == KindRAPL && m.Source != energy.SourceRAPL:
+				// The analyzer flags the run (meter_fallback) from the
+				// asked source and the meter; the note tells the reader.
+				why := "the collector's configuration measures this node by " + r.sc.Kind
+				if r.sc.Kind == KindAuto {
+					why = "no readable RAPL on this node"
+				}
+				if m.Estimated {
+					why += ", so its figures are estimated"
+				}
+				notes = append(notes, fmt.Sprintf("asked rapl, measured by %s (source %s): %s", m.Source, r.sc.ID, why))
+			case (a.Source == KindRAPL && m.Source != energy.SourceRAPL) || (a.Source == KindModel && m.Source != energy.SourceModel):
 				notes = append(notes, fmt.Sprintf("asked %s, measured by %s: the node's meter is the collector's configuration", a.Source, m.Source))
 			}
 			if a.Model != nil && m.Source == energy.SourceModel && p.modelRun != run.runID && *a.Model != *p.model {
@@ -164,4 +182,33 @@ func (c *Collector) profileFor(base energy.ModelProfile) energy.ModelProfile {
 		return base.Calibrated(*cal)
 	}
 	return base
+}
+
+// fixedProfile is a profile and the runs sampled with it at the last
+// reading.
+type fixedProfile struct {
+	profile energy.ModelProfile
+	runs    map[string]bool
+}
+
+// fixedProfile returns the profile source's runs are sampled with: the
+// base profile with the calibration taken when none of the active runs has
+// been sampled with the current one (no run active, or all of them new),
+// kept while any of them is. A run joining a running one shares its model;
+// a fit published mid-run applies to later runs, never to part of one.
+func (c *Collector) fixedProfile(source string, base energy.ModelProfile, runs []plannedRun) energy.ModelProfile {
+	c.calMu.Lock()
+	f, ok := c.fixed[source]
+	c.calMu.Unlock()
+	if !ok || !slices.ContainsFunc(runs, func(pr plannedRun) bool { return f.runs[pr.runID] }) {
+		f.profile = c.profileFor(base)
+	}
+	f.runs = make(map[string]bool, len(runs))
+	for _, pr := range runs {
+		f.runs[pr.runID] = true
+	}
+	c.calMu.Lock()
+	c.fixed[source] = f
+	c.calMu.Unlock()
+	return f.profile
 }

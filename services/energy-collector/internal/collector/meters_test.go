@@ -17,6 +17,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
 
 // writeNodeFacts writes a fake node's cpuinfo, meminfo and stat (vcpus
@@ -144,4 +145,35 @@ func TestRunMetersDriveTheSamplingInterval(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(r2[0].Model), &prof))
 	require.Equal(t, 1.0, prof.IdleWattsPerVCPU, "r2's model applies")
 	require.Empty(t, r2[0].Note)
+}
+
+// A run asking `meters.source: rapl` on a node without readable RAPL (an
+// auto source that fell back to the model) is measured by the model; its
+// recorded configuration says so in its note (before: a new user saw an
+// empty note), which is what the analyzer flags as meter_fallback.
+func TestAskedRAPLFallbackIsNoted(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	proc := t.TempDir()
+	writeNodeFacts(t, proc, "Other CPU", 8<<20, 4, 1000, 10000)
+	cfg := testConfig("c1", 200*time.Millisecond)
+	cfg.Sources = []collector.SourceConfig{{ID: "local/bare", Kind: collector.KindAuto, Node: "bare", PowercapRoot: t.TempDir(), ProcRoot: proc}}
+	in := startCollector(t, url, cfg, st)
+	target := events.Target{ID: "pod/bare/sut-0", Kind: "pod", Node: "bare", Role: "sut", Pod: "sut-0", Namespace: "gf"}
+	publishAssignMeters(t, in.b, "r1", []events.Target{target}, &events.CollectMeters{IntervalMs: 200, Source: "rapl"})
+
+	var rows []store.RunMeter
+	testenv.Eventually(t, 30*time.Second, "r1's configuration recorded", func() bool {
+		var err error
+		rows, err = st.RunMeters(context.Background(), "e1")
+		require.NoError(t, err)
+		return len(rows) > 0
+	})
+	for _, r := range rows {
+		require.Equal(t, "rapl", r.AskedSource)
+		require.Equal(t, energy.SourceModel, r.Meter)
+		require.True(t, r.Estimated)
+		require.Contains(t, r.Note, "asked rapl, measured by model (source local/bare)", "%+v", r)
+		require.Contains(t, r.Note, "no readable RAPL", "%+v", r)
+	}
 }

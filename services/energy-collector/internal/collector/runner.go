@@ -302,7 +302,7 @@ func (r *runner) applyModel(p meterPlan) *energy.ModelProfile {
 		}
 		r.profile = &base
 	}
-	eff := applyModel(r.c.profileFor(*r.profile), p.model)
+	eff := applyModel(r.c.fixedProfile(r.sc.ID, *r.profile, p.runs), p.model)
 	if err := md.ModelMeter().SetModel(eff.IdleWatts(), eff.MaxWatts()); err != nil {
 		r.logger.Warn("model refused; the previous one stays", zap.Error(err))
 	}
