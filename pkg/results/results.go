@@ -234,7 +234,7 @@ var table = []Metric{
 	{QualityCrossMeterResidualPct, UnitPercent, node, true, ProducerAnalyzer, "quality_cross_meter_residual_j in % of the primary meter's energy"},
 	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
 		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
-	{QualityRecordedGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time the collectors recorded as lost or not counted (table gaps): per node, and summed over nodes for the run"},
+	{QualityRecordedGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time the collectors recorded as a gap (table gaps: lost, not counted, or unread and spanned by one sample): per node, and summed over nodes for the run"},
 
 	{DurationS, UnitSecond, run, false, ProducerAnalyzer, "length of the recorded measurement window"},
 	{SUTEnergyJ, UnitJoule, run, true, ProducerAnalyzer, "energy of the system under test in the window"},
@@ -360,7 +360,7 @@ var flags = []Flag{
 	{FlagLagNotEvaluated, "the lag-trend SLO was not evaluated: fewer consumer-lag samples than a fit needs (analyzer lagMinPoints) lie between " +
 		"the fit's start (the load's start + slos.lagWarmup, never before the window; lag_trend_fit_start_s) and the window's end, so there is no " +
 		"lag_slo_ok row; a shorter slos.lagWarmup or a longer window gives one"},
-	{FlagEnergyGapRecorded, "a collector recorded a hole in a node's samples in the window (samples dropped past the spool bound, a source restarted from a fresh baseline); quality_recorded_gap_s says how long"},
+	{FlagEnergyGapRecorded, "a collector recorded a gap in a node's samples in the window: samples dropped past the spool bound, a source restarted from a fresh baseline, or an outage (the meter went unread; one sample spans it, energy kept, resolution lost); quality_recorded_gap_s says how long"},
 	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},
 	{FlagMeterFallback, "the spec asked a hardware meter (meters.source: rapl) but a node of the run had none readable and was measured by " +

@@ -13,6 +13,11 @@ const (
 	GapFreshBaseline = "fresh_baseline" // a source restarted from a new baseline: the stretch before it is not measured
 	GapStandby       = "standby"        // this instance stood by while another read the node's meter
 	GapImplausible   = "implausible"    // a counter increase beyond plausible power, not counted
+	// GapOutage: the meter went unread for more than two intervals (the
+	// collector was down or stalled) and resumed from its checkpoint: one
+	// sample spans the stretch — its energy is the counter's (or the
+	// utilisation's over it), its time resolution is lost.
+	GapOutage = "outage"
 )
 
 // Gap is a stretch [FromMs, ToMs] in which a source's samples of a node are

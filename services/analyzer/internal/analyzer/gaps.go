@@ -14,7 +14,8 @@ import (
 // their data has a hole they know of — samples dropped past the spool
 // bound, a source restarted from a fresh baseline, a counter increase
 // beyond plausible power that was not counted — so an analysis made later
-// sees why a stretch is missing rather than a silent hole. A run whose
+// sees why a stretch is missing rather than a silent hole (and an outage:
+// the meter unread for a while, one sample spanning it). A run whose
 // measured window one touches is flagged (energy_gap_recorded, or
 // energy_counter_implausible for the latter) and quality_recorded_gap_s
 // says how much window time was lost: per node the union of its gaps

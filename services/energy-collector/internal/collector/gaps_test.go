@@ -172,6 +172,39 @@ func TestFreshBaselineLeavesAGapRow(t *testing.T) {
 	}
 }
 
+// TestAnOutageLeavesAGapRow: a collector down for a few intervals resumes
+// from its checkpoint (within MaxCheckpointAge): one sample spans the
+// outage, energy kept, and an outage row says where, when and how long.
+func TestAnOutageLeavesAGapRow(t *testing.T) {
+	st := testenv.Store(t)
+	url := testenv.NATS(t)
+	proc := t.TempDir()
+	writeNodeFacts(t, proc, "Test CPU", 4<<20, 2, 1000, 10000)
+	cfg := testConfig("c1", 100*time.Millisecond)
+	cfg.ProcRoot, cfg.SpoolDir, cfg.MaxCheckpointAge = proc, t.TempDir(), time.Minute
+	in := startCollector(t, url, cfg, st)
+	testenv.Eventually(t, 20*time.Second, "samples flowing", func() bool { return len(nodeSampleTimes(t, st, cfg.Node)) >= 5 })
+	in.stop(t)
+	stopped := time.Now()
+	ts := nodeSampleTimes(t, st, cfg.Node)
+	last := ts[len(ts)-1]
+	// Down for over a second and two intervals: a stretched sample.
+	testenv.Eventually(t, 10*time.Second, "down long enough", func() bool { return time.Since(stopped) > 1500*time.Millisecond })
+
+	startCollector(t, url, cfg, st)
+	var gaps []store.Gap
+	testenv.Eventually(t, 20*time.Second, "the outage recorded", func() bool {
+		gaps = gapsOf(t, st, cfg.Node, store.GapOutage)
+		return len(gaps) > 0
+	})
+	g := gaps[0]
+	require.Equal(t, last, g.FromMs, "from the last sample before the outage")
+	require.Greater(t, g.ToMs, stopped.UnixMilli()+1500)
+	require.GreaterOrEqual(t, g.Samples, uint64(14), "about 15 intervals of 100 ms went unread")
+	require.Contains(t, g.Detail, "the meter went unread")
+	require.Empty(t, gapsOf(t, st, cfg.Node, store.GapFreshBaseline), "resumed from the checkpoint, not a new baseline")
+}
+
 // Records made while ClickHouse is down — here a run's meter configuration
 // — wait in the spool directory: a collector stopped before ClickHouse came
 // back writes them when it runs again.

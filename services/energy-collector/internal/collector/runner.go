@@ -198,6 +198,12 @@ func (r *runner) tryRestore(data []byte) bool {
 	return true
 }
 
+// stretched reports a sample interval the analyzer calls stretched (over
+// twice the asked interval and a second more): the meter went unread.
+func stretched(got, asked time.Duration) bool {
+	return asked > 0 && got > max(2*asked, asked+time.Second)
+}
+
 // tick takes one reading.
 func (r *runner) tick(ctx context.Context) error {
 	if !r.c.assign.isSynced() || !r.open() {
@@ -232,6 +238,14 @@ func (r *runner) tick(ctx context.Context) error {
 		r.c.records.addGap(store.Gap{Node: r.sc.Node, Source: r.sc.ID, FromMs: r.holeFromMs, ToMs: now.UnixMilli(),
 			Reason: store.GapFreshBaseline, Detail: r.holeDetail, Collector: r.c.cfg.Instance}, 0)
 		r.holeFromMs, r.holeDetail = 0, ""
+	}
+	if m.Interval > 0 && stretched(m.Interval, plan.interval) {
+		// Resumed after an outage or a stall: the sample spans it. It keeps
+		// the energy; the row says where the resolution went.
+		r.c.records.addGap(store.Gap{Node: r.sc.Node, Source: r.sc.ID, FromMs: now.Add(-m.Interval).UnixMilli(), ToMs: now.UnixMilli(),
+			Samples: uint64(m.Interval/plan.interval) - 1, Reason: store.GapOutage,
+			Detail: fmt.Sprintf("one sample spans %s where %s was asked: the meter went unread (the collector was down or stalled)",
+				m.Interval.Round(time.Millisecond), plan.interval), Collector: r.c.cfg.Instance}, 0)
 	}
 	if m.Interval > 0 {
 		r.recordRunMeters(plan, m, profile)
