@@ -134,40 +134,49 @@ func TestDroppedSamplesLeaveAGapRow(t *testing.T) {
 	}
 }
 
-// A collector restarted after its checkpoint grew too old starts its
-// local source from a new baseline; the stretch from its last stored
-// sample to that baseline is recorded (reason fresh_baseline).
-func TestFreshBaselineLeavesAGapRow(t *testing.T) {
-	st := testenv.Store(t)
+// downAndBack runs a collector on a spool until samples flow, stops it for
+// down, starts it again and returns the first gap row of reason it records,
+// the last sample before the stop and when it stopped.
+func downAndBack(t *testing.T, checkpointAge, down time.Duration, reason string) (g store.Gap, last int64, stopped time.Time,
+	st *store.Store, node string) {
+	t.Helper()
+	st = testenv.Store(t)
 	url := testenv.NATS(t)
 	proc := t.TempDir()
 	writeNodeFacts(t, proc, "Test CPU", 4<<20, 2, 1000, 10000)
 	cfg := testConfig("c1", 100*time.Millisecond)
-	cfg.ProcRoot, cfg.SpoolDir, cfg.MaxCheckpointAge = proc, t.TempDir(), 500*time.Millisecond
+	cfg.ProcRoot, cfg.SpoolDir, cfg.MaxCheckpointAge = proc, t.TempDir(), checkpointAge
 	in := startCollector(t, url, cfg, st)
 	testenv.Eventually(t, 20*time.Second, "samples flowing", func() bool { return len(nodeSampleTimes(t, st, cfg.Node)) >= 5 })
 	in.stop(t)
-	stopped := time.Now()
+	stopped = time.Now()
 	ts := nodeSampleTimes(t, st, cfg.Node)
-	last := ts[len(ts)-1]
-	// Let the checkpoint age past MaxCheckpointAge.
-	testenv.Eventually(t, 10*time.Second, "checkpoint too old", func() bool { return time.Since(stopped) > 2*cfg.MaxCheckpointAge })
-
+	testenv.Eventually(t, 10*time.Second, "down long enough", func() bool { return time.Since(stopped) > down })
 	startCollector(t, url, cfg, st)
-	var gaps []store.Gap
-	testenv.Eventually(t, 20*time.Second, "the fresh baseline recorded", func() bool {
-		gaps = gapsOf(t, st, cfg.Node, store.GapFreshBaseline)
+	testenv.Eventually(t, 20*time.Second, "the "+reason+" recorded", func() bool {
+		gaps := gapsOf(t, st, cfg.Node, reason)
+		if len(gaps) > 0 {
+			g = gaps[0]
+		}
 		return len(gaps) > 0
 	})
-	g := gaps[0]
+	return g, ts[len(ts)-1], stopped, st, cfg.Node
+}
+
+// TestFreshBaselineLeavesAGapRow: a collector whose checkpoint is older
+// than MaxCheckpointAge starts from a fresh baseline, and the stretch
+// since its last sample is a gap row; no sample is stored inside it.
+func TestFreshBaselineLeavesAGapRow(t *testing.T) {
+	const age = 500 * time.Millisecond
+	g, last, stopped, st, node := downAndBack(t, age, 2*age, store.GapFreshBaseline)
 	require.Equal(t, last, g.FromMs, "from the last stored sample")
 	require.Greater(t, g.ToMs, stopped.UnixMilli(), "to the new baseline")
 	require.Contains(t, g.Detail, "checkpoint")
 	testenv.Eventually(t, 20*time.Second, "samples after the baseline", func() bool {
-		ts := nodeSampleTimes(t, st, cfg.Node)
+		ts := nodeSampleTimes(t, st, node)
 		return ts[len(ts)-1] > g.ToMs
 	})
-	for _, ts := range nodeSampleTimes(t, st, cfg.Node) {
+	for _, ts := range nodeSampleTimes(t, st, node) {
 		require.False(t, ts > g.FromMs && ts <= g.ToMs, "stored sample at %d inside the gap %d–%d", ts, g.FromMs, g.ToMs)
 	}
 }
@@ -176,33 +185,12 @@ func TestFreshBaselineLeavesAGapRow(t *testing.T) {
 // from its checkpoint (within MaxCheckpointAge): one sample spans the
 // outage, energy kept, and an outage row says where, when and how long.
 func TestAnOutageLeavesAGapRow(t *testing.T) {
-	st := testenv.Store(t)
-	url := testenv.NATS(t)
-	proc := t.TempDir()
-	writeNodeFacts(t, proc, "Test CPU", 4<<20, 2, 1000, 10000)
-	cfg := testConfig("c1", 100*time.Millisecond)
-	cfg.ProcRoot, cfg.SpoolDir, cfg.MaxCheckpointAge = proc, t.TempDir(), time.Minute
-	in := startCollector(t, url, cfg, st)
-	testenv.Eventually(t, 20*time.Second, "samples flowing", func() bool { return len(nodeSampleTimes(t, st, cfg.Node)) >= 5 })
-	in.stop(t)
-	stopped := time.Now()
-	ts := nodeSampleTimes(t, st, cfg.Node)
-	last := ts[len(ts)-1]
-	// Down for over a second and two intervals: a stretched sample.
-	testenv.Eventually(t, 10*time.Second, "down long enough", func() bool { return time.Since(stopped) > 1500*time.Millisecond })
-
-	startCollector(t, url, cfg, st)
-	var gaps []store.Gap
-	testenv.Eventually(t, 20*time.Second, "the outage recorded", func() bool {
-		gaps = gapsOf(t, st, cfg.Node, store.GapOutage)
-		return len(gaps) > 0
-	})
-	g := gaps[0]
+	g, last, stopped, st, node := downAndBack(t, time.Minute, 1500*time.Millisecond, store.GapOutage)
 	require.Equal(t, last, g.FromMs, "from the last sample before the outage")
 	require.Greater(t, g.ToMs, stopped.UnixMilli()+1500)
 	require.GreaterOrEqual(t, g.Samples, uint64(14), "about 15 intervals of 100 ms went unread")
 	require.Contains(t, g.Detail, "the meter went unread")
-	require.Empty(t, gapsOf(t, st, cfg.Node, store.GapFreshBaseline), "resumed from the checkpoint, not a new baseline")
+	require.Empty(t, gapsOf(t, st, node, store.GapFreshBaseline), "resumed from the checkpoint, not a new baseline")
 }
 
 // Records made while ClickHouse is down — here a run's meter configuration

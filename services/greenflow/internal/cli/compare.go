@@ -296,6 +296,12 @@ func WriteComparison(w io.Writer, cmp Comparison, level float64) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, ca, cb, diff,
 			num(r.T, "%.2f"), num(r.DF, "%.1f"), num(r.P, "%.3g"), num(g, "%.2f"), mark)
 	}
+	return flushMarked(tw, w, marked)
+}
+
+// flushMarked writes a comparison table and, when an interval in it was
+// marked ‡, what the mark means.
+func flushMarked(tw *tabwriter.Writer, w io.Writer, marked bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}

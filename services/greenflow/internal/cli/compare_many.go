@@ -162,14 +162,7 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, letter(index[r.Group]), r.N, mean, diff, p, g, mark)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if marked {
-		_, err := fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
-		return err
-	}
-	return nil
+	return flushMarked(tw, w, marked)
 }
 
 // ComparePlot is one metric of the groups side by side: each group's
