@@ -51,6 +51,9 @@ type plannedRun struct {
 // meterPlan is how a node is sampled now, given its active runs.
 type meterPlan struct {
 	interval time.Duration
+	// intervalRun is the run whose ask set interval; "" when the
+	// collector's own interval is the finest.
+	intervalRun string
 	model    *events.CollectModel // nil: the node's profile
 	modelRun string               // the run whose model applies
 	runs     []plannedRun         // sorted by run id
@@ -72,8 +75,8 @@ func (a *assignments) plan(node string, base time.Duration) meterPlan {
 		if r.asked == nil {
 			continue
 		}
-		if iv := time.Duration(r.asked.IntervalMs) * time.Millisecond; iv > 0 {
-			p.interval = min(p.interval, max(iv, minRunInterval))
+		if iv := max(time.Duration(r.asked.IntervalMs)*time.Millisecond, minRunInterval); r.asked.IntervalMs > 0 && iv < p.interval {
+			p.interval, p.intervalRun = iv, r.runID
 		}
 		if r.asked.Model != nil && p.model == nil {
 			p.model, p.modelRun = r.asked.Model, r.runID
@@ -123,7 +126,11 @@ func (r *runner) runMeterRows(p meterPlan, m energy.Measurement, profile *energy
 		if a := run.asked; a != nil {
 			row.AskedIntervalMs, row.AskedSource = a.IntervalMs, a.Source
 			if a.IntervalMs > p.interval.Milliseconds() {
-				notes = append(notes, fmt.Sprintf("sampled every %s, finer than the %s asked: the finest interval of the runs active on this node", p.interval, time.Duration(a.IntervalMs)*time.Millisecond))
+				why := "the collector's own interval (--interval) is finer than any run on this node asks"
+				if p.intervalRun != "" {
+					why = "the finest interval of the runs active on this node (" + p.intervalRun + " asked it)"
+				}
+				notes = append(notes, fmt.Sprintf("sampled every %s, finer than the %s asked: %s", p.interval, time.Duration(a.IntervalMs)*time.Millisecond, why))
 			}
 			switch {
 			case a.Source == KindRAPL && m.Source != energy.SourceRAPL:
