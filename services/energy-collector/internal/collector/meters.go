@@ -54,9 +54,9 @@ type meterPlan struct {
 	// intervalRun is the run whose ask set interval; "" when the
 	// collector's own interval is the finest.
 	intervalRun string
-	model    *events.CollectModel // nil: the node's profile
-	modelRun string               // the run whose model applies
-	runs     []plannedRun         // sorted by run id
+	model       *events.CollectModel // nil: the node's profile
+	modelRun    string               // the run whose model applies
+	runs        []plannedRun         // sorted by run id
 }
 
 // plan applies the rules above to the runs with a target on node.

@@ -131,7 +131,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	if err != nil {
 		return nil, err
 	}
-	runs, rows, targets := e.runs, e.rows, e.targets
+	rows := e.rows
 	d := reportData{ID: experimentID, Runs: len(rows), Level: DefaultLevel, CVThreshold: DefaultCVThreshold,
 		Generated: time.Now().UTC().Format(time.RFC3339)}
 	if e, err := st.GetExperiment(ctx, experimentID); err == nil {
@@ -146,38 +146,8 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	}
 	d.Provenance = provenanceRows(prov)
 	sums := SummarizeRuns(rows, DefaultLevel)
-	estimated := 0
-	for _, r := range rows {
-		if r.Estimated {
-			estimated++
-		}
-	}
-	d.Estimated = estimated > 0
-	d.EstimatedWhich = "some runs"
-	if estimated == len(rows) {
-		d.EstimatedWhich = "any run"
-	}
-
-	// Per-configuration table.
-	d.SummaryHead = []string{"config", "factors", "n"}
-	for _, c := range summaryColumns {
-		d.SummaryHead = append(d.SummaryHead, c.title)
-	}
-	d.SummaryHead = append(d.SummaryHead, "lag SLO", "Pareto")
-	for _, s := range sums {
-		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs))}
-		for _, c := range summaryColumns {
-			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
-			if crossesZero(c.metric, s.Metrics[c.metric]) {
-				cell += " ‡"
-				d.SummaryNotes = appendOnce(d.SummaryNotes, "‡ "+results.CICrossesZeroNote)
-			}
-			cells = append(cells, cell)
-		}
-		cells = append(cells, lagVerdict(s), map[bool]string{true: "yes", false: ""}[s.Pareto])
-		d.Summary = append(d.Summary, cells)
-	}
-
+	d.Estimated, d.EstimatedWhich = estimatedWhich(rows)
+	d.SummaryHead, d.Summary, d.SummaryNotes = summaryTable(sums)
 	for _, m := range []struct{ metric, title string }{
 		{results.SUTMicroJPerEvent, "SUT energy per event vs offered load"},
 		{results.NodeMicroJPerEvent, "Node energy per event vs offered load"},
@@ -187,13 +157,75 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	d.Throughput = template.HTML(throughputPlot(sums, rows).SVG())
 	pp, note := paretoPlot(sums)
 	d.Pareto, d.ParetoNote = template.HTML(pp.SVG()), note
+	if d.PowerPlots, d.LagPlots, d.PowerNote, err = runPlots(ctx, st, e, maxRuns); err != nil {
+		return nil, err
+	}
+	d.QualityHead, d.QualityRows = qualityTable(rows)
+	var capacity bytes.Buffer
+	if err := WriteCapacity(ctx, &capacity, st, experimentID); err != nil {
+		return nil, err
+	}
+	d.Capacity = strings.TrimSpace(capacity.String())
+	d.RunHead, d.RunRows = runTable(rows)
+	for _, f := range explainedFlags(rows) {
+		d.RunNotes = appendOnce(d.RunNotes, f.Name+": "+f.Help)
+	}
+	var buf bytes.Buffer
+	if err := reportPage.Execute(&buf, d); err != nil {
+		return nil, fmt.Errorf("render report: %w", err)
+	}
+	return buf.Bytes(), nil
+}
 
-	// Power over time: the first repetition of each configuration first.
-	order := make([]store.Run, len(runs))
-	copy(order, runs)
+// estimatedWhich says whether any run's energy is estimated, and whether
+// it is every run's ("any run") or only "some runs".
+func estimatedWhich(rows []ResultRow) (bool, string) {
+	n := 0
+	for _, r := range rows {
+		if r.Estimated {
+			n++
+		}
+	}
+	if n == len(rows) {
+		return n > 0, "any run"
+	}
+	return n > 0, "some runs"
+}
+
+// summaryTable is the per-configuration table: the headline metrics as
+// mean ± CI, marked ‡ (with the note) where an interval crosses zero.
+func summaryTable(sums []ConfigSummary) (head []string, body [][]string, notes []string) {
+	head = []string{"config", "factors", "n"}
+	for _, c := range summaryColumns {
+		head = append(head, c.title)
+	}
+	head = append(head, "lag SLO", "Pareto")
+	for _, s := range sums {
+		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs))}
+		for _, c := range summaryColumns {
+			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
+			if crossesZero(c.metric, s.Metrics[c.metric]) {
+				cell += " ‡"
+				notes = appendOnce(notes, "‡ "+results.CICrossesZeroNote)
+			}
+			cells = append(cells, cell)
+		}
+		cells = append(cells, lagVerdict(s), map[bool]string{true: "yes", false: ""}[s.Pareto])
+		body = append(body, cells)
+	}
+	return head, body, notes
+}
+
+// runPlots draws each plotted run's power over time — components ten times
+// smaller than the largest again on a scale of their own — and its consumer
+// lag: done runs, the first repetition of each configuration first, at most
+// maxRuns of them (note says so when runs were left out).
+func runPlots(ctx context.Context, st *store.Store, e experiment, maxRuns int) (power, lag []template.HTML, note string, err error) {
+	order := make([]store.Run, len(e.runs))
+	copy(order, e.runs)
 	sort.SliceStable(order, func(i, j int) bool { return order[i].Repetition < order[j].Repetition })
 	metricsOf := map[string]map[string]float64{}
-	for _, r := range rows {
+	for _, r := range e.rows {
 		metricsOf[r.RunID] = r.Metrics
 	}
 	plotted := 0
@@ -204,39 +236,35 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		if r.State != events.RunStateDone {
 			continue
 		}
-		p, err := powerPlot(ctx, st, r, targets[r.RunID])
+		p, err := powerPlot(ctx, st, r, e.targets[r.RunID])
 		if err != nil {
-			return nil, err
+			return nil, nil, "", err
 		}
-		// Components ten times smaller than the largest get an axis of
-		// their own.
 		big, small := splitByScale(p.Series)
 		p.Series = big
-		d.PowerPlots = append(d.PowerPlots, template.HTML(p.SVG()))
+		power = append(power, template.HTML(p.SVG()))
 		if len(small) > 0 {
 			p.Title, p.Series = p.Title+": smaller components, own scale ("+componentsNote(small)+")", small
-			d.PowerPlots = append(d.PowerPlots, template.HTML(p.SVG()))
+			power = append(power, template.HTML(p.SVG()))
 		}
 		lp, ok, err := lagPlot(ctx, st, r, metricsOf[r.RunID])
 		if err != nil {
-			return nil, err
+			return nil, nil, "", err
 		}
 		if ok {
-			d.LagPlots = append(d.LagPlots, template.HTML(lp.SVG()))
+			lag = append(lag, template.HTML(lp.SVG()))
 		}
 		plotted++
 	}
-	d.QualityHead, d.QualityRows = qualityTable(rows)
-	var capacity bytes.Buffer
-	if err := WriteCapacity(ctx, &capacity, st, experimentID); err != nil {
-		return nil, err
+	if n := countDone(e.rows); n > plotted {
+		note = fmt.Sprintf("Power plots for %d of %d done runs (--max-runs).", plotted, n)
 	}
-	d.Capacity = strings.TrimSpace(capacity.String())
-	if n := countDone(rows); n > plotted {
-		d.PowerNote = fmt.Sprintf("Power plots for %d of %d done runs (--max-runs).", plotted, n)
-	}
+	return power, lag, note, nil
+}
 
-	d.RunHead = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
+// runTable is the runs table: one row a run, with its state and reason.
+func runTable(rows []ResultRow) (head []string, body [][]string) {
+	head = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
 		"gaps", "estimated", "flags"}
 	for _, r := range rows {
 		metric := func(name, format string) string {
@@ -250,19 +278,12 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		if r.Reason != "" {
 			state += ": " + r.Reason
 		}
-		d.RunRows = append(d.RunRows, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
+		body = append(body, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
 			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), metric(results.QualitySampleGaps, "%.0f"),
 			map[bool]string{true: "yes", false: ""}[r.Estimated], flagList(r.Flags)})
 	}
-	for _, f := range explainedFlags(rows) {
-		d.RunNotes = appendOnce(d.RunNotes, f.Name+": "+f.Help)
-	}
-	var buf bytes.Buffer
-	if err := reportPage.Execute(&buf, d); err != nil {
-		return nil, fmt.Errorf("render report: %w", err)
-	}
-	return buf.Bytes(), nil
+	return head, body
 }
 
 func countDone(rows []ResultRow) int {
