@@ -102,3 +102,42 @@ func TestRetryDelayDoublesUpToItsCap(t *testing.T) {
 	cfg.Brokers = []string{"b:9092"}
 	require.ErrorContains(t, cfg.Validate(), "scheduler.retryBackoffMax")
 }
+
+// TestALateSchedulerKeepsTheWindowWhereTheLoadIs: the scheduler gets to a
+// run in warm-up only well after its warm-up was due to end (it was down,
+// or stalled). The measured window still begins when the warm-up was due
+// to end, and lasts the measure phase — where the load, started with the
+// warm-up, is — instead of sliding past the load's end.
+func TestALateSchedulerKeepsTheWindowWhereTheLoadIs(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
+	clock := clocktesting.NewFakeClock(start)
+	h, _ := newHarness(t, nil, func(h *harness) { h.clock = clock })
+	const id = "exp-late"
+	h.submitSpec(context.Background(), id, strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, `values: ["10"]`, 1))
+	var warm events.Phase
+	ticksUntil(t, clock, start, "the run in warm-up", func() bool {
+		st, ok := h.sched.Status(id)
+		if !ok || len(st.Runs) == 0 || st.Runs[0].State != events.RunStateWarmup {
+			return false
+		}
+		warm = st.Runs[0].Phases[len(st.Runs[0].Phases)-1]
+		return true
+	})
+	// Late: 2 s past the warm-up's 50 ms before the next tick.
+	clock.SetTime(time.UnixMilli(warm.StartMs).Add(2 * time.Second))
+	var measure events.Phase
+	testenv.Eventually(t, 10*time.Second, "the measured window recorded", func() bool {
+		clock.Step(testConfig(nil).Tick)
+		st, _ := h.sched.Status(id)
+		for _, p := range st.Runs[0].Phases {
+			if p.Name == events.RunStateMeasuring && p.EndMs > 0 {
+				measure = p
+				return true
+			}
+		}
+		return false
+	})
+	require.Equal(t, warm.StartMs+50, measure.StartMs, "the window begins when the warm-up was due to end")
+	require.Equal(t, measure.StartMs+150, measure.EndMs, "and lasts the measure phase")
+}

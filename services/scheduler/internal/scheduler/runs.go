@@ -36,17 +36,27 @@ func (s *Scheduler) updateRun(ctx context.Context, runID string, fn func(*RunRec
 // answer can arrive before the state it answers is stored.
 func (s *Scheduler) transition(_ context.Context, r *RunRecord, state string) error {
 	now := s.nowMs()
-	r.enter(state, now)
+	at := now
+	// The measured window and the cool-down begin when the phase before
+	// them was due to end, not when the scheduler got to it: after a
+	// restart or a stall across that moment, entering at now would slide
+	// the window past the load (which runs warm-up + measure from its own
+	// start) and shorten the load in it. The warm-up is entered at now: its
+	// entry starts the load.
+	if (state == events.RunStateMeasuring || state == events.RunStateCooldown) && r.PhaseEndMs > 0 && r.PhaseEndMs < now {
+		at = r.PhaseEndMs
+	}
+	r.enter(state, at)
 	ph := r.Config.Phases
 	switch state {
 	case events.RunStateBaseline:
-		r.PhaseEndMs = now + ph.Baseline.Milliseconds()
+		r.PhaseEndMs = at + ph.Baseline.Milliseconds()
 	case events.RunStateWarmup:
-		r.PhaseEndMs = now + ph.Warmup.Milliseconds()
+		r.PhaseEndMs = at + ph.Warmup.Milliseconds()
 	case events.RunStateMeasuring:
-		r.PhaseEndMs = now + ph.Measure.Milliseconds()
+		r.PhaseEndMs = at + ph.Measure.Milliseconds()
 	case events.RunStateCooldown:
-		r.PhaseEndMs = now + ph.Cooldown.Milliseconds()
+		r.PhaseEndMs = at + ph.Cooldown.Milliseconds()
 	}
 	return nil
 }
