@@ -41,6 +41,12 @@ func TestMigration0004KeepsDataAndAddsTheMeterTables(t *testing.T) {
 	got, err := s.RunMeters(ctx, "e1")
 	require.NoError(t, err)
 	require.Equal(t, []store.RunMeter{rm}, got, "a row written twice is read once")
+	got, err = s.RunMeters(ctx, "e1", rm.RunID)
+	require.NoError(t, err)
+	require.Equal(t, []store.RunMeter{rm}, got, "the run's own")
+	got, err = s.RunMeters(ctx, "e1", "another-run")
+	require.NoError(t, err)
+	require.Empty(t, got, "another run's rows are not read")
 
 	g := store.Gap{Node: "n1", Source: "local", FromMs: 5000, ToMs: 6000, Samples: 2, Reason: store.GapSpoolFull, Collector: "c1"}
 	longer := g

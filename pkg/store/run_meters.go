@@ -36,12 +36,19 @@ func (s *Store) InsertRunMeters(ctx context.Context, rows []RunMeter) error {
 }
 
 // RunMeters returns the meter configurations recorded for the runs of an
-// experiment, ordered by run, node, source and time.
-func (s *Store) RunMeters(ctx context.Context, experimentID string) ([]RunMeter, error) {
+// experiment — only for runIDs when any are given (the analysis of one run
+// reads its own, not the whole experiment's) — ordered by run, node, source
+// and time.
+func (s *Store) RunMeters(ctx context.Context, experimentID string, runIDs ...string) ([]RunMeter, error) {
 	var out []RunMeter
-	err := query(ctx, s.conn, "read run meters of "+experimentID, `
+	q, args := `
 		SELECT run_id, node, source_id, ts_ms, asked_interval_ms, interval_ms, asked_source, meter, estimated, label, model, note, collector
-		FROM run_meters FINAL WHERE experiment_id = ? ORDER BY run_id, node, source_id, ts_ms`, []any{experimentID},
+		FROM run_meters FINAL WHERE experiment_id = ?`, []any{experimentID}
+	if len(runIDs) > 0 {
+		q += " AND run_id IN ?"
+		args = append(args, set(runIDs))
+	}
+	err := query(ctx, s.conn, "read run meters of "+experimentID, q+" ORDER BY run_id, node, source_id, ts_ms", args,
 		func(rows driver.Rows) error {
 			r := RunMeter{ExperimentID: experimentID}
 			var est uint8

@@ -146,7 +146,7 @@ func (a *Analyzer) gather(ctx context.Context, m *events.RunMeasured, pending Pe
 	if in.Gaps, err = a.store.GapsOverlapping(ctx, nodes, m.MeasureStartMs, m.MeasureEndMs); err != nil {
 		return in, err
 	}
-	if in.Meters, err = a.store.RunMeters(ctx, m.ExperimentID); err != nil {
+	if in.Meters, err = a.store.RunMeters(ctx, m.ExperimentID, m.RunID); err != nil {
 		return in, err
 	}
 	return in, nil

@@ -147,7 +147,7 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 			mean = fmt.Sprintf(format, *r.Mean)
 			if r.CILow != nil {
 				mean += " ± " + fmt.Sprintf(format, (*r.CIHigh-*r.CILow)/2)
-				if results.CICrossesZero(r.Metric, *r.CILow) {
+				if r.CICrossesZero {
 					mean += " ‡"
 					marked = true
 				}

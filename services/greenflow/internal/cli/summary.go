@@ -111,7 +111,7 @@ func meanCI(s stats.Summary, format string, cvThreshold float64) string {
 	if !math.IsNaN(s.HalfWidth) {
 		out += " ± " + fmt.Sprintf(format, s.HalfWidth)
 	}
-	if s.N >= 2 && s.CV > cvThreshold {
+	if cvFlagged(s, cvThreshold) {
 		out += " !"
 	}
 	return out
@@ -181,7 +181,7 @@ func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, f
 			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
 				csvNum(v.SD), csvNum(v.CV), csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh),
 				csvBool(crossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
-				csvBool(v.N >= 2 && v.CV > DefaultCVThreshold), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m))}
+				csvBool(cvFlagged(v, DefaultCVThreshold)), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m))}
 			for _, f := range factorNames {
 				rec = append(rec, s.Factors[f])
 			}
@@ -240,7 +240,7 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 		for m, v := range s.Metrics {
 			c.Metrics[m] = SummaryStat{Unit: results.Unit(m), N: v.N, Mean: num(v.Mean), SD: num(v.SD), CV: num(v.CV), CILevel: v.Level,
 				CILow: num(v.CILow), CIHigh: num(v.CIHigh), CICrossesZero: crossesZero(m, v), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),
-				CVFlag: v.N >= 2 && v.CV > DefaultCVThreshold, Estimated: s.Estimated && results.Estimable(m)}
+				CVFlag: cvFlagged(v, DefaultCVThreshold), Estimated: s.Estimated && results.Estimable(m)}
 		}
 		out = append(out, c)
 	}
@@ -249,6 +249,10 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 
 // crossesZero reports whether a summary's interval reaches below zero for a
 // metric that cannot be negative (results.CICrossesZero).
+// cvFlagged reports repetitions that vary more than cvThreshold (CV), the
+// "!" of the tables and cv_flag of CSV and JSON.
+func cvFlagged(s stats.Summary, cvThreshold float64) bool { return s.N >= 2 && s.CV > cvThreshold }
+
 func crossesZero(metric string, s stats.Summary) bool {
 	return s.N >= 2 && !math.IsNaN(s.HalfWidth) && results.CICrossesZero(metric, s.Mean-s.HalfWidth)
 }
