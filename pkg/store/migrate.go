@@ -200,7 +200,9 @@ func (s *Store) migrate(ctx context.Context, conn driver.Conn, upTo int) error {
 //     copies, and one restarted after a crash copies again: the new table is
 //     a ReplacingMergeTree, so copies collapse, and no crash leaves rows
 //     uncopied. Rows written to the old name just before the swap are in the
-//     kept table, so they are copied too.
+//     kept table, so they are copied too, and so are rows an insert in
+//     flight at the swap writes there after the copy: the copy is repeated
+//     until the kept table stays still (replaceSettle).
 //
 // The kept table stays, for an operator to drop once satisfied.
 func (s *Store) replaceTable(ctx context.Context, conn driver.Conn, version int, st Statement) error {
@@ -236,42 +238,104 @@ func (s *Store) replaceTable(ctx context.Context, conn driver.Conn, version int,
 	}
 	list := strings.Join(cols, ", ")
 	start := time.Now()
-	if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", table, list, list, kept)); err != nil {
-		return fmt.Errorf("copy rows of %s into the new %s: %w", kept, table, err)
+	copyRows := func() (uint64, error) {
+		before, err := countRows(ctx, conn, kept)
+		if err != nil {
+			return 0, err
+		}
+		if err := conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", table, list, list, kept)); err != nil {
+			return 0, fmt.Errorf("copy rows of %s into the new %s: %w", kept, table, err)
+		}
+		return before, nil
+	}
+	copied, err := copyRows()
+	if err != nil {
+		return err
+	}
+	// An insert that resolved the old name before the swap writes into the
+	// kept table, possibly after the copy above read it (seen on 18.16 with
+	// a service writing during the migration: an acknowledged row was
+	// missing). Copy again until the kept table stays still for
+	// replaceSettle. A kept table empty before and after its copy (a fresh
+	// database, where nothing writes before its services have migrated)
+	// is not waited for.
+	for round := 1; ; round++ {
+		if copied == 0 {
+			n, err := countRows(ctx, conn, kept)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(replaceSettle):
+		}
+		n, err := countRows(ctx, conn, kept)
+		if err != nil {
+			return err
+		}
+		if n == copied {
+			break
+		}
+		if round == replaceRounds {
+			return fmt.Errorf("copy rows of %s into the new %s: the kept table is still being written to after %d copies (%d rows, was %d)", kept, table, round, n, copied)
+		}
+		s.logger.Info("rows arrived in the kept table after its copy; copying again", zap.String("table", kept), zap.Uint64("rows", n), zap.Uint64("copied", copied))
+		if copied, err = copyRows(); err != nil {
+			return err
+		}
 	}
 	s.logger.Info("rows copied into replaced table", zap.String("table", table), zap.String("from", kept), zap.Duration("took", time.Since(start)))
 	return nil
 }
 
-func tableExists(ctx context.Context, conn driver.Conn, name string) (bool, error) {
+// replaceSettle is how long a kept table must stay unchanged after its copy
+// (an insert in flight at the swap lands within it); replaceRounds bounds the
+// copies.
+const (
+	replaceSettle = 2 * time.Second
+	replaceRounds = 10
+)
+
+func countRows(ctx context.Context, conn driver.Conn, table string) (uint64, error) {
 	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?", name).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM "+table).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count rows of %s: %w", table, err)
+	}
+	return n, nil
+}
+
+// tableExists asks for the one table by name. It does not read
+// system.tables: on ClickHouse 18.16 a scan of system.tables (or
+// system.columns) fails with "Table … doesn't exist" when a concurrent
+// migrator drops a table during the scan, which made concurrent starts fail.
+func tableExists(ctx context.Context, conn driver.Conn, name string) (bool, error) {
+	var n uint8
+	if err := conn.QueryRow(ctx, "EXISTS TABLE "+name).Scan(&n); err != nil {
 		return false, fmt.Errorf("look up table %s: %w", name, err)
 	}
 	return n > 0, nil
 }
 
 // commonColumns lists the columns of table that from has too, in table's
-// order.
+// order. It describes the two tables by name (see tableExists for why it
+// does not read system.columns).
 func commonColumns(ctx context.Context, conn driver.Conn, table, from string) ([]string, error) {
-	var target []string
-	has := map[string]bool{}
-	err := query(ctx, conn, fmt.Sprintf("read columns of %s and %s", table, from),
-		`SELECT name, table FROM system.columns WHERE database = currentDatabase() AND table IN (?, ?)`, []any{table, from},
-		func(rows driver.Rows) error {
-			var name, t string
-			if err := rows.Scan(&name, &t); err != nil {
-				return err
-			}
-			if t == table {
-				target = append(target, name)
-			} else {
-				has[name] = true
-			}
-			return nil
-		})
+	target, err := columnsOf(ctx, conn, table)
 	if err != nil {
 		return nil, err
+	}
+	fromCols, err := columnsOf(ctx, conn, from)
+	if err != nil {
+		return nil, err
+	}
+	has := map[string]bool{}
+	for _, c := range fromCols {
+		has[c] = true
 	}
 	var out []string
 	for _, c := range target {
@@ -283,6 +347,27 @@ func commonColumns(ctx context.Context, conn driver.Conn, table, from string) ([
 		return nil, fmt.Errorf("copy %s into %s: no column in common", from, table)
 	}
 	return out, nil
+}
+
+// columnsOf lists a table's columns in order.
+func columnsOf(ctx context.Context, conn driver.Conn, table string) ([]string, error) {
+	var out []string
+	err := query(ctx, conn, "describe table "+table, "DESCRIBE TABLE "+table, nil, func(rows driver.Rows) error {
+		cols := rows.Columns()
+		vals := make([]any, len(cols))
+		var name string
+		vals[0] = &name
+		for i := 1; i < len(cols); i++ {
+			var skip string
+			vals[i] = &skip
+		}
+		if err := rows.Scan(vals...); err != nil {
+			return err
+		}
+		out = append(out, name)
+		return nil
+	})
+	return out, err
 }
 
 func (s *Store) appliedMigrations(ctx context.Context) (map[int]string, error) {
