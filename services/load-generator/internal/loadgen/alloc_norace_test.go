@@ -2,8 +2,8 @@
 
 package loadgen
 
-// Not built under the race detector: it makes sync.Pool drop items on
-// purpose, so allocation counts mean nothing there.
+// Not built under the race detector: it allocates on its own, so
+// allocation counts mean nothing there.
 
 import (
 	"context"
@@ -15,9 +15,10 @@ import (
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
 
-// TestHotPathDoesNotAllocate: in steady state, producing a record
-// (encode, produce, promise, recycle) allocates nothing.
-func TestHotPathDoesNotAllocate(t *testing.T) {
+// TestHotPathAllocatesOneSlabPerChunk: in steady state, producing records
+// (encode, produce, promise) allocates one slab per emitChunk records and
+// nothing per record.
+func TestHotPathAllocatesOneSlabPerChunk(t *testing.T) {
 	for _, f := range []uc3.Format{uc3.FormatAvro, uc3.FormatJSON} {
 		t.Run(string(f), func(t *testing.T) {
 			prod := &ackingProducer{}
@@ -32,7 +33,7 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 				s.step(ctx, start.Add(d))
 			})
 			require.Greater(t, prod.n, int64(200_000))
-			require.Zero(t, allocs, "allocations per 1,000-record step")
+			require.LessOrEqual(t, allocs, 1000.0/emitChunk+0.5, "allocations per 1,000-record step")
 		})
 	}
 }

@@ -330,7 +330,7 @@ func sensorOf(key string) int {
 }
 
 // BenchmarkProduceRecord is the generator's own cost per record: pacing,
-// encoding, pooling, the promise (the Kafka client excluded). One op is one
+// encoding, the slab of records, the promise (the Kafka client excluded). One op is one
 // 1 ms tick at 1,000,000 records/s, i.e. 1,000 records.
 func BenchmarkProduceRecord(b *testing.B) {
 	prod := &ackingProducer{}
