@@ -200,3 +200,30 @@ func TestParetoLeavesOutConfigurationsThatFailedTheLagSLO(t *testing.T) {
 	require.False(t, sums[0].Pareto, "failed the lag SLO")
 	require.True(t, sums[1].Pareto)
 }
+
+// The per-run CSV lists every run: a failed run without results has a row
+// with its state and reason, and flags come with every row of their run.
+func TestResultsCSVListsFailedRuns(t *testing.T) {
+	rows := fixtureRows()
+	rows[6].Metrics = map[string]float64{}
+	rows[6].Reason = "provision failed: namespace quota"
+	rows[0].Flags = []string{"meter_fallback"}
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteResults(&out, "csv", rows))
+	recs, err := csv.NewReader(&out).ReadAll()
+	require.NoError(t, err)
+	require.Equal(t, []string{"run_id", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"}, recs[0])
+	var failed [][]string
+	for _, r := range recs[1:] {
+		if r[0] == "e-r0006" {
+			failed = append(failed, r)
+		}
+		if r[0] == "e-r0000" {
+			require.Equal(t, "meter_fallback", r[8])
+		}
+	}
+	require.Len(t, failed, 1)
+	require.Equal(t, events.RunStateFailed, failed[0][4])
+	require.Equal(t, []string{"", "", ""}, failed[0][5:8])
+	require.Equal(t, "provision failed: namespace quota", failed[0][9])
+}

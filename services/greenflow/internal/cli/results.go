@@ -114,7 +114,7 @@ var tableColumns = columnsOf(results.DurationS, results.OfferedRateEPS, results.
 	results.SUTMeanPowerW, results.NodeEnergyJ, results.NodeMeanPowerW, results.SUTMicroJPerEvent)
 
 // WriteResults prints rows as a table, CSV (tidy: one row per run and
-// metric) or JSON.
+// metric, and one for a run without results) or JSON.
 func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 	switch format {
 	case "table":
@@ -168,17 +168,25 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		}
 		return nil
 	case "csv":
+		// Every run has at least one row: a run without results (failed,
+		// or not analysed yet) has one with an empty metric and value, so
+		// a notebook sees which runs are missing and why.
 		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"run_id", "index", "repetition", "factors", "state", "metric", "value", "estimated"})
+		_ = cw.Write([]string{"run_id", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"})
 		for _, r := range rows {
 			names := make([]string, 0, len(r.Metrics))
 			for k := range r.Metrics {
 				names = append(names, k)
 			}
 			sort.Strings(names)
+			run := []string{r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State}
+			tail := []string{strings.Join(r.Flags, ";"), r.Reason}
+			if len(names) == 0 {
+				_ = cw.Write(slices.Concat(run, []string{"", "", ""}, tail))
+			}
 			for _, k := range names {
-				_ = cw.Write([]string{r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State, k,
-					strconv.FormatFloat(r.Metrics[k], 'g', -1, 64), strconv.FormatBool(r.Estimated && results.Estimable(k))})
+				_ = cw.Write(slices.Concat(run, []string{k, strconv.FormatFloat(r.Metrics[k], 'g', -1, 64),
+					strconv.FormatBool(r.Estimated && results.Estimable(k))}, tail))
 			}
 		}
 		cw.Flush()
