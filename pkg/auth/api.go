@@ -42,13 +42,17 @@ func infoOf(t Token) Info {
 //	POST   /v1/tokens              body: {"name", "role", "expires_in"}; answers the token once
 //	GET    /v1/tokens              every token's record, no secrets
 //	DELETE /v1/tokens/{ref}        revoke by id, or by the name of a live token
-func RegisterHTTP(mux *http.ServeMux, g *Guard, s *Store) {
+func RegisterHTTP(mux *http.ServeMux, g *Guard, tokens StoreOpener) {
 	writeJSON := func(w http.ResponseWriter, code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
 	mux.Handle("POST /v1/tokens", g.Require(Admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := open(w, r, tokens)
+		if !ok {
+			return
+		}
 		var req CreateRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			var tooBig *http.MaxBytesError
@@ -80,6 +84,10 @@ func RegisterHTTP(mux *http.ServeMux, g *Guard, s *Store) {
 		writeJSON(w, http.StatusCreated, Created{Token: plain, Info: infoOf(t)})
 	})))
 	mux.Handle("GET /v1/tokens", g.Require(Admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := open(w, r, tokens)
+		if !ok {
+			return
+		}
 		all, err := s.List(r.Context())
 		if err != nil {
 			WriteError(w, http.StatusServiceUnavailable, err.Error())
@@ -92,6 +100,10 @@ func RegisterHTTP(mux *http.ServeMux, g *Guard, s *Store) {
 		writeJSON(w, http.StatusOK, out)
 	})))
 	mux.Handle("DELETE /v1/tokens/{ref}", g.Require(Admin, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s, ok := open(w, r, tokens)
+		if !ok {
+			return
+		}
 		t, err := s.Revoke(r.Context(), r.PathValue("ref"))
 		if err != nil {
 			code := http.StatusServiceUnavailable
@@ -106,4 +118,14 @@ func RegisterHTTP(mux *http.ServeMux, g *Guard, s *Store) {
 		}
 		writeJSON(w, http.StatusOK, infoOf(t))
 	})))
+}
+
+// open yields the store, or answers 503.
+func open(w http.ResponseWriter, r *http.Request, tokens StoreOpener) (*Store, bool) {
+	s, err := tokens.Store(r.Context())
+	if err != nil {
+		WriteError(w, http.StatusServiceUnavailable, err.Error())
+		return nil, false
+	}
+	return s, true
 }

@@ -50,11 +50,11 @@ func TestParseRole(t *testing.T) {
 }
 
 func TestLimitsValidateNamesEveryProblem(t *testing.T) {
-	require.NoError(t, auth.DefaultLimits().Validate())
-	err := auth.Limits{MaxBodyBytes: 0, RatePerSecond: -1, Burst: 0}.Validate()
-	require.ErrorContains(t, err, "maxBodyBytes: got 0")
-	require.ErrorContains(t, err, "ratePerSecond: got -1")
-	require.ErrorContains(t, err, "burst: got 0")
+	require.NoError(t, auth.DefaultLimits().Validate("x.http"))
+	err := auth.Limits{MaxBodyBytes: 0, RatePerSecond: -1, Burst: 0}.Validate("x.http")
+	require.ErrorContains(t, err, "x.http.maxBodyBytes: got 0")
+	require.ErrorContains(t, err, "x.http.ratePerSecond: got -1")
+	require.ErrorContains(t, err, "x.http.burst: got 0")
 }
 
 // env is a guarded API on a real HTTP server with the token store on an

@@ -32,23 +32,25 @@ type Limits struct {
 }
 
 // DefaultLimits fit a person and the CLI polling status: a spec is at most
-// 1 MiB; 20 requests a second with bursts of 40 is far beyond interactive
-// use and far below what would load the scheduler.
+// spec.MaxBytes (512 KiB), so 1 MiB leaves room for JSON's escaping; 20
+// requests a second with bursts of 40 is far beyond interactive use and
+// far below what would load the scheduler.
 func DefaultLimits() Limits {
-	return Limits{MaxBodyBytes: 2 << 20, RatePerSecond: 20, Burst: 40}
+	return Limits{MaxBodyBytes: 1 << 20, RatePerSecond: 20, Burst: 40}
 }
 
-// Validate reports every limit that cannot work.
-func (l Limits) Validate() error {
+// Validate reports every limit that cannot work, each named under path
+// (the YAML key of the Limits, e.g. "scheduler.http").
+func (l Limits) Validate(path string) error {
 	var errs []error
 	if l.MaxBodyBytes <= 0 {
-		errs = append(errs, fmt.Errorf("maxBodyBytes: got %d, expected a positive size", l.MaxBodyBytes))
+		errs = append(errs, fmt.Errorf("%s.maxBodyBytes: got %d, expected a positive size", path, l.MaxBodyBytes))
 	}
 	if !(l.RatePerSecond > 0) || math.IsInf(l.RatePerSecond, 0) {
-		errs = append(errs, fmt.Errorf("ratePerSecond: got %v, expected a positive rate", l.RatePerSecond))
+		errs = append(errs, fmt.Errorf("%s.ratePerSecond: got %v, expected a positive rate", path, l.RatePerSecond))
 	}
 	if l.Burst < 1 {
-		errs = append(errs, fmt.Errorf("burst: got %d, expected at least 1", l.Burst))
+		errs = append(errs, fmt.Errorf("%s.burst: got %d, expected at least 1", path, l.Burst))
 	}
 	return errors.Join(errs...)
 }
