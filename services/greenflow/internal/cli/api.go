@@ -1,0 +1,201 @@
+// The scheduler's HTTP API as the CLI uses it: submit, list, status,
+// cancel and token management, each request with a bearer token.
+
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/greenflow/greenflow/pkg/auth"
+)
+
+// apiClient asks one API with one token.
+type apiClient struct {
+	base  string // e.g. http://127.0.0.1:9464
+	token string
+	// tokenFrom says where the token came from, for the hint when it is
+	// refused (never the token itself).
+	tokenFrom string
+	hc        *http.Client
+}
+
+// errAPI is an API's refusal: its status and its {"error", "problems"}.
+type errAPI struct {
+	Status   int
+	Message  string
+	Problems []string
+	hint     string
+}
+
+func (e *errAPI) Error() string {
+	msg := fmt.Sprintf("%s (HTTP %d)", e.Message, e.Status)
+	if len(e.Problems) > 0 {
+		msg += ":\n  " + strings.Join(e.Problems, "\n  ")
+	}
+	if e.hint != "" {
+		msg += "\n" + e.hint
+	}
+	return msg
+}
+
+// do sends a request (body as ctype, when not nil) and decodes a 2xx
+// answer into out (when not nil); anything else is an *errAPI.
+func (a *apiClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, r)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Accept", "application/json")
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the API at %s: %w", a.base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read the answer: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error    string   `json:"error"`
+			Problems []string `json:"problems"`
+		}
+		if json.Unmarshal(data, &e) != nil || e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		apiErr := &errAPI{Status: resp.StatusCode, Message: e.Error, Problems: e.Problems}
+		switch resp.StatusCode {
+		case http.StatusUnauthorized:
+			apiErr.hint = "the token (from " + a.tokenFrom + ") was refused: pass --token, set GREENFLOW_TOKEN, or start 'greenflow dev', which writes its admin token to " +
+				"<state dir>/admin.token"
+		case http.StatusForbidden:
+			apiErr.hint = "the token (from " + a.tokenFrom + ") has too low a role for this: ask an admin ('greenflow token create --role operator')"
+		}
+		return apiErr
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: the answer is not the JSON expected: %w", method, path, err)
+	}
+	return nil
+}
+
+func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("expected a subcommand: create, list or revoke")
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c connFlags
+	c.register(fs)
+	switch sub {
+	case "create":
+		name := fs.String("name", "", "the token's name (letters, digits, '.', '_', '-'), unique among live tokens")
+		role := fs.String("role", "viewer", "viewer (read), operator (read, submit, cancel) or admin (operator and tokens)")
+		expires := fs.Duration("expires", 0, "the token stops working after this long, e.g. 720h (0: never)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if *name == "" {
+			return errors.New("--name: a name is required")
+		}
+		if _, err := auth.ParseRole(*role); err != nil {
+			return fmt.Errorf("--role: %w", err)
+		}
+		if *expires < 0 {
+			return fmt.Errorf("--expires %s: expected a positive duration, or 0 for never", *expires)
+		}
+		api, err := c.api()
+		if err != nil {
+			return err
+		}
+		req := auth.CreateRequest{Name: *name, Role: *role}
+		if *expires > 0 {
+			req.ExpiresIn = expires.String()
+		}
+		body, _ := json.Marshal(req)
+		var created auth.Created
+		if err := api.do(ctx, http.MethodPost, "/v1/tokens", "application/json", body, &created); err != nil {
+			return err
+		}
+		// The token alone on standard output (TOKEN=$(greenflow token
+		// create ...)); what it is on standard error.
+		fmt.Fprintln(stdout, created.Token)
+		fmt.Fprintf(stderr, "created token %s (id %s, role %s, %s); it is shown only this once\n", created.Name, created.ID, created.Role,
+			expiry(created.ExpiresMs))
+		return nil
+	case "list":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		api, err := c.api()
+		if err != nil {
+			return err
+		}
+		var infos []auth.Info
+		if err := api.do(ctx, http.MethodGet, "/v1/tokens", "", nil, &infos); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tEXPIRES\tREVOKED")
+		for _, t := range infos {
+			revoked := "-"
+			if t.RevokedMs != 0 {
+				revoked = time.UnixMilli(t.RevokedMs).UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, time.UnixMilli(t.CreatedMs).UTC().Format(time.RFC3339),
+				expiry(t.ExpiresMs), revoked)
+		}
+		return tw.Flush()
+	case "revoke":
+		pos, err := parseInterspersed(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 {
+			return errors.New("expected one token NAME or ID")
+		}
+		api, err := c.api()
+		if err != nil {
+			return err
+		}
+		var t auth.Info
+		if err := api.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(pos[0]), "", nil, &t); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked token %s (id %s, role %s)\n", t.Name, t.ID, t.Role)
+		return nil
+	}
+	return fmt.Errorf("token %q: expected create, list or revoke", sub)
+}
+
+func expiry(ms int64) string {
+	if ms == 0 {
+		return "never expires"
+	}
+	return "expires " + time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}
