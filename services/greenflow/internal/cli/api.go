@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -49,18 +50,45 @@ func (e *errAPI) Error() string {
 	return msg
 }
 
+// maxRateWait bounds how long do waits out the API's rate limit (429,
+// Retry-After) before it gives up and reports it.
+const maxRateWait = 10 * time.Second
+
 // do sends a request (body as ctype, when not nil) and decodes a 2xx
-// answer into out (when not nil); anything else is an *errAPI.
+// answer into out (when not nil); anything else is an *errAPI. An answer
+// 429 is waited out as its Retry-After says, up to maxRateWait in all.
 func (a *apiClient) do(ctx context.Context, method, path, ctype string, body []byte, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second+maxRateWait)
 	defer cancel()
+	var waited time.Duration
+	for {
+		code, data, retryAfter, err := a.send(ctx, method, path, ctype, body)
+		if err != nil {
+			return err
+		}
+		if code == http.StatusTooManyRequests && retryAfter > 0 && waited+retryAfter <= maxRateWait {
+			select {
+			case <-time.After(retryAfter):
+				waited += retryAfter
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("%s %s: wait out the rate limit: %w", method, path, ctx.Err())
+			}
+		}
+		return a.decode(code, data, out, method, path)
+	}
+}
+
+// send makes one request and returns the answer's status, body and
+// Retry-After.
+func (a *apiClient) send(ctx context.Context, method, path, ctype string, body []byte) (int, []byte, time.Duration, error) {
 	var r io.Reader
 	if body != nil {
 		r = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, a.base+path, r)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return 0, nil, 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", ctype)
@@ -69,14 +97,23 @@ func (a *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 	req.Header.Set("Accept", "application/json")
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("ask the API at %s: %w", a.base, err)
+		return 0, nil, 0, fmt.Errorf("ask the API at %s: %w", a.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read the answer: %w", method, path, err)
+		return 0, nil, 0, fmt.Errorf("%s %s: read the answer: %w", method, path, err)
 	}
-	if resp.StatusCode/100 != 2 {
+	var retryAfter time.Duration
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		retryAfter = time.Duration(s) * time.Second
+	}
+	return resp.StatusCode, data, retryAfter, nil
+}
+
+// decode turns an answer into out, or into an *errAPI.
+func (a *apiClient) decode(code int, data []byte, out any, method, path string) error {
+	if code/100 != 2 {
 		var e struct {
 			Error    string   `json:"error"`
 			Problems []string `json:"problems"`
@@ -84,8 +121,8 @@ func (a *apiClient) do(ctx context.Context, method, path, ctype string, body []b
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		apiErr := &errAPI{Status: resp.StatusCode, Message: e.Error, Problems: e.Problems}
-		switch resp.StatusCode {
+		apiErr := &errAPI{Status: code, Message: e.Error, Problems: e.Problems}
+		switch code {
 		case http.StatusUnauthorized:
 			apiErr.hint = "the token (from " + a.tokenFrom + ") was refused: pass --token, set GREENFLOW_TOKEN, or start 'greenflow dev', which writes its admin token to " +
 				"<state dir>/admin.token"
