@@ -21,6 +21,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
@@ -132,15 +133,16 @@ func TestHTTPAPIRefusals(t *testing.T) {
 // A token never reaches the logs, the events or the stored state: a real
 // request flow (submit, status, list, cancel, refusals) with the
 // scheduler's logs captured, then every message of every JetStream stream
-// (events, commands, KV buckets — the token bucket holds hashes) is
-// scanned for the tokens' secrets.
+// (events, commands, KV buckets — the token bucket holds hashes) and the
+// experiment's ClickHouse record are scanned for the tokens' secrets.
 func TestTokensNeverLeakIntoLogsOrEvents(t *testing.T) {
 	t.Parallel()
 	url := testenv.NATS(t)
 	b := testenv.Bus(t, url, "scheduler")
 	core, logs := observer.New(zap.DebugLevel)
 	logger := zap.New(zapcore.NewTee(core, testenv.Logger(t).Core()))
-	s, err := scheduler.New(testConfig(nil), scheduler.Deps{Bus: b, Store: testenv.Store(t), Logger: logger, Registry: prometheus.NewRegistry()})
+	st := testenv.Store(t)
+	s, err := scheduler.New(testConfig(nil), scheduler.Deps{Bus: b, Store: st, Logger: logger, Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	runScheduler(t, t.Context(), s)
 	testenv.Eventually(t, 30*time.Second, "scheduler ready", func() bool { return s.Check() == nil })
@@ -210,6 +212,16 @@ func TestTokensNeverLeakIntoLogsOrEvents(t *testing.T) {
 		}
 	}
 	require.Greater(t, scanned, 3, "the flow left messages to scan")
+	// The stored experiment (its spec and record, which export and
+	// report show) holds none either.
+	var rec store.Experiment
+	testenv.Eventually(t, 30*time.Second, "the experiment's record stored", func() bool {
+		rec, err = st.GetExperiment(t.Context(), list[0].ID)
+		return err == nil && rec.Spec != ""
+	})
+	for tok, sec := range secrets {
+		require.NotContains(t, rec.Name+rec.Spec+rec.Labels+rec.Environment, sec, "the stored experiment holds token %s", tok)
+	}
 }
 
 // secretOf is the random part of a token.
