@@ -103,6 +103,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	api := &apiClient{base: base, token: st.AdminToken(), tokenFrom: filepath.Join(*stateDir, devstack.TokenFile), hc: &http.Client{}}
+	// As any client of a just-started stack: submit once /healthz says
+	// every service is ready (the scheduler answers 503 until its state
+	// is loaded).
+	if err := waitHealthy(ctx, api, 2*time.Minute); err != nil {
+		return err
+	}
 	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s: %d runs of %s", id, p.Runs, sf.file)
 	})
@@ -132,4 +138,33 @@ func defaultStateDir() string {
 		return filepath.Join(h, ".local", "state", "greenflow")
 	}
 	return ".greenflow"
+}
+
+// waitHealthy polls the API's /healthz until it answers 200, at most
+// within; the error carries its last answer.
+func waitHealthy(ctx context.Context, api *apiClient, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.base+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := api.hc.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = strings.TrimSpace(string(body))
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the dev stack to be ready (%s): %w", last, ctx.Err())
+		}
+	}
 }
