@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/bus"
+	"go.uber.org/zap"
 )
 
 // apiClient asks one API with one token.
@@ -154,23 +156,29 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		name := fs.String("name", "", "the token's name (letters, digits, '.', '_', '-'), unique among live tokens")
 		role := fs.String("role", "viewer", "viewer (read), operator (read, submit, cancel) or admin (operator and tokens)")
 		expires := fs.Duration("expires", 0, "the token stops working after this long, e.g. 720h (0: never)")
+		viaNATS := fs.Bool("nats", false, "write the token straight into the token bucket over NATS (--nats-url), with no API token: "+
+			"how a deployment gets its first admin token")
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
 		if *name == "" {
 			return errors.New("--name: a name is required")
 		}
-		if _, err := auth.ParseRole(*role); err != nil {
+		parsed, err := auth.ParseRole(*role)
+		if err != nil {
 			return fmt.Errorf("--role: %w", err)
 		}
 		if *expires < 0 {
 			return fmt.Errorf("--expires %s: expected a positive duration, or 0 for never", *expires)
 		}
+		if *viaNATS {
+			return createOverNATS(ctx, c, *name, parsed, *expires, stdout, stderr)
+		}
 		api, err := c.api()
 		if err != nil {
 			return err
 		}
-		req := auth.CreateRequest{Name: *name, Role: *role}
+		req := auth.CreateRequest{Name: *name, Role: string(parsed)}
 		if *expires > 0 {
 			req.ExpiresIn = expires.String()
 		}
@@ -228,6 +236,32 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	return fmt.Errorf("token %q: expected create, list or revoke", sub)
+}
+
+// createOverNATS creates a token in the token bucket directly: whoever may
+// write that bucket on NATS may mint tokens, which is what bootstraps a
+// deployment (and what NATS permissions will restrict, issue 16 part 2).
+func createOverNATS(ctx context.Context, c connFlags, name string, role auth.Role, ttl time.Duration, stdout, stderr io.Writer) error {
+	if err := c.resolve(true); err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	tokens, err := auth.OpenStore(ctx, b, nil)
+	if err != nil {
+		return err
+	}
+	plain, t, err := tokens.Create(ctx, name, role, ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, plain)
+	fmt.Fprintf(stderr, "created token %s (id %s, role %s, %s) in the token bucket over NATS; it is shown only this once\n", t.Name, t.ID, t.Role,
+		expiry(t.ExpiresMs))
+	return nil
 }
 
 func expiry(ms int64) string {

@@ -52,7 +52,8 @@ Usage:
   greenflow list                                                               experiments and their state
   greenflow status   EXPERIMENT                                                each run's phase and progress
   greenflow cancel   EXPERIMENT [--reason TEXT]
-  greenflow token    create --name NAME --role viewer|operator|admin [--expires 720h]   prints the token once
+  greenflow token    create --name NAME --role viewer|operator|admin [--expires 720h] [--nats]   prints the token once
+                                                                               (--nats: over NATS, no token: the first admin token)
   greenflow token    list                                                      tokens, never their secrets
   greenflow token    revoke NAME|ID
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches

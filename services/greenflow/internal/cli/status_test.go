@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -60,19 +59,20 @@ spec:
   repetitions: 1
   phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
 `), 0o644))
-	// The first admin token comes from the token store (as the dev stack
-	// makes its own); the admin makes the operator's with the CLI.
-	tokens, err := auth.OpenStore(t.Context(), b, nil)
-	require.NoError(t, err)
-	admin, _, err := tokens.Create(t.Context(), "admin", auth.Admin, 0)
-	require.NoError(t, err)
+	// A deployment's first admin token is written over NATS; the admin
+	// makes the operator's through the API.
 	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
+	var bootstrap, bootErr bytes.Buffer
+	require.Zero(t, cli.Main(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...),
+		&bootstrap, &bootErr), bootErr.String())
+	admin := strings.TrimSpace(bootstrap.String())
 	run := func(args ...string) (string, int) {
 		var out, errOut bytes.Buffer
 		code := cli.Main(append(args, conn...), &out, &errOut)
 		return out.String() + errOut.String(), code
 	}
 	var created, errOut bytes.Buffer
+	require.NotContains(t, bootErr.String(), admin, "the description on stderr does not repeat the token")
 	require.Zero(t, cli.Main(append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...), &created, &errOut),
 		errOut.String())
 	conn = append(conn, "--token", strings.TrimSpace(created.String()))
