@@ -18,6 +18,11 @@ import (
 // HTTPServer serves /metrics and /healthz (plus any extra handlers) and drains
 // on shutdown. Every handler registered on Mux runs behind Recover, so a
 // panic in one service's API answers 500 and leaves the process serving.
+//
+// /metrics and /healthz need no token, unlike every API route (each
+// service wraps its routes with pkg/auth): Kubernetes probes and
+// Prometheus scrape them without credentials, and they reveal nothing
+// about experiments — counters, and which component is not ready.
 type HTTPServer struct {
 	Addr    string
 	Mux     *http.ServeMux

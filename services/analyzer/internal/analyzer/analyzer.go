@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/service"
@@ -44,6 +45,8 @@ type Analyzer struct {
 	analyzed prometheus.Counter
 	invalid  prometheus.Counter
 	duration prometheus.Histogram
+	// guard lets only tokens of the right role read results (RegisterHTTP).
+	guard *auth.Guard
 }
 
 // New builds the analyzer and declares its consumers; no I/O.
@@ -67,6 +70,7 @@ func New(cfg Config, d Deps) (*Analyzer, error) {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "greenflow_analyzer_analysis_seconds", Help: "Time to analyze a run.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 	}
+	a.guard = auth.NewGuard(auth.OnBus(d.Bus, d.Clock), cfg.HTTP, d.Clock, a.logger)
 	if d.Bus != nil {
 		a.analysis = d.Bus.NewConsumer(bus.ConsumerAnalyzer, bus.Router("analyzer", bus.On(a.onMeasured)))
 		a.recorder = d.Bus.NewConsumer(bus.ConsumerRecorder, bus.Router("recorder", bus.On(a.record)))

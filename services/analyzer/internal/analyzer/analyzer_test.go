@@ -395,8 +395,8 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	require.False(t, by["sut_energy_j"].CVFlag, "SUT energy is the same in every repetition")
 	require.Equal(t, 1.0, by[results.LagSLOOKMedianSlope].Mean)
 
-	srv := resultsServer(t, a)
-	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
+	srv := resultsServer(t, st)
+	resp, err := srv.get(t, srv.URL+"/v1/experiments/e1/results")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
@@ -428,7 +428,7 @@ func TestReanalysisAndConfigSummary(t *testing.T) {
 	require.Contains(t, doc.Configs[0].CVFlagged, "node_energy_j")
 	require.Equal(t, []string{"c1"}, doc.ParetoFront)
 
-	resp2, err := http.Get(srv.URL + "/v1/experiments/nope/results")
+	resp2, err := srv.get(t, srv.URL+"/v1/experiments/nope/results")
 	require.NoError(t, err)
 	resp2.Body.Close()
 	require.Equal(t, http.StatusNotFound, resp2.StatusCode)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/greenflow/greenflow/pkg/auth"
 )
 
 // Config configures the analysis.
@@ -50,6 +52,8 @@ type Config struct {
 	// every node's samples (and the load's series) to reach past it; then it
 	// goes ahead with what there is and flags samples_late.
 	SamplesWait time.Duration `yaml:"samplesWait" flag:"samples-wait" help:"how long after a window's end the analysis waits for every node's samples past it (then flags samples_late)"`
+	// HTTP bounds what one client may send to the results API.
+	HTTP auth.Limits `yaml:"http"`
 }
 
 // Policy is the verdict's part of the configuration.
@@ -64,7 +68,8 @@ func Default() Config {
 	return Config{LagThreshold: 2000, LagStep: time.Second, LagMinPoints: 3, CVThreshold: 0.10, ConfidenceLevel: 0.95,
 		EdgeMargin:    time.Minute,
 		LoadTolerance: 0.02, LoadEdgeSlack: 200 * time.Millisecond, MaxBridgedGap: 3 * time.Second, MaxBridgedIntervals: 3, MaxUncovered: time.Second,
-		MaxOverlap: 100 * time.Millisecond, BrokerEdgeSpan: 2500 * time.Millisecond, SamplesWait: 10 * time.Second}
+		MaxOverlap: 100 * time.Millisecond, BrokerEdgeSpan: 2500 * time.Millisecond, SamplesWait: 10 * time.Second,
+		HTTP: auth.DefaultLimits()}
 }
 
 // Validate reports every problem.
@@ -90,5 +95,8 @@ func (c Config) Validate() error {
 	check(c.MaxOverlap < 0, "maxOverlap", c.MaxOverlap, ">= 0")
 	check(c.BrokerEdgeSpan <= 0, "brokerEdgeSpan", c.BrokerEdgeSpan, "a positive duration")
 	check(c.SamplesWait < 0, "samplesWait", c.SamplesWait, ">= 0")
+	if err := c.HTTP.Validate("analyzer.http"); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }

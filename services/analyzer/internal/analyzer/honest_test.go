@@ -8,7 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
@@ -26,8 +28,8 @@ func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
 		_, err := a.AnalyzeAndStore(ctx, m)
 		require.NoError(t, err)
 	}
-	srv := resultsServer(t, a)
-	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
+	srv := resultsServer(t, st)
+	resp, err := srv.get(t, srv.URL+"/v1/experiments/e1/results")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var doc struct {
@@ -50,11 +52,58 @@ func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
 	require.Equal(t, results.CICrossesZeroNote, doc.Notes["ci_crosses_zero"])
 }
 
-// resultsServer serves a's results API until the test ends.
-func resultsServer(t *testing.T, a *analyzer.Analyzer) *httptest.Server {
+// resultsServer serves the results API of an analyzer on st (and on an
+// embedded JetStream holding its tokens) until the test ends; its get
+// asks with a viewer token, as a user does.
+func resultsServer(t *testing.T, st *store.Store) *apiServer {
+	b := testenv.Bus(t, testenv.NATS(t), "analyzer")
+	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Bus: b, Store: st, Logger: testenv.Logger(t)})
+	require.NoError(t, err)
 	mux := http.NewServeMux()
 	a.RegisterHTTP(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv
+	tokens, err := auth.OpenStore(t.Context(), b, nil)
+	require.NoError(t, err)
+	viewer, _, err := tokens.Create(t.Context(), "viewer", auth.Viewer, 0)
+	require.NoError(t, err)
+	return &apiServer{Server: srv, token: viewer}
+}
+
+type apiServer struct {
+	*httptest.Server
+	token string
+}
+
+// get asks with the server's viewer token.
+func (s *apiServer) get(t *testing.T, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	return http.DefaultClient.Do(req)
+}
+
+// The results API needs a viewer token; an analyzer built without a bus
+// (no token store) refuses every request rather than serve them open.
+func TestResultsAPINeedsAToken(t *testing.T) {
+	st, _ := testenv.ParallelStore(t)
+	srv := resultsServer(t, st)
+	resp, err := http.Get(srv.URL + "/v1/experiments/e1/results")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Equal(t, `Bearer realm="greenflow"`, resp.Header.Get("WWW-Authenticate"))
+	resp, err = srv.get(t, srv.URL+"/v1/experiments/e1/results")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusNotFound, resp.StatusCode, "a viewer gets through (no such experiment here)")
+
+	mux := http.NewServeMux()
+	newAnalyzer(t, st).RegisterHTTP(mux)
+	open := httptest.NewServer(mux)
+	t.Cleanup(open.Close)
+	resp, err = srv.get(t, open.URL+"/v1/experiments/e1/results")
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no token store: refused, never open")
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
@@ -199,9 +200,10 @@ func meanOf(m map[string]MetricStats, metric string) float64 {
 
 // RegisterHTTP adds the results API to mux:
 // GET /v1/experiments/{id}/results[?details=false] (details=false leaves out
-// the node, zone, target and role rows of each run).
+// the node, zone, target and role rows of each run). It needs a viewer
+// token (pkg/auth).
 func (a *Analyzer) RegisterHTTP(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/experiments/{id}/results", a.serveResults)
+	mux.Handle("GET /v1/experiments/{id}/results", a.guard.Require(auth.Viewer, http.HandlerFunc(a.serveResults)))
 }
 
 func (a *Analyzer) serveResults(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@
 //	list      experiments and their state, from the scheduler (status.go)
 //	status    each run's phase and progress, from the scheduler (status.go)
 //	cancel    cancel an experiment (status.go)
+//	token     create, list and revoke API tokens (api.go)
 //	prune     drop days of samples that belong to no run (prune.go)
 //	version   the build's version and commit
 //	help      the usage
@@ -20,7 +21,8 @@
 // which the local provisioner starts — before the CLI sees it.)
 //
 // flags.go holds the flags the commands share (where to find a dev stack,
-// the spec, experiment ids); experiment_data.go what the analysis commands
+// its HTTP API and a token, the spec, experiment ids); api.go the client of
+// the scheduler's HTTP API that submit, list, status, cancel and token use; experiment_data.go what the analysis commands
 // read of an experiment. Every query goes through pkg/store, and result
 // metrics are named by pkg/results.
 package cli
@@ -50,11 +52,17 @@ Usage:
   greenflow list                                                               experiments and their state
   greenflow status   EXPERIMENT                                                each run's phase and progress
   greenflow cancel   EXPERIMENT [--reason TEXT]
+  greenflow token    create --name NAME --role viewer|operator|admin [--expires 720h] [--nats]   prints the token once
+                                                                               (--nats: over NATS, no token: the first admin token)
+  greenflow token    list                                                      tokens, never their secrets
+  greenflow token    revoke NAME|ID
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
   greenflow version
 
-submit, list, status, results and cancel find a running 'greenflow dev' through its state
-dir, or take --nats-url and --clickhouse-dsn.
+submit, list, status, cancel and token use the scheduler's HTTP API with a bearer token:
+--api-url and --token, else GREENFLOW_TOKEN, else a running 'greenflow dev' through its state
+dir (its address, and the admin token it wrote there). results and the analysis commands read
+ClickHouse (--clickhouse-dsn, or the dev stack's); watch follows events on NATS (--nats-url).
 `
 
 // Main runs the command line and returns the exit code.
@@ -79,6 +87,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runResults(ctx, args[1:], stdout)
 	case "cancel":
 		err = runCancel(ctx, args[1:], stdout)
+	case "token":
+		err = runToken(ctx, args[1:], stdout, stderr)
 	case "list":
 		err = runList(ctx, args[1:], stdout)
 	case "status":

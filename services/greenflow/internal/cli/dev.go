@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	chDSN := fs.String("clickhouse-dsn", "", "use this ClickHouse instead of starting clickhouse-server")
 	natsPort := fs.Int("nats-port", 4222, "NATS port on 127.0.0.1 (-1: any free port)")
 	kafkaPort := fs.Int("kafka-port", 9092, "in-process Kafka port on 127.0.0.1 (0: any free port)")
-	httpAddr := fs.String("http-addr", "127.0.0.1:9464", "/metrics and /healthz address (empty disables)")
+	httpAddr := fs.String("http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and the HTTP APIs (empty disables)")
 	logLevel := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -40,8 +41,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer st.Close()
-	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  metrics:    http://%s/metrics\n  state:      %s\n",
-		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), st.Endpoints.ClickHouseDSN, *httpAddr, *stateDir)
+	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  API:        http://%s/v1/experiments\n  metrics:    http://%s/metrics\n  state:      %s\n  admin token: %s (mode 0600; the CLI reads it)\n",
+		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), st.Endpoints.ClickHouseDSN, *httpAddr, *httpAddr, *stateDir,
+		filepath.Join(*stateDir, devstack.TokenFile))
 	return st.Run(ctx)
 }
 
@@ -81,8 +83,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	began := time.Now()
 	fmt.Fprintf(stdout, "starting the dev stack (embedded NATS JetStream, in-process Kafka, ClickHouse) in %s\n", *stateDir)
+	// The demo submits through the HTTP API with the stack's admin token,
+	// as the CLI does against 'greenflow dev'; any free port.
 	st, err := devstack.Start(ctx, devstack.Options{StateDir: *stateDir, ClickHouseDSN: *chDSN, NATSPort: -1, UC3Command: selfUC3Command(),
-		Logger: cliLogger(*logLevel)})
+		HTTPAddr: "127.0.0.1:0", Logger: cliLogger(*logLevel)})
 	if err != nil {
 		return err
 	}
@@ -94,7 +98,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		stopStack()
 		<-stackDone
 	}()
-	id, werr := submitAndWatch(ctx, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
+	base, err := st.APIURL(ctx)
+	if err != nil {
+		return err
+	}
+	api := &apiClient{base: base, token: st.AdminToken(), tokenFrom: filepath.Join(*stateDir, devstack.TokenFile), hc: &http.Client{}}
+	// As any client of a just-started stack: submit once /healthz says
+	// every service is ready (the scheduler answers 503 until its state
+	// is loaded).
+	if err := waitHealthy(ctx, api, 2*time.Minute); err != nil {
+		return err
+	}
+	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s: %d runs of %s", id, p.Runs, sf.file)
 	})
 	if id == "" || werr != nil && !errors.Is(werr, context.Canceled) {
@@ -123,4 +138,33 @@ func defaultStateDir() string {
 		return filepath.Join(h, ".local", "state", "greenflow")
 	}
 	return ".greenflow"
+}
+
+// waitHealthy polls the API's /healthz until it answers 200, at most
+// within; the error carries its last answer.
+func waitHealthy(ctx context.Context, api *apiClient, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, api.base+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := api.hc.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = strings.TrimSpace(string(body))
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the dev stack to be ready (%s): %w", last, ctx.Err())
+		}
+	}
 }

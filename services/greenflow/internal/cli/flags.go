@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/greenflow/greenflow/pkg/spec"
@@ -17,12 +19,44 @@ import (
 
 type connFlags struct {
 	stateDir, natsURL, clickhouseDSN string
+	apiURL, token                    string
 }
 
 func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
 	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir)")
+	fs.StringVar(&c.apiURL, "api-url", "", "the scheduler's HTTP API, e.g. http://127.0.0.1:9464 (default: from the dev state dir)")
+	fs.StringVar(&c.token, "token", "", "API token (default: $GREENFLOW_TOKEN, else the dev stack's admin token in the state dir)")
+}
+
+// tokenEnv names the environment variable holding the API token.
+const tokenEnv = "GREENFLOW_TOKEN"
+
+// api returns a client of the scheduler's HTTP API: its address from
+// --api-url or the running dev stack; its token from --token, then
+// $GREENFLOW_TOKEN, then the dev stack's admin token file.
+func (c *connFlags) api() (*apiClient, error) {
+	a := &apiClient{base: strings.TrimRight(c.apiURL, "/"), token: c.token, tokenFrom: "--token", hc: &http.Client{}}
+	if a.base == "" {
+		ep, err := devstack.ReadEndpoints(c.stateDir)
+		if err != nil || ep.HTTPAddr == "" {
+			return nil, fmt.Errorf("no running 'greenflow dev' with an HTTP API found in %s and no --api-url given", c.stateDir)
+		}
+		a.base = "http://" + ep.HTTPAddr
+	}
+	if a.token == "" {
+		a.token, a.tokenFrom = os.Getenv(tokenEnv), "$"+tokenEnv
+	}
+	if a.token == "" {
+		tok, err := devstack.ReadToken(c.stateDir)
+		if err != nil {
+			return nil, fmt.Errorf("no API token: pass --token, set %s, or run 'greenflow dev' (it writes %s): %w",
+				tokenEnv, filepath.Join(c.stateDir, devstack.TokenFile), err)
+		}
+		a.token, a.tokenFrom = tok, filepath.Join(c.stateDir, devstack.TokenFile)
+	}
+	return a, nil
 }
 
 // resolve fills missing addresses from a running dev stack.

@@ -3,27 +3,16 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"go.uber.org/zap"
-
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
-)
-
-// The scheduler's request-reply API (see services/scheduler).
-const (
-	subjectList   = "gf.api.experiments.list"
-	subjectGet    = "gf.api.experiments.get"
-	subjectSubmit = "gf.api.experiments.submit"
-	subjectCancel = "gf.api.experiments.cancel"
 )
 
 type runStatus struct {
@@ -49,26 +38,6 @@ type experimentStatus struct {
 	RunsFail  int         `json:"runs_failed"`
 	RunsCanc  int         `json:"runs_cancelled"`
 	Runs      []runStatus `json:"runs"`
-	Omitted   int         `json:"runs_omitted"`
-	Error     string      `json:"error"`
-}
-
-func request(ctx context.Context, c connFlags, subject string, body []byte, v any) error {
-	if err := c.resolve(true); err != nil {
-		return err
-	}
-	nc, err := nats.Connect(c.natsURL)
-	if err != nil {
-		return fmt.Errorf("connect to nats %s: %w", c.natsURL, err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	m, err := nc.RequestWithContext(ctx, subject, body)
-	if err != nil {
-		return fmt.Errorf("ask the scheduler (%s): %w", subject, err)
-	}
-	return json.Unmarshal(m.Data, v)
 }
 
 func runList(ctx context.Context, args []string, stdout io.Writer) error {
@@ -78,19 +47,13 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var raw json.RawMessage
-	if err := request(ctx, c, subjectList, nil, &raw); err != nil {
+	api, err := c.api()
+	if err != nil {
 		return err
 	}
 	var list []experimentStatus
-	if err := json.Unmarshal(raw, &list); err != nil {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
-			return errors.New(e.Error) // e.g. the scheduler is still loading its state
-		}
-		return fmt.Errorf("read the scheduler's list: %w", err)
+	if err := api.do(ctx, http.MethodGet, "/v1/experiments", "", nil, &list); err != nil {
+		return err // e.g. the scheduler is still loading its state
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tCANCELLED\tSUBMITTED")
@@ -116,12 +79,13 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var st experimentStatus
-	if err := request(ctx, c, subjectGet, []byte(id), &st); err != nil {
+	api, err := c.api()
+	if err != nil {
 		return err
 	}
-	if st.Error != "" {
-		return errors.New(st.Error)
+	var st experimentStatus
+	if err := api.do(ctx, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), "", nil, &st); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "experiment %s (%s): %s, %s%s\n", st.ID, st.Name, st.State, runCounts(st), reasonSuffix(st.Reason))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -140,10 +104,6 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if st.Omitted > 0 {
-		fmt.Fprintf(stdout, "(%d more runs not listed: a NATS reply is limited in size; GET /v1/experiments/%s on the scheduler's HTTP API lists them all)\n",
-			st.Omitted, st.ID)
-	}
 	return nil
 }
 
@@ -155,44 +115,16 @@ func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b, err := c.connectBus(ctx)
+	api, err := c.api()
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	// Through the scheduler's API when one answers: a cancel of an
-	// experiment not expanded into runs yet is recorded on it at once, and
-	// an unknown id is said so. With no scheduler running, the command is
-	// queued for the next one.
-	req, _ := json.Marshal(map[string]string{"id": id, "reason": reason})
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	msg, err := b.Conn().RequestWithContext(rctx, subjectCancel, req)
-	cancel()
-	switch {
-	case err == nil:
-		var rep struct{ Error string }
-		if err := json.Unmarshal(msg.Data, &rep); err != nil {
-			return fmt.Errorf("cancel: the scheduler's answer is not JSON: %w", err)
-		}
-		if rep.Error != "" {
-			return errors.New(rep.Error)
-		}
-	case errors.Is(err, nats.ErrNoResponders):
-		if err := b.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("cancel through the scheduler's API: %w", err)
+	// A cancel of an experiment not expanded into runs yet is recorded on
+	// it at once, and an unknown id is said so (404).
+	body, _ := json.Marshal(map[string]string{"reason": reason})
+	if err := api.do(ctx, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", "application/json", body, nil); err != nil {
+		return err
 	}
 	fmt.Fprintf(stdout, "cancel requested for %s\n", id)
 	return nil
-}
-
-// connectBus connects the CLI to the NATS the flags or a running dev stack
-// point at.
-func (c *connFlags) connectBus(ctx context.Context) (*bus.Bus, error) {
-	if err := c.resolve(true); err != nil {
-		return nil, err
-	}
-	return bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil)
 }

@@ -3,6 +3,8 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -26,15 +28,20 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // status` and `greenflow list` say so (they used to say "0/2 runs done, 2
 // failed" and FAILED 2). A real scheduler on real NATS and ClickHouse;
 // nothing answers its provision commands, so the runs wait until the
-// cancel.
+// cancel. The CLI uses the scheduler's HTTP API with an operator token
+// it was given by `greenflow token create`.
 func TestStatusAndListCountCancelledRunsApart(t *testing.T) {
 	t.Parallel()
 	url := testenv.NATS(t)
 	cfg := schedulerapp.Service.Default()
 	cfg.Brokers = []string{"127.0.0.1:9"}
-	comp, err := schedulerapp.New(cfg, svcmain.Deps{Name: "scheduler", Bus: testenv.Bus(t, url, "scheduler"), Store: testenv.Store(t),
-		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
+	b := testenv.Bus(t, url, "scheduler")
+	mux := http.NewServeMux()
+	comp, err := schedulerapp.Service.Unit(cfg).Build(svcmain.Deps{Name: "scheduler", Bus: b, Store: testenv.Store(t),
+		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry(), Mux: mux})
 	require.NoError(t, err)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
 	var g service.Group
 	g.Add("scheduler", comp)
 	testenv.Go(t, context.Background(), g.Run)
@@ -52,12 +59,23 @@ spec:
   repetitions: 1
   phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
 `), 0o644))
-	conn := []string{"--nats-url", url, "--state-dir", dir}
+	// A deployment's first admin token is written over NATS; the admin
+	// makes the operator's through the API.
+	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
+	var bootstrap, bootErr bytes.Buffer
+	require.Zero(t, cli.Main(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...),
+		&bootstrap, &bootErr), bootErr.String())
+	admin := strings.TrimSpace(bootstrap.String())
 	run := func(args ...string) (string, int) {
 		var out, errOut bytes.Buffer
 		code := cli.Main(append(args, conn...), &out, &errOut)
 		return out.String() + errOut.String(), code
 	}
+	var created, errOut bytes.Buffer
+	require.NotContains(t, bootErr.String(), admin, "the description on stderr does not repeat the token")
+	require.Zero(t, cli.Main(append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...), &created, &errOut),
+		errOut.String())
+	conn = append(conn, "--token", strings.TrimSpace(created.String()))
 	testenv.Eventually(t, 30*time.Second, "the scheduler answers", func() bool { _, code := run("list"); return code == 0 })
 	out, code := run("submit", "-f", specFile)
 	require.Zero(t, code, out)

@@ -4,18 +4,15 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
-	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
 )
@@ -61,27 +58,30 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := c.resolve(true); err != nil {
+	api, err := c.api()
+	if err != nil {
 		return err
 	}
-	_, err = submitAndWatch(ctx, c.natsURL, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
+	if *watch {
+		if err := c.resolve(true); err != nil {
+			return err
+		}
+	}
+	_, err = submitAndWatch(ctx, api, c.natsURL, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s (%d runs)", id, p.Runs)
 	})
 	return err
 }
 
-// submitAndWatch submits a prepared spec through the NATS at natsURL,
-// prints submitted(id), and with watch follows the experiment to its end
-// and prints its results from the ClickHouse at dsn. It returns the
-// experiment's id (also when watching fails).
-func submitAndWatch(ctx context.Context, natsURL, dsn string, p spec.Prepared, watch bool, stdout io.Writer, submitted func(id string) string) (string, error) {
-	b, err := bus.Connect(ctx, natsURL, "greenflow-cli", zap.NewNop(), nil)
-	if err != nil {
-		return "", err
-	}
-	defer b.Close()
-	since := time.Now().Add(-time.Second) // clocks differ
-	id, err := Submit(ctx, b, p.Experiment, p.Resolved)
+// submitAndWatch submits a prepared spec through the scheduler's HTTP API,
+// prints submitted(id), and with watch follows the experiment's events on
+// the NATS at natsURL to its end and prints its results from the
+// ClickHouse at dsn. It returns the experiment's id (also when watching
+// fails).
+func submitAndWatch(ctx context.Context, api *apiClient, natsURL, dsn string, p spec.Prepared, watch bool, stdout io.Writer,
+	submitted func(id string) string) (string, error) {
+	since := time.Now().Add(-time.Second) // clocks differ; the watch replays from here
+	id, err := submit(ctx, api, p.Resolved)
 	if err != nil {
 		return "", err
 	}
@@ -89,57 +89,25 @@ func submitAndWatch(ctx context.Context, natsURL, dsn string, p spec.Prepared, w
 	if !watch {
 		return id, nil
 	}
+	b, err := bus.Connect(ctx, natsURL, "greenflow-cli", zap.NewNop(), nil)
+	if err != nil {
+		return id, err
+	}
+	defer b.Close()
 	return id, watchAndReport(ctx, b, dsn, id, since, stdout)
 }
 
-// Submit hands an experiment to a scheduler and returns its id. Through
-// the scheduler's request-reply API when one answers: it records the
-// experiment before replying, so status and cancel answer at once (state
-// submitted) however busy it is. With no scheduler answering (none is
-// running yet) the experiment.submit command is queued on the stream, and
-// a scheduler takes it when it starts. A trigger template is always queued
-// (the scheduler arms it).
-func Submit(ctx context.Context, b *bus.Bus, e *spec.Experiment, resolved string) (string, error) {
-	if e.Spec.Trigger == nil {
-		req, _ := json.Marshal(map[string]any{"spec": resolved, "yes": true, "submitted_by": "cli"})
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		msg, err := b.Conn().RequestWithContext(rctx, subjectSubmit, req)
-		cancel()
-		switch {
-		case err == nil:
-			var rep struct {
-				ID       string   `json:"id"`
-				Error    string   `json:"error"`
-				Problems []string `json:"problems"`
-			}
-			if err := json.Unmarshal(msg.Data, &rep); err != nil {
-				return "", fmt.Errorf("submit: the scheduler's answer is not JSON: %w", err)
-			}
-			switch {
-			case len(rep.Problems) > 0:
-				return "", errors.Join(append([]error{errors.New(rep.Error)}, errorsOf(rep.Problems)...)...)
-			case rep.ID != "":
-				return rep.ID, nil
-			}
-			// The scheduler could not take it now (not ready yet, its
-			// bucket unreachable): queue the command; it is taken when it can.
-		case errors.Is(err, nats.ErrNoResponders):
-			// no scheduler yet: queue the command
-		default:
-			return "", fmt.Errorf("submit through the scheduler's API (it may have been accepted: see greenflow list): %w", err)
-		}
+// submit hands the resolved spec (already checked, --yes given where
+// needed) to the scheduler's API, which records the experiment before it
+// answers, so status and cancel find it at once. A trigger template is
+// armed rather than run.
+func submit(ctx context.Context, api *apiClient, resolved string) (string, error) {
+	var rep struct {
+		ID    string `json:"id"`
+		Armed string `json:"armed_trigger"`
 	}
-	id := spec.NewExperimentID(e.Metadata.Name, time.Now())
-	if err := b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: resolved, SubmittedBy: "cli"}, "submit:"+id); err != nil {
-		return "", err
+	if err := api.do(ctx, http.MethodPost, "/v1/experiments?yes=true", "application/yaml", []byte(resolved), &rep); err != nil {
+		return "", fmt.Errorf("submit: %w", err)
 	}
-	return id, nil
-}
-
-func errorsOf(msgs []string) []error {
-	out := make([]error, len(msgs))
-	for i, m := range msgs {
-		out[i] = errors.New(m)
-	}
-	return out
+	return rep.ID, nil
 }

@@ -3,6 +3,11 @@
 // in-process Kafka cluster (kfake), and ClickHouse from a DSN or a
 // clickhouse-server child process with its own data directory. It backs
 // `greenflow dev`, `greenflow demo` and the end-to-end tests.
+//
+// Its HTTP APIs need tokens like any deployment's (pkg/auth): on its first
+// start the stack creates an admin token and writes it to TokenFile in its
+// state directory, readable by its user only; later starts reuse it while
+// the token store still accepts it. The CLI finds it there.
 package devstack
 
 import (
@@ -14,12 +19,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/chserver"
 	"github.com/greenflow/greenflow/pkg/natsembed"
@@ -64,6 +71,12 @@ type Endpoints struct {
 // EndpointsFile is the file name under the state dir.
 const EndpointsFile = "endpoints.json"
 
+// TokenFile holds the stack's admin token under the state dir, mode 0600.
+const TokenFile = "admin.token"
+
+// adminTokenName names the stack's admin token in the token store.
+const adminTokenName = "dev-admin"
+
 // Stack is a running set of infrastructure with the services built on it.
 type Stack struct {
 	Endpoints Endpoints
@@ -79,6 +92,11 @@ type Stack struct {
 	http   *service.HTTPServer
 	buses  []*bus.Bus
 	logger *zap.Logger
+	// adminToken is the token in TokenFile.
+	adminToken string
+	// apiAddr is the HTTP server's bound address once apiReady is closed.
+	apiAddr  string
+	apiReady chan struct{}
 }
 
 // Start brings up the infrastructure and builds every service; Run runs them.
@@ -92,7 +110,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", o.StateDir, err)
 	}
-	s := &Stack{opts: o, logger: o.Logger, Registry: service.NewRegistry(), health: &service.Health{}}
+	s := &Stack{opts: o, logger: o.Logger, Registry: service.NewRegistry(), health: &service.Health{}, apiReady: make(chan struct{})}
 	// /healthz: ready once every service has started and while each
 	// service's bus and components say they can work (see svcmain).
 	s.health.Add("", &s.group)
@@ -136,11 +154,135 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if err := s.build(ctx); err != nil {
 		return nil, err
 	}
-	b, _ := json.MarshalIndent(s.Endpoints, "", "  ")
-	if err := os.WriteFile(filepath.Join(o.StateDir, EndpointsFile), b, 0o644); err != nil {
-		return nil, fmt.Errorf("write endpoints: %w", err)
+	if err := s.ensureAdminToken(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.writeEndpoints(s.Endpoints); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// writeEndpoints replaces endpoints.json whole: a CLI reading it meanwhile
+// sees the old or the new one, never a part.
+func (s *Stack) writeEndpoints(e Endpoints) error {
+	b, _ := json.MarshalIndent(e, "", "  ")
+	return writeFile(filepath.Join(s.opts.StateDir, EndpointsFile), b, 0o644)
+}
+
+// ensureAdminToken reuses the admin token in TokenFile while the token
+// store accepts it; otherwise (first start, a lost JetStream store, a
+// revoked or expired token) it creates one and writes it there.
+func (s *Stack) ensureAdminToken(ctx context.Context) error {
+	b, err := bus.Connect(ctx, s.Endpoints.NATSURL, "devstack", s.logger, nil)
+	if err != nil {
+		return err
+	}
+	s.buses = append(s.buses, b)
+	tokens, err := auth.OpenStore(ctx, b, nil)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(s.opts.StateDir, TokenFile)
+	if data, err := os.ReadFile(path); err == nil {
+		plain := strings.TrimSpace(string(data))
+		_, err := tokens.Verify(ctx, plain)
+		switch {
+		case err == nil:
+			s.adminToken = plain
+			return os.Chmod(path, 0o600)
+		case errors.Is(err, auth.ErrUnknownToken), errors.Is(err, auth.ErrRevoked), errors.Is(err, auth.ErrExpired):
+			s.logger.Info("admin token in the state dir is no longer accepted; creating a new one", zap.String("reason", err.Error()))
+		default:
+			return fmt.Errorf("check the admin token in %s: %w", path, err)
+		}
+	}
+	// A live token of this name whose secret is lost can never be used:
+	// revoke it, so the name is free.
+	if _, err := tokens.Revoke(ctx, adminTokenName); err != nil && !errors.Is(err, auth.ErrUnknownToken) {
+		return fmt.Errorf("revoke the old admin token: %w", err)
+	}
+	plain, t, err := tokens.Create(ctx, adminTokenName, auth.Admin, 0)
+	if err != nil {
+		return fmt.Errorf("create the admin token: %w", err)
+	}
+	if err := writeFile(path, []byte(plain+"\n"), 0o600); err != nil {
+		return err
+	}
+	s.adminToken = plain
+	s.logger.Info("admin token created", zap.String("token_id", t.ID), zap.String("file", path))
+	return nil
+}
+
+// writeFile replaces path with data and mode at once: it is written to a
+// temporary file, created readable by this user only (os.CreateTemp), and
+// renamed over path — so a secret is never readable by others, not even
+// for a moment, and a reader never sees half a file.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name()) // after a successful rename, nothing is there
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// AdminToken is the stack's admin token (the one in TokenFile).
+func (s *Stack) AdminToken() string { return s.adminToken }
+
+// ReadToken reads the admin token a dev stack wrote in stateDir.
+func ReadToken(stateDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(stateDir, TokenFile))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// APIURL waits until the stack's HTTP server listens (Run must be running)
+// and returns its base URL, e.g. http://127.0.0.1:9464.
+func (s *Stack) APIURL(ctx context.Context) (string, error) {
+	if s.opts.HTTPAddr == "" {
+		return "", errors.New("the dev stack serves no HTTP (no address)")
+	}
+	select {
+	case <-s.apiReady:
+		return "http://" + s.apiAddr, nil
+	case <-ctx.Done():
+		return "", fmt.Errorf("wait for the dev stack's HTTP server: %w", ctx.Err())
+	}
+}
+
+// announceAPI records the HTTP server's bound address (a ":0" port is
+// known only then) in endpoints.json, where the CLI reads it.
+func (s *Stack) announceAPI(ctx context.Context) error {
+	select {
+	case addr := <-s.http.Listening():
+		e := s.Endpoints
+		e.HTTPAddr = addr
+		if err := s.writeEndpoints(e); err != nil {
+			return err
+		}
+		s.apiAddr = addr
+		close(s.apiReady)
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	return nil
 }
 
 // deps gives one service its own bus connection, logger and metric labels.
@@ -204,6 +346,7 @@ func (s *Stack) build(ctx context.Context) error {
 	}
 	if s.opts.HTTPAddr != "" {
 		s.group.Add("http", s.http)
+		s.group.Add("endpoints", service.Func(s.announceAPI))
 		s.Endpoints.HTTPAddr = s.opts.HTTPAddr
 	}
 	return nil

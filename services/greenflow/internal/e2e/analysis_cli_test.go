@@ -60,7 +60,10 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	// HTTP results API on the stack's mux, served by the analyzer.
 	srv := httptest.NewServer(st.Handler())
 	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/v1/experiments/" + id + "/results")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/experiments/"+id+"/results", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+st.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()

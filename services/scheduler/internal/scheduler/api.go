@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
@@ -296,19 +297,28 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 	return nil
 }
 
-// RegisterHTTP adds the scheduler's HTTP API to mux:
+// RegisterHTTP adds the scheduler's HTTP API to mux, each route behind the
+// least role that may use it (pkg/auth):
 //
-//	POST /v1/experiments            body: the spec (YAML or JSON); ?set=path=value&yes=true
-//	GET  /v1/experiments            list
-//	GET  /v1/experiments/{id}       status with runs
-//	POST /v1/experiments/{id}/cancel
+//	POST /v1/experiments            operator; body: the spec (application/yaml or application/json); ?set=path=value&yes=true
+//	GET  /v1/experiments            viewer; list
+//	GET  /v1/experiments/{id}       viewer; status with runs
+//	POST /v1/experiments/{id}/cancel operator; optional body {"reason": ...}
+//	/v1/tokens                      admin; token management (auth.RegisterHTTP)
+//
+// The token API is served here because every deployment runs a scheduler;
+// the tokens themselves are in a bucket every API reads.
 func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
+	auth.RegisterHTTP(mux, s.guard, s.tokens)
+	handle := func(pattern string, need auth.Role, h http.HandlerFunc) {
+		mux.Handle(pattern, s.guard.Require(need, h))
+	}
 	writeJSON := func(w http.ResponseWriter, code int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
-	mux.HandleFunc("POST /v1/experiments", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST /v1/experiments", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
 		// A body over the limit is refused whole (413), never cut and
 		// submitted: the cut could still parse as a different spec.
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSpecBytes))
@@ -326,7 +336,7 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
-		rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: "http"})
+		rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: submittedBy(r)})
 		switch {
 		case strings.HasPrefix(rep.Error, errSpecTooLarge.Error()):
 			writeJSON(w, http.StatusRequestEntityTooLarge, rep)
@@ -339,14 +349,14 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			writeJSON(w, http.StatusAccepted, rep)
 		}
 	})
-	mux.HandleFunc("GET /v1/experiments", func(w http.ResponseWriter, _ *http.Request) {
+	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.Check(); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
 		writeJSON(w, http.StatusOK, s.List())
 	})
-	mux.HandleFunc("GET /v1/experiments/{id}", func(w http.ResponseWriter, r *http.Request) {
+	handle("GET /v1/experiments/{id}", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
 		st, ok := s.Status(r.PathValue("id"))
 		if err := s.Check(); !ok && err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
@@ -358,8 +368,22 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
-	mux.HandleFunc("POST /v1/experiments/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Cancel(r.Context(), r.PathValue("id"), "cancelled through the HTTP API"); err != nil {
+	handle("POST /v1/experiments/{id}/cancel", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
+		// An optional JSON body {"reason": ...} says why.
+		reason := "cancelled through the HTTP API"
+		if r.ContentLength != 0 {
+			var req struct {
+				Reason string `json:"reason"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": `request body: expected JSON {"reason": "..."}: ` + err.Error()})
+				return
+			}
+			if req.Reason != "" {
+				reason = req.Reason
+			}
+		}
+		if err := s.Cancel(r.Context(), r.PathValue("id"), reason); err != nil {
 			code := http.StatusServiceUnavailable
 			if errors.Is(err, errUnknownExperiment) {
 				code = http.StatusNotFound
@@ -379,4 +403,13 @@ func errFromReply(r SubmitReply) error {
 		return spec.ErrTooManyRuns
 	}
 	return nil
+}
+
+// submittedBy names who submitted over HTTP: the token's name (never the
+// token), so an experiment says whose it is.
+func submittedBy(r *http.Request) string {
+	if t, ok := auth.FromContext(r.Context()); ok {
+		return "http:" + t.Name
+	}
+	return "http"
 }

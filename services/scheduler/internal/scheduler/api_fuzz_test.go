@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -42,6 +43,7 @@ func FuzzHTTPSubmit(f *testing.F) {
 	}
 	mux := http.NewServeMux()
 	s.RegisterHTTP(mux)
+	token := mintToken(f, b, "fuzz", auth.Operator)
 
 	f.Add([]byte(fmt.Sprintf(specTmpl, 1)), "set=spec.repetitions=2")
 	f.Add([]byte(nanSpec), "")
@@ -51,6 +53,8 @@ func FuzzHTTPSubmit(f *testing.F) {
 		if err != nil {
 			return
 		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/yaml")
 		rec := httptest.NewRecorder()
 		start := time.Now()
 		mux.ServeHTTP(rec, req)

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -25,15 +25,13 @@ import (
 func apiServer(t testing.TB, h *harness) string {
 	mux := http.NewServeMux()
 	h.sched.RegisterHTTP(mux)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return serveWithToken(t, mux, mintToken(t, h.bus, "api-test", auth.Admin))
 }
 
 // getJSON decodes a GET's JSON answer into v and returns the status.
 func getJSON(t testing.TB, url string, v any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := apiClient.Get(url)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))

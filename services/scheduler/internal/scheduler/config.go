@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/greenflow/greenflow/pkg/auth"
 )
 
 // Config configures the scheduler.
@@ -35,6 +37,8 @@ type Config struct {
 	// Resend re-publishes the current state's command (same message id, so
 	// the stream drops it unless the first was lost) when no answer came.
 	Resend time.Duration `yaml:"resend"`
+	// HTTP bounds what one client may send to the HTTP API.
+	HTTP auth.Limits `yaml:"http"`
 	// Version and Commit are stored with each experiment.
 	Version string `yaml:"-"`
 	Commit  string `yaml:"-"`
@@ -44,7 +48,7 @@ type Config struct {
 func Default() Config {
 	return Config{Concurrency: 1, Tick: 100 * time.Millisecond, ProvisionTimeout: 2 * time.Minute, LoadGrace: 30 * time.Second,
 		TeardownTimeout: time.Minute, AnalyzeTimeout: 2 * time.Minute, Resend: 10 * time.Second, Retries: 3,
-		RetryBackoff: 5 * time.Second, RetryBackoffMax: time.Minute}
+		RetryBackoff: 5 * time.Second, RetryBackoffMax: time.Minute, HTTP: auth.DefaultLimits()}
 }
 
 // Validate reports every problem.
@@ -67,6 +71,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetryBackoffMax < c.RetryBackoff {
 		errs = append(errs, fmt.Errorf("scheduler.retryBackoffMax: got %s, expected at least scheduler.retryBackoff (%s)", c.RetryBackoffMax, c.RetryBackoff))
+	}
+	if err := c.HTTP.Validate("scheduler.http"); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -390,7 +389,7 @@ func phasesOf(t testing.TB, r store.Run) []events.Phase {
 // postSpec submits body over HTTP and decodes the reply.
 func postSpec(t testing.TB, url, query string, body []byte) (int, scheduler.SubmitReply) {
 	t.Helper()
-	resp, err := http.Post(url+"/v1/experiments"+query, "application/yaml", bytes.NewReader(body))
+	resp, err := apiClient.Post(url+"/v1/experiments"+query, "application/yaml", bytes.NewReader(body))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var rep scheduler.SubmitReply

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -59,10 +59,9 @@ func TestNotReadyUntilItsStateIsLoaded(t *testing.T) {
 	s.WrapKV(func(kv jetstream.KeyValue) jetstream.KeyValue { return gatedWatch{kv, gate} })
 	mux := http.NewServeMux()
 	s.RegisterHTTP(mux)
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	srvURL := serveWithToken(t, mux, mintToken(t, h.bus, "lifecycle-test", auth.Viewer))
 	get := func(path string) (int, string) {
-		resp, err := http.Get(srv.URL + path)
+		resp, err := apiClient.Get(srvURL + path)
 		require.NoError(t, err)
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)

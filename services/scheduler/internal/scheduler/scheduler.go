@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
+	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -58,6 +59,9 @@ type Deps struct {
 
 // Scheduler drives experiments and their runs; see the package comment.
 type Scheduler struct {
+	// guard and tokens protect the HTTP API (pkg/auth).
+	guard  *auth.Guard
+	tokens *auth.Tokens
 	cfg    Config
 	bus    *bus.Bus
 	store  Store
@@ -117,6 +121,8 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
 			Help: "Runs between provisioning and analysis."}),
 	}
+	s.tokens = auth.OnBus(d.Bus, d.Clock)
+	s.guard = auth.NewGuard(s.tokens, cfg.HTTP, d.Clock, logger)
 	if err := service.Register(d.Registry, "scheduler", s.transitions, s.runsActive); err != nil {
 		return nil, err
 	}

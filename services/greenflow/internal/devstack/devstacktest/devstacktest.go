@@ -7,11 +7,13 @@ package devstacktest
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
@@ -20,7 +22,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
@@ -97,16 +98,45 @@ func Bus(tb testing.TB, url string) *bus.Bus {
 	return b
 }
 
-// Submit prepares a spec with overrides and submits it as the CLI does; it
-// returns the experiment id and its number of runs.
+// Submit prepares a spec with overrides and submits it to the scheduler
+// over NATS (its request-reply API, which a scheduler running as a
+// separate process answers too); it returns the experiment id and its
+// number of runs. With no scheduler answering yet, the experiment.submit
+// command is queued on the stream for the scheduler to take when it
+// starts. (The CLI submits through the HTTP API with a token; the NATS
+// API is protected by NATS permissions, not by tokens.)
 func Submit(ctx context.Context, tb testing.TB, b *bus.Bus, specYAML []byte, sets []string) (string, int) {
 	tb.Helper()
 	p, err := spec.Prepare(specYAML, sets, false)
 	require.NoError(tb, err)
-	id, err := cli.Submit(ctx, b, p.Experiment, p.Resolved)
-	require.NoError(tb, err)
+	if p.Experiment.Spec.Trigger == nil {
+		req, _ := json.Marshal(map[string]any{"spec": p.Resolved, "yes": true, "submitted_by": "test"})
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		msg, err := b.Conn().RequestWithContext(rctx, subjectSubmit, req)
+		cancel()
+		if err == nil {
+			var rep struct {
+				ID       string   `json:"id"`
+				Error    string   `json:"error"`
+				Problems []string `json:"problems"`
+			}
+			require.NoError(tb, json.Unmarshal(msg.Data, &rep))
+			require.Empty(tb, rep.Problems, rep.Error)
+			if rep.ID != "" {
+				return rep.ID, p.Runs
+			}
+			// Not ready to take it now: queue the command.
+		} else {
+			require.ErrorIs(tb, err, nats.ErrNoResponders)
+		}
+	}
+	id := spec.NewExperimentID(p.Experiment.Metadata.Name, time.Now())
+	require.NoError(tb, b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: "test"}, "submit:"+id))
 	return id, p.Runs
 }
+
+// subjectSubmit is the scheduler's request-reply subject for submissions.
+const subjectSubmit = "gf.api.experiments.submit"
 
 // Observer keeps, in order, the messages of chosen types the services
 // publish about one experiment (replayed from a minute before it starts, so

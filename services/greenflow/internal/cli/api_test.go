@@ -1,0 +1,50 @@
+package cli_test
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+)
+
+// Commands in quick succession over the API's rate wait out its 429 as
+// Retry-After says rather than fail; a refused token's error says where
+// the token came from, never the token.
+func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
+	t.Parallel()
+	b := testenv.Bus(t, testenv.NATS(t), "cli-test")
+	tokens, err := auth.OpenStore(t.Context(), b, nil)
+	require.NoError(t, err)
+	admin, _, err := tokens.Create(t.Context(), "admin", auth.Admin, 0)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	auth.RegisterHTTP(mux, auth.NewGuard(tokens, auth.Limits{MaxBodyBytes: 1 << 20, RatePerSecond: 1, Burst: 1}, nil, nil), tokens)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	run := func(args ...string) (string, int) {
+		var out, errOut bytes.Buffer
+		code := cli.Main(append(args, "--api-url", srv.URL, "--state-dir", t.TempDir()), &out, &errOut)
+		return out.String() + errOut.String(), code
+	}
+	for range 2 {
+		out, code := run("token", "list", "--token", admin)
+		require.Zero(t, code, out)
+		require.Contains(t, out, "admin")
+	}
+	forged := admin[:len(admin)-4] + "0000"
+	if forged == admin {
+		forged = admin[:len(admin)-4] + "1111"
+	}
+	out, code := run("token", "list", "--token", forged)
+	require.NotZero(t, code)
+	require.Contains(t, out, "unknown token (HTTP 401)")
+	require.Contains(t, out, "the token (from --token) was refused")
+	require.NotContains(t, out, forged)
+}
