@@ -282,6 +282,11 @@ type pacing struct {
 	order []*lane // lanes by priority, rebuilt every step
 	th    *throttle
 	edge  time.Duration // the records before edge were due at the last step
+	// stop, set by the loop, ends a step between two chunks: behind
+	// schedule a step may emit a whole catch-up burst, and a Kafka client
+	// with a full buffer makes each record wait, so a stop must not wait
+	// for the step to end.
+	stop context.Context
 }
 
 // step produces what is due at now, within the catch-up limit, and reports
@@ -312,10 +317,9 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 		}
 	}
 	s.order = order
-	n := s.th.allow(now, want)
-	if k := w.second(now); k >= 0 && n > 0 {
-		w.sentAt[k].Add(n)
-	}
+	allowed := s.th.allow(now, want)
+	n := allowed
+lanes:
 	for _, l := range order {
 		for k := min(n, l.due-l.next); k > 0; {
 			c := min(k, emitChunk)
@@ -326,16 +330,22 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 			l.next += c
 			k -= c
 			n -= c
-			if ctx.Err() != nil {
-				break
+			if ctx.Err() != nil || s.stopped() {
+				l.nextPub.Store(l.next)
+				break lanes
 			}
 		}
 		l.nextPub.Store(l.next)
+	}
+	if k := w.second(now); k >= 0 && allowed > n {
+		w.sentAt[k].Add(allowed - n)
 	}
 	s.edge = end
 	w.backlog.Store(s.behind())
 	return elapsed >= w.sched.duration
 }
+
+func (s *pacing) stopped() bool { return s.stop != nil && s.stop.Err() != nil }
 
 // reshape adopts a new share: lanes whose ranges are all kept continue as
 // they are; a lane that lost ranges continues with the rest from where it
@@ -451,6 +461,7 @@ func (w *worker) loop(ctx, recCtx context.Context) (behind int64, endedAt time.D
 	tick := w.clock.NewTicker(w.cfg.Tick)
 	defer tick.Stop()
 	s := w.pace
+	s.stop = ctx
 	for {
 		select {
 		case <-ctx.Done():

@@ -351,3 +351,43 @@ func BenchmarkProduceRecord(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/records, "ns/record")
 	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/records, "allocs/record")
 }
+
+// stoppingProducer acknowledges every record and, at record `at`, stops the
+// load (as a load.stop would while the step is producing).
+type stoppingProducer struct {
+	n, at int64
+	stop  context.CancelFunc
+}
+
+func (p *stoppingProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	p.n++
+	if p.n == p.at {
+		p.stop()
+	}
+	promise(r, nil)
+}
+
+func (p *stoppingProducer) Flush(context.Context) error { return nil }
+
+// A stop ends a step that is catching up within one chunk of records, not
+// after the whole burst (tens of thousands of records, each waiting for room
+// when Kafka's buffer is full); the records counted as sent are the ones
+// produced.
+func TestAStopEndsACatchUpStepWithinAChunk(t *testing.T) {
+	stop, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	prod := &stoppingProducer{at: 300, stop: cancel}
+	w, start := testWorker(100_000, 1_000_000, time.Hour, prod)
+	s := &pacing{w: w, stop: stop}
+	s.step(context.Background(), start)
+	s.step(context.Background(), start.Add(100*time.Millisecond)) // 100,000 due; the catch-up burst allows 40,000
+	require.GreaterOrEqual(t, prod.n, prod.at)
+	require.LessOrEqual(t, prod.n, prod.at+emitChunk, "the step ended within a chunk of the stop")
+	require.Equal(t, prod.n, w.produced.Load())
+	var sent int64
+	for i := range w.sentAt {
+		sent += w.sentAt[i].Load()
+	}
+	require.Equal(t, prod.n, sent, "sent counts what was produced")
+	require.Equal(t, 100_000-prod.n, s.behind(), "the rest is behind")
+}
