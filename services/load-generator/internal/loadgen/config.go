@@ -28,9 +28,18 @@ type Config struct {
 	// MaxCatchUp bounds catching up after a stall: the generator then sends
 	// at most MaxCatchUp × its rate until it is back on schedule. Must be > 1.
 	MaxCatchUp float64 `yaml:"maxCatchUp" flag:"max-catch-up" help:"after a stall, send at most this multiple of the rate until back on schedule (> 1)"`
-	// CatchUpBurst is how much schedule (at MaxCatchUp × rate) may go out at
-	// once; it absorbs tick jitter without counting as a stall.
+	// CatchUpBurst is how much catch-up (at the spare (MaxCatchUp − 1) ×
+	// rate) may go out at once.
 	CatchUpBurst time.Duration `yaml:"catchUpBurst"`
+	// LateTolerance is how late a record may be and still count as on
+	// schedule: records due less than this long ago go out at the next step
+	// however long since the last one, without the catch-up limit. A tick
+	// delayed by a busy CPU (40 ms and more on a loaded 2-core machine) must
+	// not put the load behind; only a longer stall is caught up at
+	// MaxCatchUp. (With the limit on every record, a step more than
+	// 2 × CatchUpBurst after the last let out less than was due, so a
+	// starved process fell behind for good.)
+	LateTolerance time.Duration `yaml:"lateTolerance"`
 	// ReportLag is how long after the end of each second of the schedule
 	// that second's records are counted for the progress report.
 	ReportLag time.Duration `yaml:"reportLag"`
@@ -84,6 +93,7 @@ func Default() Config {
 		DeliveryTimeout:    3 * time.Second,
 		MaxCatchUp:         2,
 		CatchUpBurst:       20 * time.Millisecond,
+		LateTolerance:      100 * time.Millisecond,
 		ReportLag:          500 * time.Millisecond,
 		StartDelay:         100 * time.Millisecond,
 		PrepareTimeout:     time.Minute,
@@ -121,6 +131,7 @@ func (c Config) Validate() error {
 	positive("flushTimeout", c.FlushTimeout)
 	positive("deliveryTimeout", c.DeliveryTimeout)
 	positive("catchUpBurst", c.CatchUpBurst)
+	positive("lateTolerance", c.LateTolerance)
 	positive("prepareTimeout", c.PrepareTimeout)
 	positive("checkpointInterval", c.CheckpointInterval)
 	positive("maxBackfill", c.MaxBackfill)

@@ -125,10 +125,11 @@ func (p *Pacer) DueAt(j int64) time.Duration {
 	return time.Duration(j/n)*p.period + p.phases[j%n]
 }
 
-// throttle bounds catching up after a stall: a token bucket filled at
-// MaxCatchUp × the scheduled rate and holding at most burst tokens. On
-// schedule it never binds (it fills faster than records fall due); after a
-// stall it lets the backlog out at no more than that rate.
+// throttle bounds catching up after a stall. Records on schedule (due within
+// LateTolerance) always go; older ones — a backlog — take tokens from a
+// bucket filled at the spare (MaxCatchUp − 1) × the scheduled rate and
+// holding at most burst tokens, so the total stays within MaxCatchUp × the
+// rate while catching up.
 type throttle struct {
 	rate   float64 // tokens per second
 	burst  float64
@@ -145,21 +146,23 @@ func newThrottle(schedRate, factor float64, burst time.Duration, now time.Time) 
 
 // setRate changes the scheduled rate (the instance's share changed).
 func (t *throttle) setRate(schedRate, factor float64, burst time.Duration) {
-	t.rate = schedRate * factor
+	t.rate = schedRate * (factor - 1)
 	t.burst = max(1, t.rate*burst.Seconds())
 	t.tokens = min(t.tokens, t.burst)
 }
 
-// allow returns how many of want records may go out at now, and takes them.
-func (t *throttle) allow(now time.Time, want int64) int64 {
+// allow returns how many of want records may go out at now, onTime of which
+// are on schedule, and takes tokens for the others.
+func (t *throttle) allow(now time.Time, want, onTime int64) int64 {
 	if dt := now.Sub(t.last); dt > 0 {
 		t.tokens = min(t.burst, t.tokens+dt.Seconds()*t.rate)
 		t.last = now
 	}
-	n := min(want, int64(t.tokens))
-	if n < 0 {
-		n = 0
+	onTime = min(max(onTime, 0), want)
+	late := min(want-onTime, int64(t.tokens))
+	if late < 0 {
+		late = 0
 	}
-	t.tokens -= float64(n)
-	return n
+	t.tokens -= float64(late)
+	return onTime + late
 }

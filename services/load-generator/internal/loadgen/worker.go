@@ -303,10 +303,15 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 	if sh := w.share.Load(); sh != s.cur {
 		s.reshape(ctx, sh, end, now)
 	}
-	var want int64
+	var want, onTime int64
 	for _, l := range s.lanes {
 		l.due = l.p.Due(end)
 		want += l.due - l.next
+		// Records that fell due since the last step, less than
+		// LateTolerance ago, are on schedule; the step lets out as many
+		// without tokens (a lane produces in order, so they may be older
+		// ones of its backlog: the count is what keeps to the schedule).
+		onTime += max(0, l.due-l.p.Due(max(s.edge, end-w.cfg.LateTolerance)))
 	}
 	// Freshest lane first: records on schedule go out on time, and what
 	// the throttle leaves goes to back-filling the oldest gaps.
@@ -317,7 +322,7 @@ func (s *pacing) step(ctx context.Context, now time.Time) bool {
 		}
 	}
 	s.order = order
-	allowed := s.th.allow(now, want)
+	allowed := s.th.allow(now, want, onTime)
 	n := allowed
 lanes:
 	for _, l := range order {

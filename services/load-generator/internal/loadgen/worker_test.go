@@ -76,22 +76,25 @@ func TestCatchUpAfterStall(t *testing.T) {
 	// Stall for a second, then tick every 2 ms again.
 	stallEnd := 3 * time.Second
 	backlog := int64(rate) // one second of records
-	burst := int64(w.cfg.MaxCatchUp * rate * w.cfg.CatchUpBurst.Seconds())
+	// Out at once: the records still on schedule (the last LateTolerance
+	// of the stall) and a full bucket of catch-up.
+	onTime := int64(rate * w.cfg.LateTolerance.Seconds())
+	burst := int64((w.cfg.MaxCatchUp - 1) * rate * w.cfg.CatchUpBurst.Seconds())
 	before := prod.n
 	var caughtUp time.Duration
 	for d := stallEnd; d <= 5*time.Second; d += 2 * time.Millisecond {
 		at(d)
 		since := d - stallEnd
-		limit := int64(w.cfg.MaxCatchUp*rate*since.Seconds()) + burst + 1
+		limit := int64(w.cfg.MaxCatchUp*rate*since.Seconds()) + onTime + burst + 1
 		require.LessOrEqual(t, prod.n-before, limit, "at %s after the stall: faster than %g × the rate", since, w.cfg.MaxCatchUp)
 		if caughtUp == 0 && s.behind() == 0 {
 			caughtUp = since
 		}
 	}
 	// Catching up one second of backlog at 2× (1× spare) takes ~1 s, less
-	// the burst.
+	// what went out at once.
 	require.NotZero(t, caughtUp, "caught up")
-	ideal := time.Duration(float64(backlog-burst) / ((w.cfg.MaxCatchUp - 1) * rate) * float64(time.Second))
+	ideal := time.Duration(float64(backlog-onTime-burst) / ((w.cfg.MaxCatchUp - 1) * rate) * float64(time.Second))
 	require.InDelta(t, ideal.Seconds(), caughtUp.Seconds(), 0.01, "catches up as fast as allowed")
 	require.Equal(t, int64(50_000), prod.n, "nothing skipped")
 
@@ -108,6 +111,27 @@ func TestCatchUpAfterStall(t *testing.T) {
 	for p := range int64(50) {
 		require.Len(t, seen[p], 1000, "period %d complete", p)
 	}
+}
+
+// TestSparseTicksStayOnSchedule: a process starved of CPU steps the pacing
+// every 60–90 ms instead of every 2 ms; every record due still goes out at
+// the next step — nothing falls behind. (Before, the catch-up limit applied
+// to every record, and a step more than 40 ms after the last let out less
+// than was due: the load fell behind for good and the run failed.)
+func TestSparseTicksStayOnSchedule(t *testing.T) {
+	const rate = 10_000.0
+	prod := &ackingProducer{}
+	w, start := testWorker(1000, rate, 10*time.Second, prod)
+	s := &pacing{w: w}
+	ctx := context.Background()
+	d := time.Duration(0)
+	for i := 0; d < 5*time.Second; i++ {
+		s.step(ctx, start.Add(d))
+		require.Zero(t, s.behind(), "at %s", d)
+		d += time.Duration(60+10*(i%4)) * time.Millisecond
+	}
+	require.Equal(t, w.sched.period, 100*time.Millisecond)
+	require.InDelta(t, rate*d.Seconds(), float64(prod.n), 2*rate*0.09, "everything due by the last step")
 }
 
 // TestEndsOnSchedule: production stops at the end of the schedule; records
@@ -380,7 +404,7 @@ func TestAStopEndsACatchUpStepWithinAChunk(t *testing.T) {
 	w, start := testWorker(100_000, 1_000_000, time.Hour, prod)
 	s := &pacing{w: w, stop: stop}
 	s.step(context.Background(), start)
-	s.step(context.Background(), start.Add(100*time.Millisecond)) // 100,000 due; the catch-up burst allows 40,000
+	s.step(context.Background(), start.Add(100*time.Millisecond)) // 100,000 due, all on schedule
 	require.GreaterOrEqual(t, prod.n, prod.at)
 	require.LessOrEqual(t, prod.n, prod.at+emitChunk, "the step ended within a chunk of the stop")
 	require.Equal(t, prod.n, w.produced.Load())
