@@ -124,8 +124,8 @@ func TestResultsByConfigInEveryFormat(t *testing.T) {
 	recs, err := csv.NewReader(&out).ReadAll()
 	require.NoError(t, err)
 	head := recs[0]
-	require.Equal(t, []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
-		"ci_crosses_zero", "median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated", "workload.sensors"}, head)
+	require.Equal(t, []string{"experiment_id", "config_hash", "runs", "failed_runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
+		"ci_crosses_zero", "median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated", "failure_reasons", "workload.sensors"}, head)
 	col := func(rec []string, name string) string { return rec[slices.Index(head, name)] }
 	var aaaa []string
 	for _, rec := range recs[1:] {
@@ -134,7 +134,8 @@ func TestResultsByConfigInEveryFormat(t *testing.T) {
 		}
 	}
 	require.NotNil(t, aaaa, "configuration aaaa's throughput")
-	require.Equal(t, "3", col(aaaa, "n"), "the failed run is not counted")
+	require.Equal(t, "3", col(aaaa, "n"), "the failed run is not summarised")
+	require.Equal(t, "1", col(aaaa, "failed_runs"), "but counted")
 	require.Equal(t, "110", col(aaaa, "mean"))
 	require.Equal(t, "10", col(aaaa, "sd"))
 	require.Equal(t, "1/s", col(aaaa, "unit"), "the unit from pkg/results")
@@ -226,4 +227,66 @@ func TestResultsCSVListsFailedRuns(t *testing.T) {
 	require.Equal(t, events.RunStateFailed, failed[0][4])
 	require.Equal(t, []string{"", "", ""}, failed[0][5:8])
 	require.Equal(t, "provision failed: namespace quota", failed[0][9])
+}
+
+// A configuration none of whose runs succeeded is listed in every format of
+// the per-configuration results, with its failed runs and their reasons
+// (it used to vanish: a header only, [] in JSON); a flag raised by one run
+// of three is summarised over the three (mean 1/3), not over the one.
+func TestConfigResultsListConfigurationsWithoutDoneRuns(t *testing.T) {
+	rows := fixtureRows()[:6]
+	bad := row("e-r0007", "dddd", "3000000", events.RunStateFailed, 0, 0)
+	bad.Metrics = map[string]float64{}
+	bad.Reason = "load not delivered: 22.1 % of the events"
+	bad2 := bad
+	bad2.RunID = "e-r0008"
+	rows = append(rows, bad, bad2)
+	rows[0].Flags = []string{results.FlagDynamicEnergyNegative}
+
+	var out bytes.Buffer
+	require.NoError(t, cli.WriteConfigResults(&out, "table", "e", rows))
+	table := out.String()
+	require.Contains(t, table, "sensors=3000000")
+	require.Contains(t, table, "dddd (sensors=3000000): no done run — 2 run(s) failed: load not delivered: 22.1 % of the events")
+
+	out.Reset()
+	require.NoError(t, cli.WriteConfigResults(&out, "csv", "e", rows))
+	recs, err := csv.NewReader(&out).ReadAll()
+	require.NoError(t, err)
+	head := recs[0]
+	col := func(rec []string, name string) string { return rec[slices.Index(head, name)] }
+	var dddd [][]string
+	var flag []string
+	for _, rec := range recs[1:] {
+		require.Len(t, rec, len(head))
+		if col(rec, "config_hash") == "dddd" {
+			dddd = append(dddd, rec)
+		}
+		if col(rec, "config_hash") == "aaaa" && col(rec, "metric") == results.FlagMetric(results.FlagDynamicEnergyNegative) {
+			flag = rec
+		}
+	}
+	require.Len(t, dddd, 1)
+	require.Equal(t, "0", col(dddd[0], "runs"))
+	require.Equal(t, "2", col(dddd[0], "failed_runs"))
+	require.Equal(t, "load not delivered: 22.1 % of the events", col(dddd[0], "failure_reasons"))
+	require.Equal(t, "3000000", col(dddd[0], "workload.sensors"))
+	require.NotNil(t, flag)
+	require.Equal(t, "3", col(flag, "n"), "the flag over every done run")
+	mean, err := strconv.ParseFloat(col(flag, "mean"), 64)
+	require.NoError(t, err)
+	require.InDelta(t, 1.0/3, mean, 1e-9, "the share of runs flagged")
+
+	out.Reset()
+	require.NoError(t, cli.WriteConfigResults(&out, "json", "e", rows))
+	var got []cli.ConfigSummaryJSON
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
+	require.Len(t, got, 4)
+	last := got[3]
+	require.Equal(t, "dddd", last.ConfigHash)
+	require.Empty(t, last.RunIDs)
+	require.Equal(t, 2, last.Failed)
+	require.Equal(t, []string{"load not delivered: 22.1 % of the events"}, last.Reasons)
+	require.Equal(t, "-", last.LagSLO)
+	require.False(t, last.Pareto)
 }

@@ -148,6 +148,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	sums := SummarizeRuns(rows, DefaultLevel)
 	d.Estimated, d.EstimatedWhich = estimatedWhich(rows)
 	d.SummaryHead, d.Summary, d.SummaryNotes = summaryTable(sums)
+	sums = measuredOnly(sums) // the plots draw configurations with done runs
 	for _, m := range []struct{ metric, title string }{
 		{results.SUTMicroJPerEvent, "SUT energy per event vs offered load"},
 		{results.NodeMicroJPerEvent, "Node energy per event vs offered load"},
@@ -195,13 +196,16 @@ func estimatedWhich(rows []ResultRow) (bool, string) {
 // summaryTable is the per-configuration table: the headline metrics as
 // mean ± CI, marked ‡ (with the note) where an interval crosses zero.
 func summaryTable(sums []ConfigSummary) (head []string, body [][]string, notes []string) {
-	head = []string{"config", "factors", "n"}
+	head = []string{"config", "factors", "n", "failed"}
 	for _, c := range summaryColumns {
 		head = append(head, c.title)
 	}
 	head = append(head, "lag SLO", "Pareto")
 	for _, s := range sums {
-		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs))}
+		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs)), fmt.Sprint(s.Failed)}
+		if !s.Measured() {
+			notes = appendOnce(notes, fmt.Sprintf("%s (%s): no done run — %s", shortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
+		}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
 			if crossesZero(c.metric, s.Metrics[c.metric]) {
@@ -352,6 +356,8 @@ func paretoPlot(sums []ConfigSummary) (plot, string) {
 	p.Series = []series{all, front}
 	note := "Front (more events/s and fewer µJ/event than any other configuration in one of the two): " + strings.Join(names, "; ")
 	switch {
+	case len(sums) == 0:
+		note = "No configuration has a done run: there is nothing to compare."
 	case len(sums) == 1:
 		note = "One configuration: there is no trade-off to show."
 	case len(names) == 0:

@@ -23,13 +23,32 @@ const (
 )
 
 // ConfigSummary is one configuration's runs summarised per run metric.
+// RunIDs are its done runs, the ones summarised; Failed counts its runs
+// that failed (every attempt), with their distinct reasons, so a
+// configuration none of whose runs succeeded is still listed.
 type ConfigSummary struct {
 	ConfigHash string                   `json:"config_hash"`
 	Factors    map[string]string        `json:"factors"`
 	RunIDs     []string                 `json:"run_ids"`
+	Failed     int                      `json:"failed_runs"`
+	Reasons    []string                 `json:"failure_reasons,omitempty"`
 	Metrics    map[string]stats.Summary `json:"-"`
 	Estimated  bool                     `json:"estimated"`
 	Pareto     bool                     `json:"pareto_optimal"`
+}
+
+// Measured reports whether the configuration has a done run to summarise.
+func (c ConfigSummary) Measured() bool { return len(c.RunIDs) > 0 }
+
+// measuredOnly are the configurations with done runs (what plots draw).
+func measuredOnly(sums []ConfigSummary) []ConfigSummary {
+	var out []ConfigSummary
+	for _, s := range sums {
+		if s.Measured() {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // configKey groups runs: the config hash, or the factors for runs stored
@@ -41,18 +60,20 @@ func configKey(r ResultRow) string {
 	return factors(r.Factors)
 }
 
-// SummarizeRuns groups the done runs by configuration (in order of their
-// first run) and describes every run metric with a Student-t interval at
-// level; it also marks the Pareto front of mean throughput against mean SUT
-// energy per event among the configurations that did not fail the lag SLO.
+// SummarizeRuns groups runs by configuration (in order of their first run)
+// and describes every run metric of the done runs with a Student-t interval
+// at level; failed runs are counted with their reasons, and a configuration
+// with no done run is listed without statistics. A flag (flag_<name>, stored
+// only for the runs that raise it) is summarised over every done run of the
+// configuration, 0 where it was not raised: its mean is the share of runs
+// flagged. It also marks the Pareto front of mean throughput against mean
+// SUT energy per event among the configurations that did not fail the lag
+// SLO.
 func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	var out []ConfigSummary
 	idx := map[string]int{}
 	values := map[string]map[string][]float64{}
 	for _, r := range rows {
-		if r.State != events.RunStateDone || len(r.Metrics) == 0 {
-			continue
-		}
 		k := configKey(r)
 		i, ok := idx[k]
 		if !ok {
@@ -61,14 +82,33 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 			out = append(out, ConfigSummary{ConfigHash: r.ConfigHash, Factors: r.Factors, Metrics: map[string]stats.Summary{}})
 			values[k] = map[string][]float64{}
 		}
+		if r.State == events.RunStateFailed {
+			out[i].Failed++
+			if r.Reason != "" && !slices.Contains(out[i].Reasons, r.Reason) {
+				out[i].Reasons = append(out[i].Reasons, r.Reason)
+			}
+		}
+		if r.State != events.RunStateDone || len(r.Metrics) == 0 {
+			continue
+		}
 		out[i].RunIDs = append(out[i].RunIDs, r.RunID)
 		out[i].Estimated = out[i].Estimated || r.Estimated
 		for m, v := range r.Metrics {
+			if _, flag := results.FlagOf(m); flag {
+				continue
+			}
 			values[k][m] = append(values[k][m], v)
+		}
+		for _, f := range r.Flags {
+			values[k][results.FlagMetric(f)] = append(values[k][results.FlagMetric(f)], 1)
 		}
 	}
 	for k, i := range idx {
+		n := len(out[i].RunIDs)
 		for m, xs := range values[k] {
+			if _, flag := results.FlagOf(m); flag {
+				xs = append(xs, make([]float64, n-len(xs))...) // not raised: 0
+			}
 			out[i].Metrics[m] = stats.Describe(xs, level)
 		}
 	}
@@ -77,7 +117,7 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 	var pts []stats.Point
 	var idxOf []int
 	for i, c := range out {
-		if lagVerdict(c) == "FAIL" {
+		if !c.Measured() || lagVerdict(c) == "FAIL" {
 			continue
 		}
 		pts = append(pts, stats.Point{X: c.mean(results.ThroughputEPS), Y: c.mean(results.SUTMicroJPerEvent)})
@@ -131,15 +171,19 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	fmt.Fprintf(w, "Per configuration (mean ± %.0f%% CI half-width, Student t; ! = CV above %.0f%%; P = on the Pareto front of events/s vs µJ/event):\n",
 		level*100, cvThreshold*100)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head := []string{"CONFIG", "FACTORS", "N"}
+	head := []string{"CONFIG", "FACTORS", "N", "FAILED"}
 	for _, c := range summaryColumns {
 		head = append(head, c.title)
 	}
 	head = append(head, "LAG SLO", "PARETO")
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	anyEst, anyZero := false, false
+	var unmeasured []string
 	for _, s := range sums {
-		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs))}
+		if !s.Measured() {
+			unmeasured = append(unmeasured, fmt.Sprintf("%s (%s): no done run — %s", shortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
+		}
+		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed)}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, cvThreshold)
 			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
@@ -164,24 +208,52 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	if anyZero {
 		fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
 	}
+	for _, u := range unmeasured {
+		fmt.Fprintln(w, u)
+	}
 	return nil
+}
+
+// failureWords says why a configuration has no done run.
+func failureWords(s ConfigSummary) string {
+	if s.Failed == 0 {
+		return "its runs have not finished"
+	}
+	out := fmt.Sprintf("%d run(s) failed", s.Failed)
+	if len(s.Reasons) > 0 {
+		out += ": " + strings.Join(s.Reasons, "; ")
+	}
+	return out
 }
 
 // writeSummaryCSV writes the per-configuration statistics in long form: one
 // row per configuration and metric, with the factors as the last columns.
 func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, factorNames []string) error {
-	head := []string{"experiment_id", "config_hash", "runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
-		"ci_crosses_zero", "median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated"}
+	head := []string{"experiment_id", "config_hash", "runs", "failed_runs", "metric", "unit", "n", "mean", "sd", "cv", "ci_level", "ci_low", "ci_high",
+		"ci_crosses_zero", "median", "min", "max", "cv_flag", "lag_slo", "pareto_optimal", "estimated", "failure_reasons"}
 	if err := w.Write(append(head, factorNames...)); err != nil {
 		return err
 	}
 	for _, s := range sums {
+		reasons := strings.Join(s.Reasons, "; ")
+		if !s.Measured() {
+			// No statistics: one row says the configuration is there and why.
+			rec := []string{experimentID, s.ConfigHash, "0", strconv.Itoa(s.Failed), "", "", "0", "", "", "", "", "", "",
+				"", "", "", "", "", lagVerdict(s), csvBool(false), csvBool(false), reasons}
+			for _, f := range factorNames {
+				rec = append(rec, s.Factors[f])
+			}
+			if err := w.Write(rec); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
 			v := s.Metrics[m]
-			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
+			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
 				csvNum(v.SD), csvNum(v.CV), csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh),
 				csvBool(crossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
-				csvBool(cvFlagged(v, DefaultCVThreshold)), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m))}
+				csvBool(cvFlagged(v, DefaultCVThreshold)), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m)), reasons}
 			for _, f := range factorNames {
 				rec = append(rec, s.Factors[f])
 			}
@@ -219,6 +291,8 @@ type ConfigSummaryJSON struct {
 	ConfigHash string                 `json:"config_hash"`
 	Factors    map[string]string      `json:"factors"`
 	RunIDs     []string               `json:"run_ids"`
+	Failed     int                    `json:"failed_runs"`
+	Reasons    []string               `json:"failure_reasons"`
 	LagSLO     string                 `json:"lag_slo"` // ok | FAIL | - (no lag data)
 	Pareto     bool                   `json:"pareto_optimal"`
 	Estimated  bool                   `json:"estimated"`
@@ -235,7 +309,8 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 	}
 	out := make([]ConfigSummaryJSON, 0, len(sums))
 	for _, s := range sums {
-		c := ConfigSummaryJSON{ConfigHash: s.ConfigHash, Factors: s.Factors, RunIDs: s.RunIDs, LagSLO: lagVerdict(s), Pareto: s.Pareto,
+		c := ConfigSummaryJSON{ConfigHash: s.ConfigHash, Factors: s.Factors, RunIDs: append([]string{}, s.RunIDs...), Failed: s.Failed,
+			Reasons: append([]string{}, s.Reasons...), LagSLO: lagVerdict(s), Pareto: s.Pareto,
 			Estimated: s.Estimated, Metrics: map[string]SummaryStat{}}
 		for m, v := range s.Metrics {
 			c.Metrics[m] = SummaryStat{Unit: results.Unit(m), N: v.N, Mean: num(v.Mean), SD: num(v.SD), CV: num(v.CV), CILevel: v.Level,
