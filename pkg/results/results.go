@@ -327,6 +327,9 @@ const (
 	// FlagLagNotEvaluated: a consumer-lag series exists but too few of its
 	// samples lie between the fit's start and the window's end.
 	FlagLagNotEvaluated = "lag_not_evaluated"
+	// FlagLagSLOFailed: the lag-trend SLO failed, resolved (the slope's
+	// interval lies above the threshold): the SUT fell behind the load.
+	FlagLagSLOFailed = "lag_slo_failed"
 	// The collectors' recorded gaps (table gaps) touching the window.
 	FlagEnergyGapRecorded = "energy_gap_recorded"
 	FlagEnergyImplausible = "energy_counter_implausible"
@@ -360,6 +363,9 @@ var flags = []Flag{
 	{FlagLagNotEvaluated, "the lag-trend SLO was not evaluated: fewer consumer-lag samples than a fit needs (analyzer lagMinPoints) lie between " +
 		"the fit's start (the load's start + slos.lagWarmup, never before the window; lag_trend_fit_start_s) and the window's end, so there is no " +
 		"lag_slo_ok row; a shorter slos.lagWarmup or a longer window gives one"},
+	{FlagLagSLOFailed, "the SUT did not keep up: its consumer lag grew faster than the SLO allows (lag_trend_slope above lag_slo_threshold), " +
+		"so it processed fewer events than it was offered; per-event energy divides by the events delivered to Kafka, including ones it " +
+		"did not process, so it flatters the run (a lower bound): do not compare it with runs that kept up"},
 	{FlagEnergyGapRecorded, "a collector recorded a gap in a node's samples in the window: samples dropped past the spool bound, a source restarted from a fresh baseline, or an outage (the meter went unread; one sample spans it, energy kept, resolution lost); quality_recorded_gap_s says how long"},
 	{FlagEnergyImplausible, "a counter increase beyond the zone's plausible power was not counted in the window (a re-based or mis-read counter)"},
 	{FlagLoadRateDeviation, "in a second of the window the records delivered on time (acknowledged by Kafka within 500 ms of the second's end) were more than 1 % off those offered: a stall, a late start or a catch-up"},
@@ -372,7 +378,7 @@ var flags = []Flag{
 // the measurement itself: the samples and the load are whole. A run whose
 // only flags are caveats is an undisturbed run (the chaos suite's
 // reference, a test's clean run); its figures are read with the caveat.
-var caveats = map[string]bool{FlagDynamicEnergyNegative: true, FlagLagVerdictUnresolved: true, FlagLagNotEvaluated: true}
+var caveats = map[string]bool{FlagDynamicEnergyNegative: true, FlagLagVerdictUnresolved: true, FlagLagNotEvaluated: true, FlagLagSLOFailed: true}
 
 // Caveat reports whether flag — its name, or its result row's
 // FlagMetric(name) — qualifies a derived figure rather than the measurement

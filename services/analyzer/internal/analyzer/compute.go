@@ -63,6 +63,10 @@ func compute(in Inputs, cfg Config) ([]store.Result, events.RunAnalyzed) {
 	switch lag := lagTrendOf(c.in.ConsumerLag, m, c.cfg, c.lagSLO()); {
 	case lag.Unresolved():
 		verdict.Flags = addFlag(verdict.Flags, results.FlagLagVerdictUnresolved)
+	case lag.Verdict && !lag.OK:
+		// Said beside the figures, not only in lag_slo_ok: a SUT that
+		// fell behind has the lowest µJ/event of all.
+		verdict.Flags = addFlag(verdict.Flags, results.FlagLagSLOFailed)
 	case !lag.Verdict && (lag.Found || lag.FromMs >= m.MeasureEndMs):
 		// A lag series but too few samples after the fit's start (a
 		// sampler that fell behind), or a warm-up reaching past the

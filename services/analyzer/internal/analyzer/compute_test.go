@@ -115,6 +115,19 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 			written[[2]string{r.Scope, r.Metric}] = true
 		}
 	}
+	// lag_slo_failed: the same lag against a threshold far below it (a SUT
+	// that fell behind, resolved).
+	behind := richInputs()
+	behind.LagSLO.Threshold = 1
+	behindRows, behindSum := analyzer.Compute(behind, analyzer.Default())
+	require.Contains(t, behindSum.Flags, results.FlagLagSLOFailed)
+	require.NotContains(t, behindSum.Flags, results.FlagLagVerdictUnresolved)
+	require.NotContains(t, sum.Flags, results.FlagLagSLOFailed, "unresolved is not failed")
+	for _, r := range behindRows {
+		if r.Metric == results.FlagMetric(results.FlagLagSLOFailed) {
+			written[[2]string{r.Scope, r.Metric}] = true
+		}
+	}
 	var runRows []store.Result
 	for _, r := range rows {
 		if r.Scope == results.ScopeRun {
