@@ -27,8 +27,10 @@ const runSpanMarginMs = 3_600_000
 // SampleDays lists the samples table's day partitions, oldest first, each
 // with the number of runs whose span touches it. A run's span is from its
 // creation (the scheduler writes its record before anything of it runs) to
-// the end of its measured window, or to now while it has none, widened by
-// an hour on both sides; its days are counted in the server's time zone,
+// the end of its measured window — for a run that ended without one (it
+// failed or was cancelled before measuring), to the last time in its
+// phases; for one still going, to now — widened by an hour on both sides
+// (a failed run spanning to now kept every later day from being pruned); its days are counted in the server's time zone,
 // as the partitions are.
 func (s *Store) SampleDays(ctx context.Context) ([]SampleDay, error) {
 	var out []SampleDay
@@ -43,7 +45,11 @@ func (s *Store) SampleDays(ctx context.Context) ([]SampleDay, error) {
 		    SELECT toYYYYMMDD(addDays(first, arrayJoin(range(toUInt32(last - first) + 1)))) AS day
 		    FROM (
 		      SELECT toDate(toDateTime(intDiv(greatest(created_ms - ?, 0), 1000))) AS first,
-		             toDate(toDateTime(intDiv(if(measure_end_ms > 0, measure_end_ms, toInt64(toUnixTimestamp(now())) * 1000) + ?, 1000))) AS last
+		             toDate(toDateTime(intDiv(multiIf(
+		               measure_end_ms > 0, measure_end_ms,
+		               state IN ('done', 'failed', 'cancelled'), greatest(created_ms,
+		                 arrayReduce('max', arrayMap(x -> toInt64(x), extractAll(phases, '_ms":(\\d+)')))),
+		               toInt64(toUnixTimestamp(now())) * 1000) + ?, 1000))) AS last
 		      FROM runs FINAL
 		    )
 		  ) GROUP BY day

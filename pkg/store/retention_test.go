@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -53,6 +54,13 @@ func TestSampleDaysCountTheRunsTouchingThemAndDropRemovesADay(t *testing.T) {
 	n := 0
 	require.NoError(t, s.EachSample(ctx, []string{"n1"}, noon(12)-1, noon(12)+10_000, func(store.Sample) error { n++; return nil }))
 	require.Equal(t, 5, n, "the run's samples are kept")
+	// A run that failed before its measured window spans to the last time
+	// in its phases, not to now: it keeps day 12, not day 14.
+	require.NoError(t, s.UpsertRuns(ctx, []store.Run{{ExperimentID: "e", RunID: "e-r2", State: "failed", CreatedMs: noon(12) - 5000,
+		Phases: fmt.Sprintf(`[{"name":"provisioning","start_ms":%d,"end_ms":%d}]`, noon(12)-5000, noon(12)+20_000)}}))
+	days, err = s.SampleDays(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []uint64{2, 1}, []uint64{days[0].Runs, days[1].Runs}, "day 12: e-r0 and e-r2; day 14: e-r1 still running")
 	require.ErrorContains(t, s.DropSampleDay(ctx, 123), "not a YYYYMMDD day")
 	today, err := s.Today(ctx)
 	require.NoError(t, err)
