@@ -213,20 +213,31 @@ func TestResultsCSVListsFailedRuns(t *testing.T) {
 	require.NoError(t, cli.WriteResults(&out, "csv", rows))
 	recs, err := csv.NewReader(&out).ReadAll()
 	require.NoError(t, err)
-	require.Equal(t, []string{"run_id", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"}, recs[0])
+	require.Equal(t, []string{"run_id", "config_hash", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"}, recs[0])
 	var failed [][]string
 	for _, r := range recs[1:] {
 		if r[0] == "e-r0006" {
 			failed = append(failed, r)
 		}
 		if r[0] == "e-r0000" {
-			require.Equal(t, "meter_fallback", r[8])
+			require.Equal(t, "meter_fallback", r[9])
+			require.Equal(t, "aaaa", r[1])
 		}
 	}
 	require.Len(t, failed, 1)
-	require.Equal(t, events.RunStateFailed, failed[0][4])
-	require.Equal(t, []string{"", "", ""}, failed[0][5:8])
-	require.Equal(t, "provision failed: namespace quota", failed[0][9])
+	require.Equal(t, events.RunStateFailed, failed[0][5])
+	require.Equal(t, []string{"", "", ""}, failed[0][6:9])
+	require.Equal(t, "provision failed: namespace quota", failed[0][10])
+
+	// JSON: every run has the same keys.
+	out.Reset()
+	require.NoError(t, cli.WriteResults(&out, "json", rows))
+	var objs []map[string]any
+	require.NoError(t, json.Unmarshal(out.Bytes(), &objs))
+	for _, o := range objs {
+		require.Contains(t, o, "flags")
+		require.Contains(t, o, "reason")
+	}
 }
 
 // A configuration none of whose runs succeeded is listed in every format of

@@ -298,8 +298,13 @@ func exportCluster(ctx context.Context, st *store.Store, w *csv.Writer, cluster 
 				continue
 			}
 			r := e.run
-			if err := w.Write([]string{r.RunID, phaseAt(e.phases, x.TsMs), csvInt(x.TsMs),
-				strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64), x.Node, x.Scope, x.TargetID,
+			// t_s is seconds since the measured window's start; a run that
+			// never reached it has none (it was the epoch time before).
+			ts := ""
+			if r.MeasureStartMs > 0 {
+				ts = strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64)
+			}
+			if err := w.Write([]string{r.RunID, phaseAt(e.phases, x.TsMs), csvInt(x.TsMs), ts, x.Node, x.Scope, x.TargetID,
 				component(x.Scope, x.Node, x.TargetID, e.roles), x.Zone, x.Source, csvFloat(x.PowerW), csvFloat(x.DeltaJ), csvUint(x.IntervalMs),
 				csvBool(x.Estimated)}); err != nil {
 				return err

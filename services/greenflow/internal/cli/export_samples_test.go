@@ -45,10 +45,15 @@ func TestExportSamplesPerRun(t *testing.T) {
 		require.NoError(t, st.ReplaceResults(ctx, "e", s.id, []store.Result{{ExperimentID: "e", RunID: s.id, Scope: results.ScopeRun,
 			Metric: results.DurationS, Value: 10}}))
 	}
+	// A run that failed in its baseline: samples, but no measured window.
+	ph, _ := json.Marshal([]events.Phase{{Name: "baseline", StartMs: t0 + day + 20_000, EndMs: t0 + day + 30_000}})
+	runs = append(runs, store.Run{ExperimentID: "e", RunID: "e-r0003", Index: 3, State: events.RunStateFailed, Phases: string(ph)})
+	targets = append(targets, store.RunTarget{ExperimentID: "e", RunID: "e-r0003", TargetID: "process/e-r0003/n1", Kind: "process", Node: "n1",
+		Role: results.RoleSUT})
 	require.NoError(t, st.UpsertRuns(ctx, runs))
 	require.NoError(t, st.ReplaceRunTargets(ctx, targets))
 	var samples []store.Sample
-	for _, ts := range []int64{t0 + 1000, t0 + 7000, t0 + 12_000, t0 + 20_000, t0 + day + 1000} {
+	for _, ts := range []int64{t0 + 1000, t0 + 7000, t0 + 12_000, t0 + 20_000, t0 + day + 1000, t0 + day + 25_000} {
 		for _, n := range []string{"n1", "n2", "n3"} {
 			samples = append(samples, store.Sample{TsMs: ts, Node: n, Scope: "node", TargetID: "node/" + n, Source: "rapl", PowerW: 5, DeltaJ: 5,
 				IntervalMs: 1000})
@@ -67,9 +72,18 @@ func TestExportSamplesPerRun(t *testing.T) {
 	got := map[string][]string{}
 	for _, r := range recs[1:] {
 		got[r[0]] = append(got[r[0]], r[2]+" "+r[4])
+		if r[0] == "e-r0003" {
+			require.Empty(t, r[3], "t_s: no measured window to count from")
+		} else {
+			_, err := strconv.ParseFloat(r[3], 64)
+			require.NoError(t, err, "t_s of %s", r[0])
+		}
 	}
+	require.ElementsMatch(t, []string{ms0(t0, day+25_000) + " n1"}, got["e-r0003"])
 	ms := func(d int64) string { return strconv.FormatInt(t0+d, 10) }
 	require.ElementsMatch(t, []string{ms(1000) + " n1", ms(7000) + " n1"}, got["e-r0000"])
 	require.ElementsMatch(t, []string{ms(7000) + " n1", ms(7000) + " n2", ms(12_000) + " n1", ms(12_000) + " n2"}, got["e-r0001"])
 	require.ElementsMatch(t, []string{ms(day+1000) + " n1"}, got["e-r0002"])
 }
+
+func ms0(t0, d int64) string { return strconv.FormatInt(t0+d, 10) }

@@ -26,12 +26,12 @@ type ResultRow struct {
 	Repetition uint32             `json:"repetition"`
 	Factors    map[string]string  `json:"factors"`
 	State      string             `json:"state"`
-	Reason     string             `json:"reason,omitempty"`
+	Reason     string             `json:"reason"`
 	Metrics    map[string]float64 `json:"metrics"`
 	Estimated  bool               `json:"estimated"`
 	// Flags name what the analysis recovered or bridged (its flag_<name>
 	// rows), sorted.
-	Flags []string `json:"flags,omitempty"`
+	Flags []string `json:"flags"`
 }
 
 // LoadResults joins runs and their run-scope results.
@@ -172,14 +172,14 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		// or not analysed yet) has one with an empty metric and value, so
 		// a notebook sees which runs are missing and why.
 		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"run_id", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"})
+		_ = cw.Write([]string{"run_id", "config_hash", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"})
 		for _, r := range rows {
 			names := make([]string, 0, len(r.Metrics))
 			for k := range r.Metrics {
 				names = append(names, k)
 			}
 			sort.Strings(names)
-			run := []string{r.RunID, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State}
+			run := []string{r.RunID, r.ConfigHash, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State}
 			tail := []string{strings.Join(r.Flags, ";"), r.Reason}
 			if len(names) == 0 {
 				_ = cw.Write(slices.Concat(run, []string{"", "", ""}, tail))
@@ -192,9 +192,17 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		cw.Flush()
 		return cw.Error()
 	case "json":
+		// Every record has the same keys: no flags is [], not absent.
+		out := make([]ResultRow, len(rows))
+		for i, r := range rows {
+			if r.Flags == nil {
+				r.Flags = []string{}
+			}
+			out[i] = r
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
+		return enc.Encode(out)
 	}
 	return fmt.Errorf("--format %q: expected table, csv or json", format)
 }
