@@ -258,7 +258,7 @@ func TestConfigResultsListConfigurationsWithoutDoneRuns(t *testing.T) {
 	require.NoError(t, cli.WriteConfigResults(&out, "table", "e", rows))
 	table := out.String()
 	require.Contains(t, table, "sensors=3000000")
-	require.Contains(t, table, "dddd (sensors=3000000): no done run — 2 run(s) failed: load not delivered: 22.1 % of the events")
+	require.Contains(t, table, "dddd (sensors=3000000): no done run — 2 runs failed: load not delivered: 22.1 % of the events")
 
 	out.Reset()
 	require.NoError(t, cli.WriteConfigResults(&out, "csv", "e", rows))

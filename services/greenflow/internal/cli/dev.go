@@ -110,7 +110,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
-		return fmt.Sprintf("submitted experiment %s: %d runs of %s", id, p.Runs, sf.file)
+		return fmt.Sprintf("submitted experiment %s: %s of %s", id, nRuns(p.Runs), sf.file)
 	})
 	if id == "" || werr != nil && !errors.Is(werr, context.Canceled) {
 		return werr

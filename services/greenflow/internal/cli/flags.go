@@ -179,6 +179,7 @@ const analysisUsage = `Analysis commands:
                                                              more than two: each against the first, Holm-adjusted
   greenflow export   EXPERIMENT --dir DIR                    tidy CSV: runs, phases, targets, results, samples, summary
   greenflow report   EXPERIMENT [-o FILE] [--max-runs N]     self-contained HTML report with SVG plots
+  greenflow prune    [--older-than 720h] [--dry-run]         drop whole days of samples that belong to no run
 
 They find ClickHouse like 'greenflow results': a running 'greenflow dev' through
 its state dir, --clickhouse-dsn, or the dev state's ClickHouse data.
@@ -187,13 +188,17 @@ its state dir, --clickhouse-dsn, or the dev state's ClickHouse data.
 // newAnalysisFlags returns a flag set that prints the analysis usage on -h.
 func newAnalysisFlags(name string, stderr io.Writer) (*flag.FlagSet, *connFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package prints a parse error before the usage; the command's
+	// caller prints it too: it is said once, after the usage.
+	fs.SetOutput(io.Discard)
 	var c connFlags
 	c.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, analysisUsage)
 		fmt.Fprintf(stderr, "\nFlags of %s:\n", name)
+		fs.SetOutput(stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs, &c
 }

@@ -43,7 +43,7 @@ func PlanPrune(days []store.SampleDay, cutoff uint32) []PruneDay {
 		case d.Day >= cutoff:
 			p.Why = "recent"
 		case d.Runs > 0:
-			p.Why = fmt.Sprintf("%d run(s) on it", d.Runs)
+			p.Why = nRuns(int(d.Runs)) + " on it"
 		default:
 			p.Action, p.Why = "drop", "no run on it"
 		}

@@ -56,7 +56,7 @@ func TestPruneDropsOldDaysNoRunTouches(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "2025-01-05  3     ")
 	require.Regexp(t, `2025-01-05 .* would drop +no run on it`, out)
-	require.Regexp(t, `2025-01-06 .* keep +1 run\(s\) on it`, out)
+	require.Regexp(t, `2025-01-06 .* keep +1 run on it`, out)
 	require.Regexp(t, `2025-01-07 .* would drop +no run on it`, out)
 	require.Regexp(t, `keep +recent`, out)
 	require.Contains(t, out, "would drop 2 day(s): 6 samples")

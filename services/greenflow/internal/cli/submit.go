@@ -38,7 +38,7 @@ func runValidate(args []string, stdout io.Writer) error {
 	if err := provisionerapp.CheckSpec(p.Experiment, data); err != nil {
 		return fmt.Errorf("%s: the system under test does not render:\n%w", sf.file, err)
 	}
-	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %d runs\n", sf.file, p.Experiment.Metadata.Name, p.Runs)
+	fmt.Fprintf(stdout, "%s: valid; experiment %q expands to %s\n", sf.file, p.Experiment.Metadata.Name, nRuns(p.Runs))
 	return nil
 }
 
@@ -68,7 +68,7 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	_, err = submitAndWatch(ctx, api, c.natsURL, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
-		return fmt.Sprintf("submitted experiment %s (%d runs)", id, p.Runs)
+		return fmt.Sprintf("submitted experiment %s (%s)", id, nRuns(p.Runs))
 	})
 	return err
 }

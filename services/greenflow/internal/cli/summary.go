@@ -219,7 +219,7 @@ func failureWords(s ConfigSummary) string {
 	if s.Failed == 0 {
 		return "its runs have not finished"
 	}
-	out := fmt.Sprintf("%d run(s) failed", s.Failed)
+	out := nRuns(s.Failed) + " failed"
 	if len(s.Reasons) > 0 {
 		out += ": " + strings.Join(s.Reasons, "; ")
 	}
@@ -365,4 +365,12 @@ func sortedKeys[T, V any](items []T, of func(T) map[string]V) []string {
 		}
 	}
 	return slices.Sorted(maps.Keys(set))
+}
+
+// nRuns is "1 run" or "N runs".
+func nRuns(n int) string {
+	if n == 1 {
+		return "1 run"
+	}
+	return strconv.Itoa(n) + " runs"
 }
