@@ -5,6 +5,7 @@ package loadtest
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"syscall"
@@ -292,21 +293,29 @@ func BenchmarkLoadGeneratorAgainstRawFranzGo(b *testing.B) {
 		return (h1 - h0) / d.Seconds()
 	}
 	var gen, raw float64
+	lo, hi := math.Inf(1), math.Inf(-1)
 	b.ResetTimer()
 	for i := range b.N {
+		var g, r float64
 		if i%2 == 0 {
-			gen += viaGenerator(i)
-			raw += viaRaw()
+			g = viaGenerator(i)
+			r = viaRaw()
 		} else {
-			raw += viaRaw()
-			gen += viaGenerator(i)
+			r = viaRaw()
+			g = viaGenerator(i)
 		}
+		gen, raw = gen+g, raw+r
+		lo, hi = min(lo, g/r), max(hi, g/r)
 	}
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(gen/n, "generator_msg/s")
 	b.ReportMetric(raw/n, "raw_msg/s")
 	b.ReportMetric(gen/raw, "generator/raw")
+	// The spread of the pairs' ratios: on a shared machine one pair can be
+	// far off, and the mean alone does not say so.
+	b.ReportMetric(lo, "ratio_min")
+	b.ReportMetric(hi, "ratio_max")
 }
 
 func (tr *hwmTrace) len() int {
