@@ -314,6 +314,24 @@ func TestCalibrationIsFixedForTheRun(t *testing.T) {
 	})
 	require.Equal(t, []string{"estimated"}, labels("r1"), "r1's model stays the one it began with")
 
+	// A collector restarted mid-run keeps each run's model: it reads it
+	// back from the collectors' bucket instead of taking whatever fit it
+	// knows at its first reading (none yet, or the newest) — r1 stays
+	// uncalibrated, r2 calibrated.
+	in.stop(t)
+	in = startCollector(t, url, cfg, st)
+	seen = time.Now().UnixMilli()
+	testenv.Eventually(t, 30*time.Second, "nodes a and b sampled 3 times after the restart", func() bool {
+		return countRows(t, st, "node = 'a' AND scope = 'node' AND ts_ms > ?", seen) >= 3 &&
+			countRows(t, st, "node = 'b' AND scope = 'node' AND ts_ms > ?", seen) >= 3
+	})
+	for _, l := range labels("r1") { // a row per incarnation
+		require.Equal(t, "estimated", l, "r1's model survives the collector's restart")
+	}
+	for _, l := range labels("r2") {
+		require.Equal(t, "estimated (calibrated on metered)", l, "r2's model survives the collector's restart")
+	}
+
 	publishRelease(t, in.b, "r1")
 	publishAssignMeters(t, in.b, "r3", target("a"), meters)
 	testenv.Eventually(t, 30*time.Second, "r3, a later run on node a, calibrated", func() bool {

@@ -1,11 +1,17 @@
 package collector
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -178,44 +184,118 @@ func (r *runner) recordRunMeters(p meterPlan, m energy.Measurement, profile *ene
 	r.c.records.addMeters(changed...)
 }
 
-// profileFor is a node's base profile with the newest calibration applied
-// (point 2: nodes without a meter use the model calibrated on a node with
-// one); without a calibration, the profile itself.
-func (c *Collector) profileFor(base energy.ModelProfile) energy.ModelProfile {
-	if base.NodeMaxWatts > 0 {
-		return base // the collector's configured node totals
-	}
-	if cal := c.calibrationFor(base.CPUModel); cal != nil {
-		return base.Calibrated(*cal)
-	}
-	return base
-}
-
-// fixedProfile is a profile and the runs sampled with it at the last
-// reading.
+// fixedProfile is a profile, the calibration it was taken with (nil: the
+// base profile) and the runs sampled with it at the last reading.
 type fixedProfile struct {
 	profile energy.ModelProfile
+	cal     *energy.Calibration
 	runs    map[string]bool
+}
+
+// keyModel prefixes, in the collectors' bucket, the model a source's active
+// runs are sampled with (storedModel), so that a restarted collector — or
+// the instance taking the source over — keeps their calibration.
+const keyModel = "model."
+
+// storedModel is a fixedProfile in the bucket.
+type storedModel struct {
+	Runs        []string            `json:"runs"`
+	Calibration *energy.Calibration `json:"calibration,omitempty"`
 }
 
 // fixedProfile returns the profile source's runs are sampled with: the
 // base profile with the calibration taken when none of the active runs has
 // been sampled with the current one (no run active, or all of them new),
 // kept while any of them is. A run joining a running one shares its model;
-// a fit published mid-run applies to later runs, never to part of one.
-func (c *Collector) fixedProfile(source string, base energy.ModelProfile, runs []plannedRun) energy.ModelProfile {
+// a fit published mid-run applies to later runs, never to part of one. The
+// choice is kept in the collectors' bucket whenever it or its runs change:
+// a collector restarted mid-run, or another one taking the source over,
+// reads it back instead of taking the newest fit (which a run begun before
+// it would then have been sampled with for only part of its window).
+func (c *Collector) fixedProfile(ctx context.Context, source string, base energy.ModelProfile, runs []plannedRun) energy.ModelProfile {
 	c.calMu.Lock()
 	f, ok := c.fixed[source]
 	c.calMu.Unlock()
-	if !ok || !slices.ContainsFunc(runs, func(pr plannedRun) bool { return f.runs[pr.runID] }) {
-		f.profile = c.profileFor(base)
+	if !ok && len(runs) > 0 {
+		f, ok = c.loadModel(ctx, source, base)
 	}
-	f.runs = make(map[string]bool, len(runs))
+	kept := ok && slices.ContainsFunc(runs, func(pr plannedRun) bool { return f.runs[pr.runID] })
+	if !kept {
+		f.cal = c.calibrationOf(base)
+		f.profile = base
+		if f.cal != nil {
+			f.profile = base.Calibrated(*f.cal)
+		}
+	}
+	now := make(map[string]bool, len(runs))
 	for _, pr := range runs {
-		f.runs[pr.runID] = true
+		now[pr.runID] = true
 	}
+	changed := !kept || !maps.Equal(now, f.runs)
+	f.runs = now
 	c.calMu.Lock()
 	c.fixed[source] = f
 	c.calMu.Unlock()
+	if changed && len(runs) > 0 {
+		c.saveModel(ctx, source, f)
+	}
 	return f.profile
+}
+
+// calibrationOf is the calibration a run starting now is sampled with on a
+// node of base: none with the collector's configured node totals, else the
+// newest fit (calibrationFor).
+func (c *Collector) calibrationOf(base energy.ModelProfile) *energy.Calibration {
+	if base.NodeMaxWatts > 0 {
+		return nil // the collector's configured node totals
+	}
+	return c.calibrationFor(base.CPUModel)
+}
+
+// loadModel reads source's stored model choice; false when there is none
+// (or the bucket cannot say: the newest fit is taken then, as before).
+func (c *Collector) loadModel(ctx context.Context, source string, base energy.ModelProfile) (fixedProfile, bool) {
+	if c.kv == nil {
+		return fixedProfile{}, false
+	}
+	kctx, cancel := context.WithTimeout(ctx, c.cfg.SourceTimeout)
+	defer cancel()
+	e, err := c.kv.Get(kctx, keyModel+kvKey(source))
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			c.logger.Warn("the model of a source's runs is unreadable; taking the newest fit", zap.String("source", source), zap.Error(err))
+		}
+		return fixedProfile{}, false
+	}
+	var sm storedModel
+	if err := json.Unmarshal(e.Value(), &sm); err != nil {
+		c.logger.Warn("the stored model of a source's runs is malformed; taking the newest fit", zap.String("source", source), zap.Error(err))
+		return fixedProfile{}, false
+	}
+	f := fixedProfile{profile: base, cal: sm.Calibration, runs: map[string]bool{}}
+	if sm.Calibration != nil {
+		f.profile = base.Calibrated(*sm.Calibration)
+	}
+	for _, r := range sm.Runs {
+		f.runs[r] = true
+	}
+	return f, true
+}
+
+// saveModel stores source's model choice; a failure is logged (the choice
+// holds in this process; only a restart before the next change loses it).
+func (c *Collector) saveModel(ctx context.Context, source string, f fixedProfile) {
+	if c.kv == nil {
+		return
+	}
+	sm := storedModel{Runs: slices.Sorted(maps.Keys(f.runs)), Calibration: f.cal}
+	b, err := json.Marshal(sm)
+	if err != nil {
+		return
+	}
+	kctx, cancel := context.WithTimeout(ctx, c.cfg.SourceTimeout)
+	defer cancel()
+	if _, err := c.kv.Put(kctx, keyModel+kvKey(source), b); err != nil {
+		c.logger.Warn("the model of a source's runs not stored; a restart would take the newest fit", zap.String("source", source), zap.Error(err))
+	}
 }

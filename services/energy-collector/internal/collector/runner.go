@@ -214,7 +214,7 @@ func (r *runner) tick(ctx context.Context) error {
 		return nil // a previous owner's clock ran ahead of ours; wait for it
 	}
 	plan := r.c.assign.plan(r.sc.Node, r.c.cfg.Interval)
-	profile := r.applyModel(plan)
+	profile := r.applyModel(ctx, plan)
 	rctx, cancel := context.WithTimeout(ctx, r.c.cfg.SourceTimeout)
 	m, err := r.src.Read(rctx, now)
 	cancel()
@@ -303,7 +303,7 @@ func (r *runner) setHealth(ok bool, err error) {
 // one, before its reading: the interval that reading closes is estimated
 // with it. It returns the profile applied, or nil when the source
 // measures.
-func (r *runner) applyModel(p meterPlan) *energy.ModelProfile {
+func (r *runner) applyModel(ctx context.Context, p meterPlan) *energy.ModelProfile {
 	md, ok := r.src.(energy.Modelled)
 	if !ok || md.ModelMeter() == nil {
 		return nil
@@ -316,7 +316,7 @@ func (r *runner) applyModel(p meterPlan) *energy.ModelProfile {
 		}
 		r.profile = &base
 	}
-	eff := applyModel(r.c.fixedProfile(r.sc.ID, *r.profile, p.runs), p.model)
+	eff := applyModel(r.c.fixedProfile(ctx, r.sc.ID, *r.profile, p.runs), p.model)
 	if err := md.ModelMeter().SetModel(eff.IdleWatts(), eff.MaxWatts()); err != nil {
 		r.logger.Warn("model refused; the previous one stays", zap.Error(err))
 	}
