@@ -1,0 +1,322 @@
+package deploy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	psaapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
+	sigyaml "sigs.k8s.io/yaml"
+)
+
+// manifests are the typed objects of deploy/base, as kubectl would apply them.
+type manifests struct {
+	namespaces map[string]corev1.Namespace
+	workloads  []workload
+	policies   []networkingv1.NetworkPolicy
+}
+
+// workload is a Deployment's or DaemonSet's pod template.
+type workload struct {
+	kind, name, namespace string
+	pod                   corev1.PodTemplateSpec
+}
+
+func loadBase(t *testing.T) manifests {
+	t.Helper()
+	raw, err := os.ReadFile("base/kustomization.yaml")
+	require.NoError(t, err)
+	var k struct {
+		Resources []string `yaml:"resources"`
+	}
+	require.NoError(t, yaml.Unmarshal(raw, &k))
+	m := manifests{namespaces: map[string]corev1.Namespace{}}
+	for _, r := range k.Resources {
+		data, err := os.ReadFile(filepath.Join("base", r))
+		require.NoError(t, err)
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		for i := 0; ; i++ {
+			var doc map[string]any
+			err := dec.Decode(&doc)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			js, err := sigyaml.Marshal(doc)
+			require.NoError(t, err)
+			unmarshal := func(into any) {
+				require.NoError(t, sigyaml.UnmarshalStrict(js, into), "%s document %d", r, i)
+			}
+			switch doc["kind"] {
+			case "Namespace":
+				var ns corev1.Namespace
+				unmarshal(&ns)
+				m.namespaces[ns.Name] = ns
+			case "Deployment":
+				var d appsv1.Deployment
+				unmarshal(&d)
+				m.workloads = append(m.workloads, workload{"Deployment", d.Name, d.Namespace, d.Spec.Template})
+			case "DaemonSet":
+				var d appsv1.DaemonSet
+				unmarshal(&d)
+				m.workloads = append(m.workloads, workload{"DaemonSet", d.Name, d.Namespace, d.Spec.Template})
+			case "NetworkPolicy":
+				var p networkingv1.NetworkPolicy
+				unmarshal(&p)
+				m.policies = append(m.policies, p)
+			}
+		}
+	}
+	return m
+}
+
+// Every workload is admitted by Pod Security admission's own checks
+// (k8s.io/pod-security-admission, what the API server runs) at the level its
+// namespace enforces; every service but the energy collector runs in a
+// namespace enforcing "restricted"; the collector is refused "baseline"
+// only for its host paths, which are read-only, and holds no privilege,
+// capability, host namespace or escalation.
+func TestWorkloadsPassPodSecurity(t *testing.T) {
+	m := loadBase(t)
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	require.NoError(t, err)
+	check := func(w workload, level psaapi.Level) policy.AggregateCheckResult {
+		return policy.AggregateCheckResults(eval.EvaluatePod(psaapi.LevelVersion{Level: level, Version: psaapi.LatestVersion()},
+			&w.pod.ObjectMeta, &w.pod.Spec))
+	}
+	require.Len(t, m.workloads, 5, "scheduler, provisioner, load-generator, analyzer, energy-collector")
+	for _, w := range m.workloads {
+		ns, ok := m.namespaces[w.namespace]
+		require.True(t, ok, "%s %s: namespace %q is not among the manifests", w.kind, w.name, w.namespace)
+		level, err := psaapi.ParseLevel(ns.Labels[psaapi.EnforceLevelLabel])
+		require.NoError(t, err, "namespace %s enforces no Pod Security level", ns.Name)
+		res := check(w, level)
+		require.True(t, res.Allowed, "%s %s refused at %s: %s", w.kind, w.name, level, res.ForbiddenDetail())
+		if w.name != "energy-collector" {
+			require.Equal(t, psaapi.LevelRestricted, level, "%s runs under restricted", w.name)
+			continue
+		}
+		// The collector: everything but its host paths fits baseline.
+		base := check(w, psaapi.LevelBaseline)
+		require.False(t, base.Allowed)
+		require.Equal(t, []string{"hostPath volumes"}, base.ForbiddenReasons, base.ForbiddenDetail())
+		spec := w.pod.Spec
+		require.False(t, spec.HostPID || spec.HostNetwork || spec.HostIPC, "no host namespace")
+		require.NotNil(t, spec.AutomountServiceAccountToken)
+		require.False(t, *spec.AutomountServiceAccountToken, "no API token")
+		hostPaths := map[string]bool{}
+		for _, v := range spec.Volumes {
+			if v.HostPath != nil {
+				hostPaths[v.Name] = true
+			}
+		}
+		require.NotEmpty(t, hostPaths)
+		for _, c := range spec.Containers {
+			sc := c.SecurityContext
+			require.NotNil(t, sc)
+			require.False(t, sc.Privileged != nil && *sc.Privileged, "not privileged")
+			require.NotNil(t, sc.AllowPrivilegeEscalation)
+			require.False(t, *sc.AllowPrivilegeEscalation)
+			require.NotNil(t, sc.Capabilities)
+			require.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
+			require.Empty(t, sc.Capabilities.Add, "no capability")
+			for _, vm := range c.VolumeMounts {
+				if hostPaths[vm.Name] {
+					require.True(t, vm.ReadOnly, "host path %s mounted read-only", vm.Name)
+				}
+			}
+		}
+	}
+}
+
+// endpoint is one side of a connection: a pod (namespace, labels) or an
+// address outside the cluster's pods (ip).
+type endpoint struct {
+	ns     string
+	labels map[string]string
+	ip     string
+}
+
+func svc(name string) endpoint {
+	ns := "greenflow"
+	if name == "energy-collector" {
+		ns = "greenflow-collector"
+	}
+	return endpoint{ns: ns, labels: map[string]string{"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "greenflow"}}
+}
+
+// allowed evaluates the policies as the network plugin does: a pod that
+// some policy of a direction selects is isolated in it, and a connection
+// is allowed when the source may send it and the destination receive it.
+func (m manifests) allowed(from, to endpoint, proto corev1.Protocol, port int) bool {
+	return m.direction(networkingv1.PolicyTypeEgress, from, to, proto, port) &&
+		m.direction(networkingv1.PolicyTypeIngress, to, from, proto, port)
+}
+
+func (m manifests) direction(dir networkingv1.PolicyType, self, peer endpoint, proto corev1.Protocol, port int) bool {
+	if self.ip != "" {
+		return true // not a pod: no policy applies to it
+	}
+	isolated := false
+	for _, p := range m.policies {
+		if p.Namespace != self.ns || !hasType(p, dir) || !matches(p.Spec.PodSelector, self.labels) {
+			continue
+		}
+		isolated = true
+		if dir == networkingv1.PolicyTypeEgress {
+			for _, r := range p.Spec.Egress {
+				if portsMatch(r.Ports, proto, port) && m.peersMatch(r.To, p.Namespace, peer) {
+					return true
+				}
+			}
+		} else {
+			for _, r := range p.Spec.Ingress {
+				if portsMatch(r.Ports, proto, port) && m.peersMatch(r.From, p.Namespace, peer) {
+					return true
+				}
+			}
+		}
+	}
+	return !isolated
+}
+
+func hasType(p networkingv1.NetworkPolicy, t networkingv1.PolicyType) bool {
+	for _, x := range p.Spec.PolicyTypes {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+func matches(sel metav1.LabelSelector, l map[string]string) bool {
+	s, err := metav1.LabelSelectorAsSelector(&sel)
+	if err != nil {
+		panic(err)
+	}
+	return s.Matches(labels.Set(l))
+}
+
+func portsMatch(ports []networkingv1.NetworkPolicyPort, proto corev1.Protocol, port int) bool {
+	if len(ports) == 0 {
+		return true
+	}
+	for _, p := range ports {
+		pr := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			pr = *p.Protocol
+		}
+		if pr == proto && (p.Port == nil || p.Port.IntValue() == port) {
+			return true
+		}
+	}
+	return false
+}
+
+func (m manifests) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS string, peer endpoint) bool {
+	if len(peers) == 0 {
+		return true
+	}
+	for _, p := range peers {
+		if p.IPBlock != nil {
+			_, cidr, err := net.ParseCIDR(p.IPBlock.CIDR)
+			if err == nil && peer.ip != "" && cidr.Contains(net.ParseIP(peer.ip)) {
+				return true
+			}
+			continue
+		}
+		if peer.ip != "" {
+			continue
+		}
+		nsOK := peer.ns == policyNS
+		if p.NamespaceSelector != nil {
+			nsOK = matches(*p.NamespaceSelector, map[string]string{"kubernetes.io/metadata.name": peer.ns})
+		}
+		podOK := p.PodSelector == nil || matches(*p.PodSelector, peer.labels)
+		if nsOK && podOK {
+			return true
+		}
+	}
+	return false
+}
+
+// The network policies allow exactly the flows the architecture has: every
+// service reaches DNS, NATS and ClickHouse; only the services that use
+// Kafka reach it; only the provisioner reaches the Kubernetes API; the HTTP
+// port is reachable from GreenFlow's namespace (not from its services:
+// they talk over NATS) and Prometheus's, nothing else is, in or out.
+func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
+	m := loadBase(t)
+	nats := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats"}}
+	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse"}}
+	kafka := endpoint{ns: "kafka", labels: map[string]string{"strimzi.io/kind": "Kafka"}}
+	dns := endpoint{ns: "kube-system", labels: map[string]string{"k8s-app": "kube-dns"}}
+	apiServer := endpoint{ip: "10.96.0.1"}
+	prometheus := endpoint{ns: "monitoring", labels: map[string]string{"app.kubernetes.io/name": "prometheus"}}
+	stranger := endpoint{ns: "default", labels: map[string]string{"app": "web"}}
+	console := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "grafana"}}
+	sut := endpoint{ns: "gf-run-e1-r0000", labels: map[string]string{"app": "uc3"}}
+	usesKafka := map[string]bool{"scheduler": true, "provisioner": true, "load-generator": true, "analyzer": true}
+
+	type flow struct {
+		from, to endpoint
+		proto    corev1.Protocol
+		port     int
+		want     bool
+	}
+	var flows []flow
+	for _, w := range m.workloads {
+		s := svc(w.name)
+		require.Equal(t, s.labels, w.pod.Labels, "%s's pod labels", w.name)
+		flows = append(flows,
+			flow{s, dns, corev1.ProtocolUDP, 53, true},
+			flow{s, nats, corev1.ProtocolTCP, 4222, true},
+			flow{s, clickhouse, corev1.ProtocolTCP, 9000, true},
+			flow{s, kafka, corev1.ProtocolTCP, 9092, usesKafka[w.name]},
+			flow{s, apiServer, corev1.ProtocolTCP, 443, w.name == "provisioner"},
+			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 80, false},
+			flow{s, sut, corev1.ProtocolTCP, 8080, false},
+			flow{s, stranger, corev1.ProtocolTCP, 5432, false},
+			flow{prometheus, s, corev1.ProtocolTCP, 9464, true},
+			flow{stranger, s, corev1.ProtocolTCP, 9464, false},
+			flow{sut, s, corev1.ProtocolTCP, 9464, false},
+			flow{svc("scheduler"), s, corev1.ProtocolTCP, 22, false},
+		)
+		// Services never call each other over HTTP (they talk over NATS);
+		// a pod of GreenFlow's namespace that is not a service (a console,
+		// Grafana) may call the APIs.
+		flows = append(flows, flow{svc("analyzer"), s, corev1.ProtocolTCP, 9464, false})
+		if w.name != "energy-collector" {
+			flows = append(flows, flow{console, s, corev1.ProtocolTCP, 9464, true})
+		}
+	}
+	for _, f := range flows {
+		name := fmt.Sprintf("%s → %s %s/%d", describe(f.from), describe(f.to), f.proto, f.port)
+		require.Equal(t, f.want, m.allowed(f.from, f.to, f.proto, f.port), name)
+	}
+}
+
+func describe(e endpoint) string {
+	if e.ip != "" {
+		return e.ip
+	}
+	name := e.labels["app.kubernetes.io/name"]
+	if name == "" {
+		name = strings.TrimSpace(fmt.Sprint(e.labels))
+	}
+	return e.ns + "/" + name
+}
