@@ -265,7 +265,7 @@ func runPlots(ctx context.Context, st *store.Store, e experiment, maxRuns int) (
 // runTable is the runs table: one row a run, with its state and reason.
 func runTable(rows []ResultRow) (head []string, body [][]string) {
 	head = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
-		"gaps", "estimated", "flags"}
+		"lag SLO", "gaps", "estimated", "flags"}
 	for _, r := range rows {
 		metric := func(name, format string) string {
 			v, ok := r.Metrics[name]
@@ -280,7 +280,7 @@ func runTable(rows []ResultRow) (head []string, body [][]string) {
 		}
 		body = append(body, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
-			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), metric(results.QualitySampleGaps, "%.0f"),
+			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), runLagSLO(r), metric(results.QualitySampleGaps, "%.0f"),
 			map[bool]string{true: "yes", false: ""}[r.Estimated], flagList(r.Flags)})
 	}
 	return head, body
@@ -301,14 +301,6 @@ func countDone(rows []ResultRow) int {
 func loadFactor(name string) bool {
 	n := strings.ToLower(name)
 	return strings.Contains(n, "sensors") || strings.Contains(n, "periodms") || strings.Contains(n, "rate")
-}
-
-// loadPlot draws a metric's mean ± CI against mean offered load, one line per
-// combination of the non-load factors, and each repetition beside it.
-func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
-	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
-	p.Series = append(meanLines(sums, metric), repetitions(sums, rows, metric))
-	return p
 }
 
 func sortSeriesByX(s *series) {
@@ -455,11 +447,11 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 
 <h2>Energy per event vs load</h2>
 {{range .LoadPlots}}{{.}}{{end}}
-<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load.</p>
+<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load. Crosses, off the lines: runs and configurations that failed the lag SLO — the SUT fell behind, so their energy per event divides by events put into Kafka that it never processed and is not comparable with the rest.</p>
 
 <h2>Throughput: did the system keep up?</h2>
 {{.Throughput}}
-<p class="note">Delivered events per second in the measured window (mean ± {{pct .Level}} CI; grey: each repetition) against the offered load. On the dashed line the system delivers what is offered.</p>
+<p class="note">Delivered: events per second the load generator put into Kafka in the measured window (mean ± {{pct .Level}} CI; grey: each repetition) against the offered load. Processed (estimated from lag growth): delivered less the consumer lag's fitted trend, at least 0 — what the SUT kept up with. On the dashed line the system handles what is offered; processed points below it mean the SUT fell behind.</p>
 
 <h2>Pareto front</h2>
 {{.Pareto}}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -26,6 +27,10 @@ type series struct {
 	Marker bool      // draw a marker per point
 	Dash   bool
 	Width  float64 // line width; default 1.6
+	// Shape is the marker: a filled circle by default, or "cross" — a
+	// point that is not comparable with the rest (a run that failed its
+	// SLO) must not look like one that is.
+	Shape string
 }
 
 // band shades [X0, X1] across the plot, e.g. a run phase.
@@ -43,6 +48,8 @@ type plot struct {
 	Bands                 []band
 	YFromZero             bool
 	XPad                  bool // leave room beside the extreme points (scatter plots)
+	// Notes are printed under the legend: what a mark on the plot means.
+	Notes []string
 }
 
 const (
@@ -117,6 +124,7 @@ func (p plot) SVG() string {
 	for i, s := range p.Series {
 		s.write(&sb, f, i)
 	}
+	p.writeLegend(&sb, f)
 	sb.WriteString(`</svg>`)
 	return sb.String()
 }
@@ -225,10 +233,7 @@ func (p plot) writeAxes(sb *strings.Builder, f frame) {
 // write draws the i-th series: its line, error bars, markers, point labels
 // and legend entry.
 func (s series) write(sb *strings.Builder, f frame, i int) {
-	color := s.Color
-	if color == "" {
-		color = palette[i%len(palette)]
-	}
+	color := seriesColor(s, i)
 	width := s.Width
 	if width == 0 {
 		width = 1.6
@@ -258,22 +263,108 @@ func (s series) write(sb *strings.Builder, f frame, i int) {
 				x, y0, y1, x-4, y0, x+4, x-4, y1, x+4, color)
 		}
 		if s.Marker {
-			fmt.Fprintf(sb, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`, x, y, color)
+			writeMarker(sb, s.Shape, x, y, color)
 		}
 		if j < len(s.Labels) && s.Labels[j] != "" {
 			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#333">%s</text>`, x+6, y-6, html.EscapeString(s.Labels[j]))
 		}
 	}
-	ly := padTop + 8 + float64(i)*18
-	lx := padLeft + f.pw + 14
-	fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, ly, ly, color, dash)
-	fmt.Fprintf(sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(truncate(s.Name, 27)))
 }
 
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
+// seriesColor is the i-th series' colour: its own, else the palette's.
+func seriesColor(s series, i int) string {
+	if s.Color != "" {
+		return s.Color
 	}
-	return string(r[:n-1]) + "…"
+	return palette[i%len(palette)]
+}
+
+// writeMarker draws one marker of shape at (x, y).
+func writeMarker(sb *strings.Builder, shape string, x, y float64, color string) {
+	switch shape {
+	case "cross":
+		fmt.Fprintf(sb, `<path d="M%.1f %.1fl8 8m0 -8l-8 8" stroke="%s" stroke-width="2.2" fill="none"/>`, x-4, y-4, color)
+	default:
+		fmt.Fprintf(sb, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"/>`, x, y, color)
+	}
+}
+
+// legendChars is how many characters fit on a legend line.
+const legendChars = 28
+
+// writeLegend lists the series right of the plot — a line for lines, the
+// marker for markers only — each name wrapped whole over as many lines as
+// it needs (a cut name can make two entries look alike), then the notes.
+func (p plot) writeLegend(sb *strings.Builder, f frame) {
+	lx := padLeft + f.pw + 14
+	ly := padTop + 8
+	sb.WriteString(`<g class="legend">`)
+	defer sb.WriteString(`</g>`)
+	for i, s := range p.Series {
+		if s.Name == "" {
+			continue
+		}
+		color := seriesColor(s, i)
+		switch {
+		case s.Line || !s.Marker:
+			dash := ""
+			if s.Dash {
+				dash = ` stroke-dasharray="5 3"`
+			}
+			fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, ly, ly, color, dash)
+		default:
+			writeMarker(sb, s.Shape, lx+9, ly, color)
+		}
+		for j, line := range wrapWords(noNegZero(s.Name), legendChars) {
+			if j > 0 {
+				ly += 14
+			}
+			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f">%s</text>`, lx+24, ly+4, html.EscapeString(line))
+		}
+		ly += 18
+	}
+	for _, n := range p.Notes {
+		for _, line := range wrapWords(n, legendChars+3) {
+			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#555">%s</text>`, lx, ly+4, html.EscapeString(line))
+			ly += 12
+		}
+		ly += 6
+	}
+}
+
+// wrapWords breaks s into lines of at most n characters at spaces (a word
+// longer than n goes on a line of its own, whole).
+func wrapWords(s string, n int) []string {
+	var lines []string
+	cur := ""
+	for _, w := range strings.Fields(s) {
+		switch {
+		case cur == "":
+			cur = w
+		case len([]rune(cur))+1+len([]rune(w)) <= n:
+			cur += " " + w
+		default:
+			lines = append(lines, cur)
+			cur = w
+		}
+	}
+	if cur != "" || len(lines) == 0 {
+		lines = append(lines, cur)
+	}
+	return lines
+}
+
+// negZero matches a number that prints as negative zero ("-0", "-0.0000").
+var negZero = regexp.MustCompile(`(^|[^0-9.])-(0(?:\.0+)?)($|[^0-9])`)
+
+// noNegZero drops the sign of every negative zero in s: a value that
+// rounds to zero is zero, whichever side it came from.
+func noNegZero(s string) string {
+	for {
+		t := negZero.ReplaceAllString(s, "${1}${2}${3}")
+		if t == s {
+			return s
+		}
+		s = t
+	}
 }
