@@ -293,8 +293,8 @@ func WriteComparison(w io.Writer, cmp Comparison, level float64) error {
 			cb += " ‡"
 			marked = true
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, ca, cb, diff,
-			num(r.T, "%.2f"), num(r.DF, "%.1f"), num(r.P, "%.3g"), num(g, "%.2f"), mark)
+		fmt.Fprint(tw, noNegZero(fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, ca, cb, diff,
+			num(r.T, "%.2f"), num(r.DF, "%.1f"), num(r.P, "%.3g"), num(g, "%.2f"), mark)))
 	}
 	return flushMarked(tw, w, marked)
 }

@@ -160,7 +160,7 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 				mark = "*"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, letter(index[r.Group]), r.N, mean, diff, p, g, mark)
+		fmt.Fprint(tw, noNegZero(fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, letter(index[r.Group]), r.N, mean, diff, p, g, mark)))
 	}
 	return flushMarked(tw, w, marked)
 }

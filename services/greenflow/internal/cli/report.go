@@ -420,7 +420,8 @@ func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []stor
 }
 
 var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct": func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) },
+	"pct":  func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) },
+	"cell": noNegZero,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>GreenFlow report {{.ID}}</title>
@@ -442,7 +443,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 <h2>Per configuration</h2>
 <p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
 <table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .Summary}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .Summary}}<tr>{{range .}}<td>{{cell .}}</td>{{end}}</tr>{{end}}</table>
 {{range .SummaryNotes}}<p class="note">{{.}}</p>{{end}}
 
 <h2>Energy per event vs load</h2>
@@ -469,7 +470,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 <h2>Data quality</h2>
 <p class="note">Per run: how much of the window no sample covered, gaps bridged and the energy in them, samples that arrived late, counter resets, the attribution residual (node total minus its parts), the gaps the collectors recorded, the difference between two meters of one node, and the flags — on the measurement (data flags) and on derived figures (caveats). Explanations below the runs table.</p>
 <table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .QualityRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .QualityRows}}<tr>{{range .}}<td>{{cell .}}</td>{{end}}</tr>{{end}}</table>
 
 <h2>Provenance</h2>
 <table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>
@@ -477,7 +478,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 
 <h2>Runs</h2>
 <table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .RunRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+{{range .RunRows}}<tr>{{range .}}<td>{{cell .}}</td>{{end}}</tr>{{end}}</table>
 {{range .RunNotes}}<p class="note">{{.}}</p>{{end}}
 </body></html>
 `))

@@ -225,7 +225,9 @@ func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 // lagPlot draws a run's consumer lag (summed over partitions) over its
 // measured window, with the slope the analyzer fitted and the SLO's largest
 // slope, both from the start of the fit: the verdict is which of the two
-// the lag follows.
+// the lag follows. The axes fit the lag, not the SLO's line: a lag of a
+// few hundred under a threshold of 25,000 would be a flat line at the
+// bottom; where the SLO's line leaves the plot a note says where it ends.
 func lagPlot(ctx context.Context, st *store.Store, r store.Run, metrics map[string]float64) (plot, bool, error) {
 	var fs map[string]string
 	_ = json.Unmarshal([]byte(r.Factors), &fs)
@@ -274,7 +276,7 @@ func lagPlot(ctx context.Context, st *store.Store, r store.Run, metrics map[stri
 			series{Name: fmt.Sprintf("fitted trend %+.0f msg/s", slope), X: []float64{start, end}, Y: []float64{y0, y0 + slope*(end-start)},
 				Line: true, Dash: true, Color: "#D55E00"},
 			series{Name: fmt.Sprintf("SLO limit %+.0f msg/s", limit), X: []float64{start, end}, Y: []float64{y0, y0 + limit*(end-start)},
-				Line: true, Dash: true, Color: "#000000", Width: 1})
+				Line: true, Dash: true, Color: "#000000", Width: 1, NoScale: true, AboveLabel: "SLO threshold"})
 		p.Bands = append(p.Bands, band{X0: 0, X1: start, Label: "not fitted"})
 	}
 	return p, true, nil

@@ -27,6 +27,12 @@ type series struct {
 	Marker bool      // draw a marker per point
 	Dash   bool
 	Width  float64 // line width; default 1.6
+	// NoScale: the series does not stretch the axes (a reference line far
+	// above the data would squash it flat); it is drawn clipped to the
+	// plot, and when it leaves it upwards a note says where it goes,
+	// starting with AboveLabel.
+	NoScale    bool
+	AboveLabel string
 	// Shape is the marker: a filled circle by default, or "cross" — a
 	// point that is not comparable with the rest (a run that failed its
 	// SLO) must not look like one that is.
@@ -124,6 +130,11 @@ func (p plot) SVG() string {
 	for i, s := range p.Series {
 		s.write(&sb, f, i)
 	}
+	for _, s := range p.Series {
+		if top := maxY(s); s.NoScale && s.AboveLabel != "" && top > f.yhi {
+			p.Notes = append(p.Notes, s.AboveLabel+" "+thousands(top)+" (above the plot)")
+		}
+	}
 	p.writeLegend(&sb, f)
 	sb.WriteString(`</svg>`)
 	return sb.String()
@@ -152,11 +163,23 @@ func (p plot) frame() (frame, bool) {
 		}
 	}
 	for _, s := range p.Series {
+		if s.NoScale {
+			continue
+		}
 		for i := range s.X {
 			see(s.X[i], s.Y[i])
 			if i < len(s.Lo) {
 				see(s.X[i], s.Lo[i])
 				see(s.X[i], s.Hi[i])
+			}
+		}
+	}
+	// A reference line not far above the data (half its top again) is
+	// worth the room; one far above is cut and noted instead.
+	for _, s := range p.Series {
+		if s.NoScale && yhi > 0 && maxY(s) <= yhi*1.5 {
+			for i := range s.X {
+				see(s.X[i], s.Y[i])
 			}
 		}
 	}
@@ -242,6 +265,10 @@ func (s series) write(sb *strings.Builder, f frame, i int) {
 	if s.Dash {
 		dash = ` stroke-dasharray="5 3"`
 	}
+	if s.NoScale {
+		s.writeClipped(sb, f, color, width, dash)
+		return
+	}
 	if s.Line && len(s.X) > 1 {
 		var pts []string
 		for j := range s.X {
@@ -269,6 +296,59 @@ func (s series) write(sb *strings.Builder, f frame, i int) {
 			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#333">%s</text>`, x+6, y-6, html.EscapeString(s.Labels[j]))
 		}
 	}
+}
+
+// writeClipped draws a NoScale series' line within the plot's y range:
+// each segment cut where it leaves the range.
+func (s series) writeClipped(sb *strings.Builder, f frame, color string, width float64, dash string) {
+	var d strings.Builder
+	for j := 1; j < len(s.X); j++ {
+		x0, y0, x1, y1 := s.X[j-1], s.Y[j-1], s.X[j], s.Y[j]
+		if math.IsNaN(y0) || math.IsNaN(y1) {
+			continue
+		}
+		if y0 > y1 {
+			x0, y0, x1, y1 = x1, y1, x0, y0
+		}
+		if y1 < f.ylo || y0 > f.yhi {
+			continue // wholly outside
+		}
+		at := func(y float64) float64 { return x0 + (x1-x0)*(y-y0)/(y1-y0) }
+		if y1 > f.yhi {
+			x1, y1 = at(f.yhi), f.yhi
+		}
+		if y0 < f.ylo {
+			x0, y0 = at(f.ylo), f.ylo
+		}
+		fmt.Fprintf(&d, "M%.1f %.1fL%.1f %.1f", f.sx(x0), f.sy(y0), f.sx(x1), f.sy(y1))
+	}
+	if d.Len() > 0 {
+		fmt.Fprintf(sb, `<path fill="none" stroke="%s" stroke-width="%g"%s d="%s"/>`, color, width, dash, d.String())
+	}
+}
+
+// maxY is the largest y of a series (-Inf without any).
+func maxY(s series) float64 {
+	top := math.Inf(-1)
+	for _, y := range s.Y {
+		if !math.IsNaN(y) {
+			top = math.Max(top, y)
+		}
+	}
+	return top
+}
+
+// thousands prints v rounded to a whole number with thousands separated
+// by commas: 25,000.
+func thousands(v float64) string {
+	s := strconv.FormatFloat(math.Abs(math.Round(v)), 'f', 0, 64)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if math.Round(v) < 0 {
+		s = "-" + s
+	}
+	return s
 }
 
 // seriesColor is the i-th series' colour: its own, else the palette's.
@@ -355,7 +435,9 @@ func wrapWords(s string, n int) []string {
 }
 
 // negZero matches a number that prints as negative zero ("-0", "-0.0000").
-var negZero = regexp.MustCompile(`(^|[^0-9.])-(0(?:\.0+)?)($|[^0-9])`)
+// The sign must start a token (after a space, "(", "=", ":" …) so that an
+// id such as "run-0" is left alone.
+var negZero = regexp.MustCompile(`(^|[\s(\[±=:,;/])-(0(?:\.0+)?)($|[^0-9.e])`)
 
 // noNegZero drops the sign of every negative zero in s: a value that
 // rounds to zero is zero, whichever side it came from.
