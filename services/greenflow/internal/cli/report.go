@@ -68,7 +68,7 @@ func provenanceRows(p results.Provenance) [][2]string {
 	out := [][2]string{{"spec hash", p.SpecHash}, {"greenflow version", p.GreenflowVersion}, {"commit", commit},
 		{"seed", strconv.FormatInt(p.Seed, 10)}, {"machine (scheduler)", compact(p.Machine)}}
 	for _, m := range p.Meters {
-		v := "requested " + compact(m.Requested)
+		v := "requested " + setOnly(m.Requested)
 		if len(m.Effective) > 0 {
 			v += "; effective " + compact(m.Effective)
 		} else if m.EffectiveNote != "" {
@@ -80,6 +80,63 @@ func provenanceRows(p results.Provenance) [][2]string {
 		out = append(out, [2]string{"missing", x})
 	}
 	return out
+}
+
+// notSetNote stands for a meters section the spec left empty.
+const notSetNote = "(not set: the collector's profile)"
+
+// setOnly is a spec section as the spec set it: the stored JSON carries
+// every field, zero where the spec said nothing ({"model":{"idleWatts":0,
+// "maxWatts":0}} for no model), so zeros, empty strings, nulls and what is
+// empty once they are gone are left out; an empty section is notSetNote.
+func setOnly(raw []byte) string {
+	if len(raw) == 0 {
+		return "not recorded"
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "not recorded"
+	}
+	v, ok := pruneZero(v)
+	if !ok {
+		return notSetNote
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "not recorded"
+	}
+	return string(b)
+}
+
+// pruneZero drops the zero values from decoded JSON; ok is false when
+// nothing is left.
+func pruneZero(v any) (any, bool) {
+	switch x := v.(type) {
+	case nil:
+		return nil, false
+	case float64:
+		return x, x != 0
+	case string:
+		return x, x != ""
+	case map[string]any:
+		for k, e := range x {
+			if e, ok := pruneZero(e); ok {
+				x[k] = e
+			} else {
+				delete(x, k)
+			}
+		}
+		return x, len(x) > 0
+	case []any:
+		var out []any
+		for _, e := range x {
+			if e, ok := pruneZero(e); ok {
+				out = append(out, e)
+			}
+		}
+		return out, len(out) > 0
+	}
+	return v, true
 }
 
 // appendOnce appends s to list unless it is there.
