@@ -130,6 +130,7 @@ func (p plot) SVG() string {
 	for i, s := range p.Series {
 		s.write(&sb, f, i)
 	}
+	p.writeBandLabels(&sb, f)
 	for _, s := range p.Series {
 		if top := maxY(s); s.NoScale && s.AboveLabel != "" && top > f.yhi {
 			p.Notes = append(p.Notes, s.AboveLabel+" "+thousands(top)+" (above the plot)")
@@ -226,9 +227,17 @@ func (p plot) writeBands(sb *strings.Builder, f frame) {
 		}
 		x0, x1 := f.sx(math.Max(b.X0, f.xlo)), f.sx(math.Min(b.X1, f.xhi))
 		fmt.Fprintf(sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"/>`, x0, padTop, math.Max(0, x1-x0), f.ph, fill)
+	}
+}
+
+// writeBandLabels names the bands over everything else — gridlines and
+// data — each on a white halo, so no line strikes a label through.
+func (p plot) writeBandLabels(sb *strings.Builder, f frame) {
+	for _, b := range p.Bands {
+		x0, x1 := f.sx(math.Max(b.X0, f.xlo)), f.sx(math.Min(b.X1, f.xhi))
 		if x1-x0 > 24 {
-			fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle">%s</text>`, (x0+x1)/2, padTop+11,
-				html.EscapeString(b.Label))
+			fmt.Fprintf(sb, `<text class="band-label" x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="middle" stroke="#fff" `+
+				`stroke-width="3" stroke-linejoin="round" paint-order="stroke">%s</text>`, (x0+x1)/2, padTop+11, html.EscapeString(b.Label))
 		}
 	}
 }

@@ -69,3 +69,21 @@ func beforeLegend(svg string) string {
 	}
 	return svg
 }
+
+// TestBandLabelsAreNotStruckThrough: a phase's label is drawn after the
+// gridlines and the data, on a white halo.
+func TestBandLabelsAreNotStruckThrough(t *testing.T) {
+	p := plot{Title: "power", Series: []series{{Name: "node", X: []float64{0, 10}, Y: []float64{7, 7}, Line: true}},
+		Bands: []band{{X0: 0, X1: 4, Label: "baseline"}, {X0: 4, X1: 10, Label: "measure"}}}
+	svg := p.SVG()
+	wellFormed(t, svg)
+	for _, label := range []string{"baseline", "measure"} {
+		i := strings.Index(svg, ">"+label+"</text>")
+		require.Positive(t, i, label)
+		require.Greater(t, i, strings.LastIndex(svg, `stroke="#ddd"`), "%s above the gridlines", label)
+		require.Greater(t, i, strings.Index(svg, "<polyline"), "%s above the data", label)
+		tag := svg[strings.LastIndex(svg[:i], "<text"):i]
+		require.Contains(t, tag, `stroke="#fff"`, "a halo behind %s", label)
+		require.Contains(t, tag, `paint-order="stroke"`)
+	}
+}
