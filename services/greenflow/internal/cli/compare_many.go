@@ -181,7 +181,7 @@ func ComparePlot(groups []Group, metric string, level float64) (plot, error) {
 		d := stats.Describe(xs, level)
 		x := float64(i + 1)
 		p.Series = append(p.Series, series{Name: letter(i) + ": " + g.Label, X: []float64{x}, Y: []float64{d.Mean}, Lo: []float64{d.CILow},
-			Hi: []float64{d.CIHigh}, Marker: true, Labels: []string{letter(i)}})
+			Hi: []float64{d.CIHigh}, Marker: true, Labels: []string{letter(i)}, ClampLo: results.Positive(metric)})
 		for j, v := range xs {
 			// Spread the repetitions a little beside the mean, in run order.
 			reps.X = append(reps.X, x+0.12+0.04*float64(j%5))

@@ -380,7 +380,7 @@ func sortSeriesByX(s *series) {
 // SUT energy per event and draws the front.
 func paretoPlot(sums []ConfigSummary) (plot, string) {
 	p := plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
-	all := series{Name: "configurations", Marker: true, Color: "#999999"}
+	all := series{Name: "configurations", Marker: true, Color: "#999999", ClampLo: true}
 	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
 	var pts []stats.Point
 	for _, s := range sums {
@@ -505,7 +505,7 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 
 <h2>Energy per event vs load</h2>
 {{range .LoadPlots}}{{.}}{{end}}
-<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load. Crosses, off the lines: runs and configurations that failed the lag SLO — the SUT fell behind, so their energy per event divides by events put into Kafka that it never processed and is not comparable with the rest.</p>
+<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load. An interval reaching below zero is drawn to 0 and ends in an arrow marked ‡ (as in the table). Crosses, off the lines: runs and configurations that failed the lag SLO — the SUT fell behind, so their energy per event divides by events put into Kafka that it never processed and is not comparable with the rest.</p>
 
 <h2>Throughput: did the system keep up?</h2>
 {{.Throughput}}

@@ -110,7 +110,7 @@ func meanLines(sums []ConfigSummary, metric, what string) []series {
 					name = what + ": " + key
 				}
 			}
-			ln = &series{Name: name, Line: true, Marker: true}
+			ln = &series{Name: name, Line: true, Marker: true, ClampLo: results.Positive(metric)}
 			lines[key] = ln
 			keys = append(keys, key)
 		}
@@ -144,6 +144,7 @@ func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot
 	p.Series = append(meanLines(kept, metric, ""), repetitions(sums, rows, metric, func(r ResultRow) bool { return !runFailedLagSLO(r) }))
 	bad := repetitions(sums, rows, metric, runFailedLagSLO)
 	bad.Name, bad.Color, bad.Shape = lagSLOFailedName, "#B00020", "cross"
+	bad.ClampLo = results.Positive(metric)
 	bad.Lo, bad.Hi = nans(len(bad.X)), nans(len(bad.X))
 	for _, s := range failed {
 		m := s.Metrics[metric]
@@ -207,7 +208,7 @@ func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 		}
 	}
 	for _, ln := range meanLines(processed, "processed", processedName) {
-		ln.Dash, ln.Shape = true, "cross"
+		ln.Dash, ln.Shape, ln.ClampLo = true, "cross", true
 		p.Series = append(p.Series, ln)
 	}
 	var xmax float64

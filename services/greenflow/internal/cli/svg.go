@@ -33,6 +33,10 @@ type series struct {
 	// starting with AboveLabel.
 	NoScale    bool
 	AboveLabel string
+	// ClampLo: the quantity cannot be negative — an error bar reaching
+	// below zero is drawn to 0 and ends in an arrow marked ‡ there, with
+	// a note, instead of stretching the axis below zero unremarked.
+	ClampLo bool
 	// Shape is the marker: a filled circle by default, or "cross" — a
 	// point that is not comparable with the rest (a run that failed its
 	// SLO) must not look like one that is.
@@ -132,6 +136,12 @@ func (p plot) SVG() string {
 	}
 	p.writeBandLabels(&sb, f)
 	for _, s := range p.Series {
+		if s.anyClamped() {
+			p.Notes = append(p.Notes, clampedNote)
+			break
+		}
+	}
+	for _, s := range p.Series {
 		if top := maxY(s); s.NoScale && s.AboveLabel != "" && top > f.yhi {
 			p.Notes = append(p.Notes, s.AboveLabel+" "+thousands(top)+" (above the plot)")
 		}
@@ -170,7 +180,11 @@ func (p plot) frame() (frame, bool) {
 		for i := range s.X {
 			see(s.X[i], s.Y[i])
 			if i < len(s.Lo) {
-				see(s.X[i], s.Lo[i])
+				lo := s.Lo[i]
+				if s.ClampLo && lo < 0 {
+					lo = 0
+				}
+				see(s.X[i], lo)
 				see(s.X[i], s.Hi[i])
 			}
 		}
@@ -295,8 +309,15 @@ func (s series) write(sb *strings.Builder, f frame, i int) {
 		x, y := f.sx(s.X[j]), f.sy(s.Y[j])
 		if j < len(s.Lo) && !math.IsNaN(s.Lo[j]) && !math.IsNaN(s.Hi[j]) {
 			y0, y1 := f.sy(s.Lo[j]), f.sy(s.Hi[j])
-			fmt.Fprintf(sb, `<path d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f" stroke="%s" stroke-width="1.2" fill="none"/>`,
-				x, y0, y1, x-4, y0, x+4, x-4, y1, x+4, color)
+			if s.clamped(j) {
+				y0 = f.sy(0)
+				fmt.Fprintf(sb, `<path class="ci-clamped" d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fL%.1f %.1fL%.1f %.1f" stroke="%s" `+
+					`stroke-width="1.2" fill="none"/><text x="%.1f" y="%.1f" font-size="11" fill="%s">‡</text>`,
+					x, y0, y1, x-4, y1, x+4, x-4, y0-6, x, y0, x+4, y0-6, color, x+5, y0-3, color)
+			} else {
+				fmt.Fprintf(sb, `<path d="M%.1f %.1fV%.1fM%.1f %.1fH%.1fM%.1f %.1fH%.1f" stroke="%s" stroke-width="1.2" fill="none"/>`,
+					x, y0, y1, x-4, y0, x+4, x-4, y1, x+4, color)
+			}
 		}
 		if s.Marker {
 			writeMarker(sb, s.Shape, x, y, color)
@@ -334,6 +355,24 @@ func (s series) writeClipped(sb *strings.Builder, f frame, color string, width f
 	if d.Len() > 0 {
 		fmt.Fprintf(sb, `<path fill="none" stroke="%s" stroke-width="%g"%s d="%s"/>`, color, width, dash, d.String())
 	}
+}
+
+// clampedNote explains an error bar cut at 0 (the tables' ‡).
+const clampedNote = "‡ arrow at 0: the interval reaches below zero for a quantity that cannot be negative — drawn to 0; the repetitions " +
+	"are too few or too spread to bound it away from zero"
+
+// clamped reports whether point j's error bar is cut at 0.
+func (s series) clamped(j int) bool {
+	return s.ClampLo && j < len(s.Lo) && s.Lo[j] < 0
+}
+
+func (s series) anyClamped() bool {
+	for j := range s.Lo {
+		if s.clamped(j) && !math.IsNaN(s.Hi[j]) {
+			return true
+		}
+	}
+	return false
 }
 
 // maxY is the largest y of a series (-Inf without any).
