@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -80,6 +81,29 @@ func provenanceRows(p results.Provenance) [][2]string {
 		out = append(out, [2]string{"missing", x})
 	}
 	return out
+}
+
+// numberCell matches a cell that is a number: "179.9", "179.9 ± 1.2 !",
+// "-0.25 ‡", "1.5e+07".
+var numberCell = regexp.MustCompile(`^[-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?( [±/] [-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?)?( [!‡*])*$`)
+
+// tableCell renders one table cell: a number never breaks ("179.9 / 1"
+// was once a number broken in two); text breaks at spaces and after the
+// separators of ids and lists (",", ";", "/"), never inside a token —
+// a table too wide for the page scrolls instead. No negative zero.
+func tableCell(s string) template.HTML {
+	s = noNegZero(s)
+	if s == "-" || len(s) <= 12 || numberCell.MatchString(s) {
+		return template.HTML("<td>" + template.HTMLEscapeString(s) + "</td>")
+	}
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteString(template.HTMLEscapeString(string(r)))
+		if r == ',' || r == ';' || r == '/' {
+			b.WriteString("<wbr>")
+		}
+	}
+	return template.HTML(`<td class="txt">` + b.String() + "</td>")
 }
 
 // notSetNote stands for a meters section the spec left empty.
@@ -478,7 +502,7 @@ func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []stor
 
 var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 	"pct":  func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) },
-	"cell": noNegZero,
+	"cell": tableCell,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>GreenFlow report {{.ID}}</title>
@@ -486,7 +510,8 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#222;line-height:1.4}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
-th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overflow-wrap:anywhere}
+th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{white-space:nowrap}
+td.txt{white-space:normal;text-align:left;min-width:9em} .scroll{overflow-x:auto}
 .meta{color:#555;font-size:13px} .note{color:#555;font-size:12px} svg{display:block;margin:10px 0}
 </style></head><body>
 <h1>GreenFlow experiment {{.ID}}</h1>
@@ -499,8 +524,8 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 {{end}}
 <h2>Per configuration</h2>
 <p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
-<table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .Summary}}<tr>{{range .}}<td>{{cell .}}</td>{{end}}</tr>{{end}}</table>
+<div class="scroll"><table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .Summary}}<tr>{{range .}}{{cell .}}{{end}}</tr>{{end}}</table></div>
 {{range .SummaryNotes}}<p class="note">{{.}}</p>{{end}}
 
 <h2>Energy per event vs load</h2>
@@ -526,16 +551,16 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 
 <h2>Data quality</h2>
 <p class="note">Per run: how much of the window no sample covered, gaps bridged and the energy in them, samples that arrived late, counter resets, the attribution residual (node total minus its parts), the gaps the collectors recorded, the difference between two meters of one node, and the flags — on the measurement (data flags) and on derived figures (caveats). Explanations below the runs table.</p>
-<table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .QualityRows}}<tr>{{range .}}<td>{{cell .}}</td>{{end}}</tr>{{end}}</table>
+<div class="scroll"><table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .QualityRows}}<tr>{{range .}}{{cell .}}{{end}}</tr>{{end}}</table></div>
 
 <h2>Provenance</h2>
-<table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>
+<div class="scroll"><table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th>{{cell (index . 1)}}</tr>{{end}}</table></div>
 <p class="note">The resolved spec is in <code>greenflow export</code>'s provenance.json and the results API.</p>
 
 <h2>Runs</h2>
-<table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .RunRows}}<tr>{{range .}}<td>{{cell .}}</td>{{end}}</tr>{{end}}</table>
+<div class="scroll"><table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .RunRows}}<tr>{{range .}}{{cell .}}{{end}}</tr>{{end}}</table></div>
 {{range .RunNotes}}<p class="note">{{.}}</p>{{end}}
 </body></html>
 `))
