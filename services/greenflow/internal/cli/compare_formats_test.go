@@ -178,7 +178,7 @@ func TestCompareFormatsShowTheSameComparisons(t *testing.T) {
 	svg, err := os.ReadFile(plotPath)
 	require.NoError(t, err)
 	for _, l := range letters {
-		require.Contains(t, string(svg), ">"+l+":", "the legend entry of group %s", l)
+		require.Regexp(t, `>`+l+`: [^<]+<`, string(svg), "the key entry of group %s", l)
 	}
 	require.Equal(t, 2, strings.Count(string(svg), "Not compared"), "the two unmatched configurations")
 
@@ -188,4 +188,44 @@ func TestCompareFormatsShowTheSameComparisons(t *testing.T) {
 	require.Len(t, two.Sets, 1)
 	require.Equal(t, "sensors=100", two.Sets[0].Configuration)
 	require.Len(t, two.Unmatched, 3)
+}
+
+// TestComparePlotKeyNamesEachGroup: the plot of experiments of one name
+// tells its groups apart — each key entry has the experiment's
+// distinguishing part and the configuration, whole; the x axis is the
+// groups' letters, not numbers; the unit is µJ; the plot is as tall as
+// its key.
+func TestComparePlotKeyNamesEachGroup(t *testing.T) {
+	t.Parallel()
+	compare := compareFixture(t)
+	plotPath := filepath.Join(t.TempDir(), "compare.svg")
+	compare(expA, expB, expC, "--plot", plotPath)
+	b, err := os.ReadFile(plotPath)
+	require.NoError(t, err)
+	svg := string(b)
+	require.NotContains(t, svg, "…", "no key entry is cut")
+	legend := svg[strings.Index(svg, `<g class="legend">`):]
+	for _, want := range []string{">A: 101500-a1b2 a000100<", ">B: 111500-c3d4 b000100<", ">C: 121500-e5f6 c000100<",
+		">D: 101500-a1b2 a000200<", ">E: 111500-c3d4 b000200<", ">sensors=100<", ">sensors=200<"} {
+		require.Contains(t, legend, want)
+	}
+	drawing := svg[:strings.Index(svg, `<g class="legend">`)]
+	cats := regexp.MustCompile(`class="category"[^>]*>([^<]+)<`).FindAllStringSubmatch(drawing, -1)
+	var labels []string
+	for _, c := range cats {
+		labels = append(labels, c[1])
+	}
+	require.Equal(t, []string{"A", "B", "C", "D", "E"}, labels, "the x axis names the groups")
+	require.NotRegexp(t, `text-anchor="middle" fill="#333">[0-9]+</text>`, drawing, "no numeric x ticks for categories")
+	require.Contains(t, svg, "sut_uj_per_event (µJ)")
+	require.NotContains(t, svg, "[uJ]")
+	h := regexp.MustCompile(`<svg [^>]*height="([0-9]+)"`).FindStringSubmatch(svg)
+	var height int
+	_, err = fmt.Sscan(h[1], &height)
+	require.NoError(t, err)
+	ys := regexp.MustCompile(`y="([0-9.]+)"`).FindAllStringSubmatch(legend, -1)
+	var last float64
+	_, err = fmt.Sscan(ys[len(ys)-1][1], &last)
+	require.NoError(t, err)
+	require.Less(t, last, float64(height), "the key fits in the plot")
 }

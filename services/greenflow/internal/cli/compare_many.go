@@ -353,14 +353,29 @@ func metricFormat(metric string) string {
 	return "%.3g"
 }
 
+// displayUnit spells a unit for people: µJ, not uJ.
+func displayUnit(u string) string {
+	if strings.HasPrefix(u, "uJ") {
+		return "µJ" + strings.TrimPrefix(u, "uJ")
+	}
+	return u
+}
+
 // Plot is one metric of the compared groups side by side, set after set:
 // each group's repetitions as points and its mean with the interval as an
-// error bar; a note lists what was not compared.
+// error bar, on a category axis of the groups' letters; the legend is the
+// key — letter, the experiment's distinguishing part and the
+// configuration — and a note lists what was not compared.
 func (c Compared) Plot(metric string, level float64) (plot, error) {
+	unit := displayUnit(results.Unit(metric))
+	ylabel := metric
+	if unit != "" {
+		ylabel += " (" + unit + ")"
+	}
 	p := plot{Title: metric + " by group (mean ± " + strconv.Itoa(int(level*100)) + "% CI; dots: repetitions)",
-		XLabel: "group (the first of each configuration is its baseline)", YLabel: metric + " [" + results.Unit(metric) + "]", YFromZero: true,
-		XPad: true}
+		XLabel: "group (the first of each configuration is its baseline)", YLabel: ylabel, YFromZero: true}
 	reps := series{Name: "repetitions", Marker: true, Color: "#999999"}
+	short := shortExperimentIDs(c)
 	found := false
 	gi := 0
 	x := 0.0
@@ -369,14 +384,15 @@ func (c Compared) Plot(metric string, level float64) (plot, error) {
 			x++
 			l := letter(gi)
 			gi++
+			p.XCats = append(p.XCats, catTick{X: x, Label: l})
 			xs := g.Values[metric]
 			if len(xs) == 0 {
 				continue
 			}
 			found = true
 			d := stats.Describe(xs, level)
-			p.Series = append(p.Series, series{Name: l + ": " + g.Label, X: []float64{x}, Y: []float64{d.Mean},
-				Lo: []float64{d.CILow}, Hi: []float64{d.CIHigh}, Marker: true, Labels: []string{l}, ClampLo: results.Positive(metric)})
+			p.Series = append(p.Series, series{Name: l + ": " + groupKey(g, short), X: []float64{x}, Y: []float64{d.Mean},
+				Lo: []float64{d.CILow}, Hi: []float64{d.CIHigh}, Marker: true, ClampLo: results.Positive(metric)})
 			for j, v := range xs {
 				// Spread the repetitions a little beside the mean, in run order.
 				reps.X = append(reps.X, x+0.12+0.04*float64(j%5))
@@ -390,7 +406,7 @@ func (c Compared) Plot(metric string, level float64) (plot, error) {
 	}
 	p.Series = append(p.Series, reps)
 	for _, g := range c.Unmatched {
-		p.Notes = append(p.Notes, "Not compared (no other argument ran it): "+g.Label)
+		p.Notes = append(p.Notes, "Not compared (no other argument ran it): "+groupKey(g, short))
 	}
 	return p, nil
 }
@@ -412,6 +428,67 @@ func ComparePlot(groups []Group, metric string, level float64) (plot, error) {
 // ComparePlotSVG is ComparePlot as a standalone SVG document.
 func ComparePlotSVG(groups []Group, metric string, level float64) (string, error) {
 	return named(groups).PlotSVG(metric, level)
+}
+
+// groupKey names a group in a plot's key: the experiment's distinguishing
+// part (when the groups come from more than one) and the configuration —
+// the short config hash and factors — or the label when it has neither.
+func groupKey(g Group, short map[string]string) string {
+	var parts []string
+	if s := short[g.Experiment]; s != "" {
+		parts = append(parts, s)
+	}
+	if g.ConfigHash != "" {
+		parts = append(parts, shortHash(g.ConfigHash))
+	}
+	if f := factors(g.Factors); f != "-" {
+		parts = append(parts, strings.ReplaceAll(f, ",", ", "))
+	}
+	if len(parts) == 0 {
+		return g.Label
+	}
+	return strings.Join(parts, " ")
+}
+
+// shortExperimentIDs maps each experiment of a comparison to the part of
+// its id that tells it from the others: ids of one name
+// (uc3-local-demo-20261130-101500-a1b2, …) differ only in time and suffix,
+// which a legend cut at its width would hide. One experiment needs none.
+func shortExperimentIDs(c Compared) map[string]string {
+	var ids []string
+	seen := map[string]bool{}
+	for _, g := range append(c.groups(), c.Unmatched...) {
+		if g.Experiment != "" && !seen[g.Experiment] {
+			seen[g.Experiment] = true
+			ids = append(ids, g.Experiment)
+		}
+	}
+	out := map[string]string{}
+	if len(ids) < 2 {
+		return out
+	}
+	split := make([][]string, len(ids))
+	common := -1
+	for i, id := range ids {
+		split[i] = strings.Split(id, "-")
+		if common < 0 || len(split[i])-1 < common {
+			common = len(split[i]) - 1 // keep at least the last part
+		}
+	}
+	for k := 0; k < common; k++ {
+		same := true
+		for _, s := range split[1:] {
+			same = same && s[k] == split[0][k]
+		}
+		if !same {
+			common = k
+			break
+		}
+	}
+	for i, id := range ids {
+		out[id] = strings.Join(split[i][common:], "-")
+	}
+	return out
 }
 
 // letter names the i-th group: A, B, …, Z, AA, AB, …

@@ -60,6 +60,15 @@ type plot struct {
 	XPad                  bool // leave room beside the extreme points (scatter plots)
 	// Notes are printed under the legend: what a mark on the plot means.
 	Notes []string
+	// XCats makes the x axis a category axis: a tick and label at each,
+	// no numeric ticks (groups are not quantities).
+	XCats []catTick
+}
+
+// catTick is one category on a category axis.
+type catTick struct {
+	X     float64
+	Label string
 }
 
 const (
@@ -119,6 +128,8 @@ func (p plot) SVG() string {
 	if p.H == 0 {
 		p.H = 320
 	}
+	// A legend longer than the plot makes the plot taller, not cut.
+	p.H = max(p.H, int(padTop+p.legendHeight()+8))
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`,
 		p.W, p.H, p.W, p.H)
@@ -222,6 +233,10 @@ func (p plot) frame() (frame, bool) {
 	}
 	f := frame{xt: niceTicks(xlo, xhi, 6), yt: niceTicks(ylo, yhi, 5)}
 	f.xlo, f.xhi, f.ylo, f.yhi = f.xt[0], f.xt[len(f.xt)-1], f.yt[0], f.yt[len(f.yt)-1]
+	if len(p.XCats) > 0 {
+		f.xt = nil
+		f.xlo, f.xhi = math.Min(xlo, p.XCats[0].X)-0.6, math.Max(xhi, p.XCats[len(p.XCats)-1].X)+0.6
+	}
 	if f.xhi == f.xlo {
 		f.xhi = f.xlo + 1
 	}
@@ -270,6 +285,12 @@ func (p plot) writeAxes(sb *strings.Builder, f frame) {
 		x := f.sx(v)
 		fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#eee"/>`, x, x, padTop, padTop+f.ph)
 		fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#333">%s</text>`, x, padTop+f.ph+16, tickLabel(v))
+	}
+	for _, c := range p.XCats {
+		x := f.sx(c.X)
+		fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#444"/>`, x, x, padTop+f.ph, padTop+f.ph+4)
+		fmt.Fprintf(sb, `<text class="category" x="%.1f" y="%.1f" text-anchor="middle" fill="#333">%s</text>`, x, padTop+f.ph+16,
+			html.EscapeString(c.Label))
 	}
 	fmt.Fprintf(sb, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#444"/>`, padLeft, padTop, f.pw, f.ph)
 	fmt.Fprintf(sb, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`, padLeft+f.pw/2, float64(p.H)-8, html.EscapeString(p.XLabel))
@@ -458,6 +479,38 @@ func (p plot) writeLegend(sb *strings.Builder, f frame) {
 		}
 		ly += 6
 	}
+}
+
+// legendHeight is the height writeLegend takes.
+func (p plot) legendHeight() float64 {
+	h := 8.0
+	for _, s := range p.Series {
+		if s.Name != "" {
+			h += 18 + 14*float64(len(wrapWords(noNegZero(s.Name), legendChars))-1)
+		}
+	}
+	for _, n := range p.notesFor() {
+		h += 6 + 12*float64(len(wrapWords(n, legendChars+3)))
+	}
+	return h
+}
+
+// notesFor is the notes the legend may end with: the plot's own, the
+// clamped intervals' and, at most, one per reference line above the plot.
+func (p plot) notesFor() []string {
+	notes := append([]string(nil), p.Notes...)
+	for _, s := range p.Series {
+		if s.anyClamped() {
+			notes = append(notes, clampedNote)
+			break
+		}
+	}
+	for _, s := range p.Series {
+		if s.NoScale && s.AboveLabel != "" {
+			notes = append(notes, s.AboveLabel+" 000,000,000 (above the plot)")
+		}
+	}
+	return notes
 }
 
 // wrapWords breaks s into lines of at most n characters at spaces (a word
