@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
@@ -220,25 +218,4 @@ func byFactors(rows []ResultRow) (map[string][]ResultRow, []string) {
 	}
 	sort.Strings(keys)
 	return out, keys
-}
-
-// flushMarked writes a comparison table and, when an interval in it was
-// marked ‡, what the mark means.
-func flushMarked(tw *tabwriter.Writer, w io.Writer, marked bool) error {
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if marked {
-		_, err := fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
-		return err
-	}
-	return nil
-}
-
-// num formats v, or "-" when it is undefined.
-func num(v float64, format string) string {
-	if math.IsNaN(v) {
-		return "-"
-	}
-	return fmt.Sprintf(format, v)
 }
