@@ -89,7 +89,7 @@ var numberCell = regexp.MustCompile(`^[-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?( [±/]
 
 // tableCell renders one table cell: a number never breaks ("179.9 / 1"
 // was once a number broken in two); text breaks at spaces and after the
-// separators of ids and lists (",", ";", "/"), never inside a token —
+// separators of ids and lists (",", ";", "/", "_"), never inside a token —
 // a table too wide for the page scrolls instead. No negative zero.
 func tableCell(s string) template.HTML {
 	s = noNegZero(s)
@@ -99,7 +99,7 @@ func tableCell(s string) template.HTML {
 	var b strings.Builder
 	for _, r := range s {
 		b.WriteString(template.HTMLEscapeString(string(r)))
-		if r == ',' || r == ';' || r == '/' {
+		if r == ',' || r == ';' || r == '/' || r == '_' {
 			b.WriteString("<wbr>")
 		}
 	}
@@ -509,9 +509,9 @@ var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
 <style>
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#222;line-height:1.4}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 6px;border-bottom:1px solid #e5e5e5;text-align:right}
 th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{white-space:nowrap}
-td.txt{white-space:normal;text-align:left;min-width:9em} .scroll{overflow-x:auto}
+td.txt{white-space:normal;text-align:left;min-width:7em} .scroll{overflow-x:auto}
 .meta{color:#555;font-size:13px} .note{color:#555;font-size:12px} svg{display:block;margin:10px 0}
 </style></head><body>
 <h1>GreenFlow experiment {{.ID}}</h1>

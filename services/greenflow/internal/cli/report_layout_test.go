@@ -22,7 +22,7 @@ import (
 // lineBreaks is run by Chromium in a copy of the page: for every table
 // cell it finds where the browser broke the cell's text over lines, and
 // records the cells broken inside a number, or inside a token — anywhere
-// but at a space or after a separator (",", ";", "/", "-").
+// but at a space or after a separator (",", ";", "/", "_", "-").
 const lineBreaks = `<script>
 const num = /^[-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?( [±/] [-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?)?( [!‡*])*$/;
 const bad = [];
@@ -37,7 +37,7 @@ for (const td of document.querySelectorAll('td')) {
       if (rects.length === 0 || ch === ' ') { prev = ch; continue; }
       const top = Math.round(rects[0].top);
       if (prevTop !== null && top > prevTop + 2) {
-        if (num.test(text) || !(prev === ' ' || ',;/-'.includes(prev))) bad.push(text + ' | broken before: ' + n.data.slice(i));
+        if (num.test(text) || !(prev === ' ' || ',;/_-'.includes(prev))) bad.push(text + ' | broken before: ' + n.data.slice(i));
       }
       prevTop = top; prev = ch;
     }
