@@ -17,7 +17,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
-	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -391,6 +390,9 @@ func sortSeriesByX(s *series) {
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return s.X[idx[a]] < s.X[idx[b]] })
 	pick := func(v []float64) []float64 {
+		if len(v) != len(idx) {
+			return v // not set for this series
+		}
 		out := make([]float64, len(idx))
 		for i, j := range idx {
 			out[i] = v[j]
@@ -401,29 +403,41 @@ func sortSeriesByX(s *series) {
 }
 
 // paretoPlot scatters each configuration's mean throughput against its mean
-// SUT energy per event and draws the front.
+// SUT energy per event and draws the front — the summary's, among the
+// configurations that met the lag SLO, as the table marks it. Those that
+// failed it are crosses off the front: their throughput was not sustained
+// and their µJ/event counts events the SUT did not process, so they would
+// otherwise look best.
 func paretoPlot(sums []ConfigSummary) (plot, string) {
 	p := plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
 	all := series{Name: "configurations", Marker: true, Color: "#999999", ClampLo: true}
+	bad := series{Name: lagSLOFailedName, Marker: true, Color: "#B00020", Shape: "cross", ClampLo: true}
 	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
-	var pts []stats.Point
+	var names []string
 	for _, s := range sums {
 		m := s.Metrics[results.SUTMicroJPerEvent]
-		all.X = append(all.X, s.mean(results.ThroughputEPS))
-		all.Y = append(all.Y, m.Mean)
-		all.Lo = append(all.Lo, m.CILow)
-		all.Hi = append(all.Hi, m.CIHigh)
-		all.Labels = append(all.Labels, factors(s.Factors))
-		pts = append(pts, stats.Point{X: s.mean(results.ThroughputEPS), Y: m.Mean})
+		to := &all
+		if lagVerdict(s) == "FAIL" {
+			to = &bad
+		}
+		to.X = append(to.X, s.mean(results.ThroughputEPS))
+		to.Y = append(to.Y, m.Mean)
+		to.Lo = append(to.Lo, m.CILow)
+		to.Hi = append(to.Hi, m.CIHigh)
+		to.Labels = append(to.Labels, factors(s.Factors))
+		if s.Pareto {
+			front.X = append(front.X, s.mean(results.ThroughputEPS))
+			front.Y = append(front.Y, m.Mean)
+			names = append(names, factors(s.Factors))
+		}
 	}
-	var names []string
-	for _, i := range stats.ParetoFront(pts) {
-		front.X = append(front.X, pts[i].X)
-		front.Y = append(front.Y, pts[i].Y)
-		names = append(names, factors(sums[i].Factors))
-	}
+	sortSeriesByX(&front)
 	p.Series = []series{all, front}
-	note := "Front (more events/s and fewer µJ/event than any other configuration in one of the two): " + strings.Join(names, "; ")
+	if len(bad.X) > 0 {
+		p.Series = append(p.Series, bad)
+	}
+	note := "Front (more events/s and fewer µJ/event than any other configuration that met the lag SLO in one of the two): " +
+		strings.Join(names, "; ")
 	switch {
 	case len(sums) == 1:
 		note = "One configuration: there is no trade-off to show."

@@ -93,3 +93,18 @@ func TestRunTableShowsEachRunsLagVerdict(t *testing.T) {
 	require.Equal(t, []string{"ok", "ok", "FAIL", "-"}, got)
 	require.False(t, strings.Contains(strings.Join(body[2], " "), "NaN"))
 }
+
+// TestParetoFrontLeavesOutRunsThatFellBehind: the configuration whose SUT
+// did not keep up has the lowest µJ/event and the most events/s, yet it is
+// not on the drawn front (nor in the table's); it is a cross of its own.
+func TestParetoFrontLeavesOutRunsThatFellBehind(t *testing.T) {
+	rows := behindRows()
+	sums := SummarizeRuns(rows, DefaultLevel)
+	p, note := paretoPlot(sums)
+	front := seriesNamed(t, p, "Pareto front")
+	require.NotContains(t, front.X, 400_000.0)
+	require.Equal(t, []float64{200_000}, front.X, "the table's front: the most events/s for the fewest µJ among those that kept up")
+	require.Equal(t, []float64{20.7}, seriesNamed(t, p, lagSLOFailedName).Y)
+	require.NotContains(t, note, "sensors=400000")
+	wellFormed(t, p.SVG())
+}
