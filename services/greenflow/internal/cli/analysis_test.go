@@ -66,19 +66,28 @@ func TestResultsTableAddsSummaryOnlyWithRepetitions(t *testing.T) {
 
 func TestCompare(t *testing.T) {
 	rows := fixtureRows()
-	cmps, err := cli.MatchExperiments("x", rows[:1], "y", rows[2:3])
-	require.NoError(t, err)
-	require.Len(t, cmps, 1)
+	side := func(exp string, rs []cli.ResultRow, hashes ...string) []cli.Group {
+		var out []cli.Group
+		for _, h := range hashes {
+			g := groupOf(rs, h)
+			g.Experiment = exp
+			out = append(out, g)
+		}
+		return out
+	}
+	// One configuration each: compared as named.
+	cmp := cli.MatchSides([][]cli.Group{side("x", rows, "aaaa"), side("y", rows, "bbbb")})
+	require.Len(t, cmp.Sets, 1)
+	require.Len(t, cmp.Sets[0].Groups, 2)
 
-	// Two multi-configuration experiments are matched by factors.
-	cmps, err = cli.MatchExperiments("x", rows[:5], "y", rows[:4])
-	require.NoError(t, err)
-	require.Len(t, cmps, 2)
-	_, err = cli.MatchExperiments("x", rows[:2], "y", rows[5:6])
-	require.ErrorContains(t, err, "share no factor combination")
+	// Two multi-configuration experiments are matched by factors; what
+	// only one ran is listed, not dropped.
+	cmp = cli.MatchSides([][]cli.Group{side("x", rows, "aaaa", "bbbb", "cccc"), side("y", rows, "aaaa", "bbbb")})
+	require.Len(t, cmp.Sets, 2)
+	require.Len(t, cmp.Unmatched, 1)
 
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteComparison(&out, cli.Comparison{A: groupOf(rows, "aaaa"), B: groupOf(rows, "bbbb")}, 0.95))
+	require.NoError(t, cli.WriteCompareMany(&out, "table", []cli.Group{groupOf(rows, "aaaa"), groupOf(rows, "bbbb")}, 0.95))
 	s := out.String()
 	require.Contains(t, s, "throughput_eps")
 	require.Contains(t, s, "+86.4") // (205 - 110) / 110

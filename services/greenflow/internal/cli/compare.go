@@ -5,15 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
-	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -32,17 +29,29 @@ var compareMetrics = []struct{ metric, format string }{
 	{results.LagTrendSlope, "%.1f"},
 }
 
-// Group is one side of a comparison: the values of each metric over its runs.
+// Group is the runs of one configuration of one experiment in a
+// comparison: the values of each metric over its runs.
 type Group struct {
 	Label  string
 	RunIDs []string
 	Values map[string][]float64
+	// Experiment and Factors say which experiment and configuration the
+	// runs are (the factors are what like-with-like matching compares).
+	Experiment string
+	ConfigHash string
+	Factors    map[string]string
 }
 
 // NewGroup collects the metrics of rows under label.
 func NewGroup(label string, rows []ResultRow) Group {
 	g := Group{Label: label, Values: map[string][]float64{}}
+	if len(rows) > 0 {
+		g.Factors, g.ConfigHash = rows[0].Factors, rows[0].ConfigHash
+	}
 	for _, r := range rows {
+		if r.ConfigHash != g.ConfigHash {
+			g.ConfigHash = ""
+		}
 		g.RunIDs = append(g.RunIDs, r.RunID)
 		for m, v := range r.Metrics {
 			g.Values[m] = append(g.Values[m], v)
@@ -51,22 +60,21 @@ func NewGroup(label string, rows []ResultRow) Group {
 	return g
 }
 
-// Comparison is A against B: Welch's test of B - A per metric.
-type Comparison struct {
-	A, B Group
-}
-
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("compare", stderr)
 	exp := fs.String("experiment", "", "compare configurations (config hashes or unique prefixes) of this experiment")
 	level := fs.Float64("level", DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
-	format := fs.String("format", "table", "table, csv or json (csv and json: every group against the first, Holm-adjusted)")
+	format := fs.String("format", "table", "table, csv or json: the same comparisons in each (like configurations matched, Holm-adjusted)")
 	plotFile := fs.String("plot", "", "also write an SVG plot of --metric by group (repetitions, mean and interval) to this file")
 	metric := fs.String("metric", results.SUTMicroJPerEvent, "the metric of --plot")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, analysisUsage)
 		fmt.Fprint(stderr, "\ngreenflow compare A B [C …]: experiments (EXP), configurations of experiments (EXP:HASH-PREFIX), or with\n"+
-			"--experiment EXP its configurations (HASH-PREFIX). Two: Welch's t-test of B - A; more: each against A, Holm-adjusted.\n\nFlags of compare:\n")
+			"--experiment EXP its configurations (HASH-PREFIX). Arguments that each name one configuration are compared as named,\n"+
+			"against the first. Otherwise like is compared with like: the runs of each configuration (factor values) against\n"+
+			"the same configuration of the first argument that ran it; a configuration only one argument ran is listed as not\n"+
+			"compared. Welch's t-test per metric, p Holm-adjusted over all comparisons of the metric; every format and --plot\n"+
+			"show the same comparisons.\n\nFlags of compare:\n")
 		fs.PrintDefaults()
 	}
 	pos, err := parseInterspersed(fs, args)
@@ -87,12 +95,17 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer closeStore()
-	groups, err := compareGroups(ctx, st, *exp, pos)
+	sides, err := compareSides(ctx, st, *exp, pos)
 	if err != nil {
 		return err
 	}
+	cmp := MatchSides(sides)
+	if len(cmp.Sets) == 0 {
+		return fmt.Errorf("compare %s: no configuration was run by two of them (%d not compared); name configurations as EXP:HASH-PREFIX "+
+			"to compare unlike ones", strings.Join(pos, " "), len(cmp.Unmatched))
+	}
 	if *plotFile != "" {
-		svg, err := ComparePlotSVG(groups, *metric, *level)
+		svg, err := cmp.PlotSVG(*metric, *level)
 		if err != nil {
 			return fmt.Errorf("--plot: %w", err)
 		}
@@ -100,45 +113,13 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return fmt.Errorf("--plot: %w", err)
 		}
 	}
-	if len(pos) == 2 && *format == "table" {
-		// Two sides: the pairwise table, matching the factor combinations of
-		// two experiments that both ran several.
-		cmps := []Comparison{{A: groups[0], B: groups[1]}}
-		if *exp == "" && len(groups) > 2 {
-			if cmps, err = matchStored(ctx, st, pos[0], pos[1]); err != nil {
-				return err
-			}
-		}
-		for i, cmp := range cmps {
-			if i > 0 {
-				fmt.Fprintln(stdout)
-			}
-			if err := WriteComparison(stdout, cmp, *level); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	return WriteCompareMany(stdout, *format, groups, *level)
+	return cmp.Write(stdout, *format, *level)
 }
 
-// matchStored pairs the factor combinations two experiments share.
-func matchStored(ctx context.Context, st *store.Store, a, b string) ([]Comparison, error) {
-	ra, err := LoadResults(ctx, st, a)
-	if err != nil {
-		return nil, err
-	}
-	rb, err := LoadResults(ctx, st, b)
-	if err != nil {
-		return nil, err
-	}
-	return MatchExperiments(a, ra, b, rb)
-}
-
-// compareGroups reads the groups the arguments name: with experiment, its
-// configurations by hash prefix; otherwise EXP:HASH-PREFIX for one
+// compareSides reads the groups each argument names: with experiment,
+// its configurations by hash prefix; otherwise EXP:HASH-PREFIX for one
 // configuration of an experiment, or EXP for each of its configurations.
-func compareGroups(ctx context.Context, st *store.Store, experiment string, args []string) ([]Group, error) {
+func compareSides(ctx context.Context, st *store.Store, experiment string, args []string) ([][]Group, error) {
 	loaded := map[string][]ResultRow{}
 	load := func(id string) ([]ResultRow, error) {
 		if rows, ok := loaded[id]; ok {
@@ -151,7 +132,7 @@ func compareGroups(ctx context.Context, st *store.Store, experiment string, args
 		loaded[id] = rows
 		return rows, err
 	}
-	var groups []Group
+	var sides [][]Group
 	for _, arg := range args {
 		id, prefix, hasPrefix := strings.Cut(arg, ":")
 		if experiment != "" {
@@ -166,22 +147,24 @@ func compareGroups(ctx context.Context, st *store.Store, experiment string, args
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", arg, err)
 			}
-			groups = append(groups, NewGroup(groupLabel(labelExp(experiment, id), sel[0].ConfigHash, sel[0].Factors), sel))
+			g := NewGroup(groupLabel(labelExp(experiment, id), sel[0].ConfigHash, sel[0].Factors), sel)
+			g.Experiment = id
+			sides = append(sides, []Group{g})
 			continue
 		}
 		by, keys := byFactors(doneRows(rows))
 		if len(keys) == 0 {
 			return nil, fmt.Errorf("%s: no done run with results", arg)
 		}
+		var side []Group
 		for _, k := range keys {
-			label := id
-			if len(keys) > 1 {
-				label = groupLabel(id, "", by[k][0].Factors)
-			}
-			groups = append(groups, NewGroup(label, by[k]))
+			g := NewGroup(groupLabel(id, "", by[k][0].Factors), by[k])
+			g.Experiment = id
+			side = append(side, g)
 		}
+		sides = append(sides, side)
 	}
-	return groups, nil
+	return sides, nil
 }
 
 // labelExp leaves the experiment out of a label when every group is of it.
@@ -223,29 +206,6 @@ func selectConfig(rows []ResultRow, prefix string) ([]ResultRow, error) {
 	return out, nil
 }
 
-// MatchExperiments pairs the configurations of two experiments: the single
-// configuration of each, or else every factor combination both ran.
-func MatchExperiments(idA string, rowsA []ResultRow, idB string, rowsB []ResultRow) ([]Comparison, error) {
-	byA, keysA := byFactors(doneRows(rowsA))
-	byB, keysB := byFactors(doneRows(rowsB))
-	if len(keysA) == 0 || len(keysB) == 0 {
-		return nil, fmt.Errorf("compare %s and %s: each needs done runs with results", idA, idB)
-	}
-	if len(keysA) == 1 && len(keysB) == 1 {
-		return []Comparison{{A: NewGroup(idA, byA[keysA[0]]), B: NewGroup(idB, byB[keysB[0]])}}, nil
-	}
-	var out []Comparison
-	for _, k := range keysA {
-		if rb, ok := byB[k]; ok {
-			out = append(out, Comparison{A: NewGroup(idA+" "+k, byA[k]), B: NewGroup(idB+" "+k, rb)})
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("experiments %s and %s share no factor combination; compare configurations with --experiment", idA, idB)
-	}
-	return out, nil
-}
-
 func byFactors(rows []ResultRow) (map[string][]ResultRow, []string) {
 	out := map[string][]ResultRow{}
 	var keys []string
@@ -258,64 +218,4 @@ func byFactors(rows []ResultRow) (map[string][]ResultRow, []string) {
 	}
 	sort.Strings(keys)
 	return out, keys
-}
-
-// WriteComparison prints Welch's test of B - A for each headline metric both
-// sides have.
-func WriteComparison(w io.Writer, cmp Comparison, level float64) error {
-	fmt.Fprintf(w, "A: %s (%d runs)\nB: %s (%d runs)\n", cmp.A.Label, len(cmp.A.RunIDs), cmp.B.Label, len(cmp.B.RunIDs))
-	fmt.Fprintf(w, "Welch's t-test of B - A; mean ± %.0f%% CI half-width; g = Hedges' g; * = p < %.2g\n", level*100, 1-level)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "METRIC\tA\tB\tB-A %\tt\tdf\tp\tg\t\t")
-	marked := false
-	for _, m := range compareMetrics {
-		a, b := cmp.A.Values[m.metric], cmp.B.Values[m.metric]
-		if len(a) == 0 || len(b) == 0 {
-			continue
-		}
-		sa, sb := stats.Describe(a, level), stats.Describe(b, level)
-		r := stats.Welch(b, a, level)
-		g := stats.HedgesG(b, a)
-		diff := "-"
-		if sa.Mean != 0 {
-			diff = fmt.Sprintf("%+.1f", (sb.Mean-sa.Mean)/math.Abs(sa.Mean)*100)
-		}
-		mark := ""
-		if r.P < 1-level {
-			mark = "*"
-		}
-		ca, cb := meanCI(sa, m.format, math.Inf(1)), meanCI(sb, m.format, math.Inf(1))
-		if crossesZero(m.metric, sa) {
-			ca += " ‡"
-			marked = true
-		}
-		if crossesZero(m.metric, sb) {
-			cb += " ‡"
-			marked = true
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m.metric, ca, cb, diff,
-			num(r.T, "%.2f"), num(r.DF, "%.1f"), num(r.P, "%.3g"), num(g, "%.2f"), mark)
-	}
-	return flushMarked(tw, w, marked)
-}
-
-// flushMarked writes a comparison table and, when an interval in it was
-// marked ‡, what the mark means.
-func flushMarked(tw *tabwriter.Writer, w io.Writer, marked bool) error {
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if marked {
-		_, err := fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
-		return err
-	}
-	return nil
-}
-
-// num formats v, or "-" when it is undefined.
-func num(v float64, format string) string {
-	if math.IsNaN(v) {
-		return "-"
-	}
-	return fmt.Sprintf(format, v)
 }

@@ -14,18 +14,103 @@ import (
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
-// Comparing more than two groups — experiments, or configurations of one
-// or several experiments — at once: the first group is the baseline, each
-// other is tested against it with Welch's t-test per headline metric, and
-// the p-values of a metric are Holm-adjusted together, so that a difference
-// marked among k groups is as trustworthy as one between two.
+// One comparison model for every format and any number of arguments: the
+// arguments' groups are matched into sets of like configurations (the
+// same factor values) — or, when each argument names one configuration,
+// compared as named — each group of a set is tested against the set's
+// baseline (the first argument's) with Welch's t-test per headline
+// metric, and a metric's p-values are Holm-adjusted together over every
+// comparison of every set, so that a difference marked among many is as
+// trustworthy as one between two. Configurations only one argument ran
+// are listed as not compared, never dropped. Table, CSV, JSON and the plot
+// are renderings of the one Compared value.
 
-// GroupStat is one group's figures for one metric, against the baseline.
+// CompareSet is groups of one configuration compared: the first is the
+// baseline.
+type CompareSet struct {
+	// Configuration is the factor values the groups share ("" when the
+	// groups were named one each and differ).
+	Configuration string
+	Groups        []Group
+}
+
+// Compared is the comparisons of a compare call.
+type Compared struct {
+	Sets []CompareSet
+	// Unmatched are the configurations no other argument ran.
+	Unmatched []Group
+}
+
+// unmatchedNote says why a group is listed but not compared.
+const unmatchedNote = "not compared: no other argument ran this configuration"
+
+// MatchSides builds the comparisons of the arguments' groups (sides[i] is
+// what argument i named). When every argument names one configuration,
+// they are one set, compared as named; otherwise each configuration
+// (factor values) two or more arguments ran is a set, in the arguments'
+// order, and the rest are unmatched.
+func MatchSides(sides [][]Group) Compared {
+	single := true
+	for _, side := range sides {
+		single = single && len(side) == 1
+	}
+	if single {
+		set := CompareSet{}
+		for i, side := range sides {
+			set.Groups = append(set.Groups, side[0])
+			if k := factors(side[0].Factors); i == 0 {
+				set.Configuration = k
+			} else if k != set.Configuration {
+				set.Configuration = ""
+			}
+		}
+		return Compared{Sets: []CompareSet{set}}
+	}
+	byKey := map[string][]Group{}
+	var keys []string
+	for _, side := range sides {
+		for _, g := range side {
+			k := factors(g.Factors)
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], g)
+		}
+	}
+	var out Compared
+	for _, k := range keys {
+		if gs := byKey[k]; len(gs) >= 2 {
+			out.Sets = append(out.Sets, CompareSet{Configuration: k, Groups: gs})
+		} else {
+			out.Unmatched = append(out.Unmatched, gs[0])
+		}
+	}
+	return out
+}
+
+// groups lists the compared groups, set after set: a group's letter is
+// its index here, the same in the table, CSV, JSON and plot.
+func (c Compared) groups() []Group {
+	var out []Group
+	for _, s := range c.Sets {
+		out = append(out, s.Groups...)
+	}
+	return out
+}
+
+// GroupStat is one group's figures for one metric, against its set's
+// baseline.
 type GroupStat struct {
-	Metric string `json:"metric"`
-	Unit   string `json:"unit,omitempty"`
-	Group  string `json:"group"`
-	N      int    `json:"n"`
+	// Configuration is the factor values of the group's set; Letter names
+	// the group as the table and the plot do; Baseline is the label of
+	// the group it is compared with.
+	Configuration string `json:"configuration"`
+	Letter        string `json:"letter"`
+	Baseline      string `json:"baseline"`
+	Metric        string `json:"metric"`
+	Unit          string `json:"unit,omitempty"`
+	Group         string `json:"group"`
+	N             int    `json:"n"`
 	// Mean and the interval at the comparison's level (null where one run
 	// cannot tell).
 	Mean   *float64 `json:"mean"`
@@ -45,9 +130,10 @@ type GroupStat struct {
 	CICrossesZero bool `json:"ci_crosses_zero"`
 }
 
-// CompareMany computes every headline metric of every group against the
-// first, in metric then group order.
-func CompareMany(groups []Group, level float64) []GroupStat {
+// Stats computes every headline metric of every group against its set's
+// baseline, in metric, set, then group order; a metric's p-values are
+// Holm-adjusted over all its comparisons.
+func (c Compared) Stats(level float64) []GroupStat {
 	num := func(v float64) *float64 {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return nil
@@ -56,31 +142,34 @@ func CompareMany(groups []Group, level float64) []GroupStat {
 	}
 	var out []GroupStat
 	for _, m := range compareMetrics {
-		base := groups[0].Values[m.metric]
-		if len(base) == 0 {
-			continue
-		}
 		var ps []float64
 		start := len(out)
-		for gi, g := range groups {
-			xs := g.Values[m.metric]
-			if len(xs) == 0 {
-				continue
-			}
-			d := stats.Describe(xs, level)
-			s := GroupStat{Metric: m.metric, Unit: results.Unit(m.metric), Group: g.Label, N: d.N, Mean: num(d.Mean), CILow: num(d.CILow),
-				CIHigh: num(d.CIHigh), Values: xs, CICrossesZero: crossesZero(m.metric, d)}
-			p := math.NaN()
-			if gi > 0 {
-				w := stats.Welch(xs, base, level)
-				p = w.P
-				s.P, s.HedgesG = num(w.P), num(stats.HedgesG(xs, base))
-				if bm := stats.Mean(base); bm != 0 {
-					s.DiffPct = num((d.Mean - bm) / math.Abs(bm) * 100)
+		gi := 0
+		for _, set := range c.Sets {
+			base := set.Groups[0].Values[m.metric]
+			for i, g := range set.Groups {
+				letterOf := letter(gi)
+				gi++
+				xs := g.Values[m.metric]
+				if len(xs) == 0 || len(base) == 0 {
+					continue
 				}
+				d := stats.Describe(xs, level)
+				s := GroupStat{Configuration: set.Configuration, Letter: letterOf, Baseline: set.Groups[0].Label, Metric: m.metric,
+					Unit: results.Unit(m.metric), Group: g.Label, N: d.N, Mean: num(d.Mean), CILow: num(d.CILow), CIHigh: num(d.CIHigh), Values: xs,
+					CICrossesZero: crossesZero(m.metric, d)}
+				p := math.NaN()
+				if i > 0 {
+					w := stats.Welch(xs, base, level)
+					p = w.P
+					s.P, s.HedgesG = num(w.P), num(stats.HedgesG(xs, base))
+					if bm := stats.Mean(base); bm != 0 {
+						s.DiffPct = num((d.Mean - bm) / math.Abs(bm) * 100)
+					}
+				}
+				ps = append(ps, p)
+				out = append(out, s)
 			}
-			ps = append(ps, p)
-			out = append(out, s)
 		}
 		for i, p := range stats.Holm(ps) {
 			s := &out[start+i]
@@ -91,27 +180,97 @@ func CompareMany(groups []Group, level float64) []GroupStat {
 	return out
 }
 
-// WriteCompareMany prints the comparison as one table (a row per metric
-// and group), CSV or JSON.
+// comparisons counts the tests of one metric (groups other than a
+// baseline): the number Holm's adjustment is over.
+func (c Compared) comparisons() int {
+	n := 0
+	for _, s := range c.Sets {
+		n += len(s.Groups) - 1
+	}
+	return n
+}
+
+// CompareMany compares groups as named, each against the first.
+func CompareMany(groups []Group, level float64) []GroupStat {
+	return named(groups).Stats(level)
+}
+
+// WriteCompareMany prints groups compared as named, each against the first.
 func WriteCompareMany(w io.Writer, format string, groups []Group, level float64) error {
-	rows := CompareMany(groups, level)
+	return named(groups).Write(w, format, level)
+}
+
+// named is groups compared as named: one set, the first the baseline.
+func named(groups []Group) Compared {
+	sides := make([][]Group, len(groups))
+	for i, g := range groups {
+		sides[i] = []Group{g}
+	}
+	return MatchSides(sides)
+}
+
+// compareJSON is the JSON form of a comparison.
+type compareJSON struct {
+	Level     float64          `json:"level"`
+	Sets      []compareSetJSON `json:"sets"`
+	Unmatched []groupJSON      `json:"unmatched"`
+	Rows      []GroupStat      `json:"rows"`
+}
+
+type compareSetJSON struct {
+	Configuration string      `json:"configuration"`
+	Baseline      string      `json:"baseline"`
+	Groups        []groupJSON `json:"groups"`
+}
+
+type groupJSON struct {
+	Letter     string            `json:"letter,omitempty"`
+	Label      string            `json:"label"`
+	Experiment string            `json:"experiment,omitempty"`
+	ConfigHash string            `json:"config_hash,omitempty"`
+	Factors    map[string]string `json:"factors"`
+	RunIDs     []string          `json:"run_ids"`
+	Note       string            `json:"note,omitempty"`
+}
+
+func toGroupJSON(g Group, letter, note string) groupJSON {
+	return groupJSON{Letter: letter, Label: g.Label, Experiment: g.Experiment, ConfigHash: g.ConfigHash, Factors: g.Factors, RunIDs: g.RunIDs,
+		Note: note}
+}
+
+// Write prints the comparison as one table per set, CSV or JSON — the same
+// comparisons in each — and the configurations not compared.
+func (c Compared) Write(w io.Writer, format string, level float64) error {
+	rows := c.Stats(level)
 	switch format {
 	case "json":
+		out := compareJSON{Level: level, Rows: rows, Unmatched: []groupJSON{}}
+		gi := 0
+		for _, s := range c.Sets {
+			js := compareSetJSON{Configuration: s.Configuration, Baseline: s.Groups[0].Label}
+			for _, g := range s.Groups {
+				js.Groups = append(js.Groups, toGroupJSON(g, letter(gi), ""))
+				gi++
+			}
+			out.Sets = append(out.Sets, js)
+		}
+		for _, g := range c.Unmatched {
+			out.Unmatched = append(out.Unmatched, toGroupJSON(g, "", unmatchedNote))
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Level    float64     `json:"level"`
-			Baseline string      `json:"baseline"`
-			Rows     []GroupStat `json:"rows"`
-		}{level, groups[0].Label, rows})
+		return enc.Encode(out)
 	case "csv":
 		cw := csv.NewWriter(w)
-		_ = cw.Write([]string{"metric", "unit", "group", "n", "mean", "ci_low", "ci_high", "ci_crosses_zero", "diff_pct", "p", "p_holm", "hedges_g",
-			"significant"})
+		_ = cw.Write([]string{"configuration", "letter", "group", "baseline", "metric", "unit", "n", "mean", "ci_low", "ci_high", "ci_crosses_zero",
+			"diff_pct", "p", "p_holm", "hedges_g", "significant", "note"})
 		for _, r := range rows {
-			_ = cw.Write([]string{r.Metric, r.Unit, r.Group, strconv.Itoa(r.N), csvPtr(r.Mean), csvPtr(r.CILow), csvPtr(r.CIHigh),
-				csvBool(r.CICrossesZero), csvPtr(r.DiffPct),
-				csvPtr(r.P), csvPtr(r.PHolm), csvPtr(r.HedgesG), csvBool(r.Significant)})
+			_ = cw.Write([]string{r.Configuration, r.Letter, r.Group, r.Baseline, r.Metric, r.Unit, strconv.Itoa(r.N), csvPtr(r.Mean), csvPtr(r.CILow),
+				csvPtr(r.CIHigh), csvBool(r.CICrossesZero), csvPtr(r.DiffPct), csvPtr(r.P), csvPtr(r.PHolm), csvPtr(r.HedgesG), csvBool(r.Significant), ""})
+		}
+		for _, g := range c.Unmatched {
+			_ = cw.Write([]string{factors(g.Factors), "", g.Label, "", "", "", strconv.Itoa(len(g.RunIDs)), "", "", "", "", "", "", "", "", "",
+				unmatchedNote})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -119,89 +278,217 @@ func WriteCompareMany(w io.Writer, format string, groups []Group, level float64)
 	default:
 		return fmt.Errorf("--format %q: expected table, csv or json", format)
 	}
-	for i, g := range groups {
-		role := "vs " + letter(0)
-		if i == 0 {
-			role = "baseline"
-		}
-		fmt.Fprintf(w, "%s: %s (%d runs, %s)\n", letter(i), g.Label, len(g.RunIDs), role)
-	}
-	fmt.Fprintf(w, "Welch's t-test of each group against A; mean ± %.0f%% CI half-width; p Holm-adjusted over the %d comparisons of a metric; "+
-		"g = Hedges' g; * = adjusted p < %.2g\n", level*100, len(groups)-1, 1-level)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "METRIC\tGROUP\tN\tMEAN\tvs A %\tp (Holm)\tg\t\t")
-	index := map[string]int{}
-	for i, g := range groups {
-		index[g.Label] = i
-	}
-	format = "%.3g"
+	fmt.Fprintf(w, "Welch's t-test of each group against its configuration's baseline; mean ± %.0f%% CI half-width; p Holm-adjusted over "+
+		"the %d comparisons of a metric; g = Hedges' g; * = adjusted p < %.2g\n", level*100, c.comparisons(), 1-level)
 	marked := false
-	for _, r := range rows {
-		for _, m := range compareMetrics {
-			if m.metric == r.Metric {
-				format = m.format
-			}
+	gi := 0
+	for _, set := range c.Sets {
+		fmt.Fprintln(w)
+		switch set.Configuration {
+		case "":
+			fmt.Fprintln(w, "Configurations as named:")
+		default:
+			fmt.Fprintf(w, "Configuration %s:\n", set.Configuration)
 		}
-		mean := "-"
-		if r.Mean != nil {
-			mean = fmt.Sprintf(format, *r.Mean)
-			if r.CILow != nil {
-				mean += " ± " + fmt.Sprintf(format, (*r.CIHigh-*r.CILow)/2)
-				if r.CICrossesZero {
-					mean += " ‡"
-					marked = true
+		first := letter(gi)
+		for i, g := range set.Groups {
+			role := "vs " + first
+			if i == 0 {
+				role = "baseline"
+			}
+			fmt.Fprintf(w, "  %s: %s (%d runs, %s)\n", letter(gi), g.Label, len(g.RunIDs), role)
+			gi++
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "METRIC\tGROUP\tN\tMEAN\tvs %s %%\tp (Holm)\tg\t\t\n", first)
+		for _, r := range rows {
+			if r.Baseline != set.Groups[0].Label || r.Configuration != set.Configuration {
+				continue
+			}
+			mean := "-"
+			format := metricFormat(r.Metric)
+			if r.Mean != nil {
+				mean = fmt.Sprintf(format, *r.Mean)
+				if r.CILow != nil {
+					mean += " ± " + fmt.Sprintf(format, (*r.CIHigh-*r.CILow)/2)
+					if r.CICrossesZero {
+						mean += " ‡"
+						marked = true
+					}
 				}
 			}
-		}
-		diff, p, g, mark := "", "", "", ""
-		if index[r.Group] > 0 {
-			diff, p, g = ptrNum(r.DiffPct, "%+.1f"), ptrNum(r.PHolm, "%.3g"), ptrNum(r.HedgesG, "%.2f")
-			if r.Significant {
-				mark = "*"
+			diff, p, g, mark := "", "", "", ""
+			if r.Letter != first {
+				diff, p, g = ptrNum(r.DiffPct, "%+.1f"), ptrNum(r.PHolm, "%.3g"), ptrNum(r.HedgesG, "%.2f")
+				if r.Significant {
+					mark = "*"
+				}
 			}
+			fmt.Fprint(tw, noNegZero(fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, r.Letter, r.N, mean, diff, p, g, mark)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, letter(index[r.Group]), r.N, mean, diff, p, g, mark)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
-	return flushMarked(tw, w, marked)
+	if len(c.Unmatched) > 0 {
+		fmt.Fprintf(w, "\nNot compared (%s):\n", strings.TrimPrefix(unmatchedNote, "not compared: "))
+		for _, g := range c.Unmatched {
+			fmt.Fprintf(w, "  %s (%d runs)\n", g.Label, len(g.RunIDs))
+		}
+	}
+	if marked {
+		_, err := fmt.Fprintln(w, "‡ "+results.CICrossesZeroNote)
+		return err
+	}
+	return nil
 }
 
-// ComparePlot is one metric of the groups side by side: each group's
-// repetitions as points and its mean with the interval as an error bar.
-func ComparePlot(groups []Group, metric string, level float64) (plot, error) {
+// metricFormat is how a headline metric is printed.
+func metricFormat(metric string) string {
+	for _, m := range compareMetrics {
+		if m.metric == metric {
+			return m.format
+		}
+	}
+	return "%.3g"
+}
+
+// displayUnit spells a unit for people: µJ, not uJ.
+func displayUnit(u string) string {
+	if strings.HasPrefix(u, "uJ") {
+		return "µJ" + strings.TrimPrefix(u, "uJ")
+	}
+	return u
+}
+
+// Plot is one metric of the compared groups side by side, set after set:
+// each group's repetitions as points and its mean with the interval as an
+// error bar, on a category axis of the groups' letters; the legend is the
+// key — letter, the experiment's distinguishing part and the
+// configuration — and a note lists what was not compared.
+func (c Compared) Plot(metric string, level float64) (plot, error) {
+	unit := displayUnit(results.Unit(metric))
+	ylabel := metric
+	if unit != "" {
+		ylabel += " (" + unit + ")"
+	}
 	p := plot{Title: metric + " by group (mean ± " + strconv.Itoa(int(level*100)) + "% CI; dots: repetitions)",
-		XLabel: "group (A is the baseline)", YLabel: metric + " [" + results.Unit(metric) + "]", YFromZero: true, XPad: true}
+		XLabel: "group (the first of each configuration is its baseline)", YLabel: ylabel, YFromZero: true}
 	reps := series{Name: "repetitions", Marker: true, Color: "#999999"}
+	short := shortExperimentIDs(c)
 	found := false
-	for i, g := range groups {
-		xs := g.Values[metric]
-		if len(xs) == 0 {
-			continue
+	gi := 0
+	x := 0.0
+	for _, set := range c.Sets {
+		for _, g := range set.Groups {
+			x++
+			l := letter(gi)
+			gi++
+			p.XCats = append(p.XCats, catTick{X: x, Label: l})
+			xs := g.Values[metric]
+			if len(xs) == 0 {
+				continue
+			}
+			found = true
+			d := stats.Describe(xs, level)
+			p.Series = append(p.Series, series{Name: l + ": " + groupKey(g, short), X: []float64{x}, Y: []float64{d.Mean},
+				Lo: []float64{d.CILow}, Hi: []float64{d.CIHigh}, Marker: true, ClampLo: results.Positive(metric)})
+			for j, v := range xs {
+				// Spread the repetitions a little beside the mean, in run order.
+				reps.X = append(reps.X, x+0.12+0.04*float64(j%5))
+				reps.Y = append(reps.Y, v)
+			}
 		}
-		found = true
-		d := stats.Describe(xs, level)
-		x := float64(i + 1)
-		p.Series = append(p.Series, series{Name: letter(i) + ": " + g.Label, X: []float64{x}, Y: []float64{d.Mean}, Lo: []float64{d.CILow},
-			Hi: []float64{d.CIHigh}, Marker: true, Labels: []string{letter(i)}})
-		for j, v := range xs {
-			// Spread the repetitions a little beside the mean, in run order.
-			reps.X = append(reps.X, x+0.12+0.04*float64(j%5))
-			reps.Y = append(reps.Y, v)
-		}
+		x += 0.5 // a gap between configurations
 	}
 	if !found {
 		return plot{}, fmt.Errorf("no group has %s", metric)
 	}
 	p.Series = append(p.Series, reps)
+	for _, g := range c.Unmatched {
+		p.Notes = append(p.Notes, "Not compared (no other argument ran it): "+groupKey(g, short))
+	}
 	return p, nil
 }
 
-// ComparePlotSVG is ComparePlot as a standalone SVG document.
-func ComparePlotSVG(groups []Group, metric string, level float64) (string, error) {
-	p, err := ComparePlot(groups, metric, level)
+// PlotSVG is Plot as a standalone SVG document.
+func (c Compared) PlotSVG(metric string, level float64) (string, error) {
+	p, err := c.Plot(metric, level)
 	if err != nil {
 		return "", err
 	}
 	return p.SVG(), nil
+}
+
+// ComparePlot plots groups compared as named.
+func ComparePlot(groups []Group, metric string, level float64) (plot, error) {
+	return named(groups).Plot(metric, level)
+}
+
+// ComparePlotSVG is ComparePlot as a standalone SVG document.
+func ComparePlotSVG(groups []Group, metric string, level float64) (string, error) {
+	return named(groups).PlotSVG(metric, level)
+}
+
+// groupKey names a group in a plot's key: the experiment's distinguishing
+// part (when the groups come from more than one) and the configuration —
+// the short config hash and factors — or the label when it has neither.
+func groupKey(g Group, short map[string]string) string {
+	var parts []string
+	if s := short[g.Experiment]; s != "" {
+		parts = append(parts, s)
+	}
+	if g.ConfigHash != "" {
+		parts = append(parts, shortHash(g.ConfigHash))
+	}
+	if f := factors(g.Factors); f != "-" {
+		parts = append(parts, strings.ReplaceAll(f, ",", ", "))
+	}
+	if len(parts) == 0 {
+		return g.Label
+	}
+	return strings.Join(parts, " ")
+}
+
+// shortExperimentIDs maps each experiment of a comparison to the part of
+// its id that tells it from the others: ids of one name
+// (uc3-local-demo-20261130-101500-a1b2, …) differ only in time and suffix,
+// which a legend cut at its width would hide. One experiment needs none.
+func shortExperimentIDs(c Compared) map[string]string {
+	var ids []string
+	seen := map[string]bool{}
+	for _, g := range append(c.groups(), c.Unmatched...) {
+		if g.Experiment != "" && !seen[g.Experiment] {
+			seen[g.Experiment] = true
+			ids = append(ids, g.Experiment)
+		}
+	}
+	out := map[string]string{}
+	if len(ids) < 2 {
+		return out
+	}
+	split := make([][]string, len(ids))
+	common := -1
+	for i, id := range ids {
+		split[i] = strings.Split(id, "-")
+		if common < 0 || len(split[i])-1 < common {
+			common = len(split[i]) - 1 // keep at least the last part
+		}
+	}
+	for k := 0; k < common; k++ {
+		same := true
+		for _, s := range split[1:] {
+			same = same && s[k] == split[0][k]
+		}
+		if !same {
+			common = k
+			break
+		}
+	}
+	for i, id := range ids {
+		out[id] = strings.Join(split[i][common:], "-")
+	}
+	return out
 }
 
 // letter names the i-th group: A, B, …, Z, AA, AB, …

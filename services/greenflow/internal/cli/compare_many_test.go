@@ -67,25 +67,27 @@ func TestCompareManyAdjustsForTheNumberOfComparisons(t *testing.T) {
 	var out bytes.Buffer
 	require.NoError(t, cli.WriteCompareMany(&out, "table", groups, 0.95))
 	s := out.String()
-	require.Contains(t, s, "A: base (5 runs, baseline)")
-	require.Contains(t, s, "D: edge (5 runs, vs A)")
+	require.Contains(t, s, "  A: base (5 runs, baseline)")
+	require.Contains(t, s, "  D: edge (5 runs, vs A)")
 	require.Contains(t, s, "Holm-adjusted over the 3 comparisons")
 	require.Regexp(t, `sut_uj_per_event\s+C\s+5\s+80.00 ± [0-9.]+\s+-20.0\s+[0-9.e-]+\s+-?[0-9.]+\s+\*`, s)
 
 	out.Reset()
 	require.NoError(t, cli.WriteCompareMany(&out, "json", groups, 0.95))
 	var got struct {
-		Baseline string          `json:"baseline"`
-		Rows     []cli.GroupStat `json:"rows"`
+		Rows []cli.GroupStat `json:"rows"`
 	}
 	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
-	require.Equal(t, "base", got.Baseline)
+	for _, r := range got.Rows {
+		require.Equal(t, "base", r.Baseline)
+	}
 	require.Len(t, got.Rows, len(rows))
 
 	out.Reset()
 	require.NoError(t, cli.WriteCompareMany(&out, "csv", groups, 0.95))
-	require.True(t, strings.HasPrefix(out.String(), "metric,unit,group,n,mean,ci_low,ci_high,ci_crosses_zero,diff_pct,p,p_holm,hedges_g,significant\n"))
-	require.Contains(t, out.String(), "sut_uj_per_event,uJ,lower,5,80,")
+	require.True(t, strings.HasPrefix(out.String(),
+		"configuration,letter,group,baseline,metric,unit,n,mean,ci_low,ci_high,ci_crosses_zero,diff_pct,p,p_holm,hedges_g,significant,note\n"))
+	require.Contains(t, out.String(), ",C,lower,base,sut_uj_per_event,uJ,5,80,")
 }
 
 // TestComparePlotIsOneWellFormedSVG: the groups' means with their
@@ -105,7 +107,8 @@ func TestComparePlotIsOneWellFormedSVG(t *testing.T) {
 	for _, want := range []string{"A: base", "B: lower", "C: edge", "repetitions"} {
 		require.Contains(t, svg, ">"+want+"<")
 	}
-	require.Equal(t, 3+9, strings.Count(svg, "<circle"), "a mean per group and every repetition")
+	drawing := svg[:strings.Index(svg, `<g class="legend">`)]
+	require.Equal(t, 3+9, strings.Count(drawing, "<circle"), "a mean per group and every repetition")
 	_, err = cli.ComparePlotSVG(groups, "no_such_metric", 0.95)
 	require.ErrorContains(t, err, "no group has no_such_metric")
 }
@@ -116,7 +119,7 @@ func TestComparePlotIsOneWellFormedSVG(t *testing.T) {
 func TestComparisonsMarkIntervalsCrossingZero(t *testing.T) {
 	base, wide := ujGroup("base", 100, 102, 98), ujGroup("wide", 10, 300, 5)
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteComparison(&out, cli.Comparison{A: base, B: wide}, 0.95))
+	require.NoError(t, cli.WriteCompareMany(&out, "table", []cli.Group{base, wide}, 0.95))
 	require.Contains(t, out.String(), " ‡")
 	require.Contains(t, out.String(), "‡ "+results.CICrossesZeroNote)
 	out.Reset()

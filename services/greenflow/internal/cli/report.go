@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -16,7 +17,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
-	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -68,7 +68,7 @@ func provenanceRows(p results.Provenance) [][2]string {
 	out := [][2]string{{"spec hash", p.SpecHash}, {"greenflow version", p.GreenflowVersion}, {"commit", commit},
 		{"seed", strconv.FormatInt(p.Seed, 10)}, {"machine (scheduler)", compact(p.Machine)}}
 	for _, m := range p.Meters {
-		v := "requested " + compact(m.Requested)
+		v := "requested " + setOnly(m.Requested)
 		if len(m.Effective) > 0 {
 			v += "; effective " + compact(m.Effective)
 		} else if m.EffectiveNote != "" {
@@ -80,6 +80,86 @@ func provenanceRows(p results.Provenance) [][2]string {
 		out = append(out, [2]string{"missing", x})
 	}
 	return out
+}
+
+// numberCell matches a cell that is a number: "179.9", "179.9 ± 1.2 !",
+// "-0.25 ‡", "1.5e+07".
+var numberCell = regexp.MustCompile(`^[-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?( [±/] [-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?)?( [!‡*])*$`)
+
+// tableCell renders one table cell: a number never breaks ("179.9 / 1"
+// was once a number broken in two); text breaks at spaces and after the
+// separators of ids and lists (",", ";", "/", "_"), never inside a token —
+// a table too wide for the page scrolls instead. No negative zero.
+func tableCell(s string) template.HTML {
+	s = noNegZero(s)
+	if s == "-" || len(s) <= 12 || numberCell.MatchString(s) {
+		return template.HTML("<td>" + template.HTMLEscapeString(s) + "</td>")
+	}
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteString(template.HTMLEscapeString(string(r)))
+		if r == ',' || r == ';' || r == '/' || r == '_' {
+			b.WriteString("<wbr>")
+		}
+	}
+	return template.HTML(`<td class="txt">` + b.String() + "</td>")
+}
+
+// notSetNote stands for a meters section the spec left empty.
+const notSetNote = "(not set: the collector's profile)"
+
+// setOnly is a spec section as the spec set it: the stored JSON carries
+// every field, zero where the spec said nothing ({"model":{"idleWatts":0,
+// "maxWatts":0}} for no model), so zeros, empty strings, nulls and what is
+// empty once they are gone are left out; an empty section is notSetNote.
+func setOnly(raw []byte) string {
+	if len(raw) == 0 {
+		return "not recorded"
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return "not recorded"
+	}
+	v, ok := pruneZero(v)
+	if !ok {
+		return notSetNote
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "not recorded"
+	}
+	return string(b)
+}
+
+// pruneZero drops the zero values from decoded JSON; ok is false when
+// nothing is left.
+func pruneZero(v any) (any, bool) {
+	switch x := v.(type) {
+	case nil:
+		return nil, false
+	case float64:
+		return x, x != 0
+	case string:
+		return x, x != ""
+	case map[string]any:
+		for k, e := range x {
+			if e, ok := pruneZero(e); ok {
+				x[k] = e
+			} else {
+				delete(x, k)
+			}
+		}
+		return x, len(x) > 0
+	case []any:
+		var out []any
+		for _, e := range x {
+			if e, ok := pruneZero(e); ok {
+				out = append(out, e)
+			}
+		}
+		return out, len(out) > 0
+	}
+	return v, true
 }
 
 // appendOnce appends s to list unless it is there.
@@ -269,7 +349,7 @@ func runPlots(ctx context.Context, st *store.Store, e experiment, maxRuns int) (
 // runTable is the runs table: one row a run, with its state and reason.
 func runTable(rows []ResultRow) (head []string, body [][]string) {
 	head = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
-		"gaps", "estimated", "flags"}
+		"lag SLO", "gaps", "estimated", "flags"}
 	for _, r := range rows {
 		metric := func(name, format string) string {
 			v, ok := r.Metrics[name]
@@ -284,7 +364,7 @@ func runTable(rows []ResultRow) (head []string, body [][]string) {
 		}
 		body = append(body, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
-			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), metric(results.QualitySampleGaps, "%.0f"),
+			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), runLagSLO(r), metric(results.QualitySampleGaps, "%.0f"),
 			map[bool]string{true: "yes", false: ""}[r.Estimated], flagList(r.Flags)})
 	}
 	return head, body
@@ -307,14 +387,6 @@ func loadFactor(name string) bool {
 	return strings.Contains(n, "sensors") || strings.Contains(n, "periodms") || strings.Contains(n, "rate")
 }
 
-// loadPlot draws a metric's mean ± CI against mean offered load, one line per
-// combination of the non-load factors, and each repetition beside it.
-func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
-	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
-	p.Series = append(meanLines(sums, metric), repetitions(sums, rows, metric))
-	return p
-}
-
 func sortSeriesByX(s *series) {
 	idx := make([]int, len(s.X))
 	for i := range idx {
@@ -322,6 +394,9 @@ func sortSeriesByX(s *series) {
 	}
 	sort.SliceStable(idx, func(a, b int) bool { return s.X[idx[a]] < s.X[idx[b]] })
 	pick := func(v []float64) []float64 {
+		if len(v) != len(idx) {
+			return v // not set for this series
+		}
 		out := make([]float64, len(idx))
 		for i, j := range idx {
 			out[i] = v[j]
@@ -332,29 +407,41 @@ func sortSeriesByX(s *series) {
 }
 
 // paretoPlot scatters each configuration's mean throughput against its mean
-// SUT energy per event and draws the front.
+// SUT energy per event and draws the front — the summary's, among the
+// configurations that met the lag SLO, as the table marks it. Those that
+// failed it are crosses off the front: their throughput was not sustained
+// and their µJ/event counts events the SUT did not process, so they would
+// otherwise look best.
 func paretoPlot(sums []ConfigSummary) (plot, string) {
 	p := plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
-	all := series{Name: "configurations", Marker: true, Color: "#999999"}
+	all := series{Name: "configurations", Marker: true, Color: "#999999", ClampLo: true}
+	bad := series{Name: lagSLOFailedName, Marker: true, Color: "#B00020", Shape: "cross", ClampLo: true}
 	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
-	var pts []stats.Point
+	var names []string
 	for _, s := range sums {
 		m := s.Metrics[results.SUTMicroJPerEvent]
-		all.X = append(all.X, s.mean(results.ThroughputEPS))
-		all.Y = append(all.Y, m.Mean)
-		all.Lo = append(all.Lo, m.CILow)
-		all.Hi = append(all.Hi, m.CIHigh)
-		all.Labels = append(all.Labels, factors(s.Factors))
-		pts = append(pts, stats.Point{X: s.mean(results.ThroughputEPS), Y: m.Mean})
+		to := &all
+		if lagVerdict(s) == "FAIL" {
+			to = &bad
+		}
+		to.X = append(to.X, s.mean(results.ThroughputEPS))
+		to.Y = append(to.Y, m.Mean)
+		to.Lo = append(to.Lo, m.CILow)
+		to.Hi = append(to.Hi, m.CIHigh)
+		to.Labels = append(to.Labels, factors(s.Factors))
+		if s.Pareto {
+			front.X = append(front.X, s.mean(results.ThroughputEPS))
+			front.Y = append(front.Y, m.Mean)
+			names = append(names, factors(s.Factors))
+		}
 	}
-	var names []string
-	for _, i := range stats.ParetoFront(pts) {
-		front.X = append(front.X, pts[i].X)
-		front.Y = append(front.Y, pts[i].Y)
-		names = append(names, factors(sums[i].Factors))
-	}
+	sortSeriesByX(&front)
 	p.Series = []series{all, front}
-	note := "Front (more events/s and fewer µJ/event than any other configuration in one of the two): " + strings.Join(names, "; ")
+	if len(bad.X) > 0 {
+		p.Series = append(p.Series, bad)
+	}
+	note := "Front (more events/s and fewer µJ/event than any other configuration that met the lag SLO in one of the two): " +
+		strings.Join(names, "; ")
 	switch {
 	case len(sums) == 0:
 		note = "No configuration has a done run: there is nothing to compare."
@@ -434,15 +521,17 @@ func powerPlot(ctx context.Context, st *store.Store, r store.Run, targets []stor
 }
 
 var reportPage = template.Must(template.New("report").Funcs(template.FuncMap{
-	"pct": func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) },
+	"pct":  func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) },
+	"cell": tableCell,
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>GreenFlow report {{.ID}}</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1000px;color:#222;line-height:1.4}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 8px;border-bottom:1px solid #e5e5e5;text-align:right}
-th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overflow-wrap:anywhere}
+table{border-collapse:collapse;font-size:13px;margin:8px 0} th,td{padding:3px 6px;border-bottom:1px solid #e5e5e5;text-align:right}
+th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{white-space:nowrap}
+td.txt{white-space:normal;text-align:left;min-width:7em} .scroll{overflow-x:auto}
 .meta{color:#555;font-size:13px} .note{color:#555;font-size:12px} svg{display:block;margin:10px 0}
 </style></head><body>
 <h1>GreenFlow experiment {{.ID}}</h1>
@@ -455,17 +544,17 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 {{end}}
 <h2>Per configuration</h2>
 <p class="note">Mean ± {{pct .Level}} confidence-interval half-width (Student t over repetitions); "!" marks a coefficient of variation above {{pct .CVThreshold}}. Lag SLO: Theodolite's lag-trend check on the median slope of the repetitions.</p>
-<table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .Summary}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+<div class="scroll"><table><tr>{{range .SummaryHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .Summary}}<tr>{{range .}}{{cell .}}{{end}}</tr>{{end}}</table></div>
 {{range .SummaryNotes}}<p class="note">{{.}}</p>{{end}}
 
 <h2>Energy per event vs load</h2>
 {{range .LoadPlots}}{{.}}{{end}}
-<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load.</p>
+<p class="note">Error bars: {{pct .Level}} confidence intervals of the mean over repetitions (none with one repetition). Lines join configurations that differ only in load. An interval reaching below zero is drawn to 0 and ends in an arrow marked ‡ (as in the table). Crosses, off the lines: runs and configurations that failed the lag SLO — the SUT fell behind, so their energy per event divides by events put into Kafka that it never processed and is not comparable with the rest.</p>
 
 <h2>Throughput: did the system keep up?</h2>
 {{.Throughput}}
-<p class="note">Delivered events per second in the measured window (mean ± {{pct .Level}} CI; grey: each repetition) against the offered load. On the dashed line the system delivers what is offered.</p>
+<p class="note">Delivered: events per second the load generator put into Kafka in the measured window (mean ± {{pct .Level}} CI; grey: each repetition) against the offered load. Processed (estimated from lag growth): delivered less the consumer lag's fitted trend, at least 0 — what the SUT kept up with. On the dashed line the system handles what is offered; processed points below it mean the SUT fell behind.</p>
 
 <h2>Pareto front</h2>
 {{.Pareto}}
@@ -482,16 +571,16 @@ th{background:#f4f4f4} td:nth-child(2),th:nth-child(2){text-align:left} td{overf
 
 <h2>Data quality</h2>
 <p class="note">Per run: how much of the window no sample covered, gaps bridged and the energy in them, samples that arrived late, counter resets, the attribution residual (node total minus its parts), the gaps the collectors recorded, the difference between two meters of one node, and the flags — on the measurement (data flags) and on derived figures (caveats). Explanations below the runs table.</p>
-<table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .QualityRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+<div class="scroll"><table><tr>{{range .QualityHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .QualityRows}}<tr>{{range .}}{{cell .}}{{end}}</tr>{{end}}</table></div>
 
 <h2>Provenance</h2>
-<table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>
+<div class="scroll"><table>{{range .Provenance}}<tr><th style="text-align:left">{{index . 0}}</th>{{cell (index . 1)}}</tr>{{end}}</table></div>
 <p class="note">The resolved spec is in <code>greenflow export</code>'s provenance.json and the results API.</p>
 
 <h2>Runs</h2>
-<table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
-{{range .RunRows}}<tr>{{range .}}<td>{{.}}</td>{{end}}</tr>{{end}}</table>
+<div class="scroll"><table><tr>{{range .RunHead}}<th>{{.}}</th>{{end}}</tr>
+{{range .RunRows}}<tr>{{range .}}{{cell .}}{{end}}</tr>{{end}}</table></div>
 {{range .RunNotes}}<p class="note">{{.}}</p>{{end}}
 </body></html>
 `))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/stats"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -39,10 +40,36 @@ func lineName(key, what string) string {
 	return key
 }
 
-// repetitions is a grey series of every done run's value of metric at its
-// configuration's mean offered load, set a little to the right of the mean
-// so the points and the error bar do not hide each other.
-func repetitions(sums []ConfigSummary, rows []ResultRow, metric string) series {
+// lagSLOFailedName is the legend entry of the points whose run (or
+// configuration) failed the lag SLO: their µJ/event divides by events put
+// into Kafka, not processed, so a SUT that fell behind looks cheapest.
+const lagSLOFailedName = "lag SLO failed: the SUT fell behind; µJ/event counts events it did not process"
+
+// runFailedLagSLO reports whether the analyzer found the run's lag growing
+// faster than the SLO allows (lag_slo_ok = 0).
+func runFailedLagSLO(r ResultRow) bool {
+	v, ok := r.Metrics[results.LagSLOOK]
+	return ok && v == 0
+}
+
+// runLagSLO is a run's lag-SLO verdict for the tables: ok, FAIL or "-"
+// when the run has no lag figures.
+func runLagSLO(r ResultRow) string {
+	v, ok := r.Metrics[results.LagSLOOK]
+	switch {
+	case !ok:
+		return "-"
+	case v == 0:
+		return "FAIL"
+	}
+	return "ok"
+}
+
+// repetitions is a grey series of the done runs' values of metric (those
+// keep accepts) at their configuration's mean offered load, set a little
+// to the right of the mean so the points and the error bar do not hide
+// each other.
+func repetitions(sums []ConfigSummary, rows []ResultRow, metric string, keep func(ResultRow) bool) series {
 	byRun := map[string]ResultRow{}
 	for _, r := range rows {
 		byRun[r.RunID] = r
@@ -56,7 +83,7 @@ func repetitions(sums []ConfigSummary, rows []ResultRow, metric string) series {
 		x := c.mean(results.OfferedRateEPS)
 		for i, id := range c.RunIDs {
 			v, ok := byRun[id].Metrics[metric]
-			if !ok {
+			if !ok || !keep(byRun[id]) {
 				continue
 			}
 			s.X = append(s.X, x+xmax*(0.012+0.006*float64(i%4)))
@@ -67,15 +94,23 @@ func repetitions(sums []ConfigSummary, rows []ResultRow, metric string) series {
 }
 
 // meanLines draws metric's mean ± CI against mean offered load, one line
-// per combination of the non-load factors, sorted by load.
-func meanLines(sums []ConfigSummary, metric string) []series {
+// per combination of the non-load factors, sorted by load. what names the
+// lines in the legend ("" for the factors alone).
+func meanLines(sums []ConfigSummary, metric, what string) []series {
 	lines := map[string]*series{}
 	var keys []string
 	for _, s := range sums {
 		key := otherFactors(s.Factors)
 		ln, ok := lines[key]
 		if !ok {
-			ln = &series{Name: lineName(key, "mean ± CI"), Line: true, Marker: true}
+			name := lineName(key, "mean ± CI")
+			if what != "" {
+				name = lineName(key, what)
+				if key != "-" {
+					name = what + ": " + key
+				}
+			}
+			ln = &series{Name: name, Line: true, Marker: true, ClampLo: results.Positive(metric)}
 			lines[key] = ln
 			keys = append(keys, key)
 		}
@@ -92,13 +127,90 @@ func meanLines(sums []ConfigSummary, metric string) []series {
 	return out
 }
 
-// throughputPlot draws delivered throughput (mean ± CI and the repetitions)
-// against offered load, with the line where the two are equal: a system
-// that keeps up stays on it.
+// loadPlot draws a metric's mean ± CI against mean offered load, one line per
+// combination of the non-load factors, and each repetition beside it. The
+// configurations and runs that failed the lag SLO are crosses of their own,
+// off the lines: their energy per event is not comparable with the rest.
+func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
+	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
+	var kept, failed []ConfigSummary
+	for _, s := range sums {
+		if lagVerdict(s) == "FAIL" {
+			failed = append(failed, s)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	p.Series = append(meanLines(kept, metric, ""), repetitions(sums, rows, metric, func(r ResultRow) bool { return !runFailedLagSLO(r) }))
+	bad := repetitions(sums, rows, metric, runFailedLagSLO)
+	bad.Name, bad.Color, bad.Shape = lagSLOFailedName, "#B00020", "cross"
+	bad.ClampLo = results.Positive(metric)
+	bad.Lo, bad.Hi = nans(len(bad.X)), nans(len(bad.X))
+	for _, s := range failed {
+		m := s.Metrics[metric]
+		bad.X, bad.Y = append(bad.X, s.mean(results.OfferedRateEPS)), append(bad.Y, m.Mean)
+		bad.Lo, bad.Hi = append(bad.Lo, m.CILow), append(bad.Hi, m.CIHigh)
+	}
+	if len(bad.X) > 0 {
+		p.Series = append(p.Series, bad)
+	}
+	return p
+}
+
+func nans(n int) []float64 {
+	out := make([]float64, n)
+	for i := range out {
+		out[i] = math.NaN()
+	}
+	return out
+}
+
+// processedName is the legend entry of what the SUT processed.
+const processedName = "processed (estimated from lag growth)"
+
+// processedEPS is what the SUT processed in a run, estimated: what the
+// generator delivered into Kafka less what piled up in the consumer lag
+// (its fitted trend), never below zero. ok is false without both figures.
+func processedEPS(r ResultRow) (float64, bool) {
+	thr, ok := r.Metrics[results.ThroughputEPS]
+	slope, ok2 := r.Metrics[results.LagTrendSlope]
+	if !ok || !ok2 {
+		return 0, false
+	}
+	return math.Max(0, thr-slope), true
+}
+
+// throughputPlot draws delivered throughput — what the generator put into
+// Kafka — and what the SUT processed (delivered less the lag's growth),
+// each mean ± CI, against offered load, with the line where delivered
+// equals offered: a SUT that keeps up has both on it, one that falls
+// behind has its processed points below.
 func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
-	p := plot{Title: "Delivered vs offered throughput", XLabel: "offered load (events/s)", YLabel: "delivered (events/s)", YFromZero: true,
+	p := plot{Title: "Delivered and processed vs offered throughput", XLabel: "offered load (events/s)", YLabel: "events/s", YFromZero: true,
 		XPad: true}
-	p.Series = meanLines(sums, results.ThroughputEPS)
+	p.Series = meanLines(sums, results.ThroughputEPS, "delivered (generator into Kafka)")
+	byRun := map[string]ResultRow{}
+	for _, r := range rows {
+		byRun[r.RunID] = r
+	}
+	var processed []ConfigSummary
+	for _, s := range sums {
+		var xs []float64
+		for _, id := range s.RunIDs {
+			if v, ok := processedEPS(byRun[id]); ok {
+				xs = append(xs, v)
+			}
+		}
+		if len(xs) > 0 {
+			c := s
+			c.Metrics = map[string]stats.Summary{"processed": stats.Describe(xs, DefaultLevel), results.OfferedRateEPS: s.Metrics[results.OfferedRateEPS]}
+			processed = append(processed, c)
+		}
+	}
+	for _, ln := range meanLines(processed, "processed", processedName) {
+		ln.Dash, ln.Shape, ln.ClampLo = true, "cross", true
+		p.Series = append(p.Series, ln)
+	}
 	var xmax float64
 	for _, s := range sums {
 		xmax = math.Max(xmax, s.mean(results.OfferedRateEPS))
@@ -107,14 +219,16 @@ func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 		p.Series = append(p.Series, series{Name: "delivered = offered", X: []float64{0, xmax}, Y: []float64{0, xmax}, Line: true, Dash: true,
 			Color: "#000000", Width: 1})
 	}
-	p.Series = append(p.Series, repetitions(sums, rows, results.ThroughputEPS))
+	p.Series = append(p.Series, repetitions(sums, rows, results.ThroughputEPS, func(ResultRow) bool { return true }))
 	return p
 }
 
 // lagPlot draws a run's consumer lag (summed over partitions) over its
 // measured window, with the slope the analyzer fitted and the SLO's largest
 // slope, both from the start of the fit: the verdict is which of the two
-// the lag follows.
+// the lag follows. The axes fit the lag, not the SLO's line: a lag of a
+// few hundred under a threshold of 25,000 would be a flat line at the
+// bottom; where the SLO's line leaves the plot a note says where it ends.
 func lagPlot(ctx context.Context, st *store.Store, r store.Run, metrics map[string]float64) (plot, bool, error) {
 	var fs map[string]string
 	_ = json.Unmarshal([]byte(r.Factors), &fs)
@@ -163,7 +277,7 @@ func lagPlot(ctx context.Context, st *store.Store, r store.Run, metrics map[stri
 			series{Name: fmt.Sprintf("fitted trend %+.0f msg/s", slope), X: []float64{start, end}, Y: []float64{y0, y0 + slope*(end-start)},
 				Line: true, Dash: true, Color: "#D55E00"},
 			series{Name: fmt.Sprintf("SLO limit %+.0f msg/s", limit), X: []float64{start, end}, Y: []float64{y0, y0 + limit*(end-start)},
-				Line: true, Dash: true, Color: "#000000", Width: 1})
+				Line: true, Dash: true, Color: "#000000", Width: 1, NoScale: true, AboveLabel: "SLO threshold"})
 		p.Bands = append(p.Bands, band{X0: 0, X1: start, Label: "not fitted"})
 	}
 	return p, true, nil

@@ -55,9 +55,35 @@ func TestPlotSVG(t *testing.T) {
 	require.Contains(t, svg, "power &lt;node &amp; &#34;sut&#34;&gt;")
 	require.Contains(t, svg, "measuring")
 	require.Equal(t, 1, strings.Count(svg, "<polyline"))
-	require.Equal(t, 2, strings.Count(svg, "<circle"))
+	require.Equal(t, 2, strings.Count(beforeLegend(svg), "<circle"), "the markers of the data")
 
 	empty := plot{Title: "nothing"}.SVG()
 	wellFormed(t, empty)
 	require.Contains(t, empty, "no data")
+}
+
+// beforeLegend is an SVG's drawing without its legend.
+func beforeLegend(svg string) string {
+	if i := strings.Index(svg, `<g class="legend">`); i >= 0 {
+		return svg[:i]
+	}
+	return svg
+}
+
+// TestBandLabelsAreNotStruckThrough: a phase's label is drawn after the
+// gridlines and the data, on a white halo.
+func TestBandLabelsAreNotStruckThrough(t *testing.T) {
+	p := plot{Title: "power", Series: []series{{Name: "node", X: []float64{0, 10}, Y: []float64{7, 7}, Line: true}},
+		Bands: []band{{X0: 0, X1: 4, Label: "baseline"}, {X0: 4, X1: 10, Label: "measure"}}}
+	svg := p.SVG()
+	wellFormed(t, svg)
+	for _, label := range []string{"baseline", "measure"} {
+		i := strings.Index(svg, ">"+label+"</text>")
+		require.Positive(t, i, label)
+		require.Greater(t, i, strings.LastIndex(svg, `stroke="#ddd"`), "%s above the gridlines", label)
+		require.Greater(t, i, strings.Index(svg, "<polyline"), "%s above the data", label)
+		tag := svg[strings.LastIndex(svg[:i], "<text"):i]
+		require.Contains(t, tag, `stroke="#fff"`, "a halo behind %s", label)
+		require.Contains(t, tag, `paint-order="stroke"`)
+	}
 }
