@@ -176,7 +176,8 @@ const analysisUsage = `Analysis commands:
   greenflow compare  A B [C …] [--experiment EXP] [--level 0.95] [--format table|csv|json] [--plot FILE.svg]
                                                              Welch t-test per headline metric between experiments (EXP),
                                                              configurations (EXP:HASH-PREFIX, or HASH-PREFIX with --experiment);
-                                                             more than two: each against the first, Holm-adjusted
+                                                             like configurations matched across them, each against the first
+                                                             argument that ran it, Holm-adjusted
   greenflow export   EXPERIMENT --dir DIR                    tidy CSV: runs, phases, targets, results, samples, summary
   greenflow report   EXPERIMENT [-o FILE] [--max-runs N]     self-contained HTML report with SVG plots
   greenflow prune    [--older-than 720h] [--dry-run]         drop whole days of samples that belong to no run

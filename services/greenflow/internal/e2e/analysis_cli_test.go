@@ -144,8 +144,9 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Contains(t, cmp, "sut_uj_per_event")
 
 	// More than two groups: the two configurations named as EXP:HASH, and
-	// the experiment itself (its two configurations again) — one table of
-	// each against the first, and one plot.
+	// the experiment itself (its two configurations again) — one table in
+	// which each configuration is compared with the first argument that ran
+	// it, and one plot.
 	plotPath := filepath.Join(t.TempDir(), "compare.svg")
 	var many struct {
 		Baseline string          `json:"baseline"`
