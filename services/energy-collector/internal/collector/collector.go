@@ -313,8 +313,13 @@ func (c *Collector) Run(ctx context.Context) error {
 // last commit in the spool directory, or without one starts from a
 // baseline after a restart. fresh starts from a new baseline whatever the
 // commit says (another instance read the meter since): the commit's rows
-// are still written, its state is not continued.
-func (c *Collector) pinnedRunner(sc SourceConfig, fresh bool) (*runner, error) {
+// are still written, its state is not continued. prev is this process's
+// previous runner of the source (its lock lapsed and was taken again), or
+// nil: its rows' fate is known here — written, or still with the writer —
+// so they are followed, not written again from the commit file (which
+// still carries them: that wrote every handed-over row twice after a
+// lapse on a starved machine).
+func (c *Collector) pinnedRunner(sc SourceConfig, fresh bool, prev *runner) (*runner, error) {
 	var claim committer
 	var start handover
 	if c.cfg.SpoolDir != "" {
@@ -327,7 +332,13 @@ func (c *Collector) pinnedRunner(sc SourceConfig, fresh bool) (*runner, error) {
 	if fresh {
 		start.state = nil
 	}
+	if prev != nil && !fresh {
+		start.rows = nil
+	}
 	r := newRunner(c, sc, claim, start)
+	if prev != nil && !fresh && prev.heldTicket != nil {
+		r.held, r.heldRows, r.heldTicket = prev.held, prev.heldRows, prev.heldTicket
+	}
 	if !fresh {
 		r.src = c.opened[sc.ID]
 	}

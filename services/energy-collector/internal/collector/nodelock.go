@@ -196,6 +196,7 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 	t := c.clock.NewTicker(c.cfg.Heartbeat)
 	defer t.Stop()
 	standingBy, warned, carried := "", false, false
+	var last *runner // the runner whose lease lapsed, continued if this instance takes the lock again
 	defer c.m.standby.WithLabelValues(sc.ID).Set(0)
 	for {
 		ok, prev, holder, err := lock.acquire(ctx)
@@ -218,12 +219,18 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 			if fresh {
 				c.logger.Info("took this node's meter over", zap.String("source", sc.ID), zap.String("from", prev))
 			}
-			err := c.readPinned(ctx, sc, lock, fresh)
+			var prev *runner
+			if !fresh {
+				prev = last
+			}
+			r, err := c.readPinned(ctx, sc, lock, fresh, prev)
+			last = nil
 			if ctx.Err() != nil {
 				return err
 			}
 			switch {
 			case errors.Is(err, errLeaseExpired):
+				last = r // taken again by this instance: it continues r
 				c.logger.Warn("the meter's lock went unrenewed past its lease (paused or starved?); its last reading is dropped and the lock taken again if free",
 					zap.String("source", sc.ID))
 			case errors.Is(err, errLockLost):
@@ -255,11 +262,12 @@ func (c *Collector) runPinned(ctx context.Context, sc SourceConfig, token string
 	}
 }
 
-// readPinned runs the source's runner while renewing the lock.
-func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeLock, fresh bool) error {
-	r, err := c.pinnedRunner(sc, fresh)
+// readPinned runs the source's runner while renewing the lock, and returns
+// it (nil if it could not start) with the error that ended it.
+func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeLock, fresh bool, prev *runner) (*runner, error) {
+	r, err := c.pinnedRunner(sc, fresh, prev)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if fresh && lock.prevRenewedMs > 0 {
 		r.hole(lock.prevRenewedMs, "meter taken over from another instance on this node; the stretch since its last lock renewal is not measured")
@@ -283,10 +291,10 @@ func (c *Collector) readPinned(ctx context.Context, sc SourceConfig, lock *nodeL
 	cancel(nil)
 	<-renewed
 	if lost {
-		return errLockLost
+		return r, errLockLost
 	}
 	lock.release(ctx)
-	return err
+	return r, err
 }
 
 // writeCarriedRows stores the rows the pinned source's last file commit
