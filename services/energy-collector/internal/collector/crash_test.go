@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
@@ -420,8 +419,7 @@ func TestKilledLocalCollectorResumesExactly(t *testing.T) {
 	spec := env.spec(cfg)
 	proc := startChild(t, spec)
 	b := testenv.Bus(t, env.nats, "test")
-	target := events.Target{ID: "process/e1-r0000/sut", Kind: "process", Node: cfg.Node, Role: "sut", PID: 100}
-	publishAssign(t, b, "e1-r0000", []events.Target{target})
+	assignProcess(t, b, "e1-r0000", "process/e1-r0000/sut", cfg.Node)
 	testenv.Eventually(t, 60*time.Second, "process target sampled", func() bool {
 		return countRows(t, st, "scope = 'process'") >= 3
 	})

@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
@@ -27,16 +26,6 @@ func writeNodeFacts(tb testing.TB, root, cpuModel string, memKB, vcpus, busy, to
 	require.NoError(tb, writeAtomic(filepath.Join(root, "stat"), statFor(vcpus, busy, total)))
 	require.NoError(tb, writeAtomic(filepath.Join(root, "cpuinfo"), "processor\t: 0\nmodel name\t: "+cpuModel+"\n"))
 	require.NoError(tb, writeAtomic(filepath.Join(root, "meminfo"), fmt.Sprintf("MemTotal:       %d kB\nMemFree: 1 kB\n", memKB)))
-}
-
-func publishAssignMeters(tb testing.TB, b *bus.Bus, runID string, targets []events.Target, m *events.CollectMeters) {
-	tb.Helper()
-	require.NoError(tb, b.Publish(context.Background(), events.CollectAssign{ExperimentID: "e1", RunID: runID, Targets: targets, Meters: m}, ""))
-}
-
-func publishRelease(tb testing.TB, b *bus.Bus, runID string) {
-	tb.Helper()
-	require.NoError(tb, b.Publish(context.Background(), events.CollectRelease{ExperimentID: "e1", RunID: runID}, ""))
 }
 
 // nodeIntervals returns the intervals of node-scope samples after fromMs.
