@@ -142,10 +142,7 @@ type childEnv struct {
 func newChildEnv(t *testing.T) childEnv {
 	t.Helper()
 	env := childEnv{nats: testenv.NATS(t), dsn: testenv.ClickHouseDSN(t)}
-	var err error
-	env.st, err = store.Open(context.Background(), env.dsn, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = env.st.Close() })
+	env.st = testenv.StoreOn(t, env.dsn)
 	stopMerges(t, env.st)
 	return env
 }

@@ -9,10 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
@@ -62,9 +60,7 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	}
 	require.Equal(t, events.ExperimentStateDone, final)
 
-	st, err := store.Open(ctx, dsn, zap.NewNop())
-	require.NoError(t, err)
-	defer st.Close()
+	st := testenv.StoreOn(t, dsn)
 	rows, err := cli.LoadResults(ctx, st, id)
 	require.NoError(t, err)
 	require.NotEmpty(t, rows)
