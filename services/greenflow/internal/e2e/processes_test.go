@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -23,9 +22,7 @@ import (
 func TestServicesAsSeparateProcesses(t *testing.T) {
 	bin := binaries(t)
 	natsURL := testenv.NATS(t)
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer kafka.Close()
+	kafka := testenv.Kafka(t, 0)
 	dsn := testenv.ClickHouseDSN(t)
 	brokers := kafka.ListenAddrs()[0]
 
