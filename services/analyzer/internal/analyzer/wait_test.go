@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -147,9 +146,7 @@ func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 	st := testenv.Store(t)
 	ctx := context.Background()
 	b := testenv.Bus(t, testenv.NATS(t), "analyzer")
-	_, err := b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerRecorder.Durable,
-		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeLoadProgress)})
-	require.NoError(t, err)
+	testenv.BlockConsumer(t, b.JetStream(), bus.StreamLifecycle, bus.ConsumerRecorder.Durable, bus.Subject(events.TypeLoadProgress))
 	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
 	runErr := testenv.Go(t, ctx, a.Run).Wait(15*time.Second, "Run, while its context is live,")
