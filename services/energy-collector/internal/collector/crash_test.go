@@ -3,12 +3,13 @@ package collector_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -297,12 +298,8 @@ func checkCoverage(t *testing.T, st *store.Store) coverage {
 		ts   int64
 	}
 	nodeJ, partsJ := map[at]float64{}, map[at]float64{}
-	keys := make([]seriesKey, 0, len(series))
-	for k := range series {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
-	for _, k := range keys {
+	byName := func(a, b seriesKey) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) }
+	for _, k := range slices.SortedFunc(maps.Keys(series), byName) {
 		rs := series[k]
 		for i, r := range rs {
 			switch r.scope {
