@@ -274,3 +274,17 @@ func countRows(tb testing.TB, st *store.Store, where string, args ...any) uint64
 }
 
 func t0ctx() context.Context { return context.Background() }
+
+// storedRows reads until read returns at least n rows and returns them:
+// what the collectors write reaches ClickHouse a flush later.
+func storedRows[T any](tb testing.TB, within time.Duration, what string, n int, read func() ([]T, error)) []T {
+	tb.Helper()
+	var rows []T
+	testenv.Eventually(tb, within, what, func() bool {
+		var err error
+		rows, err = read()
+		require.NoError(tb, err)
+		return len(rows) >= n
+	})
+	return rows
+}

@@ -100,12 +100,8 @@ func TestRunMetersDriveTheSamplingInterval(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, "back to the collector's interval", func() bool { return len(nodeIntervals(t, st, cfg.Node, at)) >= 3 })
 	require.InDelta(t, 1000, median(nodeIntervals(t, st, cfg.Node, at)), 150)
 
-	var meters []store.RunMeter
-	testenv.Eventually(t, 20*time.Second, "configurations recorded", func() bool {
-		var err error
-		meters, err = st.RunMeters(context.Background(), "e1")
-		require.NoError(t, err)
-		return len(meters) >= 3
+	meters := storedRows(t, 20*time.Second, "configurations recorded", 3, func() ([]store.RunMeter, error) {
+		return st.RunMeters(context.Background(), "e1")
 	})
 	byRun := map[string][]store.RunMeter{}
 	for _, m := range meters {
@@ -151,12 +147,8 @@ func TestAskedRAPLFallbackIsNoted(t *testing.T) {
 	target := events.Target{ID: "pod/bare/sut-0", Kind: "pod", Node: "bare", Role: "sut", Pod: "sut-0", Namespace: "gf"}
 	publishAssignMeters(t, in.b, "r1", []events.Target{target}, &events.CollectMeters{IntervalMs: 200, Source: "rapl"})
 
-	var rows []store.RunMeter
-	testenv.Eventually(t, 30*time.Second, "r1's configuration recorded", func() bool {
-		var err error
-		rows, err = st.RunMeters(context.Background(), "e1")
-		require.NoError(t, err)
-		return len(rows) > 0
+	rows := storedRows(t, 30*time.Second, "r1's configuration recorded", 1, func() ([]store.RunMeter, error) {
+		return st.RunMeters(context.Background(), "e1")
 	})
 	for _, r := range rows {
 		require.Equal(t, "rapl", r.AskedSource)
