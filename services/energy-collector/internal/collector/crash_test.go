@@ -85,7 +85,7 @@ func TestKilledCollectorLosesNoInterval(t *testing.T) {
 			}
 		}
 		killMs := time.Now().UnixMilli()
-		procs[victim].kill9(t)
+		procs[victim].Kill9(t) // no drain, no hand-over, no flush
 		rec := killRecord{victim: victim, atMs: killMs, offset: offset, sources: owned}
 		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("kill %d: %s's nodes taken over", k, victim), func() bool {
 			return countRows(t, st, "scope = 'node' AND collector != ? AND ts_ms > ?", victim, killMs) > 0 &&
@@ -422,7 +422,7 @@ func TestKilledLocalCollectorResumesExactly(t *testing.T) {
 	for k := range kills {
 		<-time.After(time.Duration(rng.Int64N(int64(4 * interval))))
 		killMs = append(killMs, time.Now().UnixMilli())
-		proc.kill9(t)
+		proc.Kill9(t)
 		restartMs := time.Now().UnixMilli()
 		proc = startChild(t, spec)
 		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("restart %d samples again", k), func() bool {
