@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/freeport"
 )
 
 // EnvMarker is set in every process the suite starts; the SUT processes the
@@ -124,7 +125,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	for _, s := range Services {
 		instances += c.replicas(s)
 	}
-	ports, err := freePorts(3 + instances)
+	ports, err := freeport.Get(3 + instances)
 	if err != nil {
 		return nil, err
 	}

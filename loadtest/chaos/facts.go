@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -498,12 +499,8 @@ func (g *Gatherer) samples(ctx context.Context, f *RunFacts, r kvRun) (sutJ, nod
 			series[key{r.Targets[0].Node, "process", id, ""}] = nil
 		}
 	}
-	keys := make([]key, 0, len(series))
-	for k := range series {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
-	for _, k := range keys {
+	byName := func(a, b key) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) }
+	for _, k := range slices.SortedFunc(maps.Keys(series), byName) {
 		ss := series[k]
 		role := "sut"
 		if k.scope == "node" {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/greenflow/greenflow/pkg/freeport"
 )
 
 // ErrNoBinary means no ClickHouse server binary was found.
@@ -66,14 +67,11 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 			return nil, fmt.Errorf("create clickhouse dir: %w", err)
 		}
 	}
-	tcp, err := freePort()
+	ports, err := freeport.Get(2)
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	tcp, httpPort := ports[0], ports[1]
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(configXML(dir, tcp, httpPort)), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse config: %w", err)
 	}
@@ -149,15 +147,6 @@ func (s *Server) Stop() error {
 		<-s.done
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func configXML(dir string, tcp, httpPort int) string {

@@ -21,9 +21,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // a producer, closed at cleanup.
 func cluster(t testing.TB) (*kfake.Cluster, *kadm.Client, *kgo.Client) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "input-r1", "output-r1"))
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	c := testenv.Kafka(t, 4, "input-r1", "output-r1")
 	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)

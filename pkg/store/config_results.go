@@ -39,14 +39,12 @@ func (s *Store) ReplaceConfigResults(ctx context.Context, experimentID, configHa
 // ConfigResults reads the newest per-configuration statistics of an
 // experiment, ordered by configuration and metric.
 func (s *Store) ConfigResults(ctx context.Context, experimentID string) ([]ConfigResult, error) {
-	var out []ConfigResult
-	err := query(ctx, s.conn, "read configuration results of "+experimentID, `
+	return queryAll(ctx, s.conn, "read configuration results of "+experimentID, `
 		SELECT config_hash, factors, metric, unit, n, mean, sd, cv, ci_level, ci_low, ci_high, median, min, max, cv_flag, estimated, run_ids
 		FROM config_results FINAL
 		WHERE experiment_id = ? AND (config_hash, analyzed_ms) IN (
 		  SELECT config_hash, max(analyzed_ms) FROM config_results WHERE experiment_id = ? GROUP BY config_hash)
-		ORDER BY config_hash, metric`, []any{experimentID, experimentID}, func(rows driver.Rows) error {
-		var c ConfigResult
+		ORDER BY config_hash, metric`, []any{experimentID, experimentID}, func(rows driver.Rows, c *ConfigResult) error {
 		var n uint32
 		var flag, est uint8
 		if err := rows.Scan(&c.ConfigHash, &c.Factors, &c.Metric, &c.Unit, &n, &c.Mean, &c.SD, &c.CV, &c.Level, &c.CILow, &c.CIHigh, &c.Median,
@@ -55,8 +53,6 @@ func (s *Store) ConfigResults(ctx context.Context, experimentID string) ([]Confi
 		}
 		c.N, c.CVFlag, c.Estimated = int(n), flag == 1, est == 1
 		c.HalfWidth = (c.CIHigh - c.CILow) / 2
-		out = append(out, c)
 		return nil
 	})
-	return out, err
 }

@@ -46,18 +46,12 @@ func (s *Store) SetExperimentState(ctx context.Context, experimentID, state stri
 // GetExperiment returns the latest row of an experiment (ErrNotFound when
 // there is none).
 func (s *Store) GetExperiment(ctx context.Context, experimentID string) (Experiment, error) {
-	var out []Experiment
-	err := query(ctx, s.conn, "read experiment "+experimentID, `
+	out, err := queryAll(ctx, s.conn, "read experiment "+experimentID, `
 		SELECT experiment_id, name, spec, spec_hash, runs_total, state, labels, greenflow_version, git_commit,
 		       environment, seed, created_ms
-		FROM experiments FINAL WHERE experiment_id = ?`, []any{experimentID}, func(rows driver.Rows) error {
-		var e Experiment
-		if err := rows.Scan(&e.ExperimentID, &e.Name, &e.Spec, &e.SpecHash, &e.RunsTotal, &e.State, &e.Labels,
-			&e.GreenflowVersion, &e.GitCommit, &e.Environment, &e.Seed, &e.CreatedMs); err != nil {
-			return err
-		}
-		out = append(out, e)
-		return nil
+		FROM experiments FINAL WHERE experiment_id = ?`, []any{experimentID}, func(rows driver.Rows, e *Experiment) error {
+		return rows.Scan(&e.ExperimentID, &e.Name, &e.Spec, &e.SpecHash, &e.RunsTotal, &e.State, &e.Labels,
+			&e.GreenflowVersion, &e.GitCommit, &e.Environment, &e.Seed, &e.CreatedMs)
 	})
 	if err != nil {
 		return Experiment{}, err

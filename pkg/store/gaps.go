@@ -55,14 +55,7 @@ func (s *Store) GapsOverlapping(ctx context.Context, nodes []string, fromMs, toM
 		args = append(args, set(nodes))
 	}
 	q += " GROUP BY node, source, reason, from_ms ORDER BY node, from_ms, reason"
-	var out []Gap
-	err := query(ctx, s.conn, "read gaps", q, args, func(rows driver.Rows) error {
-		var g Gap
-		if err := rows.Scan(&g.Node, &g.Source, &g.FromMs, &g.ToMs, &g.Samples, &g.Reason, &g.Detail, &g.Collector); err != nil {
-			return err
-		}
-		out = append(out, g)
-		return nil
+	return queryAll(ctx, s.conn, "read gaps", q, args, func(rows driver.Rows, g *Gap) error {
+		return rows.Scan(&g.Node, &g.Source, &g.FromMs, &g.ToMs, &g.Samples, &g.Reason, &g.Detail, &g.Collector)
 	})
-	return out, err
 }

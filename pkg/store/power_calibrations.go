@@ -40,14 +40,7 @@ func (s *Store) PowerCalibrations(ctx context.Context, node string) ([]PowerCali
 		args = append(args, node)
 	}
 	q += " ORDER BY ts_ms DESC, node"
-	var out []PowerCalibration
-	err := query(ctx, s.conn, "read power calibrations", q, args, func(rows driver.Rows) error {
-		var f PowerCalibration
-		if err := rows.Scan(&f.Node, &f.Source, &f.TsMs, &f.Samples, &f.InterceptW, &f.SlopeW, &f.R2, &f.ResidualW, &f.VCPUs, &f.CPUModel, &f.Collector); err != nil {
-			return err
-		}
-		out = append(out, f)
-		return nil
+	return queryAll(ctx, s.conn, "read power calibrations", q, args, func(rows driver.Rows, f *PowerCalibration) error {
+		return rows.Scan(&f.Node, &f.Source, &f.TsMs, &f.Samples, &f.InterceptW, &f.SlopeW, &f.R2, &f.ResidualW, &f.VCPUs, &f.CPUModel, &f.Collector)
 	})
-	return out, err
 }

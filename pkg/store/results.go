@@ -38,25 +38,22 @@ func (s *Store) ReplaceResults(ctx context.Context, experimentID, runID string, 
 // run, scope, subject and metric. Only the newest analysis of each run
 // counts.
 func (s *Store) Results(ctx context.Context, experimentID string) ([]Result, error) {
-	var out []Result
-	err := query(ctx, s.conn, "read results of "+experimentID, `
+	return queryAll(ctx, s.conn, "read results of "+experimentID, `
 		SELECT r.run_id, r.scope, r.subject, r.metric, r.value, r.unit, r.estimated
 		FROM results AS r FINAL
 		ANY INNER JOIN (
 			SELECT run_id, max(analyzed_ms) AS analyzed_ms FROM results WHERE experiment_id = ? GROUP BY run_id
 		) AS latest USING (run_id, analyzed_ms)
 		WHERE r.experiment_id = ?
-		ORDER BY r.run_id, r.scope, r.subject, r.metric`, []any{experimentID, experimentID}, func(rows driver.Rows) error {
-		r := Result{ExperimentID: experimentID}
+		ORDER BY r.run_id, r.scope, r.subject, r.metric`, []any{experimentID, experimentID}, func(rows driver.Rows, r *Result) error {
+		r.ExperimentID = experimentID
 		var est uint8
 		if err := rows.Scan(&r.RunID, &r.Scope, &r.Subject, &r.Metric, &r.Value, &r.Unit, &est); err != nil {
 			return err
 		}
 		r.Estimated = est == 1
-		out = append(out, r)
 		return nil
 	})
-	return out, err
 }
 
 // RunScopeResults returns the run-scope rows of the newest analysis of
@@ -65,21 +62,18 @@ func (s *Store) RunScopeResults(ctx context.Context, experimentID string, runIDs
 	if len(runIDs) == 0 {
 		return nil, nil
 	}
-	var out []Result
-	err := query(ctx, s.conn, "read run results of "+experimentID, `
+	return queryAll(ctx, s.conn, "read run results of "+experimentID, `
 		SELECT run_id, metric, unit, value, estimated FROM results FINAL
 		WHERE experiment_id = ? AND scope = ? AND run_id IN ?
 		  AND (run_id, analyzed_ms) IN (
 		    SELECT run_id, max(analyzed_ms) FROM results WHERE experiment_id = ? AND run_id IN ? GROUP BY run_id)
-		ORDER BY run_id, metric`, []any{experimentID, results.ScopeRun, set(runIDs), experimentID, set(runIDs)}, func(rows driver.Rows) error {
-		r := Result{ExperimentID: experimentID, Scope: results.ScopeRun}
+		ORDER BY run_id, metric`, []any{experimentID, results.ScopeRun, set(runIDs), experimentID, set(runIDs)}, func(rows driver.Rows, r *Result) error {
+		r.ExperimentID, r.Scope = experimentID, results.ScopeRun
 		var est uint8
 		if err := rows.Scan(&r.RunID, &r.Metric, &r.Unit, &r.Value, &est); err != nil {
 			return err
 		}
 		r.Estimated = est == 1
-		out = append(out, r)
 		return nil
 	})
-	return out, err
 }

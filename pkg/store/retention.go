@@ -33,8 +33,7 @@ const runSpanMarginMs = 3_600_000
 // (a failed run spanning to now kept every later day from being pruned); its days are counted in the server's time zone,
 // as the partitions are.
 func (s *Store) SampleDays(ctx context.Context) ([]SampleDay, error) {
-	var out []SampleDay
-	err := query(ctx, s.conn, "read the samples table's partitions", `
+	return queryAll(ctx, s.conn, "read the samples table's partitions", `
 		SELECT day, rows, bytes, runs FROM (
 		  SELECT toUInt32(partition) AS day, sum(rows) AS rows, sum(bytes_on_disk) AS bytes
 		  FROM system.parts WHERE database = currentDatabase() AND table = 'samples' AND active
@@ -54,15 +53,9 @@ func (s *Store) SampleDays(ctx context.Context) ([]SampleDay, error) {
 		    )
 		  ) GROUP BY day
 		) USING day
-		ORDER BY day`, []any{int64(runSpanMarginMs), int64(runSpanMarginMs)}, func(rows driver.Rows) error {
-		var d SampleDay
-		if err := rows.Scan(&d.Day, &d.Rows, &d.Bytes, &d.Runs); err != nil {
-			return err
-		}
-		out = append(out, d)
-		return nil
+		ORDER BY day`, []any{int64(runSpanMarginMs), int64(runSpanMarginMs)}, func(rows driver.Rows, d *SampleDay) error {
+		return rows.Scan(&d.Day, &d.Rows, &d.Bytes, &d.Runs)
 	})
-	return out, err
 }
 
 // DropSampleDay deletes one day partition of the samples table, whole.

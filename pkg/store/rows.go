@@ -20,35 +20,40 @@ func insertRows(ctx context.Context, conn driver.Conn, what, query string, n int
 	if n == 0 {
 		return nil
 	}
-	batch, err := conn.PrepareBatch(ctx, query)
-	if err != nil {
-		return fmt.Errorf("%s: prepare batch: %w", what, err)
-	}
-	for i := range n {
-		if err := batch.Append(row(i)...); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("%s: append row %d: %w", what, i, err)
+	return sendBatch(ctx, conn, what, query, func(batch driver.Batch) error {
+		for i := range n {
+			if err := batch.Append(row(i)...); err != nil {
+				return fmt.Errorf("append row %d: %w", i, err)
+			}
 		}
-	}
-	if err := batch.Send(); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
+		return nil
+	})
 }
 
 // insertColumns writes one batch given column by column: columns[i] is a
 // typed slice (e.g. []int64, []string) of the query's i-th column, all of
 // one length (see insertRows).
 func insertColumns(ctx context.Context, conn driver.Conn, what, query string, columns ...any) error {
+	return sendBatch(ctx, conn, what, query, func(batch driver.Batch) error {
+		for i, col := range columns {
+			if err := batch.Column(i).Append(col); err != nil {
+				return fmt.Errorf("append column %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+}
+
+// sendBatch prepares a batch of query, fills it and sends it; a batch
+// that could not be filled is aborted, not sent in part.
+func sendBatch(ctx context.Context, conn driver.Conn, what, query string, fill func(driver.Batch) error) error {
 	batch, err := conn.PrepareBatch(ctx, query)
 	if err != nil {
 		return fmt.Errorf("%s: prepare batch: %w", what, err)
 	}
-	for i, col := range columns {
-		if err := batch.Column(i).Append(col); err != nil {
-			_ = batch.Abort()
-			return fmt.Errorf("%s: append column %d: %w", what, i, err)
-		}
+	if err := fill(batch); err != nil {
+		_ = batch.Abort()
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -80,18 +85,24 @@ func query(ctx context.Context, conn driver.Conn, what, q string, args []any, ea
 	return nil
 }
 
-// queryStrings runs a query of one string column and returns its values.
-func queryStrings(ctx context.Context, conn driver.Conn, what, q string, args ...any) ([]string, error) {
-	var out []string
+// queryAll runs a query and returns a T for every row, scan filling it in
+// (each starts as the zero T); what says what is read, for errors.
+func queryAll[T any](ctx context.Context, conn driver.Conn, what, q string, args []any, scan func(rows driver.Rows, v *T) error) ([]T, error) {
+	var out []T
 	err := query(ctx, conn, what, q, args, func(rows driver.Rows) error {
-		var v string
-		if err := rows.Scan(&v); err != nil {
+		var v T
+		if err := scan(rows, &v); err != nil {
 			return err
 		}
 		out = append(out, v)
 		return nil
 	})
 	return out, err
+}
+
+// queryStrings runs a query of one string column and returns its values.
+func queryStrings(ctx context.Context, conn driver.Conn, what, q string, args ...any) ([]string, error) {
+	return queryAll(ctx, conn, what, q, args, func(rows driver.Rows, v *string) error { return rows.Scan(v) })
 }
 
 // set binds a list for `col IN ?`. Callers return early on an empty list

@@ -40,7 +40,6 @@ func (s *Store) InsertRunMeters(ctx context.Context, rows []RunMeter) error {
 // reads its own, not the whole experiment's) — ordered by run, node, source
 // and time.
 func (s *Store) RunMeters(ctx context.Context, experimentID string, runIDs ...string) ([]RunMeter, error) {
-	var out []RunMeter
 	q, args := `
 		SELECT run_id, node, source_id, ts_ms, asked_interval_ms, interval_ms, asked_source, meter, estimated, label, model, note, collector
 		FROM run_meters FINAL WHERE experiment_id = ?`, []any{experimentID}
@@ -48,17 +47,15 @@ func (s *Store) RunMeters(ctx context.Context, experimentID string, runIDs ...st
 		q += " AND run_id IN ?"
 		args = append(args, set(runIDs))
 	}
-	err := query(ctx, s.conn, "read run meters of "+experimentID, q+" ORDER BY run_id, node, source_id, ts_ms", args,
-		func(rows driver.Rows) error {
-			r := RunMeter{ExperimentID: experimentID}
+	return queryAll(ctx, s.conn, "read run meters of "+experimentID, q+" ORDER BY run_id, node, source_id, ts_ms", args,
+		func(rows driver.Rows, r *RunMeter) error {
+			r.ExperimentID = experimentID
 			var est uint8
 			if err := rows.Scan(&r.RunID, &r.Node, &r.SourceID, &r.TsMs, &r.AskedIntervalMs, &r.IntervalMs, &r.AskedSource, &r.Meter,
 				&est, &r.Label, &r.Model, &r.Note, &r.Collector); err != nil {
 				return err
 			}
 			r.Estimated = est != 0
-			out = append(out, r)
 			return nil
 		})
-	return out, err
 }

@@ -68,17 +68,10 @@ func (s *Store) RunMetricEnds(ctx context.Context, experimentID, runID string, n
 	if len(names) == 0 {
 		return nil, nil
 	}
-	var out []SeriesEnd
-	err := query(ctx, s.conn, fmt.Sprintf("read the ends of run metrics %v of run %s", names, runID),
+	return queryAll(ctx, s.conn, fmt.Sprintf("read the ends of run metrics %v of run %s", names, runID),
 		`SELECT name, labels, max(ts_ms), argMax(value, ts_ms) FROM run_metrics
 		WHERE experiment_id = ? AND run_id = ? AND name IN ? GROUP BY name, labels ORDER BY name, labels`,
-		[]any{experimentID, runID, set(names)}, func(rows driver.Rows) error {
-			var e SeriesEnd
-			if err := rows.Scan(&e.Name, &e.Labels, &e.LatestMs, &e.Last); err != nil {
-				return err
-			}
-			out = append(out, e)
-			return nil
+		[]any{experimentID, runID, set(names)}, func(rows driver.Rows, e *SeriesEnd) error {
+			return rows.Scan(&e.Name, &e.Labels, &e.LatestMs, &e.Last)
 		})
-	return out, err
 }

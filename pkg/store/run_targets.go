@@ -33,18 +33,12 @@ func (s *Store) ReplaceRunTargets(ctx context.Context, targets []RunTarget) erro
 // RunTargets returns the targets of the newest analysis of every run of an
 // experiment, ordered by run and target.
 func (s *Store) RunTargets(ctx context.Context, experimentID string) ([]RunTarget, error) {
-	var out []RunTarget
-	err := query(ctx, s.conn, "read targets of "+experimentID, `
+	return queryAll(ctx, s.conn, "read targets of "+experimentID, `
 		SELECT run_id, target_id, kind, node, role FROM run_targets FINAL
 		WHERE experiment_id = ? AND (run_id, analyzed_ms) IN (
 		  SELECT run_id, max(analyzed_ms) FROM run_targets WHERE experiment_id = ? GROUP BY run_id)
-		ORDER BY run_id, target_id`, []any{experimentID, experimentID}, func(rows driver.Rows) error {
-		t := RunTarget{ExperimentID: experimentID}
-		if err := rows.Scan(&t.RunID, &t.TargetID, &t.Kind, &t.Node, &t.Role); err != nil {
-			return err
-		}
-		out = append(out, t)
-		return nil
+		ORDER BY run_id, target_id`, []any{experimentID, experimentID}, func(rows driver.Rows, t *RunTarget) error {
+		t.ExperimentID = experimentID
+		return rows.Scan(&t.RunID, &t.TargetID, &t.Kind, &t.Node, &t.Role)
 	})
-	return out, err
 }

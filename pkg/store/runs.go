@@ -44,20 +44,13 @@ func (s *Store) UpsertRuns(ctx context.Context, runs []Run) error {
 
 // Runs returns the latest row of each run of an experiment, by index.
 func (s *Store) Runs(ctx context.Context, experimentID string) ([]Run, error) {
-	var out []Run
-	err := query(ctx, s.conn, "read runs of "+experimentID, `
+	return queryAll(ctx, s.conn, "read runs of "+experimentID, `
 		SELECT experiment_id, run_id, idx, repetition, config, config_hash, factors, state, reason, phases,
 		       measure_start_ms, measure_end_ms, created_ms
-		FROM runs FINAL WHERE experiment_id = ? ORDER BY idx`, []any{experimentID}, func(rows driver.Rows) error {
-		var r Run
-		if err := rows.Scan(&r.ExperimentID, &r.RunID, &r.Index, &r.Repetition, &r.Config, &r.ConfigHash, &r.Factors,
-			&r.State, &r.Reason, &r.Phases, &r.MeasureStartMs, &r.MeasureEndMs, &r.CreatedMs); err != nil {
-			return err
-		}
-		out = append(out, r)
-		return nil
+		FROM runs FINAL WHERE experiment_id = ? ORDER BY idx`, []any{experimentID}, func(rows driver.Rows, r *Run) error {
+		return rows.Scan(&r.ExperimentID, &r.RunID, &r.Index, &r.Repetition, &r.Config, &r.ConfigHash, &r.Factors,
+			&r.State, &r.Reason, &r.Phases, &r.MeasureStartMs, &r.MeasureEndMs, &r.CreatedMs)
 	})
-	return out, err
 }
 
 // RunConfig returns the stored configuration (JSON) of a run, "" when the

@@ -248,9 +248,7 @@ func (s *Store) SeriesInWindow(ctx context.Context, nodes []string, startMs, end
 // further) over the window; what is said in its error.
 func (s *Store) seriesWindows(ctx context.Context, text, what string, nodes []string, startMs, endMs, marginMs int64) ([]SeriesWindow, error) {
 	q := inline(text, map[string]int64{"S": startMs, "E": endMs, "M": marginMs, "X": maxSampleSpanMs})
-	var out []SeriesWindow
-	err := query(ctx, s.conn, fmt.Sprintf("read series%s in window [%d, %d]", what, startMs, endMs), q, []any{set(nodes)}, func(rows driver.Rows) error {
-		var x SeriesWindow
+	return queryAll(ctx, s.conn, fmt.Sprintf("read series%s in window [%d, %d]", what, startMs, endMs), q, []any{set(nodes)}, func(rows driver.Rows, x *SeriesWindow) error {
 		var est, powerOnly uint8
 		if err := rows.Scan(&x.Scope, &x.TargetID, &x.Node, &x.Zone, &est, &x.Sources, &x.Samples, &x.PeakW, &powerOnly, &x.Gaps, &x.GapMs,
 			&x.MaxGapMs, &x.MaxIntervalMs, &x.CounterBridgedJ, &x.TrapzJ, &x.TrapzBridgedJ, &x.GaugeSpanMs, &x.Resets, &x.CounterJ,
@@ -259,10 +257,8 @@ func (s *Store) seriesWindows(ctx context.Context, text, what string, nodes []st
 		}
 		x.Estimated, x.PowerOnly = est == 1, powerOnly == 1
 		sort.Strings(x.Sources)
-		out = append(out, x)
 		return nil
 	})
-	return out, err
 }
 
 // roleOf is the expression naming a sample's role in the queries below,
@@ -397,16 +393,9 @@ func (s *Store) PowerOverTime(ctx context.Context, nodes []string, fromMs, toMs,
 	}
 	q += ` GROUP BY ts_ms, node, scope, target_id, zone, source)
 		GROUP BY b, comp, node, scope, target_id) GROUP BY b, comp ORDER BY comp, b`
-	var out []PowerBucket
-	err := query(ctx, s.conn, fmt.Sprintf("read power in (%d, %d]", fromMs, toMs), q, args, func(rows driver.Rows) error {
-		var p PowerBucket
-		if err := rows.Scan(&p.Bucket, &p.Component, &p.W); err != nil {
-			return err
-		}
-		out = append(out, p)
-		return nil
+	return queryAll(ctx, s.conn, fmt.Sprintf("read power in (%d, %d]", fromMs, toMs), q, args, func(rows driver.Rows, p *PowerBucket) error {
+		return rows.Scan(&p.Bucket, &p.Component, &p.W)
 	})
-	return out, err
 }
 
 // SeriesWatermark is how far one meter's durable samples of a node's total
@@ -425,21 +414,14 @@ func (s *Store) SampleWatermarks(ctx context.Context, nodes, targetIDs []string,
 	if len(nodes) == 0 {
 		return nil, nil
 	}
-	var out []SeriesWatermark
-	err := query(ctx, s.conn, fmt.Sprintf("read sample watermarks from %d", fromMs), `SELECT node, scope, target_id, source, min(ts_ms), max(ts_ms) FROM samples
+	return queryAll(ctx, s.conn, fmt.Sprintf("read sample watermarks from %d", fromMs), `SELECT node, scope, target_id, source, min(ts_ms), max(ts_ms) FROM samples
 		WHERE node IN ? AND ts >= toDateTime(intDiv(?, 1000)) AND ts_ms >= ?
 		  AND (scope = 'node' OR (scope IN ('process', 'pod') AND target_id IN ?))
 		GROUP BY node, scope, target_id, source ORDER BY node, scope, target_id, source`,
 		[]any{set(nodes), fromMs, fromMs, set(append([]string{""}, targetIDs...))},
-		func(rows driver.Rows) error {
-			var w SeriesWatermark
-			if err := rows.Scan(&w.Node, &w.Scope, &w.TargetID, &w.Source, &w.FirstMs, &w.LatestMs); err != nil {
-				return err
-			}
-			out = append(out, w)
-			return nil
+		func(rows driver.Rows, w *SeriesWatermark) error {
+			return rows.Scan(&w.Node, &w.Scope, &w.TargetID, &w.Source, &w.FirstMs, &w.LatestMs)
 		})
-	return out, err
 }
 
 // seriesBySourceQuery is seriesWindowQuery with a series per meter: the

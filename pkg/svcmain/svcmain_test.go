@@ -5,10 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/freeport"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -89,11 +90,9 @@ func (c *component) has(run string) bool {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Get(1)
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return "127.0.0.1:" + strconv.Itoa(ports[0])
 }
 
 func healthz(addr string) (int, string) {

@@ -2,13 +2,13 @@ package testenv
 
 import (
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/freeport"
 	"github.com/greenflow/greenflow/pkg/natsembed"
 )
 
@@ -26,11 +26,9 @@ type RestartableNATS struct {
 // NewRestartableNATS starts the server on a free port.
 func NewRestartableNATS(tb testing.TB) *RestartableNATS {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freeport.Get(1)
 	require.NoError(tb, err)
-	port := ln.Addr().(*net.TCPAddr).Port
-	require.NoError(tb, ln.Close())
-	r := &RestartableNATS{tb: tb, port: port, storeDir: tb.TempDir()}
+	r := &RestartableNATS{tb: tb, port: ports[0], storeDir: tb.TempDir()}
 	r.Start()
 	tb.Cleanup(r.Stop)
 	return r

@@ -115,10 +115,15 @@ func ClickHouseDSN(tb testing.TB) string {
 // Store opens a migrated store on a fresh database, closed at cleanup.
 func Store(tb testing.TB) *store.Store {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := store.Open(ctx, ClickHouseDSN(tb), Logger(tb))
-	require.NoError(tb, err)
+	return StoreOn(tb, ClickHouseDSN(tb))
+}
+
+// StoreOn opens a migrated store on dsn, closed at cleanup: for a test
+// that also hands the database to something it starts (a child process, a
+// CLI command), so it keeps the DSN from ClickHouseDSN.
+func StoreOn(tb testing.TB, dsn string) *store.Store {
+	tb.Helper()
+	s := openStore(tb, dsn)
 	tb.Cleanup(func() { _ = s.Close() })
 	return s
 }
@@ -130,9 +135,16 @@ func Store(tb testing.TB) *store.Store {
 // *testing.B it was made with).
 func NamedStore(tb testing.TB, name string) *store.Store {
 	tb.Helper()
+	return openStore(tb, ClickHouseBase(tb)+"/"+name)
+}
+
+// openStore opens and migrates, allowing a minute (the first migration of
+// a test binary creates every table).
+func openStore(tb testing.TB, dsn string) *store.Store {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s, err := store.Open(ctx, ClickHouseBase(tb)+"/"+name, Logger(tb))
+	s, err := store.Open(ctx, dsn, Logger(tb))
 	require.NoError(tb, err)
 	return s
 }

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -49,9 +48,7 @@ func TestRunReportsEveryConfigProblem(t *testing.T) {
 // TestBinaryServesMetricsAndStopsOnSIGTERM runs the command against an
 // in-process Kafka, feeds it a record, reads its metrics, and stops it.
 func TestBinaryServesMetricsAndStopsOnSIGTERM(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "input", "output"))
-	require.NoError(t, err)
-	t.Cleanup(cluster.Close)
+	cluster := testenv.Kafka(t, 2, "input", "output")
 	brokers := strings.Join(cluster.ListenAddrs(), ",")
 
 	cmd := testenv.Child(runMainEnv, []string{"--brokers", brokers, "--emit-interval", "50ms", "--metrics-addr", "127.0.0.1:0"})

@@ -30,6 +30,14 @@ func newAnalyzer(t testing.TB, st *store.Store) *analyzer.Analyzer {
 	return a
 }
 
+// parallelAnalyzer is an analyzer on a database of the test's own, the
+// test marked parallel (see testenv.ParallelStore).
+func parallelAnalyzer(t *testing.T) (*analyzer.Analyzer, *store.Store, context.Context) {
+	t.Helper()
+	st, ctx := testenv.ParallelStore(t)
+	return newAnalyzer(t, st), st, ctx
+}
+
 // resultIndex indexes result rows by scope, subject and metric.
 type resultIndex map[[3]string]store.Result
 
@@ -284,8 +292,7 @@ func runFixture(t *testing.T, st *store.Store, runID, configHash string, offsetM
 // double (8) = 2·len(id) + 20; mean len(id) = (10·3 + 90·4)/100 = 3.9, so
 // 27.8 bytes; 20,000 events = 0.556 MB.
 func TestDerivedMetrics(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 80)
 	res, sum, err := a.Analyze(ctx, m)
 	require.NoError(t, err)
@@ -354,8 +361,7 @@ func TestMeanRecordBytes(t *testing.T) {
 // one, and checks the stored rows are identical, the configuration's
 // statistics are right and the HTTP API serves them.
 func TestReanalysisAndConfigSummary(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	var runs []*events.RunMeasured
 	for i, w := range []float64{30, 36, 24} {
 		m := runFixture(t, st, "e1-r000"+string(rune('0'+i)), "c1", int64(i)*100_000, w, 80)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
-	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // Gaps the collectors recorded in ClickHouse reach the runs whose window
@@ -16,8 +15,7 @@ import (
 // jump (1 s) on the run's node are flagged with the window time lost; a
 // gap before the window and one on another node are not the run's.
 func TestRecordedGapsFlagTheRunsTheyTouch(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 80)
 	clean, sum, err := a.Analyze(ctx, m)
 	require.NoError(t, err)

@@ -21,8 +21,7 @@ import (
 // of freedom) reaches far below zero. The API marks it, and says why, rather
 // than serving a negative lower bound of an energy as a plain number.
 func TestResultsAPIMarksIntervalsCrossingZero(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	for i, w := range []float64{12, 30} {
 		m := runFixture(t, st, "e1-r000"+string(rune('0'+i)), "cz", int64(i)*100_000, w, 0)
 		_, err := a.AnalyzeAndStore(ctx, m)

@@ -12,7 +12,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/store"
-	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
@@ -85,8 +84,7 @@ func TestLagTrendVerdicts(t *testing.T) {
 // is examples/uc3-capacity.yaml with its lag threshold lowered to 50 msg/s:
 // the fixture's lag grows by 80 msg/s, which the flag's 2000 would pass.
 func TestLagSLOFromStoredSpec(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	text, err := os.ReadFile("../../../../examples/uc3-capacity.yaml")
 	require.NoError(t, err)
 	e, err := spec.Parse(text, []string{"spec.slos.lagTrendSlope=50"})
@@ -209,8 +207,7 @@ func TestLagSLOWithTheDefaultWarmup(t *testing.T) {
 	resolved, err := json.Marshal(e)
 	require.NoError(t, err)
 	analyze := func(t *testing.T, specJSON string) (resultIndex, events.RunAnalyzed) {
-		st, ctx := testenv.ParallelStore(t)
-		a := newAnalyzer(t, st)
+		a, st, ctx := parallelAnalyzer(t)
 		require.NoError(t, st.UpsertExperiment(ctx, store.Experiment{ExperimentID: "e1", Name: "demo", Spec: specJSON}))
 		res, sum, err := a.Analyze(ctx, runFixture(t, st, "e1-r0000", "c1", 0, 30, 80))
 		require.NoError(t, err)

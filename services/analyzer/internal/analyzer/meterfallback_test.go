@@ -7,7 +7,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
-	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
@@ -50,8 +49,7 @@ func TestMeterFallbackFlagsTheRun(t *testing.T) {
 // model) makes the analysis of the run flagged meter_fallback, with its
 // row; before the row exists the run is not flagged.
 func TestMeterFallbackFromRunMeters(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 80)
 	_, sum, err := a.Analyze(ctx, m)
 	require.NoError(t, err)

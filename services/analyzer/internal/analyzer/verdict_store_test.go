@@ -9,7 +9,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
-	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/analyzer/internal/analyzer"
 )
 
@@ -110,8 +109,7 @@ func (v verdictRun) store(t *testing.T, st *store.Store, runID string, offsetMs 
 // offer, whose SUT stopped being measured, and whose rows were all written
 // twice, and checks each verdict, its flags and its result rows.
 func TestVerdictOnStoredRuns(t *testing.T) {
-	st, ctx := testenv.ParallelStore(t)
-	a := newAnalyzer(t, st)
+	a, st, ctx := parallelAnalyzer(t)
 	for i, tc := range []struct {
 		name     string
 		run      verdictRun

@@ -2,11 +2,9 @@ package analyzer_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -85,41 +83,15 @@ func startAnalyzer(t *testing.T, samplesWait time.Duration) (*store.Store, *bus.
 	cfg := analyzer.Default()
 	cfg.SamplesWait = samplesWait
 	url := testenv.NATS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	ab, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
+	a, err := analyzer.New(cfg, analyzer.Deps{Bus: testenv.Bus(t, url, "analyzer"), Store: st, Logger: testenv.Logger(t),
+		Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
-	a, err := analyzer.New(cfg, analyzer.Deps{Bus: ab, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	b, err := bus.Connect(ctx, url, "test", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	var mu sync.Mutex
-	got := map[string]events.RunAnalyzed{}
-	go func() {
-		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunAnalyzed}, func(d bus.Delivery) {
-			mu.Lock()
-			defer mu.Unlock()
-			m := d.Msg.(*events.RunAnalyzed)
-			got[m.RunID] = *m
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		b.Close()
-		ab.Close()
-	})
+	run := testenv.Go(t, context.Background(), a.Run)
+	t.Cleanup(func() { require.NoError(t, run.Stop(time.Minute, "the analyzer")) })
+	b := testenv.Bus(t, url, "test")
+	rec := testenv.Record(t, b, time.Now().Add(-time.Minute), events.TypeRunAnalyzed)
 	return st, b, func(runID string) events.RunAnalyzed {
-		var out events.RunAnalyzed
-		testenv.Eventually(t, 45*time.Second, "run.analyzed of "+runID, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			var ok bool
-			out, ok = got[runID]
-			return ok
-		})
-		return out
+		return *rec.Wait(t, 45*time.Second, events.TypeRunAnalyzed, runID).(*events.RunAnalyzed)
 	}
 }
 
@@ -172,28 +144,12 @@ func TestAnalysisGoesAheadWhenSamplesStayLate(t *testing.T) {
 func TestRunFailsAtOnceWhenAConsumerCannotStart(t *testing.T) {
 	t.Parallel()
 	st := testenv.Store(t)
-	url := testenv.NATS(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	b, err := bus.Connect(ctx, url, "analyzer", testenv.Logger(t), nil)
-	require.NoError(t, err)
-	defer b.Close()
-	_, err = b.JetStream().CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerRecorder.Durable,
-		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeLoadProgress)})
-	require.NoError(t, err)
+	ctx := context.Background()
+	b := testenv.Bus(t, testenv.NATS(t), "analyzer")
+	testenv.BlockConsumer(t, b.JetStream(), bus.StreamLifecycle, bus.ConsumerRecorder.Durable, bus.Subject(events.TypeLoadProgress))
 	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Bus: b, Store: st, Logger: testenv.Logger(t), Registry: prometheus.NewRegistry()})
 	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var runErr error
-	testenv.Eventually(t, 15*time.Second, "Run to return while its context is live", func() bool {
-		select {
-		case runErr = <-done:
-			return true
-		default:
-			return false
-		}
-	})
+	runErr := testenv.Go(t, ctx, a.Run).Wait(15*time.Second, "Run, while its context is live,")
 	require.ErrorContains(t, runErr, "declare consumer "+bus.ConsumerRecorder.Durable)
 }
 

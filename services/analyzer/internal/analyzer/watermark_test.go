@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -20,15 +21,20 @@ import (
 // flushed only up to `till` seconds into the window. The load series reach
 // past the end.
 type splitRun struct {
-	st    *store.Store
-	m     *events.RunMeasured
-	start int64
-	next  int64 // c2's next second to store
+	st       *store.Store
+	b        *bus.Bus
+	analyzed func(runID string) events.RunAnalyzed
+	m        *events.RunMeasured
+	start    int64
+	next     int64 // c2's next second to store
 }
 
-func newSplitRun(t *testing.T, st *store.Store, runID string, till, raplUntil int64) *splitRun {
+// publishSplitRun starts an analyzer that waits samplesWait for late
+// samples, stores the split run runID and publishes its run.measured.
+func publishSplitRun(t *testing.T, samplesWait time.Duration, runID string, till, raplUntil int64) *splitRun {
+	st, b, analyzed := startAnalyzer(t, samplesWait)
 	end := time.Now().UnixMilli()
-	r := &splitRun{st: st, start: end - 10_000, next: -3}
+	r := &splitRun{st: st, b: b, analyzed: analyzed, start: end - 10_000, next: -3}
 	node, sut := "n-"+runID, "process/"+runID+"/sut-0"
 	r.m = &events.RunMeasured{ExperimentID: "ew", RunID: runID, ConfigHash: "c", MeasureStartMs: r.start, MeasureEndMs: end, OfferedRate: 100,
 		Targets: []events.Target{{ID: sut, Kind: "process", Node: node, Role: "sut"}}}
@@ -44,6 +50,7 @@ func newSplitRun(t *testing.T, st *store.Store, runID string, till, raplUntil in
 	require.NoError(t, st.InsertSamples(context.Background(), rows))
 	storeBrokerSeries(t, st, runID, r.start)
 	r.sutUpTo(t, till)
+	require.NoError(t, b.Publish(context.Background(), *r.m, ""))
 	return r
 }
 
@@ -67,19 +74,17 @@ func (r *splitRun) sutUpTo(t *testing.T, k int64) {
 func TestAnalysisWaitsForASlowCollector(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, b, analyzed := startAnalyzer(t, time.Minute)
-	r := newSplitRun(t, st, "ew-r0010", 7, 13)
-	require.NoError(t, b.Publish(ctx, *r.m, ""))
+	r := publishSplitRun(t, time.Minute, "ew-r0010", 7, 13)
 
-	waitRedelivered(t, ctx, b)
+	waitRedelivered(t, ctx, r.b)
 	r.sutUpTo(t, 12) // the slow collector's batch lands
 
-	got := analyzed("ew-r0010")
+	got := r.analyzed("ew-r0010")
 	require.False(t, got.Invalid, got.Reason)
 	require.Empty(t, got.Flags)
 	require.InDelta(t, 100.0, got.NodeEnergyJ, 1e-9)
 	require.InDelta(t, 40.0, got.EnergyJ, 1e-9, "the SUT's whole window: 10 s at 4 W")
-	res, err := st.Results(ctx, "ew")
+	res, err := r.st.Results(ctx, "ew")
 	require.NoError(t, err)
 	require.Equal(t, 0.0, index(res).v(t, "run", "", results.QualityLateS))
 }
@@ -90,13 +95,11 @@ func TestAnalysisWaitsForASlowCollector(t *testing.T) {
 func TestSlowCollectorTimesOutWithWhatWasMissing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	st, b, analyzed := startAnalyzer(t, 2*time.Second)
-	r := newSplitRun(t, st, "ew-r0011", 7, 13)
-	require.NoError(t, b.Publish(ctx, *r.m, ""))
+	r := publishSplitRun(t, 2*time.Second, "ew-r0011", 7, 13)
 
-	got := analyzed("ew-r0011")
+	got := r.analyzed("ew-r0011")
 	require.Contains(t, got.Flags, results.FlagSamplesLate)
-	res, err := st.Results(ctx, "ew")
+	res, err := r.st.Results(ctx, "ew")
 	require.NoError(t, err)
 	rows := index(res)
 	require.InDelta(t, 3.0, rows.v(t, "target", r.m.Targets[0].ID, results.QualityLateS), 1e-9, "the SUT's samples stop 3 s short")
@@ -110,11 +113,8 @@ func TestSlowCollectorTimesOutWithWhatWasMissing(t *testing.T) {
 // wait for it (it would time out and flag every such run late).
 func TestReplacedMeterIsNotWaitedFor(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	st, b, analyzed := startAnalyzer(t, 5*time.Minute)
-	r := newSplitRun(t, st, "ew-r0012", 13, 4)
-	require.NoError(t, b.Publish(ctx, *r.m, ""))
+	r := publishSplitRun(t, 5*time.Minute, "ew-r0012", 13, 4)
 
-	got := analyzed("ew-r0012")
+	got := r.analyzed("ew-r0012")
 	require.NotContains(t, got.Flags, results.FlagSamplesLate)
 }

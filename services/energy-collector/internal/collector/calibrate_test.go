@@ -172,12 +172,8 @@ func TestCalibrationOnAMeteredNodeServesTheModelledOnes(t *testing.T) {
 	metered.run(t)
 	in, target := startCalibration(t, url, st, metered, "Other CPU")
 
-	var fits []store.PowerCalibration
-	testenv.Eventually(t, 60*time.Second, "a fit of the metered node stored", func() bool {
-		var err error
-		fits, err = st.PowerCalibrations(context.Background(), "metered")
-		require.NoError(t, err)
-		return len(fits) > 0
+	fits := storedRows(t, 60*time.Second, "a fit of the metered node stored", 1, func() ([]store.PowerCalibration, error) {
+		return st.PowerCalibrations(context.Background(), "metered")
 	})
 	fit := fits[0]
 	t.Logf("fit of metered (true 20 W + 60 W × u): %+v", fit)

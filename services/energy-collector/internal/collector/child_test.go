@@ -91,13 +91,6 @@ func startChild(tb testing.TB, spec childSpec) *child {
 	return &child{testenv.StartChildProc(tb, spec.Config.Instance, envChild, envChildSpec+"="+string(b))}
 }
 
-// kill9 kills the process with SIGKILL and reaps it: no drain, no
-// hand-over, no flush.
-func (c *child) kill9(tb testing.TB) {
-	tb.Helper()
-	c.Kill9(tb)
-}
-
 // stop sends SIGTERM and waits for a clean exit.
 func (c *child) stop(tb testing.TB) {
 	tb.Helper()

@@ -2,7 +2,6 @@ package collector_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,8 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
 )
@@ -101,47 +98,6 @@ func TestUnhealthySourcesDoNotStopTheOthers(t *testing.T) {
 	in.stop(t)
 }
 
-// failingStore fails every write while down, like a ClickHouse that is
-// unreachable, and passes the rest to the real store.
-type failingStore struct {
-	*store.Store
-	mu       sync.Mutex
-	down     bool
-	failures int
-}
-
-func (f *failingStore) setDown(d bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.down = d
-}
-
-func (f *failingStore) fail() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.down {
-		f.failures++
-		return errors.New("dial tcp 127.0.0.1:9000: connection refused")
-	}
-	return nil
-}
-
-func (f *failingStore) InsertSamples(ctx context.Context, s []store.Sample) error {
-	return failOr(ctx, f, s, f.Store.InsertSamples)
-}
-
-func (f *failingStore) InsertRunMetrics(ctx context.Context, m []store.RunMetric) error {
-	return failOr(ctx, f, m, f.Store.InsertRunMetrics)
-}
-
-// failOr fails while f is down, else inserts rows.
-func failOr[T any](ctx context.Context, f *failingStore, rows []T, insert func(context.Context, []T) error) error {
-	if err := f.fail(); err != nil {
-		return err
-	}
-	return insert(ctx, rows)
-}
-
 // While ClickHouse is unreachable, samples wait in the spool; when it comes
 // back they are all written — no interval missing, none twice — and the
 // collector's CPU time is recorded as a run metric of the assigned run.
@@ -202,8 +158,8 @@ func TestLocalProcessTargetsAndAssignmentsSurviveRestart(t *testing.T) {
 	cfg := testConfig("c1", 200*time.Millisecond)
 	cfg.ProcRoot = proc
 	in := startCollector(t, url, cfg, st)
-	target := events.Target{ID: "process/e1-r0001/sut-0", Kind: "process", Node: cfg.Node, Role: "sut", PID: 100}
-	publishAssign(t, in.b, "e1-r0001", []events.Target{target})
+	const target = "process/e1-r0001/sut-0"
+	assignProcess(t, in.b, "e1-r0001", target, cfg.Node)
 
 	// Advance the fake node: the tree of 100 keeps using CPU.
 	stop := make(chan struct{})
@@ -225,14 +181,14 @@ func TestLocalProcessTargetsAndAssignmentsSurviveRestart(t *testing.T) {
 	defer func() { close(stop); wg.Wait() }()
 
 	testenv.Eventually(t, 20*time.Second, "process target attributed", func() bool {
-		return countRows(t, st, "scope = 'process' AND target_id = ? AND delta_j > 0", target.ID) >= 2
+		return countRows(t, st, "scope = 'process' AND target_id = ? AND delta_j > 0", target) >= 2
 	})
 	in.stop(t)
 	n := countRows(t, st, "scope = 'process'")
 
 	again := startCollector(t, url, cfg, st)
 	testenv.Eventually(t, 20*time.Second, "restarted instance attributes to the same target", func() bool {
-		return countRows(t, st, "scope = 'process' AND target_id = ?", target.ID) > n+2
+		return countRows(t, st, "scope = 'process' AND target_id = ?", target) > n+2
 	})
 	again.stop(t)
 }

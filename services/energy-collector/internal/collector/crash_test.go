@@ -3,18 +3,18 @@ package collector_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
@@ -85,7 +85,7 @@ func TestKilledCollectorLosesNoInterval(t *testing.T) {
 			}
 		}
 		killMs := time.Now().UnixMilli()
-		procs[victim].kill9(t)
+		procs[victim].Kill9(t) // no drain, no hand-over, no flush
 		rec := killRecord{victim: victim, atMs: killMs, offset: offset, sources: owned}
 		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("kill %d: %s's nodes taken over", k, victim), func() bool {
 			return countRows(t, st, "scope = 'node' AND collector != ? AND ts_ms > ?", victim, killMs) > 0 &&
@@ -143,10 +143,7 @@ type childEnv struct {
 func newChildEnv(t *testing.T) childEnv {
 	t.Helper()
 	env := childEnv{nats: testenv.NATS(t), dsn: testenv.ClickHouseDSN(t)}
-	var err error
-	env.st, err = store.Open(context.Background(), env.dsn, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = env.st.Close() })
+	env.st = testenv.StoreOn(t, env.dsn)
 	stopMerges(t, env.st)
 	return env
 }
@@ -301,12 +298,8 @@ func checkCoverage(t *testing.T, st *store.Store) coverage {
 		ts   int64
 	}
 	nodeJ, partsJ := map[at]float64{}, map[at]float64{}
-	keys := make([]seriesKey, 0, len(series))
-	for k := range series {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
-	for _, k := range keys {
+	byName := func(a, b seriesKey) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) }
+	for _, k := range slices.SortedFunc(maps.Keys(series), byName) {
 		rs := series[k]
 		for i, r := range rs {
 			switch r.scope {
@@ -420,8 +413,7 @@ func TestKilledLocalCollectorResumesExactly(t *testing.T) {
 	spec := env.spec(cfg)
 	proc := startChild(t, spec)
 	b := testenv.Bus(t, env.nats, "test")
-	target := events.Target{ID: "process/e1-r0000/sut", Kind: "process", Node: cfg.Node, Role: "sut", PID: 100}
-	publishAssign(t, b, "e1-r0000", []events.Target{target})
+	assignProcess(t, b, "e1-r0000", "process/e1-r0000/sut", cfg.Node)
 	testenv.Eventually(t, 60*time.Second, "process target sampled", func() bool {
 		return countRows(t, st, "scope = 'process'") >= 3
 	})
@@ -430,7 +422,7 @@ func TestKilledLocalCollectorResumesExactly(t *testing.T) {
 	for k := range kills {
 		<-time.After(time.Duration(rng.Int64N(int64(4 * interval))))
 		killMs = append(killMs, time.Now().UnixMilli())
-		proc.kill9(t)
+		proc.Kill9(t)
 		restartMs := time.Now().UnixMilli()
 		proc = startChild(t, spec)
 		testenv.Eventually(t, 60*time.Second, fmt.Sprintf("restart %d samples again", k), func() bool {

@@ -66,15 +66,6 @@ func TestImplausibleRAPLJumpIsFlaggedNotCounted(t *testing.T) {
 	require.Less(t, maxDelta, 100.0, "no sample carries the 262 kJ")
 }
 
-// The records go through failingStore's outage like the samples.
-func (f *failingStore) InsertGaps(ctx context.Context, g []store.Gap) error {
-	return failOr(ctx, f, g, f.Store.InsertGaps)
-}
-
-func (f *failingStore) InsertRunMeters(ctx context.Context, m []store.RunMeter) error {
-	return failOr(ctx, f, m, f.Store.InsertRunMeters)
-}
-
 // nodeSampleTimes are the times of node's node-scope samples.
 func nodeSampleTimes(tb testing.TB, st *store.Store, node string) []int64 {
 	tb.Helper()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,9 +160,79 @@ func (in *instance) gauge(tb testing.TB, name, src string) (float64, bool) {
 	return 0, false
 }
 
+// publishAssign assigns targets of run runID (experiment e1) to the
+// collectors, measured as the collectors' own meters say.
 func publishAssign(tb testing.TB, b *bus.Bus, runID string, targets []events.Target) {
 	tb.Helper()
-	require.NoError(tb, b.Publish(context.Background(), events.CollectAssign{ExperimentID: "e1", RunID: runID, Targets: targets}, ""))
+	publishAssignMeters(tb, b, runID, targets, nil)
+}
+
+// assignProcess assigns run runID one process target: the system under
+// test, PID 100 of node's fake /proc tree.
+func assignProcess(tb testing.TB, b *bus.Bus, runID, targetID, node string) {
+	tb.Helper()
+	publishAssign(tb, b, runID, []events.Target{{ID: targetID, Kind: "process", Node: node, Role: "sut", PID: 100}})
+}
+
+// publishAssignMeters assigns targets with the run's meters m (nil: the
+// collectors' own).
+func publishAssignMeters(tb testing.TB, b *bus.Bus, runID string, targets []events.Target, m *events.CollectMeters) {
+	tb.Helper()
+	require.NoError(tb, b.Publish(context.Background(), events.CollectAssign{ExperimentID: "e1", RunID: runID, Targets: targets, Meters: m}, ""))
+}
+
+func publishRelease(tb testing.TB, b *bus.Bus, runID string) {
+	tb.Helper()
+	require.NoError(tb, b.Publish(context.Background(), events.CollectRelease{ExperimentID: "e1", RunID: runID}, ""))
+}
+
+// failingStore fails every write while down, like a ClickHouse that is
+// unreachable, and passes the rest to the real store.
+type failingStore struct {
+	*store.Store
+	mu       sync.Mutex
+	down     bool
+	failures int
+}
+
+func (f *failingStore) setDown(d bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = d
+}
+
+func (f *failingStore) fail() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		f.failures++
+		return errors.New("dial tcp 127.0.0.1:9000: connection refused")
+	}
+	return nil
+}
+
+func (f *failingStore) InsertSamples(ctx context.Context, s []store.Sample) error {
+	return failOr(ctx, f, s, f.Store.InsertSamples)
+}
+
+func (f *failingStore) InsertRunMetrics(ctx context.Context, m []store.RunMetric) error {
+	return failOr(ctx, f, m, f.Store.InsertRunMetrics)
+}
+
+// failOr fails while f is down, else inserts rows.
+func failOr[T any](ctx context.Context, f *failingStore, rows []T, insert func(context.Context, []T) error) error {
+	if err := f.fail(); err != nil {
+		return err
+	}
+	return insert(ctx, rows)
+}
+
+func (f *failingStore) InsertGaps(ctx context.Context, g []store.Gap) error {
+	return failOr(ctx, f, g, f.Store.InsertGaps)
+}
+
+func (f *failingStore) InsertRunMeters(ctx context.Context, m []store.RunMeter) error {
+	return failOr(ctx, f, m, f.Store.InsertRunMeters)
 }
 
 // row is one stored sample, as the tests look at it.
@@ -203,3 +274,17 @@ func countRows(tb testing.TB, st *store.Store, where string, args ...any) uint64
 }
 
 func t0ctx() context.Context { return context.Background() }
+
+// storedRows reads until read returns at least n rows and returns them:
+// what the collectors write reaches ClickHouse a flush later.
+func storedRows[T any](tb testing.TB, within time.Duration, what string, n int, read func() ([]T, error)) []T {
+	tb.Helper()
+	var rows []T
+	testenv.Eventually(tb, within, what, func() bool {
+		var err error
+		rows, err = read()
+		require.NoError(tb, err)
+		return len(rows) >= n
+	})
+	return rows
+}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
@@ -27,16 +26,6 @@ func writeNodeFacts(tb testing.TB, root, cpuModel string, memKB, vcpus, busy, to
 	require.NoError(tb, writeAtomic(filepath.Join(root, "stat"), statFor(vcpus, busy, total)))
 	require.NoError(tb, writeAtomic(filepath.Join(root, "cpuinfo"), "processor\t: 0\nmodel name\t: "+cpuModel+"\n"))
 	require.NoError(tb, writeAtomic(filepath.Join(root, "meminfo"), fmt.Sprintf("MemTotal:       %d kB\nMemFree: 1 kB\n", memKB)))
-}
-
-func publishAssignMeters(tb testing.TB, b *bus.Bus, runID string, targets []events.Target, m *events.CollectMeters) {
-	tb.Helper()
-	require.NoError(tb, b.Publish(context.Background(), events.CollectAssign{ExperimentID: "e1", RunID: runID, Targets: targets, Meters: m}, ""))
-}
-
-func publishRelease(tb testing.TB, b *bus.Bus, runID string) {
-	tb.Helper()
-	require.NoError(tb, b.Publish(context.Background(), events.CollectRelease{ExperimentID: "e1", RunID: runID}, ""))
 }
 
 // nodeIntervals returns the intervals of node-scope samples after fromMs.
@@ -111,12 +100,8 @@ func TestRunMetersDriveTheSamplingInterval(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, "back to the collector's interval", func() bool { return len(nodeIntervals(t, st, cfg.Node, at)) >= 3 })
 	require.InDelta(t, 1000, median(nodeIntervals(t, st, cfg.Node, at)), 150)
 
-	var meters []store.RunMeter
-	testenv.Eventually(t, 20*time.Second, "configurations recorded", func() bool {
-		var err error
-		meters, err = st.RunMeters(context.Background(), "e1")
-		require.NoError(t, err)
-		return len(meters) >= 3
+	meters := storedRows(t, 20*time.Second, "configurations recorded", 3, func() ([]store.RunMeter, error) {
+		return st.RunMeters(context.Background(), "e1")
 	})
 	byRun := map[string][]store.RunMeter{}
 	for _, m := range meters {
@@ -162,12 +147,8 @@ func TestAskedRAPLFallbackIsNoted(t *testing.T) {
 	target := events.Target{ID: "pod/bare/sut-0", Kind: "pod", Node: "bare", Role: "sut", Pod: "sut-0", Namespace: "gf"}
 	publishAssignMeters(t, in.b, "r1", []events.Target{target}, &events.CollectMeters{IntervalMs: 200, Source: "rapl"})
 
-	var rows []store.RunMeter
-	testenv.Eventually(t, 30*time.Second, "r1's configuration recorded", func() bool {
-		var err error
-		rows, err = st.RunMeters(context.Background(), "e1")
-		require.NoError(t, err)
-		return len(rows) > 0
+	rows := storedRows(t, 30*time.Second, "r1's configuration recorded", 1, func() ([]store.RunMeter, error) {
+		return st.RunMeters(context.Background(), "e1")
 	})
 	for _, r := range rows {
 		require.Equal(t, "rapl", r.AskedSource)

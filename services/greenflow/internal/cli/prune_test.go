@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -23,9 +22,7 @@ func TestPruneDropsOldDaysNoRunTouches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	dsn := testenv.ClickHouseDSN(t)
-	st, err := store.Open(ctx, dsn, zap.NewNop())
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
+	st := testenv.StoreOn(t, dsn)
 	noon := func(y int, m time.Month, d int) int64 { return time.Date(y, m, d, 12, 0, 0, 0, time.UTC).UnixMilli() }
 	now := time.Now().UnixMilli()
 	var rows []store.Sample

@@ -13,15 +13,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-func TestTickLabelsCarryNoFloatNoise(t *testing.T) {
-	for _, c := range []struct {
-		v    float64
-		want string
-	}{{3 * 0.05, "0.15"}, {0.1 + 0.2, "0.3"}, {2500, "2500"}, {-0.25, "-0.25"}, {1.5e7, "1.5e+07"}} {
-		require.Equal(t, c.want, tickLabel(c.v), "%v", c.v)
-	}
-}
-
 // TestSmallComponentsGetTheirOwnScale: a 0.2 W SUT beside a 7 W node goes
 // to a plot of its own; components of one size stay together.
 func TestSmallComponentsGetTheirOwnScale(t *testing.T) {

@@ -30,6 +30,15 @@ func TestNiceTicksCoverTheData(t *testing.T) {
 	}
 }
 
+func TestTickLabelsCarryNoFloatNoise(t *testing.T) {
+	for _, c := range []struct {
+		v    float64
+		want string
+	}{{3 * 0.05, "0.15"}, {0.1 + 0.2, "0.3"}, {2500, "2500"}, {-0.25, "-0.25"}, {1.5e7, "1.5e+07"}} {
+		require.Equal(t, c.want, tickLabel(c.v), "%v", c.v)
+	}
+}
+
 func wellFormed(t *testing.T, svg string) {
 	t.Helper()
 	d := xml.NewDecoder(strings.NewReader(svg))

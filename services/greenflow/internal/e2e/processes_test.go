@@ -8,11 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kfake"
-	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
-	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
@@ -25,9 +22,7 @@ import (
 func TestServicesAsSeparateProcesses(t *testing.T) {
 	bin := binaries(t)
 	natsURL := testenv.NATS(t)
-	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	defer kafka.Close()
+	kafka := testenv.Kafka(t, 0)
 	dsn := testenv.ClickHouseDSN(t)
 	brokers := kafka.ListenAddrs()[0]
 
@@ -62,9 +57,7 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	}
 	require.Equal(t, events.ExperimentStateDone, final)
 
-	st, err := store.Open(ctx, dsn, zap.NewNop())
-	require.NoError(t, err)
-	defer st.Close()
+	st := testenv.StoreOn(t, dsn)
 	rows, err := cli.LoadResults(ctx, st, id)
 	require.NoError(t, err)
 	require.NotEmpty(t, rows)

@@ -175,7 +175,7 @@ func TestKillProducingInstance(t *testing.T) {
 		t.Run("kill "+victim, func(t *testing.T) {
 			e := newEnv(t)
 			e.dsn = testenv.ClickHouseDSN(t)
-			st := openStore(t, e.dsn)
+			st := testenv.StoreOn(t, e.dsn)
 			kids := map[string]*child{"lg-a": e.spawn(childConfig("lg-a")), "lg-b": e.spawn(childConfig("lg-b"))}
 			e.waitMembers(t, 2)
 			tp := e.tap("input")
@@ -271,14 +271,4 @@ func hwmSeries(t *testing.T, st *store.Store, run string) []store.RunMetric {
 	}
 	require.NoError(t, rows.Err())
 	return out
-}
-
-func openStore(t *testing.T, dsn string) *store.Store {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	st, err := store.Open(ctx, dsn, testenv.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = st.Close() })
-	return st
 }

@@ -51,10 +51,7 @@ func newEnv(t *testing.T) *env { return newEnvOn(t, testenv.NATS(t)) }
 func newEnvOn(t *testing.T, natsURL string) *env {
 	t.Helper()
 	e := &env{t: t, natsURL: natsURL}
-	var err error
-	e.kafka, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "input"))
-	require.NoError(t, err)
-	t.Cleanup(e.kafka.Close)
+	e.kafka = testenv.Kafka(t, 8, "input")
 	e.connect(time.Now().Add(-time.Second))
 	return e
 }

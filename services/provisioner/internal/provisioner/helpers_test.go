@@ -2,14 +2,12 @@ package provisioner_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -24,45 +22,13 @@ import (
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
 
-// recorder keeps every provisioner event published since it started.
-type recorder struct {
-	mu  sync.Mutex
-	got []events.Message
-}
+// recorder keeps every provisioner event published since a minute before
+// it started.
+type recorder struct{ *testenv.Recorder }
 
 func record(t testing.TB, b *bus.Bus) *recorder {
-	r := &recorder{}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() {
-		_ = b.Watch(ctx, time.Now().Add(-time.Minute), []events.Type{events.TypeRunProvisioned, events.TypeRunProvisionFailed, events.TypeRunTornDown},
-			func(d bus.Delivery) {
-				r.mu.Lock()
-				r.got = append(r.got, d.Msg)
-				r.mu.Unlock()
-			})
-	}()
-	return r
-}
-
-func (r *recorder) find(typ events.Type, runID string) events.Message {
-	if all := r.all(typ, runID); len(all) > 0 {
-		return all[0]
-	}
-	return nil
-}
-
-// all returns the events of one type and run, in order.
-func (r *recorder) all(typ events.Type, runID string) []events.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []events.Message
-	for _, m := range r.got {
-		if _, id := m.IDs(); m.MessageType() == typ && id == runID {
-			out = append(out, m)
-		}
-	}
-	return out
+	return &recorder{testenv.Record(t, b, time.Now().Add(-time.Minute), events.TypeRunProvisioned, events.TypeRunProvisionFailed,
+		events.TypeRunTornDown)}
 }
 
 // tornDown waits for the run's final run.torn_down (Incomplete false).
@@ -70,7 +36,7 @@ func (r *recorder) tornDown(t testing.TB, runID string, within time.Duration) *e
 	t.Helper()
 	var got *events.RunTornDown
 	testenv.Eventually(t, within, "run "+runID+" torn down", func() bool {
-		for _, m := range r.all(events.TypeRunTornDown, runID) {
+		for _, m := range r.All(events.TypeRunTornDown, runID) {
 			if td := m.(*events.RunTornDown); !td.Incomplete {
 				got = td
 				return true
@@ -84,7 +50,7 @@ func (r *recorder) tornDown(t testing.TB, runID string, within time.Duration) *e
 // incomplete returns the run's incomplete teardown reports.
 func (r *recorder) incomplete(runID string) []*events.RunTornDown {
 	var out []*events.RunTornDown
-	for _, m := range r.all(events.TypeRunTornDown, runID) {
+	for _, m := range r.All(events.TypeRunTornDown, runID) {
 		if td := m.(*events.RunTornDown); td.Incomplete {
 			out = append(out, td)
 		}
@@ -97,29 +63,29 @@ func (r *recorder) incomplete(runID string) []*events.RunTornDown {
 func (r *recorder) provisioned(t testing.TB, runID string, within time.Duration) *events.RunProvisioned {
 	t.Helper()
 	testenv.Eventually(t, within, "run "+runID+" provisioned", func() bool {
-		return r.find(events.TypeRunProvisioned, runID) != nil || r.find(events.TypeRunProvisionFailed, runID) != nil
+		return r.First(events.TypeRunProvisioned, runID) != nil || r.First(events.TypeRunProvisionFailed, runID) != nil
 	})
-	if f := r.find(events.TypeRunProvisionFailed, runID); f != nil {
+	if f := r.First(events.TypeRunProvisionFailed, runID); f != nil {
 		t.Fatalf("provision failed: %s", f.(*events.RunProvisionFailed).Reason)
 	}
-	return r.find(events.TypeRunProvisioned, runID).(*events.RunProvisioned)
+	return r.First(events.TypeRunProvisioned, runID).(*events.RunProvisioned)
 }
 
 // provisionFailed waits for the run's provision_failed report.
 func (r *recorder) provisionFailed(t testing.TB, runID string, within time.Duration) *events.RunProvisionFailed {
 	t.Helper()
-	testenv.Eventually(t, within, "run "+runID+" failed to provision", func() bool { return r.find(events.TypeRunProvisionFailed, runID) != nil })
-	return r.find(events.TypeRunProvisionFailed, runID).(*events.RunProvisionFailed)
+	testenv.Eventually(t, within, "run "+runID+" failed to provision", func() bool { return r.First(events.TypeRunProvisionFailed, runID) != nil })
+	return r.First(events.TypeRunProvisionFailed, runID).(*events.RunProvisionFailed)
 }
 
 // world is the infrastructure of a test: embedded NATS JetStream and an
 // in-process Kafka cluster.
 type world struct {
-	nats  string
-	kafka *kfake.Cluster
-	admin *kadm.Client
-	bus   *bus.Bus // the test's own connection
-	rec   *recorder
+	nats    string
+	brokers []string // the Kafka cluster's
+	admin   *kadm.Client
+	bus     *bus.Bus // the test's own connection
+	rec     *recorder
 }
 
 func newWorld(t testing.TB) *world { return newWorldAt(t, testenv.NATS(t)) }
@@ -128,11 +94,8 @@ func newWorld(t testing.TB) *world { return newWorldAt(t, testenv.NATS(t)) }
 func newWorldAt(t testing.TB, url string) *world {
 	t.Helper()
 	w := &world{nats: url}
-	var err error
-	w.kafka, err = kfake.NewCluster(kfake.NumBrokers(1))
-	require.NoError(t, err)
-	t.Cleanup(w.kafka.Close)
-	kcl, err := kgo.NewClient(kgo.SeedBrokers(w.kafka.ListenAddrs()...))
+	w.brokers = testenv.Kafka(t, 0).ListenAddrs()
+	kcl, err := kgo.NewClient(kgo.SeedBrokers(w.brokers...))
 	require.NoError(t, err)
 	t.Cleanup(kcl.Close)
 	w.admin = kadm.NewClient(kcl)
@@ -142,7 +105,7 @@ func newWorldAt(t testing.TB, url string) *world {
 }
 
 func (w *world) kafkaFor(runID string) events.Kafka {
-	return events.Kafka{Brokers: w.kafka.ListenAddrs(), InputTopic: "input-" + runID, OutputTopic: "output-" + runID, Partitions: 2}
+	return events.Kafka{Brokers: w.brokers, InputTopic: "input-" + runID, OutputTopic: "output-" + runID, Partitions: 2}
 }
 
 // localRun is a local run of a shell script.

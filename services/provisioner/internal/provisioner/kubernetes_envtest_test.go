@@ -70,7 +70,7 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 	w, cs := newKubeWorld(t)
 	kb, reg, stop := w.startKube(t, kubeCfg(), nil)
 
-	kafka := events.Kafka{Brokers: w.kafka.ListenAddrs(), InputTopic: "input-exp-bus-r0001", OutputTopic: "output-exp-bus-r0001", Partitions: 6}
+	kafka := events.Kafka{Brokers: w.brokers, InputTopic: "input-exp-bus-r0001", OutputTopic: "output-exp-bus-r0001", Partitions: 6}
 	prov := events.RunProvision{ExperimentID: "exp-bus", RunID: "exp-bus-r0001", Kafka: kafka, SUT: events.SUT{Template: "uc3-go", Backend: "kubernetes",
 		Kubernetes: &events.KubernetesSUT{Image: "registry.local/uc3:v1", Replicas: 2, Placement: events.Placement{Strategy: "consolidate", Nodes: 1}}}}
 	provtest.StartKubelet(t, cs, kb.Namespace(prov.RunID), kubetest.Workers, nil)
@@ -109,8 +109,8 @@ func TestKubernetesRunsOverTheBusWithTopicsAndRestart(t *testing.T) {
 		k.Fail = func(string) (string, string) { return "ErrImagePull", `pull access denied for registry.local/uc3` }
 	})
 	w.provision(t, bad)
-	testenv.Eventually(t, 30*time.Second, "provision failed", func() bool { return w.rec.find(events.TypeRunProvisionFailed, bad.RunID) != nil })
-	failed := w.rec.find(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
+	testenv.Eventually(t, 30*time.Second, "provision failed", func() bool { return w.rec.First(events.TypeRunProvisionFailed, bad.RunID) != nil })
+	failed := w.rec.First(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
 	require.Contains(t, failed.Reason, "ErrImagePull: pull access denied")
 	require.False(t, failed.Transient, "a bad image is the user's mistake")
 	require.True(t, kubetest.NamespaceDeleted(t, cs, kb.Namespace(bad.RunID)))
@@ -146,7 +146,7 @@ func TestKubernetesOutagesAreWaitedOutAndTeardownIsReconciled(t *testing.T) {
 	restart = func() { kubetest.StartAPIServer(t) }
 	down := time.Now()
 	<-time.After(20 * time.Second) // the outage lasts 20 s: a stimulus, not a wait for a condition
-	require.Nil(t, w.rec.find(events.TypeRunProvisionFailed, p.RunID), "the outage does not fail the provision")
+	require.Nil(t, w.rec.First(events.TypeRunProvisionFailed, p.RunID), "the outage does not fail the provision")
 	kubetest.StartAPIServer(t)
 	restart = func() {}
 	provtest.StartKubelet(t, cs, kb.Namespace(p.RunID), kubetest.Workers, nil)
@@ -282,13 +282,13 @@ func TestARepeatedProvisionOfARunningKubeRunLeavesItAlone(t *testing.T) {
 	depAfter, err := cs.AppsV1().Deployments(ns).Get(ctx, "uc3-processor", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, dep.ResourceVersion, depAfter.ResourceVersion, "the deployment is not applied again")
-	require.Nil(t, w.rec.find(events.TypeRunProvisionFailed, p.RunID))
+	require.Nil(t, w.rec.First(events.TypeRunProvisionFailed, p.RunID))
 
 	// The crash watch still sees a restart during the run.
 	kubetest.Crash(t, cs, ns, got.Targets[0].Pod)
 	testenv.Eventually(t, 20*time.Second, "the crash reported", func() bool {
-		m := w.rec.find(events.TypeRunTornDown, p.RunID)
+		m := w.rec.First(events.TypeRunTornDown, p.RunID)
 		return m != nil && m.(*events.RunTornDown).Crashed
 	})
-	require.Contains(t, w.rec.find(events.TypeRunTornDown, p.RunID).(*events.RunTornDown).Reason, "OOMKilled")
+	require.Contains(t, w.rec.First(events.TypeRunTornDown, p.RunID).(*events.RunTornDown).Reason, "OOMKilled")
 }

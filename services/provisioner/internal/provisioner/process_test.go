@@ -55,7 +55,7 @@ type process struct {
 
 func (w *world) startProcess(t *testing.T, bin, stateDir string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, "--nats-url", w.nats, "--kafka-brokers", w.kafka.ListenAddrs()[0], "--metrics-addr", "",
+	cmd := exec.Command(bin, "--nats-url", w.nats, "--kafka-brokers", w.brokers[0], "--metrics-addr", "",
 		"--kubernetes", "off", "--state-dir", stateDir, "--node", "node-a", "--log-level", "info")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -118,12 +118,12 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 		return second.logged("watching the system under test", p.RunID)
 	})
 	t.Logf("measured: the restarted provisioner watches the SUT %s after its start", time.Since(restarted).Round(time.Millisecond))
-	require.Nil(t, w.rec.find(events.TypeRunTornDown, p.RunID), "an adopted, live SUT is not reported")
+	require.Nil(t, w.rec.First(events.TypeRunTornDown, p.RunID), "an adopted, live SUT is not reported")
 	require.NoError(t, syscall.Kill(pid, syscall.SIGKILL))
 	killed := time.Now()
-	testenv.Eventually(t, 20*time.Second, "the crash reported", func() bool { return w.rec.find(events.TypeRunTornDown, p.RunID) != nil })
+	testenv.Eventually(t, 20*time.Second, "the crash reported", func() bool { return w.rec.First(events.TypeRunTornDown, p.RunID) != nil })
 	t.Logf("measured: crash of an adopted SUT reported %s after its SIGKILL", time.Since(killed).Round(time.Millisecond))
-	crash := w.rec.find(events.TypeRunTornDown, p.RunID).(*events.RunTornDown)
+	crash := w.rec.First(events.TypeRunTornDown, p.RunID).(*events.RunTornDown)
 	require.True(t, crash.Crashed)
 	require.Contains(t, crash.Reason, "exit status 137 (killed by signal 9, killed); last output: heartbeat")
 	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
@@ -139,10 +139,10 @@ func TestProvisionerKilledWithSIGKILL(t *testing.T) {
 	third := time.Now()
 	w.startProcess(t, bin, stateDir)
 	testenv.Eventually(t, 30*time.Second, "the crash reported by the next provisioner", func() bool {
-		return w.rec.find(events.TypeRunTornDown, q.RunID) != nil
+		return w.rec.First(events.TypeRunTornDown, q.RunID) != nil
 	})
 	t.Logf("measured: a crash during the downtime reported %s after the next provisioner started", time.Since(third).Round(time.Millisecond))
-	crash = w.rec.find(events.TypeRunTornDown, q.RunID).(*events.RunTornDown)
+	crash = w.rec.First(events.TypeRunTornDown, q.RunID).(*events.RunTornDown)
 	require.True(t, crash.Crashed)
 	require.Contains(t, crash.Reason, "exited while no provisioner was watching it: exit status 143 (killed by signal 15, terminated); last output: tick")
 

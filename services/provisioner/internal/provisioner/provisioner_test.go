@@ -54,7 +54,7 @@ func TestLocalRunIsProvisionedTornDownAndARepeatedTeardownGetsTheSameAnswer(t *t
 	testenv.Eventually(t, 10*time.Second, "the repeated teardown handled", func() bool {
 		return w.consumerPending(t) == 0
 	})
-	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
+	for _, m := range w.rec.All(events.TypeRunTornDown, p.RunID) {
 		require.False(t, m.(*events.RunTornDown).Lost, "a repeated teardown is not a lost run")
 	}
 	e, err = inst.store.Get(context.Background(), state.LocalKey(p.RunID))
@@ -80,8 +80,8 @@ func TestACrashIsReportedAtOnceWithItsExitStatusAndTheRunTornDown(t *testing.T) 
 	p := w.localRun("r-crash", "echo processing; sleep 0.5; echo out of memory >&2; exit 7")
 	w.provision(t, p)
 	w.rec.provisioned(t, p.RunID, 20*time.Second)
-	testenv.Eventually(t, 20*time.Second, "crash reported", func() bool { return w.rec.find(events.TypeRunTornDown, p.RunID) != nil })
-	first := w.rec.find(events.TypeRunTornDown, p.RunID).(*events.RunTornDown)
+	testenv.Eventually(t, 20*time.Second, "crash reported", func() bool { return w.rec.First(events.TypeRunTornDown, p.RunID) != nil })
+	first := w.rec.First(events.TypeRunTornDown, p.RunID).(*events.RunTornDown)
 	require.True(t, first.Crashed)
 	require.Contains(t, first.Reason, "exit status 7; last output: processing | out of memory")
 	td := w.rec.tornDown(t, p.RunID, 20*time.Second)
@@ -92,7 +92,7 @@ func TestACrashIsReportedAtOnceWithItsExitStatusAndTheRunTornDown(t *testing.T) 
 	// The scheduler fails the run and sends a teardown: the same answer.
 	w.teardown(t, p, "teardown:"+p.RunID)
 	testenv.Eventually(t, 10*time.Second, "teardown handled", func() bool { return w.consumerPending(t) == 0 })
-	for _, m := range w.rec.all(events.TypeRunTornDown, p.RunID) {
+	for _, m := range w.rec.All(events.TypeRunTornDown, p.RunID) {
 		require.True(t, m.(*events.RunTornDown).Crashed)
 	}
 }
@@ -104,8 +104,8 @@ func TestProvisionFailures(t *testing.T) {
 	bad := w.localRun("r-bad-command", "exit 2")
 	bad.SUT.Command = []string{"no-such-sut-binary", "--flag"}
 	w.provision(t, bad)
-	testenv.Eventually(t, 20*time.Second, "bad command fails", func() bool { return w.rec.find(events.TypeRunProvisionFailed, bad.RunID) != nil })
-	f := w.rec.find(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
+	testenv.Eventually(t, 20*time.Second, "bad command fails", func() bool { return w.rec.First(events.TypeRunProvisionFailed, bad.RunID) != nil })
+	f := w.rec.First(events.TypeRunProvisionFailed, bad.RunID).(*events.RunProvisionFailed)
 	require.Contains(t, f.Reason, `executable file not found`)
 	require.False(t, f.Transient, "a user's mistake is not transient")
 	testenv.Eventually(t, 10*time.Second, "its topics removed", func() bool { return w.topics(bad) == 0 })
@@ -113,8 +113,8 @@ func TestProvisionFailures(t *testing.T) {
 	down := w.localRun("r-kafka-down", "exec sleep 60")
 	down.Kafka.Brokers = []string{"127.0.0.1:1"} // nothing listens there
 	w.provision(t, down)
-	testenv.Eventually(t, 30*time.Second, "provision fails", func() bool { return w.rec.find(events.TypeRunProvisionFailed, down.RunID) != nil })
-	f = w.rec.find(events.TypeRunProvisionFailed, down.RunID).(*events.RunProvisionFailed)
+	testenv.Eventually(t, 30*time.Second, "provision fails", func() bool { return w.rec.First(events.TypeRunProvisionFailed, down.RunID) != nil })
+	f = w.rec.First(events.TypeRunProvisionFailed, down.RunID).(*events.RunProvisionFailed)
 	require.True(t, f.Transient, "a broker that is down is transient: %s", f.Reason)
 	require.Contains(t, f.Reason, "create topics")
 }
@@ -133,9 +133,9 @@ func TestACommandThatCannotBeProcessedIsAnswered(t *testing.T) {
 		require.NoError(t, err)
 	}
 	testenv.Eventually(t, 20*time.Second, "provision answered", func() bool {
-		return w.rec.find(events.TypeRunProvisionFailed, "r-garbled-run.provision") != nil
+		return w.rec.First(events.TypeRunProvisionFailed, "r-garbled-run.provision") != nil
 	})
-	require.Contains(t, w.rec.find(events.TypeRunProvisionFailed, "r-garbled-run.provision").(*events.RunProvisionFailed).Reason,
+	require.Contains(t, w.rec.First(events.TypeRunProvisionFailed, "r-garbled-run.provision").(*events.RunProvisionFailed).Reason,
 		"the provision command could not be processed: undecodable")
 	td := w.rec.tornDown(t, "r-garbled-run.teardown", 20*time.Second)
 	require.True(t, td.Lost, "an unprocessable teardown cannot vouch for the run")

@@ -95,13 +95,9 @@ func TestNotReadyUntilItsStateIsLoaded(t *testing.T) {
 func TestConsumerThatCannotStartFailsTheScheduler(t *testing.T) {
 	t.Parallel()
 	url := testenv.NATS(t)
-	js := jetStream(t, url)
-	ctx := context.Background()
-	_, err := js.CreateConsumer(ctx, bus.StreamLifecycle, jetstream.ConsumerConfig{Durable: bus.ConsumerScheduler.Durable,
-		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bus.Subject(events.TypeRunAnalyzed)})
-	require.NoError(t, err)
+	testenv.BlockConsumer(t, jetStream(t, url), bus.StreamLifecycle, bus.ConsumerScheduler.Durable, bus.Subject(events.TypeRunAnalyzed))
 	s := newScheduler(t, url, testConfig(nil), testenv.Store(t), nil)
-	require.ErrorContains(t, runError(t, runScheduler(t, ctx, s)), "declare consumer "+bus.ConsumerScheduler.Durable)
+	require.ErrorContains(t, runError(t, runScheduler(t, context.Background(), s)), "declare consumer "+bus.ConsumerScheduler.Durable)
 }
 
 // TestTriggerConsumerThatCannotStartFailsTheScheduler: arming a subject
@@ -116,9 +112,7 @@ func TestTriggerConsumerThatCannotStartFailsTheScheduler(t *testing.T) {
 	ctx := context.Background()
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: scheduler.StreamTriggers, Subjects: []string{"ci.images.built"}})
 	require.NoError(t, err)
-	_, err = js.CreateConsumer(ctx, scheduler.StreamTriggers, jetstream.ConsumerConfig{Durable: "scheduler-triggers",
-		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy})
-	require.NoError(t, err)
+	testenv.BlockConsumer(t, js, scheduler.StreamTriggers, "scheduler-triggers", "")
 	s := newScheduler(t, url, testConfig(nil), testenv.Store(t), nil)
 	done := runScheduler(t, ctx, s)
 	testenv.Eventually(t, 10*time.Second, "the scheduler to be ready", func() bool { return s.Check() == nil })

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -162,16 +161,9 @@ func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
 		require.Equal(t, events.RunStateCancelled, r.State)
 	}
 	var viaNATS scheduler.ExperimentStatus
-	require.NoError(t, json.Unmarshal(natsGet(t, nc, rep.ID), &viaNATS))
+	require.NoError(t, json.Unmarshal(request(t, nc, scheduler.SubjectAPIGet, []byte(rep.ID)), &viaNATS))
 	require.Equal(t, 2, viaNATS.RunsCancelled)
 	require.Zero(t, viaNATS.RunsFail)
-}
-
-func natsGet(t testing.TB, nc *nats.Conn, id string) []byte {
-	t.Helper()
-	m, err := nc.Request(scheduler.SubjectAPIGet, []byte(id), 5*time.Second)
-	require.NoError(t, err)
-	return m.Data
 }
 
 // gatedRunCreate is the real state bucket whose creation of run keys waits

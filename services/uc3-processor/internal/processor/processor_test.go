@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap/zaptest"
 
@@ -29,10 +28,7 @@ const (
 
 func newCluster(tb testing.TB) []string {
 	tb.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, inputTopic, outputTopic))
-	require.NoError(tb, err)
-	tb.Cleanup(c.Close)
-	return c.ListenAddrs()
+	return testenv.Kafka(tb, partitions, inputTopic, outputTopic).ListenAddrs()
 }
 
 func newClient(tb testing.TB, brokers []string, opts ...kgo.Opt) *kgo.Client {
