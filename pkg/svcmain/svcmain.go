@@ -35,6 +35,7 @@ import (
 // Common holds the flags every service takes.
 type Common struct {
 	NATSURL       string
+	NATS          bus.Credentials // nkey seed file and TLS files
 	ClickHouseDSN string
 	KafkaBrokers  string
 	MetricsAddr   string
@@ -51,6 +52,9 @@ const DefaultMetricsAddr = "127.0.0.1:9464"
 func (c *Common) register(fs *flag.FlagSet, needs Needs) {
 	if !needs.Standalone {
 		fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL")
+		if err := BindFlags(fs, &c.NATS); err != nil {
+			panic(err) // the tags are declared in pkg/bus; a bad one is a programming error
+		}
 		fs.StringVar(&c.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/greenflow", "ClickHouse native-protocol DSN")
 		fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	}
@@ -230,7 +234,11 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
 	d := Deps{Name: name, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
 	if !needs.Standalone {
-		b, err := bus.Connect(ctx, c.NATSURL, name, logger, reg)
+		opts, err := c.NATS.Options()
+		if err != nil {
+			return err
+		}
+		b, err := bus.Connect(ctx, c.NATSURL, name, logger, reg, opts...)
 		if err != nil {
 			return err
 		}

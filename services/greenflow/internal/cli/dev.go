@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
@@ -109,7 +110,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := waitHealthy(ctx, api, 2*time.Minute); err != nil {
 		return err
 	}
-	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
+	natsOpts, err := devstack.NATSCreds(st.StateDir(), string(events.ServiceCLI)).Options()
+	if err != nil {
+		return err
+	}
+	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, natsOpts, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s: %d runs of %s", id, p.Runs, sf.file)
 	})
 	if id == "" || werr != nil && !errors.Is(werr, context.Canceled) {

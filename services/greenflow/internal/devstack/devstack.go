@@ -71,6 +71,26 @@ type Endpoints struct {
 // EndpointsFile is the file name under the state dir.
 const EndpointsFile = "endpoints.json"
 
+// NATSDir holds every NATS user's nkey seed under the state dir (mode 0700,
+// each seed 0600): the embedded server accepts only those users, each
+// with the permissions pkg/bus derives from the event contract.
+const NATSDir = "nats"
+
+// NATSCreds are user's NATS credentials in the stack at stateDir.
+func NATSCreds(stateDir, user string) bus.Credentials {
+	return bus.Credentials{NKeyFile: natsembed.SeedFile(filepath.Join(stateDir, NATSDir), user)}
+}
+
+// connect connects a bus as NATS user (the service name, or bus.UserAdmin)
+// with its credentials, named producer.
+func (s *Stack) connect(ctx context.Context, user, producer string, logger *zap.Logger, reg prometheus.Registerer) (*bus.Bus, error) {
+	opts, err := NATSCreds(s.opts.StateDir, user).Options()
+	if err != nil {
+		return nil, err
+	}
+	return bus.Connect(ctx, s.Endpoints.NATSURL, producer, logger, reg, opts...)
+}
+
 // TokenFile holds the stack's admin token under the state dir, mode 0600.
 const TokenFile = "admin.token"
 
@@ -124,7 +144,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	s.nats, err = natsembed.Start(natsembed.Options{Port: o.NATSPort, StoreDir: filepath.Join(o.StateDir, "jetstream")})
+	users, err := natsembed.EnsureUsers(filepath.Join(o.StateDir, NATSDir))
+	if err != nil {
+		return nil, err
+	}
+	s.nats, err = natsembed.Start(natsembed.Options{Port: o.NATSPort, StoreDir: filepath.Join(o.StateDir, "jetstream"), Users: users})
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +198,7 @@ func (s *Stack) writeEndpoints(e Endpoints) error {
 // store accepts it; otherwise (first start, a lost JetStream store, a
 // revoked or expired token) it creates one and writes it there.
 func (s *Stack) ensureAdminToken(ctx context.Context) error {
-	b, err := bus.Connect(ctx, s.Endpoints.NATSURL, "devstack", s.logger, nil)
+	b, err := s.connect(ctx, bus.UserAdmin, "devstack", s.logger, nil)
 	if err != nil {
 		return err
 	}
@@ -244,6 +268,9 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 // AdminToken is the stack's admin token (the one in TokenFile).
 func (s *Stack) AdminToken() string { return s.adminToken }
 
+// StateDir is where the stack keeps its state (credentials among it).
+func (s *Stack) StateDir() string { return s.opts.StateDir }
+
 // ReadToken reads the admin token a dev stack wrote in stateDir.
 func ReadToken(stateDir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(stateDir, TokenFile))
@@ -289,7 +316,7 @@ func (s *Stack) announceAPI(ctx context.Context) error {
 func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": name}, s.Registry)
 	logger := s.logger.With(zap.String("service", name))
-	b, err := bus.Connect(ctx, s.Endpoints.NATSURL, name, logger, reg)
+	b, err := s.connect(ctx, name, name, logger, reg)
 	if err != nil {
 		return svcmain.Deps{}, err
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -24,7 +25,8 @@ import (
 // cleanly within the drain bound.
 func TestServicesAsSeparateProcesses(t *testing.T) {
 	bin := binaries(t)
-	natsURL := testenv.NATS(t)
+	secure := testenv.NATSWithAuth(t) // every process connects as its own NATS user
+	natsURL := secure.URL
 	kafka, err := kfake.NewCluster(kfake.NumBrokers(1))
 	require.NoError(t, err)
 	defer kafka.Close()
@@ -41,12 +43,15 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	}
 	procs := map[string]*process{}
 	for name, extra := range services {
-		procs[name] = startProcess(t, name, append(append([]string{}, common...), extra...)...)
+		creds := []string{"--nats-nkey-file", secure.Creds(name).NKeyFile}
+		procs[name] = startProcess(t, name, append(append(append([]string{}, common...), creds...), extra...)...)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := devstacktest.Bus(t, natsURL)
+	adminOpts, err := secure.Creds(bus.UserAdmin).Options()
+	require.NoError(t, err)
+	b := devstacktest.Bus(t, natsURL, adminOpts...)
 	id, _, obs := submitExample(ctx, t, b, phases("1s", "1s", "4s"), events.TypeLoadFinished)
 	final := obs.WaitFinal(t, 2*time.Minute, func() {
 		for name, p := range procs {
@@ -74,6 +79,12 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 		fin, ok := devstacktest.Last[*events.LoadFinished](obs, r.RunID)
 		require.True(t, ok, "load generator reported run %s", r.RunID)
 		require.Equal(t, float64(fin.RecordsSent), r.Metrics["records_sent_total"])
+	}
+
+	// No process was refused a subject its work needs: the bus logs every
+	// permission violation the server reports.
+	for name, p := range procs {
+		require.NotContains(t, p.output(), "nats reported an error", "%s output:\n%s", name, p.output())
 	}
 
 	// Graceful shutdown: SIGTERM, exit status 0 within the drain bound.
