@@ -116,7 +116,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		if err != nil {
 			return nil, fmt.Errorf("start clickhouse: %w", err)
 		}
-		base = fmt.Sprintf("clickhouse://127.0.0.1:%d", c.ch.TCPPort)
+		base = c.ch.Base()
 	}
 	c.DSN = base + "/" + c.Database
 

@@ -24,6 +24,9 @@ type connFlags struct {
 	stateDir, natsURL, clickhouseDSN string
 	natsNKeyFile                     string
 	apiURL, token                    string
+	// writer: the command writes ClickHouse (prune), so it takes the dev
+	// stack's writer DSN; every other command takes the read-only one.
+	writer bool
 }
 
 func (c *connFlags) register(fs *flag.FlagSet) {
@@ -94,7 +97,10 @@ func (c *connFlags) resolve(needNATS bool) error {
 		c.natsURL = ep.NATSURL
 	}
 	if c.clickhouseDSN == "" {
-		c.clickhouseDSN = ep.ClickHouseDSN
+		c.clickhouseDSN = ep.ClickHouseReaderDSN
+		if c.writer || c.clickhouseDSN == "" {
+			c.clickhouseDSN = ep.ClickHouseDSN
+		}
 	}
 	return nil
 }

@@ -61,15 +61,29 @@ type Options struct {
 // Endpoints is written to StateDir/endpoints.json so the CLI can find a
 // running dev stack.
 type Endpoints struct {
-	NATSURL       string   `json:"nats_url"`
-	KafkaBrokers  []string `json:"kafka_brokers"`
-	ClickHouseDSN string   `json:"clickhouse_dsn"`
-	HTTPAddr      string   `json:"http_addr,omitempty"`
-	PID           int      `json:"pid"`
+	NATSURL      string   `json:"nats_url"`
+	KafkaBrokers []string `json:"kafka_brokers"`
+	// ClickHouseDSN is the writer's DSN, password included, in memory;
+	// endpoints.json (0644) holds it without the password, and the
+	// reader's and writer's DSNs are in ClickHouseReaderDSNFile and
+	// ClickHouseWriterDSNFile (0600), which ReadEndpoints reads.
+	ClickHouseDSN           string `json:"clickhouse_dsn"`
+	ClickHouseReaderDSN     string `json:"-"`
+	ClickHouseReaderDSNFile string `json:"clickhouse_reader_dsn_file,omitempty"`
+	ClickHouseWriterDSNFile string `json:"clickhouse_writer_dsn_file,omitempty"`
+	HTTPAddr                string `json:"http_addr,omitempty"`
+	PID                     int    `json:"pid"`
 }
 
 // EndpointsFile is the file name under the state dir.
 const EndpointsFile = "endpoints.json"
+
+// The ClickHouse DSNs of the read-only user (the CLI's queries) and the
+// writer, with their passwords, under the state dir (mode 0600).
+const (
+	ClickHouseReaderDSNFile = "clickhouse-reader.dsn"
+	ClickHouseWriterDSNFile = "clickhouse-writer.dsn"
+)
 
 // NATSDir holds every NATS user's nkey seed under the state dir (mode 0700,
 // each seed 0600): the embedded server accepts only those users, each
@@ -169,6 +183,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("start clickhouse (or pass --clickhouse-dsn): %w", err)
 		}
 		s.Endpoints.ClickHouseDSN = s.ch.DSN("greenflow")
+		s.Endpoints.ClickHouseReaderDSN = s.ch.ReaderDSN("greenflow")
 	}
 	s.Store, err = store.Open(ctx, s.Endpoints.ClickHouseDSN, o.Logger)
 	if err != nil {
@@ -188,8 +203,22 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 }
 
 // writeEndpoints replaces endpoints.json whole: a CLI reading it meanwhile
-// sees the old or the new one, never a part.
+// sees the old or the new one, never a part. The ClickHouse DSNs carry
+// passwords: they go to files only the stack's user reads.
 func (s *Stack) writeEndpoints(e Endpoints) error {
+	reader := e.ClickHouseReaderDSN
+	if reader == "" { // an external ClickHouse: one DSN for all
+		reader = e.ClickHouseDSN
+	}
+	e.ClickHouseReaderDSNFile = filepath.Join(s.opts.StateDir, ClickHouseReaderDSNFile)
+	e.ClickHouseWriterDSNFile = filepath.Join(s.opts.StateDir, ClickHouseWriterDSNFile)
+	if err := writeFile(e.ClickHouseReaderDSNFile, []byte(reader+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := writeFile(e.ClickHouseWriterDSNFile, []byte(e.ClickHouseDSN+"\n"), 0o600); err != nil {
+		return err
+	}
+	e.ClickHouseDSN = store.RedactDSN(e.ClickHouseDSN)
 	b, _ := json.MarshalIndent(e, "", "  ")
 	return writeFile(filepath.Join(s.opts.StateDir, EndpointsFile), b, 0o644)
 }
@@ -420,6 +449,21 @@ func ReadEndpoints(stateDir string) (Endpoints, error) {
 	}
 	if err := json.Unmarshal(b, &e); err != nil {
 		return e, fmt.Errorf("read %s: %w", EndpointsFile, err)
+	}
+	// The DSNs with passwords: the writer's in ClickHouseDSN, as in the
+	// running stack.
+	for _, f := range []struct {
+		path string
+		to   *string
+	}{{e.ClickHouseWriterDSNFile, &e.ClickHouseDSN}, {e.ClickHouseReaderDSNFile, &e.ClickHouseReaderDSN}} {
+		if f.path == "" {
+			continue
+		}
+		dsn, err := os.ReadFile(f.path)
+		if err != nil {
+			return e, fmt.Errorf("read the dev stack's clickhouse dsn: %w", err)
+		}
+		*f.to = strings.TrimSpace(string(dsn))
 	}
 	return e, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,7 +30,8 @@ import (
 // on: an experiment submitted and watched with the CLI (its own NATS user)
 // runs to done, no connection of any service was refused a subject (a
 // permission the contract forgot would show here, counted by the bus), and
-// no credential — an nkey seed, the admin token — appears in the logs
+// no credential — an nkey seed, the admin token, the ClickHouse password —
+// appears in the logs
 // (debug level), in any JetStream stream or bucket, in the CLI's output, in
 // export or in the report.
 func TestPipelineWithNATSPermissionsLeaksNoCredential(t *testing.T) {
@@ -83,7 +85,14 @@ func TestPipelineWithNATSPermissionsLeaksNoCredential(t *testing.T) {
 	}
 
 	secrets := credentials(t, o.StateDir, st.AdminToken())
-	haystacks := map[string]string{"logs": logs.String(), "cli output": out.String() + errOut.String()}
+	chURL, err := url.Parse(st.Endpoints.ClickHouseDSN)
+	require.NoError(t, err)
+	chPassword, ok := chURL.User.Password()
+	require.True(t, ok && chPassword != "", "the stack's ClickHouse DSN has a password")
+	secrets["clickhouse password"] = chPassword
+	endpoints, err := os.ReadFile(filepath.Join(o.StateDir, devstack.EndpointsFile))
+	require.NoError(t, err)
+	haystacks := map[string]string{"logs": logs.String(), "cli output": out.String() + errOut.String(), "endpoints.json": string(endpoints)}
 	files, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	for _, f := range files {

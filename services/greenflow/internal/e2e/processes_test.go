@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -33,7 +34,10 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	dsn := testenv.ClickHouseDSN(t)
 	brokers := kafka.ListenAddrs()[0]
 
-	common := []string{"--nats-url", natsURL, "--clickhouse-dsn", dsn, "--kafka-brokers", brokers, "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"}
+	// The DSN carries the ClickHouse password: by file, not on the command line.
+	dsnFile := filepath.Join(t.TempDir(), "clickhouse.dsn")
+	require.NoError(t, os.WriteFile(dsnFile, []byte(dsn), 0o600))
+	common := []string{"--nats-url", natsURL, "--clickhouse-dsn-file", dsnFile, "--kafka-brokers", brokers, "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"}
 	services := map[string][]string{
 		"scheduler":        nil,
 		"provisioner":      {"--uc3-command", filepath.Join(bin, "uc3-processor")},
