@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/greenflow/greenflow/pkg/events"
 )
@@ -119,7 +120,9 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 		pub.add(SubjectDLQ + ">")
 	}
 	if res.watches {
-		pub.add(consumerUse(StreamLifecycle, "*")...)
+		// Ordered consumers acknowledge nothing: no $JS.ACK, so a watcher
+		// cannot acknowledge (and so take) a service's messages.
+		pub.add(slices.DeleteFunc(consumerUse(StreamLifecycle, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
 	}
 	for _, st := range res.streams {
 		pub.add(streamAdmin(st)...)
