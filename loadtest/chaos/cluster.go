@@ -117,9 +117,15 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		if err != nil {
 			return nil, fmt.Errorf("start clickhouse: %w", err)
 		}
-		base = fmt.Sprintf("clickhouse://127.0.0.1:%d", c.ch.TCPPort)
+		base = c.ch.Base()
 	}
 	c.DSN = base + "/" + c.Database
+	// The DSN carries the ClickHouse password: the services read it from a
+	// file, so no command line (ps, the process table) shows it.
+	dsnFile := filepath.Join(cfg.Dir, "clickhouse.dsn")
+	if err := os.WriteFile(dsnFile, []byte(c.DSN), 0o600); err != nil {
+		return nil, fmt.Errorf("write the clickhouse dsn file: %w", err)
+	}
 
 	instances := 0
 	for _, s := range Services {
@@ -179,7 +185,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 			if err := os.MkdirAll(state, 0o755); err != nil {
 				return nil, fmt.Errorf("create state dir of %s: %w", inst, err)
 			}
-			a := []string{"--nats-url", c.NATSURL, "--clickhouse-dsn", c.DSN, "--kafka-brokers", strings.Join(c.Brokers, ","),
+			a := []string{"--nats-url", c.NATSURL, "--clickhouse-dsn-file", dsnFile, "--kafka-brokers", strings.Join(c.Brokers, ","),
 				"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "info"}
 			for _, x := range args[name] {
 				x = strings.ReplaceAll(x, "{state}", state)

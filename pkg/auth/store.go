@@ -17,7 +17,7 @@ import (
 // TokenBucket is the JetStream KV bucket holding token records, keyed by
 // id. Every service with an HTTP API reads it; only the admin token API
 // (and the dev stack's first start) writes it.
-const TokenBucket = "greenflow_tokens"
+const TokenBucket = bus.BucketTokens
 
 // Errors a token check ends with; the API answers 401 for each and tells
 // the client which.

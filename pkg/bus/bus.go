@@ -62,6 +62,7 @@ type metrics struct {
 	panics       *prometheus.CounterVec
 	redeclared   *prometheus.CounterVec
 	extended     *prometheus.CounterVec
+	asyncErrors  *prometheus.CounterVec
 }
 
 // newMetrics builds the bus's metrics, registered on reg unless it is nil.
@@ -77,19 +78,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Durable consumers declared again after the server lost them (a restart with an empty store, a deleted consumer), by consumer."}, []string{"consumer"}),
 		extended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_ack_deadline_extensions_total",
 			Help: "Ack deadlines extended for messages held longer than a third of the ack wait (handled, or queued for a busy worker), by consumer."}, []string{"consumer"}),
+		asyncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_nats_errors_total",
+			Help: "Errors the NATS server reported asynchronously, by kind (permission: a subject this user may not use; slow_consumer; authorization; other)."}, []string{"kind"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_handler_panics_total",
 			Help: "Handler panics recovered, by consumer (durable name or request subject); the message was dead-lettered or answered with an error."}, []string{"consumer"}),
 	}
-	if err := service.Register(reg, "bus", m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended); err != nil {
+	if err := service.Register(reg, "bus", m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended, m.asyncErrors); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
 // Connect dials NATS at url, and declares the streams. producer names this
-// service in message headers. reg may be nil.
-func Connect(ctx context.Context, url, producer string, logger *zap.Logger, reg prometheus.Registerer) (*Bus, error) {
-	nc, err := nats.Connect(url, nats.Name(producer), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+// service in message headers. reg may be nil. opts add to the connection's
+// options: Credentials.Options, above all.
+func Connect(ctx context.Context, url, producer string, logger *zap.Logger, reg prometheus.Registerer, opts ...nats.Option) (*Bus, error) {
+	opts = append([]nats.Option{nats.Name(producer), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
 	}
@@ -101,7 +106,8 @@ func Connect(ctx context.Context, url, producer string, logger *zap.Logger, reg 
 	return b, nil
 }
 
-// New wraps an existing connection (which the caller keeps owning).
+// New wraps an existing connection (which the caller keeps owning). It
+// sets the connection's async error handler: the bus logs and counts them.
 func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger, reg prometheus.Registerer) (*Bus, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -114,6 +120,7 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 	b := &Bus{nc: nc, js: js, producer: producer, logger: logger.With(zap.String("component", "bus")), m: m,
 		streams: map[string]jetstream.StreamConfig{}, buckets: map[string]*bucket{}, consumers: map[*Consumer]struct{}{},
 		expected: map[string]bool{}, stop: make(chan struct{})}
+	nc.SetErrorHandler(b.asyncError)
 	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream} {
 		if err := b.DeclareStream(ctx, cfg); err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,11 +30,26 @@ type Server struct {
 	HTTPPort int
 	cmd      *exec.Cmd
 	done     chan error
+	// passwords of UserWriter and UserReader (users.go).
+	passwords map[string]string
 }
 
-// DSN is the native-protocol address for clickhouse-go.
-func (s *Server) DSN(database string) string {
-	return fmt.Sprintf("clickhouse://127.0.0.1:%d/%s", s.TCPPort, database)
+// DSN is the native-protocol address for clickhouse-go, as the writer
+// (inserts and migrations). It carries the password: never log it (pkg/store
+// redacts DSNs in its errors).
+func (s *Server) DSN(database string) string { return s.dsn(UserWriter, database) }
+
+// ReaderDSN is DSN as the read-only user: what the CLI's queries and
+// dashboards need.
+func (s *Server) ReaderDSN(database string) string { return s.dsn(UserReader, database) }
+
+// Base is the writer's DSN without a database.
+func (s *Server) Base() string { return strings.TrimSuffix(s.DSN(""), "/") }
+
+func (s *Server) dsn(user, database string) string {
+	u := url.URL{Scheme: "clickhouse", User: url.UserPassword(user, s.passwords[user]),
+		Host: fmt.Sprintf("127.0.0.1:%d", s.TCPPort), Path: "/" + database}
+	return u.String()
 }
 
 // FindBinary returns the server command line prefix.
@@ -75,7 +91,11 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(configXML(dir, tcp, httpPort)), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+	passwords, err := ensurePasswords(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, "users.xml"), []byte(usersXML(passwords)), 0o600); err != nil {
 		return nil, fmt.Errorf("write clickhouse users: %w", err)
 	}
 	args := append(bin[1:], "--config-file="+filepath.Join(dir, "config.xml"))
@@ -91,7 +111,7 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		_ = logf.Close()
 		return nil, fmt.Errorf("start %s: %w", bin[0], err)
 	}
-	s := &Server{Dir: dir, TCPPort: tcp, HTTPPort: httpPort, cmd: cmd, done: make(chan error, 1)}
+	s := &Server{Dir: dir, TCPPort: tcp, HTTPPort: httpPort, cmd: cmd, done: make(chan error, 1), passwords: passwords}
 	go func() { s.done <- cmd.Wait(); _ = logf.Close() }()
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
 		_ = s.Stop()
@@ -105,7 +125,12 @@ func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
 	url := fmt.Sprintf("http://127.0.0.1:%d/?query=SELECT%%201", s.HTTPPort)
 	client := &http.Client{Timeout: time.Second}
 	for {
-		resp, err := client.Get(url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return fmt.Errorf("clickhouse readiness request: %w", err)
+		}
+		req.SetBasicAuth(UserReader, s.passwords[UserReader])
+		resp, err := client.Do(req)
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -169,11 +194,3 @@ func configXML(dir string, tcp, httpPort int) string {
 </yandex>
 `, dir, tcp, httpPort)
 }
-
-const usersXML = `<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>
-`

@@ -61,20 +61,10 @@ func Open(ctx context.Context, dsn string, logger *zap.Logger) (*Store, error) {
 
 // open is Open applying the migrations up to version upTo (0: all).
 func open(ctx context.Context, dsn string, logger *zap.Logger, upTo int) (*Store, error) {
-	opts, err := clickhouse.ParseDSN(dsn)
+	opts, db, err := parseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse clickhouse dsn %q: expected clickhouse://host:9000/database: %w", redact(dsn), err)
+		return nil, err
 	}
-	db := opts.Auth.Database
-	if db == "" {
-		db = "default"
-	}
-	if !dbNameRE.MatchString(db) {
-		return nil, fmt.Errorf("clickhouse dsn: database name %q: expected letters, digits and _", db)
-	}
-	opts.DialTimeout = 5 * time.Second
-	opts.ReadTimeout = 30 * time.Second
-	opts.MaxOpenConns = 8
 	// Bootstrap without a database so a missing one can be created.
 	boot := *opts
 	boot.Auth.Database = "default"

@@ -35,11 +35,15 @@ import (
 // Common holds the flags every service takes.
 type Common struct {
 	NATSURL       string
+	NATS          bus.Credentials // nkey seed file and TLS files
 	ClickHouseDSN string
-	KafkaBrokers  string
-	MetricsAddr   string
-	LogLevel      string
-	LogConsole    bool
+	// ClickHouseDSNFile holds the DSN instead (it carries a password,
+	// which a command line shows to every local user).
+	ClickHouseDSNFile string
+	KafkaBrokers      string
+	MetricsAddr       string
+	LogLevel          string
+	LogConsole        bool
 }
 
 // DefaultMetricsAddr is where a platform service serves /metrics and
@@ -51,7 +55,11 @@ const DefaultMetricsAddr = "127.0.0.1:9464"
 func (c *Common) register(fs *flag.FlagSet, needs Needs) {
 	if !needs.Standalone {
 		fs.StringVar(&c.NATSURL, "nats-url", "nats://127.0.0.1:4222", "NATS server URL")
+		if err := BindFlags(fs, &c.NATS); err != nil {
+			panic(err) // the tags are declared in pkg/bus; a bad one is a programming error
+		}
 		fs.StringVar(&c.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/greenflow", "ClickHouse native-protocol DSN")
+		fs.StringVar(&c.ClickHouseDSNFile, "clickhouse-dsn-file", "", "file holding the ClickHouse DSN with its password (clickhouse://user:password@host:9000/db); overrides --clickhouse-dsn")
 		fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
 	}
 	addr := DefaultMetricsAddr
@@ -61,6 +69,23 @@ func (c *Common) register(fs *flag.FlagSet, needs Needs) {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", addr, "address serving /metrics and /healthz (empty disables)")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogConsole, "log-console", false, "human-readable logs instead of JSON")
+}
+
+// DSN is the ClickHouse DSN: --clickhouse-dsn-file's content, else
+// --clickhouse-dsn.
+func (c *Common) DSN() (string, error) {
+	if c.ClickHouseDSNFile == "" {
+		return c.ClickHouseDSN, nil
+	}
+	b, err := os.ReadFile(c.ClickHouseDSNFile)
+	if err != nil {
+		return "", fmt.Errorf("read --clickhouse-dsn-file: %w", err)
+	}
+	dsn := strings.TrimSpace(string(b))
+	if dsn == "" {
+		return "", fmt.Errorf("--clickhouse-dsn-file %s: empty, expected clickhouse://user:password@host:9000/database", c.ClickHouseDSNFile)
+	}
+	return dsn, nil
 }
 
 // Brokers splits the broker list.
@@ -230,7 +255,11 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
 	d := Deps{Name: name, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
 	if !needs.Standalone {
-		b, err := bus.Connect(ctx, c.NATSURL, name, logger, reg)
+		opts, err := c.NATS.Options()
+		if err != nil {
+			return err
+		}
+		b, err := bus.Connect(ctx, c.NATSURL, name, logger, reg, opts...)
 		if err != nil {
 			return err
 		}
@@ -240,7 +269,11 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		d.Bus = b
 	}
 	if needs.Store {
-		st, err := store.Open(ctx, c.ClickHouseDSN, logger)
+		dsn, err := c.DSN()
+		if err != nil {
+			return err
+		}
+		st, err := store.Open(ctx, dsn, logger)
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -95,7 +94,7 @@ func ClickHouseBase(tb testing.TB) string {
 		}
 		chServer, chErr = chserver.Start(context.Background(), chDir)
 		if chErr == nil {
-			chBase = fmt.Sprintf("clickhouse://127.0.0.1:%d", chServer.TCPPort)
+			chBase = chServer.Base() // the writer: tests create databases and tables
 		}
 	})
 	require.NoError(tb, chErr, "tests need a real ClickHouse: set %s or install clickhouse-server (make test does both)", EnvClickHouseDSN)

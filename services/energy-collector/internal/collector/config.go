@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
 )
 
@@ -127,7 +128,7 @@ func Default() Config {
 	host, _ := os.Hostname()
 	return Config{Instance: host, Node: host, Interval: energy.DefaultInterval, Source: KindAuto, PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
 		BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000,
-		Bucket: "gf_energy_collectors", SpoolMaxBytes: 1 << 30}
+		Bucket: bus.BucketCollectors, SpoolMaxBytes: 1 << 30}
 }
 
 func isLocal(kind string) bool { return kind == KindAuto || kind == KindRAPL || kind == KindModel }
@@ -153,7 +154,7 @@ func (c Config) withDefaults() Config {
 		c.WriteTimeout = 10 * time.Second
 	}
 	if c.Bucket == "" {
-		c.Bucket = "gf_energy_collectors"
+		c.Bucket = bus.BucketCollectors
 	}
 	return c
 }

@@ -240,12 +240,18 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // createOverNATS creates a token in the token bucket directly: whoever may
 // write that bucket on NATS may mint tokens, which is what bootstraps a
-// deployment (and what NATS permissions will restrict, issue 16 part 2).
+// deployment. NATS permissions let only the scheduler and the admin user
+// write it, so this connects as admin (the dev stack's admin seed, or
+// --nats-nkey-file).
 func createOverNATS(ctx context.Context, c connFlags, name string, role auth.Role, ttl time.Duration, stdout, stderr io.Writer) error {
 	if err := c.resolve(true); err != nil {
 		return err
 	}
-	b, err := bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil)
+	opts, err := c.natsOptions(bus.UserAdmin)
+	if err != nil {
+		return err
+	}
+	b, err := bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil, opts...)
 	if err != nil {
 		return err
 	}

@@ -56,6 +56,7 @@ Usage:
                                                                                (--nats: over NATS, no token: the first admin token)
   greenflow token    list                                                      tokens, never their secrets
   greenflow token    revoke NAME|ID
+  greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
   greenflow version
 
@@ -93,6 +94,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runList(ctx, args[1:], stdout)
 	case "status":
 		err = runStatusCmd(ctx, args[1:], stdout)
+	case "nats-config":
+		err = runNATSConfig(ctx, args[1:], stdout, stderr)
 	case "prune":
 		err = runPrune(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -17,7 +17,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
@@ -42,7 +44,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer st.Close()
 	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  API:        http://%s/v1/experiments\n  metrics:    http://%s/metrics\n  state:      %s\n  admin token: %s (mode 0600; the CLI reads it)\n",
-		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), st.Endpoints.ClickHouseDSN, *httpAddr, *httpAddr, *stateDir,
+		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), store.RedactDSN(st.Endpoints.ClickHouseDSN), *httpAddr, *httpAddr, *stateDir,
 		filepath.Join(*stateDir, devstack.TokenFile))
 	return st.Run(ctx)
 }
@@ -109,7 +111,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := waitHealthy(ctx, api, 2*time.Minute); err != nil {
 		return err
 	}
-	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, st.Endpoints.ClickHouseDSN, p, true, stdout, func(id string) string {
+	natsOpts, err := devstack.NATSCreds(st.StateDir(), string(events.ServiceCLI)).Options()
+	if err != nil {
+		return err
+	}
+	readerDSN := st.Endpoints.ClickHouseReaderDSN
+	if readerDSN == "" {
+		readerDSN = st.Endpoints.ClickHouseDSN
+	}
+	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, natsOpts, readerDSN, p, true, stdout, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s: %s of %s", id, nRuns(p.Runs), sf.file)
 	})
 	if id == "" || werr != nil && !errors.Is(werr, context.Canceled) {

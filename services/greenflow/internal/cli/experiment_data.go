@@ -59,9 +59,16 @@ func openStore(ctx context.Context, c *connFlags) (*store.Store, func(), error) 
 			return nil, nil, err
 		}
 		stopServer = func() { _ = srv.Stop() }
-		dsn = srv.DSN("greenflow")
+		dsn = srv.ReaderDSN("greenflow")
+		if c.writer {
+			dsn = srv.DSN("greenflow")
+		}
 	}
-	st, err := store.Open(ctx, dsn, zap.NewNop())
+	open := store.OpenReadOnly
+	if c.writer {
+		open = store.Open
+	}
+	st, err := open(ctx, dsn, zap.NewNop())
 	if err != nil {
 		stopServer()
 		return nil, nil, err

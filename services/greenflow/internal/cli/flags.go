@@ -13,18 +13,26 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
 type connFlags struct {
 	stateDir, natsURL, clickhouseDSN string
+	natsNKeyFile                     string
 	apiURL, token                    string
+	// writer: the command writes ClickHouse (prune), so it takes the dev
+	// stack's writer DSN; every other command takes the read-only one.
+	writer bool
 }
 
 func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
+	fs.StringVar(&c.natsNKeyFile, "nats-nkey-file", "", "file holding the NATS nkey seed to connect with (default: the dev stack's, in the state dir)")
 	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir)")
 	fs.StringVar(&c.apiURL, "api-url", "", "the scheduler's HTTP API, e.g. http://127.0.0.1:9464 (default: from the dev state dir)")
 	fs.StringVar(&c.token, "token", "", "API token (default: $GREENFLOW_TOKEN, else the dev stack's admin token in the state dir)")
@@ -59,6 +67,20 @@ func (c *connFlags) api() (*apiClient, error) {
 	return a, nil
 }
 
+// natsOptions are the NATS credentials to connect with: --nats-nkey-file,
+// else the dev stack's seed of user (the CLI's own, or admin to write the
+// token bucket) when there is one; else none.
+func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
+	creds := bus.Credentials{NKeyFile: c.natsNKeyFile}
+	if creds.NKeyFile == "" {
+		dev := devstack.NATSCreds(c.stateDir, user)
+		if _, err := os.Stat(dev.NKeyFile); err == nil {
+			creds = dev
+		}
+	}
+	return creds.Options()
+}
+
 // resolve fills missing addresses from a running dev stack.
 func (c *connFlags) resolve(needNATS bool) error {
 	if c.natsURL != "" && c.clickhouseDSN != "" {
@@ -75,7 +97,10 @@ func (c *connFlags) resolve(needNATS bool) error {
 		c.natsURL = ep.NATSURL
 	}
 	if c.clickhouseDSN == "" {
-		c.clickhouseDSN = ep.ClickHouseDSN
+		c.clickhouseDSN = ep.ClickHouseReaderDSN
+		if c.writer || c.clickhouseDSN == "" {
+			c.clickhouseDSN = ep.ClickHouseDSN
+		}
 	}
 	return nil
 }

@@ -54,6 +54,7 @@ func PlanPrune(days []store.SampleDay, cutoff uint32) []PruneDay {
 
 func runPrune(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("prune", stderr)
+	c.writer = true // it drops partitions
 	olderThan := fs.Duration("older-than", 30*24*time.Hour, "only days older than this are considered (at least 24h)")
 	dryRun := fs.Bool("dry-run", false, "say what would be dropped, drop nothing")
 	format := fs.String("format", "table", "table or json")

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
 )
@@ -67,7 +69,11 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	_, err = submitAndWatch(ctx, api, c.natsURL, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
+	natsOpts, err := c.natsOptions(string(events.ServiceCLI))
+	if err != nil {
+		return err
+	}
+	_, err = submitAndWatch(ctx, api, c.natsURL, natsOpts, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s (%s)", id, nRuns(p.Runs))
 	})
 	return err
@@ -78,7 +84,7 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // the NATS at natsURL to its end and prints its results from the
 // ClickHouse at dsn. It returns the experiment's id (also when watching
 // fails).
-func submitAndWatch(ctx context.Context, api *apiClient, natsURL, dsn string, p spec.Prepared, watch bool, stdout io.Writer,
+func submitAndWatch(ctx context.Context, api *apiClient, natsURL string, natsOpts []nats.Option, dsn string, p spec.Prepared, watch bool, stdout io.Writer,
 	submitted func(id string) string) (string, error) {
 	since := time.Now().Add(-time.Second) // clocks differ; the watch replays from here
 	id, err := submit(ctx, api, p.Resolved)
@@ -89,7 +95,7 @@ func submitAndWatch(ctx context.Context, api *apiClient, natsURL, dsn string, p 
 	if !watch {
 		return id, nil
 	}
-	b, err := bus.Connect(ctx, natsURL, "greenflow-cli", zap.NewNop(), nil)
+	b, err := bus.Connect(ctx, natsURL, "greenflow-cli", zap.NewNop(), nil, natsOpts...)
 	if err != nil {
 		return id, err
 	}

@@ -92,7 +92,7 @@ func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.
 		fmt.Fprintln(stdout, "no ClickHouse DSN known: run 'greenflow results' with --clickhouse-dsn")
 		return nil
 	}
-	st, err := store.Open(ctx, dsn, zap.NewNop())
+	st, err := store.OpenReadOnly(ctx, dsn, zap.NewNop())
 	if err != nil {
 		return err
 	}

@@ -61,15 +61,49 @@ type Options struct {
 // Endpoints is written to StateDir/endpoints.json so the CLI can find a
 // running dev stack.
 type Endpoints struct {
-	NATSURL       string   `json:"nats_url"`
-	KafkaBrokers  []string `json:"kafka_brokers"`
-	ClickHouseDSN string   `json:"clickhouse_dsn"`
-	HTTPAddr      string   `json:"http_addr,omitempty"`
-	PID           int      `json:"pid"`
+	NATSURL      string   `json:"nats_url"`
+	KafkaBrokers []string `json:"kafka_brokers"`
+	// ClickHouseDSN is the writer's DSN, password included, in memory;
+	// endpoints.json (0644) holds it without the password, and the
+	// reader's and writer's DSNs are in ClickHouseReaderDSNFile and
+	// ClickHouseWriterDSNFile (0600), which ReadEndpoints reads.
+	ClickHouseDSN           string `json:"clickhouse_dsn"`
+	ClickHouseReaderDSN     string `json:"-"`
+	ClickHouseReaderDSNFile string `json:"clickhouse_reader_dsn_file,omitempty"`
+	ClickHouseWriterDSNFile string `json:"clickhouse_writer_dsn_file,omitempty"`
+	HTTPAddr                string `json:"http_addr,omitempty"`
+	PID                     int    `json:"pid"`
 }
 
 // EndpointsFile is the file name under the state dir.
 const EndpointsFile = "endpoints.json"
+
+// The ClickHouse DSNs of the read-only user (the CLI's queries) and the
+// writer, with their passwords, under the state dir (mode 0600).
+const (
+	ClickHouseReaderDSNFile = "clickhouse-reader.dsn"
+	ClickHouseWriterDSNFile = "clickhouse-writer.dsn"
+)
+
+// NATSDir holds every NATS user's nkey seed under the state dir (mode 0700,
+// each seed 0600): the embedded server accepts only those users, each
+// with the permissions pkg/bus derives from the event contract.
+const NATSDir = "nats"
+
+// NATSCreds are user's NATS credentials in the stack at stateDir.
+func NATSCreds(stateDir, user string) bus.Credentials {
+	return bus.Credentials{NKeyFile: natsembed.SeedFile(filepath.Join(stateDir, NATSDir), user)}
+}
+
+// connect connects a bus as NATS user (the service name, or bus.UserAdmin)
+// with its credentials, named producer.
+func (s *Stack) connect(ctx context.Context, user, producer string, logger *zap.Logger, reg prometheus.Registerer) (*bus.Bus, error) {
+	opts, err := NATSCreds(s.opts.StateDir, user).Options()
+	if err != nil {
+		return nil, err
+	}
+	return bus.Connect(ctx, s.Endpoints.NATSURL, producer, logger, reg, opts...)
+}
 
 // TokenFile holds the stack's admin token under the state dir, mode 0600.
 const TokenFile = "admin.token"
@@ -124,7 +158,11 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			s.Close()
 		}
 	}()
-	s.nats, err = natsembed.Start(natsembed.Options{Port: o.NATSPort, StoreDir: filepath.Join(o.StateDir, "jetstream")})
+	users, err := natsembed.EnsureUsers(filepath.Join(o.StateDir, NATSDir))
+	if err != nil {
+		return nil, err
+	}
+	s.nats, err = natsembed.Start(natsembed.Options{Port: o.NATSPort, StoreDir: filepath.Join(o.StateDir, "jetstream"), Users: users})
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +183,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			return nil, fmt.Errorf("start clickhouse (or pass --clickhouse-dsn): %w", err)
 		}
 		s.Endpoints.ClickHouseDSN = s.ch.DSN("greenflow")
+		s.Endpoints.ClickHouseReaderDSN = s.ch.ReaderDSN("greenflow")
 	}
 	s.Store, err = store.Open(ctx, s.Endpoints.ClickHouseDSN, o.Logger)
 	if err != nil {
@@ -164,8 +203,22 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 }
 
 // writeEndpoints replaces endpoints.json whole: a CLI reading it meanwhile
-// sees the old or the new one, never a part.
+// sees the old or the new one, never a part. The ClickHouse DSNs carry
+// passwords: they go to files only the stack's user reads.
 func (s *Stack) writeEndpoints(e Endpoints) error {
+	reader := e.ClickHouseReaderDSN
+	if reader == "" { // an external ClickHouse: one DSN for all
+		reader = e.ClickHouseDSN
+	}
+	e.ClickHouseReaderDSNFile = filepath.Join(s.opts.StateDir, ClickHouseReaderDSNFile)
+	e.ClickHouseWriterDSNFile = filepath.Join(s.opts.StateDir, ClickHouseWriterDSNFile)
+	if err := writeFile(e.ClickHouseReaderDSNFile, []byte(reader+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := writeFile(e.ClickHouseWriterDSNFile, []byte(e.ClickHouseDSN+"\n"), 0o600); err != nil {
+		return err
+	}
+	e.ClickHouseDSN = store.RedactDSN(e.ClickHouseDSN)
 	b, _ := json.MarshalIndent(e, "", "  ")
 	return writeFile(filepath.Join(s.opts.StateDir, EndpointsFile), b, 0o644)
 }
@@ -174,7 +227,7 @@ func (s *Stack) writeEndpoints(e Endpoints) error {
 // store accepts it; otherwise (first start, a lost JetStream store, a
 // revoked or expired token) it creates one and writes it there.
 func (s *Stack) ensureAdminToken(ctx context.Context) error {
-	b, err := bus.Connect(ctx, s.Endpoints.NATSURL, "devstack", s.logger, nil)
+	b, err := s.connect(ctx, bus.UserAdmin, "devstack", s.logger, nil)
 	if err != nil {
 		return err
 	}
@@ -244,6 +297,9 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 // AdminToken is the stack's admin token (the one in TokenFile).
 func (s *Stack) AdminToken() string { return s.adminToken }
 
+// StateDir is where the stack keeps its state (credentials among it).
+func (s *Stack) StateDir() string { return s.opts.StateDir }
+
 // ReadToken reads the admin token a dev stack wrote in stateDir.
 func ReadToken(stateDir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(stateDir, TokenFile))
@@ -289,7 +345,7 @@ func (s *Stack) announceAPI(ctx context.Context) error {
 func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 	reg := prometheus.WrapRegistererWith(prometheus.Labels{"service": name}, s.Registry)
 	logger := s.logger.With(zap.String("service", name))
-	b, err := bus.Connect(ctx, s.Endpoints.NATSURL, name, logger, reg)
+	b, err := s.connect(ctx, name, name, logger, reg)
 	if err != nil {
 		return svcmain.Deps{}, err
 	}
@@ -393,6 +449,21 @@ func ReadEndpoints(stateDir string) (Endpoints, error) {
 	}
 	if err := json.Unmarshal(b, &e); err != nil {
 		return e, fmt.Errorf("read %s: %w", EndpointsFile, err)
+	}
+	// The DSNs with passwords: the writer's in ClickHouseDSN, as in the
+	// running stack.
+	for _, f := range []struct {
+		path string
+		to   *string
+	}{{e.ClickHouseWriterDSNFile, &e.ClickHouseDSN}, {e.ClickHouseReaderDSNFile, &e.ClickHouseReaderDSN}} {
+		if f.path == "" {
+			continue
+		}
+		dsn, err := os.ReadFile(f.path)
+		if err != nil {
+			return e, fmt.Errorf("read the dev stack's clickhouse dsn: %w", err)
+		}
+		*f.to = strings.TrimSpace(string(dsn))
 	}
 	return e, nil
 }

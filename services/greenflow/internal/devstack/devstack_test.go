@@ -56,7 +56,7 @@ func TestDevStackReadinessAndAPoisonSubmit(t *testing.T) {
 		return code == http.StatusOK
 	})
 
-	b := devstacktest.Bus(t, st.Endpoints.NATSURL)
+	b := devstacktest.AdminBus(t, st)
 	poison := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: poison}\nspec:\n  factors:\n" +
 		"    - {name: workload.sensors, range: {from: 1, to: 10, step: .nan}}\n"
 	require.NoError(t, b.Publish(ctx, events.ExperimentSubmit{ExperimentID: "poison-1", Spec: poison}, "submit:poison-1"))
@@ -188,7 +188,7 @@ func TestDevStackReusesItsAdminToken(t *testing.T) {
 	second, err := devstack.Start(t.Context(), o)
 	require.NoError(t, err)
 	require.Equal(t, admin, second.AdminToken(), "the same token on the next start")
-	b := devstacktest.Bus(t, second.Endpoints.NATSURL)
+	b := devstacktest.AdminBus(t, second)
 	tokens, err := auth.OpenStore(t.Context(), b, nil)
 	require.NoError(t, err)
 	_, err = tokens.Revoke(t.Context(), "dev-admin")

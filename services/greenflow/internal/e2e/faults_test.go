@@ -15,6 +15,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
@@ -25,7 +26,8 @@ import (
 func TestSchedulerKill9MidRunResumes(t *testing.T) {
 	ctx, st, b := startStack(t, 4*time.Minute, "scheduler")
 	startScheduler := func() *process {
-		return startProcess(t, "scheduler", "--nats-url", st.Endpoints.NATSURL, "--clickhouse-dsn", st.Endpoints.ClickHouseDSN,
+		return startProcess(t, "scheduler", "--nats-url", st.Endpoints.NATSURL,
+			"--nats-nkey-file", devstack.NATSCreds(st.StateDir(), "scheduler").NKeyFile, "--clickhouse-dsn", st.Endpoints.ClickHouseDSN,
 			"--kafka-brokers", st.Endpoints.KafkaBrokers[0], "--metrics-addr", "", "--log-level", "warn")
 	}
 	first := startScheduler()

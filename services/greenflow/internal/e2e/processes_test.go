@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
@@ -21,12 +23,16 @@ import (
 // cleanly within the drain bound.
 func TestServicesAsSeparateProcesses(t *testing.T) {
 	bin := binaries(t)
-	natsURL := testenv.NATS(t)
+	secure := testenv.NATSWithAuth(t) // every process connects as its own NATS user
+	natsURL := secure.URL
 	kafka := testenv.Kafka(t, 0)
 	dsn := testenv.ClickHouseDSN(t)
 	brokers := kafka.ListenAddrs()[0]
 
-	common := []string{"--nats-url", natsURL, "--clickhouse-dsn", dsn, "--kafka-brokers", brokers, "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"}
+	// The DSN carries the ClickHouse password: by file, not on the command line.
+	dsnFile := filepath.Join(t.TempDir(), "clickhouse.dsn")
+	require.NoError(t, os.WriteFile(dsnFile, []byte(dsn), 0o600))
+	common := []string{"--nats-url", natsURL, "--clickhouse-dsn-file", dsnFile, "--kafka-brokers", brokers, "--metrics-addr", "127.0.0.1:0", "--log-level", "warn"}
 	services := map[string][]string{
 		"scheduler":        nil,
 		"provisioner":      {"--uc3-command", filepath.Join(bin, "uc3-processor")},
@@ -36,12 +42,15 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	}
 	procs := map[string]*process{}
 	for name, extra := range services {
-		procs[name] = startProcess(t, name, append(append([]string{}, common...), extra...)...)
+		creds := []string{"--nats-nkey-file", secure.Creds(name).NKeyFile}
+		procs[name] = startProcess(t, name, append(append(append([]string{}, common...), creds...), extra...)...)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	b := devstacktest.Bus(t, natsURL)
+	adminOpts, err := secure.Creds(bus.UserAdmin).Options()
+	require.NoError(t, err)
+	b := devstacktest.Bus(t, natsURL, adminOpts...)
 	id, _, obs := submitExample(ctx, t, b, phases("1s", "1s", "4s"), events.TypeLoadFinished)
 	final := obs.WaitFinal(t, 2*time.Minute, func() {
 		for name, p := range procs {
@@ -67,6 +76,12 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 		fin, ok := devstacktest.Last[*events.LoadFinished](obs, r.RunID)
 		require.True(t, ok, "load generator reported run %s", r.RunID)
 		require.Equal(t, float64(fin.RecordsSent), r.Metrics["records_sent_total"])
+	}
+
+	// No process was refused a subject its work needs: the bus logs every
+	// permission violation the server reports.
+	for name, p := range procs {
+		require.NotContains(t, p.output(), "nats reported an error", "%s output:\n%s", name, p.output())
 	}
 
 	// Graceful shutdown: SIGTERM, exit status 0 within the drain bound.

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/uc3"
 )
@@ -36,8 +37,8 @@ import (
 // it publishes the run's single load.finished, de-duplicated by its message
 // id should two instances briefly both think they lead.
 const (
-	BucketMembers = "GF_LOADGEN_MEMBERS"
-	BucketRuns    = "GF_LOADGEN_RUNS"
+	BucketMembers = bus.BucketLoadMembers
+	BucketRuns    = bus.BucketLoadRuns
 	// runsTTL bounds how long plans and statuses of old runs are kept.
 	runsTTL = 48 * time.Hour
 	// membersTTL only collects the entries of instances that crashed; it

@@ -25,7 +25,7 @@ import (
 )
 
 // Bucket is the KV bucket of the provisioner's records.
-const Bucket = "gf_provisioner"
+const Bucket = bus.BucketProvisioner
 
 // Entry is a record with its key and revision.
 type Entry struct {

@@ -15,16 +15,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
 // Request-reply subjects of the scheduler's API (queue group "scheduler").
 const (
-	SubjectAPISubmit = "gf.api.experiments.submit"
-	SubjectAPIList   = "gf.api.experiments.list"
-	SubjectAPIGet    = "gf.api.experiments.get"
-	SubjectAPICancel = "gf.api.experiments.cancel"
+	SubjectAPISubmit = bus.SubjectAPI + "submit"
+	SubjectAPIList   = bus.SubjectAPI + "list"
+	SubjectAPIGet    = bus.SubjectAPI + "get"
+	SubjectAPICancel = bus.SubjectAPI + "cancel"
 )
 
 // MaxSpecBytes bounds a submitted spec: spec.MaxBytes, enforced by

@@ -34,7 +34,7 @@ import (
 )
 
 // Bucket is the KV bucket holding experiment and run state.
-const Bucket = "greenflow_scheduler"
+const Bucket = bus.BucketScheduler
 
 // Store is what the scheduler writes to ClickHouse.
 type Store interface {

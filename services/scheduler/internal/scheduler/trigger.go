@@ -19,7 +19,7 @@ import (
 )
 
 // StreamTriggers captures the subjects of armed subject triggers.
-const StreamTriggers = "GF_TRIGGERS"
+const StreamTriggers = bus.StreamTriggers
 
 // TriggerRecord is an armed experiment template.
 type TriggerRecord struct {

@@ -86,16 +86,32 @@ func Start(tb testing.TB, o devstack.Options) (*devstack.Stack, *bus.Bus) {
 	tb.Helper()
 	st := New(tb, o)
 	Run(tb, st)
-	return st, Bus(tb, st.Endpoints.NATSURL)
+	return st, AdminBus(tb, st)
 }
 
 // Bus connects a client to the NATS at url, closed when the test ends.
-func Bus(tb testing.TB, url string) *bus.Bus {
+// opts carry credentials (a server with authentication on).
+func Bus(tb testing.TB, url string, opts ...nats.Option) *bus.Bus {
 	tb.Helper()
-	b, err := bus.Connect(context.Background(), url, "e2e-test", zap.NewNop(), nil)
+	b, err := bus.Connect(context.Background(), url, "e2e-test", zap.NewNop(), nil, opts...)
 	require.NoError(tb, err)
 	tb.Cleanup(b.Close)
 	return b
+}
+
+// AdminBus connects to st's NATS as its admin user: tests act as the
+// operator (they submit, watch and forge events).
+func AdminBus(tb testing.TB, st *devstack.Stack) *bus.Bus {
+	tb.Helper()
+	return BusAs(tb, st, bus.UserAdmin)
+}
+
+// BusAs connects to st's NATS as user, with its credentials.
+func BusAs(tb testing.TB, st *devstack.Stack, user string) *bus.Bus {
+	tb.Helper()
+	opts, err := devstack.NATSCreds(st.StateDir(), user).Options()
+	require.NoError(tb, err)
+	return Bus(tb, st.Endpoints.NATSURL, opts...)
 }
 
 // Submit prepares a spec with overrides and submits it to the scheduler

@@ -1,0 +1,190 @@
+package bus
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// What every NATS user may do is derived here, once, from the events
+// registry (who produces and who consumes each message), the durable
+// consumers above (serviceConsumers) and the resources below (buckets,
+// streams, request-reply subjects), so a new event, consumer or bucket
+// changes the permissions of exactly the services it concerns. The dev
+// stack's embedded server (pkg/natsembed) and `greenflow nats-config` (a
+// real deployment's nats-server users) both use Permissions.
+
+// Buckets, streams and subjects besides the lifecycle stream, declared
+// here so that the services that use them and the permissions that allow
+// them name the same thing.
+const (
+	BucketScheduler   = "greenflow_scheduler"
+	BucketTokens      = "greenflow_tokens"
+	BucketProvisioner = "gf_provisioner"
+	BucketLoadMembers = "GF_LOADGEN_MEMBERS"
+	BucketLoadRuns    = "GF_LOADGEN_RUNS"
+	BucketCollectors  = "gf_energy_collectors"
+	StreamTriggers    = "GF_TRIGGERS"
+	// SubjectAPI is the root of the scheduler's request-reply API.
+	SubjectAPI = "gf.api.experiments."
+)
+
+// Users that are not services: the greenflow command (ServiceCLI) and an
+// operator's admin, who may do anything (stream maintenance with the nats
+// CLI, the first admin token of a deployment).
+const UserAdmin = "admin"
+
+// Users lists every NATS user: each service, the CLI, admin.
+func Users() []string {
+	out := make([]string, 0, len(events.Services)+1)
+	for _, s := range events.Services {
+		out = append(out, string(s))
+	}
+	return append(out, UserAdmin)
+}
+
+// resources are what a user touches besides lifecycle messages.
+type resources struct {
+	buckets     []string // KV buckets it declares, reads and writes
+	readBuckets []string // KV buckets it only reads (and may declare)
+	streams     []string // other streams it declares and consumes with durables
+	serves      []string // request-reply subjects it answers
+	calls       []string // request-reply subjects it may call
+	watches     bool     // replays the lifecycle stream with ephemeral consumers (Bus.Watch)
+}
+
+// userResources: the token bucket is read by the services that verify
+// tokens (scheduler, analyzer) and written only by the scheduler (its token
+// API) and admin. The scheduler's request-reply API answers only the CLI
+// user (and admin): it bypasses the HTTP API's tokens, so NATS permissions
+// are what guard it.
+var userResources = map[string]resources{
+	string(events.ServiceScheduler):       {buckets: []string{BucketScheduler, BucketTokens}, streams: []string{StreamTriggers}, serves: []string{SubjectAPI + "*"}},
+	string(events.ServiceProvisioner):     {buckets: []string{BucketProvisioner}},
+	string(events.ServiceLoadGenerator):   {buckets: []string{BucketLoadMembers, BucketLoadRuns}},
+	string(events.ServiceEnergyCollector): {buckets: []string{BucketCollectors}},
+	string(events.ServiceAnalyzer):        {readBuckets: []string{BucketTokens}},
+	string(events.ServiceCLI):             {calls: []string{SubjectAPI + "*"}, watches: true},
+}
+
+// Permissions are the subjects one user may publish to and subscribe to;
+// Responds lets it answer requests (reply subjects it is not allowed
+// otherwise, once each). Inbox is the user's own inbox prefix: it
+// subscribes to nothing else for replies, so no user reads another's.
+type Permissions struct {
+	Publish   []string
+	Subscribe []string
+	Responds  bool
+}
+
+// InboxPrefix is the reply-subject prefix of the user with nkey public
+// key pub: derived from the key, so a client knows it from its seed alone
+// (Credentials.Options) and the server from the public key.
+func InboxPrefix(pub string) string { return "_INBOX_" + pub }
+
+// PermissionsFor computes user's permissions from the contract; inbox is
+// its inbox prefix (InboxPrefix). Admin may do anything.
+func PermissionsFor(user, inbox string) (Permissions, error) {
+	if user == UserAdmin {
+		return Permissions{Publish: []string{">"}, Subscribe: []string{">"}, Responds: true}, nil
+	}
+	res, ok := userResources[user]
+	if !ok {
+		return Permissions{}, fmt.Errorf("nats user %q: expected one of %v", user, Users())
+	}
+	svc := events.Service(user)
+	pub := set{}
+	sub := set{}
+	sub.add(inbox + ".>")
+	pub.add("$JS.API.INFO")
+	// The lifecycle and dead-letter streams: every bus declares them.
+	for _, st := range []string{StreamLifecycle, StreamDeadLetter} {
+		pub.add(streamAdmin(st)...)
+	}
+	for _, e := range events.Entries() {
+		if slices.Contains(e.Producers, svc) {
+			pub.add(Subject(e.Type))
+		}
+	}
+	// Durable consumers: declared, pulled, acked by name; a failed message
+	// is copied to the dead-letter stream.
+	for _, c := range serviceConsumers[svc] {
+		name := c.Durable
+		if name == collectorPrefix+"*" {
+			name = "*" // one per instance; a subject cannot match a name prefix
+		}
+		pub.add(consumerUse(StreamLifecycle, name)...)
+		pub.add(SubjectDLQ + ">")
+	}
+	if res.watches {
+		// Ordered consumers acknowledge nothing: no $JS.ACK, so a watcher
+		// cannot acknowledge (and so take) a service's messages.
+		pub.add(slices.DeleteFunc(consumerUse(StreamLifecycle, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
+	}
+	for _, st := range res.streams {
+		pub.add(streamAdmin(st)...)
+		pub.add(consumerUse(st, "*")...)
+		pub.add(SubjectDLQ + ">")
+	}
+	for _, b := range res.buckets {
+		pub.add(bucketRead(b)...)
+		pub.add("$KV."+b+".>", "$JS.API.STREAM.PURGE.KV_"+b, "$JS.API.STREAM.DELETE.KV_"+b)
+	}
+	for _, b := range res.readBuckets {
+		pub.add(bucketRead(b)...)
+	}
+	for _, s := range res.serves {
+		sub.add(s)
+	}
+	pub.add(res.calls...)
+	return Permissions{Publish: pub.sorted(), Subscribe: sub.sorted(), Responds: len(res.serves) > 0}, nil
+}
+
+// streamAdmin declares stream st (CreateOrUpdateStream) and reads its info.
+func streamAdmin(st string) []string {
+	return []string{"$JS.API.STREAM.INFO." + st, "$JS.API.STREAM.CREATE." + st, "$JS.API.STREAM.UPDATE." + st}
+}
+
+// consumerUse declares, reads, pulls from and acks consumer name of st
+// ("*": any name). A consumer's filter subjects are not in every create
+// subject (not with several), so what a consumer reads is bounded by its
+// name, not its filter.
+func consumerUse(st, name string) []string {
+	return []string{
+		"$JS.API.CONSUMER.CREATE." + st + "." + name, "$JS.API.CONSUMER.CREATE." + st + "." + name + ".>",
+		"$JS.API.CONSUMER.DURABLE.CREATE." + st + "." + name,
+		"$JS.API.CONSUMER.INFO." + st + "." + name, "$JS.API.CONSUMER.MSG.NEXT." + st + "." + name,
+		"$JS.ACK." + st + "." + name + ".>",
+	}
+}
+
+// bucketRead declares bucket b, gets keys and watches them (ordered push
+// consumers with flow control).
+func bucketRead(b string) []string {
+	st := "KV_" + b
+	return append(streamAdmin(st),
+		"$JS.API.DIRECT.GET."+st, "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st,
+		"$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>",
+		"$JS.API.CONSUMER.INFO."+st+".*", "$JS.API.CONSUMER.DELETE."+st+".*",
+		"$JS.FC."+st+".>")
+}
+
+type set map[string]bool
+
+func (s set) add(subjects ...string) {
+	for _, x := range subjects {
+		s[x] = true
+	}
+}
+
+func (s set) sorted() []string {
+	out := make([]string, 0, len(s))
+	for x := range s {
+		out = append(out, x)
+	}
+	sort.Strings(out)
+	return out
+}

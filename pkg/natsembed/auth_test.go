@@ -1,0 +1,214 @@
+package natsembed_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+func TestUnauthenticatedClientRefused(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	_, err := nats.Connect(s.URL, nats.MaxReconnects(0))
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+	// A seed the server does not know is refused too.
+	stranger := t.TempDir() + "/stranger.nk"
+	_, err = bus.NewUserSeed(stranger)
+	require.NoError(t, err)
+	co, err := bus.Credentials{NKeyFile: stranger}.Options()
+	require.NoError(t, err)
+	_, err = nats.Connect(s.URL, append(co, nats.MaxReconnects(0))...)
+	require.ErrorIs(t, err, nats.ErrAuthorization)
+}
+
+// violations collects the permission violations the server reports to a
+// connection.
+type violations struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.errs = append(v.errs, err.Error())
+}
+
+func (v *violations) has(op, subject string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	want := strings.ToLower(fmt.Sprintf("permissions violation for %s to %q", op, subject))
+	return slices.ContainsFunc(v.errs, func(e string) bool { return strings.Contains(strings.ToLower(e), want) })
+}
+
+// Every service is refused every message it does not produce: the table is
+// the events registry, so a new message is covered by itself. The message
+// never reaches the lifecycle stream.
+func TestServicesMayPublishOnlyWhatTheyProduce(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	admin := s.Bus(t, bus.UserAdmin)
+	ctx := context.Background()
+	for _, svc := range events.Services {
+		v := &violations{}
+		nc := s.Conn(t, string(svc), nats.ErrorHandler(v.handler))
+		for _, e := range events.Entries() {
+			if slices.Contains(e.Producers, svc) {
+				continue
+			}
+			subject := bus.Subject(e.Type)
+			t.Run(fmt.Sprintf("%s publishes %s", svc, e.Type), func(t *testing.T) {
+				require.NoError(t, nc.Publish(subject, []byte(`{}`)))
+				require.NoError(t, nc.Flush())
+				testenv.Eventually(t, 5*time.Second, "permission violation for "+subject, func() bool { return v.has("publish", subject) })
+			})
+		}
+	}
+	st, err := admin.JetStream().Stream(ctx, bus.StreamLifecycle)
+	require.NoError(t, err)
+	info, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "a refused message reached the lifecycle stream")
+}
+
+// Each service may publish what it produces, through JetStream (acked by
+// the lifecycle stream), with the bus it runs on.
+func TestServicesPublishWhatTheyProduce(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx := context.Background()
+	for _, svc := range events.Services {
+		b := s.Bus(t, string(svc))
+		for _, e := range events.Entries() {
+			if !slices.Contains(e.Producers, svc) {
+				continue
+			}
+			_, err := b.JetStream().Publish(ctx, bus.Subject(e.Type), []byte(`{}`))
+			require.NoError(t, err, "%s publishing %s", svc, e.Type)
+		}
+	}
+}
+
+// The token bucket is read only by the services that verify tokens and
+// written only by the scheduler (the token API) and admin.
+func TestTokenBucketAccess(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx := context.Background()
+	cfg := jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1}
+	adminKV, err := s.Bus(t, bus.UserAdmin).KVWith(ctx, cfg)
+	require.NoError(t, err)
+	_, err = adminKV.Put(ctx, "t1", []byte(`{"hash":"x"}`))
+	require.NoError(t, err)
+
+	readers := []events.Service{events.ServiceScheduler, events.ServiceAnalyzer}
+	writers := []events.Service{events.ServiceScheduler}
+	for _, svc := range events.Services {
+		t.Run(string(svc), func(t *testing.T) {
+			co, err := s.Creds(string(svc)).Options()
+			require.NoError(t, err)
+			nc, err := nats.Connect(s.URL, co...)
+			require.NoError(t, err)
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			require.NoError(t, err)
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			kv, err := js.KeyValue(rctx, bus.BucketTokens)
+			if !slices.Contains(readers, svc) {
+				if err == nil {
+					_, err = kv.Get(rctx, "t1")
+				}
+				require.Error(t, err, "%s read the token bucket", svc)
+				return
+			}
+			require.NoError(t, err)
+			e, err := kv.Get(rctx, "t1")
+			require.NoError(t, err)
+			require.Equal(t, `{"hash":"x"}`, string(e.Value()))
+			key := "forged-by-" + string(svc)
+			_, err = kv.Put(rctx, key, []byte("forged"))
+			if slices.Contains(writers, svc) {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err, "%s wrote the token bucket", svc)
+			_, gerr := adminKV.Get(ctx, key)
+			require.True(t, errors.Is(gerr, jetstream.ErrKeyNotFound), "a refused write landed: %v", gerr)
+		})
+	}
+}
+
+// Only the CLI (and admin) may call the scheduler's request-reply API,
+// which bypasses the HTTP API's tokens.
+func TestSchedulerRequestAPIOnlyForCLI(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	sched := s.Conn(t, string(events.ServiceScheduler))
+	sub, err := sched.Subscribe(bus.SubjectAPI+"list", func(m *nats.Msg) { _ = m.Respond([]byte(`[]`)) })
+	require.NoError(t, err)
+	require.NoError(t, sched.Flush())
+	defer func() { _ = sub.Unsubscribe() }()
+
+	for _, user := range bus.Users() {
+		t.Run(user, func(t *testing.T) {
+			v := &violations{}
+			nc := s.Conn(t, user, nats.ErrorHandler(v.handler))
+			_, err := nc.Request(bus.SubjectAPI+"list", nil, 2*time.Second)
+			if user == string(events.ServiceCLI) || user == bus.UserAdmin {
+				require.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			testenv.Eventually(t, 5*time.Second, "permission violation", func() bool { return v.has("publish", bus.SubjectAPI+"list") })
+		})
+	}
+}
+
+// A permission violation is not a silent hang: the bus logs it and counts
+// it by kind.
+func TestBusReportsPermissionViolations(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	co, err := s.Creds(string(events.ServiceAnalyzer)).Options()
+	require.NoError(t, err)
+	core, logs := observer.New(zap.ErrorLevel)
+	reg := prometheus.NewRegistry()
+	b, err := bus.Connect(context.Background(), s.URL, "analyzer", zap.New(core), reg, co...)
+	require.NoError(t, err)
+	defer b.Close()
+	forged := bus.Subject(events.TypeLoadFinished)
+	require.NoError(t, b.Conn().Publish(forged, []byte(`{}`)))
+	testenv.Eventually(t, 5*time.Second, "the violation counted", func() bool {
+		return natsErrors(t, reg, "permission") == 1
+	})
+	entries := logs.FilterMessage("nats reported an error").All()
+	require.Len(t, entries, 1)
+	require.Equal(t, "permission", entries[0].ContextMap()["kind"])
+	require.Contains(t, entries[0].ContextMap()["error"], forged)
+}
+
+// natsErrors is greenflow_bus_nats_errors_total{kind} in reg.
+func natsErrors(t *testing.T, reg *prometheus.Registry, kind string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			if f.GetName() == "greenflow_bus_nats_errors_total" && m.GetLabel()[0].GetValue() == kind {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,71 @@
+package devstack_test
+
+import (
+	"context"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
+)
+
+// The dev stack's own ClickHouse and NATS get generated credentials, kept
+// in files only the stack's user reads: endpoints.json (world-readable)
+// names the ClickHouse DSN without its password; the CLI's DSN (from
+// ReadEndpoints) is the read-only user's, which the real server refuses
+// writes; the services write as the writer.
+func TestDevStackCredentials(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := devstacktest.Options(t)
+	o.ClickHouseDSN = "" // its own clickhouse-server child in the state dir
+	st := devstacktest.New(t, o)
+
+	mode := func(path string) os.FileMode {
+		fi, err := os.Stat(path)
+		require.NoError(t, err)
+		return fi.Mode().Perm()
+	}
+	require.Equal(t, os.FileMode(0o700), mode(filepath.Join(o.StateDir, devstack.NATSDir)))
+	for _, user := range bus.Users() {
+		require.Equal(t, os.FileMode(0o600), mode(devstack.NATSCreds(o.StateDir, user).NKeyFile), user)
+	}
+	for _, f := range []string{devstack.ClickHouseReaderDSNFile, devstack.ClickHouseWriterDSNFile, devstack.TokenFile} {
+		require.Equal(t, os.FileMode(0o600), mode(filepath.Join(o.StateDir, f)), f)
+	}
+
+	raw, err := os.ReadFile(filepath.Join(o.StateDir, devstack.EndpointsFile))
+	require.NoError(t, err)
+	writer, err := url.Parse(st.Endpoints.ClickHouseDSN)
+	require.NoError(t, err)
+	password, _ := writer.User.Password()
+	require.NotEmpty(t, password)
+	require.Equal(t, chserver.UserWriter, writer.User.Username())
+	require.NotContains(t, string(raw), password, "endpoints.json holds no password")
+
+	ep, err := devstack.ReadEndpoints(o.StateDir)
+	require.NoError(t, err)
+	reader, err := url.Parse(ep.ClickHouseReaderDSN)
+	require.NoError(t, err)
+	require.Equal(t, chserver.UserReader, reader.User.Username())
+	ro, err := store.OpenReadOnly(ctx, ep.ClickHouseReaderDSN, zap.NewNop())
+	require.NoError(t, err)
+	defer ro.Close()
+	var n uint64
+	require.NoError(t, ro.Conn().QueryRow(ctx, "SELECT count() FROM schema_migrations").Scan(&n), "the reader queries")
+	err = ro.Conn().Exec(ctx, "INSERT INTO schema_migrations SELECT * FROM schema_migrations LIMIT 1")
+	require.Error(t, err)
+	require.Contains(t, strings.ToLower(err.Error()), "readonly")
+	_, err = store.Open(ctx, ep.ClickHouseReaderDSN, zap.NewNop())
+	require.Error(t, err, "the reader cannot migrate")
+}
