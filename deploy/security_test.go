@@ -320,3 +320,90 @@ func describe(e endpoint) string {
 	}
 	return e.ns + "/" + name
 }
+
+// flagsOf reads each service's flags from the golden file the services'
+// flag test keeps (services/greenflow/testdata/flags.golden).
+func flagsOf(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile("../services/greenflow/testdata/flags.golden")
+	require.NoError(t, err)
+	out := map[string]map[string]bool{}
+	var cur string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if name, ok := strings.CutPrefix(line, "## "); ok {
+			cur = strings.TrimSpace(name)
+			out[cur] = map[string]bool{}
+			continue
+		}
+		if f, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok && cur != "" && !strings.HasPrefix(line, "    ") {
+			out[cur][strings.Fields(f)[0]] = true
+		}
+	}
+	return out
+}
+
+// Every service takes its credentials — its NATS nkey seed, its ClickHouse
+// DSN with the password, NATS's CA — from files of Secret volumes mounted
+// read-only, readable by the container's user and no one else's; no
+// credential is in an argument, an environment variable or the ConfigMap;
+// and every flag the manifests pass exists on the service.
+func TestCredentialsComeFromSecrets(t *testing.T) {
+	m := loadBase(t)
+	flags := flagsOf(t)
+	raw, err := os.ReadFile("base/config.yaml")
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), "@", "no user or password in the ConfigMap's addresses")
+	require.NotContains(t, strings.ToLower(string(raw)), "password")
+	for _, w := range m.workloads {
+		spec := w.pod.Spec
+		secrets := map[string]corev1.SecretVolumeSource{}
+		for _, v := range spec.Volumes {
+			if v.Secret != nil {
+				secrets[v.Name] = *v.Secret
+			}
+		}
+		require.Equal(t, "greenflow-"+w.name+"-credentials", secrets["credentials"].SecretName, "%s: a Secret of its own", w.name)
+		for _, c := range spec.Containers {
+			mounts := map[string]corev1.VolumeMount{}
+			for _, vm := range c.VolumeMounts {
+				mounts[vm.Name] = vm
+			}
+			args := map[string]string{}
+			for _, a := range c.Args {
+				k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+				require.True(t, flags[w.name][k], "%s: --%s is not a flag of the service", w.name, k)
+				args[k] = v
+			}
+			for _, k := range []string{"nats-nkey-file", "clickhouse-dsn-file", "nats-ca-file"} {
+				path := args[k]
+				require.NotEmpty(t, path, "%s: --%s", w.name, k)
+				in := ""
+				for name, vm := range mounts {
+					if strings.HasPrefix(path, vm.MountPath+"/") {
+						in = name
+						require.True(t, vm.ReadOnly, "%s: %s mounted read-only", w.name, name)
+					}
+				}
+				sv, ok := secrets[in]
+				require.True(t, ok, "%s: --%s=%s is not in a Secret volume", w.name, k, path)
+				mode := int32(0o644)
+				if sv.DefaultMode != nil {
+					mode = *sv.DefaultMode
+				}
+				if k != "nats-ca-file" { // the CA is public
+					require.Zero(t, mode&0o007, "%s: %s readable by others (mode %o)", w.name, in, mode)
+					root := spec.SecurityContext != nil && spec.SecurityContext.RunAsUser != nil && *spec.SecurityContext.RunAsUser == 0
+					if !root {
+						require.NotNil(t, spec.SecurityContext.FSGroup, "%s: a non-root user reads its Secret through fsGroup", w.name)
+						require.NotZero(t, mode&0o040, "%s: %s group-readable for the fsGroup (mode %o)", w.name, in, mode)
+					}
+				}
+			}
+			require.Empty(t, args["clickhouse-dsn"], "%s: no DSN in the arguments", w.name)
+			for _, e := range c.Env {
+				require.NotContains(t, strings.ToLower(e.Name), "password", w.name)
+				require.NotContains(t, e.Value, "@", "%s: no credentials in env %s", w.name, e.Name)
+			}
+		}
+	}
+}
