@@ -2,9 +2,7 @@ package cli
 
 import (
 	"fmt"
-	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -25,7 +23,6 @@ import (
 // plots, processed below delivered, FAIL in the runs table — and the lag
 // plots of the runs that kept up are on the lag's scale.
 func TestReportOfARunThatFellBehindInChromium(t *testing.T) {
-	bin := chromium(t)
 	st, ctx := testenv.ParallelStore(t)
 	const start = int64(1_760_000_000_000)
 	var runs []store.Run
@@ -69,24 +66,9 @@ func TestReportOfARunThatFellBehindInChromium(t *testing.T) {
 	require.Contains(t, html, "<td>FAIL</td>", "the runs table's verdict")
 	require.Regexp(t, `>SLO threshold 10[0-9],[0-9]{3} \(above`, html, "the SLO line of the runs that kept up is off their lag's scale")
 
-	dir := os.Getenv("GREENFLOW_TEST_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "greenflow-test-artifacts")
-	}
-	require.NoError(t, os.MkdirAll(dir, 0o755))
 	path := filepath.Join(t.TempDir(), "report.html")
 	require.NoError(t, os.WriteFile(path, page, 0o644))
-	shot, err := filepath.Abs(filepath.Join(dir, "report-lag-slo-failed.png"))
-	require.NoError(t, err)
-	_ = os.Remove(shot)
-	b, err := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir="+t.TempDir(),
-		"--window-size=1100,4500", "--screenshot="+shot, "file://"+path).CombinedOutput()
-	require.NoError(t, err, "chromium: %s", b)
-	f, err := os.Open(shot)
-	require.NoError(t, err, "chromium wrote no screenshot: %s", b)
-	defer f.Close()
-	img, err := png.Decode(f)
-	require.NoError(t, err)
+	shot, img := testenv.Screenshot(t, path, "report-lag-slo-failed.png", 1100, 4500)
 	// The crosses (#B00020) are drawn: the load plots, the Pareto plot and
 	// their legends hold many of their pixels.
 	red := 0

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"html"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -46,24 +45,11 @@ for (const td of document.querySelectorAll('td')) {
 document.body.setAttribute('data-bad-breaks', JSON.stringify(bad));
 </script>`
 
-// chromium is the path of the Chromium binary the browser tests run
-// (installed by `make test`, scripts/ensure-chromium.sh).
-func chromium(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		bin, err = exec.LookPath("chromium-browser")
-	}
-	require.NoError(t, err, "the report's browser tests need Chromium: make test installs it (scripts/ensure-chromium.sh), or apt-get install chromium")
-	return bin
-}
-
 // TestReportTablesBreakOnlyAtSeparators renders a report in headless
 // Chromium, in a window narrower than its tables, and checks that no
 // number is broken over two lines ("179.9 / 1") and that ids and lists
 // break only at spaces and separators: wide tables scroll instead.
 func TestReportTablesBreakOnlyAtSeparators(t *testing.T) {
-	bin := chromium(t)
 	st, ctx := testenv.ParallelStore(t)
 	const start = int64(1_760_000_000_000)
 	var runs []store.Run
@@ -89,9 +75,7 @@ func TestReportTablesBreakOnlyAtSeparators(t *testing.T) {
 
 	path := filepath.Join(t.TempDir(), "report.html")
 	require.NoError(t, os.WriteFile(path, []byte(strings.Replace(string(page), "</body>", lineBreaks+"</body>", 1)), 0o644))
-	out, err := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir="+t.TempDir(), "--window-size=520,3000",
-		"--dump-dom", "file://"+path).Output()
-	require.NoError(t, err)
+	out := testenv.DumpDOM(t, path, 520, 3000)
 	m := regexp.MustCompile(`data-bad-breaks="([^"]*)"`).FindSubmatch(out)
 	require.NotNil(t, m, "the check ran in the page")
 	var bad []string
