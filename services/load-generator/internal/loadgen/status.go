@@ -40,17 +40,20 @@ func (g *Generator) readStatus(ctx context.Context, run, instance string) (statu
 }
 
 // putStatus writes a checkpoint taken now.
-func (g *Generator) putStatus(st status, run string) {
+func (g *Generator) putStatus(st status, run string) bool {
 	st.UpdatedMs = g.clock.Now().UnixMilli()
-	g.writeStatus(st, run)
+	return g.writeStatus(st, run)
 }
 
-// writeStatus writes a checkpoint as it is.
-func (g *Generator) writeStatus(st status, run string) {
+// writeStatus writes a checkpoint as it is, and reports whether it was
+// stored.
+func (g *Generator) writeStatus(st status, run string) bool {
 	b, _ := json.Marshal(st)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := g.runs.Put(ctx, statusKey(run, st.Instance), b); err != nil {
 		g.logger.Warn("write load status failed", zap.String("run_id", run), zap.Error(err))
+		return false
 	}
+	return true
 }
