@@ -338,3 +338,12 @@ func requireNotLogged(t *testing.T, logs *observer.ObservedLogs, secret string) 
 		require.NotContains(t, line, hexPart, "a log entry holds a token's secret: %s", line)
 	}
 }
+
+// A token's name cannot look like a token id: revoke takes either, and a
+// name equal to another token's id made `token revoke <id>` revoke the
+// other token while the named one stayed live (found by a trial).
+func TestANameCannotShadowAnID(t *testing.T) {
+	require.NoError(t, auth.ValidName("ci-runner"))
+	require.NoError(t, auth.ValidName("e1a124e228b7x"))
+	require.ErrorContains(t, auth.ValidName("e1a124e228b7"), "looks like a token id")
+}

@@ -121,5 +121,12 @@ func ValidName(name string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("token name %q: expected 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
+	if idRE.MatchString(name) {
+		// revoke takes a name or an id: a name shaped like an id could
+		// shadow another token's id (revoking the other token instead).
+		return fmt.Errorf("token name %q: looks like a token id (12 hex digits); choose a name with another letter", name)
+	}
 	return nil
 }
+
+var idRE = regexp.MustCompile(`^[0-9a-f]{12}$`)

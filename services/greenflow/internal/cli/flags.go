@@ -48,6 +48,9 @@ func (c *connFlags) api() (*apiClient, error) {
 	a := &apiClient{base: strings.TrimRight(c.apiURL, "/"), token: c.token, tokenFrom: "--token", hc: &http.Client{}}
 	if a.base == "" {
 		ep, err := devstack.ReadEndpoints(c.stateDir)
+		if errors.Is(err, devstack.ErrNotRunning) {
+			return nil, fmt.Errorf("no running 'greenflow dev' in %s (%v); start it again, or give --api-url", c.stateDir, err)
+		}
 		if err != nil || ep.HTTPAddr == "" {
 			return nil, fmt.Errorf("no running 'greenflow dev' with an HTTP API found in %s and no --api-url given", c.stateDir)
 		}

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -450,6 +451,11 @@ func ReadEndpoints(stateDir string) (Endpoints, error) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		return e, fmt.Errorf("read %s: %w", EndpointsFile, err)
 	}
+	// A stack that crashed leaves its endpoints behind: its ports may be
+	// anyone's now, and a client must not send them its token or password.
+	if !processAlive(e.PID) {
+		return Endpoints{}, fmt.Errorf("%s: %w (pid %d is gone; it did not stop cleanly)", filepath.Join(stateDir, EndpointsFile), ErrNotRunning, e.PID)
+	}
 	// The DSNs with passwords: the writer's in ClickHouseDSN, as in the
 	// running stack.
 	for _, f := range []struct {
@@ -466,4 +472,18 @@ func ReadEndpoints(stateDir string) (Endpoints, error) {
 		*f.to = strings.TrimSpace(string(dsn))
 	}
 	return e, nil
+}
+
+// ErrNotRunning means the state dir's endpoints belong to a dev stack that
+// is no longer running.
+var ErrNotRunning = errors.New("the dev stack that wrote these endpoints is not running")
+
+// processAlive reports whether process pid exists (signal 0 checks it
+// without sending anything; EPERM: it exists, another user's).
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
