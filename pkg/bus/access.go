@@ -100,9 +100,10 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 	sub := set{}
 	sub.add(inbox + ".>")
 	pub.add("$JS.API.INFO")
-	// The lifecycle and dead-letter streams: every bus declares them.
+	// The lifecycle and dead-letter streams: every bus looks them up; only
+	// their owner (Declares) creates and updates them.
 	for _, st := range []string{StreamLifecycle, StreamDeadLetter} {
-		pub.add(streamAdmin(st)...)
+		pub.add(streamAccess(user, st)...)
 	}
 	for _, e := range events.Entries() {
 		if slices.Contains(e.Producers, svc) {
@@ -125,16 +126,16 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 		pub.add(slices.DeleteFunc(consumerUse(StreamLifecycle, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
 	}
 	for _, st := range res.streams {
-		pub.add(streamAdmin(st)...)
+		pub.add(streamAccess(user, st)...)
 		pub.add(consumerUse(st, "*")...)
 		pub.add(SubjectDLQ + ">")
 	}
 	for _, b := range res.buckets {
-		pub.add(bucketRead(b)...)
+		pub.add(bucketRead(user, b)...)
 		pub.add("$KV."+b+".>", "$JS.API.STREAM.PURGE.KV_"+b, "$JS.API.STREAM.DELETE.KV_"+b)
 	}
 	for _, b := range res.readBuckets {
-		pub.add(bucketRead(b)...)
+		pub.add(bucketRead(user, b)...)
 	}
 	for _, s := range res.serves {
 		sub.add(s)
@@ -143,9 +144,35 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 	return Permissions{Publish: pub.sorted(), Subscribe: sub.sorted(), Responds: len(res.serves) > 0}, nil
 }
 
-// streamAdmin declares stream st (CreateOrUpdateStream) and reads its info.
-func streamAdmin(st string) []string {
-	return []string{"$JS.API.STREAM.INFO." + st, "$JS.API.STREAM.CREATE." + st, "$JS.API.STREAM.UPDATE." + st}
+// streamAccess reads stream st's info, and creates and updates it when
+// user declares it (Declares). Updating a stream's configuration can
+// re-route any subject into any other (republish, subject transforms,
+// sources): with it, any user could mint API tokens into the token bucket
+// or forge another service's events — a trial did both with the CLI's and
+// the load generator's seeds — so only a stream's owner may.
+func streamAccess(user, st string) []string {
+	out := []string{"$JS.API.STREAM.INFO." + st}
+	if Declares(user, st) {
+		out = append(out, "$JS.API.STREAM.CREATE."+st, "$JS.API.STREAM.UPDATE."+st)
+	}
+	return out
+}
+
+// Declares reports whether user creates and updates stream st (a bucket's
+// is "KV_" + its name) when NATS authenticates its users: the scheduler the
+// lifecycle, dead-letter and trigger streams, each bucket the service whose
+// bucket it is, admin everything. Everyone else looks them up and waits for
+// them (Bus.DeclareStream, Bus.KVWith).
+func Declares(user, st string) bool {
+	if user == UserAdmin {
+		return true
+	}
+	switch st {
+	case StreamLifecycle, StreamDeadLetter, StreamTriggers:
+		return user == string(events.ServiceScheduler)
+	}
+	b, ok := strings.CutPrefix(st, "KV_")
+	return ok && slices.Contains(userResources[user].buckets, b)
 }
 
 // consumerUse declares, reads, pulls from and acks consumer name of st
@@ -161,11 +188,11 @@ func consumerUse(st, name string) []string {
 	}
 }
 
-// bucketRead declares bucket b, gets keys and watches them (ordered push
-// consumers with flow control).
-func bucketRead(b string) []string {
+// bucketRead opens bucket b (declaring it when user owns it), gets keys
+// and watches them (ordered push consumers with flow control).
+func bucketRead(user, b string) []string {
 	st := "KV_" + b
-	return append(streamAdmin(st),
+	return append(streamAccess(user, st),
 		"$JS.API.DIRECT.GET."+st, "$JS.API.DIRECT.GET."+st+".>", "$JS.API.STREAM.MSG.GET."+st,
 		"$JS.API.CONSUMER.CREATE."+st, "$JS.API.CONSUMER.CREATE."+st+".>",
 		"$JS.API.CONSUMER.INFO."+st+".*", "$JS.API.CONSUMER.DELETE."+st+".*",

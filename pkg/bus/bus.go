@@ -44,6 +44,7 @@ type Bus struct {
 	producer string
 	logger   *zap.Logger
 	m        *metrics
+	secured  bool // the connection authenticates: declare only what producer owns
 
 	mu        sync.Mutex
 	streams   map[string]jetstream.StreamConfig // declared through the bus, by name
@@ -120,6 +121,9 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 	b := &Bus{nc: nc, js: js, producer: producer, logger: logger.With(zap.String("component", "bus")), m: m,
 		streams: map[string]jetstream.StreamConfig{}, buckets: map[string]*bucket{}, consumers: map[*Consumer]struct{}{},
 		expected: map[string]bool{}, stop: make(chan struct{})}
+	// Under authentication a user may create and update only the streams
+	// and buckets it owns (access.go); the bus then looks the others up.
+	b.secured = nc.Opts.Nkey != "" || nc.Opts.User != "" || nc.Opts.Token != "" || nc.Opts.UserJWT != nil
 	nc.SetErrorHandler(b.asyncError)
 	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream} {
 		if err := b.DeclareStream(ctx, cfg); err != nil {

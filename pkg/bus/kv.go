@@ -60,7 +60,20 @@ func (k *bucket) open(ctx context.Context) error {
 	k.mu.Lock()
 	cfg := k.cfg
 	k.mu.Unlock()
-	kv, err := k.b.js.CreateOrUpdateKeyValue(ctx, cfg)
+	var kv jetstream.KeyValue
+	var err error
+	if k.b.declares("KV_" + cfg.Bucket) {
+		kv, err = k.b.js.CreateOrUpdateKeyValue(ctx, cfg)
+	} else {
+		err = k.b.awaitDeclared(ctx, "kv bucket "+cfg.Bucket, func() error {
+			var lerr error
+			kv, lerr = k.b.js.KeyValue(ctx, cfg.Bucket)
+			if errors.Is(lerr, jetstream.ErrBucketNotFound) {
+				return errNotYet
+			}
+			return lerr
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, err)
 	}

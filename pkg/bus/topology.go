@@ -114,8 +114,8 @@ func (b *Bus) redeclare(ctx context.Context) error {
 	b.mu.Unlock()
 	var errs []error
 	for _, cfg := range streams {
-		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			errs = append(errs, fmt.Errorf("declare stream %s: %w", cfg.Name, err))
+		if err := b.declare(ctx, cfg); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for _, k := range buckets {
@@ -131,8 +131,8 @@ func (b *Bus) redeclare(ctx context.Context) error {
 // consumer of it comes back. Streams of other packages (a trigger stream)
 // should be declared here rather than with the JetStream API directly.
 func (b *Bus) DeclareStream(ctx context.Context, cfg jetstream.StreamConfig) error {
-	if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+	if err := b.declare(ctx, cfg); err != nil {
+		return err
 	}
 	b.mu.Lock()
 	b.streams[cfg.Name] = cfg
@@ -148,10 +148,61 @@ func (b *Bus) ensureStream(ctx context.Context, stream string) error {
 	if !ok {
 		return nil
 	}
-	if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("declare stream %s: %w", stream, err)
+	return b.declare(ctx, cfg)
+}
+
+// declares reports whether this bus creates and updates stream st: always
+// on a NATS without authentication; with it, only when its user owns st
+// (Declares) — the others' permissions allow no more than looking it up.
+func (b *Bus) declares(st string) bool { return !b.secured || Declares(b.producer, st) }
+
+// declare creates or updates stream cfg when this bus declares it, and
+// otherwise waits (with ctx) until its owner has.
+func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
+	if b.declares(cfg.Name) {
+		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+		}
+		return nil
 	}
-	return nil
+	return b.awaitDeclared(ctx, "stream "+cfg.Name, func() error {
+		_, err := b.js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return errNotYet
+		}
+		return err
+	})
+}
+
+// declareWait bounds the wait for a stream or bucket another user owns.
+const declareWait = time.Minute
+
+// errNotYet means a stream or bucket is not declared yet.
+var errNotYet = errors.New("not declared yet")
+
+// awaitDeclared polls lookup until it finds what its owner declares
+// (errNotYet until then), saying once that it waits.
+func (b *Bus) awaitDeclared(ctx context.Context, what string, lookup func() error) error {
+	deadline := time.After(declareWait)
+	for said := false; ; said = true {
+		err := lookup()
+		if !errors.Is(err, errNotYet) {
+			if err != nil {
+				return fmt.Errorf("look up %s: %w", what, err)
+			}
+			return nil
+		}
+		if !said {
+			b.logger.Info("waiting for the owner of a stream or bucket to declare it (this user may only look it up)", zap.String("what", what))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("look up %s: not declared by its owner: %w", what, ctx.Err())
+		case <-deadline:
+			return fmt.Errorf("look up %s: not declared by its owner within %s (the scheduler declares the streams, each bucket's service its bucket, and admin may: is it running?)", what, declareWait)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // The streams every service uses.

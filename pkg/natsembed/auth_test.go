@@ -212,3 +212,50 @@ func natsErrors(t *testing.T, reg *prometheus.Registry, kind string) float64 {
 	}
 	return 0
 }
+
+// No user but a stream's owner may change its configuration: a stream
+// update can re-route any subject into any other (republish into the token
+// bucket: an admin API token minted with the CLI's seed; a subject
+// transform: the load generator forging run.analyzed — both found by a
+// trial). The lifecycle stream is the scheduler's; each bucket's stream its
+// service's; every user, the CLI included, is tried.
+func TestOnlyTheOwnerMayReconfigureAStream(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx := context.Background()
+	admin := s.Bus(t, bus.UserAdmin)
+	_, err := admin.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1})
+	require.NoError(t, err)
+	users := append(slices.Clone(events.Services), events.ServiceCLI)
+	for _, st := range []string{bus.StreamLifecycle, "KV_" + bus.BucketTokens} {
+		info, err := admin.JetStream().Stream(ctx, st)
+		require.NoError(t, err)
+		for _, u := range users {
+			t.Run(fmt.Sprintf("%s updates %s", u, st), func(t *testing.T) {
+				v := &violations{}
+				nc := s.Conn(t, string(u), nats.ErrorHandler(v.handler))
+				js, err := jetstream.New(nc)
+				require.NoError(t, err)
+				cfg := info.CachedInfo().Config
+				cfg.Description = "changed by " + string(u)
+				uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				_, err = js.UpdateStream(uctx, cfg)
+				if bus.Declares(string(u), st) {
+					require.NoError(t, err, "the owner updates its stream")
+					return
+				}
+				require.Error(t, err)
+				testenv.Eventually(t, 5*time.Second, "a permission violation", func() bool {
+					return v.has("publish", "$JS.API.STREAM.UPDATE."+st)
+				})
+			})
+		}
+		after, err := admin.JetStream().Stream(ctx, st)
+		require.NoError(t, err)
+		require.NotContains(t, after.CachedInfo().Config.Description, "changed by "+string(events.ServiceCLI))
+		require.NotContains(t, after.CachedInfo().Config.Description, "changed by "+string(events.ServiceLoadGenerator))
+	}
+	require.True(t, bus.Declares(string(events.ServiceScheduler), bus.StreamLifecycle))
+	require.False(t, bus.Declares(string(events.ServiceCLI), bus.StreamLifecycle))
+	require.False(t, bus.Declares(string(events.ServiceAnalyzer), "KV_"+bus.BucketTokens), "the analyzer only reads tokens")
+}

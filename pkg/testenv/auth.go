@@ -28,7 +28,12 @@ func NATSWithAuth(tb testing.TB) SecureNATS {
 	ns, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: tb.TempDir(), Users: users})
 	require.NoError(tb, err)
 	tb.Cleanup(ns.Shutdown)
-	return SecureNATS{URL: ns.ClientURL(), Dir: dir}
+	s := SecureNATS{URL: ns.ClientURL(), Dir: dir}
+	// The streams every bus looks up, declared by their owner's rights (as
+	// the scheduler or an operator does in a deployment): a test that
+	// connects some other service first finds them.
+	s.Bus(tb, bus.UserAdmin)
+	return s
 }
 
 // Creds are user's credentials.

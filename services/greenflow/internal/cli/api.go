@@ -251,7 +251,7 @@ func createOverNATS(ctx context.Context, c connFlags, name string, role auth.Rol
 	if err != nil {
 		return err
 	}
-	b, err := bus.Connect(ctx, c.natsURL, "greenflow-cli", zap.NewNop(), nil, opts...)
+	b, err := bus.Connect(ctx, c.natsURL, bus.UserAdmin, zap.NewNop(), nil, opts...) // named as its user: see bus.Declares
 	if err != nil {
 		return err
 	}

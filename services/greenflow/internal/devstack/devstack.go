@@ -191,10 +191,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.Endpoints.PID = os.Getpid()
-	if err := s.build(ctx); err != nil {
+	// As the operator, before the services: the admin's bus declares the
+	// lifecycle and dead-letter streams (bus.New) and the token bucket, so
+	// services that may only look them up (bus.Declares) find them even
+	// when the scheduler, their owner, runs elsewhere or starts later.
+	if err := s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.ensureAdminToken(ctx); err != nil {
+	if err := s.build(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.writeEndpoints(s.Endpoints); err != nil {
@@ -228,7 +232,7 @@ func (s *Stack) writeEndpoints(e Endpoints) error {
 // store accepts it; otherwise (first start, a lost JetStream store, a
 // revoked or expired token) it creates one and writes it there.
 func (s *Stack) ensureAdminToken(ctx context.Context) error {
-	b, err := s.connect(ctx, bus.UserAdmin, "devstack", s.logger, nil)
+	b, err := s.connect(ctx, bus.UserAdmin, bus.UserAdmin, s.logger, nil)
 	if err != nil {
 		return err
 	}

@@ -111,7 +111,12 @@ func BusAs(tb testing.TB, st *devstack.Stack, user string) *bus.Bus {
 	tb.Helper()
 	opts, err := devstack.NATSCreds(st.StateDir(), user).Options()
 	require.NoError(tb, err)
-	return Bus(tb, st.Endpoints.NATSURL, opts...)
+	// Named as its user: under authentication the bus declares only what
+	// its user owns (bus.Declares), and knows its user by this name.
+	b, err := bus.Connect(context.Background(), st.Endpoints.NATSURL, user, zap.NewNop(), nil, opts...)
+	require.NoError(tb, err)
+	tb.Cleanup(b.Close)
+	return b
 }
 
 // Submit prepares a spec with overrides and submits it to the scheduler
