@@ -43,10 +43,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer st.Close()
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- st.Run(runCtx); stop() }()
+	// The banner names the address the server bound (a ":0" port is known
+	// only once it listens), so it waits for the listener.
+	addr := *httpAddr
+	if addr != "" {
+		u, err := st.APIURL(runCtx)
+		if err != nil {
+			// Run ended first: its error says why (none on Ctrl-C).
+			if runErr := <-done; runErr != nil || ctx.Err() != nil {
+				return runErr
+			}
+			return err
+		}
+		addr = strings.TrimPrefix(u, "http://")
+	}
 	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  API:        http://%s/v1/experiments\n  metrics:    http://%s/metrics\n  state:      %s\n  admin token: %s (mode 0600; the CLI reads it)\n",
-		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), store.RedactDSN(st.Endpoints.ClickHouseDSN), *httpAddr, *httpAddr, *stateDir,
+		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), store.RedactDSN(st.Endpoints.ClickHouseDSN), addr, addr, *stateDir,
 		filepath.Join(*stateDir, devstack.TokenFile))
-	return st.Run(ctx)
+	return <-done
 }
 
 func cliLogger(level string) *zap.Logger {
