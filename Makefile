@@ -28,6 +28,10 @@ build: ## build every service binary into bin/ (commit and version passed in wit
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./services/...
 
+.PHONY: images
+images: ## build every service image as an OCI tarball in .cache/images (no Docker daemon or registry; BASE=name@sha256:… for a base image)
+	$(GO) run ./hack/images -out .cache/images -tag $(VERSION) -ldflags '$(LDFLAGS)' $(if $(BASE),-base $(BASE))
+
 .PHONY: demo
 demo: deps build ## start the dev stack, run examples/uc3-local.yaml end to end, print results, stop
 	./$(BIN)/greenflow demo -f examples/uc3-local.yaml --state-dir .state/demo

@@ -30,6 +30,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/version"
 )
 
 // Common holds the flags every service takes.
@@ -222,10 +223,17 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	showVersion := fs.Bool("version", false, "print the version and commit, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
+		return err
+	}
+	if *showVersion {
+		// An image's smoke test runs this: it proves the binary starts
+		// in the image without any infrastructure.
+		_, err := fmt.Fprintf(os.Stdout, "%s %s (commit %s)\n", s.Name, version.Version, version.Commit())
 		return err
 	}
 	if fs.NArg() > 0 {
