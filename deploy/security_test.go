@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -36,49 +35,51 @@ type workload struct {
 	pod                   corev1.PodTemplateSpec
 }
 
+// load renders the kustomization in dir and reads its objects.
+func load(t *testing.T, dir string) manifests {
+	t.Helper()
+	return parse(t, dir, render(t, dir))
+}
+
+// loadBase is deploy/base as an operator configures it.
 func loadBase(t *testing.T) manifests {
 	t.Helper()
-	raw, err := os.ReadFile("base/kustomization.yaml")
-	require.NoError(t, err)
-	var k struct {
-		Resources []string `yaml:"resources"`
-	}
-	require.NoError(t, yaml.Unmarshal(raw, &k))
+	return load(t, configured(t, "base"))
+}
+
+func parse(t *testing.T, source string, rendered []byte) manifests {
+	t.Helper()
 	m := manifests{namespaces: map[string]corev1.Namespace{}}
-	for _, r := range k.Resources {
-		data, err := os.ReadFile(filepath.Join("base", r))
+	dec := yaml.NewDecoder(bytes.NewReader(rendered))
+	for i := 0; ; i++ {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
 		require.NoError(t, err)
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for i := 0; ; i++ {
-			var doc map[string]any
-			err := dec.Decode(&doc)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			require.NoError(t, err)
-			js, err := sigyaml.Marshal(doc)
-			require.NoError(t, err)
-			unmarshal := func(into any) {
-				require.NoError(t, sigyaml.UnmarshalStrict(js, into), "%s document %d", r, i)
-			}
-			switch doc["kind"] {
-			case "Namespace":
-				var ns corev1.Namespace
-				unmarshal(&ns)
-				m.namespaces[ns.Name] = ns
-			case "Deployment":
-				var d appsv1.Deployment
-				unmarshal(&d)
-				m.workloads = append(m.workloads, workload{"Deployment", d.Name, d.Namespace, d.Spec.Template})
-			case "DaemonSet":
-				var d appsv1.DaemonSet
-				unmarshal(&d)
-				m.workloads = append(m.workloads, workload{"DaemonSet", d.Name, d.Namespace, d.Spec.Template})
-			case "NetworkPolicy":
-				var p networkingv1.NetworkPolicy
-				unmarshal(&p)
-				m.policies = append(m.policies, p)
-			}
+		js, err := sigyaml.Marshal(doc)
+		require.NoError(t, err)
+		unmarshal := func(into any) {
+			require.NoError(t, sigyaml.UnmarshalStrict(js, into), "%s document %d", source, i)
+		}
+		switch doc["kind"] {
+		case "Namespace":
+			var ns corev1.Namespace
+			unmarshal(&ns)
+			m.namespaces[ns.Name] = ns
+		case "Deployment":
+			var d appsv1.Deployment
+			unmarshal(&d)
+			m.workloads = append(m.workloads, workload{"Deployment", d.Name, d.Namespace, d.Spec.Template})
+		case "DaemonSet":
+			var d appsv1.DaemonSet
+			unmarshal(&d)
+			m.workloads = append(m.workloads, workload{"DaemonSet", d.Name, d.Namespace, d.Spec.Template})
+		case "NetworkPolicy":
+			var p networkingv1.NetworkPolicy
+			unmarshal(&p)
+			m.policies = append(m.policies, p)
 		}
 	}
 	return m
@@ -265,7 +266,7 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse"}}
 	kafka := endpoint{ns: "kafka", labels: map[string]string{"strimzi.io/kind": "Kafka"}}
 	dns := endpoint{ns: "kube-system", labels: map[string]string{"k8s-app": "kube-dns"}}
-	apiServer := endpoint{ip: "10.96.0.1"}
+	apiServer := endpoint{ip: testAPIServer}
 	prometheus := endpoint{ns: "monitoring", labels: map[string]string{"app.kubernetes.io/name": "prometheus"}}
 	stranger := endpoint{ns: "default", labels: map[string]string{"app": "web"}}
 	console := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "grafana"}}
@@ -288,6 +289,9 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 			flow{s, clickhouse, corev1.ProtocolTCP, 9000, true},
 			flow{s, kafka, corev1.ProtocolTCP, 9092, usesKafka[w.name]},
 			flow{s, apiServer, corev1.ProtocolTCP, 443, w.name == "provisioner"},
+			flow{s, apiServer, corev1.ProtocolTCP, 6443, w.name == "provisioner"},
+			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 443, false},
+			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 6443, false},
 			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 80, false},
 			flow{s, sut, corev1.ProtocolTCP, 8080, false},
 			flow{s, stranger, corev1.ProtocolTCP, 5432, false},
@@ -307,6 +311,17 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 	for _, f := range flows {
 		name := fmt.Sprintf("%s → %s %s/%d", describe(f.from), describe(f.to), f.proto, f.port)
 		require.Equal(t, f.want, m.allowed(f.from, f.to, f.proto, f.port), name)
+	}
+}
+
+// Until the operator sets the API server's address, the provisioner's
+// policy fails closed: it reaches no address on the API ports.
+func TestTheKubeAPIPolicyFailsClosedUntilConfigured(t *testing.T) {
+	m := load(t, "base")
+	for _, ip := range []string{testAPIServer, "10.96.0.1", "172.18.0.2", "203.0.113.7"} {
+		for _, port := range []int{443, 6443} {
+			require.False(t, m.allowed(svc("provisioner"), endpoint{ip: ip}, corev1.ProtocolTCP, port), "%s:%d before it is configured", ip, port)
+		}
 	}
 }
 
