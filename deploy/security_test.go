@@ -41,10 +41,27 @@ func load(t *testing.T, dir string) manifests {
 	return parse(t, dir, render(t, dir))
 }
 
-// loadBase is deploy/base as an operator configures it.
-func loadBase(t *testing.T) manifests {
-	t.Helper()
-	return load(t, configured(t, "base"))
+// deployments are what an operator applies: the base (with their own
+// infrastructure) and each overlay.
+var deployments = []string{"base", "overlays/single-node", "overlays/testbed"}
+
+// forEachDeployment runs check on each of deployments as an operator
+// configures it.
+func forEachDeployment(t *testing.T, check func(t *testing.T, m manifests)) {
+	for _, d := range deployments {
+		t.Run(strings.ReplaceAll(d, "/", "-"), func(t *testing.T) { check(t, load(t, configured(t, d))) })
+	}
+}
+
+// services are GreenFlow's own workloads (not NATS, ClickHouse or Kafka).
+func (m manifests) services() []workload {
+	var out []workload
+	for _, w := range m.workloads {
+		if w.pod.Labels["app.kubernetes.io/part-of"] == "greenflow" {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 func parse(t *testing.T, source string, rendered []byte) manifests {
@@ -76,6 +93,10 @@ func parse(t *testing.T, source string, rendered []byte) manifests {
 			var d appsv1.DaemonSet
 			unmarshal(&d)
 			m.workloads = append(m.workloads, workload{"DaemonSet", d.Name, d.Namespace, d.Spec.Template})
+		case "StatefulSet":
+			var d appsv1.StatefulSet
+			unmarshal(&d)
+			m.workloads = append(m.workloads, workload{"StatefulSet", d.Name, d.Namespace, d.Spec.Template})
 		case "NetworkPolicy":
 			var p networkingv1.NetworkPolicy
 			unmarshal(&p)
@@ -91,16 +112,17 @@ func parse(t *testing.T, source string, rendered []byte) manifests {
 // namespace enforcing "restricted"; the collector is refused "baseline"
 // only for its host paths, which are read-only, and holds no privilege,
 // capability, host namespace or escalation.
-func TestWorkloadsPassPodSecurity(t *testing.T) {
-	m := loadBase(t)
+func TestWorkloadsPassPodSecurity(t *testing.T) { forEachDeployment(t, workloadsPassPodSecurity) }
+
+func workloadsPassPodSecurity(t *testing.T, m manifests) {
 	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
 	require.NoError(t, err)
 	check := func(w workload, level psaapi.Level) policy.AggregateCheckResult {
 		return policy.AggregateCheckResults(eval.EvaluatePod(psaapi.LevelVersion{Level: level, Version: psaapi.LatestVersion()},
 			&w.pod.ObjectMeta, &w.pod.Spec))
 	}
-	require.Len(t, m.workloads, 5, "scheduler, provisioner, load-generator, analyzer, energy-collector")
-	for _, w := range m.workloads {
+	require.Len(t, m.services(), 5, "scheduler, provisioner, load-generator, analyzer, energy-collector")
+	for _, w := range m.workloads { // NATS and ClickHouse too, where the overlay has them
 		ns, ok := m.namespaces[w.namespace]
 		require.True(t, ok, "%s %s: namespace %q is not among the manifests", w.kind, w.name, w.namespace)
 		level, err := psaapi.ParseLevel(ns.Labels[psaapi.EnforceLevelLabel])
@@ -261,7 +283,10 @@ func (m manifests) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS s
 // port is reachable from GreenFlow's namespace (not from its services:
 // they talk over NATS) and Prometheus's, nothing else is, in or out.
 func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
-	m := loadBase(t)
+	forEachDeployment(t, networkPoliciesAllowTheArchitecturesFlowsOnly)
+}
+
+func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 	nats := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats"}}
 	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse"}}
 	kafka := endpoint{ns: "kafka", labels: map[string]string{"strimzi.io/kind": "Kafka"}}
@@ -280,7 +305,7 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 		want     bool
 	}
 	var flows []flow
-	for _, w := range m.workloads {
+	for _, w := range m.services() {
 		s := svc(w.name)
 		require.Equal(t, s.labels, w.pod.Labels, "%s's pod labels", w.name)
 		flows = append(flows,
@@ -362,14 +387,15 @@ func flagsOf(t *testing.T) map[string]map[string]bool {
 // read-only, readable by the container's user and no one else's; no
 // credential is in an argument, an environment variable or the ConfigMap;
 // and every flag the manifests pass exists on the service.
-func TestCredentialsComeFromSecrets(t *testing.T) {
-	m := loadBase(t)
+func TestCredentialsComeFromSecrets(t *testing.T) { forEachDeployment(t, credentialsComeFromSecrets) }
+
+func credentialsComeFromSecrets(t *testing.T, m manifests) {
 	flags := flagsOf(t)
 	raw, err := os.ReadFile("base/config.yaml")
 	require.NoError(t, err)
 	require.NotContains(t, string(raw), "@", "no user or password in the ConfigMap's addresses")
 	require.NotContains(t, strings.ToLower(string(raw)), "password")
-	for _, w := range m.workloads {
+	for _, w := range m.services() {
 		spec := w.pod.Spec
 		secrets := map[string]corev1.SecretVolumeSource{}
 		for _, v := range spec.Volumes {
