@@ -53,6 +53,16 @@ func forEachDeployment(t *testing.T, check func(t *testing.T, m manifests)) {
 	}
 }
 
+// has reports a workload named name.
+func (m manifests) has(name string) bool {
+	for _, w := range m.workloads {
+		if w.name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // services are GreenFlow's own workloads (not NATS, ClickHouse or Kafka).
 func (m manifests) services() []workload {
 	var out []workload
@@ -287,8 +297,8 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 }
 
 func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
-	nats := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats"}}
-	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse"}}
+	nats := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/part-of": "greenflow-platform"}}
+	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse", "app.kubernetes.io/part-of": "greenflow-platform"}}
 	kafka := endpoint{ns: "kafka", labels: map[string]string{"strimzi.io/kind": "Kafka"}}
 	dns := endpoint{ns: "kube-system", labels: map[string]string{"k8s-app": "kube-dns"}}
 	apiServer := endpoint{ip: testAPIServer}
@@ -332,6 +342,25 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 		if w.name != "energy-collector" {
 			flows = append(flows, flow{console, s, corev1.ProtocolTCP, 9464, true})
 		}
+	}
+	// With the overlays' NATS and ClickHouse: only GreenFlow reaches them.
+	if m.has("nats") {
+		flows = append(flows,
+			flow{nats, nats, corev1.ProtocolTCP, 6222, true},
+			flow{prometheus, nats, corev1.ProtocolTCP, 8222, true},
+			flow{stranger, nats, corev1.ProtocolTCP, 4222, false},
+			flow{sut, nats, corev1.ProtocolTCP, 4222, false},
+			flow{stranger, nats, corev1.ProtocolTCP, 6222, false},
+			flow{svc("scheduler"), nats, corev1.ProtocolTCP, 6222, false},
+		)
+	}
+	if m.has("clickhouse") {
+		flows = append(flows,
+			flow{console, clickhouse, corev1.ProtocolTCP, 9000, true},
+			flow{stranger, clickhouse, corev1.ProtocolTCP, 9000, false},
+			flow{sut, clickhouse, corev1.ProtocolTCP, 9000, false},
+			flow{svc("scheduler"), clickhouse, corev1.ProtocolTCP, 8123, false},
+		)
 	}
 	for _, f := range flows {
 		name := fmt.Sprintf("%s → %s %s/%d", describe(f.from), describe(f.to), f.proto, f.port)
