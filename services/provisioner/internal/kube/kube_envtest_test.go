@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -597,13 +599,17 @@ spec:
 // under "restricted".
 func TestPodSecurityRefusesAPrivilegedSUT(t *testing.T) {
 	cs := cluster(t)
-	b := newBackend(t, kubetest.Admin, nil)
+	core, logs := observer.New(zap.InfoLevel)
+	b, err := New(testConfig(), Deps{REST: kubetest.Admin, Logger: zap.New(core)})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
 	ctx := context.Background()
 
 	ok := run("psa-uc3", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3-processor:v1", Replicas: 2})
 	deployed(t, b, ok, nil)
 	targets, err := b.Provision(ctx, ok)
 	require.NoError(t, err, "the reference processor passes restricted")
+	require.Zero(t, logs.FilterMessage("kubernetes API warning").Len(), "nothing to warn about")
 	require.Len(t, targets, 2)
 	n, err := cs.CoreV1().Namespaces().Get(ctx, b.Namespace(ok.RunID), metav1.GetOptions{})
 	require.NoError(t, err)
@@ -636,4 +642,7 @@ spec:
 	pods, err := cs.CoreV1().Pods(b.Namespace(p.RunID)).List(ctx, metav1.ListOptions{})
 	require.NoError(t, err)
 	require.Empty(t, pods.Items, "no privileged pod was ever admitted")
+	warned := logs.FilterMessage("kubernetes API warning").All()
+	require.NotEmpty(t, warned, "the API server's warnings are in the service's log")
+	require.Contains(t, warned[0].ContextMap()["warning"], `would violate PodSecurity "restricted:v1.30"`)
 }
