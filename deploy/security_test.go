@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -36,49 +35,82 @@ type workload struct {
 	pod                   corev1.PodTemplateSpec
 }
 
-func loadBase(t *testing.T) manifests {
+// load renders the kustomization in dir and reads its objects.
+func load(t *testing.T, dir string) manifests {
 	t.Helper()
-	raw, err := os.ReadFile("base/kustomization.yaml")
-	require.NoError(t, err)
-	var k struct {
-		Resources []string `yaml:"resources"`
+	return parse(t, dir, render(t, dir))
+}
+
+// deployments are what an operator applies: the base (with their own
+// infrastructure) and each overlay.
+var deployments = []string{"base", "overlays/single-node", "overlays/testbed"}
+
+// forEachDeployment runs check on each of deployments as an operator
+// configures it.
+func forEachDeployment(t *testing.T, check func(t *testing.T, m manifests)) {
+	for _, d := range deployments {
+		t.Run(strings.ReplaceAll(d, "/", "-"), func(t *testing.T) { check(t, load(t, configured(t, d))) })
 	}
-	require.NoError(t, yaml.Unmarshal(raw, &k))
+}
+
+// has reports a workload named name.
+func (m manifests) has(name string) bool {
+	for _, w := range m.workloads {
+		if w.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// services are GreenFlow's own workloads (not NATS, ClickHouse or Kafka).
+func (m manifests) services() []workload {
+	var out []workload
+	for _, w := range m.workloads {
+		if w.pod.Labels["app.kubernetes.io/part-of"] == "greenflow" {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func parse(t *testing.T, source string, rendered []byte) manifests {
+	t.Helper()
 	m := manifests{namespaces: map[string]corev1.Namespace{}}
-	for _, r := range k.Resources {
-		data, err := os.ReadFile(filepath.Join("base", r))
+	dec := yaml.NewDecoder(bytes.NewReader(rendered))
+	for i := 0; ; i++ {
+		var doc map[string]any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
 		require.NoError(t, err)
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		for i := 0; ; i++ {
-			var doc map[string]any
-			err := dec.Decode(&doc)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			require.NoError(t, err)
-			js, err := sigyaml.Marshal(doc)
-			require.NoError(t, err)
-			unmarshal := func(into any) {
-				require.NoError(t, sigyaml.UnmarshalStrict(js, into), "%s document %d", r, i)
-			}
-			switch doc["kind"] {
-			case "Namespace":
-				var ns corev1.Namespace
-				unmarshal(&ns)
-				m.namespaces[ns.Name] = ns
-			case "Deployment":
-				var d appsv1.Deployment
-				unmarshal(&d)
-				m.workloads = append(m.workloads, workload{"Deployment", d.Name, d.Namespace, d.Spec.Template})
-			case "DaemonSet":
-				var d appsv1.DaemonSet
-				unmarshal(&d)
-				m.workloads = append(m.workloads, workload{"DaemonSet", d.Name, d.Namespace, d.Spec.Template})
-			case "NetworkPolicy":
-				var p networkingv1.NetworkPolicy
-				unmarshal(&p)
-				m.policies = append(m.policies, p)
-			}
+		js, err := sigyaml.Marshal(doc)
+		require.NoError(t, err)
+		unmarshal := func(into any) {
+			require.NoError(t, sigyaml.UnmarshalStrict(js, into), "%s document %d", source, i)
+		}
+		switch doc["kind"] {
+		case "Namespace":
+			var ns corev1.Namespace
+			unmarshal(&ns)
+			m.namespaces[ns.Name] = ns
+		case "Deployment":
+			var d appsv1.Deployment
+			unmarshal(&d)
+			m.workloads = append(m.workloads, workload{"Deployment", d.Name, d.Namespace, d.Spec.Template})
+		case "DaemonSet":
+			var d appsv1.DaemonSet
+			unmarshal(&d)
+			m.workloads = append(m.workloads, workload{"DaemonSet", d.Name, d.Namespace, d.Spec.Template})
+		case "StatefulSet":
+			var d appsv1.StatefulSet
+			unmarshal(&d)
+			m.workloads = append(m.workloads, workload{"StatefulSet", d.Name, d.Namespace, d.Spec.Template})
+		case "NetworkPolicy":
+			var p networkingv1.NetworkPolicy
+			unmarshal(&p)
+			m.policies = append(m.policies, p)
 		}
 	}
 	return m
@@ -90,16 +122,17 @@ func loadBase(t *testing.T) manifests {
 // namespace enforcing "restricted"; the collector is refused "baseline"
 // only for its host paths, which are read-only, and holds no privilege,
 // capability, host namespace or escalation.
-func TestWorkloadsPassPodSecurity(t *testing.T) {
-	m := loadBase(t)
+func TestWorkloadsPassPodSecurity(t *testing.T) { forEachDeployment(t, workloadsPassPodSecurity) }
+
+func workloadsPassPodSecurity(t *testing.T, m manifests) {
 	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
 	require.NoError(t, err)
 	check := func(w workload, level psaapi.Level) policy.AggregateCheckResult {
 		return policy.AggregateCheckResults(eval.EvaluatePod(psaapi.LevelVersion{Level: level, Version: psaapi.LatestVersion()},
 			&w.pod.ObjectMeta, &w.pod.Spec))
 	}
-	require.Len(t, m.workloads, 5, "scheduler, provisioner, load-generator, analyzer, energy-collector")
-	for _, w := range m.workloads {
+	require.Len(t, m.services(), 5, "scheduler, provisioner, load-generator, analyzer, energy-collector")
+	for _, w := range m.workloads { // NATS and ClickHouse too, where the overlay has them
 		ns, ok := m.namespaces[w.namespace]
 		require.True(t, ok, "%s %s: namespace %q is not among the manifests", w.kind, w.name, w.namespace)
 		level, err := psaapi.ParseLevel(ns.Labels[psaapi.EnforceLevelLabel])
@@ -260,12 +293,15 @@ func (m manifests) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS s
 // port is reachable from GreenFlow's namespace (not from its services:
 // they talk over NATS) and Prometheus's, nothing else is, in or out.
 func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
-	m := loadBase(t)
-	nats := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats"}}
-	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse"}}
+	forEachDeployment(t, networkPoliciesAllowTheArchitecturesFlowsOnly)
+}
+
+func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
+	nats := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/part-of": "greenflow-platform"}}
+	clickhouse := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "clickhouse", "app.kubernetes.io/part-of": "greenflow-platform"}}
 	kafka := endpoint{ns: "kafka", labels: map[string]string{"strimzi.io/kind": "Kafka"}}
 	dns := endpoint{ns: "kube-system", labels: map[string]string{"k8s-app": "kube-dns"}}
-	apiServer := endpoint{ip: "10.96.0.1"}
+	apiServer := endpoint{ip: testAPIServer}
 	prometheus := endpoint{ns: "monitoring", labels: map[string]string{"app.kubernetes.io/name": "prometheus"}}
 	stranger := endpoint{ns: "default", labels: map[string]string{"app": "web"}}
 	console := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "grafana"}}
@@ -279,7 +315,7 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 		want     bool
 	}
 	var flows []flow
-	for _, w := range m.workloads {
+	for _, w := range m.services() {
 		s := svc(w.name)
 		require.Equal(t, s.labels, w.pod.Labels, "%s's pod labels", w.name)
 		flows = append(flows,
@@ -288,6 +324,9 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 			flow{s, clickhouse, corev1.ProtocolTCP, 9000, true},
 			flow{s, kafka, corev1.ProtocolTCP, 9092, usesKafka[w.name]},
 			flow{s, apiServer, corev1.ProtocolTCP, 443, w.name == "provisioner"},
+			flow{s, apiServer, corev1.ProtocolTCP, 6443, w.name == "provisioner"},
+			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 443, false},
+			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 6443, false},
 			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 80, false},
 			flow{s, sut, corev1.ProtocolTCP, 8080, false},
 			flow{s, stranger, corev1.ProtocolTCP, 5432, false},
@@ -304,9 +343,39 @@ func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 			flows = append(flows, flow{console, s, corev1.ProtocolTCP, 9464, true})
 		}
 	}
+	// With the overlays' NATS and ClickHouse: only GreenFlow reaches them.
+	if m.has("nats") {
+		flows = append(flows,
+			flow{nats, nats, corev1.ProtocolTCP, 6222, true},
+			flow{prometheus, nats, corev1.ProtocolTCP, 8222, true},
+			flow{stranger, nats, corev1.ProtocolTCP, 4222, false},
+			flow{sut, nats, corev1.ProtocolTCP, 4222, false},
+			flow{stranger, nats, corev1.ProtocolTCP, 6222, false},
+			flow{svc("scheduler"), nats, corev1.ProtocolTCP, 6222, false},
+		)
+	}
+	if m.has("clickhouse") {
+		flows = append(flows,
+			flow{console, clickhouse, corev1.ProtocolTCP, 9000, true},
+			flow{stranger, clickhouse, corev1.ProtocolTCP, 9000, false},
+			flow{sut, clickhouse, corev1.ProtocolTCP, 9000, false},
+			flow{svc("scheduler"), clickhouse, corev1.ProtocolTCP, 8123, false},
+		)
+	}
 	for _, f := range flows {
 		name := fmt.Sprintf("%s → %s %s/%d", describe(f.from), describe(f.to), f.proto, f.port)
 		require.Equal(t, f.want, m.allowed(f.from, f.to, f.proto, f.port), name)
+	}
+}
+
+// Until the operator sets the API server's address, the provisioner's
+// policy fails closed: it reaches no address on the API ports.
+func TestTheKubeAPIPolicyFailsClosedUntilConfigured(t *testing.T) {
+	m := load(t, "base")
+	for _, ip := range []string{testAPIServer, "10.96.0.1", "172.18.0.2", "203.0.113.7"} {
+		for _, port := range []int{443, 6443} {
+			require.False(t, m.allowed(svc("provisioner"), endpoint{ip: ip}, corev1.ProtocolTCP, port), "%s:%d before it is configured", ip, port)
+		}
 	}
 }
 
@@ -347,14 +416,15 @@ func flagsOf(t *testing.T) map[string]map[string]bool {
 // read-only, readable by the container's user and no one else's; no
 // credential is in an argument, an environment variable or the ConfigMap;
 // and every flag the manifests pass exists on the service.
-func TestCredentialsComeFromSecrets(t *testing.T) {
-	m := loadBase(t)
+func TestCredentialsComeFromSecrets(t *testing.T) { forEachDeployment(t, credentialsComeFromSecrets) }
+
+func credentialsComeFromSecrets(t *testing.T, m manifests) {
 	flags := flagsOf(t)
 	raw, err := os.ReadFile("base/config.yaml")
 	require.NoError(t, err)
 	require.NotContains(t, string(raw), "@", "no user or password in the ConfigMap's addresses")
 	require.NotContains(t, strings.ToLower(string(raw)), "password")
-	for _, w := range m.workloads {
+	for _, w := range m.services() {
 		spec := w.pod.Spec
 		secrets := map[string]corev1.SecretVolumeSource{}
 		for _, v := range spec.Volumes {

@@ -91,7 +91,7 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(configXML(dir, tcp, httpPort)), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse config: %w", err)
 	}
-	passwords, err := ensurePasswords(dir)
+	passwords, err := EnsurePasswords(dir)
 	if err != nil {
 		return nil, err
 	}

@@ -30,9 +30,9 @@ const (
 // (mode 0600, the dir 0700).
 func PasswordFile(dir, user string) string { return filepath.Join(dir, "secrets", user+".password") }
 
-// ensurePasswords reads each user's password under dir, making a random
-// one (32 bytes, hex) the first time.
-func ensurePasswords(dir string) (map[string]string, error) {
+// EnsurePasswords reads each user's password under dir (PasswordFile),
+// making a random one (32 bytes, hex) the first time.
+func EnsurePasswords(dir string) (map[string]string, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "secrets"), 0o700); err != nil {
 		return nil, fmt.Errorf("create clickhouse secrets dir: %w", err)
 	}
@@ -68,6 +68,17 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 // usersXML declares the writer and the reader, each allowed from
 // 127.0.0.1 only, with the hashes of their passwords.
 func usersXML(passwords map[string]string) string {
+	return UsersXML(passwords, "127.0.0.1", "::1")
+}
+
+// UsersXML declares the writer and the reader, each allowed from networks
+// (addresses or CIDRs, as ClickHouse's <ip>), with the hashes of their
+// passwords: a whole users.xml, with no `default` user.
+func UsersXML(passwords map[string]string, networks ...string) string {
+	var nets strings.Builder
+	for _, n := range networks {
+		nets.WriteString("<ip>" + n + "</ip>")
+	}
 	hash := func(user string) string {
 		sum := sha256.Sum256([]byte(passwords[user]))
 		return hex.EncodeToString(sum[:])
@@ -79,10 +90,10 @@ func usersXML(passwords map[string]string) string {
     <readonly><max_memory_usage>4000000000</max_memory_usage><readonly>2</readonly></readonly>
   </profiles>
   <users>
-    <%[1]s><password_sha256_hex>%[2]s</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></%[1]s>
-    <%[3]s><password_sha256_hex>%[4]s</password_sha256_hex><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>readonly</profile><quota>default</quota></%[3]s>
+    <%[1]s><password_sha256_hex>%[2]s</password_sha256_hex><networks>%[5]s</networks><profile>default</profile><quota>default</quota></%[1]s>
+    <%[3]s><password_sha256_hex>%[4]s</password_sha256_hex><networks>%[5]s</networks><profile>readonly</profile><quota>default</quota></%[3]s>
   </users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
-`, UserWriter, hash(UserWriter), UserReader, hash(UserReader))
+`, UserWriter, hash(UserWriter), UserReader, hash(UserReader), nets.String())
 }

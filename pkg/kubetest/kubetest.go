@@ -200,8 +200,9 @@ type Kubelet struct {
 	// (restarts during start-up, e.g. waiting for Kafka).
 	Restarts int32
 
-	mu   sync.Mutex
-	next int
+	mu      sync.Mutex
+	next    int
+	refused map[string]bool // pods whose creation was refused, reported once
 }
 
 // Logger receives what the stand-ins have to say; a testing.TB is one.
@@ -244,6 +245,14 @@ func (k *Kubelet) step(ctx context.Context) error {
 			pod, err := k.CS.CoreV1().Pods(k.NS).Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				pod, err = k.create(ctx, d, name)
+				if apierrors.IsForbidden(err) {
+					// Refused at admission (Pod Security): the controller
+					// reports it as a warning event and tries again later.
+					if err := k.reportRefusal(ctx, d, name, err); err != nil {
+						return err
+					}
+					continue
+				}
 			}
 			if err != nil {
 				return err
@@ -314,6 +323,34 @@ func (k *Kubelet) create(ctx context.Context, d appsv1.Deployment, name string) 
 	st.Conditions = append(st.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: readyStatus})
 	created.Status = st
 	return k.CS.CoreV1().Pods(k.NS).UpdateStatus(ctx, created, metav1.UpdateOptions{})
+}
+
+// reportRefusal records, once per pod, the FailedCreate warning event the
+// ReplicaSet controller records when the API server refuses a pod (on a
+// cluster it names the ReplicaSet; the stand-in has none and names the
+// Deployment).
+func (k *Kubelet) reportRefusal(ctx context.Context, d appsv1.Deployment, pod string, refusal error) error {
+	k.mu.Lock()
+	done := k.refused[pod]
+	k.mu.Unlock()
+	if done {
+		return nil
+	}
+	now := metav1.Now()
+	ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{GenerateName: d.Name + ".", Namespace: k.NS}, Type: corev1.EventTypeWarning,
+		Reason: "FailedCreate", Message: "Error creating: " + refusal.Error(), LastTimestamp: now, FirstTimestamp: now, Count: 1,
+		InvolvedObject: corev1.ObjectReference{Kind: "Deployment", Namespace: k.NS, Name: d.Name, APIVersion: "apps/v1"},
+		Source:         corev1.EventSource{Component: "replicaset-controller"}}
+	if _, err := k.CS.CoreV1().Events(k.NS).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("record the refusal of pod %s: %w", pod, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.refused == nil {
+		k.refused = map[string]bool{}
+	}
+	k.refused[pod] = true
+	return nil
 }
 
 func containerID(s string) string {

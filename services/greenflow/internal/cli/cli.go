@@ -57,6 +57,7 @@ Usage:
   greenflow token    list                                                      tokens, never their secrets
   greenflow token    revoke NAME|ID
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
+  greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
   greenflow version
 
@@ -96,6 +97,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runStatusCmd(ctx, args[1:], stdout)
 	case "nats-config":
 		err = runNATSConfig(ctx, args[1:], stdout, stderr)
+	case "clickhouse-users":
+		err = runClickHouseUsers(ctx, args[1:], stdout, stderr)
 	case "prune":
 		err = runPrune(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -69,6 +69,11 @@ func New(cfg Config, d Deps) (*Backend, error) {
 	if rc.Timeout == 0 {
 		rc.Timeout = cfg.RequestTimeout // an API server that hangs is retried like one that is down
 	}
+	logger := d.Logger.With(zap.String("component", "kubernetes-backend"))
+	// The API server's warnings (a run's pods that would not pass Pod
+	// Security "restricted", deprecated APIs in a manifest) go to the
+	// service's log, not client-go's stderr.
+	rc.WarningHandler = apiWarnings{logger}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes backend: client: %w", err)
@@ -78,8 +83,14 @@ func New(cfg Config, d Deps) (*Backend, error) {
 		return nil, fmt.Errorf("kubernetes backend: dynamic client: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
-	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: d.Logger.With(zap.String("component", "kubernetes-backend")),
-		clock: d.Clock}, nil
+	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: logger, clock: d.Clock}, nil
+}
+
+// apiWarnings logs the API server's warnings.
+type apiWarnings struct{ logger *zap.Logger }
+
+func (w apiWarnings) HandleWarningHeader(_ int, _ string, text string) {
+	w.logger.Info("kubernetes API warning", zap.String("warning", text))
 }
 
 // SetPlatform sets the installation id put on every run namespace.

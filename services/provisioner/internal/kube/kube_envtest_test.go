@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -589,4 +591,58 @@ spec:
 		"the API server names the field it does not know")
 	require.False(t, IsTransient(err), "a wrong manifest is not transient")
 	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(typo.RunID)))
+}
+
+// Run namespaces enforce Pod Security (the real kube-apiserver's admission):
+// a manifest with a privileged pod is refused, the run fails at once with
+// the API server's reason and leaves nothing; the reference processor runs
+// under "restricted".
+func TestPodSecurityRefusesAPrivilegedSUT(t *testing.T) {
+	cs := cluster(t)
+	core, logs := observer.New(zap.InfoLevel)
+	b, err := New(testConfig(), Deps{REST: kubetest.Admin, Logger: zap.New(core)})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	ctx := context.Background()
+
+	ok := run("psa-uc3", "uc3-go", &events.KubernetesSUT{Image: "registry.local/uc3-processor:v1", Replicas: 2})
+	deployed(t, b, ok, nil)
+	targets, err := b.Provision(ctx, ok)
+	require.NoError(t, err, "the reference processor passes restricted")
+	require.Zero(t, logs.FilterMessage("kubernetes API warning").Len(), "nothing to warn about")
+	require.Len(t, targets, 2)
+	n, err := cs.CoreV1().Namespaces().Get(ctx, b.Namespace(ok.RunID), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "restricted", n.Labels["pod-security.kubernetes.io/enforce"])
+	require.Equal(t, "v1.30", n.Labels["pod-security.kubernetes.io/enforce-version"])
+	remove(t, b, ok)
+
+	p := run("psa-privileged", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: miner}
+spec:
+  selector: {matchLabels: {app: miner}}
+  template:
+    metadata: {labels: {app: miner}}
+    spec:
+      containers:
+      - name: app
+        image: registry.local/miner:v1
+        securityContext: {privileged: true}
+`})
+	deployed(t, b, p, nil)
+	start := time.Now()
+	_, err = b.Provision(ctx, p)
+	require.Error(t, err)
+	t.Logf("refused: %v", err)
+	require.Less(t, time.Since(start), 15*time.Second, "fails on the refusal, not at the 20 s timeout")
+	require.ErrorContains(t, err, "deployment miner: the API server refuses its pods")
+	require.ErrorContains(t, err, `violates PodSecurity "baseline:v1.30": privileged (container "app" must not set securityContext.privileged=true)`)
+	require.True(t, kubetest.NamespaceDeleted(t, cs, b.Namespace(p.RunID)), "a refused run leaves nothing")
+	pods, err := cs.CoreV1().Pods(b.Namespace(p.RunID)).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.Empty(t, pods.Items, "no privileged pod was ever admitted")
+	warned := logs.FilterMessage("kubernetes API warning").All()
+	require.NotEmpty(t, warned, "the API server's warnings are in the service's log")
+	require.Contains(t, warned[0].ContextMap()["warning"], `would violate PodSecurity "restricted:v1.30"`)
 }

@@ -34,6 +34,50 @@ const (
 	AnnotationPlatform = "greenflow.dev/platform"
 )
 
+// Pod Security admission labels of a run's namespace. The API server
+// refuses, at pod creation, every pod above the enforced level — whatever
+// the run's template holds, since an operator's token may deploy any
+// manifest. The version is pinned, so a cluster upgrade cannot change what
+// a study's runs are admitted with halfway through; v1.30 is also the
+// oldest Kubernetes GreenFlow supports (deploy/base's admission policy needs
+// it).
+const (
+	LabelPodSecurityEnforce        = "pod-security.kubernetes.io/enforce"
+	LabelPodSecurityEnforceVersion = "pod-security.kubernetes.io/enforce-version"
+	LabelPodSecurityAudit          = "pod-security.kubernetes.io/audit"
+	LabelPodSecurityAuditVersion   = "pod-security.kubernetes.io/audit-version"
+	LabelPodSecurityWarn           = "pod-security.kubernetes.io/warn"
+	LabelPodSecurityWarnVersion    = "pod-security.kubernetes.io/warn-version"
+	PodSecurityVersion             = "v1.30"
+)
+
+// podSecurityLevel is the level a template's pods are held to: "restricted"
+// for the reference processor, whose image (ko, distroless nonroot) needs
+// nothing more; "baseline" for the Theodolite images and for manifests —
+// Theodolite's Kafka Streams image runs as root, and Flink's entrypoint
+// starts as root to switch to its user with gosu (needs CAP_SETUID/SETGID),
+// both of which "restricted" refuses, while "baseline" still refuses what
+// matters on a shared cluster: privileged containers, host namespaces, host
+// paths and added capabilities. A manifest may hold any image, so it gets
+// what the Theodolite images get, not more.
+func podSecurityLevel(template string) string {
+	if template == "uc3-go" {
+		return "restricted"
+	}
+	return "baseline"
+}
+
+// podSecurityLabels enforce level on a run's namespace, and warn and audit
+// at "restricted", so that what a baseline run would need to change to run
+// restricted shows in apply warnings and the audit log.
+func podSecurityLabels(level string) map[string]string {
+	return map[string]string{
+		LabelPodSecurityEnforce: level, LabelPodSecurityEnforceVersion: PodSecurityVersion,
+		LabelPodSecurityAudit: "restricted", LabelPodSecurityAuditVersion: PodSecurityVersion,
+		LabelPodSecurityWarn: "restricted", LabelPodSecurityWarnVersion: PodSecurityVersion,
+	}
+}
+
 var (
 	labelValueRE   = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
 	notLabelRE     = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

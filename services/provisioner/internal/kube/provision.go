@@ -114,7 +114,8 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 	if err != nil {
 		return nil, err
 	}
-	if err := b.applyNamespace(ctx, ns, lbl, ann, deadline); err != nil {
+	nsLabels := merge(lbl, podSecurityLabels(podSecurityLevel(p.SUT.Template)))
+	if err := b.applyNamespace(ctx, ns, nsLabels, ann, deadline); err != nil {
 		return nil, err
 	}
 	workloads, err := b.applyObjects(ctx, ns, objs, lbl, pl, kubeSUT(p).Env, deadline)
@@ -134,7 +135,7 @@ func (b *Backend) deploy(ctx context.Context, p events.RunProvision, ns string, 
 		return nil, err
 	}
 	ann[AnnotationReady] = string(base)
-	if err := b.applyNamespace(ctx, ns, lbl, ann, deadline); err != nil {
+	if err := b.applyNamespace(ctx, ns, nsLabels, ann, deadline); err != nil {
 		return nil, err
 	}
 	return targets, nil

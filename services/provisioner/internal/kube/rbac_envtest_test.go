@@ -13,7 +13,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -137,4 +140,58 @@ func scenario(t *testing.T, rc *rest.Config, suffix string) error {
 		return errors.New("a failed provision left its namespace")
 	}
 	return nil
+}
+
+// TestTheProvisionerManagesOnlyItsOwnNamespaces: RBAC grants the provisioner
+// every namespace; deploy/base's admission policy narrows it, on the real
+// API server, to the namespaces labelled as GreenFlow's. As the
+// provisioner's service account: an unmanaged namespace can be neither
+// deleted, relabelled nor adopted; a namespace it creates or changes must
+// keep the managed label and a pinned Pod Security level of restricted or
+// baseline; and a whole run (create, relabel at readiness, delete) works.
+func TestTheProvisionerManagesOnlyItsOwnNamespaces(t *testing.T) {
+	cs := cluster(t)
+	provtest.ApplyRBAC(t, cs) // with the namespace policy, as deployed
+	provtest.InstallCRD(t, "testdata/kafkatopic-crd.yaml")
+	provtest.EnsureNamespace(t, cs, "kafka")
+	strimziOperator(t, "kafka")
+	ctx := context.Background()
+	sa, err := kubernetes.NewForConfig(kubetest.As(provtest.ServiceAccount))
+	require.NoError(t, err)
+	provtest.EnsureNamespace(t, cs, "precious")
+	const policy = "greenflow-provisioner-namespaces"
+	refused := func(err error, what string) {
+		t.Helper()
+		require.Error(t, err, what)
+		require.True(t, apierrors.IsForbidden(err) || apierrors.IsInvalid(err), "%s: %v", what, err)
+		require.ErrorContains(t, err, policy, what)
+		t.Logf("%s: %v", what, err)
+	}
+
+	err = sa.CoreV1().Namespaces().Delete(ctx, "precious", metav1.DeleteOptions{})
+	refused(err, "delete an unmanaged namespace")
+	adopt := corev1ac.Namespace("precious").WithLabels(map[string]string{LabelManagedBy: ManagedBy})
+	_, err = sa.CoreV1().Namespaces().Apply(ctx, adopt, metav1.ApplyOptions{FieldManager: "greenflow-provisioner", Force: true})
+	refused(err, "adopt an unmanaged namespace by labelling it")
+	_, err = sa.CoreV1().Namespaces().Get(ctx, "precious", metav1.GetOptions{})
+	require.NoError(t, err, "still there")
+
+	own := "gf-policy-own"
+	lbl := merge(map[string]string{LabelManagedBy: ManagedBy}, podSecurityLabels("baseline"))
+	_, err = sa.CoreV1().Namespaces().Apply(ctx, corev1ac.Namespace("gf-policy-bare"), metav1.ApplyOptions{FieldManager: "greenflow-provisioner"})
+	refused(err, "create a namespace without the managed label")
+	_, err = sa.CoreV1().Namespaces().Apply(ctx, corev1ac.Namespace("gf-policy-priv").WithLabels(merge(lbl,
+		map[string]string{LabelPodSecurityEnforce: "privileged"})), metav1.ApplyOptions{FieldManager: "greenflow-provisioner"})
+	refused(err, "create a namespace that admits privileged pods")
+	_, err = sa.CoreV1().Namespaces().Apply(ctx, corev1ac.Namespace(own).WithLabels(lbl), metav1.ApplyOptions{FieldManager: "greenflow-provisioner"})
+	require.NoError(t, err, "create a managed namespace")
+	_, err = sa.CoreV1().Namespaces().Apply(ctx, corev1ac.Namespace(own).WithLabels(map[string]string{LabelManagedBy: ManagedBy}),
+		metav1.ApplyOptions{FieldManager: "greenflow-provisioner", Force: true})
+	refused(err, "drop the Pod Security labels of its own namespace")
+	_, err = sa.CoreV1().Namespaces().Apply(ctx, corev1ac.Namespace(own).WithLabels(podSecurityLabels("baseline")),
+		metav1.ApplyOptions{FieldManager: "greenflow-provisioner", Force: true})
+	refused(err, "drop the managed label of its own namespace")
+	require.NoError(t, sa.CoreV1().Namespaces().Delete(ctx, own, metav1.DeleteOptions{}), "delete its own namespace")
+
+	require.NoError(t, scenario(t, kubetest.As(provtest.ServiceAccount), "policy"), "a whole run under the role and the policy")
 }

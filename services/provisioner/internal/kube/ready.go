@@ -52,6 +52,11 @@ func (b *Backend) waitReady(ctx context.Context, ns string, lbl map[string]strin
 				unavailable = nil
 			}
 			fatal, waiting := b.diagnose(pods)
+			if fatal == "" && len(pending) > 0 {
+				if refused := b.refused(ctx, ns); refused != "" {
+					return nil, nil, fmt.Errorf("namespace %s: %s", ns, refused)
+				}
+			}
 			if fatal != "" {
 				return nil, nil, fmt.Errorf("namespace %s: %s%s", ns, fatal, b.warnings(ctx, ns))
 			}
@@ -196,6 +201,26 @@ func podState(p corev1.Pod) string {
 		return "not scheduled"
 	}
 	return string(p.Status.Phase) + " on " + p.Spec.NodeName + ", not ready"
+}
+
+// refused finds a pod the API server refused to create because it breaks
+// the namespace's Pod Security level (podSecurityLevel), as the workload's
+// controller reports it: a FailedCreate warning event. Such a refusal does
+// not heal by waiting, so the provision fails on it at once, with the
+// API server's reason, instead of at the ready timeout. Other create
+// failures (a quota) may heal and are left to the timeout's report.
+func (b *Backend) refused(ctx context.Context, ns string) string {
+	list, err := b.cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning,reason=FailedCreate"})
+	if err != nil {
+		return "" // the next poll asks again; the deadline bounds it
+	}
+	for _, e := range list.Items {
+		if strings.Contains(e.Message, "violates PodSecurity") {
+			return fmt.Sprintf("%s %s: the API server refuses its pods (the run's namespace enforces a Pod Security level; see the template's"+
+				" documentation for which): %s", strings.ToLower(e.InvolvedObject.Kind), e.InvolvedObject.Name, e.Message)
+		}
+	}
+	return ""
 }
 
 // warnings lists the namespace's latest warning events, for error messages.

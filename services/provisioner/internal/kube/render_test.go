@@ -5,6 +5,10 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	psaapi "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
 
 	"github.com/greenflow/greenflow/pkg/events"
 )
@@ -96,4 +100,38 @@ func TestNoKubeconfigIsAClearError(t *testing.T) {
 	require.ErrorContains(t, err, "KUBERNETES_SERVICE_HOST is unset")
 	_, err = RESTConfig("/nonexistent/kubeconfig", "")
 	require.ErrorContains(t, err, "kubeconfig /nonexistent/kubeconfig: stat /nonexistent/kubeconfig: no such file or directory")
+}
+
+// Each built-in template's pods are admitted at the Pod Security level its
+// run namespace enforces (Pod Security admission's own checks, as the API
+// server runs them), with the placement and environment the backend adds.
+func TestBuiltinTemplatesPassTheirPodSecurityLevel(t *testing.T) {
+	t.Parallel()
+	eval, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	require.NoError(t, err)
+	version, err := psaapi.ParseVersion(PodSecurityVersion)
+	require.NoError(t, err)
+	require.Equal(t, "restricted", podSecurityLevel("uc3-go"), "the reference processor needs nothing more")
+	for _, template := range Templates[:3] {
+		objs, err := Render(provision(template, &events.KubernetesSUT{Image: "img:1", Replicas: 2}), "ns")
+		require.NoError(t, err)
+		level, err := psaapi.ParseLevel(podSecurityLevel(template))
+		require.NoError(t, err)
+		for _, u := range objs {
+			if u.GetKind() != "Deployment" {
+				continue
+			}
+			var d appsv1.Deployment
+			require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d))
+			res := policy.AggregateCheckResults(eval.EvaluatePod(psaapi.LevelVersion{Level: level, Version: version},
+				&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec))
+			require.True(t, res.Allowed, "template %s, deployment %s refused at %s: %s", template, d.Name, level, res.ForbiddenDetail())
+		}
+	}
+	// What the namespace carries: enforced level, and restricted's warnings.
+	require.Equal(t, map[string]string{
+		"pod-security.kubernetes.io/enforce": "baseline", "pod-security.kubernetes.io/enforce-version": "v1.30",
+		"pod-security.kubernetes.io/audit": "restricted", "pod-security.kubernetes.io/audit-version": "v1.30",
+		"pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/warn-version": "v1.30",
+	}, podSecurityLabels(podSecurityLevel("manifest")))
 }

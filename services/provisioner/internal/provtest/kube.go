@@ -4,7 +4,9 @@ package provtest
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,6 +36,10 @@ import (
 // relative to a package directory under services/provisioner/internal.
 const RBACManifest = "../../../../deploy/base/provisioner-rbac.yaml"
 
+// NamespacePolicyManifest is the admission policy that narrows the
+// ClusterRole's namespace rights to the namespaces the provisioner manages.
+const NamespacePolicyManifest = "../../../../deploy/base/provisioner-namespace-policy.yaml"
+
 // ServiceAccount is the service account RBACManifest binds, in namespace
 // greenflow; kubetest.As(ServiceAccount) acts as it.
 const ServiceAccount = "greenflow-provisioner"
@@ -58,15 +64,61 @@ var rbac struct {
 }
 
 // ApplyRBAC applies RBACManifest (service account greenflow/
-// greenflow-provisioner, its ClusterRole and binding) once per test binary
-// — the objects stay for the binary's other tests — and returns them.
+// greenflow-provisioner, its ClusterRole and binding) and
+// NamespacePolicyManifest — the provisioner's rights as deployed — once per
+// test binary — the objects stay for the binary's other tests — and
+// returns the RBAC objects once the policy is in effect.
 func ApplyRBAC(tb testing.TB, cs kubernetes.Interface) kubetest.RBAC {
 	tb.Helper()
-	rbac.once.Do(func() { rbac.got, rbac.err = kubetest.ApplyRBAC(context.Background(), cs, RBACManifest, "greenflow") })
+	rbac.once.Do(func() {
+		rbac.got, rbac.err = kubetest.ApplyRBAC(context.Background(), cs, RBACManifest, "greenflow")
+		if rbac.err == nil {
+			rbac.err = applyNamespacePolicy(cs)
+		}
+	})
 	if rbac.err != nil {
 		tb.Fatal(rbac.err)
 	}
 	return rbac.got
+}
+
+// applyNamespacePolicy applies NamespacePolicyManifest and waits until the
+// API server enforces it: the provisioner's service account is refused, by
+// the policy, a (dry-run) namespace without the managed label. Admission
+// policies take effect asynchronously, a moment after they are created.
+func applyNamespacePolicy(cs kubernetes.Interface) error {
+	ctx := context.Background()
+	raw, err := os.ReadFile(NamespacePolicyManifest)
+	if err != nil {
+		return fmt.Errorf("read the namespace policy: %w", err)
+	}
+	objs, err := kubetest.Decode(raw, NamespacePolicyManifest)
+	if err != nil {
+		return err
+	}
+	a, err := kubetest.NewApplier(kubetest.Admin)
+	if err != nil {
+		return err
+	}
+	if err := a.Apply(ctx, objs); err != nil {
+		return err
+	}
+	sa, err := kubernetes.NewForConfig(kubetest.As(ServiceAccount))
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := sa.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "policy-probe"}},
+			metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil && strings.Contains(err.Error(), "greenflow-provisioner-namespaces") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the namespace policy is not in effect after 30 s: an unlabelled namespace got %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the API server for the policy's effect, bounded above
+	}
 }
 
 // BindRole grants service account greenflow/sa exactly rules (a

@@ -1,0 +1,51 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+)
+
+// testAPIServer is the Kubernetes API server's address the tests give the
+// overlays (envtest's service range is 10.0.0.0/24), as an operator sets
+// their cluster's.
+const testAPIServer = "10.0.0.1"
+
+// render builds the kustomization in dir as `kubectl kustomize` does
+// (kustomize's own library, in process).
+func render(t testing.TB, dir string) []byte {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	require.NoError(t, err, "kustomize build %s", dir)
+	out, err := rm.AsYaml()
+	require.NoError(t, err)
+	return out
+}
+
+// configured is dir with what an operator sets (the README's steps): the
+// API server's address in the provisioner's network policy. It returns a
+// kustomization directory of its own that builds dir with the change.
+func configured(t testing.TB, dir string) string {
+	t.Helper()
+	abs, err := filepath.Abs(dir)
+	require.NoError(t, err)
+	tmp := t.TempDir()
+	rel, err := filepath.Rel(tmp, abs) // kustomize takes relative paths only
+	require.NoError(t, err)
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [%q]
+patches:
+  - target: {kind: NetworkPolicy, name: greenflow-provisioner-kube-api}
+    patch: |-
+      - {op: replace, path: /spec/egress/0/to/0/ipBlock/cidr, value: %s/32}
+`, rel, testAPIServer)
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644))
+	return tmp
+}
