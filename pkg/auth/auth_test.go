@@ -347,3 +347,36 @@ func TestANameCannotShadowAnID(t *testing.T) {
 	require.NoError(t, auth.ValidName("e1a124e228b7x"))
 	require.ErrorContains(t, auth.ValidName("e1a124e228b7"), "looks like a token id")
 }
+
+// TestAdoptedTokenWorksOnceAndStaysRevoked: a token drawn offline (a
+// cluster's first admin token, put into a Secret before NATS exists) works
+// at the API once adopted; adopting it again changes nothing; once revoked,
+// adopting it again does not bring it back.
+func TestAdoptedTokenWorksOnceAndStaysRevoked(t *testing.T) {
+	e := newEnv(t, auth.DefaultLimits())
+	ctx := t.Context()
+	url := e.url + "/v1/things"
+	plain, err := auth.Draw()
+	require.NoError(t, err)
+	require.Equal(t, 401, do(t, "GET", url, plain, "", "").code, "not adopted yet")
+	first, err := e.store.Adopt(ctx, "cluster-admin", auth.Admin, plain)
+	require.NoError(t, err)
+	require.Equal(t, auth.Admin, first.Role)
+	require.Equal(t, 200, do(t, "GET", url, plain, "", "").code)
+	again, err := e.store.Adopt(ctx, "cluster-admin", auth.Admin, plain)
+	require.NoError(t, err)
+	require.Equal(t, first, again)
+
+	other, err := auth.Draw()
+	require.NoError(t, err)
+	_, err = e.store.Adopt(ctx, "cluster-admin", auth.Admin, other)
+	require.ErrorContains(t, err, `token name "cluster-admin" is taken`)
+	_, err = e.store.Adopt(ctx, "x", auth.Admin, "gft_not-a-token")
+	require.Error(t, err)
+
+	_, err = e.store.Revoke(ctx, first.ID)
+	require.NoError(t, err)
+	_, err = e.store.Adopt(ctx, "cluster-admin", auth.Admin, plain)
+	require.ErrorIs(t, err, auth.ErrRevoked)
+	require.Equal(t, 401, do(t, "GET", url, plain, "", "").code, "revoked stays revoked")
+}

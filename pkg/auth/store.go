@@ -87,6 +87,52 @@ func (s *Store) Create(ctx context.Context, name string, role Role, ttl time.Dur
 	return plain, t, nil
 }
 
+// Adopt stores the record of a token drawn elsewhere (Draw) — a cluster's
+// first admin token, made by `greenflow cluster up` into a Secret the
+// scheduler reads — under name and role. Adopting the same token again
+// returns its record (a restarted scheduler adopts it once more); a revoked
+// one stays revoked, and a name a live token of another id holds is
+// refused, as in Create.
+func (s *Store) Adopt(ctx context.Context, name string, role Role, plain string) (Token, error) {
+	id, err := idOf(plain)
+	if err != nil {
+		return Token{}, err
+	}
+	if t, _, err := s.get(ctx, id); err == nil {
+		switch {
+		case !t.matches(plain):
+			return Token{}, fmt.Errorf("token %s: another token has this id", id)
+		case t.Revoked():
+			return t, ErrRevoked
+		}
+		return t, nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Token{}, err
+	}
+	if err := ValidName(name); err != nil {
+		return Token{}, err
+	}
+	if _, ok := rank[role]; !ok {
+		return Token{}, fmt.Errorf("role %q: expected viewer, operator or admin", role)
+	}
+	all, err := s.List(ctx)
+	if err != nil {
+		return Token{}, err
+	}
+	now := s.clock.Now()
+	for _, t := range all {
+		if t.Name == name && !t.Revoked() && !t.Expired(now) {
+			return Token{}, fmt.Errorf("token name %q is taken by token %s: revoke it first or pick another name", name, t.ID)
+		}
+	}
+	t := Token{ID: id, Name: name, Role: role, Hash: hashOf(plain), CreatedMs: now.UnixMilli()}
+	b, _ := json.Marshal(t)
+	if _, err := s.kv.Create(ctx, t.ID, b); err != nil {
+		return Token{}, fmt.Errorf("store token %s: %w", name, err)
+	}
+	return t, nil
+}
+
 // Verify returns the record of a presented token, or why it is refused.
 func (s *Store) Verify(ctx context.Context, plain string) (Token, error) {
 	id, err := idOf(plain)

@@ -83,6 +83,13 @@ func newToken(name string, role Role, now time.Time, ttl time.Duration) (string,
 	return plain, t, nil
 }
 
+// Draw makes a token without storing it, for a record made later with
+// Store.Adopt (a Secret written before the cluster's NATS exists).
+func Draw() (string, error) {
+	plain, _, err := newToken("draw", Viewer, time.Time{}, 0)
+	return plain, err
+}
+
 func hashOf(plain string) string {
 	h := sha256.Sum256([]byte(plain))
 	return hex.EncodeToString(h[:])

@@ -10,18 +10,12 @@ import (
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubeready"
 	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
-
-// fatalWaiting are container waiting reasons that do not heal by waiting.
-var fatalWaiting = map[string]bool{
-	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true, "ErrImageNeverPull": true,
-	"CrashLoopBackOff": true, "CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
-}
 
 // waitReady waits until every workload has its replicas ready, then returns
 // one target per container of the run's pods. It fails early, with the
@@ -104,103 +98,12 @@ func (b *Backend) workloadPending(ctx context.Context, w object) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("get %s: %w", describe(w.u), explain(err))
 	}
-	num := func(path ...string) int64 {
-		v, _, _ := unstructured.NestedInt64(u.Object, path...)
-		return v
-	}
-	var want, ready int64
-	switch u.GetKind() {
-	case "Deployment", "StatefulSet", "ReplicaSet":
-		want = 1
-		if v, found, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); found {
-			want = v
-		}
-		ready = min(num("status", "readyReplicas"), num("status", "updatedReplicas"))
-		if u.GetKind() == "ReplicaSet" {
-			ready = num("status", "readyReplicas")
-		}
-		if u.GetKind() == "Deployment" && num("status", "replicas") > num("status", "updatedReplicas") {
-			// old pods of an earlier spec are still around (kubectl rollout status)
-			return fmt.Sprintf("deployment %s: %d old replica(s) still terminating", u.GetName(), num("status", "replicas")-num("status", "updatedReplicas")), nil
-		}
-		if g := u.GetGeneration(); num("status", "observedGeneration") < g {
-			return fmt.Sprintf("%s %s: %d/%d replicas ready (its controller has not yet seen generation %d)",
-				strings.ToLower(u.GetKind()), u.GetName(), ready, want, g), nil
-		}
-	case "DaemonSet":
-		want, ready = num("status", "desiredNumberScheduled"), min(num("status", "numberReady"), num("status", "updatedNumberScheduled"))
-		if g := u.GetGeneration(); num("status", "observedGeneration") < g {
-			return fmt.Sprintf("daemonset %s: its controller has not yet seen generation %d", u.GetName(), g), nil
-		}
-	default:
-		return "", nil // jobs and others: applied is enough
-	}
-	if ready >= want {
-		return "", nil
-	}
-	return fmt.Sprintf("%s %s: %d/%d replicas ready", strings.ToLower(u.GetKind()), u.GetName(), ready, want), nil
+	return kubeready.Workload(u), nil
 }
 
 // diagnose finds a fatal pod problem, and describes pods not yet ready.
 func (b *Backend) diagnose(pods []corev1.Pod) (fatal string, waiting []string) {
-	for _, p := range pods {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		if p.Status.Phase == corev1.PodFailed {
-			return fmt.Sprintf("pod %s failed: %s %s", p.Name, p.Status.Reason, p.Status.Message), nil
-		}
-		for _, c := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
-			if w := c.State.Waiting; w != nil && fatalWaiting[w.Reason] {
-				s := fmt.Sprintf("pod %s container %s: %s", p.Name, c.Name, w.Reason)
-				if w.Message != "" {
-					s += ": " + w.Message
-				}
-				if t := c.LastTerminationState.Terminated; t != nil {
-					s += fmt.Sprintf(" (last exit code %d, %s)", t.ExitCode, t.Reason)
-				}
-				return s, nil
-			}
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
-				since := c.LastTransitionTime.Time
-				if since.IsZero() {
-					since = p.CreationTimestamp.Time
-				}
-				s := fmt.Sprintf("pod %s unschedulable: %s", p.Name, c.Message)
-				if b.clock.Now().Sub(since) >= b.cfg.UnschedulableGrace {
-					return s + fmt.Sprintf(" (for %s)", b.clock.Now().Sub(since).Round(time.Second)), nil
-				}
-				waiting = append(waiting, s)
-			}
-		}
-		if !podReady(p) {
-			waiting = append(waiting, fmt.Sprintf("pod %s %s", p.Name, podState(p)))
-		}
-	}
-	return "", waiting
-}
-
-func podReady(p corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func podState(p corev1.Pod) string {
-	for _, c := range p.Status.ContainerStatuses {
-		if c.State.Waiting != nil && c.State.Waiting.Reason != "" {
-			return c.Name + " " + c.State.Waiting.Reason
-		}
-	}
-	if p.Spec.NodeName == "" {
-		return "not scheduled"
-	}
-	return string(p.Status.Phase) + " on " + p.Spec.NodeName + ", not ready"
+	return kubeready.Diagnose(pods, b.clock.Now(), b.cfg.UnschedulableGrace)
 }
 
 // refused finds a pod the API server refused to create because it breaks
@@ -226,26 +129,10 @@ func (b *Backend) refused(ctx context.Context, ns string) string {
 // warnings lists the namespace's latest warning events, for error messages.
 func (b *Backend) warnings(ctx context.Context, ns string) string {
 	list, err := b.cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "type=Warning"})
-	if err != nil || len(list.Items) == 0 {
+	if err != nil {
 		return ""
 	}
-	evs := list.Items
-	sort.Slice(evs, func(i, j int) bool { return eventTime(evs[i]).After(eventTime(evs[j])) })
-	var out []string
-	for _, e := range evs[:min(len(evs), 3)] {
-		out = append(out, fmt.Sprintf("%s %s/%s: %s", e.Reason, strings.ToLower(e.InvolvedObject.Kind), e.InvolvedObject.Name, e.Message))
-	}
-	return "; warning events: " + strings.Join(out, "; ")
-}
-
-func eventTime(e corev1.Event) time.Time {
-	switch {
-	case !e.LastTimestamp.IsZero():
-		return e.LastTimestamp.Time
-	case !e.EventTime.IsZero():
-		return e.EventTime.Time
-	}
-	return e.CreationTimestamp.Time
+	return kubeready.Warnings(list.Items)
 }
 
 // podTargets is one target per container of each ready pod.
@@ -253,7 +140,7 @@ func podTargets(pods []corev1.Pod) []events.Target {
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
 	var out []events.Target
 	for _, p := range pods {
-		if p.DeletionTimestamp != nil || !podReady(p) {
+		if p.DeletionTimestamp != nil || !kubeready.PodReady(p) {
 			continue
 		}
 		cs := append([]corev1.ContainerStatus{}, p.Status.ContainerStatuses...)

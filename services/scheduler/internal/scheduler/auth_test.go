@@ -1,12 +1,15 @@
 package scheduler_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -226,3 +229,34 @@ func TestTokensNeverLeakIntoLogsOrEvents(t *testing.T) {
 
 // secretOf is the random part of a token.
 func secretOf(token string) string { return token[len(auth.Prefix)+13:] }
+
+// TestAdminTokenFileIsAdoptedAtStart: a cluster's first admin token, drawn
+// before the platform ran and given as --admin-token-file, works at the API
+// once the scheduler has started — and once an admin revoked it, a restart
+// with the same file does not bring it back.
+func TestAdminTokenFileIsAdoptedAtStart(t *testing.T) {
+	t.Parallel()
+	plain, err := auth.Draw()
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "admin.token")
+	require.NoError(t, os.WriteFile(file, []byte(plain+"\n"), 0o600))
+	h, _ := newHarness(t, func(c *scheduler.Config) { c.AdminTokenFile = file })
+	mux := http.NewServeMux()
+	h.sched.RegisterHTTP(mux)
+	url := serveWithToken(t, mux, plain)
+	get := func() int {
+		resp, err := apiClient.Get(url + "/v1/tokens")
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, get(), "the adopted token is an admin's")
+
+	store, err := auth.OpenStore(t.Context(), h.bus, nil)
+	require.NoError(t, err)
+	_, err = store.Revoke(t.Context(), "cluster-admin")
+	require.NoError(t, err)
+	h.stopScheduler()
+	h.stopScheduler = h.startScheduler(context.Background(), func(c *scheduler.Config) { c.AdminTokenFile = file })
+	require.Equal(t, http.StatusUnauthorized, get(), "revoked stays revoked across a restart")
+}

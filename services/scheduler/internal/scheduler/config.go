@@ -39,6 +39,11 @@ type Config struct {
 	Resend time.Duration `yaml:"resend"`
 	// HTTP bounds what one client may send to the HTTP API.
 	HTTP auth.Limits `yaml:"http"`
+	// AdminTokenFile holds a token drawn before the platform ran (`greenflow
+	// cluster up` puts one in a Secret): the scheduler adopts it as the
+	// admin token "cluster-admin" when it starts, so a new cluster has a
+	// first token without anyone reaching its NATS.
+	AdminTokenFile string `yaml:"adminTokenFile" flag:"admin-token-file" help:"file holding a drawn API token to adopt as the admin token cluster-admin at start (a Secret from greenflow cluster up)"`
 	// Version and Commit are stored with each experiment.
 	Version string `yaml:"-"`
 	Commit  string `yaml:"-"`

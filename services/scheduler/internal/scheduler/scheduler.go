@@ -20,6 +20,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -157,12 +159,42 @@ func (s *Scheduler) Init(ctx context.Context) error {
 		return err
 	}
 	s.watch = w
+	if err := s.adoptAdminToken(ctx); err != nil {
+		return err
+	}
 	if n := len(s.view.active()); n > 0 {
 		s.logger.Info("resuming unfinished experiments", zap.Int("experiments", n))
 	}
 	if len(s.view.triggerSubjects()) > 0 {
 		s.armTriggerConsumer()
 	}
+	return nil
+}
+
+// adoptAdminToken adopts the token in Config.AdminTokenFile, if any, as
+// the admin token cluster-admin (pkg/auth.Store.Adopt: once; a revoked one
+// stays revoked, which only a warning reports).
+func (s *Scheduler) adoptAdminToken(ctx context.Context) error {
+	if s.cfg.AdminTokenFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(s.cfg.AdminTokenFile)
+	if err != nil {
+		return fmt.Errorf("read --admin-token-file: %w", err)
+	}
+	tokens, err := s.tokens.Store(ctx)
+	if err != nil {
+		return err
+	}
+	t, err := tokens.Adopt(ctx, "cluster-admin", auth.Admin, strings.TrimSpace(string(b)))
+	switch {
+	case errors.Is(err, auth.ErrRevoked):
+		s.logger.Warn("the token in --admin-token-file was revoked; not adopted again", zap.String("token_id", t.ID))
+		return nil
+	case err != nil:
+		return fmt.Errorf("--admin-token-file %s: %w", s.cfg.AdminTokenFile, err)
+	}
+	s.logger.Info("admin token adopted", zap.String("token_id", t.ID), zap.String("name", t.Name))
 	return nil
 }
 
