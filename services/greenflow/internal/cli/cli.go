@@ -58,6 +58,7 @@ Usage:
   greenflow token    revoke NAME|ID
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
+  greenflow cluster up|status|down [--kubeconfig F] [--overlay single-node|testbed|DIR]   the platform on a Kubernetes cluster
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
   greenflow version
 
@@ -99,6 +100,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runNATSConfig(ctx, args[1:], stdout, stderr)
 	case "clickhouse-users":
 		err = runClickHouseUsers(ctx, args[1:], stdout, stderr)
+	case "cluster":
+		err = runCluster(ctx, args[1:], stdout, stderr)
 	case "prune":
 		err = runPrune(ctx, args[1:], stdout, stderr)
 	case "version":

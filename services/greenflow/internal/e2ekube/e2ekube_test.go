@@ -11,6 +11,8 @@ package e2ekube
 import (
 	"context"
 	"os"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +111,18 @@ func TestConsolidationExperimentOnKubernetes(t *testing.T) {
 		require.True(t, r.Estimated)
 		require.True(t, kubetest.NamespaceDeleted(t, cs, "gf-"+r.RunID), "torn down")
 	}
+}
+
+// TestClusterStatusBeforeUp: `greenflow cluster status` on a cluster without
+// GreenFlow names every component as not applied, and says what to run,
+// with a non-zero exit (pkg/cluster's own test drives up and down).
+func TestClusterStatusBeforeUp(t *testing.T) {
+	var out, errOut strings.Builder
+	code := cli.Main([]string{"cluster", "status", "--kubeconfig", kubetest.Kubeconfig(t, t.TempDir()), "--secrets-dir", t.TempDir()}, &out, &errOut)
+	require.Equal(t, 1, code, "stdout: %s\nstderr: %s", out.String(), errOut.String())
+	require.Contains(t, errOut.String(), "not every component is ready")
+	for _, c := range []string{"greenflow/scheduler", "greenflow-collector/energy-collector", "greenflow/nats", "greenflow/clickhouse"} {
+		require.Regexp(t, `(?m)^\s+\S+\s+`+regexp.QuoteMeta(c)+`\s+NOT READY: not applied \(run greenflow cluster up\)$`, out.String())
+	}
+	require.Contains(t, out.String(), "kafka/greenflow                          NOT READY: the cluster does not serve Kafka kafka.strimzi.io/v1 (Strimzi's operator")
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -179,6 +180,12 @@ func (s *Scheduler) adoptAdminToken(ctx context.Context) error {
 		return nil
 	}
 	b, err := os.ReadFile(s.cfg.AdminTokenFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The deployment names the file in every scheduler's Secret; one
+		// made by hand may have no token to adopt.
+		s.logger.Info("no admin token to adopt", zap.String("file", s.cfg.AdminTokenFile))
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("read --admin-token-file: %w", err)
 	}

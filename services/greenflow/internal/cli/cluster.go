@@ -1,0 +1,108 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/greenflow/greenflow/pkg/cluster"
+)
+
+// runCluster is `greenflow cluster up|status|down`: the whole platform on
+// a Kubernetes cluster from a kubeconfig (pkg/cluster).
+func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "up" && args[0] != "status" && args[0] != "down") {
+		return errors.New("expected up, status or down: greenflow cluster up|status|down [--kubeconfig FILE] [--overlay single-node|testbed|DIR]")
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("cluster "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the cluster (default: $KUBECONFIG, then ~/.kube/config)")
+	kubeContext := fs.String("context", "", "kubeconfig context (default: the current one)")
+	overlay := fs.String("overlay", "single-node", "single-node, testbed, or a kustomization directory of your own")
+	secretsDir := fs.String("secrets-dir", "", "where the credentials are made and kept (default: ~/.config/greenflow/cluster-<context>)")
+	timeout := fs.Duration("timeout", 10*time.Minute, "how long up waits for readiness, and down for the namespaces to go")
+	var cidrs []string
+	fs.Func("api-server-cidr", "the Kubernetes API server's addresses as a CIDR, for the provisioner's egress (repeatable; default: read from the cluster)",
+		func(v string) error { cidrs = append(cidrs, v); return nil })
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = *kubeconfig
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: *kubeContext})
+	rc, err := cc.ClientConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	if *secretsDir == "" {
+		raw, err := cc.RawConfig()
+		if err != nil {
+			return fmt.Errorf("kubeconfig: %w", err)
+		}
+		name := raw.CurrentContext
+		if *kubeContext != "" {
+			name = *kubeContext
+		}
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return fmt.Errorf("--secrets-dir: %w", err)
+		}
+		*secretsDir = filepath.Join(dir, "greenflow", "cluster-"+strings.NewReplacer("/", "_", ":", "_").Replace(name))
+	}
+	c, err := cluster.New(rc, cluster.Options{Overlay: *overlay, SecretsDir: *secretsDir, APIServerCIDRs: cidrs, Timeout: *timeout,
+		Progress: func(s string) { fmt.Fprintln(stderr, s) }})
+	if err != nil {
+		return err
+	}
+	switch verb {
+	case "up":
+		comps, err := c.Up(ctx)
+		if err != nil {
+			return err
+		}
+		printComponents(stdout, comps)
+		fmt.Fprintf(stdout, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
+  API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then
+              GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url http://127.0.0.1:9464
+  dashboards: point Grafana at clickhouse.greenflow.svc:9000 as greenflow_reader (deploy/grafana, README "Grafana")
+`, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir))
+		return nil
+	case "status":
+		comps, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		printComponents(stdout, comps)
+		for _, comp := range comps {
+			if !comp.Ready {
+				return errors.New("not every component is ready")
+			}
+		}
+		return nil
+	default:
+		if err := c.Down(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "GreenFlow is down; the credentials stay in %s\n", *secretsDir)
+		return nil
+	}
+}
+
+func printComponents(w io.Writer, comps []cluster.Component) {
+	for _, c := range comps {
+		mark := "ready"
+		if !c.Ready {
+			mark = "NOT READY: " + c.Reason
+		}
+		fmt.Fprintf(w, "  %-12s %-40s %s\n", strings.ToLower(c.Kind), c.Namespace+"/"+c.Name, mark)
+	}
+}
