@@ -125,7 +125,7 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 	// and buckets it owns (access.go); the bus then looks the others up.
 	b.secured = nc.Opts.Nkey != "" || nc.Opts.User != "" || nc.Opts.Token != "" || nc.Opts.UserJWT != nil
 	nc.SetErrorHandler(b.asyncError)
-	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream} {
+	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream, collectorStream, watchStream} {
 		if err := b.DeclareStream(ctx, cfg); err != nil {
 			return nil, err
 		}

@@ -259,3 +259,58 @@ func TestOnlyTheOwnerMayReconfigureAStream(t *testing.T) {
 	require.False(t, bus.Declares(string(events.ServiceCLI), bus.StreamLifecycle))
 	require.False(t, bus.Declares(string(events.ServiceAnalyzer), "KV_"+bus.BucketTokens), "the analyzer only reads tokens")
 }
+
+// No user may declare, pull from or acknowledge through another service's
+// durable consumer: with the energy-collectors' seed a trial pulled and
+// acked a run.torn_down meant for the scheduler (the collectors may use any
+// consumer name, one per instance), and the run failed. A pull alone takes
+// a message for the ack wait and spends one of its deliveries, so it is
+// refused too. Every user is tried against every other service's consumer
+// (from bus.ConsumersOf, an instance name for a per-instance one, plus the
+// scheduler's trigger consumer), each attempt on the server.
+func TestNoUserUsesAnotherServicesConsumer(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	type consumer struct {
+		owner        events.Service
+		stream, name string
+	}
+	var all []consumer
+	for _, svc := range events.Services {
+		for _, c := range bus.ConsumersOf(svc) {
+			stream := c.Stream
+			if stream == "" {
+				stream = bus.StreamLifecycle
+			}
+			all = append(all, consumer{svc, stream, strings.Replace(c.Durable, "*", "host-a", 1)})
+		}
+	}
+	all = append(all, consumer{events.ServiceScheduler, bus.StreamTriggers, "scheduler-triggers"})
+	require.Greater(t, len(all), 6)
+	for _, u := range events.Services {
+		v := &violations{}
+		nc := s.Conn(t, string(u), nats.ErrorHandler(v.handler))
+		var want []string
+		for _, c := range all {
+			if c.owner == u {
+				continue
+			}
+			for _, subj := range []string{
+				"$JS.API.CONSUMER.CREATE." + c.stream + "." + c.name,
+				"$JS.API.CONSUMER.DURABLE.CREATE." + c.stream + "." + c.name,
+				"$JS.API.CONSUMER.MSG.NEXT." + c.stream + "." + c.name,
+				"$JS.ACK." + c.stream + "." + c.name + ".1.1.1.1700000000000000000.0",
+			} {
+				// The attempt itself: a pull request as nats.go sends it, an
+				// ack as a message with no reply.
+				require.NoError(t, nc.PublishRequest(subj, nc.NewRespInbox(), []byte(`{"batch":1,"expires":100000000}`)))
+				want = append(want, subj)
+			}
+		}
+		require.NoError(t, nc.Flush())
+		for _, subj := range want {
+			testenv.Eventually(t, 5*time.Second, fmt.Sprintf("%s refused %s", u, subj), func() bool {
+				return v.has("publish", subj)
+			})
+		}
+	}
+}
