@@ -45,6 +45,15 @@ func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 	out, code := run("token", "list", "--token", forged)
 	require.NotZero(t, code)
 	require.Contains(t, out, "unknown token (HTTP 401)")
-	require.Contains(t, out, "the token (from --token) was refused")
+	require.Contains(t, out, "the token given with --token was refused: give a valid one, or ask an admin")
 	require.NotContains(t, out, forged)
+
+	// A valid token with too low a role: the hint names the role needed.
+	viewer, _, err := tokens.Create(t.Context(), "reader", auth.Viewer, 0)
+	require.NoError(t, err)
+	out, code = run("token", "list", "--token", viewer)
+	require.NotZero(t, code)
+	require.Contains(t, out, "(HTTP 403)")
+	require.Contains(t, out, "is valid but this needs role admin")
+	require.Contains(t, out, "--role admin")
 }

@@ -45,7 +45,8 @@ const tokenEnv = "GREENFLOW_TOKEN"
 // --api-url or the running dev stack; its token from --token, then
 // $GREENFLOW_TOKEN, then the dev stack's admin token file.
 func (c *connFlags) api() (*apiClient, error) {
-	a := &apiClient{base: strings.TrimRight(c.apiURL, "/"), token: c.token, tokenFrom: "--token", hc: &http.Client{}}
+	a := &apiClient{base: strings.TrimRight(c.apiURL, "/"), token: c.token, tokenFrom: "--token", hc: &http.Client{},
+		tokenFile: filepath.Join(c.stateDir, devstack.TokenFile)}
 	if a.base == "" {
 		ep, err := devstack.ReadEndpoints(c.stateDir)
 		if errors.Is(err, devstack.ErrNotRunning) {
