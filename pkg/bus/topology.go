@@ -169,9 +169,11 @@ func (b *Bus) declares(st string) bool { return !b.secured || Declares(b.produce
 // declare creates or updates stream cfg when this bus declares it, and
 // otherwise waits (with ctx) until its owner has.
 func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
+	ctx, done := b.refusable(ctx, jsAPIOn(cfg.Name))
+	defer done()
 	if b.declares(cfg.Name) {
 		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+			return fmt.Errorf("declare stream %s: %w", cfg.Name, refusal(ctx, err))
 		}
 		return nil
 	}
@@ -180,7 +182,7 @@ func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return errNotYet
 		}
-		return err
+		return refusal(ctx, err)
 	})
 }
 

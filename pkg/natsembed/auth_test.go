@@ -314,3 +314,46 @@ func TestNoUserUsesAnotherServicesConsumer(t *testing.T) {
 		}
 	}
 }
+
+// A call the server refuses for permissions fails at once with
+// bus.ErrRefused naming the user and the subject — not, after the call's
+// deadline (5 s by default for JetStream), with a timeout that says nothing
+// about why: a forged event, a write to a bucket the user only reads, a
+// request the user may not make. The deadline here is 30 s, so an error
+// that is not the refusal would come from it.
+func TestRefusedCallsFailAtOnce(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := s.Bus(t, bus.UserAdmin)
+	_, err := admin.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1})
+	require.NoError(t, err)
+	loadgen := s.Bus(t, string(events.ServiceLoadGenerator))
+	analyzer := s.Bus(t, string(events.ServiceAnalyzer))
+	tokens, err := analyzer.KV(ctx, bus.BucketTokens)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, subject string
+		call          func() error
+	}{
+		{"forged event", bus.Subject(events.TypeRunAnalyzed), func() error {
+			return loadgen.Publish(ctx, &events.RunAnalyzed{ExperimentID: "e", RunID: "r"}, "")
+		}},
+		{"write to a bucket read only", "$KV." + bus.BucketTokens + ".x", func() error {
+			_, err := tokens.Put(ctx, "x", []byte("minted"))
+			return err
+		}},
+		{"request not allowed", bus.SubjectAPI + "submit", func() error {
+			_, err := analyzer.Request(ctx, bus.SubjectAPI+"submit", []byte(`{}`))
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := tc.call()
+			require.ErrorIs(t, err, bus.ErrRefused)
+			require.ErrorContains(t, err, fmt.Sprintf("may not publish to %q", tc.subject))
+			t.Logf("refused after %s: %v", time.Since(start), err)
+		})
+	}
+}
