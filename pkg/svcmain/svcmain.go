@@ -77,13 +77,20 @@ func (c *Common) DSN() (string, error) {
 	if c.ClickHouseDSNFile == "" {
 		return c.ClickHouseDSN, nil
 	}
-	b, err := os.ReadFile(c.ClickHouseDSNFile)
+	return ReadDSNFile(c.ClickHouseDSNFile)
+}
+
+// ReadDSNFile reads the ClickHouse DSN in path (--clickhouse-dsn-file of
+// the services and the CLI): a DSN holds a password, so it is kept out of
+// command lines.
+func ReadDSNFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("read --clickhouse-dsn-file: %w", err)
 	}
 	dsn := strings.TrimSpace(string(b))
 	if dsn == "" {
-		return "", fmt.Errorf("--clickhouse-dsn-file %s: empty, expected clickhouse://user:password@host:9000/database", c.ClickHouseDSNFile)
+		return "", fmt.Errorf("--clickhouse-dsn-file %s: empty, expected clickhouse://user:password@host:9000/database", path)
 	}
 	return dsn, nil
 }

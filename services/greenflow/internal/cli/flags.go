@@ -17,11 +17,13 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
 type connFlags struct {
 	stateDir, natsURL, clickhouseDSN string
+	clickhouseDSNFile                string
 	natsNKeyFile                     string
 	apiURL, token                    string
 	// writer: the command writes ClickHouse (prune), so it takes the dev
@@ -33,7 +35,8 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
 	fs.StringVar(&c.natsNKeyFile, "nats-nkey-file", "", "file holding the NATS nkey seed to connect with (default: the dev stack's, in the state dir)")
-	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir)")
+	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir); it holds a password, which a command line shows to every user: prefer --clickhouse-dsn-file")
+	fs.StringVar(&c.clickhouseDSNFile, "clickhouse-dsn-file", "", "file holding the ClickHouse DSN with its password; overrides --clickhouse-dsn (default: the dev stack's reader DSN, in the state dir)")
 	fs.StringVar(&c.apiURL, "api-url", "", "the scheduler's HTTP API, e.g. http://127.0.0.1:9464 (default: from the dev state dir)")
 	fs.StringVar(&c.token, "token", "", "API token (default: $GREENFLOW_TOKEN, else the dev stack's admin token in the state dir)")
 }
@@ -85,8 +88,16 @@ func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
 	return creds.Options()
 }
 
-// resolve fills missing addresses from a running dev stack.
+// resolve fills missing addresses from --clickhouse-dsn-file and a running
+// dev stack.
 func (c *connFlags) resolve(needNATS bool) error {
+	if c.clickhouseDSNFile != "" {
+		dsn, err := svcmain.ReadDSNFile(c.clickhouseDSNFile)
+		if err != nil {
+			return err
+		}
+		c.clickhouseDSN, c.clickhouseDSNFile = dsn, ""
+	}
 	if c.natsURL != "" && c.clickhouseDSN != "" {
 		return nil
 	}
