@@ -42,6 +42,7 @@ type Common struct {
 	ClickHouseDSNFile string
 	KafkaBrokers      string
 	MetricsAddr       string
+	HTTPTLS           service.HTTPTLS // serve the HTTP server over TLS
 	LogLevel          string
 	LogConsole        bool
 }
@@ -67,6 +68,9 @@ func (c *Common) register(fs *flag.FlagSet, needs Needs) {
 		addr = needs.MetricsAddr
 	}
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", addr, "address serving /metrics and /healthz (empty disables)")
+	if err := BindFlags(fs, &c.HTTPTLS); err != nil {
+		panic(err) // the tags are declared in pkg/service; a bad one is a programming error
+	}
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogConsole, "log-console", false, "human-readable logs instead of JSON")
 }
@@ -260,6 +264,7 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	reg := service.NewRegistry()
 	health := &service.Health{}
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
+	srv.TLS = c.HTTPTLS
 	d := Deps{Name: name, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
 	if !needs.Standalone {
 		opts, err := c.NATS.Options()
