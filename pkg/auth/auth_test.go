@@ -379,4 +379,23 @@ func TestAdoptedTokenWorksOnceAndStaysRevoked(t *testing.T) {
 	_, err = e.store.Adopt(ctx, "cluster-admin", auth.Admin, plain)
 	require.ErrorIs(t, err, auth.ErrRevoked)
 	require.Equal(t, 401, do(t, "GET", url, plain, "", "").code, "revoked stays revoked")
+
+// A token the API cannot check (its token store unreachable: here its NATS
+// connection is closed) is refused with 503, not 401: the client's token
+// may be fine, and a 401 would send its user looking for another.
+func TestAnUncheckableTokenIsRefusedWith503(t *testing.T) {
+	b := testenv.Bus(t, testenv.NATS(t), "auth-test")
+	st, err := auth.OpenStore(t.Context(), b, nil)
+	require.NoError(t, err)
+	plain, _, err := st.Create(t.Context(), "alice", auth.Viewer, 0)
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/things", auth.NewGuard(st, auth.DefaultLimits(), nil, zap.NewNop()).Require(auth.Viewer, http.NotFoundHandler()))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	b.Close()
+	a := do(t, "GET", srv.URL+"/v1/things", plain, "", "")
+	require.Equal(t, http.StatusServiceUnavailable, a.code, a.raw)
+	require.Contains(t, a.body["error"], "the token could not be checked now")
+	require.Empty(t, a.h.Get("WWW-Authenticate"))
 }

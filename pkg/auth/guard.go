@@ -101,6 +101,7 @@ func FromContext(ctx context.Context) (Token, bool) {
 //	415  a request body that is not application/json or application/yaml
 //	413  a request body over MaxBodyBytes
 //	429  over the rate (Retry-After: seconds)
+//	503  the token store could not be read (never fails open)
 func (g *Guard) Require(need Role, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := g.clock.Now()
@@ -110,6 +111,12 @@ func (g *Guard) Require(need Role, h http.Handler) http.Handler {
 			// guessing tokens is slow too.
 			if ok, wait := g.limiter.allow("addr:"+clientAddr(r), now); !ok {
 				g.refuse(w, r, http.StatusTooManyRequests, wait, "too many requests from this client: retry later", Token{})
+				return
+			}
+			// A token that could not be checked is the API's problem, not
+			// the client's: 503, so nobody is sent to find another token.
+			if errors.Is(err, errUnchecked) {
+				g.refuse(w, r, http.StatusServiceUnavailable, 0, err.Error(), Token{})
 				return
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="greenflow"`)
@@ -142,6 +149,9 @@ func (g *Guard) Require(need Role, h http.Handler) http.Handler {
 	})
 }
 
+// errUnchecked: the token store could not be read.
+var errUnchecked = errors.New("the token could not be checked")
+
 // authenticate returns the token of the request's Authorization header.
 // The error words are safe to show: they never repeat the token.
 func (g *Guard) authenticate(r *http.Request) (Token, error) {
@@ -162,7 +172,7 @@ func (g *Guard) authenticate(r *http.Request) (Token, error) {
 	default:
 		// The bucket could not be read: refuse (never fail open) and say so.
 		g.logger.Warn("token check failed", zap.Error(err))
-		return Token{}, fmt.Errorf("the token could not be checked now: %w", err)
+		return Token{}, fmt.Errorf("%w now: %w", errUnchecked, err)
 	}
 }
 

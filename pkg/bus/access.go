@@ -100,9 +100,10 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 	sub := set{}
 	sub.add(inbox + ".>")
 	pub.add("$JS.API.INFO")
-	// The lifecycle and dead-letter streams: every bus looks them up; only
-	// their owner (Declares) creates and updates them.
-	for _, st := range []string{StreamLifecycle, StreamDeadLetter} {
+	// The lifecycle, dead-letter, collectors' and watchers' streams: every
+	// bus looks them up; only their owner (Declares) creates and updates
+	// them.
+	for _, st := range []string{StreamLifecycle, StreamDeadLetter, StreamCollectors, StreamWatch} {
 		pub.add(streamAccess(user, st)...)
 	}
 	for _, e := range events.Entries() {
@@ -111,19 +112,22 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 		}
 	}
 	// Durable consumers: declared, pulled, acked by name; a failed message
-	// is copied to the dead-letter stream.
+	// is copied to the dead-letter stream. A name with an instance suffix
+	// becomes "any name", which a subject cannot narrow to a prefix: such
+	// a consumer must read a stream of its own (StreamCollectors), where
+	// "any" reaches its own kind's consumers only (TestConsumerCheck).
 	for _, c := range serviceConsumers[svc] {
-		name := c.Durable
-		if name == collectorPrefix+"*" {
-			name = "*" // one per instance; a subject cannot match a name prefix
+		name, ok := strings.CutSuffix(c.Durable, "*")
+		if ok {
+			name = "*"
 		}
-		pub.add(consumerUse(StreamLifecycle, name)...)
+		pub.add(consumerUse(c.stream(), name)...)
 		pub.add(SubjectDLQ + ">")
 	}
 	if res.watches {
-		// Ordered consumers acknowledge nothing: no $JS.ACK, so a watcher
-		// cannot acknowledge (and so take) a service's messages.
-		pub.add(slices.DeleteFunc(consumerUse(StreamLifecycle, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
+		// Any name, on the watchers' stream only; ordered consumers
+		// acknowledge nothing, so no $JS.ACK either.
+		pub.add(slices.DeleteFunc(consumerUse(StreamWatch, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
 	}
 	for _, st := range res.streams {
 		pub.add(streamAccess(user, st)...)
@@ -160,7 +164,7 @@ func streamAccess(user, st string) []string {
 
 // Declares reports whether user creates and updates stream st (a bucket's
 // is "KV_" + its name) when NATS authenticates its users: the scheduler the
-// lifecycle, dead-letter and trigger streams, each bucket the service whose
+// lifecycle, dead-letter, trigger, collectors' and watchers' streams, each bucket the service whose
 // bucket it is, admin everything. Everyone else looks them up and waits for
 // them (Bus.DeclareStream, Bus.KVWith).
 func Declares(user, st string) bool {
@@ -168,7 +172,7 @@ func Declares(user, st string) bool {
 		return true
 	}
 	switch st {
-	case StreamLifecycle, StreamDeadLetter, StreamTriggers:
+	case StreamLifecycle, StreamDeadLetter, StreamTriggers, StreamCollectors, StreamWatch:
 		return user == string(events.ServiceScheduler)
 	}
 	b, ok := strings.CutPrefix(st, "KV_")

@@ -50,8 +50,9 @@ type Bus struct {
 	streams   map[string]jetstream.StreamConfig // declared through the bus, by name
 	buckets   map[string]*bucket
 	consumers map[*Consumer]struct{}
-	expected  map[string]bool // durable name patterns → a consumer of it has consumed
-	topology  state           // streams and buckets after a reconnect
+	expected  map[string]bool           // durable name patterns → a consumer of it has consumed
+	topology  state                     // streams and buckets after a reconnect
+	pending   map[*pendingCall]struct{} // calls a permission violation ends (refused.go)
 	stop      chan struct{}
 	stopOnce  sync.Once
 }
@@ -120,12 +121,12 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 	}
 	b := &Bus{nc: nc, js: js, producer: producer, logger: logger.With(zap.String("component", "bus")), m: m,
 		streams: map[string]jetstream.StreamConfig{}, buckets: map[string]*bucket{}, consumers: map[*Consumer]struct{}{},
-		expected: map[string]bool{}, stop: make(chan struct{})}
+		expected: map[string]bool{}, pending: map[*pendingCall]struct{}{}, stop: make(chan struct{})}
 	// Under authentication a user may create and update only the streams
 	// and buckets it owns (access.go); the bus then looks the others up.
 	b.secured = nc.Opts.Nkey != "" || nc.Opts.User != "" || nc.Opts.Token != "" || nc.Opts.UserJWT != nil
 	nc.SetErrorHandler(b.asyncError)
-	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream} {
+	for _, cfg := range []jetstream.StreamConfig{lifecycleStream, deadLetterStream, collectorStream, watchStream} {
 		if err := b.DeclareStream(ctx, cfg); err != nil {
 			return nil, err
 		}

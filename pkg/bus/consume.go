@@ -36,11 +36,7 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler, o
 // Run has it consuming: a component that builds its consumers in New and
 // runs them in Run is not ready before they are.
 func (b *Bus) NewConsumer(spec ConsumerSpec, handler Handler, opts ...ConsumeOption) *Consumer {
-	subjects := make([]string, len(spec.Types))
-	for i, t := range spec.Types {
-		subjects[i] = Subject(t)
-	}
-	return b.newConsumer(StreamLifecycle, spec, subjects, handler.raw(), opts)
+	return b.newConsumer(spec.stream(), spec, typeSubjects(spec.Types), handler.raw(), opts)
 }
 
 // raw decodes a message into its event (dead-lettering what cannot be

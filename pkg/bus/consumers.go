@@ -13,7 +13,10 @@ import (
 
 // ConsumerSpec declares a durable consumer and its failure policy.
 type ConsumerSpec struct {
-	Durable    string
+	Durable string
+	// Stream is the stream the consumer reads GreenFlow events from: the
+	// lifecycle stream unless set (the collectors read StreamCollectors).
+	Stream     string
 	Types      []events.Type
 	MaxDeliver int
 	Backoff    []time.Duration // Nak delay per attempt; the last repeats
@@ -55,7 +58,10 @@ var (
 	ConsumerRecorder = ConsumerSpec{Durable: "analyzer-recorder", Types: []events.Type{events.TypeLoadProgress}}
 	// consumerCollector is every energy-collector instance's consumer, but
 	// for the instance suffix of its name (ConsumerCollector).
-	consumerCollector = ConsumerSpec{Durable: collectorPrefix + "*", Types: events.ConsumedBy(events.ServiceEnergyCollector)}
+	// It reads the collectors' own stream (StreamCollectors): the
+	// collectors' permission to use any consumer name is on that stream
+	// only.
+	consumerCollector = ConsumerSpec{Durable: collectorPrefix + "*", Stream: StreamCollectors, Types: events.ConsumedBy(events.ServiceEnergyCollector)}
 )
 
 // consumers are the durable consumers each service runs; a trailing * in a
@@ -80,12 +86,36 @@ func ExpectedConsumers(service string) []string {
 	return out
 }
 
+// ConsumersOf are the durable consumers service runs (a trailing * in a
+// name stands for an instance suffix).
+func ConsumersOf(service events.Service) []ConsumerSpec {
+	return slices.Clone(serviceConsumers[service])
+}
+
 // CheckConsumers checks the durable consumers declared here against a
 // registry (events.Entries()): every message a service consumes is read by
 // exactly one of its consumers, and no consumer reads a message the
-// registry does not say its service consumes. It reports every problem.
+// registry does not say its service consumes. A consumer named per
+// instance (a trailing *) reads a stream no other service's consumer
+// reads: its service's permission is any consumer name on that stream
+// (access.go). It reports every problem.
 func CheckConsumers(reg []events.Entry) error {
 	var errs []error
+	for s, cs := range serviceConsumers {
+		for _, c := range cs {
+			if !strings.HasSuffix(c.Durable, "*") {
+				continue
+			}
+			for o, ocs := range serviceConsumers {
+				for _, oc := range ocs {
+					if o != s && oc.stream() == c.stream() {
+						errs = append(errs, fmt.Errorf("%s: consumer %s is named per instance, so %s may use any consumer of stream %s, but %s's consumer %s reads it too (give %s a stream of its own)",
+							s, c.Durable, s, c.stream(), o, oc.Durable, c.Durable))
+					}
+				}
+			}
+		}
+	}
 	want := map[events.Service]map[events.Type]bool{}
 	for _, e := range reg {
 		for _, s := range e.Consumers {
@@ -143,6 +173,14 @@ func SanitizeName(s string) string {
 		}
 		return '_'
 	}, s)
+}
+
+// stream is the stream consumer c reads GreenFlow events from.
+func (c ConsumerSpec) stream() string {
+	if c.Stream == "" {
+		return StreamLifecycle
+	}
+	return c.Stream
 }
 
 func (c ConsumerSpec) withDefaults() ConsumerSpec {

@@ -103,6 +103,7 @@ func (b *Bus) asyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
 	switch {
 	case errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation"):
 		kind = "permission"
+		b.refused(err)
 	case errors.Is(err, nats.ErrSlowConsumer):
 		kind = "slow_consumer"
 	case errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired):

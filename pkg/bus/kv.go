@@ -127,17 +127,19 @@ func gone(err error) bool {
 
 // do runs f; when the bucket turns out to be gone it is declared again and
 // f runs once more.
-func (k *bucket) do(ctx context.Context, f func(jetstream.KeyValue) error) error {
+func (k *bucket) do(ctx context.Context, f func(context.Context, jetstream.KeyValue) error) error {
+	ctx, done := k.b.refusable(ctx, jsAPIOn("KV_"+k.cfg.Bucket))
+	defer done()
 	kv, _ := k.current()
-	err := f(kv)
+	err := f(ctx, kv)
 	if !gone(err) {
-		return err
+		return refusal(ctx, err)
 	}
 	if oerr := k.open(ctx); oerr != nil {
 		return errors.Join(err, oerr)
 	}
 	kv, _ = k.current()
-	return f(kv)
+	return refusal(ctx, f(ctx, kv))
 }
 
 // kvHandle is the jetstream.KeyValue the bus hands out.
@@ -146,41 +148,53 @@ type kvHandle struct{ k *bucket }
 var _ jetstream.KeyValue = kvHandle{}
 
 func (h kvHandle) Get(ctx context.Context, key string) (e jetstream.KeyValueEntry, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { e, err = kv.Get(ctx, key); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { e, err = kv.Get(ctx, key); return err })
 	return e, err
 }
 
 func (h kvHandle) GetRevision(ctx context.Context, key string, revision uint64) (e jetstream.KeyValueEntry, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { e, err = kv.GetRevision(ctx, key, revision); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+		e, err = kv.GetRevision(ctx, key, revision)
+		return err
+	})
 	return e, err
 }
 
 func (h kvHandle) Put(ctx context.Context, key string, value []byte) (rev uint64, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.Put(ctx, key, value); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { rev, err = kv.Put(ctx, key, value); return err })
 	return rev, err
 }
 
 func (h kvHandle) PutString(ctx context.Context, key string, value string) (rev uint64, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.PutString(ctx, key, value); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+		rev, err = kv.PutString(ctx, key, value)
+		return err
+	})
 	return rev, err
 }
 
 func (h kvHandle) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (rev uint64, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.Create(ctx, key, value, opts...); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+		rev, err = kv.Create(ctx, key, value, opts...)
+		return err
+	})
 	return rev, err
 }
 
 func (h kvHandle) Update(ctx context.Context, key string, value []byte, revision uint64) (rev uint64, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { rev, err = kv.Update(ctx, key, value, revision); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+		rev, err = kv.Update(ctx, key, value, revision)
+		return err
+	})
 	return rev, err
 }
 
 func (h kvHandle) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	return h.k.do(ctx, func(kv jetstream.KeyValue) error { return kv.Delete(ctx, key, opts...) })
+	return h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { return kv.Delete(ctx, key, opts...) })
 }
 
 func (h kvHandle) Purge(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
-	return h.k.do(ctx, func(kv jetstream.KeyValue) error { return kv.Purge(ctx, key, opts...) })
+	return h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { return kv.Purge(ctx, key, opts...) })
 }
 
 func (h kvHandle) Watch(ctx context.Context, keys string, opts ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
@@ -204,22 +218,28 @@ func (h kvHandle) WatchFiltered(ctx context.Context, keys []string, opts ...jets
 }
 
 func (h kvHandle) Keys(ctx context.Context, opts ...jetstream.WatchOpt) (keys []string, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { keys, err = kv.Keys(ctx, opts...); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { keys, err = kv.Keys(ctx, opts...); return err })
 	return keys, err
 }
 
 func (h kvHandle) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (l jetstream.KeyLister, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { l, err = kv.ListKeys(ctx, opts...); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { l, err = kv.ListKeys(ctx, opts...); return err })
 	return l, err
 }
 
 func (h kvHandle) ListKeysFiltered(ctx context.Context, filters ...string) (l jetstream.KeyLister, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { l, err = kv.ListKeysFiltered(ctx, filters...); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+		l, err = kv.ListKeysFiltered(ctx, filters...)
+		return err
+	})
 	return l, err
 }
 
 func (h kvHandle) History(ctx context.Context, key string, opts ...jetstream.WatchOpt) (es []jetstream.KeyValueEntry, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { es, err = kv.History(ctx, key, opts...); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+		es, err = kv.History(ctx, key, opts...)
+		return err
+	})
 	return es, err
 }
 
@@ -232,18 +252,18 @@ func (k *bucket) name() string {
 }
 
 func (h kvHandle) PurgeDeletes(ctx context.Context, opts ...jetstream.KVPurgeOpt) error {
-	return h.k.do(ctx, func(kv jetstream.KeyValue) error { return kv.PurgeDeletes(ctx, opts...) })
+	return h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { return kv.PurgeDeletes(ctx, opts...) })
 }
 
 func (h kvHandle) Status(ctx context.Context) (st jetstream.KeyValueStatus, err error) {
-	err = h.k.do(ctx, func(kv jetstream.KeyValue) error { st, err = kv.Status(ctx); return err })
+	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { st, err = kv.Status(ctx); return err })
 	return st, err
 }
 
 // watch starts a watcher that outlives the loss of its bucket.
 func (k *bucket) watch(ctx context.Context, start func(jetstream.KeyValue) (jetstream.KeyWatcher, error)) (jetstream.KeyWatcher, error) {
 	var inner jetstream.KeyWatcher
-	if err := k.do(ctx, func(kv jetstream.KeyValue) (err error) { inner, err = start(kv); return err }); err != nil {
+	if err := k.do(ctx, func(_ context.Context, kv jetstream.KeyValue) (err error) { inner, err = start(kv); return err }); err != nil {
 		return nil, err
 	}
 	_, changed := k.current()

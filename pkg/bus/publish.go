@@ -52,12 +52,15 @@ func (b *Bus) Publish(ctx context.Context, m events.Message, msgID string) error
 // restarted with an empty store, before the bus declared its streams again)
 // it declares the known streams and tries once more.
 func (b *Bus) publishMsg(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	ctx, done := b.refusable(ctx, subjectIs(msg.Subject))
+	defer done()
 	ack, err := b.js.PublishMsg(ctx, msg)
 	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
-		return ack, err
+		return ack, refusal(ctx, err)
 	}
 	if derr := b.redeclare(ctx); derr != nil {
 		return nil, errors.Join(err, derr)
 	}
-	return b.js.PublishMsg(ctx, msg)
+	ack, err = b.js.PublishMsg(ctx, msg)
+	return ack, refusal(ctx, err)
 }

@@ -18,6 +18,16 @@ import (
 const (
 	StreamLifecycle  = "GF_LIFECYCLE"
 	StreamDeadLetter = "GF_DEADLETTER"
+	// StreamCollectors and StreamWatch copy lifecycle messages (sourced by
+	// the server) for the users whose consumer names cannot be listed in
+	// their permissions: every energy-collector instance has its own
+	// durable and every watcher its own ordered consumers, and a NATS
+	// subject cannot bound a name prefix. Their permission is "any
+	// consumer" on their own stream only, so it reaches no other service's
+	// consumer: with it on the lifecycle stream a trial pulled and acked a
+	// run.torn_down meant for the scheduler with the collectors' seed.
+	StreamCollectors = "GF_COLLECTORS"
+	StreamWatch      = "GF_WATCH"
 	SubjectCommands  = "gf.cmd."
 	SubjectEvents    = "gf.evt."
 	SubjectDLQ       = "gf.dlq."
@@ -159,9 +169,11 @@ func (b *Bus) declares(st string) bool { return !b.secured || Declares(b.produce
 // declare creates or updates stream cfg when this bus declares it, and
 // otherwise waits (with ctx) until its owner has.
 func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
+	ctx, done := b.refusable(ctx, jsAPIOn(cfg.Name))
+	defer done()
 	if b.declares(cfg.Name) {
 		if _, err := b.js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("declare stream %s: %w", cfg.Name, err)
+			return fmt.Errorf("declare stream %s: %w", cfg.Name, refusal(ctx, err))
 		}
 		return nil
 	}
@@ -170,7 +182,7 @@ func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return errNotYet
 		}
-		return err
+		return refusal(ctx, err)
 	})
 }
 
@@ -216,6 +228,11 @@ var (
 		Storage:     jetstream.FileStorage,
 		Duplicates:  10 * time.Minute,
 	}
+	// collectorStream holds only what the energy-collectors consume.
+	collectorStream = sourced(StreamCollectors, "The lifecycle messages energy-collectors consume, for their consumers only",
+		typeSubjects(events.ConsumedBy(events.ServiceEnergyCollector)))
+	// watchStream holds every lifecycle message, for Bus.Watch.
+	watchStream      = sourced(StreamWatch, "The lifecycle messages, for watchers (greenflow submit --watch)", lifecycleStream.Subjects)
 	deadLetterStream = jetstream.StreamConfig{
 		Name:        StreamDeadLetter,
 		Description: "Messages no consumer could process, with the reason in " + HeaderDLQReason,
@@ -226,3 +243,30 @@ var (
 		Duplicates:  10 * time.Minute,
 	}
 )
+
+// sourced is a stream the server fills with the lifecycle messages on
+// subjects (it has no subjects of its own, so nobody publishes into it),
+// kept as long as the lifecycle stream keeps them.
+func sourced(name, description string, subjects []string) jetstream.StreamConfig {
+	transforms := make([]jetstream.SubjectTransformConfig, len(subjects))
+	for i, s := range subjects {
+		transforms[i] = jetstream.SubjectTransformConfig{Source: s, Destination: s}
+	}
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: description,
+		Sources:     []*jetstream.StreamSource{{Name: StreamLifecycle, SubjectTransforms: transforms}},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      lifecycleStream.MaxAge,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+// typeSubjects are the subjects of types.
+func typeSubjects(types []events.Type) []string {
+	out := make([]string, len(types))
+	for i, t := range types {
+		out[i] = Subject(t)
+	}
+	return out
+}

@@ -15,14 +15,14 @@ import (
 
 // Watch delivers, without durable state, every message of the given types
 // published at or after since, until ctx ends. Used by `greenflow submit
-// --watch` and tests. Undecodable messages are skipped (the durable
+// --watch` and tests. It reads StreamWatch, which the server fills from the
+// lifecycle stream within milliseconds. Undecodable messages are skipped (the durable
 // consumers dead-letter them).
 func (b *Bus) Watch(ctx context.Context, since time.Time, types []events.Type, fn func(Delivery)) error {
-	subjects := make([]string, len(types))
-	for i, t := range types {
-		subjects[i] = Subject(t)
-	}
-	cons, err := b.js.OrderedConsumer(ctx, StreamLifecycle, jetstream.OrderedConsumerConfig{
+	subjects := typeSubjects(types)
+	// On its own stream: a watcher's permission to use any consumer name
+	// reaches no service's durable consumer there (StreamWatch).
+	cons, err := b.js.OrderedConsumer(ctx, StreamWatch, jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since,
 	})
 	if err != nil {

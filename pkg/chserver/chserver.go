@@ -79,7 +79,7 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		return nil, fmt.Errorf("clickhouse dir: %w", err)
 	}
 	for _, sub := range []string{"data", "tmp", "user_files", "format_schemas", "log"} {
-		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("create clickhouse dir: %w", err)
 		}
 	}
@@ -88,7 +88,7 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		return nil, err
 	}
 	tcp, httpPort := ports[0], ports[1]
-	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(configXML(dir, tcp, httpPort)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "config.xml"), []byte(configXML(dir, tcp, httpPort)), 0o600); err != nil {
 		return nil, fmt.Errorf("write clickhouse config: %w", err)
 	}
 	passwords, err := EnsurePasswords(dir)
@@ -174,11 +174,14 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// configXML: the server's files are its user's only (umask 077; its
+// default, 027, lets the group read every table).
 func configXML(dir string, tcp, httpPort int) string {
 	return fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>%[1]s/log/server.log</log><errorlog>%[1]s/log/err.log</errorlog><console>0</console></logger>
   <listen_host>127.0.0.1</listen_host>
+  <umask>077</umask>
   <tcp_port>%[2]d</tcp_port>
   <http_port>%[3]d</http_port>
   <path>%[1]s/data/</path>

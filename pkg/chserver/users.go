@@ -21,8 +21,14 @@ const (
 	// also changes the schema; a separate migrator would be one more
 	// secret for the same services to hold).
 	UserWriter = "greenflow_writer"
-	// UserReader reads only (readonly=2: queries may change settings, not
-	// data or schema): the CLI's results, export and report, dashboards.
+	// UserReader reads only (readonly=1): the CLI's results, export and
+	// report, dashboards. Not readonly=2, which lets a query change its
+	// settings: on 18.16 that also allows table functions (url(), file(),
+	// remote() — reading the server's files, reaching any host from it)
+	// and lifting the profile's memory limit. With readonly=1 the server
+	// refuses SET, a SETTINGS clause and every table function; settings a
+	// client sends with a query (a deadline's max_execution_time) are
+	// ignored, not refused, so clients that send them keep working.
 	UserReader = "greenflow_reader"
 )
 
@@ -87,7 +93,7 @@ func UsersXML(passwords map[string]string, networks ...string) string {
 <yandex>
   <profiles>
     <default><max_memory_usage>4000000000</max_memory_usage></default>
-    <readonly><max_memory_usage>4000000000</max_memory_usage><readonly>2</readonly></readonly>
+    <readonly><max_memory_usage>4000000000</max_memory_usage><readonly>1</readonly></readonly>
   </profiles>
   <users>
     <%[1]s><password_sha256_hex>%[2]s</password_sha256_hex><networks>%[5]s</networks><profile>default</profile><quota>default</quota></%[1]s>

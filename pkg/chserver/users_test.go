@@ -47,8 +47,20 @@ func TestUsersAndPasswords(t *testing.T) {
 	var n uint64
 	require.NoError(t, r.QueryRow(ctx, "SELECT count() FROM sec.t").Scan(&n))
 	require.Equal(t, uint64(1), n, "the reader reads")
+	// A client that sends settings with its queries (clickhouse-go does for
+	// a deadline, Grafana's plugin always) still reads; the settings are
+	// ignored.
+	var limit string
+	withSettings := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_memory_usage": 0}))
+	require.NoError(t, r.QueryRow(withSettings, "SELECT value FROM system.settings WHERE name = 'max_memory_usage'").Scan(&limit))
+	require.Equal(t, "4000000000", limit, "a setting sent with a query lifts no limit")
 	for _, q := range []string{"INSERT INTO sec.t SELECT 2", "CREATE TABLE sec.u (x UInt32) ENGINE = Memory", "DROP TABLE sec.t",
-		"CREATE DATABASE other", "ALTER TABLE sec.t DELETE WHERE x = 1"} {
+		"CREATE DATABASE other", "ALTER TABLE sec.t DELETE WHERE x = 1",
+		// Table functions read the server's files and reach any host from
+		// it; settings would lift the profile's limits.
+		"SELECT * FROM url('http://127.0.0.1:1/x', CSV, 'a String')", "SELECT * FROM file('/etc/passwd', CSV, 'a String')",
+		"SELECT * FROM remote('127.0.0.1', sec.t)", "SELECT * FROM numbers(3)", "SET max_memory_usage = 0",
+		"SELECT count() FROM sec.t SETTINGS max_memory_usage = 0", "SET readonly = 0"} {
 		err := r.Exec(ctx, q)
 		require.Error(t, err, "the reader ran %q", q)
 		require.Contains(t, strings.ToLower(err.Error()), "readonly", q)

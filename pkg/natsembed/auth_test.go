@@ -259,3 +259,101 @@ func TestOnlyTheOwnerMayReconfigureAStream(t *testing.T) {
 	require.False(t, bus.Declares(string(events.ServiceCLI), bus.StreamLifecycle))
 	require.False(t, bus.Declares(string(events.ServiceAnalyzer), "KV_"+bus.BucketTokens), "the analyzer only reads tokens")
 }
+
+// No user may declare, pull from or acknowledge through another service's
+// durable consumer: with the energy-collectors' seed a trial pulled and
+// acked a run.torn_down meant for the scheduler (the collectors may use any
+// consumer name, one per instance), and the run failed. A pull alone takes
+// a message for the ack wait and spends one of its deliveries, so it is
+// refused too. Every user is tried against every other service's consumer
+// (from bus.ConsumersOf, an instance name for a per-instance one, plus the
+// scheduler's trigger consumer), each attempt on the server.
+func TestNoUserUsesAnotherServicesConsumer(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	type consumer struct {
+		owner        events.Service
+		stream, name string
+	}
+	var all []consumer
+	for _, svc := range events.Services {
+		for _, c := range bus.ConsumersOf(svc) {
+			stream := c.Stream
+			if stream == "" {
+				stream = bus.StreamLifecycle
+			}
+			all = append(all, consumer{svc, stream, strings.Replace(c.Durable, "*", "host-a", 1)})
+		}
+	}
+	all = append(all, consumer{events.ServiceScheduler, bus.StreamTriggers, "scheduler-triggers"})
+	require.Greater(t, len(all), 6)
+	for _, u := range events.Services {
+		v := &violations{}
+		nc := s.Conn(t, string(u), nats.ErrorHandler(v.handler))
+		var want []string
+		for _, c := range all {
+			if c.owner == u {
+				continue
+			}
+			for _, subj := range []string{
+				"$JS.API.CONSUMER.CREATE." + c.stream + "." + c.name,
+				"$JS.API.CONSUMER.DURABLE.CREATE." + c.stream + "." + c.name,
+				"$JS.API.CONSUMER.MSG.NEXT." + c.stream + "." + c.name,
+				"$JS.ACK." + c.stream + "." + c.name + ".1.1.1.1700000000000000000.0",
+			} {
+				// The attempt itself: a pull request as nats.go sends it, an
+				// ack as a message with no reply.
+				require.NoError(t, nc.PublishRequest(subj, nc.NewRespInbox(), []byte(`{"batch":1,"expires":100000000}`)))
+				want = append(want, subj)
+			}
+		}
+		require.NoError(t, nc.Flush())
+		for _, subj := range want {
+			testenv.Eventually(t, 5*time.Second, fmt.Sprintf("%s refused %s", u, subj), func() bool {
+				return v.has("publish", subj)
+			})
+		}
+	}
+}
+
+// A call the server refuses for permissions fails at once with
+// bus.ErrRefused naming the user and the subject — not, after the call's
+// deadline (5 s by default for JetStream), with a timeout that says nothing
+// about why: a forged event, a write to a bucket the user only reads, a
+// request the user may not make. The deadline here is 30 s, so an error
+// that is not the refusal would come from it.
+func TestRefusedCallsFailAtOnce(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin := s.Bus(t, bus.UserAdmin)
+	_, err := admin.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1})
+	require.NoError(t, err)
+	loadgen := s.Bus(t, string(events.ServiceLoadGenerator))
+	analyzer := s.Bus(t, string(events.ServiceAnalyzer))
+	tokens, err := analyzer.KV(ctx, bus.BucketTokens)
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name, subject string
+		call          func() error
+	}{
+		{"forged event", bus.Subject(events.TypeRunAnalyzed), func() error {
+			return loadgen.Publish(ctx, &events.RunAnalyzed{ExperimentID: "e", RunID: "r"}, "")
+		}},
+		{"write to a bucket read only", "$KV." + bus.BucketTokens + ".x", func() error {
+			_, err := tokens.Put(ctx, "x", []byte("minted"))
+			return err
+		}},
+		{"request not allowed", bus.SubjectAPI + "submit", func() error {
+			_, err := analyzer.Request(ctx, bus.SubjectAPI+"submit", []byte(`{}`))
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			err := tc.call()
+			require.ErrorIs(t, err, bus.ErrRefused)
+			require.ErrorContains(t, err, fmt.Sprintf("may not publish to %q", tc.subject))
+			t.Logf("refused after %s: %v", time.Since(start), err)
+		})
+	}
+}

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,11 +25,65 @@ import (
 // Prometheus scrape them without credentials, and they reveal nothing
 // about experiments — counters, and which component is not ready.
 type HTTPServer struct {
-	Addr    string
-	Mux     *http.ServeMux
-	Logger  *zap.Logger
+	Addr   string
+	Mux    *http.ServeMux
+	Logger *zap.Logger
+	// Limits bound what a client may hold of the server (DefaultHTTPLimits
+	// unless changed before Run); TLS serves HTTPS when set.
+	Limits  HTTPLimits
+	TLS     HTTPTLS
 	handler http.Handler
 	started chan string
+}
+
+// HTTPLimits are the timeouts and sizes of every connection, the same for
+// every service's server: without them a client that sends its request a
+// byte at a time (slowloris), or never reads its answer, holds a
+// connection and its goroutine for ever.
+//
+// Write bounds the whole answer. A handler that streams for longer (an
+// export, server-sent events) opts out for its own request with
+// StreamResponse, which clears its write deadline.
+type HTTPLimits struct {
+	ReadHeader     time.Duration // the request line and headers
+	Read           time.Duration // the whole request, body included (bodies are small: pkg/auth bounds them)
+	Write          time.Duration // from the end of the headers to the end of the answer
+	Idle           time.Duration // a kept-alive connection between requests
+	MaxHeaderBytes int
+}
+
+// DefaultHTTPLimits: a request arrives within 30 s (headers within 5 s),
+// an answer is written within 2 min, an idle connection closes after 2 min,
+// and headers (a bearer token is ~90 bytes) stay under 64 KiB.
+func DefaultHTTPLimits() HTTPLimits {
+	return HTTPLimits{ReadHeader: 5 * time.Second, Read: 30 * time.Second, Write: 2 * time.Minute, Idle: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10}
+}
+
+// StreamResponse lifts the write deadline of w's request, for a handler
+// whose answer may outlast HTTPLimits.Write (a long export, an event
+// stream); the handler should then end when its request's context does.
+func StreamResponse(w http.ResponseWriter) error {
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("lift the write deadline of a streamed answer: %w", err)
+	}
+	return nil
+}
+
+// HTTPTLS are the server certificate and key (PEM files) of an HTTP
+// server; both empty serves plain HTTP. A bearer token crosses every
+// request, so any API reachable beyond the machine wants TLS.
+type HTTPTLS struct {
+	CertFile string `flag:"http-tls-cert-file" help:"PEM certificate (chain) for serving the HTTP APIs, /metrics and /healthz over TLS (with --http-tls-key-file); empty serves plain HTTP"`
+	KeyFile  string `flag:"http-tls-key-file" help:"PEM private key of --http-tls-cert-file"`
+}
+
+// Validate: both files or neither.
+func (t HTTPTLS) Validate() error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return fmt.Errorf("http tls: got --http-tls-cert-file %q and --http-tls-key-file %q, expected both or neither", t.CertFile, t.KeyFile)
+	}
+	return nil
 }
 
 // NewHTTPServer builds the server; no I/O happens until Run.
@@ -56,7 +111,7 @@ func NewHTTPServer(addr string, reg *prometheus.Registry, health *Health, logger
 			}
 		}
 	}
-	return &HTTPServer{Addr: addr, Mux: mux, Logger: logger, handler: Recover(mux, logger, panics), started: make(chan string, 1)}
+	return &HTTPServer{Addr: addr, Mux: mux, Logger: logger, Limits: DefaultHTTPLimits(), handler: Recover(mux, logger, panics), started: make(chan string, 1)}
 }
 
 // Handler is what the server serves: Mux behind Recover. Tests drive a
@@ -131,15 +186,32 @@ func (s *HTTPServer) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
+	if err := s.TLS.Validate(); err != nil {
+		return err
+	}
+	var certs []tls.Certificate
+	if s.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.TLS.CertFile, s.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("load the http server's tls certificate %s and key %s: %w", s.TLS.CertFile, s.TLS.KeyFile, err)
+		}
+		certs = []tls.Certificate{cert}
+	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.Addr, err)
 	}
 	s.started <- ln.Addr().String()
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}
+	l := s.Limits
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: l.ReadHeader, ReadTimeout: l.Read, WriteTimeout: l.Write,
+		IdleTimeout: l.Idle, MaxHeaderBytes: l.MaxHeaderBytes, ErrorLog: zap.NewStdLog(s.Logger.Named("http"))}
+	if certs != nil {
+		srv.TLSConfig = &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	s.Logger.Info("http server listening", zap.String("addr", ln.Addr().String()))
+	s.Logger.Info("http server listening", zap.String("addr", ln.Addr().String()), zap.Bool("tls", certs != nil))
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve http on %s: %w", s.Addr, err)

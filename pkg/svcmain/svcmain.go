@@ -43,6 +43,7 @@ type Common struct {
 	ClickHouseDSNFile string
 	KafkaBrokers      string
 	MetricsAddr       string
+	HTTPTLS           service.HTTPTLS // serve the HTTP server over TLS
 	LogLevel          string
 	LogConsole        bool
 }
@@ -68,6 +69,9 @@ func (c *Common) register(fs *flag.FlagSet, needs Needs) {
 		addr = needs.MetricsAddr
 	}
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", addr, "address serving /metrics and /healthz (empty disables)")
+	if err := BindFlags(fs, &c.HTTPTLS); err != nil {
+		panic(err) // the tags are declared in pkg/service; a bad one is a programming error
+	}
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogConsole, "log-console", false, "human-readable logs instead of JSON")
 }
@@ -78,13 +82,20 @@ func (c *Common) DSN() (string, error) {
 	if c.ClickHouseDSNFile == "" {
 		return c.ClickHouseDSN, nil
 	}
-	b, err := os.ReadFile(c.ClickHouseDSNFile)
+	return ReadDSNFile(c.ClickHouseDSNFile)
+}
+
+// ReadDSNFile reads the ClickHouse DSN in path (--clickhouse-dsn-file of
+// the services and the CLI): a DSN holds a password, so it is kept out of
+// command lines.
+func ReadDSNFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("read --clickhouse-dsn-file: %w", err)
 	}
 	dsn := strings.TrimSpace(string(b))
 	if dsn == "" {
-		return "", fmt.Errorf("--clickhouse-dsn-file %s: empty, expected clickhouse://user:password@host:9000/database", c.ClickHouseDSNFile)
+		return "", fmt.Errorf("--clickhouse-dsn-file %s: empty, expected clickhouse://user:password@host:9000/database", path)
 	}
 	return dsn, nil
 }
@@ -261,6 +272,7 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	reg := service.NewRegistry()
 	health := &service.Health{}
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
+	srv.TLS = c.HTTPTLS
 	d := Deps{Name: name, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
 	if !needs.Standalone {
 		opts, err := c.NATS.Options()

@@ -70,7 +70,7 @@ func New(cfg Config, d Deps) (*Analyzer, error) {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "greenflow_analyzer_analysis_seconds", Help: "Time to analyze a run.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12)}),
 	}
-	a.guard = auth.NewGuard(auth.OnBus(d.Bus, d.Clock), cfg.HTTP, d.Clock, a.logger)
+	a.guard = auth.NewGuard(auth.OnBus(d.Bus, d.Clock), cfg.HTTP, d.Clock, d.Logger) // it names its own component
 	if d.Bus != nil {
 		a.analysis = d.Bus.NewConsumer(bus.ConsumerAnalyzer, bus.Router("analyzer", bus.On(a.onMeasured)))
 		a.recorder = d.Bus.NewConsumer(bus.ConsumerRecorder, bus.Router("recorder", bus.On(a.record)))

@@ -28,8 +28,10 @@ type apiClient struct {
 	base  string // e.g. http://127.0.0.1:9464
 	token string
 	// tokenFrom says where the token came from, for the hint when it is
-	// refused (never the token itself).
+	// refused (never the token itself): "--token", "$GREENFLOW_TOKEN" or
+	// the dev stack's token file; tokenFile is that file.
 	tokenFrom string
+	tokenFile string
 	hc        *http.Client
 }
 
@@ -124,13 +126,7 @@ func (a *apiClient) decode(code int, data []byte, out any, method, path string) 
 			e.Error = strings.TrimSpace(string(data))
 		}
 		apiErr := &errAPI{Status: code, Message: e.Error, Problems: e.Problems}
-		switch code {
-		case http.StatusUnauthorized:
-			apiErr.hint = "the token (from " + a.tokenFrom + ") was refused: pass --token, set GREENFLOW_TOKEN, or start 'greenflow dev', which writes its admin token to " +
-				"<state dir>/admin.token"
-		case http.StatusForbidden:
-			apiErr.hint = "the token (from " + a.tokenFrom + ") has too low a role for this: ask an admin ('greenflow token create --role operator')"
-		}
+		apiErr.hint = a.hint(code, e.Error)
 		return apiErr
 	}
 	if out == nil {
@@ -275,4 +271,34 @@ func expiry(ms int64) string {
 		return "never expires"
 	}
 	return "expires " + time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}
+
+// hint says what to do about a refusal: which token was refused and where
+// the CLI looks for another (401), which role is needed and how to get it
+// (403). The API's message says why (unknown, revoked, expired; the role).
+func (a *apiClient) hint(code int, msg string) string {
+	switch code {
+	case http.StatusUnauthorized:
+		switch a.tokenFrom {
+		case "--token":
+			return "the token given with --token was refused: give a valid one, or ask an admin for one ('greenflow token create --name NAME --role viewer|operator|admin'); " +
+				"without --token the CLI takes $" + tokenEnv + ", then the dev stack's " + a.tokenFile
+		case "$" + tokenEnv:
+			return "the token in $" + tokenEnv + " was refused; it comes before the dev stack's admin token (" + a.tokenFile +
+				"): unset " + tokenEnv + " to use that one, or set it to a valid token"
+		default:
+			return "the dev stack's admin token in " + a.tokenFile + " was refused (a stack started since wrote another, or it was revoked): " +
+				"restart 'greenflow dev', which writes a valid one there, or give --token"
+		}
+	case http.StatusForbidden:
+		need := "a higher role"
+		if _, r, ok := strings.Cut(msg, "this needs "); ok {
+			need = "role " + strings.TrimSpace(r)
+		}
+		return "the token (from " + a.tokenFrom + ") is valid but this needs " + need + ": use a token with it, or ask an admin for one ('greenflow token create --name NAME --role " +
+			strings.TrimPrefix(need, "role ") + "')"
+	case http.StatusServiceUnavailable:
+		return "the API could not check the token now (its token store is unreachable): retry, and see the API's log if it lasts"
+	}
+	return ""
 }

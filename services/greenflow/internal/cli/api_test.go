@@ -5,10 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
@@ -45,6 +48,45 @@ func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 	out, code := run("token", "list", "--token", forged)
 	require.NotZero(t, code)
 	require.Contains(t, out, "unknown token (HTTP 401)")
-	require.Contains(t, out, "the token (from --token) was refused")
+	require.Contains(t, out, "the token given with --token was refused: give a valid one, or ask an admin")
 	require.NotContains(t, out, forged)
+
+	// A valid token with too low a role: the hint names the role needed.
+	viewer, _, err := tokens.Create(t.Context(), "reader", auth.Viewer, 0)
+	require.NoError(t, err)
+	out, code = run("token", "list", "--token", viewer)
+	require.NotZero(t, code)
+	require.Contains(t, out, "(HTTP 403)")
+	require.Contains(t, out, "is valid but this needs role admin")
+	require.Contains(t, out, "--role admin")
+}
+
+// An API served over TLS (--http-tls-cert-file) answers the CLI that
+// trusts its CA (--api-ca-file, or $GREENFLOW_API_CA_FILE); without the CA
+// the CLI refuses the server and sends it no token.
+func TestCLIOverTLS(t *testing.T) {
+	t.Parallel()
+	b := testenv.Bus(t, testenv.NATS(t), "cli-test")
+	tokens, err := auth.OpenStore(t.Context(), b, nil)
+	require.NoError(t, err)
+	admin, _, err := tokens.Create(t.Context(), "admin", auth.Admin, 0)
+	require.NoError(t, err)
+	certs := testenv.NewTLS(t)
+	srv := service.NewHTTPServer("127.0.0.1:0", prometheus.NewRegistry(), nil, testenv.Logger(t))
+	srv.TLS = service.HTTPTLS{CertFile: certs.CertFile, KeyFile: certs.KeyFile}
+	auth.RegisterHTTP(srv.Mux, auth.NewGuard(tokens, auth.DefaultLimits(), nil, nil), tokens)
+	run := testenv.Go(t, t.Context(), srv.Run)
+	t.Cleanup(func() { require.NoError(t, run.Stop(10*time.Second, "the http server")) })
+	url := "https://" + testenv.Receive(t, srv.Listening(), 10*time.Second, "the server listening")
+
+	var out, errOut bytes.Buffer
+	code := cli.Main([]string{"token", "list", "--api-url", url, "--api-ca-file", certs.CAFile, "--token", admin, "--state-dir", t.TempDir()}, &out, &errOut)
+	require.Zero(t, code, errOut.String())
+	require.Contains(t, out.String(), "admin")
+
+	out.Reset()
+	errOut.Reset()
+	code = cli.Main([]string{"token", "list", "--api-url", url, "--token", admin, "--state-dir", t.TempDir()}, &out, &errOut)
+	require.NotZero(t, code)
+	require.Contains(t, errOut.String(), "certificate signed by unknown authority")
 }

@@ -34,6 +34,19 @@ const (
 // runs `greenflow compare` against them.
 func compareFixture(t *testing.T) func(args ...string) string {
 	t.Helper()
+	dsn := compareStore(t)
+	return func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := cli.Main(append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...), &out, &errOut)
+		require.Equal(t, 0, code, errOut.String())
+		return out.String()
+	}
+}
+
+// compareStore stores the three experiments and returns its DSN.
+func compareStore(t *testing.T) string {
+	t.Helper()
 	ctx := context.Background()
 	dsn := testenv.ClickHouseDSN(t)
 	st, err := store.Open(ctx, dsn, zap.NewNop())
@@ -63,13 +76,7 @@ func compareFixture(t *testing.T) func(args ...string) string {
 		}
 		require.NoError(t, st.UpsertRuns(ctx, runs))
 	}
-	return func(args ...string) string {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...), &out, &errOut)
-		require.Equal(t, 0, code, errOut.String())
-		return out.String()
-	}
+	return dsn
 }
 
 type compareOut struct {

@@ -122,7 +122,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	api := &apiClient{base: base, token: st.AdminToken(), tokenFrom: filepath.Join(*stateDir, devstack.TokenFile), hc: &http.Client{}}
+	api := &apiClient{base: base, token: st.AdminToken(), tokenFrom: filepath.Join(*stateDir, devstack.TokenFile),
+		tokenFile: filepath.Join(*stateDir, devstack.TokenFile), hc: &http.Client{}}
 	// As any client of a just-started stack: submit once /healthz says
 	// every service is ready (the scheduler answers 503 until its state
 	// is loaded).

@@ -46,7 +46,9 @@ func openAnalysis(ctx context.Context, fs *flag.FlagSet, c *connFlags, args []st
 // stack or DSN it starts a server on the dev state's data for the duration
 // of the command. The returned function closes everything.
 func openStore(ctx context.Context, c *connFlags) (*store.Store, func(), error) {
-	_ = c.resolve(false)
+	if err := c.resolve(false); err != nil && c.clickhouseDSNFile != "" {
+		return nil, nil, err // an unreadable --clickhouse-dsn-file; no dev stack is fine
+	}
 	dsn := c.clickhouseDSN
 	stopServer := func() {}
 	if dsn == "" {

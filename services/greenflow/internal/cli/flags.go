@@ -4,6 +4,8 @@
 package cli
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,13 +19,16 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
 type connFlags struct {
 	stateDir, natsURL, clickhouseDSN string
+	clickhouseDSNFile                string
 	natsNKeyFile                     string
 	apiURL, token                    string
+	apiCAFile                        string
 	// writer: the command writes ClickHouse (prune), so it takes the dev
 	// stack's writer DSN; every other command takes the read-only one.
 	writer bool
@@ -33,19 +38,52 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
 	fs.StringVar(&c.natsNKeyFile, "nats-nkey-file", "", "file holding the NATS nkey seed to connect with (default: the dev stack's, in the state dir)")
-	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir)")
+	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir); it holds a password, which a command line shows to every user: prefer --clickhouse-dsn-file")
+	fs.StringVar(&c.clickhouseDSNFile, "clickhouse-dsn-file", "", "file holding the ClickHouse DSN with its password; overrides --clickhouse-dsn (default: the dev stack's reader DSN, in the state dir)")
 	fs.StringVar(&c.apiURL, "api-url", "", "the scheduler's HTTP API, e.g. http://127.0.0.1:9464 (default: from the dev state dir)")
 	fs.StringVar(&c.token, "token", "", "API token (default: $GREENFLOW_TOKEN, else the dev stack's admin token in the state dir)")
+	fs.StringVar(&c.apiCAFile, "api-ca-file", "", "PEM file of the CA that signed an https --api-url's certificate (default: $"+apiCAEnv+", else the system's CAs)")
 }
 
 // tokenEnv names the environment variable holding the API token.
 const tokenEnv = "GREENFLOW_TOKEN"
 
+// apiCAEnv names the environment variable holding --api-ca-file.
+const apiCAEnv = "GREENFLOW_API_CA_FILE"
+
+// httpClient is the API's client: it trusts --api-ca-file's CA (else
+// $GREENFLOW_API_CA_FILE's, else the system's) for an https API.
+func (c *connFlags) httpClient() (*http.Client, error) {
+	path := c.apiCAFile
+	if path == "" {
+		path = os.Getenv(apiCAEnv)
+	}
+	if path == "" {
+		return &http.Client{}, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the API's CA (--api-ca-file or $%s): %w", apiCAEnv, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("the API's CA file %s: no PEM certificate in it, expected one or more -----BEGIN CERTIFICATE----- blocks", path)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tr}, nil
+}
+
 // api returns a client of the scheduler's HTTP API: its address from
 // --api-url or the running dev stack; its token from --token, then
 // $GREENFLOW_TOKEN, then the dev stack's admin token file.
 func (c *connFlags) api() (*apiClient, error) {
-	a := &apiClient{base: strings.TrimRight(c.apiURL, "/"), token: c.token, tokenFrom: "--token", hc: &http.Client{}}
+	hc, err := c.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	a := &apiClient{base: strings.TrimRight(c.apiURL, "/"), token: c.token, tokenFrom: "--token", hc: hc,
+		tokenFile: filepath.Join(c.stateDir, devstack.TokenFile)}
 	if a.base == "" {
 		ep, err := devstack.ReadEndpoints(c.stateDir)
 		if errors.Is(err, devstack.ErrNotRunning) {
@@ -84,8 +122,16 @@ func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
 	return creds.Options()
 }
 
-// resolve fills missing addresses from a running dev stack.
+// resolve fills missing addresses from --clickhouse-dsn-file and a running
+// dev stack.
 func (c *connFlags) resolve(needNATS bool) error {
+	if c.clickhouseDSNFile != "" {
+		dsn, err := svcmain.ReadDSNFile(c.clickhouseDSNFile)
+		if err != nil {
+			return err
+		}
+		c.clickhouseDSN, c.clickhouseDSNFile = dsn, ""
+	}
 	if c.natsURL != "" && c.clickhouseDSN != "" {
 		return nil
 	}

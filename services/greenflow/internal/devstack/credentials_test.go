@@ -20,7 +20,8 @@ import (
 )
 
 // The dev stack's own ClickHouse and NATS get generated credentials, kept
-// in files only the stack's user reads: endpoints.json (world-readable)
+// in files only the stack's user reads: the state dir and everything in it,
+// the servers' own files included, is the user's only; endpoints.json
 // names the ClickHouse DSN without its password; the CLI's DSN (from
 // ReadEndpoints) is the read-only user's, which the real server refuses
 // writes; the services write as the writer.
@@ -43,6 +44,18 @@ func TestDevStackCredentials(t *testing.T) {
 	for _, f := range []string{devstack.ClickHouseReaderDSNFile, devstack.ClickHouseWriterDSNFile, devstack.TokenFile} {
 		require.Equal(t, os.FileMode(0o600), mode(filepath.Join(o.StateDir, f)), f)
 	}
+
+	require.Equal(t, os.FileMode(0o700), mode(o.StateDir))
+	files := 0
+	require.NoError(t, filepath.WalkDir(o.StateDir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Type()&os.ModeSymlink != 0 || d.Type()&os.ModeSocket != 0 {
+			return err
+		}
+		files++
+		require.Zero(t, mode(path)&0o077, "%s is %s: readable by others than the stack's user", path, mode(path))
+		return nil
+	}))
+	require.Greater(t, files, 20, "the walk saw the servers' files")
 
 	raw, err := os.ReadFile(filepath.Join(o.StateDir, devstack.EndpointsFile))
 	require.NoError(t, err)

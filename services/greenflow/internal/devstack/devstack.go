@@ -142,8 +142,17 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
+	// The state dir holds every credential of the stack and every run's
+	// data: it and all that this process and its children (clickhouse-
+	// server, NATS's store) create in it are this user's only — the umask
+	// covers the files servers create themselves, the chmod a dir an older
+	// stack made 0755.
+	syscall.Umask(0o077)
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state dir %s: %w", o.StateDir, err)
+	}
+	if err := os.Chmod(o.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("make state dir %s private: %w", o.StateDir, err)
 	}
 	s := &Stack{opts: o, logger: o.Logger, Registry: service.NewRegistry(), health: &service.Health{}, apiReady: make(chan struct{})}
 	// /healthz: ready once every service has started and while each
@@ -225,7 +234,7 @@ func (s *Stack) writeEndpoints(e Endpoints) error {
 	}
 	e.ClickHouseDSN = store.RedactDSN(e.ClickHouseDSN)
 	b, _ := json.MarshalIndent(e, "", "  ")
-	return writeFile(filepath.Join(s.opts.StateDir, EndpointsFile), b, 0o644)
+	return writeFile(filepath.Join(s.opts.StateDir, EndpointsFile), b, 0o600)
 }
 
 // ensureAdminToken reuses the admin token in TokenFile while the token

@@ -65,10 +65,13 @@ type Generator struct {
 	bus    *bus.Bus
 	sink   kafkasignals.Sink
 	logger *zap.Logger
-	clock  clock.WithTicker
-	hc     *http.Client
-	hooks  Hooks
-	m      metrics
+	// base is logger without its component: for the components the
+	// generator starts (the Kafka signal sampler), which add their own.
+	base  *zap.Logger
+	clock clock.WithTicker
+	hc    *http.Client
+	hooks Hooks
+	m     metrics
 
 	view    *membership
 	beatErr atomic.Pointer[string] // the last heartbeat's error; nil after a success
@@ -148,7 +151,8 @@ func New(cfg Config, d Deps) (*Generator, error) {
 	if d.HTTP == nil {
 		d.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
-	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: d.Logger.With(zap.String("component", "load-generator"), zap.String("instance", cfg.Instance)),
+	base := d.Logger.With(zap.String("instance", cfg.Instance))
+	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: base.With(zap.String("component", "load-generator")), base: base,
 		clock: d.Clock, hc: d.HTTP, hooks: d.Hooks, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
 		poke: make(chan struct{}, 1),
 		m:    newMetrics(),

@@ -54,7 +54,7 @@ func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
 			return
 		}
 		defer cl.Close()
-		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.logger, g.clock.Now)
+		smp := kafkasignals.NewSampler(kadm.NewClient(cl), g.sink, g.base, g.clock.Now)
 		smp.Run(sctx, kafkasignals.Target{ExperimentID: p.Cmd.ExperimentID, RunID: run, InputTopic: p.Cmd.Kafka.InputTopic,
 			OutputTopic: p.Cmd.Kafka.OutputTopic, Group: "uc3-" + run}, g.cfg.SignalInterval, s.now)
 	}()

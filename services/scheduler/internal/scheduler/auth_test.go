@@ -186,6 +186,13 @@ func TestTokensNeverLeakIntoLogsOrEvents(t *testing.T) {
 
 	secrets := map[string]string{"admin": secretOf(admin), "ci": secretOf(created.Token)}
 	for _, e := range logs.All() {
+		components := 0
+		for _, f := range e.Context {
+			if f.Key == "component" {
+				components++
+			}
+		}
+		require.LessOrEqual(t, components, 1, "log entry %q names its component %d times", e.Message, components)
 		line, err := json.Marshal(e.ContextMap())
 		require.NoError(t, err)
 		for name, sec := range secrets {

@@ -125,7 +125,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 			Help: "Runs between provisioning and analysis."}),
 	}
 	s.tokens = auth.OnBus(d.Bus, d.Clock)
-	s.guard = auth.NewGuard(s.tokens, cfg.HTTP, d.Clock, logger)
+	s.guard = auth.NewGuard(s.tokens, cfg.HTTP, d.Clock, d.Logger) // it names its own component
 	if err := service.Register(d.Registry, "scheduler", s.transitions, s.runsActive); err != nil {
 		return nil, err
 	}
