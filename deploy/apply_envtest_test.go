@@ -13,9 +13,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
@@ -48,7 +46,19 @@ func (w *warnings) take() []string {
 	return out
 }
 
-var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+// applier acts as the cluster's admin, with the API server's warnings
+// collected; the vendored CRDs are installed.
+func applier(t *testing.T) (*kubetest.Applier, *warnings) {
+	t.Helper()
+	w := &warnings{}
+	rc := rest.CopyConfig(kubetest.Admin)
+	rc.WarningHandler = w
+	a, err := kubetest.NewApplier(rc)
+	require.NoError(t, err)
+	installCRDs(t, a)
+	w.take()
+	return a, w
+}
 
 // installCRDs applies the vendored CRDs (Strimzi's, the Prometheus
 // operator's) and waits until the API server serves them.
@@ -70,20 +80,9 @@ func installCRDs(t *testing.T, a *kubetest.Applier) {
 	}
 	dyn, err := dynamic.NewForConfig(kubetest.Admin)
 	require.NoError(t, err)
-	crds := dyn.Resource(crdResource)
 	for _, name := range names {
 		testenv.Eventually(t, 30*time.Second, "CRD "+name+" established", func() bool {
-			got, err := crds.Get(context.Background(), name, metav1.GetOptions{})
-			if err != nil {
-				return false
-			}
-			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-			for _, c := range conds {
-				if cm := c.(map[string]any); cm["type"] == "Established" && cm["status"] == "True" {
-					return true
-				}
-			}
-			return false
+			return kubetest.CRDEstablished(context.Background(), dyn, name)
 		})
 	}
 }
@@ -112,13 +111,7 @@ func withComponent(t *testing.T, dir, component string) string {
 // nothing to say about any pod template but the energy collector's host
 // paths, which its namespace admits and warns about.
 func TestOverlaysApplyToARealAPIServer(t *testing.T) {
-	var w warnings
-	rc := rest.CopyConfig(kubetest.Admin)
-	rc.WarningHandler = &w
-	a, err := kubetest.NewApplier(rc)
-	require.NoError(t, err)
-	installCRDs(t, a)
-	w.take()
+	a, w := applier(t)
 
 	for _, overlay := range []string{"overlays/single-node", "overlays/testbed"} {
 		for _, monitors := range []bool{false, true} {
@@ -159,12 +152,7 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 // The check can fail: the API server refuses a field the CRD's schema does
 // not have, and a value of the wrong type, naming them.
 func TestAWrongFieldInAnOverlayFails(t *testing.T) {
-	var w warnings
-	rc := rest.CopyConfig(kubetest.Admin)
-	rc.WarningHandler = &w
-	a, err := kubetest.NewApplier(rc)
-	require.NoError(t, err)
-	installCRDs(t, a)
+	a, _ := applier(t)
 	objs, err := kubetest.Decode(render(t, configured(t, "overlays/single-node")), "single-node")
 	require.NoError(t, err)
 	var ns, pool *unstructured.Unstructured

@@ -16,10 +16,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	psaapi "k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 	sigyaml "sigs.k8s.io/yaml"
+
+	"github.com/greenflow/greenflow/pkg/kubetest"
 )
 
 // manifests are the typed objects of deploy/base, as kubectl would apply them.
@@ -475,5 +478,32 @@ func credentialsComeFromSecrets(t *testing.T, m manifests) {
 				require.NotContains(t, e.Value, "@", "%s: no credentials in env %s", w.name, e.Name)
 			}
 		}
+	}
+}
+
+// The namespace admission policy names the provisioner by its user name, a
+// string kustomize does not rewrite: in every deployment it must be the
+// service account the provisioner's pods run as, in their namespace, or
+// the policy would restrain nobody.
+func TestTheNamespacePolicyNamesTheProvisioner(t *testing.T) {
+	for _, d := range deployments {
+		t.Run(strings.ReplaceAll(d, "/", "-"), func(t *testing.T) {
+			objs, err := kubetest.Decode(render(t, configured(t, d)), d)
+			require.NoError(t, err)
+			var user, condition string
+			for _, o := range objs {
+				switch {
+				case o.GetKind() == "Deployment" && o.GetName() == "provisioner":
+					sa, _, _ := unstructured.NestedString(o.Object, "spec", "template", "spec", "serviceAccountName")
+					user = "system:serviceaccount:" + o.GetNamespace() + ":" + sa
+				case o.GetKind() == "ValidatingAdmissionPolicy" && o.GetName() == "greenflow-provisioner-namespaces":
+					conds, _, _ := unstructured.NestedSlice(o.Object, "spec", "matchConditions")
+					require.Len(t, conds, 1)
+					condition, _ = conds[0].(map[string]any)["expression"].(string)
+				}
+			}
+			require.NotEmpty(t, user)
+			require.Equal(t, "request.userInfo.username == '"+user+"'", condition)
+		})
 	}
 }

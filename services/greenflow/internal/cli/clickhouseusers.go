@@ -24,12 +24,11 @@ func runClickHouseUsers(_ context.Context, args []string, stdout, stderr io.Writ
 	var networks []string
 	fs.Func("network", "address or CIDR the users may connect from (repeatable; default ::/0, any: the NetworkPolicy bounds who reaches the server)",
 		func(v string) error {
-			if net.ParseIP(v) == nil {
-				if _, _, err := net.ParseCIDR(v); err != nil {
-					return fmt.Errorf("%q is neither an IP address nor a CIDR (e.g. 10.244.0.0/16)", v)
-				}
+			n, err := clickHouseNetwork(v)
+			if err != nil {
+				return err
 			}
-			networks = append(networks, v)
+			networks = append(networks, n)
 			return nil
 		})
 	if err := fs.Parse(args); err != nil {
@@ -47,4 +46,25 @@ func runClickHouseUsers(_ context.Context, args []string, stdout, stderr io.Writ
 	}
 	_, err = io.WriteString(stdout, chserver.UsersXML(passwords, networks...))
 	return err
+}
+
+// clickHouseNetwork is an address or CIDR as ClickHouse's <ip> must hold
+// it. ClickHouse 18.16 applies an IPv4 CIDR's prefix length to the
+// IPv4-mapped IPv6 address it compares with, so 10.0.0.0/8 admits every
+// IPv4 client (measured: 127.0.0.1 is let in by 10.0.0.0/8 and by
+// 203.0.113.7/32); an IPv4 CIDR is therefore written in its IPv4-mapped
+// IPv6 form, ::ffff:10.0.0.0/104, which it compares right.
+func clickHouseNetwork(v string) (string, error) {
+	if ip := net.ParseIP(v); ip != nil {
+		return v, nil
+	}
+	ip, cidr, err := net.ParseCIDR(v)
+	if err != nil {
+		return "", fmt.Errorf("%q is neither an IP address nor a CIDR (e.g. 10.244.0.0/16)", v)
+	}
+	if ip.To4() == nil {
+		return v, nil
+	}
+	ones, _ := cidr.Mask.Size()
+	return fmt.Sprintf("::ffff:%s/%d", cidr.IP.To4(), 96+ones), nil
 }

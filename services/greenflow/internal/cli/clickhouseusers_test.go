@@ -2,16 +2,21 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/xml"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -51,12 +56,74 @@ func TestClickHouseUsers(t *testing.T) {
 
 	var again bytes.Buffer
 	require.Zero(t, cli.Main([]string{"clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/16", "--network", "fd00::1"}, &again, &errOut))
-	require.Equal(t, strings.ReplaceAll(out.String(), "<ip>::/0</ip>", "<ip>10.244.0.0/16</ip><ip>fd00::1</ip>"), again.String(),
-		"the same passwords, other networks")
+	require.Equal(t, strings.ReplaceAll(out.String(), "<ip>::/0</ip>", "<ip>::ffff:10.244.0.0/112</ip><ip>fd00::1</ip>"), again.String(),
+		"the same passwords, other networks (an IPv4 CIDR in its IPv4-mapped form, which ClickHouse 18.16 compares right)")
 
 	errOut.Reset()
 	require.NotZero(t, cli.Main([]string{"clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/33"}, &out, &errOut))
 	require.Contains(t, errOut.String(), `"10.244.0.0/33" is neither an IP address nor a CIDR`)
 	require.NotZero(t, cli.Main([]string{"clickhouse-users"}, &out, &errOut))
 	require.Contains(t, errOut.String(), "--secrets-dir")
+}
+
+// What clickhouse-users prints is what a real ClickHouse (18.16, as the
+// dev stack runs it) loads: written over a running server's users.xml
+// (the server reloads it), a network that is not the client's refuses the
+// writer, and the default, any network, admits both users again — the
+// reader still read-only.
+func TestClickHouseUsersLoadInARealServer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	srv, err := chserver.Start(ctx, dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Stop() })
+	writes := 0
+	users := func(args ...string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		require.Zero(t, cli.Main(append([]string{"clickhouse-users", "--secrets-dir", dir}, args...), &out, &errOut), errOut.String())
+		path := filepath.Join(dir, "users.xml")
+		require.NoError(t, os.WriteFile(path, out.Bytes(), 0o600))
+		// ClickHouse notices a changed file by its modification time in
+		// whole seconds: make each write's distinct.
+		writes++
+		mtime := time.Now().Add(time.Duration(writes) * time.Minute)
+		require.NoError(t, os.Chtimes(path, mtime, mtime))
+	}
+	query := func(dsn, q string) error {
+		opts, err := clickhouse.ParseDSN(dsn)
+		if err != nil {
+			return err
+		}
+		opts.DialTimeout = 5 * time.Second
+		conn, err := clickhouse.Open(opts)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = conn.Close() }()
+		return conn.Exec(ctx, q)
+	}
+
+	users("--network", "203.0.113.7/32")
+	testenv.Eventually(t, 30*time.Second, "the writer refused from 127.0.0.1", func() bool {
+		return query(srv.DSN("default"), "SELECT 1") != nil
+	})
+	err = query(srv.DSN("default"), "SELECT 1")
+	require.ErrorContains(t, err, "is not allowed to connect from address 127.0.0.1")
+	users("--network", "10.0.0.0/8", "--network", "127.0.0.0/8")
+	testenv.Eventually(t, 30*time.Second, "the writer admitted from 127.0.0.0/8", func() bool {
+		return query(srv.DSN("default"), "SELECT 1") == nil
+	})
+	users("--network", "10.0.0.0/8")
+	testenv.Eventually(t, 30*time.Second, "the writer refused outside 10.0.0.0/8", func() bool {
+		return query(srv.DSN("default"), "SELECT 1") != nil
+	})
+	users()
+	testenv.Eventually(t, 30*time.Second, "both users admitted from any network", func() bool {
+		return query(srv.DSN("default"), "SELECT 1") == nil && query(srv.ReaderDSN("default"), "SELECT 1") == nil
+	})
+	require.NoError(t, query(srv.DSN("default"), "CREATE TABLE default.t (x UInt8) ENGINE = Memory"), "the writer writes")
+	err = query(srv.ReaderDSN("default"), "INSERT INTO default.t VALUES (1)")
+	require.ErrorContains(t, err, "readonly", "the reader does not")
 }

@@ -634,7 +634,7 @@ spec:
 	start := time.Now()
 	_, err = b.Provision(ctx, p)
 	require.Error(t, err)
-	t.Logf("refused: %v", err)
+	t.Logf("refused after %s: %v", time.Since(start).Round(time.Millisecond), err)
 	require.Less(t, time.Since(start), 15*time.Second, "fails on the refusal, not at the 20 s timeout")
 	require.ErrorContains(t, err, "deployment miner: the API server refuses its pods")
 	require.ErrorContains(t, err, `violates PodSecurity "baseline:v1.30": privileged (container "app" must not set securityContext.privileged=true)`)

@@ -119,8 +119,8 @@ func (b *Backend) refused(ctx context.Context, ns string) string {
 	}
 	for _, e := range list.Items {
 		if strings.Contains(e.Message, "violates PodSecurity") {
-			return fmt.Sprintf("%s %s: the API server refuses its pods (the run's namespace enforces a Pod Security level; see the template's"+
-				" documentation for which): %s", strings.ToLower(e.InvolvedObject.Kind), e.InvolvedObject.Name, e.Message)
+			return fmt.Sprintf("%s %s: the API server refuses its pods (Pod Security admission, at the level the run's namespace enforces): %s",
+				strings.ToLower(e.InvolvedObject.Kind), e.InvolvedObject.Name, e.Message)
 		}
 	}
 	return ""

@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -162,8 +161,6 @@ func Dynamic(tb testing.TB, rc *rest.Config) dynamic.Interface {
 	return d
 }
 
-var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-
 // InstallCRD creates the CustomResourceDefinition of a manifest (unless it
 // is there) and waits until it is established.
 func InstallCRD(tb testing.TB, path string) {
@@ -176,22 +173,12 @@ func InstallCRD(tb testing.TB, path string) {
 	if err := utilyaml.Unmarshal(raw, &u.Object); err != nil {
 		tb.Fatalf("%s: %v", path, err)
 	}
-	crds := Dynamic(tb, kubetest.Admin).Resource(crdResource)
+	crds := Dynamic(tb, kubetest.Admin).Resource(kubetest.CRDResource)
 	if _, err = crds.Create(context.Background(), &u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		tb.Fatal(err)
 	}
 	testenv.Eventually(tb, 30*time.Second, "CRD established", func() bool {
-		got, err := crds.Get(context.Background(), u.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-		for _, c := range conds {
-			if cm := c.(map[string]any); cm["type"] == "Established" && cm["status"] == "True" {
-				return true
-			}
-		}
-		return false
+		return kubetest.CRDEstablished(context.Background(), Dynamic(tb, kubetest.Admin), u.GetName())
 	})
 }
 
@@ -199,7 +186,7 @@ func InstallCRD(tb testing.TB, path string) {
 // until it is gone.
 func UninstallCRD(tb testing.TB, name string) {
 	tb.Helper()
-	crds := Dynamic(tb, kubetest.Admin).Resource(crdResource)
+	crds := Dynamic(tb, kubetest.Admin).Resource(kubetest.CRDResource)
 	err := crds.Delete(context.Background(), name, metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return
