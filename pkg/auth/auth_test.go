@@ -379,6 +379,7 @@ func TestAdoptedTokenWorksOnceAndStaysRevoked(t *testing.T) {
 	_, err = e.store.Adopt(ctx, "cluster-admin", auth.Admin, plain)
 	require.ErrorIs(t, err, auth.ErrRevoked)
 	require.Equal(t, 401, do(t, "GET", url, plain, "", "").code, "revoked stays revoked")
+}
 
 // A token the API cannot check (its token store unreachable: here its NATS
 // connection is closed) is refused with 503, not 401: the client's token
