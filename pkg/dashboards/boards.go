@@ -442,7 +442,7 @@ func platformHealth() Board {
 				PromQuery{`sum by (consumer) (increase(greenflow_bus_messages_dead_lettered_total[$__rate_interval]))`, "{{consumer}}"}),
 			ts("Active runs and run transitions", "short", "Runs the scheduler is driving, and its state transitions per second.",
 				PromQuery{`sum(greenflow_scheduler_runs_active)`, "active runs"},
-				PromQuery{`sum by (to) (rate(greenflow_scheduler_run_transitions_total[$__rate_interval]))`, "to {{to}}"}),
+				PromQuery{`sum by (state) (rate(greenflow_scheduler_run_transitions_total[$__rate_interval]))`, "to {{state}}"}),
 			ts("Collector spool and drops", "short", "Sample rows waiting for ClickHouse in each collector's spool, and rows dropped past its bound.",
 				PromQuery{`sum by (instance) (greenflow_energy_collector_backlog_rows)`, "backlog {{instance}}"},
 				PromQuery{`sum by (instance) (increase(greenflow_energy_collector_samples_dropped_total[$__rate_interval]))`, "dropped {{instance}}"}),
