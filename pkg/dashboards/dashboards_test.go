@@ -78,3 +78,27 @@ func TestExpand(t *testing.T) {
 		})
 	}
 }
+
+// No query uses what ClickHouse 18.16 lacks or current releases refuse.
+func TestQueriesArePortable(t *testing.T) {
+	require.ErrorContains(t, dashboards.Lint("SELECT runningDifference(v) FROM t"), "runningDifference")
+	require.ErrorContains(t, dashboards.Lint("SELECT toStartOfInterval(ts, INTERVAL 1 minute)"), "toStartOfInterval")
+	n := 0
+	for _, b := range dashboards.Boards() {
+		var sqls []string
+		for _, v := range b.Vars {
+			sqls = append(sqls, v.SQL)
+		}
+		for _, a := range b.Annotations {
+			sqls = append(sqls, a.SQL)
+		}
+		for _, q := range b.Queries() {
+			sqls = append(sqls, q.SQL)
+		}
+		for _, s := range sqls {
+			require.NoError(t, dashboards.Lint(s), "%s: %s", b.UID, s)
+			n++
+		}
+	}
+	require.Greater(t, n, 20)
+}

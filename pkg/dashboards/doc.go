@@ -10,6 +10,7 @@
 // on current releases: time buckets are
 // toDateTime(intDiv(toUInt32(ts), $__interval_s) * $__interval_s), never
 // $__timeInterval/$__timeGroup (toStartOfInterval); joins are ANY LEFT
-// JOIN … USING; rows are de-duplicated by their table's key (FINAL or a
-// GROUP BY of it), as the store's readers do.
+// JOIN … USING; no runningDifference or neighbor (current releases refuse
+// them by default; Lint checks); rows are de-duplicated by their table's
+// key (FINAL or a GROUP BY of it), as the store's readers do.
 package dashboards

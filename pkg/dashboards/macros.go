@@ -210,3 +210,19 @@ func parenthesised(arg, match string) string {
 	}
 	return ""
 }
+
+// notPortable are SQL functions and constructs a panel must not use: 18.16
+// lacks the first ones (the real server would refuse them in tests too),
+// and current ClickHouse refuses the "error-prone window functions"
+// without allow_deprecated_error_prone_window_functions, which tests on
+// 18.16 cannot see.
+var notPortable = regexp.MustCompile(`(?i)\b(toStartOfInterval|toDateTime64|DateTime64|fromUnixTimestamp64\w*|runningDifference\w*|neighbor|runningAccumulate)\s*\(|\bOVER\s*\(`)
+
+// Lint reports SQL that would not run on both ClickHouse 18.16 and current
+// releases (see notPortable).
+func Lint(sql string) error {
+	if m := notPortable.FindString(sql); m != "" {
+		return fmt.Errorf("%q does not run on both ClickHouse 18.16 and current releases", strings.TrimSpace(m))
+	}
+	return nil
+}

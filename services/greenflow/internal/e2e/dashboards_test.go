@@ -10,11 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/dashboards"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -42,12 +40,7 @@ func TestDashboardQueries(t *testing.T) {
 
 	// A malformed command: the platform dashboard's dead-letter panel
 	// reads the counter it creates.
-	bad := nats.NewMsg(bus.Subject(events.TypeRunProvision))
-	bad.Header.Set(bus.HeaderType, string(events.TypeRunProvision))
-	bad.Header.Set(bus.HeaderVersion, "1")
-	bad.Data = []byte(`{"experiment_id":"x","run_id":"x-r0000","sut":{"template":"uc3-go"}}`)
-	_, err := b.JetStream().PublishMsg(ctx, bad)
-	require.NoError(t, err)
+	publishMalformedProvision(ctx, t, b)
 
 	id, n, obs := submitExample(ctx, t, b, phases("1s", "1s", "4s"), events.TypeRunAnalyzed)
 	require.Equal(t, 2, n)
