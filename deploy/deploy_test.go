@@ -1,6 +1,7 @@
 // Package deploy holds the Kubernetes manifests (kustomize) and Grafana
-// provisioning; this test keeps them and skaffold.yaml parseable and
-// consistent with the repository.
+// provisioning (grafana/: data sources, dashboard provider and the
+// generated dashboards); these tests keep them and skaffold.yaml parseable
+// and consistent with the repository (grafana_test.go: the provisioning).
 package deploy
 
 import (

@@ -205,6 +205,12 @@ func (a *Analyzer) analyzeAndStore(ctx context.Context, m *events.RunMeasured, p
 	if err := a.store.ReplaceRunTargets(ctx, targets); err != nil {
 		return events.RunAnalyzed{}, err
 	}
+	if err := a.store.ReplaceRunPhases(ctx, runPhases(m)); err != nil {
+		return events.RunAnalyzed{}, err
+	}
+	if err := a.store.ReplaceRunFactors(ctx, runFactors(m)); err != nil {
+		return events.RunAnalyzed{}, err
+	}
 	include, exclude := m.RunID, ""
 	if summary.Invalid {
 		include, exclude = "", m.RunID

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -28,12 +27,7 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 
 	// A malformed command first: it must go to the dead-letter stream with
 	// a reason and must not block what follows.
-	bad := nats.NewMsg(bus.Subject(events.TypeRunProvision))
-	bad.Header.Set(bus.HeaderType, string(events.TypeRunProvision))
-	bad.Header.Set(bus.HeaderVersion, "1")
-	bad.Data = []byte(`{"experiment_id":"x","run_id":"x-r0000","sut":{"template":"uc3-go"}}`)
-	_, err := b.JetStream().PublishMsg(ctx, bad)
-	require.NoError(t, err)
+	publishMalformedProvision(ctx, t, b)
 
 	id, n, obs := submitExample(ctx, t, b, phases("1s", "1s", "4s"), events.TypeLoadFinished, events.TypeRunAnalyzed)
 	require.Equal(t, 2, n)

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -144,4 +145,16 @@ func (p *process) stop(sig os.Signal, within time.Duration) (bool, error) {
 	case <-time.After(within):
 		return false, nil
 	}
+}
+
+// publishMalformedProvision publishes a run.provision command its schema
+// rejects: the provisioner dead-letters it with the reason.
+func publishMalformedProvision(ctx context.Context, tb testing.TB, b *bus.Bus) {
+	tb.Helper()
+	bad := nats.NewMsg(bus.Subject(events.TypeRunProvision))
+	bad.Header.Set(bus.HeaderType, string(events.TypeRunProvision))
+	bad.Header.Set(bus.HeaderVersion, "1")
+	bad.Data = []byte(`{"experiment_id":"x","run_id":"x-r0000","sut":{"template":"uc3-go"}}`)
+	_, err := b.JetStream().PublishMsg(ctx, bad)
+	require.NoError(tb, err)
 }

@@ -1,0 +1,138 @@
+package dashboards
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+)
+
+// Build turns a board into a Grafana dashboard with the foundation SDK.
+func Build(b Board) (dashboard.Dashboard, error) {
+	d := dashboard.NewDashboardBuilder(b.Title).
+		Uid(b.UID).
+		Description(b.Description).
+		Tags([]string{"greenflow"}).
+		Editable().
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).
+		Time("now-6h", "now").
+		Timezone("browser").
+		Refresh("30s")
+	for _, v := range b.Vars {
+		q := dashboard.NewQueryVariableBuilder(v.Name).
+			Label(v.Label).
+			Datasource(ClickHouse()).
+			Query(dashboard.StringOrMap{String: cog.ToPtr(v.SQL)}).
+			Definition(v.SQL).
+			Refresh(dashboard.VariableRefreshOnDashboardLoad).
+			Sort(dashboard.VariableSortDisabled)
+		if v.TimeRange {
+			q.Refresh(dashboard.VariableRefreshOnTimeRangeChanged)
+		}
+		if v.Multi {
+			q.Multi(true).IncludeAll(true)
+		}
+		d.WithVariable(q)
+	}
+	for _, a := range b.Annotations {
+		d.Annotation(dashboard.NewAnnotationQueryBuilder().
+			Name(a.Name).
+			Datasource(ClickHouse()).
+			Enable(true).
+			IconColor("rgba(0, 211, 255, 1)").
+			Target(SQL(FormatTable, a.SQL)))
+	}
+	for i, p := range b.Panels {
+		var targets []cog.Builder[variants.Dataquery]
+		ds := ClickHouse()
+		for j, q := range p.SQL {
+			targets = append(targets, SQL(q.Format, q.SQL).RefID(refID(j)))
+		}
+		if len(p.PromQL) > 0 {
+			ds = Prometheus()
+			for j, q := range p.PromQL {
+				targets = append(targets, prometheus.NewDataqueryBuilder().Expr(q.Expr).LegendFormat(q.Legend).Range().
+					Datasource(ds).RefId(refID(j)))
+			}
+		}
+		if len(targets) == 0 {
+			return dashboard.Dashboard{}, fmt.Errorf("dashboard %s panel %d %q: no query", b.UID, i+1, p.Title)
+		}
+		switch p.Kind {
+		case KindTimeSeries:
+			d.WithPanel(timeseries.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
+				Unit(p.Unit).Span(p.Width).Height(p.Height))
+		case KindTable:
+			d.WithPanel(table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
+				Unit(p.Unit).Span(p.Width).Height(p.Height))
+		default:
+			return dashboard.Dashboard{}, fmt.Errorf("dashboard %s panel %q: kind %q, expected timeseries or table", b.UID, p.Title, p.Kind)
+		}
+	}
+	out, err := d.Build()
+	if err != nil {
+		return dashboard.Dashboard{}, fmt.Errorf("build dashboard %s: %w", b.UID, err)
+	}
+	return out, nil
+}
+
+func refID(i int) string { return string(rune('A' + i)) }
+
+// Render returns every dashboard's JSON by file name (<uid>.json), as the
+// generator writes it.
+func Render() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, b := range Boards() {
+		d, err := Build(b)
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // SQL's < and > stay readable in the files
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(d); err != nil {
+			return nil, fmt.Errorf("encode dashboard %s: %w", b.UID, err)
+		}
+		out[b.UID+".json"] = buf.Bytes()
+	}
+	return out, nil
+}
+
+// Write renders every dashboard into dir, replacing the files there that
+// it generated before (a dashboard removed from Boards leaves no file).
+func Write(dir string) ([]string, error) {
+	files, err := Render()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "greenflow-*.json"))
+	for _, f := range old {
+		if _, keep := files[filepath.Base(f)]; !keep {
+			if err := os.Remove(f); err != nil {
+				return nil, fmt.Errorf("remove stale dashboard %s: %w", f, err)
+			}
+		}
+	}
+	names := make([]string, 0, len(files))
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return nil, fmt.Errorf("write dashboard %s: %w", name, err)
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
+}

@@ -1,0 +1,104 @@
+package dashboards_test
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/dashboards"
+)
+
+func deployDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "deploy", "grafana", "dashboards")
+}
+
+// The JSON under deploy/grafana/dashboards is what the generator writes:
+// a change to the dashboards' code needs `go run ./tools/dashboards`.
+func TestCheckedInDashboardsAreTheGeneratorsOutput(t *testing.T) {
+	want, err := dashboards.Render()
+	require.NoError(t, err)
+	dir := deployDir()
+	have, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	require.NoError(t, err)
+	var names []string
+	for _, f := range have {
+		names = append(names, filepath.Base(f))
+	}
+	var wantNames []string
+	for n := range want {
+		wantNames = append(wantNames, n)
+	}
+	sort.Strings(wantNames)
+	require.Equal(t, wantNames, names, "dashboards in %s: run go run ./tools/dashboards", dir)
+	for n, b := range want {
+		got, err := os.ReadFile(filepath.Join(dir, n))
+		require.NoError(t, err)
+		require.Equal(t, string(b), string(got), "%s differs from the generator's output: run go run ./tools/dashboards", n)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	env := dashboards.Env{
+		From: time.Unix(1_760_000_000, 0), To: time.Unix(1_760_003_600, 0), Interval: 15 * time.Second,
+		Vars: map[string]dashboards.Var{
+			"experiment": {Values: []string{"e-1"}},
+			"run":        {Values: []string{"it's"}},
+			"node":       {Values: []string{"n1", "n2"}, All: true, Multi: true},
+			"config":     {Values: []string{"c1"}, Multi: true},
+		},
+	}
+	for _, c := range []struct{ name, in, want, err string }{
+		{name: "time filter and range", in: "WHERE $__timeFilter(ts) AND x < $__toTime AND y > $__fromTime",
+			want: "WHERE ts >= toDateTime(1760000000) AND ts <= toDateTime(1760003600) AND x < toDateTime(1760003600) AND y > toDateTime(1760000000)"},
+		{name: "interval in seconds", in: "intDiv(toUInt32(ts), $__interval_s) * $__interval_s", want: "intDiv(toUInt32(ts), 15) * 15"},
+		{name: "single value raw, or quoted by format", in: "a = '$experiment' AND b = ${experiment:singlequote} AND c = ${run:singlequote}",
+			want: `a = 'e-1' AND b = 'e-1' AND c = 'it\'s'`},
+		{name: "multi value quoted by the plugin", in: "node IN ($node) AND c IN (${config})", want: "node IN ('n1','n2') AND c IN ('c1')"},
+		{name: "conditionalAll with All", in: "WHERE $__conditionalAll(node IN (${node:singlequote}), $node) AND 1", want: "WHERE 1=1 AND 1"},
+		{name: "conditionalAll with values", in: "WHERE $__conditionalAll(c IN (${config:singlequote}), ${config})", want: "WHERE c IN ('c1')"},
+		{name: "unknown variable", in: "x = $nope", err: `variable "nope" has no value`},
+		{name: "18.16 lacks toStartOfInterval", in: "SELECT $__timeInterval(ts)", err: "expands to SQL ClickHouse 18.16 lacks"},
+		{name: "millisecond macros", in: "WHERE $__timeFilter_ms(ts)", err: "expands to SQL ClickHouse 18.16 lacks"},
+		{name: "unknown macro", in: "WHERE $__bogus", err: "macro $__bogus: not one the ClickHouse plugin expands"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := dashboards.Expand(c.in, env)
+			if c.err != "" {
+				require.ErrorContains(t, err, c.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, c.want, got)
+		})
+	}
+}
+
+// No query uses what ClickHouse 18.16 lacks or current releases refuse.
+func TestQueriesArePortable(t *testing.T) {
+	require.ErrorContains(t, dashboards.Lint("SELECT runningDifference(v) FROM t"), "runningDifference")
+	require.ErrorContains(t, dashboards.Lint("SELECT toStartOfInterval(ts, INTERVAL 1 minute)"), "toStartOfInterval")
+	n := 0
+	for _, b := range dashboards.Boards() {
+		var sqls []string
+		for _, v := range b.Vars {
+			sqls = append(sqls, v.SQL)
+		}
+		for _, a := range b.Annotations {
+			sqls = append(sqls, a.SQL)
+		}
+		for _, q := range b.Queries() {
+			sqls = append(sqls, q.SQL)
+		}
+		for _, s := range sqls {
+			require.NoError(t, dashboards.Lint(s), "%s: %s", b.UID, s)
+			n++
+		}
+	}
+	require.Greater(t, n, 20)
+}
