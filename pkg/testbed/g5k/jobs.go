@@ -204,3 +204,23 @@ func (c *Client) WaitRunning(ctx context.Context, site string, uid int64, b Back
 		delay = min(2*delay, b.Max)
 	}
 }
+
+// Jobs lists user's jobs on site that are not over (waiting, launching,
+// running, hold).
+func (c *Client) Jobs(ctx context.Context, site, user string) ([]Job, error) {
+	q := url.Values{}
+	if user != "" {
+		q.Set("user", user)
+	}
+	q.Set("state", "waiting,launching,running,hold")
+	var page struct {
+		Items []Job `json:"items"`
+	}
+	if _, err := c.do(ctx, http.MethodGet, "/sites/"+url.PathEscape(site)+"/jobs", q, nil, &page, http.StatusOK); err != nil {
+		return nil, fmt.Errorf("list jobs of %s on %s: %w", user, site, err)
+	}
+	for i := range page.Items {
+		page.Items[i].Site = site
+	}
+	return page.Items, nil
+}

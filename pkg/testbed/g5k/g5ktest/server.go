@@ -233,6 +233,8 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) {
 	switch {
 	case len(parts) == 3 && parts[0] == "sites" && parts[2] == "jobs" && r.Method == http.MethodPost:
 		s.submit(w, parts[1], body)
+	case len(parts) == 3 && parts[0] == "sites" && parts[2] == "jobs" && r.Method == http.MethodGet:
+		s.list(w, parts[1], r.URL.Query())
 	case len(parts) == 4 && parts[0] == "sites" && parts[2] == "jobs":
 		uid, err := strconv.ParseInt(parts[3], 10, 64)
 		if err != nil {
@@ -305,6 +307,36 @@ func (s *Server) submit(w http.ResponseWriter, site string, body []byte) {
 	s.jobs[uid] = j
 	w.Header().Set("Location", fmt.Sprintf("/stable/sites/%s/jobs/%d", site, uid))
 	writeJSON(w, http.StatusCreated, s.view(uid, j))
+}
+
+// list answers GET /sites/{site}/jobs?user=…&state=a,b: a page of items.
+func (s *Server) list(w http.ResponseWriter, site string, q map[string][]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	states := map[string]bool{}
+	for _, v := range q["state"] {
+		for _, st := range strings.Split(v, ",") {
+			states[st] = true
+		}
+	}
+	items := []map[string]any{}
+	ids := make([]int64, 0, len(s.jobs))
+	for id := range s.jobs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		j := s.jobs[id]
+		s.expire(j)
+		if j.site != site || (len(states) > 0 && !states[j.state]) {
+			continue
+		}
+		if u := q["user"]; len(u) > 0 && u[0] != j.Job["user"] {
+			continue
+		}
+		items = append(items, s.view(id, j))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"items": items, "total": len(items), "offset": 0})
 }
 
 func (s *Server) get(w http.ResponseWriter, site string, uid int64) {
