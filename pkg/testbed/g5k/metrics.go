@@ -78,7 +78,7 @@ func (c *Client) Metrics(ctx context.Context, site string, q MetricsQuery) ([]Me
 		}
 		ts, err := time.Parse(time.RFC3339Nano, it.Timestamp)
 		if err != nil {
-			return nil, fmt.Errorf("get metrics on %s: item %d: timestamp %q: expected RFC 3339: %w", site, i, it.Timestamp, err)
+			return nil, fmt.Errorf("get %s of %s on %s: item %d: timestamp %q: expected RFC 3339", strings.Join(q.Metrics, ","), strings.Join(nodes, ","), site, i, it.Timestamp)
 		}
 		out = append(out, MetricPoint{Time: ts, Device: it.DeviceID, Metric: it.MetricID, Value: *it.Value, Labels: it.Labels})
 	}

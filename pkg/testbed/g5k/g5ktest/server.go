@@ -69,6 +69,7 @@ type Server struct {
 	gaps     map[string][][2]time.Time          // node short name → [from, to)
 	nulls    map[string][]time.Time
 	refs     map[string]map[string]any
+	corrupt  bool
 }
 
 type throttle struct {
@@ -137,6 +138,14 @@ func (s *Server) Gap(node string, from, to time.Time) {
 func (s *Server) Null(node string, t time.Time) {
 	s.mu.Lock()
 	s.nulls[shortName(node)] = append(s.nulls[shortName(node)], t)
+	s.mu.Unlock()
+}
+
+// Corrupt makes Kwollect's answers malformed (a timestamp that is not
+// ISO 8601) until called with false.
+func (s *Server) Corrupt(on bool) {
+	s.mu.Lock()
+	s.corrupt = on
 	s.mu.Unlock()
 }
 
@@ -460,7 +469,11 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 				if slices.ContainsFunc(s.nulls[node], t.Equal) {
 					v = nil
 				}
-				items = append(items, map[string]any{"timestamp": t.Format("2006-01-02T15:04:05-07:00"), "device_id": node, "metric_id": metric,
+				ts := t.Format("2006-01-02T15:04:05-07:00")
+				if s.corrupt {
+					ts = t.Format(time.ANSIC)
+				}
+				items = append(items, map[string]any{"timestamp": ts, "device_id": node, "metric_id": metric,
 					"value": v, "labels": map[string]string{"_device_orig": "wattmetre1-port" + node[strings.LastIndexByte(node, '-')+1:]}})
 			}
 		}
