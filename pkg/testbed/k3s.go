@@ -164,13 +164,18 @@ func (w KubeNodeWaiter) WaitReady(ctx context.Context, kubeconfig []byte, nodes 
 	}
 	t := clk.NewTicker(poll)
 	defer t.Stop()
+	const noAnswer = "no answer from the API server yet"
+	why := noAnswer
 	for {
 		missing, err := notReady(ctx, cs, nodes)
-		if err == nil && len(missing) == 0 {
+		switch {
+		case err == nil && len(missing) == 0:
 			return nil
-		}
-		why := strings.Join(missing, "; ")
-		if err != nil {
+		case err == nil:
+			why = strings.Join(missing, "; ")
+		case why == noAnswer:
+			// Until a list succeeds, its error is the reason; after, the
+			// nodes' state is (a list cut short by ctx says nothing).
 			why = err.Error()
 		}
 		select {

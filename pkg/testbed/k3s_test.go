@@ -56,15 +56,7 @@ type sshWorld struct {
 }
 
 func newSSHWorld(t *testing.T, kubeconfig string, fail map[string]string) *sshWorld {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	require.NoError(t, err)
-	key := filepath.Join(t.TempDir(), "id_ed25519")
-	require.NoError(t, os.WriteFile(key, pem.EncodeToMemory(block), 0o600))
-	sp, err := ssh.NewPublicKey(pub)
-	require.NoError(t, err)
-	srv, err := sshtest.New(sp, func(host, cmd, stdin string) (string, int) {
+	return newSSHWorldFunc(t, func(host, cmd string) (string, int) {
 		for h, c := range fail {
 			if h == host && strings.Contains(cmd, c) {
 				return "", 1
@@ -78,6 +70,19 @@ func newSSHWorld(t *testing.T, kubeconfig string, fail map[string]string) *sshWo
 		}
 		return "", 0
 	})
+}
+
+// newSSHWorldFunc starts the stand-in answering each command with reply.
+func newSSHWorldFunc(t *testing.T, reply func(host, cmd string) (string, int)) *sshWorld {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	require.NoError(t, err)
+	key := filepath.Join(t.TempDir(), "id_ed25519")
+	require.NoError(t, os.WriteFile(key, pem.EncodeToMemory(block), 0o600))
+	sp, err := ssh.NewPublicKey(pub)
+	require.NoError(t, err)
+	srv, err := sshtest.New(sp, func(host, cmd, _ string) (string, int) { return reply(host, cmd) })
 	require.NoError(t, err)
 	t.Cleanup(srv.Close)
 	return &sshWorld{srv: srv, key: key}

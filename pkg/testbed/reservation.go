@@ -283,7 +283,11 @@ func (m *Manager) Hold(ctx context.Context, r Reservation, work func(context.Con
 }
 
 // Release releases the reservation name records (greenflow testbed down).
+// Like every release it goes on after ctx ends, bounded by ReleaseTimeout:
+// a failure or cancel is when releasing matters most.
 func (m *Manager) Release(ctx context.Context, name, why string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.ReleaseTimeout)
+	defer cancel()
 	r, err := m.Get(ctx, name)
 	if err != nil {
 		return err

@@ -36,13 +36,24 @@ const (
 	envChildCfg = "GREENFLOW_TESTBED_CHILD_CFG"
 )
 
+// startEnvtest is set by the envtest-tagged tests: the API server they
+// need, started once for the binary.
+var startEnvtest func() (stop func())
+
 func TestMain(m *testing.M) {
 	testenv.RunAsChild(envChild, func() { os.Exit(runChild()) })
-	testenv.Main(m)
+	stop := func() {}
+	if startEnvtest != nil {
+		stop = startEnvtest()
+	}
+	code := testenv.Run(m)
+	stop()
+	os.Exit(code)
 }
 
 var lyon = map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr",
-	"taurus-4.lyon.grid5000.fr", "taurus-5.lyon.grid5000.fr"}}
+	"taurus-4.lyon.grid5000.fr", "taurus-5.lyon.grid5000.fr"}, "nova": {"nova-1.lyon.grid5000.fr", "nova-2.lyon.grid5000.fr",
+	"nova-3.lyon.grid5000.fr", "nova-4.lyon.grid5000.fr"}}
 
 const specYAML = `
 testbed:
