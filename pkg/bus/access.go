@@ -30,6 +30,9 @@ const (
 	StreamTriggers    = "GF_TRIGGERS"
 	// SubjectAPI is the root of the scheduler's request-reply API.
 	SubjectAPI = "gf.api.experiments."
+	// BucketTestbed holds testbed reservations (pkg/testbed), written by
+	// the greenflow command that reserves and releases them.
+	BucketTestbed = "gf_testbed_reservations"
 )
 
 // Users that are not services: the greenflow command (ServiceCLI) and an
@@ -67,7 +70,7 @@ var userResources = map[string]resources{
 	string(events.ServiceLoadGenerator):   {buckets: []string{BucketLoadMembers, BucketLoadRuns}},
 	string(events.ServiceEnergyCollector): {buckets: []string{BucketCollectors}},
 	string(events.ServiceAnalyzer):        {readBuckets: []string{BucketTokens}},
-	string(events.ServiceCLI):             {calls: []string{SubjectAPI + "*"}, watches: true},
+	string(events.ServiceCLI):             {buckets: []string{BucketTestbed}, calls: []string{SubjectAPI + "*"}, watches: true},
 }
 
 // Permissions are the subjects one user may publish to and subscribe to;

@@ -14,7 +14,11 @@
 // with /proc (per-process CPU time, parent, and the container and pod from
 // the cgroup path, see ParseCgroup); KeplerSource and ScaphandreSource scrape
 // those exporters (parsed with prometheus/common's expfmt), and PromQLSource
-// queries a Prometheus server. Exporter counters go through a CounterSet, so
+// queries a Prometheus server. WattmeterSource reads a node's power from
+// a meter outside it (a wattmeter at the wall, or the BMC) through a
+// PowerSeries (Grid'5000's Kwollect: pkg/testbed.KwollectSeries), waiting,
+// bounded, for an API that publishes late, and integrates it with the
+// analyzer's gap policy (IntegratePower). Exporter counters go through a CounterSet, so
 // an exporter restart, a counter reset or an implausible jump never yields
 // negative energy or a spike. Assign maps workloads to targets (Selectors:
 // process trees, pods by container id or name), each workload to at most

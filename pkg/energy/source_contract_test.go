@@ -79,6 +79,7 @@ var sourceCases = []sourceCase{
 	{name: "scaphandre", world: newScaphandreWorld, source: energy.SourceScaphandre, basis: energy.BasisJoules, target: "pid/4242", use: joulesShare},
 	{name: "promql", world: newPromQLWorld, source: energy.SourcePromQL, basis: energy.BasisJoules, target: promTargetPod.String(), use: joulesShare,
 		untracked: promOtherPod.String()},
+	{name: "wattmeter", world: newWattmeterWorld, source: energy.SourceWattmeter, basis: energy.BasisNone},
 }
 
 // TestSourceContract runs one suite against every Source (Watermill's

@@ -14,6 +14,7 @@
 //	cancel    cancel an experiment (status.go)
 //	token     create, list and revoke API tokens (api.go)
 //	prune     drop days of samples that belong to no run (prune.go)
+//	testbed   reserve a testbed, make it k3s, deploy, release (testbed.go)
 //	version   the build's version and commit
 //	help      the usage
 //
@@ -60,6 +61,7 @@ Usage:
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
   greenflow cluster up|status|down [--kubeconfig F] [--overlay single-node|testbed|DIR]   the platform on a Kubernetes cluster
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
+  greenflow testbed  plan|up|status|down -f TESTBED.yaml                       reserve Grid'5000 nodes, k3s, deploy, release (testbed.go)
   greenflow version
 
 submit, list, status, cancel and token use the scheduler's HTTP API with a bearer token:
@@ -112,6 +114,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runExport(ctx, args[1:], stdout, stderr)
 	case "report":
 		err = runReport(ctx, args[1:], stdout, stderr)
+	case "testbed":
+		err = runTestbed(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

@@ -1,0 +1,222 @@
+//go:build envtest
+
+package testbed_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/clock"
+
+	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/testbed"
+	"github.com/greenflow/greenflow/pkg/testbed/g5k"
+	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
+	"github.com/greenflow/greenflow/pkg/testenv"
+)
+
+func init() { startEnvtest = kubetest.MustStart }
+
+// k3sKubeconfig is the envtest API server's admin kubeconfig as k3s
+// writes its own: the server at 127.0.0.1:6443, right only on the
+// control node itself.
+func k3sKubeconfig(t *testing.T) string {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["default"] = &clientcmdapi.Cluster{Server: "https://127.0.0.1:6443", CertificateAuthorityData: kubetest.Admin.CAData}
+	cfg.AuthInfos["default"] = &clientcmdapi.AuthInfo{ClientCertificateData: kubetest.Admin.CertData, ClientKeyData: kubetest.Admin.KeyData, Token: kubetest.Admin.BearerToken}
+	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: "default"}
+	cfg.CurrentContext = "default"
+	b, err := clientcmd.Write(*cfg)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// registerNode does what a k3s server or agent does when it starts: its
+// node joins the cluster with its labels and turns Ready.
+func registerNode(cs kubernetes.Interface, host, role string) error {
+	ctx := context.Background()
+	labels := map[string]string{testbed.RoleLabel: role, "kubernetes.io/hostname": g5k.ShortName(host)}
+	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: g5k.ShortName(host), Labels: labels}}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) { // a node joining again (-count)
+		if n, err = cs.CoreV1().Nodes().Get(ctx, g5k.ShortName(host), metav1.GetOptions{}); err == nil {
+			n.Labels = labels
+			n, err = cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+		}
+	}
+	if err != nil {
+		return err
+	}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady"}}
+	_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+	return err
+}
+
+// deployer stands in for deploy/'s `greenflow cluster up` (issue 19, built
+// beside this): it applies, with the kubeconfig the bootstrap produced,
+// the namespace and a ConfigMap carrying the reservation's provenance.
+type deployer struct{ applied []string }
+
+func (d *deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservation) error {
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "greenflow"}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	prov, err := json.Marshal(r.Provenance())
+	if err != nil {
+		return err
+	}
+	_, err = cs.CoreV1().ConfigMaps("greenflow").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "greenflow-testbed"},
+		Data: map[string]string{"provenance.json": string(prov)}}, metav1.CreateOptions{})
+	d.applied = append(d.applied, "namespace/greenflow", "configmap/greenflow-testbed")
+	return err
+}
+
+// TestWholeExperimentOnStandInTestbed drives a testbed from nothing to
+// measured energy and back, everything through stand-ins for what CI
+// cannot reach: the Grid'5000 API and Kwollect (g5ktest), the access
+// gateway and nodes (sshtest, which registers each node in the envtest
+// API server as its k3s would), the platform's deployment (a Deployer
+// applying to that API server). The experiment's measured window is read
+// with the wattmeter source on each system-under-test node; then the job
+// is released.
+func TestWholeExperimentOnStandInTestbed(t *testing.T) {
+	w := newWorld(t)
+	w.api.Script(g5ktest.Script{Waiting: 1, Launching: 1})
+	cs := kubetest.AdminClient(t)
+	var mu sync.Mutex // the SSH stand-in answers on its own goroutines
+	roles := map[string]string{}
+	sshw := newSSHWorldFunc(t, func(host, cmd string) (string, int) {
+		switch {
+		case strings.Contains(cmd, "INSTALL_K3S_EXEC='server"):
+			if err := registerNode(cs, host, testbed.RoleControl); err != nil {
+				return err.Error(), 1
+			}
+		case strings.Contains(cmd, "INSTALL_K3S_EXEC='agent"):
+			role := cmd[strings.LastIndex(cmd, "=")+1 : strings.LastIndex(cmd, "'")]
+			mu.Lock()
+			roles[host] = role
+			mu.Unlock()
+			if err := registerNode(cs, host, role); err != nil {
+				return err.Error(), 1
+			}
+		case strings.HasSuffix(cmd, testbed.K3sTokenPath):
+			return k3sToken + "\n", 0
+		case strings.HasSuffix(cmd, testbed.K3sKubeconfigPath):
+			return k3sKubeconfig(t), 0
+		}
+		return "", 0
+	})
+	// Every node draws 120 W at the wall while the experiment runs.
+	for _, n := range lyon["taurus"] {
+		w.api.Power(n, func(time.Time) float64 { return 120 })
+	}
+
+	dep := &deployer{}
+	m := w.manager(t, "host-a", w.clk)
+	p := &testbed.Platform{Manager: m,
+		Runner:    func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
+		Waiter:    testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond, Clock: clock.RealClock{}},
+		Deployer:  dep,
+		APIServer: func(string) string { return kubetest.Admin.Host },
+		Logger:    testenv.Logger(t)}
+
+	joules := map[string]float64{}
+	err := p.Run(context.Background(), spec(t), nil, func(ctx context.Context, r testbed.Reservation, kc []byte) error {
+		// The platform is there, reached with the testbed's kubeconfig.
+		rc, err := clientcmd.RESTConfigFromKubeConfig(kc)
+		if err != nil {
+			return err
+		}
+		kcs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return err
+		}
+		cm, err := kcs.CoreV1().ConfigMaps("greenflow").Get(ctx, "greenflow-testbed", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(cm.Data["provenance.json"], r.ID[strings.IndexByte(r.ID, '/')+1:]) {
+			return fmt.Errorf("provenance without the job: %s", cm.Data["provenance.json"])
+		}
+		// A measured window of 5 minutes on the system under test's nodes,
+		// read from Kwollect once its data is in.
+		begin := w.clk.Now()
+		for _, host := range r.Hosts(testbed.RoleSUT) {
+			src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: testbed.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
+				MaxLag: time.Millisecond, Poll: time.Millisecond})
+			if err != nil {
+				return err
+			}
+			if _, err := src.Read(ctx, begin); err != nil {
+				return err
+			}
+			w.clk.SetTime(begin.Add(5*time.Minute + time.Second))
+			meas, err := src.Read(ctx, begin.Add(5*time.Minute))
+			if err != nil {
+				return err
+			}
+			joules[host] = meas.TotalDeltaJ
+			w.clk.SetTime(begin)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+
+	require.Equal(t, map[string]float64{"taurus-2.lyon.grid5000.fr": 120 * 300, "taurus-3.lyon.grid5000.fr": 120 * 300}, joules)
+	mu.Lock()
+	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker"}, roles)
+	mu.Unlock()
+	require.Equal(t, []string{"namespace/greenflow", "configmap/greenflow-testbed"}, dep.applied)
+	require.Len(t, w.api.Deletes(), 1, "released at the end")
+	require.Empty(t, w.api.Running())
+	got, err := m.Get(context.Background(), "energy-a")
+	require.NoError(t, err)
+	require.Equal(t, testbed.PhaseReleased, got.Phase)
+}
+
+// A node that never turns Ready fails the bring-up, saying which, and the
+// reservation is released.
+func TestBringUpFailureReleases(t *testing.T) {
+	w := newWorld(t)
+	sshw := newSSHWorldFunc(t, func(host, cmd string) (string, int) {
+		switch {
+		case strings.HasSuffix(cmd, testbed.K3sTokenPath):
+			return k3sToken + "\n", 0
+		case strings.HasSuffix(cmd, testbed.K3sKubeconfigPath):
+			return k3sKubeconfig(t), 0
+		}
+		return "", 0 // no node ever registers
+	})
+	p := &testbed.Platform{Manager: w.manager(t, "host-a", w.clk),
+		Runner:    func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
+		Waiter:    testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond},
+		APIServer: func(string) string { return kubetest.Admin.Host }}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	s := spec(t)
+	s.Name, s.Cluster = "never-ready", "nova" // nodes no other test registers
+	_, _, err := p.Up(ctx, s, nil)
+	require.ErrorContains(t, err, "wait for nodes ready:")
+	require.ErrorContains(t, err, "not registered")
+	require.Len(t, w.api.Deletes(), 1)
+}

@@ -1,0 +1,41 @@
+package testbed
+
+import (
+	"context"
+	"time"
+
+	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/testbed/g5k"
+)
+
+// KwollectSeries is one Grid'5000 node's power from Kwollect, an
+// energy.PowerSeries for energy.WattmeterSource: the wattmeter
+// (wattmetre_power_watt, 1 Hz averages, at the wall) where the node has
+// one, else its BMC (bmc_node_power_watt, instantaneous, about every 5 s).
+// Which one is fixed per node (from the reference API's facts), not
+// chosen per reading: a lagging wattmeter is not a missing one.
+type KwollectSeries struct {
+	C          *g5k.Client
+	Site, Node string
+	BMC        bool // the node has no wattmeter
+}
+
+var _ energy.PowerSeries = KwollectSeries{}
+
+// Power implements energy.PowerSeries.
+func (k KwollectSeries) Power(ctx context.Context, from, to time.Time) (energy.PowerSamples, error) {
+	metric, ps := g5k.MetricWattmeter, energy.PowerSamples{Period: time.Second, Averaged: true, Zone: energy.ZoneWall}
+	if k.BMC {
+		metric, ps = g5k.MetricBMC, energy.PowerSamples{Period: 5 * time.Second, Zone: energy.ZoneBMC}
+	}
+	pts, err := k.C.Metrics(ctx, k.Site, g5k.MetricsQuery{Nodes: []string{k.Node}, Metrics: []string{metric}, Start: from, End: to})
+	if err != nil {
+		return energy.PowerSamples{}, err
+	}
+	for _, p := range pts {
+		if p.Metric == metric && p.Device == g5k.ShortName(k.Node) {
+			ps.Samples = append(ps.Samples, energy.PowerSample{Time: p.Time, Watts: p.Value})
+		}
+	}
+	return ps, nil
+}

@@ -1,0 +1,262 @@
+// Package testbed is the platform layer below the provisioner: it reserves
+// machines on a testbed (Grid'5000 bare metal now; a cloud backend fits the
+// same Backend interface), turns them into a k3s cluster, deploys the
+// platform through a Deployer (deploy/'s `cluster up`), and releases them —
+// at the end, on cancel, on failure, and before the reservation's walltime
+// runs out.
+//
+// A reservation is state, not a variable: it is recorded in a NATS KV
+// bucket (bus.BucketTestbed) before the backend is asked, and updated at
+// each step, so a GreenFlow that dies mid-way leaves a record that the next
+// one finds (Manager.Reconcile) and releases or adopts. The record (job id,
+// nodes with their roles and hardware facts) is what an experiment's
+// provenance carries.
+package testbed
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Roles a node plays; the k3s node label greenflow.dev/role carries it, and
+// the deploy overlays' node pools select on it.
+const (
+	RoleControl  = "control"
+	RoleSUT      = "sut"
+	RoleBroker   = "broker"
+	RoleLoadgen  = "loadgen"
+	RolePlatform = "platform"
+)
+
+// Roles in the order assigned nodes are given to them.
+var Roles = []string{RoleControl, RoleSUT, RoleBroker, RoleLoadgen, RolePlatform}
+
+// RoleLabel is the node label naming a node's role.
+const RoleLabel = "greenflow.dev/role"
+
+// BackendGrid5000 is the only backend built.
+const BackendGrid5000 = "grid5000"
+
+// File is a testbed spec file: one `testbed:` section.
+type File struct {
+	Testbed Spec `yaml:"testbed"`
+}
+
+// Spec asks for a testbed.
+type Spec struct {
+	Backend string `yaml:"backend"` // grid5000
+	Name    string `yaml:"name"`    // the reservation's name (job name greenflow-<name>)
+	Site    string `yaml:"site"`    // lyon
+	Cluster string `yaml:"cluster"` // taurus
+	// Nodes per role: control exactly 1, sut at least 1; broker, loadgen
+	// and platform 0 or more (0: that role's pods go to the control node).
+	Nodes    map[string]int `yaml:"nodes"`
+	Walltime Duration       `yaml:"walltime"`
+	Queue    string         `yaml:"queue"`   // default, production, besteffort, …; "" the site's default
+	Project  string         `yaml:"project"` // OAR project (production queue)
+	Types    []string       `yaml:"types"`   // OAR job types; allow_classic_ssh is added
+	// ReleaseMargin: release this long before the walltime runs out, so
+	// the release is ours, not OAR's kill mid-run. Default 10m.
+	ReleaseMargin Duration `yaml:"releaseMargin"`
+	SSH           SSH      `yaml:"ssh"`
+	// K3sVersion pins the k3s release the install script fetches ("" the
+	// script's stable channel).
+	K3sVersion string `yaml:"k3sVersion"`
+}
+
+// SSH says how to reach the nodes.
+type SSH struct {
+	User string `yaml:"user"` // on the nodes; default root
+	Key  string `yaml:"key"`  // private key file; default ~/.ssh/id_ed25519
+	// Gateway is the access host used as a jump host from outside the
+	// testbed (access.grid5000.fr), "" from inside.
+	Gateway     string `yaml:"gateway"`
+	GatewayUser string `yaml:"gatewayUser"` // the Grid'5000 login
+	// KnownHosts file checked for the gateway and the nodes; "" trusts
+	// nodes on first use (freshly deployed nodes change keys) — see README.
+	KnownHosts string `yaml:"knownHosts"`
+	// Sudo prefixes commands that need root when User is not root
+	// (Grid'5000's standard environment: sudo-g5k).
+	Sudo string `yaml:"sudo"`
+}
+
+// Duration is a time.Duration written as "2h", "90m" or OAR's "1:30"
+// (hours:minutes[:seconds]).
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the Go form.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+var oarTime = regexp.MustCompile(`^(\d+):([0-5]?\d)(?::([0-5]?\d))?$`)
+
+// ParseDuration reads "2h30m" or "2:30[:00]".
+func ParseDuration(s string) (time.Duration, error) {
+	if m := oarTime.FindStringSubmatch(s); m != nil {
+		var h, mi, se int
+		fmt.Sscan(m[1], &h)
+		fmt.Sscan(m[2], &mi)
+		if m[3] != "" {
+			fmt.Sscan(m[3], &se)
+		}
+		return time.Duration(h)*time.Hour + time.Duration(mi)*time.Minute + time.Duration(se)*time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: expected e.g. 2h, 90m or hours:minutes (2:00)", s)
+	}
+	return d, nil
+}
+
+// OAR writes d as OAR's walltime, hours:minutes:seconds.
+func OAR(d time.Duration) string {
+	s := int64(d / time.Second)
+	return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+}
+
+// ParseSpec reads a testbed spec file, refusing unknown fields, applies
+// defaults and validates it.
+func ParseSpec(data []byte) (Spec, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return Spec{}, fmt.Errorf("testbed spec: %w", err)
+	}
+	s := f.Testbed.WithDefaults()
+	if err := s.Validate(); err != nil {
+		return Spec{}, err
+	}
+	return s, nil
+}
+
+// WithDefaults fills what a spec may leave out.
+func (s Spec) WithDefaults() Spec {
+	if s.Backend == "" {
+		s.Backend = BackendGrid5000
+	}
+	if s.ReleaseMargin == 0 {
+		s.ReleaseMargin = Duration(10 * time.Minute)
+	}
+	if s.SSH.User == "" {
+		s.SSH.User = "root"
+	}
+	if s.SSH.Key == "" {
+		s.SSH.Key = "~/.ssh/id_ed25519"
+	}
+	if s.Name == "" {
+		s.Name = "greenflow"
+	}
+	return s
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
+	wordRE    = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
+	oarTypeRE = regexp.MustCompile(`^[a-z_]+(=[A-Za-z0-9_.,=-]+)?$`)
+)
+
+// Validate reports every problem, each naming its field, the value and
+// what was expected.
+func (s Spec) Validate() error {
+	var errs []error
+	bad := func(field string, v any, want string) {
+		errs = append(errs, fmt.Errorf("testbed.%s: %v: expected %s", field, v, want))
+	}
+	if s.Backend != BackendGrid5000 {
+		bad("backend", quote(s.Backend), `"grid5000" (the only backend built)`)
+	}
+	if !nameRE.MatchString(s.Name) {
+		bad("name", quote(s.Name), "lower-case letters, digits and dashes, at most 41")
+	}
+	if !wordRE.MatchString(s.Site) {
+		bad("site", quote(s.Site), "a Grid'5000 site such as lyon, nancy, rennes, grenoble")
+	}
+	if !wordRE.MatchString(s.Cluster) {
+		bad("cluster", quote(s.Cluster), "a cluster of the site such as taurus (lyon), gros (nancy)")
+	}
+	for role, n := range s.Nodes {
+		if !isRole(role) {
+			bad("nodes."+role, n, fmt.Sprintf("a role among %v", Roles))
+		} else if n < 0 {
+			bad("nodes."+role, n, "0 or more")
+		}
+	}
+	if n := s.Nodes[RoleControl]; n != 1 {
+		bad("nodes.control", n, "exactly 1 (the k3s server)")
+	}
+	if n := s.Nodes[RoleSUT]; n < 1 {
+		bad("nodes.sut", n, "at least 1 (the system under test needs a node)")
+	}
+	w, m := time.Duration(s.Walltime), time.Duration(s.ReleaseMargin)
+	switch {
+	case w <= 0:
+		bad("walltime", quote(w.String()), "a positive duration such as 2h or 2:00")
+	case w%time.Second != 0:
+		bad("walltime", quote(w.String()), "whole seconds")
+	case w > 7*24*time.Hour:
+		bad("walltime", quote(w.String()), "at most 168h (longer jobs are advance reservations, not built)")
+	}
+	if m <= 0 || (w > 0 && m >= w) {
+		bad("releaseMargin", quote(m.String()), fmt.Sprintf("positive and shorter than the walltime (%s)", w))
+	}
+	if s.Queue != "" && !wordRE.MatchString(s.Queue) {
+		bad("queue", quote(s.Queue), "an OAR queue name such as default, production, besteffort")
+	}
+	if s.Queue == "production" && s.Project == "" {
+		bad("project", `""`, "the OAR project the production queue bills (it requires one)")
+	}
+	for i, t := range s.Types {
+		if !oarTypeRE.MatchString(t) {
+			bad(fmt.Sprintf("types[%d]", i), quote(t), "an OAR job type such as allow_classic_ssh, exotic, monitor=wattmetre_power_watt")
+		}
+		if t == "deploy" {
+			bad(fmt.Sprintf("types[%d]", i), quote(t), "not deploy: k3s goes onto the standard environment (kadeploy is not built)")
+		}
+	}
+	if s.SSH.Gateway != "" && s.SSH.GatewayUser == "" {
+		bad("ssh.gatewayUser", `""`, "your Grid'5000 login, to pass the gateway "+s.SSH.Gateway)
+	}
+	if s.SSH.User != "root" && s.SSH.Sudo == "" {
+		bad("ssh.sudo", `""`, fmt.Sprintf("a command giving root to %s (sudo-g5k on Grid'5000): k3s installs as root", s.SSH.User))
+	}
+	return errors.Join(errs...)
+}
+
+// Total is the number of nodes asked for.
+func (s Spec) Total() int {
+	n := 0
+	for _, r := range Roles {
+		n += s.Nodes[r]
+	}
+	return n
+}
+
+// JobName is the OAR job's name, by which a restart finds a job it
+// submitted but did not get to record.
+func (s Spec) JobName() string { return "greenflow-" + s.Name }
+
+func isRole(r string) bool {
+	for _, x := range Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func quote(s string) string { return fmt.Sprintf("%q", s) }

@@ -1,0 +1,203 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Runner runs a shell command on a host and returns its standard output.
+// stdin, when not empty, is the command's standard input: secrets (the k3s
+// token) travel there, never in a command line that logs and process
+// lists show.
+type Runner interface {
+	Run(ctx context.Context, host, cmd, stdin string) (string, error)
+}
+
+// SSHRunner runs commands over SSH (golang.org/x/crypto/ssh) with the
+// user's key, through the testbed's access gateway when one is set (a jump
+// host: the node's connection is a direct-tcpip channel of the gateway's).
+// It keeps one connection per host. Close closes them all.
+type SSHRunner struct {
+	ssh    SSH
+	port   int
+	auth   ssh.AuthMethod
+	hostCB ssh.HostKeyCallback
+	log    *zap.Logger
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	mu    sync.Mutex
+	gw    *ssh.Client
+	hosts map[string]*ssh.Client
+}
+
+// SSHDeps are an SSHRunner's replaceable parts (tests: the port of the
+// stand-in's gateway, a dialer).
+type SSHDeps struct {
+	Port   int // of every host and the gateway; 0: 22
+	Logger *zap.Logger
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// NewSSHRunner reads the private key (and known_hosts, when set); it
+// opens no connection.
+func NewSSHRunner(cfg SSH, d SSHDeps) (*SSHRunner, error) {
+	path := expandHome(cfg.Key)
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("ssh key %s: %w", cfg.Key, err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		return nil, fmt.Errorf("ssh key %s: %w (a passphrase-protected key needs ssh-agent, not built)", cfg.Key, err)
+	}
+	r := &SSHRunner{ssh: cfg, port: d.Port, auth: ssh.PublicKeys(signer), log: d.Logger, dial: d.Dial, hosts: map[string]*ssh.Client{}}
+	if r.port == 0 {
+		r.port = 22
+	}
+	if r.log == nil {
+		r.log = zap.NewNop()
+	}
+	if r.dial == nil {
+		var nd net.Dialer
+		r.dial = nd.DialContext
+	}
+	if cfg.KnownHosts != "" {
+		if r.hostCB, err = knownhosts.New(expandHome(cfg.KnownHosts)); err != nil {
+			return nil, fmt.Errorf("ssh known hosts %s: %w", cfg.KnownHosts, err)
+		}
+	} else {
+		// Nodes are reinstalled between reservations and change keys; without
+		// a known_hosts file each key is accepted and logged (README).
+		r.hostCB = func(host string, _ net.Addr, key ssh.PublicKey) error {
+			r.log.Info("ssh host key accepted without known_hosts", zap.String("host", host), zap.String("fingerprint", ssh.FingerprintSHA256(key)))
+			return nil
+		}
+	}
+	return r, nil
+}
+
+func expandHome(p string) string {
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, rest)
+		}
+	}
+	return p
+}
+
+func (r *SSHRunner) addr(host string) string { return net.JoinHostPort(host, fmt.Sprint(r.port)) }
+
+// client returns the connection to host, opening it (through the gateway
+// when set).
+func (r *SSHRunner) client(ctx context.Context, host string) (*ssh.Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.hosts[host]; ok {
+		return c, nil
+	}
+	cfg := &ssh.ClientConfig{User: r.ssh.User, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB}
+	var conn net.Conn
+	var err error
+	if r.ssh.Gateway != "" {
+		if r.gw == nil {
+			gc, err := r.dial(ctx, "tcp", r.addr(r.ssh.Gateway))
+			if err != nil {
+				return nil, fmt.Errorf("ssh to gateway %s: %w", r.ssh.Gateway, err)
+			}
+			c, ch, reqs, err := ssh.NewClientConn(gc, r.addr(r.ssh.Gateway), &ssh.ClientConfig{User: r.ssh.GatewayUser, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB})
+			if err != nil {
+				_ = gc.Close()
+				return nil, fmt.Errorf("ssh to gateway %s as %s: %w", r.ssh.Gateway, r.ssh.GatewayUser, err)
+			}
+			r.gw = ssh.NewClient(c, ch, reqs)
+		}
+		conn, err = r.gw.DialContext(ctx, "tcp", r.addr(host))
+	} else {
+		conn, err = r.dial(ctx, "tcp", r.addr(host))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ssh to %s: %w", host, err)
+	}
+	c, ch, reqs, err := ssh.NewClientConn(conn, r.addr(host), cfg)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("ssh to %s as %s: %w", host, r.ssh.User, err)
+	}
+	cl := ssh.NewClient(c, ch, reqs)
+	r.hosts[host] = cl
+	return cl, nil
+}
+
+// CommandError is a command that ran and failed.
+type CommandError struct {
+	Host, Cmd string
+	Status    int
+	Stderr    string
+}
+
+func (e *CommandError) Error() string {
+	return fmt.Sprintf("on %s: %q exited %d: %s", e.Host, e.Cmd, e.Status, strings.TrimSpace(e.Stderr))
+}
+
+// Run implements Runner. A done ctx closes the session (the command may
+// go on running on the host).
+func (r *SSHRunner) Run(ctx context.Context, host, cmd, stdin string) (string, error) {
+	c, err := r.client(ctx, host)
+	if err != nil {
+		return "", err
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		return "", fmt.Errorf("ssh session on %s: %w", host, err)
+	}
+	defer s.Close()
+	var out, errb bytes.Buffer
+	s.Stdout, s.Stderr = &out, &errb
+	if stdin != "" {
+		s.Stdin = strings.NewReader(stdin)
+	}
+	r.log.Info("ssh run", zap.String("host", host), zap.String("cmd", cmd))
+	done := make(chan error, 1)
+	go func() { done <- s.Run(cmd) }()
+	select {
+	case <-ctx.Done():
+		_ = s.Close()
+		return "", fmt.Errorf("on %s: %q: %w", host, cmd, ctx.Err())
+	case err = <-done:
+	}
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return out.String(), &CommandError{Host: host, Cmd: cmd, Status: ee.ExitStatus(), Stderr: errb.String()}
+	}
+	if err != nil {
+		return out.String(), fmt.Errorf("on %s: %q: %w", host, cmd, err)
+	}
+	return out.String(), nil
+}
+
+// Close closes every connection.
+func (r *SSHRunner) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for h, c := range r.hosts {
+		errs = append(errs, c.Close())
+		delete(r.hosts, h)
+	}
+	if r.gw != nil {
+		errs = append(errs, r.gw.Close())
+		r.gw = nil
+	}
+	return errors.Join(errs...)
+}

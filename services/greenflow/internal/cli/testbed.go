@@ -1,0 +1,347 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testbed"
+	"github.com/greenflow/greenflow/pkg/testbed/g5k"
+)
+
+const testbedUsage = `greenflow testbed — reserve a testbed, make it a k3s cluster, deploy the platform, release it
+
+Usage:
+  greenflow testbed plan   -f TESTBED.yaml                  what would be reserved, for how long, and every command; touches nothing
+  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--detach] [--no-deploy]
+  greenflow testbed status                                  reservations recorded, and what the testbed says of each
+  greenflow testbed down   NAME                             release a reservation
+
+up, status and down keep reservations in NATS (--nats-url, --nats-nkey-file, else the dev stack's)
+and talk to the Grid'5000 API with --g5k-user and --g5k-password-file (a file, never a flag value;
+neither from inside the testbed). up holds the reservation until Ctrl-C or its release margin
+before the walltime, then releases it; with --detach it leaves it recorded for 'down'.
+`
+
+func runTestbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, testbedUsage)
+		return errors.New("a subcommand is required: plan, up, status or down")
+	}
+	switch args[0] {
+	case "plan":
+		return runTestbedPlan(args[1:], stdout, stderr)
+	case "up":
+		return runTestbedUp(ctx, args[1:], stdout, stderr)
+	case "status":
+		return runTestbedStatus(ctx, args[1:], stdout, stderr)
+	case "down":
+		return runTestbedDown(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, testbedUsage)
+		return nil
+	}
+	return fmt.Errorf("unknown subcommand %q: expected plan, up, status or down", args[0])
+}
+
+func readTestbedSpec(path string) (testbed.Spec, error) {
+	if path == "" {
+		return testbed.Spec{}, errors.New("-f: a testbed spec file is required")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return testbed.Spec{}, err
+	}
+	s, err := testbed.ParseSpec(data)
+	if err != nil {
+		return testbed.Spec{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+func runTestbedPlan(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testbed plan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("f", "", "testbed spec (YAML, a testbed: section)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s, err := readTestbedSpec(*file)
+	if err != nil {
+		return err
+	}
+	return writePlan(stdout, s)
+}
+
+// writePlan prints what up would do, with placeholder host names (the
+// testbed assigns the nodes) and the token as what it is, never a value.
+func writePlan(w io.Writer, s testbed.Spec) error {
+	be := &testbed.Grid5000{}
+	req, err := be.Plan(s)
+	if err != nil {
+		return err
+	}
+	body, err := json.MarshalIndent(req.Body, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	wall, margin := time.Duration(s.Walltime), time.Duration(s.ReleaseMargin)
+	fmt.Fprintf(w, "Reserve on %s (%s): %d nodes of %s/%s for %s; released %s before the walltime (usable %s)\n",
+		s.Backend, s.Name, s.Total(), s.Site, s.Cluster, wall, margin, wall-margin)
+	fmt.Fprintf(w, "\n%s %s\n  %s\n", req.Method, req.URL, body)
+	fmt.Fprintf(w, "\nthen poll GET %s/sites/%s/jobs/<uid> (back-off %s up to %s) until running; record it in NATS KV %s\n",
+		g5k.DefaultURL, s.Site, g5k.DefaultBackoff.First, g5k.DefaultBackoff.Max, bus.BucketTestbed)
+	hosts := make([]string, 0, s.Total())
+	for _, r := range testbed.Roles {
+		for i := range s.Nodes[r] {
+			hosts = append(hosts, fmt.Sprintf("<%s-%d>", r, i+1))
+		}
+	}
+	nodes := make([]testbed.Node, len(hosts))
+	i := 0
+	for _, r := range testbed.Roles {
+		for range s.Nodes[r] {
+			nodes[i] = testbed.Node{Host: hosts[i], Role: r}
+			i++
+		}
+	}
+	fmt.Fprintf(w, "\nNodes (assigned in name order): ")
+	for i, n := range nodes {
+		if i > 0 {
+			fmt.Fprint(w, ", ")
+		}
+		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, n.Role)
+	}
+	via := "directly"
+	if s.SSH.Gateway != "" {
+		via = fmt.Sprintf("through %s@%s", s.SSH.GatewayUser, s.SSH.Gateway)
+	}
+	fmt.Fprintf(w, "\n\nSSH as %s with %s, %s:\n", s.SSH.User, s.SSH.Key, via)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, st := range testbed.BootstrapPlan(s, nodes, "<k3s token from the control node>") {
+		line := st.Cmd
+		if st.Stdin != "" {
+			line += "    (stdin: " + st.Stdin + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", st.Host, line)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nKubeconfig: %s with its server rewritten to https://%s:6443\n", testbed.K3sKubeconfigPath, nodes[0].Host)
+	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed\n", testbed.RoleLabel)
+	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
+	return nil
+}
+
+// testbedFlags are what up, status and down need besides the spec.
+type testbedFlags struct {
+	conn         connFlags
+	apiURL       string
+	user, pwFile string
+}
+
+func (f *testbedFlags) register(fs *flag.FlagSet) {
+	f.conn.register(fs)
+	fs.StringVar(&f.apiURL, "g5k-api", g5k.DefaultURL, "Grid'5000 API root")
+	fs.StringVar(&f.user, "g5k-user", os.Getenv("USER"), "Grid'5000 login (basic auth from outside the testbed)")
+	fs.StringVar(&f.pwFile, "g5k-password-file", "", "file holding the Grid'5000 password (none from inside the testbed)")
+}
+
+func (f *testbedFlags) manager(ctx context.Context, logger *zap.Logger) (*testbed.Manager, *testbed.Grid5000, func(), error) {
+	if err := f.conn.resolve(true); err != nil {
+		return nil, nil, nil, err
+	}
+	pw := ""
+	if f.pwFile != "" {
+		b, err := os.ReadFile(f.pwFile)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--g5k-password-file: %w", err)
+		}
+		pw = strings.TrimSpace(string(b))
+	}
+	user := f.user
+	if pw == "" {
+		user = "" // inside the testbed: no auth
+	}
+	c, err := g5k.New(g5k.Config{URL: f.apiURL, User: user, Password: pw}, g5k.Deps{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	opts, err := f.conn.natsOptions(string(events.ServiceCLI))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b, err := bus.Connect(ctx, f.conn.natsURL, string(events.ServiceCLI), logger, nil, opts...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kv, err := b.KV(ctx, bus.BucketTestbed)
+	if err != nil {
+		b.Close()
+		return nil, nil, nil, err
+	}
+	host, _ := os.Hostname()
+	be := &testbed.Grid5000{C: c, User: f.user}
+	m := testbed.NewManager(testbed.Config{Holder: fmt.Sprintf("greenflow@%s/%d", host, os.Getpid())}, testbed.Deps{KV: kv, Backend: be, Logger: logger})
+	return m, be, b.Close, nil
+}
+
+func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testbed up", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f testbedFlags
+	f.register(fs)
+	file := fs.String("f", "", "testbed spec (YAML)")
+	out := fs.String("kubeconfig-out", "kubeconfig-testbed.yaml", "where the cluster's kubeconfig is written (mode 0600)")
+	detach := fs.Bool("detach", false, "leave the reservation running when up is done (release it with 'greenflow testbed down')")
+	noDeploy := fs.Bool("no-deploy", false, "stop after k3s: do not deploy the platform")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s, err := readTestbedSpec(*file)
+	if err != nil {
+		return err
+	}
+	logger, err := zap.NewProduction()
+	if err != nil {
+		return err
+	}
+	m, _, closeBus, err := f.manager(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer closeBus()
+	// A reservation a dead 'up' left behind is released before asking again.
+	if _, err := m.Reconcile(ctx, nil); err != nil {
+		return fmt.Errorf("reconcile earlier reservations: %w", err)
+	}
+	p := &testbed.Platform{Manager: m, Waiter: testbed.KubeNodeWaiter{}, Logger: logger,
+		Runner: func(s testbed.Spec) (testbed.Runner, error) {
+			return testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Logger: logger})
+		}}
+	if !*noDeploy {
+		p.Deployer = clusterUp{kubeconfig: *out, stdout: stdout, stderr: stderr}
+	}
+	progress := func(why string) { fmt.Fprintln(stdout, why) }
+	r, kc, err := p.Up(ctx, s, progress)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(*out, kc, 0o600); err != nil {
+		return errors.Join(err, m.Release(ctx, r.Name, "could not write the kubeconfig"))
+	}
+	fmt.Fprintf(stdout, "testbed %s up: %s, %d nodes until %s (released at %s); kubeconfig %s\n", r.Name, r.ID, len(r.Nodes),
+		r.EndsAt.Format(time.RFC3339), r.ReleaseBy.Format(time.RFC3339), *out)
+	if *detach {
+		return nil
+	}
+	fmt.Fprintln(stdout, "holding it: Ctrl-C releases it")
+	err = m.Hold(ctx, r, func(ctx context.Context, _ testbed.Reservation) error { <-ctx.Done(); return nil })
+	// Ctrl-C and the release margin are how up ends: what matters is that
+	// the reservation was released.
+	if got, gerr := m.Get(context.WithoutCancel(ctx), r.Name); gerr == nil && got.Phase == testbed.PhaseReleased {
+		fmt.Fprintf(stdout, "testbed %s released (%s)\n", r.Name, got.Released)
+		return nil
+	}
+	return err
+}
+
+// clusterUp deploys the platform with 'greenflow cluster up' (issue 19's
+// command, built in deploy/), run as this binary's subcommand on the
+// kubeconfig the bootstrap made.
+type clusterUp struct {
+	kubeconfig     string
+	stdout, stderr io.Writer
+}
+
+func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, _ testbed.Reservation) error {
+	if err := os.WriteFile(c.kubeconfig, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(c.kubeconfig)
+	cmd := exec.CommandContext(ctx, self, "cluster", "up", "--kubeconfig", abs, "--overlay", "testbed")
+	cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("greenflow cluster up --kubeconfig %s --overlay testbed: %w", abs, err)
+	}
+	return nil
+}
+
+func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testbed status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f testbedFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	m, be, closeBus, err := f.manager(ctx, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer closeBus()
+	all, err := m.List(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tID\tPHASE\tTESTBED SAYS\tNODES\tRELEASE BY\tHOLDER")
+	for _, r := range all {
+		says := "-"
+		if r.ID != "" && r.Phase != testbed.PhaseReleased {
+			if st, err := be.Status(ctx, r.Spec, r.ID); err != nil {
+				says = "error: " + err.Error()
+			} else {
+				says = st.State
+			}
+		}
+		rel := "-"
+		if !r.ReleaseBy.IsZero() {
+			rel = r.ReleaseBy.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, r.ID, r.Phase, says, len(r.Nodes), rel, r.Holder)
+	}
+	return tw.Flush()
+}
+
+func runTestbedDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("testbed down", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f testbedFlags
+	f.register(fs)
+	rest, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 1 {
+		return errors.New("down takes the reservation's name (see 'greenflow testbed status')")
+	}
+	m, _, closeBus, err := f.manager(ctx, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer closeBus()
+	if err := m.Release(ctx, rest[0], "greenflow testbed down"); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "testbed %s released\n", rest[0])
+	return nil
+}
