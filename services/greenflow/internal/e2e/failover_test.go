@@ -9,7 +9,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
 
@@ -53,17 +52,5 @@ func TestTwoSchedulersAndAnalyzersSurviveTheDeathOfOne(t *testing.T) {
 		}
 	})
 	require.Equal(t, events.ExperimentStateDone, final, "with one scheduler killed mid-run")
-	rows, err := cli.LoadResults(ctx, st.Store, id)
-	require.NoError(t, err)
-	require.Len(t, rows, n, "no run lost or added")
-	for _, r := range rows {
-		require.Equal(t, events.RunStateDone, r.State, r.Reason)
-		require.Greater(t, r.Metrics["sut_energy_j"], 0.0)
-		for _, typ := range commands {
-			require.Equal(t, 1, obs.Count(typ, r.RunID), "%s of %s stored once", typ, r.RunID)
-		}
-	}
-	require.Equal(t, []string{events.RunStateProvisioning, events.RunStateBaseline, events.RunStateWarmup, events.RunStateMeasuring,
-		events.RunStateCooldown, events.RunStateTeardown, events.RunStateAnalyzing, events.RunStateDone}, obs.RunStates(firstRun),
-		"the killed scheduler's run went through every phase once")
+	requireEveryRunDoneOnce(ctx, t, st.Store, id, n, obs, commands, firstRun)
 }

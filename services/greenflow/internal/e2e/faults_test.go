@@ -5,6 +5,7 @@ package e2e
 // with the reason and be retried.
 
 import (
+	"context"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
@@ -43,18 +45,29 @@ func TestSchedulerKill9MidRunResumes(t *testing.T) {
 	startScheduler()
 
 	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 3*time.Minute, nil), "after the restart")
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	requireEveryRunDoneOnce(ctx, t, st.Store, id, n, obs, commands, firstRun)
+}
+
+// requireEveryRunDoneOnce checks what a fault must not change: the
+// experiment has its n runs, each done with energy measured, each command
+// stored once (duplicates are dropped by Nats-Msg-Id), and the first run
+// went through every phase once.
+func requireEveryRunDoneOnce(ctx context.Context, t *testing.T, st *store.Store, id string, n int, obs *devstacktest.Observer,
+	commands []events.Type, firstRun string) {
+	t.Helper()
+	rows, err := cli.LoadResults(ctx, st, id)
 	require.NoError(t, err)
 	require.Len(t, rows, n, "no run lost or added")
 	for _, r := range rows {
 		require.Equal(t, events.RunStateDone, r.State, r.Reason)
 		require.Greater(t, r.Metrics["sut_energy_j"], 0.0)
 		for _, typ := range commands {
-			require.Equal(t, 1, obs.Count(typ, r.RunID), "%s of %s stored once (duplicates are dropped by Nats-Msg-Id)", typ, r.RunID)
+			require.Equal(t, 1, obs.Count(typ, r.RunID), "%s of %s stored once", typ, r.RunID)
 		}
 	}
 	require.Equal(t, []string{events.RunStateProvisioning, events.RunStateBaseline, events.RunStateWarmup, events.RunStateMeasuring,
-		events.RunStateCooldown, events.RunStateTeardown, events.RunStateAnalyzing, events.RunStateDone}, obs.RunStates(firstRun))
+		events.RunStateCooldown, events.RunStateTeardown, events.RunStateAnalyzing, events.RunStateDone}, obs.RunStates(firstRun),
+		"%s went through every phase once", firstRun)
 }
 
 // last is the last of states; "" when there is none.
