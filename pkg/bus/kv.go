@@ -223,12 +223,14 @@ func (h kvHandle) Keys(ctx context.Context, opts ...jetstream.WatchOpt) (keys []
 }
 
 func (h kvHandle) ListKeys(ctx context.Context, opts ...jetstream.WatchOpt) (l jetstream.KeyLister, err error) {
-	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error { l, err = kv.ListKeys(ctx, opts...); return err })
+	// A lister reads on after do returns: it lives on the caller's ctx, not
+	// on do's (which ends with do and would stop it at once).
+	err = h.k.do(ctx, func(_ context.Context, kv jetstream.KeyValue) error { l, err = kv.ListKeys(ctx, opts...); return err })
 	return l, err
 }
 
 func (h kvHandle) ListKeysFiltered(ctx context.Context, filters ...string) (l jetstream.KeyLister, err error) {
-	err = h.k.do(ctx, func(ctx context.Context, kv jetstream.KeyValue) error {
+	err = h.k.do(ctx, func(_ context.Context, kv jetstream.KeyValue) error { // the caller's ctx: see ListKeys
 		l, err = kv.ListKeysFiltered(ctx, filters...)
 		return err
 	})
