@@ -43,7 +43,13 @@ type Panel struct {
 	SQL                            []PanelSQL
 	PromQL                         []PromQuery
 	Width, Height                  uint32
+	// Links are data links on a table column: a click opens URL with
+	// the row's fields (${__data.fields.<column>}) filled in.
+	Links []FieldLink
 }
+
+// FieldLink is a data link on the values of one column.
+type FieldLink struct{ Column, Title, URL string }
 
 // PanelSQL is one ClickHouse query of a panel with what its result must
 // hold: Columns are its columns by name; Empty says why the query may
@@ -132,16 +138,36 @@ func experimentOverview() Board {
 	return Board{UID: "greenflow-experiment", Title: "GreenFlow · Experiment overview",
 		Description: "One experiment: its runs and states, energy per event per configuration with confidence intervals, throughput " +
 			"against the offered load, the Pareto front, SLO verdicts and data-quality flags.",
-		Vars: []Variable{varExperiment, varConfiguration},
+		Vars: []Variable{varExperiment, varConfiguration, {Name: "factor", Label: "Factor",
+			SQL: "SELECT DISTINCT factor FROM run_factors FINAL WHERE experiment_id = " + experimentVar + " ORDER BY factor"}},
 		Panels: []Panel{
 			{Kind: KindTable, Title: "Runs and states", Width: 24, Height: 8,
-				Description: "Every run of the experiment with its state and the window it measured.",
-				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"run_id", "idx", "repetition", "config_hash", "state", "reason", "measure_start", "measure_end"},
+				Description: "Every run of the experiment with its state and the window it measured; a run's id opens it in Run detail, " +
+					"its time range set to the run's phases.",
+				Links: []FieldLink{{Column: "run_id", Title: "Run detail",
+					URL: "/d/greenflow-run?var-experiment=${experiment}&var-configuration=${__data.fields.config_hash}&var-run=${__value.raw}" +
+						"&from=${__data.fields.from_ms}&to=${__data.fields.to_ms}"}},
+				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"run_id", "idx", "repetition", "config_hash", "state", "reason",
+					"measure_start", "measure_end", "from_ms", "to_ms"},
 					SQL: `SELECT run_id, idx, repetition, config_hash, state, reason,
-       toDateTime(intDiv(measure_start_ms, 1000)) AS measure_start, toDateTime(intDiv(measure_end_ms, 1000)) AS measure_end
+       toDateTime(intDiv(measure_start_ms, 1000)) AS measure_start, toDateTime(intDiv(measure_end_ms, 1000)) AS measure_end,
+       from_ms, to_ms
 FROM runs FINAL
+ANY LEFT JOIN (SELECT run_id, min(start_ms) AS from_ms, max(end_ms) AS to_ms FROM run_phases FINAL WHERE ` + runs + ` GROUP BY run_id) USING (run_id)
 WHERE ` + runs + ` AND ` + configFilter + `
 ORDER BY idx`}}},
+			{Kind: KindTable, Title: "Energy per event by factor level", Unit: "µJ", Width: 24, Height: 8,
+				Description: "The system under test's energy per event (mean over repetitions, with its confidence interval) of each " +
+					"configuration against the level of the chosen factor (run_factors), ordered by the level as a number.",
+				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"factor", "level", "config_hash", "n", "mean", "ci_low", "ci_high", "provenance"},
+					SQL: `SELECT ${factor:singlequote} AS factor, level, config_hash, n, mean, ci_low, ci_high,
+       if(estimated = 1, 'estimated', 'measured') AS provenance
+FROM config_results FINAL
+ANY INNER JOIN (
+  SELECT config_hash, any(value) AS level, any(value_num) AS level_num FROM run_factors FINAL
+  WHERE ` + runs + ` AND factor = ${factor:singlequote} GROUP BY config_hash) USING (config_hash)
+WHERE ` + runs + ` AND ` + configFilter + ` AND metric = '` + results.SUTMicroJPerEvent + `'
+ORDER BY level_num, level`}}},
 			{Kind: KindTable, Title: "Energy per event per configuration", Unit: "µJ", Width: 12, Height: 8,
 				Description: "The system under test's energy per event (µJ) over each configuration's repetitions: mean, confidence interval, " +
 					"coefficient of variation (flagged above the analyzer's threshold). Estimated when the energy came from the utilisation model.",

@@ -72,8 +72,12 @@ func Build(b Board) (dashboard.Dashboard, error) {
 			d.WithPanel(timeseries.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
 				Unit(p.Unit).Span(p.Width).Height(p.Height))
 		case KindTable:
-			d.WithPanel(table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
-				Unit(p.Unit).Span(p.Width).Height(p.Height))
+			t := table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
+				Unit(p.Unit).Span(p.Width).Height(p.Height)
+			for _, l := range p.Links {
+				t.OverrideByName(l.Column, []dashboard.DynamicConfigValue{{Id: "links", Value: []map[string]any{{"title": l.Title, "url": l.URL}}}})
+			}
+			d.WithPanel(t)
 		default:
 			return dashboard.Dashboard{}, fmt.Errorf("dashboard %s panel %q: kind %q, expected timeseries or table", b.UID, p.Title, p.Kind)
 		}
