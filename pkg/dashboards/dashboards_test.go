@@ -69,7 +69,7 @@ func TestExpand(t *testing.T) {
 		{name: "unknown variable", in: "x = $nope", err: `variable "nope" has no value`},
 		{name: "18.16 lacks toStartOfInterval", in: "SELECT $__timeInterval(ts)", err: "expands to SQL ClickHouse 18.16 lacks"},
 		{name: "millisecond macros", in: "WHERE $__timeFilter_ms(ts)", err: "expands to SQL ClickHouse 18.16 lacks"},
-		{name: "unknown macro", in: "WHERE $__bogus", err: "macro $__bogus: not one the ClickHouse plugin expands"},
+		{name: "unknown macro", in: "WHERE $__bogus", err: "macro $__bogus: not one Expand implements"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := dashboards.Expand(c.in, env)
