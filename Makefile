@@ -93,7 +93,7 @@ bench: deps ## run the Go benchmarks (codec, aggregation, meters, analysis on a 
 .PHONY: bench-dashboards
 bench-dashboards: deps ## every Grafana dashboard query on the 300 M-row history; logs the slowest (bound: 200 ms)
 	GREENFLOW_TEST_CLICKHOUSE_DIR=$(CURDIR)/.cache/bench-clickhouse GREENFLOW_BENCH_HISTORY_ROWS=$(BENCH_HISTORY_ROWS) \
-	$(GO) test -timeout 60m -run '^$$' -bench BenchmarkDashboardQueriesAfterHistory -benchtime 3x ./services/analyzer/internal/analyzer/
+	$(GO) test -v -timeout 60m -run '^$$' -bench BenchmarkDashboardQueriesAfterHistory -benchtime 3x ./services/analyzer/internal/analyzer/
 
 .PHONY: loadtest
 loadtest: deps build ## load tests of the platform itself (loopback only, stop by themselves)

@@ -43,7 +43,13 @@ type Panel struct {
 	SQL                            []PanelSQL
 	PromQL                         []PromQuery
 	Width, Height                  uint32
+	// Links are data links on a table column: a click opens URL with
+	// the row's fields (${__data.fields.<column>}) filled in.
+	Links []FieldLink
 }
+
+// FieldLink is a data link on the values of one column.
+type FieldLink struct{ Column, Title, URL string }
 
 // PanelSQL is one ClickHouse query of a panel with what its result must
 // hold: Columns are its columns by name; Empty says why the query may
@@ -132,16 +138,36 @@ func experimentOverview() Board {
 	return Board{UID: "greenflow-experiment", Title: "GreenFlow · Experiment overview",
 		Description: "One experiment: its runs and states, energy per event per configuration with confidence intervals, throughput " +
 			"against the offered load, the Pareto front, SLO verdicts and data-quality flags.",
-		Vars: []Variable{varExperiment, varConfiguration},
+		Vars: []Variable{varExperiment, varConfiguration, {Name: "factor", Label: "Factor",
+			SQL: "SELECT DISTINCT factor FROM run_factors FINAL WHERE experiment_id = " + experimentVar + " ORDER BY factor"}},
 		Panels: []Panel{
 			{Kind: KindTable, Title: "Runs and states", Width: 24, Height: 8,
-				Description: "Every run of the experiment with its state and the window it measured.",
-				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"run_id", "idx", "repetition", "config_hash", "state", "reason", "measure_start", "measure_end"},
+				Description: "Every run of the experiment with its state and the window it measured; a run's id opens it in Run detail, " +
+					"its time range set to the run's phases.",
+				Links: []FieldLink{{Column: "run_id", Title: "Run detail",
+					URL: "/d/greenflow-run?var-experiment=${experiment}&var-configuration=${__data.fields.config_hash}&var-run=${__value.raw}" +
+						"&from=${__data.fields.from_ms}&to=${__data.fields.to_ms}"}},
+				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"run_id", "idx", "repetition", "config_hash", "state", "reason",
+					"measure_start", "measure_end", "from_ms", "to_ms"},
 					SQL: `SELECT run_id, idx, repetition, config_hash, state, reason,
-       toDateTime(intDiv(measure_start_ms, 1000)) AS measure_start, toDateTime(intDiv(measure_end_ms, 1000)) AS measure_end
+       toDateTime(intDiv(measure_start_ms, 1000)) AS measure_start, toDateTime(intDiv(measure_end_ms, 1000)) AS measure_end,
+       from_ms, to_ms
 FROM runs FINAL
+ANY LEFT JOIN (SELECT run_id, min(start_ms) AS from_ms, max(end_ms) AS to_ms FROM run_phases FINAL WHERE ` + runs + ` GROUP BY run_id) USING (run_id)
 WHERE ` + runs + ` AND ` + configFilter + `
 ORDER BY idx`}}},
+			{Kind: KindTable, Title: "Energy per event by factor level", Unit: "µJ", Width: 24, Height: 8,
+				Description: "The system under test's energy per event (mean over repetitions, with its confidence interval) of each " +
+					"configuration against the level of the chosen factor (run_factors), ordered by the level as a number.",
+				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"factor", "level", "config_hash", "n", "mean", "ci_low", "ci_high", "provenance"},
+					SQL: `SELECT ${factor:singlequote} AS factor, level, config_hash, n, mean, ci_low, ci_high,
+       if(estimated = 1, 'estimated', 'measured') AS provenance
+FROM config_results FINAL
+ANY INNER JOIN (
+  SELECT config_hash, any(value) AS level, any(value_num) AS level_num FROM run_factors FINAL
+  WHERE ` + runs + ` AND factor = ${factor:singlequote} GROUP BY config_hash) USING (config_hash)
+WHERE ` + runs + ` AND ` + configFilter + ` AND metric = '` + results.SUTMicroJPerEvent + `'
+ORDER BY level_num, level`}}},
 			{Kind: KindTable, Title: "Energy per event per configuration", Unit: "µJ", Width: 12, Height: 8,
 				Description: "The system under test's energy per event (µJ) over each configuration's repetitions: mean, confidence interval, " +
 					"coefficient of variation (flagged above the analyzer's threshold). Estimated when the energy came from the utilisation model.",
@@ -229,18 +255,19 @@ func runWindow(col string) string {
 		col, runVar, col, runVar)
 }
 
-// runEnergy is the energy of each sample series of the selected run per
-// time bucket: the series of the given scopes on its (selected) nodes,
-// inside its phases and the time range. FINAL de-duplicates rows stored
-// twice (a rewritten batch) before they are summed; it merges only the
-// key ranges the run's nodes and scopes select. On the one-hour, 100-target
-// benchmark run (367 k samples) it took 0.62 s against 0.98 s for a GROUP BY
-// of the whole key and 1.29 s for groupUniqArray per bucket (best of 5, on a
-// machine at load 20 on 2 cores; services/analyzer's
-// BenchmarkDashboardQueriesAfterHistory times the panels).
-func runEnergy(scopes string) string {
-	return `SELECT ` + bucket + ` AS time, node, scope, target_id, source, max(estimated) AS estimated, sum(delta_j) AS energy_j
-  FROM samples FINAL
+// runPower is the mean power of each sample series of the selected run
+// per time bucket: the series of the given scopes on its (selected) nodes,
+// inside its phases and the time range. The mean of the samples' power_w
+// (a counter's interval energy over its interval) rather than a sum of
+// delta_j: a row stored twice (a rewritten batch, before merges collapse
+// it) leaves a mean as it is but would count twice in a sum, and the mean
+// needs no de-duplication. On the one-hour, 100-target benchmark run after
+// the 300 M-row history it took 58 ms against 144 ms for the sum over
+// samples FINAL (best of 5, load 5 on 2 cores). The run's energies
+// themselves are the analyzer's (results), not these.
+func runPower(scopes string) string {
+	return `SELECT ` + bucket + ` AS time, node, scope, target_id, source, max(estimated) AS estimated, avg(power_w) AS mean_w
+  FROM samples
   WHERE $__timeFilter(ts) AND ` + runWindow("ts") + `
     AND node IN (SELECT node FROM run_targets WHERE run_id = ` + runVar + `) AND $__conditionalAll(node IN (${node:singlequote}), $node)
     AND scope IN (` + scopes + `)
@@ -264,13 +291,13 @@ WHERE run_id = ` + runVar + ` AND end_time >= $__fromTime AND start_time <= $__t
 ORDER BY time`}},
 		Panels: []Panel{
 			{Kind: KindTimeSeries, Title: "Power per role", Unit: "watt", Width: 12, Height: 9,
-				Description: "Mean power per interval of each role's processes (from the samples' interval energy), by meter; " +
+				Description: "Mean power per interval of each role's processes (their samples' mean power, summed), by meter; " +
 					"unattributed is the nodes' rest, other their processes that are none of the run's targets.",
 				SQL: []PanelSQL{{Format: FormatTimeSeries, Columns: []string{"time", "series", "power_w"},
 					SQL: `SELECT time,
        concat(if(scope = 'unattributed', 'unattributed', if(role = '', 'other', role)), ' · ', source, ` + estimatedSuffix + `) AS series,
-       sum(energy_j) / $__interval_s AS power_w
-FROM (` + runEnergy("'process', 'pod', 'unattributed'") + `)
+       sum(mean_w) AS power_w
+FROM (` + runPower("'process', 'pod', 'unattributed'") + `)
 ANY LEFT JOIN (` + roles + `) USING (node, target_id)
 GROUP BY time, series
 ORDER BY time`}}},
@@ -279,8 +306,8 @@ ORDER BY time`}}},
 				SQL: []PanelSQL{{Format: FormatTimeSeries, Columns: []string{"time", "series", "power_w"},
 					SQL: `SELECT time,
        concat(target_id, ' (', role, ') · ', source, ` + estimatedSuffix + `) AS series,
-       sum(energy_j) / $__interval_s AS power_w
-FROM (` + runEnergy("'process', 'pod'") + `)
+       sum(mean_w) AS power_w
+FROM (` + runPower("'process', 'pod'") + `)
 ANY INNER JOIN (` + roles + `) USING (node, target_id)
 GROUP BY time, series
 ORDER BY time`}}},
@@ -374,14 +401,14 @@ func nodesAndMeters() Board {
 			{Kind: KindTimeSeries, Title: "Power per node and zone by source", Unit: "watt", Width: 24, Height: 9,
 				Description: "Mean power per interval of each node's total and its zones (package, DRAM, …), by meter.",
 				SQL: []PanelSQL{{Format: FormatTimeSeries, Columns: []string{"time", "series", "power_w"},
-					SQL: `SELECT ` + bucket + ` AS time,
+					SQL: `SELECT time,
        concat(node, if(zone = '', '', concat('/', zone)), ' · ', source, ` + estimatedSuffix + `) AS series,
-       sum(delta_j) / $__interval_s AS power_w
+       sum(mean_w) AS power_w
 FROM (
-  SELECT ts, node, zone, source, any(estimated) AS estimated, any(delta_j) AS delta_j
+  SELECT ` + bucket + ` AS time, node, scope, target_id, zone, source, max(estimated) AS estimated, avg(power_w) AS mean_w
   FROM samples
   WHERE $__timeFilter(ts) AND ` + nodes + ` AND scope IN ('node', 'zone')
-  GROUP BY ts, node, scope, target_id, zone, source, ts_ms)
+  GROUP BY time, node, scope, target_id, zone, source)
 GROUP BY time, series
 ORDER BY time`}}},
 			{Kind: KindTimeSeries, Title: "Samples per second by node and meter", Unit: "short", Width: 12, Height: 8,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"github.com/grafana/grafana-foundation-sdk/go/table"
@@ -72,8 +73,15 @@ func Build(b Board) (dashboard.Dashboard, error) {
 			d.WithPanel(timeseries.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
 				Unit(p.Unit).Span(p.Width).Height(p.Height))
 		case KindTable:
-			d.WithPanel(table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
-				Unit(p.Unit).Span(p.Width).Height(p.Height))
+			t := table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
+				Unit(p.Unit).Span(p.Width).Height(p.Height).
+				// The SDK's default footer has a null reducer, which its own
+				// strict decoder (and Grafana's schema) refuse.
+				Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}))
+			for _, l := range p.Links {
+				t.OverrideByName(l.Column, []dashboard.DynamicConfigValue{{Id: "links", Value: []map[string]any{{"title": l.Title, "url": l.URL}}}})
+			}
+			d.WithPanel(t)
 		default:
 			return dashboard.Dashboard{}, fmt.Errorf("dashboard %s panel %q: kind %q, expected timeseries or table", b.UID, p.Title, p.Kind)
 		}

@@ -53,7 +53,7 @@ func Expand(sql string, env Env) (string, error) {
 
 // unsupported are macros whose expansion ClickHouse 18.16 cannot run
 // (toStartOfInterval, DateTime64, fromUnixTimestamp64Milli).
-var unsupported = regexp.MustCompile(`\$__(timeInterval|timeInterval_ms|timeGroup|timeFilter_ms|fromTime_ms|toTime_ms|interval_ms|dateFilter|dateTimeFilter|dt)\b`)
+var unsupported = regexp.MustCompile(`\$__(timeInterval|timeInterval_ms|timeGroup|timeFilter_ms|fromTime_ms|toTime_ms|interval_ms)\b`)
 
 // leftover is anything that still looks like a macro or a variable.
 var leftover = regexp.MustCompile(`\$\{?\w+|\[\[\w+`)
@@ -170,7 +170,8 @@ func formatVar(v Var, format string) (string, error) {
 var macroCall = regexp.MustCompile(`\$__(\w+)(?:\(([^)]*)\))?`)
 
 // backendMacros expands the plugin's back-end macros that ClickHouse 18.16
-// can run (see the issue-18 notes: toDateTime(<unix s>) and plain numbers).
+// can run and the dashboards use, as its pkg/macros does (v4):
+// toDateTime(<unix s>) and the interval as whole seconds, at least 1.
 func backendMacros(sql string, env Env) (string, error) {
 	if m := unsupported.FindString(sql); m != "" {
 		return "", fmt.Errorf("macro %s expands to SQL ClickHouse 18.16 lacks (toStartOfInterval, DateTime64): bucket with "+
@@ -195,7 +196,8 @@ func backendMacros(sql string, env Env) (string, error) {
 		case "interval_s":
 			return fmt.Sprintf("%d", int64(math.Max(env.Interval.Seconds(), 1))) + parenthesised(g[2], m)
 		}
-		errs = append(errs, fmt.Errorf("macro $__%s: not one the ClickHouse plugin expands", g[1]))
+		errs = append(errs, fmt.Errorf("macro $__%s: not one Expand implements (the dashboards use $__timeFilter, $__fromTime, $__toTime, "+
+			"$__interval_s and $__conditionalAll)", g[1]))
 		return m
 	})
 	return out, errors.Join(errs...)

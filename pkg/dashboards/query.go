@@ -1,8 +1,10 @@
 package dashboards
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
@@ -66,7 +68,8 @@ func (q Query) Validate() error {
 }
 
 // VariantConfig lets the SDK's runtime unmarshal dashboards holding such
-// queries (cog.NewRuntime().RegisterDataqueryVariant).
+// queries (cog.NewRuntime().RegisterDataqueryVariant), leniently or
+// strictly (unknown fields refused, the query validated).
 func VariantConfig() variants.DataqueryConfig {
 	return variants.DataqueryConfig{
 		Identifier: PluginID,
@@ -74,6 +77,18 @@ func VariantConfig() variants.DataqueryConfig {
 			var q Query
 			if err := json.Unmarshal(raw, &q); err != nil {
 				return nil, err
+			}
+			return q, nil
+		},
+		StrictDataqueryUnmarshaler: func(raw []byte) (variants.Dataquery, error) {
+			var q Query
+			dec := json.NewDecoder(bytes.NewReader(raw))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&q); err != nil {
+				return nil, fmt.Errorf("decode %s query: %w", PluginID, err)
+			}
+			if err := q.Validate(); err != nil {
+				return nil, fmt.Errorf("%s query %s: %w", PluginID, q.RefID, err)
 			}
 			return q, nil
 		},

@@ -29,7 +29,9 @@ func BenchmarkDashboardQueriesAfterHistory(b *testing.B) {
 	st, m := historyHour.st, historyHour.m
 	a, err := analyzer.New(analyzer.Default(), analyzer.Deps{Store: st})
 	require.NoError(b, err)
-	_, err = a.AnalyzeAndStore(ctx, m)
+	fm := *m // with a factor, for the factor panel
+	fm.Factors = map[string]string{"instances": "4"}
+	_, err = a.AnalyzeAndStore(ctx, &fm)
 	require.NoError(b, err)
 
 	nodes := []string{"n0", "n1", "n2", "n3"}
@@ -38,6 +40,7 @@ func BenchmarkDashboardQueriesAfterHistory(b *testing.B) {
 		"configuration": {Values: []string{m.ConfigHash}, All: true, Multi: true},
 		"run":           {Values: []string{m.RunID}},
 		"node":          {Values: nodes, All: true, Multi: true},
+		"factor":        {Values: []string{"instances"}},
 	}
 	hour := dashboards.Env{From: time.UnixMilli(m.BaselineStart), To: time.UnixMilli(m.MeasureEndMs), Interval: 5 * time.Second, Vars: vars}
 	week := dashboards.Env{From: time.UnixMilli(m.MeasureEndMs).Add(-7 * 24 * time.Hour), To: time.UnixMilli(m.MeasureEndMs),

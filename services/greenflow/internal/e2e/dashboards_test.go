@@ -127,6 +127,17 @@ func checkWhatAUserSees(t *testing.T, board, what string, got result) {
 		require.Contains(t, got.Strings(3), "estimated", "the model's figures are marked estimated")
 	case board == "greenflow-experiment" && what == `panel "Runs and states" query 1`:
 		require.Contains(t, got.Strings(4), events.RunStateDone)
+		for _, row := range got.Rows {
+			require.Positive(t, row[8], "the run detail link's from_ms")
+			require.Greater(t, row[9], row[8], "the run detail link's to_ms")
+		}
+	case board == "greenflow-experiment" && what == `panel "Energy per event by factor level" query 1`:
+		// examples/uc3-local.yaml sweeps workload.sensors over 500 and 2000:
+		// levels in numeric order, not as text.
+		require.Equal(t, "workload.sensors", got.Strings(0)[0])
+		if len(got.Rows) == 2 {
+			require.Equal(t, []string{"500", "2000"}, got.Strings(1))
+		}
 	}
 }
 
