@@ -87,8 +87,8 @@ func installCRDs(t *testing.T, a *kubetest.Applier) {
 	}
 }
 
-// withComponent is a kustomization building dir with a component added.
-func withComponent(t *testing.T, dir, component string) string {
+// withComponents is a kustomization building dir with components added.
+func withComponents(t *testing.T, dir string, components ...string) string {
 	t.Helper()
 	tmp := t.TempDir()
 	rel := func(p string) string {
@@ -98,13 +98,18 @@ func withComponent(t *testing.T, dir, component string) string {
 		require.NoError(t, err)
 		return r
 	}
-	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%q]\ncomponents: [%q]\n", rel(dir), rel(component))
+	var rels []string
+	for _, c := range components {
+		rels = append(rels, fmt.Sprintf("%q", rel(c)))
+	}
+	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%q]\ncomponents: [%s]\n", rel(dir),
+		strings.Join(rels, ", "))
 	require.NoError(t, os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644))
 	return tmp
 }
 
 // Every object each overlay renders — with the optional ServiceMonitors
-// too — is applied server-side to a real kube-apiserver, Strimzi's and the
+// and Scaphandre too — is applied server-side to a real kube-apiserver, Strimzi's and the
 // Prometheus operator's CRDs installed first, so a wrong field, type, API
 // version or a kind the cluster does not serve fails here; and Pod Security
 // admission (the API server's, enforcing each namespace's labels) has
@@ -118,8 +123,8 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 			name := filepath.Base(overlay)
 			dir := configured(t, overlay)
 			if monitors {
-				name += "+servicemonitors"
-				dir = withComponent(t, dir, "components/servicemonitors")
+				name += "+servicemonitors+scaphandre"
+				dir = withComponents(t, dir, "components/servicemonitors", "components/scaphandre")
 			}
 			t.Run(name, func(t *testing.T) {
 				objs, err := kubetest.Decode(render(t, dir), name)
@@ -132,15 +137,18 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 				require.Equal(t, 1, kinds["KafkaNodePool"], kinds)
 				require.Equal(t, 2, kinds["StatefulSet"], "NATS and ClickHouse: %v", kinds)
 				require.Equal(t, 4, kinds["Deployment"], kinds)
-				require.Equal(t, 1, kinds["DaemonSet"], kinds)
 				if monitors {
 					require.Equal(t, 5, kinds["ServiceMonitor"], kinds)
+					require.Equal(t, 2, kinds["DaemonSet"], "the collector and Scaphandre: %v", kinds)
+				} else {
+					require.Equal(t, 1, kinds["DaemonSet"], kinds)
 				}
 				require.NoError(t, a.Apply(context.Background(), objs))
 				for _, warning := range w.take() {
 					t.Logf("warning: %s", warning)
-					if strings.HasPrefix(warning, `would violate PodSecurity "baseline:latest": hostPath volumes (volumes "sysclass", "proc")`) {
-						continue // the collector's meters, in the namespace that admits them
+					if strings.HasPrefix(warning, `would violate PodSecurity "baseline:latest": hostPath volumes (volumes "sysclass", "proc")`) ||
+						strings.HasPrefix(warning, `would violate PodSecurity "baseline:latest": hostPath volumes (volumes "proc", "powercap")`) {
+						continue // the collector's and Scaphandre's meters, in the namespaces that admit them
 					}
 					t.Errorf("the API server warns: %s", warning)
 				}
