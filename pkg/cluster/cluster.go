@@ -24,12 +24,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
+	"github.com/greenflow/greenflow/pkg/kubeapply"
 	"github.com/greenflow/greenflow/pkg/kubeready"
 )
 
@@ -55,10 +53,9 @@ type Options struct {
 
 // Cluster acts on one cluster as the kubeconfig's user.
 type Cluster struct {
-	o      Options
-	cs     kubernetes.Interface
-	dyn    dynamic.Interface
-	mapper *restmapper.DeferredDiscoveryRESTMapper
+	o  Options
+	cs kubernetes.Interface
+	a  *kubeapply.Applier
 }
 
 // New connects to the cluster of rc; nothing is read yet.
@@ -79,11 +76,11 @@ func New(rc *rest.Config, o Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(rc)
+	a, err := kubeapply.NewApplier(rc, FieldManager)
 	if err != nil {
-		return nil, fmt.Errorf("dynamic client: %w", err)
+		return nil, err
 	}
-	return &Cluster{o: o, cs: cs, dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))}, nil
+	return &Cluster{o: o, cs: cs, a: a}, nil
 }
 
 // Component is one workload (or Kafka) and what it still lacks.
@@ -139,7 +136,7 @@ func (c *Cluster) Up(ctx context.Context) ([]Component, error) {
 	}
 	ordered = append(ordered, rest...)
 	c.o.Progress(fmt.Sprintf("applying %d objects (overlay %s, %d Secrets from %s)", len(ordered), c.o.Overlay, len(secrets), c.o.SecretsDir))
-	if err := c.apply(ctx, ordered); err != nil {
+	if err := c.a.Apply(ctx, ordered); err != nil {
 		return nil, err
 	}
 	return c.wait(ctx, objs)
@@ -160,26 +157,27 @@ func (c *Cluster) render(ctx context.Context) ([]*unstructured.Unstructured, err
 // apiServerCIDRs are the kubernetes Service's endpoint addresses, each as
 // a host CIDR: where the provisioner must reach.
 func (c *Cluster) apiServerCIDRs(ctx context.Context) ([]string, error) {
-	ep, err := c.cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	list, err := c.cs.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
 	if err != nil {
-		return nil, fmt.Errorf("find the API server's addresses (endpoints default/kubernetes; or give --api-server-cidr): %w", err)
+		return nil, fmt.Errorf("find the API server's addresses (the kubernetes Service's EndpointSlices; or give --api-server-cidr): %w", err)
 	}
 	var out []string
-	for _, s := range ep.Subsets {
-		for _, a := range s.Addresses {
-			ip := net.ParseIP(a.IP)
-			switch {
-			case ip == nil:
-				continue
-			case ip.To4() != nil:
-				out = append(out, a.IP+"/32")
-			default:
-				out = append(out, a.IP+"/128")
+	for _, sl := range list.Items {
+		for _, ep := range sl.Endpoints {
+			for _, a := range ep.Addresses {
+				ip := net.ParseIP(a)
+				switch {
+				case ip == nil:
+				case ip.To4() != nil:
+					out = append(out, a+"/32")
+				default:
+					out = append(out, a+"/128")
+				}
 			}
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("the kubernetes Service has no endpoint addresses; give --api-server-cidr")
+		return nil, errors.New("the kubernetes Service has no endpoint addresses yet; give --api-server-cidr")
 	}
 	sort.Strings(out)
 	return slices.Compact(out), nil
@@ -189,7 +187,6 @@ func (c *Cluster) apiServerCIDRs(ctx context.Context) ([]string, error) {
 // cluster does not serve — Strimzi's Kafka without its operator, a
 // ServiceMonitor without the Prometheus operator — naming what to install.
 func (c *Cluster) checkKinds(objs []*unstructured.Unstructured) error {
-	c.mapper.Reset()
 	var missing []string
 	seen := map[string]bool{}
 	for _, u := range objs {
@@ -198,10 +195,11 @@ func (c *Cluster) checkKinds(objs []*unstructured.Unstructured) error {
 			continue
 		}
 		seen[gvk.String()] = true
-		if _, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			if !meta.IsNoMatchError(err) {
-				return fmt.Errorf("look up %s: %w", gvk, err)
-			}
+		ok, err := c.a.Served(u)
+		if err != nil {
+			return fmt.Errorf("look up %s: %w", gvk, err)
+		}
+		if !ok {
 			missing = append(missing, fmt.Sprintf("%s %s%s", gvk.Kind, gvk.GroupVersion(), installHint(gvk.Group)))
 		}
 	}
@@ -222,43 +220,6 @@ func installHint(group string) string {
 	return ""
 }
 
-// apply applies each object in order, server-side; an error names it.
-func (c *Cluster) apply(ctx context.Context, objs []*unstructured.Unstructured) error {
-	for _, u := range objs {
-		ri, err := c.resource(u)
-		if err != nil {
-			return err
-		}
-		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
-			return fmt.Errorf("apply %s: %w", describe(u), err)
-		}
-	}
-	return nil
-}
-
-func (c *Cluster) resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
-	gvk := u.GroupVersionKind()
-	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		c.mapper.Reset()
-		m, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", describe(u), err)
-	}
-	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		return c.dyn.Resource(m.Resource).Namespace(u.GetNamespace()), nil
-	}
-	return c.dyn.Resource(m.Resource), nil
-}
-
-func describe(u *unstructured.Unstructured) string {
-	if ns := u.GetNamespace(); ns != "" {
-		return fmt.Sprintf("%s %s/%s", u.GetKind(), ns, u.GetName())
-	}
-	return fmt.Sprintf("%s %s", u.GetKind(), u.GetName())
-}
-
 // Status reads every component of the overlay.
 func (c *Cluster) Status(ctx context.Context) ([]Component, error) {
 	objs, err := Render(c.o.Overlay, []string{"192.0.2.1/32"}) // the addresses do not change what runs
@@ -276,7 +237,7 @@ func (c *Cluster) status(ctx context.Context, objs []*unstructured.Unstructured)
 			continue
 		}
 		comp := Component{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
-		ri, err := c.resource(u)
+		ri, err := c.a.Resource(u)
 		if err != nil {
 			gvk := u.GroupVersionKind()
 			comp.Reason = err.Error()
@@ -291,7 +252,7 @@ func (c *Cluster) status(ctx context.Context, objs []*unstructured.Unstructured)
 		case apierrors.IsNotFound(err):
 			comp.Reason = "not applied (run greenflow cluster up)"
 		case err != nil:
-			return nil, fmt.Errorf("read %s: %w", describe(u), err)
+			return nil, fmt.Errorf("read %s: %w", kubeapply.Describe(u), err)
 		case kind == "Kafka":
 			comp.Reason = kafkaPending(live)
 		default:
@@ -360,12 +321,13 @@ func (c *Cluster) podReasons(ctx context.Context, w *unstructured.Unstructured) 
 // wait polls until every component is ready or the timeout; progress goes
 // out whenever what is missing changes.
 func (c *Cluster) wait(ctx context.Context, objs []*unstructured.Unstructured) ([]Component, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-	defer cancel()
+	// Every pass reads every component whole, even the last one: the
+	// timeout ends the waiting, never a reading half done.
+	deadline := time.Now().Add(c.o.Timeout)
 	last := ""
 	for {
 		comps, err := c.status(ctx, objs)
-		if err != nil && ctx.Err() == nil {
+		if err != nil {
 			return nil, err
 		}
 		var pending []string
@@ -374,17 +336,20 @@ func (c *Cluster) wait(ctx context.Context, objs []*unstructured.Unstructured) (
 				pending = append(pending, comp.String())
 			}
 		}
-		if err == nil && len(pending) == 0 {
+		if len(pending) == 0 {
 			return comps, nil
 		}
 		if s := strings.Join(pending, "\n"); s != last {
 			c.o.Progress(fmt.Sprintf("%d of %d components not ready:\n  %s", len(pending), len(comps), strings.Join(pending, "\n  ")))
 			last = s
 		}
+		if !time.Now().Before(deadline) {
+			return comps, fmt.Errorf("not ready after %s:\n  %s", c.o.Timeout, strings.Join(pending, "\n  "))
+		}
 		select {
 		case <-ctx.Done():
-			return comps, fmt.Errorf("not ready after %s:\n  %s", c.o.Timeout, strings.Join(pending, "\n  "))
-		case <-time.After(c.o.Poll):
+			return comps, ctx.Err()
+		case <-time.After(min(c.o.Poll, time.Until(deadline))):
 		}
 	}
 }
@@ -401,7 +366,7 @@ func (c *Cluster) Down(ctx context.Context) error {
 	}
 	var deleted []string
 	del := func(u *unstructured.Unstructured) error {
-		ri, err := c.resource(u)
+		ri, err := c.a.Resource(u)
 		if err != nil {
 			if meta.IsNoMatchError(errors.Unwrap(err)) {
 				return nil // its CRD is gone: so is it
@@ -411,10 +376,10 @@ func (c *Cluster) Down(ctx context.Context) error {
 		policy := metav1.DeletePropagationBackground
 		err = ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{PropagationPolicy: &policy})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete %s: %w", describe(u), err)
+			return fmt.Errorf("delete %s: %w", kubeapply.Describe(u), err)
 		}
 		if err == nil {
-			deleted = append(deleted, describe(u))
+			deleted = append(deleted, kubeapply.Describe(u))
 		}
 		return nil
 	}
@@ -448,27 +413,29 @@ func (c *Cluster) Down(ctx context.Context) error {
 		}
 	}
 	c.o.Progress(fmt.Sprintf("deleted %d objects; waiting for %d namespaces to go", len(deleted), len(nss)))
-	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
-	defer cancel()
+	deadline := time.Now().Add(c.o.Timeout)
 	for {
 		var left []string
 		for _, ns := range nss {
 			n, err := c.cs.CoreV1().Namespaces().Get(ctx, ns.GetName(), metav1.GetOptions{})
 			switch {
 			case apierrors.IsNotFound(err):
-			case err != nil && ctx.Err() == nil:
+			case err != nil:
 				return fmt.Errorf("read namespace %s: %w", ns.GetName(), err)
-			case err == nil:
+			default:
 				left = append(left, fmt.Sprintf("%s (%s%s)", n.Name, n.Status.Phase, namespaceBlockers(n)))
 			}
 		}
 		if len(left) == 0 {
 			return nil
 		}
+		if !time.Now().Before(deadline) {
+			return fmt.Errorf("namespaces still there after %s: %s", c.o.Timeout, strings.Join(left, ", "))
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("namespaces still there after %s: %s", c.o.Timeout, strings.Join(left, ", "))
-		case <-time.After(c.o.Poll):
+			return ctx.Err()
+		case <-time.After(min(c.o.Poll, time.Until(deadline))):
 		}
 	}
 }

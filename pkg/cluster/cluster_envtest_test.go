@@ -50,6 +50,12 @@ func TestUpStatusDown(t *testing.T) {
 		return c
 	}
 	cs := kubetest.AdminClient(t)
+	// A fresh API server publishes its own address a moment after it
+	// serves; a cluster always has it.
+	testenv.Eventually(t, 30*time.Second, "the kubernetes Service's endpoints", func() bool {
+		l, err := cs.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+		return err == nil && len(l.Items) > 0 && len(l.Items[0].Endpoints) > 0
+	})
 
 	_, err := newCluster(5 * time.Second).Up(ctx)
 	require.ErrorContains(t, err, "the cluster does not serve: Kafka kafka.strimzi.io/v1 (Strimzi's operator")
@@ -105,12 +111,12 @@ func TestUpStatusDown(t *testing.T) {
 	}
 
 	// The provisioner may reach the API server's real address only.
-	ep, err := cs.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+	eps, err := cs.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
 	require.NoError(t, err)
 	np, err := cs.NetworkingV1().NetworkPolicies(cluster.Namespace).Get(ctx, "greenflow-provisioner-kube-api", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Len(t, np.Spec.Egress[0].To, 1)
-	require.Equal(t, ep.Subsets[0].Addresses[0].IP+"/32", np.Spec.Egress[0].To[0].IPBlock.CIDR)
+	require.Equal(t, eps.Items[0].Endpoints[0].Addresses[0]+"/32", np.Spec.Egress[0].To[0].IPBlock.CIDR)
 
 	// Again: nothing rotates.
 	_, err = newCluster(time.Second).Up(ctx)

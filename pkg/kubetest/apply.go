@@ -8,39 +8,22 @@ import (
 	"fmt"
 	"io"
 
-	"k8s.io/apimachinery/pkg/api/meta"
+	"github.com/greenflow/greenflow/pkg/kubeapply"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 )
 
-// Applier applies manifests server-side, as `kubectl apply --server-side`
-// does: the API server validates every field against its schema (strict
-// field validation), so a wrong field, type or API version is an error
-// naming it.
-type Applier struct {
-	dyn    dynamic.Interface
-	mapper *restmapper.DeferredDiscoveryRESTMapper
-}
+// Applier applies manifests server-side (pkg/kubeapply's, which `greenflow
+// cluster up` uses too).
+type Applier = kubeapply.Applier
 
 // NewApplier is an Applier acting as rc's user.
-func NewApplier(rc *rest.Config) (*Applier, error) {
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("dynamic client: %w", err)
-	}
-	dc, err := discovery.NewDiscoveryClientForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("discovery client: %w", err)
-	}
-	return &Applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
-}
+func NewApplier(rc *rest.Config) (*Applier, error) { return kubeapply.NewApplier(rc, "greenflow-test") }
 
 // Decode splits YAML documents into objects, skipping empty ones; source
 // names them in errors.
@@ -64,33 +47,6 @@ func Decode(raw []byte, source string) ([]*unstructured.Unstructured, error) {
 		}
 		out = append(out, u)
 	}
-}
-
-// Apply applies each object in order; an error names the object.
-func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured) error {
-	for _, u := range objs {
-		gvk := u.GroupVersionKind()
-		m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if meta.IsNoMatchError(err) {
-			a.mapper.Reset() // a CRD applied since discovery was cached
-			m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		}
-		if err != nil {
-			return fmt.Errorf("%s %s/%s: %w", gvk, u.GetNamespace(), u.GetName(), err)
-		}
-		var ri dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			ns := u.GetNamespace()
-			if ns == "" {
-				ns = "default"
-			}
-			ri = a.dyn.Resource(m.Resource).Namespace(ns)
-		}
-		if _, err := ri.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "greenflow-test", Force: true}); err != nil {
-			return fmt.Errorf("apply %s %s/%s: %w", gvk, u.GetNamespace(), u.GetName(), err)
-		}
-	}
-	return nil
 }
 
 // CRDResource is the resource of CustomResourceDefinitions.
