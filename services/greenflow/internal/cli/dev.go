@@ -43,8 +43,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer st.Close()
-	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s (SASL/SCRAM: --kafka-sasl-file %s)\n  ClickHouse: %s\n  API:        http://%s/v1/experiments\n  metrics:    http://%s/metrics\n  state:      %s\n  admin token: %s (mode 0600; the CLI reads it)\n",
-		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), st.Endpoints.KafkaSASLFile, store.RedactDSN(st.Endpoints.ClickHouseDSN), *httpAddr, *httpAddr, *stateDir,
+	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  API:        http://%s/v1/experiments\n  metrics:    http://%s/metrics\n  state:      %s\n  admin token: %s (mode 0600; the CLI reads it)\n",
+		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), store.RedactDSN(st.Endpoints.ClickHouseDSN), *httpAddr, *httpAddr, *stateDir,
 		filepath.Join(*stateDir, devstack.TokenFile))
 	return st.Run(ctx)
 }
