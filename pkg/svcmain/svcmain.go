@@ -25,9 +25,11 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/kafkasasl"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/version"
@@ -42,6 +44,7 @@ type Common struct {
 	// which a command line shows to every local user).
 	ClickHouseDSNFile string
 	KafkaBrokers      string
+	KafkaSASL         kafkasasl.Flag // the service's Kafka credentials
 	MetricsAddr       string
 	HTTPTLS           service.HTTPTLS // serve the HTTP server over TLS
 	LogLevel          string
@@ -63,6 +66,9 @@ func (c *Common) register(fs *flag.FlagSet, needs Needs) {
 		fs.StringVar(&c.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/greenflow", "ClickHouse native-protocol DSN")
 		fs.StringVar(&c.ClickHouseDSNFile, "clickhouse-dsn-file", "", "file holding the ClickHouse DSN with its password (clickhouse://user:password@host:9000/db); overrides --clickhouse-dsn")
 		fs.StringVar(&c.KafkaBrokers, "kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap brokers")
+		if err := BindFlags(fs, &c.KafkaSASL); err != nil {
+			panic(err) // the tags are declared in pkg/kafkasasl; a bad one is a programming error
+		}
 	}
 	addr := DefaultMetricsAddr
 	if needs.MetricsAddr != "" {
@@ -117,12 +123,18 @@ func SplitList(s string) []string {
 
 // Deps are what a service component is built from.
 type Deps struct {
-	Name     string
-	Bus      *bus.Bus     // nil for a Standalone binary
-	Store    *store.Store // nil unless Needs.Store
-	Brokers  []string
-	Logger   *zap.Logger
-	Registry prometheus.Registerer
+	Name    string
+	Bus     *bus.Bus     // nil for a Standalone binary
+	Store   *store.Store // nil unless Needs.Store
+	Brokers []string
+	// Kafka authenticates every Kafka client the service makes (SASL from
+	// --kafka-sasl-file; none without it), whatever brokers a command
+	// names; KafkaSASLFile is that file, for a process the service starts
+	// (the provisioner's local UC-3 processor) to read too.
+	Kafka         []kgo.Opt
+	KafkaSASLFile string
+	Logger        *zap.Logger
+	Registry      prometheus.Registerer
 	// Mux is the service's HTTP server (beside /metrics and /healthz) where
 	// it may register API handlers; nil when HTTP is disabled.
 	Mux *http.ServeMux
@@ -273,7 +285,10 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 	health := &service.Health{}
 	srv := service.NewHTTPServer(c.MetricsAddr, reg, health, logger)
 	srv.TLS = c.HTTPTLS
-	d := Deps{Name: name, Brokers: c.Brokers(), Logger: logger, Registry: reg, Mux: srv.Mux}
+	d := Deps{Name: name, Brokers: c.Brokers(), KafkaSASLFile: c.KafkaSASL.File, Logger: logger, Registry: reg, Mux: srv.Mux}
+	if d.Kafka, err = c.KafkaSASL.Options(); err != nil {
+		return err
+	}
 	if !needs.Standalone {
 		opts, err := c.NATS.Options()
 		if err != nil {

@@ -27,5 +27,5 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 	if d.Store != nil {
 		sink = d.Store
 	}
-	return loadgen.New(c, loadgen.Deps{Bus: d.Bus, Store: sink, Logger: d.Logger, Registry: d.Registry})
+	return loadgen.New(c, loadgen.Deps{Bus: d.Bus, Store: sink, Logger: d.Logger, Registry: d.Registry, Kafka: d.Kafka})
 }

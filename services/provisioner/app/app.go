@@ -97,6 +97,7 @@ func New(c Config, d svcmain.Deps) (*provisioner.Provisioner, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.Local.KafkaSASLFile = d.KafkaSASLFile
 	lb, err := local.New(c.Local, local.Deps{Store: store, Logger: d.Logger})
 	if err != nil {
 		return nil, err
@@ -114,7 +115,7 @@ func New(c Config, d svcmain.Deps) (*provisioner.Provisioner, error) {
 			backends["kubernetes"] = unavailable{err: err}
 		}
 	}
-	return provisioner.New(c.Core, provisioner.Deps{Bus: d.Bus, Store: store, Backends: backends, Logger: d.Logger, Registry: d.Registry})
+	return provisioner.New(c.Core, provisioner.Deps{Bus: d.Bus, Store: store, Backends: backends, Logger: d.Logger, Registry: d.Registry, Kafka: d.Kafka})
 }
 
 func newKube(c kube.Config, logger *zap.Logger) (*kube.Backend, error) {

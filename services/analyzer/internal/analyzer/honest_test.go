@@ -83,7 +83,8 @@ func (s *apiServer) get(t *testing.T, url string) (*http.Response, error) {
 }
 
 // The results API needs a viewer token; an analyzer built without a bus
-// (no token store) refuses every request rather than serve them open.
+// (no token store) refuses every request (503: it cannot check tokens)
+// rather than serve them open.
 func TestResultsAPINeedsAToken(t *testing.T) {
 	st, _ := testenv.ParallelStore(t)
 	srv := resultsServer(t, st)
@@ -104,7 +105,5 @@ func TestResultsAPINeedsAToken(t *testing.T) {
 	resp, err = srv.get(t, open.URL+"/v1/experiments/e1/results")
 	require.NoError(t, err)
 	resp.Body.Close()
-	// The token cannot be checked (pkg/auth answers 503, not 401: the
-	// client's token may be fine); what matters is that nothing is served.
-	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "no token store: refused, never open")
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "no token store: refused (the API's fault, not the token's), never open")
 }

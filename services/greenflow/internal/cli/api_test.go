@@ -21,11 +21,7 @@ import (
 // the token came from, never the token.
 func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 	t.Parallel()
-	b := testenv.Bus(t, testenv.NATS(t), "cli-test")
-	tokens, err := auth.OpenStore(t.Context(), b, nil)
-	require.NoError(t, err)
-	admin, _, err := tokens.Create(t.Context(), "admin", auth.Admin, 0)
-	require.NoError(t, err)
+	tokens, admin := tokenStore(t)
 	mux := http.NewServeMux()
 	auth.RegisterHTTP(mux, auth.NewGuard(tokens, auth.Limits{MaxBodyBytes: 1 << 20, RatePerSecond: 1, Burst: 1}, nil, nil), tokens)
 	srv := httptest.NewServer(mux)
@@ -66,11 +62,7 @@ func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 // the CLI refuses the server and sends it no token.
 func TestCLIOverTLS(t *testing.T) {
 	t.Parallel()
-	b := testenv.Bus(t, testenv.NATS(t), "cli-test")
-	tokens, err := auth.OpenStore(t.Context(), b, nil)
-	require.NoError(t, err)
-	admin, _, err := tokens.Create(t.Context(), "admin", auth.Admin, 0)
-	require.NoError(t, err)
+	tokens, admin := tokenStore(t)
 	certs := testenv.NewTLS(t)
 	srv := service.NewHTTPServer("127.0.0.1:0", prometheus.NewRegistry(), nil, testenv.Logger(t))
 	srv.TLS = service.HTTPTLS{CertFile: certs.CertFile, KeyFile: certs.KeyFile}
@@ -89,4 +81,15 @@ func TestCLIOverTLS(t *testing.T) {
 	code = cli.Main([]string{"token", "list", "--api-url", url, "--token", admin, "--state-dir", t.TempDir()}, &out, &errOut)
 	require.NotZero(t, code)
 	require.Contains(t, errOut.String(), "certificate signed by unknown authority")
+}
+
+// tokenStore is a token store on an embedded JetStream with an admin
+// token in it.
+func tokenStore(t *testing.T) (*auth.Store, string) {
+	t.Helper()
+	tokens, err := auth.OpenStore(t.Context(), testenv.Bus(t, testenv.NATS(t), "cli-test"), nil)
+	require.NoError(t, err)
+	admin, _, err := tokens.Create(t.Context(), "admin", auth.Admin, 0)
+	require.NoError(t, err)
+	return tokens, admin
 }

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/kafkasasl"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
@@ -56,6 +58,22 @@ func TestDevStackCredentials(t *testing.T) {
 		return nil
 	}))
 	require.Greater(t, files, 20, "the walk saw the servers' files")
+
+	// The stack's Kafka refuses a client without the credentials in its
+	// state dir, and serves one with them.
+	ping := func(opts ...kgo.Opt) error {
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(st.Endpoints.KafkaBrokers...)}, opts...)...)
+		require.NoError(t, err)
+		defer cl.Close()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return cl.Ping(pctx)
+	}
+	require.Error(t, ping(), "an unauthenticated Kafka client")
+	require.Equal(t, filepath.Join(o.StateDir, devstack.KafkaSASLFile), st.Endpoints.KafkaSASLFile)
+	kafkaAuth, err := kafkasasl.Flag{File: st.Endpoints.KafkaSASLFile}.Options()
+	require.NoError(t, err)
+	require.NoError(t, ping(kafkaAuth...), "a client with the stack's Kafka credentials")
 
 	raw, err := os.ReadFile(filepath.Join(o.StateDir, devstack.EndpointsFile))
 	require.NoError(t, err)

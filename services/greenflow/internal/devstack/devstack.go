@@ -25,11 +25,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/kafkasasl"
 	"github.com/greenflow/greenflow/pkg/natsembed"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/store"
@@ -64,6 +66,9 @@ type Options struct {
 type Endpoints struct {
 	NATSURL      string   `json:"nats_url"`
 	KafkaBrokers []string `json:"kafka_brokers"`
+	// KafkaSASLFile holds the Kafka user's SASL credentials (0600): a
+	// client needs them (--kafka-sasl-file) to talk to the stack's Kafka.
+	KafkaSASLFile string `json:"kafka_sasl_file"`
 	// ClickHouseDSN is the writer's DSN, password included, in memory;
 	// endpoints.json (0644) holds it without the password, and the
 	// reader's and writer's DSNs are in ClickHouseReaderDSNFile and
@@ -85,6 +90,15 @@ const (
 	ClickHouseReaderDSNFile = "clickhouse-reader.dsn"
 	ClickHouseWriterDSNFile = "clickhouse-writer.dsn"
 )
+
+// KafkaSASLFile holds the in-process Kafka's only user's SASL/SCRAM
+// credentials under the state dir (mode 0600), made on the first start and
+// kept: the broker refuses clients without them.
+const KafkaSASLFile = "kafka-sasl.yaml"
+
+// kafkaUser is that user: every service and the UC-3 processor share it
+// (kfake has no per-topic rights worth deriving yet).
+const kafkaUser = "greenflow"
 
 // NATSDir holds every NATS user's nkey seed under the state dir (mode 0700,
 // each seed 0600): the embedded server accepts only those users, each
@@ -118,15 +132,17 @@ type Stack struct {
 	Store     *store.Store
 	Registry  *prometheus.Registry
 
-	opts   Options
-	nats   *server.Server
-	kafka  *kfake.Cluster
-	ch     *chserver.Server
-	group  service.Group
-	health *service.Health
-	http   *service.HTTPServer
-	buses  []*bus.Bus
-	logger *zap.Logger
+	opts  Options
+	nats  *server.Server
+	kafka *kfake.Cluster
+	// kafkaAuth authenticates the services' Kafka clients.
+	kafkaAuth []kgo.Opt
+	ch        *chserver.Server
+	group     service.Group
+	health    *service.Health
+	http      *service.HTTPServer
+	buses     []*bus.Bus
+	logger    *zap.Logger
 	// adminToken is the token in TokenFile.
 	adminToken string
 	// apiAddr is the HTTP server's bound address once apiReady is closed.
@@ -177,7 +193,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.Endpoints.NATSURL = s.nats.ClientURL()
-	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(4)}
+	kcreds, err := kafkaCredentials(filepath.Join(o.StateDir, KafkaSASLFile))
+	if err != nil {
+		return nil, err
+	}
+	s.kafkaAuth = []kgo.Opt{kcreds.Option()}
+	s.Endpoints.KafkaSASLFile = filepath.Join(o.StateDir, KafkaSASLFile)
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(4), kfake.EnableSASL(),
+		kfake.Superuser(kcreds.Mechanism, kcreds.User, kcreds.Password)}
 	if o.KafkaPort > 0 {
 		kopts = append(kopts, kfake.Ports(o.KafkaPort))
 	}
@@ -366,7 +389,21 @@ func (s *Stack) deps(ctx context.Context, name string) (svcmain.Deps, error) {
 	s.buses = append(s.buses, b)
 	b.Expect(bus.ExpectedConsumers(name)...)
 	s.health.Add(name+" nats", b)
-	return svcmain.Deps{Name: name, Bus: b, Store: s.Store, Brokers: s.Endpoints.KafkaBrokers, Logger: logger, Registry: reg, Mux: s.http.Mux}, nil
+	return svcmain.Deps{Name: name, Bus: b, Store: s.Store, Brokers: s.Endpoints.KafkaBrokers, Kafka: s.kafkaAuth,
+		KafkaSASLFile: s.Endpoints.KafkaSASLFile, Logger: logger, Registry: reg, Mux: s.http.Mux}, nil
+}
+
+// kafkaCredentials reads the Kafka user's credentials in path, making them
+// the first time.
+func kafkaCredentials(path string) (kafkasasl.Credentials, error) {
+	if _, err := os.Stat(path); err == nil {
+		return kafkasasl.Read(path)
+	}
+	c, err := kafkasasl.Generate(kafkaUser)
+	if err != nil {
+		return c, err
+	}
+	return c, kafkasasl.Write(path, c)
 }
 
 func (s *Stack) build(ctx context.Context) error {

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -80,7 +79,7 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 		return errPlanLost(m.RunID) // accepted before; a new plan would load it twice
 	}
 	acceptedAt := g.clock.Now()
-	baseline, baselineKnown, err := probeTopic(ctx, m.Kafka.Brokers, m.Kafka.InputTopic)
+	baseline, baselineKnown, err := g.probeTopic(ctx, m.Kafka.Brokers, m.Kafka.InputTopic)
 	if err != nil {
 		return g.publishFailed(ctx, m, err.Error())
 	}
@@ -201,8 +200,8 @@ func Validate(m *events.LoadStart) error {
 // returns the input topic's high-water marks summed (0 for a topic not
 // created yet), the baseline for what the load adds to it. known is false
 // when they could not be read.
-func probeTopic(ctx context.Context, brokers []string, topic string) (baseline int64, known bool, err error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+func (g *Generator) probeTopic(ctx context.Context, brokers []string, topic string) (baseline int64, known bool, err error) {
+	cl, err := g.kafkaClient(brokers)
 	if err != nil {
 		return 0, false, fmt.Errorf("kafka client for %v: %w", brokers, err)
 	}

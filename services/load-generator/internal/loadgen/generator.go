@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
@@ -42,6 +43,8 @@ type Deps struct {
 	Registry prometheus.Registerer // may be nil
 	Clock    clock.WithTicker      // nil: the real clock
 	HTTP     *http.Client          // schema registry client; nil: a default with a timeout
+	// Kafka authenticates every Kafka client (SASL); nil: none.
+	Kafka []kgo.Opt
 	// Hooks are for tests: they stand for a slow machine. Nil fields do
 	// nothing.
 	Hooks Hooks
@@ -68,6 +71,7 @@ type Generator struct {
 	// base is logger without its component: for the components the
 	// generator starts (the Kafka signal sampler), which add their own.
 	base  *zap.Logger
+	kafka []kgo.Opt // of every Kafka client: its credentials
 	clock clock.WithTicker
 	hc    *http.Client
 	hooks Hooks
@@ -152,7 +156,7 @@ func New(cfg Config, d Deps) (*Generator, error) {
 		d.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
 	base := d.Logger.With(zap.String("instance", cfg.Instance))
-	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: base.With(zap.String("component", "load-generator")), base: base,
+	g := &Generator{cfg: cfg, bus: d.Bus, sink: d.Store, logger: base.With(zap.String("component", "load-generator")), base: base, kafka: d.Kafka,
 		clock: d.Clock, hc: d.HTTP, hooks: d.Hooks, jobs: map[string]*job{}, plans: map[string]planEntry{}, samplers: map[string]*sampling{},
 		poke: make(chan struct{}, 1),
 		m:    newMetrics(),
@@ -275,4 +279,9 @@ func (g *Generator) leave(ctx context.Context) {
 	if err := g.members.Delete(lctx, g.cfg.Instance); err != nil {
 		g.logger.Warn("leave membership failed; the others see the heartbeat age instead", zap.Error(err))
 	}
+}
+
+// kafkaClient is a client of brokers with the generator's credentials.
+func (g *Generator) kafkaClient(brokers []string, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, g.kafka...), opts...)...)
 }

@@ -405,7 +405,7 @@ func (g *Generator) finishShare(ctx context.Context, j *job, st status, failed b
 // acknowledges nothing for a while, and closing the client fails what is
 // still buffered.
 func (g *Generator) producer(ctx context.Context, p *plan) (*kgo.Client, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...), kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
+	cl, err := g.kafkaClient(p.Cmd.Kafka.Brokers, kgo.DefaultProduceTopic(p.Cmd.Kafka.InputTopic),
 		kgo.ProducerLinger(5*time.Millisecond), kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(1<<20),
 		kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {

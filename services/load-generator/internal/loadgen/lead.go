@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -310,7 +309,7 @@ func (g *Generator) delivered(ctx context.Context, p *plan, logger *zap.Logger) 
 	if !p.BaselineKnown {
 		return 0, false
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
+	cl, err := g.kafkaClient(p.Cmd.Kafka.Brokers)
 	if err != nil {
 		logger.Warn("kafka client for the delivered count failed", zap.Error(err))
 		return 0, false

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
@@ -48,7 +47,7 @@ func (g *Generator) ensureSampler(ctx context.Context, p *plan) {
 			g.mu.Unlock()
 			close(s.done)
 		}()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(p.Cmd.Kafka.Brokers...))
+		cl, err := g.kafkaClient(p.Cmd.Kafka.Brokers)
 		if err != nil {
 			g.logger.Warn("kafka client for signals failed", zap.String("run_id", run), zap.Error(err))
 			return

@@ -27,6 +27,8 @@ const (
 	// EnvKafka holds the run's brokers and topics (JSON), so the topics of
 	// a leftover process can be deleted too.
 	EnvKafka = "GREENFLOW_KAFKA"
+	// EnvKafkaSASLFile names the Kafka credentials file (Config.KafkaSASLFile).
+	EnvKafkaSASLFile = "GREENFLOW_KAFKA_SASL_FILE"
 )
 
 // Command builds the command line of run p: the configured UC-3
@@ -41,6 +43,9 @@ func (c Config) Command(p events.RunProvision) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		if c.KafkaSASLFile != "" {
+			flags = append(flags, "--kafka-sasl-file", c.KafkaSASLFile)
+		}
 		return append(append([]string{}, c.UC3Command...), flags...), nil
 	case "command":
 		if len(p.SUT.Command) == 0 {
@@ -53,8 +58,12 @@ func (c Config) Command(p events.RunProvision) ([]string, error) {
 }
 
 // env is the SUT's environment: ours plus the run's markers.
-func env(p events.RunProvision, platform, node string) []string {
+func env(p events.RunProvision, platform, node, kafkaSASLFile string) []string {
 	k, _ := json.Marshal(p.Kafka)
-	return append(os.Environ(), EnvRunID+"="+p.RunID, EnvExperimentID+"="+p.ExperimentID, EnvPlatform+"="+platform, EnvNode+"="+node,
+	out := append(os.Environ(), EnvRunID+"="+p.RunID, EnvExperimentID+"="+p.ExperimentID, EnvPlatform+"="+platform, EnvNode+"="+node,
 		EnvKafka+"="+string(k))
+	if kafkaSASLFile != "" {
+		out = append(out, EnvKafkaSASLFile+"="+kafkaSASLFile)
+	}
+	return out
 }

@@ -30,6 +30,11 @@ type Config struct {
 	StopOnShutdown bool `yaml:"stopOnShutdown"`
 	// ProcRoot is the process table (default /proc).
 	ProcRoot string `yaml:"procRoot"`
+	// KafkaSASLFile is the provisioner's Kafka credentials file
+	// (--kafka-sasl-file): the UC-3 processor gets it as its own
+	// --kafka-sasl-file, a command SUT as $GREENFLOW_KAFKA_SASL_FILE — a
+	// path, so no password is on a command line or in an environment.
+	KafkaSASLFile string `yaml:"-"`
 }
 
 // Default returns the defaults: this machine's hostname as the node, run

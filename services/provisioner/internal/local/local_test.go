@@ -193,6 +193,21 @@ func TestUnknownTemplateParameterIsAClearError(t *testing.T) {
 	require.ErrorContains(t, err, "cannot run on the local backend")
 }
 
+// The UC-3 processor gets the provisioner's Kafka credentials file by its
+// path, never the password.
+func TestUC3ProcessorGetsTheKafkaCredentialsFile(t *testing.T) {
+	t.Parallel()
+	c := local.Config{UC3Command: []string{"/bin/uc3"}, KafkaSASLFile: "/state/kafka-sasl.yaml"}
+	argv, err := c.Command(events.RunProvision{RunID: "r", SUT: events.SUT{Template: "uc3-go"},
+		Kafka: events.Kafka{Brokers: []string{"127.0.0.1:9092"}, InputTopic: "in", OutputTopic: "out"}})
+	require.NoError(t, err)
+	require.Subset(t, argv, []string{"--kafka-sasl-file", "/state/kafka-sasl.yaml"})
+	c.KafkaSASLFile = ""
+	argv, err = c.Command(events.RunProvision{RunID: "r", SUT: events.SUT{Template: "uc3-go"}})
+	require.NoError(t, err)
+	require.NotContains(t, argv, "--kafka-sasl-file")
+}
+
 func TestABadConfigurationNamesEveryField(t *testing.T) {
 	t.Parallel()
 	c := local.Default()

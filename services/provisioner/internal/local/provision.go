@@ -95,7 +95,7 @@ func (b *Backend) findOrStart(p events.RunProvision, argv []string, platform str
 		return pr, true, nil
 	}
 	files := runFiles(b.cfg.StateDir, p.RunID)
-	sh, err := startShim(b.proc, argv, env(p, platform, b.cfg.Node), files)
+	sh, err := startShim(b.proc, argv, env(p, platform, b.cfg.Node, b.cfg.KafkaSASLFile), files)
 	if err != nil {
 		return nil, false, err
 	}

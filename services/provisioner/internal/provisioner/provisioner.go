@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
 
@@ -48,6 +49,8 @@ type Deps struct {
 	// Clock times leases, back-offs and the reconciler (default: the real
 	// clock).
 	Clock clock.WithTicker
+	// Kafka authenticates its Kafka clients (topics): SASL; nil: none.
+	Kafka []kgo.Opt
 }
 
 // Provisioner deploys and removes runs (see the package comment).
@@ -57,6 +60,7 @@ type Provisioner struct {
 	store    *state.Store
 	backends map[string]Backend
 	logger   *zap.Logger
+	kafka    []kgo.Opt // of its Kafka clients: the credentials
 	clock    clock.WithTicker
 	kick     chan struct{}
 	self     procfs.Incarnation // this process, read by Init
@@ -95,7 +99,7 @@ func New(cfg Config, d Deps) (*Provisioner, error) {
 		return nil, err
 	}
 	d.Logger, d.Clock = cmp.Or(d.Logger, zap.NewNop()), cmp.Or[clock.WithTicker](d.Clock, clock.RealClock{})
-	p := &Provisioner{cfg: cfg, bus: d.Bus, store: d.Store, backends: d.Backends, logger: d.Logger.With(zap.String("component", "provisioner")),
+	p := &Provisioner{cfg: cfg, bus: d.Bus, store: d.Store, backends: d.Backends, logger: d.Logger.With(zap.String("component", "provisioner")), kafka: d.Kafka,
 		clock: d.Clock, kick: make(chan struct{}, 1), admins: map[string]*kadm.Client{}, inflight: map[string]bool{},
 		provisioned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_provisioner_operations_total",
 			Help: "Provision and teardown operations, by backend, operation and outcome."}, []string{"backend", "operation", "outcome"}),

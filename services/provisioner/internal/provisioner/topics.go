@@ -33,7 +33,7 @@ func (p *Provisioner) admin(brokers []string) (*kadm.Client, error) {
 	if a, ok := p.admins[key]; ok {
 		return a, nil
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RequestTimeoutOverhead(5*time.Second))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.RequestTimeoutOverhead(5 * time.Second)}, p.kafka...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client for %s: %w", key, err)
 	}

@@ -3,6 +3,7 @@ package processor
 import (
 	"errors"
 	"fmt"
+	"github.com/greenflow/greenflow/pkg/kafkasasl"
 	"strings"
 	"time"
 
@@ -36,6 +37,8 @@ type Config struct {
 	// and commit, leaving the group) and an emit before partitions are
 	// handed over.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// KafkaSASL is its Kafka credentials file (--kafka-sasl-file).
+	KafkaSASL kafkasasl.Flag `yaml:"kafka_sasl"`
 }
 
 // Default returns Theodolite's UC-3 settings with GreenFlow's 1 s emit

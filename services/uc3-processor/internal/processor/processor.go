@@ -134,7 +134,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	if !p.started.CompareAndSwap(false, true) {
 		return errors.New("run uc3 processor: already started")
 	}
-	cl, err := kgo.NewClient(
+	auth, err := p.cfg.KafkaSASL.Options()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(append(auth,
 		kgo.SeedBrokers(p.cfg.Brokers...),
 		kgo.ClientID("greenflow-uc3-processor"),
 		kgo.ConsumerGroup(p.cfg.Group),
@@ -149,7 +153,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(p.onRevoked),
 		kgo.OnPartitionsLost(p.onLost),
 		kgo.WithLogger(kgoLogger{p.logger.Named("kgo")}),
-	)
+	)...)
 	if err != nil {
 		return fmt.Errorf("create kafka client for %v: %w", p.cfg.Brokers, err)
 	}
