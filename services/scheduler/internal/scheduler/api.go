@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,7 +78,10 @@ type ExperimentStatus struct {
 	// RunsTotal is the experiment's runs; while it is submitted (not
 	// expanded yet), the runs its spec expands to.
 	RunsTotal int `json:"runs_total"`
-	RunsDone  int `json:"runs_done"`
+	// Labels are the spec's metadata.labels; SubmittedBy who submitted it.
+	Labels      map[string]string `json:"labels,omitempty"`
+	SubmittedBy string            `json:"submitted_by,omitempty"`
+	RunsDone    int               `json:"runs_done"`
 	// RunsFail counts failed runs; cancelled ones are RunsCancelled.
 	RunsFail      int         `json:"runs_failed"`
 	RunsCancelled int         `json:"runs_cancelled"`
@@ -137,7 +140,7 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	// status or cancel right after the answer finds it (submission.go). A
 	// template is armed by the consumer instead and has no record.
 	if p.Experiment.Spec.Trigger == nil {
-		if err := s.recordSubmission(ctx, id, p.Experiment.Metadata.Name, p.Runs); err != nil {
+		if err := s.recordSubmission(ctx, id, p.Experiment, p.Runs, by); err != nil {
 			// Queued all the same: the consumer creates it; until then a
 			// status of it may answer unknown.
 			s.logger.Warn("record submission failed", zap.String("experiment_id", id), zap.Error(err))
@@ -183,19 +186,11 @@ func (s *Scheduler) summary(e ExperimentRecord) ExperimentStatus {
 		total = e.RunsPlanned
 	}
 	return ExperimentStatus{ID: e.ID, Name: e.Name, State: e.State, Reason: e.Reason, CreatedMs: e.CreatedMs, Seed: e.Seed,
-		RunsTotal: total, RunsDone: t.done, RunsFail: t.failed, RunsCancelled: t.cancelled}
+		RunsTotal: total, RunsDone: t.done, RunsFail: t.failed, RunsCancelled: t.cancelled, Labels: e.Labels, SubmittedBy: e.SubmittedBy}
 }
 
 // List returns every experiment, newest first.
-func (s *Scheduler) List() []ExperimentStatus {
-	exps := s.view.experiments()
-	sort.Slice(exps, func(i, j int) bool { return exps[i].CreatedMs > exps[j].CreatedMs })
-	out := make([]ExperimentStatus, 0, len(exps))
-	for _, e := range exps {
-		out = append(out, s.summary(e))
-	}
-	return out
-}
+func (s *Scheduler) List() []ExperimentStatus { return s.ListPage(ListQuery{}).Experiments }
 
 // Cancel requests cancellation of an experiment. One not expanded into
 // runs yet is cancelled on its record at once (the submission's consumer
@@ -302,7 +297,8 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 // least role that may use it (pkg/auth):
 //
 //	POST /v1/experiments            operator; body: the spec (application/yaml or application/json); ?set=path=value&yes=true
-//	GET  /v1/experiments            viewer; list
+//	GET  /v1/experiments            viewer; list, newest first; ?state=&label=k=v&q=&limit=&cursor= filter and page it
+//	                                (the body stays the JSON array; X-Total-Count: matches, X-Next-Cursor: next page's cursor)
 //	GET  /v1/experiments/{id}       viewer; status with runs
 //	POST /v1/experiments/{id}/cancel operator; optional body {"reason": ...}
 //	/v1/tokens                      admin; token management (auth.RegisterHTTP)
@@ -350,12 +346,28 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			writeJSON(w, http.StatusAccepted, rep)
 		}
 	})
-	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
+	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
+		q, err := ParseListQuery(r.URL.Query())
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
 		if err := s.Check(); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, s.List())
+		// The body is the array it always was, so older clients read a
+		// filtered page as they read the whole list; the paging is in
+		// headers.
+		p := s.ListPage(q)
+		w.Header().Set("X-Total-Count", strconv.Itoa(p.Total))
+		if p.Next != "" {
+			w.Header().Set("X-Next-Cursor", p.Next)
+			next := q
+			next.Cursor = p.Next
+			w.Header().Set("Link", "</v1/experiments?"+next.Values().Encode()+`>; rel="next"`)
+		}
+		writeJSON(w, http.StatusOK, p.Experiments)
 	})
 	handle("GET /v1/experiments/{id}", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
 		st, ok := s.Status(r.PathValue("id"))
