@@ -1,0 +1,76 @@
+// GreenFlow console: live updates of an experiment page from its
+// Server-Sent Events stream. Hand-written, no dependencies; the pages work
+// without it (they are rendered on the server), this only keeps them live.
+"use strict";
+(function () {
+  function fmt(v, digits) {
+    if (v === undefined || v === null) return "—";
+    return Number(v).toLocaleString("en-US", { maximumFractionDigits: digits });
+  }
+  function set(root, sel, text) {
+    var el = root.querySelector(sel);
+    if (el && el.textContent !== text) el.textContent = text;
+  }
+  function applyRun(r) {
+    var row = document.getElementById("run-" + r.run_id);
+    if (!row) return;
+    var st = row.querySelector('[data-f="state"]');
+    if (st && r.state) { st.textContent = r.state; st.className = "state s-" + r.state; }
+    set(row, '[data-f="reason"]', r.reason || "");
+    row.querySelectorAll(".timeline li").forEach(function (li) {
+      li.classList.toggle("now", li.dataset.phase === r.state);
+    });
+    set(row, '[data-f="records"]', fmt(r.records_sent, 0));
+    set(row, '[data-f="offered"]', fmt(r.offered_per_sec, 0));
+    var delivered = r.delivered_per_sec !== undefined ? r.delivered_per_sec : r.rate_per_sec;
+    set(row, '[data-f="delivered"]', fmt(delivered, 0));
+    set(row, '[data-f="lag"]', fmt(r.lag, 0));
+    set(row, '[data-f="uj"]', fmt(r.uj_per_event, 1) + (r.estimated && r.estimated.indexOf("energy") >= 0 ? "*" : ""));
+    var est = r.estimated || [];
+    row.querySelectorAll("[data-p]").forEach(function (dd) {
+      var role = dd.dataset.p, sum = null, estimated = false;
+      Object.keys(r.power_w || {}).forEach(function (comp) {
+        var name = comp.indexOf("node ") === 0 ? "node" : comp;
+        if (name !== role) return;
+        sum = (sum || 0) + r.power_w[comp];
+        if (est.indexOf(comp) >= 0) estimated = true;
+      });
+      var text = sum === null ? "—" : fmt(sum, 2) + (estimated ? "*" : "");
+      if (dd.textContent !== text) dd.textContent = text;
+      dd.title = estimated ? "estimated: from a power model" : "";
+    });
+    var flags = row.querySelector('[data-f="flags"]');
+    if (flags && r.flags) {
+      r.flags.forEach(function (f) {
+        if (!flags.querySelector('[data-flag="' + f + '"]')) {
+          var s = document.createElement("span");
+          s.className = "flag"; s.dataset.flag = f; s.textContent = f;
+          flags.appendChild(s); flags.appendChild(document.createTextNode(" "));
+        }
+      });
+    }
+    row.dataset.updated = String(r.updated_ms || 0);
+  }
+  function applyExperiment(root, e) {
+    var st = root.querySelector('[data-f="exp-state"]');
+    if (st) { st.textContent = e.state; st.className = "state s-" + e.state; }
+    var p = e.runs_done + "/" + e.runs_total + " runs done" + (e.runs_failed ? ", " + e.runs_failed + " failed" : "");
+    set(root, '[data-f="exp-progress"]', p);
+  }
+  function live(root) {
+    if (!window.EventSource) return;
+    var status = root.querySelector('[data-f="live-status"]');
+    var es = new EventSource(root.dataset.live);
+    es.onopen = function () { if (status) status.textContent = "live"; };
+    es.onerror = function () { if (status) status.textContent = "reconnecting…"; };
+    es.addEventListener("run", function (ev) { applyRun(JSON.parse(ev.data)); });
+    es.addEventListener("experiment", function (ev) { applyExperiment(root, JSON.parse(ev.data)); });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    var exp = document.getElementById("experiment");
+    if (exp) live(exp);
+    document.querySelectorAll("form[data-confirm]").forEach(function (f) {
+      f.addEventListener("submit", function (ev) { if (!window.confirm(f.dataset.confirm)) ev.preventDefault(); });
+    });
+  });
+})();
