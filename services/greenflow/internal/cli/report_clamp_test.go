@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/svgplot"
 )
 
 // TestPlotsClampIntervalsOfPositiveQuantitiesAtZero: three repetitions of
@@ -23,9 +24,9 @@ func TestPlotsClampIntervalsOfPositiveQuantitiesAtZero(t *testing.T) {
 	sums := SummarizeRuns(rows, DefaultLevel)
 	require.True(t, crossesZero(results.NodeMicroJPerEvent, sums[0].Metrics[results.NodeMicroJPerEvent]), "the table marks it ‡")
 	p := loadPlot(sums, rows, results.NodeMicroJPerEvent, "Node energy per event vs offered load")
-	f, ok := p.frame()
+	ylo, _, ok := p.YRange()
 	require.True(t, ok)
-	require.Equal(t, 0.0, f.ylo, "no axis below zero for a quantity that cannot be negative")
+	require.Equal(t, 0.0, ylo, "no axis below zero for a quantity that cannot be negative")
 	svg := p.SVG()
 	wellFormed(t, svg)
 	require.Equal(t, 1, strings.Count(svg, `class="ci-clamped"`), "the cut interval is marked")
@@ -36,7 +37,13 @@ func TestPlotsClampIntervalsOfPositiveQuantitiesAtZero(t *testing.T) {
 		rows[i].Metrics[results.LagTrendSlope] = v
 	}
 	p = loadPlot(SummarizeRuns(rows, DefaultLevel), rows, results.LagTrendSlope, "slope")
-	f, _ = p.frame()
-	require.Less(t, f.ylo, 0.0)
+	ylo, _, _ = p.YRange()
+	require.Less(t, ylo, 0.0)
 	require.NotContains(t, p.SVG(), "ci-clamped")
+}
+
+// wellFormed requires that svg parses as XML.
+func wellFormed(t *testing.T, svg string) {
+	t.Helper()
+	require.NoError(t, svgplot.WellFormed(svg), svg)
 }
