@@ -243,3 +243,49 @@ func Factors(f map[string]string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Throughput draws the load a run was offered and what Kafka acknowledged
+// of it (summed over the load generators), per second over its phases, as
+// the load generators recorded them: whether the run delivered its load.
+func Throughput(ctx context.Context, st *store.Store, r store.Run) (svgplot.Plot, bool, error) {
+	start, end, phases := Span(r)
+	p := svgplot.Plot{Title: "Throughput vs offered load: " + ShortRun(r.RunID), XLabel: "time since measurement start (s)",
+		YLabel: "records per second", YFromZero: true, H: 260}
+	if end <= start {
+		return p, false, nil
+	}
+	origin := r.MeasureStartMs
+	if origin == 0 {
+		origin = start
+	}
+	for _, ph := range phases {
+		if ph.EndMs > ph.StartMs {
+			p.Bands = append(p.Bands, svgplot.Band{X0: float64(ph.StartMs-origin) / 1000, X1: float64(ph.EndMs-origin) / 1000, Label: ph.Name})
+		}
+	}
+	for _, m := range []struct{ metric, name, color string }{
+		{kafkasignals.MetricLoadOffered, "offered", "#999999"},
+		{kafkasignals.MetricLoadAcked, "delivered", "#0072B2"},
+	} {
+		byLabels, err := st.RunMetricSeries(ctx, r.ExperimentID, r.RunID, m.metric, start, end)
+		if err != nil {
+			return p, false, fmt.Errorf("read %s of run %s: %w", m.metric, r.RunID, err)
+		}
+		sum := map[int64]float64{}
+		for _, pts := range byLabels {
+			for _, pt := range pts {
+				sum[pt.TsMs] += pt.Value
+			}
+		}
+		if len(sum) == 0 {
+			continue
+		}
+		s := svgplot.Series{Name: m.name, Line: true, Color: m.color, Dash: m.metric == kafkasignals.MetricLoadOffered}
+		for _, ts := range slices.Sorted(maps.Keys(sum)) {
+			s.X = append(s.X, float64(ts-origin)/1000)
+			s.Y = append(s.Y, sum[ts])
+		}
+		p.Series = append(p.Series, s)
+	}
+	return p, len(p.Series) > 0, nil
+}

@@ -18,7 +18,7 @@ import (
 )
 
 // pageFiles are the page templates, each rendered inside layout.html.
-var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "error.html"}
+var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "error.html"}
 
 var funcs = template.FuncMap{
 	"when": func(ms int64) string {
@@ -96,6 +96,7 @@ func (c *Console) routes(mux *http.ServeMux) {
 	mux.Handle("GET /{$}", c.signedIn(http.HandlerFunc(c.experiments)))
 	mux.Handle("GET /experiments/{id}", c.signedIn(http.HandlerFunc(c.experiment)))
 	mux.Handle("GET /experiments/{id}/live", c.signedIn(http.HandlerFunc(c.live)))
+	mux.Handle("GET /experiments/{id}/runs/{run}", c.signedIn(http.HandlerFunc(c.run)))
 	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
 }
 
