@@ -301,6 +301,9 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 //	                                (the body stays the JSON array; X-Total-Count: matches, X-Next-Cursor: next page's cursor)
 //	GET  /v1/experiments/{id}       viewer; status with runs
 //	POST /v1/experiments/{id}/cancel operator; optional body {"reason": ...}
+//	POST /v1/experiments/validate   viewer; a dry run of a submission: problems with line and path, runs, duration
+//	GET  /v1/triggers               viewer; armed templates with when they last fired
+//	POST /v1/triggers/{name}/disarm operator
 //	/v1/tokens                      admin; token management (auth.RegisterHTTP)
 //
 // The token API is served here because every deployment runs a scheduler;
@@ -315,9 +318,10 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
-	handle("POST /v1/experiments", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
-		// A body over the limit is refused whole (413), never cut and
-		// submitted: the cut could still parse as a different spec.
+	// readSpec reads a spec body; a body over the limit is refused whole
+	// (413), never cut and submitted: the cut could still parse as a
+	// different spec.
+	readSpec := func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSpecBytes))
 		if err != nil {
 			var tooBig *http.MaxBytesError
@@ -326,9 +330,42 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 				// client declared it.
 				tl := &spec.TooLargeError{What: "the spec", Size: int(max(r.ContentLength, 0))}
 				writeJSON(w, http.StatusRequestEntityTooLarge, SubmitReply{Error: tl.Error()})
-				return
+				return nil, false
 			}
 			writeJSON(w, http.StatusBadRequest, SubmitReply{Error: "read body: " + err.Error()})
+			return nil, false
+		}
+		return body, true
+	}
+	handle("POST /v1/experiments/validate", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readSpec(w, r)
+		if !ok {
+			return
+		}
+		// 200 either way: the answer is the verdict, valid or not.
+		writeJSON(w, http.StatusOK, s.Validate(SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true"}))
+	})
+	handle("GET /v1/triggers", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Check(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.Triggers())
+	})
+	handle("POST /v1/triggers/{name}/disarm", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Disarm(r.Context(), r.PathValue("name")); err != nil {
+			code := http.StatusServiceUnavailable
+			if errors.Is(err, errUnknownTrigger) {
+				code = http.StatusNotFound
+			}
+			writeJSON(w, code, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "disarmed", "name": r.PathValue("name")})
+	})
+	handle("POST /v1/experiments", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readSpec(w, r)
+		if !ok {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
