@@ -150,3 +150,77 @@ func (a *schedulerAPI) Cancel(ctx context.Context, token, id, reason string) err
 	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", strings.NewReader(string(body)), "application/json", nil)
 	return err
 }
+
+// Problem is a spec problem taken apart (the scheduler's validate).
+type Problem struct {
+	Line    int    `json:"line,omitempty"`
+	Set     string `json:"set,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
+	Text    string `json:"text"`
+}
+
+// Validation is the scheduler's dry run of a submission.
+type Validation struct {
+	Valid            bool      `json:"valid"`
+	Error            string    `json:"error,omitempty"`
+	Problems         []Problem `json:"problems"`
+	Runs             int       `json:"runs,omitempty"`
+	Trigger          string    `json:"trigger,omitempty"`
+	RunSeconds       float64   `json:"run_seconds,omitempty"`
+	EstimatedSeconds float64   `json:"estimated_seconds,omitempty"`
+}
+
+// Submitted answers a submission.
+type Submitted struct {
+	ID    string `json:"id,omitempty"`
+	Runs  int    `json:"runs,omitempty"`
+	Armed string `json:"armed_trigger,omitempty"`
+}
+
+// Trigger is an armed template.
+type Trigger struct {
+	Name        string            `json:"name"`
+	Subject     string            `json:"subject,omitempty"`
+	Cron        string            `json:"cron,omitempty"`
+	Bind        map[string]string `json:"bind,omitempty"`
+	Fired       int               `json:"fired"`
+	LastFiredMs int64             `json:"last_fired_ms,omitempty"`
+	NextFireMs  int64             `json:"next_fire_ms,omitempty"`
+	CreatedMs   int64             `json:"created_ms"`
+}
+
+func specQuery(sets []string, yes bool) string {
+	q := url.Values{"set": sets}
+	if yes {
+		q.Set("yes", "true")
+	}
+	return q.Encode()
+}
+
+// Validate asks the scheduler for a dry run of a submission.
+func (a *schedulerAPI) Validate(ctx context.Context, token, spec string, sets []string, yes bool) (Validation, error) {
+	var v Validation
+	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments/validate?"+specQuery(sets, yes), strings.NewReader(spec), "application/yaml", &v)
+	return v, err
+}
+
+// Submit submits a spec; a refusal with problems is an *APIError.
+func (a *schedulerAPI) Submit(ctx context.Context, token, spec string, sets []string, yes bool) (Submitted, error) {
+	var s Submitted
+	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments?"+specQuery(sets, yes), strings.NewReader(spec), "application/yaml", &s)
+	return s, err
+}
+
+// Triggers lists the armed templates.
+func (a *schedulerAPI) Triggers(ctx context.Context, token string) ([]Trigger, error) {
+	var ts []Trigger
+	_, err := a.call(ctx, token, http.MethodGet, "/v1/triggers", nil, "", &ts)
+	return ts, err
+}
+
+// Disarm disarms a template.
+func (a *schedulerAPI) Disarm(ctx context.Context, token, name string) error {
+	_, err := a.call(ctx, token, http.MethodPost, "/v1/triggers/"+url.PathEscape(name)+"/disarm", nil, "", nil)
+	return err
+}

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -206,4 +205,8 @@ func rows(page string) []string {
 	return out
 }
 
-var _ = strings.Contains
+// eventually waits up to a minute for cond.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, what, cond)
+}

@@ -18,7 +18,7 @@ import (
 )
 
 // pageFiles are the page templates, each rendered inside layout.html.
-var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "error.html"}
+var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "submit.html", "triggers.html", "error.html"}
 
 var funcs = template.FuncMap{
 	"when": func(ms int64) string {
@@ -48,6 +48,9 @@ var funcs = template.FuncMap{
 	"seconds": func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
 	"final":   finalRun,
 	"dur":     func(start, end int64) int64 { return max(0, end-start) },
+	"duration": func(s float64) string {
+		return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
+	},
 }
 
 func parsePages() (map[string]*template.Template, error) {
@@ -98,6 +101,11 @@ func (c *Console) routes(mux *http.ServeMux) {
 	mux.Handle("GET /experiments/{id}/live", c.signedIn(http.HandlerFunc(c.live)))
 	mux.Handle("GET /experiments/{id}/runs/{run}", c.signedIn(http.HandlerFunc(c.run)))
 	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
+	mux.Handle("GET /submit", c.signedIn(http.HandlerFunc(c.submitForm)))
+	mux.Handle("POST /submit", c.signedIn(c.csrf(http.HandlerFunc(c.submit))))
+	mux.Handle("POST /submit/validate", c.signedIn(c.csrf(http.HandlerFunc(c.validate))))
+	mux.Handle("GET /triggers", c.signedIn(http.HandlerFunc(c.triggers)))
+	mux.Handle("POST /triggers/{name}/disarm", c.signedIn(c.csrf(http.HandlerFunc(c.disarm))))
 }
 
 // render writes page with v; a template error after the first byte is

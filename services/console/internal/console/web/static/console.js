@@ -66,7 +66,67 @@
     es.addEventListener("run", function (ev) { applyRun(JSON.parse(ev.data)); });
     es.addEventListener("experiment", function (ev) { applyExperiment(root, JSON.parse(ev.data)); });
   }
+  function gotoLine(ta, line) {
+    var lines = ta.value.split("\n"), start = 0;
+    for (var i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+    var end = start + (lines[line - 1] || "").length;
+    ta.focus();
+    ta.setSelectionRange(start, end);
+    var lh = parseFloat(getComputedStyle(ta).lineHeight) || 18;
+    ta.scrollTop = Math.max(0, (line - 3) * lh);
+  }
+  function fmtDuration(s) {
+    if (!s) return "0s";
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.round(s % 60);
+    return (h ? h + "h" : "") + (h || m ? m + "m" : "") + sec + "s";
+  }
+  function editor(form) {
+    var spec = form.querySelector("#spec"), sets = form.querySelector("#sets"), yes = form.querySelector('input[name="yes"]');
+    var verdict = form.querySelector("#verdict"), preview = form.querySelector("#preview"), list = form.querySelector("#problems");
+    var csrf = form.querySelector('input[name="csrf"]').value, timer = null, seq = 0;
+    list.addEventListener("click", function (ev) {
+      var b = ev.target.closest("button.goto");
+      if (b && Number(b.dataset.line) > 0) gotoLine(spec, Number(b.dataset.line));
+    });
+    function check() {
+      var mine = ++seq;
+      fetch(form.dataset.validate, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify({ spec: spec.value, sets: sets.value, yes: yes.checked })
+      }).then(function (r) { return r.json(); }).then(function (v) {
+        if (mine !== seq) return; // a newer check is on its way
+        list.textContent = "";
+        if (v.error && !v.problems) {
+          verdict.textContent = v.error; verdict.className = "bad"; preview.textContent = ""; return;
+        }
+        if (v.valid) {
+          verdict.textContent = "valid"; verdict.className = "ok";
+          preview.textContent = v.trigger ? "a template: submitting arms trigger " + v.trigger
+            : v.runs + " run" + (v.runs === 1 ? "" : "s") + " · at least " + fmtDuration(v.estimated_seconds) + " of timed phases (" + fmtDuration(v.run_seconds) + " a run)";
+        } else {
+          verdict.textContent = (v.problems || []).length ? v.problems.length + " problem" + (v.problems.length === 1 ? "" : "s") : v.error;
+          verdict.className = "bad"; preview.textContent = "";
+        }
+        (v.problems || []).forEach(function (p) {
+          var li = document.createElement("li"), b = document.createElement("button"), code = document.createElement("code");
+          b.type = "button"; b.className = "goto"; b.dataset.line = String(p.line || 0);
+          b.textContent = p.line ? "line " + p.line : (p.set ? "--set " + p.set : "spec");
+          code.textContent = p.path || "";
+          li.appendChild(b); li.appendChild(document.createTextNode(" ")); li.appendChild(code);
+          li.appendChild(document.createTextNode(" " + p.message));
+          li.dataset.line = String(p.line || 0); li.dataset.path = p.path || "";
+          list.appendChild(li);
+        });
+      }).catch(function () { if (mine === seq) { verdict.textContent = "could not check now"; verdict.className = "bad"; } });
+    }
+    function later() { clearTimeout(timer); timer = setTimeout(check, 350); }
+    spec.addEventListener("input", later); sets.addEventListener("input", later); yes.addEventListener("change", later);
+    check();
+  }
   document.addEventListener("DOMContentLoaded", function () {
+    var ed = document.getElementById("editor");
+    if (ed) editor(ed);
     var exp = document.getElementById("experiment");
     if (exp) live(exp);
     document.querySelectorAll("form[data-confirm]").forEach(function (f) {
