@@ -48,6 +48,8 @@ var funcs = template.FuncMap{
 	"seconds": func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
 	"final":   finalRun,
 	"dur":     func(start, end int64) int64 { return max(0, end-start) },
+	"rowOf": func(exp string, r Run, roles []string) rowData { return rowData{Exp: exp, Run: r, Roles: roles} },
+	"emptyRun": func() Run { return Run{} },
 	"duration": func(s float64) string {
 		return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
 	},
@@ -63,6 +65,14 @@ func parsePages() (map[string]*template.Template, error) {
 		out[p] = t
 	}
 	return out, nil
+}
+
+// rowData is one run's row of the experiment page (also its script's
+// template for runs that appear live).
+type rowData struct {
+	Exp   string
+	Run   Run
+	Roles []string
 }
 
 // user is the signed-in user of a request.

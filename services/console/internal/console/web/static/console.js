@@ -11,9 +11,28 @@
     var el = root.querySelector(sel);
     if (el && el.textContent !== text) el.textContent = text;
   }
+  // addRow makes the row of a run the page did not list (it was created
+  // after the page was rendered) from the page's row template.
+  function addRow(r) {
+    var tpl = document.getElementById("run-template"), body = document.querySelector("table.runs tbody");
+    if (!tpl || !body) return null;
+    var row = tpl.content.firstElementChild.cloneNode(true);
+    row.id = "run-" + r.run_id; row.dataset.run = r.run_id;
+    var a = row.querySelector("a");
+    if (a) { a.href = a.getAttribute("href") + encodeURIComponent(r.run_id); a.textContent = "#" + r.index; }
+    set(row, '[data-f="rep"]', "");
+    body.appendChild(row);
+    return row;
+  }
   function applyRun(r) {
-    var row = document.getElementById("run-" + r.run_id);
+    var row = document.getElementById("run-" + r.run_id) || addRow(r);
     if (!row) return;
+    var tl = row.querySelector(".timeline");
+    if (tl && r.state && !tl.querySelector('[data-phase="' + r.state + '"]')) {
+      var li = document.createElement("li");
+      li.dataset.phase = r.state; li.textContent = r.state;
+      tl.appendChild(li);
+    }
     var st = row.querySelector('[data-f="state"]');
     if (st && r.state) { st.textContent = r.state; st.className = "state s-" + r.state; }
     set(row, '[data-f="reason"]', r.reason || "");
