@@ -45,10 +45,10 @@ var funcs = template.FuncMap{
 		}
 		return strings.Join(parts, ", ")
 	},
-	"seconds": func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
-	"final":   finalRun,
-	"dur":     func(start, end int64) int64 { return max(0, end-start) },
-	"rowOf": func(exp string, r Run, roles []string) rowData { return rowData{Exp: exp, Run: r, Roles: roles} },
+	"seconds":  func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
+	"final":    finalRun,
+	"dur":      func(start, end int64) int64 { return max(0, end-start) },
+	"rowOf":    func(exp string, r Run, roles []string) rowData { return rowData{Exp: exp, Run: r, Roles: roles} },
 	"emptyRun": func() Run { return Run{} },
 	"duration": func(s float64) string {
 		return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
