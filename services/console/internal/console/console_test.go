@@ -179,7 +179,7 @@ func TestAViewerCannotCancelAndAnOperatorCan(t *testing.T) {
 
 // submit submits a one-run experiment with a long measurement through the
 // scheduler's API with token and returns its id.
-func submit(t *testing.T, e *env, token string) string {
+func submit(t testing.TB, e *env, token string) string {
 	t.Helper()
 	spec := "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: console-test, labels: {team: ui}}\n" +
 		"spec:\n  workload: {sensors: 10, periodMs: 1000, format: avro}\n  phases: {baseline: 1s, warmup: 1s, measure: 10m, cooldown: 1s}\n"
