@@ -26,9 +26,9 @@ func New(c Config, d svcmain.Deps) (service.Component, error) {
 	return NewWith(c, d, nil)
 }
 
-// NewWith builds the console with a function that finds the scheduler's
-// API (the dev stack knows its address only once it listens); nil: the
-// configured URL.
-func NewWith(c Config, d svcmain.Deps, schedulerURL func(ctx context.Context) (string, error)) (*console.Console, error) {
-	return console.New(c, console.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry, SchedulerURL: schedulerURL})
+// NewWith builds the console with a function that finds the API of the
+// scheduler and the analyzer (the dev stack serves both on one address,
+// known only once it listens); nil: the configured URLs.
+func NewWith(c Config, d svcmain.Deps, apiURL func(ctx context.Context) (string, error)) (*console.Console, error) {
+	return console.New(c, console.Deps{Bus: d.Bus, Store: d.Store, Logger: d.Logger, Registry: d.Registry, SchedulerURL: apiURL, AnalyzerURL: apiURL})
 }

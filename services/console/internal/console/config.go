@@ -15,6 +15,9 @@ type Config struct {
 	// SchedulerURL is the base URL of the scheduler's HTTP API, which every
 	// action and every experiment read goes through with the user's token.
 	SchedulerURL string `yaml:"schedulerURL" flag:"scheduler-url" help:"base URL of the scheduler's HTTP API (actions are taken there with the signed-in user's token)"`
+	// AnalyzerURL is the base URL of the analyzer's results API (the
+	// history pages), read with the user's token too.
+	AnalyzerURL string `yaml:"analyzerURL" flag:"analyzer-url" help:"base URL of the analyzer's results API (read with the signed-in user's token)"`
 	// TLSCertFile and TLSKeyFile make the console serve HTTPS (and its
 	// session cookie Secure).
 	TLSCertFile string `yaml:"tlsCertFile" flag:"tls-cert-file" help:"serve HTTPS with this certificate (PEM); with --tls-key-file"`
@@ -38,7 +41,7 @@ type Config struct {
 
 // Default returns the default configuration.
 func Default() Config {
-	return Config{Addr: "127.0.0.1:8080", SchedulerURL: "http://127.0.0.1:9464", SessionTTL: 12 * time.Hour,
+	return Config{Addr: "127.0.0.1:8080", SchedulerURL: "http://127.0.0.1:9464", AnalyzerURL: "http://127.0.0.1:9464", SessionTTL: 12 * time.Hour,
 		PollInterval: 2 * time.Second, PageSize: 50}
 }
 
@@ -50,6 +53,9 @@ func (c Config) Validate() error {
 	}
 	if u, err := url.Parse(c.SchedulerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("console.schedulerURL: got %q, expected http(s)://host:port", c.SchedulerURL))
+	}
+	if u, err := url.Parse(c.AnalyzerURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("console.analyzerURL: got %q, expected http(s)://host:port", c.AnalyzerURL))
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, fmt.Errorf("console.tlsCertFile, console.tlsKeyFile: got %q and %q, expected both or neither", c.TLSCertFile, c.TLSKeyFile))

@@ -37,6 +37,8 @@ type Deps struct {
 	// SchedulerURL finds the scheduler's API base URL; nil: cfg.SchedulerURL.
 	// The dev stack knows it only once its server listens.
 	SchedulerURL func(ctx context.Context) (string, error)
+	// AnalyzerURL finds the analyzer's results API; nil: cfg.AnalyzerURL.
+	AnalyzerURL func(ctx context.Context) (string, error)
 	// HTTPClient calls the scheduler; nil: a client of its own.
 	HTTPClient *http.Client
 	Logger     *zap.Logger
@@ -98,6 +100,10 @@ func New(cfg Config, d Deps) (*Console, error) {
 	if d.SchedulerURL == nil {
 		u := cfg.SchedulerURL
 		d.SchedulerURL = func(context.Context) (string, error) { return u, nil }
+	}
+	if d.AnalyzerURL == nil {
+		u := cfg.AnalyzerURL
+		d.AnalyzerURL = func(context.Context) (string, error) { return u, nil }
 	}
 	if d.HTTPClient == nil {
 		d.HTTPClient = &http.Client{Timeout: 30 * time.Second}

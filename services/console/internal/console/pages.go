@@ -18,7 +18,7 @@ import (
 )
 
 // pageFiles are the page templates, each rendered inside layout.html.
-var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "submit.html", "triggers.html", "error.html"}
+var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "submit.html", "triggers.html", "history.html", "error.html"}
 
 var funcs = template.FuncMap{
 	"when": func(ms int64) string {
@@ -33,18 +33,8 @@ var funcs = template.FuncMap{
 		}
 		return min(100, part*100/whole)
 	},
-	"factors": func(f map[string]string) string {
-		keys := make([]string, 0, len(f))
-		for k := range f {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = k + "=" + f[k]
-		}
-		return strings.Join(parts, ", ")
-	},
+	"factors":  factorsOf,
+	"pctOf":    func(level float64) float64 { return 100 * level },
 	"seconds":  func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
 	"final":    finalRun,
 	"dur":      func(start, end int64) int64 { return max(0, end-start) },
@@ -53,6 +43,20 @@ var funcs = template.FuncMap{
 	"duration": func(s float64) string {
 		return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
 	},
+}
+
+// factorsOf prints factors sorted by path: workload.sensors=500, ….
+func factorsOf(f map[string]string) string {
+	keys := make([]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + f[k]
+	}
+	return strings.Join(parts, ", ")
 }
 
 func parsePages() (map[string]*template.Template, error) {
@@ -111,6 +115,8 @@ func (c *Console) routes(mux *http.ServeMux) {
 	mux.Handle("GET /experiments/{id}/live", c.signedIn(http.HandlerFunc(c.live)))
 	mux.Handle("GET /experiments/{id}/runs/{run}", c.signedIn(http.HandlerFunc(c.run)))
 	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
+	mux.Handle("GET /experiments/{id}/results", c.signedIn(http.HandlerFunc(c.history)))
+	mux.Handle("GET /experiments/{id}/results.csv", c.signedIn(http.HandlerFunc(c.export)))
 	mux.Handle("GET /submit", c.signedIn(http.HandlerFunc(c.submitForm)))
 	mux.Handle("POST /submit", c.signedIn(c.csrf(http.HandlerFunc(c.submit))))
 	mux.Handle("POST /submit/validate", c.signedIn(c.csrf(http.HandlerFunc(c.validate))))
