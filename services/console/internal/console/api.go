@@ -10,47 +10,19 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
-// The scheduler API's documents, as the console reads them. They mirror
-// the scheduler's JSON (services cannot import each other); the console's
-// tests run against the real scheduler, so a drift shows there.
-
-// Phase is a run's recorded phase.
-type Phase struct {
-	Name    string `json:"name"`
-	StartMs int64  `json:"start_ms"`
-	EndMs   int64  `json:"end_ms"`
-}
-
-// Run is one run of an experiment's status.
-type Run struct {
-	RunID      string            `json:"run_id"`
-	Index      int               `json:"index"`
-	Repetition int               `json:"repetition"`
-	Factors    map[string]string `json:"factors"`
-	State      string            `json:"state"`
-	Reason     string            `json:"reason,omitempty"`
-	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
-	Phases     []Phase           `json:"phases"`
-	Flags      []string          `json:"flags,omitempty"`
-}
-
-// Experiment is an experiment's status (its runs only from Status).
-type Experiment struct {
-	ID            string            `json:"id"`
-	Name          string            `json:"name"`
-	State         string            `json:"state"`
-	Reason        string            `json:"reason,omitempty"`
-	CreatedMs     int64             `json:"created_ms"`
-	RunsTotal     int               `json:"runs_total"`
-	RunsDone      int               `json:"runs_done"`
-	RunsFail      int               `json:"runs_failed"`
-	RunsCancelled int               `json:"runs_cancelled"`
-	Labels        map[string]string `json:"labels,omitempty"`
-	SubmittedBy   string            `json:"submitted_by,omitempty"`
-	Runs          []Run             `json:"runs,omitempty"`
-}
+// The scheduler API's documents (pkg/schedapi), by the console's names.
+type (
+	Experiment = schedapi.ExperimentStatus
+	Run        = schedapi.RunStatus
+	Problem    = schedapi.Problem
+	Validation = schedapi.ValidateReply
+	Submitted  = schedapi.SubmitReply
+	Trigger    = schedapi.TriggerStatus
+)
 
 // ListPage is one page of the experiment list.
 type ListPage struct {
@@ -149,45 +121,6 @@ func (a *schedulerAPI) Cancel(ctx context.Context, token, id, reason string) err
 	body, _ := json.Marshal(map[string]string{"reason": reason})
 	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", strings.NewReader(string(body)), "application/json", nil)
 	return err
-}
-
-// Problem is a spec problem taken apart (the scheduler's validate).
-type Problem struct {
-	Line    int    `json:"line,omitempty"`
-	Set     string `json:"set,omitempty"`
-	Path    string `json:"path,omitempty"`
-	Message string `json:"message"`
-	Text    string `json:"text"`
-}
-
-// Validation is the scheduler's dry run of a submission.
-type Validation struct {
-	Valid            bool      `json:"valid"`
-	Error            string    `json:"error,omitempty"`
-	Problems         []Problem `json:"problems"`
-	Runs             int       `json:"runs,omitempty"`
-	Trigger          string    `json:"trigger,omitempty"`
-	RunSeconds       float64   `json:"run_seconds,omitempty"`
-	EstimatedSeconds float64   `json:"estimated_seconds,omitempty"`
-}
-
-// Submitted answers a submission.
-type Submitted struct {
-	ID    string `json:"id,omitempty"`
-	Runs  int    `json:"runs,omitempty"`
-	Armed string `json:"armed_trigger,omitempty"`
-}
-
-// Trigger is an armed template.
-type Trigger struct {
-	Name        string            `json:"name"`
-	Subject     string            `json:"subject,omitempty"`
-	Cron        string            `json:"cron,omitempty"`
-	Bind        map[string]string `json:"bind,omitempty"`
-	Fired       int               `json:"fired"`
-	LastFiredMs int64             `json:"last_fired_ms,omitempty"`
-	NextFireMs  int64             `json:"next_fire_ms,omitempty"`
-	CreatedMs   int64             `json:"created_ms"`
 }
 
 func specQuery(sets []string, yes bool) string {

@@ -10,18 +10,9 @@ import (
 	"net/url"
 	"text/tabwriter"
 	"time"
-)
 
-// triggerInfo is an armed template as GET /v1/triggers answers it.
-type triggerInfo struct {
-	Name        string `json:"name"`
-	Subject     string `json:"subject"`
-	Cron        string `json:"cron"`
-	Fired       int    `json:"fired"`
-	LastFiredMs int64  `json:"last_fired_ms"`
-	NextFireMs  int64  `json:"next_fire_ms"`
-	CreatedMs   int64  `json:"created_ms"`
-}
+	"github.com/greenflow/greenflow/pkg/schedapi"
+)
 
 // runTrigger lists armed templates and disarms them (submitting a spec
 // with a trigger section arms it).
@@ -47,7 +38,7 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		var ts []triggerInfo
+		var ts []schedapi.TriggerStatus
 		if err := api.do(ctx, http.MethodGet, "/v1/triggers", "", nil, &ts); err != nil {
 			return err
 		}

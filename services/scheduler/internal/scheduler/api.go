@@ -17,6 +17,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
@@ -32,6 +33,17 @@ const (
 // spec.Parse on every path; the HTTP handler also stops reading there.
 const MaxSpecBytes = spec.MaxBytes
 
+// The API's documents are declared once in pkg/schedapi, for the clients
+// that read them too (the console, the CLI).
+type (
+	SubmitReply      = schedapi.SubmitReply
+	RunStatus        = schedapi.RunStatus
+	ExperimentStatus = schedapi.ExperimentStatus
+	Problem          = schedapi.Problem
+	ValidateReply    = schedapi.ValidateReply
+	TriggerStatus    = schedapi.TriggerStatus
+)
+
 // SubmitRequest is the body of a submission over NATS. Over HTTP the body is
 // the spec itself and sets/yes are query parameters.
 type SubmitRequest struct {
@@ -39,56 +51,6 @@ type SubmitRequest struct {
 	Set  []string `json:"set,omitempty"`
 	Yes  bool     `json:"yes,omitempty"`
 	By   string   `json:"submitted_by,omitempty"`
-}
-
-// SubmitReply answers a submission: the id, or every problem found.
-type SubmitReply struct {
-	ID       string   `json:"id,omitempty"`
-	Runs     int      `json:"runs,omitempty"`
-	Armed    string   `json:"armed_trigger,omitempty"` // the spec is a template with a trigger
-	Error    string   `json:"error,omitempty"`
-	Problems []string `json:"problems,omitempty"`
-}
-
-// RunStatus is one run as list and status show it.
-type RunStatus struct {
-	RunID      string            `json:"run_id"`
-	Index      int               `json:"index"`
-	Repetition int               `json:"repetition"`
-	Factors    map[string]string `json:"factors"`
-	State      string            `json:"state"`
-	Reason     string            `json:"reason,omitempty"`
-	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
-	// StartsMs is when a pending retry may start (its back-off ends).
-	StartsMs int64          `json:"starts_ms,omitempty"`
-	Phases   []events.Phase `json:"phases"`
-	// Flags name what the analysis recovered or bridged (e.g.
-	// energy_gap_bridged, load_takeover).
-	Flags []string `json:"flags,omitempty"`
-}
-
-// ExperimentStatus is an experiment with its runs.
-type ExperimentStatus struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	Reason    string `json:"reason,omitempty"`
-	CreatedMs int64  `json:"created_ms"`
-	Seed      int64  `json:"seed"`
-	// RunsTotal is the experiment's runs; while it is submitted (not
-	// expanded yet), the runs its spec expands to.
-	RunsTotal int `json:"runs_total"`
-	// Labels are the spec's metadata.labels; SubmittedBy who submitted it.
-	Labels      map[string]string `json:"labels,omitempty"`
-	SubmittedBy string            `json:"submitted_by,omitempty"`
-	RunsDone    int               `json:"runs_done"`
-	// RunsFail counts failed runs; cancelled ones are RunsCancelled.
-	RunsFail      int         `json:"runs_failed"`
-	RunsCancelled int         `json:"runs_cancelled"`
-	Runs          []RunStatus `json:"runs,omitempty"`
-	// RunsOmitted is how many runs a NATS reply leaves out of Runs to stay
-	// within the server's payload limit (HTTP lists them all).
-	RunsOmitted int `json:"runs_omitted,omitempty"`
 }
 
 // fitPayload cuts st's run list so that its JSON fits in limit bytes: a

@@ -15,36 +15,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
-// Problem is one problem of a spec, taken apart for an editor: the line it
-// was written on (0: not on a line — an override, or the whole spec), the
-// --set override that caused it, the field path and the words.
-type Problem struct {
-	Line    int    `json:"line,omitempty"`
-	Set     string `json:"set,omitempty"`
-	Path    string `json:"path,omitempty"`
-	Message string `json:"message"`
-	// Text is the problem as the CLI prints it.
-	Text string `json:"text"`
-}
-
-// ValidateReply answers a dry run: whether the spec would be accepted,
-// every problem, and what it would run.
-type ValidateReply struct {
-	Valid    bool      `json:"valid"`
-	Error    string    `json:"error,omitempty"`
-	Problems []Problem `json:"problems"`
-	// Runs is how many runs the sweep expands to; Trigger names the
-	// template a submission would arm instead.
-	Runs    int    `json:"runs,omitempty"`
-	Trigger string `json:"trigger,omitempty"`
-	// RunSeconds is one run's timed phases; EstimatedSeconds all runs' one
-	// after another (at concurrency 1: provisioning, analysis and teardown
-	// come on top, so it is a lower bound). A capacity search's probes are
-	// not known in advance: its figure is its first probe's.
-	RunSeconds       float64 `json:"run_seconds,omitempty"`
-	EstimatedSeconds float64 `json:"estimated_seconds,omitempty"`
-}
-
 // problemRE takes a problem apart: "line 7: spec.x: msg" or
 // "--set spec.x=v: spec.x: msg".
 var problemRE = regexp.MustCompile(`^(?:line (\d+): |(--set \S+?): )?([A-Za-z][\w.\[\]]*): (.*)$`)
@@ -83,18 +53,6 @@ func (s *Scheduler) Validate(req SubmitRequest) ValidateReply {
 	out.RunSeconds = (ph.Baseline.Duration + ph.Warmup.Duration + ph.Measure.Duration + ph.Cooldown.Duration).Seconds()
 	out.EstimatedSeconds = out.RunSeconds * float64(p.Runs)
 	return out
-}
-
-// TriggerStatus is an armed template as the API lists it.
-type TriggerStatus struct {
-	Name        string            `json:"name"`
-	Subject     string            `json:"subject,omitempty"`
-	Cron        string            `json:"cron,omitempty"`
-	Bind        map[string]string `json:"bind,omitempty"`
-	Fired       int               `json:"fired"`
-	LastFiredMs int64             `json:"last_fired_ms,omitempty"`
-	NextFireMs  int64             `json:"next_fire_ms,omitempty"`
-	CreatedMs   int64             `json:"created_ms"`
 }
 
 // Triggers lists the armed templates by name.
