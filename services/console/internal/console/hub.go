@@ -116,11 +116,11 @@ func (v *viewer) take() [][]byte {
 	return out
 }
 
-// join adds a viewer of experiment id (created at createdMs), starting
+// join adds a viewer of experiment id (its events replayed from sinceMs), starting
 // the experiment's hub when it is the first; leave removes it and stops
 // the hub with the last. The hub outlives the request that started it:
 // it runs on base without its cancellation, until its last viewer leaves.
-func (hs *hubs) join(base context.Context, id string, createdMs int64) (*hub, *viewer) {
+func (hs *hubs) join(base context.Context, id string, sinceMs int64) (*hub, *viewer) {
 	v := &viewer{pending: map[string][]byte{}, wake: make(chan struct{}, 1)}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
@@ -131,7 +131,7 @@ func (hs *hubs) join(base context.Context, id string, createdMs int64) (*hub, *v
 			stopped: make(chan struct{})}
 		hs.m[id] = h
 		hs.c.m.hubs.Inc()
-		go h.run(ctx, hs.c, createdMs)
+		go h.run(ctx, hs.c, sinceMs)
 	}
 	h.mu.Lock()
 	h.viewers[v] = struct{}{}
@@ -185,12 +185,13 @@ var lifecycleTypes = []events.Type{events.TypeExperimentState, events.TypeRunSta
 // activeStates are the run states with load or samples worth polling.
 var activeStates = []string{events.RunStateBaseline, events.RunStateWarmup, events.RunStateMeasuring, events.RunStateCooldown}
 
-func (h *hub) run(ctx context.Context, c *Console, createdMs int64) {
+func (h *hub) run(ctx context.Context, c *Console, sinceMs int64) {
 	defer close(h.stopped)
 	var g service.Group
-	// The watch replays the experiment's events from its creation, so a
-	// hub started mid-run knows its runs' targets and states.
-	since := time.UnixMilli(createdMs).Add(-time.Minute)
+	// The watch replays the experiment's events from sinceMs (a minute
+	// before: the stream's clock and the scheduler's may differ), so a hub
+	// started mid-run knows its runs' targets and states.
+	since := time.UnixMilli(sinceMs).Add(-time.Minute)
 	g.Go("watch", func(ctx context.Context) error {
 		err := c.deps.Bus.Watch(ctx, since, lifecycleTypes, func(d bus.Delivery) { h.apply(d.Msg) })
 		if err != nil && ctx.Err() == nil {

@@ -56,7 +56,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = rc.Flush()
-	h, v := c.hubs.join(r.Context(), e.ID, e.CreatedMs)
+	h, v := c.hubs.join(r.Context(), e.ID, liveSince(e, c.clock.Now().UnixMilli()))
 	defer c.hubs.leave(h, v)
 	keepAlive := c.clock.NewTicker(20 * time.Second)
 	defer keepAlive.Stop()
@@ -79,6 +79,30 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// liveSince is where a hub's watch starts replaying the experiment's
+// events: the start of its earliest run under way (its targets and
+// progress are what the page shows live); now when none is (the runs to
+// come are followed as they start); its creation before it has runs —
+// never the whole history of a long sweep's finished runs.
+func liveSince(e Experiment, nowMs int64) int64 {
+	since := int64(0)
+	for _, r := range e.Runs {
+		if finalRun(r.State) || len(r.Phases) == 0 {
+			continue
+		}
+		if start := r.Phases[0].StartMs; start > 0 && (since == 0 || start < since) {
+			since = start
+		}
+	}
+	switch {
+	case since == 0 && len(e.Runs) > 0:
+		return nowMs
+	case since == 0 || since < e.CreatedMs:
+		return e.CreatedMs
+	}
+	return since
 }
 
 func (c *Console) cancel(w http.ResponseWriter, r *http.Request) {

@@ -246,7 +246,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		exp = time.UnixMilli(t.ExpiresMs)
 	}
 	http.SetCookie(w, c.cookie(sessionCookie, c.sealer.seal(session{Token: plain, CSRF: randomString(), ExpiresMs: exp.UnixMilli()}),
-		int(time.Until(exp).Seconds())))
+		int(exp.Sub(c.clock.Now()).Seconds())))
 	http.SetCookie(w, c.cookie(signinCookie, "", -1))
 	c.logger.Info("signed in", zap.String("token_name", t.Name), zap.String("token_id", t.ID), zap.String("role", string(t.Role)))
 	http.Redirect(w, r, next, http.StatusSeeOther)
