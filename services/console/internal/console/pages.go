@@ -18,7 +18,7 @@ import (
 )
 
 // pageFiles are the page templates, each rendered inside layout.html.
-var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "submit.html", "triggers.html", "history.html", "error.html"}
+var pageFiles = []string{"signin.html", "experiments.html", "experiment.html", "run.html", "submit.html", "triggers.html", "history.html", "compare.html", "error.html"}
 
 var funcs = template.FuncMap{
 	"when": func(ms int64) string {
@@ -33,8 +33,16 @@ var funcs = template.FuncMap{
 		}
 		return min(100, part*100/whole)
 	},
-	"factors":  factorsOf,
-	"pctOf":    func(level float64) float64 { return 100 * level },
+	"factors": factorsOf,
+	"pctOf":   func(level float64) float64 { return 100 * level },
+	"sub1":    func(level float64) float64 { return 1 - level },
+	"deref":   func(v *float64) float64 { return *v },
+	"num": func(v *float64) string {
+		if v == nil {
+			return "—"
+		}
+		return strconv.FormatFloat(*v, 'g', 4, 64)
+	},
 	"seconds":  func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
 	"final":    finalRun,
 	"dur":      func(start, end int64) int64 { return max(0, end-start) },
@@ -117,6 +125,7 @@ func (c *Console) routes(mux *http.ServeMux) {
 	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
 	mux.Handle("GET /experiments/{id}/results", c.signedIn(http.HandlerFunc(c.history)))
 	mux.Handle("GET /experiments/{id}/results.csv", c.signedIn(http.HandlerFunc(c.export)))
+	mux.Handle("GET /compare", c.signedIn(http.HandlerFunc(c.compareExperiments)))
 	mux.Handle("GET /submit", c.signedIn(http.HandlerFunc(c.submitForm)))
 	mux.Handle("POST /submit", c.signedIn(c.csrf(http.HandlerFunc(c.submit))))
 	mux.Handle("POST /submit/validate", c.signedIn(c.csrf(http.HandlerFunc(c.validate))))

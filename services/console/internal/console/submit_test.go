@@ -126,3 +126,15 @@ func TestTriggersPageArmsListsAndDisarms(t *testing.T) {
 	require.NotContains(t, list, `id="trigger-on-push"`)
 	require.Contains(t, list, "No template is armed.")
 }
+
+func TestCompareNeedsTwoExperiments(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	b := e.browser()
+	b.signIn(e.token("cmp-viewer", auth.Viewer))
+	code, page, _ := b.get("/compare?e=only-one&e=only-one")
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, page, "expected two or more experiments")
+	_, list, _ := b.get("/")
+	require.Contains(t, list, `<form method="get" action="/compare"`)
+}

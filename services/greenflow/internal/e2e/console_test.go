@@ -250,4 +250,21 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	require.Len(t, lines, 2, "a header and the run")
 	require.Contains(t, lines[0], "sut_uj_per_event")
 	require.True(t, strings.HasPrefix(lines[1], run+","), lines[1])
+
+	// Compare it with a second experiment of the same configuration, as
+	// greenflow compare does: one set, the second against the first.
+	second := s.submitAPI(t, token, true, phases("1s", "1s", "4s")...)
+	testenv.Eventually(t, 3*time.Minute, "the second experiment final", func() bool {
+		return events.ExperimentFinal(s.status(t, poller, second).State)
+	})
+	resp, err = hc.Get(s.console + "/compare?e=" + id + "&e=" + second)
+	require.NoError(t, err)
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", page)
+	require.Contains(t, string(page), "<h2>sensors=500</h2>")
+	require.Contains(t, string(page), "baseline: "+id+": workload.sensors=500")
+	require.Regexp(t, `<td>sut_uj_per_event</td><td class="sub">[^<]*</td><td>B</td><td>`+regexp.QuoteMeta(second)+`: workload.sensors=500</td><td>1</td>`,
+		string(page), "the second experiment's group, against the baseline")
+	require.Regexp(t, `<td class="num">(&#43;|-)[0-9.]+%</td>`, string(page), "its difference from the baseline in %")
 }
