@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
 	"regexp"
 	"testing"
 	"time"
@@ -35,17 +33,7 @@ func TestDevStackServesTheConsole(t *testing.T) {
 		return err == nil && e.ConsoleURL == base
 	})
 
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
-	resp, err := hc.Get(base + "/signin")
-	require.NoError(t, err)
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
-	require.NotNil(t, m)
-	resp, err = hc.PostForm(base+"/signin", url.Values{"token": {st.AdminToken()}, "csrf": {string(m[1])}})
-	require.NoError(t, err)
-	resp.Body.Close()
+	hc := devstacktest.ConsoleClient(t, base, st.AdminToken())
 	// Signed in, the list answers once the scheduler's state is loaded.
 	testenv.Eventually(t, time.Minute, "the console lists the stack's experiments", func() bool {
 		resp, err := hc.Get(base + "/")

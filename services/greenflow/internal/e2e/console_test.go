@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -114,24 +113,6 @@ func (s consoleStack) status(t *testing.T, token, id string) (st struct {
 	return st
 }
 
-// consoleClient is a signed-in HTTP client of the console.
-func consoleClient(t *testing.T, base, token string) *http.Client {
-	t.Helper()
-	jar, _ := cookiejar.New(nil)
-	hc := &http.Client{Jar: jar}
-	resp, err := hc.Get(base + "/signin")
-	require.NoError(t, err)
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
-	require.NotNil(t, m)
-	resp, err = hc.PostForm(base+"/signin", url.Values{"token": {token}, "csrf": {string(m[1])}})
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	return hc
-}
-
 // TestConsoleFollowsARealRunLiveAndDrawsItsCharts: a real run through every
 // service, watched from the console — the live stream's load and power
 // move while it runs — then its page's charts drawn from the stored data.
@@ -139,7 +120,7 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	s := startConsoleStack(t)
 	token := s.st.AdminToken()
 	id := s.submitAPI(t, token, true, phases("1s", "1s", "8s")...)
-	hc := consoleClient(t, s.console, token)
+	hc := devstacktest.ConsoleClient(t, s.console, token)
 
 	// The live stream, read as a browser's EventSource would.
 	ctx, cancel := context.WithCancel(context.Background())
