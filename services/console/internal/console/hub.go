@@ -29,8 +29,9 @@ type liveRun struct {
 	// instances); RatePerSec their rate over the last second.
 	RecordsSent int64   `json:"records_sent"`
 	RatePerSec  float64 `json:"rate_per_sec"`
-	// Offered, Delivered (acknowledged by Kafka) and Lag are the latest
-	// per-second figures in ClickHouse; nil when none yet.
+	// Offered is the commanded rate (load.start), or the load generators'
+	// stored account of it; Delivered (acknowledged by Kafka) and Lag are
+	// the latest per-second figures in ClickHouse; nil when none yet.
 	Offered   *float64 `json:"offered_per_sec,omitempty"`
 	Delivered *float64 `json:"delivered_per_sec,omitempty"`
 	Lag       *float64 `json:"lag,omitempty"`
@@ -179,8 +180,8 @@ func (h *hub) publish(key, event string, v any) {
 }
 
 // lifecycleTypes are the events a hub follows.
-var lifecycleTypes = []events.Type{events.TypeExperimentState, events.TypeRunState, events.TypeRunProvisioned, events.TypeLoadProgress,
-	events.TypeRunAnalyzed}
+var lifecycleTypes = []events.Type{events.TypeExperimentState, events.TypeRunState, events.TypeRunProvisioned, events.TypeLoadStart,
+	events.TypeLoadProgress, events.TypeRunAnalyzed}
 
 // activeStates are the run states with load or samples worth polling.
 var activeStates = []string{events.RunStateBaseline, events.RunStateWarmup, events.RunStateMeasuring, events.RunStateCooldown}
@@ -227,6 +228,16 @@ func (h *hub) apply(m events.Message) {
 		})
 	case *events.RunProvisioned:
 		h.updateRun(m.RunID, func(r *liveRun) { r.targets = m.Targets })
+	case *events.LoadStart:
+		// The offered rate as the load was commanded; the load generators
+		// store its per-second account only when the load ends.
+		rate := m.Workload.RatePerSec
+		if rate == 0 && m.Workload.PeriodMs > 0 {
+			rate = float64(m.Workload.Sensors) * 1000 / float64(m.Workload.PeriodMs)
+		}
+		if rate > 0 {
+			h.updateRun(m.RunID, func(r *liveRun) { r.Offered = &rate })
+		}
 	case *events.LoadProgress:
 		h.updateRun(m.RunID, func(r *liveRun) {
 			if r.instances == nil {
@@ -314,7 +325,10 @@ func (h *hub) poll(ctx context.Context, c *Console) {
 			c.logger.Debug("live power poll failed", zap.String("run_id", j.id), zap.Error(err))
 		}
 		h.updateRun(j.id, func(r *liveRun) {
-			r.Offered, r.Delivered, r.Lag = fig[kafkasignals.MetricLoadOffered], fig[kafkasignals.MetricLoadAcked], fig[kafkasignals.MetricConsumerLag]
+			if o := fig[kafkasignals.MetricLoadOffered]; o != nil {
+				r.Offered = o
+			}
+			r.Delivered, r.Lag = fig[kafkasignals.MetricLoadAcked], fig[kafkasignals.MetricConsumerLag]
 			if len(power) > 0 {
 				r.Power = map[string]float64{}
 				r.Estimated = slices.DeleteFunc(r.Estimated, func(s string) bool { return s != "energy" })

@@ -101,6 +101,8 @@ func TestLiveViewersShareOneHubAndSeeValuesChange(t *testing.T) {
 			{ID: "kafka-1", Kind: "process", Node: node, Role: "broker", PID: 11}}}, ""))
 	require.NoError(t, e.bus.Publish(ctx, events.RunState{ExperimentID: id, RunID: run, Index: 9, State: events.RunStateMeasuring,
 		TsMs: time.Now().UnixMilli()}, ""))
+	require.NoError(t, e.bus.Publish(ctx, events.LoadStart{ExperimentID: id, RunID: run, Workload: events.Workload{Sensors: 250, PeriodMs: 500},
+		DurationMs: 60_000}, ""))
 	require.NoError(t, e.bus.Publish(ctx, events.LoadProgress{ExperimentID: id, RunID: run, Instance: "lg-0", RecordsSent: 100,
 		TsMs: time.Now().UnixMilli()}, ""))
 	// What the collectors and load generators store meanwhile: a minute

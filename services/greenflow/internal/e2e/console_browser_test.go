@@ -145,6 +145,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	do(t, ctx, 5*time.Second, chromedp.Evaluate[chromedp.Void](`window.__sameDocument = true`))
 	waitJS(t, ctx, 2*time.Minute, "the run's records counted live",
 		`(function(){var c=document.querySelector('[data-f="records"]');return c && Number(c.textContent.replace(/,/g,""))>0})()`)
+	require.Equal(t, "500", eval[string](t, ctx, `document.querySelector('[data-f="offered"]').textContent`), "the offered rate while it runs")
 	first := eval[string](t, ctx, `document.querySelector('[data-f="records"]').textContent`)
 	waitJS(t, ctx, time.Minute, "the records move on from "+first,
 		fmt.Sprintf(`document.querySelector('[data-f="records"]').textContent !== %q`, first))
