@@ -213,4 +213,9 @@ func TestConsoleInABrowser(t *testing.T) {
 		chromedp.Click("#submit"), chromedp.WaitVisible("p.error"))
 	require.Contains(t, eval[string](t, viewer, `document.querySelector("p.error").textContent`), "token browser-viewer has role viewer; this needs operator")
 	shot(t, viewer, "console-9-viewer-refused.png")
+
+	// The list now: the experiments of this test, newest first.
+	do(t, ctx, 30*time.Second, chromedp.Navigate(s.console+"/"), chromedp.WaitVisible("table.list"))
+	require.GreaterOrEqual(t, eval[float64](t, ctx, `document.querySelectorAll('table.list tbody a[href^="/experiments/"]').length`), 2.0)
+	shot(t, ctx, "console-10-experiments.png")
 }
