@@ -60,7 +60,7 @@ type resources struct {
 }
 
 // userResources: the token bucket is read by the services that verify
-// tokens (scheduler, analyzer) and written only by the scheduler (its token
+// tokens (scheduler, analyzer, console) and written only by the scheduler (its token
 // API) and admin. The scheduler's request-reply API answers only the CLI
 // user (and admin): it bypasses the HTTP API's tokens, so NATS permissions
 // are what guard it.
@@ -71,6 +71,10 @@ var userResources = map[string]resources{
 	string(events.ServiceEnergyCollector): {buckets: []string{BucketCollectors}},
 	string(events.ServiceAnalyzer):        {readBuckets: []string{BucketTokens}},
 	string(events.ServiceCLI):             {buckets: []string{BucketTestbed}, calls: []string{SubjectAPI + "*"}, watches: true},
+	// The console reads the lifecycle (watches, no acks) and verifies
+	// sign-in tokens; it publishes nothing and calls no NATS API: its
+	// actions are the signed-in user's, through the scheduler's HTTP API.
+	string(events.ServiceConsole): {readBuckets: []string{BucketTokens}, watches: true},
 }
 
 // Permissions are the subjects one user may publish to and subscribe to;

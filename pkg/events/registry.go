@@ -44,10 +44,14 @@ const (
 	ServiceAnalyzer        Service = "analyzer"
 	// ServiceCLI is the greenflow command (submit, cancel).
 	ServiceCLI Service = "greenflow"
+	// ServiceConsole is the web console: it watches lifecycle events and
+	// publishes none (its actions go through the scheduler's HTTP API as
+	// the signed-in user).
+	ServiceConsole Service = "console"
 )
 
 // Services lists every Service.
-var Services = []Service{ServiceScheduler, ServiceProvisioner, ServiceLoadGenerator, ServiceEnergyCollector, ServiceAnalyzer, ServiceCLI}
+var Services = []Service{ServiceScheduler, ServiceProvisioner, ServiceLoadGenerator, ServiceEnergyCollector, ServiceAnalyzer, ServiceCLI, ServiceConsole}
 
 // Entry declares one message type, once. Everything else about the type is
 // derived from it or checked against it (Check, and pkg/bus's

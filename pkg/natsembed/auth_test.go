@@ -113,7 +113,7 @@ func TestTokenBucketAccess(t *testing.T) {
 	_, err = adminKV.Put(ctx, "t1", []byte(`{"hash":"x"}`))
 	require.NoError(t, err)
 
-	readers := []events.Service{events.ServiceScheduler, events.ServiceAnalyzer}
+	readers := []events.Service{events.ServiceScheduler, events.ServiceAnalyzer, events.ServiceConsole}
 	writers := []events.Service{events.ServiceScheduler}
 	for _, svc := range events.Services {
 		t.Run(string(svc), func(t *testing.T) {

@@ -398,6 +398,40 @@ func (s *Store) PowerOverTime(ctx context.Context, nodes []string, fromMs, toMs,
 	})
 }
 
+// ComponentPower is one component's mean power over a window and whether
+// any of its samples came from a power model (estimated).
+type ComponentPower struct {
+	Component string
+	W         float64
+	Estimated bool
+}
+
+// RecentPower is PowerOverTime over one bucket, (fromMs, toMs], with each
+// component's estimated flag: the console's live power per role.
+func (s *Store) RecentPower(ctx context.Context, nodes []string, fromMs, toMs int64, roles map[string]string) ([]ComponentPower, error) {
+	if len(nodes) == 0 {
+		return nil, nil
+	}
+	role, roleArgs := roleOf(roles)
+	args := append(roleArgs, fromMs, toMs, fromMs, toMs, set(nodes))
+	q := `SELECT comp, sum(w), max(est) FROM (
+		SELECT if(scope = 'node', concat('node ', node), ` + role + `) AS comp, node, scope, target_id, avg(power_w) AS w, max(estimated) AS est
+		FROM (
+		  SELECT ts_ms, node, scope, target_id, zone, source, any(power_w) AS power_w, any(estimated) AS estimated FROM samples
+		  WHERE ts >= toDateTime(intDiv(?, 1000)) AND ts <= toDateTime(intDiv(?, 1000)) AND ts_ms > ? AND ts_ms <= ?
+		    AND scope IN ('node', 'process', 'pod', 'unattributed') AND node IN ?
+		  GROUP BY ts_ms, node, scope, target_id, zone, source)
+		GROUP BY comp, node, scope, target_id) GROUP BY comp ORDER BY comp`
+	return queryAll(ctx, s.conn, fmt.Sprintf("read recent power in (%d, %d]", fromMs, toMs), q, args, func(rows driver.Rows, p *ComponentPower) error {
+		var est uint8
+		if err := rows.Scan(&p.Component, &p.W, &est); err != nil {
+			return err
+		}
+		p.Estimated = est == 1
+		return nil
+	})
+}
+
 // SeriesWatermark is how far one meter's durable samples of a node's total
 // or of a target reach: its first and latest stored sample (from the
 // query's start).

@@ -121,6 +121,20 @@ func TestSampleQueries(t *testing.T) {
 		require.Equal(t, []store.PowerBucket{{0, "node n1", 10}, {1, "node n1", 10}, {0, results.RoleOther, 5}, {1, results.RoleOther, 5},
 			{0, results.RoleUnattributed, 5}, {1, results.RoleUnattributed, 5}}, noRoles, "without targets every process is other")
 	})
+	t.Run("recent power with its estimated flag", func(t *testing.T) {
+		got, err := s.RecentPower(ctx, []string{"n1"}, t0, t0+4000, map[string]string{"process/sut": results.RoleSUT})
+		require.NoError(t, err)
+		require.Equal(t, []store.ComponentPower{{"node n1", 10, true}, {results.RoleOther, 1, true}, {results.RoleSUT, 4, true},
+			{results.RoleUnattributed, 5, true}}, got, "the fixture's samples are all the model's")
+		require.NoError(t, s.InsertSamples(ctx, []store.Sample{{TsMs: t0 + 1000, Node: "n9", Scope: "node", TargetID: "node/n9", Source: "rapl",
+			PowerW: 30, DeltaJ: 30, IntervalMs: 1000, Collector: "c9"}}))
+		metered, err := s.RecentPower(ctx, []string{"n9"}, t0, t0+4000, nil)
+		require.NoError(t, err)
+		require.Equal(t, []store.ComponentPower{{"node n9", 30, false}}, metered, "a hardware counter's power is not estimated")
+		none, err := s.RecentPower(ctx, nil, t0, t0+4000, nil)
+		require.NoError(t, err)
+		require.Empty(t, none, "no node: nothing to read")
+	})
 	t.Run("watermarks per series and source", func(t *testing.T) {
 		require.NoError(t, s.InsertSamples(ctx, []store.Sample{{TsMs: t0 + 2500, Node: "n2", Scope: "node", TargetID: "node/n2", Source: "rapl",
 			DeltaJ: 1, IntervalMs: 500, Collector: "c2"}}))

@@ -143,6 +143,10 @@ type Deps struct {
 // Needs says which infrastructure a service uses.
 type Needs struct {
 	Store bool
+	// ReadOnlyStore opens the store as a reader (store.OpenReadOnly): no
+	// database is created, no migration applied, so the DSN may be the
+	// read-only user's (the console's).
+	ReadOnlyStore bool
 	// Standalone is a binary outside the platform's messaging — the
 	// reference UC-3 processor, a system under test: it connects to no NATS
 	// (Deps.Bus is nil) and takes none of the infrastructure flags, only
@@ -272,7 +276,7 @@ func (s Service[C]) Command(ctx context.Context, args []string, stderr io.Writer
 
 // Run connects, builds and runs one service until ctx ends.
 func Run(ctx context.Context, name string, c Common, needs Needs, build Builder) error {
-	if needs.Standalone && needs.Store {
+	if needs.Standalone && (needs.Store || needs.ReadOnlyStore) {
 		return fmt.Errorf("%s: a standalone binary has no ClickHouse store", name)
 	}
 	logger, err := service.NewLogger(c.LogLevel, c.LogConsole)
@@ -303,12 +307,16 @@ func Run(ctx context.Context, name string, c Common, needs Needs, build Builder)
 		health.Add("nats", b)
 		d.Bus = b
 	}
-	if needs.Store {
+	if needs.Store || needs.ReadOnlyStore {
 		dsn, err := c.DSN()
 		if err != nil {
 			return err
 		}
-		st, err := store.Open(ctx, dsn, logger)
+		open := store.Open
+		if !needs.Store {
+			open = store.OpenReadOnly
+		}
+		st, err := open(ctx, dsn, logger)
 		if err != nil {
 			return err
 		}

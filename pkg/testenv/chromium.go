@@ -39,12 +39,7 @@ func chromiumArgs(tb testing.TB, width, height int) []string {
 func Screenshot(tb testing.TB, page, name string, width, height int) (string, image.Image) {
 	tb.Helper()
 	bin := Chromium(tb)
-	dir := os.Getenv("GREENFLOW_TEST_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "greenflow-test-artifacts")
-	}
-	require.NoError(tb, os.MkdirAll(dir, 0o755))
-	out, err := filepath.Abs(filepath.Join(dir, name))
+	out, err := filepath.Abs(filepath.Join(ArtifactsDir(tb), name))
 	require.NoError(tb, err)
 	abs, err := filepath.Abs(page)
 	require.NoError(tb, err)
@@ -57,6 +52,19 @@ func Screenshot(tb testing.TB, page, name string, width, height int) (string, im
 	img, err := png.Decode(f)
 	require.NoError(tb, err)
 	return out, img
+}
+
+// ArtifactsDir is where tests keep what a person should look at after
+// them (screenshots): GREENFLOW_TEST_ARTIFACTS, else
+// greenflow-test-artifacts in the temp dir; created when missing.
+func ArtifactsDir(tb testing.TB) string {
+	tb.Helper()
+	dir := os.Getenv("GREENFLOW_TEST_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "greenflow-test-artifacts")
+	}
+	require.NoError(tb, os.MkdirAll(dir, 0o755))
+	return dir
 }
 
 // DumpDOM loads the HTML page (a file) in headless Chromium at width ×

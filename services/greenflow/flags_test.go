@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
+	consoleapp "github.com/greenflow/greenflow/services/console/app"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	loadgenapp "github.com/greenflow/greenflow/services/load-generator/app"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
@@ -34,6 +35,7 @@ func TestServiceFlags(t *testing.T) {
 		run  func(args []string, w *bytes.Buffer) error
 	}{
 		{"analyzer", func(a []string, w *bytes.Buffer) error { return analyzerapp.Service.Command(t.Context(), a, w) }},
+		{"console", func(a []string, w *bytes.Buffer) error { return consoleapp.Service.Command(t.Context(), a, w) }},
 		{"energy-collector", func(a []string, w *bytes.Buffer) error { return collectorapp.Service.Command(t.Context(), a, w) }},
 		{"load-generator", func(a []string, w *bytes.Buffer) error { return loadgenapp.Service.Command(t.Context(), a, w) }},
 		{"provisioner", func(a []string, w *bytes.Buffer) error { return provisionerapp.Service.Command(t.Context(), a, w) }},

@@ -23,7 +23,7 @@
 //
 // flags.go holds the flags the commands share (where to find a dev stack,
 // its HTTP API and a token, the spec, experiment ids); api.go the client of
-// the scheduler's HTTP API that submit, list, status, cancel and token use; experiment_data.go what the analysis commands
+// the scheduler's HTTP API that submit, list, status, cancel, trigger and token use; experiment_data.go what the analysis commands
 // read of an experiment. Every query goes through pkg/store, and result
 // metrics are named by pkg/results.
 package cli
@@ -57,6 +57,8 @@ Usage:
                                                                                (--nats: over NATS, no token: the first admin token)
   greenflow token    list                                                      tokens, never their secrets
   greenflow token    revoke NAME|ID
+  greenflow trigger  list                                                      armed templates: what fires them, how often and when they last did
+  greenflow trigger  disarm NAME                                               stop a template firing (submitting it again re-arms it)
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
   greenflow cluster up|status|down [--kubeconfig F] [--overlay single-node|testbed|DIR]   the platform on a Kubernetes cluster
@@ -64,7 +66,7 @@ Usage:
   greenflow testbed  plan|up|status|down -f TESTBED.yaml                       reserve Grid'5000 nodes, k3s, deploy, release (testbed.go)
   greenflow version
 
-submit, list, status, cancel and token use the scheduler's HTTP API with a bearer token:
+submit, list, status, cancel, trigger and token use the scheduler's HTTP API with a bearer token:
 --api-url and --token, else GREENFLOW_TOKEN, else a running 'greenflow dev' through its state
 dir (its address, and the admin token it wrote there). results and the analysis commands read
 ClickHouse (--clickhouse-dsn, or the dev stack's); watch follows events on NATS (--nats-url).
@@ -94,6 +96,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runCancel(ctx, args[1:], stdout)
 	case "token":
 		err = runToken(ctx, args[1:], stdout, stderr)
+	case "trigger":
+		err = runTrigger(ctx, args[1:], stdout, stderr)
 	case "list":
 		err = runList(ctx, args[1:], stdout)
 	case "status":

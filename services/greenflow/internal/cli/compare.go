@@ -14,52 +14,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
-// compareMetrics are the headline metrics compared, in print order.
-var compareMetrics = []struct{ metric, format string }{
-	{results.ThroughputEPS, "%.1f"},
-	{results.SUTEnergyJ, "%.3f"},
-	{results.NodeEnergyJ, "%.2f"},
-	{results.SUTMeanPowerW, "%.3f"},
-	{results.NodeMeanPowerW, "%.3f"},
-	{results.SUTMicroJPerEvent, "%.2f"},
-	{results.NodeMicroJPerEvent, "%.2f"},
-	{results.SUTDynamicMicroJPerEvent, "%.2f"},
-	{results.EventsPerJoule, "%.1f"},
-	{results.SUTJoulePerMB, "%.2f"},
-	{results.LagTrendSlope, "%.1f"},
-}
-
-// Group is the runs of one configuration of one experiment in a
-// comparison: the values of each metric over its runs.
-type Group struct {
-	Label  string
-	RunIDs []string
-	Values map[string][]float64
-	// Experiment and Factors say which experiment and configuration the
-	// runs are (the factors are what like-with-like matching compares).
-	Experiment string
-	ConfigHash string
-	Factors    map[string]string
-}
-
-// NewGroup collects the metrics of rows under label.
-func NewGroup(label string, rows []ResultRow) Group {
-	g := Group{Label: label, Values: map[string][]float64{}}
-	if len(rows) > 0 {
-		g.Factors, g.ConfigHash = rows[0].Factors, rows[0].ConfigHash
-	}
-	for _, r := range rows {
-		if r.ConfigHash != g.ConfigHash {
-			g.ConfigHash = ""
-		}
-		g.RunIDs = append(g.RunIDs, r.RunID)
-		for m, v := range r.Metrics {
-			g.Values[m] = append(g.Values[m], v)
-		}
-	}
-	return g
-}
-
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("compare", stderr)
 	exp := fs.String("experiment", "", "compare configurations (config hashes or unique prefixes) of this experiment")

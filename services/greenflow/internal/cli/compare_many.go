@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,171 +23,6 @@ import (
 // trustworthy as one between two. Configurations only one argument ran
 // are listed as not compared, never dropped. Table, CSV, JSON and the plot
 // are renderings of the one Compared value.
-
-// CompareSet is groups of one configuration compared: the first is the
-// baseline.
-type CompareSet struct {
-	// Configuration is the factor values the groups share ("" when the
-	// groups were named one each and differ).
-	Configuration string
-	Groups        []Group
-}
-
-// Compared is the comparisons of a compare call.
-type Compared struct {
-	Sets []CompareSet
-	// Unmatched are the configurations no other argument ran.
-	Unmatched []Group
-}
-
-// unmatchedNote says why a group is listed but not compared.
-const unmatchedNote = "not compared: no other argument ran this configuration"
-
-// MatchSides builds the comparisons of the arguments' groups (sides[i] is
-// what argument i named). When every argument names one configuration,
-// they are one set, compared as named; otherwise each configuration
-// (factor values) two or more arguments ran is a set, in the arguments'
-// order, and the rest are unmatched.
-func MatchSides(sides [][]Group) Compared {
-	single := true
-	for _, side := range sides {
-		single = single && len(side) == 1
-	}
-	if single {
-		set := CompareSet{}
-		for i, side := range sides {
-			set.Groups = append(set.Groups, side[0])
-			if k := factors(side[0].Factors); i == 0 {
-				set.Configuration = k
-			} else if k != set.Configuration {
-				set.Configuration = ""
-			}
-		}
-		return Compared{Sets: []CompareSet{set}}
-	}
-	byKey := map[string][]Group{}
-	var keys []string
-	for _, side := range sides {
-		for _, g := range side {
-			k := factors(g.Factors)
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], g)
-		}
-	}
-	var out Compared
-	for _, k := range keys {
-		if gs := byKey[k]; len(gs) >= 2 {
-			out.Sets = append(out.Sets, CompareSet{Configuration: k, Groups: gs})
-		} else {
-			out.Unmatched = append(out.Unmatched, gs[0])
-		}
-	}
-	return out
-}
-
-// groups lists the compared groups, set after set: a group's letter is
-// its index here, the same in the table, CSV, JSON and plot.
-func (c Compared) groups() []Group {
-	var out []Group
-	for _, s := range c.Sets {
-		out = append(out, s.Groups...)
-	}
-	return out
-}
-
-// GroupStat is one group's figures for one metric, against its set's
-// baseline.
-type GroupStat struct {
-	// Configuration is the factor values of the group's set; Letter names
-	// the group as the table and the plot do; Baseline is the label of
-	// the group it is compared with.
-	Configuration string `json:"configuration"`
-	Letter        string `json:"letter"`
-	Baseline      string `json:"baseline"`
-	Metric        string `json:"metric"`
-	Unit          string `json:"unit,omitempty"`
-	Group         string `json:"group"`
-	N             int    `json:"n"`
-	// Mean and the interval at the comparison's level (null where one run
-	// cannot tell).
-	Mean   *float64 `json:"mean"`
-	CILow  *float64 `json:"ci_low"`
-	CIHigh *float64 `json:"ci_high"`
-	// Against the baseline (null for the baseline itself): the difference
-	// of means in % of the baseline's, Welch's p and its Holm adjustment
-	// over the metric's comparisons, and Hedges' g.
-	DiffPct     *float64  `json:"diff_pct"`
-	P           *float64  `json:"p"`
-	PHolm       *float64  `json:"p_holm"`
-	HedgesG     *float64  `json:"hedges_g"`
-	Significant bool      `json:"significant"`
-	Values      []float64 `json:"values"` // the repetitions
-	// CICrossesZero: the interval reaches below zero for a quantity that
-	// cannot be negative (results.CICrossesZero).
-	CICrossesZero bool `json:"ci_crosses_zero"`
-}
-
-// Stats computes every headline metric of every group against its set's
-// baseline, in metric, set, then group order; a metric's p-values are
-// Holm-adjusted over all its comparisons.
-func (c Compared) Stats(level float64) []GroupStat {
-	num := func(v float64) *float64 {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil
-		}
-		return &v
-	}
-	var out []GroupStat
-	for _, m := range compareMetrics {
-		var ps []float64
-		start := len(out)
-		gi := 0
-		for _, set := range c.Sets {
-			base := set.Groups[0].Values[m.metric]
-			for i, g := range set.Groups {
-				letterOf := letter(gi)
-				gi++
-				xs := g.Values[m.metric]
-				if len(xs) == 0 || len(base) == 0 {
-					continue
-				}
-				d := stats.Describe(xs, level)
-				s := GroupStat{Configuration: set.Configuration, Letter: letterOf, Baseline: set.Groups[0].Label, Metric: m.metric,
-					Unit: results.Unit(m.metric), Group: g.Label, N: d.N, Mean: num(d.Mean), CILow: num(d.CILow), CIHigh: num(d.CIHigh), Values: xs,
-					CICrossesZero: crossesZero(m.metric, d)}
-				p := math.NaN()
-				if i > 0 {
-					w := stats.Welch(xs, base, level)
-					p = w.P
-					s.P, s.HedgesG = num(w.P), num(stats.HedgesG(xs, base))
-					if bm := stats.Mean(base); bm != 0 {
-						s.DiffPct = num((d.Mean - bm) / math.Abs(bm) * 100)
-					}
-				}
-				ps = append(ps, p)
-				out = append(out, s)
-			}
-		}
-		for i, p := range stats.Holm(ps) {
-			s := &out[start+i]
-			s.PHolm = num(p)
-			s.Significant = !math.IsNaN(p) && p < 1-level
-		}
-	}
-	return out
-}
-
-// comparisons counts the tests of one metric (groups other than a
-// baseline): the number Holm's adjustment is over.
-func (c Compared) comparisons() int {
-	n := 0
-	for _, s := range c.Sets {
-		n += len(s.Groups) - 1
-	}
-	return n
-}
 
 // CompareMany compares groups as named, each against the first.
 func CompareMany(groups []Group, level float64) []GroupStat {
@@ -279,7 +113,7 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		return fmt.Errorf("--format %q: expected table, csv or json", format)
 	}
 	fmt.Fprintf(w, "Welch's t-test of each group against its configuration's baseline; mean ± %.0f%% CI half-width; p Holm-adjusted over "+
-		"the %d comparisons of a metric; g = Hedges' g; * = adjusted p < %.2g\n", level*100, c.comparisons(), 1-level)
+		"the %d comparisons of a metric; g = Hedges' g; * = adjusted p < %.2g\n", level*100, c.Comparisons(), 1-level)
 	marked := false
 	gi := 0
 	for _, set := range c.Sets {
@@ -346,8 +180,8 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 // metricFormat is how a headline metric is printed.
 func metricFormat(metric string) string {
 	for _, m := range compareMetrics {
-		if m.metric == metric {
-			return m.format
+		if m.Metric == metric {
+			return m.Format
 		}
 	}
 	return "%.3g"
@@ -457,7 +291,7 @@ func groupKey(g Group, short map[string]string) string {
 func shortExperimentIDs(c Compared) map[string]string {
 	var ids []string
 	seen := map[string]bool{}
-	for _, g := range append(c.groups(), c.Unmatched...) {
+	for _, g := range append(c.Groups(), c.Unmatched...) {
 		if g.Experiment != "" && !seen[g.Experiment] {
 			seen[g.Experiment] = true
 			ids = append(ids, g.Experiment)
@@ -489,15 +323,6 @@ func shortExperimentIDs(c Compared) map[string]string {
 		out[id] = strings.Join(split[i][common:], "-")
 	}
 	return out
-}
-
-// letter names the i-th group: A, B, …, Z, AA, AB, …
-func letter(i int) string {
-	s := ""
-	for i++; i > 0; i = (i - 1) / 26 {
-		s = string(rune('A'+(i-1)%26)) + s
-	}
-	return s
 }
 
 func ptrNum(v *float64, format string) string {

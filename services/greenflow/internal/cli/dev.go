@@ -32,13 +32,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	natsPort := fs.Int("nats-port", 4222, "NATS port on 127.0.0.1 (-1: any free port)")
 	kafkaPort := fs.Int("kafka-port", 9092, "in-process Kafka port on 127.0.0.1 (0: any free port)")
 	httpAddr := fs.String("http-addr", "127.0.0.1:9464", "address of /metrics, /healthz and the HTTP APIs (empty disables)")
+	consoleAddr := fs.String("console-addr", "127.0.0.1:8080", "address of the web console (empty disables)")
 	logLevel := fs.String("log-level", "info", "log level")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger := cliLogger(*logLevel)
 	st, err := devstack.Start(ctx, devstack.Options{StateDir: *stateDir, Ephemeral: *ephemeral, ClickHouseDSN: *chDSN, NATSPort: *natsPort,
-		KafkaPort: *kafkaPort, HTTPAddr: *httpAddr, UC3Command: selfUC3Command(), Logger: logger})
+		KafkaPort: *kafkaPort, HTTPAddr: *httpAddr, ConsoleAddr: *consoleAddr, UC3Command: selfUC3Command(), Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -64,6 +65,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "greenflow dev is running (Ctrl-C stops it)\n  NATS:       %s\n  Kafka:      %s\n  ClickHouse: %s\n  API:        http://%s/v1/experiments\n  metrics:    http://%s/metrics\n  state:      %s\n  admin token: %s (mode 0600; the CLI reads it)\n",
 		st.Endpoints.NATSURL, strings.Join(st.Endpoints.KafkaBrokers, ","), store.RedactDSN(st.Endpoints.ClickHouseDSN), addr, addr, *stateDir,
 		filepath.Join(*stateDir, devstack.TokenFile))
+	if *consoleAddr != "" && *httpAddr != "" {
+		// Printed once it listens: its port may have been chosen then.
+		wctx, cancel := context.WithTimeout(runCtx, time.Minute)
+		u, err := st.ConsoleURL(wctx)
+		cancel()
+		if err == nil {
+			fmt.Fprintf(stdout, "  console:    %s (sign in with the admin token)\n", u)
+		}
+	}
 	return <-done
 }
 
@@ -94,6 +104,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	stateDir := fs.String("state-dir", ".state/demo", "state dir (kept: 'greenflow results --state-dir' reads it later)")
 	chDSN := fs.String("clickhouse-dsn", "", "use this ClickHouse instead of starting clickhouse-server")
 	logLevel := fs.String("log-level", "warn", "service log level")
+	consoleAddr := fs.String("console-addr", "127.0.0.1:0", "address of the web console while the demo runs (empty disables)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -106,7 +117,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// The demo submits through the HTTP API with the stack's admin token,
 	// as the CLI does against 'greenflow dev'; any free port.
 	st, err := devstack.Start(ctx, devstack.Options{StateDir: *stateDir, ClickHouseDSN: *chDSN, NATSPort: -1, UC3Command: selfUC3Command(),
-		HTTPAddr: "127.0.0.1:0", Logger: cliLogger(*logLevel)})
+		HTTPAddr: "127.0.0.1:0", ConsoleAddr: *consoleAddr, Logger: cliLogger(*logLevel)})
 	if err != nil {
 		return err
 	}
@@ -121,6 +132,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	base, err := st.APIURL(ctx)
 	if err != nil {
 		return err
+	}
+	if *consoleAddr != "" {
+		if u, err := st.ConsoleURL(ctx); err == nil {
+			fmt.Fprintf(stdout, "web console: %s (sign in with the token in %s; 'greenflow dev --state-dir %s' serves it after the demo)\n",
+				u, filepath.Join(*stateDir, devstack.TokenFile), *stateDir)
+		}
 	}
 	api := &apiClient{base: base, token: st.AdminToken(), tokenFrom: filepath.Join(*stateDir, devstack.TokenFile),
 		tokenFile: filepath.Join(*stateDir, devstack.TokenFile), hc: &http.Client{}}

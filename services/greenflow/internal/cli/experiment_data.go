@@ -6,7 +6,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -120,22 +119,6 @@ func loadTargets(ctx context.Context, st *store.Store, experimentID string) (map
 	return out, nil
 }
 
-// runSpan is the time a run's samples are read for: its recorded phases, or
-// the measurement window when none are stored.
-func runSpan(r store.Run) (startMs, endMs int64, phases []events.Phase) {
-	_ = json.Unmarshal([]byte(r.Phases), &phases)
-	startMs, endMs = r.MeasureStartMs, r.MeasureEndMs
-	for _, p := range phases {
-		if p.StartMs > 0 && (startMs == 0 || p.StartMs < startMs) {
-			startMs = p.StartMs
-		}
-		if p.EndMs > endMs {
-			endMs = p.EndMs
-		}
-	}
-	return startMs, endMs, phases
-}
-
 // phaseAt names the phase containing ts ("" outside every phase).
 func phaseAt(phases []events.Phase, ts int64) string {
 	for _, p := range phases {
@@ -144,19 +127,6 @@ func phaseAt(phases []events.Phase, ts int64) string {
 		}
 	}
 	return ""
-}
-
-// nodesOf returns the distinct nodes of targets, in order.
-func nodesOf(ts []store.RunTarget) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, t := range ts {
-		if !seen[t.Node] {
-			seen[t.Node] = true
-			out = append(out, t.Node)
-		}
-	}
-	return out
 }
 
 // component names the series a sample belongs to in plots and exports:
@@ -175,13 +145,4 @@ func component(scope, node, target string, roles map[string]string) string {
 		return r
 	}
 	return results.RoleOther
-}
-
-// rolesOf maps target ids to roles.
-func rolesOf(ts []store.RunTarget) map[string]string {
-	out := make(map[string]string, len(ts))
-	for _, t := range ts {
-		out[t.TargetID] = t.Role
-	}
-	return out
 }

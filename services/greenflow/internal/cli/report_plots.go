@@ -1,17 +1,12 @@
 package cli
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"sort"
-	"strings"
 
-	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/stats"
-	"github.com/greenflow/greenflow/pkg/store"
 )
 
 // The report's plots beyond energy per event and the Pareto front: what a
@@ -223,90 +218,6 @@ func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 	return p
 }
 
-// lagPlot draws a run's consumer lag (summed over partitions) over its
-// measured window, with the slope the analyzer fitted and the SLO's largest
-// slope, both from the start of the fit: the verdict is which of the two
-// the lag follows. The axes fit the lag, not the SLO's line: a lag of a
-// few hundred under a threshold of 25,000 would be a flat line at the
-// bottom; where the SLO's line leaves the plot a note says where it ends.
-func lagPlot(ctx context.Context, st *store.Store, r store.Run, metrics map[string]float64) (plot, bool, error) {
-	var fs map[string]string
-	_ = json.Unmarshal([]byte(r.Factors), &fs)
-	p := plot{Title: fmt.Sprintf("Consumer lag: %s, repetition %d (%s)", shortRun(r.RunID), r.Repetition, factors(fs)),
-		XLabel: "time since measurement start (s)", YLabel: "lag (messages)", YFromZero: true, H: 260}
-	if r.MeasureEndMs <= r.MeasureStartMs {
-		return p, false, nil
-	}
-	series_, err := st.RunMetricSeries(ctx, r.ExperimentID, r.RunID, kafkasignals.MetricConsumerLag, r.MeasureStartMs, r.MeasureEndMs)
-	if err != nil {
-		return p, false, fmt.Errorf("read the lag of run %s: %w", r.RunID, err)
-	}
-	sum := map[int64]float64{}
-	for _, pts := range series_ {
-		for _, pt := range pts {
-			sum[pt.TsMs] += pt.Value
-		}
-	}
-	if len(sum) == 0 {
-		return p, false, nil
-	}
-	ts := make([]int64, 0, len(sum))
-	for t := range sum {
-		ts = append(ts, t)
-	}
-	sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
-	lag := series{Name: "lag, all partitions", Line: true, Marker: len(ts) <= 60}
-	for _, t := range ts {
-		lag.X = append(lag.X, float64(t-r.MeasureStartMs)/1000)
-		lag.Y = append(lag.Y, sum[t])
-	}
-	p.Series = append(p.Series, lag)
-	slope, okSlope := metrics[results.LagTrendSlope]
-	limit, okLimit := metrics[results.LagSLOThreshold]
-	if okSlope && okLimit {
-		start := metrics[results.LagTrendFitStartS]
-		end := float64(r.MeasureEndMs-r.MeasureStartMs) / 1000
-		y0 := lag.Y[0]
-		for i, x := range lag.X {
-			if x >= start {
-				y0 = lag.Y[i]
-				break
-			}
-		}
-		p.Series = append(p.Series,
-			series{Name: fmt.Sprintf("fitted trend %+.0f msg/s", slope), X: []float64{start, end}, Y: []float64{y0, y0 + slope*(end-start)},
-				Line: true, Dash: true, Color: "#D55E00"},
-			series{Name: fmt.Sprintf("SLO limit %+.0f msg/s", limit), X: []float64{start, end}, Y: []float64{y0, y0 + limit*(end-start)},
-				Line: true, Dash: true, Color: "#000000", Width: 1, NoScale: true, AboveLabel: "SLO threshold"})
-		p.Bands = append(p.Bands, band{X0: 0, X1: start, Label: "not fitted"})
-	}
-	return p, true, nil
-}
-
-// splitByScale parts a plot's series into those within a tenth of the
-// largest (big) and the smaller rest: one axis for both would squash the
-// small ones (a 0.2 W SUT beside a 7 W node) into a flat line.
-func splitByScale(ss []series) (big, small []series) {
-	peak := make([]float64, len(ss))
-	var top float64
-	for i, s := range ss {
-		for _, y := range s.Y {
-			if !math.IsNaN(y) {
-				peak[i] = math.Max(peak[i], math.Abs(y))
-			}
-		}
-		top = math.Max(top, peak[i])
-	}
-	for i, s := range ss {
-		if top > 0 && peak[i] < top/10 {
-			small = append(small, s)
-		} else {
-			big = append(big, s)
-		}
-	}
-	return big, small
-}
-
 // qualityColumns are the data-quality figures of the report's section, in
 // order; a column none of the runs has is left out.
 var qualityColumns = []struct{ metric, title, format string }{
@@ -366,13 +277,4 @@ func qualityTable(rows []ResultRow) (head []string, body [][]string) {
 		body = append(body, cells)
 	}
 	return head, body
-}
-
-// componentsNote says which components a run's second power plot holds.
-func componentsNote(small []series) string {
-	names := make([]string, len(small))
-	for i, s := range small {
-		names[i] = s.Name
-	}
-	return strings.Join(names, ", ")
 }

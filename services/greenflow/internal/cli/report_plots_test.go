@@ -11,6 +11,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/kafkasignals"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/svgplot"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
@@ -109,9 +110,9 @@ func TestLagPlotScalesToTheLag(t *testing.T) {
 	p, ok, err := lagPlot(ctx, st, r, map[string]float64{results.LagTrendSlope: 45, results.LagSLOThreshold: 2000, results.LagTrendFitStartS: 5})
 	require.NoError(t, err)
 	require.True(t, ok)
-	f, ok := p.frame()
+	_, yhi, ok := p.YRange()
 	require.True(t, ok)
-	require.LessOrEqual(t, f.yhi, 1200.0, "the axis fits the lag (100–1,000), not the SLO line")
+	require.LessOrEqual(t, yhi, 1200.0, "the axis fits the lag (100–1,000), not the SLO line")
 	svg := p.SVG()
 	wellFormed(t, svg)
 	require.Contains(t, svg, ">SLO threshold 30,325 (above the</text>", "the note says where the SLO line goes")
@@ -164,9 +165,9 @@ func TestPlotsClampIntervalsOfPositiveQuantitiesAtZero(t *testing.T) {
 	sums := SummarizeRuns(rows, DefaultLevel)
 	require.True(t, crossesZero(results.NodeMicroJPerEvent, sums[0].Metrics[results.NodeMicroJPerEvent]), "the table marks it ‡")
 	p := loadPlot(sums, rows, results.NodeMicroJPerEvent, "Node energy per event vs offered load")
-	f, ok := p.frame()
+	ylo, _, ok := p.YRange()
 	require.True(t, ok)
-	require.Equal(t, 0.0, f.ylo, "no axis below zero for a quantity that cannot be negative")
+	require.Equal(t, 0.0, ylo, "no axis below zero for a quantity that cannot be negative")
 	svg := p.SVG()
 	wellFormed(t, svg)
 	require.Equal(t, 1, strings.Count(svg, `class="ci-clamped"`), "the cut interval is marked")
@@ -177,7 +178,13 @@ func TestPlotsClampIntervalsOfPositiveQuantitiesAtZero(t *testing.T) {
 		rows[i].Metrics[results.LagTrendSlope] = v
 	}
 	p = loadPlot(SummarizeRuns(rows, DefaultLevel), rows, results.LagTrendSlope, "slope")
-	f, _ = p.frame()
-	require.Less(t, f.ylo, 0.0)
+	ylo, _, _ = p.YRange()
+	require.Less(t, ylo, 0.0)
 	require.NotContains(t, p.SVG(), "ci-clamped")
+}
+
+// wellFormed requires that svg parses as XML.
+func wellFormed(t *testing.T, svg string) {
+	t.Helper()
+	require.NoError(t, svgplot.WellFormed(svg), svg)
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"sort"
 	"strconv"
@@ -231,29 +230,6 @@ func flagList(flags []string) string {
 		return "-"
 	}
 	return strings.Join(flags, ",")
-}
-
-func shortRun(id string) string {
-	if i := strings.LastIndex(id, "-r"); i >= 0 {
-		return id[i+1:]
-	}
-	return id
-}
-
-func factors(f map[string]string) string {
-	if len(f) == 0 {
-		return "-"
-	}
-	keys := slices.Sorted(maps.Keys(f))
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		short := k
-		if j := strings.LastIndex(k, "."); j >= 0 {
-			short = k[j+1:]
-		}
-		parts[i] = short + "=" + f[k]
-	}
-	return strings.Join(parts, ",")
 }
 
 // WriteCapacity prints a capacity search's answer, if the experiment ran one.

@@ -328,10 +328,6 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 // "!" of the tables and cv_flag of CSV and JSON.
 func cvFlagged(s stats.Summary, cvThreshold float64) bool { return s.N >= 2 && s.CV > cvThreshold }
 
-func crossesZero(metric string, s stats.Summary) bool {
-	return s.N >= 2 && !math.IsNaN(s.HalfWidth) && results.CICrossesZero(metric, s.Mean-s.HalfWidth)
-}
-
 // lagVerdict is Theodolite's verdict over repetitions: the median lag-trend
 // slope against the threshold the analyzer recorded; "-" without slopes.
 func lagVerdict(s ConfigSummary) string {

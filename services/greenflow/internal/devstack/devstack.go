@@ -37,6 +37,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
+	consoleapp "github.com/greenflow/greenflow/services/console/app"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	loadgenapp "github.com/greenflow/greenflow/services/load-generator/app"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
@@ -45,17 +46,21 @@ import (
 
 // Options configures the stack.
 type Options struct {
-	StateDir      string   // JetStream store and ClickHouse data; required
-	Ephemeral     bool     // remove StateDir's contents on Close
-	ClickHouseDSN string   // external ClickHouse; empty starts a child server
-	NATSPort      int      // -1: any free port
-	KafkaPort     int      // 0: any free port
-	HTTPAddr      string   // /metrics and /healthz; empty disables
-	UC3Command    []string // how the local provisioner starts the UC-3 processor
-	Collector     func(*collectorapp.Config)
-	Scheduler     func(*schedulerapp.Config)
-	Provisioner   func(*provisionerapp.Config)
-	Logger        *zap.Logger
+	StateDir      string // JetStream store and ClickHouse data; required
+	Ephemeral     bool   // remove StateDir's contents on Close
+	ClickHouseDSN string // external ClickHouse; empty starts a child server
+	NATSPort      int    // -1: any free port
+	KafkaPort     int    // 0: any free port
+	HTTPAddr      string // /metrics and /healthz; empty disables
+	// ConsoleAddr is where the web console listens ("127.0.0.1:0": any
+	// free port); empty, or no HTTPAddr (the console acts through the
+	// API), runs none.
+	ConsoleAddr string
+	UC3Command  []string // how the local provisioner starts the UC-3 processor
+	Collector   func(*collectorapp.Config)
+	Scheduler   func(*schedulerapp.Config)
+	Provisioner func(*provisionerapp.Config)
+	Logger      *zap.Logger
 	// Skip names services not to run here (they run elsewhere, e.g. as
 	// separate processes in tests).
 	Skip []string
@@ -78,6 +83,7 @@ type Endpoints struct {
 	ClickHouseReaderDSNFile string `json:"clickhouse_reader_dsn_file,omitempty"`
 	ClickHouseWriterDSNFile string `json:"clickhouse_writer_dsn_file,omitempty"`
 	HTTPAddr                string `json:"http_addr,omitempty"`
+	ConsoleURL              string `json:"console_url,omitempty"`
 	PID                     int    `json:"pid"`
 }
 
@@ -148,6 +154,9 @@ type Stack struct {
 	// apiAddr is the HTTP server's bound address once apiReady is closed.
 	apiAddr  string
 	apiReady chan struct{}
+	console  consoleComponent
+	// reader is the console's read-only store.
+	reader *store.Store
 }
 
 // Start brings up the infrastructure and builds every service; Run runs them.
@@ -372,6 +381,15 @@ func (s *Stack) announceAPI(ctx context.Context) error {
 		}
 		s.apiAddr = addr
 		close(s.apiReady)
+		if s.console != nil {
+			// The console's address, once it listens, for the CLI.
+			if u, err := s.console.URL(ctx); err == nil {
+				e.ConsoleURL = u
+				if err := s.writeEndpoints(e); err != nil {
+					return err
+				}
+			}
+		}
 	case <-ctx.Done():
 	}
 	<-ctx.Done()
@@ -455,8 +473,53 @@ func (s *Stack) build(ctx context.Context) error {
 		s.group.Add("http", s.http)
 		s.group.Add("endpoints", service.Func(s.announceAPI))
 		s.Endpoints.HTTPAddr = s.opts.HTTPAddr
+		if s.opts.ConsoleAddr != "" && !slices.Contains(s.opts.Skip, consoleapp.Service.Name) {
+			if err := s.buildConsole(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// consoleComponent is the console as the stack runs it.
+type consoleComponent interface {
+	service.Component
+	URL(ctx context.Context) (string, error)
+}
+
+// buildConsole adds the web console: its own NATS user, ClickHouse as the
+// read-only user, the stack's API for every action.
+func (s *Stack) buildConsole(ctx context.Context) error {
+	d, err := s.deps(ctx, consoleapp.Service.Name)
+	if err != nil {
+		return err
+	}
+	reader := s.Endpoints.ClickHouseReaderDSN
+	if reader == "" { // an external ClickHouse: one DSN for all
+		reader = s.Endpoints.ClickHouseDSN
+	}
+	if s.reader, err = store.OpenReadOnly(ctx, reader, d.Logger); err != nil {
+		return err
+	}
+	d.Store = s.reader
+	cfg := consoleapp.Service.Default()
+	cfg.Addr = s.opts.ConsoleAddr
+	s.console, err = consoleapp.NewWith(cfg, d, s.APIURL)
+	if err != nil {
+		return fmt.Errorf("configure console: %w", err)
+	}
+	s.group.Add(consoleapp.Service.Name, s.console)
+	return nil
+}
+
+// ConsoleURL waits until the console listens (Run must be running) and
+// returns its base URL.
+func (s *Stack) ConsoleURL(ctx context.Context) (string, error) {
+	if s.console == nil {
+		return "", errors.New("the dev stack runs no console (no --console-addr or no HTTP address)")
+	}
+	return s.console.URL(ctx)
 }
 
 // Handler is the stack's HTTP handler (/metrics, /healthz, service APIs).
@@ -474,6 +537,9 @@ func (s *Stack) Close() {
 	}
 	if s.Store != nil {
 		_ = s.Store.Close()
+	}
+	if s.reader != nil {
+		_ = s.reader.Close()
 	}
 	if s.kafka != nil {
 		s.kafka.Close()

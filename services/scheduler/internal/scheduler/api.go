@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +17,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
@@ -32,6 +33,17 @@ const (
 // spec.Parse on every path; the HTTP handler also stops reading there.
 const MaxSpecBytes = spec.MaxBytes
 
+// The API's documents are declared once in pkg/schedapi, for the clients
+// that read them too (the console, the CLI).
+type (
+	SubmitReply      = schedapi.SubmitReply
+	RunStatus        = schedapi.RunStatus
+	ExperimentStatus = schedapi.ExperimentStatus
+	Problem          = schedapi.Problem
+	ValidateReply    = schedapi.ValidateReply
+	TriggerStatus    = schedapi.TriggerStatus
+)
+
 // SubmitRequest is the body of a submission over NATS. Over HTTP the body is
 // the spec itself and sets/yes are query parameters.
 type SubmitRequest struct {
@@ -39,53 +51,6 @@ type SubmitRequest struct {
 	Set  []string `json:"set,omitempty"`
 	Yes  bool     `json:"yes,omitempty"`
 	By   string   `json:"submitted_by,omitempty"`
-}
-
-// SubmitReply answers a submission: the id, or every problem found.
-type SubmitReply struct {
-	ID       string   `json:"id,omitempty"`
-	Runs     int      `json:"runs,omitempty"`
-	Armed    string   `json:"armed_trigger,omitempty"` // the spec is a template with a trigger
-	Error    string   `json:"error,omitempty"`
-	Problems []string `json:"problems,omitempty"`
-}
-
-// RunStatus is one run as list and status show it.
-type RunStatus struct {
-	RunID      string            `json:"run_id"`
-	Index      int               `json:"index"`
-	Repetition int               `json:"repetition"`
-	Factors    map[string]string `json:"factors"`
-	State      string            `json:"state"`
-	Reason     string            `json:"reason,omitempty"`
-	PhaseEndMs int64             `json:"phase_end_ms,omitempty"`
-	// StartsMs is when a pending retry may start (its back-off ends).
-	StartsMs int64          `json:"starts_ms,omitempty"`
-	Phases   []events.Phase `json:"phases"`
-	// Flags name what the analysis recovered or bridged (e.g.
-	// energy_gap_bridged, load_takeover).
-	Flags []string `json:"flags,omitempty"`
-}
-
-// ExperimentStatus is an experiment with its runs.
-type ExperimentStatus struct {
-	ID        string `json:"id"`
-	Name      string `json:"name"`
-	State     string `json:"state"`
-	Reason    string `json:"reason,omitempty"`
-	CreatedMs int64  `json:"created_ms"`
-	Seed      int64  `json:"seed"`
-	// RunsTotal is the experiment's runs; while it is submitted (not
-	// expanded yet), the runs its spec expands to.
-	RunsTotal int `json:"runs_total"`
-	RunsDone  int `json:"runs_done"`
-	// RunsFail counts failed runs; cancelled ones are RunsCancelled.
-	RunsFail      int         `json:"runs_failed"`
-	RunsCancelled int         `json:"runs_cancelled"`
-	Runs          []RunStatus `json:"runs,omitempty"`
-	// RunsOmitted is how many runs a NATS reply leaves out of Runs to stay
-	// within the server's payload limit (HTTP lists them all).
-	RunsOmitted int `json:"runs_omitted,omitempty"`
 }
 
 // fitPayload cuts st's run list so that its JSON fits in limit bytes: a
@@ -137,7 +102,7 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	// status or cancel right after the answer finds it (submission.go). A
 	// template is armed by the consumer instead and has no record.
 	if p.Experiment.Spec.Trigger == nil {
-		if err := s.recordSubmission(ctx, id, p.Experiment.Metadata.Name, p.Runs); err != nil {
+		if err := s.recordSubmission(ctx, id, p.Experiment, p.Runs, by); err != nil {
 			// Queued all the same: the consumer creates it; until then a
 			// status of it may answer unknown.
 			s.logger.Warn("record submission failed", zap.String("experiment_id", id), zap.Error(err))
@@ -183,19 +148,11 @@ func (s *Scheduler) summary(e ExperimentRecord) ExperimentStatus {
 		total = e.RunsPlanned
 	}
 	return ExperimentStatus{ID: e.ID, Name: e.Name, State: e.State, Reason: e.Reason, CreatedMs: e.CreatedMs, Seed: e.Seed,
-		RunsTotal: total, RunsDone: t.done, RunsFail: t.failed, RunsCancelled: t.cancelled}
+		RunsTotal: total, RunsDone: t.done, RunsFail: t.failed, RunsCancelled: t.cancelled, Labels: e.Labels, SubmittedBy: e.SubmittedBy}
 }
 
 // List returns every experiment, newest first.
-func (s *Scheduler) List() []ExperimentStatus {
-	exps := s.view.experiments()
-	sort.Slice(exps, func(i, j int) bool { return exps[i].CreatedMs > exps[j].CreatedMs })
-	out := make([]ExperimentStatus, 0, len(exps))
-	for _, e := range exps {
-		out = append(out, s.summary(e))
-	}
-	return out
-}
+func (s *Scheduler) List() []ExperimentStatus { return s.ListPage(ListQuery{}).Experiments }
 
 // Cancel requests cancellation of an experiment. One not expanded into
 // runs yet is cancelled on its record at once (the submission's consumer
@@ -302,9 +259,13 @@ func (s *Scheduler) serveNATS(ctx context.Context) error {
 // least role that may use it (pkg/auth):
 //
 //	POST /v1/experiments            operator; body: the spec (application/yaml or application/json); ?set=path=value&yes=true
-//	GET  /v1/experiments            viewer; list
+//	GET  /v1/experiments            viewer; list, newest first; ?state=&label=k=v&q=&limit=&cursor= filter and page it
+//	                                (the body stays the JSON array; X-Total-Count: matches, X-Next-Cursor: next page's cursor)
 //	GET  /v1/experiments/{id}       viewer; status with runs
 //	POST /v1/experiments/{id}/cancel operator; optional body {"reason": ...}
+//	POST /v1/experiments/validate   viewer; a dry run of a submission: problems with line and path, runs, duration
+//	GET  /v1/triggers               viewer; armed templates with when they last fired
+//	POST /v1/triggers/{name}/disarm operator
 //	/v1/tokens                      admin; token management (auth.RegisterHTTP)
 //
 // The token API is served here because every deployment runs a scheduler;
@@ -319,9 +280,10 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
-	handle("POST /v1/experiments", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
-		// A body over the limit is refused whole (413), never cut and
-		// submitted: the cut could still parse as a different spec.
+	// readSpec reads a spec body; a body over the limit is refused whole
+	// (413), never cut and submitted: the cut could still parse as a
+	// different spec.
+	readSpec := func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSpecBytes))
 		if err != nil {
 			var tooBig *http.MaxBytesError
@@ -330,9 +292,42 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 				// client declared it.
 				tl := &spec.TooLargeError{What: "the spec", Size: int(max(r.ContentLength, 0))}
 				writeJSON(w, http.StatusRequestEntityTooLarge, SubmitReply{Error: tl.Error()})
-				return
+				return nil, false
 			}
 			writeJSON(w, http.StatusBadRequest, SubmitReply{Error: "read body: " + err.Error()})
+			return nil, false
+		}
+		return body, true
+	}
+	handle("POST /v1/experiments/validate", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readSpec(w, r)
+		if !ok {
+			return
+		}
+		// 200 either way: the answer is the verdict, valid or not.
+		writeJSON(w, http.StatusOK, s.Validate(SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true"}))
+	})
+	handle("GET /v1/triggers", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.Check(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, s.Triggers())
+	})
+	handle("POST /v1/triggers/{name}/disarm", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Disarm(r.Context(), r.PathValue("name")); err != nil {
+			code := http.StatusServiceUnavailable
+			if errors.Is(err, errUnknownTrigger) {
+				code = http.StatusNotFound
+			}
+			writeJSON(w, code, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "disarmed", "name": r.PathValue("name")})
+	})
+	handle("POST /v1/experiments", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
+		body, ok := readSpec(w, r)
+		if !ok {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -350,12 +345,28 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			writeJSON(w, http.StatusAccepted, rep)
 		}
 	})
-	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
+	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
+		q, err := ParseListQuery(r.URL.Query())
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
 		if err := s.Check(); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, s.List())
+		// The body is the array it always was, so older clients read a
+		// filtered page as they read the whole list; the paging is in
+		// headers.
+		p := s.ListPage(q)
+		w.Header().Set("X-Total-Count", strconv.Itoa(p.Total))
+		if p.Next != "" {
+			w.Header().Set("X-Next-Cursor", p.Next)
+			next := q
+			next.Cursor = p.Next
+			w.Header().Set("Link", "</v1/experiments?"+next.Values().Encode()+`>; rel="next"`)
+		}
+		writeJSON(w, http.StatusOK, p.Experiments)
 	})
 	handle("GET /v1/experiments/{id}", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
 		st, ok := s.Status(r.PathValue("id"))

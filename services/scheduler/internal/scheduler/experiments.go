@@ -50,7 +50,8 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	if err != nil {
 		return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "expand the spec: "+err.Error(), true)
 	}
-	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: events.ExperimentStateQueued, Seed: plan.Seed, CreatedMs: now}
+	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: events.ExperimentStateQueued, Seed: plan.Seed, CreatedMs: now,
+		Labels: e.Metadata.Labels, SubmittedBy: m.SubmittedBy}
 	for _, r := range plan.Runs {
 		rec.RunIDs = append(rec.RunIDs, r.ID)
 	}

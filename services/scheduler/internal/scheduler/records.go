@@ -30,6 +30,11 @@ type ExperimentRecord struct {
 	// RunsPlanned is the number of runs the spec expands to, known to the
 	// API before the runs exist.
 	RunsPlanned int `json:"runs_planned,omitempty"`
+	// Labels are the spec's metadata.labels and SubmittedBy who submitted
+	// it (api, http:<token name>, trigger/<name>): the list filters on
+	// them without reading specs.
+	Labels      map[string]string `json:"labels,omitempty"`
+	SubmittedBy string            `json:"submitted_by,omitempty"`
 }
 
 // RunRecord is a run's state in the KV bucket: everything needed to resume

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
 )
 
 // An experiment exists from the moment the API hands out its id: the API
@@ -32,12 +33,12 @@ var errUnknownExperiment = errors.New("unknown experiment")
 // crash in between strands nothing (the consumer creates the experiment
 // from the command alone); a consumer that got there first has created the
 // key, which is kept.
-func (s *Scheduler) recordSubmission(ctx context.Context, id, name string, runs int) error {
+func (s *Scheduler) recordSubmission(ctx context.Context, id string, e *spec.Experiment, runs int, by string) error {
 	if s.kv.kv == nil {
 		return ErrNotReady
 	}
-	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateSubmitted, RunIDs: []string{}, CreatedMs: s.nowMs(),
-		Pending: true, RunsPlanned: runs}
+	rec := ExperimentRecord{ID: id, Name: e.Metadata.Name, State: events.ExperimentStateSubmitted, RunIDs: []string{}, CreatedMs: s.nowMs(),
+		Pending: true, RunsPlanned: runs, Labels: e.Metadata.Labels, SubmittedBy: by}
 	rev, err := s.kv.create(ctx, expKey(id), rec)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return nil

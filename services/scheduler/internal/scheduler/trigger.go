@@ -31,6 +31,11 @@ type TriggerRecord struct {
 	NextFireMs int64             `json:"next_fire_ms,omitempty"`
 	Fired      int               `json:"fired"`
 	CreatedMs  int64             `json:"created_ms"`
+	// LastFiredMs is when it last started an experiment; LastEventSeq the
+	// trigger-stream sequence of the event that did (a redelivered event
+	// is not counted twice).
+	LastFiredMs  int64  `json:"last_fired_ms,omitempty"`
+	LastEventSeq uint64 `json:"last_event_seq,omitempty"`
 }
 
 func triggerKey(name string) string { return "trigger." + name }
@@ -139,8 +144,28 @@ func (s *Scheduler) onTriggerEvent(ctx context.Context, msg jetstream.Msg, md *j
 		if err := s.fire(ctx, t, id, sets); err != nil {
 			return err
 		}
+		s.countFired(ctx, t.Name, md.Sequence.Stream)
 	}
 	return nil
+}
+
+// countFired records that trigger name fired for the event at seq (once
+// per event): the console and `greenflow trigger list` show when it last
+// fired. A failure to record it is only logged — the experiment started.
+func (s *Scheduler) countFired(ctx context.Context, name string, seq uint64) {
+	vt, _, err := update(ctx, s.kv, triggerKey(name), func(r *TriggerRecord) (bool, error) {
+		if seq <= r.LastEventSeq {
+			return false, nil
+		}
+		r.Fired++
+		r.LastFiredMs, r.LastEventSeq = s.nowMs(), seq
+		return true, nil
+	})
+	if err != nil {
+		s.logger.Warn("record trigger firing failed", zap.String("trigger", name), zap.Error(err))
+		return
+	}
+	s.view.putTrigger(vt)
 }
 
 // fire submits one experiment from a template; bad bindings are permanent.
@@ -175,6 +200,7 @@ func (s *Scheduler) fireCron(ctx context.Context, now time.Time) {
 			slot = r.NextFireMs
 			r.NextFireMs = c.Next(now).UnixMilli()
 			r.Fired++
+			r.LastFiredMs = now.UnixMilli()
 			return true, nil
 		})
 		if err != nil {

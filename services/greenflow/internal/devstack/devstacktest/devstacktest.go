@@ -8,6 +8,11 @@ package devstacktest
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
 	"slices"
 	"sync"
 	"testing"
@@ -260,4 +265,24 @@ func Last[M events.Message](o *Observer, runID string) (M, bool) {
 		}
 	}
 	return last, found
+}
+
+// ConsoleClient signs in to the web console at base with token, as its
+// sign-in form does, and returns an HTTP client holding the session.
+func ConsoleClient(tb testing.TB, base, token string) *http.Client {
+	tb.Helper()
+	jar, _ := cookiejar.New(nil)
+	hc := &http.Client{Jar: jar}
+	resp, err := hc.Get(base + "/signin")
+	require.NoError(tb, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindSubmatch(page)
+	require.NotNil(tb, m, "the sign-in form has a CSRF token")
+	once := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err = once.PostForm(base+"/signin", url.Values{"token": {token}, "csrf": {string(m[1])}})
+	require.NoError(tb, err)
+	resp.Body.Close()
+	require.Equal(tb, http.StatusSeeOther, resp.StatusCode, "signed in")
+	return hc
 }

@@ -1,23 +1,26 @@
-package cli
+// Package svgplot draws small, self-contained SVG charts on the server —
+// linear axes with round ticks, lines, markers, error bars, shaded x-bands
+// (a run's phases) and a legend — for the CLI's HTML report and the web
+// console alike: no scripts and no external files, so a chart inlines into
+// a page that works offline.
+package svgplot
 
 import (
+	"encoding/xml"
 	"fmt"
 	"html"
+	"io"
 	"math"
 	"regexp"
 	"strconv"
 	"strings"
 )
 
-// A tiny hand-written SVG plotter for the HTML report: linear axes with
-// round ticks, lines, markers, error bars, shaded x-bands and a legend. No
-// scripts, no external files: the SVG is inlined into the page.
-
 // palette is colour-blind-friendly (Okabe–Ito) with a few extra shades.
 var palette = []string{"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000", "#999999", "#882255"}
 
-// series is one plotted data set.
-type series struct {
+// Series is one plotted data set.
+type Series struct {
 	Name   string
 	X, Y   []float64
 	Lo, Hi []float64 // error bar ends (optional, same length as Y)
@@ -27,9 +30,9 @@ type series struct {
 	Marker bool      // draw a marker per point
 	Dash   bool
 	Width  float64 // line width; default 1.6
-	// NoScale: the series does not stretch the axes (a reference line far
+	// NoScale: the Series does not stretch the axes (a reference line far
 	// above the data would squash it flat); it is drawn clipped to the
-	// plot, and when it leaves it upwards a note says where it goes,
+	// Plot, and when it leaves it upwards a note says where it goes,
 	// starting with AboveLabel.
 	NoScale    bool
 	AboveLabel string
@@ -43,30 +46,30 @@ type series struct {
 	Shape string
 }
 
-// band shades [X0, X1] across the plot, e.g. a run phase.
-type band struct {
+// Band shades [X0, X1] across the Plot, e.g. a run phase.
+type Band struct {
 	X0, X1 float64
 	Label  string
 	Fill   string
 }
 
-// plot is one chart.
-type plot struct {
+// Plot is one chart.
+type Plot struct {
 	Title, XLabel, YLabel string
 	W, H                  int
-	Series                []series
-	Bands                 []band
+	Series                []Series
+	Bands                 []Band
 	YFromZero             bool
 	XPad                  bool // leave room beside the extreme points (scatter plots)
-	// Notes are printed under the legend: what a mark on the plot means.
+	// Notes are printed under the legend: what a mark on the Plot means.
 	Notes []string
 	// XCats makes the x axis a category axis: a tick and label at each,
 	// no numeric ticks (groups are not quantities).
-	XCats []catTick
+	XCats []CatTick
 }
 
-// catTick is one category on a category axis.
-type catTick struct {
+// CatTick is one category on a category axis.
+type CatTick struct {
 	X     float64
 	Label string
 }
@@ -120,15 +123,15 @@ func tickLabel(v float64) string {
 	}
 }
 
-// SVG renders the plot.
-func (p plot) SVG() string {
+// SVG renders the Plot.
+func (p Plot) SVG() string {
 	if p.W == 0 {
 		p.W = 760
 	}
 	if p.H == 0 {
 		p.H = 320
 	}
-	// A legend longer than the plot makes the plot taller, not cut.
+	// A legend longer than the Plot makes the Plot taller, not cut.
 	p.H = max(p.H, int(padTop+p.legendHeight()+8))
 	var sb strings.Builder
 	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`,
@@ -162,19 +165,19 @@ func (p plot) SVG() string {
 	return sb.String()
 }
 
-// frame maps data to the plot area: its ranges (rounded to nice ticks) and
+// frame maps data to the Plot area: its ranges (rounded to nice ticks) and
 // size in pixels.
 type frame struct {
 	xlo, xhi, ylo, yhi float64
 	xt, yt             []float64 // ticks
-	pw, ph             float64   // plot area
+	pw, ph             float64   // Plot area
 }
 
 func (f frame) sx(x float64) float64 { return padLeft + (x-f.xlo)/(f.xhi-f.xlo)*f.pw }
 func (f frame) sy(y float64) float64 { return padTop + f.ph - (y-f.ylo)/(f.yhi-f.ylo)*f.ph }
 
 // frame fits the frame to the data; ok is false when there is none.
-func (p plot) frame() (frame, bool) {
+func (p Plot) frame() (frame, bool) {
 	xlo, xhi, ylo, yhi := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
 	see := func(x, y float64) {
 		if !math.IsNaN(x) && !math.IsInf(x, 0) {
@@ -248,7 +251,7 @@ func (p plot) frame() (frame, bool) {
 }
 
 // writeBands shades the bands (phases) behind the data.
-func (p plot) writeBands(sb *strings.Builder, f frame) {
+func (p Plot) writeBands(sb *strings.Builder, f frame) {
 	for i, b := range p.Bands {
 		fill := b.Fill
 		if fill == "" {
@@ -261,7 +264,7 @@ func (p plot) writeBands(sb *strings.Builder, f frame) {
 
 // writeBandLabels names the bands over everything else — gridlines and
 // data — each on a white halo, so no line strikes a label through.
-func (p plot) writeBandLabels(sb *strings.Builder, f frame) {
+func (p Plot) writeBandLabels(sb *strings.Builder, f frame) {
 	for _, b := range p.Bands {
 		x0, x1 := f.sx(math.Max(b.X0, f.xlo)), f.sx(math.Min(b.X1, f.xhi))
 		if x1-x0 > 24 {
@@ -272,7 +275,7 @@ func (p plot) writeBandLabels(sb *strings.Builder, f frame) {
 }
 
 // writeAxes draws the grid, the ticks, the frame and the axis labels.
-func (p plot) writeAxes(sb *strings.Builder, f frame) {
+func (p Plot) writeAxes(sb *strings.Builder, f frame) {
 	for _, v := range f.yt {
 		y := f.sy(v)
 		fmt.Fprintf(sb, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, padLeft, padLeft+f.pw, y, y)
@@ -299,7 +302,7 @@ func (p plot) writeAxes(sb *strings.Builder, f frame) {
 
 // write draws the i-th series: its line, error bars, markers, point labels
 // and legend entry.
-func (s series) write(sb *strings.Builder, f frame, i int) {
+func (s Series) write(sb *strings.Builder, f frame, i int) {
 	color := seriesColor(s, i)
 	width := s.Width
 	if width == 0 {
@@ -351,7 +354,7 @@ func (s series) write(sb *strings.Builder, f frame, i int) {
 
 // writeClipped draws a NoScale series' line within the plot's y range:
 // each segment cut where it leaves the range.
-func (s series) writeClipped(sb *strings.Builder, f frame, color string, width float64, dash string) {
+func (s Series) writeClipped(sb *strings.Builder, f frame, color string, width float64, dash string) {
 	var d strings.Builder
 	for j := 1; j < len(s.X); j++ {
 		x0, y0, x1, y1 := s.X[j-1], s.Y[j-1], s.X[j], s.Y[j]
@@ -383,11 +386,11 @@ const clampedNote = "‡ arrow at 0: the interval reaches below zero for a quant
 	"are too few or too spread to bound it away from zero"
 
 // clamped reports whether point j's error bar is cut at 0.
-func (s series) clamped(j int) bool {
+func (s Series) clamped(j int) bool {
 	return s.ClampLo && j < len(s.Lo) && s.Lo[j] < 0
 }
 
-func (s series) anyClamped() bool {
+func (s Series) anyClamped() bool {
 	for j := range s.Lo {
 		if s.clamped(j) && !math.IsNaN(s.Hi[j]) {
 			return true
@@ -396,8 +399,8 @@ func (s series) anyClamped() bool {
 	return false
 }
 
-// maxY is the largest y of a series (-Inf without any).
-func maxY(s series) float64 {
+// maxY is the largest y of a Series (-Inf without any).
+func maxY(s Series) float64 {
 	top := math.Inf(-1)
 	for _, y := range s.Y {
 		if !math.IsNaN(y) {
@@ -421,7 +424,7 @@ func thousands(v float64) string {
 }
 
 // seriesColor is the i-th series' colour: its own, else the palette's.
-func seriesColor(s series, i int) string {
+func seriesColor(s Series, i int) string {
 	if s.Color != "" {
 		return s.Color
 	}
@@ -441,10 +444,10 @@ func writeMarker(sb *strings.Builder, shape string, x, y float64, color string) 
 // legendChars is how many characters fit on a legend line.
 const legendChars = 28
 
-// writeLegend lists the series right of the plot — a line for lines, the
+// writeLegend lists the Series right of the Plot — a line for lines, the
 // marker for markers only — each name wrapped whole over as many lines as
 // it needs (a cut name can make two entries look alike), then the notes.
-func (p plot) writeLegend(sb *strings.Builder, f frame) {
+func (p Plot) writeLegend(sb *strings.Builder, f frame) {
 	lx := padLeft + f.pw + 14
 	ly := padTop + 8
 	sb.WriteString(`<g class="legend">`)
@@ -464,7 +467,7 @@ func (p plot) writeLegend(sb *strings.Builder, f frame) {
 		default:
 			writeMarker(sb, s.Shape, lx+9, ly, color)
 		}
-		for j, line := range wrapWords(noNegZero(s.Name), legendChars) {
+		for j, line := range wrapWords(NoNegZero(s.Name), legendChars) {
 			if j > 0 {
 				ly += 14
 			}
@@ -482,11 +485,11 @@ func (p plot) writeLegend(sb *strings.Builder, f frame) {
 }
 
 // legendHeight is the height writeLegend takes.
-func (p plot) legendHeight() float64 {
+func (p Plot) legendHeight() float64 {
 	h := 8.0
 	for _, s := range p.Series {
 		if s.Name != "" {
-			h += 18 + 14*float64(len(wrapWords(noNegZero(s.Name), legendChars))-1)
+			h += 18 + 14*float64(len(wrapWords(NoNegZero(s.Name), legendChars))-1)
 		}
 	}
 	for _, n := range p.notesFor() {
@@ -496,8 +499,8 @@ func (p plot) legendHeight() float64 {
 }
 
 // notesFor is the notes the legend may end with: the plot's own, the
-// clamped intervals' and, at most, one per reference line above the plot.
-func (p plot) notesFor() []string {
+// clamped intervals' and, at most, one per reference line above the Plot.
+func (p Plot) notesFor() []string {
 	notes := append([]string(nil), p.Notes...)
 	for _, s := range p.Series {
 		if s.anyClamped() {
@@ -540,14 +543,36 @@ func wrapWords(s string, n int) []string {
 // id such as "run-0" is left alone.
 var negZero = regexp.MustCompile(`(^|[\s(\[±=:,;/])-(0(?:\.0+)?)($|[^0-9.e])`)
 
-// noNegZero drops the sign of every negative zero in s: a value that
+// NoNegZero drops the sign of every negative zero in s: a value that
 // rounds to zero is zero, whichever side it came from.
-func noNegZero(s string) string {
+func NoNegZero(s string) string {
 	for {
 		t := negZero.ReplaceAllString(s, "${1}${2}${3}")
 		if t == s {
 			return s
 		}
 		s = t
+	}
+}
+
+// YRange is the y axis the plot draws (rounded to its ticks); ok is false
+// when there is no data.
+func (p Plot) YRange() (lo, hi float64, ok bool) {
+	f, ok := p.frame()
+	return f.ylo, f.yhi, ok
+}
+
+// WellFormed reports whether svg parses as XML (a page inlining a broken
+// chart breaks around it).
+func WellFormed(svg string) error {
+	d := xml.NewDecoder(strings.NewReader(svg))
+	for {
+		_, err := d.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("svg: %w", err)
+		}
 	}
 }

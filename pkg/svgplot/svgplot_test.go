@@ -1,8 +1,6 @@
-package cli
+package svgplot
 
 import (
-	"encoding/xml"
-	"io"
 	"math"
 	"strings"
 	"testing"
@@ -41,23 +39,16 @@ func TestTickLabelsCarryNoFloatNoise(t *testing.T) {
 
 func wellFormed(t *testing.T, svg string) {
 	t.Helper()
-	d := xml.NewDecoder(strings.NewReader(svg))
-	for {
-		_, err := d.Token()
-		if err == io.EOF {
-			return
-		}
-		require.NoError(t, err, svg)
-	}
+	require.NoError(t, WellFormed(svg), svg)
 }
 
 func TestPlotSVG(t *testing.T) {
-	p := plot{Title: `power <node & "sut">`, XLabel: "s", YLabel: "W",
-		Series: []series{
+	p := Plot{Title: `power <node & "sut">`, XLabel: "s", YLabel: "W",
+		Series: []Series{
 			{Name: "node", X: []float64{0, 1, 2}, Y: []float64{5, 6, math.NaN()}, Line: true},
 			{Name: "sut", X: []float64{0, 1}, Y: []float64{1, 2}, Lo: []float64{0.5, 1.5}, Hi: []float64{1.5, 2.5}, Marker: true, Labels: []string{"a<b", ""}},
 		},
-		Bands: []band{{X0: -1, X1: 0.5, Label: "baseline"}, {X0: 0.5, X1: 2, Label: "measuring"}},
+		Bands: []Band{{X0: -1, X1: 0.5, Label: "baseline"}, {X0: 0.5, X1: 2, Label: "measuring"}},
 	}
 	svg := p.SVG()
 	wellFormed(t, svg)
@@ -66,7 +57,7 @@ func TestPlotSVG(t *testing.T) {
 	require.Equal(t, 1, strings.Count(svg, "<polyline"))
 	require.Equal(t, 2, strings.Count(beforeLegend(svg), "<circle"), "the markers of the data")
 
-	empty := plot{Title: "nothing"}.SVG()
+	empty := Plot{Title: "nothing"}.SVG()
 	wellFormed(t, empty)
 	require.Contains(t, empty, "no data")
 }
@@ -82,8 +73,8 @@ func beforeLegend(svg string) string {
 // TestBandLabelsAreNotStruckThrough: a phase's label is drawn after the
 // gridlines and the data, on a white halo.
 func TestBandLabelsAreNotStruckThrough(t *testing.T) {
-	p := plot{Title: "power", Series: []series{{Name: "node", X: []float64{0, 10}, Y: []float64{7, 7}, Line: true}},
-		Bands: []band{{X0: 0, X1: 4, Label: "baseline"}, {X0: 4, X1: 10, Label: "measure"}}}
+	p := Plot{Title: "power", Series: []Series{{Name: "node", X: []float64{0, 10}, Y: []float64{7, 7}, Line: true}},
+		Bands: []Band{{X0: 0, X1: 4, Label: "baseline"}, {X0: 4, X1: 10, Label: "measure"}}}
 	svg := p.SVG()
 	wellFormed(t, svg)
 	for _, label := range []string{"baseline", "measure"} {

@@ -1,0 +1,4 @@
+package console
+
+// LiveSince is liveSince.
+var LiveSince = liveSince

@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/svgplot"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
+)
+
+// consoleStack is a dev stack running the console, with the console's
+// and the API's addresses.
+type consoleStack struct {
+	st           *devstack.Stack
+	console, api string
+}
+
+// startConsoleStack runs the dev stack with its API and console on free
+// ports, the UC-3 processor from the built binaries.
+func startConsoleStack(t *testing.T) consoleStack {
+	t.Helper()
+	o := devstacktest.Options(t)
+	o.UC3Command = []string{filepath.Join(binaries(t), "uc3-processor")}
+	o.HTTPAddr, o.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0"
+	st := devstacktest.New(t, o)
+	devstacktest.Run(t, st)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	api, err := st.APIURL(ctx)
+	require.NoError(t, err)
+	con, err := st.ConsoleURL(ctx)
+	require.NoError(t, err)
+	testenv.Eventually(t, time.Minute, "the dev stack ready", func() bool {
+		resp, err := http.Get(api + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return consoleStack{st: st, console: con, api: api}
+}
+
+// token creates an API token with role.
+func (s consoleStack) token(t *testing.T, name string, role auth.Role) string {
+	t.Helper()
+	tokens, err := auth.OpenStore(context.Background(), devstacktest.AdminBus(t, s.st), nil)
+	require.NoError(t, err)
+	plain, _, err := tokens.Create(context.Background(), name, role, 0)
+	require.NoError(t, err)
+	return plain
+}
+
+// submitAPI submits the example with overrides through the scheduler's
+// HTTP API with token and returns the experiment id.
+func (s consoleStack) submitAPI(t *testing.T, token string, oneRun bool, sets ...string) string {
+	t.Helper()
+	example, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "uc3-local.yaml"))
+	require.NoError(t, err)
+	if oneRun {
+		example = []byte(strings.Replace(string(example), `values: ["500", "2000"]`, `values: ["500"]`, 1))
+	}
+	q := url.Values{"set": sets}
+	req, _ := http.NewRequest(http.MethodPost, s.api+"/v1/experiments?"+q.Encode(), strings.NewReader(string(example)))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/yaml")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	var rep struct{ ID string }
+	require.NoError(t, json.Unmarshal(body, &rep))
+	return rep.ID
+}
+
+// status reads an experiment's status through the API.
+func (s consoleStack) status(t *testing.T, token, id string) (st struct {
+	State string
+	Runs  []struct {
+		RunID string `json:"run_id"`
+		State string
+	}
+}) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.api+"/v1/experiments/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusTooManyRequests {
+		return st // the token's rate: asked again by the caller
+	}
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
+}
+
+// TestConsoleFollowsARealRunLiveAndDrawsItsCharts: a real run through every
+// service, watched from the console — the live stream's load and power
+// move while it runs — then its page's charts drawn from the stored data.
+func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
+	s := startConsoleStack(t)
+	token := s.st.AdminToken()
+	id := s.submitAPI(t, token, true, phases("1s", "1s", "8s")...)
+	hc := devstacktest.ConsoleClient(t, s.console, token)
+
+	// The live stream, read as a browser's EventSource would.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.console+"/experiments/"+id+"/live", nil)
+	resp, err := hc.Do(req)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var mu sync.Mutex
+	var records []int64
+	var sutPower []float64
+	estimated := false
+	go func() {
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		event := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "event: "); ok {
+				event = v
+			}
+			if v, ok := strings.CutPrefix(line, "data: "); ok && event == "run" {
+				var r struct {
+					Records   int64              `json:"records_sent"`
+					Power     map[string]float64 `json:"power_w"`
+					Estimated []string           `json:"estimated"`
+				}
+				if json.Unmarshal([]byte(v), &r) == nil {
+					mu.Lock()
+					if n := len(records); n == 0 || records[n-1] != r.Records {
+						records = append(records, r.Records)
+					}
+					if w, ok := r.Power["sut"]; ok {
+						sutPower = append(sutPower, w)
+					}
+					for _, c := range r.Estimated {
+						estimated = estimated || c == "sut"
+					}
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	testenv.Eventually(t, 2*time.Minute, "the live stream shows the load growing and the SUT's power", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(records) >= 3 && records[len(records)-1] > records[1] && len(sutPower) > 0
+	})
+	mu.Lock()
+	t.Logf("live records_sent values: %v; SUT power: %v W (estimated: %v)", records, sutPower, estimated)
+	require.True(t, estimated, "no RAPL here: the SUT's power is labelled estimated")
+	mu.Unlock()
+
+	// Polled with a token of its own: the API limits each token's rate,
+	// and the console's requests below are the admin's.
+	poller := s.token(t, "e2e-poller", auth.Viewer)
+	var run, final string
+	testenv.Eventually(t, 3*time.Minute, "the experiment done", func() bool {
+		st := s.status(t, poller, id)
+		if len(st.Runs) > 0 {
+			run = st.Runs[0].RunID
+		}
+		final = st.State
+		return events.ExperimentFinal(st.State)
+	})
+	require.Equal(t, events.ExperimentStateDone, final)
+
+	resp, err = hc.Get(s.console + "/experiments/" + id + "/runs/" + run)
+	require.NoError(t, err)
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	svgs := regexp.MustCompile(`(?s)<svg .*?</svg>`).FindAllString(string(page), -1)
+	require.GreaterOrEqual(t, len(svgs), 3, "power, throughput and lag charts")
+	for _, svg := range svgs {
+		require.NoError(t, svgplot.WellFormed(svg))
+		require.NotContains(t, svg, "no data")
+	}
+	all := strings.Join(svgs, "")
+	for _, series := range []string{">node ", ">sut<", ">offered<", ">delivered<", ">lag, all partitions<"} {
+		require.True(t, strings.Contains(all, series), "a chart draws the series %s", series)
+	}
+	require.Regexp(t, `<polyline [^>]*points="[^"]+ [^"]+"`, all, "a line with several points")
+	require.Contains(t, string(page), "sut_uj_per_event")
+	require.Contains(t, string(page), "Meter configuration")
+
+	// The history: the configuration with its interval, its repetitions,
+	// the Pareto chart, and the runs' results as CSV.
+	resp, err = hc.Get(s.console + "/experiments/" + id + "/results")
+	require.NoError(t, err)
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(page), "workload.sensors=500")
+	require.Contains(t, string(page), "on the front", "one configuration is its own Pareto front")
+	require.Contains(t, string(page), `/runs/`+run+`">rep 0</a>`)
+	require.Regexp(t, `<td class="num">[0-9.e+]+<abbr[^>]*>\*`, string(page), "the SUT's energy per event, estimated")
+	svgs = regexp.MustCompile(`(?s)<svg .*?</svg>`).FindAllString(string(page), -1)
+	require.Len(t, svgs, 1)
+	require.NoError(t, svgplot.WellFormed(svgs[0]))
+	require.Contains(t, svgs[0], ">Pareto front<")
+	resp, err = hc.Get(s.console + "/experiments/" + id + "/results.csv")
+	require.NoError(t, err)
+	csvText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "text/csv; charset=utf-8", resp.Header.Get("Content-Type"))
+	lines := strings.Split(strings.TrimSpace(string(csvText)), "\n")
+	require.Len(t, lines, 2, "a header and the run")
+	require.Contains(t, lines[0], "sut_uj_per_event")
+	require.True(t, strings.HasPrefix(lines[1], run+","), lines[1])
+
+	// Compare it with a second experiment of the same configuration, as
+	// greenflow compare does: one set, the second against the first.
+	second := s.submitAPI(t, token, true, phases("1s", "1s", "4s")...)
+	testenv.Eventually(t, 3*time.Minute, "the second experiment final", func() bool {
+		return events.ExperimentFinal(s.status(t, poller, second).State)
+	})
+	resp, err = hc.Get(s.console + "/compare?e=" + id + "&e=" + second)
+	require.NoError(t, err)
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", page)
+	require.Contains(t, string(page), "<h2>sensors=500</h2>")
+	require.Contains(t, string(page), "baseline: "+id+": workload.sensors=500")
+	require.Regexp(t, `<td>sut_uj_per_event</td><td class="sub">[^<]*</td><td>B</td><td>`+regexp.QuoteMeta(second)+`: workload.sensors=500</td><td>1</td>`,
+		string(page), "the second experiment's group, against the baseline")
+	require.Regexp(t, `<td class="num">(&#43;|-)[0-9.]+%</td>`, string(page), "its difference from the baseline in %")
+}
