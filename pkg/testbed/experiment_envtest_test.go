@@ -108,7 +108,7 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	sshw := newSSHWorldFunc(t, func(host, cmd string) (string, int) {
 		switch {
 		case strings.Contains(cmd, "INSTALL_K3S_EXEC='server"):
-			if err := registerNode(cs, host, testbed.RoleControl); err != nil {
+			if err := registerNode(cs, host, testbed.RolePlatform); err != nil {
 				return err.Error(), 1
 			}
 		case strings.Contains(cmd, "INSTALL_K3S_EXEC='agent"):
@@ -184,7 +184,8 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 
 	require.Equal(t, map[string]float64{"taurus-2.lyon.grid5000.fr": 120 * 300, "taurus-3.lyon.grid5000.fr": 120 * 300}, joules)
 	mu.Lock()
-	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker"}, roles)
+	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker",
+		"taurus-5.lyon.grid5000.fr": "loadgen"}, roles)
 	mu.Unlock()
 	require.Equal(t, []string{"namespace/greenflow", "configmap/greenflow-testbed"}, dep.applied)
 	require.Len(t, w.api.Deletes(), 1, "released at the end")

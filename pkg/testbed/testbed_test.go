@@ -53,14 +53,14 @@ func TestMain(m *testing.M) {
 
 var lyon = map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr",
 	"taurus-4.lyon.grid5000.fr", "taurus-5.lyon.grid5000.fr"}, "nova": {"nova-1.lyon.grid5000.fr", "nova-2.lyon.grid5000.fr",
-	"nova-3.lyon.grid5000.fr", "nova-4.lyon.grid5000.fr"}}
+	"nova-3.lyon.grid5000.fr", "nova-4.lyon.grid5000.fr", "nova-5.lyon.grid5000.fr"}}
 
 const specYAML = `
 testbed:
   name: energy-a
   site: lyon
   cluster: taurus
-  nodes: {control: 1, sut: 2, broker: 1}
+  nodes: {control: 1, sut: 2, broker: 1, loadgen: 1}
   walltime: "2:00"
   types: [monitor=wattmetre_power_watt]
   releaseMargin: 15m
@@ -118,6 +118,7 @@ func TestReserveHoldRelease(t *testing.T) {
 	require.Equal(t, []string{"taurus-1.lyon.grid5000.fr"}, r.Hosts(testbed.RoleControl))
 	require.Equal(t, []string{"taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr"}, r.Hosts(testbed.RoleSUT))
 	require.Equal(t, []string{"taurus-4.lyon.grid5000.fr"}, r.Hosts(testbed.RoleBroker))
+	require.Equal(t, []string{"taurus-5.lyon.grid5000.fr"}, r.Hosts(testbed.RoleLoadgen))
 	require.Equal(t, w.clk.Now().Add(2*time.Hour-15*time.Minute), r.ReleaseBy)
 	require.Equal(t, "Intel Xeon E5-2630", r.Nodes[0].Facts.CPUModel)
 	require.True(t, r.Nodes[0].Facts.Wattmeter)
@@ -125,7 +126,7 @@ func TestReserveHoldRelease(t *testing.T) {
 	// The submission the API received: the whole job, as OAR wants it.
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(w.api.Requests()[0].Body, &body))
-	require.Equal(t, "{cluster='taurus'}/nodes=4,walltime=2:00:00", body["resources"])
+	require.Equal(t, "{cluster='taurus'}/nodes=5,walltime=2:00:00", body["resources"])
 	require.Equal(t, []any{"monitor=wattmetre_power_watt", "allow_classic_ssh"}, body["types"])
 	require.Equal(t, "greenflow-energy-a", body["name"])
 
@@ -367,4 +368,23 @@ func runChild() int {
 	}
 	fmt.Println("holding", r.ID)
 	select {} // until killed
+}
+
+// Only the greenflow command (and admin) may declare, read and write the
+// reservations bucket: a service that holds no reservation cannot release
+// or forge one.
+func TestReservationBucketBelongsToTheCommand(t *testing.T) {
+	n := testenv.NATSWithAuth(t)
+	ctx := context.Background()
+	kv, err := n.Bus(t, "greenflow").KV(ctx, bus.BucketTestbed)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "x", []byte("{}"))
+	require.NoError(t, err)
+	js, err := jetstream.New(n.Conn(t, "analyzer"))
+	require.NoError(t, err)
+	other, err := js.KeyValue(ctx, bus.BucketTestbed)
+	if err == nil {
+		_, err = other.Get(ctx, "x")
+	}
+	require.Error(t, err, "the analyzer reads reservations")
 }
