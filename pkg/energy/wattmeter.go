@@ -329,3 +329,22 @@ func (w *WattmeterSource) Restore(data []byte) error {
 	w.started, w.last = true, c.Last
 	return nil
 }
+
+// MeasureWindow is a node's energy at its meter over a window [start,
+// end] — a run's measured window — once the meter's API has published it:
+// a baseline at start and one reading at end, which waits, bounded by
+// o.MaxLag, for the data. The integral says what was bridged or
+// uncovered; more than o.MaxUncovered uncovered fails.
+func MeasureWindow(ctx context.Context, o WattmeterOptions, start, end time.Time) (PowerIntegral, error) {
+	w, err := NewWattmeterSource(o)
+	if err != nil {
+		return PowerIntegral{}, err
+	}
+	if _, err := w.Read(ctx, start); err != nil {
+		return PowerIntegral{}, err
+	}
+	if _, err := w.Read(ctx, end); err != nil {
+		return PowerIntegral{}, err
+	}
+	return w.LastIntegral, nil
+}

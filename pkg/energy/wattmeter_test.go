@@ -145,3 +145,30 @@ func TestWattmeterWaitsForLateData(t *testing.T) {
 	require.Equal(t, 1, src.LastIntegral.Gaps)
 	require.InDelta(t, 2*150, src.LastIntegral.BridgedJ, 1e-9)
 }
+
+// A run's window measured at the wall after the run, as the testbed does:
+// the whole window, a lost stretch bridged and reported, and a window the
+// meter never covered refused with the reason.
+func TestMeasureWindow(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	api := g5ktest.New("alice", "s3cret", clocktesting.NewFakePassiveClock(start.Add(time.Hour)), map[string][]string{"taurus": {"taurus-7.lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.Power("taurus-7", func(at time.Time) float64 { return 100 + float64(at.Sub(start)/time.Second%2)*20 }) // 100, 120, 100, …
+	api.Gap("taurus-7", start.Add(100*time.Second), start.Add(102*time.Second))
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
+	require.NoError(t, err)
+	o := energy.WattmeterOptions{Series: testbed.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"}, MaxLag: time.Millisecond, Poll: time.Millisecond}
+
+	in, err := energy.MeasureWindow(context.Background(), o, start.Add(60*time.Second), start.Add(360*time.Second))
+	require.NoError(t, err)
+	// 300 s at a mean of 110 W, less the lost seconds 100 and 101 (100 +
+	// 120 J), plus their bridge: the line from 120 W at 99 to 100 W at
+	// 102, over (99, 101], by the trapezoid: (120 + 106.67) / 2 × 2.
+	require.InDelta(t, 300*110-220+(120+(120-20*2/3.0))/2*2, in.Joules, 1e-9)
+	require.Equal(t, 1, in.Gaps)
+	require.InDelta(t, 2, in.GapS, 1e-9)
+
+	api.Gap("taurus-7", start.Add(3590*time.Second), start.Add(4000*time.Second))
+	_, err = energy.MeasureWindow(context.Background(), o, start.Add(3000*time.Second), start.Add(3600*time.Second))
+	require.ErrorIs(t, err, energy.ErrNotCovered)
+}

@@ -161,22 +161,14 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		// A measured window of 5 minutes on the system under test's nodes,
 		// read from Kwollect once its data is in.
 		begin := w.clk.Now()
+		w.clk.SetTime(begin.Add(5*time.Minute + 30*time.Second)) // the run is over, Kwollect has caught up
 		for _, host := range r.Hosts(testbed.RoleSUT) {
-			src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: testbed.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
-				MaxLag: time.Millisecond, Poll: time.Millisecond})
+			in, err := energy.MeasureWindow(ctx, energy.WattmeterOptions{Series: testbed.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
+				MaxLag: time.Millisecond, Poll: time.Millisecond}, begin, begin.Add(5*time.Minute))
 			if err != nil {
 				return err
 			}
-			if _, err := src.Read(ctx, begin); err != nil {
-				return err
-			}
-			w.clk.SetTime(begin.Add(5*time.Minute + time.Second))
-			meas, err := src.Read(ctx, begin.Add(5*time.Minute))
-			if err != nil {
-				return err
-			}
-			joules[host] = meas.TotalDeltaJ
-			w.clk.SetTime(begin)
+			joules[host] = in.Joules
 		}
 		return nil
 	})
