@@ -348,12 +348,22 @@ func (s *Server) list(w http.ResponseWriter, site string, q map[string][]string)
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "total": len(items), "offset": 0})
 }
 
-func (s *Server) get(w http.ResponseWriter, site string, uid int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// job finds uid on site, answering 404 as the API does when it is not
+// there. The caller holds s.mu.
+func (s *Server) job(w http.ResponseWriter, site string, uid int64) (*job, bool) {
 	j, ok := s.jobs[uid]
 	if !ok || j.site != site {
 		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "message": fmt.Sprintf("Couldn't find job with uid %d", uid)})
+		return nil, false
+	}
+	return j, true
+}
+
+func (s *Server) get(w http.ResponseWriter, site string, uid int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.job(w, site, uid)
+	if !ok {
 		return
 	}
 	s.advance(j)
@@ -424,9 +434,8 @@ func (s *Server) view(uid int64, j *job) map[string]any {
 func (s *Server) del(w http.ResponseWriter, site string, uid int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[uid]
-	if !ok || j.site != site {
-		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "message": fmt.Sprintf("Couldn't find job with uid %d", uid)})
+	j, ok := s.job(w, site, uid)
+	if !ok {
 		return
 	}
 	s.expire(j)
