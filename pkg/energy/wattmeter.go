@@ -188,6 +188,11 @@ type WattmeterOptions struct {
 	MaxUncovered time.Duration
 	MaxPowerW    float64 // plausibility bound; 0: DefaultMaxPowerW
 	Clock        clock.WithTicker
+	// Delay makes Read(now) measure up to now − Delay, and stamps the
+	// reading so: a collector that reads every meter at its tick can read
+	// one whose API lags (Kwollect: tens of seconds) without waiting. Set
+	// it above the API's usual lag; 0 reads up to now.
+	Delay time.Duration
 }
 
 // WattmeterSource reads a node's power from an external meter and turns
@@ -241,8 +246,10 @@ var (
 // ErrNotCovered: the meter's series does not reach a reading's time yet.
 var ErrNotCovered = errors.New("meter's series does not cover the interval yet")
 
-// Read implements Source.
+// Read implements Source. With a Delay, the reading ends — and is stamped
+// — Delay before now.
 func (w *WattmeterSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
+	now = now.Add(-w.opts.Delay)
 	if err := ctx.Err(); err != nil {
 		return Measurement{}, fmt.Errorf("wattmeter source: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/greenflow/greenflow/pkg/energy"
-	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -98,7 +97,7 @@ func TestWattmeterWaitsForLateData(t *testing.T) {
 	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
 	require.NoError(t, err)
 	clk := clocktesting.NewFakeClock(start)
-	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: testbed.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"},
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"},
 		MaxLag: time.Minute, Poll: 5 * time.Second, Clock: clk})
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -157,7 +156,7 @@ func TestMeasureWindow(t *testing.T) {
 	api.Gap("taurus-7", start.Add(100*time.Second), start.Add(102*time.Second))
 	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
 	require.NoError(t, err)
-	o := energy.WattmeterOptions{Series: testbed.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"}, MaxLag: time.Millisecond, Poll: time.Millisecond}
+	o := energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"}, MaxLag: time.Millisecond, Poll: time.Millisecond}
 
 	in, err := energy.MeasureWindow(context.Background(), o, start.Add(60*time.Second), start.Add(360*time.Second))
 	require.NoError(t, err)
@@ -171,4 +170,26 @@ func TestMeasureWindow(t *testing.T) {
 	api.Gap("taurus-7", start.Add(3590*time.Second), start.Add(4000*time.Second))
 	_, err = energy.MeasureWindow(context.Background(), o, start.Add(3000*time.Second), start.Add(3600*time.Second))
 	require.ErrorIs(t, err, energy.ErrNotCovered)
+}
+
+// With a Delay, readings end that much before the time they are taken at,
+// where a lagging API already has the data, and say so in their time.
+func TestWattmeterDelay(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakePassiveClock(start.Add(100 * time.Second))
+	api := g5ktest.New("alice", "s3cret", clk, map[string][]string{"taurus": {"taurus-7.lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.Lag = 30 * time.Second
+	api.Power("taurus-7", func(time.Time) float64 { return 200 })
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
+	require.NoError(t, err)
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"},
+		Delay: 40 * time.Second, MaxLag: time.Millisecond, Poll: time.Millisecond})
+	require.NoError(t, err)
+	_, err = src.Read(context.Background(), start.Add(90*time.Second))
+	require.NoError(t, err)
+	m, err := src.Read(context.Background(), start.Add(100*time.Second))
+	require.NoError(t, err, "data up to 70 s covers a reading that ends at 60 s")
+	require.Equal(t, start.Add(60*time.Second), m.Time)
+	require.InDelta(t, 2000, m.TotalDeltaJ, 1e-9)
 }

@@ -163,7 +163,7 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		begin := w.clk.Now()
 		w.clk.SetTime(begin.Add(5*time.Minute + 30*time.Second)) // the run is over, Kwollect has caught up
 		for _, host := range r.Hosts(testbed.RoleSUT) {
-			in, err := energy.MeasureWindow(ctx, energy.WattmeterOptions{Series: testbed.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
+			in, err := energy.MeasureWindow(ctx, energy.WattmeterOptions{Series: g5k.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
 				MaxLag: time.Millisecond, Poll: time.Millisecond}, begin, begin.Add(5*time.Minute))
 			if err != nil {
 				return err

@@ -89,7 +89,8 @@ type job struct {
 	msg    string
 }
 
-// New starts a stand-in answering user/password; clusters maps a cluster
+// New starts a stand-in answering user/password (no user: the API as seen
+// from inside the testbed, without authentication); clusters maps a cluster
 // name to its nodes' FQDNs (taurus → taurus-1.lyon.grid5000.fr, …).
 func New(user, password string, clk clock.PassiveClock, clusters map[string][]string) *Server {
 	s := &Server{User: user, Password: password, Clock: clk, nextUID: 1900000, jobs: map[int64]*job{}, nodes: map[string][]string{},
@@ -229,7 +230,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	s.mu.Unlock()
-	if u, p, ok := r.BasicAuth(); !ok || u != s.User || p != s.Password {
+	// With no user the stand-in is the API as seen from inside the
+	// testbed (a frontend or a node): no authentication.
+	if u, p, ok := r.BasicAuth(); s.User != "" && (!ok || u != s.User || p != s.Password) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Grid'5000"`)
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"code": 401, "message": "Authentication required"})
 		return
