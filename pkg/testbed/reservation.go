@@ -329,8 +329,9 @@ func (m *Manager) release(ctx context.Context, r *Reservation, why string) error
 
 // Reconcile looks at every reservation recorded and not released, as a
 // process starting must: one the backend no longer holds is marked
-// released; one it holds is adopted when adopt says so (returned, with
-// this process as holder) and released otherwise. A record still
+// released; one past its release margin is released; one it holds is
+// adopted when adopt says so (returned, with this process as holder) and
+// released otherwise. A record still
 // submitting is resolved through Backend.Find.
 func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) ([]Reservation, error) {
 	all, err := m.List(ctx)
@@ -355,6 +356,10 @@ func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) (
 		if !st.Active {
 			r.Phase, r.Released = PhaseReleased, "found "+st.State+" after a restart"
 			errs = append(errs, m.save(ctx, &r))
+			continue
+		}
+		if !r.ReleaseBy.IsZero() && !m.clk.Now().Before(r.ReleaseBy) {
+			errs = append(errs, m.release(ctx, &r, fmt.Sprintf("found past its release margin (%s) after a restart of its holder %s", r.ReleaseBy.Format(time.RFC3339), r.Holder)))
 			continue
 		}
 		if r.Phase == PhaseRunning && adopt != nil && adopt(r) {

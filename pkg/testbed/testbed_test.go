@@ -256,13 +256,24 @@ func TestReconcileAdoptsAndSettles(t *testing.T) {
 	require.Equal(t, r.ID, adopted[0].ID)
 	require.Empty(t, w.api.Deletes())
 
-	// OAR ended it (walltime) while nobody watched: marked released, no
+	// Past its release margin, a reservation is released, not adopted.
+	w.clk.Step(r.ReleaseBy.Sub(w.clk.Now()))
+	adopted, err = w.manager(t, "host-c", w.clk).Reconcile(ctx, func(testbed.Reservation) bool { return true })
+	require.NoError(t, err)
+	require.Empty(t, adopted)
+	require.Equal(t, []int64{mustUID(t, r.ID)}, w.api.Deletes())
+
+	// OAR ended one (walltime) while nobody watched: marked released, no
 	// DELETE needed.
+	s2 := spec(t)
+	s2.Name = "energy-b"
+	r2, err := m2.Reserve(ctx, s2, nil)
+	require.NoError(t, err)
 	w.clk.Step(2 * time.Hour)
 	_, err = m2.Reconcile(ctx, nil)
 	require.NoError(t, err)
-	require.Empty(t, w.api.Deletes())
-	got, err := m2.Get(ctx, "energy-a")
+	require.Len(t, w.api.Deletes(), 1)
+	got, err := m2.Get(ctx, r2.Name)
 	require.NoError(t, err)
 	require.Equal(t, testbed.PhaseReleased, got.Phase)
 	require.Equal(t, "found terminated after a restart", got.Released)
