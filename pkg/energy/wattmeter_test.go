@@ -193,3 +193,26 @@ func TestWattmeterDelay(t *testing.T) {
 	require.Equal(t, start.Add(60*time.Second), m.Time)
 	require.InDelta(t, 2000, m.TotalDeltaJ, 1e-9)
 }
+
+// A node without a wattmeter falls back to its BMC: instantaneous values
+// every 5 s, integrated by the trapezoid rule and interpolated at the
+// window's edges (exact for power that changes linearly), zone bmc.
+func TestWattmeterBMCFallback(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	api := g5ktest.New("", "", clocktesting.NewFakePassiveClock(start.Add(time.Hour)), map[string][]string{"gros": {"gros-3.nancy.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.BMC("gros-3", func(at time.Time) float64 { return 100 + at.Sub(start).Seconds() })
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable"}, g5k.Deps{})
+	require.NoError(t, err)
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "nancy", Node: "gros-3.nancy.grid5000.fr", BMC: true},
+		MaxLag: time.Millisecond, Poll: time.Millisecond})
+	require.NoError(t, err)
+	_, err = src.Read(context.Background(), start.Add(12*time.Second))
+	require.NoError(t, err)
+	m, err := src.Read(context.Background(), start.Add(48*time.Second))
+	require.NoError(t, err)
+	require.InDelta(t, 36*100+(48*48-12*12)/2.0, m.TotalDeltaJ, 1e-9)
+	require.Equal(t, energy.ZoneBMC, m.Zones[0].Zone)
+	require.Equal(t, energy.SourceWattmeter, m.Source)
+	require.Zero(t, src.LastIntegral.Gaps)
+}

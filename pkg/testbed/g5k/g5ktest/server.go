@@ -66,6 +66,7 @@ type Server struct {
 	requests []Request
 	throttle []throttle
 	power    map[string]func(time.Time) float64 // node short name → W
+	bmc      map[string]func(time.Time) float64 // node short name → W, every 5 s
 	gaps     map[string][][2]time.Time          // node short name → [from, to)
 	nulls    map[string][]time.Time
 	refs     map[string]map[string]any
@@ -94,7 +95,7 @@ type job struct {
 // name to its nodes' FQDNs (taurus → taurus-1.lyon.grid5000.fr, …).
 func New(user, password string, clk clock.PassiveClock, clusters map[string][]string) *Server {
 	s := &Server{User: user, Password: password, Clock: clk, nextUID: 1900000, jobs: map[int64]*job{}, nodes: map[string][]string{},
-		power: map[string]func(time.Time) float64{}, gaps: map[string][][2]time.Time{}, nulls: map[string][]time.Time{}, refs: map[string]map[string]any{}}
+		power: map[string]func(time.Time) float64{}, bmc: map[string]func(time.Time) float64{}, gaps: map[string][][2]time.Time{}, nulls: map[string][]time.Time{}, refs: map[string]map[string]any{}}
 	for c, ns := range clusters {
 		s.nodes[c] = slices.Clone(ns)
 	}
@@ -125,6 +126,14 @@ func (s *Server) Throttle(n, status int, retryAfter string) {
 func (s *Server) Power(node string, w func(time.Time) float64) {
 	s.mu.Lock()
 	s.power[shortName(node)] = w
+	s.mu.Unlock()
+}
+
+// BMC sets a node's BMC power (bmc_node_power_watt, instantaneous, every
+// 5 s on multiples of 5 s).
+func (s *Server) BMC(node string, w func(time.Time) float64) {
+	s.mu.Lock()
+	s.bmc[shortName(node)] = w
 	s.mu.Unlock()
 }
 
@@ -465,15 +474,20 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	items := []map[string]any{}
 	for _, metric := range strings.Split(q.Get("metrics"), ",") {
-		if metric != "wattmetre_power_watt" {
+		series, step := s.power, time.Second
+		switch metric {
+		case "wattmetre_power_watt":
+		case "bmc_node_power_watt":
+			series, step = s.bmc, 5*time.Second
+		default:
 			continue
 		}
 		for _, node := range strings.Split(q.Get("nodes"), ",") {
-			pw, ok := s.power[node]
+			pw, ok := series[node]
 			if !ok {
 				continue
 			}
-			for t := start.Truncate(time.Second); !t.After(end); t = t.Add(time.Second) {
+			for t := start.Truncate(step); !t.After(end); t = t.Add(step) {
 				if t.Before(start) || s.inGap(node, t) {
 					continue
 				}
