@@ -116,7 +116,14 @@ func IntegratePower(ps PowerSamples, start, end time.Time, boundW float64) Power
 			out.Samples++
 		}
 		if ps.Averaged {
-			o := overlap(s.Time.Add(-period), s.Time)
+			// A value covers the period before it, but never what the one
+			// before it covers (repeated or closer samples are not more
+			// energy).
+			from := s.Time.Add(-period)
+			if i > 0 && from.Before(samples[i-1].Time) {
+				from = samples[i-1].Time
+			}
+			o := overlap(from, s.Time)
 			out.Joules += s.Watts * o
 			covered += o
 		}
