@@ -334,6 +334,14 @@ func (m *Manager) release(ctx context.Context, r *Reservation, why string) error
 // released otherwise. A record still
 // submitting is resolved through Backend.Find.
 func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) ([]Reservation, error) {
+	return m.ReconcileOnly(ctx, nil, adopt)
+}
+
+// ReconcileOnly is Reconcile of the reservations which selects (nil: all),
+// for a process that shares the bucket with live holders it must not
+// touch: `greenflow testbed up` reconciles only what a dead `up` of its
+// own machine left.
+func (m *Manager) ReconcileOnly(ctx context.Context, which, adopt func(Reservation) bool) ([]Reservation, error) {
 	all, err := m.List(ctx)
 	if err != nil {
 		return nil, err
@@ -341,7 +349,7 @@ func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) (
 	var adopted []Reservation
 	var errs []error
 	for _, r := range all {
-		if r.Phase == PhaseReleased {
+		if r.Phase == PhaseReleased || (which != nil && !which(r)) {
 			continue
 		}
 		if r.ID == "" {

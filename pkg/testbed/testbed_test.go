@@ -399,3 +399,20 @@ func TestReservationBucketBelongsToTheCommand(t *testing.T) {
 	}
 	require.Error(t, err, "the analyzer reads reservations")
 }
+
+// A process sharing the bucket with live holders reconciles only what it
+// selects: the other holder's reservation is left running.
+func TestReconcileOnlySelected(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	a, b := spec(t), spec(t)
+	a.Name, b.Name = "dead-one", "live-one"
+	ra, err := w.manager(t, "greenflow@here/1", w.clk).Reserve(ctx, a, nil)
+	require.NoError(t, err)
+	_, err = w.manager(t, "greenflow@elsewhere/2", w.clk).Reserve(ctx, b, nil)
+	require.NoError(t, err)
+	_, err = w.manager(t, "greenflow@here/3", w.clk).ReconcileOnly(ctx, func(r testbed.Reservation) bool { return strings.HasPrefix(r.Holder, "greenflow@here/") }, nil)
+	require.NoError(t, err)
+	require.Equal(t, []int64{mustUID(t, ra.ID)}, w.api.Deletes())
+	require.Len(t, w.api.Running(), 1)
+}

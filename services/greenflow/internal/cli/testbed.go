@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -194,10 +196,26 @@ func (f *testbedFlags) manager(ctx context.Context, logger *zap.Logger) (*testbe
 		b.Close()
 		return nil, nil, nil, err
 	}
-	host, _ := os.Hostname()
 	be := &testbed.Grid5000{C: c, User: f.user}
-	m := testbed.NewManager(testbed.Config{Holder: fmt.Sprintf("greenflow@%s/%d", host, os.Getpid())}, testbed.Deps{KV: kv, Backend: be, Logger: logger})
+	m := testbed.NewManager(testbed.Config{Holder: holderPrefix() + strconv.Itoa(os.Getpid())}, testbed.Deps{KV: kv, Backend: be, Logger: logger})
 	return m, be, b.Close, nil
+}
+
+// holderPrefix names this machine's greenflow processes as holders:
+// greenflow@<host>/<pid>.
+func holderPrefix() string {
+	host, _ := os.Hostname()
+	return "greenflow@" + host + "/"
+}
+
+// deadHolderHere selects reservations held by a greenflow process of this
+// machine that is no longer running.
+func deadHolderHere(r testbed.Reservation) bool {
+	pid, err := strconv.Atoi(strings.TrimPrefix(r.Holder, holderPrefix()))
+	if err != nil || !strings.HasPrefix(r.Holder, holderPrefix()) || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
 }
 
 func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -225,8 +243,10 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer closeBus()
-	// A reservation a dead 'up' left behind is released before asking again.
-	if _, err := m.Reconcile(ctx, nil); err != nil {
+	// What a dead 'up' on this machine left behind is released before
+	// asking again; other holders' reservations are theirs ('status' shows
+	// them, 'down' releases one).
+	if _, err := m.ReconcileOnly(ctx, deadHolderHere, nil); err != nil {
 		return fmt.Errorf("reconcile earlier reservations: %w", err)
 	}
 	p := &testbed.Platform{Manager: m, Waiter: testbed.KubeNodeWaiter{}, Logger: logger,
