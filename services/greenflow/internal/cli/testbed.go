@@ -28,7 +28,7 @@ const testbedUsage = `greenflow testbed — reserve a testbed, make it a k3s clu
 
 Usage:
   greenflow testbed plan   -f TESTBED.yaml                  what would be reserved, for how long, and every command; touches nothing
-  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--detach] [--no-deploy]
+  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--api-server URL] [--detach] [--no-deploy]
   greenflow testbed status                                  reservations recorded, and what the testbed says of each
   greenflow testbed down   NAME                             release a reservation
 
@@ -227,6 +227,8 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	out := fs.String("kubeconfig-out", "kubeconfig-testbed.yaml", "where the cluster's kubeconfig is written (mode 0600)")
 	detach := fs.Bool("detach", false, "leave the reservation running when up is done (release it with 'greenflow testbed down')")
 	noDeploy := fs.Bool("no-deploy", false, "stop after k3s: do not deploy the platform")
+	apiServer := fs.String("api-server", "", "the cluster's API as this machine reaches it, e.g. https://127.0.0.1:6443 through "+
+		"'ssh -L 6443:<control node>:6443 access.grid5000.fr' (default: https://<control node>:6443, reachable inside Grid'5000)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -255,6 +257,9 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}}
 	if !*noDeploy {
 		p.Deployer = clusterUp{kubeconfig: *out, stdout: stdout, stderr: stderr}
+	}
+	if *apiServer != "" {
+		p.APIServer = func(string) string { return *apiServer }
 	}
 	progress := func(why string) { fmt.Fprintln(stdout, why) }
 	r, kc, err := p.Up(ctx, s, progress)
