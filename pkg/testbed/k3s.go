@@ -143,10 +143,19 @@ func RewriteServer(kubeconfig []byte, server string) ([]byte, error) {
 type KubeNodeWaiter struct {
 	Poll  time.Duration // default 2s
 	Clock clock.WithTicker
+	// Timeout bounds the wait (nodes that never join are a failed
+	// bring-up, released); default 10 minutes.
+	Timeout time.Duration
 }
 
 // WaitReady implements NodeWaiter.
 func (w KubeNodeWaiter) WaitReady(ctx context.Context, kubeconfig []byte, nodes map[string]string) error {
+	timeout := w.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		return fmt.Errorf("wait for nodes: kubeconfig: %w", err)
