@@ -16,7 +16,7 @@
 // those exporters (parsed with prometheus/common's expfmt), and PromQLSource
 // queries a Prometheus server. WattmeterSource reads a node's power from
 // a meter outside it (a wattmeter at the wall, or the BMC) through a
-// PowerSeries (Grid'5000's Kwollect: pkg/testbed.KwollectSeries), waiting,
+// PowerSeries (Grid'5000's Kwollect: pkg/testbed/g5k.KwollectSeries), waiting,
 // bounded, for an API that publishes late, and integrates it with the
 // analyzer's gap policy (IntegratePower). Exporter counters go through a CounterSet, so
 // an exporter restart, a counter reset or an implausible jump never yields

@@ -116,7 +116,14 @@ func IntegratePower(ps PowerSamples, start, end time.Time, boundW float64) Power
 			out.Samples++
 		}
 		if ps.Averaged {
-			o := overlap(s.Time.Add(-period), s.Time)
+			// A value covers the period before it, but never what the one
+			// before it covers (repeated or closer samples are not more
+			// energy).
+			from := s.Time.Add(-period)
+			if i > 0 && from.Before(samples[i-1].Time) {
+				from = samples[i-1].Time
+			}
+			o := overlap(from, s.Time)
 			out.Joules += s.Watts * o
 			covered += o
 		}
@@ -188,6 +195,11 @@ type WattmeterOptions struct {
 	MaxUncovered time.Duration
 	MaxPowerW    float64 // plausibility bound; 0: DefaultMaxPowerW
 	Clock        clock.WithTicker
+	// Delay makes Read(now) measure up to now − Delay, and stamps the
+	// reading so: a collector that reads every meter at its tick can read
+	// one whose API lags (Kwollect: tens of seconds) without waiting. Set
+	// it above the API's usual lag; 0 reads up to now.
+	Delay time.Duration
 }
 
 // WattmeterSource reads a node's power from an external meter and turns
@@ -241,8 +253,10 @@ var (
 // ErrNotCovered: the meter's series does not reach a reading's time yet.
 var ErrNotCovered = errors.New("meter's series does not cover the interval yet")
 
-// Read implements Source.
+// Read implements Source. With a Delay, the reading ends — and is stamped
+// — Delay before now.
 func (w *WattmeterSource) Read(ctx context.Context, now time.Time) (Measurement, error) {
+	now = now.Add(-w.opts.Delay)
 	if err := ctx.Err(); err != nil {
 		return Measurement{}, fmt.Errorf("wattmeter source: %w", err)
 	}
@@ -328,4 +342,23 @@ func (w *WattmeterSource) Restore(data []byte) error {
 	}
 	w.started, w.last = true, c.Last
 	return nil
+}
+
+// MeasureWindow is a node's energy at its meter over a window [start,
+// end] — a run's measured window — once the meter's API has published it:
+// a baseline at start and one reading at end, which waits, bounded by
+// o.MaxLag, for the data. The integral says what was bridged or
+// uncovered; more than o.MaxUncovered uncovered fails.
+func MeasureWindow(ctx context.Context, o WattmeterOptions, start, end time.Time) (PowerIntegral, error) {
+	w, err := NewWattmeterSource(o)
+	if err != nil {
+		return PowerIntegral{}, err
+	}
+	if _, err := w.Read(ctx, start); err != nil {
+		return PowerIntegral{}, err
+	}
+	if _, err := w.Read(ctx, end); err != nil {
+		return PowerIntegral{}, err
+	}
+	return w.LastIntegral, nil
 }

@@ -10,7 +10,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/greenflow/greenflow/pkg/energy"
-	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -98,7 +97,7 @@ func TestWattmeterWaitsForLateData(t *testing.T) {
 	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
 	require.NoError(t, err)
 	clk := clocktesting.NewFakeClock(start)
-	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: testbed.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"},
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"},
 		MaxLag: time.Minute, Poll: 5 * time.Second, Clock: clk})
 	require.NoError(t, err)
 	ctx := context.Background()
@@ -144,4 +143,76 @@ func TestWattmeterWaitsForLateData(t *testing.T) {
 	require.InDelta(t, 150*70, m.TotalDeltaJ, 1e-9)
 	require.Equal(t, 1, src.LastIntegral.Gaps)
 	require.InDelta(t, 2*150, src.LastIntegral.BridgedJ, 1e-9)
+}
+
+// A run's window measured at the wall after the run, as the testbed does:
+// the whole window, a lost stretch bridged and reported, and a window the
+// meter never covered refused with the reason.
+func TestMeasureWindow(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	api := g5ktest.New("alice", "s3cret", clocktesting.NewFakePassiveClock(start.Add(time.Hour)), map[string][]string{"taurus": {"taurus-7.lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.Power("taurus-7", func(at time.Time) float64 { return 100 + float64(at.Sub(start)/time.Second%2)*20 }) // 100, 120, 100, …
+	api.Gap("taurus-7", start.Add(100*time.Second), start.Add(102*time.Second))
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
+	require.NoError(t, err)
+	o := energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"}, MaxLag: time.Millisecond, Poll: time.Millisecond}
+
+	in, err := energy.MeasureWindow(context.Background(), o, start.Add(60*time.Second), start.Add(360*time.Second))
+	require.NoError(t, err)
+	// 300 s at a mean of 110 W, less the lost seconds 100 and 101 (100 +
+	// 120 J), plus their bridge: the line from 120 W at 99 to 100 W at
+	// 102, over (99, 101], by the trapezoid: (120 + 106.67) / 2 × 2.
+	require.InDelta(t, 300*110-220+(120+(120-20*2/3.0))/2*2, in.Joules, 1e-9)
+	require.Equal(t, 1, in.Gaps)
+	require.InDelta(t, 2, in.GapS, 1e-9)
+
+	api.Gap("taurus-7", start.Add(3590*time.Second), start.Add(4000*time.Second))
+	_, err = energy.MeasureWindow(context.Background(), o, start.Add(3000*time.Second), start.Add(3600*time.Second))
+	require.ErrorIs(t, err, energy.ErrNotCovered)
+}
+
+// With a Delay, readings end that much before the time they are taken at,
+// where a lagging API already has the data, and say so in their time.
+func TestWattmeterDelay(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakePassiveClock(start.Add(100 * time.Second))
+	api := g5ktest.New("alice", "s3cret", clk, map[string][]string{"taurus": {"taurus-7.lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.Lag = 30 * time.Second
+	api.Power("taurus-7", func(time.Time) float64 { return 200 })
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
+	require.NoError(t, err)
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7"},
+		Delay: 40 * time.Second, MaxLag: time.Millisecond, Poll: time.Millisecond})
+	require.NoError(t, err)
+	_, err = src.Read(context.Background(), start.Add(90*time.Second))
+	require.NoError(t, err)
+	m, err := src.Read(context.Background(), start.Add(100*time.Second))
+	require.NoError(t, err, "data up to 70 s covers a reading that ends at 60 s")
+	require.Equal(t, start.Add(60*time.Second), m.Time)
+	require.InDelta(t, 2000, m.TotalDeltaJ, 1e-9)
+}
+
+// A node without a wattmeter falls back to its BMC: instantaneous values
+// every 5 s, integrated by the trapezoid rule and interpolated at the
+// window's edges (exact for power that changes linearly), zone bmc.
+func TestWattmeterBMCFallback(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	api := g5ktest.New("", "", clocktesting.NewFakePassiveClock(start.Add(time.Hour)), map[string][]string{"gros": {"gros-3.nancy.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.BMC("gros-3", func(at time.Time) float64 { return 100 + at.Sub(start).Seconds() })
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable"}, g5k.Deps{})
+	require.NoError(t, err)
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "nancy", Node: "gros-3.nancy.grid5000.fr", BMC: true},
+		MaxLag: time.Millisecond, Poll: time.Millisecond})
+	require.NoError(t, err)
+	_, err = src.Read(context.Background(), start.Add(12*time.Second))
+	require.NoError(t, err)
+	m, err := src.Read(context.Background(), start.Add(48*time.Second))
+	require.NoError(t, err)
+	require.InDelta(t, 36*100+(48*48-12*12)/2.0, m.TotalDeltaJ, 1e-9)
+	require.Equal(t, energy.ZoneBMC, m.Zones[0].Zone)
+	require.Equal(t, energy.SourceWattmeter, m.Source)
+	require.Zero(t, src.LastIntegral.Gaps)
 }

@@ -8,7 +8,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/greenflow/greenflow/pkg/energy"
-	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
 )
@@ -42,7 +41,7 @@ func newWattmeterWorld(t *testing.T) sourceWorld {
 func (w *wattmeterWorld) newSource(t *testing.T) energy.Source {
 	c, err := g5k.New(g5k.Config{URL: w.api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
 	require.NoError(t, err)
-	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: testbed.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7.lyon.grid5000.fr"},
+	src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: "lyon", Node: "taurus-7.lyon.grid5000.fr"},
 		MaxLag: time.Millisecond, Poll: time.Millisecond})
 	require.NoError(t, err)
 	return src

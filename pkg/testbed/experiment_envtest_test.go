@@ -108,7 +108,7 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	sshw := newSSHWorldFunc(t, func(host, cmd string) (string, int) {
 		switch {
 		case strings.Contains(cmd, "INSTALL_K3S_EXEC='server"):
-			if err := registerNode(cs, host, testbed.RoleControl); err != nil {
+			if err := registerNode(cs, host, testbed.RolePlatform); err != nil {
 				return err.Error(), 1
 			}
 		case strings.Contains(cmd, "INSTALL_K3S_EXEC='agent"):
@@ -161,22 +161,14 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		// A measured window of 5 minutes on the system under test's nodes,
 		// read from Kwollect once its data is in.
 		begin := w.clk.Now()
+		w.clk.SetTime(begin.Add(5*time.Minute + 30*time.Second)) // the run is over, Kwollect has caught up
 		for _, host := range r.Hosts(testbed.RoleSUT) {
-			src, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: testbed.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
-				MaxLag: time.Millisecond, Poll: time.Millisecond})
+			in, err := energy.MeasureWindow(ctx, energy.WattmeterOptions{Series: g5k.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
+				MaxLag: time.Millisecond, Poll: time.Millisecond}, begin, begin.Add(5*time.Minute))
 			if err != nil {
 				return err
 			}
-			if _, err := src.Read(ctx, begin); err != nil {
-				return err
-			}
-			w.clk.SetTime(begin.Add(5*time.Minute + time.Second))
-			meas, err := src.Read(ctx, begin.Add(5*time.Minute))
-			if err != nil {
-				return err
-			}
-			joules[host] = meas.TotalDeltaJ
-			w.clk.SetTime(begin)
+			joules[host] = in.Joules
 		}
 		return nil
 	})
@@ -184,7 +176,8 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 
 	require.Equal(t, map[string]float64{"taurus-2.lyon.grid5000.fr": 120 * 300, "taurus-3.lyon.grid5000.fr": 120 * 300}, joules)
 	mu.Lock()
-	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker"}, roles)
+	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker",
+		"taurus-5.lyon.grid5000.fr": "loadgen"}, roles)
 	mu.Unlock()
 	require.Equal(t, []string{"namespace/greenflow", "configmap/greenflow-testbed"}, dep.applied)
 	require.Len(t, w.api.Deletes(), 1, "released at the end")

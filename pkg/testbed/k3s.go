@@ -56,7 +56,7 @@ func BootstrapPlan(s Spec, nodes []Node, tokenStdin string) []Step {
 	}
 	steps = append(steps,
 		Step{Host: control, Cmd: fmt.Sprintf("%s | %s%sINSTALL_K3S_EXEC='server --node-label %s=%s --write-kubeconfig-mode 0600' sh -",
-			k3sInstall, sudo, version, RoleLabel, RoleControl), Why: "k3s server"},
+			k3sInstall, sudo, version, RoleLabel, s.Pool(RoleControl)), Why: "k3s server"},
 		Step{Host: control, Cmd: sudo + "cat " + K3sTokenPath, Why: "the agents' join token"})
 	for _, n := range nodes {
 		if n.Role == RoleControl {
@@ -64,12 +64,13 @@ func BootstrapPlan(s Spec, nodes []Node, tokenStdin string) []Step {
 		}
 		steps = append(steps, Step{Host: n.Host, Stdin: tokenStdin, Why: "k3s agent, role " + n.Role,
 			Cmd: fmt.Sprintf("read -r K3S_TOKEN && export K3S_TOKEN && %s | %sK3S_URL=https://%s:6443 K3S_TOKEN=\"$K3S_TOKEN\" %sINSTALL_K3S_EXEC='agent --node-label %s=%s' sh -",
-				k3sInstall, sudo, control, version, RoleLabel, n.Role)})
+				k3sInstall, sudo, control, version, RoleLabel, s.Pool(n.Role))})
 	}
 	return append(steps, Step{Host: control, Cmd: sudo + "cat " + K3sKubeconfigPath, Why: "kubeconfig"})
 }
 
-// NodeWaiter waits until every named node is Ready with its role label.
+// NodeWaiter waits until every named node is Ready with its pool label
+// (nodes maps a node name to its RoleLabel value).
 type NodeWaiter interface {
 	WaitReady(ctx context.Context, kubeconfig []byte, nodes map[string]string) error
 }
@@ -109,7 +110,7 @@ func Bootstrap(ctx context.Context, run Runner, wait NodeWaiter, r Reservation, 
 	}
 	want := map[string]string{}
 	for _, n := range r.Nodes {
-		want[g5k.ShortName(n.Host)] = n.Role
+		want[g5k.ShortName(n.Host)] = r.Spec.Pool(n.Role)
 	}
 	if err := wait.WaitReady(ctx, kubeconfig, want); err != nil {
 		return nil, fmt.Errorf("bootstrap k3s: %w", err)
@@ -142,10 +143,19 @@ func RewriteServer(kubeconfig []byte, server string) ([]byte, error) {
 type KubeNodeWaiter struct {
 	Poll  time.Duration // default 2s
 	Clock clock.WithTicker
+	// Timeout bounds the wait (nodes that never join are a failed
+	// bring-up, released); default 10 minutes.
+	Timeout time.Duration
 }
 
 // WaitReady implements NodeWaiter.
 func (w KubeNodeWaiter) WaitReady(ctx context.Context, kubeconfig []byte, nodes map[string]string) error {
+	timeout := w.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		return fmt.Errorf("wait for nodes: kubeconfig: %w", err)

@@ -104,7 +104,7 @@ func (w *sshWorld) runner(t *testing.T, s testbed.Spec) *testbed.SSHRunner {
 
 func reservation(t *testing.T) testbed.Reservation {
 	s := spec(t)
-	nodes, err := testbed.AssignRoles(s, []string{"taurus-4.lyon.grid5000.fr", "taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr"})
+	nodes, err := testbed.AssignRoles(s, []string{"taurus-4.lyon.grid5000.fr", "taurus-1.lyon.grid5000.fr", "taurus-5.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr"})
 	require.NoError(t, err)
 	return testbed.Reservation{Name: s.Name, Spec: s, Nodes: nodes, ID: "lyon/1900000", Phase: testbed.PhaseRunning}
 }
@@ -129,7 +129,8 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 
 	// Every node reached through the gateway, as the user's Grid'5000 login
 	// there and as root on the nodes.
-	require.ElementsMatch(t, []string{"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr"}, w.srv.Tunnels())
+	require.ElementsMatch(t, []string{"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr",
+		"taurus-5.lyon.grid5000.fr"}, w.srv.Tunnels())
 	cmds := w.srv.Commands()
 	for _, c := range cmds {
 		require.Equal(t, "root", c.User)
@@ -141,13 +142,13 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 	}
 	require.Equal(t, []string{
 		"modprobe intel_rapl_common",
-		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-label greenflow.dev/role=control --write-kubeconfig-mode 0600' sh -",
+		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform --write-kubeconfig-mode 0600' sh -",
 		"cat /var/lib/rancher/k3s/server/token",
 		"cat /etc/rancher/k3s/k3s.yaml",
 	}, byHost["taurus-1.lyon.grid5000.fr"])
 	require.Equal(t, []string{
 		"modprobe intel_rapl_common",
-		`read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | K3S_URL=https://taurus-1.lyon.grid5000.fr:6443 K3S_TOKEN="$K3S_TOKEN" INSTALL_K3S_EXEC='agent --node-label greenflow.dev/role=broker' sh -`,
+		`read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | K3S_URL=https://taurus-1.lyon.grid5000.fr:6443 K3S_TOKEN="$K3S_TOKEN" INSTALL_K3S_EXEC='agent --node-label greenflow.dev/pool=broker' sh -`,
 	}, byHost["taurus-4.lyon.grid5000.fr"])
 	for _, c := range cmds {
 		if strings.HasPrefix(c.Cmd, "read -r K3S_TOKEN") {
@@ -155,12 +156,13 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 		}
 	}
 	// The server comes before any agent.
-	require.Contains(t, cmds[4].Cmd, "server --node-label")
+	require.Contains(t, cmds[5].Cmd, "server --node-label")
 
 	cfg, err := clientcmd.Load(kc)
 	require.NoError(t, err)
 	require.Equal(t, "https://taurus-1.lyon.grid5000.fr:6443", cfg.Clusters["default"].Server)
-	require.Equal(t, map[string]string{"taurus-1": "control", "taurus-2": "sut", "taurus-3": "sut", "taurus-4": "broker"}, waited)
+	// No platform node: the control node runs the platform (pool platform).
+	require.Equal(t, map[string]string{"taurus-1": "platform", "taurus-2": "sut", "taurus-3": "sut", "taurus-4": "broker", "taurus-5": "loadgen"}, waited)
 }
 
 func TestBootstrapSaysWhichStepFailedWhere(t *testing.T) {

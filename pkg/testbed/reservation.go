@@ -329,10 +329,19 @@ func (m *Manager) release(ctx context.Context, r *Reservation, why string) error
 
 // Reconcile looks at every reservation recorded and not released, as a
 // process starting must: one the backend no longer holds is marked
-// released; one it holds is adopted when adopt says so (returned, with
-// this process as holder) and released otherwise. A record still
+// released; one past its release margin is released; one it holds is
+// adopted when adopt says so (returned, with this process as holder) and
+// released otherwise. A record still
 // submitting is resolved through Backend.Find.
 func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) ([]Reservation, error) {
+	return m.ReconcileOnly(ctx, nil, adopt)
+}
+
+// ReconcileOnly is Reconcile of the reservations which selects (nil: all),
+// for a process that shares the bucket with live holders it must not
+// touch: `greenflow testbed up` reconciles only what a dead `up` of its
+// own machine left.
+func (m *Manager) ReconcileOnly(ctx context.Context, which, adopt func(Reservation) bool) ([]Reservation, error) {
 	all, err := m.List(ctx)
 	if err != nil {
 		return nil, err
@@ -340,7 +349,7 @@ func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) (
 	var adopted []Reservation
 	var errs []error
 	for _, r := range all {
-		if r.Phase == PhaseReleased {
+		if r.Phase == PhaseReleased || (which != nil && !which(r)) {
 			continue
 		}
 		if r.ID == "" {
@@ -355,6 +364,10 @@ func (m *Manager) Reconcile(ctx context.Context, adopt func(Reservation) bool) (
 		if !st.Active {
 			r.Phase, r.Released = PhaseReleased, "found "+st.State+" after a restart"
 			errs = append(errs, m.save(ctx, &r))
+			continue
+		}
+		if !r.ReleaseBy.IsZero() && !m.clk.Now().Before(r.ReleaseBy) {
+			errs = append(errs, m.release(ctx, &r, fmt.Sprintf("found past its release margin (%s) after a restart of its holder %s", r.ReleaseBy.Format(time.RFC3339), r.Holder)))
 			continue
 		}
 		if r.Phase == PhaseRunning && adopt != nil && adopt(r) {

@@ -23,8 +23,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Roles a node plays; the k3s node label greenflow.dev/role carries it, and
-// the deploy overlays' node pools select on it.
+// Roles a node plays. The k3s node label greenflow.dev/pool carries it
+// (Pool): deploy/overlays/testbed places Kafka on pool broker, the load
+// generator on loadgen, the platform on platform and the system under
+// test on sut, as the provisioner's placement selects sut nodes.
 const (
 	RoleControl  = "control"
 	RoleSUT      = "sut"
@@ -36,8 +38,18 @@ const (
 // Roles in the order assigned nodes are given to them.
 var Roles = []string{RoleControl, RoleSUT, RoleBroker, RoleLoadgen, RolePlatform}
 
-// RoleLabel is the node label naming a node's role.
-const RoleLabel = "greenflow.dev/role"
+// RoleLabel is the node label naming a node's pool.
+const RoleLabel = "greenflow.dev/pool"
+
+// Pool is the RoleLabel value of a node of role: the role's name, except
+// that the control node is in pool platform when no node is asked for the
+// platform (it then runs it).
+func (s Spec) Pool(role string) string {
+	if role == RoleControl && s.Nodes[RolePlatform] == 0 {
+		return RolePlatform
+	}
+	return role
+}
 
 // BackendGrid5000 is the only backend built.
 const BackendGrid5000 = "grid5000"
@@ -53,8 +65,9 @@ type Spec struct {
 	Name    string `yaml:"name"`    // the reservation's name (job name greenflow-<name>)
 	Site    string `yaml:"site"`    // lyon
 	Cluster string `yaml:"cluster"` // taurus
-	// Nodes per role: control exactly 1, sut at least 1; broker, loadgen
-	// and platform 0 or more (0: that role's pods go to the control node).
+	// Nodes per role: control exactly 1; sut, broker and loadgen at least
+	// 1 (the testbed overlay places each on its pool); platform 0 or more
+	// (0: the control node runs the platform).
 	Nodes    map[string]int `yaml:"nodes"`
 	Walltime Duration       `yaml:"walltime"`
 	Queue    string         `yaml:"queue"`   // default, production, besteffort, …; "" the site's default
@@ -199,8 +212,10 @@ func (s Spec) Validate() error {
 	if n := s.Nodes[RoleControl]; n != 1 {
 		bad("nodes.control", n, "exactly 1 (the k3s server)")
 	}
-	if n := s.Nodes[RoleSUT]; n < 1 {
-		bad("nodes.sut", n, "at least 1 (the system under test needs a node)")
+	for _, r := range []string{RoleSUT, RoleBroker, RoleLoadgen} {
+		if n := s.Nodes[r]; n < 1 {
+			bad("nodes."+r, n, fmt.Sprintf("at least 1 (deploy/overlays/testbed places pods on pool %s)", r))
+		}
 	}
 	w, m := time.Duration(s.Walltime), time.Duration(s.ReleaseMargin)
 	switch {

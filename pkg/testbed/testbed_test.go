@@ -53,14 +53,14 @@ func TestMain(m *testing.M) {
 
 var lyon = map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr",
 	"taurus-4.lyon.grid5000.fr", "taurus-5.lyon.grid5000.fr"}, "nova": {"nova-1.lyon.grid5000.fr", "nova-2.lyon.grid5000.fr",
-	"nova-3.lyon.grid5000.fr", "nova-4.lyon.grid5000.fr"}}
+	"nova-3.lyon.grid5000.fr", "nova-4.lyon.grid5000.fr", "nova-5.lyon.grid5000.fr"}}
 
 const specYAML = `
 testbed:
   name: energy-a
   site: lyon
   cluster: taurus
-  nodes: {control: 1, sut: 2, broker: 1}
+  nodes: {control: 1, sut: 2, broker: 1, loadgen: 1}
   walltime: "2:00"
   types: [monitor=wattmetre_power_watt]
   releaseMargin: 15m
@@ -118,6 +118,7 @@ func TestReserveHoldRelease(t *testing.T) {
 	require.Equal(t, []string{"taurus-1.lyon.grid5000.fr"}, r.Hosts(testbed.RoleControl))
 	require.Equal(t, []string{"taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr"}, r.Hosts(testbed.RoleSUT))
 	require.Equal(t, []string{"taurus-4.lyon.grid5000.fr"}, r.Hosts(testbed.RoleBroker))
+	require.Equal(t, []string{"taurus-5.lyon.grid5000.fr"}, r.Hosts(testbed.RoleLoadgen))
 	require.Equal(t, w.clk.Now().Add(2*time.Hour-15*time.Minute), r.ReleaseBy)
 	require.Equal(t, "Intel Xeon E5-2630", r.Nodes[0].Facts.CPUModel)
 	require.True(t, r.Nodes[0].Facts.Wattmeter)
@@ -125,7 +126,7 @@ func TestReserveHoldRelease(t *testing.T) {
 	// The submission the API received: the whole job, as OAR wants it.
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(w.api.Requests()[0].Body, &body))
-	require.Equal(t, "{cluster='taurus'}/nodes=4,walltime=2:00:00", body["resources"])
+	require.Equal(t, "{cluster='taurus'}/nodes=5,walltime=2:00:00", body["resources"])
 	require.Equal(t, []any{"monitor=wattmetre_power_watt", "allow_classic_ssh"}, body["types"])
 	require.Equal(t, "greenflow-energy-a", body["name"])
 
@@ -255,13 +256,24 @@ func TestReconcileAdoptsAndSettles(t *testing.T) {
 	require.Equal(t, r.ID, adopted[0].ID)
 	require.Empty(t, w.api.Deletes())
 
-	// OAR ended it (walltime) while nobody watched: marked released, no
+	// Past its release margin, a reservation is released, not adopted.
+	w.clk.Step(r.ReleaseBy.Sub(w.clk.Now()))
+	adopted, err = w.manager(t, "host-c", w.clk).Reconcile(ctx, func(testbed.Reservation) bool { return true })
+	require.NoError(t, err)
+	require.Empty(t, adopted)
+	require.Equal(t, []int64{mustUID(t, r.ID)}, w.api.Deletes())
+
+	// OAR ended one (walltime) while nobody watched: marked released, no
 	// DELETE needed.
+	s2 := spec(t)
+	s2.Name = "energy-b"
+	r2, err := m2.Reserve(ctx, s2, nil)
+	require.NoError(t, err)
 	w.clk.Step(2 * time.Hour)
 	_, err = m2.Reconcile(ctx, nil)
 	require.NoError(t, err)
-	require.Empty(t, w.api.Deletes())
-	got, err := m2.Get(ctx, "energy-a")
+	require.Len(t, w.api.Deletes(), 1)
+	got, err := m2.Get(ctx, r2.Name)
 	require.NoError(t, err)
 	require.Equal(t, testbed.PhaseReleased, got.Phase)
 	require.Equal(t, "found terminated after a restart", got.Released)
@@ -367,4 +379,40 @@ func runChild() int {
 	}
 	fmt.Println("holding", r.ID)
 	select {} // until killed
+}
+
+// Only the greenflow command (and admin) may declare, read and write the
+// reservations bucket: a service that holds no reservation cannot release
+// or forge one.
+func TestReservationBucketBelongsToTheCommand(t *testing.T) {
+	n := testenv.NATSWithAuth(t)
+	ctx := context.Background()
+	kv, err := n.Bus(t, "greenflow").KV(ctx, bus.BucketTestbed)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "x", []byte("{}"))
+	require.NoError(t, err)
+	js, err := jetstream.New(n.Conn(t, "analyzer"))
+	require.NoError(t, err)
+	other, err := js.KeyValue(ctx, bus.BucketTestbed)
+	if err == nil {
+		_, err = other.Get(ctx, "x")
+	}
+	require.Error(t, err, "the analyzer reads reservations")
+}
+
+// A process sharing the bucket with live holders reconciles only what it
+// selects: the other holder's reservation is left running.
+func TestReconcileOnlySelected(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	a, b := spec(t), spec(t)
+	a.Name, b.Name = "dead-one", "live-one"
+	ra, err := w.manager(t, "greenflow@here/1", w.clk).Reserve(ctx, a, nil)
+	require.NoError(t, err)
+	_, err = w.manager(t, "greenflow@elsewhere/2", w.clk).Reserve(ctx, b, nil)
+	require.NoError(t, err)
+	_, err = w.manager(t, "greenflow@here/3", w.clk).ReconcileOnly(ctx, func(r testbed.Reservation) bool { return strings.HasPrefix(r.Holder, "greenflow@here/") }, nil)
+	require.NoError(t, err)
+	require.Equal(t, []int64{mustUID(t, ra.ID)}, w.api.Deletes())
+	require.Len(t, w.api.Running(), 1)
 }

@@ -66,6 +66,7 @@ type Server struct {
 	requests []Request
 	throttle []throttle
 	power    map[string]func(time.Time) float64 // node short name → W
+	bmc      map[string]func(time.Time) float64 // node short name → W, every 5 s
 	gaps     map[string][][2]time.Time          // node short name → [from, to)
 	nulls    map[string][]time.Time
 	refs     map[string]map[string]any
@@ -89,11 +90,12 @@ type job struct {
 	msg    string
 }
 
-// New starts a stand-in answering user/password; clusters maps a cluster
+// New starts a stand-in answering user/password (no user: the API as seen
+// from inside the testbed, without authentication); clusters maps a cluster
 // name to its nodes' FQDNs (taurus → taurus-1.lyon.grid5000.fr, …).
 func New(user, password string, clk clock.PassiveClock, clusters map[string][]string) *Server {
 	s := &Server{User: user, Password: password, Clock: clk, nextUID: 1900000, jobs: map[int64]*job{}, nodes: map[string][]string{},
-		power: map[string]func(time.Time) float64{}, gaps: map[string][][2]time.Time{}, nulls: map[string][]time.Time{}, refs: map[string]map[string]any{}}
+		power: map[string]func(time.Time) float64{}, bmc: map[string]func(time.Time) float64{}, gaps: map[string][][2]time.Time{}, nulls: map[string][]time.Time{}, refs: map[string]map[string]any{}}
 	for c, ns := range clusters {
 		s.nodes[c] = slices.Clone(ns)
 	}
@@ -124,6 +126,14 @@ func (s *Server) Throttle(n, status int, retryAfter string) {
 func (s *Server) Power(node string, w func(time.Time) float64) {
 	s.mu.Lock()
 	s.power[shortName(node)] = w
+	s.mu.Unlock()
+}
+
+// BMC sets a node's BMC power (bmc_node_power_watt, instantaneous, every
+// 5 s on multiples of 5 s).
+func (s *Server) BMC(node string, w func(time.Time) float64) {
+	s.mu.Lock()
+	s.bmc[shortName(node)] = w
 	s.mu.Unlock()
 }
 
@@ -229,7 +239,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	s.mu.Unlock()
-	if u, p, ok := r.BasicAuth(); !ok || u != s.User || p != s.Password {
+	// With no user the stand-in is the API as seen from inside the
+	// testbed (a frontend or a node): no authentication.
+	if u, p, ok := r.BasicAuth(); s.User != "" && (!ok || u != s.User || p != s.Password) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="Grid'5000"`)
 		writeJSON(w, http.StatusUnauthorized, map[string]any{"code": 401, "message": "Authentication required"})
 		return
@@ -348,12 +360,22 @@ func (s *Server) list(w http.ResponseWriter, site string, q map[string][]string)
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "total": len(items), "offset": 0})
 }
 
-func (s *Server) get(w http.ResponseWriter, site string, uid int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// job finds uid on site, answering 404 as the API does when it is not
+// there. The caller holds s.mu.
+func (s *Server) job(w http.ResponseWriter, site string, uid int64) (*job, bool) {
 	j, ok := s.jobs[uid]
 	if !ok || j.site != site {
 		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "message": fmt.Sprintf("Couldn't find job with uid %d", uid)})
+		return nil, false
+	}
+	return j, true
+}
+
+func (s *Server) get(w http.ResponseWriter, site string, uid int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.job(w, site, uid)
+	if !ok {
 		return
 	}
 	s.advance(j)
@@ -424,9 +446,8 @@ func (s *Server) view(uid int64, j *job) map[string]any {
 func (s *Server) del(w http.ResponseWriter, site string, uid int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	j, ok := s.jobs[uid]
-	if !ok || j.site != site {
-		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "message": fmt.Sprintf("Couldn't find job with uid %d", uid)})
+	j, ok := s.job(w, site, uid)
+	if !ok {
 		return
 	}
 	s.expire(j)
@@ -453,15 +474,20 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	items := []map[string]any{}
 	for _, metric := range strings.Split(q.Get("metrics"), ",") {
-		if metric != "wattmetre_power_watt" {
+		series, step := s.power, time.Second
+		switch metric {
+		case "wattmetre_power_watt":
+		case "bmc_node_power_watt":
+			series, step = s.bmc, 5*time.Second
+		default:
 			continue
 		}
 		for _, node := range strings.Split(q.Get("nodes"), ",") {
-			pw, ok := s.power[node]
+			pw, ok := series[node]
 			if !ok {
 				continue
 			}
-			for t := start.Truncate(time.Second); !t.After(end); t = t.Add(time.Second) {
+			for t := start.Truncate(step); !t.After(end); t = t.Add(step) {
 				if t.Before(start) || s.inGap(node, t) {
 					continue
 				}

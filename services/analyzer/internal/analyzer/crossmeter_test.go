@@ -34,6 +34,9 @@ func TestTwoMetersOnOneNode(t *testing.T) {
 		invalid      bool
 	}{
 		{"RAPL beside the model", "rapl", false, false},
+		// A Grid'5000 wattmeter (collector kind kwollect) is a hardware
+		// meter like RAPL: the model's residual is against it.
+		{"a wattmeter beside the model", "wattmeter", false, false},
 		{"the model written twice", "model", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,9 +32,10 @@ func TestConfigValidate(t *testing.T) {
 				{ID: "a", Kind: collector.KindPromQL, Node: "n2", URL: "http://prom"},
 				{Kind: collector.KindScaphandre, URL: "http://x"},
 				{Kind: "ipmi", Node: "n3"},
+				{Kind: collector.KindKwollect, Node: "taurus-7", Delay: -time.Second},
 			}
 		}, []string{"sources[0].url: required for kepler", `sources[1].id: "a" already used by sources[0]`, "sources[1].nodeQuery: required",
-			"sources[2].node: required", `sources[3].kind: got "ipmi"`}},
+			"sources[2].node: required", `sources[3].kind: got "ipmi"`, "sources[4].site: required for kwollect", "sources[4].delay: got -1s"}},
 		{"lease shorter than heartbeat", func(c *collector.Config) { c.Heartbeat, c.LeaseTTL = time.Second, time.Second }, []string{"heartbeat < leaseTTL"}},
 	}
 	for _, tt := range tests {

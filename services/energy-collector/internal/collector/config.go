@@ -18,6 +18,10 @@ const (
 	KindKepler     = "kepler"     // a Kepler exporter
 	KindScaphandre = "scaphandre" // a Scaphandre exporter
 	KindPromQL     = "promql"     // counters queried from a Prometheus server
+	// KindKwollect: a Grid'5000 node's wattmeter (or BMC) read from the
+	// Kwollect API, energy.SourceWattmeter; beside a local meter on the same
+	// node, the analyzer compares the two (quality_cross_meter_residual_j).
+	KindKwollect = "kwollect"
 )
 
 // Config configures a collector instance.
@@ -109,6 +113,13 @@ type SourceConfig struct {
 	NodeQuery     string `yaml:"nodeQuery"`
 	WorkloadQuery string `yaml:"workloadQuery"`
 	Estimated     bool   `yaml:"estimated"` // promql: the series come from a model
+	// Kwollect only: the node's site; BMC when it has no wattmeter;
+	// Delay, the API's lag the readings stay behind (default 60s). URL is
+	// the API root (default https://api.grid5000.fr/stable); no
+	// credentials: collectors run inside the testbed.
+	Site  string        `yaml:"site"`
+	BMC   bool          `yaml:"bmc"`
+	Delay time.Duration `yaml:"delay"`
 	// MaxPowerW bounds the power a counter delta may imply before it is
 	// taken for a reset (energy.MaxPlausibleJ); 0 means
 	// energy.DefaultMaxPowerW. RAPL zones with a powercap power constraint
@@ -250,8 +261,15 @@ func (c Config) Validate() error {
 			if s.NodeQuery == "" {
 				errs = append(errs, fmt.Errorf("%s.nodeQuery: required for promql", path))
 			}
+		case KindKwollect:
+			if s.Site == "" {
+				errs = append(errs, fmt.Errorf("%s.site: required for kwollect (the node's Grid'5000 site, e.g. lyon)", path))
+			}
+			if s.Delay < 0 {
+				errs = append(errs, fmt.Errorf("%s.delay: got %s, expected 0 (default 60s) or more", path, s.Delay))
+			}
 		default:
-			errs = append(errs, fmt.Errorf("%s.kind: got %q, expected auto, rapl, model, kepler, scaphandre or promql", path, s.Kind))
+			errs = append(errs, fmt.Errorf("%s.kind: got %q, expected auto, rapl, model, kepler, scaphandre, promql or kwollect", path, s.Kind))
 		}
 		if s.MaxPowerW < 0 {
 			errs = append(errs, fmt.Errorf("%s.maxPowerW: got %g, expected 0 (default) or more", path, s.MaxPowerW))

@@ -3,8 +3,10 @@ package collector
 import (
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 )
 
 // openSource builds the energy.Source for s. Local kinds read sysfs and
@@ -55,6 +57,25 @@ func openSource(s SourceConfig, client *http.Client) (energy.Source, string, err
 			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
 		}
 		return p, "prometheus " + s.URL, nil
+	case KindKwollect:
+		c, err := g5k.New(g5k.Config{URL: s.URL}, g5k.Deps{HTTP: client})
+		if err != nil {
+			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
+		}
+		delay := s.Delay
+		if delay == 0 {
+			delay = time.Minute
+		}
+		w, err := energy.NewWattmeterSource(energy.WattmeterOptions{Series: g5k.KwollectSeries{C: c, Site: s.Site, Node: s.Node, BMC: s.BMC},
+			Delay: delay, MaxPowerW: s.MaxPowerW})
+		if err != nil {
+			return nil, "", fmt.Errorf("open source %s: %w", s.ID, err)
+		}
+		meter := g5k.MetricWattmeter
+		if s.BMC {
+			meter = g5k.MetricBMC
+		}
+		return w, fmt.Sprintf("kwollect %s of %s on %s, %s behind", meter, s.Node, s.Site, delay), nil
 	}
 	return nil, "", fmt.Errorf("open source %s: unknown kind %q", s.ID, s.Kind)
 }

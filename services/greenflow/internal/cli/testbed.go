@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -26,7 +28,7 @@ const testbedUsage = `greenflow testbed — reserve a testbed, make it a k3s clu
 
 Usage:
   greenflow testbed plan   -f TESTBED.yaml                  what would be reserved, for how long, and every command; touches nothing
-  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--detach] [--no-deploy]
+  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--api-server URL] [--detach] [--no-deploy]
   greenflow testbed status                                  reservations recorded, and what the testbed says of each
   greenflow testbed down   NAME                             release a reservation
 
@@ -194,10 +196,26 @@ func (f *testbedFlags) manager(ctx context.Context, logger *zap.Logger) (*testbe
 		b.Close()
 		return nil, nil, nil, err
 	}
-	host, _ := os.Hostname()
 	be := &testbed.Grid5000{C: c, User: f.user}
-	m := testbed.NewManager(testbed.Config{Holder: fmt.Sprintf("greenflow@%s/%d", host, os.Getpid())}, testbed.Deps{KV: kv, Backend: be, Logger: logger})
+	m := testbed.NewManager(testbed.Config{Holder: holderPrefix() + strconv.Itoa(os.Getpid())}, testbed.Deps{KV: kv, Backend: be, Logger: logger})
 	return m, be, b.Close, nil
+}
+
+// holderPrefix names this machine's greenflow processes as holders:
+// greenflow@<host>/<pid>.
+func holderPrefix() string {
+	host, _ := os.Hostname()
+	return "greenflow@" + host + "/"
+}
+
+// deadHolderHere selects reservations held by a greenflow process of this
+// machine that is no longer running.
+func deadHolderHere(r testbed.Reservation) bool {
+	pid, err := strconv.Atoi(strings.TrimPrefix(r.Holder, holderPrefix()))
+	if err != nil || !strings.HasPrefix(r.Holder, holderPrefix()) || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == syscall.ESRCH
 }
 
 func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -209,6 +227,8 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	out := fs.String("kubeconfig-out", "kubeconfig-testbed.yaml", "where the cluster's kubeconfig is written (mode 0600)")
 	detach := fs.Bool("detach", false, "leave the reservation running when up is done (release it with 'greenflow testbed down')")
 	noDeploy := fs.Bool("no-deploy", false, "stop after k3s: do not deploy the platform")
+	apiServer := fs.String("api-server", "", "the cluster's API as this machine reaches it, e.g. https://127.0.0.1:6443 through "+
+		"'ssh -L 6443:<control node>:6443 access.grid5000.fr' (default: https://<control node>:6443, reachable inside Grid'5000)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -225,8 +245,10 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer closeBus()
-	// A reservation a dead 'up' left behind is released before asking again.
-	if _, err := m.Reconcile(ctx, nil); err != nil {
+	// What a dead 'up' on this machine left behind is released before
+	// asking again; other holders' reservations are theirs ('status' shows
+	// them, 'down' releases one).
+	if _, err := m.ReconcileOnly(ctx, deadHolderHere, nil); err != nil {
 		return fmt.Errorf("reconcile earlier reservations: %w", err)
 	}
 	p := &testbed.Platform{Manager: m, Waiter: testbed.KubeNodeWaiter{}, Logger: logger,
@@ -235,6 +257,9 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}}
 	if !*noDeploy {
 		p.Deployer = clusterUp{kubeconfig: *out, stdout: stdout, stderr: stderr}
+	}
+	if *apiServer != "" {
+		p.APIServer = func(string) string { return *apiServer }
 	}
 	progress := func(why string) { fmt.Fprintln(stdout, why) }
 	r, kc, err := p.Up(ctx, s, progress)

@@ -36,7 +36,7 @@ func TestTestbedPlan(t *testing.T) {
 		`"name": "greenflow-taurus-energy"`,
 		"through YOUR_G5K_LOGIN@access.grid5000.fr",
 		"<control-1>  sudo-g5k modprobe intel_rapl_common",
-		"<control-1>  curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-label greenflow.dev/role=control",
+		"<control-1>  curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform",
 		"<loadgen-1>  read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | sudo-g5k K3S_URL=https://<control-1>:6443",
 		"(stdin: <k3s token from the control node>)",
 		"with its server rewritten to https://<control-1>:6443",
@@ -55,7 +55,8 @@ func TestTestbedPlan(t *testing.T) {
 // status lists what KV records and what the testbed says of it; down
 // releases it (the stand-in sees the DELETE).
 func TestTestbedStatusAndDown(t *testing.T) {
-	api := g5ktest.New("alice", "s3cret", clock.RealClock{}, map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr"}})
+	api := g5ktest.New("alice", "s3cret", clock.RealClock{}, map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr",
+		"taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr"}})
 	t.Cleanup(api.Close)
 	natsURL := testenv.NATS(t)
 	kv, err := testenv.Bus(t, natsURL, "greenflow").KV(context.Background(), bus.BucketTestbed)
@@ -64,7 +65,7 @@ func TestTestbedStatusAndDown(t *testing.T) {
 	require.NoError(t, err)
 	m := testbed.NewManager(testbed.Config{Holder: "test"}, testbed.Deps{KV: kv, Backend: &testbed.Grid5000{C: c, User: "alice",
 		Backoff: g5k.Backoff{First: time.Millisecond, Max: time.Millisecond}}})
-	s, err := testbed.ParseSpec([]byte("testbed:\n  name: small\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1}\n  walltime: 1h\n"))
+	s, err := testbed.ParseSpec([]byte("testbed:\n  name: small\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: 1h\n"))
 	require.NoError(t, err)
 	r, err := m.Reserve(context.Background(), s, nil)
 	require.NoError(t, err)
@@ -74,7 +75,7 @@ func TestTestbedStatusAndDown(t *testing.T) {
 	flags := []string{"--state-dir", t.TempDir(), "--nats-url", natsURL, "--g5k-api", api.URL + "/stable", "--g5k-user", "alice", "--g5k-password-file", pw}
 	var out, errOut bytes.Buffer
 	require.Zero(t, cli.Main(append([]string{"testbed", "status"}, flags...), &out, &errOut), errOut.String())
-	require.Regexp(t, `small\s+`+r.ID+`\s+running\s+running\s+2\s+`, out.String())
+	require.Regexp(t, `small\s+`+r.ID+`\s+running\s+running\s+4\s+`, out.String())
 
 	out.Reset()
 	require.Zero(t, cli.Main(append([]string{"testbed", "down", "small"}, flags...), &out, &errOut), errOut.String())

@@ -1,11 +1,10 @@
-package testbed
+package g5k
 
 import (
 	"context"
 	"time"
 
 	"github.com/greenflow/greenflow/pkg/energy"
-	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 )
 
 // KwollectSeries is one Grid'5000 node's power from Kwollect, an
@@ -15,7 +14,7 @@ import (
 // Which one is fixed per node (from the reference API's facts), not
 // chosen per reading: a lagging wattmeter is not a missing one.
 type KwollectSeries struct {
-	C          *g5k.Client
+	C          *Client
 	Site, Node string
 	BMC        bool // the node has no wattmeter
 }
@@ -24,16 +23,16 @@ var _ energy.PowerSeries = KwollectSeries{}
 
 // Power implements energy.PowerSeries.
 func (k KwollectSeries) Power(ctx context.Context, from, to time.Time) (energy.PowerSamples, error) {
-	metric, ps := g5k.MetricWattmeter, energy.PowerSamples{Period: time.Second, Averaged: true, Zone: energy.ZoneWall}
+	metric, ps := MetricWattmeter, energy.PowerSamples{Period: time.Second, Averaged: true, Zone: energy.ZoneWall}
 	if k.BMC {
-		metric, ps = g5k.MetricBMC, energy.PowerSamples{Period: 5 * time.Second, Zone: energy.ZoneBMC}
+		metric, ps = MetricBMC, energy.PowerSamples{Period: 5 * time.Second, Zone: energy.ZoneBMC}
 	}
-	pts, err := k.C.Metrics(ctx, k.Site, g5k.MetricsQuery{Nodes: []string{k.Node}, Metrics: []string{metric}, Start: from, End: to})
+	pts, err := k.C.Metrics(ctx, k.Site, MetricsQuery{Nodes: []string{k.Node}, Metrics: []string{metric}, Start: from, End: to})
 	if err != nil {
 		return energy.PowerSamples{}, err
 	}
 	for _, p := range pts {
-		if p.Metric == metric && p.Device == g5k.ShortName(k.Node) {
+		if p.Metric == metric && p.Device == ShortName(k.Node) {
 			ps.Samples = append(ps.Samples, energy.PowerSample{Time: p.Time, Watts: p.Value})
 		}
 	}
