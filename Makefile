@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin
 # the packages with envtest-tagged tests (a real kube-apiserver and etcd)
-KUBE_PKGS := ./pkg/kubetest/... ./pkg/cluster/... ./deploy/... ./services/provisioner/internal/kube/... ./services/provisioner/internal/provisioner/... ./services/greenflow/internal/e2ekube/... ./loadtest/chaos/kubeshort/...
+KUBE_PKGS := ./pkg/kubetest/... ./pkg/cluster/... ./pkg/testbed/... ./deploy/... ./services/provisioner/internal/kube/... ./services/provisioner/internal/provisioner/... ./services/greenflow/internal/e2ekube/... ./loadtest/chaos/kubeshort/...
 
 .DEFAULT_GOAL := help
 
