@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,8 +16,10 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/cluster"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
@@ -285,28 +286,36 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return err
 }
 
-// clusterUp deploys the platform with 'greenflow cluster up' (issue 19's
-// command, built in deploy/), run as this binary's subcommand on the
-// kubeconfig the bootstrap made.
+// clusterUp deploys the platform as 'greenflow cluster up --overlay
+// testbed' does (pkg/cluster, in process) on the kubeconfig the bootstrap
+// made; the credentials are kept per reservation.
 type clusterUp struct {
 	kubeconfig     string
 	stdout, stderr io.Writer
 }
 
-func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, _ testbed.Reservation) error {
+func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservation) error {
 	if err := os.WriteFile(c.kubeconfig, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	self, err := os.Executable()
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return fmt.Errorf("the bootstrap's kubeconfig: %w", err)
+	}
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return fmt.Errorf("secrets dir: %w", err)
+	}
+	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name),
+		Progress: func(s string) { fmt.Fprintln(c.stderr, s) }})
 	if err != nil {
 		return err
 	}
-	abs, _ := filepath.Abs(c.kubeconfig)
-	cmd := exec.CommandContext(ctx, self, "cluster", "up", "--kubeconfig", abs, "--overlay", "testbed")
-	cmd.Stdout, cmd.Stderr = c.stdout, c.stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("greenflow cluster up --kubeconfig %s --overlay testbed: %w", abs, err)
+	comps, err := cl.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("deploy the platform (as greenflow cluster up --overlay testbed): %w", err)
 	}
+	printComponents(c.stdout, comps)
 	return nil
 }
 
