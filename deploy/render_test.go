@@ -7,8 +7,11 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	"github.com/greenflow/greenflow/pkg/kubetest"
 )
 
 // testAPIServer is the Kubernetes API server's address the tests give the
@@ -48,4 +51,30 @@ patches:
 `, rel, testAPIServer)
 	require.NoError(t, os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644))
 	return tmp
+}
+
+// TestTestbedRunsTwoSchedulersAndAnalyzers: the testbed overlay runs the
+// horizontal scale the failover test covers — two schedulers and two
+// analyzers, each with a disruption budget that lets a drain take one at a
+// time — while the single-node overlay keeps one of each.
+func TestTestbedRunsTwoSchedulersAndAnalyzers(t *testing.T) {
+	for overlay, want := range map[string]int64{"overlays/testbed": 2, "overlays/single-node": 1} {
+		objs, err := kubetest.Decode(render(t, configured(t, overlay)), overlay)
+		require.NoError(t, err)
+		replicas := map[string]int64{}
+		pdbs := map[string]bool{}
+		for _, o := range objs {
+			switch o.GetKind() {
+			case "Deployment":
+				n, _, _ := unstructured.NestedInt64(o.Object, "spec", "replicas")
+				replicas[o.GetName()] = n
+			case "PodDisruptionBudget":
+				pdbs[o.GetName()] = true
+			}
+		}
+		for _, name := range []string{"scheduler", "analyzer"} {
+			require.Equal(t, want, replicas[name], "%s: %s replicas", overlay, name)
+			require.Equal(t, want > 1, pdbs[name], "%s: %s disruption budget", overlay, name)
+		}
+	}
 }

@@ -71,7 +71,11 @@ func Render(overlay string, apiCIDRs []string) ([]*unstructured.Unstructured, er
 	}
 	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, top)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build %s: %w", overlay, err)
+		hint := ""
+		if !isShipped(overlay) {
+			hint = " (an overlay directory of your own reads the base from disk: keep it in a clone, e.g. deploy/overlays/<yours>, or point its resources at a clone's deploy/base)"
+		}
+		return nil, fmt.Errorf("kustomize build %s: %w%s", overlay, err, hint)
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range rm.Resources() {

@@ -55,6 +55,12 @@ type Credentials struct {
 // AdminTokenFile is where the admin token is kept in the secrets directory.
 func AdminTokenFile(dir string) string { return filepath.Join(dir, "admin.token") }
 
+// ReaderPasswordFile is where the ClickHouse reader's password is kept in
+// the secrets directory (chserver.EnsurePasswords' layout).
+func ReaderPasswordFile(dir string) string {
+	return chserver.PasswordFile(filepath.Join(dir, "clickhouse"), chserver.UserReader)
+}
+
 // EnsureCredentials makes what is missing in dir and reads the rest.
 func EnsureCredentials(dir string) (*Credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/cluster"
@@ -29,20 +30,29 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	kubeContext := fs.String("context", "", "kubeconfig context (default: the current one)")
 	overlay := fs.String("overlay", "single-node", "single-node, testbed, or a kustomization directory of your own")
 	secretsDir := fs.String("secrets-dir", "", "where the credentials are made and kept (default: ~/.config/greenflow/cluster-<context>)")
-	timeout := fs.Duration("timeout", 10*time.Minute, "how long up waits for readiness, and down for the namespaces to go")
+	timeout := fs.Duration("timeout", 10*time.Minute, "how long up waits for readiness once applied, and down for the namespaces to go")
 	var cidrs []string
 	fs.Func("api-server-cidr", "the Kubernetes API server's addresses as a CIDR, for the provisioner's egress (repeatable; default: read from the cluster)",
 		func(v string) error { cidrs = append(cidrs, v); return nil })
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	if *timeout <= 0 {
+		return fmt.Errorf("--timeout %s: expected a positive duration, e.g. 10m", *timeout)
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = *kubeconfig
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: *kubeContext})
 	rc, err := cc.ClientConfig()
+	if clientcmd.IsEmptyConfig(err) {
+		return fmt.Errorf("no kubeconfig: give --kubeconfig FILE, or set $KUBECONFIG, or write ~/.kube/config")
+	}
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
+	// The API server's warnings (Pod Security's "would violate" for the
+	// collector's host paths) as lines of the command's output, once each.
+	rc.WarningHandler = rest.NewWarningWriter(stderr, rest.WarningWriterOptions{Deduplicate: true})
 	if *secretsDir == "" {
 		raw, err := cc.RawConfig()
 		if err != nil {
@@ -73,8 +83,9 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
   API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then
               GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url http://127.0.0.1:9464
-  dashboards: point Grafana at clickhouse.greenflow.svc:9000 as greenflow_reader (deploy/grafana, README "Grafana")
-`, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir))
+  dashboards: Grafana (README "Grafana") reads clickhouse.greenflow.svc:9000 as greenflow_reader, password in
+              %s; from a namespace the clickhouse-in NetworkPolicy admits
+`, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir), cluster.ReaderPasswordFile(*secretsDir))
 		return nil
 	case "status":
 		comps, err := c.Status(ctx)
