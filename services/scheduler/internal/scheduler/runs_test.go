@@ -370,5 +370,7 @@ func TestResentCommandIsNotSwallowedByDeduplication(t *testing.T) {
 	ids := h.msgIDs[events.TypeRunTeardown]["exp-rs-r0000"]
 	require.GreaterOrEqual(t, len(ids), 2, "the teardown was sent again")
 	require.Equal(t, "teardown:exp-rs-r0000", ids[0])
-	require.Equal(t, "teardown:exp-rs-r0000:1", ids[1], "the re-send has an id of its own")
+	// The re-send's id is the command's with its attempt: ":1", or a later
+	// one when a re-send's publish itself timed out on a loaded machine.
+	require.Regexp(t, `^teardown:exp-rs-r0000:[1-9][0-9]*$`, ids[1], "the re-send has an id of its own")
 }
