@@ -35,7 +35,12 @@ func Build(b Board) (dashboard.Dashboard, error) {
 			Query(dashboard.StringOrMap{String: cog.ToPtr(v.SQL)}).
 			Definition(v.SQL).
 			Refresh(dashboard.VariableRefreshOnDashboardLoad).
-			Sort(dashboard.VariableSortDisabled)
+			Sort(dashboard.VariableSortDisabled).
+			// Only the query's options: the values reach the SQL through
+			// Grafana's :singlequote, which escapes ' as \' but leaves a
+			// backslash as it is, so a typed value ending in \ could
+			// close the literal and append any SELECT the reader may run.
+			AllowCustomValue(false)
 		if v.TimeRange {
 			q.Refresh(dashboard.VariableRefreshOnTimeRangeChanged)
 		}
@@ -71,7 +76,13 @@ func Build(b Board) (dashboard.Dashboard, error) {
 		switch p.Kind {
 		case KindTimeSeries:
 			d.WithPanel(timeseries.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
-				Unit(p.Unit).Span(p.Width).Height(p.Height))
+				Unit(p.Unit).Span(p.Width).Height(p.Height).
+				// The SDK's defaults hide the legend and leave the tooltip
+				// mode empty; series are told apart (and marked estimated)
+				// only by their names, so both show every series.
+				Legend(common.NewVizLegendOptionsBuilder().ShowLegend(true).
+					DisplayMode(common.LegendDisplayModeList).Placement(common.LegendPlacementBottom)).
+				Tooltip(common.NewVizTooltipOptionsBuilder().Mode(common.TooltipDisplayModeMulti).Sort(common.SortOrderDescending)))
 		case KindTable:
 			t := table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
 				Unit(p.Unit).Span(p.Width).Height(p.Height).

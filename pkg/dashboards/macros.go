@@ -154,6 +154,11 @@ func formatVar(v Var, format string) (string, error) {
 		}
 		return strings.Join(v.Values, ","), nil
 	case "singlequote":
+		// Grafana's formatRegistry (singlequote) replaces ' by \' and
+		// nothing else; a backslash stays as it is, so a value with \ before
+		// a ' becomes \\', which closes the literal. This mirrors Grafana, whose
+		// output the tests must run: the dashboards' variables therefore
+		// take no custom value (Build), only their queries' options.
 		q := make([]string, len(v.Values))
 		for i, s := range v.Values {
 			q[i] = "'" + strings.ReplaceAll(s, "'", `\'`) + "'"
