@@ -84,11 +84,23 @@ func Build(b Board) (dashboard.Dashboard, error) {
 					DisplayMode(common.LegendDisplayModeList).Placement(common.LegendPlacementBottom)).
 				Tooltip(common.NewVizTooltipOptionsBuilder().Mode(common.TooltipDisplayModeMulti).Sort(common.SortOrderDescending)))
 		case KindTable:
+			if p.Unit != "" {
+				return dashboard.Dashboard{}, fmt.Errorf("dashboard %s table %q: unit %q for every column, expected units per column (Units)",
+					b.UID, p.Title, p.Unit)
+			}
 			t := table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
-				Unit(p.Unit).Span(p.Width).Height(p.Height).
+				Span(p.Width).Height(p.Height).
 				// The SDK's default footer has a null reducer, which its own
 				// strict decoder (and Grafana's schema) refuse.
 				Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}))
+			cols := make([]string, 0, len(p.Units))
+			for c := range p.Units {
+				cols = append(cols, c)
+			}
+			sort.Strings(cols) // the JSON the same on every run
+			for _, c := range cols {
+				t.OverrideByName(c, []dashboard.DynamicConfigValue{{Id: "unit", Value: p.Units[c]}})
+			}
 			for _, l := range p.Links {
 				t.OverrideByName(l.Column, []dashboard.DynamicConfigValue{{Id: "links", Value: []map[string]any{{"title": l.Title, "url": l.URL}}}})
 			}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,6 +100,10 @@ func TestExpand(t *testing.T) {
 func TestQueriesArePortable(t *testing.T) {
 	require.ErrorContains(t, dashboards.Lint("SELECT runningDifference(v) FROM t"), "runningDifference")
 	require.ErrorContains(t, dashboards.Lint("SELECT toStartOfInterval(ts, INTERVAL 1 minute)"), "toStartOfInterval")
+	require.ErrorContains(t, dashboards.Lint("SELECT 2 AS t UNION ALL SELECT 1 AS t ORDER BY t"), "orders only its last SELECT")
+	require.ErrorContains(t, dashboards.Lint("SELECT * FROM (SELECT 2 AS t UNION ALL SELECT 1 AS t ORDER BY t)"), "orders only its last SELECT")
+	require.NoError(t, dashboards.Lint("SELECT t FROM (SELECT 2 AS t UNION ALL SELECT 1 AS t) ORDER BY t"))
+	require.NoError(t, dashboards.Lint("SELECT 'UNION ALL' AS s ORDER BY s"))
 	n := 0
 	for _, b := range dashboards.Boards() {
 		var sqls []string
@@ -210,4 +215,47 @@ func TestVariablesTakeNoCustomValue(t *testing.T) {
 		}
 	}
 	require.Greater(t, n, 5)
+}
+
+// A table's columns hold different quantities: no unit for the whole
+// table, and the energy-per-event tables put µJ on the energy columns only
+// (not on n, ci_level, cv or cv_flag).
+func TestTableUnitsArePerColumn(t *testing.T) {
+	panels, _ := panelsAndVars(t)
+	energyTables := 0
+	for f, ps := range panels {
+		for _, p := range ps {
+			if p["type"] != "table" {
+				continue
+			}
+			var fc struct {
+				Defaults  map[string]any `json:"defaults"`
+				Overrides []struct {
+					Matcher    struct{ ID, Options string } `json:"matcher"`
+					Properties []struct {
+						ID    string `json:"id"`
+						Value any    `json:"value"`
+					} `json:"properties"`
+				} `json:"overrides"`
+			}
+			b, err := json.Marshal(p["fieldConfig"])
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(b, &fc))
+			require.Empty(t, fc.Defaults["unit"], "%s table %q: a unit for every column", f, p["title"])
+			units := map[string]any{}
+			for _, o := range fc.Overrides {
+				for _, prop := range o.Properties {
+					if prop.ID == "unit" {
+						require.Equal(t, "byName", o.Matcher.ID)
+						units[o.Matcher.Options] = prop.Value
+					}
+				}
+			}
+			if strings.HasPrefix(p["title"].(string), "Energy per event") && f == "greenflow-experiment.json" {
+				require.Equal(t, map[string]any{"mean": "µJ", "ci_low": "µJ", "ci_high": "µJ"}, units, "%s table %q", f, p["title"])
+				energyTables++
+			}
+		}
+	}
+	require.Equal(t, 2, energyTables)
 }
