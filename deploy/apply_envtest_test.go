@@ -108,7 +108,7 @@ func withComponents(t *testing.T, dir string, components ...string) string {
 	return tmp
 }
 
-// Every object each overlay renders — with the optional ServiceMonitors
+// Every object each overlay renders — with the optional ServiceMonitors, Grafana
 // and Scaphandre too — is applied server-side to a real kube-apiserver, Strimzi's and the
 // Prometheus operator's CRDs installed first, so a wrong field, type, API
 // version or a kind the cluster does not serve fails here; and Pod Security
@@ -123,8 +123,8 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 			name := filepath.Base(overlay)
 			dir := configured(t, overlay)
 			if monitors {
-				name += "+servicemonitors+scaphandre"
-				dir = withComponents(t, dir, "components/servicemonitors", "components/scaphandre")
+				name += "+servicemonitors+scaphandre+grafana"
+				dir = withComponents(t, dir, "components/servicemonitors", "components/scaphandre", "components/grafana")
 			}
 			t.Run(name, func(t *testing.T) {
 				objs, err := kubetest.Decode(render(t, dir), name)
@@ -136,11 +136,12 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 				require.Equal(t, 1, kinds["Kafka"], kinds)
 				require.Equal(t, 1, kinds["KafkaNodePool"], kinds)
 				require.Equal(t, 2, kinds["StatefulSet"], "NATS and ClickHouse: %v", kinds)
-				require.Equal(t, 4, kinds["Deployment"], kinds)
 				if monitors {
+					require.Equal(t, 5, kinds["Deployment"], "the services' four and Grafana: %v", kinds)
 					require.Equal(t, 5, kinds["ServiceMonitor"], kinds)
 					require.Equal(t, 2, kinds["DaemonSet"], "the collector and Scaphandre: %v", kinds)
 				} else {
+					require.Equal(t, 4, kinds["Deployment"], kinds)
 					require.Equal(t, 1, kinds["DaemonSet"], kinds)
 				}
 				require.NoError(t, a.Apply(context.Background(), objs))

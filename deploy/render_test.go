@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,22 +34,33 @@ func render(t testing.TB, dir string) []byte {
 
 // configured is dir with what an operator sets (the README's steps): the
 // API server's address in the provisioner's network policy. It returns a
-// kustomization directory of its own that builds dir with the change.
+// kustomization directory of its own that builds dir with the change. A
+// dir of "overlay+component+…" adds the optional components (paths under
+// deploy) to the overlay, as an operator enables them.
 func configured(t testing.TB, dir string) string {
 	t.Helper()
-	abs, err := filepath.Abs(dir)
-	require.NoError(t, err)
+	parts := strings.Split(dir, "+")
 	tmp := t.TempDir()
-	rel, err := filepath.Rel(tmp, abs) // kustomize takes relative paths only
-	require.NoError(t, err)
+	rel := func(p string) string {
+		abs, err := filepath.Abs(p)
+		require.NoError(t, err)
+		r, err := filepath.Rel(tmp, abs) // kustomize takes relative paths only
+		require.NoError(t, err)
+		return fmt.Sprintf("%q", r)
+	}
+	var components []string
+	for _, c := range parts[1:] {
+		components = append(components, rel(c))
+	}
 	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
-resources: [%q]
+resources: [%s]
+components: [%s]
 patches:
   - target: {kind: NetworkPolicy, name: greenflow-provisioner-kube-api}
     patch: |-
       - {op: replace, path: /spec/egress/0/to/0/ipBlock/cidr, value: %s/32}
-`, rel, testAPIServer)
+`, rel(parts[0]), strings.Join(components, ", "), testAPIServer)
 	require.NoError(t, os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644))
 	return tmp
 }

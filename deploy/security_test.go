@@ -45,8 +45,8 @@ func load(t *testing.T, dir string) manifests {
 }
 
 // deployments are what an operator applies: the base (with their own
-// infrastructure) and each overlay.
-var deployments = []string{"base", "overlays/single-node", "overlays/testbed"}
+// infrastructure), each overlay, and an overlay with the optional Grafana.
+var deployments = []string{"base", "overlays/single-node", "overlays/testbed", "overlays/single-node+components/grafana"}
 
 // forEachDeployment runs check on each of deployments as an operator
 // configures it.
@@ -307,7 +307,8 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 	apiServer := endpoint{ip: testAPIServer}
 	prometheus := endpoint{ns: "monitoring", labels: map[string]string{"app.kubernetes.io/name": "prometheus"}}
 	stranger := endpoint{ns: "default", labels: map[string]string{"app": "web"}}
-	console := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "grafana"}}
+	console := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "console"}}
+	grafana := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "grafana", "app.kubernetes.io/part-of": "greenflow-platform"}}
 	sut := endpoint{ns: "gf-run-e1-r0000", labels: map[string]string{"app": "uc3"}}
 	usesKafka := map[string]bool{"scheduler": true, "provisioner": true, "load-generator": true, "analyzer": true}
 
@@ -339,11 +340,15 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 			flow{svc("scheduler"), s, corev1.ProtocolTCP, 22, false},
 		)
 		// Services never call each other over HTTP (they talk over NATS);
-		// a pod of GreenFlow's namespace that is not a service (a console,
-		// Grafana) may call the APIs.
+		// a pod of GreenFlow's namespace that is not a service (a console)
+		// may call the APIs — not the components' Grafana, which reads
+		// ClickHouse only.
 		flows = append(flows, flow{svc("analyzer"), s, corev1.ProtocolTCP, 9464, false})
 		if w.name != "energy-collector" {
 			flows = append(flows, flow{console, s, corev1.ProtocolTCP, 9464, true})
+		}
+		if m.has("grafana") {
+			flows = append(flows, flow{grafana, s, corev1.ProtocolTCP, 9464, false})
 		}
 	}
 	// With the overlays' NATS and ClickHouse: only GreenFlow reaches them.
@@ -363,6 +368,22 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 			flow{stranger, clickhouse, corev1.ProtocolTCP, 9000, false},
 			flow{sut, clickhouse, corev1.ProtocolTCP, 9000, false},
 			flow{svc("scheduler"), clickhouse, corev1.ProtocolTCP, 8123, false},
+		)
+	}
+	// The Grafana component: DNS and ClickHouse's native port out, nothing
+	// else (no plugin download, no other service); its HTTP port in.
+	if m.has("grafana") {
+		require.True(t, m.has("clickhouse"), "Grafana comes with an overlay's ClickHouse here")
+		flows = append(flows,
+			flow{grafana, dns, corev1.ProtocolUDP, 53, true},
+			flow{grafana, clickhouse, corev1.ProtocolTCP, 9000, true},
+			flow{grafana, clickhouse, corev1.ProtocolTCP, 8123, false},
+			flow{grafana, nats, corev1.ProtocolTCP, 4222, false},
+			flow{grafana, kafka, corev1.ProtocolTCP, 9092, false},
+			flow{grafana, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 443, false},
+			flow{grafana, apiServer, corev1.ProtocolTCP, 443, false},
+			flow{stranger, grafana, corev1.ProtocolTCP, 3000, true},
+			flow{stranger, grafana, corev1.ProtocolTCP, 22, false},
 		)
 	}
 	for _, f := range flows {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -39,10 +41,14 @@ const (
 
 // Panel is one panel: ClickHouse queries (SQL) or Prometheus ones (PromQL).
 type Panel struct {
-	Kind, Title, Description, Unit string
-	SQL                            []PanelSQL
-	PromQL                         []PromQuery
-	Width, Height                  uint32
+	Kind, Title, Description string
+	// Unit is a time series' unit; a table's units are per column
+	// (Units), as its columns hold different quantities.
+	Unit          string
+	Units         map[string]string
+	SQL           []PanelSQL
+	PromQL        []PromQuery
+	Width, Height uint32
 	// Links are data links on a table column: a click opens URL with
 	// the row's fields (${__data.fields.<column>}) filled in.
 	Links []FieldLink
@@ -156,11 +162,11 @@ FROM runs FINAL
 ANY LEFT JOIN (SELECT run_id, min(start_ms) AS from_ms, max(end_ms) AS to_ms FROM run_phases FINAL WHERE ` + runs + ` GROUP BY run_id) USING (run_id)
 WHERE ` + runs + ` AND ` + configFilter + `
 ORDER BY idx`}}},
-			{Kind: KindTable, Title: "Energy per event by factor level", Unit: "µJ", Width: 24, Height: 8,
+			{Kind: KindTable, Title: "Energy per event by factor level", Units: microJoules("mean", "ci_low", "ci_high"), Width: 24, Height: 8,
 				Description: "The system under test's energy per event (mean over repetitions, with its confidence interval) of each " +
 					"configuration against the level of the chosen factor (run_factors), ordered by the level as a number.",
 				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"factor", "level", "config_hash", "n", "mean", "ci_low", "ci_high", "provenance"},
-					SQL: `SELECT ${factor:singlequote} AS factor, level, config_hash, n, mean, ci_low, ci_high,
+					SQL: `SELECT ${factor:singlequote} AS factor, level, config_hash, n, mean, ` + finite("ci_low") + `, ` + finite("ci_high") + `,
        if(estimated = 1, 'estimated', 'measured') AS provenance
 FROM config_results FINAL
 ANY INNER JOIN (
@@ -168,11 +174,11 @@ ANY INNER JOIN (
   WHERE ` + runs + ` AND factor = ${factor:singlequote} GROUP BY config_hash) USING (config_hash)
 WHERE ` + runs + ` AND ` + configFilter + ` AND metric = '` + results.SUTMicroJPerEvent + `'
 ORDER BY level_num, level`}}},
-			{Kind: KindTable, Title: "Energy per event per configuration", Unit: "µJ", Width: 12, Height: 8,
+			{Kind: KindTable, Title: "Energy per event per configuration", Units: microJoules("mean", "ci_low", "ci_high"), Width: 12, Height: 8,
 				Description: "The system under test's energy per event (µJ) over each configuration's repetitions: mean, confidence interval, " +
 					"coefficient of variation (flagged above the analyzer's threshold). Estimated when the energy came from the utilisation model.",
 				SQL: []PanelSQL{{Format: FormatTable, Columns: []string{"config_hash", "factors", "n", "mean", "ci_low", "ci_high", "ci_level", "cv", "cv_flag", "provenance"},
-					SQL: `SELECT config_hash, factors, n, mean, ci_low, ci_high, ci_level, cv, cv_flag,
+					SQL: `SELECT config_hash, factors, n, mean, ` + finite("ci_low") + `, ` + finite("ci_high") + `, ci_level, ` + finite("cv") + `, cv_flag,
        if(estimated = 1, 'estimated', 'measured') AS provenance
 FROM config_results FINAL
 WHERE ` + runs + ` AND ` + configFilter + ` AND metric = '` + results.SUTMicroJPerEvent + `'
@@ -225,6 +231,22 @@ WHERE ` + runs + ` AND scope = 'run' AND startsWith(metric, '` + results.FlagPre
 ORDER BY run_id, flag`}}},
 		},
 	}
+}
+
+// microJoules gives columns the unit µJ.
+func microJoules(cols ...string) map[string]string {
+	out := map[string]string{}
+	for _, c := range cols {
+		out[c] = "µJ"
+	}
+	return out
+}
+
+// finite is column col, or NULL (an empty cell) where it is not a finite
+// number: a configuration of one repetition has no confidence interval or
+// variation, which the analyzer stores as nan.
+func finite(col string) string {
+	return "if(isFinite(" + col + "), " + col + ", NULL) AS " + col
 }
 
 // configMeans is one row per selected configuration: its mean throughput
@@ -285,10 +307,16 @@ func runDetail() Board {
 			"(the Experiment overview's runs table gives its window).",
 		Vars: []Variable{varExperiment, varConfiguration, varRun,
 			{Name: "node", Label: "Node", Multi: true, SQL: "SELECT DISTINCT node FROM run_targets WHERE run_id = " + runVar + " ORDER BY node"}},
-		Annotations: []Annotation{{Name: "Phases", SQL: `SELECT start_time AS time, end_time AS timeEnd, phase AS text, 'phase' AS tags
+		// The phases' own milliseconds (start_time and end_time are widened
+		// to whole seconds for the time filter, so consecutive phases would
+		// overlap); the measured window only where it is not the measuring
+		// phase itself (the scheduler's runs measure exactly that phase).
+		Annotations: []Annotation{{Name: "Phases", SQL: `SELECT start_ms AS time, end_ms AS timeEnd, phase AS text, 'phase' AS tags
 FROM run_phases FINAL
 WHERE run_id = ` + runVar + ` AND end_time >= $__fromTime AND start_time <= $__toTime
-ORDER BY time`}},
+  AND NOT (phase = '` + store.PhaseWindow + `' AND (start_ms, end_ms) IN (
+    SELECT start_ms, end_ms FROM run_phases FINAL WHERE run_id = ` + runVar + ` AND phase = '` + events.RunStateMeasuring + `'))
+ORDER BY time, timeEnd`}},
 		Panels: []Panel{
 			{Kind: KindTimeSeries, Title: "Power per role", Unit: "watt", Width: 12, Height: 9,
 				Description: "Mean power per interval of each role's processes (their samples' mean power, summed), by meter; " +
@@ -340,15 +368,19 @@ ANY INNER JOIN (SELECT name, labels, toDateTime(toUInt32(time) + $__interval_s) 
 GROUP BY time, series
 ORDER BY time`},
 					{Format: FormatTimeSeries, Columns: []string{"time", "offered_per_s"},
-						SQL: `SELECT start_time AS time, ` + runScalar(results.OfferedRateEPS) + ` AS offered_per_s
-FROM run_phases FINAL WHERE run_id = ` + runVar + ` AND phase = '` + store.PhaseWindow + `'
-UNION ALL
-SELECT end_time AS time, ` + runScalar(results.OfferedRateEPS) + ` AS offered_per_s
-FROM run_phases FINAL WHERE run_id = ` + runVar + ` AND phase = '` + store.PhaseWindow + `'
+						// ORDER BY after UNION ALL would order only its last
+						// SELECT: the union is a subquery, ordered as a whole.
+						SQL: `SELECT time, offered_per_s FROM (
+  SELECT start_time AS time, ` + runScalar(results.OfferedRateEPS) + ` AS offered_per_s
+  FROM run_phases FINAL WHERE run_id = ` + runVar + ` AND phase = '` + store.PhaseWindow + `'
+  UNION ALL
+  SELECT end_time AS time, ` + runScalar(results.OfferedRateEPS) + ` AS offered_per_s
+  FROM run_phases FINAL WHERE run_id = ` + runVar + ` AND phase = '` + store.PhaseWindow + `')
 ORDER BY time`}}},
 			{Kind: KindTimeSeries, Title: "Consumer lag and the lag-trend SLO", Unit: "short", Width: 12, Height: 9,
 				Description: "The consumer lag summed over partitions, and the most lag the SLO allows: the lag at the fit's start " +
-					"growing at the threshold slope (lag_slo_threshold msg/s) from there. Lag above that line for long fails the SLO.",
+					"growing at the threshold slope (lag_slo_threshold msg/s) from there, from the first interval that starts at or " +
+					"after the fit's start. Lag above that line for long fails the SLO.",
 				SQL: []PanelSQL{
 					{Format: FormatTimeSeries, Columns: []string{"time", "consumer_lag"},
 						SQL: `SELECT time, sum(v) AS consumer_lag
@@ -368,7 +400,8 @@ FROM (
          (SELECT sum(v) FROM (SELECT labels, argMin(value, ts_ms) AS v FROM run_metrics
             WHERE run_id = ` + runVar + ` AND name = '` + seriesConsumerLag + `' AND ts_ms >= ` + fitStart + ` * 1000 GROUP BY labels)) AS lag0
   FROM run_metrics
-  WHERE run_id = ` + runVar + ` AND name = '` + seriesConsumerLag + `' AND $__timeFilter(ts) AND toUInt32(ts) >= ` + fitStart + `)
+  WHERE run_id = ` + runVar + ` AND name = '` + seriesConsumerLag + `' AND $__timeFilter(ts)
+    AND intDiv(toUInt32(ts), $__interval_s) * $__interval_s >= ` + fitStart + `)
 GROUP BY time
 ORDER BY time`}}},
 		},
@@ -399,7 +432,8 @@ func nodesAndMeters() Board {
 			SQL: "SELECT DISTINCT node FROM samples WHERE $__timeFilter(ts) ORDER BY node"}},
 		Panels: []Panel{
 			{Kind: KindTimeSeries, Title: "Power per node and zone by source", Unit: "watt", Width: 24, Height: 9,
-				Description: "Mean power per interval of each node's total and its zones (package, DRAM, …), by meter.",
+				Description: "Mean power per interval of each node's total and its zones (package, DRAM, …), by meter. The " +
+					"utilisation model's one zone is the whole node, the node total again, and is left out.",
 				SQL: []PanelSQL{{Format: FormatTimeSeries, Columns: []string{"time", "series", "power_w"},
 					SQL: `SELECT time,
        concat(node, if(zone = '', '', concat('/', zone)), ' · ', source, ` + estimatedSuffix + `) AS series,
@@ -407,7 +441,7 @@ func nodesAndMeters() Board {
 FROM (
   SELECT ` + bucket + ` AS time, node, scope, target_id, zone, source, max(estimated) AS estimated, avg(power_w) AS mean_w
   FROM samples
-  WHERE $__timeFilter(ts) AND ` + nodes + ` AND scope IN ('node', 'zone')
+  WHERE $__timeFilter(ts) AND ` + nodes + ` AND scope IN ('node', 'zone') AND NOT (scope = 'zone' AND zone = '` + energy.ModelZone + `')
   GROUP BY time, node, scope, target_id, zone, source)
 GROUP BY time, series
 ORDER BY time`}}},

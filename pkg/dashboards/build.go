@@ -35,7 +35,12 @@ func Build(b Board) (dashboard.Dashboard, error) {
 			Query(dashboard.StringOrMap{String: cog.ToPtr(v.SQL)}).
 			Definition(v.SQL).
 			Refresh(dashboard.VariableRefreshOnDashboardLoad).
-			Sort(dashboard.VariableSortDisabled)
+			Sort(dashboard.VariableSortDisabled).
+			// Only the query's options: the values reach the SQL through
+			// Grafana's :singlequote, which escapes ' as \' but leaves a
+			// backslash as it is, so a typed value ending in \ could
+			// close the literal and append any SELECT the reader may run.
+			AllowCustomValue(false)
 		if v.TimeRange {
 			q.Refresh(dashboard.VariableRefreshOnTimeRangeChanged)
 		}
@@ -71,13 +76,31 @@ func Build(b Board) (dashboard.Dashboard, error) {
 		switch p.Kind {
 		case KindTimeSeries:
 			d.WithPanel(timeseries.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
-				Unit(p.Unit).Span(p.Width).Height(p.Height))
-		case KindTable:
-			t := table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
 				Unit(p.Unit).Span(p.Width).Height(p.Height).
+				// The SDK's defaults hide the legend and leave the tooltip
+				// mode empty; series are told apart (and marked estimated)
+				// only by their names, so both show every series.
+				Legend(common.NewVizLegendOptionsBuilder().ShowLegend(true).
+					DisplayMode(common.LegendDisplayModeList).Placement(common.LegendPlacementBottom)).
+				Tooltip(common.NewVizTooltipOptionsBuilder().Mode(common.TooltipDisplayModeMulti).Sort(common.SortOrderDescending)))
+		case KindTable:
+			if p.Unit != "" {
+				return dashboard.Dashboard{}, fmt.Errorf("dashboard %s table %q: unit %q for every column, expected units per column (Units)",
+					b.UID, p.Title, p.Unit)
+			}
+			t := table.NewPanelBuilder().Title(p.Title).Description(p.Description).Datasource(ds).Targets(targets).
+				Span(p.Width).Height(p.Height).
 				// The SDK's default footer has a null reducer, which its own
 				// strict decoder (and Grafana's schema) refuse.
 				Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}))
+			cols := make([]string, 0, len(p.Units))
+			for c := range p.Units {
+				cols = append(cols, c)
+			}
+			sort.Strings(cols) // the JSON the same on every run
+			for _, c := range cols {
+				t.OverrideByName(c, []dashboard.DynamicConfigValue{{Id: "unit", Value: p.Units[c]}})
+			}
 			for _, l := range p.Links {
 				t.OverrideByName(l.Column, []dashboard.DynamicConfigValue{{Id: "links", Value: []map[string]any{{"title": l.Title, "url": l.URL}}}})
 			}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,12 +58,20 @@ func TestExpand(t *testing.T) {
 			"config":     {Values: []string{"c1"}, Multi: true},
 		},
 	}
-	for _, c := range []struct{ name, in, want, err string }{
+	for _, c := range []struct {
+		name, in, want, err string
+		env                 map[string]dashboards.Var
+	}{
 		{name: "time filter and range", in: "WHERE $__timeFilter(ts) AND x < $__toTime AND y > $__fromTime",
 			want: "WHERE ts >= toDateTime(1760000000) AND ts <= toDateTime(1760003600) AND x < toDateTime(1760003600) AND y > toDateTime(1760000000)"},
 		{name: "interval in seconds", in: "intDiv(toUInt32(ts), $__interval_s) * $__interval_s", want: "intDiv(toUInt32(ts), 15) * 15"},
 		{name: "single value raw, or quoted by format", in: "a = '$experiment' AND b = ${experiment:singlequote} AND c = ${run:singlequote}",
 			want: `a = 'e-1' AND b = 'e-1' AND c = 'it\'s'`},
+		// Grafana's singlequote format escapes ' as \' and nothing else: a
+		// backslash before a quote turns it into \\' and ends the literal
+		// (why the variables take no custom value).
+		{name: "singlequote leaves backslashes as Grafana does", in: "c = ${run:singlequote}",
+			env: map[string]dashboards.Var{"run": {Values: []string{`x\' OR 1 --`}}}, want: `c = 'x\\' OR 1 --'`},
 		{name: "multi value quoted by the plugin", in: "node IN ($node) AND c IN (${config})", want: "node IN ('n1','n2') AND c IN ('c1')"},
 		{name: "conditionalAll with All", in: "WHERE $__conditionalAll(node IN (${node:singlequote}), $node) AND 1", want: "WHERE 1=1 AND 1"},
 		{name: "conditionalAll with values", in: "WHERE $__conditionalAll(c IN (${config:singlequote}), ${config})", want: "WHERE c IN ('c1')"},
@@ -72,7 +81,11 @@ func TestExpand(t *testing.T) {
 		{name: "unknown macro", in: "WHERE $__bogus", err: "macro $__bogus: not one Expand implements"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := dashboards.Expand(c.in, env)
+			e := env
+			if c.env != nil {
+				e.Vars = c.env
+			}
+			got, err := dashboards.Expand(c.in, e)
 			if c.err != "" {
 				require.ErrorContains(t, err, c.err)
 				return
@@ -87,6 +100,10 @@ func TestExpand(t *testing.T) {
 func TestQueriesArePortable(t *testing.T) {
 	require.ErrorContains(t, dashboards.Lint("SELECT runningDifference(v) FROM t"), "runningDifference")
 	require.ErrorContains(t, dashboards.Lint("SELECT toStartOfInterval(ts, INTERVAL 1 minute)"), "toStartOfInterval")
+	require.ErrorContains(t, dashboards.Lint("SELECT 2 AS t UNION ALL SELECT 1 AS t ORDER BY t"), "orders only its last SELECT")
+	require.ErrorContains(t, dashboards.Lint("SELECT * FROM (SELECT 2 AS t UNION ALL SELECT 1 AS t ORDER BY t)"), "orders only its last SELECT")
+	require.NoError(t, dashboards.Lint("SELECT t FROM (SELECT 2 AS t UNION ALL SELECT 1 AS t) ORDER BY t"))
+	require.NoError(t, dashboards.Lint("SELECT 'UNION ALL' AS s ORDER BY s"))
 	n := 0
 	for _, b := range dashboards.Boards() {
 		var sqls []string
@@ -135,4 +152,110 @@ func TestDashboardsDecodeWithTheSDK(t *testing.T) {
 		}
 	}
 	require.Greater(t, queries, 20)
+}
+
+// panelsAndVars reads every checked-in dashboard as plain JSON (what
+// Grafana reads): its panels and its template variables.
+func panelsAndVars(t *testing.T) (panels, vars map[string][]map[string]any) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(deployDir(), "*.json"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	panels, vars = map[string][]map[string]any{}, map[string][]map[string]any{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		var d struct {
+			Panels     []map[string]any `json:"panels"`
+			Templating struct {
+				List []map[string]any `json:"list"`
+			} `json:"templating"`
+		}
+		require.NoError(t, json.Unmarshal(b, &d), f)
+		panels[filepath.Base(f)], vars[filepath.Base(f)] = d.Panels, d.Templating.List
+	}
+	return panels, vars
+}
+
+// Every time series shows its legend and a tooltip of all series, largest
+// first: the series' names are what tell them apart and what marks a
+// figure "(estimated)".
+func TestTimeSeriesShowLegendAndTooltip(t *testing.T) {
+	panels, _ := panelsAndVars(t)
+	n := 0
+	for f, ps := range panels {
+		for _, p := range ps {
+			if p["type"] != "timeseries" {
+				continue
+			}
+			opts, _ := p["options"].(map[string]any)
+			require.NotNil(t, opts, "%s panel %q: no options", f, p["title"])
+			legend, _ := opts["legend"].(map[string]any)
+			tooltip, _ := opts["tooltip"].(map[string]any)
+			require.Equal(t, true, legend["showLegend"], "%s panel %q: legend hidden", f, p["title"])
+			require.Equal(t, "list", legend["displayMode"], "%s panel %q", f, p["title"])
+			require.Equal(t, "bottom", legend["placement"], "%s panel %q", f, p["title"])
+			require.Equal(t, "multi", tooltip["mode"], "%s panel %q: tooltip mode", f, p["title"])
+			require.Equal(t, "desc", tooltip["sort"], "%s panel %q: tooltip sort", f, p["title"])
+			n++
+		}
+	}
+	require.Greater(t, n, 10)
+}
+
+// No variable takes a typed value: Grafana's :singlequote escapes ' but
+// not \ (see TestExpand), so only the query's own options may reach SQL.
+func TestVariablesTakeNoCustomValue(t *testing.T) {
+	_, vars := panelsAndVars(t)
+	n := 0
+	for f, vs := range vars {
+		for _, v := range vs {
+			require.Equal(t, false, v["allowCustomValue"], "%s variable %q allows a custom value", f, v["name"])
+			n++
+		}
+	}
+	require.Greater(t, n, 5)
+}
+
+// A table's columns hold different quantities: no unit for the whole
+// table, and the energy-per-event tables put µJ on the energy columns only
+// (not on n, ci_level, cv or cv_flag).
+func TestTableUnitsArePerColumn(t *testing.T) {
+	panels, _ := panelsAndVars(t)
+	energyTables := 0
+	for f, ps := range panels {
+		for _, p := range ps {
+			if p["type"] != "table" {
+				continue
+			}
+			var fc struct {
+				Defaults  map[string]any `json:"defaults"`
+				Overrides []struct {
+					Matcher    struct{ ID, Options string } `json:"matcher"`
+					Properties []struct {
+						ID    string `json:"id"`
+						Value any    `json:"value"`
+					} `json:"properties"`
+				} `json:"overrides"`
+			}
+			b, err := json.Marshal(p["fieldConfig"])
+			require.NoError(t, err)
+			require.NoError(t, json.Unmarshal(b, &fc))
+			require.Empty(t, fc.Defaults["unit"], "%s table %q: a unit for every column", f, p["title"])
+			units := map[string]any{}
+			for _, o := range fc.Overrides {
+				for _, prop := range o.Properties {
+					if prop.ID == "unit" {
+						require.Equal(t, "byName", o.Matcher.ID)
+						units[o.Matcher.Options] = prop.Value
+					}
+				}
+			}
+			if strings.HasPrefix(p["title"].(string), "Energy per event") && f == "greenflow-experiment.json" {
+				require.Equal(t, map[string]any{"mean": "µJ", "ci_low": "µJ", "ci_high": "µJ"}, units, "%s table %q", f, p["title"])
+				energyTables++
+			}
+		}
+	}
+	require.Equal(t, 2, energyTables)
 }

@@ -154,6 +154,11 @@ func formatVar(v Var, format string) (string, error) {
 		}
 		return strings.Join(v.Values, ","), nil
 	case "singlequote":
+		// Grafana's formatRegistry (singlequote) replaces ' by \' and
+		// nothing else; a backslash stays as it is, so a value with \ before
+		// a ' becomes \\', which closes the literal. This mirrors Grafana, whose
+		// output the tests must run: the dashboards' variables therefore
+		// take no custom value (Build), only their queries' options.
 		q := make([]string, len(v.Values))
 		for i, s := range v.Values {
 			q[i] = "'" + strings.ReplaceAll(s, "'", `\'`) + "'"
@@ -226,5 +231,41 @@ func Lint(sql string) error {
 	if m := notPortable.FindString(sql); m != "" {
 		return fmt.Errorf("%q does not run on both ClickHouse 18.16 and current releases", strings.TrimSpace(m))
 	}
+	return orderAfterUnion(sql)
+}
+
+var unionOrOrder = regexp.MustCompile(`(?i)^(UNION\s+ALL|ORDER\s+BY)\b`)
+
+// orderAfterUnion refuses an ORDER BY after a UNION ALL in the same
+// parentheses: ClickHouse binds it to the last SELECT only, so the rows
+// of the others come in any order; the union must be a subquery ordered
+// as a whole.
+func orderAfterUnion(sql string) error {
+	union := []bool{false} // per parenthesis depth: a UNION ALL seen
+	quoted := false
+	for i := 0; i < len(sql); i++ {
+		switch c := sql[i]; {
+		case c == '\'' && (i == 0 || sql[i-1] != '\\'):
+			quoted = !quoted
+		case quoted:
+		case c == '(':
+			union = append(union, false)
+		case c == ')' && len(union) > 1:
+			union = union[:len(union)-1]
+		case i == 0 || !isWordByte(sql[i-1]):
+			m := unionOrOrder.FindString(sql[i:])
+			switch {
+			case m == "":
+			case strings.EqualFold(m[:5], "UNION"):
+				union[len(union)-1] = true
+			case union[len(union)-1]:
+				return fmt.Errorf("ORDER BY at offset %d follows a UNION ALL and orders only its last SELECT: order the union as a subquery", i)
+			}
+		}
+	}
 	return nil
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"math"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -14,7 +16,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/dashboards"
+	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
@@ -88,7 +92,8 @@ func TestDashboardQueries(t *testing.T) {
 					timings = append(timings, timingOf(board.UID, "annotation "+a.Name, got))
 					require.Equal(t, []string{"time", "timeEnd", "text", "tags"}, got.Columns)
 					require.NotEmpty(t, got.Rows, "annotation %s", a.Name)
-					require.Subset(t, got.Strings(2), []string{store.PhaseWindow, events.RunStateBaseline, events.RunStateMeasuring})
+					require.Subset(t, got.Strings(2), []string{events.RunStateBaseline, events.RunStateMeasuring})
+					requirePhasesApart(t, a.Name, got)
 				}
 				for _, q := range board.Queries() {
 					got := runQuery(ctx, t, reader, q.What, q.SQL, env)
@@ -101,6 +106,9 @@ func TestDashboardQueries(t *testing.T) {
 						requireTimeSeries(t, q.What, got)
 					}
 					checkWhatAUserSees(t, board.UID, q.What, got)
+				}
+				if board.UID == "greenflow-run" {
+					checkSLOLineStartsAtTheFit(ctx, t, reader, board, env)
 				}
 			})
 		}
@@ -125,6 +133,32 @@ func checkWhatAUserSees(t *testing.T, board, what string, got result) {
 	case board == "greenflow-run" && what == `panel "Energy per event" query 1`:
 		require.Contains(t, got.Strings(0), "sut_uj_per_event")
 		require.Contains(t, got.Strings(3), "estimated", "the model's figures are marked estimated")
+	case board == "greenflow-experiment" && strings.HasPrefix(what, `panel "Energy per event`):
+		// The example's configurations have one repetition each: no
+		// confidence interval or variation, shown empty rather than nan.
+		n := slices.Index(got.Columns, "n")
+		for _, row := range got.Rows {
+			for i, v := range row {
+				f, ok := number(v)
+				require.False(t, ok && math.IsNaN(f), "%s: %s is nan (row %v)", what, got.Columns[i], row)
+			}
+			if count, _ := number(row[n]); count < 2 {
+				for _, c := range []string{"ci_low", "ci_high", "cv"} {
+					if i := slices.Index(got.Columns, c); i >= 0 {
+						require.Nil(t, row[i], "%s: %s of a configuration of %v run(s)", what, c, count)
+					}
+				}
+			}
+		}
+	case board == "greenflow-nodes" && what == `panel "Power per node and zone by source" query 1`:
+		// The model's one zone is the node total again: drawn once.
+		require.False(t, slices.ContainsFunc(got.Strings(1), func(s string) bool { return strings.Contains(s, "/"+energy.ModelZone+" · ") }),
+			"the model's zone %q duplicates the node total: %v", energy.ModelZone, got.Strings(1))
+		require.True(t, slices.ContainsFunc(got.Strings(1), func(s string) bool { return strings.Contains(s, " · model") }),
+			"the node totals of the model are drawn: %v", got.Strings(1))
+	case board == "greenflow-run" && what == `panel "Offered and delivered load" query 2`:
+		times := got.Strings(0)
+		require.True(t, slices.IsSorted(times), "%s: the offered rate's points in time order: %v", what, times)
 	case board == "greenflow-experiment" && what == `panel "Runs and states" query 1`:
 		require.Contains(t, got.Strings(4), events.RunStateDone)
 		for _, row := range got.Rows {
@@ -139,6 +173,85 @@ func checkWhatAUserSees(t *testing.T, board, what string, got result) {
 			require.Equal(t, []string{"500", "2000"}, got.Strings(1))
 		}
 	}
+}
+
+// requirePhasesApart checks the phase annotations as a user sees them:
+// each phase drawn once, in its own milliseconds, so consecutive phases
+// meet but do not overlap.
+func requirePhasesApart(t *testing.T, name string, got result) {
+	t.Helper()
+	type span struct{ from, to int64 }
+	var spans []span
+	ms := func(v any) int64 {
+		if at, ok := v.(time.Time); ok {
+			return at.UnixMilli()
+		}
+		f, ok := number(v)
+		require.True(t, ok, "annotation %s: a time of %T, expected a DateTime or a number (ms)", name, v)
+		return int64(f)
+	}
+	for _, row := range got.Rows {
+		spans = append(spans, span{ms(row[0]), ms(row[1])})
+	}
+	for i := 1; i < len(spans); i++ {
+		require.LessOrEqual(t, spans[i-1].to, spans[i].from, "annotation %s: %s [%d, %d] overlaps %s [%d, %d]", name,
+			got.Rows[i-1][2], spans[i-1].from, spans[i-1].to, got.Rows[i][2], spans[i].from, spans[i].to)
+	}
+}
+
+// checkSLOLineStartsAtTheFit runs the lag panel's SLO line with an
+// interval that does not divide the fit's start, so its first interval
+// would begin before it: the line must start at the fit's start or later
+// (before it, the lag at the fit's start minus the slope, it went
+// negative).
+func checkSLOLineStartsAtTheFit(ctx context.Context, t *testing.T, reader *store.Store, board dashboards.Board, env dashboards.Env) {
+	t.Helper()
+	var sql string
+	for _, q := range board.Queries() {
+		if q.What == `panel "Consumer lag and the lag-trend SLO" query 2` {
+			sql = q.SQL
+		}
+	}
+	require.NotEmpty(t, sql, "the SLO line's query")
+	run := env.Vars["run"].Values[0]
+	var fitStart int64
+	require.NoError(t, reader.Conn().QueryRow(ctx, `
+		SELECT toInt64(intDiv(min(start_ms), 1000)) + toInt64((SELECT argMax(value, analyzed_ms) FROM results
+		  WHERE run_id = ? AND scope = 'run' AND subject = '' AND metric = ?))
+		FROM run_phases FINAL WHERE run_id = ? AND phase = ?`, run, results.LagTrendFitStartS, run, store.PhaseWindow).Scan(&fitStart))
+	step := int64(2)
+	for fitStart%step == 0 {
+		step++
+	}
+	env.Interval = time.Duration(step) * time.Second
+	got := runQuery(ctx, t, reader, "SLO line", sql, env)
+	require.NotEmpty(t, got.Rows, "SLO line at a %ds interval", step)
+	for _, row := range got.Rows {
+		at := row[0].(time.Time).Unix()
+		require.GreaterOrEqual(t, at, fitStart, "SLO line at a %ds interval: a point at %d, before the fit's start %d (%v)", step, at, fitStart, row)
+		bound, _ := number(row[1])
+		require.GreaterOrEqual(t, bound, 0.0, "SLO line: negative bound %v at %d", bound, at)
+	}
+}
+
+// number is v as a float64 when it is a number (or a non-nil pointer to one).
+func number(v any) (float64, bool) {
+	rv := reflect.ValueOf(v)
+	for rv.Kind() == reflect.Pointer {
+		if rv.IsNil() {
+			return 0, false
+		}
+		rv = rv.Elem()
+	}
+	switch {
+	case rv.CanInt():
+		return float64(rv.Int()), true
+	case rv.CanUint():
+		return float64(rv.Uint()), true
+	case rv.CanFloat():
+		return rv.Float(), true
+	}
+	return 0, false
 }
 
 type timing struct {
