@@ -105,6 +105,12 @@ func TestUpStatusDown(t *testing.T) {
 	coll, err := cs.CoreV1().Secrets(cluster.CollectorNamespace).Get(ctx, "greenflow-energy-collector-credentials", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NotEqual(t, string(sched.Data["nats.nk"]), string(coll.Data["nats.nk"]), "each service its own NATS user")
+	reader, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-clickhouse-reader", metav1.GetOptions{})
+	require.NoError(t, err)
+	readerPassword, err := os.ReadFile(cluster.ReaderPasswordFile(secrets))
+	require.NoError(t, err)
+	require.Equal(t, strings.TrimSpace(string(readerPassword)), string(reader.Data["password"]), "Grafana's key")
+	require.Contains(t, string(reader.Data["clickhouse.dsn"]), "clickhouse://greenflow_reader:")
 	for _, name := range []string{"greenflow-nats-tls", "greenflow-nats-authorization", "greenflow-clickhouse-users", "greenflow-nats-ca"} {
 		_, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err, name)

@@ -234,7 +234,10 @@ func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 		secret(Namespace, "greenflow-nats-tls", map[string][]byte{"tls.crt": c.NATSCert, "tls.key": c.NATSKey, "ca.crt": c.CACert}),
 		secret(Namespace, "greenflow-nats-authorization", map[string][]byte{"authorization.conf": []byte(c.NATSConfig)}),
 		secret(Namespace, "greenflow-clickhouse-users", map[string][]byte{"users.xml": []byte(c.UsersXML)}),
-		secret(Namespace, "greenflow-clickhouse-reader", map[string][]byte{"clickhouse.dsn": dsn(chserver.UserReader)}),
+		// The reader's DSN for the CLI, its password alone for Grafana
+		// (deploy/components/grafana reads the key password).
+		secret(Namespace, "greenflow-clickhouse-reader", map[string][]byte{"clickhouse.dsn": dsn(chserver.UserReader),
+			"password": []byte(c.ClickHousePasswords[chserver.UserReader])}),
 	)
 	if seed[bus.UserAdmin] == nil {
 		return nil, fmt.Errorf("no NATS admin user in the contract (pkg/bus)")
