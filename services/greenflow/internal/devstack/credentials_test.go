@@ -100,3 +100,21 @@ func TestDevStackCredentials(t *testing.T) {
 	_, err = store.Open(ctx, ep.ClickHouseReaderDSN, zap.NewNop())
 	require.Error(t, err, "the reader cannot migrate")
 }
+
+// TestARelativeStateDirIsFoundFromAnywhere: a stack started with a relative
+// --state-dir (the README's `.state/demo`) is found by a CLI run from
+// another directory — the files endpoints.json names resolve there too (a
+// trial's `greenflow token list --state-dir gf/.state/demo` did not find it).
+func TestARelativeStateDirIsFoundFromAnywhere(t *testing.T) {
+	parent := t.TempDir()
+	t.Chdir(parent)
+	o := devstacktest.Options(t)
+	o.StateDir = filepath.Join("rel", "state")
+	devstacktest.New(t, o)
+
+	t.Chdir(t.TempDir())
+	e, err := devstack.ReadEndpoints(filepath.Join(parent, "rel", "state"))
+	require.NoError(t, err)
+	require.True(t, filepath.IsAbs(e.ClickHouseReaderDSNFile), e.ClickHouseReaderDSNFile)
+	require.Contains(t, e.ClickHouseReaderDSN, "clickhouse://", "the DSN read from the file endpoints.json names")
+}

@@ -167,6 +167,14 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	// Absolute: the paths written into endpoints.json (the reader's DSN
+	// file, the credentials) must resolve from wherever the CLI runs, not
+	// only from the directory this stack was started in.
+	abs, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", o.StateDir, err)
+	}
+	o.StateDir = abs
 	// The state dir holds every credential of the stack and every run's
 	// data: it and all that this process and its children (clickhouse-
 	// server, NATS's store) create in it are this user's only — the umask
@@ -580,6 +588,11 @@ func ReadEndpoints(stateDir string) (Endpoints, error) {
 	}{{e.ClickHouseWriterDSNFile, &e.ClickHouseDSN}, {e.ClickHouseReaderDSNFile, &e.ClickHouseReaderDSN}} {
 		if f.path == "" {
 			continue
+		}
+		if !filepath.IsAbs(f.path) {
+			// Written relative by a stack started with a relative state
+			// dir (before Start made it absolute): the file is in the dir.
+			f.path = filepath.Join(stateDir, filepath.Base(f.path))
 		}
 		dsn, err := os.ReadFile(f.path)
 		if err != nil {
