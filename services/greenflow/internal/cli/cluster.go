@@ -73,6 +73,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
   API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then
               GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url http://127.0.0.1:9464
+  console:    kubectl -n greenflow port-forward svc/console 8080:8080, then http://127.0.0.1:8080 (sign in with an API token)
   dashboards: point Grafana at clickhouse.greenflow.svc:9000 as greenflow_reader (deploy/grafana, README "Grafana")
 `, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir))
 		return nil
