@@ -134,7 +134,7 @@ func workloadsPassPodSecurity(t *testing.T, m manifests) {
 		return policy.AggregateCheckResults(eval.EvaluatePod(psaapi.LevelVersion{Level: level, Version: psaapi.LatestVersion()},
 			&w.pod.ObjectMeta, &w.pod.Spec))
 	}
-	require.Len(t, m.services(), 5, "scheduler, provisioner, load-generator, analyzer, energy-collector")
+	require.Len(t, m.services(), 6, "scheduler, provisioner, load-generator, analyzer, console, energy-collector")
 	for _, w := range m.workloads { // NATS and ClickHouse too, where the overlay has them
 		ns, ok := m.namespaces[w.namespace]
 		require.True(t, ok, "%s %s: namespace %q is not among the manifests", w.kind, w.name, w.namespace)
@@ -292,9 +292,11 @@ func (m manifests) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS s
 
 // The network policies allow exactly the flows the architecture has: every
 // service reaches DNS, NATS and ClickHouse; only the services that use
-// Kafka reach it; only the provisioner reaches the Kubernetes API; the HTTP
-// port is reachable from GreenFlow's namespace (not from its services:
-// they talk over NATS) and Prometheus's, nothing else is, in or out.
+// Kafka reach it; only the provisioner reaches the Kubernetes API; only the
+// console reaches an HTTP API, the scheduler's and the analyzer's; the HTTP
+// port is reachable from GreenFlow's namespace (not from its other
+// services: they talk over NATS) and Prometheus's; the console's pages from
+// the ingress controller's namespace; nothing else is, in or out.
 func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 	forEachDeployment(t, networkPoliciesAllowTheArchitecturesFlowsOnly)
 }
@@ -307,8 +309,10 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 	apiServer := endpoint{ip: testAPIServer}
 	prometheus := endpoint{ns: "monitoring", labels: map[string]string{"app.kubernetes.io/name": "prometheus"}}
 	stranger := endpoint{ns: "default", labels: map[string]string{"app": "web"}}
-	console := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "console"}}
+	// Grafana: the component's pod (its labels), or without the component
+	// any pod of GreenFlow's namespace that is not a service.
 	grafana := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "grafana", "app.kubernetes.io/part-of": "greenflow-platform"}}
+	ingress := endpoint{ns: "ingress-nginx", labels: map[string]string{"app.kubernetes.io/name": "ingress-nginx"}}
 	sut := endpoint{ns: "gf-run-e1-r0000", labels: map[string]string{"app": "uc3"}}
 	usesKafka := map[string]bool{"scheduler": true, "provisioner": true, "load-generator": true, "analyzer": true}
 
@@ -339,18 +343,32 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 			flow{sut, s, corev1.ProtocolTCP, 9464, false},
 			flow{svc("scheduler"), s, corev1.ProtocolTCP, 22, false},
 		)
-		// Services never call each other over HTTP (they talk over NATS);
-		// a pod of GreenFlow's namespace that is not a service (a console)
-		// may call the APIs — not the components' Grafana, which reads
+		// Services never call each other over HTTP (they talk over NATS)
+		// but the console, which calls the scheduler's and analyzer's APIs
+		// only; a pod of GreenFlow's namespace that is not a service may
+		// call the APIs — not the Grafana component's, which reads
 		// ClickHouse only.
-		flows = append(flows, flow{svc("analyzer"), s, corev1.ProtocolTCP, 9464, false})
+		flows = append(flows,
+			flow{svc("analyzer"), s, corev1.ProtocolTCP, 9464, false},
+			flow{svc("console"), s, corev1.ProtocolTCP, 9464, w.name == "scheduler" || w.name == "analyzer"},
+			flow{s, svc("console"), corev1.ProtocolTCP, 8080, false},
+		)
 		if w.name != "energy-collector" {
-			flows = append(flows, flow{console, s, corev1.ProtocolTCP, 9464, true})
+			flows = append(flows, flow{grafana, s, corev1.ProtocolTCP, 9464, !m.has("grafana")})
 		}
-		if m.has("grafana") {
-			flows = append(flows, flow{grafana, s, corev1.ProtocolTCP, 9464, false})
-		}
+		// Browsers come through the ingress controller, to the console's
+		// pages only.
+		flows = append(flows, flow{ingress, s, corev1.ProtocolTCP, 8080, w.name == "console"},
+			flow{ingress, s, corev1.ProtocolTCP, 9464, false})
 	}
+	require.True(t, m.has("console"), "the console is deployed")
+	flows = append(flows,
+		flow{stranger, svc("console"), corev1.ProtocolTCP, 8080, false},
+		flow{sut, svc("console"), corev1.ProtocolTCP, 8080, false},
+		flow{grafana, svc("console"), corev1.ProtocolTCP, 8080, false},
+		flow{prometheus, svc("console"), corev1.ProtocolTCP, 8080, false},
+		flow{svc("console"), endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 9464, false},
+	)
 	// With the overlays' NATS and ClickHouse: only GreenFlow reaches them.
 	if m.has("nats") {
 		flows = append(flows,
@@ -364,7 +382,7 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 	}
 	if m.has("clickhouse") {
 		flows = append(flows,
-			flow{console, clickhouse, corev1.ProtocolTCP, 9000, true},
+			flow{grafana, clickhouse, corev1.ProtocolTCP, 9000, true},
 			flow{stranger, clickhouse, corev1.ProtocolTCP, 9000, false},
 			flow{sut, clickhouse, corev1.ProtocolTCP, 9000, false},
 			flow{svc("scheduler"), clickhouse, corev1.ProtocolTCP, 8123, false},
@@ -436,7 +454,7 @@ func flagsOf(t *testing.T) map[string]map[string]bool {
 }
 
 // Every service takes its credentials — its NATS nkey seed, its ClickHouse
-// DSN with the password, NATS's CA — from files of Secret volumes mounted
+// DSN with the password, NATS's CA, the console's session key — from files of Secret volumes mounted
 // read-only, readable by the container's user and no one else's; no
 // credential is in an argument, an environment variable or the ConfigMap;
 // and every flag the manifests pass exists on the service.
@@ -468,7 +486,11 @@ func credentialsComeFromSecrets(t *testing.T, m manifests) {
 				require.True(t, flags[w.name][k], "%s: --%s is not a flag of the service", w.name, k)
 				args[k] = v
 			}
-			for _, k := range []string{"nats-nkey-file", "clickhouse-dsn-file", "nats-ca-file"} {
+			files := []string{"nats-nkey-file", "clickhouse-dsn-file", "nats-ca-file"}
+			if w.name == "console" { // the key its session cookies are sealed with
+				files = append(files, "session-key-file")
+			}
+			for _, k := range files {
 				path := args[k]
 				require.NotEmpty(t, path, "%s: --%s", w.name, k)
 				in := ""

@@ -51,7 +51,7 @@ const NonRoot = 65532
 
 // Services are the images built when none is named: every binary the
 // cluster deployment runs.
-var Services = []string{"scheduler", "provisioner", "load-generator", "energy-collector", "analyzer", "uc3-processor", "greenflow"}
+var Services = []string{"scheduler", "provisioner", "load-generator", "energy-collector", "analyzer", "console", "uc3-processor", "greenflow"}
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {

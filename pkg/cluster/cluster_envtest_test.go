@@ -71,7 +71,7 @@ func TestUpStatusDown(t *testing.T) {
 		byName[strings.ToLower(c.Kind)+" "+c.Namespace+"/"+c.Name] = c
 	}
 	for _, want := range []string{"deployment greenflow/scheduler", "deployment greenflow/provisioner", "deployment greenflow/analyzer",
-		"deployment greenflow/load-generator", "daemonset greenflow-collector/energy-collector", "statefulset greenflow/nats",
+		"deployment greenflow/load-generator", "deployment greenflow/console", "daemonset greenflow-collector/energy-collector", "statefulset greenflow/nats",
 		"statefulset greenflow/clickhouse", "kafka kafka/greenflow"} {
 		c, ok := byName[want]
 		require.True(t, ok, "%s among %v", want, comps)
@@ -111,6 +111,17 @@ func TestUpStatusDown(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, strings.TrimSpace(string(readerPassword)), string(reader.Data["password"]), "Grafana's key")
 	require.Contains(t, string(reader.Data["clickhouse.dsn"]), "clickhouse://greenflow_reader:")
+	// The console: its own NATS user, the reader's DSN (it writes nothing),
+	// and the session key kept in the secrets directory.
+	cons, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-console-credentials", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Contains(t, string(cons.Data["nats.nk"]), "SU", "an nkey user seed")
+	require.NotEqual(t, string(sched.Data["nats.nk"]), string(cons.Data["nats.nk"]), "the console's own NATS user")
+	require.Contains(t, string(cons.Data["clickhouse.dsn"]), "clickhouse://greenflow_reader:")
+	sessionKey, err := os.ReadFile(filepath.Join(secrets, "console-session.key"))
+	require.NoError(t, err)
+	require.Len(t, strings.TrimSpace(string(sessionKey)), 64, "32 random bytes, hex")
+	require.Equal(t, string(sessionKey), string(cons.Data["session.key"]))
 	for _, name := range []string{"greenflow-nats-tls", "greenflow-nats-authorization", "greenflow-clickhouse-users", "greenflow-nats-ca"} {
 		_, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err, name)
@@ -130,6 +141,9 @@ func TestUpStatusDown(t *testing.T) {
 	again, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-scheduler-credentials", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, sched.Data, again.Data)
+	consAgain, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-console-credentials", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, cons.Data, consAgain.Data, "the session key is kept: sign-ins survive another up")
 
 	status, err := newCluster(time.Second).Status(ctx)
 	require.NoError(t, err)

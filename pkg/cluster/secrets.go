@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -32,7 +33,7 @@ const (
 )
 
 // services connect to NATS and ClickHouse, each with a Secret of its own.
-var services = []string{"scheduler", "provisioner", "load-generator", "analyzer", "energy-collector"}
+var services = []string{"scheduler", "provisioner", "load-generator", "analyzer", "energy-collector", "console"}
 
 // Credentials are what a cluster's Secrets are made from. They are made
 // once in the secrets directory (0700, files 0600) and kept: running up
@@ -50,6 +51,9 @@ type Credentials struct {
 	CACert, NATSCert, NATSKey []byte
 	// AdminToken is the first admin API token; the scheduler adopts it.
 	AdminToken string
+	// SessionKey seals the console's session cookies (Dir/console-session.key):
+	// kept, so a console restarted or scaled keeps its users signed in.
+	SessionKey string
 }
 
 // AdminTokenFile is where the admin token is kept in the secrets directory.
@@ -85,7 +89,26 @@ func EnsureCredentials(dir string) (*Credentials, error) {
 	if c.AdminToken, err = ensureToken(AdminTokenFile(dir)); err != nil {
 		return nil, err
 	}
+	if c.SessionKey, err = ensureSessionKey(filepath.Join(dir, "console-session.key")); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// ensureSessionKey reads the console's session key, or draws one: 32
+// random bytes, hex (the console reads a text file of 32+ bytes).
+func ensureSessionKey(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read the console's session key: %w", err)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key) // crypto/rand.Read never fails (Go 1.24+)
+	plain := hex.EncodeToString(key)
+	return plain, writeNew(path, []byte(plain+"\n"))
 }
 
 func ensureToken(path string) (string, error) {
@@ -193,7 +216,8 @@ const ClickHouseAddr = "clickhouse." + Namespace + ".svc:9000"
 
 // Secrets are the Secrets the manifests mount (README, Security), made
 // from c: one per service (its NATS seed and ClickHouse DSN; the
-// scheduler's also the admin token it adopts), the CA in both namespaces,
+// scheduler's also the admin token it adopts; the console's the reader's
+// DSN, not the writer's, and its session key), the CA in both namespaces,
 // NATS's certificate and authorization block, ClickHouse's users.xml and
 // the reader's DSN (for dashboards and the CLI).
 func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
@@ -223,8 +247,13 @@ func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 			ns = CollectorNamespace
 		}
 		data := map[string][]byte{"nats.nk": seed[svc], "clickhouse.dsn": dsn(chserver.UserWriter)}
-		if svc == "scheduler" {
+		switch svc {
+		case "scheduler":
 			data["admin.token"] = []byte(c.AdminToken + "\n")
+		case "console":
+			// It only reads the store: the reader's DSN.
+			data["clickhouse.dsn"] = dsn(chserver.UserReader)
+			data["session.key"] = []byte(c.SessionKey + "\n")
 		}
 		out = append(out, secret(ns, "greenflow-"+svc+"-credentials", data))
 	}

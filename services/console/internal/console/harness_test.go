@@ -36,6 +36,7 @@ type env struct {
 	tb        testing.TB
 	bus       *bus.Bus // the test's own (admin-like) connection
 	store     *store.Store
+	dsn       string // the store's database, for a CLI command run on it
 	tokens    *auth.Store
 	api       string // the scheduler's API
 	console   *console.Console
@@ -49,7 +50,8 @@ type env struct {
 func newEnv(tb testing.TB, mod func(*console.Config)) *env {
 	tb.Helper()
 	natsURL := testenv.NATS(tb)
-	e := &env{tb: tb, bus: testenv.Bus(tb, natsURL, "test"), store: testenv.Store(tb), reg: prometheus.NewRegistry()}
+	e := &env{tb: tb, bus: testenv.Bus(tb, natsURL, "test"), dsn: testenv.ClickHouseDSN(tb), reg: prometheus.NewRegistry()}
+	e.store = testenv.StoreOn(tb, e.dsn)
 	ctx, cancel := context.WithCancel(context.Background())
 	var g service.Group
 	// The scheduler, as its binary builds it, with its API on a mux.

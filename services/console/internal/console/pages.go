@@ -125,6 +125,8 @@ func (c *Console) routes(mux *http.ServeMux) {
 	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
 	mux.Handle("GET /experiments/{id}/results", c.signedIn(http.HandlerFunc(c.history)))
 	mux.Handle("GET /experiments/{id}/results.csv", c.signedIn(http.HandlerFunc(c.export)))
+	mux.Handle("GET /experiments/{id}/report.html", c.signedIn(http.HandlerFunc(c.reportDownload)))
+	mux.Handle("GET /experiments/{id}/export.zip", c.signedIn(http.HandlerFunc(c.exportDownload)))
 	mux.Handle("GET /compare", c.signedIn(http.HandlerFunc(c.compareExperiments)))
 	mux.Handle("GET /submit", c.signedIn(http.HandlerFunc(c.submitForm)))
 	mux.Handle("POST /submit", c.signedIn(c.csrf(http.HandlerFunc(c.submit))))

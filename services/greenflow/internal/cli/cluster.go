@@ -83,8 +83,9 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
   API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then
               GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url http://127.0.0.1:9464
-  dashboards: Grafana (README "Grafana") reads clickhouse.greenflow.svc:9000 as greenflow_reader, password in
-              %s; from a namespace the clickhouse-in NetworkPolicy admits
+  console:    kubectl -n greenflow port-forward svc/console 8080:8080, then http://127.0.0.1:8080 (sign in with an API token)
+  dashboards: Grafana (README "Grafana", deploy/components/grafana) reads clickhouse.greenflow.svc:9000 as
+              greenflow_reader, password in %s
 `, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir), cluster.ReaderPasswordFile(*secretsDir))
 		return nil
 	case "status":

@@ -181,6 +181,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	require.Equal(t, 390.0, eval[float64](t, narrow, `window.innerWidth`))
 	require.LessOrEqual(t, eval[float64](t, narrow, `document.documentElement.scrollWidth`), 390.0, "nothing wider than a phone's screen")
 
+	// The experiment's HTML report, from the link its page offers, in the
+	// browser's session (a synchronous request reads the download).
+	do(t, ctx, 30*time.Second, chromedp.Navigate(s.console+"/experiments/"+id), chromedp.WaitVisible(`a[href$="/report.html"]`))
+	report := eval[string](t, ctx, `(function(){var a=document.querySelector('a[href$="/report.html"]');var x=new XMLHttpRequest();`+
+		`x.open("GET",a.href,false);x.send();return x.status+"\n"+x.getResponseHeader("Content-Disposition")+"\n"+x.responseText})()`)
+	parts := strings.SplitN(report, "\n", 3)
+	require.Len(t, parts, 3)
+	require.Equal(t, "200", parts[0], parts[2])
+	require.Equal(t, `attachment; filename="report-`+id+`.html"`, parts[1])
+	require.Contains(t, parts[2], id)
+	require.Contains(t, parts[2], "report generated")
+	require.Contains(t, parts[2], "<svg", "the report's charts")
+
 	// Cancel from the experiment page (operator).
 	long := s.submitAPI(t, admin, true, "spec.phases.measure=1h")
 	do(t, ctx, 30*time.Second, chromedp.Navigate(s.console+"/experiments/"+long), chromedp.WaitVisible("#cancel"))

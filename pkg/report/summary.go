@@ -1,4 +1,4 @@
-package cli
+package report
 
 import (
 	"encoding/csv"
@@ -181,9 +181,9 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	var unmeasured []string
 	for _, s := range sums {
 		if !s.Measured() {
-			unmeasured = append(unmeasured, fmt.Sprintf("%s (%s): no done run — %s", shortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
+			unmeasured = append(unmeasured, fmt.Sprintf("%s (%s): no done run — %s", ShortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
 		}
-		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed)}
+		cells := []string{ShortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed)}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, cvThreshold)
 			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
@@ -219,7 +219,7 @@ func failureWords(s ConfigSummary) string {
 	if s.Failed == 0 {
 		return "its runs have not finished"
 	}
-	out := nRuns(s.Failed) + " failed"
+	out := NRuns(s.Failed) + " failed"
 	if len(s.Reasons) > 0 {
 		out += ": " + strings.Join(s.Reasons, "; ")
 	}
@@ -239,7 +239,7 @@ func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, f
 		if !s.Measured() {
 			// No statistics: one row says the configuration is there and why.
 			rec := []string{experimentID, s.ConfigHash, "0", strconv.Itoa(s.Failed), "", "", "0", "", "", "", "", "", "",
-				"", "", "", "", "", lagVerdict(s), csvBool(false), csvBool(false), reasons}
+				"", "", "", "", "", lagVerdict(s), CSVBool(false), CSVBool(false), reasons}
 			for _, f := range factorNames {
 				rec = append(rec, s.Factors[f])
 			}
@@ -251,9 +251,9 @@ func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, f
 		for _, m := range slices.Sorted(maps.Keys(s.Metrics)) {
 			v := s.Metrics[m]
 			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
-				csvNum(v.SD), csvNum(v.CV), csvFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh),
-				csvBool(crossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
-				csvBool(cvFlagged(v, DefaultCVThreshold)), lagVerdict(s), csvBool(s.Pareto), csvBool(s.Estimated && results.Estimable(m)), reasons}
+				csvNum(v.SD), csvNum(v.CV), CSVFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh),
+				CSVBool(crossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
+				CSVBool(cvFlagged(v, DefaultCVThreshold)), lagVerdict(s), CSVBool(s.Pareto), CSVBool(s.Estimated && results.Estimable(m)), reasons}
 			for _, f := range factorNames {
 				rec = append(rec, s.Factors[f])
 			}
@@ -342,7 +342,7 @@ func lagVerdict(s ConfigSummary) string {
 	return "FAIL"
 }
 
-func shortHash(h string) string {
+func ShortHash(h string) string {
 	if len(h) > 10 {
 		return h[:10]
 	}
@@ -363,8 +363,8 @@ func sortedKeys[T, V any](items []T, of func(T) map[string]V) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// nRuns is "1 run" or "N runs".
-func nRuns(n int) string {
+// NRuns is "1 run" or "N runs".
+func NRuns(n int) string {
 	if n == 1 {
 		return "1 run"
 	}

@@ -1,4 +1,4 @@
-package cli
+package report
 
 import (
 	"fmt"
@@ -35,10 +35,10 @@ func lineName(key, what string) string {
 	return key
 }
 
-// lagSLOFailedName is the legend entry of the points whose run (or
+// LagSLOFailedName is the legend entry of the points whose run (or
 // configuration) failed the lag SLO: their µJ/event divides by events put
 // into Kafka, not processed, so a SUT that fell behind looks cheapest.
-const lagSLOFailedName = "lag SLO failed: the SUT fell behind; µJ/event counts events it did not process"
+const LagSLOFailedName = "lag SLO failed: the SUT fell behind; µJ/event counts events it did not process"
 
 // runFailedLagSLO reports whether the analyzer found the run's lag growing
 // faster than the SLO allows (lag_slo_ok = 0).
@@ -122,11 +122,11 @@ func meanLines(sums []ConfigSummary, metric, what string) []series {
 	return out
 }
 
-// loadPlot draws a metric's mean ± CI against mean offered load, one line per
+// LoadPlot draws a metric's mean ± CI against mean offered load, one line per
 // combination of the non-load factors, and each repetition beside it. The
 // configurations and runs that failed the lag SLO are crosses of their own,
 // off the lines: their energy per event is not comparable with the rest.
-func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
+func LoadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
 	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
 	var kept, failed []ConfigSummary
 	for _, s := range sums {
@@ -138,7 +138,7 @@ func loadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot
 	}
 	p.Series = append(meanLines(kept, metric, ""), repetitions(sums, rows, metric, func(r ResultRow) bool { return !runFailedLagSLO(r) }))
 	bad := repetitions(sums, rows, metric, runFailedLagSLO)
-	bad.Name, bad.Color, bad.Shape = lagSLOFailedName, "#B00020", "cross"
+	bad.Name, bad.Color, bad.Shape = LagSLOFailedName, "#B00020", "cross"
 	bad.ClampLo = results.Positive(metric)
 	bad.Lo, bad.Hi = nans(len(bad.X)), nans(len(bad.X))
 	for _, s := range failed {
@@ -160,8 +160,8 @@ func nans(n int) []float64 {
 	return out
 }
 
-// processedName is the legend entry of what the SUT processed.
-const processedName = "processed (estimated from lag growth)"
+// ProcessedName is the legend entry of what the SUT processed.
+const ProcessedName = "processed (estimated from lag growth)"
 
 // processedEPS is what the SUT processed in a run, estimated: what the
 // generator delivered into Kafka less what piled up in the consumer lag
@@ -175,12 +175,12 @@ func processedEPS(r ResultRow) (float64, bool) {
 	return math.Max(0, thr-slope), true
 }
 
-// throughputPlot draws delivered throughput — what the generator put into
+// ThroughputPlot draws delivered throughput — what the generator put into
 // Kafka — and what the SUT processed (delivered less the lag's growth),
 // each mean ± CI, against offered load, with the line where delivered
 // equals offered: a SUT that keeps up has both on it, one that falls
 // behind has its processed points below.
-func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
+func ThroughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 	p := plot{Title: "Delivered and processed vs offered throughput", XLabel: "offered load (events/s)", YLabel: "events/s", YFromZero: true,
 		XPad: true}
 	p.Series = meanLines(sums, results.ThroughputEPS, "delivered (generator into Kafka)")
@@ -202,7 +202,7 @@ func throughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 			processed = append(processed, c)
 		}
 	}
-	for _, ln := range meanLines(processed, "processed", processedName) {
+	for _, ln := range meanLines(processed, "processed", ProcessedName) {
 		ln.Dash, ln.Shape, ln.ClampLo = true, "cross", true
 		p.Series = append(p.Series, ln)
 	}
@@ -233,9 +233,9 @@ var qualityColumns = []struct{ metric, title, format string }{
 	{results.QualityCrossMeterResidualPct, "cross-meter residual %", "%.1f"},
 }
 
-// qualityTable is the data-quality section: per run, the figures above,
+// QualityTable is the data-quality section: per run, the figures above,
 // the flags on the measurement and the caveats on derived figures.
-func qualityTable(rows []ResultRow) (head []string, body [][]string) {
+func QualityTable(rows []ResultRow) (head []string, body [][]string) {
 	var cols []int
 	for i, c := range qualityColumns {
 		for _, r := range rows {
@@ -273,7 +273,7 @@ func qualityTable(rows []ResultRow) (head []string, body [][]string) {
 				caveats = append(caveats, f)
 			}
 		}
-		cells = append(cells, flagList(results.DataQuality(r.Flags)), flagList(caveats))
+		cells = append(cells, FlagList(results.DataQuality(r.Flags)), FlagList(caveats))
 		body = append(body, cells)
 	}
 	return head, body

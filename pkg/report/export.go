@@ -1,12 +1,10 @@
-package cli
+package report
 
 import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,30 +13,6 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 )
-
-func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newAnalysisFlags("export", stderr)
-	dir := fs.String("dir", "", "directory to write the CSV files to (created if missing)")
-	noSamples := fs.Bool("no-samples", false, "skip samples.csv")
-	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 1, "expected one EXPERIMENT id", func() error {
-		if *dir == "" {
-			return errors.New("--dir: an output directory is required")
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	files, err := Export(ctx, st, pos[0], *dir, !*noSamples)
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		fmt.Fprintf(stdout, "wrote %s\n", f)
-	}
-	return nil
-}
 
 // Export writes an experiment as tidy CSV files a notebook loads directly
 // (pandas.read_csv, R read.csv), one observation per row:
@@ -141,10 +115,10 @@ type exporter struct {
 }
 
 // Cell formats of the CSV files.
-func csvFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+func CSVFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 func csvInt(v int64) string     { return strconv.FormatInt(v, 10) }
 func csvUint(v uint32) string   { return strconv.Itoa(int(v)) }
-func csvBool(b bool) string     { return strconv.FormatBool(b) }
+func CSVBool(b bool) string     { return strconv.FormatBool(b) }
 
 func (x exporter) runsCSV(w *csv.Writer) error {
 	head := []string{"experiment_id", "run_id", "index", "repetition", "config_hash", "state", "reason", "measure_start_ms", "measure_end_ms",
@@ -152,7 +126,7 @@ func (x exporter) runsCSV(w *csv.Writer) error {
 	_ = w.Write(append(head, x.factorNames...))
 	for i, r := range x.runs {
 		rec := []string{x.id, r.RunID, csvUint(r.Index), csvUint(r.Repetition), r.ConfigHash, r.State, r.Reason,
-			csvInt(r.MeasureStartMs), csvInt(r.MeasureEndMs), csvFloat(float64(r.MeasureEndMs-r.MeasureStartMs) / 1000)}
+			csvInt(r.MeasureStartMs), csvInt(r.MeasureEndMs), CSVFloat(float64(r.MeasureEndMs-r.MeasureStartMs) / 1000)}
 		for _, f := range x.factorNames {
 			rec = append(rec, rowFactors(x.rows, i, r.RunID)[f])
 		}
@@ -185,7 +159,7 @@ func (x exporter) targetsCSV(w *csv.Writer) error {
 func (x exporter) resultsCSV(w *csv.Writer) error {
 	_ = w.Write([]string{"experiment_id", "run_id", "config_hash", "scope", "subject", "metric", "value", "unit", "estimated"})
 	for _, r := range x.results {
-		_ = w.Write([]string{x.id, r.RunID, x.hashOf[r.RunID], r.Scope, r.Subject, r.Metric, csvFloat(r.Value), r.Unit, csvBool(r.Estimated)})
+		_ = w.Write([]string{x.id, r.RunID, x.hashOf[r.RunID], r.Scope, r.Subject, r.Metric, CSVFloat(r.Value), r.Unit, CSVBool(r.Estimated)})
 	}
 	return nil
 }
@@ -205,7 +179,7 @@ func csvNum(v float64) string {
 	if v != v {
 		return ""
 	}
-	return csvFloat(v)
+	return CSVFloat(v)
 }
 
 // rowFactors finds a run's factors among rows (rows and runs share order;
@@ -305,8 +279,8 @@ func exportCluster(ctx context.Context, st *store.Store, w *csv.Writer, cluster 
 				ts = strconv.FormatFloat(float64(x.TsMs-r.MeasureStartMs)/1000, 'f', 3, 64)
 			}
 			if err := w.Write([]string{r.RunID, phaseAt(e.phases, x.TsMs), csvInt(x.TsMs), ts, x.Node, x.Scope, x.TargetID,
-				component(x.Scope, x.Node, x.TargetID, e.roles), x.Zone, x.Source, csvFloat(x.PowerW), csvFloat(x.DeltaJ), csvUint(x.IntervalMs),
-				csvBool(x.Estimated)}); err != nil {
+				component(x.Scope, x.Node, x.TargetID, e.roles), x.Zone, x.Source, CSVFloat(x.PowerW), CSVFloat(x.DeltaJ), csvUint(x.IntervalMs),
+				CSVBool(x.Estimated)}); err != nil {
 				return err
 			}
 		}

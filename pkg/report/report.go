@@ -1,4 +1,4 @@
-package cli
+package report
 
 import (
 	"bytes"
@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
-	"io"
-	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -20,37 +18,9 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
-func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, c := newAnalysisFlags("report", stderr)
-	out := fs.String("o", "", "output file (default report-EXPERIMENT.html; - for stdout)")
-	maxRuns := fs.Int("max-runs", 8, "power-over-time plots for at most this many runs (first repetition of each configuration first)")
-	pos, st, closeStore, err := openAnalysis(ctx, fs, c, args, 1, "expected one EXPERIMENT id")
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	page, err := Report(ctx, st, pos[0], *maxRuns)
-	if err != nil {
-		return err
-	}
-	if *out == "-" {
-		_, err := stdout.Write(page)
-		return err
-	}
-	path := *out
-	if path == "" {
-		path = "report-" + pos[0] + ".html"
-	}
-	if err := os.WriteFile(path, page, 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	fmt.Fprintf(stdout, "wrote %s\n", path)
-	return nil
-}
-
-// provenanceRows lays provenance out for the report: one labelled row per
+// ProvenanceRows lays provenance out for the report: one labelled row per
 // fact, JSON values compact, every gap said.
-func provenanceRows(p results.Provenance) [][2]string {
+func ProvenanceRows(p results.Provenance) [][2]string {
 	compact := func(raw []byte) string {
 		var b bytes.Buffer
 		if len(raw) == 0 || json.Compact(&b, raw) != nil {
@@ -74,7 +44,7 @@ func provenanceRows(p results.Provenance) [][2]string {
 		} else if m.EffectiveNote != "" {
 			v += "; effective " + m.EffectiveNote
 		}
-		out = append(out, [2]string{"meters of config " + shortHash(m.ConfigHash), v})
+		out = append(out, [2]string{"meters of config " + ShortHash(m.ConfigHash), v})
 	}
 	for _, x := range p.Missing {
 		out = append(out, [2]string{"missing", x})
@@ -105,8 +75,8 @@ func tableCell(s string) template.HTML {
 	return template.HTML(`<td class="txt">` + b.String() + "</td>")
 }
 
-// notSetNote stands for a meters section the spec left empty.
-const notSetNote = "(not set: the collector's profile)"
+// NotSetNote stands for a meters section the spec left empty.
+const NotSetNote = "(not set: the collector's profile)"
 
 // setOnly is a spec section as the spec set it: the stored JSON carries
 // every field, zero where the spec said nothing ({"model":{"idleWatts":0,
@@ -122,7 +92,7 @@ func setOnly(raw []byte) string {
 	}
 	v, ok := pruneZero(v)
 	if !ok {
-		return notSetNote
+		return NotSetNote
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -224,7 +194,7 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 	if err != nil {
 		return nil, err
 	}
-	d.Provenance = provenanceRows(prov)
+	d.Provenance = ProvenanceRows(prov)
 	sums := SummarizeRuns(rows, DefaultLevel)
 	d.Estimated, d.EstimatedWhich = estimatedWhich(rows)
 	d.SummaryHead, d.Summary, d.SummaryNotes = summaryTable(sums)
@@ -233,21 +203,21 @@ func Report(ctx context.Context, st *store.Store, experimentID string, maxRuns i
 		{results.SUTMicroJPerEvent, "SUT energy per event vs offered load"},
 		{results.NodeMicroJPerEvent, "Node energy per event vs offered load"},
 	} {
-		d.LoadPlots = append(d.LoadPlots, template.HTML(loadPlot(sums, rows, m.metric, m.title).SVG()))
+		d.LoadPlots = append(d.LoadPlots, template.HTML(LoadPlot(sums, rows, m.metric, m.title).SVG()))
 	}
-	d.Throughput = template.HTML(throughputPlot(sums, rows).SVG())
-	pp, note := paretoPlot(sums)
+	d.Throughput = template.HTML(ThroughputPlot(sums, rows).SVG())
+	pp, note := ParetoPlot(sums)
 	d.Pareto, d.ParetoNote = template.HTML(pp.SVG()), note
 	if d.PowerPlots, d.LagPlots, d.PowerNote, err = runPlots(ctx, st, e, maxRuns); err != nil {
 		return nil, err
 	}
-	d.QualityHead, d.QualityRows = qualityTable(rows)
+	d.QualityHead, d.QualityRows = QualityTable(rows)
 	var capacity bytes.Buffer
 	if err := WriteCapacity(ctx, &capacity, st, experimentID); err != nil {
 		return nil, err
 	}
 	d.Capacity = strings.TrimSpace(capacity.String())
-	d.RunHead, d.RunRows = runTable(rows)
+	d.RunHead, d.RunRows = RunTable(rows)
 	for _, f := range explainedFlags(rows) {
 		d.RunNotes = appendOnce(d.RunNotes, f.Name+": "+f.Help)
 	}
@@ -282,9 +252,9 @@ func summaryTable(sums []ConfigSummary) (head []string, body [][]string, notes [
 	}
 	head = append(head, "lag SLO", "Pareto")
 	for _, s := range sums {
-		cells := []string{shortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs)), fmt.Sprint(s.Failed)}
+		cells := []string{ShortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs)), fmt.Sprint(s.Failed)}
 		if !s.Measured() {
-			notes = appendOnce(notes, fmt.Sprintf("%s (%s): no done run — %s", shortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
+			notes = appendOnce(notes, fmt.Sprintf("%s (%s): no done run — %s", ShortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
 		}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
@@ -346,8 +316,8 @@ func runPlots(ctx context.Context, st *store.Store, e experiment, maxRuns int) (
 	return power, lag, note, nil
 }
 
-// runTable is the runs table: one row a run, with its state and reason.
-func runTable(rows []ResultRow) (head []string, body [][]string) {
+// RunTable is the runs table: one row a run, with its state and reason.
+func RunTable(rows []ResultRow) (head []string, body [][]string) {
 	head = []string{"run", "rep", "config", "factors", "state", "window s", "events/s", "SUT J", "node J", "SUT µJ/event", "lag slope msg/s",
 		"lag SLO", "gaps", "estimated", "flags"}
 	for _, r := range rows {
@@ -362,10 +332,10 @@ func runTable(rows []ResultRow) (head []string, body [][]string) {
 		if r.Reason != "" {
 			state += ": " + r.Reason
 		}
-		body = append(body, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), shortHash(r.ConfigHash), factors(r.Factors), state,
+		body = append(body, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), ShortHash(r.ConfigHash), factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
 			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), runLagSLO(r), metric(results.QualitySampleGaps, "%.0f"),
-			map[bool]string{true: "yes", false: ""}[r.Estimated], flagList(r.Flags)})
+			map[bool]string{true: "yes", false: ""}[r.Estimated], FlagList(r.Flags)})
 	}
 	return head, body
 }
@@ -406,16 +376,16 @@ func sortSeriesByX(s *series) {
 	s.X, s.Y, s.Lo, s.Hi = pick(s.X), pick(s.Y), pick(s.Lo), pick(s.Hi)
 }
 
-// paretoPlot scatters each configuration's mean throughput against its mean
+// ParetoPlot scatters each configuration's mean throughput against its mean
 // SUT energy per event and draws the front — the summary's, among the
 // configurations that met the lag SLO, as the table marks it. Those that
 // failed it are crosses off the front: their throughput was not sustained
 // and their µJ/event counts events the SUT did not process, so they would
 // otherwise look best.
-func paretoPlot(sums []ConfigSummary) (plot, string) {
+func ParetoPlot(sums []ConfigSummary) (plot, string) {
 	p := plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
 	all := series{Name: "configurations", Marker: true, Color: "#999999", ClampLo: true}
-	bad := series{Name: lagSLOFailedName, Marker: true, Color: "#B00020", Shape: "cross", ClampLo: true}
+	bad := series{Name: LagSLOFailedName, Marker: true, Color: "#B00020", Shape: "cross", ClampLo: true}
 	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
 	var names []string
 	for _, s := range sums {

@@ -1,4 +1,4 @@
-package cli
+package report
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func (x exporter) metersCSV(ctx context.Context, w *csv.Writer) error {
 		"estimated", "label", "model", "note", "collector"})
 	for _, r := range rows {
 		_ = w.Write([]string{r.RunID, x.hashOf[r.RunID], r.Node, r.SourceID, csvInt(r.TsMs), csvInt(r.AskedIntervalMs), csvInt(r.IntervalMs),
-			r.AskedSource, r.Meter, csvBool(r.Estimated), r.Label, r.Model, r.Note, r.Collector})
+			r.AskedSource, r.Meter, CSVBool(r.Estimated), r.Label, r.Model, r.Note, r.Collector})
 	}
 	return nil
 }

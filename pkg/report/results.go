@@ -1,10 +1,9 @@
-package cli
+package report
 
 import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -139,7 +138,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 				}
 				cells = append(cells, cell)
 			}
-			cells = append(cells, flagList(r.Flags))
+			cells = append(cells, FlagList(r.Flags))
 			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 		}
 		if err := tw.Flush(); err != nil {
@@ -224,8 +223,8 @@ func explainedFlags(rows []ResultRow) []results.Flag {
 	return out
 }
 
-// flagList prints flags comma-separated, "-" for none.
-func flagList(flags []string) string {
+// FlagList prints flags comma-separated, "-" for none.
+func FlagList(flags []string) string {
 	if len(flags) == 0 {
 		return "-"
 	}
@@ -267,46 +266,6 @@ func WriteCapacity(ctx context.Context, w io.Writer, st *store.Store, experiment
 		fmt.Fprintf(w, " at %.1f µJ/event%s", e.Value, est)
 	}
 	fmt.Fprintln(w)
-	return nil
-}
-
-func runResults(ctx context.Context, args []string, stdout io.Writer) error {
-	var format, by string
-	c, id, err := parseExperimentArgs("results", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&format, "format", "table", "table, csv or json")
-		fs.StringVar(&by, "by", "run", "run: a row per run (the table adds the per-configuration statistics when runs repeat); "+
-			"config: per configuration, n, mean, SD, CI, CV flag, lag SLO verdict and Pareto membership of every metric")
-	})
-	if err != nil {
-		return err
-	}
-	if by != "run" && by != "config" {
-		return fmt.Errorf("--by %q: expected run or config", by)
-	}
-	if format != "table" && format != "csv" && format != "json" {
-		return fmt.Errorf("--format %q: expected table, csv or json", format)
-	}
-	st, closeStore, err := openStore(ctx, &c)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-	rows, err := LoadResults(ctx, st, id)
-	if err != nil {
-		return err
-	}
-	if len(rows) == 0 {
-		return fmt.Errorf("experiment %s: no runs stored", id)
-	}
-	if by == "config" {
-		return WriteConfigResults(stdout, format, id, rows)
-	}
-	if err := WriteResults(stdout, format, rows); err != nil {
-		return err
-	}
-	if format == "table" {
-		return WriteCapacity(ctx, stdout, st, id)
-	}
 	return nil
 }
 

@@ -2,80 +2,16 @@
 // dev stack's, a DSN, or the dev state's data), the runs' targets, spans
 // and phases, and the component a sample belongs to.
 
-package cli
+package report
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 
-	"go.uber.org/zap"
-
-	"github.com/greenflow/greenflow/pkg/chserver"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 )
-
-// openAnalysis parses an analysis command's flags and its n positional
-// arguments (wrong says what was expected), runs checks on the flags, and
-// opens the store; the returned function closes it.
-func openAnalysis(ctx context.Context, fs *flag.FlagSet, c *connFlags, args []string, n int, wrong string,
-	checks ...func() error) ([]string, *store.Store, func(), error) {
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if len(pos) != n {
-		return nil, nil, nil, errors.New(wrong)
-	}
-	for _, check := range checks {
-		if err := check(); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	st, closeStore, err := openStore(ctx, c)
-	return pos, st, closeStore, err
-}
-
-// openStore opens the ClickHouse the flags point at; without a running dev
-// stack or DSN it starts a server on the dev state's data for the duration
-// of the command. The returned function closes everything.
-func openStore(ctx context.Context, c *connFlags) (*store.Store, func(), error) {
-	if err := c.resolve(false); err != nil && c.clickhouseDSNFile != "" {
-		return nil, nil, err // an unreadable --clickhouse-dsn-file; no dev stack is fine
-	}
-	dsn := c.clickhouseDSN
-	stopServer := func() {}
-	if dsn == "" {
-		dir := filepath.Join(c.stateDir, "clickhouse")
-		if _, err := os.Stat(dir); err != nil {
-			return nil, nil, fmt.Errorf("no running 'greenflow dev', no --clickhouse-dsn, and no ClickHouse data in %s", dir)
-		}
-		srv, err := chserver.Start(ctx, dir)
-		if err != nil {
-			return nil, nil, err
-		}
-		stopServer = func() { _ = srv.Stop() }
-		dsn = srv.ReaderDSN("greenflow")
-		if c.writer {
-			dsn = srv.DSN("greenflow")
-		}
-	}
-	open := store.OpenReadOnly
-	if c.writer {
-		open = store.Open
-	}
-	st, err := open(ctx, dsn, zap.NewNop())
-	if err != nil {
-		stopServer()
-		return nil, nil, err
-	}
-	return st, func() { _ = st.Close(); stopServer() }, nil
-}
 
 // experiment is what the export and the report read of an experiment,
 // each table once: its runs, their results (as stored, and joined per run)
