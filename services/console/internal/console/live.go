@@ -2,11 +2,16 @@ package console
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 )
 
 // experimentView is the live experiment page.
@@ -14,6 +19,37 @@ type experimentView struct {
 	Exp   Experiment
 	Final bool
 	Roles []string
+	// Finals are the analysed runs' figures of a finished experiment (by
+	// run id): its page shows them instead of a stream with nothing left
+	// to say.
+	Finals map[string]finalFigures
+}
+
+// finalFigures are a finished run's row as its analysis measured it;
+// Power by role ("node", "sut"); Estimated when a model made the power.
+type finalFigures struct {
+	Records, Offered, Delivered, MicroJ string
+	Power                               map[string]string
+	Estimated                           bool
+}
+
+// finalsOf reads the analysed runs' figures from the results document.
+func finalsOf(res ExperimentResults) map[string]finalFigures {
+	num := func(m map[string]float64, name string, prec int) string {
+		v, ok := m[name]
+		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
+			return "—"
+		}
+		return strconv.FormatFloat(v, 'f', prec, 64)
+	}
+	out := map[string]finalFigures{}
+	for _, r := range res.Runs {
+		out[r.RunID] = finalFigures{Records: num(r.Metrics, results.RecordsSentTotal, 0), Offered: num(r.Metrics, results.OfferedRateEPS, 0),
+			Delivered: num(r.Metrics, results.ThroughputEPS, 1), MicroJ: num(r.Metrics, results.SUTMicroJPerEvent, 1),
+			Power:     map[string]string{"node": num(r.Metrics, results.NodeMeanPowerW, 2), "sut": num(r.Metrics, results.SUTMeanPowerW, 2)},
+			Estimated: r.Estimated}
+	}
+	return out
 }
 
 // finalRun reports whether a run state is final.
@@ -28,8 +64,17 @@ func (c *Console) experiment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	roles := append([]string{"node"}, "sut", "broker", "loadgen", "platform", "other", "unattributed")
-	c.render(w, r, http.StatusOK, "experiment.html", view{Title: "Experiment " + e.ID, Flash: r.URL.Query().Get("flash"),
-		Data: experimentView{Exp: e, Final: events.ExperimentFinal(e.State), Roles: roles}})
+	v := experimentView{Exp: e, Final: events.ExperimentFinal(e.State), Roles: roles}
+	if v.Final {
+		// Without them the page would show dashes: nothing is live any
+		// more. An analyzer that cannot answer leaves the dashes.
+		if res, err := c.api.Results(r.Context(), c.deps.AnalyzerURL, userOf(r).plain, e.ID); err == nil {
+			v.Finals = finalsOf(res)
+		} else {
+			c.logger.Info("results of a finished experiment not read", zap.String("experiment_id", e.ID), zap.Error(err))
+		}
+	}
+	c.render(w, r, http.StatusOK, "experiment.html", view{Title: "Experiment " + e.ID, Flash: r.URL.Query().Get("flash"), Data: v})
 }
 
 // live streams the experiment's live figures as Server-Sent Events: the

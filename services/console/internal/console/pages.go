@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +49,13 @@ var funcs = template.FuncMap{
 	"dur":      func(start, end int64) int64 { return max(0, end-start) },
 	"rowOf":    func(exp string, r Run, roles []string) rowData { return rowData{Exp: exp, Run: r, Roles: roles} },
 	"emptyRun": func() Run { return Run{} },
+	"rowOfFinal": func(exp string, r Run, roles []string, finals map[string]finalFigures) rowData {
+		d := rowData{Exp: exp, Run: r, Roles: roles}
+		if f, ok := finals[r.RunID]; ok {
+			d.Final = &f
+		}
+		return d
+	},
 	"duration": func(s float64) string {
 		return (time.Duration(s * float64(time.Second))).Round(time.Second).String()
 	},
@@ -85,7 +93,13 @@ type rowData struct {
 	Exp   string
 	Run   Run
 	Roles []string
+	// Final is what a finished run's analysis measured (nil while it
+	// runs: the live stream fills the row then).
+	Final *finalFigures
 }
+
+// flashRE is what the console's redirects say after an action.
+var flashRE = regexp.MustCompile(`^(submitted|cancel requested|(armed|disarmed) trigger [A-Za-z0-9._-]+)$`)
 
 // user is the signed-in user of a request.
 type user struct {
@@ -139,6 +153,11 @@ func (c *Console) routes(mux *http.ServeMux) {
 // only logged (the status is out).
 func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, page string, v view) {
 	v.User = userOf(r)
+	// Only the console's own notices: any text in ?flash= would otherwise
+	// show as one (a link could make the page tell its reader anything).
+	if !flashRE.MatchString(v.Flash) {
+		v.Flash = ""
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)

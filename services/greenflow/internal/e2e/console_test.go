@@ -207,6 +207,23 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	require.Contains(t, string(page), "sut_uj_per_event")
 	require.Contains(t, string(page), "Meter configuration")
 
+	// The finished experiment's page shows each run as analysed — not the
+	// dashes of a live stream with nothing left to say (a trial found
+	// every figure "—" after the demo) — and no live stream; a notice in
+	// ?flash= that the console did not write is not shown.
+	resp, err = hc.Get(s.console + "/experiments/" + id + "?flash=visit+evil.example")
+	require.NoError(t, err)
+	page, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(page), "finished: each run as analysed")
+	require.NotContains(t, string(page), "data-live=")
+	require.NotContains(t, string(page), "evil.example")
+	row := regexp.MustCompile(`(?s)<tr id="run-` + regexp.QuoteMeta(run) + `".*?</tr>`).FindString(string(page))
+	require.Regexp(t, `data-f="records">[1-9][0-9]*<`, row, "the run's records")
+	require.Regexp(t, `data-f="uj">[0-9.]+\*<`, row, "the SUT's energy per event, estimated")
+	require.Regexp(t, `data-p="sut">[0-9.]+\*<`, row, "the SUT's mean power")
+
 	// The history: the configuration with its interval, its repetitions,
 	// the Pareto chart, and the runs' results as CSV.
 	resp, err = hc.Get(s.console + "/experiments/" + id + "/results")

@@ -77,7 +77,7 @@
     set(root, '[data-f="exp-progress"]', p);
   }
   function live(root) {
-    if (!window.EventSource) return;
+    if (!window.EventSource || !root.dataset.live) return;
     var status = root.querySelector('[data-f="live-status"]');
     var es = new EventSource(root.dataset.live);
     es.onopen = function () { if (status) status.textContent = "live"; };
