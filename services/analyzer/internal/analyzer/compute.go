@@ -230,12 +230,19 @@ func (c *computation) derivedFlags(flags []string) []string {
 		case results.DynamicEnergyJ:
 			measured = r.Scope == results.ScopeNode || r.Scope == results.ScopeTarget || (r.Scope == results.ScopeRole && r.Subject == results.RoleSUT)
 		}
-		if measured && r.Value < 0 {
+		// Below zero by more than rounding: energy minus baseline power ×
+		// duration of a node at its baseline (a constant model's, say)
+		// comes out at ±1e-11 J, which is zero, not a finding.
+		if measured && r.Value < -roundingJ*max(c.nodeJ, 1) {
 			flags = addFlag(flags, results.FlagDynamicEnergyNegative)
 		}
 	}
 	return flags
 }
+
+// roundingJ is the relative size of float rounding in a dynamic energy:
+// a billionth of the run's node energy.
+const roundingJ = 1e-9
 
 // addFlag adds flag to the sorted flags unless it is there.
 func addFlag(flags []string, flag string) []string {

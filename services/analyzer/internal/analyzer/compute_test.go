@@ -211,6 +211,19 @@ func TestCompute(t *testing.T) {
 			require.Contains(t, sum.Flags, results.FlagDynamicEnergyNegative)
 			require.Equal(t, 1.0, r.v(t, "run", "", results.FlagMetric(results.FlagDynamicEnergyNegative)))
 		}},
+		{name: "a node at exactly its baseline: rounding below zero is not flagged", mod: func(in *analyzer.Inputs) {
+			in.Baseline[0].CounterJ = 55.000000000005 // 11 W idle and 11 W loaded, but for the last bits
+			for i, b := range in.Baseline {
+				if b.TargetID == "process/broker" {
+					in.Baseline[i].CounterJ = 5 // the fixture's other negative figure: 1 W idle, 2 W loaded
+				}
+			}
+		}, check: func(t *testing.T, r resultIndex, sum events.RunAnalyzed) {
+			dyn := r.v(t, "node", "n1", results.DynamicEnergyJ)
+			require.Less(t, dyn, 0.0, "the subtraction does come out below zero")
+			require.InDelta(t, 0.0, dyn, 1e-9)
+			require.NotContains(t, sum.Flags, results.FlagDynamicEnergyNegative, "rounding is not a negative dynamic energy")
+		}},
 		{name: "the unattributed rest below its baseline is displacement, not flagged", mod: func(in *analyzer.Inputs) {
 			for i, b := range in.Baseline {
 				switch {
