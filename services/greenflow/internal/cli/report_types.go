@@ -9,7 +9,6 @@ type (
 	ResultRow         = report.ResultRow
 	ConfigSummary     = report.ConfigSummary
 	ConfigSummaryJSON = report.ConfigSummaryJSON
-	SummaryStat       = report.SummaryStat
 )
 
 var (
@@ -21,15 +20,13 @@ var (
 	WriteCapacity      = report.WriteCapacity
 	WriteSummaryTable  = report.WriteSummaryTable
 	SummarizeRuns      = report.SummarizeRuns
-	SummaryJSON        = report.SummaryJSON
 )
 
 const (
-	lagSLOFailedName   = report.LagSLOFailedName
-	processedName      = report.ProcessedName
-	notSetNote         = report.NotSetNote
-	DefaultLevel       = report.DefaultLevel
-	DefaultCVThreshold = report.DefaultCVThreshold
+	lagSLOFailedName = report.LagSLOFailedName
+	processedName    = report.ProcessedName
+	notSetNote       = report.NotSetNote
+	DefaultLevel     = report.DefaultLevel
 )
 
 var (
