@@ -18,6 +18,10 @@ type Config struct {
 	// AnalyzerURL is the base URL of the analyzer's results API (the
 	// history pages), read with the user's token too.
 	AnalyzerURL string `yaml:"analyzerURL" flag:"analyzer-url" help:"base URL of the analyzer's results API (read with the signed-in user's token)"`
+	// APICAFile is the CA that signed the scheduler's and the analyzer's
+	// HTTPS certificates (in a cluster, its own CA): the console checks
+	// them against it before it sends a user's token.
+	APICAFile string `yaml:"apiCAFile" flag:"api-ca-file" help:"PEM file of the CA that signed the https scheduler's and analyzer's certificates (empty: the system's CAs)"`
 	// TLSCertFile and TLSKeyFile make the console serve HTTPS (and its
 	// session cookie Secure).
 	TLSCertFile string `yaml:"tlsCertFile" flag:"tls-cert-file" help:"serve HTTPS with this certificate (PEM); with --tls-key-file"`

@@ -39,7 +39,8 @@ type Deps struct {
 	SchedulerURL func(ctx context.Context) (string, error)
 	// AnalyzerURL finds the analyzer's results API; nil: cfg.AnalyzerURL.
 	AnalyzerURL func(ctx context.Context) (string, error)
-	// HTTPClient calls the scheduler; nil: a client of its own.
+	// HTTPClient calls the scheduler; nil: a client of its own, trusting
+	// cfg.APICAFile's CA (read by Init).
 	HTTPClient *http.Client
 	Logger     *zap.Logger
 	Registry   prometheus.Registerer
@@ -61,6 +62,10 @@ type Console struct {
 	sealer  *sealer
 	hubs    *hubs
 	m       metrics
+
+	// ownClient: the console made api's client, so Init makes it trust
+	// cfg.APICAFile.
+	ownClient bool
 
 	addrOnce sync.Once
 	addr     string
@@ -105,12 +110,13 @@ func New(cfg Config, d Deps) (*Console, error) {
 		u := cfg.AnalyzerURL
 		d.AnalyzerURL = func(context.Context) (string, error) { return u, nil }
 	}
-	if d.HTTPClient == nil {
-		d.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	ownClient := d.HTTPClient == nil
+	if ownClient {
+		d.HTTPClient = &http.Client{Timeout: apiTimeout}
 	}
 	c := &Console{cfg: cfg, deps: d, logger: d.Logger.With(zap.String("component", "console")), clock: d.Clock, tokens: d.Tokens,
 		api: &schedulerAPI{base: d.SchedulerURL, hc: d.HTTPClient}, secure: cfg.TLSCertFile != "" || cfg.BehindTLS,
-		ready: make(chan struct{})}
+		ownClient: ownClient, ready: make(chan struct{})}
 	c.m = metrics{
 		viewers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_console_live_viewers", Help: "Browsers watching an experiment live (SSE streams open)."}),
 		hubs:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_console_live_experiments", Help: "Experiments watched live: one lifecycle watch and one ClickHouse poll each."}),
@@ -137,8 +143,19 @@ func New(cfg Config, d Deps) (*Console, error) {
 	return c, nil
 }
 
-// Init reads the session key (or makes one).
+// apiTimeout bounds each call of the scheduler's and analyzer's APIs.
+const apiTimeout = 30 * time.Second
+
+// Init reads the session key (or makes one), and the CA the APIs'
+// certificates are checked against.
 func (c *Console) Init(context.Context) error {
+	if c.ownClient && c.cfg.APICAFile != "" {
+		hc, err := service.HTTPClientTrusting(c.cfg.APICAFile, apiTimeout)
+		if err != nil {
+			return fmt.Errorf("console.apiCAFile: %w", err)
+		}
+		c.api.hc = hc
+	}
 	key, err := sessionKey(c.cfg.SessionKeyFile)
 	if err != nil {
 		return err

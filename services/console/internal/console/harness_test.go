@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -38,7 +39,8 @@ type env struct {
 	store     *store.Store
 	dsn       string // the store's database, for a CLI command run on it
 	tokens    *auth.Store
-	api       string // the scheduler's API
+	api       string       // the scheduler's API
+	apiClient *http.Client // trusts the API's certificate when it serves HTTPS
 	console   *console.Console
 	url       string // the console
 	reg       *prometheus.Registry
@@ -48,6 +50,13 @@ type env struct {
 // newEnv starts a scheduler serving its API and a console in front of it;
 // mod changes the console's configuration.
 func newEnv(tb testing.TB, mod func(*console.Config)) *env {
+	tb.Helper()
+	return newEnvServing(tb, nil, mod)
+}
+
+// newEnvServing is newEnv with the scheduler's API served over HTTPS with
+// apiTLS's certificate (nil: plain HTTP).
+func newEnvServing(tb testing.TB, apiTLS *testenv.TestTLS, mod func(*console.Config)) *env {
 	tb.Helper()
 	natsURL := testenv.NATS(tb)
 	e := &env{tb: tb, bus: testenv.Bus(tb, natsURL, "test"), dsn: testenv.ClickHouseDSN(tb), reg: prometheus.NewRegistry()}
@@ -63,9 +72,15 @@ func newEnv(tb testing.TB, mod func(*console.Config)) *env {
 		Logger: testenv.Logger(tb), Registry: prometheus.NewRegistry(), Mux: mux})
 	require.NoError(tb, err)
 	g.Add("scheduler", sched)
-	api := httptest.NewServer(mux)
+	api := httptest.NewUnstartedServer(mux)
+	if apiTLS != nil {
+		api.TLS = &tls.Config{Certificates: []tls.Certificate{apiTLS.Cert}}
+		api.StartTLS()
+	} else {
+		api.Start()
+	}
 	tb.Cleanup(api.Close)
-	e.api = api.URL
+	e.api, e.apiClient = api.URL, api.Client()
 	cfg := console.Default()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.SchedulerURL = api.URL
@@ -94,7 +109,7 @@ func newEnv(tb testing.TB, mod func(*console.Config)) *env {
 	testenv.Eventually(tb, time.Minute, "the scheduler's API is ready", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, e.api+"/v1/experiments?limit=1", nil)
 		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := e.apiClient.Do(req)
 		if err != nil {
 			return false
 		}
@@ -189,7 +204,7 @@ func (e *env) seed(n int, base time.Time, rec func(i int, r map[string]any)) {
 	testenv.Eventually(e.tb, 2*time.Minute, "the scheduler lists the seeded experiments", func() bool {
 		req, _ := http.NewRequest(http.MethodGet, e.api+"/v1/experiments?limit=1&q=exp-", nil)
 		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := e.apiClient.Do(req)
 		if err != nil {
 			return false
 		}

@@ -4,8 +4,6 @@
 package cli
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
@@ -58,20 +57,11 @@ func (c *connFlags) httpClient() (*http.Client, error) {
 	if path == "" {
 		path = os.Getenv(apiCAEnv)
 	}
-	if path == "" {
-		return &http.Client{}, nil
-	}
-	pem, err := os.ReadFile(path)
+	hc, err := service.HTTPClientTrusting(path, 0)
 	if err != nil {
-		return nil, fmt.Errorf("read the API's CA (--api-ca-file or $%s): %w", apiCAEnv, err)
+		return nil, fmt.Errorf("the API's CA (--api-ca-file or $%s): %w", apiCAEnv, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("the API's CA file %s: no PEM certificate in it, expected one or more -----BEGIN CERTIFICATE----- blocks", path)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	return &http.Client{Transport: tr}, nil
+	return hc, nil
 }
 
 // api returns a client of the scheduler's HTTP API: its address from
