@@ -30,6 +30,7 @@ type manifests struct {
 	namespaces map[string]corev1.Namespace
 	workloads  []workload
 	policies   []networkingv1.NetworkPolicy
+	svcs       []corev1.Service
 }
 
 // workload is a Deployment's or DaemonSet's pod template.
@@ -110,6 +111,10 @@ func parse(t *testing.T, source string, rendered []byte) manifests {
 			var d appsv1.StatefulSet
 			unmarshal(&d)
 			m.workloads = append(m.workloads, workload{"StatefulSet", d.Name, d.Namespace, d.Spec.Template})
+		case "Service":
+			var sv corev1.Service
+			unmarshal(&sv)
+			m.svcs = append(m.svcs, sv)
 		case "NetworkPolicy":
 			var p networkingv1.NetworkPolicy
 			unmarshal(&p)

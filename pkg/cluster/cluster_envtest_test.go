@@ -126,6 +126,21 @@ func TestUpStatusDown(t *testing.T) {
 		_, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err, name)
 	}
+	// The API servers' HTTPS certificates, the ones the Deployments mount.
+	apiTLS := map[string]map[string][]byte{}
+	for _, svc := range cluster.APIServers {
+		s, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-"+svc+"-tls", metav1.GetOptions{})
+		require.NoError(t, err, svc)
+		require.Equal(t, corev1.SecretTypeTLS, s.Type)
+		apiTLS[svc] = s.Data
+		d, err := cs.AppsV1().Deployments(cluster.Namespace).Get(ctx, svc, metav1.GetOptions{})
+		require.NoError(t, err, svc)
+		mounted := false
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			mounted = mounted || (v.Secret != nil && v.Secret.SecretName == s.Name)
+		}
+		require.True(t, mounted, "%s mounts %s", svc, s.Name)
+	}
 
 	// The provisioner may reach the API server's real address only.
 	eps, err := cs.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
@@ -144,6 +159,11 @@ func TestUpStatusDown(t *testing.T) {
 	consAgain, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-console-credentials", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, cons.Data, consAgain.Data, "the session key is kept: sign-ins survive another up")
+	for _, svc := range cluster.APIServers {
+		s, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-"+svc+"-tls", metav1.GetOptions{})
+		require.NoError(t, err, svc)
+		require.Equal(t, apiTLS[svc], s.Data, "%s's certificate kept", svc)
+	}
 
 	status, err := newCluster(time.Second).Status(ctx)
 	require.NoError(t, err)

@@ -1,21 +1,14 @@
 package cluster
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -49,6 +42,8 @@ type Credentials struct {
 	UsersXML            string
 	// CA and the NATS servers' certificate (Dir/tls).
 	CACert, NATSCert, NATSKey []byte
+	// APITLS are the HTTPS certificates of APIServers (Dir/tls), by service.
+	APITLS map[string]KeyPair
 	// AdminToken is the first admin API token; the scheduler adopts it.
 	AdminToken string
 	// SessionKey seals the console's session cookies (Dir/console-session.key):
@@ -83,9 +78,11 @@ func EnsureCredentials(dir string) (*Credentials, error) {
 		return nil, err
 	}
 	c.UsersXML = chserver.UsersXML(c.ClickHousePasswords, "::/0")
-	if c.CACert, c.NATSCert, c.NATSKey, err = ensureTLS(filepath.Join(dir, "tls")); err != nil {
+	t, err := ensureTLS(filepath.Join(dir, "tls"))
+	if err != nil {
 		return nil, err
 	}
+	c.CACert, c.NATSCert, c.NATSKey, c.APITLS = t.caCert, t.nats.Cert, t.nats.Key, t.apis
 	if c.AdminToken, err = ensureToken(AdminTokenFile(dir)); err != nil {
 		return nil, err
 	}
@@ -134,83 +131,6 @@ func writeNew(path string, b []byte) error {
 	return os.WriteFile(path, b, 0o600)
 }
 
-// natsNames are the names the NATS servers answer to: the client Service
-// and each server's address on the headless Service (cluster routes).
-var natsNames = []string{
-	"nats", "nats." + Namespace, "nats." + Namespace + ".svc", "nats." + Namespace + ".svc.cluster.local",
-	"*.nats-headless." + Namespace + ".svc", "*.nats-headless." + Namespace + ".svc.cluster.local",
-}
-
-// ensureTLS makes a CA and the NATS servers' certificate signed by it
-// (ECDSA P-256; the CA for 10 years, the certificate for 2), once.
-func ensureTLS(dir string) (caPEM, certPEM, keyPEM []byte, err error) {
-	paths := []string{filepath.Join(dir, "ca.crt"), filepath.Join(dir, "nats.crt"), filepath.Join(dir, "nats.key")}
-	var have [3][]byte
-	missing := false
-	for i, p := range paths {
-		if have[i], err = os.ReadFile(p); err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, nil, nil, err
-			}
-			missing = true
-		}
-	}
-	if !missing {
-		return have[0], have[1], have[2], nil
-	}
-	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	caTmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "GreenFlow cluster CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(10, 0, 0), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "nats." + Namespace + ".svc"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(2, 0, 0), DNSNames: natsNames,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	caKeyDER, err := x509.MarshalECPrivateKey(caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	// The CA's key stays with the operator (to sign a renewed certificate).
-	for p, b := range map[string][]byte{paths[0]: caPEM, paths[1]: certPEM, paths[2]: keyPEM,
-		filepath.Join(dir, "ca.key"): pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKeyDER})} {
-		if err := writeNew(p, b); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	return caPEM, certPEM, keyPEM, nil
-}
-
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
-	return n
-}
-
 // ClickHouseAddr is the ClickHouse Service the components deploy.
 const ClickHouseAddr = "clickhouse." + Namespace + ".svc:9000"
 
@@ -219,7 +139,8 @@ const ClickHouseAddr = "clickhouse." + Namespace + ".svc:9000"
 // scheduler's also the admin token it adopts; the console's the reader's
 // DSN, not the writer's, and its session key), the CA in both namespaces,
 // NATS's certificate and authorization block, ClickHouse's users.xml and
-// the reader's DSN (for dashboards and the CLI).
+// the reader's DSN (for dashboards and the CLI), and the HTTPS
+// certificates of APIServers.
 func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 	seed := map[string][]byte{}
 	for _, u := range c.NATSUsers {
@@ -268,6 +189,17 @@ func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 		secret(Namespace, "greenflow-clickhouse-reader", map[string][]byte{"clickhouse.dsn": dsn(chserver.UserReader),
 			"password": []byte(c.ClickHousePasswords[chserver.UserReader])}),
 	)
+	// Each API server's HTTPS certificate, a Secret of its own (mounted
+	// at /etc/greenflow/tls; the CA that signed it is greenflow-nats-ca's).
+	for _, svc := range APIServers {
+		kp, ok := c.APITLS[svc]
+		if !ok {
+			return nil, fmt.Errorf("no HTTPS certificate for %s in %s", svc, c.Dir)
+		}
+		s := secret(Namespace, "greenflow-"+svc+"-tls", map[string][]byte{corev1.TLSCertKey: kp.Cert, corev1.TLSPrivateKeyKey: kp.Key})
+		s.Type = corev1.SecretTypeTLS
+		out = append(out, s)
+	}
 	if seed[bus.UserAdmin] == nil {
 		return nil, fmt.Errorf("no NATS admin user in the contract (pkg/bus)")
 	}

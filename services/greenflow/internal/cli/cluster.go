@@ -80,13 +80,15 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		printComponents(stdout, comps)
+		ca := cluster.CAFile(*secretsDir)
 		fmt.Fprintf(stdout, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
-  API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then
-              GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url http://127.0.0.1:9464
-  console:    kubectl -n greenflow port-forward svc/console 8080:8080, then http://127.0.0.1:8080 (sign in with an API token)
+  API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then (HTTPS, signed by the cluster's CA)
+              GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url https://127.0.0.1:9464 --api-ca-file %s
+  console:    kubectl -n greenflow port-forward svc/console 8080:8080, then https://127.0.0.1:8080 (sign in with an API token;
+              the browser warns about its certificate until it trusts the cluster's CA, %s)
   dashboards: Grafana (README "Grafana", deploy/components/grafana) reads clickhouse.greenflow.svc:9000 as
               greenflow_reader, password in %s
-`, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir), cluster.ReaderPasswordFile(*secretsDir))
+`, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir), ca, ca, cluster.ReaderPasswordFile(*secretsDir))
 		return nil
 	case "status":
 		comps, err := c.Status(ctx)
