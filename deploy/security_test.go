@@ -529,29 +529,33 @@ func credentialsComeFromSecrets(t *testing.T, m manifests) {
 	}
 }
 
-// The namespace admission policy names the provisioner by its user name, a
-// string kustomize does not rewrite: in every deployment it must be the
-// service account the provisioner's pods run as, in their namespace, or
-// the policy would restrain nobody.
+// The provisioner's admission policies (its namespaces, the objects in
+// them) name the provisioner by its user name, a string kustomize does not
+// rewrite: in every deployment it must be the service account the
+// provisioner's pods run as, in their namespace, or a policy would
+// restrain nobody.
 func TestTheNamespacePolicyNamesTheProvisioner(t *testing.T) {
 	for _, d := range deployments {
 		t.Run(strings.ReplaceAll(d, "/", "-"), func(t *testing.T) {
 			objs, err := kubetest.Decode(render(t, configured(t, d)), d)
 			require.NoError(t, err)
-			var user, condition string
+			var user string
+			conditions := map[string]string{}
 			for _, o := range objs {
 				switch {
 				case o.GetKind() == "Deployment" && o.GetName() == "provisioner":
 					sa, _, _ := unstructured.NestedString(o.Object, "spec", "template", "spec", "serviceAccountName")
 					user = "system:serviceaccount:" + o.GetNamespace() + ":" + sa
-				case o.GetKind() == "ValidatingAdmissionPolicy" && o.GetName() == "greenflow-provisioner-namespaces":
+				case o.GetKind() == "ValidatingAdmissionPolicy":
 					conds, _, _ := unstructured.NestedSlice(o.Object, "spec", "matchConditions")
 					require.Len(t, conds, 1)
-					condition, _ = conds[0].(map[string]any)["expression"].(string)
+					conditions[o.GetName()], _ = conds[0].(map[string]any)["expression"].(string)
 				}
 			}
 			require.NotEmpty(t, user)
-			require.Equal(t, "request.userInfo.username == '"+user+"'", condition)
+			for _, policy := range []string{"greenflow-provisioner-namespaces", "greenflow-provisioner-run-objects"} {
+				require.Equal(t, "request.userInfo.username == '"+user+"'", conditions[policy], policy)
+			}
 		})
 	}
 }
