@@ -124,8 +124,12 @@ func (b *Backend) retry(ctx context.Context, deadline time.Time, what string, fn
 }
 
 // explain adds what to do to an authorization failure; the API server's
-// message already names the verb, the resource and the user.
+// message already names the verb, the resource and the user (or the
+// admission policy and its reason).
 func explain(err error) error {
+	if apierrors.IsForbidden(err) && strings.Contains(err.Error(), "ValidatingAdmissionPolicy") {
+		return fmt.Errorf("%w (deploy/base/provisioner-namespace-policy.yaml: the provisioner writes only namespaces labelled app.kubernetes.io/managed-by=greenflow and the objects in them)", err)
+	}
 	if apierrors.IsForbidden(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) &&
 		!strings.Contains(err.Error(), "exceeded quota") {
 		return fmt.Errorf("%w (the provisioner's ClusterRole, deploy/base/provisioner-rbac.yaml, grants the verbs it needs)", err)

@@ -74,3 +74,15 @@ func TestAuthorizationFailureRightAfterAnOutageIsTransient(t *testing.T) {
 	require.False(t, b.transient(forbidden), "a 403 that outlasts the settle time is the role's answer")
 	require.False(t, b.transient(apierrors.NewForbidden(ns, "gf-x", errors.New(`cannot delete resource "namespaces"`))))
 }
+
+// A refusal says where to look: an admission policy's names the policy
+// file, not the ClusterRole, which granted the verb.
+func TestExplainNamesWhatRefused(t *testing.T) {
+	deployments := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	rbac := explain(apierrors.NewForbidden(deployments, "sut", errors.New(`User "system:serviceaccount:greenflow:greenflow-provisioner" cannot create resource "deployments"`)))
+	require.ErrorContains(t, rbac, "deploy/base/provisioner-rbac.yaml")
+	policy := explain(apierrors.NewForbidden(deployments, "sut", errors.New(
+		`ValidatingAdmissionPolicy 'greenflow-provisioner-run-objects' with binding 'greenflow-provisioner-run-objects' denied request: refused: CREATE deployments in namespace default`)))
+	require.ErrorContains(t, policy, "deploy/base/provisioner-namespace-policy.yaml")
+	require.NotContains(t, policy.Error(), "provisioner-rbac.yaml")
+}
