@@ -41,6 +41,9 @@ func (b *Bus) Publish(ctx context.Context, m events.Message, msgID string) error
 		msg.Header.Set(HeaderRun, run)
 	}
 	msg.Header.Set(HeaderProducer, b.producer)
+	if err := b.sig.signEvent(msg); err != nil {
+		return err
+	}
 	if _, err := b.publishMsg(ctx, msg); err != nil {
 		return fmt.Errorf("publish %s for run %s: %w", m.MessageType(), run, err)
 	}
