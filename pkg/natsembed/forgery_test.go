@@ -211,3 +211,97 @@ func TestTokenDeliveredIntoTheTokenBucketIsNotBelieved(t *testing.T) {
 	_, err = store.Verify(ctx, real)
 	require.NoError(t, err)
 }
+
+func TestForgedRecordsChangeNothingAServiceSees(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	admin := s.Bus(t, bus.UserAdmin)
+	for _, b := range []string{bus.BucketScheduler, bus.BucketCollectors} {
+		_, err := admin.KV(ctx, b)
+		require.NoError(t, err)
+	}
+	// The scheduler's bucket as the scheduler reads and watches it.
+	kv, err := s.Bus(t, string(events.ServiceScheduler)).KV(ctx, bus.BucketScheduler)
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "exp-a", []byte(`{"state":"running"}`))
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, "exp-b", []byte(`{"state":"queued"}`))
+	require.NoError(t, err)
+	w, err := kv.WatchAll(ctx)
+	require.NoError(t, err)
+	defer func() { _ = w.Stop() }()
+	seen := map[string]string{}
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		seen[e.Key()] = string(e.Value())
+	}
+	require.Equal(t, map[string]string{"exp-a": `{"state":"running"}`, "exp-b": `{"state":"queued"}`}, seen, "values without their seals")
+
+	// The collector's puts and deletes in its own bucket reach the
+	// scheduler's, through a republish.
+	js, err := jetstream.New(s.Conn(t, bus.UserAdmin))
+	require.NoError(t, err)
+	republish(ctx, t, js, "KV_"+bus.BucketCollectors, "$KV."+bus.BucketCollectors+".*", "$KV."+bus.BucketScheduler+".{{wildcard(1)}}")
+	cjs, err := jetstream.New(s.Conn(t, string(events.ServiceEnergyCollector)))
+	require.NoError(t, err)
+	own, err := cjs.KeyValue(ctx, bus.BucketCollectors)
+	require.NoError(t, err)
+	_, err = own.Put(ctx, "exp-a", []byte(`{"state":"done"}`))
+	require.NoError(t, err)
+	_, err = own.Put(ctx, "exp-b", []byte(`{}`))
+	require.NoError(t, err)
+	require.NoError(t, own.Delete(ctx, "exp-b"))
+	raw, err := js.KeyValue(ctx, bus.BucketScheduler)
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, "the forged records in the scheduler's bucket", func() bool {
+		a, aerr := raw.Get(ctx, "exp-a")
+		_, berr := raw.Get(ctx, "exp-b")
+		return aerr == nil && string(a.Value()) == `{"state":"done"}` && errors.Is(berr, jetstream.ErrKeyNotFound)
+	})
+
+	// The scheduler still reads what it wrote, and its watch passed none
+	// of it on.
+	a, err := kv.Get(ctx, "exp-a")
+	require.NoError(t, err)
+	require.Equal(t, `{"state":"running"}`, string(a.Value()))
+	b, err := kv.Get(ctx, "exp-b")
+	require.NoError(t, err, "a forged delete deleted nothing")
+	require.Equal(t, `{"state":"queued"}`, string(b.Value()))
+	hist, err := kv.History(ctx, "exp-a")
+	require.NoError(t, err)
+	require.Len(t, hist, 1, "the history holds only the scheduler's record")
+	// Its own changes go on: an update at the revision it read, a delete.
+	_, err = kv.Update(ctx, "exp-a", []byte(`{"state":"done"}`), a.Revision())
+	require.Error(t, err, "the newest revision is the forged one: an update at the one read conflicts")
+	_, err = kv.Put(ctx, "exp-a", []byte(`{"state":"cancelled"}`))
+	require.NoError(t, err)
+	require.NoError(t, kv.Delete(ctx, "exp-b"))
+	_, err = kv.Get(ctx, "exp-b")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+	a2, err := kv.Get(ctx, "exp-a")
+	require.NoError(t, err)
+	require.Equal(t, `{"state":"cancelled"}`, string(a2.Value()))
+	require.ErrorIs(t, bus.DeleteRevision(ctx, kv, "exp-a", a2.Revision()-1), jetstream.ErrKeyExists, "a delete at a stale revision conflicts")
+	require.NoError(t, bus.DeleteRevision(ctx, kv, "exp-a", a2.Revision()))
+	_, err = kv.Get(ctx, "exp-a")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+
+	// What the watch passed on after its initial values: only the
+	// scheduler's own changes, in order.
+	var after []string
+	timeout := time.After(2 * time.Second)
+	for len(after) < 3 {
+		select {
+		case e := <-w.Updates():
+			after = append(after, e.Key()+" "+e.Operation().String()+" "+string(e.Value()))
+		case <-timeout:
+			t.Fatalf("watch passed on %v, expected the scheduler's three changes", after)
+		}
+	}
+	require.Equal(t, []string{
+		`exp-a KeyValuePutOp {"state":"cancelled"}`, "exp-b KeyValueDeleteOp ", "exp-a KeyValueDeleteOp ",
+	}, after)
+}
