@@ -44,7 +44,8 @@ type Bus struct {
 	producer string
 	logger   *zap.Logger
 	m        *metrics
-	secured  bool // the connection authenticates: declare only what producer owns
+	secured  bool    // the connection authenticates: declare only what producer owns
+	sig      *signer // signs what it produces, checks what it reads; nil unauthenticated (sign.go)
 
 	mu        sync.Mutex
 	streams   map[string]jetstream.StreamConfig // declared through the bus, by name
@@ -65,6 +66,7 @@ type metrics struct {
 	redeclared   *prometheus.CounterVec
 	extended     *prometheus.CounterVec
 	asyncErrors  *prometheus.CounterVec
+	unverified   *prometheus.CounterVec
 }
 
 // newMetrics builds the bus's metrics, registered on reg unless it is nil.
@@ -82,10 +84,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Ack deadlines extended for messages held longer than a third of the ack wait (handled, or queued for a busy worker), by consumer."}, []string{"consumer"}),
 		asyncErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_nats_errors_total",
 			Help: "Errors the NATS server reported asynchronously, by kind (permission: a subject this user may not use; slow_consumer; authorization; other)."}, []string{"kind"}),
+		unverified: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_unverified_total",
+			Help: "Messages (event: dead-lettered; watch: skipped) and key-value records (kv: skipped) whose signature did not prove a producer the contract allows, by kind."}, []string{"kind"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_handler_panics_total",
 			Help: "Handler panics recovered, by consumer (durable name or request subject); the message was dead-lettered or answered with an error."}, []string{"consumer"}),
 	}
-	if err := service.Register(reg, "bus", m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended, m.asyncErrors); err != nil {
+	if err := service.Register(reg, "bus", m.published, m.consumed, m.deadLettered, m.panics, m.redeclared, m.extended, m.asyncErrors, m.unverified); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -119,7 +123,11 @@ func New(ctx context.Context, nc *nats.Conn, producer string, logger *zap.Logger
 	if err != nil {
 		return nil, err
 	}
-	b := &Bus{nc: nc, js: js, producer: producer, logger: logger.With(zap.String("component", "bus")), m: m,
+	sig, err := newSigner(nc)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bus{nc: nc, js: js, sig: sig, producer: producer, logger: logger.With(zap.String("component", "bus")), m: m,
 		streams: map[string]jetstream.StreamConfig{}, buckets: map[string]*bucket{}, consumers: map[*Consumer]struct{}{},
 		expected: map[string]bool{}, pending: map[*pendingCall]struct{}{}, stop: make(chan struct{})}
 	// Under authentication a user may create and update only the streams

@@ -36,8 +36,29 @@ func (b *Bus) Consume(ctx context.Context, spec ConsumerSpec, handler Handler, o
 // Run has it consuming: a component that builds its consumers in New and
 // runs them in Run is not ready before they are.
 func (b *Bus) NewConsumer(spec ConsumerSpec, handler Handler, opts ...ConsumeOption) *Consumer {
-	return b.newConsumer(spec.stream(), spec, typeSubjects(spec.Types), handler.raw(), opts)
+	return b.newConsumer(spec.stream(), spec, typeSubjects(spec.Types), b.verified(handler.raw()), opts)
 }
+
+// verified runs fn only for messages signed by a producer of their type
+// (sign.go); any other is dead-lettered as unverified.
+func (b *Bus) verified(fn RawHandler) RawHandler {
+	return func(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
+		if err := b.sig.verifyEvent(msg.Subject(), msg.Headers(), msg.Data()); err != nil {
+			b.m.unverified.WithLabelValues("event").Inc()
+			return errUnverified{err}
+		}
+		return fn(ctx, msg, md)
+	}
+}
+
+// errUnverified is a message whose signature does not hold. It is
+// dead-lettered without the consumer's dead-letter hook: the hook answers
+// the sender of a command, and a forged command has none (answering it
+// would let a forger fail any run).
+type errUnverified struct{ err error }
+
+func (e errUnverified) Error() string { return e.err.Error() }
+func (e errUnverified) Unwrap() error { return e.err }
 
 // raw decodes a message into its event (dead-lettering what cannot be
 // decoded) before calling h.

@@ -23,9 +23,13 @@ import (
 // without TLS).
 type Credentials struct {
 	NKeyFile string `flag:"nats-nkey-file" help:"file holding this service's NATS nkey seed (SU…); empty connects without authenticating"`
-	CAFile   string `flag:"nats-ca-file" help:"PEM file of the CA that signed the NATS server's certificate; set to require TLS"`
-	CertFile string `flag:"nats-cert-file" help:"PEM client certificate for NATS servers that verify clients (with --nats-key-file)"`
-	KeyFile  string `flag:"nats-key-file" help:"PEM private key of --nats-cert-file"`
+	// TrustFile lists every user's public key: what this service signs is
+	// checked by the others against it, and what it reads it checks
+	// (trust.go). Default: nats-trust.json beside the seed.
+	TrustFile string `flag:"nats-trust-file" help:"file listing the NATS users' public keys, to check who signed each message and record (default: nats-trust.json beside --nats-nkey-file)"`
+	CAFile    string `flag:"nats-ca-file" help:"PEM file of the CA that signed the NATS server's certificate; set to require TLS"`
+	CertFile  string `flag:"nats-cert-file" help:"PEM client certificate for NATS servers that verify clients (with --nats-key-file)"`
+	KeyFile   string `flag:"nats-key-file" help:"PEM private key of --nats-cert-file"`
 }
 
 // Validate checks that a client certificate comes with its key.
@@ -52,6 +56,15 @@ func (c Credentials) Options() ([]nats.Option, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nkey seed %s: public key: %w", c.NKeyFile, err)
 		}
+		trustFile := c.TrustFile
+		if trustFile == "" {
+			trustFile = DefaultTrustFile(c.NKeyFile)
+		}
+		t, err := LoadTrust(trustFile)
+		if err != nil {
+			return nil, err
+		}
+		registerTrust(pub, t)
 		// The key pair stays in memory for reconnects; it is not logged.
 		opts = append(opts, nats.Nkey(pub, kp.Sign), nats.CustomInboxPrefix(InboxPrefix(pub)))
 	}

@@ -27,6 +27,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	herr := callRecovering(ctx, msg, md, fn)
 	release()
 	var undecodable errUndecodable
+	var unverified errUnverified
 	var panicked errPanic
 	switch {
 	case herr == nil:
@@ -40,6 +41,9 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		b.m.panics.WithLabelValues(spec.Durable).Inc()
 		logger.Error("handler panicked", zap.String("panic", fmt.Sprint(panicked.value)), zap.ByteString("stack", panicked.stack))
 		b.deadLetter(ctx, logger, spec, o, msg, md, herr.Error())
+	case errors.As(herr, &unverified):
+		o.onDeadLetter = nil // see errUnverified
+		b.deadLetter(ctx, logger, spec, o, msg, md, "unverified: "+herr.Error())
 	case errors.As(herr, &undecodable):
 		b.deadLetter(ctx, logger, spec, o, msg, md, "undecodable: "+herr.Error())
 	case IsPermanent(herr):

@@ -16,8 +16,8 @@ import (
 // Watch delivers, without durable state, every message of the given types
 // published at or after since, until ctx ends. Used by `greenflow submit
 // --watch` and tests. It reads StreamWatch, which the server fills from the
-// lifecycle stream within milliseconds. Undecodable messages are skipped (the durable
-// consumers dead-letter them).
+// lifecycle stream within milliseconds. Undecodable and unverified
+// messages are skipped (the durable consumers dead-letter them).
 func (b *Bus) Watch(ctx context.Context, since time.Time, types []events.Type, fn func(Delivery)) error {
 	subjects := typeSubjects(types)
 	// On its own stream: a watcher's permission to use any consumer name
@@ -30,6 +30,13 @@ func (b *Bus) Watch(ctx context.Context, since time.Time, types []events.Type, f
 	}
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		h := msg.Headers()
+		if err := b.sig.verifyEvent(msg.Subject(), h, msg.Data()); err != nil {
+			// A watcher shows only what the contract's producers said;
+			// the durable consumers dead-letter the rest.
+			b.m.unverified.WithLabelValues("watch").Inc()
+			b.logger.Warn("watch skipped a message whose signature does not hold", zap.Error(err))
+			return
+		}
 		ver, _ := strconv.Atoi(h.Get(HeaderVersion))
 		m, err := events.Decode(events.Type(h.Get(HeaderType)), ver, msg.Data())
 		if err != nil {

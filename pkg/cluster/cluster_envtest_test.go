@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/greenflow/greenflow/deploy"
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/cluster"
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -102,6 +103,7 @@ func TestUpStatusDown(t *testing.T) {
 	require.Equal(t, string(token), string(sched.Data["admin.token"]))
 	require.Contains(t, string(sched.Data["clickhouse.dsn"]), "clickhouse://greenflow_writer:")
 	require.Contains(t, string(sched.Data["nats.nk"]), "SU", "an nkey user seed")
+	require.Contains(t, string(sched.Data[bus.TrustFileName]), `"energy-collector"`, "every user's public key, to check signatures with")
 	coll, err := cs.CoreV1().Secrets(cluster.CollectorNamespace).Get(ctx, "greenflow-energy-collector-credentials", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NotEqual(t, string(sched.Data["nats.nk"]), string(coll.Data["nats.nk"]), "each service its own NATS user")

@@ -150,6 +150,12 @@ func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 		}
 		seed[u.Name] = b
 	}
+	// The users' public keys, beside each seed (bus.TrustFileName): what
+	// every service checks signatures against.
+	trust, err := os.ReadFile(filepath.Join(c.Dir, "nats", bus.TrustFileName))
+	if err != nil {
+		return nil, fmt.Errorf("read the NATS trust file: %w", err)
+	}
 	dsn := func(user string) []byte {
 		return []byte(fmt.Sprintf("clickhouse://%s:%s@%s/greenflow", user, c.ClickHousePasswords[user], ClickHouseAddr))
 	}
@@ -167,7 +173,7 @@ func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 		if svc == "energy-collector" {
 			ns = CollectorNamespace
 		}
-		data := map[string][]byte{"nats.nk": seed[svc], "clickhouse.dsn": dsn(chserver.UserWriter)}
+		data := map[string][]byte{"nats.nk": seed[svc], bus.TrustFileName: trust, "clickhouse.dsn": dsn(chserver.UserWriter)}
 		switch svc {
 		case "scheduler":
 			data["admin.token"] = []byte(c.AdminToken + "\n")

@@ -68,7 +68,21 @@ func EnsureUsers(dir string) ([]User, error) {
 		u.SeedFile = path
 		users = append(users, u)
 	}
+	// Beside the seeds, the public keys every bus checks signatures
+	// against (bus.TrustFileName): rewritten each time, from the seeds.
+	if err := bus.WriteTrust(filepath.Join(dir, bus.TrustFileName), TrustKeys(users)); err != nil {
+		return nil, err
+	}
 	return users, nil
+}
+
+// TrustKeys are users' public keys, by user, as a trust file lists them.
+func TrustKeys(users []User) map[string][]string {
+	keys := map[string][]string{}
+	for _, u := range users {
+		keys[u.Name] = append(keys[u.Name], u.PublicKey)
+	}
+	return keys
 }
 
 // NewUser is user name with public key pub and the permissions the

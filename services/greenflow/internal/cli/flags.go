@@ -26,6 +26,7 @@ type connFlags struct {
 	stateDir, natsURL, clickhouseDSN string
 	clickhouseDSNFile                string
 	natsNKeyFile                     string
+	natsTrustFile                    string
 	apiURL, token                    string
 	apiCAFile                        string
 	// writer: the command writes ClickHouse (prune), so it takes the dev
@@ -37,6 +38,7 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev'")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
 	fs.StringVar(&c.natsNKeyFile, "nats-nkey-file", "", "file holding the NATS nkey seed to connect with (default: the dev stack's, in the state dir)")
+	fs.StringVar(&c.natsTrustFile, "nats-trust-file", "", "file listing the NATS users' public keys, to check who signed what the command reads (default: "+bus.TrustFileName+" beside the seed)")
 	fs.StringVar(&c.clickhouseDSN, "clickhouse-dsn", "", "ClickHouse DSN (default: from the dev state dir); it holds a password, which a command line shows to every user: prefer --clickhouse-dsn-file")
 	fs.StringVar(&c.clickhouseDSNFile, "clickhouse-dsn-file", "", "file holding the ClickHouse DSN with its password; overrides --clickhouse-dsn (default: the dev stack's reader DSN, in the state dir)")
 	fs.StringVar(&c.apiURL, "api-url", "", "the scheduler's HTTP API, e.g. http://127.0.0.1:9464 (default: from the dev state dir)")
@@ -102,7 +104,7 @@ func (c *connFlags) api() (*apiClient, error) {
 // else the dev stack's seed of user (the CLI's own, or admin to write the
 // token bucket) when there is one; else none.
 func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
-	creds := bus.Credentials{NKeyFile: c.natsNKeyFile}
+	creds := bus.Credentials{NKeyFile: c.natsNKeyFile, TrustFile: c.natsTrustFile}
 	if creds.NKeyFile == "" {
 		dev := devstack.NATSCreds(c.stateDir, user)
 		if _, err := os.Stat(dev.NKeyFile); err == nil {

@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/natsembed"
 )
 
@@ -14,7 +16,10 @@ import (
 // permissions the event contract gives it (the same ones the dev stack's
 // embedded server enforces). Seeds are made in --creds-dir (0600) for the
 // users that have none and never printed: give each service its own file
-// (a Kubernetes Secret) as --nats-nkey-file.
+// (a Kubernetes Secret) as --nats-nkey-file, and every service the same
+// trust file (the users' public keys, written beside the seeds as
+// nats-trust.json) as --nats-trust-file: each checks with it who signed
+// every message and record it reads.
 func runNATSConfig(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("nats-config", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -29,6 +34,9 @@ func runNATSConfig(_ context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(stdout, natsembed.ServerConfig(users))
+	if _, err = io.WriteString(stdout, natsembed.ServerConfig(users)); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stderr, "trust file for every service (--nats-trust-file): %s\n", filepath.Join(*dir, bus.TrustFileName))
 	return err
 }

@@ -264,7 +264,7 @@ func (s *Store) Mutate(ctx context.Context, key string, fn func(*Record) (bool, 
 // Delete removes a record if it is still at rev.
 func (s *Store) Delete(ctx context.Context, key string, rev uint64) error {
 	return s.do(func(kv jetstream.KeyValue) error {
-		err := kv.Delete(ctx, key, jetstream.LastRevision(rev))
+		err := bus.DeleteRevision(ctx, kv, key, rev)
 		if bus.IsRevisionConflict(err) {
 			return ErrConflict
 		}
