@@ -128,25 +128,30 @@ type view struct {
 	Data  any
 }
 
+// routes serves the sign-in pages to anyone, every other page to a signed-in
+// user only (page), and every change also only with the session's CSRF
+// token (change; signout checks its token itself).
 func (c *Console) routes(mux *http.ServeMux) {
+	page := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, c.signedIn(h)) }
+	change := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, c.signedIn(c.csrf(h))) }
 	mux.HandleFunc("GET /signin", c.signinForm)
 	mux.HandleFunc("POST /signin", c.signin)
-	mux.Handle("POST /signout", c.signedIn(http.HandlerFunc(c.signout)))
-	mux.Handle("GET /{$}", c.signedIn(http.HandlerFunc(c.experiments)))
-	mux.Handle("GET /experiments/{id}", c.signedIn(http.HandlerFunc(c.experiment)))
-	mux.Handle("GET /experiments/{id}/live", c.signedIn(http.HandlerFunc(c.live)))
-	mux.Handle("GET /experiments/{id}/runs/{run}", c.signedIn(http.HandlerFunc(c.run)))
-	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
-	mux.Handle("GET /experiments/{id}/results", c.signedIn(http.HandlerFunc(c.history)))
-	mux.Handle("GET /experiments/{id}/results.csv", c.signedIn(http.HandlerFunc(c.export)))
-	mux.Handle("GET /experiments/{id}/report.html", c.signedIn(http.HandlerFunc(c.reportDownload)))
-	mux.Handle("GET /experiments/{id}/export.zip", c.signedIn(http.HandlerFunc(c.exportDownload)))
-	mux.Handle("GET /compare", c.signedIn(http.HandlerFunc(c.compareExperiments)))
-	mux.Handle("GET /submit", c.signedIn(http.HandlerFunc(c.submitForm)))
-	mux.Handle("POST /submit", c.signedIn(c.csrf(http.HandlerFunc(c.submit))))
-	mux.Handle("POST /submit/validate", c.signedIn(c.csrf(http.HandlerFunc(c.validate))))
-	mux.Handle("GET /triggers", c.signedIn(http.HandlerFunc(c.triggers)))
-	mux.Handle("POST /triggers/{name}/disarm", c.signedIn(c.csrf(http.HandlerFunc(c.disarm))))
+	page("POST /signout", c.signout)
+	page("GET /{$}", c.experiments)
+	page("GET /experiments/{id}", c.experiment)
+	page("GET /experiments/{id}/live", c.live)
+	page("GET /experiments/{id}/runs/{run}", c.run)
+	change("POST /experiments/{id}/cancel", c.cancel)
+	page("GET /experiments/{id}/results", c.history)
+	page("GET /experiments/{id}/results.csv", c.export)
+	page("GET /experiments/{id}/report.html", c.reportDownload)
+	page("GET /experiments/{id}/export.zip", c.exportDownload)
+	page("GET /compare", c.compareExperiments)
+	page("GET /submit", c.submitForm)
+	change("POST /submit", c.submit)
+	change("POST /submit/validate", c.validate)
+	page("GET /triggers", c.triggers)
+	change("POST /triggers/{name}/disarm", c.disarm)
 }
 
 // render writes page with v; a template error after the first byte is

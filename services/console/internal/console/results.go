@@ -112,11 +112,21 @@ func statCell(m MetricStats, ok bool) cell {
 	return c
 }
 
-func (c *Console) history(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+// results reads the results of experiment id as the signed-in user; when
+// they cannot be read it answers with the failure and returns false.
+func (c *Console) results(w http.ResponseWriter, r *http.Request, id string) (ExperimentResults, bool) {
 	res, err := c.api.Results(r.Context(), c.deps.AnalyzerURL, userOf(r).plain, id)
 	if err != nil {
 		c.fail(w, r, "Results of "+id, err)
+		return res, false
+	}
+	return res, true
+}
+
+func (c *Console) history(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	res, ok := c.results(w, r, id)
+	if !ok {
 		return
 	}
 	hv := historyView{ID: id, Level: res.ConfidenceLevel, Metrics: shownStats, Notes: res.Notes}
@@ -181,9 +191,8 @@ func paretoPlot(cfgs []ConfigResults) svgplot.Plot {
 // a metric, estimated runs marked — what a notebook reads.
 func (c *Console) export(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	res, err := c.api.Results(r.Context(), c.deps.AnalyzerURL, userOf(r).plain, id)
-	if err != nil {
-		c.fail(w, r, "Results of "+id, err)
+	res, ok := c.results(w, r, id)
+	if !ok {
 		return
 	}
 	var names []string
