@@ -1,6 +1,9 @@
 package cli
 
-import "github.com/greenflow/greenflow/pkg/compare"
+import (
+	"github.com/greenflow/greenflow/pkg/compare"
+	"github.com/greenflow/greenflow/pkg/report"
+)
 
 // The comparison's statistics are pkg/compare's, shared with the web
 // console; the CLI adds its formats (table, CSV, JSON) and its plot.
@@ -18,7 +21,7 @@ type Compared struct{ compare.Compared }
 func MatchSides(sides [][]Group) Compared { return Compared{compare.MatchSides(sides)} }
 
 // NewGroup collects the metrics of rows under label.
-func NewGroup(label string, rows []ResultRow) Group {
+func NewGroup(label string, rows []report.ResultRow) Group {
 	runs := make([]compare.Run, len(rows))
 	for i, r := range rows {
 		runs[i] = compare.Run{RunID: r.RunID, ConfigHash: r.ConfigHash, Factors: r.Factors, Metrics: r.Metrics}

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
@@ -49,9 +50,9 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Contains(t, table, "Per configuration")
 	require.Contains(t, table, "±")
 
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
-	sums := cli.SummarizeRuns(rows, cli.DefaultLevel)
+	sums := report.SummarizeRuns(rows, report.DefaultLevel)
 	require.Len(t, sums, 2)
 	for _, s := range sums {
 		require.Len(t, s.RunIDs, 2)
@@ -109,7 +110,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Len(t, doc.Provenance.Meters, 2, "one meter configuration per configuration")
 	require.Len(t, doc.Configs, 2)
 	require.NotEmpty(t, doc.ParetoFront)
-	byHash := map[string]cli.ConfigSummary{}
+	byHash := map[string]report.ConfigSummary{}
 	for _, s := range sums {
 		byHash[s.ConfigHash] = s
 	}

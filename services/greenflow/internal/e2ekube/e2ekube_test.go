@@ -20,6 +20,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
@@ -86,7 +87,7 @@ func TestConsolidationExperimentOnKubernetes(t *testing.T) {
 	obs := devstacktest.Observe(t, b, id, events.TypeRunProvisioned)
 	final := obs.WaitFinal(t, 2*time.Minute, nil)
 
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
 	require.Len(t, rows, 2)
 	require.Equal(t, events.ExperimentStateDone, final)
