@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -37,10 +36,7 @@ func compareFixture(t *testing.T) func(args ...string) string {
 	dsn := compareStore(t)
 	return func(args ...string) string {
 		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...), &out, &errOut)
-		require.Equal(t, 0, code, errOut.String())
-		return out.String()
+		return mustRun(t, append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
 	}
 }
 

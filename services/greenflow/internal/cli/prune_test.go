@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"testing"
@@ -42,12 +41,11 @@ func TestPruneDropsOldDaysNoRunTouches(t *testing.T) {
 	}
 
 	prune := func(args ...string) (string, error) {
-		var out, errOut bytes.Buffer
-		code := cli.Main(append([]string{"prune", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...), &out, &errOut)
+		code, out, errOut := greenflow(append([]string{"prune", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
 		if code != 0 {
-			return out.String(), &exitError{code, errOut.String()}
+			return out, &exitError{code, errOut}
 		}
-		return out.String(), nil
+		return out, nil
 	}
 	out, err := prune("--dry-run")
 	require.NoError(t, err)
