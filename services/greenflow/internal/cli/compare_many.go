@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/compare"
 	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/runcharts"
@@ -86,13 +87,13 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		for _, s := range c.Sets {
 			js := compareSetJSON{Configuration: s.Configuration, Baseline: s.Groups[0].Label}
 			for _, g := range s.Groups {
-				js.Groups = append(js.Groups, toGroupJSON(g, letter(gi), ""))
+				js.Groups = append(js.Groups, toGroupJSON(g, compare.Letter(gi), ""))
 				gi++
 			}
 			out.Sets = append(out.Sets, js)
 		}
 		for _, g := range c.Unmatched {
-			out.Unmatched = append(out.Unmatched, toGroupJSON(g, "", unmatchedNote))
+			out.Unmatched = append(out.Unmatched, toGroupJSON(g, "", compare.UnmatchedNote))
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -107,7 +108,7 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		}
 		for _, g := range c.Unmatched {
 			_ = cw.Write([]string{runcharts.Factors(g.Factors), "", g.Label, "", "", "", strconv.Itoa(len(g.RunIDs)), "", "", "", "", "", "", "", "", "",
-				unmatchedNote})
+				compare.UnmatchedNote})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -127,13 +128,13 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		default:
 			fmt.Fprintf(w, "Configuration %s:\n", set.Configuration)
 		}
-		first := letter(gi)
+		first := compare.Letter(gi)
 		for i, g := range set.Groups {
 			role := "vs " + first
 			if i == 0 {
 				role = "baseline"
 			}
-			fmt.Fprintf(w, "  %s: %s (%d runs, %s)\n", letter(gi), g.Label, len(g.RunIDs), role)
+			fmt.Fprintf(w, "  %s: %s (%d runs, %s)\n", compare.Letter(gi), g.Label, len(g.RunIDs), role)
 			gi++
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -168,7 +169,7 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		}
 	}
 	if len(c.Unmatched) > 0 {
-		fmt.Fprintf(w, "\nNot compared (%s):\n", strings.TrimPrefix(unmatchedNote, "not compared: "))
+		fmt.Fprintf(w, "\nNot compared (%s):\n", strings.TrimPrefix(compare.UnmatchedNote, "not compared: "))
 		for _, g := range c.Unmatched {
 			fmt.Fprintf(w, "  %s (%d runs)\n", g.Label, len(g.RunIDs))
 		}
@@ -182,7 +183,7 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 
 // metricFormat is how a headline metric is printed.
 func metricFormat(metric string) string {
-	for _, m := range compareMetrics {
+	for _, m := range compare.Metrics {
 		if m.Metric == metric {
 			return m.Format
 		}
@@ -219,7 +220,7 @@ func (c Compared) Plot(metric string, level float64) (svgplot.Plot, error) {
 	for _, set := range c.Sets {
 		for _, g := range set.Groups {
 			x++
-			l := letter(gi)
+			l := compare.Letter(gi)
 			gi++
 			p.XCats = append(p.XCats, svgplot.CatTick{X: x, Label: l})
 			xs := g.Values[metric]

@@ -8,9 +8,8 @@ import (
 // The comparison's statistics are pkg/compare's, shared with the web
 // console; the CLI adds its formats (table, CSV, JSON) and its plot.
 type (
-	Group      = compare.Group
-	CompareSet = compare.CompareSet
-	GroupStat  = compare.GroupStat
+	Group     = compare.Group
+	GroupStat = compare.GroupStat
 )
 
 // Compared is a comparison with the CLI's renderings (Write, Plot).
@@ -28,11 +27,3 @@ func NewGroup(label string, rows []report.ResultRow) Group {
 	}
 	return compare.NewGroup(label, runs)
 }
-
-var (
-	compareMetrics = compare.Metrics
-	letter         = compare.Letter
-	crossesZero    = compare.CrossesZero
-)
-
-const unmatchedNote = compare.UnmatchedNote
