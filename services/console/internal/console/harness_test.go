@@ -137,18 +137,19 @@ func (e *env) browser() *browser {
 // get fetches path and returns the status, the body and the response.
 func (b *browser) get(path string) (int, string, *http.Response) {
 	b.tb.Helper()
-	resp, err := b.hc.Get(b.base + path)
-	require.NoError(b.tb, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(b.tb, err)
-	return resp.StatusCode, string(body), resp
+	return b.read(b.hc.Get(b.base + path))
 }
 
 // post submits a form to path.
 func (b *browser) post(path string, form url.Values) (int, string, *http.Response) {
 	b.tb.Helper()
-	resp, err := b.hc.PostForm(b.base+path, form)
+	return b.read(b.hc.PostForm(b.base+path, form))
+}
+
+// read reads a response whole and returns its status, its body and the
+// response.
+func (b *browser) read(resp *http.Response, err error) (int, string, *http.Response) {
+	b.tb.Helper()
 	require.NoError(b.tb, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

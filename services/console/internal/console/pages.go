@@ -175,12 +175,17 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, page 
 // fail renders the error page for err: the API's own status and words
 // when the scheduler refused (a viewer's cancel: 403, the token's role).
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
-	code := http.StatusBadGateway
+	c.render(w, r, statusOf(err), "error.html", view{Title: what, Error: what + ": " + err.Error()})
+}
+
+// statusOf is the status to answer a failed call of the scheduler's or the
+// analyzer's API with: the API's own when it refused, else 502.
+func statusOf(err error) int {
 	var ae *APIError
 	if errors.As(err, &ae) {
-		code = ae.Status
+		return ae.Status
 	}
-	c.render(w, r, code, "error.html", view{Title: what, Error: what + ": " + err.Error()})
+	return http.StatusBadGateway
 }
 
 // signedIn lets requests with a live session through, each checked against
