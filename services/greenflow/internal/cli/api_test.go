@@ -12,6 +12,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // Commands in quick succession over the API's rate wait out its 429 as
@@ -26,7 +27,7 @@ func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	run := func(args ...string) (string, int) {
-		code, out, errOut := greenflow(append(args, "--api-url", srv.URL, "--state-dir", t.TempDir())...)
+		code, out, errOut := clitest.Run(append(args, "--api-url", srv.URL, "--state-dir", t.TempDir())...)
 		return out + errOut, code
 	}
 	for range 2 {
@@ -68,10 +69,10 @@ func TestCLIOverTLS(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, run.Stop(10*time.Second, "the http server")) })
 	url := "https://" + testenv.Receive(t, srv.Listening(), 10*time.Second, "the server listening")
 
-	out := mustRun(t, "token", "list", "--api-url", url, "--api-ca-file", certs.CAFile, "--token", admin, "--state-dir", t.TempDir())
+	out := clitest.MustRun(t, "token", "list", "--api-url", url, "--api-ca-file", certs.CAFile, "--token", admin, "--state-dir", t.TempDir())
 	require.Contains(t, out, "admin")
 
-	code, _, errOut := greenflow("token", "list", "--api-url", url, "--token", admin, "--state-dir", t.TempDir())
+	code, _, errOut := clitest.Run("token", "list", "--api-url", url, "--token", admin, "--state-dir", t.TempDir())
 	require.NotZero(t, code)
 	require.Contains(t, errOut, "certificate signed by unknown authority")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/chserver"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // clickhouse-users prints a users.xml with the writer and the reader, the
@@ -25,7 +26,7 @@ import (
 // users; a bad network is refused by value.
 func TestClickHouseUsers(t *testing.T) {
 	dir := t.TempDir()
-	out := mustRun(t, "clickhouse-users", "--secrets-dir", dir)
+	out := clitest.MustRun(t, "clickhouse-users", "--secrets-dir", dir)
 	var doc struct {
 		Users struct {
 			Users []struct {
@@ -52,14 +53,14 @@ func TestClickHouseUsers(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{chserver.UserWriter: "default", chserver.UserReader: "readonly"}, got, "the writer and the reader, no default user")
 
-	again := mustRun(t, "clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/16", "--network", "fd00::1")
+	again := clitest.MustRun(t, "clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/16", "--network", "fd00::1")
 	require.Equal(t, strings.ReplaceAll(out, "<ip>::/0</ip>", "<ip>::ffff:10.244.0.0/112</ip><ip>fd00::1</ip>"), again,
 		"the same passwords, other networks (an IPv4 CIDR in its IPv4-mapped form, which ClickHouse 18.16 compares right)")
 
-	code, _, errOut := greenflow("clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/33")
+	code, _, errOut := clitest.Run("clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/33")
 	require.NotZero(t, code)
 	require.Contains(t, errOut, `"10.244.0.0/33" is neither an IP address nor a CIDR`)
-	code, _, errOut = greenflow("clickhouse-users")
+	code, _, errOut = clitest.Run("clickhouse-users")
 	require.NotZero(t, code)
 	require.Contains(t, errOut, "--secrets-dir")
 }
@@ -79,7 +80,7 @@ func TestClickHouseUsersLoadInARealServer(t *testing.T) {
 	writes := 0
 	users := func(args ...string) {
 		t.Helper()
-		out := mustRun(t, append([]string{"clickhouse-users", "--secrets-dir", dir}, args...)...)
+		out := clitest.MustRun(t, append([]string{"clickhouse-users", "--secrets-dir", dir}, args...)...)
 		path := filepath.Join(dir, "users.xml")
 		require.NoError(t, os.WriteFile(path, []byte(out), 0o600))
 		// ClickHouse notices a changed file by its modification time in

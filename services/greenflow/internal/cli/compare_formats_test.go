@@ -19,6 +19,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // Three experiments of one name: A ran 100, 200 and 400 sensors, B 100 and
@@ -36,7 +37,7 @@ func compareFixture(t *testing.T) func(args ...string) string {
 	dsn := compareStore(t)
 	return func(args ...string) string {
 		t.Helper()
-		return mustRun(t, append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
+		return clitest.MustRun(t, append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
 	}
 }
 

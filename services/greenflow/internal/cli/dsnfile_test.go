@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -18,7 +19,7 @@ func TestCLIReadsTheClickHouseDSNFromAFile(t *testing.T) {
 	file := filepath.Join(dir, "clickhouse.dsn")
 	require.NoError(t, os.WriteFile(file, []byte(dsn+"\n"), 0o600))
 	run := func(args ...string) (string, string, int) {
-		code, out, errOut := greenflow(append([]string{"compare", "--state-dir", t.TempDir()}, args...)...)
+		code, out, errOut := clitest.Run(append([]string{"compare", "--state-dir", t.TempDir()}, args...)...)
 		return out, errOut, code
 	}
 	want, errOut, code := run("--clickhouse-dsn", dsn, expA, expB)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/natsembed"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // nats-config prints a nats-server authorization block with every user's
@@ -16,7 +17,7 @@ import (
 // so running it again prints the same users.
 func TestNATSConfig(t *testing.T) {
 	dir := t.TempDir()
-	conf := mustRun(t, "nats-config", "--creds-dir", dir)
+	conf := clitest.MustRun(t, "nats-config", "--creds-dir", dir)
 	require.Contains(t, conf, "authorization {")
 	for _, user := range bus.Users() {
 		require.Contains(t, conf, "# "+user+"\n", user)
@@ -28,9 +29,9 @@ func TestNATSConfig(t *testing.T) {
 	require.Contains(t, conf, `"gf.evt.run.analyzed"`, "the analyzer publishes its event")
 	require.Equal(t, 2, strings.Count(conf, "allow_responses"), "only the scheduler (and admin) answer requests")
 
-	require.Equal(t, conf, mustRun(t, "nats-config", "--creds-dir", dir))
+	require.Equal(t, conf, clitest.MustRun(t, "nats-config", "--creds-dir", dir))
 
-	code, _, errOut := greenflow("nats-config")
+	code, _, errOut := clitest.Run("nats-config")
 	require.NotZero(t, code)
 	require.Contains(t, errOut, "--creds-dir")
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // TestPruneDropsOldDaysNoRunTouches: samples on four days — two long ago
@@ -41,7 +42,7 @@ func TestPruneDropsOldDaysNoRunTouches(t *testing.T) {
 	}
 
 	prune := func(args ...string) (string, error) {
-		code, out, errOut := greenflow(append([]string{"prune", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
+		code, out, errOut := clitest.Run(append([]string{"prune", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
 		if code != 0 {
 			return out, &exitError{code, errOut}
 		}

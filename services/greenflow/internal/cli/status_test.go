@@ -17,6 +17,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
 
@@ -60,15 +61,15 @@ spec:
 	// A deployment's first admin token is written over NATS; the admin
 	// makes the operator's through the API.
 	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
-	code, bootstrap, bootErr := greenflow(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...)...)
+	code, bootstrap, bootErr := clitest.Run(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...)...)
 	require.Zero(t, code, bootErr)
 	admin := strings.TrimSpace(bootstrap)
 	run := func(args ...string) (string, int) {
-		code, out, errOut := greenflow(append(args, conn...)...)
+		code, out, errOut := clitest.Run(append(args, conn...)...)
 		return out + errOut, code
 	}
 	require.NotContains(t, bootErr, admin, "the description on stderr does not repeat the token")
-	created := mustRun(t, append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...)...)
+	created := clitest.MustRun(t, append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...)...)
 	conn = append(conn, "--token", strings.TrimSpace(created))
 	testenv.Eventually(t, 30*time.Second, "the scheduler answers", func() bool { _, code := run("list"); return code == 0 })
 	out, code := run("submit", "-f", specFile)

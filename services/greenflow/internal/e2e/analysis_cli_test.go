@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
@@ -21,6 +20,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // TestAnalysisOfRepeatedExperiment runs two load levels with two
@@ -40,10 +40,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	conn := []string{"--clickhouse-dsn", st.Endpoints.ClickHouseDSN, "--state-dir", t.TempDir()}
 	run := func(args ...string) string {
 		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append(args, conn...), &out, &errOut)
-		require.Equal(t, 0, code, "greenflow %v: %s", args, errOut.String())
-		return out.String()
+		return clitest.MustRun(t, append(args, conn...)...)
 	}
 
 	table := run("results", id)
