@@ -303,12 +303,7 @@ type ConfigSummaryJSON struct {
 
 // SummaryJSON turns the statistics into their JSON form.
 func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
-	num := func(v float64) *float64 {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil
-		}
-		return &v
-	}
+	num := results.Optional
 	out := make([]ConfigSummaryJSON, 0, len(sums))
 	for _, s := range sums {
 		c := ConfigSummaryJSON{ConfigHash: s.ConfigHash, Factors: s.Factors, RunIDs: append([]string{}, s.RunIDs...), Failed: s.Failed,

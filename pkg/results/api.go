@@ -108,5 +108,14 @@ func (f *Float) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Optional is v for a JSON field that is null when undefined (nil for NaN
+// or an infinity), for documents that write statistics as *float64.
+func Optional(v float64) *float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	return &v
+}
+
 // Defined reports whether f is a number (not NaN or an infinity).
 func (f Float) Defined() bool { return !math.IsNaN(float64(f)) && !math.IsInf(float64(f), 0) }
