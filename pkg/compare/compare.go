@@ -179,12 +179,7 @@ type GroupStat struct {
 // baseline, in metric, set, then group order; a metric's p-values are
 // Holm-adjusted over all its comparisons.
 func (c Compared) Stats(level float64) []GroupStat {
-	num := func(v float64) *float64 {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil
-		}
-		return &v
-	}
+	num := results.Optional
 	var out []GroupStat
 	for _, m := range Metrics {
 		var ps []float64

@@ -86,6 +86,19 @@ func (c *CounterSet) ObserveBounded(key, zone string, v float64, interval time.D
 	return d, st, nil
 }
 
+// observe is cs.ObserveBounded for a source's reading m: a reset is counted
+// in m.Resets and an implausible jump listed in m.Implausible.
+func (m *Measurement) observe(cs *CounterSet, key, zone string, v float64, interval time.Duration, boundW float64) (float64, CounterStatus) {
+	d, st, imp := cs.ObserveBounded(key, zone, v, interval, boundW)
+	if st.IsReset() {
+		m.Resets++
+	}
+	if imp != nil {
+		m.Implausible = append(m.Implausible, *imp)
+	}
+	return d, st
+}
+
 // Commit makes the staged observations the new previous values.
 func (c *CounterSet) Commit() {
 	if c.next == nil {

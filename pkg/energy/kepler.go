@@ -69,16 +69,10 @@ func (k *KeplerSource) measure(fams map[string]*dto.MetricFamily, now time.Time,
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourceKepler}, Basis: BasisJoules}
 	complete := started
 	for _, z := range zones {
-		d, st, imp := cs.ObserveBounded(z.key, z.label, z.value, interval, k.maxPowerW)
-		if imp != nil {
-			meas.Implausible = append(meas.Implausible, *imp)
-		}
+		d, st := meas.observe(cs, z.key, z.label, z.value, interval, k.maxPowerW)
 		switch st {
 		case CounterOK:
 		case CounterReset, CounterImplausible, CounterInvalid, CounterBaseline:
-			if st.IsReset() {
-				meas.Resets++
-			}
 			if w, ok := watts[z.key]; ok && started && w >= 0 && w <= k.maxPowerW {
 				d = w * dt // the gauge covers the interval the counter cannot
 			} else if inTotal[z.name] {

@@ -91,15 +91,9 @@ func (p *PromQLSource) Read(ctx context.Context, now time.Time) (Measurement, er
 	meas := Measurement{NodeReading: NodeReading{Time: now, Interval: interval, Source: SourcePromQL, Estimated: p.opts.Estimated}, Basis: BasisJoules}
 	complete := started
 	for _, s := range nodes {
-		d, st, imp := cs.ObserveBounded("node|"+s.Metric.String(), s.Metric.String(), float64(s.Value), interval, p.opts.MaxPowerW)
+		d, st := meas.observe(cs, "node|"+s.Metric.String(), s.Metric.String(), float64(s.Value), interval, p.opts.MaxPowerW)
 		if st != CounterOK {
 			complete = false
-			if st.IsReset() {
-				meas.Resets++
-			}
-		}
-		if imp != nil {
-			meas.Implausible = append(meas.Implausible, *imp)
 		}
 		meas.TotalDeltaJ += d
 		if z := string(s.Metric["zone"]); z != "" {

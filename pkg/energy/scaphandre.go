@@ -34,13 +34,7 @@ func (s *ScaphandreSource) measure(fams map[string]*dto.MetricFamily, now time.T
 	complete := started
 	counted := false
 	if hasEnergy {
-		d, st, imp := cs.ObserveBounded("host", "host", energyUJ/1e6, interval, s.maxPowerW)
-		if st.IsReset() {
-			meas.Resets++
-		}
-		if imp != nil {
-			meas.Implausible = append(meas.Implausible, *imp)
-		}
+		d, st := meas.observe(cs, "host", "host", energyUJ/1e6, interval, s.maxPowerW)
 		if st == CounterOK {
 			meas.TotalDeltaJ, counted = d, true
 		}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -138,7 +139,7 @@ func (x exporter) runsCSV(w *csv.Writer) error {
 func (x exporter) phasesCSV(w *csv.Writer) error {
 	_ = w.Write([]string{"run_id", "phase", "start_ms", "end_ms"})
 	for _, r := range x.runs {
-		_, _, phases := runSpan(r)
+		_, _, phases := runcharts.Span(r)
 		for _, p := range phases {
 			_ = w.Write([]string{r.RunID, p.Name, csvInt(p.StartMs), csvInt(p.EndMs)})
 		}
@@ -220,12 +221,12 @@ const clusterGapMs = 10 * 60 * 1000
 func exportSamples(ctx context.Context, st *store.Store, w *csv.Writer, runs []store.Run, targets map[string][]store.RunTarget) error {
 	var list []exportRun
 	for _, r := range runs {
-		start, end, phases := runSpan(r)
+		start, end, phases := runcharts.Span(r)
 		if end <= start {
 			continue
 		}
-		e := exportRun{run: r, start: start, end: end, phases: phases, roles: rolesOf(targets[r.RunID])}
-		if ns := nodesOf(targets[r.RunID]); len(ns) > 0 {
+		e := exportRun{run: r, start: start, end: end, phases: phases, roles: runcharts.Roles(targets[r.RunID])}
+		if ns := runcharts.Nodes(targets[r.RunID]); len(ns) > 0 {
 			e.nodes = map[string]bool{}
 			for _, n := range ns {
 				e.nodes[n] = true

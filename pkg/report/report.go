@@ -13,9 +13,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/compare"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/svgplot"
 )
 
 // ProvenanceRows lays provenance out for the report: one labelled row per
@@ -61,7 +64,7 @@ var numberCell = regexp.MustCompile(`^[-+]?[0-9][0-9.,]*(e[-+]?[0-9]+)?%?( [±/]
 // separators of ids and lists (",", ";", "/", "_"), never inside a token —
 // a table too wide for the page scrolls instead. No negative zero.
 func tableCell(s string) template.HTML {
-	s = noNegZero(s)
+	s = svgplot.NoNegZero(s)
 	if s == "-" || len(s) <= 12 || numberCell.MatchString(s) {
 		return template.HTML("<td>" + template.HTMLEscapeString(s) + "</td>")
 	}
@@ -252,13 +255,13 @@ func summaryTable(sums []ConfigSummary) (head []string, body [][]string, notes [
 	}
 	head = append(head, "lag SLO", "Pareto")
 	for _, s := range sums {
-		cells := []string{ShortHash(s.ConfigHash), factors(s.Factors), fmt.Sprint(len(s.RunIDs)), fmt.Sprint(s.Failed)}
+		cells := []string{ShortHash(s.ConfigHash), runcharts.Factors(s.Factors), fmt.Sprint(len(s.RunIDs)), fmt.Sprint(s.Failed)}
 		if !s.Measured() {
-			notes = appendOnce(notes, fmt.Sprintf("%s (%s): no done run — %s", ShortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
+			notes = appendOnce(notes, fmt.Sprintf("%s (%s): no done run — %s", ShortHash(s.ConfigHash), runcharts.Factors(s.Factors), failureWords(s)))
 		}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, DefaultCVThreshold)
-			if crossesZero(c.metric, s.Metrics[c.metric]) {
+			if compare.CrossesZero(c.metric, s.Metrics[c.metric]) {
 				cell += " ‡"
 				notes = appendOnce(notes, "‡ "+results.CICrossesZeroNote)
 			}
@@ -290,18 +293,18 @@ func runPlots(ctx context.Context, st *store.Store, e experiment, maxRuns int) (
 		if r.State != events.RunStateDone {
 			continue
 		}
-		p, err := powerPlot(ctx, st, r, e.targets[r.RunID])
+		p, err := runcharts.Power(ctx, st, r, e.targets[r.RunID])
 		if err != nil {
 			return nil, nil, "", err
 		}
-		big, small := splitByScale(p.Series)
+		big, small := runcharts.SplitByScale(p.Series)
 		p.Series = big
 		power = append(power, template.HTML(p.SVG()))
 		if len(small) > 0 {
-			p.Title, p.Series = p.Title+": smaller components, own scale ("+componentsNote(small)+")", small
+			p.Title, p.Series = p.Title+": smaller components, own scale ("+runcharts.ComponentsNote(small)+")", small
 			power = append(power, template.HTML(p.SVG()))
 		}
-		lp, ok, err := lagPlot(ctx, st, r, metricsOf[r.RunID])
+		lp, ok, err := runcharts.Lag(ctx, st, r, metricsOf[r.RunID])
 		if err != nil {
 			return nil, nil, "", err
 		}
@@ -332,7 +335,7 @@ func RunTable(rows []ResultRow) (head []string, body [][]string) {
 		if r.Reason != "" {
 			state += ": " + r.Reason
 		}
-		body = append(body, []string{shortRun(r.RunID), fmt.Sprint(r.Repetition), ShortHash(r.ConfigHash), factors(r.Factors), state,
+		body = append(body, []string{runcharts.ShortRun(r.RunID), fmt.Sprint(r.Repetition), ShortHash(r.ConfigHash), runcharts.Factors(r.Factors), state,
 			metric(results.DurationS, "%.1f"), metric(results.ThroughputEPS, "%.0f"), metric(results.SUTEnergyJ, "%.3f"), metric(results.NodeEnergyJ, "%.2f"),
 			metric(results.SUTMicroJPerEvent, "%.1f"), metric(results.LagTrendSlope, "%.1f"), runLagSLO(r), metric(results.QualitySampleGaps, "%.0f"),
 			map[bool]string{true: "yes", false: ""}[r.Estimated], FlagList(r.Flags)})
@@ -357,7 +360,7 @@ func loadFactor(name string) bool {
 	return strings.Contains(n, "sensors") || strings.Contains(n, "periodms") || strings.Contains(n, "rate")
 }
 
-func sortSeriesByX(s *series) {
+func sortSeriesByX(s *svgplot.Series) {
 	idx := make([]int, len(s.X))
 	for i := range idx {
 		idx[i] = i
@@ -382,11 +385,11 @@ func sortSeriesByX(s *series) {
 // failed it are crosses off the front: their throughput was not sustained
 // and their µJ/event counts events the SUT did not process, so they would
 // otherwise look best.
-func ParetoPlot(sums []ConfigSummary) (plot, string) {
-	p := plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
-	all := series{Name: "configurations", Marker: true, Color: "#999999", ClampLo: true}
-	bad := series{Name: LagSLOFailedName, Marker: true, Color: "#B00020", Shape: "cross", ClampLo: true}
-	front := series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
+func ParetoPlot(sums []ConfigSummary) (svgplot.Plot, string) {
+	p := svgplot.Plot{Title: "Throughput vs SUT energy per event (Pareto front)", XLabel: "throughput (events/s)", YLabel: "SUT µJ per event", YFromZero: true, XPad: true}
+	all := svgplot.Series{Name: "configurations", Marker: true, Color: "#999999", ClampLo: true}
+	bad := svgplot.Series{Name: LagSLOFailedName, Marker: true, Color: "#B00020", Shape: "cross", ClampLo: true}
+	front := svgplot.Series{Name: "Pareto front", Marker: true, Line: true, Color: "#D55E00", Width: 2}
 	var names []string
 	for _, s := range sums {
 		m := s.Metrics[results.SUTMicroJPerEvent]
@@ -398,15 +401,15 @@ func ParetoPlot(sums []ConfigSummary) (plot, string) {
 		to.Y = append(to.Y, m.Mean)
 		to.Lo = append(to.Lo, m.CILow)
 		to.Hi = append(to.Hi, m.CIHigh)
-		to.Labels = append(to.Labels, factors(s.Factors))
+		to.Labels = append(to.Labels, runcharts.Factors(s.Factors))
 		if s.Pareto {
 			front.X = append(front.X, s.mean(results.ThroughputEPS))
 			front.Y = append(front.Y, m.Mean)
-			names = append(names, factors(s.Factors))
+			names = append(names, runcharts.Factors(s.Factors))
 		}
 	}
 	sortSeriesByX(&front)
-	p.Series = []series{all, front}
+	p.Series = []svgplot.Series{all, front}
 	if len(bad.X) > 0 {
 		p.Series = append(p.Series, bad)
 	}

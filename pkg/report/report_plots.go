@@ -6,7 +6,9 @@ import (
 	"sort"
 
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/stats"
+	"github.com/greenflow/greenflow/pkg/svgplot"
 )
 
 // The report's plots beyond energy per event and the Pareto front: what a
@@ -23,7 +25,7 @@ func otherFactors(f map[string]string) string {
 			other[k] = v
 		}
 	}
-	return factors(other)
+	return runcharts.Factors(other)
 }
 
 // lineName is the legend entry of a line of configurations: their shared
@@ -64,12 +66,12 @@ func runLagSLO(r ResultRow) string {
 // keep accepts) at their configuration's mean offered load, set a little
 // to the right of the mean so the points and the error bar do not hide
 // each other.
-func repetitions(sums []ConfigSummary, rows []ResultRow, metric string, keep func(ResultRow) bool) series {
+func repetitions(sums []ConfigSummary, rows []ResultRow, metric string, keep func(ResultRow) bool) svgplot.Series {
 	byRun := map[string]ResultRow{}
 	for _, r := range rows {
 		byRun[r.RunID] = r
 	}
-	s := series{Name: "repetitions", Marker: true, Color: "#999999"}
+	s := svgplot.Series{Name: "repetitions", Marker: true, Color: "#999999"}
 	var xmax float64
 	for _, c := range sums {
 		xmax = math.Max(xmax, c.mean(results.OfferedRateEPS))
@@ -91,8 +93,8 @@ func repetitions(sums []ConfigSummary, rows []ResultRow, metric string, keep fun
 // meanLines draws metric's mean ± CI against mean offered load, one line
 // per combination of the non-load factors, sorted by load. what names the
 // lines in the legend ("" for the factors alone).
-func meanLines(sums []ConfigSummary, metric, what string) []series {
-	lines := map[string]*series{}
+func meanLines(sums []ConfigSummary, metric, what string) []svgplot.Series {
+	lines := map[string]*svgplot.Series{}
 	var keys []string
 	for _, s := range sums {
 		key := otherFactors(s.Factors)
@@ -105,7 +107,7 @@ func meanLines(sums []ConfigSummary, metric, what string) []series {
 					name = what + ": " + key
 				}
 			}
-			ln = &series{Name: name, Line: true, Marker: true, ClampLo: results.Positive(metric)}
+			ln = &svgplot.Series{Name: name, Line: true, Marker: true, ClampLo: results.Positive(metric)}
 			lines[key] = ln
 			keys = append(keys, key)
 		}
@@ -114,7 +116,7 @@ func meanLines(sums []ConfigSummary, metric, what string) []series {
 		ln.Lo, ln.Hi = append(ln.Lo, m.CILow), append(ln.Hi, m.CIHigh)
 	}
 	sort.Strings(keys)
-	out := make([]series, 0, len(keys))
+	out := make([]svgplot.Series, 0, len(keys))
 	for _, k := range keys {
 		sortSeriesByX(lines[k])
 		out = append(out, *lines[k])
@@ -126,8 +128,8 @@ func meanLines(sums []ConfigSummary, metric, what string) []series {
 // combination of the non-load factors, and each repetition beside it. The
 // configurations and runs that failed the lag SLO are crosses of their own,
 // off the lines: their energy per event is not comparable with the rest.
-func LoadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) plot {
-	p := plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
+func LoadPlot(sums []ConfigSummary, rows []ResultRow, metric, title string) svgplot.Plot {
+	p := svgplot.Plot{Title: title, XLabel: "offered load (events/s)", YLabel: "µJ per event", YFromZero: true, XPad: true}
 	var kept, failed []ConfigSummary
 	for _, s := range sums {
 		if lagVerdict(s) == "FAIL" {
@@ -180,8 +182,8 @@ func processedEPS(r ResultRow) (float64, bool) {
 // each mean ± CI, against offered load, with the line where delivered
 // equals offered: a SUT that keeps up has both on it, one that falls
 // behind has its processed points below.
-func ThroughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
-	p := plot{Title: "Delivered and processed vs offered throughput", XLabel: "offered load (events/s)", YLabel: "events/s", YFromZero: true,
+func ThroughputPlot(sums []ConfigSummary, rows []ResultRow) svgplot.Plot {
+	p := svgplot.Plot{Title: "Delivered and processed vs offered throughput", XLabel: "offered load (events/s)", YLabel: "events/s", YFromZero: true,
 		XPad: true}
 	p.Series = meanLines(sums, results.ThroughputEPS, "delivered (generator into Kafka)")
 	byRun := map[string]ResultRow{}
@@ -211,7 +213,7 @@ func ThroughputPlot(sums []ConfigSummary, rows []ResultRow) plot {
 		xmax = math.Max(xmax, s.mean(results.OfferedRateEPS))
 	}
 	if xmax > 0 {
-		p.Series = append(p.Series, series{Name: "delivered = offered", X: []float64{0, xmax}, Y: []float64{0, xmax}, Line: true, Dash: true,
+		p.Series = append(p.Series, svgplot.Series{Name: "delivered = offered", X: []float64{0, xmax}, Y: []float64{0, xmax}, Line: true, Dash: true,
 			Color: "#000000", Width: 1})
 	}
 	p.Series = append(p.Series, repetitions(sums, rows, results.ThroughputEPS, func(ResultRow) bool { return true }))
@@ -258,7 +260,7 @@ func QualityTable(rows []ResultRow) (head []string, body [][]string) {
 		case len(r.Metrics) == 0:
 			source = "-" // not analysed (failed before)
 		}
-		cells := []string{shortRun(r.RunID), r.State, source}
+		cells := []string{runcharts.ShortRun(r.RunID), r.State, source}
 		for _, i := range cols {
 			c := qualityColumns[i]
 			cell := "-"

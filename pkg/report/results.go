@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -125,7 +126,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 		anyEst := false
 		for _, r := range rows {
-			cells := []string{shortRun(r.RunID), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State}
+			cells := []string{runcharts.ShortRun(r.RunID), strconv.Itoa(int(r.Repetition)), runcharts.Factors(r.Factors), r.State}
 			for _, c := range tableColumns {
 				v, ok := r.Metrics[c.metric]
 				cell := "-"
@@ -146,7 +147,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 		}
 		for _, r := range rows {
 			if r.Reason != "" {
-				fmt.Fprintf(w, "%s: %s\n", shortRun(r.RunID), r.Reason)
+				fmt.Fprintf(w, "%s: %s\n", runcharts.ShortRun(r.RunID), r.Reason)
 			}
 		}
 		if anyEst {
@@ -177,7 +178,7 @@ func WriteResults(w io.Writer, format string, rows []ResultRow) error {
 				names = append(names, k)
 			}
 			sort.Strings(names)
-			run := []string{r.RunID, r.ConfigHash, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), factors(r.Factors), r.State}
+			run := []string{r.RunID, r.ConfigHash, strconv.Itoa(int(r.Index)), strconv.Itoa(int(r.Repetition)), runcharts.Factors(r.Factors), r.State}
 			tail := []string{strings.Join(r.Flags, ";"), r.Reason}
 			if len(names) == 0 {
 				_ = cw.Write(slices.Concat(run, []string{"", "", ""}, tail))

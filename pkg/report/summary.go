@@ -11,8 +11,10 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/compare"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/stats"
 )
 
@@ -57,7 +59,7 @@ func configKey(r ResultRow) string {
 	if r.ConfigHash != "" {
 		return r.ConfigHash
 	}
-	return factors(r.Factors)
+	return runcharts.Factors(r.Factors)
 }
 
 // SummarizeRuns groups runs by configuration (in order of their first run)
@@ -181,16 +183,16 @@ func WriteSummaryTable(w io.Writer, sums []ConfigSummary, cvThreshold float64) e
 	var unmeasured []string
 	for _, s := range sums {
 		if !s.Measured() {
-			unmeasured = append(unmeasured, fmt.Sprintf("%s (%s): no done run — %s", ShortHash(s.ConfigHash), factors(s.Factors), failureWords(s)))
+			unmeasured = append(unmeasured, fmt.Sprintf("%s (%s): no done run — %s", ShortHash(s.ConfigHash), runcharts.Factors(s.Factors), failureWords(s)))
 		}
-		cells := []string{ShortHash(s.ConfigHash), factors(s.Factors), strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed)}
+		cells := []string{ShortHash(s.ConfigHash), runcharts.Factors(s.Factors), strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed)}
 		for _, c := range summaryColumns {
 			cell := meanCI(s.Metrics[c.metric], c.format, cvThreshold)
 			if s.Estimated && cell != "-" && results.Estimable(c.metric) {
 				cell += "*"
 				anyEst = true
 			}
-			if crossesZero(c.metric, s.Metrics[c.metric]) {
+			if compare.CrossesZero(c.metric, s.Metrics[c.metric]) {
 				cell += " ‡"
 				anyZero = true
 			}
@@ -252,7 +254,7 @@ func writeSummaryCSV(w *csv.Writer, experimentID string, sums []ConfigSummary, f
 			v := s.Metrics[m]
 			rec := []string{experimentID, s.ConfigHash, strconv.Itoa(len(s.RunIDs)), strconv.Itoa(s.Failed), m, results.Unit(m), strconv.Itoa(v.N), csvNum(v.Mean),
 				csvNum(v.SD), csvNum(v.CV), CSVFloat(v.Level), csvNum(v.CILow), csvNum(v.CIHigh),
-				CSVBool(crossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
+				CSVBool(compare.CrossesZero(m, v)), csvNum(v.Median), csvNum(v.Min), csvNum(v.Max),
 				CSVBool(cvFlagged(v, DefaultCVThreshold)), lagVerdict(s), CSVBool(s.Pareto), CSVBool(s.Estimated && results.Estimable(m)), reasons}
 			for _, f := range factorNames {
 				rec = append(rec, s.Factors[f])
@@ -301,12 +303,7 @@ type ConfigSummaryJSON struct {
 
 // SummaryJSON turns the statistics into their JSON form.
 func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
-	num := func(v float64) *float64 {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil
-		}
-		return &v
-	}
+	num := results.Optional
 	out := make([]ConfigSummaryJSON, 0, len(sums))
 	for _, s := range sums {
 		c := ConfigSummaryJSON{ConfigHash: s.ConfigHash, Factors: s.Factors, RunIDs: append([]string{}, s.RunIDs...), Failed: s.Failed,
@@ -314,7 +311,7 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 			Estimated: s.Estimated, Metrics: map[string]SummaryStat{}}
 		for m, v := range s.Metrics {
 			c.Metrics[m] = SummaryStat{Unit: results.Unit(m), N: v.N, Mean: num(v.Mean), SD: num(v.SD), CV: num(v.CV), CILevel: v.Level,
-				CILow: num(v.CILow), CIHigh: num(v.CIHigh), CICrossesZero: crossesZero(m, v), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),
+				CILow: num(v.CILow), CIHigh: num(v.CIHigh), CICrossesZero: compare.CrossesZero(m, v), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),
 				CVFlag: cvFlagged(v, DefaultCVThreshold), Estimated: s.Estimated && results.Estimable(m)}
 		}
 		out = append(out, c)

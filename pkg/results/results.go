@@ -14,6 +14,9 @@
 // run-scope metric is also summarised per configuration across repetitions
 // (config_results); ScopeConfig lists the metrics only that summary has.
 //
+// The results API's document (ExperimentResults, api.go) is declared here
+// too: the analyzer serves it and the console reads it.
+//
 // The package depends on nothing of ours, so any package may import it.
 package results
 

@@ -33,15 +33,7 @@ func Power(ctx context.Context, st *store.Store, r store.Run, targets []store.Ru
 	var fs map[string]string
 	_ = json.Unmarshal([]byte(r.Factors), &fs)
 	p.Title = fmt.Sprintf("Power over time: %s, repetition %d (%s)", ShortRun(r.RunID), r.Repetition, Factors(fs))
-	origin := r.MeasureStartMs
-	if origin == 0 {
-		origin = start
-	}
-	for _, ph := range phases {
-		if ph.EndMs > ph.StartMs {
-			p.Bands = append(p.Bands, svgplot.Band{X0: float64(ph.StartMs-origin) / 1000, X1: float64(ph.EndMs-origin) / 1000, Label: ph.Name})
-		}
-	}
+	origin := phaseBands(&p, r, start, phases)
 	bucket := max(int64(1), (end-start)/400)
 	buckets, err := st.PowerOverTime(ctx, Nodes(targets), start, end, bucket, Roles(targets))
 	if err != nil {
@@ -106,12 +98,7 @@ func Lag(ctx context.Context, st *store.Store, r store.Run, metrics map[string]f
 	if err != nil {
 		return p, false, fmt.Errorf("read the lag of run %s: %w", r.RunID, err)
 	}
-	sum := map[int64]float64{}
-	for _, pts := range series_ {
-		for _, pt := range pts {
-			sum[pt.TsMs] += pt.Value
-		}
-	}
+	sum := sumOverLabels(series_)
 	if len(sum) == 0 {
 		return p, false, nil
 	}
@@ -197,6 +184,34 @@ func Span(r store.Run) (startMs, endMs int64, phases []events.Phase) {
 	return startMs, endMs, phases
 }
 
+// phaseBands shades a run's phases on p, on a time axis whose 0 is the
+// start of the measurement (or of the span, for a run never measured), and
+// returns that origin for the plot's points.
+func phaseBands(p *svgplot.Plot, r store.Run, start int64, phases []events.Phase) (origin int64) {
+	origin = r.MeasureStartMs
+	if origin == 0 {
+		origin = start
+	}
+	for _, ph := range phases {
+		if ph.EndMs > ph.StartMs {
+			p.Bands = append(p.Bands, svgplot.Band{X0: float64(ph.StartMs-origin) / 1000, X1: float64(ph.EndMs-origin) / 1000, Label: ph.Name})
+		}
+	}
+	return origin
+}
+
+// sumOverLabels adds a run metric's series (one per label set: partition,
+// load generator) into one total per timestamp.
+func sumOverLabels(byLabels map[string][]store.Point) map[int64]float64 {
+	sum := map[int64]float64{}
+	for _, pts := range byLabels {
+		for _, pt := range pts {
+			sum[pt.TsMs] += pt.Value
+		}
+	}
+	return sum
+}
+
 // Nodes returns the distinct nodes of targets, in order.
 func Nodes(ts []store.RunTarget) []string {
 	seen := map[string]bool{}
@@ -254,15 +269,7 @@ func Throughput(ctx context.Context, st *store.Store, r store.Run) (svgplot.Plot
 	if end <= start {
 		return p, false, nil
 	}
-	origin := r.MeasureStartMs
-	if origin == 0 {
-		origin = start
-	}
-	for _, ph := range phases {
-		if ph.EndMs > ph.StartMs {
-			p.Bands = append(p.Bands, svgplot.Band{X0: float64(ph.StartMs-origin) / 1000, X1: float64(ph.EndMs-origin) / 1000, Label: ph.Name})
-		}
-	}
+	origin := phaseBands(&p, r, start, phases)
 	for _, m := range []struct{ metric, name, color string }{
 		{kafkasignals.MetricLoadOffered, "offered", "#999999"},
 		{kafkasignals.MetricLoadAcked, "delivered", "#0072B2"},
@@ -271,12 +278,7 @@ func Throughput(ctx context.Context, st *store.Store, r store.Run) (svgplot.Plot
 		if err != nil {
 			return p, false, fmt.Errorf("read %s of run %s: %w", m.metric, r.RunID, err)
 		}
-		sum := map[int64]float64{}
-		for _, pts := range byLabels {
-			for _, pt := range pts {
-				sum[pt.TsMs] += pt.Value
-			}
-		}
+		sum := sumOverLabels(byLabels)
 		if len(sum) == 0 {
 			continue
 		}

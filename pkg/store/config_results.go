@@ -26,11 +26,9 @@ type ConfigResult struct {
 // experiment; readers take the newest write of each configuration, so rows
 // of a metric the new statistics lack are gone too.
 func (s *Store) ReplaceConfigResults(ctx context.Context, experimentID, configHash string, rows []ConfigResult) error {
-	v := nowVersion()
-	return insertRows(ctx, s.conn, "insert statistics of configuration "+configHash, `INSERT INTO config_results (experiment_id, config_hash,
+	return replaceAnalysis(ctx, s.conn, "insert statistics of configuration "+configHash, `INSERT INTO config_results (experiment_id, config_hash,
 		factors, metric, unit, n, mean, sd, cv, ci_level, ci_low, ci_high, median, min, max, cv_flag, estimated, run_ids, analyzed_ms)`,
-		len(rows), func(i int) []any {
-			r := rows[i]
+		rows, func(r ConfigResult, v uint64) []any {
 			return []any{experimentID, configHash, r.Factors, r.Metric, r.Unit, uint32(r.N), r.Mean, r.SD, r.CV, r.Level, r.CILow, r.CIHigh,
 				r.Median, r.Min, r.Max, b2u(r.CVFlag), b2u(r.Estimated), r.RunIDs, v}
 		})

@@ -1,9 +1,7 @@
 package store_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -16,11 +14,7 @@ import (
 // run_meters, gaps, power_calibrations — take and return their rows.
 func TestMigration0004KeepsDataAndAddsTheMeterTables(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dsn := testenv.ClickHouseDSN(t)
-	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), 3)
-	require.NoError(t, err)
+	ctx, dsn, old := openBefore(t, 3)
 	require.Empty(t, engineOf(t, old, "gaps"), "no gaps table before 0004")
 	require.NoError(t, old.InsertSamples(ctx, oldSamples()))
 	require.NoError(t, old.InsertRunMetrics(ctx, oldMetrics()))

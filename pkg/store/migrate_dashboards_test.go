@@ -1,15 +1,11 @@
 package store_test
 
 import (
-	"context"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/store"
-	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // A database written with the schema before 0005 is migrated by three
@@ -19,11 +15,7 @@ import (
 // aside.
 func TestDashboardMigrationKeepsRunMetricsAndBackfillsWindows(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	dsn := testenv.ClickHouseDSN(t)
-	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), 4)
-	require.NoError(t, err)
+	ctx, dsn, old := openBefore(t, 4)
 	require.NoError(t, old.InsertRunMetrics(ctx, oldMetrics()))
 	startMs := int64(1_760_000_000_250)
 	require.NoError(t, old.UpsertRuns(ctx, []store.Run{
@@ -32,20 +24,9 @@ func TestDashboardMigrationKeepsRunMetricsAndBackfillsWindows(t *testing.T) {
 	}))
 	require.NoError(t, old.Close())
 
-	stores := make([]*store.Store, 3)
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	for i := range stores {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stores[i], errs[i] = store.Open(ctx, dsn, testenv.Logger(t))
-		}()
-	}
-	wg.Wait()
+	stores, errs := openAtOnce(t, ctx, dsn, 3)
 	for i, err := range errs {
 		require.NoError(t, err, "service %d", i)
-		defer stores[i].Close()
 	}
 	s := stores[0]
 	require.Equal(t, "ReplacingMergeTree", engineOf(t, s, "run_metrics_before_0005"), "old rows kept aside")

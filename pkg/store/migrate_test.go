@@ -36,15 +36,48 @@ func oldMetrics() []store.RunMetric {
 	return append(out, out[3], out[4])
 }
 
-// openBefore0003 opens a fresh database with the schema before 0003 and
-// stores oldSamples in it.
-func openBefore0003(t *testing.T) (context.Context, string, *store.Store) {
+// openBefore opens a fresh database with the migrations up to version
+// applied — the schema a migration after it finds — and returns a context
+// for the test's migration, the database and the old store.
+func openBefore(t *testing.T, version int) (context.Context, string, *store.Store) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	dsn := testenv.ClickHouseDSN(t)
-	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), 2)
+	old, err := store.OpenAt(ctx, dsn, testenv.Logger(t), version)
 	require.NoError(t, err)
+	return ctx, dsn, old
+}
+
+// openAtOnce opens n stores on dsn at once, as n services starting
+// together do, each running the migrations; the stores opened are closed
+// when the test ends.
+func openAtOnce(t *testing.T, ctx context.Context, dsn string, n int) ([]*store.Store, []error) {
+	t.Helper()
+	stores := make([]*store.Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stores[i], errs[i] = store.Open(ctx, dsn, testenv.Logger(t))
+		}()
+	}
+	wg.Wait()
+	for _, s := range stores {
+		if s != nil {
+			t.Cleanup(func() { s.Close() })
+		}
+	}
+	return stores, errs
+}
+
+// openBefore0003 opens a fresh database with the schema before 0003 and
+// stores oldSamples in it.
+func openBefore0003(t *testing.T) (context.Context, string, *store.Store) {
+	t.Helper()
+	ctx, dsn, old := openBefore(t, 2)
 	require.Equal(t, "MergeTree", engineOf(t, old, "samples"))
 	require.NoError(t, old.InsertSamples(ctx, oldSamples()))
 	return ctx, dsn, old
@@ -80,22 +113,11 @@ func TestMigrationKeepsDataWrittenWithThePreviousSchema(t *testing.T) {
 			}
 		}
 	}()
-	errs := make([]error, 4)
-	stores := make([]*store.Store, 4)
-	var mg sync.WaitGroup
-	for i := range errs {
-		mg.Add(1)
-		go func() {
-			defer mg.Done()
-			stores[i], errs[i] = store.Open(ctx, dsn, testenv.Logger(t))
-		}()
-	}
-	mg.Wait()
+	stores, errs := openAtOnce(t, ctx, dsn, 4)
 	close(stopWrites)
 	wg.Wait()
 	for i, err := range errs {
 		require.NoError(t, err, "service %d", i)
-		defer stores[i].Close()
 	}
 	require.NoError(t, old.Close())
 	s := stores[0]

@@ -26,10 +26,8 @@ type Result struct {
 // rows of a previous analysis that the new one no longer produces are gone
 // too and re-analysis is idempotent.
 func (s *Store) ReplaceResults(ctx context.Context, experimentID, runID string, rows []Result) error {
-	v := nowVersion()
-	return insertRows(ctx, s.conn, "insert results of run "+runID,
-		"INSERT INTO results (experiment_id, run_id, scope, subject, metric, value, unit, estimated, analyzed_ms)", len(rows), func(i int) []any {
-			r := rows[i]
+	return replaceAnalysis(ctx, s.conn, "insert results of run "+runID,
+		"INSERT INTO results (experiment_id, run_id, scope, subject, metric, value, unit, estimated, analyzed_ms)", rows, func(r Result, v uint64) []any {
 			return []any{experimentID, runID, r.Scope, r.Subject, r.Metric, r.Value, r.Unit, b2u(r.Estimated), v}
 		})
 }

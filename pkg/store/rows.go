@@ -30,6 +30,24 @@ func insertRows(ctx context.Context, conn driver.Conn, what, query string, n int
 	})
 }
 
+// replaceAnalysis writes the rows of one analysis (of a run, or of a
+// configuration) stamped with one new version: readers take the newest
+// analysis whole, so re-analysis replaces the earlier rows, including those
+// it no longer produces.
+func replaceAnalysis[T any](ctx context.Context, conn driver.Conn, what, query string, rows []T, row func(r T, version uint64) []any) error {
+	v := nowVersion()
+	return insertRows(ctx, conn, what, query, len(rows), func(i int) []any { return row(rows[i], v) })
+}
+
+// replaceRunRows is replaceAnalysis for rows that carry their run, which
+// the error names.
+func replaceRunRows[T any](ctx context.Context, conn driver.Conn, what, query string, rows []T, runOf func(T) string, row func(r T, version uint64) []any) error {
+	if len(rows) > 0 {
+		what += " of run " + runOf(rows[0])
+	}
+	return replaceAnalysis(ctx, conn, what, query, rows, row)
+}
+
 // insertColumns writes one batch given column by column: columns[i] is a
 // typed slice (e.g. []int64, []string) of the query's i-th column, all of
 // one length (see insertRows).

@@ -19,14 +19,8 @@ type RunFactor struct {
 // ReplaceRunFactors stores the factors of one analysis of a run; the value
 // is stored as a number too (NaN when it is not one).
 func (s *Store) ReplaceRunFactors(ctx context.Context, factors []RunFactor) error {
-	v := nowVersion()
-	what := "insert run factors"
-	if len(factors) > 0 {
-		what += " of run " + factors[0].RunID
-	}
-	return insertRows(ctx, s.conn, what, `INSERT INTO run_factors (experiment_id, run_id, config_hash, factor, value, value_num, analyzed_ms)`,
-		len(factors), func(i int) []any {
-			f := factors[i]
+	return replaceRunRows(ctx, s.conn, "insert run factors", `INSERT INTO run_factors (experiment_id, run_id, config_hash, factor, value, value_num, analyzed_ms)`,
+		factors, RunFactor.run, func(f RunFactor, v uint64) []any {
 			num, err := strconv.ParseFloat(f.Value, 64)
 			if err != nil {
 				num = math.NaN()
@@ -34,6 +28,8 @@ func (s *Store) ReplaceRunFactors(ctx context.Context, factors []RunFactor) erro
 			return []any{f.ExperimentID, f.RunID, f.ConfigHash, f.Factor, f.Value, num, v}
 		})
 }
+
+func (f RunFactor) run() string { return f.RunID }
 
 // RunFactors returns the factors of every run of an experiment, by run and
 // factor.

@@ -25,17 +25,13 @@ type RunPhase struct {
 // ReplaceRunPhases stores the phases of one analysis of a run; rows of
 // the same (run, phase) written by an earlier analysis are replaced.
 func (s *Store) ReplaceRunPhases(ctx context.Context, windows []RunPhase) error {
-	v := nowVersion()
-	what := "insert run windows"
-	if len(windows) > 0 {
-		what += " of run " + windows[0].RunID
-	}
-	return insertRows(ctx, s.conn, what, `INSERT INTO run_phases (experiment_id, run_id, config_hash, repetition, phase,
-		start_time, end_time, start_ms, end_ms, analyzed_ms)`, len(windows), func(i int) []any {
-		w := windows[i]
+	return replaceRunRows(ctx, s.conn, "insert run windows", `INSERT INTO run_phases (experiment_id, run_id, config_hash, repetition, phase,
+		start_time, end_time, start_ms, end_ms, analyzed_ms)`, windows, RunPhase.run, func(w RunPhase, v uint64) []any {
 		return []any{w.ExperimentID, w.RunID, w.ConfigHash, w.Repetition, w.Phase, floorSecond(w.StartMs), ceilSecond(w.EndMs), w.StartMs, w.EndMs, v}
 	})
 }
+
+func (w RunPhase) run() string { return w.RunID }
 
 // RunPhases returns the phases of every run of an experiment, by run and
 // start.

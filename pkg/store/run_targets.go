@@ -18,17 +18,13 @@ type RunTarget struct {
 // ReplaceRunTargets stores the targets of one analysis of a run; readers
 // take the newest analysis of each run.
 func (s *Store) ReplaceRunTargets(ctx context.Context, targets []RunTarget) error {
-	v := nowVersion()
-	what := "insert run targets"
-	if len(targets) > 0 {
-		what += " of run " + targets[0].RunID
-	}
-	return insertRows(ctx, s.conn, what, "INSERT INTO run_targets (experiment_id, run_id, target_id, kind, node, role, analyzed_ms)", len(targets),
-		func(i int) []any {
-			t := targets[i]
+	return replaceRunRows(ctx, s.conn, "insert run targets", "INSERT INTO run_targets (experiment_id, run_id, target_id, kind, node, role, analyzed_ms)",
+		targets, RunTarget.run, func(t RunTarget, v uint64) []any {
 			return []any{t.ExperimentID, t.RunID, t.TargetID, t.Kind, t.Node, t.Role, v}
 		})
 }
+
+func (t RunTarget) run() string { return t.RunID }
 
 // RunTargets returns the targets of the newest analysis of every run of an
 // experiment, ordered by run and target.

@@ -46,13 +46,12 @@ func DecodeJSON(b []byte) (ActivePowerRecord, error) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return ActivePowerRecord{}, fmt.Errorf("decode json record: %w", err)
 	}
-	switch {
-	case v.Identifier == nil:
-		return ActivePowerRecord{}, fmt.Errorf("decode json record: %w %q", ErrMissingField, "identifier")
-	case v.Timestamp == nil:
-		return ActivePowerRecord{}, fmt.Errorf("decode json record: %w %q", ErrMissingField, "timestamp")
-	case v.ValueInW == nil:
-		return ActivePowerRecord{}, fmt.Errorf("decode json record: %w %q", ErrMissingField, "valueInW")
+	if err := missingField("record",
+		field{"identifier", v.Identifier == nil},
+		field{"timestamp", v.Timestamp == nil},
+		field{"valueInW", v.ValueInW == nil},
+	); err != nil {
+		return ActivePowerRecord{}, err
 	}
 	return ActivePowerRecord{Identifier: *v.Identifier, Timestamp: *v.Timestamp, ValueInW: float64(*v.ValueInW)}, nil
 }
@@ -99,23 +98,18 @@ func DecodeStatisticsJSON(b []byte) (HourOfDayStatistics, error) {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return HourOfDayStatistics{}, fmt.Errorf("decode json statistics: %w", err)
 	}
-	for _, f := range []struct {
-		name    string
-		missing bool
-	}{
-		{"identifier", v.Identifier == nil},
-		{"hourOfDay", v.HourOfDay == nil},
-		{"windowStartMs", v.WindowStartMs == nil},
-		{"windowEndMs", v.WindowEndMs == nil},
-		{"count", v.Count == nil},
-		{"mean", v.Mean == nil},
-		{"populationVariance", v.PopulationVariance == nil},
-		{"min", v.Min == nil},
-		{"max", v.Max == nil},
-	} {
-		if f.missing {
-			return HourOfDayStatistics{}, fmt.Errorf("decode json statistics: %w %q", ErrMissingField, f.name)
-		}
+	if err := missingField("statistics",
+		field{"identifier", v.Identifier == nil},
+		field{"hourOfDay", v.HourOfDay == nil},
+		field{"windowStartMs", v.WindowStartMs == nil},
+		field{"windowEndMs", v.WindowEndMs == nil},
+		field{"count", v.Count == nil},
+		field{"mean", v.Mean == nil},
+		field{"populationVariance", v.PopulationVariance == nil},
+		field{"min", v.Min == nil},
+		field{"max", v.Max == nil},
+	); err != nil {
+		return HourOfDayStatistics{}, err
 	}
 	return HourOfDayStatistics{
 		Identifier:         *v.Identifier,
@@ -128,6 +122,24 @@ func DecodeStatisticsJSON(b []byte) (HourOfDayStatistics, error) {
 		Min:                float64(*v.Min),
 		Max:                float64(*v.Max),
 	}, nil
+}
+
+// field is a required field of a JSON object, by name, and whether the
+// object lacked it (absent or null).
+type field struct {
+	name    string
+	missing bool
+}
+
+// missingField returns ErrMissingField naming the first field missing from
+// a decoded what, or nil when none is.
+func missingField(what string, fields ...field) error {
+	for _, f := range fields {
+		if f.missing {
+			return fmt.Errorf("decode json %s: %w %q", what, ErrMissingField, f.name)
+		}
+	}
+	return nil
 }
 
 // jsonDouble is a float64 that also accepts the non-finite spellings.

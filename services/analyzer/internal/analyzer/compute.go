@@ -286,14 +286,7 @@ func coverage(m *events.RunMeasured, win []seriesEnergy, sampled []string) (seri
 	for _, id := range sampled {
 		seen[id] = true
 	}
-	var missing []string
-	for _, t := range m.Targets {
-		if t.Kind != "node" && !inWin[t.ID] {
-			missing = append(missing, t.ID)
-		}
-	}
-	sort.Strings(missing)
-	for _, id := range missing {
+	for _, id := range targetsWithout(m, inWin) {
 		if seen[id] {
 			lost = append(lost, id)
 		} else {
@@ -309,12 +302,7 @@ func runNodes(m *events.RunMeasured) []string {
 	for _, t := range m.Targets {
 		set[t.Node] = true
 	}
-	nodes := make([]string, 0, len(set))
-	for n := range set {
-		nodes = append(nodes, n)
-	}
-	sort.Strings(nodes)
-	return nodes
+	return sortedKeys(set)
 }
 
 // roleOf maps the run's target ids to their roles; a target without a role

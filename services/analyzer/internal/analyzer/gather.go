@@ -198,6 +198,11 @@ func missingTargets(m *events.RunMeasured, window []store.SeriesWindow) []string
 			have[s.TargetID] = true
 		}
 	}
+	return targetsWithout(m, have)
+}
+
+// targetsWithout lists the run's targets (not nodes) not in have, sorted.
+func targetsWithout(m *events.RunMeasured, have map[string]bool) []string {
 	var out []string
 	for _, t := range m.Targets {
 		if t.Kind != "node" && !have[t.ID] {

@@ -37,9 +37,8 @@ func (c *Console) compareExperiments(w http.ResponseWriter, r *http.Request) {
 	cv := compareView{IDs: ids, Level: 0.95}
 	sides := make([][]compare.Group, len(ids))
 	for i, id := range ids {
-		res, err := c.api.Results(r.Context(), c.deps.AnalyzerURL, userOf(r).plain, id)
-		if err != nil {
-			c.fail(w, r, "Results of "+id, err)
+		res, ok := c.results(w, r, id)
+		if !ok {
 			return
 		}
 		if res.ConfidenceLevel > 0 {

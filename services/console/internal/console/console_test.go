@@ -101,8 +101,7 @@ func TestExperimentListFiltersAndPagesOnTheServer(t *testing.T) {
 		}
 		r["labels"] = map[string]string{"site": []string{"lyon", "nancy"}[i%2]}
 	})
-	b := e.browser()
-	b.signIn(e.token("erin", auth.Viewer))
+	b := e.signedIn("erin", auth.Viewer)
 
 	_, page, _ := b.get("/")
 	require.Contains(t, page, "45 experiments")
@@ -153,8 +152,7 @@ func TestAViewerCannotCancelAndAnOperatorCan(t *testing.T) {
 	op := e.token("olga", auth.Operator)
 	id := submit(t, e, op)
 
-	viewer := e.browser()
-	viewer.signIn(e.token("vic", auth.Viewer))
+	viewer := e.signedIn("vic", auth.Viewer)
 	code, page, _ := viewer.get("/experiments/" + id)
 	require.Equal(t, http.StatusOK, code)
 	require.NotContains(t, page, `id="cancel"`, "a viewer is offered no cancel")
@@ -211,8 +209,7 @@ func BenchmarkExperimentsPage(b *testing.B) {
 	e.seed(10000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), func(i int, r map[string]any) {
 		r["labels"] = map[string]string{"site": []string{"lyon", "nancy"}[i%2]}
 	})
-	br := e.browser()
-	br.signIn(e.token("bench", auth.Viewer))
+	br := e.signedIn("bench", auth.Viewer)
 	b.ResetTimer()
 	for range b.N {
 		code, page, _ := br.get("/?state=done&label=site%3Dlyon")

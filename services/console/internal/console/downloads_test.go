@@ -89,8 +89,7 @@ func TestDownloadsAreWhatTheCLIWrites(t *testing.T) {
 	seedStored(t, e.store, id)
 	cli := greenflowCLI(t)
 
-	b := e.browser()
-	b.signIn(e.token("vera", auth.Viewer))
+	b := e.signedIn("vera", auth.Viewer)
 	code, page, _ := b.get("/experiments/" + id)
 	require.Equal(t, http.StatusOK, code, page)
 	require.Contains(t, page, `href="/experiments/`+id+`/report.html"`)
@@ -137,8 +136,7 @@ func TestDownloadsAreWhatTheCLIWrites(t *testing.T) {
 func TestDownloadsNeedTheExperiment(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	b := e.browser()
-	b.signIn(e.token("vera", auth.Viewer))
+	b := e.signedIn("vera", auth.Viewer)
 	for _, path := range []string{"/experiments/nosuch/report.html", "/experiments/nosuch/export.zip"} {
 		code, body, _ := b.get(path)
 		require.Equal(t, http.StatusNotFound, code, "%s: %s", path, body)

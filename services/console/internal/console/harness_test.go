@@ -107,16 +107,24 @@ func newEnvServing(tb testing.TB, apiTLS *testenv.TestTLS, mod func(*console.Con
 	// Ready once the scheduler's view is loaded (it answers 503 before).
 	admin := e.token("ready-check", auth.Admin)
 	testenv.Eventually(tb, time.Minute, "the scheduler's API is ready", func() bool {
-		req, _ := http.NewRequest(http.MethodGet, e.api+"/v1/experiments?limit=1", nil)
-		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := e.apiClient.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		resp := e.askScheduler(admin, "/v1/experiments?limit=1")
+		return resp != nil && resp.StatusCode == http.StatusOK
 	})
 	return e
+}
+
+// askScheduler sends GET path to the scheduler's API with token and
+// returns the response, its body closed; nil when the API cannot be
+// reached (yet).
+func (e *env) askScheduler(token, path string) *http.Response {
+	req, _ := http.NewRequest(http.MethodGet, e.api+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := e.apiClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	resp.Body.Close()
+	return resp
 }
 
 // token creates an API token with role and returns it.
@@ -144,18 +152,19 @@ func (e *env) browser() *browser {
 // get fetches path and returns the status, the body and the response.
 func (b *browser) get(path string) (int, string, *http.Response) {
 	b.tb.Helper()
-	resp, err := b.hc.Get(b.base + path)
-	require.NoError(b.tb, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(b.tb, err)
-	return resp.StatusCode, string(body), resp
+	return b.read(b.hc.Get(b.base + path))
 }
 
 // post submits a form to path.
 func (b *browser) post(path string, form url.Values) (int, string, *http.Response) {
 	b.tb.Helper()
-	resp, err := b.hc.PostForm(b.base+path, form)
+	return b.read(b.hc.PostForm(b.base+path, form))
+}
+
+// read reads a response whole and returns its status, its body and the
+// response.
+func (b *browser) read(resp *http.Response, err error) (int, string, *http.Response) {
+	b.tb.Helper()
 	require.NoError(b.tb, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -183,6 +192,14 @@ func (b *browser) signIn(token string) {
 	require.Equal(b.tb, "/", resp.Header.Get("Location"))
 }
 
+// signedIn is a browser signed in with a new token of a user of role.
+func (e *env) signedIn(name string, role auth.Role) *browser {
+	e.tb.Helper()
+	b := e.browser()
+	b.signIn(e.token(name, role))
+	return b
+}
+
 // seed writes finished experiments into the scheduler's bucket, as the
 // scheduler leaves them, and waits until its API lists them all.
 func (e *env) seed(n int, base time.Time, rec func(i int, r map[string]any)) {
@@ -202,14 +219,8 @@ func (e *env) seed(n int, base time.Time, rec func(i int, r map[string]any)) {
 	}
 	admin := e.token(testenv.UniqueName("seed"), auth.Admin)
 	testenv.Eventually(e.tb, 2*time.Minute, "the scheduler lists the seeded experiments", func() bool {
-		req, _ := http.NewRequest(http.MethodGet, e.api+"/v1/experiments?limit=1&q=exp-", nil)
-		req.Header.Set("Authorization", "Bearer "+admin)
-		resp, err := e.apiClient.Do(req)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.Header.Get("X-Total-Count") == fmt.Sprint(n)
+		resp := e.askScheduler(admin, "/v1/experiments?limit=1&q=exp-")
+		return resp != nil && resp.Header.Get("X-Total-Count") == fmt.Sprint(n)
 	})
 }
 

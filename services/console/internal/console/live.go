@@ -34,7 +34,7 @@ type finalFigures struct {
 }
 
 // finalsOf reads the analysed runs' figures from the results document.
-func finalsOf(res ExperimentResults) map[string]finalFigures {
+func finalsOf(res results.ExperimentResults) map[string]finalFigures {
 	num := func(m map[string]float64, name string, prec int) string {
 		v, ok := m[name]
 		if !ok || math.IsNaN(v) || math.IsInf(v, 0) {

@@ -128,25 +128,30 @@ type view struct {
 	Data  any
 }
 
+// routes serves the sign-in pages to anyone, every other page to a signed-in
+// user only (page), and every change also only with the session's CSRF
+// token (change; signout checks its token itself).
 func (c *Console) routes(mux *http.ServeMux) {
+	page := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, c.signedIn(h)) }
+	change := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, c.signedIn(c.csrf(h))) }
 	mux.HandleFunc("GET /signin", c.signinForm)
 	mux.HandleFunc("POST /signin", c.signin)
-	mux.Handle("POST /signout", c.signedIn(http.HandlerFunc(c.signout)))
-	mux.Handle("GET /{$}", c.signedIn(http.HandlerFunc(c.experiments)))
-	mux.Handle("GET /experiments/{id}", c.signedIn(http.HandlerFunc(c.experiment)))
-	mux.Handle("GET /experiments/{id}/live", c.signedIn(http.HandlerFunc(c.live)))
-	mux.Handle("GET /experiments/{id}/runs/{run}", c.signedIn(http.HandlerFunc(c.run)))
-	mux.Handle("POST /experiments/{id}/cancel", c.signedIn(c.csrf(http.HandlerFunc(c.cancel))))
-	mux.Handle("GET /experiments/{id}/results", c.signedIn(http.HandlerFunc(c.history)))
-	mux.Handle("GET /experiments/{id}/results.csv", c.signedIn(http.HandlerFunc(c.export)))
-	mux.Handle("GET /experiments/{id}/report.html", c.signedIn(http.HandlerFunc(c.reportDownload)))
-	mux.Handle("GET /experiments/{id}/export.zip", c.signedIn(http.HandlerFunc(c.exportDownload)))
-	mux.Handle("GET /compare", c.signedIn(http.HandlerFunc(c.compareExperiments)))
-	mux.Handle("GET /submit", c.signedIn(http.HandlerFunc(c.submitForm)))
-	mux.Handle("POST /submit", c.signedIn(c.csrf(http.HandlerFunc(c.submit))))
-	mux.Handle("POST /submit/validate", c.signedIn(c.csrf(http.HandlerFunc(c.validate))))
-	mux.Handle("GET /triggers", c.signedIn(http.HandlerFunc(c.triggers)))
-	mux.Handle("POST /triggers/{name}/disarm", c.signedIn(c.csrf(http.HandlerFunc(c.disarm))))
+	page("POST /signout", c.signout)
+	page("GET /{$}", c.experiments)
+	page("GET /experiments/{id}", c.experiment)
+	page("GET /experiments/{id}/live", c.live)
+	page("GET /experiments/{id}/runs/{run}", c.run)
+	change("POST /experiments/{id}/cancel", c.cancel)
+	page("GET /experiments/{id}/results", c.history)
+	page("GET /experiments/{id}/results.csv", c.export)
+	page("GET /experiments/{id}/report.html", c.reportDownload)
+	page("GET /experiments/{id}/export.zip", c.exportDownload)
+	page("GET /compare", c.compareExperiments)
+	page("GET /submit", c.submitForm)
+	change("POST /submit", c.submit)
+	change("POST /submit/validate", c.validate)
+	page("GET /triggers", c.triggers)
+	change("POST /triggers/{name}/disarm", c.disarm)
 }
 
 // render writes page with v; a template error after the first byte is
@@ -170,12 +175,17 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, page 
 // fail renders the error page for err: the API's own status and words
 // when the scheduler refused (a viewer's cancel: 403, the token's role).
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, what string, err error) {
-	code := http.StatusBadGateway
+	c.render(w, r, statusOf(err), "error.html", view{Title: what, Error: what + ": " + err.Error()})
+}
+
+// statusOf is the status to answer a failed call of the scheduler's or the
+// analyzer's API with: the API's own when it refused, else 502.
+func statusOf(err error) int {
 	var ae *APIError
 	if errors.As(err, &ae) {
-		code = ae.Status
+		return ae.Status
 	}
-	c.render(w, r, code, "error.html", view{Title: what, Error: what + ": " + err.Error()})
+	return http.StatusBadGateway
 }
 
 // signedIn lets requests with a live session through, each checked against

@@ -16,53 +16,10 @@ import (
 	"github.com/greenflow/greenflow/pkg/svgplot"
 )
 
-// The analyzer's results document (GET /v1/experiments/{id}/results), the
-// part the console shows.
-type (
-	// MetricStats is one metric's statistics over a configuration's
-	// repetitions; nil values are undefined (one repetition: no interval).
-	MetricStats struct {
-		Unit          string   `json:"unit"`
-		N             int      `json:"n"`
-		Mean          *float64 `json:"mean"`
-		CILow         *float64 `json:"ci_low"`
-		CIHigh        *float64 `json:"ci_high"`
-		CVFlag        bool     `json:"cv_flag"`
-		Estimated     bool     `json:"estimated"`
-		CICrossesZero bool     `json:"ci_crosses_zero"`
-	}
-	// ConfigResults is one configuration across its repetitions.
-	ConfigResults struct {
-		ConfigHash string                 `json:"config_hash"`
-		Factors    map[string]string      `json:"factors"`
-		Runs       int                    `json:"runs"`
-		Metrics    map[string]MetricStats `json:"metrics"`
-		Pareto     bool                   `json:"pareto_optimal"`
-	}
-	// RunResults is one run with its run-scope metrics.
-	RunResults struct {
-		RunID      string             `json:"run_id"`
-		Repetition uint32             `json:"repetition"`
-		ConfigHash string             `json:"config_hash"`
-		Factors    map[string]string  `json:"factors"`
-		State      string             `json:"state"`
-		Estimated  bool               `json:"estimated"`
-		Metrics    map[string]float64 `json:"metrics"`
-	}
-	// ExperimentResults is the whole document.
-	ExperimentResults struct {
-		ExperimentID    string            `json:"experiment_id"`
-		ConfidenceLevel float64           `json:"confidence_level"`
-		Runs            []RunResults      `json:"runs"`
-		Configs         []ConfigResults   `json:"configs"`
-		Notes           map[string]string `json:"notes"`
-	}
-)
-
 // Results reads an experiment's results from the analyzer with the user's
 // token.
-func (a *schedulerAPI) Results(ctx context.Context, base func(context.Context) (string, error), token, id string) (ExperimentResults, error) {
-	var r ExperimentResults
+func (a *schedulerAPI) Results(ctx context.Context, base func(context.Context) (string, error), token, id string) (results.ExperimentResults, error) {
+	var r results.ExperimentResults
 	api := schedulerAPI{base: base, hc: a.hc}
 	_, err := api.call(ctx, token, http.MethodGet, "/v1/experiments/"+url.PathEscape(id)+"/results", nil, "", &r)
 	return r, err
@@ -78,9 +35,9 @@ type cell struct {
 }
 
 type configRow struct {
-	Config ConfigResults
+	Config results.ConfigResults
 	Cells  []cell
-	Runs   []RunResults
+	Runs   []results.RunResults
 }
 
 type historyView struct {
@@ -92,13 +49,13 @@ type historyView struct {
 	Notes   map[string]string
 }
 
-func statCell(m MetricStats, ok bool) cell {
-	if !ok || m.Mean == nil {
+func statCell(m results.MetricStats, ok bool) cell {
+	if !ok || !m.Mean.Defined() {
 		return cell{Text: "—"}
 	}
-	c := cell{Text: strconv.FormatFloat(*m.Mean, 'g', 4, 64)}
-	if m.CILow != nil && m.CIHigh != nil {
-		c.Text += " ± " + strconv.FormatFloat((*m.CIHigh-*m.CILow)/2, 'g', 3, 64)
+	c := cell{Text: strconv.FormatFloat(float64(m.Mean), 'g', 4, 64)}
+	if m.CILow.Defined() && m.CIHigh.Defined() {
+		c.Text += " ± " + strconv.FormatFloat(float64(m.CIHigh-m.CILow)/2, 'g', 3, 64)
 	}
 	if m.Estimated {
 		c.Marks += "*"
@@ -112,11 +69,21 @@ func statCell(m MetricStats, ok bool) cell {
 	return c
 }
 
-func (c *Console) history(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+// results reads the results of experiment id as the signed-in user; when
+// they cannot be read it answers with the failure and returns false.
+func (c *Console) results(w http.ResponseWriter, r *http.Request, id string) (results.ExperimentResults, bool) {
 	res, err := c.api.Results(r.Context(), c.deps.AnalyzerURL, userOf(r).plain, id)
 	if err != nil {
 		c.fail(w, r, "Results of "+id, err)
+		return res, false
+	}
+	return res, true
+}
+
+func (c *Console) history(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	res, ok := c.results(w, r, id)
+	if !ok {
 		return
 	}
 	hv := historyView{ID: id, Level: res.ConfidenceLevel, Metrics: shownStats, Notes: res.Notes}
@@ -140,7 +107,7 @@ func (c *Console) history(w http.ResponseWriter, r *http.Request) {
 
 // paretoPlot draws each configuration's mean SUT energy per event against
 // its mean throughput, with their intervals; the Pareto front joined.
-func paretoPlot(cfgs []ConfigResults) svgplot.Plot {
+func paretoPlot(cfgs []results.ConfigResults) svgplot.Plot {
 	p := svgplot.Plot{Title: "Energy per event vs throughput", XLabel: "throughput (events/s)", YLabel: "SUT energy per event (µJ)",
 		YFromZero: true, XPad: true, H: 320}
 	all := svgplot.Series{Name: "configurations", Marker: true, ClampLo: true}
@@ -150,18 +117,18 @@ func paretoPlot(cfgs []ConfigResults) svgplot.Plot {
 	for _, cfg := range cfgs {
 		x, okx := cfg.Metrics[results.ThroughputEPS]
 		y, oky := cfg.Metrics[results.SUTMicroJPerEvent]
-		if !okx || !oky || x.Mean == nil || y.Mean == nil {
+		if !okx || !oky || !x.Mean.Defined() || !y.Mean.Defined() {
 			continue
 		}
 		lo, hi := math.NaN(), math.NaN()
-		if y.CILow != nil && y.CIHigh != nil {
-			lo, hi = *y.CILow, *y.CIHigh
+		if y.CILow.Defined() && y.CIHigh.Defined() {
+			lo, hi = float64(y.CILow), float64(y.CIHigh)
 		}
-		all.X, all.Y = append(all.X, *x.Mean), append(all.Y, *y.Mean)
+		all.X, all.Y = append(all.X, float64(x.Mean)), append(all.Y, float64(y.Mean))
 		all.Lo, all.Hi = append(all.Lo, lo), append(all.Hi, hi)
 		all.Labels = append(all.Labels, factorsOf(cfg.Factors))
 		if cfg.Pareto {
-			fr = append(fr, pt{*x.Mean, *y.Mean})
+			fr = append(fr, pt{float64(x.Mean), float64(y.Mean)})
 		}
 	}
 	slices.SortFunc(fr, func(a, b pt) int { return int(math.Copysign(1, a.x-b.x)) })
@@ -181,9 +148,8 @@ func paretoPlot(cfgs []ConfigResults) svgplot.Plot {
 // a metric, estimated runs marked — what a notebook reads.
 func (c *Console) export(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	res, err := c.api.Results(r.Context(), c.deps.AnalyzerURL, userOf(r).plain, id)
-	if err != nil {
-		c.fail(w, r, "Results of "+id, err)
+	res, ok := c.results(w, r, id)
+	if !ok {
 		return
 	}
 	var names []string

@@ -95,12 +95,7 @@ func (c *Console) validate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if err != nil {
-		code := http.StatusBadGateway
-		var ae *APIError
-		if errors.As(err, &ae) {
-			code = ae.Status
-		}
-		w.WriteHeader(code)
+		w.WriteHeader(statusOf(err))
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
 		return
 	}

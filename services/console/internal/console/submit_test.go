@@ -37,8 +37,7 @@ func (b *browser) validate(csrf, spec, sets string) (int, map[string]any) {
 func TestEditorValidatesAndSubmitsAsTheUser(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	op := e.browser()
-	op.signIn(e.token("ed-operator", auth.Operator))
+	op := e.signedIn("ed-operator", auth.Operator)
 	code, page, _ := op.get("/submit")
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, page, `<textarea id="spec"`)
@@ -79,8 +78,7 @@ func TestEditorValidatesAndSubmitsAsTheUser(t *testing.T) {
 	require.Contains(t, page, "ed-operator", "submitted by the signed-in user's token")
 
 	// A viewer may check but not submit: the scheduler refuses its token.
-	viewer := e.browser()
-	viewer.signIn(e.token("ed-viewer", auth.Viewer))
+	viewer := e.signedIn("ed-viewer", auth.Viewer)
 	_, page, _ = viewer.get("/submit")
 	require.Contains(t, page, "may check a spec but not submit it")
 	code, v = viewer.validate(csrf(t, page), goodSpec, "")
@@ -97,8 +95,7 @@ const triggerTmpl = "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetad
 func TestTriggersPageArmsListsAndDisarms(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	op := e.browser()
-	op.signIn(e.token("trig-op", auth.Operator))
+	op := e.signedIn("trig-op", auth.Operator)
 	_, page, _ := op.get("/submit")
 	code, _, resp := op.post("/submit", url.Values{"csrf": {csrf(t, page)}, "spec": {triggerTmpl}})
 	require.Equal(t, http.StatusSeeOther, code)
@@ -110,8 +107,7 @@ func TestTriggersPageArmsListsAndDisarms(t *testing.T) {
 	})
 	require.Contains(t, list, "subject <code>ci.push</code>")
 
-	viewer := e.browser()
-	viewer.signIn(e.token("trig-viewer", auth.Viewer))
+	viewer := e.signedIn("trig-viewer", auth.Viewer)
 	_, vlist, _ := viewer.get("/triggers")
 	require.Contains(t, vlist, `id="trigger-on-push"`)
 	require.NotContains(t, vlist, "/triggers/on-push/disarm", "a viewer is offered no disarm")
@@ -130,8 +126,7 @@ func TestTriggersPageArmsListsAndDisarms(t *testing.T) {
 func TestCompareNeedsTwoExperiments(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	b := e.browser()
-	b.signIn(e.token("cmp-viewer", auth.Viewer))
+	b := e.signedIn("cmp-viewer", auth.Viewer)
 	code, page, _ := b.get("/compare?e=only-one&e=only-one")
 	require.Equal(t, http.StatusBadRequest, code)
 	require.Contains(t, page, "expected two or more experiments")

@@ -84,8 +84,7 @@ func BenchmarkLiveViewers(b *testing.B) {
 	// Unwatched: no hub at all; the run's events flow all the same.
 	unwatched := measure()
 
-	br := e.browser()
-	br.signIn(e.token("bench-viewer", auth.Viewer))
+	br := e.signedIn("bench-viewer", auth.Viewer)
 	var got atomic.Int64
 	for range viewers {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, br.base+"/experiments/"+id+"/live", nil)

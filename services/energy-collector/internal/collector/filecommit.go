@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/greenflow/greenflow/services/energy-collector/internal/sink"
 )
 
 // pinnedDir is the spool directory's subdirectory holding the commits of
@@ -75,28 +77,8 @@ func (f *fileCommit) commit(_ context.Context, state, rows []byte) (bool, error)
 
 // writeFileSync replaces path with data durably.
 func writeFileSync(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path))
-	if err != nil {
+	return sink.WriteFile(path, ".tmp-"+filepath.Base(path), func(tmp *os.File) error {
+		_, err := tmp.Write(data)
 		return err
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-	return nil
+	})
 }

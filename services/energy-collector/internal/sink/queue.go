@@ -207,25 +207,50 @@ func parseSpoolName(name string) (spoolFile, bool) {
 // Push implements Queue.
 func (d *Dir) Push(b Batch) error {
 	f := spoolFile{seq: d.next, rows: b.Rows()}
-	tmp, err := os.CreateTemp(d.dir, ".tmp-")
-	if err != nil {
-		return fmt.Errorf("spool batch: %w", err)
-	}
-	w := bufio.NewWriter(tmp)
-	err = gob.NewEncoder(w).Encode(b)
-	if err == nil {
-		err = w.Flush()
-	}
 	var size int64
-	if err == nil {
-		var info fs.FileInfo
-		if info, err = tmp.Stat(); err == nil {
-			size = info.Size()
+	err := WriteFile(filepath.Join(d.dir, spoolName(f)), ".tmp-", func(tmp *os.File) error {
+		w := bufio.NewWriter(tmp)
+		if err := gob.NewEncoder(w).Encode(b); err != nil {
+			return err
 		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		info, err := tmp.Stat()
+		if err != nil {
+			return err
+		}
+		size = info.Size()
+		if d.bytes+size > d.maxBytes {
+			return fmt.Errorf("spool %s holds %d bytes (bound %d): %w", d.dir, d.bytes, d.maxBytes, ErrFull)
+		}
+		return nil
+	})
+	if errors.Is(err, ErrFull) {
+		return err
 	}
-	if err == nil && d.bytes+size > d.maxBytes {
-		err = fmt.Errorf("spool %s holds %d bytes (bound %d): %w", d.dir, d.bytes, d.maxBytes, ErrFull)
+	if err != nil {
+		return fmt.Errorf("spool batch of %d rows: %w", f.rows, err)
 	}
+	f.size = size
+	d.files = append(d.files, f)
+	d.bytes += size
+	d.rows += f.rows
+	d.next++
+	return nil
+}
+
+// WriteFile replaces path durably with what fill writes: into a temporary
+// file beside it (named by tmpPattern, as os.CreateTemp), synced, renamed
+// over path, and the rename synced. When fill or any step fails, path is as
+// it was and the temporary file is gone.
+func WriteFile(path, tmpPattern string, fill func(tmp *os.File) error) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, tmpPattern)
+	if err != nil {
+		return err
+	}
+	err = fill(tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -233,21 +258,13 @@ func (d *Dir) Push(b Batch) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(d.dir, spoolName(f)))
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
 		_ = os.Remove(tmp.Name())
-		if errors.Is(err, ErrFull) {
-			return err
-		}
-		return fmt.Errorf("spool batch of %d rows: %w", f.rows, err)
+		return err
 	}
-	syncDir(d.dir)
-	f.size = size
-	d.files = append(d.files, f)
-	d.bytes += size
-	d.rows += f.rows
-	d.next++
+	syncDir(dir)
 	return nil
 }
 

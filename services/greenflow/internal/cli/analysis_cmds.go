@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/store"
 	"go.uber.org/zap"
 )
@@ -31,7 +32,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer closeStore()
-	files, err := Export(ctx, st, pos[0], *dir, !*noSamples)
+	files, err := report.Export(ctx, st, pos[0], *dir, !*noSamples)
 	if err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer closeStore()
-	page, err := Report(ctx, st, pos[0], *maxRuns)
+	page, err := report.Report(ctx, st, pos[0], *maxRuns)
 	if err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func runResults(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer closeStore()
-	rows, err := LoadResults(ctx, st, id)
+	rows, err := report.LoadResults(ctx, st, id)
 	if err != nil {
 		return err
 	}
@@ -98,13 +99,13 @@ func runResults(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("experiment %s: no runs stored", id)
 	}
 	if by == "config" {
-		return WriteConfigResults(stdout, format, id, rows)
+		return report.WriteConfigResults(stdout, format, id, rows)
 	}
-	if err := WriteResults(stdout, format, rows); err != nil {
+	if err := report.WriteResults(stdout, format, rows); err != nil {
 		return err
 	}
 	if format == "table" {
-		return WriteCapacity(ctx, stdout, st, id)
+		return report.WriteCapacity(ctx, stdout, st, id)
 	}
 	return nil
 }

@@ -13,17 +13,18 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
-func row(id, hash, sensors, state string, tput, uj float64) cli.ResultRow {
-	return cli.ResultRow{RunID: id, ConfigHash: hash, Factors: map[string]string{"workload.sensors": sensors}, State: state,
+func row(id, hash, sensors, state string, tput, uj float64) report.ResultRow {
+	return report.ResultRow{RunID: id, ConfigHash: hash, Factors: map[string]string{"workload.sensors": sensors}, State: state,
 		Metrics: map[string]float64{"throughput_eps": tput, "sut_uj_per_event": uj, "offered_rate_eps": tput}}
 }
 
-func fixtureRows() []cli.ResultRow {
-	return []cli.ResultRow{
+func fixtureRows() []report.ResultRow {
+	return []report.ResultRow{
 		row("e-r0000", "aaaa", "100", events.RunStateDone, 100, 50),
 		row("e-r0001", "bbbb", "200", events.RunStateDone, 200, 60),
 		row("e-r0002", "aaaa", "100", events.RunStateDone, 110, 52),
@@ -35,7 +36,7 @@ func fixtureRows() []cli.ResultRow {
 }
 
 func TestSummarizeRuns(t *testing.T) {
-	sums := cli.SummarizeRuns(fixtureRows(), 0.95)
+	sums := report.SummarizeRuns(fixtureRows(), 0.95)
 	require.Len(t, sums, 3)
 	a := sums[0]
 	require.Equal(t, "aaaa", a.ConfigHash)
@@ -50,23 +51,23 @@ func TestSummarizeRuns(t *testing.T) {
 	require.False(t, sums[2].Pareto, "cccc: fewer events/s and more µJ/event than aaaa")
 
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteSummaryTable(&out, sums, 0.10))
+	require.NoError(t, report.WriteSummaryTable(&out, sums, 0.10))
 	require.Contains(t, out.String(), "110 ± 25")   // events/s of aaaa
 	require.Contains(t, out.String(), "50.0 ± 5.0") // µJ/event of aaaa: s = 2, t·2/√3 = 4.97
 }
 
 func TestResultsTableAddsSummaryOnlyWithRepetitions(t *testing.T) {
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteResults(&out, "table", fixtureRows()))
+	require.NoError(t, report.WriteResults(&out, "table", fixtureRows()))
 	require.Contains(t, out.String(), "Per configuration")
 	out.Reset()
-	require.NoError(t, cli.WriteResults(&out, "table", fixtureRows()[:2]))
+	require.NoError(t, report.WriteResults(&out, "table", fixtureRows()[:2]))
 	require.NotContains(t, out.String(), "Per configuration")
 }
 
 func TestCompare(t *testing.T) {
 	rows := fixtureRows()
-	side := func(exp string, rs []cli.ResultRow, hashes ...string) []cli.Group {
+	side := func(exp string, rs []report.ResultRow, hashes ...string) []cli.Group {
 		var out []cli.Group
 		for _, h := range hashes {
 			g := groupOf(rs, h)
@@ -95,8 +96,8 @@ func TestCompare(t *testing.T) {
 }
 
 // groupOf builds a comparison side from the done rows of one configuration.
-func groupOf(rows []cli.ResultRow, hash string) cli.Group {
-	var sel []cli.ResultRow
+func groupOf(rows []report.ResultRow, hash string) cli.Group {
+	var sel []report.ResultRow
 	for _, r := range rows {
 		if r.ConfigHash == hash && r.State == events.RunStateDone {
 			sel = append(sel, r)
@@ -109,7 +110,7 @@ func TestResultsTableShowsFlags(t *testing.T) {
 	rows := fixtureRows()[:2]
 	rows[0].Flags = []string{"energy_gap_bridged", "load_takeover"}
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteResults(&out, "table", rows))
+	require.NoError(t, report.WriteResults(&out, "table", rows))
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[0]), "FLAGS"), lines[0])
 	require.True(t, strings.HasSuffix(strings.TrimSpace(lines[1]), "energy_gap_bridged,load_takeover"), lines[1])
@@ -125,11 +126,11 @@ func TestResultsTableShowsFlags(t *testing.T) {
 func TestResultsByConfigInEveryFormat(t *testing.T) {
 	rows := fixtureRows()
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteConfigResults(&out, "table", "e", rows))
+	require.NoError(t, report.WriteConfigResults(&out, "table", "e", rows))
 	require.Contains(t, out.String(), "Per configuration")
 
 	out.Reset()
-	require.NoError(t, cli.WriteConfigResults(&out, "csv", "e", rows))
+	require.NoError(t, report.WriteConfigResults(&out, "csv", "e", rows))
 	recs, err := csv.NewReader(&out).ReadAll()
 	require.NoError(t, err)
 	head := recs[0]
@@ -154,11 +155,11 @@ func TestResultsByConfigInEveryFormat(t *testing.T) {
 	require.InDelta(t, 110-4.303*10/math.Sqrt(3), lo, 0.01, "Student t with 2 degrees of freedom")
 
 	out.Reset()
-	require.NoError(t, cli.WriteConfigResults(&out, "json", "e", rows))
-	var got []cli.ConfigSummaryJSON
+	require.NoError(t, report.WriteConfigResults(&out, "json", "e", rows))
+	var got []report.ConfigSummaryJSON
 	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
 	require.Len(t, got, 3)
-	byHash := map[string]cli.ConfigSummaryJSON{}
+	byHash := map[string]report.ConfigSummaryJSON{}
 	for _, c := range got {
 		byHash[c.ConfigHash] = c
 	}
@@ -171,17 +172,17 @@ func TestResultsByConfigInEveryFormat(t *testing.T) {
 	require.True(t, byHash["aaaa"].Pareto)
 	require.False(t, byHash["cccc"].Pareto, "dominated")
 
-	require.ErrorContains(t, cli.WriteConfigResults(&out, "xml", "e", rows), `--format "xml": expected table, csv or json`)
+	require.ErrorContains(t, report.WriteConfigResults(&out, "xml", "e", rows), `--format "xml": expected table, csv or json`)
 }
 
 // A configuration whose energy per event varies too much over two
 // repetitions for its interval to stay above zero is marked ‡ and
 // explained; a negative dynamic energy's flag is explained under the runs.
 func TestTablesExplainFiguresThatAreNotPlain(t *testing.T) {
-	rows := []cli.ResultRow{row("e-r0000", "aaaa", "100", events.RunStateDone, 100, 10), row("e-r0001", "aaaa", "100", events.RunStateDone, 100, 90)}
+	rows := []report.ResultRow{row("e-r0000", "aaaa", "100", events.RunStateDone, 100, 10), row("e-r0001", "aaaa", "100", events.RunStateDone, 100, 90)}
 	rows[1].Flags = []string{results.FlagDynamicEnergyNegative}
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteResults(&out, "table", rows))
+	require.NoError(t, report.WriteResults(&out, "table", rows))
 	s := out.String()
 	require.Contains(t, s, "50.0 ± 508.2 ! ‡", "µJ/event: mean 50, t(0.975, 1)·56.6/√2; CV 113 %")
 	require.Contains(t, s, "‡ "+results.CICrossesZeroNote)
@@ -190,8 +191,8 @@ func TestTablesExplainFiguresThatAreNotPlain(t *testing.T) {
 
 	// The same mark in the machine-readable forms.
 	out.Reset()
-	require.NoError(t, cli.WriteConfigResults(&out, "json", "e", rows))
-	var got []cli.ConfigSummaryJSON
+	require.NoError(t, report.WriteConfigResults(&out, "json", "e", rows))
+	var got []report.ConfigSummaryJSON
 	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
 	require.True(t, got[0].Metrics["sut_uj_per_event"].CICrossesZero)
 	require.False(t, got[0].Metrics["throughput_eps"].CICrossesZero)
@@ -206,7 +207,7 @@ func TestParetoLeavesOutConfigurationsThatFailedTheLagSLO(t *testing.T) {
 	fast.Metrics[results.LagTrendSlope], fast.Metrics[results.LagSLOThreshold] = 23_427, 2000
 	ok1 := row("e-r0001", "slow", "100", events.RunStateDone, 100, 20)
 	ok1.Metrics[results.LagTrendSlope], ok1.Metrics[results.LagSLOThreshold] = 10, 2000
-	sums := cli.SummarizeRuns([]cli.ResultRow{fast, ok1}, 0.95)
+	sums := report.SummarizeRuns([]report.ResultRow{fast, ok1}, 0.95)
 	require.False(t, sums[0].Pareto, "failed the lag SLO")
 	require.True(t, sums[1].Pareto)
 }
@@ -219,7 +220,7 @@ func TestResultsCSVListsFailedRuns(t *testing.T) {
 	rows[6].Reason = "provision failed: namespace quota"
 	rows[0].Flags = []string{"meter_fallback"}
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteResults(&out, "csv", rows))
+	require.NoError(t, report.WriteResults(&out, "csv", rows))
 	recs, err := csv.NewReader(&out).ReadAll()
 	require.NoError(t, err)
 	require.Equal(t, []string{"run_id", "config_hash", "index", "repetition", "factors", "state", "metric", "value", "estimated", "flags", "reason"}, recs[0])
@@ -240,7 +241,7 @@ func TestResultsCSVListsFailedRuns(t *testing.T) {
 
 	// JSON: every run has the same keys.
 	out.Reset()
-	require.NoError(t, cli.WriteResults(&out, "json", rows))
+	require.NoError(t, report.WriteResults(&out, "json", rows))
 	var objs []map[string]any
 	require.NoError(t, json.Unmarshal(out.Bytes(), &objs))
 	for _, o := range objs {
@@ -264,13 +265,13 @@ func TestConfigResultsListConfigurationsWithoutDoneRuns(t *testing.T) {
 	rows[0].Flags = []string{results.FlagDynamicEnergyNegative}
 
 	var out bytes.Buffer
-	require.NoError(t, cli.WriteConfigResults(&out, "table", "e", rows))
+	require.NoError(t, report.WriteConfigResults(&out, "table", "e", rows))
 	table := out.String()
 	require.Contains(t, table, "sensors=3000000")
 	require.Contains(t, table, "dddd (sensors=3000000): no done run — 2 runs failed: load not delivered: 22.1 % of the events")
 
 	out.Reset()
-	require.NoError(t, cli.WriteConfigResults(&out, "csv", "e", rows))
+	require.NoError(t, report.WriteConfigResults(&out, "csv", "e", rows))
 	recs, err := csv.NewReader(&out).ReadAll()
 	require.NoError(t, err)
 	head := recs[0]
@@ -298,8 +299,8 @@ func TestConfigResultsListConfigurationsWithoutDoneRuns(t *testing.T) {
 	require.InDelta(t, 1.0/3, mean, 1e-9, "the share of runs flagged")
 
 	out.Reset()
-	require.NoError(t, cli.WriteConfigResults(&out, "json", "e", rows))
-	var got []cli.ConfigSummaryJSON
+	require.NoError(t, report.WriteConfigResults(&out, "json", "e", rows))
+	var got []report.ConfigSummaryJSON
 	require.NoError(t, json.Unmarshal(out.Bytes(), &got))
 	require.Len(t, got, 4)
 	last := got[3]

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -13,7 +12,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // Commands in quick succession over the API's rate wait out its 429 as
@@ -28,9 +27,8 @@ func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	run := func(args ...string) (string, int) {
-		var out, errOut bytes.Buffer
-		code := cli.Main(append(args, "--api-url", srv.URL, "--state-dir", t.TempDir()), &out, &errOut)
-		return out.String() + errOut.String(), code
+		code, out, errOut := clitest.Run(append(args, "--api-url", srv.URL, "--state-dir", t.TempDir())...)
+		return out + errOut, code
 	}
 	for range 2 {
 		out, code := run("token", "list", "--token", admin)
@@ -71,16 +69,12 @@ func TestCLIOverTLS(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, run.Stop(10*time.Second, "the http server")) })
 	url := "https://" + testenv.Receive(t, srv.Listening(), 10*time.Second, "the server listening")
 
-	var out, errOut bytes.Buffer
-	code := cli.Main([]string{"token", "list", "--api-url", url, "--api-ca-file", certs.CAFile, "--token", admin, "--state-dir", t.TempDir()}, &out, &errOut)
-	require.Zero(t, code, errOut.String())
-	require.Contains(t, out.String(), "admin")
+	out := clitest.MustRun(t, "token", "list", "--api-url", url, "--api-ca-file", certs.CAFile, "--token", admin, "--state-dir", t.TempDir())
+	require.Contains(t, out, "admin")
 
-	out.Reset()
-	errOut.Reset()
-	code = cli.Main([]string{"token", "list", "--api-url", url, "--token", admin, "--state-dir", t.TempDir()}, &out, &errOut)
+	code, _, errOut := clitest.Run("token", "list", "--api-url", url, "--token", admin, "--state-dir", t.TempDir())
 	require.NotZero(t, code)
-	require.Contains(t, errOut.String(), "certificate signed by unknown authority")
+	require.Contains(t, errOut, "certificate signed by unknown authority")
 }
 
 // tokenStore is a token store on an embedded JetStream with an admin

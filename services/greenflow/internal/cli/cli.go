@@ -1,34 +1,40 @@
 // Package cli implements the greenflow command line. Its commands, and the
 // files that hold them:
 //
-//	dev       every service in one process (dev.go)
-//	demo      the dev stack and one experiment, end to end (dev.go)
-//	validate  check a spec and render the system under test (submit.go)
-//	submit    publish an experiment; --watch follows it (submit.go, watch.go)
-//	results   per-run results and per-configuration statistics (results.go, summary.go)
-//	compare   Welch's t-tests between experiments or configurations, two or more (compare.go, compare_many.go)
-//	export    tidy CSV files for a notebook (export.go)
-//	report    a self-contained HTML report with SVG plots (report.go, svg.go)
-//	list      experiments and their state, from the scheduler (status.go)
-//	status    each run's phase and progress, from the scheduler (status.go)
-//	cancel    cancel an experiment (status.go)
-//	token     create, list and revoke API tokens (api.go)
-//	prune     drop days of samples that belong to no run (prune.go)
-//	testbed   reserve a testbed, make it k3s, deploy, release (testbed.go)
-//	version   the build's version and commit
-//	help      the usage
+//	dev               every service in one process (dev.go)
+//	demo              the dev stack and one experiment, end to end (dev.go)
+//	validate          check a spec and render the system under test (submit.go)
+//	submit            publish an experiment; --watch follows it (submit.go, watch.go)
+//	results           per-run results and per-configuration statistics (analysis_cmds.go)
+//	compare           Welch's t-tests between experiments or configurations, two or more (compare.go, compare_many.go)
+//	export            tidy CSV files for a notebook (analysis_cmds.go)
+//	report            a self-contained HTML report with SVG plots (analysis_cmds.go)
+//	list              experiments and their state, from the scheduler (status.go)
+//	status            each run's phase and progress, from the scheduler (status.go)
+//	cancel            cancel an experiment (status.go)
+//	token             create, list and revoke API tokens (api.go)
+//	trigger           list and disarm armed templates (trigger.go)
+//	nats-config       nats-server users and permissions for a deployment (natsconfig.go)
+//	clickhouse-users  ClickHouse users.xml for a deployment (clickhouseusers.go)
+//	cluster           the platform on a Kubernetes cluster (cluster.go)
+//	prune             drop days of samples that belong to no run (prune.go)
+//	testbed           reserve a testbed, make it k3s, deploy, release (testbed.go)
+//	version           the build's version and commit
+//	help              the usage
 //
 // (main.go runs "greenflow uc3-processor" — the reference UC-3 processor,
 // which the local provisioner starts — before the CLI sees it.)
 //
 // flags.go holds the flags the commands share (where to find a dev stack,
 // its HTTP API and a token, the spec, experiment ids); api.go the client of
-// the scheduler's HTTP API that submit, list, status, cancel, trigger and token use; experiment_data.go what the analysis commands
-// read of an experiment. Every query goes through pkg/store, and result
-// metrics are named by pkg/results.
+// the scheduler's HTTP API that submit, list, status, cancel, trigger and
+// token use. What results, export and report compute and write is
+// pkg/report's, shared with the web console. Every query goes through
+// pkg/store, and result metrics are named by pkg/results.
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -72,6 +78,37 @@ dir (its address, and the admin token it wrote there). results and the analysis 
 ClickHouse (--clickhouse-dsn, or the dev stack's); watch follows events on NATS (--nats-url).
 `
 
+// command runs one subcommand with the arguments after its name.
+type command func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// commands are the subcommands by name (Main answers version and help
+// itself).
+var commands = map[string]command{
+	"dev":              runDev,
+	"demo":             runDemo,
+	"validate":         func(_ context.Context, args []string, stdout, _ io.Writer) error { return runValidate(args, stdout) },
+	"submit":           runSubmit,
+	"results":          toStdout(runResults),
+	"cancel":           toStdout(runCancel),
+	"token":            runToken,
+	"trigger":          runTrigger,
+	"list":             toStdout(runList),
+	"status":           toStdout(runStatusCmd),
+	"nats-config":      runNATSConfig,
+	"clickhouse-users": runClickHouseUsers,
+	"cluster":          runCluster,
+	"prune":            runPrune,
+	"compare":          runCompare,
+	"export":           runExport,
+	"report":           runReport,
+	"testbed":          runTestbed,
+}
+
+// toStdout makes a command of one that writes only to stdout.
+func toStdout(run func(ctx context.Context, args []string, stdout io.Writer) error) command {
+	return func(ctx context.Context, args []string, stdout, _ io.Writer) error { return run(ctx, args, stdout) }
+}
+
 // Main runs the command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -81,46 +118,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := service.SignalContext()
 	defer stop()
 	var err error
-	switch args[0] {
-	case "dev":
-		err = runDev(ctx, args[1:], stdout, stderr)
-	case "demo":
-		err = runDemo(ctx, args[1:], stdout, stderr)
-	case "validate":
-		err = runValidate(args[1:], stdout)
-	case "submit":
-		err = runSubmit(ctx, args[1:], stdout, stderr)
-	case "results":
-		err = runResults(ctx, args[1:], stdout)
-	case "cancel":
-		err = runCancel(ctx, args[1:], stdout)
-	case "token":
-		err = runToken(ctx, args[1:], stdout, stderr)
-	case "trigger":
-		err = runTrigger(ctx, args[1:], stdout, stderr)
-	case "list":
-		err = runList(ctx, args[1:], stdout)
-	case "status":
-		err = runStatusCmd(ctx, args[1:], stdout)
-	case "nats-config":
-		err = runNATSConfig(ctx, args[1:], stdout, stderr)
-	case "clickhouse-users":
-		err = runClickHouseUsers(ctx, args[1:], stdout, stderr)
-	case "cluster":
-		err = runCluster(ctx, args[1:], stdout, stderr)
-	case "prune":
-		err = runPrune(ctx, args[1:], stdout, stderr)
-	case "version":
+	switch cmd, ok := commands[args[0]]; {
+	case ok:
+		err = cmd(ctx, args[1:], stdout, stderr)
+	case args[0] == "version":
 		fmt.Fprintf(stdout, "greenflow %s (commit %s; from %s)\n", version.Version, version.Commit(), version.CommitSource())
-	case "compare":
-		err = runCompare(ctx, args[1:], stdout, stderr)
-	case "export":
-		err = runExport(ctx, args[1:], stdout, stderr)
-	case "report":
-		err = runReport(ctx, args[1:], stdout, stderr)
-	case "testbed":
-		err = runTestbed(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
 		fmt.Fprint(stdout, usage)
 	default:
 		fmt.Fprintf(stderr, "greenflow: unknown command %q\n\n%s", args[0], usage)

@@ -17,7 +17,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/chserver"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // clickhouse-users prints a users.xml with the writer and the reader, the
@@ -26,8 +26,7 @@ import (
 // users; a bad network is refused by value.
 func TestClickHouseUsers(t *testing.T) {
 	dir := t.TempDir()
-	var out, errOut bytes.Buffer
-	require.Zero(t, cli.Main([]string{"clickhouse-users", "--secrets-dir", dir}, &out, &errOut), errOut.String())
+	out := clitest.MustRun(t, "clickhouse-users", "--secrets-dir", dir)
 	var doc struct {
 		Users struct {
 			Users []struct {
@@ -38,7 +37,7 @@ func TestClickHouseUsers(t *testing.T) {
 			} `xml:",any"`
 		} `xml:"users"`
 	}
-	require.NoError(t, xml.Unmarshal(out.Bytes(), &doc), out.String())
+	require.NoError(t, xml.Unmarshal([]byte(out), &doc), out)
 	got := map[string]string{}
 	for _, u := range doc.Users.Users {
 		pw, err := os.ReadFile(chserver.PasswordFile(dir, u.XMLName.Local))
@@ -48,22 +47,22 @@ func TestClickHouseUsers(t *testing.T) {
 		require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
 		sum := sha256.Sum256(bytes.TrimSpace(pw))
 		require.Equal(t, hex.EncodeToString(sum[:]), u.Hash, u.XMLName.Local)
-		require.NotContains(t, out.String(), strings.TrimSpace(string(pw)), "the password of %s is printed", u.XMLName.Local)
+		require.NotContains(t, out, strings.TrimSpace(string(pw)), "the password of %s is printed", u.XMLName.Local)
 		require.Equal(t, []string{"::/0"}, u.Networks)
 		got[u.XMLName.Local] = u.Profile
 	}
 	require.Equal(t, map[string]string{chserver.UserWriter: "default", chserver.UserReader: "readonly"}, got, "the writer and the reader, no default user")
 
-	var again bytes.Buffer
-	require.Zero(t, cli.Main([]string{"clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/16", "--network", "fd00::1"}, &again, &errOut))
-	require.Equal(t, strings.ReplaceAll(out.String(), "<ip>::/0</ip>", "<ip>::ffff:10.244.0.0/112</ip><ip>fd00::1</ip>"), again.String(),
+	again := clitest.MustRun(t, "clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/16", "--network", "fd00::1")
+	require.Equal(t, strings.ReplaceAll(out, "<ip>::/0</ip>", "<ip>::ffff:10.244.0.0/112</ip><ip>fd00::1</ip>"), again,
 		"the same passwords, other networks (an IPv4 CIDR in its IPv4-mapped form, which ClickHouse 18.16 compares right)")
 
-	errOut.Reset()
-	require.NotZero(t, cli.Main([]string{"clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/33"}, &out, &errOut))
-	require.Contains(t, errOut.String(), `"10.244.0.0/33" is neither an IP address nor a CIDR`)
-	require.NotZero(t, cli.Main([]string{"clickhouse-users"}, &out, &errOut))
-	require.Contains(t, errOut.String(), "--secrets-dir")
+	code, _, errOut := clitest.Run("clickhouse-users", "--secrets-dir", dir, "--network", "10.244.0.0/33")
+	require.NotZero(t, code)
+	require.Contains(t, errOut, `"10.244.0.0/33" is neither an IP address nor a CIDR`)
+	code, _, errOut = clitest.Run("clickhouse-users")
+	require.NotZero(t, code)
+	require.Contains(t, errOut, "--secrets-dir")
 }
 
 // What clickhouse-users prints is what a real ClickHouse (18.16, as the
@@ -81,10 +80,9 @@ func TestClickHouseUsersLoadInARealServer(t *testing.T) {
 	writes := 0
 	users := func(args ...string) {
 		t.Helper()
-		var out, errOut bytes.Buffer
-		require.Zero(t, cli.Main(append([]string{"clickhouse-users", "--secrets-dir", dir}, args...), &out, &errOut), errOut.String())
+		out := clitest.MustRun(t, append([]string{"clickhouse-users", "--secrets-dir", dir}, args...)...)
 		path := filepath.Join(dir, "users.xml")
-		require.NoError(t, os.WriteFile(path, out.Bytes(), 0o600))
+		require.NoError(t, os.WriteFile(path, []byte(out), 0o600))
 		// ClickHouse notices a changed file by its modification time in
 		// whole seconds: make each write's distinct.
 		writes++

@@ -10,14 +10,16 @@ import (
 	"strings"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
 func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newAnalysisFlags("compare", stderr)
 	exp := fs.String("experiment", "", "compare configurations (config hashes or unique prefixes) of this experiment")
-	level := fs.Float64("level", DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
+	level := fs.Float64("level", report.DefaultLevel, "confidence level of the intervals; differences with p below 1-level are marked")
 	format := fs.String("format", "table", "table, csv or json: the same comparisons in each (like configurations matched, Holm-adjusted)")
 	plotFile := fs.String("plot", "", "also write an SVG plot of --metric by group (repetitions, mean and interval) to this file")
 	metric := fs.String("metric", results.SUTMicroJPerEvent, "the metric of --plot")
@@ -74,12 +76,12 @@ func runCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // its configurations by hash prefix; otherwise EXP:HASH-PREFIX for one
 // configuration of an experiment, or EXP for each of its configurations.
 func compareSides(ctx context.Context, st *store.Store, experiment string, args []string) ([][]Group, error) {
-	loaded := map[string][]ResultRow{}
-	load := func(id string) ([]ResultRow, error) {
+	loaded := map[string][]report.ResultRow{}
+	load := func(id string) ([]report.ResultRow, error) {
 		if rows, ok := loaded[id]; ok {
 			return rows, nil
 		}
-		rows, err := LoadResults(ctx, st, id)
+		rows, err := report.LoadResults(ctx, st, id)
 		if err == nil && len(rows) == 0 {
 			err = fmt.Errorf("experiment %s: no runs stored", id)
 		}
@@ -130,8 +132,8 @@ func labelExp(experiment, id string) string {
 }
 
 // doneRows keeps the runs that finished with results.
-func doneRows(rows []ResultRow) []ResultRow {
-	var out []ResultRow
+func doneRows(rows []report.ResultRow) []report.ResultRow {
+	var out []report.ResultRow
 	for _, r := range rows {
 		if r.State == events.RunStateDone && len(r.Metrics) > 0 {
 			out = append(out, r)
@@ -142,8 +144,8 @@ func doneRows(rows []ResultRow) []ResultRow {
 
 // selectConfig returns the done runs of the one configuration whose hash
 // starts with prefix.
-func selectConfig(rows []ResultRow, prefix string) ([]ResultRow, error) {
-	var out []ResultRow
+func selectConfig(rows []report.ResultRow, prefix string) ([]report.ResultRow, error) {
+	var out []report.ResultRow
 	hashes := map[string]bool{}
 	for _, r := range doneRows(rows) {
 		if strings.HasPrefix(r.ConfigHash, prefix) {
@@ -160,11 +162,11 @@ func selectConfig(rows []ResultRow, prefix string) ([]ResultRow, error) {
 	return out, nil
 }
 
-func byFactors(rows []ResultRow) (map[string][]ResultRow, []string) {
-	out := map[string][]ResultRow{}
+func byFactors(rows []report.ResultRow) (map[string][]report.ResultRow, []string) {
+	out := map[string][]report.ResultRow{}
 	var keys []string
 	for _, r := range rows {
-		k := factors(r.Factors)
+		k := runcharts.Factors(r.Factors)
 		if _, ok := out[k]; !ok {
 			keys = append(keys, k)
 		}

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // Three experiments of one name: A ran 100, 200 and 400 sensors, B 100 and
@@ -37,10 +37,7 @@ func compareFixture(t *testing.T) func(args ...string) string {
 	dsn := compareStore(t)
 	return func(args ...string) string {
 		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...), &out, &errOut)
-		require.Equal(t, 0, code, errOut.String())
-		return out.String()
+		return clitest.MustRun(t, append([]string{"compare", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
 	}
 }
 

@@ -9,8 +9,12 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/greenflow/greenflow/pkg/compare"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/stats"
+	"github.com/greenflow/greenflow/pkg/svgplot"
 )
 
 // One comparison model for every format and any number of arguments: the
@@ -83,13 +87,13 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		for _, s := range c.Sets {
 			js := compareSetJSON{Configuration: s.Configuration, Baseline: s.Groups[0].Label}
 			for _, g := range s.Groups {
-				js.Groups = append(js.Groups, toGroupJSON(g, letter(gi), ""))
+				js.Groups = append(js.Groups, toGroupJSON(g, compare.Letter(gi), ""))
 				gi++
 			}
 			out.Sets = append(out.Sets, js)
 		}
 		for _, g := range c.Unmatched {
-			out.Unmatched = append(out.Unmatched, toGroupJSON(g, "", unmatchedNote))
+			out.Unmatched = append(out.Unmatched, toGroupJSON(g, "", compare.UnmatchedNote))
 		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -100,11 +104,11 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 			"diff_pct", "p", "p_holm", "hedges_g", "significant", "note"})
 		for _, r := range rows {
 			_ = cw.Write([]string{r.Configuration, r.Letter, r.Group, r.Baseline, r.Metric, r.Unit, strconv.Itoa(r.N), csvPtr(r.Mean), csvPtr(r.CILow),
-				csvPtr(r.CIHigh), csvBool(r.CICrossesZero), csvPtr(r.DiffPct), csvPtr(r.P), csvPtr(r.PHolm), csvPtr(r.HedgesG), csvBool(r.Significant), ""})
+				csvPtr(r.CIHigh), report.CSVBool(r.CICrossesZero), csvPtr(r.DiffPct), csvPtr(r.P), csvPtr(r.PHolm), csvPtr(r.HedgesG), report.CSVBool(r.Significant), ""})
 		}
 		for _, g := range c.Unmatched {
-			_ = cw.Write([]string{factors(g.Factors), "", g.Label, "", "", "", strconv.Itoa(len(g.RunIDs)), "", "", "", "", "", "", "", "", "",
-				unmatchedNote})
+			_ = cw.Write([]string{runcharts.Factors(g.Factors), "", g.Label, "", "", "", strconv.Itoa(len(g.RunIDs)), "", "", "", "", "", "", "", "", "",
+				compare.UnmatchedNote})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -124,13 +128,13 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 		default:
 			fmt.Fprintf(w, "Configuration %s:\n", set.Configuration)
 		}
-		first := letter(gi)
+		first := compare.Letter(gi)
 		for i, g := range set.Groups {
 			role := "vs " + first
 			if i == 0 {
 				role = "baseline"
 			}
-			fmt.Fprintf(w, "  %s: %s (%d runs, %s)\n", letter(gi), g.Label, len(g.RunIDs), role)
+			fmt.Fprintf(w, "  %s: %s (%d runs, %s)\n", compare.Letter(gi), g.Label, len(g.RunIDs), role)
 			gi++
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -158,14 +162,14 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 					mark = "*"
 				}
 			}
-			fmt.Fprint(tw, noNegZero(fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, r.Letter, r.N, mean, diff, p, g, mark)))
+			fmt.Fprint(tw, svgplot.NoNegZero(fmt.Sprintf("%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", r.Metric, r.Letter, r.N, mean, diff, p, g, mark)))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	if len(c.Unmatched) > 0 {
-		fmt.Fprintf(w, "\nNot compared (%s):\n", strings.TrimPrefix(unmatchedNote, "not compared: "))
+		fmt.Fprintf(w, "\nNot compared (%s):\n", strings.TrimPrefix(compare.UnmatchedNote, "not compared: "))
 		for _, g := range c.Unmatched {
 			fmt.Fprintf(w, "  %s (%d runs)\n", g.Label, len(g.RunIDs))
 		}
@@ -179,7 +183,7 @@ func (c Compared) Write(w io.Writer, format string, level float64) error {
 
 // metricFormat is how a headline metric is printed.
 func metricFormat(metric string) string {
-	for _, m := range compareMetrics {
+	for _, m := range compare.Metrics {
 		if m.Metric == metric {
 			return m.Format
 		}
@@ -200,15 +204,15 @@ func displayUnit(u string) string {
 // error bar, on a category axis of the groups' letters; the legend is the
 // key — letter, the experiment's distinguishing part and the
 // configuration — and a note lists what was not compared.
-func (c Compared) Plot(metric string, level float64) (plot, error) {
+func (c Compared) Plot(metric string, level float64) (svgplot.Plot, error) {
 	unit := displayUnit(results.Unit(metric))
 	ylabel := metric
 	if unit != "" {
 		ylabel += " (" + unit + ")"
 	}
-	p := plot{Title: metric + " by group (mean ± " + strconv.Itoa(int(level*100)) + "% CI; dots: repetitions)",
+	p := svgplot.Plot{Title: metric + " by group (mean ± " + strconv.Itoa(int(level*100)) + "% CI; dots: repetitions)",
 		XLabel: "group (the first of each configuration is its baseline)", YLabel: ylabel, YFromZero: true}
-	reps := series{Name: "repetitions", Marker: true, Color: "#999999"}
+	reps := svgplot.Series{Name: "repetitions", Marker: true, Color: "#999999"}
 	short := shortExperimentIDs(c)
 	found := false
 	gi := 0
@@ -216,16 +220,16 @@ func (c Compared) Plot(metric string, level float64) (plot, error) {
 	for _, set := range c.Sets {
 		for _, g := range set.Groups {
 			x++
-			l := letter(gi)
+			l := compare.Letter(gi)
 			gi++
-			p.XCats = append(p.XCats, catTick{X: x, Label: l})
+			p.XCats = append(p.XCats, svgplot.CatTick{X: x, Label: l})
 			xs := g.Values[metric]
 			if len(xs) == 0 {
 				continue
 			}
 			found = true
 			d := stats.Describe(xs, level)
-			p.Series = append(p.Series, series{Name: l + ": " + groupKey(g, short), X: []float64{x}, Y: []float64{d.Mean},
+			p.Series = append(p.Series, svgplot.Series{Name: l + ": " + groupKey(g, short), X: []float64{x}, Y: []float64{d.Mean},
 				Lo: []float64{d.CILow}, Hi: []float64{d.CIHigh}, Marker: true, ClampLo: results.Positive(metric)})
 			for j, v := range xs {
 				// Spread the repetitions a little beside the mean, in run order.
@@ -236,7 +240,7 @@ func (c Compared) Plot(metric string, level float64) (plot, error) {
 		x += 0.5 // a gap between configurations
 	}
 	if !found {
-		return plot{}, fmt.Errorf("no group has %s", metric)
+		return svgplot.Plot{}, fmt.Errorf("no group has %s", metric)
 	}
 	p.Series = append(p.Series, reps)
 	for _, g := range c.Unmatched {
@@ -255,7 +259,7 @@ func (c Compared) PlotSVG(metric string, level float64) (string, error) {
 }
 
 // ComparePlot plots groups compared as named.
-func ComparePlot(groups []Group, metric string, level float64) (plot, error) {
+func ComparePlot(groups []Group, metric string, level float64) (svgplot.Plot, error) {
 	return named(groups).Plot(metric, level)
 }
 
@@ -273,9 +277,9 @@ func groupKey(g Group, short map[string]string) string {
 		parts = append(parts, s)
 	}
 	if g.ConfigHash != "" {
-		parts = append(parts, shortHash(g.ConfigHash))
+		parts = append(parts, report.ShortHash(g.ConfigHash))
 	}
-	if f := factors(g.Factors); f != "-" {
+	if f := runcharts.Factors(g.Factors); f != "-" {
 		parts = append(parts, strings.ReplaceAll(f, ",", ", "))
 	}
 	if len(parts) == 0 {
@@ -336,7 +340,7 @@ func csvPtr(v *float64) string {
 	if v == nil {
 		return ""
 	}
-	return csvFloat(*v)
+	return report.CSVFloat(*v)
 }
 
 // groupLabel shortens a label of factors for the legend.
@@ -346,9 +350,9 @@ func groupLabel(exp, configHash string, f map[string]string) string {
 		parts = append(parts, exp)
 	}
 	if configHash != "" {
-		parts = append(parts, shortHash(configHash))
+		parts = append(parts, report.ShortHash(configHash))
 	}
-	if s := factors(f); s != "-" {
+	if s := runcharts.Factors(f); s != "-" {
 		parts = append(parts, s)
 	}
 	return strings.Join(parts, " ")

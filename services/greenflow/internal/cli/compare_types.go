@@ -1,13 +1,15 @@
 package cli
 
-import "github.com/greenflow/greenflow/pkg/compare"
+import (
+	"github.com/greenflow/greenflow/pkg/compare"
+	"github.com/greenflow/greenflow/pkg/report"
+)
 
 // The comparison's statistics are pkg/compare's, shared with the web
 // console; the CLI adds its formats (table, CSV, JSON) and its plot.
 type (
-	Group      = compare.Group
-	CompareSet = compare.CompareSet
-	GroupStat  = compare.GroupStat
+	Group     = compare.Group
+	GroupStat = compare.GroupStat
 )
 
 // Compared is a comparison with the CLI's renderings (Write, Plot).
@@ -18,18 +20,10 @@ type Compared struct{ compare.Compared }
 func MatchSides(sides [][]Group) Compared { return Compared{compare.MatchSides(sides)} }
 
 // NewGroup collects the metrics of rows under label.
-func NewGroup(label string, rows []ResultRow) Group {
+func NewGroup(label string, rows []report.ResultRow) Group {
 	runs := make([]compare.Run, len(rows))
 	for i, r := range rows {
 		runs[i] = compare.Run{RunID: r.RunID, ConfigHash: r.ConfigHash, Factors: r.Factors, Metrics: r.Metrics}
 	}
 	return compare.NewGroup(label, runs)
 }
-
-var (
-	compareMetrics = compare.Metrics
-	letter         = compare.Letter
-	crossesZero    = compare.CrossesZero
-)
-
-const unmatchedNote = compare.UnmatchedNote

@@ -1,14 +1,12 @@
 package cli_test
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	"github.com/stretchr/testify/require"
-
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
 // --clickhouse-dsn-file keeps the DSN's password off the command line: the
@@ -21,9 +19,8 @@ func TestCLIReadsTheClickHouseDSNFromAFile(t *testing.T) {
 	file := filepath.Join(dir, "clickhouse.dsn")
 	require.NoError(t, os.WriteFile(file, []byte(dsn+"\n"), 0o600))
 	run := func(args ...string) (string, string, int) {
-		var out, errOut bytes.Buffer
-		code := cli.Main(append([]string{"compare", "--state-dir", t.TempDir()}, args...), &out, &errOut)
-		return out.String(), errOut.String(), code
+		code, out, errOut := clitest.Run(append([]string{"compare", "--state-dir", t.TempDir()}, args...)...)
+		return out, errOut, code
 	}
 	want, errOut, code := run("--clickhouse-dsn", dsn, expA, expB)
 	require.Zero(t, code, errOut)

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/natsembed"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // nats-config prints a nats-server authorization block with every user's
@@ -18,9 +17,7 @@ import (
 // so running it again prints the same users.
 func TestNATSConfig(t *testing.T) {
 	dir := t.TempDir()
-	var out, errOut bytes.Buffer
-	require.Zero(t, cli.Main([]string{"nats-config", "--creds-dir", dir}, &out, &errOut), errOut.String())
-	conf := out.String()
+	conf := clitest.MustRun(t, "nats-config", "--creds-dir", dir)
 	require.Contains(t, conf, "authorization {")
 	for _, user := range bus.Users() {
 		require.Contains(t, conf, "# "+user+"\n", user)
@@ -32,10 +29,9 @@ func TestNATSConfig(t *testing.T) {
 	require.Contains(t, conf, `"gf.evt.run.analyzed"`, "the analyzer publishes its event")
 	require.Equal(t, 2, strings.Count(conf, "allow_responses"), "only the scheduler (and admin) answer requests")
 
-	var again bytes.Buffer
-	require.Zero(t, cli.Main([]string{"nats-config", "--creds-dir", dir}, &again, &errOut), errOut.String())
-	require.Equal(t, conf, again.String())
+	require.Equal(t, conf, clitest.MustRun(t, "nats-config", "--creds-dir", dir))
 
-	require.NotZero(t, cli.Main([]string{"nats-config"}, &out, &errOut))
-	require.Contains(t, errOut.String(), "--creds-dir")
+	code, _, errOut := clitest.Run("nats-config")
+	require.NotZero(t, code)
+	require.Contains(t, errOut, "--creds-dir")
 }

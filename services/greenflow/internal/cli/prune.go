@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -43,7 +44,7 @@ func PlanPrune(days []store.SampleDay, cutoff uint32) []PruneDay {
 		case d.Day >= cutoff:
 			p.Why = "recent"
 		case d.Runs > 0:
-			p.Why = nRuns(int(d.Runs)) + " on it"
+			p.Why = report.NRuns(int(d.Runs)) + " on it"
 		default:
 			p.Action, p.Why = "drop", "no run on it"
 		}

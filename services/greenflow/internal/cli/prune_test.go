@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // TestPruneDropsOldDaysNoRunTouches: samples on four days — two long ago
@@ -42,12 +42,11 @@ func TestPruneDropsOldDaysNoRunTouches(t *testing.T) {
 	}
 
 	prune := func(args ...string) (string, error) {
-		var out, errOut bytes.Buffer
-		code := cli.Main(append([]string{"prune", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...), &out, &errOut)
+		code, out, errOut := clitest.Run(append([]string{"prune", "--clickhouse-dsn", dsn, "--state-dir", t.TempDir()}, args...)...)
 		if code != 0 {
-			return out.String(), &exitError{code, errOut.String()}
+			return out, &exitError{code, errOut}
 		}
-		return out.String(), nil
+		return out, nil
 	}
 	out, err := prune("--dry-run")
 	require.NoError(t, err)

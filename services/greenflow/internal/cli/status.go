@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 )
 
 type runStatus struct {
@@ -98,7 +100,7 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		case r.StartsMs > 0 && r.State == events.RunStatePending && time.Until(time.UnixMilli(r.StartsMs)) > 0:
 			left = "starts in " + time.Until(time.UnixMilli(r.StartsMs)).Round(100*time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", shortRun(r.RunID), r.Repetition, factors(r.Factors), r.State, left, flagList(r.Flags),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", runcharts.ShortRun(r.RunID), r.Repetition, runcharts.Factors(r.Factors), r.State, left, report.FlagList(r.Flags),
 			strings.ReplaceAll(r.Reason, "\n", " "))
 	}
 	if err := tw.Flush(); err != nil {

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +17,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
 
@@ -62,20 +61,16 @@ spec:
 	// A deployment's first admin token is written over NATS; the admin
 	// makes the operator's through the API.
 	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
-	var bootstrap, bootErr bytes.Buffer
-	require.Zero(t, cli.Main(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...),
-		&bootstrap, &bootErr), bootErr.String())
-	admin := strings.TrimSpace(bootstrap.String())
+	code, bootstrap, bootErr := clitest.Run(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...)...)
+	require.Zero(t, code, bootErr)
+	admin := strings.TrimSpace(bootstrap)
 	run := func(args ...string) (string, int) {
-		var out, errOut bytes.Buffer
-		code := cli.Main(append(args, conn...), &out, &errOut)
-		return out.String() + errOut.String(), code
+		code, out, errOut := clitest.Run(append(args, conn...)...)
+		return out + errOut, code
 	}
-	var created, errOut bytes.Buffer
-	require.NotContains(t, bootErr.String(), admin, "the description on stderr does not repeat the token")
-	require.Zero(t, cli.Main(append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...), &created, &errOut),
-		errOut.String())
-	conn = append(conn, "--token", strings.TrimSpace(created.String()))
+	require.NotContains(t, bootErr, admin, "the description on stderr does not repeat the token")
+	created := clitest.MustRun(t, append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...)...)
+	conn = append(conn, "--token", strings.TrimSpace(created))
 	testenv.Eventually(t, 30*time.Second, "the scheduler answers", func() bool { _, code := run("list"); return code == 0 })
 	out, code := run("submit", "-f", specFile)
 	require.Zero(t, code, out)

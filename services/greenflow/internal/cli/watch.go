@@ -14,6 +14,8 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
+	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
@@ -49,7 +51,7 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 			if m.PhaseEndMs > m.TsMs {
 				dur = fmt.Sprintf(" for %s", time.Duration(m.PhaseEndMs-m.TsMs)*time.Millisecond)
 			}
-			fmt.Fprintf(out, "%s   %s %-12s%s%s\n", stamp(), shortRun(m.RunID), m.State, dur, reasonSuffix(m.Reason))
+			fmt.Fprintf(out, "%s   %s %-12s%s%s\n", stamp(), runcharts.ShortRun(m.RunID), m.State, dur, reasonSuffix(m.Reason))
 		case *events.LoadProgress:
 			if time.Since(lastProgress[m.RunID]) < 2*time.Second {
 				return
@@ -61,13 +63,13 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 				n := int(frac * 20)
 				bar = fmt.Sprintf(" [%s%s] %3.0f%% of phase", strings.Repeat("#", n), strings.Repeat(".", 20-n), frac*100)
 			}
-			fmt.Fprintf(out, "%s   %s load %8.0f msg/s, %d sent%s\n", stamp(), shortRun(m.RunID), m.RatePerSec, m.RecordsSent, bar)
+			fmt.Fprintf(out, "%s   %s load %8.0f msg/s, %d sent%s\n", stamp(), runcharts.ShortRun(m.RunID), m.RatePerSec, m.RecordsSent, bar)
 		case *events.RunAnalyzed:
 			est := ""
 			if m.Estimated {
 				est = " (estimated)"
 			}
-			fmt.Fprintf(out, "%s   %s analyzed: %.2f J SUT, %.1f J node, %d events, %.1f µJ/event%s\n", stamp(), shortRun(m.RunID), m.EnergyJ,
+			fmt.Fprintf(out, "%s   %s analyzed: %.2f J SUT, %.1f J node, %d events, %.1f µJ/event%s\n", stamp(), runcharts.ShortRun(m.RunID), m.EnergyJ,
 				m.NodeEnergyJ, m.Events, m.MicroJPerEvent, est)
 		}
 	}
@@ -97,15 +99,15 @@ func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.
 		return err
 	}
 	defer st.Close()
-	rows, err := LoadResults(ctx, st, id)
+	rows, err := report.LoadResults(ctx, st, id)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nResults of %s (measured window only):\n", id)
-	if err := WriteResults(stdout, "table", rows); err != nil {
+	if err := report.WriteResults(stdout, "table", rows); err != nil {
 		return err
 	}
-	if err := WriteCapacity(ctx, stdout, st, id); err != nil {
+	if err := report.WriteCapacity(ctx, stdout, st, id); err != nil {
 		return err
 	}
 	if final != events.ExperimentStateDone {

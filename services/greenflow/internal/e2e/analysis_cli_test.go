@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/csv"
 	"encoding/json"
 	"encoding/xml"
@@ -19,7 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
 
 // TestAnalysisOfRepeatedExperiment runs two load levels with two
@@ -39,19 +40,16 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	conn := []string{"--clickhouse-dsn", st.Endpoints.ClickHouseDSN, "--state-dir", t.TempDir()}
 	run := func(args ...string) string {
 		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append(args, conn...), &out, &errOut)
-		require.Equal(t, 0, code, "greenflow %v: %s", args, errOut.String())
-		return out.String()
+		return clitest.MustRun(t, append(args, conn...)...)
 	}
 
 	table := run("results", id)
 	require.Contains(t, table, "Per configuration")
 	require.Contains(t, table, "±")
 
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
-	sums := cli.SummarizeRuns(rows, cli.DefaultLevel)
+	sums := report.SummarizeRuns(rows, report.DefaultLevel)
 	require.Len(t, sums, 2)
 	for _, s := range sums {
 		require.Len(t, s.RunIDs, 2)
@@ -109,7 +107,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Len(t, doc.Provenance.Meters, 2, "one meter configuration per configuration")
 	require.Len(t, doc.Configs, 2)
 	require.NotEmpty(t, doc.ParetoFront)
-	byHash := map[string]cli.ConfigSummary{}
+	byHash := map[string]report.ConfigSummary{}
 	for _, s := range sums {
 		byHash[s.ConfigHash] = s
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -11,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
@@ -31,10 +30,8 @@ func TestCLIUsesTheDevStacksTokenByItself(t *testing.T) {
 	require.NoError(t, err)
 
 	run := func(args ...string) (string, string, int) {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append(args, "--state-dir", o.StateDir), &out, &errOut)
-		return out.String(), errOut.String(), code
+		code, out, errOut := clitest.Run(append(args, "--state-dir", o.StateDir)...)
+		return out, errOut, code
 	}
 	testenv.Eventually(t, 60*time.Second, "the scheduler answers", func() bool { _, _, code := run("list"); return code == 0 })
 

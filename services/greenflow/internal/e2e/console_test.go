@@ -121,6 +121,16 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	token := s.st.AdminToken()
 	id := s.submitAPI(t, token, true, phases("1s", "1s", "8s")...)
 	hc := devstacktest.ConsoleClient(t, s.console, token)
+	// get fetches a console page and returns the response and its body.
+	get := func(path string) (*http.Response, string) {
+		t.Helper()
+		resp, err := hc.Get(s.console + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(body)
+	}
 
 	// The live stream, read as a browser's EventSource would.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -188,10 +198,7 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	})
 	require.Equal(t, events.ExperimentStateDone, final)
 
-	resp, err = hc.Get(s.console + "/experiments/" + id + "/runs/" + run)
-	require.NoError(t, err)
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, page := get("/experiments/" + id + "/runs/" + run)
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	svgs := regexp.MustCompile(`(?s)<svg .*?</svg>`).FindAllString(string(page), -1)
 	require.GreaterOrEqual(t, len(svgs), 3, "power, throughput and lag charts")
@@ -211,10 +218,7 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	// dashes of a live stream with nothing left to say (a trial found
 	// every figure "—" after the demo) — and no live stream; a notice in
 	// ?flash= that the console did not write is not shown.
-	resp, err = hc.Get(s.console + "/experiments/" + id + "?flash=visit+evil.example")
-	require.NoError(t, err)
-	page, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, page = get("/experiments/" + id + "?flash=visit+evil.example")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, string(page), "finished: each run as analysed")
 	require.NotContains(t, string(page), "data-live=")
@@ -226,10 +230,7 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 
 	// The history: the configuration with its interval, its repetitions,
 	// the Pareto chart, and the runs' results as CSV.
-	resp, err = hc.Get(s.console + "/experiments/" + id + "/results")
-	require.NoError(t, err)
-	page, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, page = get("/experiments/" + id + "/results")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Contains(t, string(page), "workload.sensors=500")
 	require.Contains(t, string(page), "on the front", "one configuration is its own Pareto front")
@@ -239,10 +240,7 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	require.Len(t, svgs, 1)
 	require.NoError(t, svgplot.WellFormed(svgs[0]))
 	require.Contains(t, svgs[0], ">Pareto front<")
-	resp, err = hc.Get(s.console + "/experiments/" + id + "/results.csv")
-	require.NoError(t, err)
-	csvText, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, csvText := get("/experiments/" + id + "/results.csv")
 	require.Equal(t, "text/csv; charset=utf-8", resp.Header.Get("Content-Type"))
 	lines := strings.Split(strings.TrimSpace(string(csvText)), "\n")
 	require.Len(t, lines, 2, "a header and the run")
@@ -255,10 +253,7 @@ func TestConsoleFollowsARealRunLiveAndDrawsItsCharts(t *testing.T) {
 	testenv.Eventually(t, 3*time.Minute, "the second experiment final", func() bool {
 		return events.ExperimentFinal(s.status(t, poller, second).State)
 	})
-	resp, err = hc.Get(s.console + "/compare?e=" + id + "&e=" + second)
-	require.NoError(t, err)
-	page, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, page = get("/compare?e=" + id + "&e=" + second)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", page)
 	require.Contains(t, string(page), "<h2>sensors=500</h2>")
 	require.Contains(t, string(page), "baseline: "+id+": workload.sensors=500")

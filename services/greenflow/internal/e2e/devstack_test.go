@@ -11,9 +11,9 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
 	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
@@ -33,7 +33,7 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	require.Equal(t, 2, n)
 	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 2*time.Minute, nil))
 
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
 	done := map[string]bool{} // configurations with a done run
 	for _, r := range rows {
@@ -118,13 +118,13 @@ func gjsonRun(b []byte) string {
 
 // loadTolerance is how far a run's events in the window may be from the
 // offered load: the analyzer's default tolerance.
-func loadTolerance(r cli.ResultRow) float64 {
+func loadTolerance(r report.ResultRow) float64 {
 	cfg := analyzerapp.Service.Default()
 	return cfg.LoadTolerance*r.Metrics["events_offered"] + r.Metrics["offered_rate_eps"]*cfg.LoadEdgeSlack.Seconds()
 }
 
 // shortOfOffer reports whether count falls short of the run's offered load
 // beyond the analyzer's tolerance.
-func shortOfOffer(r cli.ResultRow, count float64) bool {
+func shortOfOffer(r report.ResultRow, count float64) bool {
 	return r.Metrics["events_offered"]-count > loadTolerance(r)
 }

@@ -13,10 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
@@ -55,7 +55,7 @@ func TestSchedulerKill9MidRunResumes(t *testing.T) {
 func requireEveryRunDoneOnce(ctx context.Context, t *testing.T, st *store.Store, id string, n int, obs *devstacktest.Observer,
 	commands []events.Type, firstRun string) {
 	t.Helper()
-	rows, err := cli.LoadResults(ctx, st, id)
+	rows, err := report.LoadResults(ctx, st, id)
 	require.NoError(t, err)
 	require.Len(t, rows, n, "no run lost or added")
 	for _, r := range rows {
@@ -111,9 +111,9 @@ func TestLoadStoppedMidMeasuringFailsAndRetriesTheRun(t *testing.T) {
 	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: id, RunID: victim}, "test-stop:"+victim))
 
 	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 3*time.Minute, nil))
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
-	byID := map[string]cli.ResultRow{}
+	byID := map[string]report.ResultRow{}
 	for _, r := range rows {
 		t.Logf("run %s: %s, %.0f of %.0f events offered in the window, flags %v %s", r.RunID, r.State, r.Metrics["events"],
 			r.Metrics["events_offered"], r.Flags, r.Reason)
@@ -149,7 +149,7 @@ func TestLoadStoppedMidMeasuringFailsAndRetriesTheRun(t *testing.T) {
 		require.InDelta(t, r.Metrics["events_offered"], r.Metrics["events"], loadTolerance(r), rid)
 	}
 	// Statistics count only valid runs: the stopped one is left out.
-	for _, s := range cli.SummarizeRuns(rows, cli.DefaultLevel) {
+	for _, s := range report.SummarizeRuns(rows, report.DefaultLevel) {
 		require.NotContains(t, s.RunIDs, victim)
 	}
 }

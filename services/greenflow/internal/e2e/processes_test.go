@@ -12,8 +12,8 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
@@ -67,7 +67,7 @@ func TestServicesAsSeparateProcesses(t *testing.T) {
 	require.Equal(t, events.ExperimentStateDone, final)
 
 	st := testenv.StoreOn(t, dsn)
-	rows, err := cli.LoadResults(ctx, st, id)
+	rows, err := report.LoadResults(ctx, st, id)
 	require.NoError(t, err)
 	require.NotEmpty(t, rows)
 	for _, r := range rows {

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
@@ -23,10 +23,8 @@ func TestCLITriggerListAndDisarm(t *testing.T) {
 	st := devstacktest.New(t, o)
 	devstacktest.Run(t, st)
 	run := func(args ...string) (string, string, int) {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		code := cli.Main(append(args, "--state-dir", o.StateDir), &out, &errOut)
-		return out.String(), errOut.String(), code
+		code, out, errOut := clitest.Run(append(args, "--state-dir", o.StateDir)...)
+		return out, errOut, code
 	}
 	testenv.Eventually(t, 60*time.Second, "the scheduler answers", func() bool { _, _, code := run("trigger", "list"); return code == 0 })
 

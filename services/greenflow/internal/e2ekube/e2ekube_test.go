@@ -12,7 +12,6 @@ import (
 	"context"
 	"os"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,9 +19,10 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
 )
@@ -86,7 +86,7 @@ func TestConsolidationExperimentOnKubernetes(t *testing.T) {
 	obs := devstacktest.Observe(t, b, id, events.TypeRunProvisioned)
 	final := obs.WaitFinal(t, 2*time.Minute, nil)
 
-	rows, err := cli.LoadResults(ctx, st.Store, id)
+	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
 	require.Len(t, rows, 2)
 	require.Equal(t, events.ExperimentStateDone, final)
@@ -117,12 +117,11 @@ func TestConsolidationExperimentOnKubernetes(t *testing.T) {
 // GreenFlow names every component as not applied, and says what to run,
 // with a non-zero exit (pkg/cluster's own test drives up and down).
 func TestClusterStatusBeforeUp(t *testing.T) {
-	var out, errOut strings.Builder
-	code := cli.Main([]string{"cluster", "status", "--kubeconfig", kubetest.Kubeconfig(t, t.TempDir()), "--secrets-dir", t.TempDir()}, &out, &errOut)
-	require.Equal(t, 1, code, "stdout: %s\nstderr: %s", out.String(), errOut.String())
-	require.Contains(t, errOut.String(), "not every component is ready")
+	code, out, errOut := clitest.Run("cluster", "status", "--kubeconfig", kubetest.Kubeconfig(t, t.TempDir()), "--secrets-dir", t.TempDir())
+	require.Equal(t, 1, code, "stdout: %s\nstderr: %s", out, errOut)
+	require.Contains(t, errOut, "not every component is ready")
 	for _, c := range []string{"greenflow/scheduler", "greenflow-collector/energy-collector", "greenflow/nats", "greenflow/clickhouse"} {
-		require.Regexp(t, `(?m)^\s+\S+\s+`+regexp.QuoteMeta(c)+`\s+NOT READY: not applied \(run greenflow cluster up\)$`, out.String())
+		require.Regexp(t, `(?m)^\s+\S+\s+`+regexp.QuoteMeta(c)+`\s+NOT READY: not applied \(run greenflow cluster up\)$`, out)
 	}
-	require.Contains(t, out.String(), "kafka/greenflow                          NOT READY: the cluster does not serve Kafka kafka.strimzi.io/v1 (Strimzi's operator")
+	require.Contains(t, out, "kafka/greenflow                          NOT READY: the cluster does not serve Kafka kafka.strimzi.io/v1 (Strimzi's operator")
 }

@@ -1,4 +1,4 @@
-package cli_test
+package report_test
 
 import (
 	"context"
@@ -8,10 +8,10 @@ import (
 	"testing"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
 // The 20-run experiment the export and report benchmarks read, stored after
@@ -133,7 +133,7 @@ func benchBench20(b *testing.B, do func(context.Context, *store.Store) error) {
 func BenchmarkExportTwentyRunsAfterHistory(b *testing.B) {
 	dir := b.TempDir()
 	benchBench20(b, func(ctx context.Context, st *store.Store) error {
-		files, err := cli.Export(ctx, st, bench20ID, dir, true)
+		files, err := report.Export(ctx, st, bench20ID, dir, true)
 		if err == nil && len(files) < 6 {
 			err = fmt.Errorf("export wrote %d files", len(files))
 		}
@@ -145,7 +145,7 @@ func BenchmarkExportTwentyRunsAfterHistory(b *testing.B) {
 // 20-run experiment (every run's power plot) on the same database.
 func BenchmarkReportTwentyRunsAfterHistory(b *testing.B) {
 	benchBench20(b, func(ctx context.Context, st *store.Store) error {
-		page, err := cli.Report(ctx, st, bench20ID, bench20Runs)
+		page, err := report.Report(ctx, st, bench20ID, bench20Runs)
 		if err == nil && len(page) < 10_000 {
 			err = fmt.Errorf("report of %d bytes", len(page))
 		}

@@ -1,4 +1,4 @@
-package cli
+package report
 
 import (
 	"encoding/json"
@@ -16,8 +16,11 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
+	"github.com/greenflow/greenflow/pkg/svgplot"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
+
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // lineBreaks is run by Chromium in a copy of the page: for every table
 // cell it finds where the browser broke the cell's text over lines, and
@@ -102,7 +105,7 @@ func behindRows() []ResultRow {
 	return rows
 }
 
-func seriesNamed(t *testing.T, p plot, name string) series {
+func seriesNamed(t *testing.T, p svgplot.Plot, name string) svgplot.Series {
 	t.Helper()
 	for _, s := range p.Series {
 		if s.Name == name {
@@ -110,7 +113,7 @@ func seriesNamed(t *testing.T, p plot, name string) series {
 		}
 	}
 	t.Fatalf("no series %q in %q", name, p.Title)
-	return series{}
+	return svgplot.Series{}
 }
 
 // TestLoadPlotSetsApartRunsThatFellBehind: the run that failed the lag SLO
@@ -119,10 +122,10 @@ func seriesNamed(t *testing.T, p plot, name string) series {
 func TestLoadPlotSetsApartRunsThatFellBehind(t *testing.T) {
 	rows := behindRows()
 	sums := SummarizeRuns(rows, DefaultLevel)
-	p := loadPlot(sums, rows, results.SUTMicroJPerEvent, "SUT energy per event vs offered load")
+	p := LoadPlot(sums, rows, results.SUTMicroJPerEvent, "SUT energy per event vs offered load")
 	line := seriesNamed(t, p, "mean ± CI")
 	require.Equal(t, []float64{100_000, 200_000}, line.X, "the line joins only the runs that kept up")
-	bad := seriesNamed(t, p, lagSLOFailedName)
+	bad := seriesNamed(t, p, LagSLOFailedName)
 	require.Equal(t, "cross", bad.Shape)
 	require.False(t, bad.Line)
 	require.Contains(t, bad.Y, 20.7)
@@ -140,15 +143,15 @@ func TestLoadPlotSetsApartRunsThatFellBehind(t *testing.T) {
 func TestThroughputPlotShowsWhatTheSUTProcessed(t *testing.T) {
 	rows := behindRows()
 	sums := SummarizeRuns(rows, DefaultLevel)
-	p := throughputPlot(sums, rows)
+	p := ThroughputPlot(sums, rows)
 	delivered := seriesNamed(t, p, "delivered (generator into Kafka)")
 	require.Equal(t, []float64{100_000, 200_000, 400_000}, delivered.Y)
-	processed := seriesNamed(t, p, processedName)
+	processed := seriesNamed(t, p, ProcessedName)
 	require.Equal(t, []float64{100_000, 200_000, 400_000}, processed.X)
 	require.InDeltaSlice(t, []float64{99_997, 200_000.2, 1202}, processed.Y, 1e-6)
 	rows[2].Metrics[results.LagTrendSlope] = 500_000
-	p = throughputPlot(SummarizeRuns(rows, DefaultLevel), rows)
-	require.Equal(t, 0.0, seriesNamed(t, p, processedName).Y[2], "never below zero")
+	p = ThroughputPlot(SummarizeRuns(rows, DefaultLevel), rows)
+	require.Equal(t, 0.0, seriesNamed(t, p, ProcessedName).Y[2], "never below zero")
 	wellFormed(t, p.SVG())
 }
 
@@ -156,7 +159,7 @@ func TestThroughputPlotShowsWhatTheSUTProcessed(t *testing.T) {
 // lag-SLO verdict from its lag_slo_ok.
 func TestRunTableShowsEachRunsLagVerdict(t *testing.T) {
 	rows := append(behindRows(), ResultRow{RunID: "e-r0003", State: "failed"})
-	head, body := runTable(rows)
+	head, body := RunTable(rows)
 	col := slices.Index(head, "lag SLO")
 	require.Positive(t, col)
 	var got []string
@@ -173,11 +176,11 @@ func TestRunTableShowsEachRunsLagVerdict(t *testing.T) {
 func TestParetoFrontLeavesOutRunsThatFellBehind(t *testing.T) {
 	rows := behindRows()
 	sums := SummarizeRuns(rows, DefaultLevel)
-	p, note := paretoPlot(sums)
+	p, note := ParetoPlot(sums)
 	front := seriesNamed(t, p, "Pareto front")
 	require.NotContains(t, front.X, 400_000.0)
 	require.Equal(t, []float64{200_000}, front.X, "the table's front: the most events/s for the fewest µJ among those that kept up")
-	require.Equal(t, []float64{20.7}, seriesNamed(t, p, lagSLOFailedName).Y)
+	require.Equal(t, []float64{20.7}, seriesNamed(t, p, LagSLOFailedName).Y)
 	require.NotContains(t, note, "sensors=400000")
 	wellFormed(t, p.SVG())
 }
@@ -186,7 +189,7 @@ func TestParetoFrontLeavesOutRunsThatFellBehind(t *testing.T) {
 // shown as a model of 0 W; one that set some fields shows those.
 func TestProvenanceShowsOnlyWhatTheSpecSet(t *testing.T) {
 	meters := func(requested string) string {
-		rows := provenanceRows(results.Provenance{Meters: []results.MeterProvenance{{ConfigHash: "c1",
+		rows := ProvenanceRows(results.Provenance{Meters: []results.MeterProvenance{{ConfigHash: "c1",
 			Requested: json.RawMessage(requested), EffectiveNote: "not recorded by this collector"}}})
 		for _, r := range rows {
 			if r[0] == "meters of config c1" {
@@ -196,7 +199,7 @@ func TestProvenanceShowsOnlyWhatTheSpecSet(t *testing.T) {
 		t.Fatalf("no meters row in %v", rows)
 		return ""
 	}
-	require.Equal(t, "requested "+notSetNote+"; effective not recorded by this collector",
+	require.Equal(t, "requested "+NotSetNote+"; effective not recorded by this collector",
 		meters(`{"source":"","model":{"idleWatts":0,"maxWatts":0}}`))
 	require.Equal(t, `requested {"model":{"maxWatts":95},"source":"model"}; effective not recorded by this collector`,
 		meters(`{"source":"model","model":{"idleWatts":0,"maxWatts":95},"extra":[]}`))

@@ -1,4 +1,4 @@
-package cli_test
+package report_test
 
 import (
 	"strings"
@@ -7,9 +7,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
 // Strings from a spec — the experiment's name and labels, factor values —
@@ -28,7 +28,7 @@ func TestReportEscapesSpecStrings(t *testing.T) {
 		{ExperimentID: "e-esc", RunID: "e-esc-r0001", ConfigHash: "c2", Factors: `{"workload.label":"b"}`,
 			State: events.RunStateFailed, Reason: "failed: " + mark, Phases: "[]", MeasureStartMs: 3000, MeasureEndMs: 4000, CreatedMs: 2},
 	}))
-	page, err := cli.Report(ctx, st, "e-esc", 10)
+	page, err := report.Report(ctx, st, "e-esc", 10)
 	require.NoError(t, err)
 	html := string(page)
 	require.NotContains(t, html, "<script>", "markup from the spec is never emitted as markup")

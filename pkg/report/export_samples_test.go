@@ -1,4 +1,4 @@
-package cli_test
+package report_test
 
 import (
 	"encoding/csv"
@@ -11,10 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
-	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
 )
 
 // TestExportSamplesPerRun: three runs — two overlapping in time on nodes
@@ -62,7 +62,7 @@ func TestExportSamplesPerRun(t *testing.T) {
 	require.NoError(t, st.InsertSamples(ctx, samples))
 
 	dir := t.TempDir()
-	_, err := cli.Export(ctx, st, "e", dir, true)
+	_, err := report.Export(ctx, st, "e", dir, true)
 	require.NoError(t, err)
 	f, err := os.Open(filepath.Join(dir, "samples.csv"))
 	require.NoError(t, err)
