@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
+
+	"github.com/greenflow/greenflow/pkg/results"
 )
 
 // Phases of a reservation record.
@@ -60,15 +63,23 @@ func (r Reservation) Hosts(role string) []string {
 }
 
 // Provenance is the part of a reservation an experiment records with its
-// results: where it ran, on what.
-func (r Reservation) Provenance() map[string]any {
-	nodes := make([]map[string]any, len(r.Nodes))
+// results: where it ran, under which job, on what, until when.
+func (r Reservation) Provenance() results.TestbedProvenance {
+	nodes := make([]results.TestbedNode, len(r.Nodes))
 	for i, n := range r.Nodes {
-		nodes[i] = map[string]any{"host": n.Host, "role": n.Role, "cpu_model": n.Facts.CPUModel, "cores": n.Facts.Cores,
-			"memory_bytes": n.Facts.MemoryBytes, "wattmeter": n.Facts.Wattmeter}
+		nodes[i] = results.TestbedNode{Host: n.Host, Role: n.Role, CPUModel: n.Facts.CPUModel, Cores: n.Facts.Cores,
+			MemoryBytes: n.Facts.MemoryBytes, Wattmeter: n.Facts.Wattmeter}
 	}
-	return map[string]any{"backend": r.Backend, "reservation": r.ID, "site": r.Spec.Site, "cluster": r.Spec.Cluster,
-		"started_at": r.StartedAt, "ends_at": r.EndsAt, "nodes": nodes}
+	p := results.TestbedProvenance{Backend: r.Backend, Reservation: r.Name, ID: r.ID, Site: r.Spec.Site, Cluster: r.Spec.Cluster,
+		StartedAt: r.StartedAt.UTC(), EndsAt: r.EndsAt.UTC(), ReleaseBy: r.ReleaseBy.UTC(), Nodes: nodes}
+	if r.Spec.Walltime > 0 {
+		p.Walltime = time.Duration(r.Spec.Walltime).String()
+	}
+	// Grid'5000's handle is site/uid: the OAR job is the uid.
+	if _, uid, ok := strings.Cut(r.ID, "/"); ok {
+		p.JobID = uid
+	}
+	return p
 }
 
 // AssignRoles gives the hosts (sorted) to the roles in Roles' order, as

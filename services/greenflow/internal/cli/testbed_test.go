@@ -6,21 +6,31 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
+	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
 )
 
 // plan prints the reservation, its length and every command, from the
@@ -85,4 +95,159 @@ func TestTestbedStatusAndDown(t *testing.T) {
 	out.Reset()
 	require.Zero(t, cli.Main(append([]string{"testbed", "status"}, flags...), &out, &errOut), errOut.String())
 	require.True(t, strings.Contains(out.String(), "released"), out.String())
+}
+
+// A platform that `greenflow testbed up` deployed records the reservation
+// in every experiment it accepts, and a user finds it where they look:
+// `greenflow status`, `greenflow export` (provenance.json, testbed.csv per
+// run and node), the report, and ClickHouse's experiment record. The
+// reservation is made against the Grid'5000 stand-in (g5ktest); the
+// scheduler reads what testbed up hands over as the testbed overlay mounts
+// it (the ConfigMap's reservation.json as a file: the envtest test
+// TestWholeExperimentOnStandInTestbed reads the same ConfigMap back from
+// the API server). Nothing answers the scheduler's provision commands:
+// the runs wait, and the test cancels them.
+func TestTestbedReservationInEveryExperimentsProvenance(t *testing.T) {
+	t.Parallel()
+	api := g5ktest.New("alice", "s3cret", clock.RealClock{}, map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr",
+		"taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	natsURL := testenv.NATS(t)
+	kv, err := testenv.Bus(t, natsURL, "greenflow").KV(context.Background(), bus.BucketTestbed)
+	require.NoError(t, err)
+	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
+	require.NoError(t, err)
+	m := testbed.NewManager(testbed.Config{Holder: "test"}, testbed.Deps{KV: kv, Backend: &testbed.Grid5000{C: c, User: "alice",
+		Backoff: g5k.Backoff{First: time.Millisecond, Max: time.Millisecond}}})
+	s, err := testbed.ParseSpec([]byte("testbed:\n  name: prov\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: 2h\n"))
+	require.NoError(t, err)
+	r, err := m.Reserve(context.Background(), s, nil)
+	require.NoError(t, err)
+	jobID := strings.TrimPrefix(r.ID, "lyon/")
+
+	dir := t.TempDir()
+	handed := filepath.Join(dir, testbed.ProvenanceKey)
+	data, err := testbed.ProvenanceJSON(r)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(handed, data, 0o644))
+
+	cfg := schedulerapp.Service.Default()
+	cfg.Brokers = []string{"127.0.0.1:9"}
+	cfg.TestbedReservationFile = handed
+	dsn := testenv.ClickHouseDSN(t)
+	st := testenv.StoreOn(t, dsn)
+	mux := http.NewServeMux()
+	comp, err := schedulerapp.Service.Unit(cfg).Build(svcmain.Deps{Name: "scheduler", Bus: testenv.Bus(t, natsURL, "scheduler"), Store: st,
+		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry(), Mux: mux})
+	require.NoError(t, err)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	var g service.Group
+	g.Add("scheduler", comp)
+	testenv.Go(t, context.Background(), g.Run)
+
+	specFile := filepath.Join(dir, "exp.yaml")
+	require.NoError(t, os.WriteFile(specFile, []byte(`apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: on-testbed}
+spec:
+  workload: {sensors: 10, periodMs: 1000, format: avro}
+  factors:
+    - name: workload.sensors
+      values: ["10", "20"]
+  repetitions: 1
+  phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
+`), 0o644))
+	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
+	var boot, bootErr bytes.Buffer
+	require.Zero(t, cli.Main(append([]string{"token", "create", "--nats", "--nats-url", natsURL, "--name", "root", "--role", "admin"}, conn...),
+		&boot, &bootErr), bootErr.String())
+	conn = append(conn, "--token", strings.TrimSpace(boot.String()))
+	run := func(args ...string) (string, int) {
+		var out, errOut bytes.Buffer
+		code := cli.Main(args, &out, &errOut)
+		return out.String() + errOut.String(), code
+	}
+	testenv.Eventually(t, 30*time.Second, "the scheduler answers", func() bool { _, code := run(append([]string{"list"}, conn...)...); return code == 0 })
+	submit := func() string {
+		out, code := run(append([]string{"submit", "-f", specFile}, conn...)...)
+		require.Zero(t, code, out)
+		id := regexp.MustCompile(`submitted experiment (\S+)`).FindStringSubmatch(out)
+		require.NotNil(t, id, out)
+		testenv.Eventually(t, 30*time.Second, "experiment "+id[1]+" accepted", func() bool {
+			out, code := run(append([]string{"status", id[1]}, conn...)...)
+			return code == 0 && strings.Contains(out, "0/2 runs done") && !strings.Contains(out, ": submitted,")
+		})
+		return id[1]
+	}
+	id := submit()
+
+	// greenflow status: the job, its time and each pool's nodes.
+	out, code := run(append([]string{"status", id}, conn...)...)
+	require.Zero(t, code, out)
+	require.Contains(t, out, "testbed: grid5000 reservation prov, job "+jobID+" (lyon/"+jobID+") on lyon/taurus")
+	require.Contains(t, out, "released by "+r.ReleaseBy.UTC().Format(time.RFC3339))
+	require.Contains(t, out, "testbed pool sut: taurus-2.lyon.grid5000.fr")
+	require.Contains(t, out, "testbed pool loadgen: taurus-4.lyon.grid5000.fr")
+
+	// ClickHouse: the experiment record carries it (where Grafana and SQL
+	// users read provenance).
+	rec, err := st.GetExperiment(context.Background(), id)
+	require.NoError(t, err)
+	require.Contains(t, rec.Environment, `"job_id":"`+jobID+`"`)
+
+	// greenflow export: provenance.json, and testbed.csv for each run.
+	exp := filepath.Join(dir, "export")
+	out, code = run("export", "--clickhouse-dsn", dsn, "--state-dir", dir, "--dir", exp, "--no-samples", id)
+	require.Zero(t, code, out)
+	raw, err := os.ReadFile(filepath.Join(exp, "provenance.json"))
+	require.NoError(t, err)
+	var prov results.Provenance
+	require.NoError(t, json.Unmarshal(raw, &prov))
+	require.NotNil(t, prov.Testbed, string(raw))
+	require.Equal(t, r.ID, prov.Testbed.ID)
+	require.Equal(t, jobID, prov.Testbed.JobID)
+	require.Equal(t, "2h0m0s", prov.Testbed.Walltime)
+	require.True(t, r.EndsAt.Equal(prov.Testbed.EndsAt))
+	require.NotContains(t, string(prov.Machine), "testbed", "the reservation is not the scheduler's machine")
+	f, err := os.Open(filepath.Join(exp, "testbed.csv"))
+	require.NoError(t, err)
+	rows, err := csv.NewReader(f).ReadAll()
+	require.NoError(t, f.Close())
+	require.NoError(t, err)
+	require.Len(t, rows, 1+2*4, "a row per run and reserved node")
+	require.Equal(t, []string{"run_id", "backend", "reservation", "reservation_id", "site", "cluster", "job_id", "walltime", "started_at", "ends_at",
+		"release_by", "host", "role", "wattmeter", "run_targets"}, rows[0])
+	runs := map[string]int{}
+	for _, row := range rows[1:] {
+		runs[row[0]]++
+		require.Equal(t, []string{"grid5000", "prov", r.ID, "lyon", "taurus", jobID}, row[1:7])
+	}
+	require.Len(t, runs, 2)
+
+	// The report's provenance table.
+	page := filepath.Join(dir, "report.html")
+	out, code = run("report", "--clickhouse-dsn", dsn, "--state-dir", dir, "-o", page, id)
+	require.Zero(t, code, out)
+	html, err := os.ReadFile(page)
+	require.NoError(t, err)
+	require.Contains(t, string(html), "testbed pool sut")
+
+	// A hand-over that cannot be read: the experiment is accepted, and its
+	// provenance names what is missing instead of leaving it out silently.
+	require.NoError(t, os.Remove(handed))
+	id2 := submit()
+	out, code = run(append([]string{"status", id2}, conn...)...)
+	require.Zero(t, code, out)
+	require.NotContains(t, out, "testbed:")
+	p2, err := st.Provenance(context.Background(), id2)
+	require.NoError(t, err)
+	require.Nil(t, p2.Testbed)
+	require.Len(t, p2.Missing, 1)
+	require.Contains(t, p2.Missing[0], results.TestbedUnreadableNote+"open "+handed)
+
+	for _, e := range []string{id, id2} {
+		out, code = run(append([]string{"cancel", e}, conn...)...)
+		require.Zero(t, code, out)
+	}
 }
