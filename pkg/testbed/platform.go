@@ -84,9 +84,15 @@ type Platform struct {
 	Waiter   NodeWaiter
 	Deployer Deployer
 	// APIServer is the kubeconfig's server for the control host (nil:
-	// https://<control>:6443; from outside, a tunnel through the gateway).
+	// https://<control>:6443, reachable inside the testbed).
 	APIServer func(control string) string
-	Logger    *zap.Logger
+	// Connect, when set, opens this machine's way to the cluster's API
+	// once the control node is known — from outside the testbed, a Tunnel
+	// through the access gateway — and returns it; it wins over
+	// APIServer. What it opens stays open after Up (the caller closes it);
+	// a failure releases the reservation.
+	Connect func(ctx context.Context, r Reservation) (APIEndpoint, error)
+	Logger  *zap.Logger
 }
 
 // Up reserves s's machines, installs k3s on them and deploys the
@@ -96,14 +102,25 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 	if err != nil {
 		return r, nil, err
 	}
-	kc, err := p.install(ctx, r)
+	api := DirectEndpoint
+	if p.APIServer != nil {
+		api = func(c string) APIEndpoint { return APIEndpoint{Server: p.APIServer(c)} }
+	}
+	if p.Connect != nil {
+		ep, err := p.Connect(ctx, r)
+		if err != nil {
+			return r, nil, errors.Join(fmt.Errorf("reach the cluster API of %s: %w", r.Name, err), p.Manager.Release(ctx, r.Name, "could not reach the cluster API: "+err.Error()))
+		}
+		api = func(string) APIEndpoint { return ep }
+	}
+	kc, err := p.install(ctx, r, api)
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}
 	return r, kc, nil
 }
 
-func (p *Platform) install(ctx context.Context, r Reservation) ([]byte, error) {
+func (p *Platform) install(ctx context.Context, r Reservation, api func(string) APIEndpoint) ([]byte, error) {
 	run, err := p.Runner(r.Spec)
 	if err != nil {
 		return nil, err
@@ -111,7 +128,7 @@ func (p *Platform) install(ctx context.Context, r Reservation) ([]byte, error) {
 	if c, ok := run.(interface{ Close() error }); ok {
 		defer c.Close()
 	}
-	kc, err := Bootstrap(ctx, run, p.Waiter, r, p.APIServer)
+	kc, err := Bootstrap(ctx, run, p.Waiter, r, api)
 	if err != nil {
 		return nil, err
 	}

@@ -48,7 +48,10 @@ type Reservation struct {
 	Holder      string    `json:"holder"`              // the process that made or adopted it
 	Progress    string    `json:"progress,omitempty"`  // the backend's last word while waiting
 	Released    string    `json:"released,omitempty"`  // why it was released
-	revision    uint64
+	// Tunnel is the local address of the holder's tunnel to the cluster's
+	// API (`testbed up` from outside the testbed), while it holds one.
+	Tunnel   string `json:"tunnel,omitempty"`
+	revision uint64
 }
 
 // Hosts of role.
@@ -252,6 +255,17 @@ func (m *Manager) Reserve(ctx context.Context, s Spec, progress func(string)) (R
 	m.log.Info("testbed reservation running", zap.String("reservation", r.Name), zap.String("id", id), zap.Int("nodes", len(nodes)),
 		zap.Time("release_by", r.ReleaseBy))
 	return r, nil
+}
+
+// SetTunnel records (addr) or clears ("") the holder's tunnel to the
+// reservation's cluster API, for `testbed status`.
+func (m *Manager) SetTunnel(ctx context.Context, name, addr string) error {
+	r, err := m.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	r.Tunnel = addr
+	return m.save(ctx, &r)
 }
 
 // ErrWalltime ends Hold's work when the reservation's release margin is

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,7 +50,10 @@ func TestTestbedPlan(t *testing.T) {
 		"<control-1>  curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform",
 		"<loadgen-1>  read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | sudo-g5k K3S_URL=https://<control-1>:6443",
 		"(stdin: <k3s token from the control node>)",
-		"with its server rewritten to https://<control-1>:6443",
+		"Cluster API from here: an SSH tunnel 127.0.0.1:<port> -> <control-1>:6443 through access.grid5000.fr",
+		"with its server rewritten to https://127.0.0.1:<port>, tls-server-name <control-1>",
+		"--tls-san <control-1>",
+		"hand the reservation to the platform: ConfigMap greenflow/greenflow-testbed",
 		"Release: DELETE https://api.grid5000.fr/stable/sites/lyon/jobs/<uid>",
 	} {
 		require.Contains(t, plan, want)
@@ -85,7 +89,21 @@ func TestTestbedStatusAndDown(t *testing.T) {
 	flags := []string{"--state-dir", t.TempDir(), "--nats-url", natsURL, "--g5k-api", api.URL + "/stable", "--g5k-user", "alice", "--g5k-password-file", pw}
 	var out, errOut bytes.Buffer
 	require.Zero(t, cli.Main(append([]string{"testbed", "status"}, flags...), &out, &errOut), errOut.String())
-	require.Regexp(t, `small\s+`+r.ID+`\s+running\s+running\s+4\s+`, out.String())
+	require.Regexp(t, `small\s+`+r.ID+`\s+running\s+running\s+4\s+.*\s-\n`, out.String(), "no tunnel recorded")
+
+	// The API tunnel of the up holding it (testbed up from outside
+	// Grid'5000 records its local address): up while something listens
+	// there, down once that up is gone.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.NoError(t, m.SetTunnel(context.Background(), "small", ln.Addr().String()))
+	out.Reset()
+	require.Zero(t, cli.Main(append([]string{"testbed", "status"}, flags...), &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "up at "+ln.Addr().String())
+	require.NoError(t, ln.Close())
+	out.Reset()
+	require.Zero(t, cli.Main(append([]string{"testbed", "status"}, flags...), &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "down ("+ln.Addr().String()+": ")
 
 	out.Reset()
 	require.Zero(t, cli.Main(append([]string{"testbed", "down", "small"}, flags...), &out, &errOut), errOut.String())
