@@ -133,29 +133,14 @@ func TestTunnelToTheClusterAPIThroughTheGateway(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ep.Server, cfg.Clusters["default"].Server)
 	require.Equal(t, control, cfg.Clusters["default"].TLSServerName)
-	version := func(kc []byte) (string, error) {
-		rc, err := clientcmd.RESTConfigFromKubeConfig(kc)
-		if err != nil {
-			return "", err
-		}
-		dc, err := discovery.NewDiscoveryClientForConfig(rc)
-		if err != nil {
-			return "", err
-		}
-		v, err := dc.ServerVersion()
-		if err != nil {
-			return "", err
-		}
-		return v.GitVersion, nil
-	}
-	v, err := version(kc)
+	v, err := serverVersion(kc)
 	require.NoError(t, err)
 	require.Equal(t, "v1.33.1+k3s1", v)
 	require.Contains(t, sshw.srv.Forwarded(), control+":6443", "through the gateway's direct-tcpip channel")
 
 	noName, err := testbed.RewriteServer([]byte(k3sKC), testbed.APIEndpoint{Server: ep.Server})
 	require.NoError(t, err)
-	_, err = version(noName)
+	_, err = serverVersion(noName)
 	require.ErrorContains(t, err, "x509", "127.0.0.1 is not a name the certificate holds: tls-server-name is what makes it verify")
 
 	// testbed status reads the record and finds the tunnel up.
@@ -169,7 +154,7 @@ func TestTunnelToTheClusterAPIThroughTheGateway(t *testing.T) {
 	addr := g.Addr()
 	require.NoError(t, g.Close())
 	require.Error(t, testbed.TunnelUp(addr, time.Second))
-	_, err = version(kc)
+	_, err = serverVersion(kc)
 	require.Error(t, err)
 	got, err = m.Get(ctx, r.Name)
 	require.NoError(t, err)
@@ -213,18 +198,14 @@ func TestPlatformUpFromOutsideThroughTheTunnel(t *testing.T) {
 		Runner: func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
 		// The nodes are Ready once the API answers through the tunnel.
 		Waiter: waiterFunc(func(_ context.Context, kc []byte, _ map[string]string) error {
-			rc, err := clientcmd.RESTConfigFromKubeConfig(kc)
+			if _, err := serverVersion(kc); err != nil {
+				return err
+			}
+			cfg, err := clientcmd.Load(kc)
 			if err != nil {
 				return err
 			}
-			dc, err := discovery.NewDiscoveryClientForConfig(rc)
-			if err != nil {
-				return err
-			}
-			if _, err := dc.ServerVersion(); err != nil {
-				return err
-			}
-			waitedVia = rc.Host + " " + rc.TLSClientConfig.ServerName
+			waitedVia = cfg.Clusters["default"].Server + " " + cfg.Clusters["default"].TLSServerName
 			return nil
 		})}
 	r, kc, err := p.Up(context.Background(), spec(t), nil)
@@ -240,4 +221,21 @@ func TestPlatformUpFromOutsideThroughTheTunnel(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, g.Addr(), got.Tunnel)
 	require.NoError(t, m.Release(context.Background(), r.Name, "test over"))
+}
+
+// serverVersion asks the API server of kubeconfig its version.
+func serverVersion(kubeconfig []byte) (string, error) {
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		return "", err
+	}
+	v, err := dc.ServerVersion()
+	if err != nil {
+		return "", err
+	}
+	return v.GitVersion, nil
 }

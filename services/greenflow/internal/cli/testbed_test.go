@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +26,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/service"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
@@ -66,9 +68,11 @@ func TestTestbedPlan(t *testing.T) {
 	require.Contains(t, errOut.String(), "testbed.nodes.sut: 0: expected at least 1")
 }
 
-// status lists what KV records and what the testbed says of it; down
-// releases it (the stand-in sees the DELETE).
-func TestTestbedStatusAndDown(t *testing.T) {
+// reserveOnStandIn reserves four taurus nodes for walltime on the
+// Grid'5000 stand-in, recorded in KV on a NATS of the test's own; it
+// returns the stand-in, that NATS, the manager and the reservation.
+func reserveOnStandIn(t *testing.T, name, walltime string) (*g5ktest.Server, string, *testbed.Manager, testbed.Reservation) {
+	t.Helper()
 	api := g5ktest.New("alice", "s3cret", clock.RealClock{}, map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr",
 		"taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr"}})
 	t.Cleanup(api.Close)
@@ -79,10 +83,17 @@ func TestTestbedStatusAndDown(t *testing.T) {
 	require.NoError(t, err)
 	m := testbed.NewManager(testbed.Config{Holder: "test"}, testbed.Deps{KV: kv, Backend: &testbed.Grid5000{C: c, User: "alice",
 		Backoff: g5k.Backoff{First: time.Millisecond, Max: time.Millisecond}}})
-	s, err := testbed.ParseSpec([]byte("testbed:\n  name: small\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: 1h\n"))
+	s, err := testbed.ParseSpec([]byte(fmt.Sprintf("testbed:\n  name: %s\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: %s\n", name, walltime)))
 	require.NoError(t, err)
 	r, err := m.Reserve(context.Background(), s, nil)
 	require.NoError(t, err)
+	return api, natsURL, m, r
+}
+
+// status lists what KV records and what the testbed says of it; down
+// releases it (the stand-in sees the DELETE).
+func TestTestbedStatusAndDown(t *testing.T) {
+	api, natsURL, m, r := reserveOnStandIn(t, "small", "1h")
 
 	pw := filepath.Join(t.TempDir(), "pw")
 	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
@@ -127,20 +138,7 @@ func TestTestbedStatusAndDown(t *testing.T) {
 // the runs wait, and the test cancels them.
 func TestTestbedReservationInEveryExperimentsProvenance(t *testing.T) {
 	t.Parallel()
-	api := g5ktest.New("alice", "s3cret", clock.RealClock{}, map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr",
-		"taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr"}})
-	t.Cleanup(api.Close)
-	natsURL := testenv.NATS(t)
-	kv, err := testenv.Bus(t, natsURL, "greenflow").KV(context.Background(), bus.BucketTestbed)
-	require.NoError(t, err)
-	c, err := g5k.New(g5k.Config{URL: api.URL + "/stable", User: "alice", Password: "s3cret"}, g5k.Deps{})
-	require.NoError(t, err)
-	m := testbed.NewManager(testbed.Config{Holder: "test"}, testbed.Deps{KV: kv, Backend: &testbed.Grid5000{C: c, User: "alice",
-		Backoff: g5k.Backoff{First: time.Millisecond, Max: time.Millisecond}}})
-	s, err := testbed.ParseSpec([]byte("testbed:\n  name: prov\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: 2h\n"))
-	require.NoError(t, err)
-	r, err := m.Reserve(context.Background(), s, nil)
-	require.NoError(t, err)
+	_, natsURL, _, r := reserveOnStandIn(t, "prov", "2h")
 	jobID := strings.TrimPrefix(r.ID, "lyon/")
 
 	dir := t.TempDir()
@@ -154,33 +152,11 @@ func TestTestbedReservationInEveryExperimentsProvenance(t *testing.T) {
 	cfg.TestbedReservationFile = handed
 	dsn := testenv.ClickHouseDSN(t)
 	st := testenv.StoreOn(t, dsn)
-	mux := http.NewServeMux()
-	comp, err := schedulerapp.Service.Unit(cfg).Build(svcmain.Deps{Name: "scheduler", Bus: testenv.Bus(t, natsURL, "scheduler"), Store: st,
-		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry(), Mux: mux})
-	require.NoError(t, err)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	var g service.Group
-	g.Add("scheduler", comp)
-	testenv.Go(t, context.Background(), g.Run)
+	apiURL := serveScheduler(t, natsURL, cfg, st)
 
-	specFile := filepath.Join(dir, "exp.yaml")
-	require.NoError(t, os.WriteFile(specFile, []byte(`apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: on-testbed}
-spec:
-  workload: {sensors: 10, periodMs: 1000, format: avro}
-  factors:
-    - name: workload.sensors
-      values: ["10", "20"]
-  repetitions: 1
-  phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
-`), 0o644))
-	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
-	var boot, bootErr bytes.Buffer
-	require.Zero(t, cli.Main(append([]string{"token", "create", "--nats", "--nats-url", natsURL, "--name", "root", "--role", "admin"}, conn...),
-		&boot, &bootErr), bootErr.String())
-	conn = append(conn, "--token", strings.TrimSpace(boot.String()))
+	specFile := waitingSpec(t, dir, "on-testbed")
+	conn := []string{"--api-url", apiURL, "--state-dir", dir}
+	conn = append(conn, "--token", adminToken(t, natsURL, conn))
 	run := func(args ...string) (string, int) {
 		var out, errOut bytes.Buffer
 		code := cli.Main(args, &out, &errOut)
@@ -268,4 +244,50 @@ spec:
 		out, code = run(append([]string{"cancel", e}, conn...)...)
 		require.Zero(t, code, out)
 	}
+}
+
+// serveScheduler runs a scheduler with cfg on the NATS at natsURL and st
+// until the test ends, and returns its HTTP API's URL.
+func serveScheduler(t *testing.T, natsURL string, cfg schedulerapp.Config, st *store.Store) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	comp, err := schedulerapp.Service.Unit(cfg).Build(svcmain.Deps{Name: "scheduler", Bus: testenv.Bus(t, natsURL, "scheduler"), Store: st,
+		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry(), Mux: mux})
+	require.NoError(t, err)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	var g service.Group
+	g.Add("scheduler", comp)
+	testenv.Go(t, context.Background(), g.Run)
+	return srv.URL
+}
+
+// waitingSpec writes, in dir, an experiment of two runs whose measured
+// window is an hour: with no provisioner they wait, until cancelled.
+func waitingSpec(t *testing.T, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, "exp.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`apiVersion: greenflow.dev/v1alpha1
+kind: Experiment
+metadata: {name: `+name+`}
+spec:
+  workload: {sensors: 10, periodMs: 1000, format: avro}
+  factors:
+    - name: workload.sensors
+      values: ["10", "20"]
+  repetitions: 1
+  phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
+`), 0o644))
+	return path
+}
+
+// adminToken writes a deployment's first admin token over NATS, as
+// `greenflow token create --nats` does, and returns it.
+func adminToken(t *testing.T, natsURL string, conn []string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	require.Zero(t, cli.Main(append([]string{"token", "create", "--nats", "--nats-url", natsURL, "--name", "root", "--role", "admin"}, conn...),
+		&out, &errOut), errOut.String())
+	require.NotContains(t, errOut.String(), strings.TrimSpace(out.String()), "the description on stderr does not repeat the token")
+	return strings.TrimSpace(out.String())
 }
