@@ -164,6 +164,16 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		if handed, err = results.ParseTestbedProvenance([]byte(cm.Data[testbed.ProvenanceKey])); err != nil {
 			return fmt.Errorf("configmap %s: %w", testbed.ProvenanceConfigMap, err)
 		}
+		// Byte for byte what ProvenanceJSON gives, which the scheduler's
+		// test (TestTestbedReservationInEveryExperimentsProvenance) reads
+		// from the mounted file into status, export and ClickHouse.
+		want, err := testbed.ProvenanceJSON(r)
+		if err != nil {
+			return err
+		}
+		if cm.Data[testbed.ProvenanceKey] != string(want) {
+			return fmt.Errorf("configmap %s holds %s, want %s", testbed.ProvenanceConfigMap, cm.Data[testbed.ProvenanceKey], want)
+		}
 		reservationID = r.ID
 		// A measured window of 5 minutes on the system under test's nodes,
 		// read from Kwollect once its data is in.
