@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/runcharts"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -26,6 +29,8 @@ import (
 //	summary.csv  per configuration and metric: n, mean, sd, cv, CI, median, min, max, flags
 //	provenance.json  spec (resolved) and its hash, version, commit, machine, seed, meters per configuration
 //	meters.csv   per run, node and source: the meter configuration in effect (export_meters.go)
+//	testbed.csv  on a testbed only: per run and reserved node, the reservation (job, site, cluster, walltime,
+//	             release time), the node's FQDN and pool, and how many of the run's targets it carried
 //
 // It returns the paths written.
 func Export(ctx context.Context, st *store.Store, experimentID, dir string, withSamples bool) ([]string, error) {
@@ -42,7 +47,7 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 		x.hashOf[r.RunID] = r.ConfigHash
 	}
 	var written []string
-	path, err := writeProvenance(ctx, st, experimentID, dir)
+	path, prov, err := writeProvenance(ctx, st, experimentID, dir)
 	if err != nil {
 		return written, err
 	}
@@ -54,8 +59,9 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 		{"runs.csv", x.runsCSV}, {"phases.csv", x.phasesCSV}, {"targets.csv", x.targetsCSV}, {"results.csv", x.resultsCSV},
 		{"samples.csv", func(w *csv.Writer) error { return x.samplesCSV(ctx, w) }}, {"summary.csv", x.summaryCSV},
 		{"meters.csv", func(w *csv.Writer) error { return x.metersCSV(ctx, w) }},
+		{"testbed.csv", func(w *csv.Writer) error { return x.testbedCSV(w, prov.Testbed) }},
 	} {
-		if f.name == "samples.csv" && !withSamples {
+		if f.name == "samples.csv" && !withSamples || f.name == "testbed.csv" && prov.Testbed == nil {
 			continue
 		}
 		path := filepath.Join(dir, f.name)
@@ -68,20 +74,20 @@ func Export(ctx context.Context, st *store.Store, experimentID, dir string, with
 }
 
 // writeProvenance writes provenance.json into dir.
-func writeProvenance(ctx context.Context, st *store.Store, experimentID, dir string) (string, error) {
+func writeProvenance(ctx context.Context, st *store.Store, experimentID, dir string) (string, results.Provenance, error) {
 	p, err := st.Provenance(ctx, experimentID)
 	if err != nil {
-		return "", err
+		return "", p, err
 	}
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
-		return "", fmt.Errorf("encode provenance of %s: %w", experimentID, err)
+		return "", p, fmt.Errorf("encode provenance of %s: %w", experimentID, err)
 	}
 	path := filepath.Join(dir, "provenance.json")
 	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return "", fmt.Errorf("write %s: %w", path, err)
+		return "", p, fmt.Errorf("write %s: %w", path, err)
 	}
-	return path, nil
+	return path, p, nil
 }
 
 // writeCSV writes the file at path with fill.
@@ -152,6 +158,29 @@ func (x exporter) targetsCSV(w *csv.Writer) error {
 	for _, r := range x.runs {
 		for _, t := range x.targets[r.RunID] {
 			_ = w.Write([]string{t.RunID, t.TargetID, t.Kind, t.Node, t.Role})
+		}
+	}
+	return nil
+}
+
+// testbedCSV writes, per run and reserved node, the reservation the run
+// ran on; run_targets counts the run's targets on the node (a Kubernetes
+// node is named by the host's short name, as k3s names it).
+func (x exporter) testbedCSV(w *csv.Writer, tb *results.TestbedProvenance) error {
+	_ = w.Write([]string{"run_id", "backend", "reservation", "reservation_id", "site", "cluster", "job_id", "walltime", "started_at", "ends_at",
+		"release_by", "host", "role", "wattmeter", "run_targets"})
+	for _, r := range x.runs {
+		for _, n := range tb.Nodes {
+			short, _, _ := strings.Cut(n.Host, ".")
+			targets := 0
+			for _, t := range x.targets[r.RunID] {
+				if t.Node == n.Host || t.Node == short {
+					targets++
+				}
+			}
+			_ = w.Write([]string{r.RunID, tb.Backend, tb.Reservation, tb.ID, tb.Site, tb.Cluster, tb.JobID, tb.Walltime,
+				tb.StartedAt.Format(time.RFC3339), tb.EndsAt.Format(time.RFC3339), tb.ReleaseBy.Format(time.RFC3339), n.Host, n.Role,
+				CSVBool(n.Wattmeter), strconv.Itoa(targets)})
 		}
 	}
 	return nil

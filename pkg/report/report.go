@@ -49,8 +49,36 @@ func ProvenanceRows(p results.Provenance) [][2]string {
 		}
 		out = append(out, [2]string{"meters of config " + ShortHash(m.ConfigHash), v})
 	}
+	if tb := p.Testbed; tb != nil {
+		out = append(out, TestbedRows(*tb)...)
+	}
 	for _, x := range p.Missing {
 		out = append(out, [2]string{"missing", x})
+	}
+	return out
+}
+
+// TestbedRows lays out the reservation an experiment ran on: the job,
+// its time, and the nodes of each pool.
+func TestbedRows(tb results.TestbedProvenance) [][2]string {
+	job := fmt.Sprintf("%s reservation %s, job %s (%s) on %s/%s", tb.Backend, tb.Reservation, tb.JobID, tb.ID, tb.Site, tb.Cluster)
+	when := fmt.Sprintf("walltime %s: from %s, ends %s, released by %s", tb.Walltime, tb.StartedAt.Format(time.RFC3339),
+		tb.EndsAt.Format(time.RFC3339), tb.ReleaseBy.Format(time.RFC3339))
+	out := [][2]string{{"testbed", job}, {"testbed time", when}}
+	byRole := map[string][]string{}
+	var roles []string
+	for _, n := range tb.Nodes {
+		if _, ok := byRole[n.Role]; !ok {
+			roles = append(roles, n.Role)
+		}
+		h := n.Host
+		if n.Wattmeter {
+			h += " (wattmeter)"
+		}
+		byRole[n.Role] = append(byRole[n.Role], h)
+	}
+	for _, r := range roles {
+		out = append(out, [2]string{"testbed pool " + r, strings.Join(byRole[r], ", ")})
 	}
 	return out
 }

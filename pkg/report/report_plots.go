@@ -233,6 +233,9 @@ var qualityColumns = []struct{ metric, title, format string }{
 	{results.QualityMixedSources, "mixed sources", "%.0f"},
 	{results.QualityRecordedGapS, "recorded gap s", "%.2f"},
 	{results.QualityCrossMeterResidualPct, "cross-meter residual %", "%.1f"},
+	// Labelled as what it compares: RAPL sees the packages and DRAM, the
+	// wattmeter the whole node at the wall.
+	{results.QualityWattmeterRAPLResidualPct, "wattmeter − RAPL % of wattmeter (RAPL: packages + DRAM only; wattmeter: whole node at the wall)", "%.1f"},
 }
 
 // QualityTable is the data-quality section: per run, the figures above,

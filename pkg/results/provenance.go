@@ -1,6 +1,11 @@
 package results
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Provenance is what an experiment's results were produced from: the spec
 // (resolved, and its hash), the code (version and commit), the machine the
@@ -28,6 +33,10 @@ type Provenance struct {
 	// Spec is the resolved spec (defaults and overrides applied).
 	Spec   json.RawMessage   `json:"spec,omitempty"`
 	Meters []MeterProvenance `json:"meters"`
+	// Testbed is the reservation the platform ran on when `greenflow
+	// testbed up` reserved and deployed it (nil otherwise): the scheduler
+	// stamps it into each experiment it accepts.
+	Testbed *TestbedProvenance `json:"testbed,omitempty"`
 	// Missing names what was not stored (an experiment record lost or
 	// never written), instead of leaving fields silently empty.
 	Missing []string `json:"missing,omitempty"`
@@ -54,3 +63,69 @@ const CommitUnknownNote = "the binary that ran the experiment could not tell its
 // EffectiveMetersNote explains an empty MeterProvenance.Effective.
 const EffectiveMetersNote = "not recorded: no collector stored the configuration it applied to these runs (collectors before " +
 	"per-run meters, or none was assigned); the requested one is shown"
+
+// TestbedProvenance is the testbed reservation an experiment ran on: where
+// (site, cluster), under which job, on which machines in which pool, and
+// for how long the machines were the user's. `greenflow testbed up` hands
+// it to the platform it deploys (the ConfigMap greenflow-testbed, file
+// reservation.json); the scheduler records it with every experiment it
+// accepts, and its runs ran on these nodes.
+type TestbedProvenance struct {
+	Backend string `json:"backend"` // grid5000
+	// Reservation is the testbed spec's name (greenflow testbed status).
+	Reservation string `json:"reservation"`
+	// ID is the backend's handle on the reservation (grid5000: site/uid).
+	ID      string `json:"id"`
+	Site    string `json:"site,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
+	// JobID is the backend's job (grid5000: the OAR job uid).
+	JobID    string `json:"job_id,omitempty"`
+	Walltime string `json:"walltime,omitempty"`
+	// StartedAt is when the machines became the user's; EndsAt when the
+	// backend takes them back (the walltime's end); ReleaseBy when
+	// GreenFlow releases them (EndsAt less the spec's margin).
+	StartedAt time.Time     `json:"started_at"`
+	EndsAt    time.Time     `json:"ends_at"`
+	ReleaseBy time.Time     `json:"release_by"`
+	Nodes     []TestbedNode `json:"nodes"`
+}
+
+// TestbedNode is one reserved machine: its FQDN, the pool (role) it
+// served, and its hardware as the backend describes it.
+type TestbedNode struct {
+	Host        string `json:"host"`
+	Role        string `json:"role"`
+	CPUModel    string `json:"cpu_model,omitempty"`
+	Cores       int    `json:"cores,omitempty"`
+	MemoryBytes int64  `json:"memory_bytes,omitempty"`
+	Wattmeter   bool   `json:"wattmeter"`
+}
+
+// ParseTestbedProvenance decodes a reservation as `greenflow testbed up`
+// hands it to the platform, checking what an experiment's provenance
+// needs of it.
+func ParseTestbedProvenance(data []byte) (TestbedProvenance, error) {
+	var p TestbedProvenance
+	if err := json.Unmarshal(data, &p); err != nil {
+		return p, fmt.Errorf("testbed reservation: expected the JSON greenflow testbed up writes: %w", err)
+	}
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"backend", p.Backend}, {"reservation", p.Reservation}, {"id", p.ID}} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("testbed reservation: %s: empty, expected a value", f.name))
+		}
+	}
+	if len(p.Nodes) == 0 {
+		errs = append(errs, errors.New("testbed reservation: nodes: empty, expected the reserved machines"))
+	}
+	for i, n := range p.Nodes {
+		if n.Host == "" || n.Role == "" {
+			errs = append(errs, fmt.Errorf("testbed reservation: nodes[%d]: host %q, role %q: expected both", i, n.Host, n.Role))
+		}
+	}
+	return p, errors.Join(errs...)
+}
+
+// TestbedUnreadableNote prefixes the reason an experiment run with a
+// testbed reservation file has no testbed in its provenance.
+const TestbedUnreadableNote = "the testbed reservation (the scheduler's --testbed-reservation-file could not be read: "

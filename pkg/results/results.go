@@ -84,6 +84,21 @@ const (
 	QualityCrossMeterResidualPct = "quality_cross_meter_residual_pct"
 )
 
+// Data quality of a node measured at once by a wattmeter (collector kind
+// kwollect) and RAPL — the comparison the original methodology is about.
+// The two do not measure the same thing: RAPL counts the CPU packages and
+// DRAM only, the wattmeter the whole node at the wall (fans, disks, the
+// power supply's losses), so the residual is expected to be positive; its
+// size, and how it changes with the load, is the finding.
+const (
+	QualityWattmeterRAPLResidualJ   = "quality_wattmeter_rapl_residual_j"
+	QualityWattmeterRAPLResidualPct = "quality_wattmeter_rapl_residual_pct"
+)
+
+// WattmeterRAPLNote labels the wattmeter–RAPL residual wherever it is shown.
+const WattmeterRAPLNote = "wattmeter − RAPL: RAPL covers the CPU packages and DRAM only, the wattmeter the whole node at the wall " +
+	"(fans, disks, power-supply losses), so a positive residual is expected"
+
 // Producers: the service that writes a metric.
 const (
 	ProducerAnalyzer  = "analyzer"
@@ -235,6 +250,10 @@ var table = []Metric{
 	{QualityCrossMeterResidualJ, UnitJoule, node, true, ProducerAnalyzer,
 		"another meter's energy of the node in the window minus the primary meter's (the largest in magnitude when several): how far two meters disagree"},
 	{QualityCrossMeterResidualPct, UnitPercent, node, true, ProducerAnalyzer, "quality_cross_meter_residual_j in % of the primary meter's energy"},
+	{QualityWattmeterRAPLResidualJ, UnitJoule, runNode, false, ProducerAnalyzer,
+		"the node's energy in the window by its wattmeter minus by RAPL, summed for the run over the nodes both measured (" + WattmeterRAPLNote + ")"},
+	{QualityWattmeterRAPLResidualPct, UnitPercent, runNode, false, ProducerAnalyzer,
+		"quality_wattmeter_rapl_residual_j in % of the wattmeter's energy (the whole node at the wall)"},
 	{QualityLateS, UnitSecond, everywhere, false, ProducerAnalyzer,
 		"how far a meter's stored samples fell short of the window end when the analysis stopped waiting for them (samples_late; the largest for the run)"},
 	{QualityRecordedGapS, UnitSecond, runNode, false, ProducerAnalyzer, "window time the collectors recorded as a gap (table gaps: lost, not counted, or unread and spanned by one sample): per node, and summed over nodes for the run"},

@@ -5,7 +5,10 @@
 // services cannot import each other, and a copy per client drifts.
 package schedapi
 
-import "github.com/greenflow/greenflow/pkg/events"
+import (
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
+)
 
 // SubmitReply answers a submission: the id, or every problem found.
 type SubmitReply struct {
@@ -55,6 +58,9 @@ type ExperimentStatus struct {
 	// RunsOmitted is how many runs a NATS reply leaves out of Runs to stay
 	// within the server's payload limit (HTTP lists them all).
 	RunsOmitted int `json:"runs_omitted,omitempty"`
+	// Testbed is the reservation the experiment ran on (one experiment's
+	// status only, not lists); nil off a testbed.
+	Testbed *results.TestbedProvenance `json:"testbed,omitempty"`
 }
 
 // Problem is one problem of a spec, taken apart for an editor: the line it

@@ -17,19 +17,25 @@ import (
 func (s *Store) Provenance(ctx context.Context, experimentID string) (results.Provenance, error) {
 	p := results.Provenance{ExperimentID: experimentID, Meters: []results.MeterProvenance{}}
 	e, err := s.GetExperiment(ctx, experimentID)
+	noRecord := errors.Is(err, ErrNotFound)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case noRecord:
 		p.Missing = append(p.Missing, "the experiment record (spec, spec hash, version, commit, machine, seed)")
 	case err != nil:
 		return p, err
 	default:
 		p.Name, p.SpecHash, p.GreenflowVersion, p.Commit, p.Seed = e.Name, e.SpecHash, e.GreenflowVersion, e.GitCommit, e.Seed
-		p.Machine, p.Spec = rawJSON(e.Environment), rawJSON(e.Spec)
+		p.Machine, p.Spec = machineJSON(e.Environment), rawJSON(e.Spec)
 		var env struct {
-			CommitSource string `json:"commit_source"`
+			CommitSource string                     `json:"commit_source"`
+			Testbed      *results.TestbedProvenance `json:"testbed"`
+			TestbedError string                     `json:"testbed_error"`
 		}
 		_ = json.Unmarshal([]byte(e.Environment), &env)
-		p.CommitSource = env.CommitSource
+		p.CommitSource, p.Testbed = env.CommitSource, env.Testbed
+		if env.TestbedError != "" {
+			p.Missing = append(p.Missing, results.TestbedUnreadableNote+env.TestbedError+")")
+		}
 		switch p.Commit {
 		case "", "unknown":
 			p.Commit, p.CommitNote = "unknown", results.CommitUnknownNote
@@ -39,7 +45,7 @@ func (s *Store) Provenance(ctx context.Context, experimentID string) (results.Pr
 	if err != nil {
 		return p, err
 	}
-	if len(runs) == 0 && len(p.Missing) > 0 {
+	if len(runs) == 0 && noRecord {
 		return p, fmt.Errorf("provenance of experiment %s: %w", experimentID, ErrNotFound)
 	}
 	applied, err := s.effectiveMeters(ctx, experimentID, runs)
@@ -120,4 +126,25 @@ func rawJSON(text string) json.RawMessage {
 		return nil
 	}
 	return json.RawMessage(text)
+}
+
+// machineJSON is the scheduler's environment record without the testbed
+// reservation, which Provenance.Testbed (or Missing) carries.
+func machineJSON(env string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if json.Unmarshal([]byte(env), &m) != nil {
+		return rawJSON(env)
+	}
+	if _, ok := m["testbed"]; !ok {
+		if _, ok := m["testbed_error"]; !ok {
+			return rawJSON(env)
+		}
+	}
+	delete(m, "testbed")
+	delete(m, "testbed_error")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return rawJSON(env)
+	}
+	return b
 }

@@ -50,6 +50,29 @@ func TestProvenance(t *testing.T) {
 	_, err = json.Marshal(p)
 	require.NoError(t, err)
 
+	// On a testbed: the reservation the scheduler recorded is the
+	// provenance's testbed, not part of the machine; one it could not read
+	// is named missing.
+	tb := `{"backend":"grid5000","reservation":"energy","id":"lyon/42","site":"lyon","cluster":"taurus","job_id":"42","walltime":"3h0m0s",
+		"started_at":"2026-11-30T10:00:00Z","ends_at":"2026-11-30T13:00:00Z","release_by":"2026-11-30T12:45:00Z",
+		"nodes":[{"host":"taurus-1.lyon.grid5000.fr","role":"control","wattmeter":true},{"host":"taurus-2.lyon.grid5000.fr","role":"sut","wattmeter":true}]}`
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "tb1", GitCommit: "abc", Environment: `{"num_cpu":2,"testbed":` + tb + `}`}))
+	p, err = s.Provenance(ctx, "tb1")
+	require.NoError(t, err)
+	require.NotNil(t, p.Testbed)
+	require.Equal(t, "lyon/42", p.Testbed.ID)
+	require.Equal(t, "42", p.Testbed.JobID)
+	require.Equal(t, "taurus-2.lyon.grid5000.fr", p.Testbed.Nodes[1].Host)
+	require.Equal(t, "sut", p.Testbed.Nodes[1].Role)
+	require.JSONEq(t, `{"num_cpu":2}`, string(p.Machine))
+	require.Empty(t, p.Missing)
+	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "tb2", GitCommit: "abc",
+		Environment: `{"num_cpu":2,"testbed_error":"open /etc/greenflow/testbed/reservation.json: no such file or directory"}`}))
+	p, err = s.Provenance(ctx, "tb2")
+	require.NoError(t, err)
+	require.Nil(t, p.Testbed)
+	require.Equal(t, []string{results.TestbedUnreadableNote + "open /etc/greenflow/testbed/reservation.json: no such file or directory)"}, p.Missing)
+
 	// A record whose commit is unknown says why.
 	require.NoError(t, s.UpsertExperiment(ctx, store.Experiment{ExperimentID: "p2", GitCommit: "unknown"}))
 	p, err = s.Provenance(ctx, "p2")

@@ -4,7 +4,6 @@ package testbed_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/kubetest"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/testbed"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
@@ -66,7 +66,7 @@ func registerNode(cs kubernetes.Interface, host, role string) error {
 
 // deployer stands in for deploy/'s `greenflow cluster up` (issue 19, built
 // beside this): it applies, with the kubeconfig the bootstrap produced,
-// the namespace and a ConfigMap carrying the reservation's provenance.
+// the platform's namespace (the reservation's ConfigMap is already in it).
 type deployer struct{ applied []string }
 
 func (d *deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservation) error {
@@ -78,17 +78,19 @@ func (d *deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	if err != nil {
 		return err
 	}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "greenflow"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	prov, err := json.Marshal(r.Provenance())
+	ns, err := cs.CoreV1().Namespaces().Get(ctx, testbed.ProvenanceNamespace, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
-	_, err = cs.CoreV1().ConfigMaps("greenflow").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "greenflow-testbed"},
-		Data: map[string]string{"provenance.json": string(prov)}}, metav1.CreateOptions{})
-	d.applied = append(d.applied, "namespace/greenflow", "configmap/greenflow-testbed")
-	return err
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	if _, err := cs.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		return err
+	}
+	d.applied = append(d.applied, "namespace/greenflow")
+	return nil
 }
 
 // TestWholeExperimentOnStandInTestbed drives a testbed from nothing to
@@ -141,6 +143,8 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		Logger:    testenv.Logger(t)}
 
 	joules := map[string]float64{}
+	var handed results.TestbedProvenance
+	var reservationID string
 	err := p.Run(context.Background(), spec(t), nil, func(ctx context.Context, r testbed.Reservation, kc []byte) error {
 		// The platform is there, reached with the testbed's kubeconfig.
 		rc, err := clientcmd.RESTConfigFromKubeConfig(kc)
@@ -151,13 +155,26 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		cm, err := kcs.CoreV1().ConfigMaps("greenflow").Get(ctx, "greenflow-testbed", metav1.GetOptions{})
+		// The reservation handed to the platform, as its scheduler reads
+		// it (the ConfigMap mounted as a file).
+		cm, err := kcs.CoreV1().ConfigMaps(testbed.ProvenanceNamespace).Get(ctx, testbed.ProvenanceConfigMap, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(cm.Data["provenance.json"], r.ID[strings.IndexByte(r.ID, '/')+1:]) {
-			return fmt.Errorf("provenance without the job: %s", cm.Data["provenance.json"])
+		if handed, err = results.ParseTestbedProvenance([]byte(cm.Data[testbed.ProvenanceKey])); err != nil {
+			return fmt.Errorf("configmap %s: %w", testbed.ProvenanceConfigMap, err)
 		}
+		// Byte for byte what ProvenanceJSON gives, which the scheduler's
+		// test (TestTestbedReservationInEveryExperimentsProvenance) reads
+		// from the mounted file into status, export and ClickHouse.
+		want, err := testbed.ProvenanceJSON(r)
+		if err != nil {
+			return err
+		}
+		if cm.Data[testbed.ProvenanceKey] != string(want) {
+			return fmt.Errorf("configmap %s holds %s, want %s", testbed.ProvenanceConfigMap, cm.Data[testbed.ProvenanceKey], want)
+		}
+		reservationID = r.ID
 		// A measured window of 5 minutes on the system under test's nodes,
 		// read from Kwollect once its data is in.
 		begin := w.clk.Now()
@@ -179,7 +196,22 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker",
 		"taurus-5.lyon.grid5000.fr": "loadgen"}, roles)
 	mu.Unlock()
-	require.Equal(t, []string{"namespace/greenflow", "configmap/greenflow-testbed"}, dep.applied)
+	require.Equal(t, []string{"namespace/greenflow"}, dep.applied)
+	// What the platform was handed names the job, the site, the walltime
+	// and every node in its pool.
+	require.Equal(t, "grid5000", handed.Backend)
+	require.Equal(t, "energy-a", handed.Reservation)
+	require.Equal(t, reservationID, handed.ID)
+	require.Equal(t, "lyon/"+handed.JobID, handed.ID)
+	require.Equal(t, []string{"lyon", "taurus"}, []string{handed.Site, handed.Cluster})
+	require.False(t, handed.EndsAt.IsZero())
+	require.True(t, handed.ReleaseBy.Before(handed.EndsAt), "released before the walltime ends")
+	pools := map[string]string{}
+	for _, n := range handed.Nodes {
+		pools[n.Host] = n.Role
+	}
+	require.Equal(t, map[string]string{"taurus-1.lyon.grid5000.fr": "control", "taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut",
+		"taurus-4.lyon.grid5000.fr": "broker", "taurus-5.lyon.grid5000.fr": "loadgen"}, pools)
 	require.Len(t, w.api.Deletes(), 1, "released at the end")
 	require.Empty(t, w.api.Running())
 	got, err := m.Get(context.Background(), "energy-a")

@@ -55,8 +55,11 @@ func BootstrapPlan(s Spec, nodes []Node, tokenStdin string) []Step {
 		}
 	}
 	steps = append(steps,
-		Step{Host: control, Cmd: fmt.Sprintf("%s | %s%sINSTALL_K3S_EXEC='server --node-label %s=%s --write-kubeconfig-mode 0600' sh -",
-			k3sInstall, sudo, version, RoleLabel, s.Pool(RoleControl)), Why: "k3s server"},
+		// --tls-san: the API's certificate holds the control node's FQDN,
+		// which the kubeconfig's server (or, through a tunnel, its
+		// tls-server-name) names.
+		Step{Host: control, Cmd: fmt.Sprintf("%s | %s%sINSTALL_K3S_EXEC='server --node-label %s=%s --tls-san %s --write-kubeconfig-mode 0600' sh -",
+			k3sInstall, sudo, version, RoleLabel, s.Pool(RoleControl), control), Why: "k3s server"},
 		Step{Host: control, Cmd: sudo + "cat " + K3sTokenPath, Why: "the agents' join token"})
 	for _, n := range nodes {
 		if n.Role == RoleControl {
@@ -76,11 +79,11 @@ type NodeWaiter interface {
 }
 
 // Bootstrap turns r's nodes into a k3s cluster over run and returns its
-// kubeconfig, its server rewritten to apiServer(control host) (default
+// kubeconfig, its server rewritten to api(control host) (default
 // https://<control>:6443), once wait says every node is Ready.
-func Bootstrap(ctx context.Context, run Runner, wait NodeWaiter, r Reservation, apiServer func(control string) string) ([]byte, error) {
-	if apiServer == nil {
-		apiServer = func(c string) string { return "https://" + c + ":6443" }
+func Bootstrap(ctx context.Context, run Runner, wait NodeWaiter, r Reservation, api func(control string) APIEndpoint) ([]byte, error) {
+	if api == nil {
+		api = DirectEndpoint
 	}
 	var token string
 	var kubeconfig []byte
@@ -103,7 +106,7 @@ func Bootstrap(ctx context.Context, run Runner, wait NodeWaiter, r Reservation, 
 				return nil, fmt.Errorf("bootstrap k3s: %s on %s is empty", K3sTokenPath, st.Host)
 			}
 		case strings.HasSuffix(st.Cmd, K3sKubeconfigPath):
-			if kubeconfig, err = RewriteServer([]byte(out), apiServer(control[0])); err != nil {
+			if kubeconfig, err = RewriteServer([]byte(out), api(control[0])); err != nil {
 				return nil, fmt.Errorf("bootstrap k3s: %s on %s: %w", K3sKubeconfigPath, st.Host, err)
 			}
 		}
@@ -118,11 +121,18 @@ func Bootstrap(ctx context.Context, run Runner, wait NodeWaiter, r Reservation, 
 	return kubeconfig, nil
 }
 
-// RewriteServer points every cluster of a kubeconfig at server (k3s writes
-// https://127.0.0.1:6443, which is the control node only from itself).
-func RewriteServer(kubeconfig []byte, server string) ([]byte, error) {
-	if _, err := url.Parse(server); err != nil {
-		return nil, fmt.Errorf("api server %q: %w", server, err)
+// DirectEndpoint is the control node's API as a machine inside the
+// testbed reaches it.
+func DirectEndpoint(control string) APIEndpoint {
+	return APIEndpoint{Server: fmt.Sprintf("https://%s:%d", control, K3sAPIPort)}
+}
+
+// RewriteServer points every cluster of a kubeconfig at ep's server, with
+// its TLS server name (k3s writes https://127.0.0.1:6443, which is the
+// control node only from itself).
+func RewriteServer(kubeconfig []byte, ep APIEndpoint) ([]byte, error) {
+	if _, err := url.Parse(ep.Server); err != nil {
+		return nil, fmt.Errorf("api server %q: %w", ep.Server, err)
 	}
 	cfg, err := clientcmd.Load(kubeconfig)
 	if err != nil {
@@ -132,7 +142,7 @@ func RewriteServer(kubeconfig []byte, server string) ([]byte, error) {
 		return nil, errors.New("read kubeconfig: no cluster in it")
 	}
 	for _, c := range cfg.Clusters {
-		c.Server = server
+		c.Server, c.TLSServerName = ep.Server, ep.TLSServerName
 	}
 	return clientcmd.Write(*cfg)
 }

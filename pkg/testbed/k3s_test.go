@@ -142,7 +142,7 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 	}
 	require.Equal(t, []string{
 		"modprobe intel_rapl_common",
-		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform --write-kubeconfig-mode 0600' sh -",
+		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform --tls-san taurus-1.lyon.grid5000.fr --write-kubeconfig-mode 0600' sh -",
 		"cat /var/lib/rancher/k3s/server/token",
 		"cat /etc/rancher/k3s/k3s.yaml",
 	}, byHost["taurus-1.lyon.grid5000.fr"])

@@ -2,11 +2,69 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"go.uber.org/zap"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
+
+// Where the platform finds the reservation it runs on: `testbed up`
+// applies the ConfigMap before deploying, the testbed overlay mounts it
+// into the scheduler (optional: absent off a testbed) as
+// /etc/greenflow/testbed/reservation.json and passes that file as
+// --testbed-reservation-file; the scheduler records it with every
+// experiment it accepts (results.TestbedProvenance).
+const (
+	ProvenanceNamespace = "greenflow"
+	ProvenanceConfigMap = "greenflow-testbed"
+	ProvenanceKey       = "reservation.json"
+)
+
+// ProvenanceJSON is the reservation as the platform reads it.
+func ProvenanceJSON(r Reservation) ([]byte, error) {
+	b, err := json.MarshalIndent(r.Provenance(), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode the provenance of reservation %s: %w", r.Name, err)
+	}
+	return b, nil
+}
+
+// HandOver applies the ConfigMap carrying r's provenance (and its
+// namespace, which the platform's deployment then labels) to the cluster
+// of kubeconfig. A ConfigMap, not a flag value: the scheduler reads the
+// file at each acceptance, so a reservation re-applied (adopted, its
+// release time changed) reaches experiments accepted later without a
+// restart.
+func HandOver(ctx context.Context, kubeconfig []byte, r Reservation) error {
+	data, err := ProvenanceJSON(r)
+	if err != nil {
+		return err
+	}
+	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return fmt.Errorf("hand reservation %s to the platform: kubeconfig: %w", r.Name, err)
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("hand reservation %s to the platform: %w", r.Name, err)
+	}
+	opts := metav1.ApplyOptions{FieldManager: "greenflow-testbed", Force: true}
+	if _, err := cs.CoreV1().Namespaces().Apply(ctx, corev1ac.Namespace(ProvenanceNamespace), opts); err != nil {
+		return fmt.Errorf("hand reservation %s to the platform: apply namespace %s: %w", r.Name, ProvenanceNamespace, err)
+	}
+	cm := corev1ac.ConfigMap(ProvenanceConfigMap, ProvenanceNamespace).
+		WithLabels(map[string]string{"app.kubernetes.io/part-of": "greenflow"}).
+		WithData(map[string]string{ProvenanceKey: string(data)})
+	if _, err := cs.CoreV1().ConfigMaps(ProvenanceNamespace).Apply(ctx, cm, opts); err != nil {
+		return fmt.Errorf("hand reservation %s to the platform: apply configmap %s/%s: %w", r.Name, ProvenanceNamespace, ProvenanceConfigMap, err)
+	}
+	return nil
+}
 
 // Deployer deploys the GreenFlow platform onto a cluster given its
 // kubeconfig: deploy/'s `greenflow cluster up` (issue 19) fills it, with
@@ -17,7 +75,8 @@ type Deployer interface {
 }
 
 // Platform takes a testbed from nothing to a deployed platform and back:
-// reserve, bootstrap k3s, deploy, hand over to the work (experiments),
+// reserve, bootstrap k3s, hand the reservation to the platform
+// (HandOver), deploy, hand over to the work (experiments),
 // release. Every failure after the reservation releases it.
 type Platform struct {
 	Manager  *Manager
@@ -25,9 +84,15 @@ type Platform struct {
 	Waiter   NodeWaiter
 	Deployer Deployer
 	// APIServer is the kubeconfig's server for the control host (nil:
-	// https://<control>:6443; from outside, a tunnel through the gateway).
+	// https://<control>:6443, reachable inside the testbed).
 	APIServer func(control string) string
-	Logger    *zap.Logger
+	// Connect, when set, opens this machine's way to the cluster's API
+	// once the control node is known — from outside the testbed, a Tunnel
+	// through the access gateway — and returns it; it wins over
+	// APIServer. What it opens stays open after Up (the caller closes it);
+	// a failure releases the reservation.
+	Connect func(ctx context.Context, r Reservation) (APIEndpoint, error)
+	Logger  *zap.Logger
 }
 
 // Up reserves s's machines, installs k3s on them and deploys the
@@ -37,14 +102,25 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 	if err != nil {
 		return r, nil, err
 	}
-	kc, err := p.install(ctx, r)
+	api := DirectEndpoint
+	if p.APIServer != nil {
+		api = func(c string) APIEndpoint { return APIEndpoint{Server: p.APIServer(c)} }
+	}
+	if p.Connect != nil {
+		ep, err := p.Connect(ctx, r)
+		if err != nil {
+			return r, nil, errors.Join(fmt.Errorf("reach the cluster API of %s: %w", r.Name, err), p.Manager.Release(ctx, r.Name, "could not reach the cluster API: "+err.Error()))
+		}
+		api = func(string) APIEndpoint { return ep }
+	}
+	kc, err := p.install(ctx, r, api)
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}
 	return r, kc, nil
 }
 
-func (p *Platform) install(ctx context.Context, r Reservation) ([]byte, error) {
+func (p *Platform) install(ctx context.Context, r Reservation, api func(string) APIEndpoint) ([]byte, error) {
 	run, err := p.Runner(r.Spec)
 	if err != nil {
 		return nil, err
@@ -52,8 +128,12 @@ func (p *Platform) install(ctx context.Context, r Reservation) ([]byte, error) {
 	if c, ok := run.(interface{ Close() error }); ok {
 		defer c.Close()
 	}
-	kc, err := Bootstrap(ctx, run, p.Waiter, r, p.APIServer)
+	kc, err := Bootstrap(ctx, run, p.Waiter, r, api)
 	if err != nil {
+		return nil, err
+	}
+	// Before the platform starts, so its first experiment carries it.
+	if err := HandOver(ctx, kc, r); err != nil {
 		return nil, err
 	}
 	if p.Deployer != nil {

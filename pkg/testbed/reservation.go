@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 	"k8s.io/utils/clock"
+
+	"github.com/greenflow/greenflow/pkg/results"
 )
 
 // Phases of a reservation record.
@@ -45,7 +48,10 @@ type Reservation struct {
 	Holder      string    `json:"holder"`              // the process that made or adopted it
 	Progress    string    `json:"progress,omitempty"`  // the backend's last word while waiting
 	Released    string    `json:"released,omitempty"`  // why it was released
-	revision    uint64
+	// Tunnel is the local address of the holder's tunnel to the cluster's
+	// API (`testbed up` from outside the testbed), while it holds one.
+	Tunnel   string `json:"tunnel,omitempty"`
+	revision uint64
 }
 
 // Hosts of role.
@@ -60,15 +66,23 @@ func (r Reservation) Hosts(role string) []string {
 }
 
 // Provenance is the part of a reservation an experiment records with its
-// results: where it ran, on what.
-func (r Reservation) Provenance() map[string]any {
-	nodes := make([]map[string]any, len(r.Nodes))
+// results: where it ran, under which job, on what, until when.
+func (r Reservation) Provenance() results.TestbedProvenance {
+	nodes := make([]results.TestbedNode, len(r.Nodes))
 	for i, n := range r.Nodes {
-		nodes[i] = map[string]any{"host": n.Host, "role": n.Role, "cpu_model": n.Facts.CPUModel, "cores": n.Facts.Cores,
-			"memory_bytes": n.Facts.MemoryBytes, "wattmeter": n.Facts.Wattmeter}
+		nodes[i] = results.TestbedNode{Host: n.Host, Role: n.Role, CPUModel: n.Facts.CPUModel, Cores: n.Facts.Cores,
+			MemoryBytes: n.Facts.MemoryBytes, Wattmeter: n.Facts.Wattmeter}
 	}
-	return map[string]any{"backend": r.Backend, "reservation": r.ID, "site": r.Spec.Site, "cluster": r.Spec.Cluster,
-		"started_at": r.StartedAt, "ends_at": r.EndsAt, "nodes": nodes}
+	p := results.TestbedProvenance{Backend: r.Backend, Reservation: r.Name, ID: r.ID, Site: r.Spec.Site, Cluster: r.Spec.Cluster,
+		StartedAt: r.StartedAt.UTC(), EndsAt: r.EndsAt.UTC(), ReleaseBy: r.ReleaseBy.UTC(), Nodes: nodes}
+	if r.Spec.Walltime > 0 {
+		p.Walltime = time.Duration(r.Spec.Walltime).String()
+	}
+	// Grid'5000's handle is site/uid: the OAR job is the uid.
+	if _, uid, ok := strings.Cut(r.ID, "/"); ok {
+		p.JobID = uid
+	}
+	return p
 }
 
 // AssignRoles gives the hosts (sorted) to the roles in Roles' order, as
@@ -241,6 +255,17 @@ func (m *Manager) Reserve(ctx context.Context, s Spec, progress func(string)) (R
 	m.log.Info("testbed reservation running", zap.String("reservation", r.Name), zap.String("id", id), zap.Int("nodes", len(nodes)),
 		zap.Time("release_by", r.ReleaseBy))
 	return r, nil
+}
+
+// SetTunnel records (addr) or clears ("") the holder's tunnel to the
+// reservation's cluster API, for `testbed status`.
+func (m *Manager) SetTunnel(ctx context.Context, name, addr string) error {
+	r, err := m.Get(ctx, name)
+	if err != nil {
+		return err
+	}
+	r.Tunnel = addr
+	return m.save(ctx, &r)
 }
 
 // ErrWalltime ends Hold's work when the reservation's release margin is

@@ -110,19 +110,11 @@ func (r *SSHRunner) client(ctx context.Context, host string) (*ssh.Client, error
 	var conn net.Conn
 	var err error
 	if r.ssh.Gateway != "" {
-		if r.gw == nil {
-			gc, err := r.dial(ctx, "tcp", r.addr(r.ssh.Gateway))
-			if err != nil {
-				return nil, fmt.Errorf("ssh to gateway %s: %w", r.ssh.Gateway, err)
-			}
-			c, ch, reqs, err := ssh.NewClientConn(gc, r.addr(r.ssh.Gateway), &ssh.ClientConfig{User: r.ssh.GatewayUser, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB})
-			if err != nil {
-				_ = gc.Close()
-				return nil, fmt.Errorf("ssh to gateway %s as %s: %w", r.ssh.Gateway, r.ssh.GatewayUser, err)
-			}
-			r.gw = ssh.NewClient(c, ch, reqs)
+		var gw *ssh.Client
+		if gw, err = r.gatewayLocked(ctx); err != nil {
+			return nil, err
 		}
-		conn, err = r.gw.DialContext(ctx, "tcp", r.addr(host))
+		conn, err = gw.DialContext(ctx, "tcp", r.addr(host))
 	} else {
 		conn, err = r.dial(ctx, "tcp", r.addr(host))
 	}
@@ -137,6 +129,58 @@ func (r *SSHRunner) client(ctx context.Context, host string) (*ssh.Client, error
 	cl := ssh.NewClient(c, ch, reqs)
 	r.hosts[host] = cl
 	return cl, nil
+}
+
+// gatewayLocked returns the connection to the access gateway, opening it
+// when there is none yet; r.mu is held.
+func (r *SSHRunner) gatewayLocked(ctx context.Context) (*ssh.Client, error) {
+	if r.gw != nil {
+		return r.gw, nil
+	}
+	gc, err := r.dial(ctx, "tcp", r.addr(r.ssh.Gateway))
+	if err != nil {
+		return nil, fmt.Errorf("ssh to gateway %s: %w", r.ssh.Gateway, err)
+	}
+	c, ch, reqs, err := ssh.NewClientConn(gc, r.addr(r.ssh.Gateway), &ssh.ClientConfig{User: r.ssh.GatewayUser, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB})
+	if err != nil {
+		_ = gc.Close()
+		return nil, fmt.Errorf("ssh to gateway %s as %s: %w", r.ssh.Gateway, r.ssh.GatewayUser, err)
+	}
+	r.gw = ssh.NewClient(c, ch, reqs)
+	return r.gw, nil
+}
+
+// DialThroughGateway opens a TCP connection to addr (host:port) as the
+// access gateway sees it: a direct-tcpip channel of the gateway's
+// connection (what `ssh -L` does). A gateway connection found broken is
+// opened again, once.
+func (r *SSHRunner) DialThroughGateway(ctx context.Context, addr string) (net.Conn, error) {
+	if r.ssh.Gateway == "" {
+		return nil, errors.New("dial through the gateway: no gateway set (ssh.gateway)")
+	}
+	for attempt := 0; ; attempt++ {
+		r.mu.Lock()
+		gw, err := r.gatewayLocked(ctx)
+		r.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		conn, err := gw.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			return conn, nil
+		}
+		if attempt > 0 || ctx.Err() != nil {
+			return nil, fmt.Errorf("dial %s through gateway %s: %w", addr, r.ssh.Gateway, err)
+		}
+		// The gateway's connection may have died (a laptop asleep, the
+		// gateway restarted): drop it and open a new one.
+		r.mu.Lock()
+		if r.gw == gw {
+			_ = gw.Close()
+			r.gw = nil
+		}
+		r.mu.Unlock()
+	}
 }
 
 // CommandError is a command that ran and failed.

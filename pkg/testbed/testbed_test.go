@@ -134,7 +134,7 @@ func TestReserveHoldRelease(t *testing.T) {
 	got, err := m.Get(ctx, "energy-a")
 	require.NoError(t, err)
 	require.Equal(t, r.ID, got.ID)
-	require.Equal(t, "lyon", got.Provenance()["site"])
+	require.Equal(t, "lyon", got.Provenance().Site)
 
 	// A second reservation of the same name is refused while this one lives.
 	_, err = m.Reserve(ctx, spec(t), nil)

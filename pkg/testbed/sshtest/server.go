@@ -43,6 +43,8 @@ type Server struct {
 	mu     sync.Mutex
 	cmds   []Command
 	tunnel []string // direct-tcpip targets, in order
+	fwd    map[string]string
+	fwdLog []string
 	wg     sync.WaitGroup
 }
 
@@ -82,6 +84,27 @@ func (s *Server) Commands() []Command {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.cmds)
+}
+
+// Forward makes the gateway forward direct-tcpip channels to target
+// (host:port, e.g. the control node's API at taurus-1…:6443) to the real
+// address to, as the access gateway does for a local forward (ssh -L).
+// Targets not forwarded are nodes' SSH servers.
+func (s *Server) Forward(target, to string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fwd == nil {
+		s.fwd = map[string]string{}
+	}
+	s.fwd[target] = to
+}
+
+// Forwarded returns the forwarded targets of the channels opened, in
+// order.
+func (s *Server) Forwarded() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.fwdLog)
 }
 
 // Tunnels returns the hosts reached through the gateway.
@@ -125,9 +148,17 @@ func (s *Server) serve(c net.Conn, host string) {
 				_ = nc.Reject(ssh.Prohibited, "no forwarding from nodes")
 				continue
 			}
-			target, ok := parseDirect(nc.ExtraData())
+			target, port, ok := parseDirect(nc.ExtraData())
 			if !ok {
 				_ = nc.Reject(ssh.ConnectionFailed, "bad direct-tcpip request")
+				continue
+			}
+			hostPort := net.JoinHostPort(target, fmt.Sprint(port))
+			s.mu.Lock()
+			to, forwarded := s.fwd[hostPort]
+			s.mu.Unlock()
+			if forwarded {
+				s.forward(nc, hostPort, to)
 				continue
 			}
 			ch, creqs, err := nc.Accept()
@@ -189,16 +220,42 @@ func readLine(r io.Reader) string {
 	}
 }
 
+// forward connects a direct-tcpip channel to the address to.
+func (s *Server) forward(nc ssh.NewChannel, target, to string) {
+	c, err := net.Dial("tcp", to)
+	if err != nil {
+		_ = nc.Reject(ssh.ConnectionFailed, err.Error())
+		return
+	}
+	ch, creqs, err := nc.Accept()
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	go ssh.DiscardRequests(creqs)
+	s.mu.Lock()
+	s.fwdLog = append(s.fwdLog, target)
+	s.mu.Unlock()
+	go func() {
+		defer ch.Close()
+		defer c.Close()
+		done := make(chan struct{}, 2)
+		go func() { _, _ = io.Copy(c, ch); done <- struct{}{} }()
+		go func() { _, _ = io.Copy(ch, c); done <- struct{}{} }()
+		<-done
+	}()
+}
+
 // parseDirect reads RFC 4254's direct-tcpip payload: host, port, origin.
-func parseDirect(b []byte) (string, bool) {
+func parseDirect(b []byte) (string, uint32, bool) {
 	if len(b) < 4 {
-		return "", false
+		return "", 0, false
 	}
 	n := binary.BigEndian.Uint32(b)
-	if uint32(len(b)-4) < n {
-		return "", false
+	if uint32(len(b)-4) < n+4 {
+		return "", 0, false
 	}
-	return string(b[4 : 4+n]), true
+	return string(b[4 : 4+n]), binary.BigEndian.Uint32(b[4+n:]), true
 }
 
 // chanConn makes an SSH channel a net.Conn, for a server connection

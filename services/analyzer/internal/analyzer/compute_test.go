@@ -128,6 +128,22 @@ func TestComputeWritesExactlyTheTable(t *testing.T) {
 			written[[2]string{r.Scope, r.Metric}] = true
 		}
 	}
+	// The wattmeter–RAPL residual: n2 measured at once by RAPL and a
+	// wattmeter (hardware, not estimated) instead of kepler and the model.
+	metered := richInputs()
+	metered.WindowBySource = n2BySource(60, 10_000, 50, 10_000)
+	for i, src := range []string{"rapl", "wattmeter"} {
+		metered.WindowBySource[i].Sources, metered.WindowBySource[i].Estimated = []string{src}, false
+	}
+	meteredRows, _ := analyzer.Compute(metered, analyzer.Default())
+	for _, r := range meteredRows {
+		if r.Metric == results.QualityWattmeterRAPLResidualJ || r.Metric == results.QualityWattmeterRAPLResidualPct {
+			m, _ := results.Lookup(r.Metric)
+			require.True(t, m.In(r.Scope), "%s written in scope %s, declared in %v", r.Metric, r.Scope, m.Scopes)
+			require.False(t, r.Estimated, r.Metric)
+			written[[2]string{r.Scope, r.Metric}] = true
+		}
+	}
 	var runRows []store.Result
 	for _, r := range rows {
 		if r.Scope == results.ScopeRun {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 )
@@ -131,6 +132,8 @@ func (c *computation) crossMeterRows() {
 	for _, x := range c.cross {
 		byNode[x.Node] = append(byNode[x.Node], x)
 	}
+	var wattSum, raplSum float64
+	compared := false
 	for _, n := range sortedKeys(byNode) {
 		xs := byNode[n]
 		worst := xs[0]
@@ -145,5 +148,32 @@ func (c *computation) crossMeterRows() {
 		if pct := worst.ResidualPct(); !math.IsNaN(pct) {
 			c.add(results.ScopeNode, n, results.QualityCrossMeterResidualPct, pct, est)
 		}
+		if wattJ, raplJ, ok := wattmeterAndRAPL(xs); ok {
+			c.add(results.ScopeNode, n, results.QualityWattmeterRAPLResidualJ, wattJ-raplJ, false)
+			if wattJ > 0 {
+				c.add(results.ScopeNode, n, results.QualityWattmeterRAPLResidualPct, 100*(wattJ-raplJ)/wattJ, false)
+			}
+			wattSum, raplSum, compared = wattSum+wattJ, raplSum+raplJ, true
+		}
 	}
+	// The run's: over the nodes both meters measured.
+	if compared {
+		c.run(results.QualityWattmeterRAPLResidualJ, wattSum-raplSum, false)
+		if wattSum > 0 {
+			c.run(results.QualityWattmeterRAPLResidualPct, 100*(wattSum-raplSum)/wattSum, false)
+		}
+	}
+}
+
+// wattmeterAndRAPL are a node's energies by its wattmeter and by RAPL when
+// both measured it in the window, whichever was the primary meter (the
+// primary may be a third: every comparison carries its energy).
+func wattmeterAndRAPL(xs []crossMeter) (wattJ, raplJ float64, ok bool) {
+	by := map[string]float64{}
+	for _, x := range xs {
+		by[x.Primary], by[x.Other] = x.PrimaryJ, x.OtherJ
+	}
+	wattJ, okW := by[energy.SourceWattmeter]
+	raplJ, okR := by[energy.SourceRAPL]
+	return wattJ, raplJ, okW && okR
 }

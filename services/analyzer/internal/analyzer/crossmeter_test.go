@@ -80,6 +80,55 @@ func TestTwoMetersOnOneNode(t *testing.T) {
 	}
 }
 
+// A Grid'5000 node with RAPL and a wattmeter beside runFixture's model:
+// RAPL at 33 W in the window, the wattmeter at 40 W (the whole node at
+// the wall sees more than the packages and DRAM). The residual is the
+// wattmeter's 800 J minus RAPL's 660 J = 140 J, 17.5 % of the
+// wattmeter's, not estimated, whichever meter is the primary; the run's
+// node energy is RAPL's (the primary: a counter, first by name).
+func TestWattmeterRAPLResidual(t *testing.T) {
+	t.Parallel()
+	st := testenv.Store(t)
+	ctx := context.Background()
+	a := newAnalyzer(t, st)
+	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 0)
+	var rows []store.Sample
+	for _, meter := range []struct {
+		source     string
+		idle, busy float64
+	}{{"rapl", 11, 33}, {"wattmeter", 15, 40}} {
+		cum := 0.0
+		for k := int64(-10); k <= 20; k++ {
+			w := meter.idle
+			if k >= 0 {
+				w = meter.busy
+			}
+			cum += w
+			x := counterSample(t0+k*1000+500, "n1", "node", "node/n1", w, cum, 1000)
+			x.Source, x.Collector = meter.source, "c-"+meter.source
+			rows = append(rows, x)
+		}
+	}
+	require.NoError(t, st.InsertSamples(ctx, rows))
+	res, sum, err := a.Analyze(ctx, m)
+	require.NoError(t, err)
+	require.False(t, sum.Invalid, sum.Reason)
+	r := index(res)
+	r.expect(t, []want{
+		{"run", "", results.NodeEnergyJ, 660, 1e-6},
+		{"node", "n1", results.QualityCrossMeters, 3, 0},
+		{"node", "n1", results.QualityWattmeterRAPLResidualJ, 140, 1e-6},
+		{"node", "n1", results.QualityWattmeterRAPLResidualPct, 17.5, 1e-6},
+		{"run", "", results.QualityWattmeterRAPLResidualJ, 140, 1e-6},
+		{"run", "", results.QualityWattmeterRAPLResidualPct, 17.5, 1e-6},
+	})
+	for _, x := range res {
+		if x.Metric == results.QualityWattmeterRAPLResidualJ {
+			require.False(t, x.Estimated, "two hardware meters: nothing estimated")
+		}
+	}
+}
+
 // TestMeterChangeOrTwoMeters: richInputs' node n2 has one power series
 // from two sources, kepler and model (50 J in the 10 s window). Read by
 // source, either they took turns (a meter that changed: kept as one mixed

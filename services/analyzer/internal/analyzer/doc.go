@@ -53,7 +53,11 @@
 //     such nodes), quality_mixed_sources when a node's series changed meter
 //     within the window (sources taking turns; two meters at once are
 //     separated, see crossmeter.go, and compared in
-//     quality_cross_meter_residual_j), integrated_from_power when it had
+//     quality_cross_meter_residual_j; a node measured by its wattmeter and
+//     RAPL at once also gets quality_wattmeter_rapl_residual_j, wattmeter
+//     minus RAPL, and _pct of the wattmeter's energy — RAPL covers the
+//     packages and DRAM only, the wattmeter the whole node at the wall, so
+//     it is expected positive), integrated_from_power when it had
 //     only power, and
 //     quality_attribution_residual_j is node energy minus the sum of its
 //     parts (targets, other processes, unattributed), 0 when attribution

@@ -14,6 +14,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/report"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/runcharts"
 )
 
@@ -40,6 +41,8 @@ type experimentStatus struct {
 	RunsFail  int         `json:"runs_failed"`
 	RunsCanc  int         `json:"runs_cancelled"`
 	Runs      []runStatus `json:"runs"`
+	// Testbed is the reservation the experiment ran on (nil off a testbed).
+	Testbed *results.TestbedProvenance `json:"testbed"`
 }
 
 func runList(ctx context.Context, args []string, stdout io.Writer) error {
@@ -90,6 +93,11 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "experiment %s (%s): %s, %s%s\n", st.ID, st.Name, st.State, runCounts(st), reasonSuffix(st.Reason))
+	if st.Testbed != nil {
+		for _, row := range report.TestbedRows(*st.Testbed) {
+			fmt.Fprintf(stdout, "  %s: %s\n", row[0], row[1])
+		}
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUN\tREP\tFACTORS\tSTATE\tPHASE ENDS IN\tFLAGS\tREASON")
 	for _, r := range st.Runs {

@@ -1,21 +1,13 @@
 package cli_test
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/greenflow/greenflow/pkg/service"
-	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	schedulerapp "github.com/greenflow/greenflow/services/scheduler/app"
@@ -34,41 +26,18 @@ func TestStatusAndListCountCancelledRunsApart(t *testing.T) {
 	url := testenv.NATS(t)
 	cfg := schedulerapp.Service.Default()
 	cfg.Brokers = []string{"127.0.0.1:9"}
-	b := testenv.Bus(t, url, "scheduler")
-	mux := http.NewServeMux()
-	comp, err := schedulerapp.Service.Unit(cfg).Build(svcmain.Deps{Name: "scheduler", Bus: b, Store: testenv.Store(t),
-		Logger: testenv.Logger(t), Registry: prometheus.NewRegistry(), Mux: mux})
-	require.NoError(t, err)
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	var g service.Group
-	g.Add("scheduler", comp)
-	testenv.Go(t, context.Background(), g.Run)
+	apiURL := serveScheduler(t, url, cfg, testenv.Store(t))
 
 	dir := t.TempDir()
-	specFile := filepath.Join(dir, "exp.yaml")
-	require.NoError(t, os.WriteFile(specFile, []byte(`apiVersion: greenflow.dev/v1alpha1
-kind: Experiment
-metadata: {name: cli-cancel}
-spec:
-  workload: {sensors: 10, periodMs: 1000, format: avro}
-  factors:
-    - name: workload.sensors
-      values: ["10", "20"]
-  repetitions: 1
-  phases: {baseline: 1s, warmup: 1s, measure: 1h, cooldown: 1s}
-`), 0o644))
+	specFile := waitingSpec(t, dir, "cli-cancel")
 	// A deployment's first admin token is written over NATS; the admin
 	// makes the operator's through the API.
-	conn := []string{"--api-url", srv.URL, "--state-dir", dir}
-	code, bootstrap, bootErr := clitest.Run(append([]string{"token", "create", "--nats", "--nats-url", url, "--name", "root", "--role", "admin"}, conn...)...)
-	require.Zero(t, code, bootErr)
-	admin := strings.TrimSpace(bootstrap)
+	conn := []string{"--api-url", apiURL, "--state-dir", dir}
+	admin := adminToken(t, url, conn)
 	run := func(args ...string) (string, int) {
 		code, out, errOut := clitest.Run(append(args, conn...)...)
 		return out + errOut, code
 	}
-	require.NotContains(t, bootErr, admin, "the description on stderr does not repeat the token")
 	created := clitest.MustRun(t, append([]string{"token", "create", "--name", "op", "--role", "operator", "--token", admin}, conn...)...)
 	conn = append(conn, "--token", strings.TrimSpace(created))
 	testenv.Eventually(t, 30*time.Second, "the scheduler answers", func() bool { _, code := run("list"); return code == 0 })

@@ -29,7 +29,7 @@ const testbedUsage = `greenflow testbed — reserve a testbed, make it a k3s clu
 
 Usage:
   greenflow testbed plan   -f TESTBED.yaml                  what would be reserved, for how long, and every command; touches nothing
-  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--api-server URL] [--detach] [--no-deploy]
+  greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--api-server URL | --no-tunnel | --tunnel-listen ADDR] [--detach] [--no-deploy]
   greenflow testbed status                                  reservations recorded, and what the testbed says of each
   greenflow testbed down   NAME                             release a reservation
 
@@ -37,6 +37,9 @@ up, status and down keep reservations in NATS (--nats-url, --nats-nkey-file, els
 and talk to the Grid'5000 API with --g5k-user and --g5k-password-file (a file, never a flag value;
 neither from inside the testbed). up holds the reservation until Ctrl-C or its release margin
 before the walltime, then releases it; with --detach it leaves it recorded for 'down'.
+With ssh.gateway set (outside Grid'5000), up reaches the cluster's API through an SSH tunnel of
+the gateway (127.0.0.1:PORT, the kubeconfig verifying the control node's name); the tunnel
+lives as long as up runs, and status says whether it is up.
 `
 
 func runTestbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -144,7 +147,15 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nKubeconfig: %s with its server rewritten to https://%s:6443\n", testbed.K3sKubeconfigPath, nodes[0].Host)
+	if s.SSH.Gateway != "" {
+		fmt.Fprintf(w, "\nCluster API from here: an SSH tunnel 127.0.0.1:<port> -> %s:%d through %s (as ssh -N -L <port>:%s:%d %s@%s), open while up runs\n",
+			nodes[0].Host, testbed.K3sAPIPort, s.SSH.Gateway, nodes[0].Host, testbed.K3sAPIPort, s.SSH.GatewayUser, s.SSH.Gateway)
+		fmt.Fprintf(w, "Kubeconfig: %s with its server rewritten to https://127.0.0.1:<port>, tls-server-name %s\n", testbed.K3sKubeconfigPath, nodes[0].Host)
+	} else {
+		fmt.Fprintf(w, "\nKubeconfig: %s with its server rewritten to https://%s:6443\n", testbed.K3sKubeconfigPath, nodes[0].Host)
+	}
+	fmt.Fprintf(w, "Once the nodes are Ready and before deploying, hand the reservation to the platform: ConfigMap %s/%s (%s), recorded by the scheduler in each experiment's provenance\n",
+		testbed.ProvenanceNamespace, testbed.ProvenanceConfigMap, testbed.ProvenanceKey)
 	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed\n", testbed.RoleLabel)
 	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
 	return nil
@@ -228,8 +239,10 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	out := fs.String("kubeconfig-out", "kubeconfig-testbed.yaml", "where the cluster's kubeconfig is written (mode 0600)")
 	detach := fs.Bool("detach", false, "leave the reservation running when up is done (release it with 'greenflow testbed down')")
 	noDeploy := fs.Bool("no-deploy", false, "stop after k3s: do not deploy the platform")
-	apiServer := fs.String("api-server", "", "the cluster's API as this machine reaches it, e.g. https://127.0.0.1:6443 through "+
-		"'ssh -L 6443:<control node>:6443 access.grid5000.fr' (default: https://<control node>:6443, reachable inside Grid'5000)")
+	apiServer := fs.String("api-server", "", "the cluster's API as this machine reaches it, with no tunnel (default: with ssh.gateway set, "+
+		"a tunnel through it; else https://<control node>:6443, reachable inside Grid'5000)")
+	noTunnel := fs.Bool("no-tunnel", false, "with ssh.gateway set, reach the API at https://<control node>:6443 instead of through a tunnel (e.g. over the Grid'5000 VPN)")
+	tunnelListen := fs.String("tunnel-listen", "127.0.0.1:0", "the tunnel's local address (port 0: any free port)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -262,6 +275,17 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *apiServer != "" {
 		p.APIServer = func(string) string { return *apiServer }
 	}
+	// From outside the testbed the control node's API is reachable only
+	// through the gateway: a tunnel, open as long as this command runs.
+	var tunnel *testbed.GatewayTunnel
+	if s.SSH.Gateway != "" && *apiServer == "" && !*noTunnel {
+		tunnel = &testbed.GatewayTunnel{Manager: m, Listen: *tunnelListen, Logger: logger,
+			Runner: func(s testbed.Spec) (*testbed.SSHRunner, error) {
+				return testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Logger: logger})
+			}}
+		p.Connect = tunnel.Connect
+		defer tunnel.Close()
+	}
 	progress := func(why string) { fmt.Fprintln(stdout, why) }
 	r, kc, err := p.Up(ctx, s, progress)
 	if err != nil {
@@ -272,6 +296,16 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "testbed %s up: %s, %d nodes until %s (released at %s); kubeconfig %s\n", r.Name, r.ID, len(r.Nodes),
 		r.EndsAt.Format(time.RFC3339), r.ReleaseBy.Format(time.RFC3339), *out)
+	if tunnel != nil {
+		control := r.Hosts(testbed.RoleControl)[0]
+		_, port, _ := strings.Cut(tunnel.Addr(), ":")
+		fmt.Fprintf(stdout, "cluster API: https://%s through an SSH tunnel to %s:%d via %s, open while this command runs\n",
+			tunnel.Addr(), control, testbed.K3sAPIPort, s.SSH.Gateway)
+		if *detach {
+			fmt.Fprintf(stdout, "the tunnel closes now; to use the kubeconfig, open it again: ssh -N -L %s:%s:%d %s@%s\n", port, control,
+				testbed.K3sAPIPort, s.SSH.GatewayUser, s.SSH.Gateway)
+		}
+	}
 	if *detach {
 		return nil
 	}
@@ -337,7 +371,7 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tPHASE\tTESTBED SAYS\tNODES\tRELEASE BY\tHOLDER")
+	fmt.Fprintln(tw, "NAME\tID\tPHASE\tTESTBED SAYS\tNODES\tRELEASE BY\tHOLDER\tAPI TUNNEL")
 	for _, r := range all {
 		says := "-"
 		if r.ID != "" && r.Phase != testbed.PhaseReleased {
@@ -351,7 +385,16 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		if !r.ReleaseBy.IsZero() {
 			rel = r.ReleaseBy.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Name, r.ID, r.Phase, says, len(r.Nodes), rel, r.Holder)
+		tun := "-"
+		if r.Tunnel != "" && r.Phase != testbed.PhaseReleased {
+			// Recorded by the holder's up; up if something accepts there.
+			if err := testbed.TunnelUp(r.Tunnel, time.Second); err != nil {
+				tun = "down (" + r.Tunnel + ": " + err.Error() + ")"
+			} else {
+				tun = "up at " + r.Tunnel
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.ID, r.Phase, says, len(r.Nodes), rel, r.Holder, tun)
 	}
 	return tw.Flush()
 }

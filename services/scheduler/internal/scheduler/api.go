@@ -130,6 +130,7 @@ func (s *Scheduler) Status(id string) (ExperimentStatus, bool) {
 		return ExperimentStatus{}, false
 	}
 	st := s.summary(e)
+	st.Testbed = e.Testbed
 	for _, rid := range e.RunIDs {
 		r, ok := s.view.run(rid)
 		if !ok {

@@ -44,6 +44,12 @@ type Config struct {
 	// admin token "cluster-admin" when it starts, so a new cluster has a
 	// first token without anyone reaching its NATS.
 	AdminTokenFile string `yaml:"adminTokenFile" flag:"admin-token-file" help:"file holding a drawn API token to adopt as the admin token cluster-admin at start (a Secret from greenflow cluster up)"`
+	// TestbedReservationFile is the reservation the platform runs on, as
+	// `greenflow testbed up` hands it over (the ConfigMap
+	// greenflow-testbed mounted by the testbed overlay): read at each
+	// acceptance and recorded in the experiment's provenance. Empty: not
+	// on a testbed.
+	TestbedReservationFile string `yaml:"testbedReservationFile" flag:"testbed-reservation-file" help:"the testbed reservation (JSON from greenflow testbed up) recorded in each accepted experiment's provenance"`
 	// Version and Commit are stored with each experiment.
 	Version string `yaml:"-"`
 	Commit  string `yaml:"-"`

@@ -7,13 +7,37 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/version"
 )
 
+// testbed reads the reservation the platform runs on from
+// Config.TestbedReservationFile, at each acceptance: the file is a
+// mounted ConfigMap that `greenflow testbed up` may re-apply while the
+// scheduler runs. Nil and "" when no file is configured; nil and why
+// when it is and cannot be read (the experiment is accepted all the same,
+// its provenance naming what is missing).
+func (s *Scheduler) testbed() (*results.TestbedProvenance, string) {
+	if s.cfg.TestbedReservationFile == "" {
+		return nil, ""
+	}
+	data, err := os.ReadFile(s.cfg.TestbedReservationFile)
+	if err != nil {
+		return nil, err.Error()
+	}
+	tb, err := results.ParseTestbedProvenance(data)
+	if err != nil {
+		return nil, s.cfg.TestbedReservationFile + ": " + err.Error()
+	}
+	return &tb, ""
+}
+
 // environmentJSON records the facts needed to interpret or repeat an
-// experiment: host, CPU model and count, kernel, Go runtime, and where the
-// recorded commit came from (version.CommitSource).
-func environmentJSON() string {
+// experiment: host, CPU model and count, kernel, Go runtime, where the
+// recorded commit came from (version.CommitSource), and the testbed
+// reservation the platform runs on (testbed, or testbed_error saying why
+// it could not be read; neither off a testbed).
+func environmentJSON(tb *results.TestbedProvenance, tbErr string) string {
 	host, _ := os.Hostname()
 	env := map[string]any{
 		"hostname":  host,
@@ -25,6 +49,12 @@ func environmentJSON() string {
 		// Where the experiment's commit was read: a binary built without
 		// -ldflags and VCS stamping reads the checkout it runs in.
 		"commit_source": version.CommitSource(),
+	}
+	if tb != nil {
+		env["testbed"] = tb
+	}
+	if tbErr != "" {
+		env["testbed_error"] = tbErr
 	}
 	b, _ := json.Marshal(env)
 	return string(b)

@@ -50,8 +50,13 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	if err != nil {
 		return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "expand the spec: "+err.Error(), true)
 	}
+	tb, tbErr := s.testbed()
+	if tbErr != "" {
+		s.logger.Warn("testbed reservation unreadable; the experiment's provenance says so", zap.String("experiment_id", m.ExperimentID),
+			zap.String("file", s.cfg.TestbedReservationFile), zap.String("reason", tbErr))
+	}
 	rec := ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: events.ExperimentStateQueued, Seed: plan.Seed, CreatedMs: now,
-		Labels: e.Metadata.Labels, SubmittedBy: m.SubmittedBy}
+		Labels: e.Metadata.Labels, SubmittedBy: m.SubmittedBy, Testbed: tb}
 	for _, r := range plan.Runs {
 		rec.RunIDs = append(rec.RunIDs, r.ID)
 	}
@@ -79,7 +84,7 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	resolved, _ := json.Marshal(e)
 	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: m.ExperimentID, Name: e.Metadata.Name, Spec: string(resolved),
 		SpecHash: spec.Hash(e), RunsTotal: uint32(len(rec.RunIDs)), State: rec.State, Labels: string(labels),
-		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), Seed: plan.Seed, CreatedMs: rec.CreatedMs}); err != nil {
+		GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(tb, tbErr), Seed: plan.Seed, CreatedMs: rec.CreatedMs}); err != nil {
 		return err // retried: nothing is queued until the record is stored
 	}
 	ve, settled, err := s.settleSubmission(ctx, rec)
@@ -150,7 +155,7 @@ func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reas
 	}
 	now := s.nowMs()
 	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: id, Name: name, Spec: specText, State: events.ExperimentStateFailed,
-		Labels: "{}", GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(), CreatedMs: now}); err != nil {
+		Labels: "{}", GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(s.testbed()), CreatedMs: now}); err != nil {
 		if needRow {
 			return err
 		}

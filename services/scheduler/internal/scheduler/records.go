@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
@@ -35,6 +36,9 @@ type ExperimentRecord struct {
 	// them without reading specs.
 	Labels      map[string]string `json:"labels,omitempty"`
 	SubmittedBy string            `json:"submitted_by,omitempty"`
+	// Testbed is the reservation the platform ran on when the experiment
+	// was accepted (Config.TestbedReservationFile); nil off a testbed.
+	Testbed *results.TestbedProvenance `json:"testbed,omitempty"`
 }
 
 // RunRecord is a run's state in the KV bucket: everything needed to resume

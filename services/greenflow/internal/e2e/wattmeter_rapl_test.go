@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"k8s.io/utils/clock"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
+)
+
+// The wattmeter–RAPL residual through the real pipeline: the collector
+// reads this node with two meters at once — RAPL from a fake powercap tree
+// (testdata/powercap-wattmeter: package-0 at 40 W and its dram at 10 W,
+// advanced as the node spends them) and the node's wattmeter from
+// Kwollect (g5ktest, the in-process stand-in for the Grid'5000 API, which
+// CI cannot reach; 80 W at the wall) — and the analyzer compares them per
+// run. Each run's node gets quality_wattmeter_rapl_residual_j = the
+// wattmeter's energy minus RAPL's (the whole node at the wall against the
+// packages and DRAM: 30 W more here) and _pct of the wattmeter's, while
+// the run's node energy stays RAPL's.
+func TestWattmeterRAPLResidualThroughCollectorAndAnalyzer(t *testing.T) {
+	const raplW, packageW, wallW = 50.0, 40.0, 80.0
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	api := g5ktest.New("", "", clock.RealClock{}, map[string][]string{"taurus": {host + ".lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	api.Power(host, func(time.Time) float64 { return wallW })
+	root := copyPowercap(t, "testdata/powercap-wattmeter")
+	spendRAPL(t, root, packageW, raplW-packageW)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	o := devstacktest.Options(t)
+	o.UC3Command = []string{filepath.Join(binaries(t), "uc3-processor")}
+	o.Collector = func(c *collectorapp.Config) {
+		c.Interval, c.FlushInterval = 200*time.Millisecond, 200*time.Millisecond
+		c.Sources = []collectorapp.SourceConfig{
+			{ID: "rapl/" + host, Kind: "rapl", PowercapRoot: root},
+			{ID: "wattmeter/" + host, Kind: "kwollect", Node: host, Site: "lyon", URL: api.URL + "/stable", Delay: time.Second},
+		}
+	}
+	st, b := devstacktest.Start(t, o)
+	id, n, obs := submitExample(ctx, t, b, phases("1s", "1s", "4s", "spec.meters.source=rapl"))
+	require.Equal(t, 2, n)
+	require.Equal(t, events.ExperimentStateDone, obs.WaitFinal(t, 2*time.Minute, nil))
+
+	rows, err := st.Store.Results(ctx, id)
+	require.NoError(t, err)
+	type runMetric struct{ run, metric string }
+	run, node := map[runMetric]float64{}, map[runMetric]float64{} // the run's figures; this node's
+	estimated := map[runMetric]bool{}
+	for _, r := range rows {
+		switch {
+		case r.Scope == results.ScopeRun:
+			run[runMetric{r.RunID, r.Metric}] = r.Value
+		case r.Scope == results.ScopeNode && r.Subject == host:
+			node[runMetric{r.RunID, r.Metric}] = r.Value
+			estimated[runMetric{r.RunID, r.Metric}] = r.Estimated
+		}
+	}
+	runs := 0
+	for k, residual := range node {
+		if k.metric != results.QualityWattmeterRAPLResidualJ {
+			continue
+		}
+		runs++
+		pct := node[runMetric{k.run, results.QualityWattmeterRAPLResidualPct}]
+		window := run[runMetric{k.run, results.DurationS}]
+		raplJ := run[runMetric{k.run, results.NodeEnergyJ}]
+		t.Logf("run %s: window %.3f s, RAPL %.2f J, residual %.2f J (%.2f %%)", k.run, window, raplJ, residual, pct)
+		require.Equal(t, 2.0, node[runMetric{k.run, results.QualityCrossMeters}], "RAPL and the wattmeter measured the node at once")
+		require.InDelta(t, raplW*window, raplJ, 0.05*raplW*window, "the run's node energy is RAPL's (package + dram)")
+		// The wattmeter's 1 Hz averages integrate exactly for a constant
+		// power: its energy is 80 W × the window; the residual is it minus
+		// RAPL's energy as the run reports it.
+		require.InDelta(t, wallW*window-raplJ, residual, 0.01*wallW*window, "wattmeter − RAPL")
+		require.InDelta(t, 100*residual/(wallW*window), pct, 1.5, "in %% of the wattmeter's energy")
+		require.InDelta(t, 100*(wallW-raplW)/wallW, pct, 5)
+		require.False(t, estimated[k], "two hardware meters: nothing estimated")
+		// One node measured by both: the run's figures are the node's.
+		require.InDelta(t, residual, run[k], 1e-9)
+		require.InDelta(t, pct, run[runMetric{k.run, results.QualityWattmeterRAPLResidualPct}], 1e-9)
+	}
+	require.Equal(t, 2, runs, "a residual for each run's node")
+}
+
+// copyPowercap copies a fake powercap tree into a temporary directory,
+// spelling intel-rapl_N_M as intel-rapl:N:M again.
+func copyPowercap(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	require.NoError(t, filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil || rel == "." {
+			return err
+		}
+		parts := strings.Split(rel, string(filepath.Separator))
+		for i, p := range parts {
+			if strings.HasPrefix(p, "intel-rapl") {
+				parts[i] = strings.ReplaceAll(p, "_", ":")
+			}
+		}
+		out := filepath.Join(append([]string{dst}, parts...)...)
+		if d.IsDir() {
+			return os.MkdirAll(out, 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(out, data, 0o644)
+	}))
+	return dst
+}
+
+// spendRAPL advances the tree's counters as a node spending packageW in
+// its package and dramW in its DRAM does, until the test ends: each write
+// sets the energy since the start, so the counters are right whenever the
+// collector reads them (to within one write's 20 ms).
+func spendRAPL(t *testing.T, root string, packageW, dramW float64) {
+	start := time.Now()
+	write := func(path string, w float64) {
+		tmp := path + ".tmp"
+		if os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", int64(w*time.Since(start).Seconds()*1e6))), 0o644) == nil {
+			_ = os.Rename(tmp, path)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				write(filepath.Join(root, "intel-rapl:0", "energy_uj"), packageW)
+				write(filepath.Join(root, "intel-rapl:0", "intel-rapl:0:0", "energy_uj"), dramW)
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
