@@ -60,6 +60,7 @@ Usage:
   greenflow trigger  list                                                      armed templates: what fires them, how often and when they last did
   greenflow trigger  disarm NAME                                               stop a template firing (submitting it again re-arms it)
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
+  greenflow nats declare [--nats-url URL --nats-nkey-file ADMIN.nk] [--keep]    declare every stream and bucket as admin (no service may)
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
   greenflow cluster up|status|down [--kubeconfig F] [--overlay single-node|testbed|DIR]   the platform on a Kubernetes cluster
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
@@ -104,6 +105,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runStatusCmd(ctx, args[1:], stdout)
 	case "nats-config":
 		err = runNATSConfig(ctx, args[1:], stdout, stderr)
+	case "nats":
+		err = runNATS(ctx, args[1:], stdout, stderr)
 	case "clickhouse-users":
 		err = runClickHouseUsers(ctx, args[1:], stdout, stderr)
 	case "cluster":
