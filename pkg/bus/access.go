@@ -188,7 +188,8 @@ func consumerUse(st, name string) []string {
 	}
 }
 
-// bucketRead looks bucket b up, gets keys and watches them (ordered push consumers with flow control).
+// bucketRead looks bucket b up, gets keys and watches them (ordered push
+// consumers with flow control).
 func bucketRead(user, b string) []string {
 	st := "KV_" + b
 	return append(streamAccess(user, st),

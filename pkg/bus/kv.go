@@ -22,13 +22,14 @@ func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error)
 
 // KVWith opens the bucket cfg describes — creating or updating it when
 // this bus declares (admin, or no authentication), looking it up and
-// waiting for it otherwise — and keeps it: after a NATS restart the bus declares it again (a memory-stored
-// bucket is always lost; a file-stored one with an empty store); an
-// operation that finds it gone re-creates it and tries once more; and a
-// watch started from it goes on — when the bucket had to be re-created,
-// the watch starts over from its current values, delivering a delete for
-// every key that vanished (and no second nil marker). The returned
-// KeyValue is safe for concurrent use.
+// waiting for the declarer otherwise — and keeps it: after a NATS restart
+// the bus declares it again, or waits for it again (a memory-stored bucket
+// is always lost; a file-stored one with an empty store); an operation
+// that finds it gone opens it again and tries once more; and a watch
+// started from it goes on — when the bucket had to be re-created, the
+// watch starts over from its current values, delivering a delete for every
+// key that vanished (and no second nil marker). The returned KeyValue is
+// safe for concurrent use.
 func (b *Bus) KVWith(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	b.mu.Lock()
 	k, ok := b.buckets[cfg.Bucket]
