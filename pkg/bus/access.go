@@ -12,7 +12,7 @@ import (
 // What every NATS user may do is derived here, once, from the events
 // registry (who produces and who consumes each message), the durable
 // consumers above (serviceConsumers) and the resources below (buckets,
-// streams, request-reply subjects), so a new event, consumer or bucket
+// streams), so a new event, consumer or bucket
 // changes the permissions of exactly the services it concerns. The dev
 // stack's embedded server (pkg/natsembed) and `greenflow nats-config` (a
 // real deployment's nats-server users) both use Permissions.
