@@ -137,11 +137,11 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 				require.Equal(t, 1, kinds["KafkaNodePool"], kinds)
 				require.Equal(t, 2, kinds["StatefulSet"], "NATS and ClickHouse: %v", kinds)
 				if monitors {
-					require.Equal(t, 6, kinds["Deployment"], "scheduler, provisioner, load-generator, analyzer, console and Grafana: %v", kinds)
+					require.Equal(t, 7, kinds["Deployment"], "scheduler, provisioner, load-generator, analyzer, console, NATS's declarer and Grafana: %v", kinds)
 					require.Equal(t, 6, kinds["ServiceMonitor"], kinds)
 					require.Equal(t, 2, kinds["DaemonSet"], "the collector and Scaphandre: %v", kinds)
 				} else {
-					require.Equal(t, 5, kinds["Deployment"], "scheduler, provisioner, load-generator, analyzer, console: %v", kinds)
+					require.Equal(t, 6, kinds["Deployment"], "scheduler, provisioner, load-generator, analyzer, console, NATS's declarer: %v", kinds)
 					require.Equal(t, 1, kinds["DaemonSet"], kinds)
 				}
 				require.NoError(t, a.Apply(context.Background(), objs))

@@ -384,6 +384,19 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 			flow{stranger, nats, corev1.ProtocolTCP, 6222, false},
 			flow{svc("scheduler"), nats, corev1.ProtocolTCP, 6222, false},
 		)
+		// The declarer (admin's seed) reaches NATS's clients' port only,
+		// and nothing reaches it.
+		require.True(t, m.has("nats-topology"), "the declarer comes with the overlays' NATS")
+		declarer := endpoint{ns: "greenflow", labels: map[string]string{"app.kubernetes.io/name": "nats-topology", "app.kubernetes.io/part-of": "greenflow-platform"}}
+		flows = append(flows,
+			flow{declarer, nats, corev1.ProtocolTCP, 4222, true},
+			flow{declarer, dns, corev1.ProtocolUDP, 53, true},
+			flow{declarer, nats, corev1.ProtocolTCP, 6222, false},
+			flow{declarer, clickhouse, corev1.ProtocolTCP, 9000, false},
+			flow{declarer, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 443, false},
+			flow{stranger, declarer, corev1.ProtocolTCP, 8080, false},
+			flow{svc("scheduler"), declarer, corev1.ProtocolTCP, 9464, false},
+		)
 	}
 	if m.has("clickhouse") {
 		flows = append(flows,

@@ -1,61 +1,61 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"gopkg.in/yaml.v3"
+
+	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
-// The scheduler's documented request-reply API (README: "by NATS
-// request-reply on gf.api.experiments.{submit,list,get,cancel}").
-const (
-	subjectSubmit = "gf.api.experiments.submit"
-	subjectList   = "gf.api.experiments.list"
-	subjectCancel = "gf.api.experiments.cancel"
-)
-
-type submitRequest struct {
-	Spec string   `json:"spec"`
-	Set  []string `json:"set,omitempty"`
-	By   string   `json:"submitted_by,omitempty"`
+// API is a user's client of the scheduler's HTTP API, with an operator
+// token: the suite submits, lists and cancels as a user does (the NATS
+// request-reply API it used before bypassed the tokens and is gone).
+type API struct {
+	urls   []string // every scheduler instance's base URL
+	token  string
+	client *http.Client
 }
 
-type submitReply struct {
-	ID       string   `json:"id"`
-	Runs     int      `json:"runs"`
-	Error    string   `json:"error"`
-	Problems []string `json:"problems"`
+// NewAPI mints an operator token into the token store on b (the suite's
+// NATS needs no credentials) and asks the schedulers at urls with it.
+func NewAPI(ctx context.Context, b *bus.Bus, urls []string) (API, error) {
+	store, err := auth.OpenStore(ctx, b, nil)
+	if err != nil {
+		return API{}, err
+	}
+	token, _, err := store.Create(ctx, fmt.Sprintf("chaos-suite-%d", time.Now().UnixNano()), auth.Operator, 0)
+	if err != nil {
+		return API{}, fmt.Errorf("create the suite's api token: %w", err)
+	}
+	return API{urls: urls, token: token, client: &http.Client{Timeout: 15 * time.Second}}, nil
 }
 
-// listedExperiment is one entry of the list reply.
-type listedExperiment struct {
-	ID    string `json:"id"`
-	State string `json:"state"`
-}
-
-// API is a user's client of the scheduler's NATS API.
-type API struct{ nc *nats.Conn }
-
-// request retries until a scheduler answers or within passes (a scheduler
-// may be restarting).
-func (a API) request(ctx context.Context, subject string, body []byte, within time.Duration) ([]byte, error) {
+// request asks each scheduler in turn until one answers with a status in
+// ok, retrying within passes (a scheduler may be restarting); the answer
+// is decoded into out.
+func (a API) request(ctx context.Context, method, path string, body []byte, within time.Duration, out any, ok ...int) error {
 	deadline := time.Now().Add(within)
 	var last error
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		m, err := a.nc.RequestWithContext(rctx, subject, body)
-		cancel()
-		if err == nil {
-			return m.Data, nil
+		for _, u := range a.urls {
+			last = a.try(ctx, method, u+path, body, out, ok)
+			if last == nil {
+				return nil
+			}
 		}
-		last = err
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			return nil, fmt.Errorf("request %s: %w", subject, last)
+			return fmt.Errorf("%s %s: %w", method, path, last)
 		}
 		select {
 		case <-ctx.Done():
@@ -64,16 +64,45 @@ func (a API) request(ctx context.Context, subject string, body []byte, within ti
 	}
 }
 
-// Submit submits a spec and returns the experiment id and its run count.
-func (a API) Submit(ctx context.Context, spec string) (string, int, error) {
-	body, _ := json.Marshal(submitRequest{Spec: spec, By: "chaos-suite"})
-	data, err := a.request(ctx, subjectSubmit, body, 60*time.Second)
+func (a API) try(ctx context.Context, method, url string, body []byte, out any, ok []int) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
-		return "", 0, err
+		return err
 	}
-	var rep submitReply
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return "", 0, fmt.Errorf("decode submit reply %q: %w", data, err)
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/yaml")
+	}
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	for _, code := range ok {
+		if resp.StatusCode == code {
+			if out == nil {
+				return nil
+			}
+			if err := json.Unmarshal(data, out); err != nil {
+				return fmt.Errorf("decode the answer %q: %w", data, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(data))
+}
+
+// Submit submits a spec and returns the experiment id and its run count.
+// A spec the scheduler refuses (422) is not retried.
+func (a API) Submit(ctx context.Context, spec string) (string, int, error) {
+	var rep schedapi.SubmitReply
+	if err := a.request(ctx, http.MethodPost, "/v1/experiments", []byte(spec), 60*time.Second, &rep,
+		http.StatusAccepted, http.StatusUnprocessableEntity); err != nil {
+		return "", 0, err
 	}
 	if rep.Error != "" || rep.ID == "" {
 		return "", 0, fmt.Errorf("submit refused: %s %v", rep.Error, rep.Problems)
@@ -82,22 +111,17 @@ func (a API) Submit(ctx context.Context, spec string) (string, int, error) {
 }
 
 // List returns every experiment the scheduler knows.
-func (a API) List(ctx context.Context) ([]listedExperiment, error) {
-	data, err := a.request(ctx, subjectList, nil, 30*time.Second)
-	if err != nil {
+func (a API) List(ctx context.Context) ([]schedapi.ExperimentStatus, error) {
+	var out []schedapi.ExperimentStatus
+	if err := a.request(ctx, http.MethodGet, "/v1/experiments", nil, 30*time.Second, &out, http.StatusOK); err != nil {
 		return nil, err
-	}
-	var out []listedExperiment
-	if err := json.Unmarshal(data, &out); err != nil {
-		return nil, fmt.Errorf("decode list reply: %w", err)
 	}
 	return out, nil
 }
 
 // Cancel asks the scheduler to cancel an experiment.
 func (a API) Cancel(ctx context.Context, id string) error {
-	_, err := a.request(ctx, subjectCancel, []byte(id), 15*time.Second)
-	return err
+	return a.request(ctx, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", nil, 15*time.Second, nil, http.StatusAccepted)
 }
 
 // SpecOptions shape the suite's experiments from examples/uc3-local.yaml.

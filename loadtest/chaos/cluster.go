@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -209,6 +210,18 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		return nil, err
 	}
 	return c, nil
+}
+
+// SchedulerURLs are the base URLs of the scheduler instances' HTTP APIs
+// (each serves it beside /metrics and /healthz, on --metrics-addr).
+func (c *Cluster) SchedulerURLs() []string {
+	var out []string
+	for _, p := range c.Services["scheduler"] {
+		if i := slices.Index(p.Args, "--metrics-addr"); i >= 0 && i+1 < len(p.Args) {
+			out = append(out, "http://"+p.Args[i+1])
+		}
+	}
+	return out
 }
 
 func (c *Cluster) replicas(service string) int {

@@ -436,6 +436,10 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 		return fail("connect the suite to NATS: %v", err)
 	}
 	defer b.Close()
+	api, err := NewAPI(sctx, b, cl.SchedulerURLs())
+	if err != nil {
+		return fail("a token for the scheduler's API: %v", err)
+	}
 	st, err := store.Open(sctx, cl.DSN, zap.NewNop())
 	if err != nil {
 		return fail("open ClickHouse: %v", err)
@@ -445,7 +449,7 @@ func (s *suite) segment(ctx context.Context, name string, kills []Kill) Segment 
 	if s.cfg.Tolerance != nil {
 		tol = *s.cfg.Tolerance
 	}
-	c := &segCtx{suite: s, seg: &seg, cluster: cl, bus: b, api: API{b.Conn()}, kv: KV{b.JetStream()}, store: st,
+	c := &segCtx{suite: s, seg: &seg, cluster: cl, bus: b, api: api, kv: KV{b.JetStream()}, store: st,
 		events: NewEventLog(), pids: NewPidWatch(), topics: NewTopicWatch(cl.Brokers), tolerate: tol,
 		example: filepath.Join(s.cfg.Root, "examples", "uc3-local.yaml")}
 	c.gather = &Gatherer{KV: c.kv, Store: st, Events: c.events, Pids: c.pids, Topics: c.topics, IntervalMs: s.cfg.Interval.Milliseconds(), Model: s.cfg.Model}

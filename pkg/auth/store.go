@@ -45,7 +45,7 @@ func NewStore(kv jetstream.KeyValue, clk clock.PassiveClock) *Store {
 
 // OpenStore opens the TokenBucket on b.
 func OpenStore(ctx context.Context, b *bus.Bus, clk clock.PassiveClock) (*Store, error) {
-	kv, err := b.KVWith(ctx, jetstream.KeyValueConfig{Bucket: TokenBucket, History: 1, Storage: jetstream.FileStorage})
+	kv, err := b.KV(ctx, TokenBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open token store: %w", err)
 	}

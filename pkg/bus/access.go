@@ -12,14 +12,15 @@ import (
 // What every NATS user may do is derived here, once, from the events
 // registry (who produces and who consumes each message), the durable
 // consumers above (serviceConsumers) and the resources below (buckets,
-// streams, request-reply subjects), so a new event, consumer or bucket
+// streams), so a new event, consumer or bucket
 // changes the permissions of exactly the services it concerns. The dev
 // stack's embedded server (pkg/natsembed) and `greenflow nats-config` (a
 // real deployment's nats-server users) both use Permissions.
 
-// Buckets, streams and subjects besides the lifecycle stream, declared
-// here so that the services that use them and the permissions that allow
-// them name the same thing.
+// Buckets and streams besides the lifecycle stream, named here so that
+// the services that use them, the permissions that allow them and the
+// declarer (DeclareTopology, which knows their configuration) name the
+// same thing.
 const (
 	BucketScheduler   = "greenflow_scheduler"
 	BucketTokens      = "greenflow_tokens"
@@ -28,8 +29,6 @@ const (
 	BucketLoadRuns    = "GF_LOADGEN_RUNS"
 	BucketCollectors  = "gf_energy_collectors"
 	StreamTriggers    = "GF_TRIGGERS"
-	// SubjectAPI is the root of the scheduler's request-reply API.
-	SubjectAPI = "gf.api.experiments."
 	// BucketTestbed holds testbed reservations (pkg/testbed), written by
 	// the greenflow command that reserves and releases them.
 	BucketTestbed = "gf_testbed_reservations"
@@ -51,26 +50,23 @@ func Users() []string {
 
 // resources are what a user touches besides lifecycle messages.
 type resources struct {
-	buckets     []string // KV buckets it declares, reads and writes
-	readBuckets []string // KV buckets it only reads (and may declare)
-	streams     []string // other streams it declares and consumes with durables
-	serves      []string // request-reply subjects it answers
-	calls       []string // request-reply subjects it may call
+	buckets     []string // KV buckets it reads and writes
+	readBuckets []string // KV buckets it only reads
+	streams     []string // other streams it consumes with durables
 	watches     bool     // replays the lifecycle stream with ephemeral consumers (Bus.Watch)
 }
 
 // userResources: the token bucket is read by the services that verify
-// tokens (scheduler, analyzer, console) and written only by the scheduler (its token
-// API) and admin. The scheduler's request-reply API answers only the CLI
-// user (and admin): it bypasses the HTTP API's tokens, so NATS permissions
-// are what guard it.
+// tokens (scheduler, analyzer, console) and written only by the scheduler
+// (its token API) and admin. Nobody but admin calls or answers requests:
+// the scheduler's API is its HTTP API, behind tokens.
 var userResources = map[string]resources{
-	string(events.ServiceScheduler):       {buckets: []string{BucketScheduler, BucketTokens}, streams: []string{StreamTriggers}, serves: []string{SubjectAPI + "*"}},
+	string(events.ServiceScheduler):       {buckets: []string{BucketScheduler, BucketTokens}, streams: []string{StreamTriggers}},
 	string(events.ServiceProvisioner):     {buckets: []string{BucketProvisioner}},
 	string(events.ServiceLoadGenerator):   {buckets: []string{BucketLoadMembers, BucketLoadRuns}},
 	string(events.ServiceEnergyCollector): {buckets: []string{BucketCollectors}},
 	string(events.ServiceAnalyzer):        {readBuckets: []string{BucketTokens}},
-	string(events.ServiceCLI):             {buckets: []string{BucketTestbed}, calls: []string{SubjectAPI + "*"}, watches: true},
+	string(events.ServiceCLI):             {buckets: []string{BucketTestbed}, watches: true},
 	// The console reads the lifecycle (watches, no acks) and verifies
 	// sign-in tokens; it publishes nothing and calls no NATS API: its
 	// actions are the signed-in user's, through the scheduler's HTTP API.
@@ -108,8 +104,7 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 	sub.add(inbox + ".>")
 	pub.add("$JS.API.INFO")
 	// The lifecycle, dead-letter, collectors' and watchers' streams: every
-	// bus looks them up; only their owner (Declares) creates and updates
-	// them.
+	// bus looks them up; only admin (Declares) creates and updates them.
 	for _, st := range []string{StreamLifecycle, StreamDeadLetter, StreamCollectors, StreamWatch} {
 		pub.add(streamAccess(user, st)...)
 	}
@@ -142,25 +137,29 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 		pub.add(SubjectDLQ + ">")
 	}
 	for _, b := range res.buckets {
+		// Put, Create, Update, Delete and Purge of a key are all plain
+		// publishes to the key's subject (a delete or purge is a marker
+		// with a header; Purge's rollup is the bucket's own setting), so a
+		// writer needs no JetStream API beyond reading: not the bucket's
+		// STREAM.PURGE (PurgeDeletes) nor STREAM.DELETE, which only admin
+		// has (TestServicesMayNotDeclare).
 		pub.add(bucketRead(user, b)...)
-		pub.add("$KV."+b+".>", "$JS.API.STREAM.PURGE.KV_"+b, "$JS.API.STREAM.DELETE.KV_"+b)
+		pub.add("$KV." + b + ".>")
 	}
 	for _, b := range res.readBuckets {
 		pub.add(bucketRead(user, b)...)
 	}
-	for _, s := range res.serves {
-		sub.add(s)
-	}
-	pub.add(res.calls...)
-	return Permissions{Publish: pub.sorted(), Subscribe: sub.sorted(), Responds: len(res.serves) > 0}, nil
+	return Permissions{Publish: pub.sorted(), Subscribe: sub.sorted()}, nil
 }
 
-// streamAccess reads stream st's info, and creates and updates it when
-// user declares it (Declares). Updating a stream's configuration can
-// re-route any subject into any other (republish, subject transforms,
-// sources): with it, any user could mint API tokens into the token bucket
-// or forge another service's events — a trial did both with the CLI's and
-// the load generator's seeds — so only a stream's owner may.
+// streamAccess looks stream st up, and creates and updates it when user
+// declares it (Declares: admin only). Updating a stream's configuration
+// can re-route any subject into any other (republish, subject transforms,
+// sources): with it, a service could mint API tokens into the token
+// bucket or forge another service's events — a trial did both with the
+// CLI's and the energy collector's seeds, on their own buckets — so no
+// service may create, update, delete or purge any stream, its buckets'
+// included.
 func streamAccess(user, st string) []string {
 	out := []string{"$JS.API.STREAM.INFO." + st}
 	if Declares(user, st) {
@@ -170,21 +169,11 @@ func streamAccess(user, st string) []string {
 }
 
 // Declares reports whether user creates and updates stream st (a bucket's
-// is "KV_" + its name) when NATS authenticates its users: the scheduler the
-// lifecycle, dead-letter, trigger, collectors' and watchers' streams, each bucket the service whose
-// bucket it is, admin everything. Everyone else looks them up and waits for
-// them (Bus.DeclareStream, Bus.KVWith).
-func Declares(user, st string) bool {
-	if user == UserAdmin {
-		return true
-	}
-	switch st {
-	case StreamLifecycle, StreamDeadLetter, StreamTriggers, StreamCollectors, StreamWatch:
-		return user == string(events.ServiceScheduler)
-	}
-	b, ok := strings.CutPrefix(st, "KV_")
-	return ok && slices.Contains(userResources[user].buckets, b)
-}
+// is "KV_" + its name) when NATS authenticates its users: admin only, which
+// declares them all (DeclareTopology: `greenflow nats declare`, the dev
+// stack, a cluster's nats-topology Deployment). Every service looks them up
+// and waits for them (Bus.DeclareStream, Bus.KV).
+func Declares(user, _ string) bool { return user == UserAdmin }
 
 // consumerUse declares, reads, pulls from and acks consumer name of st
 // ("*": any name). A consumer's filter subjects are not in every create
@@ -199,8 +188,8 @@ func consumerUse(st, name string) []string {
 	}
 }
 
-// bucketRead opens bucket b (declaring it when user owns it), gets keys
-// and watches them (ordered push consumers with flow control).
+// bucketRead looks bucket b up, gets keys and watches them (ordered push
+// consumers with flow control).
 func bucketRead(user, b string) []string {
 	st := "KV_" + b
 	return append(streamAccess(user, st),

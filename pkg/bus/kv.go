@@ -13,20 +13,23 @@ import (
 	"go.uber.org/zap"
 )
 
-// KV opens (creating when needed) a file-stored key-value bucket keeping 5
-// revisions per key. See KVWith for what the bus does for it.
+// KV opens bucket with its configuration (BucketConfig): it looks it up
+// and waits for the declarer under authentication, and declares it itself
+// without. See KVWith for what the bus does for it.
 func (b *Bus) KV(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	return b.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 5, Storage: jetstream.FileStorage})
+	return b.KVWith(ctx, BucketConfig(bucket))
 }
 
-// KVWith opens (creating or updating) the bucket cfg describes and keeps
-// it: after a NATS restart the bus declares it again (a memory-stored
-// bucket is always lost; a file-stored one with an empty store); an
-// operation that finds it gone re-creates it and tries once more; and a
-// watch started from it goes on — when the bucket had to be re-created,
-// the watch starts over from its current values, delivering a delete for
-// every key that vanished (and no second nil marker). The returned
-// KeyValue is safe for concurrent use.
+// KVWith opens the bucket cfg describes — creating or updating it when
+// this bus declares (admin, or no authentication), looking it up and
+// waiting for the declarer otherwise — and keeps it: after a NATS restart
+// the bus declares it again, or waits for it again (a memory-stored bucket
+// is always lost; a file-stored one with an empty store); an operation
+// that finds it gone opens it again and tries once more; and a watch
+// started from it goes on — when the bucket had to be re-created, the
+// watch starts over from its current values, delivering a delete for every
+// key that vanished (and no second nil marker). The returned KeyValue is
+// safe for concurrent use.
 func (b *Bus) KVWith(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	b.mu.Lock()
 	k, ok := b.buckets[cfg.Bucket]
@@ -64,6 +67,9 @@ func (k *bucket) open(ctx context.Context) error {
 	var err error
 	if k.b.declares("KV_" + cfg.Bucket) {
 		kv, err = k.b.js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err != nil && replaceable[cfg.Bucket] {
+			kv, err = k.replace(ctx, cfg, err)
+		}
 	} else {
 		err = k.b.awaitDeclared(ctx, "kv bucket "+cfg.Bucket, func() error {
 			var lerr error
@@ -91,6 +97,21 @@ func (k *bucket) open(ctx context.Context) error {
 	}
 	k.created = created
 	return nil
+}
+
+// replace deletes and declares again a replaceable bucket whose update
+// failed (err) because its storage differs — a membership bucket an older
+// version left in memory cannot be moved to a file by an update.
+func (k *bucket) replace(ctx context.Context, cfg jetstream.KeyValueConfig, err error) (jetstream.KeyValue, error) {
+	st, serr := k.b.js.Stream(ctx, "KV_"+cfg.Bucket)
+	if serr != nil || st.CachedInfo().Config.Storage == cfg.Storage {
+		return nil, err
+	}
+	k.b.logger.Warn("replacing a kv bucket to change its storage", zap.String("bucket", cfg.Bucket), zap.Stringer("storage", cfg.Storage))
+	if derr := k.b.js.DeleteKeyValue(ctx, cfg.Bucket); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("replace kv bucket %s: %w", cfg.Bucket, derr)
+	}
+	return k.b.js.CreateOrUpdateKeyValue(ctx, cfg)
 }
 
 // reopen is open after a reconnect: watches start over even when the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,12 +163,14 @@ func (b *Bus) ensureStream(ctx context.Context, stream string) error {
 }
 
 // declares reports whether this bus creates and updates stream st: always
-// on a NATS without authentication; with it, only when its user owns st
-// (Declares) — the others' permissions allow no more than looking it up.
+// on a NATS without authentication (tests, each service on its own); with
+// it, only as admin (Declares) — every other user may only look it up.
 func (b *Bus) declares(st string) bool { return !b.secured || Declares(b.producer, st) }
 
 // declare creates or updates stream cfg when this bus declares it, and
-// otherwise waits (with ctx) until its owner has.
+// otherwise waits (with ctx) until the declarer has — with cfg's subjects,
+// so a service that needs a subject added (the scheduler's armed
+// triggers) waits until the declarer has added it.
 func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
 	ctx, done := b.refusable(ctx, jsAPIOn(cfg.Name))
 	defer done()
@@ -178,11 +181,19 @@ func (b *Bus) declare(ctx context.Context, cfg jetstream.StreamConfig) error {
 		return nil
 	}
 	return b.awaitDeclared(ctx, "stream "+cfg.Name, func() error {
-		_, err := b.js.Stream(ctx, cfg.Name)
+		st, err := b.js.Stream(ctx, cfg.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return errNotYet
 		}
-		return refusal(ctx, err)
+		if err != nil {
+			return refusal(ctx, err)
+		}
+		for _, s := range cfg.Subjects {
+			if !slices.Contains(st.CachedInfo().Config.Subjects, s) {
+				return errNotYet
+			}
+		}
+		return nil
 	})
 }
 
@@ -205,13 +216,13 @@ func (b *Bus) awaitDeclared(ctx context.Context, what string, lookup func() erro
 			return nil
 		}
 		if !said {
-			b.logger.Info("waiting for the owner of a stream or bucket to declare it (this user may only look it up)", zap.String("what", what))
+			b.logger.Info("waiting for admin to declare a stream or bucket (this user may only look it up)", zap.String("what", what))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("look up %s: not declared by its owner: %w", what, ctx.Err())
+			return fmt.Errorf("look up %s: not declared yet: %w", what, ctx.Err())
 		case <-deadline:
-			return fmt.Errorf("look up %s: not declared by its owner within %s (the scheduler declares the streams, each bucket's service its bucket, and admin may: is it running?)", what, declareWait)
+			return fmt.Errorf("look up %s: not declared within %s (only admin declares streams and buckets: is `greenflow nats declare --keep` or the cluster's nats-topology running?)", what, declareWait)
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

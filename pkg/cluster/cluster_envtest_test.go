@@ -107,6 +107,12 @@ func TestUpStatusDown(t *testing.T) {
 	coll, err := cs.CoreV1().Secrets(cluster.CollectorNamespace).Get(ctx, "greenflow-energy-collector-credentials", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.NotEqual(t, string(sched.Data["nats.nk"]), string(coll.Data["nats.nk"]), "each service its own NATS user")
+	// The declarer's: admin's seed, which no service's Secret holds.
+	admin, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-nats-admin", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Contains(t, string(admin.Data["nats.nk"]), "SU", "an nkey user seed")
+	require.NotEqual(t, string(sched.Data["nats.nk"]), string(admin.Data["nats.nk"]), "admin is not the scheduler")
+	require.Equal(t, string(sched.Data[bus.TrustFileName]), string(admin.Data[bus.TrustFileName]), "the declarer checks signatures with the same keys")
 	reader, err := cs.CoreV1().Secrets(cluster.Namespace).Get(ctx, "greenflow-clickhouse-reader", metav1.GetOptions{})
 	require.NoError(t, err)
 	readerPassword, err := os.ReadFile(cluster.ReaderPasswordFile(secrets))

@@ -209,5 +209,8 @@ func (c *Credentials) Secrets() ([]*corev1.Secret, error) {
 	if seed[bus.UserAdmin] == nil {
 		return nil, fmt.Errorf("no NATS admin user in the contract (pkg/bus)")
 	}
+	// The declarer's (deploy/components/nats/topology.yaml): only admin
+	// declares streams and buckets.
+	out = append(out, secret(Namespace, "greenflow-nats-admin", map[string][]byte{"nats.nk": seed[bus.UserAdmin], bus.TrustFileName: trust}))
 	return out, nil
 }

@@ -2,6 +2,7 @@ package natsembed_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -48,6 +49,25 @@ func (v *violations) handler(_ *nats.Conn, _ *nats.Subscription, err error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.errs = append(v.errs, err.Error())
+}
+
+// refused runs call on a new connection as user and requires that it
+// fail because the server refused it: a refused request gets no answer, so
+// the call's context ends with the violation the server reports (and only
+// after 10 s without one).
+func refused(t *testing.T, s testenv.SecureNATS, user string, call func(context.Context, *nats.Conn) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	nc := s.Conn(t, user, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			cancel(err)
+		}
+	}))
+	tctx, tcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer tcancel()
+	require.Error(t, call(tctx, nc))
+	require.ErrorContains(t, context.Cause(ctx), "Permissions Violation", "refused by the server")
 }
 
 func (v *violations) has(op, subject string) bool {
@@ -108,8 +128,7 @@ func TestServicesPublishWhatTheyProduce(t *testing.T) {
 func TestTokenBucketAccess(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	ctx := context.Background()
-	cfg := jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1}
-	adminKV, err := s.Bus(t, bus.UserAdmin).KVWith(ctx, cfg)
+	adminKV, err := s.Bus(t, bus.UserAdmin).KV(ctx, bus.BucketTokens)
 	require.NoError(t, err)
 	_, err = adminKV.Put(ctx, "t1", []byte(`{"hash":"x"}`))
 	require.NoError(t, err)
@@ -153,27 +172,24 @@ func TestTokenBucketAccess(t *testing.T) {
 	}
 }
 
-// Only the CLI (and admin) may call the scheduler's request-reply API,
-// which bypasses the HTTP API's tokens.
-func TestSchedulerRequestAPIOnlyForCLI(t *testing.T) {
+// Nobody but admin calls or answers requests on the scheduler's old
+// request-reply subjects: that API bypassed the HTTP API's tokens and is
+// gone, and no service may stand in for it.
+func TestNoServiceUsesTheOldRequestAPI(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
-	sched := s.Conn(t, string(events.ServiceScheduler))
-	sub, err := sched.Subscribe(bus.SubjectAPI+"list", func(m *nats.Msg) { _ = m.Respond([]byte(`[]`)) })
-	require.NoError(t, err)
-	require.NoError(t, sched.Flush())
-	defer func() { _ = sub.Unsubscribe() }()
-
-	for _, user := range bus.Users() {
-		t.Run(user, func(t *testing.T) {
+	const subject = "gf.api.experiments.submit"
+	for _, svc := range events.Services {
+		t.Run(string(svc), func(t *testing.T) {
+			refused(t, s, string(svc), func(ctx context.Context, nc *nats.Conn) error {
+				_, err := nc.RequestWithContext(ctx, subject, []byte(`{}`))
+				return err
+			})
 			v := &violations{}
-			nc := s.Conn(t, user, nats.ErrorHandler(v.handler))
-			_, err := nc.Request(bus.SubjectAPI+"list", nil, 2*time.Second)
-			if user == string(events.ServiceCLI) || user == bus.UserAdmin {
-				require.NoError(t, err)
-				return
-			}
-			require.Error(t, err)
-			testenv.Eventually(t, 5*time.Second, "permission violation", func() bool { return v.has("publish", bus.SubjectAPI+"list") })
+			nc := s.Conn(t, string(svc), nats.ErrorHandler(v.handler))
+			_, err := nc.Subscribe(subject, func(*nats.Msg) {})
+			require.NoError(t, err) // refused asynchronously
+			require.NoError(t, nc.Flush())
+			testenv.Eventually(t, 5*time.Second, "a permission violation", func() bool { return v.has("subscription", subject) })
 		})
 	}
 }
@@ -215,51 +231,129 @@ func natsErrors(t *testing.T, reg *prometheus.Registry, kind string) float64 {
 	return 0
 }
 
-// No user but a stream's owner may change its configuration: a stream
-// update can re-route any subject into any other (republish into the token
-// bucket: an admin API token minted with the CLI's seed; a subject
-// transform: the load generator forging run.analyzed — both found by a
-// trial). The lifecycle stream is the scheduler's; each bucket's stream its
-// service's; every user, the CLI included, is tried.
-func TestOnlyTheOwnerMayReconfigureAStream(t *testing.T) {
+// No service may create, update, delete or purge any stream — its own
+// buckets' included; only admin declares (bus.DeclareTopology). A stream
+// update can re-route any subject into any other: a trial republished a
+// message of the collectors' own bucket onto gf.evt.run.analyzed with the
+// energy collector's seed, and minted an admin API token into the token
+// bucket with the CLI's. Every service user tries, against every stream and
+// bucket, the very requests nats.go sends — a create and an update that
+// republish onto gf.evt.run.analyzed and onto the token bucket, a delete,
+// a purge — each refused by the server; the exploit itself, through
+// jetstream.UpdateStream on the user's own bucket, fails; and afterwards
+// every stream is there, unchanged.
+func TestServicesMayNotDeclare(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	ctx := context.Background()
 	admin := s.Bus(t, bus.UserAdmin)
-	_, err := admin.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1})
-	require.NoError(t, err)
-	users := append(slices.Clone(events.Services), events.ServiceCLI)
-	for _, st := range []string{bus.StreamLifecycle, "KV_" + bus.BucketTokens} {
+	require.NoError(t, admin.DeclareStream(ctx, bus.TriggerStreamConfig([]string{"ci.images.built"})))
+	streams := []string{bus.StreamLifecycle, bus.StreamDeadLetter, bus.StreamCollectors, bus.StreamWatch, bus.StreamTriggers}
+	for _, b := range bus.Buckets() {
+		streams = append(streams, "KV_"+b)
+	}
+	before := map[string]jetstream.StreamConfig{}
+	for _, st := range streams {
 		info, err := admin.JetStream().Stream(ctx, st)
-		require.NoError(t, err)
-		for _, u := range users {
-			t.Run(fmt.Sprintf("%s updates %s", u, st), func(t *testing.T) {
-				v := &violations{}
-				nc := s.Conn(t, string(u), nats.ErrorHandler(v.handler))
-				js, err := jetstream.New(nc)
-				require.NoError(t, err)
-				cfg := info.CachedInfo().Config
-				cfg.Description = "changed by " + string(u)
-				uctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				defer cancel()
-				_, err = js.UpdateStream(uctx, cfg)
-				if bus.Declares(string(u), st) {
-					require.NoError(t, err, "the owner updates its stream")
-					return
+		require.NoError(t, err, "the declarer declared %s", st)
+		before[st] = info.CachedInfo().Config
+	}
+	targets := []string{bus.Subject(events.TypeRunAnalyzed), "$KV." + bus.BucketTokens + ".minted"}
+	// A bucket each user may write (or read), for the exploit through the
+	// client library.
+	own := map[events.Service]string{
+		events.ServiceScheduler: bus.BucketScheduler, events.ServiceProvisioner: bus.BucketProvisioner,
+		events.ServiceLoadGenerator: bus.BucketLoadRuns, events.ServiceEnergyCollector: bus.BucketCollectors,
+		events.ServiceAnalyzer: bus.BucketTokens, events.ServiceCLI: bus.BucketTestbed, events.ServiceConsole: bus.BucketTokens,
+	}
+	require.Len(t, own, len(events.Services))
+	for _, u := range events.Services {
+		require.False(t, bus.Declares(string(u), bus.StreamLifecycle))
+		t.Run(string(u), func(t *testing.T) {
+			v := &violations{}
+			nc := s.Conn(t, string(u), nats.ErrorHandler(v.handler))
+			var want []string
+			for _, st := range streams {
+				for _, target := range targets {
+					cfg := before[st]
+					cfg.RePublish = &jetstream.RePublish{Source: ">", Destination: target}
+					body, err := json.Marshal(cfg)
+					require.NoError(t, err)
+					for _, op := range []string{"CREATE", "UPDATE"} {
+						subj := "$JS.API.STREAM." + op + "." + st
+						require.NoError(t, nc.PublishRequest(subj, nc.NewRespInbox(), body))
+						want = append(want, subj)
+					}
 				}
-				require.Error(t, err)
-				testenv.Eventually(t, 5*time.Second, "a permission violation", func() bool {
-					return v.has("publish", "$JS.API.STREAM.UPDATE."+st)
+				for _, op := range []string{"DELETE", "PURGE"} {
+					subj := "$JS.API.STREAM." + op + "." + st
+					require.NoError(t, nc.PublishRequest(subj, nc.NewRespInbox(), nil))
+					want = append(want, subj)
+				}
+			}
+			require.NoError(t, nc.Flush())
+			for _, subj := range want {
+				testenv.Eventually(t, 5*time.Second, fmt.Sprintf("%s refused %s", u, subj), func() bool {
+					return v.has("publish", subj)
 				})
+			}
+
+			// The trial's exploit, as the client library makes it.
+			st := "KV_" + own[u]
+			for _, target := range targets {
+				cfg := before[st]
+				cfg.RePublish = &jetstream.RePublish{Source: ">", Destination: target}
+				refused(t, s, string(u), func(ctx context.Context, nc *nats.Conn) error {
+					js, err := jetstream.New(nc)
+					require.NoError(t, err)
+					_, err = js.UpdateStream(ctx, cfg)
+					return err
+				})
+			}
+		})
+	}
+	for _, st := range streams {
+		info, err := admin.JetStream().Stream(ctx, st)
+		require.NoError(t, err, "%s is still there", st)
+		require.Nil(t, info.CachedInfo().Config.RePublish, "%s republishes", st)
+		require.Equal(t, before[st].Subjects, info.CachedInfo().Config.Subjects, st)
+	}
+}
+
+// A service writes its buckets with the key operations alone — Put,
+// Create, Update, Delete and Purge of a key are publishes to the key's
+// subject — now that no service has a stream API beyond looking up:
+// every writer, every bucket it writes, on the bus it runs on.
+func TestWritersUseTheirBucketsWithoutStreamRights(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx := context.Background()
+	writes := map[events.Service][]string{
+		events.ServiceScheduler:       {bus.BucketScheduler, bus.BucketTokens},
+		events.ServiceProvisioner:     {bus.BucketProvisioner},
+		events.ServiceLoadGenerator:   {bus.BucketLoadMembers, bus.BucketLoadRuns},
+		events.ServiceEnergyCollector: {bus.BucketCollectors},
+		events.ServiceCLI:             {bus.BucketTestbed},
+	}
+	for svc, buckets := range writes {
+		b := s.Bus(t, string(svc))
+		for _, name := range buckets {
+			t.Run(string(svc)+" "+name, func(t *testing.T) {
+				kv, err := b.KV(ctx, name)
+				require.NoError(t, err)
+				rev, err := kv.Create(ctx, "k", []byte("1"))
+				require.NoError(t, err)
+				_, err = kv.Update(ctx, "k", []byte("2"), rev)
+				require.NoError(t, err)
+				_, err = kv.Put(ctx, "k", []byte("3"))
+				require.NoError(t, err)
+				require.NoError(t, kv.Delete(ctx, "k"))
+				_, err = kv.Put(ctx, "p", []byte("x"))
+				require.NoError(t, err)
+				require.NoError(t, kv.Purge(ctx, "p"))
+				_, err = kv.Get(ctx, "p")
+				require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 			})
 		}
-		after, err := admin.JetStream().Stream(ctx, st)
-		require.NoError(t, err)
-		require.NotContains(t, after.CachedInfo().Config.Description, "changed by "+string(events.ServiceCLI))
-		require.NotContains(t, after.CachedInfo().Config.Description, "changed by "+string(events.ServiceLoadGenerator))
 	}
-	require.True(t, bus.Declares(string(events.ServiceScheduler), bus.StreamLifecycle))
-	require.False(t, bus.Declares(string(events.ServiceCLI), bus.StreamLifecycle))
-	require.False(t, bus.Declares(string(events.ServiceAnalyzer), "KV_"+bus.BucketTokens), "the analyzer only reads tokens")
 }
 
 // No user may declare, pull from or acknowledge through another service's
@@ -327,9 +421,6 @@ func TestRefusedCallsFailAtOnce(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin := s.Bus(t, bus.UserAdmin)
-	_, err := admin.KVWith(ctx, jetstream.KeyValueConfig{Bucket: bus.BucketTokens, History: 1})
-	require.NoError(t, err)
 	loadgen := s.Bus(t, string(events.ServiceLoadGenerator))
 	analyzer := s.Bus(t, string(events.ServiceAnalyzer))
 	tokens, err := analyzer.KV(ctx, bus.BucketTokens)
@@ -345,8 +436,8 @@ func TestRefusedCallsFailAtOnce(t *testing.T) {
 			_, err := tokens.Put(ctx, "x", []byte("minted"))
 			return err
 		}},
-		{"request not allowed", bus.SubjectAPI + "submit", func() error {
-			_, err := analyzer.Request(ctx, bus.SubjectAPI+"submit", []byte(`{}`))
+		{"request not allowed", "gf.api.experiments.submit", func() error {
+			_, err := analyzer.Request(ctx, "gf.api.experiments.submit", []byte(`{}`))
 			return err
 		}},
 	} {

@@ -29,11 +29,27 @@ func NATSWithAuth(tb testing.TB) SecureNATS {
 	require.NoError(tb, err)
 	tb.Cleanup(ns.Shutdown)
 	s := SecureNATS{URL: ns.ClientURL(), Dir: dir}
-	// The streams every bus looks up, declared by their owner's rights (as
-	// the scheduler or an operator does in a deployment): a test that
-	// connects some other service first finds them.
-	s.Bus(tb, bus.UserAdmin)
+	s.Declare(tb)
 	return s
+}
+
+// Declare runs the declarer on the server at s.URL until the test ends, as
+// `greenflow nats declare --keep` does: admin declares every stream and
+// bucket (the services may only look them up), again after a restart that
+// lost them, and follows the scheduler's armed triggers.
+func (s SecureNATS) Declare(tb testing.TB) {
+	tb.Helper()
+	admin := s.Bus(tb, bus.UserAdmin)
+	require.NoError(tb, bus.DeclareTopology(context.Background(), admin))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- bus.FollowTriggers(ctx, admin) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("the declarer's trigger follower: %v", err)
+		}
+	})
 }
 
 // Creds are user's credentials.

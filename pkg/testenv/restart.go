@@ -20,6 +20,7 @@ type RestartableNATS struct {
 	mu       sync.Mutex
 	port     int
 	storeDir string
+	users    []natsembed.User // authentication on when set
 	srv      *server.Server
 }
 
@@ -32,6 +33,24 @@ func NewRestartableNATS(tb testing.TB) *RestartableNATS {
 	r.Start()
 	tb.Cleanup(r.Stop)
 	return r
+}
+
+// NewRestartableNATSWithAuth is NewRestartableNATS with authentication
+// and permissions on: GreenFlow's users, whose credentials the returned
+// SecureNATS gives. Nothing is declared: its Declare runs the declarer, as
+// a deployment does, which declares the streams and buckets again after a
+// restart that lost them (no service may).
+func NewRestartableNATSWithAuth(tb testing.TB) (*RestartableNATS, SecureNATS) {
+	tb.Helper()
+	dir := tb.TempDir()
+	users, err := natsembed.EnsureUsers(dir)
+	require.NoError(tb, err)
+	ports, err := freeport.Get(1)
+	require.NoError(tb, err)
+	r := &RestartableNATS{tb: tb, port: ports[0], storeDir: tb.TempDir(), users: users}
+	r.Start()
+	tb.Cleanup(r.Stop)
+	return r, SecureNATS{URL: r.URL(), Dir: dir}
 }
 
 // URL is the server's client URL; it stays the same across restarts.
@@ -53,7 +72,7 @@ func (r *RestartableNATS) Start() {
 	r.tb.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	srv, err := natsembed.Start(natsembed.Options{Port: r.port, StoreDir: r.storeDir})
+	srv, err := natsembed.Start(natsembed.Options{Port: r.port, StoreDir: r.storeDir, Users: r.users})
 	require.NoError(r.tb, err)
 	r.srv = srv
 }

@@ -15,6 +15,7 @@
 //	token             create, list and revoke API tokens (api.go)
 //	trigger           list and disarm armed templates (trigger.go)
 //	nats-config       nats-server users and permissions for a deployment (natsconfig.go)
+//	nats declare      every stream and bucket, as admin (natsconfig.go)
 //	clickhouse-users  ClickHouse users.xml for a deployment (clickhouseusers.go)
 //	cluster           the platform on a Kubernetes cluster (cluster.go)
 //	prune             drop days of samples that belong to no run (prune.go)
@@ -66,6 +67,7 @@ Usage:
   greenflow trigger  list                                                      armed templates: what fires them, how often and when they last did
   greenflow trigger  disarm NAME                                               stop a template firing (submitting it again re-arms it)
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
+  greenflow nats declare [--nats-url URL --nats-nkey-file ADMIN.nk] [--keep]    declare every stream and bucket as admin (no service may)
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
   greenflow cluster up|status|down [--kubeconfig F] [--overlay single-node|testbed|DIR]   the platform on a Kubernetes cluster
   greenflow prune    [--older-than 720h] [--dry-run] [--format table|json]    drop days of samples no run touches
@@ -95,6 +97,7 @@ var commands = map[string]command{
 	"list":             toStdout(runList),
 	"status":           toStdout(runStatusCmd),
 	"nats-config":      runNATSConfig,
+	"nats":             runNATS,
 	"clickhouse-users": runClickHouseUsers,
 	"cluster":          runCluster,
 	"prune":            runPrune,

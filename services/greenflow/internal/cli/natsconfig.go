@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/natsembed"
+	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
+	"go.uber.org/zap"
 )
 
 // runNATSConfig prints the authorization block of a nats-server
@@ -39,4 +42,69 @@ func runNATSConfig(_ context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	_, err = fmt.Fprintf(stderr, "trust file for every service (--nats-trust-file): %s\n", filepath.Join(*dir, bus.TrustFileName))
 	return err
+}
+
+// runNATS runs `greenflow nats declare`: as NATS's admin user it declares
+// every stream and bucket GreenFlow uses (bus.DeclareTopology) — no
+// service may, since a stream's configuration can re-route any subject
+// into any other — and prints them. With --keep it stays connected: it
+// declares them again after a NATS restart that lost them and keeps the
+// trigger stream capturing the subjects of armed triggers, until stopped
+// (a cluster's nats-topology Deployment runs it so).
+func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "declare" {
+		return fmt.Errorf("nats: expected the subcommand declare, got %q", strings.Join(args, " "))
+	}
+	fs := flag.NewFlagSet("nats declare", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c connFlags
+	fs.StringVar(&c.stateDir, "state-dir", defaultStateDir(), "state dir of a running 'greenflow dev' (its NATS and admin seed, when --nats-url or --nats-nkey-file are not given)")
+	fs.StringVar(&c.natsURL, "nats-url", "", "NATS URL (default: from the dev state dir)")
+	fs.StringVar(&c.natsNKeyFile, "nats-nkey-file", "", "file holding the admin user's NATS nkey seed (default: the dev stack's, in the state dir)")
+	caFile := fs.String("nats-ca-file", "", "PEM file of the CA that signed the NATS server's certificate; set to require TLS")
+	certFile := fs.String("nats-cert-file", "", "PEM client certificate for NATS servers that verify clients (with --nats-key-file)")
+	keyFile := fs.String("nats-key-file", "", "PEM private key of --nats-cert-file")
+	keep := fs.Bool("keep", false, "stay connected: declare again after a NATS restart, follow armed triggers, until stopped")
+	logLevel := fs.String("log-level", "info", "log level with --keep (debug, info, warn, error)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("nats declare: unexpected argument %q", fs.Arg(0))
+	}
+	if c.natsURL == "" {
+		if err := c.resolve(true); err != nil {
+			return err
+		}
+	}
+	creds := bus.Credentials{NKeyFile: c.natsNKeyFile, CAFile: *caFile, CertFile: *certFile, KeyFile: *keyFile}
+	if creds.NKeyFile == "" {
+		creds.NKeyFile = devstack.NATSCreds(c.stateDir, bus.UserAdmin).NKeyFile
+	}
+	if err := creds.Validate(); err != nil {
+		return err
+	}
+	opts, err := creds.Options()
+	if err != nil {
+		return err
+	}
+	logger := zap.NewNop()
+	if *keep {
+		logger = cliLogger(*logLevel)
+	}
+	b, err := bus.Connect(ctx, c.natsURL, bus.UserAdmin, logger, nil, opts...) // named as its user: see bus.Declares
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	if err := bus.DeclareTopology(ctx, b); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "declared on %s: streams %s, %s, %s, %s; buckets %s\n", c.natsURL,
+		bus.StreamLifecycle, bus.StreamDeadLetter, bus.StreamCollectors, bus.StreamWatch, strings.Join(bus.Buckets(), ", "))
+	if !*keep {
+		return nil
+	}
+	fmt.Fprintln(stderr, "keeping them declared (after a NATS restart too) and the trigger stream following armed triggers; stop with Ctrl-C or SIGTERM")
+	return bus.FollowTriggers(ctx, b)
 }

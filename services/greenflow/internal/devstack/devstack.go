@@ -148,6 +148,7 @@ type Stack struct {
 	health    *service.Health
 	http      *service.HTTPServer
 	buses     []*bus.Bus
+	admin     *bus.Bus // the declarer's (declareTopology), admin's
 	logger    *zap.Logger
 	// adminToken is the token in TokenFile.
 	adminToken string
@@ -240,10 +241,15 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.Endpoints.PID = os.Getpid()
-	// As the operator, before the services: the admin's bus declares the
-	// lifecycle and dead-letter streams (bus.New) and the token bucket, so
-	// services that may only look them up (bus.Declares) find them even
-	// when the scheduler, their owner, runs elsewhere or starts later.
+	// As the operator, before the services: only admin declares streams
+	// and buckets (bus.Declares; a service that could would re-route any
+	// subject into any other), so the admin's bus declares them all here —
+	// and again after a NATS restart that lost them, and the trigger
+	// stream's subjects as triggers are armed (FollowTriggers, run with the
+	// services) — and the services look them up.
+	if err := s.declareTopology(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.ensureAdminToken(ctx); err != nil {
 		return nil, err
 	}
@@ -277,16 +283,28 @@ func (s *Stack) writeEndpoints(e Endpoints) error {
 	return writeFile(filepath.Join(s.opts.StateDir, EndpointsFile), b, 0o600)
 }
 
-// ensureAdminToken reuses the admin token in TokenFile while the token
-// store accepts it; otherwise (first start, a lost JetStream store, a
-// revoked or expired token) it creates one and writes it there.
-func (s *Stack) ensureAdminToken(ctx context.Context) error {
-	b, err := s.connect(ctx, bus.UserAdmin, bus.UserAdmin, s.logger, nil)
+// declareTopology declares every stream and bucket as admin on a bus kept
+// open with the stack, and adds the declarer's trigger follower to the
+// services it runs.
+func (s *Stack) declareTopology(ctx context.Context) error {
+	b, err := s.connect(ctx, bus.UserAdmin, bus.UserAdmin, s.logger.With(zap.String("service", "nats-topology")), nil)
 	if err != nil {
 		return err
 	}
 	s.buses = append(s.buses, b)
-	tokens, err := auth.OpenStore(ctx, b, nil)
+	s.admin = b
+	if err := bus.DeclareTopology(ctx, b); err != nil {
+		return err
+	}
+	s.group.Add("nats-topology", service.Func(func(ctx context.Context) error { return bus.FollowTriggers(ctx, b) }))
+	return nil
+}
+
+// ensureAdminToken reuses the admin token in TokenFile while the token
+// store accepts it; otherwise (first start, a lost JetStream store, a
+// revoked or expired token) it creates one and writes it there.
+func (s *Stack) ensureAdminToken(ctx context.Context) error {
+	tokens, err := auth.OpenStore(ctx, s.admin, nil)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/service"
@@ -24,27 +23,15 @@ var _ service.Checker = (*Generator)(nil)
 // (membership) and a lost plan is written again from the copy every
 // instance keeps (plans).
 
-// bucketConfigs are the KV buckets the generator needs, both in file storage:
-// a NATS server restart must keep the plans and checkpoints, and a
-// membership bucket that vanished with a restart left every later load
-// dead-lettered.
-func bucketConfigs() []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{
-		{Bucket: BucketMembers, TTL: membersTTL, History: 1, Storage: jetstream.FileStorage,
-			Description: "Live load-generator instances (heartbeats; liveness is judged by their age)"},
-		{Bucket: BucketRuns, TTL: runsTTL, History: 1, Storage: jetstream.FileStorage,
-			Description: "Load plans (key ranges per instance) and per-instance checkpoints"},
-	}
-}
-
-// open opens the buckets through the bus, which keeps them from then on.
+// open opens the buckets through the bus, which knows their configuration
+// (bus.BucketConfig) and keeps them from then on.
 func (g *Generator) open(ctx context.Context) error {
-	for _, c := range bucketConfigs() {
-		kv, err := g.openBucket(ctx, c)
+	for _, name := range []string{BucketMembers, BucketRuns} {
+		kv, err := g.bus.KV(ctx, name)
 		if err != nil {
 			return err
 		}
-		switch c.Bucket {
+		switch name {
 		case BucketMembers:
 			g.members = kv
 		case BucketRuns:
@@ -52,26 +39,6 @@ func (g *Generator) open(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// openBucket opens bucket c through the bus. A membership bucket left in
-// memory storage by an older version cannot be updated to file storage; it
-// holds only heartbeats, so it is replaced.
-func (g *Generator) openBucket(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := g.bus.KVWith(ctx, c)
-	if err == nil || c.Bucket != BucketMembers {
-		return kv, err
-	}
-	js := g.bus.JetStream()
-	st, serr := js.Stream(ctx, "KV_"+c.Bucket)
-	if serr != nil || st.CachedInfo().Config.Storage == c.Storage {
-		return nil, err
-	}
-	g.logger.Warn("replacing the membership bucket to move it to file storage", zap.String("bucket", c.Bucket))
-	if derr := js.DeleteKeyValue(ctx, c.Bucket); derr != nil && !errors.Is(derr, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("replace kv bucket %s: %w", c.Bucket, derr)
-	}
-	return g.bus.KVWith(ctx, c)
 }
 
 // reconnected reports whether NATS reconnected since the last call (from

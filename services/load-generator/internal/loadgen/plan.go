@@ -38,12 +38,11 @@ import (
 // id should two instances briefly both think they lead.
 const (
 	BucketMembers = bus.BucketLoadMembers
-	BucketRuns    = bus.BucketLoadRuns
-	// runsTTL bounds how long plans and statuses of old runs are kept.
-	runsTTL = 48 * time.Hour
-	// membersTTL only collects the entries of instances that crashed; it
-	// does not decide liveness (MemberTTL does, by timestamp).
-	membersTTL = time.Minute
+	// BucketRuns's TTL (bus.BucketConfig) bounds how long plans and
+	// statuses of old runs are kept; BucketMembers's only collects the
+	// entries of instances that crashed: it does not decide liveness
+	// (MemberTTL does, by timestamp).
+	BucketRuns = bus.BucketLoadRuns
 )
 
 func planKey(run string) string             { return "plan." + run }

@@ -11,22 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/auth"
-	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/spec"
-)
-
-// Request-reply subjects of the scheduler's API (queue group "scheduler").
-const (
-	SubjectAPISubmit = bus.SubjectAPI + "submit"
-	SubjectAPIList   = bus.SubjectAPI + "list"
-	SubjectAPIGet    = bus.SubjectAPI + "get"
-	SubjectAPICancel = bus.SubjectAPI + "cancel"
 )
 
 // MaxSpecBytes bounds a submitted spec: spec.MaxBytes, enforced by
@@ -44,36 +34,14 @@ type (
 	TriggerStatus    = schedapi.TriggerStatus
 )
 
-// SubmitRequest is the body of a submission over NATS. Over HTTP the body is
-// the spec itself and sets/yes are query parameters.
+// SubmitRequest is a submission: over HTTP the body is the spec and
+// sets/yes are query parameters. (The NATS request-reply API that took it
+// as JSON is gone: it bypassed the HTTP API's tokens.)
 type SubmitRequest struct {
 	Spec string   `json:"spec"`
 	Set  []string `json:"set,omitempty"`
 	Yes  bool     `json:"yes,omitempty"`
 	By   string   `json:"submitted_by,omitempty"`
-}
-
-// fitPayload cuts st's run list so that its JSON fits in limit bytes: a
-// NATS reply over the server's payload limit is never delivered, and the
-// asker would only see a timeout (a 20,000-run experiment's status is
-// ~4 MB; the default limit is 1 MB). The counts stay whole.
-func fitPayload(st ExperimentStatus, limit int) ExperimentStatus {
-	b, _ := json.Marshal(st)
-	if len(b) <= limit || len(st.Runs) == 0 {
-		return st
-	}
-	perRun := len(b) / len(st.Runs)
-	keep := max(0, (limit*9/10)/max(perRun, 1)-1)
-	for keep > 0 {
-		cut := st
-		cut.Runs, cut.RunsOmitted = st.Runs[:keep], len(st.Runs)-keep
-		if b, _ := json.Marshal(cut); len(b) <= limit {
-			return cut
-		}
-		keep = keep * 9 / 10
-	}
-	st.Runs, st.RunsOmitted = nil, len(st.Runs)
-	return st
 }
 
 // Submit validates a spec and queues it; the experiment is accepted by the
@@ -181,77 +149,6 @@ func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
 	}
 	if err := s.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: reason}, ""); err != nil {
 		return fmt.Errorf("queue the cancel of experiment %s: %w", id, err)
-	}
-	return nil
-}
-
-// serveNATS answers the request-reply API until ctx ends.
-func (s *Scheduler) serveNATS(ctx context.Context) error {
-	nc := s.bus.Conn()
-	reply := func(m *nats.Msg, v any) {
-		b, _ := json.Marshal(v)
-		if err := m.Respond(b); err != nil {
-			s.logger.Warn("api reply failed", zap.String("subject", m.Subject), zap.Error(err))
-		}
-	}
-	handlers := map[string]nats.MsgHandler{
-		SubjectAPISubmit: func(m *nats.Msg) {
-			var req SubmitRequest
-			if err := json.Unmarshal(m.Data, &req); err != nil {
-				reply(m, SubmitReply{Error: "request body: expected JSON {\"spec\": \"...\"}: " + err.Error()})
-				return
-			}
-			reply(m, s.Submit(ctx, req))
-		},
-		SubjectAPIList: func(m *nats.Msg) {
-			if err := s.Check(); err != nil {
-				reply(m, map[string]string{"error": err.Error()})
-				return
-			}
-			reply(m, s.List())
-		},
-		SubjectAPIGet: func(m *nats.Msg) {
-			st, ok := s.Status(strings.TrimSpace(string(m.Data)))
-			if err := s.Check(); !ok && err != nil {
-				reply(m, map[string]string{"error": err.Error()})
-				return
-			}
-			if !ok {
-				reply(m, map[string]string{"error": "unknown experiment " + string(m.Data)})
-				return
-			}
-			reply(m, fitPayload(st, int(nc.MaxPayload())-4096))
-		},
-		SubjectAPICancel: func(m *nats.Msg) {
-			// The body is the id, or {"id": ..., "reason": ...}.
-			id, reason := strings.TrimSpace(string(m.Data)), "cancelled through the API"
-			var req struct{ ID, Reason string }
-			if strings.HasPrefix(id, "{") && json.Unmarshal(m.Data, &req) == nil {
-				id = req.ID
-				if req.Reason != "" {
-					reason = req.Reason
-				}
-			}
-			if err := s.Cancel(ctx, id, reason); err != nil {
-				reply(m, map[string]string{"error": err.Error()})
-				return
-			}
-			reply(m, map[string]string{"status": "cancel requested"})
-		},
-	}
-	var subs []*nats.Subscription
-	for subj, h := range handlers {
-		// A panic in a handler answers the requester with an error and
-		// leaves the API serving; it never ends the scheduler.
-		sub, err := nc.QueueSubscribe(subj, "scheduler", s.bus.SafeMsgHandler(subj, h))
-		if err != nil {
-			return fmt.Errorf("subscribe %s: %w", subj, err)
-		}
-		subs = append(subs, sub)
-	}
-	<-ctx.Done()
-	for _, sub := range subs {
-		_ = sub.Drain()
 	}
 	return nil
 }

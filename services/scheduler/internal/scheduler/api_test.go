@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +19,8 @@ import (
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
-// The scheduler's API over HTTP and NATS request-reply: what it accepts,
-// what it refuses and how it answers.
+// The scheduler's HTTP API: what it accepts, what it refuses and how it
+// answers.
 
 // apiServer serves the harness scheduler's HTTP API until the test ends.
 func apiServer(t testing.TB, h *harness) string {
@@ -74,25 +75,20 @@ func TestHTTPSubmitStatusAndErrors(t *testing.T) {
 	require.Len(t, list, 1, "rejected submissions queue nothing")
 }
 
-func TestNATSRequestReplySubmitAndCancel(t *testing.T) {
+func TestHTTPSubmitAndCancel(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
-	nc := testenv.NATSConn(t, h.url)
-	spec := strings.Replace(fmt.Sprintf(specTmpl, 1), "measure: 150ms", "measure: 1h", 1)
-	req, _ := json.Marshal(scheduler.SubmitRequest{Spec: spec})
-	var rep scheduler.SubmitReply
-	require.NoError(t, json.Unmarshal(request(t, nc, scheduler.SubjectAPISubmit, req), &rep))
-	require.NotEmpty(t, rep.ID, rep.Error)
+	url := apiServer(t, h)
+	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
 	testenv.Eventually(t, 10*time.Second, "run measuring", func() bool {
-		m, err := nc.Request(scheduler.SubjectAPIGet, []byte(rep.ID), time.Second)
-		if err != nil {
-			return false
-		}
 		var st scheduler.ExperimentStatus
-		return json.Unmarshal(m.Data, &st) == nil && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
+		return getJSON(t, url+"/v1/experiments/"+rep.ID, &st) == http.StatusOK && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
 	})
-	_, err := nc.Request(scheduler.SubjectAPICancel, []byte(rep.ID), time.Second)
+	resp, err := apiClient.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
 	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
 	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
 }
 
@@ -102,13 +98,18 @@ func TestNATSRequestReplySubmitAndCancel(t *testing.T) {
 func TestOddIDsAreUnknownExperiments(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
-	nc := testenv.NATSConn(t, h.url)
-	for _, id := range []string{"", "a.b", "exp.>", "a b", "-x", strings.Repeat("x", 300)} {
-		for _, subj := range []string{scheduler.SubjectAPIGet, scheduler.SubjectAPICancel} {
-			var rep map[string]string
-			require.NoError(t, json.Unmarshal(request(t, nc, subj, []byte(id)), &rep), "%s %q", subj, id)
-			require.Contains(t, rep["error"], "unknown experiment", "%s %q", subj, id)
-		}
+	url := apiServer(t, h)
+	for _, id := range []string{"a.b", "exp.>", "a b", "-x", strings.Repeat("x", 300)} {
+		var rep map[string]string
+		require.Equal(t, http.StatusNotFound, getJSON(t, url+"/v1/experiments/"+neturl.PathEscape(id), &rep), "GET %q", id)
+		require.Contains(t, rep["error"], "unknown experiment", "GET %q", id)
+		resp, err := apiClient.Post(url+"/v1/experiments/"+neturl.PathEscape(id)+"/cancel", "", nil)
+		require.NoError(t, err)
+		rep = nil
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&rep))
+		resp.Body.Close()
+		require.Equal(t, http.StatusNotFound, resp.StatusCode, "cancel %q", id)
+		require.Contains(t, rep["error"], "unknown experiment", "cancel %q", id)
 	}
 }
 
@@ -160,43 +161,6 @@ func TestHTTPSubmitRefusesBadInputAndQueuesNothing(t *testing.T) {
 	require.LessOrEqual(t, len(under), scheduler.MaxSpecBytes)
 	code, rep = postSpec(t, url, "", under)
 	require.Equal(t, http.StatusAccepted, code, rep.Error)
-	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
-}
-
-// Over NATS request-reply, the spec that used to kill the scheduler gets an
-// answer with the problem, and the API goes on answering.
-func TestNATSSubmitOfANaNStepIsAnsweredAndTheSchedulerServesOn(t *testing.T) {
-	t.Parallel()
-	h, _ := newHarness(t, nil)
-	nc := testenv.NATSConn(t, h.url)
-	submit := func(spec string) scheduler.SubmitReply {
-		req, _ := json.Marshal(scheduler.SubmitRequest{Spec: spec})
-		m, err := nc.Request(scheduler.SubjectAPISubmit, req, 5*time.Second)
-		require.NoError(t, err, "the scheduler answers")
-		var rep scheduler.SubmitReply
-		require.NoError(t, json.Unmarshal(m.Data, &rep))
-		return rep
-	}
-	request(t, nc, scheduler.SubjectAPIList, nil) // the API is up
-	rep := submit(nanSpec)
-	require.Equal(t, "invalid spec", rep.Error)
-	require.Contains(t, strings.Join(rep.Problems, "\n"), "line 8: spec.factors[0].range.step: got NaN")
-
-	rep = submit(strings.Repeat("#", scheduler.MaxSpecBytes+1))
-	require.Equal(t, fmt.Sprintf("spec too large: the spec is %d bytes, more than the %d bytes (512 KiB) allowed", spec.MaxBytes+1, spec.MaxBytes), rep.Error)
-
-	// Every bad override is reported, each with its --set argument.
-	req, _ := json.Marshal(scheduler.SubmitRequest{Spec: fmt.Sprintf(specTmpl, 1), Set: []string{"spec.nonexistent.x=1", "spec.workload.value=NaN"}})
-	m, err := nc.Request(scheduler.SubjectAPISubmit, req, 5*time.Second)
-	require.NoError(t, err)
-	rep = scheduler.SubmitReply{}
-	require.NoError(t, json.Unmarshal(m.Data, &rep))
-	require.Len(t, rep.Problems, 2, "%v", rep.Problems)
-	require.Contains(t, strings.Join(rep.Problems, "\n"), "--set spec.nonexistent.x=1: spec.nonexistent: unknown field")
-	require.Contains(t, strings.Join(rep.Problems, "\n"), "--set spec.workload.value=NaN: spec.workload.value: expected a finite number")
-
-	rep = submit(fmt.Sprintf(specTmpl, 1))
-	require.NotEmpty(t, rep.ID, rep.Error)
 	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
 }
 

@@ -13,9 +13,6 @@ func (s *Scheduler) WrapKV(wrap func(jetstream.KeyValue) jetstream.KeyValue) { s
 // RetryDelay is how long attempt n of a run waits under cfg.
 func RetryDelay(cfg Config, n int) time.Duration { return cfg.retryDelay(n) }
 
-// FitPayload is fitPayload.
-func FitPayload(st ExperimentStatus, limit int) ExperimentStatus { return fitPayload(st, limit) }
-
 // JudgeRun is judgeRun.
 func JudgeRun(r RunRecord, metrics map[string]float64, minRatio float64) (Outcome, string) {
 	return judgeRun(r, metrics, minRatio)

@@ -397,22 +397,6 @@ func postSpec(t testing.TB, url, query string, body []byte) (int, scheduler.Subm
 	return resp.StatusCode, rep
 }
 
-// request asks the scheduler's NATS API, retrying until it answers (its
-// subscriptions start with Run).
-func request(t testing.TB, nc *nats.Conn, subject string, body []byte) []byte {
-	t.Helper()
-	var reply []byte
-	testenv.Eventually(t, 10*time.Second, "scheduler API to answer on "+subject, func() bool {
-		m, err := nc.Request(subject, body, 2*time.Second)
-		if err != nil {
-			return false
-		}
-		reply = m.Data
-		return true
-	})
-	return reply
-}
-
 // runError waits for the error of a scheduler's Run, which must come
 // while its context is live.
 func runError(t testing.TB, done <-chan error) error {

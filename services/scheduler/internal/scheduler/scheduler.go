@@ -132,7 +132,6 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	s.events = d.Bus.NewConsumer(bus.ConsumerScheduler, s.handler(), bus.OnDeadLetter(s.onDeadLetter))
 	s.parts.Add("state watch", service.Func(s.followView))
 	s.parts.Add("events", untilCancelled(s.events.Run))
-	s.parts.Add("nats api", untilCancelled(s.serveNATS))
 	s.parts.Add("tick", service.Func(s.tickLoop))
 	s.parts.Add("run rows", service.Func(s.rows.run))
 	s.parts.Add("trigger consumer", untilCancelled(s.consumeTriggers))

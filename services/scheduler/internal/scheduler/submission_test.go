@@ -2,7 +2,6 @@ package scheduler_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -32,15 +31,13 @@ const sweepRuns = 20000
 
 // The id a 202 hands out is an experiment at once: while the scheduler is
 // busy creating, then cancelling, a 20,000-run sweep, a small experiment
-// submitted behind it answers GET (submitted) and takes a cancel, over
-// HTTP and over NATS, and ends cancelled without any of its runs starting.
+// submitted behind it answers GET (submitted) and takes a cancel, and ends cancelled without any of its runs starting.
 // Before, GET and cancel answered 404 until the consumer reached it (~3.5
 // s, and ~14 s behind a cancel), and the cancel was lost.
 func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
 	url := apiServer(t, h)
-	nc := testenv.NATSConn(t, h.url)
 	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepRuns), 1)
 
 	accepted := time.Now()
@@ -67,22 +64,10 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	require.Equal(t, events.ExperimentStateSubmitted, st.State, "the consumer is still creating the sweep")
 	require.Equal(t, 2, st.RunsTotal, "a submitted experiment shows the runs it will have")
 
-	// 2. The same over NATS request-reply.
-	req, _ := json.Marshal(scheduler.SubmitRequest{Spec: longSpec(1)})
-	var viaNATS scheduler.SubmitReply
-	require.NoError(t, json.Unmarshal(request(t, nc, scheduler.SubjectAPISubmit, req), &viaNATS))
-	require.NotEmpty(t, viaNATS.ID, viaNATS.Error)
-	natsAsk := func(subject, id string) map[string]any {
-		t.Helper()
-		m, err := nc.Request(subject, []byte(id), 5*time.Second)
-		require.NoError(t, err)
-		var out map[string]any
-		require.NoError(t, json.Unmarshal(m.Data, &out))
-		require.Empty(t, out["error"], "%s of %s right after it was accepted", subject, id)
-		return out
-	}
-	require.Equal(t, viaNATS.ID, natsAsk(scheduler.SubjectAPIGet, viaNATS.ID)["id"])
-	require.Equal(t, "cancel requested", natsAsk(scheduler.SubjectAPICancel, viaNATS.ID)["status"])
+	// 2. Another, GET and cancel at once.
+	code, second := postSpec(t, url, "", []byte(longSpec(1)))
+	require.Equal(t, http.StatusAccepted, code, second.Error)
+	require.Equal(t, second.ID, getCancel(second.ID).ID)
 
 	// 3. Behind the sweep being cancelled: wait until the sweep is created,
 	// cancel it, and submit, GET and cancel one more at once.
@@ -102,7 +87,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	getCancel(third.ID)
 
 	// Each ends cancelled; none of the small ones' runs ever started.
-	for _, id := range []string{small.ID, viaNATS.ID, third.ID, big.ID} {
+	for _, id := range []string{small.ID, second.ID, third.ID, big.ID} {
 		testenv.Eventually(t, 3*time.Minute, "experiment "+id+" cancelled", func() bool {
 			h.mu.Lock()
 			defer h.mu.Unlock()
@@ -114,7 +99,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 				time.Since(cancelled).Round(time.Millisecond))
 		}
 	}
-	for _, id := range []string{small.ID, viaNATS.ID, third.ID} {
+	for _, id := range []string{small.ID, second.ID, third.ID} {
 		var st scheduler.ExperimentStatus
 		require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+id, &st))
 		require.Equal(t, events.ExperimentStateCancelled, st.State)
@@ -134,12 +119,11 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 }
 
 // Cancelled runs are counted apart from failed ones — in the HTTP status,
-// the list and the NATS API (what `greenflow status` and `list` show).
+// the list (what `greenflow status` and `list` show).
 func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
 	url := apiServer(t, h)
-	nc := testenv.NATSConn(t, h.url)
 	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
 	require.Equal(t, http.StatusAccepted, code, rep.Error)
 	testenv.Eventually(t, 30*time.Second, "a run measuring", func() bool {
@@ -160,10 +144,6 @@ func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
 	for _, r := range st.Runs {
 		require.Equal(t, events.RunStateCancelled, r.State)
 	}
-	var viaNATS scheduler.ExperimentStatus
-	require.NoError(t, json.Unmarshal(request(t, nc, scheduler.SubjectAPIGet, []byte(rep.ID)), &viaNATS))
-	require.Equal(t, 2, viaNATS.RunsCancelled)
-	require.Zero(t, viaNATS.RunsFail)
 }
 
 // gatedRunCreate is the real state bucket whose creation of run keys waits

@@ -38,7 +38,9 @@ type TriggerRecord struct {
 	LastEventSeq uint64 `json:"last_event_seq,omitempty"`
 }
 
-func triggerKey(name string) string { return "trigger." + name }
+// triggerKey is where trigger name's record is: under bus.TriggerKeyPrefix,
+// where the declarer (bus.FollowTriggers) reads the subjects to capture.
+func triggerKey(name string) string { return bus.TriggerKeyPrefix + name }
 
 // arm stores (or replaces) a template; subject triggers get their subject
 // added to the trigger stream.
@@ -80,12 +82,11 @@ func (s *Scheduler) ensureTriggerStream(ctx context.Context) error {
 	if len(subjects) == 0 {
 		return nil
 	}
-	// Declared through the bus, so it is declared again after a NATS
-	// restart that lost it, and its consumer comes back.
-	err := s.bus.DeclareStream(ctx, jetstream.StreamConfig{
-		Name: StreamTriggers, Description: "Events that start experiments from templates", Subjects: subjects,
-		MaxAge: 7 * 24 * time.Hour, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute,
-	})
+	// Through the bus: without authentication it declares the stream (and
+	// again after a NATS restart that lost it); with it, only admin may,
+	// and the bus waits until the declarer (bus.FollowTriggers) has added
+	// the subjects of the records stored above.
+	err := s.bus.DeclareStream(ctx, bus.TriggerStreamConfig(subjects))
 	if err != nil {
 		return fmt.Errorf("triggers for %v: %w", subjects, err)
 	}

@@ -7,7 +7,6 @@ package devstacktest
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -124,45 +123,21 @@ func BusAs(tb testing.TB, st *devstack.Stack, user string) *bus.Bus {
 	return b
 }
 
-// Submit prepares a spec with overrides and submits it to the scheduler
-// over NATS (its request-reply API, which a scheduler running as a
-// separate process answers too); it returns the experiment id and its
-// number of runs. With no scheduler answering yet, the experiment.submit
-// command is queued on the stream for the scheduler to take when it
-// starts. (The CLI submits through the HTTP API with a token; the NATS
-// API is protected by NATS permissions, not by tokens.)
+// Submit prepares a spec with overrides as the CLI does (every problem
+// fails the test here) and queues it as the operator: b publishes the
+// experiment.submit command — what the scheduler's HTTP API publishes for
+// a submission — so a scheduler that starts later, or runs as a separate
+// process, takes it. It returns the experiment id and its number of runs.
+// (The scheduler's NATS request-reply API is gone: it bypassed the HTTP
+// API's tokens.)
 func Submit(ctx context.Context, tb testing.TB, b *bus.Bus, specYAML []byte, sets []string) (string, int) {
 	tb.Helper()
 	p, err := spec.Prepare(specYAML, sets, false)
 	require.NoError(tb, err)
-	if p.Experiment.Spec.Trigger == nil {
-		req, _ := json.Marshal(map[string]any{"spec": p.Resolved, "yes": true, "submitted_by": "test"})
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		msg, err := b.Conn().RequestWithContext(rctx, subjectSubmit, req)
-		cancel()
-		if err == nil {
-			var rep struct {
-				ID       string   `json:"id"`
-				Error    string   `json:"error"`
-				Problems []string `json:"problems"`
-			}
-			require.NoError(tb, json.Unmarshal(msg.Data, &rep))
-			require.Empty(tb, rep.Problems, rep.Error)
-			if rep.ID != "" {
-				return rep.ID, p.Runs
-			}
-			// Not ready to take it now: queue the command.
-		} else {
-			require.ErrorIs(tb, err, nats.ErrNoResponders)
-		}
-	}
 	id := spec.NewExperimentID(p.Experiment.Metadata.Name, time.Now())
 	require.NoError(tb, b.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: "test"}, "submit:"+id))
 	return id, p.Runs
 }
-
-// subjectSubmit is the scheduler's request-reply subject for submissions.
-const subjectSubmit = "gf.api.experiments.submit"
 
 // Observer keeps, in order, the messages of chosen types the services
 // publish about one experiment (replayed from a minute before it starts, so
