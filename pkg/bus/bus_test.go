@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"sync"
 	"testing"
@@ -379,32 +378,4 @@ func TestPanickingDeadLetterHookDoesNotStopTheConsumer(t *testing.T) {
 	require.Equal(t, "next", testenv.Receive(t, handled, 10*time.Second, "the next message handled after the dead-letter hook panicked"))
 	require.Len(t, dlq(t, b, 1), 1)
 	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "hook-panics"}))
-}
-
-// A request-reply handler wrapped by SafeMsgHandler answers a panic with an
-// error reply and goes on answering.
-func TestSafeMsgHandlerAnswersAPanicWithAnErrorAndKeepsServing(t *testing.T) {
-	t.Parallel()
-	b, reg := newBusWithRegistry(t)
-	nc := b.Conn()
-	sub, err := nc.QueueSubscribe("test.api", "q", b.SafeMsgHandler("test.api", func(m *nats.Msg) {
-		if string(m.Data) == "boom" {
-			panic("request defect")
-		}
-		_ = m.Respond([]byte(`{"ok":true}`))
-	}))
-	require.NoError(t, err)
-	defer func() { _ = sub.Unsubscribe() }()
-	client := testenv.NATSConn(t, nc.ConnectedUrl())
-
-	rep, err := client.Request("test.api", []byte("boom"), 5*time.Second)
-	require.NoError(t, err, "the requester gets an answer, not a timeout")
-	var body map[string]string
-	require.NoError(t, json.Unmarshal(rep.Data, &body))
-	require.Equal(t, "internal error: panic: request defect", body["error"])
-
-	rep, err = client.Request("test.api", []byte("fine"), 5*time.Second)
-	require.NoError(t, err, "still serving after the panic")
-	require.JSONEq(t, `{"ok":true}`, string(rep.Data))
-	require.Equal(t, 1.0, testenv.CounterValue(t, reg, "greenflow_bus_handler_panics_total", map[string]string{"consumer": "test.api"}))
 }

@@ -82,10 +82,7 @@ func TestForgedAndMovedEventsAreDeadLetteredNotHandled(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin := s.Bus(t, bus.UserAdmin)
-	_, err := admin.KV(ctx, bus.BucketCollectors)
-	require.NoError(t, err)
-	js, err := jetstream.New(s.Conn(t, bus.UserAdmin))
+	js, err := jetstream.New(s.Conn(t, bus.UserAdmin)) // the streams and buckets: declared by NATSWithAuth, as admin
 	require.NoError(t, err)
 
 	// The scheduler's real consumer, recording what its handler is given.
@@ -159,11 +156,6 @@ func TestTokenDeliveredIntoTheTokenBucketIsNotBelieved(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin := s.Bus(t, bus.UserAdmin)
-	for _, b := range []string{bus.BucketTestbed, bus.BucketTokens} {
-		_, err := admin.KV(ctx, b)
-		require.NoError(t, err)
-	}
 	// The scheduler's token store, as the API checks tokens with it; a
 	// genuine token works.
 	store, err := auth.OpenStore(ctx, s.Bus(t, string(events.ServiceScheduler)), clock.RealClock{})
@@ -216,11 +208,6 @@ func TestForgedRecordsChangeNothingAServiceSees(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	admin := s.Bus(t, bus.UserAdmin)
-	for _, b := range []string{bus.BucketScheduler, bus.BucketCollectors} {
-		_, err := admin.KV(ctx, b)
-		require.NoError(t, err)
-	}
 	// The scheduler's bucket as the scheduler reads and watches it.
 	kv, err := s.Bus(t, string(events.ServiceScheduler)).KV(ctx, bus.BucketScheduler)
 	require.NoError(t, err)

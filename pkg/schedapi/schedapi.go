@@ -55,9 +55,6 @@ type ExperimentStatus struct {
 	RunsFail      int         `json:"runs_failed"`
 	RunsCancelled int         `json:"runs_cancelled"`
 	Runs          []RunStatus `json:"runs,omitempty"`
-	// RunsOmitted is how many runs a NATS reply leaves out of Runs to stay
-	// within the server's payload limit (HTTP lists them all).
-	RunsOmitted int `json:"runs_omitted,omitempty"`
 	// Testbed is the reservation the experiment ran on (one experiment's
 	// status only, not lists); nil off a testbed.
 	Testbed *results.TestbedProvenance `json:"testbed,omitempty"`
