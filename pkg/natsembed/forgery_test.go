@@ -292,3 +292,41 @@ func TestForgedRecordsChangeNothingAServiceSees(t *testing.T) {
 		`exp-a KeyValuePutOp {"state":"cancelled"}`, "exp-b KeyValueDeleteOp ", "exp-a KeyValueDeleteOp ",
 	}, after)
 }
+
+// A stack upgraded from a version without signatures: its records carry no
+// seal, so every reader skips them until admin seals them, once.
+func TestSealUnsignedKeepsWhatAnOlderVersionWrote(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// What the older scheduler wrote: plain values.
+	sjs, err := jetstream.New(s.Conn(t, string(events.ServiceScheduler)))
+	require.NoError(t, err)
+	old, err := sjs.KeyValue(ctx, bus.BucketScheduler)
+	require.NoError(t, err)
+	_, err = old.Put(ctx, "exp-old", []byte(`{"state":"done"}`))
+	require.NoError(t, err)
+	_, err = old.Put(ctx, "exp-gone", []byte(`{}`))
+	require.NoError(t, err)
+	require.NoError(t, old.Delete(ctx, "exp-gone"))
+
+	kv, err := s.Bus(t, string(events.ServiceScheduler)).KV(ctx, bus.BucketScheduler)
+	require.NoError(t, err)
+	_, err = kv.Get(ctx, "exp-old")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound, "an unsigned record is skipped")
+
+	sealed, err := bus.SealUnsigned(ctx, s.Bus(t, bus.UserAdmin))
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{bus.BucketScheduler: 1}, sealed, "the live record, not the deleted one")
+	e, err := kv.Get(ctx, "exp-old")
+	require.NoError(t, err)
+	require.Equal(t, `{"state":"done"}`, string(e.Value()))
+	_, err = kv.Get(ctx, "exp-gone")
+	require.ErrorIs(t, err, jetstream.ErrKeyNotFound)
+
+	sealed, err = bus.SealUnsigned(ctx, s.Bus(t, bus.UserAdmin))
+	require.NoError(t, err)
+	require.Empty(t, sealed, "nothing left to seal")
+	_, err = bus.SealUnsigned(ctx, s.Bus(t, string(events.ServiceScheduler)))
+	require.ErrorContains(t, err, "only admin", "a service cannot vouch")
+}

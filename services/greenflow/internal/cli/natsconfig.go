@@ -66,6 +66,7 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	keyFile := fs.String("nats-key-file", "", "PEM private key of --nats-cert-file")
 	keep := fs.Bool("keep", false, "stay connected: declare again after a NATS restart, follow armed triggers, until stopped")
 	logLevel := fs.String("log-level", "info", "log level with --keep (debug, info, warn, error)")
+	seal := fs.Bool("seal-unsigned", false, "once, when upgrading from a version without signatures: seal as admin the records it left in the buckets (every reader skips unsigned records)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -99,6 +100,13 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer b.Close()
 	if err := bus.DeclareTopology(ctx, b); err != nil {
 		return err
+	}
+	if *seal {
+		sealed, err := bus.SealUnsigned(ctx, b)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "sealed as admin, records written before signatures: %v\n", sealed)
 	}
 	fmt.Fprintf(stdout, "declared on %s: streams %s, %s, %s, %s; buckets %s\n", c.natsURL,
 		bus.StreamLifecycle, bus.StreamDeadLetter, bus.StreamCollectors, bus.StreamWatch, strings.Join(bus.Buckets(), ", "))

@@ -296,8 +296,33 @@ func (s *Stack) declareTopology(ctx context.Context) error {
 	if err := bus.DeclareTopology(ctx, b); err != nil {
 		return err
 	}
+	if err := s.sealOnce(ctx, b); err != nil {
+		return err
+	}
 	s.group.Add("nats-topology", service.Func(func(ctx context.Context) error { return bus.FollowTriggers(ctx, b) }))
 	return nil
+}
+
+// SealedMarker, under the state dir, says that the records a version from
+// before signatures left in its buckets were sealed (bus.SealUnsigned):
+// it is done once, at the first start that signs, never again — a later
+// unsigned record is a forgery, not history.
+const SealedMarker = "nats/records-sealed"
+
+// sealOnce seals the records an older stack left, the first time.
+func (s *Stack) sealOnce(ctx context.Context, b *bus.Bus) error {
+	marker := filepath.Join(s.opts.StateDir, SealedMarker)
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	sealed, err := bus.SealUnsigned(ctx, b)
+	if err != nil {
+		return err
+	}
+	if len(sealed) > 0 {
+		s.logger.Info("records from before signatures sealed as admin (once, at this first start that signs)", zap.Any("by_bucket", sealed))
+	}
+	return writeFile(marker, []byte("records written before signatures were sealed by this state dir's admin\n"), 0o600)
 }
 
 // ensureAdminToken reuses the admin token in TokenFile while the token
