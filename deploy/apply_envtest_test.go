@@ -144,6 +144,11 @@ func TestOverlaysApplyToARealAPIServer(t *testing.T) {
 					require.Equal(t, 6, kinds["Deployment"], "scheduler, provisioner, load-generator, analyzer, console, NATS's declarer: %v", kinds)
 					require.Equal(t, 1, kinds["DaemonSet"], kinds)
 				}
+				if overlay == "overlays/testbed" {
+					// With what `greenflow testbed up` applies beside it: each
+					// collector's sources file.
+					objs = append(objs, sourcesConfigMap(t))
+				}
 				require.NoError(t, a.Apply(context.Background(), objs))
 				for _, warning := range w.take() {
 					t.Logf("warning: %s", warning)

@@ -67,6 +67,16 @@ func (m manifests) has(name string) bool {
 	return false
 }
 
+// hasPolicy reports a NetworkPolicy named name.
+func (m manifests) hasPolicy(name string) bool {
+	for _, p := range m.policies {
+		if p.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
 // services are GreenFlow's own workloads (not NATS, ClickHouse or Kafka).
 func (m manifests) services() []workload {
 	var out []workload
@@ -301,7 +311,9 @@ func (m manifests) peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNS s
 // console reaches an HTTP API, the scheduler's and the analyzer's; the HTTP
 // port is reachable from GreenFlow's namespace (not from its other
 // services: they talk over NATS) and Prometheus's; the console's pages from
-// the ingress controller's namespace; nothing else is, in or out.
+// the ingress controller's namespace; on a testbed the collectors reach
+// the Grid'5000 API (Kwollect, HTTPS) and no other service does; nothing
+// else is, in or out.
 func TestNetworkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T) {
 	forEachDeployment(t, networkPoliciesAllowTheArchitecturesFlowsOnly)
 }
@@ -320,6 +332,8 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 	ingress := endpoint{ns: "ingress-nginx", labels: map[string]string{"app.kubernetes.io/name": "ingress-nginx"}}
 	sut := endpoint{ns: "gf-run-e1-r0000", labels: map[string]string{"app": "uc3"}}
 	usesKafka := map[string]bool{"scheduler": true, "provisioner": true, "load-generator": true, "analyzer": true}
+	kwollect := endpoint{ip: testKwollect}
+	onTestbed := m.hasPolicy("greenflow-collector-kwollect")
 
 	type flow struct {
 		from, to endpoint
@@ -338,6 +352,9 @@ func networkPoliciesAllowTheArchitecturesFlowsOnly(t *testing.T, m manifests) {
 			flow{s, kafka, corev1.ProtocolTCP, 9092, usesKafka[w.name]},
 			flow{s, apiServer, corev1.ProtocolTCP, 443, w.name == "provisioner"},
 			flow{s, apiServer, corev1.ProtocolTCP, 6443, w.name == "provisioner"},
+			flow{s, kwollect, corev1.ProtocolTCP, 443, onTestbed && w.name == "energy-collector"},
+			flow{s, kwollect, corev1.ProtocolTCP, 80, false},
+			flow{kwollect, s, corev1.ProtocolTCP, 9464, false},
 			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 443, false},
 			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 6443, false},
 			flow{s, endpoint{ip: "203.0.113.7"}, corev1.ProtocolTCP, 80, false},
@@ -436,6 +453,17 @@ func TestTheKubeAPIPolicyFailsClosedUntilConfigured(t *testing.T) {
 		for _, port := range []int{443, 6443} {
 			require.False(t, m.allowed(svc("provisioner"), endpoint{ip: ip}, corev1.ProtocolTCP, port), "%s:%d before it is configured", ip, port)
 		}
+	}
+}
+
+// Until `testbed up` (or the operator) sets the Grid'5000 API's
+// addresses, the collectors' policy on the testbed fails closed too: they
+// reach no address on 443, and measure with their local meters.
+func TestTheKwollectPolicyFailsClosedUntilConfigured(t *testing.T) {
+	m := load(t, "overlays/testbed")
+	require.True(t, m.hasPolicy("greenflow-collector-kwollect"))
+	for _, ip := range []string{testKwollect, "172.16.0.1", "203.0.113.7"} {
+		require.False(t, m.allowed(svc("energy-collector"), endpoint{ip: ip}, corev1.ProtocolTCP, 443), "%s:443 before it is configured", ip)
 	}
 }
 

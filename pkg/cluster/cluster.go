@@ -43,6 +43,12 @@ type Options struct {
 	// APIServerCIDRs bound the provisioner's egress to the Kubernetes API;
 	// empty: read from the cluster (the kubernetes Service's endpoints).
 	APIServerCIDRs []string
+	// EgressCIDRs give the overlay's NetworkPolicies that name outside
+	// addresses (by policy name) those addresses: the testbed overlay's
+	// greenflow-collector-kwollect, the Grid'5000 API as the nodes resolve
+	// it, from `testbed up`. A policy not named keeps its placeholder,
+	// which fails closed.
+	EgressCIDRs map[string][]string
 	// Timeout bounds the wait of up and down.
 	Timeout time.Duration
 	// Poll is how often readiness is read.
@@ -151,7 +157,7 @@ func (c *Cluster) render(ctx context.Context) ([]*unstructured.Unstructured, err
 			return nil, err
 		}
 	}
-	return Render(c.o.Overlay, cidrs)
+	return Render(c.o.Overlay, cidrs, c.o.EgressCIDRs)
 }
 
 // apiServerCIDRs are the kubernetes Service's endpoint addresses, each as
@@ -222,7 +228,7 @@ func installHint(group string) string {
 
 // Status reads every component of the overlay.
 func (c *Cluster) Status(ctx context.Context) ([]Component, error) {
-	objs, err := Render(c.o.Overlay, []string{"192.0.2.1/32"}) // the addresses do not change what runs
+	objs, err := Render(c.o.Overlay, []string{"192.0.2.1/32"}, nil) // the addresses do not change what runs
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +366,7 @@ func (c *Cluster) wait(ctx context.Context, objs []*unstructured.Unstructured) (
 // A namespace the overlay only shares (kafka, where Strimzi's operator may
 // live) stays. The credentials stay in the secrets directory.
 func (c *Cluster) Down(ctx context.Context) error {
-	objs, err := Render(c.o.Overlay, []string{"192.0.2.1/32"})
+	objs, err := Render(c.o.Overlay, []string{"192.0.2.1/32"}, nil)
 	if err != nil {
 		return err
 	}

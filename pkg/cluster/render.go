@@ -3,9 +3,11 @@ package cluster
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -23,9 +25,11 @@ var Overlays = []string{"single-node", "testbed"}
 // built with) or a kustomization directory on disk — as `kubectl
 // kustomize` does (kustomize's library, in process), with the provisioner's
 // egress to the Kubernetes API narrowed to apiCIDRs (the one line an
-// operator would otherwise edit). It returns the objects in the order
-// kustomize gives them.
-func Render(overlay string, apiCIDRs []string) ([]*unstructured.Unstructured, error) {
+// operator would otherwise edit), and the first egress rule of each
+// NetworkPolicy named in egress given those CIDRs (the testbed overlay's
+// collectors' way to the Grid'5000 API, which `testbed up` resolves). It
+// returns the objects in the order kustomize gives them.
+func Render(overlay string, apiCIDRs []string, egress map[string][]string) ([]*unstructured.Unstructured, error) {
 	var fsys filesys.FileSystem
 	var top, target string
 	if isShipped(overlay) {
@@ -55,12 +59,24 @@ func Render(overlay string, apiCIDRs []string) ([]*unstructured.Unstructured, er
 		fsys, top, target = filesys.MakeFsOnDisk(), tmp, filepath.ToSlash(rel)
 	}
 	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [" + fmt.Sprintf("%q", target) + "]\n"
+	policies := map[string][]string{}
+	for name, cidrs := range egress {
+		if len(cidrs) > 0 {
+			policies[name] = cidrs
+		}
+	}
 	if len(apiCIDRs) > 0 {
+		policies["greenflow-provisioner-kube-api"] = apiCIDRs
+	}
+	if len(policies) > 0 {
+		k += "patches:\n"
+	}
+	for _, name := range slices.Sorted(maps.Keys(policies)) {
 		var to []string
-		for _, c := range apiCIDRs {
+		for _, c := range policies[name] {
 			to = append(to, fmt.Sprintf("{ipBlock: {cidr: %q}}", c))
 		}
-		k += "patches:\n  - target: {kind: NetworkPolicy, name: greenflow-provisioner-kube-api}\n    patch: |-\n" +
+		k += fmt.Sprintf("  - target: {kind: NetworkPolicy, name: %s}\n    patch: |-\n", name) +
 			"      - {op: replace, path: /spec/egress/0/to, value: [" + strings.Join(to, ", ") + "]}\n"
 	}
 	if err := fsys.MkdirAll(top); err != nil {

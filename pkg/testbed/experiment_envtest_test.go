@@ -26,6 +26,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
 	"github.com/greenflow/greenflow/pkg/testenv"
+	collectorapp "github.com/greenflow/greenflow/services/energy-collector/app"
 )
 
 func init() { startEnvtest = kubetest.MustStart }
@@ -67,9 +68,13 @@ func registerNode(cs kubernetes.Interface, host, role string) error {
 // deployer stands in for deploy/'s `greenflow cluster up` (issue 19, built
 // beside this): it applies, with the kubeconfig the bootstrap produced,
 // the platform's namespace (the reservation's ConfigMap is already in it).
-type deployer struct{ applied []string }
+type deployer struct {
+	applied []string
+	cidrs   []string // the collectors' egress to Kwollect it was given
+}
 
 func (d *deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservation) error {
+	d.cidrs = r.KwollectCIDRs
 	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		return err
@@ -128,21 +133,28 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		}
 		return "", 0
 	})
-	// Every node draws 120 W at the wall while the experiment runs.
+	// Every node draws 120 W at the wall while the experiment runs;
+	// taurus-2 has a wattmeter (the reference API says so), taurus-3 none:
+	// its BMC reads 95 W.
 	for _, n := range lyon["taurus"] {
 		w.api.Power(n, func(time.Time) float64 { return 120 })
 	}
+	w.api.Reference("taurus-2", map[string]any{"uid": "taurus-2", "processor": map[string]any{"model": "Intel Xeon", "version": "E5-2630"},
+		"sensors": map[string]any{"power": map[string]any{"available": true, "via": map[string]any{"pdu": []any{map[string]any{"uid": "wattmetre1"}}}}}})
+	w.api.BMC("taurus-3", func(time.Time) float64 { return 95 })
 
 	dep := &deployer{}
 	m := w.manager(t, "host-a", w.clk)
 	p := &testbed.Platform{Manager: m,
-		Runner:    func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
-		Waiter:    testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond, Clock: clock.RealClock{}},
-		Deployer:  dep,
-		APIServer: func(string) string { return kubetest.Admin.Host },
-		Logger:    testenv.Logger(t)}
+		Runner:      func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
+		Waiter:      testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond, Clock: clock.RealClock{}},
+		Deployer:    dep,
+		APIServer:   func(string) string { return kubetest.Admin.Host },
+		KwollectURL: w.api.URL + "/stable",
+		Logger:      testenv.Logger(t)}
 
 	joules := map[string]float64{}
+	var readers map[string]collectorapp.SourceConfig // each SUT node's Kwollect source, as its collector reads it
 	var handed results.TestbedProvenance
 	var reservationID string
 	err := p.Run(context.Background(), spec(t), nil, func(ctx context.Context, r testbed.Reservation, kc []byte) error {
@@ -175,12 +187,37 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 			return fmt.Errorf("configmap %s holds %s, want %s", testbed.ProvenanceConfigMap, cm.Data[testbed.ProvenanceKey], want)
 		}
 		reservationID = r.ID
+		// The collectors' sources files, as each collector reads its own
+		// node's (the ConfigMap mounted, --sources-file=<node>.yaml): parsed
+		// with the collector's parser, each names its node's Kwollect
+		// source.
+		sources, err := kcs.CoreV1().ConfigMaps(testbed.CollectorNamespace).Get(ctx, testbed.SourcesConfigMap, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		readers = map[string]collectorapp.SourceConfig{}
+		for _, host := range r.Hosts(testbed.RoleSUT) {
+			list, err := collectorapp.ParseSources([]byte(sources.Data[testbed.SourcesKey(host)]))
+			if err != nil {
+				return fmt.Errorf("sources of %s: %w", host, err)
+			}
+			for _, sc := range list {
+				if sc.Kind == "kwollect" {
+					readers[host] = sc
+				}
+			}
+		}
 		// A measured window of 5 minutes on the system under test's nodes,
-		// read from Kwollect once its data is in.
+		// read from Kwollect once its data is in, with the sources the
+		// files name (the stand-in asks the testbed's credentials, which
+		// the collectors inside do not need).
 		begin := w.clk.Now()
 		w.clk.SetTime(begin.Add(5*time.Minute + 30*time.Second)) // the run is over, Kwollect has caught up
-		for _, host := range r.Hosts(testbed.RoleSUT) {
-			in, err := energy.MeasureWindow(ctx, energy.WattmeterOptions{Series: g5k.KwollectSeries{C: backend(t, w.api.URL).C, Site: "lyon", Node: host},
+		for host, sc := range readers {
+			if sc.URL != w.api.URL+"/stable" {
+				return fmt.Errorf("the collector of %s reads Kwollect at %q, not the stand-in's", host, sc.URL)
+			}
+			in, err := energy.MeasureWindow(ctx, energy.WattmeterOptions{Series: g5k.KwollectSeries{C: backend(t, w.api.URL).C, Site: sc.Site, Node: sc.Node, BMC: sc.BMC},
 				MaxLag: time.Millisecond, Poll: time.Millisecond}, begin, begin.Add(5*time.Minute))
 			if err != nil {
 				return err
@@ -191,12 +228,20 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	require.Equal(t, map[string]float64{"taurus-2.lyon.grid5000.fr": 120 * 300, "taurus-3.lyon.grid5000.fr": 120 * 300}, joules)
+	// Each node measured at the wall through its own file: taurus-2 by its
+	// wattmeter, taurus-3 by its BMC, pinned to the node's collector.
+	require.Equal(t, map[string]collectorapp.SourceConfig{
+		"taurus-2.lyon.grid5000.fr": {ID: "wattmeter/taurus-2", Kind: "kwollect", Node: "taurus-2", Site: "lyon", URL: w.api.URL + "/stable", Pinned: true},
+		"taurus-3.lyon.grid5000.fr": {ID: "bmc/taurus-3", Kind: "kwollect", Node: "taurus-3", Site: "lyon", URL: w.api.URL + "/stable", BMC: true, Pinned: true},
+	}, readers)
+	require.Equal(t, 120.0*300, joules["taurus-2.lyon.grid5000.fr"])
+	require.InDelta(t, 95.0*300, joules["taurus-3.lyon.grid5000.fr"], 1e-9)
 	mu.Lock()
 	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker",
 		"taurus-5.lyon.grid5000.fr": "loadgen"}, roles)
 	mu.Unlock()
 	require.Equal(t, []string{"namespace/greenflow"}, dep.applied)
+	require.Equal(t, []string{"127.0.0.1/32"}, dep.cidrs, "the stand-in's address, for the collectors' policy")
 	// What the platform was handed names the job, the site, the walltime
 	// and every node in its pool.
 	require.Equal(t, "grid5000", handed.Backend)

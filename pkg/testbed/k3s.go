@@ -58,16 +58,19 @@ func BootstrapPlan(s Spec, nodes []Node, tokenStdin string) []Step {
 		// --tls-san: the API's certificate holds the control node's FQDN,
 		// which the kubeconfig's server (or, through a tunnel, its
 		// tls-server-name) names.
-		Step{Host: control, Cmd: fmt.Sprintf("%s | %s%sINSTALL_K3S_EXEC='server --node-label %s=%s --tls-san %s --write-kubeconfig-mode 0600' sh -",
-			k3sInstall, sudo, version, RoleLabel, s.Pool(RoleControl), control), Why: "k3s server"},
+		// --node-name: the host's short name, whatever its hostname says,
+		// which the collectors' sources files are keyed by (SourcesKey)
+		// and Bootstrap waits for.
+		Step{Host: control, Cmd: fmt.Sprintf("%s | %s%sINSTALL_K3S_EXEC='server --node-name %s --node-label %s=%s --tls-san %s --write-kubeconfig-mode 0600' sh -",
+			k3sInstall, sudo, version, g5k.ShortName(control), RoleLabel, s.Pool(RoleControl), control), Why: "k3s server"},
 		Step{Host: control, Cmd: sudo + "cat " + K3sTokenPath, Why: "the agents' join token"})
 	for _, n := range nodes {
 		if n.Role == RoleControl {
 			continue
 		}
 		steps = append(steps, Step{Host: n.Host, Stdin: tokenStdin, Why: "k3s agent, role " + n.Role,
-			Cmd: fmt.Sprintf("read -r K3S_TOKEN && export K3S_TOKEN && %s | %sK3S_URL=https://%s:6443 K3S_TOKEN=\"$K3S_TOKEN\" %sINSTALL_K3S_EXEC='agent --node-label %s=%s' sh -",
-				k3sInstall, sudo, control, version, RoleLabel, s.Pool(n.Role))})
+			Cmd: fmt.Sprintf("read -r K3S_TOKEN && export K3S_TOKEN && %s | %sK3S_URL=https://%s:6443 K3S_TOKEN=\"$K3S_TOKEN\" %sINSTALL_K3S_EXEC='agent --node-name %s --node-label %s=%s' sh -",
+				k3sInstall, sudo, control, version, g5k.ShortName(n.Host), RoleLabel, s.Pool(n.Role))})
 	}
 	return append(steps, Step{Host: control, Cmd: sudo + "cat " + K3sKubeconfigPath, Why: "kubeconfig"})
 }

@@ -67,10 +67,17 @@ func newSSHWorld(t *testing.T, kubeconfig string, fail map[string]string) *sshWo
 			return k3sToken + "\n", 0
 		case strings.HasSuffix(cmd, testbed.K3sKubeconfigPath):
 			return kubeconfig, 0
+		case cmd == testbed.ResolveCommand("api.grid5000.fr"):
+			return g5kAPIInside, 0
 		}
 		return "", 0
 	})
 }
+
+// g5kAPIInside is what `getent ahosts api.grid5000.fr` prints on a
+// stand-in node: an address inside the testbed (the stand-in's choice; a
+// real node prints its site resolver's answer), one line per socket type.
+const g5kAPIInside = "172.16.63.5     STREAM api.grid5000.fr\n172.16.63.5     DGRAM  \n172.16.63.5     RAW    \n"
 
 // newSSHWorldFunc starts the stand-in answering each command with reply.
 func newSSHWorldFunc(t *testing.T, reply func(host, cmd string) (string, int)) *sshWorld {
@@ -142,13 +149,13 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 	}
 	require.Equal(t, []string{
 		"modprobe intel_rapl_common",
-		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform --tls-san taurus-1.lyon.grid5000.fr --write-kubeconfig-mode 0600' sh -",
+		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-name taurus-1 --node-label greenflow.dev/pool=platform --tls-san taurus-1.lyon.grid5000.fr --write-kubeconfig-mode 0600' sh -",
 		"cat /var/lib/rancher/k3s/server/token",
 		"cat /etc/rancher/k3s/k3s.yaml",
 	}, byHost["taurus-1.lyon.grid5000.fr"])
 	require.Equal(t, []string{
 		"modprobe intel_rapl_common",
-		`read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | K3S_URL=https://taurus-1.lyon.grid5000.fr:6443 K3S_TOKEN="$K3S_TOKEN" INSTALL_K3S_EXEC='agent --node-label greenflow.dev/pool=broker' sh -`,
+		`read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | K3S_URL=https://taurus-1.lyon.grid5000.fr:6443 K3S_TOKEN="$K3S_TOKEN" INSTALL_K3S_EXEC='agent --node-name taurus-4 --node-label greenflow.dev/pool=broker' sh -`,
 	}, byHost["taurus-4.lyon.grid5000.fr"])
 	for _, c := range cmds {
 		if strings.HasPrefix(c.Cmd, "read -r K3S_TOKEN") {
@@ -156,7 +163,7 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 		}
 	}
 	// The server comes before any agent.
-	require.Contains(t, cmds[5].Cmd, "server --node-label")
+	require.Contains(t, cmds[5].Cmd, "server --node-name")
 
 	cfg, err := clientcmd.Load(kc)
 	require.NoError(t, err)

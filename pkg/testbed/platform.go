@@ -36,11 +36,13 @@ func ProvenanceJSON(r Reservation) ([]byte, error) {
 
 // HandOver applies the ConfigMap carrying r's provenance (and its
 // namespace, which the platform's deployment then labels) to the cluster
-// of kubeconfig. A ConfigMap, not a flag value: the scheduler reads the
-// file at each acceptance, so a reservation re-applied (adopted, its
-// release time changed) reaches experiments accepted later without a
-// restart.
-func HandOver(ctx context.Context, kubeconfig []byte, r Reservation) error {
+// of kubeconfig, and the collectors' sources files (CollectorSources of
+// r, their Kwollect at apiURL: "" the real API). ConfigMaps, not flag
+// values: the scheduler reads the reservation's file at each acceptance,
+// so a reservation re-applied (adopted, its release time changed) reaches
+// experiments accepted later without a restart; each collector reads its
+// node's sources file at start.
+func HandOver(ctx context.Context, kubeconfig []byte, r Reservation, apiURL string) error {
 	data, err := ProvenanceJSON(r)
 	if err != nil {
 		return err
@@ -63,13 +65,14 @@ func HandOver(ctx context.Context, kubeconfig []byte, r Reservation) error {
 	if _, err := cs.CoreV1().ConfigMaps(ProvenanceNamespace).Apply(ctx, cm, opts); err != nil {
 		return fmt.Errorf("hand reservation %s to the platform: apply configmap %s/%s: %w", r.Name, ProvenanceNamespace, ProvenanceConfigMap, err)
 	}
-	return nil
+	return handOverSources(ctx, cs, r, apiURL, opts)
 }
 
 // Deployer deploys the GreenFlow platform onto a cluster given its
 // kubeconfig: deploy/'s `greenflow cluster up` (issue 19) fills it, with
-// the testbed overlay, whose node pools select on RoleLabel. Up returns
-// once the platform is ready, or says which part is not and why.
+// the testbed overlay, whose node pools select on RoleLabel, and
+// r.KwollectCIDRs as the addresses of its KwollectPolicy. Up returns once
+// the platform is ready, or says which part is not and why.
 type Deployer interface {
 	Up(ctx context.Context, kubeconfig []byte, r Reservation) error
 }
@@ -92,7 +95,10 @@ type Platform struct {
 	// APIServer. What it opens stays open after Up (the caller closes it);
 	// a failure releases the reservation.
 	Connect func(ctx context.Context, r Reservation) (APIEndpoint, error)
-	Logger  *zap.Logger
+	// KwollectURL is the API root the collectors read the wattmeters
+	// from, inside the testbed ("": g5k.DefaultURL).
+	KwollectURL string
+	Logger      *zap.Logger
 }
 
 // Up reserves s's machines, installs k3s on them and deploys the
@@ -113,14 +119,14 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 		}
 		api = func(string) APIEndpoint { return ep }
 	}
-	kc, err := p.install(ctx, r, api)
+	kc, err := p.install(ctx, &r, api)
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}
 	return r, kc, nil
 }
 
-func (p *Platform) install(ctx context.Context, r Reservation, api func(string) APIEndpoint) ([]byte, error) {
+func (p *Platform) install(ctx context.Context, r *Reservation, api func(string) APIEndpoint) ([]byte, error) {
 	run, err := p.Runner(r.Spec)
 	if err != nil {
 		return nil, err
@@ -128,16 +134,21 @@ func (p *Platform) install(ctx context.Context, r Reservation, api func(string) 
 	if c, ok := run.(interface{ Close() error }); ok {
 		defer c.Close()
 	}
-	kc, err := Bootstrap(ctx, run, p.Waiter, r, api)
+	kc, err := Bootstrap(ctx, run, p.Waiter, *r, api)
 	if err != nil {
 		return nil, err
 	}
-	// Before the platform starts, so its first experiment carries it.
-	if err := HandOver(ctx, kc, r); err != nil {
+	// Where the collectors' pods will resolve it: on a node.
+	if r.KwollectCIDRs, err = KwollectCIDRs(ctx, run, r.Hosts(RoleControl)[0], p.KwollectURL); err != nil {
+		return nil, err
+	}
+	// Before the platform starts, so its first experiment carries it and
+	// each collector finds its node's sources.
+	if err := HandOver(ctx, kc, *r, p.KwollectURL); err != nil {
 		return nil, err
 	}
 	if p.Deployer != nil {
-		if err := p.Deployer.Up(ctx, kc, r); err != nil {
+		if err := p.Deployer.Up(ctx, kc, *r); err != nil {
 			return nil, fmt.Errorf("deploy the platform on %s: %w", r.Name, err)
 		}
 	}

@@ -50,8 +50,12 @@ type Reservation struct {
 	Released    string    `json:"released,omitempty"`  // why it was released
 	// Tunnel is the local address of the holder's tunnel to the cluster's
 	// API (`testbed up` from outside the testbed), while it holds one.
-	Tunnel   string `json:"tunnel,omitempty"`
-	revision uint64
+	Tunnel string `json:"tunnel,omitempty"`
+	// KwollectCIDRs are the testbed API's addresses as its nodes resolve
+	// them, the collectors' egress to Kwollect (KwollectPolicy): Platform.Up
+	// sets them after the bootstrap, for the Deployer; not kept in KV.
+	KwollectCIDRs []string `json:"-"`
+	revision      uint64
 }
 
 // Hosts of role.

@@ -217,6 +217,10 @@ func TestPlatformUpFromOutsideThroughTheTunnel(t *testing.T) {
 	require.Equal(t, control, cfg.Clusters["default"].TLSServerName)
 	handed := applied()["/api/v1/namespaces/greenflow/configmaps/greenflow-testbed"]
 	require.Contains(t, handed, r.ID, "the reservation handed to the platform through the tunnel")
+	// The collectors' sources, and the API's address as the control node
+	// resolves it (not as this machine would), for the Deployer's policy.
+	require.Contains(t, applied()["/api/v1/namespaces/greenflow-collector/configmaps/greenflow-collector-sources"], "taurus-2.yaml")
+	require.Equal(t, []string{"172.16.63.5/32"}, r.KwollectCIDRs)
 	got, err := m.Get(context.Background(), r.Name)
 	require.NoError(t, err)
 	require.Equal(t, g.Addr(), got.Tunnel)

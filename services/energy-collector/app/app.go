@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/svcmain"
 	"github.com/greenflow/greenflow/services/energy-collector/internal/collector"
@@ -24,6 +22,10 @@ type Config = collector.Config
 // outside the service.
 type SourceConfig = collector.SourceConfig
 
+// ParseSources reads a --sources-file (collector.ParseSources): what
+// `greenflow testbed up` writes is checked with it.
+func ParseSources(b []byte) ([]SourceConfig, error) { return collector.ParseSources(b) }
+
 // Service declares the energy collector for its binary and for `greenflow dev`.
 var Service = svcmain.Service[Config]{
 	Name:    "energy-collector",
@@ -36,16 +38,21 @@ var Service = svcmain.Service[Config]{
 // registerFlags adds the flags Config's tags cannot declare: a file to
 // read, and a spool directory whose default depends on the instance.
 func registerFlags(fs *flag.FlagSet, c *Config) {
-	fs.Func("sources-file", "YAML list of sources (kind: auto|rapl|model|kepler|scaphandre|promql, node, url, …) replacing the local meter", func(path string) error {
+	fs.Func("sources-file", "YAML list of sources (kind: auto|rapl|model|kepler|scaphandre|promql|kwollect, node, url, …) replacing the local meter; a file that does not exist leaves the local meter (--source), logged", func(path string) error {
+		c.SourcesFile = path
 		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			c.Sources, c.SourcesAbsent = nil, true
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("read sources file: %w", err)
 		}
-		var list []SourceConfig
-		if err := yaml.Unmarshal(b, &list); err != nil {
+		list, err := ParseSources(b)
+		if err != nil {
 			return fmt.Errorf("parse sources file %s: %w", path, err)
 		}
-		c.Sources = list
+		c.Sources, c.SourcesAbsent = list, false
 		return nil
 	})
 	c.SpoolDir = spoolAuto

@@ -214,6 +214,10 @@ func (c *Collector) openSources() error {
 			return fmt.Errorf("energy-collector.source %s: %w", c.cfg.Source, err)
 		}
 		c.opened[c.pinned[0].ID], c.why = src, reason
+		if c.cfg.SourcesAbsent {
+			c.logger.Warn("sources file absent: measuring this node with its local meter only", zap.String("sources_file", c.cfg.SourcesFile),
+				zap.String("meter", reason))
+		}
 	}
 	return nil
 }

@@ -1,10 +1,14 @@
 package collector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/energy"
@@ -48,6 +52,14 @@ type Config struct {
 	// source for Node with Source, PowercapRoot and ProcRoot: the collector
 	// measures the machine it runs on (the single-node default).
 	Sources []SourceConfig `yaml:"sources"`
+	// SourcesFile is the --sources-file Sources came from. SourcesAbsent
+	// says it did not exist: Sources stays empty and the local meter
+	// measures, which New logs. On a testbed the file is an optional
+	// mount of the ConfigMap `greenflow testbed up` writes, absent when the
+	// overlay is applied by hand or a node is not in it: the collector
+	// still measures, without the wattmeter, and says so.
+	SourcesFile   string `yaml:"-"`
+	SourcesAbsent bool   `yaml:"-"`
 
 	// Bucket is the JetStream KV bucket holding membership, source claims
 	// (with their hand-over checkpoints) and run assignments.
@@ -140,6 +152,21 @@ func Default() Config {
 	return Config{Instance: host, Node: host, Interval: energy.DefaultInterval, Source: KindAuto, PowercapRoot: "/sys/class/powercap", ProcRoot: "/proc",
 		BatchSize: 10000, FlushInterval: time.Second, MaxBuffered: 1_000_000,
 		Bucket: bus.BucketCollectors, SpoolMaxBytes: 1 << 30}
+}
+
+// ParseSources reads a sources file: a YAML list of SourceConfig, as
+// --sources-file takes it and `greenflow testbed up` writes it
+// (pkg/testbed.CollectorSources). A key no SourceConfig field has is an
+// error naming its line, so a misspelt one (pinnned) is not silently
+// dropped.
+func ParseSources(b []byte) ([]SourceConfig, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var list []SourceConfig
+	if err := dec.Decode(&list); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return list, nil
 }
 
 func isLocal(kind string) bool { return kind == KindAuto || kind == KindRAPL || kind == KindModel }

@@ -156,6 +156,18 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	}
 	fmt.Fprintf(w, "Once the nodes are Ready and before deploying, hand the reservation to the platform: ConfigMap %s/%s (%s), recorded by the scheduler in each experiment's provenance\n",
 		testbed.ProvenanceNamespace, testbed.ProvenanceConfigMap, testbed.ProvenanceKey)
+	fmt.Fprintf(w, "and each collector its node's sources: ConfigMap %s/%s (", testbed.CollectorNamespace, testbed.SourcesConfigMap)
+	for i, h := range nodes {
+		if h.Role == testbed.RoleSUT {
+			if i > 0 && nodes[i-1].Role == testbed.RoleSUT {
+				fmt.Fprint(w, ", ")
+			}
+			fmt.Fprint(w, testbed.SourcesKey(h.Host))
+		}
+	}
+	fmt.Fprintf(w, ": the local meter and the node's wattmeter from Kwollect on %s)\n", s.Site)
+	fmt.Fprintf(w, "Resolve the API on %s (%s) for the collectors' HTTPS egress to it: NetworkPolicy %s/%s\n",
+		nodes[0].Host, testbed.ResolveCommand("api.grid5000.fr"), testbed.CollectorNamespace, testbed.KwollectPolicy)
 	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed\n", testbed.RoleLabel)
 	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
 	return nil
@@ -265,7 +277,9 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if _, err := m.ReconcileOnly(ctx, deadHolderHere, nil); err != nil {
 		return fmt.Errorf("reconcile earlier reservations: %w", err)
 	}
-	p := &testbed.Platform{Manager: m, Waiter: testbed.KubeNodeWaiter{}, Logger: logger,
+	// The collectors read the wattmeters from the same API root, from
+	// inside the testbed (no credentials).
+	p := &testbed.Platform{Manager: m, Waiter: testbed.KubeNodeWaiter{}, Logger: logger, KwollectURL: f.apiURL,
 		Runner: func(s testbed.Spec) (testbed.Runner, error) {
 			return testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Logger: logger})
 		}}
@@ -340,8 +354,11 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	if err != nil {
 		return fmt.Errorf("secrets dir: %w", err)
 	}
+	// The collectors' egress to Kwollect: the API's addresses as the
+	// control node resolved them.
 	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name),
-		Progress: func(s string) { fmt.Fprintln(c.stderr, s) }})
+		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
+		Progress:    func(s string) { fmt.Fprintln(c.stderr, s) }})
 	if err != nil {
 		return err
 	}

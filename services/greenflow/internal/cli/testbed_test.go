@@ -50,13 +50,15 @@ func TestTestbedPlan(t *testing.T) {
 		`"name": "greenflow-taurus-energy"`,
 		"through YOUR_G5K_LOGIN@access.grid5000.fr",
 		"<control-1>  sudo-g5k modprobe intel_rapl_common",
-		"<control-1>  curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-label greenflow.dev/pool=platform",
+		"<control-1>  curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-name <control-1> --node-label greenflow.dev/pool=platform",
 		"<loadgen-1>  read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | sudo-g5k K3S_URL=https://<control-1>:6443",
 		"(stdin: <k3s token from the control node>)",
 		"Cluster API from here: an SSH tunnel 127.0.0.1:<port> -> <control-1>:6443 through access.grid5000.fr",
 		"with its server rewritten to https://127.0.0.1:<port>, tls-server-name <control-1>",
 		"--tls-san <control-1>",
 		"hand the reservation to the platform: ConfigMap greenflow/greenflow-testbed",
+		"and each collector its node's sources: ConfigMap greenflow-collector/greenflow-collector-sources (<sut-1>.yaml, <sut-2>.yaml: the local meter and the node's wattmeter from Kwollect on lyon)",
+		"Resolve the API on <control-1> (getent ahosts api.grid5000.fr) for the collectors' HTTPS egress to it: NetworkPolicy greenflow-collector/greenflow-collector-kwollect",
 		"Release: DELETE https://api.grid5000.fr/stable/sites/lyon/jobs/<uid>",
 	} {
 		require.Contains(t, plan, want)
