@@ -27,7 +27,7 @@ func natsOptions(t *testing.T, overlay string) (*server.Options, *cluster.Creden
 	dir := t.TempDir()
 	creds, err := cluster.EnsureCredentials(filepath.Join(dir, "secrets"))
 	require.NoError(t, err)
-	objs, err := cluster.Render(overlay, nil)
+	objs, err := cluster.Render(overlay, nil, nil)
 	require.NoError(t, err)
 	conf := ""
 	for _, o := range objs {
@@ -108,7 +108,7 @@ func TestServicesReachNATSOnlyOverVerifiedTLS(t *testing.T) {
 	require.True(t, ns.ReadyForConnections(10*time.Second))
 	dial := nats.SetCustomDialer(redirect{ns.Addr().String()})
 
-	objs, err := cluster.Render("single-node", nil)
+	objs, err := cluster.Render("single-node", nil, nil)
 	require.NoError(t, err)
 	natsURL := ""
 	for _, o := range objs {
