@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/natsembed"
@@ -43,6 +44,9 @@ func runNATSConfig(_ context.Context, args []string, stdout, stderr io.Writer) e
 	_, err = fmt.Fprintf(stderr, "trust file for every service (--nats-trust-file): %s\n", filepath.Join(*dir, bus.TrustFileName))
 	return err
 }
+
+// declareTry bounds one try of nats declare.
+const declareTry = 15 * time.Second
 
 // runNATS runs `greenflow nats declare`: as NATS's admin user it declares
 // every stream and bucket GreenFlow uses (bus.DeclareTopology) — no
@@ -98,8 +102,32 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer b.Close()
-	if err := bus.DeclareTopology(ctx, b); err != nil {
-		return err
+	if *keep {
+		fmt.Fprintln(stderr, "declaring every stream and bucket, and keeping them declared (after a NATS restart too) with the trigger stream following armed triggers; stop with Ctrl-C or SIGTERM")
+	}
+	// With --keep a failure is not the end: NATS restarting while the
+	// declarer starts (a cluster's pods come up in any order) is what it
+	// is there for. Each try is bounded, so one stuck on a server that
+	// went away cannot hold up the trigger follower below.
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, declareTry)
+		err := bus.DeclareTopology(actx, b)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil // stopped: no failure
+		}
+		if !*keep {
+			return err
+		}
+		logger.Warn("declaring the streams and buckets failed; trying again", zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
 	if *seal {
 		sealed, err := bus.SealUnsigned(ctx, b)
@@ -113,6 +141,5 @@ func runNATS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if !*keep {
 		return nil
 	}
-	fmt.Fprintln(stderr, "keeping them declared (after a NATS restart too) and the trigger stream following armed triggers; stop with Ctrl-C or SIGTERM")
 	return bus.FollowTriggers(ctx, b)
 }
