@@ -24,20 +24,34 @@ import (
 // authentication (tests) every bus declares what it uses itself, with the
 // same configuration.
 
+// Store limits: a service's seed may write its own bucket and (dead
+// letters) the dead-letter stream as much as it likes, so each is bounded —
+// filling one hurts that bucket's service, never the JetStream store the
+// others share. The server reserves each bound out of its store when the
+// stream is made, so they are modest. The lifecycle streams have none: a
+// full one would refuse or drop a run's events; a service can flood only
+// its own event types there (README, threat model).
+const (
+	bucketBytes        = 64 << 20
+	schedulerBytes     = 1 << 30 // 10,000 experiments of a few KiB, 5 revisions each, with room
+	deadLetterBytes    = 256 << 20
+	triggerStreamBytes = 64 << 20
+)
+
 // buckets is every bucket's configuration, by name.
 var buckets = map[string]jetstream.KeyValueConfig{
-	BucketScheduler:   {Bucket: BucketScheduler, History: 5, Storage: jetstream.FileStorage, Description: "Experiments, runs and armed triggers (the scheduler)"},
-	BucketTokens:      {Bucket: BucketTokens, History: 1, Storage: jetstream.FileStorage, Description: "API tokens, hashed (pkg/auth)"},
-	BucketProvisioner: {Bucket: BucketProvisioner, History: 5, Storage: jetstream.FileStorage, Description: "The platform id and provisioned runs (the provisioner)"},
+	BucketScheduler:   {Bucket: BucketScheduler, History: 5, MaxBytes: schedulerBytes, Storage: jetstream.FileStorage, Description: "Experiments, runs and armed triggers (the scheduler)"},
+	BucketTokens:      {Bucket: BucketTokens, MaxBytes: bucketBytes, History: 1, Storage: jetstream.FileStorage, Description: "API tokens, hashed (pkg/auth)"},
+	BucketProvisioner: {Bucket: BucketProvisioner, MaxBytes: bucketBytes, History: 5, Storage: jetstream.FileStorage, Description: "The platform id and provisioned runs (the provisioner)"},
 	// Both load-generator buckets in file storage: a NATS server restart
 	// must keep the plans and checkpoints, and a membership bucket that
 	// vanished with a restart left every later load dead-lettered.
-	BucketLoadMembers: {Bucket: BucketLoadMembers, TTL: time.Minute, History: 1, Storage: jetstream.FileStorage,
+	BucketLoadMembers: {Bucket: BucketLoadMembers, MaxBytes: bucketBytes, TTL: time.Minute, History: 1, Storage: jetstream.FileStorage,
 		Description: "Live load-generator instances (heartbeats; liveness is judged by their age)"},
-	BucketLoadRuns: {Bucket: BucketLoadRuns, TTL: 48 * time.Hour, History: 1, Storage: jetstream.FileStorage,
+	BucketLoadRuns: {Bucket: BucketLoadRuns, MaxBytes: bucketBytes, TTL: 48 * time.Hour, History: 1, Storage: jetstream.FileStorage,
 		Description: "Load plans (key ranges per instance) and per-instance checkpoints"},
-	BucketCollectors: {Bucket: BucketCollectors, History: 5, Storage: jetstream.FileStorage, Description: "Energy-collector sources, assignments and locks"},
-	BucketTestbed:    {Bucket: BucketTestbed, History: 5, Storage: jetstream.FileStorage, Description: "Testbed reservations (greenflow testbed)"},
+	BucketCollectors: {Bucket: BucketCollectors, MaxBytes: bucketBytes, History: 5, Storage: jetstream.FileStorage, Description: "Energy-collector sources, assignments and locks"},
+	BucketTestbed:    {Bucket: BucketTestbed, MaxBytes: bucketBytes, History: 5, Storage: jetstream.FileStorage, Description: "Testbed reservations (greenflow testbed)"},
 }
 
 // replaceable buckets hold nothing a restart needs (heartbeats): one left
@@ -118,6 +132,7 @@ func TriggerStreamConfig(subjects []string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name: StreamTriggers, Description: "Events that start experiments from templates", Subjects: subjects,
 		MaxAge: 7 * 24 * time.Hour, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute,
+		MaxBytes: triggerStreamBytes, Discard: jetstream.DiscardNew,
 	}
 }
 

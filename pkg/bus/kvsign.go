@@ -35,6 +35,14 @@ func opName(op jetstream.KeyValueOp) string {
 	return kvOpPut
 }
 
+// rawOp is a stored message's KV operation: a put carries no header.
+func rawOp(h nats.Header) string {
+	if op := h.Get(kvOpHeader); op != "" {
+		return op
+	}
+	return kvOpPut
+}
+
 // openedEntry is an entry whose value is the record without its seal.
 type openedEntry struct {
 	jetstream.KeyValueEntry
@@ -101,7 +109,7 @@ func (h kvHandle) get(ctx context.Context, key string) (jetstream.KeyValueEntry,
 	if err != nil {
 		return nil, fmt.Errorf("get %s/%s: %w", h.k.name(), key, err)
 	}
-	_, uerr := h.k.b.sig.unseal(h.k.name(), key, last.Header.Get(kvOpHeader), last.Data)
+	_, uerr := h.k.b.sig.unseal(h.k.name(), key, rawOp(last.Header), last.Data)
 	if uerr == nil {
 		return nil, jetstream.ErrKeyNotFound
 	}

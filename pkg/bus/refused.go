@@ -51,7 +51,7 @@ func (b *Bus) refused(err error) {
 	if m == nil {
 		return
 	}
-	cause := fmt.Errorf("nats user %s may not publish to %q: %w (its permissions come from bus.PermissionsFor)", b.producer, m[1], ErrRefused)
+	cause := fmt.Errorf("nats user %s may not publish to %q: %w (its permissions come from bus.PermissionsFor)", b.user(), m[1], ErrRefused)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for p := range b.pending {
@@ -98,4 +98,14 @@ func (b *Bus) Request(ctx context.Context, subject string, data []byte) ([]byte,
 		return nil, fmt.Errorf("request %s: %w", subject, refusal(rctx, err))
 	}
 	return msg.Data, nil
+}
+
+// user names this connection's NATS user: the one its key belongs to in
+// the trust file when it has one (a command may call itself admin but
+// connect with a service's seed), else the name it was given.
+func (b *Bus) user() string {
+	if b.sig != nil && b.sig.user != b.producer {
+		return fmt.Sprintf("%s (connected as %q)", b.sig.user, b.producer)
+	}
+	return b.producer
 }

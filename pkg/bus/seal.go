@@ -59,7 +59,7 @@ func sealBucket(ctx context.Context, b *Bus, name string) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if op := last.Header.Get(kvOpHeader); op != "" && op != kvOpPut {
+		if rawOp(last.Header) != kvOpPut {
 			continue // a delete: nothing to keep
 		}
 		if _, _, isSealed := splitSeal(last.Data); isSealed {

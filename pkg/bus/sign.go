@@ -48,7 +48,7 @@ func newSigner(nc *nats.Conn) (*signer, error) {
 	}
 	user, ok := t.User(pub)
 	if !ok {
-		return nil, fmt.Errorf("nats user %s: the trust file does not list this service's own key: is it the trust file of this deployment?", pub)
+		return nil, fmt.Errorf("nats user %s: the trust file read with its seed does not list this key: is it the trust file of this deployment (nats-trust.json beside the seeds that made it)?", pub)
 	}
 	return &signer{user: user, pub: pub, sign: func(b []byte) ([]byte, error) { return nc.Opts.SignatureCB(b) }, trust: t}, nil
 }

@@ -41,3 +41,28 @@ func BenchmarkSignAndVerifyEvent(b *testing.B) {
 		}
 	}
 }
+
+// A put's stored message carries no KV-Operation header: its seal is
+// checked as a put's (a Get racing with a create read it as forged).
+func TestAPutWithoutOperationHeaderHolds(t *testing.T) {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := kp.PublicKey()
+	trust, err := NewTrust(map[string][]string{string(events.ServiceScheduler): {pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &signer{user: string(events.ServiceScheduler), pub: pub, sign: kp.Sign, trust: trust}
+	sealed, err := s.seal(BucketScheduler, "exp-1", kvOpPut, []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.unseal(BucketScheduler, "exp-1", rawOp(nats.Header{}), sealed); err != nil {
+		t.Fatalf("a put read back without its operation header: %v", err)
+	}
+	if _, err := s.unseal(BucketScheduler, "exp-1", rawOp(nats.Header{kvOpHeader: []string{kvOpDel}}), sealed); err == nil {
+		t.Fatal("a put's seal held as a delete's")
+	}
+}

@@ -250,6 +250,7 @@ var (
 		Subjects:    []string{SubjectDLQ + ">"},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      30 * 24 * time.Hour,
+		MaxBytes:    deadLetterBytes, // full: the oldest go (any service may dead-letter)
 		Storage:     jetstream.FileStorage,
 		Duplicates:  10 * time.Minute,
 	}

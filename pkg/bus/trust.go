@@ -74,6 +74,14 @@ func (t *Trust) User(pub string) (string, bool) {
 
 // LoadTrust reads a trust file.
 func LoadTrust(path string) (*Trust, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("nats trust file (every NATS user's public key, which `greenflow dev`, `greenflow nats-config` and `greenflow cluster up` write as %s beside the seeds; --nats-trust-file names another): %w", TrustFileName, err)
+	}
+	// Whoever can change it can make this service believe their key.
+	if fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("nats trust file %s: mode %s lets others than its owner change it, and so choose whose signatures count: expected no group or other write (chmod go-w)", path, fi.Mode().Perm())
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read nats trust file: %w", err)

@@ -42,7 +42,9 @@ const (
 	ServiceLoadGenerator   Service = "load-generator"
 	ServiceEnergyCollector Service = "energy-collector"
 	ServiceAnalyzer        Service = "analyzer"
-	// ServiceCLI is the greenflow command (submit, cancel).
+	// ServiceCLI is the greenflow command: it watches runs and keeps testbed
+	// reservations; it submits and cancels through the scheduler's HTTP API
+	// (with a token and its role), never on NATS.
 	ServiceCLI Service = "greenflow"
 	// ServiceConsole is the web console: it watches lifecycle events and
 	// publishes none (its actions go through the scheduler's HTTP API as
@@ -93,9 +95,9 @@ func from(s ...Service) []Service { return s }
 // a durable consumer's subject filters: keep it.
 var entries = []Entry{
 	{Type: TypeExperimentSubmit, Kind: Command, Versions: []int{1}, New: zero[ExperimentSubmit],
-		Producers: from(ServiceCLI, ServiceScheduler), Consumers: from(ServiceScheduler)},
+		Producers: from(ServiceScheduler), Consumers: from(ServiceScheduler)},
 	{Type: TypeExperimentCancel, Kind: Command, Versions: []int{1}, New: zero[ExperimentCancel],
-		Producers: from(ServiceCLI, ServiceScheduler), Consumers: from(ServiceScheduler)},
+		Producers: from(ServiceScheduler), Consumers: from(ServiceScheduler)},
 	{Type: TypeExperimentState, Kind: Event, Versions: []int{1}, New: zero[ExperimentState],
 		Producers: from(ServiceScheduler)},
 	{Type: TypeRunProvision, Kind: Command, Versions: []int{1}, New: zero[RunProvision],

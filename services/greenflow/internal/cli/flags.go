@@ -108,7 +108,7 @@ func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
 	if creds.NKeyFile == "" {
 		dev := devstack.NATSCreds(c.stateDir, user)
 		if _, err := os.Stat(dev.NKeyFile); err == nil {
-			creds = dev
+			creds.NKeyFile = dev.NKeyFile
 		}
 	}
 	return creds.Options()
