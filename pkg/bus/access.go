@@ -39,13 +39,24 @@ const (
 // CLI, the first admin token of a deployment).
 const UserAdmin = "admin"
 
+// UserTrigger publishes the events that fire armed triggers — a CI
+// pipeline's "image built" — on any subject but GreenFlow's own (gf.),
+// NATS's ($…) and the plain inboxes, and reads nothing. Its events are not
+// signed: a trigger event is input to a template an operator armed (its
+// values are bound into the spec and checked like any spec), not a fact
+// about a run. Before it, only admin's seed could fire a trigger.
+const UserTrigger = "trigger"
+
+// triggerDeny are the subjects the trigger user may not publish on.
+var triggerDeny = []string{"gf.>", "$JS.>", "$KV.>", "$O.>", "$SYS.>", "$NRG.>", "$G.>", "_INBOX.>"}
+
 // Users lists every NATS user: each service, the CLI, admin.
 func Users() []string {
 	out := make([]string, 0, len(events.Services)+1)
 	for _, s := range events.Services {
 		out = append(out, string(s))
 	}
-	return append(out, UserAdmin)
+	return append(out, UserTrigger, UserAdmin)
 }
 
 // resources are what a user touches besides lifecycle messages.
@@ -78,9 +89,10 @@ var userResources = map[string]resources{
 // otherwise, once each). Inbox is the user's own inbox prefix: it
 // subscribes to nothing else for replies, so no user reads another's.
 type Permissions struct {
-	Publish   []string
-	Subscribe []string
-	Responds  bool
+	Publish     []string
+	PublishDeny []string // taken out of Publish (the trigger user's ">")
+	Subscribe   []string
+	Responds    bool
 }
 
 // InboxPrefix is the reply-subject prefix of the user with nkey public
@@ -93,6 +105,9 @@ func InboxPrefix(pub string) string { return "_INBOX_" + pub }
 func PermissionsFor(user, inbox string) (Permissions, error) {
 	if user == UserAdmin {
 		return Permissions{Publish: []string{">"}, Subscribe: []string{">"}, Responds: true}, nil
+	}
+	if user == UserTrigger {
+		return Permissions{Publish: []string{">"}, PublishDeny: slices.Clone(triggerDeny), Subscribe: []string{inbox + ".>"}}, nil
 	}
 	res, ok := userResources[user]
 	if !ok {

@@ -26,7 +26,7 @@ const responseWindow = time.Minute
 
 func (u User) serverUser() *server.NkeyUser {
 	p := &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: u.Permissions.Publish},
+		Publish:   &server.SubjectPermission{Allow: u.Permissions.Publish, Deny: u.Permissions.PublishDeny},
 		Subscribe: &server.SubjectPermission{Allow: u.Permissions.Subscribe},
 	}
 	if u.Permissions.Responds {
@@ -104,7 +104,11 @@ func ServerConfig(users []User) string {
 	b.WriteString("authorization {\n  users = [\n")
 	for _, u := range users {
 		fmt.Fprintf(&b, "    # %s\n    {\n      nkey: %q\n      permissions: {\n", u.Name, u.PublicKey)
-		fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(u.Permissions.Publish))
+		if len(u.Permissions.PublishDeny) > 0 {
+			fmt.Fprintf(&b, "        publish: { allow: %s, deny: %s }\n", list(u.Permissions.Publish), list(u.Permissions.PublishDeny))
+		} else {
+			fmt.Fprintf(&b, "        publish: { allow: %s }\n", list(u.Permissions.Publish))
+		}
 		fmt.Fprintf(&b, "        subscribe: { allow: %s }\n", list(u.Permissions.Subscribe))
 		if u.Permissions.Responds {
 			fmt.Fprintf(&b, "        allow_responses: { max: 1, expires: %q }\n", responseWindow.String())

@@ -330,3 +330,26 @@ func TestSealUnsignedKeepsWhatAnOlderVersionWrote(t *testing.T) {
 	_, err = bus.SealUnsigned(ctx, s.Bus(t, string(events.ServiceScheduler)))
 	require.ErrorContains(t, err, "only admin", "a service cannot vouch")
 }
+
+// The trigger user (a CI pipeline's seed) fires triggers on subjects of its
+// own and touches nothing of GreenFlow's or of NATS's: before it, only
+// admin's seed could publish a trigger event.
+func TestTheTriggerUserFiresTriggersOnly(t *testing.T) {
+	s := testenv.NATSWithAuth(t)
+	admin := s.Conn(t, bus.UserAdmin)
+	sub, err := admin.SubscribeSync("ci.images.built")
+	require.NoError(t, err)
+	require.NoError(t, admin.Flush())
+	v := &violations{}
+	nc := s.Conn(t, bus.UserTrigger, nats.ErrorHandler(v.handler))
+	require.NoError(t, nc.Publish("ci.images.built", []byte(`{"build":{"interval":"100ms"}}`)))
+	_, err = sub.NextMsg(5 * time.Second)
+	require.NoError(t, err, "the trigger event reached its subject")
+	for _, subject := range []string{bus.Subject(events.TypeRunAnalyzed), bus.Subject(events.TypeExperimentSubmit),
+		"$KV." + bus.BucketTokens + ".x", "$JS.API.STREAM.UPDATE." + bus.StreamTriggers, "$JS.API.CONSUMER.CREATE." + bus.StreamLifecycle,
+		"_INBOX.x"} {
+		require.NoError(t, nc.Publish(subject, []byte(`{}`)))
+		require.NoError(t, nc.Flush())
+		testenv.Eventually(t, 5*time.Second, "refused: "+subject, func() bool { return v.has("publish", subject) })
+	}
+}
