@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -129,7 +130,7 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 		if i > 0 {
 			fmt.Fprint(w, ", ")
 		}
-		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, n.Role)
+		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, s.Pool(n.Role))
 	}
 	via := "directly"
 	if s.SSH.Gateway != "" {
@@ -168,7 +169,10 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	fmt.Fprintf(w, ": the local meter and the node's wattmeter from Kwollect on %s)\n", s.Site)
 	fmt.Fprintf(w, "Resolve the API on %s (%s) for the collectors' HTTPS egress to it: NetworkPolicy %s/%s\n",
 		nodes[0].Host, testbed.ResolveCommand("api.grid5000.fr"), testbed.CollectorNamespace, testbed.KwollectPolicy)
-	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed\n", testbed.RoleLabel)
+	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed, scaled to the nodes:\n", testbed.RoleLabel)
+	for _, l := range s.Placement() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
 	return nil
 }
@@ -358,7 +362,9 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	// control node resolved them.
 	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name),
 		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
-		Progress:    func(s string) { fmt.Fprintln(c.stderr, s) }})
+		// Kafka and NATS as many as the pools have nodes (plan prints it).
+		Adjust:   func(objs []*unstructured.Unstructured) error { return testbed.FitToNodes(r.Spec, objs) },
+		Progress: func(s string) { fmt.Fprintln(c.stderr, s) }})
 	if err != nil {
 		return err
 	}

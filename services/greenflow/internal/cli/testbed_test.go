@@ -60,6 +60,11 @@ func TestTestbedPlan(t *testing.T) {
 		"and each collector its node's sources: ConfigMap greenflow-collector/greenflow-collector-sources (<sut-1>.yaml, <sut-2>.yaml: the local meter and the node's wattmeter from Kwollect on lyon)",
 		"Resolve the API on <control-1> (getent ahosts api.grid5000.fr) for the collectors' HTTPS egress to it: NetworkPolicy greenflow-collector/greenflow-collector-kwollect",
 		"Release: DELETE https://api.grid5000.fr/stable/sites/lyon/jobs/<uid>",
+		// The pool the k3s command labels, not the role; what the overlay
+		// runs, scaled to the nodes asked.
+		"Nodes (assigned in name order): <control-1> greenflow.dev/pool=platform, <sut-1> greenflow.dev/pool=sut",
+		"Kafka: 1 KRaft node(s) on pool broker (1 node(s)), one per node; replication factor 1, min.insync.replicas 1",
+		"NATS: 1 server(s) on pool platform (1 node(s)), one per node, not clustered",
 	} {
 		require.Contains(t, plan, want)
 	}
