@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
@@ -35,6 +36,7 @@ type SSHRunner struct {
 	hostCB ssh.HostKeyCallback
 	log    *zap.Logger
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	limit  time.Duration
 
 	mu    sync.Mutex
 	gw    *ssh.Client
@@ -47,7 +49,15 @@ type SSHDeps struct {
 	Port   int // of every host and the gateway; 0: 22
 	Logger *zap.Logger
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	// HandshakeTimeout bounds each connection's dial and SSH handshake
+	// (0: DefaultHandshakeTimeout).
+	HandshakeTimeout time.Duration
 }
+
+// DefaultHandshakeTimeout bounds a dial and SSH handshake: a host that
+// accepts and never speaks (a firewall, a node rebooting) would otherwise
+// hold `testbed up` — and the reservation — until the walltime.
+const DefaultHandshakeTimeout = 30 * time.Second
 
 // NewSSHRunner reads the private key (and known_hosts, when set); it
 // opens no connection.
@@ -61,7 +71,10 @@ func NewSSHRunner(cfg SSH, d SSHDeps) (*SSHRunner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh key %s: %w (a passphrase-protected key needs ssh-agent, not built)", cfg.Key, err)
 	}
-	r := &SSHRunner{ssh: cfg, port: d.Port, auth: ssh.PublicKeys(signer), log: d.Logger, dial: d.Dial, hosts: map[string]*ssh.Client{}}
+	r := &SSHRunner{ssh: cfg, port: d.Port, auth: ssh.PublicKeys(signer), log: d.Logger, dial: d.Dial, limit: d.HandshakeTimeout, hosts: map[string]*ssh.Client{}}
+	if r.limit <= 0 {
+		r.limit = DefaultHandshakeTimeout
+	}
 	if r.port == 0 {
 		r.port = 22
 	}
@@ -107,6 +120,8 @@ func (r *SSHRunner) client(ctx context.Context, host string) (*ssh.Client, error
 		return c, nil
 	}
 	cfg := &ssh.ClientConfig{User: r.ssh.User, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB}
+	hctx, cancel := context.WithTimeout(ctx, r.limit)
+	defer cancel()
 	var conn net.Conn
 	var err error
 	if r.ssh.Gateway != "" {
@@ -114,21 +129,51 @@ func (r *SSHRunner) client(ctx context.Context, host string) (*ssh.Client, error
 		if gw, err = r.gatewayLocked(ctx); err != nil {
 			return nil, err
 		}
-		conn, err = gw.DialContext(ctx, "tcp", r.addr(host))
+		conn, err = gw.DialContext(hctx, "tcp", r.addr(host))
 	} else {
-		conn, err = r.dial(ctx, "tcp", r.addr(host))
+		conn, err = r.dial(hctx, "tcp", r.addr(host))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("ssh to %s: %w", host, err)
+		return nil, fmt.Errorf("ssh to %s: %w", host, r.why(ctx, hctx, err))
 	}
-	c, ch, reqs, err := ssh.NewClientConn(conn, r.addr(host), cfg)
+	cl, err := r.handshake(ctx, hctx, conn, r.addr(host), cfg)
 	if err != nil {
-		_ = conn.Close()
 		return nil, fmt.Errorf("ssh to %s as %s: %w", host, r.ssh.User, err)
 	}
-	cl := ssh.NewClient(c, ch, reqs)
 	r.hosts[host] = cl
 	return cl, nil
+}
+
+// handshake runs the SSH handshake on conn, closing it when hctx ends
+// first (ctx done: Ctrl-C; or the handshake's time is up) — the only way
+// to stop x/crypto/ssh's handshake, which takes no context and, over a
+// gateway's channel, no deadline either.
+func (r *SSHRunner) handshake(ctx, hctx context.Context, conn net.Conn, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
+	stop := context.AfterFunc(hctx, func() { _ = conn.Close() })
+	c, ch, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if !stop() {
+		if err == nil {
+			_ = c.Close()
+		}
+		return nil, r.why(ctx, hctx, err)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return ssh.NewClient(c, ch, reqs), nil
+}
+
+// why says why a dial or handshake under hctx (derived from ctx) failed:
+// ctx's end, the time limit, or err.
+func (r *SSHRunner) why(ctx, hctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case hctx.Err() != nil:
+		return fmt.Errorf("no SSH handshake within %s (the host accepts connections but does not answer as an SSH server)", r.limit)
+	}
+	return err
 }
 
 // gatewayLocked returns the connection to the access gateway, opening it
@@ -137,16 +182,17 @@ func (r *SSHRunner) gatewayLocked(ctx context.Context) (*ssh.Client, error) {
 	if r.gw != nil {
 		return r.gw, nil
 	}
-	gc, err := r.dial(ctx, "tcp", r.addr(r.ssh.Gateway))
+	hctx, cancel := context.WithTimeout(ctx, r.limit)
+	defer cancel()
+	gc, err := r.dial(hctx, "tcp", r.addr(r.ssh.Gateway))
 	if err != nil {
-		return nil, fmt.Errorf("ssh to gateway %s: %w", r.ssh.Gateway, err)
+		return nil, fmt.Errorf("ssh to gateway %s: %w", r.ssh.Gateway, r.why(ctx, hctx, err))
 	}
-	c, ch, reqs, err := ssh.NewClientConn(gc, r.addr(r.ssh.Gateway), &ssh.ClientConfig{User: r.ssh.GatewayUser, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB})
+	cl, err := r.handshake(ctx, hctx, gc, r.addr(r.ssh.Gateway), &ssh.ClientConfig{User: r.ssh.GatewayUser, Auth: []ssh.AuthMethod{r.auth}, HostKeyCallback: r.hostCB})
 	if err != nil {
-		_ = gc.Close()
 		return nil, fmt.Errorf("ssh to gateway %s as %s: %w", r.ssh.Gateway, r.ssh.GatewayUser, err)
 	}
-	r.gw = ssh.NewClient(c, ch, reqs)
+	r.gw = cl
 	return r.gw, nil
 }
 
@@ -201,7 +247,13 @@ func (r *SSHRunner) Run(ctx context.Context, host, cmd, stdin string) (string, e
 	if err != nil {
 		return "", err
 	}
+	// Opening a session waits for the host's answer, with no context:
+	// ctx's end closes the connection (dropped, opened again next time).
+	stop := context.AfterFunc(ctx, func() { r.drop(host, c) })
 	s, err := c.NewSession()
+	if !stop() {
+		return "", fmt.Errorf("ssh session on %s: %w", host, ctx.Err())
+	}
 	if err != nil {
 		return "", fmt.Errorf("ssh session on %s: %w", host, err)
 	}
@@ -228,6 +280,16 @@ func (r *SSHRunner) Run(ctx context.Context, host, cmd, stdin string) (string, e
 		return out.String(), fmt.Errorf("on %s: %q: %w", host, cmd, err)
 	}
 	return out.String(), nil
+}
+
+// drop closes host's connection c and forgets it.
+func (r *SSHRunner) drop(host string, c *ssh.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.hosts[host] == c {
+		delete(r.hosts, host)
+	}
+	_ = c.Close()
 }
 
 // Close closes every connection.
