@@ -83,7 +83,7 @@ type Deployer interface {
 // release. Every failure after the reservation releases it.
 type Platform struct {
 	Manager  *Manager
-	Runner   func(s Spec) (Runner, error) // SSH to the nodes (NewSSHRunner)
+	Runner   func(s Spec) (Runner, error) // SSH to the nodes (NewSSHRunner), made before reserving
 	Waiter   NodeWaiter
 	Deployer Deployer
 	// APIServer is the kubeconfig's server for the control host (nil:
@@ -102,8 +102,22 @@ type Platform struct {
 }
 
 // Up reserves s's machines, installs k3s on them and deploys the
-// platform, returning the reservation and the cluster's kubeconfig.
+// platform, returning the reservation and the cluster's kubeconfig. What
+// can be checked before reserving is (the SSH key, the gateway: Runner's
+// Preflight), so a configuration error costs no reservation.
 func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reservation, []byte, error) {
+	run, err := p.Runner(s)
+	if err != nil {
+		return Reservation{}, nil, fmt.Errorf("before reserving %s: %w", s.Name, err)
+	}
+	if c, ok := run.(interface{ Close() error }); ok {
+		defer c.Close()
+	}
+	if pf, ok := run.(interface{ Preflight(context.Context) error }); ok {
+		if err := pf.Preflight(ctx); err != nil {
+			return Reservation{}, nil, fmt.Errorf("before reserving %s: %w", s.Name, err)
+		}
+	}
 	r, err := p.Manager.Reserve(ctx, s, progress)
 	if err != nil {
 		return r, nil, err
@@ -119,21 +133,14 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 		}
 		api = func(string) APIEndpoint { return ep }
 	}
-	kc, err := p.install(ctx, &r, api)
+	kc, err := p.install(ctx, run, &r, api)
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}
 	return r, kc, nil
 }
 
-func (p *Platform) install(ctx context.Context, r *Reservation, api func(string) APIEndpoint) ([]byte, error) {
-	run, err := p.Runner(r.Spec)
-	if err != nil {
-		return nil, err
-	}
-	if c, ok := run.(interface{ Close() error }); ok {
-		defer c.Close()
-	}
+func (p *Platform) install(ctx context.Context, run Runner, r *Reservation, api func(string) APIEndpoint) ([]byte, error) {
 	kc, err := Bootstrap(ctx, run, p.Waiter, *r, api)
 	if err != nil {
 		return nil, err

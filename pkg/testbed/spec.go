@@ -84,8 +84,12 @@ type Spec struct {
 
 // SSH says how to reach the nodes.
 type SSH struct {
-	User string `yaml:"user"` // on the nodes; default root
-	Key  string `yaml:"key"`  // private key file; default ~/.ssh/id_ed25519
+	// User on the nodes: a job without the deploy type (the only kind
+	// built) gives no root login, so your Grid'5000 login — default
+	// GatewayUser, with Sudo sudo-g5k — or, e.g. on nodes of your own
+	// deployment, root.
+	User string `yaml:"user"`
+	Key  string `yaml:"key"` // private key file; default ~/.ssh/id_ed25519
 	// Gateway is the access host used as a jump host from outside the
 	// testbed (access.grid5000.fr), "" from inside.
 	Gateway     string `yaml:"gateway"`
@@ -165,8 +169,11 @@ func (s Spec) WithDefaults() Spec {
 	if s.ReleaseMargin == 0 {
 		s.ReleaseMargin = Duration(10 * time.Minute)
 	}
-	if s.SSH.User == "" {
-		s.SSH.User = "root"
+	if s.SSH.User == "" && s.SSH.GatewayUser != "" {
+		s.SSH.User = s.SSH.GatewayUser
+		if s.SSH.Sudo == "" {
+			s.SSH.Sudo = "sudo-g5k"
+		}
 	}
 	if s.SSH.Key == "" {
 		s.SSH.Key = "~/.ssh/id_ed25519"
@@ -246,7 +253,10 @@ func (s Spec) Validate() error {
 	if s.SSH.Gateway != "" && s.SSH.GatewayUser == "" {
 		bad("ssh.gatewayUser", `""`, "your Grid'5000 login, to pass the gateway "+s.SSH.Gateway)
 	}
-	if s.SSH.User != "root" && s.SSH.Sudo == "" {
+	if s.SSH.User == "" {
+		bad("ssh.user", `""`, "your Grid'5000 login (nodes of a job without the deploy type take no root login; "+
+			"k3s then installs through ssh.sudo, sudo-g5k); from outside Grid'5000, ssh.gatewayUser gives it")
+	} else if s.SSH.User != "root" && s.SSH.Sudo == "" {
 		bad("ssh.sudo", `""`, fmt.Sprintf("a command giving root to %s (sudo-g5k on Grid'5000): k3s installs as root", s.SSH.User))
 	}
 	return errors.Join(errs...)

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -62,16 +63,11 @@ const DefaultHandshakeTimeout = 30 * time.Second
 // NewSSHRunner reads the private key (and known_hosts, when set); it
 // opens no connection.
 func NewSSHRunner(cfg SSH, d SSHDeps) (*SSHRunner, error) {
-	path := expandHome(cfg.Key)
-	pem, err := os.ReadFile(path)
+	auth, _, err := LoadKey(cfg.Key)
 	if err != nil {
-		return nil, fmt.Errorf("ssh key %s: %w", cfg.Key, err)
+		return nil, err
 	}
-	signer, err := ssh.ParsePrivateKey(pem)
-	if err != nil {
-		return nil, fmt.Errorf("ssh key %s: %w (a passphrase-protected key needs ssh-agent, not built)", cfg.Key, err)
-	}
-	r := &SSHRunner{ssh: cfg, port: d.Port, auth: ssh.PublicKeys(signer), log: d.Logger, dial: d.Dial, limit: d.HandshakeTimeout, hosts: map[string]*ssh.Client{}}
+	r := &SSHRunner{ssh: cfg, port: d.Port, auth: auth, log: d.Logger, dial: d.Dial, limit: d.HandshakeTimeout, hosts: map[string]*ssh.Client{}}
 	if r.limit <= 0 {
 		r.limit = DefaultHandshakeTimeout
 	}
@@ -98,6 +94,75 @@ func NewSSHRunner(cfg SSH, d SSHDeps) (*SSHRunner, error) {
 		}
 	}
 	return r, nil
+}
+
+// LoadKey reads and parses the private key file key (testbed.ssh.key)
+// and returns how to authenticate with it and what it is (type and
+// fingerprint). A passphrase-protected key is used through ssh-agent
+// (SSH_AUTH_SOCK) when the agent holds it; GreenFlow asks no passphrase.
+// up calls it before reserving and plan checks it, so a key that cannot
+// be used costs no reservation.
+func LoadKey(key string) (ssh.AuthMethod, string, error) {
+	path := expandHome(key)
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("testbed.ssh.key %s: %w (the private key whose public half is in your Grid'5000 account)", key, err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	var pp *ssh.PassphraseMissingError
+	switch {
+	case errors.As(err, &pp):
+		return agentKey(key, pp.PublicKey)
+	case err != nil:
+		return nil, "", fmt.Errorf("testbed.ssh.key %s: %w: expected an OpenSSH or PEM private key", key, err)
+	}
+	pub := signer.PublicKey()
+	return ssh.PublicKeys(signer), pub.Type() + " " + ssh.FingerprintSHA256(pub), nil
+}
+
+// agentKey authenticates with the passphrase-protected key key (public
+// half pub, nil when the file does not say) through ssh-agent.
+func agentKey(key string, pub ssh.PublicKey) (ssh.AuthMethod, string, error) {
+	fix := fmt.Sprintf("testbed.ssh.key %s is passphrase-protected and GreenFlow asks no passphrase: add it to ssh-agent (ssh-add %s) "+
+		"and run greenflow with SSH_AUTH_SOCK set, or name an unencrypted key", key, key)
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return nil, "", fmt.Errorf("%s (SSH_AUTH_SOCK is not set)", fix)
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s (ssh-agent at SSH_AUTH_SOCK %s: %w)", fix, sock, err)
+	}
+	ag := agent.NewClient(conn)
+	signers, err := ag.Signers()
+	if err != nil {
+		_ = conn.Close()
+		return nil, "", fmt.Errorf("%s (ssh-agent: %w)", fix, err)
+	}
+	for _, sg := range signers {
+		if pub == nil || bytes.Equal(sg.PublicKey().Marshal(), pub.Marshal()) {
+			// The agent's connection lives as long as the process: every
+			// handshake signs through it.
+			return ssh.PublicKeys(sg), sg.PublicKey().Type() + " " + ssh.FingerprintSHA256(sg.PublicKey()) + " (from ssh-agent)", nil
+		}
+	}
+	_ = conn.Close()
+	return nil, "", fmt.Errorf("%s (the agent at SSH_AUTH_SOCK holds %d key(s), not this one)", fix, len(signers))
+}
+
+// Preflight checks, before anything is reserved, what can be checked of
+// the way to the nodes: with a gateway (outside the testbed), the dial and
+// SSH handshake to it with the key — the connection is kept for the
+// nodes. Inside the testbed the nodes are not known yet: only the key was
+// checked (NewSSHRunner).
+func (r *SSHRunner) Preflight(ctx context.Context) error {
+	if r.ssh.Gateway == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, err := r.gatewayLocked(ctx)
+	return err
 }
 
 func expandHome(p string) string {

@@ -136,7 +136,7 @@ func TestSSHNodeThatNeverAnswersBehindTheGateway(t *testing.T) {
 		_, err := runner(200*time.Millisecond).Run(context.Background(), node, "true", "")
 		return err
 	})
-	require.ErrorContains(t, err, "ssh to "+node+" as root: no SSH handshake within 200ms")
+	require.ErrorContains(t, err, "ssh to "+node+" as alice: no SSH handshake within 200ms")
 }
 
 // Ctrl-C while `testbed up` waits for a node that never answers releases

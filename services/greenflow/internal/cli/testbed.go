@@ -106,6 +106,11 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 		return err
 	}
 	wall, margin := time.Duration(s.Walltime), time.Duration(s.ReleaseMargin)
+	if s.SSH.Gateway != "" {
+		fmt.Fprintf(w, "Before reserving: read the SSH key and connect to %s@%s with it (TCP and SSH handshake)\n", s.SSH.GatewayUser, s.SSH.Gateway)
+	} else {
+		fmt.Fprintln(w, "Before reserving: read the SSH key")
+	}
 	fmt.Fprintf(w, "Reserve on %s (%s): %d nodes of %s/%s for %s; released %s before the walltime (usable %s)\n",
 		s.Backend, s.Name, s.Total(), s.Site, s.Cluster, wall, margin, wall-margin)
 	fmt.Fprintf(w, "\n%s %s\n  %s\n", req.Method, req.URL, body)
@@ -136,7 +141,15 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	if s.SSH.Gateway != "" {
 		via = fmt.Sprintf("through %s@%s", s.SSH.GatewayUser, s.SSH.Gateway)
 	}
-	fmt.Fprintf(w, "\n\nSSH as %s with %s, %s:\n", s.SSH.User, s.SSH.Key, via)
+	// The key is checked here as up checks it before reserving: a key
+	// that cannot be used costs no reservation.
+	_, key, keyErr := testbed.LoadKey(s.SSH.Key)
+	if keyErr == nil {
+		key = s.SSH.Key + " (" + key + ")"
+	} else {
+		key = s.SSH.Key + " (UNUSABLE, see below)"
+	}
+	fmt.Fprintf(w, "\n\nSSH as %s with %s, %s:\n", s.SSH.User, key, via)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, st := range testbed.BootstrapPlan(s, nodes, "<k3s token from the control node>") {
 		line := st.Cmd
@@ -174,6 +187,9 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
 	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
+	if keyErr != nil {
+		return fmt.Errorf("up would stop before reserving: %w", keyErr)
+	}
 	return nil
 }
 

@@ -6,8 +6,11 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/csv"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/http"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/ssh"
 	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -40,6 +44,18 @@ import (
 // plan prints the reservation, its length and every command, from the
 // example spec, and needs nothing running.
 func TestTestbedPlan(t *testing.T) {
+	// The example's key, ~/.ssh/id_ed25519, under a home of the test's.
+	home := t.TempDir()
+	t.Setenv("HOME", home)
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Join(home, ".ssh"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600))
+	pub, err := ssh.NewPublicKey(priv.Public())
+	require.NoError(t, err)
+
 	var out, errOut bytes.Buffer
 	require.Zero(t, cli.Main([]string{"testbed", "plan", "-f", "../../../../examples/testbed-grid5000.yaml"}, &out, &errOut), errOut.String())
 	plan := out.String()
@@ -49,6 +65,8 @@ func TestTestbedPlan(t *testing.T) {
 		`"resources": "{cluster='taurus'}/nodes=5,walltime=3:00:00"`,
 		`"name": "greenflow-taurus-energy"`,
 		"through YOUR_G5K_LOGIN@access.grid5000.fr",
+		"Before reserving: read the SSH key and connect to YOUR_G5K_LOGIN@access.grid5000.fr with it (TCP and SSH handshake)",
+		"SSH as YOUR_G5K_LOGIN with ~/.ssh/id_ed25519 (ssh-ed25519 " + ssh.FingerprintSHA256(pub) + ")",
 		"<control-1>  sudo-g5k modprobe intel_rapl_common",
 		"<control-1>  curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-name <control-1> --node-label greenflow.dev/pool=platform",
 		"<loadgen-1>  read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | sudo-g5k K3S_URL=https://<control-1>:6443",
@@ -74,6 +92,18 @@ func TestTestbedPlan(t *testing.T) {
 	out.Reset()
 	require.Equal(t, 1, cli.Main([]string{"testbed", "plan", "-f", bad}, &out, &errOut))
 	require.Contains(t, errOut.String(), "testbed.nodes.sut: 0: expected at least 1")
+
+	// A key up could not use: the plan says so and fails, as up would
+	// before reserving.
+	block, err = ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("correct horse"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), pem.EncodeToMemory(block), 0o600))
+	t.Setenv("SSH_AUTH_SOCK", "")
+	out.Reset()
+	errOut.Reset()
+	require.Equal(t, 1, cli.Main([]string{"testbed", "plan", "-f", "../../../../examples/testbed-grid5000.yaml"}, &out, &errOut))
+	require.Contains(t, out.String(), "SSH as YOUR_G5K_LOGIN with ~/.ssh/id_ed25519 (UNUSABLE, see below)")
+	require.Contains(t, errOut.String(), "up would stop before reserving: testbed.ssh.key ~/.ssh/id_ed25519 is passphrase-protected and GreenFlow asks no passphrase: add it to ssh-agent")
 }
 
 // reserveOnStandIn reserves four taurus nodes for walltime on the
@@ -91,7 +121,7 @@ func reserveOnStandIn(t *testing.T, name, walltime string) (*g5ktest.Server, str
 	require.NoError(t, err)
 	m := testbed.NewManager(testbed.Config{Holder: "test"}, testbed.Deps{KV: kv, Backend: &testbed.Grid5000{C: c, User: "alice",
 		Backoff: g5k.Backoff{First: time.Millisecond, Max: time.Millisecond}}})
-	s, err := testbed.ParseSpec([]byte(fmt.Sprintf("testbed:\n  name: %s\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: %s\n", name, walltime)))
+	s, err := testbed.ParseSpec([]byte(fmt.Sprintf("testbed:\n  name: %s\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n  walltime: %s\n  ssh: {user: alice, sudo: sudo-g5k}\n", name, walltime)))
 	require.NoError(t, err)
 	r, err := m.Reserve(context.Background(), s, nil)
 	require.NoError(t, err)
