@@ -75,7 +75,10 @@ func (r Reservation) Provenance() results.TestbedProvenance {
 	nodes := make([]results.TestbedNode, len(r.Nodes))
 	for i, n := range r.Nodes {
 		nodes[i] = results.TestbedNode{Host: n.Host, Role: n.Role, CPUModel: n.Facts.CPUModel, Cores: n.Facts.Cores,
-			MemoryBytes: n.Facts.MemoryBytes, Wattmeter: n.Facts.Wattmeter}
+			MemoryBytes: n.Facts.MemoryBytes, FactsMissing: n.Facts.Missing}
+		if n.Facts.Missing == "" {
+			nodes[i].Wattmeter = &n.Facts.Wattmeter
+		}
 	}
 	p := results.TestbedProvenance{Backend: r.Backend, Reservation: r.Name, ID: r.ID, Site: r.Spec.Site, Cluster: r.Spec.Cluster,
 		StartedAt: r.StartedAt.UTC(), EndsAt: r.EndsAt.UTC(), ReleaseBy: r.ReleaseBy.UTC(), Nodes: nodes}
@@ -247,7 +250,7 @@ func (m *Manager) Reserve(ctx context.Context, s Spec, progress func(string)) (R
 		f, err := m.be.Facts(ctx, s, nodes[i].Host)
 		if err != nil {
 			m.log.Warn("testbed node facts unavailable", zap.String("node", nodes[i].Host), zap.Error(err))
-			continue
+			f = HostFacts{Missing: err.Error()}
 		}
 		nodes[i].Facts = f
 	}

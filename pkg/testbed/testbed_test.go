@@ -122,6 +122,19 @@ func TestReserveHoldRelease(t *testing.T) {
 	require.Equal(t, w.clk.Now().Add(2*time.Hour-15*time.Minute), r.ReleaseBy)
 	require.Equal(t, "Intel Xeon E5-2630", r.Nodes[0].Facts.CPUModel)
 	require.True(t, r.Nodes[0].Facts.Wattmeter)
+	// taurus-2's reference is not in the stand-in: its facts are unknown,
+	// not "no wattmeter", and the provenance says why.
+	prov := r.Provenance()
+	require.True(t, *prov.Nodes[0].Wattmeter)
+	require.Empty(t, prov.Nodes[0].FactsMissing)
+	require.Nil(t, prov.Nodes[1].Wattmeter, "unknown")
+	require.Contains(t, prov.Nodes[1].FactsMissing, "taurus-2")
+	raw, err := testbed.ProvenanceJSON(r)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `"host": "taurus-2.lyon.grid5000.fr",
+      "role": "sut",
+      "wattmeter": null,
+      "facts_missing": `)
 
 	// The submission the API received: the whole job, as OAR wants it.
 	var body map[string]any

@@ -242,6 +242,16 @@ func TestTestbedReservationInEveryExperimentsProvenance(t *testing.T) {
 	require.Equal(t, "2h0m0s", prov.Testbed.Walltime)
 	require.True(t, r.EndsAt.Equal(prov.Testbed.EndsAt))
 	require.NotContains(t, string(prov.Machine), "testbed", "the reservation is not the scheduler's machine")
+	// The stand-in has no reference entries: every node's facts lookup
+	// failed — the wattmeter is unknown (null), not false, and missing
+	// says which node and why.
+	for _, n := range prov.Testbed.Nodes {
+		require.Nil(t, n.Wattmeter, n.Host)
+		require.NotEmpty(t, n.FactsMissing, n.Host)
+	}
+	require.Contains(t, string(raw), `"wattmeter": null`)
+	require.Len(t, prov.Missing, 4, "one per node: %v", prov.Missing)
+	require.Contains(t, prov.Missing[0], "the hardware facts of testbed node taurus-1.lyon.grid5000.fr (wattmeter, CPU, memory: unknown; the lookup failed: ")
 	f, err := os.Open(filepath.Join(exp, "testbed.csv"))
 	require.NoError(t, err)
 	rows, err := csv.NewReader(f).ReadAll()
@@ -254,6 +264,7 @@ func TestTestbedReservationInEveryExperimentsProvenance(t *testing.T) {
 	for _, row := range rows[1:] {
 		runs[row[0]]++
 		require.Equal(t, []string{"grid5000", "prov", r.ID, "lyon", "taurus", jobID}, row[1:7])
+		require.Equal(t, "unknown", row[13], "wattmeter of %s", row[11])
 	}
 	require.Len(t, runs, 2)
 
@@ -264,6 +275,7 @@ func TestTestbedReservationInEveryExperimentsProvenance(t *testing.T) {
 	html, err := os.ReadFile(page)
 	require.NoError(t, err)
 	require.Contains(t, string(html), "testbed pool sut")
+	require.Contains(t, string(html), "taurus-2.lyon.grid5000.fr (wattmeter unknown)")
 
 	// A hand-over that cannot be read: the experiment is accepted, and its
 	// provenance names what is missing instead of leaving it out silently.
