@@ -98,7 +98,15 @@ type Platform struct {
 	// KwollectURL is the API root the collectors read the wattmeters
 	// from, inside the testbed ("": g5k.DefaultURL).
 	KwollectURL string
-	Logger      *zap.Logger
+	// Strimzi installs Strimzi's operator on the control node after the
+	// bootstrap (StrimziPlan): a fresh k3s has none, and the overlay's
+	// Kafka is Strimzi's.
+	Strimzi bool
+	// Images are imported into every node's containerd after the
+	// bootstrap (ImportImages); the Deployer then pins the manifests to
+	// them (UseImages). None: the manifests' references must be pullable.
+	Images []Image
+	Logger *zap.Logger
 }
 
 // Up reserves s's machines, installs k3s on them and deploys the
@@ -133,14 +141,14 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 		}
 		api = func(string) APIEndpoint { return ep }
 	}
-	kc, err := p.install(ctx, run, &r, api)
+	kc, err := p.install(ctx, run, &r, api, progress)
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}
 	return r, kc, nil
 }
 
-func (p *Platform) install(ctx context.Context, run Runner, r *Reservation, api func(string) APIEndpoint) ([]byte, error) {
+func (p *Platform) install(ctx context.Context, run Runner, r *Reservation, api func(string) APIEndpoint, progress func(string)) ([]byte, error) {
 	kc, err := Bootstrap(ctx, run, p.Waiter, *r, api)
 	if err != nil {
 		return nil, err
@@ -148,6 +156,19 @@ func (p *Platform) install(ctx context.Context, run Runner, r *Reservation, api 
 	// Where the collectors' pods will resolve it: on a node.
 	if r.KwollectCIDRs, err = KwollectCIDRs(ctx, run, r.Hosts(RoleControl)[0], p.KwollectURL); err != nil {
 		return nil, err
+	}
+	if p.Strimzi {
+		if progress != nil {
+			progress("installing Strimzi's operator on " + r.Hosts(RoleControl)[0] + " (" + StrimziInstallURL + ")")
+		}
+		if err := InstallStrimzi(ctx, run, *r); err != nil {
+			return nil, err
+		}
+	}
+	if len(p.Images) > 0 {
+		if err := ImportImages(ctx, run, *r, p.Images, progress); err != nil {
+			return nil, err
+		}
 	}
 	// Before the platform starts, so its first experiment carries it and
 	// each collector finds its node's sources.

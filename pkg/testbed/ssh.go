@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -308,6 +309,16 @@ func (e *CommandError) Error() string {
 // Run implements Runner. A done ctx closes the session (the command may
 // go on running on the host).
 func (r *SSHRunner) Run(ctx context.Context, host, cmd, stdin string) (string, error) {
+	var in io.Reader
+	if stdin != "" {
+		in = strings.NewReader(stdin)
+	}
+	return r.RunStream(ctx, host, cmd, in)
+}
+
+// RunStream implements StreamRunner: Run with stdin streamed (an image
+// tarball), nil for none.
+func (r *SSHRunner) RunStream(ctx context.Context, host, cmd string, stdin io.Reader) (string, error) {
 	c, err := r.client(ctx, host)
 	if err != nil {
 		return "", err
@@ -325,8 +336,8 @@ func (r *SSHRunner) Run(ctx context.Context, host, cmd, stdin string) (string, e
 	defer s.Close()
 	var out, errb bytes.Buffer
 	s.Stdout, s.Stderr = &out, &errb
-	if stdin != "" {
-		s.Stdin = strings.NewReader(stdin)
+	if stdin != nil {
+		s.Stdin = stdin
 	}
 	r.log.Info("ssh run", zap.String("host", host), zap.String("cmd", cmd))
 	done := make(chan error, 1)

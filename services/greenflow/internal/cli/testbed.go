@@ -29,8 +29,9 @@ import (
 const testbedUsage = `greenflow testbed — reserve a testbed, make it a k3s cluster, deploy the platform, release it
 
 Usage:
-  greenflow testbed plan   -f TESTBED.yaml                  what would be reserved, for how long, and every command; touches nothing
+  greenflow testbed plan   -f TESTBED.yaml [--images DIR] [--strimzi-installed]   what would be reserved, for how long, and every command; touches nothing
   greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--api-server URL | --no-tunnel | --tunnel-listen ADDR] [--detach] [--no-deploy]
+                           [--images DIR] [--strimzi-installed]
   greenflow testbed status                                  reservations recorded, and what the testbed says of each
   greenflow testbed down   NAME                             release a reservation
 
@@ -41,6 +42,9 @@ before the walltime, then releases it; with --detach it leaves it recorded for '
 With ssh.gateway set (outside Grid'5000), up reaches the cluster's API through an SSH tunnel of
 the gateway (127.0.0.1:PORT, the kubeconfig verifying the control node's name); the tunnel
 lives as long as up runs, and status says whether it is up.
+Before deploying, up installs Strimzi's operator on the control node (unless --strimzi-installed)
+and streams the images of --images (make images' tarballs, default .cache/images) into every
+node's k3s containerd; without that directory the image references must be pullable.
 `
 
 func runTestbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -83,6 +87,8 @@ func runTestbedPlan(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("testbed plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "testbed spec (YAML, a testbed: section)")
+	var pf platformFlags
+	pf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,12 +96,41 @@ func runTestbedPlan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writePlan(stdout, s)
+	images, imagesErr := pf.images()
+	if err := writePlan(stdout, s, pf, images, imagesErr); err != nil {
+		return err
+	}
+	return imagesErr
+}
+
+// platformFlags say what up puts on a fresh k3s before deploying.
+type platformFlags struct {
+	imagesDir        string
+	strimziInstalled bool
+}
+
+func (f *platformFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.imagesDir, "images", ".cache/images", "directory of `make images`' OCI tarballs, imported on every node; "+
+		"absent: the manifests' image references must be pullable by the nodes")
+	fs.BoolVar(&f.strimziInstalled, "strimzi-installed", false, "the cluster already has Strimzi's operator: do not install it")
+}
+
+// images reads the images directory: none (nil, nil) when it does not
+// exist.
+func (f *platformFlags) images() ([]testbed.Image, error) {
+	if _, err := os.Stat(f.imagesDir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	imgs, err := testbed.ReadImages(f.imagesDir)
+	if err != nil {
+		return nil, fmt.Errorf("--images: %w", err)
+	}
+	return imgs, nil
 }
 
 // writePlan prints what up would do, with placeholder host names (the
 // testbed assigns the nodes) and the token as what it is, never a value.
-func writePlan(w io.Writer, s testbed.Spec) error {
+func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.Image, imagesErr error) error {
 	be := &testbed.Grid5000{}
 	req, err := be.Plan(s)
 	if err != nil {
@@ -160,6 +195,37 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if pf.strimziInstalled {
+		fmt.Fprintln(w, "\nStrimzi's operator: already installed (--strimzi-installed), not installed")
+	} else {
+		fmt.Fprintf(w, "\nThen Strimzi's operator (%s) on the control node:\n", testbed.StrimziInstallURL)
+		for _, st := range testbed.StrimziPlan(s, nodes[0].Host) {
+			line := st.Cmd
+			if st.Stdin != "" {
+				line += "    (stdin: " + strings.ReplaceAll(strings.TrimSpace(st.Stdin), "\n", "; ") + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\n", st.Host, line)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case imagesErr != nil:
+		fmt.Fprintf(w, "\nImages: UNUSABLE (%v)\n", imagesErr)
+	case len(images) == 0:
+		fmt.Fprintf(w, "\nImages: no directory %s (--images): none copied; the manifests' image references (greenflow/<service>) must be pullable by the nodes\n", pf.imagesDir)
+	default:
+		var total int64
+		for _, img := range images {
+			total += img.Size
+		}
+		fmt.Fprintf(w, "\nImages: %d tarball(s) from %s, %d MB, streamed over SSH to each of the %d nodes (%d MB in all) into: %s\n",
+			len(images), pf.imagesDir, total>>20, len(nodes), (total*int64(len(nodes)))>>20, testbed.ImportCommand(s))
+		for _, img := range images {
+			fmt.Fprintf(w, "  %s  %s (%d MB); the manifests use it, imagePullPolicy IfNotPresent\n", filepath.Base(img.File), img.Ref, img.Size>>20)
+		}
 	}
 	if s.SSH.Gateway != "" {
 		fmt.Fprintf(w, "\nCluster API from here: an SSH tunnel 127.0.0.1:<port> -> %s:%d through %s (as ssh -N -L <port>:%s:%d %s@%s), open while up runs\n",
@@ -275,12 +341,21 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		"a tunnel through it; else https://<control node>:6443, reachable inside Grid'5000)")
 	noTunnel := fs.Bool("no-tunnel", false, "with ssh.gateway set, reach the API at https://<control node>:6443 instead of through a tunnel (e.g. over the Grid'5000 VPN)")
 	tunnelListen := fs.String("tunnel-listen", "127.0.0.1:0", "the tunnel's local address (port 0: any free port)")
+	var pf platformFlags
+	pf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s, err := readTestbedSpec(*file)
 	if err != nil {
 		return err
+	}
+	images, err := pf.images()
+	if err != nil {
+		return err
+	}
+	if len(images) == 0 && !*noDeploy {
+		fmt.Fprintf(stdout, "no images directory %s (--images): the manifests' image references (greenflow/<service>) must be pullable by the nodes\n", pf.imagesDir)
 	}
 	logger, err := zap.NewProduction()
 	if err != nil {
@@ -304,7 +379,8 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Logger: logger})
 		}}
 	if !*noDeploy {
-		p.Deployer = clusterUp{kubeconfig: *out, stdout: stdout, stderr: stderr}
+		p.Strimzi, p.Images = !pf.strimziInstalled, images
+		p.Deployer = clusterUp{kubeconfig: *out, images: images, stdout: stdout, stderr: stderr}
 	}
 	if *apiServer != "" {
 		p.APIServer = func(string) string { return *apiServer }
@@ -359,6 +435,7 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // made; the credentials are kept per reservation.
 type clusterUp struct {
 	kubeconfig     string
+	images         []testbed.Image // imported on the nodes: the manifests use them
 	stdout, stderr io.Writer
 }
 
@@ -379,7 +456,9 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name),
 		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
 		// Kafka and NATS as many as the pools have nodes (plan prints it).
-		Adjust:   func(objs []*unstructured.Unstructured) error { return testbed.FitToNodes(r.Spec, objs) },
+		Adjust: func(objs []*unstructured.Unstructured) error {
+			return errors.Join(testbed.FitToNodes(r.Spec, objs), testbed.UseImages(c.images, objs))
+		},
 		Progress: func(s string) { fmt.Fprintln(c.stderr, s) }})
 	if err != nil {
 		return err

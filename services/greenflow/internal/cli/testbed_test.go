@@ -4,6 +4,7 @@ package cli_test
 // needs an account and holds machines, and CI cannot reach it.
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -83,9 +84,23 @@ func TestTestbedPlan(t *testing.T) {
 		"Nodes (assigned in name order): <control-1> greenflow.dev/pool=platform, <sut-1> greenflow.dev/pool=sut",
 		"Kafka: 1 KRaft node(s) on pool broker (1 node(s)), one per node; replication factor 1, min.insync.replicas 1",
 		"NATS: 1 server(s) on pool platform (1 node(s)), one per node, not clustered",
+		// What a fresh k3s lacks: Strimzi's operator, the images.
+		"<control-1>  sudo-g5k k3s kubectl create -n kafka -f 'https://strimzi.io/install/latest?namespace=kafka'",
+		"<control-1>  sudo-g5k k3s kubectl -n kafka rollout status deployment/strimzi-cluster-operator --timeout=10m",
+		"Images: no directory .cache/images (--images): none copied; the manifests' image references (greenflow/<service>) must be pullable by the nodes",
 	} {
 		require.Contains(t, plan, want)
 	}
+
+	// With make images' tarballs: what is copied where, and how much.
+	images := t.TempDir()
+	writeImageTar(t, filepath.Join(images, "scheduler.tar"), "greenflow/scheduler:v7", 3<<20)
+	out.Reset()
+	require.Zero(t, cli.Main([]string{"testbed", "plan", "-f", "../../../../examples/testbed-grid5000.yaml", "--images", images, "--strimzi-installed"}, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "Images: 1 tarball(s) from "+images+", 3 MB, streamed over SSH to each of the 5 nodes (15 MB in all) into: sudo-g5k k3s ctr -n k8s.io images import -")
+	require.Contains(t, out.String(), "scheduler.tar  greenflow/scheduler:v7 (3 MB); the manifests use it, imagePullPolicy IfNotPresent")
+	require.Contains(t, out.String(), "Strimzi's operator: already installed (--strimzi-installed), not installed")
+	require.NotContains(t, out.String(), "kubectl create -n kafka")
 
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("testbed:\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1}\n  walltime: 1h\n"), 0o600))
@@ -339,4 +354,26 @@ func adminToken(t *testing.T, natsURL string, conn []string) string {
 	require.Zero(t, code, errOut)
 	require.NotContains(t, errOut, strings.TrimSpace(out), "the description on stderr does not repeat the token")
 	return strings.TrimSpace(out)
+}
+
+// writeImageTar writes an OCI layout tarball as make images does: its
+// index.json names ref; a blob of size bytes.
+func writeImageTar(t *testing.T, path, ref string, size int) {
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	tw := tar.NewWriter(f)
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{
+		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{"blobs/sha256/0000", make([]byte, size)},
+		{"index.json", []byte(`{"schemaVersion":2,"manifests":[{"annotations":{"io.containerd.image.name":"` + ref + `"}}]}`)},
+	} {
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data))}))
+		_, err := tw.Write(e.data)
+		require.NoError(t, err)
+	}
+	require.NoError(t, tw.Close())
+	require.NoError(t, f.Close())
 }
