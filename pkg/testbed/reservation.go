@@ -155,6 +155,9 @@ var ErrExists = errors.New("reservation exists")
 // Get returns the record of name.
 func (m *Manager) Get(ctx context.Context, name string) (Reservation, error) {
 	e, err := m.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Reservation{}, fmt.Errorf("no reservation named %s (greenflow testbed status lists them): %w", name, err)
+	}
 	if err != nil {
 		return Reservation{}, fmt.Errorf("get reservation %s: %w", name, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -490,11 +491,15 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tPHASE\tTESTBED SAYS\tNODES\tRELEASE BY\tHOLDER\tAPI TUNNEL")
+	// What the testbed could not say makes the exit status non-zero: a
+	// script reading it must not take a refused password for "all fine".
+	var apiErrs []error
 	for _, r := range all {
 		says := "-"
 		if r.ID != "" && r.Phase != testbed.PhaseReleased {
 			if st, err := be.Status(ctx, r.Spec, r.ID); err != nil {
 				says = "error: " + err.Error()
+				apiErrs = append(apiErrs, fmt.Errorf("%s: %w", r.Name, err))
 			} else {
 				says = st.State
 			}
@@ -514,7 +519,18 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.ID, r.Phase, says, len(r.Nodes), rel, r.Holder, tun)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(apiErrs) > 0 {
+		why := ""
+		var ae *g5k.APIError
+		if errors.As(apiErrs[0], &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
+			why = " (the API refused the credentials: check --g5k-user and --g5k-password-file)"
+		}
+		return fmt.Errorf("the testbed's API could not say the state of %d reservation(s)%s: %w", len(apiErrs), why, errors.Join(apiErrs...))
+	}
+	return nil
 }
 
 func runTestbedDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -155,6 +155,21 @@ func TestTestbedStatusAndDown(t *testing.T) {
 	require.Zero(t, cli.Main(append([]string{"testbed", "status"}, flags...), &out, &errOut), errOut.String())
 	require.Regexp(t, `small\s+`+r.ID+`\s+running\s+running\s+4\s+.*\s-\n`, out.String(), "no tunnel recorded")
 
+	// A wrong password: the table says what the API answered, and the exit
+	// status is not 0.
+	badPW := filepath.Join(t.TempDir(), "bad")
+	require.NoError(t, os.WriteFile(badPW, []byte("wrong\n"), 0o600))
+	out.Reset()
+	errOut.Reset()
+	require.Equal(t, 1, cli.Main(append([]string{"testbed", "status"}, append(flags[:len(flags)-1:len(flags)-1], badPW)...), &out, &errOut))
+	require.Contains(t, out.String(), "error: ")
+	require.Contains(t, errOut.String(), "the testbed's API could not say the state of 1 reservation(s) (the API refused the credentials: check --g5k-user and --g5k-password-file)")
+
+	// A name nothing recorded.
+	errOut.Reset()
+	require.Equal(t, 1, cli.Main(append([]string{"testbed", "down", "nosuch"}, flags...), &out, &errOut))
+	require.Contains(t, errOut.String(), "no reservation named nosuch (greenflow testbed status lists them)")
+
 	// The API tunnel of the up holding it (testbed up from outside
 	// Grid'5000 records its local address): up while something listens
 	// there, down once that up is gone.
