@@ -17,7 +17,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"reflect"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -146,12 +150,27 @@ func OAR(d time.Duration) string {
 }
 
 // ParseSpec reads a testbed spec file, refusing unknown fields, applies
-// defaults and validates it.
+// defaults and validates it. Errors name the line and the field by its
+// path in the file (testbed.walltime), never a Go type.
 func ParseSpec(data []byte) (Spec, error) {
-	var f File
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return Spec{}, errors.New("testbed spec: empty: expected a testbed: section (see examples/testbed-grid5000.yaml)")
+	} else if err != nil {
+		return Spec{}, fmt.Errorf("testbed spec: %w", err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return Spec{}, fmt.Errorf("testbed spec: line %d: a second YAML document: expected one testbed: section", more.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return Spec{}, fmt.Errorf("testbed spec: %w", err)
+	}
+	if errs := checkNode(&doc, reflect.TypeOf(File{}), ""); len(errs) > 0 {
+		return Spec{}, errors.Join(errs...)
+	}
+	var f File
+	if err := doc.Decode(&f); err != nil {
 		return Spec{}, fmt.Errorf("testbed spec: %w", err)
 	}
 	s := f.Testbed.WithDefaults()
@@ -184,6 +203,133 @@ func (s Spec) WithDefaults() Spec {
 	return s
 }
 
+var durationType = reflect.TypeOf(Duration(0))
+
+// checkNode compares the YAML under n with what type t reads, by the
+// fields' yaml tags: an unknown field (with the known one it is closest
+// to), a value of the wrong kind, a duration that does not parse — each
+// with its line and its path from the file's top.
+func checkNode(n *yaml.Node, t reflect.Type, path string) []error {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		return checkNode(n.Content[0], t, path)
+	}
+	if n.Kind == yaml.AliasNode {
+		return checkNode(n.Alias, t, path)
+	}
+	bad := func(want string) []error {
+		v := n.Value
+		if n.Kind != yaml.ScalarNode {
+			v = map[yaml.Kind]string{yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}[n.Kind]
+		}
+		return []error{fmt.Errorf("testbed spec: line %d: %s: %q: expected %s", n.Line, path, v, want)}
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // left out
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			return bad("a duration such as 2h, 90m or hours:minutes (2:00)")
+		}
+		if _, err := ParseDuration(n.Value); err != nil {
+			return bad("a duration such as 2h, 90m or hours:minutes (2:00)")
+		}
+	case t.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			return bad("a string")
+		}
+	case t.Kind() == reflect.Int:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			return bad("a whole number")
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return bad("a list, such as [a, b]")
+		}
+		var errs []error
+		for i, c := range n.Content {
+			errs = append(errs, checkNode(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+		return errs
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return bad("a mapping")
+		}
+		var errs []error
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			errs = append(errs, checkNode(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value)...)
+		}
+		return errs
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return bad("a mapping")
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+				fields[name] = t.Field(i).Type
+				names = append(names, name)
+			}
+		}
+		var errs []error
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			sub := k.Value
+			if path != "" {
+				sub = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				hint := ""
+				if near := nearest(k.Value, names); near != "" {
+					hint = fmt.Sprintf(" (did you mean %s?)", near)
+				}
+				errs = append(errs, fmt.Errorf("testbed spec: line %d: %s: unknown field%s; expected one of %s", k.Line, sub, hint, strings.Join(names, ", ")))
+				continue
+			}
+			errs = append(errs, checkNode(n.Content[i+1], ft, sub)...)
+		}
+		return errs
+	}
+	return nil
+}
+
+// nearest is the name among names within two edits of s, if one is.
+func nearest(s string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := editDistance(strings.ToLower(s), strings.ToLower(n)); d < bestD {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// Sites are Grid'5000's sites; a spec naming another is refused before
+// anything is asked of the API.
+var Sites = []string{"grenoble", "lille", "louvain", "luxembourg", "lyon", "nancy", "nantes", "rennes", "sophia", "strasbourg", "toulouse"}
+
 var (
 	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
 	wordRE    = regexp.MustCompile(`^[a-z][a-z0-9_-]*$`)
@@ -203,8 +349,8 @@ func (s Spec) Validate() error {
 	if !nameRE.MatchString(s.Name) {
 		bad("name", quote(s.Name), "lower-case letters, digits and dashes, at most 41")
 	}
-	if !wordRE.MatchString(s.Site) {
-		bad("site", quote(s.Site), "a Grid'5000 site such as lyon, nancy, rennes, grenoble")
+	if !slices.Contains(Sites, s.Site) {
+		bad("site", quote(s.Site), "a Grid'5000 site: "+strings.Join(Sites, ", "))
 	}
 	if !wordRE.MatchString(s.Cluster) {
 		bad("cluster", quote(s.Cluster), "a cluster of the site such as taurus (lyon), gros (nancy)")
