@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/greenflow/greenflow/pkg/spec"
 )
 
 // Roles a node plays. The k3s node label greenflow.dev/pool carries it
@@ -281,11 +283,7 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) []error {
 			}
 			ft, ok := fields[k.Value]
 			if !ok {
-				hint := ""
-				if near := nearest(k.Value, names); near != "" {
-					hint = fmt.Sprintf(" (did you mean %s?)", near)
-				}
-				errs = append(errs, fmt.Errorf("testbed spec: line %d: %s: unknown field%s; expected one of %s", k.Line, sub, hint, strings.Join(names, ", ")))
+				errs = append(errs, fmt.Errorf("testbed spec: line %d: %s: %s", k.Line, sub, spec.UnknownName(k.Value, names)))
 				continue
 			}
 			errs = append(errs, checkNode(n.Content[i+1], ft, sub)...)
@@ -293,37 +291,6 @@ func checkNode(n *yaml.Node, t reflect.Type, path string) []error {
 		return errs
 	}
 	return nil
-}
-
-// nearest is the name among names within two edits of s, if one is.
-func nearest(s string, names []string) string {
-	best, bestD := "", 3
-	for _, n := range names {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(n)); d < bestD {
-			best, bestD = n, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // Sites are Grid'5000's sites; a spec naming another is refused before

@@ -344,8 +344,9 @@ testbed:
 	// How the file is written: each error names its line and the field's
 	// path in the file, never a Go type.
 	for _, tc := range []struct{ yaml, want string }{
-		{"testbed:\n  site: lyon\n  walltim: 2h\n", "line 3: testbed.walltim: unknown field (did you mean walltime?); expected one of backend, name, site"},
-		{"testbed:\n  ssh: {usr: alice}\n", "line 2: testbed.ssh.usr: unknown field (did you mean user?)"},
+		{"testbed:\n  site: lyon\n  walltim: 2h\n", `line 3: testbed.walltim: unknown field (did you mean "walltime"?)`},
+		{"testbed:\n  ssh: {usr: alice}\n", `line 2: testbed.ssh.usr: unknown field (did you mean "user"?)`},
+		{"testbed:\n  flavour: big\n", "line 2: testbed.flavour: unknown field, expected one of backend, cluster, k3sVersion"},
 		{"testbed:\n  walltime: two hours\n", `line 2: testbed.walltime: "two hours": expected a duration such as 2h, 90m or hours:minutes (2:00)`},
 		{"testbed:\n  walltime: 3\n", `line 2: testbed.walltime: "3": expected a duration`},
 		{"testbed:\n  nodes: {control: 1, broker: 1.5}\n", `line 2: testbed.nodes.broker: "1.5": expected a whole number`},
