@@ -130,6 +130,10 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 	if err != nil {
 		return r, nil, err
 	}
+	// The bring-up too ends at the release margin (a command that hangs
+	// must not hold the job until OAR's walltime).
+	ctx, cancel := p.Manager.UntilRelease(ctx, r)
+	defer cancel(nil)
 	api := DirectEndpoint
 	if p.APIServer != nil {
 		api = func(c string) APIEndpoint { return APIEndpoint{Server: p.APIServer(c)} }
@@ -142,6 +146,9 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 		api = func(string) APIEndpoint { return ep }
 	}
 	kc, err := p.install(ctx, run, &r, api, progress)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrWalltime) {
+		err = errors.Join(cause, err)
+	}
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}

@@ -282,24 +282,33 @@ func (m *Manager) SetTunnel(ctx context.Context, name, addr string) error {
 // reached.
 var ErrWalltime = errors.New("reservation's walltime nearly over")
 
+// UntilRelease is ctx, ended also when r reaches its release margin (by
+// the manager's clock; the cause wraps ErrWalltime): whatever runs on the
+// reservation — the bring-up, the work — stops in time for the release to
+// be GreenFlow's, not OAR's kill.
+func (m *Manager) UntilRelease(ctx context.Context, r Reservation) (context.Context, context.CancelCauseFunc) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	t := m.clk.NewTimer(max(0, r.ReleaseBy.Sub(m.clk.Now())))
+	go func() {
+		defer t.Stop()
+		select {
+		case <-t.C():
+			m.log.Warn("testbed reservation reaches its release margin; stopping", zap.String("reservation", r.Name), zap.Time("release_by", r.ReleaseBy))
+			cancel(fmt.Errorf("%w: release by %s", ErrWalltime, r.ReleaseBy.Format(time.RFC3339)))
+		case <-wctx.Done():
+		}
+	}()
+	return wctx, cancel
+}
+
 // Hold runs work with the reservation, then releases it: when work
 // returns (done or failed), when ctx ends (cancel) and when the
 // reservation's ReleaseBy comes first (work's context ends with
 // ErrWalltime as its cause). It returns work's error joined with the
 // release's.
 func (m *Manager) Hold(ctx context.Context, r Reservation, work func(context.Context, Reservation) error) error {
-	wctx, cancel := context.WithCancelCause(ctx)
+	wctx, cancel := m.UntilRelease(ctx, r)
 	defer cancel(nil)
-	t := m.clk.NewTimer(max(0, r.ReleaseBy.Sub(m.clk.Now())))
-	defer t.Stop()
-	go func() {
-		select {
-		case <-t.C():
-			m.log.Warn("testbed reservation reaches its release margin; stopping work", zap.String("reservation", r.Name), zap.Time("release_by", r.ReleaseBy))
-			cancel(fmt.Errorf("%w: release by %s", ErrWalltime, r.ReleaseBy.Format(time.RFC3339)))
-		case <-wctx.Done():
-		}
-	}()
 	err := work(wctx, r)
 	why := "work done"
 	switch {

@@ -163,3 +163,32 @@ func TestCancelDuringBootstrapReleases(t *testing.T) {
 	require.Equal(t, testbed.PhaseReleased, got.Phase)
 	require.Contains(t, got.Released, "bring-up failed")
 }
+
+// A bring-up still hanging at the release margin (a node that never
+// answers, no Ctrl-C) stops there and releases the job: the margin is
+// armed from the moment the job runs, not only once the platform is up.
+func TestReleaseMarginDuringBootstrap(t *testing.T) {
+	w := newWorld(t)
+	sshw := newSSHWorld(t, k3sYAML, nil)
+	addr, accepted := silentHost(t)
+	sshw.srv.Forward(net.JoinHostPort("taurus-1.lyon.grid5000.fr", strconv.Itoa(sshw.srv.Port)), addr)
+	m := w.manager(t, "host-a", w.clk)
+	p := &testbed.Platform{Manager: m,
+		Runner: func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
+		Waiter: waiterFunc(func(context.Context, []byte, map[string]string) error { return nil })}
+	go func() {
+		<-accepted
+		// The job's release time comes (fake clock): 2 h walltime less the
+		// 15 min margin from the start.
+		r, err := m.Get(context.Background(), "energy-a")
+		if err == nil {
+			w.clk.Step(r.ReleaseBy.Sub(w.clk.Now()))
+		}
+	}()
+	err := returns(t, func() error { _, _, err := p.Up(context.Background(), spec(t), nil); return err })
+	require.ErrorIs(t, err, testbed.ErrWalltime)
+	require.Len(t, w.api.Deletes(), 1, "the job is released")
+	got, err := m.Get(context.Background(), "energy-a")
+	require.NoError(t, err)
+	require.Equal(t, testbed.PhaseReleased, got.Phase)
+}
