@@ -454,7 +454,8 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	}
 	// The collectors' egress to Kwollect: the API's addresses as the
 	// control node resolved them.
-	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name),
+	secrets := filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name)
+	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: secrets,
 		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
 		// Kafka and NATS as many as the pools have nodes (plan prints it).
 		Adjust: func(objs []*unstructured.Unstructured) error {
@@ -469,6 +470,7 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 		return fmt.Errorf("deploy the platform (as greenflow cluster up --overlay testbed): %w", err)
 	}
 	printComponents(c.stdout, comps)
+	printReach(c.stdout, "testbed", secrets, "kubectl --kubeconfig "+c.kubeconfig)
 	return nil
 }
 
