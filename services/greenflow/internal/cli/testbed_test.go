@@ -392,3 +392,30 @@ func writeImageTar(t *testing.T, path, ref string, size int) {
 	require.NoError(t, tw.Close())
 	require.NoError(t, f.Close())
 }
+
+// testbed up with a key that cannot be used stops before asking the
+// testbed for anything: no job, no record (the trial's job ran, then up
+// found the key missing).
+func TestTestbedUpConfigErrorCostsNoJob(t *testing.T) {
+	api := g5ktest.New("alice", "s3cret", clock.RealClock{}, map[string][]string{"taurus": {"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr",
+		"taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr"}})
+	t.Cleanup(api.Close)
+	natsURL := testenv.NATS(t)
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	require.NoError(t, os.WriteFile(pw, []byte("s3cret\n"), 0o600))
+	specFile := filepath.Join(dir, "tb.yaml")
+	key := filepath.Join(dir, "id_nosuch")
+	require.NoError(t, os.WriteFile(specFile, []byte("testbed:\n  name: nokey\n  site: lyon\n  cluster: taurus\n  nodes: {control: 1, sut: 1, broker: 1, loadgen: 1}\n"+
+		"  walltime: 1h\n  ssh: {user: alice, sudo: sudo-g5k, key: "+key+"}\n"), 0o600))
+	var out, errOut bytes.Buffer
+	require.Equal(t, 1, cli.Main([]string{"testbed", "up", "-f", specFile, "--state-dir", dir, "--nats-url", natsURL, "--g5k-api", api.URL + "/stable",
+		"--g5k-user", "alice", "--g5k-password-file", pw, "--kubeconfig-out", filepath.Join(dir, "kc.yaml"), "--images", filepath.Join(dir, "none")}, &out, &errOut))
+	require.Contains(t, errOut.String(), "before reserving nokey: testbed.ssh.key "+key+": open "+key+": no such file or directory")
+	for _, r := range api.Requests() {
+		require.NotEqual(t, http.MethodPost, r.Method, "no job submitted: %s %s", r.Method, r.Path)
+	}
+	out.Reset()
+	require.Zero(t, cli.Main([]string{"testbed", "status", "--state-dir", dir, "--nats-url", natsURL, "--g5k-api", api.URL + "/stable"}, &out, &errOut), errOut.String())
+	require.NotContains(t, out.String(), "nokey", "nothing recorded")
+}
