@@ -96,8 +96,14 @@ func newSSHWorldFunc(t *testing.T, reply func(host, cmd string) (string, int)) *
 }
 
 func (w *sshWorld) runner(t *testing.T, s testbed.Spec) *testbed.SSHRunner {
+	return w.runnerWithin(t, s, 0)
+}
+
+// runnerWithin is runner with a time limit on each handshake (0: the
+// default).
+func (w *sshWorld) runnerWithin(t *testing.T, s testbed.Spec, limit time.Duration) *testbed.SSHRunner {
 	s.SSH.Key = w.key
-	r, err := testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Port: w.srv.Port, Logger: testenv.Logger(t),
+	r, err := testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Port: w.srv.Port, Logger: testenv.Logger(t), HandshakeTimeout: limit,
 		// Every address is the stand-in's gateway: access.grid5000.fr
 		// cannot be resolved here.
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {

@@ -114,18 +114,7 @@ func TestSSHNodeThatNeverAnswersBehindTheGateway(t *testing.T) {
 	addr, accepted := silentHost(t)
 	node := "taurus-1.lyon.grid5000.fr"
 	sshw.srv.Forward(net.JoinHostPort(node, strconv.Itoa(sshw.srv.Port)), addr)
-	runner := func(limit time.Duration) *testbed.SSHRunner {
-		s := spec(t)
-		s.SSH.Key = sshw.key
-		r, err := testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Port: sshw.srv.Port, Logger: testenv.Logger(t), HandshakeTimeout: limit,
-			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, sshw.srv.Addr)
-			}})
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = r.Close() })
-		return r
-	}
+	runner := func(limit time.Duration) *testbed.SSHRunner { return sshw.runnerWithin(t, spec(t), limit) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-accepted; cancel() }()
