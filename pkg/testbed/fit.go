@@ -36,13 +36,18 @@ func (s Spec) PoolNodes(pool string) int {
 type Fit struct {
 	KafkaBrokers int // KRaft nodes (controller and broker), one per broker node
 	KafkaMinISR  int // min.insync.replicas: one less than the brokers, at least 1
-	NATSServers  int // one per platform node
+	NATSServers  int // 3 with three platform nodes or more, else 1 (a quorum of two has no spare)
 }
 
 // FitOf computes the replicas for s: the nodes of each pool, capped at
 // MaxReplicas.
 func FitOf(s Spec) Fit {
-	f := Fit{KafkaBrokers: min(s.PoolNodes(RoleBroker), MaxReplicas), NATSServers: min(s.PoolNodes(RolePlatform), MaxReplicas)}
+	f := Fit{KafkaBrokers: min(s.PoolNodes(RoleBroker), MaxReplicas), NATSServers: 1}
+	// JetStream's meta group is a Raft quorum: two servers stop when
+	// either does, so one server until there are three.
+	if s.PoolNodes(RolePlatform) >= MaxReplicas {
+		f.NATSServers = MaxReplicas
+	}
 	// A write waits for all but one replica: the loss of a broker stops
 	// nothing (with one broker there is nothing to lose).
 	f.KafkaMinISR = max(f.KafkaBrokers-1, 1)
