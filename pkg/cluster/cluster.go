@@ -49,6 +49,10 @@ type Options struct {
 	// it, from `testbed up`. A policy not named keeps its placeholder,
 	// which fails closed.
 	EgressCIDRs map[string][]string
+	// Adjust, when set, edits the rendered objects before they are
+	// applied: `testbed up` scales the testbed overlay's replicated parts
+	// to the nodes it reserved (testbed.FitToNodes).
+	Adjust func([]*unstructured.Unstructured) error
 	// Timeout bounds the wait of up and down.
 	Timeout time.Duration
 	// Poll is how often readiness is read.
@@ -157,7 +161,14 @@ func (c *Cluster) render(ctx context.Context) ([]*unstructured.Unstructured, err
 			return nil, err
 		}
 	}
-	return Render(c.o.Overlay, cidrs, c.o.EgressCIDRs)
+	objs, err := Render(c.o.Overlay, cidrs, c.o.EgressCIDRs)
+	if err != nil || c.o.Adjust == nil {
+		return objs, err
+	}
+	if err := c.o.Adjust(objs); err != nil {
+		return nil, err
+	}
+	return objs, nil
 }
 
 // apiServerCIDRs are the kubernetes Service's endpoint addresses, each as

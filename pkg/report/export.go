@@ -127,6 +127,15 @@ func csvInt(v int64) string     { return strconv.FormatInt(v, 10) }
 func csvUint(v uint32) string   { return strconv.Itoa(int(v)) }
 func CSVBool(b bool) string     { return strconv.FormatBool(b) }
 
+// wattmeterCell is a node's wattmeter: true, false, or unknown (its facts
+// could not be looked up; provenance.json's missing says why).
+func wattmeterCell(w *bool) string {
+	if w == nil {
+		return "unknown"
+	}
+	return CSVBool(*w)
+}
+
 func (x exporter) runsCSV(w *csv.Writer) error {
 	head := []string{"experiment_id", "run_id", "index", "repetition", "config_hash", "state", "reason", "measure_start_ms", "measure_end_ms",
 		"duration_s"}
@@ -180,7 +189,7 @@ func (x exporter) testbedCSV(w *csv.Writer, tb *results.TestbedProvenance) error
 			}
 			_ = w.Write([]string{r.RunID, tb.Backend, tb.Reservation, tb.ID, tb.Site, tb.Cluster, tb.JobID, tb.Walltime,
 				tb.StartedAt.Format(time.RFC3339), tb.EndsAt.Format(time.RFC3339), tb.ReleaseBy.Format(time.RFC3339), n.Host, n.Role,
-				CSVBool(n.Wattmeter), strconv.Itoa(targets)})
+				wattmeterCell(n.Wattmeter), strconv.Itoa(targets)})
 		}
 	}
 	return nil

@@ -72,7 +72,10 @@ func TestbedRows(tb results.TestbedProvenance) [][2]string {
 			roles = append(roles, n.Role)
 		}
 		h := n.Host
-		if n.Wattmeter {
+		switch {
+		case n.Wattmeter == nil:
+			h += " (wattmeter unknown)"
+		case *n.Wattmeter:
 			h += " (wattmeter)"
 		}
 		byRole[n.Role] = append(byRole[n.Role], h)

@@ -98,7 +98,18 @@ type TestbedNode struct {
 	CPUModel    string `json:"cpu_model,omitempty"`
 	Cores       int    `json:"cores,omitempty"`
 	MemoryBytes int64  `json:"memory_bytes,omitempty"`
-	Wattmeter   bool   `json:"wattmeter"`
+	// Wattmeter: whether the node has one; null when its facts could not
+	// be looked up (FactsMissing says why) — unknown, not absent.
+	Wattmeter *bool `json:"wattmeter"`
+	// FactsMissing is why the node's hardware facts are unknown; the
+	// provenance's Missing names it (TestbedFactsMissing).
+	FactsMissing string `json:"facts_missing,omitempty"`
+}
+
+// TestbedFactsMissing is what an experiment's provenance lists as missing
+// for a reserved node whose hardware facts could not be looked up.
+func TestbedFactsMissing(n TestbedNode) string {
+	return "the hardware facts of testbed node " + n.Host + " (wattmeter, CPU, memory: unknown; the lookup failed: " + n.FactsMissing + ")"
 }
 
 // ParseTestbedProvenance decodes a reservation as `greenflow testbed up`

@@ -341,10 +341,13 @@ func unknownField(name string, fields map[string]reflect.Type) string {
 	for k := range fields {
 		names = append(names, k)
 	}
-	return unknownName(name, names)
+	return UnknownName(name, names)
 }
 
-func unknownName(name string, names []string) string {
+// UnknownName says name is not among names, with the closest when one is
+// near (a typo), else the names there are; the testbed spec's check says
+// it the same way.
+func UnknownName(name string, names []string) string {
 	best, bestD := "", math.MaxInt
 	for _, k := range names {
 		d := editDistance(strings.ToLower(name), strings.ToLower(k))

@@ -33,6 +33,13 @@ func (s *Store) Provenance(ctx context.Context, experimentID string) (results.Pr
 		}
 		_ = json.Unmarshal([]byte(e.Environment), &env)
 		p.CommitSource, p.Testbed = env.CommitSource, env.Testbed
+		if p.Testbed != nil {
+			for _, n := range p.Testbed.Nodes {
+				if n.FactsMissing != "" {
+					p.Missing = append(p.Missing, results.TestbedFactsMissing(n))
+				}
+			}
+		}
 		if env.TestbedError != "" {
 			p.Missing = append(p.Missing, results.TestbedUnreadableNote+env.TestbedError+")")
 		}

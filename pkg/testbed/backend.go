@@ -60,4 +60,8 @@ type HostFacts struct {
 	MemoryBytes int64  `json:"memory_bytes,omitempty"`
 	Wattmeter   bool   `json:"wattmeter"`
 	Source      string `json:"source,omitempty"` // where the facts come from
+	// Missing says why the facts are unknown (the lookup failed): the
+	// provenance then records the wattmeter as unknown, not absent, and
+	// names the reason among what is missing.
+	Missing string `json:"missing,omitempty"`
 }

@@ -145,7 +145,11 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 
 	dep := &deployer{}
 	m := w.manager(t, "host-a", w.clk)
-	p := &testbed.Platform{Manager: m,
+	imgDir := t.TempDir()
+	imgBytes := imageTar(t, imgDir, "scheduler", "greenflow/scheduler:v9", 4096)
+	images, err := testbed.ReadImages(imgDir)
+	require.NoError(t, err)
+	p := &testbed.Platform{Manager: m, Strimzi: true, Images: images,
 		Runner:      func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
 		Waiter:      testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond, Clock: clock.RealClock{}},
 		Deployer:    dep,
@@ -157,7 +161,7 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	var readers map[string]collectorapp.SourceConfig // each SUT node's Kwollect source, as its collector reads it
 	var handed results.TestbedProvenance
 	var reservationID string
-	err := p.Run(context.Background(), spec(t), nil, func(ctx context.Context, r testbed.Reservation, kc []byte) error {
+	err = p.Run(context.Background(), spec(t), nil, func(ctx context.Context, r testbed.Reservation, kc []byte) error {
 		// The platform is there, reached with the testbed's kubeconfig.
 		rc, err := clientcmd.RESTConfigFromKubeConfig(kc)
 		if err != nil {
@@ -241,6 +245,21 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		"taurus-5.lyon.grid5000.fr": "loadgen"}, roles)
 	mu.Unlock()
 	require.Equal(t, []string{"namespace/greenflow"}, dep.applied)
+	// After the bootstrap, before the deployment: Strimzi's operator on
+	// the control node, the image on every node.
+	var control []string
+	imported := map[string]bool{}
+	for _, c := range sshw.srv.Commands() {
+		if c.Host == "taurus-1.lyon.grid5000.fr" {
+			control = append(control, c.Cmd)
+		}
+		if c.Cmd == testbed.ImportCommand(spec(t)) && c.Stdin == string(imgBytes) {
+			imported[c.Host] = true
+		}
+	}
+	require.Len(t, imported, 5, "every node received the whole tarball")
+	require.Equal(t, "sudo-g5k cat "+testbed.K3sKubeconfigPath, control[3])
+	require.Contains(t, control, "sudo-g5k k3s kubectl create -n kafka -f '"+testbed.StrimziInstallURL+"'")
 	require.Equal(t, []string{"127.0.0.1/32"}, dep.cidrs, "the stand-in's address, for the collectors' policy")
 	// What the platform was handed names the job, the site, the walltime
 	// and every node in its pool.

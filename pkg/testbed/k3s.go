@@ -38,10 +38,7 @@ type Step struct {
 // kubeconfig read. The token goes to agents on standard input (tokenStdin
 // is what the plan shows for it).
 func BootstrapPlan(s Spec, nodes []Node, tokenStdin string) []Step {
-	sudo := ""
-	if s.SSH.User != "root" && s.SSH.Sudo != "" {
-		sudo = s.SSH.Sudo + " "
-	}
+	sudo := s.sudo()
 	version := ""
 	if s.K3sVersion != "" {
 		version = "INSTALL_K3S_VERSION=" + s.K3sVersion + " "

@@ -96,8 +96,14 @@ func newSSHWorldFunc(t *testing.T, reply func(host, cmd string) (string, int)) *
 }
 
 func (w *sshWorld) runner(t *testing.T, s testbed.Spec) *testbed.SSHRunner {
+	return w.runnerWithin(t, s, 0)
+}
+
+// runnerWithin is runner with a time limit on each handshake (0: the
+// default).
+func (w *sshWorld) runnerWithin(t *testing.T, s testbed.Spec, limit time.Duration) *testbed.SSHRunner {
 	s.SSH.Key = w.key
-	r, err := testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Port: w.srv.Port, Logger: testenv.Logger(t),
+	r, err := testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Port: w.srv.Port, Logger: testenv.Logger(t), HandshakeTimeout: limit,
 		// Every address is the stand-in's gateway: access.grid5000.fr
 		// cannot be resolved here.
 		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
@@ -135,12 +141,13 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 	require.Equal(t, gotKC, kc)
 
 	// Every node reached through the gateway, as the user's Grid'5000 login
-	// there and as root on the nodes.
+	// there and on the nodes (a job without deploy gives no root login),
+	// root through sudo-g5k.
 	require.ElementsMatch(t, []string{"taurus-1.lyon.grid5000.fr", "taurus-2.lyon.grid5000.fr", "taurus-3.lyon.grid5000.fr", "taurus-4.lyon.grid5000.fr",
 		"taurus-5.lyon.grid5000.fr"}, w.srv.Tunnels())
 	cmds := w.srv.Commands()
 	for _, c := range cmds {
-		require.Equal(t, "root", c.User)
+		require.Equal(t, "alice", c.User)
 		require.NotContains(t, c.Cmd, k3sToken, "the token never goes on a command line")
 	}
 	byHost := map[string][]string{}
@@ -148,14 +155,14 @@ func TestBootstrapOverSSHThroughGateway(t *testing.T) {
 		byHost[c.Host] = append(byHost[c.Host], c.Cmd)
 	}
 	require.Equal(t, []string{
-		"modprobe intel_rapl_common",
-		"curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC='server --node-name taurus-1 --node-label greenflow.dev/pool=platform --tls-san taurus-1.lyon.grid5000.fr --write-kubeconfig-mode 0600' sh -",
-		"cat /var/lib/rancher/k3s/server/token",
-		"cat /etc/rancher/k3s/k3s.yaml",
+		"sudo-g5k modprobe intel_rapl_common",
+		"curl -sfL https://get.k3s.io | sudo-g5k INSTALL_K3S_EXEC='server --node-name taurus-1 --node-label greenflow.dev/pool=platform --tls-san taurus-1.lyon.grid5000.fr --write-kubeconfig-mode 0600' sh -",
+		"sudo-g5k cat /var/lib/rancher/k3s/server/token",
+		"sudo-g5k cat /etc/rancher/k3s/k3s.yaml",
 	}, byHost["taurus-1.lyon.grid5000.fr"])
 	require.Equal(t, []string{
-		"modprobe intel_rapl_common",
-		`read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | K3S_URL=https://taurus-1.lyon.grid5000.fr:6443 K3S_TOKEN="$K3S_TOKEN" INSTALL_K3S_EXEC='agent --node-name taurus-4 --node-label greenflow.dev/pool=broker' sh -`,
+		"sudo-g5k modprobe intel_rapl_common",
+		`read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | sudo-g5k K3S_URL=https://taurus-1.lyon.grid5000.fr:6443 K3S_TOKEN="$K3S_TOKEN" INSTALL_K3S_EXEC='agent --node-name taurus-4 --node-label greenflow.dev/pool=broker' sh -`,
 	}, byHost["taurus-4.lyon.grid5000.fr"])
 	for _, c := range cmds {
 		if strings.HasPrefix(c.Cmd, "read -r K3S_TOKEN") {

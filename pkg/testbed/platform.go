@@ -83,7 +83,7 @@ type Deployer interface {
 // release. Every failure after the reservation releases it.
 type Platform struct {
 	Manager  *Manager
-	Runner   func(s Spec) (Runner, error) // SSH to the nodes (NewSSHRunner)
+	Runner   func(s Spec) (Runner, error) // SSH to the nodes (NewSSHRunner), made before reserving
 	Waiter   NodeWaiter
 	Deployer Deployer
 	// APIServer is the kubeconfig's server for the control host (nil:
@@ -98,16 +98,42 @@ type Platform struct {
 	// KwollectURL is the API root the collectors read the wattmeters
 	// from, inside the testbed ("": g5k.DefaultURL).
 	KwollectURL string
-	Logger      *zap.Logger
+	// Strimzi installs Strimzi's operator on the control node after the
+	// bootstrap (StrimziPlan): a fresh k3s has none, and the overlay's
+	// Kafka is Strimzi's.
+	Strimzi bool
+	// Images are imported into every node's containerd after the
+	// bootstrap (ImportImages); the Deployer then pins the manifests to
+	// them (UseImages). None: the manifests' references must be pullable.
+	Images []Image
+	Logger *zap.Logger
 }
 
 // Up reserves s's machines, installs k3s on them and deploys the
-// platform, returning the reservation and the cluster's kubeconfig.
+// platform, returning the reservation and the cluster's kubeconfig. What
+// can be checked before reserving is (the SSH key, the gateway: Runner's
+// Preflight), so a configuration error costs no reservation.
 func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reservation, []byte, error) {
+	run, err := p.Runner(s)
+	if err != nil {
+		return Reservation{}, nil, fmt.Errorf("before reserving %s: %w", s.Name, err)
+	}
+	if c, ok := run.(interface{ Close() error }); ok {
+		defer c.Close()
+	}
+	if pf, ok := run.(interface{ Preflight(context.Context) error }); ok {
+		if err := pf.Preflight(ctx); err != nil {
+			return Reservation{}, nil, fmt.Errorf("before reserving %s: %w", s.Name, err)
+		}
+	}
 	r, err := p.Manager.Reserve(ctx, s, progress)
 	if err != nil {
 		return r, nil, err
 	}
+	// The bring-up too ends at the release margin (a command that hangs
+	// must not hold the job until OAR's walltime).
+	ctx, cancel := p.Manager.UntilRelease(ctx, r)
+	defer cancel(nil)
 	api := DirectEndpoint
 	if p.APIServer != nil {
 		api = func(c string) APIEndpoint { return APIEndpoint{Server: p.APIServer(c)} }
@@ -119,21 +145,17 @@ func (p *Platform) Up(ctx context.Context, s Spec, progress func(string)) (Reser
 		}
 		api = func(string) APIEndpoint { return ep }
 	}
-	kc, err := p.install(ctx, &r, api)
+	kc, err := p.install(ctx, run, &r, api, progress)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrWalltime) {
+		err = errors.Join(cause, err)
+	}
 	if err != nil {
 		return r, nil, errors.Join(err, p.Manager.Release(ctx, r.Name, "bring-up failed: "+err.Error()))
 	}
 	return r, kc, nil
 }
 
-func (p *Platform) install(ctx context.Context, r *Reservation, api func(string) APIEndpoint) ([]byte, error) {
-	run, err := p.Runner(r.Spec)
-	if err != nil {
-		return nil, err
-	}
-	if c, ok := run.(interface{ Close() error }); ok {
-		defer c.Close()
-	}
+func (p *Platform) install(ctx context.Context, run Runner, r *Reservation, api func(string) APIEndpoint, progress func(string)) ([]byte, error) {
 	kc, err := Bootstrap(ctx, run, p.Waiter, *r, api)
 	if err != nil {
 		return nil, err
@@ -141,6 +163,19 @@ func (p *Platform) install(ctx context.Context, r *Reservation, api func(string)
 	// Where the collectors' pods will resolve it: on a node.
 	if r.KwollectCIDRs, err = KwollectCIDRs(ctx, run, r.Hosts(RoleControl)[0], p.KwollectURL); err != nil {
 		return nil, err
+	}
+	if p.Strimzi {
+		if progress != nil {
+			progress("installing Strimzi's operator on " + r.Hosts(RoleControl)[0] + " (" + StrimziInstallURL + ")")
+		}
+		if err := InstallStrimzi(ctx, run, *r); err != nil {
+			return nil, err
+		}
+	}
+	if len(p.Images) > 0 {
+		if err := ImportImages(ctx, run, *r, p.Images, progress); err != nil {
+			return nil, err
+		}
 	}
 	// Before the platform starts, so its first experiment carries it and
 	// each collector finds its node's sources.

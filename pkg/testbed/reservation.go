@@ -75,7 +75,10 @@ func (r Reservation) Provenance() results.TestbedProvenance {
 	nodes := make([]results.TestbedNode, len(r.Nodes))
 	for i, n := range r.Nodes {
 		nodes[i] = results.TestbedNode{Host: n.Host, Role: n.Role, CPUModel: n.Facts.CPUModel, Cores: n.Facts.Cores,
-			MemoryBytes: n.Facts.MemoryBytes, Wattmeter: n.Facts.Wattmeter}
+			MemoryBytes: n.Facts.MemoryBytes, FactsMissing: n.Facts.Missing}
+		if n.Facts.Missing == "" {
+			nodes[i].Wattmeter = &n.Facts.Wattmeter
+		}
 	}
 	p := results.TestbedProvenance{Backend: r.Backend, Reservation: r.Name, ID: r.ID, Site: r.Spec.Site, Cluster: r.Spec.Cluster,
 		StartedAt: r.StartedAt.UTC(), EndsAt: r.EndsAt.UTC(), ReleaseBy: r.ReleaseBy.UTC(), Nodes: nodes}
@@ -152,6 +155,9 @@ var ErrExists = errors.New("reservation exists")
 // Get returns the record of name.
 func (m *Manager) Get(ctx context.Context, name string) (Reservation, error) {
 	e, err := m.kv.Get(ctx, name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Reservation{}, fmt.Errorf("no reservation named %s (greenflow testbed status lists them): %w", name, err)
+	}
 	if err != nil {
 		return Reservation{}, fmt.Errorf("get reservation %s: %w", name, err)
 	}
@@ -247,7 +253,7 @@ func (m *Manager) Reserve(ctx context.Context, s Spec, progress func(string)) (R
 		f, err := m.be.Facts(ctx, s, nodes[i].Host)
 		if err != nil {
 			m.log.Warn("testbed node facts unavailable", zap.String("node", nodes[i].Host), zap.Error(err))
-			continue
+			f = HostFacts{Missing: err.Error()}
 		}
 		nodes[i].Facts = f
 	}
@@ -276,24 +282,33 @@ func (m *Manager) SetTunnel(ctx context.Context, name, addr string) error {
 // reached.
 var ErrWalltime = errors.New("reservation's walltime nearly over")
 
+// UntilRelease is ctx, ended also when r reaches its release margin (by
+// the manager's clock; the cause wraps ErrWalltime): whatever runs on the
+// reservation — the bring-up, the work — stops in time for the release to
+// be GreenFlow's, not OAR's kill.
+func (m *Manager) UntilRelease(ctx context.Context, r Reservation) (context.Context, context.CancelCauseFunc) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	t := m.clk.NewTimer(max(0, r.ReleaseBy.Sub(m.clk.Now())))
+	go func() {
+		defer t.Stop()
+		select {
+		case <-t.C():
+			m.log.Warn("testbed reservation reaches its release margin; stopping", zap.String("reservation", r.Name), zap.Time("release_by", r.ReleaseBy))
+			cancel(fmt.Errorf("%w: release by %s", ErrWalltime, r.ReleaseBy.Format(time.RFC3339)))
+		case <-wctx.Done():
+		}
+	}()
+	return wctx, cancel
+}
+
 // Hold runs work with the reservation, then releases it: when work
 // returns (done or failed), when ctx ends (cancel) and when the
 // reservation's ReleaseBy comes first (work's context ends with
 // ErrWalltime as its cause). It returns work's error joined with the
 // release's.
 func (m *Manager) Hold(ctx context.Context, r Reservation, work func(context.Context, Reservation) error) error {
-	wctx, cancel := context.WithCancelCause(ctx)
+	wctx, cancel := m.UntilRelease(ctx, r)
 	defer cancel(nil)
-	t := m.clk.NewTimer(max(0, r.ReleaseBy.Sub(m.clk.Now())))
-	defer t.Stop()
-	go func() {
-		select {
-		case <-t.C():
-			m.log.Warn("testbed reservation reaches its release margin; stopping work", zap.String("reservation", r.Name), zap.Time("release_by", r.ReleaseBy))
-			cancel(fmt.Errorf("%w: release by %s", ErrWalltime, r.ReleaseBy.Format(time.RFC3339)))
-		case <-wctx.Done():
-		}
-	}()
 	err := work(wctx, r)
 	why := "work done"
 	switch {

@@ -17,10 +17,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"reflect"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/greenflow/greenflow/pkg/spec"
 )
 
 // Roles a node plays. The k3s node label greenflow.dev/pool carries it
@@ -84,8 +90,12 @@ type Spec struct {
 
 // SSH says how to reach the nodes.
 type SSH struct {
-	User string `yaml:"user"` // on the nodes; default root
-	Key  string `yaml:"key"`  // private key file; default ~/.ssh/id_ed25519
+	// User on the nodes: a job without the deploy type (the only kind
+	// built) gives no root login, so your Grid'5000 login — default
+	// GatewayUser, with Sudo sudo-g5k — or, e.g. on nodes of your own
+	// deployment, root.
+	User string `yaml:"user"`
+	Key  string `yaml:"key"` // private key file; default ~/.ssh/id_ed25519
 	// Gateway is the access host used as a jump host from outside the
 	// testbed (access.grid5000.fr), "" from inside.
 	Gateway     string `yaml:"gateway"`
@@ -142,12 +152,27 @@ func OAR(d time.Duration) string {
 }
 
 // ParseSpec reads a testbed spec file, refusing unknown fields, applies
-// defaults and validates it.
+// defaults and validates it. Errors name the line and the field by its
+// path in the file (testbed.walltime), never a Go type.
 func ParseSpec(data []byte) (Spec, error) {
-	var f File
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	var doc yaml.Node
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return Spec{}, errors.New("testbed spec: empty: expected a testbed: section (see examples/testbed-grid5000.yaml)")
+	} else if err != nil {
+		return Spec{}, fmt.Errorf("testbed spec: %w", err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return Spec{}, fmt.Errorf("testbed spec: line %d: a second YAML document: expected one testbed: section", more.Line)
+	} else if !errors.Is(err, io.EOF) {
+		return Spec{}, fmt.Errorf("testbed spec: %w", err)
+	}
+	if errs := checkNode(&doc, reflect.TypeOf(File{}), ""); len(errs) > 0 {
+		return Spec{}, errors.Join(errs...)
+	}
+	var f File
+	if err := doc.Decode(&f); err != nil {
 		return Spec{}, fmt.Errorf("testbed spec: %w", err)
 	}
 	s := f.Testbed.WithDefaults()
@@ -165,8 +190,11 @@ func (s Spec) WithDefaults() Spec {
 	if s.ReleaseMargin == 0 {
 		s.ReleaseMargin = Duration(10 * time.Minute)
 	}
-	if s.SSH.User == "" {
-		s.SSH.User = "root"
+	if s.SSH.User == "" && s.SSH.GatewayUser != "" {
+		s.SSH.User = s.SSH.GatewayUser
+		if s.SSH.Sudo == "" {
+			s.SSH.Sudo = "sudo-g5k"
+		}
 	}
 	if s.SSH.Key == "" {
 		s.SSH.Key = "~/.ssh/id_ed25519"
@@ -176,6 +204,98 @@ func (s Spec) WithDefaults() Spec {
 	}
 	return s
 }
+
+var durationType = reflect.TypeOf(Duration(0))
+
+// checkNode compares the YAML under n with what type t reads, by the
+// fields' yaml tags: an unknown field (with the known one it is closest
+// to), a value of the wrong kind, a duration that does not parse — each
+// with its line and its path from the file's top.
+func checkNode(n *yaml.Node, t reflect.Type, path string) []error {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		return checkNode(n.Content[0], t, path)
+	}
+	if n.Kind == yaml.AliasNode {
+		return checkNode(n.Alias, t, path)
+	}
+	bad := func(want string) []error {
+		v := n.Value
+		if n.Kind != yaml.ScalarNode {
+			v = map[yaml.Kind]string{yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}[n.Kind]
+		}
+		return []error{fmt.Errorf("testbed spec: line %d: %s: %q: expected %s", n.Line, path, v, want)}
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil // left out
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			return bad("a duration such as 2h, 90m or hours:minutes (2:00)")
+		}
+		if _, err := ParseDuration(n.Value); err != nil {
+			return bad("a duration such as 2h, 90m or hours:minutes (2:00)")
+		}
+	case t.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			return bad("a string")
+		}
+	case t.Kind() == reflect.Int:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			return bad("a whole number")
+		}
+	case t.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return bad("a list, such as [a, b]")
+		}
+		var errs []error
+		for i, c := range n.Content {
+			errs = append(errs, checkNode(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+		return errs
+	case t.Kind() == reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return bad("a mapping")
+		}
+		var errs []error
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			errs = append(errs, checkNode(n.Content[i+1], t.Elem(), path+"."+n.Content[i].Value)...)
+		}
+		return errs
+	case t.Kind() == reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return bad("a mapping")
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := range t.NumField() {
+			if name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); name != "" && name != "-" {
+				fields[name] = t.Field(i).Type
+				names = append(names, name)
+			}
+		}
+		var errs []error
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			sub := k.Value
+			if path != "" {
+				sub = path + "." + k.Value
+			}
+			ft, ok := fields[k.Value]
+			if !ok {
+				errs = append(errs, fmt.Errorf("testbed spec: line %d: %s: %s", k.Line, sub, spec.UnknownName(k.Value, names)))
+				continue
+			}
+			errs = append(errs, checkNode(n.Content[i+1], ft, sub)...)
+		}
+		return errs
+	}
+	return nil
+}
+
+// Sites are Grid'5000's sites; a spec naming another is refused before
+// anything is asked of the API.
+var Sites = []string{"grenoble", "lille", "louvain", "luxembourg", "lyon", "nancy", "nantes", "rennes", "sophia", "strasbourg", "toulouse"}
 
 var (
 	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,40}$`)
@@ -196,8 +316,8 @@ func (s Spec) Validate() error {
 	if !nameRE.MatchString(s.Name) {
 		bad("name", quote(s.Name), "lower-case letters, digits and dashes, at most 41")
 	}
-	if !wordRE.MatchString(s.Site) {
-		bad("site", quote(s.Site), "a Grid'5000 site such as lyon, nancy, rennes, grenoble")
+	if !slices.Contains(Sites, s.Site) {
+		bad("site", quote(s.Site), "a Grid'5000 site: "+strings.Join(Sites, ", "))
 	}
 	if !wordRE.MatchString(s.Cluster) {
 		bad("cluster", quote(s.Cluster), "a cluster of the site such as taurus (lyon), gros (nancy)")
@@ -246,7 +366,10 @@ func (s Spec) Validate() error {
 	if s.SSH.Gateway != "" && s.SSH.GatewayUser == "" {
 		bad("ssh.gatewayUser", `""`, "your Grid'5000 login, to pass the gateway "+s.SSH.Gateway)
 	}
-	if s.SSH.User != "root" && s.SSH.Sudo == "" {
+	if s.SSH.User == "" {
+		bad("ssh.user", `""`, "your Grid'5000 login (nodes of a job without the deploy type take no root login; "+
+			"k3s then installs through ssh.sudo, sudo-g5k); from outside Grid'5000, ssh.gatewayUser gives it")
+	} else if s.SSH.User != "root" && s.SSH.Sudo == "" {
 		bad("ssh.sudo", `""`, fmt.Sprintf("a command giving root to %s (sudo-g5k on Grid'5000): k3s installs as root", s.SSH.User))
 	}
 	return errors.Join(errs...)

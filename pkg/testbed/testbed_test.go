@@ -122,6 +122,19 @@ func TestReserveHoldRelease(t *testing.T) {
 	require.Equal(t, w.clk.Now().Add(2*time.Hour-15*time.Minute), r.ReleaseBy)
 	require.Equal(t, "Intel Xeon E5-2630", r.Nodes[0].Facts.CPUModel)
 	require.True(t, r.Nodes[0].Facts.Wattmeter)
+	// taurus-2's reference is not in the stand-in: its facts are unknown,
+	// not "no wattmeter", and the provenance says why.
+	prov := r.Provenance()
+	require.True(t, *prov.Nodes[0].Wattmeter)
+	require.Empty(t, prov.Nodes[0].FactsMissing)
+	require.Nil(t, prov.Nodes[1].Wattmeter, "unknown")
+	require.Contains(t, prov.Nodes[1].FactsMissing, "taurus-2")
+	raw, err := testbed.ProvenanceJSON(r)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), `"host": "taurus-2.lyon.grid5000.fr",
+      "role": "sut",
+      "wattmeter": null,
+      "facts_missing": `)
 
 	// The submission the API received: the whole job, as OAR wants it.
 	var body map[string]any
@@ -328,10 +341,25 @@ testbed:
 	} {
 		require.ErrorContains(t, err, want)
 	}
-	_, err = testbed.ParseSpec([]byte("testbed:\n  site: lyon\n  walltim: 2h\n"))
-	require.ErrorContains(t, err, "line 3: field walltim not found")
-	_, err = testbed.ParseSpec([]byte("testbed:\n  walltime: two hours\n"))
-	require.ErrorContains(t, err, `line 2: duration "two hours": expected e.g. 2h, 90m or hours:minutes (2:00)`)
+	// How the file is written: each error names its line and the field's
+	// path in the file, never a Go type.
+	for _, tc := range []struct{ yaml, want string }{
+		{"testbed:\n  site: lyon\n  walltim: 2h\n", `line 3: testbed.walltim: unknown field (did you mean "walltime"?)`},
+		{"testbed:\n  ssh: {usr: alice}\n", `line 2: testbed.ssh.usr: unknown field (did you mean "user"?)`},
+		{"testbed:\n  flavour: big\n", "line 2: testbed.flavour: unknown field, expected one of backend, cluster, k3sVersion"},
+		{"testbed:\n  walltime: two hours\n", `line 2: testbed.walltime: "two hours": expected a duration such as 2h, 90m or hours:minutes (2:00)`},
+		{"testbed:\n  walltime: 3\n", `line 2: testbed.walltime: "3": expected a duration`},
+		{"testbed:\n  nodes: {control: 1, broker: 1.5}\n", `line 2: testbed.nodes.broker: "1.5": expected a whole number`},
+		{"testbed:\n  types: monitor\n", `line 2: testbed.types: "monitor": expected a list`},
+		{"", "testbed spec: empty: expected a testbed: section (see examples/testbed-grid5000.yaml)"},
+		{"# nothing but a comment\n", "testbed spec: empty: expected a testbed: section"},
+		{"testbed:\n  site: lyon\n---\ntestbed:\n  site: nancy\n", "testbed spec: line 3: a second YAML document: expected one testbed: section"},
+		{"testbed:\n  site: paris\n", `testbed.site: "paris": expected a Grid'5000 site: grenoble, lille`},
+	} {
+		_, err = testbed.ParseSpec([]byte(tc.yaml))
+		require.ErrorContains(t, err, tc.want, "%q", tc.yaml)
+		require.NotContains(t, err.Error(), "testbed.Spec", "no Go type")
+	}
 }
 
 func mustUID(t testing.TB, id string) int64 {

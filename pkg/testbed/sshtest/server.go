@@ -190,8 +190,12 @@ func (s *Server) session(ch ssh.Channel, reqs <-chan *ssh.Request, host, user st
 		}
 		_ = r.Reply(true, nil)
 		stdin := ""
-		if strings.HasPrefix(p.Cmd, "read ") { // reads a line of input
+		switch {
+		case strings.HasPrefix(p.Cmd, "read "): // reads a line of input
 			stdin = readLine(ch)
+		case strings.HasSuffix(p.Cmd, " -"): // reads its input to the end (an image import, a manifest)
+			b, _ := io.ReadAll(ch)
+			stdin = string(b)
 		}
 		s.mu.Lock()
 		s.cmds = append(s.cmds, Command{Host: host, User: user, Cmd: p.Cmd, Stdin: stdin})

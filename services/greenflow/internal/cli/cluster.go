@@ -80,15 +80,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		printComponents(stdout, comps)
-		ca := cluster.CAFile(*secretsDir)
-		fmt.Fprintf(stdout, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
-  API:        kubectl -n greenflow port-forward deploy/scheduler 9464:9464, then (HTTPS, signed by the cluster's CA)
-              GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url https://127.0.0.1:9464 --api-ca-file %s
-  console:    kubectl -n greenflow port-forward svc/console 8080:8080, then https://127.0.0.1:8080 (sign in with an API token;
-              the browser warns about its certificate until it trusts the cluster's CA, %s)
-  dashboards: Grafana (README "Grafana", deploy/components/grafana) reads clickhouse.greenflow.svc:9000 as
-              greenflow_reader, password in %s
-`, *overlay, *secretsDir, cluster.AdminTokenFile(*secretsDir), ca, ca, cluster.ReaderPasswordFile(*secretsDir))
+		printReach(stdout, *overlay, *secretsDir, "kubectl")
 		return nil
 	case "status":
 		comps, err := c.Status(ctx)
@@ -119,4 +111,19 @@ func printComponents(w io.Writer, comps []cluster.Component) {
 		}
 		fmt.Fprintf(w, "  %-12s %-40s %s\n", strings.ToLower(c.Kind), c.Namespace+"/"+c.Name, mark)
 	}
+}
+
+// printReach says where the credentials are and how to reach the API, the
+// console and the dashboards of a platform cluster up deployed; kubectl is
+// the command as the user runs it (with --kubeconfig for a testbed's).
+func printReach(w io.Writer, overlay, secretsDir, kubectl string) {
+	ca := cluster.CAFile(secretsDir)
+	fmt.Fprintf(w, `GreenFlow is up (%s overlay). Credentials are in %s (keep them: up reuses them).
+  API:        %s -n greenflow port-forward deploy/scheduler 9464:9464, then (HTTPS, signed by the cluster's CA)
+              GREENFLOW_TOKEN="$(cat %s)" greenflow list --api-url https://127.0.0.1:9464 --api-ca-file %s
+  console:    %s -n greenflow port-forward svc/console 8080:8080, then https://127.0.0.1:8080 (sign in with an API token;
+              the browser warns about its certificate until it trusts the cluster's CA, %s)
+  dashboards: Grafana (README "Grafana", deploy/components/grafana) reads clickhouse.greenflow.svc:9000 as
+              greenflow_reader, password in %s
+`, overlay, secretsDir, kubectl, cluster.AdminTokenFile(secretsDir), ca, kubectl, ca, cluster.ReaderPasswordFile(secretsDir))
 }

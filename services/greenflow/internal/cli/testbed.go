@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -28,8 +30,9 @@ import (
 const testbedUsage = `greenflow testbed — reserve a testbed, make it a k3s cluster, deploy the platform, release it
 
 Usage:
-  greenflow testbed plan   -f TESTBED.yaml                  what would be reserved, for how long, and every command; touches nothing
+  greenflow testbed plan   -f TESTBED.yaml [--images DIR] [--strimzi-installed]   what would be reserved, for how long, and every command; touches nothing
   greenflow testbed up     -f TESTBED.yaml [--kubeconfig-out FILE] [--api-server URL | --no-tunnel | --tunnel-listen ADDR] [--detach] [--no-deploy]
+                           [--images DIR] [--strimzi-installed]
   greenflow testbed status                                  reservations recorded, and what the testbed says of each
   greenflow testbed down   NAME                             release a reservation
 
@@ -40,6 +43,9 @@ before the walltime, then releases it; with --detach it leaves it recorded for '
 With ssh.gateway set (outside Grid'5000), up reaches the cluster's API through an SSH tunnel of
 the gateway (127.0.0.1:PORT, the kubeconfig verifying the control node's name); the tunnel
 lives as long as up runs, and status says whether it is up.
+Before deploying, up installs Strimzi's operator on the control node (unless --strimzi-installed)
+and streams the images of --images (make images' tarballs, default .cache/images) into every
+node's k3s containerd; without that directory the image references must be pullable.
 `
 
 func runTestbed(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -82,6 +88,8 @@ func runTestbedPlan(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("testbed plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "testbed spec (YAML, a testbed: section)")
+	var pf platformFlags
+	pf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,12 +97,41 @@ func runTestbedPlan(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writePlan(stdout, s)
+	images, imagesErr := pf.images()
+	if err := writePlan(stdout, s, pf, images, imagesErr); err != nil {
+		return err
+	}
+	return imagesErr
+}
+
+// platformFlags say what up puts on a fresh k3s before deploying.
+type platformFlags struct {
+	imagesDir        string
+	strimziInstalled bool
+}
+
+func (f *platformFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.imagesDir, "images", ".cache/images", "directory of `make images`' OCI tarballs, imported on every node; "+
+		"absent: the manifests' image references must be pullable by the nodes")
+	fs.BoolVar(&f.strimziInstalled, "strimzi-installed", false, "the cluster already has Strimzi's operator: do not install it")
+}
+
+// images reads the images directory: none (nil, nil) when it does not
+// exist.
+func (f *platformFlags) images() ([]testbed.Image, error) {
+	if _, err := os.Stat(f.imagesDir); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	imgs, err := testbed.ReadImages(f.imagesDir)
+	if err != nil {
+		return nil, fmt.Errorf("--images: %w", err)
+	}
+	return imgs, nil
 }
 
 // writePlan prints what up would do, with placeholder host names (the
 // testbed assigns the nodes) and the token as what it is, never a value.
-func writePlan(w io.Writer, s testbed.Spec) error {
+func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.Image, imagesErr error) error {
 	be := &testbed.Grid5000{}
 	req, err := be.Plan(s)
 	if err != nil {
@@ -105,6 +142,11 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 		return err
 	}
 	wall, margin := time.Duration(s.Walltime), time.Duration(s.ReleaseMargin)
+	if s.SSH.Gateway != "" {
+		fmt.Fprintf(w, "Before reserving: read the SSH key and connect to %s@%s with it (TCP and SSH handshake)\n", s.SSH.GatewayUser, s.SSH.Gateway)
+	} else {
+		fmt.Fprintln(w, "Before reserving: read the SSH key")
+	}
 	fmt.Fprintf(w, "Reserve on %s (%s): %d nodes of %s/%s for %s; released %s before the walltime (usable %s)\n",
 		s.Backend, s.Name, s.Total(), s.Site, s.Cluster, wall, margin, wall-margin)
 	fmt.Fprintf(w, "\n%s %s\n  %s\n", req.Method, req.URL, body)
@@ -129,13 +171,21 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 		if i > 0 {
 			fmt.Fprint(w, ", ")
 		}
-		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, n.Role)
+		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, s.Pool(n.Role))
 	}
 	via := "directly"
 	if s.SSH.Gateway != "" {
 		via = fmt.Sprintf("through %s@%s", s.SSH.GatewayUser, s.SSH.Gateway)
 	}
-	fmt.Fprintf(w, "\n\nSSH as %s with %s, %s:\n", s.SSH.User, s.SSH.Key, via)
+	// The key is checked here as up checks it before reserving: a key
+	// that cannot be used costs no reservation.
+	_, key, keyErr := testbed.LoadKey(s.SSH.Key)
+	if keyErr == nil {
+		key = s.SSH.Key + " (" + key + ")"
+	} else {
+		key = s.SSH.Key + " (UNUSABLE, see below)"
+	}
+	fmt.Fprintf(w, "\n\nSSH as %s with %s, %s:\n", s.SSH.User, key, via)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, st := range testbed.BootstrapPlan(s, nodes, "<k3s token from the control node>") {
 		line := st.Cmd
@@ -146,6 +196,37 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if pf.strimziInstalled {
+		fmt.Fprintln(w, "\nStrimzi's operator: already installed (--strimzi-installed), not installed")
+	} else {
+		fmt.Fprintf(w, "\nThen Strimzi's operator (%s) on the control node:\n", testbed.StrimziInstallURL)
+		for _, st := range testbed.StrimziPlan(s, nodes[0].Host) {
+			line := st.Cmd
+			if st.Stdin != "" {
+				line += "    (stdin: " + strings.ReplaceAll(strings.TrimSpace(st.Stdin), "\n", "; ") + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\n", st.Host, line)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case imagesErr != nil:
+		fmt.Fprintf(w, "\nImages: UNUSABLE (%v)\n", imagesErr)
+	case len(images) == 0:
+		fmt.Fprintf(w, "\nImages: no directory %s (--images): none copied; the manifests' image references (greenflow/<service>) must be pullable by the nodes\n", pf.imagesDir)
+	default:
+		var total int64
+		for _, img := range images {
+			total += img.Size
+		}
+		fmt.Fprintf(w, "\nImages: %d tarball(s) from %s, %d MB, streamed over SSH to each of the %d nodes (%d MB in all) into: %s\n",
+			len(images), pf.imagesDir, total>>20, len(nodes), (total*int64(len(nodes)))>>20, testbed.ImportCommand(s))
+		for _, img := range images {
+			fmt.Fprintf(w, "  %s  %s (%d MB); the manifests use it, imagePullPolicy IfNotPresent\n", filepath.Base(img.File), img.Ref, img.Size>>20)
+		}
 	}
 	if s.SSH.Gateway != "" {
 		fmt.Fprintf(w, "\nCluster API from here: an SSH tunnel 127.0.0.1:<port> -> %s:%d through %s (as ssh -N -L <port>:%s:%d %s@%s), open while up runs\n",
@@ -168,8 +249,14 @@ func writePlan(w io.Writer, s testbed.Spec) error {
 	fmt.Fprintf(w, ": the local meter and the node's wattmeter from Kwollect on %s)\n", s.Site)
 	fmt.Fprintf(w, "Resolve the API on %s (%s) for the collectors' HTTPS egress to it: NetworkPolicy %s/%s\n",
 		nodes[0].Host, testbed.ResolveCommand("api.grid5000.fr"), testbed.CollectorNamespace, testbed.KwollectPolicy)
-	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed\n", testbed.RoleLabel)
+	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed, scaled to the nodes:\n", testbed.RoleLabel)
+	for _, l := range s.Placement() {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
+	if keyErr != nil {
+		return fmt.Errorf("up would stop before reserving: %w", keyErr)
+	}
 	return nil
 }
 
@@ -255,12 +342,21 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		"a tunnel through it; else https://<control node>:6443, reachable inside Grid'5000)")
 	noTunnel := fs.Bool("no-tunnel", false, "with ssh.gateway set, reach the API at https://<control node>:6443 instead of through a tunnel (e.g. over the Grid'5000 VPN)")
 	tunnelListen := fs.String("tunnel-listen", "127.0.0.1:0", "the tunnel's local address (port 0: any free port)")
+	var pf platformFlags
+	pf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s, err := readTestbedSpec(*file)
 	if err != nil {
 		return err
+	}
+	images, err := pf.images()
+	if err != nil {
+		return err
+	}
+	if len(images) == 0 && !*noDeploy {
+		fmt.Fprintf(stdout, "no images directory %s (--images): the manifests' image references (greenflow/<service>) must be pullable by the nodes\n", pf.imagesDir)
 	}
 	logger, err := zap.NewProduction()
 	if err != nil {
@@ -284,7 +380,8 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return testbed.NewSSHRunner(s.SSH, testbed.SSHDeps{Logger: logger})
 		}}
 	if !*noDeploy {
-		p.Deployer = clusterUp{kubeconfig: *out, stdout: stdout, stderr: stderr}
+		p.Strimzi, p.Images = !pf.strimziInstalled, images
+		p.Deployer = clusterUp{kubeconfig: *out, images: images, stdout: stdout, stderr: stderr}
 	}
 	if *apiServer != "" {
 		p.APIServer = func(string) string { return *apiServer }
@@ -339,6 +436,7 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // made; the credentials are kept per reservation.
 type clusterUp struct {
 	kubeconfig     string
+	images         []testbed.Image // imported on the nodes: the manifests use them
 	stdout, stderr io.Writer
 }
 
@@ -356,9 +454,14 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	}
 	// The collectors' egress to Kwollect: the API's addresses as the
 	// control node resolved them.
-	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name),
+	secrets := filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name)
+	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: secrets,
 		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
-		Progress:    func(s string) { fmt.Fprintln(c.stderr, s) }})
+		// Kafka and NATS as many as the pools have nodes (plan prints it).
+		Adjust: func(objs []*unstructured.Unstructured) error {
+			return errors.Join(testbed.FitToNodes(r.Spec, objs), testbed.UseImages(c.images, objs))
+		},
+		Progress: func(s string) { fmt.Fprintln(c.stderr, s) }})
 	if err != nil {
 		return err
 	}
@@ -367,6 +470,7 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 		return fmt.Errorf("deploy the platform (as greenflow cluster up --overlay testbed): %w", err)
 	}
 	printComponents(c.stdout, comps)
+	printReach(c.stdout, "testbed", secrets, "kubectl --kubeconfig "+c.kubeconfig)
 	return nil
 }
 
@@ -389,11 +493,15 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tID\tPHASE\tTESTBED SAYS\tNODES\tRELEASE BY\tHOLDER\tAPI TUNNEL")
+	// What the testbed could not say makes the exit status non-zero: a
+	// script reading it must not take a refused password for "all fine".
+	var apiErrs []error
 	for _, r := range all {
 		says := "-"
 		if r.ID != "" && r.Phase != testbed.PhaseReleased {
 			if st, err := be.Status(ctx, r.Spec, r.ID); err != nil {
 				says = "error: " + err.Error()
+				apiErrs = append(apiErrs, fmt.Errorf("%s: %w", r.Name, err))
 			} else {
 				says = st.State
 			}
@@ -413,7 +521,18 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Name, r.ID, r.Phase, says, len(r.Nodes), rel, r.Holder, tun)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(apiErrs) > 0 {
+		why := ""
+		var ae *g5k.APIError
+		if errors.As(apiErrs[0], &ae) && (ae.Status == http.StatusUnauthorized || ae.Status == http.StatusForbidden) {
+			why = " (the API refused the credentials: check --g5k-user and --g5k-password-file)"
+		}
+		return fmt.Errorf("the testbed's API could not say the state of %d reservation(s)%s: %w", len(apiErrs), why, errors.Join(apiErrs...))
+	}
+	return nil
 }
 
 func runTestbedDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
