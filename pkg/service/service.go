@@ -56,9 +56,13 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// SignalContext returns a context cancelled on SIGINT or SIGTERM.
+// SignalContext returns a context cancelled on SIGINT, SIGTERM or SIGHUP:
+// a closed terminal stops a command as Ctrl-C does — `greenflow testbed up`
+// releases its job, `greenflow dev` stops its stack — instead of killing
+// it where it stands (SIGHUP's default), which left a testbed job reserved
+// until its walltime.
 func SignalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 }
 
 // Exit prints err and exits non-zero; it is for main functions only.
