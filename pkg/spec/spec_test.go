@@ -12,7 +12,7 @@ import (
 )
 
 func TestExampleSpecsValidate(t *testing.T) {
-	for _, f := range []string{"../../examples/uc3-local.yaml", "../../examples/uc3-capacity.yaml", "../../examples/uc3-nightly.yaml", "../../examples/uc3-kubernetes.yaml"} {
+	for _, f := range []string{"../../examples/uc3-local.yaml", "../../examples/uc3-capacity.yaml", "../../examples/uc3-nightly.yaml", "../../examples/uc3-kubernetes.yaml", "../../examples/uc3-testbed.yaml"} {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
 		e, err := spec.Parse(b, nil)

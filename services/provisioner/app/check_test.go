@@ -71,7 +71,7 @@ func TestCheckSpecReportsManifestErrorsWithTheSpecLine(t *testing.T) {
 }
 
 func TestCheckSpecAcceptsTheExamples(t *testing.T) {
-	for _, f := range []string{"uc3-local.yaml", "uc3-kubernetes.yaml", "uc3-capacity.yaml", "uc3-nightly.yaml"} {
+	for _, f := range []string{"uc3-local.yaml", "uc3-kubernetes.yaml", "uc3-capacity.yaml", "uc3-nightly.yaml", "uc3-testbed.yaml"} {
 		raw, err := os.ReadFile("../../../examples/" + f)
 		require.NoError(t, err)
 		e, err := spec.Parse(raw, nil)
