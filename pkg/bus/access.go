@@ -48,7 +48,9 @@ const UserAdmin = "admin"
 const UserTrigger = "trigger"
 
 // triggerDeny are the subjects the trigger user may not publish on.
-var triggerDeny = []string{"gf.>", "$JS.>", "$KV.>", "$O.>", "$SYS.>", "$NRG.>", "$G.>", "_INBOX.>"}
+// (every $-subject NATS gives a meaning, and the plain inboxes; the other
+// users' own inboxes are added where their keys are known: natsembed).
+var triggerDeny = []string{"gf.>", "$JS.>", "$JSC.>", "$KV.>", "$O.>", "$SYS.>", "$NRG.>", "$G.>", "$SRV.>", "$MQTT.>", "$LDS.>", "_INBOX.>"}
 
 // Users lists every NATS user: each service, the CLI, admin.
 func Users() []string {

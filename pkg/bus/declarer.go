@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/greenflow/greenflow/pkg/events"
 )
 
 // Only admin declares streams and buckets when NATS authenticates its
@@ -213,16 +214,7 @@ func (t triggerSubjects) put(logger *zap.Logger, key string, value []byte) {
 	t[key] = rec.Subject
 }
 
-func triggerSubjectOK(s string) error {
-	switch {
-	case s == "":
-		return errors.New("no subject (a cron trigger)")
-	case strings.HasPrefix(s, "$"), strings.HasPrefix(s, "_INBOX"), strings.HasPrefix(s, "gf."),
-		strings.HasPrefix(s, ">"), strings.HasPrefix(s, "*"), strings.ContainsAny(s, " \t\r\n"):
-		return fmt.Errorf("subject %q: expected a subject outside $…, _INBOX…, gf.> and not starting with a wildcard", s)
-	}
-	return nil
-}
+func triggerSubjectOK(s string) error { return events.CheckTriggerSubject(s) }
 
 // declare makes the trigger stream capture the subjects (none: nothing).
 func (t triggerSubjects) declare(ctx context.Context, b *Bus) error {

@@ -68,6 +68,18 @@ func EnsureUsers(dir string) ([]User, error) {
 		u.SeedFile = path
 		users = append(users, u)
 	}
+	// The trigger user publishes almost anywhere: not into another user's
+	// replies (their inbox prefixes derive from their keys).
+	for i := range users {
+		if users[i].Name != bus.UserTrigger {
+			continue
+		}
+		for _, o := range users {
+			if o.Name != bus.UserTrigger {
+				users[i].Permissions.PublishDeny = append(users[i].Permissions.PublishDeny, bus.InboxPrefix(o.PublicKey)+".>")
+			}
+		}
+	}
 	// Beside the seeds, the public keys every bus checks signatures
 	// against (bus.TrustFileName): rewritten each time, from the seeds.
 	if err := bus.WriteTrust(filepath.Join(dir, bus.TrustFileName), TrustKeys(users)); err != nil {

@@ -347,9 +347,19 @@ func TestTheTriggerUserFiresTriggersOnly(t *testing.T) {
 	require.NoError(t, err, "the trigger event reached its subject")
 	for _, subject := range []string{bus.Subject(events.TypeRunAnalyzed), bus.Subject(events.TypeExperimentSubmit),
 		"$KV." + bus.BucketTokens + ".x", "$JS.API.STREAM.UPDATE." + bus.StreamTriggers, "$JS.API.CONSUMER.CREATE." + bus.StreamLifecycle,
-		"_INBOX.x"} {
+		"_INBOX.x", "$SRV.PING", "$JSC.CI.x", "$MQTT.sess.x", bus.InboxPrefix(schedulerKey(t, s)) + ".abc"} {
 		require.NoError(t, nc.Publish(subject, []byte(`{}`)))
 		require.NoError(t, nc.Flush())
 		testenv.Eventually(t, 5*time.Second, "refused: "+subject, func() bool { return v.has("publish", subject) })
 	}
+}
+
+// schedulerKey is the scheduler's public key, from its seed.
+func schedulerKey(t *testing.T, s testenv.SecureNATS) string {
+	t.Helper()
+	kp, err := bus.ReadSeed(s.Creds(string(events.ServiceScheduler)).NKeyFile)
+	require.NoError(t, err)
+	pub, err := kp.PublicKey()
+	require.NoError(t, err)
+	return pub
 }

@@ -140,6 +140,14 @@ func TestTriggerAndSLOValidation(t *testing.T) {
 	cases := []struct{ body, want string }{
 		{"  trigger: {}\n", "spec.trigger: give subject or cron"},
 		{"  trigger: {subject: gf.evt.x}\n", "outside gf.>"},
+		// What the declarer would never capture (a trial's stopped the
+		// scheduler): NATS's own, inboxes, leading wildcards.
+		{"  trigger: {subject: '$KV.greenflow_tokens.>'}\n", "$… (NATS's)"},
+		{"  trigger: {subject: '$JS.EVENT.ADVISORY.>'}\n", "$… (NATS's)"},
+		{"  trigger: {subject: '>'}\n", "not starting with a wildcard"},
+		{"  trigger: {subject: '*.built'}\n", "not starting with a wildcard"},
+		{"  trigger: {subject: _INBOX_X.y}\n", "_INBOX… (replies)"},
+		{"  trigger: {subject: ci..built}\n", "no empty token"},
 		{"  trigger: {cron: '61 * * * *'}\n", "minute field"},
 		{"  trigger: {cron: '0 3 * * *', bind: {a: b}}\n", "only subject triggers"},
 		{"  slos: {minThroughputRatio: 1.5}\n", "spec.slos.minThroughputRatio"},

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/events"
 )
 
 // Validate reports every problem with its field path.
@@ -265,8 +266,8 @@ func (t *Trigger) problems() Problems {
 		add("trigger", "give subject or cron")
 	case t.Subject != "" && t.Cron != "":
 		add("trigger", "give subject or cron, not both")
-	case t.Subject != "" && (strings.HasPrefix(t.Subject, "gf.") || strings.ContainsAny(t.Subject, " \t")):
-		add("trigger.subject", "%q: expected a NATS subject outside gf.> (GreenFlow's own)", t.Subject)
+	case t.Subject != "" && events.CheckTriggerSubject(t.Subject) != nil:
+		add("trigger.subject", "%v", events.CheckTriggerSubject(t.Subject))
 	case t.Cron != "":
 		if _, err := ParseCron(t.Cron); err != nil {
 			add("trigger.cron", "%v", err)

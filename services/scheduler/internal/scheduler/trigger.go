@@ -119,7 +119,9 @@ func (s *Scheduler) consumeTriggers(ctx context.Context) error {
 func (s *Scheduler) onTriggerEvent(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) error {
 	var matched []TriggerRecord
 	for _, t := range s.view.triggerList() {
-		if t.Subject != "" && subjectMatches(t.Subject, msg.Subject()) {
+		// One armed on a subject the stream never captures (armed before
+		// subjects were checked) takes no event: view.triggerSubjects.
+		if t.Subject != "" && events.CheckTriggerSubject(t.Subject) == nil && subjectMatches(t.Subject, msg.Subject()) {
 			matched = append(matched, t)
 		}
 	}

@@ -2,7 +2,9 @@ package scheduler_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,4 +123,33 @@ func ticksUntil(t testing.TB, clock *clocktesting.FakeClock, from time.Time, wha
 		clock.Step(testConfig(nil).Tick)
 		return polls > 2 && cond()
 	})
+}
+
+// A template armed, before subjects were checked, on one the trigger stream
+// cannot capture (">" overlaps every stream; a trial's "$KV…" one stopped the
+// scheduler a minute after each start) is left out of the stream: the
+// scheduler runs on, and the other triggers fire.
+func TestATriggerArmedOnAnUncapturableSubjectStopsNothing(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	ctx := context.Background()
+	h.stopScheduler()
+	old, err := testenv.Bus(t, h.url, "older-version").KV(ctx, bus.BucketScheduler)
+	require.NoError(t, err)
+	rec, err := json.Marshal(scheduler.TriggerRecord{Name: "everything", Template: "x", Subject: ">", CreatedMs: 1})
+	require.NoError(t, err)
+	_, err = old.Put(ctx, bus.TriggerKeyPrefix+"everything", rec)
+	require.NoError(t, err)
+	h.startScheduler(ctx, nil)
+
+	rep := h.sched.Submit(ctx, scheduler.SubmitRequest{Spec: triggerSpec})
+	require.Empty(t, rep.Error)
+	js := jetStream(t, h.url)
+	testenv.Eventually(t, 10*time.Second, "trigger stream", func() bool {
+		st, err := js.Stream(ctx, scheduler.StreamTriggers)
+		return err == nil && slices.Equal(st.CachedInfo().Config.Subjects, []string{"ci.images.built"})
+	})
+	_, err = js.Publish(ctx, "ci.images.built", []byte(`{"build": {"sensors": 30}}`))
+	require.NoError(t, err)
+	testenv.Eventually(t, 20*time.Second, "triggered experiment", func() bool { return len(h.experimentIDs("on-image-ev")) == 1 })
 }

@@ -191,7 +191,9 @@ func (v *view) triggerSubjects() []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, t := range v.triggerList() {
-		if t.Subject != "" && !seen[t.Subject] {
+		// One armed before the rule existed is not waited for: the
+		// declarer never captures it (events.CheckTriggerSubject).
+		if t.Subject != "" && !seen[t.Subject] && events.CheckTriggerSubject(t.Subject) == nil {
 			seen[t.Subject] = true
 			out = append(out, t.Subject)
 		}
