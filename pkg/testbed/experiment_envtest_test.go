@@ -5,6 +5,7 @@ package testbed_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
@@ -14,11 +15,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/clock"
 
+	"github.com/greenflow/greenflow/deploy"
+	"github.com/greenflow/greenflow/pkg/cluster"
 	"github.com/greenflow/greenflow/pkg/energy"
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/results"
@@ -65,37 +71,51 @@ func registerNode(cs kubernetes.Interface, host, role string) error {
 	return err
 }
 
-// deployer stands in for deploy/'s `greenflow cluster up` (issue 19, built
-// beside this): it applies, with the kubeconfig the bootstrap produced,
-// the platform's namespace (the reservation's ConfigMap is already in it).
+// deployer is testbed up's own (testbed.ClusterDeployer: `greenflow
+// cluster up --overlay testbed`, fitted to the reservation) against the
+// envtest API server. That server runs no kubelet, so nothing it applies
+// becomes ready: the wait is short and ends "not ready", and the test
+// checks what was applied instead.
 type deployer struct {
-	applied []string
-	cidrs   []string // the collectors' egress to Kwollect it was given
+	d        testbed.ClusterDeployer
+	comps    []cluster.Component
+	notReady error
+	cidrs    []string // the collectors' egress to Kwollect it was given
 }
 
 func (d *deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservation) error {
 	d.cidrs = r.KwollectCIDRs
-	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
-	if err != nil {
-		return err
+	d.d.Deployed = func(c []cluster.Component) { d.comps = c }
+	err := d.d.Up(ctx, kubeconfig, r)
+	if err != nil && strings.Contains(err.Error(), "not ready after") {
+		d.notReady = err
+		return nil
 	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
+	return err
+}
+
+// installStrimziCRDs serves the Kafka resources cluster up checks for
+// (Strimzi's operator, which testbed up installs over SSH, brings them).
+func installStrimziCRDs(t *testing.T) {
+	t.Helper()
+	a, err := kubetest.NewApplier(kubetest.Admin)
+	require.NoError(t, err)
+	dyn, err := dynamic.NewForConfig(kubetest.Admin)
+	require.NoError(t, err)
+	files, err := fs.Glob(deploy.FS, "crds/strimzi/*.yaml")
+	require.NoError(t, err)
+	for _, f := range files {
+		raw, err := deploy.FS.ReadFile(f)
+		require.NoError(t, err)
+		objs, err := kubetest.Decode(raw, f)
+		require.NoError(t, err)
+		require.NoError(t, a.Apply(context.Background(), objs), f)
+		for _, o := range objs {
+			testenv.Eventually(t, 30*time.Second, "CRD "+o.GetName()+" established", func() bool {
+				return kubetest.CRDEstablished(context.Background(), dyn, o.GetName())
+			})
+		}
 	}
-	ns, err := cs.CoreV1().Namespaces().Get(ctx, testbed.ProvenanceNamespace, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	if ns.Labels == nil {
-		ns.Labels = map[string]string{}
-	}
-	ns.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
-	if _, err := cs.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
-		return err
-	}
-	d.applied = append(d.applied, "namespace/greenflow")
-	return nil
 }
 
 // TestWholeExperimentOnStandInTestbed drives a testbed from nothing to
@@ -143,12 +163,19 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 		"sensors": map[string]any{"power": map[string]any{"available": true, "via": map[string]any{"pdu": []any{map[string]any{"uid": "wattmetre1"}}}}}})
 	w.api.BMC("taurus-3", func(time.Time) float64 { return 95 })
 
-	dep := &deployer{}
 	m := w.manager(t, "host-a", w.clk)
 	imgDir := t.TempDir()
 	imgBytes := imageTar(t, imgDir, "scheduler", "greenflow/scheduler:v9", 4096)
 	images, err := testbed.ReadImages(imgDir)
 	require.NoError(t, err)
+	installStrimziCRDs(t)
+	// cluster up confines the provisioner's egress to the API server's
+	// addresses, which a fresh server publishes a moment after it serves.
+	testenv.Eventually(t, 30*time.Second, "the kubernetes Service's endpoints", func() bool {
+		l, err := cs.DiscoveryV1().EndpointSlices("default").List(context.Background(), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+		return err == nil && len(l.Items) > 0 && len(l.Items[0].Endpoints) > 0
+	})
+	dep := &deployer{d: testbed.ClusterDeployer{SecretsDir: t.TempDir(), Images: images, Timeout: 2 * time.Second, Poll: 200 * time.Millisecond}}
 	p := &testbed.Platform{Manager: m, Strimzi: true, Images: images,
 		Runner:      func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
 		Waiter:      testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond, Clock: clock.RealClock{}},
@@ -244,7 +271,36 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	require.Equal(t, map[string]string{"taurus-2.lyon.grid5000.fr": "sut", "taurus-3.lyon.grid5000.fr": "sut", "taurus-4.lyon.grid5000.fr": "broker",
 		"taurus-5.lyon.grid5000.fr": "loadgen"}, roles)
 	mu.Unlock()
-	require.Equal(t, []string{"namespace/greenflow"}, dep.applied)
+	// The platform as cluster up deploys it, fitted to the reservation:
+	// every component applied (none ready: envtest runs no kubelet), the
+	// scheduler reading the reservation and running the imported image,
+	// Kafka on the one broker node, the collectors' egress to Kwollect.
+	require.ErrorContains(t, dep.notReady, "not ready after")
+	applied := map[string]bool{}
+	for _, c := range dep.comps {
+		applied[strings.ToLower(c.Kind)+" "+c.Namespace+"/"+c.Name] = true
+	}
+	for _, want := range []string{"deployment greenflow/scheduler", "deployment greenflow/provisioner", "deployment greenflow/analyzer",
+		"deployment greenflow/load-generator", "daemonset greenflow-collector/energy-collector", "statefulset greenflow/nats",
+		"statefulset greenflow/clickhouse", "kafka kafka/greenflow"} {
+		require.True(t, applied[want], "%s among %v", want, dep.comps)
+	}
+	sched, err := cs.AppsV1().Deployments("greenflow").Get(context.Background(), "scheduler", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Contains(t, strings.Join(sched.Spec.Template.Spec.Containers[0].Args, " "), "--testbed-reservation-file=")
+	require.Contains(t, sched.Spec.Template.Spec.Containers[0].Image, "greenflow/scheduler:v9", "the image imported on the nodes")
+	dyn, err := dynamic.NewForConfig(kubetest.Admin)
+	require.NoError(t, err)
+	nodePools, err := dyn.Resource(schema.GroupVersionResource{Group: "kafka.strimzi.io", Version: "v1", Resource: "kafkanodepools"}).Namespace("kafka").List(context.Background(), metav1.ListOptions{})
+	require.NoError(t, err)
+	require.NotEmpty(t, nodePools.Items)
+	for _, p := range nodePools.Items {
+		replicas, _, _ := unstructured.NestedInt64(p.Object, "spec", "replicas")
+		require.Equal(t, int64(1), replicas, "Kafka on the one broker node asked for (%s)", p.GetName())
+	}
+	pol, err := cs.NetworkingV1().NetworkPolicies(testbed.CollectorNamespace).Get(context.Background(), testbed.KwollectPolicy, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1/32", pol.Spec.Egress[0].To[0].IPBlock.CIDR)
 	// After the bootstrap, before the deployment: Strimzi's operator on
 	// the control node, the image on every node.
 	var control []string

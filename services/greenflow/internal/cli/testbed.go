@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/cluster"
@@ -444,30 +442,17 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	if err := os.WriteFile(c.kubeconfig, kubeconfig, 0o600); err != nil {
 		return err
 	}
-	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
-	if err != nil {
-		return fmt.Errorf("the bootstrap's kubeconfig: %w", err)
-	}
 	dir, err := os.UserConfigDir()
 	if err != nil {
 		return fmt.Errorf("secrets dir: %w", err)
 	}
-	// The collectors' egress to Kwollect: the API's addresses as the
-	// control node resolved them.
 	secrets := filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name)
-	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: secrets,
-		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
-		// Kafka and NATS as many as the pools have nodes (plan prints it).
-		Adjust: func(objs []*unstructured.Unstructured) error {
-			return errors.Join(testbed.FitToNodes(r.Spec, objs), testbed.UseImages(c.images, objs))
-		},
-		Progress: func(s string) { fmt.Fprintln(c.stderr, s) }})
+	var comps []cluster.Component
+	err = testbed.ClusterDeployer{SecretsDir: secrets, Images: c.images,
+		Progress: func(s string) { fmt.Fprintln(c.stderr, s) },
+		Deployed: func(cs []cluster.Component) { comps = cs }}.Up(ctx, kubeconfig, r)
 	if err != nil {
 		return err
-	}
-	comps, err := cl.Up(ctx)
-	if err != nil {
-		return fmt.Errorf("deploy the platform (as greenflow cluster up --overlay testbed): %w", err)
 	}
 	printComponents(c.stdout, comps)
 	printReach(c.stdout, "testbed", secrets, "kubectl --kubeconfig "+c.kubeconfig)
