@@ -10,15 +10,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
 	"github.com/greenflow/greenflow/pkg/kubetest"
-	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // The tests tagged envtest run against a real kube-apiserver and etcd; see
@@ -55,36 +52,11 @@ func applier(t *testing.T) (*kubetest.Applier, *warnings) {
 	rc.WarningHandler = w
 	a, err := kubetest.NewApplier(rc)
 	require.NoError(t, err)
-	installCRDs(t, a)
+	names, err := kubetest.InstallCRDs(context.Background(), kubetest.Admin, os.DirFS("."), "crds/*/*.yaml")
+	require.NoError(t, err)
+	require.Len(t, names, 4, "Kafka, KafkaTopic, KafkaNodePool, ServiceMonitor")
 	w.take()
 	return a, w
-}
-
-// installCRDs applies the vendored CRDs (Strimzi's, the Prometheus
-// operator's) and waits until the API server serves them.
-func installCRDs(t *testing.T, a *kubetest.Applier) {
-	t.Helper()
-	files, err := filepath.Glob("crds/*/*.yaml")
-	require.NoError(t, err)
-	require.Len(t, files, 4, "Kafka, KafkaTopic, KafkaNodePool, ServiceMonitor")
-	var names []string
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		require.NoError(t, err)
-		objs, err := kubetest.Decode(raw, f)
-		require.NoError(t, err)
-		require.NoError(t, a.Apply(context.Background(), objs), f)
-		for _, o := range objs {
-			names = append(names, o.GetName())
-		}
-	}
-	dyn, err := dynamic.NewForConfig(kubetest.Admin)
-	require.NoError(t, err)
-	for _, name := range names {
-		testenv.Eventually(t, 30*time.Second, "CRD "+name+" established", func() bool {
-			return kubetest.CRDEstablished(context.Background(), dyn, name)
-		})
-	}
 }
 
 // withComponents is a kustomization building dir with components added.

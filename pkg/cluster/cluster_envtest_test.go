@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
@@ -63,7 +62,8 @@ func TestUpStatusDown(t *testing.T) {
 	_, err = cs.CoreV1().Namespaces().Get(ctx, cluster.Namespace, metav1.GetOptions{})
 	require.True(t, apierrors.IsNotFound(err), "nothing applied before the check: %v", err)
 
-	installCRDs(t)
+	_, err = kubetest.InstallCRDs(ctx, kubetest.Admin, deploy.FS, "crds/strimzi/*.yaml") // as Strimzi's operator would
+	require.NoError(t, err)
 	comps, err := newCluster(3 * time.Second).Up(ctx)
 	require.ErrorContains(t, err, "not ready after 3s")
 	t.Logf("up: %v", err)
@@ -207,38 +207,3 @@ func dyn(t *testing.T) dynamic.Interface {
 }
 
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-
-// installCRDs applies Strimzi's vendored CRDs (deploy/crds) and waits until
-// the API server serves them, as installing the operator would.
-func installCRDs(t *testing.T) {
-	t.Helper()
-	a, err := kubetest.NewApplier(kubetest.Admin)
-	require.NoError(t, err)
-	files, err := fs.Glob(deploy.FS, "crds/strimzi/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	dyn, err := dynamic.NewForConfig(kubetest.Admin)
-	require.NoError(t, err)
-	for _, f := range files {
-		raw, err := deploy.FS.ReadFile(f)
-		require.NoError(t, err)
-		objs, err := kubetest.Decode(raw, f)
-		require.NoError(t, err)
-		require.NoError(t, a.Apply(context.Background(), objs), f)
-		for _, o := range objs {
-			testenv.Eventually(t, 30*time.Second, "CRD "+o.GetName()+" established", func() bool {
-				got, err := dyn.Resource(crdResource).Get(context.Background(), o.GetName(), metav1.GetOptions{})
-				if err != nil {
-					return false
-				}
-				conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
-				for _, c := range conds {
-					if cm := c.(map[string]any); cm["type"] == "Established" && cm["status"] == "True" {
-						return true
-					}
-				}
-				return false
-			})
-		}
-	}
-}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"time"
 
 	"github.com/greenflow/greenflow/pkg/kubeapply"
 
@@ -66,4 +68,53 @@ func CRDEstablished(ctx context.Context, dyn dynamic.Interface, name string) boo
 		}
 	}
 	return false
+}
+
+// InstallCRDs applies the CRDs of the files of fsys that match pattern (the
+// vendored ones: deploy.FS, "crds/strimzi/*.yaml") and waits, up to 30 s,
+// until the API server serves them — what installing their operator does
+// first. It returns their names.
+func InstallCRDs(ctx context.Context, rc *rest.Config, fsys fs.FS, pattern string) ([]string, error) {
+	files, err := fs.Glob(fsys, pattern)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("install CRDs: no file matches %s", pattern)
+	}
+	a, err := NewApplier(rc)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, f := range files {
+		raw, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, err
+		}
+		objs, err := Decode(raw, f)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.Apply(ctx, objs); err != nil {
+			return nil, fmt.Errorf("install CRDs of %s: %w", f, err)
+		}
+		for _, o := range objs {
+			names = append(names, o.GetName())
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, name := range names {
+		for !CRDEstablished(ctx, dyn, name) {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("install CRDs: %s not established within 30s", name)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return names, nil
 }

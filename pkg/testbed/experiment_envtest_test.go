@@ -5,7 +5,6 @@ package testbed_test
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"strings"
 	"sync"
 	"testing"
@@ -29,6 +28,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/kubetest"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/testbed"
+	"github.com/greenflow/greenflow/pkg/testbed/clusterdeploy"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
 	"github.com/greenflow/greenflow/pkg/testenv"
@@ -71,13 +71,13 @@ func registerNode(cs kubernetes.Interface, host, role string) error {
 	return err
 }
 
-// deployer is testbed up's own (testbed.ClusterDeployer: `greenflow
+// deployer is testbed up's own (clusterdeploy.Deployer: `greenflow
 // cluster up --overlay testbed`, fitted to the reservation) against the
 // envtest API server. That server runs no kubelet, so nothing it applies
 // becomes ready: the wait is short and ends "not ready", and the test
 // checks what was applied instead.
 type deployer struct {
-	d        testbed.ClusterDeployer
+	d        clusterdeploy.Deployer
 	comps    []cluster.Component
 	notReady error
 	cidrs    []string // the collectors' egress to Kwollect it was given
@@ -92,30 +92,6 @@ func (d *deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 		return nil
 	}
 	return err
-}
-
-// installStrimziCRDs serves the Kafka resources cluster up checks for
-// (Strimzi's operator, which testbed up installs over SSH, brings them).
-func installStrimziCRDs(t *testing.T) {
-	t.Helper()
-	a, err := kubetest.NewApplier(kubetest.Admin)
-	require.NoError(t, err)
-	dyn, err := dynamic.NewForConfig(kubetest.Admin)
-	require.NoError(t, err)
-	files, err := fs.Glob(deploy.FS, "crds/strimzi/*.yaml")
-	require.NoError(t, err)
-	for _, f := range files {
-		raw, err := deploy.FS.ReadFile(f)
-		require.NoError(t, err)
-		objs, err := kubetest.Decode(raw, f)
-		require.NoError(t, err)
-		require.NoError(t, a.Apply(context.Background(), objs), f)
-		for _, o := range objs {
-			testenv.Eventually(t, 30*time.Second, "CRD "+o.GetName()+" established", func() bool {
-				return kubetest.CRDEstablished(context.Background(), dyn, o.GetName())
-			})
-		}
-	}
 }
 
 // TestWholeExperimentOnStandInTestbed drives a testbed from nothing to
@@ -168,14 +144,16 @@ func TestWholeExperimentOnStandInTestbed(t *testing.T) {
 	imgBytes := imageTar(t, imgDir, "scheduler", "greenflow/scheduler:v9", 4096)
 	images, err := testbed.ReadImages(imgDir)
 	require.NoError(t, err)
-	installStrimziCRDs(t)
+	// What Strimzi's operator, which up installs over SSH, brings.
+	_, err = kubetest.InstallCRDs(context.Background(), kubetest.Admin, deploy.FS, "crds/strimzi/*.yaml")
+	require.NoError(t, err)
 	// cluster up confines the provisioner's egress to the API server's
 	// addresses, which a fresh server publishes a moment after it serves.
 	testenv.Eventually(t, 30*time.Second, "the kubernetes Service's endpoints", func() bool {
 		l, err := cs.DiscoveryV1().EndpointSlices("default").List(context.Background(), metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
 		return err == nil && len(l.Items) > 0 && len(l.Items[0].Endpoints) > 0
 	})
-	dep := &deployer{d: testbed.ClusterDeployer{SecretsDir: t.TempDir(), Images: images, Timeout: 2 * time.Second, Poll: 200 * time.Millisecond}}
+	dep := &deployer{d: clusterdeploy.Deployer{SecretsDir: t.TempDir(), Images: images, Timeout: 2 * time.Second, Poll: 200 * time.Millisecond}}
 	p := &testbed.Platform{Manager: m, Strimzi: true, Images: images,
 		Runner:      func(s testbed.Spec) (testbed.Runner, error) { return sshw.runner(t, s), nil },
 		Waiter:      testbed.KubeNodeWaiter{Poll: 50 * time.Millisecond, Clock: clock.RealClock{}},

@@ -22,6 +22,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/cluster"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testbed"
+	"github.com/greenflow/greenflow/pkg/testbed/clusterdeploy"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k"
 )
 
@@ -448,7 +449,7 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 	}
 	secrets := filepath.Join(dir, "greenflow", "cluster-testbed-"+r.Name)
 	var comps []cluster.Component
-	err = testbed.ClusterDeployer{SecretsDir: secrets, Images: c.images,
+	err = clusterdeploy.Deployer{SecretsDir: secrets, Images: c.images,
 		Progress: func(s string) { fmt.Fprintln(c.stderr, s) },
 		Deployed: func(cs []cluster.Component) { comps = cs }}.Up(ctx, kubeconfig, r)
 	if err != nil {

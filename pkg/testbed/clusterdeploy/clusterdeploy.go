@@ -1,4 +1,7 @@
-package testbed
+// Package clusterdeploy deploys GreenFlow onto a testbed's k3s as `greenflow
+// cluster up --overlay testbed` does. It is apart from pkg/testbed, which
+// pkg/cluster's manifests' tests use, so that neither imports the other.
+package clusterdeploy
 
 import (
 	"context"
@@ -10,17 +13,18 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/greenflow/greenflow/pkg/cluster"
+	"github.com/greenflow/greenflow/pkg/testbed"
 )
 
-// ClusterDeployer deploys the platform on the testbed's k3s as `greenflow
+// Deployer deploys the platform on the testbed's k3s as `greenflow
 // cluster up --overlay testbed` does (pkg/cluster, in process), fitted to
 // the reservation: Kafka and NATS as many as the pools have nodes, the
 // imported images, the collectors' egress to the Grid'5000 API's
 // addresses. `testbed up` uses it; so does the stand-in experiment test,
 // against the envtest API server.
-type ClusterDeployer struct {
-	SecretsDir string  // the cluster's credentials (admin token, CA), kept per reservation
-	Images     []Image // imported on the nodes: the manifests use them
+type Deployer struct {
+	SecretsDir string          // the cluster's credentials (admin token, CA), kept per reservation
+	Images     []testbed.Image // imported on the nodes: the manifests use them
 	// Timeout and Poll bound the wait for readiness (pkg/cluster's
 	// defaults when zero).
 	Timeout, Poll time.Duration
@@ -30,15 +34,15 @@ type ClusterDeployer struct {
 }
 
 // Up deploys on the cluster kubeconfig names.
-func (d ClusterDeployer) Up(ctx context.Context, kubeconfig []byte, r Reservation) error {
+func (d Deployer) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservation) error {
 	rc, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		return fmt.Errorf("the bootstrap's kubeconfig: %w", err)
 	}
 	cl, err := cluster.New(rc, cluster.Options{Overlay: "testbed", SecretsDir: d.SecretsDir,
-		EgressCIDRs: map[string][]string{KwollectPolicy: r.KwollectCIDRs},
+		EgressCIDRs: map[string][]string{testbed.KwollectPolicy: r.KwollectCIDRs},
 		Adjust: func(objs []*unstructured.Unstructured) error {
-			return errors.Join(FitToNodes(r.Spec, objs), UseImages(d.Images, objs))
+			return errors.Join(testbed.FitToNodes(r.Spec, objs), testbed.UseImages(d.Images, objs))
 		},
 		Timeout: d.Timeout, Poll: d.Poll, Progress: d.Progress})
 	if err != nil {
