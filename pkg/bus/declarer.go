@@ -34,7 +34,7 @@ import (
 // its own event types there (README, threat model).
 const (
 	bucketBytes        = 64 << 20
-	schedulerBytes     = 1 << 30 // 10,000 experiments of a few KiB, 5 revisions each, with room
+	schedulerBytes     = 1 << 30 // room for many thousands of experiment records, 5 revisions each (not measured)
 	deadLetterBytes    = 256 << 20
 	triggerStreamBytes = 64 << 20
 )

@@ -53,8 +53,9 @@ type bucket struct {
 	mu      sync.Mutex
 	cfg     jetstream.KeyValueConfig
 	kv      jetstream.KeyValue
-	created time.Time     // of the stream behind the bucket
-	changed chan struct{} // closed, and replaced, when the bucket was re-created
+	st      jetstream.Stream // behind kv: its raw messages (kvsign.go)
+	created time.Time        // of the stream behind the bucket
+	changed chan struct{}    // closed, and replaced, when the bucket was re-created
 }
 
 // open creates or updates the bucket and notices when its stream is a new
@@ -90,7 +91,7 @@ func (k *bucket) open(ctx context.Context) error {
 	created := st.CachedInfo().Created
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.kv = kv
+	k.kv, k.st = kv, st
 	if !k.created.IsZero() && !created.Equal(k.created) {
 		k.b.logger.Warn("kv bucket was lost and is declared again, empty", zap.String("bucket", cfg.Bucket))
 		k.notifyLocked()

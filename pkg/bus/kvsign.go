@@ -96,11 +96,7 @@ func (h kvHandle) get(ctx context.Context, key string) (jetstream.KeyValueEntry,
 	// must hold too.
 	var last *jetstream.RawStreamMsg
 	err = h.k.do(ctx, func(ctx context.Context, _ jetstream.KeyValue) (err error) {
-		st, err := h.k.b.js.Stream(ctx, "KV_"+h.k.name())
-		if err != nil {
-			return err
-		}
-		last, err = st.GetLastMsgForSubject(ctx, "$KV."+h.k.name()+"."+key)
+		last, err = h.k.stream().GetLastMsgForSubject(ctx, "$KV."+h.k.name()+"."+key)
 		return err
 	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -115,6 +111,13 @@ func (h kvHandle) get(ctx context.Context, key string) (jetstream.KeyValueEntry,
 	}
 	h.k.rejected(uerr)
 	return h.newestThatHolds(ctx, key)
+}
+
+// stream is the stream behind the bucket, as open last found it.
+func (k *bucket) stream() jetstream.Stream {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.st
 }
 
 // newestThatHolds walks key's history back to the newest record whose seal

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
@@ -202,12 +203,24 @@ func splitSeal(value []byte) (line, data []byte, sealed bool) {
 // BucketWriters are the users whose records bucket b holds: the services
 // that own it (userResources) and admin.
 func BucketWriters(b string) []string {
-	out := []string{UserAdmin}
+	if w, ok := bucketWriters()[b]; ok {
+		return w
+	}
+	return []string{UserAdmin} // a bucket no service owns (a test's)
+}
+
+// bucketWriters is every bucket's writers, from userResources, computed
+// once: a signing bus asks at every record it reads.
+var bucketWriters = sync.OnceValue(func() map[string][]string {
+	out := map[string][]string{}
 	for user, res := range userResources {
-		if slices.Contains(res.buckets, b) {
-			out = append(out, user)
+		for _, b := range res.buckets {
+			out[b] = append(out[b], user)
 		}
 	}
-	slices.Sort(out)
+	for b := range out {
+		out[b] = append(out[b], UserAdmin)
+		slices.Sort(out[b])
+	}
 	return out
-}
+})
