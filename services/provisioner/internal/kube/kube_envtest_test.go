@@ -4,6 +4,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,22 @@ func run(name, template string, k *events.KubernetesSUT) events.RunProvision {
 	exp := "exp-" + name
 	return events.RunProvision{ExperimentID: exp, RunID: exp + "-r0001", SUT: events.SUT{Template: template, Backend: "kubernetes", Kubernetes: k},
 		Kafka: events.Kafka{Brokers: []string{"kafka-bootstrap.kafka:9092"}, InputTopic: "input-" + exp, OutputTopic: "output-" + exp, Partitions: 6}}
+}
+
+// deployment is the manifest of a Deployment named name whose pods (labelled
+// app: name) run one container, given as a YAML flow mapping.
+func deployment(name, container string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[1]s}
+spec:
+  selector: {matchLabels: {app: %[1]s}}
+  template:
+    metadata: {labels: {app: %[1]s}}
+    spec:
+      containers:
+      - %[2]s
+`, name, container)
 }
 
 // deployed starts the fake kubelet for the run's namespace.
@@ -575,17 +592,7 @@ spec:
 	require.Equal(t, []any{map[string]any{"name": "X", "value": "1"}}, c["env"], "and the run's env is added")
 	remove(t, b, p)
 
-	typo := run("typo", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: sut}
-spec:
-  selector: {matchLabels: {app: sut}}
-  template:
-    metadata: {labels: {app: sut}}
-    spec:
-      containers:
-      - {name: app, image: img, imagePullPolicyy: Always}
-`})
+	typo := run("typo", "manifest", &events.KubernetesSUT{Manifest: deployment("sut", "{name: app, image: img, imagePullPolicyy: Always}")})
 	_, err = b.Provision(ctx, typo)
 	require.ErrorContains(t, err, `.spec.template.spec.containers[name="app"].imagePullPolicyy: field not declared in schema`,
 		"the API server names the field it does not know")
@@ -617,19 +624,8 @@ func TestPodSecurityRefusesAPrivilegedSUT(t *testing.T) {
 	require.Equal(t, "v1.30", n.Labels["pod-security.kubernetes.io/enforce-version"])
 	remove(t, b, ok)
 
-	p := run("psa-privileged", "manifest", &events.KubernetesSUT{Manifest: `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: miner}
-spec:
-  selector: {matchLabels: {app: miner}}
-  template:
-    metadata: {labels: {app: miner}}
-    spec:
-      containers:
-      - name: app
-        image: registry.local/miner:v1
-        securityContext: {privileged: true}
-`})
+	p := run("psa-privileged", "manifest", &events.KubernetesSUT{Manifest: deployment("miner",
+		"{name: app, image: registry.local/miner:v1, securityContext: {privileged: true}}")})
 	deployed(t, b, p, nil)
 	start := time.Now()
 	_, err = b.Provision(ctx, p)
