@@ -262,14 +262,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request, body []byte) {
 			writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "message": "Not found"})
 			return
 		}
-		switch r.Method {
-		case http.MethodGet:
-			s.get(w, parts[1], uid)
-		case http.MethodDelete:
-			s.del(w, parts[1], uid)
-		default:
-			writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": 405, "message": "Method not allowed"})
-		}
+		s.job(w, r.Method, parts[1], uid)
 	case len(parts) == 3 && parts[0] == "sites" && parts[2] == "metrics" && r.Method == http.MethodGet:
 		s.metrics(w, r)
 	case len(parts) == 6 && parts[0] == "sites" && parts[2] == "clusters" && parts[4] == "nodes" && r.Method == http.MethodGet:
@@ -360,24 +353,29 @@ func (s *Server) list(w http.ResponseWriter, site string, q map[string][]string)
 	writeJSON(w, http.StatusOK, map[string]any{"items": items, "total": len(items), "offset": 0})
 }
 
-// job finds uid on site, answering 404 as the API does when it is not
-// there. The caller holds s.mu.
-func (s *Server) job(w http.ResponseWriter, site string, uid int64) (*job, bool) {
+// job answers a GET or DELETE of job uid on site: 404 as the API does
+// when it is not there.
+func (s *Server) job(w http.ResponseWriter, method, site string, uid int64) {
+	if method != http.MethodGet && method != http.MethodDelete {
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"code": 405, "message": "Method not allowed"})
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	j, ok := s.jobs[uid]
 	if !ok || j.site != site {
 		writeJSON(w, http.StatusNotFound, map[string]any{"code": 404, "message": fmt.Sprintf("Couldn't find job with uid %d", uid)})
-		return nil, false
-	}
-	return j, true
-}
-
-func (s *Server) get(w http.ResponseWriter, site string, uid int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j, ok := s.job(w, site, uid)
-	if !ok {
 		return
 	}
+	if method == http.MethodGet {
+		s.get(w, uid, j)
+	} else {
+		s.del(w, uid, j)
+	}
+}
+
+// get answers GET of job j; the caller holds s.mu.
+func (s *Server) get(w http.ResponseWriter, uid int64, j *job) {
 	s.advance(j)
 	writeJSON(w, http.StatusOK, s.view(uid, j))
 }
@@ -443,13 +441,8 @@ func (s *Server) view(uid int64, j *job) map[string]any {
 	return v
 }
 
-func (s *Server) del(w http.ResponseWriter, site string, uid int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j, ok := s.job(w, site, uid)
-	if !ok {
-		return
-	}
+// del answers DELETE of job j; the caller holds s.mu.
+func (s *Server) del(w http.ResponseWriter, uid int64, j *job) {
 	s.expire(j)
 	if j.state != "error" {
 		j.state, j.msg = "terminated", "deleted by the user"
