@@ -44,6 +44,30 @@ func republish(ctx context.Context, t *testing.T, js jetstream.JetStream, stream
 	require.NoError(t, err)
 }
 
+// plainKV is bucket as user opens it through plain JetStream, not
+// through pkg/bus: what is written there carries no seal.
+func plainKV(ctx context.Context, t *testing.T, s testenv.SecureNATS, user, bucket string) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(s.Conn(t, user))
+	require.NoError(t, err)
+	kv, err := js.KeyValue(ctx, bucket)
+	require.NoError(t, err)
+	return kv
+}
+
+// writeUnsealed writes into bucket, as user through plain JetStream (so
+// with no seal), a record live = {"state":"done"} and a record gone that
+// it deletes again.
+func writeUnsealed(ctx context.Context, t *testing.T, s testenv.SecureNATS, user, bucket, live, gone string) {
+	t.Helper()
+	kv := plainKV(ctx, t, s, user, bucket)
+	_, err := kv.Put(ctx, live, []byte(`{"state":"done"}`))
+	require.NoError(t, err)
+	_, err = kv.Put(ctx, gone, []byte(`{}`))
+	require.NoError(t, err)
+	require.NoError(t, kv.Delete(ctx, gone))
+}
+
 // deadLetters reads the dead-letter stream's messages as admin.
 func deadLetters(ctx context.Context, t *testing.T, js jetstream.JetStream) []nats.Header {
 	t.Helper()
@@ -171,10 +195,7 @@ func TestTokenDeliveredIntoTheTokenBucketIsNotBelieved(t *testing.T) {
 	js, err := jetstream.New(s.Conn(t, bus.UserAdmin))
 	require.NoError(t, err)
 	republish(ctx, t, js, "KV_"+bus.BucketTestbed, "$KV."+bus.BucketTestbed+".*", "$KV."+bus.BucketTokens+".{{wildcard(1)}}")
-	cjs, err := jetstream.New(s.Conn(t, string(events.ServiceCLI)))
-	require.NoError(t, err)
-	own, err := cjs.KeyValue(ctx, bus.BucketTestbed)
-	require.NoError(t, err)
+	own := plainKV(ctx, t, s, string(events.ServiceCLI), bus.BucketTestbed)
 	plain, tok, err := auth.NewStore(own, clock.RealClock{}).Create(ctx, "evil", auth.Admin, 0)
 	require.NoError(t, err)
 	raw, err := js.KeyValue(ctx, bus.BucketTokens)
@@ -232,15 +253,7 @@ func TestForgedRecordsChangeNothingAServiceSees(t *testing.T) {
 	js, err := jetstream.New(s.Conn(t, bus.UserAdmin))
 	require.NoError(t, err)
 	republish(ctx, t, js, "KV_"+bus.BucketCollectors, "$KV."+bus.BucketCollectors+".*", "$KV."+bus.BucketScheduler+".{{wildcard(1)}}")
-	cjs, err := jetstream.New(s.Conn(t, string(events.ServiceEnergyCollector)))
-	require.NoError(t, err)
-	own, err := cjs.KeyValue(ctx, bus.BucketCollectors)
-	require.NoError(t, err)
-	_, err = own.Put(ctx, "exp-a", []byte(`{"state":"done"}`))
-	require.NoError(t, err)
-	_, err = own.Put(ctx, "exp-b", []byte(`{}`))
-	require.NoError(t, err)
-	require.NoError(t, own.Delete(ctx, "exp-b"))
+	writeUnsealed(ctx, t, s, string(events.ServiceEnergyCollector), bus.BucketCollectors, "exp-a", "exp-b")
 	raw, err := js.KeyValue(ctx, bus.BucketScheduler)
 	require.NoError(t, err)
 	testenv.Eventually(t, 10*time.Second, "the forged records in the scheduler's bucket", func() bool {
@@ -300,15 +313,7 @@ func TestSealUnsignedKeepsWhatAnOlderVersionWrote(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	// What the older scheduler wrote: plain values.
-	sjs, err := jetstream.New(s.Conn(t, string(events.ServiceScheduler)))
-	require.NoError(t, err)
-	old, err := sjs.KeyValue(ctx, bus.BucketScheduler)
-	require.NoError(t, err)
-	_, err = old.Put(ctx, "exp-old", []byte(`{"state":"done"}`))
-	require.NoError(t, err)
-	_, err = old.Put(ctx, "exp-gone", []byte(`{}`))
-	require.NoError(t, err)
-	require.NoError(t, old.Delete(ctx, "exp-gone"))
+	writeUnsealed(ctx, t, s, string(events.ServiceScheduler), bus.BucketScheduler, "exp-old", "exp-gone")
 
 	kv, err := s.Bus(t, string(events.ServiceScheduler)).KV(ctx, bus.BucketScheduler)
 	require.NoError(t, err)
