@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -154,14 +155,27 @@ func TestDashboardsDecodeWithTheSDK(t *testing.T) {
 	require.Greater(t, queries, 20)
 }
 
-// panelsAndVars reads every checked-in dashboard as plain JSON (what
-// Grafana reads): its panels and its template variables.
-func panelsAndVars(t *testing.T) (panels, vars map[string][]map[string]any) {
+// element is a panel or a template variable of a checked-in dashboard, as
+// plain JSON (what Grafana reads), with the file it is in.
+type element struct {
+	file string
+	v    map[string]any
+}
+
+// panelsOf lists the panels of type typ of every checked-in dashboard.
+func panelsOf(t *testing.T, typ string) []element {
+	t.Helper()
+	panels, _ := panelsAndVars(t)
+	return slices.DeleteFunc(panels, func(p element) bool { return p.v["type"] != typ })
+}
+
+// panelsAndVars reads every checked-in dashboard's panels and template
+// variables.
+func panelsAndVars(t *testing.T) (panels, vars []element) {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(deployDir(), "*.json"))
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
-	panels, vars = map[string][]map[string]any{}, map[string][]map[string]any{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
@@ -172,7 +186,12 @@ func panelsAndVars(t *testing.T) (panels, vars map[string][]map[string]any) {
 			} `json:"templating"`
 		}
 		require.NoError(t, json.Unmarshal(b, &d), f)
-		panels[filepath.Base(f)], vars[filepath.Base(f)] = d.Panels, d.Templating.List
+		for _, p := range d.Panels {
+			panels = append(panels, element{filepath.Base(f), p})
+		}
+		for _, v := range d.Templating.List {
+			vars = append(vars, element{filepath.Base(f), v})
+		}
 	}
 	return panels, vars
 }
@@ -181,80 +200,65 @@ func panelsAndVars(t *testing.T) (panels, vars map[string][]map[string]any) {
 // first: the series' names are what tell them apart and what marks a
 // figure "(estimated)".
 func TestTimeSeriesShowLegendAndTooltip(t *testing.T) {
-	panels, _ := panelsAndVars(t)
-	n := 0
-	for f, ps := range panels {
-		for _, p := range ps {
-			if p["type"] != "timeseries" {
-				continue
-			}
-			opts, _ := p["options"].(map[string]any)
-			require.NotNil(t, opts, "%s panel %q: no options", f, p["title"])
-			legend, _ := opts["legend"].(map[string]any)
-			tooltip, _ := opts["tooltip"].(map[string]any)
-			require.Equal(t, true, legend["showLegend"], "%s panel %q: legend hidden", f, p["title"])
-			require.Equal(t, "list", legend["displayMode"], "%s panel %q", f, p["title"])
-			require.Equal(t, "bottom", legend["placement"], "%s panel %q", f, p["title"])
-			require.Equal(t, "multi", tooltip["mode"], "%s panel %q: tooltip mode", f, p["title"])
-			require.Equal(t, "desc", tooltip["sort"], "%s panel %q: tooltip sort", f, p["title"])
-			n++
-		}
+	series := panelsOf(t, "timeseries")
+	require.Greater(t, len(series), 10)
+	for _, e := range series {
+		f, p := e.file, e.v
+		opts, _ := p["options"].(map[string]any)
+		require.NotNil(t, opts, "%s panel %q: no options", f, p["title"])
+		legend, _ := opts["legend"].(map[string]any)
+		tooltip, _ := opts["tooltip"].(map[string]any)
+		require.Equal(t, true, legend["showLegend"], "%s panel %q: legend hidden", f, p["title"])
+		require.Equal(t, "list", legend["displayMode"], "%s panel %q", f, p["title"])
+		require.Equal(t, "bottom", legend["placement"], "%s panel %q", f, p["title"])
+		require.Equal(t, "multi", tooltip["mode"], "%s panel %q: tooltip mode", f, p["title"])
+		require.Equal(t, "desc", tooltip["sort"], "%s panel %q: tooltip sort", f, p["title"])
 	}
-	require.Greater(t, n, 10)
 }
 
 // No variable takes a typed value: Grafana's :singlequote escapes ' but
 // not \ (see TestExpand), so only the query's own options may reach SQL.
 func TestVariablesTakeNoCustomValue(t *testing.T) {
 	_, vars := panelsAndVars(t)
-	n := 0
-	for f, vs := range vars {
-		for _, v := range vs {
-			require.Equal(t, false, v["allowCustomValue"], "%s variable %q allows a custom value", f, v["name"])
-			n++
-		}
+	require.Greater(t, len(vars), 5)
+	for _, v := range vars {
+		require.Equal(t, false, v.v["allowCustomValue"], "%s variable %q allows a custom value", v.file, v.v["name"])
 	}
-	require.Greater(t, n, 5)
 }
 
 // A table's columns hold different quantities: no unit for the whole
 // table, and the energy-per-event tables put µJ on the energy columns only
 // (not on n, ci_level, cv or cv_flag).
 func TestTableUnitsArePerColumn(t *testing.T) {
-	panels, _ := panelsAndVars(t)
 	energyTables := 0
-	for f, ps := range panels {
-		for _, p := range ps {
-			if p["type"] != "table" {
-				continue
-			}
-			var fc struct {
-				Defaults  map[string]any `json:"defaults"`
-				Overrides []struct {
-					Matcher    struct{ ID, Options string } `json:"matcher"`
-					Properties []struct {
-						ID    string `json:"id"`
-						Value any    `json:"value"`
-					} `json:"properties"`
-				} `json:"overrides"`
-			}
-			b, err := json.Marshal(p["fieldConfig"])
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal(b, &fc))
-			require.Empty(t, fc.Defaults["unit"], "%s table %q: a unit for every column", f, p["title"])
-			units := map[string]any{}
-			for _, o := range fc.Overrides {
-				for _, prop := range o.Properties {
-					if prop.ID == "unit" {
-						require.Equal(t, "byName", o.Matcher.ID)
-						units[o.Matcher.Options] = prop.Value
-					}
+	for _, e := range panelsOf(t, "table") {
+		f, p := e.file, e.v
+		var fc struct {
+			Defaults  map[string]any `json:"defaults"`
+			Overrides []struct {
+				Matcher    struct{ ID, Options string } `json:"matcher"`
+				Properties []struct {
+					ID    string `json:"id"`
+					Value any    `json:"value"`
+				} `json:"properties"`
+			} `json:"overrides"`
+		}
+		b, err := json.Marshal(p["fieldConfig"])
+		require.NoError(t, err)
+		require.NoError(t, json.Unmarshal(b, &fc))
+		require.Empty(t, fc.Defaults["unit"], "%s table %q: a unit for every column", f, p["title"])
+		units := map[string]any{}
+		for _, o := range fc.Overrides {
+			for _, prop := range o.Properties {
+				if prop.ID == "unit" {
+					require.Equal(t, "byName", o.Matcher.ID)
+					units[o.Matcher.Options] = prop.Value
 				}
 			}
-			if strings.HasPrefix(p["title"].(string), "Energy per event") && f == "greenflow-experiment.json" {
-				require.Equal(t, map[string]any{"mean": "µJ", "ci_low": "µJ", "ci_high": "µJ"}, units, "%s table %q", f, p["title"])
-				energyTables++
-			}
+		}
+		if strings.HasPrefix(p["title"].(string), "Energy per event") && f == "greenflow-experiment.json" {
+			require.Equal(t, map[string]any{"mean": "µJ", "ci_low": "µJ", "ci_high": "µJ"}, units, "%s table %q", f, p["title"])
+			energyTables++
 		}
 	}
 	require.Equal(t, 2, energyTables)
