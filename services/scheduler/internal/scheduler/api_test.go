@@ -29,14 +29,39 @@ func apiServer(t testing.TB, h *harness) string {
 	return serveWithToken(t, mux, mintToken(t, h.bus, "api-test", auth.Admin))
 }
 
+// call sends method url with body (YAML) as token — with token empty, as
+// the one minted for the server (apiClient) — decodes the JSON answer into
+// out unless out is nil, and returns the status.
+func call(t testing.TB, method, url, token, body string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/yaml")
+	}
+	resp, err := apiClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	if out != nil {
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(out))
+	}
+	return resp.StatusCode
+}
+
 // getJSON decodes a GET's JSON answer into v and returns the status.
 func getJSON(t testing.TB, url string, v any) int {
 	t.Helper()
-	resp, err := apiClient.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
-	return resp.StatusCode
+	return call(t, http.MethodGet, url, "", "", v)
+}
+
+// cancel asks the API at url to cancel experiment id and returns the
+// status.
+func cancel(t testing.TB, url, id string) int {
+	t.Helper()
+	return call(t, http.MethodPost, url+"/v1/experiments/"+neturl.PathEscape(id)+"/cancel", "", "", nil)
 }
 
 func TestHTTPSubmitStatusAndErrors(t *testing.T) {
@@ -85,10 +110,7 @@ func TestHTTPSubmitAndCancel(t *testing.T) {
 		var st scheduler.ExperimentStatus
 		return getJSON(t, url+"/v1/experiments/"+rep.ID, &st) == http.StatusOK && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
 	})
-	resp, err := apiClient.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
 	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
 }
 
@@ -103,12 +125,8 @@ func TestOddIDsAreUnknownExperiments(t *testing.T) {
 		var rep map[string]string
 		require.Equal(t, http.StatusNotFound, getJSON(t, url+"/v1/experiments/"+neturl.PathEscape(id), &rep), "GET %q", id)
 		require.Contains(t, rep["error"], "unknown experiment", "GET %q", id)
-		resp, err := apiClient.Post(url+"/v1/experiments/"+neturl.PathEscape(id)+"/cancel", "", nil)
-		require.NoError(t, err)
 		rep = nil
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&rep))
-		resp.Body.Close()
-		require.Equal(t, http.StatusNotFound, resp.StatusCode, "cancel %q", id)
+		require.Equal(t, http.StatusNotFound, call(t, http.MethodPost, url+"/v1/experiments/"+neturl.PathEscape(id)+"/cancel", "", "", &rep), "cancel %q", id)
 		require.Contains(t, rep["error"], "unknown experiment", "cancel %q", id)
 	}
 }

@@ -1,11 +1,11 @@
 package scheduler_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -389,12 +389,9 @@ func phasesOf(t testing.TB, r store.Run) []events.Phase {
 // postSpec submits body over HTTP and decodes the reply.
 func postSpec(t testing.TB, url, query string, body []byte) (int, scheduler.SubmitReply) {
 	t.Helper()
-	resp, err := apiClient.Post(url+"/v1/experiments"+query, "application/yaml", bytes.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var rep scheduler.SubmitReply
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&rep))
-	return resp.StatusCode, rep
+	code := call(t, http.MethodPost, url+"/v1/experiments"+query, "", string(body), &rep)
+	return code, rep
 }
 
 // runError waits for the error of a scheduler's Run, which must come

@@ -50,10 +50,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 		t.Helper()
 		var st scheduler.ExperimentStatus
 		require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+id, &st), "GET right after the 202")
-		resp, err := apiClient.Post(url+"/v1/experiments/"+id+"/cancel", "", nil)
-		require.NoError(t, err)
-		resp.Body.Close()
-		require.Equal(t, http.StatusAccepted, resp.StatusCode, "cancel right after the 202")
+		require.Equal(t, http.StatusAccepted, cancel(t, url, id), "cancel right after the 202")
 		return st
 	}
 
@@ -78,10 +75,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	t.Logf("the %d-run sweep took %s from its 202 to its runs created (the window in which GET used to answer 404)",
 		sweepRuns, time.Since(accepted).Round(time.Millisecond))
 	cancelled := time.Now()
-	resp, err := apiClient.Post(url+"/v1/experiments/"+big.ID+"/cancel", "", nil)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusAccepted, cancel(t, url, big.ID))
 	code, third := postSpec(t, url, "", []byte(longSpec(1)))
 	require.Equal(t, http.StatusAccepted, code, third.Error)
 	getCancel(third.ID)
@@ -130,9 +124,7 @@ func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
 		st, ok := h.sched.Status(rep.ID)
 		return ok && slices.ContainsFunc(st.Runs, func(r scheduler.RunStatus) bool { return r.State == events.RunStateMeasuring })
 	})
-	resp, err := apiClient.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
-	require.NoError(t, err)
-	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
 	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
 
 	var st scheduler.ExperimentStatus
@@ -187,10 +179,7 @@ func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
 	require.Equal(t, events.ExperimentStateSubmitted, st.State)
 	require.Equal(t, 4, st.RunsTotal)
-	resp, err := apiClient.Post(url+"/v1/experiments/"+rep.ID+"/cancel", "", nil)
-	require.NoError(t, err)
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
 	close(g.gate)
 
 	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
