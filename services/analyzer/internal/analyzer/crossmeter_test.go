@@ -45,17 +45,9 @@ func TestTwoMetersOnOneNode(t *testing.T) {
 			ctx := context.Background()
 			a := newAnalyzer(t, st)
 			m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 0)
-			var rows []store.Sample
-			cum := 0.0
-			for k := int64(-10); k <= 20; k++ {
-				w := 11.0
-				if k >= 0 {
-					w = 33
-				}
-				cum += w
-				x := counterSample(t0+k*1000+500, "n1", "node", "node/n1", w, cum, 1000)
-				x.Source, x.Estimated, x.Collector = tc.source, tc.estimated, "c2"
-				rows = append(rows, x)
+			rows := meterSamples(tc.source, "c2", 11, 33)
+			for i := range rows {
+				rows[i].Estimated = tc.estimated
 			}
 			require.NoError(t, st.InsertSamples(ctx, rows))
 			res, sum, err := a.Analyze(ctx, m)
@@ -80,6 +72,25 @@ func TestTwoMetersOnOneNode(t *testing.T) {
 	}
 }
 
+// meterSamples are the 1 s counter samples of another meter of node n1's
+// total beside runFixture's model, half a second off the model's: idle W
+// from −10 s to the window's start, busy W in the window (to +20 s).
+func meterSamples(source, collector string, idle, busy float64) []store.Sample {
+	var rows []store.Sample
+	cum := 0.0
+	for k := int64(-10); k <= 20; k++ {
+		w := idle
+		if k >= 0 {
+			w = busy
+		}
+		cum += w
+		x := counterSample(t0+k*1000+500, "n1", "node", "node/n1", w, cum, 1000)
+		x.Source, x.Collector = source, collector
+		rows = append(rows, x)
+	}
+	return rows
+}
+
 // A Grid'5000 node with RAPL and a wattmeter beside runFixture's model:
 // RAPL at 33 W in the window, the wattmeter at 40 W (the whole node at
 // the wall sees more than the packages and DRAM). The residual is the
@@ -92,23 +103,7 @@ func TestWattmeterRAPLResidual(t *testing.T) {
 	ctx := context.Background()
 	a := newAnalyzer(t, st)
 	m := runFixture(t, st, "e1-r0000", "c1", 0, 30, 0)
-	var rows []store.Sample
-	for _, meter := range []struct {
-		source     string
-		idle, busy float64
-	}{{"rapl", 11, 33}, {"wattmeter", 15, 40}} {
-		cum := 0.0
-		for k := int64(-10); k <= 20; k++ {
-			w := meter.idle
-			if k >= 0 {
-				w = meter.busy
-			}
-			cum += w
-			x := counterSample(t0+k*1000+500, "n1", "node", "node/n1", w, cum, 1000)
-			x.Source, x.Collector = meter.source, "c-"+meter.source
-			rows = append(rows, x)
-		}
-	}
+	rows := append(meterSamples("rapl", "c-rapl", 11, 33), meterSamples("wattmeter", "c-wattmeter", 15, 40)...)
 	require.NoError(t, st.InsertSamples(ctx, rows))
 	res, sum, err := a.Analyze(ctx, m)
 	require.NoError(t, err)
