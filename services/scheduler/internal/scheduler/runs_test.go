@@ -13,6 +13,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
@@ -77,6 +78,19 @@ func TestProvisioningFailureFailsOnlyThatRun(t *testing.T) {
 	require.Equal(t, events.RunStateDone, runs[1].State)
 }
 
+// requireFailed checks that run failed for reason and was retried as
+// run-a1 or, when retried is false, not retried.
+func requireFailed(t testing.TB, runs map[string]store.Run, run, reason string, retried bool) {
+	t.Helper()
+	require.Equal(t, events.RunStateFailed, runs[run].State)
+	require.Contains(t, runs[run].Reason, reason)
+	if retried {
+		require.Contains(t, runs[run].Reason, "retried as "+run+"-a1")
+	} else {
+		require.NotContains(t, runs[run].Reason, "retried")
+	}
+}
+
 // A transient provisioning failure (infrastructure that was down) is
 // retried as a new run; a user's mistake is not.
 func TestProvisionFailureRetriedOnlyWhenTransient(t *testing.T) {
@@ -99,15 +113,12 @@ func TestProvisionFailureRetriedOnlyWhenTransient(t *testing.T) {
 				})
 			})
 			runs := h.runDone(tc.id)
-			require.Equal(t, events.RunStateFailed, runs[first].State)
-			require.Contains(t, runs[first].Reason, "provisioning failed: "+tc.reason)
+			requireFailed(t, runs, first, "provisioning failed: "+tc.reason, tc.transient)
 			if !tc.transient {
 				require.Len(t, runs, 2, "a user's mistake is not retried")
-				require.NotContains(t, runs[first].Reason, "retried")
 				return
 			}
 			require.Len(t, runs, 3)
-			require.Contains(t, runs[first].Reason, "retried as "+first+"-a1")
 			require.Equal(t, events.RunStateDone, runs[first+"-a1"].State)
 		})
 	}
@@ -119,9 +130,7 @@ func TestTransientFailureIsRetriedOnceAsANewRun(t *testing.T) {
 	h, _ := newHarness(t, nil, func(h *harness) { h.failLoad = func(run string) bool { return strings.HasPrefix(run, "exp-r-r0000") } })
 	byID := h.runDone("exp-r")
 	require.Len(t, byID, 3, "two runs and one retry; a retry is not retried again (retries=1)")
-	require.Equal(t, events.RunStateFailed, byID["exp-r-r0000"].State)
-	require.Contains(t, byID["exp-r-r0000"].Reason, "load generator failed: 3 of 10 records not delivered")
-	require.Contains(t, byID["exp-r-r0000"].Reason, "retried as exp-r-r0000-a1")
+	requireFailed(t, byID, "exp-r-r0000", "load generator failed: 3 of 10 records not delivered", true)
 	require.Equal(t, events.RunStateFailed, byID["exp-r-r0000-a1"].State)
 	require.Equal(t, byID["exp-r-r0000"].ConfigHash, byID["exp-r-r0000-a1"].ConfigHash)
 	require.Equal(t, events.RunStateDone, byID["exp-r-r0001"].State)
@@ -135,9 +144,7 @@ func TestLoadTheGeneratorsCannotKeepUpIsNotRetried(t *testing.T) {
 	h, _ := newHarness(t, nil, func(h *harness) { h.overLoad = func(run string) bool { return run == "exp-k-r0000" } })
 	byID := h.runDone("exp-k")
 	require.Len(t, byID, 2, "two runs, no retry")
-	require.Equal(t, events.RunStateFailed, byID["exp-k-r0000"].State)
-	require.Contains(t, byID["exp-k-r0000"].Reason, "load generator failed: load generators could not keep up with the offered load: 2000000000 msg/s offered, 600000 msg/s produced")
-	require.NotContains(t, byID["exp-k-r0000"].Reason, "retried")
+	requireFailed(t, byID, "exp-k-r0000", "load generator failed: load generators could not keep up with the offered load: 2000000000 msg/s offered, 600000 msg/s produced", false)
 	require.Equal(t, events.RunStateDone, byID["exp-k-r0001"].State)
 }
 
@@ -217,10 +224,7 @@ func TestLostSystemUnderTestFailsTheRun(t *testing.T) {
 	})
 	runs := h.runDone("exp-lost")
 	require.Len(t, runs, 3)
-	lost := runs["exp-lost-r0000"]
-	require.Equal(t, events.RunStateFailed, lost.State)
-	require.Contains(t, lost.Reason, "system under test lost: the provisioner cannot vouch that it ran throughout: no record of run exp-lost-r0000")
-	require.Contains(t, lost.Reason, "retried as exp-lost-r0000-a1")
+	requireFailed(t, runs, "exp-lost-r0000", "system under test lost: the provisioner cannot vouch that it ran throughout: no record of run exp-lost-r0000", true)
 	require.Equal(t, events.RunStateDone, runs["exp-lost-r0000-a1"].State)
 	require.NotContains(t, h.runStates("exp-lost-r0000"), events.RunStateAnalyzing, "a lost run is never analysed")
 }
