@@ -4,7 +4,8 @@ package uc3cmd
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/greenflow/greenflow/pkg/events"
@@ -24,12 +25,7 @@ var params = map[string]string{
 func Flags(p events.RunProvision, brokers, metricsAddr string) ([]string, error) {
 	args := []string{"--brokers", brokers, "--input", p.Kafka.InputTopic, "--output", p.Kafka.OutputTopic,
 		"--group", "uc3-" + p.RunID, "--metrics-addr", metricsAddr}
-	keys := make([]string, 0, len(p.SUT.Params))
-	for k := range p.SUT.Params {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(p.SUT.Params)) {
 		flag, ok := params[k]
 		if !ok {
 			return nil, fmt.Errorf("template uc3-go: unknown parameter sut.params.%s (known: %s)", k, strings.Join(Known(), ", "))
@@ -41,10 +37,5 @@ func Flags(p events.RunProvision, brokers, metricsAddr string) ([]string, error)
 
 // Known lists the parameters the processor takes, sorted.
 func Known() []string {
-	out := make([]string, 0, len(params))
-	for k := range params {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(params))
 }
