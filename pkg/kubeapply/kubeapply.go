@@ -1,6 +1,7 @@
 // Package kubeapply applies Kubernetes objects server-side: what `greenflow
 // cluster up` and the tests that check manifests against a real API server
-// share.
+// share. Its Clients and Mapper (discovery that looks again for a kind it
+// does not know) serve the provisioner's Kubernetes backend too.
 package kubeapply
 
 import (
@@ -10,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -17,26 +20,70 @@ import (
 	"k8s.io/client-go/restmapper"
 )
 
+// Clients are the clients of one cluster that apply and read arbitrary
+// kinds: the typed client, the dynamic one and a Mapper over the typed
+// client's discovery.
+type Clients struct {
+	Typed   kubernetes.Interface
+	Dynamic dynamic.Interface
+	Mapper  *Mapper
+}
+
+// NewClients builds the clients of rc's cluster; no I/O.
+func NewClients(rc *rest.Config) (Clients, error) {
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return Clients{}, fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return Clients{}, fmt.Errorf("dynamic client: %w", err)
+	}
+	return Clients{Typed: cs, Dynamic: dyn, Mapper: NewMapper(cs.Discovery())}, nil
+}
+
+// Mapper maps kinds to resources from the API server's discovery, cached.
+// A kind the cache does not know is looked up again once, as a CRD may have
+// been installed since discovery was cached. Safe for concurrent use.
+type Mapper struct {
+	m *restmapper.DeferredDiscoveryRESTMapper
+}
+
+// NewMapper maps kinds through d; no I/O until the first Mapping.
+func NewMapper(d discovery.DiscoveryInterface) *Mapper {
+	return &Mapper{restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(d))}
+}
+
+// Mapping is gvk's resource; for a kind the API server does not serve,
+// an error meta.IsNoMatchError recognises.
+func (m *Mapper) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	r, err := m.m.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		m.m.Reset()
+		r, err = m.m.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	return r, err
+}
+
+// Reset drops the cached discovery, for a caller that saw discovery fail.
+func (m *Mapper) Reset() { m.m.Reset() }
+
 // Applier applies objects server-side, as `kubectl apply --server-side`
 // does: the API server checks every field against its schema, so a wrong
 // field, type or API version is an error naming it.
 type Applier struct {
 	dyn     dynamic.Interface
-	mapper  *restmapper.DeferredDiscoveryRESTMapper
+	mapper  *Mapper
 	manager string
 }
 
 // NewApplier acts as rc's user and owns what it applies as fieldManager.
 func NewApplier(rc *rest.Config, fieldManager string) (*Applier, error) {
-	cs, err := kubernetes.NewForConfig(rc)
+	c, err := NewClients(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
+		return nil, err
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("dynamic client: %w", err)
-	}
-	return &Applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery())), manager: fieldManager}, nil
+	return &Applier{dyn: c.Dynamic, mapper: c.Mapper, manager: fieldManager}, nil
 }
 
 // Apply applies each object in order; an error names the object.
@@ -57,12 +104,7 @@ func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured) 
 // a namespaced object names none); a kind the API server does not serve is
 // an error wrapping meta's no-match error.
 func (a *Applier) Resource(u *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
-	gvk := u.GroupVersionKind()
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		a.mapper.Reset() // a CRD applied since discovery was cached
-		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
+	m, err := a.mapper.Mapping(u.GroupVersionKind())
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", Describe(u), err)
 	}
@@ -79,12 +121,7 @@ func (a *Applier) Resource(u *unstructured.Unstructured) (dynamic.ResourceInterf
 // Served reports whether the API server serves u's kind (asking discovery
 // again before it says no: a CRD may have been installed since).
 func (a *Applier) Served(u *unstructured.Unstructured) (bool, error) {
-	gvk := u.GroupVersionKind()
-	_, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		a.mapper.Reset()
-		_, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
+	_, err := a.mapper.Mapping(u.GroupVersionKind())
 	if meta.IsNoMatchError(err) {
 		return false, nil
 	}

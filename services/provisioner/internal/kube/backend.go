@@ -15,13 +15,12 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/utils/clock"
 
+	"github.com/greenflow/greenflow/pkg/kubeapply"
 	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 	"github.com/greenflow/greenflow/services/provisioner/internal/state"
 )
@@ -40,7 +39,7 @@ type Backend struct {
 	cfg     Config
 	cs      kubernetes.Interface
 	dyn     dynamic.Interface
-	mapper  *restmapper.DeferredDiscoveryRESTMapper
+	mapper  *kubeapply.Mapper
 	logger  *zap.Logger
 	clock   clock.Clock
 	watches poll.Watches[struct{}]
@@ -74,16 +73,11 @@ func New(cfg Config, d Deps) (*Backend, error) {
 	// Security "restricted", deprecated APIs in a manifest) go to the
 	// service's log, not client-go's stderr.
 	rc.WarningHandler = apiWarnings{logger}
-	cs, err := kubernetes.NewForConfig(rc)
+	c, err := kubeapply.NewClients(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes backend: client: %w", err)
+		return nil, fmt.Errorf("kubernetes backend: %w", err)
 	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes backend: dynamic client: %w", err)
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
-	return &Backend{cfg: cfg, cs: cs, dyn: dyn, mapper: mapper, logger: logger, clock: d.Clock}, nil
+	return &Backend{cfg: cfg, cs: c.Typed, dyn: c.Dynamic, mapper: c.Mapper, logger: logger, clock: d.Clock}, nil
 }
 
 // apiWarnings logs the API server's warnings.

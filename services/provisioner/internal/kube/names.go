@@ -3,7 +3,6 @@ package kube
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"regexp"
 	"strings"
 
@@ -123,11 +122,4 @@ func (b *Backend) runLabels(p events.RunProvision) map[string]string {
 type object struct {
 	u       *unstructured.Unstructured
 	mapping *meta.RESTMapping
-}
-
-func describe(u *unstructured.Unstructured) string {
-	if ns := u.GetNamespace(); ns != "" {
-		return fmt.Sprintf("%s %s/%s", u.GetKind(), ns, u.GetName())
-	}
-	return u.GetKind() + " " + u.GetName()
 }

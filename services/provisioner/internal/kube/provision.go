@@ -16,6 +16,7 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubeapply"
 )
 
 // Provision deploys run p and waits until it is ready. Repeating it for a
@@ -85,22 +86,22 @@ func (b *Backend) resolve(ctx context.Context, deadline time.Time, template stri
 		var m *meta.RESTMapping
 		err := b.retry(ctx, deadline, "discover "+gvk.Kind, func() error {
 			var err error
-			m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			if meta.IsNoMatchError(err) || IsTransient(err) {
-				b.mapper.Reset() // a CRD may have been installed since discovery was cached
-				m, err = b.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			m, err = b.mapper.Mapping(gvk)
+			if IsTransient(err) {
+				b.mapper.Reset() // the discovery cache keeps a failure until reset
+				m, err = b.mapper.Mapping(gvk)
 			}
 			return err
 		})
 		if err != nil {
 			if meta.IsNoMatchError(err) {
-				return nil, fmt.Errorf("template %s, object %d (%s): unknown kind: the cluster serves no %s in %s", template, i+1, describe(u), gvk.Kind, gvk.GroupVersion())
+				return nil, fmt.Errorf("template %s, object %d (%s): unknown kind: the cluster serves no %s in %s", template, i+1, kubeapply.Describe(u), gvk.Kind, gvk.GroupVersion())
 			}
-			return nil, fmt.Errorf("template %s, object %d (%s): discover its resource: %w", template, i+1, describe(u), err)
+			return nil, fmt.Errorf("template %s, object %d (%s): discover its resource: %w", template, i+1, kubeapply.Describe(u), err)
 		}
 		if m.Scope.Name() != meta.RESTScopeNameNamespace {
 			return nil, fmt.Errorf("template %s, object %d (%s): %s is cluster-scoped; templates may only hold namespaced objects, which teardown removes with the run's namespace",
-				template, i+1, describe(u), gvk.Kind)
+				template, i+1, kubeapply.Describe(u), gvk.Kind)
 		}
 		out = append(out, object{u: u, mapping: m})
 	}
@@ -184,14 +185,14 @@ func (b *Backend) applyObjects(ctx context.Context, ns string, objs []object, lb
 		u.SetLabels(merge(u.GetLabels(), lbl))
 		isWorkload, err := mutatePodTemplate(u, lbl, pl, env)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", describe(u), err)
+			return nil, fmt.Errorf("%s: %w", kubeapply.Describe(u), err)
 		}
-		if err := b.retry(ctx, deadline, "apply "+describe(u), func() error {
+		if err := b.retry(ctx, deadline, "apply "+kubeapply.Describe(u), func() error {
 			_, err := b.dyn.Resource(o.mapping.Resource).Namespace(ns).Apply(ctx, u.GetName(), u,
 				metav1.ApplyOptions{FieldManager: b.cfg.FieldManager, Force: true})
 			return err
 		}); err != nil {
-			return nil, fmt.Errorf("apply %s: %w", describe(u), explain(err))
+			return nil, fmt.Errorf("apply %s: %w", kubeapply.Describe(u), explain(err))
 		}
 		if isWorkload {
 			workloads = append(workloads, object{u: u, mapping: o.mapping})

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/kubeapply"
 	"github.com/greenflow/greenflow/pkg/kubeready"
 	"github.com/greenflow/greenflow/services/provisioner/internal/poll"
 )
@@ -96,7 +97,7 @@ func (b *Backend) readiness(ctx context.Context, ns, sel string, workloads []obj
 func (b *Backend) workloadPending(ctx context.Context, w object) (string, error) {
 	u, err := b.dyn.Resource(w.mapping.Resource).Namespace(w.u.GetNamespace()).Get(ctx, w.u.GetName(), metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("get %s: %w", describe(w.u), explain(err))
+		return "", fmt.Errorf("get %s: %w", kubeapply.Describe(w.u), explain(err))
 	}
 	return kubeready.Workload(u), nil
 }

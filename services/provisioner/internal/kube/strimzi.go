@@ -27,11 +27,7 @@ func (b *Backend) strimzi() (mapping *meta.RESTMapping, ok bool, err error) {
 	if b.cfg.StrimziKafka == "" {
 		return nil, false, nil
 	}
-	m, err := b.mapper.RESTMapping(KafkaTopicKind.GroupKind(), KafkaTopicKind.Version)
-	if meta.IsNoMatchError(err) {
-		b.mapper.Reset()
-		m, err = b.mapper.RESTMapping(KafkaTopicKind.GroupKind(), KafkaTopicKind.Version)
-	}
+	m, err := b.mapper.Mapping(KafkaTopicKind)
 	if meta.IsNoMatchError(err) {
 		return nil, false, fmt.Errorf("strimzi: --strimzi-kafka is %s but the cluster serves no KafkaTopic in kafka.strimzi.io/v1beta2 (install Strimzi, or unset it to create topics with the Kafka admin API)", b.cfg.StrimziKafka)
 	}
