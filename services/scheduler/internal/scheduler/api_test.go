@@ -70,8 +70,7 @@ func TestHTTPSubmitStatusAndErrors(t *testing.T) {
 	url := apiServer(t, h)
 
 	// YAML body with a --set equivalent: one repetition more.
-	code, rep := postSpec(t, url, "?set=spec.repetitions=2", []byte(fmt.Sprintf(specTmpl, 1)))
-	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	rep := submitAccepted(t, url, "?set=spec.repetitions=2", []byte(fmt.Sprintf(specTmpl, 1)))
 	require.Equal(t, 4, rep.Runs)
 	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
 
@@ -83,7 +82,7 @@ func TestHTTPSubmitStatusAndErrors(t *testing.T) {
 	require.Len(t, st.Runs[0].Phases, 7)
 
 	// Invalid: every problem with its path, nothing queued.
-	code, rep = postSpec(t, url, "", []byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitions: 0\n  workload: {format: xml}\n"))
+	code, rep := postSpec(t, url, "", []byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitions: 0\n  workload: {format: xml}\n"))
 	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.Len(t, rep.Problems, 2)
 	require.Contains(t, strings.Join(rep.Problems, "\n"), "spec.repetitions")
@@ -104,8 +103,7 @@ func TestHTTPSubmitAndCancel(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
 	url := apiServer(t, h)
-	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
-	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	rep := submitAccepted(t, url, "", []byte(longSpec(1)))
 	testenv.Eventually(t, 10*time.Second, "run measuring", func() bool {
 		var st scheduler.ExperimentStatus
 		return getJSON(t, url+"/v1/experiments/"+rep.ID, &st) == http.StatusOK && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
@@ -177,8 +175,7 @@ func TestHTTPSubmitRefusesBadInputAndQueuesNothing(t *testing.T) {
 	// Just under the limit is fine: the limit is where it says.
 	under := []byte(valid + "# " + strings.Repeat("x", scheduler.MaxSpecBytes-len(valid)-4) + "\n")
 	require.LessOrEqual(t, len(under), scheduler.MaxSpecBytes)
-	code, rep = postSpec(t, url, "", under)
-	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	rep = submitAccepted(t, url, "", under)
 	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
 }
 

@@ -394,6 +394,14 @@ func postSpec(t testing.TB, url, query string, body []byte) (int, scheduler.Subm
 	return code, rep
 }
 
+// submitAccepted submits body over HTTP and requires it accepted (202).
+func submitAccepted(t testing.TB, url, query string, body []byte) scheduler.SubmitReply {
+	t.Helper()
+	code, rep := postSpec(t, url, query, body)
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	return rep
+}
+
 // runError waits for the error of a scheduler's Run, which must come
 // while its context is live.
 func runError(t testing.TB, done <-chan error) error {

@@ -134,8 +134,7 @@ func TestSubmissionRecordsLabelsAndSubmitter(t *testing.T) {
 	base := apiServer(t, h)
 	spec := []byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: labelled, labels: {team: green}}\n" +
 		"spec:\n  workload: {sensors: 10, periodMs: 1000, format: avro}\n  phases: {baseline: 50ms, warmup: 50ms, measure: 150ms, cooldown: 50ms}\n")
-	code, rep := postSpec(t, base, "", spec)
-	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	rep := submitAccepted(t, base, "", spec)
 	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
 	got, _ := listPage(t, base, url.Values{"label": {"team=green"}})
 	require.Len(t, got, 1)

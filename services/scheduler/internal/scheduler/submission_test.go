@@ -41,8 +41,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepRuns), 1)
 
 	accepted := time.Now()
-	code, big := postSpec(t, url, "?yes=true", []byte(sweep))
-	require.Equal(t, http.StatusAccepted, code, big.Error)
+	big := submitAccepted(t, url, "?yes=true", []byte(sweep))
 	require.Equal(t, sweepRuns, big.Runs)
 
 	// getCancel GETs an experiment and cancels it at once, over HTTP.
@@ -55,15 +54,13 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	}
 
 	// 1. Behind the sweep being created, over HTTP.
-	code, small := postSpec(t, url, "", []byte(longSpec(1)))
-	require.Equal(t, http.StatusAccepted, code, small.Error)
+	small := submitAccepted(t, url, "", []byte(longSpec(1)))
 	st := getCancel(small.ID)
 	require.Equal(t, events.ExperimentStateSubmitted, st.State, "the consumer is still creating the sweep")
 	require.Equal(t, 2, st.RunsTotal, "a submitted experiment shows the runs it will have")
 
 	// 2. Another, GET and cancel at once.
-	code, second := postSpec(t, url, "", []byte(longSpec(1)))
-	require.Equal(t, http.StatusAccepted, code, second.Error)
+	second := submitAccepted(t, url, "", []byte(longSpec(1)))
 	require.Equal(t, second.ID, getCancel(second.ID).ID)
 
 	// 3. Behind the sweep being cancelled: wait until the sweep is created,
@@ -76,8 +73,7 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 		sweepRuns, time.Since(accepted).Round(time.Millisecond))
 	cancelled := time.Now()
 	require.Equal(t, http.StatusAccepted, cancel(t, url, big.ID))
-	code, third := postSpec(t, url, "", []byte(longSpec(1)))
-	require.Equal(t, http.StatusAccepted, code, third.Error)
+	third := submitAccepted(t, url, "", []byte(longSpec(1)))
 	getCancel(third.ID)
 
 	// Each ends cancelled; none of the small ones' runs ever started.
@@ -118,8 +114,7 @@ func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
 	url := apiServer(t, h)
-	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
-	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	rep := submitAccepted(t, url, "", []byte(longSpec(1)))
 	testenv.Eventually(t, 30*time.Second, "a run measuring", func() bool {
 		st, ok := h.sched.Status(rep.ID)
 		return ok && slices.ContainsFunc(st.Runs, func(r scheduler.RunStatus) bool { return r.State == events.RunStateMeasuring })
@@ -168,8 +163,7 @@ func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return g }
 	})
 	url := apiServer(t, h)
-	code, rep := postSpec(t, url, "", []byte(longSpec(2)))
-	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	rep := submitAccepted(t, url, "", []byte(longSpec(2)))
 	select {
 	case <-g.entered: // the consumer is creating the runs
 	case <-time.After(30 * time.Second):
