@@ -12,12 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 )
-
-// SchedulerBucket is the scheduler's KV bucket (experiment and run state).
-const SchedulerBucket = "greenflow_scheduler"
 
 // kvExperiment is the part of the scheduler's experiment record the suite
 // reads (its own copy: the scheduler's types are internal to it).
@@ -81,13 +79,13 @@ func (r kvRun) phaseAt(ms int64) string {
 type KV struct{ js jetstream.JetStream }
 
 func (k KV) bucket(ctx context.Context) (jetstream.KeyValue, error) {
-	return k.js.KeyValue(ctx, SchedulerBucket)
+	return k.js.KeyValue(ctx, bus.BucketScheduler)
 }
 
 func (k KV) get(ctx context.Context, key string, v any) error {
 	kv, err := k.bucket(ctx)
 	if err != nil {
-		return fmt.Errorf("open kv %s: %w", SchedulerBucket, err)
+		return fmt.Errorf("open kv %s: %w", bus.BucketScheduler, err)
 	}
 	e, err := kv.Get(ctx, key)
 	if err != nil {
