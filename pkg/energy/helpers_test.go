@@ -2,11 +2,9 @@ package energy_test
 
 import (
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,41 +13,6 @@ import (
 
 // t0 is the time of every test's first reading.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// copyTree copies testdata/<src> into a fresh temporary directory and
-// returns its path. Directory names starting with "intel-rapl" get their '_'
-// turned back into ':' (see testdata/powercap/README.md).
-func copyTree(tb testing.TB, src string) string {
-	tb.Helper()
-	src = filepath.Join("testdata", src)
-	dst := tb.TempDir()
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		parts := strings.Split(rel, string(filepath.Separator))
-		for i, p := range parts {
-			if strings.HasPrefix(p, "intel-rapl") {
-				parts[i] = strings.ReplaceAll(p, "_", ":")
-			}
-		}
-		target := filepath.Join(dst, filepath.Join(parts...))
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
-	})
-	require.NoError(tb, err, "copy %s", src)
-	return dst
-}
 
 // writeFile replaces root/rel with content.
 func writeFile(tb testing.TB, root, rel, content string) {

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/energy/energytest"
 )
 
 const (
@@ -24,7 +25,7 @@ const (
 // directories the test may rewrite.
 func raplFixture(tb testing.TB, name string) (powercap, proc string) {
 	tb.Helper()
-	return copyTree(tb, "powercap/"+name), copyTree(tb, "proc")
+	return energytest.CopyTree(tb, "testdata/powercap/"+name), energytest.CopyTree(tb, "testdata/proc")
 }
 
 func zoneByName(tb testing.TB, r energy.NodeReading, zone string) energy.ZoneEnergy {

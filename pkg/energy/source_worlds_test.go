@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/energy"
+	"github.com/greenflow/greenflow/pkg/energy/energytest"
 )
 
 // The worlds the Source contract suite (source_contract_test.go) moves: each
@@ -85,7 +86,7 @@ const raplPackage0 = "intel-rapl:0"
 
 func newRAPLWorld(local bool) func(t *testing.T) sourceWorld {
 	return func(t *testing.T) sourceWorld {
-		return &raplWorld{procWorld: newProcWorld(t), powercap: copyTree(t, "powercap/two-packages"), pkgUJ: 100_000_000, local: local}
+		return &raplWorld{procWorld: newProcWorld(t), powercap: energytest.CopyTree(t, "testdata/powercap/two-packages"), pkgUJ: 100_000_000, local: local}
 	}
 }
 
