@@ -8,14 +8,12 @@ import (
 	neturl "net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/spec"
-	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
 
@@ -97,19 +95,6 @@ func TestHTTPSubmitStatusAndErrors(t *testing.T) {
 	var list []scheduler.ExperimentStatus
 	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments", &list))
 	require.Len(t, list, 1, "rejected submissions queue nothing")
-}
-
-func TestHTTPSubmitAndCancel(t *testing.T) {
-	t.Parallel()
-	h, _ := newHarness(t, nil)
-	url := apiServer(t, h)
-	rep := submitAccepted(t, url, "", []byte(longSpec(1)))
-	testenv.Eventually(t, 10*time.Second, "run measuring", func() bool {
-		var st scheduler.ExperimentStatus
-		return getJSON(t, url+"/v1/experiments/"+rep.ID, &st) == http.StatusOK && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
-	})
-	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
-	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
 }
 
 // An id no experiment can have — empty, with a dot, a wildcard or a space —

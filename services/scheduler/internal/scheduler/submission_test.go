@@ -108,16 +108,18 @@ func TestAcceptedExperimentAnswersAndCancelsWhileSchedulerIsBusy(t *testing.T) {
 	require.Zero(t, list[i].RunsFail)
 }
 
-// Cancelled runs are counted apart from failed ones — in the HTTP status,
-// the list (what `greenflow status` and `list` show).
-func TestCancelledRunsAreNotCountedAsFailed(t *testing.T) {
+// An experiment submitted and cancelled over HTTP while its first run
+// measures ends cancelled, and its cancelled runs are counted apart from
+// failed ones — in the HTTP status, the list (what `greenflow status` and
+// `list` show).
+func TestHTTPCancelledRunsAreNotCountedAsFailed(t *testing.T) {
 	t.Parallel()
 	h, _ := newHarness(t, nil)
 	url := apiServer(t, h)
 	rep := submitAccepted(t, url, "", []byte(longSpec(1)))
-	testenv.Eventually(t, 30*time.Second, "a run measuring", func() bool {
-		st, ok := h.sched.Status(rep.ID)
-		return ok && slices.ContainsFunc(st.Runs, func(r scheduler.RunStatus) bool { return r.State == events.RunStateMeasuring })
+	testenv.Eventually(t, 30*time.Second, "the first run measuring", func() bool {
+		var st scheduler.ExperimentStatus
+		return getJSON(t, url+"/v1/experiments/"+rep.ID, &st) == http.StatusOK && len(st.Runs) == 2 && st.Runs[0].State == events.RunStateMeasuring
 	})
 	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
 	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID))
