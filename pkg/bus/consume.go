@@ -164,9 +164,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 			FilterSubjects: c.subjects,
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			AckWait:        c.spec.AckWait,
-			MaxDeliver:     c.spec.MaxDeliver,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			MaxAckPending:  1000,
+			// Unlimited: the bus enforces spec.MaxDeliver itself and
+			// dead-letters what runs out (handle.go); a server that
+			// gives up drops the message silently. A durable declared
+			// with a limit by an older version is updated in place.
+			MaxDeliver:    -1,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			MaxAckPending: 1000,
 		}}
 	s.keep = startKeeper(c.spec.AckWait/3, c.b.m.extended.WithLabelValues(c.spec.Durable))
 	defer s.keep.stop()
