@@ -33,6 +33,13 @@ const (
 // delivered: neither handled nor dead-lettered, and no dead-letter hook
 // would answer its sender. A message that crashes its process each time
 // is dead-lettered by the process started after its last delivery.
+//
+// Known edge: a message left waiting in the client's pull buffer (not
+// yet held by the keeper) for more than MaxDeliver ack waits is
+// redelivered into the same buffer; once an earlier copy is handled, a
+// later copy numbered beyond MaxDeliver would be dead-lettered although
+// the message was handled. Before, the server stopped at MaxDeliver
+// copies and the later ones ran the handler again.
 func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, keep *keeper, msg jetstream.Msg, fn RawHandler) {
 	if ctx.Err() != nil {
 		// Taken but not handled before a shutdown: redelivered at once to
