@@ -85,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_published_total",
 			Help: "Messages published, by type."}, []string{"type"}),
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_consumed_total",
-			Help: "Messages handled, by consumer, type and outcome (ack, nak, wait: not ready yet, interrupted: Nak'ed by a consumer shutting down, dead_letter)."}, []string{"consumer", "type", "outcome"}),
+			Help: "Messages handled, by consumer, type and outcome (ack, nak, wait: not ready yet, interrupted: Nak'ed by a consumer shutting down, duplicate: a copy of a message it had settled, acknowledged again, dead_letter)."}, []string{"consumer", "type", "outcome"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_dead_lettered_total",
 			Help: "Messages moved to the dead-letter stream, by consumer and reason (panic, unverified, undecodable, rejected, failed: MaxDeliver failed attempts, out_of_deliveries: MaxDeliver deliveries spent without an outcome, e.g. by processes that died handling it)."}, []string{"consumer", "reason"}),
 		redeclared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_consumers_redeclared_total",

@@ -172,6 +172,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 			MaxAckPending: 1000,
 		}}
+	s.done = newSettled()
 	s.keep = startKeeper(c.spec.AckWait/3, c.b.m.extended.WithLabelValues(c.spec.Durable))
 	defer s.keep.stop()
 	if err := s.open(ctx); err != nil {
@@ -192,6 +193,7 @@ type subscription struct {
 	cfg    jetstream.ConsumerConfig
 	pool   *workers   // nil: messages are handled on the subscription's goroutine
 	keep   *keeper    // extends the ack deadline of what is handled or queued
+	done   *settled   // what was handled to an outcome, against stale copies
 	errs   chan error // of the pull subscription: signals, serve decides
 	cons   jetstream.Consumer
 	cc     jetstream.ConsumeContext
@@ -227,7 +229,7 @@ func (s *subscription) open(ctx context.Context) error {
 }
 
 func (s *subscription) handle(ctx context.Context, msg jetstream.Msg) {
-	s.c.b.handle(ctx, s.logger, s.c.spec, s.c.o, s.keep, msg, s.c.fn)
+	s.c.b.handle(ctx, s.logger, s.c.spec, s.c.o, s.keep, s.done, msg, s.c.fn)
 }
 
 // consume starts the pull subscription on cons.

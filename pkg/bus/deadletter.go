@@ -26,7 +26,7 @@ func OnDeadLetter(f DeadLetterFunc) ConsumeOption {
 	return func(o *consumeOptions) { o.onDeadLetter = f }
 }
 
-func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
+func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, done *settled, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
 	dl := nats.NewMsg(SubjectDLQ + msg.Subject())
 	dl.Data = msg.Data()
 	for k, vs := range msg.Headers() {
@@ -51,6 +51,7 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	}
 	logger.Error("message dead-lettered", zap.String("reason", reason))
 	_ = msg.Term()
+	done.add(md)
 	if o.onDeadLetter != nil {
 		b.notifyDeadLetter(pctx, logger, spec, o.onDeadLetter, msg.Headers(), reason)
 	}

@@ -212,3 +212,62 @@ func TestAnOldDurableConsumerIsMigratedInPlace(t *testing.T) {
 	require.Contains(t, dead.Headers().Get(bus.HeaderDLQReason), "out of deliveries")
 	require.Equal(t, spec.MaxDeliver-1, d.handledCount())
 }
+
+// A message left in the consumer's pull buffer behind a long handler (not
+// yet held, so its ack wait runs out) is delivered again into the same
+// buffer, past MaxDeliver. It is handled once: the later copies are
+// acknowledged again, neither handled a second time nor dead-lettered as
+// out of deliveries.
+func TestAStaleCopyIsNeitherHandledAgainNorDeadLettered(t *testing.T) {
+	t.Parallel()
+	b, reg := newBusWithRegistry(t)
+	ctx := t.Context()
+	spec := bus.ConsumerSpec{Durable: "stale", Types: []events.Type{events.TypeLoadStop}, MaxDeliver: 2, AckWait: 500 * time.Millisecond}
+	release := testenv.NewGate()
+	var mu sync.Mutex
+	handled := map[string]int{}
+	c := b.NewConsumer(spec, func(ctx context.Context, d bus.Delivery) error {
+		run := d.Msg.(*events.LoadStop).RunID
+		mu.Lock()
+		handled[run]++
+		mu.Unlock()
+		if run == "long" {
+			return release.Wait(ctx)
+		}
+		return nil
+	})
+	testenv.Go(t, ctx, c.Run)
+	testenv.Eventually(t, 10*time.Second, "consumer ready", func() bool { return c.Check() == nil })
+	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "long"}, ""))
+	require.NoError(t, b.Publish(ctx, events.LoadStop{ExperimentID: "e", RunID: "behind"}, ""))
+	cons, err := b.JetStream().Consumer(ctx, bus.StreamLifecycle, spec.Durable)
+	require.NoError(t, err)
+	// "long" is delivered once (its deadline is extended); "behind" is
+	// delivered again each ack wait, beyond MaxDeliver.
+	testenv.Eventually(t, 20*time.Second, "the waiting message delivered MaxDeliver+1 times", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.Delivered.Consumer >= uint64(1+spec.MaxDeliver+1)
+	})
+	release.Open()
+	testenv.Eventually(t, 20*time.Second, "every copy settled", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+	})
+	mu.Lock()
+	require.Equal(t, map[string]int{"long": 1, "behind": 1}, handled, "each handled once")
+	mu.Unlock()
+	require.Zero(t, testenv.CounterValue(t, reg, "greenflow_bus_messages_dead_lettered_total", map[string]string{"consumer": spec.Durable}))
+	st, err := b.JetStream().Stream(ctx, bus.StreamDeadLetter)
+	require.NoError(t, err)
+	sinfo, err := st.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, sinfo.State.Msgs, "nothing dead-lettered")
+	// The server delivered "behind" at least MaxDeliver+1 times, "long"
+	// once: all but two deliveries were copies.
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	testenv.Eventually(t, 10*time.Second, "every copy acknowledged as a duplicate", func() bool {
+		return testenv.CounterValue(t, reg, "greenflow_bus_messages_consumed_total",
+			map[string]string{"consumer": spec.Durable, "outcome": "duplicate"}) >= float64(info.Delivered.Consumer-2)
+	})
+}

@@ -33,14 +33,9 @@ const (
 // delivered: neither handled nor dead-lettered, and no dead-letter hook
 // would answer its sender. A message that crashes its process each time
 // is dead-lettered by the process started after its last delivery.
-//
-// Known edge: a message left waiting in the client's pull buffer (not
-// yet held by the keeper) for more than MaxDeliver ack waits is
-// redelivered into the same buffer; once an earlier copy is handled, a
-// later copy numbered beyond MaxDeliver would be dead-lettered although
-// the message was handled. Before, the server stopped at MaxDeliver
-// copies and the later ones ran the handler again.
-func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, keep *keeper, msg jetstream.Msg, fn RawHandler) {
+// A copy of a message this consumer already settled (done) is only
+// acknowledged again: see settled.
+func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, keep *keeper, done *settled, msg jetstream.Msg, fn RawHandler) {
 	if ctx.Err() != nil {
 		// Taken but not handled before a shutdown: redelivered at once to
 		// whoever consumes next. It spends a delivery all the same, as
@@ -57,8 +52,13 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	h := msg.Headers()
 	typ := h.Get(HeaderType)
 	logger = logger.With(zap.String("type", typ), zap.Uint64("stream_seq", md.Sequence.Stream), zap.String("run_id", h.Get(HeaderRun)))
+	if done.has(md) {
+		_ = msg.Ack()
+		b.m.consumed.WithLabelValues(spec.Durable, typ, "duplicate").Inc()
+		return
+	}
 	if spent := md.NumDelivered - 1; spent >= uint64(spec.MaxDeliver) {
-		b.deadLetter(ctx, logger, spec, o, msg, md, dlqOutOfDeliveries, fmt.Sprintf(
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqOutOfDeliveries, fmt.Sprintf(
 			"out of deliveries: delivered %d times (at most %d), the last ending without an outcome: the consumer died, timed out or shut down while holding it",
 			spent, spec.MaxDeliver))
 		return
@@ -74,20 +74,21 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		if err := msg.Ack(); err != nil {
 			logger.Warn("ack failed", zap.Error(err))
 		}
+		done.add(md)
 		b.m.consumed.WithLabelValues(spec.Durable, typ, "ack").Inc()
 	case errors.As(herr, &panicked):
 		// A panic is a defect the same message would hit again: it is
 		// dead-lettered at once, and the consumer goes on with the next.
 		b.m.panics.WithLabelValues(spec.Durable).Inc()
 		logger.Error("handler panicked", zap.String("panic", fmt.Sprint(panicked.value)), zap.ByteString("stack", panicked.stack))
-		b.deadLetter(ctx, logger, spec, o, msg, md, dlqPanic, herr.Error())
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqPanic, herr.Error())
 	case errors.As(herr, &unverified):
 		o.onDeadLetter = nil // see errUnverified
-		b.deadLetter(ctx, logger, spec, o, msg, md, dlqUnverified, "unverified: "+herr.Error())
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqUnverified, "unverified: "+herr.Error())
 	case errors.As(herr, &undecodable):
-		b.deadLetter(ctx, logger, spec, o, msg, md, dlqUndecodable, "undecodable: "+herr.Error())
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqUndecodable, "undecodable: "+herr.Error())
 	case IsPermanent(herr):
-		b.deadLetter(ctx, logger, spec, o, msg, md, dlqRejected, "rejected: "+herr.Error())
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqRejected, "rejected: "+herr.Error())
 	case ctx.Err() != nil:
 		// The consumer is shutting down: the failure is most likely the
 		// cancellation, not the message's. It is not held against it
@@ -96,7 +97,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		_ = msg.Nak()
 		b.m.consumed.WithLabelValues(spec.Durable, typ, "interrupted").Inc()
 	case int(md.NumDelivered) >= spec.MaxDeliver:
-		b.deadLetter(ctx, logger, spec, o, msg, md, dlqFailed, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqFailed, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
 	default:
 		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
 		outcome := "nak"
