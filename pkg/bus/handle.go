@@ -33,6 +33,7 @@ const (
 // delivered: neither handled nor dead-lettered, and no dead-letter hook
 // would answer its sender. A message that crashes its process each time
 // is dead-lettered by the process started after its last delivery.
+//
 // A copy of a message this consumer already settled (done) is only
 // acknowledged again: see settled.
 func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, keep *keeper, done *settled, msg jetstream.Msg, fn RawHandler) {
