@@ -9,6 +9,16 @@
 // A handler that panics costs its message (dead-lettered with the panic),
 // never the consumer.
 //
+// The bus counts deliveries, not the server: durable consumers redeliver
+// without limit, and a delivery beyond MaxDeliver is dead-lettered before
+// its handler runs ("out of deliveries", with the consumer's dead-letter
+// hook), whatever spent the earlier ones — failures, processes that died
+// or shut down holding the message (a Nak at shutdown spends a delivery
+// too: JetStream counts every one). A server that gave up by itself would
+// stop delivering such a message without telling anyone. The dead letters
+// are counted by consumer and reason in
+// greenflow_bus_messages_dead_lettered_total.
+//
 // The bus also keeps what it declared alive across NATS restarts: after a
 // reconnect it declares its streams and key-value buckets again (a server
 // restarted with an empty store has none), every consumer re-declares its
@@ -75,9 +85,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_published_total",
 			Help: "Messages published, by type."}, []string{"type"}),
 		consumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_consumed_total",
-			Help: "Messages handled, by consumer, type and outcome (ack, nak, wait: not ready yet, dead_letter)."}, []string{"consumer", "type", "outcome"}),
+			Help: "Messages handled, by consumer, type and outcome (ack, nak, wait: not ready yet, interrupted: Nak'ed by a consumer shutting down, duplicate: a copy of a message it had settled, acknowledged again, dead_letter)."}, []string{"consumer", "type", "outcome"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_messages_dead_lettered_total",
-			Help: "Messages moved to the dead-letter stream, by consumer."}, []string{"consumer"}),
+			Help: "Messages moved to the dead-letter stream, by consumer and reason (panic, unverified, undecodable, rejected, failed: MaxDeliver failed attempts, out_of_deliveries: MaxDeliver deliveries spent without an outcome, e.g. by processes that died handling it)."}, []string{"consumer", "reason"}),
 		redeclared: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_consumers_redeclared_total",
 			Help: "Durable consumers declared again after the server lost them (a restart with an empty store, a deleted consumer), by consumer."}, []string{"consumer"}),
 		extended: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_bus_ack_deadline_extensions_total",

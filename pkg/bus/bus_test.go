@@ -59,7 +59,7 @@ func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
 
 func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
 	t.Parallel()
-	b := newBus(t)
+	b, reg := newBusWithRegistry(t)
 	ctx := t.Context()
 	var mu sync.Mutex
 	attempts := map[string]int{}
@@ -97,9 +97,16 @@ func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
 		return attempts["recovers"] == 2
 	})
 	mu.Lock()
-	require.Equal(t, 3, attempts["never"])
+	require.Equal(t, 3, attempts["never"], "exactly MaxDeliver attempts")
 	require.Equal(t, 1, attempts["permanent"])
 	mu.Unlock()
+	for _, reason := range []string{"failed", "rejected"} {
+		// Counted once the hook has run, after the dead letter is stored.
+		testenv.Eventually(t, 5*time.Second, "one dead letter counted as "+reason, func() bool {
+			return testenv.CounterValue(t, reg, "greenflow_bus_messages_dead_lettered_total",
+				map[string]string{"consumer": "flaky", "reason": reason}) == 1
+		})
+	}
 }
 
 type testErr struct{}

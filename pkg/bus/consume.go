@@ -164,10 +164,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 			FilterSubjects: c.subjects,
 			AckPolicy:      jetstream.AckExplicitPolicy,
 			AckWait:        c.spec.AckWait,
-			MaxDeliver:     c.spec.MaxDeliver,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			MaxAckPending:  1000,
+			// Unlimited: the bus enforces spec.MaxDeliver itself and
+			// dead-letters what runs out (handle.go); a server that
+			// gives up drops the message silently. A durable declared
+			// with a limit by an older version is updated in place.
+			MaxDeliver:    -1,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			MaxAckPending: 1000,
 		}}
+	s.done = newSettled()
 	s.keep = startKeeper(c.spec.AckWait/3, c.b.m.extended.WithLabelValues(c.spec.Durable))
 	defer s.keep.stop()
 	if err := s.open(ctx); err != nil {
@@ -188,6 +193,7 @@ type subscription struct {
 	cfg    jetstream.ConsumerConfig
 	pool   *workers   // nil: messages are handled on the subscription's goroutine
 	keep   *keeper    // extends the ack deadline of what is handled or queued
+	done   *settled   // what was handled to an outcome, against stale copies
 	errs   chan error // of the pull subscription: signals, serve decides
 	cons   jetstream.Consumer
 	cc     jetstream.ConsumeContext
@@ -223,7 +229,7 @@ func (s *subscription) open(ctx context.Context) error {
 }
 
 func (s *subscription) handle(ctx context.Context, msg jetstream.Msg) {
-	s.c.b.handle(ctx, s.logger, s.c.spec, s.c.o, s.keep, msg, s.c.fn)
+	s.c.b.handle(ctx, s.logger, s.c.spec, s.c.o, s.keep, s.done, msg, s.c.fn)
 }
 
 // consume starts the pull subscription on cons.

@@ -26,6 +26,10 @@ type ConsumerSpec struct {
 	Workers int
 }
 
+// DefaultMaxDeliver is how many deliveries a consumer whose spec sets no
+// MaxDeliver gives a message before dead-lettering it.
+const DefaultMaxDeliver = 5
+
 var defaultBackoff = []time.Duration{200 * time.Millisecond, time.Second, 5 * time.Second}
 
 // defaultAckWait is how long a message handed to a consumer that died
@@ -185,7 +189,7 @@ func (c ConsumerSpec) stream() string {
 
 func (c ConsumerSpec) withDefaults() ConsumerSpec {
 	if c.MaxDeliver == 0 {
-		c.MaxDeliver = 5
+		c.MaxDeliver = DefaultMaxDeliver
 	}
 	if len(c.Backoff) == 0 {
 		c.Backoff = defaultBackoff

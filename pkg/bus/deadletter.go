@@ -13,7 +13,8 @@ import (
 )
 
 // DeadLetterFunc is told about a message its consumer dead-letters
-// (undecodable, rejected as permanent, out of deliveries), with the
+// (undecodable, rejected as permanent, failed or out of deliveries — also
+// when its deliveries were spent by processes that died holding it), with the
 // message's headers (type, experiment, run, ...) and the reason. A consumer
 // of commands uses it to answer the sender — a failed load.finished for a
 // load.start that cannot be processed — so no run waits out a timeout for a
@@ -25,7 +26,7 @@ func OnDeadLetter(f DeadLetterFunc) ConsumeOption {
 	return func(o *consumeOptions) { o.onDeadLetter = f }
 }
 
-func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, msg jetstream.Msg, md *jetstream.MsgMetadata, reason string) {
+func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, o consumeOptions, done *settled, msg jetstream.Msg, md *jetstream.MsgMetadata, kind, reason string) {
 	dl := nats.NewMsg(SubjectDLQ + msg.Subject())
 	dl.Data = msg.Data()
 	for k, vs := range msg.Headers() {
@@ -42,18 +43,20 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, err := b.publishMsg(pctx, dl); err != nil {
-		// Keep the original: it is redelivered and dead-lettered again later.
+		// Keep the original: it is redelivered and dead-lettered again
+		// later (as out of deliveries, when this was its last).
 		logger.Error("dead-letter publish failed; message kept for redelivery", zap.Error(err))
 		_ = msg.NakWithDelay(5 * time.Second)
 		return
 	}
 	logger.Error("message dead-lettered", zap.String("reason", reason))
 	_ = msg.Term()
+	done.add(md)
 	if o.onDeadLetter != nil {
 		b.notifyDeadLetter(pctx, logger, spec, o.onDeadLetter, msg.Headers(), reason)
 	}
 	b.m.consumed.WithLabelValues(spec.Durable, string(msg.Headers().Get(HeaderType)), "dead_letter").Inc()
-	b.m.deadLettered.WithLabelValues(spec.Durable).Inc()
+	b.m.deadLettered.WithLabelValues(spec.Durable, kind).Inc()
 }
 
 // notifyDeadLetter runs a consumer's dead-letter hook; a panic there is

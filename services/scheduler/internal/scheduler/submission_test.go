@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
@@ -195,4 +196,50 @@ func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 	for _, r := range stored {
 		require.Equal(t, events.RunStateCancelled, r.State, r.RunID)
 	}
+}
+
+// An experiment accepted with 202 whose submission the scheduler never
+// finished — each scheduler process taking it went away while handling it
+// (the first mid-handler, the others before starting it), until its
+// deliveries were spent — is dead-lettered by the next scheduler and its
+// status says failed, with the reason. Before, the server stopped
+// delivering the submission and the experiment stayed submitted forever.
+func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
+	t.Parallel()
+	g := gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return g }
+	})
+	url := apiServer(t, h)
+	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
+	require.Equal(t, http.StatusAccepted, code, rep.Error)
+	testenv.Receive(t, g.entered, 30*time.Second, "the consumer creating the runs")
+	var st scheduler.ExperimentStatus
+	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
+	require.Equal(t, events.ExperimentStateSubmitted, st.State)
+
+	h.stopScheduler() // mid-handler: the submission's first delivery spent
+	ctx := t.Context()
+	cons, err := h.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerScheduler.Durable)
+	require.NoError(t, err)
+	spent := 1
+	testenv.Eventually(t, 30*time.Second, "the submission's other deliveries spent by schedulers going away", func() bool {
+		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			if m.Headers().Get(bus.HeaderExperiment) == rep.ID {
+				spent++
+			}
+			require.NoError(t, m.Nak())
+		}
+		return spent >= bus.DefaultMaxDeliver
+	})
+	close(g.gate)
+	h.startScheduler(ctx, nil)
+	require.Equal(t, events.ExperimentStateFailed, h.waitFinal(rep.ID))
+	st, ok := h.sched.Status(rep.ID)
+	require.True(t, ok)
+	require.Equal(t, events.ExperimentStateFailed, st.State)
+	require.Contains(t, st.Reason, "submission dead-lettered: out of deliveries")
+	require.Contains(t, listed(h.sched), rep.ID)
 }
