@@ -15,6 +15,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/spec"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
 )
@@ -108,10 +109,7 @@ func submitAndWatch(ctx context.Context, api *apiClient, natsURL string, natsOpt
 // answers, so status and cancel find it at once. A trigger template is
 // armed rather than run.
 func submit(ctx context.Context, api *apiClient, resolved string) (string, error) {
-	var rep struct {
-		ID    string `json:"id"`
-		Armed string `json:"armed_trigger"`
-	}
+	var rep schedapi.SubmitReply
 	if err := api.do(ctx, http.MethodPost, "/v1/experiments?yes=true", "application/yaml", []byte(resolved), &rep); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}
