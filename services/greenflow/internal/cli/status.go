@@ -25,12 +25,8 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	api, err := c.api()
-	if err != nil {
-		return err
-	}
 	var list []schedapi.ExperimentStatus
-	if err := api.do(ctx, http.MethodGet, "/v1/experiments", "", nil, &list); err != nil {
+	if err := c.call(ctx, http.MethodGet, "/v1/experiments", "", nil, &list); err != nil {
 		return err // e.g. the scheduler is still loading its state
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -57,12 +53,8 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := c.api()
-	if err != nil {
-		return err
-	}
 	var st schedapi.ExperimentStatus
-	if err := api.do(ctx, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), "", nil, &st); err != nil {
+	if err := c.call(ctx, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), "", nil, &st); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "experiment %s (%s): %s, %s%s\n", st.ID, st.Name, st.State, runCounts(st), reasonSuffix(st.Reason))
@@ -98,14 +90,10 @@ func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := c.api()
-	if err != nil {
-		return err
-	}
 	// A cancel of an experiment not expanded into runs yet is recorded on
 	// it at once, and an unknown id is said so (404).
 	body, _ := json.Marshal(map[string]string{"reason": reason})
-	if err := api.do(ctx, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", "application/json", body, nil); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", "application/json", body, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "cancel requested for %s\n", id)

@@ -46,10 +46,7 @@ func runValidate(args []string, stdout io.Writer) error {
 }
 
 func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c connFlags
-	c.register(fs)
+	fs, c := newFlagSet[connFlags]("submit", stderr)
 	var sf specFlags
 	sf.register(fs, "")
 	watch := fs.Bool("watch", false, "follow progress and print the results table at the end")
