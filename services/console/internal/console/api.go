@@ -14,19 +14,9 @@ import (
 	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
-// The scheduler API's documents (pkg/schedapi), by the console's names.
-type (
-	Experiment = schedapi.ExperimentStatus
-	Run        = schedapi.RunStatus
-	Problem    = schedapi.Problem
-	Validation = schedapi.ValidateReply
-	Submitted  = schedapi.SubmitReply
-	Trigger    = schedapi.TriggerStatus
-)
-
 // ListPage is one page of the experiment list.
 type ListPage struct {
-	Experiments []Experiment
+	Experiments []schedapi.ExperimentStatus
 	Total       int
 	Next        string
 }
@@ -110,8 +100,8 @@ func (a *schedulerAPI) List(ctx context.Context, token string, q url.Values) (Li
 }
 
 // Status reads an experiment with its runs.
-func (a *schedulerAPI) Status(ctx context.Context, token, id string) (Experiment, error) {
-	var e Experiment
+func (a *schedulerAPI) Status(ctx context.Context, token, id string) (schedapi.ExperimentStatus, error) {
+	var e schedapi.ExperimentStatus
 	_, err := a.call(ctx, token, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), nil, "", &e)
 	return e, err
 }
@@ -132,22 +122,22 @@ func specQuery(sets []string, yes bool) string {
 }
 
 // Validate asks the scheduler for a dry run of a submission.
-func (a *schedulerAPI) Validate(ctx context.Context, token, spec string, sets []string, yes bool) (Validation, error) {
-	var v Validation
+func (a *schedulerAPI) Validate(ctx context.Context, token, spec string, sets []string, yes bool) (schedapi.ValidateReply, error) {
+	var v schedapi.ValidateReply
 	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments/validate?"+specQuery(sets, yes), strings.NewReader(spec), "application/yaml", &v)
 	return v, err
 }
 
 // Submit submits a spec; a refusal with problems is an *APIError.
-func (a *schedulerAPI) Submit(ctx context.Context, token, spec string, sets []string, yes bool) (Submitted, error) {
-	var s Submitted
+func (a *schedulerAPI) Submit(ctx context.Context, token, spec string, sets []string, yes bool) (schedapi.SubmitReply, error) {
+	var s schedapi.SubmitReply
 	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments?"+specQuery(sets, yes), strings.NewReader(spec), "application/yaml", &s)
 	return s, err
 }
 
 // Triggers lists the armed templates.
-func (a *schedulerAPI) Triggers(ctx context.Context, token string) ([]Trigger, error) {
-	var ts []Trigger
+func (a *schedulerAPI) Triggers(ctx context.Context, token string) ([]schedapi.TriggerStatus, error) {
+	var ts []schedapi.TriggerStatus
 	_, err := a.call(ctx, token, http.MethodGet, "/v1/triggers", nil, "", &ts)
 	return ts, err
 }

@@ -7,13 +7,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
 // submitView is the editor page.
 type submitView struct {
 	Spec, Sets string
 	Yes        bool
-	Check      *Validation
+	Check      *schedapi.ValidateReply
 }
 
 // exampleSpec starts the editor: the dev stack's example, short.
