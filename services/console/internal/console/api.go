@@ -21,7 +21,8 @@ type ListPage struct {
 	Next        string
 }
 
-// APIError is a refusal of the scheduler's API: its status and words.
+// APIError is a refusal of the scheduler's API: its status and its
+// schedapi.ErrorReply.
 type APIError struct {
 	Status   int
 	Message  string
@@ -69,14 +70,7 @@ func (a *schedulerAPI) call(ctx context.Context, token, method, path string, bod
 		return nil, fmt.Errorf("%s %s: read the answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error    string   `json:"error"`
-			Problems []string `json:"problems"`
-		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
+		e := schedapi.ReadError(data)
 		return resp.Header, &APIError{Status: resp.StatusCode, Message: e.Error, Problems: e.Problems}
 	}
 	if out != nil {

@@ -59,11 +59,12 @@ func (c *Console) submit(w http.ResponseWriter, r *http.Request) {
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status == http.StatusUnprocessableEntity {
 			// The problems again, taken apart, for the editor.
-			check, verr := c.api.Validate(r.Context(), u.plain, sv.Spec, setsOf(sv.Sets), sv.Yes)
-			if verr == nil {
-				sv.Check = &check
+			// Without them (the check failed), the refusal's own words.
+			msg := err.Error()
+			if check, verr := c.api.Validate(r.Context(), u.plain, sv.Spec, setsOf(sv.Sets), sv.Yes); verr == nil {
+				sv.Check, msg = &check, ae.Message
 			}
-			c.render(w, r, http.StatusUnprocessableEntity, "submit.html", view{Title: "Configure and submit", Error: "not submitted: " + ae.Message, Data: sv})
+			c.render(w, r, http.StatusUnprocessableEntity, "submit.html", view{Title: "Configure and submit", Error: "not submitted: " + msg, Data: sv})
 			return
 		}
 		status := http.StatusBadGateway

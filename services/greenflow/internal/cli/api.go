@@ -19,6 +19,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"go.uber.org/zap"
 )
 
@@ -34,7 +35,7 @@ type apiClient struct {
 	hc        *http.Client
 }
 
-// errAPI is an API's refusal: its status and its {"error", "problems"}.
+// errAPI is an API's refusal: its status and its schedapi.ErrorReply.
 type errAPI struct {
 	Status   int
 	Message  string
@@ -117,13 +118,7 @@ func (a *apiClient) send(ctx context.Context, method, path, ctype string, body [
 // decode turns an answer into out, or into an *errAPI.
 func (a *apiClient) decode(code int, data []byte, out any, method, path string) error {
 	if code/100 != 2 {
-		var e struct {
-			Error    string   `json:"error"`
-			Problems []string `json:"problems"`
-		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
+		e := schedapi.ReadError(data)
 		apiErr := &errAPI{Status: code, Message: e.Error, Problems: e.Problems}
 		apiErr.hint = a.hint(code, e.Error)
 		return apiErr
