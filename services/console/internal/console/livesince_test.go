@@ -27,9 +27,10 @@ func TestLiveSinceStartsAtTheRunUnderWay(t *testing.T) {
 		want int64
 	}{
 		{"no runs yet", nil, created},
-		{"finished runs, one under way", []schedapi.RunStatus{run("done", 2_000), run("done", 50_000), run("measuring", 800_000), run("pending", 0)}, 800_000},
-		{"two under way", []schedapi.RunStatus{run("measuring", 700_000), run("provisioning", 650_000)}, 650_000},
-		{"only finished and pending", []schedapi.RunStatus{run("done", 2_000), run("pending", 0)}, now},
+		{"finished runs, one under way", []schedapi.RunStatus{run(events.RunStateDone, 2_000), run(events.RunStateDone, 50_000),
+			run(events.RunStateMeasuring, 800_000), run(events.RunStatePending, 0)}, 800_000},
+		{"two under way", []schedapi.RunStatus{run(events.RunStateMeasuring, 700_000), run(events.RunStateProvisioning, 650_000)}, 650_000},
+		{"only finished and pending", []schedapi.RunStatus{run(events.RunStateDone, 2_000), run(events.RunStatePending, 0)}, now},
 	} {
 		require.Equal(t, tc.want, console.LiveSince(schedapi.ExperimentStatus{CreatedMs: created, Runs: tc.runs}, now), tc.name)
 	}

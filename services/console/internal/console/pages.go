@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
@@ -314,11 +315,9 @@ type listView struct {
 	Paged           bool
 }
 
-var listStates = []string{"submitted", "queued", "running", "done", "failed", "cancelled"}
-
 func (c *Console) experiments(w http.ResponseWriter, r *http.Request) {
 	in := r.URL.Query()
-	lv := listView{State: in.Get("state"), Label: strings.TrimSpace(in.Get("label")), Q: strings.TrimSpace(in.Get("q")), States: listStates}
+	lv := listView{State: in.Get("state"), Label: strings.TrimSpace(in.Get("label")), Q: strings.TrimSpace(in.Get("q")), States: events.ExperimentStates}
 	q := url.Values{"limit": {strconv.Itoa(c.cfg.PageSize)}}
 	filters := url.Values{}
 	if lv.State != "" {
