@@ -141,6 +141,10 @@ func (c *connFlags) call(ctx context.Context, method, path, ctype string, body [
 // else the dev stack's seed of user (the CLI's own, or admin to write the
 // token bucket) when there is one; else none.
 func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
+	return c.natsCreds(user).Options()
+}
+
+func (c *connFlags) natsCreds(user string) bus.Credentials {
 	creds := bus.Credentials{NKeyFile: c.natsNKeyFile, TrustFile: c.natsTrustFile}
 	if creds.NKeyFile == "" {
 		dev := devstack.NATSCreds(c.stateDir, user)
@@ -148,7 +152,19 @@ func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
 			creds.NKeyFile = dev.NKeyFile
 		}
 	}
-	return creds.Options()
+	return creds
+}
+
+// trustFileOf is the trust file creds check what they read against (as
+// bus.Credentials.Options finds it); "" when they read unchecked (no nkey).
+func trustFileOf(creds bus.Credentials) string {
+	switch {
+	case creds.NKeyFile == "":
+		return ""
+	case creds.TrustFile != "":
+		return creds.TrustFile
+	}
+	return bus.DefaultTrustFile(creds.NKeyFile)
 }
 
 // resolve fills missing addresses from --clickhouse-dsn-file and a running
