@@ -19,6 +19,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/natsembed"
 	"github.com/greenflow/greenflow/pkg/schedapi"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
 )
@@ -91,7 +92,18 @@ func TestSubmitWatchSaysWhenTheTrustFileDoesNotVerifyItsEvents(t *testing.T) {
 	delete(keys, string(events.ServiceScheduler))
 	other := filepath.Join(t.TempDir(), "other-trust.json")
 	require.NoError(t, bus.WriteTrust(other, keys))
-	code, out, errOut = submit("--nats-trust-file", other)
+	// It used to wait forever: a minute's bound fails the test instead.
+	type result struct {
+		code        int
+		out, errOut string
+	}
+	ended := make(chan result, 1)
+	go func() {
+		code, out, errOut := submit("--nats-trust-file", other)
+		ended <- result{code, out, errOut}
+	}()
+	r := testenv.Receive(t, ended, time.Minute, "the watch to give up")
+	code, out, errOut = r.code, r.out, r.errOut
 	require.NotZero(t, code, out+errOut)
 	require.Contains(t, out, "submitted experiment trust-2")
 	require.NotContains(t, out, "experiment trust-2: ", "no event of it is shown")
