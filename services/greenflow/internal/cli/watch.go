@@ -25,7 +25,7 @@ import (
 // Watch prints an experiment's progress until it finishes and returns its
 // final state. With unverified (the log of b: see unverifiedReport), once
 // an event has failed the trust file's check it gives up when no event of
-// the experiment passes it for unverified.wait: the one it waits for may
+// the experiment passes it for unverified.waitFor: the one it waits for may
 // be among those skipped.
 func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time, out io.Writer, unverified *unverifiedReport) (string, error) {
 	ctx, cancel := context.WithCancel(ctx)
