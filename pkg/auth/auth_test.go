@@ -13,9 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
@@ -66,12 +68,20 @@ type env struct {
 	logs  *observer.ObservedLogs
 }
 
+// openStore is a token store on its own embedded JetStream, and its bus
+// (closing it cuts the store off).
+func openStore(tb testing.TB, clk clock.PassiveClock) (*bus.Bus, *auth.Store) {
+	tb.Helper()
+	b := testenv.Bus(tb, testenv.NATS(tb), "auth-test")
+	st, err := auth.OpenStore(tb.Context(), b, clk)
+	require.NoError(tb, err)
+	return b, st
+}
+
 func newEnv(t *testing.T, limits auth.Limits) *env {
 	t.Helper()
-	b := testenv.Bus(t, testenv.NATS(t), "auth-test")
 	clk := clocktesting.NewFakeClock(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
-	st, err := auth.OpenStore(t.Context(), b, clk)
-	require.NoError(t, err)
+	_, st := openStore(t, clk)
 	core, logs := observer.New(zap.DebugLevel)
 	g := auth.NewGuard(st, limits, clk, zap.New(core))
 	mux := http.NewServeMux()
@@ -385,9 +395,7 @@ func TestAdoptedTokenWorksOnceAndStaysRevoked(t *testing.T) {
 // connection is closed) is refused with 503, not 401: the client's token
 // may be fine, and a 401 would send its user looking for another.
 func TestAnUncheckableTokenIsRefusedWith503(t *testing.T) {
-	b := testenv.Bus(t, testenv.NATS(t), "auth-test")
-	st, err := auth.OpenStore(t.Context(), b, nil)
-	require.NoError(t, err)
+	b, st := openStore(t, nil)
 	plain, _, err := st.Create(t.Context(), "alice", auth.Viewer, 0)
 	require.NoError(t, err)
 	mux := http.NewServeMux()

@@ -8,16 +8,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/auth"
-	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 // BenchmarkGuardedRequest is what a token check costs a request: the
 // record read from the KV bucket on embedded NATS, the hash and the
 // compare (the handler does nothing).
 func BenchmarkGuardedRequest(b *testing.B) {
-	bus := testenv.Bus(b, testenv.NATS(b), "bench")
-	st, err := auth.OpenStore(b.Context(), bus, nil)
-	require.NoError(b, err)
+	_, st := openStore(b, nil)
 	plain, _, err := st.Create(b.Context(), "bench", auth.Viewer, 0)
 	require.NoError(b, err)
 	lim := auth.DefaultLimits()

@@ -29,7 +29,9 @@ type Server struct {
 	TCPPort  int
 	HTTPPort int
 	cmd      *exec.Cmd
-	done     chan error
+	// done is closed when the process has exited, exitErr then says how.
+	done    chan struct{}
+	exitErr error
 	// passwords of UserWriter and UserReader (users.go).
 	passwords map[string]string
 }
@@ -111,8 +113,8 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 		_ = logf.Close()
 		return nil, fmt.Errorf("start %s: %w", bin[0], err)
 	}
-	s := &Server{Dir: dir, TCPPort: tcp, HTTPPort: httpPort, cmd: cmd, done: make(chan error, 1), passwords: passwords}
-	go func() { s.done <- cmd.Wait(); _ = logf.Close() }()
+	s := &Server{Dir: dir, TCPPort: tcp, HTTPPort: httpPort, cmd: cmd, done: make(chan struct{}), passwords: passwords}
+	go func() { s.exitErr = cmd.Wait(); _ = logf.Close(); close(s.done) }()
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
 		_ = s.Stop()
 		return nil, err
@@ -138,8 +140,8 @@ func (s *Server) waitReady(ctx context.Context, within time.Duration) error {
 			}
 		}
 		select {
-		case err := <-s.done:
-			return fmt.Errorf("clickhouse exited during start-up (%v); see %s", err, s.logTail())
+		case <-s.done:
+			return fmt.Errorf("clickhouse exited during start-up (%v); see %s", s.exitErr, s.logTail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
@@ -160,7 +162,14 @@ func (s *Server) logTail() string {
 }
 
 // Stop terminates the server (SIGTERM, then SIGKILL after 15 s) and waits.
+// A server that has exited (stopped before, or died) is left alone: its
+// process group id may belong to another process by now.
 func (s *Server) Stop() error {
+	select {
+	case <-s.done:
+		return nil
+	default:
+	}
 	if s.cmd.Process == nil {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/chserver/chservertest"
 )
 
 func connect(t *testing.T, dsn string) driver.Conn {
@@ -34,9 +35,7 @@ func TestUsersAndPasswords(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	srv, err := chserver.Start(ctx, dir)
-	require.NoError(t, err)
-	defer func() { _ = srv.Stop() }()
+	srv := chservertest.Start(t, dir)
 
 	w := connect(t, srv.DSN("default"))
 	require.NoError(t, w.Exec(ctx, "CREATE DATABASE IF NOT EXISTS sec"))
@@ -97,13 +96,11 @@ func TestPasswordsSurviveRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	srv, err := chserver.Start(ctx, dir)
-	require.NoError(t, err)
+	srv := chservertest.Start(t, dir)
 	first := srv.ReaderDSN("default")
 	require.NoError(t, srv.Stop())
-	srv, err = chserver.Start(ctx, dir)
-	require.NoError(t, err)
-	defer func() { _ = srv.Stop() }()
+	require.NoError(t, srv.Stop(), "stopping a stopped server returns at once")
+	srv = chservertest.Start(t, dir)
 	before, err := url.Parse(first)
 	require.NoError(t, err)
 	after, err := url.Parse(srv.ReaderDSN("default"))

@@ -44,6 +44,14 @@ func entry(t testing.TB, reg []events.Entry, typ events.Type) int {
 	return -1
 }
 
+// changeEntry is a case's change of the registry entry of typ.
+func changeEntry(t testing.TB, typ events.Type, change func(e *events.Entry)) func([]events.Entry, fstest.MapFS) []events.Entry {
+	return func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
+		change(&reg[entry(t, reg, typ)])
+		return reg
+	}
+}
+
 // Each piece of an event missing or wrong makes Check fail, naming it.
 func TestCheckFindsEveryMissingPiece(t *testing.T) {
 	cases := []struct {
@@ -55,11 +63,8 @@ func TestCheckFindsEveryMissingPiece(t *testing.T) {
 			delete(files, "run.state.v1.json")
 			return reg
 		}, "run.state: version 1 has no schema file run.state.v1.json"},
-		{"new version without its schema", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			i := entry(t, reg, events.TypeLoadStop)
-			reg[i].Versions = append(reg[i].Versions, 2)
-			return reg
-		}, "load.stop: version 2 has no schema file load.stop.v2.json"},
+		{"new version without its schema", changeEntry(t, events.TypeLoadStop, func(e *events.Entry) { e.Versions = append(e.Versions, 2) }),
+			"load.stop: version 2 has no schema file load.stop.v2.json"},
 		{"schema file without an entry", func(reg []events.Entry, files fstest.MapFS) []events.Entry {
 			files["run.paused.v1.json"] = files["load.stop.v1.json"]
 			return reg
@@ -68,42 +73,23 @@ func TestCheckFindsEveryMissingPiece(t *testing.T) {
 			files["load.stop.v1.json"] = &fstest.MapFile{Data: []byte(`{"$ref": "common.v1.json#/$defs/nothing"}`)}
 			return reg
 		}, "compile schema for load.stop/v1"},
-		{"entry without a Go type", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeLoadStop)].New = nil
-			return reg
-		}, "load.stop: no Go type"},
-		{"Go type of another message", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeLoadStop)].New = func() events.Message { return &events.LoadStart{} }
-			return reg
-		}, "load.stop: Go type *events.LoadStart reports type load.start"},
+		{"entry without a Go type", changeEntry(t, events.TypeLoadStop, func(e *events.Entry) { e.New = nil }), "load.stop: no Go type"},
+		{"Go type of another message", changeEntry(t, events.TypeLoadStop, func(e *events.Entry) { e.New = func() events.Message { return &events.LoadStart{} } }),
+			"load.stop: Go type *events.LoadStart reports type load.start"},
 		{"declared twice", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
 			return append(reg, reg[entry(t, reg, events.TypeLoadStop)])
 		}, "load.stop: declared twice"},
-		{"versions out of order", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeRunMeasured)].Versions = []int{2, 1}
-			return reg
-		}, "run.measured: versions [2 1]: expected ascending"},
-		{"no kind", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeLoadStop)].Kind = 0
-			return reg
-		}, "load.stop: kind Kind(0): expected Command or Event"},
-		{"command without its consumer", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeRunTeardown)].Consumers = nil
-			return reg
-		}, "run.teardown: a command is consumed by exactly one service"},
-		{"command consumed by two services", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			i := entry(t, reg, events.TypeLoadStart)
-			reg[i].Consumers = append(reg[i].Consumers, events.ServiceAnalyzer)
-			return reg
-		}, "load.start: a command is consumed by exactly one service, not [load-generator analyzer]"},
-		{"no producer", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeRunState)].Producers = nil
-			return reg
-		}, "run.state: no producer"},
-		{"unknown service", func(reg []events.Entry, _ fstest.MapFS) []events.Entry {
-			reg[entry(t, reg, events.TypeRunState)].Consumers = []events.Service{"mainframe"}
-			return reg
-		}, `run.state: unknown service "mainframe"`},
+		{"versions out of order", changeEntry(t, events.TypeRunMeasured, func(e *events.Entry) { e.Versions = []int{2, 1} }),
+			"run.measured: versions [2 1]: expected ascending"},
+		{"no kind", changeEntry(t, events.TypeLoadStop, func(e *events.Entry) { e.Kind = 0 }),
+			"load.stop: kind Kind(0): expected Command or Event"},
+		{"command without its consumer", changeEntry(t, events.TypeRunTeardown, func(e *events.Entry) { e.Consumers = nil }),
+			"run.teardown: a command is consumed by exactly one service"},
+		{"command consumed by two services", changeEntry(t, events.TypeLoadStart, func(e *events.Entry) { e.Consumers = append(e.Consumers, events.ServiceAnalyzer) }),
+			"load.start: a command is consumed by exactly one service, not [load-generator analyzer]"},
+		{"no producer", changeEntry(t, events.TypeRunState, func(e *events.Entry) { e.Producers = nil }), "run.state: no producer"},
+		{"unknown service", changeEntry(t, events.TypeRunState, func(e *events.Entry) { e.Consumers = []events.Service{"mainframe"} }),
+			`run.state: unknown service "mainframe"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

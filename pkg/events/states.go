@@ -42,6 +42,11 @@ const (
 	ExperimentStateCancelled = "cancelled"
 )
 
+// ExperimentStates lists every experiment state in lifecycle order (final
+// ones last): the states an experiment can be listed in.
+var ExperimentStates = []string{ExperimentStateSubmitted, ExperimentStateQueued, ExperimentStateRunning, ExperimentStateDone,
+	ExperimentStateFailed, ExperimentStateCancelled}
+
 // ExperimentFinal reports whether an experiment state is final.
 func ExperimentFinal(state string) bool {
 	return state == ExperimentStateDone || state == ExperimentStateFailed || state == ExperimentStateCancelled

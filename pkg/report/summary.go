@@ -24,19 +24,25 @@ const (
 	DefaultCVThreshold = 0.10
 )
 
+// ConfigRuns is a configuration and what became of its runs: RunIDs are
+// its done runs, the ones summarised; Failed counts its runs that failed
+// (every attempt), with their distinct reasons, so a configuration none of
+// whose runs succeeded is still listed. ConfigSummary and its JSON form
+// both hold it.
+type ConfigRuns struct {
+	ConfigHash string            `json:"config_hash"`
+	Factors    map[string]string `json:"factors"`
+	RunIDs     []string          `json:"run_ids"`
+	Failed     int               `json:"failed_runs"`
+	Reasons    []string          `json:"failure_reasons"`
+}
+
 // ConfigSummary is one configuration's runs summarised per run metric.
-// RunIDs are its done runs, the ones summarised; Failed counts its runs
-// that failed (every attempt), with their distinct reasons, so a
-// configuration none of whose runs succeeded is still listed.
 type ConfigSummary struct {
-	ConfigHash string                   `json:"config_hash"`
-	Factors    map[string]string        `json:"factors"`
-	RunIDs     []string                 `json:"run_ids"`
-	Failed     int                      `json:"failed_runs"`
-	Reasons    []string                 `json:"failure_reasons,omitempty"`
-	Metrics    map[string]stats.Summary `json:"-"`
-	Estimated  bool                     `json:"estimated"`
-	Pareto     bool                     `json:"pareto_optimal"`
+	ConfigRuns
+	Metrics   map[string]stats.Summary `json:"-"`
+	Estimated bool                     `json:"estimated"`
+	Pareto    bool                     `json:"pareto_optimal"`
 }
 
 // Measured reports whether the configuration has a done run to summarise.
@@ -81,7 +87,7 @@ func SummarizeRuns(rows []ResultRow, level float64) []ConfigSummary {
 		if !ok {
 			i = len(out)
 			idx[k] = i
-			out = append(out, ConfigSummary{ConfigHash: r.ConfigHash, Factors: r.Factors, Metrics: map[string]stats.Summary{}})
+			out = append(out, ConfigSummary{ConfigRuns: ConfigRuns{ConfigHash: r.ConfigHash, Factors: r.Factors}, Metrics: map[string]stats.Summary{}})
 			values[k] = map[string][]float64{}
 		}
 		if r.State == events.RunStateFailed {
@@ -290,15 +296,11 @@ type SummaryStat struct {
 
 // ConfigSummaryJSON is a configuration's statistics in JSON.
 type ConfigSummaryJSON struct {
-	ConfigHash string                 `json:"config_hash"`
-	Factors    map[string]string      `json:"factors"`
-	RunIDs     []string               `json:"run_ids"`
-	Failed     int                    `json:"failed_runs"`
-	Reasons    []string               `json:"failure_reasons"`
-	LagSLO     string                 `json:"lag_slo"` // ok | FAIL | - (no lag data)
-	Pareto     bool                   `json:"pareto_optimal"`
-	Estimated  bool                   `json:"estimated"`
-	Metrics    map[string]SummaryStat `json:"metrics"`
+	ConfigRuns
+	LagSLO    string                 `json:"lag_slo"` // ok | FAIL | - (no lag data)
+	Pareto    bool                   `json:"pareto_optimal"`
+	Estimated bool                   `json:"estimated"`
+	Metrics   map[string]SummaryStat `json:"metrics"`
 }
 
 // SummaryJSON turns the statistics into their JSON form.
@@ -306,9 +308,10 @@ func SummaryJSON(sums []ConfigSummary) []ConfigSummaryJSON {
 	num := results.Optional
 	out := make([]ConfigSummaryJSON, 0, len(sums))
 	for _, s := range sums {
-		c := ConfigSummaryJSON{ConfigHash: s.ConfigHash, Factors: s.Factors, RunIDs: append([]string{}, s.RunIDs...), Failed: s.Failed,
-			Reasons: append([]string{}, s.Reasons...), LagSLO: lagVerdict(s), Pareto: s.Pareto,
-			Estimated: s.Estimated, Metrics: map[string]SummaryStat{}}
+		c := ConfigSummaryJSON{ConfigRuns: s.ConfigRuns, LagSLO: lagVerdict(s), Pareto: s.Pareto, Estimated: s.Estimated,
+			Metrics: map[string]SummaryStat{}}
+		// Lists are [] in JSON, never null.
+		c.RunIDs, c.Reasons = append([]string{}, s.RunIDs...), append([]string{}, s.Reasons...)
 		for m, v := range s.Metrics {
 			c.Metrics[m] = SummaryStat{Unit: results.Unit(m), N: v.N, Mean: num(v.Mean), SD: num(v.SD), CV: num(v.CV), CILevel: v.Level,
 				CILow: num(v.CILow), CIHigh: num(v.CIHigh), CICrossesZero: compare.CrossesZero(m, v), Median: num(v.Median), Min: num(v.Min), Max: num(v.Max),

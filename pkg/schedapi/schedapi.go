@@ -6,17 +6,41 @@
 package schedapi
 
 import (
+	"encoding/json"
+	"strings"
+
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 )
 
-// SubmitReply answers a submission: the id, or every problem found.
-type SubmitReply struct {
-	ID       string   `json:"id,omitempty"`
-	Runs     int      `json:"runs,omitempty"`
-	Armed    string   `json:"armed_trigger,omitempty"` // the spec is a template with a trigger
+// ErrorReply is the body of every refusal of the API (any status but
+// 2xx): what went wrong and, for a spec, every problem found, each as the
+// CLI prints it ("line 5: spec.repetitons: unknown field ..."). pkg/auth's
+// refusals (auth.WriteError) have the same shape, without problems.
+type ErrorReply struct {
+	// Error is omitted when empty so that a SubmitReply that is not a
+	// refusal carries no "error".
 	Error    string   `json:"error,omitempty"`
 	Problems []string `json:"problems,omitempty"`
+}
+
+// ReadError reads a refusal's body: its ErrorReply, or, when the body is
+// not one (a proxy's page, a panic's text), the body itself as the error.
+func ReadError(body []byte) ErrorReply {
+	var e ErrorReply
+	if json.Unmarshal(body, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(body))
+	}
+	return e
+}
+
+// SubmitReply answers a submission: the id, or (refused) every problem
+// found, which the HTTP API answers as the ErrorReply alone.
+type SubmitReply struct {
+	ID    string `json:"id,omitempty"`
+	Runs  int    `json:"runs,omitempty"`
+	Armed string `json:"armed_trigger,omitempty"` // the spec is a template with a trigger
+	ErrorReply
 }
 
 // RunStatus is one run as list and status show it.

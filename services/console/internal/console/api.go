@@ -14,24 +14,15 @@ import (
 	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
-// The scheduler API's documents (pkg/schedapi), by the console's names.
-type (
-	Experiment = schedapi.ExperimentStatus
-	Run        = schedapi.RunStatus
-	Problem    = schedapi.Problem
-	Validation = schedapi.ValidateReply
-	Submitted  = schedapi.SubmitReply
-	Trigger    = schedapi.TriggerStatus
-)
-
 // ListPage is one page of the experiment list.
 type ListPage struct {
-	Experiments []Experiment
+	Experiments []schedapi.ExperimentStatus
 	Total       int
 	Next        string
 }
 
-// APIError is a refusal of the scheduler's API: its status and words.
+// APIError is a refusal of the scheduler's API: its status and its
+// schedapi.ErrorReply.
 type APIError struct {
 	Status   int
 	Message  string
@@ -79,14 +70,7 @@ func (a *schedulerAPI) call(ctx context.Context, token, method, path string, bod
 		return nil, fmt.Errorf("%s %s: read the answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error    string   `json:"error"`
-			Problems []string `json:"problems"`
-		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
+		e := schedapi.ReadError(data)
 		return resp.Header, &APIError{Status: resp.StatusCode, Message: e.Error, Problems: e.Problems}
 	}
 	if out != nil {
@@ -110,8 +94,8 @@ func (a *schedulerAPI) List(ctx context.Context, token string, q url.Values) (Li
 }
 
 // Status reads an experiment with its runs.
-func (a *schedulerAPI) Status(ctx context.Context, token, id string) (Experiment, error) {
-	var e Experiment
+func (a *schedulerAPI) Status(ctx context.Context, token, id string) (schedapi.ExperimentStatus, error) {
+	var e schedapi.ExperimentStatus
 	_, err := a.call(ctx, token, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), nil, "", &e)
 	return e, err
 }
@@ -132,22 +116,22 @@ func specQuery(sets []string, yes bool) string {
 }
 
 // Validate asks the scheduler for a dry run of a submission.
-func (a *schedulerAPI) Validate(ctx context.Context, token, spec string, sets []string, yes bool) (Validation, error) {
-	var v Validation
+func (a *schedulerAPI) Validate(ctx context.Context, token, spec string, sets []string, yes bool) (schedapi.ValidateReply, error) {
+	var v schedapi.ValidateReply
 	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments/validate?"+specQuery(sets, yes), strings.NewReader(spec), "application/yaml", &v)
 	return v, err
 }
 
 // Submit submits a spec; a refusal with problems is an *APIError.
-func (a *schedulerAPI) Submit(ctx context.Context, token, spec string, sets []string, yes bool) (Submitted, error) {
-	var s Submitted
+func (a *schedulerAPI) Submit(ctx context.Context, token, spec string, sets []string, yes bool) (schedapi.SubmitReply, error) {
+	var s schedapi.SubmitReply
 	_, err := a.call(ctx, token, http.MethodPost, "/v1/experiments?"+specQuery(sets, yes), strings.NewReader(spec), "application/yaml", &s)
 	return s, err
 }
 
 // Triggers lists the armed templates.
-func (a *schedulerAPI) Triggers(ctx context.Context, token string) ([]Trigger, error) {
-	var ts []Trigger
+func (a *schedulerAPI) Triggers(ctx context.Context, token string) ([]schedapi.TriggerStatus, error) {
+	var ts []schedapi.TriggerStatus
 	_, err := a.call(ctx, token, http.MethodGet, "/v1/triggers", nil, "", &ts)
 	return ts, err
 }

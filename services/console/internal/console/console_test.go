@@ -172,7 +172,7 @@ func TestAViewerCannotCancelAndAnOperatorCan(t *testing.T) {
 	code, _, resp := operator.post("/experiments/"+id+"/cancel", url.Values{"csrf": {csrf(t, page)}})
 	require.Equal(t, http.StatusSeeOther, code)
 	require.Contains(t, resp.Header.Get("Location"), "cancel+requested")
-	eventuallyState(t, operator, id, "cancelled")
+	eventuallyState(t, operator, id, events.ExperimentStateCancelled)
 }
 
 // submit submits a one-run experiment with a long measurement through the

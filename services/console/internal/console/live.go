@@ -12,11 +12,12 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
 // experimentView is the live experiment page.
 type experimentView struct {
-	Exp   Experiment
+	Exp   schedapi.ExperimentStatus
 	Final bool
 	Roles []string
 	// Finals are the analysed runs' figures of a finished experiment (by
@@ -131,7 +132,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 // progress are what the page shows live); now when none is (the runs to
 // come are followed as they start); its creation before it has runs —
 // never the whole history of a long sweep's finished runs.
-func liveSince(e Experiment, nowMs int64) int64 {
+func liveSince(e schedapi.ExperimentStatus, nowMs int64) int64 {
 	since := int64(0)
 	for _, r := range e.Runs {
 		if finalRun(r.State) || len(r.Phases) == 0 {

@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
 // pageFiles are the page templates, each rendered inside layout.html.
@@ -44,12 +46,14 @@ var funcs = template.FuncMap{
 		}
 		return strconv.FormatFloat(*v, 'g', 4, 64)
 	},
-	"seconds":  func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
-	"final":    finalRun,
-	"dur":      func(start, end int64) int64 { return max(0, end-start) },
-	"rowOf":    func(exp string, r Run, roles []string) rowData { return rowData{Exp: exp, Run: r, Roles: roles} },
-	"emptyRun": func() Run { return Run{} },
-	"rowOfFinal": func(exp string, r Run, roles []string, finals map[string]finalFigures) rowData {
+	"seconds": func(ms int64) string { return strconv.FormatFloat(float64(ms)/1000, 'f', 1, 64) },
+	"final":   finalRun,
+	"dur":     func(start, end int64) int64 { return max(0, end-start) },
+	"rowOf": func(exp string, r schedapi.RunStatus, roles []string) rowData {
+		return rowData{Exp: exp, Run: r, Roles: roles}
+	},
+	"emptyRun": func() schedapi.RunStatus { return schedapi.RunStatus{} },
+	"rowOfFinal": func(exp string, r schedapi.RunStatus, roles []string, finals map[string]finalFigures) rowData {
 		d := rowData{Exp: exp, Run: r, Roles: roles}
 		if f, ok := finals[r.RunID]; ok {
 			d.Final = &f
@@ -91,7 +95,7 @@ func parsePages() (map[string]*template.Template, error) {
 // template for runs that appear live).
 type rowData struct {
 	Exp   string
-	Run   Run
+	Run   schedapi.RunStatus
 	Roles []string
 	// Final is what a finished run's analysis measured (nil while it
 	// runs: the live stream fills the row then).
@@ -311,11 +315,9 @@ type listView struct {
 	Paged           bool
 }
 
-var listStates = []string{"submitted", "queued", "running", "done", "failed", "cancelled"}
-
 func (c *Console) experiments(w http.ResponseWriter, r *http.Request) {
 	in := r.URL.Query()
-	lv := listView{State: in.Get("state"), Label: strings.TrimSpace(in.Get("label")), Q: strings.TrimSpace(in.Get("q")), States: listStates}
+	lv := listView{State: in.Get("state"), Label: strings.TrimSpace(in.Get("label")), Q: strings.TrimSpace(in.Get("q")), States: events.ExperimentStates}
 	q := url.Values{"limit": {strconv.Itoa(c.cfg.PageSize)}}
 	filters := url.Values{}
 	if lv.State != "" {

@@ -8,13 +8,14 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/runcharts"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
 // runView is the run page.
 type runView struct {
 	ExpID   string
-	Run     Run
+	Run     schedapi.RunStatus
 	Stored  bool
 	Figures []figure
 	Charts  []template.HTML
@@ -44,7 +45,7 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, "Experiment "+id, err)
 		return
 	}
-	i := slices.IndexFunc(e.Runs, func(x Run) bool { return x.RunID == runID })
+	i := slices.IndexFunc(e.Runs, func(x schedapi.RunStatus) bool { return x.RunID == runID })
 	if i < 0 {
 		c.render(w, r, http.StatusNotFound, "error.html", view{Title: "Run " + runID, Error: "experiment " + id + " has no run " + runID})
 		return

@@ -7,13 +7,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
 
 // submitView is the editor page.
 type submitView struct {
 	Spec, Sets string
 	Yes        bool
-	Check      *Validation
+	Check      *schedapi.ValidateReply
 }
 
 // exampleSpec starts the editor: the dev stack's example, short.
@@ -57,11 +59,12 @@ func (c *Console) submit(w http.ResponseWriter, r *http.Request) {
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status == http.StatusUnprocessableEntity {
 			// The problems again, taken apart, for the editor.
-			check, verr := c.api.Validate(r.Context(), u.plain, sv.Spec, setsOf(sv.Sets), sv.Yes)
-			if verr == nil {
-				sv.Check = &check
+			// Without them (the check failed), the refusal's own words.
+			msg := err.Error()
+			if check, verr := c.api.Validate(r.Context(), u.plain, sv.Spec, setsOf(sv.Sets), sv.Yes); verr == nil {
+				sv.Check, msg = &check, ae.Message
 			}
-			c.render(w, r, http.StatusUnprocessableEntity, "submit.html", view{Title: "Configure and submit", Error: "not submitted: " + ae.Message, Data: sv})
+			c.render(w, r, http.StatusUnprocessableEntity, "submit.html", view{Title: "Configure and submit", Error: "not submitted: " + msg, Data: sv})
 			return
 		}
 		status := http.StatusBadGateway

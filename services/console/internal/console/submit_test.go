@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
@@ -10,12 +12,32 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/schedapi"
+	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
 const goodSpec = "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: from-editor}\nspec:\n" +
 	"  workload: {sensors: 10, periodMs: 1000, format: avro}\n  phases: {baseline: 1s, warmup: 1s, measure: 10m, cooldown: 1s}\n"
 
 const badSpec = "apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: bad}\nspec:\n  repetitons: 2\n"
+
+// refusal submits spec to the scheduler's API itself, as an operator, and
+// returns its refusal, decoded as exactly a schedapi.ErrorReply.
+func (e *env) refusal(spec string) schedapi.ErrorReply {
+	e.tb.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.api+"/v1/experiments", strings.NewReader(spec))
+	req.Header.Set("Authorization", "Bearer "+e.token(testenv.UniqueName("refused"), auth.Operator))
+	req.Header.Set("Content-Type", "application/yaml")
+	resp, err := e.apiClient.Do(req)
+	require.NoError(e.tb, err)
+	defer resp.Body.Close()
+	require.Equal(e.tb, http.StatusUnprocessableEntity, resp.StatusCode)
+	dec := json.NewDecoder(resp.Body)
+	dec.DisallowUnknownFields()
+	var r schedapi.ErrorReply
+	require.NoError(e.tb, dec.Decode(&r))
+	return r
+}
 
 // validate posts the editor's check as its script does.
 func (b *browser) validate(csrf, spec, sets string) (int, map[string]any) {
@@ -67,6 +89,24 @@ func TestEditorValidatesAndSubmitsAsTheUser(t *testing.T) {
 	require.Equal(t, http.StatusUnprocessableEntity, code)
 	require.Contains(t, page, `data-line="5">line 5</button> <code>spec.repetitons</code>`)
 	require.Contains(t, page, "bad", "the spec is kept in the editor")
+	// The scheduler's refusal of it is a schedapi.ErrorReply and nothing
+	// else; the page says its error and shows each of its problems, taken
+	// apart at its line (the check's problem of the same text).
+	refusal := e.refusal(badSpec)
+	require.Equal(t, "invalid spec", refusal.Error)
+	require.NotEmpty(t, refusal.Problems)
+	require.Contains(t, page, "not submitted: "+refusal.Error)
+	checked := map[string]map[string]any{}
+	_, v = op.validate(tok, badSpec, "")
+	for _, p := range v["problems"].([]any) {
+		checked[p.(map[string]any)["text"].(string)] = p.(map[string]any)
+	}
+	for _, text := range refusal.Problems {
+		p, ok := checked[text]
+		require.True(t, ok, "the refusal's problem %q is the check's", text)
+		require.Contains(t, page, fmt.Sprintf(`data-line="%v">line %v</button> <code>%s</code> %s`, p["line"], p["line"], p["path"],
+			html.EscapeString(p["message"].(string))))
+	}
 
 	// A good one: to its live page.
 	code, _, resp := op.post("/submit", url.Values{"csrf": {tok}, "spec": {goodSpec}, "sets": {"spec.repetitions=2\n"}})

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"go.uber.org/zap"
 )
 
@@ -35,7 +35,7 @@ type apiClient struct {
 	hc        *http.Client
 }
 
-// errAPI is an API's refusal: its status and its {"error", "problems"}.
+// errAPI is an API's refusal: its status and its schedapi.ErrorReply.
 type errAPI struct {
 	Status   int
 	Message  string
@@ -118,13 +118,7 @@ func (a *apiClient) send(ctx context.Context, method, path, ctype string, body [
 // decode turns an answer into out, or into an *errAPI.
 func (a *apiClient) decode(code int, data []byte, out any, method, path string) error {
 	if code/100 != 2 {
-		var e struct {
-			Error    string   `json:"error"`
-			Problems []string `json:"problems"`
-		}
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
+		e := schedapi.ReadError(data)
 		apiErr := &errAPI{Status: code, Message: e.Error, Problems: e.Problems}
 		apiErr.hint = a.hint(code, e.Error)
 		return apiErr
@@ -139,14 +133,11 @@ func (a *apiClient) decode(code int, data []byte, out any, method, path string) 
 }
 
 func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("expected a subcommand: create, list or revoke")
+	sub, args, err := subcommand(args, "create, list or revoke")
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c connFlags
-	c.register(fs)
+	fs, c := newFlagSet[connFlags]("token "+sub, stderr)
 	switch sub {
 	case "create":
 		name := fs.String("name", "", "the token's name (letters, digits, '.', '_', '-'), unique among live tokens")
@@ -168,11 +159,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("--expires %s: expected a positive duration, or 0 for never", *expires)
 		}
 		if *viaNATS {
-			return createOverNATS(ctx, c, *name, parsed, *expires, stdout, stderr)
-		}
-		api, err := c.api()
-		if err != nil {
-			return err
+			return createOverNATS(ctx, *c, *name, parsed, *expires, stdout, stderr)
 		}
 		req := auth.CreateRequest{Name: *name, Role: string(parsed)}
 		if *expires > 0 {
@@ -180,7 +167,7 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		body, _ := json.Marshal(req)
 		var created auth.Created
-		if err := api.do(ctx, http.MethodPost, "/v1/tokens", "application/json", body, &created); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/v1/tokens", "application/json", body, &created); err != nil {
 			return err
 		}
 		// The token alone on standard output (TOKEN=$(greenflow token
@@ -193,12 +180,8 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := fs.Parse(args); err != nil {
 			return err
 		}
-		api, err := c.api()
-		if err != nil {
-			return err
-		}
 		var infos []auth.Info
-		if err := api.do(ctx, http.MethodGet, "/v1/tokens", "", nil, &infos); err != nil {
+		if err := c.call(ctx, http.MethodGet, "/v1/tokens", "", nil, &infos); err != nil {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -220,12 +203,8 @@ func runToken(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if len(pos) != 1 {
 			return errors.New("expected one token NAME or ID")
 		}
-		api, err := c.api()
-		if err != nil {
-			return err
-		}
 		var t auth.Info
-		if err := api.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(pos[0]), "", nil, &t); err != nil {
+		if err := c.call(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(pos[0]), "", nil, &t); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "revoked token %s (id %s, role %s)\n", t.Name, t.ID, t.Role)

@@ -1,8 +1,10 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/auth"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
@@ -53,6 +56,33 @@ func TestCLIWaitsOutTheRateLimitAndNamesTheTokensSource(t *testing.T) {
 	require.Contains(t, out, "(HTTP 403)")
 	require.Contains(t, out, "is valid but this needs role admin")
 	require.Contains(t, out, "--role admin")
+}
+
+// A scheduler that refuses a spec this CLI found valid (a newer one, with
+// a rule this CLI lacks: the CLI checks a spec as its own version does
+// before it submits) answers a schedapi.ErrorReply; the CLI shows its user
+// the error and every problem as the scheduler wrote them, and fails.
+func TestCLIShowsTheProblemsOfARefusedSubmission(t *testing.T) {
+	t.Parallel()
+	refusal := schedapi.ErrorReply{Error: "invalid spec", Problems: []string{
+		`line 5: spec.workload.sensors: 10 is below this scheduler's minimum of 100`,
+		`--set spec.repetitions=1: spec.repetitions: expected at least 3 "for a comparison"`,
+	}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/v1/experiments" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		_ = json.NewEncoder(w).Encode(refusal)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	code, out, errOut := clitest.Run("submit", "-f", waitingSpec(t, dir, "refused"), "--api-url", srv.URL, "--token", "any", "--state-dir", dir)
+	require.NotZero(t, code, out)
+	require.NotContains(t, out, "submitted")
+	require.Contains(t, errOut, "submit: invalid spec (HTTP 422):\n  "+strings.Join(refusal.Problems, "\n  "))
 }
 
 // An API served over TLS (--http-tls-cert-file) answers the CLI that

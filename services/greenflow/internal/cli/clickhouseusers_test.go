@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/chserver"
+	"github.com/greenflow/greenflow/pkg/chserver/chservertest"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli/clitest"
 )
@@ -74,9 +75,7 @@ func TestClickHouseUsersLoadInARealServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	srv, err := chserver.Start(ctx, dir)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = srv.Stop() })
+	srv := chservertest.Start(t, dir)
 	writes := 0
 	users := func(args ...string) {
 		t.Helper()
@@ -107,7 +106,7 @@ func TestClickHouseUsersLoadInARealServer(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the writer refused from 127.0.0.1", func() bool {
 		return query(srv.DSN("default"), "SELECT 1") != nil
 	})
-	err = query(srv.DSN("default"), "SELECT 1")
+	err := query(srv.DSN("default"), "SELECT 1")
 	require.ErrorContains(t, err, "is not allowed to connect from address 127.0.0.1")
 	users("--network", "10.0.0.0/8", "--network", "127.0.0.0/8")
 	testenv.Eventually(t, 30*time.Second, "the writer admitted from 127.0.0.0/8", func() bool {

@@ -147,15 +147,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := waitHealthy(ctx, api, 2*time.Minute); err != nil {
 		return err
 	}
-	natsOpts, err := devstack.NATSCreds(st.StateDir(), string(events.ServiceCLI)).Options()
+	creds := devstack.NATSCreds(st.StateDir(), string(events.ServiceCLI))
+	natsOpts, err := creds.Options()
 	if err != nil {
 		return err
 	}
-	readerDSN := st.Endpoints.ClickHouseReaderDSN
-	if readerDSN == "" {
-		readerDSN = st.Endpoints.ClickHouseDSN
+	w := &watchTarget{natsURL: st.Endpoints.NATSURL, natsOpts: natsOpts, trustFile: trustFileOf(creds), unverifiedWait: time.Minute,
+		dsn: st.Endpoints.ClickHouseReaderDSN}
+	if w.dsn == "" {
+		w.dsn = st.Endpoints.ClickHouseDSN
 	}
-	id, werr := submitAndWatch(ctx, api, st.Endpoints.NATSURL, natsOpts, readerDSN, p, true, stdout, func(id string) string {
+	id, werr := submitAndWatch(ctx, api, p, w, stdout, stderr, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s: %s of %s", id, nRuns(p.Runs), sf.file)
 	})
 	if id == "" || werr != nil && !errors.Is(werr, context.Canceled) {

@@ -4,6 +4,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +45,32 @@ func (c *connFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.apiURL, "api-url", "", "the scheduler's HTTP API, e.g. http://127.0.0.1:9464 (default: from the dev state dir)")
 	fs.StringVar(&c.token, "token", "", "API token (default: $GREENFLOW_TOKEN, else the dev stack's admin token in the state dir)")
 	fs.StringVar(&c.apiCAFile, "api-ca-file", "", "PEM file of the CA that signed an https --api-url's certificate (default: $"+apiCAEnv+", else the system's CAs)")
+}
+
+// flagGroup is a group of flags that commands share (connFlags,
+// testbedFlags, platformFlags), registered on a command's flag set.
+type flagGroup[F any] interface {
+	*F
+	register(fs *flag.FlagSet)
+}
+
+// newFlagSet is a command's flag set with the flags of F registered, saying
+// its parse errors and usage on stderr.
+func newFlagSet[F any, PF flagGroup[F]](name string, stderr io.Writer) (*flag.FlagSet, PF) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := PF(new(F))
+	f.register(fs)
+	return fs, f
+}
+
+// subcommand splits a command's arguments into its subcommand and the
+// rest; subs lists the subcommands for the error when there is none.
+func subcommand(args []string, subs string) (string, []string, error) {
+	if len(args) == 0 {
+		return "", nil, fmt.Errorf("expected a subcommand: %s", subs)
+	}
+	return args[0], args[1:], nil
 }
 
 // tokenEnv names the environment variable holding the API token.
@@ -100,10 +127,24 @@ func (c *connFlags) api() (*apiClient, error) {
 	return a, nil
 }
 
+// call sends one request to the scheduler's API the flags name (see
+// connFlags.api and apiClient.do).
+func (c *connFlags) call(ctx context.Context, method, path, ctype string, body []byte, out any) error {
+	api, err := c.api()
+	if err != nil {
+		return err
+	}
+	return api.do(ctx, method, path, ctype, body, out)
+}
+
 // natsOptions are the NATS credentials to connect with: --nats-nkey-file,
 // else the dev stack's seed of user (the CLI's own, or admin to write the
 // token bucket) when there is one; else none.
 func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
+	return c.natsCreds(user).Options()
+}
+
+func (c *connFlags) natsCreds(user string) bus.Credentials {
 	creds := bus.Credentials{NKeyFile: c.natsNKeyFile, TrustFile: c.natsTrustFile}
 	if creds.NKeyFile == "" {
 		dev := devstack.NATSCreds(c.stateDir, user)
@@ -111,7 +152,19 @@ func (c *connFlags) natsOptions(user string) ([]nats.Option, error) {
 			creds.NKeyFile = dev.NKeyFile
 		}
 	}
-	return creds.Options()
+	return creds
+}
+
+// trustFileOf is the trust file creds check what they read against (as
+// bus.Credentials.Options finds it); "" when they read unchecked (no nkey).
+func trustFileOf(creds bus.Credentials) string {
+	switch {
+	case creds.NKeyFile == "":
+		return ""
+	case creds.TrustFile != "":
+		return creds.TrustFile
+	}
+	return bus.DefaultTrustFile(creds.NKeyFile)
 }
 
 // resolve fills missing addresses from --clickhouse-dsn-file and a running

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/cli"
@@ -33,7 +34,7 @@ func TestPruneDropsOldDaysNoRunTouches(t *testing.T) {
 		}
 	}
 	require.NoError(t, st.InsertSamples(ctx, rows))
-	require.NoError(t, st.UpsertRuns(ctx, []store.Run{{ExperimentID: "e", RunID: "e-r0", State: "done", CreatedMs: noon(2025, 1, 6) - 60_000,
+	require.NoError(t, st.UpsertRuns(ctx, []store.Run{{ExperimentID: "e", RunID: "e-r0", State: events.RunStateDone, CreatedMs: noon(2025, 1, 6) - 60_000,
 		MeasureStartMs: noon(2025, 1, 6), MeasureEndMs: noon(2025, 1, 6) + 60_000}}))
 	count := func() int {
 		n := 0

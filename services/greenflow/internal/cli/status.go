@@ -14,36 +14,9 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/report"
-	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/runcharts"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 )
-
-type runStatus struct {
-	RunID      string            `json:"run_id"`
-	Index      int               `json:"index"`
-	Repetition int               `json:"repetition"`
-	Factors    map[string]string `json:"factors"`
-	State      string            `json:"state"`
-	Reason     string            `json:"reason"`
-	PhaseEndMs int64             `json:"phase_end_ms"`
-	StartsMs   int64             `json:"starts_ms"` // a retry waiting out its back-off
-	Flags      []string          `json:"flags"`
-}
-
-type experimentStatus struct {
-	ID        string      `json:"id"`
-	Name      string      `json:"name"`
-	State     string      `json:"state"`
-	Reason    string      `json:"reason"`
-	CreatedMs int64       `json:"created_ms"`
-	RunsTotal int         `json:"runs_total"`
-	RunsDone  int         `json:"runs_done"`
-	RunsFail  int         `json:"runs_failed"`
-	RunsCanc  int         `json:"runs_cancelled"`
-	Runs      []runStatus `json:"runs"`
-	// Testbed is the reservation the experiment ran on (nil off a testbed).
-	Testbed *results.TestbedProvenance `json:"testbed"`
-}
 
 func runList(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("list", flag.ContinueOnError)
@@ -52,18 +25,14 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	api, err := c.api()
-	if err != nil {
-		return err
-	}
-	var list []experimentStatus
-	if err := api.do(ctx, http.MethodGet, "/v1/experiments", "", nil, &list); err != nil {
+	var list []schedapi.ExperimentStatus
+	if err := c.call(ctx, http.MethodGet, "/v1/experiments", "", nil, &list); err != nil {
 		return err // e.g. the scheduler is still loading its state
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "EXPERIMENT\tSTATE\tRUNS\tDONE\tFAILED\tCANCELLED\tSUBMITTED")
 	for _, e := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", e.ID, e.State, e.RunsTotal, e.RunsDone, e.RunsFail, e.RunsCanc,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", e.ID, e.State, e.RunsTotal, e.RunsDone, e.RunsFail, e.RunsCancelled,
 			time.UnixMilli(e.CreatedMs).UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
@@ -71,10 +40,10 @@ func runList(ctx context.Context, args []string, stdout io.Writer) error {
 
 // runCounts says how an experiment's runs ended: cancelled runs are not
 // failures and are named apart (only when there are any).
-func runCounts(st experimentStatus) string {
+func runCounts(st schedapi.ExperimentStatus) string {
 	out := fmt.Sprintf("%d/%d runs done, %d failed", st.RunsDone, st.RunsTotal, st.RunsFail)
-	if st.RunsCanc > 0 {
-		out += fmt.Sprintf(", %d cancelled", st.RunsCanc)
+	if st.RunsCancelled > 0 {
+		out += fmt.Sprintf(", %d cancelled", st.RunsCancelled)
 	}
 	return out
 }
@@ -84,12 +53,8 @@ func runStatusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := c.api()
-	if err != nil {
-		return err
-	}
-	var st experimentStatus
-	if err := api.do(ctx, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), "", nil, &st); err != nil {
+	var st schedapi.ExperimentStatus
+	if err := c.call(ctx, http.MethodGet, "/v1/experiments/"+url.PathEscape(id), "", nil, &st); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "experiment %s (%s): %s, %s%s\n", st.ID, st.Name, st.State, runCounts(st), reasonSuffix(st.Reason))
@@ -125,14 +90,10 @@ func runCancel(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api, err := c.api()
-	if err != nil {
-		return err
-	}
 	// A cancel of an experiment not expanded into runs yet is recorded on
 	// it at once, and an unknown id is said so (404).
 	body, _ := json.Marshal(map[string]string{"reason": reason})
-	if err := api.do(ctx, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", "application/json", body, nil); err != nil {
+	if err := c.call(ctx, http.MethodPost, "/v1/experiments/"+url.PathEscape(id)+"/cancel", "application/json", body, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "cancel requested for %s\n", id)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/spec"
 	provisionerapp "github.com/greenflow/greenflow/services/provisioner/app"
 )
@@ -45,13 +46,12 @@ func runValidate(args []string, stdout io.Writer) error {
 }
 
 func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("submit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c connFlags
-	c.register(fs)
+	fs, c := newFlagSet[connFlags]("submit", stderr)
 	var sf specFlags
 	sf.register(fs, "")
 	watch := fs.Bool("watch", false, "follow progress and print the results table at the end")
+	unverifiedWait := fs.Duration("watch-unverified-wait", time.Minute, "with --watch: once an event fails the check against the NATS trust file, "+
+		"how long to wait for an event of the experiment that passes it before giving up")
 	yes := fs.Bool("yes", false, "submit even when the sweep exceeds 10,000 runs")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,38 +69,58 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	natsOpts, err := c.natsOptions(string(events.ServiceCLI))
+	creds := c.natsCreds(string(events.ServiceCLI))
+	natsOpts, err := creds.Options()
 	if err != nil {
 		return err
 	}
-	_, err = submitAndWatch(ctx, api, c.natsURL, natsOpts, c.clickhouseDSN, p, *watch, stdout, func(id string) string {
+	var w *watchTarget
+	if *watch {
+		w = &watchTarget{natsURL: c.natsURL, natsOpts: natsOpts, trustFile: trustFileOf(creds), unverifiedWait: *unverifiedWait, dsn: c.clickhouseDSN}
+	}
+	_, err = submitAndWatch(ctx, api, p, w, stdout, stderr, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s (%s)", id, nRuns(p.Runs))
 	})
 	return err
 }
 
+// watchTarget is where a watch follows an experiment: the NATS at natsURL,
+// connected with natsOpts, whose events count when they pass the check
+// against trustFile ("": unchecked); and the ClickHouse at dsn, for the
+// results at the end.
+type watchTarget struct {
+	natsURL   string
+	natsOpts  []nats.Option
+	trustFile string
+	// unverifiedWait is how long the watch waits for an event of the
+	// experiment that passes the check once one has failed it.
+	unverifiedWait time.Duration
+	dsn            string
+}
+
 // submitAndWatch submits a prepared spec through the scheduler's HTTP API,
-// prints submitted(id), and with watch follows the experiment's events on
-// the NATS at natsURL to its end and prints its results from the
-// ClickHouse at dsn. It returns the experiment's id (also when watching
-// fails).
-func submitAndWatch(ctx context.Context, api *apiClient, natsURL string, natsOpts []nats.Option, dsn string, p spec.Prepared, watch bool, stdout io.Writer,
-	submitted func(id string) string) (string, error) {
+// prints submitted(id), and with a watch target (not nil) follows the
+// experiment's events to its end and prints its results. It returns the
+// experiment's id (also when watching fails).
+func submitAndWatch(ctx context.Context, api *apiClient, p spec.Prepared, w *watchTarget, stdout, stderr io.Writer, submitted func(id string) string) (string, error) {
 	since := time.Now().Add(-time.Second) // clocks differ; the watch replays from here
 	id, err := submit(ctx, api, p.Resolved)
 	if err != nil {
 		return "", err
 	}
 	fmt.Fprintln(stdout, submitted(id))
-	if !watch {
+	if w == nil {
 		return id, nil
 	}
-	b, err := bus.Connect(ctx, natsURL, "greenflow-cli", zap.NewNop(), nil, natsOpts...)
+	// The bus reports the events it skips as unverified in its log, which
+	// is all the CLI keeps of it.
+	unverified := newUnverifiedReport(w.trustFile, w.unverifiedWait, stderr)
+	b, err := bus.Connect(ctx, w.natsURL, "greenflow-cli", zap.New(unverified), nil, w.natsOpts...)
 	if err != nil {
 		return id, err
 	}
 	defer b.Close()
-	return id, watchAndReport(ctx, b, dsn, id, since, stdout)
+	return id, watchAndReport(ctx, b, w.dsn, id, since, stdout, unverified)
 }
 
 // submit hands the resolved spec (already checked, --yes given where
@@ -108,10 +128,7 @@ func submitAndWatch(ctx context.Context, api *apiClient, natsURL string, natsOpt
 // answers, so status and cancel find it at once. A trigger template is
 // armed rather than run.
 func submit(ctx context.Context, api *apiClient, resolved string) (string, error) {
-	var rep struct {
-		ID    string `json:"id"`
-		Armed string `json:"armed_trigger"`
-	}
+	var rep schedapi.SubmitReply
 	if err := api.do(ctx, http.MethodPost, "/v1/experiments?yes=true", "application/yaml", []byte(resolved), &rep); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}

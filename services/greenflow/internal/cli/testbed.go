@@ -84,35 +84,39 @@ func readTestbedSpec(path string) (testbed.Spec, error) {
 }
 
 func runTestbedPlan(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("testbed plan", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "", "testbed spec (YAML, a testbed: section)")
-	var pf platformFlags
-	pf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	s, err := readTestbedSpec(*file)
+	fs, pf := newFlagSet[platformFlags]("testbed plan", stderr)
+	s, err := pf.parse(fs, args)
 	if err != nil {
 		return err
 	}
 	images, imagesErr := pf.images()
-	if err := writePlan(stdout, s, pf, images, imagesErr); err != nil {
+	if err := writePlan(stdout, s, *pf, images, imagesErr); err != nil {
 		return err
 	}
 	return imagesErr
 }
 
-// platformFlags say what up puts on a fresh k3s before deploying.
+// platformFlags are plan's and up's: the testbed spec, and what up puts on
+// a fresh k3s before deploying.
 type platformFlags struct {
+	file             string
 	imagesDir        string
 	strimziInstalled bool
 }
 
 func (f *platformFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.file, "f", "", "testbed spec (YAML, a testbed: section)")
 	fs.StringVar(&f.imagesDir, "images", ".cache/images", "directory of `make images`' OCI tarballs, imported on every node; "+
 		"absent: the manifests' image references must be pullable by the nodes")
 	fs.BoolVar(&f.strimziInstalled, "strimzi-installed", false, "the cluster already has Strimzi's operator: do not install it")
+}
+
+// parse parses the command line and reads the testbed spec of -f.
+func (f *platformFlags) parse(fs *flag.FlagSet, args []string) (testbed.Spec, error) {
+	if err := fs.Parse(args); err != nil {
+		return testbed.Spec{}, err
+	}
+	return readTestbedSpec(f.file)
 }
 
 // images reads the images directory: none (nil, nil) when it does not
@@ -329,11 +333,7 @@ func deadHolderHere(r testbed.Reservation) bool {
 }
 
 func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("testbed up", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f testbedFlags
-	f.register(fs)
-	file := fs.String("f", "", "testbed spec (YAML)")
+	fs, f := newFlagSet[testbedFlags]("testbed up", stderr)
 	out := fs.String("kubeconfig-out", "kubeconfig-testbed.yaml", "where the cluster's kubeconfig is written (mode 0600)")
 	detach := fs.Bool("detach", false, "leave the reservation running when up is done (release it with 'greenflow testbed down')")
 	noDeploy := fs.Bool("no-deploy", false, "stop after k3s: do not deploy the platform")
@@ -343,10 +343,7 @@ func runTestbedUp(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	tunnelListen := fs.String("tunnel-listen", "127.0.0.1:0", "the tunnel's local address (port 0: any free port)")
 	var pf platformFlags
 	pf.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	s, err := readTestbedSpec(*file)
+	s, err := pf.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -461,10 +458,7 @@ func (c clusterUp) Up(ctx context.Context, kubeconfig []byte, r testbed.Reservat
 }
 
 func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("testbed status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f testbedFlags
-	f.register(fs)
+	fs, f := newFlagSet[testbedFlags]("testbed status", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -522,10 +516,7 @@ func runTestbedStatus(ctx context.Context, args []string, stdout, stderr io.Writ
 }
 
 func runTestbedDown(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("testbed down", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f testbedFlags
-	f.register(fs)
+	fs, f := newFlagSet[testbedFlags]("testbed down", stderr)
 	rest, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,14 +16,11 @@ import (
 // runTrigger lists armed templates and disarms them (submitting a spec
 // with a trigger section arms it).
 func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("expected a subcommand: list or disarm")
+	sub, args, err := subcommand(args, "list or disarm")
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("trigger "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c connFlags
-	c.register(fs)
+	fs, c := newFlagSet[connFlags]("trigger "+sub, stderr)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -34,12 +30,8 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if len(pos) != 0 {
 			return fmt.Errorf("unexpected arguments %q", pos)
 		}
-		api, err := c.api()
-		if err != nil {
-			return err
-		}
 		var ts []schedapi.TriggerStatus
-		if err := api.do(ctx, http.MethodGet, "/v1/triggers", "", nil, &ts); err != nil {
+		if err := c.call(ctx, http.MethodGet, "/v1/triggers", "", nil, &ts); err != nil {
 			return err
 		}
 		when := func(ms int64) string {
@@ -62,11 +54,7 @@ func runTrigger(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if len(pos) != 1 {
 			return errors.New("expected one trigger NAME (greenflow trigger list shows them)")
 		}
-		api, err := c.api()
-		if err != nil {
-			return err
-		}
-		if err := api.do(ctx, http.MethodPost, "/v1/triggers/"+url.PathEscape(pos[0])+"/disarm", "", nil, nil); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/v1/triggers/"+url.PathEscape(pos[0])+"/disarm", "", nil, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "disarmed trigger %s: it starts no more experiments (submit its spec again to re-arm it)\n", pos[0])

@@ -4,13 +4,16 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -20,12 +23,30 @@ import (
 )
 
 // Watch prints an experiment's progress until it finishes and returns its
-// final state.
-func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time, out io.Writer) (string, error) {
+// final state. With unverified (the log of b: see unverifiedReport), once
+// an event has failed the trust file's check it gives up when no event of
+// the experiment passes it for unverified.waitFor: the one it waits for may
+// be among those skipped.
+func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time, out io.Writer, unverified *unverifiedReport) (string, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var mu sync.Mutex
 	final := ""
+	verified := make(chan struct{}, 1) // an event of the experiment passed
+	var gaveUp error
+	if unverified != nil {
+		stopped := make(chan struct{})
+		defer func() { cancel(); <-stopped }()
+		go func() {
+			defer close(stopped)
+			if err := unverified.wait(ctx, verified, experimentID); err != nil {
+				mu.Lock()
+				gaveUp = err
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
 	lastProgress := map[string]time.Time{}
 	phaseEnd := map[string]int64{}
 	phaseStart := map[string]int64{}
@@ -34,6 +55,10 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 	fn := func(d bus.Delivery) {
 		if d.Headers.Get(bus.HeaderExperiment) != experimentID {
 			return
+		}
+		select {
+		case verified <- struct{}{}:
+		default:
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -77,6 +102,9 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 	mu.Lock()
 	defer mu.Unlock()
 	if final == "" {
+		if gaveUp != nil {
+			return "", gaveUp
+		}
 		if err == nil {
 			err = ctx.Err()
 		}
@@ -85,8 +113,89 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 	return final, nil
 }
 
-func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.Time, stdout io.Writer) error {
-	final, err := Watch(ctx, b, id, since, stdout)
+// unverifiedReport is the log of a watching CLI's bus. The bus skips a
+// lifecycle message whose signature does not pass the check against the
+// trust file (bus.ErrUnverified) and says so only in a warning, which the
+// CLI discarded: with a trust file of other keys --watch skipped every
+// event of the experiment without a word and waited forever for an end it
+// had dropped. This reports the first on stderr, naming the trust file and
+// what failed (the event, its signer's key), and counts the rest; Watch
+// gives up when nothing of its experiment passes for wait after it.
+type unverifiedReport struct {
+	trustFile string
+	waitFor   time.Duration
+	stderr    io.Writer
+	first     chan struct{} // closed at the first
+	once      sync.Once
+	n         atomic.Int64
+}
+
+var _ zapcore.Core = (*unverifiedReport)(nil)
+
+func newUnverifiedReport(trustFile string, wait time.Duration, stderr io.Writer) *unverifiedReport {
+	return &unverifiedReport{trustFile: trustFile, waitFor: wait, stderr: stderr, first: make(chan struct{})}
+}
+
+func (u *unverifiedReport) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel }
+
+func (u *unverifiedReport) With([]zapcore.Field) zapcore.Core { return u }
+
+func (u *unverifiedReport) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if u.Enabled(e.Level) {
+		return ce.AddCore(e, u)
+	}
+	return ce
+}
+
+// Write takes the bus's warnings; only those of a message that failed the
+// check count (their error is a bus.ErrUnverified), whatever their words.
+func (u *unverifiedReport) Write(_ zapcore.Entry, fields []zapcore.Field) error {
+	for _, f := range fields {
+		err, ok := f.Interface.(error)
+		if f.Type != zapcore.ErrorType || !ok || !errors.Is(err, bus.ErrUnverified) {
+			continue
+		}
+		u.n.Add(1)
+		u.once.Do(func() {
+			fmt.Fprintf(u.stderr, "greenflow: skipped an event that fails the check against the NATS trust file %s: %v\n"+
+				"  a watch shows only what the contract's producers signed: is %s this deployment's trust file "+
+				"(the %s written beside its seeds; --nats-trust-file names another)? Events failing it are skipped from here on.\n",
+				u.trustFile, err, u.trustFile, bus.TrustFileName)
+			close(u.first)
+		})
+	}
+	return nil
+}
+
+func (u *unverifiedReport) Sync() error { return nil }
+
+// wait returns nil when ctx ends, or an error once an event has failed the
+// check and no event of experiment id has passed it (a value on verified)
+// for u.waitFor.
+func (u *unverifiedReport) wait(ctx context.Context, verified <-chan struct{}, id string) error {
+	select {
+	case <-u.first:
+	case <-ctx.Done():
+		return nil
+	}
+	t := time.NewTimer(u.waitFor)
+	defer t.Stop()
+	for {
+		select {
+		case <-verified:
+			t.Reset(u.waitFor)
+		case <-t.C:
+			return fmt.Errorf("watch: no event of experiment %s passed the check against the NATS trust file %s for %s, and %d failed it (see above): "+
+				"the experiment goes on; follow it with 'greenflow status %s', and give --watch the trust file of this deployment",
+				id, u.trustFile, u.waitFor, u.n.Load(), id)
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.Time, stdout io.Writer, unverified *unverifiedReport) error {
+	final, err := Watch(ctx, b, id, since, stdout, unverified)
 	if err != nil {
 		return err
 	}

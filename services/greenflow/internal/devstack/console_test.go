@@ -1,14 +1,11 @@
 package devstack_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"regexp"
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
@@ -20,15 +17,10 @@ import (
 // and lists what the stack's scheduler holds.
 func TestDevStackServesTheConsole(t *testing.T) {
 	o := devstacktest.Options(t)
-	o.HTTPAddr, o.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0"
-	st := devstacktest.New(t, o)
-	devstacktest.Run(t, st)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	base, err := st.ConsoleURL(ctx)
-	require.NoError(t, err)
+	st, _, base := devstacktest.StartWithConsole(t, o)
 	var e devstack.Endpoints
 	testenv.Eventually(t, 30*time.Second, "endpoints.json names the console", func() bool {
+		var err error
 		e, err = devstack.ReadEndpoints(o.StateDir)
 		return err == nil && e.ConsoleURL == base
 	})

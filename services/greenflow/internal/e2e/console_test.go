@@ -38,15 +38,7 @@ func startConsoleStack(t *testing.T) consoleStack {
 	t.Helper()
 	o := devstacktest.Options(t)
 	o.UC3Command = []string{filepath.Join(binaries(t), "uc3-processor")}
-	o.HTTPAddr, o.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0"
-	st := devstacktest.New(t, o)
-	devstacktest.Run(t, st)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	api, err := st.APIURL(ctx)
-	require.NoError(t, err)
-	con, err := st.ConsoleURL(ctx)
-	require.NoError(t, err)
+	st, api, con := devstacktest.StartWithConsole(t, o)
 	testenv.Eventually(t, time.Minute, "the dev stack ready", func() bool {
 		resp, err := http.Get(api + "/healthz")
 		if err != nil {

@@ -26,6 +26,7 @@ const MaxSpecBytes = spec.MaxBytes
 // The API's documents are declared once in pkg/schedapi, for the clients
 // that read them too (the console, the CLI).
 type (
+	ErrorReply       = schedapi.ErrorReply
 	SubmitReply      = schedapi.SubmitReply
 	RunStatus        = schedapi.RunStatus
 	ExperimentStatus = schedapi.ExperimentStatus
@@ -51,9 +52,9 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 	if err != nil {
 		var probs spec.Problems
 		if errors.As(err, &probs) {
-			return SubmitReply{Error: "invalid spec", Problems: probs}
+			return refused("invalid spec", probs...)
 		}
-		return SubmitReply{Error: err.Error()}
+		return refused(err.Error())
 	}
 	id := spec.NewExperimentID(p.Experiment.Metadata.Name, s.clock.Now())
 	by := req.By
@@ -61,10 +62,10 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 		by = "api"
 	}
 	if err := s.Check(); err != nil && p.Experiment.Spec.Trigger == nil {
-		return SubmitReply{Error: err.Error()}
+		return refused(err.Error())
 	}
 	if err := s.bus.Publish(ctx, events.ExperimentSubmit{ExperimentID: id, Spec: p.Resolved, SubmittedBy: by}, "submit:"+id); err != nil {
-		return SubmitReply{Error: fmt.Sprintf("queue the submission: %v", err)}
+		return refused(fmt.Sprintf("queue the submission: %v", err))
 	}
 	// The experiment's record exists before its id is handed out, so a
 	// status or cancel right after the answer finds it (submission.go). A
@@ -81,6 +82,11 @@ func (s *Scheduler) Submit(ctx context.Context, req SubmitRequest) SubmitReply {
 		rep.Armed = p.Experiment.Metadata.Name
 	}
 	return rep
+}
+
+// refused is a submission's refusal: the error and any problems.
+func refused(msg string, problems ...string) SubmitReply {
+	return SubmitReply{ErrorReply: ErrorReply{Error: msg, Problems: problems}}
 }
 
 // Status returns an experiment and its runs from the scheduler's state;
@@ -178,6 +184,8 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(v)
 	}
+	// Every refusal is an ErrorReply, which the CLI and console read.
+	writeError := func(w http.ResponseWriter, code int, msg string) { writeJSON(w, code, ErrorReply{Error: msg}) }
 	// readSpec reads a spec body; a body over the limit is refused whole
 	// (413), never cut and submitted: the cut could still parse as a
 	// different spec.
@@ -189,10 +197,10 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 				// The same words as spec.Parse, with the size when the
 				// client declared it.
 				tl := &spec.TooLargeError{What: "the spec", Size: int(max(r.ContentLength, 0))}
-				writeJSON(w, http.StatusRequestEntityTooLarge, SubmitReply{Error: tl.Error()})
+				writeError(w, http.StatusRequestEntityTooLarge, tl.Error())
 				return nil, false
 			}
-			writeJSON(w, http.StatusBadRequest, SubmitReply{Error: "read body: " + err.Error()})
+			writeError(w, http.StatusBadRequest, "read body: "+err.Error())
 			return nil, false
 		}
 		return body, true
@@ -207,7 +215,7 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	})
 	handle("GET /v1/triggers", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.Check(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, s.Triggers())
@@ -218,7 +226,7 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			if errors.Is(err, errUnknownTrigger) {
 				code = http.StatusNotFound
 			}
-			writeJSON(w, code, map[string]string{"error": err.Error()})
+			writeError(w, code, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "disarmed", "name": r.PathValue("name")})
@@ -233,11 +241,11 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 		rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: submittedBy(r)})
 		switch {
 		case strings.HasPrefix(rep.Error, errSpecTooLarge.Error()):
-			writeJSON(w, http.StatusRequestEntityTooLarge, rep)
+			writeJSON(w, http.StatusRequestEntityTooLarge, rep.ErrorReply)
 		case len(rep.Problems) > 0 || errors.Is(errFromReply(rep), spec.ErrTooManyRuns):
-			writeJSON(w, http.StatusUnprocessableEntity, rep)
+			writeJSON(w, http.StatusUnprocessableEntity, rep.ErrorReply)
 		case rep.Error != "":
-			writeJSON(w, http.StatusServiceUnavailable, rep)
+			writeJSON(w, http.StatusServiceUnavailable, rep.ErrorReply)
 		default:
 			w.Header().Set("Location", "/v1/experiments/"+rep.ID)
 			writeJSON(w, http.StatusAccepted, rep)
@@ -246,11 +254,11 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
 		q, err := ParseListQuery(r.URL.Query())
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		if err := s.Check(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
 		// The body is the array it always was, so older clients read a
@@ -269,11 +277,11 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	handle("GET /v1/experiments/{id}", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
 		st, ok := s.Status(r.PathValue("id"))
 		if err := s.Check(); !ok && err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+			writeError(w, http.StatusServiceUnavailable, err.Error())
 			return
 		}
 		if !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown experiment " + r.PathValue("id")})
+			writeError(w, http.StatusNotFound, "unknown experiment "+r.PathValue("id"))
 			return
 		}
 		writeJSON(w, http.StatusOK, st)
@@ -286,7 +294,7 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 				Reason string `json:"reason"`
 			}
 			if err := json.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": `request body: expected JSON {"reason": "..."}: ` + err.Error()})
+				writeError(w, http.StatusBadRequest, `request body: expected JSON {"reason": "..."}: `+err.Error())
 				return
 			}
 			if req.Reason != "" {
@@ -298,7 +306,7 @@ func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 			if errors.Is(err, errUnknownExperiment) {
 				code = http.StatusNotFound
 			}
-			writeJSON(w, code, map[string]string{"error": err.Error()})
+			writeError(w, code, err.Error())
 			return
 		}
 		writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})

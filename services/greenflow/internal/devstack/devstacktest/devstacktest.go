@@ -93,6 +93,23 @@ func Start(tb testing.TB, o devstack.Options) (*devstack.Stack, *bus.Bus) {
 	return st, AdminBus(tb, st)
 }
 
+// StartWithConsole starts a stack with options o, its HTTP API and web
+// console on free ports, runs it until the test ends, and returns it with
+// the API's and the console's URLs.
+func StartWithConsole(tb testing.TB, o devstack.Options) (st *devstack.Stack, api, console string) {
+	tb.Helper()
+	o.HTTPAddr, o.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0"
+	st = New(tb, o)
+	Run(tb, st)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	api, err := st.APIURL(ctx)
+	require.NoError(tb, err)
+	console, err = st.ConsoleURL(ctx)
+	require.NoError(tb, err)
+	return st, api, console
+}
+
 // Bus connects a client to the NATS at url, closed when the test ends.
 // opts carry credentials (a server with authentication on).
 func Bus(tb testing.TB, url string, opts ...nats.Option) *bus.Bus {
