@@ -3,16 +3,15 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"k8s.io/utils/clock"
 
+	"github.com/greenflow/greenflow/pkg/energy/energytest"
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/testbed/g5k/g5ktest"
@@ -37,7 +36,7 @@ func TestWattmeterRAPLResidualThroughCollectorAndAnalyzer(t *testing.T) {
 	api := g5ktest.New("", "", clock.RealClock{}, map[string][]string{"taurus": {host + ".lyon.grid5000.fr"}})
 	t.Cleanup(api.Close)
 	api.Power(host, func(time.Time) float64 { return wallW })
-	root := copyPowercap(t, "testdata/powercap-wattmeter")
+	root := energytest.CopyTree(t, "testdata/powercap-wattmeter")
 	spendRAPL(t, root, packageW, raplW-packageW)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -94,38 +93,6 @@ func TestWattmeterRAPLResidualThroughCollectorAndAnalyzer(t *testing.T) {
 		require.InDelta(t, pct, run[runMetric{k.run, results.QualityWattmeterRAPLResidualPct}], 1e-9)
 	}
 	require.Equal(t, 2, runs, "a residual for each run's node")
-}
-
-// copyPowercap copies a fake powercap tree into a temporary directory,
-// spelling intel-rapl_N_M as intel-rapl:N:M again.
-func copyPowercap(t *testing.T, src string) string {
-	t.Helper()
-	dst := t.TempDir()
-	require.NoError(t, filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil || rel == "." {
-			return err
-		}
-		parts := strings.Split(rel, string(filepath.Separator))
-		for i, p := range parts {
-			if strings.HasPrefix(p, "intel-rapl") {
-				parts[i] = strings.ReplaceAll(p, "_", ":")
-			}
-		}
-		out := filepath.Join(append([]string{dst}, parts...)...)
-		if d.IsDir() {
-			return os.MkdirAll(out, 0o755)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(out, data, 0o644)
-	}))
-	return dst
 }
 
 // spendRAPL advances the tree's counters as a node spending packageW in

@@ -55,8 +55,8 @@ func ParseListQuery(v url.Values) (ListQuery, error) {
 			if st = strings.TrimSpace(st); st == "" {
 				continue
 			}
-			if !slices.Contains(experimentStates, st) {
-				errs = append(errs, fmt.Errorf("state %q: expected one of %s", st, strings.Join(experimentStates, ", ")))
+			if !slices.Contains(events.ExperimentStates, st) {
+				errs = append(errs, fmt.Errorf("state %q: expected one of %s", st, strings.Join(events.ExperimentStates, ", ")))
 				continue
 			}
 			q.States = append(q.States, st)
@@ -106,10 +106,6 @@ func (q ListQuery) Values() url.Values {
 	}
 	return v
 }
-
-// experimentStates are the states an experiment can be listed in.
-var experimentStates = []string{events.ExperimentStateSubmitted, events.ExperimentStateQueued, events.ExperimentStateRunning,
-	events.ExperimentStateDone, events.ExperimentStateFailed, events.ExperimentStateCancelled}
 
 // A cursor is the sort key of the last experiment of a page — its
 // creation time and id — so a page continues where the previous one ended
