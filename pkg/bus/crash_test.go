@@ -2,10 +2,8 @@ package bus_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -21,15 +19,11 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-// envCrashChild, when set, makes the test binary run one load-generator
-// consumer (configured by the JSON crashChild in envCrashChildSpec)
+// crashChildren is the test binary running one load-generator consumer
 // instead of the tests, until it is signalled — or until a poison message
 // kills it: the crash test needs a process that really dies, with nothing
 // flushed after the handler began.
-const (
-	envCrashChild     = "GF_BUS_TEST_CRASH_CHILD"
-	envCrashChildSpec = "GF_BUS_TEST_CRASH_CHILD_SPEC"
-)
+var crashChildren = testenv.SpecChild[crashChild]{Env: "GF_BUS_TEST_CRASH_CHILD"}
 
 type crashChild struct {
 	NATSURL  string `json:"nats_url"`
@@ -39,24 +33,17 @@ type crashChild struct {
 }
 
 func TestMain(m *testing.M) {
-	testenv.RunAsChild(envCrashChild, func() { os.Exit(runCrashChild(os.Getenv(envCrashChildSpec))) })
+	crashChildren.Run(runCrashChild)
 	testenv.Main(m)
 }
 
 // runCrashChild consumes load.start as the load generator until SIGTERM;
 // a load.start of run "poison" makes its handler SIGKILL the process.
-func runCrashChild(spec string) int {
-	var cc crashChild
-	if err := json.Unmarshal([]byte(spec), &cc); err != nil {
-		fmt.Fprintf(os.Stderr, "child spec: %v\n", err)
-		return 2
-	}
+func runCrashChild(ctx context.Context, cc crashChild) int {
 	logger, err := zap.NewDevelopment()
 	if err != nil {
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	co, err := bus.Credentials{NKeyFile: cc.NKeyFile}.Options()
 	if err != nil {
 		logger.Error("credentials", zap.Error(err))
@@ -98,10 +85,9 @@ func TestAMessageThatKillsItsProcessIsDeadLetteredByTheNextOne(t *testing.T) {
 	s := testenv.NATSWithAuth(t)
 	spec := dyingSpec()
 	hookFile := filepath.Join(t.TempDir(), "hook")
-	cfg, err := json.Marshal(crashChild{NATSURL: s.URL, NKeyFile: s.Creds(string(events.ServiceLoadGenerator)).NKeyFile, HookFile: hookFile})
-	require.NoError(t, err)
+	cfg := crashChild{NATSURL: s.URL, NKeyFile: s.Creds(string(events.ServiceLoadGenerator)).NKeyFile, HookFile: hookFile}
 	start := func(i int) *testenv.ChildProc {
-		return testenv.StartChildProc(t, fmt.Sprintf("load-generator-%d", i), envCrashChild, envCrashChildSpec+"="+string(cfg))
+		return crashChildren.Start(t, fmt.Sprintf("load-generator-%d", i), cfg)
 	}
 	publishLoadStart(t, s, "poison")
 	for i := 1; i <= spec.MaxDeliver; i++ {

@@ -31,17 +31,19 @@ import (
 	"github.com/greenflow/greenflow/pkg/testenv"
 )
 
-const (
-	envChild    = "GREENFLOW_TESTBED_CHILD"
-	envChildCfg = "GREENFLOW_TESTBED_CHILD_CFG"
-)
+// holders is the test binary running the crash test's reservation holder
+// (runChild) instead of the tests.
+var holders = testenv.SpecChild[holderSpec]{Env: "GREENFLOW_TESTBED_CHILD"}
+
+// holderSpec is where the holder finds NATS and the testbed's API.
+type holderSpec struct{ NATS, API string }
 
 // startEnvtest is set by the envtest-tagged tests: the API server they
 // need, started once for the binary.
 var startEnvtest func() (stop func())
 
 func TestMain(m *testing.M) {
-	testenv.RunAsChild(envChild, func() { os.Exit(runChild()) })
+	holders.Run(runChild)
 	stop := func() {}
 	if startEnvtest != nil {
 		stop = startEnvtest()
@@ -227,9 +229,7 @@ func TestJobThatNeverStartsIsReleased(t *testing.T) {
 func TestCrashedHolderReservationReleasedOnRestart(t *testing.T) {
 	w := newWorld(t)
 	w.api.Script(g5ktest.Script{Waiting: 1})
-	cfg, err := json.Marshal(map[string]string{"nats": w.url, "api": w.api.URL})
-	require.NoError(t, err)
-	child := testenv.StartChildProc(t, "holder", envChild, envChildCfg+"="+string(cfg))
+	child := holders.Start(t, "holder", holderSpec{NATS: w.url, API: w.api.URL})
 
 	m := w.manager(t, "host-b", clock.RealClock{})
 	ctx := context.Background()
@@ -371,13 +371,7 @@ func mustUID(t testing.TB, id string) int64 {
 
 // runChild is the crash test's holder: it reserves and then holds the
 // reservation until it is killed.
-func runChild() int {
-	var cfg struct{ NATS, API string }
-	if err := json.Unmarshal([]byte(os.Getenv(envChildCfg)), &cfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	ctx := context.Background()
+func runChild(ctx context.Context, cfg holderSpec) int {
 	b, err := bus.Connect(ctx, cfg.NATS, "greenflow", zap.NewNop(), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,8 +1,12 @@
 package testenv
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -99,4 +103,39 @@ func (c *ChildProc) dumpLog(tb testing.TB) {
 		lines = lines[len(lines)-100:]
 	}
 	tb.Logf("log of %s (pid %d), last lines:\n%s", c.Name, c.Pid(), strings.Join(lines, "\n"))
+}
+
+// SpecChild is a mode of the test binary in which it runs one process
+// configured by a JSON document S instead of the tests: Start starts one
+// from a test, and TestMain hands the process's main to Run. The spec
+// travels in the environment variable Env+"_SPEC".
+type SpecChild[S any] struct {
+	Env string // names the mode
+}
+
+// Run does nothing unless this process was started in c's mode (call it
+// first in TestMain). Then it decodes the spec, runs main with a context
+// cancelled on SIGTERM or SIGINT, and exits with main's code — 2 for a
+// spec that does not decode.
+func (c SpecChild[S]) Run(main func(ctx context.Context, spec S) int) {
+	RunAsChild(c.Env, func() {
+		var spec S
+		if err := json.Unmarshal([]byte(os.Getenv(c.Env+"_SPEC")), &spec); err != nil {
+			fmt.Fprintf(os.Stderr, "%s_SPEC: %v\n", c.Env, err)
+			os.Exit(2)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		code := main(ctx, spec)
+		stop()
+		os.Exit(code)
+	})
+}
+
+// Start starts a process named name in c's mode with spec, as
+// StartChildProc does.
+func (c SpecChild[S]) Start(tb testing.TB, name string, spec S) *ChildProc {
+	tb.Helper()
+	b, err := json.Marshal(spec)
+	require.NoError(tb, err, "child spec")
+	return StartChildProc(tb, name, c.Env, c.Env+"_SPEC="+string(b))
 }

@@ -2,17 +2,13 @@ package collector_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/bus"
@@ -25,12 +21,9 @@ import (
 // A crash test must kill a real process: an in-process "crash" (closing the
 // NATS connection) still lets the writer flush its memory buffer, which
 // hides exactly the loss those tests look for. So the test binary re-executes
-// itself as a collector process (TestMain sees envChild) and the test kills
-// it with SIGKILL.
-const (
-	envChild     = "GF_TEST_COLLECTOR_CHILD"
-	envChildSpec = "GF_TEST_COLLECTOR_SPEC"
-)
+// itself as a collector process (TestMain hands it to children.Run) and
+// the test kills it with SIGKILL.
+var children = testenv.SpecChild[childSpec]{Env: "GF_TEST_COLLECTOR_CHILD"}
 
 // childSpec is what a child collector process runs.
 type childSpec struct {
@@ -40,20 +33,13 @@ type childSpec struct {
 }
 
 // runChild is the child process's main: one collector until SIGTERM.
-func runChild() int {
-	var spec childSpec
-	if err := json.Unmarshal([]byte(os.Getenv(envChildSpec)), &spec); err != nil {
-		fmt.Fprintln(os.Stderr, "child spec:", err)
-		return 2
-	}
+func runChild(ctx context.Context, spec childSpec) int {
 	logger, err := service.NewLogger("info", false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	logger = logger.With(zap.Int("pid", os.Getpid()))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
 	err = func() error {
 		st, err := store.Open(ctx, spec.DSN, logger)
 		if err != nil {
@@ -86,9 +72,7 @@ type child struct{ *testenv.ChildProc }
 // running. Its log goes to a file the test prints on failure.
 func startChild(tb testing.TB, spec childSpec) *child {
 	tb.Helper()
-	b, err := json.Marshal(spec)
-	require.NoError(tb, err)
-	return &child{testenv.StartChildProc(tb, spec.Config.Instance, envChild, envChildSpec+"="+string(b))}
+	return &child{children.Start(tb, spec.Config.Instance, spec)}
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -100,6 +84,6 @@ func (c *child) stop(tb testing.TB) {
 // TestMain runs a child collector (runChild) instead of the tests when the
 // test binary was re-executed as one.
 func TestMain(m *testing.M) {
-	testenv.RunAsChild(envChild, func() { os.Exit(runChild()) })
+	children.Run(runChild)
 	testenv.Main(m)
 }

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/signal"
 	"slices"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,15 +21,12 @@ import (
 	"github.com/greenflow/greenflow/services/load-generator/internal/loadgen"
 )
 
-// envChild, when set, makes the test binary run one load-generator instance
-// (configured by the JSON childSpec in envChildSpec) instead of the tests,
-// until it is signalled or killed: the crash tests re-execute the test
-// binary this way and kill the children with SIGKILL, so nothing of a dead
-// instance survives in the test's own process.
-const (
-	envChild     = "GF_LOADGEN_TEST_CHILD"
-	envChildSpec = "GF_LOADGEN_TEST_CHILD_SPEC"
-)
+// children is the test binary running one load-generator instance
+// (configured by a childSpec) instead of the tests, until it is signalled
+// or killed: the crash tests re-execute the test binary this way and kill
+// the children with SIGKILL, so nothing of a dead instance survives in the
+// test's own process.
+var children = testenv.SpecChild[childSpec]{Env: "GF_LOADGEN_TEST_CHILD"}
 
 type childSpec struct {
 	NATSURL string         `json:"nats_url"`
@@ -43,17 +37,12 @@ type childSpec struct {
 }
 
 func TestMain(m *testing.M) {
-	testenv.RunAsChild(envChild, func() { os.Exit(runChild(os.Getenv(envChildSpec))) })
+	children.Run(runChild)
 	testenv.Main(m)
 }
 
 // runChild runs one generator until SIGTERM/SIGINT; it logs JSON to stderr.
-func runChild(spec string) int {
-	var cs childSpec
-	if err := json.Unmarshal([]byte(spec), &cs); err != nil {
-		fmt.Fprintf(os.Stderr, "child spec: %v\n", err)
-		return 2
-	}
+func runChild(ctx context.Context, cs childSpec) int {
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(zap.InfoLevel)
 	zc.OutputPaths, zc.ErrorOutputPaths = []string{"stderr"}, []string{"stderr"}
@@ -61,8 +50,6 @@ func runChild(spec string) int {
 	if err != nil {
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	b, err := bus.Connect(ctx, cs.NATSURL, "load-generator", logger, nil)
 	if err != nil {
 		logger.Error("connect", zap.Error(err))
@@ -98,9 +85,7 @@ type child struct{ *testenv.ChildProc }
 // killed at cleanup if still running.
 func (e *env) spawn(cfg loadgen.Config) *child {
 	e.t.Helper()
-	spec, err := json.Marshal(childSpec{NATSURL: e.natsURL, Config: cfg, ClickHouseDSN: e.dsn})
-	require.NoError(e.t, err)
-	return &child{testenv.StartChildProc(e.t, cfg.Instance, envChild, envChildSpec+"="+string(spec))}
+	return &child{children.Start(e.t, cfg.Instance, childSpec{NATSURL: e.natsURL, Config: cfg, ClickHouseDSN: e.dsn})}
 }
 
 // tapped is one record of the input topic and when the tap received it.
