@@ -176,141 +176,165 @@ func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
 // the tokens themselves are in a bucket every API reads.
 func (s *Scheduler) RegisterHTTP(mux *http.ServeMux) {
 	auth.RegisterHTTP(mux, s.guard, s.tokens)
-	handle := func(pattern string, need auth.Role, h http.HandlerFunc) {
-		mux.Handle(pattern, s.guard.Require(need, h))
+	for _, rt := range []struct {
+		pattern string
+		need    auth.Role
+		h       http.HandlerFunc
+	}{
+		{"POST /v1/experiments/validate", auth.Viewer, s.serveValidate},
+		{"GET /v1/triggers", auth.Viewer, s.serveTriggers},
+		{"POST /v1/triggers/{name}/disarm", auth.Operator, s.serveDisarm},
+		{"POST /v1/experiments", auth.Operator, s.serveSubmit},
+		{"GET /v1/experiments", auth.Viewer, s.serveList},
+		{"GET /v1/experiments/{id}", auth.Viewer, s.serveStatus},
+		{"POST /v1/experiments/{id}/cancel", auth.Operator, s.serveCancel},
+	} {
+		mux.Handle(rt.pattern, s.guard.Require(rt.need, rt.h))
 	}
-	writeJSON := func(w http.ResponseWriter, code int, v any) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(v)
-	}
-	// Every refusal is an ErrorReply, which the CLI and console read.
-	writeError := func(w http.ResponseWriter, code int, msg string) { writeJSON(w, code, ErrorReply{Error: msg}) }
-	// readSpec reads a spec body; a body over the limit is refused whole
-	// (413), never cut and submitted: the cut could still parse as a
-	// different spec.
-	readSpec := func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSpecBytes))
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				// The same words as spec.Parse, with the size when the
-				// client declared it.
-				tl := &spec.TooLargeError{What: "the spec", Size: int(max(r.ContentLength, 0))}
-				writeError(w, http.StatusRequestEntityTooLarge, tl.Error())
-				return nil, false
-			}
-			writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError writes a refusal: every one is an ErrorReply, which the CLI
+// and console read.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorReply{Error: msg})
+}
+
+// readSpec reads a spec body; a body over the limit is refused whole
+// (413), never cut and submitted: the cut could still parse as a different
+// spec.
+func readSpec(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxSpecBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			// The same words as spec.Parse, with the size when the client
+			// declared it.
+			tl := &spec.TooLargeError{What: "the spec", Size: int(max(r.ContentLength, 0))}
+			writeError(w, http.StatusRequestEntityTooLarge, tl.Error())
 			return nil, false
 		}
-		return body, true
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return nil, false
 	}
-	handle("POST /v1/experiments/validate", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
-		body, ok := readSpec(w, r)
-		if !ok {
+	return body, true
+}
+
+func (s *Scheduler) serveValidate(w http.ResponseWriter, r *http.Request) {
+	body, ok := readSpec(w, r)
+	if !ok {
+		return
+	}
+	// 200 either way: the answer is the verdict, valid or not.
+	writeJSON(w, http.StatusOK, s.Validate(SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true"}))
+}
+
+func (s *Scheduler) serveTriggers(w http.ResponseWriter, _ *http.Request) {
+	if err := s.Check(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Triggers())
+}
+
+func (s *Scheduler) serveDisarm(w http.ResponseWriter, r *http.Request) {
+	if err := s.Disarm(r.Context(), r.PathValue("name")); err != nil {
+		code := http.StatusServiceUnavailable
+		if errors.Is(err, errUnknownTrigger) {
+			code = http.StatusNotFound
+		}
+		writeError(w, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "disarmed", "name": r.PathValue("name")})
+}
+
+func (s *Scheduler) serveSubmit(w http.ResponseWriter, r *http.Request) {
+	body, ok := readSpec(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: submittedBy(r)})
+	switch {
+	case strings.HasPrefix(rep.Error, errSpecTooLarge.Error()):
+		writeJSON(w, http.StatusRequestEntityTooLarge, rep.ErrorReply)
+	case len(rep.Problems) > 0 || errors.Is(errFromReply(rep), spec.ErrTooManyRuns):
+		writeJSON(w, http.StatusUnprocessableEntity, rep.ErrorReply)
+	case rep.Error != "":
+		writeJSON(w, http.StatusServiceUnavailable, rep.ErrorReply)
+	default:
+		w.Header().Set("Location", "/v1/experiments/"+rep.ID)
+		writeJSON(w, http.StatusAccepted, rep)
+	}
+}
+
+func (s *Scheduler) serveList(w http.ResponseWriter, r *http.Request) {
+	q, err := ParseListQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.Check(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	// The body is the array it always was, so older clients read a
+	// filtered page as they read the whole list; the paging is in headers.
+	p := s.ListPage(q)
+	w.Header().Set("X-Total-Count", strconv.Itoa(p.Total))
+	if p.Next != "" {
+		w.Header().Set("X-Next-Cursor", p.Next)
+		next := q
+		next.Cursor = p.Next
+		w.Header().Set("Link", "</v1/experiments?"+next.Values().Encode()+`>; rel="next"`)
+	}
+	writeJSON(w, http.StatusOK, p.Experiments)
+}
+
+func (s *Scheduler) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st, ok := s.Status(r.PathValue("id"))
+	if err := s.Check(); !ok && err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown experiment "+r.PathValue("id"))
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// serveCancel takes an optional JSON body {"reason": ...} saying why.
+func (s *Scheduler) serveCancel(w http.ResponseWriter, r *http.Request) {
+	reason := "cancelled through the HTTP API"
+	if r.ContentLength != 0 {
+		var req struct {
+			Reason string `json:"reason"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, `request body: expected JSON {"reason": "..."}: `+err.Error())
 			return
 		}
-		// 200 either way: the answer is the verdict, valid or not.
-		writeJSON(w, http.StatusOK, s.Validate(SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true"}))
-	})
-	handle("GET /v1/triggers", auth.Viewer, func(w http.ResponseWriter, _ *http.Request) {
-		if err := s.Check(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
-			return
+		if req.Reason != "" {
+			reason = req.Reason
 		}
-		writeJSON(w, http.StatusOK, s.Triggers())
-	})
-	handle("POST /v1/triggers/{name}/disarm", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Disarm(r.Context(), r.PathValue("name")); err != nil {
-			code := http.StatusServiceUnavailable
-			if errors.Is(err, errUnknownTrigger) {
-				code = http.StatusNotFound
-			}
-			writeError(w, code, err.Error())
-			return
+	}
+	if err := s.Cancel(r.Context(), r.PathValue("id"), reason); err != nil {
+		code := http.StatusServiceUnavailable
+		if errors.Is(err, errUnknownExperiment) {
+			code = http.StatusNotFound
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "disarmed", "name": r.PathValue("name")})
-	})
-	handle("POST /v1/experiments", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
-		body, ok := readSpec(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		rep := s.Submit(ctx, SubmitRequest{Spec: string(body), Set: r.URL.Query()["set"], Yes: r.URL.Query().Get("yes") == "true", By: submittedBy(r)})
-		switch {
-		case strings.HasPrefix(rep.Error, errSpecTooLarge.Error()):
-			writeJSON(w, http.StatusRequestEntityTooLarge, rep.ErrorReply)
-		case len(rep.Problems) > 0 || errors.Is(errFromReply(rep), spec.ErrTooManyRuns):
-			writeJSON(w, http.StatusUnprocessableEntity, rep.ErrorReply)
-		case rep.Error != "":
-			writeJSON(w, http.StatusServiceUnavailable, rep.ErrorReply)
-		default:
-			w.Header().Set("Location", "/v1/experiments/"+rep.ID)
-			writeJSON(w, http.StatusAccepted, rep)
-		}
-	})
-	handle("GET /v1/experiments", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
-		q, err := ParseListQuery(r.URL.Query())
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if err := s.Check(); err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
-			return
-		}
-		// The body is the array it always was, so older clients read a
-		// filtered page as they read the whole list; the paging is in
-		// headers.
-		p := s.ListPage(q)
-		w.Header().Set("X-Total-Count", strconv.Itoa(p.Total))
-		if p.Next != "" {
-			w.Header().Set("X-Next-Cursor", p.Next)
-			next := q
-			next.Cursor = p.Next
-			w.Header().Set("Link", "</v1/experiments?"+next.Values().Encode()+`>; rel="next"`)
-		}
-		writeJSON(w, http.StatusOK, p.Experiments)
-	})
-	handle("GET /v1/experiments/{id}", auth.Viewer, func(w http.ResponseWriter, r *http.Request) {
-		st, ok := s.Status(r.PathValue("id"))
-		if err := s.Check(); !ok && err != nil {
-			writeError(w, http.StatusServiceUnavailable, err.Error())
-			return
-		}
-		if !ok {
-			writeError(w, http.StatusNotFound, "unknown experiment "+r.PathValue("id"))
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
-	})
-	handle("POST /v1/experiments/{id}/cancel", auth.Operator, func(w http.ResponseWriter, r *http.Request) {
-		// An optional JSON body {"reason": ...} says why.
-		reason := "cancelled through the HTTP API"
-		if r.ContentLength != 0 {
-			var req struct {
-				Reason string `json:"reason"`
-			}
-			if err := json.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-				writeError(w, http.StatusBadRequest, `request body: expected JSON {"reason": "..."}: `+err.Error())
-				return
-			}
-			if req.Reason != "" {
-				reason = req.Reason
-			}
-		}
-		if err := s.Cancel(r.Context(), r.PathValue("id"), reason); err != nil {
-			code := http.StatusServiceUnavailable
-			if errors.Is(err, errUnknownExperiment) {
-				code = http.StatusNotFound
-			}
-			writeError(w, code, err.Error())
-			return
-		}
-		writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})
-	})
+		writeError(w, code, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"status": "cancel requested"})
 }
 
 // errSpecTooLarge starts the error of a submission over MaxSpecBytes.
