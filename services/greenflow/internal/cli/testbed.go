@@ -135,8 +135,41 @@ func (f *platformFlags) images() ([]testbed.Image, error) {
 // writePlan prints what up would do, with placeholder host names (the
 // testbed assigns the nodes) and the token as what it is, never a value.
 func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.Image, imagesErr error) error {
-	be := &testbed.Grid5000{}
-	req, err := be.Plan(s)
+	if err := planReservation(w, s); err != nil {
+		return err
+	}
+	nodes := plannedNodes(s)
+	fmt.Fprintf(w, "\nNodes (assigned in name order): ")
+	for i, n := range nodes {
+		if i > 0 {
+			fmt.Fprint(w, ", ")
+		}
+		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, s.Pool(n.Role))
+	}
+	// The key is checked here as up checks it before reserving: a key
+	// that cannot be used costs no reservation.
+	_, key, keyErr := testbed.LoadKey(s.SSH.Key)
+	if keyErr == nil {
+		key = s.SSH.Key + " (" + key + ")"
+	} else {
+		key = s.SSH.Key + " (UNUSABLE, see below)"
+	}
+	if err := planBootstrap(w, s, pf, nodes, key); err != nil {
+		return err
+	}
+	planImages(w, s, pf, images, imagesErr, len(nodes))
+	planHandOver(w, s, nodes)
+	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
+	if keyErr != nil {
+		return fmt.Errorf("up would stop before reserving: %w", keyErr)
+	}
+	return nil
+}
+
+// planReservation prints the checks before reserving and the reservation
+// request.
+func planReservation(w io.Writer, s testbed.Spec) error {
+	req, err := (&testbed.Grid5000{}).Plan(s)
 	if err != nil {
 		return err
 	}
@@ -155,38 +188,27 @@ func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.I
 	fmt.Fprintf(w, "\n%s %s\n  %s\n", req.Method, req.URL, body)
 	fmt.Fprintf(w, "\nthen poll GET %s/sites/%s/jobs/<uid> (back-off %s up to %s) until running; record it in NATS KV %s\n",
 		g5k.DefaultURL, s.Site, g5k.DefaultBackoff.First, g5k.DefaultBackoff.Max, bus.BucketTestbed)
-	hosts := make([]string, 0, s.Total())
+	return nil
+}
+
+// plannedNodes are the spec's nodes with placeholder host names
+// (<role-N>), in the order the testbed's nodes are assigned.
+func plannedNodes(s testbed.Spec) []testbed.Node {
+	nodes := make([]testbed.Node, 0, s.Total())
 	for _, r := range testbed.Roles {
 		for i := range s.Nodes[r] {
-			hosts = append(hosts, fmt.Sprintf("<%s-%d>", r, i+1))
+			nodes = append(nodes, testbed.Node{Host: fmt.Sprintf("<%s-%d>", r, i+1), Role: r})
 		}
 	}
-	nodes := make([]testbed.Node, len(hosts))
-	i := 0
-	for _, r := range testbed.Roles {
-		for range s.Nodes[r] {
-			nodes[i] = testbed.Node{Host: hosts[i], Role: r}
-			i++
-		}
-	}
-	fmt.Fprintf(w, "\nNodes (assigned in name order): ")
-	for i, n := range nodes {
-		if i > 0 {
-			fmt.Fprint(w, ", ")
-		}
-		fmt.Fprintf(w, "%s %s=%s", n.Host, testbed.RoleLabel, s.Pool(n.Role))
-	}
+	return nodes
+}
+
+// planBootstrap prints the SSH steps that make the nodes a cluster, then
+// Strimzi's install.
+func planBootstrap(w io.Writer, s testbed.Spec, pf platformFlags, nodes []testbed.Node, key string) error {
 	via := "directly"
 	if s.SSH.Gateway != "" {
 		via = fmt.Sprintf("through %s@%s", s.SSH.GatewayUser, s.SSH.Gateway)
-	}
-	// The key is checked here as up checks it before reserving: a key
-	// that cannot be used costs no reservation.
-	_, key, keyErr := testbed.LoadKey(s.SSH.Key)
-	if keyErr == nil {
-		key = s.SSH.Key + " (" + key + ")"
-	} else {
-		key = s.SSH.Key + " (UNUSABLE, see below)"
 	}
 	fmt.Fprintf(w, "\n\nSSH as %s with %s, %s:\n", s.SSH.User, key, via)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -202,19 +224,21 @@ func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.I
 	}
 	if pf.strimziInstalled {
 		fmt.Fprintln(w, "\nStrimzi's operator: already installed (--strimzi-installed), not installed")
-	} else {
-		fmt.Fprintf(w, "\nThen Strimzi's operator (%s) on the control node:\n", testbed.StrimziInstallURL)
-		for _, st := range testbed.StrimziPlan(s, nodes[0].Host) {
-			line := st.Cmd
-			if st.Stdin != "" {
-				line += "    (stdin: " + strings.ReplaceAll(strings.TrimSpace(st.Stdin), "\n", "; ") + ")"
-			}
-			fmt.Fprintf(tw, "  %s\t%s\n", st.Host, line)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+		return nil
 	}
+	fmt.Fprintf(w, "\nThen Strimzi's operator (%s) on the control node:\n", testbed.StrimziInstallURL)
+	for _, st := range testbed.StrimziPlan(s, nodes[0].Host) {
+		line := st.Cmd
+		if st.Stdin != "" {
+			line += "    (stdin: " + strings.ReplaceAll(strings.TrimSpace(st.Stdin), "\n", "; ") + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", st.Host, line)
+	}
+	return tw.Flush()
+}
+
+// planImages prints which image tarballs would be copied to the nodes.
+func planImages(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.Image, imagesErr error, nodes int) {
 	switch {
 	case imagesErr != nil:
 		fmt.Fprintf(w, "\nImages: UNUSABLE (%v)\n", imagesErr)
@@ -226,11 +250,16 @@ func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.I
 			total += img.Size
 		}
 		fmt.Fprintf(w, "\nImages: %d tarball(s) from %s, %d MB, streamed over SSH to each of the %d nodes (%d MB in all) into: %s\n",
-			len(images), pf.imagesDir, total>>20, len(nodes), (total*int64(len(nodes)))>>20, testbed.ImportCommand(s))
+			len(images), pf.imagesDir, total>>20, nodes, (total*int64(nodes))>>20, testbed.ImportCommand(s))
 		for _, img := range images {
 			fmt.Fprintf(w, "  %s  %s (%d MB); the manifests use it, imagePullPolicy IfNotPresent\n", filepath.Base(img.File), img.Ref, img.Size>>20)
 		}
 	}
+}
+
+// planHandOver prints how the cluster is reached and what the platform is
+// handed before it is deployed.
+func planHandOver(w io.Writer, s testbed.Spec, nodes []testbed.Node) {
 	if s.SSH.Gateway != "" {
 		fmt.Fprintf(w, "\nCluster API from here: an SSH tunnel 127.0.0.1:<port> -> %s:%d through %s (as ssh -N -L <port>:%s:%d %s@%s), open while up runs\n",
 			nodes[0].Host, testbed.K3sAPIPort, s.SSH.Gateway, nodes[0].Host, testbed.K3sAPIPort, s.SSH.GatewayUser, s.SSH.Gateway)
@@ -240,27 +269,20 @@ func writePlan(w io.Writer, s testbed.Spec, pf platformFlags, images []testbed.I
 	}
 	fmt.Fprintf(w, "Once the nodes are Ready and before deploying, hand the reservation to the platform: ConfigMap %s/%s (%s), recorded by the scheduler in each experiment's provenance\n",
 		testbed.ProvenanceNamespace, testbed.ProvenanceConfigMap, testbed.ProvenanceKey)
-	fmt.Fprintf(w, "and each collector its node's sources: ConfigMap %s/%s (", testbed.CollectorNamespace, testbed.SourcesConfigMap)
-	for i, h := range nodes {
-		if h.Role == testbed.RoleSUT {
-			if i > 0 && nodes[i-1].Role == testbed.RoleSUT {
-				fmt.Fprint(w, ", ")
-			}
-			fmt.Fprint(w, testbed.SourcesKey(h.Host))
+	var sources []string
+	for _, n := range nodes {
+		if n.Role == testbed.RoleSUT {
+			sources = append(sources, testbed.SourcesKey(n.Host))
 		}
 	}
-	fmt.Fprintf(w, ": the local meter and the node's wattmeter from Kwollect on %s)\n", s.Site)
+	fmt.Fprintf(w, "and each collector its node's sources: ConfigMap %s/%s (%s: the local meter and the node's wattmeter from Kwollect on %s)\n",
+		testbed.CollectorNamespace, testbed.SourcesConfigMap, strings.Join(sources, ", "), s.Site)
 	fmt.Fprintf(w, "Resolve the API on %s (%s) for the collectors' HTTPS egress to it: NetworkPolicy %s/%s\n",
 		nodes[0].Host, testbed.ResolveCommand("api.grid5000.fr"), testbed.CollectorNamespace, testbed.KwollectPolicy)
 	fmt.Fprintf(w, "Wait until every node is Ready with its %s label, then deploy: greenflow cluster up --kubeconfig FILE --overlay testbed, scaled to the nodes:\n", testbed.RoleLabel)
 	for _, l := range s.Placement() {
 		fmt.Fprintf(w, "  %s\n", l)
 	}
-	fmt.Fprintf(w, "Release: DELETE %s/sites/%s/jobs/<uid> at the end, on failure, on Ctrl-C, and at the release margin\n", g5k.DefaultURL, s.Site)
-	if keyErr != nil {
-		return fmt.Errorf("up would stop before reserving: %w", keyErr)
-	}
-	return nil
 }
 
 // testbedFlags are what up, status and down need besides the spec.
