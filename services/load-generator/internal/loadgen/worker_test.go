@@ -134,6 +134,45 @@ func TestSparseTicksStayOnSchedule(t *testing.T) {
 	require.InDelta(t, rate*d.Seconds(), float64(prod.n), 2*rate*0.09, "everything due by the last step")
 }
 
+// TestSparseTicksCatchUpAtTheLimit: a starved process stepping the pacing
+// every 60 ms (within LateTolerance: a delayed tick, not a stall) catches a
+// backlog up at MaxCatchUp × the rate, as it does ticking every 2 ms, and
+// never faster. Before, the catch-up bucket held at most CatchUpBurst
+// (20 ms) of tokens, so every step after more than 20 ms threw the rest
+// away: at 60 ms a backlog drained at a third of the allowed rate, and one
+// built mid-load (a stall while NATS reconnected) could still be there at
+// the end of the schedule — counted missed.
+func TestSparseTicksCatchUpAtTheLimit(t *testing.T) {
+	const rate = 10_000.0
+	prod := &ackingProducer{}
+	w, start := testWorker(1000, rate, 10*time.Second, prod)
+	s := &pacing{w: w}
+	ctx := context.Background()
+	for d := time.Duration(0); d <= 2*time.Second; d += 2 * time.Millisecond {
+		s.step(ctx, start.Add(d))
+	}
+	// A one-second stall, then a step every 60 ms.
+	stallEnd, every := 3*time.Second, 60*time.Millisecond
+	require.Less(t, every, w.cfg.LateTolerance)
+	onTime := int64(rate * w.cfg.LateTolerance.Seconds())
+	burst := int64((w.cfg.MaxCatchUp - 1) * rate * w.cfg.CatchUpBurst.Seconds())
+	before := prod.n
+	var caughtUp time.Duration
+	for d := stallEnd; d <= 6*time.Second && caughtUp == 0; d += every {
+		s.step(ctx, start.Add(d))
+		since := d - stallEnd
+		limit := int64(w.cfg.MaxCatchUp*rate*since.Seconds()) + onTime + burst + 1
+		require.LessOrEqual(t, prod.n-before, limit, "at %s after the stall: faster than %g × the rate", since, w.cfg.MaxCatchUp)
+		if s.behind() == 0 {
+			caughtUp = since
+		}
+	}
+	require.NotZero(t, caughtUp, "caught up within 3 s")
+	ideal := time.Duration(float64(int64(rate)-onTime-burst) / ((w.cfg.MaxCatchUp - 1) * rate) * float64(time.Second))
+	t.Logf("caught up %s after the stall (at the limit: %s)", caughtUp, ideal.Round(time.Millisecond))
+	require.LessOrEqual(t, caughtUp, ideal+every, "catches up as fast as the limit allows")
+}
+
 // TestEndsOnSchedule: production stops at the end of the schedule; records
 // that could not be sent in time are counted as behind, not sent late.
 func TestEndsOnSchedule(t *testing.T) {
