@@ -56,8 +56,20 @@ func testWorker(sensors int, rate float64, duration time.Duration, prod producer
 // TestCatchUpAfterStall drives the pacing with an injected clock through a
 // one-second stall: afterwards the backlog goes out at no more than
 // MaxCatchUp × the rate, and the schedule is caught up as soon as that
-// allows, with every record still stamped with its scheduled time.
+// allows, with every record still stamped with its scheduled time — ticking
+// every 2 ms, and stepping every 60 ms as a process starved of CPU does
+// (within LateTolerance: delayed ticks, not stalls). Before, the catch-up
+// bucket held at most CatchUpBurst (20 ms) of tokens, so each step after
+// more than 20 ms threw the rest away: at 60 ms the backlog took 2.64 s
+// instead of 0.88 s, and one built by a stall late in a load was still due
+// at its end, counted missed.
 func TestCatchUpAfterStall(t *testing.T) {
+	for _, every := range []time.Duration{2 * time.Millisecond, 60 * time.Millisecond} {
+		t.Run(every.String(), func(t *testing.T) { catchUpAfterStall(t, every) })
+	}
+}
+
+func catchUpAfterStall(t *testing.T, every time.Duration) {
 	const rate = 10_000.0
 	prod := &ackingProducer{keep: true}
 	w, start := testWorker(1000, rate, 10*time.Second, prod)
@@ -73,7 +85,8 @@ func TestCatchUpAfterStall(t *testing.T) {
 	at(2 * time.Second)
 	require.Equal(t, int64(20_000), prod.n)
 
-	// Stall for a second, then tick every 2 ms again.
+	// Stall for a second, then step every `every` again.
+	require.Less(t, every, w.cfg.LateTolerance)
 	stallEnd := 3 * time.Second
 	backlog := int64(rate) // one second of records
 	// Out at once: the records still on schedule (the last LateTolerance
@@ -82,7 +95,7 @@ func TestCatchUpAfterStall(t *testing.T) {
 	burst := int64((w.cfg.MaxCatchUp - 1) * rate * w.cfg.CatchUpBurst.Seconds())
 	before := prod.n
 	var caughtUp time.Duration
-	for d := stallEnd; d <= 5*time.Second; d += 2 * time.Millisecond {
+	for d := stallEnd; d <= 5*time.Second; d = min(d+every, 5*time.Second) {
 		at(d)
 		since := d - stallEnd
 		limit := int64(w.cfg.MaxCatchUp*rate*since.Seconds()) + onTime + burst + 1
@@ -90,12 +103,16 @@ func TestCatchUpAfterStall(t *testing.T) {
 		if caughtUp == 0 && s.behind() == 0 {
 			caughtUp = since
 		}
+		if d == 5*time.Second {
+			break
+		}
 	}
 	// Catching up one second of backlog at 2× (1× spare) takes ~1 s, less
 	// what went out at once.
 	require.NotZero(t, caughtUp, "caught up")
 	ideal := time.Duration(float64(backlog-onTime-burst) / ((w.cfg.MaxCatchUp - 1) * rate) * float64(time.Second))
-	require.InDelta(t, ideal.Seconds(), caughtUp.Seconds(), 0.01, "catches up as fast as allowed")
+	t.Logf("caught up %s after the stall (at the limit: %s)", caughtUp, ideal.Round(time.Millisecond))
+	require.InDelta(t, ideal.Seconds(), caughtUp.Seconds(), max(0.01, every.Seconds()), "catches up as fast as allowed")
 	require.Equal(t, int64(50_000), prod.n, "nothing skipped")
 
 	// Every record carries its scheduled time, each sensor once per period.
@@ -132,45 +149,6 @@ func TestSparseTicksStayOnSchedule(t *testing.T) {
 	}
 	require.Equal(t, w.sched.period, 100*time.Millisecond)
 	require.InDelta(t, rate*d.Seconds(), float64(prod.n), 2*rate*0.09, "everything due by the last step")
-}
-
-// TestSparseTicksCatchUpAtTheLimit: a starved process stepping the pacing
-// every 60 ms (within LateTolerance: a delayed tick, not a stall) catches a
-// backlog up at MaxCatchUp × the rate, as it does ticking every 2 ms, and
-// never faster. Before, the catch-up bucket held at most CatchUpBurst
-// (20 ms) of tokens, so every step after more than 20 ms threw the rest
-// away: at 60 ms a backlog drained at a third of the allowed rate, and one
-// built mid-load (a stall while NATS reconnected) could still be there at
-// the end of the schedule — counted missed.
-func TestSparseTicksCatchUpAtTheLimit(t *testing.T) {
-	const rate = 10_000.0
-	prod := &ackingProducer{}
-	w, start := testWorker(1000, rate, 10*time.Second, prod)
-	s := &pacing{w: w}
-	ctx := context.Background()
-	for d := time.Duration(0); d <= 2*time.Second; d += 2 * time.Millisecond {
-		s.step(ctx, start.Add(d))
-	}
-	// A one-second stall, then a step every 60 ms.
-	stallEnd, every := 3*time.Second, 60*time.Millisecond
-	require.Less(t, every, w.cfg.LateTolerance)
-	onTime := int64(rate * w.cfg.LateTolerance.Seconds())
-	burst := int64((w.cfg.MaxCatchUp - 1) * rate * w.cfg.CatchUpBurst.Seconds())
-	before := prod.n
-	var caughtUp time.Duration
-	for d := stallEnd; d <= 6*time.Second && caughtUp == 0; d += every {
-		s.step(ctx, start.Add(d))
-		since := d - stallEnd
-		limit := int64(w.cfg.MaxCatchUp*rate*since.Seconds()) + onTime + burst + 1
-		require.LessOrEqual(t, prod.n-before, limit, "at %s after the stall: faster than %g × the rate", since, w.cfg.MaxCatchUp)
-		if s.behind() == 0 {
-			caughtUp = since
-		}
-	}
-	require.NotZero(t, caughtUp, "caught up within 3 s")
-	ideal := time.Duration(float64(int64(rate)-onTime-burst) / ((w.cfg.MaxCatchUp - 1) * rate) * float64(time.Second))
-	t.Logf("caught up %s after the stall (at the limit: %s)", caughtUp, ideal.Round(time.Millisecond))
-	require.LessOrEqual(t, caughtUp, ideal+every, "catches up as fast as the limit allows")
 }
 
 // TestEndsOnSchedule: production stops at the end of the schedule; records
