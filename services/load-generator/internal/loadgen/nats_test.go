@@ -134,9 +134,10 @@ func TestNATSRestart(t *testing.T) {
 			// only be records still due when the schedule ended after this
 			// starved process stalled in its last moments (the schedule
 			// stops exactly at its end), and the account counts them as
-			// missed (TestNATSRestart once delivered 3,872 of 4,000 under a
-			// load average of 15; every such run since was such a tail,
-			// missed and counted).
+			// missed. (Asserting exactly 4,000 delivered failed once at a
+			// load average of 15 with 3,872, and in 10 of 52 runs under
+			// -race with GOMAXPROCS=1, 4–522 short: each time that tail,
+			// counted missed.)
 			fin := e.waitFinished(t, "across", 30*time.Second)
 			require.False(t, fin.Failed, fin.Reason)
 			require.True(t, fin.DeliveredFromBroker)
