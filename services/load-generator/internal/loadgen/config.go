@@ -29,7 +29,8 @@ type Config struct {
 	// at most MaxCatchUp × its rate until it is back on schedule. Must be > 1.
 	MaxCatchUp float64 `yaml:"maxCatchUp" flag:"max-catch-up" help:"after a stall, send at most this multiple of the rate until back on schedule (> 1)"`
 	// CatchUpBurst is how much catch-up (at the spare (MaxCatchUp − 1) ×
-	// rate) may go out at once.
+	// rate) may go out at once after a stall; a step less than
+	// LateTolerance after the last lets out the catch-up of its whole gap.
 	CatchUpBurst time.Duration `yaml:"catchUpBurst"`
 	// LateTolerance is how late a record may be and still count as on
 	// schedule: records due less than this long ago go out at the next step

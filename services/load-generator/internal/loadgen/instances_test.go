@@ -3,6 +3,7 @@ package loadgen_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -21,11 +22,21 @@ type coverage map[int64]map[string]int
 
 func (e *env) coverage(t *testing.T, fin events.LoadFinished, period time.Duration) coverage {
 	t.Helper()
+	return e.coverageFrom(t, fin, period, math.MinInt64)
+}
+
+// coverageFrom is coverage of the records stamped fromMs or later: those of
+// an earlier load in the same topic are left out.
+func (e *env) coverageFrom(t *testing.T, fin events.LoadFinished, period time.Duration, fromMs int64) coverage {
+	t.Helper()
 	out := coverage{}
 	for _, r := range e.records() {
 		_, rec, err := uc3.DecodeConfluentAvro(r.Value)
 		require.NoError(t, err)
 		require.Equal(t, string(r.Key), rec.Identifier)
+		if rec.Timestamp < fromMs {
+			continue
+		}
 		m := (rec.Timestamp - fin.StartMs) / period.Milliseconds()
 		if out[m] == nil {
 			out[m] = map[string]int{}

@@ -26,9 +26,9 @@ import (
 // while its last heartbeat was acknowledged within MemberTTL.
 //
 // Deaths are only acted on (ranges taken over) once the view is stable: it
-// has been continuous for MemberTTL since the watch started or NATS
-// reconnected, so that instances that have not heartbeated again yet after
-// an outage are not taken for dead.
+// has been continuous for MemberTTL since the watch started, NATS
+// reconnected or the bucket came back empty, so that instances that have
+// not heartbeated again yet after an outage are not taken for dead.
 type membership struct {
 	self   string
 	ttl    time.Duration
@@ -86,7 +86,11 @@ func (m *membership) apply(e jetstream.KeyValueEntry) {
 		if bus.KeyLost(e) {
 			// Lost with a bucket NATS re-created empty, not a departure:
 			// the entry's age decides, as for a crash, so an instance that
-			// heartbeats again in time stays.
+			// heartbeats again in time stays. Nobody could heartbeat
+			// before the bucket was back, which can be more than a TTL
+			// after the reconnect's hold began: hold judgements off for a
+			// TTL from now (TestALostMembershipBucketHoldsJudgementsOff).
+			m.since = m.clock.Now()
 			return
 		}
 		delete(m.created, e.Key()) // a clean shutdown: gone at once

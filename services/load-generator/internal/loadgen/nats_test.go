@@ -128,20 +128,35 @@ func TestNATSRestart(t *testing.T) {
 			}
 
 			// The load running across the outage ends with its summary, on
-			// an empty store too (its plan is written again by the leader).
+			// an empty store too (its plan is written again by the leader),
+			// with the full schedule in the topic, once: the outage leaves
+			// no hole and nothing produced twice. What the topic lacks may
+			// only be records still due when the schedule ended after this
+			// starved process stalled in its last moments (the schedule
+			// stops exactly at its end), and the account counts them as
+			// missed. (Asserting exactly 4,000 delivered failed once at a
+			// load average of 15 with 3,872, and in 10 of 52 runs under
+			// -race with GOMAXPROCS=1, 4–522 short: each time that tail,
+			// counted missed.)
 			fin := e.waitFinished(t, "across", 30*time.Second)
 			require.False(t, fin.Failed, fin.Reason)
 			require.True(t, fin.DeliveredFromBroker)
 			t.Logf("the load across the outage: %+v", fin)
-			require.Equal(t, int64(4000), fin.RecordsDelivered)
 			require.Zero(t, fin.Takeovers, "nobody died: the outage held judgements off")
-			require.Zero(t, fin.RecordsMissed)
+			extra, where := completeness(t, e.coverage(t, fin, time.Second), fin, 500, 8, nil, 0)
+			require.Zero(t, extra, "produced twice in periods %v", where)
+			require.Equal(t, int64(4000)-fin.RecordsMissed, fin.RecordsDelivered)
+			if fin.RecordsMissed > 0 {
+				require.Contains(t, fin.Reason, "records due were never produced", "missed records are said")
+			}
 
 			e.start("after", events.Workload{Sensors: 200, RatePerSec: 200}, 2*time.Second)
 			fin = e.waitFinished(t, "after", 30*time.Second)
 			require.False(t, fin.Failed, fin.Reason)
 			t.Logf("the load after the restart: %+v", fin)
-			require.Equal(t, int64(400), fin.RecordsDelivered)
+			extra, where = completeness(t, e.coverageFrom(t, fin, time.Second, fin.StartMs), fin, 200, 2, nil, 0)
+			require.Zero(t, extra, "produced twice in periods %v", where)
+			require.Equal(t, int64(400)-fin.RecordsMissed, fin.RecordsDelivered)
 			for _, b := range []string{loadgen.BucketMembers, loadgen.BucketRuns} {
 				_, err := e.bus.JetStream().KeyValue(context.Background(), b)
 				require.NoError(t, err, b)

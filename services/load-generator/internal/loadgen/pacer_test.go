@@ -125,11 +125,13 @@ func TestPacerSharesAddUp(t *testing.T) {
 
 func TestThrottle(t *testing.T) {
 	t0 := time.Unix(0, 0)
-	th := newThrottle(10_000, 2, 20*time.Millisecond, t0)
+	th := newThrottle(10_000, 2, 20*time.Millisecond, 100*time.Millisecond, t0)
 	require.Equal(t, int64(200), th.allow(t0, 1000, 0), "a full bucket: 20 ms of backlog at the spare 1× the rate")
 	require.Equal(t, int64(0), th.allow(t0, 1000, 0))
 	require.Equal(t, int64(10), th.allow(t0.Add(time.Millisecond), 1000, 0), "refills at 10,000/s")
 	require.Equal(t, int64(300), th.allow(t0.Add(time.Millisecond), 1000, 300), "records on schedule go without tokens")
+	require.Equal(t, int64(600), th.allow(t0.Add(61*time.Millisecond), 1000, 0), "a tick delayed 60 ms (within the tolerance) keeps all 60 ms of tokens")
+	require.Equal(t, int64(200), th.allow(t0.Add(211*time.Millisecond), 1000, 0), "after a 150 ms stall: the burst")
 	require.Equal(t, int64(5), th.allow(t0.Add(time.Hour), 5, 0), "takes only what is wanted")
 	require.Equal(t, int64(195), th.allow(t0.Add(time.Hour), 1000, 0), "capped at the burst after a long pause")
 	require.Equal(t, int64(1000), th.allow(t0.Add(time.Hour), 1000, 1000), "an empty bucket holds back no record on schedule")

@@ -125,3 +125,33 @@ func TestStalledGeneratorFlagged(t *testing.T) {
 		require.GreaterOrEqual(t, dev.MaxLatenessMs, 1500.0, "the stall's lateness")
 	}
 }
+
+// TestStallAtTheEndIsCountedMissed: a sender stalled in the last moments of
+// its schedule — what a loaded machine did to TestNATSRestart — does not
+// produce the records still due when the schedule ends (it stops exactly at
+// its end); the load is not failed, and its account says what the topic
+// lacks: those records, counted missed (the analyzer flags load_missed),
+// and only those, at the schedule's end.
+func TestStallAtTheEndIsCountedMissed(t *testing.T) {
+	e := newEnv(t)
+	var stalled atomic.Bool
+	stall := func(_ string, elapsed time.Duration) {
+		if elapsed >= 2600*time.Millisecond && stalled.CompareAndSwap(false, true) {
+			<-time.After(500 * time.Millisecond) // the stand-in for a starved sender
+		}
+	}
+	cfg := testConfig("lg-1")
+	cfg.DeliveryTimeout = 10 * time.Second // the stall is no Kafka outage
+	e.generator(cfg, loadgen.Deps{Hooks: loadgen.Hooks{Step: stall}})
+	const sensors, seconds = 500, 3
+	e.start("late", events.Workload{Sensors: sensors, RatePerSec: sensors}, seconds*time.Second) // period 1 s
+	fin := e.waitFinished(t, "late", 30*time.Second)
+	t.Logf("%+v", fin)
+	require.False(t, fin.Failed, fin.Reason)
+	require.True(t, stalled.Load())
+	require.Positive(t, fin.RecordsMissed, "records due in the stall's first 400 ms beyond the catch-up burst")
+	require.Contains(t, fin.Reason, "records due were never produced")
+	extra, _ := completeness(t, e.coverage(t, fin, time.Second), fin, sensors, seconds, nil, 0)
+	require.Zero(t, extra)
+	require.Equal(t, int64(sensors*seconds)-fin.RecordsMissed, fin.RecordsDelivered)
+}

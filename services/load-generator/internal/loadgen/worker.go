@@ -415,7 +415,7 @@ func (s *pacing) reshape(ctx context.Context, sh *share, end time.Duration, now 
 	}
 	w.assigned.Store(int64(sensors))
 	if s.th == nil {
-		s.th = newThrottle(rate, w.cfg.MaxCatchUp, w.cfg.CatchUpBurst, now)
+		s.th = newThrottle(rate, w.cfg.MaxCatchUp, w.cfg.CatchUpBurst, w.cfg.LateTolerance, now)
 	} else {
 		s.th.setRate(rate, w.cfg.MaxCatchUp, w.cfg.CatchUpBurst)
 	}
