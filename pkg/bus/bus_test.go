@@ -55,6 +55,9 @@ func TestMalformedCommandIsDeadLetteredAndNextValidIsProcessed(t *testing.T) {
 	require.Equal(t, `{"experiment_id":"e1","backend":"local"}`, string(dead[0].Data()), "original body kept")
 	require.Equal(t, "provisioner", dead[0].Headers().Get(bus.HeaderDLQConsume))
 	require.Contains(t, dead[1].Headers().Get(bus.HeaderDLQReason), "missing Gf-Type header")
+	for _, m := range dead {
+		require.False(t, bus.RetryMayHelp(m.Headers().Get(bus.HeaderDLQReason)), "an undecodable message fails a retry the same way")
+	}
 }
 
 func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
@@ -91,6 +94,8 @@ func TestTransientFailuresRetryThenDeadLetter(t *testing.T) {
 	}
 	require.Contains(t, reasons["never"], "failed 3 deliveries")
 	require.Contains(t, reasons["permanent"], "rejected: test failure")
+	require.True(t, bus.RetryMayHelp(reasons["never"]), "what kept failing may pass on a retry")
+	require.False(t, bus.RetryMayHelp(reasons["permanent"]), "a rejection is final")
 	testenv.Eventually(t, 5*time.Second, "recovering message retried", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -354,6 +359,7 @@ func TestPanickingHandlerIsDeadLetteredAndTheConsumerKeepsServing(t *testing.T) 
 			dead := dlq(t, b, 1)
 			require.Equal(t, "boom", dead[0].Headers().Get(bus.HeaderExperiment))
 			require.Equal(t, "panic: assignment to entry in nil map", dead[0].Headers().Get(bus.HeaderDLQReason))
+			require.False(t, bus.RetryMayHelp(dead[0].Headers().Get(bus.HeaderDLQReason)), "a panic would happen again")
 			require.Equal(t, "1", dead[0].Headers().Get(bus.HeaderDLQDeliver), "dead-lettered at the first delivery, not retried")
 			require.Equal(t, "boom panic: assignment to entry in nil map",
 				testenv.Receive(t, hooked, 10*time.Second, "dead-letter hook told of the panicking message"))

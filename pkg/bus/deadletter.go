@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,6 +21,22 @@ import (
 // load.start that cannot be processed — so no run waits out a timeout for a
 // reply that cannot come.
 type DeadLetterFunc func(ctx context.Context, h nats.Header, reason string)
+
+// How the reasons a retry may get past begin (see RetryMayHelp).
+const (
+	reasonFailed          = "failed"
+	reasonOutOfDeliveries = "out of deliveries"
+)
+
+// RetryMayHelp reports whether a dead-letter reason is one a new attempt of
+// the work may get past: the handler failed on every delivery (its
+// infrastructure — NATS KV, a broker — kept failing), or the deliveries were
+// spent by processes that died or stopped holding the message. Not an
+// undecodable, unverified or rejected message, nor one whose handler
+// panicked: those fail the same way again.
+func RetryMayHelp(reason string) bool {
+	return strings.HasPrefix(reason, reasonFailed+" ") || strings.HasPrefix(reason, reasonOutOfDeliveries+":")
+}
 
 // OnDeadLetter registers f to be called after a message is dead-lettered.
 func OnDeadLetter(f DeadLetterFunc) ConsumeOption {

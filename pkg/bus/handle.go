@@ -60,7 +60,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	}
 	if spent := md.NumDelivered - 1; spent >= uint64(spec.MaxDeliver) {
 		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqOutOfDeliveries, fmt.Sprintf(
-			"out of deliveries: delivered %d times (at most %d), the last ending without an outcome: the consumer died, timed out or shut down while holding it",
+			reasonOutOfDeliveries+": delivered %d times (at most %d), the last ending without an outcome: the consumer died, timed out or shut down while holding it",
 			spent, spec.MaxDeliver))
 		return
 	}
@@ -98,7 +98,7 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 		_ = msg.Nak()
 		b.m.consumed.WithLabelValues(spec.Durable, typ, "interrupted").Inc()
 	case int(md.NumDelivered) >= spec.MaxDeliver:
-		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqFailed, fmt.Sprintf("failed %d deliveries, last error: %v", md.NumDelivered, herr))
+		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqFailed, fmt.Sprintf(reasonFailed+" %d deliveries, last error: %v", md.NumDelivered, herr))
 	default:
 		delay := spec.Backoff[min(int(md.NumDelivered)-1, len(spec.Backoff)-1)]
 		outcome := "nak"

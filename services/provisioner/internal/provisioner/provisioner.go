@@ -15,7 +15,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -221,11 +220,11 @@ func (p *Provisioner) answerDeadLetter(ctx context.Context, h nats.Header, reaso
 	var err error
 	switch events.Type(h.Get(bus.HeaderType)) {
 	case events.TypeRunProvision:
-		// Out of deliveries ("failed N deliveries, …"): what kept failing
-		// was this service's infrastructure (NATS KV, a broker), which a
-		// retry of the run may get past; an undecodable or rejected command
-		// will not be fixed by one.
-		transient := strings.HasPrefix(reason, "failed ")
+		// A command that kept failing (this service's infrastructure) or
+		// whose deliveries were spent by provisioners that died holding it
+		// is one a retry of the run may get past; an undecodable or
+		// rejected command will not be fixed by one.
+		transient := bus.RetryMayHelp(reason)
 		err = p.bus.Publish(ctx, events.RunProvisionFailed{ExperimentID: exp, RunID: run, TsMs: p.clock.Now().UnixMilli(), Transient: transient,
 			Reason: "the provision command could not be processed: " + reason}, "provision-failed:"+run)
 	case events.TypeRunTeardown:
