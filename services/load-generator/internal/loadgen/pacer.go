@@ -134,7 +134,7 @@ func (p *Pacer) DueAt(j int64) time.Duration {
 // beyond burst. Capped at burst, a process starved of CPU (a step every
 // 60 ms) caught up at a third of the allowed rate, and a backlog built
 // mid-load could still be there at the end, counted missed
-// (TestSparseTicksCatchUpAtTheLimit).
+// (TestCatchUpAfterStall, its 60 ms steps).
 type throttle struct {
 	rate      float64 // tokens per second
 	burst     float64
