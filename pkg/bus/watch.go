@@ -13,6 +13,11 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 )
 
+// LogFieldExperiment is the log field naming the experiment of a message
+// a watch skipped as unverified (a watching CLI tells its own
+// experiment's from others').
+const LogFieldExperiment = "experiment_id"
+
 // Watch delivers, without durable state, every message of the given types
 // published at or after since, until ctx ends. Used by `greenflow submit
 // --watch` and tests. It reads StreamWatch, which the server fills from the
@@ -34,7 +39,8 @@ func (b *Bus) Watch(ctx context.Context, since time.Time, types []events.Type, f
 			// A watcher shows only what the contract's producers said;
 			// the durable consumers dead-letter the rest.
 			b.m.unverified.WithLabelValues("watch").Inc()
-			b.logger.Warn("watch skipped a message whose signature does not hold", zap.Error(err))
+			b.logger.Warn("watch skipped a message whose signature does not hold", zap.Error(err),
+				zap.String(LogFieldExperiment, h.Get(HeaderExperiment)), zap.String("type", h.Get(HeaderType)))
 			return
 		}
 		ver, _ := strconv.Atoi(h.Get(HeaderVersion))

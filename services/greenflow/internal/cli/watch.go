@@ -35,6 +35,7 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 	verified := make(chan struct{}, 1) // an event of the experiment passed
 	var gaveUp error
 	if unverified != nil {
+		unverified.watch(experimentID)
 		stopped := make(chan struct{})
 		defer func() { cancel(); <-stopped }()
 		go func() {
@@ -120,20 +121,25 @@ func Watch(ctx context.Context, b *bus.Bus, experimentID string, since time.Time
 // event of the experiment without a word and waited forever for an end it
 // had dropped. This reports the first on stderr, naming the trust file and
 // what failed (the event, its signer's key), and counts the rest; Watch
-// gives up when nothing of its experiment passes for wait after it.
+// gives up when, after an event of its own experiment failed the check,
+// nothing of that experiment passes it for waitFor. Another experiment's
+// events failing the check start no wait: its own may all pass.
 type unverifiedReport struct {
 	trustFile string
 	waitFor   time.Duration
 	stderr    io.Writer
-	first     chan struct{} // closed at the first
 	once      sync.Once
 	n         atomic.Int64
+
+	watched atomic.Pointer[string] // the experiment Watch follows
+	own     chan struct{}          // closed at the first of its events failing the check
+	ownOnce sync.Once
 }
 
 var _ zapcore.Core = (*unverifiedReport)(nil)
 
 func newUnverifiedReport(trustFile string, wait time.Duration, stderr io.Writer) *unverifiedReport {
-	return &unverifiedReport{trustFile: trustFile, waitFor: wait, stderr: stderr, first: make(chan struct{})}
+	return &unverifiedReport{trustFile: trustFile, waitFor: wait, stderr: stderr, own: make(chan struct{})}
 }
 
 func (u *unverifiedReport) Enabled(l zapcore.Level) bool { return l >= zapcore.WarnLevel }
@@ -150,18 +156,26 @@ func (u *unverifiedReport) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zap
 // Write takes the bus's warnings; only those of a message that failed the
 // check count (their error is a bus.ErrUnverified), whatever their words.
 func (u *unverifiedReport) Write(_ zapcore.Entry, fields []zapcore.Field) error {
+	experiment := ""
+	for _, f := range fields {
+		if f.Key == bus.LogFieldExperiment && f.Type == zapcore.StringType {
+			experiment = f.String
+		}
+	}
 	for _, f := range fields {
 		err, ok := f.Interface.(error)
 		if f.Type != zapcore.ErrorType || !ok || !errors.Is(err, bus.ErrUnverified) {
 			continue
 		}
 		u.n.Add(1)
+		if w := u.watched.Load(); w != nil && *w == experiment {
+			u.ownOnce.Do(func() { close(u.own) })
+		}
 		u.once.Do(func() {
 			fmt.Fprintf(u.stderr, "greenflow: skipped an event that fails the check against the NATS trust file %s: %v\n"+
 				"  a watch shows only what the contract's producers signed: is %s this deployment's trust file "+
 				"(the %s written beside its seeds; --nats-trust-file names another)? Events failing it are skipped from here on.\n",
 				u.trustFile, err, u.trustFile, bus.TrustFileName)
-			close(u.first)
 		})
 	}
 	return nil
@@ -169,12 +183,16 @@ func (u *unverifiedReport) Write(_ zapcore.Entry, fields []zapcore.Field) error 
 
 func (u *unverifiedReport) Sync() error { return nil }
 
-// wait returns nil when ctx ends, or an error once an event has failed the
-// check and no event of experiment id has passed it (a value on verified)
-// for u.waitFor.
+// watch names the experiment whose failing events start wait's clock; call
+// it before the watch begins.
+func (u *unverifiedReport) watch(id string) { u.watched.Store(&id) }
+
+// wait returns nil when ctx ends, or an error once an event of experiment
+// id has failed the check and no event of it has passed (a value on
+// verified) for u.waitFor.
 func (u *unverifiedReport) wait(ctx context.Context, verified <-chan struct{}, id string) error {
 	select {
-	case <-u.first:
+	case <-u.own:
 	case <-ctx.Done():
 		return nil
 	}
