@@ -26,7 +26,15 @@ import (
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+// TestMain removes the services' binaries the tests built (387 MB; every
+// run used to leave its copy in the temporary directory).
+func TestMain(m *testing.M) {
+	code := testenv.Run(m)
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 // repoRoot is the module's root directory.
 func repoRoot() string {
