@@ -156,16 +156,22 @@ func (g gatedRunCreate) Create(ctx context.Context, key string, value []byte, op
 	return g.KeyValue.Create(ctx, key, value, opts...)
 }
 
+// gatedHarness is a scheduler whose state bucket is a gatedRunCreate (the
+// one returned), with its HTTP API's URL.
+func gatedHarness(t *testing.T) (*harness, *gatedRunCreate, string) {
+	g := &gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
+	})
+	return h, g, apiServer(t, h)
+}
+
 // A cancel that comes while the consumer is creating the experiment's runs
 // is kept: the runs it created are cancelled, none starts, and the
 // experiment ends cancelled with its runs counted as cancelled.
 func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 	t.Parallel()
-	g := gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
-	h, _ := newHarness(t, nil, func(h *harness) {
-		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return g }
-	})
-	url := apiServer(t, h)
+	h, g, url := gatedHarness(t)
 	rep := submitAccepted(t, url, "", []byte(longSpec(2)))
 	select {
 	case <-g.entered: // the consumer is creating the runs
@@ -206,11 +212,7 @@ func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 // delivering the submission and the experiment stayed submitted forever.
 func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	t.Parallel()
-	g := gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
-	h, _ := newHarness(t, nil, func(h *harness) {
-		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return g }
-	})
-	url := apiServer(t, h)
+	h, g, url := gatedHarness(t)
 	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
 	require.Equal(t, http.StatusAccepted, code, rep.Error)
 	testenv.Receive(t, g.entered, 30*time.Second, "the consumer creating the runs")
