@@ -60,8 +60,8 @@ func (b *Bus) handle(ctx context.Context, logger *zap.Logger, spec ConsumerSpec,
 	}
 	if spent := md.NumDelivered - 1; spent >= uint64(spec.MaxDeliver) {
 		b.deadLetter(ctx, logger, spec, o, done, msg, md, dlqOutOfDeliveries, fmt.Sprintf(
-			reasonOutOfDeliveries+": delivered %d times (at most %d), the last ending without an outcome: the consumer died, timed out or shut down while holding it",
-			spent, spec.MaxDeliver))
+			reasonOutOfDeliveries+": %d deliveries (at most %d) spent, the last ending without an outcome: the consumer died, timed out or shut down while holding it; dead-lettered at delivery %d",
+			spent, spec.MaxDeliver, md.NumDelivered))
 		return
 	}
 	release := keep.hold(msg)
