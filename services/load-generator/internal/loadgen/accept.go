@@ -78,6 +78,11 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 	} else if g.planLost(m.RunID) {
 		return errPlanLost(m.RunID) // accepted before; a new plan would load it twice
 	}
+	// Before anything with effects outside (the schema's registration): a
+	// retry would repeat it.
+	if !g.view.isSynced() {
+		return errors.New("membership view not synced yet")
+	}
 	acceptedAt := g.clock.Now()
 	baseline, baselineKnown, err := g.probeTopic(ctx, m.Kafka.Brokers, m.Kafka.InputTopic)
 	if err != nil {
@@ -92,9 +97,6 @@ func (g *Generator) accept(ctx context.Context, m *events.LoadStart) error {
 			return g.publishFailed(ctx, m, err.Error())
 		}
 		schemaID = id
-	}
-	if !g.view.isSynced() {
-		return errors.New("membership view not synced yet")
 	}
 	alive, _ := g.view.view()
 	alive[g.cfg.Instance] = true
