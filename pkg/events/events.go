@@ -206,7 +206,12 @@ type RunState struct {
 	State        string `json:"state"`
 	Reason       string `json:"reason,omitempty"`
 	PhaseEndMs   int64  `json:"phase_end_ms,omitempty"` // when the current timed phase ends
-	TsMs         int64  `json:"ts_ms"`
+	// NeverStarted (v2): the run ended while pending, before any command
+	// was sent for it — nothing of it exists or is in flight, so the
+	// provisioner keeps no mark of it (a cancelled sweep of 100,000 runs
+	// filled its bucket with them).
+	NeverStarted bool  `json:"never_started"`
+	TsMs         int64 `json:"ts_ms"`
 }
 
 // RunMeasured tells the analyzer that a run's measurement is complete.

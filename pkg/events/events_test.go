@@ -76,6 +76,7 @@ func TestOlderVersionsStillDecode(t *testing.T) {
 			`"uj_per_event":1,"estimated":true,"ts_ms":1}`,
 		events.TypeLoadFinished: `{"experiment_id":"e","run_id":"r","instance":"lg","start_ms":1,"end_ms":2,"records_sent":5,"errors":0,` +
 			`"achieved_rate":5,"failed":false}`,
+		events.TypeRunState: `{"experiment_id":"e","run_id":"r","index":0,"state":"cancelled","ts_ms":1}`,
 	}
 	for typ, body := range v1 {
 		m, err := events.Decode(typ, 1, []byte(body))

@@ -110,7 +110,7 @@ var entries = []Entry{
 		Producers: from(ServiceScheduler), Consumers: from(ServiceProvisioner)},
 	{Type: TypeRunTornDown, Kind: Event, Versions: []int{1, 2}, New: zero[RunTornDown],
 		Producers: from(ServiceProvisioner), Consumers: from(ServiceScheduler)},
-	{Type: TypeRunState, Kind: Event, Versions: []int{1}, New: zero[RunState],
+	{Type: TypeRunState, Kind: Event, Versions: []int{1, 2}, New: zero[RunState],
 		Producers: from(ServiceScheduler), Consumers: from(ServiceProvisioner)},
 	{Type: TypeRunMeasured, Kind: Event, Versions: []int{1, 2}, New: zero[RunMeasured],
 		Producers: from(ServiceScheduler), Consumers: from(ServiceAnalyzer)},

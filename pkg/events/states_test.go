@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"testing"
 
@@ -46,5 +47,7 @@ func stateEnum(t testing.TB, file string) []string {
 func TestStatesMatchTheSchemas(t *testing.T) {
 	require.ElementsMatch(t, []string{events.ExperimentStateQueued, events.ExperimentStateRunning, events.ExperimentStateDone, events.ExperimentStateFailed,
 		events.ExperimentStateCancelled}, stateEnum(t, "experiment.state.v1.json"))
-	require.Equal(t, events.RunStates, stateEnum(t, "run.state.v1.json"))
+	for v := 1; v <= events.Version(events.TypeRunState); v++ {
+		require.Equal(t, events.RunStates, stateEnum(t, fmt.Sprintf("run.state.v%d.json", v)))
+	}
 }

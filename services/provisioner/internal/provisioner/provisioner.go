@@ -237,9 +237,13 @@ func (p *Provisioner) answerDeadLetter(ctx context.Context, h nats.Header, reaso
 }
 
 // onState records runs the scheduler has ended: whatever of them is left
-// is removed by the reconciler, even if their teardown command was lost.
+// is removed by the reconciler, even if their teardown command was lost. A
+// run that ended before it started (cancelled or failed while pending) had
+// no command sent, so nothing of it can exist or arrive late: it gets no
+// mark (a cancelled sweep's marks filled the bucket, and then no run could
+// be provisioned).
 func (p *Provisioner) onState(ctx context.Context, m *events.RunState) error {
-	if !events.RunFinal(m.State) {
+	if !events.RunFinal(m.State) || m.NeverStarted {
 		return nil
 	}
 	if err := p.store.MarkFinal(ctx, m.RunID, m.State); err != nil {

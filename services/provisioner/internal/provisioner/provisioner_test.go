@@ -231,6 +231,35 @@ func TestRunsThatAreOverAndUnknownLeftoversAreRemoved(t *testing.T) {
 	require.Equal(t, 1.0, removed(t, inst.reg, "local", "topics", "unknown"))
 }
 
+// A run that ended while pending (a cancelled sweep's) had no command sent,
+// so the provisioner keeps no mark of it: marks of 100,000 cancelled runs
+// filled its bucket, after which no run could be provisioned. A run that
+// started gets its mark as before.
+func TestRunsThatNeverStartedLeaveNoMark(t *testing.T) {
+	w := newWorld(t)
+	inst := w.start(t, options{})
+	ctx := context.Background()
+	for i := range 20 {
+		require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp", RunID: fmt.Sprintf("r-never-%02d", i),
+			State: events.RunStateCancelled, NeverStarted: true}, ""))
+	}
+	require.NoError(t, w.bus.Publish(ctx, events.RunState{ExperimentID: "exp", RunID: "r-started", State: events.RunStateCancelled}, ""))
+	testenv.Eventually(t, 20*time.Second, "the started run marked final", func() bool {
+		_, err := inst.store.Get(ctx, state.FinalKey("r-started"))
+		return err == nil
+	})
+	cons, err := w.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerProvisionerStates.Durable)
+	require.NoError(t, err)
+	testenv.Eventually(t, 20*time.Second, "every run state handled", func() bool {
+		ci, err := cons.Info(ctx)
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0
+	})
+	for i := range 20 {
+		_, err := inst.store.Get(ctx, state.FinalKey(fmt.Sprintf("r-never-%02d", i)))
+		require.Error(t, err, "no mark for a run that never started")
+	}
+}
+
 // TestANATSRestartIsReportedNotReadyAndSurvived stops the NATS server under
 // a running provisioner: its /healthz says not ready while the server is
 // down, and once the server is back the provisioner is ready again and

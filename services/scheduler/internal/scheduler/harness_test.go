@@ -52,6 +52,8 @@ type harness struct {
 	states map[string][]string // run → states in order
 	seen   map[events.Type][]string
 	final  map[string]string
+	// neverStarted: the runs whose final state said they never started.
+	neverStarted map[string]bool
 	// experiments seen in experiment.state events
 	experiments map[string]bool
 	fail        func(runID string) bool
@@ -93,7 +95,7 @@ type harness struct {
 func newHarness(t testing.TB, cfg func(*scheduler.Config), opts ...func(*harness)) (*harness, context.CancelFunc) {
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
-		final: map[string]string{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
+		final: map[string]string{}, neverStarted: map[string]bool{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
 		failLoad: func(string) bool { return false }, overLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
 		msgIDs: map[events.Type]map[string][]string{}}
 	for _, o := range opts {
@@ -114,6 +116,9 @@ func newHarness(t testing.TB, cfg func(*scheduler.Config), opts ...func(*harness
 			switch m := d.Msg.(type) {
 			case *events.RunState:
 				h.states[m.RunID] = append(h.states[m.RunID], m.State)
+				if m.NeverStarted {
+					h.neverStarted[m.RunID] = true
+				}
 			case *events.ExperimentState:
 				h.experiments[m.ExperimentID] = true
 				if events.ExperimentFinal(m.State) {

@@ -95,8 +95,11 @@ func (s *Scheduler) commit(ctx context.Context, vr versioned[RunRecord]) {
 	s.transitions.WithLabelValues(r.State).Inc()
 	s.logger.Info("run state", zap.String("experiment_id", r.ExperimentID), zap.String("run_id", r.RunID), zap.String("state", r.State),
 		zap.String("reason", r.Reason))
+	// A run that entered no phase ended while pending: no command was ever
+	// sent for it (commands follow the write of their state).
+	neverStarted := events.RunFinal(r.State) && len(r.Phases) == 0
 	if err := s.bus.Publish(ctx, events.RunState{ExperimentID: r.ExperimentID, RunID: r.RunID, Index: r.Index, State: r.State, Reason: r.Reason,
-		PhaseEndMs: r.PhaseEndMs, TsMs: r.EnteredMs}, "run.state:"+r.RunID+":"+r.State); err != nil {
+		PhaseEndMs: r.PhaseEndMs, NeverStarted: neverStarted, TsMs: r.EnteredMs}, "run.state:"+r.RunID+":"+r.State); err != nil {
 		s.logger.Warn("publish run state failed", zap.String("run_id", r.RunID), zap.Error(err))
 	}
 	if r.retryDue(s.cfg.Retries) {

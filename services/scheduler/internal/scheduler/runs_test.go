@@ -166,6 +166,9 @@ func TestCancelStopsLoadTearsDownAndCancelsPending(t *testing.T) {
 	require.NotContains(t, h.seen[events.TypeRunTeardown], "exp-c-r0001", "a pending run has nothing to tear down")
 	require.Equal(t, events.RunStateCancelled, last(h.states["exp-c-r0000"]))
 	require.Equal(t, events.RunStateCancelled, last(h.states["exp-c-r0001"]))
+	// The provisioner keeps a mark of a started run only.
+	require.False(t, h.neverStarted["exp-c-r0000"], "the measuring run had started")
+	require.True(t, h.neverStarted["exp-c-r0001"], "the pending run never started")
 }
 
 func TestInvalidSpecIsRejectedAndNothingQueued(t *testing.T) {
