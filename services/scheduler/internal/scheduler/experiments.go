@@ -178,16 +178,28 @@ func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reas
 	return nil
 }
 
-// onDeadLetter records a submission the consumer gave up on (undecodable,
-// out of deliveries, a handler panic) as a failed experiment with the
-// dead-letter reason.
+// onDeadLetter answers a command the consumer gave up on (undecodable,
+// out of deliveries, a handler panic): a submission is recorded as a failed
+// experiment with the dead-letter reason; a cancel of a known experiment is
+// carried out here — marked cancelled, its runs stopped and cancelled — so
+// that a cancel whose handler died with its process, run after run,
+// leaves no run of the experiment pending or running for good (a cancelled
+// experiment is not ticked).
 func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
 	id := h.Get(bus.HeaderExperiment)
-	if events.Type(h.Get(bus.HeaderType)) != events.TypeExperimentSubmit || id == "" {
+	if id == "" {
 		return
 	}
-	if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
-		s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
+	switch events.Type(h.Get(bus.HeaderType)) {
+	case events.TypeExperimentSubmit:
+		if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
+			s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
+		}
+	case events.TypeExperimentCancel:
+		err := s.cancel(ctx, &events.ExperimentCancel{ExperimentID: id, Reason: "cancel dead-lettered (" + reason + "), carried out by its dead-letter hook"})
+		if err != nil && !bus.IsPermanent(err) {
+			s.logger.Error("carry out a dead-lettered cancel failed", zap.String("experiment_id", id), zap.Error(err))
+		}
 	}
 }
 
@@ -215,7 +227,11 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		// it and announces it (submission.go).
 		return nil
 	}
-	return s.cancelRuns(ctx, ve, m.Reason, changed)
+	// Announced again by a repeated cancel (idempotent: the rows are
+	// replaced, the state event deduplicated by its id): a delivery that
+	// marked the experiment and died before announcing it left ClickHouse
+	// and the watchers without the cancellation.
+	return s.cancelRuns(ctx, ve, m.Reason, changed || ve.Value.State == events.ExperimentStateCancelled)
 }
 
 // cancelRuns stops the started runs of a cancelled experiment and cancels

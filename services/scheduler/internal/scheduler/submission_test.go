@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -244,4 +245,84 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	require.Equal(t, events.ExperimentStateFailed, st.State)
 	require.Contains(t, st.Reason, "submission dead-lettered: out of deliveries")
 	require.Contains(t, listed(h.sched), rep.ID)
+}
+
+// gatedRunUpdate is the real state bucket whose updates of run keys wait on
+// gate once armed: a cancel's handler is caught after it marked the
+// experiment and before it cancelled the runs.
+type gatedRunUpdate struct {
+	jetstream.KeyValue
+	armed         *atomic.Bool
+	gate, entered chan struct{}
+	once          *sync.Once
+}
+
+func (g gatedRunUpdate) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	if g.armed.Load() && strings.HasPrefix(key, "run.") {
+		g.once.Do(func() { close(g.entered) })
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return g.KeyValue.Update(ctx, key, value, last)
+}
+
+// A cancel accepted with 202 whose handler died with its process, run
+// after run, until its deliveries were spent — after it had marked the
+// experiment cancelled, before it cancelled the runs — is carried out by
+// the dead-letter hook of the next scheduler: no run is left pending or
+// running under a cancelled experiment (which is no longer ticked), and
+// the cancellation is announced. Before, the cancel vanished with its
+// deliveries, and a redelivered one did not announce.
+func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
+	t.Parallel()
+	g := &gatedRunUpdate{armed: &atomic.Bool{}, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
+	})
+	url := apiServer(t, h)
+	rep := submitAccepted(t, url, "", []byte(longSpec(2)))
+	testenv.Eventually(t, 30*time.Second, "the first run measuring", func() bool {
+		return last(h.runStates(rep.ID+"-r0000")) == events.RunStateMeasuring
+	})
+	g.armed.Store(true) // the next run update waits: the cancel's first
+	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
+	testenv.Receive(t, g.entered, 30*time.Second, "the cancel's handler cancelling the runs")
+
+	h.stopScheduler() // mid-handler: the cancel's first delivery spent
+	ctx := t.Context()
+	cons, err := h.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerScheduler.Durable)
+	require.NoError(t, err)
+	spent := 1
+	testenv.Eventually(t, 30*time.Second, "the cancel's other deliveries spent by schedulers going away", func() bool {
+		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			if events.Type(m.Headers().Get(bus.HeaderType)) == events.TypeExperimentCancel {
+				spent++
+			}
+			require.NoError(t, m.Nak())
+		}
+		return spent >= bus.DefaultMaxDeliver
+	})
+	g.armed.Store(false)
+	close(g.gate)
+	h.startScheduler(ctx, nil)
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(rep.ID), "the cancellation announced")
+	testenv.Eventually(t, 30*time.Second, "every run cancelled", func() bool {
+		st, ok := h.sched.Status(rep.ID)
+		if !ok || len(st.Runs) == 0 {
+			return false
+		}
+		for _, r := range st.Runs {
+			if r.State != events.RunStateCancelled {
+				return false
+			}
+		}
+		return true
+	})
+	st, _ := h.sched.Status(rep.ID)
+	require.Contains(t, st.Runs[len(st.Runs)-1].Reason, "cancel dead-lettered (out of deliveries", "a pending run, cancelled by the hook")
 }
