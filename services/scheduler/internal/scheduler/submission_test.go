@@ -223,20 +223,7 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 
 	h.stopScheduler() // mid-handler: the submission's first delivery spent
 	ctx := t.Context()
-	cons, err := h.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerScheduler.Durable)
-	require.NoError(t, err)
-	spent := 1
-	testenv.Eventually(t, 30*time.Second, "the submission's other deliveries spent by schedulers going away", func() bool {
-		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
-		require.NoError(t, err)
-		for m := range batch.Messages() {
-			if m.Headers().Get(bus.HeaderExperiment) == rep.ID {
-				spent++
-			}
-			require.NoError(t, m.Nak())
-		}
-		return spent >= bus.DefaultMaxDeliver
-	})
+	spendDeliveries(t, h, "the submission", func(m jetstream.Msg) bool { return m.Headers().Get(bus.HeaderExperiment) == rep.ID })
 	close(g.gate)
 	h.startScheduler(ctx, nil)
 	require.Equal(t, events.ExperimentStateFailed, h.waitFinal(rep.ID))
@@ -245,6 +232,28 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	require.Equal(t, events.ExperimentStateFailed, st.State)
 	require.Contains(t, st.Reason, "submission dead-lettered: out of deliveries")
 	require.Contains(t, listed(h.sched), rep.ID)
+}
+
+// spendDeliveries spends the deliveries left to the message match picks
+// (its first was spent by the scheduler stopped holding it) as schedulers
+// going away before they handle it would: fetched from the scheduler's
+// consumer and Nak'ed, with whatever else comes.
+func spendDeliveries(t *testing.T, h *harness, what string, match func(jetstream.Msg) bool) {
+	t.Helper()
+	cons, err := h.bus.JetStream().Consumer(t.Context(), bus.StreamLifecycle, bus.ConsumerScheduler.Durable)
+	require.NoError(t, err)
+	spent := 1
+	testenv.Eventually(t, 30*time.Second, what+"'s other deliveries spent by schedulers going away", func() bool {
+		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+		require.NoError(t, err)
+		for m := range batch.Messages() {
+			if match(m) {
+				spent++
+			}
+			require.NoError(t, m.Nak())
+		}
+		return spent >= bus.DefaultMaxDeliver
+	})
 }
 
 // gatedRunUpdate is the real state bucket whose updates of run keys wait on
@@ -293,19 +302,8 @@ func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 
 	h.stopScheduler() // mid-handler: the cancel's first delivery spent
 	ctx := t.Context()
-	cons, err := h.bus.JetStream().Consumer(ctx, bus.StreamLifecycle, bus.ConsumerScheduler.Durable)
-	require.NoError(t, err)
-	spent := 1
-	testenv.Eventually(t, 30*time.Second, "the cancel's other deliveries spent by schedulers going away", func() bool {
-		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
-		require.NoError(t, err)
-		for m := range batch.Messages() {
-			if events.Type(m.Headers().Get(bus.HeaderType)) == events.TypeExperimentCancel {
-				spent++
-			}
-			require.NoError(t, m.Nak())
-		}
-		return spent >= bus.DefaultMaxDeliver
+	spendDeliveries(t, h, "the cancel", func(m jetstream.Msg) bool {
+		return events.Type(m.Headers().Get(bus.HeaderType)) == events.TypeExperimentCancel
 	})
 	g.armed.Store(false)
 	close(g.gate)
