@@ -62,6 +62,9 @@ type Deps struct {
 
 // Scheduler drives experiments and their runs; see the package comment.
 type Scheduler struct {
+	// life is Run's context, for work a dead-letter hook does beyond the
+	// bus's few seconds for its answer; set before Run starts its parts.
+	life context.Context
 	// guard and tokens protect the HTTP API (pkg/auth).
 	guard  *auth.Guard
 	tokens *auth.Tokens
@@ -226,6 +229,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return errors.New("scheduler: Run called before Init")
 	}
 	defer func() { _ = s.watch.Stop() }()
+	s.life = ctx
 	return s.parts.Run(ctx)
 }
 
