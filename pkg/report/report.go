@@ -328,12 +328,8 @@ func runPlots(ctx context.Context, st *store.Store, e experiment, maxRuns int) (
 		if err != nil {
 			return nil, nil, "", err
 		}
-		big, small := runcharts.SplitByScale(p.Series)
-		p.Series = big
-		power = append(power, template.HTML(p.SVG()))
-		if len(small) > 0 {
-			p.Title, p.Series = p.Title+": smaller components, own scale ("+runcharts.ComponentsNote(small)+")", small
-			power = append(power, template.HTML(p.SVG()))
+		for _, plot := range runcharts.PowerPlots(p) {
+			power = append(power, template.HTML(plot.SVG()))
 		}
 		lp, ok, err := runcharts.Lag(ctx, st, r, metricsOf[r.RunID])
 		if err != nil {

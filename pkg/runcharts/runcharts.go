@@ -135,22 +135,32 @@ func Lag(ctx context.Context, st *store.Store, r store.Run, metrics map[string]f
 	return p, true, nil
 }
 
-// SplitByScale parts a plot's series into those within a tenth of the
-// largest (big) and the smaller rest: one axis for both would squash the
-// small ones (a 0.2 W SUT beside a 7 W node) into a flat line.
+// SplitByScale parts a plot's series into big and small: a series whose
+// mean is under a tenth of the largest peak goes to small, since one axis
+// for both would squash it (a 0.3 W SUT beside a 13 W node) into a flat
+// line. The mean, not the peak, decides: a process's power sampled every
+// 200 ms is a few CPU ticks, mostly 0 or 0.3 W with a 1.9 W burst when it
+// emits, and a burst or two must not keep it on an axis where everything
+// else it does is within a few pixels of zero.
 func SplitByScale(ss []svgplot.Series) (big, small []svgplot.Series) {
-	peak := make([]float64, len(ss))
+	mean := make([]float64, len(ss))
 	var top float64
 	for i, s := range ss {
+		var sum float64
+		var n int
 		for _, y := range s.Y {
 			if !math.IsNaN(y) {
-				peak[i] = math.Max(peak[i], math.Abs(y))
+				top = math.Max(top, math.Abs(y))
+				sum += math.Abs(y)
+				n++
 			}
 		}
-		top = math.Max(top, peak[i])
+		if n > 0 {
+			mean[i] = sum / float64(n)
+		}
 	}
 	for i, s := range ss {
-		if top > 0 && peak[i] < top/10 {
+		if top > 0 && mean[i] < top/10 {
 			small = append(small, s)
 		} else {
 			big = append(big, s)
@@ -159,13 +169,22 @@ func SplitByScale(ss []svgplot.Series) (big, small []svgplot.Series) {
 	return big, small
 }
 
-// ComponentsNote says which components a run's second power plot holds.
-func ComponentsNote(small []svgplot.Series) string {
-	names := make([]string, len(small))
-	for i, s := range small {
-		names[i] = s.Name
+// PowerPlots are a run's power plot as drawn: its big series, and when
+// some are small (SplitByScale) a second plot of those on their own scale,
+// its title naming them.
+func PowerPlots(p svgplot.Plot) []svgplot.Plot {
+	big, small := SplitByScale(p.Series)
+	p.Series = big
+	plots := []svgplot.Plot{p}
+	if len(small) > 0 {
+		names := make([]string, len(small))
+		for i, s := range small {
+			names[i] = s.Name
+		}
+		p.Title, p.Series = p.Title+": smaller components, own scale ("+strings.Join(names, ", ")+")", small
+		plots = append(plots, p)
 	}
-	return strings.Join(names, ", ")
+	return plots
 }
 
 // Span is the time a run's samples are read for: its recorded phases, or

@@ -17,7 +17,7 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 // TestSmallComponentsGetTheirOwnScale: a 0.2 W SUT beside a 7 W node goes
-// to a plot of its own; components of one size stay together.
+// to a plot of its own, bursts or not; components of one size stay together.
 func TestSmallComponentsGetTheirOwnScale(t *testing.T) {
 	node := svgplot.Series{Name: "node n1", Y: []float64{6.5, 7}}
 	rest := svgplot.Series{Name: "unattributed", Y: []float64{6, 6.6}}
@@ -29,6 +29,25 @@ func TestSmallComponentsGetTheirOwnScale(t *testing.T) {
 	big, small = runcharts.SplitByScale([]svgplot.Series{node, rest})
 	require.Len(t, big, 2)
 	require.Empty(t, small)
+
+	// What a process's power sampled every 200 ms looks like: a CPU tick
+	// or none, and a burst when it emits. The bursts (1.9 W beside a 13 W
+	// node) do not keep it on the node's axis; a part drawing a fifth of
+	// the node throughout stays there.
+	node = svgplot.Series{Name: "node vm", Y: []float64{12, 13, 12.5, 12, 12.8, 12.2, 12.4, 12.9, 12, 12.6}}
+	bursty := svgplot.Series{Name: "sut", Y: []float64{0, 0.28, 0, 1.9, 0.29, 0, 0.28, 0, 1.5, 0}}
+	steady := svgplot.Series{Name: "load-generator", Y: []float64{2.4, 2.6, 2.5, 2.7, 2.4, 2.5, 2.6, 2.5, 2.4, 2.6}}
+	big, small = runcharts.SplitByScale([]svgplot.Series{node, bursty, steady})
+	require.Equal(t, []string{"node vm", "load-generator"}, []string{big[0].Name, big[1].Name})
+	require.Len(t, big, 2)
+	require.Len(t, small, 1)
+	require.Equal(t, "sut", small[0].Name)
+	plots := runcharts.PowerPlots(svgplot.Plot{Title: "Power", Series: []svgplot.Series{node, bursty, steady}})
+	require.Len(t, plots, 2)
+	require.Equal(t, "Power", plots[0].Title)
+	require.Len(t, plots[0].Series, 2)
+	require.Equal(t, "Power: smaller components, own scale (sut)", plots[1].Title)
+	require.Len(t, runcharts.PowerPlots(svgplot.Plot{Title: "Power", Series: []svgplot.Series{node, steady}}), 1)
 }
 
 // TestLagPlotShowsTheFitAgainstTheSLO: a run's lag summed over its

@@ -81,12 +81,8 @@ func (c *Console) run(w http.ResponseWriter, r *http.Request) {
 			c.fail(w, r, "Draw run "+runID, err)
 			return
 		} else {
-			big, small := runcharts.SplitByScale(p.Series)
-			p.Series = big
-			v.Charts = append(v.Charts, template.HTML(p.SVG()))
-			if len(small) > 0 {
-				p.Title, p.Series = p.Title+": smaller components, own scale ("+runcharts.ComponentsNote(small)+")", small
-				v.Charts = append(v.Charts, template.HTML(p.SVG()))
+			for _, plot := range runcharts.PowerPlots(p) {
+				v.Charts = append(v.Charts, template.HTML(plot.SVG()))
 			}
 		}
 		if p, ok, err := runcharts.Throughput(ctx, st, sr); err == nil && ok {
