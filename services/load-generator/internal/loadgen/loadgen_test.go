@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -259,9 +260,18 @@ func (e *env) records() []*kgo.Record {
 // schedule after the first carries the target within 1 %, as the progress
 // reports count it (records of that second Kafka acknowledged by
 // ReportLag after it), and the topic holds exactly what was reported.
+//
+// The rate is the generator's to hold only while it gets the CPU: beside
+// three busy processes on 2 cores, 1 load in 3 at 100,000/s ended with
+// its last second at 53,479 and 46,521 records due at the end never
+// produced. When this process was itself stalled for longer than the
+// generator's LateTolerance during a load (stallWatch), the test asks what
+// the generator owes a starved machine instead: every record of the
+// schedule sent or counted missed, and the shortfall said.
 func TestRatePrecision(t *testing.T) {
 	e := newEnv(t)
-	e.generator(testConfig("lg-1"), loadgen.Deps{})
+	cfg := testConfig("lg-1")
+	e.generator(cfg, loadgen.Deps{})
 	const seconds = 4
 	for _, tt := range []struct {
 		rate    float64
@@ -273,6 +283,7 @@ func TestRatePrecision(t *testing.T) {
 		}
 		run := fmt.Sprintf("rate-%.0f", tt.rate)
 		before := e.topicTotal()
+		stalled := stallWatch(t)
 		e.start(run, events.Workload{Sensors: tt.sensors, RatePerSec: tt.rate}, seconds*time.Second)
 		fin := e.waitFinished(t, run, 20*time.Second)
 		require.False(t, fin.Failed, fin.Reason)
@@ -280,11 +291,20 @@ func TestRatePrecision(t *testing.T) {
 		require.Len(t, prog, seconds+1, "a report at the start, then one per second of schedule")
 		require.Equal(t, fin.StartMs, prog[0].TsMs)
 		require.Zero(t, prog[0].RecordsSent)
-		for i, p := range prog[2:] {
-			require.InEpsilon(t, tt.rate, p.RatePerSec, 0.01, "second %d at %.0f/s: %+v", i+1, tt.rate, p)
-		}
 		want := int64(tt.rate * seconds)
-		require.InEpsilon(t, want, fin.RecordsSent, 0.01)
+		if stall := stalled(); stall > cfg.LateTolerance {
+			t.Logf("%.0f/s: this process stalled for %s (over the generator's LateTolerance of %s): %d sent, %d missed, per second %v; %s",
+				tt.rate, stall, cfg.LateTolerance, fin.RecordsSent, fin.RecordsMissed, ratesOf(prog), fin.Reason)
+			require.Equal(t, want, fin.RecordsSent+fin.RecordsMissed, "every record of the schedule sent or counted missed")
+			if fin.RecordsMissed > 0 {
+				require.Contains(t, fin.Reason, fmt.Sprintf("%d records due were never produced", fin.RecordsMissed))
+			}
+		} else {
+			for i, p := range prog[2:] {
+				require.InEpsilon(t, tt.rate, p.RatePerSec, 0.01, "second %d at %.0f/s (longest stall %s): %+v", i+1, tt.rate, stall, p)
+			}
+			require.InEpsilon(t, want, fin.RecordsSent, 0.01)
+		}
 		require.Equal(t, fin.RecordsSent, prog[len(prog)-1].RecordsSent, "the last report is final")
 		require.Equal(t, fin.RecordsSent, e.topicTotal()-before, "the topic holds what was reported")
 		require.True(t, fin.DeliveredFromBroker)
@@ -523,4 +543,44 @@ func TestProgressReportsDeduplicated(t *testing.T) {
 	require.NoError(t, e.bus.Publish(context.Background(), events.LoadProgress{ExperimentID: "exp", RunID: "ids", Instance: "marker", TsMs: 1}, "marker"))
 	testenv.Eventually(t, 10*time.Second, "the marker", func() bool { return len(e.progressOf("ids", "marker")) == 1 })
 	require.Len(t, e.progressOf("ids", "lg-1"), len(want), "the repeated report was de-duplicated")
+}
+
+// stallWatch measures how starved this process is from now until the test
+// ends: a goroutine wakes every 10 ms, and the returned function gives the
+// longest it woke late. The generator shares the process, so a stall here
+// is one it went through too.
+func stallWatch(t *testing.T) func() time.Duration {
+	const every = 10 * time.Millisecond
+	var longest atomic.Int64 // ns
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				now = time.Now() // the wake-up, not the tick's due time
+				if late := now.Sub(last) - every; int64(late) > longest.Load() {
+					longest.Store(int64(late))
+				}
+				last = now
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() time.Duration { return time.Duration(longest.Load()) }
+}
+
+// ratesOf is each progress report's rate over its last second.
+func ratesOf(prog []events.LoadProgress) []float64 {
+	out := make([]float64, len(prog))
+	for i, p := range prog {
+		out[i] = p.RatePerSec
+	}
+	return out
 }
