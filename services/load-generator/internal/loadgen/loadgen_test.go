@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,12 +261,12 @@ func (e *env) records() []*kgo.Record {
 // ReportLag after it), and the topic holds exactly what was reported.
 //
 // The rate is the generator's to hold only while it gets the CPU: beside
-// three busy processes on 2 cores, 1 load in 3 at 100,000/s ended with
-// its last second at 53,479 and 46,521 records due at the end never
+// three busy processes on 2 cores, loads at 100,000/s ended with a last
+// second of 43,281–85,598 and up to 56,719 records due at the end never
 // produced. When this process was itself stalled for longer than the
-// generator's LateTolerance during a load (stallWatch), the test asks what
-// the generator owes a starved machine instead: every record of the
-// schedule sent or counted missed, and the shortfall said.
+// generator's LateTolerance during a load (testenv.StallWatch), the test
+// asks what the generator owes a starved machine instead: every record of
+// the schedule sent or counted missed, and the shortfall said.
 func TestRatePrecision(t *testing.T) {
 	e := newEnv(t)
 	cfg := testConfig("lg-1")
@@ -283,7 +282,7 @@ func TestRatePrecision(t *testing.T) {
 		}
 		run := fmt.Sprintf("rate-%.0f", tt.rate)
 		before := e.topicTotal()
-		stalled := stallWatch(t)
+		stalled := testenv.StallWatch(t)
 		e.start(run, events.Workload{Sensors: tt.sensors, RatePerSec: tt.rate}, seconds*time.Second)
 		fin := e.waitFinished(t, run, 20*time.Second)
 		require.False(t, fin.Failed, fin.Reason)
@@ -543,37 +542,6 @@ func TestProgressReportsDeduplicated(t *testing.T) {
 	require.NoError(t, e.bus.Publish(context.Background(), events.LoadProgress{ExperimentID: "exp", RunID: "ids", Instance: "marker", TsMs: 1}, "marker"))
 	testenv.Eventually(t, 10*time.Second, "the marker", func() bool { return len(e.progressOf("ids", "marker")) == 1 })
 	require.Len(t, e.progressOf("ids", "lg-1"), len(want), "the repeated report was de-duplicated")
-}
-
-// stallWatch measures how starved this process is from now until the test
-// ends: a goroutine wakes every 10 ms, and the returned function gives the
-// longest it woke late. The generator shares the process, so a stall here
-// is one it went through too.
-func stallWatch(t *testing.T) func() time.Duration {
-	const every = 10 * time.Millisecond
-	var longest atomic.Int64 // ns
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		last := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				now = time.Now() // the wake-up, not the tick's due time
-				if late := now.Sub(last) - every; int64(late) > longest.Load() {
-					longest.Store(int64(late))
-				}
-				last = now
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return func() time.Duration { return time.Duration(longest.Load()) }
 }
 
 // ratesOf is each progress report's rate over its last second.
