@@ -47,8 +47,15 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.Contains(t, table, "Per configuration")
 	require.Contains(t, table, "±")
 
+	// Every run is done, or failed on a load the machine starved and was
+	// retried: the counts below are of the runs stored, and the plots of
+	// the done ones.
 	rows, err := report.LoadResults(ctx, st.Store, id)
 	require.NoError(t, err)
+	done := map[string]bool{}
+	for _, r := range rows {
+		done[r.RunID] = requireDoneUnlessStarved(t, r)
+	}
 	sums := report.SummarizeRuns(rows, report.DefaultLevel)
 	require.Len(t, sums, 2)
 	for _, s := range sums {
@@ -95,7 +102,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 		} `json:"provenance"`
 	}
 	require.NoError(t, json.Unmarshal(body, &doc))
-	require.Len(t, doc.Runs, 4)
+	require.Len(t, doc.Runs, len(rows))
 	// Provenance: what the results came from, with the experiment's record.
 	exp, err := st.Store.GetExperiment(ctx, id)
 	require.NoError(t, err)
@@ -133,7 +140,9 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 		}
 		require.Greater(t, node, 0.0)
 		require.InDelta(t, node, roles, 1e-6*node, "run %s", r.RunID)
-		require.Equal(t, 0.0, r.Metrics["quality_sample_gaps"], "run %s", r.RunID)
+		if done[r.RunID] {
+			require.Equal(t, 0.0, r.Metrics["quality_sample_gaps"], "run %s", r.RunID)
+		}
 	}
 
 	cmp := run("compare", sums[0].ConfigHash[:8], sums[1].ConfigHash[:8], "--experiment", id)
@@ -184,7 +193,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 		return out
 	}
 	runsCSV := readCSV("runs.csv")
-	require.Len(t, runsCSV, 4)
+	require.Len(t, runsCSV, len(rows))
 	require.NotEmpty(t, runsCSV[0]["workload.sensors"], "one column per factor")
 	samples := readCSV("samples.csv")
 	require.NotEmpty(t, samples)
@@ -194,7 +203,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	}
 	require.True(t, components["sut"], "samples are labelled with their role: %v", components)
 	results := readCSV("results.csv")
-	require.Greater(t, len(results), 4*20)
+	require.Greater(t, len(results), len(rows)*20)
 	summary := readCSV("summary.csv")
 	found := false
 	for _, s := range summary {
@@ -212,7 +221,7 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, string(summaryFile), byConfig)
 	require.NotEmpty(t, readCSV("phases.csv"))
-	require.Len(t, readCSV("targets.csv"), 4)
+	require.Len(t, readCSV("targets.csv"), len(rows))
 	provJSON, err := os.ReadFile(filepath.Join(dir, "provenance.json"))
 	require.NoError(t, err)
 	var prov struct {
@@ -238,14 +247,15 @@ func TestAnalysisOfRepeatedExperiment(t *testing.T) {
 	require.NotContains(t, html, ">all<", "legend entries say what they show")
 	require.Contains(t, html, ">repetitions<", "the repetitions beside each mean")
 	require.Contains(t, html, ">delivered = offered<")
-	require.Equal(t, 4, strings.Count(html, "Consumer lag: "), "each run's lag (too short a window here for a fitted trend)")
+	// The plots are the done runs': n, each submitted run or its retry.
+	require.Equal(t, n, strings.Count(html, "Consumer lag: "), "each run's lag (too short a window here for a fitted trend)")
 	// Each run's SUT (a few tenths of a watt on average, with bursts of up
 	// to 2 W when it emits, beside a node of 11–14 W) is drawn again on a
 	// scale of its own, not squashed against the node's watts.
-	require.Equal(t, 4, strings.Count(html, "smaller components, own scale (sut)"), "the SUT's 0.x W not squashed against the node's watts")
+	require.Equal(t, n, strings.Count(html, "smaller components, own scale (sut)"), "the SUT's 0.x W not squashed against the node's watts")
 	// Two load plots, throughput, the Pareto front; per run a power plot,
 	// a lag plot and the plot of its smaller components.
-	require.Equal(t, 4+3*4, strings.Count(html, "<svg "))
+	require.Equal(t, 4+3*n, strings.Count(html, "<svg "))
 	// Every inline SVG is well-formed XML.
 	for rest := html; ; {
 		i := strings.Index(rest, "<svg ")

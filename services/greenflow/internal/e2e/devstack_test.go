@@ -40,17 +40,9 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		t.Logf("run %s: %s, %.0f events in the window, %.4f of the offered load (from the broker: %v; acknowledged by the generators: %.0f), flags %v %s",
 			r.RunID, r.State, r.Metrics["events"], r.Metrics["events_delivered_ratio"], r.Metrics["events_from_broker"] == 1,
 			r.Metrics["events_acknowledged"], r.Flags, r.Reason)
-		if r.State == events.RunStateFailed {
-			// An undisturbed run may fail only because this shared machine
-			// starved the load generator — which both independent counts
-			// must then show — and it is retried.
-			require.Contains(t, r.Reason, "invalid measurement: offered load not delivered", r.RunID)
-			require.Contains(t, r.Reason, "(retried as ", r.RunID)
-			require.True(t, shortOfOffer(r, r.Metrics["events_acknowledged"]), "the generators' own count agrees")
-			require.Equal(t, 1.0, r.Metrics["invalid"])
+		if !requireDoneUnlessStarved(t, r) {
 			continue
 		}
-		require.Equal(t, events.RunStateDone, r.State, r.Reason)
 		// A caveat on a derived figure (a negative dynamic energy on this
 		// shared machine) may come; nothing may be wrong with the data.
 		require.Empty(t, results.DataQuality(r.Flags), "an undisturbed run has nothing to flag in its data")
@@ -127,4 +119,27 @@ func loadTolerance(r report.ResultRow) float64 {
 // beyond the analyzer's tolerance.
 func shortOfOffer(r report.ResultRow, count float64) bool {
 	return r.Metrics["events_offered"]-count > loadTolerance(r)
+}
+
+// requireDoneUnlessStarved checks an undisturbed run: it ended done, or it
+// failed only because the machine starved the load generator — which both
+// independent counts must then show — and was retried as a new run. It
+// reports whether the run is done. On this 2-core machine beside three
+// busy processes, 3 of an experiment's 4 runs of 2 s failed so (delivered
+// 76–87 % of the offered load, the generator's own count agreeing) and
+// were retried, each retry done; a test that counted on every run being
+// done failed there, though the product did what it should.
+func requireDoneUnlessStarved(t *testing.T, r report.ResultRow) bool {
+	t.Helper()
+	if r.State == events.RunStateFailed {
+		require.Contains(t, r.Reason, "invalid measurement: offered load not delivered", r.RunID)
+		require.Contains(t, r.Reason, "(retried as ", r.RunID)
+		require.True(t, shortOfOffer(r, r.Metrics["events_acknowledged"]), "%s: the generators' own count agrees", r.RunID)
+		require.Equal(t, 1.0, r.Metrics["invalid"], r.RunID)
+		t.Logf("run %s failed on a load this machine starved (%.0f of %.0f events in the window): %s", r.RunID, r.Metrics["events"],
+			r.Metrics["events_offered"], r.Reason)
+		return false
+	}
+	require.Equal(t, events.RunStateDone, r.State, "%s: %s", r.RunID, r.Reason)
+	return true
 }
