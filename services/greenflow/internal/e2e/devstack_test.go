@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/report"
 	"github.com/greenflow/greenflow/pkg/results"
+	"github.com/greenflow/greenflow/pkg/testenv"
 	analyzerapp "github.com/greenflow/greenflow/services/analyzer/app"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack/devstacktest"
 )
@@ -24,6 +26,7 @@ import (
 // without blocking the experiment.
 func TestExperimentEndToEndInOneProcess(t *testing.T) {
 	ctx, st, b := startStack(t, 3*time.Minute)
+	stalled := testenv.StallWatch(t)
 
 	// A malformed command first: it must go to the dead-letter stream with
 	// a reason and must not block what follows.
@@ -45,7 +48,7 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		}
 		// A caveat on a derived figure (a negative dynamic energy on this
 		// shared machine) may come; nothing may be wrong with the data.
-		require.Empty(t, results.DataQuality(r.Flags), "an undisturbed run has nothing to flag in its data")
+		requireCleanData(t, r.RunID, r.Flags, stalled())
 		require.Equal(t, 0.0, r.Metrics["invalid"])
 		done[r.ConfigHash] = true
 		fin, ok := devstacktest.Last[*events.LoadFinished](obs, r.RunID)
@@ -70,7 +73,7 @@ func TestExperimentEndToEndInOneProcess(t *testing.T) {
 		require.True(t, r.Estimated, "model figures are labelled estimated")
 		require.InDelta(t, r.Metrics["sut_energy_j"], analyzed.EnergyJ, 1e-9)
 		require.False(t, analyzed.Invalid)
-		require.Empty(t, results.DataQuality(analyzed.Flags))
+		requireCleanData(t, r.RunID, analyzed.Flags, stalled())
 	}
 	require.Len(t, done, 2, "both configurations ended done")
 
@@ -119,6 +122,35 @@ func loadTolerance(r report.ResultRow) float64 {
 // beyond the analyzer's tolerance.
 func shortOfOffer(r report.ResultRow, count float64) bool {
 	return r.Metrics["events_offered"]-count > loadTolerance(r)
+}
+
+// starvedFlags are what a starved machine flags on a run nothing else
+// disturbed: its meter read late (samples stretched or late, the gap a
+// collector records when its lock lapsed unrenewed) and its load off the
+// rate for a second or short at the end.
+var starvedFlags = []string{results.FlagSamplesStretched, results.FlagSamplesLate, results.FlagEnergyGapRecorded,
+	results.FlagLoadRateDeviation, results.FlagLoadMissed}
+
+// starvedStall is a stall of the test process (the dev stack runs in it)
+// that starves the collector: its lease at the tests' 200 ms interval
+// (1.5 ×), past which its lock lapses and its reading is dropped.
+const starvedStall = 300 * time.Millisecond
+
+// requireCleanData checks the data of a run nothing disturbed: nothing
+// flagged — or, when this process was stalled past starvedStall, only
+// what a starved machine flags. Beside three busy processes on 2 cores an
+// untouched run was flagged energy_gap_recorded, load_rate_deviation and
+// samples_stretched, the collector logging its lock lapsed many times.
+func requireCleanData(t *testing.T, runID string, flags []string, stalled time.Duration) {
+	t.Helper()
+	bad := results.DataQuality(flags)
+	if stalled > starvedStall {
+		if len(bad) > 0 {
+			t.Logf("run %s: flagged %v, this process stalled for %s", runID, bad, stalled)
+		}
+		bad = slices.DeleteFunc(bad, func(f string) bool { return slices.Contains(starvedFlags, f) })
+	}
+	require.Empty(t, bad, "%s: an undisturbed run has nothing to flag in its data (longest stall of this process %s)", runID, stalled)
 }
 
 // requireDoneUnlessStarved checks an undisturbed run: it ended done, or it

@@ -14,7 +14,6 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/events"
 	"github.com/greenflow/greenflow/pkg/report"
-	"github.com/greenflow/greenflow/pkg/results"
 	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/greenflow/internal/devstack"
@@ -93,6 +92,7 @@ func last(states []string) string {
 // run, which ends done like the untouched second run.
 func TestLoadStoppedMidMeasuringFailsAndRetriesTheRun(t *testing.T) {
 	ctx, st, b := startStack(t, 4*time.Minute)
+	stalled := testenv.StallWatch(t)
 	id, n, obs := submitExample(ctx, t, b, phases("1s", "1s", "5s"), events.TypeRunState, events.TypeLoadProgress, events.TypeLoadFinished,
 		events.TypeRunAnalyzed)
 	require.Equal(t, 2, n)
@@ -151,7 +151,7 @@ func TestLoadStoppedMidMeasuringFailsAndRetriesTheRun(t *testing.T) {
 			continue
 		}
 		require.Equal(t, events.RunStateDone, r.State, rid)
-		require.Empty(t, results.DataQuality(r.Flags), rid)
+		requireCleanData(t, rid, r.Flags, stalled())
 		require.InDelta(t, r.Metrics["events_offered"], r.Metrics["events"], loadTolerance(r), rid)
 	}
 	// Statistics count only valid runs: the stopped one is left out.
