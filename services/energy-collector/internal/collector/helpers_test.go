@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"k8s.io/utils/clock"
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
@@ -69,10 +70,16 @@ func startCollector(tb testing.TB, natsURL string, cfg collector.Config, st coll
 // does not run it yet.
 func newCollector(tb testing.TB, natsURL string, cfg collector.Config, st collector.Store) *instance {
 	tb.Helper()
+	return newCollectorOn(tb, natsURL, cfg, st, nil)
+}
+
+// newCollectorOn is newCollector on clk (nil: the real clock).
+func newCollectorOn(tb testing.TB, natsURL string, cfg collector.Config, st collector.Store, clk clock.WithTicker) *instance {
+	tb.Helper()
 	b := testenv.Bus(tb, natsURL, "energy-collector")
 	b.Expect(bus.ExpectedConsumers("energy-collector")...)
 	reg := prometheus.NewRegistry()
-	c, err := collector.New(cfg, collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(tb), Registry: reg})
+	c, err := collector.New(cfg, collector.Deps{Bus: b, Store: st, Logger: testenv.Logger(tb), Registry: reg, Clock: clk})
 	require.NoError(tb, err)
 	return &instance{cfg: cfg, c: c, b: b, reg: reg}
 }
