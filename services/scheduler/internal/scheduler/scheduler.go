@@ -62,9 +62,6 @@ type Deps struct {
 
 // Scheduler drives experiments and their runs; see the package comment.
 type Scheduler struct {
-	// life is Run's context, for work a dead-letter hook does beyond the
-	// bus's few seconds for its answer; set before Run starts its parts.
-	life context.Context
 	// guard and tokens protect the HTTP API (pkg/auth).
 	guard  *auth.Guard
 	tokens *auth.Tokens
@@ -75,10 +72,12 @@ type Scheduler struct {
 	clock  clock.WithTicker
 
 	// parts are the goroutines Run supervises: the view's watch, the event
-	// consumer, the NATS API, the tick, the row writer and the trigger
-	// consumer.
+	// consumer, the tick, the cancellation sweep, the row writer and the
+	// trigger consumer.
 	parts  service.Group
 	events *bus.Consumer
+	// sweepWake has the sweep (sweep.go) look at once.
+	sweepWake chan struct{}
 
 	kv      kvStore
 	view    *view
@@ -120,7 +119,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	}
 	logger := d.Logger.With(zap.String("component", "scheduler"))
 	s := &Scheduler{cfg: cfg, bus: d.Bus, store: d.Store, logger: logger, clock: d.Clock,
-		view: newView(), resent: map[string]int{}, armed: make(chan struct{}),
+		view: newView(), resent: map[string]int{}, armed: make(chan struct{}), sweepWake: make(chan struct{}, 1),
 		rows: newRowWriter(d.Store, logger, d.Clock), results: d.Store,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
@@ -136,6 +135,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	s.parts.Add("state watch", service.Func(s.followView))
 	s.parts.Add("events", untilCancelled(s.events.Run))
 	s.parts.Add("tick", service.Func(s.tickLoop))
+	s.parts.Add("cancellation sweep", service.Func(s.sweepLoop))
 	s.parts.Add("run rows", service.Func(s.rows.run))
 	s.parts.Add("trigger consumer", untilCancelled(s.consumeTriggers))
 	return s, nil
@@ -229,7 +229,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return errors.New("scheduler: Run called before Init")
 	}
 	defer func() { _ = s.watch.Stop() }()
-	s.life = ctx
 	return s.parts.Run(ctx)
 }
 

@@ -120,7 +120,8 @@ func (s *Scheduler) settleSubmission(ctx context.Context, rec ExperimentRecord) 
 				next.CreatedMs = cur.CreatedMs
 			}
 			if cur.State == events.ExperimentStateCancelled && next.State != events.ExperimentStateFailed {
-				next.State, next.Reason = events.ExperimentStateCancelled, cur.Reason
+				// The sweep cancels the runs created and announces it.
+				next.State, next.Reason, next.Cancelling = events.ExperimentStateCancelled, cur.Reason, true
 			}
 			*cur = next
 		}

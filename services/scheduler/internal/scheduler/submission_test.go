@@ -256,18 +256,19 @@ func spendDeliveries(t *testing.T, h *harness, what string, match func(jetstream
 	})
 }
 
-// gatedRunUpdate is the real state bucket whose updates of run keys wait on
-// gate once armed: a cancel's handler is caught after it marked the
-// experiment and before it cancelled the runs.
-type gatedRunUpdate struct {
+// gatedUpdate is the real state bucket whose updates of keys starting
+// with prefix wait on gate once armed: a cancel's handler is caught before
+// it marked the experiment.
+type gatedUpdate struct {
 	jetstream.KeyValue
+	prefix        string
 	armed         *atomic.Bool
 	gate, entered chan struct{}
 	once          *sync.Once
 }
 
-func (g gatedRunUpdate) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
-	if g.armed.Load() && strings.HasPrefix(key, "run.") {
+func (g gatedUpdate) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	if g.armed.Load() && strings.HasPrefix(key, g.prefix) {
 		g.once.Do(func() { close(g.entered) })
 		select {
 		case <-g.gate:
@@ -278,16 +279,14 @@ func (g gatedRunUpdate) Update(ctx context.Context, key string, value []byte, la
 	return g.KeyValue.Update(ctx, key, value, last)
 }
 
-// A cancel accepted with 202 whose handler died with its process, run
-// after run, until its deliveries were spent — after it had marked the
-// experiment cancelled, before it cancelled the runs — is carried out by
-// the dead-letter hook of the next scheduler: no run is left pending or
-// running under a cancelled experiment (which is no longer ticked), and
-// the cancellation is announced. Before, the cancel vanished with its
-// deliveries, and a redelivered one did not announce.
+// A cancel accepted with 202 whose handler died with its process, again
+// and again, until its deliveries were spent — before it had marked the
+// experiment — is carried out by the dead-letter hook of the next
+// scheduler: no run is left pending or running, and the cancellation is
+// announced. Before, the cancel vanished with its deliveries.
 func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 	t.Parallel()
-	g := &gatedRunUpdate{armed: &atomic.Bool{}, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	g := &gatedUpdate{prefix: "exp.", armed: &atomic.Bool{}, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
 	h, _ := newHarness(t, nil, func(h *harness) {
 		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
 	})
@@ -296,9 +295,9 @@ func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the first run measuring", func() bool {
 		return last(h.runStates(rep.ID+"-r0000")) == events.RunStateMeasuring
 	})
-	g.armed.Store(true) // the next run update waits: the cancel's first
+	g.armed.Store(true) // the next experiment update waits: the cancel's
 	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
-	testenv.Receive(t, g.entered, 30*time.Second, "the cancel's handler cancelling the runs")
+	testenv.Receive(t, g.entered, 30*time.Second, "the cancel's handler marking the experiment")
 
 	h.stopScheduler() // mid-handler: the cancel's first delivery spent
 	ctx := t.Context()

@@ -1,0 +1,171 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/testenv"
+	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
+)
+
+// editKey rewrites a JSON record in the state bucket, as a scheduler that
+// died would have left it.
+func editKey[T any](t testing.TB, kv jetstream.KeyValue, key string, edit func(*T)) {
+	t.Helper()
+	ctx := context.Background()
+	e, err := kv.Get(ctx, key)
+	require.NoError(t, err)
+	var v T
+	require.NoError(t, json.Unmarshal(e.Value(), &v))
+	edit(&v)
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	_, err = kv.Update(ctx, key, b, e.Revision())
+	require.NoError(t, err)
+}
+
+// A cancellation that a scheduler left half done — the experiment marked
+// cancelled, the walk over its runs cut short by kill -9 after the first
+// run, with no cancel left to redeliver — is finished by the next scheduler
+// without a new cancel: the running run is stopped (load stopped, torn
+// down) and cancelled, the pending ones cancelled without ever starting,
+// every row stored, and the cancellation announced once. The state a
+// scheduler from before the sweep leaves (no Cancelling) and the one this
+// one leaves (Cancelling set) are both finished. An experiment that ended
+// done and one that failed at submission are left as they are. Before, a
+// cancelled experiment was never looked at again: its runs stayed pending
+// and running, holding their slot, until a user cancelled again.
+func TestCancellationLeftHalfDoneIsFinishedWithoutANewCancel(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		cancelling bool
+	}{{"walked by an older scheduler", false}, {"marked for the sweep", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			two := func(c *scheduler.Config) { c.Concurrency = 2 }
+			h, _ := newHarness(t, two)
+			ctx := context.Background()
+			done, bad, id := "exp-hd-done", "exp-hd-bad", "exp-hd"
+			h.runDone(done)
+			h.submitSpec(ctx, bad, "kind: Experiment\n")
+			require.Equal(t, events.ExperimentStateFailed, h.waitFinal(bad))
+
+			h.submitSpec(ctx, id, longSpec(2)) // four runs, measuring for an hour
+			testenv.Eventually(t, 30*time.Second, "two runs measuring", func() bool {
+				return last(h.runStates(id+"-r0000")) == events.RunStateMeasuring && last(h.runStates(id+"-r0001")) == events.RunStateMeasuring
+			})
+			h.stopScheduler()
+
+			// What the dead scheduler left: the experiment marked, the
+			// first run cancelled, the second still measuring, two pending.
+			kv, err := h.bus.KV(ctx, scheduler.Bucket)
+			require.NoError(t, err)
+			editKey(t, kv, "exp."+id, func(e *scheduler.ExperimentRecord) {
+				e.State, e.Reason, e.Cancelling = events.ExperimentStateCancelled, "operator", tc.cancelling
+			})
+			editKey(t, kv, "run."+id+"-r0000", func(r *scheduler.RunRecord) {
+				r.State, r.Reason = events.RunStateCancelled, "cancelled: operator"
+			})
+			h.mu.Lock()
+			before := map[string]int{done: len(h.announced[done]), bad: len(h.announced[bad])}
+			h.mu.Unlock()
+
+			h.startScheduler(ctx, two) // no new cancel
+			require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(id))
+			testenv.Eventually(t, 30*time.Second, "the cancellation recorded as finished", func() bool {
+				e, err := kv.Get(ctx, "exp."+id)
+				require.NoError(t, err)
+				var rec scheduler.ExperimentRecord
+				require.NoError(t, json.Unmarshal(e.Value(), &rec))
+				return !rec.Cancelling
+			})
+
+			st, ok := h.sched.Status(id)
+			require.True(t, ok)
+			require.Len(t, st.Runs, 4)
+			for _, r := range st.Runs {
+				require.Equal(t, events.RunStateCancelled, r.State, r.RunID)
+			}
+			require.Equal(t, 4, st.RunsCancelled)
+			stored := h.runsByID(id)
+			require.Len(t, stored, 4)
+			for rid, r := range stored {
+				require.Equal(t, events.RunStateCancelled, r.State, rid)
+				require.Equal(t, "cancelled: operator", r.Reason, rid)
+			}
+			row, err := h.store.GetExperiment(ctx, id)
+			require.NoError(t, err)
+			require.Equal(t, events.ExperimentStateCancelled, row.State)
+
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			require.Contains(t, h.seen[events.TypeLoadStop], id+"-r0001", "the measuring run's load stopped")
+			require.Contains(t, h.seen[events.TypeRunTeardown], id+"-r0001", "the measuring run torn down")
+			for _, rid := range []string{id + "-r0002", id + "-r0003"} {
+				require.NotContains(t, h.states[rid], events.RunStateProvisioning, rid)
+				require.True(t, h.neverStarted[rid], rid)
+			}
+			var cancelled []events.ExperimentState
+			for _, a := range h.announced[id] {
+				if a.State == events.ExperimentStateCancelled {
+					cancelled = append(cancelled, a)
+				}
+			}
+			require.Len(t, cancelled, 1, "announced once")
+			require.Equal(t, 4, cancelled[0].RunsTotal)
+			require.Zero(t, cancelled[0].RunsDone+cancelled[0].RunsFailed)
+
+			require.Equal(t, events.ExperimentStateDone, h.final[done])
+			require.Equal(t, events.ExperimentStateFailed, h.final[bad])
+			require.Len(t, h.announced[done], before[done], "the done experiment announced nothing more")
+			require.Len(t, h.announced[bad], before[bad], "the failed submission announced nothing more")
+		})
+	}
+}
+
+// While a cancel of a large sweep is being carried out, the scheduler's
+// consumer keeps handling other experiments' messages: an experiment
+// submitted right after the cancel is accepted, runs (the sweep stops the
+// sweep's running run first, which frees the cluster's slot) and ends done
+// before the sweep's cancellation has finished. Before, the cancel's
+// handler walked all the sweep's runs while every other message waited
+// behind it, so the small experiment was not even accepted until the
+// cancellation had been announced.
+func TestALargeCancelHoldsUpNoOtherExperiment(t *testing.T) {
+	t.Parallel()
+	const sweepSize = 4000
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
+	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepSize), 1)
+	big := submitAccepted(t, url, "?yes=true", []byte(sweep))
+	testenv.Eventually(t, 2*time.Minute, "the sweep's first run measuring", func() bool {
+		return last(h.runStates(big.ID+"-r0000")) == events.RunStateMeasuring
+	})
+
+	require.Equal(t, http.StatusAccepted, cancel(t, url, big.ID))
+	small := submitAccepted(t, url, "", []byte(strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, `values: ["10"]`, 1)))
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(small.ID))
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(big.ID))
+
+	h.mu.Lock()
+	order := slices.Clone(h.order)
+	h.mu.Unlock()
+	smallDone := slices.Index(order, small.ID+" "+events.ExperimentStateDone)
+	bigCancelled := slices.Index(order, big.ID+" "+events.ExperimentStateCancelled)
+	require.Less(t, smallDone, bigCancelled, "the small experiment ended before the sweep's cancellation: %v", order)
+	st, ok := h.sched.Status(big.ID)
+	require.True(t, ok)
+	require.Equal(t, sweepSize, st.RunsCancelled)
+	t.Logf("experiment states in order: %v", order)
+}
