@@ -8,7 +8,8 @@
 // an experiment's state; handlers.go how each other service's event moves a
 // run; runs.go the run state machine (transitions, their commit, timed
 // phases); tick.go the periodic loop that starts pending runs and advances
-// timed ones; commands.go the commands a state sends; retries.go new
+// timed ones; sweep.go the part that carries out cancellations (stops and
+// cancels the runs, then announces); commands.go the commands a state sends; retries.go new
 // attempts of failed runs; slots.go the concurrency limit shared by every
 // scheduler; search.go the capacity search; trigger.go templates that run on
 // an event or a schedule; api.go the HTTP and NATS API; records.go and kv.go

@@ -142,7 +142,7 @@ func (s *Scheduler) sweepExperiment(ctx context.Context, id string, mark uint64)
 		return true, nil // the next look finds none left, or runs added meanwhile
 	}
 	if len(open) > 0 {
-		s.logger.Warn("runs listed by a cancelled experiment are missing from the state bucket", zap.String("experiment_id", id),
+		s.logger.Warn("runs listed by an ended experiment are missing from the state bucket", zap.String("experiment_id", id),
 			zap.Strings("run_ids", open))
 	}
 	if e.Cancelling {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,12 +117,9 @@ func TestCancellationLeftHalfDoneIsFinishedWithoutANewCancel(t *testing.T) {
 				require.NotContains(t, h.states[rid], events.RunStateProvisioning, rid)
 				require.True(t, h.neverStarted[rid], rid)
 			}
-			var cancelled []events.ExperimentState
-			for _, a := range h.announced[id] {
-				if a.State == events.ExperimentStateCancelled {
-					cancelled = append(cancelled, a)
-				}
-			}
+			cancelled := slices.DeleteFunc(slices.Clone(h.announced[id]), func(a events.ExperimentState) bool {
+				return a.State != events.ExperimentStateCancelled
+			})
 			require.Len(t, cancelled, 1, "announced once")
 			require.Equal(t, 4, cancelled[0].RunsTotal)
 			require.Zero(t, cancelled[0].RunsDone+cancelled[0].RunsFailed)
@@ -168,4 +166,56 @@ func TestALargeCancelHoldsUpNoOtherExperiment(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, sweepSize, st.RunsCancelled)
 	t.Logf("experiment states in order: %v", order)
+}
+
+// A capacity search cancelled while a probe's run waits for its analysis
+// ends cancelled with that run cancelled, and probes no further: no next
+// load level is planned, no capacity concluded.
+func TestCancelledCapacitySearchProbesNoFurther(t *testing.T) {
+	t.Parallel()
+	held := make(chan struct{})
+	var once sync.Once
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.capacity = 7300
+		h.onMeasured = func(m *events.RunMeasured) []events.Message {
+			if m.OfferedRate < 2000 {
+				return nil
+			}
+			once.Do(func() { close(held) })
+			return []events.Message{} // the analysis never answers
+		}
+	})
+	ctx := context.Background()
+	id := "exp-cs"
+	h.submitSpec(ctx, id, capacitySpec)
+	testenv.Receive(t, held, 30*time.Second, "the second probe's run analysed")
+	require.NoError(t, h.bus.Publish(ctx, events.ExperimentCancel{ExperimentID: id, Reason: "operator"}, ""))
+	require.Equal(t, events.ExperimentStateCancelled, h.waitFinal(id))
+
+	st, ok := h.sched.Status(id)
+	require.True(t, ok)
+	require.Len(t, st.Runs, 2, "the probes at 1000 and 2000 msg/s only")
+	require.Equal(t, events.RunStateDone, st.Runs[0].State)
+	require.Equal(t, events.RunStateCancelled, st.Runs[1].State)
+	require.Empty(t, experimentResults(t, h, id), "no capacity concluded")
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Len(t, h.msgIDs[events.TypeRunProvision], 2, "no further probe provisioned")
+	states := []string{}
+	for _, a := range h.announced[id] {
+		states = append(states, a.State)
+	}
+	require.Equal(t, events.ExperimentStateCancelled, last(states), "%v", states)
+	require.Equal(t, 1, countOf(states, events.ExperimentStateCancelled), "announced cancelled once: %v", states)
+}
+
+// countOf counts x in s.
+func countOf(s []string, x string) int {
+	n := 0
+	for _, y := range s {
+		if y == x {
+			n++
+		}
+	}
+	return n
 }
