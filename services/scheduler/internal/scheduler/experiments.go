@@ -18,14 +18,12 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
-// submit accepts an experiment: it expands the spec, stores every run (KV
-// and ClickHouse) and the experiment's ClickHouse row, and settles the
-// experiment's key last — a settled (not pending) record means "accepted",
-// so a redelivered submission after a crash in between does the rest
-// again. An experiment cancelled while pending (submission.go) gets no
-// runs; one cancelled while its runs were being created has them
-// cancelled by the sweep (sweep.go). A spec with a trigger is a template:
-// it is armed instead.
+// submit takes a submission: an invalid spec fails the experiment, a spec
+// with a trigger (a template) is armed, and any other is queued for the
+// expander — its spec written on the experiment's pending record, one
+// revision-checked write — and the message acked. Expanding a large sweep
+// takes a minute (100,000 runs), which the consumer spent on it before,
+// every other experiment's events waiting behind.
 func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) error {
 	var existing ExperimentRecord
 	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &existing); err == nil && !existing.Pending {
@@ -33,7 +31,6 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err
 	}
-	cancelledFirst := existing.Pending && existing.State == events.ExperimentStateCancelled
 	e, err := spec.Parse([]byte(m.Spec), nil)
 	if err != nil {
 		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
@@ -45,6 +42,39 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 			return err
 		}
 		return nil
+	}
+	ve, _, err := upsert(ctx, s.kv, expKey(m.ExperimentID), func(cur *ExperimentRecord, found bool) (bool, error) {
+		switch {
+		case !found:
+			*cur = ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: events.ExperimentStateSubmitted, RunIDs: []string{},
+				CreatedMs: s.nowMs(), Pending: true, Labels: e.Metadata.Labels}
+		case !cur.Pending || cur.Spec != "":
+			return false, nil // accepted meanwhile, or queued already
+		}
+		cur.Spec, cur.SubmittedBy = m.Spec, m.SubmittedBy
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue the expansion of experiment %s: %w", m.ExperimentID, err)
+	}
+	s.view.putExperiment(ve)
+	s.wakeExpander()
+	return nil
+}
+
+// expand accepts a queued experiment: it expands the spec, stores every run
+// (KV and ClickHouse) and the experiment's ClickHouse row, and settles the
+// experiment's key last — a settled (not pending) record means "accepted",
+// so an expansion a crash interrupted is done again from its pending record.
+// An experiment cancelled while pending (submission.go) gets no runs; one
+// cancelled while its runs were being created has them cancelled by the
+// sweep (sweep.go).
+func (s *Scheduler) expand(ctx context.Context, existing ExperimentRecord) error {
+	m := &events.ExperimentSubmit{ExperimentID: existing.ID, Spec: existing.Spec, SubmittedBy: existing.SubmittedBy}
+	cancelledFirst := existing.State == events.ExperimentStateCancelled
+	e, err := spec.Parse([]byte(m.Spec), nil)
+	if err != nil {
+		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
 	}
 	now := s.nowMs()
 	plan, err := e.Expand(m.ExperimentID, now)
@@ -193,6 +223,10 @@ func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason stri
 	}
 	switch events.Type(h.Get(bus.HeaderType)) {
 	case events.TypeExperimentSubmit:
+		var rec ExperimentRecord
+		if _, err := s.kv.get(ctx, expKey(id), &rec); err == nil && rec.Pending && rec.Spec != "" {
+			return // queued: the expander's, whatever became of the message
+		}
 		if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
 			s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
 		}

@@ -46,6 +46,9 @@ type ExperimentRecord struct {
 	// clears it, so a crash at any point leaves a record the next
 	// scheduler finishes.
 	Cancelling bool `json:"cancelling,omitempty"`
+	// Spec, on a pending record, is the submitted spec waiting for the
+	// expander (submission.go); settling the record drops it.
+	Spec string `json:"spec,omitempty"`
 }
 
 // RunRecord is a run's state in the KV bucket: everything needed to resume

@@ -73,12 +73,13 @@ type Scheduler struct {
 	clock  clock.WithTicker
 
 	// parts are the goroutines Run supervises: the view's watch, the event
-	// consumer, the tick, the cancellation sweep, the row writer and the
-	// trigger consumer.
+	// consumer, the tick, the cancellation sweep, the expander, the row
+	// writer and the trigger consumer.
 	parts  service.Group
 	events *bus.Consumer
-	// sweepWake has the sweep (sweep.go) look at once.
-	sweepWake chan struct{}
+	// sweepWake has the sweep (sweep.go) look at once, expandWake the
+	// expander (submission.go).
+	sweepWake, expandWake chan struct{}
 
 	kv      kvStore
 	view    *view
@@ -121,7 +122,8 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	logger := d.Logger.With(zap.String("component", "scheduler"))
 	s := &Scheduler{cfg: cfg, bus: d.Bus, store: d.Store, logger: logger, clock: d.Clock,
 		view: newView(), resent: map[string]int{}, armed: make(chan struct{}), sweepWake: make(chan struct{}, 1),
-		rows: newRowWriter(d.Store, logger, d.Clock), results: d.Store,
+		expandWake: make(chan struct{}, 1),
+		rows:       newRowWriter(d.Store, logger, d.Clock), results: d.Store,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
@@ -137,6 +139,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	s.parts.Add("events", untilCancelled(s.events.Run))
 	s.parts.Add("tick", service.Func(s.tickLoop))
 	s.parts.Add("cancellation sweep", service.Func(s.sweepLoop))
+	s.parts.Add("expander", service.Func(s.expandLoop))
 	s.parts.Add("run rows", service.Func(s.rows.run))
 	s.parts.Add("trigger consumer", untilCancelled(s.consumeTriggers))
 	return s, nil

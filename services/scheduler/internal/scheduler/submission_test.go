@@ -206,17 +206,24 @@ func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 }
 
 // An experiment accepted with 202 whose submission the scheduler never
-// finished — each scheduler process taking it went away while handling it
-// (the first mid-handler, the others before starting it), until its
-// deliveries were spent — is dead-lettered by the next scheduler and its
-// status says failed, with the reason. Before, the server stopped
-// delivering the submission and the experiment stayed submitted forever.
+// took — each scheduler process taking it went away while handling it
+// (the first mid-handler, before it queued the spec for the expander, the
+// others before starting it), until its deliveries were spent — is
+// dead-lettered by the next scheduler and its status says failed, with the
+// reason. Before, the server stopped delivering the submission and the
+// experiment stayed submitted forever.
 func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	t.Parallel()
-	h, g, url := gatedHarness(t)
+	armed := &atomic.Bool{}
+	armed.Store(true)
+	g := &gatedUpdate{prefix: "exp.", armed: armed, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
+	})
+	url := apiServer(t, h)
 	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
 	require.Equal(t, http.StatusAccepted, code, rep.Error)
-	testenv.Receive(t, g.entered, 30*time.Second, "the consumer creating the runs")
+	testenv.Receive(t, g.entered, 30*time.Second, "the consumer queuing the spec")
 	var st scheduler.ExperimentStatus
 	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
 	require.Equal(t, events.ExperimentStateSubmitted, st.State)
@@ -224,6 +231,7 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	h.stopScheduler() // mid-handler: the submission's first delivery spent
 	ctx := t.Context()
 	spendDeliveries(t, h, "the submission", func(m jetstream.Msg) bool { return m.Headers().Get(bus.HeaderExperiment) == rep.ID })
+	armed.Store(false)
 	close(g.gate)
 	h.startScheduler(ctx, nil)
 	require.Equal(t, events.ExperimentStateFailed, h.waitFinal(rep.ID))
@@ -322,4 +330,35 @@ func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 	})
 	st, _ := h.sched.Status(rep.ID)
 	require.Contains(t, st.Runs[len(st.Runs)-1].Reason, "cancel dead-lettered (out of deliveries", "a pending run, cancelled by the hook")
+}
+
+// While a large sweep is being expanded into its runs, the consumer keeps
+// handling other experiments' events: an experiment measuring when the
+// sweep is submitted finishes (its load, teardown and analysis answered)
+// before the sweep is accepted. Before, the consumer expanded the sweep
+// itself, and every other experiment's events waited behind it (a minute
+// for 100,000 runs: a run in its cool-down then failed for want of its
+// load.finished).
+func TestALargeExpansionHoldsUpNoOtherExperiment(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
+	one := strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, `values: ["10"]`, 1)
+	small := submitAccepted(t, url, "", []byte(strings.Replace(one, "measure: 150ms", "measure: 1s", 1)))
+	testenv.Eventually(t, 30*time.Second, "the small experiment measuring", func() bool {
+		return last(h.runStates(small.ID+"-r0000")) == events.RunStateMeasuring
+	})
+	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepRuns), 1)
+	big := submitAccepted(t, url, "?yes=true", []byte(sweep))
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(small.ID))
+	testenv.Eventually(t, 2*time.Minute, "the sweep accepted", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return slices.Contains(h.order, big.ID+" "+events.ExperimentStateQueued)
+	})
+	h.mu.Lock()
+	order := slices.Clone(h.order)
+	h.mu.Unlock()
+	require.Less(t, slices.Index(order, small.ID+" "+events.ExperimentStateDone), slices.Index(order, big.ID+" "+events.ExperimentStateQueued),
+		"the small experiment ended before the sweep was accepted: %v", order)
 }

@@ -260,6 +260,27 @@ func (v *view) active() []ExperimentRecord {
 	return out
 }
 
+// queued returns the pending experiments whose spec waits for the
+// expander (submission.go), oldest first.
+func (v *view) queued() []string {
+	v.mu.RLock()
+	var out []ExperimentRecord
+	for _, e := range v.exps {
+		if e.Value.Pending && e.Value.Spec != "" {
+			out = append(out, e.Value)
+		}
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b ExperimentRecord) int {
+		return cmp.Or(cmp.Compare(a.CreatedMs, b.CreatedMs), strings.Compare(a.ID, b.ID))
+	})
+	ids := make([]string, len(out))
+	for i, e := range out {
+		ids[i] = e.ID
+	}
+	return ids
+}
+
 // triggerList returns the armed triggers by name.
 func (v *view) triggerList() []TriggerRecord {
 	out := values(v, v.trigs)
