@@ -362,3 +362,22 @@ func TestALargeExpansionHoldsUpNoOtherExperiment(t *testing.T) {
 	require.Less(t, slices.Index(order, small.ID+" "+events.ExperimentStateDone), slices.Index(order, big.ID+" "+events.ExperimentStateQueued),
 		"the small experiment ended before the sweep was accepted: %v", order)
 }
+
+// A scheduler killed while expanding a queued experiment (its submission
+// acked long before) leaves the pending record with its spec: the next
+// scheduler expands it, and it runs to the end.
+func TestAnExpansionCutShortIsTakenUpByTheNextScheduler(t *testing.T) {
+	t.Parallel()
+	h, g, url := gatedHarness(t)
+	rep := submitAccepted(t, url, "", []byte(fmt.Sprintf(specTmpl, 1)))
+	testenv.Receive(t, g.entered, 30*time.Second, "the expander creating the runs")
+	h.stopScheduler() // mid-expansion
+	close(g.gate)
+	h.startScheduler(t.Context(), nil)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
+	runs := h.runsByID(rep.ID)
+	require.Len(t, runs, 2)
+	for id, r := range runs {
+		require.Equal(t, events.RunStateDone, r.State, id)
+	}
+}
