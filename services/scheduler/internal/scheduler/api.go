@@ -132,7 +132,8 @@ func (s *Scheduler) List() []ExperimentStatus { return s.ListPage(ListQuery{}).E
 // Cancel requests cancellation of an experiment. One not expanded into
 // runs yet is cancelled on its record at once (the submission's consumer
 // then creates no runs); otherwise the cancel goes to the consumer, which
-// stops and cancels the runs. Either way it is durable when Cancel returns.
+// marks it, and the sweep stops and cancels the runs (sweep.go). Either
+// way it is durable when Cancel returns.
 func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
 	if err := s.Check(); err != nil {
 		return err

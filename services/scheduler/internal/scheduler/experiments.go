@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,13 +18,12 @@ import (
 	"github.com/greenflow/greenflow/pkg/store"
 )
 
-// submit accepts an experiment: it expands the spec, stores every run (KV
-// and ClickHouse) and the experiment's ClickHouse row, and settles the
-// experiment's key last — a settled (not pending) record means "accepted",
-// so a redelivered submission after a crash in between does the rest
-// again. An experiment cancelled while pending (submission.go) gets no
-// runs; one cancelled while its runs were being created has them
-// cancelled. A spec with a trigger is a template: it is armed instead.
+// submit takes a submission: an invalid spec fails the experiment, a spec
+// with a trigger (a template) is armed, and any other is queued for the
+// expander — its spec written on the experiment's pending record, one
+// revision-checked write — and the message acked. Expanding a large sweep
+// takes a minute (100,000 runs), which the consumer spent on it before,
+// every other experiment's events waiting behind.
 func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) error {
 	var existing ExperimentRecord
 	if _, err := s.kv.get(ctx, expKey(m.ExperimentID), &existing); err == nil && !existing.Pending {
@@ -33,7 +31,6 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 	} else if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err
 	}
-	cancelledFirst := existing.Pending && existing.State == events.ExperimentStateCancelled
 	e, err := spec.Parse([]byte(m.Spec), nil)
 	if err != nil {
 		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
@@ -45,6 +42,39 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 			return err
 		}
 		return nil
+	}
+	ve, _, err := upsert(ctx, s.kv, expKey(m.ExperimentID), func(cur *ExperimentRecord, found bool) (bool, error) {
+		switch {
+		case !found:
+			*cur = ExperimentRecord{ID: m.ExperimentID, Name: e.Metadata.Name, State: events.ExperimentStateSubmitted, RunIDs: []string{},
+				CreatedMs: s.nowMs(), Pending: true, Labels: e.Metadata.Labels}
+		case !cur.Pending || cur.Spec != "":
+			return false, nil // accepted meanwhile, or queued already
+		}
+		cur.Spec, cur.SubmittedBy = m.Spec, m.SubmittedBy
+		return true, nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue the expansion of experiment %s: %w", m.ExperimentID, err)
+	}
+	s.view.putExperiment(ve)
+	s.wakeExpander()
+	return nil
+}
+
+// expand accepts a queued experiment: it expands the spec, stores every run
+// (KV and ClickHouse) and the experiment's ClickHouse row, and settles the
+// experiment's key last — a settled (not pending) record means "accepted",
+// so an expansion a crash interrupted is done again from its pending record.
+// An experiment cancelled while pending (submission.go) gets no runs; one
+// cancelled while its runs were being created has them cancelled by the
+// sweep (sweep.go).
+func (s *Scheduler) expand(ctx context.Context, existing ExperimentRecord) error {
+	m := &events.ExperimentSubmit{ExperimentID: existing.ID, Spec: existing.Spec, SubmittedBy: existing.SubmittedBy}
+	cancelledFirst := existing.State == events.ExperimentStateCancelled
+	e, err := spec.Parse([]byte(m.Spec), nil)
+	if err != nil {
+		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
 	}
 	now := s.nowMs()
 	plan, err := e.Expand(m.ExperimentID, now)
@@ -97,11 +127,12 @@ func (s *Scheduler) submit(ctx context.Context, m *events.ExperimentSubmit) erro
 		return nil
 	}
 	if ve.Value.State == events.ExperimentStateCancelled {
-		// Cancelled while pending: its runs (if any were created) are
-		// cancelled now, and the experiment announced as cancelled.
+		// Cancelled while pending: settled with Cancelling set, so the
+		// sweep cancels its runs (if any were created) and announces it.
 		s.logger.Info("experiment cancelled before it was accepted", zap.String("experiment_id", m.ExperimentID),
 			zap.Int("runs", len(ve.Value.RunIDs)), zap.String("reason", ve.Value.Reason))
-		return s.cancelRuns(ctx, ve, ve.Value.Reason, true)
+		s.wakeSweep()
+		return nil
 	}
 	s.logger.Info("experiment accepted", zap.String("experiment_id", m.ExperimentID), zap.String("name", rec.Name), zap.Int("runs", len(plan.Runs)))
 	s.publishExperiment(ctx, ve.Value, tally{})
@@ -182,10 +213,9 @@ func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reas
 // onDeadLetter answers a command the consumer gave up on (undecodable,
 // out of deliveries, a handler panic): a submission is recorded as a failed
 // experiment with the dead-letter reason; a cancel of a known experiment is
-// carried out here — marked cancelled, its runs stopped and cancelled — so
-// that a cancel whose handler died with its process, run after run,
-// leaves no run of the experiment pending or running for good (a cancelled
-// experiment is not ticked).
+// carried out here — the experiment marked, as the cancel's handler does,
+// and the sweep stops and cancels its runs — so that a cancel whose handler
+// died with its process, run after run, still takes effect.
 func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
 	id := h.Get(bus.HeaderExperiment)
 	if id == "" {
@@ -193,38 +223,49 @@ func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason stri
 	}
 	switch events.Type(h.Get(bus.HeaderType)) {
 	case events.TypeExperimentSubmit:
+		var rec ExperimentRecord
+		if _, err := s.kv.get(ctx, expKey(id), &rec); err == nil && rec.Pending && rec.Spec != "" {
+			return // queued: the expander's, whatever became of the message
+		}
 		if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
 			s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
 		}
 	case events.TypeExperimentCancel:
-		// Not within the bus's few seconds for a hook's answer: cancelling
-		// a large experiment takes minutes (about 500 runs a second), as
-		// the cancel's own handler does; cut short there, 63,772 of 100,000
-		// runs stayed pending. Until the scheduler stops (a cancel repeated
-		// after that carries on where this one ended).
-		base := s.life
-		if base == nil {
-			base = context.WithoutCancel(ctx)
-		}
-		cctx, cancel := context.WithTimeout(base, 15*time.Minute)
-		defer cancel()
-		err := s.cancel(cctx, &events.ExperimentCancel{ExperimentID: id, Reason: "cancel dead-lettered (" + reason + "), carried out by its dead-letter hook"})
+		// One write, well within the bus's few seconds for a hook's
+		// answer: the runs are the sweep's.
+		err := s.cancel(ctx, &events.ExperimentCancel{ExperimentID: id, Reason: "cancel dead-lettered (" + reason + "), carried out by its dead-letter hook"})
 		if err != nil && !bus.IsPermanent(err) {
 			s.logger.Error("carry out a dead-lettered cancel failed", zap.String("experiment_id", id), zap.Error(err))
 		}
 	}
 }
 
-// cancel ends an experiment: its started runs are stopped and every
-// unfinished run is cancelled.
+// cancel ends an experiment: it marks it cancelled, with Cancelling set,
+// and returns; the sweep (sweep.go) stops its started runs, cancels every
+// unfinished one and announces it, a chunk at a time, between the
+// consumer's other messages. Marked, the experiment starts no more runs
+// (the tick starts runs of live experiments only).
+//
+// A repeated cancel of a cancelled experiment sets Cancelling again, so it
+// is stored and announced again (idempotent: the rows are replaced, the
+// state event deduplicated by its id): an experiment cancelled by a
+// scheduler that announced only after walking its runs may never have been
+// announced.
 func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) error {
-	// The experiment is marked first, so the tick starts none of its pending
-	// runs while they are being cancelled.
-	ve, changed, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
-		if events.ExperimentFinal(x.State) {
+	ve, _, err := update(ctx, s.kv, expKey(m.ExperimentID), func(x *ExperimentRecord) (bool, error) {
+		switch {
+		case x.State == events.ExperimentStateCancelled:
+			if x.Cancelling || x.Pending {
+				return false, nil // under way, or the submission's to settle
+			}
+		case events.ExperimentFinal(x.State):
 			return false, nil
+		default:
+			x.State, x.Reason = events.ExperimentStateCancelled, m.Reason
 		}
-		x.State, x.Reason = events.ExperimentStateCancelled, m.Reason
+		// Not expanded yet (pending): the submission's consumer settles
+		// it with no runs and sets Cancelling (submission.go).
+		x.Cancelling = !x.Pending
 		return true, nil
 	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -234,44 +275,7 @@ func (s *Scheduler) cancel(ctx context.Context, m *events.ExperimentCancel) erro
 		return err
 	}
 	s.view.putExperiment(ve)
-	if ve.Value.Pending {
-		// Not expanded yet: the submission's consumer creates no runs for
-		// it and announces it (submission.go).
-		return nil
-	}
-	// Announced again by a repeated cancel (idempotent: the rows are
-	// replaced, the state event deduplicated by its id): a delivery that
-	// marked the experiment and died before announcing it left ClickHouse
-	// and the watchers without the cancellation.
-	return s.cancelRuns(ctx, ve, m.Reason, changed || ve.Value.State == events.ExperimentStateCancelled)
-}
-
-// cancelRuns stops the started runs of a cancelled experiment and cancels
-// every unfinished one; with announce (the update that cancelled it), the
-// final rows are stored and the cancellation announced.
-func (s *Scheduler) cancelRuns(ctx context.Context, ve versioned[ExperimentRecord], reason string, announce bool) error {
-	for _, id := range ve.Value.RunIDs {
-		_, _, err := s.updateRun(ctx, id, func(r *RunRecord) (bool, error) {
-			if events.RunFinal(r.State) {
-				return false, nil
-			}
-			r.Reason = "cancelled: " + reason
-			if r.State != events.RunStatePending {
-				s.stopRun(ctx, r)
-			}
-			return true, s.transition(ctx, r, events.RunStateCancelled)
-		})
-		if err != nil {
-			return err
-		}
-	}
-	if announce {
-		s.storeFinalRows(ctx, ve.Value)
-		if err := s.store.SetExperimentState(ctx, ve.Value.ID, events.ExperimentStateCancelled); err != nil {
-			s.logger.Warn("store experiment state failed", zap.String("experiment_id", ve.Value.ID), zap.Error(err))
-		}
-		s.publishExperiment(ctx, ve.Value, s.view.counts(ve.Value, s.cfg.Retries))
-	}
+	s.wakeSweep()
 	return nil
 }
 
@@ -301,7 +305,7 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	s.view.putExperiment(ve)
 	final := events.ExperimentFinal(e.State)
 	if changed && final {
-		s.storeFinalRows(ctx, e)
+		_ = s.storeFinalRows(ctx, e) // logged; the state is announced all the same
 	}
 	if changed {
 		if err := s.store.SetExperimentState(ctx, id, e.State); err != nil {
@@ -346,11 +350,14 @@ func experimentState(e ExperimentRecord, t tally) string {
 
 // publishExperiment announces an experiment's state and progress; the
 // message id holds both, so each distinct announcement is published once.
-// runs_failed counts failed runs only, not cancelled ones.
-func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, t tally) {
+// runs_failed counts failed runs only, not cancelled ones. A failure is
+// logged and returned.
+func (s *Scheduler) publishExperiment(ctx context.Context, e ExperimentRecord, t tally) error {
 	msgID := fmt.Sprintf("experiment.state:%s:%s:%d:%d:%d", e.ID, e.State, t.done, t.failed, t.cancelled)
 	if err := s.bus.Publish(ctx, events.ExperimentState{ExperimentID: e.ID, Name: e.Name, State: e.State, RunsTotal: len(e.RunIDs),
 		RunsDone: t.done, RunsFailed: t.failed, Reason: e.Reason, TsMs: s.nowMs()}, msgID); err != nil {
 		s.logger.Warn("publish experiment state failed", zap.String("experiment_id", e.ID), zap.Error(err))
+		return fmt.Errorf("announce experiment %s %s: %w", e.ID, e.State, err)
 	}
+	return nil
 }

@@ -56,7 +56,11 @@ type harness struct {
 	neverStarted map[string]bool
 	// experiments seen in experiment.state events
 	experiments map[string]bool
-	fail        func(runID string) bool
+	// announced is every experiment.state event, by experiment, and
+	// order every one as "id state", in the stream's order.
+	announced map[string][]events.ExperimentState
+	order     []string
+	fail      func(runID string) bool
 	// failLoad makes the load generator report a failure for chosen runs.
 	failLoad func(runID string) bool
 	// overLoad makes the load generator report, for chosen runs, a load it
@@ -96,7 +100,8 @@ func newHarness(t testing.TB, cfg func(*scheduler.Config), opts ...func(*harness
 	t.Helper()
 	h := &harness{t: t, url: testenv.NATS(t), store: testenv.Store(t), states: map[string][]string{}, seen: map[events.Type][]string{},
 		final: map[string]string{}, neverStarted: map[string]bool{}, fail: func(string) bool { return false }, experiments: map[string]bool{},
-		failLoad: func(string) bool { return false }, overLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
+		announced: map[string][]events.ExperimentState{},
+		failLoad:  func(string) bool { return false }, overLoad: func(string) bool { return false }, measured: map[string]events.RunMeasured{},
 		msgIDs: map[events.Type]map[string][]string{}}
 	for _, o := range opts {
 		o(h)
@@ -121,6 +126,8 @@ func newHarness(t testing.TB, cfg func(*scheduler.Config), opts ...func(*harness
 				}
 			case *events.ExperimentState:
 				h.experiments[m.ExperimentID] = true
+				h.announced[m.ExperimentID] = append(h.announced[m.ExperimentID], *m)
+				h.order = append(h.order, m.ExperimentID+" "+m.State)
 				if events.ExperimentFinal(m.State) {
 					h.final[m.ExperimentID] = m.State
 				}

@@ -39,6 +39,16 @@ type ExperimentRecord struct {
 	// Testbed is the reservation the platform ran on when the experiment
 	// was accepted (Config.TestbedReservationFile); nil off a testbed.
 	Testbed *results.TestbedProvenance `json:"testbed,omitempty"`
+	// Cancelling: the experiment is cancelled but its cancellation is not
+	// finished — runs to stop and cancel, the final rows to store, the
+	// cancellation to announce. The cancel sets it in the write that marks
+	// the experiment and returns; the sweep (sweep.go) does the rest and
+	// clears it, so a crash at any point leaves a record the next
+	// scheduler finishes.
+	Cancelling bool `json:"cancelling,omitempty"`
+	// Spec, on a pending record, is the submitted spec waiting for the
+	// expander (submission.go); settling the record drops it.
+	Spec string `json:"spec,omitempty"`
 }
 
 // RunRecord is a run's state in the KV bucket: everything needed to resume

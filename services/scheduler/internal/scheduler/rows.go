@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -22,8 +23,9 @@ func (s *Scheduler) persistRun(vr versioned[RunRecord]) {
 // storeFinalRows writes every run row of a finished experiment from the
 // local view, which holds each run's newest state even when the goroutine
 // that made a transition has not queued its row yet: readers told that an
-// experiment finished find all its runs stored.
-func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
+// experiment finished find all its runs stored. A failure is logged and
+// returned.
+func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) error {
 	rows := make([]store.Run, 0, len(e.RunIDs))
 	for _, id := range e.RunIDs {
 		if vr, ok := s.view.versionedRun(id); ok {
@@ -32,7 +34,9 @@ func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
 	}
 	if err := s.store.UpsertRuns(ctx, rows); err != nil {
 		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
+		return fmt.Errorf("store experiment %s's final run rows: %w", e.ID, err)
 	}
+	return nil
 }
 
 // runRow is a run's row in ClickHouse.

@@ -8,7 +8,8 @@
 // an experiment's state; handlers.go how each other service's event moves a
 // run; runs.go the run state machine (transitions, their commit, timed
 // phases); tick.go the periodic loop that starts pending runs and advances
-// timed ones; commands.go the commands a state sends; retries.go new
+// timed ones; sweep.go the part that carries out cancellations (stops and
+// cancels the runs, then announces); commands.go the commands a state sends; retries.go new
 // attempts of failed runs; slots.go the concurrency limit shared by every
 // scheduler; search.go the capacity search; trigger.go templates that run on
 // an event or a schedule; api.go the HTTP and NATS API; records.go and kv.go
@@ -62,9 +63,6 @@ type Deps struct {
 
 // Scheduler drives experiments and their runs; see the package comment.
 type Scheduler struct {
-	// life is Run's context, for work a dead-letter hook does beyond the
-	// bus's few seconds for its answer; set before Run starts its parts.
-	life context.Context
 	// guard and tokens protect the HTTP API (pkg/auth).
 	guard  *auth.Guard
 	tokens *auth.Tokens
@@ -75,10 +73,13 @@ type Scheduler struct {
 	clock  clock.WithTicker
 
 	// parts are the goroutines Run supervises: the view's watch, the event
-	// consumer, the NATS API, the tick, the row writer and the trigger
-	// consumer.
+	// consumer, the tick, the cancellation sweep, the expander, the row
+	// writer and the trigger consumer.
 	parts  service.Group
 	events *bus.Consumer
+	// sweepWake has the sweep (sweep.go) look at once, expandWake the
+	// expander (submission.go).
+	sweepWake, expandWake chan struct{}
 
 	kv      kvStore
 	view    *view
@@ -120,8 +121,9 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	}
 	logger := d.Logger.With(zap.String("component", "scheduler"))
 	s := &Scheduler{cfg: cfg, bus: d.Bus, store: d.Store, logger: logger, clock: d.Clock,
-		view: newView(), resent: map[string]int{}, armed: make(chan struct{}),
-		rows: newRowWriter(d.Store, logger, d.Clock), results: d.Store,
+		view: newView(), resent: map[string]int{}, armed: make(chan struct{}), sweepWake: make(chan struct{}, 1),
+		expandWake: make(chan struct{}, 1),
+		rows:       newRowWriter(d.Store, logger, d.Clock), results: d.Store,
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "greenflow_scheduler_run_transitions_total",
 			Help: "Run state transitions, by target state."}, []string{"state"}),
 		runsActive: prometheus.NewGauge(prometheus.GaugeOpts{Name: "greenflow_scheduler_runs_active",
@@ -136,6 +138,8 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	s.parts.Add("state watch", service.Func(s.followView))
 	s.parts.Add("events", untilCancelled(s.events.Run))
 	s.parts.Add("tick", service.Func(s.tickLoop))
+	s.parts.Add("cancellation sweep", service.Func(s.sweepLoop))
+	s.parts.Add("expander", service.Func(s.expandLoop))
 	s.parts.Add("run rows", service.Func(s.rows.run))
 	s.parts.Add("trigger consumer", untilCancelled(s.consumeTriggers))
 	return s, nil
@@ -229,7 +233,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		return errors.New("scheduler: Run called before Init")
 	}
 	defer func() { _ = s.watch.Stop() }()
-	s.life = ctx
 	return s.parts.Run(ctx)
 }
 

@@ -6,24 +6,60 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/service"
 	"github.com/greenflow/greenflow/pkg/spec"
 )
 
 // An experiment exists from the moment the API hands out its id: the API
 // publishes the experiment.submit command, then writes the experiment's
-// record (pending, state submitted), then answers 202. Expanding a spec into runs is
-// the consumer's work and can wait behind a busy consumer (a 20,000-run
-// sweep being created or cancelled takes seconds), so the record is what
-// lets status answer and a cancel be recorded in between. The consumer
-// then settles the record: it replaces the pending one with the accepted
-// (or failed) experiment, keeping a cancellation that came first.
+// record (pending, state submitted), then answers 202. Expanding a spec
+// into runs is the expander's work and can wait behind other expansions (a
+// 20,000-run sweep takes seconds to create), so the record is what lets
+// status answer and a cancel be recorded in between. The expander then
+// settles the record: it replaces the pending one with the accepted (or
+// failed) experiment, keeping a cancellation that came first.
 //
 // Rejected: answering status from the view only (the view of another
 // scheduler, or of this one behind a burst of writes, lags the bucket) and
 // publishing the cancel only (it queues behind the same busy consumer, and
 // a cancel of an id the consumer does not know yet was dropped).
+
+// The consumer does not expand a spec itself: it writes the spec on the
+// pending record and acks (experiments.go submit), and the expander, a
+// part of its own, expands each queued record, oldest first, and settles
+// it. A crash in between leaves the pending record with its spec, which
+// the next scheduler's expander takes up; two schedulers expanding one
+// record create the same keys and only one settles it.
+
+// expandLoop expands queued experiments every Config.Tick, and at once
+// when woken, until ctx ends; a failed expansion is tried again at the next
+// tick.
+func (s *Scheduler) expandLoop(ctx context.Context) error {
+	service.Every(ctx, s.clock, s.cfg.Tick, s.expandWake, func() {
+		for _, id := range s.view.queued() {
+			var rec ExperimentRecord
+			_, err := s.kv.get(ctx, expKey(id), &rec)
+			if err == nil && rec.Pending && rec.Spec != "" {
+				err = s.expand(ctx, rec)
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
+				s.logger.Warn("expand experiment failed; retrying at the next tick", zap.String("experiment_id", id), zap.Error(err))
+			}
+		}
+	})
+	return nil
+}
+
+// wakeExpander has the expander look at once rather than at its next tick.
+func (s *Scheduler) wakeExpander() {
+	select {
+	case s.expandWake <- struct{}{}:
+	default:
+	}
+}
 
 // errUnknownExperiment is the error for an id no experiment has.
 var errUnknownExperiment = errors.New("unknown experiment")
@@ -120,7 +156,8 @@ func (s *Scheduler) settleSubmission(ctx context.Context, rec ExperimentRecord) 
 				next.CreatedMs = cur.CreatedMs
 			}
 			if cur.State == events.ExperimentStateCancelled && next.State != events.ExperimentStateFailed {
-				next.State, next.Reason = events.ExperimentStateCancelled, cur.Reason
+				// The sweep cancels the runs created and announces it.
+				next.State, next.Reason, next.Cancelling = events.ExperimentStateCancelled, cur.Reason, true
 			}
 			*cur = next
 		}

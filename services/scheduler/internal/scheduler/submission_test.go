@@ -206,17 +206,24 @@ func TestCancelWhileRunsAreCreatedCancelsThem(t *testing.T) {
 }
 
 // An experiment accepted with 202 whose submission the scheduler never
-// finished — each scheduler process taking it went away while handling it
-// (the first mid-handler, the others before starting it), until its
-// deliveries were spent — is dead-lettered by the next scheduler and its
-// status says failed, with the reason. Before, the server stopped
-// delivering the submission and the experiment stayed submitted forever.
+// took — each scheduler process taking it went away while handling it
+// (the first mid-handler, before it queued the spec for the expander, the
+// others before starting it), until its deliveries were spent — is
+// dead-lettered by the next scheduler and its status says failed, with the
+// reason. Before, the server stopped delivering the submission and the
+// experiment stayed submitted forever.
 func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	t.Parallel()
-	h, g, url := gatedHarness(t)
+	armed := &atomic.Bool{}
+	armed.Store(true)
+	g := &gatedUpdate{prefix: "exp.", armed: armed, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	h, _ := newHarness(t, nil, func(h *harness) {
+		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
+	})
+	url := apiServer(t, h)
 	code, rep := postSpec(t, url, "", []byte(longSpec(1)))
 	require.Equal(t, http.StatusAccepted, code, rep.Error)
-	testenv.Receive(t, g.entered, 30*time.Second, "the consumer creating the runs")
+	testenv.Receive(t, g.entered, 30*time.Second, "the consumer queuing the spec")
 	var st scheduler.ExperimentStatus
 	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
 	require.Equal(t, events.ExperimentStateSubmitted, st.State)
@@ -224,6 +231,7 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	h.stopScheduler() // mid-handler: the submission's first delivery spent
 	ctx := t.Context()
 	spendDeliveries(t, h, "the submission", func(m jetstream.Msg) bool { return m.Headers().Get(bus.HeaderExperiment) == rep.ID })
+	armed.Store(false)
 	close(g.gate)
 	h.startScheduler(ctx, nil)
 	require.Equal(t, events.ExperimentStateFailed, h.waitFinal(rep.ID))
@@ -256,18 +264,19 @@ func spendDeliveries(t *testing.T, h *harness, what string, match func(jetstream
 	})
 }
 
-// gatedRunUpdate is the real state bucket whose updates of run keys wait on
-// gate once armed: a cancel's handler is caught after it marked the
-// experiment and before it cancelled the runs.
-type gatedRunUpdate struct {
+// gatedUpdate is the real state bucket whose updates of keys starting
+// with prefix wait on gate once armed: a cancel's handler is caught before
+// it marked the experiment.
+type gatedUpdate struct {
 	jetstream.KeyValue
+	prefix        string
 	armed         *atomic.Bool
 	gate, entered chan struct{}
 	once          *sync.Once
 }
 
-func (g gatedRunUpdate) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
-	if g.armed.Load() && strings.HasPrefix(key, "run.") {
+func (g gatedUpdate) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	if g.armed.Load() && strings.HasPrefix(key, g.prefix) {
 		g.once.Do(func() { close(g.entered) })
 		select {
 		case <-g.gate:
@@ -278,16 +287,14 @@ func (g gatedRunUpdate) Update(ctx context.Context, key string, value []byte, la
 	return g.KeyValue.Update(ctx, key, value, last)
 }
 
-// A cancel accepted with 202 whose handler died with its process, run
-// after run, until its deliveries were spent — after it had marked the
-// experiment cancelled, before it cancelled the runs — is carried out by
-// the dead-letter hook of the next scheduler: no run is left pending or
-// running under a cancelled experiment (which is no longer ticked), and
-// the cancellation is announced. Before, the cancel vanished with its
-// deliveries, and a redelivered one did not announce.
+// A cancel accepted with 202 whose handler died with its process, again
+// and again, until its deliveries were spent — before it had marked the
+// experiment — is carried out by the dead-letter hook of the next
+// scheduler: no run is left pending or running, and the cancellation is
+// announced. Before, the cancel vanished with its deliveries.
 func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 	t.Parallel()
-	g := &gatedRunUpdate{armed: &atomic.Bool{}, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	g := &gatedUpdate{prefix: "exp.", armed: &atomic.Bool{}, gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
 	h, _ := newHarness(t, nil, func(h *harness) {
 		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
 	})
@@ -296,9 +303,9 @@ func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the first run measuring", func() bool {
 		return last(h.runStates(rep.ID+"-r0000")) == events.RunStateMeasuring
 	})
-	g.armed.Store(true) // the next run update waits: the cancel's first
+	g.armed.Store(true) // the next experiment update waits: the cancel's
 	require.Equal(t, http.StatusAccepted, cancel(t, url, rep.ID))
-	testenv.Receive(t, g.entered, 30*time.Second, "the cancel's handler cancelling the runs")
+	testenv.Receive(t, g.entered, 30*time.Second, "the cancel's handler marking the experiment")
 
 	h.stopScheduler() // mid-handler: the cancel's first delivery spent
 	ctx := t.Context()
@@ -323,4 +330,54 @@ func TestCancelWhoseDeliveriesRanOutIsCarriedOut(t *testing.T) {
 	})
 	st, _ := h.sched.Status(rep.ID)
 	require.Contains(t, st.Runs[len(st.Runs)-1].Reason, "cancel dead-lettered (out of deliveries", "a pending run, cancelled by the hook")
+}
+
+// While a large sweep is being expanded into its runs, the consumer keeps
+// handling other experiments' events: an experiment measuring when the
+// sweep is submitted finishes (its load, teardown and analysis answered)
+// before the sweep is accepted. Before, the consumer expanded the sweep
+// itself, and every other experiment's events waited behind it (a minute
+// for 100,000 runs: a run in its cool-down then failed for want of its
+// load.finished).
+func TestALargeExpansionHoldsUpNoOtherExperiment(t *testing.T) {
+	t.Parallel()
+	h, _ := newHarness(t, nil)
+	url := apiServer(t, h)
+	one := strings.Replace(fmt.Sprintf(specTmpl, 1), `values: ["10", "20"]`, `values: ["10"]`, 1)
+	small := submitAccepted(t, url, "", []byte(strings.Replace(one, "measure: 150ms", "measure: 1s", 1)))
+	testenv.Eventually(t, 30*time.Second, "the small experiment measuring", func() bool {
+		return last(h.runStates(small.ID+"-r0000")) == events.RunStateMeasuring
+	})
+	sweep := strings.Replace(longSpec(1), `values: ["10", "20"]`, fmt.Sprintf("range: {from: 1, to: %d, step: 1}", sweepRuns), 1)
+	big := submitAccepted(t, url, "?yes=true", []byte(sweep))
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(small.ID))
+	testenv.Eventually(t, 2*time.Minute, "the sweep accepted", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return slices.Contains(h.order, big.ID+" "+events.ExperimentStateQueued)
+	})
+	h.mu.Lock()
+	order := slices.Clone(h.order)
+	h.mu.Unlock()
+	require.Less(t, slices.Index(order, small.ID+" "+events.ExperimentStateDone), slices.Index(order, big.ID+" "+events.ExperimentStateQueued),
+		"the small experiment ended before the sweep was accepted: %v", order)
+}
+
+// A scheduler killed while expanding a queued experiment (its submission
+// acked long before) leaves the pending record with its spec: the next
+// scheduler expands it, and it runs to the end.
+func TestAnExpansionCutShortIsTakenUpByTheNextScheduler(t *testing.T) {
+	t.Parallel()
+	h, g, url := gatedHarness(t)
+	rep := submitAccepted(t, url, "", []byte(fmt.Sprintf(specTmpl, 1)))
+	testenv.Receive(t, g.entered, 30*time.Second, "the expander creating the runs")
+	h.stopScheduler() // mid-expansion
+	close(g.gate)
+	h.startScheduler(t.Context(), nil)
+	require.Equal(t, events.ExperimentStateDone, h.waitFinal(rep.ID))
+	runs := h.runsByID(rep.ID)
+	require.Len(t, runs, 2)
+	for id, r := range runs {
+		require.Equal(t, events.RunStateDone, r.State, id)
+	}
 }

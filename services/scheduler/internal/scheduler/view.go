@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -21,17 +22,24 @@ import (
 // reading KV; every decision it prompts is re-checked inside a
 // revision-checked update.
 type view struct {
-	mu     sync.RWMutex
-	exps   map[string]versioned[ExperimentRecord] // by id
-	runs   map[string]versioned[RunRecord]        // by id
-	trigs  map[string]versioned[TriggerRecord]    // by name
-	slotm  map[string]versioned[SlotSet]          // by cluster
+	mu    sync.RWMutex
+	exps  map[string]versioned[ExperimentRecord] // by id
+	runs  map[string]versioned[RunRecord]        // by id
+	trigs map[string]versioned[TriggerRecord]    // by name
+	slotm map[string]versioned[SlotSet]          // by cluster
+	// ended indexes the final experiments the sweep (sweep.go) has to look
+	// at: each is marked when its final record arrives and when a run of it
+	// arrives unfinished, with the mark's number, and dropped once the sweep
+	// found nothing to do since that mark. So a finished experiment costs
+	// the sweep one look at its runs, not one per tick.
+	ended  map[string]uint64
+	marks  uint64
 	synced atomic.Bool
 }
 
 func newView() *view {
 	return &view{exps: map[string]versioned[ExperimentRecord]{}, runs: map[string]versioned[RunRecord]{},
-		trigs: map[string]versioned[TriggerRecord]{}, slotm: map[string]versioned[SlotSet]{}}
+		trigs: map[string]versioned[TriggerRecord]{}, slotm: map[string]versioned[SlotSet]{}, ended: map[string]uint64{}}
 }
 
 // load starts watching the bucket and applies its current values; it
@@ -113,6 +121,7 @@ func (v *view) remove(key string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	delete(v.exps, strings.TrimPrefix(key, "exp."))
+	delete(v.ended, strings.TrimPrefix(key, "exp."))
 	delete(v.runs, strings.TrimPrefix(key, "run."))
 	delete(v.trigs, strings.TrimPrefix(key, "trigger."))
 	if c, ok := slotClusterOfKey(key); ok {
@@ -120,13 +129,21 @@ func (v *view) remove(key string) {
 	}
 }
 
-// putNewer keeps the newer (by revision) of m[key] and x.
-func putNewer[T any](v *view, m map[string]versioned[T], key string, x versioned[T]) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+// putNewer keeps the newer (by revision) of m[key] and x (v.mu held);
+// true when x replaced what was there.
+func putNewer[T any](m map[string]versioned[T], key string, x versioned[T]) bool {
 	if cur, ok := m[key]; !ok || cur.Revision < x.Revision {
 		m[key] = x
+		return true
 	}
+	return false
+}
+
+// put is putNewer under v.mu.
+func put[T any](v *view, m map[string]versioned[T], key string, x versioned[T]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	putNewer(m, key, x)
 }
 
 // get returns m[key] without its revision.
@@ -148,10 +165,74 @@ func values[T any](v *view, m map[string]versioned[T]) []T {
 	return out
 }
 
-func (v *view) putExperiment(e versioned[ExperimentRecord]) { putNewer(v, v.exps, e.Value.ID, e) }
-func (v *view) putRun(r versioned[RunRecord])               { putNewer(v, v.runs, r.Value.RunID, r) }
-func (v *view) putTrigger(t versioned[TriggerRecord])       { putNewer(v, v.trigs, t.Value.Name, t) }
-func (v *view) putSlots(s versioned[SlotSet])               { putNewer(v, v.slotm, s.Value.Cluster, s) }
+// putExperiment keeps an experiment's newer record; a final one is marked
+// for the sweep.
+func (v *view) putExperiment(e versioned[ExperimentRecord]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if putNewer(v.exps, e.Value.ID, e) && events.ExperimentFinal(e.Value.State) {
+		v.markEnded(e.Value.ID)
+	}
+}
+
+// putRun keeps a run's newer record; an unfinished run of a final
+// experiment marks the experiment for the sweep (e.g. a run a tick started
+// as the experiment was being cancelled).
+func (v *view) putRun(r versioned[RunRecord]) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !putNewer(v.runs, r.Value.RunID, r) || events.RunFinal(r.Value.State) {
+		return
+	}
+	if e, ok := v.exps[r.Value.ExperimentID]; ok && events.ExperimentFinal(e.Value.State) {
+		v.markEnded(e.Value.ID)
+	}
+}
+
+func (v *view) putTrigger(t versioned[TriggerRecord]) { put(v, v.trigs, t.Value.Name, t) }
+func (v *view) putSlots(s versioned[SlotSet])         { put(v, v.slotm, s.Value.Cluster, s) }
+
+// markEnded marks a final experiment for the sweep (v.mu held).
+func (v *view) markEnded(id string) {
+	v.marks++
+	v.ended[id] = v.marks
+}
+
+// endedMarks returns the marked experiments with their marks.
+func (v *view) endedMarks() map[string]uint64 {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return maps.Clone(v.ended)
+}
+
+// swept drops an experiment's mark unless it was marked again after mark.
+func (v *view) swept(id string, mark uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ended[id] == mark {
+		delete(v.ended, id)
+	}
+}
+
+// unfinished returns the experiment's runs that the view does not show
+// final — ones it does not know yet included (another scheduler's, the
+// watch behind) — started ones first, each part in the experiment's order.
+func (v *view) unfinished(e ExperimentRecord) []string {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	var started, pending []string
+	for _, id := range e.RunIDs {
+		r, ok := v.runs[id]
+		switch {
+		case ok && events.RunFinal(r.Value.State):
+		case ok && r.Value.State == events.RunStatePending:
+			pending = append(pending, id)
+		default:
+			started = append(started, id)
+		}
+	}
+	return append(started, pending...)
+}
 
 func (v *view) experiment(id string) (ExperimentRecord, bool) { return get(v, v.exps, id) }
 func (v *view) run(id string) (RunRecord, bool)               { return get(v, v.runs, id) }
@@ -177,6 +258,27 @@ func (v *view) active() []ExperimentRecord {
 		return cmp.Or(cmp.Compare(a.CreatedMs, b.CreatedMs), strings.Compare(a.ID, b.ID))
 	})
 	return out
+}
+
+// queued returns the pending experiments whose spec waits for the
+// expander (submission.go), oldest first.
+func (v *view) queued() []string {
+	v.mu.RLock()
+	var out []ExperimentRecord
+	for _, e := range v.exps {
+		if e.Value.Pending && e.Value.Spec != "" {
+			out = append(out, e.Value)
+		}
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b ExperimentRecord) int {
+		return cmp.Or(cmp.Compare(a.CreatedMs, b.CreatedMs), strings.Compare(a.ID, b.ID))
+	})
+	ids := make([]string, len(out))
+	for i, e := range out {
+		ids[i] = e.ID
+	}
+	return ids
 }
 
 // triggerList returns the armed triggers by name.
