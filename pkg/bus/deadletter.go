@@ -52,10 +52,16 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 		}
 	}
 	dl.Header.Set(HeaderDLQReason, reason)
+	dl.Header.Set(HeaderDLQKind, kind)
 	dl.Header.Set(HeaderDLQSubject, msg.Subject())
 	dl.Header.Set(HeaderDLQConsume, spec.Durable)
 	dl.Header.Set(HeaderDLQDeliver, strconv.FormatUint(md.NumDelivered, 10))
 	dl.Header.Set(HeaderDLQStream, strconv.FormatUint(md.Sequence.Stream, 10))
+	// The copy's own id de-duplicates dead-lettering; the original's is
+	// kept apart, as its signature covers it (replay, DeadLetter.Original).
+	if id := msg.Headers().Get(nats.MsgIdHdr); id != "" {
+		dl.Header.Set(HeaderDLQMsgID, id)
+	}
 	dl.Header.Set(nats.MsgIdHdr, fmt.Sprintf("dlq:%s:%d", spec.Durable, md.Sequence.Stream))
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()

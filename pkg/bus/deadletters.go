@@ -1,0 +1,201 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/greenflow/greenflow/pkg/events"
+)
+
+// The read side of the dead-letter stream, for operators (`greenflow
+// dead-letters`). It reads message by message with the stream's message
+// get ($JS.API.STREAM.MSG.GET.GF_DEADLETTER): no consumer is created, so
+// nothing is delivered, acknowledged or counted against anyone, and the
+// permission it needs reads that one stream and can touch nothing else —
+// "any consumer name" on it, which an ordered consumer would need, could
+// also pull from a durable consumer there.
+
+// HeaderDLQKind is the short kind of a dead letter's reason (the reason
+// label of greenflow_bus_messages_dead_lettered_total: panic, unverified,
+// undecodable, rejected, failed, out_of_deliveries). Dead letters written
+// before it carry only the reason text, whose first words say the same
+// (DeadLetterKind).
+const HeaderDLQKind = "Gf-Dlq-Kind"
+
+// HeaderDLQMsgID is the dead-lettered message's own Nats-Msg-Id: the
+// copy has one of its own (dead-lettering twice stores it once), and the
+// original's signature covers the original's.
+const HeaderDLQMsgID = "Gf-Dlq-Msg-Id"
+
+// DeadLetter is one message of the dead-letter stream, with what its
+// headers and body say about it.
+type DeadLetter struct {
+	Seq  uint64    `json:"seq"` // in the dead-letter stream: DeadLetterAt's argument
+	Time time.Time `json:"time"`
+	// Subject is the subject it was consumed from; Consumer the durable
+	// consumer that gave it up after Deliveries deliveries; StreamSeq its
+	// sequence in the stream it was consumed from.
+	Subject    string `json:"subject"`
+	Consumer   string `json:"consumer"`
+	Deliveries uint64 `json:"deliveries"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Kind       string `json:"kind"`
+	Reason     string `json:"reason"`
+	Type       string `json:"type,omitempty"`
+	Version    int    `json:"version,omitempty"`
+	// ExperimentID and RunID come from its headers, or from its body when
+	// that decodes as the event its headers name.
+	ExperimentID string      `json:"experiment_id,omitempty"`
+	RunID        string      `json:"run_id,omitempty"`
+	Headers      nats.Header `json:"headers"`
+	Data         []byte      `json:"-"`
+}
+
+// DeadLetterKind is the short kind of a dead-letter reason: its header
+// when it has one, else read from the reason's first words (handle.go
+// writes them).
+func DeadLetterKind(h nats.Header) string {
+	if k := h.Get(HeaderDLQKind); k != "" {
+		return k
+	}
+	reason := h.Get(HeaderDLQReason)
+	for _, k := range []struct{ prefix, kind string }{
+		{"panic: ", dlqPanic}, {"unverified: ", dlqUnverified}, {"undecodable: ", dlqUndecodable},
+		{"rejected: ", dlqRejected}, {reasonFailed + " ", dlqFailed}, {reasonOutOfDeliveries + ":", dlqOutOfDeliveries},
+	} {
+		if strings.HasPrefix(reason, k.prefix) {
+			return k.kind
+		}
+	}
+	return "unknown"
+}
+
+// ErrNoDeadLetter is the error of DeadLetterAt for a sequence the stream
+// does not hold (never written, or aged out).
+var ErrNoDeadLetter = errors.New("no such dead letter")
+
+// DeadLetters calls fn with every dead letter stored at or after since
+// (zero: all), oldest first, until fn returns an error (returned) or the
+// stream holds no more. It consumes nothing.
+func (b *Bus) DeadLetters(ctx context.Context, since time.Time, fn func(DeadLetter) error) error {
+	req := msgGetRequest{NextFor: SubjectDLQ + ">", Seq: 1}
+	if !since.IsZero() {
+		req.Seq, req.StartTime = 0, &since
+	}
+	for {
+		d, err := b.getDeadLetter(ctx, req)
+		if errors.Is(err, ErrNoDeadLetter) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(d); err != nil {
+			return err
+		}
+		req = msgGetRequest{NextFor: SubjectDLQ + ">", Seq: d.Seq + 1}
+	}
+}
+
+// DeadLetterAt is the dead letter at sequence seq of the dead-letter
+// stream; ErrNoDeadLetter when there is none.
+func (b *Bus) DeadLetterAt(ctx context.Context, seq uint64) (DeadLetter, error) {
+	if seq == 0 {
+		return DeadLetter{}, fmt.Errorf("dead letter 0: %w (sequences start at 1)", ErrNoDeadLetter)
+	}
+	return b.getDeadLetter(ctx, msgGetRequest{Seq: seq})
+}
+
+// msgGetRequest is the JetStream API's message get: the message at Seq,
+// or with NextFor the first on a matching subject at or after Seq (or
+// StartTime).
+type msgGetRequest struct {
+	Seq       uint64     `json:"seq,omitempty"`
+	NextFor   string     `json:"next_by_subj,omitempty"`
+	StartTime *time.Time `json:"start_time,omitempty"`
+}
+
+type msgGetResponse struct {
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Message *struct {
+		Subject string    `json:"subject"`
+		Seq     uint64    `json:"seq"`
+		Header  []byte    `json:"hdrs"`
+		Data    []byte    `json:"data"`
+		Time    time.Time `json:"time"`
+	} `json:"message"`
+}
+
+// jsErrNoMessage is the JetStream API's error code for "no message found".
+const jsErrNoMessage = 10037
+
+func (b *Bus) getDeadLetter(ctx context.Context, req msgGetRequest) (DeadLetter, error) {
+	subject := "$JS.API.STREAM.MSG.GET." + StreamDeadLetter
+	body, err := json.Marshal(req)
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	rctx, done := b.refusable(ctx, subjectIs(subject))
+	defer done()
+	if _, ok := rctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(rctx, 5*time.Second)
+		defer cancel()
+	}
+	msg, err := b.nc.RequestWithContext(rctx, subject, body)
+	if err != nil {
+		if err := refusal(rctx, err); errors.Is(err, ErrRefused) {
+			return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: %w; reading it takes the greenflow command's NATS user (or admin): "+
+				"give its seed with --nats-nkey-file", StreamDeadLetter, err)
+		}
+		return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, refusal(rctx, err))
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: answer is not JSON: %w", StreamDeadLetter, err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == jsErrNoMessage:
+		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", req.Seq, ErrNoDeadLetter)
+	case resp.Error != nil:
+		return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: %s (code %d)", StreamDeadLetter, resp.Error.Description, resp.Error.ErrCode)
+	case resp.Message == nil:
+		return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: answer holds no message", StreamDeadLetter)
+	}
+	m := resp.Message
+	h := nats.Header{}
+	if len(m.Header) > 0 {
+		if h, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return DeadLetter{}, fmt.Errorf("dead letter %d: headers: %w", m.Seq, err)
+		}
+	}
+	return newDeadLetter(m.Seq, m.Time, h, m.Data), nil
+}
+
+// newDeadLetter reads what a dead letter's headers and body say.
+func newDeadLetter(seq uint64, at time.Time, h nats.Header, data []byte) DeadLetter {
+	d := DeadLetter{Seq: seq, Time: at.UTC(), Subject: h.Get(HeaderDLQSubject), Consumer: h.Get(HeaderDLQConsume),
+		Kind: DeadLetterKind(h), Reason: h.Get(HeaderDLQReason), Type: h.Get(HeaderType),
+		ExperimentID: h.Get(HeaderExperiment), RunID: h.Get(HeaderRun), Headers: h, Data: data}
+	d.Deliveries, _ = strconv.ParseUint(h.Get(HeaderDLQDeliver), 10, 64)
+	d.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderDLQStream), 10, 64)
+	d.Version, _ = strconv.Atoi(h.Get(HeaderVersion))
+	if d.ExperimentID == "" && d.Type != "" {
+		// A body that is the event its headers name says whose it is.
+		if m, err := events.Decode(events.Type(d.Type), d.Version, data); err == nil {
+			d.ExperimentID, d.RunID = m.IDs()
+		}
+	}
+	return d
+}
