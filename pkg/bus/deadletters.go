@@ -199,3 +199,68 @@ func newDeadLetter(seq uint64, at time.Time, h nats.Header, data []byte) DeadLet
 	}
 	return d
 }
+
+// ErrNotReplayable is the error of Replay for a dead letter that cannot be
+// published again.
+var ErrNotReplayable = errors.New("cannot be replayed")
+
+// HeaderReplayOf names the dead letter (its sequence in GF_DEADLETTER) a
+// replayed message was published from.
+const HeaderReplayOf = "Gf-Replay-Of"
+
+// Replay publishes dead letter d again, to the subject it was consumed
+// from, with its headers (but the dead-letter ones) and body, under a new
+// message id ("replay-<seq>-<original id>": the original's is still in the
+// stream's de-duplication window for 10 minutes, and replaying the same
+// dead letter twice within it publishes it once). A lifecycle message's
+// signature covers its id, so the copy is signed afresh by this bus's
+// user — admin, the only user that may publish on every service's
+// subjects — and only after the original signature is checked against the
+// trust file: a message its producer did not sign (forged, moved,
+// unsigned) is refused here, never re-signed into one the consumers
+// believe. A dead letter written before dead letters kept the original's
+// id (Gf-Dlq-Msg-Id) cannot be checked, and is refused too. Every
+// consumer of the subject gets the copy, as they got the original. It
+// returns the copy's sequence in the stream that stores it.
+func (b *Bus) Replay(ctx context.Context, d DeadLetter) (uint64, error) {
+	id := d.Headers.Get(HeaderDLQMsgID)
+	if id == "" {
+		return 0, fmt.Errorf("dead letter %d: %w: it does not carry the original's message id (%s; dead letters written by older versions do not), "+
+			"so the original's signature, which covers it, cannot be checked", d.Seq, ErrNotReplayable, HeaderDLQMsgID)
+	}
+	msg := nats.NewMsg(d.Subject)
+	msg.Data = d.Data
+	for k, vs := range d.Headers {
+		if strings.HasPrefix(k, "Gf-Dlq-") || k == nats.MsgIdHdr {
+			continue
+		}
+		for _, v := range vs {
+			msg.Header.Add(k, v)
+		}
+	}
+	msg.Header.Set(nats.MsgIdHdr, id)
+	lifecycle := strings.HasPrefix(d.Subject, SubjectCommands) || strings.HasPrefix(d.Subject, SubjectEvents)
+	if lifecycle {
+		if err := b.sig.verifyEvent(msg.Subject, msg.Header, msg.Data); err != nil {
+			return 0, fmt.Errorf("dead letter %d: %w: %v — it is not what its producer signed", d.Seq, ErrNotReplayable, err)
+		}
+	}
+	msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("replay-%d-%s", d.Seq, id))
+	msg.Header.Set(HeaderReplayOf, strconv.FormatUint(d.Seq, 10))
+	if lifecycle {
+		msg.Header.Del(HeaderSigner)
+		msg.Header.Del(HeaderSignature)
+		if err := b.sig.signEvent(msg); err != nil {
+			return 0, err
+		}
+	}
+	ack, err := b.publishMsg(ctx, msg)
+	if err != nil {
+		return 0, fmt.Errorf("replay dead letter %d on %s: %w", d.Seq, d.Subject, err)
+	}
+	if ack.Duplicate {
+		return 0, fmt.Errorf("dead letter %d: %w again yet: it was replayed within the stream's de-duplication window (%s), as stream %s's sequence %d",
+			d.Seq, ErrNotReplayable, lifecycleStream.Duplicates, ack.Stream, ack.Sequence)
+	}
+	return ack.Sequence, nil
+}

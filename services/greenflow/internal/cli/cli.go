@@ -14,7 +14,7 @@
 //	cancel            cancel an experiment (status.go)
 //	token             create, list and revoke API tokens (api.go)
 //	trigger           list and disarm armed templates (trigger.go)
-//	dead-letters      list and show what no consumer could process (deadletters.go)
+//	dead-letters      list, show and replay what no consumer could process (deadletters.go)
 //	nats-config       nats-server users and permissions for a deployment (natsconfig.go)
 //	nats declare      every stream and bucket, as admin (natsconfig.go)
 //	clickhouse-users  ClickHouse users.xml for a deployment (clickhouseusers.go)
@@ -70,6 +70,7 @@ Usage:
   greenflow dead-letters [--experiment ID] [--consumer NAME] [--since 24h|TIME] [--format table|json|csv]
                                                                                what no consumer could process: when, who gave it up, why
   greenflow dead-letters show SEQ [--format table|json]                        one dead letter with its headers and body
+  greenflow dead-letters replay SEQ                                            publish it again as first published (admin's NATS user)
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
   greenflow nats declare [--nats-url URL --nats-nkey-file ADMIN.nk] [--keep]    declare every stream and bucket as admin (no service may)
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment

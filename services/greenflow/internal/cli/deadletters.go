@@ -37,20 +37,22 @@ func (f *deadLetterFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.format, "format", "table", "table, json or csv")
 }
 
-// runDeadLetters lists dead letters, or shows one ("show SEQ"). It reads
-// with the stream's message get (bus.DeadLetters): running it consumes
-// nothing, so it can run as often as wanted beside the services.
+// runDeadLetters lists dead letters, shows one ("show SEQ") or publishes
+// one again as it was first published ("replay SEQ", as admin: see
+// bus.Replay). It reads with the stream's message get (bus.DeadLetters):
+// listing and showing consume nothing, so they can run as often as wanted
+// beside the services.
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, f := newFlagSet[deadLetterFlags]("dead-letters", stderr)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	show := len(pos) > 0 && pos[0] == "show"
-	if len(pos) > 0 && (pos[0] == "show" || pos[0] == "list") {
-		pos = pos[1:]
+	sub := "list"
+	if len(pos) > 0 && slices.Contains([]string{"list", "show", "replay"}, pos[0]) {
+		sub, pos = pos[0], pos[1:]
 	}
-	if err := f.validate(show, pos); err != nil {
+	if err := f.validate(sub, pos); err != nil {
 		return err
 	}
 	since, err := parseSince(f.since, time.Now())
@@ -60,7 +62,15 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := f.resolve(true); err != nil {
 		return err
 	}
-	opts, err := f.natsOptions(string(events.ServiceCLI))
+	// Replaying publishes on the subject of the service that produced the
+	// message, which only admin's user may (the CLI's reads). Either way
+	// the bus only looks the streams up (it is not named admin: see
+	// bus.Declares), whichever seed --nats-nkey-file gives.
+	user := string(events.ServiceCLI)
+	if sub == "replay" {
+		user = bus.UserAdmin
+	}
+	opts, err := f.natsOptions(user)
 	if err != nil {
 		return err
 	}
@@ -69,7 +79,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer b.Close()
-	if show {
+	if sub != "list" {
 		seq, _ := strconv.ParseUint(pos[0], 10, 64)
 		d, err := b.DeadLetterAt(ctx, seq)
 		if errors.Is(err, bus.ErrNoDeadLetter) {
@@ -78,7 +88,20 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		if err != nil {
 			return err
 		}
-		return writeDeadLetter(stdout, f.format, d)
+		if sub == "show" {
+			return writeDeadLetter(stdout, f.format, d)
+		}
+		at, err := b.Replay(ctx, d)
+		if errors.Is(err, bus.ErrRefused) {
+			return fmt.Errorf("%w; replaying publishes on the subject of the service that produced the message, which takes admin's NATS user: "+
+				"give admin's seed with --nats-nkey-file", err)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "replayed dead letter %d (%s for %s) on %s as stream sequence %d: its consumers get it again\n",
+			d.Seq, d.Type, d.RunID, d.Subject, at)
+		return nil
 	}
 	var list []bus.DeadLetter
 	err = b.DeadLetters(ctx, since, func(d bus.DeadLetter) error {
@@ -94,19 +117,19 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 // validate checks the arguments and flags before anything connects.
-func (f *deadLetterFlags) validate(show bool, pos []string) error {
+func (f *deadLetterFlags) validate(sub string, pos []string) error {
 	var errs []error
 	if !slices.Contains([]string{"table", "json", "csv"}, f.format) {
 		errs = append(errs, fmt.Errorf("--format %q: expected table, json or csv", f.format))
 	}
 	switch {
-	case show && len(pos) != 1:
-		errs = append(errs, fmt.Errorf("show: expected one SEQ (the SEQ column of 'greenflow dead-letters'), got %d arguments", len(pos)))
-	case show:
+	case sub != "list" && len(pos) != 1:
+		errs = append(errs, fmt.Errorf("%s: expected one SEQ (the SEQ column of 'greenflow dead-letters'), got %d arguments", sub, len(pos)))
+	case sub != "list":
 		if seq, err := strconv.ParseUint(pos[0], 10, 64); err != nil || seq == 0 {
-			errs = append(errs, fmt.Errorf("show %q: expected a dead letter's sequence number, a whole number from 1 (the SEQ column)", pos[0]))
+			errs = append(errs, fmt.Errorf("%s %q: expected a dead letter's sequence number, a whole number from 1 (the SEQ column)", sub, pos[0]))
 		}
-		if f.format == "csv" {
+		if sub == "show" && f.format == "csv" {
 			errs = append(errs, errors.New("show --format csv: expected table or json (one message with its headers and body)"))
 		}
 	case len(pos) != 0:

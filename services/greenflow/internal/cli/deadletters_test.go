@@ -53,6 +53,7 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 	lg := s.Bus(t, string(events.ServiceLoadGenerator))
 	var mu sync.Mutex
 	handled := map[string]bool{}
+	reject := true // until the operator fixes what r-rejected lacked
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
 	testenv.Go(t, ctx, func(ctx context.Context) error {
@@ -61,12 +62,12 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 			if !ok {
 				return nil
 			}
-			if m.RunID == "r-rejected" {
+			mu.Lock()
+			defer mu.Unlock()
+			if m.RunID == "r-rejected" && reject {
 				return bus.Permanent(errors.New("no such run here"))
 			}
-			mu.Lock()
 			handled[m.RunID] = true
-			mu.Unlock()
 			return nil
 		})
 	})
@@ -180,6 +181,34 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 	require.Equal(t, 1, code, out)
 	require.Contains(t, errOut, `may not publish to "$JS.API.STREAM.MSG.GET.GF_DEADLETTER"`)
 	require.Contains(t, errOut, "reading it takes the greenflow command's NATS user (or admin)")
+
+	// Replay: as admin, once the cause is fixed, the rejected one is
+	// handled; a second replay within the de-duplication window is not
+	// published; the unsigned one is refused, not re-signed into a message
+	// the consumers would believe; the CLI's user may not publish it.
+	mu.Lock()
+	reject = false
+	mu.Unlock()
+	asAdmin := []string{"--state-dir", t.TempDir(), "--nats-url", s.URL, "--nats-nkey-file", s.Creds(bus.UserAdmin).NKeyFile}
+	rejected := strconv.FormatUint(byRun["r-rejected"].Seq, 10)
+	code, out, errOut = clitest.Run(append([]string{"dead-letters", "replay", rejected}, base...)...)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, errOut, `may not publish to "gf.cmd.load.stop"`)
+	require.Contains(t, errOut, "takes admin's NATS user")
+	out = clitest.MustRun(t, append([]string{"dead-letters", "replay", rejected}, asAdmin...)...)
+	require.Regexp(t, `^replayed dead letter `+rejected+` \(load.stop for r-rejected\) on gf.cmd.load.stop as stream sequence \d+`, out)
+	testenv.Eventually(t, 30*time.Second, "the load-generator handles the replayed load.stop", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return handled["r-rejected"]
+	})
+	code, out, errOut = clitest.Run(append([]string{"dead-letters", "replay", rejected}, asAdmin...)...)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, errOut, "cannot be replayed again yet: it was replayed within the stream's de-duplication window")
+	code, out, errOut = clitest.Run(append([]string{"dead-letters", "replay", strconv.FormatUint(byRun["r-unsigned"].Seq, 10)}, asAdmin...)...)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, errOut, "cannot be replayed: load.stop on gf.cmd.load.stop: unsigned")
+	require.Len(t, list(), 3, "the replayed one was handled, not dead-lettered again")
 }
 
 // Bad arguments are refused before anything connects, each named.
@@ -195,6 +224,7 @@ func TestDeadLettersRefusesBadArguments(t *testing.T) {
 		{[]string{"show"}, "show: expected one SEQ"},
 		{[]string{"show", "x1"}, `show "x1": expected a dead letter's sequence number`},
 		{[]string{"show", "1", "--format", "csv"}, "show --format csv: expected table or json"},
+		{[]string{"replay", "1", "2"}, "replay: expected one SEQ"},
 		{[]string{"exp-1"}, `unexpected arguments ["exp-1"]: filter with --experiment`},
 	} {
 		code, _, errOut := clitest.Run(append([]string{"dead-letters", "--state-dir", t.TempDir()}, tc.args...)...)
