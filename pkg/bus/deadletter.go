@@ -38,8 +38,18 @@ func RetryMayHelp(reason string) bool {
 	return strings.HasPrefix(reason, reasonFailed+" ") || strings.HasPrefix(reason, reasonOutOfDeliveries+":")
 }
 
+// DeadLetterBodyFunc is a DeadLetterFunc told the message's body too: a
+// hook that records what the message said (the scheduler's row of a
+// dead-lettered submission, with its spec) rather than only answering it.
+type DeadLetterBodyFunc func(ctx context.Context, h nats.Header, body []byte, reason string)
+
 // OnDeadLetter registers f to be called after a message is dead-lettered.
 func OnDeadLetter(f DeadLetterFunc) ConsumeOption {
+	return OnDeadLetterBody(func(ctx context.Context, h nats.Header, _ []byte, reason string) { f(ctx, h, reason) })
+}
+
+// OnDeadLetterBody is OnDeadLetter with the message's body.
+func OnDeadLetterBody(f DeadLetterBodyFunc) ConsumeOption {
 	return func(o *consumeOptions) { o.onDeadLetter = f }
 }
 
@@ -76,7 +86,7 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	_ = msg.Term()
 	done.add(md)
 	if o.onDeadLetter != nil {
-		b.notifyDeadLetter(pctx, logger, spec, o.onDeadLetter, msg.Headers(), reason)
+		b.notifyDeadLetter(pctx, logger, spec, o.onDeadLetter, msg.Headers(), msg.Data(), reason)
 	}
 	b.m.consumed.WithLabelValues(spec.Durable, string(msg.Headers().Get(HeaderType)), "dead_letter").Inc()
 	b.m.deadLettered.WithLabelValues(spec.Durable, kind).Inc()
@@ -84,12 +94,12 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 
 // notifyDeadLetter runs a consumer's dead-letter hook; a panic there is
 // logged and counted like a handler's, never allowed to end the consumer.
-func (b *Bus) notifyDeadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, f DeadLetterFunc, h nats.Header, reason string) {
+func (b *Bus) notifyDeadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerSpec, f DeadLetterBodyFunc, h nats.Header, body []byte, reason string) {
 	defer func() {
 		if v := recover(); v != nil {
 			b.m.panics.WithLabelValues(spec.Durable).Inc()
 			logger.Error("dead-letter hook panicked", zap.String("panic", fmt.Sprint(v)), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
-	f(ctx, h, reason)
+	f(ctx, h, body, reason)
 }
