@@ -22,19 +22,8 @@ import (
 
 // deadLetterOut is what `dead-letters --format json` writes of one.
 type deadLetterOut struct {
-	Seq          uint64              `json:"seq"`
-	Time         time.Time           `json:"time"`
-	Subject      string              `json:"subject"`
-	Consumer     string              `json:"consumer"`
-	Deliveries   uint64              `json:"deliveries"`
-	StreamSeq    uint64              `json:"stream_seq"`
-	Kind         string              `json:"kind"`
-	Reason       string              `json:"reason"`
-	Type         string              `json:"type"`
-	ExperimentID string              `json:"experiment_id"`
-	RunID        string              `json:"run_id"`
-	Headers      map[string][]string `json:"headers"`
-	Body         json.RawMessage     `json:"body"`
+	bus.DeadLetter
+	Body json.RawMessage `json:"body"`
 }
 
 // An operator lists what the load-generator's consumer dead-lettered for
