@@ -185,6 +185,10 @@ func writeDeadLetters(w io.Writer, format string, list []bus.DeadLetter) error {
 		cw.Flush()
 		return cw.Error()
 	}
+	if len(list) == 0 {
+		_, err := fmt.Fprintln(w, "no dead letters")
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.ToUpper(strings.Join(deadLetterColumns, "\t")))
 	for _, d := range list {
@@ -197,14 +201,7 @@ func writeDeadLetters(w io.Writer, format string, list []bus.DeadLetter) error {
 		row[len(row)-1] = strings.ReplaceAll(d.Reason, "\n", " ")
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	if len(list) == 0 {
-		_, err := fmt.Fprintln(w, "no dead letters")
-		return err
-	}
-	return nil
+	return tw.Flush()
 }
 
 // deadLetterJSON is a dead letter as json writes it: its body as JSON

@@ -120,6 +120,7 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 	// Filters.
 	require.Len(t, list("--experiment", "exp-b"), 2)
 	require.Equal(t, "r-rejected", list("--experiment", "exp-a")[0].RunID)
+	require.Equal(t, "no dead letters\n", clitest.MustRun(t, append([]string{"dead-letters", "--experiment", "exp-none"}, base...)...))
 	require.Len(t, list("--consumer", bus.ConsumerLoadGenerator.Durable), 3)
 	require.Empty(t, list("--consumer", bus.ConsumerScheduler.Durable))
 	require.Len(t, list("--since", "1h"), 3)
