@@ -153,7 +153,7 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 		pub.add(slices.DeleteFunc(consumerUse(StreamWatch, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
 	}
 	if res.readsDeadLetters {
-		pub.add("$JS.API.STREAM.MSG.GET." + StreamDeadLetter)
+		pub.add("$JS.API.STREAM.MSG.GET."+StreamDeadLetter, "$JS.API.DIRECT.GET."+StreamDeadLetter)
 	}
 	for _, st := range res.streams {
 		pub.add(streamAccess(user, st)...)

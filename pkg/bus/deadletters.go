@@ -81,17 +81,30 @@ func DeadLetterKind(h nats.Header) string {
 // does not hold (never written, or aged out).
 var ErrNoDeadLetter = errors.New("no such dead letter")
 
+// deadLetterBatch is how many dead letters one direct get returns.
+const deadLetterBatch = 1000
+
 // DeadLetters calls fn with every dead letter stored at or after since
-// (zero: all), oldest first, until fn returns an error (returned) or the
-// stream holds no more. It consumes nothing.
+// (zero: all) up to the last stored when it starts, oldest first, until fn
+// returns an error (returned). It consumes nothing.
 func (b *Bus) DeadLetters(ctx context.Context, since time.Time, fn func(DeadLetter) error) error {
+	st, err := b.js.Stream(ctx, StreamDeadLetter)
+	if err != nil {
+		return fmt.Errorf("look up the dead-letter stream %s: %w", StreamDeadLetter, err)
+	}
+	info := st.CachedInfo()
 	req := msgGetRequest{NextFor: SubjectDLQ + ">", Seq: 1}
 	if !since.IsZero() {
 		req.Seq, req.StartTime = 0, &since
 	}
+	if info.Config.AllowDirect {
+		return b.deadLettersDirect(ctx, req, info.State.LastSeq, fn)
+	}
+	// A stream declared before dead letters were read in batches: one by
+	// one (about 15,000 a second).
 	for {
 		d, err := b.getDeadLetter(ctx, req)
-		if errors.Is(err, ErrNoDeadLetter) {
+		if errors.Is(err, ErrNoDeadLetter) || (err == nil && d.Seq > info.State.LastSeq) {
 			return nil
 		}
 		if err != nil {
@@ -101,6 +114,90 @@ func (b *Bus) DeadLetters(ctx context.Context, since time.Time, fn func(DeadLett
 			return err
 		}
 		req = msgGetRequest{NextFor: SubjectDLQ + ">", Seq: d.Seq + 1}
+	}
+}
+
+// Headers the server adds to a directly got message.
+var directHeaders = []string{"Nats-Stream", "Nats-Subject", "Nats-Sequence", "Nats-Time-Stamp", "Nats-Num-Pending", "Nats-Last-Sequence"}
+
+// deadLettersDirect reads the dead letters from req on up to last in
+// batches of direct gets ($JS.API.DIRECT.GET.GF_DEADLETTER with a batch:
+// the server sends the messages, then an end-of-batch status).
+func (b *Bus) deadLettersDirect(ctx context.Context, req msgGetRequest, last uint64, fn func(DeadLetter) error) error {
+	subject := "$JS.API.DIRECT.GET." + StreamDeadLetter
+	for {
+		body, err := json.Marshal(directGetRequest{msgGetRequest: req, Batch: deadLetterBatch})
+		if err != nil {
+			return err
+		}
+		next, done, err := b.directBatch(ctx, subject, body, last, fn)
+		if err != nil || done {
+			return err
+		}
+		req = msgGetRequest{NextFor: SubjectDLQ + ">", Seq: next}
+	}
+}
+
+type directGetRequest struct {
+	msgGetRequest
+	Batch int `json:"batch"`
+}
+
+// directBatch sends one batch request and hands its messages to fn; it
+// returns the sequence to ask from next, and done once past last or at
+// the stream's end.
+func (b *Bus) directBatch(ctx context.Context, subject string, body []byte, last uint64, fn func(DeadLetter) error) (uint64, bool, error) {
+	rctx, done := b.refusable(ctx, subjectIs(subject))
+	defer done()
+	if _, ok := rctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(rctx, 10*time.Second)
+		defer cancel()
+	}
+	sub, err := b.nc.SubscribeSync(b.nc.NewInbox())
+	if err != nil {
+		return 0, false, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	_ = sub.SetPendingLimits(-1, -1)
+	if err := b.nc.PublishRequest(subject, sub.Subject, body); err != nil {
+		return 0, false, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, err)
+	}
+	var next uint64
+	for {
+		msg, err := sub.NextMsgWithContext(rctx)
+		if err != nil {
+			if err := refusal(rctx, err); errors.Is(err, ErrRefused) {
+				return 0, false, fmt.Errorf("read the dead-letter stream %s: %w; reading it takes the greenflow command's NATS user (or admin): "+
+					"give its seed with --nats-nkey-file", StreamDeadLetter, err)
+			}
+			return 0, false, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, refusal(rctx, err))
+		}
+		switch status := msg.Header.Get("Status"); status {
+		case "":
+		case "204": // end of the batch
+			return next, next == 0 || next > last, nil
+		case "404": // nothing at or after the sequence asked
+			return 0, true, nil
+		default:
+			return 0, false, fmt.Errorf("read the dead-letter stream %s: %s %s", StreamDeadLetter, status, msg.Header.Get("Description"))
+		}
+		seq, err := strconv.ParseUint(msg.Header.Get("Nats-Sequence"), 10, 64)
+		if err != nil {
+			return 0, false, fmt.Errorf("read the dead-letter stream %s: a message without its sequence: %w", StreamDeadLetter, err)
+		}
+		if seq > last {
+			continue // stored after the listing began; the batch ends soon
+		}
+		at, _ := time.Parse(time.RFC3339Nano, msg.Header.Get("Nats-Time-Stamp"))
+		h := msg.Header
+		for _, k := range directHeaders {
+			h.Del(k)
+		}
+		if err := fn(newDeadLetter(seq, at, h, msg.Data)); err != nil {
+			return 0, false, err
+		}
+		next = seq + 1
 	}
 }
 

@@ -62,3 +62,51 @@ func BenchmarkDeadLetters10k(b *testing.B) {
 		require.Equal(b, n, got)
 	}
 }
+
+// Batched direct gets and one-by-one message gets (a stream declared
+// before it allowed direct gets) list the same dead letters, from --since
+// on too.
+func TestDeadLettersReadTheSameWithOrWithoutDirectGets(t *testing.T) {
+	t.Parallel()
+	b := newBus(t)
+	js := b.JetStream()
+	var times []time.Time
+	for i := range 2500 {
+		m := nats.NewMsg(bus.SubjectDLQ + "gf.cmd.load.stop")
+		m.Header.Set(bus.HeaderDLQReason, fmt.Sprintf("rejected: no run %d", i))
+		m.Header.Set(bus.HeaderDLQConsume, "load-generator")
+		m.Data = []byte(fmt.Sprintf(`{"n":%d}`, i))
+		ack, err := js.PublishMsg(t.Context(), m)
+		require.NoError(t, err)
+		if ack.Sequence == 1200 {
+			stored, err := b.DeadLetterAt(t.Context(), 1200)
+			require.NoError(t, err)
+			times = append(times, stored.Time)
+		}
+	}
+	list := func(since time.Time) []bus.DeadLetter {
+		var out []bus.DeadLetter
+		require.NoError(t, b.DeadLetters(t.Context(), since, func(d bus.DeadLetter) error { out = append(out, d); return nil }))
+		return out
+	}
+	direct, directSince := list(time.Time{}), list(times[0])
+	require.Len(t, direct, 2500)
+	for i, d := range direct {
+		require.EqualValues(t, i+1, d.Seq)
+		require.Equal(t, fmt.Sprintf("rejected: no run %d", i), d.Reason)
+		require.Equal(t, "rejected", d.Kind)
+		require.Equal(t, fmt.Sprintf(`{"n":%d}`, i), string(d.Data))
+		require.Empty(t, d.Headers.Get("Nats-Sequence"), "the server's own headers are not the message's")
+	}
+	require.EqualValues(t, 1200, directSince[0].Seq)
+
+	st, err := js.Stream(t.Context(), bus.StreamDeadLetter)
+	require.NoError(t, err)
+	cfg := st.CachedInfo().Config
+	require.True(t, cfg.AllowDirect)
+	cfg.AllowDirect = false
+	_, err = js.UpdateStream(t.Context(), cfg)
+	require.NoError(t, err)
+	require.Equal(t, direct, list(time.Time{}))
+	require.Equal(t, directSince, list(times[0]))
+}

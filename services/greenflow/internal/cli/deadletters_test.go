@@ -169,7 +169,7 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 	code, out, errOut := clitest.Run([]string{"dead-letters", "--state-dir", t.TempDir(), "--nats-url", s.URL,
 		"--nats-nkey-file", s.Creds(string(events.ServiceScheduler)).NKeyFile}...)
 	require.Equal(t, 1, code, out)
-	require.Contains(t, errOut, `may not publish to "$JS.API.STREAM.MSG.GET.GF_DEADLETTER"`)
+	require.Contains(t, errOut, `may not publish to "$JS.API.DIRECT.GET.GF_DEADLETTER"`)
 	require.Contains(t, errOut, "reading it takes the greenflow command's NATS user (or admin)")
 
 	// Replay: as admin, once the cause is fixed, the rejected one is
