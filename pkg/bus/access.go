@@ -67,9 +67,9 @@ type resources struct {
 	readBuckets []string // KV buckets it only reads
 	streams     []string // other streams it consumes with durables
 	watches     bool     // replays the lifecycle stream with ephemeral consumers (Bus.Watch)
-	// readsDeadLetters: gets dead letters one by one (Bus.DeadLetters), with
-	// the stream's message get — no consumer, so it reads and cannot
-	// take anything.
+	// readsDeadLetters: gets dead letters (Bus.DeadLetters) with the
+	// stream's direct and message gets — no consumer, so it reads and
+	// cannot take anything.
 	readsDeadLetters bool
 }
 

@@ -15,10 +15,11 @@ import (
 )
 
 // The read side of the dead-letter stream, for operators (`greenflow
-// dead-letters`). It reads message by message with the stream's message
-// get ($JS.API.STREAM.MSG.GET.GF_DEADLETTER): no consumer is created, so
+// dead-letters`). It reads with the stream's direct get, in batches
+// ($JS.API.DIRECT.GET.GF_DEADLETTER), and its message get, one at a time
+// ($JS.API.STREAM.MSG.GET.GF_DEADLETTER): no consumer is created, so
 // nothing is delivered, acknowledged or counted against anyone, and the
-// permission it needs reads that one stream and can touch nothing else —
+// permissions it needs read that one stream and can touch nothing else —
 // "any consumer name" on it, which an ordered consumer would need, could
 // also pull from a durable consumer there.
 
