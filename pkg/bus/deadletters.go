@@ -148,13 +148,8 @@ type directGetRequest struct {
 // returns the sequence to ask from next, and done once past last or at
 // the stream's end.
 func (b *Bus) directBatch(ctx context.Context, subject string, body []byte, last uint64, fn func(DeadLetter) error) (uint64, bool, error) {
-	rctx, done := b.refusable(ctx, subjectIs(subject))
+	rctx, done := b.readCall(ctx, subject)
 	defer done()
-	if _, ok := rctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(rctx, 10*time.Second)
-		defer cancel()
-	}
 	sub, err := b.nc.SubscribeSync(b.nc.NewInbox())
 	if err != nil {
 		return 0, false, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, err)
@@ -168,11 +163,7 @@ func (b *Bus) directBatch(ctx context.Context, subject string, body []byte, last
 	for {
 		msg, err := sub.NextMsgWithContext(rctx)
 		if err != nil {
-			if err := refusal(rctx, err); errors.Is(err, ErrRefused) {
-				return 0, false, fmt.Errorf("read the dead-letter stream %s: %w; reading it takes the greenflow command's NATS user (or admin): "+
-					"give its seed with --nats-nkey-file", StreamDeadLetter, err)
-			}
-			return 0, false, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, refusal(rctx, err))
+			return 0, false, readError(rctx, err)
 		}
 		switch status := msg.Header.Get("Status"); status {
 		case "":
@@ -235,6 +226,27 @@ type msgGetResponse struct {
 	} `json:"message"`
 }
 
+// readCall is ctx for one read on subject: ended at once when the server
+// refuses it, and within 10 s when ctx has no deadline; done releases it.
+func (b *Bus) readCall(ctx context.Context, subject string) (context.Context, func()) {
+	rctx, done := b.refusable(ctx, subjectIs(subject))
+	if _, ok := rctx.Deadline(); ok {
+		return rctx, done
+	}
+	rctx, cancel := context.WithTimeout(rctx, 10*time.Second)
+	return rctx, func() { cancel(); done() }
+}
+
+// readError is the error of a read that got no answer: a refusal says
+// which user may read.
+func readError(rctx context.Context, err error) error {
+	if err := refusal(rctx, err); errors.Is(err, ErrRefused) {
+		return fmt.Errorf("read the dead-letter stream %s: %w; reading it takes the greenflow command's NATS user (or admin): "+
+			"give its seed with --nats-nkey-file", StreamDeadLetter, err)
+	}
+	return fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, refusal(rctx, err))
+}
+
 // jsErrNoMessage is the JetStream API's error code for "no message found".
 const jsErrNoMessage = 10037
 
@@ -244,20 +256,11 @@ func (b *Bus) getDeadLetter(ctx context.Context, req msgGetRequest) (DeadLetter,
 	if err != nil {
 		return DeadLetter{}, err
 	}
-	rctx, done := b.refusable(ctx, subjectIs(subject))
+	rctx, done := b.readCall(ctx, subject)
 	defer done()
-	if _, ok := rctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(rctx, 5*time.Second)
-		defer cancel()
-	}
 	msg, err := b.nc.RequestWithContext(rctx, subject, body)
 	if err != nil {
-		if err := refusal(rctx, err); errors.Is(err, ErrRefused) {
-			return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: %w; reading it takes the greenflow command's NATS user (or admin): "+
-				"give its seed with --nats-nkey-file", StreamDeadLetter, err)
-		}
-		return DeadLetter{}, fmt.Errorf("read the dead-letter stream %s: %w", StreamDeadLetter, refusal(rctx, err))
+		return DeadLetter{}, readError(rctx, err)
 	}
 	var resp msgGetResponse
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
