@@ -38,8 +38,8 @@ func (f *deadLetterFlags) register(fs *flag.FlagSet) {
 }
 
 // runDeadLetters lists dead letters, shows one ("show SEQ") or publishes
-// one again as it was first published ("replay SEQ", as admin: see
-// bus.Replay). It reads with the stream's message get (bus.DeadLetters):
+// one again on its subject ("replay SEQ", as admin: see bus.Replay). It
+// reads with the stream's direct and message gets (bus.DeadLetters):
 // listing and showing consume nothing, so they can run as often as wanted
 // beside the services.
 func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -81,27 +81,7 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer b.Close()
 	if sub != "list" {
 		seq, _ := strconv.ParseUint(pos[0], 10, 64)
-		d, err := b.DeadLetterAt(ctx, seq)
-		if errors.Is(err, bus.ErrNoDeadLetter) {
-			return fmt.Errorf("no dead letter %d in %s (never written, or older than the stream keeps): 'greenflow dead-letters' lists those there are", seq, bus.StreamDeadLetter)
-		}
-		if err != nil {
-			return err
-		}
-		if sub == "show" {
-			return writeDeadLetter(stdout, f.format, d)
-		}
-		at, err := b.Replay(ctx, d)
-		if errors.Is(err, bus.ErrRefused) {
-			return fmt.Errorf("%w; replaying publishes on the subject of the service that produced the message, which takes admin's NATS user: "+
-				"give admin's seed with --nats-nkey-file", err)
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "replayed dead letter %d (%s for %s) on %s as stream sequence %d: its consumers get it again\n",
-			d.Seq, d.Type, d.RunID, d.Subject, at)
-		return nil
+		return showOrReplay(ctx, b, sub == "replay", seq, f.format, stdout)
 	}
 	var list []bus.DeadLetter
 	err = b.DeadLetters(ctx, since, func(d bus.DeadLetter) error {
@@ -114,6 +94,31 @@ func runDeadLetters(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	return writeDeadLetters(stdout, f.format, list)
+}
+
+// showOrReplay shows dead letter seq, or replays it.
+func showOrReplay(ctx context.Context, b *bus.Bus, replay bool, seq uint64, format string, stdout io.Writer) error {
+	d, err := b.DeadLetterAt(ctx, seq)
+	if errors.Is(err, bus.ErrNoDeadLetter) {
+		return fmt.Errorf("no dead letter %d in %s (never written, or older than the stream keeps): 'greenflow dead-letters' lists those there are", seq, bus.StreamDeadLetter)
+	}
+	if err != nil {
+		return err
+	}
+	if !replay {
+		return writeDeadLetter(stdout, format, d)
+	}
+	at, err := b.Replay(ctx, d)
+	if errors.Is(err, bus.ErrRefused) {
+		return fmt.Errorf("%w; replaying publishes on the subject of the service that produced the message, which takes admin's NATS user: "+
+			"give admin's seed with --nats-nkey-file", err)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "replayed dead letter %d (%s for %s) on %s as stream sequence %d: its consumers get it again\n",
+		d.Seq, d.Type, d.RunID, d.Subject, at)
+	return err
 }
 
 // validate checks the arguments and flags before anything connects.
