@@ -329,6 +329,12 @@ func (b *Bus) Replay(ctx context.Context, d DeadLetter) (uint64, error) {
 		return 0, fmt.Errorf("dead letter %d: %w: it does not carry the original's message id (%s; dead letters written by older versions do not), "+
 			"so the original's signature, which covers it, cannot be checked", d.Seq, ErrNotReplayable, HeaderDLQMsgID)
 	}
+	lifecycle := strings.HasPrefix(d.Subject, SubjectCommands) || strings.HasPrefix(d.Subject, SubjectEvents)
+	if !lifecycle && !triggerSubject(d.Subject) {
+		// Any service's seed may write a dead letter: one naming a bucket's
+		// or NATS's own subject is not published there as admin.
+		return 0, fmt.Errorf("dead letter %d: %w: its subject %q is neither a lifecycle message's nor a trigger event's", d.Seq, ErrNotReplayable, d.Subject)
+	}
 	msg := nats.NewMsg(d.Subject)
 	msg.Data = d.Data
 	for k, vs := range d.Headers {
@@ -340,7 +346,6 @@ func (b *Bus) Replay(ctx context.Context, d DeadLetter) (uint64, error) {
 		}
 	}
 	msg.Header.Set(nats.MsgIdHdr, id)
-	lifecycle := strings.HasPrefix(d.Subject, SubjectCommands) || strings.HasPrefix(d.Subject, SubjectEvents)
 	if lifecycle {
 		if err := b.sig.verifyEvent(msg.Subject, msg.Header, msg.Data); err != nil {
 			return 0, fmt.Errorf("dead letter %d: %w: %v — it is not what its producer signed", d.Seq, ErrNotReplayable, err)
@@ -364,4 +369,19 @@ func (b *Bus) Replay(ctx context.Context, d DeadLetter) (uint64, error) {
 			d.Seq, ErrNotReplayable, lifecycleStream.Duplicates, ack.Stream, ack.Sequence)
 	}
 	return ack.Sequence, nil
+}
+
+// triggerSubject reports whether subject is one the trigger user may
+// publish on (triggerDeny, and no user's inbox): where a dead-lettered
+// trigger event came from.
+func triggerSubject(subject string) bool {
+	if subject == "" || strings.HasPrefix(subject, "$") || strings.HasPrefix(subject, "_INBOX") {
+		return false
+	}
+	for _, deny := range triggerDeny {
+		if strings.HasPrefix(subject, strings.TrimSuffix(deny, ">")) {
+			return false
+		}
+	}
+	return true
 }

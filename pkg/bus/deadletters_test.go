@@ -110,3 +110,25 @@ func TestDeadLettersReadTheSameWithOrWithoutDirectGets(t *testing.T) {
 	require.Equal(t, direct, list(time.Time{}))
 	require.Equal(t, directSince, list(times[0]))
 }
+
+// Any service's seed may write a dead letter, so one naming a subject no
+// lifecycle message or trigger event has (a bucket's key, NATS's API, an
+// inbox, the dead-letter stream itself) is never replayed there as admin.
+func TestReplayPublishesOnlyOnLifecycleOrTriggerSubjects(t *testing.T) {
+	t.Parallel()
+	b := newBus(t)
+	for _, subject := range []string{"$KV.greenflow_tokens.t1", "$JS.API.STREAM.DELETE.GF_LIFECYCLE", "_INBOX_UABC.x", "gf.dlq.gf.cmd.load.stop", ""} {
+		m := nats.NewMsg(bus.SubjectDLQ + "forged")
+		m.Header.Set(bus.HeaderDLQReason, "rejected: forged")
+		m.Header.Set(bus.HeaderDLQSubject, subject)
+		m.Header.Set(bus.HeaderDLQMsgID, "m-1")
+		m.Data = []byte(`{"token":"x"}`)
+		ack, err := b.JetStream().PublishMsg(t.Context(), m)
+		require.NoError(t, err)
+		d, err := b.DeadLetterAt(t.Context(), ack.Sequence)
+		require.NoError(t, err)
+		_, err = b.Replay(t.Context(), d)
+		require.ErrorIs(t, err, bus.ErrNotReplayable, subject)
+		require.ErrorContains(t, err, "is neither a lifecycle message's nor a trigger event's", subject)
+	}
+}
