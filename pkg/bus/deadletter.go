@@ -61,7 +61,9 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 			dl.Header.Add(k, v)
 		}
 	}
-	dl.Header.Set(HeaderDLQReason, reason)
+	// A header is one line (nats.go would fold a newline into a space
+	// after the signature covered it).
+	dl.Header.Set(HeaderDLQReason, strings.Join(strings.Fields(reason), " "))
 	dl.Header.Set(HeaderDLQKind, kind)
 	dl.Header.Set(HeaderDLQSubject, msg.Subject())
 	dl.Header.Set(HeaderDLQConsume, spec.Durable)
@@ -75,10 +77,14 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	dl.Header.Set(nats.MsgIdHdr, fmt.Sprintf("dlq:%s:%d", spec.Durable, md.Sequence.Stream))
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := b.publishMsg(pctx, dl); err != nil {
+	err := b.sig.signDeadLetter(dl)
+	if err == nil {
+		_, err = b.publishMsg(pctx, dl)
+	}
+	if err != nil {
 		// Keep the original: it is redelivered and dead-lettered again
 		// later (as out of deliveries, when this was its last).
-		logger.Error("dead-letter publish failed; message kept for redelivery", zap.Error(err))
+		logger.Error("dead-letter sign or publish failed; message kept for redelivery", zap.Error(err))
 		_ = msg.NakWithDelay(5 * time.Second)
 		return
 	}

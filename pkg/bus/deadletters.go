@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,14 @@ import (
 // (DeadLetterKind).
 const HeaderDLQKind = "Gf-Dlq-Kind"
 
+// The dead-lettering service's signature of a dead letter (deadLetterContent):
+// its user's key and the signature. The original's own signature headers
+// stay as they were, for Replay to check.
+const (
+	HeaderDLQSigner    = "Gf-Dlq-Signer"
+	HeaderDLQSignature = "Gf-Dlq-Signature"
+)
+
 // HeaderDLQMsgID is the dead-lettered message's own Nats-Msg-Id: the
 // copy has one of its own (dead-lettering twice stores it once), and the
 // original's signature covers the original's.
@@ -53,10 +62,16 @@ type DeadLetter struct {
 	Version    int    `json:"version,omitempty"`
 	// ExperimentID and RunID come from its headers, or from its body when
 	// that decodes as the event its headers name.
-	ExperimentID string      `json:"experiment_id,omitempty"`
-	RunID        string      `json:"run_id,omitempty"`
-	Headers      nats.Header `json:"headers"`
-	Data         []byte      `json:"-"`
+	ExperimentID string `json:"experiment_id,omitempty"`
+	RunID        string `json:"run_id,omitempty"`
+	// SignedBy is the user whose signature of the dead letter holds: the
+	// service that runs its consumer (or admin). Unverified says why not
+	// (any service's seed may write a dead letter); both are empty when
+	// the reader checks nothing (no trust file: a NATS without users).
+	SignedBy   string      `json:"signed_by,omitempty"`
+	Unverified string      `json:"unverified,omitempty"`
+	Headers    nats.Header `json:"headers"`
+	Data       []byte      `json:"-"`
 }
 
 // DeadLetterKind is the short kind of a dead-letter reason: its header
@@ -186,7 +201,7 @@ func (b *Bus) directBatch(ctx context.Context, subject string, body []byte, last
 		for _, k := range directHeaders {
 			h.Del(k)
 		}
-		if err := fn(newDeadLetter(seq, at, h, msg.Data)); err != nil {
+		if err := fn(b.newDeadLetter(seq, at, h, msg.Data)); err != nil {
 			return 0, false, err
 		}
 		next = seq + 1
@@ -281,17 +296,23 @@ func (b *Bus) getDeadLetter(ctx context.Context, req msgGetRequest) (DeadLetter,
 			return DeadLetter{}, fmt.Errorf("dead letter %d: headers: %w", m.Seq, err)
 		}
 	}
-	return newDeadLetter(m.Seq, m.Time, h, m.Data), nil
+	return b.newDeadLetter(m.Seq, m.Time, h, m.Data), nil
 }
 
-// newDeadLetter reads what a dead letter's headers and body say.
-func newDeadLetter(seq uint64, at time.Time, h nats.Header, data []byte) DeadLetter {
+// newDeadLetter reads what a dead letter's headers and body say, and
+// checks who signed it.
+func (b *Bus) newDeadLetter(seq uint64, at time.Time, h nats.Header, data []byte) DeadLetter {
 	d := DeadLetter{Seq: seq, Time: at.UTC(), Subject: h.Get(HeaderDLQSubject), Consumer: h.Get(HeaderDLQConsume),
 		Kind: DeadLetterKind(h), Reason: h.Get(HeaderDLQReason), Type: h.Get(HeaderType),
 		ExperimentID: h.Get(HeaderExperiment), RunID: h.Get(HeaderRun), Headers: h, Data: data}
 	d.Deliveries, _ = strconv.ParseUint(h.Get(HeaderDLQDeliver), 10, 64)
 	d.StreamSeq, _ = strconv.ParseUint(h.Get(HeaderDLQStream), 10, 64)
 	d.Version, _ = strconv.Atoi(h.Get(HeaderVersion))
+	if err := b.sig.verifyDeadLetter(h, data); err != nil {
+		d.Unverified = err.Error()
+	} else if b.sig != nil {
+		d.SignedBy, _ = b.sig.trust.User(h.Get(HeaderDLQSigner))
+	}
 	if d.ExperimentID == "" && d.Type != "" {
 		// A body that is the event its headers name says whose it is.
 		if m, err := events.Decode(events.Type(d.Type), d.Version, data); err == nil {
@@ -384,4 +405,47 @@ func triggerSubject(subject string) bool {
 		}
 	}
 	return true
+}
+
+// deadLetterContent is what a dead letter's signature covers: what the
+// dead-lettering service says (subject, reason and kind, consumer,
+// deliveries, sequence), the original's id and standard headers, and the
+// body.
+func deadLetterContent(h nats.Header, data []byte) []byte {
+	return fields([]byte("gf-dlq-v1"), []byte(h.Get(HeaderDLQSubject)), []byte(h.Get(HeaderDLQReason)), []byte(h.Get(HeaderDLQKind)),
+		[]byte(h.Get(HeaderDLQConsume)), []byte(h.Get(HeaderDLQDeliver)), []byte(h.Get(HeaderDLQStream)), []byte(h.Get(HeaderDLQMsgID)),
+		[]byte(h.Get(HeaderType)), []byte(h.Get(HeaderVersion)), []byte(h.Get(HeaderExperiment)), []byte(h.Get(HeaderRun)),
+		[]byte(h.Get(HeaderProducer)), data)
+}
+
+// signDeadLetter adds the dead-lettering service's signature to dl.
+func (s *signer) signDeadLetter(dl *nats.Msg) error {
+	if s == nil {
+		return nil
+	}
+	sig, err := s.sign(deadLetterContent(dl.Header, dl.Data))
+	if err != nil {
+		return fmt.Errorf("sign dead letter: %w", err)
+	}
+	dl.Header.Set(HeaderDLQSigner, s.pub)
+	dl.Header.Set(HeaderDLQSignature, base64.RawURLEncoding.EncodeToString(sig))
+	return nil
+}
+
+// verifyDeadLetter checks that a dead letter was signed by admin or by the
+// service whose consumer it names (a service's durable names are its name,
+// or begin with its name and "-": TestConsumerNamesBeginWithTheirService).
+func (s *signer) verifyDeadLetter(h nats.Header, data []byte) error {
+	if s == nil {
+		return nil
+	}
+	user, err := s.check(h.Get(HeaderDLQSigner), h.Get(HeaderDLQSignature), deadLetterContent(h, data))
+	if err != nil {
+		return err
+	}
+	consumer := h.Get(HeaderDLQConsume)
+	if user != UserAdmin && consumer != user && !strings.HasPrefix(consumer, user+"-") {
+		return fmt.Errorf("signed by %s, which does not run consumer %q: %w", user, consumer, ErrUnverified)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/greenflow/greenflow/pkg/bus"
+	"github.com/greenflow/greenflow/pkg/events"
 )
 
 // Dead letters written before the kind header say their kind in the
@@ -130,5 +132,18 @@ func TestReplayPublishesOnlyOnLifecycleOrTriggerSubjects(t *testing.T) {
 		_, err = b.Replay(t.Context(), d)
 		require.ErrorIs(t, err, bus.ErrNotReplayable, subject)
 		require.ErrorContains(t, err, "is neither a lifecycle message's nor a trigger event's", subject)
+	}
+}
+
+// A dead letter holds when the service whose consumer it names signed it:
+// every durable consumer's name is its service's, or begins with it and
+// "-" (the scheduler's trigger consumer, "scheduler-triggers", too).
+func TestConsumerNamesBeginWithTheirService(t *testing.T) {
+	t.Parallel()
+	for _, svc := range events.Services {
+		for _, c := range bus.ConsumersOf(svc) {
+			name := string(svc)
+			require.True(t, c.Durable == name || strings.HasPrefix(c.Durable, name+"-"), "%s runs %s", svc, c.Durable)
+		}
 	}
 }

@@ -164,11 +164,21 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 // deadLetterTime is how times are written: UTC to the millisecond.
 const deadLetterTime = "2006-01-02T15:04:05.000Z07:00"
 
-var deadLetterColumns = []string{"seq", "time", "consumer", "subject", "type", "kind", "deliveries", "experiment_id", "run_id", "stream_seq", "reason"}
+var deadLetterColumns = []string{"seq", "time", "consumer", "subject", "type", "kind", "deliveries", "experiment_id", "run_id", "stream_seq", "signed_by", "reason"}
 
 func deadLetterRow(d bus.DeadLetter) []string {
 	return []string{strconv.FormatUint(d.Seq, 10), d.Time.Format(deadLetterTime), d.Consumer, d.Subject, d.Type, d.Kind,
-		strconv.FormatUint(d.Deliveries, 10), d.ExperimentID, d.RunID, strconv.FormatUint(d.StreamSeq, 10), d.Reason}
+		strconv.FormatUint(d.Deliveries, 10), d.ExperimentID, d.RunID, strconv.FormatUint(d.StreamSeq, 10), signedBy(d), d.Reason}
+}
+
+// signedBy says who vouches for a dead letter: the service whose
+// signature holds, "UNVERIFIED" (show and json say why), or "" when
+// nothing was checked (a NATS without users).
+func signedBy(d bus.DeadLetter) string {
+	if d.Unverified != "" {
+		return "UNVERIFIED"
+	}
+	return d.SignedBy
 }
 
 func writeDeadLetters(w io.Writer, format string, list []bus.DeadLetter) error {
@@ -236,6 +246,9 @@ func writeDeadLetter(w io.Writer, format string, d bus.DeadLetter) error {
 	fmt.Fprintf(tw, "dead letter %d\t%s\n", d.Seq, d.Time.Format(deadLetterTime))
 	for i, col := range deadLetterColumns[2:] {
 		fmt.Fprintf(tw, "  %s:\t%s\n", col, deadLetterRow(d)[i+2])
+	}
+	if d.Unverified != "" {
+		fmt.Fprintf(tw, "  unverified:\t%s (any service's seed may write a dead letter: this one is not proven)\n", d.Unverified)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -132,12 +132,12 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 	require.Equal(t, table, clitest.MustRun(t, append([]string{"dead-letters"}, base...)...))
 	lines := strings.Split(strings.TrimSpace(table), "\n")
 	require.Len(t, lines, 4, table)
-	require.Regexp(t, `^SEQ\s+TIME\s+CONSUMER\s+SUBJECT\s+TYPE\s+KIND\s+DELIVERIES\s+EXPERIMENT_ID\s+RUN_ID\s+STREAM_SEQ\s+REASON$`, lines[0])
-	require.Regexp(t, `(?m)load-generator\s+gf\.cmd\.load\.stop\s+load\.stop\s+rejected\s+1\s+exp-a\s+r-rejected\s+\d+\s+rejected: no such run here$`, table)
+	require.Regexp(t, `^SEQ\s+TIME\s+CONSUMER\s+SUBJECT\s+TYPE\s+KIND\s+DELIVERIES\s+EXPERIMENT_ID\s+RUN_ID\s+STREAM_SEQ\s+SIGNED_BY\s+REASON$`, lines[0])
+	require.Regexp(t, `(?m)load-generator\s+gf\.cmd\.load\.stop\s+load\.stop\s+rejected\s+1\s+exp-a\s+r-rejected\s+\d+\s+load-generator\s+rejected: no such run here$`, table)
 	rows, err := csv.NewReader(strings.NewReader(clitest.MustRun(t, append([]string{"dead-letters", "--format", "csv", "--experiment", "exp-b"}, base...)...))).ReadAll()
 	require.NoError(t, err)
 	require.Len(t, rows, 3)
-	require.Equal(t, []string{"seq", "time", "consumer", "subject", "type", "kind", "deliveries", "experiment_id", "run_id", "stream_seq", "reason"}, rows[0])
+	require.Equal(t, []string{"seq", "time", "consumer", "subject", "type", "kind", "deliveries", "experiment_id", "run_id", "stream_seq", "signed_by", "reason"}, rows[0])
 	require.Equal(t, []string{"load-generator", "gf.cmd.load.stop", "load.stop", "unverified", "1", "exp-b", "r-unsigned"}, rows[1][2:9])
 
 	// One, with its headers and body.
@@ -199,6 +199,24 @@ func TestDeadLettersListsWhatConsumersGaveUp(t *testing.T) {
 	require.Equal(t, 1, code, out)
 	require.Contains(t, errOut, "cannot be replayed: load.stop on gf.cmd.load.stop: unsigned")
 	require.Len(t, list(), 3, "the replayed one was handled, not dead-lettered again")
+
+	// Any service's seed may write a dead letter: one the load generator
+	// did not sign is listed as unverified, and says why.
+	forged := nats.NewMsg(bus.SubjectDLQ + bus.Subject(events.TypeLoadStop))
+	forged.Header.Set(bus.HeaderDLQConsume, bus.ConsumerLoadGenerator.Durable)
+	forged.Header.Set(bus.HeaderDLQReason, "rejected: forged")
+	forged.Data = []byte(`{}`)
+	_, err = s.Bus(t, string(events.ServiceEnergyCollector)).JetStream().PublishMsg(t.Context(), forged)
+	require.NoError(t, err)
+	all = list()
+	require.Len(t, all, 4)
+	for _, d := range all[:3] {
+		require.Equal(t, bus.ConsumerLoadGenerator.Durable, d.SignedBy, d.Seq)
+		require.Empty(t, d.Unverified)
+	}
+	require.Empty(t, all[3].SignedBy)
+	require.Contains(t, all[3].Unverified, "unsigned")
+	require.Regexp(t, `(?m)\s+UNVERIFIED\s+rejected: forged$`, clitest.MustRun(t, append([]string{"dead-letters"}, base...)...))
 }
 
 // Bad arguments are refused before anything connects, each named.
