@@ -67,6 +67,10 @@ type resources struct {
 	readBuckets []string // KV buckets it only reads
 	streams     []string // other streams it consumes with durables
 	watches     bool     // replays the lifecycle stream with ephemeral consumers (Bus.Watch)
+	// readsDeadLetters: gets dead letters (Bus.DeadLetters) with the
+	// stream's direct and message gets — no consumer, so it reads and
+	// cannot take anything.
+	readsDeadLetters bool
 }
 
 // userResources: the token bucket is read by the services that verify
@@ -79,7 +83,7 @@ var userResources = map[string]resources{
 	string(events.ServiceLoadGenerator):   {buckets: []string{BucketLoadMembers, BucketLoadRuns}},
 	string(events.ServiceEnergyCollector): {buckets: []string{BucketCollectors}},
 	string(events.ServiceAnalyzer):        {readBuckets: []string{BucketTokens}},
-	string(events.ServiceCLI):             {buckets: []string{BucketTestbed}, watches: true},
+	string(events.ServiceCLI):             {buckets: []string{BucketTestbed}, watches: true, readsDeadLetters: true},
 	// The console reads the lifecycle (watches, no acks) and verifies
 	// sign-in tokens; it publishes nothing and calls no NATS API: its
 	// actions are the signed-in user's, through the scheduler's HTTP API.
@@ -147,6 +151,9 @@ func PermissionsFor(user, inbox string) (Permissions, error) {
 		// Any name, on the watchers' stream only; ordered consumers
 		// acknowledge nothing, so no $JS.ACK either.
 		pub.add(slices.DeleteFunc(consumerUse(StreamWatch, "*"), func(s string) bool { return strings.HasPrefix(s, "$JS.ACK.") })...)
+	}
+	if res.readsDeadLetters {
+		pub.add("$JS.API.STREAM.MSG.GET."+StreamDeadLetter, "$JS.API.DIRECT.GET."+StreamDeadLetter)
 	}
 	for _, st := range res.streams {
 		pub.add(streamAccess(user, st)...)

@@ -19,7 +19,7 @@ import (
 type ConsumeOption func(*consumeOptions)
 
 type consumeOptions struct {
-	onDeadLetter DeadLetterFunc
+	onDeadLetter DeadLetterBodyFunc
 }
 
 // Consume runs handler for every message matching spec until ctx ends.

@@ -253,6 +253,8 @@ var (
 		MaxBytes:    deadLetterBytes, // full: the oldest go (any service may dead-letter)
 		Storage:     jetstream.FileStorage,
 		Duplicates:  10 * time.Minute,
+		// Read in batches by `greenflow dead-letters` (Bus.DeadLetters).
+		AllowDirect: true,
 	}
 )
 

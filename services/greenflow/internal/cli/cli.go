@@ -14,6 +14,7 @@
 //	cancel            cancel an experiment (status.go)
 //	token             create, list and revoke API tokens (api.go)
 //	trigger           list and disarm armed templates (trigger.go)
+//	dead-letters      list, show and replay what no consumer could process (deadletters.go)
 //	nats-config       nats-server users and permissions for a deployment (natsconfig.go)
 //	nats declare      every stream and bucket, as admin (natsconfig.go)
 //	clickhouse-users  ClickHouse users.xml for a deployment (clickhouseusers.go)
@@ -66,6 +67,10 @@ Usage:
   greenflow token    revoke NAME|ID
   greenflow trigger  list                                                      armed templates: what fires them, how often and when they last did
   greenflow trigger  disarm NAME                                               stop a template firing (submitting it again re-arms it)
+  greenflow dead-letters [--experiment ID] [--consumer NAME] [--since 24h|TIME] [--format table|json|csv]
+                                                                               what no consumer could process: when, who gave it up, why
+  greenflow dead-letters show SEQ [--format table|json]                        one dead letter with its headers and body
+  greenflow dead-letters replay SEQ                                            publish it again as first published (admin's NATS user)
   greenflow nats-config --creds-dir DIR                                         nats-server users and permissions for a deployment
   greenflow nats declare [--nats-url URL --nats-nkey-file ADMIN.nk] [--keep]    declare every stream and bucket as admin (no service may)
   greenflow clickhouse-users --secrets-dir DIR [--network CIDR]...             ClickHouse users.xml (hashes only) for a deployment
@@ -77,7 +82,8 @@ Usage:
 submit, list, status, cancel, trigger and token use the scheduler's HTTP API with a bearer token:
 --api-url and --token, else GREENFLOW_TOKEN, else a running 'greenflow dev' through its state
 dir (its address, and the admin token it wrote there). results and the analysis commands read
-ClickHouse (--clickhouse-dsn, or the dev stack's); watch follows events on NATS (--nats-url).
+ClickHouse (--clickhouse-dsn, or the dev stack's); watch follows events on NATS (--nats-url), and
+dead-letters reads NATS's dead-letter stream as the greenflow command's NATS user (--nats-nkey-file).
 `
 
 // command runs one subcommand with the arguments after its name.
@@ -94,6 +100,7 @@ var commands = map[string]command{
 	"cancel":           toStdout(runCancel),
 	"token":            runToken,
 	"trigger":          runTrigger,
+	"dead-letters":     runDeadLetters,
 	"list":             toStdout(runList),
 	"status":           toStdout(runStatusCmd),
 	"nats-config":      runNATSConfig,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -186,15 +187,29 @@ func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reas
 		return fmt.Errorf("read experiment %s: %w", id, err)
 	}
 	now := s.nowMs()
+	// What the API recorded when it accepted the submission (pending) fills
+	// in what the failure does not know: the name of a spec that does not
+	// parse or of a dead-lettered submission, its labels, and when it was
+	// submitted, rather than when it failed.
+	if name == "" {
+		name = existing.Name
+	}
+	created := now
+	if existing.CreatedMs != 0 {
+		created = existing.CreatedMs
+	}
+	labels := "{}"
+	if len(existing.Labels) > 0 {
+		if b, err := json.Marshal(existing.Labels); err == nil {
+			labels = string(b)
+		}
+	}
 	if err := s.store.UpsertExperiment(ctx, store.Experiment{ExperimentID: id, Name: name, Spec: specText, State: events.ExperimentStateFailed,
-		Labels: "{}", GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(s.testbed()), CreatedMs: now}); err != nil {
+		Labels: labels, GreenflowVersion: s.cfg.Version, GitCommit: s.cfg.Commit, Environment: environmentJSON(s.testbed()), CreatedMs: created}); err != nil {
 		if needRow {
 			return err
 		}
 		s.logger.Warn("store failed experiment row failed", zap.String("experiment_id", id), zap.Error(err))
-	}
-	if name == "" {
-		name = existing.Name
 	}
 	rec := ExperimentRecord{ID: id, Name: name, State: events.ExperimentStateFailed, Reason: reason, RunIDs: []string{}, CreatedMs: now}
 	ve, settled, err := s.settleSubmission(ctx, rec)
@@ -216,7 +231,7 @@ func (s *Scheduler) failSubmission(ctx context.Context, id, name, specText, reas
 // carried out here — the experiment marked, as the cancel's handler does,
 // and the sweep stops and cancels its runs — so that a cancel whose handler
 // died with its process, run after run, still takes effect.
-func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason string) {
+func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, body []byte, reason string) {
 	id := h.Get(bus.HeaderExperiment)
 	if id == "" {
 		return
@@ -227,7 +242,20 @@ func (s *Scheduler) onDeadLetter(ctx context.Context, h nats.Header, reason stri
 		if _, err := s.kv.get(ctx, expKey(id), &rec); err == nil && rec.Pending && rec.Spec != "" {
 			return // queued: the expander's, whatever became of the message
 		}
-		if err := s.failSubmission(ctx, id, "", "", "submission dead-lettered: "+reason, false); err != nil {
+		// The row says what was submitted when the body says it: its spec,
+		// and its name when the spec parses. (The hook never sees an
+		// unverified message; an undecodable one's body does not decode
+		// here either, and failSubmission takes the name from the API's
+		// pending record.)
+		name, specText := "", ""
+		ver, _ := strconv.Atoi(h.Get(bus.HeaderVersion))
+		if m, err := events.Decode(events.TypeExperimentSubmit, ver, body); err == nil && m.(*events.ExperimentSubmit).ExperimentID == id {
+			specText = m.(*events.ExperimentSubmit).Spec
+			if e, err := spec.Parse([]byte(specText), nil); err == nil {
+				name = e.Metadata.Name
+			}
+		}
+		if err := s.failSubmission(ctx, id, name, specText, "submission dead-lettered: "+reason, false); err != nil {
 			s.logger.Error("record dead-lettered submission failed", zap.String("experiment_id", id), zap.Error(err))
 		}
 	case events.TypeExperimentCancel:

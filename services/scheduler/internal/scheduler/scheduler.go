@@ -134,7 +134,7 @@ func New(cfg Config, d Deps) (*Scheduler, error) {
 	if err := service.Register(d.Registry, "scheduler", s.transitions, s.runsActive); err != nil {
 		return nil, err
 	}
-	s.events = d.Bus.NewConsumer(bus.ConsumerScheduler, s.handler(), bus.OnDeadLetter(s.onDeadLetter))
+	s.events = d.Bus.NewConsumer(bus.ConsumerScheduler, s.handler(), bus.OnDeadLetterBody(s.onDeadLetter))
 	s.parts.Add("state watch", service.Func(s.followView))
 	s.parts.Add("events", untilCancelled(s.events.Run))
 	s.parts.Add("tick", service.Func(s.tickLoop))

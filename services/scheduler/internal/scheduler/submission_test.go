@@ -227,6 +227,7 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	var st scheduler.ExperimentStatus
 	require.Equal(t, http.StatusOK, getJSON(t, url+"/v1/experiments/"+rep.ID, &st))
 	require.Equal(t, events.ExperimentStateSubmitted, st.State)
+	submitted := st
 
 	h.stopScheduler() // mid-handler: the submission's first delivery spent
 	ctx := t.Context()
@@ -240,6 +241,15 @@ func TestSubmissionWhoseDeliveriesRanOutFailsTheExperiment(t *testing.T) {
 	require.Equal(t, events.ExperimentStateFailed, st.State)
 	require.Contains(t, st.Reason, "submission dead-lettered: out of deliveries")
 	require.Contains(t, listed(h.sched), rep.ID)
+	// Its ClickHouse row says what was submitted and when (it had an
+	// empty name and spec, and the failure's time).
+	row, err := h.store.GetExperiment(ctx, rep.ID)
+	require.NoError(t, err)
+	require.Equal(t, events.ExperimentStateFailed, row.State)
+	require.Equal(t, submitted.Name, row.Name)
+	require.NotEmpty(t, row.Name)
+	require.Contains(t, row.Spec, "measure: 1h", "the submitted spec")
+	require.Equal(t, submitted.CreatedMs, row.CreatedMs, "the submission's time")
 }
 
 // spendDeliveries spends the deliveries left to the message match picks
