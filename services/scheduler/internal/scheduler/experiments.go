@@ -78,7 +78,15 @@ func (s *Scheduler) expand(ctx context.Context, existing ExperimentRecord) error
 		return s.failSubmission(ctx, m.ExperimentID, "", m.Spec, "invalid spec: "+err.Error(), true)
 	}
 	now := s.nowMs()
-	plan, err := e.Expand(m.ExperimentID, now)
+	// The order's seed, when the spec gives none, is the time the record
+	// was first written — not this expansion's: every scheduler's expander
+	// may take a queued record up, and one taking up another's expansion cut
+	// short keeps the runs already created, so all must draw the same plan.
+	seed := existing.CreatedMs
+	if seed == 0 {
+		seed = now
+	}
+	plan, err := e.Expand(m.ExperimentID, seed)
 	if err != nil {
 		return s.failSubmission(ctx, m.ExperimentID, e.Metadata.Name, m.Spec, "expand the spec: "+err.Error(), true)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/bus"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/spec"
+	"github.com/greenflow/greenflow/pkg/store"
 	"github.com/greenflow/greenflow/pkg/testenv"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
@@ -143,10 +145,12 @@ type gatedRunCreate struct {
 	jetstream.KeyValue
 	gate, entered chan struct{}
 	once          *sync.Once
+	// free is how many run keys are created before the gate holds the rest.
+	free *atomic.Int32
 }
 
 func (g gatedRunCreate) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
-	if strings.HasPrefix(key, "run.") {
+	if strings.HasPrefix(key, "run.") && g.free.Add(-1) < 0 {
 		g.once.Do(func() { close(g.entered) })
 		select {
 		case <-g.gate:
@@ -160,7 +164,7 @@ func (g gatedRunCreate) Create(ctx context.Context, key string, value []byte, op
 // gatedHarness is a scheduler whose state bucket is a gatedRunCreate (the
 // one returned), with its HTTP API's URL.
 func gatedHarness(t *testing.T) (*harness, *gatedRunCreate, string) {
-	g := &gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}}
+	g := &gatedRunCreate{gate: make(chan struct{}), entered: make(chan struct{}), once: &sync.Once{}, free: &atomic.Int32{}}
 	h, _ := newHarness(t, nil, func(h *harness) {
 		h.wrapKV = func(kv jetstream.KeyValue) jetstream.KeyValue { g.KeyValue = kv; return *g }
 	})
@@ -389,5 +393,41 @@ func TestAnExpansionCutShortIsTakenUpByTheNextScheduler(t *testing.T) {
 	require.Len(t, runs, 2)
 	for id, r := range runs {
 		require.Equal(t, events.RunStateDone, r.State, id)
+	}
+}
+
+// An expansion cut short after some of its runs were created, and taken up
+// by the next scheduler, keeps those runs — so the next one must draw the
+// same plan: every run's configuration is the one the experiment's
+// recorded seed gives it, as a user reproducing the order from the seed
+// would find. Before, each expansion drew its order from its own clock
+// (the seed when the spec gives none): the first ten runs followed one
+// order, the other ten another, and the recorded seed the second.
+func TestAnExpansionTakenUpHalfWayDrawsTheSamePlan(t *testing.T) {
+	t.Parallel()
+	h, g, url := gatedHarness(t)
+	g.free.Store(10)
+	text := longSpec(10) // 2 configurations × 10 repetitions, interleaved at random
+	rep := submitAccepted(t, url, "", []byte(text))
+	testenv.Receive(t, g.entered, 30*time.Second, "the expander past its first ten runs")
+	h.stopScheduler()
+	close(g.gate)
+	time.Sleep(5 * time.Millisecond) // a later clock: the next expansion's own time differs
+	h.startScheduler(t.Context(), nil)
+	// Read from ClickHouse: the API server is the stopped scheduler's.
+	var exp store.Experiment
+	testenv.Eventually(t, 30*time.Second, "the experiment accepted by the next scheduler", func() bool {
+		var err error
+		exp, err = h.store.GetExperiment(context.Background(), rep.ID)
+		return err == nil && exp.RunsTotal == 20
+	})
+	parsed, err := spec.Parse([]byte(text), nil)
+	require.NoError(t, err)
+	plan, err := parsed.Expand(rep.ID, exp.Seed)
+	require.NoError(t, err)
+	runs := h.runsByID(rep.ID)
+	require.Len(t, runs, 20)
+	for _, want := range plan.Runs {
+		require.Equal(t, want.ConfigHash, runs[want.ID].ConfigHash, "run %s is the plan's (seed %d)", want.ID, exp.Seed)
 	}
 }
