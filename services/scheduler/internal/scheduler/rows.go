@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -24,6 +25,16 @@ func (s *Scheduler) persistRun(vr versioned[RunRecord]) {
 // that made a transition has not queued its row yet: readers told that an
 // experiment finished find all its runs stored.
 func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
+	if err := s.writeFinalRows(ctx, e); err != nil {
+		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
+	}
+}
+
+// writeFinalRows is storeFinalRows for a caller that must not go on when
+// the rows are not stored: refreshExperiment writes them before the update
+// that makes the experiment final, since the API (and every other reader
+// of the bucket) reports that state the moment it is written.
+func (s *Scheduler) writeFinalRows(ctx context.Context, e ExperimentRecord) error {
 	rows := make([]store.Run, 0, len(e.RunIDs))
 	for _, id := range e.RunIDs {
 		if vr, ok := s.view.versionedRun(id); ok {
@@ -31,8 +42,9 @@ func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
 		}
 	}
 	if err := s.store.UpsertRuns(ctx, rows); err != nil {
-		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
+		return fmt.Errorf("store the final run rows of experiment %s: %w", e.ID, err)
 	}
+	return nil
 }
 
 // runRow is a run's row in ClickHouse.
