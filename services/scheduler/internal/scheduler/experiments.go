@@ -291,9 +291,8 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	// refreshes it again.
 	stored := false
 	if next := experimentState(cur, t); next != cur.State && events.ExperimentFinal(next) {
-		if err := s.writeFinalRows(ctx, cur); err != nil {
-			s.logger.Warn("experiment not ended until its run rows are stored", zap.String("experiment_id", id), zap.Error(err))
-			return nil
+		if s.storeFinalRows(ctx, cur) != nil {
+			return nil // logged
 		}
 		stored = true
 	}

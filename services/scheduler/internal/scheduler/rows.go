@@ -23,18 +23,9 @@ func (s *Scheduler) persistRun(vr versioned[RunRecord]) {
 // storeFinalRows writes every run row of a finished experiment from the
 // local view, which holds each run's newest state even when the goroutine
 // that made a transition has not queued its row yet: readers told that an
-// experiment finished find all its runs stored.
-func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) {
-	if err := s.writeFinalRows(ctx, e); err != nil {
-		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
-	}
-}
-
-// writeFinalRows is storeFinalRows for a caller that must not go on when
-// the rows are not stored: refreshExperiment writes them before the update
-// that makes the experiment final, since the API (and every other reader
-// of the bucket) reports that state the moment it is written.
-func (s *Scheduler) writeFinalRows(ctx context.Context, e ExperimentRecord) error {
+// experiment finished find all its runs stored. A failure is logged and
+// returned.
+func (s *Scheduler) storeFinalRows(ctx context.Context, e ExperimentRecord) error {
 	rows := make([]store.Run, 0, len(e.RunIDs))
 	for _, id := range e.RunIDs {
 		if vr, ok := s.view.versionedRun(id); ok {
@@ -42,7 +33,8 @@ func (s *Scheduler) writeFinalRows(ctx context.Context, e ExperimentRecord) erro
 		}
 	}
 	if err := s.store.UpsertRuns(ctx, rows); err != nil {
-		return fmt.Errorf("store the final run rows of experiment %s: %w", e.ID, err)
+		s.logger.Warn("store final run rows failed", zap.String("experiment_id", e.ID), zap.Error(err))
+		return fmt.Errorf("store experiment %s's final run rows: %w", e.ID, err)
 	}
 	return nil
 }
