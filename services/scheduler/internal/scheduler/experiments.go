@@ -323,10 +323,26 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 		return nil
 	}
 	t := s.view.counts(cur, s.cfg.Retries)
+	// The rows go first: the API answers from the bucket, so a user told
+	// the experiment is final reads its runs from ClickHouse at once. They
+	// are the view's runs that make it final (newer revisions only win);
+	// an update that then finds it final already, or not yet, wrote rows
+	// that are right anyway. Not stored, it is not made final: the tick
+	// refreshes it again.
+	stored := false
+	if next := experimentState(cur, t); next != cur.State && events.ExperimentFinal(next) {
+		if s.storeFinalRows(ctx, cur) != nil {
+			return nil // logged
+		}
+		stored = true
+	}
 	ve, changed, err := update(ctx, s.kv, expKey(id), func(e *ExperimentRecord) (bool, error) {
 		state := experimentState(*e, t)
 		if state == e.State {
 			return false, nil
+		}
+		if events.ExperimentFinal(state) && (!stored || !slices.Equal(e.RunIDs, cur.RunIDs)) {
+			return false, nil // the view lags the record: a later refresh stores and ends it
 		}
 		e.State = state
 		return true, nil
@@ -340,16 +356,13 @@ func (s *Scheduler) refreshExperiment(ctx context.Context, id string) error {
 	e := ve.Value
 	s.view.putExperiment(ve)
 	final := events.ExperimentFinal(e.State)
-	if changed && final {
-		_ = s.storeFinalRows(ctx, e) // logged; the state is announced all the same
-	}
 	if changed {
 		if err := s.store.SetExperimentState(ctx, id, e.State); err != nil {
 			s.logger.Warn("store experiment state failed", zap.String("experiment_id", id), zap.Error(err))
 		}
 	}
-	// A final state is announced only by the update that set it (after its
-	// rows are stored); progress of an unfinished one by anyone.
+	// A final state is announced only by the update that set it (its rows
+	// stored before); progress of an unfinished one by anyone.
 	if changed || (t.final() > 0 && !final) {
 		s.publishExperiment(ctx, e, t)
 	}
