@@ -35,7 +35,7 @@ type Spec struct {
 	Search      *Search             `yaml:"search,omitempty" json:"search,omitempty"`
 	Repetitions int                 `yaml:"repetitions" json:"repetitions"`
 	Order       string              `yaml:"order,omitempty" json:"order,omitempty"` // random (default) | sequential
-	Seed        int64               `yaml:"seed,omitempty" json:"seed,omitempty"`   // 0: chosen at expansion and recorded
+	Seed        int64               `yaml:"seed,omitempty" json:"seed,omitempty"`   // 0: the submission time (ms), recorded
 }
 
 // RunConfig is the concrete configuration of one run; factors override its
