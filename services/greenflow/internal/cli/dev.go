@@ -152,11 +152,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	dsn := devDSN(st.Endpoints, false)
 	w := &watchTarget{natsURL: st.Endpoints.NATSURL, natsOpts: natsOpts, trustFile: trustFileOf(creds), unverifiedWait: time.Minute,
-		dsn: st.Endpoints.ClickHouseReaderDSN}
-	if w.dsn == "" {
-		w.dsn = st.Endpoints.ClickHouseDSN
-	}
+		dsn: func() string { return dsn }}
 	id, werr := submitAndWatch(ctx, api, p, w, stdout, stderr, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s: %s of %s", id, nRuns(p.Runs), sf.file)
 	})

@@ -33,6 +33,9 @@ type connFlags struct {
 	// writer: the command writes ClickHouse (prune), so it takes the dev
 	// stack's writer DSN; every other command takes the read-only one.
 	writer bool
+	// dsnFromDev: clickhouseDSN is the running dev stack's, read from its
+	// state dir (currentDSN reads it again).
+	dsnFromDev bool
 }
 
 func (c *connFlags) register(fs *flag.FlagSet) {
@@ -191,12 +194,31 @@ func (c *connFlags) resolve(needNATS bool) error {
 		c.natsURL = ep.NATSURL
 	}
 	if c.clickhouseDSN == "" {
-		c.clickhouseDSN = ep.ClickHouseReaderDSN
-		if c.writer || c.clickhouseDSN == "" {
-			c.clickhouseDSN = ep.ClickHouseDSN
-		}
+		c.clickhouseDSN, c.dsnFromDev = devDSN(ep, c.writer), true
 	}
 	return nil
+}
+
+// devDSN is the dev stack's reader DSN, or its writer DSN for a command
+// that writes (or when it has no reader).
+func devDSN(ep devstack.Endpoints, writer bool) string {
+	if writer || ep.ClickHouseReaderDSN == "" {
+		return ep.ClickHouseDSN
+	}
+	return ep.ClickHouseReaderDSN
+}
+
+// currentDSN is the ClickHouse DSN to connect with now: the dev stack's as
+// its state dir says now when it came from there — a dev stack restarted
+// meanwhile (during a long watch) serves ClickHouse on a new port — else
+// the one given.
+func (c *connFlags) currentDSN() string {
+	if c.dsnFromDev {
+		if ep, err := devstack.ReadEndpoints(c.stateDir); err == nil {
+			return devDSN(ep, c.writer)
+		}
+	}
+	return c.clickhouseDSN
 }
 
 type stringList []string

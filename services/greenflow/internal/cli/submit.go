@@ -76,7 +76,7 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var w *watchTarget
 	if *watch {
-		w = &watchTarget{natsURL: c.natsURL, natsOpts: natsOpts, trustFile: trustFileOf(creds), unverifiedWait: *unverifiedWait, dsn: c.clickhouseDSN}
+		w = &watchTarget{natsURL: c.natsURL, natsOpts: natsOpts, trustFile: trustFileOf(creds), unverifiedWait: *unverifiedWait, dsn: c.currentDSN}
 	}
 	_, err = submitAndWatch(ctx, api, p, w, stdout, stderr, func(id string) string {
 		return fmt.Sprintf("submitted experiment %s (%s)", id, nRuns(p.Runs))
@@ -86,8 +86,8 @@ func runSubmit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // watchTarget is where a watch follows an experiment: the NATS at natsURL,
 // connected with natsOpts, whose events count when they pass the check
-// against trustFile ("": unchecked); and the ClickHouse at dsn, for the
-// results at the end.
+// against trustFile ("": unchecked); and the ClickHouse dsn gives when the
+// experiment has ended, for its results.
 type watchTarget struct {
 	natsURL   string
 	natsOpts  []nats.Option
@@ -95,7 +95,7 @@ type watchTarget struct {
 	// unverifiedWait is how long the watch waits for an event of the
 	// experiment that passes the check once one has failed it.
 	unverifiedWait time.Duration
-	dsn            string
+	dsn            func() string
 }
 
 // submitAndWatch submits a prepared spec through the scheduler's HTTP API,

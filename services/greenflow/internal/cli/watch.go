@@ -212,11 +212,14 @@ func (u *unverifiedReport) wait(ctx context.Context, verified <-chan struct{}, i
 	}
 }
 
-func watchAndReport(ctx context.Context, b *bus.Bus, dsn, id string, since time.Time, stdout io.Writer, unverified *unverifiedReport) error {
+// watchAndReport follows the experiment to its end, then prints its results
+// from the ClickHouse that dsnNow gives at that moment.
+func watchAndReport(ctx context.Context, b *bus.Bus, dsnNow func() string, id string, since time.Time, stdout io.Writer, unverified *unverifiedReport) error {
 	final, err := Watch(ctx, b, id, since, stdout, unverified)
 	if err != nil {
 		return err
 	}
+	dsn := dsnNow()
 	if dsn == "" {
 		fmt.Fprintln(stdout, "no ClickHouse DSN known: run 'greenflow results' with --clickhouse-dsn")
 		return nil
