@@ -145,6 +145,12 @@ func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
 	if !ok {
 		return fmt.Errorf("%w %s", errUnknownExperiment, id)
 	}
+	if e.State == events.ExperimentStateDone || e.State == events.ExperimentStateFailed {
+		// Nothing left to cancel; answered, where the consumer would drop
+		// it in silence. (A cancelled one is cancelled again: a repeated
+		// cancel finishes and announces a cancellation cut short.)
+		return fmt.Errorf("%w: experiment %s ended %s", errAlreadyEnded, id, e.State)
+	}
 	if e.Pending {
 		done, err := s.cancelPending(ctx, id, reason)
 		if err != nil {
@@ -167,7 +173,7 @@ func (s *Scheduler) Cancel(ctx context.Context, id, reason string) error {
 //	GET  /v1/experiments            viewer; list, newest first; ?state=&label=k=v&q=&limit=&cursor= filter and page it
 //	                                (the body stays the JSON array; X-Total-Count: matches, X-Next-Cursor: next page's cursor)
 //	GET  /v1/experiments/{id}       viewer; status with runs
-//	POST /v1/experiments/{id}/cancel operator; optional body {"reason": ...}
+//	POST /v1/experiments/{id}/cancel operator; optional body {"reason": ...}; 409 when it ended done or failed
 //	POST /v1/experiments/validate   viewer; a dry run of a submission: problems with line and path, runs, duration
 //	GET  /v1/triggers               viewer; armed templates with when they last fired
 //	POST /v1/triggers/{name}/disarm operator
@@ -329,8 +335,11 @@ func (s *Scheduler) serveCancel(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.Cancel(r.Context(), r.PathValue("id"), reason); err != nil {
 		code := http.StatusServiceUnavailable
-		if errors.Is(err, errUnknownExperiment) {
+		switch {
+		case errors.Is(err, errUnknownExperiment):
 			code = http.StatusNotFound
+		case errors.Is(err, errAlreadyEnded):
+			code = http.StatusConflict
 		}
 		writeError(w, code, err.Error())
 		return

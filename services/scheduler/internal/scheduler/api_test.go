@@ -13,6 +13,7 @@ import (
 
 	"github.com/greenflow/greenflow/pkg/auth"
 	"github.com/greenflow/greenflow/pkg/events"
+	"github.com/greenflow/greenflow/pkg/schedapi"
 	"github.com/greenflow/greenflow/pkg/spec"
 	"github.com/greenflow/greenflow/services/scheduler/internal/scheduler"
 )
@@ -78,6 +79,10 @@ func TestHTTPSubmitStatusAndErrors(t *testing.T) {
 	require.Equal(t, 4, st.RunsDone)
 	require.Len(t, st.Runs, 4)
 	require.Len(t, st.Runs[0].Phases, 7)
+	// Cancelling it now is answered, not queued for the consumer to drop.
+	var refusal schedapi.ErrorReply
+	require.Equal(t, http.StatusConflict, call(t, http.MethodPost, url+"/v1/experiments/"+rep.ID+"/cancel", "", "", &refusal))
+	require.Equal(t, "nothing to cancel: experiment "+rep.ID+" ended done", refusal.Error)
 
 	// Invalid: every problem with its path, nothing queued.
 	code, rep := postSpec(t, url, "", []byte("apiVersion: greenflow.dev/v1alpha1\nkind: Experiment\nmetadata: {name: x}\nspec:\n  repetitions: 0\n  workload: {format: xml}\n"))

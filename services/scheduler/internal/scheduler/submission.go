@@ -64,6 +64,10 @@ func (s *Scheduler) wakeExpander() {
 // errUnknownExperiment is the error for an id no experiment has.
 var errUnknownExperiment = errors.New("unknown experiment")
 
+// errAlreadyEnded is the error for a cancel of an experiment that ended
+// done or failed.
+var errAlreadyEnded = errors.New("nothing to cancel")
+
 // recordSubmission writes the pending record of an experiment whose
 // submission the API has just queued. It comes after the command, so a
 // crash in between strands nothing (the consumer creates the experiment
