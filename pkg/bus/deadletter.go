@@ -70,7 +70,7 @@ func (b *Bus) deadLetter(ctx context.Context, logger *zap.Logger, spec ConsumerS
 	dl.Header.Set(HeaderDLQDeliver, strconv.FormatUint(md.NumDelivered, 10))
 	dl.Header.Set(HeaderDLQStream, strconv.FormatUint(md.Sequence.Stream, 10))
 	// The copy's own id de-duplicates dead-lettering; the original's is
-	// kept apart, as its signature covers it (replay, DeadLetter.Original).
+	// kept apart, as its signature covers it (Replay checks it).
 	if id := msg.Headers().Get(nats.MsgIdHdr); id != "" {
 		dl.Header.Set(HeaderDLQMsgID, id)
 	}

@@ -244,8 +244,9 @@ func writeDeadLetter(w io.Writer, format string, d bus.DeadLetter) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprintf(tw, "dead letter %d\t%s\n", d.Seq, d.Time.Format(deadLetterTime))
+	row := deadLetterRow(d)
 	for i, col := range deadLetterColumns[2:] {
-		fmt.Fprintf(tw, "  %s:\t%s\n", col, deadLetterRow(d)[i+2])
+		fmt.Fprintf(tw, "  %s:\t%s\n", col, row[i+2])
 	}
 	if d.Unverified != "" {
 		fmt.Fprintf(tw, "  unverified:\t%s (any service's seed may write a dead letter: this one is not proven)\n", d.Unverified)
